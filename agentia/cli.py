@@ -1,0 +1,97 @@
+"""The ``agentia`` command: up, gateway, worker, token, chat."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from agentia.settings import DEV_SECRET, EdgeSettings, SettingsError, WorkerSettings, from_env
+
+
+def _logging(level: str) -> None:
+    from agentia.logs import setup
+
+    setup(level, json_lines=os.environ.get("AGENTIA_LOG_JSON", "") in {"1", "true"})
+
+
+def cmd_gateway(a: argparse.Namespace) -> None:
+    from gateway.main import run
+
+    s = from_env(EdgeSettings, host=a.host, port=a.port, redis_url=a.redis)
+    _logging(s.log_level)
+    run(s)
+
+
+def cmd_worker(a: argparse.Namespace) -> None:
+    from sessions.main import run
+
+    s = from_env(WorkerSettings, agent=a.agent, redis_url=a.redis, concurrency=a.concurrency)
+    _logging(s.log_level)
+    run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
+
+
+def cmd_token(a: argparse.Namespace) -> None:
+    from gateway.auth import mint
+
+    secret = os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET)
+    print(mint(secret, a.user, a.ttl))
+
+
+def cmd_up(a: argparse.Namespace) -> None:
+    from agentia.up import up
+
+    up(port=a.port, workers=a.workers)
+
+
+def cmd_chat(a: argparse.Namespace) -> None:
+    from agentia.chat import main as chat
+
+    chat(a.url, a.user, a.session, a.message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentia", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gateway", help="run one edge process (WebSocket server)")
+    g.add_argument("--host")
+    g.add_argument("--port", type=int)
+    g.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
+    g.set_defaults(fn=cmd_gateway)
+    w = sub.add_parser("worker", help="run an agent worker")
+    w.add_argument("--agent", help="module:attribute of an agents.Agent")
+    w.add_argument("--redis")
+    w.add_argument("--concurrency", type=int)
+    w.add_argument("--burst", action="store_true", help="exit when no turn is left")
+    w.set_defaults(fn=cmd_worker)
+    t = sub.add_parser("token", help="mint a dev token (HS256, AGENTIA_JWT_SECRET)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--ttl", type=int, default=24 * 3600)
+    t.set_defaults(fn=cmd_token)
+    u = sub.add_parser("up", help="run everything on an embedded default")
+    u.add_argument("--port", type=int, default=8765)
+    u.add_argument("--workers", type=int, default=1)
+    u.set_defaults(fn=cmd_up)
+    c = sub.add_parser("chat", help="a small terminal chat client")
+    c.add_argument("--url", default="ws://127.0.0.1:8765/v1/ws")
+    c.add_argument("--user", default="dev")
+    c.add_argument("--session")
+    c.add_argument("-m", "--message", action="append", help="send and exit after the reply")
+    c.set_defaults(fn=cmd_chat)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SettingsError as exc:
+        print(f"agentia: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

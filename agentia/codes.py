@@ -1,0 +1,89 @@
+"""Error and close codes: documented data (see docs/protocol.md), each retryable or terminal.
+
+Close code ranges tell a client what to do without knowing every code:
+
+* 1000-1015: standard WebSocket codes (1012 and 1013 mean "reconnect after a backoff").
+* 4000-4499: reconnect (with backoff) and resume from the last offset.
+* 4500-4999: terminal; do not reconnect until something changes (a new token, another session).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class CloseCode(enum.IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    SLOW = 4000
+    IDLE = 4001
+    FLOOD = 4002
+    TOKEN_EXPIRED = 4003
+    UNAUTHORIZED = 4500
+    FORBIDDEN = 4503
+
+    @property
+    def reconnect(self) -> bool:
+        return self in _RECONNECT or 4000 <= self.value < 4500
+
+
+_RECONNECT = {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER,
+              CloseCode.INTERNAL_ERROR}
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes carried by ``error`` frames and ``turn_error`` events."""
+
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"
+    TURN_NOT_ACTIVE = "turn_not_active"
+    TURN_FAILED = "turn_failed"
+    TURN_TIMEOUT = "turn_timeout"
+    INTERNAL = "internal"
+
+
+RETRYABLE: frozenset[ErrorCode] = frozenset(
+    {ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.INTERNAL}
+)
+
+
+class AgentiaError(Exception):
+    """Root of Agentia's exception tree: an error a client can be told about."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        ref: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.retry_after_ms = retry_after_ms
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ProtocolError(AgentiaError):
+    """The client sent a frame we cannot accept (the connection stays open)."""
+
+
+class BusUnavailable(AgentiaError):
+    """Redis could not be reached; the operation may be retried."""
+
+    def __init__(self, message: str = "the message bus is unavailable, retry shortly") -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message, None, 1000)

@@ -1,0 +1,114 @@
+"""Settings per process kind, from ``AGENTIA_*`` environment variables, validated at start."""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass, fields
+from typing import Any
+
+FD_RESERVE = 1_000
+"""File descriptors kept free for Redis connections, logs and sockets mid-handshake."""
+DEV_SECRET = "agentia-dev-secret-change-me-in-production"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _env(name: str, default: Any, cast: type) -> Any:
+    raw = os.environ.get(f"AGENTIA_{name.upper()}")
+    if raw is None or raw == "":
+        return default
+    try:
+        if cast is bool:
+            return raw.lower() in {"1", "true", "yes", "on"}
+        return cast(raw)
+    except ValueError:
+        raise SettingsError(f"AGENTIA_{name.upper()}={raw!r} is not a valid {cast.__name__}") from None
+
+
+def from_env(cls: Any, **overrides: Any) -> Any:
+    """Build a settings dataclass: explicit overrides, then AGENTIA_<FIELD>, then defaults."""
+    kw = {}
+    for f in fields(cls):
+        if f.name in overrides and overrides[f.name] is not None:
+            kw[f.name] = overrides[f.name]
+        else:
+            kw[f.name] = _env(f.name, f.default, type(f.default))
+    obj = cls(**kw)
+    obj.validate()
+    return obj
+
+
+@dataclass(slots=True)
+class Common:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "agentia"
+    shards: int = 8
+    log_level: str = "info"
+    log_json: bool = False
+
+    def validate(self) -> None:
+        if not 1 <= self.shards <= 1024:
+            raise SettingsError("AGENTIA_SHARDS must be between 1 and 1024")
+
+
+@dataclass(slots=True)
+class EdgeSettings(Common):
+    host: str = "127.0.0.1"
+    port: int = 8765
+    jwt_secret: str = DEV_SECRET
+    jwt_public_key: str = ""
+    jwt_algorithms: str = "HS256"
+    max_connections: int = 0
+    max_frame_bytes: int = 64 * 1024
+    max_text_chars: int = 16_000
+    rate_per_s: float = 5.0
+    burst: float = 20.0
+    send_queue: int = 256
+    heartbeat_s: float = 25.0
+    idle_timeout_s: float = 90.0
+    handshake_timeout_s: float = 10.0
+    ws_ping_interval_s: float = 0.0
+    compression: bool = False
+    drain_s: float = 10.0
+    max_inbound_lag: int = 10_000
+    reuse_port: bool = True
+
+    def validate(self) -> None:
+        Common.validate(self)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        ceiling = soft - FD_RESERVE
+        if ceiling < 10:
+            raise SettingsError(f"the fd limit ({soft}) is too low to serve connections")
+        if self.max_connections <= 0:
+            self.max_connections = ceiling
+        elif self.max_connections > ceiling:
+            raise SettingsError(
+                f"AGENTIA_MAX_CONNECTIONS={self.max_connections} leaves fewer than {FD_RESERVE} "
+                f"of this process's {soft} file descriptors spare; use at most {ceiling} "
+                "and run more processes")
+        if self.max_frame_bytes < 1024:
+            raise SettingsError("AGENTIA_MAX_FRAME_BYTES must be at least 1024")
+        if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:
+            raise SettingsError("rate_per_s > 0, burst >= 1 and send_queue >= 8 are required")
+
+
+@dataclass(slots=True)
+class WorkerSettings(Common):
+    agent: str = "sessions.demo:demo_agent"
+    concurrency: int = 32
+    lease_ms: int = 30_000
+    max_attempts: int = 3
+    coalesce_ms: int = 40
+    turn_timeout_s: float = 300.0
+    model: str = "gpt-4o-mini"
+    model_base_url: str = ""
+    demo_word_delay: float = 0.03
+    tracing: bool = False
+
+    def validate(self) -> None:
+        Common.validate(self)
+        if self.concurrency < 1 or self.max_attempts < 1 or self.lease_ms < 1000:
+            raise SettingsError("concurrency >= 1, max_attempts >= 1, lease_ms >= 1000 required")

@@ -1,0 +1,1 @@
+"""Edge: WebSocket processes that hold connections and move frames."""

@@ -1,0 +1,169 @@
+"""One client connection: frames in, session events out, through a bounded outbox.
+
+Transport-agnostic: it talks to a :class:`Transport` and to the bus. Writes go through one
+outbox per connection, drained by a writer task that exists only while there is something to
+write, so an idle connection holds no task. A full outbox means the client reads too slowly:
+it is closed with ``SLOW`` and nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
+from gateway import protocol as P
+from gateway.transport import Transport
+from sessions.bus import Bus, frame_for
+
+if TYPE_CHECKING:
+    from gateway.node import EdgeNode
+
+log = logging.getLogger("agentia.edge")
+REPLAY_PAGE = 200
+
+
+class Connection:
+    __slots__ = ("_drained", "closed", "node", "outbox", "state", "transport", "writer")
+
+    def __init__(self, node: EdgeNode, state: P.ConnState) -> None:
+        self.node = node
+        self.state = state
+        self.transport: Transport | None = None
+        self.outbox: deque[bytes] = deque()
+        self.writer: asyncio.Task[None] | None = None
+        self.closed = False
+        self._drained: asyncio.Event | None = None
+
+    @property
+    def bus(self) -> Bus:
+        return self.node.bus
+
+    # ------------------------------------------------------------ writing
+
+    def attach(self, transport: Transport) -> None:
+        self.transport = transport
+        self._kick()
+
+    def push(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        if len(self.outbox) >= self.node.limits.send_queue:
+            self.node.metrics["slow_closes"] += 1
+            self.close_soon(CloseCode.SLOW, "send queue full: reading too slowly")
+            return
+        self.outbox.append(frame)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.writer is None and self.transport is not None and self.outbox:
+            self.writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        assert self.transport is not None
+        try:
+            while self.outbox and not self.closed:
+                await self.transport.send(self.outbox.popleft())
+                self.node.metrics["frames_out"] += 1
+        except Exception:
+            self.closed = True  # the peer is gone; the read loop will end too
+        finally:
+            self.writer = None
+            if self._drained is not None:
+                self._drained.set()
+
+    async def push_paced(self, frame: bytes) -> None:
+        """Push, but first wait while the outbox is half full (used when replaying)."""
+        while len(self.outbox) >= self.node.limits.send_queue // 2 and not self.closed:
+            self._drained = self._drained or asyncio.Event()
+            self._drained.clear()
+            await self._drained.wait()
+        self.push(frame)
+
+    def close_soon(self, code: CloseCode, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.clear()
+        self.node.spawn(self._close(code, reason))
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        if self.transport is None:
+            return
+        try:
+            await asyncio.wait_for(self.transport.close(int(code), reason), 5)
+        except Exception:
+            self.transport.abort()
+
+    # ------------------------------------------------------------ session events
+
+    def on_live(self, offset: int, frame: bytes) -> None:
+        decision = self.state.cursor.on_live(offset)
+        if decision is P.Delivery.SEND:
+            self.push(frame)
+        elif decision is P.Delivery.CATCH_UP:
+            self.node.spawn(self.catch_up())
+
+    async def catch_up(self, epoch: str | None = None) -> tuple[bool, str]:
+        """Write what the log has after the cursor; (nothing was missing, current epoch)."""
+        cursor, sid = self.state.cursor, self.state.session
+        recovered, current = True, epoch or ""
+        try:
+            while not self.closed:
+                r = await self.bus.replay(sid, cursor.sent, epoch, REPLAY_PAGE)
+                current = r.epoch
+                if not r.recovered:
+                    recovered, epoch = False, None
+                    cursor.sent = r.events[0][0] - 1 if r.events else r.offset
+                for offset, event in r.events:
+                    if cursor.on_replayed(offset):
+                        await self.push_paced(frame_for(offset, event))
+                if len(r.events) < REPLAY_PAGE and not cursor.finish_catch_up():
+                    break
+        except BusUnavailable:
+            cursor.catching_up = False
+            self.push(P.error_frame(BusUnavailable()).encode())
+        return recovered, current
+
+    # ------------------------------------------------------------ frames in
+
+    async def on_frame(self, raw: str | bytes) -> None:
+        now = time.monotonic()
+        st = self.state
+        st.last_seen = now
+        self.node.metrics["frames_in"] += 1
+        try:
+            frame = P.parse_frame(raw, self.node.limits.max_text_chars)
+            await self._dispatch(frame, now)
+        except AgentiaError as err:
+            self.push(P.error_frame(err).encode())
+            if err.code in _STRIKES and st.strikes.hit(now):
+                self.close_soon(CloseCode.FLOOD, "too many bad or rate-limited frames")
+
+    async def _dispatch(self, frame: P.ClientFrame, now: float) -> None:
+        st = self.state
+        if isinstance(frame, P.Ping):
+            self.push(P.pong_frame(frame.data).encode())
+        elif isinstance(frame, P.Send):
+            if not st.bucket.take(now):
+                raise AgentiaError(ErrorCode.RATE_LIMITED, "too many messages, slow down",
+                                   frame.id, st.bucket.retry_after_ms())
+            await self.node.check_overload(st.session, frame.id)
+            res = await self.bus.submit(st.session, frame.id, frame.text, user=st.user)
+            self.node.metrics["turns_accepted"] += 0 if res.duplicate else 1
+            self.push(P.ack_frame(frame.id, res.offset, res.duplicate).encode())
+        elif isinstance(frame, P.Resume):
+            st.cursor.start_catch_up(frame.after)
+            recovered, epoch = await self.catch_up(frame.epoch)
+            self.push(P.resumed_frame(recovered, st.cursor.sent, epoch).encode())
+        elif isinstance(frame, P.Cancel):
+            turn = await self.bus.cancel(st.session, frame.turn)
+            if not turn:
+                raise AgentiaError(ErrorCode.TURN_NOT_ACTIVE, "no such turn is pending or running")
+            self.push(P.encode({"type": "cancelling", "turn": turn}).encode())
+
+
+_STRIKES = {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.RATE_LIMITED}

@@ -1,0 +1,50 @@
+"""Run one edge process: uvloop, the websockets server, background loops, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from agentia.settings import EdgeSettings
+from gateway import ws_websockets
+from gateway.node import EdgeNode
+from sessions.bus import Bus, connect
+
+log = logging.getLogger("agentia.edge")
+
+
+async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
+    bus = Bus(connect(settings.redis_url), prefix=settings.redis_prefix, shards=settings.shards)
+    node = EdgeNode(settings, bus)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(Exception):
+        await bus.heartbeat_node(node.id)
+    for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever()):
+        node.spawn(coro)
+    server = await ws_websockets.start(node)
+    port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
+    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections)", node.id,
+             settings.host, port, settings.max_connections)
+    print(f"AGENTIA_EDGE_READY node={node.id} port={port}", flush=True)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("edge %s draining %d connections", node.id, node.count)
+    await node.drain(settings.drain_s)
+    await ws_websockets.close_server(server, 2.0)
+    await bus.close()
+
+
+def run(settings: EdgeSettings) -> None:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        log.warning("uvloop is not installed; using the default asyncio loop")
+    asyncio.run(serve_edge(settings))

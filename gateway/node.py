@@ -1,0 +1,205 @@
+"""The edge node: composition root of one edge process.
+
+It admits connections (auth, session ownership, capacity), keeps the local registry of
+sessions to connections, reads its own delivery stream and fans events out, sweeps idle and
+expired connections, heartbeats, and drains on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
+from agentia.settings import FD_RESERVE, EdgeSettings
+from gateway import protocol as P
+from gateway.auth import AuthError, Verifier, token_from
+from gateway.connection import Connection
+from sessions import keys as K
+from sessions.bus import Bus, Forbidden, frame_for
+
+log = logging.getLogger("agentia.edge")
+
+
+def verifier_for(s: EdgeSettings) -> Verifier:
+    algos = tuple(a.strip() for a in s.jwt_algorithms.split(",") if a.strip())
+    key = s.jwt_public_key if any(a[:2] in ("RS", "ES", "PS") for a in algos) else s.jwt_secret
+    return Verifier(key, algos)
+
+
+class EdgeNode:
+    def __init__(self, settings: EdgeSettings, bus: Bus, node_id: str | None = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.id = node_id or uuid.uuid4().hex[:12]
+        self.verifier = verifier_for(settings)
+        self.limits = P.Limits(
+            max_frame_bytes=settings.max_frame_bytes, max_text_chars=settings.max_text_chars,
+            rate_per_s=settings.rate_per_s, burst=settings.burst,
+            send_queue=settings.send_queue, heartbeat_s=settings.heartbeat_s,
+            idle_timeout_s=settings.idle_timeout_s)
+        self.hard_cap = settings.max_connections + FD_RESERVE // 2
+        self.sessions: dict[str, set[Connection]] = {}
+        self.count = 0
+        self.metrics: Counter[str] = Counter()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self._lag: dict[int, tuple[float, int]] = {}
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background coroutine, tracked so shutdown can wait for or cancel it."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------ admission
+
+    async def admit(self, headers: dict[str, str], query: str,
+                    session: str | None) -> Connection | tuple[int, str]:
+        """Decide a handshake: a Connection, or (HTTP status, reason) to refuse it."""
+        if self.draining:
+            return 503, "draining: reconnect to another node"
+        if self.count >= self.settings.max_connections:
+            self.metrics["refused_capacity"] += 1
+            return 503, "over capacity: reconnect later"
+        token = token_from(headers, query)
+        if token is None:
+            self.metrics["handshake_unauthorized"] += 1
+            return 401, "missing token"
+        try:
+            ident = self.verifier.verify(token)
+        except AuthError as exc:
+            self.metrics["handshake_unauthorized"] += 1
+            return 401, str(exc)
+        sid = session or uuid.uuid4().hex
+        if not K.SESSION_ID_RE.match(sid):
+            return 400, "session id must match [A-Za-z0-9_.:-]{1,64}"
+        try:
+            info = await self.bus.open_session(sid, ident.user, self.id)
+        except Forbidden:
+            self.metrics["handshake_forbidden"] += 1
+            return 403, "this session belongs to another user"
+        except BusUnavailable:
+            return 503, "message bus unavailable: retry shortly"
+        now = time.monotonic()
+        state = P.ConnState(sid, ident.user, ident.expires, P.Cursor(info.offset),
+                            P.TokenBucket(self.limits.rate_per_s, self.limits.burst),
+                            last_seen=now)
+        conn = Connection(self, state)
+        conn.push(P.welcome_frame(node=self.id, session=sid, epoch=info.epoch,
+                                  offset=info.offset, limits=self.limits.public()).encode())
+        self.sessions.setdefault(sid, set()).add(conn)
+        self.count += 1
+        self.metrics["handshakes"] += 1
+        return conn
+
+    async def forget(self, conn: Connection) -> None:
+        sid = conn.state.session
+        conns = self.sessions.get(sid)
+        if conns is None or conn not in conns:
+            return
+        conns.discard(conn)
+        self.count -= 1
+        if not conns:
+            del self.sessions[sid]
+            try:
+                await self.bus.unregister(sid, self.id)
+            except BusUnavailable:
+                pass
+
+    async def check_overload(self, sid: str, ref: str) -> None:
+        """Refuse new turns while the session's shard is too far behind (cached 1 s)."""
+        shard = K.shard_for(sid, self.bus.shards)
+        stamp, lag = self._lag.get(shard, (0.0, 0))
+        if time.monotonic() - stamp > 1.0:
+            lag = await self.bus.inbound_lag(sid)
+            self._lag[shard] = (time.monotonic(), lag)
+        if lag > self.settings.max_inbound_lag:
+            raise AgentiaError(ErrorCode.OVERLOADED, "agents are overloaded, retry later", ref,
+                               2000)
+
+    # ------------------------------------------------------------ delivery
+
+    async def deliver_forever(self) -> None:
+        last = b"0-0"
+        backoff = 0.1
+        while True:
+            try:
+                rows = await self.bus.read_delivery(self.id, last)
+                backoff = 0.1
+            except BusUnavailable:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for rid, sid, offset, event in rows:
+                last = rid
+                conns = self.sessions.get(sid)
+                if conns:
+                    frame = frame_for(offset, event)
+                    for conn in tuple(conns):
+                        conn.on_live(offset, frame)
+
+    async def heartbeat_forever(self) -> None:
+        while True:
+            try:
+                known = await self.bus.heartbeat_node(self.id)
+                if not known and self.sessions:
+                    await self._reregister()
+            except BusUnavailable:
+                log.warning("Redis unavailable; edge %s keeps its sockets and retries", self.id)
+            await asyncio.sleep(min(5.0, K.NODE_TTL / 3))
+
+    async def _reregister(self) -> None:
+        """Redis lost our state (restart without persistence): register sessions again."""
+        log.warning("Redis forgot edge %s; re-registering %d sessions", self.id, len(self.sessions))
+        for sid, conns in list(self.sessions.items()):
+            conn = next(iter(conns), None)
+            if conn is None:
+                continue
+            info = await self.bus.open_session(sid, conn.state.user, self.id)
+            for c in conns:
+                if c.state.cursor.sent > info.offset:
+                    c.state.cursor = P.Cursor(info.offset)
+                    c.push(P.resumed_frame(False, info.offset, info.epoch).encode())
+
+    async def sweep_forever(self) -> None:
+        """Close idle connections and those whose token expired."""
+        while True:
+            await asyncio.sleep(min(5.0, self.limits.idle_timeout_s / 3))
+            now, wall = time.monotonic(), time.time()
+            for conns in list(self.sessions.values()):
+                for c in tuple(conns):
+                    st = c.state
+                    if now - st.last_seen > self.limits.idle_timeout_s:
+                        self.metrics["idle_closes"] += 1
+                        c.close_soon(CloseCode.IDLE, "idle: no frame within the idle timeout")
+                    elif st.token_exp is not None and wall > st.token_exp:
+                        c.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
+
+    # ------------------------------------------------------------ drain
+
+    async def drain(self, deadline: float) -> None:
+        """Tell every client to reconnect elsewhere (1012) and wait for writes to finish."""
+        self.draining = True
+        for conns in list(self.sessions.values()):
+            for c in tuple(conns):
+                c.close_soon(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
+        end = time.monotonic() + deadline
+        while self.count and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        for t in list(self.tasks):
+            t.cancel()
+        try:
+            await self.bus.drop_node(self.id)
+        except BusUnavailable:
+            pass

@@ -1,0 +1,262 @@
+"""The ``agentia.v1`` wire protocol: frames, validation and per-connection state.
+
+Pure and loop-free: nothing here imports asyncio or does I/O. Time is passed in as a float
+(seconds, monotonic) so every rule can be tested by feeding values. The I/O layer
+(``gateway/connection.py``) turns decisions made here into socket writes and bus calls.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agentia import PROTOCOL
+from agentia.codes import AgentiaError, ErrorCode, ProtocolError
+
+MAX_CLIENT_ID = 64
+MAX_STRIKES = 20
+"""Protocol violations (bad frames, rate-limit hits) a connection may commit before it is
+closed with ``FLOOD``; the count decays by one per ``STRIKE_DECAY_S`` seconds."""
+STRIKE_DECAY_S = 1.0
+
+
+# ---------------------------------------------------------------- client frames
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    after: int
+    epoch: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    turn: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    data: Any
+
+
+ClientFrame = Send | Resume | Cancel | Ping
+
+
+def parse_frame(raw: str | bytes, max_text: int) -> ClientFrame:
+    """Decode and validate one client frame, or raise :class:`ProtocolError`."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    kind = obj.get("type")
+    ref = obj.get("id") if isinstance(obj.get("id"), str) else None
+    parser = _PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown frame type {kind!r}", ref)
+    return parser(obj, max_text)
+
+
+def _parse_send(obj: dict[str, Any], max_text: int) -> Send:
+    cid, text = obj.get("id"), obj.get("text")
+    if not isinstance(cid, str) or not 1 <= len(cid) <= MAX_CLIENT_ID:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "send needs an 'id' string of 1-64 characters")
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError(ErrorCode.BAD_FRAME, "send needs a non-empty 'text' string", cid)
+    if len(text) > max_text:
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME, f"'text' is longer than {max_text} characters", cid
+        )
+    return Send(cid, text)
+
+
+def _parse_resume(obj: dict[str, Any], _max_text: int) -> Resume:
+    after, epoch = obj.get("after"), obj.get("epoch")
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "resume needs 'after', an integer >= 0")
+    if epoch is not None and not isinstance(epoch, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "'epoch' must be a string")
+    return Resume(after, epoch)
+
+
+def _parse_cancel(obj: dict[str, Any], _max_text: int) -> Cancel:
+    turn = obj.get("turn")
+    if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool) or turn < 1):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "'turn' must be a positive integer")
+    return Cancel(turn)
+
+
+def _parse_ping(obj: dict[str, Any], _max_text: int) -> Ping:
+    return Ping(obj.get("data"))
+
+
+_PARSERS = {"send": _parse_send, "resume": _parse_resume, "cancel": _parse_cancel,
+            "ping": _parse_ping}
+
+
+# ---------------------------------------------------------------- server frames
+
+
+def encode(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def welcome_frame(
+    *, node: str, session: str, epoch: str, offset: int, limits: dict[str, Any]
+) -> str:
+    return encode({"type": "welcome", "protocol": PROTOCOL, "node": node, "session": session,
+                   "epoch": epoch, "offset": offset, "limits": limits})
+
+
+def ack_frame(client_id: str, offset: int, duplicate: bool) -> str:
+    return encode({"type": "ack", "id": client_id, "offset": offset, "duplicate": duplicate})
+
+
+def resumed_frame(recovered: bool, offset: int, epoch: str) -> str:
+    return encode({"type": "resumed", "recovered": recovered, "offset": offset, "epoch": epoch})
+
+
+def pong_frame(data: Any) -> str:
+    return encode({"type": "pong", "data": data})
+
+
+def error_frame(err: AgentiaError) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": str(err.code), "message": err.message,
+                             "retryable": err.retryable, "ref": err.ref}
+    if err.retry_after_ms is not None:
+        frame["retry_after_ms"] = err.retry_after_ms
+    return encode(frame)
+
+
+# ---------------------------------------------------------------- per-connection rules
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def retry_after_ms(self) -> int:
+        return max(1, int((1.0 - self.tokens) / self.rate * 1000))
+
+
+class Delivery(enum.Enum):
+    """What to do with a live event of the session, given what the connection has seen."""
+
+    SEND = "send"          # next in order: write it
+    DROP = "drop"          # already sent (or before this connection's start)
+    CATCH_UP = "catch_up"  # a gap: read the missing events from the log first
+    DEFER = "defer"        # a catch-up is running; it will cover this event
+
+
+@dataclass(slots=True)
+class Cursor:
+    """Which session offsets a connection has been sent: exactly once, in order, no gaps.
+
+    Live events arrive from the node's delivery stream; the log fills any gap. ``sent`` is
+    the highest offset written to the socket; ``seen`` the highest offset known to exist.
+    """
+
+    sent: int
+    seen: int = 0
+    catching_up: bool = False
+
+    def on_live(self, offset: int) -> Delivery:
+        self.seen = max(self.seen, offset)
+        if self.catching_up:
+            return Delivery.DEFER
+        if offset <= self.sent:
+            return Delivery.DROP
+        if offset == self.sent + 1:
+            self.sent = offset
+            return Delivery.SEND
+        self.catching_up = True
+        return Delivery.CATCH_UP
+
+    def start_catch_up(self, after: int) -> None:
+        """A resume: the client wants everything after ``after``."""
+        self.sent = after
+        self.catching_up = True
+
+    def on_replayed(self, offset: int) -> bool:
+        """An event read from the log during catch-up; True if it should be written."""
+        if offset <= self.sent:
+            return False
+        self.sent = offset
+        self.seen = max(self.seen, offset)
+        return True
+
+    def finish_catch_up(self) -> bool:
+        """End a catch-up pass; True if events arrived meanwhile and another pass is needed."""
+        if self.seen > self.sent:
+            return True
+        self.catching_up = False
+        return False
+
+
+@dataclass(slots=True)
+class Strikes:
+    """Counts protocol violations with a slow decay; too many means a flood."""
+
+    count: float = 0.0
+    stamp: float = 0.0
+
+    def hit(self, now: float) -> bool:
+        """Record a violation; True when the connection should be closed as a flood."""
+        self.count = max(0.0, self.count - (now - self.stamp) / STRIKE_DECAY_S) + 1.0
+        self.stamp = now
+        return self.count > MAX_STRIKES
+
+
+@dataclass(slots=True)
+class Limits:
+    max_frame_bytes: int = 64 * 1024
+    max_text_chars: int = 16_000
+    rate_per_s: float = 5.0
+    burst: float = 20.0
+    send_queue: int = 256
+    heartbeat_s: float = 25.0
+    idle_timeout_s: float = 300.0
+
+    def public(self) -> dict[str, Any]:
+        return {"max_frame_bytes": self.max_frame_bytes, "max_text_chars": self.max_text_chars,
+                "rate_per_s": self.rate_per_s, "burst": self.burst,
+                "send_queue": self.send_queue, "heartbeat_s": self.heartbeat_s,
+                "idle_timeout_s": self.idle_timeout_s}
+
+
+@dataclass(slots=True)
+class ConnState:
+    """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
+
+    session: str
+    user: str
+    token_exp: float | None
+    cursor: Cursor
+    bucket: TokenBucket
+    strikes: Strikes = field(default_factory=Strikes)
+    last_seen: float = 0.0

@@ -1,0 +1,131 @@
+"""The ``websockets`` (16.x) implementation of the edge's transport and handshake."""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from agentia import PROTOCOL
+from gateway.connection import Connection
+
+if TYPE_CHECKING:
+    from gateway.node import EdgeNode
+
+log = logging.getLogger("agentia.edge")
+PATH = "/v1/ws"
+_REJECT_503 = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\n"
+               b"Content-Length: 13\r\n\r\nover capacity")
+
+
+class WebsocketsTransport:
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: bytes) -> None:
+        await self.ws.send(frame, text=True)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+    def abort(self) -> None:
+        self.ws.transport.abort()
+
+
+class EdgeServerConnection(ServerConnection):
+    """Refuses sockets beyond the hard cap before reading anything, without a traceback."""
+
+    agentia: Connection | None = None
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        node: EdgeNode = self.server.agentia_node  # type: ignore[attr-defined]
+        if len(self.server.handlers) > node.hard_cap:
+            node.metrics["refused_over_cap"] += 1
+            self.transport.write(_REJECT_503)
+            return
+        await super().handshake(*args, **kwargs)
+
+
+def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
+    if PROTOCOL in offered:
+        return PROTOCOL
+    return None
+
+
+async def _process_request(conn: ServerConnection, req: Request) -> Response | None:
+    node: EdgeNode = conn.server.agentia_node  # type: ignore[attr-defined]
+    url = urlsplit(req.path)
+    if url.path != PATH:
+        return conn.respond(http.HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
+    headers = {k.lower(): v for k, v in req.headers.raw_items()}
+    query = parse_qs(url.query)
+    result = await node.admit(headers, url.query, query.get("session", [None])[0])
+    if isinstance(result, tuple):
+        status, text = result
+        resp = conn.respond(status, text + "\n")
+        if status in (401, 503):
+            resp.headers["Retry-After" if status == 503 else "WWW-Authenticate"] = (
+                "5" if status == 503 else 'Bearer realm="agentia"')
+        return resp
+    conn.agentia = result  # type: ignore[attr-defined]
+    return None
+
+
+async def _handler(ws: ServerConnection) -> None:
+    conn: Connection | None = getattr(ws, "agentia", None)
+    if conn is None:
+        return
+    node = conn.node
+    conn.attach(WebsocketsTransport(ws))
+    try:
+        async for message in ws:
+            await conn.on_frame(message)
+            if conn.closed:
+                break
+    except ConnectionClosed:
+        pass
+    finally:
+        conn.closed = True
+        await node.forget(conn)
+
+
+async def start(node: EdgeNode, sock: socket.socket | None = None) -> Server:
+    s = node.settings
+    where: dict[str, Any] = (
+        {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port})
+    server = await serve(
+        _handler,
+        process_request=_process_request,
+        select_subprotocol=_select_subprotocol,
+        compression="deflate" if s.compression else None,
+        open_timeout=s.handshake_timeout_s,
+        ping_interval=s.ws_ping_interval_s or None,
+        ping_timeout=s.ws_ping_interval_s or None,
+        close_timeout=2,
+        max_size=s.max_frame_bytes,
+        max_queue=4,
+        write_limit=32 * 1024,
+        create_connection=EdgeServerConnection,
+        logger=logging.getLogger("agentia.ws"),
+        server_header=None,
+        **where,
+    )
+    server.agentia_node = node  # type: ignore[attr-defined]
+    return server
+
+
+async def close_server(server: Server, deadline: float) -> None:
+    server.close(close_connections=False)
+    try:
+        await asyncio.wait_for(server.wait_closed(), deadline)
+    except TimeoutError:
+        log.warning("connections still open after the drain deadline; aborting them")

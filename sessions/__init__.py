@@ -1,0 +1,1 @@
+"""Bus and state: Redis Streams, session logs, agent workers."""

@@ -1,0 +1,297 @@
+"""The Redis Streams bus: sessions, their logs, turns, delivery to edge nodes.
+
+One class, used by edge nodes and workers alike. Every method maps Redis failures to
+:class:`BusUnavailable` so callers can tell clients "retry" instead of crashing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agentia.codes import BusUnavailable
+from sessions import keys as K
+from sessions import scripts
+
+P = ParamSpec("P")
+T = TypeVar("T")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Forbidden(Exception):
+    """The session belongs to another user."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    offset: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    session: str
+    offset: int
+    client_id: str
+    text: str
+    user: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    events: list[tuple[int, bytes]]
+    recovered: bool
+    epoch: str
+    offset: int
+
+
+def frame_for(offset: int, event: bytes) -> bytes:
+    """The client frame of a log event: the event JSON with its offset spliced in first."""
+    return b'{"offset":%d,%s' % (offset, event[1:])
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
+        max_connections=256,
+    )
+
+
+def _down(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn a Redis outage into BusUnavailable."""
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            raise BusUnavailable() from exc
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Bus:
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = "agentia", shards: int = 8,
+                 log_maxlen: int = K.LOG_MAXLEN) -> None:
+        self.redis = redis
+        self.keys = K.Keys(prefix)
+        self.shards = shards
+        self.log_maxlen = log_maxlen
+        self._open = redis.register_script(scripts.OPEN)
+        self._append = redis.register_script(scripts.APPEND)
+        self._submit = redis.register_script(scripts.SUBMIT)
+        self._begin = redis.register_script(scripts.BEGIN)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._release = redis.register_script(scripts.RELEASE)
+        self._cancel = redis.register_script(scripts.CANCEL)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ------------------------------------------------------------ sessions
+
+    @_down
+    async def open_session(self, sid: str, user: str, node: str = "") -> SessionInfo:
+        """Create the session for ``user`` or check that it is theirs; register ``node``."""
+        k = self.keys
+        res = await self._open(
+            keys=[k.meta(sid), k.nodes(sid)],
+            args=[user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node],
+        )
+        if res[0] == b"forbidden":
+            raise Forbidden(sid)
+        await self.redis.zadd(k.user_sessions(user), {sid: time.time()})
+        return SessionInfo(res[1].decode(), int(res[2]))
+
+    @_down
+    async def unregister(self, sid: str, node: str) -> None:
+        await self.redis.hdel(self.keys.nodes(sid), node)
+
+    @_down
+    async def session_meta(self, sid: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.meta(sid))
+        return {a.decode(): b.decode() for a, b in raw.items()}
+
+    # ------------------------------------------------------------ turns in
+
+    @_down
+    async def submit(self, sid: str, client_id: str, text: str, *, user: str,
+                     source: str = "chat") -> Submitted:
+        """Append a user turn durably (log + pending turns + inbound shard), idempotently."""
+        k = self.keys
+        event = orjson.dumps({"type": "user", "id": client_id, "text": text, "source": source,
+                              "user": user, "ts": time.time()})
+        body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source})
+        res = await self._submit(
+            keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
+            args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
+                  K.TURNS_MAXLEN],
+        )
+        offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
+        if offset < 0:
+            raise BusUnavailable("session state was lost; reconnect to open it again")
+        if not dup:
+            await self._fan_out(sid, offset, event, res[3:])
+        if not (dup and offset <= done):
+            shard = K.shard_for(sid, self.shards)
+            await self.redis.xadd(k.inbound(shard), {"s": sid, "o": offset})
+        return Submitted(offset, dup)
+
+    @_down
+    async def cancel(self, sid: str, turn: int | None) -> int:
+        """Mark a pending or running turn cancelled; returns its offset, or 0 if none."""
+        k = self.keys
+        got = int(await self._cancel(keys=[k.meta(sid), k.turns(sid)], args=[turn or 0]))
+        if got:
+            await self.redis.publish(k.cancel_channel(), f"{sid} {got}")
+        return got
+
+    @_down
+    async def inbound_lag(self, sid: str) -> int:
+        """Entries of the session's shard not yet read by the group (for overload checks)."""
+        groups = await self.redis.xinfo_groups(self.keys.inbound(K.shard_for(sid, self.shards)))
+        for g in groups:
+            if g["name"] == K.GROUP.encode():
+                return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+        return 0
+
+    # ------------------------------------------------------------ events out
+
+    @_down
+    async def append(self, sid: str, event: dict[str, Any], *, done: int | None = None) -> int:
+        """Append an event to the session log and deliver it; ``done`` finishes that turn."""
+        k = self.keys
+        raw = orjson.dumps(event)
+        res = await self._append(
+            keys=[k.meta(sid), k.log(sid), k.nodes(sid)],
+            args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
+                  k.turns(sid)],
+        )
+        offset = int(res[0])
+        if offset > 0:
+            await self._fan_out(sid, offset, raw, res[1:])
+        return offset
+
+    async def _fan_out(self, sid: str, offset: int, event: bytes, nodes: list[bytes]) -> None:
+        if not nodes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                stream = self.keys.delivery(node.decode())
+                pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
+                          maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                pipe.expire(stream, K.DELIVERY_TTL)
+            await pipe.execute()
+
+    @_down
+    async def replay(self, sid: str, after: int, epoch: str | None,
+                     limit: int = 500) -> Replay:
+        """Events after ``after`` (up to ``limit``); recovered=False when there is a gap."""
+        k = self.keys
+        meta = await self.redis.hmget(k.meta(sid), ["epoch", "seq"])
+        cur_epoch = (meta[0] or b"").decode()
+        cur = int(meta[1] or 0)
+        recovered = (epoch is None or epoch == cur_epoch) and after <= cur
+        start = after if recovered else 0
+        rows = await self.redis.xrange(k.log(sid), f"(0-{start}", "+", count=limit)
+        events = [(int(rid.split(b"-")[1]), f[b"e"]) for rid, f in rows]
+        if events and events[0][0] != start + 1:
+            recovered = False
+        return Replay(events, recovered, cur_epoch, cur)
+
+    # ------------------------------------------------------------ edge nodes
+
+    @_down
+    async def heartbeat_node(self, node: str) -> bool:
+        """Mark ``node`` alive; False when Redis forgot it (restarted without our state)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(k.node_alive(node), b"1", ex=K.NODE_TTL, get=True)
+            pipe.zadd(k.nodes_alive(), {node: time.time()})
+            pipe.expire(k.delivery(node), K.DELIVERY_TTL)
+            prev, _, _ = await pipe.execute()
+        return prev is not None
+
+    @_down
+    async def read_delivery(self, node: str, last_id: bytes,
+                            block_ms: int = 1000) -> list[tuple[bytes, str, int, bytes]]:
+        res = await self.redis.xread({self.keys.delivery(node): last_id}, count=1000,
+                                     block=block_ms)
+        out: list[tuple[bytes, str, int, bytes]] = []
+        for _stream, rows in res or []:
+            for rid, f in rows:
+                out.append((rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"]))
+        return out
+
+    @_down
+    async def drop_node(self, node: str) -> None:
+        k = self.keys
+        await self.redis.delete(k.delivery(node), k.node_alive(node))
+        await self.redis.zrem(k.nodes_alive(), node)
+
+    # ------------------------------------------------------------ workers
+
+    @_down
+    async def ensure_groups(self) -> None:
+        for shard in range(self.shards):
+            try:
+                await self.redis.xgroup_create(self.keys.inbound(shard), K.GROUP, id="0",
+                                               mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    @_down
+    async def try_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
+        return bool(await self.redis.set(self.keys.lock(sid), owner, nx=True, px=lease_ms))
+
+    @_down
+    async def renew_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
+        return bool(await self._renew(keys=[self.keys.lock(sid)], args=[owner, lease_ms]))
+
+    @_down
+    async def release_lock(self, sid: str, owner: str) -> int:
+        """1 released, 0 kept (turns pending), -1 not ours any more."""
+        k = self.keys
+        return int(await self._release(keys=[k.lock(sid), k.turns(sid)], args=[owner]))
+
+    @_down
+    async def next_turn(self, sid: str) -> Turn | None:
+        rows = await self.redis.xrange(self.keys.turns(sid), "-", "+", count=1)
+        if not rows:
+            return None
+        rid, f = rows[0]
+        body = orjson.loads(f[b"b"])
+        return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"])
+
+    @_down
+    async def begin_attempt(self, sid: str, turn: int) -> tuple[int, bool]:
+        """Count an attempt of ``turn``; returns (attempt number, cancelled already)."""
+        k = self.keys
+        res = await self._begin(keys=[k.meta(sid), k.memory(sid)], args=[turn])
+        return int(res[0]), bool(res[1])
+
+    @asynccontextmanager
+    async def cancel_feed(self) -> AsyncIterator[aioredis.client.PubSub]:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.keys.cancel_channel())
+        try:
+            yield pubsub
+        finally:
+            await pubsub.aclose()

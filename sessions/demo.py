@@ -1,0 +1,164 @@
+"""The offline demo model and demo agent: lets ``agentia up`` work with no network or key.
+
+``DemoModel`` is a real Agents SDK ``Model``: it reads the conversation it is given, calls the
+demo agent's tools when asked for the time or a sum, and streams its reply word by word. It is
+labelled as a demo in every reply so nobody mistakes it for a language model.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import datetime as dt
+import operator
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents import Agent, ModelProvider, ModelSettings, Tool, function_tool
+from agents.agent_output import AgentOutputSchemaBase
+from agents.handoffs import Handoff
+from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+from agents.models.interface import Model, ModelTracing
+from agents.usage import Usage
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseTextDeltaEvent,
+)
+
+DEMO_NOTE = "(demo model: set OPENAI_API_KEY or AGENTIA_MODEL_BASE_URL for a real one)"
+_ARITH = re.compile(r"(-?\d+(?:\.\d+)?(?:\s*[-+*/]\s*-?\d+(?:\.\d+)?)+)")
+_OPS: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub,
+                         ast.Mult: operator.mul, ast.Div: operator.truediv,
+                         ast.USub: operator.neg}
+
+
+def safe_eval(expr: str) -> float:
+    """Evaluate + - * / on numbers only (no names, no calls)."""
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return float(_OPS[type(node.op)](ev(node.left), ev(node.right)))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return float(_OPS[type(node.op)](ev(node.operand)))
+        raise ValueError(f"unsupported expression: {expr!r}")
+    return ev(ast.parse(expr, mode="eval").body)
+
+
+@function_tool
+def current_time() -> str:
+    """The current date and time in UTC."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@function_tool
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression with + - * / and numbers."""
+    try:
+        value = safe_eval(expression)
+    except (ValueError, SyntaxError, ZeroDivisionError) as exc:
+        return f"error: {exc}"
+    return f"{value:g}"
+
+
+def _text_of(item: Any) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+class DemoModel(Model):
+    """Streams a rule-based reply word by word, ``word_delay`` seconds apart."""
+
+    def __init__(self, word_delay: float = 0.03) -> None:
+        self.word_delay = word_delay
+
+    def plan(self, items: list[Any]) -> ResponseFunctionToolCall | str:
+        """Decide the next step from the conversation: a tool call or the reply text."""
+        last = items[-1] if items else {}
+        if last.get("type") == "function_call_output":
+            return f"The tool says: {last.get('output')}. {DEMO_NOTE}"
+        users = [_text_of(i) for i in items if i.get("role") == "user"]
+        said = users[-1] if users else ""
+        if "time" in said.lower():
+            return ResponseFunctionToolCall(type="function_call", name="current_time",
+                                            arguments="{}", call_id="call_time", id="fc_time")
+        if m := _ARITH.search(said):
+            return ResponseFunctionToolCall(
+                type="function_call", name="calculate", call_id="call_calc", id="fc_calc",
+                arguments='{"expression": "%s"}' % m.group(1))
+        if "what did i say" in said.lower() and len(users) > 1:
+            return f"Before this you said: {users[-2]!r}. {DEMO_NOTE}"
+        return f"You said: {said}. I am a demo agent; I can tell the time or do sums. {DEMO_NOTE}"
+
+    async def get_response(self, system_instructions: str | None,
+                           input: str | list[TResponseInputItem], model_settings: ModelSettings,
+                           tools: list[Tool], output_schema: AgentOutputSchemaBase | None,
+                           handoffs: list[Handoff], tracing: ModelTracing, *,
+                           previous_response_id: str | None, conversation_id: str | None,
+                           prompt: Any) -> ModelResponse:
+        step = self.plan(_items(input))
+        return ModelResponse(output=[_output(step)], usage=Usage(), response_id=None)
+
+    async def stream_response(self, system_instructions: str | None,
+                              input: str | list[TResponseInputItem],
+                              model_settings: ModelSettings, tools: list[Tool],
+                              output_schema: AgentOutputSchemaBase | None,
+                              handoffs: list[Handoff], tracing: ModelTracing, *,
+                              previous_response_id: str | None, conversation_id: str | None,
+                              prompt: Any) -> AsyncIterator[TResponseStreamEvent]:
+        step = self.plan(_items(input))
+        if isinstance(step, str):
+            words = step.split(" ")
+            for n, word in enumerate(words):
+                if self.word_delay:
+                    await asyncio.sleep(self.word_delay)
+                yield ResponseTextDeltaEvent(
+                    type="response.output_text.delta", item_id="msg_demo", output_index=0,
+                    content_index=0, delta=word if n == 0 else " " + word, logprobs=[],
+                    sequence_number=n)
+        yield ResponseCompletedEvent(type="response.completed", response=_response(step),
+                                     sequence_number=10_000)
+
+
+def _items(input: str | list[TResponseInputItem]) -> list[Any]:
+    if isinstance(input, str):
+        return [{"role": "user", "content": input}]
+    return [dict(i) for i in input]
+
+
+def _output(step: ResponseFunctionToolCall | str) -> Any:
+    if isinstance(step, ResponseFunctionToolCall):
+        return step
+    return ResponseOutputMessage(
+        id="msg_demo", type="message", role="assistant", status="completed",
+        content=[ResponseOutputText(text=step, type="output_text", annotations=[], logprobs=[])])
+
+
+def _response(step: ResponseFunctionToolCall | str) -> Response:
+    return Response(id="resp_demo", created_at=0, model="agentia-demo", object="response",
+                    output=[_output(step)], tool_choice="auto", tools=[], top_p=None,
+                    parallel_tool_calls=False, status="completed")
+
+
+class DemoProvider(ModelProvider):
+    def __init__(self, word_delay: float = 0.03) -> None:
+        self.model = DemoModel(word_delay)
+
+    def get_model(self, model_name: str | None) -> Model:
+        return self.model
+
+
+demo_agent = Agent(
+    name="Agentia demo",
+    instructions="You are a helpful assistant. Use tools for the time and for arithmetic.",
+    tools=[current_time, calculate],
+)

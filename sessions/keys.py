@@ -1,0 +1,116 @@
+"""Every Redis key, stream, group and TTL Agentia uses, in one place.
+
+Hash tags (the part in braces) decide the Redis Cluster slot:
+
+* all keys of one session share the tag ``{<session id>}`` so the Lua scripts that touch
+  several of them run on one slot;
+* each inbound shard has its own tag ``{in.<k>}`` so shards spread over the masters;
+* each edge node's delivery stream has the tag ``{node.<id>}``.
+
+No command touches keys of two different tags at once.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+GROUP = "agents"
+"""Consumer group that agent workers join on every inbound shard."""
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+# TTLs and sizes (seconds / entries). Behaviour at each limit is documented in
+# docs/architecture.md.
+SESSION_TTL = 7 * 24 * 3600
+"""Idle sessions (log, meta, memory) expire after a week without activity."""
+LOG_MAXLEN = 10_000
+"""Session log entries kept (approximate trim); older offsets resume with recovered=false."""
+TURNS_MAXLEN = 1_000
+"""Pending-turn index entries kept per session."""
+DELIVERY_MAXLEN = 100_000
+"""Entries kept in one edge node's delivery stream; a node further behind resumes from logs."""
+DELIVERY_TTL = 120
+"""A delivery stream nobody writes to for this long (its node is gone) expires."""
+NODE_TTL = 15
+"""An edge node whose heartbeat is older than this is considered dead."""
+CLIENT_IDS_KEPT = 1_000
+"""Client message ids remembered per session for idempotent send."""
+MEMORY_MAXLEN = 200
+"""Conversation memory items kept per session (oldest dropped first)."""
+
+
+def session_tag(session_id: str) -> str:
+    return "{" + session_id + "}"
+
+
+def shard_for(session_id: str, shards: int) -> int:
+    """Inbound shard of a session: stable across processes and restarts."""
+    return zlib.crc32(session_id.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (tests use a unique prefix each)."""
+
+    prefix: str = "agentia"
+
+    # --- per session (one slot) ---
+    def meta(self, sid: str) -> str:
+        """Hash: owner, epoch, seq (last offset), done (last finished turn), lock owner..."""
+        return f"{self.prefix}:{session_tag(sid)}:meta"
+
+    def log(self, sid: str) -> str:
+        """Stream of every event of the session, entry id ``0-<offset>``."""
+        return f"{self.prefix}:{session_tag(sid)}:log"
+
+    def turns(self, sid: str) -> str:
+        """Stream of user turns not yet known finished, entry id ``0-<offset>``."""
+        return f"{self.prefix}:{session_tag(sid)}:turns"
+
+    def client_ids(self, sid: str) -> str:
+        """Hash: client message id -> offset (idempotent send)."""
+        return f"{self.prefix}:{session_tag(sid)}:cids"
+
+    def nodes(self, sid: str) -> str:
+        """Hash: edge node id -> number of local connections of the session."""
+        return f"{self.prefix}:{session_tag(sid)}:nodes"
+
+    def lock(self, sid: str) -> str:
+        """String: the worker currently running the session's turns (with a lease)."""
+        return f"{self.prefix}:{session_tag(sid)}:lock"
+
+    def memory(self, sid: str) -> str:
+        """List: Agents SDK conversation items, JSON each."""
+        return f"{self.prefix}:{session_tag(sid)}:mem"
+
+    def user_sessions(self, user: str) -> str:
+        """Sorted set: a user's sessions by last activity."""
+        return f"{self.prefix}:{{u.{user}}}:sessions"
+
+    # --- inbound shards ---
+    def inbound(self, shard: int) -> str:
+        return f"{self.prefix}:{{in.{shard}}}:in"
+
+    def dead_letters(self, shard: int) -> str:
+        return f"{self.prefix}:{{in.{shard}}}:dlq"
+
+    # --- edge nodes ---
+    def delivery(self, node: str) -> str:
+        return f"{self.prefix}:{{node.{node}}}:out"
+
+    def node_alive(self, node: str) -> str:
+        return f"{self.prefix}:{{node.{node}}}:alive"
+
+    def nodes_alive(self) -> str:
+        """Sorted set: node id -> last heartbeat (unix seconds)."""
+        return f"{self.prefix}:nodes"
+
+    def workers_alive(self) -> str:
+        """Sorted set: worker id -> last heartbeat (unix seconds)."""
+        return f"{self.prefix}:workers"
+
+    def cancel_channel(self) -> str:
+        """Pub/Sub channel on which edges ask workers to stop a running turn."""
+        return f"{self.prefix}:cancel"

@@ -1,0 +1,57 @@
+"""Conversation memory for the Agents SDK, one Redis list per session (Cluster-safe).
+
+Implements the SDK's ``Session`` protocol. All of a session's memory lives in one key whose hash
+tag matches the session's other keys, so no command ever crosses slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from agents.items import TResponseInputItem
+from agents.memory.session_settings import SessionSettings
+
+from sessions import keys as K
+
+
+class RedisMemory:
+    """The items of one conversation; the oldest are dropped beyond ``max_items``."""
+
+    session_settings: SessionSettings | None = None
+
+    def __init__(self, redis: aioredis.Redis, keys: K.Keys, session_id: str,
+                 max_items: int = K.MEMORY_MAXLEN) -> None:
+        self.redis = redis
+        self.key = keys.memory(session_id)
+        self.session_id = session_id
+        self.max_items = max_items
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        start = -limit if limit else 0
+        raw = await self.redis.lrange(self.key, start, -1)
+        return [orjson.loads(r) for r in raw]
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        if not items:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.key, *[orjson.dumps(_plain(i)) for i in items])
+            pipe.ltrim(self.key, -self.max_items, -1)
+            pipe.expire(self.key, K.SESSION_TTL)
+            await pipe.execute()
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        raw = await self.redis.rpop(self.key)
+        return orjson.loads(raw) if raw else None
+
+    async def clear_session(self) -> None:
+        await self.redis.delete(self.key)
+
+
+def _plain(item: Any) -> Any:
+    """Items may hold pydantic models; store their JSON form."""
+    if hasattr(item, "model_dump"):
+        return item.model_dump(exclude_unset=True)
+    return item

@@ -1,0 +1,305 @@
+"""Agent worker: consumes turns from the inbound shards and runs them with the Agents SDK.
+
+Rules (see docs/architecture.md):
+
+* A shard entry only says "session S has a turn". The worker that holds the session's lock
+  runs all its pending turns, oldest first, one at a time; a worker that finds the lock taken
+  acks the entry, because the holder's release is atomic with "no turn pending".
+* The entry is acked only after the session's turns are finished and the lock released. A
+  worker that dies leaves its entry pending; another worker reclaims it (XAUTOCLAIM) once the
+  lease has run out. A live worker keeps its entry fresh (XCLAIM to itself) and its lock leased.
+* Every attempt of a turn is counted in Redis; past ``max_attempts`` the turn is dead-lettered
+  and the client gets a ``turn_error`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import Agent, ModelProvider
+
+from agentia.codes import BusUnavailable, ErrorCode
+from sessions import keys as K
+from sessions.bus import Bus, Turn
+from sessions.memory import RedisMemory
+from sessions.runtime import Delta, stream_turn
+
+log = logging.getLogger("agentia.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    concurrency: int = 32
+    lease_ms: int = 30_000
+    max_attempts: int = 3
+    coalesce_ms: int = 40
+    turn_timeout_s: float = 300.0
+    retry_backoff_s: float = 0.5
+    block_ms: int = 1000
+
+
+@dataclass(slots=True)
+class _Running:
+    turn: int = 0
+    task: asyncio.Task[Any] | None = None
+    cancelled_by_user: bool = False
+
+
+@dataclass(slots=True)
+class _Coalescer:
+    """Buffers deltas and appends them to the log at most every ``interval`` seconds."""
+
+    bus: Bus
+    sid: str
+    turn: int
+    interval: float
+    parts: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def add(self, delta: str) -> None:
+        self.parts.append(delta)
+        self.text.append(delta)
+
+    async def flush(self) -> None:
+        if self.parts:
+            chunk, self.parts = "".join(self.parts), []
+            await self.bus.append(self.sid, {"type": "delta", "turn": self.turn, "text": chunk})
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+
+class Worker:
+    def __init__(self, bus: Bus, agent: Agent[Any], provider: ModelProvider,
+                 config: WorkerConfig | None = None, name: str | None = None) -> None:
+        self.bus = bus
+        self.agent = agent
+        self.provider = provider
+        self.cfg = config or WorkerConfig()
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.running: dict[str, _Running] = {}
+        self.slots = asyncio.Semaphore(self.cfg.concurrency)
+        self.stopping = asyncio.Event()
+        self.turns_done = 0
+
+    # ------------------------------------------------------------ main loops
+
+    async def run(self, burst: bool = False) -> None:
+        """Consume until stopped; with ``burst``, return once no turn is left to run."""
+        await self.bus.ensure_groups()
+        loops = [asyncio.create_task(self._cancel_loop()), asyncio.create_task(self._beat())]
+        try:
+            while not self.stopping.is_set():
+                got = await self._poll()
+                if burst and not got and not self.tasks:
+                    got = await self._reclaim()
+                    if not got and not self.tasks:
+                        return
+        finally:
+            for t in loops:
+                t.cancel()
+            await self._drain()
+
+    async def _poll(self) -> int:
+        await self.slots.acquire()
+        self.slots.release()
+        free = self._free()
+        streams = {self.bus.keys.inbound(s): ">" for s in range(self.bus.shards)}
+        try:
+            res = await self.bus.redis.xreadgroup(K.GROUP, self.name, streams,  # type: ignore[arg-type]
+                                                  count=free, block=self.cfg.block_ms)
+        except Exception as exc:
+            return await self._on_read_error(exc)
+        n = 0
+        for stream, rows in res or []:
+            for rid, f in rows:
+                n += 1
+                self._spawn(stream, rid, f[b"s"].decode())
+        if time.monotonic() - getattr(self, "_last_reclaim", 0.0) > self.cfg.lease_ms / 4000:
+            n += await self._reclaim()
+        return n
+
+    async def _on_read_error(self, exc: Exception) -> int:
+        if "NOGROUP" in str(exc):
+            log.warning("consumer group missing (Redis restarted?); recreating")
+            with suppress(BusUnavailable):
+                await self.bus.ensure_groups()
+        else:
+            log.warning("reading turns failed: %s; retrying", exc)
+            await asyncio.sleep(0.5)
+        return 0
+
+    async def _reclaim(self) -> int:
+        """Take over entries whose worker stopped renewing them for a whole lease."""
+        self._last_reclaim = time.monotonic()
+        n = 0
+        for shard in range(self.bus.shards):
+            stream = self.bus.keys.inbound(shard)
+            try:
+                _, rows, _ = await self.bus.redis.xautoclaim(
+                    stream, K.GROUP, self.name, min_idle_time=self.cfg.lease_ms,
+                    start_id="0-0", count=max(1, self._free()))
+            except Exception as exc:
+                log.debug("reclaim on %s failed: %s", stream, exc)
+                continue
+            for rid, f in rows:
+                if f:
+                    log.info("reclaimed %s from a stalled worker", rid)
+                    self._spawn(stream.encode(), rid, f[b"s"].decode())
+                    n += 1
+        return n
+
+    def _free(self) -> int:
+        return max(1, self.cfg.concurrency - len(self.tasks))
+
+    def _spawn(self, stream: bytes, rid: bytes, sid: str) -> None:
+        task = asyncio.create_task(self._handle(stream.decode(), rid, sid))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _drain(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ one session
+
+    async def _handle(self, stream: str, rid: bytes, sid: str) -> None:
+        async with self.slots:
+            try:
+                if await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
+                    keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
+                    try:
+                        await self._run_session(sid)
+                    finally:
+                        keeper.cancel()
+                await self.bus.redis.xack(stream, K.GROUP, rid)
+            except BusUnavailable:
+                log.warning("Redis unavailable while running session %s; will be reclaimed", sid)
+            except Exception:
+                log.exception("session %s failed; its entry stays pending", sid)
+
+    async def _keep_lease(self, stream: str, rid: bytes, sid: str) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.lease_ms / 3000)
+            try:
+                if not await self.bus.renew_lock(sid, self.name, self.cfg.lease_ms):
+                    log.warning("lost the lock of session %s; stopping its turn", sid)
+                    run = self.running.get(sid)
+                    if run and run.task:
+                        run.task.cancel()
+                    return
+                await self.bus.redis.xclaim(stream, K.GROUP, self.name, 0, [rid], justid=True)
+            except BusUnavailable:
+                continue
+
+    async def _run_session(self, sid: str) -> None:
+        while True:
+            turn = await self.bus.next_turn(sid)
+            if turn is None:
+                if await self.bus.release_lock(sid, self.name) != 0:
+                    return
+                continue
+            await self._run_turn(turn)
+
+    async def _run_turn(self, turn: Turn) -> None:
+        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset)
+        if cancelled:
+            await self._finish(turn, {"type": "cancelled", "turn": turn.offset, "text": ""})
+            return
+        if attempt > self.cfg.max_attempts:
+            await self._dead_letter(turn, attempt - 1, "the turn failed on every attempt")
+            return
+        await self.bus.append(turn.session, {"type": "turn_start", "turn": turn.offset,
+                                             "attempt": attempt})
+        run = self.running[turn.session] = _Running(turn.offset)
+        co = _Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000)
+        run.task = asyncio.create_task(self._produce(turn, co))
+        try:
+            await run.task
+        except asyncio.CancelledError:
+            if not run.cancelled_by_user:
+                raise
+            await co.flush()
+            await self._finish(turn, {"type": "cancelled", "turn": turn.offset,
+                                      "text": "".join(co.text)})
+        except TimeoutError:
+            await self._dead_letter(turn, attempt, "the turn took too long", ErrorCode.TURN_TIMEOUT)
+        except BusUnavailable:
+            raise
+        except Exception as exc:
+            log.warning("turn %s/%s attempt %d failed: %r", turn.session, turn.offset, attempt, exc)
+            await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
+        else:
+            await self._finish(turn, {"type": "reply", "turn": turn.offset,
+                                      "text": "".join(co.text)})
+            self.turns_done += 1
+        finally:
+            self.running.pop(turn.session, None)
+
+    async def _produce(self, turn: Turn, co: _Coalescer) -> None:
+        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session)
+        flusher = asyncio.create_task(co.run())
+        try:
+            async with asyncio.timeout(self.cfg.turn_timeout_s):
+                async for item in stream_turn(self.agent, turn.text, memory, self.provider):
+                    if isinstance(item, Delta):
+                        co.add(item.text)
+                    else:
+                        await co.flush()
+                        await self.bus.append(turn.session, {"type": "tool", "turn": turn.offset,
+                                                             "name": item.name})
+        finally:
+            flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await flusher
+        await co.flush()
+
+    async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
+        await self.bus.append(turn.session, event, done=turn.offset)
+
+    async def _dead_letter(self, turn: Turn, attempts: int, why: str,
+                           code: ErrorCode = ErrorCode.TURN_FAILED) -> None:
+        shard = K.shard_for(turn.session, self.bus.shards)
+        await self.bus.redis.xadd(self.bus.keys.dead_letters(shard), {
+            "s": turn.session, "o": turn.offset, "attempts": attempts, "error": why,
+            "text": turn.text, "worker": self.name}, maxlen=100_000, approximate=True)
+        log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
+        await self._finish(turn, {"type": "turn_error", "turn": turn.offset, "code": str(code),
+                                  "message": why, "retryable": False})
+
+    # ------------------------------------------------------------ side loops
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            try:
+                async with self.bus.cancel_feed() as feed:
+                    async for msg in feed.listen():
+                        if msg.get("type") == "message":
+                            self._on_cancel(msg["data"].decode())
+            except Exception as exc:
+                log.warning("cancel feed lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+
+    def _on_cancel(self, data: str) -> None:
+        sid, _, turn = data.partition(" ")
+        run = self.running.get(sid)
+        if run and run.task and str(run.turn) == turn:
+            run.cancelled_by_user = True
+            run.task.cancel()
+
+    async def _beat(self) -> None:
+        while True:
+            with suppress(Exception):
+                await self.bus.redis.zadd(self.bus.keys.workers_alive(), {self.name: time.time()})
+            await asyncio.sleep(5)

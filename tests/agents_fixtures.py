@@ -1,0 +1,26 @@
+"""Agents used by the tests (loaded by workers with --agent tests.agents_fixtures:<name>)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents import Agent
+from agents.items import TResponseStreamEvent
+
+from sessions.demo import DemoModel, calculate, current_time
+
+
+class FailingModel(DemoModel):
+    """Always raises: the turn must end in the dead-letter stream."""
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
+        raise RuntimeError("this model always fails")
+        yield  # pragma: no cover
+
+
+slow = Agent(name="slow", model=DemoModel(word_delay=float(os.environ.get("SLOW_DELAY", "0.15"))),
+             tools=[current_time, calculate])
+fast = Agent(name="fast", model=DemoModel(word_delay=0.0), tools=[current_time, calculate])
+failing = Agent(name="failing", model=FailingModel())

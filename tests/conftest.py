@@ -1,0 +1,154 @@
+"""Test harness: a real redis-server on a free port, real processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from agentia.redis_server import RedisServer
+from agentia.settings import DEV_SECRET
+from gateway.auth import mint
+from sessions.bus import Bus, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def bus(redis_server: RedisServer, prefix: str) -> AsyncIterator[Bus]:
+    b = Bus(connect(redis_server.url), prefix=prefix, shards=4)
+    yield b
+    await b.close()
+
+
+def token(user: str, ttl: int = 3600, secret: str = DEV_SECRET) -> str:
+    return mint(secret, user, ttl)
+
+
+class Proc:
+    """A child process of ours (edge or worker), stopped by PID at teardown."""
+
+    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
+        self.log = open(  # noqa: SIM115
+            ROOT / "test-output" / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.info: dict[str, str] = {}
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            text = line.decode().strip()
+            if text.startswith(ready):
+                self.info = dict(p.split("=", 1) for p in text.split()[1:])
+                break
+        else:
+            raise RuntimeError(f"{args} exited before it was ready; see {self.log.name}")
+
+    @property
+    def port(self) -> int:
+        return int(self.info["port"])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(15)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+class Cluster:
+    """Spawns edges and workers against one Redis with one key prefix."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        (ROOT / "test-output").mkdir(exist_ok=True)
+        self.env = {**os.environ, "AGENTIA_REDIS_URL": redis_url,
+                    "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_SHARDS": "4",
+                    "PYTHONUNBUFFERED": "1"}
+        self.env.pop("OPENAI_API_KEY", None)
+        self.procs: list[Proc] = []
+
+    def edge(self, **env: str) -> Proc:
+        p = Proc(["gateway", "--port", "0"], {**self.env, **env}, "AGENTIA_EDGE_READY")
+        self.procs.append(p)
+        return p
+
+    def worker(self, agent: str = "tests.agents_fixtures:fast", **env: str) -> Proc:
+        p = Proc(["worker", "--agent", agent], {**self.env, **env}, "AGENTIA_WORKER_READY")
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+
+@pytest.fixture
+def cluster(redis_server: RedisServer, prefix: str) -> Iterator[Cluster]:
+    c = Cluster(redis_server.url, prefix)
+    yield c
+    c.stop()
+
+
+class Client:
+    """A thin test client: raw frames, with helpers to wait for a kind of frame."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, port: int, user: str = "alice", session: str | None = None,
+                   tok: str | None = None) -> Client:
+        url = f"ws://127.0.0.1:{port}/v1/ws" + (f"?session={session}" if session else "")
+        ws = await websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {tok or token(user)}"},
+            compression=None)
+        return cls(ws)
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def until(self, kind: str, timeout: float = 15, **match: Any) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                f = await self.recv(timeout)
+                if f["type"] == kind and all(f.get(k) == v for k, v in match.items()):
+                    return f
+
+    async def close(self) -> None:
+        await self.ws.close()
