@@ -135,13 +135,19 @@ class Connection:
         st = self.state
         st.last_seen = now
         self.node.metrics["frames_in"] += 1
+        frame: P.ClientFrame | None = None
         try:
             frame = P.parse_frame(raw, self.node.limits.max_text_chars)
             await self._dispatch(frame, now)
         except AgentiaError as err:
+            if err.ref is None and isinstance(frame, P.Send):
+                err.ref = frame.id
             self.push(P.error_frame(err).encode())
             if err.code in _STRIKES and st.strikes.hit(now):
                 self.close_soon(CloseCode.FLOOD, "too many bad or rate-limited frames")
+        except Exception:
+            log.exception("frame from session %s failed", st.session)
+            self.push(P.error_frame(AgentiaError(ErrorCode.INTERNAL, "internal error")).encode())
 
     async def _dispatch(self, frame: P.ClientFrame, now: float) -> None:
         st = self.state

@@ -15,6 +15,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -68,9 +70,12 @@ def frame_for(offset: int, event: bytes) -> bytes:
 
 
 def connect(url: str) -> aioredis.Redis:
+    """A client that retries a command twice, quickly, on a dropped connection (every write
+    we make is idempotent or guarded by a Lua check), then reports the outage."""
     return aioredis.Redis.from_url(
         url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
-        max_connections=256,
+        max_connections=256, retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
 
@@ -97,6 +102,7 @@ class Bus:
         self._append = redis.register_script(scripts.APPEND)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._begin = redis.register_script(scripts.BEGIN)
+        self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
         self._cancel = redis.register_script(scripts.CANCEL)
@@ -143,9 +149,9 @@ class Bus:
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
                   K.TURNS_MAXLEN],
         )
-        offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
-        if offset < 0:
+        if int(res[0]) < 0:
             raise BusUnavailable("session state was lost; reconnect to open it again")
+        offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
         if not dup:
             await self._fan_out(sid, offset, event, res[3:])
         if not (dup and offset <= done):
@@ -165,7 +171,11 @@ class Bus:
     @_down
     async def inbound_lag(self, sid: str) -> int:
         """Entries of the session's shard not yet read by the group (for overload checks)."""
-        groups = await self.redis.xinfo_groups(self.keys.inbound(K.shard_for(sid, self.shards)))
+        try:
+            groups = await self.redis.xinfo_groups(
+                self.keys.inbound(K.shard_for(sid, self.shards)))
+        except ResponseError:  # the shard does not exist yet: nothing is waiting
+            return 0
         for g in groups:
             if g["name"] == K.GROUP.encode():
                 return int(g.get("lag") or 0) + int(g.get("pending") or 0)
@@ -259,7 +269,8 @@ class Bus:
 
     @_down
     async def try_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
-        return bool(await self.redis.set(self.keys.lock(sid), owner, nx=True, px=lease_ms))
+        """Take the session's lock (free, or left behind by this same ``owner``)."""
+        return bool(await self._acquire(keys=[self.keys.lock(sid)], args=[owner, lease_ms]))
 
     @_down
     async def renew_lock(self, sid: str, owner: str, lease_ms: int) -> bool:

@@ -89,6 +89,16 @@ return {attempts, cancel and 1 or 0}
 """
 
 # KEYS: lock; ARGV: owner, lease ms
+# Takes a free lock, or one this same worker process left behind (it checks first that it is
+# not running the session any more), e.g. after Redis failed between a turn and the release.
+ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lock; ARGV: owner, lease ms
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])

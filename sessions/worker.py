@@ -27,7 +27,7 @@ from agents import Agent, ModelProvider
 
 from agentia.codes import BusUnavailable, ErrorCode
 from sessions import keys as K
-from sessions.bus import Bus, Turn
+from sessions.bus import REDIS_DOWN, Bus, Turn
 from sessions.memory import RedisMemory
 from sessions.runtime import Delta, stream_turn
 
@@ -88,6 +88,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.tasks: set[asyncio.Task[Any]] = set()
         self.running: dict[str, _Running] = {}
+        self.active: set[str] = set()
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
         self.stopping = asyncio.Event()
         self.turns_done = 0
@@ -176,15 +177,18 @@ class Worker:
 
     async def _handle(self, stream: str, rid: bytes, sid: str) -> None:
         async with self.slots:
+            mine = sid not in self.active
             try:
-                if await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
+                if mine and await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
+                    self.active.add(sid)
                     keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
                     try:
                         await self._run_session(sid)
                     finally:
                         keeper.cancel()
+                        self.active.discard(sid)
                 await self.bus.redis.xack(stream, K.GROUP, rid)
-            except BusUnavailable:
+            except (BusUnavailable, *REDIS_DOWN):
                 log.warning("Redis unavailable while running session %s; will be reclaimed", sid)
             except Exception:
                 log.exception("session %s failed; its entry stays pending", sid)

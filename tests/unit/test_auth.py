@@ -1,0 +1,213 @@
+"""Unit tests for gateway/auth.py: JWT verification (HS256, RS256, ES256) and token lookup."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gateway.auth import AuthError, Identity, Verifier, mint, token_from
+
+SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
+OTHER = "another-secret-that-is-also-long-enough-for-hs256"
+
+
+def pem_pair(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[str, str]:
+    private = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    public = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> tuple[str, str]:
+    return pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+@pytest.fixture(scope="module")
+def ec_keys() -> tuple[str, str]:
+    return pem_pair(ec.generate_private_key(ec.SECP256R1()))
+
+
+# ---------------------------------------------------------------- HS256
+
+
+def test_hs256_round_trip() -> None:
+    before = time.time()
+    ident = Verifier(SECRET).verify(mint(SECRET, "alice", 600))
+    assert isinstance(ident, Identity)
+    assert ident.user == "alice"
+    assert ident.expires is not None
+    assert before + 600 - 2 <= ident.expires <= time.time() + 600 + 1
+
+
+def test_mint_carries_extra_claims() -> None:
+    tok = mint(SECRET, "bob", 60, aud="agentia", role="admin")
+    claims = jwt.decode(tok, SECRET, algorithms=["HS256"], audience="agentia")
+    assert claims["sub"] == "bob"
+    assert claims["role"] == "admin"
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_expired_token() -> None:
+    tok = mint(SECRET, "alice", ttl_s=-60)  # well past the 5 s leeway
+    with pytest.raises(AuthError) as info:
+        Verifier(SECRET).verify(tok)
+    assert str(info.value) == "token expired"
+
+
+def test_leeway_accepts_just_expired_token() -> None:
+    tok = mint(SECRET, "alice", ttl_s=-1)
+    assert Verifier(SECRET, leeway_s=30).verify(tok).user == "alice"
+    with pytest.raises(AuthError, match="token expired"):
+        Verifier(SECRET, leeway_s=0).verify(tok)
+
+
+def test_wrong_secret() -> None:
+    with pytest.raises(AuthError) as info:
+        Verifier(SECRET).verify(mint(OTHER, "alice"))
+    assert str(info.value).startswith("invalid token")
+
+
+@pytest.mark.parametrize("tok", ["", "garbage", "a.b.c", "Bearer x"])
+def test_malformed_token(tok: str) -> None:
+    with pytest.raises(AuthError, match="invalid token"):
+        Verifier(SECRET).verify(tok)
+
+
+def test_missing_sub() -> None:
+    tok = jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError):
+        Verifier(SECRET).verify(tok)
+
+
+def test_missing_exp() -> None:
+    tok = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="invalid token"):
+        Verifier(SECRET).verify(tok)
+
+
+@pytest.mark.parametrize("sub", ["", "x" * 129])
+def test_bad_sub(sub: str) -> None:
+    tok = jwt.encode({"sub": sub, "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError):
+        Verifier(SECRET).verify(tok)
+
+
+def test_longest_sub_accepted() -> None:
+    assert Verifier(SECRET).verify(mint(SECRET, "u" * 128)).user == "u" * 128
+
+
+def test_audience_and_issuer_checked_when_configured() -> None:
+    v = Verifier(SECRET, audience="agentia", issuer="idp")
+    assert v.verify(mint(SECRET, "alice", aud="agentia", iss="idp")).user == "alice"
+    with pytest.raises(AuthError):
+        v.verify(mint(SECRET, "alice", aud="other", iss="idp"))
+    with pytest.raises(AuthError):
+        v.verify(mint(SECRET, "alice", aud="agentia", iss="evil"))
+    with pytest.raises(AuthError):
+        v.verify(mint(SECRET, "alice"))
+
+
+def test_alg_none_rejected() -> None:
+    tok = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, algorithm="none")
+    with pytest.raises(AuthError):
+        Verifier(SECRET).verify(tok)
+
+
+# ---------------------------------------------------------------- RS256 / ES256
+
+
+def test_rs256_round_trip(rsa_keys: tuple[str, str]) -> None:
+    private, public = rsa_keys
+    tok = mint(private, "carol", 300, algorithm="RS256")
+    assert jwt.get_unverified_header(tok)["alg"] == "RS256"
+    ident = Verifier(key=public, algorithms=("RS256",)).verify(tok)
+    assert ident.user == "carol"
+    assert ident.expires is not None and ident.expires > time.time()
+
+
+def test_es256_round_trip(ec_keys: tuple[str, str]) -> None:
+    private, public = ec_keys
+    tok = mint(private, "dave", 300, algorithm="ES256")
+    assert jwt.get_unverified_header(tok)["alg"] == "ES256"
+    assert Verifier(key=public, algorithms=("ES256",)).verify(tok).user == "dave"
+
+
+def test_rs256_wrong_key_rejected(rsa_keys: tuple[str, str]) -> None:
+    _, public = rsa_keys
+    other_private, _ = pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    tok = mint(other_private, "carol", algorithm="RS256")
+    with pytest.raises(AuthError, match="invalid token"):
+        Verifier(key=public, algorithms=("RS256",)).verify(tok)
+
+
+def test_algorithm_not_allowed(rsa_keys: tuple[str, str], ec_keys: tuple[str, str]) -> None:
+    with pytest.raises(AuthError):
+        Verifier(key=rsa_keys[1], algorithms=("RS256",)).verify(
+            mint(ec_keys[0], "eve", algorithm="ES256"))
+    with pytest.raises(AuthError):
+        Verifier(key=rsa_keys[1], algorithms=("RS256",)).verify(mint(SECRET, "eve"))
+
+
+def test_expired_rs256(rsa_keys: tuple[str, str]) -> None:
+    private, public = rsa_keys
+    with pytest.raises(AuthError, match=r"^token expired$"):
+        Verifier(key=public, algorithms=("RS256",)).verify(
+            mint(private, "carol", -60, algorithm="RS256"))
+
+
+# ---------------------------------------------------------------- token_from
+
+
+def test_token_from_authorization_header() -> None:
+    assert token_from({"authorization": "Bearer abc.def"}, "") == "abc.def"
+    assert token_from({"authorization": "bearer   xyz  "}, "") == "xyz"
+    assert token_from({"authorization": "BEARER q"}, "") == "q"
+
+
+def test_token_from_header_wins_over_subprotocol_and_query() -> None:
+    headers = {"authorization": "Bearer hdr", "sec-websocket-protocol": "agentia.v1, bearer.sub"}
+    assert token_from(headers, "token=qry") == "hdr"
+
+
+def test_token_from_non_bearer_header_falls_through() -> None:
+    headers = {"authorization": "Basic dXNlcjpwYXNz", "sec-websocket-protocol": "bearer.sub"}
+    assert token_from(headers, "token=qry") == "sub"
+    assert token_from({"authorization": "Basic dXNlcjpwYXNz"}, "token=qry") == "qry"
+
+
+def test_token_from_subprotocol() -> None:
+    assert token_from({"sec-websocket-protocol": "bearer.tok1"}, "") == "tok1"
+    assert token_from({"sec-websocket-protocol": "agentia.v1, bearer.tok2"}, "") == "tok2"
+    assert token_from({"sec-websocket-protocol": "bearer.tok3,agentia.v1"}, "") == "tok3"
+    assert token_from({"sec-websocket-protocol": "agentia.v1"}, "") is None
+
+
+def test_token_from_subprotocol_wins_over_query() -> None:
+    headers = {"sec-websocket-protocol": "agentia.v1, bearer.sub"}
+    assert token_from(headers, "session=s1&token=qry") == "sub"
+
+
+def test_token_from_query() -> None:
+    assert token_from({}, "token=qry") == "qry"
+    assert token_from({}, "session=s1&token=a.b.c") == "a.b.c"
+    assert token_from({"sec-websocket-protocol": "agentia.v1"}, "token=q2") == "q2"
+
+
+def test_token_from_nothing() -> None:
+    assert token_from({}, "") is None
+    assert token_from({}, "session=s1") is None
+    assert token_from({"authorization": "Bearer "}, "") is None
+
+
+def test_token_from_round_trip_with_verifier() -> None:
+    tok = mint(SECRET, "frank")
+    found = token_from({"sec-websocket-protocol": f"agentia.v1, bearer.{tok}"}, "")
+    assert found is not None
+    assert Verifier(SECRET).verify(found).user == "frank"

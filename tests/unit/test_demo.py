@@ -1,0 +1,137 @@
+"""Unit tests for sessions/demo.py: the arithmetic evaluator and the demo model's planning."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from openai.types.responses import ResponseFunctionToolCall
+
+from sessions.demo import DEMO_NOTE, DemoModel, safe_eval
+
+
+@pytest.mark.parametrize(("expr", "value"), [
+    ("6 * 7", 42.0),
+    ("1 + 2 * 3", 7.0),
+    ("(1 + 2) * 3", 9.0),
+    ("10 / 4", 2.5),
+    ("-3 - -2", -1.0),
+    ("1.5 * 2", 3.0),
+    ("7", 7.0),
+])
+def test_safe_eval_arithmetic(expr: str, value: float) -> None:
+    got = safe_eval(expr)
+    assert got == value
+    assert isinstance(got, float)
+
+
+@pytest.mark.parametrize("expr", [
+    "x",
+    "x + 1",
+    "abs(-1)",
+    "__import__('os')",
+    "print(1)",
+    "(1).real",
+    "'a' * 3",
+    "2 ** 10",
+    "7 % 3",
+    "[1, 2]",
+    "1 if 1 else 2",
+    "lambda: 1",
+])
+def test_safe_eval_rejects(expr: str) -> None:
+    with pytest.raises(ValueError, match="unsupported expression"):
+        safe_eval(expr)
+
+
+def test_safe_eval_syntax_and_zero_division() -> None:
+    with pytest.raises(SyntaxError):
+        safe_eval("1 +")
+    with pytest.raises(ZeroDivisionError):
+        safe_eval("1 / 0")
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+@pytest.fixture
+def model() -> DemoModel:
+    return DemoModel(word_delay=0)
+
+
+def test_plan_time_tool_call(model: DemoModel) -> None:
+    step = model.plan([user("what time is it")])
+    assert isinstance(step, ResponseFunctionToolCall)
+    assert step.name == "current_time"
+    assert step.type == "function_call"
+    assert json.loads(step.arguments) == {}
+
+
+def test_plan_calculate_tool_call(model: DemoModel) -> None:
+    step = model.plan([user("what is 6 * 7")])
+    assert isinstance(step, ResponseFunctionToolCall)
+    assert step.name == "calculate"
+    args = json.loads(step.arguments)
+    assert args == {"expression": "6 * 7"}
+    assert safe_eval(args["expression"]) == 42.0
+
+
+def test_plan_uses_latest_user_message(model: DemoModel) -> None:
+    step = model.plan([user("what is 6 * 7"), {"role": "assistant", "content": "42"},
+                       user("what time is it")])
+    assert isinstance(step, ResponseFunctionToolCall)
+    assert step.name == "current_time"
+
+
+def test_plan_reads_content_parts(model: DemoModel) -> None:
+    item = {"role": "user", "content": [{"type": "input_text", "text": "what is 2 + 3"}]}
+    step = model.plan([item])
+    assert isinstance(step, ResponseFunctionToolCall)
+    assert json.loads(step.arguments) == {"expression": "2 + 3"}
+
+
+def test_plan_text_after_tool_output(model: DemoModel) -> None:
+    items = [
+        user("what is 6 * 7"),
+        {"type": "function_call", "name": "calculate", "call_id": "call_calc",
+         "arguments": '{"expression": "6 * 7"}'},
+        {"type": "function_call_output", "call_id": "call_calc", "output": "42"},
+    ]
+    step = model.plan(items)
+    assert isinstance(step, str)
+    assert "42" in step
+    assert DEMO_NOTE in step
+
+
+def test_plan_recalls_previous_user_message(model: DemoModel) -> None:
+    items = [
+        user("my cat is called Tom"),
+        {"role": "assistant", "content": [{"type": "output_text", "text": "nice"}]},
+        user("what did I say"),
+    ]
+    step = model.plan(items)
+    assert isinstance(step, str)
+    assert "my cat is called Tom" in step
+    assert DEMO_NOTE in step
+
+
+def test_plan_recall_without_history_echoes(model: DemoModel) -> None:
+    step = model.plan([user("What did I say?")])
+    assert isinstance(step, str)
+    assert "Before this you said" not in step
+    assert "What did I say?" in step
+
+
+def test_plan_plain_echo(model: DemoModel) -> None:
+    step = model.plan([user("hello there")])
+    assert isinstance(step, str)
+    assert "hello there" in step
+    assert DEMO_NOTE in step
+
+
+def test_plan_empty_conversation(model: DemoModel) -> None:
+    step = model.plan([])
+    assert isinstance(step, str)
+    assert DEMO_NOTE in step

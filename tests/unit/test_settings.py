@@ -1,0 +1,165 @@
+"""Unit tests for agentia/settings.py: AGENTIA_* environment variables, overrides, validation."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+
+from agentia.settings import (
+    DEV_SECRET,
+    FD_RESERVE,
+    Common,
+    EdgeSettings,
+    SettingsError,
+    WorkerSettings,
+    from_env,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("AGENTIA_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fd_limit(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pretend the process may open 5,000 file descriptors."""
+    soft = 5_000
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (soft, 10_000))
+    return soft
+
+
+def test_defaults_without_env() -> None:
+    s = from_env(Common)
+    assert s == Common()
+    w = from_env(WorkerSettings)
+    assert w.concurrency == 32 and w.agent == "sessions.demo:demo_agent"
+
+
+def test_reads_env(monkeypatch: pytest.MonkeyPatch, fd_limit: int) -> None:
+    monkeypatch.setenv("AGENTIA_REDIS_URL", "redis://example:6380/2")
+    monkeypatch.setenv("AGENTIA_SHARDS", "16")
+    monkeypatch.setenv("AGENTIA_PORT", "9001")
+    monkeypatch.setenv("AGENTIA_RATE_PER_S", "2.5")
+    monkeypatch.setenv("AGENTIA_JWT_ALGORITHMS", "RS256,ES256")
+    s = from_env(EdgeSettings)
+    assert s.redis_url == "redis://example:6380/2"
+    assert s.shards == 16
+    assert s.port == 9001 and isinstance(s.port, int)
+    assert s.rate_per_s == 2.5 and isinstance(s.rate_per_s, float)
+    assert s.jwt_algorithms == "RS256,ES256"
+    assert s.jwt_secret == DEV_SECRET  # untouched fields keep their defaults
+
+
+def test_worker_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_CONCURRENCY", "4")
+    monkeypatch.setenv("AGENTIA_MODEL", "my-model")
+    monkeypatch.setenv("AGENTIA_DEMO_WORD_DELAY", "0")
+    w = from_env(WorkerSettings)
+    assert w.concurrency == 4
+    assert w.model == "my-model"
+    assert w.demo_word_delay == 0.0
+
+
+def test_empty_env_var_means_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_SHARDS", "")
+    assert from_env(Common).shards == 8
+
+
+def test_overrides_win_over_env(monkeypatch: pytest.MonkeyPatch, fd_limit: int) -> None:
+    monkeypatch.setenv("AGENTIA_PORT", "9001")
+    monkeypatch.setenv("AGENTIA_HOST", "0.0.0.0")
+    s = from_env(EdgeSettings, port=7000)
+    assert s.port == 7000
+    assert s.host == "0.0.0.0"
+
+
+def test_none_override_falls_back_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_SHARDS", "3")
+    assert from_env(Common, shards=None).shards == 3
+
+
+@pytest.mark.parametrize(("var", "value"), [("AGENTIA_PORT", "http"), ("AGENTIA_SHARDS", "1.5"),
+                                            ("AGENTIA_SEND_QUEUE", "256.0")])
+def test_bad_int_names_the_variable(monkeypatch: pytest.MonkeyPatch, fd_limit: int,
+                                    var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        from_env(EdgeSettings)
+
+
+def test_bad_int_error_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_SHARDS", "eight")
+    with pytest.raises(SettingsError) as info:
+        from_env(Common)
+    assert "AGENTIA_SHARDS" in str(info.value)
+    assert "'eight'" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_bad_float_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_TURN_TIMEOUT_S", "soon")
+    with pytest.raises(SettingsError, match="AGENTIA_TURN_TIMEOUT_S"):
+        from_env(WorkerSettings)
+
+
+def test_validation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_SHARDS", "0")
+    with pytest.raises(SettingsError, match="AGENTIA_SHARDS"):
+        from_env(Common)
+    with pytest.raises(SettingsError):
+        from_env(WorkerSettings, shards=2, concurrency=0)
+
+
+def test_max_connections_defaults_to_fd_limit_minus_reserve(fd_limit: int) -> None:
+    assert from_env(EdgeSettings).max_connections == fd_limit - FD_RESERVE
+
+
+def test_max_connections_default_uses_real_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft - FD_RESERVE < 10:
+        pytest.skip(f"fd soft limit {soft} is too low here")
+    assert from_env(EdgeSettings).max_connections == soft - FD_RESERVE
+
+
+def test_max_connections_at_ceiling_ok(fd_limit: int) -> None:
+    ceiling = fd_limit - FD_RESERVE
+    assert from_env(EdgeSettings, max_connections=ceiling).max_connections == ceiling
+    assert from_env(EdgeSettings, max_connections=10).max_connections == 10
+
+
+def test_max_connections_above_ceiling_rejected(
+        monkeypatch: pytest.MonkeyPatch, fd_limit: int) -> None:
+    with pytest.raises(SettingsError, match="AGENTIA_MAX_CONNECTIONS"):
+        from_env(EdgeSettings, max_connections=fd_limit - FD_RESERVE + 1)
+    monkeypatch.setenv("AGENTIA_MAX_CONNECTIONS", str(fd_limit))
+    with pytest.raises(SettingsError, match="AGENTIA_MAX_CONNECTIONS"):
+        from_env(EdgeSettings)
+
+
+def test_fd_limit_too_low(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (FD_RESERVE + 5, FD_RESERVE + 5))
+    with pytest.raises(SettingsError, match="fd limit"):
+        from_env(EdgeSettings)
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "True", "yes", "on", "On"])
+def test_bool_true(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("AGENTIA_LOG_JSON", raw)
+    assert from_env(Common).log_json is True
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "False", "no", "off"])
+def test_bool_false(monkeypatch: pytest.MonkeyPatch, fd_limit: int, raw: str) -> None:
+    monkeypatch.setenv("AGENTIA_REUSE_PORT", raw)  # defaults to True
+    assert from_env(EdgeSettings).reuse_port is False
+
+
+def test_bool_default_when_unset(fd_limit: int) -> None:
+    s = from_env(EdgeSettings)
+    assert s.reuse_port is True
+    assert s.compression is False
