@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 from dataclasses import dataclass, fields
@@ -10,6 +11,10 @@ from typing import Any
 FD_RESERVE = 1_000
 """File descriptors kept free for Redis connections, logs and sockets mid-handshake."""
 DEV_SECRET = "agentia-dev-secret-change-me-in-production"
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}
 
 
 class SettingsError(ValueError):
@@ -22,8 +27,13 @@ def _env(name: str, default: Any, cast: type) -> Any:
         return default
     try:
         if cast is bool:
-            return raw.lower() in {"1", "true", "yes", "on"}
-        return cast(raw)
+            if raw.lower() not in _BOOLS:
+                raise ValueError(raw)
+            return _BOOLS[raw.lower()]
+        value = cast(raw)
+        if cast is float and not math.isfinite(value):
+            raise ValueError(raw)
+        return value
     except ValueError:
         raise SettingsError(f"AGENTIA_{name.upper()}={raw!r} is not a valid {cast.__name__}") from None
 

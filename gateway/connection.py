@@ -27,7 +27,8 @@ REPLAY_PAGE = 200
 
 
 class Connection:
-    __slots__ = ("_drained", "closed", "node", "outbox", "state", "transport", "writer")
+    __slots__ = ("_drained", "closed", "closer", "node", "outbox", "state", "transport",
+                 "writer")
 
     def __init__(self, node: EdgeNode, state: P.ConnState) -> None:
         self.node = node
@@ -36,6 +37,7 @@ class Connection:
         self.outbox: deque[bytes] = deque()
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
+        self.closer: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
 
     @property
@@ -65,7 +67,7 @@ class Connection:
     async def _write(self) -> None:
         assert self.transport is not None
         try:
-            while self.outbox and not self.closed:
+            while self.outbox:
                 await self.transport.send(self.outbox.popleft())
                 self.node.metrics["frames_out"] += 1
         except Exception:
@@ -84,16 +86,20 @@ class Connection:
         self.push(frame)
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
+        """Close after what is queued is written (a slow reader's queue is dropped)."""
         if self.closed:
             return
         self.closed = True
-        self.outbox.clear()
-        self.node.spawn(self._close(code, reason))
+        if code is CloseCode.SLOW:
+            self.outbox.clear()
+        self.closer = self.node.spawn(self._close(code, reason))
 
     async def _close(self, code: CloseCode, reason: str) -> None:
         if self.transport is None:
             return
         try:
+            if self.writer is not None:
+                await asyncio.wait_for(asyncio.shield(self.writer), 5)
             await asyncio.wait_for(self.transport.close(int(code), reason), 5)
         except Exception:
             self.transport.abort()

@@ -51,11 +51,12 @@ class EdgeNode:
         self.draining = False
         self._lag: dict[int, tuple[float, int]] = {}
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine, tracked so shutdown can wait for or cancel it."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._reap)
+        return task
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
@@ -82,7 +83,7 @@ class EdgeNode:
             self.metrics["handshake_unauthorized"] += 1
             return 401, str(exc)
         sid = session or uuid.uuid4().hex
-        if not K.SESSION_ID_RE.match(sid):
+        if not K.SESSION_ID_RE.fullmatch(sid):
             return 400, "session id must match [A-Za-z0-9_.:-]{1,64}"
         try:
             info = await self.bus.open_session(sid, ident.user, self.id)

@@ -8,6 +8,7 @@ Pure and loop-free: nothing here imports asyncio or does I/O. Time is passed in 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +162,7 @@ class TokenBucket:
         return False
 
     def retry_after_ms(self) -> int:
-        return max(1, int((1.0 - self.tokens) / self.rate * 1000))
+        return max(1, math.ceil((1.0 - self.tokens) / self.rate * 1000))
 
 
 class Delivery(enum.Enum):

@@ -91,6 +91,8 @@ async def _handler(ws: ServerConnection) -> None:
             await conn.on_frame(message)
             if conn.closed:
                 break
+        if conn.closer is not None:
+            await conn.closer  # our close code goes out before the library's default close
     except ConnectionClosed:
         pass
     finally:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 GROUP = "agents"
 """Consumer group that agent workers join on every inbound shard."""
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""Use with fullmatch (a "$" anchor would accept a trailing newline)."""
 
 # TTLs and sizes (seconds / entries). Behaviour at each limit is documented in
 # docs/architecture.md.

@@ -1,0 +1,146 @@
+"""Every bad input gets its documented error or close code, and the edge stays healthy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from sessions.bus import Bus
+from tests.conftest import Client, Cluster, Proc, token
+
+
+async def _healthy(edge: Proc) -> None:
+    """A fresh client still gets a welcome and a pong from the same edge process."""
+    c = await Client.open(edge.port, user="healthcheck")
+    assert (await c.recv())["type"] == "welcome"
+    await c.send(type="ping", data=7)
+    assert await c.until("pong") == {"type": "pong", "data": 7}
+    await c.close()
+
+
+async def _status(port: int, path: str = "/v1/ws", headers: dict[str, str] | None = None,
+                  subprotocols: list[str] | None = None) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        await websockets.connect(f"ws://127.0.0.1:{port}{path}", additional_headers=headers,
+                                 subprotocols=subprotocols)  # type: ignore[arg-type]
+    return info.value.response.status_code
+
+
+@pytest.fixture
+def edge(cluster: Cluster) -> Proc:
+    return cluster.edge()
+
+
+async def test_bad_json_and_unknown_frames_get_errors(edge: Proc) -> None:
+    c = await Client.open(edge.port)
+    await c.recv()
+    await c.ws.send("{not json")
+    assert (await c.recv())["code"] == "bad_json"
+    await c.send(type="teleport", id="t1")
+    err = await c.recv()
+    assert err["code"] == "bad_frame" and err["ref"] == "t1" and err["retryable"] is False
+    await c.send(type="send", id="x")
+    assert (await c.recv())["code"] == "bad_frame"
+    await c.ws.send(b"\x00\x01binary")
+    assert (await c.recv())["code"] == "bad_json"
+    await c.send(type="ping", data="still here")
+    assert (await c.recv())["type"] == "pong"
+    await _healthy(edge)
+
+
+async def test_oversize_frame_is_closed_with_1009(edge: Proc) -> None:
+    c = await Client.open(edge.port)
+    await c.recv()
+    await c.ws.send("x" * (64 * 1024 + 1))
+    with pytest.raises(ConnectionClosed) as info:
+        await c.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    await _healthy(edge)
+
+
+async def test_handshake_refusals(edge: Proc, bus: Bus) -> None:
+    assert await _status(edge.port) == 401  # no token
+    assert await _status(edge.port, headers={"Authorization": "Bearer nonsense"}) == 401
+    expired = token("alice", ttl=-60)
+    assert await _status(edge.port, headers={"Authorization": f"Bearer {expired}"}) == 401
+    wrong = token("alice", secret="another-secret-that-is-long-enough-for-hs256")
+    assert await _status(edge.port, headers={"Authorization": f"Bearer {wrong}"}) == 401
+    good = {"Authorization": f"Bearer {token('alice')}"}
+    assert await _status(edge.port, "/elsewhere", headers=good) == 404
+    assert await _status(edge.port, "/v1/ws?session=bad%20id", headers=good) == 400
+    assert await _status(edge.port, "/v1/ws?session=s1%0A", headers=good) == 400
+    await bus.open_session("bobs", "bob")
+    assert await _status(edge.port, "/v1/ws?session=bobs", headers=good) == 403
+    await _healthy(edge)
+
+
+async def test_token_in_subprotocol_and_query(edge: Proc) -> None:
+    ws = await websockets.connect(f"ws://127.0.0.1:{edge.port}/v1/ws",
+                                  subprotocols=["agentia.v1", f"bearer.{token('carol')}"])  # type: ignore[list-item]
+    assert ws.subprotocol == "agentia.v1"
+    assert orjson.loads(await ws.recv())["type"] == "welcome"
+    await ws.close()
+    ws = await websockets.connect(f"ws://127.0.0.1:{edge.port}/v1/ws?token={token('carol')}")
+    assert orjson.loads(await ws.recv())["type"] == "welcome"
+    await ws.close()
+
+
+async def test_rate_flood_gets_rate_limited_then_closed(edge: Proc) -> None:
+    c = await Client.open(edge.port)
+    await c.recv()
+    for n in range(200):
+        try:
+            await c.send(type="send", id=f"m{n}", text="flood")
+        except ConnectionClosed:
+            break
+    codes: list[str] = []
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            f = await c.recv()
+            codes.append(f.get("code") or f["type"])
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4002
+    assert 20 <= codes.count("ack") <= 22  # the burst (and a token refilled meanwhile)
+    limited = [f for f in c.frames if f.get("code") == "rate_limited"]
+    assert limited and all(f["retryable"] and f["retry_after_ms"] > 0 for f in limited)
+    await _healthy(edge)
+
+
+async def test_slow_reader_is_closed_and_others_are_unaffected(cluster: Cluster,
+                                                               bus: Bus) -> None:
+    edge = cluster.edge(AGENTIA_SEND_QUEUE="32")
+    fast = await Client.open(edge.port, session="slowpoke")
+    await fast.recv()
+    slow_ws = await websockets.connect(
+        f"ws://127.0.0.1:{edge.port}/v1/ws?session=slowpoke", max_queue=1,
+        additional_headers={"Authorization": f"Bearer {token('alice')}"}, compression=None)
+    # the slow client never reads; the fast one reads everything
+    blob = "y" * 16_000
+    n = 600
+
+    async def produce() -> None:
+        for i in range(n):
+            await bus.append("slowpoke", {"type": "delta", "turn": 1, "text": blob, "i": i})
+
+    async def consume() -> list[int]:
+        got: list[int] = []
+        while len(got) < n:
+            f = await fast.recv(20)
+            if f["type"] == "delta":
+                got.append(f["i"])
+        return got
+
+    _, got = await asyncio.gather(produce(), consume())
+    assert got == list(range(n))
+    # the slow connection was closed by the edge: with 4000 when it reads the close frame in
+    # time, otherwise the edge aborts it after its close timeout
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(30):
+            while True:
+                await slow_ws.recv()
+    rcvd = info.value.rcvd
+    assert rcvd is None or rcvd.code == 4000
+    await _healthy(edge)
