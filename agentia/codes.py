@@ -2,9 +2,10 @@
 
 Close code ranges tell a client what to do without knowing every code:
 
-* 1000-1015: standard WebSocket codes (1012 and 1013 mean "reconnect after a backoff").
+* 1000-1015: standard WebSocket codes (1001, 1011 and 1012 mean "reconnect after a backoff").
 * 4000-4499: reconnect (with backoff) and resume from the last offset.
-* 4500-4999: terminal; do not reconnect until something changes (a new token, another session).
+* 4500-4999: reserved for terminal conditions; none is sent today, because authentication and
+  ownership are refused at the handshake with HTTP 401/403 instead.
 """
 
 from __future__ import annotations
@@ -18,21 +19,17 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
     SLOW = 4000
     IDLE = 4001
     FLOOD = 4002
     TOKEN_EXPIRED = 4003
-    UNAUTHORIZED = 4500
-    FORBIDDEN = 4503
 
     @property
     def reconnect(self) -> bool:
         return self in _RECONNECT or 4000 <= self.value < 4500
 
 
-_RECONNECT = {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER,
-              CloseCode.INTERNAL_ERROR}
+_RECONNECT = {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.INTERNAL_ERROR}
 
 
 class ErrorCode(enum.StrEnum):

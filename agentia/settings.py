@@ -72,6 +72,7 @@ class EdgeSettings(Common):
     jwt_public_key: str = ""
     jwt_algorithms: str = "HS256"
     max_connections: int = 0
+    max_connections_per_user: int = 100
     max_frame_bytes: int = 64 * 1024
     max_text_chars: int = 16_000
     rate_per_s: float = 5.0

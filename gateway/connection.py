@@ -27,8 +27,8 @@ REPLAY_PAGE = 200
 
 
 class Connection:
-    __slots__ = ("_drained", "closed", "closer", "node", "outbox", "state", "transport",
-                 "writer")
+    __slots__ = ("_drained", "closed", "closer", "filler", "node", "outbox", "state",
+                 "transport", "writer")
 
     def __init__(self, node: EdgeNode, state: P.ConnState) -> None:
         self.node = node
@@ -38,6 +38,7 @@ class Connection:
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
         self.closer: asyncio.Task[None] | None = None
+        self.filler: asyncio.Task[object] | None = None
         self._drained: asyncio.Event | None = None
 
     @property
@@ -111,27 +112,38 @@ class Connection:
         if decision is P.Delivery.SEND:
             self.push(frame)
         elif decision is P.Delivery.CATCH_UP:
-            self.node.spawn(self.catch_up())
+            self.start_filler()
+
+    def start_filler(self) -> None:
+        """Fill a gap from the log in the background (the cursor is already catching up)."""
+        self.filler = self.node.spawn(self._fill())
+
+    async def _fill(self) -> None:
+        try:
+            await self.catch_up()
+        except BusUnavailable:
+            self.state.cursor.catching_up = False  # the next live event retries
+        finally:
+            self.filler = None
 
     async def catch_up(self, epoch: str | None = None) -> tuple[bool, str]:
-        """Write what the log has after the cursor; (nothing was missing, current epoch)."""
+        """Write what the log has after the cursor; (nothing was missing, current epoch).
+
+        Raises BusUnavailable; the cursor then still says "catching up" (callers reset it).
+        """
         cursor, sid = self.state.cursor, self.state.session
-        recovered, current = True, epoch or ""
-        try:
-            while not self.closed:
-                r = await self.bus.replay(sid, cursor.sent, epoch, REPLAY_PAGE)
-                current = r.epoch
-                if not r.recovered:
-                    recovered, epoch = False, None
-                    cursor.sent = r.events[0][0] - 1 if r.events else r.offset
-                for offset, event in r.events:
-                    if cursor.on_replayed(offset):
-                        await self.push_paced(frame_for(offset, event))
-                if len(r.events) < REPLAY_PAGE and not cursor.finish_catch_up():
-                    break
-        except BusUnavailable:
-            cursor.catching_up = False
-            self.push(P.error_frame(BusUnavailable()).encode())
+        recovered, current = True, epoch or self.state.epoch
+        while not self.closed:
+            r = await self.bus.replay(sid, cursor.sent, epoch, REPLAY_PAGE)
+            current = r.epoch
+            if not r.recovered:
+                recovered, epoch = False, None
+                cursor.sent = r.events[0][0] - 1 if r.events else r.offset
+            for offset, event in r.events:
+                if cursor.on_replayed(offset):
+                    await self.push_paced(frame_for(offset, event))
+            if len(r.events) < REPLAY_PAGE and not cursor.finish_catch_up():
+                break
         return recovered, current
 
     # ------------------------------------------------------------ frames in
@@ -159,17 +171,25 @@ class Connection:
         st = self.state
         if isinstance(frame, P.Ping):
             self.push(P.pong_frame(frame.data).encode())
-        elif isinstance(frame, P.Send):
-            if not st.bucket.take(now):
-                raise AgentiaError(ErrorCode.RATE_LIMITED, "too many messages, slow down",
-                                   frame.id, st.bucket.retry_after_ms())
+            return
+        if not st.bucket.take(now):
+            raise AgentiaError(ErrorCode.RATE_LIMITED, "too many frames, slow down",
+                               frame.id if isinstance(frame, P.Send) else None,
+                               st.bucket.retry_after_ms())
+        if isinstance(frame, P.Send):
             await self.node.check_overload(st.session, frame.id)
             res = await self.bus.submit(st.session, frame.id, frame.text, user=st.user)
             self.node.metrics["turns_accepted"] += 0 if res.duplicate else 1
             self.push(P.ack_frame(frame.id, res.offset, res.duplicate).encode())
         elif isinstance(frame, P.Resume):
+            if self.filler is not None:
+                await self.filler  # one catch-up at a time per connection
             st.cursor.start_catch_up(frame.after)
-            recovered, epoch = await self.catch_up(frame.epoch)
+            try:
+                recovered, epoch = await self.catch_up(frame.epoch)
+            except BusUnavailable:
+                st.cursor.catching_up = False
+                raise
             self.push(P.resumed_frame(recovered, st.cursor.sent, epoch).encode())
         elif isinstance(frame, P.Cancel):
             turn = await self.bus.cancel(st.session, frame.turn)

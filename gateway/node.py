@@ -46,6 +46,7 @@ class EdgeNode:
         self.hard_cap = settings.max_connections + FD_RESERVE // 2
         self.sessions: dict[str, set[Connection]] = {}
         self.count = 0
+        self.per_user: Counter[str] = Counter()
         self.metrics: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
@@ -85,38 +86,65 @@ class EdgeNode:
         sid = session or uuid.uuid4().hex
         if not K.SESSION_ID_RE.fullmatch(sid):
             return 400, "session id must match [A-Za-z0-9_.:-]{1,64}"
+        if self.per_user[ident.user] >= self.settings.max_connections_per_user:
+            return 429, "too many connections for this user on this node"
+        # Registered locally before Redis learns of us, with the cursor deferring: an event
+        # appended meanwhile is either caught up below or arrives after we are known.
+        state = P.ConnState(sid, ident.user, ident.expires, P.Cursor(0, catching_up=True),
+                            P.TokenBucket(self.limits.rate_per_s, self.limits.burst),
+                            last_seen=time.monotonic())
+        conn = Connection(self, state)
+        self._add(conn)
         try:
             info = await self.bus.open_session(sid, ident.user, self.id)
-        except Forbidden:
-            self.metrics["handshake_forbidden"] += 1
-            return 403, "this session belongs to another user"
-        except BusUnavailable:
+        except (Forbidden, BusUnavailable) as exc:
+            self._remove(conn)
+            if isinstance(exc, Forbidden):
+                self.metrics["handshake_forbidden"] += 1
+                return 403, "this session belongs to another user"
             return 503, "message bus unavailable: retry shortly"
-        now = time.monotonic()
-        state = P.ConnState(sid, ident.user, ident.expires, P.Cursor(info.offset),
-                            P.TokenBucket(self.limits.rate_per_s, self.limits.burst),
-                            last_seen=now)
-        conn = Connection(self, state)
+        state.epoch = info.epoch
         conn.push(P.welcome_frame(node=self.id, session=sid, epoch=info.epoch,
                                   offset=info.offset, limits=self.limits.public()).encode())
-        self.sessions.setdefault(sid, set()).add(conn)
-        self.count += 1
+        state.cursor.sent = info.offset
+        if state.cursor.finish_catch_up():
+            conn.start_filler()
+        self.spawn(self.bus.touch_user_session(ident.user, sid))
         self.metrics["handshakes"] += 1
         return conn
 
-    async def forget(self, conn: Connection) -> None:
-        sid = conn.state.session
-        conns = self.sessions.get(sid)
+    def _add(self, conn: Connection) -> None:
+        self.sessions.setdefault(conn.state.session, set()).add(conn)
+        self.per_user[conn.state.user] += 1
+        self.count += 1
+
+    def _remove(self, conn: Connection) -> bool:
+        """Drop from the local registry; True if it was the session's last connection here."""
+        st = conn.state
+        conns = self.sessions.get(st.session)
         if conns is None or conn not in conns:
-            return
+            return False
         conns.discard(conn)
         self.count -= 1
-        if not conns:
-            del self.sessions[sid]
-            try:
-                await self.bus.unregister(sid, self.id)
-            except BusUnavailable:
-                pass
+        self.per_user[st.user] -= 1
+        if self.per_user[st.user] <= 0:
+            del self.per_user[st.user]
+        if conns:
+            return False
+        del self.sessions[st.session]
+        return True
+
+    async def forget(self, conn: Connection) -> None:
+        """A connection ended (or its handshake failed after admission)."""
+        sid = conn.state.session
+        if not self._remove(conn):
+            return
+        try:
+            await self.bus.unregister(sid, self.id)
+            if sid in self.sessions:  # a new connection came meanwhile: register again
+                await self.bus.register(sid, self.id)
+        except BusUnavailable:
+            pass
 
     async def check_overload(self, sid: str, ref: str) -> None:
         """Refuse new turns while the session's shard is too far behind (cached 1 s)."""
@@ -169,7 +197,8 @@ class EdgeNode:
                 continue
             info = await self.bus.open_session(sid, conn.state.user, self.id)
             for c in conns:
-                if c.state.cursor.sent > info.offset:
+                if c.state.epoch != info.epoch:
+                    c.state.epoch = info.epoch
                     c.state.cursor = P.Cursor(info.offset)
                     c.push(P.resumed_frame(False, info.offset, info.epoch).encode())
 
@@ -177,14 +206,14 @@ class EdgeNode:
         """Close idle connections and those whose token expired."""
         while True:
             await asyncio.sleep(min(5.0, self.limits.idle_timeout_s / 3))
-            now, wall = time.monotonic(), time.time()
+            now, wall, leeway = time.monotonic(), time.time(), self.verifier.leeway_s
             for conns in list(self.sessions.values()):
                 for c in tuple(conns):
                     st = c.state
                     if now - st.last_seen > self.limits.idle_timeout_s:
                         self.metrics["idle_closes"] += 1
                         c.close_soon(CloseCode.IDLE, "idle: no frame within the idle timeout")
-                    elif st.token_exp is not None and wall > st.token_exp:
+                    elif st.token_exp is not None and wall > st.token_exp + leeway:
                         c.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
 
     # ------------------------------------------------------------ drain

@@ -241,7 +241,7 @@ class Limits:
     burst: float = 20.0
     send_queue: int = 256
     heartbeat_s: float = 25.0
-    idle_timeout_s: float = 300.0
+    idle_timeout_s: float = 90.0
 
     def public(self) -> dict[str, Any]:
         return {"max_frame_bytes": self.max_frame_bytes, "max_text_chars": self.max_text_chars,
@@ -261,3 +261,4 @@ class ConnState:
     bucket: TokenBucket
     strikes: Strikes = field(default_factory=Strikes)
     last_seen: float = 0.0
+    epoch: str = ""

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from agentia import PROTOCOL
 from gateway.connection import Connection
@@ -52,7 +53,12 @@ class EdgeServerConnection(ServerConnection):
             node.metrics["refused_over_cap"] += 1
             self.transport.write(_REJECT_503)
             return
-        await super().handshake(*args, **kwargs)
+        try:
+            await super().handshake(*args, **kwargs)
+        finally:
+            # admitted by process_request, but the upgrade itself failed or timed out
+            if self.agentia is not None and self.protocol.state is not State.OPEN:
+                await node.forget(self.agentia)
 
 
 def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:

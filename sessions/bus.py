@@ -6,6 +6,7 @@ One class, used by edge nodes and workers alike. Every method maps Redis failure
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agentia.codes import BusUnavailable
+from agentia.codes import AgentiaError, BusUnavailable, ErrorCode
 from sessions import keys as K
 from sessions import scripts
 
@@ -32,6 +33,10 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 class Forbidden(Exception):
     """The session belongs to another user."""
+
+
+class LockLost(Exception):
+    """This worker no longer holds the session's lock: another worker has taken over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,8 @@ class Bus:
         self._append = redis.register_script(scripts.APPEND)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._begin = redis.register_script(scripts.BEGIN)
+        self._rollback = redis.register_script(scripts.ROLLBACK)
+        self._appends = itertools.count(1)
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
@@ -117,13 +124,30 @@ class Bus:
         """Create the session for ``user`` or check that it is theirs; register ``node``."""
         k = self.keys
         res = await self._open(
-            keys=[k.meta(sid), k.nodes(sid)],
+            keys=[k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
+                  k.memory(sid)],
             args=[user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node],
         )
         if res[0] == b"forbidden":
             raise Forbidden(sid)
-        await self.redis.zadd(k.user_sessions(user), {sid: time.time()})
         return SessionInfo(res[1].decode(), int(res[2]))
+
+    @_down
+    async def touch_user_session(self, user: str, sid: str) -> None:
+        """Remember the session in the user's list (most recent first, bounded)."""
+        key = self.keys.user_sessions(user)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {sid: time.time()})
+            pipe.zremrangebyrank(key, 0, -K.USER_SESSIONS_KEPT - 1)
+            pipe.expire(key, K.SESSION_TTL)
+            await pipe.execute()
+
+    @_down
+    async def register(self, sid: str, node: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.nodes(sid), node, 1)
+            pipe.expire(self.keys.nodes(sid), K.SESSION_TTL)
+            await pipe.execute()
 
     @_down
     async def unregister(self, sid: str, node: str) -> None:
@@ -147,8 +171,11 @@ class Bus:
         res = await self._submit(
             keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
-                  K.TURNS_MAXLEN],
+                  K.MAX_PENDING_TURNS],
         )
+        if int(res[0]) == -2:
+            raise AgentiaError(ErrorCode.OVERLOADED, "too many turns are waiting in this "
+                               "session; wait for the agent to answer", client_id, 2000)
         if int(res[0]) < 0:
             raise BusUnavailable("session state was lost; reconnect to open it again")
         offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
@@ -184,19 +211,31 @@ class Bus:
     # ------------------------------------------------------------ events out
 
     @_down
-    async def append(self, sid: str, event: dict[str, Any], *, done: int | None = None) -> int:
-        """Append an event to the session log and deliver it; ``done`` finishes that turn."""
+    async def append(self, sid: str, event: dict[str, Any], *, done: int | None = None,
+                     owner: str = "") -> int:
+        """Append an event to the session log and deliver it; ``done`` finishes that turn.
+
+        With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
+        idempotent: a retry after a dropped connection does not append twice.
+        """
         k = self.keys
         raw = orjson.dumps(event)
+        append_id = f"{owner}:{next(self._appends)}" if owner else ""
         res = await self._append(
-            keys=[k.meta(sid), k.log(sid), k.nodes(sid)],
+            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid)],
             args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  k.turns(sid)],
+                  append_id, owner],
         )
         offset = int(res[0])
+        if offset == -2:
+            raise LockLost(sid)
         if offset > 0:
             await self._fan_out(sid, offset, raw, res[1:])
         return offset
+
+    @_down
+    async def rollback_memory(self, sid: str, turn: int) -> None:
+        await self._rollback(keys=[self.keys.memory(sid)], args=[turn])
 
     async def _fan_out(self, sid: str, offset: int, event: bytes, nodes: list[bytes]) -> None:
         if not nodes:
@@ -234,6 +273,7 @@ class Bus:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(k.node_alive(node), b"1", ex=K.NODE_TTL, get=True)
             pipe.zadd(k.nodes_alive(), {node: time.time()})
+            pipe.zremrangebyscore(k.nodes_alive(), "-inf", time.time() - K.FORGET_AFTER)
             pipe.expire(k.delivery(node), K.DELIVERY_TTL)
             prev, _, _ = await pipe.execute()
         return prev is not None
@@ -277,10 +317,11 @@ class Bus:
         return bool(await self._renew(keys=[self.keys.lock(sid)], args=[owner, lease_ms]))
 
     @_down
-    async def release_lock(self, sid: str, owner: str) -> int:
+    async def release_lock(self, sid: str, owner: str, force: bool = False) -> int:
         """1 released, 0 kept (turns pending), -1 not ours any more."""
         k = self.keys
-        return int(await self._release(keys=[k.lock(sid), k.turns(sid)], args=[owner]))
+        return int(await self._release(keys=[k.lock(sid), k.turns(sid)],
+                                       args=[owner, "1" if force else ""]))
 
     @_down
     async def next_turn(self, sid: str) -> Turn | None:

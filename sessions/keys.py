@@ -7,7 +7,8 @@ Hash tags (the part in braces) decide the Redis Cluster slot:
 * each inbound shard has its own tag ``{in.<k>}`` so shards spread over the masters;
 * each edge node's delivery stream has the tag ``{node.<id>}``.
 
-No command touches keys of two different tags at once.
+No script or multi-key command touches keys of two different tags; the one exception is the
+worker's XREADGROUP over all shards, which a Cluster client splits per node (issue: Cluster).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ SESSION_TTL = 7 * 24 * 3600
 """Idle sessions (log, meta, memory) expire after a week without activity."""
 LOG_MAXLEN = 10_000
 """Session log entries kept (approximate trim); older offsets resume with recovered=false."""
-TURNS_MAXLEN = 1_000
-"""Pending-turn index entries kept per session."""
+MAX_PENDING_TURNS = 100
+"""Turns that may wait in one session; a further send gets a retryable ``overloaded`` error."""
 DELIVERY_MAXLEN = 100_000
 """Entries kept in one edge node's delivery stream; a node further behind resumes from logs."""
 DELIVERY_TTL = 120
@@ -40,6 +41,12 @@ CLIENT_IDS_KEPT = 1_000
 """Client message ids remembered per session for idempotent send."""
 MEMORY_MAXLEN = 200
 """Conversation memory items kept per session (oldest dropped first)."""
+USER_SESSIONS_KEPT = 1_000
+"""Sessions listed per user (the least recently used drop off the list, not out of Redis)."""
+DLQ_MAXLEN = 100_000
+"""Dead-lettered turns kept per shard (approximate trim)."""
+FORGET_AFTER = 24 * 3600
+"""Heartbeat entries of nodes and workers older than this are removed from the lists."""
 
 
 def session_tag(session_id: str) -> str:
@@ -59,7 +66,8 @@ class Keys:
 
     # --- per session (one slot) ---
     def meta(self, sid: str) -> str:
-        """Hash: owner, epoch, seq (last offset), done (last finished turn), lock owner..."""
+        """Hash: owner, epoch, created, seq (last offset), done (last finished turn), ap (last
+        append id), and per running turn a:<turn> (attempts) and x:<turn> (cancel asked)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:
@@ -71,11 +79,11 @@ class Keys:
         return f"{self.prefix}:{session_tag(sid)}:turns"
 
     def client_ids(self, sid: str) -> str:
-        """Hash: client message id -> offset (idempotent send)."""
+        """Sorted set: client message id scored by its offset (idempotent send), bounded."""
         return f"{self.prefix}:{session_tag(sid)}:cids"
 
     def nodes(self, sid: str) -> str:
-        """Hash: edge node id -> number of local connections of the session."""
+        """Hash: edge node id -> 1, for each edge node holding a connection of the session."""
         return f"{self.prefix}:{session_tag(sid)}:nodes"
 
     def lock(self, sid: str) -> str:
@@ -83,7 +91,7 @@ class Keys:
         return f"{self.prefix}:{session_tag(sid)}:lock"
 
     def memory(self, sid: str) -> str:
-        """List: Agents SDK conversation items, JSON each."""
+        """List: Agents SDK conversation items as ``<turn>|<json>`` (turn tags allow rollback)."""
         return f"{self.prefix}:{session_tag(sid)}:mem"
 
     def user_sessions(self, user: str) -> str:

@@ -17,13 +17,18 @@ from sessions import keys as K
 
 
 class RedisMemory:
-    """The items of one conversation; the oldest are dropped beyond ``max_items``."""
+    """The items of one conversation; the oldest are dropped beyond ``max_items``.
+
+    Each item is stored as ``<turn>|<json>`` so that a retried turn can remove what its failed
+    attempt wrote (``BEGIN``/``ROLLBACK`` in scripts.py) without touching older turns.
+    """
 
     session_settings: SessionSettings | None = None
 
-    def __init__(self, redis: aioredis.Redis, keys: K.Keys, session_id: str,
+    def __init__(self, redis: aioredis.Redis, keys: K.Keys, session_id: str, turn: int = 0,
                  max_items: int = K.MEMORY_MAXLEN) -> None:
         self.redis = redis
+        self.tag = b"%d|" % turn
         self.key = keys.memory(session_id)
         self.session_id = session_id
         self.max_items = max_items
@@ -31,20 +36,20 @@ class RedisMemory:
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         start = -limit if limit else 0
         raw = await self.redis.lrange(self.key, start, -1)
-        return [orjson.loads(r) for r in raw]
+        return [orjson.loads(r.partition(b"|")[2]) for r in raw]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         if not items:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.key, *[orjson.dumps(_plain(i)) for i in items])
+            pipe.rpush(self.key, *[self.tag + orjson.dumps(_plain(i)) for i in items])
             pipe.ltrim(self.key, -self.max_items, -1)
             pipe.expire(self.key, K.SESSION_TTL)
             await pipe.execute()
 
     async def pop_item(self) -> TResponseInputItem | None:
         raw = await self.redis.rpop(self.key)
-        return orjson.loads(raw) if raw else None
+        return orjson.loads(raw.partition(b"|")[2]) if raw else None
 
     async def clear_session(self) -> None:
         await self.redis.delete(self.key)

@@ -4,7 +4,8 @@ Log entries have ids ``0-<offset>``: offsets are contiguous integers per session
 visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly.
 """
 
-# KEYS: meta, nodes, user_sessions-free; ARGV: user, new_epoch, now, ttl, node ("" = none)
+# KEYS: meta, nodes, log, turns, cids, memory
+# ARGV: user, new_epoch, now, ttl, node ("" = none)
 OPEN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then
@@ -14,7 +15,7 @@ if not owner then
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2], 'seq', 0, 'done', 0,
              'created', ARGV[3])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[5], 1)
   redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -23,27 +24,38 @@ local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 return {'ok', m[1], m[2]}
 """
 
-# Shared body: append one event to the log; returns the new offset.
+# Shared body: append one event to the log, setting local ``seq`` to its offset.
 # Expects locals: meta, log, event, maxlen, ttl.
 _APPEND = """
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
+seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. seq, 'e', event)
 redis.call('EXPIRE', log, ttl)
 redis.call('EXPIRE', meta, ttl)
 """
 
-# KEYS: meta, log, nodes; ARGV: event, maxlen, ttl, done ("" = leave), turns key ("" = none)
+# KEYS: meta, log, nodes, lock, turns
+# ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none)
+# Idempotent per append id (a retried call returns the first call's offset) and fenced by the
+# session lock: a worker that lost the lock cannot write. Returns {offset, node...}, {-1} when
+# the session is gone, {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
+local seq
+if ARGV[5] ~= '' and redis.call('HGET', meta, 'ap') == ARGV[5] then
+  seq = tonumber(redis.call('HGET', meta, 'seq'))
+else
 """
     + _APPEND
     + """
-if ARGV[4] ~= '' then
-  redis.call('HSET', meta, 'done', ARGV[4])
-  redis.call('HDEL', meta, 'a:' .. ARGV[4], 'm:' .. ARGV[4], 'x:' .. ARGV[4])
-  redis.call('XTRIM', ARGV[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
+  if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5]) end
+  if ARGV[4] ~= '' then
+    redis.call('HSET', meta, 'done', ARGV[4])
+    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4])
+    redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
+  end
 end
 local out = {seq}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
@@ -52,7 +64,8 @@ return out
 )
 
 # KEYS: meta, log, turns, cids, nodes
-# ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, turns maxlen
+# ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns
+# Returns {offset, duplicate, done, node...}; {-1} session gone; {-2} too many pending turns.
 SUBMIT = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[5]
@@ -60,10 +73,12 @@ if redis.call('EXISTS', meta) == 0 then return {-1} end
 local done = tonumber(redis.call('HGET', meta, 'done'))
 local old = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if old then return {tonumber(old), 1, done} end
+if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[7]) then return {-2} end
+local seq
 """
     + _APPEND
     + """
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '0-' .. seq, 'b', ARGV[3])
+redis.call('XADD', KEYS[3], '0-' .. seq, 'b', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[4], seq, ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[6]) - 1)
@@ -74,19 +89,33 @@ return out
 """
 )
 
+# Removes the memory items a turn wrote (they are stored as "<turn>|<json>", newest last).
+# Expects locals: mem, tag.
+_ROLLBACK = """
+while true do
+  local last = redis.call('LINDEX', mem, -1)
+  if not last or string.sub(last, 1, #tag) ~= tag then break end
+  redis.call('RPOP', mem)
+end
+"""
+
 # KEYS: meta, memory; ARGV: turn
-# Starts one attempt of a turn: counts it, remembers the memory length before the first
-# attempt (a retry truncates memory back to it) and reports a pending cancel.
-BEGIN = """
+# Starts one attempt of a turn: counts it, removes what an earlier attempt left in memory and
+# reports a pending cancel. Returns {attempt, cancelled}.
+BEGIN = (
+    """
+local mem, tag = KEYS[2], ARGV[1] .. '|'
 local attempts = redis.call('HINCRBY', KEYS[1], 'a:' .. ARGV[1], 1)
-local mlen = redis.call('LLEN', KEYS[2])
-redis.call('HSETNX', KEYS[1], 'm:' .. ARGV[1], mlen)
-local keep = tonumber(redis.call('HGET', KEYS[1], 'm:' .. ARGV[1]))
-if mlen > keep then redis.call('LTRIM', KEYS[2], 0, keep - 1) end
-if keep == 0 then redis.call('DEL', KEYS[2]) end
+"""
+    + _ROLLBACK
+    + """
 local cancel = redis.call('HGET', KEYS[1], 'x:' .. ARGV[1])
 return {attempts, cancel and 1 or 0}
 """
+)
+
+# KEYS: memory; ARGV: turn
+ROLLBACK = "local mem, tag = KEYS[1], ARGV[1] .. '|'\n" + _ROLLBACK
 
 # KEYS: lock; ARGV: owner, lease ms
 # Takes a free lock, or one this same worker process left behind (it checks first that it is
@@ -106,12 +135,13 @@ end
 return 0
 """
 
-# KEYS: lock, turns; ARGV: owner
+# KEYS: lock, turns; ARGV: owner, force ("" = only when idle)
 # Releases the session only when no turn is pending, atomically: a turn submitted before this
-# runs keeps the lock with its holder, one submitted after finds the lock free.
+# runs keeps the lock with its holder, one submitted after finds the lock free. ``force`` is
+# for a hand-off, where a new shard entry already tells another worker to take over.
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('XLEN', KEYS[2]) > 0 then return 0 end
+if ARGV[2] == '' and redis.call('XLEN', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 """

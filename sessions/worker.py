@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 from contextlib import suppress
@@ -27,7 +28,7 @@ from agents import Agent, ModelProvider
 
 from agentia.codes import BusUnavailable, ErrorCode
 from sessions import keys as K
-from sessions.bus import REDIS_DOWN, Bus, Turn
+from sessions.bus import REDIS_DOWN, Bus, LockLost, Turn
 from sessions.memory import RedisMemory
 from sessions.runtime import Delta, stream_turn
 
@@ -43,6 +44,7 @@ class WorkerConfig:
     turn_timeout_s: float = 300.0
     retry_backoff_s: float = 0.5
     block_ms: int = 1000
+    grace_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -50,6 +52,7 @@ class _Running:
     turn: int = 0
     task: asyncio.Task[Any] | None = None
     cancelled_by_user: bool = False
+    lost: bool = False
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class _Coalescer:
     sid: str
     turn: int
     interval: float
+    owner: str
     parts: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
 
@@ -70,7 +74,8 @@ class _Coalescer:
     async def flush(self) -> None:
         if self.parts:
             chunk, self.parts = "".join(self.parts), []
-            await self.bus.append(self.sid, {"type": "delta", "turn": self.turn, "text": chunk})
+            await self.bus.append(self.sid, {"type": "delta", "turn": self.turn, "text": chunk},
+                                  owner=self.owner)
 
     async def run(self) -> None:
         while True:
@@ -85,7 +90,7 @@ class Worker:
         self.agent = agent
         self.provider = provider
         self.cfg = config or WorkerConfig()
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.tasks: set[asyncio.Task[Any]] = set()
         self.running: dict[str, _Running] = {}
         self.active: set[str] = set()
@@ -125,7 +130,7 @@ class Worker:
         for stream, rows in res or []:
             for rid, f in rows:
                 n += 1
-                self._spawn(stream, rid, f[b"s"].decode())
+                self._spawn(stream, rid, f[b"s"].decode(), reclaimed=False)
         if time.monotonic() - getattr(self, "_last_reclaim", 0.0) > self.cfg.lease_ms / 4000:
             n += await self._reclaim()
         return n
@@ -156,42 +161,69 @@ class Worker:
             for rid, f in rows:
                 if f:
                     log.info("reclaimed %s from a stalled worker", rid)
-                    self._spawn(stream.encode(), rid, f[b"s"].decode())
+                    self._spawn(stream.encode(), rid, f[b"s"].decode(), reclaimed=True)
                     n += 1
         return n
 
     def _free(self) -> int:
         return max(1, self.cfg.concurrency - len(self.tasks))
 
-    def _spawn(self, stream: bytes, rid: bytes, sid: str) -> None:
-        task = asyncio.create_task(self._handle(stream.decode(), rid, sid))
+    def _spawn(self, stream: bytes, rid: bytes, sid: str, reclaimed: bool) -> None:
+        task = asyncio.create_task(self._handle(stream.decode(), rid, sid, reclaimed))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _drain(self) -> None:
+        """Let running sessions finish for ``grace_s``; hand the rest to other workers."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=self.cfg.grace_s)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     # ------------------------------------------------------------ one session
 
-    async def _handle(self, stream: str, rid: bytes, sid: str) -> None:
+    async def _handle(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
         async with self.slots:
-            mine = sid not in self.active
             try:
-                if mine and await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
-                    self.active.add(sid)
-                    keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
-                    try:
-                        await self._run_session(sid)
-                    finally:
-                        keeper.cancel()
-                        self.active.discard(sid)
+                if sid not in self.active and not await self._try_session(stream, rid, sid):
+                    if reclaimed:
+                        return  # the holder may be the dead worker: retry after another lease
+                # else: this worker runs the session already and will see the turn
                 await self.bus.redis.xack(stream, K.GROUP, rid)
+            except LockLost:
+                log.warning("lost the lock of session %s to another worker; leaving it", sid)
             except (BusUnavailable, *REDIS_DOWN):
                 log.warning("Redis unavailable while running session %s; will be reclaimed", sid)
+            except asyncio.CancelledError:
+                await self._hand_off(stream, rid, sid)
+                raise
             except Exception:
                 log.exception("session %s failed; its entry stays pending", sid)
+
+    async def _try_session(self, stream: str, rid: bytes, sid: str) -> bool:
+        """Run the session's turns if its lock can be had; False if another worker holds it."""
+        self.active.add(sid)  # before any await: one task per session in this worker
+        try:
+            if not await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
+                return False
+            keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
+            try:
+                await self._run_session(sid)
+            finally:
+                keeper.cancel()
+            return True
+        finally:
+            self.active.discard(sid)
+
+    async def _hand_off(self, stream: str, rid: bytes, sid: str) -> None:
+        """Shutting down mid-session: give the session to another worker now, not after a
+        lease. The new entry is written before the old one is acked."""
+        with suppress(Exception):
+            async with asyncio.timeout(2):
+                await self.bus.redis.xadd(stream, {"s": sid, "o": 0})
+                await self.bus.redis.xack(stream, K.GROUP, rid)
+                await self.bus.release_lock(sid, self.name, force=True)
 
     async def _keep_lease(self, stream: str, rid: bytes, sid: str) -> None:
         while True:
@@ -201,6 +233,7 @@ class Worker:
                     log.warning("lost the lock of session %s; stopping its turn", sid)
                     run = self.running.get(sid)
                     if run and run.task:
+                        run.lost = True
                         run.task.cancel()
                     return
                 await self.bus.redis.xclaim(stream, K.GROUP, self.name, 0, [rid], justid=True)
@@ -217,21 +250,29 @@ class Worker:
             await self._run_turn(turn)
 
     async def _run_turn(self, turn: Turn) -> None:
+        run = self.running[turn.session] = _Running(turn.offset)
+        try:
+            await self._attempt(turn, run)
+        finally:
+            self.running.pop(turn.session, None)
+
+    async def _attempt(self, turn: Turn, run: _Running) -> None:
         attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset)
-        if cancelled:
+        if cancelled or run.cancelled_by_user:
             await self._finish(turn, {"type": "cancelled", "turn": turn.offset, "text": ""})
             return
         if attempt > self.cfg.max_attempts:
             await self._dead_letter(turn, attempt - 1, "the turn failed on every attempt")
             return
-        await self.bus.append(turn.session, {"type": "turn_start", "turn": turn.offset,
-                                             "attempt": attempt})
-        run = self.running[turn.session] = _Running(turn.offset)
-        co = _Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000)
+        await self._append(turn, {"type": "turn_start", "turn": turn.offset, "attempt": attempt})
+        co = _Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000,
+                        self.name)
         run.task = asyncio.create_task(self._produce(turn, co))
         try:
             await run.task
         except asyncio.CancelledError:
+            if run.lost:
+                raise LockLost(turn.session) from None
             if not run.cancelled_by_user:
                 raise
             await co.flush()
@@ -239,7 +280,7 @@ class Worker:
                                       "text": "".join(co.text)})
         except TimeoutError:
             await self._dead_letter(turn, attempt, "the turn took too long", ErrorCode.TURN_TIMEOUT)
-        except BusUnavailable:
+        except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
             log.warning("turn %s/%s attempt %d failed: %r", turn.session, turn.offset, attempt, exc)
@@ -248,11 +289,9 @@ class Worker:
             await self._finish(turn, {"type": "reply", "turn": turn.offset,
                                       "text": "".join(co.text)})
             self.turns_done += 1
-        finally:
-            self.running.pop(turn.session, None)
 
     async def _produce(self, turn: Turn, co: _Coalescer) -> None:
-        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session)
+        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset)
         flusher = asyncio.create_task(co.run())
         try:
             async with asyncio.timeout(self.cfg.turn_timeout_s):
@@ -261,24 +300,28 @@ class Worker:
                         co.add(item.text)
                     else:
                         await co.flush()
-                        await self.bus.append(turn.session, {"type": "tool", "turn": turn.offset,
-                                                             "name": item.name})
+                        await self._append(turn, {"type": "tool", "turn": turn.offset,
+                                                  "name": item.name})
         finally:
             flusher.cancel()
             with suppress(asyncio.CancelledError):
                 await flusher
         await co.flush()
 
+    async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
+        await self.bus.append(turn.session, event, owner=self.name)
+
     async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
-        await self.bus.append(turn.session, event, done=turn.offset)
+        await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
 
     async def _dead_letter(self, turn: Turn, attempts: int, why: str,
                            code: ErrorCode = ErrorCode.TURN_FAILED) -> None:
         shard = K.shard_for(turn.session, self.bus.shards)
         await self.bus.redis.xadd(self.bus.keys.dead_letters(shard), {
             "s": turn.session, "o": turn.offset, "attempts": attempts, "error": why,
-            "text": turn.text, "worker": self.name}, maxlen=100_000, approximate=True)
+            "text": turn.text, "worker": self.name}, maxlen=K.DLQ_MAXLEN, approximate=True)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
+        await self.bus.rollback_memory(turn.session, turn.offset)
         await self._finish(turn, {"type": "turn_error", "turn": turn.offset, "code": str(code),
                                   "message": why, "retryable": False})
 
@@ -298,12 +341,41 @@ class Worker:
     def _on_cancel(self, data: str) -> None:
         sid, _, turn = data.partition(" ")
         run = self.running.get(sid)
-        if run and run.task and str(run.turn) == turn:
+        if run and str(run.turn) == turn:
             run.cancelled_by_user = True
-            run.task.cancel()
+            if run.task:
+                run.task.cancel()
 
     async def _beat(self) -> None:
+        n = 0
         while True:
             with suppress(Exception):
                 await self.bus.redis.zadd(self.bus.keys.workers_alive(), {self.name: time.time()})
+                if n % 6 == 0:
+                    await self._maintain()
+            n += 1
             await asyncio.sleep(5)
+
+    async def _maintain(self) -> None:
+        """Trim what every worker has finished with from the shards; forget dead workers."""
+        r, keys = self.bus.redis, self.bus.keys
+        await r.zremrangebyscore(keys.workers_alive(), "-inf", time.time() - K.FORGET_AFTER)
+        for shard in range(self.bus.shards):
+            stream = keys.inbound(shard)
+            groups = await r.xinfo_groups(stream)
+            group = next((g for g in groups if g["name"] == K.GROUP.encode()), None)
+            if group is None:
+                continue
+            floor = group["last-delivered-id"]
+            pending = await r.xpending(stream, K.GROUP)
+            if pending["pending"]:
+                floor = min(floor, pending["min"], key=_stream_id)
+            await r.xtrim(stream, minid=floor, approximate=True)
+            for c in await r.xinfo_consumers(stream, K.GROUP):
+                if c["pending"] == 0 and c["idle"] > K.FORGET_AFTER * 1000:
+                    await r.xgroup_delconsumer(stream, K.GROUP, c["name"])
+
+
+def _stream_id(rid: bytes) -> tuple[int, int]:
+    ms, _, seq = rid.partition(b"-")
+    return int(ms), int(seq or 0)

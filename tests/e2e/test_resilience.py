@@ -77,6 +77,9 @@ async def test_resume_past_trimmed_log_is_not_recovered(bus: Bus, cluster: Clust
     assert (await c2.until("resumed"))["recovered"] is False
 
 
+import orjson
+
+
 async def test_duplicate_send_id_gives_one_turn(bus: Bus, cluster: Cluster) -> None:
     edge = cluster.edge()
     cluster.worker()
@@ -91,7 +94,7 @@ async def test_duplicate_send_id_gives_one_turn(bus: Bus, cluster: Cluster) -> N
     await c.until("reply", turn=nxt["offset"])
     r = await bus.replay("dup", 0, None)
     kinds = [orjson_type(e) for _, e in r.events]
-    assert kinds.count("user") == 2 and kinds.count("reply") == 2, kinds
+    assert kinds.count("user") == 2 and kinds.count("reply") == 2, [orjson.loads(e) for _, e in r.events]
 
 
 def orjson_type(raw: bytes) -> str:
