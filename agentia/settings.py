@@ -35,7 +35,8 @@ def _env(name: str, default: Any, cast: type) -> Any:
             raise ValueError(raw)
         return value
     except ValueError:
-        raise SettingsError(f"AGENTIA_{name.upper()}={raw!r} is not a valid {cast.__name__}") from None
+        var = f"AGENTIA_{name.upper()}"
+        raise SettingsError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
 
 
 def from_env(cls: Any, **overrides: Any) -> Any:
@@ -102,6 +103,8 @@ class EdgeSettings(Common):
                 "and run more processes")
         if self.max_frame_bytes < 1024:
             raise SettingsError("AGENTIA_MAX_FRAME_BYTES must be at least 1024")
+        if self.max_connections_per_user < 1:
+            raise SettingsError("AGENTIA_MAX_CONNECTIONS_PER_USER must be at least 1")
         if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:
             raise SettingsError("rate_per_s > 0, burst >= 1 and send_queue >= 8 are required")
 
@@ -114,6 +117,7 @@ class WorkerSettings(Common):
     max_attempts: int = 3
     coalesce_ms: int = 40
     turn_timeout_s: float = 300.0
+    grace_s: float = 10.0
     model: str = "gpt-4o-mini"
     model_base_url: str = ""
     demo_word_delay: float = 0.03

@@ -8,6 +8,7 @@ expired connections, heartbeats, and drains on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -50,6 +51,7 @@ class EdgeNode:
         self.metrics: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
+        self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -97,11 +99,13 @@ class EdgeNode:
         self._add(conn)
         try:
             info = await self.bus.open_session(sid, ident.user, self.id)
-        except (Forbidden, BusUnavailable) as exc:
+        except Exception as exc:
             self._remove(conn)
             if isinstance(exc, Forbidden):
                 self.metrics["handshake_forbidden"] += 1
                 return 403, "this session belongs to another user"
+            if not isinstance(exc, BusUnavailable):
+                log.exception("opening session %s failed", sid)
             return 503, "message bus unavailable: retry shortly"
         state.epoch = info.epoch
         conn.push(P.welcome_frame(node=self.id, session=sid, epoch=info.epoch,
@@ -126,6 +130,8 @@ class EdgeNode:
             return False
         conns.discard(conn)
         self.count -= 1
+        if self.count == 0:
+            self._emptied.set()
         self.per_user[st.user] -= 1
         if self.per_user[st.user] <= 0:
             del self.per_user[st.user]
@@ -199,7 +205,7 @@ class EdgeNode:
             for c in conns:
                 if c.state.epoch != info.epoch:
                     c.state.epoch = info.epoch
-                    c.state.cursor = P.Cursor(info.offset)
+                    c.state.cursor.sent = c.state.cursor.seen = info.offset
                     c.push(P.resumed_frame(False, info.offset, info.epoch).encode())
 
     async def sweep_forever(self) -> None:
@@ -224,12 +230,10 @@ class EdgeNode:
         for conns in list(self.sessions.values()):
             for c in tuple(conns):
                 c.close_soon(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
-        end = time.monotonic() + deadline
-        while self.count and time.monotonic() < end:
-            await asyncio.sleep(0.05)
+        if self.count:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), deadline)
         for t in list(self.tasks):
             t.cancel()
-        try:
+        with contextlib.suppress(BusUnavailable):
             await self.bus.drop_node(self.id)
-        except BusUnavailable:
-            pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +102,9 @@ def _parse_ping(obj: dict[str, Any], _max_text: int) -> Ping:
     return Ping(obj.get("data"))
 
 
-_PARSERS = {"send": _parse_send, "resume": _parse_resume, "cancel": _parse_cancel,
-            "ping": _parse_ping}
+_PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
+    "send": _parse_send, "resume": _parse_resume, "cancel": _parse_cancel, "ping": _parse_ping,
+}
 
 
 # ---------------------------------------------------------------- server frames

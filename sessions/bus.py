@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -84,7 +84,7 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
-def _down(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn a Redis outage into BusUnavailable."""
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
@@ -99,7 +99,9 @@ def _down(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 class Bus:
     def __init__(self, redis: aioredis.Redis, *, prefix: str = "agentia", shards: int = 8,
                  log_maxlen: int = K.LOG_MAXLEN) -> None:
-        self.redis = redis
+        # redis-py types replies as unions of bytes/str/awaitables whatever the connection's
+        # settings; ours always returns bytes (decode_responses=False), decoded explicitly here.
+        self.redis: Any = redis
         self.keys = K.Keys(prefix)
         self.shards = shards
         self.log_maxlen = log_maxlen
@@ -333,14 +335,17 @@ class Bus:
         return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"])
 
     @_down
-    async def begin_attempt(self, sid: str, turn: int) -> tuple[int, bool]:
+    async def begin_attempt(self, sid: str, turn: int, owner: str) -> tuple[int, bool]:
         """Count an attempt of ``turn``; returns (attempt number, cancelled already)."""
         k = self.keys
-        res = await self._begin(keys=[k.meta(sid), k.memory(sid)], args=[turn])
+        res = await self._begin(keys=[k.meta(sid), k.memory(sid), k.lock(sid)],
+                                args=[turn, owner])
+        if int(res[0]) == -2:
+            raise LockLost(sid)
         return int(res[0]), bool(res[1])
 
     @asynccontextmanager
-    async def cancel_feed(self) -> AsyncIterator[aioredis.client.PubSub]:
+    async def cancel_feed(self) -> AsyncIterator[Any]:
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.keys.cancel_channel())
         try:

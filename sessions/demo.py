@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from agents import Agent, ModelProvider, ModelSettings, Tool, function_tool
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
@@ -94,7 +95,7 @@ class DemoModel(Model):
         if m := _ARITH.search(said):
             return ResponseFunctionToolCall(
                 type="function_call", name="calculate", call_id="call_calc", id="fc_calc",
-                arguments='{"expression": "%s"}' % m.group(1))
+                arguments=orjson.dumps({"expression": m.group(1)}).decode())
         if "what did i say" in said.lower() and len(users) > 1:
             return f"Before this you said: {users[-2]!r}. {DEMO_NOTE}"
         return f"You said: {said}. I am a demo agent; I can tell the time or do sums. {DEMO_NOTE}"

@@ -25,12 +25,13 @@ async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = Fal
     cfg = model_config(s, api_key)
     worker = Worker(bus, load_agent(s.agent), model_provider(cfg), WorkerConfig(
         concurrency=s.concurrency, lease_ms=s.lease_ms, max_attempts=s.max_attempts,
-        coalesce_ms=s.coalesce_ms, turn_timeout_s=s.turn_timeout_s))
+        coalesce_ms=s.coalesce_ms, turn_timeout_s=s.turn_timeout_s, grace_s=s.grace_s))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, worker.stopping.set)
-    label = "demo model (offline)" if cfg.demo else f"model {cfg.model} at {cfg.base_url or 'OpenAI'}"
+    label = ("demo model (offline)" if cfg.demo
+             else f"model {cfg.model} at {cfg.base_url or 'OpenAI'}")
     log.info("worker %s running agent %s with %s", worker.name, s.agent, label)
     print(f"AGENTIA_WORKER_READY name={worker.name}", flush=True)
     try:

@@ -14,6 +14,8 @@ from agents.items import TResponseInputItem
 from agents.memory.session_settings import SessionSettings
 
 from sessions import keys as K
+from sessions import scripts
+from sessions.bus import LockLost
 
 
 class RedisMemory:
@@ -26,10 +28,13 @@ class RedisMemory:
     session_settings: SessionSettings | None = None
 
     def __init__(self, redis: aioredis.Redis, keys: K.Keys, session_id: str, turn: int = 0,
-                 max_items: int = K.MEMORY_MAXLEN) -> None:
-        self.redis = redis
+                 max_items: int = K.MEMORY_MAXLEN, owner: str = "") -> None:
+        self.redis: Any = redis  # see Bus.redis
         self.tag = b"%d|" % turn
         self.key = keys.memory(session_id)
+        self.lock = keys.lock(session_id)
+        self.owner = owner
+        self._remember = redis.register_script(scripts.REMEMBER)
         self.session_id = session_id
         self.max_items = max_items
 
@@ -41,11 +46,12 @@ class RedisMemory:
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         if not items:
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.key, *[self.tag + orjson.dumps(_plain(i)) for i in items])
-            pipe.ltrim(self.key, -self.max_items, -1)
-            pipe.expire(self.key, K.SESSION_TTL)
-            await pipe.execute()
+        res = await self._remember(
+            keys=[self.key, self.lock],
+            args=[self.owner, self.max_items, K.SESSION_TTL,
+                  *[self.tag + orjson.dumps(_plain(i)) for i in items]])
+        if int(res) == -2:
+            raise LockLost(self.session_id)
 
     async def pop_item(self) -> TResponseInputItem | None:
         raw = await self.redis.rpop(self.key)

@@ -44,13 +44,14 @@ local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 local seq
-if ARGV[5] ~= '' and redis.call('HGET', meta, 'ap') == ARGV[5] then
-  seq = tonumber(redis.call('HGET', meta, 'seq'))
+local ap = redis.call('HMGET', meta, 'ap', 'aps')
+if ARGV[5] ~= '' and ap[1] == ARGV[5] then
+  seq = tonumber(ap[2])
 else
 """
     + _APPEND
     + """
-  if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5]) end
+  if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
   if ARGV[4] ~= '' then
     redis.call('HSET', meta, 'done', ARGV[4])
     redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4])
@@ -99,11 +100,12 @@ while true do
 end
 """
 
-# KEYS: meta, memory; ARGV: turn
+# KEYS: meta, memory, lock; ARGV: turn, lock owner
 # Starts one attempt of a turn: counts it, removes what an earlier attempt left in memory and
-# reports a pending cancel. Returns {attempt, cancelled}.
+# reports a pending cancel. Returns {attempt, cancelled}, or {-2} if the lock is not the caller's.
 BEGIN = (
     """
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
 local attempts = redis.call('HINCRBY', KEYS[1], 'a:' .. ARGV[1], 1)
 """
@@ -113,6 +115,16 @@ local cancel = redis.call('HGET', KEYS[1], 'x:' .. ARGV[1])
 return {attempts, cancel and 1 or 0}
 """
 )
+
+# KEYS: memory, lock; ARGV: lock owner ("" = unfenced), max items, ttl, item...
+# Appends conversation items, fenced by the session lock like APPEND.
+REMEMBER = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 # KEYS: memory; ARGV: turn
 ROLLBACK = "local mem, tag = KEYS[1], ARGV[1] .. '|'\n" + _ROLLBACK

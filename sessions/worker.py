@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import Agent, ModelProvider
+from redis.exceptions import RedisError
 
 from agentia.codes import BusUnavailable, ErrorCode
 from sessions import keys as K
@@ -66,16 +67,19 @@ class _Coalescer:
     owner: str
     parts: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Appends of one turn go out one at a time, in order (the timer and the turn both flush)."""
 
     def add(self, delta: str) -> None:
         self.parts.append(delta)
         self.text.append(delta)
 
     async def flush(self) -> None:
-        if self.parts:
-            chunk, self.parts = "".join(self.parts), []
-            await self.bus.append(self.sid, {"type": "delta", "turn": self.turn, "text": chunk},
-                                  owner=self.owner)
+        async with self.lock:
+            if self.parts:
+                chunk, self.parts = "".join(self.parts), []
+                await self.bus.append(self.sid, {"type": "delta", "turn": self.turn,
+                                                 "text": chunk}, owner=self.owner)
 
     async def run(self) -> None:
         while True:
@@ -112,9 +116,9 @@ class Worker:
                     if not got and not self.tasks:
                         return
         finally:
+            await self._drain()
             for t in loops:
                 t.cancel()
-            await self._drain()
 
     async def _poll(self) -> int:
         await self.slots.acquire()
@@ -122,7 +126,7 @@ class Worker:
         free = self._free()
         streams = {self.bus.keys.inbound(s): ">" for s in range(self.bus.shards)}
         try:
-            res = await self.bus.redis.xreadgroup(K.GROUP, self.name, streams,  # type: ignore[arg-type]
+            res = await self.bus.redis.xreadgroup(K.GROUP, self.name, streams,
                                                   count=free, block=self.cfg.block_ms)
         except Exception as exc:
             return await self._on_read_error(exc)
@@ -186,10 +190,11 @@ class Worker:
     async def _handle(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
         async with self.slots:
             try:
-                if sid not in self.active and not await self._try_session(stream, rid, sid):
-                    if reclaimed:
-                        return  # the holder may be the dead worker: retry after another lease
-                # else: this worker runs the session already and will see the turn
+                # a session this worker runs already will see the turn; a reclaimed entry whose
+                # lock is taken may belong to the dead worker: retry it after another lease
+                ran = sid in self.active or await self._try_session(stream, rid, sid)
+                if not ran and reclaimed:
+                    return
                 await self.bus.redis.xack(stream, K.GROUP, rid)
             except LockLost:
                 log.warning("lost the lock of session %s to another worker; leaving it", sid)
@@ -218,12 +223,13 @@ class Worker:
 
     async def _hand_off(self, stream: str, rid: bytes, sid: str) -> None:
         """Shutting down mid-session: give the session to another worker now, not after a
-        lease. The new entry is written before the old one is acked."""
+        lease: free the lock, then write a new entry, then ack the old one (a crash between
+        steps leaves the old entry pending, to be reclaimed)."""
         with suppress(Exception):
             async with asyncio.timeout(2):
+                await self.bus.release_lock(sid, self.name, force=True)
                 await self.bus.redis.xadd(stream, {"s": sid, "o": 0})
                 await self.bus.redis.xack(stream, K.GROUP, rid)
-                await self.bus.release_lock(sid, self.name, force=True)
 
     async def _keep_lease(self, stream: str, rid: bytes, sid: str) -> None:
         while True:
@@ -237,8 +243,8 @@ class Worker:
                         run.task.cancel()
                     return
                 await self.bus.redis.xclaim(stream, K.GROUP, self.name, 0, [rid], justid=True)
-            except BusUnavailable:
-                continue
+            except (BusUnavailable, RedisError, OSError) as exc:
+                log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
     async def _run_session(self, sid: str) -> None:
         while True:
@@ -257,7 +263,7 @@ class Worker:
             self.running.pop(turn.session, None)
 
     async def _attempt(self, turn: Turn, run: _Running) -> None:
-        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset)
+        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name)
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, {"type": "cancelled", "turn": turn.offset, "text": ""})
             return
@@ -291,7 +297,8 @@ class Worker:
             self.turns_done += 1
 
     async def _produce(self, turn: Turn, co: _Coalescer) -> None:
-        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset)
+        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset,
+                             owner=self.name)
         flusher = asyncio.create_task(co.run())
         try:
             async with asyncio.timeout(self.cfg.turn_timeout_s):

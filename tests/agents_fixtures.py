@@ -15,7 +15,8 @@ from sessions.demo import DemoModel, calculate, current_time
 class FailingModel(DemoModel):
     """Always raises: the turn must end in the dead-letter stream."""
 
-    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
+    async def stream_response(self, *args: Any,
+                              **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
         raise RuntimeError("this model always fails")
         yield  # pragma: no cover
 

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from agentia.redis_server import RedisServer
 from sessions.bus import Bus, connect
 from tests.conftest import Client, Cluster
@@ -77,9 +79,6 @@ async def test_resume_past_trimmed_log_is_not_recovered(bus: Bus, cluster: Clust
     assert (await c2.until("resumed"))["recovered"] is False
 
 
-import orjson
-
-
 async def test_duplicate_send_id_gives_one_turn(bus: Bus, cluster: Cluster) -> None:
     edge = cluster.edge()
     cluster.worker()
@@ -93,14 +92,8 @@ async def test_duplicate_send_id_gives_one_turn(bus: Bus, cluster: Cluster) -> N
     nxt = await c.until("ack", id="next")
     await c.until("reply", turn=nxt["offset"])
     r = await bus.replay("dup", 0, None)
-    kinds = [orjson_type(e) for _, e in r.events]
-    assert kinds.count("user") == 2 and kinds.count("reply") == 2, [orjson.loads(e) for _, e in r.events]
-
-
-def orjson_type(raw: bytes) -> str:
-    import orjson
-
-    return str(orjson.loads(raw)["type"])
+    kinds = [orjson.loads(e)["type"] for _, e in r.events]
+    assert kinds.count("user") == 2 and kinds.count("reply") == 2, kinds
 
 
 async def test_killed_worker_turn_is_finished_by_another(cluster: Cluster) -> None:

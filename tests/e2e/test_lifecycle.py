@@ -1,0 +1,96 @@
+"""Connection lifecycle: drain on SIGTERM, idle timeout, token expiry, agentia up itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import ROOT, Client, Cluster, token
+
+
+async def _closed_with(c: Client, timeout: float = 20) -> int | None:
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(timeout):
+            while True:
+                await c.recv(timeout)
+    return info.value.rcvd.code if info.value.rcvd else None
+
+
+async def test_sigterm_drains_with_1012_and_exits(cluster: Cluster) -> None:
+    edge = cluster.edge()
+    clients = [await Client.open(edge.port, session=f"d{n}") for n in range(5)]
+    for c in clients:
+        await c.recv()
+    edge.proc.send_signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(_closed_with(c) for c in clients))
+    assert codes == [1012] * 5
+    assert edge.proc.wait(15) == 0
+
+
+async def test_idle_connection_is_closed_but_pings_keep_it(cluster: Cluster) -> None:
+    edge = cluster.edge(AGENTIA_IDLE_TIMEOUT_S="1.5")
+    idle = await Client.open(edge.port)
+    busy = await Client.open(edge.port)
+    await idle.recv()
+    await busy.recv()
+    for _ in range(8):
+        await busy.send(type="ping")
+        await busy.until("pong")
+        await asyncio.sleep(0.5)
+    assert await _closed_with(idle, 5) == 4001
+    await busy.send(type="ping")
+    assert (await busy.until("pong"))["type"] == "pong"
+
+
+async def test_token_expiry_closes_with_4003(cluster: Cluster) -> None:
+    edge = cluster.edge(AGENTIA_IDLE_TIMEOUT_S="3")
+    c = await Client.open(edge.port, tok=token("alice", ttl=1))
+    await c.recv()
+    t0 = time.monotonic()
+    code = None
+    while code is None and time.monotonic() - t0 < 15:
+        try:
+            await c.send(type="ping")  # stay active so only the expiry can close us
+            await c.until("pong", timeout=2)
+            await asyncio.sleep(0.3)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else -1
+    assert code == 4003
+
+
+def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
+    env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0"], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert up.stdout is not None
+        info: dict[str, str] = {}
+        for line in up.stdout:
+            if line.startswith(b"AGENTIA_UP_READY"):
+                info = dict(p.split("=", 1) for p in line.decode().split()[1:])
+                break
+        pids = [int(p) for p in info["pids"].split(",")]
+        assert len(pids) == 3  # edge, worker, redis
+        out = subprocess.run(
+            [sys.executable, "-m", "agentia.cli", "chat", "--url", info["url"], "-m",
+             "what is 19 + 23"], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
+        assert b"[tool: calculate]" in out.stdout and b"42" in out.stdout
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
