@@ -87,6 +87,9 @@ class EdgeSettings(Common):
     drain_s: float = 10.0
     max_inbound_lag: int = 10_000
     reuse_port: bool = True
+    backlog: int = 4096
+    """Listen backlog (capped by net.core.somaxconn): a storm of connects must queue, not be
+    dropped into SYN retransmits that look like multi-second handshakes."""
 
     def validate(self) -> None:
         Common.validate(self)

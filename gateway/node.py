@@ -172,7 +172,9 @@ class EdgeNode:
             try:
                 rows = await self.bus.read_delivery(self.id, last)
                 backoff = 0.1
-            except BusUnavailable:
+            except Exception as exc:
+                if not isinstance(exc, BusUnavailable):
+                    log.exception("reading the delivery stream failed; retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -192,6 +194,8 @@ class EdgeNode:
                     await self._reregister()
             except BusUnavailable:
                 log.warning("Redis unavailable; edge %s keeps its sockets and retries", self.id)
+            except Exception:
+                log.exception("edge heartbeat failed; retrying")
             await asyncio.sleep(min(5.0, K.NODE_TTL / 3))
 
     async def _reregister(self) -> None:

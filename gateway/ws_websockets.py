@@ -43,7 +43,8 @@ class WebsocketsTransport:
 
 
 class EdgeServerConnection(ServerConnection):
-    """Refuses sockets beyond the hard cap before reading anything, without a traceback."""
+    """Refuses sockets beyond the hard cap before reading anything; counts failed handshakes
+    instead of logging a traceback for each."""
 
     agentia: Connection | None = None
 
@@ -55,6 +56,12 @@ class EdgeServerConnection(ServerConnection):
             return
         try:
             await super().handshake(*args, **kwargs)
+        except Exception as exc:
+            # Peers that connect and send no valid request (scanners, TCP health checks,
+            # clients that give up) are counted, not logged with a traceback each: the
+            # library aborts the socket once it sees the handshake did not open.
+            node.metrics["handshake_failed"] += 1
+            log.debug("opening handshake failed: %s", exc)
         finally:
             # admitted by process_request, but the upgrade itself failed or timed out
             if self.agentia is not None and self.protocol.state is not State.OPEN:
@@ -109,7 +116,8 @@ async def _handler(ws: ServerConnection) -> None:
 async def start(node: EdgeNode, sock: socket.socket | None = None) -> Server:
     s = node.settings
     where: dict[str, Any] = (
-        {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port})
+        {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port,
+                                     "backlog": s.backlog})
     server = await serve(
         _handler,
         process_request=_process_request,

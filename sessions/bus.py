@@ -74,14 +74,16 @@ def frame_for(offset: int, event: bytes) -> bytes:
     return b'{"offset":%d,%s' % (offset, event[1:])
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that retries a command twice, quickly, on a dropped connection (every write
-    we make is idempotent or guarded by a Lua check), then reports the outage."""
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
-        max_connections=256, retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A client with a bounded pool that queues callers for up to 5 s when every connection
+    is busy (a handshake storm must wait, not fail), and that retries a command twice,
+    quickly, on a dropped connection, then reports the outage."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=5, socket_connect_timeout=2,
+        socket_timeout=10, health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -118,6 +120,7 @@ class Bus:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
     # ------------------------------------------------------------ sessions
 
@@ -277,7 +280,7 @@ class Bus:
             pipe.zadd(k.nodes_alive(), {node: time.time()})
             pipe.zremrangebyscore(k.nodes_alive(), "-inf", time.time() - K.FORGET_AFTER)
             pipe.expire(k.delivery(node), K.DELIVERY_TTL)
-            prev, _, _ = await pipe.execute()
+            prev = (await pipe.execute())[0]
         return prev is not None
 
     @_down

@@ -96,10 +96,12 @@ class Cluster:
                     "PYTHONUNBUFFERED": "1"}
         self.env.pop("OPENAI_API_KEY", None)
         self.procs: list[Proc] = []
+        self.edges: list[Proc] = []
 
     def edge(self, **env: str) -> Proc:
         p = Proc(["gateway", "--port", "0"], {**self.env, **env}, "AGENTIA_EDGE_READY")
         self.procs.append(p)
+        self.edges.append(p)
         return p
 
     def worker(self, agent: str = "tests.agents_fixtures:fast", **env: str) -> Proc:
@@ -111,12 +113,17 @@ class Cluster:
         for p in self.procs:
             p.stop()
 
+    def edge_tracebacks(self) -> list[str]:
+        """Edges must never log a traceback, whatever clients or Redis do."""
+        return [p.log.name for p in self.edges if "Traceback" in Path(p.log.name).read_text()]
+
 
 @pytest.fixture
 def cluster(redis_server: RedisServer, prefix: str) -> Iterator[Cluster]:
     c = Cluster(redis_server.url, prefix)
     yield c
     c.stop()
+    assert c.edge_tracebacks() == []
 
 
 class Client:

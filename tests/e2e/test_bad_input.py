@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import orjson
 import pytest
@@ -144,3 +145,40 @@ async def test_slow_reader_is_closed_and_others_are_unaffected(cluster: Cluster,
     rcvd = info.value.rcvd
     assert rcvd is None or rcvd.code == 4000
     await _healthy(edge)
+
+
+async def test_capacity_limits_refuse_cleanly(cluster: Cluster) -> None:
+    edge = cluster.edge(AGENTIA_MAX_CONNECTIONS="3", AGENTIA_MAX_CONNECTIONS_PER_USER="2")
+    a1 = await Client.open(edge.port, user="ann")
+    a2 = await Client.open(edge.port, user="ann")
+    headers = {"Authorization": f"Bearer {token('ann')}"}
+    assert await _status(edge.port, headers=headers) == 429  # per user
+    b1 = await Client.open(edge.port, user="ben")
+    headers = {"Authorization": f"Bearer {token('cat')}"}
+    assert await _status(edge.port, headers=headers) == 503  # per process
+    await a1.close()
+    await asyncio.sleep(0.2)
+    c1 = await Client.open(edge.port, user="cat")  # a freed slot is usable again
+    assert (await c1.recv())["type"] == "welcome"
+    for c in (a2, b1, c1):
+        await c.close()
+
+
+async def test_sockets_beyond_the_hard_cap_get_a_raw_503(cluster: Cluster) -> None:
+    """Sockets that never finish a handshake still hold fds: past the hard cap (connections
+    + 500) the edge answers 503 before reading anything, without a traceback per socket."""
+    edge = cluster.edge(AGENTIA_MAX_CONNECTIONS="10")
+    silent = []
+    for _ in range(511):  # the cap counts sockets mid-handshake
+        r, w = await asyncio.open_connection("127.0.0.1", edge.port)
+        silent.append(w)
+    await asyncio.sleep(0.5)
+    r, w = await asyncio.open_connection("127.0.0.1", edge.port)
+    head = await asyncio.wait_for(r.read(64), 5)
+    assert head.startswith(b"HTTP/1.1 503")
+    for s in [*silent, w]:
+        s.close()
+    await asyncio.sleep(0.5)
+    await _healthy(edge)
+    log = Path(edge.log.name).read_text()
+    assert log.count("Traceback") == 0

@@ -182,3 +182,4 @@ async def test_redis_restart_keeps_sockets_and_acked_turns(tmp_path: Path, prefi
     finally:
         cluster.stop()
         redis.stop()
+    assert cluster.edge_tracebacks() == []

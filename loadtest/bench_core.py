@@ -1,0 +1,288 @@
+"""Core benchmarks of one machine (not Locust; the Locust suite is the scale issue's):
+
+* ``idle``: open N authenticated idle connections to one edge process, measure the edge's
+  RSS per connection, CPU-seconds per 1,000 handshakes and handshake latency, hold them with
+  heartbeats and count drops.
+* ``turns``: a steady rate of chat turns through edge -> Redis -> worker -> edge with the demo
+  model at zero delay; ack and full-turn latency percentiles.
+
+Everything runs on loopback, bounded in count and time, and is stopped by PID.
+
+    python -m loadtest.bench_core idle --connections 15000
+    python -m loadtest.bench_core turns --rate 100 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import websockets
+
+from agentia.redis_server import RedisServer
+from agentia.settings import DEV_SECRET
+from gateway.auth import mint
+
+IP_BIND_ADDRESS_NO_PORT = 24
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def slab_kib() -> int:
+    """Kernel slab memory, machine-wide (sockets, their buffers, epoll entries...)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Slab:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def spawn(args: list[str], env: dict[str, str], ready: str) -> tuple[subprocess.Popen[bytes],
+                                                                        dict[str, str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.decode().startswith(ready):
+            return proc, dict(p.split("=", 1) for p in line.decode().split()[1:])
+    raise RuntimeError(f"{args} did not start")
+
+
+# ------------------------------------------------------------------ idle connections
+
+
+async def _open_many(port: int, n: int, source: str, token: str, lat: list[float],
+                     conns: list[Any]) -> None:
+    sem = asyncio.Semaphore(200)
+
+    async def one(i: int) -> None:
+        async with sem:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            s.bind((source, 0))
+            s.setblocking(False)
+            t0 = time.perf_counter()
+            await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{port}/v1/ws?session=idle-{source}-{i}", sock=s,
+                additional_headers={"Authorization": f"Bearer {token}"}, compression=None,
+                ping_interval=None, max_queue=4)
+            await ws.recv()  # welcome
+            lat.append(time.perf_counter() - t0)
+            conns.append(ws)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def _client_proc(port: int, n: int, sources: list[str], hold_s: float, heartbeat_s: float,
+                 q: Any) -> None:
+    async def main() -> None:
+        token = mint(DEV_SECRET, f"bench-{os.getpid()}", 3600)
+        lat: list[float] = []
+        conns: list[Any] = []
+        per = n // len(sources)
+        await asyncio.gather(*(_open_many(port, per, s, token, lat, conns) for s in sources))
+        q.put(("open", lat))
+        end, dropped = time.monotonic() + hold_s, 0
+        while time.monotonic() < end:
+            await asyncio.sleep(min(heartbeat_s, max(0.1, end - time.monotonic())))
+            alive = []
+            for ws in conns:
+                try:
+                    await ws.send('{"type":"ping"}')
+                    alive.append(ws)
+                except Exception:
+                    dropped += 1
+            conns = alive
+        q.put(("held", dropped, len(conns)))
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp), appendonly=False).start()
+        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(connections)}
+        edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
+        try:
+            time.sleep(1)
+            rss0, cpu0, k0 = rss_kib(edge.pid), cpu_s(edge.pid), slab_kib()
+            q: Any = mp.Queue()
+            per = connections // clients
+            procs = [mp.Process(target=_client_proc, args=(
+                int(info["port"]), per, [f"127.0.0.{2 + (c * 4 + j) % 250}" for j in range(4)],
+                hold_s, 20.0, q)) for c in range(clients)]
+            t0 = time.perf_counter()
+            for p in procs:
+                p.start()
+            lat: list[float] = []
+            for _ in procs:
+                lat += q.get(timeout=600)[1]
+            wall = time.perf_counter() - t0
+            cpu1, rss1, k1 = cpu_s(edge.pid), rss_kib(edge.pid), slab_kib()
+            held = [q.get(timeout=hold_s + 600) for _ in procs]
+            for p in procs:
+                p.join(60)
+            n = len(lat)
+            return {
+                "connections": n, "open_wall_s": round(wall, 2),
+                "handshakes_per_s": round(n / wall), "edge_cpu_s_per_1000": round(
+                    (cpu1 - cpu0) / n * 1000, 3),
+                "handshake_p50_ms": round(pct(lat, 50) * 1000, 1),
+                "handshake_p99_ms": round(pct(lat, 99) * 1000, 1),
+                "edge_rss_kib_per_conn": round((rss1 - rss0) / n, 2),
+                "kernel_slab_kib_per_conn_both_ends": round((k1 - k0) / n, 2),
+                "hold_s": hold_s, "dropped": sum(h[1] for h in held),
+            }
+        finally:
+            edge.send_signal(signal.SIGTERM)
+            edge.wait(30)
+            redis.stop()
+
+
+# ------------------------------------------------------------------ turns
+
+
+async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> dict[str, Any]:
+    token = mint(DEV_SECRET, "bench-turns", 3600)
+    acks: list[float] = []
+    firsts: list[float] = []
+    fulls: list[float] = []
+    conns = []
+    for i in range(clients):
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/v1/ws?session=turns-{i}",
+                                      additional_headers={"Authorization": f"Bearer {token}"},
+                                      compression=None, ping_interval=None)
+        await ws.recv()
+        conns.append(ws)
+    sent: dict[str, float] = {}
+    turn_of: dict[int, str] = {}
+    first_seen: set[str] = set()
+    done = 0
+    total: list[int] = []  # set once sending is over
+    all_done = asyncio.Event()
+
+    async def reader(ws: Any) -> None:
+        nonlocal done
+        async for raw in ws:
+            f = orjson.loads(raw)
+            now = time.perf_counter()
+            if f["type"] == "ack":
+                acks.append(now - sent[f["id"]])
+                turn_of[id(ws) * 1_000_000 + f["offset"]] = f["id"]
+            elif f["type"] in ("delta", "reply"):
+                cid = turn_of.get(id(ws) * 1_000_000 + f["turn"])
+                if cid and cid not in first_seen:
+                    first_seen.add(cid)
+                    firsts.append(now - sent[cid])
+                if cid and f["type"] == "reply":
+                    fulls.append(now - sent[cid])
+                    done += 1
+                    if total and done >= total[0]:
+                        all_done.set()
+
+    readers = [asyncio.create_task(reader(ws)) for ws in conns]
+    interval, n, t0 = 1.0 / rate, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        target = t0 + n * interval
+        await asyncio.sleep(max(0.0, target - time.perf_counter()))
+        cid = f"t{n}"
+        sent[cid] = time.perf_counter()
+        await conns[n % clients].send(orjson.dumps({"type": "send", "id": cid,
+                                                   "text": "hello"}).decode())
+        n += 1
+    total.append(n)
+    if done >= n:
+        all_done.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_done.wait(), 30)
+    for r in readers:
+        r.cancel()
+    for ws in conns:
+        await ws.close()
+    ms = 1000
+    return {"rate": rate, "sent": n, "completed": done, "achieved_rate": round(
+        n / seconds, 1),
+        "ack_p50_ms": round(pct(acks, 50) * ms, 2), "ack_p99_ms": round(pct(acks, 99) * ms, 2),
+        "first_delta_p50_ms": round(pct(firsts, 50) * ms, 2),
+        "first_delta_p99_ms": round(pct(firsts, 99) * ms, 2),
+        "full_turn_p50_ms": round(pct(fulls, 50) * ms, 2),
+        "full_turn_p99_ms": round(pct(fulls, 99) * ms, 2),
+        "full_turn_mean_ms": round(statistics.fmean(fulls) * ms, 2) if fulls else None}
+
+
+def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) -> list[Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp), appendonly=True).start()
+        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+               "AGENTIA_DEMO_WORD_DELAY": "0", "AGENTIA_RATE_PER_S": "1000",
+               "AGENTIA_BURST": "1000", "AGENTIA_CONCURRENCY": "256"}
+        env.pop("OPENAI_API_KEY", None)
+        edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
+        ws = [spawn(["worker"], env, "AGENTIA_WORKER_READY")[0] for _ in range(workers)]
+        try:
+            return [asyncio.run(_turn_load(int(info["port"]), r, seconds, clients))
+                    for r in rates]
+        finally:
+            for p in [edge, *ws]:
+                p.send_signal(signal.SIGTERM)
+            for p in [edge, *ws]:
+                p.wait(30)
+            redis.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("idle")
+    i.add_argument("--connections", type=int, default=10_000)
+    i.add_argument("--clients", type=int, default=2, help="client processes")
+    i.add_argument("--hold", type=float, default=60.0, help="seconds to hold them")
+    t = sub.add_parser("turns")
+    t.add_argument("--rate", type=float, action="append", help="turns/s (repeatable)")
+    t.add_argument("--seconds", type=float, default=20.0)
+    t.add_argument("--clients", type=int, default=200)
+    t.add_argument("--workers", type=int, default=1)
+    a = p.parse_args()
+    if a.cmd == "idle":
+        out: Any = bench_idle(a.connections, a.clients, a.hold)
+    else:
+        out = bench_turns(a.rate or [100.0], a.seconds, a.clients, a.workers)
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
