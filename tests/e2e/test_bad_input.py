@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import orjson
 import pytest
@@ -180,5 +179,4 @@ async def test_sockets_beyond_the_hard_cap_get_a_raw_503(cluster: Cluster) -> No
         s.close()
     await asyncio.sleep(0.5)
     await _healthy(edge)
-    log = Path(edge.log.name).read_text()
-    assert log.count("Traceback") == 0
+    # and no traceback per socket: the cluster fixture checks every edge's log at teardown
