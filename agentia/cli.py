@@ -6,7 +6,14 @@ import argparse
 import os
 import sys
 
-from agentia.settings import DEV_SECRET, EdgeSettings, SettingsError, WorkerSettings, from_env
+from agentia.settings import (
+    DEV_SECRET,
+    ApiSettings,
+    EdgeSettings,
+    SettingsError,
+    WorkerSettings,
+    from_env,
+)
 
 
 def _logging(level: str) -> None:
@@ -31,6 +38,14 @@ def cmd_worker(a: argparse.Namespace) -> None:
     run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
 
 
+def cmd_api(a: argparse.Namespace) -> None:
+    from agentia.api import run
+
+    s = from_env(ApiSettings, host=a.host, api_port=a.port, redis_url=a.redis)
+    _logging(s.log_level)
+    run(s)
+
+
 def cmd_token(a: argparse.Namespace) -> None:
     from gateway.auth import mint
 
@@ -41,7 +56,7 @@ def cmd_token(a: argparse.Namespace) -> None:
 def cmd_up(a: argparse.Namespace) -> None:
     from agentia.up import up
 
-    up(port=a.port, workers=a.workers)
+    up(port=a.port, workers=a.workers, edges=a.edges, api_port=a.api_port)
 
 
 def cmd_chat(a: argparse.Namespace) -> None:
@@ -64,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--concurrency", type=int)
     w.add_argument("--burst", action="store_true", help="exit when no turn is left")
     w.set_defaults(fn=cmd_worker)
+    a = sub.add_parser("api", help="run the control plane (health, metrics, history, page)")
+    a.add_argument("--host")
+    a.add_argument("--port", type=int, help="default AGENTIA_API_PORT or 8780")
+    a.add_argument("--redis")
+    a.set_defaults(fn=cmd_api)
     t = sub.add_parser("token", help="mint a dev token (HS256, AGENTIA_JWT_SECRET)")
     t.add_argument("--user", required=True)
     t.add_argument("--ttl", type=int, default=24 * 3600)
@@ -71,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="run everything on an embedded default")
     u.add_argument("--port", type=int, default=8765)
     u.add_argument("--workers", type=int, default=1)
+    u.add_argument("--edges", type=int, default=1, help="edge processes (each its own port)")
+    u.add_argument("--api-port", type=int, default=8780)
     u.set_defaults(fn=cmd_up)
     c = sub.add_parser("chat", help="a small terminal chat client")
     c.add_argument("--url", default="ws://127.0.0.1:8765/v1/ws")

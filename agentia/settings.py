@@ -66,12 +66,24 @@ class Common:
 
 
 @dataclass(slots=True)
-class EdgeSettings(Common):
-    host: str = "127.0.0.1"
-    port: int = 8765
+class Auth(Common):
     jwt_secret: str = DEV_SECRET
     jwt_public_key: str = ""
     jwt_algorithms: str = "HS256"
+
+
+@dataclass(slots=True)
+class ApiSettings(Auth):
+    host: str = "127.0.0.1"
+    api_port: int = 8780
+    ws_urls: str = "ws://127.0.0.1:8765/v1/ws"
+    dev_tokens: bool = False
+
+
+@dataclass(slots=True)
+class EdgeSettings(Auth):
+    host: str = "127.0.0.1"
+    port: int = 8765
     max_connections: int = 0
     max_connections_per_user: int = 100
     max_frame_bytes: int = 64 * 1024

@@ -55,7 +55,6 @@ class Connection:
         if self.closed:
             return
         if len(self.outbox) >= self.node.limits.send_queue:
-            self.node.metrics["slow_closes"] += 1
             self.close_soon(CloseCode.SLOW, "send queue full: reading too slowly")
             return
         self.outbox.append(frame)
@@ -69,8 +68,10 @@ class Connection:
         assert self.transport is not None
         try:
             while self.outbox:
-                await self.transport.send(self.outbox.popleft())
+                frame = self.outbox.popleft()
+                await self.transport.send(frame)
                 self.node.metrics["frames_out"] += 1
+                self.node.metrics["bytes_out"] += len(frame)
         except Exception:
             self.closed = True  # the peer is gone; the read loop will end too
         finally:
@@ -91,6 +92,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self.node.metrics[_CLOSE_TALLY.get(code, "other_closes")] += 1
         if code is CloseCode.SLOW:
             self.outbox.clear()
         self.closer = self.node.spawn(self._close(code, reason))
@@ -153,6 +155,7 @@ class Connection:
         st = self.state
         st.last_seen = now
         self.node.metrics["frames_in"] += 1
+        self.node.metrics["bytes_in"] += len(raw)
         frame: P.ClientFrame | None = None
         try:
             frame = P.parse_frame(raw, self.node.limits.max_text_chars)
@@ -199,3 +202,6 @@ class Connection:
 
 
 _STRIKES = {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.RATE_LIMITED}
+_CLOSE_TALLY = {CloseCode.SLOW: "slow_closes", CloseCode.FLOOD: "flood_closes",
+                CloseCode.IDLE: "idle_closes", CloseCode.TOKEN_EXPIRED: "expired_closes",
+                CloseCode.SERVICE_RESTART: "drain_closes"}

@@ -25,7 +25,8 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(Exception):
         await bus.heartbeat_node(node.id)
-    for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever()):
+    for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
+                 node.metrics_forever()):
         node.spawn(coro)
     server = await ws_websockets.start(node)
     port = server.sockets[0].getsockname()[1] if server.sockets else settings.port

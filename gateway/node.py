@@ -16,8 +16,9 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
+from agentia import metrics as M
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
-from agentia.settings import FD_RESERVE, EdgeSettings
+from agentia.settings import FD_RESERVE, Auth, EdgeSettings
 from gateway import protocol as P
 from gateway.auth import AuthError, Verifier, token_from
 from gateway.connection import Connection
@@ -27,7 +28,7 @@ from sessions.bus import Bus, Forbidden, frame_for
 log = logging.getLogger("agentia.edge")
 
 
-def verifier_for(s: EdgeSettings) -> Verifier:
+def verifier_for(s: Auth) -> Verifier:
     algos = tuple(a.strip() for a in s.jwt_algorithms.split(",") if a.strip())
     key = s.jwt_public_key if any(a[:2] in ("RS", "ES", "PS") for a in algos) else s.jwt_secret
     return Verifier(key, algos)
@@ -51,6 +52,7 @@ class EdgeNode:
         self.metrics: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
+        self.redis_ok = True
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
 
@@ -89,6 +91,7 @@ class EdgeNode:
         if not K.SESSION_ID_RE.fullmatch(sid):
             return 400, "session id must match [A-Za-z0-9_.:-]{1,64}"
         if self.per_user[ident.user] >= self.settings.max_connections_per_user:
+            self.metrics["refused_user_cap"] += 1
             return 429, "too many connections for this user on this node"
         # Registered locally before Redis learns of us, with the cursor deferring: an event
         # appended meanwhile is either caught up below or arrives after we are known.
@@ -173,6 +176,7 @@ class EdgeNode:
                 rows = await self.bus.read_delivery(self.id, last)
                 backoff = 0.1
             except Exception as exc:
+                self.metrics["redis_errors"] += 1
                 if not isinstance(exc, BusUnavailable):
                     log.exception("reading the delivery stream failed; retrying")
                 await asyncio.sleep(backoff)
@@ -190,9 +194,12 @@ class EdgeNode:
         while True:
             try:
                 known = await self.bus.heartbeat_node(self.id)
+                self.redis_ok = True
                 if not known and self.sessions:
                     await self._reregister()
             except BusUnavailable:
+                self.redis_ok = False
+                self.metrics["redis_errors"] += 1
                 log.warning("Redis unavailable; edge %s keeps its sockets and retries", self.id)
             except Exception:
                 log.exception("edge heartbeat failed; retrying")
@@ -212,6 +219,14 @@ class EdgeNode:
                     c.state.cursor.sent = c.state.cursor.seen = info.offset
                     c.push(P.resumed_frame(False, info.offset, info.epoch).encode())
 
+    async def metrics_forever(self) -> None:
+        """Move the hot path's plain counters into Prometheus once a second."""
+        synced: Counter[str] = Counter()
+        while True:
+            M.sync(self.metrics, synced)
+            M.CONNECTIONS.set(self.count)
+            await asyncio.sleep(1.0)
+
     async def sweep_forever(self) -> None:
         """Close idle connections and those whose token expired."""
         while True:
@@ -221,7 +236,6 @@ class EdgeNode:
                 for c in tuple(conns):
                     st = c.state
                     if now - st.last_seen > self.limits.idle_timeout_s:
-                        self.metrics["idle_closes"] += 1
                         c.close_soon(CloseCode.IDLE, "idle: no frame within the idle timeout")
                     elif st.token_exp is not None and wall > st.token_exp + leeway:
                         c.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")

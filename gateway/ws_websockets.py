@@ -15,6 +15,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from agentia import PROTOCOL
+from agentia import metrics as M
 from gateway.connection import Connection
 
 if TYPE_CHECKING:
@@ -74,9 +75,35 @@ def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
     return None
 
 
+def _healthz(conn: ServerConnection, node: EdgeNode) -> Response:
+    return conn.respond(http.HTTPStatus.OK, "ok\n")
+
+
+def _readyz(conn: ServerConnection, node: EdgeNode) -> Response:
+    if node.draining:
+        return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+    if not node.redis_ok:
+        return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "redis unreachable\n")
+    return conn.respond(http.HTTPStatus.OK, "ready\n")
+
+
+def _metrics(conn: ServerConnection, node: EdgeNode) -> Response:
+    body, ctype = M.exposition()
+    resp = conn.respond(http.HTTPStatus.OK, "")
+    resp.body = body
+    resp.headers["Content-Type"] = ctype
+    resp.headers["Content-Length"] = str(len(body))
+    return resp
+
+
+_PROBES = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics}
+
+
 async def _process_request(conn: ServerConnection, req: Request) -> Response | None:
     node: EdgeNode = conn.server.agentia_node  # type: ignore[attr-defined]
     url = urlsplit(req.path)
+    if url.path in _PROBES:
+        return _PROBES[url.path](conn, node)
     if url.path != PATH:
         return conn.respond(http.HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
     headers = {k.lower(): v for k, v in req.headers.raw_items()}

@@ -78,6 +78,17 @@ def spawn(args: list[str], env: dict[str, str], ready: str) -> tuple[subprocess.
     raise RuntimeError(f"{args} did not start")
 
 
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
 # ------------------------------------------------------------------ idle connections
 
 
@@ -130,6 +141,18 @@ def _client_proc(port: int, n: int, sources: list[str], hold_s: float, heartbeat
     asyncio.run(main())
 
 
+def _get(q: Any, procs: list[mp.Process], timeout: float) -> Any:
+    """A result from the client processes, failing fast if one of them died."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            return q.get(timeout=1)
+        except Exception:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise RuntimeError("a client process failed; see its traceback") from None
+    raise TimeoutError("client processes did not report in time")
+
+
 def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
@@ -149,10 +172,10 @@ def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
                 p.start()
             lat: list[float] = []
             for _ in procs:
-                lat += q.get(timeout=600)[1]
+                lat += _get(q, procs, 600)[1]
             wall = time.perf_counter() - t0
             cpu1, rss1, k1 = cpu_s(edge.pid), rss_kib(edge.pid), slab_kib()
-            held = [q.get(timeout=hold_s + 600) for _ in procs]
+            held = [_get(q, procs, hold_s + 600) for _ in procs]
             for p in procs:
                 p.join(60)
             n = len(lat)
@@ -167,8 +190,7 @@ def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
                 "hold_s": hold_s, "dropped": sum(h[1] for h in held),
             }
         finally:
-            edge.send_signal(signal.SIGTERM)
-            edge.wait(30)
+            _stop_all([edge])
             redis.stop()
 
 
@@ -248,18 +270,19 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) 
         redis = RedisServer(Path(tmp), appendonly=True).start()
         env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_DEMO_WORD_DELAY": "0", "AGENTIA_RATE_PER_S": "1000",
-               "AGENTIA_BURST": "1000", "AGENTIA_CONCURRENCY": "256"}
+               "AGENTIA_BURST": "1000", "AGENTIA_CONCURRENCY": "256",
+               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(clients)}
         env.pop("OPENAI_API_KEY", None)
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
         ws = [spawn(["worker"], env, "AGENTIA_WORKER_READY")[0] for _ in range(workers)]
+        out = []
         try:
-            return [asyncio.run(_turn_load(int(info["port"]), r, seconds, clients))
-                    for r in rates]
+            for r in rates:
+                out.append(asyncio.run(_turn_load(int(info["port"]), r, seconds, clients)))
+                print(orjson.dumps(out[-1]).decode(), file=sys.stderr, flush=True)
+            return out
         finally:
-            for p in [edge, *ws]:
-                p.send_signal(signal.SIGTERM)
-            for p in [edge, *ws]:
-                p.wait(30)
+            _stop_all([edge, *ws])
             redis.stop()
 
 

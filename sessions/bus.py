@@ -59,6 +59,8 @@ class Turn:
     text: str
     user: str
     source: str
+    ts: float
+    """When the turn was accepted (unix seconds), for latency metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +172,10 @@ class Bus:
                      source: str = "chat") -> Submitted:
         """Append a user turn durably (log + pending turns + inbound shard), idempotently."""
         k = self.keys
+        now = time.time()
         event = orjson.dumps({"type": "user", "id": client_id, "text": text, "source": source,
-                              "user": user, "ts": time.time()})
-        body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source})
+                              "user": user, "ts": now})
+        body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source, "ts": now})
         res = await self._submit(
             keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
@@ -335,7 +338,8 @@ class Bus:
             return None
         rid, f = rows[0]
         body = orjson.loads(f[b"b"])
-        return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"])
+        return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"],
+                    float(body.get("ts", 0.0)))
 
     @_down
     async def begin_attempt(self, sid: str, turn: int, owner: str) -> tuple[int, bool]:

@@ -27,6 +27,7 @@ from typing import Any
 from agents import Agent, ModelProvider
 from redis.exceptions import RedisError
 
+from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from sessions import keys as K
 from sessions.bus import REDIS_DOWN, Bus, LockLost, Turn
@@ -68,9 +69,12 @@ class _Coalescer:
     parts: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    first_at: float = 0.0
     """Appends of one turn go out one at a time, in order (the timer and the turn both flush)."""
 
     def add(self, delta: str) -> None:
+        if not self.text:
+            self.first_at = time.time()
         self.parts.append(delta)
         self.text.append(delta)
 
@@ -266,6 +270,7 @@ class Worker:
         attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name)
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, {"type": "cancelled", "turn": turn.offset, "text": ""})
+            M.TURNS.labels("cancelled").inc()
             return
         if attempt > self.cfg.max_attempts:
             await self._dead_letter(turn, attempt - 1, "the turn failed on every attempt")
@@ -284,17 +289,24 @@ class Worker:
             await co.flush()
             await self._finish(turn, {"type": "cancelled", "turn": turn.offset,
                                       "text": "".join(co.text)})
+            M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(turn, attempt, "the turn took too long", ErrorCode.TURN_TIMEOUT)
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
             log.warning("turn %s/%s attempt %d failed: %r", turn.session, turn.offset, attempt, exc)
+            M.TURNS.labels("attempt_failed").inc()
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
             await self._finish(turn, {"type": "reply", "turn": turn.offset,
                                       "text": "".join(co.text)})
             self.turns_done += 1
+            M.TURNS.labels("completed").inc()
+            if turn.ts:
+                M.TURN_TIME.observe(max(0.0, time.time() - turn.ts))
+                if co.first_at:
+                    M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
     async def _produce(self, turn: Turn, co: _Coalescer) -> None:
         memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset,
@@ -329,6 +341,7 @@ class Worker:
             "text": turn.text, "worker": self.name}, maxlen=K.DLQ_MAXLEN, approximate=True)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
         await self.bus.rollback_memory(turn.session, turn.offset)
+        M.TURNS.labels("dead_lettered").inc()
         await self._finish(turn, {"type": "turn_error", "turn": turn.offset, "code": str(code),
                                   "message": why, "retryable": False})
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -91,7 +93,9 @@ class Cluster:
 
     def __init__(self, redis_url: str, prefix: str) -> None:
         (ROOT / "test-output").mkdir(exist_ok=True)
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="agentia-metrics-"))
         self.env = {**os.environ, "AGENTIA_REDIS_URL": redis_url,
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
                     "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_SHARDS": "4",
                     "PYTHONUNBUFFERED": "1"}
         self.env.pop("OPENAI_API_KEY", None)
@@ -109,9 +113,15 @@ class Cluster:
         self.procs.append(p)
         return p
 
+    def api(self, **env: str) -> Proc:
+        p = Proc(["api", "--port", "0"], {**self.env, **env}, "AGENTIA_API_READY")
+        self.procs.append(p)
+        return p
+
     def stop(self) -> None:
         for p in self.procs:
             p.stop()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def edge_tracebacks(self) -> list[str]:
         """Edges must never log a traceback, whatever clients or Redis do."""

@@ -70,7 +70,8 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
     env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_API_KEY", None)
-    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0"], cwd=ROOT,
+    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0",
+                           "--api-port", "0"], cwd=ROOT,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert up.stdout is not None
@@ -80,7 +81,7 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 info = dict(p.split("=", 1) for p in line.decode().split()[1:])
                 break
         pids = [int(p) for p in info["pids"].split(",")]
-        assert len(pids) == 3  # edge, worker, redis
+        assert len(pids) == 4  # edge, worker, api, redis
         out = subprocess.run(
             [sys.executable, "-m", "agentia.cli", "chat", "--url", info["url"], "-m",
              "what is 19 + 23"], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)

@@ -1,0 +1,189 @@
+"""The control plane (``agentia api``): health, readiness, metrics, dev tokens, session history,
+and the demo web page. FastAPI; OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from agentia import PROTOCOL
+from agentia import metrics as M
+from agentia.settings import ApiSettings
+from gateway.auth import AuthError, Identity, mint, token_from
+from gateway.node import verifier_for
+from sessions import keys as K
+from sessions.bus import Bus, connect
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+
+
+class TokenRequest(BaseModel):
+    user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
+
+
+class TokenReply(BaseModel):
+    token: str
+    user: str
+    expires_in: int
+
+
+class EventsReply(BaseModel):
+    session: str
+    epoch: str
+    offset: int
+    recovered: bool
+    events: list[dict[str, Any]]
+
+
+class SessionItem(BaseModel):
+    id: str
+    last_active: float
+
+
+class SessionsReply(BaseModel):
+    sessions: list[SessionItem]
+
+
+def identity(request: Request) -> Identity:
+    """The caller, from a Bearer token (header or ?token=), checked like the edge does."""
+    token = token_from({k.lower(): v for k, v in request.headers.items()}, request.url.query)
+    if token is None:
+        raise HTTPException(401, "missing token", {"WWW-Authenticate": "Bearer"})
+    try:
+        return request.app.state.verifier.verify(token)  # type: ignore[no-any-return]
+    except AuthError as exc:
+        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+
+
+User = Annotated[Identity, Depends(identity)]
+
+
+def create_app(s: ApiSettings) -> FastAPI:
+    bus = Bus(connect(s.redis_url), prefix=s.redis_prefix, shards=s.shards)
+    verifier = verifier_for(s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_watch_lag(bus))
+        yield
+        task.cancel()
+        await bus.close()
+
+    app = FastAPI(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
+    app.state.verifier = verifier
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive (Kubernetes liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Redis answers, the consumer group exists, workers and edges heartbeat."""
+        state = await _readiness(bus)
+        ok = state["redis"] and state["groups"] and state["workers"] > 0
+        return JSONResponse(state, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, ctype = M.exposition()
+        return Response(body, media_type=ctype)
+
+    @app.get("/v1/config")
+    async def config() -> dict[str, Any]:
+        return {"ws_urls": [u.strip() for u in s.ws_urls.split(",") if u.strip()],
+                "protocol": PROTOCOL, "voice": False, "dev_tokens": s.dev_tokens}
+
+    @app.post("/v1/dev/token", response_model=TokenReply)
+    async def dev_token(req: TokenRequest) -> TokenReply:
+        """Mint a token for any user: only with AGENTIA_DEV_TOKENS=true (never in production)."""
+        if not s.dev_tokens:
+            raise HTTPException(404, "dev tokens are disabled")
+        ttl = 3600
+        return TokenReply(token=mint(s.jwt_secret, req.user, ttl), user=req.user,
+                          expires_in=ttl)
+
+    @app.get("/v1/sessions", response_model=SessionsReply)
+    async def sessions(who: User) -> SessionsReply:
+        rows = await bus.redis.zrevrange(bus.keys.user_sessions(who.user), 0, 99,
+                                         withscores=True)
+        return SessionsReply(sessions=[SessionItem(id=r.decode(), last_active=sc)
+                                       for r, sc in rows])
+
+    @app.get("/v1/sessions/{sid}/events", response_model=EventsReply)
+    async def events(sid: str, who: User, after: Annotated[int, Query(ge=0)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> EventsReply:
+        """The session log after ``after``, for its owner (the same events as a resume)."""
+        if not K.SESSION_ID_RE.fullmatch(sid):
+            raise HTTPException(400, "bad session id")
+        owner = await bus.redis.hget(bus.keys.meta(sid), "owner")
+        if owner is None:
+            raise HTTPException(404, "no such session")
+        if owner.decode() != who.user:
+            raise HTTPException(403, "this session belongs to another user")
+        r = await bus.replay(sid, after, None, limit)
+        return EventsReply(session=sid, epoch=r.epoch, offset=r.offset, recovered=r.recovered,
+                           events=[{"offset": o, **orjson.loads(e)} for o, e in r.events])
+
+    if WEB.is_dir():
+        app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> FileResponse:
+            return FileResponse(WEB / "index.html")
+
+    return app
+
+
+async def _readiness(bus: Bus) -> dict[str, Any]:
+    state: dict[str, Any] = {"redis": False, "groups": False, "workers": 0, "edges": 0}
+    try:
+        await bus.redis.ping()
+        state["redis"] = True
+        groups = await bus.redis.xinfo_groups(bus.keys.inbound(0))
+        state["groups"] = any(g["name"] == K.GROUP.encode() for g in groups)
+        fresh = time.time() - K.NODE_TTL
+        state["workers"] = await bus.redis.zcount(bus.keys.workers_alive(), fresh, "+inf")
+        state["edges"] = await bus.redis.zcount(bus.keys.nodes_alive(), fresh, "+inf")
+    except Exception as exc:
+        state["error"] = str(exc)
+    return state
+
+
+async def _watch_lag(bus: Bus) -> None:
+    """Inbound lag per shard for /metrics (and the KEDA scaler's view of the same)."""
+    while True:
+        for shard in range(bus.shards):
+            with contextlib.suppress(Exception):
+                groups = await bus.redis.xinfo_groups(bus.keys.inbound(shard))
+                for g in groups:
+                    if g["name"] == K.GROUP.encode():
+                        lag = int(g.get("lag") or 0) + int(g.get("pending") or 0)
+                        M.INBOUND_LAG.labels(str(shard)).set(lag)
+        await asyncio.sleep(5)
+
+
+def run(s: ApiSettings) -> None:
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((s.host, s.api_port))
+    sock.listen(1024)  # connections queue from now on, before the loop starts accepting
+    config = uvicorn.Config(create_app(s), log_level="warning", loop="uvloop", ws="none",
+                            lifespan="on", access_log=False)
+    print(f"AGENTIA_API_READY port={sock.getsockname()[1]}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])

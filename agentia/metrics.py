@@ -1,0 +1,91 @@
+"""Prometheus metrics, shared by every process kind.
+
+Multi-process mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (``agentia up`` sets it; in
+Kubernetes, an emptyDir shared by a pod's processes), each process writes its samples there and
+``/metrics`` on the control plane (or any edge) aggregates them all. Without it, each process
+serves its own.
+
+The edge's hot path never touches these objects: it counts in a plain ``Counter`` and
+:func:`sync` moves the deltas here once a second.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Tally
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+CONNECTIONS = Gauge("agentia_connections", "Open WebSocket connections",
+                    multiprocess_mode="livesum")
+HANDSHAKES = Counter("agentia_handshakes_total", "Opening handshakes by result", ["result"])
+FRAMES = Counter("agentia_frames_total", "WebSocket frames", ["direction"])
+BYTES = Counter("agentia_bytes_total", "WebSocket payload bytes", ["direction"])
+CLOSES = Counter("agentia_closes_total", "Connections closed by the edge, by reason",
+                 ["reason"])
+TURNS = Counter("agentia_turns_total", "Turns by outcome", ["outcome"])
+FIRST_DELTA = Histogram("agentia_time_to_first_delta_seconds",
+                        "From a turn's acceptance to its first delta", buckets=_LATENCY)
+TURN_TIME = Histogram("agentia_turn_duration_seconds",
+                      "From a turn's acceptance to its last event", buckets=_LATENCY)
+INBOUND_LAG = Gauge("agentia_inbound_lag", "Turn notifications not yet acked, per shard",
+                    ["shard"], multiprocess_mode="max")
+REDIS_ERRORS = Counter("agentia_redis_errors_total", "Redis failures seen", ["component"])
+
+# edge tally key -> (metric, labels)
+_EDGE = {
+    "handshakes": (HANDSHAKES, ("ok",)),
+    "handshake_unauthorized": (HANDSHAKES, ("unauthorized",)),
+    "handshake_forbidden": (HANDSHAKES, ("forbidden",)),
+    "refused_capacity": (HANDSHAKES, ("over_capacity",)),
+    "refused_user_cap": (HANDSHAKES, ("over_user_limit",)),
+    "refused_over_cap": (HANDSHAKES, ("over_socket_cap",)),
+    "handshake_failed": (HANDSHAKES, ("failed",)),
+    "frames_in": (FRAMES, ("in",)),
+    "frames_out": (FRAMES, ("out",)),
+    "bytes_in": (BYTES, ("in",)),
+    "bytes_out": (BYTES, ("out",)),
+    "slow_closes": (CLOSES, ("slow",)),
+    "flood_closes": (CLOSES, ("flood",)),
+    "idle_closes": (CLOSES, ("idle",)),
+    "expired_closes": (CLOSES, ("token_expired",)),
+    "turns_accepted": (TURNS, ("accepted",)),
+    "redis_errors": (REDIS_ERRORS, ("edge",)),
+}
+
+
+def sync(tally: Tally[str], synced: Tally[str]) -> None:
+    """Add what ``tally`` counted since the last call to the Prometheus counters."""
+    for key, (metric, labels) in _EDGE.items():
+        delta = tally[key] - synced[key]
+        if delta > 0:
+            metric.labels(*labels).inc(delta)
+            synced[key] = tally[key]
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text to serve on /metrics: all processes' samples in multi-process mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    """Mark a dead child's live gauges as gone (multi-process mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
