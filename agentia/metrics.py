@@ -83,9 +83,9 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-def process_exited(pid: int) -> None:
-    """Mark a dead child's live gauges as gone (multi-process mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def process_exited(pid: int, path: str | None) -> None:
+    """Mark a dead child's live gauges as gone (multi-process mode, files under ``path``)."""
+    if path:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]

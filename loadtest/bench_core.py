@@ -5,11 +5,13 @@
   heartbeats and count drops.
 * ``turns``: a steady rate of chat turns through edge -> Redis -> worker -> edge with the demo
   model at zero delay; ack and full-turn latency percentiles.
+* ``cancel``: how long from a client's ``cancel`` to the ``cancelled`` event of a running turn.
 
 Everything runs on loopback, bounded in count and time, and is stopped by PID.
 
     python -m loadtest.bench_core idle --connections 15000
     python -m loadtest.bench_core turns --rate 100 --seconds 20
+    python -m loadtest.bench_core cancel --trials 30
 """
 
 from __future__ import annotations
@@ -237,10 +239,11 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
 
     readers = [asyncio.create_task(reader(ws)) for ws in conns]
     interval, n, t0 = 1.0 / rate, 0, time.perf_counter()
+    run = os.urandom(4).hex()  # client ids must be new in every run, or they are duplicates
     while time.perf_counter() - t0 < seconds:
         target = t0 + n * interval
         await asyncio.sleep(max(0.0, target - time.perf_counter()))
-        cid = f"t{n}"
+        cid = f"{run}-{n}"
         sent[cid] = time.perf_counter()
         await conns[n % clients].send(orjson.dumps({"type": "send", "id": cid,
                                                    "text": "hello"}).decode())
@@ -286,6 +289,49 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) 
             redis.stop()
 
 
+# ------------------------------------------------------------------ cancel
+
+
+async def _cancel_trials(port: int, trials: int) -> dict[str, Any]:
+    token = mint(DEV_SECRET, "bench-cancel", 3600)
+    lat: list[float] = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/ws?session=cancel-bench",
+                                  additional_headers={"Authorization": f"Bearer {token}"},
+                                  compression=None) as ws:
+        await ws.recv()
+        for n in range(trials):
+            await ws.send(orjson.dumps({"type": "send", "id": f"{os.urandom(4).hex()}-{n}",
+                                        "text": "a long reply " * 5}).decode())
+            turn = None
+            while True:
+                f = orjson.loads(await ws.recv())
+                if f["type"] == "ack":
+                    turn = f["offset"]
+                elif f["type"] == "delta" and f["turn"] == turn:
+                    t0 = time.perf_counter()
+                    await ws.send(orjson.dumps({"type": "cancel", "turn": turn}).decode())
+                elif f["type"] == "cancelled" and f["turn"] == turn:
+                    lat.append(time.perf_counter() - t0)
+                    break
+    return {"trials": trials, "cancel_to_cancelled_p50_ms": round(pct(lat, 50) * 1000, 1),
+            "p99_ms": round(pct(lat, 99) * 1000, 1), "max_ms": round(max(lat) * 1000, 1)}
+
+
+def bench_cancel(trials: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp), appendonly=True).start()
+        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+               "AGENTIA_DEMO_WORD_DELAY": "0.2", "AGENTIA_RATE_PER_S": "100"}
+        env.pop("OPENAI_API_KEY", None)
+        edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
+        worker = spawn(["worker"], env, "AGENTIA_WORKER_READY")[0]
+        try:
+            return asyncio.run(_cancel_trials(int(info["port"]), trials))
+        finally:
+            _stop_all([edge, worker])
+            redis.stop()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,9 +345,13 @@ def main() -> None:
     t.add_argument("--seconds", type=float, default=20.0)
     t.add_argument("--clients", type=int, default=200)
     t.add_argument("--workers", type=int, default=1)
+    c = sub.add_parser("cancel")
+    c.add_argument("--trials", type=int, default=30)
     a = p.parse_args()
     if a.cmd == "idle":
         out: Any = bench_idle(a.connections, a.clients, a.hold)
+    elif a.cmd == "cancel":
+        out = bench_cancel(a.trials)
     else:
         out = bench_turns(a.rate or [100.0], a.seconds, a.clients, a.workers)
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 
@@ -20,6 +21,14 @@ def model_config(s: WorkerSettings, api_key: str | None) -> ModelConfig:
                        demo_word_delay=s.demo_word_delay, tracing=s.tracing)
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: log every task's stack (for a worker that seems stuck)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    log.warning("%d tasks:\n%s", len(asyncio.all_tasks()), out.getvalue())
+
+
 async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = False) -> None:
     bus = Bus(connect(s.redis_url), prefix=s.redis_prefix, shards=s.shards)
     cfg = model_config(s, api_key)
@@ -30,6 +39,8 @@ async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = Fal
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, worker.stopping.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     label = ("demo model (offline)" if cfg.demo
              else f"model {cfg.model} at {cfg.base_url or 'OpenAI'}")
     log.info("worker %s running agent %s with %s", worker.name, s.agent, label)

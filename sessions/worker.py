@@ -70,6 +70,7 @@ class _Coalescer:
     text: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     first_at: float = 0.0
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
     """Appends of one turn go out one at a time, in order (the timer and the turn both flush)."""
 
     def add(self, delta: str) -> None:
@@ -86,9 +87,19 @@ class _Coalescer:
                                                  "text": chunk}, owner=self.owner)
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        """Flush every ``interval`` until :meth:`stop`. Stopped by a flag, not by cancelling:
+        a cancel that lands inside a Redis call was seen to get lost and hang the turn."""
+        while not self.stopped.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), self.interval)
             await self.flush()
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        self.stopped.set()
+        try:
+            await asyncio.wait_for(task, 10 + self.interval)
+        except TimeoutError:
+            log.error("the delta flusher of %s/%s did not stop", self.sid, self.turn)
 
 
 class Worker:
@@ -102,6 +113,7 @@ class Worker:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.running: dict[str, _Running] = {}
         self.active: set[str] = set()
+        self.poked: set[str] = set()
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
         self.stopping = asyncio.Event()
         self.turns_done = 0
@@ -194,8 +206,11 @@ class Worker:
     async def _handle(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
         async with self.slots:
             try:
-                # a session this worker runs already will see the turn; a reclaimed entry whose
-                # lock is taken may belong to the dead worker: retry it after another lease
+                # a session this worker runs already will see the turn (poked, in case it is
+                # just releasing); a reclaimed entry whose lock is taken may belong to the dead
+                # worker: retry it after another lease
+                if sid in self.active:
+                    self.poked.add(sid)
                 ran = sid in self.active or await self._try_session(stream, rid, sid)
                 if not ran and reclaimed:
                     return
@@ -214,14 +229,20 @@ class Worker:
         """Run the session's turns if its lock can be had; False if another worker holds it."""
         self.active.add(sid)  # before any await: one task per session in this worker
         try:
-            if not await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
-                return False
-            keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
-            try:
-                await self._run_session(sid)
-            finally:
-                keeper.cancel()
-            return True
+            while True:
+                self.poked.discard(sid)
+                if not await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
+                    return False
+                keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
+                try:
+                    await self._run_session(sid)
+                finally:
+                    keeper.cancel()
+                # An entry read while the release was on its way to Redis was acked on the
+                # strength of this worker being active: look again before going inactive
+                # (nothing awaits between this check and the discard below).
+                if sid not in self.poked:
+                    return True
         finally:
             self.active.discard(sid)
 
@@ -322,9 +343,7 @@ class Worker:
                         await self._append(turn, {"type": "tool", "turn": turn.offset,
                                                   "name": item.name})
         finally:
-            flusher.cancel()
-            with suppress(asyncio.CancelledError):
-                await flusher
+            await co.stop(flusher)
         await co.flush()
 
     async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
