@@ -1,0 +1,625 @@
+// The Agentia chat page: one conversation view over AgentiaClient (agentia.js), a list of the
+// user's conversations from the control plane, dev tokens when the server hands them out.
+import { AgentiaClient } from "./agentia.js";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  app: $("app"), sidebar: $("sidebar"), scrim: $("scrim"), sessions: $("sessions"),
+  title: $("conv-title"), convId: $("conv-id"), badge: $("state-badge"), talk: $("talk"),
+  talkWrap: $("talk-wrap"), messages: $("messages"), empty: $("empty"), turns: $("turns"),
+  pending: $("pending"), composer: $("composer"), input: $("input"), send: $("send"),
+  stop: $("stop"), nodeInfo: $("node-info"), toasts: $("toasts"), userChip: $("user-chip"),
+  userName: $("user-name"), userAvatar: $("user-avatar"), dialog: $("user-dialog"),
+  userForm: $("user-form"), userInput: $("user-input"), tokenInput: $("token-input"),
+};
+
+const STATE_LABELS = {
+  connecting: "Connecting", connected: "Connected", reconnecting: "Reconnecting",
+  resumed: "Resumed", closed: "Disconnected",
+};
+
+const app = {
+  config: null,
+  user: null,
+  token: null,          // {value, expiresAt, fetchedAt}
+  client: null,
+  turns: new Map(),     // turn id (offset of its user event) -> view model
+  active: new Set(),    // turns without a final event
+  dirty: new Set(),
+  stateLog: [],         // [{state, at}] for tests and debugging
+  sessions: [],
+  titles: {},
+};
+window.agentiaApp = app;
+
+// -- small utilities ---------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function toast(message, kind = "error") {
+  const t = el("div", `toast toast-${kind}`, message);
+  els.toasts.append(t);
+  setTimeout(() => t.classList.add("leaving"), 4500);
+  setTimeout(() => t.remove(), 5000);
+}
+
+function relativeTime(seconds) {
+  const diff = Date.now() / 1000 - seconds;
+  if (diff < 60) return "just now";
+  if (diff < 3600) return `${Math.floor(diff / 60)} min ago`;
+  if (diff < 86400) return `${Math.floor(diff / 3600)} h ago`;
+  return new Date(seconds * 1000).toLocaleDateString(undefined, { month: "short", day: "numeric" });
+}
+
+function escapeHtml(s) {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+/** A small, safe Markdown subset: everything is escaped first, only known patterns become tags. */
+function inline(text) {
+  return text.split(/(`[^`\n]+`)/).map((part) => {
+    if (part.length > 2 && part.startsWith("`") && part.endsWith("`")) {
+      return `<code>${escapeHtml(part.slice(1, -1))}</code>`;
+    }
+    return escapeHtml(part)
+      .replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+      .replace(/(^|[\s(])\*([^*\s][^*\n]*)\*(?=[\s).,!?:;]|$)/g, "$1<em>$2</em>")
+      .replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)/g,
+        '<a href="$2" target="_blank" rel="noopener noreferrer">$1</a>');
+  }).join("");
+}
+
+function markdown(src) {
+  const out = [];
+  src.split("```").forEach((part, i) => {
+    if (i % 2 === 1) {
+      const nl = part.indexOf("\n");
+      const code = nl >= 0 ? part.slice(nl + 1) : part;
+      out.push(`<pre><code>${escapeHtml(code.replace(/\n$/, ""))}</code></pre>`);
+      return;
+    }
+    let list = null;
+    let para = [];
+    const flushPara = () => { if (para.length) out.push(`<p>${para.map(inline).join("<br>")}</p>`); para = []; };
+    const flushList = () => { if (list) out.push(`<${list.tag}>${list.items.join("")}</${list.tag}>`); list = null; };
+    for (const line of part.split("\n")) {
+      const heading = /^(#{1,4})\s+(.*)$/.exec(line);
+      const bullet = /^\s*[-*•]\s+(.*)$/.exec(line);
+      const numbered = /^\s*\d+[.)]\s+(.*)$/.exec(line);
+      if (heading) {
+        flushPara(); flushList();
+        out.push(`<h4>${inline(heading[2])}</h4>`);
+      } else if (bullet || numbered) {
+        flushPara();
+        const tag = bullet ? "ul" : "ol";
+        if (list && list.tag !== tag) flushList();
+        list ??= { tag, items: [] };
+        list.items.push(`<li>${inline((bullet ?? numbered)[1])}</li>`);
+      } else if (line.trim() === "") {
+        flushPara(); flushList();
+      } else {
+        flushList();
+        para.push(line);
+      }
+    }
+    flushPara(); flushList();
+  });
+  return out.join("");
+}
+
+// -- control plane -----------------------------------------------------------------------------
+
+async function fetchJson(path, { method = "GET", body, auth = false } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (auth) headers.Authorization = `Bearer ${await getToken()}`;
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (resp.status === 401 && auth) {
+    app.token = null; // expired or rotated secret: one retry with a fresh token
+    headers.Authorization = `Bearer ${await getToken({ refresh: true })}`;
+    const again = await fetch(path, { method, headers });
+    if (!again.ok) throw new Error(`${path}: HTTP ${again.status}`);
+    return again.json();
+  }
+  if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
+  return resp.json();
+}
+
+async function loadConfig() {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetchJson("/v1/config");
+    } catch (err) {
+      setBadge("connecting", "Waiting for the server");
+      await sleep(Math.min(10000, 500 * 2 ** attempt));
+    }
+  }
+}
+
+/** The token for the WebSocket and the API: a dev token, or one the user pasted. */
+async function getToken({ refresh = false } = {}) {
+  const now = Date.now();
+  const t = app.token;
+  const fresh = t && now < t.expiresAt - 60_000 && !(refresh && now - t.fetchedAt > 10_000);
+  if (fresh) return t.value;
+  if (app.config.dev_tokens) {
+    const r = await fetchJson("/v1/dev/token", { method: "POST", body: { user: app.user } });
+    app.token = { value: r.token, expiresAt: now + r.expires_in * 1000, fetchedAt: now };
+    return r.token;
+  }
+  const pasted = sessionStorage.getItem("agentia:token");
+  if (!pasted) throw new Error("no token: sign in first");
+  app.token = { value: pasted, expiresAt: jwtExpiry(pasted) ?? now + 3600_000, fetchedAt: now };
+  return pasted;
+}
+
+function jwtExpiry(token) {
+  try {
+    const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof payload.exp === "number" ? payload.exp * 1000 : null;
+  } catch { return null; }
+}
+
+function userFromToken(token) {
+  try {
+    return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).sub ?? null;
+  } catch { return null; }
+}
+
+// -- the conversation view ---------------------------------------------------------------------
+
+function turnView(id) {
+  let t = app.turns.get(id);
+  if (t) return t;
+  const root = el("div", "turn");
+  root.dataset.turn = String(id);
+  t = { id, root, user: null, userNode: null, assistantNode: null, text: "", tools: [],
+    status: "waiting", attempt: 1, note: "" };
+  app.turns.set(id, t);
+  // turns are created in offset order, except a turn seen before its user event (trimmed log)
+  const later = [...els.turns.children].find((n) => Number(n.dataset.turn) > id);
+  els.turns.insertBefore(root, later ?? null);
+  els.empty.hidden = true;
+  return t;
+}
+
+function markDirty(t) {
+  app.dirty.add(t);
+  if (!app.flushTimer) app.flushTimer = setTimeout(flush, 16);
+}
+
+function nearBottom() {
+  const m = els.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 120;
+}
+
+function flush() {
+  app.flushTimer = null;
+  const stick = nearBottom();
+  for (const t of app.dirty) renderTurn(t);
+  app.dirty.clear();
+  updateComposer();
+  if (stick) els.messages.scrollTop = els.messages.scrollHeight;
+}
+
+function renderTurn(t) {
+  if (t.user && !t.userNode) {
+    t.userNode = el("div", "msg user");
+    const bubble = el("div", "bubble", t.user.text);
+    t.userNode.append(bubble);
+    if (t.user.user && t.user.user !== app.user) {
+      t.userNode.prepend(el("div", "author", t.user.user));
+    }
+    t.root.prepend(t.userNode);
+  }
+  if (!t.assistantNode) {
+    t.assistantNode = el("div", "msg assistant");
+    const avatar = el("div", "avatar agent-avatar");
+    avatar.innerHTML = '<svg viewBox="0 0 32 32" aria-hidden="true"><path d="M9 23 16 8l7 15M11.6 18h8.8"/></svg>';
+    const body = el("div", "body");
+    body.append(el("div", "tools"), el("div", "text md"), el("div", "meta"));
+    t.assistantNode.append(avatar, body);
+    t.root.append(t.assistantNode);
+  }
+  const node = t.assistantNode;
+  node.dataset.status = t.status;
+  const tools = node.querySelector(".tools");
+  tools.replaceChildren(...t.tools.map((name) => {
+    const pill = el("span", "tool");
+    pill.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M14.7 6.3a4 4 0 0 0-5.4 5.4L4 17v3h3l5.3-5.3a4 4 0 0 0 5.4-5.4l-2.5 2.5-2.4-.6-.6-2.4z"/></svg>';
+    pill.append(el("span", "", name));
+    pill.title = `The agent called the tool ${name}`;
+    return pill;
+  }));
+  const text = node.querySelector(".text");
+  if (t.text) {
+    text.innerHTML = markdown(t.text);
+  } else if (t.status === "waiting" || t.status === "streaming") {
+    text.innerHTML = '<span class="typing"><i></i><i></i><i></i></span>';
+  } else {
+    text.replaceChildren();
+  }
+  const meta = node.querySelector(".meta");
+  meta.textContent = t.note;
+  meta.hidden = !t.note;
+}
+
+function applyEvent(ev) {
+  switch (ev.type) {
+    case "user": {
+      const t = turnView(ev.offset);
+      t.user = ev;
+      app.active.add(ev.offset);
+      removePending(ev.id);
+      if (!app.titles[app.client.session]) {
+        setTitle(app.client.session, ev.text);
+        refreshSessions();
+      }
+      markDirty(t);
+      break;
+    }
+    case "turn_start": {
+      const t = turnView(ev.turn);
+      if (ev.attempt > 1) { // a new attempt restarts the reply: drop the earlier attempts' output
+        t.text = "";
+        t.tools = [];
+        t.note = `Retrying (attempt ${ev.attempt})`;
+      }
+      t.attempt = ev.attempt;
+      t.status = "streaming";
+      markDirty(t);
+      break;
+    }
+    case "delta": {
+      const t = turnView(ev.turn);
+      t.text += ev.text;
+      t.status = "streaming";
+      markDirty(t);
+      break;
+    }
+    case "tool": {
+      const t = turnView(ev.turn);
+      t.tools.push(ev.name);
+      markDirty(t);
+      break;
+    }
+    case "reply":
+    case "cancelled":
+    case "turn_error": {
+      const t = turnView(ev.turn);
+      app.active.delete(ev.turn);
+      if (ev.type === "turn_error") {
+        t.status = "error";
+        t.note = ev.code === "turn_timeout" ? "The agent took too long to answer." : "The agent could not answer this message.";
+      } else {
+        t.text = ev.text ?? t.text;
+        t.status = ev.type === "reply" ? "done" : "cancelled";
+        t.note = ev.type === "cancelled" ? "Stopped" : "";
+      }
+      markDirty(t);
+      break;
+    }
+    default:
+      break; // event types added later are ignored
+  }
+}
+
+function clearView() {
+  app.turns.clear();
+  app.active.clear();
+  app.dirty.clear();
+  els.turns.replaceChildren();
+  els.empty.hidden = els.pending.children.length > 0;
+  updateComposer();
+}
+
+// -- pending (not yet acknowledged) messages --------------------------------------------------
+
+function addPending(id, text) {
+  if (!id || els.pending.querySelector(`[data-id="${CSS.escape(id)}"]`)) return;
+  const node = el("div", "msg user pending");
+  node.dataset.id = id;
+  node.append(el("div", "bubble", text), el("div", "status", "Sending…"));
+  els.pending.append(node);
+  els.empty.hidden = true;
+  els.messages.scrollTop = els.messages.scrollHeight;
+}
+
+function removePending(id) {
+  els.pending.querySelector(`[data-id="${CSS.escape(id ?? "")}"]`)?.remove();
+}
+
+function failPending(id, text, err) {
+  const node = els.pending.querySelector(`[data-id="${CSS.escape(id)}"]`);
+  if (!node || node.classList.contains("failed")) return;
+  text ??= node.querySelector(".bubble").textContent;
+  node.classList.add("failed");
+  const status = node.querySelector(".status");
+  status.textContent = `Not sent: ${err.message || err.code}. `;
+  const retry = el("button", "link", "Retry");
+  retry.type = "button";
+  retry.onclick = () => { node.remove(); submit(text); };
+  status.append(retry);
+}
+
+function submit(text) {
+  if (!text.trim() || !app.client) return;
+  const p = app.client.send(text);
+  addPending(p.id, text);
+  p.catch((err) => {
+    if (err.code === "switched" || err.code === "closed") return;
+    failPending(p.id, text, err);
+  });
+}
+
+function updateComposer() {
+  const running = [...app.active].filter((id) => app.turns.get(id)?.status !== "done");
+  els.stop.hidden = running.length === 0;
+  els.send.disabled = els.input.value.trim() === "";
+}
+
+// -- connection state, sessions ----------------------------------------------------------------
+
+function setBadge(state, label) {
+  els.badge.dataset.state = state;
+  els.badge.querySelector(".label").textContent = label ?? STATE_LABELS[state] ?? state;
+}
+
+function onState(state) {
+  app.stateLog.push({ state, at: Date.now() });
+  setBadge(state);
+  const c = app.client;
+  els.badge.dataset.url = c?.url ?? "";
+  els.badge.title = c?.node ? `Edge ${c.node} · ${c.url}` : (c?.url ?? "");
+  clearInterval(app.countdown);
+  if (state === "reconnecting" || state === "connecting") {
+    const tickLabel = () => {
+      const s = Math.ceil(((c?.nextRetryAt ?? 0) - Date.now()) / 1000);
+      if (app.client === c && c.state === state) {
+        setBadge(state, s >= 2 ? `${STATE_LABELS[state]} in ${s}s` : STATE_LABELS[state]);
+      }
+    };
+    app.countdown = setInterval(tickLabel, 1000);
+  }
+  for (const node of els.pending.querySelectorAll(".status")) {
+    if (!node.closest(".failed")) {
+      node.textContent = state === "connected" || state === "resumed" ? "Sending…" : "Waiting for connection…";
+    }
+  }
+}
+
+function setTitle(session, text) {
+  if (!session || !text) return;
+  app.titles[session] = text.length > 80 ? `${text.slice(0, 77)}…` : text;
+  localStorage.setItem(`agentia:titles:${app.user}`, JSON.stringify(app.titles));
+  if (session === app.client?.session) showTitle();
+  renderSessions();
+}
+
+function showTitle() {
+  const s = app.client?.session;
+  els.title.textContent = (s && app.titles[s]) || "New conversation";
+  els.convId.textContent = s ? s.slice(0, 8) : "";
+  els.convId.title = s ? `Session ${s}` : "";
+  document.title = s && app.titles[s] ? `${app.titles[s]} · Agentia` : "Agentia";
+}
+
+function renderSessions() {
+  const current = app.client?.session;
+  const list = [...app.sessions];
+  if (current && !list.some((s) => s.id === current) && app.titles[current]) {
+    list.unshift({ id: current, last_active: Date.now() / 1000 });
+  }
+  if (list.length === 0) {
+    els.sessions.replaceChildren(el("div", "sessions-empty", "Your conversations appear here."));
+    return;
+  }
+  els.sessions.replaceChildren(...list.map((s) => {
+    const item = el("button", "session");
+    item.type = "button";
+    item.dataset.session = s.id;
+    if (s.id === current) item.classList.add("current");
+    item.append(el("span", "session-title", app.titles[s.id] ?? `Conversation ${s.id.slice(0, 6)}`),
+      el("span", "session-time", relativeTime(s.last_active)));
+    item.onclick = () => openSession(s.id);
+    return item;
+  }));
+}
+
+async function refreshSessions() {
+  try {
+    const r = await fetchJson("/v1/sessions", { auth: true });
+    app.sessions = r.sessions ?? [];
+    renderSessions();
+    // titles of conversations started elsewhere: their first user message
+    for (const s of app.sessions.slice(0, 30)) {
+      if (app.titles[s.id]) continue;
+      const h = await fetchJson(`/v1/sessions/${encodeURIComponent(s.id)}/events?after=0&limit=1`, { auth: true })
+        .catch(() => null);
+      const first = h?.events?.find((e) => e.type === "user");
+      if (first) setTitle(s.id, first.text);
+    }
+  } catch {
+    renderSessions(); // the list is a convenience: the chat works without it
+  }
+}
+
+function openSession(id) {
+  closeSidebar();
+  if (id === app.client?.session && id !== null) return;
+  clearView();
+  els.pending.replaceChildren();
+  app.client.switchSession(id);
+  for (const p of app.client.pending) addPending(p.id, p.text);
+  showTitle();
+  renderSessions();
+  els.empty.hidden = els.pending.children.length > 0;
+  els.input.focus();
+}
+
+function closeSidebar() { els.app.classList.remove("sidebar-open"); }
+
+// -- user and token ----------------------------------------------------------------------------
+
+function randomGuest() {
+  const bytes = new Uint8Array(2);
+  crypto.getRandomValues(bytes);
+  return `guest-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function showUser() {
+  els.userName.textContent = app.user;
+  els.userAvatar.textContent = (app.user[0] ?? "?").toUpperCase();
+  els.userChip.querySelector(".user-sub").textContent = app.config.dev_tokens ? "dev token" : "signed in";
+}
+
+function askUser({ required = false } = {}) {
+  const dev = app.config.dev_tokens;
+  $("user-field").hidden = !dev;
+  els.userInput.required = dev;
+  $("token-field").hidden = dev;
+  $("user-dialog-title").textContent = dev ? "Who are you?" : "Sign in";
+  $("user-dialog-text").textContent = dev
+    ? "This server hands out development tokens. Pick a user name: conversations belong to it."
+    : "This server needs an access token (a JWT from your identity provider).";
+  $("user-cancel").hidden = required;
+  els.userInput.value = app.user ?? "";
+  return new Promise((resolve) => {
+    els.dialog.onclose = () => {
+      if (els.dialog.returnValue !== "ok") return resolve(false);
+      if (dev) {
+        localStorage.setItem("agentia:user", els.userInput.value.trim());
+      } else {
+        sessionStorage.setItem("agentia:token", els.tokenInput.value.trim());
+      }
+      resolve(true);
+    };
+    $("user-cancel").onclick = () => els.dialog.close("cancel");
+    els.dialog.showModal();
+  });
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+function startClient() {
+  const client = new AgentiaClient({
+    urls: app.config.ws_urls,
+    token: getToken,
+    storageKey: `agentia:${app.user}`,
+  });
+  app.client = client;
+  client.on("state", onState);
+  client.on("event", applyEvent);
+  client.on("reset", clearView);
+  client.on("welcome", (w) => {
+    els.nodeInfo.textContent = `edge ${w.node}`;
+    els.nodeInfo.title = client.url ?? "";
+    showTitle();
+    renderSessions();
+  });
+  client.on("error", (err) => {
+    if (err.willRetry || err.code === "switched") return;
+    if (err.ref) failPending(err.ref, null, err); // also sends restored after a reload
+    if (err.code === "turn_not_active") return; // the turn finished before the cancel
+    if (err.code === "token_unavailable") return;
+    toast(err.message || err.code);
+  });
+  // A refused handshake (HTTP 401/403/429/503) looks like a network failure to a browser.
+  // After a few, ask the control plane whether the stored conversation is still ours.
+  let failures = 0;
+  client.on("welcome", () => { failures = 0; });
+  client.on("close", async () => {
+    failures += 1;
+    const session = client.session;
+    if (failures !== 3 || !session || app.client !== client) return;
+    try {
+      await fetchJson(`/v1/sessions/${encodeURIComponent(session)}/events?after=0&limit=1`, { auth: true });
+    } catch (err) {
+      if (/HTTP 403/.test(err.message) && client.session === session) {
+        toast("That conversation belongs to another user: starting a new one.", "info");
+        openSession(null);
+      }
+    }
+  });
+  for (const p of client.pending) addPending(p.id, p.text);
+  showTitle();
+  client.connect();
+}
+
+function wireUi() {
+  els.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = els.input.value;
+    if (!text.trim()) return;
+    els.input.value = "";
+    autosize();
+    submit(text);
+    updateComposer();
+  });
+  els.input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      els.composer.requestSubmit();
+    }
+  });
+  const autosize = () => {
+    els.input.style.height = "auto";
+    els.input.style.height = `${Math.min(els.input.scrollHeight, 200)}px`;
+  };
+  els.input.addEventListener("input", () => { autosize(); updateComposer(); });
+  els.stop.addEventListener("click", () => {
+    const running = [...app.active].sort((a, b) => a - b);
+    for (const turn of running) app.client.cancel(turn).catch(() => {});
+  });
+  for (const chip of document.querySelectorAll("[data-suggest]")) {
+    chip.addEventListener("click", () => submit(chip.dataset.suggest));
+  }
+  $("new-chat").addEventListener("click", () => openSession(null));
+  $("new-chat-top").addEventListener("click", () => openSession(null));
+  $("toggle-sidebar").addEventListener("click", () => els.app.classList.toggle("sidebar-open"));
+  els.scrim.addEventListener("click", closeSidebar);
+  els.userChip.addEventListener("click", async () => {
+    if (await askUser()) location.reload();
+  });
+  els.talk.addEventListener("click", () => {
+    toast("Voice needs a voice session endpoint on this server.", "info");
+  });
+  setInterval(refreshSessions, 60_000);
+  updateComposer();
+}
+
+async function main() {
+  wireUi();
+  app.config = await loadConfig();
+  if (!Array.isArray(app.config.ws_urls) || app.config.ws_urls.length === 0) {
+    setBadge("closed", "No WebSocket URL");
+    toast("The server's /v1/config lists no WebSocket URL.");
+    return;
+  }
+  const voice = app.config.voice === true;
+  els.talk.disabled = !voice;
+  els.talkWrap.dataset.tooltip = voice ? "Talk to the agent" : "Voice is not available on this server";
+  if (app.config.dev_tokens) {
+    app.user = localStorage.getItem("agentia:user");
+    if (!app.user) {
+      app.user = randomGuest();
+      localStorage.setItem("agentia:user", app.user);
+    }
+  } else {
+    if (!sessionStorage.getItem("agentia:token")) await askUser({ required: true });
+    app.user = userFromToken(sessionStorage.getItem("agentia:token") ?? "") ?? "user";
+  }
+  try { app.titles = JSON.parse(localStorage.getItem(`agentia:titles:${app.user}`) ?? "{}"); } catch { app.titles = {}; }
+  showUser();
+  startClient();
+  refreshSessions();
+}
+
+main();
