@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from agentia.logs import bind
 from agentia.settings import EdgeSettings
 from gateway import ws_websockets
 from gateway.node import EdgeNode
@@ -18,6 +19,7 @@ log = logging.getLogger("agentia.edge")
 async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
     bus = Bus(connect(settings.redis_url), prefix=settings.redis_prefix, shards=settings.shards)
     node = EdgeNode(settings, bus)
+    bind(node=node.id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

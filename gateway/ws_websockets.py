@@ -16,6 +16,7 @@ from websockets.protocol import State
 
 from agentia import PROTOCOL
 from agentia import metrics as M
+from agentia.logs import bind
 from gateway.connection import Connection
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ async def _handler(ws: ServerConnection) -> None:
     if conn is None:
         return
     node = conn.node
+    bind(conn=ws.id.hex[:12], session=conn.state.session, user=conn.state.user)
     conn.attach(WebsocketsTransport(ws))
     try:
         async for message in ws:

@@ -8,6 +8,7 @@ import io
 import logging
 import signal
 
+from agentia.logs import bind
 from agentia.settings import WorkerSettings
 from sessions.bus import Bus, connect
 from sessions.runtime import ModelConfig, load_agent, model_provider
@@ -43,6 +44,7 @@ async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = Fal
         loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     label = ("demo model (offline)" if cfg.demo
              else f"model {cfg.model} at {cfg.base_url or 'OpenAI'}")
+    bind(worker=worker.name)
     log.info("worker %s running agent %s with %s", worker.name, s.agent, label)
     print(f"AGENTIA_WORKER_READY name={worker.name}", flush=True)
     try:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
+from agentia.logs import bind
 from sessions import keys as K
 from sessions.bus import REDIS_DOWN, Bus, LockLost, Turn
 from sessions.memory import RedisMemory
@@ -204,6 +205,7 @@ class Worker:
     # ------------------------------------------------------------ one session
 
     async def _handle(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
+        bind(session=sid, entry=rid.decode())
         async with self.slots:
             try:
                 # a session this worker runs already will see the turn (poked, in case it is
@@ -281,6 +283,7 @@ class Worker:
             await self._run_turn(turn)
 
     async def _run_turn(self, turn: Turn) -> None:
+        bind(turn=turn.offset)
         run = self.running[turn.session] = _Running(turn.offset)
         try:
             await self._attempt(turn, run)
