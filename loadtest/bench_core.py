@@ -95,7 +95,7 @@ def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def _open_many(port: int, n: int, source: str, token: str, lat: list[float],
-                     conns: list[Any]) -> None:
+                     conns: list[Any], deflate: bool) -> None:
     sem = asyncio.Semaphore(200)
 
     async def one(i: int) -> None:
@@ -108,8 +108,8 @@ async def _open_many(port: int, n: int, source: str, token: str, lat: list[float
             await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
             ws = await websockets.connect(
                 f"ws://127.0.0.1:{port}/v1/ws?session=idle-{source}-{i}", sock=s,
-                additional_headers={"Authorization": f"Bearer {token}"}, compression=None,
-                ping_interval=None, max_queue=4)
+                additional_headers={"Authorization": f"Bearer {token}"},
+                compression="deflate" if deflate else None, ping_interval=None, max_queue=4)
             await ws.recv()  # welcome
             lat.append(time.perf_counter() - t0)
             conns.append(ws)
@@ -118,13 +118,14 @@ async def _open_many(port: int, n: int, source: str, token: str, lat: list[float
 
 
 def _client_proc(port: int, n: int, sources: list[str], hold_s: float, heartbeat_s: float,
-                 q: Any) -> None:
+                 q: Any, deflate: bool) -> None:
     async def main() -> None:
         token = mint(DEV_SECRET, f"bench-{os.getpid()}", 3600)
         lat: list[float] = []
         conns: list[Any] = []
         per = n // len(sources)
-        await asyncio.gather(*(_open_many(port, per, s, token, lat, conns) for s in sources))
+        await asyncio.gather(*(_open_many(port, per, s, token, lat, conns, deflate)
+                               for s in sources))
         q.put(("open", lat))
         end, dropped = time.monotonic() + hold_s, 0
         while time.monotonic() < end:
@@ -155,11 +156,13 @@ def _get(q: Any, procs: list[mp.Process], timeout: float) -> Any:
     raise TimeoutError("client processes did not report in time")
 
 
-def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
+def bench_idle(connections: int, clients: int, hold_s: float,
+               deflate: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
         env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
-               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(connections)}
+               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(connections),
+               "AGENTIA_COMPRESSION": "true" if deflate else "false"}
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
         try:
             time.sleep(1)
@@ -168,7 +171,7 @@ def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
             per = connections // clients
             procs = [mp.Process(target=_client_proc, args=(
                 int(info["port"]), per, [f"127.0.0.{2 + (c * 4 + j) % 250}" for j in range(4)],
-                hold_s, 20.0, q)) for c in range(clients)]
+                hold_s, 20.0, q, deflate)) for c in range(clients)]
             t0 = time.perf_counter()
             for p in procs:
                 p.start()
@@ -189,7 +192,7 @@ def bench_idle(connections: int, clients: int, hold_s: float) -> dict[str, Any]:
                 "handshake_p99_ms": round(pct(lat, 99) * 1000, 1),
                 "edge_rss_kib_per_conn": round((rss1 - rss0) / n, 2),
                 "kernel_slab_kib_per_conn_both_ends": round((k1 - k0) / n, 2),
-                "hold_s": hold_s, "dropped": sum(h[1] for h in held),
+                "hold_s": hold_s, "dropped": sum(h[1] for h in held), "deflate": deflate,
             }
         finally:
             _stop_all([edge])
@@ -340,6 +343,8 @@ def main() -> None:
     i.add_argument("--connections", type=int, default=10_000)
     i.add_argument("--clients", type=int, default=2, help="client processes")
     i.add_argument("--hold", type=float, default=60.0, help="seconds to hold them")
+    i.add_argument("--deflate", action="store_true",
+                   help="clients offer permessage-deflate and the edge accepts it")
     t = sub.add_parser("turns")
     t.add_argument("--rate", type=float, action="append", help="turns/s (repeatable)")
     t.add_argument("--seconds", type=float, default=20.0)
@@ -349,7 +354,7 @@ def main() -> None:
     c.add_argument("--trials", type=int, default=30)
     a = p.parse_args()
     if a.cmd == "idle":
-        out: Any = bench_idle(a.connections, a.clients, a.hold)
+        out: Any = bench_idle(a.connections, a.clients, a.hold, a.deflate)
     elif a.cmd == "cancel":
         out = bench_cancel(a.trials)
     else:
