@@ -23,10 +23,15 @@ def _logging(level: str) -> None:
 
 
 def cmd_gateway(a: argparse.Namespace) -> None:
-    from gateway.main import run
-
     s = from_env(EdgeSettings, host=a.host, port=a.port, redis_url=a.redis)
     _logging(s.log_level)
+    if a.processes > 1:
+        from gateway.supervisor import run as supervise
+
+        supervise(s.host, s.port, a.processes)
+        return
+    from gateway.main import run
+
     run(s)
 
 
@@ -72,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--host")
     g.add_argument("--port", type=int)
     g.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
+    g.add_argument("--processes", type=int, default=1,
+                   help="edge processes sharing the port (SO_REUSEPORT), supervised")
     g.set_defaults(fn=cmd_gateway)
     w = sub.add_parser("worker", help="run an agent worker")
     w.add_argument("--agent", help="module:attribute of an agents.Agent")

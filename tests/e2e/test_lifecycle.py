@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ROOT, Client, Cluster, token
+from tests.conftest import ROOT, Client, Cluster, Proc, token
 
 
 async def _closed_with(c: Client, timeout: float = 20) -> int | None:
@@ -95,3 +95,54 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+async def test_gateway_processes_share_a_port_and_are_restarted(cluster: Cluster) -> None:
+    sup = Proc(["gateway", "--port", "0", "--processes", "2"], cluster.env,
+               "AGENTIA_GATEWAY_READY")
+    cluster.procs.append(sup)
+    port, pids = sup.port, [int(p) for p in sup.info["pids"].split(",")]
+    clients: list[tuple[str, Client]] = []
+    for _ in range(16):  # the kernel spreads connections over both processes
+        c = await Client.open(port)
+        clients.append(((await c.recv())["node"], c))
+    nodes = {n for n, _ in clients}
+    assert len(nodes) == 2
+    await clients[0][1].send(type="ping")
+    await clients[0][1].until("pong")
+    os.kill(pids[0], signal.SIGKILL)
+    fresh: set[object] = set()
+    for _ in range(100):  # the supervisor brings a replacement up on the same port
+        await asyncio.sleep(0.1)
+        fresh = {(await _welcome(port))["node"] for _ in range(8)}
+        if len(fresh) == 2 and fresh != nodes:
+            break
+    assert len(fresh) == 2 and fresh != nodes
+    # which node was the victim: the one whose clients were dropped
+    dropped = {n for n, c in clients if await _is_dropped(c)}
+    assert len(dropped) == 1
+    survivors = [c for n, c in clients if n not in dropped]
+    sup.proc.send_signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(_closed_with(c) for c in survivors))
+    assert codes and set(codes) == {1012}
+    assert sup.proc.wait(30) == 0
+    for pid in pids[1:]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def _is_dropped(c: Client) -> bool:
+    try:
+        await c.send(type="ping")
+        await c.until("pong", timeout=5)
+        return False
+    except ConnectionClosed:
+        return True
+
+
+async def _welcome(port: int) -> dict[str, object]:
+    c = await Client.open(port)
+    try:
+        return await c.recv()
+    finally:
+        await c.close()

@@ -1,0 +1,48 @@
+"""``agentia gateway --processes N``: N edge processes sharing one port (SO_REUSEPORT).
+
+One process holds at most ~19,000 connections (the fd limit), so a box serves more by running
+more processes on the same port; the kernel spreads new connections over them. The supervisor
+holds the port (a bound, non-listening SO_REUSEPORT socket, so ``--port 0`` can pick one),
+restarts a process that dies, and on SIGTERM/SIGINT lets every process drain (close 1012).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from types import FrameType
+
+from agentia.supervise import Child, stop_all, supervise
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def run(host: str, port: int, processes: int) -> None:
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    holder = reserve_port(host, port)
+    port = holder.getsockname()[1]
+    env = {**os.environ, "AGENTIA_REUSE_PORT": "true"}
+    children: list[Child] = []
+    try:
+        for _ in range(processes):
+            children.append(Child("edge", ["gateway", "--host", host, "--port", str(port)],
+                                  env, "AGENTIA_EDGE_READY"))
+        pids = ",".join(str(c.proc.pid) for c in children)
+        print(f"AGENTIA_GATEWAY_READY port={port} pids={pids}", flush=True)
+        supervise(children, lambda: stopping)
+    finally:
+        stop_all([c.proc for c in children])
+        holder.close()
