@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from types import FrameType
 
 from agentia import metrics
 
@@ -27,6 +28,18 @@ def spawn(args: list[str], env: dict[str, str], ready: str,
             break
     proc.kill()
     raise RuntimeError(f"'agentia {' '.join(args)}' did not start; see its log above")
+
+
+def stop_signals() -> Callable[[], bool]:
+    """Catch SIGTERM and SIGINT; the returned function says whether one has arrived."""
+    caught: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return lambda: bool(caught)
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:

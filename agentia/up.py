@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
-from types import FrameType
 
 from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
-from agentia.supervise import Child, stop_all, supervise
+from agentia.supervise import Child, stop_all, stop_signals, supervise
 
 STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", ".agentia"))
 
@@ -24,14 +22,7 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780)
     env = dict(os.environ)
     redis: RedisServer | None = None
     children: list[Child] = []
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_signals()
     try:
         if not env.get("AGENTIA_REDIS_URL"):
             redis = RedisServer(STATE_DIR / "redis").start()
@@ -54,7 +45,7 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780)
         children.append(Child("api", ["api", "--port", str(api_port)], env,
                                "AGENTIA_API_READY"))
         _banner(children, redis)
-        supervise(children, lambda: stopping)
+        supervise(children, stopping)
     finally:
         print("stopping...", flush=True)
         stop_all([c.proc for c in children])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -40,11 +41,8 @@ class EdgeNode:
         self.bus = bus
         self.id = node_id or uuid.uuid4().hex[:12]
         self.verifier = verifier_for(settings)
-        self.limits = P.Limits(
-            max_frame_bytes=settings.max_frame_bytes, max_text_chars=settings.max_text_chars,
-            rate_per_s=settings.rate_per_s, burst=settings.burst,
-            send_queue=settings.send_queue, heartbeat_s=settings.heartbeat_s,
-            idle_timeout_s=settings.idle_timeout_s)
+        self.limits = P.Limits(**{f.name: getattr(settings, f.name)
+                                  for f in dataclasses.fields(P.Limits)})
         self.hard_cap = settings.max_connections + FD_RESERVE // 2
         self.sessions: dict[str, set[Connection]] = {}
         self.count = 0

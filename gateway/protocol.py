@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -235,21 +235,20 @@ class Strikes:
         return self.count > MAX_STRIKES
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Limits:
-    max_frame_bytes: int = 64 * 1024
-    max_text_chars: int = 16_000
-    rate_per_s: float = 5.0
-    burst: float = 20.0
-    send_queue: int = 256
-    heartbeat_s: float = 25.0
-    idle_timeout_s: float = 90.0
+    """The per-connection limits a client is told in ``welcome`` (values: EdgeSettings)."""
+
+    max_frame_bytes: int
+    max_text_chars: int
+    rate_per_s: float
+    burst: float
+    send_queue: int
+    heartbeat_s: float
+    idle_timeout_s: float
 
     def public(self) -> dict[str, Any]:
-        return {"max_frame_bytes": self.max_frame_bytes, "max_text_chars": self.max_text_chars,
-                "rate_per_s": self.rate_per_s, "burst": self.burst,
-                "send_queue": self.send_queue, "heartbeat_s": self.heartbeat_s,
-                "idle_timeout_s": self.idle_timeout_s}
+        return asdict(self)
 
 
 @dataclass(slots=True)

@@ -9,11 +9,9 @@ restarts a process that dies, and on SIGTERM/SIGINT lets every process drain (cl
 from __future__ import annotations
 
 import os
-import signal
 import socket
-from types import FrameType
 
-from agentia.supervise import Child, stop_all, supervise
+from agentia.supervise import Child, stop_all, stop_signals, supervise
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -24,14 +22,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 def run(host: str, port: int, processes: int) -> None:
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_signals()
     holder = reserve_port(host, port)
     port = holder.getsockname()[1]
     env = {**os.environ, "AGENTIA_REUSE_PORT": "true"}
@@ -42,7 +33,7 @@ def run(host: str, port: int, processes: int) -> None:
                                   env, "AGENTIA_EDGE_READY"))
         pids = ",".join(str(c.proc.pid) for c in children)
         print(f"AGENTIA_GATEWAY_READY port={port} pids={pids}", flush=True)
-        supervise(children, lambda: stopping)
+        supervise(children, stopping)
     finally:
         stop_all([c.proc for c in children])
         holder.close()

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ import websockets
 
 from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
+from agentia.supervise import stop_all
 from gateway.auth import mint
 
 IP_BIND_ADDRESS_NO_PORT = 24
@@ -78,17 +78,6 @@ def spawn(args: list[str], env: dict[str, str], ready: str) -> tuple[subprocess.
         if line.decode().startswith(ready):
             return proc, dict(p.split("=", 1) for p in line.decode().split()[1:])
     raise RuntimeError(f"{args} did not start")
-
-
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 # ------------------------------------------------------------------ idle connections
@@ -195,7 +184,7 @@ def bench_idle(connections: int, clients: int, hold_s: float,
                 "hold_s": hold_s, "dropped": sum(h[1] for h in held), "deflate": deflate,
             }
         finally:
-            _stop_all([edge])
+            stop_all([edge])
             redis.stop()
 
 
@@ -288,7 +277,7 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) 
                 print(orjson.dumps(out[-1]).decode(), file=sys.stderr, flush=True)
             return out
         finally:
-            _stop_all([edge, *ws])
+            stop_all([edge, *ws])
             redis.stop()
 
 
@@ -331,7 +320,7 @@ def bench_cancel(trials: int) -> dict[str, Any]:
         try:
             return asyncio.run(_cancel_trials(int(info["port"]), trials))
         finally:
-            _stop_all([edge, worker])
+            stop_all([edge, worker])
             redis.stop()
 
 

@@ -1,0 +1,741 @@
+"""Render the Grafana dashboard's key panels (``ops/grafana/agentia.json``) from a real run.
+
+Nothing here is drawn by hand: the script starts the whole system with ``agentia up`` (two edge
+processes, one worker, the control plane, a private Redis, all in a temporary state directory),
+drives a bounded load from asyncio ``websockets`` clients on loopback, scrapes the control
+plane's ``/metrics`` every 2 s, evaluates the dashboard's queries on those scrapes (rates from
+counter deltas, quantiles from histogram bucket deltas, as PromQL's ``rate`` and
+``histogram_quantile`` do) and plots them with matplotlib into ``docs/img/dashboard-*.png``.
+
+The load, over ``--seconds`` (75 by default):
+
+* ``--connections`` (300) chat clients connect over the first 40 % of the run, spread over the
+  edges, one session each; every client sends ``{"type": "ping"}`` every 20 s and reads every
+  frame;
+* chat turns at ``--turn-rate`` (4) per second, from random clients, until 8 s before the end;
+* failures, so the failure panels have data: handshakes with a wrong or expired token (401),
+  on another user's session (403), a few well-formed clients sending one bad frame each,
+  flooding clients (25 bad frames: closed ``4002 FLOOD``) and silent clients that never ping
+  (closed ``4001 IDLE``: the run sets ``AGENTIA_IDLE_TIMEOUT_S``, 30 s by default);
+* at the end every client closes and the scraper keeps going a few seconds.
+
+Then ``agentia up`` gets SIGINT (it stops its children and Redis); anything from its
+``pids=`` list still alive after 40 s is killed by PID. Needs matplotlib (not a dependency
+of the gateway)::
+
+    .venv/bin/pip install matplotlib
+    .venv/bin/python -m loadtest.render_dashboard            # ~90 s end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import os
+import platform
+import queue
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agentia.settings import DEV_SECRET
+from gateway.auth import mint
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ("what is 6 * 7", "what time is it", "hello there", "what is 12.5 / 5 + 3",
+           "what did I say", "tell me about the weather")
+PING_EVERY_S = 20.0
+SCRAPE_EVERY_S = 2.0
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+# ------------------------------------------------------------------ the system under test
+
+
+@dataclass
+class System:
+    proc: subprocess.Popen[bytes]
+    url: str
+    api: str
+    pids: list[int]
+    edges: list[int]  # ports
+    log: Path
+
+
+def start_system(state: Path, edges: int, workers: int, idle_timeout: float,
+                 timeout: float = 90) -> System:
+    """``agentia up`` in ``state``; returns once it printed its AGENTIA_UP_READY line."""
+    env = dict(os.environ)
+    for var in ("AGENTIA_REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "OPENAI_API_KEY",
+                "AGENTIA_MODEL_BASE_URL"):
+        env.pop(var, None)  # a private Redis, fresh metrics, the offline demo model
+    env.update(AGENTIA_STATE_DIR=str(state), PYTHONUNBUFFERED="1",
+               AGENTIA_IDLE_TIMEOUT_S=str(idle_timeout))
+    log = state / "up.log"
+    cmd = [sys.executable, "-m", "agentia.cli", "up", "--port", "0", "--api-port", "0",
+           "--edges", str(edges), "--workers", str(workers)]
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
+                                stdin=subprocess.DEVNULL)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # keeps draining up's stdout so it never blocks on a full pipe
+        assert proc.stdout is not None
+        with open(log, "a") as out:
+            for raw in proc.stdout:
+                text = raw.decode(errors="replace").rstrip()
+                out.write(text + "\n")
+                out.flush()
+                lines.put(text)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        if line.startswith("AGENTIA_UP_READY"):
+            kv = dict(p.split("=", 1) for p in line.split()[1:])
+            return System(proc, kv["url"], kv["api"], [int(p) for p in kv["pids"].split(",")],
+                          [int(e.split(":")[1]) for e in kv["edges"].split(",")], log)
+    stop_system_proc(proc, [])
+    raise RuntimeError(f"agentia up did not become ready; see {log}:\n{log.read_text()[-3000:]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return stat[0] != "Z" and (b"agentia" in cmdline or b"redis-server" in cmdline)
+
+
+def stop_system_proc(proc: subprocess.Popen[bytes], pids: list[int]) -> None:
+    """SIGINT to ``agentia up`` (it stops its children and Redis), then, as a last resort,
+    SIGKILL by PID to whatever it listed and did not stop."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            print(f"render_dashboard: pid {pid} outlived agentia up; killing it", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ clients
+
+
+@dataclass
+class Stats:
+    """What the clients saw, to cross-check the server's metrics."""
+    sent: int = 0
+    acks: int = 0
+    replies: int = 0
+    ttfd: list[float] = field(default_factory=list)
+    full: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    closes: Counter[int] = field(default_factory=Counter)
+    refused: Counter[int] = field(default_factory=Counter)
+    connect_failed: int = 0
+    open: int = 0  # connections open right now, of every kind
+
+
+class LoadClient:
+    def __init__(self, ws: ClientConnection, stats: Stats, pool: set[LoadClient]) -> None:
+        self.ws, self.stats, self.pool = ws, stats, pool
+        self.sent_at: dict[str, float] = {}    # client id -> when sent
+        self.turn_at: dict[int, float] = {}    # turn offset -> when its send was sent
+        self.last_ping = time.monotonic()
+        stats.open += 1
+        self.reader = asyncio.create_task(self._read())
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def turn(self, text: str) -> None:
+        cid = uuid.uuid4().hex[:16]
+        self.sent_at[cid] = time.monotonic()
+        self.stats.sent += 1
+        await self.send({"type": "send", "id": cid, "text": text})
+
+    def _started(self, cid: str | None, offset: int) -> None:
+        t = self.sent_at.pop(cid) if cid in self.sent_at else None
+        if t is not None:
+            self.turn_at[offset] = t
+
+    async def _read(self) -> None:
+        st = self.stats
+        try:
+            async for msg in self.ws:
+                f = orjson.loads(msg)
+                kind, now = f.get("type"), time.monotonic()
+                if kind == "ack":
+                    st.acks += 1
+                    self._started(f.get("id"), f["offset"])
+                elif kind == "user":
+                    self._started(f.get("id"), f["offset"])
+                elif kind == "delta" and f["turn"] in self.turn_at:
+                    t = self.turn_at[f["turn"]]
+                    if t > 0:
+                        st.ttfd.append(now - t)
+                        self.turn_at[f["turn"]] = -t  # first delta seen
+                elif kind == "reply":
+                    st.replies += 1
+                    began = self.turn_at.pop(f["turn"], None)
+                    if began is not None:
+                        st.full.append(now - abs(began))
+                elif kind == "error":
+                    st.errors[f["code"]] += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            code = self.ws.close_code
+            st.closes[code if code is not None else 1006] += 1
+            st.open -= 1
+            self.pool.discard(self)
+
+
+def ws_url(port: int, session: str) -> str:
+    return f"ws://127.0.0.1:{port}/v1/ws?session={session}"
+
+
+async def connect(port: int, session: str, token: str, stats: Stats) -> ClientConnection | None:
+    try:
+        return await websockets.connect(
+            ws_url(port, session), additional_headers={"Authorization": f"Bearer {token}"},
+            compression=None, open_timeout=15, ping_interval=None, max_size=2**20)
+    except InvalidStatus as exc:
+        stats.refused[exc.response.status_code] += 1
+    except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
+        stats.connect_failed += 1
+    return None
+
+
+# ------------------------------------------------------------------ scraping
+
+
+@dataclass
+class Scrape:
+    t: float                      # seconds since the load started
+    samples: dict[Key, float]
+    clients: int                  # client-side open connections at that moment
+
+
+def parse(text: str) -> dict[Key, float]:
+    out: dict[Key, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+# ------------------------------------------------------------------ the load
+
+
+@dataclass
+class Plan:
+    seconds: float
+    connections: int
+    turn_rate: float
+    users: int = 50
+    silent: int = 5
+    flooders: int = 3
+    bad_tokens: int = 6
+
+
+async def drive(system: System, plan: Plan, secret: str) -> tuple[list[Scrape], Stats, float]:
+    stats = Stats()
+    pool: set[LoadClient] = set()
+    quiet: list[ClientConnection] = []
+    scrapes: list[Scrape] = []
+    run = uuid.uuid4().hex[:6]
+    t0 = time.monotonic()
+    wall0 = time.time()
+    rng = random.Random(7)
+    ports = system.edges
+    metrics_url = system.api + "/metrics"
+
+    def now() -> float:
+        return time.monotonic() - t0
+
+    async def scraper() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                text = await asyncio.to_thread(fetch, metrics_url)
+                scrapes.append(Scrape(now(), parse(text), stats.open))
+            await asyncio.sleep(SCRAPE_EVERY_S - (now() % SCRAPE_EVERY_S))
+
+    async def open_one(i: int) -> None:
+        user = f"load{i % plan.users}"
+        ws = await connect(ports[i % len(ports)], f"ld-{run}-{i}", mint(secret, user, 3600),
+                           stats)
+        if ws is not None:
+            pool.add(LoadClient(ws, stats, pool))
+
+    async def ramp() -> None:
+        ramp_s = plan.seconds * 0.4
+        step = 0.25
+        batches = max(1, int(ramp_s / step))
+        n = 0
+        for b in range(1, batches + 1):
+            target = round(plan.connections * b / batches)
+            await asyncio.gather(*(open_one(i) for i in range(n, target)))
+            n = target
+            await asyncio.sleep(max(0.0, b * step - now()))
+
+    async def pinger() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            t = time.monotonic()
+            for c in list(pool):
+                if t - c.last_ping >= PING_EVERY_S:
+                    c.last_ping = t
+                    await c.send({"type": "ping"})
+
+    async def turns() -> None:
+        await asyncio.sleep(3.0)
+        end = plan.seconds - 8
+        while now() < end:
+            if pool:
+                await rng.choice(tuple(pool)).turn(rng.choice(PROMPTS))
+            await asyncio.sleep(rng.expovariate(plan.turn_rate))
+
+    async def refused(session: str, token: str) -> None:
+        ws = await connect(rng.choice(ports), session, token, stats)
+        if ws is not None:  # not expected: count it and go
+            await ws.close()
+
+    async def bad_tokens(n: int) -> None:
+        wrong = mint("not-the-" + secret, "mallory", 3600)
+        expired = mint(secret, "mallory", -60)
+        await asyncio.gather(*(refused(f"ld-{run}-bad{i}", wrong if i % 2 else expired)
+                               for i in range(n)))
+
+    async def forbidden(n: int) -> None:
+        # sessions 0..n-1 belong to load0..; "intruder" may not open them
+        await asyncio.gather(*(refused(f"ld-{run}-{i}", mint(secret, "intruder", 3600))
+                               for i in range(n)))
+
+    async def bad_frames(n: int) -> None:
+        for c in rng.sample(tuple(pool), min(n, len(pool))):
+            await c.send("{not json")
+            await c.send({"type": "no-such-frame"})
+
+    async def flood(i: int) -> None:
+        ws = await connect(ports[i % len(ports)], f"ld-{run}-flood{i}",
+                           mint(secret, f"flood{i}", 3600), stats)
+        if ws is None:
+            return
+        c = LoadClient(ws, stats, set())
+        for _ in range(25):
+            await c.send("not json at all")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(c.reader, 10)
+
+    async def silent(i: int) -> None:
+        ws = await connect(ports[i % len(ports)], f"ld-{run}-quiet{i}",
+                           mint(secret, f"quiet{i}", 3600), stats)
+        if ws is not None:
+            quiet.append(ws)
+            LoadClient(ws, stats, set())  # reads (and records the close) but never pings
+
+    async def at(t: float, fn: Any, *args: Any) -> None:
+        await asyncio.sleep(max(0.0, t - now()))
+        await fn(*args)
+
+    async def each(fn: Any, n: int) -> None:
+        await asyncio.gather(*(fn(i) for i in range(n)))
+
+    S = plan.seconds
+    background = [asyncio.create_task(c) for c in (scraper(), pinger())]
+    script = [asyncio.create_task(c) for c in (
+        ramp(),
+        turns(),
+        at(4, each, silent, plan.silent),
+        at(S * 0.20, bad_tokens, plan.bad_tokens),
+        at(S * 0.30, bad_frames, 10),
+        at(S * 0.45, each, flood, plan.flooders),
+        at(S * 0.55, forbidden, 3),
+        at(S * 0.65, bad_frames, 10),
+        at(S * 0.75, bad_tokens, plan.bad_tokens),
+    )]
+    try:
+        await asyncio.sleep(S)
+        for t in script:
+            t.cancel()
+        await asyncio.gather(*script, return_exceptions=True)
+        clients = list(pool)
+        for k in range(0, len(clients), 50):  # everyone leaves, 50 at a time
+            await asyncio.gather(*(c.ws.close() for c in clients[k:k + 50]),
+                                 return_exceptions=True)
+        await asyncio.gather(*(q.close() for q in quiet), return_exceptions=True)
+        await asyncio.sleep(3 * SCRAPE_EVERY_S + 1)
+    finally:
+        for t in background + script:
+            t.cancel()
+        await asyncio.gather(*background, *script, return_exceptions=True)
+        for c in list(pool):
+            c.ws.transport.abort()
+    return scrapes, stats, wall0
+
+
+# ------------------------------------------------------------------ PromQL, in Python
+
+
+def value(s: Scrape, name: str, **match: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {lbl: v for (n, lbl), v in s.samples.items()
+            if n == name and all(dict(lbl).get(k) == w for k, w in match.items())}
+
+
+def _window(scrapes: list[Scrape], i: int, window: float) -> int:
+    j = i
+    while j > 0 and scrapes[i].t - scrapes[j - 1].t <= window + 1e-6:
+        j -= 1
+    return j
+
+
+def increase(scrapes: list[Scrape], i: int, j: int, name: str, by: str | None,
+             **match: str) -> dict[str, float]:
+    """``sum by (by) (increase(name[...]))`` between scrapes j and i; a series absent from a
+    scrape is 0 (prometheus_client exposes a labelled child from its first increment)."""
+    out: dict[str, float] = {}
+    new, old = value(scrapes[i], name, **match), value(scrapes[j], name, **match)
+    for lbl, v in new.items():
+        d = v - old.get(lbl, 0.0)
+        if d < 0:  # counter reset (a process restarted without its multiprocess file)
+            d = v
+        key = dict(lbl).get(by, "") if by else ""
+        out[key] = out.get(key, 0.0) + d
+    return out
+
+
+def rate_by(scrapes: list[Scrape], name: str, by: str | None, window: float,
+            ) -> tuple[list[float], dict[str, list[float]]]:
+    """``sum by (by) (rate(name[window]))`` at every scrape."""
+    ts: list[float] = []
+    series: dict[str, list[float]] = {}
+    for i, s in enumerate(scrapes):
+        j = _window(scrapes, i, window)
+        if j == i:
+            continue
+        dt_s = s.t - scrapes[j].t
+        inc = increase(scrapes, i, j, name, by)
+        ts.append(s.t)
+        for k in set(series) | set(inc):
+            series.setdefault(k, [0.0] * (len(ts) - 1)).append(inc.get(k, 0.0) / dt_s)
+    return ts, series
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """PromQL's histogram_quantile on cumulative (upper bound, count) pairs."""
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return math.nan
+    rank = q * buckets[-1][1]
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if math.isinf(le):  # in the +Inf bucket: the highest finite bound
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-12)
+        prev_le, prev_c = le, c
+    return math.nan
+
+
+def quantiles(scrapes: list[Scrape], name: str, qs: tuple[float, ...], window: float,
+              ) -> tuple[list[float], dict[float, list[float]]]:
+    """``histogram_quantile(q, sum by (le) (rate(name_bucket[window])))`` at every scrape."""
+    ts: list[float] = []
+    out: dict[float, list[float]] = {q: [] for q in qs}
+    for i, s in enumerate(scrapes):
+        j = _window(scrapes, i, window)
+        if j == i:
+            continue
+        inc = increase(scrapes, i, j, name + "_bucket", "le")
+        buckets = [(float(le), c) for le, c in inc.items()]
+        ts.append(s.t)
+        for q in qs:
+            out[q].append(histogram_quantile(q, buckets))
+    return ts, out
+
+
+def total(scrapes: list[Scrape], name: str, by: str) -> dict[str, float]:
+    return increase(scrapes, len(scrapes) - 1, 0, name, by) if len(scrapes) > 1 else {}
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return math.nan
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+# ------------------------------------------------------------------ plotting
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    return (f"{platform.node()}: {os.cpu_count()} x {cpu}{mem}, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def render(scrapes: list[Scrape], stats: Stats, plan: Plan, out: Path, wall0: float,
+           wall1: float, command: str, rate_window: float, q_window: float,
+           edges: int, workers: int, idle_timeout: float) -> Path:
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("render_dashboard needs matplotlib: .venv/bin/pip install matplotlib"
+                         ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.gridspec import GridSpec
+
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11.5, "axes.titleweight": "bold",
+                         "legend.fontsize": 8.5, "axes.grid": True, "grid.alpha": 0.3})
+    fig = plt.figure(figsize=(19, 17.5), dpi=100)
+    gs = GridSpec(4, 6, figure=fig, hspace=0.62, wspace=0.55, top=0.895, bottom=0.085,
+                  left=0.045, right=0.985)
+    end_t = scrapes[-1].t if scrapes else plan.seconds
+    palette = {"ok": "tab:green", "unauthorized": "tab:red", "forbidden": "tab:orange",
+               "over_capacity": "tab:purple", "over_user_limit": "tab:brown",
+               "over_socket_cap": "tab:pink", "failed": "tab:gray",
+               "in": "tab:blue", "out": "tab:orange",
+               "accepted": "tab:blue", "completed": "tab:green", "cancelled": "tab:gray",
+               "attempt_failed": "tab:orange", "dead_lettered": "tab:red",
+               "flood": "tab:red", "idle": "tab:olive", "slow": "tab:purple",
+               "token_expired": "tab:brown", "edge": "tab:red"}
+
+    def axis(row: int, col: int, span: int, title: str, expr: str, unit: str) -> Any:
+        ax = fig.add_subplot(gs[row, col:col + span])
+        ax.set_title(title, loc="left")
+        ax.text(0, -0.22, expr, transform=ax.transAxes, fontsize=7.5, family="monospace",
+                color="0.35", va="top")
+        ax.set_xlim(0, end_t)
+        ax.set_ylabel(unit)
+        ax.set_xlabel("seconds since the load started", fontsize=8.5, color="0.3")
+        return ax
+
+    def nodata(ax: Any, why: str) -> None:
+        ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center",
+                color="0.4", fontsize=10, style="italic")
+        ax.set_ylim(0, 1)
+
+    def counter_panel(ax: Any, name: str, by: str, scale: float = 1.0,
+                      fmt: str = "{:.0f}") -> None:
+        ts, series = rate_by(scrapes, name, by, rate_window)
+        totals = total(scrapes, name, by)
+        if not series:
+            nodata(ax, f"no samples: {name} never incremented during the run")
+            return
+        for k in sorted(series):
+            label = f"{k}  (total {fmt.format(totals.get(k, 0.0) * scale)})"
+            ax.plot(ts, [v * scale for v in series[k]], label=label,
+                    color=palette.get(k), lw=1.6, drawstyle="steps-post")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left", framealpha=0.85)
+
+    # Row 1: Connections
+    ax = axis(0, 0, 2, "Open connections", "sum(agentia_connections)", "connections")
+    ax.plot([s.t for s in scrapes],
+            [sum(value(s, "agentia_connections").values()) for s in scrapes],
+            label="agentia_connections (server)", color="tab:blue", lw=2)
+    ax.plot([s.t for s in scrapes], [s.clients for s in scrapes],
+            label="open on the client side", color="0.3", lw=1, ls="--")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower center", framealpha=0.85)
+
+    ax = axis(0, 2, 2, "Handshakes by result",
+              "sum by (result) (rate(agentia_handshakes_total[$__rate_interval]))", "per second")
+    counter_panel(ax, "agentia_handshakes_total", "result")
+
+    ax = axis(0, 4, 2, "Closes by the edge, by reason",
+              "sum by (reason) (rate(agentia_closes_total[$__rate_interval]))", "per second")
+    counter_panel(ax, "agentia_closes_total", "reason")
+
+    # Row 2: Traffic
+    ax = axis(1, 0, 3, "Frames",
+              "sum by (direction) (rate(agentia_frames_total[$__rate_interval]))", "frames/s")
+    counter_panel(ax, "agentia_frames_total", "direction")
+    ax = axis(1, 3, 3, "Payload",
+              "sum by (direction) (rate(agentia_bytes_total[$__rate_interval]))", "KiB/s")
+    counter_panel(ax, "agentia_bytes_total", "direction", scale=1 / 1024, fmt="{:.0f} KiB")
+
+    # Row 3: Turns
+    ax = axis(2, 0, 2, "Turns by outcome",
+              "sum by (outcome) (rate(agentia_turns_total[$__rate_interval]))", "turns/s")
+    counter_panel(ax, "agentia_turns_total", "outcome")
+
+    qs = (0.5, 0.95, 0.99)
+    for col, (name, title, client) in enumerate((
+            ("agentia_time_to_first_delta_seconds", "Time to first delta", stats.ttfd),
+            ("agentia_turn_duration_seconds", "Full turn", stats.full))):
+        ax = axis(2, 2 + 2 * col, 2, f"{title}: p50 / p95 / p99",
+                  f"histogram_quantile(q, sum by (le) (rate({name}_bucket[5m])))\n"
+                  f"(here over {q_window:.0f}s windows: the run is short)", "seconds")
+        ts, qv = quantiles(scrapes, name, qs, q_window)
+        if not ts or all(math.isnan(v) for v in qv[0.5]):
+            nodata(ax, "no observations")
+            continue
+        for q, color in zip(qs, ("tab:green", "tab:orange", "tab:red"), strict=True):
+            ax.plot(ts, qv[q], label=f"p{round(q * 100)} (server histogram)", color=color,
+                    lw=1.8)
+        if client:
+            ax.axhline(pct(client, 0.5), color="tab:green", ls=":", lw=1,
+                       label=f"p50 client-side, whole run: {pct(client, 0.5):.3f}s")
+            ax.axhline(pct(client, 0.99), color="tab:red", ls=":", lw=1,
+                       label=f"p99 client-side, whole run: {pct(client, 0.99):.3f}s")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left", framealpha=0.85)
+
+    # Row 4: Bus
+    ax = axis(3, 0, 3, "Inbound lag per shard (unread + pending turn entries)",
+              "max by (shard) (agentia_inbound_lag)", "entries")
+    shards = sorted({dict(lbl)["shard"] for s in scrapes
+                     for lbl in value(s, "agentia_inbound_lag")}, key=int)
+    if not shards:
+        nodata(ax, "no samples: agentia_inbound_lag is set by the control plane only")
+    for sh in shards:
+        ax.plot([s.t for s in scrapes],
+                [max(value(s, "agentia_inbound_lag", shard=sh).values(), default=math.nan)
+                 for s in scrapes], label=f"shard {sh}", lw=1.3, drawstyle="steps-post")
+    if shards:
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left", ncol=4, framealpha=0.85)
+
+    ax = axis(3, 3, 3, "Redis errors by component",
+              "sum by (component) (rate(agentia_redis_errors_total[$__rate_interval]))",
+              "errors/s")
+    counter_panel(ax, "agentia_redis_errors_total", "component")
+
+    start = dt.datetime.fromtimestamp(wall0, dt.UTC)
+    stop = dt.datetime.fromtimestamp(wall1, dt.UTC)
+    fig.suptitle(
+        f"Agentia dashboard (ops/grafana/agentia.json), rendered from a real run: "
+        f"{start:%Y-%m-%d %H:%M:%S} to {stop:%H:%M:%S} UTC", fontsize=15, fontweight="bold",
+        y=0.985)
+    fig.text(0.5, 0.962,
+             f"agentia up --edges {edges} --workers {workers} (demo model, private Redis, "
+             f"AGENTIA_IDLE_TIMEOUT_S={idle_timeout:g});  /metrics of the control plane scraped "
+             f"every {SCRAPE_EVERY_S:.0f}s; counter rates over {rate_window:.0f}s windows\n"
+             f"load: {plan.connections} chat clients ramped over {plan.seconds * 0.4:.0f}s "
+             f"(ping every {PING_EVERY_S:.0f}s), ~{plan.turn_rate:g} turns/s; wrong and expired "
+             f"tokens, another user's session, bad frames, {plan.flooders} flooding and "
+             f"{plan.silent} silent clients; all clients leave at {plan.seconds:.0f}s",
+             ha="center", va="top", fontsize=10)
+    fig.text(0.5, 0.922,
+             "Client side: "
+             f"{stats.sent} turns sent, {stats.acks} acks, {stats.replies} replies; "
+             f"refused handshakes {dict(sorted(stats.refused.items()))}; "
+             f"closes seen {dict(sorted(stats.closes.items()))}; "
+             f"errors {dict(sorted(stats.errors.items()))}",
+             ha="center", fontsize=9.5)
+    fig.text(0.01, 0.012, f"machine: {machine()}\ncommand: {command}", fontsize=9,
+             family="monospace", va="bottom")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=75, help="load duration (20-300)")
+    p.add_argument("--connections", type=int, default=300)
+    p.add_argument("--turn-rate", type=float, default=4.0, help="chat turns per second")
+    p.add_argument("--edges", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--idle-timeout", type=float, default=30.0,
+                   help="AGENTIA_IDLE_TIMEOUT_S for the run (must exceed the 20 s ping)")
+    p.add_argument("--rate-window", type=float, default=10.0,
+                   help="window of rate() for counters, seconds")
+    p.add_argument("--quantile-window", type=float, default=30.0,
+                   help="window of rate() for histogram quantiles (the dashboard uses 5m)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "dashboard-overview.png")
+    a = p.parse_args(argv)
+    if not 20 <= a.seconds <= 300 or not 1 <= a.connections <= 5000:
+        p.error("--seconds must be 20-300 and --connections 1-5000")
+    if a.idle_timeout <= PING_EVERY_S + 2:
+        p.error("--idle-timeout must exceed the clients' 20 s ping interval")
+    plan = Plan(a.seconds, a.connections, a.turn_rate)
+    secret = os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET)
+    command = "python -m loadtest.render_dashboard " + " ".join(sys.argv[1:] if argv is None
+                                                                else argv)
+    with tempfile.TemporaryDirectory(prefix="agentia-dash-") as tmp:
+        state = Path(tmp)
+        t_start = time.monotonic()
+        system = start_system(state, a.edges, a.workers, a.idle_timeout)
+        print(f"render_dashboard: system up in {time.monotonic() - t_start:.1f}s "
+              f"(api {system.api}, edges {system.edges}); load for {a.seconds:.0f}s",
+              flush=True)
+        try:
+            scrapes, stats, wall0 = asyncio.run(
+                asyncio.wait_for(drive(system, plan, secret), a.seconds + 90))
+        finally:
+            stop_system_proc(system.proc, system.pids)
+        wall1 = time.time()
+        if len(scrapes) < 5:
+            raise SystemExit(f"only {len(scrapes)} scrapes of {system.api}/metrics succeeded; "
+                             f"see {system.log}")
+        out = render(scrapes, stats, plan, a.out, wall0, wall1, command, a.rate_window,
+                     a.quantile_window, a.edges, a.workers, a.idle_timeout)
+    print(f"render_dashboard: {len(scrapes)} scrapes; client side: {stats.sent} turns sent, "
+          f"{stats.acks} acks, {stats.replies} replies, first delta p50 "
+          f"{pct(stats.ttfd, 0.5):.3f}s p99 {pct(stats.ttfd, 0.99):.3f}s, full turn p50 "
+          f"{pct(stats.full, 0.5):.3f}s p99 {pct(stats.full, 0.99):.3f}s; refused "
+          f"{dict(stats.refused)}; closes {dict(stats.closes)}; errors {dict(stats.errors)}")
+    print(f"render_dashboard: wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
+if __name__ == "__main__":
+    main()
