@@ -23,6 +23,7 @@ class CloseCode(enum.IntEnum):
     IDLE = 4001
     FLOOD = 4002
     TOKEN_EXPIRED = 4003
+    SESSION_LOST = 4004
 
     @property
     def reconnect(self) -> bool:
@@ -43,6 +44,7 @@ class ErrorCode(enum.StrEnum):
     TURN_NOT_ACTIVE = "turn_not_active"
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 
 
@@ -77,6 +79,14 @@ class AgentiaError(Exception):
 
 class ProtocolError(AgentiaError):
     """The client sent a frame we cannot accept (the connection stays open)."""
+
+
+class SessionLost(AgentiaError):
+    """Redis no longer has the session (lost without persistence, or expired): the connection
+    is closed with 4004 and a reconnect opens it afresh (``resume`` then says not recovered)."""
+
+    def __init__(self, ref: str | None = None) -> None:
+        super().__init__(ErrorCode.SESSION_LOST, "session state was lost: reconnect", ref)
 
 
 class BusUnavailable(AgentiaError):

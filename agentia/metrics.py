@@ -58,6 +58,8 @@ _EDGE = {
     "flood_closes": (CLOSES, ("flood",)),
     "idle_closes": (CLOSES, ("idle",)),
     "expired_closes": (CLOSES, ("token_expired",)),
+    "session_lost_closes": (CLOSES, ("session_lost",)),
+    "drain_closes": (CLOSES, ("drain",)),
     "turns_accepted": (TURNS, ("accepted",)),
     "redis_errors": (REDIS_ERRORS, ("edge",)),
 }

@@ -56,9 +56,9 @@ class RedisServer:
                 "--dir", str(self.data_dir), "--save", "", "--protected-mode", "yes",
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning"]
-        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - child owns it
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        with open(self.data_dir / "redis.log", "ab") as log:  # the child keeps its own fd
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

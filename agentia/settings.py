@@ -118,6 +118,9 @@ class EdgeSettings(Auth):
                 "and run more processes")
         if self.max_frame_bytes < 1024:
             raise SettingsError("AGENTIA_MAX_FRAME_BYTES must be at least 1024")
+        if self.heartbeat_s * 2 > self.idle_timeout_s:
+            # clients ping every heartbeat_s; keep at least two pings per idle timeout
+            self.heartbeat_s = self.idle_timeout_s / 3
         if self.max_connections_per_user < 1:
             raise SettingsError("AGENTIA_MAX_CONNECTIONS_PER_USER must be at least 1")
         if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:

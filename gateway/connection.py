@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
+from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, SessionLost
 from gateway import protocol as P
 from gateway.transport import Transport
 from sessions.bus import Bus, frame_for
@@ -160,8 +160,11 @@ class Connection:
         try:
             frame = P.parse_frame(raw, self.node.limits.max_text_chars)
             await self._dispatch(frame, now)
+        except SessionLost as err:
+            self.push(P.error_frame(err).encode())
+            self.close_soon(CloseCode.SESSION_LOST, "session state was lost: reconnect")
         except AgentiaError as err:
-            if err.ref is None and isinstance(frame, P.Send):
+            if err.ref is None and isinstance(frame, P.Send | P.Resume | P.Cancel):
                 err.ref = frame.id
             self.push(P.error_frame(err).encode())
             if err.code in _STRIKES and st.strikes.hit(now):
@@ -176,9 +179,13 @@ class Connection:
             self.push(P.pong_frame(frame.data).encode())
             return
         if not st.bucket.take(now):
-            raise AgentiaError(ErrorCode.RATE_LIMITED, "too many frames, slow down",
-                               frame.id if isinstance(frame, P.Send) else None,
-                               st.bucket.retry_after_ms())
+            # A strike only for a client that did not wait as long as it was told to.
+            if now < st.retry_at and st.strikes.hit(now):
+                self.close_soon(CloseCode.FLOOD, "kept sending while rate limited")
+            wait = st.bucket.retry_after_ms()
+            st.retry_at = now + wait / 1000
+            raise AgentiaError(ErrorCode.RATE_LIMITED, "too many frames, slow down", frame.id,
+                               wait)
         if isinstance(frame, P.Send):
             await self.node.check_overload(st.session, frame.id)
             res = await self.bus.submit(st.session, frame.id, frame.text, user=st.user)
@@ -193,15 +200,19 @@ class Connection:
             except BusUnavailable:
                 st.cursor.catching_up = False
                 raise
-            self.push(P.resumed_frame(recovered, st.cursor.sent, epoch).encode())
+            self.push(P.resumed_frame(recovered, st.cursor.sent, epoch, frame.id).encode())
         elif isinstance(frame, P.Cancel):
             turn = await self.bus.cancel(st.session, frame.turn)
             if not turn:
                 raise AgentiaError(ErrorCode.TURN_NOT_ACTIVE, "no such turn is pending or running")
-            self.push(P.encode({"type": "cancelling", "turn": turn}).encode())
+            reply: dict[str, object] = {"type": "cancelling", "turn": turn}
+            if frame.id is not None:
+                reply["id"] = frame.id
+            self.push(P.encode(reply).encode())
 
 
-_STRIKES = {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.RATE_LIMITED}
+_STRIKES = {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME}
 _CLOSE_TALLY = {CloseCode.SLOW: "slow_closes", CloseCode.FLOOD: "flood_closes",
+                CloseCode.SESSION_LOST: "session_lost_closes",
                 CloseCode.IDLE: "idle_closes", CloseCode.TOKEN_EXPIRED: "expired_closes",
                 CloseCode.SERVICE_RESTART: "drain_closes"}

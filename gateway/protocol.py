@@ -38,11 +38,13 @@ class Send:
 class Resume:
     after: int
     epoch: str | None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
     turn: int | None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +84,27 @@ def _parse_send(obj: dict[str, Any], max_text: int) -> Send:
     return Send(cid, text)
 
 
+def _ref(obj: dict[str, Any]) -> str | None:
+    """The optional client id of any frame, echoed in its answer and in errors about it."""
+    ref = obj.get("id")
+    return ref if isinstance(ref, str) and 1 <= len(ref) <= MAX_CLIENT_ID else None
+
+
 def _parse_resume(obj: dict[str, Any], _max_text: int) -> Resume:
     after, epoch = obj.get("after"), obj.get("epoch")
     if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise ProtocolError(ErrorCode.BAD_FRAME, "resume needs 'after', an integer >= 0")
+        raise ProtocolError(ErrorCode.BAD_FRAME, "resume needs 'after', an integer >= 0",
+                            _ref(obj))
     if epoch is not None and not isinstance(epoch, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "'epoch' must be a string")
-    return Resume(after, epoch)
+        raise ProtocolError(ErrorCode.BAD_FRAME, "'epoch' must be a string", _ref(obj))
+    return Resume(after, epoch, _ref(obj))
 
 
 def _parse_cancel(obj: dict[str, Any], _max_text: int) -> Cancel:
     turn = obj.get("turn")
     if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool) or turn < 1):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "'turn' must be a positive integer")
-    return Cancel(turn)
+        raise ProtocolError(ErrorCode.BAD_FRAME, "'turn' must be a positive integer", _ref(obj))
+    return Cancel(turn, _ref(obj))
 
 
 def _parse_ping(obj: dict[str, Any], _max_text: int) -> Ping:
@@ -125,8 +134,14 @@ def ack_frame(client_id: str, offset: int, duplicate: bool) -> str:
     return encode({"type": "ack", "id": client_id, "offset": offset, "duplicate": duplicate})
 
 
-def resumed_frame(recovered: bool, offset: int, epoch: str) -> str:
-    return encode({"type": "resumed", "recovered": recovered, "offset": offset, "epoch": epoch})
+def resumed_frame(recovered: bool, offset: int, epoch: str, ref: str | None = None) -> str:
+    """The answer to a resume (``id`` echoes the resume's id), or, without ``ref``, the
+    server's own notice that the session's state was lost."""
+    frame: dict[str, Any] = {"type": "resumed", "recovered": recovered, "offset": offset,
+                             "epoch": epoch, "solicited": ref is not None}
+    if ref is not None:
+        frame["id"] = ref
+    return encode(frame)
 
 
 def pong_frame(data: Any) -> str:
@@ -263,3 +278,5 @@ class ConnState:
     strikes: Strikes = field(default_factory=Strikes)
     last_seen: float = 0.0
     epoch: str = ""
+    retry_at: float = 0.0
+    """When the last rate_limited error said the client could send again."""

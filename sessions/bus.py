@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agentia.codes import AgentiaError, BusUnavailable, ErrorCode
+from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import keys as K
 from sessions import scripts
 
@@ -185,7 +185,7 @@ class Bus:
             raise AgentiaError(ErrorCode.OVERLOADED, "too many turns are waiting in this "
                                "session; wait for the agent to answer", client_id, 2000)
         if int(res[0]) < 0:
-            raise BusUnavailable("session state was lost; reconnect to open it again")
+            raise SessionLost(client_id)
         offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
         if not dup:
             await self._fan_out(sid, offset, event, res[3:])

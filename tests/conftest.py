@@ -85,6 +85,8 @@ class Proc:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.log.close()
 
 

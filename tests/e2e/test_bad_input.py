@@ -180,3 +180,40 @@ async def test_sockets_beyond_the_hard_cap_get_a_raw_503(cluster: Cluster) -> No
     await asyncio.sleep(0.5)
     await _healthy(edge)
     # and no traceback per socket: the cluster fixture checks every edge's log at teardown
+
+
+async def test_lost_session_state_closes_with_4004(cluster: Cluster, bus: Bus) -> None:
+    edge = cluster.edge()
+    c = await Client.open(edge.port, session="gone")
+    await c.recv()
+    await bus.redis.delete(bus.keys.meta("gone"))  # as if Redis lost it
+    await c.send(type="send", id="x", text="hello?")
+    err = await c.until("error")
+    assert err["code"] == "session_lost" and err["ref"] == "x" and err["retryable"] is False
+    with pytest.raises(ConnectionClosed) as info:
+        await c.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4004
+    again = await Client.open(edge.port, session="gone")  # a reconnect reopens it
+    assert (await again.recv())["offset"] == 0
+
+
+async def test_a_client_that_waits_as_told_is_never_closed(cluster: Cluster) -> None:
+    edge = cluster.edge(AGENTIA_RATE_PER_S="20", AGENTIA_BURST="1")
+    c = await Client.open(edge.port)
+    await c.recv()
+    acked = 0
+    for n in range(40):
+        while True:
+            await c.send(type="resume", after=0, id=f"r{n}")
+            f = await c.recv()
+            while f["type"] not in ("resumed", "error"):
+                f = await c.recv()
+            if f["type"] == "resumed":
+                assert f["id"] == f"r{n}" and f["solicited"] is True
+                acked += 1
+                break
+            assert f["code"] == "rate_limited" and f["ref"] == f"r{n}"
+            await asyncio.sleep(f["retry_after_ms"] / 1000)
+    assert acked == 40
+    await c.send(type="ping")
+    assert (await c.until("pong"))["type"] == "pong"
