@@ -9,6 +9,7 @@ import sys
 from agentia.settings import (
     DEV_SECRET,
     ApiSettings,
+    Common,
     EdgeSettings,
     SettingsError,
     WorkerSettings,
@@ -16,19 +17,19 @@ from agentia.settings import (
 )
 
 
-def _logging(level: str) -> None:
+def _logging(s: Common) -> None:
     from agentia.logs import setup
 
-    setup(level, json_lines=os.environ.get("AGENTIA_LOG_JSON", "") in {"1", "true"})
+    setup(s.log_level, json_lines=s.log_json)
 
 
 def cmd_gateway(a: argparse.Namespace) -> None:
     s = from_env(EdgeSettings, host=a.host, port=a.port, redis_url=a.redis)
-    _logging(s.log_level)
+    _logging(s)
     if a.processes > 1:
         from gateway.supervisor import run as supervise
 
-        supervise(s.host, s.port, a.processes)
+        supervise(s.host, s.port, a.processes, s.drain_s)
         return
     from gateway.main import run
 
@@ -39,7 +40,7 @@ def cmd_worker(a: argparse.Namespace) -> None:
     from sessions.main import run
 
     s = from_env(WorkerSettings, agent=a.agent, redis_url=a.redis, concurrency=a.concurrency)
-    _logging(s.log_level)
+    _logging(s)
     run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
 
 
@@ -47,7 +48,7 @@ def cmd_api(a: argparse.Namespace) -> None:
     from agentia.api import run
 
     s = from_env(ApiSettings, host=a.host, api_port=a.port, redis_url=a.redis)
-    _logging(s.log_level)
+    _logging(s)
     run(s)
 
 

@@ -23,6 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agentia.codes import ErrorCode
+
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 CONNECTIONS = Gauge("agentia_connections", "Open WebSocket connections",
@@ -38,7 +40,8 @@ FIRST_DELTA = Histogram("agentia_time_to_first_delta_seconds",
 TURN_TIME = Histogram("agentia_turn_duration_seconds",
                       "From a turn's acceptance to its last event", buckets=_LATENCY)
 INBOUND_LAG = Gauge("agentia_inbound_lag", "Turn notifications not yet acked, per shard",
-                    ["shard"], multiprocess_mode="max")
+                    ["shard"], multiprocess_mode="livemax")
+ERRORS = Counter("agentia_errors_total", "Error frames sent to clients, by code", ["code"])
 REDIS_ERRORS = Counter("agentia_redis_errors_total", "Redis failures seen", ["component"])
 
 # edge tally key -> (metric, labels)
@@ -49,6 +52,9 @@ _EDGE = {
     "refused_capacity": (HANDSHAKES, ("over_capacity",)),
     "refused_user_cap": (HANDSHAKES, ("over_user_limit",)),
     "refused_over_cap": (HANDSHAKES, ("over_socket_cap",)),
+    "refused_bad_request": (HANDSHAKES, ("bad_request",)),
+    "refused_draining": (HANDSHAKES, ("draining",)),
+    "refused_redis_down": (HANDSHAKES, ("redis_unavailable",)),
     "handshake_failed": (HANDSHAKES, ("failed",)),
     "frames_in": (FRAMES, ("in",)),
     "frames_out": (FRAMES, ("out",)),
@@ -60,18 +66,41 @@ _EDGE = {
     "expired_closes": (CLOSES, ("token_expired",)),
     "session_lost_closes": (CLOSES, ("session_lost",)),
     "drain_closes": (CLOSES, ("drain",)),
+    "other_closes": (CLOSES, ("other",)),
     "turns_accepted": (TURNS, ("accepted",)),
     "redis_errors": (REDIS_ERRORS, ("edge",)),
 }
 
 
+def _precreate() -> None:
+    """Every known label value exists from the start at 0, so that rate() sees the first
+    events (a series born with its first count would hide them)."""
+    for metric, labels in _EDGE.values():
+        metric.labels(*labels)
+    for outcome in ("accepted", "completed", "attempt_failed", "dead_lettered", "cancelled"):
+        TURNS.labels(outcome)
+    for code in ErrorCode:
+        ERRORS.labels(str(code))
+    for component in ("edge", "worker", "api"):
+        REDIS_ERRORS.labels(component)
+
+
 def sync(tally: Tally[str], synced: Tally[str]) -> None:
-    """Add what ``tally`` counted since the last call to the Prometheus counters."""
-    for key, (metric, labels) in _EDGE.items():
-        delta = tally[key] - synced[key]
-        if delta > 0:
+    """Add what ``tally`` counted since the last call to the Prometheus counters
+    (``error:<code>`` keys count error frames by code)."""
+    for key, value in list(tally.items()):
+        delta = value - synced[key]
+        if delta <= 0:
+            continue
+        synced[key] = value
+        if key.startswith("error:"):
+            ERRORS.labels(key[6:]).inc(delta)
+        elif key in _EDGE:
+            metric, labels = _EDGE[key]
             metric.labels(*labels).inc(delta)
-            synced[key] = tally[key]
+
+
+_precreate()
 
 
 def exposition() -> tuple[bytes, str]:

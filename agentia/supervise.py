@@ -42,13 +42,15 @@ def stop_signals() -> Callable[[], bool]:
     return lambda: bool(caught)
 
 
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    """SIGTERM every process, wait ``grace_s`` (their drain), then kill what is left."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
     for p in procs:
         try:
-            p.wait(15)
+            p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)

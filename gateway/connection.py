@@ -166,6 +166,7 @@ class Connection:
         except AgentiaError as err:
             if err.ref is None and isinstance(frame, P.Send | P.Resume | P.Cancel):
                 err.ref = frame.id
+            self.node.metrics[f"error:{err.code}"] += 1
             self.push(P.error_frame(err).encode())
             if err.code in _STRIKES and st.strikes.hit(now):
                 self.close_soon(CloseCode.FLOOD, "too many bad or rate-limited frames")

@@ -51,6 +51,7 @@ class EdgeNode:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.redis_ok = True
+        self._synced: Counter[str] = Counter()
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
 
@@ -72,6 +73,7 @@ class EdgeNode:
                     session: str | None) -> Connection | tuple[int, str]:
         """Decide a handshake: a Connection, or (HTTP status, reason) to refuse it."""
         if self.draining:
+            self.metrics["refused_draining"] += 1
             return 503, "draining: reconnect to another node"
         if self.count >= self.settings.max_connections:
             self.metrics["refused_capacity"] += 1
@@ -87,6 +89,7 @@ class EdgeNode:
             return 401, str(exc)
         sid = session or uuid.uuid4().hex
         if not K.SESSION_ID_RE.fullmatch(sid):
+            self.metrics["refused_bad_request"] += 1
             return 400, "session id must match [A-Za-z0-9_.:-]{1,64}"
         if self.per_user[ident.user] >= self.settings.max_connections_per_user:
             self.metrics["refused_user_cap"] += 1
@@ -107,6 +110,7 @@ class EdgeNode:
                 return 403, "this session belongs to another user"
             if not isinstance(exc, BusUnavailable):
                 log.exception("opening session %s failed", sid)
+            self.metrics["refused_redis_down"] += 1
             return 503, "message bus unavailable: retry shortly"
         state.epoch = info.epoch
         conn.push(P.welcome_frame(node=self.id, session=sid, epoch=info.epoch,
@@ -219,9 +223,8 @@ class EdgeNode:
 
     async def metrics_forever(self) -> None:
         """Move the hot path's plain counters into Prometheus once a second."""
-        synced: Counter[str] = Counter()
         while True:
-            M.sync(self.metrics, synced)
+            M.sync(self.metrics, self._synced)
             M.CONNECTIONS.set(self.count)
             await asyncio.sleep(1.0)
 
@@ -251,5 +254,7 @@ class EdgeNode:
                 await asyncio.wait_for(self._emptied.wait(), deadline)
         for t in list(self.tasks):
             t.cancel()
+        M.sync(self.metrics, self._synced)  # the last second's counts too
+        M.CONNECTIONS.set(self.count)
         with contextlib.suppress(BusUnavailable):
             await self.bus.drop_node(self.id)

@@ -9,7 +9,9 @@ restarts a process that dies, and on SIGTERM/SIGINT lets every process drain (cl
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 
 from agentia.supervise import Child, stop_all, stop_signals, supervise
 
@@ -21,11 +23,15 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(host: str, port: int, processes: int) -> None:
+def run(host: str, port: int, processes: int, drain_s: float) -> None:
     stopping = stop_signals()
     holder = reserve_port(host, port)
     port = holder.getsockname()[1]
     env = {**os.environ, "AGENTIA_REUSE_PORT": "true"}
+    metrics_dir = None
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # so /metrics on the port sums all processes
+        metrics_dir = tempfile.mkdtemp(prefix="agentia-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     children: list[Child] = []
     try:
         for _ in range(processes):
@@ -35,5 +41,7 @@ def run(host: str, port: int, processes: int) -> None:
         print(f"AGENTIA_GATEWAY_READY port={port} pids={pids}", flush=True)
         supervise(children, stopping)
     finally:
-        stop_all([c.proc for c in children])
+        stop_all([c.proc for c in children], drain_s + 5)
         holder.close()
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -19,6 +19,11 @@ The load, over ``--seconds`` (75 by default):
   (closed ``4001 IDLE``: the run sets ``AGENTIA_IDLE_TIMEOUT_S``, 30 s by default);
 * at the end every client closes and the scraper keeps going a few seconds.
 
+Evaluation differs from Prometheus in one respect: a labelled series absent from a scrape counts
+as 0, so the first increments of a new label value (the first ``flood`` close, say) show up
+here. Prometheus' ``rate`` and ``increase`` start from a series' first sample and miss them,
+because ``agentia/metrics.py`` does not pre-create its label values.
+
 Then ``agentia up`` gets SIGINT (it stops its children and Redis); anything from its
 ``pids=`` list still alive after 40 s is killed by PID. Needs matplotlib (not a dependency
 of the gateway)::
@@ -579,8 +584,9 @@ def render(scrapes: list[Scrape], stats: Stats, plan: Plan, out: Path, wall0: fl
             label = f"{k}  (total {fmt.format(totals.get(k, 0.0) * scale)})"
             ax.plot(ts, [v * scale for v in series[k]], label=label,
                     color=palette.get(k), lw=1.6, drawstyle="steps-post")
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left", framealpha=0.85)
+        top = max((v * scale for vs in series.values() for v in vs), default=0.0)
+        ax.set_ylim(0, top * 1.35 or 1)  # headroom for the legend
+        ax.legend(loc="best", framealpha=0.85)
 
     # Row 1: Connections
     ax = axis(0, 0, 2, "Open connections", "sum(agentia_connections)", "connections")
@@ -632,8 +638,9 @@ def render(scrapes: list[Scrape], stats: Stats, plan: Plan, out: Path, wall0: fl
                        label=f"p50 client-side, whole run: {pct(client, 0.5):.3f}s")
             ax.axhline(pct(client, 0.99), color="tab:red", ls=":", lw=1,
                        label=f"p99 client-side, whole run: {pct(client, 0.99):.3f}s")
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left", framealpha=0.85)
+        top = max((v for vs in qv.values() for v in vs if not math.isnan(v)), default=0.0)
+        ax.set_ylim(0, top * 1.45 or 1)
+        ax.legend(loc="upper right", framealpha=0.85)
 
     # Row 4: Bus
     ax = axis(3, 0, 3, "Inbound lag per shard (unread + pending turn entries)",
@@ -647,8 +654,10 @@ def render(scrapes: list[Scrape], stats: Stats, plan: Plan, out: Path, wall0: fl
                 [max(value(s, "agentia_inbound_lag", shard=sh).values(), default=math.nan)
                  for s in scrapes], label=f"shard {sh}", lw=1.3, drawstyle="steps-post")
     if shards:
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left", ncol=4, framealpha=0.85)
+        top = max((v for s in scrapes for v in value(s, "agentia_inbound_lag").values()),
+                  default=0.0)
+        ax.set_ylim(0, top * 1.4 or 1)
+        ax.legend(loc="upper left", ncol=len(shards), framealpha=0.85, fontsize=8)
 
     ax = axis(3, 3, 3, "Redis errors by component",
               "sum by (component) (rate(agentia_redis_errors_total[$__rate_interval]))",
@@ -709,8 +718,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--idle-timeout must exceed the clients' 20 s ping interval")
     plan = Plan(a.seconds, a.connections, a.turn_rate)
     secret = os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET)
-    command = "python -m loadtest.render_dashboard " + " ".join(sys.argv[1:] if argv is None
-                                                                else argv)
+    command = " ".join(["python -m loadtest.render_dashboard",
+                        *(sys.argv[1:] if argv is None else argv)])
     with tempfile.TemporaryDirectory(prefix="agentia-dash-") as tmp:
         state = Path(tmp)
         t_start = time.monotonic()

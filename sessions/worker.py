@@ -163,6 +163,7 @@ class Worker:
                 await self.bus.ensure_groups()
         else:
             log.warning("reading turns failed: %s; retrying", exc)
+            M.REDIS_ERRORS.labels("worker").inc()
             await asyncio.sleep(0.5)
         return 0
 
@@ -221,6 +222,7 @@ class Worker:
                 log.warning("lost the lock of session %s to another worker; leaving it", sid)
             except (BusUnavailable, *REDIS_DOWN):
                 log.warning("Redis unavailable while running session %s; will be reclaimed", sid)
+                M.REDIS_ERRORS.labels("worker").inc()
             except asyncio.CancelledError:
                 await self._hand_off(stream, rid, sid)
                 raise

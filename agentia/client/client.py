@@ -1,0 +1,340 @@
+"""The public :class:`AgentiaClient`: its settings, state, lifecycle, requests and events.
+
+The background work is in the layers below it: :class:`_ConnectionLoop`
+(agentia/client/connection.py) and :class:`_ClientCore` (agentia/client/core.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
+
+from agentia.client.connection import _ConnectionLoop
+from agentia.client.errors import ClientClosed, SendTimeout
+from agentia.client.pending import _Request, _Waiter
+from agentia.client.policy import Backoff
+from agentia.client.values import (
+    MAX_CLIENT_ID,
+    SESSION_ID_RE,
+    Ack,
+    Event,
+    Limits,
+    Reset,
+    TokenSource,
+    Trace,
+)
+
+
+class AgentiaClient(_ConnectionLoop):
+    """An ``agentia.v1`` session over one WebSocket at a time, reconnected as needed.
+
+    Args:
+        urls: one edge URL or several (``ws://host:port/v1/ws``; the path is added when
+            missing). Tried in order; each reconnect moves on to the next.
+        token: a JWT, or an async callable returning one, awaited before every connection
+            attempt (return a fresh token there once the old one expires).
+        session: the session id; ``None`` lets the edge create one (then
+            :attr:`session` holds it and reconnects reuse it).
+        heartbeat_s: seconds between ``ping`` frames when nothing else was sent; default
+            the edge's ``welcome.limits.heartbeat_s``, or half its ``idle_timeout_s`` if
+            that is shorter (an edge configured with a heartbeat longer than its idle
+            timeout would otherwise close idle clients that follow its advice).
+        after, epoch: start from this position instead of "now": ``after=0`` replays the
+            whole log; a saved (:attr:`epoch`, :attr:`offset`) continues where a previous
+            client stopped.
+        backoff: reconnect delays and the optional cap on failed attempts.
+        max_events: events buffered for :meth:`events` (see the module doc for the limit).
+        max_pending: sends and cancels waiting for their answer; more calls wait for room.
+        pace_requests: mirror the edge's token bucket so requests wait locally instead of
+            being refused with ``rate_limited`` (each refusal is a strike on the edge).
+        ack_timeout: seconds :meth:`send` and :meth:`cancel` wait for their answer, retries
+            and reconnects included; ``None``: as long as the client runs.
+        request_timeout: seconds a request may wait for its answer (a ``resume``: without
+            any frame arriving) before the connection is dropped and re-opened; a send
+            in flight is then re-sent with its id.
+        open_timeout: seconds for the TCP + WebSocket handshake and for the ``welcome``.
+        keepalive_s: WebSocket-level ping interval (and timeout) that detects dead TCP
+            connections; ``None`` disables it.
+        max_message_bytes: largest frame accepted from the edge.
+        trace: called with ``("in"|"out", frame)`` for every frame (debugging, metrics).
+        connect_kwargs: extra arguments for ``websockets.asyncio.client.connect`` (e.g.
+            ``ssl``, ``proxy``).
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        token: TokenSource,
+        session: str | None = None,
+        *,
+        heartbeat_s: float | None = None,
+        after: int | None = None,
+        epoch: str | None = None,
+        backoff: Backoff | None = None,
+        max_events: int = 1000,
+        max_pending: int = 100,
+        pace_requests: bool = True,
+        ack_timeout: float | None = 30.0,
+        request_timeout: float = 30.0,
+        open_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        keepalive_s: float | None = 20.0,
+        max_message_bytes: int | None = 16 * 1024 * 1024,
+        trace: Trace | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        url_list = _checked_urls(urls)
+        _check_settings(session, heartbeat_s, after, max_pending, request_timeout,
+                        open_timeout)
+        super().__init__(
+            url_list, token, session, heartbeat_s=heartbeat_s, after=after, epoch=epoch,
+            backoff=backoff, max_events=max_events, max_pending=max_pending,
+            pace_requests=pace_requests, ack_timeout=ack_timeout,
+            request_timeout=request_timeout, open_timeout=open_timeout,
+            close_timeout=close_timeout, keepalive_s=keepalive_s,
+            max_message_bytes=max_message_bytes, trace=trace, connect_kwargs=connect_kwargs)
+
+    # ------------------------------------------------------------ public state
+
+    @property
+    def session(self) -> str | None:
+        return self._session
+
+    @property
+    def epoch(self) -> str | None:
+        return self._tracker.epoch
+
+    @property
+    def offset(self) -> int:
+        """The last offset applied: with :attr:`epoch`, where a later client can resume."""
+        return self._tracker.last
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def node(self) -> str | None:
+        """The id of the edge node currently connected to."""
+        return self._conn.node if self._conn else None
+
+    @property
+    def limits(self) -> Limits | None:
+        return self._conn.limits if self._conn else None
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`connect` until :meth:`close` or a terminal error."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The terminal error that stopped the client, if any."""
+        return self._fatal
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else ("running" if self.running else "stopped")
+        return (f"<AgentiaClient session={self._session!r} {state} node={self.node!r} "
+                f"epoch={self.epoch!r} offset={self.offset}>")
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AgentiaClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Start the client and wait for its first connection (``welcome``).
+
+        Raises the terminal error if it stops first (:class:`AuthenticationError`,
+        :class:`ConnectError`, :class:`ReconnectFailed`, ...). Failed attempts before that are
+        retried like reconnects; bound the wait with ``Backoff.max_attempts`` or a timeout.
+        If the first connection fails, or the wait is cancelled, the client is closed.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="agentia-client")
+        try:
+            while not self._connected.is_set():
+                if self._fatal is not None:
+                    raise self._fatal
+                if self._task.done():
+                    raise ClientClosed("the client stopped")
+                self._progress.clear()
+                await self._progress.wait()
+        except BaseException:
+            if self.stats["connections"] == 0:
+                await self.close()  # nothing runs on behind the caller's back
+            raise
+
+    async def close(self) -> None:
+        """Close the connection (1000) and stop; pending calls raise :class:`ClientClosed`
+        and :meth:`events` ends after the events already queued."""
+        self._closed = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        self._fail_all(ClientClosed("the client was closed"))
+
+    # ------------------------------------------------------------ requests
+
+    async def send(self, text: str, *, id: str | None = None) -> Ack:
+        """Submit a user turn and wait for its ``ack``.
+
+        Retried with the same id after retryable errors and reconnects, so it is stored
+        once. Raises :class:`RequestError` for a refusal that retrying cannot fix,
+        :class:`SendTimeout` after the client's ``ack_timeout``, or the client's terminal
+        error. Wrap it in ``asyncio.timeout`` for a shorter wait.
+        """
+        if not text.strip():
+            raise ValueError("text must not be empty or only whitespace")
+        cid = id if id is not None else uuid.uuid4().hex
+        if not 1 <= len(cid) <= MAX_CLIENT_ID:
+            raise ValueError(f"id must be 1-{MAX_CLIENT_ID} characters")
+        if self._conn is not None:
+            _Request("send", id=cid, text=text).check_size(self._conn.limits)
+        req = _Request("send", asyncio.get_running_loop().create_future(), id=cid, text=text)
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                ack: Ack = await self._submit(req)
+                return ack
+        except TimeoutError:
+            if req.future is not None and req.future.done() and not req.future.cancelled():
+                return req.future.result()  # type: ignore[no-any-return]
+            raise SendTimeout(cid, self._ack_timeout or 0.0) from None
+
+    async def cancel(self, turn: int | None = None) -> int:
+        """Cancel a pending or running turn (``None``: the oldest unfinished one).
+
+        Returns the turn being cancelled; its outcome arrives as a ``cancelled`` event (or
+        its ``reply`` if it finished first). Raises :class:`RequestError` with code
+        ``turn_not_active`` when there is no such turn, and :class:`ConnectionLost` when the
+        connection dropped with the cancel in flight (it is not re-sent: without a turn it
+        could stop the next one).
+        """
+        if turn is not None and turn < 1:
+            raise ValueError("turn must be >= 1")
+        req = _Request("cancel", asyncio.get_running_loop().create_future(), turn=turn)
+        async with asyncio.timeout(self._ack_timeout):
+            result: int = await self._submit(req)
+            return result
+
+    async def _submit(self, req: _Request) -> Any:
+        self._check_running()
+        assert req.future is not None
+        if req.kind == "send" and any(r.id == req.id for r in self._requests):
+            raise ValueError(f"a send with id {req.id!r} is already pending")
+        async with self._slots:
+            self._check_running()
+            self._requests.append(req)
+            self._wake.set()
+            try:
+                return await asyncio.shield(req.future)
+            finally:
+                if not req.future.done():
+                    req.future.cancel()  # abandoned: the pump drops it
+                with contextlib.suppress(ValueError):
+                    self._requests.remove(req)
+
+    async def ask(self, text: str, *, on_text: Callable[[str], None] | None = None) -> str:
+        """Send ``text`` and return the final reply of that turn.
+
+        ``on_text`` is called with the reply so far after each ``delta`` (and with ``""``
+        when a new attempt of the turn restarts it). Raises :class:`TurnCancelled` (with the
+        partial text), :class:`TurnFailed` (``turn_error``), :class:`SessionReset` or the
+        errors of :meth:`send`. It waits as long as the turn runs (the edge ends every turn,
+        at the latest with ``turn_timeout``); wrap it in ``asyncio.timeout`` to wait less.
+        Cancelling ``ask`` stops the wait, not the turn: use :meth:`cancel` for that.
+        """
+        cid = uuid.uuid4().hex
+        waiter = _Waiter(cid, asyncio.get_running_loop().create_future(), on_text)
+        self._by_id[cid] = waiter
+        try:
+            ack = await self.send(text, id=cid)
+            self._bind(waiter, ack.offset)
+            return await waiter.future
+        finally:
+            self._by_id.pop(cid, None)
+            if waiter.turn is not None and self._by_turn.get(waiter.turn) is waiter:
+                del self._by_turn[waiter.turn]
+            if not waiter.future.done():
+                waiter.future.cancel()
+
+    def events(self) -> AsyncIterator[Event | Reset]:
+        """The session's events, each offset once and in order, across reconnects.
+
+        Buffering starts at :meth:`connect`, so nothing is missed before iterating. A
+        :class:`Reset` means the view has a gap (see there). Meant for one consumer at a
+        time: concurrent iterators share the events between them. Ends after :meth:`close`
+        (once the queued events are taken); raises the client's terminal error.
+        """
+        return _EventIterator(self)
+
+    async def next_event(self) -> Event | Reset:
+        """The next item of :meth:`events`; raises ``StopAsyncIteration`` at its end."""
+        while True:
+            item = self._tracker.take()
+            if item is not None:
+                self._kick()
+                return item
+            if self._fatal is not None:
+                raise self._fatal
+            if self._closed or (self._task is not None and self._task.done()):
+                raise StopAsyncIteration
+            if self._task is None:
+                raise ClientClosed("call connect() first")
+            self._app_ready.clear()
+            await self._app_ready.wait()
+
+
+def _checked_urls(urls: str | Sequence[str]) -> list[str]:
+    """``urls`` as a list, each checked to be a ws:// or wss:// URL."""
+    url_list = [urls] if isinstance(urls, str) else list(urls)
+    if not url_list:
+        raise ValueError("at least one URL is needed")
+    for u in url_list:
+        try:
+            parse_uri(u)
+        except InvalidURI as exc:
+            raise ValueError(f"not a ws:// or wss:// URL: {u!r}") from exc
+    return url_list
+
+
+def _check_settings(session: str | None, heartbeat_s: float | None, after: int | None,
+                    max_pending: int, request_timeout: float, open_timeout: float) -> None:
+    """Refuse settings the client cannot run with (``ValueError``)."""
+    if session is not None and not SESSION_ID_RE.fullmatch(session):
+        raise ValueError("session id must match [A-Za-z0-9_.:-]{1,64}")
+    if heartbeat_s is not None and heartbeat_s <= 0:
+        raise ValueError("heartbeat_s must be positive")
+    if after is not None and after < 0:
+        raise ValueError("after must be >= 0")
+    if max_pending < 1 or request_timeout <= 0 or open_timeout <= 0:
+        raise ValueError("max_pending >= 1, request_timeout > 0, open_timeout > 0 required")
+
+
+class _EventIterator:
+    __slots__ = ("_client",)
+
+    def __init__(self, client: AgentiaClient) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _EventIterator:
+        return self
+
+    async def __anext__(self) -> Event | Reset:
+        return await self._client.next_event()
+

@@ -1,0 +1,115 @@
+"""What the client waits for: requests written one at a time, and asks following a turn.
+
+No I/O: a :class:`_Request` builds its frame and recognises its answer; a :class:`_Waiter`
+turns a turn's events into the outcome of :meth:`AgentiaClient.ask`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from agentia.client.errors import RequestError, TurnCancelled, TurnFailed
+from agentia.client.values import Event, Limits
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """A ``send``, ``cancel`` or ``resume`` on its way (``future`` is None for a resume the
+    client builds itself)."""
+
+    kind: Literal["send", "cancel", "resume"]
+    future: asyncio.Future[Any] | None = None
+    id: str = ""
+    text: str = ""
+    turn: int | None = None
+    after: int = 0
+    epoch: str | None = None
+    transmissions: int = 0
+    generation: int = 0
+
+    def frame(self) -> dict[str, Any]:
+        if self.kind == "send":
+            return {"type": "send", "id": self.id, "text": self.text}
+        if self.kind == "cancel":
+            return {"type": "cancel", "turn": self.turn}
+        return {"type": "resume", "after": self.after, "epoch": self.epoch}
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future is not None and self.future.done()
+
+    def answered_by(self, frame: dict[str, Any]) -> bool:
+        """True when ``frame`` (an ``ack``, ``cancelling`` or ``error``) answers this request."""
+        kind = frame.get("type")
+        if kind == "ack":
+            return self.kind == "send" and frame.get("id") == self.id
+        if kind == "cancelling":
+            return self.kind == "cancel"
+        if kind == "error":
+            ref = frame.get("ref")
+            return ref is None or (self.kind == "send" and ref == self.id)
+        return False
+
+    def check_size(self, limits: Limits) -> None:
+        """Refuse locally (:class:`RequestError` ``bad_frame``) what the edge would refuse."""
+        if len(self.text) > limits.max_text_chars:
+            raise RequestError("bad_frame", f"text is longer than {limits.max_text_chars} "
+                               "characters", ref=self.id)
+        if len(orjson.dumps(self.frame())) > limits.max_frame_bytes:
+            raise RequestError("bad_frame", f"the frame is larger than "
+                               f"{limits.max_frame_bytes} bytes", ref=self.id)
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """One :meth:`AgentiaClient.ask`: follows its turn's events to the outcome."""
+
+    client_id: str
+    future: asyncio.Future[str]
+    on_text: Callable[[str], None] | None
+    turn: int | None = None
+    text: str = ""
+    bound_epoch: str | None = None
+
+    def feed(self, ev: Event) -> bool:
+        """Apply one event of the turn; True when the turn is over."""
+        kind = ev.get("type")
+        if kind == "turn_start" and ev.get("attempt", 1) != 1:
+            self._set_text("")  # a new attempt restarts the reply
+        elif kind == "delta":
+            self._set_text(self.text + str(ev.get("text", "")))
+        elif kind == "reply":
+            _resolve(self.future, str(ev.get("text", self.text)))
+            return True
+        elif kind == "cancelled":
+            _fail(self.future, TurnCancelled(self.turn or 0, str(ev.get("text", ""))))
+            return True
+        elif kind == "turn_error":
+            _fail(self.future, TurnFailed(self.turn or 0, str(ev.get("code", "turn_failed")),
+                                          str(ev.get("message", ""))))
+            return True
+        return self.future.done()
+
+    def _set_text(self, text: str) -> None:
+        self.text = text
+        if self.on_text is not None and not self.future.done():
+            try:
+                self.on_text(text)
+            except Exception as exc:  # the caller's callback: fail its ask, not the client
+                _fail(self.future, exc)
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+        fut.exception()  # retrieved: no "never retrieved" warning if nobody awaits it

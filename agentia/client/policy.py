@@ -1,0 +1,76 @@
+"""Reconnect policy: where to connect, how long to wait between attempts, when to stop.
+
+Pure functions and values, no I/O: the close-code table (docs/protocol.md, section 8), the
+HTTP statuses worth retrying, the jittered exponential :class:`Backoff` and the URL built
+for each attempt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+WS_PATH = "/v1/ws"
+STABLE_AFTER_S = 10.0
+"""A connection that lasted this long resets the reconnect backoff."""
+_TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: ``min(cap, base * 2**n)`` with the top ``jitter`` fraction
+    randomised, for the n-th consecutive failure (n = 0, 1, ...)."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    max_attempts: int | None = None
+    """Failed connection attempts in a row (no ``welcome``) before giving up with
+    :class:`ReconnectFailed`; ``None``: never give up."""
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (self.base > 0 and self.cap >= self.base and 0 <= self.jitter <= 1):
+            raise ValueError("Backoff needs base > 0, cap >= base and 0 <= jitter <= 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("Backoff.max_attempts must be at least 1 (or None)")
+
+    def delay(self, n: int, rand: Callable[[], float] = random.random) -> float:
+        top = min(self.cap, self.base * 2.0 ** min(max(n, 0), 60))
+        return top * (1.0 - self.jitter * rand())
+
+
+def close_action(code: int | None) -> Literal["reconnect", "stop"]:
+    """What a close code asks the client to do (docs/protocol.md, section 8).
+
+    ``None`` (no close frame, e.g. the edge died: 1006) reconnects; so do the standard codes
+    except the protocol violations (1002, 1003, 1007, 1008, 1010), and 4000-4499. 4500-4999
+    are terminal. A 1000 the client did not ask for also reconnects, as the protocol says.
+    """
+    if code is None:
+        return "reconnect"
+    if 4500 <= code <= 4999 or code in _TERMINAL_CLOSES:
+        return "stop"
+    return "reconnect"
+
+
+def session_url(url: str, session: str | None) -> str:
+    """``url`` with the ``/v1/ws`` path when it has none, and ``?session=`` set."""
+    parts = urlsplit(url)
+    path = parts.path if parts.path not in ("", "/") else WS_PATH
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if k != "session"]
+    if session:
+        query.append(("session", session))
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), ""))
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from an HTTP ``Retry-After`` header; 0 when absent or not a number."""
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
