@@ -161,6 +161,7 @@ class Connection:
             frame = P.parse_frame(raw, self.node.limits.max_text_chars)
             await self._dispatch(frame, now)
         except SessionLost as err:
+            self.node.metrics[f"error:{err.code}"] += 1
             self.push(P.error_frame(err).encode())
             self.close_soon(CloseCode.SESSION_LOST, "session state was lost: reconnect")
         except AgentiaError as err:
@@ -172,6 +173,7 @@ class Connection:
                 self.close_soon(CloseCode.FLOOD, "too many bad or rate-limited frames")
         except Exception:
             log.exception("frame from session %s failed", st.session)
+            self.node.metrics["error:internal"] += 1
             self.push(P.error_frame(AgentiaError(ErrorCode.INTERNAL, "internal error")).encode())
 
     async def _dispatch(self, frame: P.ClientFrame, now: float) -> None:

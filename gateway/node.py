@@ -219,7 +219,8 @@ class EdgeNode:
                 if c.state.epoch != info.epoch:
                     c.state.epoch = info.epoch
                     c.state.cursor.sent = c.state.cursor.seen = info.offset
-                    c.push(P.resumed_frame(False, info.offset, info.epoch).encode())
+                    c.push(P.resumed_frame(False, info.offset, info.epoch,
+                                           solicited=False).encode())
 
     async def metrics_forever(self) -> None:
         """Move the hot path's plain counters into Prometheus once a second."""

@@ -134,11 +134,12 @@ def ack_frame(client_id: str, offset: int, duplicate: bool) -> str:
     return encode({"type": "ack", "id": client_id, "offset": offset, "duplicate": duplicate})
 
 
-def resumed_frame(recovered: bool, offset: int, epoch: str, ref: str | None = None) -> str:
-    """The answer to a resume (``id`` echoes the resume's id), or, without ``ref``, the
-    server's own notice that the session's state was lost."""
+def resumed_frame(recovered: bool, offset: int, epoch: str, ref: str | None = None,
+                  solicited: bool = True) -> str:
+    """The answer to a resume (``id`` echoes the resume's id, if it had one), or, with
+    ``solicited=False``, the server's own notice that the session's state was lost."""
     frame: dict[str, Any] = {"type": "resumed", "recovered": recovered, "offset": offset,
-                             "epoch": epoch, "solicited": ref is not None}
+                             "epoch": epoch, "solicited": solicited}
     if ref is not None:
         frame["id"] = ref
     return encode(frame)

@@ -150,7 +150,7 @@ return 0
 # KEYS: lock, turns; ARGV: owner, force ("" = only when idle)
 # Releases the session only when no turn is pending, atomically: a turn submitted before this
 # runs keeps the lock with its holder, one submitted after finds the lock free. ``force`` is
-# for a hand-off, where a new shard entry already tells another worker to take over.
+# for a hand-off: the worker frees the lock, then writes a new shard entry for the session.
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if ARGV[2] == '' and redis.call('XLEN', KEYS[2]) > 0 then return 0 end

@@ -183,7 +183,8 @@ def test_ack_frame_round_trip() -> None:
 
 def test_resumed_frame_round_trip() -> None:
     assert orjson.loads(resumed_frame(True, 9, "ep")) == {
-        "type": "resumed", "recovered": True, "offset": 9, "epoch": "ep", "solicited": False}
+        "type": "resumed", "recovered": True, "offset": 9, "epoch": "ep", "solicited": True}
+    assert orjson.loads(resumed_frame(False, 9, "ep", solicited=False))["solicited"] is False
     assert orjson.loads(resumed_frame(False, 3, "e2", "r1")) == {
         "type": "resumed", "recovered": False, "offset": 3, "epoch": "e2", "solicited": True,
         "id": "r1"}
