@@ -6,12 +6,16 @@ visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly
 
 # KEYS: meta, nodes, log, turns, cids, memory
 # ARGV: user, new_epoch, now, ttl, node ("" = none)
+# A session without meta starts a new epoch from scratch: whatever else of it survived (an
+# evicted or lost meta) is dropped, since offsets restart at 1 (a stream also remembers its
+# last id, so a leftover log or turns stream would refuse 0-1).
 OPEN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then
   return {'forbidden'}
 end
 if not owner then
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2], 'seq', 0, 'done', 0,
              'created', ARGV[3])
 end

@@ -25,7 +25,8 @@
 export const PROTOCOL = "agentia.v1";
 export const STATES = Object.freeze(["connecting", "connected", "reconnecting", "resumed", "closed"]);
 export const RETRYABLE_CODES = Object.freeze(
-  new Set(["rate_limited", "unavailable", "overloaded", "internal"]));
+  // session_lost: the edge closes with 4004 next; the send goes again after the reconnect
+  new Set(["rate_limited", "unavailable", "overloaded", "internal", "session_lost"]));
 const CONTROL_TYPES = new Set(["welcome", "ack", "resumed", "cancelling", "pong", "error"]);
 const SESSION_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const OPEN = 1; // WebSocket.OPEN

@@ -174,6 +174,10 @@ class _ClientCore:
     def _refused(self, req: _Request, err: RequestError) -> bool:
         """An ``error`` answer: hold off and return False to retry, or fail the request."""
         self.stats[f"error_{err.code}"] += 1
+        if err.code == "session_lost":
+            # the edge closes with 4004 next; the request is sent again after the reconnect
+            self.stats["retries"] += 1
+            return False
         if err.retryable:
             ms = err.retry_after_ms if err.retry_after_ms is not None else 1000
             self._pacer.hold(ms, rate_limited=err.code == "rate_limited")

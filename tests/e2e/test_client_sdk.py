@@ -311,3 +311,19 @@ async def test_unreachable_edges_give_up_after_max_attempts() -> None:
         await c.connect()
     assert info.value.attempts == 4 and isinstance(info.value.last, OSError)
     assert c.stats["connect_attempts"] == 4 and not c.running
+
+
+async def test_send_after_the_session_was_lost_reconnects_and_lands(
+        cluster: Cluster, bus: Bus) -> None:
+    """Redis forgot the session under an open connection: the edge answers session_lost and
+    closes with 4004; the client reconnects (the session is reopened, new epoch) and resends."""
+    edge = cluster.edge()
+    cluster.worker()
+    async with AgentiaClient(url(edge), token("lena"), session="lost-1") as client:
+        assert "first" in await client.ask("first")
+        await bus.redis.delete(bus.keys.meta("lost-1"), bus.keys.log("lost-1"))
+        reply = await asyncio.wait_for(client.ask("second"), 30)
+        assert "second" in reply
+    r = await bus.replay("lost-1", 0, None)
+    texts = [orjson.loads(e).get("text") for _, e in r.events]
+    assert texts.count("second") == 1
