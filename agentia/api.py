@@ -82,6 +82,12 @@ def create_app(s: ApiSettings) -> FastAPI:
 
     app = FastAPI(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
     app.state.verifier = verifier
+    if s.voice:  # LiveKit's libraries are imported only when voice is on
+        from agentia.settings import from_env
+        from voice.routes import voice_router
+        from voice.settings import VoiceSettings
+
+        app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -103,7 +109,7 @@ def create_app(s: ApiSettings) -> FastAPI:
     @app.get("/v1/config")
     async def config() -> dict[str, Any]:
         return {"ws_urls": [u.strip() for u in s.ws_urls.split(",") if u.strip()],
-                "protocol": PROTOCOL, "voice": False, "dev_tokens": s.dev_tokens}
+                "protocol": PROTOCOL, "voice": s.voice, "dev_tokens": s.dev_tokens}
 
     @app.post("/v1/dev/token", response_model=TokenReply)
     async def dev_token(req: TokenRequest) -> TokenReply:

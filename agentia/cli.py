@@ -1,4 +1,4 @@
-"""The ``agentia`` command: up, gateway, worker, token, chat."""
+"""The ``agentia`` command: up, gateway, worker, api, voice, token, chat."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ def cmd_api(a: argparse.Namespace) -> None:
     s = from_env(ApiSettings, host=a.host, api_port=a.port, redis_url=a.redis)
     _logging(s)
     run(s)
+
+
+def cmd_voice(a: argparse.Namespace) -> None:
+    from voice.worker import main as voice
+
+    voice(redis_url=a.redis)
 
 
 def cmd_token(a: argparse.Namespace) -> None:
@@ -109,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--session")
     c.add_argument("-m", "--message", action="append", help="send and exit after the reply")
     c.set_defaults(fn=cmd_chat)
+    v = sub.add_parser("voice", help="run a voice worker (LiveKit Agents, explicit dispatch)")
+    v.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
+    v.set_defaults(fn=cmd_voice)
     return p
 
 

@@ -78,6 +78,8 @@ class ApiSettings(Auth):
     api_port: int = 8780
     ws_urls: str = "ws://127.0.0.1:8765/v1/ws"
     dev_tokens: bool = False
+    voice: bool = False
+    """Serve ``POST /v1/voice/sessions`` (LiveKit settings: ``voice.settings.VoiceSettings``)."""
 
 
 @dataclass(slots=True)

@@ -1,0 +1,88 @@
+"""The bridge on the real bus: Redis, an edge with a chat client, agent workers (demo model)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+
+from sessions.bus import Bus, Forbidden
+from tests.conftest import Client, Cluster
+from voice.bridge import VoiceBridge
+
+pytestmark = pytest.mark.e2e
+
+
+async def log_of(bus: Bus, sid: str) -> list[dict[str, object]]:
+    r = await bus.replay(sid, 0, None)
+    return [{"offset": o, **orjson.loads(e)} for o, e in r.events]
+
+
+async def turn_end(bus: Bus, sid: str, timeout: float) -> dict[str, object]:
+    """The first event that ends a turn, read from the session log as it is appended."""
+    last = b"0-0"
+    async with asyncio.timeout(timeout):
+        while True:
+            rows = await bus.redis.xread({bus.keys.log(sid): last}, block=1000)
+            for _stream, entries in rows or []:
+                for rid, fields in entries:
+                    last = rid
+                    event = orjson.loads(fields[b"e"])
+                    if event["type"] in ("reply", "cancelled", "turn_error"):
+                        return dict(event)
+
+
+async def test_a_voice_turn_is_a_turn_of_the_session(cluster: Cluster, bus: Bus) -> None:
+    edge = cluster.edge()
+    cluster.worker()
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    chat = await Client.open(edge.port, user="alice", session=sid)
+    await chat.until("welcome")
+    await chat.send(type="send", id="c-1", text="remember the word banana")
+    await chat.until("reply")
+    bridge = VoiceBridge(bus, sid, "alice")
+    await bridge.start()
+    try:
+        spoken = [t async for t in bridge.ask("what did i say", "voice-1")]
+        user = await chat.until("user", source="voice")
+        reply = await chat.until("reply", turn=user["offset"])
+        assert user["text"] == "what did i say" and user["user"] == "alice"
+        # the same conversation: the agent saw the chat turn before the voice turn
+        assert "remember the word banana" in reply["text"]
+        assert "".join(spoken) == reply["text"]
+        # resending the same client id (a retry) does not make a second turn
+        again = [t async for t in bridge.ask("what did i say", "voice-1")]
+        assert "".join(again) == reply["text"]
+        users = [e for e in await log_of(bus, sid) if e["type"] == "user"]
+        assert [(e["source"], e["text"]) for e in users] == [
+            ("chat", "remember the word banana"), ("voice", "what did i say")]
+    finally:
+        await bridge.close()
+        await chat.close()
+    assert await bus.redis.hexists(bus.keys.nodes(sid), bridge.node) == 0
+
+
+async def test_barge_in_cancels_the_running_turn(cluster: Cluster, bus: Bus) -> None:
+    cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.2")
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    bridge = VoiceBridge(bus, sid, "bob")
+    await bridge.start()
+    try:
+        reply = bridge.ask("tell me a story", "voice-1")
+        first = await asyncio.wait_for(anext(reply), 15)
+        assert first
+        await reply.aclose()  # what livekit-agents does to the LLM stream on an interruption
+        ended = await turn_end(bus, sid, timeout=10)
+        assert ended["type"] == "cancelled"
+        assert first in str(ended["text"])
+    finally:
+        await bridge.close()
+
+
+async def test_another_users_session_is_refused(bus: Bus) -> None:
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    await bus.open_session(sid, "alice")
+    with pytest.raises(Forbidden):
+        await VoiceBridge(bus, sid, "mallory").start()

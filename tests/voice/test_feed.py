@@ -1,0 +1,73 @@
+"""TurnFeed (what to say for one turn, from its events) and the job metadata: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+import pytest
+
+from voice.bridge import FAILED_TEXT, TurnFeed
+from voice.settings import VoiceSettings
+from voice.tokens import job_metadata, parse_job_metadata, room_token
+
+
+def said(feed: TurnFeed, *events: dict[str, Any]) -> list[str]:
+    return [s for e in events if (s := feed.on_event(e))]
+
+
+def test_deltas_are_spoken_as_they_come_and_reply_ends_the_turn() -> None:
+    f = TurnFeed(7)
+    out = said(f, {"type": "turn_start", "turn": 7, "attempt": 1},
+               {"type": "delta", "turn": 7, "text": "It is "},
+               {"type": "tool", "turn": 7, "name": "current_time"},
+               {"type": "delta", "turn": 7, "text": "noon."},
+               {"type": "reply", "turn": 7, "text": "It is noon."})
+    assert out == ["It is ", "noon."] and f.done
+
+
+def test_reply_fills_in_text_no_delta_carried() -> None:
+    f = TurnFeed(7)
+    assert said(f, {"type": "delta", "turn": 7, "text": "It is"},
+                {"type": "reply", "turn": 7, "text": "It is noon."}) == ["It is", " noon."]
+
+
+def test_other_turns_and_events_after_the_end_are_ignored() -> None:
+    f = TurnFeed(7)
+    assert said(f, {"type": "delta", "turn": 8, "text": "other"},
+                {"type": "user", "id": "x", "text": "hi"},
+                {"type": "reply", "turn": 7, "text": "done"},
+                {"type": "delta", "turn": 7, "text": "late"}) == ["done"]
+
+
+def test_a_retried_attempt_does_not_repeat_what_was_spoken() -> None:
+    f = TurnFeed(3)
+    out = said(f, {"type": "delta", "turn": 3, "text": "One two "},
+               {"type": "turn_start", "turn": 3, "attempt": 2},
+               {"type": "delta", "turn": 3, "text": "One two three"},
+               {"type": "reply", "turn": 3, "text": "One two three four"})
+    assert out == ["One two ", "three", " four"]
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("cancelled", []), ("turn_error", [FAILED_TEXT])])
+def test_cancel_is_silent_and_failure_is_announced(kind: str, expected: list[str]) -> None:
+    f = TurnFeed(1)
+    assert said(f, {"type": kind, "turn": 1, "text": "", "code": "turn_failed"}) == expected
+    assert f.done
+
+
+def test_job_metadata_round_trip_and_refusals() -> None:
+    assert parse_job_metadata(job_metadata("s-1", "alice")) == ("s-1", "alice")
+    for bad in ["", "[]", '{"session": "a b", "user": "u"}', '{"session": "s"}',
+                '{"session": "s", "user": ""}', "not json"]:
+        with pytest.raises(ValueError):
+            parse_job_metadata(bad)
+
+
+def test_room_token_grants_one_room_only() -> None:
+    s = VoiceSettings(livekit_api_key="k", livekit_api_secret="s" * 32)
+    claims = jwt.decode(room_token(s, "agentia-call-x", "alice"), "s" * 32, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["iss"] == "k"
+    video = claims["video"]
+    assert video["room"] == "agentia-call-x" and video["roomJoin"] is True
+    assert not video.get("roomAdmin") and not video.get("roomCreate")

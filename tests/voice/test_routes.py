@@ -1,0 +1,90 @@
+"""POST /v1/voice/sessions against real Redis and a real LiveKit server (no voice worker)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from fastapi import FastAPI
+from livekit import api as lkapi
+
+from agentia.api import identity
+from gateway.auth import Verifier
+from sessions.bus import Bus
+from tests.conftest import token
+from tests.voice.livekit_server import LiveKitServer, free_port
+from voice.routes import voice_router
+from voice.settings import VoiceSettings
+
+pytestmark = pytest.mark.e2e
+
+
+def settings_for(lk: LiveKitServer, url: str | None = None) -> VoiceSettings:
+    return VoiceSettings(livekit_url=url or lk.url, livekit_api_key=lk.key,
+                         livekit_api_secret=lk.secret)
+
+
+def app_for(bus: Bus, s: VoiceSettings) -> FastAPI:
+    from agentia.settings import DEV_SECRET
+
+    app = FastAPI()
+    app.state.verifier = Verifier(DEV_SECRET)
+    app.include_router(voice_router(bus, s, identity))
+    return app
+
+
+async def post(app: FastAPI, body: dict[str, Any], tok: str | None) -> tuple[int, Any]:
+    """One request through the ASGI interface (no HTTP client library needed)."""
+    headers = [(b"content-type", b"application/json")]
+    if tok:
+        headers.append((b"authorization", f"Bearer {tok}".encode()))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "path": "/v1/voice/sessions", "raw_path": b"/v1/voice/sessions",
+             "query_string": b"", "headers": headers, "scheme": "http", "root_path": "",
+             "server": ("test", 80), "client": ("test", 1)}
+    inbox = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    raw = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, orjson.loads(raw)
+
+
+async def test_the_owner_gets_a_room_token_and_the_agent_is_dispatched(
+        bus: Bus, livekit: LiveKitServer) -> None:
+    s = settings_for(livekit)
+    app = app_for(bus, s)
+    sid = f"r-{uuid.uuid4().hex[:8]}"
+    status, reply = await post(app, {"session": sid}, token("alice"))
+    assert status == 201, reply
+    assert reply["url"] == livekit.url and reply["session"] == sid
+    grant = jwt.decode(reply["token"], livekit.secret, algorithms=["HS256"])
+    assert grant["sub"] == "alice" and grant["video"]["room"] == reply["room"]
+    async with lkapi.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret) as lk:
+        dispatches = await lk.agent_dispatch.list_dispatch(room_name=reply["room"])
+    # (the server also lists its default dispatch for unnamed agents, which we never run)
+    ours = [orjson.loads(d.metadata) for d in dispatches if d.agent_name == "agentia-voice"]
+    assert ours == [{"session": sid, "user": "alice"}]
+    assert (await bus.session_meta(sid))["owner"] == "alice"
+
+
+async def test_refusals(bus: Bus, livekit: LiveKitServer) -> None:
+    app = app_for(bus, settings_for(livekit))
+    sid = f"r-{uuid.uuid4().hex[:8]}"
+    await bus.open_session(sid, "alice")
+    assert (await post(app, {"session": sid}, None))[0] == 401
+    assert (await post(app, {"session": sid}, token("mallory")))[0] == 403
+    assert (await post(app, {"session": "bad id"}, token("alice")))[0] == 422
+    down = app_for(bus, settings_for(livekit, f"ws://127.0.0.1:{free_port()}"))
+    status, reply = await post(down, {"session": sid}, token("alice"))
+    assert status == 503 and "voice is unavailable" in reply["detail"]

@@ -1,0 +1,248 @@
+"""The bridge between a call and the bus: the call is one more client of the session.
+
+A final transcript becomes a turn (``Bus.submit``, ``source="voice"``), which the agent workers
+run like any chat turn, in the same conversation. The voice worker registers as an edge node
+of the session, reads its own delivery stream and streams the turn's ``delta`` text to the
+framework's TTS (sentence by sentence). Barge-in while the turn still runs cancels it.
+
+``TurnFeed`` is the loop-free part: events of one turn in, text to speak out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import orjson
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+from agentia.codes import BusUnavailable
+from sessions import keys as K
+from sessions.bus import Bus
+
+log = logging.getLogger("agentia.voice")
+
+TURN_QUEUE = 1_024
+"""Live events buffered per turn; beyond it they are dropped and read back from the log."""
+TURN_IDLE_S = 330.0
+"""A turn with no event for this long is given up (workers time turns out after 300 s)."""
+FAILED_TEXT = "Sorry, I could not answer that."
+
+
+class TurnFeed:
+    """What to say for one turn, from its log events (``delta``, ``reply``, ...).
+
+    A retried attempt (``turn_start`` with ``attempt > 1``) starts its text again; the part
+    already spoken is skipped (a retry usually repeats it), the rest is spoken.
+    """
+
+    def __init__(self, turn: int) -> None:
+        self.turn = turn
+        self.done = False
+        self.spoken = 0
+        self._text = ""
+        self._skip = 0
+        self._pos = 0
+
+    def on_event(self, event: dict[str, Any]) -> str:
+        """Text to speak now ("" for none); sets ``done`` on the turn's last event."""
+        if event.get("turn") != self.turn or self.done:
+            return ""
+        kind = event.get("type")
+        if kind == "turn_start" and int(event.get("attempt", 1)) > 1:
+            self._text, self._pos, self._skip = "", 0, self.spoken
+            return ""
+        if kind == "delta":
+            self._text += str(event.get("text", ""))
+            return self._take()
+        if kind == "reply":
+            self.done = True
+            full = str(event.get("text", ""))
+            self._text = full if full.startswith(self._text) else self._text
+            return self._take()
+        if kind in ("cancelled", "turn_error"):
+            self.done = True
+            return FAILED_TEXT if kind == "turn_error" else ""
+        return ""
+
+    def _take(self) -> str:
+        start = max(self._pos, self._skip)
+        out = self._text[start:]
+        self._pos = max(self._pos, len(self._text))
+        self.spoken += len(out)
+        return out
+
+
+class _Listener:
+    """Live events of one turn, bounded; an overflow asks the reader to go back to the log."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue(TURN_QUEUE)
+        self.overflow = False
+
+    def put(self, offset: int, event: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait((offset, event))
+        except asyncio.QueueFull:
+            self.overflow = True
+
+
+class VoiceBridge:
+    """One call's view of one session: submit turns, stream back their replies."""
+
+    def __init__(self, bus: Bus, session: str, user: str, node_id: str | None = None) -> None:
+        self.bus = bus
+        self.session = session
+        self.user = user
+        self.node = node_id or f"voice-{uuid.uuid4().hex[:12]}"
+        self.epoch = ""
+        self._turns: dict[int, _Listener] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Open (or check) the session as its owner and start reading our delivery stream."""
+        info = await self.bus.open_session(self.session, self.user, self.node)
+        self.epoch = info.epoch
+        await self.bus.heartbeat_node(self.node)
+        self._spawn(self._deliver_forever())
+        self._spawn(self._heartbeat_forever())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(BusUnavailable):
+            await self.bus.unregister(self.session, self.node)
+            await self.bus.drop_node(self.node)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def ask(self, text: str, client_id: str) -> AsyncIterator[str]:
+        """Submit ``text`` as a voice turn; yield the reply text as it streams.
+
+        Closing the iterator before the turn ends (barge-in) cancels the turn.
+        """
+        sub = await self.bus.submit(self.session, client_id, text, user=self.user,
+                                    source="voice")
+        turn, feed = sub.offset, TurnFeed(sub.offset)
+        listener = self._turns[turn] = _Listener()
+        last, from_log = turn, True  # events appended before we listened are in the log
+        try:
+            while not feed.done:
+                if from_log or listener.overflow:
+                    from_log = listener.overflow = False
+                    async for off, event in self._from_log(last):
+                        last = off
+                        if said := feed.on_event(event):
+                            yield said
+                    continue
+                off, event = await asyncio.wait_for(listener.queue.get(), TURN_IDLE_S)
+                if off > last:
+                    last = off
+                    if said := feed.on_event(event):
+                        yield said
+        finally:
+            del self._turns[turn]
+            if not feed.done:
+                self._spawn(self._cancel(turn))
+
+    async def _from_log(self, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        while True:
+            page = await self.bus.replay(self.session, after, None, 500)
+            for off, raw in page.events:
+                if off > after:
+                    after = off
+                    yield off, orjson.loads(raw)
+            if len(page.events) < 500:
+                return
+
+    async def _cancel(self, turn: int) -> None:
+        try:
+            got = await self.bus.cancel(self.session, turn)
+            log.info("barge-in: cancel turn %d of %s -> %s", turn, self.session, got or "done")
+        except BusUnavailable:
+            log.warning("could not cancel turn %d of %s: Redis unavailable", turn, self.session)
+
+    async def _deliver_forever(self) -> None:
+        last, backoff = b"0-0", 0.1
+        while True:
+            try:
+                rows = await self.bus.read_delivery(self.node, last)
+                backoff = 0.1
+            except BusUnavailable:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for rid, sid, offset, raw in rows:
+                last = rid
+                if sid != self.session or not self._turns:
+                    continue
+                event = orjson.loads(raw)
+                listener = self._turns.get(event.get("turn", -1))
+                if listener is not None:
+                    listener.put(offset, event)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, K.NODE_TTL / 3))
+            try:
+                if not await self.bus.heartbeat_node(self.node):
+                    info = await self.bus.open_session(self.session, self.user, self.node)
+                    self.epoch = info.epoch
+            except BusUnavailable:
+                log.warning("Redis unavailable; voice node %s retries", self.node)
+
+
+class BusLLM(llm.LLM[Any]):
+    """The session's agent, reached through the bus, as livekit-agents' LLM.
+
+    It sends only the newest user message: the conversation lives in the session (memory
+    kept by the agent workers), not in the call's chat context.
+    """
+
+    def __init__(self, bridge: VoiceBridge) -> None:
+        super().__init__()
+        self.bridge = bridge
+
+    @property
+    def model(self) -> str:
+        return "agentia-session"
+
+    @property
+    def provider(self) -> str:
+        return "agentia"
+
+    def chat(self, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool] | None = None,
+             conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+             parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+             tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+             extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN) -> llm.LLMStream:
+        return _BusStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+
+
+class _BusStream(llm.LLMStream):
+    def __init__(self, owner: BusLLM, **kw: Any) -> None:
+        super().__init__(owner, **kw)
+        self._bridge = owner.bridge
+        self._retry_on_chunk_sent = False  # text already spoken must not be spoken twice
+
+    async def _run(self) -> None:
+        msg = next((m for m in reversed(self.chat_ctx.messages()) if m.role == "user"), None)
+        text = (msg.text_content or "").strip() if msg is not None else ""
+        if msg is None or not text:
+            return
+        client_id = f"voice-{msg.id}"[:64]  # stable across retries: the turn is stored once
+        try:
+            async for said in self._bridge.ask(text, client_id):
+                self._event_ch.send_nowait(llm.ChatChunk(
+                    id=client_id, delta=llm.ChoiceDelta(role="assistant", content=said)))
+        except BusUnavailable as exc:
+            raise APIConnectionError("the message bus is unavailable") from exc

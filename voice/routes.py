@@ -1,0 +1,80 @@
+"""The control plane's voice route: ``POST /v1/voice/sessions`` starts a call of a session.
+
+The caller proves who they are with their Agentia token (the same as the edge's); the session
+must be theirs (or new). They get a LiveKit URL, room and room token; the voice worker is
+dispatched into that room and joins the session as one more of its clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from fastapi import APIRouter, Depends, HTTPException
+from livekit import api as lkapi
+from pydantic import BaseModel, Field
+
+from agentia.codes import BusUnavailable
+from gateway.auth import Identity
+from sessions.bus import Bus, Forbidden
+from voice.settings import VoiceSettings
+from voice.tokens import Call, start_call
+
+
+class VoiceSessionRequest(BaseModel):
+    session: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class VoiceSessionReply(BaseModel):
+    session: str
+    url: str
+    room: str
+    token: str
+    expires_in: int
+
+
+class CallRefused(Exception):
+    """The call cannot start: ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str) -> Call:
+    """Create the session for ``user`` or check it is theirs, then start a call of it."""
+    try:
+        await bus.open_session(session, user)
+    except Forbidden:
+        raise CallRefused(403, "this session belongs to another user") from None
+    except BusUnavailable:
+        raise CallRefused(503, "message bus unavailable: retry shortly") from None
+    try:
+        return await start_call(s, session, user)
+    except (lkapi.TwirpError, aiohttp.ClientError, OSError, TimeoutError):
+        raise CallRefused(503, "voice is unavailable: retry shortly") from None
+
+
+def voice_router(bus: Bus, s: VoiceSettings,
+                 identity: Callable[..., Identity | Any]) -> APIRouter:
+    """The route, with the app's ``identity`` dependency (Bearer token -> Identity)."""
+    router = APIRouter()
+
+    # a default, not Annotated[...]: annotations are strings here (PEP 563) and FastAPI
+    # resolves them in the module's globals, where this function's ``identity`` is not
+    @router.post("/v1/voice/sessions", response_model=VoiceSessionReply, status_code=201)
+    async def create_voice_session(
+            req: VoiceSessionRequest,
+            who: Identity = Depends(identity)) -> VoiceSessionReply:  # noqa: B008
+        """Start a call of ``session``: a LiveKit room token, the voice agent dispatched."""
+        try:
+            call = await open_call(bus, s, who.user, req.session)
+        except CallRefused as exc:
+            headers = {"Retry-After": "5"} if exc.status == 503 else None
+            raise HTTPException(exc.status, exc.reason, headers) from None
+        return VoiceSessionReply(session=req.session, url=call.url, room=call.room,
+                                 token=call.token, expires_in=s.voice_token_ttl_s)
+
+    return router

@@ -1,0 +1,194 @@
+"""Offline speech plugins for livekit-agents: pocketsphinx STT and espeak-ng TTS.
+
+Both use only what ships with a package (pocketsphinx's en-us model, Debian's espeak-ng):
+nothing is downloaded at run time. The base classes of livekit-agents own retries, metrics and
+errors; these implement only ``_recognize_impl`` and ``_run``. Pocketsphinx is not a streaming
+recogniser: :func:`streaming_stt` wraps it with Silero VAD, which cuts utterances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import threading
+import uuid
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    APIConnectOptions,
+    APIError,
+    stt,
+    tts,
+    utils,
+)
+from livekit.agents.language import LanguageCode
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+STT_RATE = 16_000
+ESPEAK_RATE = 22_050
+MAX_TTS_CHARS = 2_000
+"""Longer sentences are cut: one synthesis must stay short (the framework splits by sentence)."""
+_NOT_WORD = re.compile(r"[^a-z' ]+")
+
+
+class SpeechError(Exception):
+    """A speech engine is missing or misconfigured (at start, never mid-call)."""
+
+
+def normalise(text: str) -> str:
+    """Lower case, letters and apostrophes only, single spaces: how transcripts compare."""
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+
+
+def jsgf_for(phrases: list[str]) -> str:
+    """A JSGF grammar that accepts exactly one of ``phrases``."""
+    alts = " | ".join(f"( {normalise(p)} )" for p in phrases)
+    return f"#JSGF V1.0;\ngrammar agentia;\npublic <utterance> = {alts} ;\n"
+
+
+def to_mono16k(frames: utils.AudioBuffer) -> bytes:
+    """Any frames (any rate, any channels) as 16 kHz mono int16 PCM."""
+    frame = rtc.combine_audio_frames(frames)
+    pcm = np.frombuffer(frame.data, dtype=np.int16)
+    if frame.num_channels > 1:
+        pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
+    if frame.sample_rate == STT_RATE:
+        return pcm.tobytes()
+    mono = rtc.AudioFrame(pcm.tobytes(), frame.sample_rate, 1, len(pcm))
+    rs = rtc.AudioResampler(frame.sample_rate, STT_RATE, num_channels=1,
+                            quality=rtc.AudioResamplerQuality.HIGH)
+    out = [*rs.push(mono), *rs.flush()]
+    return b"".join(bytes(f.data) for f in out)
+
+
+class PocketsphinxSTT(stt.STT[Any]):
+    """Non-streaming STT over pocketsphinx (en-us, shipped in the wheel).
+
+    With ``phrases`` it decodes with a phrase grammar (accurate, closed vocabulary); without,
+    with the en-us language model (open vocabulary, poor on free speech). Decoding runs in a
+    thread, one utterance at a time per instance (a decoder is not thread-safe).
+    """
+
+    def __init__(self, phrases: list[str] | None = None) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        from pocketsphinx import Decoder  # type: ignore[import-untyped]
+
+        self._decoder = Decoder(samprate=STT_RATE, bestpath=False, fsgusefiller=False,
+                                loglevel="FATAL")
+        self._phrases = [normalise(p) for p in phrases or [] if normalise(p)]
+        if self._phrases:
+            unknown = sorted({w for p in self._phrases for w in p.split()
+                              if self._decoder.lookup_word(w) is None})
+            if unknown:
+                raise SpeechError(f"words not in the en-us dictionary: {', '.join(unknown)}")
+            self._decoder.add_jsgf_string("phrases", jsgf_for(self._phrases))
+            self._decoder.activate_search("phrases")
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return "pocketsphinx-en-us" + ("-grammar" if self._phrases else "")
+
+    @property
+    def provider(self) -> str:
+        return "agentia-offline"
+
+    def decode(self, pcm16k: bytes) -> str:
+        """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none."""
+        with self._lock:
+            d = self._decoder
+            d.start_utt()
+            d.process_raw(pcm16k, full_utt=True)
+            d.end_utt()
+            hyp = d.hyp()
+        return normalise(hyp.hypstr) if hyp is not None else ""
+
+    async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
+                              language: NotGivenOr[str] = NOT_GIVEN,
+                              conn_options: APIConnectOptions) -> stt.SpeechEvent:
+        pcm = to_mono16k(buffer)
+        text = await asyncio.to_thread(self.decode, pcm)
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT, request_id=uuid.uuid4().hex[:12],
+            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text,
+                                         confidence=1.0 if text else 0.0)])
+
+
+def streaming_stt(recogniser: stt.STT[Any], vad: Any) -> stt.STT[Any]:
+    """A streaming STT: ``vad`` (Silero) cuts utterances, ``recogniser`` transcribes each."""
+    return stt.StreamAdapter(stt=recogniser, vad=vad)
+
+
+async def espeak_pcm(text: str, voice: str = "en-us", wpm: int = 190) -> bytes:
+    """espeak-ng's speech for ``text``: 22,050 Hz mono int16 PCM (no header)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng)")
+    proc = await asyncio.create_subprocess_exec(
+        exe, "-v", voice, "-s", str(wpm), "--stdout",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await proc.communicate(text[:MAX_TTS_CHARS].encode())
+    except asyncio.CancelledError:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise APIError(f"espeak-ng failed ({proc.returncode}): {err.decode()[:200]}",
+                       retryable=False)
+    return _wav_data(out)
+
+
+def _wav_data(wav: bytes) -> bytes:
+    """The samples of espeak's WAV (its streamed header has placeholder sizes: skip it)."""
+    at = wav.find(b"data", 12)
+    if not wav.startswith(b"RIFF") or at < 0:
+        raise APIError("espeak-ng wrote no WAV data", retryable=False)
+    data = wav[at + 8:]
+    return data[: len(data) - len(data) % 2]
+
+
+class EspeakTTS(tts.TTS[Any]):
+    """Non-streaming TTS over espeak-ng (10-15 ms a sentence, byte-identical output)."""
+
+    def __init__(self, voice: str = "en-us", wpm: int = 190) -> None:
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
+                         sample_rate=ESPEAK_RATE, num_channels=1)
+        if shutil.which("espeak-ng") is None:
+            raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng)")
+        self.voice = voice
+        self.wpm = wpm
+
+    @property
+    def model(self) -> str:
+        return f"espeak-ng-{self.voice}"
+
+    @property
+    def provider(self) -> str:
+        return "agentia-offline"
+
+    def synthesize(self, text: str, *,
+                   conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+                   ) -> tts.ChunkedStream:
+        return _EspeakStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class _EspeakStream(tts.ChunkedStream):
+    def __init__(self, *, tts: EspeakTTS, input_text: str,
+                 conn_options: APIConnectOptions) -> None:
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._espeak = tts
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        output_emitter.initialize(request_id=uuid.uuid4().hex[:12], sample_rate=ESPEAK_RATE,
+                                  num_channels=1, mime_type="audio/pcm")
+        text = self.input_text.strip()
+        if text:
+            output_emitter.push(await espeak_pcm(text, self._espeak.voice, self._espeak.wpm))
+        output_emitter.flush()

@@ -1,0 +1,132 @@
+"""The voice worker (composition root): a LiveKit Agents worker that puts callers in sessions.
+
+It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
+the rooms the control plane dispatched it to, and reads the session and user from the job's
+metadata. In the room it runs Silero VAD + pocketsphinx (STT), the session's agent through the
+bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS). No model is downloaded and no hosted
+inference is used: every model is given as an object, never as a model-name string.
+
+Run with ``python -m voice`` (prints ``AGENTIA_VOICE_READY worker=<id>`` once registered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+from livekit.agents import (
+    Agent,
+    AgentServer,
+    AgentSession,
+    AutoSubscribe,
+    JobContext,
+    JobExecutorType,
+    JobProcess,
+    WorkerOptions,
+    room_io,
+)
+from livekit.plugins import silero
+
+from agentia.settings import from_env
+from sessions.bus import Bus, connect
+from voice.bridge import BusLLM, VoiceBridge
+from voice.settings import VoiceSettings
+from voice.speech import EspeakTTS, PocketsphinxSTT, streaming_stt
+from voice.tokens import parse_job_metadata
+
+log = logging.getLogger("agentia.voice")
+
+INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Load the models once per job process, before any call."""
+    s: VoiceSettings = from_env(VoiceSettings)
+    proc.userdata["settings"] = s
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
+    proc.userdata["stt"] = PocketsphinxSTT(s.phrases())
+
+
+def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
+    s: VoiceSettings = proc.userdata["settings"]
+    vad = proc.userdata["vad"]
+    delay = s.voice_endpoint_delay_s
+    return AgentSession(
+        vad=vad, stt=streaming_stt(proc.userdata["stt"], vad), llm=BusLLM(bridge),
+        tts=EspeakTTS(s.voice_espeak, s.voice_espeak_wpm),
+        turn_handling={
+            "turn_detection": "vad",
+            "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
+            # "adaptive" interruption and preemptive generation would call hosted models or
+            # submit half-heard turns to the bus: both off.
+            "interruption": {"mode": "vad"},
+            "preemptive_generation": {"enabled": False},
+        },
+        user_away_timeout=None)
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """One call: bridge the room's caller to the session named in the job metadata."""
+    session_id, user = parse_job_metadata(ctx.job.metadata)
+    s: VoiceSettings = ctx.proc.userdata["settings"]
+    bus = Bus(connect(s.redis_url, max_connections=8), prefix=s.redis_prefix, shards=s.shards)
+    bridge = VoiceBridge(bus, session_id, user)
+    await bridge.start()
+    log.info("call joined session %s (room %s, node %s)", session_id, ctx.room.name, bridge.node)
+
+    async def cleanup() -> None:
+        await bridge.close()
+        await bus.close()
+
+    ctx.add_shutdown_callback(cleanup)
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    agent_session = _session(ctx.proc, bridge)
+    agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
+    agent_session.on("user_input_transcribed", lambda ev: log.debug(
+        "heard (final=%s): %r", ev.is_final, ev.transcript))
+    await agent_session.start(
+        agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
+        room_options=room_io.RoomOptions(participant_identity=user, text_input=False))
+
+
+def options(s: VoiceSettings) -> WorkerOptions:
+    return WorkerOptions(
+        entrypoint_fnc=entrypoint, prewarm_fnc=prewarm, agent_name=s.voice_agent_name,
+        ws_url=s.livekit_url, api_key=s.livekit_api_key, api_secret=s.livekit_api_secret,
+        job_executor_type=(JobExecutorType.PROCESS if s.voice_executor == "process"
+                           else JobExecutorType.THREAD),
+        num_idle_processes=s.voice_idle_processes, load_threshold=s.voice_load_threshold,
+        port=0, host="127.0.0.1")
+
+
+async def serve(s: VoiceSettings) -> None:
+    """Run until SIGTERM/SIGINT, then drain the calls in progress."""
+    server = AgentServer.from_server_options(options(s))
+    server.on("worker_registered", lambda wid, _info: print(
+        f"AGENTIA_VOICE_READY worker={wid} pid={os.getpid()}", flush=True))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.create_task(server.run())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not run.done():
+        with contextlib.suppress(Exception):
+            await server.drain(timeout=s.voice_drain_s)
+    await server.aclose()
+    waiter.cancel()
+    await asyncio.gather(run, waiter, return_exceptions=True)
+
+
+def main(redis_url: str | None = None) -> None:
+    """Run the voice worker (``agentia voice`` / ``python -m voice``) until SIGTERM."""
+    from agentia.logs import setup
+
+    s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
+    setup(s.log_level, json_lines=s.log_json)
+    asyncio.run(serve(s))
