@@ -58,7 +58,7 @@ class RedisServer:
                 "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning"]
         with open(self.data_dir / "redis.log", "ab") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -17,7 +17,8 @@ from agentia import metrics
 def spawn(args: list[str], env: dict[str, str], ready: str,
            timeout: float = 60) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # Ctrl-C reaches us; we stop them in order
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     for line in proc.stdout:
@@ -62,10 +63,12 @@ class Child:
 
     MAX_RESTARTS = 5
 
-    def __init__(self, kind: str, args: list[str], env: dict[str, str], ready: str) -> None:
+    def __init__(self, kind: str, args: list[str], env: dict[str, str], ready: str,
+                 timeout: float = 60) -> None:
         self.kind, self.args, self.env, self.ready = kind, args, env, ready
+        self.timeout = timeout
         self.restarts: list[float] = []
-        self.proc, self.info = spawn(args, env, ready)
+        self.proc, self.info = spawn(args, env, ready, timeout)
 
     def revive(self) -> bool:
         now = time.monotonic()
@@ -73,7 +76,7 @@ class Child:
         if len(self.restarts) > self.MAX_RESTARTS:
             return False
         metrics.process_exited(self.proc.pid, self.env.get("PROMETHEUS_MULTIPROC_DIR"))
-        self.proc, self.info = spawn(self.args, self.env, self.ready)
+        self.proc, self.info = spawn(self.args, self.env, self.ready, self.timeout)
         print(f"AGENTIA_UP_RESTARTED kind={self.kind} pid={self.proc.pid} "
               f"port={self.info.get('port', '')}", flush=True)
         return True

@@ -14,6 +14,7 @@ from pathlib import Path
 from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
 from agentia.supervise import Child, stop_all, stop_signals, supervise
+from voice.livekit_server import LiveKitServer, find_binary
 
 STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", ".agentia"))
 
@@ -22,6 +23,7 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780)
     env = dict(os.environ)
     redis: RedisServer | None = None
     children: list[Child] = []
+    livekit: LiveKitServer | None = None
     stopping = stop_signals()
     try:
         if not env.get("AGENTIA_REDIS_URL"):
@@ -42,31 +44,61 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780)
         env["AGENTIA_WS_URLS"] = ",".join(f"ws://127.0.0.1:{c.info['port']}/v1/ws"
                                           for c in children if c.kind == "edge")
         env.setdefault("AGENTIA_DEV_TOKENS", "true")
+        livekit = _voice(env, children)
         children.append(Child("api", ["api", "--port", str(api_port)], env,
                                "AGENTIA_API_READY"))
-        _banner(children, redis)
+        _banner(children, redis, livekit)
         supervise(children, stopping)
     finally:
         print("stopping...", flush=True)
         stop_all([c.proc for c in children])
+        if livekit is not None:
+            livekit.stop()
         if redis is not None:
             redis.stop()
         print("stopped.", flush=True)
 
 
-def _banner(children: list[Child], redis: RedisServer | None) -> None:
+def _voice(env: dict[str, str], children: list[Child]) -> LiveKitServer | None:
+    """Start a private LiveKit server and a voice worker when both can run here; say why not
+    otherwise. With ``AGENTIA_LIVEKIT_URL`` set, that server is used instead."""
+    try:
+        import livekit.agents  # noqa: F401
+    except ImportError:
+        print("voice      off: the voice extra is not installed (pip install 'agentia[voice]')")
+        return None
+    server = None
+    if not env.get("AGENTIA_LIVEKIT_URL"):
+        binary = find_binary()
+        if binary is None:
+            print("voice      off: no LiveKit server binary; build it with 'go install "
+                  "github.com/livekit/livekit-server/cmd/server@v1.13.5' (./dev up does)")
+            return None
+        server = LiveKitServer(binary, STATE_DIR / "livekit").start()
+        env |= {"AGENTIA_LIVEKIT_URL": server.url, "AGENTIA_LIVEKIT_API_KEY": server.key,
+                "AGENTIA_LIVEKIT_API_SECRET": server.secret}
+    env["AGENTIA_VOICE"] = "true"
+    children.append(Child("voice", ["voice"], env, "AGENTIA_VOICE_READY", timeout=120))
+    print(f"voice      on: LiveKit at {env['AGENTIA_LIVEKIT_URL']}, voice worker running")
+    return server
+
+
+def _banner(children: list[Child], redis: RedisServer | None,
+            livekit: LiveKitServer | None) -> None:
     from gateway.auth import mint
 
     token = mint(os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET), "dev", 24 * 3600)
     edges = [c for c in children if c.kind == "edge"]
     url = f"ws://127.0.0.1:{edges[0].info['port']}/v1/ws"
     api = f"http://127.0.0.1:{next(c for c in children if c.kind == 'api').info['port']}"
-    pids = [c.proc.pid for c in children] + ([redis.proc.pid] if redis and redis.proc else [])
+    pids = [c.proc.pid for c in children] + [s.proc.pid for s in (redis, livekit)
+                                             if s is not None and s.proc is not None]
+    voice = "on" if any(c.kind == "voice" for c in children) else "off"
     print(f"web page   {api}/   (API docs at {api}/docs, metrics at {api}/metrics)")
     print(f"websocket  {url}")
     print(f"dev token  {token}")
     print(f"try it     agentia chat --url {url}")
     print("Ctrl-C stops everything.")
     edge_list = ",".join(f"{c.proc.pid}:{c.info['port']}" for c in edges)
-    print(f"AGENTIA_UP_READY url={url} api={api} pids={','.join(map(str, pids))} "
+    print(f"AGENTIA_UP_READY url={url} api={api} voice={voice} pids={','.join(map(str, pids))} "
           f"edges={edge_list}", flush=True)

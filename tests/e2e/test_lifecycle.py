@@ -81,7 +81,8 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 info = dict(p.split("=", 1) for p in line.decode().split()[1:])
                 break
         pids = [int(p) for p in info["pids"].split(",")]
-        assert len(pids) == 4  # edge, worker, api, redis
+        # edge, worker, api, redis (+ voice worker and LiveKit server when voice is on)
+        assert len(pids) == (6 if info["voice"] == "on" else 4)
         out = subprocess.run(
             [sys.executable, "-m", "agentia.cli", "chat", "--url", info["url"], "-m",
              "what is 19 + 23"], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)

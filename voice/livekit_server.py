@@ -1,0 +1,82 @@
+"""A private LiveKit server (``~/go/bin/server`` or ``livekit-server`` on PATH) on free ports,
+for ``agentia up`` and the tests. Build it with
+``go install github.com/livekit/livekit-server/cmd/server@v1.13.5`` (``./dev`` does)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+CANDIDATES = (os.path.expanduser("~/go/bin/server"), "/root/go/bin/server", "livekit-server")
+"""Where ``go install github.com/livekit/livekit-server/cmd/server@v1.13.5`` puts it, or PATH."""
+
+
+def find_binary() -> str | None:
+    env = os.environ.get("AGENTIA_LIVEKIT_SERVER_BIN")
+    for cand in ((env,) if env else CANDIDATES):
+        path = shutil.which(cand) if cand else None
+        if path:
+            return path
+    return None
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveKitServer:
+    """Started with its own config (ports, one API key pair), stopped by PID."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.key = "agentia"
+        self.secret = secrets.token_hex(24)  # the server refuses secrets under 32 characters
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> LiveKitServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "livekit.yaml"
+        config.write_text(
+            f"port: {self.port}\nbind_addresses: [127.0.0.1]\n"
+            f"rtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
+            "  use_external_ip: false\n  node_ip: 127.0.0.1\n"
+            f"keys:\n  {self.key}: {self.secret}\nlogging:\n  level: info\n")
+        with open(self.workdir / "livekit.log", "wb") as log:  # the child keeps its own fd
+            self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"livekit-server exited; see {self.workdir / 'livekit.log'}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"livekit-server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
