@@ -217,3 +217,13 @@ async def test_a_client_that_waits_as_told_is_never_closed(cluster: Cluster) -> 
     assert acked == 40
     await c.send(type="ping")
     assert (await c.until("pong"))["type"] == "pong"
+
+
+async def test_a_silent_socket_is_dropped_at_the_handshake_timeout(cluster: Cluster) -> None:
+    edge = cluster.edge(AGENTIA_HANDSHAKE_TIMEOUT_S="1")
+    r, w = await asyncio.open_connection("127.0.0.1", edge.port)
+    w.write(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n")  # never finishes the request
+    async with asyncio.timeout(5):
+        assert await r.read() == b""  # closed by the edge, without a response
+    w.close()
+    await _healthy(edge)
