@@ -26,6 +26,8 @@ from sessions import keys as K
 from sessions.bus import Bus, connect
 
 WEB = Path(__file__).resolve().parent.parent / "web"
+LIVEKIT_CLIENT = WEB / "node_modules" / "livekit-client" / "dist"
+"""livekit-client's browser build for the page's Talk button (``npm ci`` in web/; ./dev does)."""
 
 
 class TokenRequest(BaseModel):
@@ -143,6 +145,9 @@ def create_app(s: ApiSettings) -> FastAPI:
                            events=[{"offset": o, **orjson.loads(e)} for o, e in r.events])
 
     if WEB.is_dir():
+        if LIVEKIT_CLIENT.is_dir():  # before /static: the first mount that matches serves
+            app.mount("/static/vendor/livekit-client", StaticFiles(directory=LIVEKIT_CLIENT),
+                      name="livekit-client")
         app.mount("/static", StaticFiles(directory=WEB), name="static")
 
         @app.get("/", include_in_schema=False)

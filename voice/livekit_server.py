@@ -55,7 +55,11 @@ class LiveKitServer:
             f"port: {self.port}\nbind_addresses: [127.0.0.1]\n"
             f"rtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
             "  use_external_ip: false\n  node_ip: 127.0.0.1\n"
-            f"keys:\n  {self.key}: {self.secret}\nlogging:\n  level: info\n")
+            f"keys:\n  {self.key}: {self.secret}\nlogging:\n  level: info\n"
+            # The server skips a worker that reports a load above target_load (0.7 by
+            # default) and never retries: on a busy small box calls were not dispatched.
+            # The voice worker's own AGENTIA_VOICE_LOAD_THRESHOLD decides instead.
+            "agents:\n  target_load: 2\n")
         with open(self.workdir / "livekit.log", "wb") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -11,12 +11,16 @@ const els = {
   stop: $("stop"), nodeInfo: $("node-info"), toasts: $("toasts"), userChip: $("user-chip"),
   userName: $("user-name"), userAvatar: $("user-avatar"), dialog: $("user-dialog"),
   userForm: $("user-form"), userInput: $("user-input"), tokenInput: $("token-input"),
+  call: $("call"), callLabel: $("call-label"), hangup: $("hangup"), mute: $("mute"),
+  callAudio: $("call-audio"), callAudioBtn: $("call-audio-btn"), callClose: $("call-close"),
 };
 
 const STATE_LABELS = {
   connecting: "Connecting", connected: "Connected", reconnecting: "Reconnecting",
   resumed: "Resumed", closed: "Disconnected",
 };
+
+const MIC_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3"/></svg>';
 
 const app = {
   config: null,
@@ -29,6 +33,8 @@ const app = {
   stateLog: [],         // [{state, at}] for tests and debugging
   sessions: [],
   titles: {},
+  call: null,           // the VoiceCall of the Talk button (voice.js), the current or last one
+  callLog: [],          // [{state, message, at}] for tests and debugging
 };
 window.agentiaApp = app;
 
@@ -124,7 +130,7 @@ async function fetchJson(path, { method = "GET", body, auth = false } = {}) {
   if (resp.status === 401 && auth) {
     app.token = null; // expired or rotated secret: one retry with a fresh token
     headers.Authorization = `Bearer ${await getToken({ refresh: true })}`;
-    const again = await fetch(path, { method, headers });
+    const again = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     if (!again.ok) throw new Error(`${path}: HTTP ${again.status}`);
     return again.json();
   }
@@ -214,6 +220,14 @@ function renderTurn(t) {
     t.userNode = el("div", "msg user");
     const bubble = el("div", "bubble", t.user.text);
     t.userNode.append(bubble);
+    if (t.user.source === "voice") {
+      t.userNode.classList.add("voice");
+      const via = el("div", "via");
+      via.innerHTML = MIC_ICON;
+      via.append("Voice");
+      via.title = "Said in a voice call";
+      t.userNode.append(via);
+    }
     if (t.user.user && t.user.user !== app.user) {
       t.userNode.prepend(el("div", "author", t.user.user));
     }
@@ -454,6 +468,11 @@ async function refreshSessions() {
 function openSession(id) {
   closeSidebar();
   if (id === app.client?.session && id !== null) return;
+  if (app.call?.active || app.callStarting) {
+    app.callStarting = null;
+    if (app.call?.active) app.call.hangUp("Call ended: you switched conversations.");
+    else renderCall("ended", "Call ended: you switched conversations.");
+  }
   clearView();
   els.pending.replaceChildren();
   app.client.switchSession(id);
@@ -504,6 +523,128 @@ function askUser({ required = false } = {}) {
     $("user-cancel").onclick = () => els.dialog.close("cancel");
     els.dialog.showModal();
   });
+}
+
+// -- voice calls (voice.js, LiveKit) -----------------------------------------------------------
+
+const CALL_LABELS = {
+  connecting: "Connecting…", waiting: "Waiting for the agent…", listening: "Listening",
+  thinking: "Thinking…", speaking: "Agent speaking", reconnecting: "Reconnecting…",
+  ended: "Call ended",
+};
+
+/** voice.js (and livekit-client through it), imported once (a browser may cache a failed
+ * import until the page reloads). */
+function loadVoice() {
+  app.voiceModule ??= import("./voice.js").catch((err) => {
+    app.voiceModule = null;
+    els.talkWrap.dataset.tooltip = "The voice client could not be loaded from this server";
+    throw err;
+  });
+  return app.voiceModule;
+}
+
+/** The session of the conversation on screen; a new conversation gets its id at welcome. */
+async function currentSession() {
+  const client = app.client;
+  if (client?.session) return client.session;
+  if (!client) throw new Error("not connected");
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { off(); reject(new Error("not connected")); }, 10_000);
+    const off = client.once("welcome", (w) => { clearTimeout(timer); resolve(w.session); });
+  });
+}
+
+/** POST /v1/voice/sessions: {url, room, token} for a call of `session`, or a clear error. */
+async function requestVoiceSession(session, CallError) {
+  const post = async (refresh) => fetch("/v1/voice/sessions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${await getToken({ refresh })}` },
+    body: JSON.stringify({ session }),
+  });
+  let resp;
+  try {
+    resp = await post(false);
+    if (resp.status === 401) { app.token = null; resp = await post(true); }
+  } catch {
+    throw new CallError("unreachable", "Could not reach the server to start the call.");
+  }
+  if (resp.ok) return resp.json();
+  const detail = await resp.json().then((b) => b?.detail).catch(() => null);
+  switch (resp.status) {
+    case 401: throw new CallError("unauthorized", "The server refused your token: sign in again.");
+    case 403: throw new CallError("forbidden", "This conversation belongs to another user.");
+    case 404:
+    case 405: throw new CallError("no_voice", "This server does not offer voice calls.");
+    case 503: throw new CallError("unavailable", "Voice is unavailable right now: try again in a few seconds.");
+    default:
+      throw new CallError("failed", `The server could not start the call (HTTP ${resp.status}${typeof detail === "string" ? `: ${detail}` : ""}).`);
+  }
+}
+
+async function startCall() {
+  if (app.call?.active || app.callStarting) return;
+  const starting = {};
+  app.callStarting = starting; // until the VoiceCall exists: Hang up cancels it
+  const cancelled = () => app.callStarting !== starting;
+  clearTimeout(app.callHideTimer);
+  renderCall("connecting", "");
+  let mod;
+  try {
+    mod = await loadVoice();
+  } catch {
+    if (cancelled()) return;
+    app.callStarting = null;
+    renderCall("error", "Could not load the voice client (livekit-client) from this server: reload the page to try again.");
+    return;
+  }
+  if (cancelled()) return;
+  let session;
+  try {
+    session = await currentSession();
+  } catch {
+    if (cancelled()) return;
+    app.callStarting = null;
+    renderCall("error", "Not connected to the conversation yet: try again in a moment.");
+    return;
+  }
+  if (cancelled()) return;
+  app.callStarting = null;
+  const call = new mod.VoiceCall({
+    requestCall: () => requestVoiceSession(session, mod.CallError),
+    onState: (state, message, c) => { if (app.call === c) renderCall(state, message); },
+    audioContainer: els.callAudio,
+  });
+  call.session = session;
+  app.call = call;
+  await call.start();
+}
+
+function renderCall(state, message) {
+  const last = app.callLog.at(-1);
+  if (!last || last.state !== state || last.message !== message) {
+    app.callLog.push({ state, message, at: Date.now() });
+  }
+  const call = app.call;
+  const active = !["ended", "error", "idle"].includes(state);
+  clearTimeout(app.callHideTimer);
+  els.call.hidden = state === "idle";
+  els.call.dataset.state = state;
+  const label = state === "error" ? message : (message || CALL_LABELS[state] || state);
+  els.callLabel.textContent = call?.muted && active ? `${label} · muted` : label;
+  els.call.title = label;
+  els.talkWrap.hidden = active;
+  els.hangup.hidden = !active;
+  els.callClose.hidden = active;
+  const live = ["listening", "thinking", "speaking"].includes(state);
+  els.mute.hidden = !live;
+  els.mute.setAttribute("aria-pressed", String(Boolean(call?.muted)));
+  els.mute.classList.toggle("muted", Boolean(call?.muted));
+  els.mute.title = call?.muted ? "Unmute the microphone" : "Mute the microphone";
+  els.mute.setAttribute("aria-label", els.mute.title);
+  els.callAudioBtn.hidden = !(active && call?.audioBlocked);
+  if (state === "error" && last?.state !== "error") toast(message);
+  if (!active) app.callHideTimer = setTimeout(() => { els.call.hidden = true; }, state === "error" ? 12_000 : 6_000);
 }
 
 // -- start -------------------------------------------------------------------------------------
@@ -588,9 +729,22 @@ function wireUi() {
   els.userChip.addEventListener("click", async () => {
     if (await askUser()) location.reload();
   });
-  els.talk.addEventListener("click", () => {
-    toast("Voice needs a voice session endpoint on this server.", "info");
+  els.talk.addEventListener("click", startCall);
+  // voice.js and livekit-client (1.4 MB) are fetched when the user is about to talk, not before
+  const preload = () => { if (!els.talk.disabled) loadVoice().catch(() => {}); };
+  els.talkWrap.addEventListener("pointerenter", preload);
+  els.talk.addEventListener("focus", preload);
+  els.hangup.addEventListener("click", () => {
+    if (app.callStarting) {
+      app.callStarting = null;
+      renderCall("ended", "");
+    } else {
+      app.call?.hangUp();
+    }
   });
+  els.mute.addEventListener("click", () => app.call?.setMuted(!app.call.muted));
+  els.callAudioBtn.addEventListener("click", () => app.call?.startAudio().catch(() => {}));
+  els.callClose.addEventListener("click", () => { if (!app.call?.active) els.call.hidden = true; });
   setInterval(refreshSessions, 60_000);
   updateComposer();
 }
