@@ -101,6 +101,8 @@ class EdgeSettings(Auth):
     drain_s: float = 10.0
     max_inbound_lag: int = 10_000
     reuse_port: bool = True
+    gc_gen0_threshold: int = 50_000
+    """Allocations between young collections (CPython default 700); 0 keeps the default."""
     backlog: int = 4096
     """Listen backlog (capped by net.core.somaxconn): a storm of connects must queue, not be
     dropped into SYN retransmits that look like multi-second handshakes."""
