@@ -32,12 +32,10 @@ import itertools
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,7 +52,7 @@ from agentia.settings import from_env
 from agentia.supervise import stop_all
 from loadtest.bench_core import pct, rss_kib
 from sessions.bus import Bus, connect
-from voice.livekit_server import LiveKitServer, find_binary, free_port
+from voice.livekit_server import LiveKitServer, find_binary
 from voice.routes import open_call
 from voice.settings import VoiceSettings
 from voice.speech import ESPEAK_RATE, espeak_pcm, normalise
@@ -519,40 +517,6 @@ async def capacity(b: Bench, levels: list[int], phrases: int, base_p50: float | 
 # ------------------------------------------------------------------ processes
 
 
-class BenchLiveKit(LiveKitServer):
-    """:class:`LiveKitServer` with ``agents.target_load`` set: the server dispatches a job only
-    to a worker whose reported load (machine CPU, 2.5 s average) is under it (default 0.7)."""
-
-    def __init__(self, binary: str, workdir: Path, target_load: float) -> None:
-        super().__init__(binary, workdir)
-        self.target_load = target_load
-
-    def start(self, timeout: float = 15.0) -> LiveKitServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "livekit.yaml"
-        config.write_text(
-            f"port: {self.port}\nbind_addresses: [127.0.0.1]\n"
-            f"rtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
-            "  use_external_ip: false\n  node_ip: 127.0.0.1\n"
-            f"keys:\n  {self.key}: {self.secret}\nlogging:\n  level: info\n"
-            f"agents:\n  target_load: {self.target_load}\n")
-        with open(self.workdir / "livekit.log", "wb") as log:
-            self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"livekit-server exited; see {self.workdir / 'livekit.log'}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"livekit-server did not answer within {timeout} s")
-
-
 def spawn(args: list[str], env: dict[str, str], ready: str,
           log: Path) -> tuple[subprocess.Popen[bytes], str]:
     with open(log, "wb") as err:  # the child keeps its own fd
@@ -622,7 +586,7 @@ def bench(a: argparse.Namespace) -> dict[str, Any]:
     redis = RedisServer(work / "redis", appendonly=True).start()
     lk = None
     try:
-        lk = BenchLiveKit(binary, work / "livekit", a.livekit_target_load).start()
+        lk = LiveKitServer(binary, work / "livekit", a.livekit_target_load).start()
         env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "info",
                "PYTHONUNBUFFERED": "1",
                "AGENTIA_LIVEKIT_URL": lk.url, "AGENTIA_LIVEKIT_API_KEY": lk.key,

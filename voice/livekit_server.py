@@ -36,11 +36,12 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class LiveKitServer:
     """Started with its own config (ports, one API key pair), stopped by PID."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, target_load: float = 2.0) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
         self.key = "agentia"
+        self.target_load = target_load
         self.secret = secrets.token_hex(24)  # the server refuses secrets under 32 characters
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +60,7 @@ class LiveKitServer:
             # The server skips a worker that reports a load above target_load (0.7 by
             # default) and never retries: on a busy small box calls were not dispatched.
             # The voice worker's own AGENTIA_VOICE_LOAD_THRESHOLD decides instead.
-            "agents:\n  target_load: 2\n")
+            f"agents:\n  target_load: {self.target_load}\n")
         with open(self.workdir / "livekit.log", "wb") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
