@@ -40,19 +40,21 @@ def free_port() -> int:
 class RedisServer:
     """Start with :meth:`start`, stop with :meth:`stop` (SHUTDOWN, then kill by PID)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
+                 host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
+        self.host = host  # another address (a bridge's) serves other network namespaces
         self.port = port or free_port()
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [find_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [find_binary(), "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.data_dir), "--save", "", "--protected-mode", "yes",
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning"]
@@ -64,7 +66,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: see {self.data_dir / 'redis.log'}")
             with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), 0.2) as s:
+                    (self.host, self.port), 0.2) as s:
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
                     return self
@@ -76,7 +78,7 @@ class RedisServer:
         if self.proc is None or self.proc.poll() is not None:
             return
         with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), 1) as s:
+                (self.host, self.port), 1) as s:
             s.sendall(b"SHUTDOWN\r\n")
         try:
             self.proc.wait(5)
