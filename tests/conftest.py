@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,12 @@ def token(user: str, ttl: int = 3600, secret: str = DEV_SECRET) -> str:
 class Proc:
     """A child process of ours (edge or worker), stopped by PID at teardown."""
 
-    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], ready: str,
+                 wrapper: Sequence[str] = ()) -> None:
         self.log = open(  # noqa: SIM115
             ROOT / "test-output" / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen(  # a wrapper (ip netns exec NS) must exec, keeping the PID
+            [*wrapper, sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
         self.info: dict[str, str] = {}
         assert self.proc.stdout is not None
