@@ -43,7 +43,7 @@ class RedisServer:
     def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
                  host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
-        self.host = host  # another address (a bridge's) serves other network namespaces
+        self.host = host  # e.g. a bridge's address, to serve other network namespaces
         self.port = port or free_port()
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +55,10 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [find_binary(), "--port", str(self.port), "--bind", self.host,
-                "--dir", str(self.data_dir), "--save", "", "--protected-mode", "yes",
+                "--dir", str(self.data_dir), "--save", "",
+                # protected mode refuses every client but loopback ones when there is no
+                # password: off only when asked to bind elsewhere (a private test network)
+                "--protected-mode", "yes" if self.host == "127.0.0.1" else "no",
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning"]
         with open(self.data_dir / "redis.log", "ab") as log:  # the child keeps its own fd
@@ -85,3 +88,155 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (held open together so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _command(port: int, *args: str, timeout: float = 2.0) -> str:
+    """One command over a plain socket (the harness needs no client library); bulk replies
+    only, which is all CLUSTER INFO / CLUSTER NODES / ROLE-free checks use."""
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        s.sendall(payload.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data[:1] in (b"+", b"-", b":") and data.endswith(b"\r\n"):
+                break
+            if data[:1] == b"$":
+                head, _, rest = data.partition(b"\r\n")
+                if int(head[1:]) < 0 or len(rest) >= int(head[1:]) + 2:
+                    break
+    if data[:1] == b"$":
+        return data.partition(b"\r\n")[2][:-2].decode()
+    return data.decode().strip()
+
+
+class RedisClusterServer:
+    """A real Redis Cluster on loopback: ``masters`` masters with ``replicas`` replicas each,
+    from Debian's ``redis-server`` and ``redis-cli --cluster create``. Every node runs as a
+    child of ours; :meth:`stop` ends them by PID. ``node_timeout_ms`` is small so that a
+    killed master is replaced within a few seconds."""
+
+    def __init__(self, data_dir: Path, masters: int = 3, replicas: int = 1,
+                 node_timeout_ms: int = 1000) -> None:
+        self.data_dir = data_dir
+        self.count = masters * (1 + replicas)
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        ports = free_ports(2 * self.count)
+        self.ports = ports[:self.count]
+        self.bus_ports = ports[self.count:]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """The cluster URL Agentia understands (sessions.bus.connect): every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServer:
+        try:
+            for port, bus_port in zip(self.ports, self.bus_ports, strict=True):
+                self._spawn(port, bus_port)
+            for port in self.ports:
+                self._wait_ping(port, time.monotonic() + 10)
+            cli = shutil.which("redis-cli") or "redis-cli"
+            subprocess.run(
+                [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            self.wait_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, port: int, bus_port: int) -> None:
+        node_dir = self.data_dir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        args = [find_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--dir", str(node_dir), "--save", "", "--appendonly", "yes",
+                "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "notice"]
+        with open(node_dir / "redis.log", "ab") as log:
+            self.procs[port] = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+
+    def _wait_ping(self, port: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.procs[port].poll() is not None:
+                raise RuntimeError(f"redis-server {port} exited: see {self.data_dir / str(port)}")
+            with contextlib.suppress(OSError):
+                if _command(port, "PING", timeout=0.2) == "+PONG":
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"redis-server {port} did not answer PING in time")
+
+    def alive_ports(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def nodes(self) -> list[dict[str, str]]:
+        """CLUSTER NODES as seen by a live node: id, addr, port, flags, master (id or -)."""
+        for port in self.alive_ports():
+            with contextlib.suppress(OSError):
+                rows = _command(port, "CLUSTER", "NODES").splitlines()
+                return [{"id": f[0], "port": f[1].split("@")[0].rsplit(":", 1)[1],
+                         "flags": f[2], "master": f[3]}
+                        for f in (r.split() for r in rows if r.strip())]
+        raise RuntimeError("no live cluster node answers")
+
+    def master_ports(self) -> list[int]:
+        """Ports of the masters that serve slots and are not marked failed."""
+        return sorted(int(n["port"]) for n in self.nodes()
+                      if "master" in n["flags"] and "fail" not in n["flags"]
+                      and int(n["port"]) in self.alive_ports())
+
+    def healthy(self) -> bool:
+        """Every live node says cluster_state:ok and sees ``masters`` live masters."""
+        try:
+            live = self.alive_ports()
+            if any("cluster_state:ok" not in _command(p, "CLUSTER", "INFO") for p in live):
+                return False
+            return len(self.master_ports()) == self.masters
+        except OSError:
+            return False
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the cluster did not become ok in {timeout} s")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (by the PID of the child we started)."""
+        proc = self.procs[port]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
