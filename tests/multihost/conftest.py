@@ -70,7 +70,7 @@ class Host:
 
 
 def free_subnet() -> str:
-    """A ``10.213.N`` no interface or route here uses yet (another run may hold one)."""
+    """A ``10.213.N`` that no interface or route here uses yet (another run may hold one)."""
     used = ip("-4", "-o", "addr", "show") + ip("-4", "route", "show", "table", "all")
     free = [n for n in range(256) if f"10.213.{n}." not in used]
     if not free:
@@ -83,17 +83,29 @@ class Net:
 
     def __init__(self) -> None:
         self.tag = "agm" + secrets.token_hex(3)  # interface names stay under 16 characters
-        self.subnet = free_subnet()
-        self.gateway = f"{self.subnet}.1"
+        self.subnet = ""
         self.bridge = f"{self.tag}br"
         self.hosts: dict[str, Host] = {}
         self._links: list[str] = []
         self._namespaces: list[str] = []
 
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: the root namespace (clients, Redis) as the hosts see it."""
+        return f"{self.subnet}.1"
+
     def up(self) -> Net:
         ip("link", "add", self.bridge, "type", "bridge")
         self._links.append(self.bridge)
-        ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        for _ in range(5):  # a run starting at the same moment may have picked the same N
+            self.subnet = free_subnet()
+            ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+            mine = f"inet {self.subnet}."
+            if sum(mine in line for line in ip("-4", "-o", "addr", "show").splitlines()) == 1:
+                break
+            ip("addr", "del", f"{self.gateway}/24", "dev", self.bridge)
+        else:
+            raise NetUnavailable("no 10.213.N.0/24 subnet stayed free")
         ip("link", "set", self.bridge, "up")
         return self
 
