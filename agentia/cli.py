@@ -78,6 +78,12 @@ def cmd_chat(a: argparse.Namespace) -> None:
     chat(a.url, a.user, a.session, a.message)
 
 
+def cmd_capacity(a: argparse.Namespace) -> None:
+    from agentia.capacity import run
+
+    raise SystemExit(run(a))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentia", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -118,6 +124,11 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("voice", help="run a voice worker (LiveKit Agents, explicit dispatch)")
     v.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
     v.set_defaults(fn=cmd_voice)
+    from agentia.capacity import add_arguments as capacity_arguments
+
+    k = sub.add_parser("capacity", help="machines and cost for N users, from recorded benchmarks")
+    capacity_arguments(k)
+    k.set_defaults(fn=cmd_capacity)
     return p
 
 

@@ -1,0 +1,427 @@
+"""``agentia capacity``: machines and monthly cost for N concurrent users.
+
+The model multiplies the load you describe (users, turns per user per minute, reply length,
+voice share) by per-unit costs **measured by our own benchmarks** and recorded in
+``loadtest/results/<name>.json`` (``loadtest.record``), never by constants typed in here.
+What no benchmark here can measure (a GPU's tokens/s, a LiveKit node's calls) is an explicit
+input with a flag; prices and machine sizes come from an editable TOML table. Every figure
+printed says where it came from (the result file, the flag, the setting, the price table).
+
+It keeps four parts apart, because they scale with different things:
+
+* **connections**: edge processes and Redis memory for sessions, proportional to users;
+* **turns**: workers and Redis stream throughput, proportional to turns/s and deltas per turn;
+* **model compute**: GPUs, proportional to turns/s times tokens per turn;
+* **voice**: voice workers, LiveKit nodes and audio egress, proportional to calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agentia.settings import EdgeSettings, WorkerSettings
+from loadtest.record import RESULTS, ROOT, load
+from sessions import keys as K
+
+PRICES = ROOT / "ops" / "capacity" / "prices.toml"
+MONTH_S = 730 * 3600
+GIB = 2**30
+
+COMMANDS = {
+    "core-idle": "python -m loadtest.bench_core idle --connections 5000 --hold 65 --record",
+    "core-turns-w1": "python -m loadtest.bench_core turns --rate 50 --rate 100 --rate 150 "
+                     "--seconds 10 --workers 1 --record",
+    "redis-shard": "python -m loadtest.bench_redis --record",
+    "voice": "python -m loadtest.bench_voice (it has no record option yet: pass "
+             "--calls-per-voice-worker N instead)",
+}
+"""The benchmark that writes each result the model needs."""
+
+MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    # label: (description, [(result name, dotted key)...] in order of preference)
+    "edge_rss_kib": ("edge RSS per idle connection, KiB", [
+        ("edge-idle", "edge_rss_kib_per_conn"), ("core-idle", "edge_rss_kib_per_conn")]),
+    "slab_kib": ("kernel slab per connection, both ends of loopback, KiB", [
+        ("edge-idle", "kernel_slab_kib_per_conn_both_ends"),
+        ("core-idle", "kernel_slab_kib_per_conn_both_ends")]),
+    "handshake_cpu": ("edge CPU-s per 1,000 handshakes", [
+        ("edge-handshakes", "edge_cpu_s_per_1000"), ("core-idle", "edge_cpu_s_per_1000")]),
+    "ping_cpu": ("edge CPU-s per 1,000 heartbeats", [
+        ("edge-idle", "edge_cpu_s_per_1000_pings"), ("core-idle", "edge_cpu_s_per_1000_pings")]),
+    "edge_turn_cpu": ("edge CPU-s per turn (demo model's deltas)", [
+        ("core-turns-w1", "summary.edge_cpu_s_per_turn")]),
+    "bench_deltas": ("deltas per turn in the turns benchmark", [
+        ("core-turns-w1", "summary.deltas_per_turn")]),
+    "worker_turn_cpu": ("worker CPU-s per turn (Agents SDK runner, demo model)", [
+        ("core-turns-w1", "summary.workers_cpu_s_per_turn")]),
+    "redis_open_cpu": ("redis-server CPU-s per 1,000 sessions opened", [
+        ("redis-shard", "idle.redis_cpu_s_per_1000_opens")]),
+    "redis_session_b": ("Redis bytes per idle session", [
+        ("redis-shard", "idle.redis_bytes_per_idle_session")]),
+    "redis_turn_cpu": ("redis-server CPU-s per turn, base", [
+        ("redis-shard", "fit.redis_cpu_s_per_turn_base")]),
+    "redis_delta_cpu": ("redis-server CPU-s per delta", [
+        ("redis-shard", "fit.redis_cpu_s_per_delta")]),
+    "redis_char_cpu": ("redis-server CPU-s per reply character", [
+        ("redis-shard", "fit.redis_cpu_s_per_reply_char")]),
+    "redis_turn_cmds": ("Redis commands per turn, base", [
+        ("redis-shard", "fit.commands_per_turn_base")]),
+    "redis_delta_cmds": ("Redis commands per delta", [
+        ("redis-shard", "fit.commands_per_delta")]),
+    "log_b": ("session log bytes per turn, base", [("redis-shard", "fit.log_bytes_base")]),
+    "log_b_delta": ("session log bytes per delta", [("redis-shard", "fit.log_bytes_per_delta")]),
+    "log_b_char": ("session log bytes per reply character", [
+        ("redis-shard", "fit.log_bytes_per_reply_char")]),
+    "mem_b": ("conversation memory bytes per turn, base", [
+        ("redis-shard", "fit.memory_bytes_base")]),
+    "mem_b_char": ("conversation memory bytes per reply character", [
+        ("redis-shard", "fit.memory_bytes_per_reply_char")]),
+}
+
+
+class MissingResult(Exception):
+    """A figure the model needs was never recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fig:
+    label: str
+    value: float
+    kind: str
+    """measured, input, setting or price"""
+    where: str
+
+
+class Figures:
+    """Every figure the model used, with where it came from."""
+
+    def __init__(self, results_dir: Path, prices: dict[str, Any], prices_path: Path) -> None:
+        self.dir, self.prices, self.prices_path = results_dir, prices, prices_path
+        self.used: dict[str, Fig] = {}
+        self._docs: dict[str, dict[str, Any] | None] = {}
+
+    def _doc(self, name: str) -> dict[str, Any] | None:
+        if name not in self._docs:
+            try:
+                self._docs[name] = load(name, self.dir)
+            except FileNotFoundError:
+                self._docs[name] = None
+        return self._docs[name]
+
+    def measured(self, key: str) -> float:
+        desc, candidates = MEASURED[key]
+        for name, path in candidates:
+            doc = self._doc(name)
+            value = _dig(doc["figures"], path) if doc else None
+            if isinstance(value, int | float):
+                where = f"{self.dir / (name + '.json')} ({doc['date'] if doc else ''}, " \
+                        f"commit {doc['commit'] if doc else ''})"
+                return self._use(key, desc, float(value), "measured", where)
+        looked = ", ".join(f"{n}.json:{p}" for n, p in candidates)
+        cmd = COMMANDS.get(candidates[-1][0], "its benchmark")
+        raise MissingResult(f"no recorded result for {desc} (looked for {looked} in "
+                            f"{self.dir}); run: {cmd}")
+
+    def voice_calls(self, flag: float | None) -> float:
+        """Calls per voice worker: a recorded voice result, else the flag, else an error."""
+        for path in sorted(self.dir.glob("voice-*.json")):
+            doc = self._doc(path.stem)
+            value = _dig(doc["figures"], "calls_per_voice_worker") if doc else None
+            if isinstance(value, int | float):
+                return self._use("voice_calls", "calls per voice worker", float(value),
+                                 "measured", f"{path} ({doc['date'] if doc else ''})")
+        if flag is None:
+            raise MissingResult(
+                f"no recorded voice result (no {self.dir}/voice-*.json with "
+                f"calls_per_voice_worker); run {COMMANDS['voice']}, or pass "
+                "--voice-share 0 for a model without voice")
+        return self.inp("voice_calls", "calls per voice worker (NOT measured: no voice result "
+                        "recorded)", flag, "--calls-per-voice-worker")
+
+    def inp(self, key: str, desc: str, value: float, flag: str) -> float:
+        return self._use(key, desc, value, "input", flag)
+
+    def setting(self, key: str, desc: str, value: float, name: str) -> float:
+        return self._use(key, desc, value, "setting", f"{name} (default)")
+
+    def price(self, section: str, field: str) -> float:
+        try:
+            value = float(self.prices[section][field])
+        except (KeyError, TypeError, ValueError):
+            raise MissingResult(f"price table {self.prices_path} has no [{section}] "
+                                f"{field} = <number>") from None
+        return self._use(f"{section}.{field}", f"[{section}] {field}", value, "price",
+                         str(self.prices_path))
+
+    def _use(self, key: str, desc: str, value: float, kind: str, where: str) -> float:
+        self.used[key] = Fig(desc, value, kind, where)
+        return value
+
+
+def _dig(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls)}
+
+
+# ------------------------------------------------------------------ the model
+
+
+@dataclass(slots=True)
+class Line:
+    what: str
+    quantity: float
+    unit: str
+    usd_month: float = 0.0
+    note: str = ""
+
+
+def load_of(a: argparse.Namespace, f: Figures) -> dict[str, float]:
+    """What the users ask of the system: turns/s, deltas per turn, turn duration."""
+    users = f.inp("users", "concurrent users", a.users, "--users")
+    rate = f.inp("turns", "turns per user per minute", a.turns_per_user_per_min,
+                 "--turns-per-user-per-min")
+    tokens = f.inp("reply_tokens", "reply tokens per turn", a.reply_tokens, "--reply-tokens")
+    stream = f.inp("stream_tps", "tokens/s one reply streams at", a.stream_tokens_per_s,
+                   "--stream-tokens-per-s")
+    ttft = f.inp("ttft", "seconds to a reply's first token", a.ttft_s, "--ttft-s")
+    coalesce = f.setting("coalesce_ms", "delta coalescing window, ms",
+                         _defaults(WorkerSettings)["coalesce_ms"], "AGENTIA_COALESCE_MS")
+    stream_s = tokens / stream
+    deltas = max(1.0, min(tokens, math.ceil(stream_s / (coalesce / 1000))))
+    return {"users": users, "turns_per_s": users * rate / 60, "reply_tokens": tokens,
+            "deltas": deltas, "turn_s": ttft + stream_s,
+            "reply_chars": tokens * f.inp("chars_per_token", "characters per token",
+                                          a.chars_per_token, "--chars-per-token")}
+
+
+def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
+    users, util = ld["users"], a.target_util
+    connects_s = users * f.inp("connects", "connections opened per user per hour",
+                               a.connects_per_user_per_hour,
+                               "--connects-per-user-per-hour") / 3600
+    heartbeat = f.setting("heartbeat", "client heartbeat, s",
+                          _defaults(EdgeSettings)["heartbeat_s"], "AGENTIA_HEARTBEAT_S")
+    conn_cores = (connects_s * f.measured("handshake_cpu")
+                  + users / heartbeat * f.measured("ping_cpu")) / 1000
+    frames = (ld["deltas"] + 4) / (f.measured("bench_deltas") + 4)  # ack, user, start, reply
+    turn_cores = ld["turns_per_s"] * f.measured("edge_turn_cpu") * frames
+    per_proc = f.inp("conns_per_proc", "connections per edge process", a.conns_per_edge_process,
+                     "--conns-per-edge-process")
+    procs = math.ceil(max(users / per_proc, (conn_cores + turn_cores) / util))
+    kib = f.measured("edge_rss_kib") + f.measured("slab_kib") / 2  # the server's end only
+    vcpus, mem = f.price("edge_box", "vcpus"), f.price("edge_box", "mem_gib")
+    boxes = math.ceil(max(procs / vcpus, users * kib * 1024 / GIB / (mem * util)))
+    redis_mem = users * a.sessions_kept_per_user * f.measured("redis_session_b")
+    redis_cpu = connects_s * f.measured("redis_open_cpu") / 1000
+    shards = max(redis_mem / (f.price("redis_shard", "mem_gib") * GIB * util), redis_cpu / util)
+    return [
+        Line("edge processes", procs, "processes", note=f"{conn_cores:,.1f} cores for "
+             f"handshakes+heartbeats, {turn_cores:,.1f} for turn frames; "
+             f"{kib:.1f} KiB/connection"),
+        Line(f"edge boxes ({vcpus:.0f} vCPU, {mem:.0f} GiB)", boxes, "boxes",
+             boxes * f.price("edge_box", "usd_month")),
+        Line("Redis shards: sessions (memory, opens)", shards, "shards",
+             note=f"{redis_mem / GIB:,.0f} GiB, {redis_cpu:,.2f} cores"),
+    ]
+
+
+def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
+    rate, deltas, util = ld["turns_per_s"], ld["deltas"], a.target_util
+    redis_cores = rate * (f.measured("redis_turn_cpu") + deltas * f.measured("redis_delta_cpu")
+                          + ld["reply_chars"] * f.measured("redis_char_cpu"))
+    cmds = rate * (f.measured("redis_turn_cmds") + deltas * f.measured("redis_delta_cmds"))
+    kept = ld["users"] * a.sessions_kept_per_user
+    per_session = f.inp("turns_per_session", "turns kept per session", a.turns_per_session,
+                        "--turns-per-session")
+    in_log = min(per_session, K.LOG_MAXLEN / (deltas + 3))
+    in_mem = min(per_session, K.MEMORY_MAXLEN / 2)
+    log_b = (f.measured("log_b") + deltas * f.measured("log_b_delta")
+             + ld["reply_chars"] * f.measured("log_b_char"))
+    mem_b = f.measured("mem_b") + ld["reply_chars"] * f.measured("mem_b_char")
+    redis_mem = kept * (in_log * log_b + in_mem * mem_b)
+    shards = max(redis_cores / util, redis_mem / (f.price("redis_shard", "mem_gib") * GIB * util))
+    desc = "turns one worker process runs at once"
+    conc = (f.setting("concurrency", desc, a.worker_concurrency, "AGENTIA_CONCURRENCY")
+            if a.worker_concurrency == _defaults(WorkerSettings)["concurrency"]
+            else f.inp("concurrency", desc, a.worker_concurrency, "--worker-concurrency"))
+    cpu_procs = rate * f.measured("worker_turn_cpu") / util
+    conc_procs = rate * ld["turn_s"] / conc
+    procs = math.ceil(max(cpu_procs, conc_procs))
+    egress_gb = rate * MONTH_S * (2 * ld["reply_chars"] + (deltas + 4) * 120) / 1e9
+    return [
+        Line("Redis shards: turn streams (CPU, logs)", shards, "shards",
+             note=f"{redis_cores:,.0f} cores, {cmds:,.0f} commands/s, "
+                  f"{redis_mem / GIB:,.0f} GiB of logs and memory"),
+        Line("worker processes (1 vCPU each)", procs, "vCPU",
+             procs * f.price("worker_vcpu", "usd_month"),
+             note=f"CPU needs {cpu_procs:,.0f}, concurrency ({conc:.0f}/process, "
+                  f"{rate * ld['turn_s']:,.0f} turns in flight) needs {conc_procs:,.0f}"),
+        Line("reply egress", egress_gb, "GB/month", egress_gb * f.price("egress", "usd_per_gb")),
+    ]
+
+
+def model(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
+    out_tps = ld["turns_per_s"] * ld["reply_tokens"]
+    gpu_tps = f.inp("gpu_tps", "output tokens/s one GPU sustains (NOT measured here)",
+                    a.tokens_per_s_per_gpu, "--tokens-per-s-per-gpu")
+    gpus = out_tps / gpu_tps
+    note = f"{out_tps:,.0f} output tokens/s at {gpu_tps:,.0f}/GPU"
+    if a.prompt_tokens:
+        prompt = f.inp("prompt_tokens", "prompt tokens per turn", a.prompt_tokens,
+                       "--prompt-tokens")
+        prefill = f.inp("prefill_tps", "prompt tokens/s one GPU prefills",
+                        a.prefill_tokens_per_s_per_gpu, "--prefill-tokens-per-s-per-gpu")
+        gpus += ld["turns_per_s"] * prompt / prefill
+        note += f", {ld['turns_per_s'] * prompt:,.0f} prompt tokens/s at {prefill:,.0f}/GPU"
+    n = math.ceil(gpus)
+    return [Line("GPUs serving the model", n, "GPUs", n * f.price("gpu", "usd_month"), note)]
+
+
+def voice(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
+    share = f.inp("voice_share", "share of users in a voice call", a.voice_share, "--voice-share")
+    if share <= 0:
+        return []
+    calls = ld["users"] * share
+    per_worker = f.voice_calls(a.calls_per_voice_worker)
+    workers = math.ceil(calls / per_worker)
+    per_sfu = f.inp("sfu_calls", "calls per LiveKit node (NOT measured here; see "
+                    "docs/capacity.md)", a.calls_per_sfu_node, "--calls-per-sfu-node")
+    sfus = math.ceil(calls / per_sfu)
+    kbps = f.inp("audio_kbps", "agent audio to a caller, kbit/s", a.audio_kbps, "--audio-kbps")
+    gb = calls * kbps * 1000 / 8 * MONTH_S / 1e9
+    return [
+        Line(f"voice workers ({f.price('voice_worker', 'vcpus'):.0f} vCPU each)", workers,
+             "workers", workers * f.price("voice_worker", "usd_month"),
+             f"{calls:,.0f} calls at {per_worker:g} per worker"),
+        Line("LiveKit nodes", sfus, "nodes", sfus * f.price("sfu_node", "usd_month"),
+             f"{per_sfu:,.0f} calls per node"),
+        Line("audio egress", gb, "GB/month", gb * f.price("egress", "usd_per_gb")),
+    ]
+
+
+def _redis_cost(parts: dict[str, list[Line]], f: Figures) -> None:
+    """Shards of both parts are summed, then rounded up once, and priced with replicas."""
+    lines = [ln for part in ("connections", "turns") for ln in parts[part]
+             if ln.what.startswith("Redis shards")]
+    total = math.ceil(sum(ln.quantity for ln in lines))
+    per = f.price("redis_shard", "usd_month") * (1 + f.price("redis_shard", "replicas"))
+    for ln in lines:
+        share = ln.quantity / sum(x.quantity for x in lines) if total else 0.0
+        ln.usd_month = total * share * per
+        ln.quantity = round(ln.quantity, 2)
+
+
+def compute(a: argparse.Namespace) -> dict[str, Any]:
+    prices_path = Path(a.prices)
+    try:
+        prices = tomllib.loads(prices_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MissingResult(f"cannot read the price table {prices_path}: {exc}") from None
+    f = Figures(Path(a.results_dir), prices, prices_path)
+    ld = load_of(a, f)
+    parts = {"connections": connections(a, f, ld), "turns": turns(a, f, ld),
+             "model": model(a, f, ld), "voice": voice(a, f, ld)}
+    _redis_cost(parts, f)
+    cost = {k: sum(ln.usd_month for ln in v) for k, v in parts.items()}
+    return {
+        "load": ld,
+        "parts": {k: [_line(ln) for ln in v] for k, v in parts.items()},
+        "usd_month": cost, "total_usd_month": sum(cost.values()),
+        "figures": {k: {"label": x.label, "value": x.value, "kind": x.kind, "where": x.where}
+                    for k, x in f.used.items()},
+    }
+
+
+def _line(ln: Line) -> dict[str, Any]:
+    return {"what": ln.what, "quantity": ln.quantity, "unit": ln.unit,
+            "usd_month": round(ln.usd_month), "note": ln.note}
+
+
+# ------------------------------------------------------------------ output and CLI
+
+TITLES = {"connections": "CONNECTIONS (edges; Redis for sessions and delivery registration)",
+          "turns": "TURNS (workers; Redis streams, logs and memory)",
+          "model": "MODEL COMPUTE", "voice": "VOICE (LiveKit nodes, voice workers)"}
+
+
+def render(res: dict[str, Any]) -> str:
+    ld = res["load"]
+    out = [f"{ld['users']:,.0f} concurrent users: {ld['turns_per_s']:,.0f} turns/s, "
+           f"{ld['reply_tokens']:,.0f}-token replies in {ld['deltas']:,.0f} deltas over "
+           f"{ld['turn_s']:.1f} s", ""]
+    for part, lines in res["parts"].items():
+        if not lines:
+            continue
+        out.append(f"{TITLES[part]:<66}{'$/month':>12}")
+        for ln in lines:
+            q = f"{ln['quantity']:,.2f}".rstrip("0").rstrip(".")
+            cost = f"{ln['usd_month']:,.0f}" if ln["usd_month"] else ""
+            out.append(f"  {ln['what']:<44}{q:>12} {ln['unit']:<8}{cost:>12}")
+            if ln["note"]:
+                out.append(f"      {ln['note']}")
+        out.append(f"  {'subtotal':<65}{res['usd_month'][part]:>12,.0f}")
+        out.append("")
+    out.append(f"{'TOTAL':<66}{res['total_usd_month']:>12,.0f}")
+    out += ["", "Figures used (measured = a recorded benchmark result on this project's machine):"]
+    for x in res["figures"].values():
+        out.append(f"  {x['label']:<62} {x['value']:>12,.6g}  {x['kind']}: {x['where']}")
+    return "\n".join(out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add = p.add_argument
+    add("--users", type=float, default=10_000_000, help="concurrent users (connections)")
+    add("--turns-per-user-per-min", type=float, default=1.0)
+    add("--reply-tokens", type=float, default=300.0, help="output tokens per reply")
+    add("--voice-share", type=float, default=0.0, help="share of users in a voice call (0-1)")
+    add("--tokens-per-s-per-gpu", type=float, default=2500.0,
+        help="output tokens/s one GPU sustains for your model (an input, not measured here)")
+    add("--prompt-tokens", type=float, default=0.0, help="prompt tokens per turn (0: ignore)")
+    add("--prefill-tokens-per-s-per-gpu", type=float, default=20000.0)
+    add("--stream-tokens-per-s", type=float, default=50.0, help="speed of one reply's stream")
+    add("--ttft-s", type=float, default=0.5, help="seconds to a reply's first token")
+    add("--chars-per-token", type=float, default=4.0)
+    add("--connects-per-user-per-hour", type=float, default=2.0)
+    add("--conns-per-edge-process", type=float, default=19_000.0,
+        help="default: a 20,000-fd limit minus the edge's reserve of 1,000")
+    add("--sessions-kept-per-user", type=float, default=1.0,
+        help="sessions each user keeps in Redis (they expire after a week idle)")
+    add("--turns-per-session", type=float, default=20.0,
+        help="turns a session's log and memory hold (capped by LOG_MAXLEN, MEMORY_MAXLEN)")
+    add("--worker-concurrency", type=float, default=_defaults(WorkerSettings)["concurrency"])
+    add("--calls-per-voice-worker", type=float, default=None,
+        help="used only when no voice benchmark result is recorded")
+    add("--calls-per-sfu-node", type=float, default=1500.0)
+    add("--audio-kbps", type=float, default=32.0)
+    add("--target-util", type=float, default=0.7, help="CPU and memory kept below this share")
+    add("--prices", default=str(PRICES), help="price table (TOML)")
+    add("--results-dir", default=str(RESULTS), help="recorded benchmark results")
+    add("--json", action="store_true", help="print JSON instead of the table")
+
+
+def run(a: argparse.Namespace) -> int:
+    try:
+        res = compute(a)
+    except MissingResult as exc:
+        print(f"agentia capacity: {exc}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(res))
+    return 0
