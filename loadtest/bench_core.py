@@ -12,6 +12,22 @@ Everything runs on loopback, bounded in count and time, and is stopped by PID.
     python -m loadtest.bench_core idle --connections 15000
     python -m loadtest.bench_core turns --rate 100 --seconds 20
     python -m loadtest.bench_core cancel --trials 30
+
+With ``--record`` a run also writes its figures to ``loadtest/results/<name>.json``
+(``loadtest.record``), which ``agentia capacity`` reads. Names, and the figures the capacity
+model takes from them:
+
+* ``core-idle`` (``idle``): ``edge_rss_kib_per_conn``, ``kernel_slab_kib_per_conn_both_ends``,
+  ``edge_cpu_s_per_1000`` (handshakes), ``edge_cpu_s_per_1000_pings`` (heartbeats of held
+  connections, measured over the hold, which must last at least one heartbeat).
+* ``core-turns-w<workers>`` (``turns``): per offered rate, CPU-seconds per turn of the edge, of
+  the workers and of redis-server, and ``summary``: the same averaged over the levels the
+  workers kept up with (every turn answered, full-turn p50 under 1 s: on a shared machine the
+  p99 is other people's load), and the highest such rate.
+* ``core-cancel`` (``cancel``): cancel latency (documentation only).
+
+``--record NAME`` overrides the name. The machine these ran on is shared: say so with
+``--notes``.
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
 from agentia.supervise import stop_all
 from gateway.auth import mint
+from loadtest.record import record
 
 IP_BIND_ADDRESS_NO_PORT = 24
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +163,7 @@ def _get(q: Any, procs: list[mp.Process], timeout: float) -> Any:
 
 
 def bench_idle(connections: int, clients: int, hold_s: float,
-               deflate: bool = False) -> dict[str, Any]:
+               deflate: bool = False, heartbeat: float = 20.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
         env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
@@ -160,7 +177,7 @@ def bench_idle(connections: int, clients: int, hold_s: float,
             per = connections // clients
             procs = [mp.Process(target=_client_proc, args=(
                 int(info["port"]), per, [f"127.0.0.{2 + (c * 4 + j) % 250}" for j in range(4)],
-                hold_s, 20.0, q, deflate)) for c in range(clients)]
+                hold_s, heartbeat, q, deflate)) for c in range(clients)]
             t0 = time.perf_counter()
             for p in procs:
                 p.start()
@@ -169,6 +186,12 @@ def bench_idle(connections: int, clients: int, hold_s: float,
                 lat += _get(q, procs, 600)[1]
             wall = time.perf_counter() - t0
             cpu1, rss1, k1 = cpu_s(edge.pid), rss_kib(edge.pid), slab_kib()
+            # heartbeats: each client pings every `heartbeat` s from the end of its own ramp
+            # (and once more at the end of the hold); the window ends half a heartbeat after
+            # the last full round, so that neither the final pings nor the closes count
+            rounds = max(0, int((hold_s - heartbeat) // heartbeat))
+            time.sleep((rounds + 0.5) * heartbeat if rounds else 0)
+            cpu2 = cpu_s(edge.pid)
             held = [_get(q, procs, hold_s + 600) for _ in procs]
             for p in procs:
                 p.join(60)
@@ -182,6 +205,9 @@ def bench_idle(connections: int, clients: int, hold_s: float,
                 "edge_rss_kib_per_conn": round((rss1 - rss0) / n, 2),
                 "kernel_slab_kib_per_conn_both_ends": round((k1 - k0) / n, 2),
                 "hold_s": hold_s, "dropped": sum(h[1] for h in held), "deflate": deflate,
+                "heartbeat_s": heartbeat, "pings_measured": rounds * n,
+                "edge_cpu_s_per_1000_pings": round((cpu2 - cpu1) / (rounds * n) * 1000, 4)
+                if rounds else None,
             }
         finally:
             stop_all([edge])
@@ -207,6 +233,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
     turn_of: dict[int, str] = {}
     first_seen: set[str] = set()
     done = 0
+    deltas = [0]
     total: list[int] = []  # set once sending is over
     all_done = asyncio.Event()
 
@@ -220,6 +247,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
                 turn_of[id(ws) * 1_000_000 + f["offset"]] = f["id"]
             elif f["type"] in ("delta", "reply"):
                 cid = turn_of.get(id(ws) * 1_000_000 + f["turn"])
+                deltas[0] += f["type"] == "delta"
                 if cid and cid not in first_seen:
                     first_seen.add(cid)
                     firsts.append(now - sent[cid])
@@ -257,7 +285,8 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
         "first_delta_p99_ms": round(pct(firsts, 99) * ms, 2),
         "full_turn_p50_ms": round(pct(fulls, 50) * ms, 2),
         "full_turn_p99_ms": round(pct(fulls, 99) * ms, 2),
-        "full_turn_mean_ms": round(statistics.fmean(fulls) * ms, 2) if fulls else None}
+        "full_turn_mean_ms": round(statistics.fmean(fulls) * ms, 2) if fulls else None,
+        "deltas_per_turn": round(deltas[0] / done, 2) if done else None}
 
 
 def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) -> list[Any]:
@@ -270,10 +299,17 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) 
         env.pop("OPENAI_API_KEY", None)
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
         ws = [spawn(["worker"], env, "AGENTIA_WORKER_READY")[0] for _ in range(workers)]
+        assert redis.proc is not None
+        pids = {"edge": [edge.pid], "workers": [w.pid for w in ws], "redis": [redis.proc.pid]}
         out = []
         try:
             for r in rates:
-                out.append(asyncio.run(_turn_load(int(info["port"]), r, seconds, clients)))
+                before = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
+                level = asyncio.run(_turn_load(int(info["port"]), r, seconds, clients))
+                for k, v in pids.items():
+                    used = sum(cpu_s(p) for p in v) - before[k]
+                    level[f"{k}_cpu_s_per_turn"] = round(used / max(1, level["completed"]), 5)
+                out.append(level)
                 print(orjson.dumps(out[-1]).decode(), file=sys.stderr, flush=True)
             return out
         finally:
@@ -324,6 +360,22 @@ def bench_cancel(trials: int) -> dict[str, Any]:
             redis.stop()
 
 
+def turns_summary(levels: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """CPU per turn averaged over the levels the workers kept up with; the highest such rate.
+
+    The CPU counted for a level includes its ramp-down (waiting for the last replies), so a
+    kept-up level's figure is what a turn costs, not what an overloaded system spends."""
+    ok = [lv for lv in levels if lv["completed"] == lv["sent"] and lv["full_turn_p50_ms"] < 1000]
+    out: dict[str, Any] = {"workers": workers, "levels_kept_up": [lv["rate"] for lv in ok],
+                           "max_rate_kept_up": max((lv["rate"] for lv in ok), default=None)}
+    for k in ("edge", "workers", "redis"):
+        vals = [lv[f"{k}_cpu_s_per_turn"] for lv in ok]
+        out[f"{k}_cpu_s_per_turn"] = round(statistics.fmean(vals), 5) if vals else None
+    d = [lv["deltas_per_turn"] for lv in ok if lv["deltas_per_turn"] is not None]
+    out["deltas_per_turn"] = round(statistics.fmean(d), 2) if d else None
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,6 +386,7 @@ def main() -> None:
     i.add_argument("--hold", type=float, default=60.0, help="seconds to hold them")
     i.add_argument("--deflate", action="store_true",
                    help="clients offer permessage-deflate and the edge accepts it")
+    i.add_argument("--heartbeat", type=float, default=20.0, help="seconds between client pings")
     t = sub.add_parser("turns")
     t.add_argument("--rate", type=float, action="append", help="turns/s (repeatable)")
     t.add_argument("--seconds", type=float, default=20.0)
@@ -341,14 +394,26 @@ def main() -> None:
     t.add_argument("--workers", type=int, default=1)
     c = sub.add_parser("cancel")
     c.add_argument("--trials", type=int, default=30)
+    for sp in (i, t, c):
+        sp.add_argument("--record", nargs="?", const="", metavar="NAME",
+                        help="write loadtest/results/<NAME>.json (default name: see above)")
+        sp.add_argument("--notes", default="", help="recorded with --record (e.g. 'noisy')")
     a = p.parse_args()
     if a.cmd == "idle":
-        out: Any = bench_idle(a.connections, a.clients, a.hold, a.deflate)
+        out: Any = bench_idle(a.connections, a.clients, a.hold, a.deflate, a.heartbeat)
+        name, figures = "core-idle-deflate" if a.deflate else "core-idle", out
     elif a.cmd == "cancel":
         out = bench_cancel(a.trials)
+        name, figures = "core-cancel", out
     else:
         out = bench_turns(a.rate or [100.0], a.seconds, a.clients, a.workers)
+        name = f"core-turns-w{a.workers}"
+        figures = {"levels": out, "summary": turns_summary(out, a.workers),
+                   "seconds": a.seconds, "clients": a.clients}
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    if a.record is not None:
+        path = record(a.record or name, figures, notes=a.notes)
+        print(f"recorded {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
