@@ -62,6 +62,8 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("core-turns-w1", "summary.deltas_per_turn")]),
     "worker_turn_cpu": ("worker CPU-s per turn (Agents SDK runner, demo model)", [
         ("core-turns-w1", "summary.workers_cpu_s_per_turn")]),
+    "worker_delta_cpu": ("worker CPU-s per further delta (bus calls; Redis benchmark's "
+                         "client processes)", [("redis-shard", "fit.client_cpu_s_per_delta")]),
     "redis_open_cpu": ("redis-server CPU-s per 1,000 sessions opened", [
         ("redis-shard", "idle.redis_cpu_s_per_1000_opens")]),
     "redis_session_b": ("Redis bytes per idle session", [
@@ -259,7 +261,8 @@ def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]
     conc = (f.setting("concurrency", desc, a.worker_concurrency, "AGENTIA_CONCURRENCY")
             if a.worker_concurrency == _defaults(WorkerSettings)["concurrency"]
             else f.inp("concurrency", desc, a.worker_concurrency, "--worker-concurrency"))
-    cpu_procs = rate * f.measured("worker_turn_cpu") / util
+    extra = max(0.0, deltas - f.measured("bench_deltas")) * f.measured("worker_delta_cpu")
+    cpu_procs = rate * (f.measured("worker_turn_cpu") + extra) / util
     conc_procs = rate * ld["turn_s"] / conc
     procs = math.ceil(max(cpu_procs, conc_procs))
     egress_gb = rate * MONTH_S * (2 * ld["reply_chars"] + (deltas + 4) * 120) / 1e9

@@ -11,6 +11,8 @@ sessions), with many concurrent closed-loop users per process.
 
 What it reports, for each level (deltas per turn, reply size):
 
+* the client processes' own CPU per turn (edge and worker side of the bus calls: what one
+  more delta costs a worker in Python, besides the Agents SDK);
 * redis-server CPU-seconds per turn (from ``/proc/<pid>/stat``) and the commands Redis counted
   per turn (``INFO stats``: scripts' inner calls included); hence the turns/s and commands/s
   that would saturate one core: ``1 / cpu_s_per_turn``;
@@ -191,9 +193,9 @@ def _client(url: str, idx: int, users: int, seconds: float, deltas: int, reply_c
         q.put(("opened", idx))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
         side = [asyncio.create_task(p.deliver()), asyncio.create_task(p.consume())]
-        end = time.monotonic() + seconds
+        end, cpu0 = time.monotonic() + seconds, time.process_time()
         await asyncio.gather(*(p.user(s, u, end) for s, u in sessions))
-        q.put(("done", p.turns, p.latencies))
+        q.put(("done", p.turns, p.latencies, time.process_time() - cpu0))
         for t in side:
             t.cancel()
         await asyncio.gather(*side, *p.tasks, return_exceptions=True)
@@ -254,7 +256,7 @@ def _run_clients(shard: _Shard, procs: int, users: int, seconds: float, deltas: 
     turns = sum(d[1] for d in done)
     lat = [x for d in done for x in d[2]]
     return {"turns": turns, "wall_s": round(wall, 2), "cpu": cpu1 - cpu0, "commands": cmd1 - cmd0,
-            "mem0": mem0, "lat": lat}
+            "mem0": mem0, "lat": lat, "client_cpu": sum(d[3] for d in done)}
 
 
 def _get(q: Any, ps: list[Any], timeout: float) -> Any:
@@ -312,6 +314,7 @@ def bench_level(shard: _Shard, procs: int, users: int, seconds: float, deltas: i
         "redis_busy": round(run["cpu"] / run["wall_s"], 3),
         "redis_cpu_s_per_turn": round(cpu_per_turn, 7),
         "redis_commands_per_turn": round(run["commands"] / turns, 1),
+        "client_cpu_s_per_turn": round(run["client_cpu"] / turns, 7),
         "turns_per_s_per_core": round(1 / cpu_per_turn) if cpu_per_turn else None,
         "commands_per_s_per_core": round(run["commands"] / run["cpu"]) if run["cpu"] else None,
         "turn_p50_ms": round(pct(run["lat"], 50) * 1000, 2),
@@ -334,13 +337,13 @@ def fit(levels: list[dict[str, Any]]) -> dict[str, Any]:
     default levels are designed for that), the base from all of them."""
     out: dict[str, Any] = {}
     for key, name, digits in (("redis_cpu_s_per_turn", "redis_cpu_s_per", 9),
+                              ("client_cpu_s_per_turn", "client_cpu_s_per", 9),
                               ("redis_commands_per_turn", "commands_per", 2),
                               ("log_bytes_per_turn", "log_bytes_per", 2),
                               ("memory_bytes_per_turn", "memory_bytes_per", 2)):
         base, per_delta, per_char = _plane(levels, key)
         prefix = name.removesuffix("_per")
-        out[f"{prefix}_base" if "cpu" not in name else "redis_cpu_s_per_turn_base"] = round(
-            base, digits)
+        out[f"{prefix}_base" if "cpu" not in name else f"{key}_base"] = round(base, digits)
         out[f"{name}_delta"] = round(per_delta, digits)
         out[f"{name}_reply_char"] = round(per_char, digits)
     out["commands_per_turn_base"] = out.pop("commands_base")

@@ -1,0 +1,143 @@
+"""The capacity model reads recorded benchmark results (never constants) and scales sanely."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agentia.capacity import MissingResult, add_arguments, compute, run
+from loadtest.record import ROOT, record
+
+RESULTS: dict[str, dict[str, Any]] = {
+    "core-idle": {"edge_rss_kib_per_conn": 16.0, "kernel_slab_kib_per_conn_both_ends": 10.0,
+                  "edge_cpu_s_per_1000": 0.5, "edge_cpu_s_per_1000_pings": 0.04},
+    "core-turns-w1": {"summary": {"edge_cpu_s_per_turn": 0.002, "workers_cpu_s_per_turn": 0.006,
+                                  "redis_cpu_s_per_turn": 0.001, "deltas_per_turn": 1.0}},
+    "redis-shard": {
+        "idle": {"redis_cpu_s_per_1000_opens": 0.04, "redis_bytes_per_idle_session": 600},
+        "fit": {"redis_cpu_s_per_turn_base": 4e-4, "redis_cpu_s_per_delta": 6e-5,
+                "redis_cpu_s_per_reply_char": 1e-8, "client_cpu_s_per_delta": 1e-4,
+                "commands_per_turn_base": 65.0,
+                "commands_per_delta": 12.0, "log_bytes_base": 700.0, "log_bytes_per_delta": 190.0,
+                "log_bytes_per_reply_char": 2.4, "memory_bytes_base": 200.0,
+                "memory_bytes_per_reply_char": 1.0}},
+}
+
+
+def write(tmp: Path, results: dict[str, dict[str, Any]] = RESULTS) -> Path:
+    for name, figures in results.items():
+        record(name, figures, results_dir=tmp, command="test")
+    return tmp
+
+
+def args(tmp: Path, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(["--results-dir", str(tmp), *extra])
+
+
+def quantity(res: dict[str, Any], part: str, starts: str) -> float:
+    return next(ln["quantity"] for ln in res["parts"][part] if ln["what"].startswith(starts))
+
+
+def test_figures_come_from_the_result_files(tmp_path: Path) -> None:
+    res = compute(args(write(tmp_path)))
+    used = res["figures"]
+    assert used["worker_turn_cpu"]["kind"] == "measured"
+    assert used["worker_turn_cpu"]["value"] == 0.006
+    assert str(tmp_path / "core-turns-w1.json") in used["worker_turn_cpu"]["where"]
+    assert str(tmp_path / "redis-shard.json") in used["redis_session_b"]["where"]
+    assert used["gpu_tps"]["kind"] == "input"
+
+
+def test_changing_a_recorded_figure_changes_the_answer_proportionally(tmp_path: Path) -> None:
+    # concurrency high enough that workers are CPU-bound, and no cost per further delta, so
+    # that their count follows the turns benchmark's CPU figure alone
+    same = copy.deepcopy(RESULTS)
+    same["redis-shard"]["fit"]["client_cpu_s_per_delta"] = 0.0
+    base = compute(args(write(tmp_path / "a", same), "--worker-concurrency", "100000"))
+    changed = copy.deepcopy(same)
+    changed["core-turns-w1"]["summary"]["workers_cpu_s_per_turn"] = 0.012
+    doubled = compute(args(write(tmp_path / "b", changed), "--worker-concurrency", "100000"))
+    w0 = quantity(base, "turns", "worker processes")
+    w1 = quantity(doubled, "turns", "worker processes")
+    assert w0 > 100
+    assert abs(w1 - 2 * w0) <= 1
+    # and the Redis memory per session drives the sessions' shards
+    changed = copy.deepcopy(RESULTS)
+    changed["redis-shard"]["idle"]["redis_bytes_per_idle_session"] = 6000
+    more = compute(args(write(tmp_path / "c", changed)))
+    s0 = quantity(base, "connections", "Redis shards")
+    assert quantity(more, "connections", "Redis shards") == pytest.approx(10 * s0, rel=0.01)
+
+
+def test_a_missing_result_names_the_benchmark_to_run(tmp_path: Path, capsys: Any) -> None:
+    partial = {k: v for k, v in RESULTS.items() if k != "redis-shard"}
+    a = args(write(tmp_path, partial))
+    with pytest.raises(MissingResult, match=r"redis-shard\.json.*python -m loadtest\.bench_redis"):
+        compute(a)
+    assert run(a) == 2
+    assert "run: python -m loadtest.bench_redis --record" in capsys.readouterr().err
+
+
+def test_a_result_without_the_needed_figure_is_missing(tmp_path: Path) -> None:
+    broken = copy.deepcopy(RESULTS)
+    del broken["core-idle"]["edge_cpu_s_per_1000_pings"]
+    with pytest.raises(MissingResult, match="bench_core idle"):
+        compute(args(write(tmp_path, broken)))
+
+
+def test_users_doubling_roughly_doubles_edges(tmp_path: Path) -> None:
+    d = write(tmp_path)
+    one = compute(args(d, "--users", "5000000"))
+    two = compute(args(d, "--users", "10000000"))
+    b1, b2 = (quantity(r, "connections", "edge boxes") for r in (one, two))
+    assert b1 >= 5
+    assert 2 * b1 - 1 <= b2 <= 2 * b1 + 1
+
+
+def test_gpus_scale_with_turns_times_tokens(tmp_path: Path) -> None:
+    d = write(tmp_path)
+    base = quantity(compute(args(d)), "model", "GPUs")
+    more_turns = quantity(compute(args(d, "--turns-per-user-per-min", "2")), "model", "GPUs")
+    more_tokens = quantity(compute(args(d, "--reply-tokens", "600")), "model", "GPUs")
+    faster_gpu = quantity(compute(args(d, "--tokens-per-s-per-gpu", "5000")), "model", "GPUs")
+    assert base == pytest.approx(10_000_000 / 60 * 300 / 2500, abs=1)
+    assert more_turns == pytest.approx(2 * base, abs=1)
+    assert more_tokens == pytest.approx(2 * base, abs=1)
+    assert faster_gpu == pytest.approx(base / 2, abs=1)
+
+
+def test_voice_needs_a_result_or_an_explicit_input(tmp_path: Path) -> None:
+    d = write(tmp_path)
+    with pytest.raises(MissingResult, match="no recorded voice result"):
+        compute(args(d, "--voice-share", "0.1"))
+    res = compute(args(d, "--voice-share", "0.1", "--calls-per-voice-worker", "4"))
+    assert res["figures"]["voice_calls"]["kind"] == "input"
+    assert "NOT measured" in res["figures"]["voice_calls"]["label"]
+    assert quantity(res, "voice", "voice workers") == 250_000
+    record("voice-capacity", {"calls_per_voice_worker": 5}, results_dir=d, command="test")
+    res = compute(args(d, "--voice-share", "0.1", "--calls-per-voice-worker", "4"))
+    assert res["figures"]["voice_calls"]["kind"] == "measured"
+    assert quantity(res, "voice", "voice workers") == 200_000
+
+
+def test_the_committed_results_are_complete_for_the_model() -> None:
+    """The real CLI against loadtest/results/ as committed: every figure is there."""
+    cmd = [sys.executable, "-m", "agentia.cli", "capacity", "--users", "10000000",
+           "--voice-share", "0.05", "--calls-per-voice-worker", "3", "--json"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    res = orjson.loads(out.stdout)
+    measured = {k for k, f in res["figures"].items() if f["kind"] == "measured"}
+    assert {"edge_rss_kib", "worker_turn_cpu", "redis_turn_cpu", "log_b"} <= measured
+    assert all(str(ROOT / "loadtest" / "results") in res["figures"][k]["where"]
+               for k in measured)
+    assert res["total_usd_month"] > 0
