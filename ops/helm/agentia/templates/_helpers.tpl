@@ -1,0 +1,245 @@
+{{/* Names and labels. */}}
+{{- define "agentia.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "agentia.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 57 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 57 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 57 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The name of one component's objects: <fullname>-<component> (57 + 6 <= 63). */}}
+{{- define "agentia.component" -}}
+{{- printf "%s-%s" (include "agentia.fullname" .root) .component -}}
+{{- end -}}
+
+{{- define "agentia.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agentia.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "agentia.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{ include "agentia.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: agentia
+{{- end -}}
+
+{{- define "agentia.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "agentia.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "agentia.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Values without a safe default: fail early with what to set (every top-level template
+calls this, so the same message comes first whichever template helm renders first). */}}
+{{- define "agentia.validate" -}}
+{{- if not .Values.redis.host -}}
+{{- fail "redis.host is required: the Redis (>= 7) every process uses, e.g. <release>-redis-master.<namespace>.svc.cluster.local (docs/deploy.md)" -}}
+{{- end -}}
+{{- if and (not .Values.auth.existingSecret) (not .Values.auth.jwtSecret) -}}
+{{- fail "set auth.existingSecret (a Secret with the JWT secret) or auth.jwtSecret: the default secret is public (docs/deploy.md)" -}}
+{{- end -}}
+{{- if and .Values.voice.enabled (or (not .Values.livekit.url) (not .Values.livekit.existingSecret)) -}}
+{{- fail "voice.enabled needs livekit.url and livekit.existingSecret (docs/deploy.md)" -}}
+{{- end -}}
+{{- if and .Values.worker.enabled .Values.worker.keda.enabled -}}
+{{- include "agentia.validateStreams" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "agentia.jwtSecretName" -}}
+{{- default (printf "%s-auth" (include "agentia.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{/* AGENTIA_REDIS_URL; the password is expanded by Kubernetes from REDIS_PASSWORD. */}}
+{{- define "agentia.redisUrl" -}}
+{{- $r := .Values.redis -}}
+{{- $userinfo := "" -}}
+{{- if $r.auth.existingSecret -}}
+{{- $userinfo = printf "%s:$(REDIS_PASSWORD)@" $r.auth.username -}}
+{{- else if $r.auth.username -}}
+{{- $userinfo = printf "%s@" $r.auth.username -}}
+{{- end -}}
+{{- printf "%s://%s%s:%v/%v" (ternary "rediss" "redis" $r.tls) $userinfo $r.host $r.port $r.db -}}
+{{- end -}}
+
+{{/* Redis seed addresses for KEDA's redis-cluster-streams trigger. */}}
+{{- define "agentia.redisAddresses" -}}
+{{- if .Values.redis.clusterNodes -}}
+{{- join "," .Values.redis.clusterNodes -}}
+{{- else -}}
+{{- printf "%s:%v" .Values.redis.host .Values.redis.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Inbound stream names as a JSON list, from worker.keda.streams. The chart cannot derive them:
+sessions/keys.py picks each shard's hash tag by a CRC16 search (Keys(prefix, shards).inbound),
+so they are printed by the application (docs/deploy.md) and checked here against
+config.shards and config.redisPrefix.
+*/}}
+{{- define "agentia.inboundStreams" -}}
+{{- toJson .Values.worker.keda.streams -}}
+{{- end -}}
+
+{{- define "agentia.validateStreams" -}}
+{{- $streams := .Values.worker.keda.streams -}}
+{{- $shards := int .Values.config.shards -}}
+{{- $prefix := .Values.config.redisPrefix -}}
+{{- if not $streams -}}
+{{- fail (printf "worker.keda.streams is required with worker.keda.enabled: the %d inbound stream names of prefix %q, printed by: python -c 'from sessions.keys import Keys; k = Keys(%q, %d); print(*(k.inbound(i) for i in range(%d)), sep=chr(10))' (docs/deploy.md)" $shards $prefix $prefix $shards $shards) -}}
+{{- end -}}
+{{- if ne (len $streams) $shards -}}
+{{- fail (printf "worker.keda.streams has %d names but config.shards is %d: print them again for the new shard count (docs/deploy.md)" (len $streams) $shards) -}}
+{{- end -}}
+{{- range $streams -}}
+{{- if not (hasPrefix (printf "%s:" $prefix) .) -}}
+{{- fail (printf "worker.keda.streams: %q is not under config.redisPrefix %q" . $prefix) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A map of name: value as container env entries. */}}
+{{- define "agentia.envMap" -}}
+{{- range $k, $v := . }}
+- name: {{ $k }}
+  value: {{ $v | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Environment every Agentia container gets: Redis, the shared settings, extraEnv. */}}
+{{- define "agentia.env.common" -}}
+{{- $r := .Values.redis -}}
+{{- if $r.auth.existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.auth.existingSecret }}
+      key: {{ $r.auth.passwordKey }}
+{{- end }}
+{{- if $r.auth.username }}
+- name: REDIS_USERNAME
+  value: {{ $r.auth.username | quote }}
+{{- end }}
+- name: AGENTIA_REDIS_URL
+  value: {{ include "agentia.redisUrl" . | quote }}
+- name: AGENTIA_REDIS_PREFIX
+  value: {{ .Values.config.redisPrefix | quote }}
+- name: AGENTIA_SHARDS
+  value: {{ .Values.config.shards | quote }}
+- name: AGENTIA_LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: AGENTIA_LOG_JSON
+  value: {{ .Values.config.logJson | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Token verification (edges and the control plane). */}}
+{{- define "agentia.env.auth" -}}
+- name: AGENTIA_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "agentia.jwtSecretName" . }}
+      key: {{ .Values.auth.jwtSecretKey }}
+      {{- if .Values.auth.publicKeyKey }}
+      optional: true                # RS256/ES256 verify with the public key alone
+      {{- end }}
+- name: AGENTIA_JWT_ALGORITHMS
+  value: {{ .Values.auth.algorithms | quote }}
+{{- if .Values.auth.publicKeyKey }}
+- name: AGENTIA_JWT_PUBLIC_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "agentia.jwtSecretName" . }}
+      key: {{ .Values.auth.publicKeyKey }}
+{{- end }}
+{{- end -}}
+
+{{/* LiveKit (voice workers, and the control plane's voice route). */}}
+{{- define "agentia.env.livekit" -}}
+- name: AGENTIA_LIVEKIT_URL
+  value: {{ .Values.livekit.url | quote }}
+- name: AGENTIA_LIVEKIT_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.livekit.existingSecret }}
+      key: {{ .Values.livekit.apiKeyKey }}
+- name: AGENTIA_LIVEKIT_API_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.livekit.existingSecret }}
+      key: {{ .Values.livekit.apiSecretKey }}
+{{- end -}}
+
+{{/* The edge's grace period: preStop sleep + drain + listener close (2 s) + the
+supervisor's kill margin (5 s) + exit; a shorter explicit value is refused. */}}
+{{- define "agentia.edgeGrace" -}}
+{{- $e := .Values.edge -}}
+{{- $min := add (int $e.preStopSleepSeconds) (int (ceil $e.drainSeconds)) 7 -}}
+{{- if kindIs "invalid" $e.terminationGracePeriodSeconds -}}
+{{- add $min 8 -}}
+{{- else if lt (int $e.terminationGracePeriodSeconds) $min -}}
+{{- fail (printf "edge.terminationGracePeriodSeconds=%v is shorter than preStopSleepSeconds + drainSeconds + 7 = %d: the drain would be cut by SIGKILL" $e.terminationGracePeriodSeconds $min) -}}
+{{- else -}}
+{{- $e.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Edge resources: explicit, or sized from the measured figures in edge.sizing:
+memory = supervisor + processes * (process + (nofile - 1000) * connection). */}}
+{{- define "agentia.edgeResources" -}}
+{{- $e := .Values.edge -}}
+{{- if $e.resources -}}
+{{- toYaml $e.resources -}}
+{{- else -}}
+{{- $s := $e.sizing -}}
+{{- $conns := sub (int $e.nofile) 1000 -}}
+{{- $perProcess := add (int $s.processMiB) (div (mul $conns (int $s.connectionKiB)) 1024) -}}
+{{- $mem := add (int $s.supervisorMiB) (mul (int $e.processes) $perProcess) -}}
+{{- $cpu := mul (int $e.processes) (int $s.cpuPerProcessMillicores) -}}
+requests:
+  cpu: {{ printf "%dm" $cpu }}
+  memory: {{ printf "%dMi" $mem }}
+limits:
+  memory: {{ printf "%dMi" (div (mul $mem (int $s.memoryLimitPercent)) 100) }}
+{{- end -}}
+{{- end -}}
+
+{{/* Scheduling fields shared by every pod template. */}}
+{{- define "agentia.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

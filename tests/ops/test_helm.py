@@ -1,0 +1,435 @@
+"""The Helm chart (ops/helm/agentia), checked without a cluster.
+
+The real helm binary lints and renders the chart with each value set in ops/helm/agentia/ci;
+the rendered manifests are parsed and checked for what a cluster would only show at run time:
+probes, the edge's drain (preStop + grace period), the KEDA trigger on the inbound streams
+that sessions/keys.py names, the HPA, PDBs, resources sized from docs/benchmarks.md, non-root
+security contexts, the ServiceMonitor/PodMonitor wiring, and every AGENTIA_* variable against
+the settings classes that read it. Without helm the tests skip (CI: they fail).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentia.settings import ApiSettings, EdgeSettings, WorkerSettings, from_env
+from sessions.keys import GROUP, Keys
+from voice.settings import VoiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "ops" / "helm" / "agentia"
+VALUE_SETS = sorted((CHART / "ci").glob("*.yaml"))
+KUBE = "1.30.0"  # a `go install`ed helm defaults to v1.20, below the chart's kubeVersion
+SETTINGS: dict[str, tuple[type, ...]] = {  # the settings classes each process kind reads
+    "edge": (EdgeSettings,), "api": (ApiSettings, VoiceSettings),  # voice route: agentia/api.py
+    "worker": (WorkerSettings,), "voice": (VoiceSettings,)}
+NOT_SETTINGS = {"AGENTIA_NOFILE"}  # read by ops/entrypoint.sh, not by agentia/settings.py
+
+Doc = dict[str, Any]
+
+
+def find_helm() -> str | None:
+    found = shutil.which("helm")
+    home = Path.home() / "go" / "bin" / "helm"
+    return found or (str(home) if os.access(home, os.X_OK) else None)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path = find_helm()
+    if path is None:
+        why = ("helm is not on PATH nor in ~/go/bin (./dev test builds it with "
+               "`go install helm.sh/helm/v3/cmd/helm@v3.22.0`)")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
+
+
+def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def template(helm: str, *args: str) -> list[Doc]:
+    res = run_helm(helm, "template", "t", str(CHART), "--namespace", "agentia",
+                   "--kube-version", KUBE, *args)
+    assert res.returncode == 0, res.stderr
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def template_error(helm: str, *args: str) -> str:
+    res = run_helm(helm, "template", "t", str(CHART), "--kube-version", KUBE, *args)
+    assert res.returncode != 0, "rendering should have failed"
+    return res.stderr
+
+
+def merge(base: Doc, over: Doc) -> Doc:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def values(path: Path) -> Doc:
+    return merge(yaml.safe_load((CHART / "values.yaml").read_text()),
+                 yaml.safe_load(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: str) -> dict[str, list[Doc]]:
+    return {p.name: template(helm, "-f", str(p)) for p in VALUE_SETS}
+
+
+def cases(rendered: dict[str, list[Doc]]) -> Iterator[tuple[Doc, list[Doc]]]:
+    for p in VALUE_SETS:
+        yield values(p), rendered[p.name]
+
+
+def kinds(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str, component: str) -> Doc:
+    found = [d for d in kinds(docs, kind)
+             if d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    assert len(found) == 1, f"{len(found)} {kind} for {component}"
+    return found[0]
+
+
+def container(dep: Doc, name: str) -> Doc:
+    return next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def env(c: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def mib(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[:-2]) * factor
+    raise AssertionError(f"unexpected memory quantity {quantity!r}")
+
+
+# --- helm itself ---
+
+def test_value_sets_exist() -> None:
+    assert {"default-values.yaml", "minimal-values.yaml", "production-values.yaml",
+            "cluster-values.yaml"} <= {p.name for p in VALUE_SETS}
+
+
+@pytest.mark.parametrize("path", VALUE_SETS, ids=lambda p: p.name)
+def test_lint(helm: str, path: Path) -> None:
+    res = run_helm(helm, "lint", str(CHART), "--strict", "--kube-version", KUBE, "-f", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 chart(s) failed" in res.stdout
+
+
+def test_required_values_fail_with_a_message(helm: str) -> None:
+    assert "redis.host is required" in template_error(helm)
+    assert "auth.existingSecret" in template_error(helm, "--set", "redis.host=r")
+    err = template_error(helm, "--set", "redis.host=r,auth.existingSecret=a,voice.enabled=true",
+                         "--set", "worker.keda.enabled=false")
+    assert "livekit.url" in err
+
+
+def test_schema_rejects_typos_and_bad_values(helm: str) -> None:
+    base = ["-f", str(CHART / "ci" / "default-values.yaml")]
+    assert "procesess" in template_error(helm, *base, "--set", "edge.procesess=3")
+    assert "/edge/processes" in template_error(helm, *base, "--set", "edge.processes=0")
+    assert "/config/shards" in template_error(helm, *base, "--set", "config.shards=0")
+    assert "/worker/agent" in template_error(helm, *base, "--set", "worker.agent=nocolon")
+
+
+# --- probes, drain, processes ---
+
+def test_probes(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        edge = container(one(docs, "Deployment", "edge"), "edge")
+        assert edge["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ws"}
+        assert edge["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ws"}
+        assert {"name": "ws", "containerPort": v["edge"]["port"], "protocol": "TCP"} \
+            in edge["ports"]
+        api = container(one(docs, "Deployment", "api"), "api")
+        assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert api["readinessProbe"]["httpGet"] == {"path": v["api"]["readinessPath"],
+                                                    "port": "http"}
+
+
+def test_edge_drain_fits_the_grace_period(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        spec = one(docs, "Deployment", "edge")["spec"]["template"]["spec"]
+        edge = container(one(docs, "Deployment", "edge"), "edge")
+        sleep = edge["lifecycle"]["preStop"]["exec"]["command"]
+        assert sleep == ["sleep", str(v["edge"]["preStopSleepSeconds"])]
+        drain = float(env(edge)["AGENTIA_DRAIN_S"]["value"])
+        assert drain == v["edge"]["drainSeconds"]
+        # preStop sleep, the drain, 2 s listener close, the supervisor's 5 s kill margin
+        assert spec["terminationGracePeriodSeconds"] >= int(sleep[1]) + drain + 7
+
+
+def test_a_grace_period_shorter_than_the_drain_is_refused(helm: str) -> None:
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"),
+                         "--set", "edge.terminationGracePeriodSeconds=12")
+    assert "drain would be cut" in err
+
+
+def test_edge_processes_fd_limit_and_sized_resources(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        e = v["edge"]
+        edge = container(one(docs, "Deployment", "edge"), "edge")
+        args = edge["args"]
+        assert args[:2] == ["agentia", "gateway"]
+        assert args[args.index("--processes") + 1] == str(e["processes"])
+        assert args[args.index("--host") + 1] == "0.0.0.0"
+        assert env(edge)["AGENTIA_NOFILE"]["value"] == str(e["nofile"])
+        res = edge["resources"]
+        if e["resources"]:
+            assert res == e["resources"]
+            continue
+        # docs/benchmarks.md: 15 KiB RSS per idle connection, nofile - 1000 per process
+        conns = e["processes"] * (e["nofile"] - 1000)
+        assert mib(res["requests"]["memory"]) >= conns * 15 / 1024
+        assert mib(res["limits"]["memory"]) > mib(res["requests"]["memory"])
+        assert res["requests"]["cpu"] == f"{500 * e['processes']}m"
+
+
+def test_default_edge_pod_size(helm: str) -> None:
+    """2 processes x 19,000 connections: 24 + 2 x (52 + 19,000 x 20 KiB) MiB."""
+    docs = template(helm, "-f", str(CHART / "ci" / "default-values.yaml"))
+    res = container(one(docs, "Deployment", "edge"), "edge")["resources"]
+    assert res == {"requests": {"cpu": "1000m", "memory": "870Mi"},
+                   "limits": {"memory": "1305Mi"}}
+
+
+def test_every_container_has_resources(rendered: dict[str, list[Doc]]) -> None:
+    for _, docs in cases(rendered):
+        for dep in kinds(docs, "Deployment"):
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                where = f"{dep['metadata']['name']}/{c['name']}"
+                assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
+                assert "memory" in c["resources"]["limits"], where
+
+
+# --- settings ---
+
+def test_env_names_are_real_settings(rendered: dict[str, list[Doc]]) -> None:
+    for _, docs in cases(rendered):
+        for dep in kinds(docs, "Deployment"):
+            component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+            fields = {f"AGENTIA_{n.upper()}" for cls in SETTINGS[component]
+                      for n in cls.__dataclass_fields__}
+            main = dep["spec"]["template"]["spec"]["containers"][0]
+            unknown = {n for n in env(main) if n.startswith("AGENTIA_")} - fields - NOT_SETTINGS
+            assert not unknown, f"{component}: {unknown} are not settings of that process"
+
+
+def test_rendered_env_passes_settings_validation(rendered: dict[str, list[Doc]],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The literal values the chart renders are accepted by each process's settings."""
+    for _, docs in cases(rendered):
+        for dep in kinds(docs, "Deployment"):
+            component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+            if component == "voice":
+                continue  # VoiceSettings checks the phrase file of the image's source tree
+            with monkeypatch.context() as m:
+                for name, e in env(dep["spec"]["template"]["spec"]["containers"][0]).items():
+                    if name.startswith("AGENTIA_") and name not in NOT_SETTINGS:
+                        m.setenv(name, e.get("value", "from-a-secret"))
+                from_env(SETTINGS[component][0])
+
+
+def test_redis_password_is_expanded_from_a_secret(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        for dep in kinds(docs, "Deployment"):
+            names = [e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]]
+            url = env(dep["spec"]["template"]["spec"]["containers"][0])["AGENTIA_REDIS_URL"]
+            scheme = "rediss" if v["redis"]["tls"] else "redis"
+            assert url["value"].startswith(f"{scheme}://")
+            if v["redis"]["auth"]["existingSecret"]:
+                assert "$(REDIS_PASSWORD)@" in url["value"]
+                # Kubernetes expands $(VAR) only from variables defined earlier in the list
+                assert names.index("REDIS_PASSWORD") < names.index("AGENTIA_REDIS_URL")
+            else:
+                assert "REDIS_PASSWORD" not in names and "$(" not in url["value"]
+
+
+# --- autoscaling ---
+
+def test_keda_scales_workers_on_the_lag_of_every_inbound_stream(
+        rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        w = v["worker"]
+        dep = one(docs, "Deployment", "worker")
+        so = [d for d in kinds(docs, "ScaledObject")]
+        if not w["keda"]["enabled"]:
+            assert not so and dep["spec"]["replicas"] == w["replicas"]
+            continue
+        assert "replicas" not in dep["spec"], "KEDA owns the worker count"
+        spec = one(docs, "ScaledObject", "worker")["spec"]
+        assert spec["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+        assert spec["minReplicaCount"] == w["keda"]["minReplicaCount"]
+        triggers = spec["triggers"]
+        assert [t["metadata"]["stream"] for t in triggers] == w["keda"]["streams"]
+        shards = v["config"]["shards"]
+        keys = Keys(v["config"]["redisPrefix"], shards)
+        assert w["keda"]["streams"] == [keys.inbound(k) for k in range(shards)], (
+            "the value set's worker.keda.streams no longer match sessions/keys.py: print them "
+            "again (docs/deploy.md)")
+        kind = "redis-cluster-streams" if v["redis"]["cluster"] else "redis-streams"
+        for t in triggers:
+            md = t["metadata"]
+            assert t["type"] == kind
+            assert md["consumerGroup"] == GROUP
+            assert md["lagCount"] == str(w["keda"]["lagPerWorker"])
+            assert all(isinstance(x, str) for x in md.values()), "trigger metadata: strings"
+            assert ("addresses" if v["redis"]["cluster"] else "address") in md
+            assert md["enableTLS"] == str(v["redis"]["tls"]).lower()
+        mod = spec["advanced"]["scalingModifiers"]
+        assert mod["formula"] == " + ".join(t["name"] for t in triggers)
+        assert mod["target"] == str(w["keda"]["lagPerWorker"])
+        if v["redis"]["auth"]["existingSecret"]:
+            auth = one(docs, "TriggerAuthentication", "worker")
+            assert all(t["authenticationRef"]["name"] == auth["metadata"]["name"]
+                       for t in triggers)
+            ref = auth["spec"]["secretTargetRef"][0]
+            assert (ref["parameter"], ref["name"]) == ("password",
+                                                       v["redis"]["auth"]["existingSecret"])
+
+
+def test_keda_stream_list_is_checked_against_shards_and_prefix(helm: str) -> None:
+    base = ["-f", str(CHART / "ci" / "minimal-values.yaml"), "--set", "worker.keda.enabled=true"]
+    assert "worker.keda.streams is required" in template_error(helm, *base)
+    err = template_error(helm, *base, "--set-json", 'worker.keda.streams=["agentia:{a}:in"]')
+    assert "has 1 names but config.shards is 8" in err
+    names = [f"other:{{s{k}}}:in" for k in range(8)]
+    err = template_error(helm, *base, "--set-json", f"worker.keda.streams={json.dumps(names)}")
+    assert 'is not under config.redisPrefix "agentia"' in err
+    names = [f"agentia:{{s{k}}}:in" for k in range(8)]
+    docs = template(helm, *base, "--set-json", f"worker.keda.streams={json.dumps(names)}")
+    triggers = one(docs, "ScaledObject", "worker")["spec"]["triggers"]
+    assert [t["metadata"]["stream"] for t in triggers] == names
+
+
+def test_edge_hpa(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        a = v["edge"]["autoscaling"]
+        dep = one(docs, "Deployment", "edge")
+        hpas = [h for h in kinds(docs, "HorizontalPodAutoscaler")
+                if h["metadata"]["labels"]["app.kubernetes.io/component"] == "edge"]
+        if not a["enabled"]:
+            assert not hpas and dep["spec"]["replicas"] == v["edge"]["replicas"]
+            continue
+        assert "replicas" not in dep["spec"], "the HPA owns the edge count"
+        spec = hpas[0]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": dep["metadata"]["name"]}
+        metrics = {m.get("resource", m.get("pods", {})).get("name")
+                   or m["pods"]["metric"]["name"]: m for m in spec["metrics"]}
+        assert metrics["cpu"]["resource"]["target"]["averageUtilization"] == \
+            a["targetCPUUtilizationPercentage"]
+        if a["targetConnectionsPerPod"]:
+            target = metrics["agentia_connections"]["pods"]["target"]
+            assert target == {"type": "AverageValue",
+                              "averageValue": str(a["targetConnectionsPerPod"])}
+        assert spec["behavior"]["scaleDown"]["policies"] == [
+            {"type": "Pods", "value": 1, "periodSeconds": 300}]
+
+
+def test_pdbs_select_their_pods(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        pdbs = kinds(docs, "PodDisruptionBudget")
+        for dep in kinds(docs, "Deployment"):
+            component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+            mine = [p for p in pdbs if p["spec"]["selector"]["matchLabels"].items()
+                    <= dep["spec"]["template"]["metadata"]["labels"].items()]
+            assert len(mine) == (1 if v[component]["pdb"]["enabled"] else 0), component
+            if mine:
+                assert mine[0]["spec"]["maxUnavailable"] == v[component]["pdb"]["maxUnavailable"]
+
+
+# --- security ---
+
+def pod_specs(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
+    for d in docs:
+        if d["kind"] == "Deployment":
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            yield d["metadata"]["name"], d["spec"]
+
+
+def test_pods_run_as_non_root_with_a_read_only_root(rendered: dict[str, list[Doc]]) -> None:
+    for _, docs in cases(rendered):
+        for name, spec in pod_specs(docs):
+            psc = spec["securityContext"]
+            assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0, name
+            assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
+                assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
+                assert sc["capabilities"] == {"drop": ["ALL"]}, (name, c["name"])
+
+
+def test_secrets_come_from_secret_refs(rendered: dict[str, list[Doc]]) -> None:
+    secret_envs = {"AGENTIA_JWT_SECRET", "AGENTIA_JWT_PUBLIC_KEY", "REDIS_PASSWORD",
+                   "OPENAI_API_KEY", "AGENTIA_LIVEKIT_API_KEY", "AGENTIA_LIVEKIT_API_SECRET"}
+    for _, docs in cases(rendered):
+        for name, spec in pod_specs(docs):
+            for c in spec["containers"]:
+                for n, e in env(c).items():
+                    if n in secret_envs:
+                        assert "secretKeyRef" in e["valueFrom"], (name, n)
+
+
+# --- services and monitoring ---
+
+def test_services_and_monitors_point_at_real_ports(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        deps = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+                for d in kinds(docs, "Deployment")}
+        services = {}
+        for svc in kinds(docs, "Service"):
+            component = svc["metadata"]["labels"]["app.kubernetes.io/component"]
+            pod = deps[component]["spec"]["template"]
+            assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+            names = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+            assert {p["targetPort"] for p in svc["spec"]["ports"]} <= names
+            services[component] = svc
+        monitors = kinds(docs, "ServiceMonitor")
+        if not v["monitoring"]["serviceMonitor"]["enabled"]:
+            assert not monitors and not kinds(docs, "PodMonitor")
+            continue
+        assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} \
+            == {"edge", "api"}
+        for m in monitors:
+            svc = services[m["metadata"]["labels"]["app.kubernetes.io/component"]]
+            assert m["spec"]["selector"]["matchLabels"].items() \
+                <= svc["metadata"]["labels"].items()
+            assert svc["metadata"]["labels"][m["spec"]["jobLabel"]] == "agentia"
+            ep = m["spec"]["endpoints"][0]
+            assert ep["path"] == "/metrics"
+            assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}
+            assert m["metadata"]["labels"].items() \
+                >= v["monitoring"]["serviceMonitor"]["labels"].items()
+        if v["worker"]["metrics"]["enabled"]:
+            pm = one(docs, "PodMonitor", "worker")
+            sidecar = container(deps["worker"], "metrics")
+            assert pm["spec"]["podMetricsEndpoints"][0]["port"] in \
+                {p["name"] for p in sidecar["ports"]}
+            mounts = {m["name"]: m["mountPath"] for m in container(deps["worker"], "worker")
+                      ["volumeMounts"]}
+            assert env(container(deps["worker"], "worker"))["PROMETHEUS_MULTIPROC_DIR"][
+                "value"] == mounts["metrics"]
