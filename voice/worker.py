@@ -2,9 +2,10 @@
 
 It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
 the rooms the control plane dispatched it to, and reads the session and user from the job's
-metadata. In the room it runs Silero VAD + pocketsphinx (STT), the session's agent through the
-bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS). No model is downloaded and no hosted
-inference is used: every model is given as an object, never as a model-name string.
+metadata. In the room it runs Silero VAD, Whisper (or pocketsphinx) STT on each utterance, the
+session's agent through the bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS). No model is
+downloaded and no hosted inference is used: every model is given as an object, never as a
+model-name string.
 
 Run with ``python -m voice`` (prints ``AGENTIA_VOICE_READY worker=<id>`` once registered).
 """
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import (
@@ -34,8 +36,10 @@ from livekit.plugins import silero
 from agentia.settings import from_env
 from sessions.bus import Bus, connect
 from voice.bridge import BusLLM, VoiceBridge
+from voice.call import CallReporter
 from voice.settings import VoiceSettings
-from voice.speech import EspeakTTS, PocketsphinxSTT, streaming_stt
+from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
+from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
 from voice.tokens import parse_job_metadata
 
 log = logging.getLogger("agentia.voice")
@@ -43,12 +47,36 @@ log = logging.getLogger("agentia.voice")
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
+def model_pin(s: VoiceSettings) -> tuple[Path | None, str]:
+    """(model directory or None for the wheel's, sha256 its model.bin must have or "")."""
+    if not s.voice_stt_model_dir:
+        return None, s.voice_stt_model_sha256 or TINY_EN_SHA256
+    sha = s.voice_stt_model_sha256
+    return Path(s.voice_stt_model_dir), "" if sha == "none" else sha
+
+
+def recogniser(s: VoiceSettings) -> WhisperSTT | PocketsphinxSTT:
+    """The configured STT (``AGENTIA_VOICE_STT``); raises SpeechError when it cannot load."""
+    if s.voice_stt == "pocketsphinx":
+        return PocketsphinxSTT(s.phrases(), timeout_s=s.voice_stt_timeout_s)
+    model_dir, sha = model_pin(s)
+    return WhisperSTT(model_dir, sha256=sha, threads=s.voice_stt_threads,
+                      timeout_s=s.voice_stt_timeout_s)
+
+
+def check_speech(s: VoiceSettings) -> None:
+    """At start, before taking calls: the pinned model files are there and unaltered."""
+    if s.voice_stt == "whisper":
+        model_dir, sha = model_pin(s)
+        verify_model(model_dir or default_model_dir(), sha)
+
+
 def prewarm(proc: JobProcess) -> None:
     """Load the models once per job process, before any call."""
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
-    proc.userdata["stt"] = PocketsphinxSTT(s.phrases())
+    proc.userdata["stt"] = recogniser(s)
 
 
 def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
@@ -77,20 +105,24 @@ async def entrypoint(ctx: JobContext) -> None:
     bridge = VoiceBridge(bus, session_id, user)
     await bridge.start()
     log.info("call joined session %s (room %s, node %s)", session_id, ctx.room.name, bridge.node)
+    reporter = CallReporter(bridge, ctx.room)
 
     async def cleanup() -> None:
+        await reporter.aclose()
         await bridge.close()
         await bus.close()
 
     ctx.add_shutdown_callback(cleanup)
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     agent_session = _session(ctx.proc, bridge)
+    reporter.attach(agent_session)
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
     agent_session.on("user_input_transcribed", lambda ev: log.debug(
         "heard (final=%s): %r", ev.is_final, ev.transcript))
     await agent_session.start(
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(participant_identity=user, text_input=False))
+    await bridge.note("joined", room=ctx.room.name)
 
 
 def options(s: VoiceSettings) -> WorkerOptions:
@@ -129,4 +161,8 @@ def main(redis_url: str | None = None) -> None:
 
     s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
     setup(s.log_level, json_lines=s.log_json)
+    try:
+        check_speech(s)
+    except SpeechError as exc:
+        raise SystemExit(f"agentia voice: {exc}") from None
     asyncio.run(serve(s))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agentia.redis_server import RedisServer
 from tests.conftest import ROOT, Cluster
 from tests.voice.livekit_server import LiveKitServer, find_binary
 from voice.settings import VoiceSettings
@@ -75,3 +76,13 @@ class VoiceWorker:
 
     def text(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
+
+
+@pytest.fixture
+def cluster(redis_server: RedisServer, prefix: str) -> Iterator[Cluster]:
+    """One edge transport only: the calls, not the edges, are under test here (and every
+    call is CPU-heavy on a small machine)."""
+    c = Cluster(redis_server.url, prefix, "websockets")
+    yield c
+    c.stop()
+    assert c.edge_tracebacks() == []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from livekit import rtc
+from livekit.agents import APIError
 
+from agentia.settings import SettingsError
 from voice.settings import VoiceSettings
 from voice.speech import (
     ESPEAK_RATE,
@@ -16,6 +20,8 @@ from voice.speech import (
     normalise,
     to_mono16k,
 )
+from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
+from voice.worker import model_pin
 
 PHRASES = VoiceSettings().phrases()
 
@@ -87,3 +93,58 @@ def test_stereo_48k_becomes_mono_16k() -> None:
     out = np.frombuffer(pcm, dtype=np.int16)
     assert abs(len(out) - 16_000) < 200
     assert 4000 < np.sqrt(np.mean(out.astype(np.float64) ** 2)) < 7000
+
+
+# ------------------------------------------------------------------ Whisper (the default STT)
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperSTT:
+    return WhisperSTT(threads=2)
+
+
+@pytest.mark.parametrize("sentence", ["tell me about the weather in paris tomorrow",
+                                      "please remember that my favourite colour is green"])
+async def test_whisper_transcribes_free_speech_from_a_room(whisper: WhisperSTT,
+                                                           sentence: str) -> None:
+    speech = await EspeakTTS(wpm=170).synthesize(sentence).collect()
+    ev = await whisper.recognize(resampled(speech, 48_000))
+    heard = normalise(ev.alternatives[0].text).replace("favorite color", "favourite colour")
+    assert heard == sentence
+
+
+async def test_whisper_on_silence_is_empty(whisper: WhisperSTT) -> None:
+    silence = rtc.AudioFrame(bytes(2 * 16_000), 16_000, 1, 16_000)
+    assert (await whisper.recognize(silence)).alternatives[0].text == ""
+
+
+async def test_a_recognition_over_its_time_bound_fails_cleanly(whisper: WhisperSTT) -> None:
+    speech = await EspeakTTS().synthesize("tell me a story").collect()
+    whisper.timeout_s = 0.001
+    try:
+        with pytest.raises(APIError, match="took over") as info:
+            await whisper.recognize(speech)
+    finally:
+        whisper.timeout_s = 5.0
+    assert not info.value.retryable
+    # the timed-out decode finishes in its thread; the next utterance is transcribed
+    assert normalise((await whisper.recognize(speech)).alternatives[0].text) == "tell me a story"
+
+
+def test_the_wheel_model_is_the_pinned_one() -> None:
+    model_dir = default_model_dir()
+    verify_model(model_dir, TINY_EN_SHA256)  # does not raise
+    assert model_pin(VoiceSettings()) == (None, TINY_EN_SHA256)
+
+
+def test_other_model_files_are_refused_unless_pinned(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"not the pinned weights")
+    with pytest.raises(SpeechError, match="expected " + TINY_EN_SHA256):
+        verify_model(tmp_path, TINY_EN_SHA256)
+    with pytest.raises(SpeechError, match=r"model\.bin missing"):
+        verify_model(tmp_path / "nowhere", TINY_EN_SHA256)
+    with pytest.raises(SettingsError, match="AGENTIA_VOICE_STT_MODEL_SHA256"):
+        VoiceSettings(voice_stt_model_dir=str(tmp_path)).validate()
+    s = VoiceSettings(voice_stt_model_dir=str(tmp_path), voice_stt_model_sha256="none")
+    s.validate()
+    assert model_pin(s) == (tmp_path, "")

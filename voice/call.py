@@ -1,0 +1,115 @@
+"""What a call tells its caller and the session's other clients: its states and its errors.
+
+The call's life is recorded in the session log as ``call`` events (``joined``, ``error`` with a
+``code``, ``ended`` with a ``reason``), which every chat client of the session receives like
+any event. Errors are also told to the caller, on the room: spoken while speech works (the
+recogniser failed: "I did not catch that") and always as a JSON text message on the
+``agentia.call`` topic, which the page shows (the synthesiser failed: nothing can be spoken).
+
+Replies to turns typed in chat while the call is up are spoken in the call too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
+from livekit import rtc
+from livekit.agents import AgentSession
+from livekit.agents.voice.events import CloseEvent, ErrorEvent
+
+from voice.bridge import VoiceBridge
+
+log = logging.getLogger("agentia.voice")
+
+CALL_TOPIC = "agentia.call"
+"""Text-stream topic of the call's state and error messages to the caller."""
+NOT_HEARD = "Sorry, I did not catch that. Please say it again."
+ERRORS = {
+    "stt_error": ("stt_failed", "speech recognition failed"),
+    "tts_error": ("tts_failed", "speech synthesis failed"),
+    "llm_error": ("agent_unavailable", "the agent could not be reached"),
+}
+"""livekit-agents error type -> (our code, what the caller is told)."""
+
+
+def error_code(error: Any) -> tuple[str, str]:
+    """(code, message) for a livekit-agents STT/TTS/LLM error."""
+    code, what = ERRORS.get(str(getattr(error, "type", "")), ("voice_failed", "the call failed"))
+    detail = str(getattr(error, "error", error))[:200]
+    return code, f"{what}: {detail}" if detail else what
+
+
+class CallReporter:
+    """Wires one call's AgentSession events to the session log and the room."""
+
+    def __init__(self, bridge: VoiceBridge, room: rtc.Room) -> None:
+        self.bridge = bridge
+        self.room = room
+        self.session: AgentSession[Any] | None = None
+        self.ended = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def attach(self, session: AgentSession[Any]) -> None:
+        self.session = session
+        session.on("error", self.on_error)
+        session.on("close", self.on_close)
+        self.bridge.on_chat_turn = self.speak_turn
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_error(self, ev: ErrorEvent) -> None:
+        """An unrecoverable STT/TTS/LLM error (the framework already gave up retrying)."""
+        if getattr(ev.error, "recoverable", True):
+            return
+        code, message = error_code(ev.error)
+        log.warning("call error in %s: %s", self.bridge.session, message)
+        self._spawn(self.report("error", code=code, message=message))
+        if code == "stt_failed":
+            self._say(NOT_HEARD)
+
+    def on_close(self, ev: CloseEvent) -> None:
+        log.info("call of %s closed: %s", self.bridge.session, ev.reason.value)
+        fields: dict[str, Any] = {"reason": ev.reason.value}
+        if ev.error is not None:
+            fields["code"], fields["message"] = error_code(ev.error)
+        self._spawn(self.end(**fields))
+
+    async def report(self, state: str, **fields: Any) -> None:
+        """Record ``state`` in the session log and tell the caller, both best effort."""
+        await asyncio.gather(self.bridge.note(state, **fields), self.tell(state, **fields))
+
+    async def tell(self, state: str, **fields: Any) -> None:
+        body = orjson.dumps({"state": state, **fields}).decode()
+        try:
+            await self.room.local_participant.send_text(body, topic=CALL_TOPIC)
+        except Exception as exc:  # the room may be gone: the log still has it
+            log.info("could not tell the caller %s: %s", state, exc)
+
+    async def end(self, **fields: Any) -> None:
+        if not self.ended:
+            self.ended = True
+            await self.report("ended", **fields)
+
+    async def aclose(self) -> None:
+        """At the end of the job: wait for the reports, then record the end if not yet."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.end(reason="job_shutdown")
+
+    def speak_turn(self, turn: int) -> None:
+        """Speak the reply to a turn typed in chat (interruptible; never cancels the turn)."""
+        self._say(self.bridge.follow(turn))
+
+    def _say(self, text: Any) -> None:
+        if self.session is None:
+            return
+        try:
+            self.session.say(text, allow_interruptions=True, add_to_chat_ctx=False)
+        except RuntimeError as exc:  # the session is closing
+            log.info("not spoken: %s", exc)
