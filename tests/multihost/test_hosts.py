@@ -4,6 +4,7 @@ hosts and losing one (docs/multihost.md). Each host is a network namespace of it
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import orjson
@@ -85,9 +86,10 @@ async def until_replied(c: Client, turn: int) -> None:
 
 async def test_client_on_a_resumes_on_c_mid_reply(hosts: Hosts) -> None:
     a, c, w = hosts["a"], hosts["c"], hosts["w"]
-    edge_a, edge_c = hosts.edge_on(a), hosts.edge_on(c)
+    edge_a, edge_c, _ = hosts.together(
+        partial(hosts.edge_on, a), partial(hosts.edge_on, c),
+        partial(hosts.worker_on, w, "tests.agents_fixtures:slow", SLOW_DELAY="0.1"))
     assert edge_a.info["node"] != edge_c.info["node"]
-    hosts.worker_on(w, "tests.agents_fixtures:slow", SLOW_DELAY="0.1")
     sessions = [f"hop{i}" for i in range(4)]
     olds = [await open_on(a, s) for s in sessions]
     for old in olds:
@@ -107,8 +109,10 @@ async def test_client_on_a_resumes_on_c_mid_reply(hosts: Hosts) -> None:
 
 async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
     a, b, c, w = hosts["a"], hosts["b"], hosts["c"], hosts["w"]
-    nodes = {h.name: hosts.edge_on(h) for h in (a, b, c)}
-    hosts.worker_on(w, "tests.agents_fixtures:slow", SLOW_DELAY="0.08")
+    *edges, _ = hosts.together(
+        *(partial(hosts.edge_on, h) for h in (a, b, c)),
+        partial(hosts.worker_on, w, "tests.agents_fixtures:slow", SLOW_DELAY="0.08"))
+    nodes = {h.name: e for h, e in zip((a, b, c), edges, strict=True)}
 
     # raw clients on B, each with one turn running and one acked behind it
     raw_sessions = [f"raw{i}" for i in range(4)]
@@ -128,6 +132,7 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
         await sdk.connect()
     cols = [Collector(sdk) for sdk in sdks]
     asks = [asyncio.create_task(sdk.ask(LONG)) for sdk in sdks]
+    news: list[Client] = []
     try:
         for raw, t in zip(raws, turns, strict=True):
             await raw.until("delta", turn=t["q1"])
@@ -138,8 +143,8 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
         hosts.kill_host(b)  # mid-reply, with acked turns running and queued
 
         survivors = [(a, nodes["a"]), (c, nodes["c"])]
-        news = [await move(raw, *survivors[i % 2], s)
-                for i, (raw, s) in enumerate(zip(raws, raw_sessions, strict=True))]
+        for i, (raw, s) in enumerate(zip(raws, raw_sessions, strict=True)):
+            news.append(await move(raw, *survivors[i % 2], s))
         for raw, new, t in zip(raws, news, turns, strict=True):
             await until_replied(new, t["q2"])
             before = events(raw.frames)
@@ -159,6 +164,8 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
             await col.stop()
         for sdk in sdks:
             await sdk.close()
+        for new in news:
+            await new.close()
 
     # what Redis holds agrees: every acked turn once, with one reply
     bus = Bus(connect(hosts.env["AGENTIA_REDIS_URL"]), prefix=hosts.env["AGENTIA_REDIS_PREFIX"])
