@@ -22,8 +22,14 @@ model takes from them:
   connections, measured over the hold, which must last at least one heartbeat).
 * ``core-turns-w<workers>`` (``turns``): per offered rate, CPU-seconds per turn of the edge, of
   the workers and of redis-server, and ``summary``: the same averaged over the levels the
-  workers kept up with (every turn answered, full-turn p50 under 1 s: on a shared machine the
-  p99 is other people's load), and the highest such rate.
+  workers kept up with (every turn answered, first-delta p50 under 1 s: on a shared machine the
+  p99 is other people's load), and the highest such rate. With the demo model at zero delay a
+  reply is one delta.
+* ``core-turns-w<workers>-streamed`` (``turns --word-delay 0.05 --words 100``): the same with
+  replies streamed word by word, about one delta per word; and ``...-streamed-fast``
+  (``--word-delay 0.01 --record core-turns-w1-streamed-fast``): the same words, several per
+  delta. The three runs separate what one more streamed word (a model stream event) and one
+  more delta (an append to the log, a frame to the client) cost the edge and the worker.
 * ``core-cancel`` (``cancel``): cancel latency (documentation only).
 
 ``--record NAME`` overrides the name. The machine these ran on is shared: say so with
@@ -217,7 +223,8 @@ def bench_idle(connections: int, clients: int, hold_s: float,
 # ------------------------------------------------------------------ turns
 
 
-async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> dict[str, Any]:
+async def _turn_load(port: int, rate: float, seconds: float, clients: int,
+                     words: int = 1) -> dict[str, Any]:
     token = mint(DEV_SECRET, "bench-turns", 3600)
     acks: list[float] = []
     firsts: list[float] = []
@@ -233,7 +240,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
     turn_of: dict[int, str] = {}
     first_seen: set[str] = set()
     done = 0
-    deltas = [0]
+    deltas, words = [0], [0]
     total: list[int] = []  # set once sending is over
     all_done = asyncio.Event()
 
@@ -253,6 +260,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
                     firsts.append(now - sent[cid])
                 if cid and f["type"] == "reply":
                     fulls.append(now - sent[cid])
+                    words[0] += len(f["text"].split())
                     done += 1
                     if total and done >= total[0]:
                         all_done.set()
@@ -260,13 +268,14 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
     readers = [asyncio.create_task(reader(ws)) for ws in conns]
     interval, n, t0 = 1.0 / rate, 0, time.perf_counter()
     run = os.urandom(4).hex()  # client ids must be new in every run, or they are duplicates
+    text = " ".join(["hello"] * words)  # the demo model's reply quotes it: longer replies
     while time.perf_counter() - t0 < seconds:
         target = t0 + n * interval
         await asyncio.sleep(max(0.0, target - time.perf_counter()))
         cid = f"{run}-{n}"
         sent[cid] = time.perf_counter()
         await conns[n % clients].send(orjson.dumps({"type": "send", "id": cid,
-                                                   "text": "hello"}).decode())
+                                                   "text": text}).decode())
         n += 1
     total.append(n)
     if done >= n:
@@ -286,14 +295,16 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int) -> di
         "full_turn_p50_ms": round(pct(fulls, 50) * ms, 2),
         "full_turn_p99_ms": round(pct(fulls, 99) * ms, 2),
         "full_turn_mean_ms": round(statistics.fmean(fulls) * ms, 2) if fulls else None,
-        "deltas_per_turn": round(deltas[0] / done, 2) if done else None}
+        "deltas_per_turn": round(deltas[0] / done, 2) if done else None,
+        "reply_words_per_turn": round(words[0] / done, 2) if done else None}
 
 
-def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) -> list[Any]:
+def bench_turns(rates: list[float], seconds: float, clients: int, workers: int,
+                word_delay: float = 0.0, words: int = 1) -> list[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=True).start()
         env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
-               "AGENTIA_DEMO_WORD_DELAY": "0", "AGENTIA_RATE_PER_S": "1000",
+               "AGENTIA_DEMO_WORD_DELAY": str(word_delay), "AGENTIA_RATE_PER_S": "1000",
                "AGENTIA_BURST": "1000", "AGENTIA_CONCURRENCY": "256",
                "AGENTIA_MAX_CONNECTIONS_PER_USER": str(clients)}
         env.pop("OPENAI_API_KEY", None)
@@ -305,7 +316,7 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int) 
         try:
             for r in rates:
                 before = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
-                level = asyncio.run(_turn_load(int(info["port"]), r, seconds, clients))
+                level = asyncio.run(_turn_load(int(info["port"]), r, seconds, clients, words))
                 for k, v in pids.items():
                     used = sum(cpu_s(p) for p in v) - before[k]
                     level[f"{k}_cpu_s_per_turn"] = round(used / max(1, level["completed"]), 5)
@@ -365,14 +376,16 @@ def turns_summary(levels: list[dict[str, Any]], workers: int) -> dict[str, Any]:
 
     The CPU counted for a level includes its ramp-down (waiting for the last replies), so a
     kept-up level's figure is what a turn costs, not what an overloaded system spends."""
-    ok = [lv for lv in levels if lv["completed"] == lv["sent"] and lv["full_turn_p50_ms"] < 1000]
+    ok = [lv for lv in levels
+          if lv["completed"] == lv["sent"] and lv["first_delta_p50_ms"] < 1000]
     out: dict[str, Any] = {"workers": workers, "levels_kept_up": [lv["rate"] for lv in ok],
                            "max_rate_kept_up": max((lv["rate"] for lv in ok), default=None)}
     for k in ("edge", "workers", "redis"):
         vals = [lv[f"{k}_cpu_s_per_turn"] for lv in ok]
         out[f"{k}_cpu_s_per_turn"] = round(statistics.fmean(vals), 5) if vals else None
-    d = [lv["deltas_per_turn"] for lv in ok if lv["deltas_per_turn"] is not None]
-    out["deltas_per_turn"] = round(statistics.fmean(d), 2) if d else None
+    for k in ("deltas_per_turn", "reply_words_per_turn"):
+        d = [lv[k] for lv in ok if lv.get(k) is not None]
+        out[k] = round(statistics.fmean(d), 2) if d else None
     return out
 
 
@@ -392,6 +405,9 @@ def main() -> None:
     t.add_argument("--seconds", type=float, default=20.0)
     t.add_argument("--clients", type=int, default=200)
     t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--word-delay", type=float, default=0.0,
+                   help="demo model: seconds between words (>0: streamed replies, many deltas)")
+    t.add_argument("--words", type=int, default=1, help="words in each turn (the reply quotes it)")
     c = sub.add_parser("cancel")
     c.add_argument("--trials", type=int, default=30)
     for sp in (i, t, c):
@@ -406,8 +422,9 @@ def main() -> None:
         out = bench_cancel(a.trials)
         name, figures = "core-cancel", out
     else:
-        out = bench_turns(a.rate or [100.0], a.seconds, a.clients, a.workers)
-        name = f"core-turns-w{a.workers}"
+        out = bench_turns(a.rate or [100.0], a.seconds, a.clients, a.workers, a.word_delay,
+                          a.words)
+        name = f"core-turns-w{a.workers}" + ("-streamed" if a.word_delay else "")
         figures = {"levels": out, "summary": turns_summary(out, a.workers),
                    "seconds": a.seconds, "clients": a.clients}
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
