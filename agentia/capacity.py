@@ -27,153 +27,14 @@ from typing import Any
 
 import orjson
 
+from agentia.capacity_figures import Figures, MissingResult
 from agentia.settings import EdgeSettings, WorkerSettings
-from loadtest.record import RESULTS, ROOT, load
+from loadtest.record import RESULTS, ROOT
 from sessions import keys as K
 
 PRICES = ROOT / "ops" / "capacity" / "prices.toml"
 MONTH_S = 730 * 3600
 GIB = 2**30
-
-COMMANDS = {
-    "core-idle": "python -m loadtest.bench_core idle --connections 5000 --hold 65 --record",
-    "core-turns-w1": "python -m loadtest.bench_core turns --rate 50 --rate 100 --rate 150 "
-                     "--seconds 10 --workers 1 --record",
-    "redis-shard": "python -m loadtest.bench_redis --record",
-    "voice": "python -m loadtest.bench_voice (it has no record option yet: pass "
-             "--calls-per-voice-worker N instead)",
-}
-"""The benchmark that writes each result the model needs."""
-
-MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    # label: (description, [(result name, dotted key)...] in order of preference)
-    "edge_rss_kib": ("edge RSS per idle connection, KiB", [
-        ("edge-idle", "edge_rss_kib_per_conn"), ("core-idle", "edge_rss_kib_per_conn")]),
-    "slab_kib": ("kernel slab per connection, both ends of loopback, KiB", [
-        ("edge-idle", "kernel_slab_kib_per_conn_both_ends"),
-        ("core-idle", "kernel_slab_kib_per_conn_both_ends")]),
-    "handshake_cpu": ("edge CPU-s per 1,000 handshakes", [
-        ("edge-handshakes", "edge_cpu_s_per_1000"), ("core-idle", "edge_cpu_s_per_1000")]),
-    "ping_cpu": ("edge CPU-s per 1,000 heartbeats", [
-        ("edge-idle", "edge_cpu_s_per_1000_pings"), ("core-idle", "edge_cpu_s_per_1000_pings")]),
-    "edge_turn_cpu": ("edge CPU-s per turn (demo model's deltas)", [
-        ("core-turns-w1", "summary.edge_cpu_s_per_turn")]),
-    "bench_deltas": ("deltas per turn in the turns benchmark", [
-        ("core-turns-w1", "summary.deltas_per_turn")]),
-    "worker_turn_cpu": ("worker CPU-s per turn (Agents SDK runner, demo model)", [
-        ("core-turns-w1", "summary.workers_cpu_s_per_turn")]),
-    "worker_delta_cpu": ("worker CPU-s per further delta (bus calls; Redis benchmark's "
-                         "client processes)", [("redis-shard", "fit.client_cpu_s_per_delta")]),
-    "redis_open_cpu": ("redis-server CPU-s per 1,000 sessions opened", [
-        ("redis-shard", "idle.redis_cpu_s_per_1000_opens")]),
-    "redis_session_b": ("Redis bytes per idle session", [
-        ("redis-shard", "idle.redis_bytes_per_idle_session")]),
-    "redis_turn_cpu": ("redis-server CPU-s per turn, base", [
-        ("redis-shard", "fit.redis_cpu_s_per_turn_base")]),
-    "redis_delta_cpu": ("redis-server CPU-s per delta", [
-        ("redis-shard", "fit.redis_cpu_s_per_delta")]),
-    "redis_char_cpu": ("redis-server CPU-s per reply character", [
-        ("redis-shard", "fit.redis_cpu_s_per_reply_char")]),
-    "redis_turn_cmds": ("Redis commands per turn, base", [
-        ("redis-shard", "fit.commands_per_turn_base")]),
-    "redis_delta_cmds": ("Redis commands per delta", [
-        ("redis-shard", "fit.commands_per_delta")]),
-    "log_b": ("session log bytes per turn, base", [("redis-shard", "fit.log_bytes_base")]),
-    "log_b_delta": ("session log bytes per delta", [("redis-shard", "fit.log_bytes_per_delta")]),
-    "log_b_char": ("session log bytes per reply character", [
-        ("redis-shard", "fit.log_bytes_per_reply_char")]),
-    "mem_b": ("conversation memory bytes per turn, base", [
-        ("redis-shard", "fit.memory_bytes_base")]),
-    "mem_b_char": ("conversation memory bytes per reply character", [
-        ("redis-shard", "fit.memory_bytes_per_reply_char")]),
-}
-
-
-class MissingResult(Exception):
-    """A figure the model needs was never recorded."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fig:
-    label: str
-    value: float
-    kind: str
-    """measured, input, setting or price"""
-    where: str
-
-
-class Figures:
-    """Every figure the model used, with where it came from."""
-
-    def __init__(self, results_dir: Path, prices: dict[str, Any], prices_path: Path) -> None:
-        self.dir, self.prices, self.prices_path = results_dir, prices, prices_path
-        self.used: dict[str, Fig] = {}
-        self._docs: dict[str, dict[str, Any] | None] = {}
-
-    def _doc(self, name: str) -> dict[str, Any] | None:
-        if name not in self._docs:
-            try:
-                self._docs[name] = load(name, self.dir)
-            except FileNotFoundError:
-                self._docs[name] = None
-        return self._docs[name]
-
-    def measured(self, key: str) -> float:
-        desc, candidates = MEASURED[key]
-        for name, path in candidates:
-            doc = self._doc(name)
-            value = _dig(doc["figures"], path) if doc else None
-            if isinstance(value, int | float):
-                where = f"{self.dir / (name + '.json')} ({doc['date'] if doc else ''}, " \
-                        f"commit {doc['commit'] if doc else ''})"
-                return self._use(key, desc, float(value), "measured", where)
-        looked = ", ".join(f"{n}.json:{p}" for n, p in candidates)
-        cmd = COMMANDS.get(candidates[-1][0], "its benchmark")
-        raise MissingResult(f"no recorded result for {desc} (looked for {looked} in "
-                            f"{self.dir}); run: {cmd}")
-
-    def voice_calls(self, flag: float | None) -> float:
-        """Calls per voice worker: a recorded voice result, else the flag, else an error."""
-        for path in sorted(self.dir.glob("voice-*.json")):
-            doc = self._doc(path.stem)
-            value = _dig(doc["figures"], "calls_per_voice_worker") if doc else None
-            if isinstance(value, int | float):
-                return self._use("voice_calls", "calls per voice worker", float(value),
-                                 "measured", f"{path} ({doc['date'] if doc else ''})")
-        if flag is None:
-            raise MissingResult(
-                f"no recorded voice result (no {self.dir}/voice-*.json with "
-                f"calls_per_voice_worker); run {COMMANDS['voice']}, or pass "
-                "--voice-share 0 for a model without voice")
-        return self.inp("voice_calls", "calls per voice worker (NOT measured: no voice result "
-                        "recorded)", flag, "--calls-per-voice-worker")
-
-    def inp(self, key: str, desc: str, value: float, flag: str) -> float:
-        return self._use(key, desc, value, "input", flag)
-
-    def setting(self, key: str, desc: str, value: float, name: str) -> float:
-        return self._use(key, desc, value, "setting", f"{name} (default)")
-
-    def price(self, section: str, field: str) -> float:
-        try:
-            value = float(self.prices[section][field])
-        except (KeyError, TypeError, ValueError):
-            raise MissingResult(f"price table {self.prices_path} has no [{section}] "
-                                f"{field} = <number>") from None
-        return self._use(f"{section}.{field}", f"[{section}] {field}", value, "price",
-                         str(self.prices_path))
-
-    def _use(self, key: str, desc: str, value: float, kind: str, where: str) -> float:
-        self.used[key] = Fig(desc, value, kind, where)
-        return value
-
-
-def _dig(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
 
 
 def _defaults(cls: Any) -> dict[str, Any]:
@@ -201,14 +62,35 @@ def load_of(a: argparse.Namespace, f: Figures) -> dict[str, float]:
     stream = f.inp("stream_tps", "tokens/s one reply streams at", a.stream_tokens_per_s,
                    "--stream-tokens-per-s")
     ttft = f.inp("ttft", "seconds to a reply's first token", a.ttft_s, "--ttft-s")
-    coalesce = f.setting("coalesce_ms", "delta coalescing window, ms",
-                         _defaults(WorkerSettings)["coalesce_ms"], "AGENTIA_COALESCE_MS")
+    desc = "delta coalescing window, ms"
+    coalesce = (f.setting("coalesce_ms", desc, a.coalesce_ms, "AGENTIA_COALESCE_MS")
+                if a.coalesce_ms == _defaults(WorkerSettings)["coalesce_ms"]
+                else f.inp("coalesce_ms", desc, a.coalesce_ms, "--coalesce-ms"))
     stream_s = tokens / stream
     deltas = max(1.0, min(tokens, math.ceil(stream_s / (coalesce / 1000))))
     return {"users": users, "turns_per_s": users * rate / 60, "reply_tokens": tokens,
             "deltas": deltas, "turn_s": ttft + stream_s,
             "reply_chars": tokens * f.inp("chars_per_token", "characters per token",
                                           a.chars_per_token, "--chars-per-token")}
+
+
+def per_turn(f: Figures, who: str, tokens: float, deltas: float) -> float:
+    """CPU-s per turn of ``who`` (edge or worker) for a reply of ``tokens`` stream events in
+    ``deltas`` deltas, from three turns benchmarks: plain (a short reply in one delta),
+    streamed (a long reply, about a delta per word) and fast-streamed (the same words, several
+    per delta). Their differences give a cost per delta and a cost per streamed word."""
+    x = {k: f.measured(f"{who}_turn_cpu{k}") for k in ("", "_streamed", "_fast")}
+    d = {k: f.measured(f"deltas{k}") for k in ("", "_streamed", "_fast")}
+    w = {k: f.measured(f"words{k}") for k in ("", "_streamed", "_fast")}
+    per_delta = _slope(x["_streamed"] - x["_fast"], d["_streamed"] - d["_fast"])
+    per_word = _slope(x["_streamed"] - x[""] - per_delta * (d["_streamed"] - d[""]),
+                      w["_streamed"] - w[""])
+    return (x[""] + per_delta * max(0.0, deltas - d[""])
+            + per_word * max(0.0, tokens - w[""]))
+
+
+def _slope(dy: float, dx: float) -> float:
+    return max(0.0, dy / dx) if dx > 0 else 0.0
 
 
 def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
@@ -220,8 +102,7 @@ def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list
                           _defaults(EdgeSettings)["heartbeat_s"], "AGENTIA_HEARTBEAT_S")
     conn_cores = (connects_s * f.measured("handshake_cpu")
                   + users / heartbeat * f.measured("ping_cpu")) / 1000
-    frames = (ld["deltas"] + 4) / (f.measured("bench_deltas") + 4)  # ack, user, start, reply
-    turn_cores = ld["turns_per_s"] * f.measured("edge_turn_cpu") * frames
+    turn_cores = ld["turns_per_s"] * per_turn(f, "edge", ld["reply_tokens"], ld["deltas"])
     per_proc = f.inp("conns_per_proc", "connections per edge process", a.conns_per_edge_process,
                      "--conns-per-edge-process")
     procs = math.ceil(max(users / per_proc, (conn_cores + turn_cores) / util))
@@ -261,8 +142,7 @@ def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]
     conc = (f.setting("concurrency", desc, a.worker_concurrency, "AGENTIA_CONCURRENCY")
             if a.worker_concurrency == _defaults(WorkerSettings)["concurrency"]
             else f.inp("concurrency", desc, a.worker_concurrency, "--worker-concurrency"))
-    extra = max(0.0, deltas - f.measured("bench_deltas")) * f.measured("worker_delta_cpu")
-    cpu_procs = rate * (f.measured("worker_turn_cpu") + extra) / util
+    cpu_procs = rate * per_turn(f, "worker", ld["reply_tokens"], deltas) / util
     conc_procs = rate * ld["turn_s"] / conc
     procs = math.ceil(max(cpu_procs, conc_procs))
     egress_gb = rate * MONTH_S * (2 * ld["reply_chars"] + (deltas + 4) * 120) / 1e9
@@ -406,7 +286,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="sessions each user keeps in Redis (they expire after a week idle)")
     add("--turns-per-session", type=float, default=20.0,
         help="turns a session's log and memory hold (capped by LOG_MAXLEN, MEMORY_MAXLEN)")
-    add("--worker-concurrency", type=float, default=_defaults(WorkerSettings)["concurrency"])
+    add("--worker-concurrency", type=float, default=_defaults(WorkerSettings)["concurrency"],
+        help="turns one worker runs at once (AGENTIA_CONCURRENCY)")
+    add("--coalesce-ms", type=float, default=_defaults(WorkerSettings)["coalesce_ms"],
+        help="delta coalescing window (AGENTIA_COALESCE_MS)")
     add("--calls-per-voice-worker", type=float, default=None,
         help="used only when no voice benchmark result is recorded")
     add("--calls-per-sfu-node", type=float, default=1500.0)

@@ -19,12 +19,19 @@ RESULTS: dict[str, dict[str, Any]] = {
     "core-idle": {"edge_rss_kib_per_conn": 16.0, "kernel_slab_kib_per_conn_both_ends": 10.0,
                   "edge_cpu_s_per_1000": 0.5, "edge_cpu_s_per_1000_pings": 0.04},
     "core-turns-w1": {"summary": {"edge_cpu_s_per_turn": 0.002, "workers_cpu_s_per_turn": 0.006,
-                                  "redis_cpu_s_per_turn": 0.001, "deltas_per_turn": 1.0}},
+                                  "deltas_per_turn": 1.0, "reply_words_per_turn": 30.0}},
+    "core-turns-w1-streamed": {"summary": {"edge_cpu_s_per_turn": 0.008,
+                                           "workers_cpu_s_per_turn": 0.03,
+                                           "deltas_per_turn": 100.0,
+                                           "reply_words_per_turn": 130.0}},
+    "core-turns-w1-streamed-fast": {"summary": {"edge_cpu_s_per_turn": 0.005,
+                                                "workers_cpu_s_per_turn": 0.02,
+                                                "deltas_per_turn": 30.0,
+                                                "reply_words_per_turn": 130.0}},
     "redis-shard": {
         "idle": {"redis_cpu_s_per_1000_opens": 0.04, "redis_bytes_per_idle_session": 600},
         "fit": {"redis_cpu_s_per_turn_base": 4e-4, "redis_cpu_s_per_delta": 6e-5,
-                "redis_cpu_s_per_reply_char": 1e-8, "client_cpu_s_per_delta": 1e-4,
-                "commands_per_turn_base": 65.0,
+                "redis_cpu_s_per_reply_char": 1e-8, "commands_per_turn_base": 65.0,
                 "commands_per_delta": 12.0, "log_bytes_base": 700.0, "log_bytes_per_delta": 190.0,
                 "log_bytes_per_reply_char": 2.4, "memory_bytes_base": 200.0,
                 "memory_bytes_per_reply_char": 1.0}},
@@ -58,13 +65,13 @@ def test_figures_come_from_the_result_files(tmp_path: Path) -> None:
 
 
 def test_changing_a_recorded_figure_changes_the_answer_proportionally(tmp_path: Path) -> None:
-    # concurrency high enough that workers are CPU-bound, and no cost per further delta, so
-    # that their count follows the turns benchmark's CPU figure alone
-    same = copy.deepcopy(RESULTS)
-    same["redis-shard"]["fit"]["client_cpu_s_per_delta"] = 0.0
-    base = compute(args(write(tmp_path / "a", same), "--worker-concurrency", "100000"))
-    changed = copy.deepcopy(same)
+    # concurrency high enough that workers are CPU-bound: their count follows the CPU that
+    # both turns benchmarks (plain and streamed) recorded
+    base = compute(args(write(tmp_path / "a"), "--worker-concurrency", "100000"))
+    changed = copy.deepcopy(RESULTS)
     changed["core-turns-w1"]["summary"]["workers_cpu_s_per_turn"] = 0.012
+    changed["core-turns-w1-streamed"]["summary"]["workers_cpu_s_per_turn"] = 0.06
+    changed["core-turns-w1-streamed-fast"]["summary"]["workers_cpu_s_per_turn"] = 0.04
     doubled = compute(args(write(tmp_path / "b", changed), "--worker-concurrency", "100000"))
     w0 = quantity(base, "turns", "worker processes")
     w1 = quantity(doubled, "turns", "worker processes")
@@ -101,6 +108,23 @@ def test_users_doubling_roughly_doubles_edges(tmp_path: Path) -> None:
     b1, b2 = (quantity(r, "connections", "edge boxes") for r in (one, two))
     assert b1 >= 5
     assert 2 * b1 - 1 <= b2 <= 2 * b1 + 1
+
+
+def test_deltas_and_words_cost_workers_the_measured_slopes(tmp_path: Path) -> None:
+    """Per delta: streamed minus fast-streamed (same words); per word: the rest of streamed
+    minus plain. Fewer deltas (a longer coalescing window) save only the per-delta part."""
+    d = write(tmp_path)
+    per_delta = (0.03 - 0.02) / (100 - 30)
+    per_word = (0.03 - 0.006 - per_delta * (100 - 1)) / (130 - 30)
+    rate = 10_000_000 / 60
+    for tokens, coalesce, deltas in (("25", "40", 13), ("25", "200", 3), ("230", "40", 115)):
+        # streaming at 50 tokens/s: 25 tokens take 0.5 s, 230 take 4.6 s
+        res = compute(args(d, "--worker-concurrency", "100000", "--reply-tokens", tokens,
+                           "--coalesce-ms", coalesce))
+        assert res["load"]["deltas"] == deltas
+        want = rate * (0.006 + (deltas - 1) * per_delta
+                       + max(0, float(tokens) - 30) * per_word) / 0.7
+        assert quantity(res, "turns", "worker processes") == pytest.approx(want, abs=1)
 
 
 def test_gpus_scale_with_turns_times_tokens(tmp_path: Path) -> None:

@@ -1,0 +1,173 @@
+"""Where the capacity model's figures come from: recorded benchmark results, inputs,
+setting defaults and the price table. Each figure used is kept with its origin, so that the
+output can say which result file (or flag) every number came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtest.record import load
+
+COMMANDS = {
+    "core-idle": "python -m loadtest.bench_core idle --connections 5000 --hold 65 --record",
+    "core-turns-w1": "python -m loadtest.bench_core turns --rate 50 --rate 100 --rate 150 "
+                     "--seconds 10 --workers 1 --record",
+    "core-turns-w1-streamed": "python -m loadtest.bench_core turns --rate 10 --rate 20 "
+                              "--seconds 15 --workers 1 --word-delay 0.05 --words 100 --record",
+    "core-turns-w1-streamed-fast": "python -m loadtest.bench_core turns --rate 10 --rate 20 "
+                                   "--seconds 15 --workers 1 --word-delay 0.01 --words 100 "
+                                   "--record core-turns-w1-streamed-fast",
+    "redis-shard": "python -m loadtest.bench_redis --record",
+    "voice": "python -m loadtest.bench_voice (it has no record option yet: pass "
+             "--calls-per-voice-worker N instead)",
+}
+"""The benchmark that writes each result the model needs."""
+
+MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    # label: (description, [(result name, dotted key)...] in order of preference)
+    "edge_rss_kib": ("edge RSS per idle connection, KiB", [
+        ("edge-idle", "edge_rss_kib_per_conn"), ("core-idle", "edge_rss_kib_per_conn")]),
+    "slab_kib": ("kernel slab per connection, both ends of loopback, KiB", [
+        ("edge-idle", "kernel_slab_kib_per_conn_both_ends"),
+        ("core-idle", "kernel_slab_kib_per_conn_both_ends")]),
+    "handshake_cpu": ("edge CPU-s per 1,000 handshakes", [
+        ("edge-handshakes", "edge_cpu_s_per_1000"), ("core-idle", "edge_cpu_s_per_1000")]),
+    "ping_cpu": ("edge CPU-s per 1,000 heartbeats", [
+        ("edge-idle", "edge_cpu_s_per_1000_pings"), ("core-idle", "edge_cpu_s_per_1000_pings")]),
+    "edge_turn_cpu": ("edge CPU-s per turn (demo model's deltas)", [
+        ("core-turns-w1", "summary.edge_cpu_s_per_turn")]),
+    "deltas": ("deltas per turn, turns benchmark", [
+        ("core-turns-w1", "summary.deltas_per_turn")]),
+    "worker_turn_cpu": ("worker CPU-s per turn (Agents SDK runner, demo model)", [
+        ("core-turns-w1", "summary.workers_cpu_s_per_turn")]),
+    "words": ("reply words per turn, turns benchmark", [
+        ("core-turns-w1", "summary.reply_words_per_turn")]),
+    "deltas_streamed": ("deltas per turn, streamed turns benchmark", [
+        ("core-turns-w1-streamed", "summary.deltas_per_turn")]),
+    "edge_turn_cpu_streamed": ("edge CPU-s per turn, streamed turns benchmark", [
+        ("core-turns-w1-streamed", "summary.edge_cpu_s_per_turn")]),
+    "worker_turn_cpu_streamed": ("worker CPU-s per turn, streamed turns benchmark", [
+        ("core-turns-w1-streamed", "summary.workers_cpu_s_per_turn")]),
+    "words_streamed": ("reply words per turn, streamed turns benchmark", [
+        ("core-turns-w1-streamed", "summary.reply_words_per_turn")]),
+    "deltas_fast": ("deltas per turn, fast-streamed turns benchmark", [
+        ("core-turns-w1-streamed-fast", "summary.deltas_per_turn")]),
+    "edge_turn_cpu_fast": ("edge CPU-s per turn, fast-streamed turns benchmark", [
+        ("core-turns-w1-streamed-fast", "summary.edge_cpu_s_per_turn")]),
+    "worker_turn_cpu_fast": ("worker CPU-s per turn, fast-streamed turns benchmark", [
+        ("core-turns-w1-streamed-fast", "summary.workers_cpu_s_per_turn")]),
+    "words_fast": ("reply words per turn, fast-streamed turns benchmark", [
+        ("core-turns-w1-streamed-fast", "summary.reply_words_per_turn")]),
+    "redis_open_cpu": ("redis-server CPU-s per 1,000 sessions opened", [
+        ("redis-shard", "idle.redis_cpu_s_per_1000_opens")]),
+    "redis_session_b": ("Redis bytes per idle session", [
+        ("redis-shard", "idle.redis_bytes_per_idle_session")]),
+    "redis_turn_cpu": ("redis-server CPU-s per turn, base", [
+        ("redis-shard", "fit.redis_cpu_s_per_turn_base")]),
+    "redis_delta_cpu": ("redis-server CPU-s per delta", [
+        ("redis-shard", "fit.redis_cpu_s_per_delta")]),
+    "redis_char_cpu": ("redis-server CPU-s per reply character", [
+        ("redis-shard", "fit.redis_cpu_s_per_reply_char")]),
+    "redis_turn_cmds": ("Redis commands per turn, base", [
+        ("redis-shard", "fit.commands_per_turn_base")]),
+    "redis_delta_cmds": ("Redis commands per delta", [
+        ("redis-shard", "fit.commands_per_delta")]),
+    "log_b": ("session log bytes per turn, base", [("redis-shard", "fit.log_bytes_base")]),
+    "log_b_delta": ("session log bytes per delta", [("redis-shard", "fit.log_bytes_per_delta")]),
+    "log_b_char": ("session log bytes per reply character", [
+        ("redis-shard", "fit.log_bytes_per_reply_char")]),
+    "mem_b": ("conversation memory bytes per turn, base", [
+        ("redis-shard", "fit.memory_bytes_base")]),
+    "mem_b_char": ("conversation memory bytes per reply character", [
+        ("redis-shard", "fit.memory_bytes_per_reply_char")]),
+}
+
+
+class MissingResult(Exception):
+    """A figure the model needs was never recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fig:
+    label: str
+    value: float
+    kind: str
+    """measured, input, setting or price"""
+    where: str
+
+
+class Figures:
+    """Every figure the model used, with where it came from."""
+
+    def __init__(self, results_dir: Path, prices: dict[str, Any], prices_path: Path) -> None:
+        self.dir, self.prices, self.prices_path = results_dir, prices, prices_path
+        self.used: dict[str, Fig] = {}
+        self._docs: dict[str, dict[str, Any] | None] = {}
+
+    def _doc(self, name: str) -> dict[str, Any] | None:
+        if name not in self._docs:
+            try:
+                self._docs[name] = load(name, self.dir)
+            except FileNotFoundError:
+                self._docs[name] = None
+        return self._docs[name]
+
+    def measured(self, key: str) -> float:
+        desc, candidates = MEASURED[key]
+        for name, path in candidates:
+            doc = self._doc(name)
+            value = _dig(doc["figures"], path) if doc else None
+            if isinstance(value, int | float):
+                where = f"{self.dir / (name + '.json')} ({doc['date'] if doc else ''}, " \
+                        f"commit {doc['commit'] if doc else ''})"
+                return self._use(key, desc, float(value), "measured", where)
+        looked = ", ".join(f"{n}.json:{p}" for n, p in candidates)
+        cmd = COMMANDS.get(candidates[-1][0], "its benchmark")
+        raise MissingResult(f"no recorded result for {desc} (looked for {looked} in "
+                            f"{self.dir}); run: {cmd}")
+
+    def voice_calls(self, flag: float | None) -> float:
+        """Calls per voice worker: a recorded voice result, else the flag, else an error."""
+        for path in sorted(self.dir.glob("voice-*.json")):
+            doc = self._doc(path.stem)
+            value = _dig(doc["figures"], "calls_per_voice_worker") if doc else None
+            if isinstance(value, int | float):
+                return self._use("voice_calls", "calls per voice worker", float(value),
+                                 "measured", f"{path} ({doc['date'] if doc else ''})")
+        if flag is None:
+            raise MissingResult(
+                f"no recorded voice result (no {self.dir}/voice-*.json with "
+                f"calls_per_voice_worker); run {COMMANDS['voice']}, or pass "
+                "--voice-share 0 for a model without voice")
+        return self.inp("voice_calls", "calls per voice worker (NOT measured: no voice result "
+                        "recorded)", flag, "--calls-per-voice-worker")
+
+    def inp(self, key: str, desc: str, value: float, flag: str) -> float:
+        return self._use(key, desc, value, "input", flag)
+
+    def setting(self, key: str, desc: str, value: float, name: str) -> float:
+        return self._use(key, desc, value, "setting", f"{name} (default)")
+
+    def price(self, section: str, field: str) -> float:
+        try:
+            value = float(self.prices[section][field])
+        except (KeyError, TypeError, ValueError):
+            raise MissingResult(f"price table {self.prices_path} has no [{section}] "
+                                f"{field} = <number>") from None
+        return self._use(f"{section}.{field}", f"[{section}] {field}", value, "price",
+                         str(self.prices_path))
+
+    def _use(self, key: str, desc: str, value: float, kind: str, where: str) -> float:
+        self.used[key] = Fig(desc, value, kind, where)
+        return value
+
+
+def _dig(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
