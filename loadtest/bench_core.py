@@ -240,7 +240,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
     turn_of: dict[int, str] = {}
     first_seen: set[str] = set()
     done = 0
-    deltas, words = [0], [0]
+    deltas, said = [0], [0]
     total: list[int] = []  # set once sending is over
     all_done = asyncio.Event()
 
@@ -260,7 +260,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
                     firsts.append(now - sent[cid])
                 if cid and f["type"] == "reply":
                     fulls.append(now - sent[cid])
-                    words[0] += len(f["text"].split())
+                    said[0] += len(f["text"].split())
                     done += 1
                     if total and done >= total[0]:
                         all_done.set()
@@ -296,7 +296,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
         "full_turn_p99_ms": round(pct(fulls, 99) * ms, 2),
         "full_turn_mean_ms": round(statistics.fmean(fulls) * ms, 2) if fulls else None,
         "deltas_per_turn": round(deltas[0] / done, 2) if done else None,
-        "reply_words_per_turn": round(words[0] / done, 2) if done else None}
+        "reply_words_per_turn": round(said[0] / done, 2) if done else None}
 
 
 def bench_turns(rates: list[float], seconds: float, clients: int, workers: int,
