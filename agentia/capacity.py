@@ -93,6 +93,12 @@ def _slope(dy: float, dx: float) -> float:
     return max(0.0, dy / dx) if dx > 0 else 0.0
 
 
+def log_bytes(f: Figures, ld: dict[str, float]) -> float:
+    """Bytes one turn adds to its session's log (its user, turn_start, delta, reply events)."""
+    return (f.measured("log_b") + ld["deltas"] * f.measured("log_b_delta")
+            + ld["reply_chars"] * f.measured("log_b_char"))
+
+
 def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
     users, util = ld["users"], a.target_util
     connects_s = users * f.inp("connects", "connections opened per user per hour",
@@ -109,7 +115,11 @@ def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list
     kib = f.measured("edge_rss_kib") + f.measured("slab_kib") / 2  # the server's end only
     vcpus, mem = f.price("edge_box", "vcpus"), f.price("edge_box", "mem_gib")
     boxes = math.ceil(max(procs / vcpus, users * kib * 1024 / GIB / (mem * util)))
-    redis_mem = users * a.sessions_kept_per_user * f.measured("redis_session_b")
+    sessions_mem = users * a.sessions_kept_per_user * f.measured("redis_session_b")
+    # each edge process's delivery stream stays full under load (trimmed to DELIVERY_MAXLEN);
+    # an entry is about one log event of the session
+    delivery_mem = procs * K.DELIVERY_MAXLEN * log_bytes(f, ld) / (ld["deltas"] + 3)
+    redis_mem = sessions_mem + delivery_mem
     redis_cpu = connects_s * f.measured("redis_open_cpu") / 1000
     shards = max(redis_mem / (f.price("redis_shard", "mem_gib") * GIB * util), redis_cpu / util)
     return [
@@ -118,8 +128,9 @@ def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list
              f"{kib:.1f} KiB/connection"),
         Line(f"edge boxes ({vcpus:.0f} vCPU, {mem:.0f} GiB)", boxes, "boxes",
              boxes * f.price("edge_box", "usd_month")),
-        Line("Redis shards: sessions (memory, opens)", shards, "shards",
-             note=f"{redis_mem / GIB:,.0f} GiB, {redis_cpu:,.2f} cores"),
+        Line("Redis shards: sessions, delivery streams", shards, "shards",
+             note=f"{sessions_mem / GIB:,.0f} GiB of sessions, {delivery_mem / GIB:,.0f} GiB "
+                  f"of delivery streams, {redis_cpu:,.2f} cores for opens"),
     ]
 
 
@@ -133,8 +144,7 @@ def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]
                         "--turns-per-session")
     in_log = min(per_session, K.LOG_MAXLEN / (deltas + 3))
     in_mem = min(per_session, K.MEMORY_MAXLEN / 2)
-    log_b = (f.measured("log_b") + deltas * f.measured("log_b_delta")
-             + ld["reply_chars"] * f.measured("log_b_char"))
+    log_b = log_bytes(f, ld)
     mem_b = f.measured("mem_b") + ld["reply_chars"] * f.measured("mem_b_char")
     redis_mem = kept * (in_log * log_b + in_mem * mem_b)
     shards = max(redis_cores / util, redis_mem / (f.price("redis_shard", "mem_gib") * GIB * util))

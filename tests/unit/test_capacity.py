@@ -82,7 +82,8 @@ def test_changing_a_recorded_figure_changes_the_answer_proportionally(tmp_path: 
     changed["redis-shard"]["idle"]["redis_bytes_per_idle_session"] = 6000
     more = compute(args(write(tmp_path / "c", changed)))
     s0 = quantity(base, "connections", "Redis shards")
-    assert quantity(more, "connections", "Redis shards") == pytest.approx(10 * s0, rel=0.01)
+    added = 10_000_000 * (6000 - 600) / (16 * 2**30 * 0.7)  # 16 GiB shards, 70% full
+    assert quantity(more, "connections", "Redis shards") == pytest.approx(s0 + added, abs=0.01)
 
 
 def test_a_missing_result_names_the_benchmark_to_run(tmp_path: Path, capsys: Any) -> None:
