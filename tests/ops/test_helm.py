@@ -426,6 +426,9 @@ def test_services_and_monitors_point_at_real_ports(rendered: dict[str, list[Doc]
                 >= v["monitoring"]["serviceMonitor"]["labels"].items()
         if v["worker"]["metrics"]["enabled"]:
             pm = one(docs, "PodMonitor", "worker")
+            pod_labels = deps["worker"]["spec"]["template"]["metadata"]["labels"]
+            assert pod_labels[pm["spec"]["jobLabel"]] == "agentia"
+            assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
             sidecar = container(deps["worker"], "metrics")
             assert pm["spec"]["podMetricsEndpoints"][0]["port"] in \
                 {p["name"] for p in sidecar["ports"]}

@@ -27,6 +27,12 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* Pod template labels: the selector's plus part-of, which the PodMonitor's jobLabel reads. */}}
+{{- define "agentia.podLabels" -}}
+{{ include "agentia.selectorLabels" . }}
+app.kubernetes.io/part-of: agentia
+{{- end -}}
+
 {{- define "agentia.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{ include "agentia.selectorLabels" . }}
