@@ -124,9 +124,10 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
         await raw.send(type="send", id="q2", text=SECOND)
         turns.append({"q1": (await raw.until("ack", id="q1"))["offset"],
                       "q2": (await raw.until("ack", id="q2"))["offset"]})
-    # SDK clients that start on B and know A and C too
+    # SDK clients that start on B and know A and C too; a dead host answers no ping, and
+    # only the keepalive tells (2 s: an edge that is merely busy must not look dead)
     sdks = [AgentiaClient([b.url, *order], token("alice"), session=f"sdk{i}",
-                          keepalive_s=1.0, close_timeout=1.0, backoff=Backoff(base=0.2))
+                          keepalive_s=2.0, close_timeout=1.0, backoff=Backoff(base=0.2))
             for i, order in enumerate([[a.url, c.url], [c.url, a.url]] * 2)]
     for sdk in sdks:
         await sdk.connect()
