@@ -21,10 +21,11 @@ model takes from them:
   ``edge_cpu_s_per_1000`` (handshakes), ``edge_cpu_s_per_1000_pings`` (heartbeats of held
   connections, measured over the hold, which must last at least one heartbeat).
 * ``core-turns-w<workers>`` (``turns``): per offered rate, CPU-seconds per turn of the edge, of
-  the workers and of redis-server, and ``summary``: the same averaged over the levels the
-  workers kept up with (every turn answered, first-delta p50 under 1 s: on a shared machine the
-  p99 is other people's load), and the highest such rate. With the demo model at zero delay a
-  reply is one delta.
+  the workers and of redis-server (from the first turn sent to the last reply, less what each
+  process burns idle, measured for 5 s before), and ``summary``: the same averaged over the
+  levels the workers kept up with (every turn answered, first-delta p50 under 1 s: on a shared
+  machine the p99 is other people's load), and the highest such rate. With the demo model at
+  zero delay a reply is one delta.
 * ``core-turns-w<workers>-streamed`` (``turns --word-delay 0.05 --words 100``): the same with
   replies streamed word by word, about one delta per word; and ``...-streamed-fast``
   (``--word-delay 0.01 --record core-turns-w1-streamed-fast``): the same words, several per
@@ -224,7 +225,9 @@ def bench_idle(connections: int, clients: int, hold_s: float,
 
 
 async def _turn_load(port: int, rate: float, seconds: float, clients: int,
-                     words: int = 1) -> dict[str, Any]:
+                     words: int = 1, probe: Any = None) -> dict[str, Any]:
+    """``probe()`` (CPU-seconds by process group) is read once the connections are open and
+    again once every reply is in, so that handshakes and closes are not charged to turns."""
     token = mint(DEV_SECRET, "bench-turns", 3600)
     acks: list[float] = []
     firsts: list[float] = []
@@ -266,6 +269,7 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
                         all_done.set()
 
     readers = [asyncio.create_task(reader(ws)) for ws in conns]
+    cpu0 = probe() if probe else {}
     interval, n, t0 = 1.0 / rate, 0, time.perf_counter()
     run = os.urandom(4).hex()  # client ids must be new in every run, or they are duplicates
     text = " ".join(["hello"] * words)  # the demo model's reply quotes it: longer replies
@@ -282,6 +286,8 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
         all_done.set()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_done.wait(), 30)
+    window = time.perf_counter() - t0
+    cpu1 = probe() if probe else {}
     for r in readers:
         r.cancel()
     for ws in conns:
@@ -296,7 +302,8 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
         "full_turn_p99_ms": round(pct(fulls, 99) * ms, 2),
         "full_turn_mean_ms": round(statistics.fmean(fulls) * ms, 2) if fulls else None,
         "deltas_per_turn": round(deltas[0] / done, 2) if done else None,
-        "reply_words_per_turn": round(said[0] / done, 2) if done else None}
+        "reply_words_per_turn": round(said[0] / done, 2) if done else None,
+        "window_s": round(window, 2), "_cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
 
 
 def bench_turns(rates: list[float], seconds: float, clients: int, workers: int,
@@ -313,13 +320,23 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int,
         assert redis.proc is not None
         pids = {"edge": [edge.pid], "workers": [w.pid for w in ws], "redis": [redis.proc.pid]}
         out = []
+
+        def probe() -> dict[str, float]:
+            return {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
+
         try:
+            # what the processes burn with nothing to do (polling, heartbeats), subtracted
+            # from each level so that a slow level is not charged more per turn for idling
+            c0 = probe()
+            time.sleep(5)
+            idle = {k: (v - c0[k]) / 5 for k, v in probe().items()}
             for r in rates:
-                before = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
-                level = asyncio.run(_turn_load(int(info["port"]), r, seconds, clients, words))
-                for k, v in pids.items():
-                    used = sum(cpu_s(p) for p in v) - before[k]
-                    level[f"{k}_cpu_s_per_turn"] = round(used / max(1, level["completed"]), 5)
+                level = asyncio.run(_turn_load(int(info["port"]), r, seconds, clients, words,
+                                               probe))
+                for k, used in level.pop("_cpu").items():
+                    net = used - idle[k] * level["window_s"]
+                    level[f"{k}_cpu_s_per_turn"] = round(net / max(1, level["completed"]), 5)
+                    level[f"{k}_idle_cores"] = round(idle[k], 4)
                 out.append(level)
                 print(orjson.dumps(out[-1]).decode(), file=sys.stderr, flush=True)
             return out
