@@ -268,38 +268,42 @@ def test_redis_password_is_expanded_from_a_secret(rendered: dict[str, list[Doc]]
 
 # --- autoscaling ---
 
-def test_keda_scales_workers_on_the_lag_of_every_inbound_stream(
+def test_keda_scales_workers_on_the_backlog_of_every_inbound_stream(
         rendered: dict[str, list[Doc]]) -> None:
     for v, docs in cases(rendered):
         w = v["worker"]
         dep = one(docs, "Deployment", "worker")
-        so = [d for d in kinds(docs, "ScaledObject")]
         if not w["keda"]["enabled"]:
-            assert not so and dep["spec"]["replicas"] == w["replicas"]
+            assert not kinds(docs, "ScaledObject") and dep["spec"]["replicas"] == w["replicas"]
             continue
         assert "replicas" not in dep["spec"], "KEDA owns the worker count"
         spec = one(docs, "ScaledObject", "worker")["spec"]
         assert spec["scaleTargetRef"]["name"] == dep["metadata"]["name"]
         assert spec["minReplicaCount"] == w["keda"]["minReplicaCount"]
-        triggers = spec["triggers"]
-        assert [t["metadata"]["stream"] for t in triggers] == w["keda"]["streams"]
         shards = v["config"]["shards"]
         keys = Keys(v["config"]["redisPrefix"], shards)
         assert w["keda"]["streams"] == [keys.inbound(k) for k in range(shards)], (
             "the value set's worker.keda.streams no longer match sessions/keys.py: print them "
             "again (docs/deploy.md)")
+        triggers = spec["triggers"]
+        target = str(w["keda"]["targetPerWorker"])
+        lag = [t for t in triggers if "lagCount" in t["metadata"]]
+        pending = [t for t in triggers if "pendingEntriesCount" in t["metadata"]]
+        assert len(lag) + len(pending) == len(triggers)
+        for kind in (lag, pending):  # one trigger of each kind per inbound stream
+            assert [t["metadata"]["stream"] for t in kind] == w["keda"]["streams"]
         kind = "redis-cluster-streams" if v["redis"]["cluster"] else "redis-streams"
         for t in triggers:
             md = t["metadata"]
             assert t["type"] == kind
             assert md["consumerGroup"] == GROUP
-            assert md["lagCount"] == str(w["keda"]["lagPerWorker"])
+            assert md.get("lagCount", md.get("pendingEntriesCount")) == target
             assert all(isinstance(x, str) for x in md.values()), "trigger metadata: strings"
             assert ("addresses" if v["redis"]["cluster"] else "address") in md
             assert md["enableTLS"] == str(v["redis"]["tls"]).lower()
         mod = spec["advanced"]["scalingModifiers"]
-        assert mod["formula"] == " + ".join(t["name"] for t in triggers)
-        assert mod["target"] == str(w["keda"]["lagPerWorker"])
+        assert sorted(mod["formula"].split(" + ")) == sorted(t["name"] for t in triggers)
+        assert (mod["target"], mod["metricType"]) == (target, "AverageValue")
         if v["redis"]["auth"]["existingSecret"]:
             auth = one(docs, "TriggerAuthentication", "worker")
             assert all(t["authenticationRef"]["name"] == auth["metadata"]["name"]
@@ -320,7 +324,7 @@ def test_keda_stream_list_is_checked_against_shards_and_prefix(helm: str) -> Non
     names = [f"agentia:{{s{k}}}:in" for k in range(8)]
     docs = template(helm, *base, "--set-json", f"worker.keda.streams={json.dumps(names)}")
     triggers = one(docs, "ScaledObject", "worker")["spec"]["triggers"]
-    assert [t["metadata"]["stream"] for t in triggers] == names
+    assert [t["metadata"]["stream"] for t in triggers] == [n for n in names for _ in (0, 1)]
 
 
 def test_edge_hpa(rendered: dict[str, list[Doc]]) -> None:
