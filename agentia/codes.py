@@ -19,18 +19,21 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
     SLOW = 4000
     IDLE = 4001
     FLOOD = 4002
     TOKEN_EXPIRED = 4003
     SESSION_LOST = 4004
+    FORBIDDEN = 4501
 
     @property
     def reconnect(self) -> bool:
         return self in _RECONNECT or 4000 <= self.value < 4500
 
 
-_RECONNECT = {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.INTERNAL_ERROR}
+_RECONNECT = {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.INTERNAL_ERROR,
+              CloseCode.TRY_AGAIN_LATER}
 
 
 class ErrorCode(enum.StrEnum):

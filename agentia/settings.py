@@ -86,6 +86,8 @@ class ApiSettings(Auth):
 class EdgeSettings(Auth):
     host: str = "127.0.0.1"
     port: int = 8765
+    transport: str = "websockets"
+    """WebSocket library: ``websockets`` (reference) or ``picows`` (Cython, callback-driven)."""
     max_connections: int = 0
     max_connections_per_user: int = 100
     max_frame_bytes: int = 64 * 1024
@@ -120,6 +122,8 @@ class EdgeSettings(Auth):
                 f"AGENTIA_MAX_CONNECTIONS={self.max_connections} leaves fewer than {FD_RESERVE} "
                 f"of this process's {soft} file descriptors spare; use at most {ceiling} "
                 "and run more processes")
+        if self.transport not in ("websockets", "picows"):
+            raise SettingsError("AGENTIA_TRANSPORT must be websockets or picows")
         if self.max_frame_bytes < 1024:
             raise SettingsError("AGENTIA_MAX_FRAME_BYTES must be at least 1024")
         if self.heartbeat_s * 2 > self.idle_timeout_s:

@@ -7,10 +7,11 @@ import contextlib
 import gc
 import logging
 import signal
+from typing import Any
 
 from agentia.logs import bind
 from agentia.settings import EdgeSettings
-from gateway import ws_websockets
+from gateway import ws_picows, ws_websockets
 from gateway.node import EdgeNode
 from sessions.bus import Bus, connect
 
@@ -31,17 +32,18 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
                  node.metrics_forever()):
         node.spawn(coro)
-    server = await ws_websockets.start(node)
+    impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
+    server = await impl.start(node)
     port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
-    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections)", node.id,
-             settings.host, port, settings.max_connections)
+    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s)", node.id,
+             settings.host, port, settings.max_connections, settings.transport)
     print(f"AGENTIA_EDGE_READY node={node.id} port={port}", flush=True)
     if ready is not None:
         ready.set()
     await stop.wait()
     log.info("edge %s draining %d connections", node.id, node.count)
     await node.drain(settings.drain_s)
-    await ws_websockets.close_server(server, 2.0)
+    await impl.close_server(server, 2.0)
     await bus.close()
 
 

@@ -69,9 +69,11 @@ class EdgeNode:
 
     # ------------------------------------------------------------ admission
 
-    async def admit(self, headers: dict[str, str], query: str,
-                    session: str | None) -> Connection | tuple[int, str]:
-        """Decide a handshake: a Connection, or (HTTP status, reason) to refuse it."""
+    def admit(self, headers: dict[str, str], query: str,
+              session: str | None) -> Connection | tuple[int, str]:
+        """Decide a handshake from what this process knows alone (no I/O, so any transport can
+        call it before the upgrade): a Connection registered locally, or (HTTP status, reason).
+        The session itself is opened after the upgrade by :meth:`open`."""
         if self.draining:
             self.metrics["refused_draining"] += 1
             return 503, "draining: reconnect to another node"
@@ -95,32 +97,41 @@ class EdgeNode:
             self.metrics["refused_user_cap"] += 1
             return 429, "too many connections for this user on this node"
         # Registered locally before Redis learns of us, with the cursor deferring: an event
-        # appended meanwhile is either caught up below or arrives after we are known.
+        # appended meanwhile is either caught up in open() or arrives after we are known.
         state = P.ConnState(sid, ident.user, ident.expires, P.Cursor(0, catching_up=True),
                             P.TokenBucket(self.limits.rate_per_s, self.limits.burst),
                             last_seen=time.monotonic())
         conn = Connection(self, state)
         self._add(conn)
+        return conn
+
+    async def open(self, conn: Connection) -> tuple[CloseCode, str] | None:
+        """Open (or join) the connection's session in Redis and queue ``welcome``; on failure
+        the connection is dropped from the registry and the close to send is returned.
+
+        Runs after the upgrade so that every transport refuses the same way, and so browsers,
+        which cannot read the status of a refused upgrade, see the close code and reason."""
+        state = conn.state
         try:
-            info = await self.bus.open_session(sid, ident.user, self.id)
+            info = await self.bus.open_session(state.session, state.user, self.id)
         except Exception as exc:
             self._remove(conn)
             if isinstance(exc, Forbidden):
                 self.metrics["handshake_forbidden"] += 1
-                return 403, "this session belongs to another user"
+                return CloseCode.FORBIDDEN, "this session belongs to another user"
             if not isinstance(exc, BusUnavailable):
-                log.exception("opening session %s failed", sid)
+                log.exception("opening session %s failed", state.session)
             self.metrics["refused_redis_down"] += 1
-            return 503, "message bus unavailable: retry shortly"
+            return CloseCode.TRY_AGAIN_LATER, "message bus unavailable: retry shortly"
         state.epoch = info.epoch
-        conn.push(P.welcome_frame(node=self.id, session=sid, epoch=info.epoch,
+        conn.push(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
                                   offset=info.offset, limits=self.limits.public()).encode())
         state.cursor.sent = info.offset
         if state.cursor.finish_catch_up():
             conn.start_filler()
-        self.spawn(self.bus.touch_user_session(ident.user, sid))
+        self.spawn(self.bus.touch_user_session(state.user, state.session))
         self.metrics["handshakes"] += 1
-        return conn
+        return None
 
     def _add(self, conn: Connection) -> None:
         self.sessions.setdefault(conn.state.session, set()).add(conn)
@@ -176,6 +187,8 @@ class EdgeNode:
         while True:
             try:
                 rows = await self.bus.read_delivery(self.id, last)
+                if backoff > 0.1:
+                    self._catch_up_all()
                 backoff = 0.1
             except Exception as exc:
                 self.metrics["redis_errors"] += 1
@@ -191,6 +204,16 @@ class EdgeNode:
                     frame = frame_for(offset, event)
                     for conn in tuple(conns):
                         conn.on_live(offset, frame)
+
+    def _catch_up_all(self) -> None:
+        """The delivery stream could not be read for a while (Redis restarted, a Cluster
+        master failed over): the tail written to it meanwhile may be gone, and a last event
+        (a reply) has no successor to reveal the gap. Every connection re-reads the log."""
+        for conns in list(self.sessions.values()):
+            for conn in conns:
+                if not conn.state.cursor.catching_up and conn.filler is None:
+                    conn.state.cursor.catching_up = True
+                    conn.start_filler()
 
     async def heartbeat_forever(self) -> None:
         while True:

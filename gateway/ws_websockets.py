@@ -109,7 +109,7 @@ async def _process_request(conn: ServerConnection, req: Request) -> Response | N
         return conn.respond(http.HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
     headers = {k.lower(): v for k, v in req.headers.raw_items()}
     query = parse_qs(url.query)
-    result = await node.admit(headers, url.query, query.get("session", [None])[0])
+    result = node.admit(headers, url.query, query.get("session", [None])[0])
     if isinstance(result, tuple):
         status, text = result
         resp = conn.respond(status, text + "\n")
@@ -129,6 +129,10 @@ async def _handler(ws: ServerConnection) -> None:
     bind(conn=ws.id.hex[:12], session=conn.state.session, user=conn.state.user)
     conn.attach(WebsocketsTransport(ws))
     try:
+        refused = await node.open(conn)
+        if refused is not None:
+            await ws.close(*refused)
+            return
         async for message in ws:
             await conn.on_frame(message)
             if conn.closed:

@@ -94,12 +94,14 @@ class Proc:
 class Cluster:
     """Spawns edges and workers against one Redis with one key prefix."""
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
+    def __init__(self, redis_url: str, prefix: str, transport: str = "websockets") -> None:
         (ROOT / "test-output").mkdir(exist_ok=True)
+        self.transport = transport
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="agentia-metrics-"))
         self.env = {**os.environ, "AGENTIA_REDIS_URL": redis_url,
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
                     "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_SHARDS": "4",
+                    "AGENTIA_TRANSPORT": transport,
                     "PYTHONUNBUFFERED": "1"}
         self.env.pop("OPENAI_API_KEY", None)
         self.procs: list[Proc] = []
@@ -131,9 +133,14 @@ class Cluster:
         return [p.log.name for p in self.edges if "Traceback" in Path(p.log.name).read_text()]
 
 
-@pytest.fixture
-def cluster(redis_server: RedisServer, prefix: str) -> Iterator[Cluster]:
-    c = Cluster(redis_server.url, prefix)
+TRANSPORTS = ("websockets", "picows")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def cluster(request: pytest.FixtureRequest, redis_server: RedisServer,
+            prefix: str) -> Iterator[Cluster]:
+    """Our processes against one Redis; every test using it runs once per edge transport."""
+    c = Cluster(redis_server.url, prefix, request.param)
     yield c
     c.stop()
     assert c.edge_tracebacks() == []

@@ -34,6 +34,7 @@ from agentia.client.errors import (
 from agentia.client.pending import _fail, _Request
 from agentia.client.policy import (
     _RETRY_STATUSES,
+    FORBIDDEN_CLOSE,
     STABLE_AFTER_S,
     _retry_after,
     close_action,
@@ -181,6 +182,11 @@ class _ConnectionLoop(_ClientCore):
             welcome = await self._welcome(ws)
         except (_Disconnected, TimeoutError, ConnectionClosed, orjson.JSONDecodeError) as exc:
             await self._shut(ws)
+            if ws.close_code is not None and close_action(ws.close_code) == "stop":
+                # refused after the upgrade (4501: the session belongs to another user)
+                self.stats[f"close_{ws.close_code}"] += 1
+                raise AuthenticationError(403 if ws.close_code == FORBIDDEN_CLOSE else
+                                          ws.close_code, ws.close_reason or "", url) from None
             raise _Retry(exc) from None
         conn = _Conn(ws, url, str(welcome.get("node", "")), Limits.from_welcome(
             welcome.get("limits")), time.monotonic(), time.monotonic())

@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 WS_PATH = "/v1/ws"
 STABLE_AFTER_S = 10.0
+FORBIDDEN_CLOSE = 4501
+"""The edge's close when the session belongs to another user (after the upgrade)."""
 """A connection that lasted this long resets the reconnect backoff."""
 _TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

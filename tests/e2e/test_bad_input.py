@@ -74,7 +74,13 @@ async def test_handshake_refusals(edge: Proc, bus: Bus) -> None:
     assert await _status(edge.port, "/v1/ws?session=bad%20id", headers=good) == 400
     assert await _status(edge.port, "/v1/ws?session=s1%0A", headers=good) == 400
     await bus.open_session("bobs", "bob")
-    assert await _status(edge.port, "/v1/ws?session=bobs", headers=good) == 403
+    # another user's session: refused after the upgrade, so browsers can read why
+    ws = await websockets.connect(f"ws://127.0.0.1:{edge.port}/v1/ws?session=bobs",
+                                  additional_headers=good)
+    with pytest.raises(ConnectionClosed) as info:
+        await asyncio.wait_for(ws.recv(), 5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4501
+    assert info.value.rcvd.reason == "this session belongs to another user"
     await _healthy(edge)
 
 

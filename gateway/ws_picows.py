@@ -1,0 +1,315 @@
+"""The ``picows`` implementation of the edge's transport and handshake.
+
+picows is a Cython WebSocket library driven by callbacks instead of one task per connection.
+The edge keeps the same behaviour as with ``websockets`` (the e2e suite runs over both):
+
+* the upgrade is decided synchronously by :meth:`EdgeNode.admit` (token, caps, session id);
+  picows sends the 101 or the refusal itself; the session is opened after the upgrade by
+  :meth:`EdgeNode.open`, as with ``websockets``;
+* an idle connection holds no task: a reader task exists only while inbound frames wait to be
+  handled (frames are handled in order, one at a time, as the ``websockets`` read loop does),
+  and reading is paused while more than ``_INBOX_HIGH`` frames wait (backpressure to a client
+  that sends faster than Redis answers);
+* writes go straight into the socket's buffer; ``send`` waits only while the kernel buffer is
+  full (``pause_writing``), which is what makes the outbox fill for a slow reader;
+* fragmented messages are reassembled up to ``max_frame_bytes``; larger ones close with 1009.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its stubs
+
+from agentia import PROTOCOL
+from agentia import metrics as M
+from agentia.logs import bind
+from gateway.connection import Connection
+
+if TYPE_CHECKING:
+    from gateway.node import EdgeNode
+
+log = logging.getLogger("agentia.edge")
+PATH = "/v1/ws"
+_INBOX_HIGH = 16
+_INBOX_LOW = 4
+_CLOSE_WAIT_S = 2.0
+
+
+class PicowsConnection(WSListener):
+    """Listener of one upgraded socket and the :class:`Transport` its Connection writes to."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.t: WSTransport | None = None
+        self.inbox: deque[bytes] = deque()
+        self.reader: asyncio.Task[None] | None = None
+        self.opened = False
+        self.gone = False
+        self.paused_reading = False
+        self.writable: asyncio.Future[None] | None = None
+        self.fragments: bytearray | None = None
+
+    # ------------------------------------------------------------ picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.t = transport
+        self.conn.attach(self)
+        self.reader = asyncio.get_running_loop().create_task(self._open_then_read())
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if frame.fin:
+                self._received(frame.get_payload_as_bytes())
+            else:
+                self.fragments = bytearray(frame.get_payload_as_memoryview())
+        elif kind is WSMsgType.CONTINUATION:
+            if self.fragments is None:
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a start")
+                return
+            self.fragments += frame.get_payload_as_memoryview()
+            if len(self.fragments) > self.conn.node.settings.max_frame_bytes:
+                self.fragments = None
+                self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
+            elif frame.fin:
+                data, self.fragments = bytes(self.fragments), None
+                self._received(data)
+        elif kind is WSMsgType.CLOSE:
+            # The peer closes (or answers our close): echo its code once, then hang up.
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        # PING is answered by picows (enable_auto_pong); PONG needs nothing.
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.gone = True
+        self.conn.closed = True
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        if self.reader is None:
+            self.conn.node.spawn(self.conn.node.forget(self.conn))
+        # else the reader forgets the connection when it has finished what it was doing
+
+    def pause_writing(self) -> None:
+        if self.writable is None or self.writable.done():
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+
+    # ------------------------------------------------------------ reading
+
+    def _received(self, data: bytes) -> None:
+        if self.conn.closed:
+            return
+        self.inbox.append(data)
+        if len(self.inbox) > _INBOX_HIGH and not self.paused_reading and self.t is not None:
+            self.paused_reading = True
+            self.t.underlying_transport.pause_reading()
+        if self.reader is None and self.opened:
+            self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _open_then_read(self) -> None:
+        conn = self.conn
+        st = conn.state
+        bind(conn=f"{id(self):x}", session=st.session, user=st.user)
+        refused = await conn.node.open(conn)
+        if refused is not None:
+            self.inbox.clear()
+            await self.close(*refused)
+            self.reader = None
+            return
+        self.opened = True
+        await self._read()
+
+    async def _read(self) -> None:
+        conn = self.conn
+        try:
+            while self.inbox and not conn.closed:
+                await conn.on_frame(self.inbox.popleft())
+                if self.paused_reading and len(self.inbox) <= _INBOX_LOW and self.t is not None:
+                    self.paused_reading = False
+                    self.t.underlying_transport.resume_reading()
+        finally:
+            self.reader = None
+            if self.gone:
+                await conn.node.forget(conn)
+
+    def _protocol_error(self, code: WSCloseCode, reason: str) -> None:
+        self.conn.closed = True
+        self.inbox.clear()
+        if self.t is not None:
+            self.t.send_close(code, reason.encode())
+            self.t.disconnect()
+
+    # ------------------------------------------------------------ Transport
+
+    async def send(self, frame: bytes) -> None:
+        if self.writable is not None and not self.writable.done():
+            await self.writable
+        if self.gone or self.t is None:
+            raise ConnectionError("the peer is gone")
+        self.t.send(WSMsgType.TEXT, frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        t = self.t
+        if t is None or self.gone:
+            return
+        t.send_close(code, reason.encode())  # type: ignore[arg-type]  # any valid code
+        try:
+            await asyncio.wait_for(asyncio.shield(t.wait_disconnected()), _CLOSE_WAIT_S)
+        except (TimeoutError, Exception):
+            t.disconnect(graceful=False)
+
+    def abort(self) -> None:
+        if self.t is not None:
+            self.t.disconnect(graceful=False)
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def _text(status: int, body: str, headers: dict[str, str] | None = None) -> Any:
+    if status < 400:
+        resp = WSUpgradeResponse.create_ok_response(body.encode())
+        for k, v in (headers or {}).items():
+            resp.headers[k] = v
+        return WSUpgradeResponseWithListener(resp, None)
+    return WSUpgradeResponseWithListener(
+        WSUpgradeResponse.create_error_response(status, body.encode(), headers), None)
+
+
+def _probe(node: EdgeNode, path: str) -> Any:
+    if path == "/healthz":
+        return _text(200, "ok\n")
+    if path == "/readyz":
+        if node.draining:
+            return _text(503, "draining\n")
+        if not node.redis_ok:
+            return _text(503, "redis unreachable\n")
+        return _text(200, "ready\n")
+    body, ctype = M.exposition()
+    resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": ctype})
+    return WSUpgradeResponseWithListener(resp, None)
+
+
+_PROBES = frozenset(("/healthz", "/readyz", "/metrics"))
+
+
+def _is_upgrade(headers: Any) -> bool:
+    return bool(headers.get("sec-websocket-key")
+                and headers.get("upgrade", "").lower() == "websocket"
+                and "upgrade" in headers.get("connection", "").lower()
+                and headers.get("sec-websocket-version") == "13")
+
+
+def listener_factory(node: EdgeNode) -> Any:
+    def factory(req: WSUpgradeRequest) -> Any:
+        url = urlsplit(req.path.decode("latin-1"))
+        if url.path in _PROBES:
+            return _probe(node, url.path)
+        if url.path != PATH:
+            return _text(404, f"WebSocket endpoint is {PATH}\n")
+        h = req.headers
+        if not _is_upgrade(h):
+            node.metrics["handshake_failed"] += 1
+            return _text(HTTPStatus.UPGRADE_REQUIRED, "a WebSocket upgrade request is required\n",
+                         {"Upgrade": "websocket"})
+        offered = ", ".join(h.getall("sec-websocket-protocol", ()))
+        headers = {"authorization": h.get("authorization", ""),
+                   "sec-websocket-protocol": offered}
+        session = parse_qs(url.query).get("session", [None])[0] if url.query else None
+        result = node.admit(headers, url.query, session)
+        if isinstance(result, tuple):
+            status, text = result
+            extra = ({"Retry-After": "5"} if status == 503 else
+                     {"WWW-Authenticate": 'Bearer realm="agentia"'} if status == 401 else None)
+            return _text(status, text + "\n", extra)
+        chosen = {"Sec-WebSocket-Protocol": PROTOCOL} if any(
+            p.strip() == PROTOCOL for p in offered.split(",")) else None
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(chosen),
+                                             PicowsConnection(result))
+
+    return factory
+
+
+_REJECT_503 = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\n"
+               b"Content-Length: 13\r\n\r\nover capacity")
+
+
+class _Refuse(asyncio.Protocol):
+    """A socket beyond the hard cap: answered 503 at once, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        t.write(_REJECT_503)
+        t.close()
+
+
+async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Server:
+    s = node.settings
+    factory = listener_factory(node)
+    if s.compression:
+        log.warning("the picows transport does not offer permessage-deflate; compression is off")
+    # picows builds its protocol inside ws_create_server; to count sockets (including those
+    # mid-handshake, which hold fds too) we build the same server around a counting subclass.
+    sockets = 0
+
+    class Counted(WSProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            nonlocal sockets
+            sockets += 1
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            nonlocal sockets
+            sockets -= 1
+            super().connection_lost(exc)
+
+    logger = logging.getLogger("agentia.ws")
+    ping = s.ws_ping_interval_s or 20.0
+
+    def protocol() -> asyncio.BaseProtocol:
+        if sockets >= node.hard_cap:
+            node.metrics["refused_over_cap"] += 1
+            return _Refuse()
+        # the arguments picows.api.ws_create_server passes (picows 2.3), in its order:
+        # (host+port, path, client side, listener factory, logger, disconnect on exception,
+        #  handshake timeout, auto ping, ping idle timeout, ping reply timeout, strategy,
+        #  auto pong, max frame size, extra headers, read buffer size)
+        return Counted(None, None, False, factory, logger, True, s.handshake_timeout_s,
+                       s.ws_ping_interval_s > 0, ping, ping, WSAutoPingStrategy.PING_WHEN_IDLE,
+                       True, s.max_frame_bytes, None, 1024)
+
+    where: dict[str, Any] = (
+        {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port,
+                                     "backlog": s.backlog})
+    return await asyncio.get_running_loop().create_server(protocol, **where)
+
+
+async def close_server(server: asyncio.Server, deadline: float) -> None:
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), deadline)
+
