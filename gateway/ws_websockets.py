@@ -92,6 +92,9 @@ def _metrics(conn: ServerConnection, node: EdgeNode) -> Response:
     body, ctype = M.exposition()
     resp = conn.respond(http.HTTPStatus.OK, "")
     resp.body = body
+    # respond() set both for its empty text; assigning adds a second value, and Prometheus
+    # (Go's net/http) rejects a response with two different Content-Lengths
+    del resp.headers["Content-Type"], resp.headers["Content-Length"]
     resp.headers["Content-Type"] = ctype
     resp.headers["Content-Length"] = str(len(body))
     return resp
