@@ -195,6 +195,7 @@ def test_edge_processes_fd_limit_and_sized_resources(rendered: dict[str, list[Do
         assert args[args.index("--processes") + 1] == str(e["processes"])
         assert args[args.index("--host") + 1] == "0.0.0.0"
         assert env(edge)["AGENTIA_NOFILE"]["value"] == str(e["nofile"])
+        assert env(edge)["AGENTIA_TRANSPORT"]["value"] == e["transport"]
         res = edge["resources"]
         if e["resources"]:
             assert res == e["resources"]
