@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from agentia.settings import ApiSettings, EdgeSettings, WorkerSettings, from_env
+from sessions.bus import is_cluster_url
 from sessions.keys import GROUP, Keys
 from voice.settings import VoiceSettings
 
@@ -257,8 +258,16 @@ def test_redis_password_is_expanded_from_a_secret(rendered: dict[str, list[Doc]]
         for dep in kinds(docs, "Deployment"):
             names = [e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]]
             url = env(dep["spec"]["template"]["spec"]["containers"][0])["AGENTIA_REDIS_URL"]
-            scheme = "rediss" if v["redis"]["tls"] else "redis"
+            r = v["redis"]
+            scheme = ("rediss" if r["tls"] else "redis") + ("+cluster" if r["cluster"] else "")
             assert url["value"].startswith(f"{scheme}://")
+            assert is_cluster_url(url["value"]) == r["cluster"]  # what sessions/bus.py reads
+            hosts = url["value"].rpartition("@")[2] if "@" in url["value"] else \
+                url["value"].partition("://")[2]
+            if r["cluster"]:
+                assert hosts.split(",") == (r["clusterNodes"] or [f"{r['host']}:{r['port']}"])
+            else:
+                assert hosts == f"{r['host']}:{r['port']}/{r['db']}"
             if v["redis"]["auth"]["existingSecret"]:
                 assert "$(REDIS_PASSWORD)@" in url["value"]
                 # Kubernetes expands $(VAR) only from variables defined earlier in the list

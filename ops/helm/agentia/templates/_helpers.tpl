@@ -83,7 +83,12 @@ calls this, so the same message comes first whichever template helm renders firs
 {{- else if $r.auth.username -}}
 {{- $userinfo = printf "%s@" $r.auth.username -}}
 {{- end -}}
+{{- if $r.cluster -}}
+{{- /* sessions/bus.py CLUSTER_SCHEMES: redis+cluster://[user:password@]seed,seed... */ -}}
+{{- printf "%s://%s%s" (ternary "rediss+cluster" "redis+cluster" $r.tls) $userinfo (include "agentia.redisAddresses" .) -}}
+{{- else -}}
 {{- printf "%s://%s%s:%v/%v" (ternary "rediss" "redis" $r.tls) $userinfo $r.host $r.port $r.db -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Redis seed addresses for KEDA's redis-cluster-streams trigger. */}}
