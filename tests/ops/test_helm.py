@@ -376,6 +376,17 @@ def test_pdbs_select_their_pods(rendered: dict[str, list[Doc]]) -> None:
                 assert mine[0]["spec"]["maxUnavailable"] == v[component]["pdb"]["maxUnavailable"]
 
 
+def test_edges_spread_over_nodes(rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        pod = one(docs, "Deployment", "edge")["spec"]["template"]
+        spread = [c for c in pod["spec"].get("topologySpreadConstraints", [])
+                  if c["topologyKey"] == "kubernetes.io/hostname"]
+        assert len(spread) == (1 if v["edge"]["spreadAcrossNodes"] else 0)
+        for c in spread:
+            assert c["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+            assert c["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
 # --- security ---
 
 def pod_specs(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
