@@ -116,9 +116,10 @@ def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list
     vcpus, mem = f.price("edge_box", "vcpus"), f.price("edge_box", "mem_gib")
     boxes = math.ceil(max(procs / vcpus, users * kib * 1024 / GIB / (mem * util)))
     sessions_mem = users * a.sessions_kept_per_user * f.measured("redis_session_b")
-    # each edge process's delivery stream stays full under load (trimmed to DELIVERY_MAXLEN);
-    # an entry is about one log event of the session
-    delivery_mem = procs * K.DELIVERY_MAXLEN * log_bytes(f, ld) / (ld["deltas"] + 3)
+    # with any turns at all each edge process's delivery stream fills up to DELIVERY_MAXLEN
+    # and stays full (it is trimmed by length only); an entry is about one log event
+    full = K.DELIVERY_MAXLEN if ld["turns_per_s"] > 0 else 0
+    delivery_mem = procs * full * log_bytes(f, ld) / (ld["deltas"] + 3)
     redis_mem = sessions_mem + delivery_mem
     redis_cpu = connects_s * f.measured("redis_open_cpu") / 1000
     shards = max(redis_mem / (f.price("redis_shard", "mem_gib") * GIB * util), redis_cpu / util)
