@@ -139,14 +139,19 @@ class Bus:
             raise Forbidden(sid)
         return SessionInfo(res[1].decode(), int(res[2]))
 
-    @_down
     async def touch_user_session(self, user: str, sid: str) -> None:
         """Remember the session in the user's list (most recent first, bounded)."""
-        key = self.keys.user_sessions(user)
+        await self.touch_user_sessions({(user, sid): time.time()})
+
+    @_down
+    async def touch_user_sessions(self, seen: dict[tuple[str, str], float]) -> None:
+        """Many users' sessions in one round trip (edges batch what their handshakes saw)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {sid: time.time()})
-            pipe.zremrangebyrank(key, 0, -K.USER_SESSIONS_KEPT - 1)
-            pipe.expire(key, K.SESSION_TTL)
+            for (user, sid), ts in seen.items():
+                key = self.keys.user_sessions(user)
+                pipe.zadd(key, {sid: ts})
+                pipe.zremrangebyrank(key, 0, -K.USER_SESSIONS_KEPT - 1)
+                pipe.expire(key, K.SESSION_TTL)
             await pipe.execute()
 
     @_down

@@ -211,3 +211,80 @@ def test_token_from_round_trip_with_verifier() -> None:
     found = token_from({"sec-websocket-protocol": f"agentia.v1, bearer.{tok}"}, "")
     assert found is not None
     assert Verifier(SECRET).verify(found).user == "frank"
+
+
+def _both(v: Verifier, token: str) -> tuple[object, object]:
+    """What the HS256 fast path and PyJWT each say of a token (identity or error text)."""
+    def run(f: object) -> object:
+        try:
+            return f(token)  # type: ignore[operator]
+        except AuthError as exc:
+            return f"error: {exc}"
+    fast = run(lambda t: v._hs256(t) or "fallback")
+    slow = run(v._pyjwt)
+    return fast, slow
+
+
+def test_hs256_fast_path_agrees_with_pyjwt() -> None:
+    import base64 as b64
+    import time as t
+
+    import jwt as pyjwt
+
+    secret = "s" * 40
+    v = Verifier(secret)
+    now = int(t.time())
+
+    def enc(claims: dict[str, object], key: str = secret, **kw: object) -> str:
+        return pyjwt.encode(claims, key, algorithm="HS256", **kw)  # type: ignore[arg-type]
+
+    good = enc({"sub": "u", "exp": now + 60, "iat": now})
+    fast, slow = _both(v, good)
+    assert fast == slow == {"sub": "u", "exp": now + 60, "iat": now}
+    cases = {
+        "expired": enc({"sub": "u", "exp": now - 60}),
+        "within leeway": enc({"sub": "u", "exp": now - 2}),
+        "wrong key": enc({"sub": "u", "exp": now + 60}, key="k" * 40),
+        "tampered body": good.split(".")[0] + "." + b64.urlsafe_b64encode(
+            b'{"sub":"admin","exp":9999999999}').decode().rstrip("=") + "." + good.split(".")[2],
+        "truncated": good[:-3],
+        "two segments": ".".join(good.split(".")[:2]),
+    }
+    for name, tok in cases.items():
+        fast, slow = _both(v, tok)
+        assert fast == "fallback" or fast == slow or (
+            isinstance(fast, str) and isinstance(slow, str) and fast.startswith("error")
+            and slow.startswith("error")), name
+    # what the fast path does not judge, PyJWT does
+    for tok in (enc({"sub": "u", "exp": now + 60, "nbf": now + 600}),
+                enc({"sub": "u", "exp": "soon"}),
+                enc({"sub": "u"}),
+                enc({"sub": "u", "exp": now + 60, "iat": now + 600}),
+                enc({"sub": "u", "exp": now + 60}, headers={"kid": "x"}),
+                pyjwt.encode({"sub": "u", "exp": now + 60}, secret * 2, algorithm="HS512"),
+                pyjwt.encode({"sub": "u", "exp": now + 60}, None, algorithm="none")):
+        assert v._hs256(tok) is None
+    # and through verify() each answer is the same as PyJWT's alone
+    for tok in [good, *cases.values()]:
+        try:
+            a: object = Verifier(secret).verify(tok).user
+        except AuthError as exc:
+            a = type(exc)
+        try:
+            claims = Verifier(secret)._pyjwt(tok)
+            b: object = claims["sub"]
+        except AuthError as exc:
+            b = type(exc)
+        assert a == b, tok
+
+
+def test_cached_token_still_expires() -> None:
+    import time as t
+
+    v = Verifier("s" * 40, leeway_s=0)
+    tok = mint("s" * 40, "u", ttl_s=1)
+    assert v.verify(tok).user == "u"
+    assert v.verify(tok).user == "u"  # from the cache
+    t.sleep(2.1)
+    with pytest.raises(AuthError, match="expired"):
+        v.verify(tok)
