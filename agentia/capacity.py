@@ -93,6 +93,21 @@ def _slope(dy: float, dx: float) -> float:
     return max(0.0, dy / dx) if dx > 0 else 0.0
 
 
+def redis_turn_cpu(f: Figures, deltas: float) -> float:
+    """redis-server CPU-s per turn of the bus operations alone (the Redis benchmark's fit)."""
+    return f.measured("redis_turn_cpu") + deltas * f.measured("redis_delta_cpu")
+
+
+def redis_calib(f: Figures) -> float:
+    """How much more Redis CPU a turn costs in the whole system (edge, worker, Agents SDK
+    memory, leases, heartbeats; the turns benchmarks) than the Redis benchmark's replay of the
+    bus operations predicts at the same deltas; at least 1."""
+    ratios = [f.measured("redis_turn_cpu_full") / redis_turn_cpu(f, f.measured("deltas")),
+              f.measured("redis_turn_cpu_full_streamed")
+              / redis_turn_cpu(f, f.measured("deltas_streamed"))]
+    return max(1.0, sum(ratios) / len(ratios))
+
+
 def log_bytes(f: Figures, ld: dict[str, float]) -> float:
     """Bytes one turn adds to its session's log (its user, turn_start, delta, reply events)."""
     return (f.measured("log_b") + ld["deltas"] * f.measured("log_b_delta")
@@ -137,8 +152,8 @@ def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list
 
 def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
     rate, deltas, util = ld["turns_per_s"], ld["deltas"], a.target_util
-    redis_cores = rate * (f.measured("redis_turn_cpu") + deltas * f.measured("redis_delta_cpu")
-                          + ld["reply_chars"] * f.measured("redis_char_cpu"))
+    redis_cores = rate * (redis_turn_cpu(f, deltas)
+                          + ld["reply_chars"] * f.measured("redis_char_cpu")) * redis_calib(f)
     cmds = rate * (f.measured("redis_turn_cmds") + deltas * f.measured("redis_delta_cmds"))
     kept = ld["users"] * a.sessions_kept_per_user
     per_session = f.inp("turns_per_session", "turns kept per session", a.turns_per_session,
@@ -159,7 +174,8 @@ def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]
     egress_gb = rate * MONTH_S * (2 * ld["reply_chars"] + (deltas + 4) * 120) / 1e9
     return [
         Line("Redis shards: turn streams (CPU, logs)", shards, "shards",
-             note=f"{redis_cores:,.0f} cores, {cmds:,.0f} commands/s, "
+             note=f"{redis_cores:,.0f} cores (bus replay x{redis_calib(f):.2f}, the whole "
+                  f"system's ratio), {cmds:,.0f} bus commands/s, "
                   f"{redis_mem / GIB:,.0f} GiB of logs and memory"),
         Line("worker processes (1 vCPU each)", procs, "vCPU",
              procs * f.price("worker_vcpu", "usd_month"),

@@ -61,6 +61,10 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("core-turns-w1-streamed-fast", "summary.workers_cpu_s_per_turn")]),
     "words_fast": ("reply words per turn, fast-streamed turns benchmark", [
         ("core-turns-w1-streamed-fast", "summary.reply_words_per_turn")]),
+    "redis_turn_cpu_full": ("redis-server CPU-s per turn, whole system (turns benchmark)", [
+        ("core-turns-w1", "summary.redis_cpu_s_per_turn")]),
+    "redis_turn_cpu_full_streamed": ("redis-server CPU-s per turn, whole system, streamed", [
+        ("core-turns-w1-streamed", "summary.redis_cpu_s_per_turn")]),
     "redis_open_cpu": ("redis-server CPU-s per 1,000 sessions opened", [
         ("redis-shard", "idle.redis_cpu_s_per_1000_opens")]),
     "redis_session_b": ("Redis bytes per idle session", [

@@ -19,9 +19,11 @@ RESULTS: dict[str, dict[str, Any]] = {
     "core-idle": {"edge_rss_kib_per_conn": 16.0, "kernel_slab_kib_per_conn_both_ends": 10.0,
                   "edge_cpu_s_per_1000": 0.5, "edge_cpu_s_per_1000_pings": 0.04},
     "core-turns-w1": {"summary": {"edge_cpu_s_per_turn": 0.002, "workers_cpu_s_per_turn": 0.006,
+                                  "redis_cpu_s_per_turn": 0.00092,  # 2x the bus replay's
                                   "deltas_per_turn": 1.0, "reply_words_per_turn": 30.0}},
     "core-turns-w1-streamed": {"summary": {"edge_cpu_s_per_turn": 0.008,
                                            "workers_cpu_s_per_turn": 0.03,
+                                           "redis_cpu_s_per_turn": 0.0064,  # 1x
                                            "deltas_per_turn": 100.0,
                                            "reply_words_per_turn": 130.0}},
     "core-turns-w1-streamed-fast": {"summary": {"edge_cpu_s_per_turn": 0.005,
@@ -84,6 +86,15 @@ def test_changing_a_recorded_figure_changes_the_answer_proportionally(tmp_path: 
     s0 = quantity(base, "connections", "Redis shards")
     added = 10_000_000 * (6000 - 600) / (16 * 2**30 * 0.7)  # 16 GiB shards, 70% full
     assert quantity(more, "connections", "Redis shards") == pytest.approx(s0 + added, abs=0.01)
+
+
+def test_redis_turn_cpu_is_the_bus_replay_scaled_to_the_whole_system(tmp_path: Path) -> None:
+    res = compute(args(write(tmp_path)))
+    deltas, chars = res["load"]["deltas"], res["load"]["reply_chars"]
+    per_turn = (4e-4 + deltas * 6e-5 + chars * 1e-8) * 1.5  # ratios 2 and 1: mean 1.5
+    kept = 10_000_000 * 20 * (700 + 190 * deltas + 2.4 * chars + 200 + chars)  # logs, memory
+    want = max(10_000_000 / 60 * per_turn / 0.7, kept / (16 * 2**30 * 0.7))
+    assert quantity(res, "turns", "Redis shards") == pytest.approx(want, abs=0.01)
 
 
 def test_a_missing_result_names_the_benchmark_to_run(tmp_path: Path, capsys: Any) -> None:
