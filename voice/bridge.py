@@ -104,6 +104,9 @@ class VoiceBridge:
         self.epoch = ""
         self._turns: dict[int, _Listener] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.hanging_up = False
+        """Set when the call ends (caller left, worker lost): a turn whose reply stream is torn
+        down then is left to finish (chat clients get the reply), not cancelled."""
         self.on_chat_turn: Callable[[int], None] | None = None
         """Called with the offset of each turn typed by a chat client of the session while
         the call is up (the worker speaks its reply in the call)."""
@@ -132,7 +135,8 @@ class VoiceBridge:
     async def ask(self, text: str, client_id: str) -> AsyncIterator[str]:
         """Submit ``text`` as a voice turn; yield the reply text as it streams.
 
-        Closing the iterator before the turn ends (barge-in) cancels the turn.
+        Closing the iterator before the turn ends (barge-in) cancels the turn, unless the call
+        is hanging up.
         """
         sub = await self.bus.submit(self.session, client_id, text, user=self.user,
                                     source="voice")
@@ -165,7 +169,7 @@ class VoiceBridge:
         finally:
             if self._turns.get(turn) is listener:
                 del self._turns[turn]
-            if cancel_on_close and not feed.done:
+            if cancel_on_close and not feed.done and not self.hanging_up:
                 self._spawn(self._cancel(turn))
 
     async def note(self, state: str, **fields: Any) -> None:
@@ -188,6 +192,8 @@ class VoiceBridge:
                 return
 
     async def _cancel(self, turn: int) -> None:
+        if self.hanging_up:  # the stream was torn down with the call, not interrupted
+            return
         try:
             got = await self.bus.cancel(self.session, turn)
             log.info("barge-in: cancel turn %d of %s -> %s", turn, self.session, got or "done")

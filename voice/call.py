@@ -3,8 +3,10 @@
 The call's life is recorded in the session log as ``call`` events (``joined``, ``error`` with a
 ``code``, ``ended`` with a ``reason``), which every chat client of the session receives like
 any event. Errors are also told to the caller, on the room: spoken while speech works (the
-recogniser failed: "I did not catch that") and always as a JSON text message on the
-``agentia.call`` topic, which the page shows (the synthesiser failed: nothing can be spoken).
+recogniser failed: "I did not catch that") and always in the agent participant's
+``agentia.call`` attribute (JSON: state, code, message), which the page shows (the synthesiser
+failed: nothing can be spoken). An attribute travels on the signalling connection, so it
+arrives even before any media or data channel is up (a text stream sent that early was lost).
 
 Replies to turns typed in chat while the call is up are spoken in the call too.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -25,8 +28,8 @@ from voice.bridge import VoiceBridge
 
 log = logging.getLogger("agentia.voice")
 
-CALL_TOPIC = "agentia.call"
-"""Text-stream topic of the call's state and error messages to the caller."""
+CALL_ATTRIBUTE = "agentia.call"
+"""Attribute of the agent participant: the call's last state or error, JSON."""
 NOT_HEARD = "Sorry, I did not catch that. Please say it again."
 ERRORS = {
     "stt_error": ("stt_failed", "speech recognition failed"),
@@ -86,9 +89,9 @@ class CallReporter:
         await asyncio.gather(self.bridge.note(state, **fields), self.tell(state, **fields))
 
     async def tell(self, state: str, **fields: Any) -> None:
-        body = orjson.dumps({"state": state, **fields}).decode()
+        body = orjson.dumps({"state": state, "ts": time.time(), **fields}).decode()
         try:
-            await self.room.local_participant.send_text(body, topic=CALL_TOPIC)
+            await self.room.local_participant.set_attributes({CALL_ATTRIBUTE: body})
         except Exception as exc:  # the room may be gone: the log still has it
             log.info("could not tell the caller %s: %s", state, exc)
 

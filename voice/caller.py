@@ -2,8 +2,8 @@
 
 The voice tests and ``loadtest/bench_voice.py`` call the agent with it. It feeds its microphone
 in real time (20 ms frames: queued speech, else silence), records the loudness of every frame
-of the agent's audio it receives, follows the agent's state attribute and the call messages
-(topic ``agentia.call``), and notes when the agent leaves the room.
+of the agent's audio it receives, follows the agent's state and call (``agentia.call``)
+attributes, and notes when the agent leaves the room.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 
-from voice.call import CALL_TOPIC
+from voice.call import CALL_ATTRIBUTE
 from voice.speech import ESPEAK_RATE, espeak_pcm
 
 RATE = 48_000
@@ -53,7 +53,7 @@ class Caller:
     """The agent's state attribute (initializing, listening, thinking, speaking)."""
     states: list[tuple[float, str]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
-    """Call messages from the agent (``agentia.call`` topic)."""
+    """Every value of the agent's ``agentia.call`` attribute (state, code, message)."""
     agent_listening: asyncio.Event = field(default_factory=asyncio.Event)
     mic_subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     """The agent subscribed to our microphone."""
@@ -88,8 +88,6 @@ class Caller:
 
         room.on("participant_attributes_changed", lambda _changed, p: caller._check(p))
         room.on("participant_connected", caller._check)
-        room.register_text_stream_handler(
-            CALL_TOPIC, lambda reader, _who: caller._spawn(caller._message(reader)))
         await room.connect(url, token)
         for p in room.remote_participants.values():
             caller._check(p)
@@ -105,9 +103,10 @@ class Caller:
             self.states.append((time.monotonic(), st))
         if st == "listening":
             self.agent_listening.set()
-
-    async def _message(self, reader: rtc.TextStreamReader) -> None:
-        self.messages.append(orjson.loads(await reader.read_all()))
+        raw = p.attributes.get(CALL_ATTRIBUTE)
+        msg = orjson.loads(raw) if raw else None
+        if msg and (not self.messages or self.messages[-1] != msg):
+            self.messages.append(msg)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -42,10 +42,16 @@ class VoiceSettings(Common):
     voice_espeak: str = "en-us"
     """espeak-ng voice of the agent."""
     voice_espeak_wpm: int = 190
+    voice_tts_timeout_s: float = 5.0
+    """One sentence's synthesis longer than this fails (the caller is told)."""
     voice_min_silence_s: float = 0.35
     """Silence (Silero VAD) that ends an utterance."""
     voice_endpoint_delay_s: float = 0.2
     """Extra wait after the end of an utterance before the turn is sent to the agent."""
+    voice_aec_warmup_s: float = 3.0
+    """For the first this-many seconds of the agent's speech in a call the caller cannot
+    interrupt it (livekit-agents' default: the caller's echo canceller is still adapting and
+    the agent's own voice would cut it off); 0: barge-in from the first word."""
     voice_room_prefix: str = "agentia-call-"
     voice_token_ttl_s: int = 3600
     voice_drain_s: int = 30
@@ -63,6 +69,8 @@ class VoiceSettings(Common):
         if not 0.1 <= self.voice_min_silence_s <= 5 or not 0 <= self.voice_endpoint_delay_s <= 5:
             raise SettingsError("AGENTIA_VOICE_MIN_SILENCE_S must be in [0.1, 5] and "
                                 "AGENTIA_VOICE_ENDPOINT_DELAY_S in [0, 5]")
+        if not 0 <= self.voice_aec_warmup_s <= 10:
+            raise SettingsError("AGENTIA_VOICE_AEC_WARMUP_S must be in [0, 10]")
         self._validate_stt()
         if self.voice_phrases and not Path(self.voice_phrases).is_file():
             raise SettingsError(f"AGENTIA_VOICE_PHRASES={self.voice_phrases!r} is not a file")
@@ -70,9 +78,11 @@ class VoiceSettings(Common):
     def _validate_stt(self) -> None:
         if self.voice_stt not in ("whisper", "pocketsphinx"):
             raise SettingsError("AGENTIA_VOICE_STT must be 'whisper' or 'pocketsphinx'")
-        if not 1 <= self.voice_stt_threads <= 16 or not 0 < self.voice_stt_timeout_s <= 60:
-            raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16] and "
-                                "AGENTIA_VOICE_STT_TIMEOUT_S in (0, 60]")
+        if not 1 <= self.voice_stt_threads <= 16:
+            raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
+        if not (0 < self.voice_stt_timeout_s <= 60 and 0 < self.voice_tts_timeout_s <= 60):
+            raise SettingsError("AGENTIA_VOICE_STT_TIMEOUT_S and AGENTIA_VOICE_TTS_TIMEOUT_S "
+                                "must be in (0, 60]")
         if self.voice_stt_model_dir and not Path(self.voice_stt_model_dir).is_dir():
             raise SettingsError(f"AGENTIA_VOICE_STT_MODEL_DIR={self.voice_stt_model_dir!r} "
                                 "is not a directory")

@@ -181,13 +181,15 @@ def _wav_data(wav: bytes) -> bytes:
 class EspeakTTS(tts.TTS[Any]):
     """Non-streaming TTS over espeak-ng (10-15 ms a sentence, byte-identical output)."""
 
-    def __init__(self, voice: str = "en-us", wpm: int = 190) -> None:
+    def __init__(self, voice: str = "en-us", wpm: int = 190, *, timeout_s: float = 5.0) -> None:
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
                          sample_rate=ESPEAK_RATE, num_channels=1)
         if shutil.which("espeak-ng") is None:
             raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng)")
         self.voice = voice
         self.wpm = wpm
+        self.timeout_s = timeout_s
+        """One sentence's synthesis longer than this fails (the caller is told)."""
 
     @property
     def model(self) -> str:
@@ -212,7 +214,12 @@ class _EspeakStream(tts.ChunkedStream):
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         output_emitter.initialize(request_id=uuid.uuid4().hex[:12], sample_rate=ESPEAK_RATE,
                                   num_channels=1, mime_type="audio/pcm")
-        text = self.input_text.strip()
+        text, e = self.input_text.strip(), self._espeak
         if text:
-            output_emitter.push(await espeak_pcm(text, self._espeak.voice, self._espeak.wpm))
+            try:
+                pcm = await asyncio.wait_for(espeak_pcm(text, e.voice, e.wpm), e.timeout_s)
+            except TimeoutError:
+                raise APIError(f"speech synthesis took over {e.timeout_s} s",
+                               retryable=False) from None
+            output_emitter.push(pcm)
         output_emitter.flush()

@@ -20,6 +20,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentServer,
@@ -44,6 +45,8 @@ from voice.tokens import parse_job_metadata
 
 log = logging.getLogger("agentia.voice")
 
+LOST_WORKER_S = 2.0
+"""Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -85,7 +88,7 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     delay = s.voice_endpoint_delay_s
     return AgentSession(
         vad=vad, stt=streaming_stt(proc.userdata["stt"], vad), llm=BusLLM(bridge),
-        tts=EspeakTTS(s.voice_espeak, s.voice_espeak_wpm),
+        tts=EspeakTTS(s.voice_espeak, s.voice_espeak_wpm, timeout_s=s.voice_tts_timeout_s),
         turn_handling={
             "turn_detection": "vad",
             "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
@@ -94,7 +97,30 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
             "interruption": {"mode": "vad"},
             "preemptive_generation": {"enabled": False},
         },
-        user_away_timeout=None)
+        aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
+
+
+def _hang_up(bridge: VoiceBridge, p: rtc.RemoteParticipant) -> None:
+    if p.identity == bridge.user:  # before the session tears its reply stream down
+        bridge.hanging_up = True
+
+
+async def _guard(ctx: JobContext, reporter: CallReporter) -> None:
+    """Until the call ends. Cancelled before it ended, the job process is being torn down
+    without a shutdown: its voice worker died. Then, within a few seconds, the session log
+    records the end (``worker_lost``) and the caller sees the agent leave now rather than
+    after LiveKit's reconnect window (about 20 s)."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        reporter.bridge.hanging_up = True
+        if not reporter.ended:
+            log.error("voice worker lost: ending the call of %s", reporter.bridge.session)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reporter.end(reason="worker_lost"), LOST_WORKER_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ctx.room.disconnect(), LOST_WORKER_S)
+        raise
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -106,13 +132,18 @@ async def entrypoint(ctx: JobContext) -> None:
     await bridge.start()
     log.info("call joined session %s (room %s, node %s)", session_id, ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room)
+    guard = asyncio.create_task(_guard(ctx, reporter))
 
     async def cleanup() -> None:
+        bridge.hanging_up = True
         await reporter.aclose()
+        guard.cancel()
+        await asyncio.gather(guard, return_exceptions=True)
         await bridge.close()
         await bus.close()
 
     ctx.add_shutdown_callback(cleanup)
+    ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     agent_session = _session(ctx.proc, bridge)
     reporter.attach(agent_session)
