@@ -290,7 +290,7 @@ def render(res: dict[str, Any]) -> str:
     out += ["", "Figures used (measured = a recorded benchmark result on this project's machine):"]
     for x in res["figures"].values():
         out.append(f"  {x['label']:<62} {x['value']:>12,.6g}  {x['kind']}: {x['where']}")
-    return "\n".join(out)
+    return "\n".join(line.rstrip() for line in out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
