@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from agentia.capacity_figures import Figures, MissingResult
+from agentia.capacity_figures import CapacityError, Figures
 from agentia.settings import EdgeSettings, WorkerSettings
 from loadtest.record import RESULTS, ROOT
 from sessions import keys as K
@@ -236,12 +236,36 @@ def _redis_cost(parts: dict[str, list[Line]], f: Figures) -> None:
         ln.quantity = round(ln.quantity, 2)
 
 
+POSITIVE = ("tokens_per_s_per_gpu", "prefill_tokens_per_s_per_gpu", "stream_tokens_per_s",
+            "chars_per_token", "conns_per_edge_process", "worker_concurrency", "coalesce_ms",
+            "calls_per_sfu_node")
+NOT_NEGATIVE = ("users", "turns_per_user_per_min", "reply_tokens", "prompt_tokens", "ttft_s",
+                "connects_per_user_per_hour", "sessions_kept_per_user", "turns_per_session",
+                "audio_kbps")
+
+
+def check(a: argparse.Namespace) -> None:
+    """Inputs the formulas divide by must be positive; shares between 0 and 1."""
+    bad = [n for n in POSITIVE if not getattr(a, n) > 0]
+    bad += [n for n in NOT_NEGATIVE if not getattr(a, n) >= 0]
+    if not 0 <= a.voice_share <= 1:
+        bad.append("voice_share (0 to 1)")
+    if not 0 < a.target_util <= 1:
+        bad.append("target_util (above 0, at most 1)")
+    if a.calls_per_voice_worker is not None and not a.calls_per_voice_worker > 0:
+        bad.append("calls_per_voice_worker")
+    if bad:
+        raise CapacityError("invalid input: " + ", ".join("--" + b.replace("_", "-")
+                                                          for b in bad))
+
+
 def compute(a: argparse.Namespace) -> dict[str, Any]:
+    check(a)
     prices_path = Path(a.prices)
     try:
         prices = tomllib.loads(prices_path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise MissingResult(f"cannot read the price table {prices_path}: {exc}") from None
+        raise CapacityError(f"cannot read the price table {prices_path}: {exc}") from None
     f = Figures(Path(a.results_dir), prices, prices_path)
     ld = load_of(a, f)
     parts = {"connections": connections(a, f, ld), "turns": turns(a, f, ld),
@@ -330,7 +354,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace) -> int:
     try:
         res = compute(a)
-    except MissingResult as exc:
+    except CapacityError as exc:
         print(f"agentia capacity: {exc}", file=sys.stderr)
         return 2
     if a.json:

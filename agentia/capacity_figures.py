@@ -90,8 +90,12 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 
 
-class MissingResult(Exception):
-    """A figure the model needs was never recorded."""
+class CapacityError(Exception):
+    """The model cannot answer: a figure is missing, or an input or price is unusable."""
+
+
+class MissingResult(CapacityError):
+    """A figure the model needs was never recorded (or has no price)."""
 
 
 @dataclass(frozen=True, slots=True)

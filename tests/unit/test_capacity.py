@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agentia.capacity import MissingResult, add_arguments, compute, run
+from agentia.capacity import add_arguments, compute, run
+from agentia.capacity_figures import CapacityError, MissingResult
 from loadtest.record import ROOT, record
 
 RESULTS: dict[str, dict[str, Any]] = {
@@ -111,6 +112,19 @@ def test_a_result_without_the_needed_figure_is_missing(tmp_path: Path) -> None:
     del broken["core-idle"]["edge_cpu_s_per_1000_pings"]
     with pytest.raises(MissingResult, match="bench_core idle"):
         compute(args(write(tmp_path, broken)))
+
+
+def test_unusable_inputs_and_prices_are_refused_clearly(tmp_path: Path) -> None:
+    d = write(tmp_path / "results")
+    with pytest.raises(CapacityError, match="--tokens-per-s-per-gpu, --voice-share"):
+        compute(args(d, "--tokens-per-s-per-gpu", "0", "--voice-share", "1.5"))
+    prices = tmp_path / "prices.toml"
+    prices.write_text("[edge_box]\nvcpus = 16\n")
+    with pytest.raises(MissingResult, match=r"prices\.toml has no \[edge_box\] mem_gib"):
+        compute(args(d, "--prices", str(prices)))
+    prices.write_text("not toml [")
+    with pytest.raises(CapacityError, match="cannot read the price table"):
+        compute(args(d, "--prices", str(prices)))
 
 
 def test_users_doubling_roughly_doubles_edges(tmp_path: Path) -> None:
