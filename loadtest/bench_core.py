@@ -17,9 +17,10 @@ With ``--record`` a run also writes its figures to ``loadtest/results/<name>.jso
 (``loadtest.record``), which ``agentia capacity`` reads. Names, and the figures the capacity
 model takes from them:
 
-* ``core-idle`` (``idle``): ``edge_rss_kib_per_conn``, ``kernel_slab_kib_per_conn_both_ends``,
-  ``edge_cpu_s_per_1000`` (handshakes), ``edge_cpu_s_per_1000_pings`` (heartbeats of held
-  connections, measured over the hold, which must last at least one heartbeat).
+* ``core-idle`` (``idle``; ``core-idle-deflate`` with ``--deflate``):
+  ``edge_rss_kib_per_conn``, ``kernel_slab_kib_per_conn_both_ends``, ``edge_cpu_s_per_1000``
+  (handshakes), ``edge_cpu_s_per_1000_pings`` (heartbeats of held connections, measured over
+  the hold, which must last at least two heartbeats).
 * ``core-turns-w<workers>`` (``turns``): per offered rate, CPU-seconds per turn of the edge, of
   the workers and of redis-server (from the first turn sent to the last reply, less what each
   process burns idle, measured for 5 s before), and ``summary``: the same averaged over the
