@@ -173,7 +173,8 @@ class RedisClusterServer:
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--dir", str(node_dir), "--save", "", "--appendonly", "yes",
-                "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "notice"]
+                "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "notice",
+                "--repl-diskless-sync-delay", "0", "--cluster-require-full-coverage", "no"]
         with open(node_dir / "redis.log", "ab") as log:
             self.procs[port] = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -208,20 +209,27 @@ class RedisClusterServer:
                       if "master" in n["flags"] and "fail" not in n["flags"]
                       and int(n["port"]) in self.alive_ports())
 
-    def healthy(self) -> bool:
-        """Every live node says cluster_state:ok and sees ``masters`` live masters."""
+    def healthy(self, synced: bool = True) -> bool:
+        """Every live node says cluster_state:ok and sees ``masters`` live masters; with
+        ``synced``, every master also has all its replicas online (a replica that never
+        finished its first sync cannot take over)."""
         try:
             live = self.alive_ports()
             if any("cluster_state:ok" not in _command(p, "CLUSTER", "INFO") for p in live):
                 return False
-            return len(self.master_ports()) == self.masters
+            masters = self.master_ports()
+            if len(masters) != self.masters:
+                return False
+            return not synced or all(
+                _command(p, "INFO", "replication").count("state=online") >= self.replicas
+                for p in masters)
         except OSError:
             return False
 
-    def wait_ok(self, timeout: float = 30.0) -> None:
+    def wait_ok(self, timeout: float = 30.0, synced: bool = True) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.healthy():
+            if self.healthy(synced):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"the cluster did not become ok in {timeout} s")
@@ -232,6 +240,13 @@ class RedisClusterServer:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again on its port, with its data and nodes.conf: it rejoins
+        and, its slots having moved on, becomes a replica of the master that replaced it."""
+        self.kill(port)
+        self._spawn(port, self.bus_ports[self.ports.index(port)])
+        self._wait_ping(port, time.monotonic() + 10)
 
     def stop(self) -> None:
         for proc in self.procs.values():

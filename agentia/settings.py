@@ -59,10 +59,18 @@ class Common:
     shards: int = 8
     log_level: str = "info"
     log_json: bool = False
+    redis_wait_replicas: int = 0
+    """Replicas that must confirm (Redis WAIT) a turn or event before any client sees it, so
+    a failover cannot lose it; 0 = off (replication stays asynchronous). docs/redis-cluster.md"""
+    redis_wait_ms: int = 1000
+    """How long WAIT may take; fewer confirmations by then: a retryable error."""
 
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:
             raise SettingsError("AGENTIA_SHARDS must be between 1 and 1024")
+        if not 0 <= self.redis_wait_replicas <= 16 or self.redis_wait_ms < 1:
+            raise SettingsError("AGENTIA_REDIS_WAIT_REPLICAS must be between 0 and 16 and "
+                                "AGENTIA_REDIS_WAIT_MS at least 1")
 
 
 @dataclass(slots=True)

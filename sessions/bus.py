@@ -12,23 +12,38 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
+from agentia.settings import Common, from_env
 from sessions import keys as K
 from sessions import scripts
 
 P = ParamSpec("P")
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError,
+              # a Cluster mid-failover: slots without a master, a node that cannot be reached
+              ClusterError, TryAgainError, RedisClusterException)
+RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+"""``redis+cluster://[user:password@]host:port[,host:port...]``: a Redis Cluster, the listed
+nodes being seeds for discovering the rest (``rediss+cluster`` for TLS)."""
 
 
 class Forbidden(Exception):
@@ -76,16 +91,44 @@ def frame_for(offset: int, event: bytes) -> bytes:
     return b'{"offset":%d,%s' % (offset, event[1:])
 
 
-def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def connect(url: str, max_connections: int = 64) -> RedisClient:
     """A client with a bounded pool that queues callers for up to 5 s when every connection
     is busy (a handshake storm must wait, not fail), and that retries a command twice,
-    quickly, on a dropped connection, then reports the outage."""
+    quickly, on a dropped connection, then reports the outage. A ``redis+cluster://`` URL
+    gives a Cluster client instead (:func:`connect_cluster`)."""
+    if is_cluster_url(url):
+        return connect_cluster(url, max_connections)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=5, socket_connect_timeout=2,
         socket_timeout=10, health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError])
     return aioredis.Redis(connection_pool=pool)
+
+
+def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
+    """A Cluster client: ``max_connections`` per node (beyond it a command fails at once with
+    a retryable error: redis-py's Cluster pool does not queue); a command that meets a dead
+    node or a slot mid-failover re-reads the topology and is retried twice, then reports
+    the outage. Partial coverage is allowed, so the slots of healthy masters keep working
+    while one master is replaced."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = auth.partition(":")
+    nodes = []
+    for hp in hosts.split(","):
+        host, _, port = hp.strip().rpartition(":")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    return RedisCluster(
+        startup_nodes=nodes, username=unquote(user) or None,
+        password=unquote(password) or None, ssl=CLUSTER_SCHEMES[parts.scheme],
+        max_connections=max_connections, require_full_coverage=False,
+        socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
 
 
 def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -101,14 +144,28 @@ def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any,
 
 
 class Bus:
-    def __init__(self, redis: aioredis.Redis, *, prefix: str = "agentia", shards: int = 8,
-                 log_maxlen: int = K.LOG_MAXLEN) -> None:
+    """``wait_replicas`` > 0: a write a client can see (an ack, an event) is first confirmed
+    by that many replicas of its master (WAIT, for up to ``wait_ms``; fewer confirmations
+    raise :class:`BusUnavailable`), so a failover cannot take it back. See
+    docs/redis-cluster.md for what it costs and what is at risk without it."""
+
+    def __init__(self, redis: RedisClient, *, prefix: str = "agentia", shards: int = 8,
+                 log_maxlen: int = K.LOG_MAXLEN, wait_replicas: int | None = None,
+                 wait_ms: int | None = None) -> None:
         # redis-py types replies as unions of bytes/str/awaitables whatever the connection's
         # settings; ours always returns bytes (decode_responses=False), decoded explicitly here.
         self.redis: Any = redis
-        self.keys = K.Keys(prefix)
+        self.cluster = isinstance(redis, RedisCluster)
+        self.keys = K.Keys(prefix, shards)
         self.shards = shards
         self.log_maxlen = log_maxlen
+        # not given: AGENTIA_REDIS_WAIT_* (every process kind builds its Bus the same way)
+        if wait_replicas is None or wait_ms is None:
+            env = from_env(Common)
+            wait_replicas = env.redis_wait_replicas if wait_replicas is None else wait_replicas
+            wait_ms = env.redis_wait_ms if wait_ms is None else wait_ms
+        self.wait_replicas: int = wait_replicas
+        self.wait_ms: int = wait_ms
         self._open = redis.register_script(scripts.OPEN)
         self._append = redis.register_script(scripts.APPEND)
         self._submit = redis.register_script(scripts.SUBMIT)
@@ -122,7 +179,41 @@ class Bus:
 
     async def close(self) -> None:
         await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        if not self.cluster:
+            await self.redis.connection_pool.disconnect()
+
+    # ------------------------------------------------------------ replication
+
+    async def _synced(self, key: str, *commands: tuple[Any, ...]) -> list[Any]:
+        """Run ``commands`` (all on ``key``'s slot) in one pipeline, followed by WAIT when
+        ``wait_replicas`` is set. WAIT covers the writes of its own connection, so it must
+        travel with them: one pipeline, pinned to ``key``'s node on a Cluster (a single
+        Redis has one replication stream, so WAIT there covers every earlier write too)."""
+        if not self.wait_replicas:
+            return [await self.redis.execute_command(*cmd) for cmd in commands]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            if self.cluster:
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms,
+                                     target_nodes=self.redis.get_node_from_key(key))
+            else:
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            res: list[Any] = await pipe.execute()
+        if int(res[-1]) < self.wait_replicas:
+            raise BusUnavailable()  # written, not confirmed: the client retries, idempotently
+        return res[:len(commands)]
+
+    async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A script, then WAIT on the same connection when ``wait_replicas`` is set."""
+        if not self.wait_replicas:
+            return await script(keys=keys, args=args)
+        cmd = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return (await self._synced(keys[0], cmd))[0]
+        except NoScriptError:  # a new master (failover) or a flushed cache: load, once
+            await self.redis.script_load(script.script)
+            return (await self._synced(keys[0], cmd))[0]
 
     # ------------------------------------------------------------ sessions
 
@@ -181,7 +272,8 @@ class Bus:
         event = orjson.dumps({"type": "user", "id": client_id, "text": text, "source": source,
                               "user": user, "ts": now})
         body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source, "ts": now})
-        res = await self._submit(
+        res = await self._run_script(
+            self._submit,
             keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
                   K.MAX_PENDING_TURNS],
@@ -195,8 +287,8 @@ class Bus:
         if not dup:
             await self._fan_out(sid, offset, event, res[3:])
         if not (dup and offset <= done):
-            shard = K.shard_for(sid, self.shards)
-            await self.redis.xadd(k.inbound(shard), {"s": sid, "o": offset})
+            inbound = k.inbound(K.shard_for(sid, self.shards))
+            await self._synced(inbound, ("XADD", inbound, "*", "s", sid, "o", offset))
         return Submitted(offset, dup)
 
     @_down
@@ -205,6 +297,7 @@ class Bus:
         k = self.keys
         got = int(await self._cancel(keys=[k.meta(sid), k.turns(sid)], args=[turn or 0]))
         if got:
+            # a Cluster forwards PUBLISH to every node, so a subscriber on any node hears it
             await self.redis.publish(k.cancel_channel(), f"{sid} {got}")
         return got
 
@@ -234,7 +327,8 @@ class Bus:
         k = self.keys
         raw = orjson.dumps(event)
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
-        res = await self._append(
+        res = await self._run_script(
+            self._append,
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid)],
             args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
                   append_id, owner],
@@ -251,15 +345,24 @@ class Bus:
         await self._rollback(keys=[self.keys.memory(sid)], args=[turn])
 
     async def _fan_out(self, sid: str, offset: int, event: bytes, nodes: list[bytes]) -> None:
+        """Copy an event to the delivery stream of each node holding the session. On a
+        Cluster a delivery stream may live on a master that is failing over while the log's
+        master is fine: the event is safe in the log, and the edge, which cannot read its
+        stream either, re-reads the log once it can (gateway/node.py), so this is not an
+        error of the append (which would re-run the whole turn)."""
         if not nodes:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for node in nodes:
-                stream = self.keys.delivery(node.decode())
-                pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
-                          maxlen=K.DELIVERY_MAXLEN, approximate=True)
-                pipe.expire(stream, K.DELIVERY_TTL)
-            await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in nodes:
+                    stream = self.keys.delivery(node.decode())
+                    pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
+                              maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                    pipe.expire(stream, K.DELIVERY_TTL)
+                await pipe.execute()
+        except REDIS_DOWN:
+            if not self.cluster:
+                raise
 
     @_down
     async def replay(self, sid: str, after: int, epoch: str | None,
@@ -347,11 +450,14 @@ class Bus:
                     float(body.get("ts", 0.0)))
 
     @_down
-    async def begin_attempt(self, sid: str, turn: int, owner: str) -> tuple[int, bool]:
-        """Count an attempt of ``turn``; returns (attempt number, cancelled already)."""
+    async def begin_attempt(self, sid: str, turn: int, owner: str,
+                            again: bool = False) -> tuple[int, bool]:
+        """Count an attempt of ``turn``; returns (attempt number, cancelled already). With
+        ``again`` (the previous attempt met a Redis outage) an attempt already counted is
+        reused: an outage is not the turn's failure, and must not dead-letter it."""
         k = self.keys
         res = await self._begin(keys=[k.meta(sid), k.memory(sid), k.lock(sid)],
-                                args=[turn, owner])
+                                args=[turn, owner, "1" if again else ""])
         if int(res[0]) == -2:
             raise LockLost(sid)
         return int(res[0]), bool(res[1])

@@ -4,18 +4,23 @@ Hash tags (the part in braces) decide the Redis Cluster slot:
 
 * all keys of one session share the tag ``{<session id>}`` so the Lua scripts that touch
   several of them run on one slot;
-* each inbound shard has its own tag ``{in.<k>}`` so shards spread over the masters;
+* each inbound shard has its own tag ``{in.<k>.<salt>}`` (:func:`shard_tag`), chosen so that
+  the shards' slots spread evenly over the 16384 slots, hence over the masters;
 * each edge node's delivery stream has the tag ``{node.<id>}``.
 
-No script or multi-key command touches keys of two different tags; the one exception is the
-worker's XREADGROUP over all shards, which a Cluster client splits per node (issue: Cluster).
+No script or multi-key command touches keys of two different tags. The worker reads all
+shards in one XREADGROUP on a single Redis only; on a Cluster it reads each shard on its own
+(sessions/worker.py). See docs/redis-cluster.md.
 """
 
 from __future__ import annotations
 
+import binascii
+import itertools
 import re
 import zlib
 from dataclasses import dataclass
+from functools import cache
 
 GROUP = "agents"
 """Consumer group that agent workers join on every inbound shard."""
@@ -53,6 +58,34 @@ def session_tag(session_id: str) -> str:
     return "{" + session_id + "}"
 
 
+CLUSTER_SLOTS = 16384
+
+
+def key_slot(tag: str) -> int:
+    """The Redis Cluster slot of a hash tag (CRC16-XMODEM, as Redis computes it)."""
+    return binascii.crc_hqx(tag.encode(), 0) % CLUSTER_SLOTS
+
+
+@cache
+def shard_tag(k: int, shards: int) -> str:
+    """The hash tag of inbound shard ``k`` of ``shards``: ``in.<k>.<salt>`` with the first salt
+    whose slot lies near ``(k + 1/2) / shards`` of the slot range (within an eighth of the
+    gap between shards, or 8 slots). Evenly spaced slots put N/M ± 1 shards on each of M
+    masters that split the slots equally (as ``redis-cli --cluster create`` does); naive tags
+    do not spread: ``{0}``..``{31}`` leave half of a 16-master cluster without a shard,
+    ``{in.0}``..``{in.31}`` a quarter. Deterministic; changing ``shards`` renames the shards,
+    as it re-maps sessions anyway. About 16384/window CRCs per shard, once per process
+    (6 ms for 64 shards, 0.4 s for 1024)."""
+    gap = CLUSTER_SLOTS / shards
+    width = max(8, int(gap / 8))
+    lo = int((k + 0.5) * gap - width / 2) % CLUSTER_SLOTS
+    for salt in itertools.count():
+        tag = f"in.{k}.{salt}"
+        if (key_slot(tag) - lo) % CLUSTER_SLOTS < width:
+            return tag
+    raise AssertionError("unreachable")  # itertools.count() never ends
+
+
 def shard_for(session_id: str, shards: int) -> int:
     """Inbound shard of a session: stable across processes and restarts."""
     return zlib.crc32(session_id.encode()) % shards
@@ -60,9 +93,10 @@ def shard_for(session_id: str, shards: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix (tests use a unique prefix each)."""
+    """Key names under one prefix (tests use a unique prefix each) and shard count."""
 
     prefix: str = "agentia"
+    shards: int = 8
 
     # --- per session (one slot) ---
     def meta(self, sid: str) -> str:
@@ -100,10 +134,10 @@ class Keys:
 
     # --- inbound shards ---
     def inbound(self, shard: int) -> str:
-        return f"{self.prefix}:{{in.{shard}}}:in"
+        return f"{self.prefix}:{{{shard_tag(shard, self.shards)}}}:in"
 
     def dead_letters(self, shard: int) -> str:
-        return f"{self.prefix}:{{in.{shard}}}:dlq"
+        return f"{self.prefix}:{{{shard_tag(shard, self.shards)}}}:dlq"
 
     # --- edge nodes ---
     def delivery(self, node: str) -> str:

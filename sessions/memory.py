@@ -6,6 +6,7 @@ tag matches the session's other keys, so no command ever crosses slots.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -13,9 +14,10 @@ import redis.asyncio as aioredis
 from agents.items import TResponseInputItem
 from agents.memory.session_settings import SessionSettings
 
+from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
-from sessions.bus import LockLost
+from sessions.bus import REDIS_DOWN, LockLost
 
 
 class RedisMemory:
@@ -23,6 +25,10 @@ class RedisMemory:
 
     Each item is stored as ``<turn>|<json>`` so that a retried turn can remove what its failed
     attempt wrote (``BEGIN``/``ROLLBACK`` in scripts.py) without touching older turns.
+
+    The Agents SDK wraps (and redacts) what its session raises, so a Redis outage here is
+    also recorded in ``outage``: the worker then treats the failed attempt as an outage, not
+    as the turn's failure.
     """
 
     session_settings: SessionSettings | None = None
@@ -37,28 +43,36 @@ class RedisMemory:
         self._remember = redis.register_script(scripts.REMEMBER)
         self.session_id = session_id
         self.max_items = max_items
+        self.outage = False
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         start = -limit if limit else 0
-        raw = await self.redis.lrange(self.key, start, -1)
+        raw = await self._call(self.redis.lrange(self.key, start, -1))
         return [orjson.loads(r.partition(b"|")[2]) for r in raw]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         if not items:
             return
-        res = await self._remember(
+        res = await self._call(self._remember(
             keys=[self.key, self.lock],
             args=[self.owner, self.max_items, K.SESSION_TTL,
-                  *[self.tag + orjson.dumps(_plain(i)) for i in items]])
+                  *[self.tag + orjson.dumps(_plain(i)) for i in items]]))
         if int(res) == -2:
             raise LockLost(self.session_id)
 
     async def pop_item(self) -> TResponseInputItem | None:
-        raw = await self.redis.rpop(self.key)
+        raw = await self._call(self.redis.rpop(self.key))
         return orjson.loads(raw.partition(b"|")[2]) if raw else None
 
     async def clear_session(self) -> None:
-        await self.redis.delete(self.key)
+        await self._call(self.redis.delete(self.key))
+
+    async def _call(self, op: Awaitable[Any]) -> Any:
+        try:
+            return await op
+        except REDIS_DOWN as exc:
+            self.outage = True
+            raise BusUnavailable() from exc
 
 
 def _plain(item: Any) -> Any:

@@ -104,14 +104,18 @@ while true do
 end
 """
 
-# KEYS: meta, memory, lock; ARGV: turn, lock owner
+# KEYS: meta, memory, lock; ARGV: turn, lock owner, again ("1": the last attempt was cut
+# short by a Redis outage, not by the turn: it is not counted twice)
 # Starts one attempt of a turn: counts it, removes what an earlier attempt left in memory and
 # reports a pending cancel. Returns {attempt, cancelled}, or {-2} if the lock is not the caller's.
 BEGIN = (
     """
 if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
-local attempts = redis.call('HINCRBY', KEYS[1], 'a:' .. ARGV[1], 1)
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'a:' .. ARGV[1]) or '0')
+if ARGV[3] ~= '1' or attempts == 0 then
+  attempts = redis.call('HINCRBY', KEYS[1], 'a:' .. ARGV[1], 1)
+end
 """
     + _ROLLBACK
     + """

@@ -15,6 +15,7 @@ Rules (see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -36,6 +37,10 @@ from sessions.memory import RedisMemory
 from sessions.runtime import Delta, stream_turn
 
 log = logging.getLogger("agentia.worker")
+OUTAGE_RETRIES = 4
+OUTAGE_BACKOFF_S = 0.5
+"""A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
+takes a few seconds), then left pending for another worker to reclaim after the lease."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +120,12 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self.active: set[str] = set()
         self.poked: set[str] = set()
+        self.outages: set[str] = set()
+        """Sessions whose last attempt met a Redis outage (its next attempt is not counted)."""
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
         self.stopping = asyncio.Event()
         self.turns_done = 0
+        self._last_reclaim = 0.0
 
     # ------------------------------------------------------------ main loops
 
@@ -126,25 +134,72 @@ class Worker:
         await self.bus.ensure_groups()
         loops = [asyncio.create_task(self._cancel_loop()), asyncio.create_task(self._beat())]
         try:
-            while not self.stopping.is_set():
-                got = await self._poll()
-                if burst and not got and not self.tasks:
-                    got = await self._reclaim()
-                    if not got and not self.tasks:
-                        return
+            if self.bus.cluster:
+                await self._run_per_shard(burst)
+            else:
+                await self._run_all_shards(burst)
         finally:
             await self._drain()
             for t in loops:
                 t.cancel()
 
+    async def _run_all_shards(self, burst: bool) -> None:
+        while not self.stopping.is_set():
+            got = await self._poll()
+            if burst and not got and not self.tasks:
+                got = await self._reclaim()
+                if not got and not self.tasks:
+                    return
+
     async def _poll(self) -> int:
+        """One XREADGROUP over every shard (a single Redis serves them all)."""
+        await self._room()
+        streams = {self.bus.keys.inbound(s): ">" for s in range(self.bus.shards)}
+        n = await self._read(streams, self._free())
+        if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
+            n += await self._reclaim()
+        return n
+
+    async def _run_per_shard(self, burst: bool) -> None:
+        """On a Cluster every shard has its own slot, and XREADGROUP may not span slots: one
+        reader per shard, each blocking on its own stream (so a quiet shard never delays a
+        busy one), each taking its share of the free capacity (so together they do not read
+        far beyond ``concurrency``). Reclaiming runs beside them."""
+        idle = [False] * self.bus.shards
+        readers = [asyncio.create_task(self._read_shard(s, idle))
+                   for s in range(self.bus.shards)]
+        try:
+            while not self.stopping.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self._pause(burst))
+                got = 0
+                if burst or time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
+                    got = await self._reclaim()
+                if burst and all(idle) and not got and not self.tasks:
+                    return
+        finally:
+            self.stopping.set()  # readers leave after their current read (block_ms at most)
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    def _pause(self, burst: bool) -> float:
+        return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000
+
+    async def _read_shard(self, shard: int, idle: list[bool]) -> None:
+        stream = self.bus.keys.inbound(shard)
+        while not self.stopping.is_set():
+            await self._room()
+            share = -(-self._free() // self.bus.shards)  # ceil: at least one each
+            idle[shard] = await self._read({stream: ">"}, share) == 0
+
+    async def _room(self) -> None:
+        """Wait until a session slot is free (not held: the session task takes it)."""
         await self.slots.acquire()
         self.slots.release()
-        free = self._free()
-        streams = {self.bus.keys.inbound(s): ">" for s in range(self.bus.shards)}
+
+    async def _read(self, streams: dict[str, str], count: int) -> int:
         try:
             res = await self.bus.redis.xreadgroup(K.GROUP, self.name, streams,
-                                                  count=free, block=self.cfg.block_ms)
+                                                  count=count, block=self.cfg.block_ms)
         except Exception as exc:
             return await self._on_read_error(exc)
         n = 0
@@ -152,8 +207,6 @@ class Worker:
             for rid, f in rows:
                 n += 1
                 self._spawn(stream, rid, f[b"s"].decode(), reclaimed=False)
-        if time.monotonic() - getattr(self, "_last_reclaim", 0.0) > self.cfg.lease_ms / 4000:
-            n += await self._reclaim()
         return n
 
     async def _on_read_error(self, exc: Exception) -> int:
@@ -208,26 +261,42 @@ class Worker:
     async def _handle(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
         bind(session=sid, entry=rid.decode())
         async with self.slots:
-            try:
-                # a session this worker runs already will see the turn (poked, in case it is
-                # just releasing); a reclaimed entry whose lock is taken may belong to the dead
-                # worker: retry it after another lease
-                if sid in self.active:
-                    self.poked.add(sid)
-                ran = sid in self.active or await self._try_session(stream, rid, sid)
-                if not ran and reclaimed:
+            for retry in itertools.count():
+                try:
+                    await self._handle_once(stream, rid, sid, reclaimed)
+                    self.outages.discard(sid)
                     return
-                await self.bus.redis.xack(stream, K.GROUP, rid)
-            except LockLost:
-                log.warning("lost the lock of session %s to another worker; leaving it", sid)
-            except (BusUnavailable, *REDIS_DOWN):
-                log.warning("Redis unavailable while running session %s; will be reclaimed", sid)
-                M.REDIS_ERRORS.labels("worker").inc()
-            except asyncio.CancelledError:
-                await self._hand_off(stream, rid, sid)
-                raise
-            except Exception:
-                log.exception("session %s failed; its entry stays pending", sid)
+                except (BusUnavailable, *REDIS_DOWN):
+                    M.REDIS_ERRORS.labels("worker").inc()
+                    self.outages.add(sid)
+                    if retry >= OUTAGE_RETRIES or self.stopping.is_set():
+                        log.warning("Redis unavailable while running session %s; will be "
+                                    "reclaimed", sid)
+                        return
+                    # a failover or a restart: retry here soon rather than after a lease
+                    log.warning("Redis unavailable while running session %s; retrying", sid)
+                    await asyncio.sleep(OUTAGE_BACKOFF_S * 2 ** retry)
+
+    async def _handle_once(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
+        try:
+            # a session this worker runs already will see the turn (poked, in case it is
+            # just releasing); a reclaimed entry whose lock is taken may belong to the dead
+            # worker: retry it after another lease
+            if sid in self.active:
+                self.poked.add(sid)
+            ran = sid in self.active or await self._try_session(stream, rid, sid)
+            if not ran and reclaimed:
+                return
+            await self.bus.redis.xack(stream, K.GROUP, rid)
+        except LockLost:
+            log.warning("lost the lock of session %s to another worker; leaving it", sid)
+        except asyncio.CancelledError:
+            await self._hand_off(stream, rid, sid)
+            raise
+        except (BusUnavailable, *REDIS_DOWN):
+            raise
+        except Exception:
+            log.exception("session %s failed; its entry stays pending", sid)
 
     async def _try_session(self, stream: str, rid: bytes, sid: str) -> bool:
         """Run the session's turns if its lock can be had; False if another worker holds it."""
@@ -272,7 +341,7 @@ class Worker:
                         run.task.cancel()
                     return
                 await self.bus.redis.xclaim(stream, K.GROUP, self.name, 0, [rid], justid=True)
-            except (BusUnavailable, RedisError, OSError) as exc:
+            except (BusUnavailable, RedisError, *REDIS_DOWN) as exc:
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
     async def _run_session(self, sid: str) -> None:
@@ -293,7 +362,10 @@ class Worker:
             self.running.pop(turn.session, None)
 
     async def _attempt(self, turn: Turn, run: _Running) -> None:
-        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name)
+        again = turn.session in self.outages
+        self.outages.discard(turn.session)
+        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name,
+                                                          again)
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, {"type": "cancelled", "turn": turn.offset, "text": ""})
             M.TURNS.labels("cancelled").inc()
@@ -304,7 +376,9 @@ class Worker:
         await self._append(turn, {"type": "turn_start", "turn": turn.offset, "attempt": attempt})
         co = _Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000,
                         self.name)
-        run.task = asyncio.create_task(self._produce(turn, co))
+        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset,
+                             owner=self.name)
+        run.task = asyncio.create_task(self._produce(turn, co, memory))
         try:
             await run.task
         except asyncio.CancelledError:
@@ -321,6 +395,8 @@ class Worker:
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
+            if memory.outage:  # Redis failed under the SDK, not the turn
+                raise BusUnavailable() from exc
             log.warning("turn %s/%s attempt %d failed: %r", turn.session, turn.offset, attempt, exc)
             M.TURNS.labels("attempt_failed").inc()
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
@@ -334,9 +410,7 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: _Coalescer) -> None:
-        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset,
-                             owner=self.name)
+    async def _produce(self, turn: Turn, co: _Coalescer, memory: RedisMemory) -> None:
         flusher = asyncio.create_task(co.run())
         try:
             async with asyncio.timeout(self.cfg.turn_timeout_s):

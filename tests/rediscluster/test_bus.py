@@ -1,0 +1,143 @@
+"""The bus on a real Redis Cluster: slots, shard placement, every Bus operation, WAIT, and a
+worker reading its shards one slot at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from agentia.codes import BusUnavailable
+from agentia.redis_server import RedisClusterServer
+from sessions.bus import Bus, connect
+from sessions.keys import key_slot, shard_for, shard_tag
+from sessions.memory import RedisMemory
+from sessions.runtime import ModelConfig, model_provider
+from sessions.worker import Worker, WorkerConfig
+from tests.agents_fixtures import fast
+
+
+async def test_connect_gives_a_cluster_client(bus: Bus, redis_server: RedisClusterServer) -> None:
+    assert redis_server.url.startswith("redis+cluster://127.0.0.1:")
+    assert bus.cluster
+    await bus.redis.initialize()
+    assert len(bus.redis.get_primaries()) == 3
+    assert sorted("slave" in n["flags"] for n in redis_server.nodes()) == [False] * 3 + [True] * 3
+
+
+async def test_session_keys_share_one_slot_and_shards_use_every_master(bus: Bus) -> None:
+    k = bus.keys
+    sid = "user-42.chat:7"
+    keys = [k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid),
+            k.lock(sid), k.memory(sid)]
+    slots = {await bus.redis.cluster_keyslot(key) for key in keys}
+    assert slots == {key_slot(sid)}
+    inbound = [k.inbound(s) for s in range(bus.shards)]
+    for s, key in enumerate(inbound):  # the server agrees with our CRC16
+        assert await bus.redis.cluster_keyslot(key) == key_slot(shard_tag(s, bus.shards))
+    owners = {bus.redis.get_node_from_key(key).name for key in inbound}
+    assert len(owners) == 3  # 4 shards over 3 masters: none left idle
+
+
+async def test_every_bus_operation_works_on_the_cluster(bus: Bus) -> None:
+    await bus.ensure_groups()
+    info = await bus.open_session("ops", "alice", "n1")
+    assert info.offset == 0
+    sub = await bus.submit("ops", "c1", "hello", user="alice")
+    assert (sub.offset, sub.duplicate) == (1, False)
+    assert (await bus.submit("ops", "c1", "hello", user="alice")).duplicate
+    assert await bus.inbound_lag("ops") == 2  # the resend wrote a second entry
+    off = await bus.append("ops", {"type": "delta", "turn": 1, "text": "hi"})
+    assert off == 2
+    replay = await bus.replay("ops", 0, info.epoch)
+    assert replay.recovered and [o for o, _ in replay.events] == [1, 2]
+    rows = await bus.read_delivery("n1", b"0", block_ms=100)
+    assert [(s, o) for _, s, o, _ in rows] == [("ops", 1), ("ops", 2)]
+    assert await bus.heartbeat_node("n1") is False and await bus.heartbeat_node("n1")
+    memory = RedisMemory(bus.redis, bus.keys, "ops", 1)
+    await memory.add_items([{"role": "user", "content": "hello"}])
+    assert await memory.get_items() == [{"role": "user", "content": "hello"}]
+    await bus.rollback_memory("ops", 1)
+    assert await memory.get_items() == []
+    await bus.touch_user_session("alice", "ops")
+    await bus.drop_node("n1")
+    assert await bus.read_delivery("n1", b"0", block_ms=10) == []
+
+
+async def test_cancel_reaches_a_subscriber_on_another_node(bus: Bus) -> None:
+    await bus.open_session("cx", "alice")
+    await bus.submit("cx", "c1", "long", user="alice")
+    async with bus.cancel_feed() as feed:
+        sub_node = feed.get_pubsub_node().name
+        assert await bus.cancel("cx", None) == 1
+        async with asyncio.timeout(5):
+            async for msg in feed.listen():
+                if msg["type"] == "message":
+                    assert msg["data"] == b"cx 1"
+                    break
+    # the publish went through the session's slot owner or any node: a cluster forwards it
+    assert sub_node in {n.name for n in bus.redis.get_primaries()}
+
+
+async def test_wait_confirms_writes_on_the_replica(redis_server: RedisClusterServer,
+                                                   prefix: str) -> None:
+    safe = Bus(connect(redis_server.url), prefix=prefix, shards=4, wait_replicas=1, wait_ms=2000)
+    greedy = Bus(connect(redis_server.url), prefix=prefix, shards=4, wait_replicas=2, wait_ms=50)
+    try:
+        await safe.open_session("w", "alice")
+        assert (await safe.submit("w", "a", "one", user="alice")).offset == 1
+        assert await safe.append("w", {"type": "delta", "turn": 1, "text": "x"}) == 2
+        # two replicas asked, one exists: written, not confirmed, so not acked
+        t0 = time.monotonic()
+        with pytest.raises(BusUnavailable):
+            await greedy.submit("w", "b", "two", user="alice")
+        assert time.monotonic() - t0 >= 0.05
+        # the client's retry (same id) is acked once the confirmation is had
+        again = await safe.submit("w", "b", "two", user="alice")
+        assert (again.offset, again.duplicate) == (3, True)
+        # the confirmed write is on the replica: read it there
+        rows = await read_on_replica(redis_server, safe.keys.log("w"))
+        assert [orjson.loads(f[b"e"])["type"] for _, f in rows] == ["user", "delta", "user"]
+    finally:
+        await safe.close()
+        await greedy.close()
+
+
+async def read_on_replica(server: RedisClusterServer, key: str) -> list[tuple[bytes, Any]]:
+    """XRANGE on the replica that serves ``key``'s slot (the others answer MOVED)."""
+    slot = key_slot(key[key.index("{") + 1:key.index("}")])
+    for node in server.nodes():
+        if "slave" not in node["flags"]:
+            continue
+        r: Any = aioredis.Redis(port=int(node["port"]))
+        try:
+            await r.execute_command("READONLY")
+            if await r.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0:
+                continue
+            rows: list[tuple[bytes, Any]] = await r.xrange(key)
+            return rows
+        finally:
+            await r.aclose()
+    raise AssertionError(f"no replica holds slot {slot}")
+
+
+async def test_worker_reads_each_shard_on_its_own(bus: Bus) -> None:
+    sessions = [f"spread-{i}" for i in range(12)]
+    assert {shard_for(s, bus.shards) for s in sessions} == set(range(bus.shards))
+    for sid in sessions:
+        await bus.open_session(sid, "alice")
+        for t in range(2):
+            await bus.submit(sid, f"m{t}", f"turn {t} of {sid}", user="alice")
+    worker = Worker(bus, fast, model_provider(ModelConfig(api_key=None, base_url=None,
+                                                          model="demo")),
+                    WorkerConfig(concurrency=4, block_ms=200))
+    async with asyncio.timeout(60):
+        await worker.run(burst=True)
+    assert worker.turns_done == 2 * len(sessions)
+    for sid in sessions:
+        kinds = [orjson.loads(e)["type"] for _, e in (await bus.replay(sid, 0, None)).events]
+        assert kinds.count("reply") == 2, (sid, kinds)
