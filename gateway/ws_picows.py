@@ -57,11 +57,14 @@ _CLOSE_WAIT_S = 2.0
 class PicowsConnection(WSListener):
     """Listener of one upgraded socket and the :class:`Transport` its Connection writes to."""
 
+    __slots__ = ("conn", "fragments", "gone", "inbox", "opened", "paused_reading", "reader", "t",
+                 "writable")
+
     def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
         self.t: WSTransport | None = None
-        self.inbox: deque[bytes] = deque()
+        self.inbox: deque[bytes] | None = None  # allocated while frames wait
         self.reader: asyncio.Task[None] | None = None
         self.opened = False
         self.gone = False
@@ -123,6 +126,8 @@ class PicowsConnection(WSListener):
     def _received(self, data: bytes) -> None:
         if self.conn.closed:
             return
+        if self.inbox is None:
+            self.inbox = deque()
         self.inbox.append(data)
         if len(self.inbox) > _INBOX_HIGH and not self.paused_reading and self.t is not None:
             self.paused_reading = True
@@ -136,7 +141,7 @@ class PicowsConnection(WSListener):
         bind(conn=f"{id(self):x}", session=st.session, user=st.user)
         refused = await conn.node.open(conn)
         if refused is not None:
-            self.inbox.clear()
+            self.inbox = None
             await self.close(*refused)
             self.reader = None
             return
@@ -148,17 +153,20 @@ class PicowsConnection(WSListener):
         try:
             while self.inbox and not conn.closed:
                 await conn.on_frame(self.inbox.popleft())
-                if self.paused_reading and len(self.inbox) <= _INBOX_LOW and self.t is not None:
+                if (self.paused_reading and self.t is not None
+                        and len(self.inbox or ()) <= _INBOX_LOW):
                     self.paused_reading = False
                     self.t.underlying_transport.resume_reading()
         finally:
             self.reader = None
+            if not self.inbox:
+                self.inbox = None
             if self.gone:
                 await conn.node.forget(conn)
 
     def _protocol_error(self, code: WSCloseCode, reason: str) -> None:
         self.conn.closed = True
-        self.inbox.clear()
+        self.inbox = None
         if self.t is not None:
             self.t.send_close(code, reason.encode())
             self.t.disconnect()
@@ -277,6 +285,8 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
     sockets = 0
 
     class Counted(WSProtocol):  # type: ignore[misc]
+        __slots__ = ()
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             nonlocal sockets
             sockets += 1

@@ -1,0 +1,236 @@
+"""Outbound frames per edge core: events written to Redis the way workers write them, fanned
+out by the edges to every connection of each session, while many more idle connections are held.
+
+* ``--edges E`` edge processes share one port (``agentia gateway --processes E``);
+* ``--idle N`` idle authenticated connections are opened first and held with heartbeats
+  (client processes of at most 15,000 sockets each, over several 127.0.0.x source addresses);
+* ``--receivers R`` connections over ``--sessions S`` sessions (R/S per session: tabs and
+  devices of one conversation, or a broadcast) read every frame;
+* a publisher appends ``--rate`` events/s round-robin over the sessions with ``Bus.append``
+  (the worker's path: session log, then each holding node's delivery stream) for
+  ``--seconds``; each event carries its wall-clock time of entry.
+
+Reported: frames delivered per second, edge CPU-seconds (all edge processes, utime+stime from
+/proc) per 1,000 frames and so frames/s per edge core, and entry -> client-receive latency
+(an upper bound of entry -> socket write: it includes the client's own scheduling). Everything
+on loopback, bounded in count and time, stopped by PID.
+
+    python -m loadtest.bench_fanout --edges 6 --idle 90000 --receivers 10000 --sessions 400 \\
+        --rate 1500 --seconds 30 --transport picows --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import websockets
+
+from agentia.redis_server import RedisServer
+from agentia.settings import DEV_SECRET
+from agentia.supervise import stop_all
+from gateway.auth import mint
+from loadtest.bench_core import IP_BIND_ADDRESS_NO_PORT, _get, cpu_s, pct, rss_kib
+from loadtest.record import record
+from sessions.bus import Bus, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_PROCESS = 15_000
+
+
+async def _connect(port: int, source: str, session: str, token: str) -> Any:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    s.bind((source, 0))
+    s.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/v1/ws?session={session}", sock=s,
+        additional_headers={"Authorization": f"Bearer {token}"}, compression=None,
+        ping_interval=None, max_queue=None, open_timeout=60)
+    await ws.recv()  # welcome
+    return ws
+
+
+def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold_s: float,
+            q: Any) -> None:
+    """One client process: open a connection per entry of ``sessions``; read and time every
+    event when ``read``, else only ping every 20 s. Reports ("open", n) then ("done", ...)."""
+    async def main() -> None:
+        token = mint(DEV_SECRET, f"fanout-{os.getpid()}", 7200)
+        sem = asyncio.Semaphore(100)
+        conns: list[Any] = []
+
+        async def one(i: int, sid: str) -> None:
+            async with sem:
+                conns.append(await _connect(port, sources[i % len(sources)], sid, token))
+
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(sessions)))
+        q.put(("open", len(conns)))
+        lat: list[float] = []
+        got = [0]
+        closed = [0]
+
+        async def reader(ws: Any) -> None:
+            try:
+                async for raw in ws:
+                    now = time.time()
+                    f = orjson.loads(raw)
+                    if f.get("type") == "delta":
+                        got[0] += 1
+                        if got[0] % 7 == 0:  # a sample keeps the client's own cost down
+                            lat.append(now - float(f["text"]))
+            except websockets.ConnectionClosed:
+                closed[0] += 1
+
+        async def pinger() -> None:
+            while True:
+                await asyncio.sleep(20)
+                for ws in conns:
+                    try:
+                        await ws.send('{"type":"ping"}')
+                    except websockets.ConnectionClosed:
+                        closed[0] += 1
+
+        tasks = [asyncio.create_task(reader(ws)) for ws in conns] if read else []
+        tasks.append(asyncio.create_task(pinger()))
+        await asyncio.sleep(hold_s)
+        for t in tasks:
+            t.cancel()
+        q.put(("done", got[0], lat, closed[0]))
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+
+    asyncio.run(main())
+
+
+async def _publish(url: str, prefix: str, sessions: list[str], rate: float,
+                   seconds: float) -> int:
+    bus = Bus(connect(url), prefix=prefix, shards=8)
+    n, t0, interval = 0, time.perf_counter(), 1.0 / rate
+    pending: set[asyncio.Task[Any]] = set()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            await asyncio.sleep(max(0.0, t0 + n * interval - time.perf_counter()))
+            sid = sessions[n % len(sessions)]
+            event = {"type": "delta", "turn": 0, "text": repr(time.time())}
+            task = asyncio.create_task(bus.append(sid, event))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+        await asyncio.gather(*pending)
+    finally:
+        await bus.close()
+    return n
+
+
+def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, seconds: float,
+          transport: str) -> dict[str, Any]:
+    prefix = "fanout"
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp), appendonly=False).start()
+        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+               "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_TRANSPORT": transport,
+               "AGENTIA_MAX_CONNECTIONS_PER_USER": "100000", "AGENTIA_SEND_QUEUE": "1024"}
+        sup = subprocess.Popen(
+            [sys.executable, "-m", "agentia.cli", "gateway", "--port", "0", "--processes",
+             str(edges)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs: list[mp.Process] = []
+        try:
+            assert sup.stdout is not None
+            info: dict[str, str] = {}
+            for line in sup.stdout:
+                if line.startswith(b"AGENTIA_GATEWAY_READY"):
+                    info = dict(f.split("=", 1) for f in line.decode().split()[1:])
+                    break
+            port, edge_pids = int(info["port"]), [int(x) for x in info["pids"].split(",")]
+            time.sleep(2)
+            rss0 = sum(rss_kib(p) for p in edge_pids)
+            q: Any = mp.Queue()
+            hold = seconds + 60 + (idle + receivers) / 500
+            groups: list[tuple[list[str], bool]] = []
+            for start in range(0, idle, PER_PROCESS):
+                n = min(PER_PROCESS, idle - start)
+                groups.append(([f"idle-{start + i}" for i in range(n)], False))
+            names = [f"fan-{i % sessions}" for i in range(receivers)]
+            for start in range(0, receivers, PER_PROCESS // 2):
+                groups.append((names[start:start + PER_PROCESS // 2], True))
+            t0 = time.perf_counter()
+            for g, (sids, read) in enumerate(groups):
+                sources = [f"127.0.{1 + g}.{2 + j}" for j in range(4)]
+                procs.append(mp.Process(target=_client, args=(port, sids, sources, read, hold,
+                                                              q)))
+                procs[-1].start()
+            opened = sum(_get(q, procs, 900)[1] for _ in procs)
+            ramp_s = time.perf_counter() - t0
+            time.sleep(3)
+            rss1 = sum(rss_kib(p) for p in edge_pids)
+            cpu0 = sum(cpu_s(p) for p in edge_pids)
+            p0 = time.perf_counter()
+            published = asyncio.run(_publish(redis.url, prefix, sorted(set(names)), rate,
+                                             seconds))
+            time.sleep(2)  # the last frames arrive
+            window = time.perf_counter() - p0
+            cpu1 = sum(cpu_s(p) for p in edge_pids)
+            reports = [_get(q, procs, hold + 120) for _ in procs]
+            delivered = sum(r[1] for r in reports)
+            lat = [x for r in reports for x in r[2]]
+            closed = sum(r[3] for r in reports)
+            edge_cpu = cpu1 - cpu0
+            expected = published * (receivers // sessions)
+            return {
+                "transport": transport, "edges": edges, "connections": opened,
+                "idle": idle, "receivers": receivers, "sessions": sessions,
+                "ramp_s": round(ramp_s, 1), "edge_rss_kib_per_conn": round(
+                    (rss1 - rss0) / max(opened, 1), 2),
+                "events_published": published, "frames_expected": expected,
+                "frames_delivered": delivered, "frames_lost": expected - delivered,
+                "closed_connections": closed, "window_s": round(window, 1),
+                "frames_per_s": round(delivered / window),
+                "edge_cpu_s": round(edge_cpu, 2),
+                "edge_cpu_s_per_1000_frames": round(edge_cpu / max(delivered, 1) * 1000, 4),
+                "frames_per_s_per_edge_core": round(delivered / edge_cpu) if edge_cpu else None,
+                "latency_p50_ms": round(pct(lat, 50) * 1000, 1),
+                "latency_p99_ms": round(pct(lat, 99) * 1000, 1),
+                "latency_max_ms": round(max(lat) * 1000, 1) if lat else None,
+            }
+        finally:
+            for p in procs:
+                p.join(5)
+                if p.is_alive():
+                    p.kill()
+            stop_all([sup])
+            redis.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--edges", type=int, default=2)
+    p.add_argument("--idle", type=int, default=0, help="idle connections held meanwhile")
+    p.add_argument("--receivers", type=int, default=2000)
+    p.add_argument("--sessions", type=int, default=100)
+    p.add_argument("--rate", type=float, default=500.0, help="events published per second")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--transport", default="picows", choices=("picows", "websockets"))
+    p.add_argument("--record", action="store_true",
+                   help="write loadtest/results/edge-fanout.json")
+    p.add_argument("--notes", default="")
+    a = p.parse_args()
+    res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds, a.transport)
+    print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+    if a.record:
+        print("recorded", record("edge-fanout", res, notes=a.notes))
+
+
+if __name__ == "__main__":
+    main()
