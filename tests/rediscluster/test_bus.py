@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from agentia.codes import BusUnavailable
-from agentia.redis_server import RedisClusterServer
+from agentia.redis_server import RedisClusterServer, RedisServer
 from sessions.bus import Bus, connect
 from sessions.keys import key_slot, shard_for, shard_tag
 from sessions.memory import RedisMemory
@@ -141,3 +142,39 @@ async def test_worker_reads_each_shard_on_its_own(bus: Bus) -> None:
     for sid in sessions:
         kinds = [orjson.loads(e)["type"] for _, e in (await bus.replay(sid, 0, None)).events]
         assert kinds.count("reply") == 2, (sid, kinds)
+
+
+async def test_wait_on_a_single_redis_with_a_replica(tmp_path: Path, prefix: str) -> None:
+    """The knob is not Cluster-only: on one master with a replica (e.g. under Sentinel) the
+    WAIT travels in the same pipeline as the write, and a missing replica refuses the ack."""
+    master = RedisServer(tmp_path / "m").start()
+    replica = RedisServer(tmp_path / "r").start()
+    r: Any = aioredis.Redis(port=replica.port)
+    m: Any = aioredis.Redis(port=master.port)
+    try:
+        await m.config_set("repl-diskless-sync-delay", 0)  # the first sync now, not in 5 s
+        await r.replicaof("127.0.0.1", master.port)
+        for _ in range(200):  # the first sync: up to 10 s
+            if (await r.info("replication"))["master_link_status"] == "up":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the replica never synced")
+        safe = Bus(connect(master.url), prefix=prefix, shards=4, wait_replicas=1, wait_ms=2000)
+        greedy = Bus(connect(master.url), prefix=prefix, shards=4, wait_replicas=2, wait_ms=50)
+        try:
+            assert not safe.cluster
+            await safe.open_session("w", "alice")
+            assert (await safe.submit("w", "a", "one", user="alice")).offset == 1
+            assert await safe.append("w", {"type": "delta", "turn": 1, "text": "x"}) == 2
+            assert await r.xlen(safe.keys.log("w")) == 2  # on the replica already
+            with pytest.raises(BusUnavailable):
+                await greedy.append("w", {"type": "delta", "turn": 1, "text": "y"})
+        finally:
+            await safe.close()
+            await greedy.close()
+    finally:
+        await r.aclose()
+        await m.aclose()
+        replica.stop()
+        master.stop()
