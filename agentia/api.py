@@ -166,7 +166,10 @@ async def _readiness(bus: Bus) -> dict[str, Any]:
         state["groups"] = any(g["name"] == K.GROUP.encode() for g in groups)
         fresh = time.time() - K.NODE_TTL
         state["workers"] = await bus.redis.zcount(bus.keys.workers_alive(), fresh, "+inf")
-        state["edges"] = await bus.redis.zcount(bus.keys.nodes_alive(), fresh, "+inf")
+        # voice workers register a node per call (voice-<hex>): calls, not edges
+        alive = await bus.redis.zrangebyscore(bus.keys.nodes_alive(), fresh, "+inf")
+        state["voice_calls"] = sum(1 for n in alive if n.startswith(b"voice-"))
+        state["edges"] = len(alive) - state["voice_calls"]
     except Exception as exc:
         state["error"] = str(exc)
     return state

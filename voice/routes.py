@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 from livekit import api as lkapi
 from pydantic import BaseModel, Field
 
@@ -19,7 +20,7 @@ from agentia.codes import BusUnavailable
 from gateway.auth import Identity
 from sessions.bus import Bus, Forbidden
 from voice.settings import VoiceSettings
-from voice.tokens import Call, start_call
+from voice.tokens import Call, NoVoiceAgent, start_call
 
 
 class VoiceSessionRequest(BaseModel):
@@ -34,12 +35,24 @@ class VoiceSessionReply(BaseModel):
     expires_in: int
 
 
-class CallRefused(Exception):
-    """The call cannot start: ``status`` is the HTTP status to answer."""
+class CallError(BaseModel):
+    detail: str
+    code: str
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class CallRefused(Exception):
+    """The call cannot start: ``status`` is the HTTP status to answer, ``code`` says why.
+
+    Codes (the JSON body's ``code``, beside FastAPI's usual ``detail``): ``forbidden`` (403),
+    ``unavailable`` (503: Redis), ``voice_unavailable`` (503: LiveKit unreachable or failing,
+    within ``voice_livekit_timeout_s``), ``no_voice_agent`` (503: no voice worker took the
+    call within ``voice_dispatch_wait_s``). Every 503 carries ``Retry-After: 5``.
+    """
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+        self.code = code
         self.reason = reason
 
 
@@ -48,13 +61,17 @@ async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str) -> Call
     try:
         await bus.open_session(session, user)
     except Forbidden:
-        raise CallRefused(403, "this session belongs to another user") from None
+        raise CallRefused(403, "forbidden", "this session belongs to another user") from None
     except BusUnavailable:
-        raise CallRefused(503, "message bus unavailable: retry shortly") from None
+        raise CallRefused(503, "unavailable", "message bus unavailable: retry shortly") from None
     try:
-        return await start_call(s, session, user)
+        return await start_call(s, session, user)  # every LiveKit request in it is bounded
+    except NoVoiceAgent:
+        raise CallRefused(503, "no_voice_agent", "no voice agent is available: retry "
+                          "shortly") from None
     except (lkapi.TwirpError, aiohttp.ClientError, OSError, TimeoutError):
-        raise CallRefused(503, "voice is unavailable: retry shortly") from None
+        raise CallRefused(503, "voice_unavailable", "voice is unavailable: retry "
+                          "shortly") from None
 
 
 def voice_router(bus: Bus, s: VoiceSettings,
@@ -64,16 +81,17 @@ def voice_router(bus: Bus, s: VoiceSettings,
 
     # a default, not Annotated[...]: annotations are strings here (PEP 563) and FastAPI
     # resolves them in the module's globals, where this function's ``identity`` is not
-    @router.post("/v1/voice/sessions", response_model=VoiceSessionReply, status_code=201)
+    @router.post("/v1/voice/sessions", response_model=VoiceSessionReply, status_code=201,
+                 responses={403: {"model": CallError}, 503: {"model": CallError}})
     async def create_voice_session(
             req: VoiceSessionRequest,
-            who: Identity = Depends(identity)) -> VoiceSessionReply:  # noqa: B008
+            who: Identity = Depends(identity)) -> VoiceSessionReply | JSONResponse:  # noqa: B008
         """Start a call of ``session``: a LiveKit room token, the voice agent dispatched."""
         try:
             call = await open_call(bus, s, who.user, req.session)
         except CallRefused as exc:
             headers = {"Retry-After": "5"} if exc.status == 503 else None
-            raise HTTPException(exc.status, exc.reason, headers) from None
+            return JSONResponse({"detail": exc.reason, "code": exc.code}, exc.status, headers)
         return VoiceSessionReply(session=req.session, url=call.url, room=call.room,
                                  token=call.token, expires_in=s.voice_token_ttl_s)
 

@@ -52,6 +52,11 @@ class VoiceSettings(Common):
     """For the first this-many seconds of the agent's speech in a call the caller cannot
     interrupt it (livekit-agents' default: the caller's echo canceller is still adapting and
     the agent's own voice would cut it off); 0: barge-in from the first word."""
+    voice_livekit_timeout_s: float = 5.0
+    """Bound on each call to LiveKit's API (the control plane answers 503 past it)."""
+    voice_dispatch_wait_s: float = 10.0
+    """``POST /v1/voice/sessions`` answers only once a voice worker took the call, or 503
+    ``no_voice_agent`` after this long (the room is then deleted); 0: do not wait."""
     voice_room_prefix: str = "agentia-call-"
     voice_token_ttl_s: int = 3600
     voice_drain_s: int = 30
@@ -69,6 +74,9 @@ class VoiceSettings(Common):
         if not 0.1 <= self.voice_min_silence_s <= 5 or not 0 <= self.voice_endpoint_delay_s <= 5:
             raise SettingsError("AGENTIA_VOICE_MIN_SILENCE_S must be in [0.1, 5] and "
                                 "AGENTIA_VOICE_ENDPOINT_DELAY_S in [0, 5]")
+        if not (0 < self.voice_livekit_timeout_s <= 60 and 0 <= self.voice_dispatch_wait_s <= 60):
+            raise SettingsError("AGENTIA_VOICE_LIVEKIT_TIMEOUT_S must be in (0, 60] and "
+                                "AGENTIA_VOICE_DISPATCH_WAIT_S in [0, 60]")
         if not 0 <= self.voice_aec_warmup_s <= 10:
             raise SettingsError("AGENTIA_VOICE_AEC_WARMUP_S must be in [0, 10]")
         self._validate_stt()

@@ -7,16 +7,19 @@ holders of the LiveKit API secret can write: the voice worker trusts it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
+import time
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 from livekit import api
 
 from sessions import keys as K
 from voice.settings import VoiceSettings
+
+DISPATCH_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +59,43 @@ def room_token(s: VoiceSettings, room: str, identity: str) -> str:
             .with_ttl(dt.timedelta(seconds=s.voice_token_ttl_s)).to_jwt())
 
 
+class NoVoiceAgent(Exception):
+    """No voice worker took the call within ``voice_dispatch_wait_s`` (the room is deleted)."""
+
+
 async def start_call(s: VoiceSettings, session: str, user: str) -> Call:
-    """A fresh room for one call of ``session``, the voice worker dispatched into it."""
+    """A fresh room for one call of ``session``, a voice worker dispatched into it.
+
+    With ``voice_dispatch_wait_s`` it returns only once a worker accepted the job, so a caller
+    is never sent into a room no agent will join: LiveKit hands a job only to a worker under
+    its load threshold and does not retry. Past the bound the room (and its dispatch) is
+    deleted and :class:`NoVoiceAgent` raised. LiveKit errors propagate (aiohttp, Twirp).
+    """
     room = f"{s.voice_room_prefix}{session}-{secrets.token_hex(4)}"[:128]
+    bound = s.voice_livekit_timeout_s
+    # livekit-api 1.x passes timeout=None per request, which disables the session's timeout
+    # in aiohttp: every request is bounded here instead
     async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,
-                              timeout=aiohttp.ClientTimeout(total=10)) as lk:
-        dispatch = await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-            agent_name=s.voice_agent_name, room=room, metadata=job_metadata(session, user)))
+                              failover=False) as lk:  # one server: no region discovery
+        dispatch = await asyncio.wait_for(lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=s.voice_agent_name, room=room,
+                                           metadata=job_metadata(session, user))), bound)
+        if s.voice_dispatch_wait_s > 0 and not await _taken(lk, room, dispatch.id,
+                                                           s.voice_dispatch_wait_s, bound):
+            await asyncio.wait_for(lk.room.delete_room(api.DeleteRoomRequest(room=room)), bound)
+            raise NoVoiceAgent(room)
     return Call(url=s.livekit_url, room=room, token=room_token(s, room, user),
                 dispatch_id=dispatch.id)
+
+
+async def _taken(lk: api.LiveKitAPI, room: str, dispatch_id: str, within: float,
+                 bound: float) -> bool:
+    """Whether a worker accepted the dispatch's job within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        for d in await asyncio.wait_for(lk.agent_dispatch.list_dispatch(room_name=room), bound):
+            if d.id == dispatch_id and any(j.state.worker_id for j in d.state.jobs):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(DISPATCH_POLL_S)

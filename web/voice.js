@@ -24,6 +24,25 @@ export const AGENT_STATE = "lk.agent.state";
 
 const AGENT_STATES = { listening: "listening", thinking: "thinking", speaking: "speaking" };
 
+/** The attribute Agentia's voice worker sets: the call's last error or end, JSON. */
+export const CALL_NOTE = "agentia.call";
+
+const NOTE_MESSAGES = {
+  stt_failed: "The agent could not understand that: please say it again.",
+  tts_failed: "The agent cannot speak right now: its replies appear in the chat.",
+  agent_unavailable: "The agent could not be reached: try again in a moment.",
+  worker_lost: "The voice agent stopped unexpectedly: start the call again.",
+};
+
+/** A message for the user from the agent's `agentia.call` attribute, or "" for none. */
+export function callNoteMessage(raw) {
+  let note;
+  try { note = JSON.parse(raw ?? ""); } catch { return ""; }
+  if (note?.state === "error") return NOTE_MESSAGES[note.code] ?? "The call ran into an error.";
+  if (note?.state === "ended" && note.reason === "worker_lost") return NOTE_MESSAGES.worker_lost;
+  return "";
+}
+
 /** A failure with a message for the user. */
 export class CallError extends Error {
   constructor(code, message) {
@@ -100,6 +119,7 @@ export class VoiceCall {
     this.agentTimeoutMs = agentTimeoutMs;
     this.state = "idle";
     this.message = "";
+    this._note = undefined; // the last agentia.call attribute seen
     this.muted = false;
     this.room = null;
     this.mic = null;
@@ -193,7 +213,9 @@ export class VoiceCall {
       .on(RoomEvent.ParticipantConnected, () => this._checkAgent())
       .on(RoomEvent.ParticipantAttributesChanged, () => this._checkAgent())
       .on(RoomEvent.ParticipantDisconnected, (p) => {
-        if (p === this.agent && !this.done) this._finish("ended", "The agent left the call.");
+        if (p !== this.agent || this.done) return;
+        const lost = callNoteMessage(p.attributes?.[CALL_NOTE]);
+        this._finish("ended", lost.startsWith("The voice agent") ? lost : "The agent left the call.");
       })
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
         this.audioBlocked = !room.canPlaybackAudio;
@@ -269,7 +291,11 @@ export class VoiceCall {
   _followAgent() {
     if (this.done || this._agentReady || !this.mic) return;
     const state = AGENT_STATES[this.agent?.attributes?.[AGENT_STATE]] ?? "listening";
-    if (state !== this.state) this._set(state);
+    // an error the agent reports (it could not hear or speak) stays shown until the next one
+    const note = this.agent?.attributes?.[CALL_NOTE];
+    const message = note !== this._note ? callNoteMessage(note) : this.message;
+    this._note = note;
+    if (state !== this.state || message !== this.message) this._set(state, message);
   }
 
   // -- state -----------------------------------------------------------------------------------

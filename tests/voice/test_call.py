@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agentia.api import _readiness
 from sessions.bus import Bus
 from tests.conftest import Client, Cluster
 from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
@@ -49,6 +50,8 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         await caller.ready(20)
         joined = await chat.until("call", state="joined")
         assert joined["room"] == call.room
+        ready = await _readiness(bus)  # the call's node is not counted as an edge
+        assert (ready["edges"], ready["voice_calls"]) == (1, 1)
         await asyncio.sleep(0.5)  # half a second of silence first, as a caller would
         spoken = await caller.say(await speech_48k(SENTENCE))
 

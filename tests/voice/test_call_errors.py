@@ -116,7 +116,7 @@ async def test_synthesis_failure_is_shown_and_logged_and_the_turn_answered(
 
 async def test_a_killed_voice_worker_leaves_the_room_and_the_turn_is_answered(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.3")
+    cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.15")
     async with call_with(cluster, livekit) as c:
         await c.caller.say(await speech_48k(SENTENCE))
         user = await c.chat.until("user", timeout=20, source="voice")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from typing import Any
 
@@ -22,9 +24,11 @@ from voice.settings import VoiceSettings
 pytestmark = pytest.mark.e2e
 
 
-def settings_for(lk: LiveKitServer, url: str | None = None) -> VoiceSettings:
+def settings_for(lk: LiveKitServer, url: str | None = None, wait: float = 0.0,
+                 timeout: float = 5.0) -> VoiceSettings:
     return VoiceSettings(livekit_url=url or lk.url, livekit_api_key=lk.key,
-                         livekit_api_secret=lk.secret)
+                         livekit_api_secret=lk.secret, voice_dispatch_wait_s=wait,
+                         voice_livekit_timeout_s=timeout)
 
 
 def app_for(bus: Bus, s: VoiceSettings) -> FastAPI:
@@ -85,6 +89,34 @@ async def test_refusals(bus: Bus, livekit: LiveKitServer) -> None:
     assert (await post(app, {"session": sid}, None))[0] == 401
     assert (await post(app, {"session": sid}, token("mallory")))[0] == 403
     assert (await post(app, {"session": "bad id"}, token("alice")))[0] == 422
+    status, reply = await post(app, {"session": sid}, token("mallory"))
+    assert (status, reply["code"]) == (403, "forbidden")
     down = app_for(bus, settings_for(livekit, f"ws://127.0.0.1:{free_port()}"))
     status, reply = await post(down, {"session": sid}, token("alice"))
-    assert status == 503 and "voice is unavailable" in reply["detail"]
+    assert (status, reply["code"]) == (503, "voice_unavailable")
+    assert "voice is unavailable" in reply["detail"]
+
+
+async def test_a_livekit_that_never_answers_is_a_bounded_503(bus: Bus) -> None:
+    with socket.socket() as mute:  # accepts connections (backlog), never answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        url = f"ws://127.0.0.1:{mute.getsockname()[1]}"
+        s = VoiceSettings(livekit_url=url, voice_livekit_timeout_s=1.0)
+        t0 = time.monotonic()
+        status, reply = await post(app_for(bus, s), {"session": "r-mute"}, token("alice"))
+    assert (status, reply["code"]) == (503, "voice_unavailable")
+    assert time.monotonic() - t0 < 4
+
+
+async def test_no_voice_worker_is_a_503_and_no_room_is_left(
+        bus: Bus, livekit: LiveKitServer) -> None:
+    s = settings_for(livekit, wait=1.0)
+    sid = f"r-{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    status, reply = await post(app_for(bus, s), {"session": sid}, token("alice"))
+    assert (status, reply["code"]) == (503, "no_voice_agent")
+    assert 1.0 <= time.monotonic() - t0 < 5
+    async with lkapi.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret) as lk:
+        rooms = await lk.room.list_rooms(lkapi.ListRoomsRequest())
+    assert not [r.name for r in rooms.rooms if sid in r.name]
