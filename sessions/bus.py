@@ -21,7 +21,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
+    AskError,
     ClusterError,
+    MovedError,
     NoScriptError,
     RedisClusterException,
     ResponseError,
@@ -131,6 +133,12 @@ def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
 
 
+def _stale_map(exc: ResponseError) -> bool:
+    """A Cluster reply that says the client's map of slots is out of date."""
+    return isinstance(exc, MovedError | AskError | TryAgainError) or (
+        "WAIT cannot be used with replica" in str(exc))
+
+
 def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn a Redis outage into BusUnavailable."""
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -191,18 +199,32 @@ class Bus:
         Redis has one replication stream, so WAIT there covers every earlier write too)."""
         if not self.wait_replicas:
             return [await self.redis.execute_command(*cmd) for cmd in commands]
+        for _ in range(2):
+            try:
+                res = await self._pipeline_and_wait(key, commands)
+            except ResponseError as exc:
+                if not self.cluster or not _stale_map(exc):
+                    raise
+                # a failover this client did not see: the write was refused (MOVED), and a
+                # WAIT sent on its own would go to the wrong node; re-read the map, once
+                await self.redis.nodes_manager.initialize()
+                continue
+            if int(res[-1]) < self.wait_replicas:
+                raise BusUnavailable()  # written, not confirmed: the client retries
+            return res[:-1]
+        raise BusUnavailable()
+
+    async def _pipeline_and_wait(self, key: str, commands: tuple[tuple[Any, ...], ...]
+                                 ) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for cmd in commands:
                 pipe.execute_command(*cmd)
-            if self.cluster:
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms,
-                                     target_nodes=self.redis.get_node_from_key(key))
-            else:
+            if not self.cluster:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
-            res: list[Any] = await pipe.execute()
-        if int(res[-1]) < self.wait_replicas:
-            raise BusUnavailable()  # written, not confirmed: the client retries, idempotently
-        return res[:len(commands)]
+                return list(await pipe.execute())
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms,
+                                 target_nodes=self.redis.get_node_from_key(key))
+            return list(await pipe.execute(allow_redirections=False))
 
     async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """A script, then WAIT on the same connection when ``wait_replicas`` is set."""

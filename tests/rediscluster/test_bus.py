@@ -178,3 +178,36 @@ async def test_wait_on_a_single_redis_with_a_replica(tmp_path: Path, prefix: str
         await m.aclose()
         replica.stop()
         master.stop()
+
+
+async def test_wait_after_a_failover_the_client_slept_through(own_cluster: RedisClusterServer,
+                                                               prefix: str) -> None:
+    """A client whose map of the cluster predates a failover (it sent nothing meanwhile, and
+    the old master is back as a replica) must not WAIT on the wrong node: its first write
+    gets a retryable error at worst, and the resend is confirmed on the new master."""
+    bus = Bus(connect(own_cluster.url), prefix=prefix, shards=4, wait_replicas=1, wait_ms=2000)
+    try:
+        await bus.open_session("late", "alice")
+        await bus.submit("late", "a", "before", user="alice")
+        node = bus.redis.get_node_from_key(bus.keys.meta("late"))
+        victim = node.port
+        own_cluster.kill(victim)
+        await asyncio.to_thread(own_cluster.wait_ok, 20, False)
+        own_cluster.restart(victim)
+        await asyncio.to_thread(own_cluster.wait_ok, 30, True)
+        assert victim not in own_cluster.master_ports()
+        await node.disconnect()  # idle connections closed meanwhile: the next one is new
+        outcomes = []
+        for _ in range(5):
+            try:
+                sub = await bus.submit("late", "b", "after", user="alice")
+                outcomes.append(sub.offset)
+                break
+            except BusUnavailable:
+                outcomes.append(0)
+                await asyncio.sleep(0.2)
+        assert outcomes[-1] == 2, outcomes
+        rows = await read_on_replica(own_cluster, bus.keys.log("late"))
+        assert [orjson.loads(f[b"e"])["id"] for _, f in rows] == ["a", "b"]
+    finally:
+        await bus.close()
