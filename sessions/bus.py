@@ -124,6 +124,8 @@ def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
     nodes = []
     for hp in hosts.split(","):
         host, _, port = hp.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{parts.scheme}:// wants host:port[,host:port...], not {hp!r}")
         nodes.append(ClusterNode(host.strip("[]"), int(port)))
     return RedisCluster(
         startup_nodes=nodes, username=unquote(user) or None,
