@@ -1,0 +1,422 @@
+"""Agentia beside Centrifugo: the same storm/hold/fan-out scenario against each, in one run.
+
+For each server in turn (``--servers``; default: Agentia's edge with picows, with websockets,
+then Centrifugo without and with history), on the same machine with the same client
+(:mod:`loadtest.peer`):
+
+1. start the server alone (Agentia: one edge process and a private redis-server;
+   Centrifugo: one process, memory engine, ``GOMAXPROCS=1`` by default);
+2. **storm**: ``--clients`` processes open ``--connections`` authenticated connections in all
+   (Agentia: JWT in ``Authorization``, ``welcome``; Centrifugo: ``connect`` with a JWT, then
+   ``subscribe`` to the connection's own channel), ``--inflight`` handshakes at a time per
+   process: handshake latency, server CPU-seconds per 1,000 handshakes;
+3. **hold**: ``--hold`` seconds of keepalives every ``--heartbeat`` seconds (Agentia: client
+   pings; Centrifugo: server pings, client pongs): server RSS per connection at the end of the
+   hold (less the RSS before the storm), CPU per 1,000 keepalives, drops;
+4. **fan-out**: ``--rate`` events a second for ``--seconds``, each to the next connection
+   (round robin) — Agentia: into the edge's delivery stream (what a worker's append writes);
+   Centrifugo: ``/api/broadcast``, ``--batch`` channels a call: events delivered, server
+   CPU-seconds per 1,000 delivered, hence frames per second per server core.
+
+Server CPU and RSS come from ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (all threads).
+Agentia's redis-server is measured separately and reported beside the edge. Everything runs on
+loopback, is bounded in count and time, and every process is stopped by PID.
+
+    python -m loadtest.bench_peer --connections 10000 --record
+
+With ``--record`` the figures go to ``loadtest/results/peer-centrifugo.json``
+(``loadtest.record``); see docs/benchmarks-peer.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from loadtest.bench_core import cpu_s, pct, rss_kib
+from loadtest.peer import clientproc, servers
+from loadtest.peer.servers import KINDS, Running
+from loadtest.record import record
+
+DEFAULT_SERVERS = ",".join(KINDS)
+
+
+# ------------------------------------------------------------------ one server
+
+
+class Clients:
+    """The client processes of one server's run, driven over pipes."""
+
+    def __init__(self, run: Running, args: argparse.Namespace) -> None:
+        self.procs: list[mp.Process] = []
+        self.pipes: list[Connection] = []
+        n = args.clients
+        for c in range(n):
+            spec = {"kind": run.kind, "secret": run.secret, "host": "127.0.0.1",
+                    "port": run.port, "heartbeat_s": args.heartbeat, "timeout": 30.0,
+                    "inflight": args.inflight,
+                    "indices": list(range(c, args.connections, n)),
+                    "sources": [f"127.0.0.{2 + (c * 4 + j) % 250}" for j in range(4)]}
+            mine, theirs = mp.Pipe()
+            proc = mp.Process(target=clientproc.run, args=(spec, theirs), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+            self.pipes.append(mine)
+
+    def gather(self, tag: str, timeout: float) -> list[tuple[Any, ...]]:
+        out = []
+        deadline = time.monotonic() + timeout
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
+            while not pipe.poll(0.5):
+                if not proc.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"a client process did not report {tag!r}")
+            msg = pipe.recv()
+            if msg[0] != tag:
+                raise RuntimeError(f"expected {tag!r} from a client, got {msg[0]!r}")
+            out.append(msg)
+        return out
+
+    def snap(self) -> dict[str, Any]:
+        for pipe in self.pipes:
+            pipe.send("snap")
+        return _sum([m[1] for m in self.gather("snap", 30)])
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send("stop")
+        for proc in self.procs:
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def _sum(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"errors": {}}
+    for s in snaps:
+        for k, v in s.items():
+            if k == "errors":
+                for why, n in v.items():
+                    total["errors"][why] = total["errors"].get(why, 0) + n
+            else:
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+class Meter:
+    """CPU-seconds and RSS of the server's processes since the last :meth:`lap`."""
+
+    def __init__(self, run: Running) -> None:
+        self.pids = {"server": run.pid, **run.aux}
+        self.cpu = {k: cpu_s(p) for k, p in self.pids.items()}
+
+    def lap(self) -> dict[str, float]:
+        now = {k: cpu_s(p) for k, p in self.pids.items()}
+        used = {k: now[k] - self.cpu[k] for k in now}
+        self.cpu = now
+        return used
+
+    def rss(self) -> dict[str, int]:
+        return {k: rss_kib(p) for k, p in self.pids.items()}
+
+
+def bench_server(run: Running, args: argparse.Namespace) -> dict[str, Any]:
+    time.sleep(1.0)
+    meter = Meter(run)
+    rss0 = meter.rss()
+    go0 = servers.go_stats(run) if run.kind.startswith("centrifugo") else {}
+    meter.lap()
+    clients = Clients(run, args)
+    try:
+        fig = _phases(run, args, meter, rss0, clients)
+        if go0:
+            fig["go_runtime_per_conn"] = _go_per(go0, fig.pop("go_after_hold"),
+                                                 fig["connections"])
+        return fig
+    finally:
+        clients.stop()
+
+
+def _go_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """Goroutines per connection, and KiB per connection of Go's heap in use, heap of live
+    objects (plus garbage not yet collected), stacks; GCs during the storm and hold."""
+    out: dict[str, float] = {}
+    for k, v in after.items():
+        d = v - before.get(k, 0.0)
+        short = k.removeprefix("go_memstats_").removeprefix("go_")
+        if k.endswith("_bytes"):
+            out[short.removesuffix("_bytes") + "_kib"] = round(d / 1024 / n, 2)
+        elif k == "go_goroutines":
+            out[short] = round(d / n, 2)
+        else:
+            out[short] = d
+    return out
+
+
+def _phases(run: Running, args: argparse.Namespace, meter: Meter, rss0: dict[str, int],
+            clients: Clients) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    opened = clients.gather("open", 600)
+    storm_cpu = meter.lap()
+    wall = time.perf_counter() - t0
+    lat = [x for m in opened for x in m[1]]
+    snap0 = _sum([m[3] for m in opened])
+    n = len(lat)
+    if n == 0:
+        raise RuntimeError(f"{run.kind}: no connection opened: {snap0['errors']}")
+    rss_open = meter.rss()
+    fig: dict[str, Any] = {
+        "connections": n, "failed": args.connections - n, "errors": snap0["errors"],
+        "open_wall_s": round(wall, 2), "handshakes_per_s": round(n / wall),
+        "handshake_p50_ms": round(pct(lat, 50) * 1000, 1),
+        "handshake_p99_ms": round(pct(lat, 99) * 1000, 1),
+        "cpu_s_per_1000_handshakes": _per(storm_cpu, n, 1000),
+        "rss_kib_per_conn_after_storm": _rss_per(rss_open, rss0, n),
+    }
+    fig.update(_hold(run, args, meter, rss0, clients, n))
+    fig.update(_fanout(run, args, meter, clients, n))
+    fig["extra"] = {k: v for k, v in run.extra.items() if k in ("gomaxprocs", "node")}
+    return fig
+
+
+def _hold(run: Running, args: argparse.Namespace, meter: Meter, rss0: dict[str, int],
+          clients: Clients, n: int) -> dict[str, Any]:
+    time.sleep(2.0)  # let the storm's tail (writes, GC) settle before the hold window
+    before = clients.snap()
+    meter.lap()
+    time.sleep(args.hold)
+    cpu = meter.lap()
+    after = clients.snap()
+    rss = meter.rss()
+    kept = after["keepalives"] - before["keepalives"]
+    extra: dict[str, Any] = {}
+    if run.kind.startswith("centrifugo"):
+        extra["go_after_hold"] = servers.go_stats(run)
+        servers.force_gc(run)
+        extra["rss_kib_per_conn_after_forced_gc"] = _rss_per(meter.rss(), rss0, n)
+        meter.lap()  # the forced collections are not the fan-out's
+    return {**extra,"hold_s": args.hold, "keepalives": kept, "dropped_in_hold": after["dropped"],
+            "cpu_s_per_1000_keepalives": _per(cpu, kept, 1000),
+            "hold_cpu_pct": {k: round(100 * v / args.hold, 1) for k, v in cpu.items()},
+            "rss_kib_per_conn": _rss_per(rss, rss0, n),
+            "rss_mib": {k: round(v / 1024, 1) for k, v in rss.items()}}
+
+
+def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clients,
+            n: int) -> dict[str, Any]:
+    if args.seconds <= 0:
+        return {}
+    feed: Callable[..., Any] = (servers.feed_agentia if run.kind.startswith("agentia")
+                                else servers.feed_centrifugo)
+    before = clients.snap()
+    meter.lap()
+    t0 = time.perf_counter()
+    published = asyncio.run(feed(run, n, args.rate, args.seconds, args.batch))
+    feed_wall = time.perf_counter() - t0
+    got, last_change, prev = 0, time.monotonic(), -1
+    while time.monotonic() - last_change < 2.0 and got < published:
+        time.sleep(0.25)  # wait for the tail: until all arrived or nothing moves for 2 s
+        got = clients.snap()["events"] - before["events"]
+        if got != prev:
+            prev, last_change = got, time.monotonic()
+    wall = time.perf_counter() - t0
+    cpu = meter.lap()
+    after = clients.snap()
+    got = after["events"] - before["events"]
+    frames = max(got, 1)
+    return {"offered_per_s": args.rate, "published": published,
+            "published_per_s": round(published / feed_wall), "delivered": got,
+            "delivered_per_s": round(got / wall), "fanout_wall_s": round(wall, 2),
+            "cpu_s_per_1000_frames": _per(cpu, frames, 1000),
+            "frames_per_core_s": {k: round(frames / v) if v > 0 else None
+                                  for k, v in cpu.items()},
+            "frames_per_core_s_all": round(frames / sum(cpu.values())),
+            "dropped_after_fanout": after["dropped"]}
+
+
+def _per(cpu: dict[str, float], count: int, unit: int) -> dict[str, float]:
+    return {k: round(v / max(count, 1) * unit, 4) for k, v in cpu.items()}
+
+
+def _rss_per(rss: dict[str, int], rss0: dict[str, int], n: int) -> dict[str, float]:
+    return {k: round((rss[k] - rss0[k]) / n, 2) for k in rss}
+
+
+# ------------------------------------------------------------------ the comparison
+
+
+def start(kind: str, args: argparse.Namespace, binary: str | None) -> Running:
+    if kind.startswith("agentia"):
+        return servers.start_agentia(kind.split("-", 1)[1], args.heartbeat, args.connections)
+    assert binary is not None
+    return servers.start_centrifugo(binary, kind == "centrifugo-history", args.heartbeat,
+                                    args.gomaxprocs)
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Agentia / Centrifugo for each pair (above 1: Agentia uses more, or delivers more per
+    core for ``frames_per_core_s``). The edge alone, and edge + redis-server."""
+    out: dict[str, dict[str, float | None]] = {}
+    for a in [k for k in results if k.startswith("agentia")]:
+        for c in [k for k in results if k.startswith("centrifugo")]:
+            ra, rc = results[a], results[c]
+
+            def div(x: float | None, y: float | None) -> float | None:
+                return round(x / y, 2) if x is not None and y else None
+
+            both = {k: sum(v.values()) for k, v in (
+                ("rss", ra["rss_kib_per_conn"]), ("hs", ra["cpu_s_per_1000_handshakes"]))}
+            out[f"{a}/{c}"] = {
+                "rss_per_conn_edge": div(ra["rss_kib_per_conn"]["server"],
+                                         rc["rss_kib_per_conn"]["server"]),
+                "rss_per_conn_edge_plus_redis": div(both["rss"],
+                                                    rc["rss_kib_per_conn"]["server"]),
+                "cpu_per_1000_handshakes_edge": div(ra["cpu_s_per_1000_handshakes"]["server"],
+                                                    rc["cpu_s_per_1000_handshakes"]["server"]),
+                "cpu_per_1000_handshakes_edge_plus_redis": div(
+                    both["hs"], rc["cpu_s_per_1000_handshakes"]["server"]),
+                "handshake_p50": div(ra["handshake_p50_ms"], rc["handshake_p50_ms"]),
+                "handshake_p99": div(ra["handshake_p99_ms"], rc["handshake_p99_ms"]),
+                "cpu_per_1000_keepalives": div(ra["cpu_s_per_1000_keepalives"]["server"],
+                                               rc["cpu_s_per_1000_keepalives"]["server"]),
+            }
+            if "frames_per_core_s" in ra and "frames_per_core_s" in rc:
+                out[f"{a}/{c}"].update({
+                    "frames_per_core_s_edge": div(ra["frames_per_core_s"]["server"],
+                                                  rc["frames_per_core_s"]["server"]),
+                    "frames_per_core_s_edge_plus_redis": div(ra["frames_per_core_s_all"],
+                                                             rc["frames_per_core_s_all"]),
+                })
+    return out
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Numbers: the median over repeats (nested dicts too); anything else: the last run's."""
+    out: dict[str, Any] = {}
+    for key, last in runs[-1].items():
+        values = [r[key] for r in runs if key in r]
+        if isinstance(last, dict) and key not in ("errors", "extra"):
+            out[key] = median_of(values)
+        elif isinstance(last, int | float) and not isinstance(last, bool) and all(
+                isinstance(v, int | float) for v in values):
+            m = statistics.median(values)
+            out[key] = round(m, 4) if isinstance(m, float) else m
+        else:
+            out[key] = last
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    binary = None
+    if any(k.startswith("centrifugo") for k in kinds):
+        binary = servers.find_centrifugo(args.centrifugo)
+        if binary is None and args.build:
+            print(f"building Centrifugo: go install {servers.CENTRIFUGO_MODULE}", flush=True)
+            binary, why = servers.build_centrifugo()
+            if binary is None:
+                print(why, file=sys.stderr)
+        if binary is None:
+            print("SKIP centrifugo: no binary (build it with `go install "
+                  f"{servers.CENTRIFUGO_MODULE}`, or pass --centrifugo PATH)", flush=True)
+            kinds = [k for k in kinds if not k.startswith("centrifugo")]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    for rep in range(args.repeat):
+        for kind in kinds:
+            print(f"== {kind} (run {rep + 1}/{args.repeat})", flush=True)
+            run = start(kind, args, binary)
+            try:
+                fig = bench_server(run, args)
+            finally:
+                run.stop()
+            runs[kind].append(fig)
+            print(format_one(kind, fig), flush=True)
+    results = {k: median_of(v) for k, v in runs.items() if v}
+    rat = ratios(results)
+    print(format_ratios(rat))
+    if args.record:
+        figures = {"servers": results, "ratios": rat, "runs": runs,
+                   "params": {k: getattr(args, k) for k in (
+                       "connections", "clients", "inflight", "hold", "heartbeat", "rate",
+                       "seconds", "batch", "repeat", "gomaxprocs")},
+                   "centrifugo": {"module": servers.CENTRIFUGO_MODULE, "binary": binary}}
+        path = record(args.record_as, figures, notes=args.notes)
+        print(f"recorded {path}")
+    return 0
+
+
+def format_one(kind: str, f: dict[str, Any]) -> str:
+    lines = [f"  {f['connections']} connections ({f['failed']} failed {f['errors'] or ''}) in "
+             f"{f['open_wall_s']} s; handshake p50 {f['handshake_p50_ms']} ms, "
+             f"p99 {f['handshake_p99_ms']} ms",
+             f"  CPU-s per 1000 handshakes {f['cpu_s_per_1000_handshakes']}",
+             f"  RSS KiB per connection {f['rss_kib_per_conn']} (after storm "
+             f"{f['rss_kib_per_conn_after_storm']}; after forced GC "
+             f"{f.get('rss_kib_per_conn_after_forced_gc', '-')}); RSS MiB {f['rss_mib']}",
+             f"  hold {f['hold_s']} s: {f['keepalives']} keepalives, CPU-s per 1000 "
+             f"{f['cpu_s_per_1000_keepalives']}, dropped {f['dropped_in_hold']}"]
+    if "go_runtime_per_conn" in f:
+        lines.append(f"  Go runtime per connection: {f['go_runtime_per_conn']}")
+    if "delivered" in f:
+        lines.append(f"  fan-out: published {f['published']} ({f['published_per_s']}/s), "
+                     f"delivered {f['delivered']} ({f['delivered_per_s']}/s); CPU-s per 1000 "
+                     f"frames {f['cpu_s_per_1000_frames']}; frames per core-second "
+                     f"{f['frames_per_core_s']} (all {f['frames_per_core_s_all']})")
+    return "\n".join(lines)
+
+
+def format_ratios(rat: dict[str, dict[str, float | None]]) -> str:
+    lines = ["== ratios Agentia / Centrifugo"]
+    for pair, r in rat.items():
+        lines.append(f"  {pair}: " + ", ".join(f"{k} {v}" for k, v in r.items()))
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m loadtest.bench_peer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--servers", default=DEFAULT_SERVERS,
+                    help=f"comma-separated, in order, from {', '.join(KINDS)}")
+    ap.add_argument("--connections", type=int, default=10_000)
+    ap.add_argument("--clients", type=int, default=2,
+                    help="client processes (each holds connections/clients sockets; "
+                         "keep that under ~15,000)")
+    ap.add_argument("--inflight", type=int, default=100,
+                    help="handshakes in flight per client process")
+    ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold, idle")
+    ap.add_argument("--heartbeat", type=float, default=10.0,
+                    help="keepalive period, s (Agentia client pings; Centrifugo ping_interval)")
+    ap.add_argument("--rate", type=float, default=20_000.0, help="fan-out: events offered/s")
+    ap.add_argument("--seconds", type=float, default=10.0, help="fan-out: seconds (0: skip)")
+    ap.add_argument("--batch", type=int, default=200,
+                    help="fan-out: events per Redis pipeline / channels per broadcast call")
+    ap.add_argument("--repeat", type=int, default=1, help="run every server this many times")
+    ap.add_argument("--gomaxprocs", type=int, default=1,
+                    help="Centrifugo's GOMAXPROCS (0: Go's default, every core)")
+    ap.add_argument("--centrifugo", default=None, help="path of the centrifugo binary")
+    ap.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
+                    help="go install Centrifugo when no binary is found")
+    ap.add_argument("--record", action="store_true", help="write loadtest/results/<name>.json")
+    ap.add_argument("--record-as", default="peer-centrifugo")
+    ap.add_argument("--notes", default="")
+    args = ap.parse_args(argv)
+    if args.connections / args.clients > 15_000:
+        ap.error("more than 15,000 connections per client process: raise --clients")
+    bad = [k for k in args.servers.split(",") if k.strip() and k.strip() not in KINDS]
+    if bad:
+        ap.error(f"unknown servers {bad}; known: {', '.join(KINDS)}")
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())
