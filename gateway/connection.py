@@ -57,6 +57,11 @@ class Connection:
         if self.closed:
             return
         if self.outbox is None:
+            if self.writer is None and self.transport is not None \
+                    and self.transport.send_now(frame):
+                self.node.metrics["frames_out"] += 1
+                self.node.metrics["bytes_out"] += len(frame)
+                return
             self.outbox = deque()
         elif len(self.outbox) >= self.node.limits.send_queue:
             self.close_soon(CloseCode.SLOW, "send queue full: reading too slowly")

@@ -180,6 +180,16 @@ class PicowsConnection(WSListener):
             raise ConnectionError("the peer is gone")
         self.t.send(WSMsgType.TEXT, frame)
 
+    def send_now(self, frame: bytes) -> bool:
+        if self.gone or self.t is None or (self.writable is not None
+                                            and not self.writable.done()):
+            return False
+        try:
+            self.t.send(WSMsgType.TEXT, frame)
+        except Exception:
+            self.conn.closed = True  # the socket is going away: as a failed write would
+        return True
+
     async def close(self, code: int, reason: str) -> None:
         t = self.t
         if t is None or self.gone:

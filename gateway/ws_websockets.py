@@ -37,6 +37,9 @@ class WebsocketsTransport:
     async def send(self, frame: bytes) -> None:
         await self.ws.send(frame, text=True)
 
+    def send_now(self, frame: bytes) -> bool:
+        return False  # websockets' send is a coroutine: the writer task does it
+
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)
 

@@ -46,6 +46,8 @@ from sessions.bus import Bus, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_PROCESS = 15_000
+READERS_PER_PROCESS = 2_500
+"""Reading clients are spread thinly: a saturated client would report its own delay."""
 
 
 async def _connect(port: int, source: str, session: str, token: str) -> Any:
@@ -162,8 +164,8 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
                 n = min(PER_PROCESS, idle - start)
                 groups.append(([f"idle-{start + i}" for i in range(n)], False))
             names = [f"fan-{i % sessions}" for i in range(receivers)]
-            for start in range(0, receivers, PER_PROCESS // 2):
-                groups.append((names[start:start + PER_PROCESS // 2], True))
+            for start in range(0, receivers, READERS_PER_PROCESS):
+                groups.append((names[start:start + READERS_PER_PROCESS], True))
             t0 = time.perf_counter()
             for g, (sids, read) in enumerate(groups):
                 sources = [f"127.0.{1 + g}.{2 + j}" for j in range(4)]
