@@ -67,35 +67,53 @@ async def start_call(s: VoiceSettings, session: str, user: str) -> Call:
     """A fresh room for one call of ``session``, a voice worker dispatched into it.
 
     With ``voice_dispatch_wait_s`` it returns only once a worker accepted the job, so a caller
-    is never sent into a room no agent will join: LiveKit hands a job only to a worker under
-    its load threshold and does not retry. Past the bound the room (and its dispatch) is
-    deleted and :class:`NoVoiceAgent` raised. LiveKit errors propagate (aiohttp, Twirp).
+    is never sent into a room no agent will join (LiveKit hands a job only to a worker, and
+    from a server node, under its load limits, and does not retry). Past the bound the room
+    (and its dispatch) is deleted and :class:`NoVoiceAgent` raised. LiveKit errors propagate.
+
+    Not retried here either: a job can be offered to a worker for seconds before the dispatch
+    lists it, so a second dispatch could bring a second agent into the room.
     """
     room = f"{s.voice_room_prefix}{session}-{secrets.token_hex(4)}"[:128]
-    bound = s.voice_livekit_timeout_s
     # livekit-api 1.x passes timeout=None per request, which disables the session's timeout
     # in aiohttp: every request is bounded here instead
     async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,
                               failover=False) as lk:  # one server: no region discovery
-        dispatch = await asyncio.wait_for(lk.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name=s.voice_agent_name, room=room,
-                                           metadata=job_metadata(session, user))), bound)
-        if s.voice_dispatch_wait_s > 0 and not await _taken(lk, room, dispatch.id,
-                                                           s.voice_dispatch_wait_s, bound):
-            await asyncio.wait_for(lk.room.delete_room(api.DeleteRoomRequest(room=room)), bound)
+        lkr = _Requests(lk, room, s.voice_livekit_timeout_s)
+        dispatch_id = await lkr.dispatch(s.voice_agent_name, job_metadata(session, user))
+        if s.voice_dispatch_wait_s > 0 and not await lkr.taken(dispatch_id,
+                                                               s.voice_dispatch_wait_s):
+            await lkr.delete_room()
             raise NoVoiceAgent(room)
     return Call(url=s.livekit_url, room=room, token=room_token(s, room, user),
-                dispatch_id=dispatch.id)
+                dispatch_id=dispatch_id)
 
 
-async def _taken(lk: api.LiveKitAPI, room: str, dispatch_id: str, within: float,
-                 bound: float) -> bool:
-    """Whether a worker accepted the dispatch's job within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        for d in await asyncio.wait_for(lk.agent_dispatch.list_dispatch(room_name=room), bound):
-            if d.id == dispatch_id and any(j.state.worker_id for j in d.state.jobs):
+class _Requests:
+    """The LiveKit API requests of one call's start, each bounded by ``bound`` seconds."""
+
+    def __init__(self, lk: api.LiveKitAPI, room: str, bound: float) -> None:
+        self.lk, self.room, self.bound = lk, room, bound
+
+    async def dispatch(self, agent_name: str, metadata: str) -> str:
+        d = await asyncio.wait_for(self.lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=agent_name, room=self.room,
+                                           metadata=metadata)), self.bound)
+        return str(d.id)
+
+    async def delete_room(self) -> None:
+        await asyncio.wait_for(self.lk.room.delete_room(api.DeleteRoomRequest(room=self.room)),
+                               self.bound)
+
+    async def taken(self, dispatch_id: str, within: float) -> bool:
+        """Whether a worker accepted the dispatch's job within ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            listed = await asyncio.wait_for(
+                self.lk.agent_dispatch.list_dispatch(room_name=self.room), self.bound)
+            if any(d.id == dispatch_id and any(j.state.worker_id for j in d.state.jobs)
+                   for d in listed):
                 return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(DISPATCH_POLL_S)
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(DISPATCH_POLL_S)

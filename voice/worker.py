@@ -100,6 +100,15 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
         aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
 
 
+def _log_timings(item: Any) -> None:
+    """A turn's latency parts as livekit-agents measured them (ms), one log line a message."""
+    metrics = getattr(item, "metrics", None) or {}
+    parts = {k: round(v * 1000) for k, v in metrics.items()
+             if k.endswith(("_delay", "_ttft", "_ttfb", "_latency")) and isinstance(v, float)}
+    if parts:
+        log.info("%s turn timings (ms): %s", getattr(item, "role", "?"), parts)
+
+
 def _hang_up(bridge: VoiceBridge, p: rtc.RemoteParticipant) -> None:
     if p.identity == bridge.user:  # before the session tears its reply stream down
         bridge.hanging_up = True
@@ -150,6 +159,7 @@ async def entrypoint(ctx: JobContext) -> None:
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
     agent_session.on("user_input_transcribed", lambda ev: log.debug(
         "heard (final=%s): %r", ev.is_final, ev.transcript))
+    agent_session.on("conversation_item_added", lambda ev: _log_timings(ev.item))
     await agent_session.start(
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(participant_identity=user, text_input=False))
