@@ -91,7 +91,9 @@ def connections(s: dict[str, float], base: dict[str, float], edge: str) -> float
     n = s.get(f"edge_{edge}_conns", math.nan)
     if not math.isnan(n):
         return n
-    return s.get(f"edge_{edge}_fds", math.nan) - base.get(f"edge_{edge}_fds", math.nan)
+    # (a restarted process has fewer fds than the baseline until it takes connections)
+    d = s.get(f"edge_{edge}_fds", math.nan) - base.get(f"edge_{edge}_fds", math.nan)
+    return d if math.isnan(d) else max(0.0, d)
 
 
 def hist_pct(hist: dict[float, int], p: float) -> float:
@@ -153,6 +155,10 @@ def summarize(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
             "failures"]
         summary["turns_failed"] = int(last.get("turns_failed", 0))
         return summary
+    if meta["scenario"] in ("reconnect", "slow"):
+        from loadtest.locust.streamresults import summarize_stream
+
+        summarize_stream(out, meta, summary)
     summary["pong"] = _latency(stats, "pong")
     if not samples:
         return summary
@@ -251,6 +257,11 @@ def plot(out: Path, scenario: str) -> list[Path]:
         failed = [c["failed"] + c["dropped"] for c in counters]
         if max(failed) > 0:
             ax.plot(ct, failed, ":", color="red", label="failed handshakes + drops")
+    for key in ("t_steady", "t_kill", "t_slow", "t_settle"):
+        if meta.get("stream", {}).get(key):
+            ax.axvline(meta["stream"][key] - t0, color="black", ls=":", lw=1)
+            ax.annotate(key[2:], (meta["stream"][key] - t0, 1), fontsize=8, rotation=90,
+                        xycoords=("data", "axes fraction"), va="top", ha="right")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("open connections")
     ax.set_title(f"{scenario}: connections over time")
@@ -336,4 +347,8 @@ def plot(out: Path, scenario: str) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         save(fig, "turn_latency.png")
+    if scenario in ("reconnect", "slow"):
+        from loadtest.locust.streamresults import plot_stream
+
+        plot_stream(out, scenario, plt, save)
     return written

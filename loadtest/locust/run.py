@@ -34,6 +34,7 @@ from agentia.redis_server import RedisServer, free_port
 from agentia.supervise import stop_all
 from loadtest.bench_core import cpu_s, rss_kib, slab_kib
 from loadtest.locust import results
+from loadtest.locust.driver import Driver
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -224,20 +225,34 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "scenario": a.scenario, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "edges": a.edges, "command": " ".join(["python -m loadtest.locust.run", *sys.argv[1:]])}
-    if a.scenario == "storm":
+    target = 0
+    if a.scenario in ("storm", "reconnect", "slow"):
         batch = math.ceil(a.connections / math.ceil(a.connections / a.batch))
         target = math.ceil(a.connections / batch) * batch
         processes = a.locust_processes or max(1, math.ceil(target / 10_000))
         if target / processes > MAX_SOCKETS_PER_LOCUST_PROCESS:
             raise SystemExit(f"{target} connections over {processes} Locust processes is more "
                              f"than {MAX_SOCKETS_PER_LOCUST_PROCESS} each: add processes")
-        meta.update(target=target, batch=batch, open_rate=a.rate, hold_s=a.hold,
-                    locust_processes=processes, heartbeat_s=a.heartbeat)
+        meta.update(target=target, batch=batch, open_rate=a.rate, locust_processes=processes,
+                    heartbeat_s=a.heartbeat)
         extra = ["--ws-connections", str(a.connections), "--ws-batch", str(a.batch),
-                 "--ws-open-rate", str(a.rate), "--ws-hold", str(a.hold),
-                 "--ws-heartbeat", str(a.heartbeat), "--ws-inflight", str(a.inflight)]
-        timeout = 3 * target / a.rate + 30 + a.hold + 120
-    else:
+                 "--ws-open-rate", str(a.rate), "--ws-heartbeat", str(a.heartbeat),
+                 "--ws-inflight", str(a.inflight)]
+        timeout = 3 * target / a.rate + 30 + 120
+    if a.scenario == "storm":
+        meta["hold_s"] = a.hold
+        extra += ["--ws-hold", str(a.hold)]
+        timeout += a.hold
+    elif a.scenario in ("reconnect", "slow"):
+        a.session_prefix = f"{a.scenario}-{os.urandom(3).hex()}"
+        timeout += stream_seconds(a)
+        meta.update(stream_meta(a))
+        extra += ["--ws-control", str(out), "--ws-sessions", str(a.sessions),
+                  "--ws-session-prefix", a.session_prefix, "--ws-reconnect-jitter",
+                  str(a.jitter), "--ws-max-seconds", str(timeout),
+                  "--ws-slow-fraction", str(getattr(a, "slow_fraction", 0.0)),
+                  "--ws-slow-rcvbuf", str(getattr(a, "slow_rcvbuf", 4096))]
+    elif a.scenario == "chat":
         processes = a.locust_processes or 1
         meta.update(users=a.users, turn_rate=a.rate, seconds=a.seconds, turns=a.turns,
                     workers=a.workers, word_delay_s=a.word_delay, locust_processes=processes)
@@ -279,10 +294,21 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)
             t0 = meta["locust_started"] = round(time.time(), 3)
             (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            file = "storm.py" if a.scenario == "storm" else "chat.py"
-            meta["locust_exit_code"] = run_locust(out, file, f"ws://127.0.0.1:{port}",
-                                                  processes, extra, sampler, timeout)
+            driver = None
+            if a.scenario in ("reconnect", "slow"):
+                for old in [out / "phase", *out.glob("lineages-*.jsonl")]:
+                    old.unlink(missing_ok=True)
+                driver = Driver(a, out, target, processes, gw.pids, redis.url, metrics_dir,
+                                lambda pid: gauge(metrics_dir, pid))
+                driver.start()
+            meta["locust_exit_code"] = run_locust(out, f"{a.scenario}.py",
+                                                  f"ws://127.0.0.1:{port}", processes, extra,
+                                                  sampler, timeout)
             meta["locust_wall_s"] = round(time.time() - t0, 1)
+            if driver is not None:
+                driver.aborted.set()
+                driver.join(30)
+                meta["stream"] = driver.result
             time.sleep(1.0)
             sampler.stopping.set()
             sampler.join(5)
@@ -306,16 +332,62 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def stream_seconds(a: argparse.Namespace) -> float:
+    """The longest a stream scenario's phases after the ramp can take."""
+    middle = a.kill_after + a.after_kill if a.scenario == "reconnect" else (
+        a.before + a.slow_seconds)
+    return 2 + middle + a.settle + 60
+
+
+def stream_meta(a: argparse.Namespace) -> dict[str, Any]:
+    keys = ["sessions", "event_rate", "event_bytes", "jitter", "settle", "session_prefix"]
+    keys += (["kill_after", "after_kill", "kill_edge"] if a.scenario == "reconnect" else
+             ["slow_fraction", "slow_rcvbuf", "before", "slow_seconds", "netns_wmem"])
+    return {k: getattr(a, k) for k in keys}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="scenario", required=True)
     s = sub.add_parser("storm", help="open N connections, hold them, stop")
-    s.add_argument("--connections", type=int, default=20_000)
-    s.add_argument("--rate", type=float, default=1000.0, help="handshakes started per second")
     s.add_argument("--hold", type=float, default=60.0, help="seconds held after the ramp")
-    s.add_argument("--batch", type=int, default=500, help="connections per Locust User")
-    s.add_argument("--inflight", type=int, default=50, help="handshakes in flight per User")
+    r = sub.add_parser("reconnect", help="kill an edge process under load: every client "
+                       "resumes; lost and duplicated events counted against Redis")
+    r.add_argument("--kill-after", type=float, default=10.0,
+                   help="seconds of steady events before the kill")
+    r.add_argument("--after-kill", type=float, default=20.0,
+                   help="seconds of events after the kill (also the wait for reconnections)")
+    r.add_argument("--kill-edge", type=int, default=0, help="which edge process (index)")
+    w = sub.add_parser("slow", help="a fraction of the clients stop reading; the edge closes "
+                       "them 4000 SLOW, the others keep their latency")
+    w.add_argument("--slow-fraction", type=float, default=0.1)
+    w.add_argument("--slow-rcvbuf", type=int, default=4096,
+                   help="SO_RCVBUF of the slow clients' sockets, bytes")
+    w.add_argument("--before", type=float, default=15.0,
+                   help="seconds of events before the slow readers stop reading")
+    w.add_argument("--slow-seconds", type=float, default=30.0,
+                   help="seconds of events while they do not read")
+    w.add_argument("--netns-wmem", type=int, default=0, metavar="BYTES",
+                   help="run in a new network namespace whose TCP send buffers stop at BYTES "
+                        "(root; see in_netns)")
+    for q in (s, r, w):
+        q.add_argument("--connections", type=int, default=20_000 if q is s else 2000)
+        q.add_argument("--rate", type=float, default=1000.0,
+                       help="handshakes started per second")
+        q.add_argument("--batch", type=int, default=500, help="connections per Locust User")
+        q.add_argument("--inflight", type=int, default=50,
+                       help="handshakes in flight per User")
+    for q in (r, w):
+        q.add_argument("--sessions", type=int, default=200,
+                       help="sessions the connections share (one user each)")
+        q.add_argument("--event-rate", type=float, default=200.0,
+                       help="events appended per second, round-robin over the sessions")
+        q.add_argument("--event-bytes", type=int, default=200, help="padding per event")
+        q.add_argument("--jitter", type=float, default=1.0,
+                       help="a dropped client waits up to this many s before reconnecting")
+        q.add_argument("--settle", type=float, default=3.0,
+                       help="seconds between the last event and the report")
     c = sub.add_parser("chat", help="a steady rate of chat turns")
     c.add_argument("--users", type=int, default=50, help="connections sending turns")
     c.add_argument("--rate", type=float, default=10.0, help="turns per second in all")
@@ -323,7 +395,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--turns", type=int, default=0, help="stop after this many turns (0: no cap)")
     c.add_argument("--workers", type=int, default=1, help="agent worker processes")
     c.add_argument("--turn-timeout", type=float, default=30.0)
-    for q in (s, c):
+    for q in (s, c, r, w):
         q.add_argument("--edges", type=int, default=2, help="edge processes (SO_REUSEPORT)")
         q.add_argument("--locust-processes", type=int, default=0,
                        help="Locust worker processes (default: one per 10,000 connections)")
@@ -338,8 +410,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def in_netns(a: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command in a new network namespace (``unshare --net``, root only) whose
+    loopback caps TCP send buffers at ``--netns-wmem`` bytes (``net.ipv4.tcp_wmem`` is per
+    namespace): on the host's loopback an edge socket's send buffer autotunes up to
+    ``tcp_wmem``'s maximum (4 MiB here), so a client that stops reading is noticed only after
+    MiBs. The host's settings are untouched; everything the run starts lives and dies inside."""
+    script = (f'ip link set lo up && sysctl -qw net.ipv4.tcp_wmem="4096 16384 {a.netns_wmem}" '
+              '&& exec "$@"')
+    env = {**os.environ, "AGENTIA_LOAD_IN_NETNS": str(a.netns_wmem)}
+    cmd = ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-m",
+           "loadtest.locust.run", *argv]
+    try:
+        return subprocess.call(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise SystemExit(f"--netns-wmem needs unshare(1) and root: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    summary = scenario(parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    a = parser().parse_args(argv)
+    if getattr(a, "netns_wmem", 0) and not os.environ.get("AGENTIA_LOAD_IN_NETNS"):
+        raise SystemExit(in_netns(a, argv))
+    summary = scenario(a)
     print(json.dumps(summary, indent=2))
 
 

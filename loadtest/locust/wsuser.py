@@ -138,7 +138,7 @@ class WSConnection:
     non-blocking with :meth:`watch`, from an io watcher callback in the hub (HoldUser).
     """
 
-    __slots__ = ("buf", "frag", "frag_op", "ping_at", "sock", "watcher")
+    __slots__ = ("buf", "frag", "frag_op", "ping_at", "sock", "tag", "watcher")
 
     def __init__(self, sock: socket.socket, rest: bytes = b"") -> None:
         self.sock = sock
@@ -147,14 +147,20 @@ class WSConnection:
         self.frag_op = 0
         self.ping_at = 0.0
         self.watcher: Any = None
+        self.tag: Any = None  # what a User attaches (the stream scenarios: its lineage)
 
     @classmethod
     def open(cls, addr: tuple[str, int], source: str | None, path: str, token: str,
-             token_in: str, timeout: float) -> tuple[WSConnection, dict[str, Any], int]:
+             token_in: str, timeout: float, rcvbuf: int = 0
+             ) -> tuple[WSConnection, dict[str, Any], int]:
         """Connect, upgrade, and read the ``welcome`` frame: (connection, welcome, its size).
-        Raises WSError (or OSError, socket.timeout) on any failure; the socket is closed."""
+        ``rcvbuf`` > 0 sets a small receive buffer before connecting (a slow reader's kernel
+        buffer then fills after a few KiB instead of MiBs). Raises WSError (or OSError,
+        socket.timeout) on any failure; the socket is closed."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            if rcvbuf > 0:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             if source:
                 sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((source, 0))
