@@ -96,7 +96,8 @@ async def test_master_killed_mid_run_loses_no_acked_turn(own_cluster: RedisClust
         failover_s = time.monotonic() - t0
         after = own_cluster.master_ports()
         assert victim not in after and len(set(after) - set(before)) == 1, (before, after)
-        assert max(progress.values()) < TURNS, "the kill must land mid-run"
+        unfinished = sum(done < TURNS for done in progress.values())
+        assert unfinished >= SESSIONS // 2, "the kill must land mid-run"
         # WAIT 1 on a master left without a replica cannot be confirmed: its sessions get
         # retryable errors until the dead node is back (as a replica of the new master)
         own_cluster.restart(victim)
