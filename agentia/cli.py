@@ -78,6 +78,19 @@ def cmd_chat(a: argparse.Namespace) -> None:
     chat(a.url, a.user, a.session, a.message)
 
 
+def cmd_storm(a: argparse.Namespace) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("locust") is None:
+        print("agentia storm needs Locust: pip install -e '.[load]'", file=sys.stderr)
+        raise SystemExit(2)
+    from loadtest.locust.run import main as run
+
+    args = list(a.args)
+    scenarios = ("storm", "reconnect", "slow", "chat")
+    run(args if args and args[0] in scenarios else ["storm", *args])
+
+
 def cmd_capacity(a: argparse.Namespace) -> None:
     from agentia.capacity import run
 
@@ -124,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("voice", help="run a voice worker (LiveKit Agents, explicit dispatch)")
     v.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
     v.set_defaults(fn=cmd_voice)
+    st = sub.add_parser("storm", add_help=False,
+                        help="Locust load run on a private Redis and gateway: [storm|reconnect|"
+                             "slow|chat] and loadtest.locust.run's options (--help for them)")
+    st.add_argument("args", nargs=argparse.REMAINDER)
+    st.set_defaults(fn=cmd_storm)
     from agentia.capacity import add_arguments as capacity_arguments
 
     k = sub.add_parser("capacity", help="machines and cost for N users, from recorded benchmarks")
