@@ -151,6 +151,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["storm"]:  # every option, --help too, belongs to the load runner
+        cmd_storm(argparse.Namespace(args=argv[1:]))
+        return
     args = parser().parse_args(argv)
     try:
         args.fn(args)

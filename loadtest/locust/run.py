@@ -336,7 +336,7 @@ def stream_seconds(a: argparse.Namespace) -> float:
     """The longest a stream scenario's phases after the ramp can take."""
     middle = a.kill_after + a.after_kill if a.scenario == "reconnect" else (
         a.before + a.slow_seconds)
-    return 2 + middle + a.settle + 60
+    return float(2 + middle + a.settle + 60)
 
 
 def stream_meta(a: argparse.Namespace) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def session_logs(redis_url: str, prefix: str, sids: set[str]
                  ) -> dict[str, dict[int, int]]:
     """Each session's log as {offset: CRC-32 of the frame a client gets for it}."""
     keys = Keys(prefix)
-    r = redis.Redis.from_url(redis_url)
+    r: Any = redis.Redis.from_url(redis_url)  # bytes replies (redis-py types them loosely)
     logs: dict[str, dict[int, int]] = {}
     try:
         for sid in sids:
@@ -178,7 +178,8 @@ def session_logs(redis_url: str, prefix: str, sids: set[str]
 def verdict(lineages: list[dict[str, Any]], logs: dict[str, dict[int, int]]) -> dict[str, Any]:
     """Compare every reading lineage's offsets with its session's log (slow lineages, which
     stop reading on purpose, are left out and summed up separately)."""
-    v = dict.fromkeys(("lineages", "affected", "expected_events", "received_events", "lost",
+    v: dict[str, Any] = dict.fromkeys((
+                       "lineages", "affected", "expected_events", "received_events", "lost",
                        "lineages_with_loss", "duplicated", "redelivered_in_resume_window",
                        "out_of_order", "mismatched", "phantom", "unrecovered", "resumed",
                        "not_connected_at_end", "gave_up", "log_trimmed"), 0)
