@@ -73,15 +73,27 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
         sem = asyncio.Semaphore(100)
         conns: list[Any] = []
 
+        async def pinger() -> None:
+            while True:
+                await asyncio.sleep(20)
+                for ws in list(conns):
+                    try:
+                        await ws.send('{"type":"ping"}')
+                    except websockets.ConnectionClosed:
+                        closed[0] += 1
+
         async def one(i: int, sid: str) -> None:
             async with sem:
                 conns.append(await _connect(port, sources[i % len(sources)], sid, token))
 
-        await asyncio.gather(*(one(i, s) for i, s in enumerate(sessions)))
-        q.put(("open", len(conns)))
         lat: list[float] = []
         got = [0]
         closed = [0]
+        # heartbeats run from the first connection on: a ramp of many thousands may take
+        # longer than the edge's idle timeout
+        beat = asyncio.create_task(pinger())
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(sessions)))
+        q.put(("open", len(conns)))
 
         async def reader(ws: Any) -> None:
             try:
@@ -95,21 +107,13 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
             except websockets.ConnectionClosed:
                 closed[0] += 1
 
-        async def pinger() -> None:
-            while True:
-                await asyncio.sleep(20)
-                for ws in conns:
-                    try:
-                        await ws.send('{"type":"ping"}')
-                    except websockets.ConnectionClosed:
-                        closed[0] += 1
-
         tasks = [asyncio.create_task(reader(ws)) for ws in conns] if read else []
-        tasks.append(asyncio.create_task(pinger()))
+        tasks.append(beat)
         await asyncio.sleep(hold_s)
         for t in tasks:
             t.cancel()
-        q.put(("done", got[0], lat, closed[0]))
+        gone = sum(1 for ws in conns if ws.close_code is not None)
+        q.put(("done", got[0], lat, max(gone, closed[0])))
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
     asyncio.run(main())
