@@ -39,7 +39,10 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from loadtest.bench_core import cpu_s, pct, rss_kib
 from loadtest.peer import clientproc, servers
@@ -219,9 +222,11 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
                                 else servers.feed_centrifugo)
     before = clients.snap()
     meter.lap()
-    t0 = time.perf_counter()
-    published = asyncio.run(feed(run, n, args.rate, args.seconds, args.batch))
+    t0, feeder0 = time.perf_counter(), time.process_time()
+    lanes = {"lanes": args.lanes} if run.kind.startswith("centrifugo") else {}
+    published = asyncio.run(feed(run, n, args.rate, args.seconds, args.batch, **lanes))
     feed_wall = time.perf_counter() - t0
+    feeder_cpu = time.process_time() - feeder0
     got, last_change, prev = 0, time.monotonic(), -1
     while time.monotonic() - last_change < 2.0 and got < published:
         time.sleep(0.25)  # wait for the tail: until all arrived or nothing moves for 2 s
@@ -240,7 +245,8 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
             "frames_per_core_s": {k: round(frames / v) if v > 0 else None
                                   for k, v in cpu.items()},
             "frames_per_core_s_all": round(frames / sum(cpu.values())),
-            "dropped_after_fanout": after["dropped"]}
+            "dropped_after_fanout": after["dropped"],
+            "feeder_cpu_s_per_1000": round(feeder_cpu / max(published, 1) * 1000, 4)}
 
 
 def _per(cpu: dict[str, float], count: int, unit: int) -> dict[str, float]:
@@ -318,7 +324,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
-    binary = None
+    binary, skipped = None, []
     if any(k.startswith("centrifugo") for k in kinds):
         binary = servers.find_centrifugo(args.centrifugo)
         if binary is None and args.build:
@@ -329,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         if binary is None:
             print("SKIP centrifugo: no binary (build it with `go install "
                   f"{servers.CENTRIFUGO_MODULE}`, or pass --centrifugo PATH)", flush=True)
+            skipped = [k for k in kinds if k.startswith("centrifugo")]
             kinds = [k for k in kinds if not k.startswith("centrifugo")]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for rep in range(args.repeat):
@@ -344,11 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {k: median_of(v) for k, v in runs.items() if v}
     rat = ratios(results)
     print(format_ratios(rat))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"servers": results, "ratios": rat,
+                                                  "skipped": skipped}))
     if args.record:
         figures = {"servers": results, "ratios": rat, "runs": runs,
                    "params": {k: getattr(args, k) for k in (
                        "connections", "clients", "inflight", "hold", "heartbeat", "rate",
-                       "seconds", "batch", "repeat", "gomaxprocs")},
+                       "seconds", "batch", "lanes", "repeat", "gomaxprocs")},
                    "centrifugo": {"module": servers.CENTRIFUGO_MODULE, "binary": binary}}
         path = record(args.record_as, figures, notes=args.notes)
         print(f"recorded {path}")
@@ -371,7 +381,8 @@ def format_one(kind: str, f: dict[str, Any]) -> str:
         lines.append(f"  fan-out: published {f['published']} ({f['published_per_s']}/s), "
                      f"delivered {f['delivered']} ({f['delivered_per_s']}/s); CPU-s per 1000 "
                      f"frames {f['cpu_s_per_1000_frames']}; frames per core-second "
-                     f"{f['frames_per_core_s']} (all {f['frames_per_core_s_all']})")
+                     f"{f['frames_per_core_s']} (all {f['frames_per_core_s_all']}); feeder CPU-s "
+                     f"per 1000 {f['feeder_cpu_s_per_1000']}")
     return "\n".join(lines)
 
 
@@ -400,6 +411,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=10.0, help="fan-out: seconds (0: skip)")
     ap.add_argument("--batch", type=int, default=200,
                     help="fan-out: events per Redis pipeline / channels per broadcast call")
+    ap.add_argument("--lanes", type=int, default=4,
+                    help="fan-out: Centrifugo broadcast calls in flight at once")
     ap.add_argument("--repeat", type=int, default=1, help="run every server this many times")
     ap.add_argument("--gomaxprocs", type=int, default=1,
                     help="Centrifugo's GOMAXPROCS (0: Go's default, every core)")
@@ -409,6 +422,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--record", action="store_true", help="write loadtest/results/<name>.json")
     ap.add_argument("--record-as", default="peer-centrifugo")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     if args.connections / args.clients > 15_000:
         ap.error("more than 15,000 connections per client process: raise --clients")

@@ -1,0 +1,60 @@
+"""Smoke run of the peer benchmark (``loadtest/bench_peer.py``): a small storm, hold and
+fan-out against a real Agentia edge (picows) on a real Redis, and against a real Centrifugo
+when its binary is there (it is never built here: ``go install`` takes minutes). Judged from
+the benchmark's own JSON: every connection opened, kept alive, and every event delivered."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.peer.servers import find_centrifugo
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def run(tmp_path: Path, servers: str) -> dict[str, Any]:
+    out = tmp_path / "peer.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_peer", "--servers", servers,
+         "--connections", "200", "--clients", "2", "--hold", "3", "--heartbeat", "1",
+         "--rate", "2000", "--seconds", "1", "--batch", "50", "--no-build", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def check(fig: dict[str, Any]) -> None:
+    assert fig["connections"] == 200 and fig["failed"] == 0, fig["errors"]
+    assert fig["dropped_in_hold"] == 0 and fig["dropped_after_fanout"] == 0
+    assert fig["keepalives"] >= 200, fig  # every connection kept alive at least once
+    assert fig["published"] >= 1000
+    assert fig["delivered"] == fig["published"], fig
+    assert fig["cpu_s_per_1000_frames"]["server"] > 0
+    assert fig["rss_kib_per_conn"]["server"] > 0
+
+
+def test_agentia_edge(tmp_path: Path) -> None:
+    res = run(tmp_path, "agentia-picows")
+    fig = res["servers"]["agentia-picows"]
+    check(fig)
+    assert fig["cpu_s_per_1000_handshakes"]["redis"] >= 0  # redis measured beside the edge
+
+
+@pytest.mark.skipif(find_centrifugo() is None,
+                    reason="no centrifugo binary (go install "
+                           "github.com/centrifugal/centrifugo/v6@v6.9.1)")
+def test_centrifugo_beside_agentia(tmp_path: Path) -> None:
+    res = run(tmp_path, "agentia-picows,centrifugo")
+    check(res["servers"]["centrifugo"])
+    assert res["servers"]["centrifugo"]["go_runtime_per_conn"]["goroutines"] > 0
+    ratio = res["ratios"]["agentia-picows/centrifugo"]
+    assert ratio["rss_per_conn_edge"] is not None and ratio["rss_per_conn_edge"] > 0
