@@ -69,7 +69,7 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
     """One client process: open a connection per entry of ``sessions``; read and time every
     event when ``read``, else only ping every 20 s. Reports ("open", n) then ("done", ...)."""
     async def main() -> None:
-        token = mint(DEV_SECRET, f"fanout-{os.getpid()}", 7200)
+        token = mint(DEV_SECRET, "fanout", 7200)  # one owner: sessions span processes
         sem = asyncio.Semaphore(100)
         conns: list[Any] = []
 
