@@ -70,8 +70,9 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
     event when ``read``, else only ping every 20 s. Reports ("open", n) then ("done", ...)."""
     async def main() -> None:
         token = mint(DEV_SECRET, "fanout", 7200)  # one owner: sessions span processes
-        sem = asyncio.Semaphore(100)
+        sem = asyncio.Semaphore(50)
         conns: list[Any] = []
+        retries, failed = [0], [0]
 
         async def pinger() -> None:
             while True:
@@ -84,7 +85,16 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
 
         async def one(i: int, sid: str) -> None:
             async with sem:
-                conns.append(await _connect(port, sources[i % len(sources)], sid, token))
+                for attempt in range(5):  # as a real client would, with backoff
+                    try:
+                        conns.append(await _connect(port, sources[i % len(sources)], sid,
+                                                    token))
+                        return
+                    except (OSError, EOFError, websockets.InvalidHandshake,
+                            websockets.ConnectionClosed, TimeoutError):
+                        retries[0] += 1
+                        await asyncio.sleep(0.5 * 2 ** attempt)
+                failed[0] += 1
 
         lat: list[float] = []
         got = [0]
@@ -93,7 +103,7 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
         # longer than the edge's idle timeout
         beat = asyncio.create_task(pinger())
         await asyncio.gather(*(one(i, s) for i, s in enumerate(sessions)))
-        q.put(("open", len(conns)))
+        q.put(("open", len(conns), retries[0], failed[0]))
 
         async def reader(ws: Any) -> None:
             try:
@@ -176,7 +186,8 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
                 procs.append(mp.Process(target=_client, args=(port, sids, sources, read, hold,
                                                               q)))
                 procs[-1].start()
-            opened = sum(_get(q, procs, 900)[1] for _ in procs)
+            opens = [_get(q, procs, 900) for _ in procs]
+            opened = sum(o[1] for o in opens)
             ramp_s = time.perf_counter() - t0
             time.sleep(3)
             rss1 = sum(rss_kib(p) for p in edge_pids)
@@ -196,6 +207,8 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
             return {
                 "transport": transport, "edges": edges, "connections": opened,
                 "idle": idle, "receivers": receivers, "sessions": sessions,
+                "connect_retries": sum(o[2] for o in opens),
+                "connect_failed": sum(o[3] for o in opens),
                 "ramp_s": round(ramp_s, 1), "edge_rss_kib_per_conn": round(
                     (rss1 - rss0) / max(opened, 1), 2),
                 "events_published": published, "frames_expected": expected,
