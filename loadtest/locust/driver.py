@@ -26,6 +26,8 @@ from loadtest.locust.streams import (
     wait_for,
 )
 
+EDGE_CLOSE_S = 11.0
+
 
 class Driver(threading.Thread):
     def __init__(self, a: argparse.Namespace, out: Path, target: int, processes: int,
@@ -52,6 +54,8 @@ class Driver(threading.Thread):
         except Exception as exc:  # the run must still end; the summary says what broke
             self.result["driver_error"] = repr(exc)
         finally:
+            if self.aborted.is_set():
+                self.result["locust_ended_first"] = True
             self.result["t_stop"] = set_phase(self.out, "stop")
 
     def _run(self) -> None:
@@ -80,6 +84,13 @@ class Driver(threading.Thread):
         self._sleep(a.settle)
         r["slow_closes_edge"] = edge_counter(self.metrics_dir, "agentia_closes",
                                              {"reason": "slow"})
+        if a.scenario == "slow":
+            # a connection closed as SLOW keeps its socket up to EDGE_CLOSE_S more (its
+            # writer, then its close frame, each get 5 s before the edge aborts it): wait
+            # until the edges' gauges have let go of them, so clients see how they ended
+            left = self.target - r["slow_closes_edge"]
+            self._wait(lambda: sum(self.conns_of(p) for p in self.edge_pids) <= left,
+                       EDGE_CLOSE_S)
         r["t_report"] = set_phase(self.out, "report")
         self._wait(lambda: len(list(self.out.glob("lineages-*.jsonl"))) >= self.processes, 60)
         lineages = read_lineages(self.out)

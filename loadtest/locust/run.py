@@ -405,6 +405,8 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--out", help="output directory (default test-output/locust/...)")
         q.add_argument("--env", action="append", default=[], metavar="AGENTIA_X=V",
                        help="environment of the gateway and workers (repeatable)")
+        q.add_argument("--record", metavar="NAME",
+                       help="also write loadtest/results/NAME.json (loadtest.record)")
         q.add_argument("--locust-args", default="",
                        help="more Locust arguments, e.g. \"--ws-token-in query\"")
     return p
@@ -433,7 +435,19 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(a, "netns_wmem", 0) and not os.environ.get("AGENTIA_LOAD_IN_NETNS"):
         raise SystemExit(in_netns(a, argv))
     summary = scenario(a)
+    if a.record:
+        log(f"recorded in {record_summary(a.record, summary)}")
     print(json.dumps(summary, indent=2))
+
+
+def record_summary(name: str, summary: dict[str, Any]) -> Path:
+    """``loadtest/results/<name>.json`` (loadtest.record) from a run's summary."""
+    from loadtest.record import record
+
+    figures = {k: v for k, v in summary.items() if k not in ("out", "plots", "command")}
+    return record(name, figures, command=summary.get("command"),
+                  notes="Locust suite (docs/benchmarks-locust.md); shared 2-core machine, the "
+                        "load generator on the same cores")
 
 
 if __name__ == "__main__":

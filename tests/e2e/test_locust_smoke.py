@@ -135,7 +135,7 @@ def test_slow_readers_closed_4000_and_the_others_lose_nothing(tmp_path: Path) ->
     summary = run("slow", out, "--connections", "200", "--batch", "100", "--rate", "400",
                   "--edges", "2", "--locust-processes", "1", "--sessions", "10",
                   "--event-rate", "100", "--event-bytes", "4000", "--before", "2",
-                  "--slow-seconds", "12", "--settle", "2", "--slow-fraction", "0.1",
+                  "--slow-seconds", "10", "--settle", "2", "--slow-fraction", "0.1",
                   "--netns-wmem", "65536", "--env", "AGENTIA_SEND_QUEUE=16", timeout=90)
     st = summary["stream"]
     assert "driver_error" not in st, st
