@@ -19,7 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
     AskError,
     ClusterError,
@@ -114,10 +114,14 @@ def connect(url: str, max_connections: int = 64) -> RedisClient:
 
 def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
     """A Cluster client: ``max_connections`` per node (beyond it a command fails at once with
-    a retryable error: redis-py's Cluster pool does not queue); a command that meets a dead
-    node or a slot mid-failover re-reads the topology and is retried twice, then reports
-    the outage. Partial coverage is allowed, so the slots of healthy masters keep working
-    while one master is replaced."""
+    a retryable error: redis-py's Cluster pool does not queue). A command that meets a dead
+    node or a slot mid-failover fails at once and the next one re-reads the topology (MOVED
+    and ASK are still followed): no retries here, because redis-py retries a failed
+    *pipeline* by closing every connection of the client, under the feet of other tasks
+    (seen as ``AttributeError: 'NoneType' object has no attribute 'writelines'``). The
+    callers retry instead: clients resend on ``unavailable``, workers retry the session.
+    Partial coverage is allowed, so the slots of healthy masters keep working while one
+    master is replaced."""
     parts = urlsplit(url)
     auth, _, hosts = parts.netloc.rpartition("@")
     user, _, password = auth.partition(":")
@@ -132,7 +136,7 @@ def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
         password=unquote(password) or None, ssl=CLUSTER_SCHEMES[parts.scheme],
         max_connections=max_connections, require_full_coverage=False,
         socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
+        retry=Retry(NoBackoff(), 0))
 
 
 def _stale_map(exc: ResponseError) -> bool:
