@@ -46,7 +46,11 @@ class VoiceSettings(Common):
     voice_tts_timeout_s: float = 5.0
     """One sentence's synthesis longer than this fails (the caller is told)."""
     voice_min_silence_s: float = 0.35
-    """Silence (Silero VAD) that ends an utterance."""
+    """Silence (Silero VAD) that ends the caller's turn."""
+    voice_stt_min_silence_s: float = 0.2
+    """Silence after which the recogniser transcribes what it heard so far. Shorter than the
+    turn's: the transcription (~0.3 s with Whisper) runs while the turn's end is still being
+    confirmed; a longer pause inside a sentence gives two transcripts that make one turn."""
     voice_endpoint_delay_s: float = 0.2
     """Extra wait after the end of an utterance before the turn is sent to the agent."""
     voice_aec_warmup_s: float = 3.0
@@ -72,6 +76,9 @@ class VoiceSettings(Common):
         if self.voice_idle_processes < 0 or self.voice_load_threshold <= 0:
             raise SettingsError("AGENTIA_VOICE_IDLE_PROCESSES >= 0 and "
                                 "AGENTIA_VOICE_LOAD_THRESHOLD > 0 are required")
+        if not 0.1 <= self.voice_stt_min_silence_s <= self.voice_min_silence_s:
+            raise SettingsError("AGENTIA_VOICE_STT_MIN_SILENCE_S must be in "
+                                "[0.1, AGENTIA_VOICE_MIN_SILENCE_S]")
         if not 0.1 <= self.voice_min_silence_s <= 5 or not 0 <= self.voice_endpoint_delay_s <= 5:
             raise SettingsError("AGENTIA_VOICE_MIN_SILENCE_S must be in [0.1, 5] and "
                                 "AGENTIA_VOICE_ENDPOINT_DELAY_S in [0, 5]")

@@ -79,6 +79,7 @@ def prewarm(proc: JobProcess) -> None:
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
+    proc.userdata["stt_vad"] = silero.VAD.load(min_silence_duration=s.voice_stt_min_silence_s)
     proc.userdata["stt"] = recogniser(s)
 
 
@@ -87,7 +88,8 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     vad = proc.userdata["vad"]
     delay = s.voice_endpoint_delay_s
     return AgentSession(
-        vad=vad, stt=streaming_stt(proc.userdata["stt"], vad), llm=BusLLM(bridge),
+        vad=vad, stt=streaming_stt(proc.userdata["stt"], proc.userdata["stt_vad"]),
+        llm=BusLLM(bridge),
         tts=EspeakTTS(s.voice_espeak, s.voice_espeak_wpm, timeout_s=s.voice_tts_timeout_s),
         turn_handling={
             "turn_detection": "vad",
@@ -125,10 +127,11 @@ async def _guard(ctx: JobContext, reporter: CallReporter) -> None:
         reporter.bridge.hanging_up = True
         if not reporter.ended:
             log.error("voice worker lost: ending the call of %s", reporter.bridge.session)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reporter.end(reason="worker_lost"), LOST_WORKER_S)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ctx.room.disconnect(), LOST_WORKER_S)
+            for last_step in (reporter.end(reason="worker_lost"), ctx.room.disconnect()):
+                try:
+                    await asyncio.wait_for(last_step, LOST_WORKER_S)
+                except Exception as exc:  # the process is going: note it, do the next step
+                    log.warning("while ending a lost call: %r", exc)
         raise
 
 
