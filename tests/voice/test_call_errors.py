@@ -111,7 +111,7 @@ async def test_synthesis_failure_is_shown_and_logged_and_the_turn_answered(
         assert logged["code"] == "tts_failed"
         shown = await message(c.caller, "error", 10)
         assert shown["code"] == "tts_failed"
-        assert c.caller.loud_between(spoken, c.caller.last_loud() + 1) == 0
+        assert c.caller.last_loud() < spoken  # nothing was heard after the caller spoke
 
 
 async def test_a_killed_voice_worker_leaves_the_room_and_the_turn_is_answered(
