@@ -10,6 +10,7 @@ from livekit import rtc
 from livekit.agents import APIError
 
 from agentia.settings import SettingsError
+from voice import worker
 from voice.settings import VoiceSettings
 from voice.speech import (
     ESPEAK_RATE,
@@ -148,3 +149,11 @@ def test_other_model_files_are_refused_unless_pinned(tmp_path: Path) -> None:
     s = VoiceSettings(voice_stt_model_dir=str(tmp_path), voice_stt_model_sha256="none")
     s.validate()
     assert model_pin(s) == (tmp_path, "")
+
+
+def test_the_recogniser_is_chosen_by_setting() -> None:
+    assert isinstance(worker.recogniser(VoiceSettings(voice_stt="pocketsphinx")), PocketsphinxSTT)
+    with pytest.raises(SettingsError, match="AGENTIA_VOICE_STT"):
+        VoiceSettings(voice_stt="cloud").validate()
+    with pytest.raises(SettingsError, match="AGENTIA_VOICE_STT_MIN_SILENCE_S"):
+        VoiceSettings(voice_stt_min_silence_s=0.5, voice_min_silence_s=0.35).validate()
