@@ -353,7 +353,8 @@ class StreamUser(HoldUser):
             fire(self.environment, "drop", lin.t_drop, exc=exc, ms=0)
             if lin.resuming:  # dropped before its resume was answered
                 fire(self.environment, "resume", lin.t_attempt, exc=exc)
-            if not lin.slow and Phase.now not in ("report", "stop"):
+            stopped_reading = lin.slow and Phase.now not in ("ramp", "steady")
+            if not stopped_reading and Phase.now not in ("report", "stop"):
                 self.reconnecting.spawn(self._reconnect, lin)
         if conn.watcher is not None:
             conn.watcher.stop()
