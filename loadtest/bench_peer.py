@@ -186,7 +186,7 @@ def _phases(run: Running, args: argparse.Namespace, meter: Meter, rss0: dict[str
         "rss_kib_per_conn_after_storm": _rss_per(rss_open, rss0, n),
     }
     fig.update(_hold(run, args, meter, rss0, clients, n))
-    fig.update(_fanout(run, args, meter, clients, n))
+    fig.update(_fanout(run, args, meter, clients, n, fig["hold_cpu_pct"]))
     fig["extra"] = {k: v for k, v in run.extra.items() if k in ("gomaxprocs", "node")}
     return fig
 
@@ -215,7 +215,9 @@ def _hold(run: Running, args: argparse.Namespace, meter: Meter, rss0: dict[str, 
 
 
 def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clients,
-            n: int) -> dict[str, Any]:
+            n: int, idle_pct: dict[str, float]) -> dict[str, Any]:
+    """``..._net``: less what each process burned idle during the hold (keepalives, timers)
+    for as long as the fan-out lasted: the marginal cost of a frame."""
     if args.seconds <= 0:
         return {}
     feed: Callable[..., Any] = (servers.feed_agentia if run.kind.startswith("agentia")
@@ -238,6 +240,7 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
     after = clients.snap()
     got = after["events"] - before["events"]
     frames = max(got, 1)
+    net = {k: v - idle_pct.get(k, 0.0) / 100 * wall for k, v in cpu.items()}
     return {"offered_per_s": args.rate, "published": published,
             "published_per_s": round(published / feed_wall), "delivered": got,
             "delivered_per_s": round(got / wall), "fanout_wall_s": round(wall, 2),
@@ -245,6 +248,9 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
             "frames_per_core_s": {k: round(frames / v) if v > 0 else None
                                   for k, v in cpu.items()},
             "frames_per_core_s_all": round(frames / sum(cpu.values())),
+            "cpu_s_per_1000_frames_net": _per(net, frames, 1000),
+            "frames_per_core_s_net": {k: round(frames / v) if v > 0 else None
+                                      for k, v in net.items()},
             "dropped_after_fanout": after["dropped"],
             "feeder_cpu_s_per_1000": round(feeder_cpu / max(published, 1) * 1000, 4)}
 
@@ -301,6 +307,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | No
                                                   rc["frames_per_core_s"]["server"]),
                     "frames_per_core_s_edge_plus_redis": div(ra["frames_per_core_s_all"],
                                                              rc["frames_per_core_s_all"]),
+                    "frames_per_core_s_edge_net": div(ra["frames_per_core_s_net"]["server"],
+                                                      rc["frames_per_core_s_net"]["server"]),
                 })
     return out
 
@@ -381,7 +389,8 @@ def format_one(kind: str, f: dict[str, Any]) -> str:
         lines.append(f"  fan-out: published {f['published']} ({f['published_per_s']}/s), "
                      f"delivered {f['delivered']} ({f['delivered_per_s']}/s); CPU-s per 1000 "
                      f"frames {f['cpu_s_per_1000_frames']}; frames per core-second "
-                     f"{f['frames_per_core_s']} (all {f['frames_per_core_s_all']}); feeder CPU-s "
+                     f"{f['frames_per_core_s']} (all {f['frames_per_core_s_all']}; net of idle "
+                     f"{f['frames_per_core_s_net']}); feeder CPU-s "
                      f"per 1000 {f['feeder_cpu_s_per_1000']}")
     return "\n".join(lines)
 
