@@ -314,6 +314,7 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
     unanswered: set[str] = set()
     answered: set[str] = set()
     misheard: dict[str, str] = {}
+    t0, idle0, load0 = time.monotonic(), idle_jiffies(), os.getloadavg()[0]
     for _ in range(calls):
         if time.monotonic() > deadline:
             break
@@ -341,10 +342,14 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
     # takes for speech would count as a failed call at every level)
     if answered:
         b.speech = [sp for sp in b.speech if sp[0] not in unanswered - answered]
+    idle1 = idle_jiffies()
+    busy = 1 - (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
     return {"calls": calls, **summary(lat), "failed": len(failed), "errors": failed[:8],
             "unanswered_phrases": sorted(unanswered - answered),
             "transcripts_right": f"{right}/{turns}", "misheard": misheard,
-            "join_to_listening_p50_s": round(pct(joins, 50), 2) if joins else None}
+            "join_to_listening_p50_s": round(pct(joins, 50), 2) if joins else None,
+            "window_s": round(time.monotonic() - t0, 1), "machine_busy_pct": round(100 * busy, 1),
+            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
@@ -485,7 +490,8 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
     return {
         "stt": out["stt_alone"]["stt"], "stt_ms_per_utterance": out["stt_alone"],
         "end_of_speech_to_first_audio_ms": {
-            "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms")},
+            "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms",
+                                                   "machine_busy_pct", "loadavg_1m")},
             "concurrent": levels},
         "transcripts_right_sequential": lat.get("transcripts_right"),
         "misheard": lat.get("misheard"), "p95_limit_ms": p95_limit,
