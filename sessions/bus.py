@@ -145,12 +145,28 @@ def _stale_map(exc: ResponseError) -> bool:
         "WAIT cannot be used with replica" in str(exc))
 
 
+def is_down(exc: BaseException) -> bool:
+    """A Redis outage, including redis-py 8.1's Cluster race: after an error on a node it
+    disconnects that node's idle connections while another task may be taking one of them,
+    which then fails with AttributeError ('NoneType' ... 'writelines') inside redis-py."""
+    if isinstance(exc, REDIS_DOWN):
+        return True
+    if not isinstance(exc, AttributeError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return "/redis/asyncio/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
 def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn a Redis outage into BusUnavailable."""
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
-        except REDIS_DOWN as exc:
+        except (*REDIS_DOWN, AttributeError) as exc:
+            if not is_down(exc):
+                raise
             raise BusUnavailable() from exc
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

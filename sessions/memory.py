@@ -17,7 +17,7 @@ from agents.memory.session_settings import SessionSettings
 from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
-from sessions.bus import REDIS_DOWN, LockLost
+from sessions.bus import REDIS_DOWN, LockLost, is_down
 
 
 class RedisMemory:
@@ -70,7 +70,9 @@ class RedisMemory:
     async def _call(self, op: Awaitable[Any]) -> Any:
         try:
             return await op
-        except REDIS_DOWN as exc:
+        except (*REDIS_DOWN, AttributeError) as exc:
+            if not is_down(exc):
+                raise
             self.outage = True
             raise BusUnavailable() from exc
 

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import Agent, ModelProvider
-from redis.exceptions import RedisError
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import keys as K
-from sessions.bus import REDIS_DOWN, Bus, LockLost, Turn
+from sessions.bus import Bus, LockLost, Turn, is_down
 from sessions.memory import RedisMemory
 from sessions.runtime import Delta, stream_turn
 
@@ -266,7 +265,7 @@ class Worker:
                     await self._handle_once(stream, rid, sid, reclaimed)
                     self.outages.discard(sid)
                     return
-                except (BusUnavailable, *REDIS_DOWN):
+                except Exception:  # only outages get here (_handle_once handles the rest)
                     M.REDIS_ERRORS.labels("worker").inc()
                     self.outages.add(sid)
                     if retry >= OUTAGE_RETRIES or self.stopping.is_set():
@@ -293,9 +292,9 @@ class Worker:
         except asyncio.CancelledError:
             await self._hand_off(stream, rid, sid)
             raise
-        except (BusUnavailable, *REDIS_DOWN):
-            raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, BusUnavailable) or is_down(exc):
+                raise
             log.exception("session %s failed; its entry stays pending", sid)
 
     async def _try_session(self, stream: str, rid: bytes, sid: str) -> bool:
@@ -341,7 +340,7 @@ class Worker:
                         run.task.cancel()
                     return
                 await self.bus.redis.xclaim(stream, K.GROUP, self.name, 0, [rid], justid=True)
-            except (BusUnavailable, RedisError, *REDIS_DOWN) as exc:
+            except Exception as exc:  # an outage (or redis-py's race): try again next time
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
     async def _run_session(self, sid: str) -> None:
