@@ -1,13 +1,16 @@
 """Drives a stream scenario (reconnect, slow) from the runner while Locust runs: waits for the
 ramp, starts the publisher, kills an edge process or turns the slow readers on, stops the
 publisher, has every Locust process report its lineages, and judges them against Redis before
-the run ends. Every wait has a deadline; the phase file ends at ``stop`` whatever happens."""
+the run ends. Every wait has a deadline; the phase file ends at ``stop`` whatever happens.
+Also the stream scenarios' option helpers and the network namespace they may run in."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +29,7 @@ from loadtest.locust.streams import (
     wait_for,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 EDGE_CLOSE_S = 11.0
 
 
@@ -127,3 +131,34 @@ class Driver(threading.Thread):
         self._sleep(a.before)
         r["t_slow"] = set_phase(self.out, "slow")
         self._sleep(a.slow_seconds)
+
+
+def stream_seconds(a: argparse.Namespace) -> float:
+    """The longest a stream scenario's phases after the ramp can take."""
+    middle = a.kill_after + a.after_kill if a.scenario == "reconnect" else (
+        a.before + a.slow_seconds)
+    return float(2 + middle + a.settle + 60)
+
+
+def stream_meta(a: argparse.Namespace) -> dict[str, Any]:
+    keys = ["sessions", "event_rate", "event_bytes", "jitter", "settle", "session_prefix"]
+    keys += (["kill_after", "after_kill", "kill_edge"] if a.scenario == "reconnect" else
+             ["slow_fraction", "slow_rcvbuf", "before", "slow_seconds", "netns_wmem"])
+    return {k: getattr(a, k) for k in keys}
+
+
+def in_netns(a: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command in a new network namespace (``unshare --net``, root only) whose
+    loopback caps TCP send buffers at ``--netns-wmem`` bytes (``net.ipv4.tcp_wmem`` is per
+    namespace): on the host's loopback an edge socket's send buffer autotunes up to
+    ``tcp_wmem``'s maximum (4 MiB here), so a client that stops reading is noticed only after
+    MiBs. The host's settings are untouched; everything the run starts lives and dies inside."""
+    script = (f'ip link set lo up && sysctl -qw net.ipv4.tcp_wmem="4096 16384 {a.netns_wmem}" '
+              '&& exec "$@"')
+    env = {**os.environ, "AGENTIA_LOAD_IN_NETNS": str(a.netns_wmem)}
+    cmd = ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-m",
+           "loadtest.locust.run", *argv]
+    try:
+        return subprocess.call(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise SystemExit(f"--netns-wmem needs unshare(1) and root: {exc}") from None

@@ -34,7 +34,7 @@ from agentia.redis_server import RedisServer, free_port
 from agentia.supervise import stop_all
 from loadtest.bench_core import cpu_s, rss_kib, slab_kib
 from loadtest.locust import results
-from loadtest.locust.driver import Driver
+from loadtest.locust.driver import Driver, in_netns, stream_meta, stream_seconds
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -332,20 +332,6 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def stream_seconds(a: argparse.Namespace) -> float:
-    """The longest a stream scenario's phases after the ramp can take."""
-    middle = a.kill_after + a.after_kill if a.scenario == "reconnect" else (
-        a.before + a.slow_seconds)
-    return float(2 + middle + a.settle + 60)
-
-
-def stream_meta(a: argparse.Namespace) -> dict[str, Any]:
-    keys = ["sessions", "event_rate", "event_bytes", "jitter", "settle", "session_prefix"]
-    keys += (["kill_after", "after_kill", "kill_edge"] if a.scenario == "reconnect" else
-             ["slow_fraction", "slow_rcvbuf", "before", "slow_seconds", "netns_wmem"])
-    return {k: getattr(a, k) for k in keys}
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,23 +396,6 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--locust-args", default="",
                        help="more Locust arguments, e.g. \"--ws-token-in query\"")
     return p
-
-
-def in_netns(a: argparse.Namespace, argv: list[str]) -> int:
-    """Run this same command in a new network namespace (``unshare --net``, root only) whose
-    loopback caps TCP send buffers at ``--netns-wmem`` bytes (``net.ipv4.tcp_wmem`` is per
-    namespace): on the host's loopback an edge socket's send buffer autotunes up to
-    ``tcp_wmem``'s maximum (4 MiB here), so a client that stops reading is noticed only after
-    MiBs. The host's settings are untouched; everything the run starts lives and dies inside."""
-    script = (f'ip link set lo up && sysctl -qw net.ipv4.tcp_wmem="4096 16384 {a.netns_wmem}" '
-              '&& exec "$@"')
-    env = {**os.environ, "AGENTIA_LOAD_IN_NETNS": str(a.netns_wmem)}
-    cmd = ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-m",
-           "loadtest.locust.run", *argv]
-    try:
-        return subprocess.call(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-    except OSError as exc:
-        raise SystemExit(f"--netns-wmem needs unshare(1) and root: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,17 +36,17 @@ import itertools
 import os
 import random
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import gevent
 import orjson
-from gevent.pool import Group
+from gevent.pool import Group, Pool
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest.locust.lineage import Lineage
 from loadtest.locust.wsuser import (
     OP_CLOSE,
     OP_PING,
@@ -133,75 +133,12 @@ def write_report(environment: Environment) -> None:
     """Every lineage of this process, one JSON line each, in one file (renamed into place)."""
     path = phase_file(environment)
     assert path is not None
-    for user in Phase.users:
-        finish_slow(user)
+    finish_slow(Phase.users)
     lines = [orjson.dumps(lin.report()) for user in Phase.users for lin in user.lineages]
     target = path.parent / f"lineages-{os.getpid()}.jsonl"
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(b"\n".join(lines) + (b"\n" if lines else b""))
     tmp.rename(target)
-
-
-# ------------------------------------------------------------------ lineages
-
-
-class Lineage:
-    """One logical client of a session and what it received, over its connections."""
-
-    __slots__ = ("conn", "dups", "epoch", "gave_up", "got", "idx", "last", "live", "mismatch",
-                 "n", "order", "outcome", "reconnects", "redelivered", "resumed", "resuming",
-                 "rid", "session", "slow", "start", "t_attempt", "t_drop", "unrecovered",
-                 "user")
-
-    def __init__(self, idx: int, session: str, user: str, slow: bool) -> None:
-        self.idx, self.session, self.user, self.slow = idx, session, user, slow
-        self.conn: WSConnection | None = None
-        self.epoch = ""
-        self.start = self.last = self.live = -1
-        self.got: dict[int, int] = {}
-        self.n = self.dups = self.redelivered = self.order = self.mismatch = 0
-        self.reconnects = self.resumed = self.unrecovered = 0
-        self.resuming = False
-        self.gave_up = False
-        self.rid = ""
-        self.t_attempt = self.t_drop = 0.0
-        self.outcome = ""
-
-    def welcome(self, w: dict[str, Any]) -> None:
-        if self.start < 0:  # the first connection: the lineage starts at this offset
-            self.epoch = str(w["epoch"])
-            self.start = self.last = self.live = int(w["offset"])
-
-    def event(self, offset: int, payload: bytes) -> bool:
-        """Record one event frame; True when it is a live one (not inside a resume window)."""
-        crc = zlib.crc32(payload)
-        self.n += 1
-        prev = self.got.get(offset)
-        if prev is None:
-            self.got[offset] = crc
-            while self.last + 1 in self.got:
-                self.last += 1
-        else:
-            self.mismatch += prev != crc
-            if self.resuming:
-                self.redelivered += 1
-            else:
-                self.dups += 1
-        if self.resuming:
-            return False
-        self.order += offset != self.live + 1
-        self.live = max(self.live, offset)
-        return True
-
-    def report(self) -> dict[str, Any]:
-        return {"i": self.idx, "s": self.session, "slow": self.slow, "epoch": self.epoch,
-                "start": self.start, "last": self.last, "n": self.n, "dups": self.dups,
-                "redelivered": self.redelivered, "order": self.order,
-                "mismatch": self.mismatch, "reconnects": self.reconnects,
-                "resumed": self.resumed, "unrecovered": self.unrecovered,
-                "connected": self.conn is not None and not self.resuming,
-                "gave_up": self.gave_up, "outcome": self.outcome,
-                "got": sorted(self.got.items())}
 
 
 _lineage_ids = itertools.count()
@@ -413,16 +350,18 @@ class StreamUser(HoldUser):
             Phase.users.remove(self)
 
 
-def drain_outcome(conn: WSConnection, limit: int = 4096) -> str:
-    """Read what a socket that stopped being read holds, without blocking: how it ended
-    (``close <code>``, ``close 1006`` for an end without a close frame, an errno name such as
-    ``ECONNRESET``), or ``open`` when it is still open."""
+def drain_outcome(conn: WSConnection, quiet: float = 1.0, budget: float = 6.0) -> str:
+    """Read what a socket that stopped being read holds until it ends: ``close <code>`` (a
+    close frame), ``close 1006`` (the edge closed the socket without one: FIN after the bytes
+    its kernel still held), an errno name such as ``ECONNRESET``, or ``open`` when nothing came
+    for ``quiet`` s (or ``budget`` s passed) without an end. Cooperative (gevent)."""
+    deadline = time.monotonic() + budget
     with contextlib.suppress(OSError):
-        conn.sock.settimeout(0.0)
-    for _ in range(limit):
+        conn.sock.settimeout(quiet)
+    while time.monotonic() < deadline:
         try:
             data = conn.sock.recv(65536)
-        except BlockingIOError:
+        except TimeoutError:
             return "open"
         except OSError as exc:
             return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
@@ -441,13 +380,20 @@ def drain_outcome(conn: WSConnection, limit: int = 4096) -> str:
     return "open"
 
 
-def finish_slow(user: StreamUser) -> None:
-    """Before the report: how each slow lineage's connection ended."""
-    for lin in user.lineages:
-        if lin.slow and lin.conn is not None and not lin.outcome:
-            lin.outcome = drain_outcome(lin.conn)
-            if lin.outcome != "open":
-                conn, lin.conn = lin.conn, None
-                Tally.open -= 1
-                conn.sock.close()
+def finish_slow(users: list[StreamUser]) -> None:
+    """Before the report: how each slow lineage's connection ended (read all at once)."""
+
+    def one(lin: Lineage) -> None:
+        lin.outcome = drain_outcome(lin.conn)
+        if lin.outcome != "open":
+            conn, lin.conn = lin.conn, None
+            Tally.open -= 1
+            conn.sock.close()
+
+    pool = Pool(1000)
+    for user in users:
+        for lin in user.lineages:
+            if lin.slow and lin.conn is not None and not lin.outcome:
+                pool.spawn(one, lin)
+    pool.join(timeout=20)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from loadtest.locust.lineage import Lineage
 from loadtest.locust.results import read_counters, read_failures, read_stats
 from loadtest.locust.streams import verdict
 
@@ -106,6 +107,21 @@ def test_verdict_counts_what_a_client_missed_or_got_twice() -> None:
     assert (v["duplicated"], v["redelivered_in_resume_window"]) == (1, 2)
     assert (v["mismatched"], v["phantom"]) == (1, 1)
     assert v["lineages"] == 1 and v["slow_outcomes"] == {"close 4000": 1}
+
+
+def test_lineage_tells_allowed_redelivery_from_duplicates() -> None:
+    lin = Lineage(0, "s", "u", slow=False)
+    lin.welcome({"epoch": "e", "offset": 2})
+    for o in (3, 4):
+        assert lin.event(o, b"%d" % o)  # live, in order
+    lin.resuming = True  # reconnected: welcome seen, resume sent, resumed not yet
+    assert not lin.event(4, b"4") and not lin.event(5, b"5")
+    assert lin.redelivered == 1 and lin.dups == 0 and lin.last == 5
+    lin.resuming, lin.live = False, 5  # resumed, offset 5
+    assert lin.event(5, b"5") and lin.event(7, b"other")  # again after resumed; a gap
+    assert (lin.dups, lin.order, lin.last, lin.mismatch) == (1, 2, 5, 0)
+    lin.event(7, b"7")  # same offset, other bytes
+    assert lin.mismatch == 1 and sorted(lin.got) == [3, 4, 5, 7]
 
 
 def test_reconnect_storm_200_connections_one_of_two_edges_killed(tmp_path: Path) -> None:
