@@ -519,6 +519,7 @@ def bench(a: argparse.Namespace) -> dict[str, Any]:
                "AGENTIA_LIVEKIT_API_SECRET": lk.secret,
                "AGENTIA_VOICE_AGENT_NAME": f"agentia-voice-bench-{uuid.uuid4().hex[:6]}",
                "AGENTIA_VOICE_LOAD_THRESHOLD": str(a.load_threshold),
+               "AGENTIA_VOICE_MAX_CALLS": str(a.max_calls),
                "AGENTIA_VOICE_IDLE_PROCESSES": str(a.idle_processes),
                "AGENTIA_VOICE_DRAIN_S": "2", "AGENTIA_DEMO_WORD_DELAY": str(a.demo_word_delay),
                "AGENTIA_VOICE_STT": a.stt}
@@ -546,6 +547,7 @@ def bench(a: argparse.Namespace) -> dict[str, Any]:
         "commit": commit(), "machine": machine(),
         "command": "python -m loadtest.bench_voice " + " ".join(sys.argv[1:]),
         "setup": {"voice_executor": "process", "idle_processes": a.idle_processes,
+                  "max_calls": a.max_calls,
                   "load_threshold": a.load_threshold,
                   "livekit_target_load": a.livekit_target_load,
                   "demo_word_delay_s": a.demo_word_delay, "model": "offline demo model "
@@ -584,6 +586,10 @@ def main() -> None:
     p.add_argument("--load-threshold", type=float, default=1000.0,
                    help="AGENTIA_VOICE_LOAD_THRESHOLD (default: never refuse a call, to find "
                         "where latency degrades rather than where LiveKit stops dispatching)")
+    p.add_argument("--max-calls", type=int, default=16,
+                   help="AGENTIA_VOICE_MAX_CALLS: the worker reports calls/this as its load "
+                        "(0: the machine's CPU, which other work on a shared box pushes to 1.0, "
+                        "where LiveKit stops dispatching)")
     p.add_argument("--livekit-target-load", type=float, default=100.0,
                    help="the LiveKit server's agents.target_load (its default 0.7 refuses "
                         "dispatches while the machine's CPU is above 70%%; 100: never)")

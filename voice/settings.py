@@ -25,6 +25,12 @@ class VoiceSettings(Common):
     """Job processes kept warm (models loaded) ahead of calls."""
     voice_load_threshold: float = 0.75
     """CPU load above which the worker stops taking calls (LiveKit's own measure)."""
+    voice_max_calls: int = 0
+    """> 0: the worker reports its load as calls / this, and takes at most this many calls.
+    0: the machine's CPU (livekit-agents' default). LiveKit gives a worker reporting a load of
+    1.0 no job at all ("no workers with sufficient capacity"), and the CPU measure is the
+    whole machine's: on a host shared with other work calls are refused although the worker
+    is idle."""
     voice_stt: str = "whisper"
     """``whisper`` (faster-whisper, open vocabulary) or ``pocketsphinx`` (phrase grammar)."""
     voice_stt_model_dir: str = ""
@@ -73,6 +79,8 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_LIVEKIT_URL must start with ws://, wss://, http(s)://")
         if self.voice_executor not in ("process", "thread"):
             raise SettingsError("AGENTIA_VOICE_EXECUTOR must be 'process' or 'thread'")
+        if self.voice_max_calls < 0:
+            raise SettingsError("AGENTIA_VOICE_MAX_CALLS must be >= 0")
         if self.voice_idle_processes < 0 or self.voice_load_threshold <= 0:
             raise SettingsError("AGENTIA_VOICE_IDLE_PROCESSES >= 0 and "
                                 "AGENTIA_VOICE_LOAD_THRESHOLD > 0 are required")

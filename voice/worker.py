@@ -170,13 +170,18 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def options(s: VoiceSettings) -> WorkerOptions:
+    calls = s.voice_max_calls
+    extra: dict[str, Any] = {}
+    if calls:  # load = share of the calls it takes; full (1.0) at the last one
+        extra = {"load_fnc": lambda server: min(1.0, len(server.active_jobs) / calls),
+                 "load_threshold": 1.0}
     return WorkerOptions(
         entrypoint_fnc=entrypoint, prewarm_fnc=prewarm, agent_name=s.voice_agent_name,
         ws_url=s.livekit_url, api_key=s.livekit_api_key, api_secret=s.livekit_api_secret,
         job_executor_type=(JobExecutorType.PROCESS if s.voice_executor == "process"
                            else JobExecutorType.THREAD),
-        num_idle_processes=s.voice_idle_processes, load_threshold=s.voice_load_threshold,
-        port=0, host="127.0.0.1")
+        num_idle_processes=s.voice_idle_processes,
+        **({"load_threshold": s.voice_load_threshold} | extra), port=0, host="127.0.0.1")
 
 
 async def serve(s: VoiceSettings) -> None:

@@ -71,3 +71,15 @@ def test_room_token_grants_one_room_only() -> None:
     video = claims["video"]
     assert video["room"] == "agentia-call-x" and video["roomJoin"] is True
     assert not video.get("roomAdmin") and not video.get("roomCreate")
+
+
+def test_the_load_reported_is_the_share_of_calls_taken() -> None:
+    from types import SimpleNamespace
+
+    from voice.worker import options
+
+    opts = options(VoiceSettings(voice_max_calls=4))
+    assert opts.load_threshold == 1.0
+    assert opts.load_fnc(SimpleNamespace(active_jobs=[1, 2])) == 0.5
+    assert opts.load_fnc(SimpleNamespace(active_jobs=[1] * 9)) == 1.0
+    assert options(VoiceSettings()).load_threshold == 0.75  # the machine's CPU, as before
