@@ -139,8 +139,13 @@ def test_reconnect_storm_200_connections_one_of_two_edges_killed(tmp_path: Path)
     assert v["expected_events"] > 20 * 10 and st["publisher"]["errors"] == 0
     assert v["lost"] == v["duplicated"] == v["out_of_order"] == 0, v
     assert v["mismatched"] == v["phantom"] == v["unrecovered"] == 0, v
-    assert summary["resume"]["requests"] == v["affected"] and summary["resume"]["failures"] == 0
-    assert {f["name"] for f in read_failures(out)} <= {"drop"}, read_failures(out)
+    resume = summary["resume"]
+    assert resume["requests"] - resume["failures"] == v["affected"], resume
+    # an attempt may meet the killed process's listener while the kernel tears it down: it is
+    # retried (and counted); nothing else may fail
+    allowed = {("drop", "close 1006"), ("drop", "ECONNRESET"), ("resume", "ECONNRESET"),
+               ("resume", "ECONNREFUSED")}
+    assert {(f["name"], f["error"]) for f in read_failures(out)} <= allowed, read_failures(out)
     if PLOTS:
         assert (out / "resume_latency.png").stat().st_size > 0
 
