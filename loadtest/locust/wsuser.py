@@ -64,6 +64,7 @@ from gevent.pool import Pool
 from locust import User, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import StatsCSVFileWriter
 
 from agentia.settings import DEV_SECRET
 from gateway.auth import mint
@@ -74,6 +75,21 @@ locust.runners.WORKER_REPORT_INTERVAL = 1.0
 # A worker whose hub is busy (thousands of events a second on a loaded machine) may miss a few
 # heartbeats; with Locust's default (3 s) the master drops it and ends the run midway.
 locust.runners.HEARTBEAT_LIVENESS = 15
+
+
+def _stats_writer_until_closed(self: StatsCSVFileWriter) -> None:
+    """Locust 2.47 closes the CSV files at shutdown (locustio/locust#3486) without stopping
+    the greenlet that rewrites them every second; when it wakes in between it dies with
+    "I/O operation on closed file" and a traceback in the log. Stop it quietly instead."""
+    try:
+        _stats_writer(self)
+    except ValueError:
+        if not self.requests_csv_filehandle.closed:
+            raise
+
+
+_stats_writer = StatsCSVFileWriter.stats_writer
+StatsCSVFileWriter.stats_writer = _stats_writer_until_closed  # type: ignore[method-assign]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
