@@ -220,8 +220,10 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
     for as long as the fan-out lasted: the marginal cost of a frame."""
     if args.seconds <= 0:
         return {}
-    feed: Callable[..., Any] = (servers.feed_agentia if run.kind.startswith("agentia")
-                                else servers.feed_centrifugo)
+    feed: Callable[..., Any] = servers.feed_centrifugo
+    if run.kind.startswith("agentia"):
+        feed = servers.feed_agentia_append if args.agentia_feed == "append" else \
+            servers.feed_agentia
     before = clients.snap()
     meter.lap()
     t0, feeder0 = time.perf_counter(), time.process_time()
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = {"servers": results, "ratios": rat, "runs": runs,
                    "params": {k: getattr(args, k) for k in (
                        "connections", "clients", "inflight", "hold", "heartbeat", "rate",
-                       "seconds", "batch", "lanes", "repeat", "gomaxprocs")},
+                       "seconds", "batch", "lanes", "agentia_feed", "repeat", "gomaxprocs")},
                    "centrifugo": {"module": servers.CENTRIFUGO_MODULE, "binary": binary}}
         path = record(args.record_as, figures, notes=args.notes)
         print(f"recorded {path}")
@@ -422,6 +424,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="fan-out: events per Redis pipeline / channels per broadcast call")
     ap.add_argument("--lanes", type=int, default=4,
                     help="fan-out: Centrifugo broadcast calls in flight at once")
+    ap.add_argument("--agentia-feed", choices=["delivery", "append"], default="delivery",
+                    help="fan-out into Agentia: straight into the edge's delivery stream, or "
+                         "through Bus.append (session log + fan-out, a worker's real path)")
     ap.add_argument("--repeat", type=int, default=1, help="run every server this many times")
     ap.add_argument("--gomaxprocs", type=int, default=1,
                     help="Centrifugo's GOMAXPROCS (0: Go's default, every core)")

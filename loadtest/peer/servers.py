@@ -36,6 +36,7 @@ from agentia.redis_server import RedisServer, free_port
 from agentia.supervise import spawn, stop_all
 from loadtest.peer.adapters import channel_of, session_of
 from sessions import keys as K
+from sessions.bus import Bus, connect
 
 CENTRIFUGO_MODULE = "github.com/centrifugal/centrifugo/v6@v6.9.1"
 KINDS = ("agentia-picows", "agentia-websockets", "centrifugo", "centrifugo-history")
@@ -240,6 +241,29 @@ def start_agentia(transport: str, heartbeat_s: float, connections: int) -> Runni
                    aux={"redis": redis.proc.pid},
                    extra={"node": info["node"], "redis_url": redis.url}, procs=[edge],
                    tmp=tmp, redis=redis)
+
+
+async def feed_agentia_append(run: Running, conns: int, rate: float, seconds: float,
+                              batch: int, lanes: int = 32) -> int:
+    """The worker's real path instead: ``Bus.append`` (the session log's Lua script, then the
+    fan-out to the delivery stream) for each event, ``lanes`` appends in flight, each lane
+    over its own sessions so that a session's events stay in order. ``batch`` is unused."""
+    bus = Bus(connect(run.extra["redis_url"]), prefix="agentia", shards=8)
+
+    async def lane(mine: list[int], share: float) -> int:
+        sent, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            await bus.append(session_of(mine[sent % len(mine)]), event_json(sent))
+            sent += 1
+            await _pace(start, sent, share)
+        return sent
+
+    try:
+        done = await asyncio.gather(*(lane(list(range(w, conns, lanes)), rate / lanes)
+                                      for w in range(lanes)))
+    finally:
+        await bus.close()
+    return sum(done)
 
 
 async def feed_agentia(run: Running, conns: int, rate: float, seconds: float,
