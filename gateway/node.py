@@ -242,11 +242,17 @@ class EdgeNode:
                 continue
             info = await self.bus.open_session(sid, conn.state.user, self.id)
             for c in conns:
+                cur = c.state.cursor
                 if c.state.epoch != info.epoch:
                     c.state.epoch = info.epoch
-                    c.state.cursor.sent = c.state.cursor.seen = info.offset
+                    cur.sent = cur.seen = info.offset
                     c.push(P.resumed_frame(False, info.offset, info.epoch,
                                            solicited=False).encode())
+                elif info.offset > cur.sent and not cur.catching_up:
+                    # events written while writers thought this node dead: from the log
+                    cur.seen = max(cur.seen, info.offset)
+                    cur.catching_up = True
+                    c.start_filler()
 
     async def user_sessions_forever(self, every_s: float = 0.5) -> None:
         """Write the users' session lists in batches: one round trip per half second instead

@@ -202,6 +202,8 @@ class Bus:
         self._begin = redis.register_script(scripts.BEGIN)
         self._rollback = redis.register_script(scripts.ROLLBACK)
         self._appends = itertools.count(1)
+        self._node_checked: dict[bytes, tuple[float, bool]] = {}
+        """Edge node -> (when its heartbeat key was checked, whether it existed)."""
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
@@ -397,16 +399,37 @@ class Bus:
         if not nodes:
             return
         try:
+            live = await self._live_nodes(nodes)
             async with self.redis.pipeline(transaction=False) as pipe:
-                for node in nodes:
+                for node in live:
                     stream = self.keys.delivery(node.decode())
                     pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
                               maxlen=K.DELIVERY_MAXLEN, approximate=True)
                     pipe.expire(stream, K.DELIVERY_TTL)
+                if len(live) < len(nodes):
+                    # a node that died without draining: stop writing for it (an edge that
+                    # was only cut off re-registers on its next heartbeat and catches up)
+                    pipe.hdel(self.keys.nodes(sid), *(n for n in nodes if n not in live))
                 await pipe.execute()
         except REDIS_DOWN:
             if not self.cluster:
                 raise
+
+    async def _live_nodes(self, nodes: list[bytes]) -> list[bytes]:
+        """The nodes whose heartbeat key exists, each checked at most every NODE_CHECK_S."""
+        now = time.monotonic()
+        seen = self._node_checked
+        stale = [n for n in nodes if now - seen.get(n, (-1e9, True))[0] > K.NODE_CHECK_S]
+        if stale:
+            if len(seen) > 10_000:
+                seen.clear()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for n in stale:
+                    pipe.exists(self.keys.node_alive(n.decode()))
+                found = await pipe.execute()
+            for n, alive in zip(stale, found, strict=True):
+                seen[n] = (now, bool(alive))
+        return [n for n in nodes if seen[n][1]]
 
     @_down
     async def replay(self, sid: str, after: int, epoch: str | None,

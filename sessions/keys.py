@@ -42,6 +42,8 @@ DELIVERY_TTL = 120
 """A delivery stream nobody writes to for this long (its node is gone) expires."""
 NODE_TTL = 15
 """An edge node whose heartbeat is older than this is considered dead."""
+NODE_CHECK_S = 5.0
+"""How often a writer re-checks that an edge node it delivers to is alive."""
 CLIENT_IDS_KEPT = 1_000
 """Client message ids remembered per session for idempotent send."""
 MEMORY_MAXLEN = 200

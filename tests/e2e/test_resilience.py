@@ -183,3 +183,26 @@ async def test_redis_restart_keeps_sockets_and_acked_turns(tmp_path: Path, prefi
         cluster.stop()
         redis.stop()
     assert cluster.edge_tracebacks() == []
+
+
+async def test_writers_stop_delivering_to_a_dead_edge(bus: Bus, cluster: Cluster) -> None:
+    """An edge killed without draining stays in its sessions' node lists; once its heartbeat
+    key expires, workers stop writing its delivery stream and drop it from the session."""
+    a, b = cluster.edge(), cluster.edge()
+    cluster.worker()
+    on_b = await Client.open(b.port, session="ghost")
+    dead = (await on_b.recv())["node"]
+    b.kill()
+    on_a = await Client.open(a.port, session="ghost")
+    await on_a.recv()
+    nodes_key, stream = bus.keys.nodes("ghost"), bus.keys.delivery(dead)
+    assert await bus.redis.hexists(nodes_key, dead)
+    async with asyncio.timeout(25):  # NODE_TTL (15 s) after its last heartbeat
+        while await bus.redis.exists(bus.keys.node_alive(dead)):
+            await asyncio.sleep(0.5)
+    before = await bus.redis.xlen(stream)
+    await on_a.send(type="send", id="1", text="anyone there?")
+    await on_a.until("reply")
+    assert await bus.redis.xlen(stream) == before
+    assert not await bus.redis.hexists(nodes_key, dead)
+    await on_a.close()
