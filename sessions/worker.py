@@ -151,10 +151,12 @@ class Worker:
                     return
 
     async def _poll(self) -> int:
-        """One XREADGROUP over every shard (a single Redis serves them all)."""
+        """One XREADGROUP over every shard (a single Redis serves them all). COUNT applies
+        to each stream, so each takes a share of the free capacity: a worker must not hold
+        (in its pending list) turns it cannot start while other workers idle."""
         await self._room()
         streams = {self.bus.keys.inbound(s): ">" for s in range(self.bus.shards)}
-        n = await self._read(streams, self._free())
+        n = await self._read(streams, -(-self._free() // self.bus.shards))
         if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
             n += await self._reclaim()
         return n
