@@ -78,6 +78,9 @@ def _voice(env: dict[str, str], children: list[Child]) -> LiveKitServer | None:
         env |= {"AGENTIA_LIVEKIT_URL": server.url, "AGENTIA_LIVEKIT_API_KEY": server.key,
                 "AGENTIA_LIVEKIT_API_SECRET": server.secret}
     env["AGENTIA_VOICE"] = "true"
+    # on a developer's machine other work moves the CPU load LiveKit dispatches by: report
+    # load as calls taken (voice/settings.py) so the Talk button is not refused by a busy box
+    env.setdefault("AGENTIA_VOICE_MAX_CALLS", "4")
     children.append(Child("voice", ["voice"], env, "AGENTIA_VOICE_READY", timeout=120))
     print(f"voice      on: LiveKit at {env['AGENTIA_LIVEKIT_URL']}, voice worker running")
     return server
