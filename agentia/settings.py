@@ -105,6 +105,10 @@ class EdgeSettings(Auth):
     rate_per_s: float = 5.0
     burst: float = 20.0
     send_queue: int = 256
+    send_buffer_bytes: int = 131_072
+    """SO_SNDBUF of each accepted socket (the kernel doubles it). Bounds what one stalled reader
+    pins in the kernel before its send queue fills and it is closed SLOW; 0 leaves the kernel's
+    autotuning (up to net.ipv4.tcp_wmem's maximum, often 4 MiB). docs/operations.md"""
     heartbeat_s: float = 25.0
     idle_timeout_s: float = 90.0
     handshake_timeout_s: float = 10.0

@@ -112,6 +112,13 @@ class Connection:
     async def _close(self, code: CloseCode, reason: str) -> None:
         if self.transport is None:
             return
+        if code is CloseCode.SLOW:
+            # The socket's buffers are full: no close frame could get through, and waiting
+            # for one would keep the socket and its buffers for seconds. Reset it now.
+            if self.writer is not None:
+                self.writer.cancel()
+            self.transport.abort()
+            return
         try:
             if self.writer is not None:
                 await asyncio.wait_for(asyncio.shield(self.writer), 5)

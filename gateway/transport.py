@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import contextlib
+import socket
+import struct
+from typing import Any, Protocol
+
+_LINGER_0 = struct.pack("ii", 1, 0)
 
 
 class Transport(Protocol):
@@ -19,4 +24,22 @@ class Transport(Protocol):
         """Start the closing handshake; must not wait longer than the library's close timeout."""
 
     def abort(self) -> None:
-        """Drop the TCP connection at once."""
+        """Drop the TCP connection at once, with a reset (``SO_LINGER`` 0): what is still in
+        the kernel's send buffer is freed instead of lingering for minutes."""
+
+
+def reset_on_close(transport: Any) -> None:
+    """Make the next close of an asyncio transport's socket a reset (``SO_LINGER`` 0)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+
+
+def cap_send_buffer(transport: Any, size: int) -> None:
+    """Bound the kernel's send buffer of an accepted socket (``size`` 0: kernel autotuning,
+    which lets one stalled reader pin up to ``net.ipv4.tcp_wmem``'s maximum, 4 MiB)."""
+    sock = transport.get_extra_info("socket") if size > 0 else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)

@@ -43,6 +43,7 @@ from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.logs import bind
 from gateway.connection import Connection
+from gateway.transport import cap_send_buffer, reset_on_close
 
 if TYPE_CHECKING:
     from gateway.node import EdgeNode
@@ -202,6 +203,7 @@ class PicowsConnection(WSListener):
 
     def abort(self) -> None:
         if self.t is not None:
+            reset_on_close(self.t.underlying_transport)
             self.t.disconnect(graceful=False)
 
 
@@ -300,6 +302,7 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             nonlocal sockets
             sockets += 1
+            cap_send_buffer(transport, s.send_buffer_bytes)
             super().connection_made(transport)
 
         def connection_lost(self, exc: Exception | None) -> None:

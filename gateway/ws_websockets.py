@@ -18,6 +18,7 @@ from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.logs import bind
 from gateway.connection import Connection
+from gateway.transport import cap_send_buffer, reset_on_close
 
 if TYPE_CHECKING:
     from gateway.node import EdgeNode
@@ -44,6 +45,7 @@ class WebsocketsTransport:
         await self.ws.close(code, reason)
 
     def abort(self) -> None:
+        reset_on_close(self.ws.transport)
         self.ws.transport.abort()
 
 
@@ -52,6 +54,11 @@ class EdgeServerConnection(ServerConnection):
     instead of logging a traceback for each."""
 
     agentia: Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        node: EdgeNode = self.server.agentia_node  # type: ignore[attr-defined]
+        cap_send_buffer(transport, node.settings.send_buffer_bytes)
 
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
         node: EdgeNode = self.server.agentia_node  # type: ignore[attr-defined]
