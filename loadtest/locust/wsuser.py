@@ -599,6 +599,10 @@ class HoldUser(AgentiaWSUser):
         users = math.ceil(self.opts.ws_connections / self.batch)
         rate = max(0.1, float(self.opts.ws_open_rate) / users)  # this User's share
         next_t = time.perf_counter()
+        # Heartbeats start with the first connection, as a real client's do: a batch that
+        # opens slower than the edge's idle timeout (90 s) must not lose its first sockets.
+        self.next_ping = time.perf_counter() + random.uniform(0, self.opts.ws_heartbeat)
+        beating = gevent.spawn(self._beat_while_opening)
         for i in range(self.batch):
             now = time.perf_counter()
             if next_t > now:
@@ -606,7 +610,11 @@ class HoldUser(AgentiaWSUser):
             next_t = max(next_t + 1 / rate, now - 1.0)  # no catch-up burst beyond 1 s
             self.pool.spawn(self._open_one, i)  # waits while ws_inflight are in flight
         self.pool.join()
-        self.next_ping = time.perf_counter() + random.uniform(0, self.opts.ws_heartbeat)
+        beating.kill(block=True)
+
+    def _beat_while_opening(self) -> None:
+        while True:
+            self.heartbeat()
 
     def _open_one(self, i: int) -> None:
         conn = self.connect(f"hold-{self.uid}-{i}")
