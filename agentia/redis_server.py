@@ -193,37 +193,39 @@ class RedisClusterServer:
     def alive_ports(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
 
-    def nodes(self) -> list[dict[str, str]]:
-        """CLUSTER NODES as seen by a live node: id, addr, port, flags, master (id or -)."""
-        for port in self.alive_ports():
+    def nodes(self, port: int | None = None) -> list[dict[str, str]]:
+        """CLUSTER NODES as seen by ``port`` (default: the first live node that answers):
+        id, port, flags, master (id or -)."""
+        for p in [port] if port else self.alive_ports():
             with contextlib.suppress(OSError):
-                rows = _command(port, "CLUSTER", "NODES").splitlines()
+                rows = _command(p, "CLUSTER", "NODES").splitlines()
                 return [{"id": f[0], "port": f[1].split("@")[0].rsplit(":", 1)[1],
                          "flags": f[2], "master": f[3]}
                         for f in (r.split() for r in rows if r.strip())]
         raise RuntimeError("no live cluster node answers")
 
-    def master_ports(self) -> list[int]:
-        """Ports of the masters that serve slots and are not marked failed."""
-        return sorted(int(n["port"]) for n in self.nodes()
+    def master_ports(self, port: int | None = None) -> list[int]:
+        """Ports of the live masters that are not marked failed, as ``port`` sees them."""
+        return sorted(int(n["port"]) for n in self.nodes(port)
                       if "master" in n["flags"] and "fail" not in n["flags"]
                       and int(n["port"]) in self.alive_ports())
 
     def healthy(self, synced: bool = True) -> bool:
-        """Every live node says cluster_state:ok and sees ``masters`` live masters; with
+        """Every live node says cluster_state:ok and sees the same ``masters`` live masters
+        (a restarted node believes its old role until it has heard from the others); with
         ``synced``, every master also has all its replicas online (a replica that never
         finished its first sync cannot take over)."""
         try:
             live = self.alive_ports()
             if any("cluster_state:ok" not in _command(p, "CLUSTER", "INFO") for p in live):
                 return False
-            masters = self.master_ports()
-            if len(masters) != self.masters:
+            views = {tuple(self.master_ports(p)) for p in live}
+            if len(views) != 1 or len(masters := list(views.pop())) != self.masters:
                 return False
             return not synced or all(
                 _command(p, "INFO", "replication").count("state=online") >= self.replicas
                 for p in masters)
-        except OSError:
+        except (OSError, RuntimeError):  # a node that died or is starting
             return False
 
     def wait_ok(self, timeout: float = 30.0, synced: bool = True) -> None:

@@ -47,6 +47,7 @@ async def test_session_keys_share_one_slot_and_shards_use_every_master(bus: Bus)
 
 async def test_every_bus_operation_works_on_the_cluster(bus: Bus) -> None:
     await bus.ensure_groups()
+    assert await bus.heartbeat_node("n1") is False and await bus.heartbeat_node("n1")
     info = await bus.open_session("ops", "alice", "n1")
     assert info.offset == 0
     sub = await bus.submit("ops", "c1", "hello", user="alice")
@@ -59,7 +60,6 @@ async def test_every_bus_operation_works_on_the_cluster(bus: Bus) -> None:
     assert replay.recovered and [o for o, _ in replay.events] == [1, 2]
     rows = await bus.read_delivery("n1", b"0", block_ms=100)
     assert [(s, o) for _, s, o, _ in rows] == [("ops", 1), ("ops", 2)]
-    assert await bus.heartbeat_node("n1") is False and await bus.heartbeat_node("n1")
     memory = RedisMemory(bus.redis, bus.keys, "ops", 1)
     await memory.add_items([{"role": "user", "content": "hello"}])
     assert await memory.get_items() == [{"role": "user", "content": "hello"}]
