@@ -364,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"servers": results, "ratios": rat,
                                                   "skipped": skipped}))
-    if args.record:
+    if args.record and not rat:
+        print("not recorded: no Agentia/Centrifugo pair ran (a recorded comparison is kept)")
+    elif args.record:
         figures = {"servers": results, "ratios": rat, "runs": runs,
                    "params": {k: getattr(args, k) for k in (
                        "connections", "clients", "inflight", "hold", "heartbeat", "rate",

@@ -23,7 +23,7 @@ def run(tmp_path: Path, servers: str) -> dict[str, Any]:
     out = tmp_path / "peer.json"
     proc = subprocess.run(
         [sys.executable, "-m", "loadtest.bench_peer", "--servers", servers,
-         "--connections", "200", "--clients", "2", "--hold", "3", "--heartbeat", "1",
+         "--connections", "200", "--clients", "2", "--hold", "9", "--heartbeat", "4",
          "--rate", "2000", "--seconds", "1", "--batch", "50", "--no-build", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -35,13 +35,19 @@ def run(tmp_path: Path, servers: str) -> dict[str, Any]:
 def check(fig: dict[str, Any]) -> None:
     assert fig["connections"] == 200 and fig["failed"] == 0, fig["errors"]
     assert fig["dropped_in_hold"] == 0 and fig["dropped_after_fanout"] == 0
-    assert fig["keepalives"] >= 200, fig  # every connection kept alive at least once
+    # two keepalive periods or more each (Centrifugo's pong timeout is half a period: 2 s,
+    # so a loaded machine does not drop connections); at least one per connection counted
+    assert fig["keepalives"] >= 200, fig
     assert fig["published"] >= 1000
     assert fig["delivered"] == fig["published"], fig
     assert fig["cpu_s_per_1000_frames"]["server"] > 0
     assert fig["rss_kib_per_conn"]["server"] > 0
 
 
+CENTRIFUGO = find_centrifugo() is not None
+
+
+@pytest.mark.skipif(CENTRIFUGO, reason="covered by test_centrifugo_beside_agentia")
 def test_agentia_edge(tmp_path: Path) -> None:
     res = run(tmp_path, "agentia-picows")
     fig = res["servers"]["agentia-picows"]
@@ -49,11 +55,12 @@ def test_agentia_edge(tmp_path: Path) -> None:
     assert fig["cpu_s_per_1000_handshakes"]["redis"] >= 0  # redis measured beside the edge
 
 
-@pytest.mark.skipif(find_centrifugo() is None,
+@pytest.mark.skipif(not CENTRIFUGO,
                     reason="no centrifugo binary (go install "
                            "github.com/centrifugal/centrifugo/v6@v6.9.1)")
 def test_centrifugo_beside_agentia(tmp_path: Path) -> None:
     res = run(tmp_path, "agentia-picows,centrifugo")
+    check(res["servers"]["agentia-picows"])
     check(res["servers"]["centrifugo"])
     assert res["servers"]["centrifugo"]["go_runtime_per_conn"]["goroutines"] > 0
     ratio = res["ratios"]["agentia-picows/centrifugo"]
