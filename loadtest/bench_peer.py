@@ -32,20 +32,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import multiprocessing as mp
-import statistics
 import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from loadtest.bench_core import cpu_s, pct, rss_kib
-from loadtest.peer import clientproc, servers
+from loadtest.bench_core import pct
+from loadtest.peer import servers
+from loadtest.peer.harness import Clients, Meter, sum_snaps
+from loadtest.peer.report import format_one, format_ratios, median_of, ratios
 from loadtest.peer.servers import KINDS, Running
 from loadtest.record import record
 
@@ -53,83 +51,6 @@ DEFAULT_SERVERS = ",".join(KINDS)
 
 
 # ------------------------------------------------------------------ one server
-
-
-class Clients:
-    """The client processes of one server's run, driven over pipes."""
-
-    def __init__(self, run: Running, args: argparse.Namespace) -> None:
-        self.procs: list[mp.Process] = []
-        self.pipes: list[Connection] = []
-        n = args.clients
-        for c in range(n):
-            spec = {"kind": run.kind, "secret": run.secret, "host": "127.0.0.1",
-                    "port": run.port, "heartbeat_s": args.heartbeat, "timeout": 30.0,
-                    "inflight": args.inflight,
-                    "indices": list(range(c, args.connections, n)),
-                    "sources": [f"127.0.0.{2 + (c * 4 + j) % 250}" for j in range(4)]}
-            mine, theirs = mp.Pipe()
-            proc = mp.Process(target=clientproc.run, args=(spec, theirs), daemon=True)
-            proc.start()
-            self.procs.append(proc)
-            self.pipes.append(mine)
-
-    def gather(self, tag: str, timeout: float) -> list[tuple[Any, ...]]:
-        out = []
-        deadline = time.monotonic() + timeout
-        for pipe, proc in zip(self.pipes, self.procs, strict=True):
-            while not pipe.poll(0.5):
-                if not proc.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"a client process did not report {tag!r}")
-            msg = pipe.recv()
-            if msg[0] != tag:
-                raise RuntimeError(f"expected {tag!r} from a client, got {msg[0]!r}")
-            out.append(msg)
-        return out
-
-    def snap(self) -> dict[str, Any]:
-        for pipe in self.pipes:
-            pipe.send("snap")
-        return _sum([m[1] for m in self.gather("snap", 30)])
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError):
-                pipe.send("stop")
-        for proc in self.procs:
-            proc.join(15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-
-
-def _sum(snaps: list[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"errors": {}}
-    for s in snaps:
-        for k, v in s.items():
-            if k == "errors":
-                for why, n in v.items():
-                    total["errors"][why] = total["errors"].get(why, 0) + n
-            else:
-                total[k] = total.get(k, 0) + v
-    return total
-
-
-class Meter:
-    """CPU-seconds and RSS of the server's processes since the last :meth:`lap`."""
-
-    def __init__(self, run: Running) -> None:
-        self.pids = {"server": run.pid, **run.aux}
-        self.cpu = {k: cpu_s(p) for k, p in self.pids.items()}
-
-    def lap(self) -> dict[str, float]:
-        now = {k: cpu_s(p) for k, p in self.pids.items()}
-        used = {k: now[k] - self.cpu[k] for k in now}
-        self.cpu = now
-        return used
-
-    def rss(self) -> dict[str, int]:
-        return {k: rss_kib(p) for k, p in self.pids.items()}
 
 
 def bench_server(run: Running, args: argparse.Namespace) -> dict[str, Any]:
@@ -172,7 +93,7 @@ def _phases(run: Running, args: argparse.Namespace, meter: Meter, rss0: dict[str
     storm_cpu = meter.lap()
     wall = time.perf_counter() - t0
     lat = [x for m in opened for x in m[1]]
-    snap0 = _sum([m[3] for m in opened])
+    snap0 = sum_snaps([m[3] for m in opened])
     n = len(lat)
     if n == 0:
         raise RuntimeError(f"{run.kind}: no connection opened: {snap0['errors']}")
@@ -276,61 +197,6 @@ def start(kind: str, args: argparse.Namespace, binary: str | None) -> Running:
                                     args.gomaxprocs)
 
 
-def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Agentia / Centrifugo for each pair (above 1: Agentia uses more, or delivers more per
-    core for ``frames_per_core_s``). The edge alone, and edge + redis-server."""
-    out: dict[str, dict[str, float | None]] = {}
-    for a in [k for k in results if k.startswith("agentia")]:
-        for c in [k for k in results if k.startswith("centrifugo")]:
-            ra, rc = results[a], results[c]
-
-            def div(x: float | None, y: float | None) -> float | None:
-                return round(x / y, 2) if x is not None and y else None
-
-            both = {k: sum(v.values()) for k, v in (
-                ("rss", ra["rss_kib_per_conn"]), ("hs", ra["cpu_s_per_1000_handshakes"]))}
-            out[f"{a}/{c}"] = {
-                "rss_per_conn_edge": div(ra["rss_kib_per_conn"]["server"],
-                                         rc["rss_kib_per_conn"]["server"]),
-                "rss_per_conn_edge_plus_redis": div(both["rss"],
-                                                    rc["rss_kib_per_conn"]["server"]),
-                "cpu_per_1000_handshakes_edge": div(ra["cpu_s_per_1000_handshakes"]["server"],
-                                                    rc["cpu_s_per_1000_handshakes"]["server"]),
-                "cpu_per_1000_handshakes_edge_plus_redis": div(
-                    both["hs"], rc["cpu_s_per_1000_handshakes"]["server"]),
-                "handshake_p50": div(ra["handshake_p50_ms"], rc["handshake_p50_ms"]),
-                "handshake_p99": div(ra["handshake_p99_ms"], rc["handshake_p99_ms"]),
-                "cpu_per_1000_keepalives": div(ra["cpu_s_per_1000_keepalives"]["server"],
-                                               rc["cpu_s_per_1000_keepalives"]["server"]),
-            }
-            if "frames_per_core_s" in ra and "frames_per_core_s" in rc:
-                out[f"{a}/{c}"].update({
-                    "frames_per_core_s_edge": div(ra["frames_per_core_s"]["server"],
-                                                  rc["frames_per_core_s"]["server"]),
-                    "frames_per_core_s_edge_plus_redis": div(ra["frames_per_core_s_all"],
-                                                             rc["frames_per_core_s_all"]),
-                    "frames_per_core_s_edge_net": div(ra["frames_per_core_s_net"]["server"],
-                                                      rc["frames_per_core_s_net"]["server"]),
-                })
-    return out
-
-
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Numbers: the median over repeats (nested dicts too); anything else: the last run's."""
-    out: dict[str, Any] = {}
-    for key, last in runs[-1].items():
-        values = [r[key] for r in runs if key in r]
-        if isinstance(last, dict) and key not in ("errors", "extra"):
-            out[key] = median_of(values)
-        elif isinstance(last, int | float) and not isinstance(last, bool) and all(
-                isinstance(v, int | float) for v in values):
-            m = statistics.median(values)
-            out[key] = round(m, 4) if isinstance(m, float) else m
-        else:
-            out[key] = last
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
@@ -375,35 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         path = record(args.record_as, figures, notes=args.notes)
         print(f"recorded {path}")
     return 0
-
-
-def format_one(kind: str, f: dict[str, Any]) -> str:
-    lines = [f"  {f['connections']} connections ({f['failed']} failed {f['errors'] or ''}) in "
-             f"{f['open_wall_s']} s; handshake p50 {f['handshake_p50_ms']} ms, "
-             f"p99 {f['handshake_p99_ms']} ms",
-             f"  CPU-s per 1000 handshakes {f['cpu_s_per_1000_handshakes']}",
-             f"  RSS KiB per connection {f['rss_kib_per_conn']} (after storm "
-             f"{f['rss_kib_per_conn_after_storm']}; after forced GC "
-             f"{f.get('rss_kib_per_conn_after_forced_gc', '-')}); RSS MiB {f['rss_mib']}",
-             f"  hold {f['hold_s']} s: {f['keepalives']} keepalives, CPU-s per 1000 "
-             f"{f['cpu_s_per_1000_keepalives']}, dropped {f['dropped_in_hold']}"]
-    if "go_runtime_per_conn" in f:
-        lines.append(f"  Go runtime per connection: {f['go_runtime_per_conn']}")
-    if "delivered" in f:
-        lines.append(f"  fan-out: published {f['published']} ({f['published_per_s']}/s), "
-                     f"delivered {f['delivered']} ({f['delivered_per_s']}/s); CPU-s per 1000 "
-                     f"frames {f['cpu_s_per_1000_frames']}; frames per core-second "
-                     f"{f['frames_per_core_s']} (all {f['frames_per_core_s_all']}; net of idle "
-                     f"{f['frames_per_core_s_net']}); feeder CPU-s "
-                     f"per 1000 {f['feeder_cpu_s_per_1000']}")
-    return "\n".join(lines)
-
-
-def format_ratios(rat: dict[str, dict[str, float | None]]) -> str:
-    lines = ["== ratios Agentia / Centrifugo"]
-    for pair, r in rat.items():
-        lines.append(f"  {pair}: " + ", ".join(f"{k} {v}" for k, v in r.items()))
-    return "\n".join(lines)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
