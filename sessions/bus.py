@@ -12,40 +12,26 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeAlias, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import (
-    AskError,
-    ClusterError,
-    MovedError,
-    NoScriptError,
-    RedisClusterException,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
 
 from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from agentia.settings import Common, from_env
 from sessions import keys as K
 from sessions import scripts
+from sessions.redis_client import REDIS_DOWN as REDIS_DOWN
+from sessions.redis_client import RedisClient as RedisClient
+from sessions.redis_client import connect as connect
+from sessions.redis_client import connect_cluster as connect_cluster
+from sessions.redis_client import is_cluster_url as is_cluster_url
+from sessions.redis_client import is_down as is_down
+from sessions.redis_client import stale_map
 
 P = ParamSpec("P")
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError,
-              # a Cluster mid-failover: slots without a master, a node that cannot be reached
-              ClusterError, TryAgainError, RedisClusterException)
-RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
-CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
-"""``redis+cluster://[user:password@]host:port[,host:port...]``: a Redis Cluster, the listed
-nodes being seeds for discovering the rest (``rediss+cluster`` for TLS)."""
 
 
 class Forbidden(Exception):
@@ -91,72 +77,6 @@ class Replay:
 def frame_for(offset: int, event: bytes) -> bytes:
     """The client frame of a log event: the event JSON with its offset spliced in first."""
     return b'{"offset":%d,%s' % (offset, event[1:])
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.partition("://")[0] in CLUSTER_SCHEMES
-
-
-def connect(url: str, max_connections: int = 64) -> RedisClient:
-    """A client with a bounded pool that queues callers for up to 5 s when every connection
-    is busy (a handshake storm must wait, not fail), and that retries a command twice,
-    quickly, on a dropped connection, then reports the outage. A ``redis+cluster://`` URL
-    gives a Cluster client instead (:func:`connect_cluster`)."""
-    if is_cluster_url(url):
-        return connect_cluster(url, max_connections)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=5, socket_connect_timeout=2,
-        socket_timeout=10, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError])
-    return aioredis.Redis(connection_pool=pool)
-
-
-def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
-    """A Cluster client: ``max_connections`` per node (beyond it a command fails at once with
-    a retryable error: redis-py's Cluster pool does not queue). A command that meets a dead
-    node or a slot mid-failover fails at once and the next one re-reads the topology (MOVED
-    and ASK are still followed): no retries here, because redis-py retries a failed
-    *pipeline* by closing every connection of the client, under the feet of other tasks
-    (seen as ``AttributeError: 'NoneType' object has no attribute 'writelines'``). The
-    callers retry instead: clients resend on ``unavailable``, workers retry the session.
-    Partial coverage is allowed, so the slots of healthy masters keep working while one
-    master is replaced."""
-    parts = urlsplit(url)
-    auth, _, hosts = parts.netloc.rpartition("@")
-    user, _, password = auth.partition(":")
-    nodes = []
-    for hp in hosts.split(","):
-        host, _, port = hp.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"{parts.scheme}:// wants host:port[,host:port...], not {hp!r}")
-        nodes.append(ClusterNode(host.strip("[]"), int(port)))
-    return RedisCluster(
-        startup_nodes=nodes, username=unquote(user) or None,
-        password=unquote(password) or None, ssl=CLUSTER_SCHEMES[parts.scheme],
-        max_connections=max_connections, require_full_coverage=False,
-        socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
-        retry=Retry(NoBackoff(), 0))
-
-
-def _stale_map(exc: ResponseError) -> bool:
-    """A Cluster reply that says the client's map of slots is out of date."""
-    return isinstance(exc, MovedError | AskError | TryAgainError) or (
-        "WAIT cannot be used with replica" in str(exc))
-
-
-def is_down(exc: BaseException) -> bool:
-    """A Redis outage, including redis-py 8.1's Cluster race: after an error on a node it
-    disconnects that node's idle connections while another task may be taking one of them,
-    which then fails with AttributeError ('NoneType' ... 'writelines') inside redis-py."""
-    if isinstance(exc, REDIS_DOWN):
-        return True
-    if not isinstance(exc, AttributeError) or exc.__traceback__ is None:
-        return False
-    tb = exc.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return "/redis/asyncio/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
 def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -227,7 +147,7 @@ class Bus:
             try:
                 res = await self._pipeline_and_wait(key, commands)
             except ResponseError as exc:
-                if not self.cluster or not _stale_map(exc):
+                if not self.cluster or not stale_map(exc):
                     raise
                 # a failover this client did not see: the write was refused (MOVED), and a
                 # WAIT sent on its own would go to the wrong node; re-read the map, once

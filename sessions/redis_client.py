@@ -1,0 +1,95 @@
+"""Redis clients for the bus: one server or a Cluster, chosen by the URL, and what counts as
+an outage. See docs/redis-cluster.md."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError,
+              # a Cluster mid-failover: slots without a master, a node that cannot be reached
+              ClusterError, TryAgainError, RedisClusterException)
+RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+"""``redis+cluster://[user:password@]host:port[,host:port...]``: a Redis Cluster, the listed
+nodes being seeds for discovering the rest (``rediss+cluster`` for TLS)."""
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def connect(url: str, max_connections: int = 64) -> RedisClient:
+    """A client with a bounded pool that queues callers for up to 5 s when every connection
+    is busy (a handshake storm must wait, not fail), and that retries a command twice,
+    quickly, on a dropped connection, then reports the outage. A ``redis+cluster://`` URL
+    gives a Cluster client instead (:func:`connect_cluster`)."""
+    if is_cluster_url(url):
+        return connect_cluster(url, max_connections)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=5, socket_connect_timeout=2,
+        socket_timeout=10, health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    return aioredis.Redis(connection_pool=pool)
+
+
+def connect_cluster(url: str, max_connections: int = 64) -> RedisCluster:
+    """A Cluster client: ``max_connections`` per node (beyond it a command fails at once with
+    a retryable error: redis-py's Cluster pool does not queue). A command that meets a dead
+    node or a slot mid-failover fails at once and the next one re-reads the topology (MOVED
+    and ASK are still followed): no retries here, because redis-py retries a failed
+    *pipeline* by closing every connection of the client, including those other tasks are
+    using mid-command. The callers retry instead: clients resend on ``unavailable``,
+    workers retry the session, edges read again. Partial coverage is allowed, so the slots
+    of healthy masters keep working while one master is replaced."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = auth.partition(":")
+    nodes = []
+    for hp in hosts.split(","):
+        host, _, port = hp.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{parts.scheme}:// wants host:port[,host:port...], not {hp!r}")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    return RedisCluster(
+        startup_nodes=nodes, username=unquote(user) or None,
+        password=unquote(password) or None, ssl=CLUSTER_SCHEMES[parts.scheme],
+        max_connections=max_connections, require_full_coverage=False,
+        socket_connect_timeout=2, socket_timeout=10, health_check_interval=10,
+        retry=Retry(NoBackoff(), 0))
+
+
+def stale_map(exc: ResponseError) -> bool:
+    """A Cluster reply that says the client's map of slots is out of date."""
+    return isinstance(exc, MovedError | AskError | TryAgainError) or (
+        "WAIT cannot be used with replica" in str(exc))
+
+
+def is_down(exc: BaseException) -> bool:
+    """A Redis outage, including redis-py 8.1's Cluster race: after an error on a node it
+    disconnects that node's idle connections while another task may be taking one of them,
+    which then fails with AttributeError ('NoneType' ... 'writelines') inside redis-py."""
+    if isinstance(exc, REDIS_DOWN):
+        return True
+    if not isinstance(exc, AttributeError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return "/redis/asyncio/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
