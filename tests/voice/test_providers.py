@@ -10,9 +10,11 @@ and as raw bytes for ``tts-1``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import uuid
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,11 +26,17 @@ from aiohttp import web
 from livekit import rtc
 
 from agentia.settings import SettingsError, from_env
+from sessions.bus import Bus
+from tests.conftest import Client, Cluster
+from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.voice.livekit_server import LiveKitServer
 from voice import worker
+from voice.caller import Caller, speech_48k
 from voice.providers import load_plugins
 from voice.settings import VoiceSettings
 from voice.speech import espeak_pcm, normalise, to_mono16k
 from voice.stt_whisper import WhisperSTT
+from voice.tokens import start_call
 
 OPENAI_RATE = 24_000
 KEY = "sk-local-test"
@@ -51,7 +59,7 @@ class FakeOpenAI:
             rate, channels = w.getframerate(), w.getnchannels()
             pcm = w.readframes(w.getnframes())
         frame = rtc.AudioFrame(pcm, rate, channels, len(pcm) // (2 * channels))
-        text = self.whisper.decode(to_mono16k([frame]))
+        text = await asyncio.to_thread(self.whisper.decode, to_mono16k([frame]))
         self.transcriptions.append({
             "auth": request.headers.get("Authorization"), "model": form.get("model"),
             "response_format": form.get("response_format"), "language": form.get("language"),
@@ -192,3 +200,46 @@ def test_unknown_providers_and_urls_are_refused() -> None:
         with pytest.raises(SettingsError, match="AGENTIA_VOICE_"):
             VoiceSettings(**bad).validate()
     assert worker.synthesiser(VoiceSettings()).model == "espeak-ng-en-us"
+
+
+@pytest.mark.e2e
+async def test_a_call_with_openai_speech_through_the_room(
+        server: tuple[FakeOpenAI, str], cluster: Cluster, bus: Bus,
+        livekit: LiveKitServer) -> None:
+    """The real voice worker process with ``AGENTIA_VOICE_STT=openai``, ``_TTS=openai``: the
+    caller's speech reaches the session as a turn, the reply is spoken back."""
+    fake, url = server
+    edge = cluster.edge()
+    cluster.worker()
+    env = voice_env(cluster, livekit) | {
+        "OPENAI_API_KEY": KEY, "AGENTIA_VOICE_STT": "openai", "AGENTIA_VOICE_TTS": "openai",
+        "AGENTIA_VOICE_OPENAI_BASE_URL": url}
+    voice = VoiceWorker(env)
+    sid = f"cloud-{uuid.uuid4().hex[:8]}"
+    chat = await Client.open(edge.port, user="alice", session=sid)
+    caller: Caller | None = None
+    try:
+        await chat.until("welcome")
+        call = await start_call(voice_settings(env), sid, "alice")
+        caller = await Caller.join(call.url, call.token)
+        caller.open_microphone()
+        await caller.ready(20)
+        await chat.until("call", state="joined")
+        await asyncio.sleep(0.5)
+        spoken = await caller.say(await speech_48k(SENTENCE))
+        user = await chat.until("user", timeout=20)
+        assert (normalise(user["text"]), user["source"]) == (SENTENCE, "voice")
+        await chat.until("reply", timeout=20, turn=user["offset"])
+        await asyncio.wait_for(caller.heard_agent.wait(), 20)
+        await asyncio.sleep(1.0)  # not the whole answer: its first second
+        assert caller.loud_between(spoken, spoken + 30) >= 25, \
+            "the agent's answer was not audible (under 0.5 s of sound)"
+    finally:
+        if caller is not None:
+            await caller.leave()
+        await chat.close()
+        voice.stop()
+    assert "Traceback" not in voice.text(), voice.log_path
+    heard = [t for t in fake.transcriptions if t["model"] == "gpt-4o-mini-transcribe"]
+    assert heard and all(t["auth"] == f"Bearer {KEY}" for t in heard)
+    assert fake.speeches and {s["model"] for s in fake.speeches} == {"gpt-4o-mini-tts"}
