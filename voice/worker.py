@@ -104,7 +104,7 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     s: VoiceSettings = proc.userdata["settings"]
     vad = proc.userdata["vad"]
     delay = s.voice_endpoint_delay_s
-    recog = proc.userdata.get("stt") or recogniser(s)
+    recog = proc.userdata["stt"] if "stt" in proc.userdata else recogniser(s)
     if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
         recog = streaming_stt(recog, proc.userdata["stt_vad"])
     return AgentSession(
