@@ -77,6 +77,14 @@ class VoiceSettings(Common):
     confirmed; a longer pause inside a sentence gives two transcripts that make one turn."""
     voice_endpoint_delay_s: float = 0.2
     """Extra wait after the end of an utterance before the turn is sent to the agent."""
+    voice_turn_detection: str = "vad"
+    """``vad``: silence alone ends the caller's turn. ``model``: LiveKit's on-device audio
+    end-of-turn model (``TurnDetector(version="v1-mini")`` from livekit-local-inference, which
+    ships its weights: no download, no cloud) decides whether a pause ends it, waiting up to 3 s
+    when it sounds unfinished. Not the default yet: on our espeak-ng test speech it scores
+    finished sentences 0.20-0.44 against its 0.36 English threshold (tests/voice/
+    test_turn_detector.py), so it would hold most test turns for the full 3 s; it needs a
+    measurement with human speech first (docs/voice.md)."""
     voice_aec_warmup_s: float = 3.0
     """For the first this-many seconds of the agent's speech in a call the caller cannot
     interrupt it (livekit-agents' default: the caller's echo canceller is still adapting and
@@ -111,6 +119,8 @@ class VoiceSettings(Common):
         if not (0 < self.voice_livekit_timeout_s <= 60 and 0 <= self.voice_dispatch_wait_s <= 60):
             raise SettingsError("AGENTIA_VOICE_LIVEKIT_TIMEOUT_S must be in (0, 60] and "
                                 "AGENTIA_VOICE_DISPATCH_WAIT_S in [0, 60]")
+        if self.voice_turn_detection not in ("model", "vad"):
+            raise SettingsError("AGENTIA_VOICE_TURN_DETECTION must be model or vad")
         if not 0 <= self.voice_aec_warmup_s <= 10:
             raise SettingsError("AGENTIA_VOICE_AEC_WARMUP_S must be in [0, 10]")
         self._validate_stt()

@@ -110,7 +110,7 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     return AgentSession(
         vad=vad, stt=recog, llm=BusLLM(bridge), tts=synthesiser(s),
         turn_handling={
-            "turn_detection": "vad",
+            "turn_detection": turn_detector(s),
             "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
             # "adaptive" interruption and preemptive generation would call hosted models or
             # submit half-heard turns to the bus: both off.
@@ -118,6 +118,15 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
             "preemptive_generation": {"enabled": False},
         },
         aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
+
+
+def turn_detector(s: VoiceSettings) -> Any:
+    """The end-of-turn decision: the local audio model, or silence alone. The version is given
+    explicitly: left out, livekit-agents may pick the hosted ``v1`` model (LiveKit Inference)."""
+    if s.voice_turn_detection == "vad":
+        return "vad"
+    from livekit.agents.inference.eot import TurnDetector
+    return TurnDetector(version="v1-mini")
 
 
 def _log_timings(item: Any) -> None:
