@@ -24,9 +24,11 @@ from gateway import protocol as P
 from gateway.auth import AuthError, Verifier, token_from
 from gateway.connection import Connection
 from sessions import keys as K
-from sessions.bus import Bus, Forbidden, frame_for
+from sessions.bus import Bus, Forbidden, SessionInfo, frame_for
 
 log = logging.getLogger("agentia.edge")
+OPEN_BATCH = 256
+"""Session opens sent to Redis in one pipeline at most."""
 
 
 def verifier_for(s: Auth) -> Verifier:
@@ -55,6 +57,8 @@ class EdgeNode:
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
         self._public_limits = self.limits.public()
+        self._opening: list[tuple[str, str, asyncio.Future[SessionInfo]]] = []
+        self._opener: asyncio.Task[None] | None = None
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
 
@@ -116,7 +120,7 @@ class EdgeNode:
         which cannot read the status of a refused upgrade, see the close code and reason."""
         state = conn.state
         try:
-            info = await self.bus.open_session(state.session, state.user, self.id)
+            info = await self._open_session(state.session, state.user)
         except Exception as exc:
             self._remove(conn)
             if isinstance(exc, Forbidden):
@@ -135,6 +139,35 @@ class EdgeNode:
         self._seen[state.user, state.session] = time.time()
         self.metrics["handshakes"] += 1
         return None
+
+    async def _open_session(self, sid: str, user: str) -> SessionInfo:
+        """Open a session, batched with the other handshakes of the moment: the sessions that
+        arrive while a batch is in Redis go together in the next one (a storm of handshakes
+        costs a round trip per batch, not per handshake; a lone handshake waits for nobody)."""
+        fut: asyncio.Future[SessionInfo] = asyncio.get_running_loop().create_future()
+        self._opening.append((sid, user, fut))
+        if self._opener is None:
+            self._opener = asyncio.create_task(self._open_batches())
+        return await fut
+
+    async def _open_batches(self) -> None:
+        try:
+            while self._opening:
+                batch, self._opening = self._opening[:OPEN_BATCH], self._opening[OPEN_BATCH:]
+                try:
+                    results: list[Any] = await self.bus.open_sessions(
+                        [(sid, user, self.id) for sid, user, _ in batch])
+                except Exception as exc:
+                    results = [exc] * len(batch)
+                for (_, _, fut), res in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(res, BaseException):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+        finally:
+            self._opener = None
 
     def _add(self, conn: Connection) -> None:
         self.sessions.setdefault(conn.state.session, set()).add(conn)

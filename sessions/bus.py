@@ -196,6 +196,45 @@ class Bus:
             raise Forbidden(sid)
         return SessionInfo(res[1].decode(), int(res[2]))
 
+    @_down
+    async def open_sessions(self, opens: list[tuple[str, str, str]]
+                            ) -> list[SessionInfo | Exception]:
+        """Several :meth:`open_session` in one round trip: (sid, user, node) each; each result
+        is a SessionInfo or the exception that call would have raised. An edge batches the
+        handshakes that arrive while a batch is in flight (one write and one read instead of
+        one each per handshake). On a Cluster, or without WAIT-free scripts, one by one."""
+        if len(opens) == 1 or self.cluster or self.wait_replicas:
+            out: list[SessionInfo | Exception] = []
+            for sid, user, node in opens:
+                try:
+                    out.append(await self.open_session(sid, user, node))
+                except Forbidden as exc:
+                    out.append(exc)
+            return out
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, user, node in opens:
+                keys = [k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
+                        k.memory(sid)]
+                pipe.execute_command("EVALSHA", self._open.sha, len(keys), *keys, user,
+                                     secrets.token_hex(8), int(time.time()), K.SESSION_TTL,
+                                     node)
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[SessionInfo | Exception] = []
+        for (sid, user, node), res in zip(opens, replies, strict=True):
+            if isinstance(res, NoScriptError):  # a flushed script cache: one by one, loading it
+                try:
+                    results.append(await self.open_session(sid, user, node))
+                except Forbidden as exc:
+                    results.append(exc)
+            elif isinstance(res, Exception):
+                results.append(res)
+            elif res[0] == b"forbidden":
+                results.append(Forbidden(sid))
+            else:
+                results.append(SessionInfo(res[1].decode(), int(res[2])))
+        return results
+
     async def touch_user_session(self, user: str, sid: str) -> None:
         """Remember the session in the user's list (most recent first, bounded)."""
         await self.touch_user_sessions({(user, sid): time.time()})
