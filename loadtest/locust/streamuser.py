@@ -49,15 +49,12 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtest.locust.lineage import Lineage
 from loadtest.locust.wsuser import (
     OP_CLOSE,
-    OP_PING,
-    OP_PONG,
     OP_TEXT,
     HoldUser,
     Tally,
     WSConnection,
     WSError,
     close_code,
-    close_frame,
     describe,
     encode_frame,
     fire,
@@ -233,14 +230,8 @@ class StreamUser(HoldUser):
                     self._event(lin, payload)
                 else:
                     self._control(lin, conn, orjson.loads(payload))
-            elif op == OP_PING:
-                with contextlib.suppress(OSError):
-                    conn.sock.send(encode_frame(OP_PONG, payload))
-            elif op == OP_CLOSE:
-                code = close_code(payload)
-                with contextlib.suppress(OSError):
-                    conn.sock.send(close_frame(code if code != 1005 else 1000))
-                self._drop(conn, WSError(f"close {code}", code))
+            elif (ended := conn.answer_control(op, payload)) is not None:
+                self._drop(conn, ended)
                 return
 
     def _event(self, lin: Lineage, payload: bytes) -> None:

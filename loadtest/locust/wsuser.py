@@ -244,6 +244,19 @@ class WSConnection:
 
     # -- parsing
 
+    def answer_control(self, op: int, payload: bytes) -> WSError | None:
+        """Answer a PING with its PONG; answer a CLOSE with a close frame and return why the
+        connection ended (the caller drops it). Other opcodes: nothing, None."""
+        if op == OP_PING:
+            with contextlib.suppress(OSError):
+                self.sock.send(encode_frame(OP_PONG, payload))
+        elif op == OP_CLOSE:
+            code = close_code(payload)
+            with contextlib.suppress(OSError):
+                self.sock.send(close_frame(code if code != 1005 else 1000))
+            return WSError(f"close {code}", code)
+        return None
+
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next complete message or control frame in the buffer (consumed), or None."""
         while True:
@@ -647,14 +660,8 @@ class HoldUser(AgentiaWSUser):
                 if conn.ping_at:
                     fire(self.environment, "pong", conn.ping_at)
                     conn.ping_at = 0.0
-            elif op == OP_PING:
-                with contextlib.suppress(OSError):
-                    conn.sock.send(encode_frame(OP_PONG, payload))
-            elif op == OP_CLOSE:
-                code = close_code(payload)
-                with contextlib.suppress(OSError):
-                    conn.sock.send(close_frame(code if code != 1005 else 1000))
-                self._drop(conn, WSError(f"close {code}", code))
+            elif (ended := conn.answer_control(op, payload)) is not None:
+                self._drop(conn, ended)
                 return
 
     def _drop(self, conn: WSConnection, exc: WSError) -> None:
