@@ -41,6 +41,7 @@ window.agentiaApp = app;
 // -- small utilities ---------------------------------------------------------------------------
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const FORBIDDEN_CLOSE = 4501; // the edge: this conversation belongs to another user
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -667,16 +668,29 @@ function startClient() {
   });
   client.on("error", (err) => {
     if (err.willRetry || err.code === "switched") return;
+    if (err.closeCode === FORBIDDEN_CLOSE) return; // handled by the close listener below
     if (err.ref) failPending(err.ref, null, err); // also sends restored after a reload
     if (err.code === "turn_not_active") return; // the turn finished before the cancel
     if (err.code === "token_unavailable") return;
     toast(err.message || err.code);
   });
-  // A refused handshake (HTTP 401/403/429/503) looks like a network failure to a browser.
+  // A refused handshake (HTTP 401/429/503) looks like a network failure to a browser.
   // After a few, ask the control plane whether the stored conversation is still ours.
   let failures = 0;
   client.on("welcome", () => { failures = 0; });
-  client.on("close", async () => {
+  client.on("close", async ({ code }) => {
+    if (code === FORBIDDEN_CLOSE && app.client === client) {
+      // The edge opened the socket, then refused the session: another user's conversation.
+      // That client has stopped for good; forget the session and start a fresh client.
+      toast("That conversation belongs to another user: starting a new one.", "info");
+      localStorage.removeItem(`agentia:${app.user}:session`);
+      sessionStorage.removeItem(`agentia:${app.user}:tab`);
+      clearView();
+      els.pending.replaceChildren();
+      startClient();
+      renderSessions();
+      return;
+    }
     failures += 1;
     const session = client.session;
     if (failures !== 3 || !session || app.client !== client) return;

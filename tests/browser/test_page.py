@@ -261,3 +261,33 @@ def test_chat_page_streams_reloads_shares_tabs_and_survives_an_edge_crash(
 
     assert problems == []
     context.close()
+
+
+def test_another_users_conversation_is_refused_and_a_new_one_starts(
+        system: System, browser: Browser) -> None:
+    """The edge refuses a foreign session after the upgrade (close 4501); the page says so and
+    starts a new conversation instead of retrying the refused one."""
+    problems: list[str] = []
+    alice = browser.new_context()
+    page = alice.new_page()
+    watch(page, problems)
+    page.goto(system.api + "/")
+    wait_synced(page)
+    owned = page.evaluate("window.agentiaApp.client.session")
+    alice.close()
+
+    mallory = browser.new_context()
+    mallory.add_init_script(f"""
+        localStorage.setItem('agentia:user', 'mallory');
+        localStorage.setItem('agentia:mallory:session', JSON.stringify({{session: '{owned}'}}));
+    """)
+    page = mallory.new_page()
+    watch(page, problems)
+    page.goto(system.api + "/")
+    expect(page.locator(".toast").last).to_contain_text("belongs to another user",
+                                                        timeout=20_000)
+    wait_synced(page)
+    mine = page.evaluate("window.agentiaApp.client.session")
+    assert mine and mine != owned
+    assert problems == []
+    mallory.close()
