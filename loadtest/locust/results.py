@@ -108,6 +108,32 @@ def hist_pct(hist: dict[float, int], p: float) -> float:
     return max(hist)
 
 
+def cdf_plot(plt: Any, save: Any, hists: dict[str, dict[float, int]], names: tuple[str, ...],
+             filename: str, xlabel: str, ylabel: str, title: str) -> None:
+    """One CDF per named histogram that has samples, on a log time axis, p50/p99 in the legend."""
+    names = tuple(n for n in names if hists.get(n))
+    if not names:
+        return
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for name in names:
+        h = hists[name]
+        total, seen = sum(h.values()), 0
+        xs, ys = [max(min(h), 0.5)], [0.0]
+        for ms in sorted(h):
+            seen += h[ms]
+            xs.append(max(ms, 0.5))
+            ys.append(seen / total)
+        ax.step(xs, ys, where="post", label=f"{name} (n={total}, p50 "
+                f"{hist_pct(h, 50):.0f} ms, p99 {hist_pct(h, 99):.0f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, filename)
+
+
 def _r(x: float, nd: int = 1) -> float | None:
     return None if x is None or math.isnan(x) else round(x, nd)
 
@@ -327,26 +353,9 @@ def plot(out: Path, scenario: str) -> list[Path]:
 
     # turn latency distribution
     hists = read_histograms(out)
-    names = [n for n in ("ack", "first_delta", "full_turn") if hists.get(n)]
-    if names:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        for name in names:
-            h = hists[name]
-            total = sum(h.values())
-            xs, ys, seen = [max(min(h), 0.5)], [0.0], 0
-            for ms in sorted(h):
-                seen += h[ms]
-                xs.append(max(ms, 0.5))
-                ys.append(seen / total)
-            ax.step(xs, ys, where="post", label=f"{name} (n={total}, p50 "
-                    f"{hist_pct(h, 50):.0f} ms, p99 {hist_pct(h, 99):.0f} ms)")
-        ax.set_xscale("log")
-        ax.set_xlabel("ms from sending the turn (log)")
-        ax.set_ylabel("fraction of turns")
-        ax.set_title(f"{scenario}: turn latency distribution (CDF)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        save(fig, "turn_latency.png")
+    cdf_plot(plt, save, hists, ("ack", "first_delta", "full_turn"), "turn_latency.png",
+             "ms from sending the turn (log)", "fraction of turns",
+             f"{scenario}: turn latency distribution (CDF)")
     if scenario in ("reconnect", "slow"):
         from loadtest.locust.streamresults import plot_stream
 

@@ -11,6 +11,7 @@ from typing import Any
 from loadtest.locust.results import (
     _latency,
     _r,
+    cdf_plot,
     edge_ids,
     hist_pct,
     read_histograms,
@@ -102,23 +103,6 @@ def plot_stream(out: Path, scenario: str, plt: Any, save: Any) -> None:
         ax.grid(alpha=0.3)
         save(fig, "event_latency.png")
     hists = read_histograms(out)
-    names = [n for n in ("resume", "outage") if hists.get(n)]
-    if names:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        for name in names:
-            h = hists[name]
-            total, seen = sum(h.values()), 0
-            xs, ys = [max(min(h), 0.5)], [0.0]
-            for ms in sorted(h):
-                seen += h[ms]
-                xs.append(max(ms, 0.5))
-                ys.append(seen / total)
-            ax.step(xs, ys, where="post", label=f"{name} (n={total}, p50 "
-                    f"{hist_pct(h, 50):.0f} ms, p99 {hist_pct(h, 99):.0f} ms)")
-        ax.set_xscale("log")
-        ax.set_xlabel("ms (log): resume = connect to resumed; outage = drop to resumed")
-        ax.set_ylabel("fraction of reconnections")
-        ax.set_title(f"{scenario}: reconnection time (CDF)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        save(fig, "resume_latency.png")
+    cdf_plot(plt, save, hists, ("resume", "outage"), "resume_latency.png",
+             "ms (log): resume = connect to resumed; outage = drop to resumed",
+             "fraction of reconnections", f"{scenario}: reconnection time (CDF)")
