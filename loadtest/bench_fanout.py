@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -165,10 +166,15 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
             assert sup.stdout is not None
             info: dict[str, str] = {}
             for line in sup.stdout:
-                if line.startswith(b"AGENTIA_GATEWAY_READY"):
+                # --processes 1 runs the edge itself (AGENTIA_EDGE_READY, its own pid);
+                # more run under a supervisor that lists its edges' pids
+                if line.startswith((b"AGENTIA_GATEWAY_READY", b"AGENTIA_EDGE_READY")):
                     info = dict(f.split("=", 1) for f in line.decode().split()[1:])
                     break
-            port, edge_pids = int(info["port"]), [int(x) for x in info["pids"].split(",")]
+            if not info:
+                raise RuntimeError("the gateway exited before it was ready")
+            port = int(info["port"])
+            edge_pids = [int(x) for x in info.get("pids", str(sup.pid)).split(",")]
             time.sleep(2)
             rss0 = sum(rss_kib(p) for p in edge_pids)
             q: Any = mp.Queue()
@@ -231,6 +237,10 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
             redis.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,7 +255,12 @@ def main() -> None:
                    help="write loadtest/results/edge-fanout.json")
     p.add_argument("--notes", default="")
     a = p.parse_args()
-    res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds, a.transport)
+    # SIGTERM (timeout, CI) unwinds like Ctrl-C, so bench()'s finally stops the edges and Redis
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds, a.transport)
+    except KeyboardInterrupt:
+        sys.exit("bench_fanout: interrupted; its edges and Redis are stopped")
     print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
     if a.record:
         print("recorded", record("edge-fanout", res, notes=a.notes))
