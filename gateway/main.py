@@ -30,7 +30,8 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     with contextlib.suppress(Exception):
         await bus.heartbeat_node(node.id)
     for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
-                 node.metrics_forever(), node.user_sessions_forever()):
+                 node.metrics_forever(), node.user_sessions_forever(),
+                 node.leases_forever()):
         node.spawn(coro)
     impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
     server = await impl.start(node)
