@@ -57,8 +57,24 @@ export class AgentiaError extends Error {
 // ---------------------------------------------------------------------------------------------
 // Pure logic (exported for tests)
 
-/** Close codes 4500-4999 are terminal (do not reconnect); everything else reconnects. */
+/**
+ * The edge's close codes (docs/protocol.md, section 8): name and whether to reconnect.
+ * 4005 (the user's connections over all edges) reconnects with backoff; 4501 (another user's
+ * session), 4502 (too many new sessions this hour: the app may retry later) and 4503 (too many
+ * live sessions) stop the client, which reports an AgentiaError with `closeCode`.
+ */
+export const CLOSE_CODES = Object.freeze({
+  1000: ["NORMAL", true], 1001: ["GOING_AWAY", true], 1009: ["MESSAGE_TOO_BIG", true],
+  1011: ["INTERNAL_ERROR", true], 1012: ["SERVICE_RESTART", true],
+  1013: ["TRY_AGAIN_LATER", true], 4000: ["SLOW", true], 4001: ["IDLE", true],
+  4002: ["FLOOD", true], 4003: ["TOKEN_EXPIRED", true], 4004: ["SESSION_LOST", true],
+  4005: ["TOO_MANY_CONNECTIONS", true], 4501: ["FORBIDDEN", false],
+  4502: ["NEW_SESSIONS_RATE", false], 4503: ["TOO_MANY_SESSIONS", false],
+});
+
+/** Terminal close codes (do not reconnect): the table above, then 4500-4999. */
 export function isTerminalClose(code) {
+  if (Object.hasOwn(CLOSE_CODES, code)) return !CLOSE_CODES[code][1];
   return code >= 4500 && code <= 4999;
 }
 

@@ -4,6 +4,7 @@ import { describe, it } from "node:test";
 
 import {
   AgentiaClient,
+  CLOSE_CODES,
   EventSequencer,
   backoffDelay,
   isLogEvent,
@@ -134,6 +135,34 @@ describe("close codes", () => {
       assert.equal(isTerminalClose(code), false, String(code));
     }
     for (const code of [4500, 4700, 4999]) assert.equal(isTerminalClose(code), true, String(code));
+  });
+  it("reconnects on 4005 and stops on the per-user session limits", () => {
+    assert.equal(isTerminalClose(4005), false); // too many connections: retry with backoff
+    for (const code of [4501, 4502, 4503]) assert.equal(isTerminalClose(code), true, String(code));
+    assert.deepEqual(CLOSE_CODES[4502], ["NEW_SESSIONS_RATE", false]);
+  });
+  it("stops on a 4502 before welcome, reports it and does not reconnect", async () => {
+    const { client, sockets, clock, errors } = setup();
+    client.connect();
+    await tick();
+    sockets[0].open();
+    sockets[0].drop(4502, "too many new sessions for this user this hour: retry later");
+    assert.equal(client.state, "closed");
+    assert.equal(errors.at(-1).closeCode, 4502);
+    clock.advance(60_000);
+    await tick();
+    assert.equal(sockets.length, 1);
+  });
+  it("reconnects after a 4005 before welcome", async () => {
+    const { client, sockets, clock } = setup();
+    client.connect();
+    await tick();
+    sockets[0].open();
+    sockets[0].drop(4005, "too many connections for this user: reconnect later");
+    assert.notEqual(client.state, "closed");
+    clock.advance(60_000);
+    await tick();
+    assert.ok(sockets.length >= 2, String(sockets.length));
   });
 });
 
