@@ -463,3 +463,50 @@ def test_services_and_monitors_point_at_real_ports(rendered: dict[str, list[Doc]
                       ["volumeMounts"]}
             assert env(container(deps["worker"], "worker"))["PROMETHEUS_MULTIPROC_DIR"][
                 "value"] == mounts["metrics"]
+
+
+# --- per-user limits and Redis memory (docs/operations.md, "Redis memory") ---
+
+def test_user_limits_and_new_session_ttl_reach_the_processes(
+        rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        edge = env(container(one(docs, "Deployment", "edge"), "edge"))
+        limits = v["edge"]["userLimits"]
+        for var, key in (("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL", "connections"),
+                         ("AGENTIA_MAX_SESSIONS_PER_HOUR", "sessionsPerHour"),
+                         ("AGENTIA_MAX_SESSIONS_PER_USER", "sessions")):
+            assert edge[var]["value"] == str(limits[key])
+        for dep in kinds(docs, "Deployment"):
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                if c["name"] in ("edge", "api", "worker", "voice"):
+                    assert env(c)["AGENTIA_NEW_SESSION_TTL_S"]["value"] == str(
+                        v["config"]["newSessionTtlSeconds"])
+
+
+def test_redis_memory_alert(rendered: dict[str, list[Doc]]) -> None:
+    seen = False
+    for v, docs in cases(rendered):
+        a = v["monitoring"]["redisMemoryAlert"]
+        rules = kinds(docs, "PrometheusRule")
+        if not a["enabled"]:
+            assert rules == []
+            continue
+        seen = True
+        (rule,) = rules
+        assert rule["metadata"]["labels"].items() >= a["labels"].items()
+        by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+        high = by_name["AgentiaRedisMemoryHigh"]
+        assert f"> {a['threshold']}" in high["expr"] and high["for"] == a["for"]
+        assert "redis_memory_used_bytes{" + a["selector"] + "}" in high["expr"]
+        assert "redis_memory_max_bytes" in by_name["AgentiaRedisNoMaxmemory"]["expr"]
+    assert seen, "one ci value set must enable monitoring.redisMemoryAlert"
+
+
+def test_redis_memory_values_are_checked(helm: str) -> None:
+    base = ("redis.host=r,auth.existingSecret=a,worker.keda.enabled=false")
+    err = template_error(helm, "--set", base + ",redis.maxmemoryPolicy=allkeys-lru")
+    assert "maxmemoryPolicy" in err
+    err = template_error(helm, "--set", base + ",edge.userLimits.sessions=-1")
+    assert "sessions" in err
+    err = template_error(helm, "--set", base + ",monitoring.redisMemoryAlert.threshold=2")
+    assert "threshold" in err

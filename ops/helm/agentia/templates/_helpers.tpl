@@ -159,6 +159,8 @@ config.shards and config.redisPrefix.
   value: {{ .Values.config.logLevel | quote }}
 - name: AGENTIA_LOG_JSON
   value: {{ .Values.config.logJson | quote }}
+- name: AGENTIA_NEW_SESSION_TTL_S
+  value: {{ .Values.config.newSessionTtlSeconds | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
