@@ -67,6 +67,8 @@ class EdgeNode:
         self._lease_batch = Batcher(self.users.lease, OPEN_BATCH)
         self._reserve_batch = Batcher(self.users.reserve, OPEN_BATCH)
         self._release_batch = Batcher(self._release_leases, OPEN_BATCH)
+        self._leased: set[Connection] = set()
+        """Connections holding a lease in their user's set (renewed by leases_forever)."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
 
@@ -165,6 +167,7 @@ class EdgeNode:
             return False
         if not await self._lease_batch((conn.state.user, self._lease_id(conn))):
             raise Refused(*TOO_MANY_CONNECTIONS)
+        self._leased.add(conn)
         return True
 
     def _lease_id(self, conn: Connection) -> str:
@@ -173,7 +176,8 @@ class EdgeNode:
 
     async def _release(self, conn: Connection) -> None:
         """Give the connection's lease back (if Redis cannot hear it, the lease expires)."""
-        if self.users.limits.connections:
+        if conn in self._leased:
+            self._leased.discard(conn)
             with contextlib.suppress(BusUnavailable):
                 await self._release_batch((conn.state.user, self._lease_id(conn)))
 
@@ -322,9 +326,8 @@ class EdgeNode:
         while True:
             await asyncio.sleep(K.CONN_LEASE_S / 3)
             by_user: dict[str, list[str]] = {}
-            for conns in list(self.sessions.values()):
-                for c in conns:
-                    by_user.setdefault(c.state.user, []).append(self._lease_id(c))
+            for c in self._leased:
+                by_user.setdefault(c.state.user, []).append(self._lease_id(c))
             try:
                 await self.users.renew(by_user)
             except BusUnavailable:
