@@ -68,6 +68,8 @@ class EdgeNode:
         self._reserve_batch = Batcher(self.users.reserve, OPEN_BATCH)
         self._release_batch = Batcher(self._release_leases, OPEN_BATCH)
         self._leased: set[Connection] = set()
+        self._generated: set[str] = set()
+        """Session ids this edge made up at admission, not yet opened: new for sure."""
         """Connections holding a lease in their user's set (renewed by leases_forever)."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
@@ -120,6 +122,8 @@ class EdgeNode:
                             last_seen=time.monotonic())
         conn = Connection(self, state)
         self._add(conn)
+        if not session:
+            self._generated.add(sid)
         return conn
 
     async def open(self, conn: Connection) -> tuple[CloseCode, str] | None:
@@ -133,12 +137,15 @@ class EdgeNode:
         leased = False
         try:
             leased = await self._lease(conn)
-            info = await self._open_session(state.session, state.user)
+            info = await self._open_session(state.session, state.user,
+                                            state.session in self._generated)
         except Exception as exc:
             self._remove(conn)
+            self._generated.discard(state.session)
             if leased:
                 await self._release(conn)
             return self._refusal(exc, state.session)
+        self._generated.discard(state.session)
         state.epoch = info.epoch
         conn.push(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
                                   offset=info.offset, limits=self._public_limits).encode())
@@ -185,16 +192,18 @@ class EdgeNode:
         await self.users.release(conns)
         return [None] * len(conns)
 
-    async def _open_session(self, sid: str, user: str) -> SessionInfo:
+    async def _open_session(self, sid: str, user: str, generated: bool) -> SessionInfo:
         """Open an existing session, or count a new one against its user's limits and then
-        create it (batched with the other handshakes of the moment, see Batcher)."""
+        create it (batched with the other handshakes of the moment, see Batcher). A session
+        id the edge generated is new: it is counted at once, saving a round trip."""
         lim = self.users.limits
         if not (lim.sessions_per_hour or lim.sessions):
             return await self._open_batch((sid, user, self.id, True))
-        try:
-            return await self._open_batch((sid, user, self.id, False))
-        except Missing:
-            pass
+        if not generated:
+            try:
+                return await self._open_batch((sid, user, self.id, False))
+            except Missing:
+                pass
         await self._reserve_batch((user, sid))  # raises Refused over a limit
         return await self._open_batch((sid, user, self.id, True))
 
@@ -224,6 +233,7 @@ class EdgeNode:
     async def forget(self, conn: Connection) -> None:
         """A connection ended (or its handshake failed after admission)."""
         sid = conn.state.session
+        self._generated.discard(sid)  # an upgrade that failed before open()
         if conn not in self.sessions.get(sid, ()):
             return  # forgotten already, or refused by open()
         if self._remove(conn):
