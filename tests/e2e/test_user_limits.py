@@ -119,3 +119,21 @@ async def test_redis_out_of_memory_is_unavailable(transport: str, tmp_path: Path
         cluster.stop()
         redis.stop()
     assert cluster.edge_tracebacks() == []
+
+
+async def test_connections_of_a_killed_edge_stop_counting_when_their_leases_end(
+        cluster: Cluster, bus: Bus) -> None:
+    a, b = (cluster.edge(AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL="2") for _ in range(2))
+    held = [await welcomed(a.port, "ann", "k1"), await welcomed(a.port, "ann", "k2")]
+    a.kill()  # SIGKILL: no drain, the leases stay in Redis
+    assert (await refused(b.port, "ann", "k1"))[0] == 4005
+    key = K.UserKeys(bus.keys.prefix).conns("ann")
+    leases = await bus.redis.zrange(key, 0, -1, withscores=True)
+    now_ms = time.time() * 1000
+    assert len(leases) == 2 and all(
+        now_ms < end <= now_ms + K.CONN_LEASE_S * 1000 for _, end in leases)
+    # CONN_LEASE_S later (nobody renewed them): the user's slots are free again
+    await bus.redis.zadd(key, {m: now_ms - 1 for m, _ in leases})
+    c = await welcomed(b.port, "ann", "k1")
+    for x in (*held, c):
+        await x.ws.close()
