@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from agentia.client import AgentiaClient, ServerClosed
+from agentia.client import AgentiaClient, Backoff, ServerClosed
 from agentia.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -137,3 +137,17 @@ async def test_connections_of_a_killed_edge_stop_counting_when_their_leases_end(
     c = await welcomed(b.port, "ann", "k1")
     for x in (*held, c):
         await x.ws.close()
+
+
+async def test_the_python_sdk_retries_4005_until_a_slot_frees(cluster: Cluster) -> None:
+    edge = cluster.edge(AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL="1")
+    held = await welcomed(edge.port, "ann", "r1")
+    client = AgentiaClient(f"ws://127.0.0.1:{edge.port}/v1/ws", token("ann"), session="r1",
+                           backoff=Backoff(base=0.1, cap=0.2))
+    connecting = asyncio.create_task(client.connect())
+    await asyncio.sleep(1.0)
+    assert not connecting.done() and client.stats["connect_attempts"] >= 2
+    await held.close()  # a slot frees: the next attempt gets in
+    await asyncio.wait_for(connecting, 10)
+    assert client.connected and client.error is None
+    await client.close()
