@@ -335,13 +335,17 @@ class EdgeNode:
             return
         while True:
             await asyncio.sleep(K.CONN_LEASE_S / 3)
-            by_user: dict[str, list[str]] = {}
-            for c in self._leased:
-                by_user.setdefault(c.state.user, []).append(self._lease_id(c))
             try:
-                await self.users.renew(by_user)
+                await self.renew_leases()
             except BusUnavailable:
                 self.metrics["redis_errors"] += 1
+
+    async def renew_leases(self) -> None:
+        """One renewal of every lease this edge holds (raises BusUnavailable)."""
+        by_user: dict[str, list[str]] = {}
+        for c in self._leased:
+            by_user.setdefault(c.state.user, []).append(self._lease_id(c))
+        await self.users.renew(by_user)
 
     async def user_sessions_forever(self, every_s: float = 0.5) -> None:
         """Write the users' session lists in batches: one round trip per half second instead

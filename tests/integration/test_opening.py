@@ -148,3 +148,35 @@ async def test_redis_down_is_unavailable(prefix: str) -> None:
     assert all(isinstance(g, BusUnavailable) for g in got)
     with pytest.raises(BusUnavailable):
         await users.release([("ann", "e:1")])
+
+
+async def test_an_edge_node_leases_renews_and_releases(bus: Bus, prefix: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """gateway/node.py's open path without sockets: admit, open, renew, forget."""
+    from agentia.settings import DEV_SECRET, EdgeSettings, from_env
+    from gateway.auth import mint
+    from gateway.node import EdgeNode
+
+    monkeypatch.setenv("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL", "2")
+    monkeypatch.setenv("AGENTIA_MAX_SESSIONS_PER_HOUR", "2")
+    node = EdgeNode(from_env(EdgeSettings), bus, "n1")
+    auth = {"authorization": f"Bearer {mint(DEV_SECRET, 'ann', 600)}"}
+    conns = [node.admit(auth, "", s) for s in ("a", "a", None)]
+    assert all(not isinstance(c, tuple) for c in conns)
+    got = [await node.open(c) for c in conns]  # type: ignore[arg-type]
+    assert got[:2] == [None, None] and got[2] is not None and got[2][0] == 4005
+    key = node.users.keys.conns("ann")
+    assert await bus.redis.zcard(key) == 2 and node.count == 2
+    await bus.redis.zadd(key, {m: 1 for m in await bus.redis.zrange(key, 0, -1)})
+    await node.renew_leases()
+    assert min(s for _, s in await bus.redis.zrange(key, 0, -1, withscores=True)) > (
+        time.time() * 1000)
+    await node.forget(conns[0])  # type: ignore[arg-type]
+    assert await bus.redis.zcard(key) == 1
+    await node.forget(conns[1])  # type: ignore[arg-type]
+    assert await bus.redis.zcard(key) == 0 and node.count == 0
+    fresh = [node.admit(auth, "", None) for _ in range(2)]  # generated ids: new sessions
+    got = [await node.open(c) for c in fresh]  # type: ignore[arg-type]
+    assert got[0] is None and got[1] is not None and got[1][0] == 4502  # "a" was the 1st
+    assert await bus.redis.zcard(key) == 1  # the refused one gave its lease back
+    assert node.metrics["refused_user_total"] == 1 and node.metrics["refused_new_sessions"] == 1
