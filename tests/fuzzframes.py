@@ -249,7 +249,7 @@ def _framed(rng: random.Random, payload: bytes, text: bool) -> tuple[bytes, int,
     parts = rng.choice([1, 1, 1, 2, 3, 4])
     cuts = sorted(rng.randrange(len(payload) + 1) for _ in range(parts - 1))
     pieces = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)], strict=True)]
-    out, frames, pongs = b"", 0, []
+    out, frames, pongs = b"", 0, list[bytes]()
     for i, piece in enumerate(pieces):
         if i and rng.random() < 0.3:
             out, frames, pongs = _control(rng, out, frames, pongs)
