@@ -3,6 +3,7 @@
 * a call whose caller never joins ends after ``AGENTIA_VOICE_JOIN_TIMEOUT_S``: the session log
   has ``ended``/``caller_never_joined``, the room is deleted, the job process exits, the call
   is no longer counted (``/readyz``) and its slot is free;
+* a caller who joins within the bound keeps the call past it;
 * a user holding ``AGENTIA_VOICE_MAX_CALLS_PER_USER`` calls gets 429 ``too_many_calls`` for a
   further one, and a new call is allowed once one of theirs ended.
 """
@@ -27,6 +28,7 @@ from tests.conftest import Client, Cluster, token
 from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
 from tests.voice.livekit_server import LiveKitServer
 from tests.voice.test_routes import app_for, post
+from voice.caller import Caller
 from voice.settings import VoiceSettings
 from voice.slots import CallSlots
 
@@ -157,6 +159,37 @@ async def test_a_third_call_of_one_user_is_refused_until_one_ends(
         status, reply = await post(app, {"session": sid}, token("erin"))
         assert status == 201, reply
     finally:
+        await chat.close()
+        worker.stop()
+    assert "Traceback" not in worker.text()
+
+
+async def test_a_caller_who_joins_in_time_keeps_the_call_past_the_bound(
+        cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
+    edge = cluster.edge()
+    env = short_env(cluster, livekit, AGENTIA_VOICE_EXECUTOR="thread")
+    worker = VoiceWorker(env)
+    sid = f"in-{uuid.uuid4().hex[:8]}"
+    chat = await Client.open(edge.port, user="fred", session=sid)
+    caller: Caller | None = None
+    try:
+        await chat.until("welcome")
+        asked = time.monotonic()
+        status, call = await post(app_for(bus, route_settings(env)), {"session": sid},
+                                  token("fred"))
+        assert status == 201, call
+        caller = await Caller.join(call["url"], call["token"])
+        await caller.ready(20)
+        await asyncio.sleep(max(0.0, asked + JOIN_TIMEOUT_S + 1 - time.monotonic()))
+        assert not [f for f in chat.frames if f["type"] == "call" and f["state"] == "ended"]
+        assert not caller.agent_left.is_set() and await voice_calls(bus) == 1
+        await caller.leave()
+        caller = None
+        ended = await chat.until("call", timeout=20, state="ended")
+        assert ended["reason"] == "participant_disconnected"
+    finally:
+        if caller is not None:
+            await caller.leave()
         await chat.close()
         worker.stop()
     assert "Traceback" not in worker.text()
