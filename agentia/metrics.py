@@ -56,6 +56,7 @@ _EDGE = {
     "refused_user_sessions": (HANDSHAKES, ("too_many_sessions",)),
     "refused_over_cap": (HANDSHAKES, ("over_socket_cap",)),
     "refused_bad_request": (HANDSHAKES, ("bad_request",)),
+    "refused_origin": (HANDSHAKES, ("origin_not_allowed",)),
     "refused_draining": (HANDSHAKES, ("draining",)),
     "refused_redis_down": (HANDSHAKES, ("redis_unavailable",)),
     "handshake_failed": (HANDSHAKES, ("failed",)),

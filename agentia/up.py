@@ -21,6 +21,8 @@ STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", ".agentia"))
 
 def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780) -> None:
     env = dict(os.environ)
+    env["AGENTIA_DEV"] = "true"  # children accept the public dev secret (settings.check_secret)
+    print("dev mode   AGENTIA_DEV=true: the public dev secret is accepted; never in production")
     redis: RedisServer | None = None
     children: list[Child] = []
     livekit: LiveKitServer | None = None

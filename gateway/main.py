@@ -12,6 +12,7 @@ from typing import Any
 from agentia.logs import bind
 from agentia.settings import EdgeSettings
 from gateway import ws_picows, ws_websockets
+from gateway.internal import InternalServer
 from gateway.node import EdgeNode
 from sessions.bus import Bus, connect
 
@@ -35,16 +36,20 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
         node.spawn(coro)
     impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
     server = await impl.start(node)
+    internal = await InternalServer(node).start()
     port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
-    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s)", node.id,
-             settings.host, port, settings.max_connections, settings.transport)
-    print(f"AGENTIA_EDGE_READY node={node.id} port={port}", flush=True)
+    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s); /readyz and "
+             "/metrics on http://%s:%s", node.id, settings.host, port, settings.max_connections,
+             settings.transport, settings.internal_host, internal.port)
+    print(f"AGENTIA_EDGE_READY node={node.id} port={port} internal_port={internal.port}",
+          flush=True)
     if ready is not None:
         ready.set()
     await stop.wait()
     log.info("edge %s draining %d connections", node.id, node.count)
     await node.drain(settings.drain_s)
     await impl.close_server(server, 2.0)
+    await internal.close()
     await bus.close()
 
 

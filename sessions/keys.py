@@ -161,6 +161,19 @@ class Keys:
         return f"{self.prefix}:cancel"
 
 
+# --- voice call slots (issue 10 item 9; voice/slots.py) ------------------------------------
+CALL_SLOT_LEASE = 60
+"""A voice call's slot (:func:`user_calls`) is held this long past its last refresh: the job
+refreshes it every third of it while the call runs and releases it at the end, so a call
+whose job died without releasing stops counting within a minute."""
+
+
+def user_calls(k: Keys, user: str) -> str:
+    """Sorted set: a user's live voice calls (member: room name) scored by lease expiry (unix
+    ms); same slot as :meth:`Keys.user_sessions`. Key TTL: the latest lease."""
+    return f"{k.prefix}:{{u.{user}}}:calls"
+
+
 # ------------------------------------------------------------------ per-user limits
 # Deployment-wide limits per user (sessions/opening.py): every key of one user shares the tag
 # ``{u.<user>}`` (as ``Keys.user_sessions`` does), so each limit's script runs on one slot.

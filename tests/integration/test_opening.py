@@ -153,14 +153,16 @@ async def test_redis_down_is_unavailable(prefix: str) -> None:
 async def test_an_edge_node_leases_renews_and_releases(bus: Bus, prefix: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """gateway/node.py's open path without sockets: admit, open, renew, forget."""
-    from agentia.settings import DEV_SECRET, EdgeSettings, from_env
+    from agentia.settings import EdgeSettings, from_env
     from gateway.auth import mint
     from gateway.node import EdgeNode
+    from tests.conftest import TEST_SECRET
 
+    monkeypatch.setenv("AGENTIA_JWT_SECRET", TEST_SECRET)
     monkeypatch.setenv("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL", "2")
     monkeypatch.setenv("AGENTIA_MAX_SESSIONS_PER_HOUR", "2")
     node = EdgeNode(from_env(EdgeSettings), bus, "n1")
-    auth = {"authorization": f"Bearer {mint(DEV_SECRET, 'ann', 600)}"}
+    auth = {"authorization": f"Bearer {mint(TEST_SECRET, 'ann', 600)}"}
     conns = [node.admit(auth, "", s) for s in ("a", "a", None)]
     assert all(not isinstance(c, tuple) for c in conns)
     got = [await node.open(c) for c in conns]  # type: ignore[arg-type]
