@@ -14,6 +14,11 @@ from sessions.opening import _SESSION_REFUSALS, TOO_MANY_CONNECTIONS
 from tests.unit.test_keys import hash_tag
 
 
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTIA_JWT_SECRET", "x" * 32)  # the edge refuses the public default
+
+
 def test_new_close_codes_say_whether_to_reconnect() -> None:
     assert CloseCode.TOO_MANY_CONNECTIONS == 4005 and CloseCode.TOO_MANY_CONNECTIONS.reconnect
     assert CloseCode.NEW_SESSIONS_RATE == 4502 and not CloseCode.NEW_SESSIONS_RATE.reconnect
