@@ -312,9 +312,11 @@ class EdgeNode:
             await asyncio.sleep(1.0)
 
     async def sweep_forever(self) -> None:
-        """Close idle connections and those whose token expired."""
+        """Close idle connections, those whose token expired and those whose queued frames
+        made no progress for ``send_stall_s``."""
         while True:
-            await asyncio.sleep(min(5.0, self.limits.idle_timeout_s / 3))
+            await asyncio.sleep(min(5.0, self.limits.idle_timeout_s / 3,
+                                    self.settings.send_stall_s / 2))
             now, wall, leeway = time.monotonic(), time.time(), self.verifier.leeway_s
             for conns in list(self.sessions.values()):
                 for c in tuple(conns):
@@ -323,6 +325,8 @@ class EdgeNode:
                         c.close_soon(CloseCode.IDLE, "idle: no frame within the idle timeout")
                     elif st.token_exp is not None and wall > st.token_exp + leeway:
                         c.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
+                    elif c.stalled(now):
+                        c.close_soon(CloseCode.SLOW, "send stalled: reading too slowly")
 
     # ------------------------------------------------------------ drain
 

@@ -12,7 +12,9 @@ The edge keeps the same behaviour as with ``websockets`` (the e2e suite runs ove
   that sends faster than Redis answers);
 * writes go straight into the socket's buffer; ``send`` waits only while the kernel buffer is
   full (``pause_writing``), which is what makes the outbox fill for a slow reader;
-* fragmented messages are reassembled up to ``max_frame_bytes``; larger ones close with 1009.
+* fragmented messages are reassembled up to ``max_frame_bytes``; larger ones close with 1009;
+* PINGs are answered here (picows' auto-pong is off), within the connection's ping allowance,
+  and the pongs count against its send budget.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its
 
 from agentia import PROTOCOL
 from agentia import metrics as M
-from agentia.logs import bind
+from agentia.logs import bind, quiet_library
 from gateway.connection import Connection
 from gateway.transport import cap_send_buffer, reset_on_close
 
@@ -98,12 +100,19 @@ class PicowsConnection(WSListener):
             elif frame.fin:
                 data, self.fragments = bytes(self.fragments), None
                 self._received(data)
+        elif kind is WSMsgType.PING:
+            # answered here, not by picows (auto-pong off): within the ping allowance and
+            # counted against the send budget, since a client that does not read makes the
+            # pongs pile up in the write buffer
+            if self.conn.on_ws_ping():
+                transport.send_pong(frame.get_payload_as_bytes())
+                self.conn.check_budget()
         elif kind is WSMsgType.CLOSE:
             # The peer closes (or answers our close): echo its code once, then hang up.
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
-        # PING is answered by picows (enable_auto_pong); PONG needs nothing.
+        # PONG needs nothing.
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gone = True
@@ -121,6 +130,7 @@ class PicowsConnection(WSListener):
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
+        self.conn.wake()
 
     # ------------------------------------------------------------ reading
 
@@ -190,6 +200,10 @@ class PicowsConnection(WSListener):
         except Exception:
             self.conn.closed = True  # the socket is going away: as a failed write would
         return True
+
+    def buffered(self) -> int:
+        t = self.t
+        return t.underlying_transport.get_write_buffer_size() if t is not None else 0
 
     async def close(self, code: int, reason: str) -> None:
         t = self.t
@@ -311,6 +325,7 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
             super().connection_lost(exc)
 
     logger = logging.getLogger("agentia.ws")
+    quiet_library("agentia.ws")  # picows logs a client's bad frame at ERROR
     ping = s.ws_ping_interval_s or 20.0
 
     def protocol() -> asyncio.BaseProtocol:
@@ -320,10 +335,11 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
         # the arguments picows.api.ws_create_server passes (picows 2.3), in its order:
         # (host+port, path, client side, listener factory, logger, disconnect on exception,
         #  handshake timeout, auto ping, ping idle timeout, ping reply timeout, strategy,
-        #  auto pong, max frame size, extra headers, read buffer size)
+        #  auto pong, max frame size, extra headers, read buffer size). Auto pong is off:
+        #  on_ws_frame answers PINGs within the ping allowance and the send budget.
         return Counted(None, None, False, factory, logger, True, s.handshake_timeout_s,
                        s.ws_ping_interval_s > 0, ping, ping, WSAutoPingStrategy.PING_WHEN_IDLE,
-                       True, s.max_frame_bytes, None, 1024)
+                       False, s.max_frame_bytes, None, 1024)
 
     where: dict[str, Any] = (
         {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port,
