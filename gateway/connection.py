@@ -93,9 +93,14 @@ class Connection:
         self._kick()
 
     def check_budget(self) -> None:
-        """After the library itself wrote something (a pong to a WebSocket PING)."""
-        if not self.closed and self.pending() > self.node.settings.send_budget_bytes:
+        """After the library itself wrote something (a pong to a WebSocket PING). Over the
+        budget while already closing (a close frame cannot get through): reset at once."""
+        if self.pending() <= self.node.settings.send_budget_bytes:
+            return
+        if not self.closed:
             self.close_soon(CloseCode.SLOW, "send budget exceeded: reading too slowly")
+        elif self.transport is not None:
+            self.transport.abort()
 
     def stalled(self, now: float) -> bool:
         """Frames have waited without any getting out for ``send_stall_s``."""

@@ -107,6 +107,8 @@ class PicowsConnection(WSListener):
             if self.conn.on_ws_ping():
                 transport.send_pong(frame.get_payload_as_bytes())
                 self.conn.check_budget()
+            else:
+                self._stop_reading()
         elif kind is WSMsgType.CLOSE:
             # The peer closes (or answers our close): echo its code once, then hang up.
             if not transport.is_close_frame_sent:
@@ -136,6 +138,7 @@ class PicowsConnection(WSListener):
 
     def _received(self, data: bytes) -> None:
         if self.conn.closed:
+            self._stop_reading()  # closing: what else the client sends is not wanted
             return
         if self.inbox is None:
             self.inbox = deque()
@@ -164,7 +167,7 @@ class PicowsConnection(WSListener):
         try:
             while self.inbox and not conn.closed:
                 await conn.on_frame(self.inbox.popleft())
-                if (self.paused_reading and self.t is not None
+                if (self.paused_reading and self.t is not None and not conn.closed
                         and len(self.inbox or ()) <= _INBOX_LOW):
                     self.paused_reading = False
                     self.t.underlying_transport.resume_reading()
@@ -174,6 +177,13 @@ class PicowsConnection(WSListener):
                 self.inbox = None
             if self.gone:
                 await conn.node.forget(conn)
+
+    def _stop_reading(self) -> None:
+        """Closing: read no more (the close handshake then times out and the socket is
+        dropped), so a flooding client costs no more CPU or memory meanwhile."""
+        if not self.paused_reading and self.t is not None:
+            self.paused_reading = True
+            self.t.underlying_transport.pause_reading()
 
     def _protocol_error(self, code: WSCloseCode, reason: str) -> None:
         self.conn.closed = True
@@ -324,8 +334,11 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
             sockets -= 1
             super().connection_lost(exc)
 
-    logger = logging.getLogger("agentia.ws")
-    quiet_library("agentia.ws")  # picows logs a client's bad frame at ERROR
+    # picows logs what a client provokes (an oversize frame) at ERROR: quiet_library makes it
+    # a WARNING, once a minute. Through an adapter, since picows gives each connection a child
+    # of a Logger it is handed, and a logger's filters do not see its children's records.
+    quiet_library("agentia.ws")
+    logger = logging.LoggerAdapter(logging.getLogger("agentia.ws"), {})
     ping = s.ws_ping_interval_s or 20.0
 
     def protocol() -> asyncio.BaseProtocol:

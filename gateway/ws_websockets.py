@@ -63,11 +63,11 @@ class EdgeServerConnection(ServerConnection):
 
     def process_event(self, event: Any) -> None:
         conn = self.agentia
+        # the library has already queued the pong; over the allowance we close, and stop
+        # reading so that no more pongs are written (the close then times out and aborts)
         if (conn is not None and isinstance(event, Frame) and event.opcode is Opcode.PING
-                and self.protocol.state is State.OPEN):
-            # the library has already queued the pong; over the allowance we close instead
-            # of answering more (a flood is closed within ping_burst PINGs)
-            conn.on_ws_ping()
+                and self.protocol.state is State.OPEN and not conn.on_ws_ping()):
+            self.transport.pause_reading()
         super().process_event(event)
 
     def data_received(self, data: bytes) -> None:
