@@ -9,6 +9,7 @@ it never reads, so the edge's buffers fill as they would behind an attacker's so
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -53,6 +54,7 @@ async def test_ws_ping_flood_not_read_is_closed_with_bounded_memory(edge: Proc) 
     with PeakRSS(edge.proc.pid) as rss:
         dropped, sent = ws.flood(pings, 150 * MIB * 1024, 20.0)
     ws.close()
+    print(f"PING flood: edge RSS +{rss.growth} KiB after {sent} bytes")
     assert dropped, f"still open after {sent} bytes of PINGs"
     assert rss.growth < 16 * MIB, f"edge grew {rss.growth} KiB"
     await _healthy(edge)
@@ -73,13 +75,18 @@ async def test_ws_pings_over_the_allowance_close_4002(edge: Proc) -> None:
     await _healthy(edge)
 
 
-async def test_app_ping_flood_not_read_is_closed_with_bounded_memory(edge: Proc) -> None:
-    ws = _raw(edge)
-    big = orjson.dumps({"type": "ping", "data": "z" * (MAX_PING_BYTES - 40)})
-    with PeakRSS(edge.proc.pid) as rss:
-        dropped, sent = ws.flood(frame(TEXT, big) * 64, 200 * MIB * 1024, 20.0)
-    ws.close()
-    assert dropped, f"still open after {sent} bytes of pings"
+@pytest.mark.parametrize("size", [MAX_PING_BYTES - 40, 60_000])
+async def test_app_ping_flood_not_read_is_closed_with_bounded_memory(edge: Proc,
+                                                                      size: int) -> None:
+    """At f24036b: pongs to large pings filled 256-frame queues (~15 MiB per connection)."""
+    conns = [_raw(edge) for _ in range(4)]
+    big = frame(TEXT, orjson.dumps({"type": "ping", "data": "z" * size})) * 16
+    with PeakRSS(edge.proc.pid) as rss, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda ws: ws.flood(big, 200 * MIB * 1024, 20.0), conns))
+    for ws in conns:
+        ws.close()
+    print(f"ping flood ({size} B): edge RSS +{rss.growth} KiB after {results}")
+    assert all(dropped for dropped, _ in results), results
     assert rss.growth < 16 * MIB, f"edge grew {rss.growth} KiB"
     await _healthy(edge)
 
@@ -96,6 +103,7 @@ async def test_resume_of_large_events_not_read_is_closed_slow(edge: Proc, bus: B
         for ws in conns:
             ws.send_json(type="resume", after=0, id="r")
         await asyncio.sleep(5)  # the stall bound is 2 s in this test (AGENTIA_SEND_STALL_S)
+    print(f"resume of 100 x 60 KB, 10 connections: edge RSS +{rss.growth} KiB")
     codes = [ws.close_code(10) for ws in conns]
     for ws in conns:
         ws.close()
