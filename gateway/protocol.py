@@ -78,7 +78,11 @@ def parse_frame(raw: str | bytes, max_text: int) -> ClientFrame:
     ref = obj.get("id") if isinstance(obj.get("id"), str) else None
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown frame type {_clip(repr(kind))}", ref)
+        # echo only a string, and only its start: repr() of a client's nested value costs
+        # time and can overflow the stack (1,000 levels)
+        what = f"unknown frame type {_clip(repr(kind[:MAX_ECHO]))}" if isinstance(kind, str) \
+            else "unknown frame type: 'type' must be a string"
+        raise ProtocolError(ErrorCode.BAD_FRAME, what, ref)
     if parser is _parse_ping and len(raw) > MAX_PING_BYTES:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"a ping frame may have at most "
                             f"{MAX_PING_BYTES} bytes")

@@ -171,6 +171,9 @@ async def test_huge_numbers_and_long_fields_are_bad_frames(edge: Proc) -> None:
     await c.send(type="t" * 10_000, id="u1")
     err = await c.recv()
     assert err["code"] == "bad_frame" and len(err["message"]) < 120
+    await c.ws.send('{"type":' + "[" * 1000 + "]" * 1000 + ',"id":"u2"}')  # repr() overflowed
+    err = await c.recv()
+    assert err["code"] == "bad_frame" and err["ref"] == "u2", err
     await c.close()
     await _healthy(edge)
 

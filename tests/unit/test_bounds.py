@@ -78,6 +78,14 @@ def test_unknown_type_is_echoed_at_most_80_characters() -> None:
     assert _err(b'{"type":"short"}').message == "unknown frame type 'short'"
 
 
+@pytest.mark.parametrize("kind", ["[" * 1000 + "]" * 1000, '{"a":' + "[" * 1000 + "]" * 1000 + "}",
+                                  "[" + ",".join(["1"] * 20_000) + "]", "12", "null"])
+def test_a_type_that_is_not_a_string_is_not_echoed(kind: str) -> None:
+    err = _err('{"type":' + kind + ',"id":"k"}')
+    assert err.code is ErrorCode.BAD_FRAME and err.ref == "k"
+    assert err.message == "unknown frame type: 'type' must be a string"
+
+
 def test_ping_allowance_bucket() -> None:
     """20 per second, 40 saved up: a burst of 40, then one per 50 ms."""
     b = P.TokenBucket(20.0, 40.0)
