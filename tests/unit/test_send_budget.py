@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections import Counter
 from collections.abc import Coroutine
 from types import SimpleNamespace
@@ -10,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 
+from agentia.settings import EdgeSettings, SettingsError, from_env
 from gateway import protocol as P
 from gateway.connection import Connection
 from gateway.node import EdgeNode
@@ -186,3 +188,28 @@ async def test_stalled(queued: bool) -> None:
     conn.progress_at = 100.0
     assert conn.stalled(100.4) is False
     assert conn.stalled(100.6) is queued
+
+
+@pytest.fixture(autouse=True)
+def _fd_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EdgeSettings checks the fd limit: pretend 5,000, whatever the machine's."""
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (5_000, 10_000))
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("AGENTIA_SEND_BUDGET_BYTES", "65535"), ("AGENTIA_SEND_STALL_S", "0.1"),
+    ("AGENTIA_PING_RATE_PER_S", "0"), ("AGENTIA_PING_BURST", "0.5"),
+])
+def test_settings_refuse_unsafe_values(monkeypatch: pytest.MonkeyPatch, var: str,
+                                       value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        from_env(EdgeSettings)
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("SEND_BUDGET_BYTES", "SEND_STALL_S", "PING_RATE_PER_S", "PING_BURST"):
+        monkeypatch.delenv(f"AGENTIA_{var}", raising=False)
+    s = from_env(EdgeSettings)
+    assert (s.send_budget_bytes, s.send_stall_s, s.ping_rate_per_s, s.ping_burst) == (
+        262_144, 10.0, 20.0, 40.0)
