@@ -154,6 +154,16 @@ class EdgeSettings(Auth):
     rate_per_s: float = 5.0
     burst: float = 20.0
     send_queue: int = 256
+    send_budget_bytes: int = 262_144
+    """Bytes one connection may have waiting to be sent: the edge's outbox plus the WebSocket
+    library's write buffer (data frames, replay, pongs, errors). Above it: close 4000 SLOW.
+    docs/protocol.md#send-budget"""
+    send_stall_s: float = 10.0
+    """A connection whose queued frames (or a replay) make no progress this long: 4000 SLOW."""
+    ping_rate_per_s: float = 20.0
+    ping_burst: float = 40.0
+    """Allowance of ``ping`` frames and WebSocket PINGs together (a token bucket per
+    connection): over it a ``ping`` is answered ``rate_limited``, a PING closes 4002 FLOOD."""
     send_buffer_bytes: int = 131_072
     """SO_SNDBUF of each accepted socket (the kernel doubles it). Bounds what one stalled reader
     pins in the kernel before its send queue fills and it is closed SLOW; 0 leaves the kernel's
@@ -206,6 +216,16 @@ class EdgeSettings(Auth):
                                 "must be 0 (no limit) or more")
         if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:
             raise SettingsError("rate_per_s > 0, burst >= 1 and send_queue >= 8 are required")
+        self._validate_budget()
+
+    def _validate_budget(self) -> None:
+        if self.send_budget_bytes < 65_536:
+            raise SettingsError("AGENTIA_SEND_BUDGET_BYTES must be at least 65536")
+        if not 0.5 <= self.send_stall_s <= 3600:
+            raise SettingsError("AGENTIA_SEND_STALL_S must be between 0.5 and 3600")
+        if self.ping_rate_per_s <= 0 or self.ping_burst < 1:
+            raise SettingsError("AGENTIA_PING_RATE_PER_S must be > 0 and AGENTIA_PING_BURST "
+                                ">= 1")
 
 
 @dataclass(slots=True)

@@ -9,12 +9,14 @@ it is closed with ``SLOW`` and nobody else waits for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, SessionLost
+from agentia.logs import Throttle
 from gateway import protocol as P
 from gateway.transport import Transport
 from sessions.bus import Bus, frame_for
@@ -24,11 +26,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentia.edge")
 REPLAY_PAGE = 200
+"""Most events read from the log at once; fewer when they are large (see ``_page``)."""
+REPLAY_FIRST_PAGE = 4
+_PACE_POLL_S = 0.25
+_THROTTLE = Throttle(60.0)
 
 
 class Connection:
-    __slots__ = ("_drained", "closed", "closer", "filler", "node", "outbox", "state",
-                 "transport", "writer")
+    __slots__ = ("_drained", "closed", "closer", "filler", "node", "outbox", "progress_at",
+                 "queued", "state", "transport", "writer")
 
     def __init__(self, node: EdgeNode, state: P.ConnState) -> None:
         self.node = node
@@ -37,6 +43,10 @@ class Connection:
         self.outbox: deque[bytes] | None = None
         """Frames waiting for the writer; None while empty (an empty deque costs ~620 bytes,
         a twentieth of an idle connection)."""
+        self.queued = 0
+        """Bytes in the outbox, including the frame the writer is writing."""
+        self.progress_at = 0.0
+        """When the writer last got a frame out (or the outbox started filling)."""
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
         self.closer: asyncio.Task[None] | None = None
@@ -53,8 +63,19 @@ class Connection:
         self.transport = transport
         self._kick()
 
+    def pending(self) -> int:
+        """Bytes waiting for this client: the outbox plus the library's write buffer."""
+        t = self.transport
+        return self.queued + (t.buffered() if t is not None else 0)
+
     def push(self, frame: bytes) -> None:
+        """Queue one frame. Over the send budget the connection is closed SLOW (one frame
+        larger than the budget still goes out when nothing else is waiting)."""
         if self.closed:
+            return
+        before = self.pending()
+        if before and before + len(frame) > self.node.settings.send_budget_bytes:
+            self.close_soon(CloseCode.SLOW, "send budget exceeded: reading too slowly")
             return
         if self.outbox is None:
             if self.writer is None and self.transport is not None \
@@ -63,11 +84,32 @@ class Connection:
                 self.node.metrics["bytes_out"] += len(frame)
                 return
             self.outbox = deque()
+            self.progress_at = time.monotonic()
         elif len(self.outbox) >= self.node.limits.send_queue:
             self.close_soon(CloseCode.SLOW, "send queue full: reading too slowly")
             return
         self.outbox.append(frame)
+        self.queued += len(frame)
         self._kick()
+
+    def check_budget(self) -> None:
+        """After the library itself wrote something (a pong to a WebSocket PING). Over the
+        budget while already closing (a close frame cannot get through): reset at once."""
+        if self.pending() <= self.node.settings.send_budget_bytes:
+            return
+        if not self.closed:
+            self.close_soon(CloseCode.SLOW, "send budget exceeded: reading too slowly")
+        elif self.transport is not None:
+            self.transport.abort()
+
+    def stalled(self, now: float) -> bool:
+        """Frames have waited without any getting out for ``send_stall_s``."""
+        return bool(self.outbox) and now - self.progress_at > self.node.settings.send_stall_s
+
+    def wake(self) -> None:
+        """Something was written out: a paced replay may go on."""
+        if self._drained is not None:
+            self._drained.set()
 
     def _kick(self) -> None:
         if self.writer is None and self.transport is not None and self.outbox:
@@ -77,26 +119,39 @@ class Connection:
         assert self.transport is not None
         try:
             while self.outbox:
-                frame = self.outbox.popleft()
+                frame = self.outbox[0]
                 await self.transport.send(frame)
+                if self.outbox:  # else a SLOW close dropped it meanwhile
+                    self.outbox.popleft()
+                    self.queued -= len(frame)
+                self.progress_at = time.monotonic()
                 self.node.metrics["frames_out"] += 1
                 self.node.metrics["bytes_out"] += len(frame)
+                self.wake()
         except Exception:
             self.closed = True  # the peer is gone; the read loop will end too
         finally:
             self.writer = None
             if not self.outbox:
-                self.outbox = None
-            if self._drained is not None:
-                self._drained.set()
+                self.outbox, self.queued = None, 0
+            self.wake()
 
     async def push_paced(self, frame: bytes) -> None:
-        """Push, but first wait while the outbox is half full (used when replaying)."""
-        while (self.outbox is not None and len(self.outbox) >= self.node.limits.send_queue // 2
-               and not self.closed):
+        """Push, but first wait while half the send budget (or half the send queue) is used:
+        a replay goes at the pace the client reads. No progress for ``send_stall_s``: SLOW."""
+        half, frames = self.node.settings.send_budget_bytes // 2, self.node.limits.send_queue // 2
+        last, since = self.pending(), time.monotonic()
+        while not self.closed and (self.pending() >= half or len(self.outbox or ()) >= frames):
             self._drained = self._drained or asyncio.Event()
             self._drained.clear()
-            await self._drained.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), _PACE_POLL_S)
+            now, waiting = time.monotonic(), self.pending()
+            if waiting < last:
+                since = now
+            elif now - since > self.node.settings.send_stall_s:
+                self.close_soon(CloseCode.SLOW, "send stalled: reading too slowly")
+            last = waiting
         self.push(frame)
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
@@ -106,7 +161,7 @@ class Connection:
         self.closed = True
         self.node.metrics[_CLOSE_TALLY.get(code, "other_closes")] += 1
         if code is CloseCode.SLOW:
-            self.outbox = None
+            self.outbox, self.queued = None, 0
         self.closer = self.node.spawn(self._close(code, reason))
 
     async def _close(self, code: CloseCode, reason: str) -> None:
@@ -154,8 +209,9 @@ class Connection:
         """
         cursor, sid = self.state.cursor, self.state.session
         recovered, current = True, epoch or self.state.epoch
+        count = REPLAY_FIRST_PAGE
         while not self.closed:
-            r = await self.bus.replay(sid, cursor.sent, epoch, REPLAY_PAGE)
+            r = await self.bus.replay(sid, cursor.sent, epoch, count)
             current = r.epoch
             if not r.recovered:
                 recovered, epoch = False, None
@@ -163,9 +219,16 @@ class Connection:
             for offset, event in r.events:
                 if cursor.on_replayed(offset):
                     await self.push_paced(frame_for(offset, event))
-            if len(r.events) < REPLAY_PAGE and not cursor.finish_catch_up():
+            if len(r.events) < count and not cursor.finish_catch_up():
                 break
+            count = self._page(r.events)
         return recovered, current
+
+    def _page(self, events: list[tuple[int, bytes]]) -> int:
+        """Events to read next: about half the send budget's worth, judged by the last page
+        (a page is held in memory while it is paced out)."""
+        size = sum(len(e) for _, e in events) // max(1, len(events)) + 16
+        return max(1, min(REPLAY_PAGE, self.node.settings.send_budget_bytes // 2 // size))
 
     # ------------------------------------------------------------ frames in
 
@@ -190,24 +253,56 @@ class Connection:
             self.push(P.error_frame(err).encode())
             if err.code in _STRIKES and st.strikes.hit(now):
                 self.close_soon(CloseCode.FLOOD, "too many bad or rate-limited frames")
-        except Exception:
-            log.exception("frame from session %s failed", st.session)
-            self.node.metrics["error:internal"] += 1
-            self.push(P.error_frame(AgentiaError(ErrorCode.INTERNAL, "internal error")).encode())
+        except Exception as exc:
+            self._internal(exc, now)
+
+    def _internal(self, exc: Exception, now: float) -> None:
+        """An unexpected failure: answered ``internal``, a strike (a client must not get
+        expensive failures for free), logged once a minute per exception type."""
+        held = _THROTTLE.allow(type(exc))
+        if held is not None:
+            log.error("frame from session %s failed (%d more of this kind in the last minute "
+                      "not logged)", self.state.session, held, exc_info=exc)
+        self.node.metrics["error:internal"] += 1
+        self.push(P.error_frame(AgentiaError(ErrorCode.INTERNAL, "internal error")).encode())
+        if self.state.strikes.hit(now):
+            self.close_soon(CloseCode.FLOOD, "too many bad or rate-limited frames")
+
+    def ping_allowed(self, now: float) -> bool:
+        """Take one ping from the allowance shared by ``ping`` frames and WebSocket PINGs."""
+        st, lim = self.state, self.node.limits
+        if st.pings is None:
+            st.pings = P.TokenBucket(lim.ping_rate_per_s, lim.ping_burst)
+        return st.pings.take(now)
+
+    def on_ws_ping(self) -> bool:
+        """A WebSocket PING arrived: True to answer it. Over the allowance: close FLOOD."""
+        if self.closed:
+            return False
+        if self.ping_allowed(time.monotonic()):
+            return True
+        self.close_soon(CloseCode.FLOOD, "too many pings")
+        return False
+
+    def _rate_limited(self, bucket: P.TokenBucket, now: float, ref: str | None) -> AgentiaError:
+        st = self.state
+        # A strike only for a client that did not wait as long as it was told to.
+        if now < st.retry_at and st.strikes.hit(now):
+            self.close_soon(CloseCode.FLOOD, "kept sending while rate limited")
+        wait = bucket.retry_after_ms()
+        st.retry_at = now + wait / 1000
+        return AgentiaError(ErrorCode.RATE_LIMITED, "too many frames, slow down", ref, wait)
 
     async def _dispatch(self, frame: P.ClientFrame, now: float) -> None:
         st = self.state
         if isinstance(frame, P.Ping):
+            if not self.ping_allowed(now):
+                assert st.pings is not None
+                raise self._rate_limited(st.pings, now, None)
             self.push(P.pong_frame(frame.data).encode())
             return
         if not st.bucket.take(now):
-            # A strike only for a client that did not wait as long as it was told to.
-            if now < st.retry_at and st.strikes.hit(now):
-                self.close_soon(CloseCode.FLOOD, "kept sending while rate limited")
-            wait = st.bucket.retry_after_ms()
-            st.retry_at = now + wait / 1000
-            raise AgentiaError(ErrorCode.RATE_LIMITED, "too many frames, slow down", frame.id,
-                               wait)
+            raise self._rate_limited(st.bucket, now, frame.id)
         if isinstance(frame, P.Send):
             await self.node.check_overload(st.session, frame.id)
             res = await self.bus.submit(st.session, frame.id, frame.text, user=st.user)

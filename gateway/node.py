@@ -20,6 +20,7 @@ from typing import Any
 
 from agentia import metrics as M
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
+from agentia.logs import Throttle
 from agentia.settings import FD_RESERVE, Auth, EdgeSettings
 from gateway import protocol as P
 from gateway.auth import AuthError, Verifier, token_from
@@ -29,6 +30,7 @@ from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.opening import TOO_MANY_CONNECTIONS, Batcher, Limits, Refused, UserLimits
 
 log = logging.getLogger("agentia.edge")
+_THROTTLE = Throttle(60.0)
 OPEN_BATCH = 256
 """Session opens sent to Redis in one pipeline at most."""
 
@@ -90,8 +92,14 @@ class EdgeNode:
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            # per connection tasks (closes, gap fills) could fail once per client: a line
+            # (with its traceback) per exception type and minute is enough to see the bug
+            held = _THROTTLE.allow(type(exc))
+            if held is not None:
+                log.error("background task failed (%d more of this kind in the last minute "
+                          "not logged)", held, exc_info=exc)
 
     # ------------------------------------------------------------ admission
 
@@ -382,9 +390,11 @@ class EdgeNode:
             await asyncio.sleep(1.0)
 
     async def sweep_forever(self) -> None:
-        """Close idle connections and those whose token expired."""
+        """Close idle connections, those whose token expired and those whose queued frames
+        made no progress for ``send_stall_s``."""
         while True:
-            await asyncio.sleep(min(5.0, self.limits.idle_timeout_s / 3))
+            await asyncio.sleep(min(5.0, self.limits.idle_timeout_s / 3,
+                                    self.settings.send_stall_s / 2))
             now, wall, leeway = time.monotonic(), time.time(), self.verifier.leeway_s
             for conns in list(self.sessions.values()):
                 for c in tuple(conns):
@@ -393,6 +403,8 @@ class EdgeNode:
                         c.close_soon(CloseCode.IDLE, "idle: no frame within the idle timeout")
                     elif st.token_exp is not None and wall > st.token_exp + leeway:
                         c.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
+                    elif c.stalled(now):
+                        c.close_soon(CloseCode.SLOW, "send stalled: reading too slowly")
 
     # ------------------------------------------------------------ drain
 

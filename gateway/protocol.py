@@ -11,7 +11,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -23,6 +23,17 @@ MAX_STRIKES = 20
 """Protocol violations (bad frames, rate-limit hits) a connection may commit before it is
 closed with ``FLOOD``; the count decays by one per ``STRIKE_DECAY_S`` seconds."""
 STRIKE_DECAY_S = 1.0
+MAX_NUMBER = 10**12
+"""Largest ``resume.after`` and ``cancel.turn`` accepted: far above any real offset, and small
+enough that Redis and its Lua scripts print it as an integer (Lua's ``%.14g`` turns 1e15
+into ``1e+15``, which XRANGE refuses)."""
+MAX_EPOCH = 64
+MAX_PING_BYTES = 4096
+"""A ``ping`` frame's size limit: its ``data`` is echoed, so it must stay small."""
+MAX_DEPTH = 32
+"""Nesting levels allowed in ``ping.data`` (the JSON parser accepts 1,024, the encoder 255)."""
+MAX_ECHO = 80
+"""Characters of an unknown ``type`` echoed in the error message."""
 
 
 # ---------------------------------------------------------------- client frames
@@ -67,8 +78,40 @@ def parse_frame(raw: str | bytes, max_text: int) -> ClientFrame:
     ref = obj.get("id") if isinstance(obj.get("id"), str) else None
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"unknown frame type {kind!r}", ref)
+        # echo only a string, and only its start: repr() of a client's nested value costs
+        # time and can overflow the stack (1,000 levels)
+        what = f"unknown frame type {_clip(repr(kind[:MAX_ECHO]))}" if isinstance(kind, str) \
+            else "unknown frame type: 'type' must be a string"
+        raise ProtocolError(ErrorCode.BAD_FRAME, what, ref)
+    if parser is _parse_ping and len(raw) > MAX_PING_BYTES:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"a ping frame may have at most "
+                            f"{MAX_PING_BYTES} bytes")
     return parser(obj, max_text)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO - 3] + "..."
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if ``value`` nests lists/objects more than ``limit`` levels deep. Iterative, and
+    it stops at the first path that is too deep (a ping is at most 4 KiB: ~2,000 nodes)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in node)
+    return False
+
+
+def _bounded_int(value: Any, low: int) -> TypeGuard[int]:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and low <= value <= MAX_NUMBER)
 
 
 def _parse_send(obj: dict[str, Any], max_text: int) -> Send:
@@ -92,23 +135,30 @@ def _ref(obj: dict[str, Any]) -> str | None:
 
 def _parse_resume(obj: dict[str, Any], _max_text: int) -> Resume:
     after, epoch = obj.get("after"), obj.get("epoch")
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise ProtocolError(ErrorCode.BAD_FRAME, "resume needs 'after', an integer >= 0",
+    if not _bounded_int(after, 0):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"resume needs 'after', an integer from 0 to {MAX_NUMBER}", _ref(obj))
+    if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"'epoch' must be a string of at most {MAX_EPOCH} characters",
                             _ref(obj))
-    if epoch is not None and not isinstance(epoch, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "'epoch' must be a string", _ref(obj))
     return Resume(after, epoch, _ref(obj))
 
 
 def _parse_cancel(obj: dict[str, Any], _max_text: int) -> Cancel:
     turn = obj.get("turn")
-    if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool) or turn < 1):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "'turn' must be a positive integer", _ref(obj))
+    if turn is not None and not _bounded_int(turn, 1):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"'turn' must be an integer from 1 to {MAX_NUMBER}", _ref(obj))
     return Cancel(turn, _ref(obj))
 
 
 def _parse_ping(obj: dict[str, Any], _max_text: int) -> Ping:
-    return Ping(obj.get("data"))
+    data = obj.get("data")
+    if too_deep(data):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"ping 'data' may nest at most {MAX_DEPTH} levels deep")
+    return Ping(data)
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
@@ -267,6 +317,9 @@ class Limits:
     rate_per_s: float
     burst: float
     send_queue: int
+    send_budget_bytes: int
+    ping_rate_per_s: float
+    ping_burst: float
     heartbeat_s: float
     idle_timeout_s: float
 
@@ -288,3 +341,5 @@ class ConnState:
     epoch: str = ""
     retry_at: float = 0.0
     """When the last rate_limited error said the client could send again."""
+    pings: TokenBucket | None = None
+    """The allowance of ``ping`` frames and WebSocket PINGs, made at the first ping."""

@@ -20,6 +20,10 @@ class Transport(Protocol):
         """Write one text frame at once if that needs no waiting (the socket's buffer is not
         full); False when the caller must use :meth:`send`. Saves a task per frame."""
 
+    def buffered(self) -> int:
+        """Bytes the library holds for the socket (written, not yet taken by the kernel): part
+        of the connection's send budget."""
+
     async def close(self, code: int, reason: str) -> None:
         """Start the closing handshake; must not wait longer than the library's close timeout."""
 

@@ -15,6 +15,8 @@ The edge keeps the same behaviour as with ``websockets`` (the e2e suite runs ove
 * fragmented messages are reassembled up to ``max_frame_bytes``; larger ones close with 1009;
   what picows lets through against RFC 6455 is closed here: RSV bits set or a new message
   before the last one ended (1002), a text message that is not UTF-8 (1007).
+* PINGs are answered here (picows' auto-pong is off), within the connection's ping allowance,
+  and the pongs count against its send budget.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from picows import (
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its stubs
 
 from agentia import PROTOCOL
-from agentia.logs import bind
+from agentia.logs import bind, quiet_library
 from gateway.connection import Connection
 from gateway.transport import cap_send_buffer, reset_on_close
 
@@ -107,12 +109,21 @@ class PicowsConnection(WSListener):
             elif frame.fin:
                 data, self.fragments = bytes(self.fragments), None
                 self._message(WSMsgType.TEXT if self.text else WSMsgType.BINARY, data)
+        elif kind is WSMsgType.PING:
+            # answered here, not by picows (auto-pong off): within the ping allowance and
+            # counted against the send budget, since a client that does not read makes the
+            # pongs pile up in the write buffer
+            if self.conn.on_ws_ping():
+                transport.send_pong(frame.get_payload_as_bytes())
+                self.conn.check_budget()
+            else:
+                self._stop_reading()
         elif kind is WSMsgType.CLOSE:
             # The peer closes (or answers our close): echo its code once, then hang up.
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
-        # PING is answered by picows (enable_auto_pong); PONG needs nothing.
+        # PONG needs nothing.
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gone = True
@@ -130,6 +141,7 @@ class PicowsConnection(WSListener):
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
+        self.conn.wake()
 
     # ------------------------------------------------------------ reading
 
@@ -145,6 +157,7 @@ class PicowsConnection(WSListener):
 
     def _received(self, data: bytes) -> None:
         if self.conn.closed:
+            self._stop_reading()  # closing: what else the client sends is not wanted
             return
         if self.inbox is None:
             self.inbox = deque()
@@ -173,7 +186,7 @@ class PicowsConnection(WSListener):
         try:
             while self.inbox and not conn.closed:
                 await conn.on_frame(self.inbox.popleft())
-                if (self.paused_reading and self.t is not None
+                if (self.paused_reading and self.t is not None and not conn.closed
                         and len(self.inbox or ()) <= _INBOX_LOW):
                     self.paused_reading = False
                     self.t.underlying_transport.resume_reading()
@@ -183,6 +196,13 @@ class PicowsConnection(WSListener):
                 self.inbox = None
             if self.gone:
                 await conn.node.forget(conn)
+
+    def _stop_reading(self) -> None:
+        """Closing: read no more (the close handshake then times out and the socket is
+        dropped), so a flooding client costs no more CPU or memory meanwhile."""
+        if not self.paused_reading and self.t is not None:
+            self.paused_reading = True
+            self.t.underlying_transport.pause_reading()
 
     def _protocol_error(self, code: WSCloseCode, reason: str) -> None:
         self.conn.closed = True
@@ -209,6 +229,10 @@ class PicowsConnection(WSListener):
         except Exception:
             self.conn.closed = True  # the socket is going away: as a failed write would
         return True
+
+    def buffered(self) -> int:
+        t = self.t
+        return t.underlying_transport.get_write_buffer_size() if t is not None else 0
 
     async def close(self, code: int, reason: str) -> None:
         t = self.t
@@ -316,7 +340,11 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
             sockets -= 1
             super().connection_lost(exc)
 
-    logger = logging.getLogger("agentia.ws")
+    # picows logs what a client provokes (an oversize frame) at ERROR: quiet_library makes it
+    # a WARNING, once a minute. Through an adapter, since picows gives each connection a child
+    # of a Logger it is handed, and a logger's filters do not see its children's records.
+    quiet_library("agentia.ws")
+    logger = logging.LoggerAdapter(logging.getLogger("agentia.ws"), {})
     ping = s.ws_ping_interval_s or 20.0
 
     def protocol() -> asyncio.BaseProtocol:
@@ -326,10 +354,11 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
         # the arguments picows.api.ws_create_server passes (picows 2.3), in its order:
         # (host+port, path, client side, listener factory, logger, disconnect on exception,
         #  handshake timeout, auto ping, ping idle timeout, ping reply timeout, strategy,
-        #  auto pong, max frame size, extra headers, read buffer size)
+        #  auto pong, max frame size, extra headers, read buffer size). Auto pong is off:
+        #  on_ws_frame answers PINGs within the ping allowance and the send budget.
         return Counted(None, None, False, factory, logger, True, s.handshake_timeout_s,
                        s.ws_ping_interval_s > 0, ping, ping, WSAutoPingStrategy.PING_WHEN_IDLE,
-                       True, s.max_frame_bytes, None, 1024)
+                       False, s.max_frame_bytes, None, 1024)
 
     where: dict[str, Any] = (
         {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port,

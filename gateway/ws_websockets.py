@@ -11,11 +11,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from agentia import PROTOCOL
-from agentia.logs import bind
+from agentia.logs import bind, quiet_library
 from gateway.connection import Connection
 from gateway.transport import cap_send_buffer, reset_on_close
 
@@ -40,6 +41,10 @@ class WebsocketsTransport:
     def send_now(self, frame: bytes) -> bool:
         return False  # websockets' send is a coroutine: the writer task does it
 
+    def buffered(self) -> int:
+        t = self.ws.transport
+        return t.get_write_buffer_size() if t is not None else 0
+
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)
 
@@ -50,9 +55,25 @@ class WebsocketsTransport:
 
 class EdgeServerConnection(ServerConnection):
     """Refuses sockets beyond the hard cap before reading anything; counts failed handshakes
-    instead of logging a traceback for each."""
+    instead of logging a traceback for each; holds WebSocket PINGs to the ping allowance and
+    the pongs the library writes for them to the send budget."""
 
     agentia: Connection | None = None
+
+    def process_event(self, event: Any) -> None:
+        conn = self.agentia
+        # the library has already queued the pong; over the allowance we close, and stop
+        # reading so that no more pongs are written (the close then times out and aborts)
+        if (conn is not None and isinstance(event, Frame) and event.opcode is Opcode.PING
+                and self.protocol.state is State.OPEN and not conn.on_ws_ping()):
+            self.transport.pause_reading()
+        super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        conn = self.agentia
+        if conn is not None:
+            conn.check_budget()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -141,6 +162,7 @@ async def _handler(ws: ServerConnection) -> None:
 
 async def start(node: EdgeNode, sock: socket.socket | None = None) -> Server:
     s = node.settings
+    quiet_library("agentia.ws")
     where: dict[str, Any] = (
         {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port,
                                      "backlog": s.backlog})

@@ -13,8 +13,6 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
 from loadtest.attack import wire as W
 from loadtest.attack.wire import Wire
 from tests import fuzzframes as F
@@ -84,9 +82,6 @@ async def test_fuzzed_frames_get_their_documented_answers(cluster: Cluster) -> N
     assert lines <= tally.connections + 10, f"{lines} log lines for {tally.connections} conns"
 
 
-@pytest.mark.xfail(strict=True, reason="f24036b answers both with `internal` and a traceback; "
-                   "the edge-bounds fix (issue 10, items 4-5) answers them as documented: "
-                   "drop this mark once merged")
 async def test_deep_nesting_and_huge_numbers_get_documented_answers(cluster: Cluster) -> None:
     """A ping nested deeper than the edge can echo, a cancel of a turn far beyond any log:
     documented answers (``bad_frame``; ``turn_not_active`` or ``bad_frame``), no traceback."""

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from agentia.codes import ErrorCode, ProtocolError
 from gateway.protocol import (
     MAX_CLIENT_ID,
+    MAX_NUMBER,
     Cancel,
     ClientFrame,
     Cursor,
@@ -111,7 +112,7 @@ def test_error_ref_is_the_frames_own_id(obj: dict[str, Any]) -> None:
 
 @SETTINGS
 @given(st.text(min_size=1, max_size=MAX_CLIENT_ID), st.text(max_size=MAX_TEXT),
-       st.integers(min_value=0, max_value=2**63), st.text(max_size=20) | st.none())
+       st.integers(min_value=0, max_value=MAX_NUMBER), st.text(max_size=20) | st.none())
 def test_valid_frames_parse_to_what_was_sent(cid: str, text: str, n: int,
                                              epoch: str | None) -> None:
     if text.strip():
@@ -123,17 +124,21 @@ def test_valid_frames_parse_to_what_was_sent(cid: str, text: str, n: int,
         assert parse_frame(orjson.dumps({"type": "cancel", "turn": n}), MAX_TEXT) == Cancel(n)
 
 
+@SETTINGS
+@given(st.integers(min_value=MAX_NUMBER + 1, max_value=2**64 - 1))
+def test_numbers_beyond_the_bound_are_bad_frames(n: int) -> None:
+    """Offsets and turns past the documented bound never reach Redis (Lua printed 1e+15)."""
+    for obj in ({"type": "resume", "after": n}, {"type": "cancel", "turn": n}):
+        with pytest.raises(ProtocolError) as err:
+            parse_frame(orjson.dumps(obj), MAX_TEXT)
+        assert err.value.code is ErrorCode.BAD_FRAME
+
+
 def _nested(depth: int) -> bytes:
     return b'{"type": "ping", "data": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-_DEEP = pytest.mark.xfail(
-    strict=True, reason="f24036b answers `internal` (pong not encodable past 253 levels); the "
-    "edge-bounds fix (issue 10, item 4) makes it bad_frame: drop this mark once merged")
-
-
-@pytest.mark.parametrize("depth", [1, 100, 253, 1100, *(pytest.param(d, marks=_DEEP)
-                                                        for d in (254, 256, 1000))])
+@pytest.mark.parametrize("depth", [1, 32, 33, 100, 253, 254, 256, 1000, 1100])
 def test_a_ping_is_answered_with_its_pong_or_refused_as_bad_frame(depth: int) -> None:
     """Whatever parses must have an answer the edge can encode: a pong echoing ``data``, or
     (too deep) ``bad_frame``. Found: parse allowed 1,024 levels, the encoder 255, and the
