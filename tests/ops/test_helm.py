@@ -565,3 +565,23 @@ def test_redis_memory_values_are_checked(helm: str) -> None:
     assert "sessions" in err
     err = template_error(helm, "--set", base + ",monitoring.redisMemoryAlert.threshold=2")
     assert "threshold" in err
+
+
+def test_voice_limits_reach_the_route_and_the_worker(rendered: dict[str, list[Doc]]) -> None:
+    """The call limits reach both voice processes, and the control plane's voice route gets
+    the edges' session limits (a call's new session counts against them too)."""
+    seen = 0
+    for v, docs in cases(rendered):
+        if not v["voice"]["enabled"]:
+            continue
+        seen += 1
+        api = env(one(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0])
+        voice = env(one(docs, "Deployment", "voice")["spec"]["template"]["spec"]["containers"][0])
+        vv = v["voice"]
+        for e in (api, voice):
+            assert e["AGENTIA_VOICE_MAX_CALLS_PER_USER"]["value"] == str(vv["maxCallsPerUser"])
+            assert e["AGENTIA_VOICE_JOIN_TIMEOUT_S"]["value"] == str(vv["joinTimeoutSeconds"])
+        limits = v["edge"]["userLimits"]
+        assert api["AGENTIA_MAX_SESSIONS_PER_HOUR"]["value"] == str(limits["sessionsPerHour"])
+        assert api["AGENTIA_MAX_SESSIONS_PER_USER"]["value"] == str(limits["sessions"])
+    assert seen, "no value set in ops/helm/agentia/ci enables voice"
