@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -193,9 +194,16 @@ def run(s: ApiSettings) -> None:
 
     import uvicorn
 
+    from agentia.ports import busy_line, reason
+
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((s.host, s.api_port))
+    try:
+        sock.bind((s.host, s.api_port))
+    except OSError as exc:
+        print(busy_line("agentia api", "control plane", s.host, s.api_port, reason(exc),
+                        "--port"), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     sock.listen(1024)  # connections queue from now on, before the loop starts accepting
     config = uvicorn.Config(create_app(s), log_level="warning", loop="uvloop", ws="none",
                             lifespan="on", access_log=False)

@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from agentia import lifeline
+
 
 def find_binary() -> str:
     found = shutil.which("redis-server")
@@ -41,8 +43,9 @@ class RedisServer:
     """Start with :meth:`start`, stop with :meth:`stop` (SHUTDOWN, then kill by PID)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", tied: bool = False) -> None:
         self.data_dir = data_dir
+        self.tied = tied  # SIGTERM from the kernel when we die (agentia.lifeline)
         self.host = host  # e.g. a bridge's address, to serve other network namespaces
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -63,7 +66,8 @@ class RedisServer:
                 "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning"]
         with open(self.data_dir / "redis.log", "ab") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=lifeline.tied() if self.tied else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

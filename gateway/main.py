@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import sys
 from typing import Any
 
 from agentia.logs import bind
+from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
 from gateway import ws_picows, ws_websockets
 from gateway.node import EdgeNode
@@ -27,13 +30,17 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
+    try:  # bind before any loop runs: a busy port ends the process at once, nothing to stop
+        server = await impl.start(node)
+    except OSError:
+        await bus.close()
+        raise
     with contextlib.suppress(Exception):
         await bus.heartbeat_node(node.id)
     for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
                  node.metrics_forever(), node.user_sessions_forever()):
         node.spawn(coro)
-    impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
-    server = await impl.start(node)
     port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
     log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s)", node.id,
              settings.host, port, settings.max_connections, settings.transport)
@@ -64,4 +71,11 @@ def run(settings: EdgeSettings) -> None:
     except ImportError:
         log.warning("uvloop is not installed; using the default asyncio loop")
     tune_gc(settings.gc_gen0_threshold)
-    asyncio.run(serve_edge(settings))
+    try:
+        asyncio.run(serve_edge(settings))
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        print(busy_line("agentia gateway", "edge WebSocket", settings.host, settings.port,
+                        reason(exc), "--port"), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

@@ -11,9 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 
-from agentia.supervise import Child, stop_all, stop_signals, supervise
+from agentia.ports import busy_line, reason
+from agentia.supervise import (
+    Child,
+    StartError,
+    Stopped,
+    say,
+    stop_all,
+    stop_signals,
+    supervise,
+)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -25,7 +35,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 def run(host: str, port: int, processes: int, drain_s: float) -> None:
     stopping = stop_signals()
-    holder = reserve_port(host, port)
+    try:
+        holder = reserve_port(host, port)
+    except OSError as exc:
+        say(busy_line("agentia gateway", "edge WebSocket", host, port, reason(exc), "--port"),
+            sys.stderr)
+        raise SystemExit(1) from None
     port = holder.getsockname()[1]
     env = {**os.environ, "AGENTIA_REUSE_PORT": "true"}
     metrics_dir = None
@@ -36,10 +51,15 @@ def run(host: str, port: int, processes: int, drain_s: float) -> None:
     try:
         for _ in range(processes):
             children.append(Child("edge", ["gateway", "--host", host, "--port", str(port)],
-                                  env, "AGENTIA_EDGE_READY"))
+                                  env, "AGENTIA_EDGE_READY", stopping=stopping))
         pids = ",".join(str(c.proc.pid) for c in children)
-        print(f"AGENTIA_GATEWAY_READY port={port} pids={pids}", flush=True)
+        say(f"AGENTIA_GATEWAY_READY port={port} pids={pids}")
         supervise(children, stopping)
+    except Stopped:
+        pass
+    except StartError as exc:
+        say(f"agentia gateway: {exc}", sys.stderr)
+        raise SystemExit(1) from None
     finally:
         stop_all([c.proc for c in children], drain_s + 5)
         holder.close()
