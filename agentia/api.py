@@ -1,5 +1,5 @@
 """The control plane (``agentia api``): health, readiness, metrics, dev tokens, session history,
-and the demo web page. FastAPI; OpenAPI docs at ``/docs``.
+and the demo web page. FastAPI; OpenAPI docs at ``/docs`` (Swagger UI served from here, no CDN).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from agentia import PROTOCOL
@@ -83,7 +84,8 @@ def create_app(s: ApiSettings) -> FastAPI:
         task.cancel()
         await bus.close()
 
-    app = FastAPI(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
+    # Swagger UI and ReDoc from fastapi-offline's copies, not a CDN: /docs works offline
+    app = FastAPIOffline(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
     app.state.verifier = verifier
     if s.voice:  # LiveKit's libraries are imported only when voice is on
         from agentia.settings import from_env
