@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, FloatRect, Page, Route, expect
 
 from tests.browser.test_page import CHROMIUM, SHOTS, System, browser, wait_synced, watch
 
@@ -66,13 +66,13 @@ def test_api_docs_render_with_no_network(system: System, browser: Browser) -> No
     assert problems == []
 
 
-def _rect(page: Page, selector: str) -> dict[str, float]:
+def _rect(page: Page, selector: str) -> FloatRect:
     box = page.locator(selector).first.bounding_box()
     assert box is not None, f"{selector} is not rendered"
     return box
 
 
-def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+def _overlap(a: FloatRect, b: FloatRect) -> bool:
     return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
             and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
 
