@@ -1,0 +1,277 @@
+"""The first hour of a newcomer (issue 11), against real processes: Ctrl-C with the output
+piped into ``tee`` stops everything, a busy port is one line and a quick non-zero exit,
+``/metrics`` counts with voice on, ``agentia chat`` quits on one Ctrl-C and finds the running
+system, and the banner's chat command works as printed.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentia.redis_server import RedisServer, free_port
+from agentia.supervise import StartError, Stopped, spawn
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+def up_env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
+    env |= {"AGENTIA_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT)}  # console scripts run this tree too
+    env.pop("OPENAI_API_KEY", None)
+    return env
+
+
+def ready_info(text: str) -> dict[str, str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith("AGENTIA_UP_READY"))
+    return dict(p.split("=", 1) for p in line.split()[1:])
+
+
+def wait_for(path: Path, marker: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if marker in text:
+            return text
+        assert proc.poll() is None, f"exited with {proc.returncode}: {text}"
+        time.sleep(0.2)
+    raise AssertionError(f"no {marker} within {timeout} s")
+
+
+def groups_alive(pgids: set[int]) -> list[str]:
+    """Processes (``pid cmdline``) still in any of these process groups."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] != "Z" and int(fields[2]) in pgids:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                alive.append(f"{entry.name} {cmd}")
+        except (OSError, ValueError):
+            continue
+    return alive
+
+
+def test_ctrl_c_with_output_piped_into_a_dead_tee_stops_everything(tmp_path: Path) -> None:
+    """``agentia up 2>&1 | tee up.log``, Ctrl-C: tee dies first, then ``up`` gets SIGINT and
+    must still stop every child and every process they started (voice jobs too)."""
+    log = tmp_path / "up.log"
+    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0",
+                           "--api-port", "0"], cwd=ROOT, env=up_env(tmp_path / "state"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL)
+    assert up.stdout is not None
+    tee = subprocess.Popen(["tee", str(log)], stdin=up.stdout, stdout=subprocess.DEVNULL)
+    up.stdout.close()  # tee is the only reader, as in a shell pipeline
+    try:
+        info = ready_info(wait_for(log, "AGENTIA_UP_READY", up, 150))
+        pids = {int(p) for p in info["pids"].split(",")}
+        assert len(pids) == (6 if info["voice"] == "on" else 4)
+        assert groups_alive(pids), "the children should run in their own process groups"
+        tee.send_signal(signal.SIGINT)  # the terminal's Ctrl-C reaches tee first
+        tee.wait(10)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+        assert groups_alive(pids) == []
+        assert "Traceback" not in log.read_text()
+    finally:
+        for p in (tee, up):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port some other program listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("option", ["--port", "--api-port", "--livekit-port"])
+def test_up_with_a_busy_port_says_which_and_exits(tmp_path: Path, held_port: int,
+                                                  option: str) -> None:
+    args = {"--port": "0", "--api-port": "0", option: str(held_port)}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "agentia.cli", "up",
+                          *[x for kv in args.items() for x in kv]], cwd=ROOT,
+                         env=up_env(tmp_path / "state"), capture_output=True, timeout=30)
+    assert time.monotonic() - started < 10
+    assert out.returncode == 1
+    err = out.stderr.decode().strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"port {held_port} " in err and option in err and "in use" in err
+    assert not (tmp_path / "state" / "redis").exists(), "nothing starts when a port is busy"
+
+
+@pytest.mark.parametrize("transport", ["picows", "websockets"])
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_gateway_on_a_busy_port_says_which_and_exits(redis_server: RedisServer, held_port: int,
+                                                     transport: str, processes: str) -> None:
+    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_TRANSPORT": transport}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "agentia.cli", "gateway", "--port",
+                          str(held_port), "--processes", processes], cwd=ROOT, env=env,
+                         capture_output=True, timeout=30)
+    assert time.monotonic() - started < 10
+    assert out.returncode == 1
+    err = out.stderr.decode().strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"port {held_port} " in err and "--port" in err
+
+
+def test_spawn_keeps_its_deadline_and_hears_a_stop(redis_server: RedisServer) -> None:
+    """A child that never prints the awaited line: spawn gives up at its deadline (or at a
+    stop signal) and leaves no process behind."""
+    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url}
+    args = ["gateway", "--port", "0"]
+    started = time.monotonic()
+    with pytest.raises(StartError, match="not ready"):
+        spawn(args, env, "AGENTIA_NEVER_READY", timeout=3)
+    assert 3 <= time.monotonic() - started < 8
+    stop_at = time.monotonic() + 1
+    with pytest.raises(Stopped):
+        spawn(args, env, "AGENTIA_NEVER_READY", timeout=60,
+              stopping=lambda: time.monotonic() > stop_at)
+    assert time.monotonic() - stop_at < 3
+    # both children were killed and reaped (a leftover would be a child of ours)
+    ours = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(os.getpid())],
+                          capture_output=True, text=True).stdout
+    assert "agentia.cli gateway" not in ours
+
+
+class Up:
+    """``agentia up`` with voice when it can run here, its banner and READY line."""
+
+    def __init__(self, state: Path) -> None:
+        self.state, self.env = state, up_env(state)
+        self.log = state.parent / "up.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentia.cli", "up", "--port", "0", "--api-port", "0"],
+            cwd=ROOT, env=self.env, stdout=open(self.log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.text = wait_for(self.log, "AGENTIA_UP_READY", self.proc, 150)
+        self.info = ready_info(self.text)
+
+    def counter(self, series: str) -> float:
+        body = urllib.request.urlopen(self.info["api"] + "/metrics", timeout=10).read().decode()
+        found = re.search(rf"^{re.escape(series)} (\S+)$", body, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    s = Up(tmp_path_factory.mktemp("first-hour") / "state")
+    yield s
+    s.stop()
+    assert s.proc.returncode == 0
+    assert "Traceback" not in s.log.read_text()
+
+
+def test_metrics_count_turns_with_voice_on(system: Up) -> None:
+    if system.info["voice"] != "on":
+        pytest.skip("voice is off here (no LiveKit server binary or no voice extra)")
+    completed = 'agentia_turns_total{outcome="completed"}'
+    before = system.counter(completed)
+    subprocess.run([sys.executable, "-m", "agentia.cli", "chat", "--url", system.info["url"],
+                    "-m", "what is 19 + 23"], cwd=ROOT, env=system.env, check=True,
+                   capture_output=True, timeout=60)
+    deadline = time.monotonic() + 10  # the edge moves its tallies to Prometheus once a second
+    while system.counter(completed) < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert system.counter(completed) >= before + 1
+    assert system.counter('agentia_frames_total{direction="out"}') > 0
+
+
+def chat_in_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes agentia chat on the terminal's other end
+        os.chdir(ROOT)
+        os.execve(argv[0], argv, env)
+    out, reaped = b"", False
+
+    def until(marker: bytes, timeout: float) -> None:
+        """Read until ``marker`` appears in what comes from now on."""
+        nonlocal out
+        start, deadline = len(out), time.monotonic() + timeout
+        while marker not in out[start:] and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:  # the child is gone
+                    return
+
+    try:
+        until(b"> ", 30)
+        assert b"Ctrl-C" in out, out  # it says how to quit
+        os.write(fd, b"what is 19 + 23\n")
+        until(b"\n> ", 30)  # the reply, then the prompt again, stdin idle
+        assert b"42" in out and out.endswith(b"> "), out
+        started = time.monotonic()
+        os.kill(pid, signal.SIGINT)  # once
+        for _ in range(50):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                reaped = True
+                assert time.monotonic() - started < 5
+                return os.waitstatus_to_exitcode(status), out
+            time.sleep(0.1)
+        raise AssertionError(f"agentia chat still runs 5 s after one Ctrl-C: {out!r}")
+    finally:
+        os.close(fd)
+        if not reaped and not os.waitpid(pid, os.WNOHANG)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_chat_finds_the_running_system_and_quits_on_one_ctrl_c(system: Up) -> None:
+    # no --url: the port is not the default one; up.json in the state dir says where it is
+    code, out = chat_in_a_terminal([sys.executable, "-m", "agentia.cli", "chat"], system.env)
+    assert code == 0
+    assert b"[tool: calculate]" in out and b"Traceback" not in out
+
+
+def test_banner_chat_command_works_as_printed(system: Up) -> None:
+    line = next(ln for ln in system.text.splitlines() if ln.startswith("try it"))
+    command = shlex.split(line.removeprefix("try it"))
+    out = subprocess.run(command, cwd=ROOT, env=system.env, input=b"what is 19 + 23\n",
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert b"42" in out.stdout
+
+
+def test_chat_refused_is_one_line(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/v1/ws"
+    out = subprocess.run([sys.executable, "-m", "agentia.cli", "chat", "--url", url],
+                         cwd=ROOT, env=up_env(tmp_path), capture_output=True, timeout=30)
+    assert out.returncode == 1
+    err = out.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and url in err and "refused" in err, err
