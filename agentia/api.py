@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -87,6 +88,12 @@ def create_app(s: ApiSettings) -> FastAPI:
     # Swagger UI and ReDoc from fastapi-offline's copies, not a CDN: /docs works offline
     app = FastAPIOffline(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
     app.state.verifier = verifier
+    origins = s.origins()  # AGENTIA_ALLOWED_ORIGINS, as the edges check it
+    # Bearer tokens, never cookies: no credentials mode, so "*" exposes nothing ambient.
+    app.add_middleware(CORSMiddleware,
+                       allow_origins=["*"] if origins is None else sorted(origins),
+                       allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type"])
     if s.voice:  # LiveKit's libraries are imported only when voice is on
         from agentia.settings import from_env
         from voice.routes import voice_router

@@ -30,7 +30,7 @@ def cmd_gateway(a: argparse.Namespace) -> None:
         from gateway.supervisor import run as supervise
 
         os.environ["AGENTIA_REDIS_URL"] = s.redis_url  # children read settings from env
-        supervise(s.host, s.port, a.processes, s.drain_s)
+        supervise(s, a.processes)
         return
     from gateway.main import run
 

@@ -53,6 +53,7 @@ _EDGE = {
     "refused_user_cap": (HANDSHAKES, ("over_user_limit",)),
     "refused_over_cap": (HANDSHAKES, ("over_socket_cap",)),
     "refused_bad_request": (HANDSHAKES, ("bad_request",)),
+    "refused_origin": (HANDSHAKES, ("origin_not_allowed",)),
     "refused_draining": (HANDSHAKES, ("draining",)),
     "refused_redis_down": (HANDSHAKES, ("redis_unavailable",)),
     "handshake_failed": (HANDSHAKES, ("failed",)),

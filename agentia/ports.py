@@ -36,6 +36,8 @@ def reason(exc: OSError) -> str:
 
 def busy_line(prog: str, what: str, host: str, port: int, why: str, option: str) -> str:
     """The one line to print, e.g. ``agentia up: port 8765 (edge WebSocket) on 127.0.0.1 is in
-    use: stop what holds it or pass --port PORT (0 picks a free one)``."""
-    return (f"{prog}: port {port} ({what}) on {host} {why}: stop what holds it or pass "
-            f"{option} PORT (0 picks a free one)")
+    use: stop what holds it or pass --port PORT (0 picks a free one)``; ``option`` is a command
+    line option (``--port``) or an environment variable (``AGENTIA_INTERNAL_PORT``)."""
+    remedy = f"pass {option} PORT" if option.startswith("-") else f"set {option}=PORT"
+    return (f"{prog}: port {port} ({what}) on {host} {why}: stop what holds it or {remedy} "
+            "(0 picks a free one)")

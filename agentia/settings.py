@@ -11,6 +11,9 @@ from typing import Any
 FD_RESERVE = 1_000
 """File descriptors kept free for Redis connections, logs and sockets mid-handshake."""
 DEV_SECRET = "agentia-dev-secret-change-me-in-production"
+"""Public, so only accepted with ``AGENTIA_DEV=true`` (``agentia up`` sets it)."""
+MIN_SECRET_BYTES = 32
+"""Shortest HS256 secret a token-verifying process starts with outside development mode."""
 
 
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
@@ -75,9 +78,40 @@ class Common:
 
 @dataclass(slots=True)
 class Auth(Common):
+    """Settings of every process that verifies tokens (edge, control plane)."""
+
     jwt_secret: str = DEV_SECRET
     jwt_public_key: str = ""
     jwt_algorithms: str = "HS256"
+    dev: bool = False
+    """Development mode: the public default (or a short) HS256 secret is accepted."""
+    allowed_origins: str = "*"
+    """Comma list of browser origins (``https://chat.example.com``) allowed to open a WebSocket
+    and to call the API cross-origin; ``*`` allows any. Requests without Origin (not from a
+    browser) are not affected."""
+
+    def validate(self) -> None:
+        Common.validate(self)
+        hs = any(a.strip().startswith("HS") for a in self.jwt_algorithms.split(","))
+        if hs and not self.dev:
+            check_secret(self.jwt_secret)
+
+    def origins(self) -> frozenset[str] | None:
+        """The allowed origins, normalised; None when any origin is allowed."""
+        allowed = {o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",")}
+        allowed.discard("")
+        return None if "*" in allowed else frozenset(allowed)
+
+
+def check_secret(secret: str) -> None:
+    """Refuse the public default and short HS256 secrets (anyone could mint tokens)."""
+    fix = (f"set a secret of at least {MIN_SECRET_BYTES} bytes "
+           "(or AGENTIA_DEV=true for local development)")
+    if secret == DEV_SECRET:
+        raise SettingsError(f"AGENTIA_JWT_SECRET is the public default; {fix}")
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise SettingsError(f"AGENTIA_JWT_SECRET is only {size} bytes; {fix}")
 
 
 @dataclass(slots=True)
@@ -94,6 +128,10 @@ class ApiSettings(Auth):
 class EdgeSettings(Auth):
     host: str = "127.0.0.1"
     port: int = 8765
+    internal_host: str = "127.0.0.1"
+    """Where ``/healthz``, ``/readyz`` and ``/metrics`` are served (never on the public port)."""
+    internal_port: int = -1
+    """-1 (default): ``port`` + 1000, or a free port when ``port`` is 0."""
     transport: str = "picows"
     """WebSocket library: ``picows`` (Cython, callback-driven; 11 vs 15 KiB per idle connection
     and ~30% less CPU per handshake here, docs/benchmarks.md) or ``websockets`` (the reference
@@ -124,7 +162,12 @@ class EdgeSettings(Auth):
     dropped into SYN retransmits that look like multi-second handshakes."""
 
     def validate(self) -> None:
-        Common.validate(self)
+        Auth.validate(self)
+        if self.internal_port < 0:
+            self.internal_port = self.port + 1000 if self.port else 0
+        if self.internal_port > 65535 or (self.port and self.internal_port == self.port):
+            raise SettingsError("AGENTIA_INTERNAL_PORT must be a free port (0-65535) other than "
+                                "AGENTIA_PORT")
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         ceiling = soft - FD_RESERVE
         if ceiling < 10:

@@ -35,13 +35,12 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
        livekit_port: int = 0) -> None:
     """Run until SIGINT/SIGTERM; exit 1 (one line on stderr) when something cannot start."""
     env = dict(os.environ)
-    busy = _busy_ports(env.get("AGENTIA_HOST") or "127.0.0.1",
-                       [(port, "edge WebSocket", "--port"),
-                        (api_port, "control plane", "--api-port"),
-                        (livekit_port, "LiveKit server", "--livekit-port")])
+    busy = _busy_ports(env, port, api_port, livekit_port)
     if busy:
         say(busy, sys.stderr)
         raise SystemExit(1)
+    env["AGENTIA_DEV"] = "true"  # children accept the public dev secret (settings.check_secret)
+    say("dev mode   AGENTIA_DEV=true: the public dev secret is accepted; never in production")
     stopping = stop_signals()
     parts = _Parts()
     try:
@@ -57,11 +56,20 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
         parts.stop()
 
 
-def _busy_ports(host: str, ports: list[tuple[int, str, str]]) -> str | None:
-    for number, what, option in ports:
-        why = problem(host, number)
+def _busy_ports(env: dict[str, str], port: int, api_port: int,
+                livekit_port: int) -> str | None:
+    """The first port given to ``up`` that cannot be listened on, as one line to print."""
+    host = env.get("AGENTIA_HOST") or "127.0.0.1"
+    internal = int(env.get("AGENTIA_INTERNAL_PORT") or (port + 1000 if port else 0))
+    checks = [(host, port, "edge WebSocket", "--port"),
+              (env.get("AGENTIA_INTERNAL_HOST") or "127.0.0.1", internal,
+               "edge /readyz and /metrics, --port + 1000", "AGENTIA_INTERNAL_PORT"),
+              (host, api_port, "control plane", "--api-port"),
+              ("127.0.0.1", livekit_port, "LiveKit server", "--livekit-port")]
+    for where, number, what, option in checks:
+        why = problem(where, number)
         if why:
-            return busy_line("agentia up", what, host, number, why, option)
+            return busy_line("agentia up", what, where, number, why, option)
     return None
 
 

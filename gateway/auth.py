@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,10 @@ import jwt
 import orjson
 
 BEARER_PREFIX = "bearer."
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SPARE_BITS = {0: 0, 2: 0x0F, 3: 0x03}
+"""Bits of the last character that encode nothing, by segment length mod 4: zero if canonical."""
 
 
 class AuthError(Exception):
@@ -44,6 +49,10 @@ class Verifier:
     _cache: dict[str, Identity] = field(default_factory=dict, repr=False, compare=False)
 
     def verify(self, token: str) -> Identity:
+        if not canonical(token):
+            # One token, one string: base64 decoders ignore junk and spare bits, and every
+            # variant would otherwise be a separate cache entry (and a separate verification).
+            raise AuthError("invalid token: not three canonical base64url segments")
         ident = self._cache.get(token)
         if ident is None:
             ident = self._verify(token)
@@ -113,6 +122,20 @@ class Verifier:
         if iat > now + self.leeway_s:
             return None  # "not yet valid": PyJWT words it
         return claims
+
+
+def canonical(token: str) -> bool:
+    """Three segments, each the unpadded base64url encoding of its bytes and nothing else (the
+    alphabet only, no ``=``, a valid length, spare bits of the last character zero)."""
+    parts = token.split(".")
+    return len(parts) == 3 and all(_canonical_segment(p) for p in parts)
+
+
+def _canonical_segment(seg: str) -> bool:
+    rest = len(seg) % 4
+    if rest == 1 or not _B64URL.fullmatch(seg):
+        return False
+    return rest == 0 or not _ALPHABET.index(seg[-1]) & _SPARE_BITS[rest]
 
 
 def _b64(segment: str) -> bytes:

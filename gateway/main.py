@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import logging
 import signal
@@ -15,10 +14,15 @@ from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
 from gateway import ws_picows, ws_websockets
+from gateway.internal import InternalServer
 from gateway.node import EdgeNode
 from sessions.bus import Bus, connect
 
 log = logging.getLogger("agentia.edge")
+
+
+class PortBusy(Exception):
+    """A port the edge must listen on cannot be; the message is the one line to print."""
 
 
 async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
@@ -31,26 +35,39 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
-    try:  # bind before any loop runs: a busy port ends the process at once, nothing to stop
+    # bind both ports before any loop runs: a busy one ends the process at once, nothing to stop
+    try:
         server = await impl.start(node)
-    except OSError:
+    except OSError as exc:
         await bus.close()
-        raise
+        raise PortBusy(busy_line("agentia gateway", "edge WebSocket", settings.host,
+                                 settings.port, reason(exc), "--port")) from None
+    try:
+        internal = await InternalServer(node).start()
+    except OSError as exc:
+        await impl.close_server(server, 1.0)
+        await bus.close()
+        raise PortBusy(busy_line("agentia gateway", "edge /readyz and /metrics",
+                                 settings.internal_host, settings.internal_port, reason(exc),
+                                 "AGENTIA_INTERNAL_PORT")) from None
     with contextlib.suppress(Exception):
         await bus.heartbeat_node(node.id)
     for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
                  node.metrics_forever(), node.user_sessions_forever()):
         node.spawn(coro)
     port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
-    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s)", node.id,
-             settings.host, port, settings.max_connections, settings.transport)
-    print(f"AGENTIA_EDGE_READY node={node.id} port={port}", flush=True)
+    log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s); /readyz and "
+             "/metrics on http://%s:%s", node.id, settings.host, port, settings.max_connections,
+             settings.transport, settings.internal_host, internal.port)
+    print(f"AGENTIA_EDGE_READY node={node.id} port={port} internal_port={internal.port}",
+          flush=True)
     if ready is not None:
         ready.set()
     await stop.wait()
     log.info("edge %s draining %d connections", node.id, node.count)
     await node.drain(settings.drain_s)
     await impl.close_server(server, 2.0)
+    await internal.close()
     await bus.close()
 
 
@@ -73,9 +90,6 @@ def run(settings: EdgeSettings) -> None:
     tune_gc(settings.gc_gen0_threshold)
     try:
         asyncio.run(serve_edge(settings))
-    except OSError as exc:
-        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
-            raise
-        print(busy_line("agentia gateway", "edge WebSocket", settings.host, settings.port,
-                        reason(exc), "--port"), file=sys.stderr, flush=True)
+    except PortBusy as exc:
+        print(exc, file=sys.stderr, flush=True)
         raise SystemExit(1) from None

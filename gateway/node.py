@@ -37,12 +37,19 @@ def verifier_for(s: Auth) -> Verifier:
     return Verifier(key, algos)
 
 
+def origin_allowed(allowed: frozenset[str] | None, origin: str) -> bool:
+    """A browser page from another site must not open sockets with its visitors' tokens;
+    clients that send no Origin (not browsers) are not concerned."""
+    return allowed is None or not origin or origin.rstrip("/").lower() in allowed
+
+
 class EdgeNode:
     def __init__(self, settings: EdgeSettings, bus: Bus, node_id: str | None = None) -> None:
         self.settings = settings
         self.bus = bus
         self.id = node_id or uuid.uuid4().hex[:12]
         self.verifier = verifier_for(settings)
+        self.origins = settings.origins()
         self.limits = P.Limits(**{f.name: getattr(settings, f.name)
                                   for f in dataclasses.fields(P.Limits)})
         self.hard_cap = settings.max_connections + FD_RESERVE // 2
@@ -81,6 +88,9 @@ class EdgeNode:
         """Decide a handshake from what this process knows alone (no I/O, so any transport can
         call it before the upgrade): a Connection registered locally, or (HTTP status, reason).
         The session itself is opened after the upgrade by :meth:`open`."""
+        if not origin_allowed(self.origins, headers.get("origin", "")):
+            self.metrics["refused_origin"] += 1
+            return 403, "origin not allowed"
         if self.draining:
             self.metrics["refused_draining"] += 1
             return 503, "draining: reconnect to another node"

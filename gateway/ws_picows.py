@@ -40,7 +40,6 @@ from picows import (
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its stubs
 
 from agentia import PROTOCOL
-from agentia import metrics as M
 from agentia.logs import bind
 from gateway.connection import Connection
 from gateway.transport import cap_send_buffer, reset_on_close
@@ -220,21 +219,8 @@ def _text(status: int, body: str, headers: dict[str, str] | None = None) -> Any:
         WSUpgradeResponse.create_error_response(status, body.encode(), headers), None)
 
 
-def _probe(node: EdgeNode, path: str) -> Any:
-    if path == "/healthz":
-        return _text(200, "ok\n")
-    if path == "/readyz":
-        if node.draining:
-            return _text(503, "draining\n")
-        if not node.redis_ok:
-            return _text(503, "redis unreachable\n")
-        return _text(200, "ready\n")
-    body, ctype = M.exposition()
-    resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": ctype})
-    return WSUpgradeResponseWithListener(resp, None)
-
-
-_PROBES = frozenset(("/healthz", "/readyz", "/metrics"))
+_PROBES = frozenset(("/healthz",))
+"""The only plain-HTTP path of the public port; /readyz and /metrics: gateway/internal.py."""
 
 
 def _is_upgrade(headers: Any) -> bool:
@@ -248,7 +234,7 @@ def listener_factory(node: EdgeNode) -> Any:
     def factory(req: WSUpgradeRequest) -> Any:
         url = urlsplit(req.path.decode("latin-1"))
         if url.path in _PROBES:
-            return _probe(node, url.path)
+            return _text(200, "ok\n")
         if url.path != PATH:
             return _text(404, f"WebSocket endpoint is {PATH}\n")
         h = req.headers
@@ -258,7 +244,7 @@ def listener_factory(node: EdgeNode) -> Any:
                          {"Upgrade": "websocket"})
         offered = ", ".join(h.getall("sec-websocket-protocol", ()))
         headers = {"authorization": h.get("authorization", ""),
-                   "sec-websocket-protocol": offered}
+                   "sec-websocket-protocol": offered, "origin": h.get("origin", "")}
         session = parse_qs(url.query).get("session", [None])[0] if url.query else None
         result = node.admit(headers, url.query, session)
         if isinstance(result, tuple):

@@ -15,7 +15,6 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from agentia import PROTOCOL
-from agentia import metrics as M
 from agentia.logs import bind
 from gateway.connection import Connection
 from gateway.transport import cap_send_buffer, reset_on_close
@@ -90,27 +89,8 @@ def _healthz(conn: ServerConnection, node: EdgeNode) -> Response:
     return conn.respond(http.HTTPStatus.OK, "ok\n")
 
 
-def _readyz(conn: ServerConnection, node: EdgeNode) -> Response:
-    if node.draining:
-        return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-    if not node.redis_ok:
-        return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "redis unreachable\n")
-    return conn.respond(http.HTTPStatus.OK, "ready\n")
-
-
-def _metrics(conn: ServerConnection, node: EdgeNode) -> Response:
-    body, ctype = M.exposition()
-    resp = conn.respond(http.HTTPStatus.OK, "")
-    resp.body = body
-    # respond() set both for its empty text; assigning adds a second value, and Prometheus
-    # (Go's net/http) rejects a response with two different Content-Lengths
-    del resp.headers["Content-Type"], resp.headers["Content-Length"]
-    resp.headers["Content-Type"] = ctype
-    resp.headers["Content-Length"] = str(len(body))
-    return resp
-
-
-_PROBES = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics}
+_PROBES = {"/healthz": _healthz}
+"""The only plain-HTTP path of the public port; /readyz and /metrics: gateway/internal.py."""
 
 
 async def _process_request(conn: ServerConnection, req: Request) -> Response | None:

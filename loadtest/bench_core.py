@@ -174,7 +174,8 @@ def bench_idle(connections: int, clients: int, hold_s: float,
                deflate: bool = False, heartbeat: float = 20.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
-        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+        env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
+               "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_MAX_CONNECTIONS_PER_USER": str(connections),
                "AGENTIA_COMPRESSION": "true" if deflate else "false"}
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
@@ -311,7 +312,8 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int,
                 word_delay: float = 0.0, words: int = 1) -> list[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=True).start()
-        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+        env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
+               "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_DEMO_WORD_DELAY": str(word_delay), "AGENTIA_RATE_PER_S": "1000",
                "AGENTIA_BURST": "1000", "AGENTIA_CONCURRENCY": "256",
                "AGENTIA_MAX_CONNECTIONS_PER_USER": str(clients)}
@@ -377,7 +379,8 @@ async def _cancel_trials(port: int, trials: int) -> dict[str, Any]:
 def bench_cancel(trials: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=True).start()
-        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+        env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
+               "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_DEMO_WORD_DELAY": "0.2", "AGENTIA_RATE_PER_S": "100"}
         env.pop("OPENAI_API_KEY", None)
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")

@@ -155,7 +155,8 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
     prefix = "fanout"
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
-        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
+        env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
+               "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_TRANSPORT": transport,
                "AGENTIA_MAX_CONNECTIONS_PER_USER": "100000", "AGENTIA_SEND_QUEUE": "1024"}
         sup = subprocess.Popen(

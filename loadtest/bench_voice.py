@@ -513,7 +513,8 @@ def bench(a: argparse.Namespace) -> dict[str, Any]:
     lk = None
     try:
         lk = LiveKitServer(binary, work / "livekit", a.livekit_target_load).start()
-        env = {**os.environ, "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "info",
+        env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
+               "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "info",
                "PYTHONUNBUFFERED": "1",
                "AGENTIA_LIVEKIT_URL": lk.url, "AGENTIA_LIVEKIT_API_KEY": lk.key,
                "AGENTIA_LIVEKIT_API_SECRET": lk.secret,

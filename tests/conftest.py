@@ -20,11 +20,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from agentia.redis_server import RedisServer
-from agentia.settings import DEV_SECRET
 from gateway.auth import mint
 from sessions.bus import Bus, connect
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "agentia-test-secret-0123456789-abcdefghijklmnopqr"
+"""HS256 secret of the processes tests start (49 bytes: above the 32-byte minimum)."""
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,7 @@ async def bus(redis_server: RedisServer, prefix: str) -> AsyncIterator[Bus]:
     await b.close()
 
 
-def token(user: str, ttl: int = 3600, secret: str = DEV_SECRET) -> str:
+def token(user: str, ttl: int = 3600, secret: str = TEST_SECRET) -> str:
     return mint(secret, user, ttl)
 
 
@@ -73,6 +74,11 @@ class Proc:
     @property
     def port(self) -> int:
         return int(self.info["port"])
+
+    @property
+    def internal_port(self) -> int:
+        """An edge's /healthz, /readyz and /metrics (gateway/internal.py)."""
+        return int(self.info["internal_port"])
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
@@ -101,8 +107,9 @@ class Cluster:
         self.env = {**os.environ, "AGENTIA_REDIS_URL": redis_url,
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
                     "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_SHARDS": "4",
-                    "AGENTIA_TRANSPORT": transport,
+                    "AGENTIA_TRANSPORT": transport, "AGENTIA_JWT_SECRET": TEST_SECRET,
                     "PYTHONUNBUFFERED": "1"}
+        self.env.pop("AGENTIA_DEV", None)
         self.env.pop("OPENAI_API_KEY", None)
         self.procs: list[Proc] = []
         self.edges: list[Proc] = []

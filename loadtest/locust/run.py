@@ -261,7 +261,9 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
                  "--ws-turn-timeout", str(a.turn_timeout), "--ws-heartbeat", str(a.heartbeat)]
         timeout = a.seconds + a.turn_timeout + 120
 
-    env = {**os.environ, "AGENTIA_LOG_LEVEL": "warning", "AGENTIA_DRAIN_S": "2",
+    # AGENTIA_DEV: the Locust users mint with AGENTIA_JWT_SECRET or the public dev secret
+    env = {**os.environ, "AGENTIA_DEV": "true", "AGENTIA_LOG_LEVEL": "warning",
+           "AGENTIA_DRAIN_S": "2",
            "PYTHONUNBUFFERED": "1", "AGENTIA_DEMO_WORD_DELAY": str(a.word_delay)}
     env.pop("OPENAI_API_KEY", None)  # the offline demo model, always
     env.update(kv.split("=", 1) for kv in a.env)

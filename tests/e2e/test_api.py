@@ -47,7 +47,7 @@ async def test_probes_follow_the_system(cluster: Cluster) -> None:
     status, state = await get(api, "/readyz")
     assert status == 200 and state["groups"] is True and state["workers"] == 1
     assert state["edges"] == 1
-    status, text = await asyncio.to_thread(_get, f"http://127.0.0.1:{edge.port}/readyz")
+    status, text = await asyncio.to_thread(_get, f"http://127.0.0.1:{edge.internal_port}/readyz")
     assert (status, text) == (200, b"ready\n")
 
 

@@ -108,14 +108,18 @@ def held_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("option", ["--port", "--api-port", "--livekit-port"])
+@pytest.mark.parametrize("option", ["--port", "AGENTIA_INTERNAL_PORT", "--api-port",
+                                    "--livekit-port"])
 def test_up_with_a_busy_port_says_which_and_exits(tmp_path: Path, held_port: int,
                                                   option: str) -> None:
     args = {"--port": "0", "--api-port": "0", option: str(held_port)}
+    env = up_env(tmp_path / "state")
+    if not option.startswith("-"):  # a setting, not an option
+        env[option] = args.pop(option)
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "agentia.cli", "up",
                           *[x for kv in args.items() for x in kv]], cwd=ROOT,
-                         env=up_env(tmp_path / "state"), capture_output=True, timeout=30)
+                         env=env, capture_output=True, timeout=30)
     assert time.monotonic() - started < 10
     assert out.returncode == 1
     err = out.stderr.decode().strip()
@@ -126,24 +130,30 @@ def test_up_with_a_busy_port_says_which_and_exits(tmp_path: Path, held_port: int
 
 @pytest.mark.parametrize("transport", ["picows", "websockets"])
 @pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("which", ["public", "internal"])
 def test_gateway_on_a_busy_port_says_which_and_exits(redis_server: RedisServer, held_port: int,
-                                                     transport: str, processes: str) -> None:
-    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_TRANSPORT": transport}
+                                                     transport: str, processes: str,
+                                                     which: str) -> None:
+    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_TRANSPORT": transport,
+           "AGENTIA_DEV": "true"}
+    port, hint = str(held_port), "--port"
+    if which == "internal":
+        env["AGENTIA_INTERNAL_PORT"], port, hint = port, "0", "AGENTIA_INTERNAL_PORT=PORT"
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "agentia.cli", "gateway", "--port",
-                          str(held_port), "--processes", processes], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "agentia.cli", "gateway", "--port", port,
+                          "--processes", processes], cwd=ROOT, env=env,
                          capture_output=True, timeout=30)
     assert time.monotonic() - started < 10
     assert out.returncode == 1
     err = out.stderr.decode().strip()
     assert len(err.splitlines()) == 1, err
-    assert f"port {held_port} " in err and "--port" in err
+    assert f"port {held_port} " in err and hint in err
 
 
 def test_spawn_keeps_its_deadline_and_hears_a_stop(redis_server: RedisServer) -> None:
     """A child that never prints the awaited line: spawn gives up at its deadline (or at a
     stop signal) and leaves no process behind."""
-    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url}
+    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_DEV": "true"}
     args = ["gateway", "--port", "0"]
     started = time.monotonic()
     with pytest.raises(StartError, match="not ready"):

@@ -76,10 +76,16 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     try:
         assert up.stdout is not None
         info: dict[str, str] = {}
+        said: list[bytes] = []
         for line in up.stdout:
+            said.append(line)
             if line.startswith(b"AGENTIA_UP_READY"):
                 info = dict(p.split("=", 1) for p in line.decode().split()[1:])
                 break
+        # development mode, said once: the children accept the public dev secret
+        assert [ln for ln in said if b"AGENTIA_DEV=true" in ln] == [
+            b"dev mode   AGENTIA_DEV=true: the public dev secret is accepted; never in "
+            b"production\n"]
         pids = [int(p) for p in info["pids"].split(",")]
         # edge, worker, api, redis (+ voice worker and LiveKit server when voice is on)
         assert len(pids) == (6 if info["voice"] == "on" else 4)

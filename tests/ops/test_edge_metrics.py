@@ -1,5 +1,5 @@
-"""The edge's /metrics as Prometheus scrapes it (the chart's ServiceMonitor): one
-Content-Length that matches the body, one Content-Type, over both transports."""
+"""The edge's /metrics as Prometheus scrapes it (the chart's ServiceMonitor, on the internal
+port): one Content-Length that matches the body, one Content-Type, over both transports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from agentia.redis_server import RedisServer
-from tests.conftest import Proc
+from tests.conftest import TEST_SECRET, Proc
 
 
 def raw_get(port: int, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -28,10 +28,10 @@ def raw_get(port: int, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
 def test_edge_metrics_response_is_well_formed(redis_server: RedisServer, prefix: str,
                                               transport: str) -> None:
     env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_REDIS_PREFIX": prefix,
-           "AGENTIA_TRANSPORT": transport}
+           "AGENTIA_TRANSPORT": transport, "AGENTIA_JWT_SECRET": TEST_SECRET}
     edge = Proc(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
     try:
-        status, headers, body = raw_get(edge.port, "/metrics")
+        status, headers, body = raw_get(edge.internal_port, "/metrics")
     finally:
         edge.stop()
     assert status.startswith("HTTP/1.1 200")

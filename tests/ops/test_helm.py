@@ -159,9 +159,12 @@ def test_probes(rendered: dict[str, list[Doc]]) -> None:
     for v, docs in cases(rendered):
         edge = container(one(docs, "Deployment", "edge"), "edge")
         assert edge["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ws"}
-        assert edge["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ws"}
+        assert edge["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "internal"}
         assert {"name": "ws", "containerPort": v["edge"]["port"], "protocol": "TCP"} \
             in edge["ports"]
+        assert {"name": "internal", "containerPort": v["edge"]["internalPort"],
+                "protocol": "TCP"} in edge["ports"]
+        assert env(edge)["AGENTIA_INTERNAL_PORT"]["value"] == str(v["edge"]["internalPort"])
         api = container(one(docs, "Deployment", "api"), "api")
         assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert api["readinessProbe"]["httpGet"] == {"path": v["api"]["readinessPath"],
@@ -248,7 +251,8 @@ def test_rendered_env_passes_settings_validation(rendered: dict[str, list[Doc]],
             with monkeypatch.context() as m:
                 for name, e in env(dep["spec"]["template"]["spec"]["containers"][0]).items():
                     if name.startswith("AGENTIA_") and name not in NOT_SETTINGS:
-                        m.setenv(name, e.get("value", "from-a-secret"))
+                        # a Secret's value: a secret of 32 bytes passes, as it must
+                        m.setenv(name, e.get("value", "a-32-byte-value-from-a-k8s-secret"))
                 from_env(SETTINGS[component][0])
 
 
@@ -427,14 +431,14 @@ def test_services_and_monitors_point_at_real_ports(rendered: dict[str, list[Doc]
     for v, docs in cases(rendered):
         deps = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
                 for d in kinds(docs, "Deployment")}
-        services = {}
+        services: dict[str, list[Doc]] = {}
         for svc in kinds(docs, "Service"):
             component = svc["metadata"]["labels"]["app.kubernetes.io/component"]
             pod = deps[component]["spec"]["template"]
             assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
             names = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
             assert {p["targetPort"] for p in svc["spec"]["ports"]} <= names
-            services[component] = svc
+            services.setdefault(component, []).append(svc)
         monitors = kinds(docs, "ServiceMonitor")
         if not v["monitoring"]["serviceMonitor"]["enabled"]:
             assert not monitors and not kinds(docs, "PodMonitor")
@@ -442,9 +446,11 @@ def test_services_and_monitors_point_at_real_ports(rendered: dict[str, list[Doc]
         assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} \
             == {"edge", "api"}
         for m in monitors:
-            svc = services[m["metadata"]["labels"]["app.kubernetes.io/component"]]
-            assert m["spec"]["selector"]["matchLabels"].items() \
-                <= svc["metadata"]["labels"].items()
+            selected = [s for s in services[m["metadata"]["labels"]["app.kubernetes.io/component"]]
+                        if m["spec"]["selector"]["matchLabels"].items()
+                        <= s["metadata"]["labels"].items()]
+            assert len(selected) == 1, "one Service per ServiceMonitor"
+            svc = selected[0]
             assert svc["metadata"]["labels"][m["spec"]["jobLabel"]] == "agentia"
             ep = m["spec"]["endpoints"][0]
             assert ep["path"] == "/metrics"
@@ -463,3 +469,52 @@ def test_services_and_monitors_point_at_real_ports(rendered: dict[str, list[Doc]
                       ["volumeMounts"]}
             assert env(container(deps["worker"], "worker"))["PROMETHEUS_MULTIPROC_DIR"][
                 "value"] == mounts["metrics"]
+
+
+# --- safe defaults (issue 10): secret length, internal port, origins ---
+
+def test_chart_refuses_a_short_or_public_jwt_secret(helm: str) -> None:
+    base = ["-f", str(CHART / "ci" / "default-values.yaml"), "--set", "auth.existingSecret="]
+    for bad in ("x" * 31, "agentia-dev-secret-change-me-in-production"):
+        err = template_error(helm, *base, "--set", f"auth.jwtSecret={bad}")
+        assert "auth.jwtSecret must be at least 32 bytes and not the public default" in err
+    docs = template(helm, *base, "--set", "auth.jwtSecret=" + "x" * 32)
+    assert kinds(docs, "Secret")
+
+
+def test_edge_internal_port_service_and_monitor(helm: str,
+                                                rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        internal = [s for s in kinds(docs, "Service")
+                    if s["metadata"]["name"].endswith("-edge-internal")]
+        assert len(internal) == 1
+        svc = internal[0]
+        assert svc["spec"]["type"] == "ClusterIP"
+        assert svc["spec"]["ports"] == [{"name": "internal", "port": v["edge"]["internalPort"],
+                                         "targetPort": "internal", "protocol": "TCP"}]
+        public = [s for s in kinds(docs, "Service") if s["metadata"]["name"].endswith("-edge")]
+        assert [p["port"] for s in public for p in s["spec"]["ports"]] == [v["edge"]["port"]]
+        if v["monitoring"]["serviceMonitor"]["enabled"]:
+            assert one(docs, "ServiceMonitor", "edge")["spec"]["endpoints"][0]["port"] \
+                == "internal"
+        tests = [d for d in kinds(docs, "Pod") if d["metadata"]["name"].endswith("test-readyz")]
+        for pod in tests:
+            assert (f"{svc['metadata']['name']}:{v['edge']['internalPort']}/readyz"
+                    in " ".join(pod["spec"]["containers"][0]["args"]))
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"),
+                         "--set", "edge.internalPort=8765")
+    assert "edge.internalPort must differ from edge.port" in err
+
+
+def test_allowed_origins_and_no_dev_mode(helm: str, rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        for dep in kinds(docs, "Deployment"):
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                assert "AGENTIA_DEV" not in env(c)
+        for component in ("edge", "api"):
+            main = container(one(docs, "Deployment", component), component)
+            assert env(main)["AGENTIA_ALLOWED_ORIGINS"]["value"] \
+                == ",".join(v["auth"]["allowedOrigins"])
+    base = ["-f", str(CHART / "ci" / "default-values.yaml")]
+    assert "/auth/allowedOrigins" in template_error(
+        helm, *base, "--set", "auth.allowedOrigins={chat.example.com}")

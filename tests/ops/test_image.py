@@ -105,6 +105,14 @@ def test_edge_needs_are_documented() -> None:
         assert need in text, need
 
 
+def test_image_sets_no_secret_and_no_dev_mode() -> None:
+    """The image binds 0.0.0.0: it must rely on the secret check, never switch it off."""
+    env = " ".join(a for w, a in final_stage() if w in ("ENV", "ARG"))
+    assert "AGENTIA_HOST=0.0.0.0" in env
+    assert "AGENTIA_DEV" not in env and "AGENTIA_JWT_SECRET" not in env
+    assert "AGENTIA_INTERNAL_HOST" not in env  # internal port on loopback unless deployed
+
+
 # --- the entrypoint, for real ---
 
 def entry(env: dict[str, str], *cmd: str) -> subprocess.CompletedProcess[str]:

@@ -288,3 +288,60 @@ def test_cached_token_still_expires() -> None:
     t.sleep(2.1)
     with pytest.raises(AuthError, match="expired"):
         v.verify(tok)
+
+
+# ---------------------------------------------------------------- canonical base64url (issue 10)
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _variants(tok: str, segment: int) -> list[str]:
+    """Other strings that base64 decoders read as the same bytes in one segment: spare bits of
+    the last character set, '=' padding, junk characters decoders skip, trailing junk."""
+    import base64 as b64
+    import binascii
+
+    parts = tok.split(".")
+    seg = parts[segment]
+    raw = b64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4))
+    out = [seg + "=" * (-len(seg) % 4 or 4), seg + "!", "!" + seg, seg[:2] + " " + seg[2:],
+           seg[:1] + "\n" + seg[1:], seg + "+", seg[:3] + "/" + seg[3:]]
+    for c in ALPHABET:  # same bytes, different last character
+        cand = seg[:-1] + c
+        try:
+            same = b64.urlsafe_b64decode(cand + "=" * (-len(cand) % 4)) == raw
+        except binascii.Error:
+            same = False
+        if cand != seg and same:
+            out.append(cand)
+    return [".".join([*parts[:segment], v, *parts[segment + 1:]]) for v in out]
+
+
+@pytest.mark.parametrize("segment", [0, 1, 2])
+def test_non_canonical_segments_refused_before_the_cache(segment: int) -> None:
+    v = Verifier(SECRET)
+    tok = mint(SECRET, "alice", 600)
+    assert v.verify(tok).user == "alice"
+    variants = _variants(tok, segment)
+    assert len(variants) >= 6
+    spare_bits = [t for t in variants if t.split(".")[segment][-1] in ALPHABET
+                  and len(t) == len(tok)]
+    if len(tok.split(".")[segment]) % 4:
+        assert spare_bits, "a segment whose length is not a multiple of 4 has spare bits"
+    for bad in variants:
+        with pytest.raises(AuthError, match="invalid token: not three canonical base64url"):
+            v.verify(bad)
+    assert list(v._cache) == [tok]  # no variant became a cache entry
+
+
+def test_canonical_accepts_every_encoding() -> None:
+    import base64 as b64
+
+    from gateway.auth import canonical
+
+    for n in range(0, 70):
+        seg = b64.urlsafe_b64encode(bytes(range(256))[n:n * 2 + 1]).decode().rstrip("=")
+        assert canonical(f"{seg}.{seg}.{seg}"), seg
+    for bad in ("a.b", "a.b.c.d", "AAAA.AAAA.AAAAA", "AA.AA.A+", "AA.AA.A/", "AA.AA.AB",
+                "AA.AA.AAA=", "AA.AA.AAAAA", "AA.AA.AA==", "AA.AA. AA"):
+        assert not canonical(bad), bad

@@ -10,6 +10,7 @@ import pytest
 from agentia.settings import (
     DEV_SECRET,
     FD_RESERVE,
+    ApiSettings,
     Common,
     EdgeSettings,
     SettingsError,
@@ -23,6 +24,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("AGENTIA_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENTIA_DEV", "true")  # the secret checks below unset it
 
 
 @pytest.fixture
@@ -163,3 +165,72 @@ def test_bool_default_when_unset(fd_limit: int) -> None:
     s = from_env(EdgeSettings)
     assert s.reuse_port is True
     assert s.compression is False
+
+
+# ---------------------------------------------------------------- safe defaults (issue 10)
+
+LONG = "x" * 32
+
+
+@pytest.mark.parametrize("cls", [EdgeSettings, ApiSettings])
+def test_public_default_secret_refused(monkeypatch: pytest.MonkeyPatch, fd_limit: int,
+                                       cls: type) -> None:
+    monkeypatch.delenv("AGENTIA_DEV")
+    with pytest.raises(SettingsError, match="AGENTIA_JWT_SECRET is the public default; set a "
+                       "secret of at least 32 bytes \\(or AGENTIA_DEV=true"):
+        from_env(cls)
+
+
+@pytest.mark.parametrize("cls", [EdgeSettings, ApiSettings])
+def test_short_secret_refused_long_accepted(monkeypatch: pytest.MonkeyPatch, fd_limit: int,
+                                            cls: type) -> None:
+    monkeypatch.delenv("AGENTIA_DEV")
+    monkeypatch.setenv("AGENTIA_JWT_SECRET", "é" * 15 + "x")  # 31 bytes, 16 characters
+    with pytest.raises(SettingsError, match="only 31 bytes"):
+        from_env(cls)
+    monkeypatch.setenv("AGENTIA_JWT_SECRET", LONG)
+    assert from_env(cls).jwt_secret == LONG
+
+
+def test_dev_mode_allows_the_default(monkeypatch: pytest.MonkeyPatch, fd_limit: int) -> None:
+    monkeypatch.setenv("AGENTIA_DEV", "false")
+    with pytest.raises(SettingsError):
+        from_env(EdgeSettings)
+    monkeypatch.setenv("AGENTIA_DEV", "true")
+    s = from_env(EdgeSettings)
+    assert s.dev is True and s.jwt_secret == DEV_SECRET
+
+
+def test_public_key_algorithms_need_no_secret(monkeypatch: pytest.MonkeyPatch,
+                                              fd_limit: int) -> None:
+    monkeypatch.delenv("AGENTIA_DEV")
+    monkeypatch.setenv("AGENTIA_JWT_ALGORITHMS", "RS256")
+    assert from_env(EdgeSettings).jwt_algorithms == "RS256"
+    monkeypatch.setenv("AGENTIA_JWT_ALGORITHMS", "RS256,HS256")
+    with pytest.raises(SettingsError, match="public default"):
+        from_env(EdgeSettings)
+
+
+@pytest.mark.parametrize(("port", "internal"), [(8765, 9765), (0, 0), (9000, 9000 + 1000)])
+def test_internal_port_default(fd_limit: int, port: int, internal: int) -> None:
+    assert from_env(EdgeSettings, port=port).internal_port == internal
+
+
+def test_internal_port_explicit_and_invalid(monkeypatch: pytest.MonkeyPatch,
+                                            fd_limit: int) -> None:
+    monkeypatch.setenv("AGENTIA_INTERNAL_PORT", "9100")
+    assert from_env(EdgeSettings).internal_port == 9100
+    monkeypatch.setenv("AGENTIA_INTERNAL_PORT", "8765")
+    with pytest.raises(SettingsError, match="AGENTIA_INTERNAL_PORT"):
+        from_env(EdgeSettings)
+    monkeypatch.delenv("AGENTIA_INTERNAL_PORT")
+    with pytest.raises(SettingsError, match="AGENTIA_INTERNAL_PORT"):
+        from_env(EdgeSettings, port=65000)
+
+
+def test_allowed_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert from_env(ApiSettings).origins() is None  # default "*": any origin
+    monkeypatch.setenv("AGENTIA_ALLOWED_ORIGINS", " https://Chat.example.com/ ,https://b.test")
+    assert from_env(ApiSettings).origins() == {"https://chat.example.com", "https://b.test"}
+    monkeypatch.setenv("AGENTIA_ALLOWED_ORIGINS", "https://a.test,*")
+    assert from_env(ApiSettings).origins() is None

@@ -16,7 +16,7 @@ from livekit import api as lkapi
 from agentia.api import identity
 from gateway.auth import Verifier
 from sessions.bus import Bus
-from tests.conftest import token
+from tests.conftest import TEST_SECRET, token
 from tests.voice.livekit_server import LiveKitServer, free_port
 from voice.routes import voice_router
 from voice.settings import VoiceSettings
@@ -32,10 +32,8 @@ def settings_for(lk: LiveKitServer, url: str | None = None, wait: float = 0.0,
 
 
 def app_for(bus: Bus, s: VoiceSettings) -> FastAPI:
-    from agentia.settings import DEV_SECRET
-
     app = FastAPI()
-    app.state.verifier = Verifier(DEV_SECRET)
+    app.state.verifier = Verifier(TEST_SECRET)
     app.include_router(voice_router(bus, s, identity))
     return app
 

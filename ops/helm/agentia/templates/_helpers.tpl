@@ -62,6 +62,13 @@ calls this, so the same message comes first whichever template helm renders firs
 {{- if and (not .Values.auth.existingSecret) (not .Values.auth.jwtSecret) -}}
 {{- fail "set auth.existingSecret (a Secret with the JWT secret) or auth.jwtSecret: the default secret is public (docs/deploy.md)" -}}
 {{- end -}}
+{{- $secret := .Values.auth.jwtSecret | default "" -}}
+{{- if and $secret (or (lt (len $secret) 32) (eq $secret "agentia-dev-secret-change-me-in-production")) -}}
+{{- fail "auth.jwtSecret must be at least 32 bytes and not the public default (e.g. openssl rand -hex 32; docs/deploy.md)" -}}
+{{- end -}}
+{{- if eq (int .Values.edge.internalPort) (int .Values.edge.port) -}}
+{{- fail "edge.internalPort must differ from edge.port: /readyz and /metrics are not served on the public port" -}}
+{{- end -}}
 {{- if and .Values.voice.enabled (or (not .Values.livekit.url) (not .Values.livekit.existingSecret)) -}}
 {{- fail "voice.enabled needs livekit.url and livekit.existingSecret (docs/deploy.md)" -}}
 {{- end -}}
@@ -176,6 +183,8 @@ config.shards and config.redisPrefix.
       {{- end }}
 - name: AGENTIA_JWT_ALGORITHMS
   value: {{ .Values.auth.algorithms | quote }}
+- name: AGENTIA_ALLOWED_ORIGINS         # WebSocket upgrades (403) and the API's CORS
+  value: {{ join "," .Values.auth.allowedOrigins | quote }}
 {{- if .Values.auth.publicKeyKey }}
 - name: AGENTIA_JWT_PUBLIC_KEY
   valueFrom:
