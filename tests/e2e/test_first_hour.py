@@ -285,3 +285,94 @@ def test_chat_refused_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     err = out.stderr.decode().strip()
     assert len(err.splitlines()) == 1 and url in err and "refused" in err, err
+
+
+def started_with(state: Path) -> list[str]:
+    """Live processes whose environment names this state dir (``agentia up``'s children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if f"AGENTIA_STATE_DIR={state}\0".encode() in (entry / "environ").read_bytes():
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
+
+
+def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
+    """SIGINT while children are still starting (the voice worker may take a minute): up stops
+    within seconds, not after the child's start deadline, and leaves nothing running."""
+    state, log = tmp_path / "state", tmp_path / "up.log"
+    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0",
+                           "--api-port", "0"], cwd=ROOT, env=up_env(state),
+                          stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                          stdin=subprocess.DEVNULL)
+    try:
+        text = wait_for(log, "redis      redis://", up, 60)
+        redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", text).group(1))  # type: ignore[union-attr]
+        up.send_signal(signal.SIGINT)
+        assert up.wait(20) == 0
+        assert "AGENTIA_UP_READY" not in log.read_text()
+        assert started_with(state) == []
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", redis_port), 1).close()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+
+
+FAKE_PYTHON = """#!/bin/sh
+# python3 -m venv DIR: a venv whose python is a pip that talks a lot and an agentia that echoes
+[ "$1" = "--version" ] && echo "Python 3.11.7" && exit 0
+[ "$1 $2" = "-m venv" ] || exit 3
+mkdir -p "$3/bin"
+cat >"$3/bin/python" <<'PY'
+#!/bin/sh
+echo "Collecting livekit-agents"
+echo "SetuptoolsDeprecationWarning: editable install ********" >&2
+exit ${FAKE_PIP_EXIT:-0}
+PY
+printf '#!/bin/sh\\necho "agentia $*"\\n' >"$3/bin/agentia"
+chmod +x "$3/bin/python" "$3/bin/agentia"
+"""
+
+
+@pytest.mark.parametrize("pip_exit", [0, 1])
+def test_dev_up_cold_says_what_it_does_and_keeps_pip_quiet(tmp_path: Path,
+                                                           pip_exit: int) -> None:
+    """``./dev up`` on a fresh clone, with stand-ins for python, pip, go and npm: it says what
+    it does, pip's output (setuptools' warning block too) goes to .venv/pip.log, shown only
+    when pip fails."""
+    repo, fakes, home = tmp_path / "repo", tmp_path / "bin", tmp_path / "home"
+    for d in (repo / "web", fakes, home):
+        d.mkdir(parents=True)
+    for name in ("dev", "pyproject.toml", "web/package-lock.json"):
+        (repo / name).write_bytes((ROOT / name).read_bytes())
+    (repo / "dev").chmod(0o755)
+    scripts = {"python": FAKE_PYTHON, "npm": "#!/bin/sh\necho 'added 12 packages'\n",
+               "go": "#!/bin/sh\nmkdir -p \"$HOME/go/bin\" && touch \"$HOME/go/bin/server\" "
+                     "&& chmod +x \"$HOME/go/bin/server\" && echo 'go: downloading'\n"}
+    for name, text in scripts.items():
+        (fakes / name).write_text(text)
+        (fakes / name).chmod(0o755)
+    env = {"PATH": f"{fakes}:/usr/bin:/bin", "HOME": str(home), "PYTHON": str(fakes / "python"),
+           "FAKE_PIP_EXIT": str(pip_exit)}
+    out = subprocess.run(["./dev", "up", "--port", "0"], cwd=repo, env=env, capture_output=True,
+                         text=True, timeout=60)
+    said = out.stdout + out.stderr
+    assert "dev: creating .venv with Python 3.11.7" in said
+    assert "Collecting" in (repo / ".venv" / "pip.log").read_text()
+    if pip_exit:  # the log's tail, then one line that says where the rest is
+        assert out.returncode == 1
+        assert said.rstrip().endswith("dev: pip install failed; the whole log is in "
+                                      ".venv/pip.log")
+        assert "SetuptoolsDeprecationWarning" in said and "agentia up" not in said
+        return
+    assert out.returncode == 0, said
+    assert "dev: installing Python packages [voice] into .venv" in said
+    assert "Setuptools" not in said and "Collecting" not in said and "go: downloading" not in said
+    assert "dev: building the LiveKit server with Go (~3 min, once" in said
+    assert "dev: npm ci in web/" in said
+    assert out.stdout.strip().endswith("agentia up --port 0")
