@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agentia.redis_server import RedisServer, free_port
@@ -376,3 +377,28 @@ def test_dev_up_cold_says_what_it_does_and_keeps_pip_quiet(tmp_path: Path,
     assert "dev: building the LiveKit server with Go (~3 min, once" in said
     assert "dev: npm ci in web/" in said
     assert out.stdout.strip().endswith("agentia up --port 0")
+
+
+def test_chat_reads_up_json_only_while_its_process_lives(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentia.chat import DEFAULT_URL, default_url
+
+    monkeypatch.setenv("AGENTIA_STATE_DIR", str(tmp_path))
+    assert default_url() == DEFAULT_URL  # no file
+    url = "ws://127.0.0.1:1234/v1/ws"
+    (tmp_path / "up.json").write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
+    assert default_url() == url
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "up.json").write_bytes(orjson.dumps({"url": url, "pid": dead.pid}))
+    assert default_url() == DEFAULT_URL  # left behind by a killed run
+
+
+def test_banner_command_in_the_default_state_dir_needs_no_url(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentia import up
+
+    monkeypatch.setattr(up, "STATE_DIR", Path(up.DEFAULT_STATE_DIR))
+    command = shlex.split(up.chat_command("ws://127.0.0.1:1234/v1/ws"))
+    assert command[-1] == "chat" and "--url" not in command
+    assert os.access(command[0], os.X_OK)  # the console script beside this interpreter
