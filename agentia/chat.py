@@ -76,7 +76,11 @@ class Lines:
         self.buffer, self.eof = b"", False
         self.more = asyncio.Event()
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(self.fd, self._readable)
+        try:
+            self.loop.add_reader(self.fd, self._readable)
+            self.polled = True
+        except PermissionError:  # a regular file (chat < file): epoll refuses, reads never block
+            self.polled = False
 
     def _readable(self) -> None:
         chunk = os.read(self.fd, 65536)
@@ -91,11 +95,14 @@ class Lines:
             self.more.clear()
             if len(self.buffer) > self.LIMIT:  # a line longer than the limit: take it as is
                 break
-            await self.more.wait()
+            if self.polled:
+                await self.more.wait()
+            else:
+                self._readable()
         if not self.buffer:
             return None
         line, _, self.buffer = self.buffer.partition(b"\n")
-        if not self.eof and len(self.buffer) <= self.LIMIT:
+        if self.polled and not self.eof and len(self.buffer) <= self.LIMIT:
             self.loop.add_reader(self.fd, self._readable)  # replaces, never duplicates
         return line.decode(errors="replace")
 

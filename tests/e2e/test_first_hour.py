@@ -270,13 +270,21 @@ def test_chat_finds_the_running_system_and_quits_on_one_ctrl_c(system: Up) -> No
     assert b"[tool: calculate]" in out and b"Traceback" not in out
 
 
-def test_banner_chat_command_works_as_printed(system: Up) -> None:
+@pytest.mark.parametrize("stdin", ["pipe", "file"])
+def test_banner_chat_command_works_as_printed(system: Up, tmp_path: Path, stdin: str) -> None:
     line = next(ln for ln in system.text.splitlines() if ln.startswith("try it"))
     command = shlex.split(line.removeprefix("try it"))
-    out = subprocess.run(command, cwd=ROOT, env=system.env, input=b"what is 19 + 23\n",
-                         capture_output=True, timeout=60)
+    said = tmp_path / "said.txt"  # a regular file: epoll refuses it, chat reads it directly
+    said.write_bytes(b"what is 19 + 23\nwhat is 6 * 7")
+    with open(said, "rb") as f:
+        if stdin == "file":
+            out = subprocess.run(command, cwd=ROOT, env=system.env, stdin=f,
+                                 capture_output=True, timeout=60)
+        else:
+            out = subprocess.run(command, cwd=ROOT, env=system.env, input=f.read(),
+                                 capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert b"42" in out.stdout
+    assert b"42" in out.stdout and out.stdout.count(b"[tool: calculate]") == 2
 
 
 def test_chat_refused_is_one_line(tmp_path: Path) -> None:
