@@ -75,9 +75,14 @@ def _ready_line(proc: subprocess.Popen[bytes], what: str, ready: str, deadline: 
         if not readable:
             continue
         chunk = os.read(fd, 65536)
-        if not chunk:
-            code = proc.wait(5)
-            raise StartError(f"{what} exited with {code} before it was ready; see its log above")
+        if not chunk:  # stdout closed: it exited (or is about to); end its group, reap it
+            for _ in range(50):
+                if exited(proc):
+                    break
+                time.sleep(0.1)
+            kill_group(proc)
+            raise StartError(f"{what} exited with {proc.returncode} before it was ready; "
+                             "see its log above")
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             text = line.decode(errors="replace").strip()

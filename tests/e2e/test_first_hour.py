@@ -171,6 +171,15 @@ def test_spawn_keeps_its_deadline_and_hears_a_stop(redis_server: RedisServer) ->
     assert "agentia.cli gateway" not in ours
 
 
+def test_spawn_reports_a_child_that_exits_before_ready(redis_server: RedisServer,
+                                                       held_port: int) -> None:
+    env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_DEV": "true"}
+    started = time.monotonic()
+    with pytest.raises(StartError, match="'agentia gateway --port .*' exited with 1 before"):
+        spawn(["gateway", "--port", str(held_port)], env, "AGENTIA_EDGE_READY", timeout=30)
+    assert time.monotonic() - started < 10
+
+
 class Up:
     """``agentia up`` with voice when it can run here, its banner and READY line."""
 
