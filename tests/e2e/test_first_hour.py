@@ -175,7 +175,7 @@ def test_spawn_reports_a_child_that_exits_before_ready(redis_server: RedisServer
                                                        held_port: int) -> None:
     env = {**os.environ, "AGENTIA_REDIS_URL": redis_server.url, "AGENTIA_DEV": "true"}
     started = time.monotonic()
-    with pytest.raises(StartError, match="'agentia gateway --port .*' exited with 1 before"):
+    with pytest.raises(StartError, match=r"'agentia gateway --port .*' exited with 1 before"):
         spawn(["gateway", "--port", str(held_port)], env, "AGENTIA_EDGE_READY", timeout=30)
     assert time.monotonic() - started < 10
 
