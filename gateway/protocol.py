@@ -160,6 +160,11 @@ def error_frame(err: AgentiaError) -> str:
 # ---------------------------------------------------------------- per-connection rules
 
 
+_TOKEN_EPS = 1e-6
+"""Rounding slack of :meth:`TokenBucket.take`: (now - stamp) * rate loses up to ~1e-9 of a
+token at a monotonic clock of months; a millionth of a token per frame is no extra allowance."""
+
+
 @dataclass(slots=True)
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up."""
@@ -174,8 +179,10 @@ class TokenBucket:
             self.tokens, self.stamp = self.burst, now
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        # A token short by float rounding counts as whole: otherwise a client that waited
+        # exactly retry_after_ms (rate 25: 40 ms) found 0.9999999999991 tokens and was refused.
+        if self.tokens >= 1.0 - _TOKEN_EPS:
+            self.tokens = max(0.0, self.tokens - 1.0)
             return True
         return False
 

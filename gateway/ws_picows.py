@@ -12,7 +12,9 @@ The edge keeps the same behaviour as with ``websockets`` (the e2e suite runs ove
   that sends faster than Redis answers);
 * writes go straight into the socket's buffer; ``send`` waits only while the kernel buffer is
   full (``pause_writing``), which is what makes the outbox fill for a slow reader;
-* fragmented messages are reassembled up to ``max_frame_bytes``; larger ones close with 1009.
+* fragmented messages are reassembled up to ``max_frame_bytes``; larger ones close with 1009;
+  what picows lets through against RFC 6455 is closed here: RSV bits set or a new message
+  before the last one ended (1002), a text message that is not UTF-8 (1007).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class PicowsConnection(WSListener):
     """Listener of one upgraded socket and the :class:`Transport` its Connection writes to."""
 
     __slots__ = ("conn", "fragments", "gone", "inbox", "opened", "paused_reading", "reader", "t",
-                 "writable")
+                 "text", "writable")
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
@@ -71,6 +73,7 @@ class PicowsConnection(WSListener):
         self.paused_reading = False
         self.writable: asyncio.Future[None] | None = None
         self.fragments: bytearray | None = None
+        self.text = False  # the message being reassembled is text (UTF-8 checked when whole)
 
     # ------------------------------------------------------------ picows callbacks
 
@@ -81,11 +84,18 @@ class PicowsConnection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            if frame.fin:
-                self._received(frame.get_payload_as_bytes())
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # picows passes RSV bits through; no extension is negotiated (RFC 6455 5.2)
+            self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "reserved bits must be 0")
+        elif kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if self.fragments is not None:
+                # picows would start the new message and drop the unfinished one (RFC 5.4)
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "expected a continuation frame")
+            elif frame.fin:
+                self._message(kind, frame.get_payload_as_bytes())
             else:
                 self.fragments = bytearray(frame.get_payload_as_memoryview())
+                self.text = kind is WSMsgType.TEXT
         elif kind is WSMsgType.CONTINUATION:
             if self.fragments is None:
                 self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a start")
@@ -96,7 +106,7 @@ class PicowsConnection(WSListener):
                 self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
             elif frame.fin:
                 data, self.fragments = bytes(self.fragments), None
-                self._received(data)
+                self._message(WSMsgType.TEXT if self.text else WSMsgType.BINARY, data)
         elif kind is WSMsgType.CLOSE:
             # The peer closes (or answers our close): echo its code once, then hang up.
             if not transport.is_close_frame_sent:
@@ -122,6 +132,16 @@ class PicowsConnection(WSListener):
             self.writable.set_result(None)
 
     # ------------------------------------------------------------ reading
+
+    def _message(self, kind: WSMsgType, data: bytes) -> None:
+        """A whole message: a text one must be UTF-8 (RFC 6455 8.1; picows does not check)."""
+        if kind is WSMsgType.TEXT and not data.isascii():
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8 in a text message")
+                return
+        self._received(data)
 
     def _received(self, data: bytes) -> None:
         if self.conn.closed:
@@ -167,7 +187,7 @@ class PicowsConnection(WSListener):
     def _protocol_error(self, code: WSCloseCode, reason: str) -> None:
         self.conn.closed = True
         self.inbox = None
-        if self.t is not None:
+        if self.t is not None and not self.t.is_close_frame_sent:  # once, whatever follows
             self.t.send_close(code, reason.encode())
             self.t.disconnect()
 

@@ -159,3 +159,16 @@ class Keys:
     def cancel_channel(self) -> str:
         """Pub/Sub channel on which edges ask workers to stop a running turn."""
         return f"{self.prefix}:cancel"
+
+
+# --- voice call slots (issue 10 item 9; voice/slots.py) ------------------------------------
+CALL_SLOT_LEASE = 60
+"""A voice call's slot (:func:`user_calls`) is held this long past its last refresh: the job
+refreshes it every third of it while the call runs and releases it at the end, so a call
+whose job died without releasing stops counting within a minute."""
+
+
+def user_calls(k: Keys, user: str) -> str:
+    """Sorted set: a user's live voice calls (member: room name) scored by lease expiry (unix
+    ms); same slot as :meth:`Keys.user_sessions`. Key TTL: the latest lease."""
+    return f"{k.prefix}:{{u.{user}}}:calls"

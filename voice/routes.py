@@ -7,6 +7,7 @@ dispatched into that room and joins the session as one more of its clients.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,11 @@ from pydantic import BaseModel, Field
 
 from agentia.codes import BusUnavailable
 from gateway.auth import Identity
+from sessions import keys as K
 from sessions.bus import Bus, Forbidden
 from voice.settings import VoiceSettings
-from voice.tokens import Call, NoVoiceAgent, start_call
+from voice.slots import CallSlots, SlotsUnavailable
+from voice.tokens import Call, NoVoiceAgent, room_name, start_call
 
 
 class VoiceSessionRequest(BaseModel):
@@ -44,6 +47,7 @@ class CallRefused(Exception):
     """The call cannot start: ``status`` is the HTTP status to answer, ``code`` says why.
 
     Codes (the JSON body's ``code``, beside FastAPI's usual ``detail``): ``forbidden`` (403),
+    ``too_many_calls`` (429: the user already holds ``voice_max_calls_per_user`` live calls),
     ``unavailable`` (503: Redis), ``voice_unavailable`` (503: LiveKit unreachable or failing,
     within ``voice_livekit_timeout_s``), ``no_voice_agent`` (503: no voice worker took the
     call within ``voice_dispatch_wait_s``). Every 503 carries ``Retry-After: 5``.
@@ -56,16 +60,41 @@ class CallRefused(Exception):
         self.reason = reason
 
 
-async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str) -> Call:
-    """Create the session for ``user`` or check it is theirs, then start a call of it."""
+def _unavailable() -> CallRefused:
+    return CallRefused(503, "unavailable", "message bus unavailable: retry shortly")
+
+
+async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str,
+                    slots: CallSlots | None = None) -> Call:
+    """Create the session for ``user`` or check it is theirs, take one of the user's call
+    slots, then start a call of it (the slot is given back if the call does not start)."""
+    slots = slots or CallSlots(bus.redis, bus.keys)
     try:
         await bus.open_session(session, user)
     except Forbidden:
         raise CallRefused(403, "forbidden", "this session belongs to another user") from None
     except BusUnavailable:
-        raise CallRefused(503, "unavailable", "message bus unavailable: retry shortly") from None
+        raise _unavailable() from None
+    room = room_name(s, session)
+    # until the job refreshes it: the wait for a worker, then the join bound, then a lease
+    lease = s.voice_dispatch_wait_s + s.voice_join_timeout_s + K.CALL_SLOT_LEASE
     try:
-        return await start_call(s, session, user)  # every LiveKit request in it is bounded
+        if not await slots.acquire(user, room, s.voice_max_calls_per_user, lease):
+            raise CallRefused(429, "too_many_calls", f"at most {s.voice_max_calls_per_user} "
+                              "calls at once: end one first")
+    except SlotsUnavailable:
+        raise _unavailable() from None
+    try:
+        return await _start(s, session, user, room)
+    except BaseException:
+        with contextlib.suppress(SlotsUnavailable):  # else its lease ends it
+            await slots.release(user, room)
+        raise
+
+
+async def _start(s: VoiceSettings, session: str, user: str, room: str) -> Call:
+    try:
+        return await start_call(s, session, user, room)  # every LiveKit request is bounded
     except NoVoiceAgent:
         raise CallRefused(503, "no_voice_agent", "no voice agent is available: retry "
                           "shortly") from None
@@ -78,17 +107,19 @@ def voice_router(bus: Bus, s: VoiceSettings,
                  identity: Callable[..., Identity | Any]) -> APIRouter:
     """The route, with the app's ``identity`` dependency (Bearer token -> Identity)."""
     router = APIRouter()
+    slots = CallSlots(bus.redis, bus.keys)
 
     # a default, not Annotated[...]: annotations are strings here (PEP 563) and FastAPI
     # resolves them in the module's globals, where this function's ``identity`` is not
     @router.post("/v1/voice/sessions", response_model=VoiceSessionReply, status_code=201,
-                 responses={403: {"model": CallError}, 503: {"model": CallError}})
+                 responses={403: {"model": CallError}, 429: {"model": CallError},
+                            503: {"model": CallError}})
     async def create_voice_session(
             req: VoiceSessionRequest,
             who: Identity = Depends(identity)) -> VoiceSessionReply | JSONResponse:  # noqa: B008
         """Start a call of ``session``: a LiveKit room token, the voice agent dispatched."""
         try:
-            call = await open_call(bus, s, who.user, req.session)
+            call = await open_call(bus, s, who.user, req.session, slots)
         except CallRefused as exc:
             headers = {"Retry-After": "5"} if exc.status == 503 else None
             return JSONResponse({"detail": exc.reason, "code": exc.code}, exc.status, headers)

@@ -98,6 +98,22 @@ class VoiceSettings(Common):
     voice_token_ttl_s: int = 3600
     voice_drain_s: int = 30
     """On SIGTERM, calls in progress get this long to end before they are cut."""
+    # --- abandoned calls and per-user calls (issue 10 item 9) ---
+    voice_join_timeout_s: float = 30.0
+    """A call whose caller has not joined its room this long after its job started ends
+    (``call`` event ``ended``, reason ``caller_never_joined``): the room is deleted and the
+    job process exits. Must exceed ``voice_dispatch_wait_s`` (the caller gets the room token
+    only after that wait)."""
+    voice_max_calls_per_user: int = 2
+    """Live calls one user may hold across the deployment (slots in Redis with a lease,
+    voice/slots.py); a further ``POST /v1/voice/sessions`` answers 429 ``too_many_calls``."""
+
+    def _validate_calls(self) -> None:
+        if not self.voice_dispatch_wait_s < self.voice_join_timeout_s <= 3600:
+            raise SettingsError("AGENTIA_VOICE_JOIN_TIMEOUT_S must be in "
+                                "(AGENTIA_VOICE_DISPATCH_WAIT_S, 3600]")
+        if not 1 <= self.voice_max_calls_per_user <= 1000:
+            raise SettingsError("AGENTIA_VOICE_MAX_CALLS_PER_USER must be in [1, 1000]")
 
     def validate(self) -> None:
         Common.validate(self)
@@ -124,6 +140,7 @@ class VoiceSettings(Common):
         if not 0 <= self.voice_aec_warmup_s <= 10:
             raise SettingsError("AGENTIA_VOICE_AEC_WARMUP_S must be in [0, 10]")
         self._validate_stt()
+        self._validate_calls()
         if self.voice_phrases and not Path(self.voice_phrases).is_file():
             raise SettingsError(f"AGENTIA_VOICE_PHRASES={self.voice_phrases!r} is not a file")
 

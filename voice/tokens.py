@@ -63,8 +63,27 @@ class NoVoiceAgent(Exception):
     """No voice worker took the call within ``voice_dispatch_wait_s`` (the room is deleted)."""
 
 
-async def start_call(s: VoiceSettings, session: str, user: str) -> Call:
-    """A fresh room for one call of ``session``, a voice worker dispatched into it.
+def room_name(s: VoiceSettings, session: str) -> str:
+    """A fresh room name for one call of ``session`` (also the call's slot, voice/slots.py)."""
+    return f"{s.voice_room_prefix}{session}-{secrets.token_hex(4)}"[:128]
+
+
+async def delete_room(s: VoiceSettings, room: str) -> None:
+    """Delete ``room`` (its participants are disconnected), bounded by
+    ``voice_livekit_timeout_s``; a room already gone is not an error. LiveKit errors
+    propagate."""
+    async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,
+                              failover=False) as lk:
+        try:
+            await _Requests(lk, room, s.voice_livekit_timeout_s).delete_room()
+        except api.TwirpError as exc:
+            if exc.code != api.TwirpErrorCode.NOT_FOUND:
+                raise
+
+
+async def start_call(s: VoiceSettings, session: str, user: str, room: str = "") -> Call:
+    """A fresh room (``room``, or a new name) for one call of ``session``, a voice worker
+    dispatched into it.
 
     With ``voice_dispatch_wait_s`` it returns only once a worker accepted the job, so a caller
     is never sent into a room no agent will join (LiveKit hands a job only to a worker, and
@@ -74,7 +93,7 @@ async def start_call(s: VoiceSettings, session: str, user: str) -> Call:
     Not retried here either: a job can be offered to a worker for seconds before the dispatch
     lists it, so a second dispatch could bring a second agent into the room.
     """
-    room = f"{s.voice_room_prefix}{session}-{secrets.token_hex(4)}"[:128]
+    room = room or room_name(s, session)
     # livekit-api 1.x passes timeout=None per request, which disables the session's timeout
     # in aiohttp: every request is bounded here instead
     async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,

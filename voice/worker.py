@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,10 @@ from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.settings import CLOUD_STT, VoiceSettings
+from voice.slots import CallSlots, HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
 from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
-from voice.tokens import parse_job_metadata
+from voice.tokens import delete_room, parse_job_metadata
 
 log = logging.getLogger("agentia.voice")
 
@@ -143,18 +145,19 @@ def _hang_up(bridge: VoiceBridge, p: rtc.RemoteParticipant) -> None:
         bridge.hanging_up = True
 
 
-async def _guard(ctx: JobContext, reporter: CallReporter) -> None:
+async def _guard(ctx: JobContext, reporter: CallReporter, slot: HeldSlot) -> None:
     """Until the call ends. Cancelled before it ended, the job process is being torn down
     without a shutdown: its voice worker died. Then, within a few seconds, the session log
-    records the end (``worker_lost``) and the caller sees the agent leave now rather than
-    after LiveKit's reconnect window (about 20 s)."""
+    records the end (``worker_lost``), the caller sees the agent leave now rather than
+    after LiveKit's reconnect window (about 20 s), and the user's call slot is given back."""
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         reporter.bridge.hanging_up = True
         if not reporter.ended:
             log.error("voice worker lost: ending the call of %s", reporter.bridge.session)
-            for last_step in (reporter.end(reason="worker_lost"), ctx.room.disconnect()):
+            for last_step in (reporter.end(reason="worker_lost"), ctx.room.disconnect(),
+                              slot.release()):
                 try:
                     await asyncio.wait_for(last_step, LOST_WORKER_S)
                 except Exception as exc:  # the process is going: note it, do the next step
@@ -162,28 +165,82 @@ async def _guard(ctx: JobContext, reporter: CallReporter) -> None:
         raise
 
 
+class JoinWatch:
+    """Whether the call's caller joined the room (watching starts before the room connects:
+    participants already there when it does are listed, not announced)."""
+
+    def __init__(self, room: rtc.Room, user: str) -> None:
+        self.room, self.user = room, user
+        self.joined = asyncio.Event()
+        room.on("participant_connected", self._on_join)
+
+    def _on_join(self, p: rtc.RemoteParticipant) -> None:
+        if p.identity == self.user:
+            self.joined.set()
+
+    async def wait(self, deadline: float) -> bool:
+        """True once the caller is (or was) in the room; False at ``deadline`` (monotonic)."""
+        if any(p.identity == self.user for p in self.room.remote_participants.values()):
+            self.joined.set()
+        try:
+            await asyncio.wait_for(self.joined.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        finally:
+            self.room.off("participant_connected", self._on_join)
+        return True
+
+
+async def _end_if_caller_never_joins(ctx: JobContext, reporter: CallReporter, watch: JoinWatch,
+                                     deadline: float) -> None:
+    """A caller who never joins would hold this job process (~500 MB) and count as a call
+    for ever: past ``voice_join_timeout_s`` from the job's start the call ends
+    (``caller_never_joined``), the room is deleted (its token is useless then) and the job
+    exits, which ends its process."""
+    if await watch.wait(deadline):
+        return
+    s: VoiceSettings = ctx.proc.userdata["settings"]
+    log.info("the caller of %s did not join room %s within %s s: ending the call",
+             reporter.bridge.session, ctx.room.name, s.voice_join_timeout_s)
+    reporter.bridge.hanging_up = True
+    await reporter.end(reason="caller_never_joined")
+    try:
+        await delete_room(s, ctx.room.name)
+    except Exception as exc:  # LiveKit failing: the empty room expires on its own
+        log.warning("could not delete room %s: %r", ctx.room.name, exc)
+    ctx.shutdown("caller_never_joined")
+
+
 async def entrypoint(ctx: JobContext) -> None:
     """One call: bridge the room's caller to the session named in the job metadata."""
-    session_id, user = parse_job_metadata(ctx.job.metadata)
     s: VoiceSettings = ctx.proc.userdata["settings"]
+    deadline = time.monotonic() + s.voice_join_timeout_s
+    session_id, user = parse_job_metadata(ctx.job.metadata)
+    watch = JoinWatch(ctx.room, user)
     bus = Bus(connect(s.redis_url, max_connections=8), prefix=s.redis_prefix, shards=s.shards)
+    slot = HeldSlot(CallSlots(bus.redis, bus.keys), user, ctx.room.name)
+    slot.start()
     bridge = VoiceBridge(bus, session_id, user)
     await bridge.start()
-    log.info("call joined session %s (room %s, node %s)", session_id, ctx.room.name, bridge.node)
+    log.info("call of session %s in job process %d (room %s, node %s)", session_id,
+             os.getpid(), ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room)
-    guard = asyncio.create_task(_guard(ctx, reporter))
+    tasks = [asyncio.create_task(_guard(ctx, reporter, slot))]
 
     async def cleanup() -> None:
         bridge.hanging_up = True
         await reporter.aclose()
-        guard.cancel()
-        await asyncio.gather(guard, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await slot.release()
         await bridge.close()
         await bus.close()
 
     ctx.add_shutdown_callback(cleanup)
     ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    tasks.append(asyncio.create_task(_end_if_caller_never_joins(ctx, reporter, watch, deadline)))
     agent_session = _session(ctx.proc, bridge)
     reporter.attach(agent_session)
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))

@@ -20,6 +20,7 @@ from tests.conftest import TEST_SECRET, token
 from tests.voice.livekit_server import LiveKitServer, free_port
 from voice.routes import voice_router
 from voice.settings import VoiceSettings
+from voice.slots import CallSlots
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +119,4 @@ async def test_no_voice_worker_is_a_503_and_no_room_is_left(
     async with lkapi.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret) as lk:
         rooms = await lk.room.list_rooms(lkapi.ListRoomsRequest())
     assert not [r.name for r in rooms.rooms if sid in r.name]
+    assert await CallSlots(bus.redis, bus.keys).count("alice") == 0  # its slot given back
