@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from agentia import lifeline
+
 
 def find_binary() -> str:
     found = shutil.which("redis-server")
@@ -57,10 +59,12 @@ class RedisServer:
     """Start with :meth:`start`, stop with :meth:`stop` (SHUTDOWN, then kill by PID)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
-                 host: str = "127.0.0.1", maxmemory: int | None = None) -> None:
+                 host: str = "127.0.0.1", maxmemory: int | None = None,
+                 tied: bool = False) -> None:
         self.data_dir = data_dir
         self.maxmemory = quarter_of_ram() if maxmemory is None else maxmemory
         """Bytes (0: no limit); at the limit writes are refused (``noeviction``)."""
+        self.tied = tied  # SIGTERM from the kernel when we die (agentia.lifeline)
         self.host = host  # e.g. a bridge's address, to serve other network namespaces
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -82,7 +86,8 @@ class RedisServer:
                 "--maxmemory", str(self.maxmemory), "--maxmemory-policy", "noeviction"]
         with open(self.data_dir / "redis.log", "ab") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=lifeline.tied() if self.tied else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
