@@ -134,10 +134,8 @@ def create_app(s: ApiSettings) -> FastAPI:
 
     @app.get("/v1/sessions", response_model=SessionsReply)
     async def sessions(who: User) -> SessionsReply:
-        rows = await bus.redis.zrevrange(bus.keys.user_sessions(who.user), 0, 99,
-                                         withscores=True)
-        return SessionsReply(sessions=[SessionItem(id=r.decode(), last_active=sc)
-                                       for r, sc in rows])
+        rows = await bus.user_sessions(who.user, 100)
+        return SessionsReply(sessions=[SessionItem(id=sid, last_active=ts) for sid, ts in rows])
 
     @app.get("/v1/sessions/{sid}/events", response_model=EventsReply)
     async def events(sid: str, who: User, after: Annotated[int, Query(ge=0)] = 0,
@@ -145,10 +143,10 @@ def create_app(s: ApiSettings) -> FastAPI:
         """The session log after ``after``, for its owner (the same events as a resume)."""
         if not K.SESSION_ID_RE.fullmatch(sid):
             raise HTTPException(400, "bad session id")
-        owner = await bus.redis.hget(bus.keys.meta(sid), "owner")
+        owner = await bus.session_owner(sid)
         if owner is None:
             raise HTTPException(404, "no such session")
-        if owner.decode() != who.user:
+        if owner != who.user:
             raise HTTPException(403, "this session belongs to another user")
         r = await bus.replay(sid, after, None, limit)
         return EventsReply(session=sid, epoch=r.epoch, offset=r.offset, recovered=r.recovered,
@@ -170,15 +168,14 @@ def create_app(s: ApiSettings) -> FastAPI:
 async def _readiness(bus: Bus) -> dict[str, Any]:
     state: dict[str, Any] = {"redis": False, "groups": False, "workers": 0, "edges": 0}
     try:
-        await bus.redis.ping()
+        await bus.ping()
         state["redis"] = True
-        groups = await bus.redis.xinfo_groups(bus.keys.inbound(0))
-        state["groups"] = any(g["name"] == K.GROUP.encode() for g in groups)
+        state["groups"] = await bus.has_group(0)
         fresh = time.time() - K.NODE_TTL
-        state["workers"] = await bus.redis.zcount(bus.keys.workers_alive(), fresh, "+inf")
+        state["workers"] = await bus.count_workers(fresh)
         # voice workers register a node per call (voice-<hex>): calls, not edges
-        alive = await bus.redis.zrangebyscore(bus.keys.nodes_alive(), fresh, "+inf")
-        state["voice_calls"] = sum(1 for n in alive if n.startswith(b"voice-"))
+        alive = await bus.live_nodes(fresh)
+        state["voice_calls"] = sum(1 for n in alive if n.startswith("voice-"))
         state["edges"] = len(alive) - state["voice_calls"]
     except Exception as exc:
         state["error"] = str(exc)
@@ -190,11 +187,9 @@ async def _watch_lag(bus: Bus) -> None:
     while True:
         for shard in range(bus.shards):
             with contextlib.suppress(Exception):
-                groups = await bus.redis.xinfo_groups(bus.keys.inbound(shard))
-                for g in groups:
-                    if g["name"] == K.GROUP.encode():
-                        lag = int(g.get("lag") or 0) + int(g.get("pending") or 0)
-                        M.INBOUND_LAG.labels(str(shard)).set(lag)
+                lag = await bus.shard_lag(shard)
+                if lag is not None:
+                    M.INBOUND_LAG.labels(str(shard)).set(lag)
         await asyncio.sleep(5)
 
 

@@ -17,7 +17,8 @@ from agents.memory.session_settings import SessionSettings
 from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
-from sessions.bus import REDIS_DOWN, LockLost, is_down
+from sessions.redis_client import REDIS_DOWN, is_down
+from sessions.roles import LockLost
 
 
 class RedisMemory:

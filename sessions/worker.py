@@ -30,9 +30,10 @@ from agents import Agent, ModelProvider
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
-from sessions import keys as K
+from sessions import events as E
 from sessions.bus import Bus, LockLost, Turn, is_down
 from sessions.memory import RedisMemory
+from sessions.roles import Claimed
 from sessions.runtime import Delta, stream_turn
 
 log = logging.getLogger("agentia.worker")
@@ -88,8 +89,7 @@ class _Coalescer:
         async with self.lock:
             if self.parts:
                 chunk, self.parts = "".join(self.parts), []
-                await self.bus.append(self.sid, {"type": "delta", "turn": self.turn,
-                                                 "text": chunk}, owner=self.owner)
+                await self.bus.append(self.sid, E.delta(self.turn, chunk), owner=self.owner)
 
     async def run(self) -> None:
         """Flush every ``interval`` until :meth:`stop`. Stopped by a flag, not by cancelling:
@@ -155,8 +155,7 @@ class Worker:
         to each stream, so each takes a share of the free capacity: a worker must not hold
         (in its pending list) turns it cannot start while other workers idle."""
         await self._room()
-        streams = {self.bus.keys.inbound(s): ">" for s in range(self.bus.shards)}
-        n = await self._read(streams, -(-self._free() // self.bus.shards))
+        n = await self._read(list(range(self.bus.shards)), -(-self._free() // self.bus.shards))
         if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
             n += await self._reclaim()
         return n
@@ -186,29 +185,24 @@ class Worker:
         return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000
 
     async def _read_shard(self, shard: int, idle: list[bool]) -> None:
-        stream = self.bus.keys.inbound(shard)
         while not self.stopping.is_set():
             await self._room()
             share = -(-self._free() // self.bus.shards)  # ceil: at least one each
-            idle[shard] = await self._read({stream: ">"}, share) == 0
+            idle[shard] = await self._read([shard], share) == 0
 
     async def _room(self) -> None:
         """Wait until a session slot is free (not held: the session task takes it)."""
         await self.slots.acquire()
         self.slots.release()
 
-    async def _read(self, streams: dict[str, str], count: int) -> int:
+    async def _read(self, shards: list[int], count: int) -> int:
         try:
-            res = await self.bus.redis.xreadgroup(K.GROUP, self.name, streams,
-                                                  count=count, block=self.cfg.block_ms)
+            claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
         except Exception as exc:
             return await self._on_read_error(exc)
-        n = 0
-        for stream, rows in res or []:
-            for rid, f in rows:
-                n += 1
-                self._spawn(stream, rid, f[b"s"].decode(), reclaimed=False)
-        return n
+        for claim in claims:
+            self._spawn(claim)
+        return len(claims)
 
     async def _on_read_error(self, exc: Exception) -> int:
         if "NOGROUP" in str(exc):
@@ -226,26 +220,23 @@ class Worker:
         self._last_reclaim = time.monotonic()
         n = 0
         for shard in range(self.bus.shards):
-            stream = self.bus.keys.inbound(shard)
             try:
-                _, rows, _ = await self.bus.redis.xautoclaim(
-                    stream, K.GROUP, self.name, min_idle_time=self.cfg.lease_ms,
-                    start_id="0-0", count=max(1, self._free()))
+                claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms,
+                                                max(1, self._free()))
             except Exception as exc:
-                log.debug("reclaim on %s failed: %s", stream, exc)
+                log.debug("reclaim on shard %d failed: %s", shard, exc)
                 continue
-            for rid, f in rows:
-                if f:
-                    log.info("reclaimed %s from a stalled worker", rid)
-                    self._spawn(stream.encode(), rid, f[b"s"].decode(), reclaimed=True)
-                    n += 1
+            for claim in claims:
+                log.info("reclaimed %s from a stalled worker", claim.id)
+                self._spawn(claim)
+                n += 1
         return n
 
     def _free(self) -> int:
         return max(1, self.cfg.concurrency - len(self.tasks))
 
-    def _spawn(self, stream: bytes, rid: bytes, sid: str, reclaimed: bool) -> None:
-        task = asyncio.create_task(self._handle(stream.decode(), rid, sid, reclaimed))
+    def _spawn(self, claim: Claimed) -> None:
+        task = asyncio.create_task(self._handle(claim))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -259,12 +250,13 @@ class Worker:
 
     # ------------------------------------------------------------ one session
 
-    async def _handle(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
-        bind(session=sid, entry=rid.decode())
+    async def _handle(self, claim: Claimed) -> None:
+        sid = claim.session
+        bind(session=sid, entry=claim.id.decode())
         async with self.slots:
             for retry in itertools.count():
                 try:
-                    await self._handle_once(stream, rid, sid, reclaimed)
+                    await self._handle_once(claim)
                     self.outages.discard(sid)
                     return
                 except Exception:  # only outages get here (_handle_once handles the rest)
@@ -278,38 +270,40 @@ class Worker:
                     log.warning("Redis unavailable while running session %s; retrying", sid)
                     await asyncio.sleep(OUTAGE_BACKOFF_S * 2 ** retry)
 
-    async def _handle_once(self, stream: str, rid: bytes, sid: str, reclaimed: bool) -> None:
+    async def _handle_once(self, claim: Claimed) -> None:
+        sid = claim.session
         try:
             # a session this worker runs already will see the turn (poked, in case it is
             # just releasing); a reclaimed entry whose lock is taken may belong to the dead
             # worker: retry it after another lease
             if sid in self.active:
                 self.poked.add(sid)
-            ran = sid in self.active or await self._try_session(stream, rid, sid)
-            if not ran and reclaimed:
+            ran = sid in self.active or await self._try_session(claim)
+            if not ran and claim.reclaimed:
                 return
-            await self.bus.redis.xack(stream, K.GROUP, rid)
+            await claim.ack()
         except LockLost:
             log.warning("lost the lock of session %s to another worker; leaving it", sid)
         except asyncio.CancelledError:
-            await self._hand_off(stream, rid, sid)
+            await self._hand_off(claim)
             raise
         except Exception as exc:
             if isinstance(exc, BusUnavailable) or is_down(exc):
                 raise
             log.exception("session %s failed; its entry stays pending", sid)
 
-    async def _try_session(self, stream: str, rid: bytes, sid: str) -> bool:
+    async def _try_session(self, claim: Claimed) -> bool:
         """Run the session's turns if its lock can be had; False if another worker holds it."""
+        sid = claim.session
         self.active.add(sid)  # before any await: one task per session in this worker
         try:
             while True:
                 self.poked.discard(sid)
                 if not await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
                     return False
-                keeper = asyncio.create_task(self._keep_lease(stream, rid, sid))
+                keeper = asyncio.create_task(self._keep_lease(claim))
                 try:
-                    await self._run_session(sid)
+                    await self._run_session(claim)
                 finally:
                     keeper.cancel()
                 # An entry read while the release was on its way to Redis was acked on the
@@ -320,17 +314,17 @@ class Worker:
         finally:
             self.active.discard(sid)
 
-    async def _hand_off(self, stream: str, rid: bytes, sid: str) -> None:
+    async def _hand_off(self, claim: Claimed) -> None:
         """Shutting down mid-session: give the session to another worker now, not after a
         lease: free the lock, then write a new entry, then ack the old one (a crash between
         steps leaves the old entry pending, to be reclaimed)."""
         with suppress(Exception):
             async with asyncio.timeout(2):
-                await self.bus.release_lock(sid, self.name, force=True)
-                await self.bus.redis.xadd(stream, {"s": sid, "o": 0})
-                await self.bus.redis.xack(stream, K.GROUP, rid)
+                await self.bus.release_lock(claim.session, self.name, force=True)
+                await claim.nack()
 
-    async def _keep_lease(self, stream: str, rid: bytes, sid: str) -> None:
+    async def _keep_lease(self, claim: Claimed) -> None:
+        sid = claim.session
         while True:
             await asyncio.sleep(self.cfg.lease_ms / 3000)
             try:
@@ -341,44 +335,44 @@ class Worker:
                         run.lost = True
                         run.task.cancel()
                     return
-                await self.bus.redis.xclaim(stream, K.GROUP, self.name, 0, [rid], justid=True)
+                await claim.keep()
             except Exception as exc:  # an outage (or redis-py's race): try again next time
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
-    async def _run_session(self, sid: str) -> None:
+    async def _run_session(self, claim: Claimed) -> None:
+        sid = claim.session
         while True:
             turn = await self.bus.next_turn(sid)
             if turn is None:
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return
                 continue
-            await self._run_turn(turn)
+            await self._run_turn(turn, claim)
 
-    async def _run_turn(self, turn: Turn) -> None:
+    async def _run_turn(self, turn: Turn, claim: Claimed) -> None:
         bind(turn=turn.offset)
         run = self.running[turn.session] = _Running(turn.offset)
         try:
-            await self._attempt(turn, run)
+            await self._attempt(turn, run, claim)
         finally:
             self.running.pop(turn.session, None)
 
-    async def _attempt(self, turn: Turn, run: _Running) -> None:
+    async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
         attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name,
                                                           again)
         if cancelled or run.cancelled_by_user:
-            await self._finish(turn, {"type": "cancelled", "turn": turn.offset, "text": ""})
+            await self._finish(turn, E.cancelled(turn.offset, ""))
             M.TURNS.labels("cancelled").inc()
             return
         if attempt > self.cfg.max_attempts:
-            await self._dead_letter(turn, attempt - 1, "the turn failed on every attempt")
+            await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        await self._append(turn, {"type": "turn_start", "turn": turn.offset, "attempt": attempt})
+        await self._append(turn, E.turn_start(turn.offset, attempt))
         co = _Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000,
                         self.name)
-        memory = RedisMemory(self.bus.redis, self.bus.keys, turn.session, turn.offset,
-                             owner=self.name)
+        memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.task = asyncio.create_task(self._produce(turn, co, memory))
         try:
             await run.task
@@ -388,11 +382,11 @@ class Worker:
             if not run.cancelled_by_user:
                 raise
             await co.flush()
-            await self._finish(turn, {"type": "cancelled", "turn": turn.offset,
-                                      "text": "".join(co.text)})
+            await self._finish(turn, E.cancelled(turn.offset, "".join(co.text)))
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
-            await self._dead_letter(turn, attempt, "the turn took too long", ErrorCode.TURN_TIMEOUT)
+            await self._dead_letter(claim, turn, attempt, "the turn took too long",
+                                    ErrorCode.TURN_TIMEOUT)
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
@@ -402,8 +396,7 @@ class Worker:
             M.TURNS.labels("attempt_failed").inc()
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
-            await self._finish(turn, {"type": "reply", "turn": turn.offset,
-                                      "text": "".join(co.text)})
+            await self._finish(turn, E.reply(turn.offset, "".join(co.text)))
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
@@ -420,8 +413,7 @@ class Worker:
                         co.add(item.text)
                     else:
                         await co.flush()
-                        await self._append(turn, {"type": "tool", "turn": turn.offset,
-                                                  "name": item.name})
+                        await self._append(turn, E.tool(turn.offset, item.name))
         finally:
             await co.stop(flusher)
         await co.flush()
@@ -432,17 +424,13 @@ class Worker:
     async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
 
-    async def _dead_letter(self, turn: Turn, attempts: int, why: str,
+    async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
                            code: ErrorCode = ErrorCode.TURN_FAILED) -> None:
-        shard = K.shard_for(turn.session, self.bus.shards)
-        await self.bus.redis.xadd(self.bus.keys.dead_letters(shard), {
-            "s": turn.session, "o": turn.offset, "attempts": attempts, "error": why,
-            "text": turn.text, "worker": self.name}, maxlen=K.DLQ_MAXLEN, approximate=True)
+        await claim.dead_letter(turn, attempts, why)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
         await self.bus.rollback_memory(turn.session, turn.offset)
         M.TURNS.labels("dead_lettered").inc()
-        await self._finish(turn, {"type": "turn_error", "turn": turn.offset, "code": str(code),
-                                  "message": why, "retryable": False})
+        await self._finish(turn, E.turn_error(turn.offset, str(code), why))
 
     # ------------------------------------------------------------ side loops
 
@@ -450,9 +438,8 @@ class Worker:
         while True:
             try:
                 async with self.bus.cancel_feed() as feed:
-                    async for msg in feed.listen():
-                        if msg.get("type") == "message":
-                            self._on_cancel(msg["data"].decode())
+                    async for data in feed:
+                        self._on_cancel(data)
             except Exception as exc:
                 log.warning("cancel feed lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
@@ -469,32 +456,8 @@ class Worker:
         n = 0
         while True:
             with suppress(Exception):
-                await self.bus.redis.zadd(self.bus.keys.workers_alive(), {self.name: time.time()})
+                await self.bus.worker_alive(self.name)
                 if n % 6 == 0:
-                    await self._maintain()
+                    await self.bus.maintain()
             n += 1
             await asyncio.sleep(5)
-
-    async def _maintain(self) -> None:
-        """Trim what every worker has finished with from the shards; forget dead workers."""
-        r, keys = self.bus.redis, self.bus.keys
-        await r.zremrangebyscore(keys.workers_alive(), "-inf", time.time() - K.FORGET_AFTER)
-        for shard in range(self.bus.shards):
-            stream = keys.inbound(shard)
-            groups = await r.xinfo_groups(stream)
-            group = next((g for g in groups if g["name"] == K.GROUP.encode()), None)
-            if group is None:
-                continue
-            floor = group["last-delivered-id"]
-            pending = await r.xpending(stream, K.GROUP)
-            if pending["pending"]:
-                floor = min(floor, pending["min"], key=_stream_id)
-            await r.xtrim(stream, minid=floor, approximate=True)
-            for c in await r.xinfo_consumers(stream, K.GROUP):
-                if c["pending"] == 0 and c["idle"] > K.FORGET_AFTER * 1000:
-                    await r.xgroup_delconsumer(stream, K.GROUP, c["name"])
-
-
-def _stream_id(rid: bytes) -> tuple[int, int]:
-    ms, _, seq = rid.partition(b"-")
-    return int(ms), int(seq or 0)

@@ -1,0 +1,99 @@
+"""Node delivery on Redis (:class:`sessions.roles.NodeDelivery`): each node (an edge, a voice
+call) has a heartbeat key and a delivery stream; a session's nodes hash says which nodes hold
+it, and appends copy their events to those nodes' streams."""
+
+from __future__ import annotations
+
+import time
+
+from sessions import keys as K
+from sessions.redis_client import REDIS_DOWN
+from sessions.redis_core import RedisCore, down
+
+
+class RedisNodeDelivery(RedisCore):
+    @down
+    async def register(self, sid: str, node: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.nodes(sid), node, 1)
+            pipe.expire(self.keys.nodes(sid), K.SESSION_TTL)
+            await pipe.execute()
+
+    @down
+    async def unregister(self, sid: str, node: str) -> None:
+        await self.redis.hdel(self.keys.nodes(sid), node)
+
+    @down
+    async def heartbeat_node(self, node: str) -> bool:
+        """Mark ``node`` alive; False when Redis forgot it (restarted without our state)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(k.node_alive(node), b"1", ex=K.NODE_TTL, get=True)
+            pipe.zadd(k.nodes_alive(), {node: time.time()})
+            pipe.zremrangebyscore(k.nodes_alive(), "-inf", time.time() - K.FORGET_AFTER)
+            pipe.expire(k.delivery(node), K.DELIVERY_TTL)
+            prev = (await pipe.execute())[0]
+        return prev is not None
+
+    @down
+    async def read_delivery(self, node: str, last_id: bytes,
+                            block_ms: int = 1000) -> list[tuple[bytes, str, int, bytes]]:
+        res = await self.redis.xread({self.keys.delivery(node): last_id}, count=1000,
+                                     block=block_ms)
+        out: list[tuple[bytes, str, int, bytes]] = []
+        for _stream, rows in res or []:
+            for rid, f in rows:
+                out.append((rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"]))
+        return out
+
+    @down
+    async def drop_node(self, node: str) -> None:
+        k = self.keys
+        await self.redis.delete(k.delivery(node), k.node_alive(node))
+        await self.redis.zrem(k.nodes_alive(), node)
+
+    async def live_nodes(self, since: float) -> list[str]:
+        """Nodes that heartbeat since ``since`` (unix seconds); raises what the client raises."""
+        rows = await self.redis.zrangebyscore(self.keys.nodes_alive(), since, "+inf")
+        return [n.decode() for n in rows]
+
+    async def _fan_out(self, sid: str, offset: int, event: bytes, nodes: list[bytes]) -> None:
+        """Copy an event to the delivery stream of each node holding the session. On a
+        Cluster a delivery stream may live on a master that is failing over while the log's
+        master is fine: the event is safe in the log, and the edge, which cannot read its
+        stream either, re-reads the log once it can (sessions/membership.py), so this is not
+        an error of the append (which would re-run the whole turn)."""
+        if not nodes:
+            return
+        try:
+            live = await self._live_nodes(nodes)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in live:
+                    stream = self.keys.delivery(node.decode())
+                    pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
+                              maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                    pipe.expire(stream, K.DELIVERY_TTL)
+                if len(live) < len(nodes):
+                    # a node that died without draining: stop writing for it (an edge that
+                    # was only cut off re-registers on its next heartbeat and catches up)
+                    pipe.hdel(self.keys.nodes(sid), *(n for n in nodes if n not in live))
+                await pipe.execute()
+        except REDIS_DOWN:
+            if not self.cluster:
+                raise
+
+    async def _live_nodes(self, nodes: list[bytes]) -> list[bytes]:
+        """The nodes whose heartbeat key exists, each checked at most every NODE_CHECK_S."""
+        now = time.monotonic()
+        seen = self._node_checked
+        stale = [n for n in nodes if now - seen.get(n, (-1e9, True))[0] > K.NODE_CHECK_S]
+        if stale:
+            if len(seen) > 10_000:
+                seen.clear()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for n in stale:
+                    pipe.exists(self.keys.node_alive(n.decode()))
+                found = await pipe.execute()
+            for n, alive in zip(stale, found, strict=True):
+                seen[n] = (now, bool(alive))
+        return [n for n in nodes if seen[n][1]]

@@ -1,0 +1,66 @@
+"""The session log's event schema (docs/protocol.md §5): every event a session's log holds.
+
+Writers build events here and nowhere else, so the documented types and fields have one home:
+the edge and the voice bridge (``user`` through :meth:`sessions.bus.Bus.submit`, ``call``),
+the agent workers (``turn_start``, ``delta``, ``tool``, ``reply``, ``cancelled``,
+``turn_error``). Field order is the wire order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Event = dict[str, Any]
+
+USER = "user"
+TURN_START = "turn_start"
+DELTA = "delta"
+TOOL = "tool"
+REPLY = "reply"
+CANCELLED = "cancelled"
+TURN_ERROR = "turn_error"
+CALL = "call"
+TURN_ENDS = frozenset({REPLY, CANCELLED, TURN_ERROR})
+"""Every turn ends with exactly one of these."""
+
+
+def user(client_id: str, text: str, source: str, sender: str, ts: float) -> Event:
+    """A turn accepted from a client; its offset is the turn id."""
+    return {"type": USER, "id": client_id, "text": text, "source": source, "user": sender,
+            "ts": ts}
+
+
+def turn_start(turn: int, attempt: int) -> Event:
+    return {"type": TURN_START, "turn": turn, "attempt": attempt}
+
+
+def delta(turn: int, text: str) -> Event:
+    return {"type": DELTA, "turn": turn, "text": text}
+
+
+def tool(turn: int, name: str) -> Event:
+    return {"type": TOOL, "turn": turn, "name": name}
+
+
+def reply(turn: int, text: str) -> Event:
+    return {"type": REPLY, "turn": turn, "text": text}
+
+
+def cancelled(turn: int, text: str) -> Event:
+    return {"type": CANCELLED, "turn": turn, "text": text}
+
+
+def turn_error(turn: int, code: str, message: str) -> Event:
+    """A turn dead-lettered for good (never retryable)."""
+    return {"type": TURN_ERROR, "turn": turn, "code": code, "message": message,
+            "retryable": False}
+
+
+def call(state: str, node: str, ts: float, **fields: Any) -> Event:
+    """A voice call of the session changed state (``joined``, ``error``, ``ended``)."""
+    return {"type": CALL, "state": state, "node": node, "ts": ts, **fields}
+
+
+def frame_for(offset: int, event: bytes) -> bytes:
+    """The client frame of a log event: the event JSON with its offset spliced in first."""
+    return b'{"offset":%d,%s' % (offset, event[1:])

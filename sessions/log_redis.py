@@ -1,0 +1,198 @@
+"""The session log on Redis (:class:`sessions.roles.SessionLog`): open a session, append to
+its log (fenced, idempotent Lua, sessions/scripts.py), read a range back, its meta, and the
+users' lists of their sessions."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+from redis.exceptions import NoScriptError, OutOfMemoryError
+
+from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
+from sessions import events as E
+from sessions import keys as K
+from sessions.delivery_redis import RedisNodeDelivery
+from sessions.redis_core import down
+from sessions.roles import Forbidden, LockLost, Missing, Replay, SessionInfo, Submitted
+
+
+class RedisSessionLog(RedisNodeDelivery):
+    """Appends deliver to the session's nodes, hence built on :class:`RedisNodeDelivery`."""
+
+    def _open_call(self, sid: str, user: str, node: str, create: bool
+                   ) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        return ([k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
+                 k.memory(sid)],
+                [user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node,
+                 self.new_session_ttl, "1" if create else ""])
+
+    @staticmethod
+    def _opened(sid: str, res: Any) -> SessionInfo:
+        if res[0] == b"forbidden":
+            raise Forbidden(sid)
+        if res[0] == b"new":
+            raise Missing(sid)
+        return SessionInfo(res[1].decode(), int(res[2]))
+
+    @down
+    async def open_session(self, sid: str, user: str, node: str = "", *,
+                           create: bool = True) -> SessionInfo:
+        """Create the session for ``user`` or check that it is theirs; register ``node``.
+        With ``create`` False a session that does not exist raises :class:`Missing`. A new
+        session lives ``new_session_ttl`` until its first turn."""
+        keys, args = self._open_call(sid, user, node, create)
+        return self._opened(sid, await self._open(keys=keys, args=args))
+
+    @down
+    async def open_sessions(self, opens: list[tuple[str, str, str, bool]]
+                            ) -> list[SessionInfo | BaseException]:
+        """Several :meth:`open_session` in one round trip: (sid, user, node, create) each;
+        each result is a SessionInfo or the exception that call would have raised. An edge
+        batches the handshakes that arrive while a batch is in flight (one write and one read
+        instead of one each per handshake). On a Cluster, or without WAIT-free scripts, one
+        by one."""
+        if len(opens) == 1 or self.cluster or self.wait_replicas:
+            return [await self._open_one(*o) for o in opens]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, user, node, create in opens:
+                keys, args = self._open_call(sid, user, node, create)
+                pipe.execute_command("EVALSHA", self._open.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[SessionInfo | BaseException] = []
+        for o, res in zip(opens, replies, strict=True):
+            if isinstance(res, NoScriptError):  # a flushed script cache: one by one, loading it
+                results.append(await self._open_one(*o))
+            elif isinstance(res, OutOfMemoryError):
+                results.append(BusUnavailable("Redis is out of memory: retry later"))
+            elif isinstance(res, Exception):
+                results.append(res)
+            else:
+                try:
+                    results.append(self._opened(o[0], res))
+                except (Forbidden, Missing) as exc:
+                    results.append(exc)
+        return results
+
+    async def _open_one(self, sid: str, user: str, node: str, create: bool
+                        ) -> SessionInfo | BaseException:
+        try:
+            return await self.open_session(sid, user, node, create=create)
+        except (Forbidden, Missing, BusUnavailable) as exc:
+            return exc
+
+    async def touch_user_session(self, user: str, sid: str) -> None:
+        """Remember the session in the user's list (most recent first, bounded)."""
+        await self.touch_user_sessions({(user, sid): time.time()})
+
+    @down
+    async def touch_user_sessions(self, seen: dict[tuple[str, str], float]) -> None:
+        """Many users' sessions in one round trip (edges batch what their handshakes saw)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (user, sid), ts in seen.items():
+                key = self.keys.user_sessions(user)
+                pipe.zadd(key, {sid: ts})
+                pipe.zremrangebyrank(key, 0, -K.USER_SESSIONS_KEPT - 1)
+                pipe.expire(key, K.SESSION_TTL)
+            await pipe.execute()
+
+    async def user_sessions(self, user: str, limit: int) -> list[tuple[str, float]]:
+        """The user's sessions, most recently active first: (id, last active, unix seconds)."""
+        rows = await self.redis.zrevrange(self.keys.user_sessions(user), 0, limit - 1,
+                                          withscores=True)
+        return [(r.decode(), float(sc)) for r, sc in rows]
+
+    @down
+    async def session_meta(self, sid: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.meta(sid))
+        return {a.decode(): b.decode() for a, b in raw.items()}
+
+    async def session_owner(self, sid: str) -> str | None:
+        """The session's owner, None if there is no such session."""
+        owner = await self.redis.hget(self.keys.meta(sid), "owner")
+        return None if owner is None else str(owner.decode())
+
+    @down
+    async def submit(self, sid: str, client_id: str, text: str, *, user: str,
+                     source: str = "chat") -> Submitted:
+        """Append a user turn durably (log + pending turns + inbound shard), idempotently."""
+        k = self.keys
+        now = time.time()
+        event = orjson.dumps(E.user(client_id, text, source, user, now))
+        body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source, "ts": now})
+        res = await self._run_script(
+            self._submit,
+            keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
+            args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
+                  K.MAX_PENDING_TURNS],
+        )
+        if int(res[0]) == -2:
+            raise AgentiaError(ErrorCode.OVERLOADED, "too many turns are waiting in this "
+                               "session; wait for the agent to answer", client_id, 2000)
+        if int(res[0]) < 0:
+            raise SessionLost(client_id)
+        offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
+        if not dup:
+            await self._fan_out(sid, offset, event, res[3:])
+        if not (dup and offset <= done):
+            inbound = k.inbound(K.shard_for(sid, self.shards))
+            await self._synced(inbound, ("XADD", inbound, "*", "s", sid, "o", offset))
+        if not dup:
+            # the session now lives SESSION_TTL from this turn: so does its place among the
+            # user's live sessions (sessions/opening.py), if it has one
+            await self.redis.zadd(self.user_keys.live(user), {sid: int(now) + K.SESSION_TTL},
+                                  xx=True, gt=True)
+        return Submitted(offset, dup)
+
+    @down
+    async def cancel(self, sid: str, turn: int | None) -> int:
+        """Mark a pending or running turn cancelled; returns its offset, or 0 if none."""
+        k = self.keys
+        got = int(await self._cancel(keys=[k.meta(sid), k.turns(sid)], args=[turn or 0]))
+        if got:
+            # a Cluster forwards PUBLISH to every node, so a subscriber on any node hears it
+            await self.redis.publish(k.cancel_channel(), f"{sid} {got}")
+        return got
+
+    @down
+    async def append(self, sid: str, event: E.Event, *, done: int | None = None,
+                     owner: str = "") -> int:
+        """Append an event to the session log and deliver it; ``done`` finishes that turn.
+
+        With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
+        idempotent: a retry after a dropped connection does not append twice.
+        """
+        k = self.keys
+        raw = orjson.dumps(event)
+        append_id = f"{owner}:{next(self._appends)}" if owner else ""
+        res = await self._run_script(
+            self._append,
+            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid)],
+            args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
+                  append_id, owner],
+        )
+        offset = int(res[0])
+        if offset == -2:
+            raise LockLost(sid)
+        if offset > 0:
+            await self._fan_out(sid, offset, raw, res[1:])
+        return offset
+
+    @down
+    async def replay(self, sid: str, after: int, epoch: str | None,
+                     limit: int = 500) -> Replay:
+        """Events after ``after`` (up to ``limit``); recovered=False when there is a gap."""
+        k = self.keys
+        meta = await self.redis.hmget(k.meta(sid), ["epoch", "seq"])
+        cur_epoch = (meta[0] or b"").decode()
+        cur = int(meta[1] or 0)
+        recovered = (epoch is None or epoch == cur_epoch) and after <= cur
+        start = after if recovered else 0
+        rows = await self.redis.xrange(k.log(sid), f"(0-{start}", "+", count=limit)
+        events = [(int(rid.split(b"-")[1]), f[b"e"]) for rid, f in rows]
+        if events and events[0][0] != start + 1:
+            recovered = False
+        return Replay(events, recovered, cur_epoch, cur)

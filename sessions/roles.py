@@ -1,0 +1,182 @@
+"""The bus by role: one small Protocol per role a process plays, and the values they carry.
+
+* :class:`SessionLog`: sessions and their logs (open, append, read a range, meta). Edges,
+  the voice bridge, workers and the control plane.
+* :class:`NodeDelivery`: per-node delivery streams and registration. Edges and voice calls.
+* :class:`TurnQueue`: the inbound shards; a claimed entry carries its own ``ack()``,
+  ``nack()`` and ``dead_letter()`` (acknowledging is separate from receiving). Workers.
+* :class:`TurnState`: a session's lock, pending turns and attempts, as a worker runs them.
+
+The Redis implementations live beside them (``log_redis.py``, ``delivery_redis.py``,
+``queue_redis.py``, ``turns_redis.py``); :class:`sessions.bus.Bus` composes all four.
+Every Redis command of the bus is inside those modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sessions.events import Event
+
+
+class Forbidden(Exception):
+    """The session belongs to another user."""
+
+
+class Missing(Exception):
+    """The session does not exist and the caller did not ask to create it."""
+
+
+class LockLost(Exception):
+    """This worker no longer holds the session's lock: another worker has taken over."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    offset: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    session: str
+    offset: int
+    client_id: str
+    text: str
+    user: str
+    source: str
+    ts: float
+    """When the turn was accepted (unix seconds), for latency metrics."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    events: list[tuple[int, bytes]]
+    recovered: bool
+    epoch: str
+    offset: int
+
+
+class SessionLog(Protocol):
+    """Sessions, their logs and their owners' lists."""
+
+    async def open_session(self, sid: str, user: str, node: str = "", *,
+                           create: bool = True) -> SessionInfo: ...
+
+    async def open_sessions(self, opens: list[tuple[str, str, str, bool]]
+                            ) -> list[SessionInfo | BaseException]: ...
+
+    async def submit(self, sid: str, client_id: str, text: str, *, user: str,
+                     source: str = "chat") -> Submitted: ...
+
+    async def cancel(self, sid: str, turn: int | None) -> int: ...
+
+    async def append(self, sid: str, event: Event, *, done: int | None = None,
+                     owner: str = "") -> int: ...
+
+    async def replay(self, sid: str, after: int, epoch: str | None,
+                     limit: int = 500) -> Replay: ...
+
+    async def session_meta(self, sid: str) -> dict[str, str]: ...
+
+    async def session_owner(self, sid: str) -> str | None: ...
+
+    async def touch_user_sessions(self, seen: dict[tuple[str, str], float]) -> None: ...
+
+    async def user_sessions(self, user: str, limit: int) -> list[tuple[str, float]]: ...
+
+
+class NodeDelivery(Protocol):
+    """A node's membership: its heartbeat, its registrations, its delivery stream."""
+
+    async def register(self, sid: str, node: str) -> None: ...
+
+    async def unregister(self, sid: str, node: str) -> None: ...
+
+    async def heartbeat_node(self, node: str) -> bool: ...
+
+    async def read_delivery(self, node: str, last_id: bytes,
+                            block_ms: int = 1000) -> list[tuple[bytes, str, int, bytes]]: ...
+
+    async def drop_node(self, node: str) -> None: ...
+
+    async def live_nodes(self, since: float) -> list[str]: ...
+
+
+class Claimed(Protocol):
+    """A shard entry ("session S has a turn") claimed by one worker."""
+
+    @property
+    def id(self) -> bytes: ...
+
+    @property
+    def session(self) -> str: ...
+
+    @property
+    def reclaimed(self) -> bool:
+        """Taken over from a worker that stopped renewing it."""
+
+    async def ack(self) -> None:
+        """Done with: the session's turns are finished (or another worker holds it)."""
+
+    async def nack(self) -> None:
+        """Give it back now (shutting down): a fresh entry for another worker, then ack."""
+
+    async def keep(self) -> None:
+        """Still working on it: reset its idle time so nobody reclaims it."""
+
+    async def dead_letter(self, turn: Turn, attempts: int, error: str) -> None:
+        """Record ``turn`` as failed for good in the shard's dead-letter stream."""
+
+
+class TurnQueue(Protocol):
+    """The inbound shards, read by the agent workers' consumer group."""
+
+    shards: int
+    cluster: bool
+
+    async def ensure_groups(self) -> None: ...
+
+    async def claim(self, shards: list[int], consumer: str, count: int,
+                    block_ms: int) -> list[Claimed]: ...
+
+    async def reclaim(self, shard: int, consumer: str, min_idle_ms: int,
+                      count: int) -> list[Claimed]: ...
+
+    async def shard_lag(self, shard: int) -> int | None: ...
+
+    async def inbound_lag(self, sid: str) -> int: ...
+
+    async def worker_alive(self, worker: str) -> None: ...
+
+    async def count_workers(self, since: float) -> int: ...
+
+    async def maintain(self) -> None: ...
+
+
+class TurnState(Protocol):
+    """What a worker running a session reads and fences: lock, pending turns, attempts."""
+
+    async def try_lock(self, sid: str, owner: str, lease_ms: int) -> bool: ...
+
+    async def renew_lock(self, sid: str, owner: str, lease_ms: int) -> bool: ...
+
+    async def release_lock(self, sid: str, owner: str, force: bool = False) -> int: ...
+
+    async def next_turn(self, sid: str) -> Turn | None: ...
+
+    async def begin_attempt(self, sid: str, turn: int, owner: str,
+                            again: bool = False) -> tuple[int, bool]: ...
+
+    async def rollback_memory(self, sid: str, turn: int) -> None: ...
+
+    def cancel_feed(self) -> AbstractAsyncContextManager[AsyncIterator[str]]: ...

@@ -1,0 +1,84 @@
+"""A session's turns as a worker runs them, on Redis (:class:`sessions.roles.TurnState`):
+the session lock (leased, fenced), the pending turns, counted attempts, cancellations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from sessions.redis_core import RedisCore, down
+from sessions.roles import LockLost, Turn
+
+if TYPE_CHECKING:
+    from sessions.memory import RedisMemory
+
+
+class RedisTurnState(RedisCore):
+    @down
+    async def try_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
+        """Take the session's lock (free, or left behind by this same ``owner``)."""
+        return bool(await self._acquire(keys=[self.keys.lock(sid)], args=[owner, lease_ms]))
+
+    @down
+    async def renew_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
+        return bool(await self._renew(keys=[self.keys.lock(sid)], args=[owner, lease_ms]))
+
+    @down
+    async def release_lock(self, sid: str, owner: str, force: bool = False) -> int:
+        """1 released, 0 kept (turns pending), -1 not ours any more."""
+        k = self.keys
+        return int(await self._release(keys=[k.lock(sid), k.turns(sid)],
+                                       args=[owner, "1" if force else ""]))
+
+    @down
+    async def next_turn(self, sid: str) -> Turn | None:
+        rows = await self.redis.xrange(self.keys.turns(sid), "-", "+", count=1)
+        if not rows:
+            return None
+        rid, f = rows[0]
+        body = orjson.loads(f[b"b"])
+        return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"],
+                    float(body.get("ts", 0.0)))
+
+    @down
+    async def begin_attempt(self, sid: str, turn: int, owner: str,
+                            again: bool = False) -> tuple[int, bool]:
+        """Count an attempt of ``turn``; returns (attempt number, cancelled already). With
+        ``again`` (the previous attempt met a Redis outage) an attempt already counted is
+        reused: an outage is not the turn's failure, and must not dead-letter it."""
+        k = self.keys
+        res = await self._begin(keys=[k.meta(sid), k.memory(sid), k.lock(sid)],
+                                args=[turn, owner, "1" if again else ""])
+        if int(res[0]) == -2:
+            raise LockLost(sid)
+        return int(res[0]), bool(res[1])
+
+    @down
+    async def rollback_memory(self, sid: str, turn: int) -> None:
+        await self._rollback(keys=[self.keys.memory(sid)], args=[turn])
+
+    def memory(self, sid: str, turn: int, owner: str) -> RedisMemory:
+        """The agent's memory of the session for one attempt of ``turn`` (fenced by the lock).
+        Imported here: it needs the Agents SDK, which only workers load."""
+        from sessions.memory import RedisMemory
+
+        return RedisMemory(self.redis, self.keys, sid, turn, owner=owner)
+
+    @asynccontextmanager
+    async def cancel_feed(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Cancellations as they are published ("<session> <turn>"), while inside."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.keys.cancel_channel())
+        try:
+            yield _messages(pubsub)
+        finally:
+            await pubsub.aclose()
+
+
+async def _messages(pubsub: Any) -> AsyncIterator[str]:
+    async for msg in pubsub.listen():
+        if msg.get("type") == "message":
+            yield msg["data"].decode()
