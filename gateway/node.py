@@ -27,6 +27,7 @@ from gateway.auth import AuthError, Verifier, token_from
 from gateway.connection import Connection
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
+from sessions.membership import Membership
 from sessions.opening import TOO_MANY_CONNECTIONS, Batcher, Limits, Refused, UserLimits
 
 log = logging.getLogger("agentia.edge")
@@ -64,6 +65,7 @@ class EdgeNode:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.redis_ok = True
+        self.membership = Membership(bus, self.id, self, "edge")
         self._synced: Counter[str] = Counter()
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
@@ -276,29 +278,34 @@ class EdgeNode:
 
     # ------------------------------------------------------------ delivery
 
+    # The node's membership (sessions/membership.py) reads the delivery stream and
+    # heartbeats; this node is its handler: deliver, stream_back, forgotten, ...
+
     async def deliver_forever(self) -> None:
-        last = b"0-0"
-        backoff = 0.1
-        while True:
-            try:
-                rows = await self.bus.read_delivery(self.id, last)
-                if backoff > 0.1:
-                    self._catch_up_all()
-                backoff = 0.1
-            except Exception as exc:
-                self.metrics["redis_errors"] += 1
-                if not isinstance(exc, BusUnavailable):
-                    log.exception("reading the delivery stream failed; retrying")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            for rid, sid, offset, event in rows:
-                last = rid
-                conns = self.sessions.get(sid)
-                if conns:
-                    frame = frame_for(offset, event)
-                    for conn in tuple(conns):
-                        conn.on_live(offset, frame)
+        await self.membership.deliver_forever()
+
+    async def heartbeat_forever(self) -> None:
+        await self.membership.heartbeat_forever()
+
+    def deliver(self, sid: str, offset: int, event: bytes) -> None:
+        conns = self.sessions.get(sid)
+        if conns:
+            frame = frame_for(offset, event)
+            for conn in tuple(conns):
+                conn.on_live(offset, frame)
+
+    def stream_back(self) -> None:
+        self._catch_up_all()
+
+    async def forgotten(self) -> None:
+        if self.sessions:
+            await self._reregister()
+
+    def heartbeat_done(self, ok: bool) -> None:
+        self.redis_ok = ok
+
+    def outage(self) -> None:
+        self.metrics["redis_errors"] += 1
 
     def _catch_up_all(self) -> None:
         """The delivery stream could not be read for a while (Redis restarted, a Cluster
@@ -309,21 +316,6 @@ class EdgeNode:
                 if not conn.state.cursor.catching_up and conn.filler is None:
                     conn.state.cursor.catching_up = True
                     conn.start_filler()
-
-    async def heartbeat_forever(self) -> None:
-        while True:
-            try:
-                known = await self.bus.heartbeat_node(self.id)
-                self.redis_ok = True
-                if not known and self.sessions:
-                    await self._reregister()
-            except BusUnavailable:
-                self.redis_ok = False
-                self.metrics["redis_errors"] += 1
-                log.warning("Redis unavailable; edge %s keeps its sockets and retries", self.id)
-            except Exception:
-                log.exception("edge heartbeat failed; retrying")
-            await asyncio.sleep(min(5.0, K.NODE_TTL / 3))
 
     async def _reregister(self) -> None:
         """Redis lost our state (restart without persistence): register sessions again."""
@@ -424,4 +416,4 @@ class EdgeNode:
         with contextlib.suppress(BusUnavailable):
             if self._seen:
                 await self.bus.touch_user_sessions(self._seen)
-            await self.bus.drop_node(self.id)
+            await self.membership.leave()

@@ -1,8 +1,9 @@
 """The bridge between a call and the bus: the call is one more client of the session.
 
 A final transcript becomes a turn (``Bus.submit``, ``source="voice"``), which the agent workers
-run like any chat turn, in the same conversation. The voice worker registers as an edge node
-of the session, reads its own delivery stream and streams the turn's ``delta`` text to the
+run like any chat turn, in the same conversation. The voice worker is a node of the session
+(one :class:`sessions.membership.Membership`, as an edge is), reads its own delivery stream and
+streams the turn's ``delta`` text to the
 framework's TTS (sentence by sentence). Barge-in while the turn still runs cancels it.
 
 ``TurnFeed`` is the loop-free part: events of one turn in, text to speak out.
@@ -23,8 +24,9 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIC
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from agentia.codes import BusUnavailable
-from sessions import keys as K
+from sessions import events as E
 from sessions.bus import Bus
+from sessions.membership import Membership
 
 log = logging.getLogger("agentia.voice")
 
@@ -92,6 +94,12 @@ class _Listener:
         except asyncio.QueueFull:
             self.overflow = True
 
+    def back_to_log(self) -> None:
+        """Make the reader go back to the log now (woken by an offset it skips)."""
+        self.overflow = True
+        with contextlib.suppress(asyncio.QueueFull):  # full: the reader is awake anyway
+            self.queue.put_nowait((0, {}))
+
 
 class VoiceBridge:
     """One call's view of one session: submit turns, stream back their replies."""
@@ -101,6 +109,7 @@ class VoiceBridge:
         self.session = session
         self.user = user
         self.node = node_id or f"voice-{uuid.uuid4().hex[:12]}"
+        self.membership = Membership(bus, self.node, self, "voice node")
         self.epoch = ""
         self._turns: dict[int, _Listener] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,9 +124,9 @@ class VoiceBridge:
         """Open (or check) the session as its owner and start reading our delivery stream."""
         info = await self.bus.open_session(self.session, self.user, self.node)
         self.epoch = info.epoch
-        await self.bus.heartbeat_node(self.node)
-        self._spawn(self._deliver_forever())
-        self._spawn(self._heartbeat_forever())
+        await self.membership.beat()
+        self._spawn(self.membership.deliver_forever())
+        self._spawn(self.membership.heartbeat_forever(beaten=True))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -125,7 +134,7 @@ class VoiceBridge:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(BusUnavailable):
             await self.bus.unregister(self.session, self.node)
-            await self.bus.drop_node(self.node)
+            await self.membership.leave()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -175,7 +184,7 @@ class VoiceBridge:
     async def note(self, state: str, **fields: Any) -> None:
         """Record the call's ``state`` in the session log (a ``call`` event every client of
         the session sees): ``joined``, ``error`` (with ``code``, ``message``), ``ended``."""
-        event = {"type": "call", "state": state, "node": self.node, "ts": time.time(), **fields}
+        event = E.call(state, self.node, time.time(), **fields)
         try:
             await self.bus.append(self.session, event)
         except BusUnavailable:
@@ -200,38 +209,35 @@ class VoiceBridge:
         except BusUnavailable:
             log.warning("could not cancel turn %d of %s: Redis unavailable", turn, self.session)
 
-    async def _deliver_forever(self) -> None:
-        last, backoff = b"0-0", 0.1
-        while True:
-            try:
-                rows = await self.bus.read_delivery(self.node, last)
-                backoff = 0.1
-            except BusUnavailable:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            for rid, sid, offset, raw in rows:
-                last = rid
-                if sid != self.session:
-                    continue
-                event = orjson.loads(raw)
-                if event.get("type") == "user" and event.get("source") == "chat":
-                    if self.on_chat_turn is not None:
-                        self.on_chat_turn(offset)
-                    continue
-                listener = self._turns.get(event.get("turn", -1))
-                if listener is not None:
-                    listener.put(offset, event)
+    # ------------------------------------------------------------ the membership's handler
 
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(min(5.0, K.NODE_TTL / 3))
-            try:
-                if not await self.bus.heartbeat_node(self.node):
-                    info = await self.bus.open_session(self.session, self.user, self.node)
-                    self.epoch = info.epoch
-            except BusUnavailable:
-                log.warning("Redis unavailable; voice node %s retries", self.node)
+    def deliver(self, sid: str, offset: int, raw: bytes) -> None:
+        if sid != self.session:
+            return
+        event = orjson.loads(raw)
+        if event.get("type") == E.USER and event.get("source") == "chat":
+            if self.on_chat_turn is not None:
+                self.on_chat_turn(offset)
+            return
+        listener = self._turns.get(event.get("turn", -1))
+        if listener is not None:
+            listener.put(offset, event)
+
+    def stream_back(self) -> None:
+        """Events delivered while the stream could not be read may be lost: every turn being
+        spoken reads the log again (as an edge's connections do)."""
+        for listener in self._turns.values():
+            listener.back_to_log()
+
+    async def forgotten(self) -> None:
+        info = await self.bus.open_session(self.session, self.user, self.node)
+        self.epoch = info.epoch
+
+    def heartbeat_done(self, ok: bool) -> None:
+        pass
+
+    def outage(self) -> None:
+        pass
 
 
 class BusLLM(llm.LLM[Any]):

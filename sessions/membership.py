@@ -1,0 +1,106 @@
+"""One node's membership of the bus, shared by every process kind that holds sessions for
+clients (an edge, a voice call): heartbeat, re-register when Redis forgot the node, read the
+node's own delivery stream, and catch up from the logs after that stream could not be read.
+
+What to do with the events and when Redis forgot the node is the handler's business
+(:class:`NodeHandler`), as centrifuge's broker calls back its node: the membership never sees
+connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from agentia.codes import BusUnavailable
+from sessions import keys as K
+from sessions.roles import NodeDelivery
+
+log = logging.getLogger("agentia.membership")
+BACKOFF_S = (0.1, 2.0)
+"""Retry delays of a failed delivery read: from 0.1 s, doubling, at most 2 s."""
+HEARTBEAT_S = min(5.0, K.NODE_TTL / 3)
+"""Three heartbeats per NODE_TTL: one lost beat does not make the node look dead."""
+
+
+class NodeHandler(Protocol):
+    """What a node does with its membership's news."""
+
+    def deliver(self, sid: str, offset: int, event: bytes) -> None:
+        """An event of session ``sid`` at ``offset`` (the log event JSON), in stream order."""
+
+    def stream_back(self) -> None:
+        """The delivery stream is readable again after failing: what was written to it
+        meanwhile may be gone (Redis restarted, a master failed over), and a last event has
+        no successor to reveal the gap: re-read the sessions' logs."""
+
+    async def forgotten(self) -> None:
+        """Redis lost the node's state (restarted without persistence): register the
+        sessions again (``open_session`` with this node), catching up what was missed."""
+
+    def heartbeat_done(self, ok: bool) -> None:
+        """A heartbeat reached Redis (``ok``) or did not."""
+
+    def outage(self) -> None:
+        """A heartbeat or a read met a Redis outage (counted by edges)."""
+
+
+class Membership:
+    """Node ``node`` on ``bus``, calling back ``handler``; ``kind`` names it in logs."""
+
+    def __init__(self, bus: NodeDelivery, node: str, handler: NodeHandler,
+                 kind: str = "node") -> None:
+        self.bus = bus
+        self.node = node
+        self.handler = handler
+        self.kind = kind
+
+    async def beat(self) -> bool:
+        """One heartbeat; False when Redis had forgotten the node (raises BusUnavailable)."""
+        return await self.bus.heartbeat_node(self.node)
+
+    async def leave(self) -> None:
+        """Drop the node's stream and heartbeat (raises BusUnavailable)."""
+        await self.bus.drop_node(self.node)
+
+    async def deliver_forever(self) -> None:
+        """Read the node's delivery stream and hand each event to the handler."""
+        last = b"0-0"
+        backoff = BACKOFF_S[0]
+        while True:
+            try:
+                rows = await self.bus.read_delivery(self.node, last)
+                if backoff > BACKOFF_S[0]:
+                    self.handler.stream_back()
+                backoff = BACKOFF_S[0]
+            except Exception as exc:
+                self.handler.outage()
+                if not isinstance(exc, BusUnavailable):
+                    log.exception("reading the delivery stream of %s failed; retrying",
+                                  self.node)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+                continue
+            for rid, sid, offset, event in rows:
+                last = rid
+                self.handler.deliver(sid, offset, event)
+
+    async def heartbeat_forever(self, *, beaten: bool = False) -> None:
+        """Heartbeat every HEARTBEAT_S (the first at once unless ``beaten`` already)."""
+        if beaten:
+            await asyncio.sleep(HEARTBEAT_S)
+        while True:
+            try:
+                known = await self.beat()
+                self.handler.heartbeat_done(True)
+                if not known:
+                    await self.handler.forgotten()
+            except BusUnavailable:
+                self.handler.heartbeat_done(False)
+                self.handler.outage()
+                log.warning("Redis unavailable; %s %s keeps its clients and retries",
+                            self.kind, self.node)
+            except Exception:
+                log.exception("heartbeat of %s %s failed; retrying", self.kind, self.node)
+            await asyncio.sleep(HEARTBEAT_S)

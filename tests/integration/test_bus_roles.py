@@ -1,0 +1,163 @@
+"""The bus by role (sessions/roles.py) against a real Redis (unique prefix per test): the
+turn queue's claims and what they carry, lag, and one node membership calling back its
+handler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from agentia.codes import BusUnavailable
+from sessions import events as E
+from sessions import keys as K
+from sessions.bus import Bus, Turn
+from sessions.membership import Membership
+from sessions.roles import NodeDelivery, Submitted
+
+
+async def test_a_claim_is_held_until_acked(bus: Bus) -> None:
+    await bus.ensure_groups()
+    sub = await _submit(bus, "s1")
+    shard = K.shard_for("s1", bus.shards)
+    [claim] = await bus.claim([shard], "w1", 10, 100)
+    assert (claim.session, claim.reclaimed) == ("s1", False)
+    assert await bus.shard_lag(shard) == 1  # read, not acked: still counted
+    assert await bus.inbound_lag("s1") == 1
+    assert await bus.claim([shard], "w1", 10, 100) == []  # received once
+    assert await bus.reclaim(shard, "w2", 60_000, 10) == []  # not idle long enough
+    [again] = await bus.reclaim(shard, "w2", 0, 10)  # another worker takes it over
+    assert (again.id, again.reclaimed) == (claim.id, True)
+    await again.ack()
+    assert await bus.shard_lag(shard) == 0
+    assert sub.offset == 1
+
+
+async def test_nack_gives_the_session_to_another_worker(bus: Bus) -> None:
+    await bus.ensure_groups()
+    await _submit(bus, "s2")
+    shard = K.shard_for("s2", bus.shards)
+    [claim] = await bus.claim([shard], "w1", 10, 100)
+    await claim.nack()
+    [fresh] = await bus.claim([shard], "w2", 10, 100)
+    assert fresh.session == "s2" and fresh.id != claim.id
+    assert await bus.shard_lag(shard) == 1  # the old entry acked, the new one pending
+
+
+async def test_dead_letter_records_the_turn(bus: Bus) -> None:
+    await bus.ensure_groups()
+    await _submit(bus, "s3")
+    [claim] = await bus.claim([K.shard_for("s3", bus.shards)], "w1", 10, 100)
+    turn = await bus.next_turn("s3")
+    assert isinstance(turn, Turn) and turn.text == "hi"
+    await claim.dead_letter(turn, 3, "the turn failed on every attempt")
+    rows = await bus.redis.xrange(bus.keys.dead_letters(K.shard_for("s3", bus.shards)))
+    assert [(f[b"s"], f[b"o"], f[b"attempts"], f[b"worker"]) for _, f in rows] == [
+        (b"s3", b"1", b"3", b"w1")]
+
+
+async def test_lag_of_a_shard_without_group_is_none(bus: Bus) -> None:
+    with pytest.raises(Exception, match="no such key"):
+        await bus.shard_lag(0)  # no stream at all
+    assert await bus.inbound_lag("s4") == 0
+    await bus.ensure_groups()
+    assert await bus.has_group(0) and await bus.shard_lag(0) == 0
+
+
+async def test_user_sessions_and_owner(bus: Bus) -> None:
+    await bus.open_session("s5", "ann")
+    await bus.touch_user_sessions({("ann", "s5"): 100.0, ("ann", "s6"): 200.0})
+    assert await bus.user_sessions("ann", 100) == [("s6", 200.0), ("s5", 100.0)]
+    assert await bus.user_sessions("ann", 1) == [("s6", 200.0)]
+    assert await bus.session_owner("s5") == "ann"
+    assert await bus.session_owner("nope") is None
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, dict[str, object]]] = []
+        self.got = asyncio.Event()
+        self.forgot = 0
+        self.back = 0
+        self.outages = 0
+        self.beats: list[bool] = []
+
+    def deliver(self, sid: str, offset: int, event: bytes) -> None:
+        self.events.append((sid, offset, orjson.loads(event)))
+        self.got.set()
+
+    def stream_back(self) -> None:
+        self.back += 1
+
+    async def forgotten(self) -> None:
+        self.forgot += 1
+
+    def heartbeat_done(self, ok: bool) -> None:
+        self.beats.append(ok)
+
+    def outage(self) -> None:
+        self.outages += 1
+
+
+async def test_membership_delivers_the_sessions_events(bus: Bus) -> None:
+    handler = _Handler()
+    member = Membership(bus, "n1", handler)
+    assert await member.beat() is False  # new to Redis
+    assert await member.beat() is True
+    await bus.open_session("s7", "ann", "n1")
+    task = asyncio.create_task(member.deliver_forever())
+    try:
+        await bus.append("s7", E.call("joined", "n1", 1.0))
+        await asyncio.wait_for(handler.got.wait(), 5)
+    finally:
+        task.cancel()
+    assert handler.events == [("s7", 1, {"type": "call", "state": "joined", "node": "n1",
+                                         "ts": 1.0})]
+    assert "n1" in await bus.live_nodes(time.time() - K.NODE_TTL)
+    await member.leave()
+    assert "n1" not in await bus.live_nodes(time.time() - K.NODE_TTL)
+
+
+class _Flaky:
+    """A NodeDelivery whose reads fail ``fails`` times, then return one event; whose
+    heartbeat says Redis forgot the node."""
+
+    def __init__(self, bus: Bus, fails: int) -> None:
+        self.bus, self.fails = bus, fails
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.bus, name)
+
+    async def read_delivery(self, node: str, last_id: bytes, block_ms: int = 1000
+                            ) -> list[tuple[bytes, str, int, bytes]]:
+        if self.fails:
+            self.fails -= 1
+            raise BusUnavailable()
+        await asyncio.sleep(0.01)
+        return [(b"1-1", "s", 1, b'{"type":"delta"}')] if last_id == b"0-0" else []
+
+    async def heartbeat_node(self, node: str) -> bool:
+        return False
+
+
+async def test_membership_catches_up_after_an_outage_and_re_registers(bus: Bus) -> None:
+    handler = _Handler()
+    flaky: NodeDelivery = _Flaky(bus, 2)  # type: ignore[assignment]
+    member = Membership(flaky, "n2", handler)
+    reader = asyncio.create_task(member.deliver_forever())
+    beater = asyncio.create_task(member.heartbeat_forever())
+    try:
+        await asyncio.wait_for(handler.got.wait(), 5)
+    finally:
+        reader.cancel()
+        beater.cancel()
+    assert handler.outages == 2 and handler.back == 1  # two failed reads, then a catch-up
+    assert handler.events == [("s", 1, {"type": "delta"})]
+    assert handler.forgot >= 1 and handler.beats[0] is True
+
+
+async def _submit(bus: Bus, sid: str) -> Submitted:
+    await bus.open_session(sid, "ann")
+    return await bus.submit(sid, f"c-{sid}", "hi", user="ann")
