@@ -25,10 +25,11 @@ from agentia.settings import FD_RESERVE, Auth, EdgeSettings
 from gateway import protocol as P
 from gateway.auth import AuthError, Verifier, token_from
 from gateway.connection import Connection
+from gateway.leases import ConnectionLeases
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.membership import Membership
-from sessions.opening import TOO_MANY_CONNECTIONS, Batcher, Limits, Refused, UserLimits
+from sessions.opening import Batcher, Limits, Refused, UserLimits
 
 log = logging.getLogger("agentia.edge")
 _THROTTLE = Throttle(60.0)
@@ -75,13 +76,10 @@ class EdgeNode:
             settings.max_sessions_per_user, bus.new_session_ttl))
         # Redis calls of the handshakes of the moment go together, OPEN_BATCH at most each
         self._open_batch = Batcher(bus.open_sessions, OPEN_BATCH)
-        self._lease_batch = Batcher(self.users.lease, OPEN_BATCH)
         self._reserve_batch = Batcher(self.users.reserve, OPEN_BATCH)
-        self._release_batch = Batcher(self._release_leases, OPEN_BATCH)
-        self._leased: set[Connection] = set()
+        self.leases = ConnectionLeases(self.users, self.id, self.metrics, OPEN_BATCH)
         self._generated: set[str] = set()
         """Session ids this edge made up at admission, not yet opened: new for sure."""
-        """Connections holding a lease in their user's set (renewed by leases_forever)."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
 
@@ -189,28 +187,10 @@ class EdgeNode:
         return CloseCode.TRY_AGAIN_LATER, "message bus unavailable: retry shortly"
 
     async def _lease(self, conn: Connection) -> bool:
-        """Count the connection against its user's connections over all edges."""
-        if not self.users.limits.connections:
-            return False
-        if not await self._lease_batch((conn.state.user, self._lease_id(conn))):
-            raise Refused(*TOO_MANY_CONNECTIONS)
-        self._leased.add(conn)
-        return True
-
-    def _lease_id(self, conn: Connection) -> str:
-        # id() is unique while the connection lives, and it lives until forget() ends
-        return f"{self.id}:{id(conn):x}"
+        return await self.leases.take(conn, conn.state.user)
 
     async def _release(self, conn: Connection) -> None:
-        """Give the connection's lease back (if Redis cannot hear it, the lease expires)."""
-        if conn in self._leased:
-            self._leased.discard(conn)
-            with contextlib.suppress(BusUnavailable):
-                await self._release_batch((conn.state.user, self._lease_id(conn)))
-
-    async def _release_leases(self, conns: list[tuple[str, str]]) -> list[BaseException | None]:
-        await self.users.release(conns)
-        return [None] * len(conns)
+        await self.leases.give_back(conn)
 
     async def _open_session(self, sid: str, user: str, generated: bool) -> SessionInfo:
         """Open an existing session, or count a new one against its user's limits and then
@@ -339,23 +319,10 @@ class EdgeNode:
                     c.start_filler()
 
     async def leases_forever(self) -> None:
-        """Renew the leases of this edge's connections in their users' sets (an edge that
-        stops renewing, e.g. killed, has its connections expire from the users' counts)."""
-        if not self.users.limits.connections:
-            return
-        while True:
-            await asyncio.sleep(K.CONN_LEASE_S / 3)
-            try:
-                await self.renew_leases()
-            except BusUnavailable:
-                self.metrics["redis_errors"] += 1
+        await self.leases.renew_forever()
 
     async def renew_leases(self) -> None:
-        """One renewal of every lease this edge holds (raises BusUnavailable)."""
-        by_user: dict[str, list[str]] = {}
-        for c in self._leased:
-            by_user.setdefault(c.state.user, []).append(self._lease_id(c))
-        await self.users.renew(by_user)
+        await self.leases.renew()
 
     async def user_sessions_forever(self, every_s: float = 0.5) -> None:
         """Write the users' session lists in batches: one round trip per half second instead

@@ -22,7 +22,7 @@ import secrets
 import socket
 import time
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agents import Agent, ModelProvider
@@ -32,6 +32,7 @@ from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
 from sessions.bus import Bus, LockLost, Turn, is_down
+from sessions.coalescer import Coalescer
 from sessions.memory import RedisMemory
 from sessions.roles import Claimed
 from sessions.runtime import Delta, stream_turn
@@ -61,50 +62,6 @@ class _Running:
     task: asyncio.Task[Any] | None = None
     cancelled_by_user: bool = False
     lost: bool = False
-
-
-@dataclass(slots=True)
-class _Coalescer:
-    """Buffers deltas and appends them to the log at most every ``interval`` seconds."""
-
-    bus: Bus
-    sid: str
-    turn: int
-    interval: float
-    owner: str
-    parts: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    first_at: float = 0.0
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    """Appends of one turn go out one at a time, in order (the timer and the turn both flush)."""
-
-    def add(self, delta: str) -> None:
-        if not self.text:
-            self.first_at = time.time()
-        self.parts.append(delta)
-        self.text.append(delta)
-
-    async def flush(self) -> None:
-        async with self.lock:
-            if self.parts:
-                chunk, self.parts = "".join(self.parts), []
-                await self.bus.append(self.sid, E.delta(self.turn, chunk), owner=self.owner)
-
-    async def run(self) -> None:
-        """Flush every ``interval`` until :meth:`stop`. Stopped by a flag, not by cancelling:
-        a cancel that lands inside a Redis call was seen to get lost and hang the turn."""
-        while not self.stopped.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), self.interval)
-            await self.flush()
-
-    async def stop(self, task: asyncio.Task[None]) -> None:
-        self.stopped.set()
-        try:
-            await asyncio.wait_for(task, 10 + self.interval)
-        except TimeoutError:
-            log.error("the delta flusher of %s/%s did not stop", self.sid, self.turn)
 
 
 class Worker:
@@ -370,7 +327,7 @@ class Worker:
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
         await self._append(turn, E.turn_start(turn.offset, attempt))
-        co = _Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000,
+        co = Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000,
                         self.name)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.task = asyncio.create_task(self._produce(turn, co, memory))
@@ -404,7 +361,7 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: _Coalescer, memory: RedisMemory) -> None:
+    async def _produce(self, turn: Turn, co: Coalescer, memory: RedisMemory) -> None:
         flusher = asyncio.create_task(co.run())
         try:
             async with asyncio.timeout(self.cfg.turn_timeout_s):
