@@ -1,0 +1,55 @@
+"""sessions/events.py builds exactly the event types and fields docs/protocol.md §5 lists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sessions import events as E
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+BUILT = {
+    "user": E.user("m-1", "hi", "chat", "alice", 1.5),
+    "turn_start": E.turn_start(18, 1),
+    "delta": E.delta(18, "It is"),
+    "tool": E.tool(18, "current_time"),
+    "reply": E.reply(18, "It is 09:14."),
+    "cancelled": E.cancelled(18, ""),
+    "turn_error": E.turn_error(18, "turn_failed", "the turn failed on every attempt"),
+    "call": E.call("ended", "voice-1", 2.5),
+}
+
+
+def _documented() -> dict[str, list[str]]:
+    """type -> the field names its row in the §5 table names first, in order."""
+    section = DOC.read_text().split("### Event types", 1)[1].split("### Life of a turn", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `(\w+)` \| (.*?) \|", line)
+        if m:
+            text = m[2]
+            while re.search(r"\([^()]*\)", text):  # drop explanations, nested ones too
+                text = re.sub(r" ?\([^()]*\)", "", text)
+            # the fields every event of the type has: before the first ";" (optional ones)
+            rows[m[1]] = re.findall(r"(?:^|, )`(\w+)`", text.split(";")[0])
+    return rows
+
+
+def test_every_documented_type_is_built_with_its_documented_fields() -> None:
+    doc = _documented()
+    assert set(doc) == set(BUILT)
+    for kind, event in BUILT.items():
+        assert event["type"] == kind
+        fields = [f for f in event if f != "type"]
+        assert fields[:len(doc[kind])] == doc[kind], kind
+
+
+def test_turn_error_is_never_retryable_and_every_turn_end_is_known() -> None:
+    assert BUILT["turn_error"]["retryable"] is False
+    assert {"reply", "cancelled", "turn_error"} == E.TURN_ENDS
+
+
+def test_a_frame_is_the_event_with_its_offset_first() -> None:
+    assert E.frame_for(7, b'{"type":"delta","turn":5,"text":"x"}') == (
+        b'{"offset":7,"type":"delta","turn":5,"text":"x"}')
