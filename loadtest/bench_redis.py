@@ -53,7 +53,7 @@ from loadtest.bench_core import cpu_s, pct
 from loadtest.record import record
 from sessions import keys as K
 from sessions.bus import Bus, connect
-from sessions.memory import RedisMemory
+from sessions.roles import Claimed
 
 PREFIX = "bench"
 SHARDS = 8
@@ -123,26 +123,23 @@ class _Proc:
 
     async def consume(self) -> None:
         """The worker's loop: XREADGROUP over every shard, one task per entry."""
-        streams = {self.bus.keys.inbound(s): ">" for s in range(SHARDS)}
         while True:
-            res = await self.bus.redis.xreadgroup(K.GROUP, self.owner, streams, count=64,
-                                                  block=100)
-            for stream, rows in res or []:
-                for rid, f in rows:
-                    await self.slots.acquire()
-                    task = asyncio.create_task(self.run_entry(stream, rid, f[b"s"].decode()))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+            for claim in await self.bus.claim(list(range(SHARDS)), self.owner, 64, 100):
+                await self.slots.acquire()
+                task = asyncio.create_task(self.run_entry(claim))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
-    async def run_entry(self, stream: bytes, rid: bytes, sid: str) -> None:
+    async def run_entry(self, claim: Claimed) -> None:
         """As the worker does: one task per session in this process (a second entry of a
         session already running only pokes it), all its turns under its lock, then XACK."""
+        sid = claim.session
         try:
             if sid in self.active:
                 self.poked.add(sid)
             else:
                 await self.run_session(sid)
-            await self.bus.redis.xack(stream, K.GROUP, rid)
+            await claim.ack()
         finally:
             self.slots.release()
 
@@ -168,7 +165,7 @@ class _Proc:
     async def run_turn(self, sid: str, turn: int, text: str) -> None:
         bus, owner = self.bus, self.owner
         await bus.begin_attempt(sid, turn, owner)
-        memory = RedisMemory(bus.redis, bus.keys, sid, turn, owner=owner)
+        memory = bus.memory(sid, turn, owner)
         await memory.get_items()
         await bus.append(sid, {"type": "turn_start", "turn": turn, "attempt": 1}, owner=owner)
         chunk = "x" * max(1, self.reply_chars // max(1, self.deltas))
