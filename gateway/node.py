@@ -29,7 +29,7 @@ from gateway.leases import ConnectionLeases
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.membership import Membership
-from sessions.opening import Batcher, Limits, Refused, UserLimits
+from sessions.opening import Batcher, Limits, Refused
 
 log = logging.getLogger("agentia.edge")
 _THROTTLE = Throttle(60.0)
@@ -71,7 +71,7 @@ class EdgeNode:
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
         self._public_limits = self.limits.public()
-        self.users = UserLimits(bus.redis, bus.keys.prefix, Limits(
+        self.users = bus.user_limits(Limits(
             settings.max_connections_per_user_total, settings.max_sessions_per_hour,
             settings.max_sessions_per_user, bus.new_session_ttl))
         # Redis calls of the handshakes of the moment go together, OPEN_BATCH at most each

@@ -15,6 +15,7 @@ from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import events as E
 from sessions import keys as K
 from sessions.delivery_redis import RedisNodeDelivery
+from sessions.opening import Limits, UserLimits
 from sessions.redis_core import down
 from sessions.roles import Forbidden, LockLost, Missing, Replay, SessionInfo, Submitted
 
@@ -104,6 +105,10 @@ class RedisSessionLog(RedisNodeDelivery):
         rows = await self.redis.zrevrange(self.keys.user_sessions(user), 0, limit - 1,
                                           withscores=True)
         return [(r.decode(), float(sc)) for r, sc in rows]
+
+    def user_limits(self, limits: Limits) -> UserLimits:
+        """The per-user limits (sessions/opening.py) on this bus's Redis and prefix."""
+        return UserLimits(self.redis, self.keys.prefix, limits)
 
     @down
     async def session_meta(self, sid: str) -> dict[str, str]:

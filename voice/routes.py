@@ -21,7 +21,7 @@ from agentia.codes import BusUnavailable
 from gateway.auth import Identity
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing
-from sessions.opening import Limits, Refused, UserLimits
+from sessions.opening import Limits, Refused
 from voice.settings import VoiceSettings
 from voice.slots import CallSlots, SlotsUnavailable
 from voice.tokens import Call, NoVoiceAgent, room_name, start_call
@@ -108,7 +108,7 @@ async def _open_session(bus: Bus, s: VoiceSettings, user: str, session: str) -> 
             return
         except Missing:
             pass
-        [refusal] = await UserLimits(bus.redis, bus.keys.prefix, limits).reserve([(user, session)])
+        [refusal] = await bus.user_limits(limits).reserve([(user, session)])
         if isinstance(refusal, Refused):
             raise CallRefused(429, _SESSION_CODES[int(refusal.code)], refusal.reason)
         if isinstance(refusal, BusUnavailable):
