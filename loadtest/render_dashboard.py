@@ -96,7 +96,7 @@ def start_system(state: Path, edges: int, workers: int, idle_timeout: float,
     env.update(AGENTIA_STATE_DIR=str(state), PYTHONUNBUFFERED="1",
                AGENTIA_IDLE_TIMEOUT_S=str(idle_timeout))
     log = state / "up.log"
-    cmd = [sys.executable, "-m", "agentia.cli", "up", "--port", "0", "--api-port", "0",
+    cmd = [sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port", "0",
            "--edges", str(edges), "--workers", str(workers)]
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
