@@ -136,7 +136,7 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return stat[0] != "Z" and (b"agentia" in cmdline or b"redis-server" in cmdline)
+    return stat[0] != "Z" and (b"launch.cli" in cmdline or b"redis-server" in cmdline)
 
 
 def stop_system_proc(proc: subprocess.Popen[bytes], pids: list[int]) -> None:

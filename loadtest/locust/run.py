@@ -102,7 +102,7 @@ class Agentia:
 
 def _is_agentia(pid: int) -> bool:
     try:
-        return b"agentia" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"launch.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()  # Edge: -m launch.cli
     except OSError:
         return False
 
