@@ -86,3 +86,33 @@ async def test_another_users_session_is_refused(bus: Bus) -> None:
     await bus.open_session(sid, "alice")
     with pytest.raises(Forbidden):
         await VoiceBridge(bus, sid, "mallory").start()
+
+
+async def test_a_turn_lost_from_the_delivery_stream_is_read_back_from_the_log(
+        bus: Bus) -> None:
+    """The membership's catch-up (sessions/membership.py): events the bridge's delivery
+    stream never carried (here: the node unregistered while they were appended, as when
+    its stream's master failed over) are read from the log once the stream is back."""
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    bridge = VoiceBridge(bus, sid, "carol")
+    await bridge.start()
+    try:
+        sub = await bus.submit(sid, "voice-1", "hello", user="carol", source="voice")
+        spoken: list[str] = []
+
+        async def speak() -> None:
+            async for said in bridge.follow(sub.offset):
+                spoken.append(said)
+
+        task = asyncio.create_task(speak())
+        await asyncio.sleep(0.3)  # following: the log read found nothing yet
+        await bus.unregister(sid, bridge.node)
+        await bus.append(sid, {"type": "delta", "turn": sub.offset, "text": "Hi "})
+        await bus.append(sid, {"type": "reply", "turn": sub.offset, "text": "Hi there."})
+        await asyncio.sleep(0.3)
+        assert not task.done()  # nothing was delivered: still waiting
+        bridge.stream_back()
+        await asyncio.wait_for(task, 5)
+        assert "".join(spoken) == "Hi there."
+    finally:
+        await bridge.close()
