@@ -33,7 +33,7 @@ from sessions.roles import Turn as Turn
 from sessions.turns_redis import RedisTurnState
 
 if TYPE_CHECKING:
-    from sessions.roles import NodeDelivery, SessionLog, TurnQueue, TurnState
+    from sessions.roles import NodeBus, WorkerBus
 
 
 class Bus(RedisSessionLog, RedisTurnQueue, RedisTurnState):
@@ -42,6 +42,6 @@ class Bus(RedisSessionLog, RedisTurnQueue, RedisTurnState):
 
 
 if TYPE_CHECKING:
-    def _plays_every_role(bus: Bus) -> tuple[SessionLog, NodeDelivery, TurnQueue, TurnState]:
+    def _plays_every_role(bus: Bus) -> tuple[WorkerBus, NodeBus]:
         """mypy checks here that Bus satisfies each role's Protocol."""
-        return bus, bus, bus, bus
+        return bus, bus

@@ -10,7 +10,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from sessions import events as E
-from sessions.roles import SessionLog
+from sessions.roles import WorkerBus
 
 log = logging.getLogger("agentia.worker")
 
@@ -19,7 +19,7 @@ log = logging.getLogger("agentia.worker")
 class Coalescer:
     """Buffers deltas and appends them to the log at most every ``interval`` seconds."""
 
-    bus: SessionLog
+    bus: WorkerBus
     sid: str
     turn: int
     interval: float

@@ -17,8 +17,8 @@ from agents.memory.session_settings import SessionSettings
 from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
+from sessions.errors import LockLost
 from sessions.redis_client import REDIS_DOWN, is_down
-from sessions.roles import LockLost
 
 
 class RedisMemory:

@@ -17,21 +17,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from sessions.errors import Forbidden as Forbidden
+from sessions.errors import LockLost as LockLost
+from sessions.errors import Missing as Missing
 from sessions.events import Event
 
-
-class Forbidden(Exception):
-    """The session belongs to another user."""
-
-
-class Missing(Exception):
-    """The session does not exist and the caller did not ask to create it."""
-
-
-class LockLost(Exception):
-    """This worker no longer holds the session's lock: another worker has taken over."""
+if TYPE_CHECKING:
+    from sessions.memory import RedisMemory
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,4 +173,18 @@ class TurnState(Protocol):
 
     async def rollback_memory(self, sid: str, turn: int) -> None: ...
 
+    def memory(self, sid: str, turn: int, owner: str) -> RedisMemory: ...
+
     def cancel_feed(self) -> AbstractAsyncContextManager[AsyncIterator[str]]: ...
+
+
+class WorkerBus(TurnQueue, TurnState, Protocol):
+    """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
+
+    async def append(self, sid: str, event: Event, *, done: int | None = None,
+                     owner: str = "") -> int: ...
+
+
+class NodeBus(SessionLog, NodeDelivery, Protocol):
+    """What a node holding sessions for clients plays (a voice call; an edge also counts
+    its users, sessions/opening.py)."""

@@ -31,10 +31,10 @@ from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
-from sessions.bus import Bus, LockLost, Turn, is_down
+from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import Coalescer
 from sessions.memory import RedisMemory
-from sessions.roles import Claimed
+from sessions.roles import Claimed, WorkerBus
 from sessions.runtime import Delta, stream_turn
 
 log = logging.getLogger("agentia.worker")
@@ -65,7 +65,7 @@ class _Running:
 
 
 class Worker:
-    def __init__(self, bus: Bus, agent: Agent[Any], provider: ModelProvider,
+    def __init__(self, bus: WorkerBus, agent: Agent[Any], provider: ModelProvider,
                  config: WorkerConfig | None = None, name: str | None = None) -> None:
         self.bus = bus
         self.agent = agent

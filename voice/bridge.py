@@ -25,8 +25,8 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from agentia.codes import BusUnavailable
 from sessions import events as E
-from sessions.bus import Bus
 from sessions.membership import Membership
+from sessions.roles import NodeBus
 
 log = logging.getLogger("agentia.voice")
 
@@ -104,7 +104,7 @@ class _Listener:
 class VoiceBridge:
     """One call's view of one session: submit turns, stream back their replies."""
 
-    def __init__(self, bus: Bus, session: str, user: str, node_id: str | None = None) -> None:
+    def __init__(self, bus: NodeBus, session: str, user: str, node_id: str | None = None) -> None:
         self.bus = bus
         self.session = session
         self.user = user
