@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from agentia.redis_server import RedisServer
-from tests.conftest import ROOT, Cluster
+from agentia.supervise import start
+from tests.conftest import READY_S, ROOT, Cluster
 from tests.voice.livekit_server import LiveKitServer, find_binary
 from voice.settings import VoiceSettings
 
@@ -56,14 +57,9 @@ class VoiceWorker:
         (ROOT / "test-output").mkdir(exist_ok=True)
         self.log_path = ROOT / "test-output" / f"voice-{uuid.uuid4().hex[:6]}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "voice"], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(b"AGENTIA_VOICE_READY"):
-                return
-        raise RuntimeError(f"the voice worker exited before it was ready; see {self.log_path}")
+        self.proc, _ = start([sys.executable, "-m", "voice"], env, "AGENTIA_VOICE_READY",
+                             READY_S, what=f"the voice worker (log {self.log_path})", cwd=ROOT,
+                             stderr=self.log, supervised=False)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
