@@ -53,8 +53,9 @@ def spawn(args: list[str], env: Mapping[str, str], ready: str | tuple[str, ...],
           timeout: float = 60, stopping: Callable[[], bool] = never,
           **how: Any) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """Start ``agentia <args>`` and wait for its READY line (see :func:`start`)."""
+    how.setdefault("what", f"'agentia {' '.join(args)}'")
     return start([sys.executable, "-m", "agentia.cli", *args], env, ready, timeout, stopping,
-                 what=f"'agentia {' '.join(args)}'", **how)
+                 **how)
 
 
 def start(cmd: Sequence[str], env: Mapping[str, str], ready: str | tuple[str, ...],
