@@ -46,19 +46,18 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest.locust.counters import Tally
 from loadtest.locust.lineage import Lineage
-from loadtest.locust.wsuser import (
+from loadtest.locust.wsconn import (
     OP_CLOSE,
     OP_TEXT,
-    HoldUser,
-    Tally,
     WSConnection,
     WSError,
     close_code,
     describe,
     encode_frame,
-    fire,
 )
+from loadtest.locust.wsuser import HoldUser, fire
 
 MAX_ATTEMPTS = 8
 EVENT_PREFIX = b'{"offset":'
