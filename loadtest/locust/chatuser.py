@@ -15,8 +15,9 @@ import orjson
 from locust import task
 from locust.env import Environment
 
+from loadtest import wsframe
 from loadtest.locust.counters import Tally
-from loadtest.locust.wsconn import OP_TEXT, WSConnection, WSError, describe, encode_frame
+from loadtest.locust.wsconn import WSConnection, WSError, describe
 from loadtest.locust.wsuser import AgentiaWSUser, fire
 
 
@@ -69,7 +70,7 @@ class ChatUser(AgentiaWSUser):
     def _send(self, frame: dict[str, Any]) -> None:
         assert self.conn is not None
         with self.send_lock:
-            self.conn.sock.sendall(encode_frame(OP_TEXT, orjson.dumps(frame)))
+            self.conn.sock.sendall(wsframe.frame(wsframe.TEXT, orjson.dumps(frame)))
 
     def _read(self, conn: WSConnection) -> None:
         while True:

@@ -2,34 +2,45 @@
 
 Nothing here depends on a WebSocket library: the opening handshake is a hand-written
 HTTP/1.1 Upgrade on a raw socket (status 101, ``Upgrade``/``Connection`` and
-``Sec-WebSocket-Accept`` checked), client frames are masked, server frames are parsed here
-(text, binary, continuation, ping/pong, close with its code). That keeps a held connection
-under 1 KiB in the Locust process (0.9 KiB measured at 20,000), where ``websocket-client``
-costs ~13 KiB and one User (greenlet) per connection. IPv4 only. Runs only inside Locust's
-processes (gevent's monkey-patched sockets).
+``Sec-WebSocket-Accept`` checked), client frames are masked and server frames parsed (text,
+binary, continuation, ping/pong, close with its code) by :mod:`loadtest.wsframe`: this is its
+gevent adapter. That keeps a held connection under 1 KiB in the Locust process (0.9 KiB
+measured at 20,000), where ``websocket-client`` costs ~13 KiB and one User (greenlet) per
+connection. IPv4 only. Runs only inside Locust's processes (gevent's monkey-patched sockets).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
-import os
-import random
 import socket
-import struct
 from typing import Any
 from urllib.parse import quote
 
 import gevent
 import orjson
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from loadtest.wsframe import (
+    BINARY,
+    CLOSE,
+    MAX_HEAD,
+    MAX_MESSAGE,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    Messages,
+    accept,
+    close_code,
+    close_payload,
+    frame,
+    parse,
+    response_head,
+    upgrade_key,
+    upgrade_request,
+)
+
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_MESSAGE = 1 << 20
-PING_PAYLOAD = b'{"type":"ping"}'
 
 
 class WSError(Exception):
@@ -58,29 +69,8 @@ def describe(exc: BaseException) -> WSError:
 # ------------------------------------------------------------------ frames
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One final client frame, masked with a random key as RFC 6455 requires."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    key = random.randbytes(4)
-    if n:
-        stream = (key * (n // 4 + 1))[:n]
-        payload = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(
-            n, "big")
-    return head + key + payload
-
-
 def close_frame(code: int = 1000, reason: str = "") -> bytes:
-    return encode_frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()[:120])
-
-
-def close_code(payload: bytes) -> int:
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+    return frame(CLOSE, close_payload(code, reason.encode()[:120]))
 
 
 class WSConnection:
@@ -91,13 +81,12 @@ class WSConnection:
     non-blocking with :meth:`watch`, from an io watcher callback in the hub (HoldUser).
     """
 
-    __slots__ = ("buf", "frag", "frag_op", "ping_at", "sock", "tag", "watcher")
+    __slots__ = ("buf", "messages", "ping_at", "sock", "tag", "watcher")
 
     def __init__(self, sock: socket.socket, rest: bytes = b"") -> None:
         self.sock = sock
         self.buf = rest
-        self.frag: list[bytes] | None = None
-        self.frag_op = 0
+        self.messages = Messages()
         self.ping_at = 0.0
         self.watcher: Any = None
         self.tag: Any = None  # what a User attaches (the stream scenarios: its lineage)
@@ -130,15 +119,13 @@ class WSConnection:
             else:
                 headers.append("Sec-WebSocket-Protocol: agentia.v1")
                 headers.append(f"Authorization: Bearer {token}")
-            key = base64.b64encode(os.urandom(16))
-            headers.append(f"Sec-WebSocket-Key: {key.decode()}")
-            request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in headers)
-            sock.sendall(f"{request}\r\n".encode())
+            key = upgrade_key()
+            sock.sendall(upgrade_request(path, key, headers))
             rest = cls._read_upgrade(sock, key)
             conn = cls(sock, rest)
             op, payload = conn.recv()
             welcome = orjson.loads(payload)
-            if op != OP_TEXT or welcome.get("type") != "welcome":
+            if op != TEXT or welcome.get("type") != "welcome":
                 raise WSError("no welcome")
             return conn, welcome, len(payload)
         except BaseException:
@@ -153,20 +140,14 @@ class WSConnection:
             if not chunk:
                 raise WSError("closed during handshake" if not data else "bad response")
             data += chunk
-            if len(data) > 16384:
+            if len(data) > MAX_HEAD:
                 raise WSError("bad response")
         head, rest = data.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = lines[0].split(" ", 2)
-        if len(status) < 2 or not status[1].isdigit():
+        status, hdrs = response_head(head)
+        if status is None:
             raise WSError("bad response")
-        if status[1] != "101":
-            raise WSError(f"HTTP {status[1]}")
-        hdrs = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            hdrs[name.strip().lower()] = value.strip()
-        accept = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
+        if status != 101:
+            raise WSError(f"HTTP {status}")
         if hdrs.get("sec-websocket-accept") != accept:
             raise WSError("bad Sec-WebSocket-Accept")
         if hdrs.get("upgrade", "").lower() != "websocket" or \
@@ -181,10 +162,10 @@ class WSConnection:
     def answer_control(self, op: int, payload: bytes) -> WSError | None:
         """Answer a PING with its PONG; answer a CLOSE with a close frame and return why the
         connection ended (the caller drops it). Other opcodes: nothing, None."""
-        if op == OP_PING:
+        if op == PING:
             with contextlib.suppress(OSError):
-                self.sock.send(encode_frame(OP_PONG, payload))
-        elif op == OP_CLOSE:
+                self.sock.send(frame(PONG, payload))
+        elif op == CLOSE:
             code = close_code(payload)
             with contextlib.suppress(OSError):
                 self.sock.send(close_frame(code if code != 1005 else 1000))
@@ -194,64 +175,39 @@ class WSConnection:
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next complete message or control frame in the buffer (consumed), or None."""
         while True:
-            buf = self.buf
-            n = len(buf)
-            if n < 2:
-                return None
-            b0, b1 = buf[0], buf[1]
-            if b1 & 0x80:
-                raise WSError("masked server frame", 1002)
-            size, head = b1 & 0x7F, 2
-            if size == 126:
-                if n < 4:
+            try:
+                got = parse(self.buf, limit=MAX_MESSAGE)
+                if got is None:
                     return None
-                size, head = struct.unpack_from("!H", buf, 2)[0], 4
-            elif size == 127:
-                if n < 10:
-                    return None
-                size, head = struct.unpack_from("!Q", buf, 2)[0], 10
-            if size > MAX_MESSAGE:
-                raise WSError("message too big", 1009)
-            if n < head + size:
-                return None
-            payload = buf[head:head + size]
-            self.buf = buf[head + size:]
-            fin, op = b0 & 0x80, b0 & 0x0F
-            if op >= 0x8:
-                return op, payload
-            if op == OP_CONT:
-                if self.frag is None:
-                    raise WSError("unexpected continuation", 1002)
-                self.frag.append(payload)
-                if fin:
-                    frag, self.frag = self.frag, None
-                    return self.frag_op, b"".join(frag)
-            elif fin:
-                return op, payload
-            else:
-                self.frag, self.frag_op = [payload], op
+                b0, payload, end = got
+                self.buf = self.buf[end:]
+                msg = self.messages.add(b0, payload)
+            except FrameError as exc:
+                raise WSError(str(exc), exc.code) from None
+            if msg is not None:
+                return msg
 
     # -- blocking use (a reader greenlet)
 
     def recv(self) -> tuple[int, bytes]:
         """The next data message; answers pings; raises WSError('close <code>') on close."""
         while True:
-            frame = self.next_frame()
-            if frame is None:
+            got = self.next_frame()
+            if got is None:
                 data = self.sock.recv(65536)
                 if not data:
                     raise WSError("close 1006", 1006)
                 self.buf += data
                 continue
-            op, payload = frame
-            if op == OP_PING:
-                self.sock.sendall(encode_frame(OP_PONG, payload))
-            elif op == OP_CLOSE:
+            op, payload = got
+            if op == PING:
+                self.sock.sendall(frame(PONG, payload))
+            elif op == CLOSE:
                 code = close_code(payload)
                 with contextlib.suppress(OSError):
                     self.sock.sendall(close_frame(code if code != 1005 else 1000))
                 raise WSError(f"close {code}", code)
-            elif op in (OP_TEXT, OP_BINARY):
+            elif op in (TEXT, BINARY):
                 return op, payload
 
     # -- non-blocking use (a watcher in the hub)

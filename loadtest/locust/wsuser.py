@@ -44,8 +44,9 @@ from locust.runners import WorkerRunner
 
 from agentia.settings import DEV_SECRET
 from gateway.auth import mint
+from loadtest import wsframe
 from loadtest.locust.counters import Tally, record, totals
-from loadtest.locust.wsconn import OP_TEXT, WSConnection, WSError, describe, encode_frame
+from loadtest.locust.wsconn import WSConnection, WSError, describe
 
 __all__ = ["AgentiaWSUser", "HoldUser", "batch_size", "fire", "sources", "totals"]
 
@@ -195,7 +196,7 @@ class HoldUser(AgentiaWSUser):
             if frame is None:
                 return
             op, payload = frame
-            if op == OP_TEXT and b'"pong"' in payload[:40]:
+            if op == wsframe.TEXT and b'"pong"' in payload[:40]:
                 if conn.ping_at:
                     fire(self.environment, "pong", conn.ping_at)
                     conn.ping_at = 0.0
@@ -224,7 +225,7 @@ class HoldUser(AgentiaWSUser):
                 fire(self.environment, "pong", conn.ping_at, exc=WSError("timeout"))
             conn.ping_at = time.perf_counter()
             try:
-                conn.sock.send(encode_frame(OP_TEXT, PING_PAYLOAD))
+                conn.sock.send(wsframe.frame(wsframe.TEXT, PING_PAYLOAD))
             except OSError as exc:  # BlockingIOError too: a full send buffer on a ping
                 self._drop(conn, describe(exc))
 
