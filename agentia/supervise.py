@@ -70,7 +70,8 @@ def start(cmd: Sequence[str], env: Mapping[str, str], ready: str | tuple[str, ..
     is copied to ``echo`` (a reader of ``proc.stdout`` takes over from there); ``stderr`` may
     be a path (appended to). ``supervised``: in its own process group and tied to
     us (:mod:`agentia.lifeline`); otherwise in ours and untied, as a test's children, which
-    may be started from any thread (the kernel's tie is to the starting thread). On failure
+    may be started from any thread (Linux's parent-death signal fires when the thread that
+    started the child ends). On failure
     the child is killed and reaped, and :class:`StartError` (or :class:`Stopped`) raised."""
     with contextlib.ExitStack() as opened:  # a log path: the child keeps its own fd
         err = opened.enter_context(open(stderr, "ab")) if isinstance(stderr, os.PathLike) \

@@ -56,11 +56,10 @@ class HandshakeRefused(Exception):
 class Wire:
     """One raw connection: ``write`` bytes, ``read`` frames (None at EOF)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 buf: bytes = b"") -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.buf = buf
+        self.buf = b""  # read, not yet parsed
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, session: str | None = None,
