@@ -148,7 +148,7 @@ class WSConnection:
             raise WSError("bad response")
         if status != 101:
             raise WSError(f"HTTP {status}")
-        if hdrs.get("sec-websocket-accept") != accept:
+        if hdrs.get("sec-websocket-accept") != accept(key):
             raise WSError("bad Sec-WebSocket-Accept")
         if hdrs.get("upgrade", "").lower() != "websocket" or \
                 "upgrade" not in hdrs.get("connection", "").lower():
