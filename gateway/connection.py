@@ -278,7 +278,11 @@ class Connection:
 
     async def on_frame(self, raw: str | bytes) -> None:
         now = time.monotonic()
-        await self.perform(self.state.receive(raw, now), now)
+        try:
+            await self.perform(self.state.receive(raw, now), now)
+        except Exception as exc:  # a bug must cost the client a strike, not the connection
+            self._log_internal(exc)
+            await self.perform(self.state.on_failure(exc, None, now), now)
 
     def on_ws_ping(self) -> bool:
         """A WebSocket PING arrived: True to answer it. Over the allowance: close FLOOD."""

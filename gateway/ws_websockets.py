@@ -107,7 +107,8 @@ def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
 async def _process_request(conn: ServerConnection, req: Request) -> Response | None:
     node: EdgeNode = conn.server.agentia_node  # type: ignore[attr-defined]
     h = req.headers
-    headers = {"authorization": h.get("authorization", ""), "origin": h.get("origin", "")}
+    # the last of repeated headers, as before (Headers.get raises on repeated ones)
+    headers = {name: (h.get_all(name) or [""])[-1] for name in ("authorization", "origin")}
     # the library checks the upgrade itself after this (and answers 426/400)
     decision = R.route(node, req.path, headers, h.get_all("sec-websocket-protocol"),
                        check_upgrade=False)
