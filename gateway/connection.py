@@ -193,11 +193,10 @@ class Connection:
     async def perform(self, actions: list[S.Action], now: float) -> None:
         """Run actions in order, awaiting bus calls; their outcomes go back to the protocol."""
         for action in actions:
-            if isinstance(action, S.Submit | S.CancelTurn | S.Replay) \
-                    and not (isinstance(action, S.Replay) and action.frame is None):
-                await self.perform(await self._call(action, now), now)
-            else:
+            if isinstance(action, S.Write | S.Close) or action == S.FILL:
                 self.execute(action)
+            else:
+                await self.perform(await self._call(action, now), now)
 
     async def _call(self, action: S.Submit | S.CancelTurn | S.Replay,
                     now: float) -> list[S.Action]:
