@@ -67,18 +67,22 @@ class Connection:
         """Queue one frame, unless the protocol says the send budget forbids it."""
         if self.closed:
             return
-        refusal = self.state.on_write(self.pending(), len(frame), len(self.outbox or ()))
-        if refusal is not None:
-            self.close_soon(refusal.code, refusal.reason)
-            return
-        if self.outbox is None:
+        before, outbox = self.pending(), self.outbox
+        if before or outbox is not None:  # else nothing waits: the protocol has no objection
+            refusal = self.state.on_write(before, len(frame), len(outbox or ()))
+            if refusal is not None:
+                self.close_soon(refusal.code, refusal.reason)
+                return
+        if outbox is None:
             if self.writer is None and self.transport is not None \
                     and self.transport.send_now(frame):
-                self._count_out(frame)
+                m = self.node.metrics
+                m["frames_out"] += 1
+                m["bytes_out"] += len(frame)
                 return
-            self.outbox = deque()
+            outbox = self.outbox = deque()
             self.progress_at = time.monotonic()
-        self.outbox.append(frame)
+        outbox.append(frame)
         self.queued += len(frame)
         self._kick()
 
@@ -226,7 +230,11 @@ class Connection:
     # ------------------------------------------------------------ session events
 
     def on_live(self, offset: int, frame: bytes) -> None:
-        self.execute(self.state.on_event(offset, frame))
+        action = self.state.on_event(offset, frame)
+        if isinstance(action, bytes):  # the hot path of fan-out: one event, one connection
+            self.push(action)
+        else:
+            self.execute(action)
 
     def opened(self, welcome: bytes, epoch: str, offset: int) -> None:
         """The node opened the session: welcome the client, fill what came meanwhile."""

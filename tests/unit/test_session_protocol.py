@@ -168,14 +168,14 @@ def _run_replay(p: S.SessionProtocol, log: list[tuple[int, bytes]], epoch: str =
 
 def test_gap_fills_from_the_log_in_order() -> None:
     p = _proto(offset=2)
-    assert p.on_event(3, b"three") == S.Write(b"three")
+    assert p.on_event(3, b"three") == b"three"
     assert p.on_event(3, b"three") is None  # a duplicate
     assert p.on_event(6, b"six") == S.FILL  # 4 and 5 are missing
     assert p.on_event(7, b"seven") is None
     p.begin_replay(S.FILL)
     written, done = _run_replay(p, _log(7))
     assert written == [4, 5, 6, 7] and done == []
-    assert p.on_event(8, b"eight") == S.Write(b"eight")
+    assert p.on_event(8, b"eight") == b"eight"
 
 
 def test_resume_answers_after_its_events_and_events_during_it_wait() -> None:
