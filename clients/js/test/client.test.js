@@ -1,4 +1,4 @@
-// Unit tests of web/agentia.js with a fake WebSocket and a fake clock: node --test tests/browser/
+// Unit tests of the client with a fake WebSocket and a fake clock (node --test in clients/js)
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
@@ -9,7 +9,7 @@ import {
   isLogEvent,
   isTerminalClose,
   withSession,
-} from "../../web/agentia.js";
+} from "../src/index.js";
 
 // -- fakes -------------------------------------------------------------------------------------
 
