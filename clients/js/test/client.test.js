@@ -7,7 +7,6 @@ import {
   EventSequencer,
   backoffDelay,
   isLogEvent,
-  isTerminalClose,
   withSession,
 } from "../src/index.js";
 
@@ -125,15 +124,6 @@ describe("backoffDelay", () => {
       const base = Math.min(30000, 500 * 2 ** a);
       assert.ok(d >= base / 2 && d <= base, `attempt ${a}: ${d}`);
     }
-  });
-});
-
-describe("close codes", () => {
-  it("treats only 4500-4999 as terminal", () => {
-    for (const code of [1000, 1001, 1006, 1009, 1011, 1012, 4000, 4001, 4002, 4003, 4499]) {
-      assert.equal(isTerminalClose(code), false, String(code));
-    }
-    for (const code of [4500, 4700, 4999]) assert.equal(isTerminalClose(code), true, String(code));
   });
 });
 
@@ -288,6 +278,19 @@ describe("AgentiaClient", () => {
     sockets[2].drop(1012);
     assert.deepEqual(clock.pendingDelays(), [250]);
     client.close();
+  });
+
+  it("stops on a protocol violation (1007) instead of repeating it", async () => {
+    const { client, clock, sockets, errors } = setup();
+    client.connect();
+    await tick();
+    sockets[0].welcome();
+    sockets[0].drop(1007, "invalid UTF-8");
+    assert.equal(client.state, "closed");
+    assert.ok(errors.some((e) => e.code === "closed" && e.closeCode === 1007));
+    clock.advance(120000);
+    await tick();
+    assert.equal(sockets.length, 1);
   });
 
   it("stops for good on a terminal close code", async () => {
