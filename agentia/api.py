@@ -1,11 +1,12 @@
 """The control plane (``agentia api``): health, readiness, metrics, dev tokens, session history,
-and the demo web page. FastAPI; OpenAPI docs at ``/docs``.
+and the demo web page. FastAPI; OpenAPI docs at ``/docs`` (Swagger UI served from here, no CDN).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from agentia import PROTOCOL
@@ -86,7 +88,8 @@ def create_app(s: ApiSettings) -> FastAPI:
         task.cancel()
         await bus.close()
 
-    app = FastAPI(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
+    # Swagger UI and ReDoc from fastapi-offline's copies, not a CDN: /docs works offline
+    app = FastAPIOffline(title="Agentia control plane", version="0.1.0", lifespan=lifespan)
     app.state.verifier = verifier
     origins = s.origins()  # AGENTIA_ALLOWED_ORIGINS, as the edges check it
     # Bearer tokens, never cookies: no credentials mode, so "*" exposes nothing ambient.
@@ -206,9 +209,16 @@ def run(s: ApiSettings) -> None:
 
     import uvicorn
 
+    from agentia.ports import busy_line, reason
+
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((s.host, s.api_port))
+    try:
+        sock.bind((s.host, s.api_port))
+    except OSError as exc:
+        print(busy_line("agentia api", "control plane", s.host, s.api_port, reason(exc),
+                        "--port"), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     sock.listen(1024)  # connections queue from now on, before the loop starts accepting
     config = uvicorn.Config(create_app(s), log_level="warning", loop="uvloop", ws="none",
                             lifespan="on", access_log=False)

@@ -69,7 +69,8 @@ def cmd_token(a: argparse.Namespace) -> None:
 def cmd_up(a: argparse.Namespace) -> None:
     from agentia.up import up
 
-    up(port=a.port, workers=a.workers, edges=a.edges, api_port=a.api_port)
+    up(port=a.port, workers=a.workers, edges=a.edges, api_port=a.api_port,
+       livekit_port=a.livekit_port)
 
 
 def cmd_chat(a: argparse.Namespace) -> None:
@@ -127,9 +128,12 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--workers", type=int, default=1)
     u.add_argument("--edges", type=int, default=1, help="edge processes (each its own port)")
     u.add_argument("--api-port", type=int, default=8780)
+    u.add_argument("--livekit-port", type=int, default=0,
+                   help="the private LiveKit server's port (default: any free one)")
     u.set_defaults(fn=cmd_up)
     c = sub.add_parser("chat", help="a small terminal chat client")
-    c.add_argument("--url", default="ws://127.0.0.1:8765/v1/ws")
+    c.add_argument("--url", help="default: the system 'agentia up' runs from this directory "
+                   "(.agentia/up.json), else ws://127.0.0.1:8765/v1/ws")
     c.add_argument("--user", default="dev")
     c.add_argument("--session")
     c.add_argument("-m", "--message", action="append", help="send and exit after the reply")

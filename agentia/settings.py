@@ -67,6 +67,14 @@ class Common:
     a failover cannot lose it; 0 = off (replication stays asynchronous). docs/redis-cluster.md"""
     redis_wait_ms: int = 1000
     """How long WAIT may take; fewer confirmations by then: a retryable error."""
+    new_session_ttl_s: int = 3600
+    """A session that never got a turn expires this long after it was last opened; its first
+    turn gives it the normal 7 days (sessions/keys.py SESSION_TTL)."""
+    max_sessions_per_hour: int = 200
+    """Sessions one user may create per hour (sliding; Redis, sessions/opening.py), however
+    they are created (a connection or a voice call); 0 = no limit."""
+    max_sessions_per_user: int = 1000
+    """Live sessions of one user (created and not expired); 0 = no limit."""
 
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:
@@ -74,6 +82,11 @@ class Common:
         if not 0 <= self.redis_wait_replicas <= 16 or self.redis_wait_ms < 1:
             raise SettingsError("AGENTIA_REDIS_WAIT_REPLICAS must be between 0 and 16 and "
                                 "AGENTIA_REDIS_WAIT_MS at least 1")
+        if not 60 <= self.new_session_ttl_s <= 7 * 24 * 3600:
+            raise SettingsError("AGENTIA_NEW_SESSION_TTL_S must be between 60 and 604800")
+        if min(self.max_sessions_per_hour, self.max_sessions_per_user) < 0:
+            raise SettingsError("AGENTIA_MAX_SESSIONS_PER_HOUR and AGENTIA_MAX_SESSIONS_PER_USER "
+                                "must be 0 (no limit) or more")
 
 
 @dataclass(slots=True)
@@ -138,6 +151,8 @@ class EdgeSettings(Auth):
     implementation; the only one offering permessage-deflate)."""
     max_connections: int = 0
     max_connections_per_user: int = 100
+    max_connections_per_user_total: int = 100
+    """Connections of one user over all edges (Redis, sessions/opening.py); 0 = no limit."""
     max_frame_bytes: int = 64 * 1024
     max_text_chars: int = 16_000
     rate_per_s: float = 5.0
@@ -198,6 +213,9 @@ class EdgeSettings(Auth):
             self.heartbeat_s = self.idle_timeout_s / 3
         if self.max_connections_per_user < 1:
             raise SettingsError("AGENTIA_MAX_CONNECTIONS_PER_USER must be at least 1")
+        if self.max_connections_per_user_total < 0:
+            raise SettingsError("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL must be 0 (no limit) "
+                                "or more")
         if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:
             raise SettingsError("rate_per_s > 0, burst >= 1 and send_queue >= 8 are required")
         self._validate_budget()

@@ -1,34 +1,115 @@
 """Child processes that are restarted when they die: used by ``agentia up`` and by
 ``agentia gateway --processes N``. Children are ``agentia`` subcommands that print one READY
-line (``AGENTIA_<KIND>_READY key=value ...``) on stdout once they serve."""
+line (``AGENTIA_<KIND>_READY key=value ...``) on stdout once they serve.
+
+Each child runs in its own process group (so a terminal's Ctrl-C reaches only us, and we stop
+them in order) and is tied to us (:mod:`agentia.lifeline`): if we die, they get SIGTERM.
+Stopping never depends on our stdout: :func:`say` swallows a closed pipe (``| tee`` killed by
+the same Ctrl-C).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TextIO
 
-from agentia import metrics
+from agentia import lifeline, metrics
 
 
-def spawn(args: list[str], env: dict[str, str], ready: str,
-           timeout: float = 60) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+class StartError(RuntimeError):
+    """A child exited, or did not print its READY line in time; the message is one line."""
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived while a child was starting."""
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print one line; never raise. A reader that went away (a pipe into ``tee`` that Ctrl-C
+    killed) must not stop us from stopping our children: later output goes nowhere."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):  # BrokenPipeError, or a stream already closed
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # and the interpreter's flush at exit is quiet
+            os.close(devnull)
+
+
+def never() -> bool:
+    return False
+
+
+def spawn(args: list[str], env: dict[str, str], ready: str, timeout: float = 60,
+          stopping: Callable[[], bool] = never) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start ``agentia <args>`` and wait for its READY line: at most ``timeout`` seconds, and
+    no longer than a stop signal (checked every 0.2 s, whatever the child prints or not)."""
     proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], env=env,
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # Ctrl-C reaches us; we stop them in order
+                            start_new_session=True, preexec_fn=lifeline.tied())
+    try:
+        return proc, _ready_line(proc, f"'agentia {' '.join(args)}'", ready,
+                                 time.monotonic() + timeout, stopping)
+    except BaseException:
+        kill_group(proc)
+        raise
+
+
+def _ready_line(proc: subprocess.Popen[bytes], what: str, ready: str, deadline: float,
+                stopping: Callable[[], bool]) -> dict[str, str]:
     assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    for line in proc.stdout:
-        text = line.decode().strip()
-        if text.startswith(ready):
-            return proc, dict(p.split("=", 1) for p in text.split()[1:])
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise RuntimeError(f"'agentia {' '.join(args)}' did not start; see its log above")
+    fd, pending = proc.stdout.fileno(), b""
+    while time.monotonic() < deadline:
+        if stopping():
+            raise Stopped
+        readable, _, _ = select.select([fd], [], [], 0.2)
+        if not readable:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:  # stdout closed: it exited (or is about to); end its group, reap it
+            for _ in range(50):
+                if exited(proc):
+                    break
+                time.sleep(0.1)
+            kill_group(proc)
+            raise StartError(f"{what} exited with {proc.returncode} before it was ready; "
+                             "see its log above")
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace").strip()
+            if text.startswith(ready):
+                return dict(p.split("=", 1) for p in text.split()[1:] if "=" in p)
+    raise StartError(f"{what} was not ready within its deadline; see its log above")
+
+
+def exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has exited, without reaping it: while it is a zombie its PID (the
+    process group's ID) cannot be reused, so :func:`kill_group` cannot hit a stranger."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of the child's process group (it and anything it started, e.g. a
+    voice worker's job processes), then reap it."""
+    if proc.returncode is None:  # not reaped yet: the group ID is still ours
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
 
 
 def stop_signals() -> Callable[[], bool]:
@@ -44,17 +125,16 @@ def stop_signals() -> Callable[[], bool]:
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
-    """SIGTERM every process, wait ``grace_s`` (their drain), then kill what is left."""
+    """SIGTERM every process, wait ``grace_s`` (their drain), then SIGKILL what is left of
+    each one's process group (a voice worker's job processes too)."""
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+        if not exited(p):  # os.kill: Popen.send_signal would reap a dead one (see exited)
+            os.kill(p.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+        while not exited(p) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill_group(p)
 
 
 class Child:
@@ -64,33 +144,34 @@ class Child:
     MAX_RESTARTS = 5
 
     def __init__(self, kind: str, args: list[str], env: dict[str, str], ready: str,
-                 timeout: float = 60) -> None:
+                 timeout: float = 60, stopping: Callable[[], bool] = never) -> None:
         self.kind, self.args, self.env, self.ready = kind, args, env, ready
-        self.timeout = timeout
+        self.timeout, self.stopping = timeout, stopping
         self.restarts: list[float] = []
-        self.proc, self.info = spawn(args, env, ready, timeout)
+        self.proc, self.info = spawn(args, env, ready, timeout, stopping)
 
     def revive(self) -> bool:
         now = time.monotonic()
         self.restarts = [t for t in self.restarts if now - t < 60] + [now]
         if len(self.restarts) > self.MAX_RESTARTS:
             return False
+        kill_group(self.proc)
         metrics.process_exited(self.proc.pid, self.env.get("PROMETHEUS_MULTIPROC_DIR"))
-        self.proc, self.info = spawn(self.args, self.env, self.ready, self.timeout)
-        print(f"AGENTIA_UP_RESTARTED kind={self.kind} pid={self.proc.pid} "
-              f"port={self.info.get('port', '')}", flush=True)
+        self.proc, self.info = spawn(self.args, self.env, self.ready, self.timeout,
+                                     self.stopping)
+        say(f"AGENTIA_UP_RESTARTED kind={self.kind} pid={self.proc.pid} "
+            f"port={self.info.get('port', '')}")
         return True
 
 
 def supervise(children: list[Child], stopping: Callable[[], bool]) -> None:
     while not stopping():
         for c in children:
-            if c.proc.poll() is not None and not stopping():
-                print(f"{c.kind} (pid {c.proc.pid}) exited with {c.proc.returncode}; "
-                      "restarting it", file=sys.stderr, flush=True)
+            if exited(c.proc) and not stopping():
+                kill_group(c.proc)  # what the dead one started, then reap it
+                say(f"{c.kind} (pid {c.proc.pid}) exited with {c.proc.returncode}; "
+                    "restarting it", sys.stderr)
                 if not c.revive():
-                    print(f"{c.kind} keeps dying; stopping everything", file=sys.stderr)
+                    say(f"{c.kind} keeps dying; stopping everything", sys.stderr)
                     return
         time.sleep(0.2)
-
-

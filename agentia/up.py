@@ -1,109 +1,197 @@
 """``agentia up``: the whole system on one machine, on an embedded default.
 
-Starts a private redis-server (unless ``AGENTIA_REDIS_URL`` is set), one edge process and the
-agent workers as children, prints where to connect and a dev token, and on Ctrl-C (or SIGTERM)
-stops every child it started, by PID, and waits for them.
+Checks that every port it was given is free, starts a private redis-server (unless
+``AGENTIA_REDIS_URL`` is set), one edge process, the agent workers, the voice pieces when they
+can run, and the control plane as children, prints where to connect and a dev token, writes
+``<state dir>/up.json`` (where ``agentia chat`` finds the running system), and on Ctrl-C (or
+SIGTERM) stops every child it started, by PID, and waits for them. Children are tied to it
+(:mod:`agentia.lifeline`): if it is killed, they stop too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
+from agentia.ports import busy_line, problem
 from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
-from agentia.supervise import Child, stop_all, stop_signals, supervise
+from agentia.supervise import Child, StartError, Stopped, say, stop_all, stop_signals, supervise
 from voice.livekit_server import LiveKitServer, find_binary
 
-STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", ".agentia"))
+DEFAULT_STATE_DIR = ".agentia"
+STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", DEFAULT_STATE_DIR))
+UP_FILE = "up.json"
+"""In the state dir while ``agentia up`` runs: its URLs and PID (read by ``agentia chat``)."""
 
 
-def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780) -> None:
+def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
+       livekit_port: int = 0) -> None:
+    """Run until SIGINT/SIGTERM; exit 1 (one line on stderr) when something cannot start."""
     env = dict(os.environ)
+    busy = _busy_ports(env, port, api_port, livekit_port)
+    if busy:
+        say(busy, sys.stderr)
+        raise SystemExit(1)
     env["AGENTIA_DEV"] = "true"  # children accept the public dev secret (settings.check_secret)
-    print("dev mode   AGENTIA_DEV=true: the public dev secret is accepted; never in production")
-    redis: RedisServer | None = None
-    children: list[Child] = []
-    livekit: LiveKitServer | None = None
+    say("dev mode   AGENTIA_DEV=true: the public dev secret is accepted; never in production")
     stopping = stop_signals()
+    parts = _Parts()
     try:
+        parts.start(env, port, workers, edges, api_port, livekit_port, stopping)
+        _banner(parts)
+        supervise(parts.children, stopping)
+    except Stopped:
+        pass
+    except (StartError, OSError) as exc:
+        say(f"agentia up: {exc}", sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        parts.stop()
+
+
+def _busy_ports(env: dict[str, str], port: int, api_port: int,
+                livekit_port: int) -> str | None:
+    """The first port given to ``up`` that cannot be listened on, as one line to print."""
+    host = env.get("AGENTIA_HOST") or "127.0.0.1"
+    internal = int(env.get("AGENTIA_INTERNAL_PORT") or (port + 1000 if port else 0))
+    checks = [(host, port, "edge WebSocket", "--port"),
+              (env.get("AGENTIA_INTERNAL_HOST") or "127.0.0.1", internal,
+               "edge /readyz and /metrics, --port + 1000", "AGENTIA_INTERNAL_PORT"),
+              (host, api_port, "control plane", "--api-port"),
+              ("127.0.0.1", livekit_port, "LiveKit server", "--livekit-port")]
+    for where, number, what, option in checks:
+        why = problem(where, number)
+        if why:
+            return busy_line("agentia up", what, where, number, why, option)
+    return None
+
+
+class _Parts:
+    """What ``up`` started, in order, so that :meth:`stop` undoes exactly that."""
+
+    def __init__(self) -> None:
+        self.redis: RedisServer | None = None
+        self.livekit: LiveKitServer | None = None
+        self.children: list[Child] = []
+
+    def start(self, env: dict[str, str], port: int, workers: int, edges: int, api_port: int,
+              livekit_port: int, stopping: Callable[[], bool]) -> None:
         if not env.get("AGENTIA_REDIS_URL"):
-            redis = RedisServer(STATE_DIR / "redis").start()
-            env["AGENTIA_REDIS_URL"] = redis.url
-            print(f"redis      {redis.url} (private, data in {STATE_DIR / 'redis'})")
-        metrics_dir = STATE_DIR / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir.resolve()))
+            self.redis = RedisServer(STATE_DIR / "redis", tied=True).start()
+            env["AGENTIA_REDIS_URL"] = self.redis.url
+            say(f"redis      {self.redis.url} (private, data in {STATE_DIR / 'redis'})")
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_fresh(STATE_DIR / "metrics")))
         for n in range(edges):
             edge = Child("edge", ["gateway", "--port", str(port if n == 0 else 0)], env,
-                          "AGENTIA_EDGE_READY")
+                         "AGENTIA_EDGE_READY", stopping=stopping)
             edge.args[-1] = edge.info["port"]  # a restarted edge comes back on the same port
-            children.append(edge)
-        children += [Child("worker", ["worker"], env, "AGENTIA_WORKER_READY")
-                     for _ in range(workers)]
+            self.children.append(edge)
+        self.children += [Child("worker", ["worker"], env, "AGENTIA_WORKER_READY",
+                                stopping=stopping) for _ in range(workers)]
         env["AGENTIA_WS_URLS"] = ",".join(f"ws://127.0.0.1:{c.info['port']}/v1/ws"
-                                          for c in children if c.kind == "edge")
+                                          for c in self.children if c.kind == "edge")
         env.setdefault("AGENTIA_DEV_TOKENS", "true")
-        livekit = _voice(env, children)
-        children.append(Child("api", ["api", "--port", str(api_port)], env,
-                               "AGENTIA_API_READY"))
-        _banner(children, redis, livekit)
-        supervise(children, stopping)
-    finally:
-        print("stopping...", flush=True)
-        stop_all([c.proc for c in children])
-        if livekit is not None:
-            livekit.stop()
-        if redis is not None:
-            redis.stop()
-        print("stopped.", flush=True)
+        self.livekit = _voice(env, self.children, livekit_port, stopping)
+        self.children.append(Child("api", ["api", "--port", str(api_port)], env,
+                                   "AGENTIA_API_READY", stopping=stopping))
+
+    def stop(self) -> None:
+        say("stopping...")
+        with contextlib.suppress(OSError):
+            (STATE_DIR / UP_FILE).unlink(missing_ok=True)
+        stop_all([c.proc for c in self.children])
+        if self.livekit is not None:
+            self.livekit.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        say("stopped.")
 
 
-def _voice(env: dict[str, str], children: list[Child]) -> LiveKitServer | None:
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path.resolve()
+
+
+def _voice(env: dict[str, str], children: list[Child], livekit_port: int,
+           stopping: Callable[[], bool]) -> LiveKitServer | None:
     """Start a private LiveKit server and a voice worker when both can run here; say why not
     otherwise. With ``AGENTIA_LIVEKIT_URL`` set, that server is used instead."""
     try:
         import livekit.agents  # noqa: F401
     except ImportError:
-        print("voice      off: the voice extra is not installed (pip install 'agentia[voice]')")
+        say("voice      off: the voice extra is not installed (pip install 'agentia[voice]')")
         return None
     server = None
     if not env.get("AGENTIA_LIVEKIT_URL"):
         binary = find_binary()
         if binary is None:
-            print("voice      off: no LiveKit server binary; build it with 'go install "
-                  "github.com/livekit/livekit-server/cmd/server@v1.13.5' (./dev up does)")
+            say("voice      off: no LiveKit server binary; build it with 'go install "
+                "github.com/livekit/livekit-server/cmd/server@v1.13.5' (./dev up does)")
             return None
-        server = LiveKitServer(binary, STATE_DIR / "livekit").start()
+        server = LiveKitServer(binary, STATE_DIR / "livekit", port=livekit_port,
+                               tied=True).start()
         env |= {"AGENTIA_LIVEKIT_URL": server.url, "AGENTIA_LIVEKIT_API_KEY": server.key,
                 "AGENTIA_LIVEKIT_API_SECRET": server.secret}
     env["AGENTIA_VOICE"] = "true"
     # on a developer's machine other work moves the CPU load LiveKit dispatches by: report
     # load as calls taken (voice/settings.py) so the Talk button is not refused by a busy box
     env.setdefault("AGENTIA_VOICE_MAX_CALLS", "4")
-    children.append(Child("voice", ["voice"], env, "AGENTIA_VOICE_READY", timeout=120))
-    print(f"voice      on: LiveKit at {env['AGENTIA_LIVEKIT_URL']}, voice worker running")
+    # livekit-agents empties PROMETHEUS_MULTIPROC_DIR when its worker starts: a directory of
+    # its own, or the edge's and worker's counters vanish from /metrics
+    voice_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(_fresh(STATE_DIR / "voice-metrics"))}
+    children.append(Child("voice", ["voice"], voice_env, "AGENTIA_VOICE_READY", timeout=120,
+                          stopping=stopping))
+    say(f"voice      on: LiveKit at {env['AGENTIA_LIVEKIT_URL']}, voice worker running")
     return server
 
 
-def _banner(children: list[Child], redis: RedisServer | None,
-            livekit: LiveKitServer | None) -> None:
+def chat_command(url: str) -> str:
+    """``agentia chat`` as it can be typed here: the console script beside this interpreter
+    (``.venv/bin/agentia`` after ``./dev up``), which finds the running system in the state
+    dir; ``--url`` only when that dir is not the default one."""
+    script = Path(sys.executable).parent / "agentia"
+    if script.exists():
+        rel = os.path.relpath(script)
+        prog = rel if not rel.startswith("..") else str(script)
+    else:
+        prog = f"{sys.executable} -m agentia.cli"
+    same_dir = Path(DEFAULT_STATE_DIR) == STATE_DIR
+    return f"{prog} chat" + ("" if same_dir else f" --url {url}")
+
+
+def _banner(parts: _Parts) -> None:
     from gateway.auth import mint
 
+    children = parts.children
     token = mint(os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET), "dev", 24 * 3600)
     edges = [c for c in children if c.kind == "edge"]
     url = f"ws://127.0.0.1:{edges[0].info['port']}/v1/ws"
     api = f"http://127.0.0.1:{next(c for c in children if c.kind == 'api').info['port']}"
-    pids = [c.proc.pid for c in children] + [s.proc.pid for s in (redis, livekit)
+    pids = [c.proc.pid for c in children] + [s.proc.pid for s in (parts.redis, parts.livekit)
                                              if s is not None and s.proc is not None]
     voice = "on" if any(c.kind == "voice" for c in children) else "off"
-    print(f"web page   {api}/   (API docs at {api}/docs, metrics at {api}/metrics)")
-    print(f"websocket  {url}")
-    print(f"dev token  {token}")
-    print(f"try it     agentia chat --url {url}")
-    print("Ctrl-C stops everything.")
+    _write_state(url, api, voice)
+    say(f"web page   {api}/   (API docs at {api}/docs, metrics at {api}/metrics)")
+    say(f"websocket  {url}")
+    say(f"dev token  {token}")
+    say(f"try it     {chat_command(url)}")
+    say("Ctrl-C stops everything.")
     edge_list = ",".join(f"{c.proc.pid}:{c.info['port']}" for c in edges)
-    print(f"AGENTIA_UP_READY url={url} api={api} voice={voice} pids={','.join(map(str, pids))} "
-          f"edges={edge_list}", flush=True)
+    say(f"AGENTIA_UP_READY url={url} api={api} voice={voice} pids={','.join(map(str, pids))} "
+        f"edges={edge_list}")
+
+
+def _write_state(url: str, api: str, voice: str) -> None:
+    """``up.json``, written whole then renamed, so a reader never sees half of it."""
+    path = STATE_DIR / UP_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({"url": url, "api": api, "voice": voice, "pid": os.getpid()}))
+    tmp.replace(path)

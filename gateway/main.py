@@ -7,9 +7,11 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 from typing import Any
 
 from agentia.logs import bind
+from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
 from gateway import ws_picows, ws_websockets
 from gateway.internal import InternalServer
@@ -17,6 +19,10 @@ from gateway.node import EdgeNode
 from sessions.bus import Bus, connect
 
 log = logging.getLogger("agentia.edge")
+
+
+class PortBusy(Exception):
+    """A port the edge must listen on cannot be; the message is the one line to print."""
 
 
 async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
@@ -28,14 +34,28 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
+    # bind both ports before any loop runs: a busy one ends the process at once, nothing to stop
+    try:
+        server = await impl.start(node)
+    except OSError as exc:
+        await bus.close()
+        raise PortBusy(busy_line("agentia gateway", "edge WebSocket", settings.host,
+                                 settings.port, reason(exc), "--port")) from None
+    try:
+        internal = await InternalServer(node).start()
+    except OSError as exc:
+        await impl.close_server(server, 1.0)
+        await bus.close()
+        raise PortBusy(busy_line("agentia gateway", "edge /readyz and /metrics",
+                                 settings.internal_host, settings.internal_port, reason(exc),
+                                 "AGENTIA_INTERNAL_PORT")) from None
     with contextlib.suppress(Exception):
         await bus.heartbeat_node(node.id)
     for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
-                 node.metrics_forever(), node.user_sessions_forever()):
+                 node.metrics_forever(), node.user_sessions_forever(),
+                 node.leases_forever()):
         node.spawn(coro)
-    impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
-    server = await impl.start(node)
-    internal = await InternalServer(node).start()
     port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
     log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s); /readyz and "
              "/metrics on http://%s:%s", node.id, settings.host, port, settings.max_connections,
@@ -69,4 +89,8 @@ def run(settings: EdgeSettings) -> None:
     except ImportError:
         log.warning("uvloop is not installed; using the default asyncio loop")
     tune_gc(settings.gc_gen0_threshold)
-    asyncio.run(serve_edge(settings))
+    try:
+        asyncio.run(serve_edge(settings))
+    except PortBusy as exc:
+        print(exc, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

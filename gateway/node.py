@@ -1,6 +1,7 @@
 """The edge node: composition root of one edge process.
 
-It admits connections (auth, session ownership, capacity), keeps the local registry of
+It admits connections (auth, session ownership, capacity, the per-user limits of
+sessions/opening.py), keeps the local registry of
 sessions to connections, reads its own delivery stream and fans events out, sweeps idle and
 expired connections, heartbeats, and drains on shutdown.
 """
@@ -25,7 +26,8 @@ from gateway import protocol as P
 from gateway.auth import AuthError, Verifier, token_from
 from gateway.connection import Connection
 from sessions import keys as K
-from sessions.bus import Bus, Forbidden, SessionInfo, frame_for
+from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
+from sessions.opening import TOO_MANY_CONNECTIONS, Batcher, Limits, Refused, UserLimits
 
 log = logging.getLogger("agentia.edge")
 _THROTTLE = Throttle(60.0)
@@ -66,8 +68,18 @@ class EdgeNode:
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}
         self._public_limits = self.limits.public()
-        self._opening: list[tuple[str, str, asyncio.Future[SessionInfo]]] = []
-        self._opener: asyncio.Task[None] | None = None
+        self.users = UserLimits(bus.redis, bus.keys.prefix, Limits(
+            settings.max_connections_per_user_total, settings.max_sessions_per_hour,
+            settings.max_sessions_per_user, bus.new_session_ttl))
+        # Redis calls of the handshakes of the moment go together, OPEN_BATCH at most each
+        self._open_batch = Batcher(bus.open_sessions, OPEN_BATCH)
+        self._lease_batch = Batcher(self.users.lease, OPEN_BATCH)
+        self._reserve_batch = Batcher(self.users.reserve, OPEN_BATCH)
+        self._release_batch = Batcher(self._release_leases, OPEN_BATCH)
+        self._leased: set[Connection] = set()
+        self._generated: set[str] = set()
+        """Session ids this edge made up at admission, not yet opened: new for sure."""
+        """Connections holding a lease in their user's set (renewed by leases_forever)."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
 
@@ -128,26 +140,30 @@ class EdgeNode:
                             last_seen=time.monotonic())
         conn = Connection(self, state)
         self._add(conn)
+        if not session:
+            self._generated.add(sid)
         return conn
 
     async def open(self, conn: Connection) -> tuple[CloseCode, str] | None:
-        """Open (or join) the connection's session in Redis and queue ``welcome``; on failure
-        the connection is dropped from the registry and the close to send is returned.
+        """Take the connection's place in its user's limits, open (or join, or create) its
+        session in Redis and queue ``welcome``; on failure the connection is dropped from
+        the registry and the close to send is returned.
 
         Runs after the upgrade so that every transport refuses the same way, and so browsers,
         which cannot read the status of a refused upgrade, see the close code and reason."""
         state = conn.state
+        leased = False
         try:
-            info = await self._open_session(state.session, state.user)
+            leased = await self._lease(conn)
+            info = await self._open_session(state.session, state.user,
+                                            state.session in self._generated)
         except Exception as exc:
             self._remove(conn)
-            if isinstance(exc, Forbidden):
-                self.metrics["handshake_forbidden"] += 1
-                return CloseCode.FORBIDDEN, "this session belongs to another user"
-            if not isinstance(exc, BusUnavailable):
-                log.exception("opening session %s failed", state.session)
-            self.metrics["refused_redis_down"] += 1
-            return CloseCode.TRY_AGAIN_LATER, "message bus unavailable: retry shortly"
+            self._generated.discard(state.session)
+            if leased:
+                await self._release(conn)
+            return self._refusal(exc, state.session)
+        self._generated.discard(state.session)
         state.epoch = info.epoch
         conn.push(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
                                   offset=info.offset, limits=self._public_limits).encode())
@@ -158,34 +174,56 @@ class EdgeNode:
         self.metrics["handshakes"] += 1
         return None
 
-    async def _open_session(self, sid: str, user: str) -> SessionInfo:
-        """Open a session, batched with the other handshakes of the moment: the sessions that
-        arrive while a batch is in Redis go together in the next one (a storm of handshakes
-        costs a round trip per batch, not per handshake; a lone handshake waits for nobody)."""
-        fut: asyncio.Future[SessionInfo] = asyncio.get_running_loop().create_future()
-        self._opening.append((sid, user, fut))
-        if self._opener is None:
-            self._opener = asyncio.create_task(self._open_batches())
-        return await fut
+    def _refusal(self, exc: Exception, sid: str) -> tuple[CloseCode, str]:
+        if isinstance(exc, Refused):
+            self.metrics[exc.tally] += 1
+            return exc.code, exc.reason
+        if isinstance(exc, Forbidden):
+            self.metrics["handshake_forbidden"] += 1
+            return CloseCode.FORBIDDEN, "this session belongs to another user"
+        if not isinstance(exc, BusUnavailable):
+            log.exception("opening session %s failed", sid, exc_info=exc)
+        self.metrics["refused_redis_down"] += 1
+        return CloseCode.TRY_AGAIN_LATER, "message bus unavailable: retry shortly"
 
-    async def _open_batches(self) -> None:
-        try:
-            while self._opening:
-                batch, self._opening = self._opening[:OPEN_BATCH], self._opening[OPEN_BATCH:]
-                try:
-                    results: list[Any] = await self.bus.open_sessions(
-                        [(sid, user, self.id) for sid, user, _ in batch])
-                except Exception as exc:
-                    results = [exc] * len(batch)
-                for (_, _, fut), res in zip(batch, results, strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(res, BaseException):
-                        fut.set_exception(res)
-                    else:
-                        fut.set_result(res)
-        finally:
-            self._opener = None
+    async def _lease(self, conn: Connection) -> bool:
+        """Count the connection against its user's connections over all edges."""
+        if not self.users.limits.connections:
+            return False
+        if not await self._lease_batch((conn.state.user, self._lease_id(conn))):
+            raise Refused(*TOO_MANY_CONNECTIONS)
+        self._leased.add(conn)
+        return True
+
+    def _lease_id(self, conn: Connection) -> str:
+        # id() is unique while the connection lives, and it lives until forget() ends
+        return f"{self.id}:{id(conn):x}"
+
+    async def _release(self, conn: Connection) -> None:
+        """Give the connection's lease back (if Redis cannot hear it, the lease expires)."""
+        if conn in self._leased:
+            self._leased.discard(conn)
+            with contextlib.suppress(BusUnavailable):
+                await self._release_batch((conn.state.user, self._lease_id(conn)))
+
+    async def _release_leases(self, conns: list[tuple[str, str]]) -> list[BaseException | None]:
+        await self.users.release(conns)
+        return [None] * len(conns)
+
+    async def _open_session(self, sid: str, user: str, generated: bool) -> SessionInfo:
+        """Open an existing session, or count a new one against its user's limits and then
+        create it (batched with the other handshakes of the moment, see Batcher). A session
+        id the edge generated is new: it is counted at once, saving a round trip."""
+        lim = self.users.limits
+        if not (lim.sessions_per_hour or lim.sessions):
+            return await self._open_batch((sid, user, self.id, True))
+        if not generated:
+            try:
+                return await self._open_batch((sid, user, self.id, False))
+            except Missing:
+                pass
+        await self._reserve_batch((user, sid))  # raises Refused over a limit
+        return await self._open_batch((sid, user, self.id, True))
 
     def _add(self, conn: Connection) -> None:
         self.sessions.setdefault(conn.state.session, set()).add(conn)
@@ -213,14 +251,17 @@ class EdgeNode:
     async def forget(self, conn: Connection) -> None:
         """A connection ended (or its handshake failed after admission)."""
         sid = conn.state.session
-        if not self._remove(conn):
-            return
-        try:
-            await self.bus.unregister(sid, self.id)
-            if sid in self.sessions:  # a new connection came meanwhile: register again
-                await self.bus.register(sid, self.id)
-        except BusUnavailable:
-            pass
+        self._generated.discard(sid)  # an upgrade that failed before open()
+        if conn not in self.sessions.get(sid, ()):
+            return  # forgotten already, or refused by open()
+        if self._remove(conn):
+            try:
+                await self.bus.unregister(sid, self.id)
+                if sid in self.sessions:  # a new connection came meanwhile: register again
+                    await self.bus.register(sid, self.id)
+            except BusUnavailable:
+                pass
+        await self._release(conn)
 
     async def check_overload(self, sid: str, ref: str) -> None:
         """Refuse new turns while the session's shard is too far behind (cached 1 s)."""
@@ -304,6 +345,25 @@ class EdgeNode:
                     cur.seen = max(cur.seen, info.offset)
                     cur.catching_up = True
                     c.start_filler()
+
+    async def leases_forever(self) -> None:
+        """Renew the leases of this edge's connections in their users' sets (an edge that
+        stops renewing, e.g. killed, has its connections expire from the users' counts)."""
+        if not self.users.limits.connections:
+            return
+        while True:
+            await asyncio.sleep(K.CONN_LEASE_S / 3)
+            try:
+                await self.renew_leases()
+            except BusUnavailable:
+                self.metrics["redis_errors"] += 1
+
+    async def renew_leases(self) -> None:
+        """One renewal of every lease this edge holds (raises BusUnavailable)."""
+        by_user: dict[str, list[str]] = {}
+        for c in self._leased:
+            by_user.setdefault(c.state.user, []).append(self._lease_id(c))
+        await self.users.renew(by_user)
 
     async def user_sessions_forever(self, every_s: float = 0.5) -> None:
         """Write the users' session lists in batches: one round trip per half second instead

@@ -12,10 +12,21 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
+from typing import NoReturn
 
+from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
-from agentia.supervise import Child, stop_all, stop_signals, supervise
+from agentia.supervise import (
+    Child,
+    StartError,
+    Stopped,
+    say,
+    stop_all,
+    stop_signals,
+    supervise,
+)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -25,11 +36,24 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _busy(what: str, host: str, port: int, exc: OSError, option: str) -> NoReturn:
+    say(busy_line("agentia gateway", what, host, port, reason(exc), option), sys.stderr)
+    raise SystemExit(1) from None
+
+
 def run(s: EdgeSettings, processes: int) -> None:
     stopping = stop_signals()
-    holder = reserve_port(s.host, s.port)
+    try:
+        holder = reserve_port(s.host, s.port)
+    except OSError as exc:
+        _busy("edge WebSocket", s.host, s.port, exc, "--port")
     port = holder.getsockname()[1]
-    internal_holder = reserve_port(s.internal_host, s.internal_port)
+    try:
+        internal_holder = reserve_port(s.internal_host, s.internal_port)
+    except OSError as exc:
+        holder.close()
+        _busy("edge /readyz and /metrics", s.internal_host, s.internal_port, exc,
+              "AGENTIA_INTERNAL_PORT")
     internal = internal_holder.getsockname()[1]
     env = {**os.environ, "AGENTIA_REUSE_PORT": "true", "AGENTIA_INTERNAL_PORT": str(internal)}
     metrics_dir = None
@@ -40,11 +64,15 @@ def run(s: EdgeSettings, processes: int) -> None:
     try:
         for _ in range(processes):
             children.append(Child("edge", ["gateway", "--host", s.host, "--port", str(port)],
-                                  env, "AGENTIA_EDGE_READY"))
+                                  env, "AGENTIA_EDGE_READY", stopping=stopping))
         pids = ",".join(str(c.proc.pid) for c in children)
-        print(f"AGENTIA_GATEWAY_READY port={port} internal_port={internal} pids={pids}",
-              flush=True)
+        say(f"AGENTIA_GATEWAY_READY port={port} internal_port={internal} pids={pids}")
         supervise(children, stopping)
+    except Stopped:
+        pass
+    except StartError as exc:
+        say(f"agentia gateway: {exc}", sys.stderr)
+        raise SystemExit(1) from None
     finally:
         stop_all([c.proc for c in children], s.drain_s + 5)
         holder.close()

@@ -63,6 +63,11 @@ from agentia.supervise import stop_all
 from gateway.auth import mint
 from loadtest.record import record
 
+NO_USER_LIMITS = {"AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL": "0",
+                  "AGENTIA_MAX_SESSIONS_PER_HOUR": "0", "AGENTIA_MAX_SESSIONS_PER_USER": "0"}
+"""A benchmark's few users hold many connections and sessions: the per-user limits over the
+deployment (sessions/opening.py) are off, as the per-process one is raised."""
+
 IP_BIND_ADDRESS_NO_PORT = 24
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,6 +182,7 @@ def bench_idle(connections: int, clients: int, hold_s: float,
         env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
                "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_MAX_CONNECTIONS_PER_USER": str(connections),
+               **NO_USER_LIMITS,
                "AGENTIA_COMPRESSION": "true" if deflate else "false"}
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
         try:
@@ -316,7 +322,8 @@ def bench_turns(rates: list[float], seconds: float, clients: int, workers: int,
                "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_DEMO_WORD_DELAY": str(word_delay), "AGENTIA_RATE_PER_S": "1000",
                "AGENTIA_BURST": "1000", "AGENTIA_CONCURRENCY": "256",
-               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(clients)}
+               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(clients),
+               **NO_USER_LIMITS}
         env.pop("OPENAI_API_KEY", None)
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
         ws = [spawn(["worker"], env, "AGENTIA_WORKER_READY")[0] for _ in range(workers)]
@@ -381,7 +388,8 @@ def bench_cancel(trials: int) -> dict[str, Any]:
         redis = RedisServer(Path(tmp), appendonly=True).start()
         env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
                "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
-               "AGENTIA_DEMO_WORD_DELAY": "0.2", "AGENTIA_RATE_PER_S": "100"}
+               "AGENTIA_DEMO_WORD_DELAY": "0.2", "AGENTIA_RATE_PER_S": "100",
+               **NO_USER_LIMITS}
         env.pop("OPENAI_API_KEY", None)
         edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
         worker = spawn(["worker"], env, "AGENTIA_WORKER_READY")[0]

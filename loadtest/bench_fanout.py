@@ -41,7 +41,14 @@ from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
 from agentia.supervise import stop_all
 from gateway.auth import mint
-from loadtest.bench_core import IP_BIND_ADDRESS_NO_PORT, _get, cpu_s, pct, rss_kib
+from loadtest.bench_core import (
+    IP_BIND_ADDRESS_NO_PORT,
+    NO_USER_LIMITS,
+    _get,
+    cpu_s,
+    pct,
+    rss_kib,
+)
 from loadtest.record import record
 from sessions.bus import Bus, connect
 
@@ -158,7 +165,8 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
         env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
                "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
                "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_TRANSPORT": transport,
-               "AGENTIA_MAX_CONNECTIONS_PER_USER": "100000", "AGENTIA_SEND_QUEUE": "1024"}
+               "AGENTIA_MAX_CONNECTIONS_PER_USER": "100000", "AGENTIA_SEND_QUEUE": "1024",
+               **NO_USER_LIMITS}
         sup = subprocess.Popen(
             [sys.executable, "-m", "agentia.cli", "gateway", "--port", "0", "--processes",
              str(edges)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from agentia.settings import Common, from_env
@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 class Forbidden(Exception):
     """The session belongs to another user."""
+
+
+class Missing(Exception):
+    """The session does not exist and the caller did not ask to create it."""
 
 
 class LockLost(Exception):
@@ -80,10 +84,13 @@ def frame_for(offset: int, event: bytes) -> bytes:
 
 
 def _down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Turn a Redis outage into BusUnavailable."""
+    """Turn a Redis outage, or a Redis out of memory (maxmemory reached with the
+    ``noeviction`` policy: writes refused), into BusUnavailable."""
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
+        except OutOfMemoryError as exc:
+            raise BusUnavailable("Redis is out of memory: retry later") from exc
         except (*REDIS_DOWN, AttributeError) as exc:
             if not is_down(exc):
                 raise
@@ -101,7 +108,7 @@ class Bus:
 
     def __init__(self, redis: RedisClient, *, prefix: str = "agentia", shards: int = 8,
                  log_maxlen: int = K.LOG_MAXLEN, wait_replicas: int | None = None,
-                 wait_ms: int | None = None) -> None:
+                 wait_ms: int | None = None, new_session_ttl: int | None = None) -> None:
         # redis-py types replies as unions of bytes/str/awaitables whatever the connection's
         # settings; ours always returns bytes (decode_responses=False), decoded explicitly here.
         self.redis: Any = redis
@@ -110,10 +117,15 @@ class Bus:
         self.shards = shards
         self.log_maxlen = log_maxlen
         # not given: AGENTIA_REDIS_WAIT_* (every process kind builds its Bus the same way)
-        if wait_replicas is None or wait_ms is None:
+        if wait_replicas is None or wait_ms is None or new_session_ttl is None:
             env = from_env(Common)
             wait_replicas = env.redis_wait_replicas if wait_replicas is None else wait_replicas
             wait_ms = env.redis_wait_ms if wait_ms is None else wait_ms
+            new_session_ttl = (env.new_session_ttl_s if new_session_ttl is None
+                               else new_session_ttl)
+        self.new_session_ttl: int = new_session_ttl
+        """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
+        self.user_keys = K.UserKeys(prefix)
         self.wait_replicas: int = wait_replicas
         self.wait_ms: int = wait_ms
         self._open = redis.register_script(scripts.OPEN)
@@ -183,57 +195,67 @@ class Bus:
 
     # ------------------------------------------------------------ sessions
 
-    @_down
-    async def open_session(self, sid: str, user: str, node: str = "") -> SessionInfo:
-        """Create the session for ``user`` or check that it is theirs; register ``node``."""
+    def _open_call(self, sid: str, user: str, node: str, create: bool
+                   ) -> tuple[list[str], list[Any]]:
         k = self.keys
-        res = await self._open(
-            keys=[k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
-                  k.memory(sid)],
-            args=[user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node],
-        )
+        return ([k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
+                 k.memory(sid)],
+                [user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node,
+                 self.new_session_ttl, "1" if create else ""])
+
+    @staticmethod
+    def _opened(sid: str, res: Any) -> SessionInfo:
         if res[0] == b"forbidden":
             raise Forbidden(sid)
+        if res[0] == b"new":
+            raise Missing(sid)
         return SessionInfo(res[1].decode(), int(res[2]))
 
     @_down
-    async def open_sessions(self, opens: list[tuple[str, str, str]]
-                            ) -> list[SessionInfo | Exception]:
-        """Several :meth:`open_session` in one round trip: (sid, user, node) each; each result
-        is a SessionInfo or the exception that call would have raised. An edge batches the
-        handshakes that arrive while a batch is in flight (one write and one read instead of
-        one each per handshake). On a Cluster, or without WAIT-free scripts, one by one."""
+    async def open_session(self, sid: str, user: str, node: str = "", *,
+                           create: bool = True) -> SessionInfo:
+        """Create the session for ``user`` or check that it is theirs; register ``node``.
+        With ``create`` False a session that does not exist raises :class:`Missing`. A new
+        session lives ``new_session_ttl`` until its first turn."""
+        keys, args = self._open_call(sid, user, node, create)
+        return self._opened(sid, await self._open(keys=keys, args=args))
+
+    @_down
+    async def open_sessions(self, opens: list[tuple[str, str, str, bool]]
+                            ) -> list[SessionInfo | BaseException]:
+        """Several :meth:`open_session` in one round trip: (sid, user, node, create) each;
+        each result is a SessionInfo or the exception that call would have raised. An edge
+        batches the handshakes that arrive while a batch is in flight (one write and one read
+        instead of one each per handshake). On a Cluster, or without WAIT-free scripts, one
+        by one."""
         if len(opens) == 1 or self.cluster or self.wait_replicas:
-            out: list[SessionInfo | Exception] = []
-            for sid, user, node in opens:
-                try:
-                    out.append(await self.open_session(sid, user, node))
-                except Forbidden as exc:
-                    out.append(exc)
-            return out
-        k = self.keys
+            return [await self._open_one(*o) for o in opens]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for sid, user, node in opens:
-                keys = [k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
-                        k.memory(sid)]
-                pipe.execute_command("EVALSHA", self._open.sha, len(keys), *keys, user,
-                                     secrets.token_hex(8), int(time.time()), K.SESSION_TTL,
-                                     node)
+            for sid, user, node, create in opens:
+                keys, args = self._open_call(sid, user, node, create)
+                pipe.execute_command("EVALSHA", self._open.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
-        results: list[SessionInfo | Exception] = []
-        for (sid, user, node), res in zip(opens, replies, strict=True):
+        results: list[SessionInfo | BaseException] = []
+        for o, res in zip(opens, replies, strict=True):
             if isinstance(res, NoScriptError):  # a flushed script cache: one by one, loading it
-                try:
-                    results.append(await self.open_session(sid, user, node))
-                except Forbidden as exc:
-                    results.append(exc)
+                results.append(await self._open_one(*o))
+            elif isinstance(res, OutOfMemoryError):
+                results.append(BusUnavailable("Redis is out of memory: retry later"))
             elif isinstance(res, Exception):
                 results.append(res)
-            elif res[0] == b"forbidden":
-                results.append(Forbidden(sid))
             else:
-                results.append(SessionInfo(res[1].decode(), int(res[2])))
+                try:
+                    results.append(self._opened(o[0], res))
+                except (Forbidden, Missing) as exc:
+                    results.append(exc)
         return results
+
+    async def _open_one(self, sid: str, user: str, node: str, create: bool
+                        ) -> SessionInfo | BaseException:
+        try:
+            return await self.open_session(sid, user, node, create=create)
+        except (Forbidden, Missing, BusUnavailable) as exc:
+            return exc
 
     async def touch_user_session(self, user: str, sid: str) -> None:
         """Remember the session in the user's list (most recent first, bounded)."""
@@ -294,6 +316,11 @@ class Bus:
         if not (dup and offset <= done):
             inbound = k.inbound(K.shard_for(sid, self.shards))
             await self._synced(inbound, ("XADD", inbound, "*", "s", sid, "o", offset))
+        if not dup:
+            # the session now lives SESSION_TTL from this turn: so does its place among the
+            # user's live sessions (sessions/opening.py), if it has one
+            await self.redis.zadd(self.user_keys.live(user), {sid: int(now) + K.SESSION_TTL},
+                                  xx=True, gt=True)
         return Submitted(offset, dup)
 
     @_down

@@ -5,26 +5,32 @@ visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly
 """
 
 # KEYS: meta, nodes, log, turns, cids, memory
-# ARGV: user, new_epoch, now, ttl, node ("" = none)
+# ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1")
 # A session without meta starts a new epoch from scratch: whatever else of it survived (an
 # evicted or lost meta) is dropped, since offsets restart at 1 (a stream also remembers its
-# last id, so a leftover log or turns stream would refuse 0-1).
+# last id, so a leftover log or turns stream would refuse 0-1). Without ``create`` a missing
+# session answers {'new'} (the edge first counts it against the user's limits). A session
+# that never got a turn (seq 0) keeps the short ttl; SUBMIT gives it the long one. HSET is the
+# first write of a creation, so a Redis at maxmemory (noeviction) refuses it whole.
 OPEN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then
   return {'forbidden'}
 end
 if not owner then
-  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+  if ARGV[7] ~= '1' then return {'new'} end
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2], 'seq', 0, 'done', 0,
              'created', ARGV[3])
-end
-for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[5], 1)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local ttl = ARGV[4]
+if tonumber(m[2]) == 0 then ttl = ARGV[6] end
+for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[5], 1)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
 return {'ok', m[1], m[2]}
 """
 
@@ -71,6 +77,7 @@ return out
 # KEYS: meta, log, turns, cids, nodes
 # ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns
 # Returns {offset, duplicate, done, node...}; {-1} session gone; {-2} too many pending turns.
+# Every key it touches gets the long ttl (a session's first turn ends its short one, OPEN).
 SUBMIT = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[5]
@@ -88,6 +95,7 @@ redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[4], seq, ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[6]) - 1)
 redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('EXPIRE', KEYS[5], ttl)
 local out = {seq, 0, done}
 for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 return out

@@ -14,6 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agentia import lifeline
+
 CANDIDATES = (os.path.expanduser("~/go/bin/server"), "/root/go/bin/server", "livekit-server")
 """Where ``go install github.com/livekit/livekit-server/cmd/server@v1.13.5`` puts it, or PATH."""
 
@@ -36,10 +38,12 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class LiveKitServer:
     """Started with its own config (ports, one API key pair), stopped by PID."""
 
-    def __init__(self, binary: str, workdir: Path, target_load: float = 2.0) -> None:
+    def __init__(self, binary: str, workdir: Path, target_load: float = 2.0,
+                 port: int = 0, tied: bool = False) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
+        self.tied = tied  # SIGTERM from the kernel when we die (agentia.lifeline)
         self.key = "agentia"
         self.target_load = target_load
         self.secret = secrets.token_hex(24)  # the server refuses secrets under 32 characters
@@ -64,7 +68,8 @@ class LiveKitServer:
         with open(self.workdir / "livekit.log", "wb") as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=lifeline.tied() if self.tied else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

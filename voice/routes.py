@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from agentia.codes import BusUnavailable
 from gateway.auth import Identity
 from sessions import keys as K
-from sessions.bus import Bus, Forbidden
+from sessions.bus import Bus, Forbidden, Missing
+from sessions.opening import Limits, Refused, UserLimits
 from voice.settings import VoiceSettings
 from voice.slots import CallSlots, SlotsUnavailable
 from voice.tokens import Call, NoVoiceAgent, room_name, start_call
@@ -48,6 +49,8 @@ class CallRefused(Exception):
 
     Codes (the JSON body's ``code``, beside FastAPI's usual ``detail``): ``forbidden`` (403),
     ``too_many_calls`` (429: the user already holds ``voice_max_calls_per_user`` live calls),
+    ``new_sessions_rate`` / ``too_many_sessions`` (429: a new session over the user's session
+    limits, the same as close codes 4502 / 4503 on the edge),
     ``unavailable`` (503: Redis), ``voice_unavailable`` (503: LiveKit unreachable or failing,
     within ``voice_livekit_timeout_s``), ``no_voice_agent`` (503: no voice worker took the
     call within ``voice_dispatch_wait_s``). Every 503 carries ``Retry-After: 5``.
@@ -70,7 +73,7 @@ async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str,
     slots, then start a call of it (the slot is given back if the call does not start)."""
     slots = slots or CallSlots(bus.redis, bus.keys)
     try:
-        await bus.open_session(session, user)
+        await _open_session(bus, s, user, session)
     except Forbidden:
         raise CallRefused(403, "forbidden", "this session belongs to another user") from None
     except BusUnavailable:
@@ -90,6 +93,29 @@ async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str,
         with contextlib.suppress(SlotsUnavailable):  # else its lease ends it
             await slots.release(user, room)
         raise
+
+
+_SESSION_CODES = {4502: "new_sessions_rate", 4503: "too_many_sessions"}
+
+
+async def _open_session(bus: Bus, s: VoiceSettings, user: str, session: str) -> None:
+    """Open the user's session; a new one is first counted against the user's session limits
+    (sessions/opening.py), the same ones an edge applies, so a call cannot bypass them."""
+    limits = Limits(0, s.max_sessions_per_hour, s.max_sessions_per_user, s.new_session_ttl_s)
+    if limits.sessions_per_hour or limits.sessions:
+        try:
+            await bus.open_session(session, user, create=False)
+            return
+        except Missing:
+            pass
+        [refusal] = await UserLimits(bus.redis, bus.keys.prefix, limits).reserve([(user, session)])
+        if isinstance(refusal, Refused):
+            raise CallRefused(429, _SESSION_CODES[int(refusal.code)], refusal.reason)
+        if isinstance(refusal, BusUnavailable):
+            raise _unavailable()
+        if refusal is not None:
+            raise refusal
+    await bus.open_session(session, user)
 
 
 async def _start(s: VoiceSettings, session: str, user: str, room: str) -> Call:

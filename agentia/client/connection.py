@@ -183,10 +183,12 @@ class _ConnectionLoop(_ClientCore):
         except (_Disconnected, TimeoutError, ConnectionClosed, orjson.JSONDecodeError) as exc:
             await self._shut(ws)
             if ws.close_code is not None and close_action(ws.close_code) == "stop":
-                # refused after the upgrade (4501: the session belongs to another user)
+                # refused after the upgrade: 4501 the session belongs to another user (as
+                # an HTTP 403), 4502/4503 a per-user limit refused a new session
                 self.stats[f"close_{ws.close_code}"] += 1
-                raise AuthenticationError(403 if ws.close_code == FORBIDDEN_CLOSE else
-                                          ws.close_code, ws.close_reason or "", url) from None
+                if ws.close_code == FORBIDDEN_CLOSE:
+                    raise AuthenticationError(403, ws.close_reason or "", url) from None
+                raise ServerClosed(ws.close_code, ws.close_reason or "") from None
             raise _Retry(exc) from None
         conn = _Conn(ws, url, str(welcome.get("node", "")), Limits.from_welcome(
             welcome.get("limits")), time.monotonic(), time.monotonic())

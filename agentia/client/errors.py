@@ -41,7 +41,9 @@ class ReconnectFailed(ClientError):
 
 
 class ServerClosed(ClientError):
-    """The edge closed the connection with a code that says not to reconnect."""
+    """The edge closed the connection with a code that says not to reconnect, e.g. 4502
+    (the user created too many sessions this hour: try again later) or 4503 (too many live
+    sessions) when opening a new session."""
 
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"connection closed by the edge with {code}: {reason or '(no reason)'}")

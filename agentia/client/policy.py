@@ -15,9 +15,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 WS_PATH = "/v1/ws"
 STABLE_AFTER_S = 10.0
+"""A connection that lasted this long resets the reconnect backoff."""
 FORBIDDEN_CLOSE = 4501
 """The edge's close when the session belongs to another user (after the upgrade)."""
-"""A connection that lasted this long resets the reconnect backoff."""
+CLOSE_CODES: dict[int, tuple[str, Literal["reconnect", "stop"]]] = {
+    1000: ("NORMAL", "reconnect"), 1001: ("GOING_AWAY", "reconnect"),
+    1009: ("MESSAGE_TOO_BIG", "reconnect"), 1011: ("INTERNAL_ERROR", "reconnect"),
+    1012: ("SERVICE_RESTART", "reconnect"), 1013: ("TRY_AGAIN_LATER", "reconnect"),
+    4000: ("SLOW", "reconnect"), 4001: ("IDLE", "reconnect"), 4002: ("FLOOD", "reconnect"),
+    4003: ("TOKEN_EXPIRED", "reconnect"), 4004: ("SESSION_LOST", "reconnect"),
+    4005: ("TOO_MANY_CONNECTIONS", "reconnect"),  # the user's connections over all edges
+    4501: ("FORBIDDEN", "stop"),  # AuthenticationError(403)
+    4502: ("NEW_SESSIONS_RATE", "stop"),  # ServerClosed: the app may retry later
+    4503: ("TOO_MANY_SESSIONS", "stop"),  # ServerClosed
+}
+"""The edge's close codes (docs/protocol.md, section 8); codes not listed follow the ranges
+of :func:`close_action`."""
 _TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -54,6 +67,8 @@ def close_action(code: int | None) -> Literal["reconnect", "stop"]:
     """
     if code is None:
         return "reconnect"
+    if code in CLOSE_CODES:
+        return CLOSE_CODES[code][1]
     if 4500 <= code <= 4999 or code in _TERMINAL_CLOSES:
         return "stop"
     return "reconnect"

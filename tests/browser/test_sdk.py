@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agentia.api import CLIENT_JS, create_app
-from agentia.client.policy import close_action
+from agentia.client.policy import CLOSE_CODES, close_action
 from agentia.codes import RETRYABLE, CloseCode, ErrorCode
 from agentia.settings import ApiSettings
 
@@ -78,10 +78,13 @@ def test_close_codes_match_the_server_and_the_python_client() -> None:
         for (let c = 1000; c <= 1015; c++) codes.push(c);
         for (let c = 4000; c <= 4999; c++) codes.push(c);
         console.log(JSON.stringify({
-          names: Object.fromEntries(Object.entries(sdk.CLOSE_CODES).map(([c, v]) => [c, v[0]])),
+          table: sdk.CLOSE_CODES,
           terminal: codes.filter((c) => sdk.isTerminalClose(c)),
           codes }));""")
-    assert js["names"] == {str(c.value): c.name for c in CloseCode}
+    assert {c: name for c, (name, _) in js["table"].items()} == {
+        str(c.value): c.name for c in CloseCode}
+    assert js["table"] == {str(c): [name, action == "reconnect"]
+                           for c, (name, action) in CLOSE_CODES.items()}
     assert js["terminal"] == [c for c in js["codes"] if close_action(c) == "stop"]
 
 

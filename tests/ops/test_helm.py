@@ -518,3 +518,70 @@ def test_allowed_origins_and_no_dev_mode(helm: str, rendered: dict[str, list[Doc
     base = ["-f", str(CHART / "ci" / "default-values.yaml")]
     assert "/auth/allowedOrigins" in template_error(
         helm, *base, "--set", "auth.allowedOrigins={chat.example.com}")
+
+
+# --- per-user limits and Redis memory (docs/operations.md, "Redis memory") ---
+
+def test_user_limits_and_new_session_ttl_reach_the_processes(
+        rendered: dict[str, list[Doc]]) -> None:
+    for v, docs in cases(rendered):
+        edge = env(container(one(docs, "Deployment", "edge"), "edge"))
+        limits = v["edge"]["userLimits"]
+        for var, key in (("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL", "connections"),
+                         ("AGENTIA_MAX_SESSIONS_PER_HOUR", "sessionsPerHour"),
+                         ("AGENTIA_MAX_SESSIONS_PER_USER", "sessions")):
+            assert edge[var]["value"] == str(limits[key])
+        for dep in kinds(docs, "Deployment"):
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                if c["name"] in ("edge", "api", "worker", "voice"):
+                    assert env(c)["AGENTIA_NEW_SESSION_TTL_S"]["value"] == str(
+                        v["config"]["newSessionTtlSeconds"])
+
+
+def test_redis_memory_alert(rendered: dict[str, list[Doc]]) -> None:
+    seen = False
+    for v, docs in cases(rendered):
+        a = v["monitoring"]["redisMemoryAlert"]
+        rules = kinds(docs, "PrometheusRule")
+        if not a["enabled"]:
+            assert rules == []
+            continue
+        seen = True
+        (rule,) = rules
+        assert rule["metadata"]["labels"].items() >= a["labels"].items()
+        by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+        high = by_name["AgentiaRedisMemoryHigh"]
+        assert f"> {a['threshold']}" in high["expr"] and high["for"] == a["for"]
+        assert "redis_memory_used_bytes{" + a["selector"] + "}" in high["expr"]
+        assert "redis_memory_max_bytes" in by_name["AgentiaRedisNoMaxmemory"]["expr"]
+    assert seen, "one ci value set must enable monitoring.redisMemoryAlert"
+
+
+def test_redis_memory_values_are_checked(helm: str) -> None:
+    base = ("redis.host=r,auth.existingSecret=a,worker.keda.enabled=false")
+    err = template_error(helm, "--set", base + ",redis.maxmemoryPolicy=allkeys-lru")
+    assert "maxmemoryPolicy" in err
+    err = template_error(helm, "--set", base + ",edge.userLimits.sessions=-1")
+    assert "sessions" in err
+    err = template_error(helm, "--set", base + ",monitoring.redisMemoryAlert.threshold=2")
+    assert "threshold" in err
+
+
+def test_voice_limits_reach_the_route_and_the_worker(rendered: dict[str, list[Doc]]) -> None:
+    """The call limits reach both voice processes, and the control plane's voice route gets
+    the edges' session limits (a call's new session counts against them too)."""
+    seen = 0
+    for v, docs in cases(rendered):
+        if not v["voice"]["enabled"]:
+            continue
+        seen += 1
+        api = env(one(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0])
+        voice = env(one(docs, "Deployment", "voice")["spec"]["template"]["spec"]["containers"][0])
+        vv = v["voice"]
+        for e in (api, voice):
+            assert e["AGENTIA_VOICE_MAX_CALLS_PER_USER"]["value"] == str(vv["maxCallsPerUser"])
+            assert e["AGENTIA_VOICE_JOIN_TIMEOUT_S"]["value"] == str(vv["joinTimeoutSeconds"])
+        limits = v["edge"]["userLimits"]
+        assert api["AGENTIA_MAX_SESSIONS_PER_HOUR"]["value"] == str(limits["sessionsPerHour"])
+        assert api["AGENTIA_MAX_SESSIONS_PER_USER"]["value"] == str(limits["sessions"])
+    assert seen, "no value set in ops/helm/agentia/ci enables voice"

@@ -120,3 +120,22 @@ async def test_no_voice_worker_is_a_503_and_no_room_is_left(
         rooms = await lk.room.list_rooms(lkapi.ListRoomsRequest())
     assert not [r.name for r in rooms.rooms if sid in r.name]
     assert await CallSlots(bus.redis, bus.keys).count("alice") == 0  # its slot given back
+
+
+async def test_a_call_cannot_create_sessions_past_the_users_limits(bus: Bus) -> None:
+    """New sessions made by a call count against the same per-user limits as the edge's
+    (sessions/opening.py): over them, 429 with the code of the edge's close (4502 / 4503)."""
+    down = f"ws://127.0.0.1:{free_port()}"  # the refusal comes before any LiveKit request
+    user = f"v-{uuid.uuid4().hex[:8]}"
+    hourly = app_for(bus, VoiceSettings(livekit_url=down, max_sessions_per_hour=2))
+    for n in (1, 2):
+        status, reply = await post(hourly, {"session": f"{user}-{n}"}, token(user))
+        assert (status, reply["code"]) == (503, "voice_unavailable")  # counted, then LiveKit
+    status, reply = await post(hourly, {"session": f"{user}-3"}, token(user))
+    assert (status, reply["code"]) == (429, "new_sessions_rate"), reply
+    assert await bus.session_meta(f"{user}-3") == {}  # not created
+    status, reply = await post(hourly, {"session": f"{user}-1"}, token(user))
+    assert reply["code"] == "voice_unavailable"  # an existing session is never refused
+    live = app_for(bus, VoiceSettings(livekit_url=down, max_sessions_per_user=2))
+    status, reply = await post(live, {"session": f"{user}-4"}, token(user))
+    assert (status, reply["code"]) == (429, "too_many_sessions"), reply

@@ -4,6 +4,7 @@ import { describe, it } from "node:test";
 
 import {
   AgentiaClient,
+  CLOSE_CODES,
   EventSequencer,
   backoffDelay,
   isLogEvent,
@@ -124,6 +125,32 @@ describe("backoffDelay", () => {
       const base = Math.min(30000, 500 * 2 ** a);
       assert.ok(d >= base / 2 && d <= base, `attempt ${a}: ${d}`);
     }
+  });
+});
+
+describe("per-user close codes", () => {
+  it("stops on a 4502 before welcome, reports it and does not reconnect", async () => {
+    const { client, sockets, clock, errors } = setup();
+    client.connect();
+    await tick();
+    sockets[0].open();
+    sockets[0].drop(4502, "too many new sessions for this user this hour: retry later");
+    assert.equal(client.state, "closed");
+    assert.equal(errors.at(-1).closeCode, 4502);
+    clock.advance(60_000);
+    await tick();
+    assert.equal(sockets.length, 1);
+  });
+  it("reconnects after a 4005 before welcome", async () => {
+    const { client, sockets, clock } = setup();
+    client.connect();
+    await tick();
+    sockets[0].open();
+    sockets[0].drop(4005, "too many connections for this user: reconnect later");
+    assert.notEqual(client.state, "closed");
+    clock.advance(60_000);
+    await tick();
+    assert.ok(sockets.length >= 2, String(sockets.length));
   });
 });
 

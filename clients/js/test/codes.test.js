@@ -15,6 +15,12 @@ describe("close codes", () => {
     }
   });
 
+  it("reconnects on 4005 and stops on the per-user session limits", () => {
+    assert.equal(isTerminalClose(4005), false); // too many connections: retry with backoff
+    for (const code of [4501, 4502, 4503]) assert.equal(isTerminalClose(code), true, String(code));
+    assert.deepEqual(CLOSE_CODES[4502], ["NEW_SESSIONS_RATE", false]);
+  });
+
   it("stops on 4500-4999 and on the protocol violations", () => {
     for (const code of [4500, 4501, 4700, 4999, 1002, 1003, 1007, 1008, 1010]) {
       assert.equal(isTerminalClose(code), true, String(code));

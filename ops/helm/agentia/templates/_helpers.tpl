@@ -166,6 +166,8 @@ config.shards and config.redisPrefix.
   value: {{ .Values.config.logLevel | quote }}
 - name: AGENTIA_LOG_JSON
   value: {{ .Values.config.logJson | quote }}
+- name: AGENTIA_NEW_SESSION_TTL_S
+  value: {{ .Values.config.newSessionTtlSeconds | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -208,6 +210,10 @@ config.shards and config.redisPrefix.
     secretKeyRef:
       name: {{ .Values.livekit.existingSecret }}
       key: {{ .Values.livekit.apiSecretKey }}
+- name: AGENTIA_VOICE_MAX_CALLS_PER_USER
+  value: {{ .Values.voice.maxCallsPerUser | quote }}
+- name: AGENTIA_VOICE_JOIN_TIMEOUT_S
+  value: {{ .Values.voice.joinTimeoutSeconds | quote }}
 {{- end -}}
 
 {{/* The edge's grace period: preStop sleep + drain + listener close (2 s) + the
