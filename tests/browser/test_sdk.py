@@ -131,3 +131,13 @@ def test_every_relative_import_of_the_page_is_served(api: TestClient) -> None:
             todo.append(posixpath.normpath(posixpath.join(base, spec)))
     assert "/static/agentia-client/index.js" in seen
     assert "/static/agentia-client/cursor.js" in seen
+
+
+@needs_node
+def test_every_export_has_a_declaration() -> None:
+    names = set(node_eval("console.log(JSON.stringify(Object.keys(sdk)))"))
+    declared = set(re.findall(r"^export (?:const|function|class) (\w+)",
+                              (PKG / "index.d.ts").read_text(), re.M))
+    if re.search(r"^export default \w+;", (PKG / "index.d.ts").read_text(), re.M):
+        declared.add("default")
+    assert names == declared
