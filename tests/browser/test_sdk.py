@@ -64,6 +64,7 @@ def test_pack_ships_the_modules_and_their_types() -> None:
     assert sources <= files
     assert {"index.d.ts", "package.json", "README.md", "LICENSE"} <= files
     assert not [f for f in files if f.startswith(("test/", "node_modules/"))]
+    assert (PKG / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
     meta = json.loads((PKG / "package.json").read_text())
     assert meta["name"] == "@agentia/client" and "private" not in meta
     assert meta["type"] == "module" and meta["license"] == "Apache-2.0"
