@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from agentia.client import AgentiaClient, Backoff, ServerClosed
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus, connect
 from tests.conftest import TRANSPORTS, Client, Cluster, token

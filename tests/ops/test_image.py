@@ -181,7 +181,7 @@ def test_metrics_exporter_refuses_a_missing_directory(tmp_path: Path) -> None:
 
 
 def test_the_image_ships_the_js_sdk_where_the_page_is_served_from() -> None:
-    from agentia.api import CLIENT_JS, WEB
+    from control.api import CLIENT_JS, WEB
 
     copies = {tuple(a.split()) for w, a in final_stage() if w == "COPY"}
     # the control plane finds both beside its source tree, /app in the image
