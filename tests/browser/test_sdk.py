@@ -142,3 +142,34 @@ def test_every_export_has_a_declaration() -> None:
     if re.search(r"^export default \w+;", (PKG / "index.d.ts").read_text(), re.M):
         declared.add("default")
     assert names == declared
+
+
+@needs_npm
+def test_the_packed_tarball_installs_and_type_checks_for_a_user(tmp_path: Path) -> None:
+    if not TSC.exists():
+        pytest.skip("typescript is not installed: run `npm ci` in clients/js (./dev does)")
+    out = run(["npm", "pack", "--json", "--loglevel=error", "--pack-destination", str(tmp_path)])
+    assert out.returncode == 0, out.stderr[-2000:]
+    tarball = tmp_path / json.loads(out.stdout)[0]["filename"]
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "app", "private": true, "type": "module"}')
+    npm = subprocess.run(["npm", "install", "--offline", "--no-audit", "--no-fund",
+                          "--loglevel=error", str(tarball)], cwd=app, capture_output=True,
+                         text=True, timeout=120)
+    assert npm.returncode == 0, npm.stderr[-2000:]
+    (app / "main.ts").write_text(
+        'import { AgentiaClient, isTerminalClose } from "@agentia/client";\n'
+        'const c: AgentiaClient = new AgentiaClient({ urls: "ws://x/v1/ws", storage: null });\n'
+        'const stop: boolean = isTerminalClose(4501);\n'
+        'c.send("hi").then((ack) => ack.offset + Number(stop));\n'
+        '// @ts-expect-error: send takes text\n'
+        'c.send(42);\n')
+    tsc = subprocess.run(["node", str(TSC), "--noEmit", "--strict", "--module", "nodenext",
+                          "--moduleResolution", "nodenext", "--lib", "es2022,dom", "main.ts"],
+                         cwd=app, capture_output=True, text=True, timeout=120)
+    assert tsc.returncode == 0, tsc.stdout[-3000:]
+    node = subprocess.run(["node", "--input-type=module", "-e",
+                           'import { PROTOCOL } from "@agentia/client"; console.log(PROTOCOL)'],
+                          cwd=app, capture_output=True, text=True, timeout=30)
+    assert node.stdout.strip() == "agentia.v1", node.stderr[-2000:]
