@@ -178,3 +178,14 @@ def test_metrics_exporter_refuses_a_missing_directory(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, str(EXPORTER), "--port", "0"], env=env,
                          capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode != 0 and "is not a directory" in res.stderr
+
+
+def test_the_image_ships_the_js_sdk_where_the_page_is_served_from() -> None:
+    from control.api import CLIENT_JS, WEB
+
+    copies = {tuple(a.split()) for w, a in final_stage() if w == "COPY"}
+    # the control plane finds both beside its source tree, /app in the image
+    assert ("web", "/app/" + str(WEB.relative_to(ROOT))) in copies
+    assert ("clients/js/src", "/app/" + str(CLIENT_JS.relative_to(ROOT))) in copies
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "clients/js/node_modules" in ignored
