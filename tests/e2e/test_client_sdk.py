@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agentia.client import (
+from agentia_client import (
     AgentiaClient,
     AuthenticationError,
     Backoff,

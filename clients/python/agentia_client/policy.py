@@ -13,24 +13,23 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from agentia_client.codes import CloseCode
+
 WS_PATH = "/v1/ws"
 STABLE_AFTER_S = 10.0
 """A connection that lasted this long resets the reconnect backoff."""
-FORBIDDEN_CLOSE = 4501
+FORBIDDEN_CLOSE = CloseCode.FORBIDDEN.value
 """The edge's close when the session belongs to another user (after the upgrade)."""
+_ALSO_RECONNECT = frozenset({CloseCode.NORMAL, CloseCode.MESSAGE_TOO_BIG})
+"""Not "reconnect" in the protocol table, but resuming after them is safe: a 1000 the client
+did not ask for, and 1009 (the frame that was too big is not re-sent as is)."""
 CLOSE_CODES: dict[int, tuple[str, Literal["reconnect", "stop"]]] = {
-    1000: ("NORMAL", "reconnect"), 1001: ("GOING_AWAY", "reconnect"),
-    1009: ("MESSAGE_TOO_BIG", "reconnect"), 1011: ("INTERNAL_ERROR", "reconnect"),
-    1012: ("SERVICE_RESTART", "reconnect"), 1013: ("TRY_AGAIN_LATER", "reconnect"),
-    4000: ("SLOW", "reconnect"), 4001: ("IDLE", "reconnect"), 4002: ("FLOOD", "reconnect"),
-    4003: ("TOKEN_EXPIRED", "reconnect"), 4004: ("SESSION_LOST", "reconnect"),
-    4005: ("TOO_MANY_CONNECTIONS", "reconnect"),  # the user's connections over all edges
-    4501: ("FORBIDDEN", "stop"),  # AuthenticationError(403)
-    4502: ("NEW_SESSIONS_RATE", "stop"),  # ServerClosed: the app may retry later
-    4503: ("TOO_MANY_SESSIONS", "stop"),  # ServerClosed
+    c.value: (c.name, "reconnect" if c.reconnect or c in _ALSO_RECONNECT else "stop")
+    for c in CloseCode
 }
-"""The edge's close codes (docs/protocol.md, section 8); codes not listed follow the ranges
-of :func:`close_action`."""
+"""The edge's close codes (docs/protocol.md, section 8) and what the client does after each:
+4501 raises AuthenticationError(403), 4502/4503 ServerClosed (the app may retry later). Codes
+not listed follow the ranges of :func:`close_action`."""
 _TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -46,12 +45,22 @@ class Backoff:
     """Failed connection attempts in a row (no ``welcome``) before giving up with
     :class:`ReconnectFailed`; ``None``: never give up."""
     jitter: float = 0.5
+    max_first_attempts: int | None = None
+    """Like ``max_attempts``, for the attempts before the first ``welcome`` (e.g. 1: fail at
+    once when nothing listens, yet keep reconnecting later); ``None``: ``max_attempts``."""
 
     def __post_init__(self) -> None:
         if not (self.base > 0 and self.cap >= self.base and 0 <= self.jitter <= 1):
             raise ValueError("Backoff needs base > 0, cap >= base and 0 <= jitter <= 1")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError("Backoff.max_attempts must be at least 1 (or None)")
+        for limit in (self.max_attempts, self.max_first_attempts):
+            if limit is not None and limit < 1:
+                raise ValueError("Backoff's attempt limits must be at least 1 (or None)")
+
+    def attempts(self, connected_before: bool) -> int | None:
+        """The cap on failed attempts in a row, before or after the first connection."""
+        if connected_before or self.max_first_attempts is None:
+            return self.max_attempts
+        return self.max_first_attempts
 
     def delay(self, n: int, rand: Callable[[], float] = random.random) -> float:
         top = min(self.cap, self.base * 2.0 ** min(max(n, 0), 60))
