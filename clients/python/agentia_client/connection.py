@@ -211,7 +211,8 @@ class _ConnectionLoop(_ClientCore):
                 await ws.close()
 
     async def _welcome(self, ws: ClientConnection) -> dict[str, Any]:
-        raw = await asyncio.wait_for(ws.recv(), self._open_timeout)
+        async with asyncio.timeout(self._open_timeout):  # not wait_for: see _await_answer
+            raw = await ws.recv()
         frame = orjson.loads(raw)
         if not isinstance(frame, dict) or frame.get("type") != "welcome":
             raise _Disconnected(f"expected welcome, got {raw!r:.200}")
@@ -356,7 +357,11 @@ class _ConnectionLoop(_ClientCore):
                             answer: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(answer), self._request_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result
+                # when the answer lands in the same loop step as a cancel (close()), and the
+                # swallowed cancel left the pump running and close() waiting for ever
+                async with asyncio.timeout(self._request_timeout):
+                    return await asyncio.shield(answer)
             except TimeoutError:
                 # a resume's replay may be long: it only times out once frames stop coming
                 replaying = (req.kind == "resume"
