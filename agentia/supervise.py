@@ -53,7 +53,7 @@ def spawn(args: list[str], env: dict[str, str], ready: str, timeout: float = 60,
           stopping: Callable[[], bool] = never) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """Start ``agentia <args>`` and wait for its READY line: at most ``timeout`` seconds, and
     no longer than a stop signal (checked every 0.2 s, whatever the child prints or not)."""
-    proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], env=env,
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True, preexec_fn=lifeline.tied())
     try:

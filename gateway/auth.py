@@ -19,6 +19,8 @@ from urllib.parse import parse_qs
 import jwt
 import orjson
 
+from agentia.settings import Auth
+
 BEARER_PREFIX = "bearer."
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -136,6 +138,13 @@ def _canonical_segment(seg: str) -> bool:
     if rest == 1 or not _B64URL.fullmatch(seg):
         return False
     return rest == 0 or not _ALPHABET.index(seg[-1]) & _SPARE_BITS[rest]
+
+
+def verifier_for(s: Auth) -> Verifier:
+    """The verifier a process's settings describe (the edge's and the control plane's)."""
+    algos = tuple(a.strip() for a in s.jwt_algorithms.split(",") if a.strip())
+    key = s.jwt_public_key if any(a[:2] in ("RS", "ES", "PS") for a in algos) else s.jwt_secret
+    return Verifier(key, algos)
 
 
 def _b64(segment: str) -> bytes:

@@ -21,9 +21,9 @@ from typing import Any
 from agentia import metrics as M
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
 from agentia.logs import Throttle
-from agentia.settings import FD_RESERVE, Auth, EdgeSettings
+from agentia.settings import FD_RESERVE, EdgeSettings
 from gateway import protocol as P
-from gateway.auth import AuthError, Verifier, token_from
+from gateway.auth import AuthError, token_from, verifier_for
 from gateway.connection import Connection
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
@@ -33,12 +33,6 @@ log = logging.getLogger("agentia.edge")
 _THROTTLE = Throttle(60.0)
 OPEN_BATCH = 256
 """Session opens sent to Redis in one pipeline at most."""
-
-
-def verifier_for(s: Auth) -> Verifier:
-    algos = tuple(a.strip() for a in s.jwt_algorithms.split(",") if a.strip())
-    key = s.jwt_public_key if any(a[:2] in ("RS", "ES", "PS") for a in algos) else s.jwt_secret
-    return Verifier(key, algos)
 
 
 def origin_allowed(allowed: frozenset[str] | None, origin: str) -> bool:

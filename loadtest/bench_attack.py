@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from loadtest.attack.attacks import ATTACKS, Attack, Ctx, _used_memory
 from loadtest.attack.edgeproc import EdgeProc, tree_commit
 from loadtest.record import record

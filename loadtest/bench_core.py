@@ -57,10 +57,10 @@ from typing import Any
 import orjson
 import websockets
 
-from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
 from agentia.supervise import stop_all
 from gateway.auth import mint
+from launch.redis_server import RedisServer
 from loadtest.record import record
 
 NO_USER_LIMITS = {"AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL": "0",
@@ -101,7 +101,7 @@ def pct(values: list[float], p: float) -> float:
 
 def spawn(args: list[str], env: dict[str, str], ready: str) -> tuple[subprocess.Popen[bytes],
                                                                         dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentia.codes import AgentiaError, BusUnavailable
-from agentia.redis_server import RedisClusterServer
+from launch.redis_server import RedisClusterServer
 from sessions.bus import Bus, Replay, connect
 
 

@@ -37,10 +37,10 @@ from typing import Any
 import orjson
 import websockets
 
-from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
 from agentia.supervise import stop_all
 from gateway.auth import mint
+from launch.redis_server import RedisServer
 from loadtest.bench_core import (
     IP_BIND_ADDRESS_NO_PORT,
     NO_USER_LIMITS,
@@ -168,7 +168,7 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
                "AGENTIA_MAX_CONNECTIONS_PER_USER": "100000", "AGENTIA_SEND_QUEUE": "1024",
                **NO_USER_LIMITS}
         sup = subprocess.Popen(
-            [sys.executable, "-m", "agentia.cli", "gateway", "--port", "0", "--processes",
+            [sys.executable, "-m", "launch.cli", "gateway", "--port", "0", "--processes",
              str(edges)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         procs: list[mp.Process] = []
         try:

@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 import redis as sync_redis
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from loadtest.bench_core import cpu_s, pct
 from loadtest.record import record
 from sessions import keys as K

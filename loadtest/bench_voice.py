@@ -1,7 +1,7 @@
 """Voice benchmark: end of the caller's speech -> first agent audio, through a real LiveKit server.
 
 Starts its own Redis, LiveKit server, edge, agent worker (offline demo model) and ONE voice
-worker (``python -m agentia.cli voice``: the worker and the job processes it forks), then:
+worker (``python -m launch.cli voice``: the worker and the job processes it forks), then:
 
 * ``latency``: N sequential calls. Each is a fresh room started the way the control plane
   starts it (:func:`voice.routes.open_call`: session opened on the bus, worker dispatched,
@@ -50,9 +50,9 @@ import numpy as np
 import orjson
 from livekit import rtc
 
-from agentia.redis_server import RedisServer
 from agentia.settings import from_env
 from agentia.supervise import stop_all
+from launch.redis_server import RedisServer
 from loadtest.bench_core import pct, rss_kib
 from loadtest.record import record
 from sessions.bus import Bus, connect
@@ -406,7 +406,7 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
 def spawn(args: list[str], env: dict[str, str], ready: str,
           log: Path) -> tuple[subprocess.Popen[bytes], str]:
     with open(log, "wb") as err:  # the child keeps its own fd
-        proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentia.redis_server import RedisClusterServer
+from launch.redis_server import RedisClusterServer
 from sessions.bus import Bus, connect
 
 

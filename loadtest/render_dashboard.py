@@ -96,7 +96,7 @@ def start_system(state: Path, edges: int, workers: int, idle_timeout: float,
     env.update(AGENTIA_STATE_DIR=str(state), PYTHONUNBUFFERED="1",
                AGENTIA_IDLE_TIMEOUT_S=str(idle_timeout))
     log = state / "up.log"
-    cmd = [sys.executable, "-m", "agentia.cli", "up", "--port", "0", "--api-port", "0",
+    cmd = [sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port", "0",
            "--edges", str(edges), "--workers", str(workers)]
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
@@ -136,7 +136,7 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return stat[0] != "Z" and (b"agentia" in cmdline or b"redis-server" in cmdline)
+    return stat[0] != "Z" and (b"launch.cli" in cmdline or b"redis-server" in cmdline)
 
 
 def stop_system_proc(proc: subprocess.Popen[bytes], pids: list[int]) -> None:

@@ -19,8 +19,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from agentia.redis_server import RedisServer
 from gateway.auth import mint
+from launch.redis_server import RedisServer
 from sessions.bus import Bus, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ class Proc:
         self.log = open(  # noqa: SIM115
             ROOT / "test-output" / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", "wb")
         self.proc = subprocess.Popen(  # a wrapper (ip netns exec NS) must exec, keeping the PID
-            [*wrapper, sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+            [*wrapper, sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
         self.info: dict[str, str] = {}
         assert self.proc.stdout is not None

@@ -30,7 +30,7 @@ class EdgeProc:
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentia.cli", "gateway", "--port", "0"], cwd=tree,
+            [sys.executable, "-m", "launch.cli", "gateway", "--port", "0"], cwd=tree,
             env={**os.environ, **env, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL)
         self.port = self._wait_ready(timeout)

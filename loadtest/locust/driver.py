@@ -110,7 +110,7 @@ class Driver(threading.Thread):
         before = counters(self.out)
         r["killed"] = {"edge": i, "pid": pid, "connections": self.conns_of(pid),
                        "open_client_side_before": before.get("open")}
-        if b"agentia" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        if b"launch.cli" not in Path(f"/proc/{pid}/cmdline").read_bytes():  # run.py: -m launch.cli
             raise RuntimeError(f"edge pid {pid} is not an agentia process any more")
         os.kill(pid, signal.SIGKILL)
         t_kill = r["t_kill"] = round(time.time(), 3)

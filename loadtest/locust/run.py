@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from agentia.redis_server import RedisServer, free_port
 from agentia.supervise import stop_all
+from launch.redis_server import RedisServer, free_port
 from loadtest.bench_core import cpu_s, rss_kib, slab_kib
 from loadtest.locust import results
 from loadtest.locust.driver import Driver, in_netns, stream_meta, stream_seconds
@@ -52,7 +52,7 @@ class Agentia:
     def __init__(self, args: list[str], env: dict[str, str], ready: str, logfile: Path,
                  timeout: float = 90) -> None:
         self.log: IO[bytes] = logfile.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "agentia.cli", *args], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT,
                                      env=env, stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
         self.info: dict[str, str] = {}
@@ -102,7 +102,7 @@ class Agentia:
 
 def _is_agentia(pid: int) -> bool:
     try:
-        return b"agentia" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"launch.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()  # Edge: -m launch.cli
     except OSError:
         return False
 

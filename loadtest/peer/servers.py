@@ -32,8 +32,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from agentia.redis_server import RedisServer, free_port
 from agentia.supervise import spawn, stop_all
+from launch.redis_server import RedisServer, free_port
 from loadtest.peer.adapters import channel_of, session_of
 from sessions import keys as K
 from sessions.bus import Bus, connect

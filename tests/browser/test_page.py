@@ -51,7 +51,7 @@ class System:
         self.log_path = ROOT / "test-output" / f"browser-up-{os.getpid()}-{time.time_ns()}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentia.cli", "up", "--port", "0", "--api-port", "0",
+            [sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port", "0",
              "--edges", str(edges)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
         self.info = self._ready(timeout=120)

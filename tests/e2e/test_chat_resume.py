@@ -72,7 +72,7 @@ def test_chat_survives_its_edge_going_away_mid_reply(cluster: Cluster, how: str)
     cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.05")
     session = f"chat-{how}"
     chat = subprocess.Popen(
-        [sys.executable, "-m", "agentia.cli", "chat", "--url", url, "--user", "alice",
+        [sys.executable, "-m", "launch.cli", "chat", "--url", url, "--user", "alice",
          "--session", session, "-m", LONG, "-m", SECOND],
         cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

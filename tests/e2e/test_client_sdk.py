@@ -1,4 +1,4 @@
-"""The Python client SDK (agentia/client.py) against real edges, workers and Redis."""
+"""The Python client SDK (clients/python/agentia_client) against real edges, workers and Redis."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agentia.redis_server import RedisServer, free_port
 from agentia.supervise import StartError, Stopped, spawn
+from launch.redis_server import RedisServer, free_port
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -75,7 +75,7 @@ def test_ctrl_c_with_output_piped_into_a_dead_tee_stops_everything(tmp_path: Pat
     """``agentia up 2>&1 | tee up.log``, Ctrl-C: tee dies first, then ``up`` gets SIGINT and
     must still stop every child and every process they started (voice jobs too)."""
     log = tmp_path / "up.log"
-    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0",
+    up = subprocess.Popen([sys.executable, "-m", "launch.cli", "up", "--port", "0",
                            "--api-port", "0"], cwd=ROOT, env=up_env(tmp_path / "state"),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL)
@@ -118,7 +118,7 @@ def test_up_with_a_busy_port_says_which_and_exits(tmp_path: Path, held_port: int
     if not option.startswith("-"):  # a setting, not an option
         env[option] = args.pop(option)
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "agentia.cli", "up",
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "up",
                           *[x for kv in args.items() for x in kv]], cwd=ROOT,
                          env=env, capture_output=True, timeout=30)
     assert time.monotonic() - started < 10
@@ -141,7 +141,7 @@ def test_gateway_on_a_busy_port_says_which_and_exits(redis_server: RedisServer, 
     if which == "internal":
         env["AGENTIA_INTERNAL_PORT"], port, hint = port, "0", "AGENTIA_INTERNAL_PORT=PORT"
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "agentia.cli", "gateway", "--port", port,
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "gateway", "--port", port,
                           "--processes", processes], cwd=ROOT, env=env,
                          capture_output=True, timeout=30)
     assert time.monotonic() - started < 10
@@ -168,7 +168,7 @@ def test_spawn_keeps_its_deadline_and_hears_a_stop(redis_server: RedisServer) ->
     # both children were killed and reaped (a leftover would be a child of ours)
     ours = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(os.getpid())],
                           capture_output=True, text=True).stdout
-    assert "agentia.cli gateway" not in ours
+    assert "launch.cli gateway" not in ours
 
 
 def test_spawn_reports_a_child_that_exits_before_ready(redis_server: RedisServer,
@@ -187,7 +187,7 @@ class Up:
         self.state, self.env = state, up_env(state)
         self.log = state.parent / "up.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentia.cli", "up", "--port", "0", "--api-port", "0"],
+            [sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port", "0"],
             cwd=ROOT, env=self.env, stdout=open(self.log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.text = wait_for(self.log, "AGENTIA_UP_READY", self.proc, 150)
@@ -222,7 +222,7 @@ def test_metrics_count_turns_with_voice_on(system: Up) -> None:
     completed = 'agentia_turns_total{outcome="completed"}'
     sent = 'agentia_frames_total{direction="out"}'
     before, sent_before = system.counter(completed), system.counter(sent)
-    subprocess.run([sys.executable, "-m", "agentia.cli", "chat", "--url", system.info["url"],
+    subprocess.run([sys.executable, "-m", "launch.cli", "chat", "--url", system.info["url"],
                     "-m", "what is 19 + 23"], cwd=ROOT, env=system.env, check=True,
                    capture_output=True, timeout=60)
     deadline = time.monotonic() + 10  # the edge moves its tallies to Prometheus once a second
@@ -279,7 +279,7 @@ def chat_in_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, bytes
 
 def test_chat_finds_the_running_system_and_quits_on_one_ctrl_c(system: Up) -> None:
     # no --url: the port is not the default one; up.json in the state dir says where it is
-    code, out = chat_in_a_terminal([sys.executable, "-m", "agentia.cli", "chat"], system.env)
+    code, out = chat_in_a_terminal([sys.executable, "-m", "launch.cli", "chat"], system.env)
     assert code == 0
     assert b"[tool: calculate]" in out and b"Traceback" not in out
 
@@ -303,7 +303,7 @@ def test_banner_chat_command_works_as_printed(system: Up, tmp_path: Path, stdin:
 
 def test_chat_refused_is_one_line(tmp_path: Path) -> None:
     url = f"ws://127.0.0.1:{free_port()}/v1/ws"
-    out = subprocess.run([sys.executable, "-m", "agentia.cli", "chat", "--url", url],
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "chat", "--url", url],
                          cwd=ROOT, env=up_env(tmp_path), capture_output=True, timeout=30)
     assert out.returncode == 1
     err = out.stderr.decode().strip()
@@ -327,7 +327,7 @@ def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
     """SIGINT while children are still starting (the voice worker may take a minute): up stops
     within seconds, not after the child's start deadline, and leaves nothing running."""
     state, log = tmp_path / "state", tmp_path / "up.log"
-    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0",
+    up = subprocess.Popen([sys.executable, "-m", "launch.cli", "up", "--port", "0",
                            "--api-port", "0"], cwd=ROOT, env=up_env(state),
                           stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                           stdin=subprocess.DEVNULL)
@@ -424,7 +424,7 @@ def test_chat_reads_up_json_only_while_its_process_lives(tmp_path: Path,
 
 def test_banner_command_in_the_default_state_dir_needs_no_url(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentia import up
+    from launch import up
 
     monkeypatch.setattr(up, "STATE_DIR", Path(up.DEFAULT_STATE_DIR))
     command = shlex.split(up.chat_command("ws://127.0.0.1:1234/v1/ws"))

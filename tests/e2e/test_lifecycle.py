@@ -70,7 +70,7 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
     env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_API_KEY", None)
-    up = subprocess.Popen([sys.executable, "-m", "agentia.cli", "up", "--port", "0",
+    up = subprocess.Popen([sys.executable, "-m", "launch.cli", "up", "--port", "0",
                            "--api-port", "0"], cwd=ROOT,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -90,7 +90,7 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         # edge, worker, api, redis (+ voice worker and LiveKit server when voice is on)
         assert len(pids) == (6 if info["voice"] == "on" else 4)
         out = subprocess.run(
-            [sys.executable, "-m", "agentia.cli", "chat", "--url", info["url"], "-m",
+            [sys.executable, "-m", "launch.cli", "chat", "--url", info["url"], "-m",
              "what is 19 + 23"], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
         assert b"[tool: calculate]" in out.stdout and b"42" in out.stdout
         up.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from sessions.bus import Bus, connect
 from tests.conftest import Client, Cluster
 

@@ -72,7 +72,7 @@ def test_refuses_to_start_with_a_public_or_short_secret(
     env = {k: v for k, v in cluster.env.items() if k not in ("AGENTIA_JWT_SECRET", "AGENTIA_DEV")}
     if secret is not None:
         env["AGENTIA_JWT_SECRET"] = secret
-    done = subprocess.run([sys.executable, "-m", "agentia.cli", *args], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stderr
     assert done.stderr.decode().splitlines() == [REFUSAL.format(what=what)]

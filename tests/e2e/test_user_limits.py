@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from agentia.redis_server import RedisServer
 from agentia_client import AgentiaClient, Backoff, ServerClosed
+from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus, connect
 from tests.conftest import TRANSPORTS, Client, Cluster, token

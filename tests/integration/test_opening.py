@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentia.codes import BusUnavailable, CloseCode
-from agentia.redis_server import RedisServer, free_port
+from launch.redis_server import RedisServer, free_port
 from sessions import keys as K
 from sessions.bus import Bus, Missing, connect
 from sessions.opening import Batcher, Limits, Refused, UserLimits

@@ -26,7 +26,7 @@ from typing import NoReturn
 
 import pytest
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from tests.conftest import Cluster, Proc
 
 IP = shutil.which("ip") or "/usr/sbin/ip"

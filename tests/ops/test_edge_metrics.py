@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from tests.conftest import TEST_SECRET, Proc
 
 

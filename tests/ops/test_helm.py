@@ -31,7 +31,7 @@ CHART = ROOT / "ops" / "helm" / "agentia"
 VALUE_SETS = sorted((CHART / "ci").glob("*.yaml"))
 KUBE = "1.30.0"  # a `go install`ed helm defaults to v1.20, below the chart's kubeVersion
 SETTINGS: dict[str, tuple[type, ...]] = {  # the settings classes each process kind reads
-    "edge": (EdgeSettings,), "api": (ApiSettings, VoiceSettings),  # voice route: agentia/api.py
+    "edge": (EdgeSettings,), "api": (ApiSettings, VoiceSettings),  # voice route: control/api.py
     "worker": (WorkerSettings,), "voice": (VoiceSettings,)}
 NOT_SETTINGS = {"AGENTIA_NOFILE"}  # read by ops/entrypoint.sh, not by agentia/settings.py
 

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from sessions.bus import Bus
 from sessions.keys import GROUP
 from tests.conftest import Proc

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentia.redis_server import RedisClusterServer
+from launch.redis_server import RedisClusterServer
 from tests.conftest import Cluster
 
 

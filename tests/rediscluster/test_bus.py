@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from agentia.codes import BusUnavailable
-from agentia.redis_server import RedisClusterServer, RedisServer
+from launch.redis_server import RedisClusterServer, RedisServer
 from loadtest.bench_failover_loss import lost_after_failover
 from sessions.bus import Bus, connect
 from sessions.keys import key_slot, shard_for, shard_tag

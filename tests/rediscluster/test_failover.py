@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from agentia.redis_server import RedisClusterServer
+from launch.redis_server import RedisClusterServer
 from sessions.bus import Bus, connect
 from sessions.keys import key_slot
 from tests.conftest import Client, Cluster
@@ -58,7 +58,7 @@ async def chat(c: Client, sid: str, progress: dict[str, int], mid: asyncio.Event
 
 def slot_owner(server: RedisClusterServer, slot: int) -> int:
     """Port of the master that serves ``slot`` (CLUSTER SHARDS is 7.0+; NODES is enough)."""
-    from agentia.redis_server import _command
+    from launch.redis_server import _command
 
     for line in _command(server.alive_ports()[0], "CLUSTER", "NODES").splitlines():
         f = line.split()

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agentia.capacity import add_arguments, compute, run
-from agentia.capacity_figures import CapacityError, MissingResult
+from loadtest.capacity import add_arguments, compute, run
+from loadtest.capacity_figures import CapacityError, MissingResult
 from loadtest.record import ROOT, record
 
 RESULTS: dict[str, dict[str, Any]] = {
@@ -181,7 +181,7 @@ def test_voice_needs_a_result_or_an_explicit_input(tmp_path: Path) -> None:
 
 def test_the_committed_results_are_complete_for_the_model() -> None:
     """The real CLI against loadtest/results/ as committed: every figure is there."""
-    cmd = [sys.executable, "-m", "agentia.cli", "capacity", "--users", "10000000",
+    cmd = [sys.executable, "-m", "launch.cli", "capacity", "--users", "10000000",
            "--voice-share", "0.05", "--calls-per-voice-worker", "3", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr.decode()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentia.redis_server import RedisServer
+from launch.redis_server import RedisServer
 from tests.conftest import ROOT, Cluster
 from tests.voice.livekit_server import LiveKitServer, find_binary
 from voice.settings import VoiceSettings

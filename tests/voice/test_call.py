@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agentia.api import _readiness
+from control.api import _readiness
 from sessions.bus import Bus
 from tests.conftest import Client, Cluster
 from tests.voice.conftest import VoiceWorker, voice_env, voice_settings

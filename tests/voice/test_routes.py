@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from livekit import api as lkapi
 
-from agentia.api import identity
+from control.api import identity
 from gateway.auth import Verifier
 from sessions.bus import Bus
 from tests.conftest import TEST_SECRET, token

@@ -20,9 +20,9 @@ from pathlib import Path
 import orjson
 
 from agentia.ports import busy_line, problem
-from agentia.redis_server import RedisServer
 from agentia.settings import DEV_SECRET
 from agentia.supervise import Child, StartError, Stopped, say, stop_all, stop_signals, supervise
+from launch.redis_server import RedisServer
 from voice.livekit_server import LiveKitServer, find_binary
 
 DEFAULT_STATE_DIR = ".agentia"
@@ -162,7 +162,7 @@ def chat_command(url: str) -> str:
         rel = os.path.relpath(script)
         prog = rel if not rel.startswith("..") else str(script)
     else:
-        prog = f"{sys.executable} -m agentia.cli"
+        prog = f"{sys.executable} -m launch.cli"
     same_dir = Path(DEFAULT_STATE_DIR) == STATE_DIR
     return f"{prog} chat" + ("" if same_dir else f" --url {url}")
 

@@ -23,8 +23,7 @@ from pydantic import BaseModel, Field
 from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.settings import ApiSettings
-from gateway.auth import AuthError, Identity, mint, token_from
-from gateway.node import verifier_for
+from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
 from sessions.bus import Bus, connect
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from agentia.capacity_figures import CapacityError, Figures
 from agentia.settings import EdgeSettings, WorkerSettings
+from loadtest.capacity_figures import CapacityError, Figures
 from loadtest.record import RESULTS, ROOT
 from sessions import keys as K
 
