@@ -22,7 +22,9 @@ What the client does for you:
   next one is used. Reconnects wait a jittered exponential backoff (:class:`Backoff`), honour
   ``Retry-After`` on HTTP 503 for that URL, and stop for good on HTTP 401/403 (and the other
   4xx refusals but 408, 425, 429), on close codes 4500-4999 and the protocol-violation codes
-  1002, 1003, 1007, 1008 and 1010, or after ``Backoff.max_attempts`` failed attempts in a row.
+  1002, 1003, 1007, 1008 and 1010, or after ``Backoff.max_attempts`` failed attempts in a
+  row (``Backoff.max_first_attempts`` before the first connection: 1 fails at once when
+  nothing listens).
   Every other close (1000 not asked for by us, 1001, 1006, 1009, 1011, 1012, 4000-4499, ...)
   reconnects. A token callable is awaited again before every attempt, so a fresh token is
   used after ``4003 token_expired``.

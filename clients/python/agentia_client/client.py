@@ -14,9 +14,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from websockets.exceptions import InvalidURI
-from websockets.uri import parse_uri
-
 from agentia_client.connection import _ConnectionLoop
 from agentia_client.errors import ClientClosed, SendTimeout
 from agentia_client.events import (
@@ -31,10 +28,9 @@ from agentia_client.events import (
     parse_event,
 )
 from agentia_client.pending import _Request, _Waiter
-from agentia_client.policy import Backoff
+from agentia_client.policy import Backoff, _check_settings, _checked_urls
 from agentia_client.values import (
     MAX_CLIENT_ID,
-    SESSION_ID_RE,
     Ack,
     Event,
     Limits,
@@ -364,32 +360,6 @@ class AgentiaClient(_ConnectionLoop):
 
 
 _TURN_EVENTS = (UserMessage, TurnStart, Delta, ToolCall, Reply, Cancelled, TurnFailure)
-
-
-def _checked_urls(urls: str | Sequence[str]) -> list[str]:
-    """``urls`` as a list, each checked to be a ws:// or wss:// URL."""
-    url_list = [urls] if isinstance(urls, str) else list(urls)
-    if not url_list:
-        raise ValueError("at least one URL is needed")
-    for u in url_list:
-        try:
-            parse_uri(u)
-        except InvalidURI as exc:
-            raise ValueError(f"not a ws:// or wss:// URL: {u!r}") from exc
-    return url_list
-
-
-def _check_settings(session: str | None, heartbeat_s: float | None, after: int | None,
-                    max_pending: int, request_timeout: float, open_timeout: float) -> None:
-    """Refuse settings the client cannot run with (``ValueError``)."""
-    if session is not None and not SESSION_ID_RE.fullmatch(session):
-        raise ValueError("session id must match [A-Za-z0-9_.:-]{1,64}")
-    if heartbeat_s is not None and heartbeat_s <= 0:
-        raise ValueError("heartbeat_s must be positive")
-    if after is not None and after < 0:
-        raise ValueError("after must be >= 0")
-    if max_pending < 1 or request_timeout <= 0 or open_timeout <= 0:
-        raise ValueError("max_pending >= 1, request_timeout > 0, open_timeout > 0 required")
 
 
 class _EventIterator:

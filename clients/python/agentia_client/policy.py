@@ -1,19 +1,23 @@
 """Reconnect policy: where to connect, how long to wait between attempts, when to stop.
 
 Pure functions and values, no I/O: the close-code table (docs/protocol.md, section 8), the
-HTTP statuses worth retrying, the jittered exponential :class:`Backoff` and the URL built
-for each attempt.
+HTTP statuses worth retrying, the jittered exponential :class:`Backoff`, the URL built
+for each attempt and the checks of the client's URLs and settings.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
+
 from agentia_client.codes import CloseCode
+from agentia_client.values import SESSION_ID_RE
 
 WS_PATH = "/v1/ws"
 STABLE_AFTER_S = 10.0
@@ -100,3 +104,29 @@ def _retry_after(value: str | None) -> float:
         return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0
+
+
+def _checked_urls(urls: str | Sequence[str]) -> list[str]:
+    """``urls`` as a list, each checked to be a ws:// or wss:// URL."""
+    url_list = [urls] if isinstance(urls, str) else list(urls)
+    if not url_list:
+        raise ValueError("at least one URL is needed")
+    for u in url_list:
+        try:
+            parse_uri(u)
+        except InvalidURI as exc:
+            raise ValueError(f"not a ws:// or wss:// URL: {u!r}") from exc
+    return url_list
+
+
+def _check_settings(session: str | None, heartbeat_s: float | None, after: int | None,
+                    max_pending: int, request_timeout: float, open_timeout: float) -> None:
+    """Refuse settings the client cannot run with (``ValueError``)."""
+    if session is not None and not SESSION_ID_RE.fullmatch(session):
+        raise ValueError("session id must match [A-Za-z0-9_.:-]{1,64}")
+    if heartbeat_s is not None and heartbeat_s <= 0:
+        raise ValueError("heartbeat_s must be positive")
+    if after is not None and after < 0:
+        raise ValueError("after must be >= 0")
+    if max_pending < 1 or request_timeout <= 0 or open_timeout <= 0:
+        raise ValueError("max_pending >= 1, request_timeout > 0, open_timeout > 0 required")
