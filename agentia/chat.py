@@ -55,9 +55,9 @@ def default_url() -> str:
     return DEFAULT_URL
 
 
-RECONNECT = Backoff(base=0.25, cap=2.0, max_attempts=30, max_first_attempts=1)
-"""Fail at once when nothing listens at start; later, keep trying for about a minute (an edge
-restart takes seconds)."""
+RECONNECT = Backoff(base=0.25, cap=2.0, max_attempts=15, max_first_attempts=1)
+"""Fail at once when nothing listens at start; later, keep trying for 15-30 s (an edge restart
+takes seconds)."""
 
 
 async def _turn(client: AgentiaClient, text: str) -> None:
@@ -146,10 +146,12 @@ async def _interactive(client: AgentiaClient) -> None:
         lines.close()
 
 
-def _why(exc: ClientError, url: str) -> str:
+def _why(exc: ClientError, url: str, connected: bool) -> str:
     """One line for a client error that ends the chat."""
     if isinstance(exc, ConnectError):  # AuthenticationError too: an HTTP refusal
         return f"{url} refused the connection: HTTP {exc.status}"
+    if isinstance(exc, ReconnectFailed) and connected:
+        return f"lost the connection to {url}: no edge answered {exc.attempts} attempts"
     if isinstance(exc, ReconnectFailed) and (isinstance(exc.last, ConnectionRefusedError)
                                              or "Connect call failed" in str(exc.last)):
         return f"cannot connect to {url}: connection refused (is 'agentia up' running? pass --url)"
@@ -177,7 +179,7 @@ async def chat(url: str, user: str, session: str | None, messages: list[str] | N
                 print(f"> {m}")
                 await _turn(client, m)
     except ClientError as exc:
-        raise ChatError(_why(exc, url)) from None
+        raise ChatError(_why(exc, url, client.stats["connections"] > 0)) from None
 
 
 def main(url: str | None, user: str, session: str | None, messages: list[str] | None) -> None:

@@ -102,3 +102,26 @@ def test_chat_survives_its_edge_going_away_mid_reply(cluster: Cluster, how: str)
     streamed = printed[start:].split(f"\n> {SECOND}\n")[0]
     assert streamed == reply  # every delta once, in order, across the reconnect
     assert printed.endswith(f"> {SECOND}\n[tool: calculate] {answer}\n") and "42" in answer
+
+
+def test_chat_whose_edge_never_comes_back_ends_with_one_line(cluster: Cluster) -> None:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    edge = edge_on(cluster, port)
+    cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.05")
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "launch.cli", "chat", "--url", url, "--user", "alice",
+         "-m", LONG], cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert chat.stdout is not None
+        read_until(chat.stdout.fileno(), bytearray(), f"> {LONG}\n".encode(), 30)
+        edge.kill()
+        started = time.monotonic()
+        _, err = chat.communicate(timeout=60)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+    assert chat.returncode == 1 and time.monotonic() - started < 45
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "lost the connection to" in lines[0] and url in lines[0], err
