@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agentia.client.policy import CLOSE_CODES, close_action
 from agentia.codes import RETRYABLE, CloseCode, ErrorCode
 from agentia.settings import ApiSettings
+from agentia_client.policy import CLOSE_CODES, close_action
 from control.api import CLIENT_JS, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
