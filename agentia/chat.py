@@ -1,5 +1,7 @@
 """``agentia chat``: a small terminal client (streams replies, prints tool calls).
 
+Built on the Python SDK (``agentia_client``): it reconnects after an edge restart or crash and
+resumes where it stopped, so a reply in progress goes on without lost or repeated text.
 Without ``--url`` it talks to the system ``agentia up`` runs from this directory (its
 ``up.json`` in the state dir), else to the default port. Ctrl-C quits at once, at the prompt or
 mid-reply: stdin is read by the event loop (``add_reader``), never by a blocking thread.
@@ -11,14 +13,27 @@ import asyncio
 import contextlib
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import orjson
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agentia.settings import DEV_SECRET
+from agentia_client import (
+    AgentiaClient,
+    Backoff,
+    Cancelled,
+    ClientError,
+    ConnectError,
+    Delta,
+    ReconnectFailed,
+    Reply,
+    RequestError,
+    ServerClosed,
+    SessionReset,
+    ToolCall,
+    TurnFailure,
+    TurnStart,
+)
 from gateway.auth import mint
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/ws"
@@ -40,29 +55,31 @@ def default_url() -> str:
     return DEFAULT_URL
 
 
-async def _turn(ws: websockets.ClientConnection, text: str) -> None:
+RECONNECT = Backoff(base=0.25, cap=2.0, max_attempts=15, max_first_attempts=1)
+"""Fail at once when nothing listens at start; later, keep trying for 15-30 s (an edge restart
+takes seconds)."""
+
+
+async def _turn(client: AgentiaClient, text: str) -> None:
     """Send one message and print the reply as it streams; returns at the turn's end."""
-    await ws.send(orjson.dumps({"type": "send", "id": uuid.uuid4().hex, "text": text}).decode())
-    turn = None
-    while True:
-        f = orjson.loads(await ws.recv())
-        kind = f["type"]
-        if kind == "ack":
-            turn = f["offset"]
-        elif kind == "error":
-            print(f"\n[error {f['code']}] {f['message']}", flush=True)
-            if f.get("ref") and turn is None:
-                return
-        elif f.get("turn") != turn:
-            continue
-        elif kind == "delta":
-            print(f["text"], end="", flush=True)
-        elif kind == "tool":
-            print(f"[tool: {f['name']}] ", end="", flush=True)
-        elif kind in ("reply", "cancelled", "turn_error"):
-            extra = f" [{kind}: {f.get('message', '')}]" if kind != "reply" else ""
-            print(extra, flush=True)
-            return
+    try:
+        async for ev in client.stream(text):
+            if isinstance(ev, Delta):
+                print(ev.text, end="", flush=True)
+            elif isinstance(ev, ToolCall):
+                print(f"[tool: {ev.name}] ", end="", flush=True)
+            elif isinstance(ev, TurnStart) and ev.attempt > 1:
+                print(f"\n[attempt {ev.attempt}] ", end="", flush=True)
+            elif isinstance(ev, Cancelled):
+                print(" [cancelled]", flush=True)
+            elif isinstance(ev, TurnFailure):
+                print(f" [turn_error: {ev.code}: {ev.message}]", flush=True)
+            elif isinstance(ev, Reply):
+                print(flush=True)
+    except RequestError as exc:  # refused for good (e.g. too long): say so, keep chatting
+        print(f"\n[error {exc.code}] {exc.message}", flush=True)
+    except SessionReset:  # Redis lost the session while the turn ran: the chat goes on
+        print("\n[the session was re-created: this reply is lost]", flush=True)
 
 
 class Lines:
@@ -111,7 +128,7 @@ class Lines:
             self.loop.remove_reader(self.fd)
 
 
-async def _interactive(ws: websockets.ClientConnection) -> None:
+async def _interactive(client: AgentiaClient) -> None:
     tty = sys.stdin.isatty()
     if tty:
         print(HINT, flush=True)
@@ -124,39 +141,45 @@ async def _interactive(ws: websockets.ClientConnection) -> None:
             if line is None:
                 return
             if line.strip():
-                await _turn(ws, line.strip())
+                await _turn(client, line.strip())
     finally:
         lines.close()
 
 
+def _why(exc: ClientError, url: str, connected: bool) -> str:
+    """One line for a client error that ends the chat."""
+    if isinstance(exc, ConnectError):  # AuthenticationError too: an HTTP refusal
+        return f"{url} refused the connection: HTTP {exc.status}"
+    if isinstance(exc, ReconnectFailed) and connected:
+        return f"lost the connection to {url}: no edge answered {exc.attempts} attempts"
+    if isinstance(exc, ReconnectFailed) and (isinstance(exc.last, ConnectionRefusedError)
+                                             or "Connect call failed" in str(exc.last)):
+        return f"cannot connect to {url}: connection refused (is 'agentia up' running? pass --url)"
+    if isinstance(exc, ReconnectFailed):
+        return f"cannot connect to {url}: {exc.last or exc} (is 'agentia up' running? pass --url)"
+    if isinstance(exc, ServerClosed):
+        return f"the connection closed: {exc.code} {exc.reason}".rstrip()
+    return str(exc)
+
+
 async def chat(url: str, user: str, session: str | None, messages: list[str] | None) -> None:
     token = mint(os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET), user, 3600)
-    full = url + (f"?session={session}" if session else "")
+    try:  # a quit closes with 1000 at once; an edge that does not answer gets 2 s
+        client = AgentiaClient(url, token, session, backoff=RECONNECT, open_timeout=10,
+                               close_timeout=2)
+    except ValueError as exc:  # not a ws:// URL, or a session id the edge would refuse
+        raise ChatError(str(exc)) from None
     try:
-        ws = await websockets.connect(full, compression=None, open_timeout=10,
-                                      additional_headers={"Authorization": f"Bearer {token}"})
-    except InvalidStatus as exc:
-        raise ChatError(f"{url} refused the connection: HTTP {exc.response.status_code}"
-                        ) from None
-    except (OSError, InvalidHandshake, TimeoutError) as exc:
-        why = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
-        raise ChatError(f"cannot connect to {url}: {why or type(exc).__name__} "
-                        "(is 'agentia up' running? pass --url)") from None
-    async with ws:
-        try:
-            welcome = orjson.loads(await ws.recv())
-            print(f"connected to node {welcome['node']}, session {welcome['session']}",
-                  flush=True)
+        async with client:
+            print(f"connected to node {client.node}, session {client.session}", flush=True)
             if not messages:
-                await _interactive(ws)
+                await _interactive(client)
                 return
             for m in messages:
                 print(f"> {m}")
-                await _turn(ws, m)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
-            reason = exc.rcvd.reason if exc.rcvd else "no close frame"
-            raise ChatError(f"the connection closed: {code} {reason}".rstrip()) from None
+                await _turn(client, m)
+    except ClientError as exc:
+        raise ChatError(_why(exc, url, client.stats["connections"] > 0)) from None
 
 
 def main(url: str | None, user: str, session: str | None, messages: list[str] | None) -> None:

@@ -17,9 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import IO, Any, TextIO
 
 from agentia import lifeline, metrics
 
@@ -49,23 +49,58 @@ def never() -> bool:
     return False
 
 
-def spawn(args: list[str], env: dict[str, str], ready: str, timeout: float = 60,
-          stopping: Callable[[], bool] = never) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """Start ``agentia <args>`` and wait for its READY line: at most ``timeout`` seconds, and
-    no longer than a stop signal (checked every 0.2 s, whatever the child prints or not)."""
-    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=lifeline.tied())
+def spawn(args: list[str], env: Mapping[str, str], ready: str | tuple[str, ...],
+          timeout: float = 60, stopping: Callable[[], bool] = never,
+          **how: Any) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start ``agentia <args>`` and wait for its READY line (see :func:`start`)."""
+    how.setdefault("what", f"'agentia {' '.join(args)}'")
+    return start([sys.executable, "-m", "launch.cli", *args], env, ready, timeout, stopping,
+                 **how)
+
+
+def start(cmd: Sequence[str], env: Mapping[str, str], ready: str | tuple[str, ...],
+          timeout: float = 60, stopping: Callable[[], bool] = never, *, what: str = "",
+          cwd: str | os.PathLike[str] | None = None,
+          stderr: int | IO[Any] | os.PathLike[str] | None = None,
+          echo: IO[bytes] | None = None, supervised: bool = True
+          ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start ``cmd`` and wait for a stdout line starting with ``ready``: at most ``timeout``
+    seconds, and no longer than a stop signal (checked every 0.2 s, whatever the child prints
+    or not). Returns the child and the line's ``key=value`` pairs. What was read of stdout
+    is copied to ``echo`` (a reader of ``proc.stdout`` takes over from there); ``stderr`` may
+    be a path (appended to). ``supervised``: in its own process group and tied to
+    us (:mod:`agentia.lifeline`); otherwise in ours and untied, as a test's children, which
+    may be started from any thread (Linux's parent-death signal fires when the thread that
+    started the child ends). On failure
+    the child is killed and reaped, and :class:`StartError` (or :class:`Stopped`) raised."""
+    with contextlib.ExitStack() as opened:  # a log path: the child keeps its own fd
+        err = opened.enter_context(open(stderr, "ab")) if isinstance(stderr, os.PathLike) \
+            else stderr
+        proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=err, stdin=subprocess.DEVNULL,
+                                start_new_session=supervised,
+                                preexec_fn=lifeline.tied() if supervised else None)
     try:
-        return proc, _ready_line(proc, f"'agentia {' '.join(args)}'", ready,
-                                 time.monotonic() + timeout, stopping)
+        return proc, _ready_line(proc, what or f"'{' '.join(cmd)}'", ready,
+                                 time.monotonic() + timeout, stopping, echo)
     except BaseException:
-        kill_group(proc)
+        if supervised:
+            kill_group(proc)
+        else:
+            _kill(proc)
         raise
 
 
-def _ready_line(proc: subprocess.Popen[bytes], what: str, ready: str, deadline: float,
-                stopping: Callable[[], bool]) -> dict[str, str]:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+def _ready_line(proc: subprocess.Popen[bytes], what: str, ready: str | tuple[str, ...],
+                deadline: float, stopping: Callable[[], bool],
+                echo: IO[bytes] | None = None) -> dict[str, str]:
     assert proc.stdout is not None
     fd, pending = proc.stdout.fileno(), b""
     while time.monotonic() < deadline:
@@ -84,9 +119,13 @@ def _ready_line(proc: subprocess.Popen[bytes], what: str, ready: str, deadline: 
             raise StartError(f"{what} exited with {proc.returncode} before it was ready; "
                              "see its log above")
         *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
+        for i, line in enumerate(lines):
+            if echo is not None:
+                echo.write(line + b"\n")
             text = line.decode(errors="replace").strip()
             if text.startswith(ready):
+                if echo is not None:  # what came with it is the reader's from now on
+                    echo.write(b"".join(ln + b"\n" for ln in lines[i + 1:]) + pending)
                 return dict(p.split("=", 1) for p in text.split()[1:] if "=" in p)
     raise StartError(f"{what} was not ready within its deadline; see its log above")
 

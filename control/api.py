@@ -27,7 +27,10 @@ from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
 from sessions.bus import Bus, connect
 
-WEB = Path(__file__).resolve().parent.parent / "web"
+ROOT = Path(__file__).resolve().parent.parent
+WEB = ROOT / "web"
+CLIENT_JS = ROOT / "clients" / "js" / "src"
+"""The JS SDK (@agentia/client) the page imports, served as is at /static/agentia-client/."""
 LIVEKIT_CLIENT = WEB / "node_modules" / "livekit-client" / "dist"
 """livekit-client's browser build for the page's Talk button (``npm ci`` in web/; ./dev does)."""
 
@@ -155,6 +158,9 @@ def create_app(s: ApiSettings) -> FastAPI:
         if LIVEKIT_CLIENT.is_dir():  # before /static: the first mount that matches serves
             app.mount("/static/vendor/livekit-client", StaticFiles(directory=LIVEKIT_CLIENT),
                       name="livekit-client")
+        if CLIENT_JS.is_dir():
+            app.mount("/static/agentia-client", StaticFiles(directory=CLIENT_JS),
+                      name="agentia-client")
         app.mount("/static", StaticFiles(directory=WEB), name="static")
 
         @app.get("/", include_in_schema=False)

@@ -8,14 +8,13 @@ import gc
 import logging
 import signal
 import sys
-from typing import Any
 
 from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
-from gateway import ws_picows, ws_websockets
 from gateway.internal import InternalServer
 from gateway.node import EdgeNode
+from gateway.transport import transport_for
 from sessions.bus import Bus, connect
 
 log = logging.getLogger("agentia.edge")
@@ -34,10 +33,10 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    impl: Any = ws_picows if settings.transport == "picows" else ws_websockets
+    start = transport_for(settings.transport)
     # bind both ports before any loop runs: a busy one ends the process at once, nothing to stop
     try:
-        server = await impl.start(node)
+        server = await start(node)
     except OSError as exc:
         await bus.close()
         raise PortBusy(busy_line("agentia gateway", "edge WebSocket", settings.host,
@@ -45,7 +44,7 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     try:
         internal = await InternalServer(node).start()
     except OSError as exc:
-        await impl.close_server(server, 1.0)
+        await server.close(1.0)
         await bus.close()
         raise PortBusy(busy_line("agentia gateway", "edge /readyz and /metrics",
                                  settings.internal_host, settings.internal_port, reason(exc),
@@ -56,7 +55,7 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
                  node.metrics_forever(), node.user_sessions_forever(),
                  node.leases_forever()):
         node.spawn(coro)
-    port = server.sockets[0].getsockname()[1] if server.sockets else settings.port
+    port = server.port
     log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s); /readyz and "
              "/metrics on http://%s:%s", node.id, settings.host, port, settings.max_connections,
              settings.transport, settings.internal_host, internal.port)
@@ -67,7 +66,7 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     await stop.wait()
     log.info("edge %s draining %d connections", node.id, node.count)
     await node.drain(settings.drain_s)
-    await impl.close_server(server, 2.0)
+    await server.close(2.0)
     await internal.close()
     await bus.close()
 

@@ -26,6 +26,8 @@ from gateway import protocol as P
 from gateway.auth import AuthError, token_from, verifier_for
 from gateway.connection import Connection
 from gateway.leases import ConnectionLeases
+from gateway.routing import origin_allowed
+from gateway.session_protocol import Rules, SessionProtocol
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.membership import Membership
@@ -37,10 +39,6 @@ OPEN_BATCH = 256
 """Session opens sent to Redis in one pipeline at most."""
 
 
-def origin_allowed(allowed: frozenset[str] | None, origin: str) -> bool:
-    """A browser page from another site must not open sockets with its visitors' tokens;
-    clients that send no Origin (not browsers) are not concerned."""
-    return allowed is None or not origin or origin.rstrip("/").lower() in allowed
 
 
 class EdgeNode:
@@ -57,6 +55,7 @@ class EdgeNode:
         self.count = 0
         self.per_user: Counter[str] = Counter()
         self.metrics: Counter[str] = Counter()
+        self.rules = Rules(self.limits, settings.send_stall_s, self.metrics)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.redis_ok = True
@@ -76,6 +75,10 @@ class EdgeNode:
         """Session ids this edge made up at admission, not yet opened: new for sure."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
+
+    def tally(self, name: str) -> None:
+        """Count something a transport saw (a failed handshake, a refusal)."""
+        self.metrics[name] += 1
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine, tracked so shutdown can wait for or cancel it."""
@@ -129,10 +132,8 @@ class EdgeNode:
             return 429, "too many connections for this user on this node"
         # Registered locally before Redis learns of us, with the cursor deferring: an event
         # appended meanwhile is either caught up in open() or arrives after we are known.
-        state = P.ConnState(sid, ident.user, ident.expires, P.Cursor(0, catching_up=True),
-                            P.TokenBucket(self.limits.rate_per_s, self.limits.burst),
-                            last_seen=time.monotonic())
-        conn = Connection(self, state)
+        conn = Connection(self, SessionProtocol(self.rules, sid, ident.user, ident.expires,
+                                                time.monotonic()))
         self._add(conn)
         if not session:
             self._generated.add(sid)
@@ -158,12 +159,9 @@ class EdgeNode:
                 await self._release(conn)
             return self._refusal(exc, state.session)
         self._generated.discard(state.session)
-        state.epoch = info.epoch
-        conn.push(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
-                                  offset=info.offset, limits=self._public_limits).encode())
-        state.cursor.sent = info.offset
-        if state.cursor.finish_catch_up():
-            conn.start_filler()
+        conn.opened(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
+                                    offset=info.offset, limits=self._public_limits).encode(),
+                    info.epoch, info.offset)
         self._seen[state.user, state.session] = time.time()
         self.metrics["handshakes"] += 1
         return None
@@ -287,9 +285,7 @@ class EdgeNode:
         (a reply) has no successor to reveal the gap. Every connection re-reads the log."""
         for conns in list(self.sessions.values()):
             for conn in conns:
-                if not conn.state.cursor.catching_up and conn.filler is None:
-                    conn.state.cursor.catching_up = True
-                    conn.start_filler()
+                conn.refill()
 
     async def _reregister(self) -> None:
         """Redis lost our state (restart without persistence): register sessions again."""
@@ -300,17 +296,9 @@ class EdgeNode:
                 continue
             info = await self.bus.open_session(sid, conn.state.user, self.id)
             for c in conns:
-                cur = c.state.cursor
-                if c.state.epoch != info.epoch:
-                    c.state.epoch = info.epoch
-                    cur.sent = cur.seen = info.offset
-                    c.push(P.resumed_frame(False, info.offset, info.epoch,
-                                           solicited=False).encode())
-                elif info.offset > cur.sent and not cur.catching_up:
-                    # events written while writers thought this node dead: from the log
-                    cur.seen = max(cur.seen, info.offset)
-                    cur.catching_up = True
-                    c.start_filler()
+                # a lost state is told; events written while writers thought this node dead
+                # are read from the log
+                c.reopened(info.epoch, info.offset)
 
     async def leases_forever(self) -> None:
         await self.leases.renew_forever()
@@ -351,13 +339,7 @@ class EdgeNode:
             now, wall, leeway = time.monotonic(), time.time(), self.verifier.leeway_s
             for conns in list(self.sessions.values()):
                 for c in tuple(conns):
-                    st = c.state
-                    if now - st.last_seen > self.limits.idle_timeout_s:
-                        c.close_soon(CloseCode.IDLE, "idle: no frame within the idle timeout")
-                    elif st.token_exp is not None and wall > st.token_exp + leeway:
-                        c.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
-                    elif c.stalled(now):
-                        c.close_soon(CloseCode.SLOW, "send stalled: reading too slowly")
+                    c.execute(c.state.sweep(now, wall, leeway) or c.stalled(now))
 
     # ------------------------------------------------------------ drain
 

@@ -1,8 +1,9 @@
 """The ``agentia.v1`` wire protocol: frames, validation and per-connection state.
 
 Pure and loop-free: nothing here imports asyncio or does I/O. Time is passed in as a float
-(seconds, monotonic) so every rule can be tested by feeding values. The I/O layer
-(``gateway/connection.py``) turns decisions made here into socket writes and bus calls.
+(seconds, monotonic) so every rule can be tested by feeding values. The per-connection state
+machine built from these rules is ``gateway/session_protocol.py``; the I/O layer
+(``gateway/connection.py``) turns its decisions into socket writes and bus calls.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, TypeGuard
 
 import orjson
@@ -325,21 +326,3 @@ class Limits:
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(slots=True)
-class ConnState:
-    """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
-
-    session: str
-    user: str
-    token_exp: float | None
-    cursor: Cursor
-    bucket: TokenBucket
-    strikes: Strikes = field(default_factory=Strikes)
-    last_seen: float = 0.0
-    epoch: str = ""
-    retry_at: float = 0.0
-    """When the last rate_limited error said the client could send again."""
-    pings: TokenBucket | None = None
-    """The allowance of ``ping`` frames and WebSocket PINGs, made at the first ping."""

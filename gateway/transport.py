@@ -1,11 +1,24 @@
-"""The seam between the edge's logic and a WebSocket library (``websockets`` today)."""
+"""The seam between the edge's logic and a WebSocket library, and the table of libraries.
+
+A transport is chosen by name (``AGENTIA_TRANSPORT``) from :data:`TRANSPORTS` and imported
+only then, as uvicorn's ``WS_PROTOCOLS``: an edge never loads the library it does not use.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import socket
 import struct
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+if TYPE_CHECKING:
+    from gateway.node import EdgeNode
+
+TRANSPORTS = {"picows": "gateway.ws_picows", "websockets": "gateway.ws_websockets"}
+"""Transport name -> module with ``async def start(node, sock=None) -> Served``."""
 
 _LINGER_0 = struct.pack("ii", 1, 0)
 
@@ -47,3 +60,29 @@ def cap_send_buffer(transport: Any, size: int) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A listening server of one transport: its port, and how to stop it (``close(deadline)``
+    stops listening and waits up to ``deadline`` seconds for it to end)."""
+
+    port: int
+    close: Callable[[float], Awaitable[None]]
+
+
+def port_of(sockets: Iterable[socket.socket], default: int) -> int:
+    """The port a server listens on (``default`` if it has no socket)."""
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    return default
+
+
+class Start(Protocol):
+    def __call__(self, node: EdgeNode, sock: socket.socket | None = None) -> Awaitable[Served]:
+        """Bind and start serving ``node``'s public port (raises OSError if it cannot)."""
+
+
+def transport_for(name: str) -> Start:
+    """The ``start`` of the transport called ``name``, imported now (KeyError if unknown)."""
+    return cast(Start, importlib.import_module(TRANSPORTS[name]).start)

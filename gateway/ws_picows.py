@@ -26,9 +26,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from picows import (
     WSAutoPingStrategy,
@@ -43,16 +41,15 @@ from picows import (
 )
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its stubs
 
-from agentia import PROTOCOL
 from agentia.logs import bind, quiet_library
+from gateway import routing as R
 from gateway.connection import Connection
-from gateway.transport import cap_send_buffer, reset_on_close
+from gateway.transport import Served, cap_send_buffer, port_of, reset_on_close
 
 if TYPE_CHECKING:
     from gateway.node import EdgeNode
 
 log = logging.getLogger("agentia.edge")
-PATH = "/v1/ws"
 _INBOX_HIGH = 16
 _INBOX_LOW = 4
 _CLOSE_WAIT_S = 2.0
@@ -60,6 +57,9 @@ _CLOSE_WAIT_S = 2.0
 
 class PicowsConnection(WSListener):
     """Listener of one upgraded socket and the :class:`Transport` its Connection writes to."""
+
+    node: ClassVar[EdgeNode]
+    """Set on the subclass made for each server (see ``listener_factory``)."""
 
     __slots__ = ("conn", "fragments", "gone", "inbox", "opened", "paused_reading", "reader", "t",
                  "text", "writable")
@@ -103,7 +103,7 @@ class PicowsConnection(WSListener):
                 self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a start")
                 return
             self.fragments += frame.get_payload_as_memoryview()
-            if len(self.fragments) > self.conn.node.settings.max_frame_bytes:
+            if len(self.fragments) > self.node.settings.max_frame_bytes:
                 self.fragments = None
                 self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
             elif frame.fin:
@@ -127,11 +127,11 @@ class PicowsConnection(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gone = True
-        self.conn.closed = True
+        self.conn.mark_closed()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
         if self.reader is None:
-            self.conn.node.spawn(self.conn.node.forget(self.conn))
+            self.node.spawn(self.node.forget(self.conn))
         # else the reader forgets the connection when it has finished what it was doing
 
     def pause_writing(self) -> None:
@@ -172,7 +172,7 @@ class PicowsConnection(WSListener):
         conn = self.conn
         st = conn.state
         bind(conn=f"{id(self):x}", session=st.session, user=st.user)
-        refused = await conn.node.open(conn)
+        refused = await self.node.open(conn)
         if refused is not None:
             self.inbox = None
             await self.close(*refused)
@@ -195,7 +195,7 @@ class PicowsConnection(WSListener):
             if not self.inbox:
                 self.inbox = None
             if self.gone:
-                await conn.node.forget(conn)
+                await self.node.forget(conn)
 
     def _stop_reading(self) -> None:
         """Closing: read no more (the close handshake then times out and the socket is
@@ -205,7 +205,7 @@ class PicowsConnection(WSListener):
             self.t.underlying_transport.pause_reading()
 
     def _protocol_error(self, code: WSCloseCode, reason: str) -> None:
-        self.conn.closed = True
+        self.conn.mark_closed()
         self.inbox = None
         if self.t is not None and not self.t.is_close_frame_sent:  # once, whatever follows
             self.t.send_close(code, reason.encode())
@@ -227,7 +227,7 @@ class PicowsConnection(WSListener):
         try:
             self.t.send(WSMsgType.TEXT, frame)
         except Exception:
-            self.conn.closed = True  # the socket is going away: as a failed write would
+            self.conn.mark_closed()  # the socket is going away: as a failed write would
         return True
 
     def buffered(self) -> int:
@@ -253,55 +253,42 @@ class PicowsConnection(WSListener):
 # ---------------------------------------------------------------- handshake
 
 
-def _text(status: int, body: str, headers: dict[str, str] | None = None) -> Any:
-    if status < 400:
-        resp = WSUpgradeResponse.create_ok_response(body.encode())
-        for k, v in (headers or {}).items():
+def _response(answer: R.Answer) -> WSUpgradeResponseWithListener:
+    body = answer.body.encode()
+    if answer.status < 400:
+        resp = WSUpgradeResponse.create_ok_response(body)
+        for k, v in answer.headers:
             resp.headers[k] = v
         return WSUpgradeResponseWithListener(resp, None)
     return WSUpgradeResponseWithListener(
-        WSUpgradeResponse.create_error_response(status, body.encode(), headers), None)
-
-
-_PROBES = frozenset(("/healthz",))
-"""The only plain-HTTP path of the public port; /readyz and /metrics: gateway/internal.py."""
-
-
-def _is_upgrade(headers: Any) -> bool:
-    return bool(headers.get("sec-websocket-key")
-                and headers.get("upgrade", "").lower() == "websocket"
-                and "upgrade" in headers.get("connection", "").lower()
-                and headers.get("sec-websocket-version") == "13")
+        WSUpgradeResponse.create_error_response(answer.status, body, dict(answer.headers)),
+        None)
 
 
 def listener_factory(node: EdgeNode) -> Any:
+    class Listener(PicowsConnection):
+        __slots__ = ()
+
+    Listener.node = node  # one class per server: no per-connection reference to the node
+
     def factory(req: WSUpgradeRequest) -> Any:
-        url = urlsplit(req.path.decode("latin-1"))
-        if url.path in _PROBES:
-            return _text(200, "ok\n")
-        if url.path != PATH:
-            return _text(404, f"WebSocket endpoint is {PATH}\n")
         h = req.headers
-        if not _is_upgrade(h):
-            node.metrics["handshake_failed"] += 1
-            return _text(HTTPStatus.UPGRADE_REQUIRED, "a WebSocket upgrade request is required\n",
-                         {"Upgrade": "websocket"})
-        offered = ", ".join(h.getall("sec-websocket-protocol", ()))
-        headers = {"authorization": h.get("authorization", ""),
-                   "sec-websocket-protocol": offered, "origin": h.get("origin", "")}
-        session = parse_qs(url.query).get("session", [None])[0] if url.query else None
-        result = node.admit(headers, url.query, session)
-        if isinstance(result, tuple):
-            status, text = result
-            extra = ({"Retry-After": "5"} if status == 503 else
-                     {"WWW-Authenticate": 'Bearer realm="agentia"'} if status == 401 else None)
-            return _text(status, text + "\n", extra)
-        chosen = {"Sec-WebSocket-Protocol": PROTOCOL} if any(
-            p.strip() == PROTOCOL for p in offered.split(",")) else None
+        headers = {name: h.get(name, "") for name in _ROUTED}
+        decision = R.route(node, req.path.decode("latin-1"), headers,
+                           h.getall("sec-websocket-protocol", ()))
+        if isinstance(decision, R.Answer):
+            return _response(decision)
+        chosen = {"Sec-WebSocket-Protocol": decision.subprotocol} if decision.subprotocol \
+            else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(chosen),
-                                             PicowsConnection(result))
+                                             Listener(decision.conn))
 
     return factory
+
+
+_ROUTED = ("authorization", "origin", "sec-websocket-key", "upgrade", "connection",
+           "sec-websocket-version")
+"""The request headers the routing reads."""
 
 
 _REJECT_503 = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\n"
@@ -317,7 +304,7 @@ class _Refuse(asyncio.Protocol):
         t.close()
 
 
-async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Server:
+async def start(node: EdgeNode, sock: socket.socket | None = None) -> Served:
     s = node.settings
     factory = listener_factory(node)
     if s.compression:
@@ -349,7 +336,7 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
 
     def protocol() -> asyncio.BaseProtocol:
         if sockets >= node.hard_cap:
-            node.metrics["refused_over_cap"] += 1
+            node.tally("refused_over_cap")
             return _Refuse()
         # the arguments picows.api.ws_create_server passes (picows 2.3), in its order:
         # (host+port, path, client side, listener factory, logger, disconnect on exception,
@@ -363,11 +350,12 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> asyncio.Se
     where: dict[str, Any] = (
         {"sock": sock} if sock else {"host": s.host, "port": s.port, "reuse_port": s.reuse_port,
                                      "backlog": s.backlog})
-    return await asyncio.get_running_loop().create_server(protocol, **where)
+    server = await asyncio.get_running_loop().create_server(protocol, **where)
 
+    async def close(deadline: float) -> None:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), deadline)
 
-async def close_server(server: asyncio.Server, deadline: float) -> None:
-    server.close()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), deadline)
+    return Served(port_of(server.sockets, s.port), close)
 

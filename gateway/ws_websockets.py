@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -17,14 +15,14 @@ from websockets.protocol import State
 
 from agentia import PROTOCOL
 from agentia.logs import bind, quiet_library
+from gateway import routing as R
 from gateway.connection import Connection
-from gateway.transport import cap_send_buffer, reset_on_close
+from gateway.transport import Served, cap_send_buffer, port_of, reset_on_close
 
 if TYPE_CHECKING:
     from gateway.node import EdgeNode
 
 log = logging.getLogger("agentia.edge")
-PATH = "/v1/ws"
 _REJECT_503 = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\n"
                b"Content-Length: 13\r\n\r\nover capacity")
 
@@ -83,7 +81,7 @@ class EdgeServerConnection(ServerConnection):
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
         node: EdgeNode = self.server.agentia_node  # type: ignore[attr-defined]
         if len(self.server.handlers) > node.hard_cap:
-            node.metrics["refused_over_cap"] += 1
+            node.tally("refused_over_cap")
             self.transport.write(_REJECT_503)
             return
         try:
@@ -92,7 +90,7 @@ class EdgeServerConnection(ServerConnection):
             # Peers that connect and send no valid request (scanners, TCP health checks,
             # clients that give up) are counted, not logged with a traceback each: the
             # library aborts the socket once it sees the handshake did not open.
-            node.metrics["handshake_failed"] += 1
+            node.tally("handshake_failed")
             log.debug("opening handshake failed: %s", exc)
         finally:
             # admitted by process_request, but the upgrade itself failed or timed out
@@ -106,40 +104,28 @@ def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
     return None
 
 
-def _healthz(conn: ServerConnection, node: EdgeNode) -> Response:
-    return conn.respond(http.HTTPStatus.OK, "ok\n")
-
-
-_PROBES = {"/healthz": _healthz}
-"""The only plain-HTTP path of the public port; /readyz and /metrics: gateway/internal.py."""
-
-
 async def _process_request(conn: ServerConnection, req: Request) -> Response | None:
     node: EdgeNode = conn.server.agentia_node  # type: ignore[attr-defined]
-    url = urlsplit(req.path)
-    if url.path in _PROBES:
-        return _PROBES[url.path](conn, node)
-    if url.path != PATH:
-        return conn.respond(http.HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
-    headers = {k.lower(): v for k, v in req.headers.raw_items()}
-    query = parse_qs(url.query)
-    result = node.admit(headers, url.query, query.get("session", [None])[0])
-    if isinstance(result, tuple):
-        status, text = result
-        resp = conn.respond(status, text + "\n")
-        if status in (401, 503):
-            resp.headers["Retry-After" if status == 503 else "WWW-Authenticate"] = (
-                "5" if status == 503 else 'Bearer realm="agentia"')
-        return resp
-    conn.agentia = result  # type: ignore[attr-defined]
-    return None
+    h = req.headers
+    # the last of repeated headers, as before (Headers.get raises on repeated ones)
+    headers = {name: (h.get_all(name) or [""])[-1] for name in ("authorization", "origin")}
+    # the library checks the upgrade itself after this (and answers 426/400)
+    decision = R.route(node, req.path, headers, h.get_all("sec-websocket-protocol"),
+                       check_upgrade=False)
+    if isinstance(decision, R.Accept):
+        conn.agentia = decision.conn  # type: ignore[attr-defined]
+        return None
+    resp = conn.respond(decision.status, decision.body)
+    for name, value in decision.headers:
+        resp.headers[name] = value
+    return resp
 
 
 async def _handler(ws: ServerConnection) -> None:
     conn: Connection | None = getattr(ws, "agentia", None)
     if conn is None:
         return
-    node = conn.node
+    node: EdgeNode = ws.server.agentia_node  # type: ignore[attr-defined]
     bind(conn=ws.id.hex[:12], session=conn.state.session, user=conn.state.user)
     conn.attach(WebsocketsTransport(ws))
     try:
@@ -156,11 +142,11 @@ async def _handler(ws: ServerConnection) -> None:
     except ConnectionClosed:
         pass
     finally:
-        conn.closed = True
+        conn.mark_closed()
         await node.forget(conn)
 
 
-async def start(node: EdgeNode, sock: socket.socket | None = None) -> Server:
+async def start(node: EdgeNode, sock: socket.socket | None = None) -> Served:
     s = node.settings
     quiet_library("agentia.ws")
     where: dict[str, Any] = (
@@ -184,10 +170,10 @@ async def start(node: EdgeNode, sock: socket.socket | None = None) -> Server:
         **where,
     )
     server.agentia_node = node  # type: ignore[attr-defined]
-    return server
+    return Served(port_of(server.sockets, s.port), lambda deadline: _close(server, deadline))
 
 
-async def close_server(server: Server, deadline: float) -> None:
+async def _close(server: Server, deadline: float) -> None:
     server.close(close_connections=False)
     try:
         await asyncio.wait_for(server.wait_closed(), deadline)

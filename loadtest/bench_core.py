@@ -57,6 +57,7 @@ from typing import Any
 import orjson
 import websockets
 
+from agentia import supervise
 from agentia.settings import DEV_SECRET
 from agentia.supervise import stop_all
 from gateway.auth import mint
@@ -101,13 +102,7 @@ def pct(values: list[float], p: float) -> float:
 
 def spawn(args: list[str], env: dict[str, str], ready: str) -> tuple[subprocess.Popen[bytes],
                                                                         dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.decode().startswith(ready):
-            return proc, dict(p.split("=", 1) for p in line.decode().split()[1:])
-    raise RuntimeError(f"{args} did not start")
+    return supervise.spawn(args, env, ready, 120, cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
 # ------------------------------------------------------------------ idle connections

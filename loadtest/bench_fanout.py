@@ -38,7 +38,7 @@ import orjson
 import websockets
 
 from agentia.settings import DEV_SECRET
-from agentia.supervise import stop_all
+from agentia.supervise import spawn, stop_all
 from gateway.auth import mint
 from launch.redis_server import RedisServer
 from loadtest.bench_core import (
@@ -167,21 +167,17 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
                "AGENTIA_REDIS_PREFIX": prefix, "AGENTIA_TRANSPORT": transport,
                "AGENTIA_MAX_CONNECTIONS_PER_USER": "100000", "AGENTIA_SEND_QUEUE": "1024",
                **NO_USER_LIMITS}
-        sup = subprocess.Popen(
-            [sys.executable, "-m", "launch.cli", "gateway", "--port", "0", "--processes",
-             str(edges)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        # --processes 1 runs the edge itself (AGENTIA_EDGE_READY, its own pid);
+        # more run under a supervisor that lists its edges' pids
+        try:
+            sup, info = spawn(["gateway", "--port", "0", "--processes", str(edges)], env,
+                              ("AGENTIA_GATEWAY_READY", "AGENTIA_EDGE_READY"), 120, cwd=ROOT,
+                              stderr=subprocess.DEVNULL)
+        except BaseException:
+            redis.stop()
+            raise
         procs: list[mp.Process] = []
         try:
-            assert sup.stdout is not None
-            info: dict[str, str] = {}
-            for line in sup.stdout:
-                # --processes 1 runs the edge itself (AGENTIA_EDGE_READY, its own pid);
-                # more run under a supervisor that lists its edges' pids
-                if line.startswith((b"AGENTIA_GATEWAY_READY", b"AGENTIA_EDGE_READY")):
-                    info = dict(f.split("=", 1) for f in line.decode().split()[1:])
-                    break
-            if not info:
-                raise RuntimeError("the gateway exited before it was ready")
             port = int(info["port"])
             edge_pids = [int(x) for x in info.get("pids", str(sup.pid)).split(",")]
             time.sleep(2)

@@ -50,6 +50,7 @@ import numpy as np
 import orjson
 from livekit import rtc
 
+from agentia import supervise
 from agentia.settings import from_env
 from agentia.supervise import stop_all
 from launch.redis_server import RedisServer
@@ -404,15 +405,8 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
 
 
 def spawn(args: list[str], env: dict[str, str], ready: str,
-          log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with open(log, "wb") as err:  # the child keeps its own fd
-        proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.decode().startswith(ready):
-            return proc, line.decode().strip()
-    raise RuntimeError(f"{args} exited before it was ready; see {log}")
+          log: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    return supervise.spawn(args, env, ready, 180, cwd=ROOT, stderr=log)
 
 
 def commit() -> str:

@@ -41,7 +41,6 @@ import datetime as dt
 import math
 import os
 import platform
-import queue
 import random
 import signal
 import subprocess
@@ -63,6 +62,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agentia.settings import DEV_SECRET
+from agentia.supervise import StartError, start
 from gateway.auth import mint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,36 +98,24 @@ def start_system(state: Path, edges: int, workers: int, idle_timeout: float,
     log = state / "up.log"
     cmd = [sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port", "0",
            "--edges", str(edges), "--workers", str(workers)]
-    with open(log, "ab") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
-                                stdin=subprocess.DEVNULL)
-    lines: queue.Queue[str | None] = queue.Queue()
+    with open(log, "ab") as out:
+        try:
+            proc, kv = start(cmd, env, "AGENTIA_UP_READY", timeout, cwd=ROOT, stderr=out,
+                             echo=out)
+        except StartError as exc:
+            out.close()
+            raise RuntimeError(f"{exc}; see {log}:\n{log.read_text()[-3000:]}") from None
 
     def pump() -> None:  # keeps draining up's stdout so it never blocks on a full pipe
         assert proc.stdout is not None
-        with open(log, "a") as out:
+        with open(log, "ab") as out:
             for raw in proc.stdout:
-                text = raw.decode(errors="replace").rstrip()
-                out.write(text + "\n")
+                out.write(raw)
                 out.flush()
-                lines.put(text)
-        lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if line is None:
-            break
-        if line.startswith("AGENTIA_UP_READY"):
-            kv = dict(p.split("=", 1) for p in line.split()[1:])
-            return System(proc, kv["url"], kv["api"], [int(p) for p in kv["pids"].split(",")],
-                          [int(e.split(":")[1]) for e in kv["edges"].split(",")], log)
-    stop_system_proc(proc, [])
-    raise RuntimeError(f"agentia up did not become ready; see {log}:\n{log.read_text()[-3000:]}")
+    return System(proc, kv["url"], kv["api"], [int(p) for p in kv["pids"].split(",")],
+                  [int(e.split(":")[1]) for e in kv["edges"].split(",")], log)
 
 
 def _alive(pid: int) -> bool:

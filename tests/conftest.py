@@ -19,11 +19,14 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from agentia.supervise import start
 from gateway.auth import mint
 from launch.redis_server import RedisServer
 from sessions.bus import Bus, connect
 
 ROOT = Path(__file__).resolve().parent.parent
+READY_S = 120
+"""How long a child of a test may take to print its READY line (imports on a busy machine)."""
 TEST_SECRET = "agentia-test-secret-0123456789-abcdefghijklmnopqr"
 """HS256 secret of the processes tests start (49 bytes: above the 32-byte minimum)."""
 
@@ -58,18 +61,10 @@ class Proc:
                  wrapper: Sequence[str] = ()) -> None:
         self.log = open(  # noqa: SIM115
             ROOT / "test-output" / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", "wb")
-        self.proc = subprocess.Popen(  # a wrapper (ip netns exec NS) must exec, keeping the PID
-            [*wrapper, sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
-        self.info: dict[str, str] = {}
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            text = line.decode().strip()
-            if text.startswith(ready):
-                self.info = dict(p.split("=", 1) for p in text.split()[1:])
-                break
-        else:
-            raise RuntimeError(f"{args} exited before it was ready; see {self.log.name}")
+        # a wrapper (ip netns exec NS) must exec, keeping the PID
+        self.proc, self.info = start(
+            [*wrapper, sys.executable, "-m", "launch.cli", *args], env, ready, READY_S,
+            what=f"{args} (log {self.log.name})", cwd=ROOT, stderr=self.log, supervised=False)
 
     @property
     def port(self) -> int:

@@ -3,43 +3,34 @@
 Unlike a WebSocket library it can send control frames at any rate, send frames the protocol
 forbids, and never read what the server writes (a small receive buffer makes the server's
 buffers fill fast). Blocking and synchronous on purpose: the edge under test is another process.
+The framing is :mod:`loadtest.wsframe`'s; this is its blocking-socket adapter.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import os
 import socket
-import struct
 import threading
 import time
 
 import orjson
 
-TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from loadtest.wsframe import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    accept,
+    close_code,
+    frame,
+    parse,
+    response_head,
+    upgrade_key,
+    upgrade_request,
+)
 
-
-def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """One client frame (masked, as RFC 6455 requires of clients)."""
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65_536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    mask = os.urandom(4)
-    return head + mask + _mask(payload, mask)
-
-
-def _mask(payload: bytes, mask: bytes) -> bytes:
-    n = len(payload)
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
+__all__ = ["BINARY", "CLOSE", "PING", "PONG", "TEXT", "PeakRSS", "RawWS", "frame", "rss_kib"]
 
 
 class RawWS:
@@ -56,12 +47,11 @@ class RawWS:
         self._upgrade(port, token, session)
 
     def _upgrade(self, port: int, token: str, session: str | None) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
+        key = upgrade_key()
         path = "/v1/ws" + (f"?session={session}" if session else "")
-        self.sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: Bearer {token}\r\n\r\n".encode())
+        self.sock.sendall(upgrade_request(path, key, [
+            f"Host: 127.0.0.1:{port}", "Upgrade: websocket", "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13", f"Authorization: Bearer {token}"]))
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(4096)
             if not chunk:
@@ -70,13 +60,12 @@ class RawWS:
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.decode("latin-1"))
-        accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-        assert f"sec-websocket-accept: {accept}".lower() in head.decode("latin-1").lower()
+        assert response_head(head)[1].get("sec-websocket-accept") == accept(key)
 
     # ------------------------------------------------------------ writing
 
     def send(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        self.sock.sendall(frame(opcode, payload, fin))
+        self.sock.sendall(frame(opcode, payload, fin=fin))
 
     def send_json(self, **obj: object) -> None:
         self.send(TEXT, orjson.dumps(obj))
@@ -110,28 +99,18 @@ class RawWS:
             self.buf += chunk
 
     def _parse(self) -> tuple[int, bytes] | None:
-        b = self.buf
-        if len(b) < 2:
+        got = parse(self.buf, masked_ok=True)
+        if got is None:
             return None
-        n, at = b[1] & 0x7F, 2
-        if n == 126:
-            if len(b) < 4:
-                return None
-            n, at = struct.unpack("!H", b[2:4])[0], 4
-        elif n == 127:
-            if len(b) < 10:
-                return None
-            n, at = struct.unpack("!Q", b[2:10])[0], 10
-        if len(b) < at + n:
-            return None
-        self.buf = b[at + n:]
-        return b[0] & 0x0F, b[at:at + n]
+        b0, payload, end = got
+        self.buf = self.buf[end:]
+        return b0 & 0x0F, payload
 
     def read_json(self) -> dict[str, object]:
         while True:
             op, payload = self.read_frame()
             if op == CLOSE:
-                raise ConnectionError(f"closed {struct.unpack('!H', payload[:2])[0]}")
+                raise ConnectionError(f"closed {close_code(payload)}")
             if op == TEXT:
                 obj: dict[str, object] = orjson.loads(payload)
                 return obj
@@ -149,7 +128,7 @@ class RawWS:
                     break
                 return 1006
             if op == CLOSE:
-                return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
+                return close_code(payload)
         raise TimeoutError("the server kept the connection open")
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
-// The Agentia chat page: one conversation view over AgentiaClient (agentia.js), a list of the
-// user's conversations from the control plane, dev tokens when the server hands them out.
-import { AgentiaClient } from "./agentia.js";
+// The Agentia chat page: one conversation view over AgentiaClient (@agentia/client, from
+// clients/js, served at /static/agentia-client/), a list of the user's conversations from the
+// control plane, dev tokens when the server hands them out.
+import { AgentiaClient } from "./agentia-client/index.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
+
+from agentia.supervise import spawn
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -29,25 +28,16 @@ class EdgeProc:
     def __init__(self, tree: Path, env: dict[str, str], log: Path, timeout: float = 30) -> None:
         self.log_path = log
         self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "launch.cli", "gateway", "--port", "0"], cwd=tree,
-            env={**os.environ, **env, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL)
-        self.port = self._wait_ready(timeout)
-
-    def _wait_ready(self, timeout: float) -> int:
-        assert self.proc.stdout is not None
-        deadline, buf = time.monotonic() + timeout, b""
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                buf += os.read(self.proc.stdout.fileno(), 4096)
-                for line in buf.decode(errors="replace").splitlines():
-                    if line.startswith("AGENTIA_EDGE_READY"):
-                        info = dict(p.split("=", 1) for p in line.split()[1:])
-                        return int(info["port"])
-        self.stop()
-        raise RuntimeError(f"the edge did not start; see {self.log_path}")
+        try:
+            self.proc, info = spawn(
+                ["gateway", "--port", "0"],
+                {**os.environ, **env, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
+                "AGENTIA_EDGE_READY", timeout, what=f"the edge of {tree} (log {log})",
+                cwd=tree, stderr=self._log)
+        except BaseException:
+            self._log.close()
+            raise
+        self.port = int(info["port"])
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

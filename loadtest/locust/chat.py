@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-from loadtest.locust.wsuser import ChatUser, totals
+from loadtest.locust.chatuser import ChatUser
+from loadtest.locust.counters import totals
 
 __all__ = ["ChatShape", "ChatUser"]
 

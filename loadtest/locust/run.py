@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from agentia.supervise import stop_all
+from agentia.supervise import spawn, stop_all
 from launch.redis_server import RedisServer, free_port
 from loadtest.bench_core import cpu_s, rss_kib, slab_kib
 from loadtest.locust import results
@@ -52,24 +52,14 @@ class Agentia:
     def __init__(self, args: list[str], env: dict[str, str], ready: str, logfile: Path,
                  timeout: float = 90) -> None:
         self.log: IO[bytes] = logfile.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
-        self.info: dict[str, str] = {}
         self.restarts: list[str] = []
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        for line in self.proc.stdout:
-            self.log.write(line)
-            text = line.decode().strip()
-            if text.startswith(ready):
-                self.info = dict(p.split("=", 1) for p in text.split()[1:])
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.info:
-            self.stop()
-            raise RuntimeError(f"'agentia {' '.join(args)}' did not start: see {logfile}")
+        try:
+            self.proc, self.info = spawn(args, env, ready, timeout, what=f"'agentia "
+                                         f"{' '.join(args)}' (log {logfile})", cwd=ROOT,
+                                         stderr=self.log, echo=self.log)
+        except BaseException:
+            self.log.close()
+            raise
         self.pids = [int(p) for p in self.info.get("pids", str(self.proc.pid)).split(",")]
         threading.Thread(target=self._drain, daemon=True).start()
 

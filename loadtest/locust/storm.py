@@ -14,7 +14,8 @@ import math
 
 from locust import LoadTestShape
 
-from loadtest.locust.wsuser import HoldUser, batch_size, totals
+from loadtest.locust.counters import totals
+from loadtest.locust.wsuser import HoldUser, batch_size
 
 __all__ = ["HoldUser", "StormShape"]
 

@@ -46,19 +46,11 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest import wsframe
+from loadtest.locust.counters import Tally
 from loadtest.locust.lineage import Lineage
-from loadtest.locust.wsuser import (
-    OP_CLOSE,
-    OP_TEXT,
-    HoldUser,
-    Tally,
-    WSConnection,
-    WSError,
-    close_code,
-    describe,
-    encode_frame,
-    fire,
-)
+from loadtest.locust.wsconn import WSConnection, WSError, describe
+from loadtest.locust.wsuser import HoldUser, fire
 
 MAX_ATTEMPTS = 8
 EVENT_PREFIX = b'{"offset":'
@@ -225,7 +217,7 @@ class StreamUser(HoldUser):
             if frame is None:
                 return
             op, payload = frame
-            if op == OP_TEXT:
+            if op == wsframe.TEXT:
                 if payload.startswith(EVENT_PREFIX):
                     self._event(lin, payload)
                 else:
@@ -264,7 +256,7 @@ class StreamUser(HoldUser):
         lin.t_attempt = time.perf_counter()
         frame = {"type": "resume", "after": lin.last, "epoch": lin.epoch, "id": lin.rid}
         try:
-            conn.sock.send(encode_frame(OP_TEXT, orjson.dumps(frame)))
+            conn.sock.send(wsframe.frame(wsframe.TEXT, orjson.dumps(frame)))
         except OSError as exc:
             self._drop(conn, describe(exc))
 
@@ -305,7 +297,7 @@ class StreamUser(HoldUser):
             frame = {"type": "resume", "after": lin.last, "epoch": lin.epoch,
                      "id": f"r-{lin.reconnects + 1}"}
             try:  # before watching: nothing else writes to it yet
-                conn.sock.sendall(encode_frame(OP_TEXT, orjson.dumps(frame)))
+                conn.sock.sendall(wsframe.frame(wsframe.TEXT, orjson.dumps(frame)))
             except OSError as exc:
                 conn.sock.close()
                 fire(self.environment, "resume", lin.t_attempt, exc=exc)
@@ -366,8 +358,8 @@ def drain_outcome(conn: WSConnection, quiet: float = 1.0, budget: float = 6.0) -
                 return str(exc)
             if frame is None:
                 break
-            if frame[0] == OP_CLOSE:
-                return f"close {close_code(frame[1])}"
+            if frame[0] == wsframe.CLOSE:
+                return f"close {wsframe.close_code(frame[1])}"
     return "open"
 
 

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from agentia.supervise import start
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "test-output" / "browser"
@@ -50,11 +52,11 @@ class System:
         env.pop("OPENAI_API_KEY", None)
         self.log_path = ROOT / "test-output" / f"browser-up-{os.getpid()}-{time.time_ns()}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc, self.info = start(
             [sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port", "0",
-             "--edges", str(edges)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
-        self.info = self._ready(timeout=120)
+             "--edges", str(edges)], env, "AGENTIA_UP_READY", 120,
+            what=f"agentia up (log {self.log_path})", cwd=ROOT, stderr=self.log, echo=self.log,
+            supervised=False)
         threading.Thread(target=self._drain, daemon=True).start()
         self.api = self.info["api"].rstrip("/")
         # edges=<pid>:<port>,<pid>:<port>
@@ -62,29 +64,6 @@ class System:
         for item in self.info["edges"].split(","):
             pid, port = item.split(":")
             self.edges[int(port)] = int(pid)
-
-    def _ready(self, timeout: float) -> dict[str, str]:
-        assert self.proc.stdout is not None
-        found: dict[str, str] = {}
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.log.write(line)
-                text = line.decode(errors="replace").strip()
-                if text.startswith("AGENTIA_UP_READY"):
-                    for part in text.split()[1:]:
-                        key, _, value = part.partition("=")
-                        found[key] = value
-                    return
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not found:
-            self.stop()
-            raise RuntimeError(f"agentia up was not ready in {timeout} s; see {self.log_path}")
-        return found
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None

@@ -1,4 +1,4 @@
-"""The Python client SDK (agentia/client.py) against real edges, workers and Redis."""
+"""The Python client SDK (clients/python/agentia_client) against real edges, workers and Redis."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agentia.client import (
+from agentia_client import (
     AgentiaClient,
     AuthenticationError,
     Backoff,

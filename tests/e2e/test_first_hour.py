@@ -354,6 +354,7 @@ mkdir -p "$3/bin"
 cat >"$3/bin/python" <<'PY'
 #!/bin/sh
 echo "Collecting livekit-agents"
+echo "python $*"
 echo "SetuptoolsDeprecationWarning: editable install ********" >&2
 exit ${FAKE_PIP_EXIT:-0}
 PY
@@ -371,7 +372,9 @@ def test_dev_up_cold_says_what_it_does_and_keeps_pip_quiet(tmp_path: Path,
     repo, fakes, home = tmp_path / "repo", tmp_path / "bin", tmp_path / "home"
     for d in (repo / "web", fakes, home):
         d.mkdir(parents=True)
-    for name in ("dev", "pyproject.toml", "web/package-lock.json"):
+    (repo / "clients" / "python").mkdir(parents=True)
+    for name in ("dev", "pyproject.toml", "web/package-lock.json",
+                 "clients/python/pyproject.toml"):
         (repo / name).write_bytes((ROOT / name).read_bytes())
     (repo / "dev").chmod(0o755)
     scripts = {"python": FAKE_PYTHON, "npm": "#!/bin/sh\necho 'added 12 packages'\n",
@@ -386,7 +389,10 @@ def test_dev_up_cold_says_what_it_does_and_keeps_pip_quiet(tmp_path: Path,
                          text=True, timeout=60)
     said = out.stdout + out.stderr
     assert "dev: creating .venv with Python 3.11.7" in said
-    assert "Collecting" in (repo / ".venv" / "pip.log").read_text()
+    pip_log = (repo / ".venv" / "pip.log").read_text()
+    assert "Collecting" in pip_log
+    if not pip_exit:  # the SDK comes from clients/python in the same call, never an index
+        assert "python -m pip install -q -e ./clients/python -e .[voice]" in pip_log, pip_log
     if pip_exit:  # the log's tail, then one line that says where the rest is
         assert out.returncode == 1
         assert said.rstrip().endswith("dev: pip install failed; the whole log is in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ROOT, Client, Cluster, Proc, token
+from agentia.supervise import start
+from tests.conftest import READY_S, ROOT, Client, Cluster, Proc, token
 
 
 async def _closed_with(c: Client, timeout: float = 20) -> int | None:
@@ -70,20 +72,14 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
     env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_API_KEY", None)
-    up = subprocess.Popen([sys.executable, "-m", "launch.cli", "up", "--port", "0",
-                           "--api-port", "0"], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    said = io.BytesIO()
+    up, info = start([sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port",
+                      "0"], env, "AGENTIA_UP_READY", READY_S, cwd=ROOT,
+                     stderr=subprocess.DEVNULL, echo=said, supervised=False)
     try:
-        assert up.stdout is not None
-        info: dict[str, str] = {}
-        said: list[bytes] = []
-        for line in up.stdout:
-            said.append(line)
-            if line.startswith(b"AGENTIA_UP_READY"):
-                info = dict(p.split("=", 1) for p in line.decode().split()[1:])
-                break
         # development mode, said once: the children accept the public dev secret
-        assert [ln for ln in said if b"AGENTIA_DEV=true" in ln] == [
+        assert [ln for ln in said.getvalue().splitlines(keepends=True)
+                if b"AGENTIA_DEV=true" in ln] == [
             b"dev mode   AGENTIA_DEV=true: the public dev secret is accepted; never in "
             b"production\n"]
         pids = [int(p) for p in info["pids"].split(",")]

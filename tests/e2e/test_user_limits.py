@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from agentia.client import AgentiaClient, Backoff, ServerClosed
+from agentia_client import AgentiaClient, Backoff, ServerClosed
 from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus, connect

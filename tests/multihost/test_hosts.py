@@ -11,7 +11,7 @@ import orjson
 import pytest
 import websockets
 
-from agentia.client import AgentiaClient, Backoff
+from agentia_client import AgentiaClient, Backoff
 from sessions.bus import Bus, connect
 from tests.conftest import Client, Proc, token
 from tests.e2e.test_client_sdk import Collector, has

@@ -86,6 +86,17 @@ def test_extras_and_copied_paths_exist() -> None:
                 assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
 
 
+def test_the_sdk_is_installed_from_the_repository_with_the_project() -> None:
+    """agentia depends on agentia-client (clients/python): the build stage copies it and
+    installs it in the same pip call as the project, so pip never asks PyPI for it."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("agentia-client") for d in deps)
+    build = instructions()[:max(i for i, (w, _) in enumerate(instructions()) if w == "FROM")]
+    assert ("COPY", "clients/python ./clients/python") in build
+    installs = [a for w, a in build if w == "RUN" and "pip install" in a and '".[' in a]
+    assert len(installs) == 1 and "pip install ./clients/python -e" in installs[0], installs
+
+
 def test_no_secret_in_the_image() -> None:
     secretish = re.compile(r"(SECRET|PASSWORD|TOKEN|API_KEY|PRIVATE)", re.I)
     for w, a in instructions():
@@ -178,3 +189,14 @@ def test_metrics_exporter_refuses_a_missing_directory(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, str(EXPORTER), "--port", "0"], env=env,
                          capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode != 0 and "is not a directory" in res.stderr
+
+
+def test_the_image_ships_the_js_sdk_where_the_page_is_served_from() -> None:
+    from control.api import CLIENT_JS, WEB
+
+    copies = {tuple(a.split()) for w, a in final_stage() if w == "COPY"}
+    # the control plane finds both beside its source tree, /app in the image
+    assert ("web", "/app/" + str(WEB.relative_to(ROOT))) in copies
+    assert ("clients/js/src", "/app/" + str(CLIENT_JS.relative_to(ROOT))) in copies
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "clients/js/node_modules" in ignored

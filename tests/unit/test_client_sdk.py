@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentia.client import (
+from agentia_client import (
     Backoff,
     Event,
     Limits,

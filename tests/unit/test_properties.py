@@ -179,7 +179,7 @@ class _Conn:
             self.written.append(offset)
 
     def fill(self, page: int) -> None:
-        """One catch-up as connection.catch_up runs it: pages from the log until done."""
+        """One catch-up as SessionProtocol's replay runs it: pages from the log until done."""
         if not self.cursor.catching_up:
             return
         while True:

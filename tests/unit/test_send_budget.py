@@ -6,15 +6,15 @@ import asyncio
 import resource
 from collections import Counter
 from collections.abc import Coroutine
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from agentia.settings import EdgeSettings, SettingsError, from_env
 from gateway import protocol as P
+from gateway import session_protocol as S
 from gateway.connection import Connection
-from gateway.node import EdgeNode
+from gateway.host import Host
 
 BUDGET = 65_536
 
@@ -51,12 +51,12 @@ class FakeTransport:
 
 class FakeNode:
     def __init__(self) -> None:
-        self.settings = SimpleNamespace(send_budget_bytes=BUDGET, send_stall_s=0.5)
         self.limits = P.Limits(max_frame_bytes=65_536, max_text_chars=16_000, rate_per_s=5.0,
                                burst=20.0, send_queue=256, send_budget_bytes=BUDGET,
                                ping_rate_per_s=20.0, ping_burst=40.0, heartbeat_s=25.0,
                                idle_timeout_s=90.0)
         self.metrics: Counter[str] = Counter()
+        self.rules = S.Rules(self.limits, 0.5, self.metrics)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         coro.close()  # the close itself is the transport's business, tested end to end
@@ -64,8 +64,8 @@ class FakeNode:
 
 def _conn(transport: FakeTransport) -> tuple[Connection, FakeNode]:
     node = FakeNode()
-    state = P.ConnState("s", "u", None, P.Cursor(0), P.TokenBucket(5.0, 20.0))
-    conn = Connection(cast(EdgeNode, node), state)
+    state = S.SessionProtocol(node.rules, "s", "u", None, 0.0)
+    conn = Connection(cast(Host, node), state)
     conn.attach(cast(Any, transport))
     return conn, node
 
@@ -186,8 +186,8 @@ async def test_stalled(queued: bool) -> None:
     if queued:
         conn.push(b"q")
     conn.progress_at = 100.0
-    assert conn.stalled(100.4) is False
-    assert conn.stalled(100.6) is queued
+    assert conn.stalled(100.4) is None
+    assert (conn.stalled(100.6) is not None) is queued
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from agentia import metrics as M
-from agentia.client import close_action
-from agentia.client.policy import CLOSE_CODES
 from agentia.codes import CloseCode
 from agentia.settings import EdgeSettings, SettingsError, from_env
+from agentia_client import close_action
+from agentia_client.policy import CLOSE_CODES
 from sessions.keys import Keys, UserKeys
 from sessions.opening import _SESSION_REFUSALS, TOO_MANY_CONNECTIONS
 from tests.unit.test_keys import hash_tag

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from agentia.supervise import start
 from launch.redis_server import RedisServer
-from tests.conftest import ROOT, Cluster
+from tests.conftest import READY_S, ROOT, Client, Cluster
 from tests.voice.livekit_server import LiveKitServer, find_binary
+from voice.caller import Caller
 from voice.settings import VoiceSettings
+from voice.tokens import Call, start_call
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +62,9 @@ class VoiceWorker:
         (ROOT / "test-output").mkdir(exist_ok=True)
         self.log_path = ROOT / "test-output" / f"voice-{uuid.uuid4().hex[:6]}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "voice"], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(b"AGENTIA_VOICE_READY"):
-                return
-        raise RuntimeError(f"the voice worker exited before it was ready; see {self.log_path}")
+        self.proc, _ = start([sys.executable, "-m", "voice"], env, "AGENTIA_VOICE_READY",
+                             READY_S, what=f"the voice worker (log {self.log_path})", cwd=ROOT,
+                             stderr=self.log, supervised=False)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -87,3 +88,66 @@ def cluster(redis_server: RedisServer, prefix: str) -> Iterator[Cluster]:
     yield c
     c.stop()
     assert c.edge_tracebacks() == []
+
+
+@dataclass
+class VoiceCall:
+    """A chat client in a new session of ``user``, the voice worker and, once :meth:`join`
+    ran, a caller in a call of that session."""
+
+    chat: Client
+    worker: VoiceWorker
+    env: dict[str, str]
+    sid: str
+    user: str
+    caller: Caller | None = None
+    call: Call | None = None
+
+    @property
+    def joined(self) -> Caller:
+        assert self.caller is not None, "no caller joined"
+        return self.caller
+
+    async def join(self) -> Caller:
+        """Start a call of the session, join it, open the microphone, wait for the agent,
+        then half a second of silence, as a caller would."""
+        self.call = await start_call(voice_settings(self.env), self.sid, self.user)
+        self.caller = await Caller.join(self.call.url, self.call.token)
+        self.caller.open_microphone()
+        await self.caller.ready(20)
+        await asyncio.sleep(0.5)
+        return self.caller
+
+    async def leave(self) -> None:
+        caller, self.caller = self.caller, None
+        if caller is not None:
+            await caller.leave()
+
+
+@asynccontextmanager
+async def voice_call(cluster: Cluster, livekit: LiveKitServer, user: str, *,
+                     prefix: str = "call", join: bool = True,
+                     **env: str) -> AsyncIterator[VoiceCall]:
+    """The set-up of every call test: an edge (the cluster's first, or a new one), the voice
+    worker run with :func:`voice_env` and ``env``, a chat client of a new session of ``user``
+    past ``welcome`` and, with ``join``, a caller in a call of it (:meth:`VoiceCall.join`).
+    Torn down in reverse: the caller leaves, the chat client closes, the worker stops."""
+    edge = cluster.edges[0] if cluster.edges else cluster.edge()
+    venv = {**voice_env(cluster, livekit), **env}
+    worker = VoiceWorker(venv)
+    sid = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        chat = await Client.open(edge.port, user=user, session=sid)
+    except BaseException:
+        worker.stop()
+        raise
+    c = VoiceCall(chat, worker, venv, sid, user)
+    try:
+        await chat.until("welcome")
+        if join:
+            await c.join()
+        yield c
+    finally:
+        await c.leave()
+        await chat.close()
+        worker.stop()

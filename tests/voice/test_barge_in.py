@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import pytest
 
 from sessions.bus import Bus
-from tests.conftest import Client, Cluster
-from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.conftest import Cluster
+from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
-from voice.caller import Caller, speech_48k
+from voice.caller import speech_48k
 from voice.settings import VoiceSettings
 from voice.speech import normalise
-from voice.tokens import start_call
 
 pytestmark = pytest.mark.e2e
 
@@ -34,21 +32,10 @@ an interruption) plus the room's audio path, with room for a loaded machine."""
 
 async def test_talking_over_the_agent_cancels_its_turn_and_starts_the_next(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    edge = cluster.edge()
     # about 30 words at 0.5 s: the reply is still being written while its start is spoken
     cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.5")
-    env = voice_env(cluster, livekit)
-    worker = VoiceWorker(env)
-    sid = f"barge-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="carol", session=sid)
-    caller: Caller | None = None
-    try:
-        await chat.until("welcome")
-        call = await start_call(voice_settings(env), sid, "carol")
-        caller = await Caller.join(call.url, call.token)
-        caller.open_microphone()
-        await caller.ready(20)
-        await asyncio.sleep(0.5)
+    async with voice_call(cluster, livekit, "carol", prefix="barge") as c:
+        chat, caller = c.chat, c.joined
         await caller.say(await speech_48k("tell me a long story about the sea"))
         first = await chat.until("user", timeout=20, source="voice")
         await asyncio.wait_for(caller.heard_agent.wait(), 30)  # the agent is speaking
@@ -68,9 +55,4 @@ async def test_talking_over_the_agent_cancels_its_turn_and_starts_the_next(
         assert second["offset"] > first["offset"] and "time" in normalise(second["text"])
         reply = await chat.until("reply", timeout=30, turn=second["offset"])
         assert "The tool says:" in reply["text"]
-    finally:
-        if caller is not None:
-            await caller.leave()
-        await chat.close()
-        worker.stop()
-    assert "Traceback" not in worker.text(), worker.log_path
+    assert "Traceback" not in c.worker.text(), c.worker.log_path

@@ -8,7 +8,6 @@ speaks free sentences with espeak-ng; the test measures end of speech -> first a
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import orjson
@@ -16,12 +15,11 @@ import pytest
 
 from control.api import _readiness
 from sessions.bus import Bus
-from tests.conftest import Client, Cluster
-from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.conftest import Cluster
+from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
-from voice.caller import Caller, speech_48k
+from voice.caller import speech_48k
 from voice.speech import normalise
-from voice.tokens import start_call
 
 pytestmark = pytest.mark.e2e
 
@@ -38,24 +36,14 @@ async def log_of(bus: Bus, sid: str) -> list[dict[str, Any]]:
 
 async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    edge = cluster.edge()
     cluster.worker()
-    env = voice_env(cluster, livekit)
-    worker = VoiceWorker(env)
-    sid = f"call-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="alice", session=sid)
-    caller: Caller | None = None
-    try:
-        await chat.until("welcome")
-        call = await start_call(voice_settings(env), sid, "alice")
-        caller = await Caller.join(call.url, call.token)
-        caller.open_microphone()
-        await caller.ready(20)
+    async with voice_call(cluster, livekit, "alice") as c:
+        chat, caller, call = c.chat, c.joined, c.call
+        assert call is not None
         joined = await chat.until("call", state="joined")
         assert joined["room"] == call.room
         ready = await _readiness(bus)  # the call's node is not counted as an edge
         assert (ready["edges"], ready["voice_calls"]) == (1, 1)
-        await asyncio.sleep(0.5)  # half a second of silence first, as a caller would
         spoken = await caller.say(await speech_48k(SENTENCE))
 
         # open vocabulary: a free sentence, not a phrase of a grammar
@@ -80,18 +68,12 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         await chat.until("reply", turn=ack["offset"])
         await asyncio.wait_for(caller.heard_agent.wait(), 20)
 
-        events = await log_of(bus, sid)
+        events = await log_of(bus, c.sid)
         voice_turns = [e for e in events if e["type"] == "user" and e["source"] == "voice"]
         assert [normalise(e["text"]) for e in voice_turns] == [heard]
         assert any(e["type"] == "reply" and e["turn"] == user["offset"] for e in events)
 
-        await caller.leave()
-        caller = None
+        await c.leave()
         ended = await chat.until("call", state="ended", timeout=20)
         assert ended["reason"] == "participant_disconnected"
-    finally:
-        if caller is not None:
-            await caller.leave()
-        await chat.close()
-        worker.stop()
-    assert "Traceback" not in worker.text(), worker.log_path
+    assert "Traceback" not in c.worker.text(), c.worker.log_path

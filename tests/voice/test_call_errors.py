@@ -15,56 +15,18 @@ import asyncio
 import os
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 
 from sessions.bus import Bus
 from tests.conftest import Client, Cluster
-from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
 from voice.caller import Caller, speech_48k
-from voice.tokens import start_call
 
 pytestmark = pytest.mark.e2e
 
 SENTENCE = "tell me about the weather in paris tomorrow"
-
-
-@dataclass
-class Call:
-    chat: Client
-    caller: Caller
-    worker: VoiceWorker
-    sid: str
-
-
-@asynccontextmanager
-async def call_with(cluster: Cluster, livekit: LiveKitServer,
-                    **env: str) -> AsyncIterator[Call]:
-    """A chat client and a caller in one session, the voice worker run with ``env``."""
-    edge = cluster.edge() if not cluster.edges else cluster.edges[0]
-    venv = {**voice_env(cluster, livekit), **env}
-    worker = VoiceWorker(venv)
-    sid = f"err-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="dave", session=sid)
-    caller: Caller | None = None
-    try:
-        await chat.until("welcome")
-        call = await start_call(voice_settings(venv), sid, "dave")
-        caller = await Caller.join(call.url, call.token)
-        caller.open_microphone()
-        await caller.ready(20)
-        await asyncio.sleep(0.5)
-        yield Call(chat, caller, worker, sid)
-    finally:
-        if caller is not None:
-            await caller.leave()
-        await chat.close()
-        worker.stop()
 
 
 async def event(chat: Client, kind: str, timeout: float, **match: object) -> dict[str, object]:
@@ -87,38 +49,40 @@ async def message(caller: Caller, state: str, within: float) -> dict[str, object
 async def test_recognition_failure_is_spoken_shown_and_logged(
         cluster: Cluster, livekit: LiveKitServer) -> None:
     cluster.worker()
-    async with call_with(cluster, livekit, AGENTIA_VOICE_STT_TIMEOUT_S="0.001") as c:
-        await c.caller.say(await speech_48k(SENTENCE))
+    async with voice_call(cluster, livekit, "dave", prefix="err",
+                          AGENTIA_VOICE_STT_TIMEOUT_S="0.001") as c:
+        await c.joined.say(await speech_48k(SENTENCE))
         logged = await c.chat.until("call", timeout=20, state="error")
         assert logged["code"] == "stt_failed" and "took over" in logged["message"]
-        shown = await message(c.caller, "error", 10)
+        shown = await message(c.joined, "error", 10)
         assert shown["code"] == "stt_failed"
-        await asyncio.wait_for(c.caller.heard_agent.wait(), 20)  # "sorry, I did not catch..."
+        await asyncio.wait_for(c.joined.heard_agent.wait(), 20)  # "sorry, I did not catch..."
         assert not any(f["type"] == "user" for f in c.chat.frames)  # no turn was made up
         # the call goes on: the agent listens again
-        await c.caller.wait_answered(0.0, 20, quiet_s=0.3)
-        assert not c.caller.agent_left.is_set()
+        await c.joined.wait_answered(0.0, 20, quiet_s=0.3)
+        assert not c.joined.agent_left.is_set()
 
 
 async def test_synthesis_failure_is_shown_and_logged_and_the_turn_answered(
         cluster: Cluster, livekit: LiveKitServer) -> None:
     cluster.worker()
-    async with call_with(cluster, livekit, AGENTIA_VOICE_TTS_TIMEOUT_S="0.0001") as c:
-        spoken = await c.caller.say(await speech_48k(SENTENCE))
+    async with voice_call(cluster, livekit, "dave", prefix="err",
+                          AGENTIA_VOICE_TTS_TIMEOUT_S="0.0001") as c:
+        spoken = await c.joined.say(await speech_48k(SENTENCE))
         user = await c.chat.until("user", timeout=20, source="voice")
         await c.chat.until("reply", timeout=20, turn=user["offset"])
         logged = await event(c.chat, "call", 20, state="error")
         assert logged["code"] == "tts_failed"
-        shown = await message(c.caller, "error", 10)
+        shown = await message(c.joined, "error", 10)
         assert shown["code"] == "tts_failed"
-        assert c.caller.last_loud() < spoken  # nothing was heard after the caller spoke
+        assert c.joined.last_loud() < spoken  # nothing was heard after the caller spoke
 
 
 async def test_a_killed_voice_worker_leaves_the_room_and_the_turn_is_answered(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
     cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.15")
-    async with call_with(cluster, livekit) as c:
-        await c.caller.say(await speech_48k(SENTENCE))
+    async with voice_call(cluster, livekit, "dave", prefix="err") as c:
+        await c.joined.say(await speech_48k(SENTENCE))
         user = await c.chat.until("user", timeout=20, source="voice")
         await event(c.chat, "delta", 20, turn=user["offset"])
         os.kill(c.worker.proc.pid, signal.SIGKILL)  # mid-turn
@@ -126,8 +90,8 @@ async def test_a_killed_voice_worker_leaves_the_room_and_the_turn_is_answered(
         c.worker.proc.wait(5)
         ended = await event(c.chat, "call", 10, state="ended")
         assert ended["reason"] == "worker_lost"
-        await asyncio.wait_for(c.caller.agent_left.wait(), 10)
-        print("LEFT after", c.caller.left_at - killed)
+        await asyncio.wait_for(c.joined.agent_left.wait(), 10)
+        print("LEFT after", c.joined.left_at - killed)
         # the turn was submitted before: the agent workers still answer it
         reply = await event(c.chat, "reply", 30, turn=user["offset"])
         assert reply["text"]

@@ -14,7 +14,6 @@ import asyncio
 import inspect
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +23,8 @@ from livekit import api as lkapi
 
 from sessions import keys as K
 from sessions.bus import Bus
-from tests.conftest import Client, Cluster, token
-from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.conftest import Cluster, token
+from tests.voice.conftest import VoiceWorker, voice_call, voice_settings
 from tests.voice.livekit_server import LiveKitServer
 from tests.voice.test_routes import app_for, post
 from voice.caller import Caller
@@ -40,9 +39,9 @@ DISPATCH_WAIT_S = 8.0
 JOIN_TIMEOUT_S = 10.0
 
 
-def short_env(cluster: Cluster, livekit: LiveKitServer, **extra: str) -> dict[str, str]:
-    return {**voice_env(cluster, livekit), "AGENTIA_VOICE_JOIN_TIMEOUT_S": str(JOIN_TIMEOUT_S),
-            "AGENTIA_VOICE_DISPATCH_WAIT_S": str(DISPATCH_WAIT_S), **extra}
+SHORT = {"AGENTIA_VOICE_JOIN_TIMEOUT_S": str(JOIN_TIMEOUT_S),
+         "AGENTIA_VOICE_DISPATCH_WAIT_S": str(DISPATCH_WAIT_S)}
+"""The voice worker's bounds in these tests."""
 
 
 def route_settings(env: dict[str, str]) -> VoiceSettings:
@@ -93,14 +92,8 @@ def running(pid: int) -> bool:
 
 async def test_a_caller_who_never_joins_ends_the_call_and_frees_its_process(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    edge = cluster.edge()
-    env = short_env(cluster, livekit)
-    worker = VoiceWorker(env)
-    s = route_settings(env)
-    sid = f"nj-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="alice", session=sid)
-    try:
-        await chat.until("welcome")
+    async with voice_call(cluster, livekit, "alice", prefix="nj", join=False, **SHORT) as c:
+        chat, worker, sid, s = c.chat, c.worker, c.sid, route_settings(c.env)
         asked = time.monotonic()
         status, call = await post(app_for(bus, s), {"session": sid}, token("alice"))
         assert status == 201, call
@@ -124,23 +117,15 @@ async def test_a_caller_who_never_joins_ends_the_call_and_frees_its_process(
             return count == 0 and await voice_calls(bus) == 0
         await until(released, 5, "the slot released and the call no longer counted")
         assert worker.proc.poll() is None  # the worker itself goes on
-    finally:
-        await chat.close()
-        worker.stop()
-    assert "Traceback" not in worker.text()
+    assert "Traceback" not in c.worker.text()
 
 
 async def test_a_third_call_of_one_user_is_refused_until_one_ends(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    edge = cluster.edge()
     # threads: the test needs two calls at once, not two ~500 MB job processes
-    env = short_env(cluster, livekit, AGENTIA_VOICE_EXECUTOR="thread")
-    worker = VoiceWorker(env)
-    app = app_for(bus, route_settings(env))
-    sid = f"cap-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="erin", session=sid)
-    try:
-        await chat.until("welcome")
+    async with voice_call(cluster, livekit, "erin", prefix="cap", join=False,
+                          AGENTIA_VOICE_EXECUTOR="thread", **SHORT) as c:
+        chat, sid, app = c.chat, c.sid, app_for(bus, route_settings(c.env))
         for _ in range(2):  # one after the other: two dispatches at once reached one worker
             status, reply = await post(app, {"session": sid}, token("erin"))  # as one job
             assert status == 201, reply
@@ -158,38 +143,24 @@ async def test_a_third_call_of_one_user_is_refused_until_one_ends(
         await until(one_free, 5, "a slot freed")
         status, reply = await post(app, {"session": sid}, token("erin"))
         assert status == 201, reply
-    finally:
-        await chat.close()
-        worker.stop()
-    assert "Traceback" not in worker.text()
+    assert "Traceback" not in c.worker.text()
 
 
 async def test_a_caller_who_joins_in_time_keeps_the_call_past_the_bound(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    edge = cluster.edge()
-    env = short_env(cluster, livekit, AGENTIA_VOICE_EXECUTOR="thread")
-    worker = VoiceWorker(env)
-    sid = f"in-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="fred", session=sid)
-    caller: Caller | None = None
-    try:
-        await chat.until("welcome")
+    async with voice_call(cluster, livekit, "fred", prefix="in", join=False,
+                          AGENTIA_VOICE_EXECUTOR="thread", **SHORT) as c:
+        chat, sid = c.chat, c.sid
         asked = time.monotonic()
-        status, call = await post(app_for(bus, route_settings(env)), {"session": sid},
+        status, call = await post(app_for(bus, route_settings(c.env)), {"session": sid},
                                   token("fred"))
         assert status == 201, call
-        caller = await Caller.join(call["url"], call["token"])
+        caller = c.caller = await Caller.join(call["url"], call["token"])
         await caller.ready(20)
         await asyncio.sleep(max(0.0, asked + JOIN_TIMEOUT_S + 1 - time.monotonic()))
         assert not [f for f in chat.frames if f["type"] == "call" and f["state"] == "ended"]
         assert not caller.agent_left.is_set() and await voice_calls(bus) == 1
-        await caller.leave()
-        caller = None
+        await c.leave()
         ended = await chat.until("call", timeout=20, state="ended")
         assert ended["reason"] == "participant_disconnected"
-    finally:
-        if caller is not None:
-            await caller.leave()
-        await chat.close()
-        worker.stop()
-    assert "Traceback" not in worker.text()
+    assert "Traceback" not in c.worker.text()

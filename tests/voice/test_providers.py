@@ -14,7 +14,6 @@ import asyncio
 import base64
 import io
 import json
-import uuid
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,16 +26,15 @@ from livekit import rtc
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus
-from tests.conftest import Client, Cluster
-from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.conftest import Cluster
+from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
 from voice import worker
-from voice.caller import Caller, speech_48k
+from voice.caller import speech_48k
 from voice.providers import load_plugins
 from voice.settings import VoiceSettings
 from voice.speech import espeak_pcm, normalise, to_mono16k
 from voice.stt_whisper import WhisperSTT
-from voice.tokens import start_call
 
 OPENAI_RATE = 24_000
 KEY = "sk-local-test"
@@ -209,23 +207,12 @@ async def test_a_call_with_openai_speech_through_the_room(
     """The real voice worker process with ``AGENTIA_VOICE_STT=openai``, ``_TTS=openai``: the
     caller's speech reaches the session as a turn, the reply is spoken back."""
     fake, url = server
-    edge = cluster.edge()
     cluster.worker()
-    env = voice_env(cluster, livekit) | {
-        "OPENAI_API_KEY": KEY, "AGENTIA_VOICE_STT": "openai", "AGENTIA_VOICE_TTS": "openai",
-        "AGENTIA_VOICE_OPENAI_BASE_URL": url}
-    voice = VoiceWorker(env)
-    sid = f"cloud-{uuid.uuid4().hex[:8]}"
-    chat = await Client.open(edge.port, user="alice", session=sid)
-    caller: Caller | None = None
-    try:
-        await chat.until("welcome")
-        call = await start_call(voice_settings(env), sid, "alice")
-        caller = await Caller.join(call.url, call.token)
-        caller.open_microphone()
-        await caller.ready(20)
+    cloud = {"OPENAI_API_KEY": KEY, "AGENTIA_VOICE_STT": "openai", "AGENTIA_VOICE_TTS": "openai",
+             "AGENTIA_VOICE_OPENAI_BASE_URL": url}
+    async with voice_call(cluster, livekit, "alice", prefix="cloud", **cloud) as c:
+        chat, caller = c.chat, c.joined
         await chat.until("call", state="joined")
-        await asyncio.sleep(0.5)
         spoken = await caller.say(await speech_48k(SENTENCE))
         user = await chat.until("user", timeout=20)
         assert (normalise(user["text"]), user["source"]) == (SENTENCE, "voice")
@@ -234,12 +221,7 @@ async def test_a_call_with_openai_speech_through_the_room(
         await asyncio.sleep(1.0)  # not the whole answer: its first second
         assert caller.loud_between(spoken, spoken + 30) >= 25, \
             "the agent's answer was not audible (under 0.5 s of sound)"
-    finally:
-        if caller is not None:
-            await caller.leave()
-        await chat.close()
-        voice.stop()
-    assert "Traceback" not in voice.text(), voice.log_path
+    assert "Traceback" not in c.worker.text(), c.worker.log_path
     heard = [t for t in fake.transcriptions if t["model"] == "gpt-4o-mini-transcribe"]
     assert heard and all(t["auth"] == f"Bearer {KEY}" for t in heard)
     assert fake.speeches and {s["model"] for s in fake.speeches} == {"gpt-4o-mini-tts"}

@@ -1,36 +1,39 @@
 """Reconnect policy: where to connect, how long to wait between attempts, when to stop.
 
 Pure functions and values, no I/O: the close-code table (docs/protocol.md, section 8), the
-HTTP statuses worth retrying, the jittered exponential :class:`Backoff` and the URL built
-for each attempt.
+HTTP statuses worth retrying, the jittered exponential :class:`Backoff`, the URL built
+for each attempt and the checks of the client's URLs and settings.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
+
+from agentia_client.codes import CloseCode
+from agentia_client.values import SESSION_ID_RE
+
 WS_PATH = "/v1/ws"
 STABLE_AFTER_S = 10.0
 """A connection that lasted this long resets the reconnect backoff."""
-FORBIDDEN_CLOSE = 4501
+FORBIDDEN_CLOSE = CloseCode.FORBIDDEN.value
 """The edge's close when the session belongs to another user (after the upgrade)."""
+_ALSO_RECONNECT = frozenset({CloseCode.NORMAL, CloseCode.MESSAGE_TOO_BIG})
+"""Not "reconnect" in the protocol table, but resuming after them is safe: a 1000 the client
+did not ask for, and 1009 (the frame that was too big is not re-sent as is)."""
 CLOSE_CODES: dict[int, tuple[str, Literal["reconnect", "stop"]]] = {
-    1000: ("NORMAL", "reconnect"), 1001: ("GOING_AWAY", "reconnect"),
-    1009: ("MESSAGE_TOO_BIG", "reconnect"), 1011: ("INTERNAL_ERROR", "reconnect"),
-    1012: ("SERVICE_RESTART", "reconnect"), 1013: ("TRY_AGAIN_LATER", "reconnect"),
-    4000: ("SLOW", "reconnect"), 4001: ("IDLE", "reconnect"), 4002: ("FLOOD", "reconnect"),
-    4003: ("TOKEN_EXPIRED", "reconnect"), 4004: ("SESSION_LOST", "reconnect"),
-    4005: ("TOO_MANY_CONNECTIONS", "reconnect"),  # the user's connections over all edges
-    4501: ("FORBIDDEN", "stop"),  # AuthenticationError(403)
-    4502: ("NEW_SESSIONS_RATE", "stop"),  # ServerClosed: the app may retry later
-    4503: ("TOO_MANY_SESSIONS", "stop"),  # ServerClosed
+    c.value: (c.name, "reconnect" if c.reconnect or c in _ALSO_RECONNECT else "stop")
+    for c in CloseCode
 }
-"""The edge's close codes (docs/protocol.md, section 8); codes not listed follow the ranges
-of :func:`close_action`."""
+"""The edge's close codes (docs/protocol.md, section 8) and what the client does after each:
+4501 raises AuthenticationError(403), 4502/4503 ServerClosed (the app may retry later). Codes
+not listed follow the ranges of :func:`close_action`."""
 _TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -46,12 +49,22 @@ class Backoff:
     """Failed connection attempts in a row (no ``welcome``) before giving up with
     :class:`ReconnectFailed`; ``None``: never give up."""
     jitter: float = 0.5
+    max_first_attempts: int | None = None
+    """Like ``max_attempts``, for the attempts before the first ``welcome`` (e.g. 1: fail at
+    once when nothing listens, yet keep reconnecting later); ``None``: ``max_attempts``."""
 
     def __post_init__(self) -> None:
         if not (self.base > 0 and self.cap >= self.base and 0 <= self.jitter <= 1):
             raise ValueError("Backoff needs base > 0, cap >= base and 0 <= jitter <= 1")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError("Backoff.max_attempts must be at least 1 (or None)")
+        for limit in (self.max_attempts, self.max_first_attempts):
+            if limit is not None and limit < 1:
+                raise ValueError("Backoff's attempt limits must be at least 1 (or None)")
+
+    def attempts(self, connected_before: bool) -> int | None:
+        """The cap on failed attempts in a row, before or after the first connection."""
+        if connected_before or self.max_first_attempts is None:
+            return self.max_attempts
+        return self.max_first_attempts
 
     def delay(self, n: int, rand: Callable[[], float] = random.random) -> float:
         top = min(self.cap, self.base * 2.0 ** min(max(n, 0), 60))
@@ -91,3 +104,29 @@ def _retry_after(value: str | None) -> float:
         return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0
+
+
+def _checked_urls(urls: str | Sequence[str]) -> list[str]:
+    """``urls`` as a list, each checked to be a ws:// or wss:// URL."""
+    url_list = [urls] if isinstance(urls, str) else list(urls)
+    if not url_list:
+        raise ValueError("at least one URL is needed")
+    for u in url_list:
+        try:
+            parse_uri(u)
+        except InvalidURI as exc:
+            raise ValueError(f"not a ws:// or wss:// URL: {u!r}") from exc
+    return url_list
+
+
+def _check_settings(session: str | None, heartbeat_s: float | None, after: int | None,
+                    max_pending: int, request_timeout: float, open_timeout: float) -> None:
+    """Refuse settings the client cannot run with (``ValueError``)."""
+    if session is not None and not SESSION_ID_RE.fullmatch(session):
+        raise ValueError("session id must match [A-Za-z0-9_.:-]{1,64}")
+    if heartbeat_s is not None and heartbeat_s <= 0:
+        raise ValueError("heartbeat_s must be positive")
+    if after is not None and after < 0:
+        raise ValueError("after must be >= 0")
+    if max_pending < 1 or request_timeout <= 0 or open_timeout <= 0:
+        raise ValueError("max_pending >= 1, request_timeout > 0, open_timeout > 0 required")

@@ -6,6 +6,10 @@
                              token=get_token, session="support-42") as client:
         print(await client.ask("what is 6 * 7"))
 
+        async for ev in client.stream("tell me a story"):   # one turn's events, typed
+            if isinstance(ev, Delta):
+                print(ev.text, end="")
+
         async for event in client.events():        # every event of the session, once, in order
             if isinstance(event, Reset):
                 ...                                 # the view has a gap: rebuild it
@@ -18,7 +22,9 @@ What the client does for you:
   next one is used. Reconnects wait a jittered exponential backoff (:class:`Backoff`), honour
   ``Retry-After`` on HTTP 503 for that URL, and stop for good on HTTP 401/403 (and the other
   4xx refusals but 408, 425, 429), on close codes 4500-4999 and the protocol-violation codes
-  1002, 1003, 1007, 1008 and 1010, or after ``Backoff.max_attempts`` failed attempts in a row.
+  1002, 1003, 1007, 1008 and 1010, or after ``Backoff.max_attempts`` failed attempts in a
+  row (``Backoff.max_first_attempts`` before the first connection: 1 fails at once when
+  nothing listens).
   Every other close (1000 not asked for by us, 1001, 1006, 1009, 1011, 1012, 4000-4499, ...)
   reconnects. A token callable is awaited again before every attempt, so a fresh token is
   used after ``4003 token_expired``.
@@ -59,8 +65,10 @@ Bounded queues, and what happens at the limit:
 All background work runs in one task per client (started by :meth:`connect`, ended by
 :meth:`close`) and, per connection, a task group of reader, request pump and heartbeat.
 
-The package, by role: ``errors`` (the exception tree), ``values`` (``Ack``, ``Reset``,
-``Limits``), ``policy`` (close codes, :class:`Backoff`, URLs), ``tracker`` (the pure offset
+The package, by role: ``codes`` (the protocol's close and error codes, a copy of the
+server's table), ``errors`` (the exception tree), ``values`` (``Ack``, ``Reset``, ``Limits``),
+``events`` (a typed class per frame and event, :func:`parse_frame`), ``policy`` (what each
+close code makes the client do, :class:`Backoff`, URLs), ``tracker`` (the pure offset
 :class:`Tracker`), ``pacing`` (the mirrored token bucket), ``pending`` (requests and asks
 in flight), ``core`` (state and I/O-free bookkeeping), ``connection`` (the supervisor and
 per-connection I/O) and ``client`` (the public :class:`AgentiaClient`).
@@ -68,8 +76,9 @@ per-connection I/O) and ``client`` (the public :class:`AgentiaClient`).
 
 from __future__ import annotations
 
-from agentia.client.client import AgentiaClient
-from agentia.client.errors import (
+from agentia_client.client import AgentiaClient
+from agentia_client.codes import PROTOCOL, RETRYABLE, CloseCode, ErrorCode, __version__
+from agentia_client.errors import (
     AuthenticationError,
     ClientClosed,
     ClientError,
@@ -84,40 +93,89 @@ from agentia.client.errors import (
     TurnError,
     TurnFailed,
 )
-from agentia.client.pacing import _Bucket as _Bucket
-from agentia.client.pending import _Waiter as _Waiter
-from agentia.client.policy import STABLE_AFTER_S as STABLE_AFTER_S
-from agentia.client.policy import WS_PATH as WS_PATH
-from agentia.client.policy import Backoff, close_action
-from agentia.client.policy import session_url as session_url
-from agentia.client.tracker import Tracker
-from agentia.client.values import CONTROL_FRAMES as CONTROL_FRAMES
-from agentia.client.values import MAX_CLIENT_ID as MAX_CLIENT_ID
-from agentia.client.values import SESSION_ID_RE as SESSION_ID_RE
-from agentia.client.values import Ack, Event, Limits, Reset
-from agentia.client.values import TokenSource as TokenSource
-from agentia.client.values import Trace as Trace
+from agentia_client.events import (
+    CallState,
+    Cancelled,
+    Cancelling,
+    ControlFrame,
+    Delta,
+    ErrorFrame,
+    LogEvent,
+    Pong,
+    Reply,
+    Resumed,
+    ServerFrame,
+    ToolCall,
+    TurnEnd,
+    TurnEvent,
+    TurnFailure,
+    TurnStart,
+    UnknownEvent,
+    UserMessage,
+    Welcome,
+    parse_event,
+    parse_frame,
+)
+from agentia_client.pacing import _Bucket as _Bucket
+from agentia_client.pending import _Waiter as _Waiter
+from agentia_client.policy import STABLE_AFTER_S as STABLE_AFTER_S
+from agentia_client.policy import WS_PATH as WS_PATH
+from agentia_client.policy import Backoff, close_action
+from agentia_client.policy import session_url as session_url
+from agentia_client.tracker import Tracker
+from agentia_client.values import CONTROL_FRAMES as CONTROL_FRAMES
+from agentia_client.values import MAX_CLIENT_ID as MAX_CLIENT_ID
+from agentia_client.values import SESSION_ID_RE as SESSION_ID_RE
+from agentia_client.values import Ack, Event, Limits, Reset
+from agentia_client.values import TokenSource as TokenSource
+from agentia_client.values import Trace as Trace
 
 __all__ = [
+    "PROTOCOL",
+    "RETRYABLE",
     "Ack",
     "AgentiaClient",
     "AuthenticationError",
     "Backoff",
+    "CallState",
+    "Cancelled",
+    "Cancelling",
     "ClientClosed",
     "ClientError",
+    "CloseCode",
     "ConnectError",
     "ConnectionLost",
+    "ControlFrame",
+    "Delta",
+    "ErrorCode",
+    "ErrorFrame",
     "Event",
     "Limits",
+    "LogEvent",
+    "Pong",
     "ReconnectFailed",
+    "Reply",
     "RequestError",
     "Reset",
+    "Resumed",
     "SendTimeout",
     "ServerClosed",
+    "ServerFrame",
     "SessionReset",
+    "ToolCall",
     "Tracker",
     "TurnCancelled",
+    "TurnEnd",
     "TurnError",
+    "TurnEvent",
     "TurnFailed",
+    "TurnFailure",
+    "TurnStart",
+    "UnknownEvent",
+    "UserMessage",
+    "Welcome",
+    "__version__",
     "close_action",
+    "parse_event",
+    "parse_frame",
 ]

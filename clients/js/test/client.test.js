@@ -1,4 +1,4 @@
-// Unit tests of web/agentia.js with a fake WebSocket and a fake clock: node --test tests/browser/
+// Unit tests of the client with a fake WebSocket and a fake clock (node --test in clients/js)
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
@@ -8,9 +8,8 @@ import {
   EventSequencer,
   backoffDelay,
   isLogEvent,
-  isTerminalClose,
   withSession,
-} from "../../web/agentia.js";
+} from "../src/index.js";
 
 // -- fakes -------------------------------------------------------------------------------------
 
@@ -129,18 +128,7 @@ describe("backoffDelay", () => {
   });
 });
 
-describe("close codes", () => {
-  it("treats only 4500-4999 as terminal", () => {
-    for (const code of [1000, 1001, 1006, 1009, 1011, 1012, 4000, 4001, 4002, 4003, 4499]) {
-      assert.equal(isTerminalClose(code), false, String(code));
-    }
-    for (const code of [4500, 4700, 4999]) assert.equal(isTerminalClose(code), true, String(code));
-  });
-  it("reconnects on 4005 and stops on the per-user session limits", () => {
-    assert.equal(isTerminalClose(4005), false); // too many connections: retry with backoff
-    for (const code of [4501, 4502, 4503]) assert.equal(isTerminalClose(code), true, String(code));
-    assert.deepEqual(CLOSE_CODES[4502], ["NEW_SESSIONS_RATE", false]);
-  });
+describe("per-user close codes", () => {
   it("stops on a 4502 before welcome, reports it and does not reconnect", async () => {
     const { client, sockets, clock, errors } = setup();
     client.connect();
@@ -317,6 +305,19 @@ describe("AgentiaClient", () => {
     sockets[2].drop(1012);
     assert.deepEqual(clock.pendingDelays(), [250]);
     client.close();
+  });
+
+  it("stops on a protocol violation (1007) instead of repeating it", async () => {
+    const { client, clock, sockets, errors } = setup();
+    client.connect();
+    await tick();
+    sockets[0].welcome();
+    sockets[0].drop(1007, "invalid UTF-8");
+    assert.equal(client.state, "closed");
+    assert.ok(errors.some((e) => e.code === "closed" && e.closeCode === 1007));
+    clock.advance(120000);
+    await tick();
+    assert.equal(sockets.length, 1);
   });
 
   it("stops for good on a terminal close code", async () => {

@@ -3,7 +3,7 @@
 :class:`_ConnectionLoop` adds the client's background work to :class:`_ClientCore`. One task
 per client runs :meth:`_ConnectionLoop._run` (the supervisor); per connection, a task group
 runs the reader, the request pump and the heartbeat. Which close codes and HTTP statuses end
-the client is decided in agentia/client/policy.py; everything here is the WebSocket I/O.
+the client is decided in agentia_client/policy.py; everything here is the WebSocket I/O.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from agentia import PROTOCOL, __version__
-from agentia.client.core import _ClientCore, _Conn
-from agentia.client.errors import (
+from agentia_client.codes import PROTOCOL, __version__
+from agentia_client.core import _ClientCore, _Conn
+from agentia_client.errors import (
     AuthenticationError,
     ClientError,
     ConnectError,
@@ -31,8 +31,8 @@ from agentia.client.errors import (
     RequestError,
     ServerClosed,
 )
-from agentia.client.pending import _fail, _Request
-from agentia.client.policy import (
+from agentia_client.pending import _fail, _Request
+from agentia_client.policy import (
     _RETRY_STATUSES,
     FORBIDDEN_CLOSE,
     STABLE_AFTER_S,
@@ -40,9 +40,9 @@ from agentia.client.policy import (
     close_action,
     session_url,
 )
-from agentia.client.values import CONTROL_FRAMES, Limits, _int
+from agentia_client.values import CONTROL_FRAMES, Limits, _int
 
-log = logging.getLogger("agentia.client")
+log = logging.getLogger("agentia_client")
 
 
 class _Disconnected(Exception):
@@ -95,7 +95,7 @@ class _ConnectionLoop(_ClientCore):
                 n = unstable - 1
             else:
                 failures += 1
-                limit = self._backoff.max_attempts
+                limit = self._backoff.attempts(self.stats["connections"] > 0)
                 if limit is not None and failures >= limit:
                     raise ReconnectFailed(failures, cause)
                 n = failures - 1 + unstable
@@ -211,7 +211,8 @@ class _ConnectionLoop(_ClientCore):
                 await ws.close()
 
     async def _welcome(self, ws: ClientConnection) -> dict[str, Any]:
-        raw = await asyncio.wait_for(ws.recv(), self._open_timeout)
+        async with asyncio.timeout(self._open_timeout):  # not wait_for: see _await_answer
+            raw = await ws.recv()
         frame = orjson.loads(raw)
         if not isinstance(frame, dict) or frame.get("type") != "welcome":
             raise _Disconnected(f"expected welcome, got {raw!r:.200}")
@@ -356,7 +357,11 @@ class _ConnectionLoop(_ClientCore):
                             answer: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(answer), self._request_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result
+                # when the answer lands in the same loop step as a cancel (close()), and the
+                # swallowed cancel left the pump running and close() waiting for ever
+                async with asyncio.timeout(self._request_timeout):
+                    return await asyncio.shield(answer)
             except TimeoutError:
                 # a resume's replay may be long: it only times out once frames stop coming
                 replaying = (req.kind == "resume"

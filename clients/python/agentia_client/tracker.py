@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from agentia.client.values import Event, Reset
+from agentia_client.values import Event, Reset
 
 
 def _noop_event(_: Event) -> None:

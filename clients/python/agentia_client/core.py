@@ -1,8 +1,8 @@
 """The client's settings and state, and the bookkeeping that does no I/O.
 
 :class:`_ClientCore` is the bottom layer of :class:`AgentiaClient`: above it,
-:class:`_ConnectionLoop` (agentia/client/connection.py) runs the connections, and
-``AgentiaClient`` (agentia/client/client.py) is the public API. This layer routes applied
+:class:`_ConnectionLoop` (agentia_client/connection.py) runs the connections, and
+``AgentiaClient`` (agentia_client/client.py) is the public API. This layer routes applied
 events to the :meth:`AgentiaClient.ask` calls that wait for them, picks the next request to
 write, settles a request with its answer and fails everything that waits when the client stops.
 """
@@ -17,14 +17,14 @@ from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection
 
-from agentia.client.errors import ClientClosed, RequestError, SessionReset
-from agentia.client.pacing import _Pacer
-from agentia.client.pending import _fail, _Request, _resolve, _Waiter
-from agentia.client.policy import Backoff
-from agentia.client.tracker import Tracker
-from agentia.client.values import Ack, Event, Limits, Reset, TokenSource, Trace, _int
+from agentia_client.errors import ClientClosed, RequestError, SessionReset
+from agentia_client.pacing import _Pacer
+from agentia_client.pending import _fail, _Request, _resolve, _Waiter
+from agentia_client.policy import Backoff
+from agentia_client.tracker import Tracker
+from agentia_client.values import Ack, Event, Limits, Reset, TokenSource, Trace, _int
 
-log = logging.getLogger("agentia.client")
+log = logging.getLogger("agentia_client")
 
 
 @dataclass(eq=False, slots=True)
@@ -115,6 +115,8 @@ class _ClientCore:
             w = self._by_id.get(cid) if isinstance(cid, str) else None
             if w is not None:
                 self._bind(w, ev["offset"])
+                if w.turn == ev["offset"]:
+                    w.feed(ev)
             return
         turn = ev.get("turn")
         w = self._by_turn.get(turn) if isinstance(turn, int) else None

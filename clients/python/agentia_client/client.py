@@ -1,7 +1,7 @@
 """The public :class:`AgentiaClient`: its settings, state, lifecycle, requests and events.
 
 The background work is in the layers below it: :class:`_ConnectionLoop`
-(agentia/client/connection.py) and :class:`_ClientCore` (agentia/client/core.py).
+(agentia_client/connection.py) and :class:`_ClientCore` (agentia_client/core.py).
 """
 
 from __future__ import annotations
@@ -9,20 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from websockets.exceptions import InvalidURI
-from websockets.uri import parse_uri
-
-from agentia.client.connection import _ConnectionLoop
-from agentia.client.errors import ClientClosed, SendTimeout
-from agentia.client.pending import _Request, _Waiter
-from agentia.client.policy import Backoff
-from agentia.client.values import (
+from agentia_client.connection import _ConnectionLoop
+from agentia_client.errors import ClientClosed, SendTimeout
+from agentia_client.events import (
+    Cancelled,
+    Delta,
+    Reply,
+    ToolCall,
+    TurnEvent,
+    TurnFailure,
+    TurnStart,
+    UserMessage,
+    parse_event,
+)
+from agentia_client.pending import _Request, _Waiter
+from agentia_client.policy import Backoff, _check_settings, _checked_urls
+from agentia_client.values import (
     MAX_CLIENT_ID,
-    SESSION_ID_RE,
     Ack,
     Event,
     Limits,
@@ -267,11 +275,62 @@ class AgentiaClient(_ConnectionLoop):
             self._bind(waiter, ack.offset)
             return await waiter.future
         finally:
-            self._by_id.pop(cid, None)
-            if waiter.turn is not None and self._by_turn.get(waiter.turn) is waiter:
-                del self._by_turn[waiter.turn]
-            if not waiter.future.done():
-                waiter.future.cancel()
+            self._forget(waiter)
+
+    async def stream(self, text: str, *, id: str | None = None) -> AsyncIterator[TurnEvent]:
+        """Send ``text`` and yield that turn's events, typed, until the one that ends it.
+
+        Yields :class:`UserMessage` (the turn's ``user`` event), :class:`TurnStart`,
+        :class:`Delta`, :class:`ToolCall` and finally exactly one of :class:`Reply`,
+        :class:`Cancelled` or :class:`TurnFailure`, then stops. Like :meth:`events`, each
+        offset comes once and in order across reconnects. A :class:`TurnStart` with
+        ``attempt > 1`` means the reply starts again: drop the text collected so far.
+
+        Raises the errors of :meth:`send`, and :class:`SessionReset` if the session is
+        re-created while the turn runs. It does not take events from :meth:`events` (both
+        see the turn). The turn's events wait in memory until taken (a turn is bounded by the
+        edge's turn timeout). To stop early, close the generator (``contextlib.aclosing``);
+        that stops the wait, not the turn: use :meth:`cancel` for that.
+        """
+        cid = id if id is not None else uuid.uuid4().hex
+        got: deque[Event] = deque()
+        ready = asyncio.Event()
+
+        def push(ev: Event) -> None:
+            got.append(ev)
+            ready.set()
+
+        waiter = _Waiter(cid, asyncio.get_running_loop().create_future(), None, on_event=push)
+        waiter.future.add_done_callback(lambda _: ready.set())
+        self._by_id[cid] = waiter
+        try:
+            ack = await self.send(text, id=cid)
+            self._bind(waiter, ack.offset)
+            last = 0  # after a gap the log is replayed: what was yielded is skipped
+            while True:
+                while got:
+                    ev = parse_event(got.popleft())
+                    if not isinstance(ev, _TURN_EVENTS) or ev.offset <= last:
+                        continue
+                    last = ev.offset
+                    yield ev
+                    if isinstance(ev, Reply | Cancelled | TurnFailure):
+                        return
+                if waiter.future.done():
+                    waiter.future.result()  # raises SessionReset, ClientClosed, ...
+                    return
+                ready.clear()
+                await ready.wait()
+        finally:
+            self._forget(waiter)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        """An ask or stream is over: stop routing its turn's events to it."""
+        self._by_id.pop(waiter.client_id, None)
+        if waiter.turn is not None and self._by_turn.get(waiter.turn) is waiter:
+            del self._by_turn[waiter.turn]
+        if not waiter.future.done():
+            waiter.future.cancel()
 
     def events(self) -> AsyncIterator[Event | Reset]:
         """The session's events, each offset once and in order, across reconnects.
@@ -300,30 +359,7 @@ class AgentiaClient(_ConnectionLoop):
             await self._app_ready.wait()
 
 
-def _checked_urls(urls: str | Sequence[str]) -> list[str]:
-    """``urls`` as a list, each checked to be a ws:// or wss:// URL."""
-    url_list = [urls] if isinstance(urls, str) else list(urls)
-    if not url_list:
-        raise ValueError("at least one URL is needed")
-    for u in url_list:
-        try:
-            parse_uri(u)
-        except InvalidURI as exc:
-            raise ValueError(f"not a ws:// or wss:// URL: {u!r}") from exc
-    return url_list
-
-
-def _check_settings(session: str | None, heartbeat_s: float | None, after: int | None,
-                    max_pending: int, request_timeout: float, open_timeout: float) -> None:
-    """Refuse settings the client cannot run with (``ValueError``)."""
-    if session is not None and not SESSION_ID_RE.fullmatch(session):
-        raise ValueError("session id must match [A-Za-z0-9_.:-]{1,64}")
-    if heartbeat_s is not None and heartbeat_s <= 0:
-        raise ValueError("heartbeat_s must be positive")
-    if after is not None and after < 0:
-        raise ValueError("after must be >= 0")
-    if max_pending < 1 or request_timeout <= 0 or open_timeout <= 0:
-        raise ValueError("max_pending >= 1, request_timeout > 0, open_timeout > 0 required")
+_TURN_EVENTS = (UserMessage, TurnStart, Delta, ToolCall, Reply, Cancelled, TurnFailure)
 
 
 class _EventIterator:

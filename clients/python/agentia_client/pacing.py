@@ -11,7 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from agentia.client.values import Limits
+from agentia_client.values import Limits
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """What the client waits for: requests written one at a time, and asks following a turn.
 
 No I/O: a :class:`_Request` builds its frame and recognises its answer; a :class:`_Waiter`
-turns a turn's events into the outcome of :meth:`AgentiaClient.ask`.
+turns a turn's events into the outcome of :meth:`AgentiaClient.ask` (and hands them to
+:meth:`AgentiaClient.stream`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any, Literal
 
 import orjson
 
-from agentia.client.errors import RequestError, TurnCancelled, TurnFailed
-from agentia.client.values import Event, Limits
+from agentia_client.errors import RequestError, TurnCancelled, TurnFailed
+from agentia_client.values import Event, Limits
 
 
 @dataclass(eq=False, slots=True)
@@ -75,9 +76,14 @@ class _Waiter:
     turn: int | None = None
     text: str = ""
     bound_epoch: str | None = None
+    on_event: Callable[[Event], None] | None = None
+    """Called with each event of the turn, its ``user`` event included (used by
+    :meth:`AgentiaClient.stream`)."""
 
     def feed(self, ev: Event) -> bool:
         """Apply one event of the turn; True when the turn is over."""
+        if self.on_event is not None and not self.future.done():
+            self.on_event(ev)
         kind = ev.get("type")
         if kind == "turn_start" and ev.get("attempt", 1) != 1:
             self._set_text("")  # a new attempt restarts the reply

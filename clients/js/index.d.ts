@@ -1,0 +1,279 @@
+// Types of @agentia/client (hand-written; `npm run typecheck` checks them with test/types.ts).
+
+/** The WebSocket subprotocol spoken by the edge. */
+export const PROTOCOL: "agentia.v1";
+
+export type ClientState = "idle" | "connecting" | "connected" | "reconnecting" | "resumed" | "closed";
+export const STATES: readonly ClientState[];
+
+/** code -> [name, reconnect]; reconnect false means the client stops. */
+export const CLOSE_CODES: Readonly<Record<number, readonly [string, boolean]>>;
+/** Standard close codes that mean the client broke the protocol: the client stops. */
+export const PROTOCOL_VIOLATIONS: readonly number[];
+export function isTerminalClose(code: number): boolean;
+export function closeName(code: number): string | null;
+
+/** Codes of `error` frames and `turn_error` events. */
+export type ServerErrorCode =
+  | "bad_json" | "bad_frame" | "rate_limited" | "unavailable" | "overloaded"
+  | "turn_not_active" | "turn_failed" | "turn_timeout" | "session_lost" | "internal";
+/** Codes of errors the client raises itself. */
+export type ClientErrorCode =
+  | "closed" | "switched" | "token_unavailable" | "bad_url" | "message_too_big"
+  | "bad_server_frame";
+export const ERROR_CODES: readonly ServerErrorCode[];
+export const RETRYABLE_CODES: ReadonlySet<string>;
+
+export interface AgentiaErrorOptions {
+  retryable?: boolean;
+  ref?: string | null;
+  retryAfterMs?: number | null;
+  closeCode?: number | null;
+  willRetry?: boolean;
+}
+
+/** An error reported by the server (an `error` frame) or by the client itself. */
+export class AgentiaError extends Error {
+  constructor(code: string, message: string, options?: AgentiaErrorOptions);
+  readonly name: "AgentiaError";
+  code: ServerErrorCode | ClientErrorCode | (string & {});
+  /** The server (or the client's table) says the same request may succeed later. */
+  retryable: boolean;
+  /** The id of the `send` this error answers, if any. */
+  ref: string | null;
+  retryAfterMs: number | null;
+  /** The close code, for errors reported because the server closed the connection. */
+  closeCode: number | null;
+  /** The client retries by itself (the error is informational). */
+  willRetry: boolean;
+  static fromFrame(frame: ErrorFrame): AgentiaError;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: string;
+  message?: string;
+  ref?: string | null;
+  retryable?: boolean;
+  retry_after_ms?: number;
+}
+
+export interface Limits {
+  max_frame_bytes?: number;
+  max_text_chars?: number;
+  heartbeat_s?: number;
+  idle_timeout_s?: number;
+  [key: string]: unknown;
+}
+
+export interface WelcomeFrame {
+  type: "welcome";
+  session: string;
+  epoch: string;
+  offset: number;
+  node?: string;
+  limits?: Limits;
+  [key: string]: unknown;
+}
+
+export interface AckFrame {
+  type: "ack";
+  id: string;
+  offset: number;
+  duplicate?: boolean;
+}
+
+export interface ResumedFrame {
+  type: "resumed";
+  epoch: string;
+  offset: number;
+  recovered: boolean;
+  [key: string]: unknown;
+}
+
+/** A session log event (user, delta, message, turn_error, ...): each offset once, in order. */
+export interface LogEvent {
+  type: string;
+  offset: number;
+  [key: string]: unknown;
+}
+
+export interface Ack {
+  id: string;
+  offset: number;
+  /** The turn was stored before (a resend, or settled from the log after a reconnect). */
+  duplicate: boolean;
+}
+
+/** The promise `send()` returns: it carries the client id of the turn. */
+export interface SendPromise extends Promise<Ack> {
+  id: string;
+}
+
+export interface ResetInfo {
+  epoch: string;
+  offset: number;
+  /** false: the server re-opened a lost session on its own (an unrequested `resumed`). */
+  requested: boolean;
+}
+
+export interface CloseInfo {
+  code: number;
+  reason: string;
+  url: string | null;
+}
+
+export interface TokenRequest {
+  /** true after 4003 TOKEN_EXPIRED or a failed handshake: get a fresh token. */
+  refresh: boolean;
+  attempt: number;
+}
+
+export interface BackoffOptions {
+  initialMs?: number;
+  maxMs?: number;
+  factor?: number;
+}
+export const DEFAULT_BACKOFF: Readonly<Required<BackoffOptions>>;
+export function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
+
+/** The part of the Web Storage API the client uses. */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** The part of a WebSocket the client uses (the browser's, or e.g. the `ws` package's). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType?: string;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code?: number; reason?: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
+
+export interface ClientOptions {
+  /** WebSocket URL(s), `ws://host:port/v1/ws`; rotated on reconnect. */
+  urls?: string | string[];
+  url?: string;
+  /** A token, or a function called before every attempt. */
+  token?: string | null | ((req: TokenRequest) => string | null | Promise<string | null>);
+  /** Session id to open (default: the stored one, else a new session). */
+  session?: string | null;
+  /**
+   * "replay" (default: a fresh client resumes from 0 to rebuild the view), "continue" (resume
+   * from the stored offset), "none" (only live events).
+   */
+  history?: "replay" | "continue" | "none";
+  /** Key prefix for persistence (default "agentia"); use one per user. */
+  storageKey?: string;
+  /** Per-tab storage (default sessionStorage); null disables persistence. */
+  storage?: StorageLike | null;
+  /** Storage shared by tabs for the last session (default localStorage). */
+  sharedStorage?: StorageLike | null;
+  /** WebSocket constructor (default globalThis.WebSocket). */
+  WebSocket?: WebSocketConstructor | typeof globalThis.WebSocket;
+  backoff?: BackoffOptions;
+  /** Opening handshake + welcome deadline (default 15000). */
+  connectTimeoutMs?: number;
+  /** Resend an unacknowledged send after this long (default 15000). */
+  ackTimeoutMs?: number;
+  /** A connection lasting this long resets the backoff (default 5000). */
+  stableMs?: number;
+  random?: () => number;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (timer: unknown) => void;
+  now?: () => number;
+}
+
+export type ClientEvents = {
+  event: (ev: LogEvent) => void;
+  state: (state: ClientState, previous: ClientState) => void;
+  reset: (info: ResetInfo) => void;
+  error: (err: AgentiaError) => void;
+  welcome: (frame: WelcomeFrame) => void;
+  ack: (frame: AckFrame) => void;
+  close: (info: CloseInfo) => void;
+};
+
+/** A minimal event emitter; listeners that throw never break the client. */
+export class Emitter<Events extends { [name: string]: (...args: any[]) => void }> {
+  /** Returns a function that removes the listener. */
+  on<K extends keyof Events>(name: K, fn: Events[K]): () => void;
+  once<K extends keyof Events>(name: K, fn: Events[K]): () => void;
+  off<K extends keyof Events>(name: K, fn: Events[K]): void;
+  emit<K extends keyof Events>(name: K, ...args: Parameters<Events[K]>): void;
+}
+
+/** One session over one WebSocket at a time, reconnected and resumed as needed. */
+export class AgentiaClient extends Emitter<ClientEvents> implements AsyncIterable<LogEvent> {
+  constructor(options: ClientOptions);
+  readonly urls: string[];
+  readonly state: ClientState;
+  readonly session: string | null;
+  readonly epoch: string | null;
+  readonly node: string | null;
+  /** URL of the current (or last) connection. */
+  readonly url: string | null;
+  readonly limits: Limits | null;
+  readonly history: "replay" | "continue" | "none";
+  readonly storageKey: string;
+  /** When the pending reconnect will be tried (ms since the epoch). */
+  readonly nextRetryAt: number | null;
+  /** Open the connection (reconnects by itself until close()). */
+  connect(): this;
+  /** Close for good; unacknowledged sends stay persisted for the next client. */
+  close(): void;
+  /** Submit a user turn; resolves once it is durably stored. */
+  send(text: string, options?: { id?: string }): SendPromise;
+  /** Cancel a turn (its ack offset), or the oldest unfinished one; resolves with the turn. */
+  cancel(turn?: number | null): Promise<number>;
+  /** Switch to another session (null: a new one). */
+  switchSession(session?: string | null): void;
+  /** Reconnect now if waiting (e.g. the browser came back online). */
+  reconnectNow(): void;
+  /** Unacknowledged sends, oldest first. */
+  readonly pending: { id: string; text: string }[];
+  /** The highest offset applied (all lower ones applied too). */
+  readonly lastOffset: number;
+  readonly connected: boolean;
+  /** Log events as an async iterator (ends at close()). */
+  events(): AsyncIterableIterator<LogEvent>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<LogEvent>;
+}
+export default AgentiaClient;
+
+export interface SequencerOutput {
+  apply: LogEvent[];
+  resume: boolean;
+}
+
+export interface ResumedOutput {
+  requested: boolean;
+  reset: boolean;
+  apply: LogEvent[];
+  behind: boolean;
+}
+
+/** The resume algorithm of docs/protocol.md section 6, without I/O. */
+export class EventSequencer {
+  constructor(last?: number, epoch?: string | null);
+  last: number;
+  epoch: string | null;
+  resuming: boolean;
+  reset(last: number, epoch: string | null): void;
+  resumeFrame(): { type: "resume"; after: number; epoch?: string };
+  abort(): void;
+  onEvent(ev: LogEvent): SequencerOutput;
+  onResumed(frame: ResumedFrame): ResumedOutput;
+}
+
+export function isLogEvent(frame: unknown): frame is LogEvent;
+export function withSession(url: string, session: string | null | undefined): string;
+/** Characters as the server counts them (code points). */
+export function countChars(text: string): number;
+export function newClientId(): string;

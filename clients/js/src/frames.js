@@ -1,0 +1,49 @@
+// Frames: which ones are session log events, and the small helpers around what is sent.
+
+const CONTROL_TYPES = new Set(["welcome", "ack", "resumed", "cancelling", "pong", "error"]);
+
+/** Session ids the edge accepts. */
+export const SESSION_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** A session log event: a frame with an integer offset whose type is not a control frame. */
+export function isLogEvent(f) {
+  return f !== null && typeof f === "object" && Number.isInteger(f.offset) && f.offset > 0
+    && typeof f.type === "string" && !CONTROL_TYPES.has(f.type);
+}
+
+/** Add `session=<id>` to a WebSocket URL. */
+export function withSession(url, session) {
+  if (!session) return url;
+  return url + (url.includes("?") ? "&" : "?") + "session=" + encodeURIComponent(session);
+}
+
+/** Characters as the server counts them (code points, not UTF-16 units). */
+export function countChars(text) {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
+/** Bytes of `text` in UTF-8 (the frame size the server checks). */
+export function utf8Length(text) {
+  return new TextEncoder().encode(text).length;
+}
+
+/** A fresh id for a `send` (the server dedupes resends by it). */
+export function newClientId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return "c-" + c.randomUUID().replaceAll("-", "");
+  let s = "c-";
+  for (let i = 0; i < 32; i++) s += Math.floor(Math.random() * 16).toString(16);
+  return s;
+}
+
+/** Parse a server message (text or binary) into a frame object; null if it is not JSON. */
+export function parseFrame(data) {
+  try {
+    if (typeof data !== "string") data = new TextDecoder().decode(data);
+    return { frame: JSON.parse(data) };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,318 @@
+"""Typed classes for every frame an edge sends (docs/protocol.md, sections 4 and 5).
+
+:func:`parse_frame` turns a decoded JSON object into one of them: the six control frames
+(:class:`Welcome`, :class:`Ack`, :class:`Resumed`, :class:`Cancelling`, :class:`Pong`,
+:class:`ErrorFrame`) or a session log event (:class:`UserMessage`, :class:`TurnStart`,
+:class:`Delta`, :class:`ToolCall`, :class:`Reply`, :class:`Cancelled`, :class:`TurnFailure`,
+:class:`CallState`). A type this version does not know becomes :class:`UnknownEvent`, and a
+missing or mistyped field its default, so a newer edge never breaks an older client. Every
+instance keeps the object it was parsed from in ``raw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias
+
+from agentia_client.values import Ack, Limits
+
+
+def _str(d: dict[str, Any], key: str, default: str = "") -> str:
+    v = d.get(key)
+    return v if isinstance(v, str) else default
+
+
+def _opt_str(d: dict[str, Any], key: str) -> str | None:
+    v = d.get(key)
+    return v if isinstance(v, str) else None
+
+
+def _int(d: dict[str, Any], key: str, default: int = 0) -> int:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
+
+
+def _float(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
+# ------------------------------------------------------------ control frames (section 4)
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """First frame of every connection."""
+
+    type: ClassVar[str] = "welcome"
+    protocol: str
+    node: str
+    session: str
+    epoch: str
+    offset: int
+    """The session's last offset at connect time."""
+    limits: Limits
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Welcome:
+        return cls(_str(d, "protocol"), _str(d, "node"), _str(d, "session"),
+                   _str(d, "epoch"), _int(d, "offset"), Limits.from_welcome(d.get("limits")),
+                   d)
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Ends the answer to a ``resume`` (``solicited``), or says unrequested that the session
+    was re-opened with a new epoch."""
+
+    type: ClassVar[str] = "resumed"
+    recovered: bool
+    offset: int
+    epoch: str
+    solicited: bool
+    id: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Resumed:
+        return cls(d.get("recovered") is True, _int(d, "offset"), _str(d, "epoch"),
+                   d.get("solicited") is True, _opt_str(d, "id"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelling:
+    """Answer to ``cancel``: the cancel of ``turn`` is recorded."""
+
+    type: ClassVar[str] = "cancelling"
+    turn: int
+    id: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Cancelling:
+        return cls(_int(d, "turn"), _opt_str(d, "id"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to ``ping``, carrying its ``data``."""
+
+    type: ClassVar[str] = "pong"
+    data: Any
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Pong:
+        return cls(d.get("data"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    """A frame was refused or a request failed (``code``: docs/protocol.md, section 7)."""
+
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    retryable: bool
+    ref: str | None
+    retry_after_ms: int | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> ErrorFrame:
+        ms = d.get("retry_after_ms")
+        return cls(_str(d, "code", "unknown"), _str(d, "message"), d.get("retryable") is True,
+                   _opt_str(d, "ref"),
+                   ms if isinstance(ms, int) and not isinstance(ms, bool) else None, d)
+
+
+def _parse_ack(d: dict[str, Any]) -> Ack:
+    return Ack(_str(d, "id"), _int(d, "offset"), d.get("duplicate") is True)
+
+
+# ------------------------------------------------------------ session log events (section 5)
+
+@dataclass(frozen=True, slots=True)
+class UserMessage:
+    """``user``: a ``send`` was accepted; its ``offset`` is the turn id."""
+
+    type: ClassVar[str] = "user"
+    offset: int
+    id: str
+    text: str
+    source: str
+    user: str
+    ts: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def turn(self) -> int:
+        return self.offset
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> UserMessage:
+        return cls(_int(d, "offset"), _str(d, "id"), _str(d, "text"), _str(d, "source"),
+                   _str(d, "user"), _float(d, "ts"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """``turn_start``: an attempt began; ``attempt > 1`` restarts the reply from scratch."""
+
+    type: ClassVar[str] = "turn_start"
+    offset: int
+    turn: int
+    attempt: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> TurnStart:
+        return cls(_int(d, "offset"), _int(d, "turn"), _int(d, "attempt", 1), d)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """``delta``: more reply text."""
+
+    type: ClassVar[str] = "delta"
+    offset: int
+    turn: int
+    text: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Delta:
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """``tool``: the agent called the tool ``name``."""
+
+    type: ClassVar[str] = "tool"
+    offset: int
+    turn: int
+    name: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> ToolCall:
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "name"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """``reply``: the turn finished; ``text`` is the whole reply of its last attempt."""
+
+    type: ClassVar[str] = "reply"
+    offset: int
+    turn: int
+    text: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Reply:
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """``cancelled``: the turn was cancelled; ``text`` is what it had produced."""
+
+    type: ClassVar[str] = "cancelled"
+    offset: int
+    turn: int
+    text: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Cancelled:
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailure:
+    """``turn_error``: the turn failed for good (``code``: ``turn_failed`` or
+    ``turn_timeout``)."""
+
+    type: ClassVar[str] = "turn_error"
+    offset: int
+    turn: int
+    code: str
+    message: str
+    retryable: bool
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> TurnFailure:
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "code", "turn_failed"),
+                   _str(d, "message"), d.get("retryable") is True, d)
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    """``call``: a voice call of the session changed ``state`` (``joined``, ``error``,
+    ``ended``); not part of any turn. ``room`` when joined, ``code``/``message`` on error,
+    ``reason`` when ended."""
+
+    type: ClassVar[str] = "call"
+    offset: int
+    state: str
+    node: str
+    ts: float
+    room: str | None
+    code: str | None
+    message: str | None
+    reason: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> CallState:
+        return cls(_int(d, "offset"), _str(d, "state"), _str(d, "node"), _float(d, "ts"),
+                   _opt_str(d, "room"), _opt_str(d, "code"), _opt_str(d, "message"),
+                   _opt_str(d, "reason"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """A frame type this client version does not know (a newer edge): kept as is."""
+
+    type: str
+    offset: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+LogEvent: TypeAlias = (UserMessage | TurnStart | Delta | ToolCall | Reply | Cancelled
+                       | TurnFailure | CallState | UnknownEvent)
+"""A session log event (it has an ``offset``)."""
+TurnEvent: TypeAlias = UserMessage | TurnStart | Delta | ToolCall | Reply | Cancelled | TurnFailure
+"""What :meth:`AgentiaClient.stream` yields: the events of one turn."""
+TurnEnd: TypeAlias = Reply | Cancelled | TurnFailure
+"""The three events that end a turn; every turn ends with exactly one of them."""
+ControlFrame: TypeAlias = Welcome | Ack | Resumed | Cancelling | Pong | ErrorFrame
+ServerFrame: TypeAlias = ControlFrame | LogEvent
+
+_EVENTS: dict[str, Any] = {c.type: c.parse for c in (
+    UserMessage, TurnStart, Delta, ToolCall, Reply, Cancelled, TurnFailure, CallState)}
+_CONTROL: dict[str, Any] = {c.type: c.parse for c in (
+    Welcome, Resumed, Cancelling, Pong, ErrorFrame)} | {"ack": _parse_ack}
+
+
+def parse_event(d: dict[str, Any]) -> LogEvent:
+    """A session log event (``{"offset": 21, "type": "delta", ...}``) as its class."""
+    kind = _str(d, "type")
+    parse = _EVENTS.get(kind)
+    if parse is None:
+        return UnknownEvent(kind, _int(d, "offset"), d)
+    event: LogEvent = parse(d)
+    return event
+
+
+def parse_frame(d: dict[str, Any]) -> ServerFrame:
+    """Any frame an edge sends, as its class (control frames have no ``offset`` meaning
+    a log position, so they are told apart by ``type`` first)."""
+    parse = _CONTROL.get(_str(d, "type"))
+    if parse is None:
+        return parse_event(d)
+    frame: ControlFrame = parse(d)
+    return frame

@@ -1,0 +1,38 @@
+"""What a connection needs from the edge that holds it: a small seam, so that
+``gateway/connection.py`` does not import ``gateway/node.py`` (which builds connections)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from sessions.bus import Replay, Submitted
+
+
+class SessionCalls(Protocol):
+    """The bus calls a connection makes for its client's frames."""
+
+    async def submit(self, sid: str, client_id: str, text: str, *, user: str) -> Submitted: ...
+
+    async def cancel(self, sid: str, turn: int | None) -> int: ...
+
+    async def replay(self, sid: str, after: int, epoch: str | None,
+                     limit: int = 500) -> Replay: ...
+
+
+class Host(Protocol):
+    """The edge node, as its connections see it."""
+
+    @property
+    def metrics(self) -> Counter[str]: ...
+
+    @property
+    def bus(self) -> SessionCalls: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background task the node tracks (and cancels at shutdown)."""
+
+    async def check_overload(self, sid: str, ref: str) -> None:
+        """Raise OVERLOADED while the session's shard is too far behind."""

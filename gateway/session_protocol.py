@@ -1,0 +1,352 @@
+"""The per-connection state machine of ``agentia.v1``: frames and events in, actions out.
+
+Sans-I/O, like python-websockets' ``protocol.py``: nothing here awaits, reads a clock or
+touches a socket or the bus. :class:`SessionProtocol` takes a client frame
+(:meth:`~SessionProtocol.receive`), a live session event (:meth:`~SessionProtocol.on_event`),
+a page read from the log (:meth:`~SessionProtocol.on_replay_page`) or the outcome of a bus
+call, and returns what to do: :class:`Write`, :class:`Close`, :class:`Submit`,
+:class:`Replay`, :class:`CancelTurn`. ``gateway/connection.py`` only executes them. Only this
+object touches the connection's :class:`~gateway.protocol.Cursor`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from agentia.codes import AgentiaError, CloseCode, ErrorCode, SessionLost
+from gateway import protocol as P
+from sessions.bus import frame_for
+
+REPLAY_PAGE = 200
+"""Most events read from the log at once; fewer when they are large (see ``_page``)."""
+REPLAY_FIRST_PAGE = 4
+STRIKES = frozenset((ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME))
+"""Errors that count as a strike (besides rate-limit hits while told to wait, and internal
+failures: a client must not get expensive failures for free)."""
+_SEND, _CATCH_UP = P.Delivery.SEND, P.Delivery.CATCH_UP
+_SLOW_BUDGET = "send budget exceeded: reading too slowly"
+_FLOOD = "too many bad or rate-limited frames"
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Queue ``frame`` for the client; ``paced``: wait while the send budget is half used."""
+
+    frame: bytes
+    paced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection (after what is queued; ``SLOW`` drops the queue and resets)."""
+
+    code: CloseCode
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Submit a turn; report with :meth:`SessionProtocol.on_submitted` or ``on_failure``."""
+
+    frame: P.Send
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTurn:
+    """Cancel a turn; report with :meth:`SessionProtocol.on_cancelled` or ``on_failure``."""
+
+    frame: P.Cancel
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Read the log after the cursor: for a ``resume`` (``frame``, answered inline, after any
+    fill that runs), or to fill a gap (``frame`` None, in the background). Start it with
+    :meth:`SessionProtocol.begin_replay`, then loop: :meth:`~SessionProtocol.replay_request`,
+    read, :meth:`~SessionProtocol.on_replay_page`, write, :meth:`~SessionProtocol.page_written`."""
+
+    frame: P.Resume | None = None
+
+
+Action = Write | Close | Submit | CancelTurn | Replay
+FILL = Replay()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLog:
+    """One page to read from the session's log: events after ``after``."""
+
+    after: int
+    epoch: str | None
+    count: int
+
+
+@dataclass(slots=True)
+class Rules:
+    """What every connection of one edge shares: its limits and its plain counters."""
+
+    limits: P.Limits
+    send_stall_s: float
+    metrics: Counter[str]
+
+
+@dataclass(slots=True)
+class _Fill:
+    """A replay in progress (one at a time per connection)."""
+
+    resume: P.Resume | None
+    epoch: str | None
+    current: str
+    count: int = REPLAY_FIRST_PAGE
+    recovered: bool = True
+    last: int = 0
+    """Events in the last page read."""
+    next: int = REPLAY_FIRST_PAGE
+
+
+class SessionProtocol:
+    """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
+
+    __slots__ = ("_fill", "bucket", "cursor", "epoch", "last_seen", "pings", "retry_at",
+                 "rules", "session", "strikes", "token_exp", "user")
+
+    def __init__(self, rules: Rules, session: str, user: str, token_exp: float | None,
+                 now: float) -> None:
+        self.rules = rules
+        self.session = session
+        self.user = user
+        self.token_exp = token_exp
+        # deferring until opened: an event appended meanwhile is caught up by on_opened
+        self.cursor = P.Cursor(0, catching_up=True)
+        self.bucket = P.TokenBucket(rules.limits.rate_per_s, rules.limits.burst)
+        self.strikes = P.Strikes()
+        self.last_seen = now
+        self.epoch = ""
+        self.retry_at = 0.0
+        """When the last rate_limited error said the client could send again."""
+        self.pings: P.TokenBucket | None = None
+        """The allowance of ``ping`` frames and WebSocket PINGs, made at the first ping."""
+        self._fill: _Fill | None = None
+
+    # ------------------------------------------------------------ session
+
+    def on_opened(self, welcome: bytes, epoch: str, offset: int) -> list[Action]:
+        """The session is open in Redis at ``offset``: welcome, then fill what came since."""
+        self.epoch = epoch
+        self.cursor.sent = offset
+        out: list[Action] = [Write(welcome)]
+        if self.cursor.finish_catch_up():
+            out.append(FILL)
+        return out
+
+    def on_event(self, offset: int, frame: bytes) -> bytes | Replay | None:
+        """A live event of the session: ``frame`` to write it (a :class:`Write` unwrapped:
+        this runs once per event and connection, and the wrapper cost a sixth of it), a fill
+        of the gap first, or nothing."""
+        decision = self.cursor.on_live(offset)
+        if decision is _SEND:
+            return frame
+        return FILL if decision is _CATCH_UP else None
+
+    def on_delivery_lost(self) -> Replay | None:
+        """The node's delivery stream was unreadable for a while: re-read the log."""
+        if self.cursor.catching_up:
+            return None
+        self.cursor.catching_up = True
+        return FILL
+
+    def on_reopened(self, epoch: str, offset: int) -> Action | None:
+        """Redis forgot the node and the session was opened again: a new epoch means the
+        state was lost (tell the client); a higher offset means events to read from the log."""
+        cur = self.cursor
+        if self.epoch != epoch:
+            self.epoch = epoch
+            cur.sent = cur.seen = offset
+            return Write(P.resumed_frame(False, offset, epoch, solicited=False).encode())
+        if offset > cur.sent and not cur.catching_up:
+            cur.seen = max(cur.seen, offset)
+            cur.catching_up = True
+            return FILL
+        return None
+
+    # ------------------------------------------------------------ frames in
+
+    def receive(self, raw: str | bytes, now: float) -> list[Action]:
+        """One client frame: the actions it asks for, or its error (and perhaps a close)."""
+        self.last_seen = now
+        m = self.rules.metrics
+        m["frames_in"] += 1
+        m["bytes_in"] += len(raw)
+        try:
+            frame = P.parse_frame(raw, self.rules.limits.max_text_chars)
+            return self._dispatch(frame, now)
+        except AgentiaError as err:
+            return self.on_failure(err, None, now)
+
+    def _dispatch(self, frame: P.ClientFrame, now: float) -> list[Action]:
+        if isinstance(frame, P.Ping):
+            if not self.ping_allowed(now):
+                assert self.pings is not None
+                return self._rate_limited(self.pings, now, None)
+            return [Write(P.pong_frame(frame.data).encode())]
+        if not self.bucket.take(now):
+            return self._rate_limited(self.bucket, now, frame.id)
+        if isinstance(frame, P.Send):
+            return [Submit(frame)]
+        if isinstance(frame, P.Resume):
+            return [Replay(frame)]
+        return [CancelTurn(frame)]
+
+    def _rate_limited(self, bucket: P.TokenBucket, now: float, ref: str | None) -> list[Action]:
+        out: list[Action] = []
+        # A strike only for a client that did not wait as long as it was told to.
+        if now < self.retry_at and self.strikes.hit(now):
+            out.append(Close(CloseCode.FLOOD, "kept sending while rate limited"))
+        wait = bucket.retry_after_ms()
+        self.retry_at = now + wait / 1000
+        err = AgentiaError(ErrorCode.RATE_LIMITED, "too many frames, slow down", ref, wait)
+        return out + self.on_failure(err, None, now)
+
+    def ping_allowed(self, now: float) -> bool:
+        """Take one ping from the allowance shared by ``ping`` frames and WebSocket PINGs."""
+        if self.pings is None:
+            lim = self.rules.limits
+            self.pings = P.TokenBucket(lim.ping_rate_per_s, lim.ping_burst)
+        return self.pings.take(now)
+
+    def on_ws_ping(self, now: float) -> Close | None:
+        """A WebSocket PING arrived: None to answer it; over the allowance, a FLOOD close."""
+        return None if self.ping_allowed(now) else Close(CloseCode.FLOOD, "too many pings")
+
+    # ------------------------------------------------------------ outcomes of bus calls
+
+    def on_submitted(self, frame: P.Send, offset: int, duplicate: bool) -> list[Action]:
+        self.rules.metrics["turns_accepted"] += 0 if duplicate else 1
+        return [Write(P.ack_frame(frame.id, offset, duplicate).encode())]
+
+    def on_cancelled(self, frame: P.Cancel, turn: int | None, now: float) -> list[Action]:
+        if not turn:
+            err = AgentiaError(ErrorCode.TURN_NOT_ACTIVE, "no such turn is pending or running")
+            return self.on_failure(err, frame, now)
+        reply: dict[str, object] = {"type": "cancelling", "turn": turn}
+        if frame.id is not None:
+            reply["id"] = frame.id
+        return [Write(P.encode(reply).encode())]
+
+    def on_failure(self, err: Exception, frame: P.ClientFrame | None,
+                   now: float) -> list[Action]:
+        """A frame failed: its error, and a close for a lost session or too many strikes.
+        Anything but an :class:`AgentiaError` is answered ``internal`` (the caller logs it)."""
+        m = self.rules.metrics
+        if not isinstance(err, AgentiaError):
+            m["error:internal"] += 1
+            err = AgentiaError(ErrorCode.INTERNAL, "internal error")
+            strike = True
+        else:
+            if err.ref is None and isinstance(frame, P.Send | P.Resume | P.Cancel):
+                err.ref = frame.id
+            m[f"error:{err.code}"] += 1
+            strike = err.code in STRIKES
+        out: list[Action] = [Write(P.error_frame(err).encode())]
+        if isinstance(err, SessionLost):
+            out.append(Close(CloseCode.SESSION_LOST, "session state was lost: reconnect"))
+        elif strike and self.strikes.hit(now):
+            out.append(Close(CloseCode.FLOOD, _FLOOD))
+        return out
+
+    # ------------------------------------------------------------ replay
+
+    def begin_replay(self, replay: Replay) -> None:
+        """Start a replay (after any other has ended): a resume moves the cursor back."""
+        if replay.frame is not None:
+            self.cursor.start_catch_up(replay.frame.after)
+        epoch = replay.frame.epoch if replay.frame is not None else None
+        self._fill = _Fill(replay.frame, epoch, epoch or self.epoch)
+
+    def replay_request(self) -> ReadLog | None:
+        """The next page to read, or None when the replay is over."""
+        f = self._fill
+        return None if f is None else ReadLog(self.cursor.sent, f.epoch, f.count)
+
+    def on_replay_page(self, events: list[tuple[int, bytes]], recovered: bool, epoch: str,
+                       offset: int) -> list[Write]:
+        """A page read from the log: the events to write, paced, before :meth:`page_written`.
+        A gap (``recovered`` False) moves the cursor to what the log still has."""
+        f, cur = self._fill, self.cursor
+        assert f is not None
+        f.current = epoch
+        if not recovered:
+            f.recovered, f.epoch = False, None
+            cur.sent = events[0][0] - 1 if events else offset
+        f.last, f.next = len(events), self._page(events)
+        return [Write(frame_for(o, e), True) for o, e in events if cur.on_replayed(o)]
+
+    def page_written(self) -> list[Action] | None:
+        """The page's events are written: None to read another page, else the replay is over
+        (with a resume's answer). Only now may live events flow again: ended earlier, one
+        could overtake the page's last events while they wait for the client to read."""
+        f, cur = self._fill, self.cursor
+        assert f is not None
+        if f.last < f.count and not cur.finish_catch_up():
+            self._fill = None
+            if f.resume is None:
+                return []
+            return [Write(P.resumed_frame(f.recovered, cur.sent, f.current,
+                                          f.resume.id).encode())]
+        f.count = f.next
+        return None
+
+    def on_replay_failed(self) -> None:
+        """The bus failed during a replay: stop deferring (the next live event retries)."""
+        self._fill = None
+        self.cursor.catching_up = False
+
+    def _page(self, events: list[tuple[int, bytes]]) -> int:
+        """Events to read next: about half the send budget's worth, judged by the last page
+        (a page is held in memory while it is paced out)."""
+        size = sum(len(e) for _, e in events) // max(1, len(events)) + 16
+        return max(1, min(REPLAY_PAGE, self.rules.limits.send_budget_bytes // 2 // size))
+
+    # ------------------------------------------------------------ send budget
+
+    def on_write(self, pending: int, size: int, queued_frames: int) -> Close | None:
+        """A frame of ``size`` bytes is to be queued while ``pending`` bytes (``queued_frames``
+        frames in the outbox) wait: over the send budget or the send queue, close SLOW (one
+        frame larger than the budget still goes out when nothing else is waiting)."""
+        lim = self.rules.limits
+        if pending and pending + size > lim.send_budget_bytes:
+            return Close(CloseCode.SLOW, _SLOW_BUDGET)
+        if queued_frames and queued_frames >= lim.send_queue:
+            return Close(CloseCode.SLOW, "send queue full: reading too slowly")
+        return None
+
+    def over_budget(self, pending: int) -> bool:
+        """After the library itself wrote (a pong to a WebSocket PING)."""
+        return pending > self.rules.limits.send_budget_bytes
+
+    def budget_close(self) -> Close:
+        return Close(CloseCode.SLOW, _SLOW_BUDGET)
+
+    def must_pace(self, pending: int, queued_frames: int) -> bool:
+        """A replay waits while half the send budget (or half the send queue) is used."""
+        lim = self.rules.limits
+        return pending >= lim.send_budget_bytes // 2 or queued_frames >= lim.send_queue // 2
+
+    def stalled(self, since: float, now: float) -> Close | None:
+        """Frames have waited without any getting out since ``since``: SLOW after
+        ``send_stall_s``."""
+        if now - since > self.rules.send_stall_s:
+            return Close(CloseCode.SLOW, "send stalled: reading too slowly")
+        return None
+
+    def sweep(self, now: float, wall: float, leeway: float) -> Close | None:
+        """The periodic check: idle for too long, or the token expired."""
+        if now - self.last_seen > self.rules.limits.idle_timeout_s:
+            return Close(CloseCode.IDLE, "idle: no frame within the idle timeout")
+        if self.token_exp is not None and wall > self.token_exp + leeway:
+            return Close(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
+        return None

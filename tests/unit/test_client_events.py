@@ -1,0 +1,98 @@
+"""The Python client's typed frames and events (agentia_client.events) against the examples
+of docs/protocol.md, sections 4 and 5: every documented type parses to its class with the
+documented field values; unknown types and bad fields do not raise."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agentia_client import (
+    Ack,
+    CallState,
+    Cancelled,
+    Cancelling,
+    Delta,
+    ErrorFrame,
+    Limits,
+    Pong,
+    Reply,
+    Resumed,
+    ToolCall,
+    TurnFailure,
+    TurnStart,
+    UnknownEvent,
+    UserMessage,
+    Welcome,
+    parse_event,
+    parse_frame,
+)
+
+PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+CLASSES: dict[str, type] = {
+    "welcome": Welcome, "ack": Ack, "resumed": Resumed, "cancelling": Cancelling,
+    "pong": Pong, "error": ErrorFrame, "user": UserMessage, "turn_start": TurnStart,
+    "delta": Delta, "tool": ToolCall, "reply": Reply, "cancelled": Cancelled,
+    "turn_error": TurnFailure, "call": CallState,
+}
+
+
+def documented_frames() -> list[dict[str, Any]]:
+    """Every JSON object in the ```json blocks of sections 4 and 5 that has a ``type``."""
+    text = PROTOCOL_MD.read_text()
+    text = text[text.index("## 4. Server frames"):text.index("## 6. Resuming")]
+    out = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        try:
+            out.append(orjson.loads(block))
+        except orjson.JSONDecodeError:  # one object per line
+            out.extend(orjson.loads(line) for line in block.splitlines() if line.strip())
+    return [f for f in out if isinstance(f, dict) and "type" in f]
+
+
+def test_every_documented_type_has_a_class_and_an_example() -> None:
+    table = PROTOCOL_MD.read_text().split("### Event types")[1].split("### Life")[0]
+    event_types = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    control = {"welcome", "ack", "resumed", "cancelling", "pong", "error"}
+    assert event_types | control == set(CLASSES)
+    assert {f["type"] for f in documented_frames()} >= set(CLASSES) - {"call"}
+
+
+@pytest.mark.parametrize("frame", documented_frames(), ids=lambda f: f["type"])
+def test_documented_examples_parse_to_their_class(frame: dict[str, Any]) -> None:
+    parsed = parse_frame(frame)
+    assert type(parsed) is CLASSES[frame["type"]]
+    fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+    for key, value in frame.items():
+        if key in fields and key not in ("limits", "raw"):
+            assert fields[key] == value, key
+    if "offset" in frame and frame["type"] not in ("welcome", "ack", "resumed"):
+        assert parse_event(frame) == parsed
+
+
+def test_welcome_limits_and_the_raw_object() -> None:
+    frame = {"type": "welcome", "node": "n", "session": "s", "epoch": "e", "offset": 3,
+             "protocol": "agentia.v1", "limits": {"heartbeat_s": 2}}
+    w = parse_frame(frame)
+    assert isinstance(w, Welcome) and w.limits == Limits(heartbeat_s=2.0) and w.raw is frame
+
+
+def test_call_states() -> None:
+    ended = parse_event({"offset": 9, "type": "call", "state": "ended", "node": "v1",
+                         "ts": 1.5, "reason": "worker_lost"})
+    assert ended == CallState(9, "ended", "v1", 1.5, None, None, None, "worker_lost")
+
+
+def test_unknown_types_and_bad_fields_never_raise() -> None:
+    assert parse_event({"offset": 4, "type": "hologram"}) == UnknownEvent("hologram", 4)
+    assert parse_frame({"type": 7}) == UnknownEvent("", 0)
+    d = parse_event({"offset": True, "type": "delta", "turn": "x", "text": None})
+    assert d == Delta(0, 0, "")
+    assert parse_event({"offset": 5, "type": "turn_start", "turn": 2}) == TurnStart(5, 2, 1)
+    err = parse_frame({"type": "error", "retry_after_ms": True})
+    assert err == ErrorFrame("unknown", "", False, None, None)
