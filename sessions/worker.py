@@ -184,7 +184,9 @@ class Worker:
                 log.debug("reclaim on shard %d failed: %s", shard, exc)
                 continue
             for claim in claims:
-                log.info("reclaimed %s from a stalled worker", claim.id)
+                # entry ids are per shard: two shards can hold the same one
+                log.info("reclaimed %s of shard %d (session %s) from a stalled worker",
+                         claim.id, shard, claim.session)
                 self._spawn(claim)
                 n += 1
         return n

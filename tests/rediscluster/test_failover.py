@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from launch.redis_server import RedisClusterServer
+from sessions import keys as K
 from sessions.bus import Bus, connect
 from sessions.keys import key_slot
 from tests.conftest import Client, Cluster
@@ -41,13 +42,28 @@ async def send_until_acked(c: Client, cid: str, text: str) -> int:
     raise AssertionError(f"{cid} was never acked")
 
 
-async def chat(c: Client, sid: str, progress: dict[str, int], mid: asyncio.Event) -> list[int]:
+async def reply_of(c: Client, turn: int, timeout: float) -> dict[str, Any]:
+    """The turn's reply, on this connection. It may have come before the ack: a send refused
+    with ``unavailable`` may have been stored anyway and run while the client was resending
+    it, and the resend is acked (``duplicate``) after the reply (docs/protocol.md, error
+    codes). ``send_until_acked`` read past it; it is in ``c.frames``."""
+    early = [f for f in c.frames if f["type"] == "reply" and f.get("turn") == turn]
+    return early[0] if early else await c.until("reply", timeout=timeout, turn=turn)
+
+
+async def chat(c: Client, sid: str, progress: dict[str, int], mid: asyncio.Event,
+               url: str, prefix: str) -> list[int]:
     """TURNS turns, one after another; returns the offsets of the acked turns that got their
     reply (turn_error, or a turn that never ends, fails the test)."""
     done = []
     for t in range(TURNS):
         offset = await send_until_acked(c, f"m{t}", f"turn {t} of {sid}")
-        reply = await c.until("reply", timeout=45, turn=offset)
+        try:
+            reply = await reply_of(c, offset, 45)
+        except TimeoutError:
+            state = await session_state(url, prefix, sid)
+            raise AssertionError(f"{sid}: acked turn {offset} got no reply in 45 s; "
+                                 f"last frames {c.frames[-6:]}; Redis {state}") from None
         assert f"turn {t} of {sid}" in reply["text"]
         done.append(offset)
         progress[sid] = t + 1
@@ -85,7 +101,7 @@ async def test_master_killed_mid_run_loses_no_acked_turn(own_cluster: RedisClust
             assert (await c.recv())["type"] == "welcome"
         progress: dict[str, int] = {}
         mid = asyncio.Event()  # every client has had a reply
-        runs = [asyncio.create_task(chat(c, sid, progress, mid))
+        runs = [asyncio.create_task(chat(c, sid, progress, mid, own_cluster.url, prefix))
                 for c, sid in zip(clients, sids, strict=True)]
         await asyncio.wait_for(mid.wait(), 30)
         before = own_cluster.master_ports()
@@ -113,6 +129,24 @@ async def test_master_killed_mid_run_loses_no_acked_turn(own_cluster: RedisClust
     finally:
         procs.stop()
     assert procs.edge_tracebacks() == []
+
+
+async def session_state(url: str, prefix: str, sid: str) -> dict[str, Any]:
+    """What Redis holds for a session whose turn never ended (to say why in the failure)."""
+    bus = Bus(connect(url), prefix=prefix, shards=4)
+    r, k = bus.redis, bus.keys
+    inbound = k.inbound(K.shard_for(sid, 4))
+    try:
+        return {"lock": (await r.get(k.lock(sid)), await r.pttl(k.lock(sid))),
+                "meta": await r.hgetall(k.meta(sid)),
+                "turns": await r.xrange(k.turns(sid)),
+                "pending": await r.xpending_range(inbound, K.GROUP, "-", "+", 50),
+                "group": await r.xinfo_groups(inbound),
+                "entries": [e for e in await r.xrange(inbound) if e[1][b"s"] == sid.encode()]}
+    except Exception as exc:  # a diagnostic: never hide the failure it explains
+        return {"error": repr(exc)}
+    finally:
+        await bus.close()
 
 
 async def check_logs(url: str, prefix: str, sids: list[str]) -> None:
