@@ -42,13 +42,20 @@ async def send_until_acked(c: Client, cid: str, text: str) -> int:
     raise AssertionError(f"{cid} was never acked")
 
 
+EARLY: list[int] = []
+"""Turns whose reply came before their ack (printed: shows that path was taken)."""
+
+
 async def reply_of(c: Client, turn: int, timeout: float) -> dict[str, Any]:
     """The turn's reply, on this connection. It may have come before the ack: a send refused
     with ``unavailable`` may have been stored anyway and run while the client was resending
     it, and the resend is acked (``duplicate``) after the reply (docs/protocol.md, error
     codes). ``send_until_acked`` read past it; it is in ``c.frames``."""
     early = [f for f in c.frames if f["type"] == "reply" and f.get("turn") == turn]
-    return early[0] if early else await c.until("reply", timeout=timeout, turn=turn)
+    if early:
+        EARLY.append(turn)
+        return early[0]
+    return await c.until("reply", timeout=timeout, turn=turn)
 
 
 async def chat(c: Client, sid: str, progress: dict[str, int], mid: asyncio.Event,
@@ -125,7 +132,7 @@ async def test_master_killed_mid_run_loses_no_acked_turn(own_cluster: RedisClust
         assert [len(r) for r in results] == [TURNS] * SESSIONS
         assert all(p.proc.poll() is None for p in [*edges, *workers]), "processes survive"
         await check_logs(own_cluster.url, prefix, sids)
-        print(f"failover took {failover_s:.1f} s")
+        print(f"failover took {failover_s:.1f} s; {len(EARLY)} turns replied before their ack")
     finally:
         procs.stop()
     assert procs.edge_tracebacks() == []
