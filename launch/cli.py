@@ -74,7 +74,7 @@ def cmd_up(a: argparse.Namespace) -> None:
 
 
 def cmd_chat(a: argparse.Namespace) -> None:
-    from agentia.chat import main as chat
+    from launch.chat import main as chat
 
     chat(a.url, a.user, a.session, a.message)
 

@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +101,23 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def spawn(args: list[str], env: dict[str, str], ready: str) -> tuple[subprocess.Popen[bytes],
-                                                                        dict[str, str]]:
-    return supervise.spawn(args, env, ready, 120, cwd=ROOT, stderr=subprocess.DEVNULL)
+def spawn(args: list[str], env: dict[str, str], ready: str, tree: Path = ROOT
+          ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``agentia <args>`` of the checkout ``tree`` (its directory first on the path): the
+    command module is ``launch.cli``, or ``agentia.cli`` in checkouts older than issue 12."""
+    if tree == ROOT:
+        return supervise.spawn(args, env, ready, 120, cwd=ROOT, stderr=subprocess.DEVNULL)
+    module = "launch.cli" if (tree / "launch" / "cli.py").exists() else "agentia.cli"
+    return supervise.start([sys.executable, "-m", module, *args],
+                           {**env, "PYTHONPATH": str(tree)}, ready, 120, cwd=tree,
+                           stderr=subprocess.DEVNULL, what=f"the edge of {tree}")
 
 
 # ------------------------------------------------------------------ idle connections
 
 
-async def _open_many(port: int, n: int, source: str, token: str, lat: list[float],
+async def _open_many(port: int, n: int, source: str, token: str | Callable[[str], str],
+                     lat: list[float],
                      conns: list[Any], deflate: bool) -> None:
     sem = asyncio.Semaphore(200)
 
@@ -120,9 +129,10 @@ async def _open_many(port: int, n: int, source: str, token: str, lat: list[float
             s.setblocking(False)
             t0 = time.perf_counter()
             await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
+            bearer = token(f"{source}-{i}") if callable(token) else token
             ws = await websockets.connect(
                 f"ws://127.0.0.1:{port}/v1/ws?session=idle-{source}-{i}", sock=s,
-                additional_headers={"Authorization": f"Bearer {token}"},
+                additional_headers={"Authorization": f"Bearer {bearer}"},
                 compression="deflate" if deflate else None, ping_interval=None, max_queue=4)
             await ws.recv()  # welcome
             lat.append(time.perf_counter() - t0)
@@ -132,9 +142,11 @@ async def _open_many(port: int, n: int, source: str, token: str, lat: list[float
 
 
 def _client_proc(port: int, n: int, sources: list[str], hold_s: float, heartbeat_s: float,
-                 q: Any, deflate: bool) -> None:
+                 q: Any, deflate: bool, user_per_conn: bool = False) -> None:
     async def main() -> None:
-        token = mint(DEV_SECRET, f"bench-{os.getpid()}", 3600)
+        token: str | Callable[[str], str] = mint(DEV_SECRET, f"bench-{os.getpid()}", 3600)
+        if user_per_conn:  # as in production: each connection a user of its own
+            token = lambda tag: mint(DEV_SECRET, f"bench-{os.getpid()}-{tag}", 3600)  # noqa: E731
         lat: list[float] = []
         conns: list[Any] = []
         per = n // len(sources)
@@ -171,15 +183,19 @@ def _get(q: Any, procs: list[mp.Process], timeout: float) -> Any:
 
 
 def bench_idle(connections: int, clients: int, hold_s: float,
-               deflate: bool = False, heartbeat: float = 20.0) -> dict[str, Any]:
+               deflate: bool = False, heartbeat: float = 20.0, tree: Path = ROOT,
+               user_per_conn: bool = False) -> dict[str, Any]:
+    """``user_per_conn``: every connection is a user of its own and the per-user limits keep
+    their defaults (what production pays: a lease and a new-session count per handshake);
+    otherwise each client process is one user and those limits are off."""
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
         env = {**os.environ, "AGENTIA_DEV": "true",  # local: the public dev secret
                "AGENTIA_REDIS_URL": redis.url, "AGENTIA_LOG_LEVEL": "warning",
-               "AGENTIA_MAX_CONNECTIONS_PER_USER": str(connections),
-               **NO_USER_LIMITS,
                "AGENTIA_COMPRESSION": "true" if deflate else "false"}
-        edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY")
+        if not user_per_conn:
+            env.update(NO_USER_LIMITS, AGENTIA_MAX_CONNECTIONS_PER_USER=str(connections))
+        edge, info = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY", tree)
         try:
             time.sleep(1)
             rss0, cpu0, k0 = rss_kib(edge.pid), cpu_s(edge.pid), slab_kib()
@@ -187,7 +203,7 @@ def bench_idle(connections: int, clients: int, hold_s: float,
             per = connections // clients
             procs = [mp.Process(target=_client_proc, args=(
                 int(info["port"]), per, [f"127.0.0.{2 + (c * 4 + j) % 250}" for j in range(4)],
-                hold_s, heartbeat, q, deflate)) for c in range(clients)]
+                hold_s, heartbeat, q, deflate, user_per_conn)) for c in range(clients)]
             t0 = time.perf_counter()
             for p in procs:
                 p.start()
@@ -413,6 +429,24 @@ def turns_summary(levels: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     return out
 
 
+def idle_trees(a: Any) -> list[dict[str, Any]]:
+    """``idle`` for each ``--tree``, side by side: round r runs them in order, reversed when
+    r is odd, so neither checkout always runs first on a machine that warms up."""
+    runs = []
+    for r in range(a.rounds):
+        for tree in (a.tree if r % 2 == 0 else a.tree[::-1]):
+            tree = tree.resolve()
+            fig = bench_idle(a.connections, a.clients, a.hold, a.deflate, a.heartbeat, tree,
+                             a.user_per_connection)
+            commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"],
+                                    capture_output=True, text=True, check=False).stdout.strip()
+            runs.append({"tree": str(tree), "commit": commit, "round": r,
+                         "user_per_connection": a.user_per_connection, **fig})
+            print(f"round {r} {tree} {commit}: {fig['edge_rss_kib_per_conn']} KiB/conn, "
+                  f"{fig['edge_cpu_s_per_1000']} CPU-s/1k handshakes", file=sys.stderr)
+    return runs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -424,6 +458,12 @@ def main() -> None:
     i.add_argument("--deflate", action="store_true",
                    help="clients offer permessage-deflate and the edge accepts it")
     i.add_argument("--heartbeat", type=float, default=20.0, help="seconds between client pings")
+    i.add_argument("--tree", type=Path, action="append",
+                   help="a checkout whose edge to measure (repeatable: side by side in one run, "
+                        "in turn for --rounds rounds, the order reversed every other round)")
+    i.add_argument("--rounds", type=int, default=1)
+    i.add_argument("--user-per-connection", action="store_true",
+                   help="each connection its own user, per-user limits at their defaults")
     t = sub.add_parser("turns")
     t.add_argument("--rate", type=float, action="append", help="turns/s (repeatable)")
     t.add_argument("--seconds", type=float, default=20.0)
@@ -439,8 +479,12 @@ def main() -> None:
                         help="write loadtest/results/<NAME>.json (default name: see above)")
         sp.add_argument("--notes", default="", help="recorded with --record (e.g. 'noisy')")
     a = p.parse_args()
-    if a.cmd == "idle":
-        out: Any = bench_idle(a.connections, a.clients, a.hold, a.deflate, a.heartbeat)
+    if a.cmd == "idle" and a.tree:
+        out: Any = idle_trees(a)
+        name, figures = "core-idle-trees", {"runs": out}
+    elif a.cmd == "idle":
+        out = bench_idle(a.connections, a.clients, a.hold, a.deflate, a.heartbeat,
+                         user_per_conn=a.user_per_connection)
         name, figures = "core-idle-deflate" if a.deflate else "core-idle", out
     elif a.cmd == "cancel":
         out = bench_cancel(a.trials)

@@ -409,7 +409,7 @@ def test_dev_up_cold_says_what_it_does_and_keeps_pip_quiet(tmp_path: Path,
 
 def test_chat_reads_up_json_only_while_its_process_lives(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentia.chat import DEFAULT_URL, default_url
+    from launch.chat import DEFAULT_URL, default_url
 
     monkeypatch.setenv("AGENTIA_STATE_DIR", str(tmp_path))
     assert default_url() == DEFAULT_URL  # no file
