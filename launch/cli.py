@@ -63,6 +63,9 @@ def cmd_token(a: argparse.Namespace) -> None:
     from gateway.auth import mint
 
     secret = os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET)
+    if secret == DEV_SECRET:  # only edges in dev mode accept it: say so, on stderr
+        print("agentia: AGENTIA_JWT_SECRET is not set: signed with the public dev secret "
+              "(accepted only by processes with AGENTIA_DEV=true)", file=sys.stderr)
     print(mint(secret, a.user, a.ttl))
 
 
@@ -132,9 +135,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, help="default AGENTIA_API_PORT or 8780")
     a.add_argument("--redis")
     a.set_defaults(fn=cmd_api)
-    t = sub.add_parser("token", help="mint a dev token (HS256, AGENTIA_JWT_SECRET)")
+    t = sub.add_parser("token", help="mint a dev token (HS256 with AGENTIA_JWT_SECRET; unset: "
+                       "the public dev secret, accepted only in dev mode)")
     t.add_argument("--user", required=True)
-    t.add_argument("--ttl", type=int, default=24 * 3600)
+    t.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
     t.set_defaults(fn=cmd_token)
     u = sub.add_parser("up", help="run everything on an embedded default")
     u.add_argument("--port", type=int, default=8765)
