@@ -101,8 +101,8 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def spawn(args: list[str], env: dict[str, str], ready: str, tree: Path = ROOT
-          ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+def spawn(args: list[str], env: dict[str, str], ready: str | tuple[str, ...],
+          tree: Path = ROOT) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """``agentia <args>`` of the checkout ``tree`` (its directory first on the path): the
     command module is ``launch.cli``, or ``agentia.cli`` in checkouts older than issue 12."""
     if tree == ROOT:

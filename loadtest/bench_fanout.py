@@ -38,7 +38,7 @@ import orjson
 import websockets
 
 from agentia.settings import DEV_SECRET
-from agentia.supervise import spawn, stop_all
+from agentia.supervise import stop_all
 from gateway.auth import mint
 from launch.redis_server import RedisServer
 from loadtest.bench_core import (
@@ -48,6 +48,7 @@ from loadtest.bench_core import (
     cpu_s,
     pct,
     rss_kib,
+    spawn,
 )
 from loadtest.record import record
 from sessions.bus import Bus, connect
@@ -158,7 +159,9 @@ async def _publish(url: str, prefix: str, sessions: list[str], rate: float,
 
 
 def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, seconds: float,
-          transport: str) -> dict[str, Any]:
+          transport: str, tree: Path = ROOT) -> dict[str, Any]:
+    """One run against the edges of the checkout ``tree`` (events are written with this
+    checkout's ``Bus.append``: the key layout is the same in every checkout compared)."""
     prefix = "fanout"
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=False).start()
@@ -171,8 +174,7 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
         # more run under a supervisor that lists its edges' pids
         try:
             sup, info = spawn(["gateway", "--port", "0", "--processes", str(edges)], env,
-                              ("AGENTIA_GATEWAY_READY", "AGENTIA_EDGE_READY"), 120, cwd=ROOT,
-                              stderr=subprocess.DEVNULL)
+                              ("AGENTIA_GATEWAY_READY", "AGENTIA_EDGE_READY"), tree)
         except BaseException:
             redis.stop()
             raise
@@ -259,16 +261,42 @@ def main() -> None:
     p.add_argument("--record", action="store_true",
                    help="write loadtest/results/edge-fanout.json")
     p.add_argument("--notes", default="")
+    p.add_argument("--tree", type=Path, action="append",
+                   help="a checkout whose edges to measure (repeatable: side by side in one "
+                        "run, in turn for --rounds rounds, the order reversed every other "
+                        "round; recorded as edge-fanout-trees)")
+    p.add_argument("--rounds", type=int, default=1)
     a = p.parse_args()
     # SIGTERM (timeout, CI) unwinds like Ctrl-C, so bench()'s finally stops the edges and Redis
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds, a.transport)
+        if a.tree:
+            res: Any = {"runs": trees(a)}
+        else:
+            res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds,
+                        a.transport)
     except KeyboardInterrupt:
         sys.exit("bench_fanout: interrupted; its edges and Redis are stopped")
     print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
     if a.record:
-        print("recorded", record("edge-fanout", res, notes=a.notes))
+        name = "edge-fanout-trees" if a.tree else "edge-fanout"
+        print("recorded", record(name, res, notes=a.notes))
+
+
+def trees(a: Any) -> list[dict[str, Any]]:
+    runs = []
+    for r in range(a.rounds):
+        for tree in (a.tree if r % 2 == 0 else a.tree[::-1]):
+            tree = tree.resolve()
+            res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds,
+                        a.transport, tree)
+            commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"],
+                                    capture_output=True, text=True, check=False).stdout.strip()
+            runs.append({"tree": str(tree), "commit": commit, "round": r, **res})
+            print(f"round {r} {tree} {commit}: {res['frames_per_s_per_edge_core']} frames/s "
+                  f"per edge core, p50 {res['latency_p50_ms']} ms, lost {res['frames_lost']}",
+                  file=sys.stderr)
+    return runs
 
 
 if __name__ == "__main__":
