@@ -14,6 +14,7 @@ from redis.exceptions import NoScriptError, OutOfMemoryError
 from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import events as E
 from sessions import keys as K
+from sessions.call_slots import CallSlots
 from sessions.delivery_redis import RedisNodeDelivery
 from sessions.opening import Limits, UserLimits
 from sessions.redis_core import down
@@ -109,6 +110,10 @@ class RedisSessionLog(RedisNodeDelivery):
     def user_limits(self, limits: Limits) -> UserLimits:
         """The per-user limits (sessions/opening.py) on this bus's Redis and prefix."""
         return UserLimits(self.redis, self.keys.prefix, limits)
+
+    def call_slots(self) -> CallSlots:
+        """Users' concurrent voice calls (sessions/call_slots.py) on this bus's Redis."""
+        return CallSlots(self.redis, self.keys)
 
     @down
     async def session_meta(self, sid: str) -> dict[str, str]:

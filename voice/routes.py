@@ -71,7 +71,7 @@ async def open_call(bus: Bus, s: VoiceSettings, user: str, session: str,
                     slots: CallSlots | None = None) -> Call:
     """Create the session for ``user`` or check it is theirs, take one of the user's call
     slots, then start a call of it (the slot is given back if the call does not start)."""
-    slots = slots or CallSlots(bus.redis, bus.keys)
+    slots = slots or bus.call_slots()
     try:
         await _open_session(bus, s, user, session)
     except Forbidden:
@@ -133,7 +133,7 @@ def voice_router(bus: Bus, s: VoiceSettings,
                  identity: Callable[..., Identity | Any]) -> APIRouter:
     """The route, with the app's ``identity`` dependency (Bearer token -> Identity)."""
     router = APIRouter()
-    slots = CallSlots(bus.redis, bus.keys)
+    slots = bus.call_slots()
 
     # a default, not Annotated[...]: annotations are strings here (PEP 563) and FastAPI
     # resolves them in the module's globals, where this function's ``identity`` is not

@@ -44,7 +44,7 @@ from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.settings import CLOUD_STT, VoiceSettings
-from voice.slots import CallSlots, HeldSlot
+from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
 from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
 from voice.tokens import delete_room, parse_job_metadata
@@ -218,7 +218,7 @@ async def entrypoint(ctx: JobContext) -> None:
     session_id, user = parse_job_metadata(ctx.job.metadata)
     watch = JoinWatch(ctx.room, user)
     bus = Bus(connect(s.redis_url, max_connections=8), prefix=s.redis_prefix, shards=s.shards)
-    slot = HeldSlot(CallSlots(bus.redis, bus.keys), user, ctx.room.name)
+    slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
     bridge = VoiceBridge(bus, session_id, user)
     await bridge.start()

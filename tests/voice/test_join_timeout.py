@@ -29,7 +29,6 @@ from tests.voice.livekit_server import LiveKitServer
 from tests.voice.test_routes import app_for, post
 from voice.caller import Caller
 from voice.settings import VoiceSettings
-from voice.slots import CallSlots
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +112,7 @@ async def test_a_caller_who_never_joins_ends_the_call_and_frees_its_process(
         assert not await room_exists(s, call["room"])
 
         async def released() -> bool:
-            count = await CallSlots(bus.redis, bus.keys).count("alice")
+            count = await bus.call_slots().count("alice")
             return count == 0 and await voice_calls(bus) == 0
         await until(released, 5, "the slot released and the call no longer counted")
         assert worker.proc.poll() is None  # the worker itself goes on
@@ -136,7 +135,7 @@ async def test_a_third_call_of_one_user_is_refused_until_one_ends(
         # nobody joins: the first call ends at its join timeout and frees its slot
         ended = await chat.until("call", timeout=JOIN_TIMEOUT_S + 10, state="ended")
         assert ended["reason"] == "caller_never_joined"
-        slots = CallSlots(bus.redis, bus.keys)
+        slots = bus.call_slots()
 
         async def one_free() -> bool:
             return await slots.count("erin") < 2

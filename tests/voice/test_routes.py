@@ -20,7 +20,6 @@ from tests.conftest import TEST_SECRET, token
 from tests.voice.livekit_server import LiveKitServer, free_port
 from voice.routes import voice_router
 from voice.settings import VoiceSettings
-from voice.slots import CallSlots
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +118,7 @@ async def test_no_voice_worker_is_a_503_and_no_room_is_left(
     async with lkapi.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret) as lk:
         rooms = await lk.room.list_rooms(lkapi.ListRoomsRequest())
     assert not [r.name for r in rooms.rooms if sid in r.name]
-    assert await CallSlots(bus.redis, bus.keys).count("alice") == 0  # its slot given back
+    assert await bus.call_slots().count("alice") == 0  # its slot given back
 
 
 async def test_a_call_cannot_create_sessions_past_the_users_limits(bus: Bus) -> None:

@@ -10,11 +10,11 @@ from agentia.settings import SettingsError
 from sessions import keys as K
 from sessions.bus import Bus
 from voice.settings import VoiceSettings
-from voice.slots import CallSlots, HeldSlot
+from voice.slots import HeldSlot
 
 
 async def test_a_user_holds_at_most_the_limit_and_a_release_frees_one(bus: Bus) -> None:
-    slots = CallSlots(bus.redis, bus.keys)
+    slots = bus.call_slots()
     assert await slots.acquire("alice", "room-1", 2)
     assert await slots.acquire("alice", "room-2", 2)
     assert not await slots.acquire("alice", "room-3", 2)
@@ -28,7 +28,7 @@ async def test_a_user_holds_at_most_the_limit_and_a_release_frees_one(bus: Bus) 
 
 
 async def test_a_slot_nobody_refreshes_lapses(bus: Bus) -> None:
-    slots = CallSlots(bus.redis, bus.keys)
+    slots = bus.call_slots()
     assert await slots.acquire("carol", "room-1", 1, lease_s=0.3)
     assert not await slots.acquire("carol", "room-2", 1)
     await asyncio.sleep(0.5)
@@ -37,7 +37,7 @@ async def test_a_slot_nobody_refreshes_lapses(bus: Bus) -> None:
 
 
 async def test_a_held_slot_outlives_its_lease_until_released(bus: Bus) -> None:
-    slots = CallSlots(bus.redis, bus.keys)
+    slots = bus.call_slots()
     assert await slots.acquire("dave", "room-1", 1, lease_s=0.6)
     held = HeldSlot(slots, "dave", "room-1", lease_s=0.6)
     held.start()
