@@ -33,6 +33,8 @@ from agentia.logs import bind
 from sessions import events as E
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import Coalescer
+from sessions.duties import Running as _Running
+from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
 from sessions.roles import Claimed, WorkerBus
 from sessions.runtime import Delta, stream_turn
@@ -54,14 +56,6 @@ class WorkerConfig:
     retry_backoff_s: float = 0.5
     block_ms: int = 1000
     grace_s: float = 10.0
-
-
-@dataclass(slots=True)
-class _Running:
-    turn: int = 0
-    task: asyncio.Task[Any] | None = None
-    cancelled_by_user: bool = False
-    lost: bool = False
 
 
 class Worker:
@@ -88,7 +82,8 @@ class Worker:
     async def run(self, burst: bool = False) -> None:
         """Consume until stopped; with ``burst``, return once no turn is left to run."""
         await self.bus.ensure_groups()
-        loops = [asyncio.create_task(self._cancel_loop()), asyncio.create_task(self._beat())]
+        loops = [asyncio.create_task(cancel_loop(self.bus, self.running)),
+                 asyncio.create_task(beat(self.bus, self.name))]
         try:
             if self.bus.cluster:
                 await self._run_per_shard(burst)
@@ -392,31 +387,3 @@ class Worker:
         await self._finish(turn, E.turn_error(turn.offset, str(code), why))
 
     # ------------------------------------------------------------ side loops
-
-    async def _cancel_loop(self) -> None:
-        while True:
-            try:
-                async with self.bus.cancel_feed() as feed:
-                    async for data in feed:
-                        self._on_cancel(data)
-            except Exception as exc:
-                log.warning("cancel feed lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.5)
-
-    def _on_cancel(self, data: str) -> None:
-        sid, _, turn = data.partition(" ")
-        run = self.running.get(sid)
-        if run and str(run.turn) == turn:
-            run.cancelled_by_user = True
-            if run.task:
-                run.task.cancel()
-
-    async def _beat(self) -> None:
-        n = 0
-        while True:
-            with suppress(Exception):
-                await self.bus.worker_alive(self.name)
-                if n % 6 == 0:
-                    await self.bus.maintain()
-            n += 1
-            await asyncio.sleep(5)

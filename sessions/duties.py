@@ -1,0 +1,57 @@
+"""A worker's background duties beside its turns: the cancel feed and the heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from sessions.roles import WorkerBus
+
+log = logging.getLogger("agentia.worker")
+
+
+@dataclass(slots=True)
+class Running:
+    """The turn a worker is running for a session (sessions/worker.py)."""
+
+    turn: int = 0
+    task: asyncio.Task[Any] | None = None
+    cancelled_by_user: bool = False
+    lost: bool = False
+
+
+async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:
+    """Follow the edges' cancel requests (``"<session> <turn>"``) and cancel the matching
+    running turn; resubscribe when the feed is lost."""
+    while True:
+        try:
+            async with bus.cancel_feed() as feed:
+                async for data in feed:
+                    on_cancel(running, data)
+        except Exception as exc:
+            log.warning("cancel feed lost (%s); resubscribing", exc)
+            await asyncio.sleep(0.5)
+
+
+def on_cancel(running: dict[str, Running], data: str) -> None:
+    sid, _, turn = data.partition(" ")
+    run = running.get(sid)
+    if run and str(run.turn) == turn:
+        run.cancelled_by_user = True
+        if run.task:
+            run.task.cancel()
+
+
+async def beat(bus: WorkerBus, name: str) -> None:
+    """Tell the control plane this worker lives (every 5 s); upkeep every 30 s."""
+    n = 0
+    while True:
+        with suppress(Exception):
+            await bus.worker_alive(name)
+            if n % 6 == 0:
+                await bus.maintain()
+        n += 1
+        await asyncio.sleep(5)
