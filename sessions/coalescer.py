@@ -1,5 +1,6 @@
-"""A turn's reply text, coalesced: one ``delta`` event per ``coalesce_ms`` of output, not one
-per token (docs/protocol.md §5)."""
+"""A turn's reply text, coalesced: one ``chunk`` per ``coalesce_ms`` of output, not one per
+token (docs/protocol.md ``chunk``). Chunks go to the run's partial buffer and the nodes' delivery
+streams, not to the session log: the log gets the whole text once, in the turn's ``reply``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 
+import orjson
+
 from sessions import events as E
 from sessions.roles import WorkerBus
 
@@ -17,13 +20,16 @@ log = logging.getLogger("agentia.worker")
 
 @dataclass(slots=True)
 class Coalescer:
-    """Buffers deltas and appends them to the log at most every ``interval`` seconds."""
+    """Buffers deltas and streams them as chunks at most every ``interval`` seconds."""
 
     bus: WorkerBus
     sid: str
     turn: int
+    attempt: int
+    run_id: str
+    """``<turn>:<attempt>:<nonce>``, as the turn_start of this run started the buffer."""
     interval: float
-    owner: str
+    seq: int = 0
     parts: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -40,8 +46,10 @@ class Coalescer:
     async def flush(self) -> None:
         async with self.lock:
             if self.parts:
-                chunk, self.parts = "".join(self.parts), []
-                await self.bus.append(self.sid, E.delta(self.turn, chunk), owner=self.owner)
+                text, self.parts = "".join(self.parts), []
+                self.seq += 1
+                event = orjson.dumps(E.chunk(self.turn, self.attempt, self.seq, text))
+                await self.bus.stream_chunk(self.sid, self.run_id, self.seq, event, text)
 
     async def run(self) -> None:
         """Flush every ``interval`` until :meth:`stop`. Stopped by a flag, not by cancelling:

@@ -17,8 +17,17 @@ from sessions import keys as K
 from sessions.call_slots import CallSlots
 from sessions.delivery_redis import RedisNodeDelivery
 from sessions.opening import Limits, UserLimits
+from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
-from sessions.roles import Forbidden, LockLost, Missing, Replay, SessionInfo, Submitted
+from sessions.roles import (
+    Forbidden,
+    LockLost,
+    Missing,
+    Partial,
+    Replay,
+    SessionInfo,
+    Submitted,
+)
 
 
 class RedisSessionLog(RedisNodeDelivery):
@@ -169,8 +178,10 @@ class RedisSessionLog(RedisNodeDelivery):
 
     @down
     async def append(self, sid: str, event: E.Event, *, done: int | None = None,
-                     owner: str = "") -> int:
-        """Append an event to the session log and deliver it; ``done`` finishes that turn.
+                     owner: str = "", run: str = "") -> int:
+        """Append an event to the session log and deliver it; ``done`` finishes that turn
+        (and drops its partial buffer); ``run`` (with a ``turn_start``) starts the partial
+        buffer of that run (:meth:`stream_chunk`).
 
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
@@ -180,9 +191,10 @@ class RedisSessionLog(RedisNodeDelivery):
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
         res = await self._run_script(
             self._append,
-            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid)],
+            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
+                  k.partial(sid)],
             args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner],
+                  append_id, owner, run],
         )
         offset = int(res[0])
         if offset == -2:
@@ -206,3 +218,42 @@ class RedisSessionLog(RedisNodeDelivery):
         if events and events[0][0] != start + 1:
             recovered = False
         return Replay(events, recovered, cur_epoch, cur)
+
+    @down
+    async def partial(self, sid: str) -> Partial | None:
+        """The running turn's text so far (None: no turn running, or no text yet)."""
+        rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
+        if len(rows) < 2:
+            return None
+        run = rows[0]
+        tag = run + b"|"
+        parts = [r[len(tag):] for r in rows[1:] if r.startswith(tag)]
+        if not parts:
+            return None
+        turn, attempt, _ = run.split(b":", 2)
+        return Partial(int(turn), int(attempt), run, len(parts), b"".join(parts).decode())
+
+    @down
+    async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
+                           text: str) -> None:
+        """One chunk of a running turn's reply (docs/protocol.md ``chunk``), not in the log:
+        pushed to the run's partial buffer (what a resume reads; RPUSHX: a buffer its turn
+        already dropped is not created again) and to the delivery stream of each node holding
+        the session. Two commands for a session on one node (the nodes are known from the
+        turn's own appends, re-read at most every ``NODES_FRESH_S``)."""
+        k = self.keys
+        nodes = await self._nodes_of(sid)
+        live = await self._live_nodes(nodes) if nodes else []
+        fields = {"s": sid, "o": 0, "r": run, "q": seq, "e": event}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.rpushx(k.partial(sid), f"{run}|{text}")
+                for node in live:
+                    stream = k.delivery(node.decode())
+                    pipe.xadd(stream, fields, maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                    if seq == 1:  # the node's heartbeat keeps it alive after that
+                        pipe.expire(stream, K.DELIVERY_TTL)
+                await pipe.execute()
+        except REDIS_DOWN:
+            if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable
+                raise

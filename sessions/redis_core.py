@@ -73,6 +73,8 @@ class RedisCore:
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}
         """Edge node -> (when its heartbeat key was checked, whether it existed)."""
+        self._session_nodes: dict[str, tuple[float, list[bytes]]] = {}
+        """Session -> (when, the nodes holding it): what its last append saw."""
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)

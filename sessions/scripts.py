@@ -43,11 +43,13 @@ redis.call('EXPIRE', log, ttl)
 redis.call('EXPIRE', meta, ttl)
 """
 
-# KEYS: meta, log, nodes, lock, turns
-# ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none)
+# KEYS: meta, log, nodes, lock, turns, partial
+# ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
+#       run ("" = none: else a turn_start, whose run starts the partial buffer afresh)
 # Idempotent per append id (a retried call returns the first call's offset) and fenced by the
-# session lock: a worker that lost the lock cannot write. Returns {offset, node...}, {-1} when
-# the session is gone, {-2} when the lock is not the caller's.
+# session lock: a worker that lost the lock cannot write. A finished turn's partial buffer is
+# deleted (its reply holds the text). Returns {offset, node...}, {-1} when the session is gone,
+# {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
@@ -62,7 +64,13 @@ else
     + _APPEND
     + """
   if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
+  if ARGV[7] ~= '' then
+    redis.call('DEL', KEYS[6])
+    redis.call('RPUSH', KEYS[6], ARGV[7])
+    redis.call('EXPIRE', KEYS[6], ttl)
+  end
   if ARGV[4] ~= '' then
+    redis.call('DEL', KEYS[6])
     redis.call('HSET', meta, 'done', ARGV[4])
     redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))

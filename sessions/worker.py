@@ -323,9 +323,11 @@ class Worker:
         if attempt > self.cfg.max_attempts:
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        await self._append(turn, E.turn_start(turn.offset, attempt))
-        co = Coalescer(self.bus, turn.session, turn.offset, self.cfg.coalesce_ms / 1000,
-                        self.name)
+        run_id = f"{turn.offset}:{attempt}:{secrets.token_hex(4)}"
+        await self.bus.append(turn.session, E.turn_start(turn.offset, attempt),
+                              owner=self.name, run=run_id)
+        co = Coalescer(self.bus, turn.session, turn.offset, attempt, run_id,
+                       self.cfg.coalesce_ms / 1000)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.task = asyncio.create_task(self._produce(turn, co, memory))
         try:

@@ -45,7 +45,7 @@ def check_session(got: list[dict[str, Any]], turns: dict[str, int]) -> None:
     for turn in turns.values():
         replies = [e for e in got if e["type"] == "reply" and e["turn"] == turn]
         assert len(replies) == 1, (turn, got)
-        deltas = "".join(e["text"] for e in got if e["type"] == "delta" and e["turn"] == turn)
+        deltas = "".join(e["text"] for e in got if e["type"] == "chunk" and e["turn"] == turn)
         assert deltas == replies[0]["text"]
 
 
@@ -97,8 +97,8 @@ async def test_client_on_a_resumes_on_c_mid_reply(hosts: Hosts) -> None:
         await old.send(type="send", id="q", text=LONG)
     acks = [(await old.until("ack"))["offset"] for old in olds]
     for old in olds:
-        await old.until("delta")
-        await old.until("delta")  # mid-reply: more is on its way
+        await old.until("chunk")
+        await old.until("chunk")  # mid-reply: more is on its way
     news = [await move(old, c, edge_c, s) for old, s in zip(olds, sessions, strict=True)]
     for old, new, turn in zip(olds, news, acks, strict=True):
         await until_replied(new, turn)
@@ -136,9 +136,9 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
     news: list[Client] = []
     try:
         for raw, t in zip(raws, turns, strict=True):
-            await raw.until("delta", turn=t["q1"])
+            await raw.until("chunk", turn=t["q1"])
         for col in cols:
-            await col.until(has("delta"))
+            await col.until(has("chunk"))
         assert all(sdk.node == nodes["b"].info["node"] for sdk in sdks)
 
         hosts.kill_host(b)  # mid-reply, with acked turns running and queued
