@@ -25,7 +25,8 @@ from loadtest.attack import wire as W
 MAX_FRAME = 65_536
 MAX_TEXT = 16_000
 MAX_STRIKES = 20
-EVENTS = {"user", "turn_start", "tool", "delta", "reply", "cancelled", "turn_error", "call"}
+EVENTS = {"user", "turn_start", "tool", "reply", "cancelled", "turn_error", "call", "chunk",
+          "partial"}
 Json = Any
 Check = Callable[["Session", dict[str, Any]], None]
 
