@@ -90,8 +90,7 @@ async def drive(stack: Stack, prof: Profile, sessions: int,
         pending = [f for c in clients for f in c.ended.values()]
         await asyncio.wait(pending, timeout=a.grace)
         p2 = stack.probe()
-        lost = sum(1 for c in clients for cid, f in c.ended.items()
-                   if not f.done() and cid in c.cid_of.values())
+        lost = sum(c.lost() for c in clients)
         return {"idle": delta(p0, p1), "load": delta(p1, p2), "tally": tally,
                 "lost": lost, "sessions": [c.session for c in clients]}
     finally:

@@ -42,6 +42,8 @@ class Client:
         self.ended: dict[str, asyncio.Future[None]] = {}
         self.cid_of: dict[int, str] = {}
         self.early: set[int] = set()  # ends seen before their ack
+        self.acked: set[str] = set()
+        self.finished: set[str] = set()  # ended by reply, cancelled or turn_error
         self.streaming: set[str] = set()  # turns whose first text frame came
         self.n = 0
 
@@ -52,34 +54,53 @@ class Client:
         self.ended[cid] = fut
         self.sent[cid] = time.perf_counter()
         self.tally.sent += 1
-        await self.ws.send(orjson.dumps({"type": "send", "id": cid, "text": text}).decode())
+        try:
+            await self.ws.send(orjson.dumps({"type": "send", "id": cid, "text": text}).decode())
+        except websockets.ConnectionClosed:
+            fut.set_result(None)  # the reader counts the close
         return fut
+
+    def lost(self) -> int:
+        """Turns acked (durably accepted) that no ending event reached."""
+        return len(self.acked - self.finished)
 
     def _end(self, cid: str, now: float, ok: bool = True) -> None:
         fut = self.ended.get(cid)
         if fut is not None and not fut.done():
             fut.set_result(None)
             if ok:
+                self.finished.add(cid)
                 self.tally.turns.append(now - self.sent[cid])
 
     async def read(self) -> None:
-        t = self.tally
-        async for raw in self.ws:
-            f = orjson.loads(raw)
-            kind, now = f.get("type"), time.perf_counter()
-            t.frames[kind] += 1
-            if kind == "ack":
-                t.acked += 1
-                t.acks.append(now - self.sent[f["id"]])
-                self.cid_of[f["offset"]] = f["id"]
-                if f["offset"] in self.early:
-                    self._end(f["id"], now)
-            elif kind in TEXT_FRAMES or kind in ENDS:
-                self._turn_frame(f, kind, now)
-            elif kind == "error":
-                t.errors[f.get("code", "?")] += 1
-                if f.get("ref") in self.ended:  # a refused send: no turn, move on
-                    self._end(f["ref"], now, ok=False)
+        """Until the connection closes; a close by the edge is counted as an error."""
+        try:
+            async for raw in self.ws:
+                self._frame(orjson.loads(raw), time.perf_counter())
+        except websockets.ConnectionClosed:
+            pass
+        if self.ws.close_code not in (None, 1000):
+            self.tally.errors[f"close_{self.ws.close_code}"] += 1
+        for fut in self.ended.values():  # nothing more comes: the senders move on
+            if not fut.done():
+                fut.set_result(None)
+
+    def _frame(self, f: dict[str, Any], now: float) -> None:
+        t, kind = self.tally, str(f.get("type"))
+        t.frames[kind] += 1
+        if kind == "ack":
+            t.acked += 1
+            self.acked.add(f["id"])
+            t.acks.append(now - self.sent[f["id"]])
+            self.cid_of[f["offset"]] = f["id"]
+            if f["offset"] in self.early:
+                self._end(f["id"], now)
+        elif kind in TEXT_FRAMES or kind in ENDS:
+            self._turn_frame(f, kind, now)
+        elif kind == "error":
+            t.errors[f.get("code", "?")] += 1
+            if f.get("ref") in self.ended:  # a refused send: no turn, move on
+                self._end(f["ref"], now, ok=False)
 
     def _turn_frame(self, f: dict[str, Any], kind: str, now: float) -> None:
         t, cid = self.tally, self.cid_of.get(f.get("turn", -1))
@@ -117,7 +138,7 @@ async def closed_loop(c: Client, text: str, until: float, grace: float) -> None:
     while time.perf_counter() < until:
         fut = await c.send(text)
         await asyncio.wait([fut], timeout=until + grace - time.perf_counter())
-        if not fut.done():  # counted as lost below if it was acked
+        if not fut.done():  # counted as lost if it was acked
             return
 
 
