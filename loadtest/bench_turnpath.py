@@ -1,0 +1,284 @@
+"""The turn path measured from outside (issue 13): what a turn costs Redis, the edge and the
+worker, with the code of one or more checkouts side by side in one run.
+
+For each ``--tree`` (repeatable; default this checkout), each profile (``--profiles``) and each
+of ``--rounds`` rounds (trees alternated, the order reversed every other round), a fresh stack
+of that checkout is started: redis-server (AOF, fsync every second, as in production), one edge
+(``agentia gateway``, picows) and one worker (``agentia worker``, the demo model). ``--sessions``
+client sessions (one connection, one reader each) open, the processes idle ``--idle`` seconds
+(the baseline), then each session sends turns in a closed loop (the next when the last ended)
+or, with ``--rate``, turns go out at that total rate, for ``--seconds``; every acked turn is then
+given ``--grace`` seconds to end. Profiles:
+
+* ``long``: a ~300-word reply (``--long-words``) streamed at ``--long-word-delay`` s per word
+  (0.02: 50 tokens/s, ~150 frames of text at the worker's 40 ms coalescing);
+* ``short``: the demo reply (~27 words) at the demo model's 30 ms per word.
+
+Everything is observed from outside (frames, Redis INFO, /proc), so the bench runs unchanged
+against a checkout whose reply text streams as log ``delta`` events and one that sends ``chunk``
+frames (docs/protocol.md): both count as reply-text frames, ``partial`` frames are counted apart.
+Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded)
+per turn and per reply-text frame; CPU-ms per turn of redis-server, the edge and the worker (less
+what each burns idle); turns/s; ack and turn latency p50/p99; lost turns (acked, never ended by
+``reply``/``cancelled``/``turn_error``); and for ``--log-sample`` sessions the session log's bytes
+per finished turn (XRANGE: entry ids, field names and values) against the reply text.
+
+    python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
+        --sessions 40 --sessions 200 --record
+
+Results: ``loadtest/results/turnpath.json`` (``--record NAME``); docs/benchmarks.md. The stack
+and the clients: loadtest/turnpath/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from loadtest.attack.edgeproc import tree_commit
+from loadtest.bench_core import pct
+from loadtest.record import record
+from loadtest.turnpath.clients import ENDS, TEXT_FRAMES, Tally, closed_loop, connect_all, fixed_rate
+from loadtest.turnpath.stack import Stack, delta, log_figures
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_WORDS = 25  # what the demo model wraps around the quoted text (sessions/demo.py)
+VOCAB = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "calm",
+         "owls", "watch", "from", "green", "hills")  # no digits, no "time": no tool call
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    text: str  # what each turn sends (the demo model's reply quotes it)
+    word_delay: float
+
+
+def profiles(a: argparse.Namespace) -> dict[str, Profile]:
+    words = max(1, a.long_words - DEMO_WORDS)
+    long_text = " ".join(VOCAB[i % len(VOCAB)] for i in range(words))
+    return {"long": Profile("long", long_text, a.long_word_delay),
+            "short": Profile("short", "hello there", a.short_word_delay)}
+
+
+async def drive(stack: Stack, prof: Profile, sessions: int,
+                a: argparse.Namespace) -> dict[str, Any]:
+    """Connect, idle (the baseline), load, wait for every acked turn; probes around each."""
+    tally = Tally()
+    clients = await connect_all(stack.port, sessions, tally)
+    readers = [asyncio.create_task(c.read()) for c in clients]
+    try:
+        p0 = stack.probe()
+        await asyncio.sleep(a.idle)
+        p1 = stack.probe()
+        until = time.perf_counter() + a.seconds
+        if a.rate:
+            await fixed_rate(clients, prof.text, a.rate, until)
+        else:
+            await asyncio.gather(*(closed_loop(c, prof.text, until, a.grace) for c in clients))
+        pending = [f for c in clients for f in c.ended.values()]
+        await asyncio.wait(pending, timeout=a.grace)
+        p2 = stack.probe()
+        lost = sum(c.lost() for c in clients)
+        return {"idle": delta(p0, p1), "load": delta(p1, p2), "tally": tally,
+                "lost": lost, "sessions": [c.session for c in clients]}
+    finally:
+        for r in readers:
+            r.cancel()
+        await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
+
+
+# ------------------------------------------------------------------ one run
+
+
+def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
+    """CPU-ms per turn of each process and Redis commands per turn, less the idle rate."""
+    idle, load = run["idle"], run["load"]
+    out: dict[str, Any] = {}
+    for k, used in load["cpu"].items():
+        rate = idle["cpu"][k] / idle["t"]
+        out[f"{k}_cpu_ms_per_turn"] = round((used - rate * load["t"]) / turns * 1e3, 3)
+        out[f"{k}_idle_cores"] = round(rate, 4)
+    idle_cmds = sum(idle["cmds"].values()) / idle["t"]
+    out["redis_cmds_per_turn"] = round(
+        (sum(load["cmds"].values()) - idle_cmds * load["t"]) / turns, 1)
+    out["redis_idle_cmds_per_s"] = round(idle_cmds, 1)
+    top = Counter(load["cmds"]).most_common(12)
+    out["redis_cmds_per_turn_by_name"] = {k: round(v / turns, 2) for k, v in top}
+    return out
+
+
+def latencies(t: Tally) -> dict[str, float]:
+    ms = 1e3
+    return {"ack_p50_ms": round(pct(t.acks, 50) * ms, 2),
+            "ack_p99_ms": round(pct(t.acks, 99) * ms, 2),
+            "turn_p50_ms": round(pct(t.turns, 50) * ms, 1),
+            "turn_p99_ms": round(pct(t.turns, 99) * ms, 1),
+            "first_text_p50_ms": round(pct(t.firsts, 50) * ms, 1)}
+
+
+def figures(run: dict[str, Any], prof: Profile, r: redis.Redis, sample: int) -> dict[str, Any]:
+    """The figures of one run (``run``: what :func:`drive` returned)."""
+    t: Tally = run["tally"]
+    ended = len(t.turns)
+    turns = max(1, ended)
+    text_frames = sum(t.frames[k] for k in TEXT_FRAMES)
+    out: dict[str, Any] = {
+        "profile": prof.name, "word_delay_s": prof.word_delay, "sent": t.sent,
+        "acked": t.acked, "ended": ended, "lost": run["lost"], "errors": dict(t.errors),
+        "ends": {k: t.frames[k] for k in ENDS}, "turns_per_s": round(ended / run["load"]["t"], 1),
+        "window_s": round(run["load"]["t"], 2),
+        **latencies(t),
+        "text_frames_per_turn": round(text_frames / turns, 1),
+        "text_frames_by_type": {k: t.frames[k] for k in TEXT_FRAMES},
+        "partial_frames": t.frames["partial"],
+        "reply_words_per_turn": round(t.reply_words / turns, 1),
+        "reply_chars_per_turn": round(t.reply_chars / turns, 1),
+        **net_per_turn(run, turns)}
+    out["redis_cmds_per_text_frame"] = round(
+        out["redis_cmds_per_turn"] * turns / text_frames, 2) if text_frames else None
+    words = t.reply_words / turns
+    # a path that keeps up ends a turn about when the model stops streaming; a saturated one
+    # later, with fewer and larger coalesced frames: compare per-frame figures kept up
+    out["stream_ms"] = round(words * prof.word_delay * 1e3, 1)
+    out["turn_p50_over_stream"] = round(out["turn_p50_ms"] / out["stream_ms"], 2) \
+        if out["stream_ms"] else None
+    out["redis_cpu_ms_per_300_words"] = round(
+        out["redis_cpu_ms_per_turn"] * 300 / words, 3) if words else None
+    out["log"] = log_figures(r, run["sessions"][:sample])
+    return out
+
+
+def run_level(tree: Path, prof: Profile, sessions: int, a: argparse.Namespace,
+              logs: Path) -> dict[str, Any]:
+    stack = Stack(tree, prof.word_delay, sessions, logs)
+    try:
+        run = asyncio.run(drive(stack, prof, sessions, a))
+        fig = figures(run, prof, stack.r, a.log_sample)
+        fig["tracebacks"] = stack.tracebacks()
+        return fig
+    finally:
+        stack.r.close()
+        stack.stop()
+
+
+# ------------------------------------------------------------------ summary and entry
+
+
+KEYS = ("redis_cmds_per_text_frame", "redis_cmds_per_turn", "redis_cpu_ms_per_turn",
+        "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn", "worker_cpu_ms_per_turn",
+        "turns_per_s", "ack_p50_ms", "ack_p99_ms", "turn_p50_ms", "turn_p99_ms",
+        "turn_p50_over_stream", "text_frames_per_turn", "reply_words_per_turn")
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per checkout, profile and sessions: the mean over rounds of each figure, with its
+    spread."""
+    out = []
+    for tree, name, n in dict.fromkeys((r["tree"], r["profile"], r["sessions"]) for r in runs):
+        rs = [r for r in runs
+              if (r["tree"], r["profile"], r["sessions"]) == (tree, name, n)]
+        row: dict[str, Any] = {"tree": tree, "commit": rs[0]["commit"], "profile": name,
+                               "sessions": n, "rounds": len(rs),
+                               "lost": sum(r["lost"] for r in rs)}
+        for k in (*KEYS, "log.bytes_per_turn", "log.ratio_to_reply",
+                  "log.ratio_to_reply_without_user"):
+            vals = [v for r in rs if (v := _get(r, k)) is not None]
+            if vals:
+                row[k] = {"mean": round(statistics.fmean(vals), 3),
+                          "min": min(vals), "max": max(vals)}
+        out.append(row)
+    return out
+
+
+def _get(run: dict[str, Any], dotted: str) -> Any:
+    value: Any = run
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _line(f: dict[str, Any]) -> str:
+    return (f"{Path(f['tree']).name:>14} {f['commit'][:8]} r{f['round']} {f['profile']:>5} "
+            f"x{f['sessions']:<4} turns {f['ended']:>5} ({f['turns_per_s']}/s) lost {f['lost']} | "
+            f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
+            f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} edge {f['edge_cpu_ms_per_turn']} "
+            f"worker {f['worker_cpu_ms_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
+            f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream")
+
+
+def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
+    profs = profiles(a)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-turnpath-") as tmp:
+        for rnd in range(a.rounds):
+            for tree in a.tree if rnd % 2 == 0 else a.tree[::-1]:
+                for name in a.profiles:
+                    for n in a.sessions:
+                        logs = Path(tmp) / f"{rnd}-{tree.name}-{name}-{n}"
+                        fig = {"tree": str(tree), "commit": tree_commit(tree), "round": rnd,
+                               "sessions": n, "rate": a.rate or None,
+                               **run_level(tree, profs[name], n, a, logs)}
+                        runs.append(fig)
+                        print(_line(fig), file=sys.stderr, flush=True)
+    return runs
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tree", type=Path, action="append", default=[],
+                   help="a checkout whose edge and worker to run (repeatable; default: this one)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--profiles", default="long,short", help="comma-separated: long, short")
+    p.add_argument("--sessions", type=int, action="append", default=[],
+                   help="client sessions, 1 reader each (repeatable: one run per value; "
+                        "default 200)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="total turns/s over the sessions (default 0: each in a closed loop)")
+    p.add_argument("--seconds", type=float, default=20.0, help="sending time of each run")
+    p.add_argument("--idle", type=float, default=3.0, help="idle baseline, seconds")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="after sending, seconds for acked turns to end (then: lost)")
+    p.add_argument("--long-words", type=int, default=300)
+    p.add_argument("--long-word-delay", type=float, default=0.02)
+    p.add_argument("--short-word-delay", type=float, default=0.03)
+    p.add_argument("--log-sample", type=int, default=20, help="sessions whose log is read")
+    p.add_argument("--record", nargs="?", const="turnpath", metavar="NAME",
+                   help="write loadtest/results/<NAME>.json (default name: turnpath)")
+    p.add_argument("--notes", default="")
+    return p
+
+
+def main() -> None:
+    p = parser()
+    a = p.parse_args()
+    a.profiles = a.profiles.split(",")
+    a.sessions = a.sessions or [200]
+    if not set(a.profiles) <= {"long", "short"}:
+        p.error("--profiles: long and/or short")
+    if not (all(1 <= n <= 2000 for n in a.sessions) and 0 < a.seconds <= 30
+            and 0 < a.grace <= 30 and a.idle > 0 and a.rate >= 0):
+        p.error("--sessions 1-2000, --seconds and --grace above 0 and at most 30, --idle > 0")
+    a.tree = [t.resolve() for t in a.tree] or [ROOT]
+    runs = run_all(a)
+    figs = {"runs": runs, "summary": summary(runs), "sessions": a.sessions,
+            "rate": a.rate or None, "seconds": a.seconds, "idle_s": a.idle}
+    print(orjson.dumps(figs["summary"], option=orjson.OPT_INDENT_2).decode())
+    if a.record is not None:
+        print(f"recorded {record(a.record, figs, notes=a.notes)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pieces of loadtest/bench_turnpath.py: the stack of one checkout, and the clients."""

@@ -1,0 +1,105 @@
+"""A fresh redis-server, edge and worker of one checkout, measured from outside (/proc, Redis
+INFO), and the size of its session logs afterwards."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from agentia.supervise import start, stop_all
+from launch.redis_server import RedisServer
+from loadtest.bench_core import NO_USER_LIMITS, cpu_s
+from loadtest.turnpath.clients import ENDS
+
+
+class Stack:
+    """redis-server, one edge and one worker of ``tree``; stopped by PID."""
+
+    def __init__(self, tree: Path, word_delay: float, sessions: int, logs: Path) -> None:
+        self.redis = RedisServer(logs / "redis", appendonly=True).start()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("AGENTIA_") and k not in ("OPENAI_API_KEY", "PYTHONPATH")}
+        env.update(NO_USER_LIMITS, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1",
+                   AGENTIA_DEV="true", AGENTIA_REDIS_URL=self.redis.url,
+                   AGENTIA_LOG_LEVEL="warning", AGENTIA_TRANSPORT="picows",
+                   AGENTIA_DEMO_WORD_DELAY=str(word_delay), AGENTIA_RATE_PER_S="1000",
+                   AGENTIA_BURST="1000", AGENTIA_CONCURRENCY=str(max(256, sessions)),
+                   AGENTIA_MAX_CONNECTIONS_PER_USER=str(sessions + 10))
+        module = "launch.cli" if (tree / "launch" / "cli.py").exists() else "agentia.cli"
+        self.logs = {"edge": logs / "edge.log", "worker": logs / "worker.log"}
+        self.procs: list[Any] = []
+        try:
+            edge, info = start([sys.executable, "-m", module, "gateway", "--port", "0"], env,
+                               "AGENTIA_EDGE_READY", 120, what=f"the edge of {tree}",
+                               cwd=tree, stderr=self.logs["edge"])
+            self.procs.append(edge)
+            worker, _ = start([sys.executable, "-m", module, "worker"], env,
+                              "AGENTIA_WORKER_READY", 120, what=f"the worker of {tree}",
+                              cwd=tree, stderr=self.logs["worker"])
+            self.procs.append(worker)
+        except BaseException:
+            self.stop()
+            raise
+        self.port = int(info["port"])
+        assert self.redis.proc is not None
+        self.pids = {"edge": edge.pid, "worker": worker.pid, "redis": self.redis.proc.pid}
+        self.r = redis.Redis.from_url(self.redis.url)
+
+    def probe(self) -> dict[str, Any]:
+        """CPU-s of each process, and Redis commands by name (our INFO left out)."""
+        stats = self.r.info("commandstats")
+        cmds = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
+                if k != "cmdstat_info"}
+        return {"cpu": {k: cpu_s(p) for k, p in self.pids.items()}, "cmds": cmds,
+                "t": time.perf_counter()}
+
+    def tracebacks(self) -> dict[str, int]:
+        return {k: p.read_bytes().count(b"Traceback") if p.exists() else 0
+                for k, p in self.logs.items()}
+
+    def stop(self) -> None:
+        stop_all(self.procs)
+        self.redis.stop()
+
+
+def delta(p0: dict[str, Any], p1: dict[str, Any]) -> dict[str, Any]:
+    cmds = {k: v - p0["cmds"].get(k, 0) for k, v in p1["cmds"].items()}
+    return {"cpu": {k: v - p0["cpu"][k] for k, v in p1["cpu"].items()},
+            "cmds": {k: v for k, v in cmds.items() if v}, "t": p1["t"] - p0["t"]}
+
+
+def log_figures(r: redis.Redis, sessions: list[str], prefix: str = "agentia") -> dict[str, Any]:
+    """Bytes of the sampled sessions' logs (entry ids, field names and values), by event type,
+    per finished turn; against the finished replies' text. A key of another layout (a checkout
+    that names the log differently) shows as no turns."""
+    size: Counter[str] = Counter()
+    turns = reply_chars = mem = 0
+    for sid in sessions:
+        key = f"{prefix}:{{{sid}}}:log"
+        mem += int(r.memory_usage(key, samples=0) or 0)
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = r.xrange(key)  # type: ignore[assignment]
+        for rid, fields in rows:
+            kind = "?"
+            for value in fields.values():
+                if value[:1] == b"{":
+                    ev = orjson.loads(value)
+                    kind = str(ev.get("type", "?"))
+                    turns += kind in ENDS
+                    reply_chars += len(ev.get("text", "")) if kind == "reply" else 0
+            size[kind] += len(rid) + sum(len(k) + len(v) for k, v in fields.items())
+    total = sum(size.values())
+    per = max(1, turns)
+    return {"sessions": len(sessions), "finished_turns": turns,
+            "bytes_per_turn": round(total / per), "reply_chars_per_turn": round(
+                reply_chars / per), "memory_usage_bytes_per_turn": round(mem / per),
+            "ratio_to_reply": round(total / reply_chars, 2) if reply_chars else None,
+            "ratio_to_reply_without_user": round((total - size["user"]) / reply_chars, 2)
+            if reply_chars else None,
+            "bytes_per_turn_by_type": {k: round(v / per) for k, v in size.most_common()}}
