@@ -224,6 +224,8 @@ class WorkerBus(TurnQueue, TurnState, Protocol):
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None: ...
 
+    async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None: ...
+
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):
     """What a node holding sessions for clients plays (a voice call; an edge also counts
