@@ -249,9 +249,12 @@ def test_chat_page_streams_reloads_shares_tabs_and_survives_an_edge_crash(
     expect(last_reply(page)).to_have_attribute("data-status", "streaming")
     page.reload()
     wait_synced(page)  # after the resume's answer: its partial is applied
-    shown = page.evaluate("""() => { const n = [...document.querySelectorAll('.msg.assistant')]
-        .at(-1); return n && [n.dataset.status, n.querySelector('.text').textContent]; }""")
-    assert shown and shown[0] == "streaming", f"the reply ended before the reload: {shown}"
+    # the first render after it (the page draws at most every 16 ms): the text so far, while
+    # the reply still streams (without the partial it would show nothing until the reply)
+    shown = page.wait_for_function("""() => { const n = [...document.querySelectorAll(
+        '.msg.assistant')].at(-1); const text = n?.querySelector('.text').textContent;
+        return text && [n.dataset.status, text]; }""", timeout=10_000).json_value()
+    assert shown[0] == "streaming", f"the reply ended before the reload: {shown}"
     assert shown[1].startswith("You said: w0 w1"), shown
     shot(page, "11-reloaded-mid-reply")
     expect(last_reply(page)).to_have_attribute("data-status", "done", timeout=30_000)
