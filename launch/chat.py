@@ -78,10 +78,12 @@ async def _turn(client: AgentiaClient, text: str) -> None:
                 print(f"\n[attempt {ev.attempt}] ", end="", flush=True)
                 shown = ""
             elif isinstance(ev, Cancelled):
+                _catch_up(shown, ev.text)
                 print(" [cancelled]", flush=True)
             elif isinstance(ev, TurnFailure):
                 print(f" [turn_error: {ev.code}: {ev.message}]", flush=True)
-            elif isinstance(ev, Reply):
+            elif isinstance(ev, Reply):  # the whole text: the rest, if it ended while away
+                _catch_up(shown, ev.text)
                 print(flush=True)
     except RequestError as exc:  # refused for good (e.g. too long): say so, keep chatting
         print(f"\n[error {exc.code}] {exc.message}", flush=True)
@@ -90,8 +92,8 @@ async def _turn(client: AgentiaClient, text: str) -> None:
 
 
 def _catch_up(shown: str, text: str) -> None:
-    """Print what ``text`` (a partial) adds to what is on the screen; start a new line when
-    it does not continue it."""
+    """Print what ``text`` (a partial, or the turn's final text) adds to what is on the
+    screen; start a new line when it does not continue it."""
     if text.startswith(shown):
         print(text[len(shown):], end="", flush=True)
     else:
