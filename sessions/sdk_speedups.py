@@ -1,0 +1,105 @@
+"""Faster equivalents of three Agents SDK helpers that a worker calls on every turn.
+
+Profiled on the demo agent (docs/benchmarks.md, "Worker CPU per turn"): these three cost
+about a third of the SDK's CPU per turn, and each does work whose result cannot change
+between turns. Each replacement returns exactly what the original returns (tests/unit/
+test_sdk_speedups.py compares them) and falls back to the original outside its fast path.
+They are installed once per worker process by :func:`install`, and only on the SDK versions
+they were written against: on any other version the SDK is left as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+log = logging.getLogger("agentia.worker")
+SDK_VERSIONS = ("0.24.",)
+"""openai-agents versions whose internals these replacements were checked against."""
+_PLAIN = (str, int, float, bool, type(None))
+_installed = False
+
+
+def install() -> bool:
+    """Install the replacements (idempotent); False when the SDK version is not known."""
+    global _installed
+    if _installed:
+        return True
+    sdk = version("openai-agents")
+    if not sdk.startswith(SDK_VERSIONS):
+        log.info("openai-agents %s: SDK speedups not installed (checked: %s)", sdk,
+                 ", ".join(SDK_VERSIONS))
+        return False
+    _install_dump_compatible()
+    _install_identity_map()
+    _install_wrapper_check()
+    _installed = True
+    return True
+
+
+def _install_dump_compatible() -> None:
+    """``_to_dump_compatible`` copies every input item (the whole conversation, several times
+    a turn) through ABC ``isinstance`` checks per value: 15 % of a turn with 100 items of
+    memory. Plain JSON values take a direct path; anything else goes to the original."""
+    from agents.util import _json
+
+    original: Callable[[Any], Any] = _json._to_dump_compatible_internal
+
+    def fast(obj: Any) -> Any:
+        kind = type(obj)
+        if kind in _PLAIN:
+            return obj
+        if kind is dict:
+            return {k: fast(v) for k, v in obj.items()}
+        if kind is list or kind is tuple:
+            return [fast(x) for x in obj]
+        return original(obj)
+
+    _json._to_dump_compatible_internal = fast  # the original recurses through this global
+
+
+def _install_identity_map() -> None:
+    """The SDK names every agent reachable from the starting one for its resumable run
+    state, twice a run, by sorting each group of same-named agents on a JSON signature of
+    the agent's whole configuration (tools, instructions, settings): 0.5 ms a run for the
+    demo agent. With no two agents of one name the order cannot matter and each name is its
+    own identity; duplicates still go through the original."""
+    from agents import _run_state_agent_identity as ident
+    from agents import run_state
+    from agents.run_internal import tool_use_tracker
+
+    original: Callable[[Any], dict[str, Any]] = ident._build_agent_identity_map
+
+    def fast(initial_agent: Any) -> dict[str, Any]:
+        agents = list(ident._iter_agent_graph(initial_agent))
+        by_name = {a.name: a for a in agents}
+        if len(by_name) == len(agents):
+            return by_name
+        return original(initial_agent)
+
+    for module in (ident, run_state, tool_use_tracker):
+        module._build_agent_identity_map = fast  # type: ignore[attr-defined]
+
+
+def _install_wrapper_check() -> None:
+    """Whether a session method takes ``wrapper`` is decided by ``inspect.signature`` on
+    each of the session's four methods, several times a turn. A function's signature does
+    not change: it is remembered per function (a bounded cache)."""
+    from agents.memory import session
+
+    original: Callable[[Any], bool] = session._session_method_accepts_wrapper
+
+    @functools.lru_cache(maxsize=256)
+    def by_function(func: Any) -> bool:
+        return original(func)
+
+    def fast(method: Any) -> bool:
+        func = getattr(method, "__func__", None)
+        if func is None:  # not a bound method: as the SDK does
+            return original(method)
+        return by_function(func)
+
+    session._session_method_accepts_wrapper = fast
