@@ -122,8 +122,7 @@ class DemoModel(Model):
             for n, word in enumerate(words):
                 if self.word_delay:
                     await asyncio.sleep(self.word_delay)
-                # built without validation (the fields are ours): 9 us a word less
-                yield ResponseTextDeltaEvent.model_construct(
+                yield ResponseTextDeltaEvent(
                     type="response.output_text.delta", item_id="msg_demo", output_index=0,
                     content_index=0, delta=word if n == 0 else " " + word, logprobs=[],
                     sequence_number=n)

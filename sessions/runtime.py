@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,9 +54,6 @@ def model_provider(cfg: ModelConfig) -> ModelProvider:
     tracing = bool(cfg.tracing and cfg.api_key)
     set_tracing_disabled(not tracing)
     sdk_speedups.install()
-    # The SDK picks default settings by the name of the default model (its own, a GPT-5,
-    # gets reasoning settings); agents that name no model run on ``cfg.model``.
-    os.environ.setdefault("OPENAI_DEFAULT_MODEL", cfg.model)
     provider: ModelProvider
     if cfg.demo:
         provider = DemoProvider(cfg.demo_word_delay)
@@ -77,8 +73,8 @@ def openai_client(cfg: ModelConfig) -> AsyncOpenAI:
     limits = httpx2.Limits(max_connections=MAX_MODEL_CONNECTIONS,
                           max_keepalive_connections=MAX_MODEL_CONNECTIONS, keepalive_expiry=30)
     http = DefaultAsyncHttpxClient(limits=limits, timeout=httpx2.Timeout(600, connect=10))
-    return AsyncOpenAI(api_key=cfg.api_key or "not-needed", base_url=cfg.base_url,
-                       http_client=http)
+    return sdk_speedups.ChunkClient(api_key=cfg.api_key or "not-needed", base_url=cfg.base_url,
+                                    http_client=http)
 
 
 _RUN_CONFIG: list[Any] = []
