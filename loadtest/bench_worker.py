@@ -123,6 +123,10 @@ class Stack:
         if self.redis:
             self.redis.stop()
 
+    def redis_pid(self) -> int:
+        assert self.redis is not None and self.redis.proc is not None
+        return self.redis.proc.pid
+
     def worker_cpu(self) -> float:
         assert self.worker is not None
         return cpu_s(self.worker.pid)
@@ -224,6 +228,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
     try:
         await _open(bus, sessions)
         start, stub0 = time.monotonic(), cpu_s(stack.stub.pid) if stack.stub else 0.0
+        redis0, bench0 = cpu_s(stack.redis_pid()), time.process_time()
         sampler = asyncio.create_task(_sample(stack, tally, stop_sampling, samples))
         until = start + a.seconds
         loops = [asyncio.create_task(_closed_loop(bus, tally, s, until)) for s in sessions]
@@ -239,7 +244,10 @@ async def run_inflight(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
         await bus.close()
     assert stack.stub is not None
     out = _inflight_figures(tally, samples, until, a.reply_tokens)
-    out["stub_cores"] = round((cpu_s(stack.stub.pid) - stub0) / (time.monotonic() - start), 3)
+    wall = time.monotonic() - start
+    out["stub_cores"] = round((cpu_s(stack.stub.pid) - stub0) / wall, 3)
+    out["redis_cores"] = round((cpu_s(stack.redis_pid()) - redis0) / wall, 3)
+    out["bench_cores"] = round((time.process_time() - bench0) / wall, 3)
     return out
 
 
@@ -290,6 +298,9 @@ def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path) -> dict[str, A
         stack.stop()
     log = (logs / f"worker-{tree.name}.log").read_bytes()
     figures.update(tree=str(tree), commit=tree_commit(tree), tracebacks=log.count(b"Traceback"))
+    if figures["tracebacks"]:  # its last line, to tell a shutdown race from a real failure
+        tail = log[log.index(b"Traceback"):].split(b"\n\n")[0].strip().splitlines()
+        figures["traceback_sample"] = tail[-1].decode(errors="replace")[:300]
     return figures
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -113,7 +114,11 @@ class ToolCall:
 async def stream_turn(agent: Agent[Any], text: str, memory: RedisMemory,
                       provider: ModelProvider) -> AsyncIterator[Delta | ToolCall]:
     """Run the agent on one user message, yielding text deltas and tool calls as they come."""
-    result = Runner.run_streamed(agent, input=text, session=memory,
+    # A shallow copy per run: the SDK tracks the runs of one Agent object in one list and
+    # scans it several times per model call (to catch tools changed mid-run), which made
+    # 1,000 concurrent turns on the worker's one agent quadratic (17 % of its CPU). The copy
+    # shares tools, settings and handoffs, and costs 3 us.
+    result = Runner.run_streamed(copy.copy(agent), input=text, session=memory,
                                  run_config=run_config(provider))
     try:
         async for ev in result.stream_events():
