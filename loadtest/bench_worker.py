@@ -63,6 +63,7 @@ class Tally:
     ended: dict[tuple[str, int], tuple[float, bytes]] = field(default_factory=dict)
     waiters: dict[str, asyncio.Event] = field(default_factory=dict)
     an_end: asyncio.Event = field(default_factory=asyncio.Event)
+    texts: int = 0
 
     def see(self, sid: str, event: bytes, now: float) -> None:
         ev = orjson.loads(event)
@@ -74,6 +75,7 @@ class Tally:
         if kind == b"turn_start":
             self.started.setdefault(key, now)
         elif kind in TEXT:
+            self.texts += 1
             self.started.setdefault(key, now)
             self.first.setdefault(key, now)
         elif kind in ENDS:
@@ -218,11 +220,11 @@ async def _sample(stack: Stack, tally: Tally, stop: asyncio.Event,
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def run_inflight(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
+async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dict[str, Any]:
     assert stack.redis is not None
     bus, tally = Bus(connect(stack.redis.url, 256), prefix="agentia"), Tally()
     stop, stop_sampling = asyncio.Event(), asyncio.Event()
-    sessions = [f"fl-{n}" for n in range(a.streams)]
+    sessions = [f"fl-{n}" for n in range(streams)]
     samples: list[tuple[float, float, int]] = []
     reader = asyncio.create_task(_deliveries(bus, tally, stop))
     try:
@@ -244,6 +246,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
         await bus.close()
     assert stack.stub is not None
     out = _inflight_figures(tally, samples, until, a.reply_tokens)
+    out["streams"] = streams
     wall = time.monotonic() - start
     out["stub_cores"] = round((cpu_s(stack.stub.pid) - stub0) / wall, 3)
     out["redis_cores"] = round((cpu_s(stack.redis_pid()) - redis0) / wall, 3)
@@ -274,6 +277,7 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
         "turn_errors": sum(1 for _, kind in tally.ended.values() if kind == b"turn_error"),
         "lost": len(tally.submitted) - len(tally.ended),
         "first_text_ms_p50": round(pct(ttfd, 50), 1), "first_text_ms_p99": round(pct(ttfd, 99), 1),
+        "text_events_per_reply": round(tally.texts / replies, 1) if replies else 0,
         "reply_tokens_per_s_p50": round(pct(pace, 50), 1),
         "reply_tokens_per_s_p10": round(pct(pace, 10), 1),
     }
@@ -282,7 +286,8 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
 # ------------------------------------------------------------------ driver
 
 
-def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path,
+        streams: int = 0) -> dict[str, Any]:
     env = {"AGENTIA_DEMO_WORD_DELAY": "0"}
     if a.concurrency:
         env["AGENTIA_CONCURRENCY"] = str(a.concurrency)
@@ -292,8 +297,8 @@ def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path) -> dict[str, A
                 "--tokens-per-chunk", str(a.tokens_per_chunk)]
     stack = Stack(tree, logs, env).start(stub)
     try:
-        run = run_cpu if mode == "cpu" else run_inflight
-        figures = asyncio.run(run(stack, a))
+        figures = asyncio.run(run_cpu(stack, a) if mode == "cpu"
+                              else run_inflight(stack, a, streams))
     finally:
         stack.stop()
     log = (logs / f"worker-{tree.name}.log").read_bytes()
@@ -314,7 +319,8 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=5, help="cpu: turns per session")
     ap.add_argument("--idle", type=float, default=2.0, help="cpu: idle baseline, s")
     ap.add_argument("--timeout", type=float, default=300.0, help="cpu: at most, s")
-    ap.add_argument("--streams", type=int, default=1200, help="inflight: sessions")
+    ap.add_argument("--streams", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[1000], help="inflight: sessions (a comma list: one run each)")
     ap.add_argument("--seconds", type=float, default=30.0, help="inflight: load window")
     ap.add_argument("--grace", type=float, default=30.0, help="inflight: to finish, s")
     ap.add_argument("--tokens-per-s", type=float, default=50.0)
@@ -329,10 +335,11 @@ def main() -> None:
             runs = []
             for r in range(a.rounds):
                 for tree in trees if r % 2 == 0 else list(reversed(trees)):
-                    res = one(tree, mode, a, Path(tmp))
-                    res["round"] = r
-                    print(mode, orjson.dumps(res).decode(), flush=True)
-                    runs.append(res)
+                    for streams in ([0] if mode == "cpu" else a.streams):
+                        res = one(tree, mode, a, Path(tmp), streams)
+                        res["round"] = r
+                        print(mode, orjson.dumps(res).decode(), flush=True)
+                        runs.append(res)
             if a.record:
                 print(record(f"{a.name}-{mode}", {"runs": runs, "params": _params(a, mode)},
                              notes=_NOTES[mode]))
