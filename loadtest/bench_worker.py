@@ -326,11 +326,13 @@ def main() -> None:
     ap.add_argument("--tokens-per-s", type=float, default=50.0)
     ap.add_argument("--reply-tokens", type=int, default=300)
     ap.add_argument("--tokens-per-chunk", type=int, default=1)
+    ap.add_argument("--logs", help="keep each run's logs under this directory")
     ap.add_argument("--record", action="store_true", help="write loadtest/results/worker-*.json")
     ap.add_argument("--name", default="worker", help="record as NAME-cpu, NAME-inflight")
     a = ap.parse_args()
     trees = [t.resolve() for t in (a.tree or [ROOT])]
-    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+    with contextlib.ExitStack() as keep:
+        tmp = a.logs or keep.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-"))
         for mode in a.modes.split(","):
             runs = []
             for r in range(a.rounds):

@@ -71,7 +71,8 @@ def _sse(body: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-STREAM: list[dict[str, Any] | str] = [_chunk({"role": "assistant", "content": "Hi"}), _chunk({"content": " there"}),
+STREAM: list[dict[str, Any] | str] = [
+          _chunk({"role": "assistant", "content": "Hi"}), _chunk({"content": " there"}),
           _chunk({"content": ","}), _chunk({"content": " you"}),
           _chunk({"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f"}}]}),
           _chunk({"content": " a"}), _chunk({"content": " b"}), _chunk({}, "stop"), "[DONE]"]
