@@ -7,15 +7,19 @@ settings, are started. Turns go straight onto the bus (``Bus.submit``, no edge);
 plays an edge node: it registers every session and reads its delivery stream, so it sees each
 turn's events as a client would (``turn_start``, the first reply text, the end).
 
-* ``cpu``: the demo model with no delay between words (the model costs ~nothing), ``--sessions``
-  sessions x ``--turns`` turns each, all submitted at once. Worker CPU-ms per turn = the worker's
-  CPU (/proc) from the first submit to the last end, less what it burns idle, / turns.
+* ``cpu``: a model that costs ~nothing: the demo model with no delay between words and/or
+  (``--cpu-models``) the stub streaming a ``--cpu-reply-tokens`` reply at once (then the OpenAI
+  client and the SDK's Chat Completions adapter count); ``--sessions`` sessions x ``--turns``
+  turns each, all submitted at once. Worker CPU-ms per turn = the worker's CPU (/proc) from the
+  first submit to the last end, less what it burns idle, / turns.
 * ``inflight``: ``loadtest/openai_stub.py`` as the model (``--tokens-per-s`` per stream,
   ``--reply-tokens`` words per reply) and ``--streams`` sessions, each sending its next turn as
   soon as the last ended, for ``--seconds``. Figures: turns in flight (started, not ended; the
   most reached and the mean over the steady part), worker cores used (CPU-s / s over the
-  steady part: from the first moment in flight reached 90 % of its most), turns ended / lost,
-  time to first reply text p50/p99 (from the submit).
+  steady part: from the first moment in flight reached 90 % of its most), turns ended and
+  unfinished (submitted, not ended by the end of the grace: queued or still streaming),
+  time to first reply text p50/p99 (from the submit), the pace of each reply (model tokens/s
+  from its first text to its end) and the CPU of redis-server, the stub and this process.
 
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
 
@@ -191,7 +195,7 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
         await reader
         await bus.close()
     done = sum(1 for _, kind in tally.ended.values() if kind == b"reply")
-    return {"turns": total, "replies": done, "lost": total - len(tally.ended),
+    return {"turns": total, "replies": done, "unfinished": total - len(tally.ended),
             "wall_s": round(wall, 2), "turns_per_s": round(done / wall, 1) if wall else 0,
             "worker_cpu_ms_per_turn": round(cpu * 1000 / max(1, done), 3),
             "worker_idle_cores": round(idle_rate, 4),
@@ -275,7 +279,7 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
         "worker_cores_steady": round(cores, 3),
         "turns_submitted": len(tally.submitted), "replies": replies,
         "turn_errors": sum(1 for _, kind in tally.ended.values() if kind == b"turn_error"),
-        "lost": len(tally.submitted) - len(tally.ended),
+        "unfinished": len(tally.submitted) - len(tally.ended),
         "first_text_ms_p50": round(pct(ttfd, 50), 1), "first_text_ms_p99": round(pct(ttfd, 99), 1),
         "text_events_per_reply": round(tally.texts / replies, 1) if replies else 0,
         "reply_tokens_per_s_p50": round(pct(pace, 50), 1),
@@ -292,17 +296,20 @@ def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path,
     if a.concurrency:
         env["AGENTIA_CONCURRENCY"] = str(a.concurrency)
     stub = None
-    if mode == "inflight":
+    if mode == "cpu-stub":  # the stub at once: the OpenAI client and the SDK's adapter count
+        stub = ["--tokens-per-s", "0", "--reply-tokens", str(a.cpu_reply_tokens)]
+    elif mode == "inflight":
         stub = ["--tokens-per-s", str(a.tokens_per_s), "--reply-tokens", str(a.reply_tokens),
                 "--tokens-per-chunk", str(a.tokens_per_chunk)]
     stack = Stack(tree, logs, env).start(stub)
     try:
-        figures = asyncio.run(run_cpu(stack, a) if mode == "cpu"
+        figures = asyncio.run(run_cpu(stack, a) if mode.startswith("cpu")
                               else run_inflight(stack, a, streams))
     finally:
         stack.stop()
     log = (logs / f"worker-{tree.name}.log").read_bytes()
-    figures.update(tree=str(tree), commit=tree_commit(tree), tracebacks=log.count(b"Traceback"))
+    figures.update(tree=str(tree), commit=tree_commit(tree), tracebacks=log.count(b"Traceback"),
+                   model="stub" if stub else "demo")
     if figures["tracebacks"]:  # its last line, to tell a shutdown race from a real failure
         tail = log[log.index(b"Traceback"):].split(b"\n\n")[0].strip().splitlines()
         figures["traceback_sample"] = tail[-1].decode(errors="replace")[:300]
@@ -317,6 +324,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=0, help="0: the tree's default")
     ap.add_argument("--sessions", type=int, default=100, help="cpu: sessions")
     ap.add_argument("--turns", type=int, default=5, help="cpu: turns per session")
+    ap.add_argument("--cpu-models", default="demo,stub",
+                    help="cpu: the demo model and/or the stub streaming at once")
+    ap.add_argument("--cpu-reply-tokens", type=int, default=30, help="cpu: the stub's reply")
     ap.add_argument("--idle", type=float, default=2.0, help="cpu: idle baseline, s")
     ap.add_argument("--timeout", type=float, default=300.0, help="cpu: at most, s")
     ap.add_argument("--streams", type=lambda v: [int(x) for x in v.split(",")],
@@ -337,8 +347,8 @@ def main() -> None:
             runs = []
             for r in range(a.rounds):
                 for tree in trees if r % 2 == 0 else list(reversed(trees)):
-                    for streams in ([0] if mode == "cpu" else a.streams):
-                        res = one(tree, mode, a, Path(tmp), streams)
+                    for streams, model in _variants(mode, a):
+                        res = one(tree, model, a, Path(tmp), streams)
                         res["round"] = r
                         print(mode, orjson.dumps(res).decode(), flush=True)
                         runs.append(res)
@@ -347,9 +357,17 @@ def main() -> None:
                              notes=_NOTES[mode]))
 
 
+def _variants(mode: str, a: argparse.Namespace) -> list[tuple[int, str]]:
+    """(streams, what to run) for each run of ``mode`` in one round."""
+    if mode == "cpu":
+        return [(0, "cpu" if m == "demo" else "cpu-stub") for m in a.cpu_models.split(",")]
+    return [(n, "inflight") for n in a.streams]
+
+
 def _params(a: argparse.Namespace, mode: str) -> dict[str, Any]:
     if mode == "cpu":
-        return {"sessions": a.sessions, "turns_per_session": a.turns, "model": "demo, no delay"}
+        return {"sessions": a.sessions, "turns_per_session": a.turns,
+                "models": a.cpu_models, "stub_reply_tokens": a.cpu_reply_tokens}
     return {"streams": a.streams, "seconds": a.seconds, "tokens_per_s": a.tokens_per_s,
             "reply_tokens": a.reply_tokens, "tokens_per_chunk": a.tokens_per_chunk,
             "concurrency": a.concurrency or "the tree's default"}
