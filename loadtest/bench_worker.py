@@ -261,9 +261,10 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
 def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
                       until: float, tokens: int) -> dict[str, Any]:
     most = max((n for _, _, n in samples), default=0)
-    steady = [s for s in samples if s[0] <= until]
-    from_i = next((i for i, s in enumerate(steady) if s[2] >= 0.9 * most), 0)
-    steady = steady[from_i:]
+    from_i = next((i for i, s in enumerate(samples) if s[2] >= 0.9 * most), 0)
+    steady = [s for s in samples[from_i:] if s[0] <= until]
+    if len(steady) < 2:  # in flight peaked at the end of the load: take the grace too
+        steady = samples[from_i:]
     cores = ((steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
              if len(steady) > 1 else float("nan"))
     ttfd = [(tally.first[k] - t) * 1000 for k, t in tally.submitted.items() if k in tally.first]

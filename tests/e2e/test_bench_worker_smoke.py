@@ -21,7 +21,7 @@ def test_bench_worker_records_both_modes(tmp_path: Path) -> None:
         [sys.executable, "-m", "loadtest.bench_worker", "--modes", "cpu,inflight",
          "--sessions", "4", "--turns", "2", "--idle", "0.3", "--cpu-models", "stub",
          "--cpu-reply-tokens", "10", "--streams", "8",
-         "--seconds", "2", "--grace", "10", "--reply-tokens", "12", "--tokens-per-s", "100",
+         "--seconds", "3", "--grace", "10", "--reply-tokens", "12", "--tokens-per-s", "100",
          "--record", "--name", "smoke"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
         env={**os.environ, "AGENTIA_RESULTS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
