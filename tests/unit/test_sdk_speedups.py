@@ -122,3 +122,13 @@ def test_chunk_client_validates_chunks_and_falls_back() -> None:
     odd = {"choices": [{"index": 0, "delta": {"content": "y"}}]}  # no id, created, model
     got = client._process_response_data(data=odd, cast_to=ChatCompletionChunk, response=None)
     assert got.choices[0].delta.content == "y"  # the client's lenient way, no error
+
+
+def test_a_run_starts_with_its_own_copy_of_an_agent_without_handoffs() -> None:
+    from sessions.runtime import _per_run
+
+    run = _per_run(demo_agent)
+    assert run is not demo_agent and run.tools is demo_agent.tools
+    assert run.name == demo_agent.name and run.instructions == demo_agent.instructions
+    triage = Agent(name="triage", handoffs=[Agent(name="expert")])
+    assert _per_run(triage) is triage  # experts may hand back to the original
