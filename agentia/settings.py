@@ -259,7 +259,7 @@ def ensure_fds(needed: int) -> int:
 @dataclass(slots=True)
 class WorkerSettings(Common):
     agent: str = "sessions.demo:demo_agent"
-    concurrency: int = 1_000
+    concurrency: int = 256
     """Turns one worker runs at once: a turn mostly waits on its model (a worker keeps 1,000
     streams at 50 tokens/s, docs/benchmarks.md "Worker")."""
     lease_ms: int = 30_000
