@@ -26,6 +26,7 @@ from sessions.roles import (
     Partial,
     Replay,
     SessionInfo,
+    Started,
     Submitted,
 )
 
@@ -220,6 +221,27 @@ class RedisSessionLog(RedisNodeDelivery):
         return Replay(events, recovered, cur_epoch, cur)
 
     @down
+    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
+                            again: bool = False) -> Started:
+        """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
+        or past ``max_attempts``, append its ``turn_start`` and start its run's partial buffer,
+        in one script (``START``). Raises :class:`LockLost` if the lock is not ``owner``'s."""
+        k = self.keys
+        res = await self._run_script(
+            self._start,
+            keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
+                  k.partial(sid)],
+            args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
+                  K.SESSION_TTL, secrets.token_hex(4)])
+        if int(res[0]) == -2:
+            raise LockLost(sid)
+        attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])
+        if offset <= 0:
+            return Started(attempt, cancelled, "")
+        await self._fan_out(sid, offset, orjson.dumps(E.turn_start(turn, attempt)), res[4:])
+        return Started(attempt, cancelled, res[3].decode())
+
+    @down
     async def partial(self, sid: str) -> Partial | None:
         """The running turn's text so far (None: no turn running, or no text yet)."""
         rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
@@ -256,7 +278,7 @@ class RedisSessionLog(RedisNodeDelivery):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
                     pipe.rpushx(k.partial(sid), f"{run}|{text}")
-                    fields = {"s": sid, "o": 0, "r": run, "q": seq, "e": event}
+                    fields = {"s": sid, "c": f"{run}|{seq}", "e": event}
                     for node in live:
                         stream = k.delivery(node.decode())
                         pipe.xadd(stream, fields, maxlen=K.DELIVERY_MAXLEN, approximate=True)

@@ -48,7 +48,7 @@ takes a few seconds), then left pending for another worker to reclaim after the 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    concurrency: int = 32
+    concurrency: int = 256
     lease_ms: int = 30_000
     max_attempts: int = 3
     coalesce_ms: int = 40
@@ -316,8 +316,9 @@ class Worker:
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
-        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name,
-                                                          again)
+        started = await self.bus.start_attempt(turn.session, turn.offset, self.name,
+                                                max_attempts=self.cfg.max_attempts, again=again)
+        attempt, cancelled = started.attempt, started.cancelled
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, E.cancelled(turn.offset, ""))
             M.TURNS.labels("cancelled").inc()
@@ -325,10 +326,8 @@ class Worker:
         if attempt > self.cfg.max_attempts:
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        run_id = f"{turn.offset}:{attempt}:{secrets.token_hex(4)}"
-        await self.bus.append(turn.session, E.turn_start(turn.offset, attempt),
-                              owner=self.name, run=run_id)
-        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, run_id)
+        # the turn_start is in the log already (START)
+        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.task = asyncio.create_task(self._produce(turn, co, memory))
         try:
