@@ -21,6 +21,7 @@ from agentia.logs import Throttle
 from gateway import session_protocol as S
 from gateway.host import Host
 from gateway.transport import Transport
+from sessions.roles import ChunkAt
 
 log = logging.getLogger("agentia.edge")
 _PACE_POLL_S = 0.25
@@ -191,6 +192,8 @@ class Connection:
         elif isinstance(action, S.Replay) and action.frame is None:
             if self.filler is None:
                 self.filler = self.node.spawn(self._fill(action))
+        elif isinstance(action, S.ReadPartial):
+            self.node.spawn(self._catch_up_chunks())
         else:
             raise TypeError(f"{action!r} must be awaited: use perform()")
 
@@ -199,6 +202,9 @@ class Connection:
         for action in actions:
             if isinstance(action, S.Write | S.Close) or action == S.FILL:
                 self.execute(action)
+            elif isinstance(action, S.ReadPartial):
+                for write in await self._read_partial():
+                    self.execute(write)
             else:
                 await self.perform(await self._call(action, now), now)
 
@@ -220,6 +226,23 @@ class Connection:
                 self._log_internal(exc)
             return st.on_failure(exc, action.frame, now)
 
+    async def _read_partial(self) -> list[S.Action]:
+        """The running turn's text so far, for the protocol (which decides what to write)."""
+        try:
+            partial = await self.node.bus.partial(self.state.session)
+        except BusUnavailable:
+            partial = None
+        except Exception as exc:
+            self._log_internal(exc)
+            partial = None
+        return self.state.on_partial(partial)
+
+    async def _catch_up_chunks(self) -> None:
+        """A chunk came out of order (joined mid-turn, or chunks were skipped while the log
+        was replayed): write the partial instead, then the chunks after it."""
+        for action in await self._read_partial():
+            self.execute(action)
+
     def _log_internal(self, exc: Exception) -> None:
         """An unexpected failure, logged once a minute per exception type."""
         held = _THROTTLE.allow(type(exc))
@@ -228,6 +251,13 @@ class Connection:
                       "not logged)", self.state.session, held, exc_info=exc)
 
     # ------------------------------------------------------------ session events
+
+    def on_chunk(self, at: ChunkAt, frame: bytes) -> None:
+        action = self.state.on_chunk(at, frame)
+        if isinstance(action, bytes):
+            self.push(action)
+        elif action is not None:
+            self.execute(action)
 
     def on_live(self, offset: int, frame: bytes) -> None:
         action = self.state.on_event(offset, frame)

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from sessions.bus import Replay, Submitted
+from sessions.roles import Partial
 
 
 class SessionCalls(Protocol):
@@ -20,6 +21,8 @@ class SessionCalls(Protocol):
 
     async def replay(self, sid: str, after: int, epoch: str | None,
                      limit: int = 500) -> Replay: ...
+
+    async def partial(self, sid: str) -> Partial | None: ...
 
 
 class Host(Protocol):

@@ -32,6 +32,7 @@ from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.membership import Membership
 from sessions.opening import Batcher, Limits, Refused
+from sessions.roles import ChunkAt
 
 log = logging.getLogger("agentia.edge")
 _THROTTLE = Throttle(60.0)
@@ -265,6 +266,12 @@ class EdgeNode:
             frame = frame_for(offset, event)
             for conn in tuple(conns):
                 conn.on_live(offset, frame)
+
+    def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
+        conns = self.sessions.get(sid)
+        if conns:
+            for conn in tuple(conns):
+                conn.on_chunk(chunk, frame)
 
     def stream_back(self) -> None:
         self._catch_up_all()

@@ -14,9 +14,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import orjson
+
 from agentia.codes import AgentiaError, CloseCode, ErrorCode, SessionLost
 from gateway import protocol as P
+from sessions import events as E
 from sessions.bus import frame_for
+from sessions.roles import ChunkAt, Partial
 
 REPLAY_PAGE = 200
 """Most events read from the log at once; fewer when they are large (see ``_page``)."""
@@ -72,8 +76,21 @@ class Replay:
     frame: P.Resume | None = None
 
 
-Action = Write | Close | Submit | CancelTurn | Replay
+@dataclass(frozen=True, slots=True)
+class ReadPartial:
+    """Read the running turn's text so far; report with :meth:`SessionProtocol.on_partial`
+    (None when it could not be read). In a resume's answer it is awaited in order; after a
+    chunk out of order it runs in the background."""
+
+
+Action = Write | Close | Submit | CancelTurn | Replay | ReadPartial
 FILL = Replay()
+READ_PARTIAL = ReadPartial()
+_GAVE_UP = -2
+"""``chunk_at.seq`` of a run whose partial could not be had: its chunks are dropped (the
+turn's ending event carries the whole text)."""
+_READING = -1
+"""``chunk_at.seq`` while a partial is being read: chunks are dropped (it will hold them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +128,8 @@ class _Fill:
 class SessionProtocol:
     """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
 
-    __slots__ = ("_fill", "bucket", "cursor", "epoch", "last_seen", "pings", "retry_at",
-                 "rules", "session", "strikes", "token_exp", "user")
+    __slots__ = ("_fill", "bucket", "chunk_at", "cursor", "epoch", "last_seen", "pings",
+                 "retry_at", "rules", "session", "strikes", "token_exp", "user")
 
     def __init__(self, rules: Rules, session: str, user: str, token_exp: float | None,
                  now: float) -> None:
@@ -131,6 +148,8 @@ class SessionProtocol:
         self.pings: P.TokenBucket | None = None
         """The allowance of ``ping`` frames and WebSocket PINGs, made at the first ping."""
         self._fill: _Fill | None = None
+        self.chunk_at: ChunkAt | None = None
+        """The run of the last chunk written (or being caught up) and its ``seq``."""
 
     # ------------------------------------------------------------ session
 
@@ -151,6 +170,41 @@ class SessionProtocol:
         if decision is _SEND:
             return frame
         return FILL if decision is _CATCH_UP else None
+
+    def on_chunk(self, at: ChunkAt, frame: bytes) -> bytes | ReadPartial | None:
+        """A chunk of a running turn: ``frame`` to write it (in ``seq`` order, each once), a
+        read of the partial when this connection missed earlier chunks of the run, or
+        nothing (a duplicate, an older run's, or while the log is being replayed: a chunk
+        must not overtake its ``turn_start``)."""
+        if self._fill is not None or self.cursor.catching_up:
+            return None
+        cur = self.chunk_at
+        if cur is not None:
+            if (at.turn, at.attempt) < (cur.turn, cur.attempt):
+                return None
+            if at.run == cur.run:
+                if cur.seq < 0 or at.seq <= cur.seq:
+                    return None
+                if at.seq == cur.seq + 1:
+                    self.chunk_at = at
+                    return frame
+        if at.seq == 1:
+            self.chunk_at = at
+            return frame
+        self.chunk_at = ChunkAt(at.turn, at.attempt, at.run, _READING)
+        return READ_PARTIAL
+
+    def on_partial(self, partial: Partial | None) -> list[Action]:
+        """The running turn's text so far, read from Redis (None: none, or unreadable)."""
+        cur = self.chunk_at
+        if partial is None or (cur is not None and (partial.turn, partial.attempt)
+                               < (cur.turn, cur.attempt)):
+            if cur is not None and cur.seq == _READING:
+                self.chunk_at = ChunkAt(cur.turn, cur.attempt, cur.run, _GAVE_UP)
+            return []
+        self.chunk_at = ChunkAt(partial.turn, partial.attempt, partial.run, partial.seq)
+        return [Write(orjson.dumps(E.partial(partial.turn, partial.attempt, partial.seq,
+                                             partial.text)))]
 
     def on_delivery_lost(self) -> Replay | None:
         """The node's delivery stream was unreadable for a while: re-read the log."""
@@ -295,8 +349,8 @@ class SessionProtocol:
             self._fill = None
             if f.resume is None:
                 return []
-            return [Write(P.resumed_frame(f.recovered, cur.sent, f.current,
-                                          f.resume.id).encode())]
+            return [READ_PARTIAL, Write(P.resumed_frame(f.recovered, cur.sent, f.current,
+                                                        f.resume.id).encode())]
         f.count = f.next
         return None
 

@@ -3,8 +3,9 @@ operations, measured with the real :class:`sessions.bus.Bus` and its Lua scripts
 
 Why not ``redis-benchmark``: a turn is not one command. It is the edge's ``SUBMIT`` script, the
 fan-out XADD to the delivery stream and the XADD to an inbound shard; the worker's XREADGROUP,
-lock, ``BEGIN``, memory read and write, one ``APPEND`` script per event (``turn_start``, each
-coalesced delta, ``reply``) with its fan-out, lock release and XACK; and the edge's XREAD of
+lock, ``BEGIN``, memory read and write, one ``APPEND`` script per log event (``turn_start``,
+``reply``) with its fan-out, each coalesced chunk (partial buffer and delivery streams, not the
+log), lock release and XACK; and the edge's XREAD of
 its delivery stream. This benchmark runs exactly that sequence, from client processes that
 play edge nodes and workers at once (each its own node id, its own consumer, its own
 sessions), with many concurrent closed-loop users per process.
@@ -111,9 +112,11 @@ class _Proc:
         """The edge's delivery loop: XREAD its own stream, resolve waiting users on replies."""
         last = b"0-0"
         while True:
-            for rid, sid, _offset, event in await self.bus.read_delivery(self.node, last, 100):
-                last = rid
-                ev = orjson.loads(event)
+            for d in await self.bus.read_delivery(self.node, last, 100):
+                last, sid = d.id, d.session
+                if d.chunk is not None:
+                    continue
+                ev = orjson.loads(d.event)
                 if ev["type"] == "reply":
                     fut = self.waiting.pop((sid, ev["turn"]), None)
                     if fut is None:
@@ -167,10 +170,14 @@ class _Proc:
         await bus.begin_attempt(sid, turn, owner)
         memory = bus.memory(sid, turn, owner)
         await memory.get_items()
-        await bus.append(sid, {"type": "turn_start", "turn": turn, "attempt": 1}, owner=owner)
+        run = f"{turn}:1:{self.idx}"
+        await bus.append(sid, {"type": "turn_start", "turn": turn, "attempt": 1}, owner=owner,
+                         run=run)
         chunk = "x" * max(1, self.reply_chars // max(1, self.deltas))
-        for _ in range(self.deltas):
-            await bus.append(sid, {"type": "delta", "turn": turn, "text": chunk}, owner=owner)
+        for seq in range(1, self.deltas + 1):
+            event = orjson.dumps({"type": "chunk", "turn": turn, "attempt": 1, "seq": seq,
+                                  "text": chunk})
+            await bus.stream_chunk(sid, run, seq, event, chunk)
         reply = chunk * max(1, self.deltas)
         await memory.add_items([
             {"role": "user", "content": text},

@@ -9,6 +9,7 @@ import time
 from sessions import keys as K
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import RedisCore, down
+from sessions.roles import ChunkAt, Delivered
 
 
 class RedisNodeDelivery(RedisCore):
@@ -37,13 +38,20 @@ class RedisNodeDelivery(RedisCore):
 
     @down
     async def read_delivery(self, node: str, last_id: bytes,
-                            block_ms: int = 1000) -> list[tuple[bytes, str, int, bytes]]:
+                            block_ms: int = 1000) -> list[Delivered]:
         res = await self.redis.xread({self.keys.delivery(node): last_id}, count=1000,
                                      block=block_ms)
-        out: list[tuple[bytes, str, int, bytes]] = []
+        out: list[Delivered] = []
         for _stream, rows in res or []:
             for rid, f in rows:
-                out.append((rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"]))
+                at = f.get(b"c")  # a chunk: "<turn>:<attempt>:<nonce>|<seq>"
+                if at is None:
+                    out.append(Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"]))
+                    continue
+                run, _, seq = at.partition(b"|")
+                turn, attempt, _ = run.split(b":", 2)
+                out.append(Delivered(rid, f[b"s"].decode(), 0, f[b"e"],
+                                     ChunkAt(int(turn), int(attempt), run, int(seq))))
         return out
 
     @down
@@ -57,12 +65,28 @@ class RedisNodeDelivery(RedisCore):
         rows = await self.redis.zrangebyscore(self.keys.nodes_alive(), since, "+inf")
         return [n.decode() for n in rows]
 
+    async def _nodes_of(self, sid: str) -> list[bytes]:
+        """The nodes holding ``sid``, as its last append saw them if that is recent enough."""
+        now = time.monotonic()
+        hit = self._session_nodes.get(sid)
+        if hit is not None and now - hit[0] <= K.NODES_FRESH_S:
+            return hit[1]
+        nodes = list(await self.redis.hkeys(self.keys.nodes(sid)))
+        self._remember_nodes(sid, nodes, now)
+        return nodes
+
+    def _remember_nodes(self, sid: str, nodes: list[bytes], now: float) -> None:
+        if len(self._session_nodes) > 10_000:
+            self._session_nodes.clear()
+        self._session_nodes[sid] = (now, nodes)
+
     async def _fan_out(self, sid: str, offset: int, event: bytes, nodes: list[bytes]) -> None:
         """Copy an event to the delivery stream of each node holding the session. On a
         Cluster a delivery stream may live on a master that is failing over while the log's
         master is fine: the event is safe in the log, and the edge, which cannot read its
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
         an error of the append (which would re-run the whole turn)."""
+        self._remember_nodes(sid, nodes, time.monotonic())
         if not nodes:
             return
         try:
@@ -70,9 +94,11 @@ class RedisNodeDelivery(RedisCore):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in live:
                     stream = self.keys.delivery(node.decode())
+                    # no EXPIRE: the node's heartbeat keeps its stream alive, and a node found
+                    # dead stops getting writes within NODE_CHECK_S, long before its stream's
+                    # DELIVERY_TTL runs out (XADD keeps a key's TTL)
                     pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
                               maxlen=K.DELIVERY_MAXLEN, approximate=True)
-                    pipe.expire(stream, K.DELIVERY_TTL)
                 if len(live) < len(nodes):
                     # a node that died without draining: stop writing for it (an edge that
                     # was only cut off re-registers on its next heartbeat and catches up)

@@ -2,8 +2,9 @@
 
 Writers build events here and nowhere else, so the documented types and fields have one home:
 the edge and the voice bridge (``user`` through :meth:`sessions.bus.Bus.submit`, ``call``),
-the agent workers (``turn_start``, ``delta``, ``tool``, ``reply``, ``cancelled``,
-``turn_error``). Field order is the wire order.
+the agent workers (``turn_start``, ``tool``, ``reply``, ``cancelled``, ``turn_error``). Field
+order is the wire order. Also here: the two frames that carry a running turn's text and are not
+log events (``chunk``, ``partial``: no offset, never in the log).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ Event = dict[str, Any]
 
 USER = "user"
 TURN_START = "turn_start"
-DELTA = "delta"
 TOOL = "tool"
 REPLY = "reply"
 CANCELLED = "cancelled"
 TURN_ERROR = "turn_error"
 CALL = "call"
+CHUNK = "chunk"
+PARTIAL = "partial"
 TURN_ENDS = frozenset({REPLY, CANCELLED, TURN_ERROR})
 """Every turn ends with exactly one of these."""
 
@@ -34,8 +36,14 @@ def turn_start(turn: int, attempt: int) -> Event:
     return {"type": TURN_START, "turn": turn, "attempt": attempt}
 
 
-def delta(turn: int, text: str) -> Event:
-    return {"type": DELTA, "turn": turn, "text": text}
+def chunk(turn: int, attempt: int, seq: int, text: str) -> Event:
+    """The next piece of a running turn's reply (not a log event: no offset)."""
+    return {"type": CHUNK, "turn": turn, "attempt": attempt, "seq": seq, "text": text}
+
+
+def partial(turn: int, attempt: int, seq: int, text: str) -> Event:
+    """A running turn's chunks 1..``seq`` as one text (not a log event)."""
+    return {"type": PARTIAL, "turn": turn, "attempt": attempt, "seq": seq, "text": text}
 
 
 def tool(turn: int, name: str) -> Event:

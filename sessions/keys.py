@@ -44,6 +44,9 @@ NODE_TTL = 15
 """An edge node whose heartbeat is older than this is considered dead."""
 NODE_CHECK_S = 5.0
 """How often a writer re-checks that an edge node it delivers to is alive."""
+NODES_FRESH_S = 1.0
+"""How old a worker's view of which nodes hold a session may be when it streams a chunk (a
+node that joins mid-turn gets the turn's chunks within this, and a ``partial`` first)."""
 CLIENT_IDS_KEPT = 1_000
 """Client message ids remembered per session for idempotent send."""
 MEMORY_MAXLEN = 200
@@ -121,6 +124,13 @@ class Keys:
     def nodes(self, sid: str) -> str:
         """Hash: edge node id -> 1, for each edge node holding a connection of the session."""
         return f"{self.prefix}:{session_tag(sid)}:nodes"
+
+    def partial(self, sid: str) -> str:
+        """List: the running turn's reply text so far, while it runs: ``<run>`` first, then one
+        ``<run>|<text>`` per chunk (``run`` = ``<turn>:<attempt>:<nonce>``); a resume reads it
+        (docs/protocol.md ``partial``). Chunks of another run (a worker that lost the lock) are
+        skipped by the reader. Deleted when the turn ends."""
+        return f"{self.prefix}:{session_tag(sid)}:part"
 
     def lock(self, sid: str) -> str:
         """String: the worker currently running the session's turns (with a lease)."""

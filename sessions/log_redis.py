@@ -17,8 +17,18 @@ from sessions import keys as K
 from sessions.call_slots import CallSlots
 from sessions.delivery_redis import RedisNodeDelivery
 from sessions.opening import Limits, UserLimits
+from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
-from sessions.roles import Forbidden, LockLost, Missing, Replay, SessionInfo, Submitted
+from sessions.roles import (
+    Forbidden,
+    LockLost,
+    Missing,
+    Partial,
+    Replay,
+    SessionInfo,
+    Started,
+    Submitted,
+)
 
 
 class RedisSessionLog(RedisNodeDelivery):
@@ -169,8 +179,10 @@ class RedisSessionLog(RedisNodeDelivery):
 
     @down
     async def append(self, sid: str, event: E.Event, *, done: int | None = None,
-                     owner: str = "") -> int:
-        """Append an event to the session log and deliver it; ``done`` finishes that turn.
+                     owner: str = "", run: str = "") -> int:
+        """Append an event to the session log and deliver it; ``done`` finishes that turn
+        (and drops its partial buffer); ``run`` (with a ``turn_start``) starts the partial
+        buffer of that run (:meth:`stream_chunk`).
 
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
@@ -180,9 +192,10 @@ class RedisSessionLog(RedisNodeDelivery):
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
         res = await self._run_script(
             self._append,
-            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid)],
+            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
+                  k.partial(sid)],
             args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner],
+                  append_id, owner, run],
         )
         offset = int(res[0])
         if offset == -2:
@@ -206,3 +219,72 @@ class RedisSessionLog(RedisNodeDelivery):
         if events and events[0][0] != start + 1:
             recovered = False
         return Replay(events, recovered, cur_epoch, cur)
+
+    @down
+    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
+                            again: bool = False) -> Started:
+        """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
+        or past ``max_attempts``, append its ``turn_start`` and start its run's partial buffer,
+        in one script (``START``). Raises :class:`LockLost` if the lock is not ``owner``'s."""
+        k = self.keys
+        res = await self._run_script(
+            self._start,
+            keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
+                  k.partial(sid)],
+            args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
+                  K.SESSION_TTL, secrets.token_hex(4)])
+        if int(res[0]) == -2:
+            raise LockLost(sid)
+        attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])
+        if offset <= 0:
+            return Started(attempt, cancelled, "")
+        await self._fan_out(sid, offset, orjson.dumps(E.turn_start(turn, attempt)), res[4:])
+        return Started(attempt, cancelled, res[3].decode())
+
+    @down
+    async def partial(self, sid: str) -> Partial | None:
+        """The running turn's text so far (None: no turn running, or no text yet)."""
+        rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
+        if len(rows) < 2:
+            return None
+        run = rows[0]
+        tag = run + b"|"
+        parts = [r[len(tag):] for r in rows[1:] if r.startswith(tag)]
+        if not parts:
+            return None
+        turn, attempt, _ = run.split(b":", 2)
+        return Partial(int(turn), int(attempt), run, len(parts), b"".join(parts).decode())
+
+    async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
+                           text: str) -> None:
+        """One chunk of a running turn: :meth:`stream_chunks` of one."""
+        await self.stream_chunks([(sid, run, seq, event, text)])
+
+    @down
+    async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
+        """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
+        text)`` each, in one pipeline, not in the log: each pushed to its run's partial buffer
+        (what a resume reads; RPUSHX: a buffer its turn already dropped is not created again)
+        and to the delivery stream of each node holding its session. Two commands per piece
+        for a session on one node (the nodes are known from the turn's own appends, re-read
+        at most every ``NODES_FRESH_S``). A worker sends every running turn's pieces of one
+        tick together."""
+        k = self.keys
+        targets = []
+        for sid, _run, _seq, _event, _text in pieces:
+            nodes = await self._nodes_of(sid)
+            targets.append(await self._live_nodes(nodes) if nodes else [])
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
+                    pipe.rpushx(k.partial(sid), f"{run}|{text}")
+                    fields = {"s": sid, "c": f"{run}|{seq}", "e": event}
+                    for node in live:
+                        stream = k.delivery(node.decode())
+                        pipe.xadd(stream, fields, maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                        if seq == 1:  # the node's heartbeat keeps it alive after that
+                            pipe.expire(stream, K.DELIVERY_TTL)
+                await pipe.execute()
+        except REDIS_DOWN:
+            if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable
+                raise

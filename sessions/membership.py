@@ -15,7 +15,7 @@ from typing import Protocol
 
 from agentia.codes import BusUnavailable
 from sessions import keys as K
-from sessions.roles import NodeDelivery
+from sessions.roles import ChunkAt, NodeDelivery
 
 log = logging.getLogger("agentia.membership")
 BACKOFF_S = (0.1, 2.0)
@@ -29,6 +29,9 @@ class NodeHandler(Protocol):
 
     def deliver(self, sid: str, offset: int, event: bytes) -> None:
         """An event of session ``sid`` at ``offset`` (the log event JSON), in stream order."""
+
+    def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
+        """A chunk of a running turn of ``sid`` (its ``chunk`` frame), in stream order."""
 
     def stream_back(self) -> None:
         """The delivery stream is readable again after failing: what was written to it
@@ -82,9 +85,13 @@ class Membership:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
                 continue
-            for rid, sid, offset, event in rows:
-                last = rid
-                self.handler.deliver(sid, offset, event)
+            handler = self.handler
+            for d in rows:
+                last = d.id
+                if d.chunk is None:
+                    handler.deliver(d.session, d.offset, d.event)
+                else:
+                    handler.deliver_chunk(d.session, d.chunk, d.event)
 
     async def heartbeat_forever(self, *, beaten: bool = False) -> None:
         """Heartbeat every HEARTBEAT_S (the first at once unless ``beaten`` already)."""

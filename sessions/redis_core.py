@@ -69,10 +69,13 @@ class RedisCore:
         self._append = redis.register_script(scripts.APPEND)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._begin = redis.register_script(scripts.BEGIN)
+        self._start = redis.register_script(scripts.START)
         self._rollback = redis.register_script(scripts.ROLLBACK)
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}
         """Edge node -> (when its heartbeat key was checked, whether it existed)."""
+        self._session_nodes: dict[str, tuple[float, list[bytes]]] = {}
+        """Session -> (when, the nodes holding it): what its last append saw."""
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)

@@ -60,6 +60,52 @@ class Replay:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An attempt of a turn begun: its number, whether the turn was cancelled already, and
+    the run id its turn_start opened (empty when none was appended: cancelled, or past the
+    attempts)."""
+
+    attempt: int
+    cancelled: bool
+    run: str
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A running turn's reply text so far: its chunks ``1 … seq`` of run ``run``."""
+
+    turn: int
+    attempt: int
+    run: bytes
+    """``<turn>:<attempt>:<nonce>``: one run of one attempt (an attempt run again after an
+    outage is a new run)."""
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkAt:
+    """Where a delivered ``chunk`` belongs: its run and its place in the run."""
+
+    turn: int
+    attempt: int
+    run: bytes
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """One entry of a node's delivery stream: a log event (``offset`` > 0, ``chunk`` None) or
+    a running turn's chunk (``offset`` 0, ``chunk`` set; ``event`` is its frame)."""
+
+    id: bytes
+    session: str
+    offset: int
+    event: bytes
+    chunk: ChunkAt | None = None
+
+
 class SessionLog(Protocol):
     """Sessions, their logs and their owners' lists."""
 
@@ -75,10 +121,12 @@ class SessionLog(Protocol):
     async def cancel(self, sid: str, turn: int | None) -> int: ...
 
     async def append(self, sid: str, event: Event, *, done: int | None = None,
-                     owner: str = "") -> int: ...
+                     owner: str = "", run: str = "") -> int: ...
 
     async def replay(self, sid: str, after: int, epoch: str | None,
                      limit: int = 500) -> Replay: ...
+
+    async def partial(self, sid: str) -> Partial | None: ...
 
     async def session_meta(self, sid: str) -> dict[str, str]: ...
 
@@ -99,7 +147,7 @@ class NodeDelivery(Protocol):
     async def heartbeat_node(self, node: str) -> bool: ...
 
     async def read_delivery(self, node: str, last_id: bytes,
-                            block_ms: int = 1000) -> list[tuple[bytes, str, int, bytes]]: ...
+                            block_ms: int = 1000) -> list[Delivered]: ...
 
     async def drop_node(self, node: str) -> None: ...
 
@@ -182,7 +230,15 @@ class WorkerBus(TurnQueue, TurnState, Protocol):
     """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
 
     async def append(self, sid: str, event: Event, *, done: int | None = None,
-                     owner: str = "") -> int: ...
+                     owner: str = "", run: str = "") -> int: ...
+
+    async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
+                           text: str) -> None: ...
+
+    async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None: ...
+
+    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
+                            again: bool = False) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

@@ -3,7 +3,7 @@
 A final transcript becomes a turn (``Bus.submit``, ``source="voice"``), which the agent workers
 run like any chat turn, in the same conversation. The voice worker is a node of the session
 (one :class:`sessions.membership.Membership`, as an edge is), reads its own delivery stream and
-streams the turn's ``delta`` text to the
+streams the turn's ``chunk`` text to the
 framework's TTS (sentence by sentence). Barge-in while the turn still runs cancels it.
 
 ``TurnFeed`` is the loop-free part: events of one turn in, text to speak out.
@@ -26,7 +26,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from agentia.codes import BusUnavailable
 from sessions import events as E
 from sessions.membership import Membership
-from sessions.roles import NodeBus
+from sessions.roles import ChunkAt, NodeBus
 
 log = logging.getLogger("agentia.voice")
 
@@ -35,13 +35,17 @@ TURN_QUEUE = 1_024
 TURN_IDLE_S = 330.0
 """A turn with no event for this long is given up (workers time turns out after 300 s)."""
 FAILED_TEXT = "Sorry, I could not answer that."
+CHUNK = -1
+"""The offset a turn's listener gets a ``chunk`` with (chunks have none; 0 wakes it)."""
 
 
 class TurnFeed:
-    """What to say for one turn, from its log events (``delta``, ``reply``, ...).
+    """What to say for one turn, from its events (``chunk``, ``partial``, ``reply``, ...).
 
-    A retried attempt (``turn_start`` with ``attempt > 1``) starts its text again; the part
-    already spoken is skipped (a retry usually repeats it), the rest is spoken.
+    A new run (``turn_start`` of a retried attempt, or of one run again) starts its text
+    again; the part already spoken is skipped (a retry usually repeats it), the rest is
+    spoken. A chunk out of order is skipped: a ``partial`` (read after the log) or the
+    ``reply`` brings its text.
     """
 
     def __init__(self, turn: int) -> None:
@@ -51,17 +55,30 @@ class TurnFeed:
         self._text = ""
         self._skip = 0
         self._pos = 0
+        self._seq = 0
+        self._attempt = 0
 
     def on_event(self, event: dict[str, Any]) -> str:
         """Text to speak now ("" for none); sets ``done`` on the turn's last event."""
         if event.get("turn") != self.turn or self.done:
             return ""
         kind = event.get("type")
-        if kind == "turn_start" and int(event.get("attempt", 1)) > 1:
-            self._text, self._pos, self._skip = "", 0, self.spoken
+        if kind == "turn_start":
+            self._attempt = int(event.get("attempt", 1))
+            if self._text or self._seq:
+                self._text, self._pos, self._skip, self._seq = "", 0, self.spoken, 0
             return ""
-        if kind == "delta":
-            self._text += str(event.get("text", ""))
+        if kind in (E.CHUNK, E.PARTIAL):
+            if int(event.get("attempt", 0)) < self._attempt:
+                return ""
+            seq = int(event.get("seq", 0))
+            if kind == E.CHUNK and seq == self._seq + 1:
+                self._text += str(event.get("text", ""))
+            elif kind == E.PARTIAL and seq > self._seq:
+                self._text = str(event.get("text", ""))
+            else:
+                return ""
+            self._seq = seq
             return self._take()
         if kind == "reply":
             self.done = True
@@ -169,9 +186,16 @@ class VoiceBridge:
                         last = off
                         if said := feed.on_event(event):
                             yield said
+                    p = None if feed.done else await self.bus.partial(self.session)
+                    if p and (said := feed.on_event(E.partial(p.turn, p.attempt, p.seq,
+                                                              p.text))):
+                        yield said
                     continue
                 off, event = await asyncio.wait_for(listener.queue.get(), TURN_IDLE_S)
-                if off > last:
+                if off == CHUNK:
+                    if said := feed.on_event(event):
+                        yield said
+                elif off > last:
                     last = off
                     if said := feed.on_event(event):
                         yield said
@@ -222,6 +246,13 @@ class VoiceBridge:
         listener = self._turns.get(event.get("turn", -1))
         if listener is not None:
             listener.put(offset, event)
+
+    def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
+        if sid != self.session:
+            return
+        listener = self._turns.get(chunk.turn)
+        if listener is not None:
+            listener.put(CHUNK, orjson.loads(frame))
 
     def stream_back(self) -> None:
         """Events delivered while the stream could not be read may be lost: every turn being

@@ -17,7 +17,7 @@ async def test_worker_streams_from_an_openai_compatible_endpoint(cluster: Cluste
         await c.send(type="send", id="1", text="first question")
         reply = await c.until("reply", timeout=30)
         assert reply["text"] == "stub heard 1 user messages, last: first question"
-        assert sum(f["type"] == "delta" for f in c.frames) >= 1
+        assert sum(f["type"] == "chunk" for f in c.frames) >= 1
         await c.send(type="send", id="2", text="second question")
         reply = await c.until("reply", timeout=30, turn=reply["offset"] + 1)
         # conversation memory reached the model: both user messages were sent

@@ -11,7 +11,7 @@ import orjson
 
 from launch.redis_server import RedisServer
 from sessions.bus import Bus, connect
-from tests.conftest import Client, Cluster
+from tests.conftest import Client, Cluster, streamed_text
 
 
 def _events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -40,8 +40,8 @@ async def test_reconnect_mid_reply_to_another_edge_resumes_without_gap(cluster: 
     c = await Client.open(e1.port, session="hop")
     welcome = await c.recv()
     await c.send(type="send", id="q", text="tell me something rather long please")
-    await c.until("delta")
-    await c.until("delta")
+    await c.until("chunk")
+    await c.until("chunk")
     e1.kill()  # the edge dies mid-reply
     seen = _events(c.frames)
     last = seen[-1]["offset"]
@@ -55,8 +55,11 @@ async def test_reconnect_mid_reply_to_another_edge_resumes_without_gap(cluster: 
     got = seen + _events(c2.frames)
     offsets = [f["offset"] for f in got]
     assert offsets == list(range(1, offsets[-1] + 1)), offsets
-    deltas = "".join(f["text"] for f in got if f["type"] == "delta")
-    assert deltas == got[-1]["text"]
+    # the text as a client applies it (docs/protocol.md chunk/partial): the first edge's
+    # chunks, then the second's partial and chunks; exactly the reply, nothing twice
+    streamed = c.frames + [f for f in c2.frames if f["type"] in ("chunk", "partial")]
+    assert streamed_text(streamed, got[-1]["turn"]) == got[-1]["text"]
+    assert any(f["type"] == "partial" for f in c2.frames), [f["type"] for f in c2.frames]
 
 
 async def test_resume_past_trimmed_log_is_not_recovered(bus: Bus, cluster: Cluster) -> None:
@@ -102,7 +105,7 @@ async def test_killed_worker_turn_is_finished_by_another(cluster: Cluster) -> No
     c = await Client.open(edge.port, session="orphan")
     await c.recv()
     await c.send(type="send", id="q", text="a turn that outlives its worker")
-    await c.until("delta")
+    await c.until("chunk")
     w1.kill()
     cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.01", AGENTIA_LEASE_MS="1500")
     restart = await c.until("turn_start", timeout=20, attempt=2)
@@ -137,7 +140,7 @@ async def test_cancel_stops_a_running_turn(cluster: Cluster) -> None:
     await c.recv()
     await c.send(type="send", id="q", text="a long answer that we will stop early on purpose")
     ack = await c.until("ack")
-    await c.until("delta")
+    await c.until("chunk")
     t0 = time.monotonic()
     await c.send(type="cancel", turn=ack["offset"])
     assert (await c.until("cancelling"))["turn"] == ack["offset"]

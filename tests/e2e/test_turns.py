@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.conftest import Client, Cluster
 
 
-async def test_full_turn_streams_deltas_then_reply(cluster: Cluster) -> None:
+async def test_full_turn_streams_chunks_then_reply(cluster: Cluster) -> None:
     edge = cluster.edge()
     cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.02")
     c = await Client.open(edge.port, session="s-full")
@@ -17,9 +17,9 @@ async def test_full_turn_streams_deltas_then_reply(cluster: Cluster) -> None:
     assert ack == {"type": "ack", "id": "m1", "offset": 1, "duplicate": False}
     reply = await c.until("reply", turn=1)
     kinds = [f["type"] for f in c.frames]
-    deltas = [f for f in c.frames if f["type"] == "delta"]
-    assert len(deltas) >= 2, kinds
-    assert "".join(d["text"] for d in deltas) == reply["text"]
+    chunks = [f for f in c.frames if f["type"] == "chunk"]
+    assert len(chunks) >= 2, kinds
+    assert "".join(d["text"] for d in chunks) == reply["text"]
     assert "hello there" in reply["text"]
     offsets = [f["offset"] for f in c.frames if "offset" in f and f["type"] not in ("ack",)]
     events = [o for o in offsets if o != 0]

@@ -13,9 +13,9 @@ import pytest
 from agentia.codes import BusUnavailable
 from sessions import events as E
 from sessions import keys as K
-from sessions.bus import Bus, Turn
+from sessions.bus import Bus, LockLost, Turn
 from sessions.membership import Membership
-from sessions.roles import NodeDelivery, Submitted
+from sessions.roles import ChunkAt, Delivered, NodeDelivery, Partial, Submitted
 
 
 async def test_a_claim_is_held_until_acked(bus: Bus) -> None:
@@ -78,6 +78,7 @@ async def test_user_sessions_and_owner(bus: Bus) -> None:
 class _Handler:
     def __init__(self) -> None:
         self.events: list[tuple[str, int, dict[str, object]]] = []
+        self.chunks: list[tuple[str, ChunkAt, dict[str, object]]] = []
         self.got = asyncio.Event()
         self.forgot = 0
         self.back = 0
@@ -86,6 +87,10 @@ class _Handler:
 
     def deliver(self, sid: str, offset: int, event: bytes) -> None:
         self.events.append((sid, offset, orjson.loads(event)))
+        self.got.set()
+
+    def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
+        self.chunks.append((sid, chunk, orjson.loads(frame)))
         self.got.set()
 
     def stream_back(self) -> None:
@@ -120,6 +125,40 @@ async def test_membership_delivers_the_sessions_events(bus: Bus) -> None:
     assert "n1" not in await bus.live_nodes(time.time() - K.NODE_TTL)
 
 
+async def test_chunks_reach_the_nodes_and_the_partial_not_the_log(bus: Bus) -> None:
+    """A running turn's chunks: delivered to the session's node with their run and seq,
+    kept in the partial buffer (what a resume reads), never in the log; the turn's end drops
+    the buffer, and a chunk after that does not create it again."""
+    handler = _Handler()
+    member = Membership(bus, "n3", handler)
+    await member.beat()
+    await bus.open_session("s9", "ann", "n3")
+    sub = await bus.submit("s9", "m1", "hi", user="ann")
+    run = f"{sub.offset}:1:ab12"
+    await bus.append("s9", E.turn_start(sub.offset, 1), run=run)
+    for seq, text in enumerate(["It ", "is ", "late."], 1):
+        await bus.stream_chunk("s9", run, seq, orjson.dumps(E.chunk(sub.offset, 1, seq, text)),
+                               text)
+    await bus.redis.rpushx(bus.keys.partial("s9"), "1:0:stale|IGNORED")  # an older run's
+    task = asyncio.create_task(member.deliver_forever())
+    try:
+        while len(handler.chunks) < 3:
+            handler.got.clear()
+            await asyncio.wait_for(handler.got.wait(), 5)
+    finally:
+        task.cancel()
+    assert [(c.turn, c.attempt, c.run, c.seq) for _, c, _ in handler.chunks] == [
+        (sub.offset, 1, run.encode(), n) for n in (1, 2, 3)]
+    assert [f["text"] for _, _, f in handler.chunks] == ["It ", "is ", "late."]
+    assert await bus.partial("s9") == Partial(sub.offset, 1, run.encode(), 3, "It is late.")
+    log_types = [orjson.loads(e)["type"] for _, e in (await bus.replay("s9", 0, None)).events]
+    assert log_types == ["user", "turn_start"]
+    await bus.append("s9", E.reply(sub.offset, "It is late."), done=sub.offset)
+    assert await bus.partial("s9") is None
+    await bus.stream_chunk("s9", run, 4, b"{}", "late")  # a worker that lost the lock
+    assert not await bus.redis.exists(bus.keys.partial("s9"))
+
+
 class _Flaky:
     """A NodeDelivery whose reads fail ``fails`` times, then return one event; whose
     heartbeat says Redis forgot the node."""
@@ -131,12 +170,12 @@ class _Flaky:
         return getattr(self.bus, name)
 
     async def read_delivery(self, node: str, last_id: bytes, block_ms: int = 1000
-                            ) -> list[tuple[bytes, str, int, bytes]]:
+                            ) -> list[Delivered]:
         if self.fails:
             self.fails -= 1
             raise BusUnavailable()
         await asyncio.sleep(0.01)
-        return [(b"1-1", "s", 1, b'{"type":"delta"}')] if last_id == b"0-0" else []
+        return [Delivered(b"1-1", "s", 1, b'{"type":"call"}')] if last_id == b"0-0" else []
 
     async def heartbeat_node(self, node: str) -> bool:
         return False
@@ -154,10 +193,36 @@ async def test_membership_catches_up_after_an_outage_and_re_registers(bus: Bus) 
         reader.cancel()
         beater.cancel()
     assert handler.outages == 2 and handler.back == 1  # two failed reads, then a catch-up
-    assert handler.events == [("s", 1, {"type": "delta"})]
+    assert handler.events == [("s", 1, {"type": "call"})]
     assert handler.forgot >= 1 and handler.beats[0] is True
 
 
 async def _submit(bus: Bus, sid: str) -> Submitted:
     await bus.open_session(sid, "ann")
     return await bus.submit(sid, f"c-{sid}", "hi", user="ann")
+
+
+async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bus) -> None:
+    """START: counts the attempt, appends the turn_start (the very bytes events.py builds)
+    and starts the run's partial buffer; a cancelled turn or one past its attempts gets no
+    turn_start; another worker's call is refused."""
+    await bus.open_session("st", "ann")
+    sub = await bus.submit("st", "m1", "hi", user="ann")
+    assert await bus.try_lock("st", "w1", 30_000)
+    with pytest.raises(LockLost):
+        await bus.start_attempt("st", sub.offset, "w2", max_attempts=3)
+    started = await bus.start_attempt("st", sub.offset, "w1", max_attempts=3)
+    assert (started.attempt, started.cancelled) == (1, False)
+    assert started.run.startswith(f"{sub.offset}:1:")
+    ((_, raw),) = (await bus.replay("st", sub.offset, None)).events
+    assert raw == orjson.dumps(E.turn_start(sub.offset, 1))
+    assert await bus.redis.lrange(bus.keys.partial("st"), 0, -1) == [started.run.encode()]
+    again = await bus.start_attempt("st", sub.offset, "w1", max_attempts=3, again=True)
+    assert again.attempt == 1 and again.run != started.run  # an outage's rerun: same attempt
+    past = await bus.start_attempt("st", sub.offset, "w1", max_attempts=1)
+    assert (past.attempt, past.run) == (2, "")
+    await bus.cancel("st", sub.offset)
+    cancelled = await bus.start_attempt("st", sub.offset, "w1", max_attempts=9)
+    assert cancelled.cancelled and cancelled.run == ""
+    types = [orjson.loads(e)["type"] for _, e in (await bus.replay("st", 0, None)).events]
+    assert types == ["user", "turn_start", "turn_start"]

@@ -13,7 +13,7 @@ import websockets
 
 from agentia_client import AgentiaClient, Backoff
 from sessions.bus import Bus, connect
-from tests.conftest import Client, Proc, token
+from tests.conftest import Client, Proc, streamed_text, token
 from tests.e2e.test_client_sdk import Collector, has
 from tests.multihost.conftest import Host, Hosts
 
@@ -35,9 +35,11 @@ def events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                                         "resumed")]
 
 
-def check_session(got: list[dict[str, Any]], turns: dict[str, int]) -> None:
+def check_session(got: list[dict[str, Any]], turns: dict[str, int],
+                  streamed: list[dict[str, Any]] | None) -> None:
     """No gap, no duplicate, and every acked turn (client id -> ack offset) answered once,
-    its deltas adding up to its reply."""
+    its streamed text (``streamed``: every frame received, in order, over every connection)
+    adding up to its reply (not checked for the log, which keeps no chunk: ``None``)."""
     offsets = [e["offset"] for e in got]
     assert offsets == list(range(1, len(got) + 1)), offsets
     users = {e["id"]: e["offset"] for e in got if e["type"] == "user"}
@@ -45,8 +47,8 @@ def check_session(got: list[dict[str, Any]], turns: dict[str, int]) -> None:
     for turn in turns.values():
         replies = [e for e in got if e["type"] == "reply" and e["turn"] == turn]
         assert len(replies) == 1, (turn, got)
-        deltas = "".join(e["text"] for e in got if e["type"] == "delta" and e["turn"] == turn)
-        assert deltas == replies[0]["text"]
+        if streamed is not None:
+            assert streamed_text(streamed, turn) == replies[0]["text"], (turn, streamed)
 
 
 async def move(old: Client, to: Host, node: Proc, session: str) -> Client:
@@ -97,13 +99,14 @@ async def test_client_on_a_resumes_on_c_mid_reply(hosts: Hosts) -> None:
         await old.send(type="send", id="q", text=LONG)
     acks = [(await old.until("ack"))["offset"] for old in olds]
     for old in olds:
-        await old.until("delta")
-        await old.until("delta")  # mid-reply: more is on its way
+        await old.until("chunk")
+        await old.until("chunk")  # mid-reply: more is on its way
     news = [await move(old, c, edge_c, s) for old, s in zip(olds, sessions, strict=True)]
     for old, new, turn in zip(olds, news, acks, strict=True):
         await until_replied(new, turn)
         before = events(old.frames)
-        check_session(before + resumed_events(new, before[-1]["offset"]), {"q": turn})
+        check_session(before + resumed_events(new, before[-1]["offset"]), {"q": turn},
+                      old.frames + new.frames)
         await new.close()
 
 
@@ -127,7 +130,8 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
     # SDK clients that start on B and know A and C too; a dead host answers no ping, and
     # only the keepalive tells (2 s: an edge that is merely busy must not look dead)
     sdks = [AgentiaClient([b.url, *order], token("alice"), session=f"sdk{i}",
-                          keepalive_s=2.0, close_timeout=1.0, backoff=Backoff(base=0.2))
+                          keepalive_s=2.0, close_timeout=1.0, backoff=Backoff(base=0.2),
+                          stream_text=True)  # events() yields chunk/partial frames too
             for i, order in enumerate([[a.url, c.url], [c.url, a.url]] * 2)]
     for sdk in sdks:
         await sdk.connect()
@@ -136,9 +140,9 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
     news: list[Client] = []
     try:
         for raw, t in zip(raws, turns, strict=True):
-            await raw.until("delta", turn=t["q1"])
+            await raw.until("chunk", turn=t["q1"])
         for col in cols:
-            await col.until(has("delta"))
+            await col.until(has("chunk"), frames=True)
         assert all(sdk.node == nodes["b"].info["node"] for sdk in sdks)
 
         hosts.kill_host(b)  # mid-reply, with acked turns running and queued
@@ -149,7 +153,8 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
         for raw, new, t in zip(raws, news, turns, strict=True):
             await until_replied(new, t["q2"])
             before = events(raw.frames)
-            check_session(before + resumed_events(new, before[-1]["offset"]), t)
+            check_session(before + resumed_events(new, before[-1]["offset"]), t,
+                          raw.frames + new.frames)
 
         texts = await asyncio.wait_for(asyncio.gather(*asks), 30)
         for sdk, col, text in zip(sdks, cols, texts, strict=True):
@@ -157,7 +162,12 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
             assert LONG in text and sdk.node in (nodes["a"].info["node"], nodes["c"].info["node"])
             assert sdk.stats["reconnects"] == 1 and sdk.stats["resumes"] == 1
             (user,) = [e for e in col.events if e["type"] == "user"]
-            check_session(col.events, {user["id"]: user["offset"]})
+            check_session(col.events, {user["id"]: user["offset"]}, None)
+            # the turn may end while the SDK finds out B is dead (its keepalive): then the
+            # reply, not a partial, brings the rest; what streamed is a prefix of it
+            streamed = streamed_text([i for i in col.items if isinstance(i, dict)],
+                                     user["offset"])
+            assert streamed and text.startswith(streamed), (streamed, text)
     finally:
         for task in asks:
             task.cancel()
@@ -174,6 +184,7 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
         for s, t in zip(raw_sessions, turns, strict=True):
             replay = await bus.replay(s, 0, None)
             logged = [{"offset": o, **orjson.loads(e)} for o, e in replay.events]
-            check_session(logged, t)
+            check_session(logged, t, None)  # reply text is in the log once, in its reply
+            assert {e["type"] for e in logged} <= {"user", "turn_start", "tool", "reply"}
     finally:
         await bus.close()

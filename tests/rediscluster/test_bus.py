@@ -59,7 +59,13 @@ async def test_every_bus_operation_works_on_the_cluster(bus: Bus) -> None:
     replay = await bus.replay("ops", 0, info.epoch)
     assert replay.recovered and [o for o, _ in replay.events] == [1, 2]
     rows = await bus.read_delivery("n1", b"0", block_ms=100)
-    assert [(s, o) for _, s, o, _ in rows] == [("ops", 1), ("ops", 2)]
+    assert [(d.session, d.offset) for d in rows] == [("ops", 1), ("ops", 2)]
+    # a running turn's chunk: to the node's stream (another slot) and the partial buffer
+    await bus.append("ops", {"type": "turn_start", "turn": 1, "attempt": 1}, run="1:1:x")
+    await bus.stream_chunk("ops", "1:1:x", 1, b'{"type":"chunk"}', "hi")
+    rows = await bus.read_delivery("n1", rows[-1].id, block_ms=100)
+    assert [(d.offset, d.chunk and d.chunk.seq) for d in rows] == [(3, None), (0, 1)]
+    assert (await bus.partial("ops")) is not None
     memory = RedisMemory(bus.redis, bus.keys, "ops", 1)
     await memory.add_items([{"role": "user", "content": "hello"}])
     assert await memory.get_items() == [{"role": "user", "content": "hello"}]

@@ -12,7 +12,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BUILT = {
     "user": E.user("m-1", "hi", "chat", "alice", 1.5),
     "turn_start": E.turn_start(18, 1),
-    "delta": E.delta(18, "It is"),
     "tool": E.tool(18, "current_time"),
     "reply": E.reply(18, "It is 09:14."),
     "cancelled": E.cancelled(18, ""),
@@ -45,11 +44,24 @@ def test_every_documented_type_is_built_with_its_documented_fields() -> None:
         assert fields[:len(doc[kind])] == doc[kind], kind
 
 
+def _frame_table(heading: str) -> list[str]:
+    """The field names of a server frame's table (the rows after ``heading``)."""
+    section = DOC.read_text().split(heading, 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+
+
+def test_chunk_and_partial_have_their_documented_fields_and_no_offset() -> None:
+    for heading, frame in (("### `chunk`", E.chunk(18, 1, 2, "14 UTC.")),
+                           ("### `partial`", E.partial(18, 1, 2, "It is 09:14 UTC."))):
+        assert [f for f in frame if f != "type"] == _frame_table(heading)
+        assert "offset" not in frame
+
+
 def test_turn_error_is_never_retryable_and_every_turn_end_is_known() -> None:
     assert BUILT["turn_error"]["retryable"] is False
     assert {"reply", "cancelled", "turn_error"} == E.TURN_ENDS
 
 
 def test_a_frame_is_the_event_with_its_offset_first() -> None:
-    assert E.frame_for(7, b'{"type":"delta","turn":5,"text":"x"}') == (
-        b'{"offset":7,"type":"delta","turn":5,"text":"x"}')
+    assert E.frame_for(7, b'{"type":"reply","turn":5,"text":"x"}') == (
+        b'{"offset":7,"type":"reply","turn":5,"text":"x"}')

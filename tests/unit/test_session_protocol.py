@@ -12,6 +12,7 @@ from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, Se
 from gateway import protocol as P
 from gateway import session_protocol as S
 from sessions.bus import frame_for
+from sessions.roles import ChunkAt, Partial
 
 LIMITS = P.Limits(max_frame_bytes=65_536, max_text_chars=100, rate_per_s=5.0, burst=20.0,
                   send_queue=8, send_budget_bytes=65_536, ping_rate_per_s=20.0,
@@ -212,7 +213,8 @@ def test_resume_gap_rule_unrecovered_epoch() -> None:
     assert req == S.ReadLog(3, "old", S.REPLAY_FIRST_PAGE)
     writes = p.on_replay_page([(8, b'{"a":1}'), (9, b'{"a":2}')], False, "e2", 9)
     assert [orjson.loads(w.frame)["offset"] for w in writes] == [8, 9]
-    assert p.page_written() == [S.Write(P.resumed_frame(False, 9, "e2", "r").encode())]
+    assert p.page_written() == [S.READ_PARTIAL,
+                                S.Write(P.resumed_frame(False, 9, "e2", "r").encode())]
 
 
 def test_page_size_follows_the_send_budget() -> None:
@@ -252,3 +254,53 @@ def test_errors_of_agentia_keep_their_ref() -> None:
     p = _proto()
     err = AgentiaError(ErrorCode.OVERLOADED, "busy", "mine", 2000)
     assert _frames(p.on_failure(err, P.Send("other", "x"), 1.0))[0]["ref"] == "mine"
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def _at(turn: int, attempt: int, run: bytes, seq: int) -> ChunkAt:
+    return ChunkAt(turn, attempt, run, seq)
+
+
+def test_chunks_of_a_run_go_out_in_order_each_once() -> None:
+    p = _proto(offset=3)
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 1), b"c1") == b"c1"
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2), b"c2") == b"c2"
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2), b"c2") is None  # a duplicate
+    assert p.on_chunk(_at(3, 1, b"3:1:b", 1), b"d1") == b"d1"  # the attempt run again
+    assert p.on_chunk(_at(3, 2, b"3:2:c", 1), b"e1") == b"e1"  # a retried attempt
+    assert p.on_chunk(_at(3, 1, b"3:1:b", 2), b"d2") is None  # the older attempt's, stale
+    assert p.on_chunk(_at(5, 1, b"5:1:d", 1), b"f1") == b"f1"  # the next turn
+
+
+def test_a_chunk_out_of_order_reads_the_partial_once_then_goes_on_from_it() -> None:
+    p = _proto(offset=3)
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 4), b"c4") is S.READ_PARTIAL  # joined mid-turn
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 5), b"c5") is None  # the partial will hold it
+    out = p.on_partial(Partial(3, 1, b"3:1:a", 5, "abcde"))
+    assert _frames(out) == [{"type": "partial", "turn": 3, "attempt": 1, "seq": 5,
+                             "text": "abcde"}]
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 5), b"c5") is None
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 6), b"c6") == b"c6"
+
+
+def test_no_partial_to_be_had_drops_the_run_until_the_next() -> None:
+    p = _proto(offset=3)
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 4), b"c4") is S.READ_PARTIAL
+    assert p.on_partial(None) == []  # the turn ended meanwhile, or Redis failed
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 5), b"c5") is None  # no read per chunk
+    assert p.on_chunk(_at(7, 1, b"7:1:b", 1), b"n1") == b"n1"
+
+
+def test_chunks_wait_while_the_log_is_replayed() -> None:
+    """A chunk must not overtake its turn_start: none goes out during a replay, and the
+    resume's answer reads the partial before resumed."""
+    p = _proto(offset=3)
+    p.begin_replay(S.Replay(P.Resume(0, None, "r")))
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 1), b"c1") is None
+    p.on_replay_page([(1, b'{"a":1}'), (2, b'{"a":2}'), (3, b'{"a":3}')], True, "e1", 3)
+    done = p.page_written()
+    assert done is not None and done[0] is S.READ_PARTIAL
+    assert _frames(p.on_partial(Partial(3, 1, b"3:1:a", 1, "x")))[0]["seq"] == 1
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2), b"c2") == b"c2"

@@ -8,6 +8,7 @@ import uuid
 import orjson
 import pytest
 
+from sessions import events as E
 from sessions.bus import Bus, Forbidden
 from tests.conftest import Client, Cluster
 from voice.bridge import VoiceBridge
@@ -107,12 +108,21 @@ async def test_a_turn_lost_from_the_delivery_stream_is_read_back_from_the_log(
         task = asyncio.create_task(speak())
         await asyncio.sleep(0.3)  # following: the log read found nothing yet
         await bus.unregister(sid, bridge.node)
-        await bus.append(sid, {"type": "delta", "turn": sub.offset, "text": "Hi "})
-        await bus.append(sid, {"type": "reply", "turn": sub.offset, "text": "Hi there."})
+        run = f"{sub.offset}:1:ab"
+        await bus.append(sid, E.turn_start(sub.offset, 1), run=run)
+        await bus.stream_chunk(sid, run, 1, orjson.dumps(E.chunk(sub.offset, 1, 1, "Hi ")),
+                               "Hi ")
         await asyncio.sleep(0.3)
-        assert not task.done()  # nothing was delivered: still waiting
+        assert not task.done() and not spoken  # nothing was delivered: still waiting
+        bridge.stream_back()  # the log (turn_start), then the partial ("Hi ")
+        for _ in range(50):
+            if spoken:
+                break
+            await asyncio.sleep(0.1)
+        assert spoken == ["Hi "]
+        await bus.append(sid, E.reply(sub.offset, "Hi there."), done=sub.offset)
         bridge.stream_back()
         await asyncio.wait_for(task, 5)
-        assert "".join(spoken) == "Hi there."
+        assert "".join(spoken) == "Hi there." and spoken[0] == "Hi "
     finally:
         await bridge.close()

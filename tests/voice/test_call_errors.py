@@ -84,7 +84,7 @@ async def test_a_killed_voice_worker_leaves_the_room_and_the_turn_is_answered(
     async with voice_call(cluster, livekit, "dave", prefix="err") as c:
         await c.joined.say(await speech_48k(SENTENCE))
         user = await c.chat.until("user", timeout=20, source="voice")
-        await event(c.chat, "delta", 20, turn=user["offset"])
+        await event(c.chat, "chunk", 20, turn=user["offset"])
         os.kill(c.worker.proc.pid, signal.SIGKILL)  # mid-turn
         killed = time.monotonic()
         c.worker.proc.wait(5)

@@ -16,35 +16,49 @@ def said(feed: TurnFeed, *events: dict[str, Any]) -> list[str]:
     return [s for e in events if (s := feed.on_event(e))]
 
 
-def test_deltas_are_spoken_as_they_come_and_reply_ends_the_turn() -> None:
+def chunk(turn: int, seq: int, text: str, attempt: int = 1) -> dict[str, Any]:
+    return {"type": "chunk", "turn": turn, "attempt": attempt, "seq": seq, "text": text}
+
+
+def test_chunks_are_spoken_as_they_come_and_reply_ends_the_turn() -> None:
     f = TurnFeed(7)
     out = said(f, {"type": "turn_start", "turn": 7, "attempt": 1},
-               {"type": "delta", "turn": 7, "text": "It is "},
+               chunk(7, 1, "It is "),
                {"type": "tool", "turn": 7, "name": "current_time"},
-               {"type": "delta", "turn": 7, "text": "noon."},
+               chunk(7, 1, "It is "),  # a duplicate
+               chunk(7, 2, "noon."),
                {"type": "reply", "turn": 7, "text": "It is noon."})
     assert out == ["It is ", "noon."] and f.done
 
 
-def test_reply_fills_in_text_no_delta_carried() -> None:
+def test_reply_fills_in_text_no_chunk_carried() -> None:
     f = TurnFeed(7)
-    assert said(f, {"type": "delta", "turn": 7, "text": "It is"},
+    assert said(f, chunk(7, 1, "It is"), chunk(7, 3, " lost"),
                 {"type": "reply", "turn": 7, "text": "It is noon."}) == ["It is", " noon."]
+
+
+def test_a_partial_brings_what_chunks_out_of_order_missed() -> None:
+    f = TurnFeed(7)
+    assert said(f, chunk(7, 1, "One "), chunk(7, 3, "three "),
+                {"type": "partial", "turn": 7, "attempt": 1, "seq": 3, "text": "One two three "},
+                chunk(7, 4, "four")) == ["One ", "two three ", "four"]
 
 
 def test_other_turns_and_events_after_the_end_are_ignored() -> None:
     f = TurnFeed(7)
-    assert said(f, {"type": "delta", "turn": 8, "text": "other"},
+    assert said(f, chunk(8, 1, "other"),
                 {"type": "user", "id": "x", "text": "hi"},
                 {"type": "reply", "turn": 7, "text": "done"},
-                {"type": "delta", "turn": 7, "text": "late"}) == ["done"]
+                chunk(7, 1, "late")) == ["done"]
 
 
 def test_a_retried_attempt_does_not_repeat_what_was_spoken() -> None:
     f = TurnFeed(3)
-    out = said(f, {"type": "delta", "turn": 3, "text": "One two "},
+    out = said(f, {"type": "turn_start", "turn": 3, "attempt": 1},
+               chunk(3, 1, "One two "),
                {"type": "turn_start", "turn": 3, "attempt": 2},
-               {"type": "delta", "turn": 3, "text": "One two three"},
+               chunk(3, 2, "stale", attempt=1),
+               chunk(3, 1, "One two three", attempt=2),
                {"type": "reply", "turn": 3, "text": "One two three four"})
     assert out == ["One two ", "three", " four"]
 
