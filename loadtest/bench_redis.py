@@ -62,7 +62,8 @@ FITTED = (("redis_cpu_s_per_turn", "redis_cpu_s_per", 9),
           ("redis_commands_per_turn", "commands_per", 2),
           ("log_bytes_per_turn", "log_bytes_per", 2),
           ("log_events_per_turn", "log_events_per", 2),
-          ("memory_bytes_per_turn", "memory_bytes_per", 2))
+          ("memory_bytes_per_turn", "memory_bytes_per", 2),
+          ("delivery_bytes_per_turn", "delivery_bytes_per", 2))
 
 
 def replay(tree: Path, a: argparse.Namespace) -> dict[str, Any]:

@@ -349,12 +349,13 @@ def bench_level(shard: _Shard, procs: int, users: int, seconds: float, deltas: i
         "turn_p50_ms": round(pct(run["lat"], 50) * 1000, 2),
         "turn_p99_ms": round(pct(run["lat"], 99) * 1000, 2),
         "log_events_per_turn": 3 + in_log,
-        **_kept(shard, procs, users, 3 + in_log),
+        **_kept(shard, procs, users, deltas, 3 + in_log),
         "used_memory_bytes_per_turn": round((shard.used_memory() - run["mem0"]) / turns),
     }
 
 
-def _kept(shard: _Shard, procs: int, users: int, events_per_turn: int) -> dict[str, Any]:
+def _kept(shard: _Shard, procs: int, users: int, deltas: int,
+          events_per_turn: int) -> dict[str, Any]:
     """What the turns left in Redis, from sample sessions and the nodes' delivery streams."""
     sample = [(f"s{i % procs}-{i // procs}") for i in range(min(50, procs * users))]
     k = K.Keys(PREFIX)
@@ -362,10 +363,13 @@ def _kept(shard: _Shard, procs: int, users: int, events_per_turn: int) -> dict[s
                                                                k.nodes, k.lock)])
     streams = [k.delivery(f"edge{i}") for i in range(procs)]
     entries = max(1, sum(int(shard.r.xlen(s)) for s in streams))
+    entry_b = shard.key_bytes(streams) / entries
     log_b, mem_b = _steady(shard, sample[:5], k, events_per_turn)
     return {"log_bytes_per_turn": round(log_b), "memory_bytes_per_turn": round(mem_b),
             "other_session_bytes": round(other_b / len(sample)),
-            "delivery_bytes_per_entry": round(shard.key_bytes(streams) / entries)}
+            "delivery_bytes_per_entry": round(entry_b),
+            # every turn delivers its user, turn_start and reply events and each piece
+            "delivery_bytes_per_turn": round(entry_b * (deltas + 3))}
 
 
 def _steady(shard: _Shard, sample: list[str], k: K.Keys,
