@@ -223,7 +223,9 @@ def _client(url: str, idx: int, users: int, seconds: float, deltas: int, reply_c
         # as a worker loads the Agents SDK at start: a turn's first bus.memory() imports it,
         # blocking the loop (~4 s here) inside the measured time
         importlib.import_module("sessions.memory")
-        bus = Bus(connect(url, max_connections=128), prefix=PREFIX, shards=SHARDS)
+        # a connection for every user, worker slot and loop: callers queueing on the pool is
+        # not what is measured (and with 128, 22 of 200 users hung in their first submit)
+        bus = Bus(connect(url, max_connections=users + 512), prefix=PREFIX, shards=SHARDS)
         p = _Proc(bus, idx, deltas, reply_chars)
         beat = asyncio.create_task(p.heartbeat())
         sessions = await p.open(users)
