@@ -50,6 +50,24 @@ async def bus(redis_server: RedisServer, prefix: str) -> AsyncIterator[Bus]:
     await b.close()
 
 
+def streamed_text(frames: list[dict[str, Any]], turn: int | None = None) -> str:
+    """A turn's text from its ``chunk`` and ``partial`` frames (in arrival order, other frames
+    skipped), applied by docs/protocol.md's rules: a chunk is taken only as the next ``seq``
+    of its run, a partial replaces what came before, a turn_start starts over."""
+    text, seq = "", 0
+    for f in frames:
+        if turn is not None and f.get("turn") != turn:
+            continue
+        kind = f.get("type")
+        if kind == "turn_start":
+            text, seq = "", 0
+        elif kind == "partial" and f["seq"] > seq:
+            text, seq = f["text"], f["seq"]
+        elif kind == "chunk" and f["seq"] == seq + 1:
+            text, seq = text + f["text"], f["seq"]
+    return text
+
+
 def token(user: str, ttl: int = 3600, secret: str = TEST_SECRET) -> str:
     return mint(secret, user, ttl)
 

@@ -11,19 +11,7 @@ import orjson
 
 from launch.redis_server import RedisServer
 from sessions.bus import Bus, connect
-from tests.conftest import Client, Cluster
-
-
-def streamed_text(frames: list[dict[str, Any]]) -> str:
-    """A turn's text from its ``chunk`` and ``partial`` frames, applied by the protocol's rules
-    (a chunk is taken only as the next ``seq``, a partial replaces what came before)."""
-    text, seq = "", 0
-    for f in frames:
-        if f["type"] == "partial" and f["seq"] > seq:
-            text, seq = f["text"], f["seq"]
-        elif f["type"] == "chunk" and f["seq"] == seq + 1:
-            text, seq = text + f["text"], f["seq"]
-    return text
+from tests.conftest import Client, Cluster, streamed_text
 
 
 def _events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,7 +58,7 @@ async def test_reconnect_mid_reply_to_another_edge_resumes_without_gap(cluster: 
     # the text as a client applies it (docs/protocol.md chunk/partial): the first edge's
     # chunks, then the second's partial and chunks; exactly the reply, nothing twice
     streamed = c.frames + [f for f in c2.frames if f["type"] in ("chunk", "partial")]
-    assert streamed_text(streamed) == got[-1]["text"]
+    assert streamed_text(streamed, got[-1]["turn"]) == got[-1]["text"]
     assert any(f["type"] == "partial" for f in c2.frames), [f["type"] for f in c2.frames]
 
 
