@@ -63,6 +63,11 @@ def pct(values: list[float], p: float) -> float:
 
 CHUNKS = hasattr(Bus, "stream_chunk")
 """Whether this checkout streams reply pieces as chunks (else: delta events in the log)."""
+BATCHED = hasattr(Bus, "stream_chunks") and hasattr(Bus, "start_attempt")
+"""Whether its worker sends every running turn's pieces of a tick in one pipeline and starts
+an attempt with one script (START)."""
+TICK_S = 0.04
+"""AGENTIA_COALESCE_MS: the flusher's tick."""
 
 
 # ------------------------------------------------------------------ one client process
@@ -84,6 +89,7 @@ class _Proc:
         self.active: set[str] = set()
         self.poked: set[str] = set()
         self.early: set[tuple[str, int]] = set()
+        self.flusher = _Flusher(bus)
 
     async def heartbeat(self) -> None:
         """The edge's heartbeat, for as long as the process runs."""
@@ -186,13 +192,19 @@ class _Proc:
 
     async def run_turn(self, sid: str, turn: int, text: str) -> None:
         bus, owner = self.bus, self.owner
-        await bus.begin_attempt(sid, turn, owner)
-        memory = bus.memory(sid, turn, owner)
-        await memory.get_items()
         piece = "x" * max(1, self.reply_chars // max(1, self.deltas))
-        if CHUNKS:
-            await self.stream_chunks(sid, turn, piece)
+        if BATCHED:  # START (BEGIN and turn_start in one script), then the pieces by tick
+            started = await bus.start_attempt(sid, turn, owner, max_attempts=3)
+            memory = bus.memory(sid, turn, owner)
+            await memory.get_items()
+            await self.flusher.stream(sid, turn, started.run, piece, self.deltas)
         else:
+            await bus.begin_attempt(sid, turn, owner)
+            memory = bus.memory(sid, turn, owner)
+            await memory.get_items()
+        if CHUNKS and not BATCHED:
+            await self.stream_chunks(sid, turn, piece)
+        elif not CHUNKS:
             await bus.append(sid, {"type": "turn_start", "turn": turn, "attempt": 1},
                              owner=owner)
             for _ in range(self.deltas):
@@ -217,6 +229,43 @@ class _Proc:
             await self.bus.stream_chunk(sid, run, seq, event, piece)
 
 
+class _Flusher:
+    """As the worker's ChunkFlusher (sessions/coalescer.py): the pieces every running turn of
+    this process produced during one tick, in one pipeline (``stream_chunks``); a turn's next
+    piece comes after its last one was sent, so a turn streams a piece a tick, as a model's
+    reply paced by the coalescing window does."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.pending: list[tuple[str, str, int, bytes, str]] = []
+        self.waiting: list[asyncio.Future[None]] = []
+        self.flushes = self.pieces = 0
+
+    async def stream(self, sid: str, turn: int, run: str, piece: str, n: int) -> None:
+        for seq in range(1, n + 1):
+            event = orjson.dumps({"type": "chunk", "turn": turn, "attempt": 1, "seq": seq,
+                                  "text": piece})
+            fut = asyncio.get_running_loop().create_future()
+            self.pending.append((sid, run, seq, event, piece))
+            self.waiting.append(fut)
+            await fut
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            if not self.pending:
+                continue
+            pieces, waiting = self.pending, self.waiting
+            self.pending, self.waiting = [], []
+            try:
+                await self.bus.stream_chunks(pieces)
+            finally:
+                for fut in waiting:
+                    fut.set_result(None)
+            self.flushes += 1
+            self.pieces += len(pieces)
+
+
 def _client(url: str, idx: int, users: int, seconds: float, deltas: int, reply_chars: int,
             go: Any, q: Any) -> None:
     async def main() -> None:
@@ -231,10 +280,12 @@ def _client(url: str, idx: int, users: int, seconds: float, deltas: int, reply_c
         sessions = await p.open(users)
         q.put(("opened", idx))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        side = [beat, asyncio.create_task(p.deliver()), asyncio.create_task(p.consume())]
+        side = [beat, asyncio.create_task(p.deliver()), asyncio.create_task(p.consume()),
+                asyncio.create_task(p.flusher.run())]
         end, cpu0 = time.monotonic() + seconds, time.process_time()
         await asyncio.gather(*(p.user(s, u, end) for s, u in sessions))
-        q.put(("done", p.turns, p.latencies, time.process_time() - cpu0, p.lost))
+        q.put(("done", p.turns, p.latencies, time.process_time() - cpu0, p.lost,
+               (p.flusher.flushes, p.flusher.pieces)))
         for t in side:
             t.cancel()
         await asyncio.gather(*side, *p.tasks, return_exceptions=True)
@@ -296,7 +347,8 @@ def _run_clients(shard: _Shard, procs: int, users: int, seconds: float, deltas: 
     lat = [x for d in done for x in d[2]]
     return {"turns": turns, "wall_s": round(wall, 2), "cpu": cpu1 - cpu0, "commands": cmd1 - cmd0,
             "mem0": mem0, "lat": lat, "client_cpu": sum(d[3] for d in done),
-            "lost": sum(d[4] for d in done)}
+            "lost": sum(d[4] for d in done),
+            "flushes": [sum(d[5][i] for d in done) for i in (0, 1)]}
 
 
 def _get(q: Any, ps: list[Any], timeout: float) -> Any:
@@ -341,6 +393,7 @@ def bench_level(shard: _Shard, procs: int, users: int, seconds: float, deltas: i
     return {
         "deltas_per_turn": deltas, "reply_chars": reply_chars, "client_processes": procs,
         "users": procs * users, "seconds": seconds, "turns": run["turns"], "lost": run["lost"],
+        "pieces_per_flush": round(run["flushes"][1] / max(1, run["flushes"][0]), 1),
         "wall_s": run["wall_s"], "turns_per_s": round(run["turns"] / run["wall_s"], 1),
         "redis_busy": round(run["cpu"] / run["wall_s"], 3),
         "redis_cpu_s_per_turn": round(cpu_per_turn, 7),
@@ -421,7 +474,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.stop()
     return {"redis_version": version, "appendonly": True,
-            "reply_path": "chunks" if CHUNKS else "log deltas",
+            "reply_path": ("chunks by tick" if BATCHED else "chunks") if CHUNKS
+            else "log deltas",
             "idle": idle, "levels": levels}
 
 
