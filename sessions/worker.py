@@ -48,7 +48,7 @@ takes a few seconds), then left pending for another worker to reclaim after the 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    concurrency: int = 32
+    concurrency: int = 256
     lease_ms: int = 30_000
     max_attempts: int = 3
     coalesce_ms: int = 40
