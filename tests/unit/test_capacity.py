@@ -73,7 +73,8 @@ def args(tmp: Path, *extra: str) -> argparse.Namespace:
 
 
 def quantity(res: dict[str, Any], part: str, starts: str) -> float:
-    return next(ln["quantity"] for ln in res["parts"][part] if ln["what"].startswith(starts))
+    return float(next(ln["quantity"] for ln in res["parts"][part]
+                      if ln["what"].startswith(starts)))
 
 
 def test_figures_come_from_the_result_files(tmp_path: Path) -> None:
