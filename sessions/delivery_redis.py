@@ -44,14 +44,16 @@ class RedisNodeDelivery(RedisCore):
         out: list[Delivered] = []
         for _stream, rows in res or []:
             for rid, f in rows:
-                at = f.get(b"c")  # a chunk: "<turn>:<attempt>:<nonce>|<seq>"
-                if at is None:
+                batch = f.get(b"b")  # chunks of one tick (log_redis.stream_chunks)
+                if batch is None:
                     out.append(Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"]))
                     continue
-                run, _, seq = at.partition(b"|")
-                turn, attempt, _ = run.split(b":", 2)
-                out.append(Delivered(rid, f[b"s"].decode(), 0, f[b"e"],
-                                     ChunkAt(int(turn), int(attempt), run, int(seq))))
+                for record in batch.split(b"\n"):
+                    sid, at, frame = record.split(b"\t", 2)
+                    run, _, seq = at.partition(b"|")
+                    turn, attempt, _ = run.split(b":", 2)
+                    out.append(Delivered(rid, sid.decode(), 0, frame,
+                                         ChunkAt(int(turn), int(attempt), run, int(seq))))
         return out
 
     @down

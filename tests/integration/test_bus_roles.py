@@ -226,3 +226,25 @@ async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bu
     assert cancelled.cancelled and cancelled.run == ""
     types = [orjson.loads(e)["type"] for _, e in (await bus.replay("st", 0, None)).events]
     assert types == ["user", "turn_start", "turn_start"]
+
+
+async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> None:
+    """stream_chunks packs the pieces of several sessions for the same node into one delivery
+    entry; the reader unpacks each with its session, run, seq and frame, in order."""
+    await bus.heartbeat_node("n5")
+    runs = {}
+    for sid in ("p1", "p2"):
+        await bus.open_session(sid, "ann", "n5")
+        sub = await bus.submit(sid, "m1", "hi", user="ann")
+        runs[sid] = f"{sub.offset}:1:cd34"
+        await bus.append(sid, E.turn_start(sub.offset, 1), run=runs[sid])
+    before = await bus.redis.xlen(bus.keys.delivery("n5"))
+    pieces = [(sid, runs[sid], 1, orjson.dumps(E.chunk(1, 1, 1, f"to {sid}\t\n")), f"to {sid}")
+              for sid in ("p1", "p2")]
+    await bus.stream_chunks(pieces)
+    assert await bus.redis.xlen(bus.keys.delivery("n5")) == before + 1
+    rows = await bus.read_delivery("n5", b"0-0", block_ms=10)
+    chunks = [(d.session, d.chunk.run, d.chunk.seq, orjson.loads(d.event)["text"])
+              for d in rows if d.chunk is not None]
+    assert chunks == [("p1", runs["p1"].encode(), 1, "to p1\t\n"),
+                      ("p2", runs["p2"].encode(), 1, "to p2\t\n")]
