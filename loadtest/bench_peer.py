@@ -143,8 +143,9 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
         return {}
     feed: Callable[..., Any] = servers.feed_centrifugo
     if run.kind.startswith("agentia"):
-        feed = servers.feed_agentia_append if args.agentia_feed == "append" else \
-            servers.feed_agentia
+        feed = AGENTIA_FEEDS[args.agentia_feed]
+        if args.agentia_feed == "chunk":
+            _start_turns(run, clients, n)
     before = clients.snap()
     meter.lap()
     t0, feeder0 = time.perf_counter(), time.process_time()
@@ -176,6 +177,21 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
                                       for k, v in net.items()},
             "dropped_after_fanout": after["dropped"],
             "feeder_cpu_s_per_1000": round(feeder_cpu / max(published, 1) * 1000, 4)}
+
+
+AGENTIA_FEEDS: dict[str, Callable[..., Any]] = {
+    "delivery": servers.feed_agentia, "append": servers.feed_agentia_append,
+    "chunk": servers.feed_agentia_chunk}
+
+
+def _start_turns(run: Running, clients: Clients, n: int) -> None:
+    """Start a turn in every session (not measured) and wait for its ``turn_start`` frames
+    (at most 60 s), so that the fan-out window counts only chunks."""
+    before = clients.snap()["events"]
+    asyncio.run(servers.start_turns(run, n))
+    deadline = time.monotonic() + 60
+    while clients.snap()["events"] - before < n and time.monotonic() < deadline:
+        time.sleep(0.25)
 
 
 def _per(cpu: dict[str, float], count: int, unit: int) -> dict[str, float]:
@@ -263,9 +279,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="fan-out: events per Redis pipeline / channels per broadcast call")
     ap.add_argument("--lanes", type=int, default=4,
                     help="fan-out: Centrifugo broadcast calls in flight at once")
-    ap.add_argument("--agentia-feed", choices=["delivery", "append"], default="delivery",
-                    help="fan-out into Agentia: straight into the edge's delivery stream, or "
-                         "through Bus.append (session log + fan-out, a worker's real path)")
+    ap.add_argument("--agentia-feed", choices=list(AGENTIA_FEEDS), default="delivery",
+                    help="fan-out into Agentia: straight into the edge's delivery stream; "
+                         "through Bus.append (a log event: session log + fan-out); or "
+                         "Bus.stream_chunk (a reply piece: partial buffer + fan-out, in a turn "
+                         "started with Bus.append(turn_start, run=...)), a worker's real paths")
     ap.add_argument("--repeat", type=int, default=1, help="run every server this many times")
     ap.add_argument("--gomaxprocs", type=int, default=1,
                     help="Centrifugo's GOMAXPROCS (0: Go's default, every core)")
