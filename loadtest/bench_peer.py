@@ -149,7 +149,9 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
     before = clients.snap()
     meter.lap()
     t0, feeder0 = time.perf_counter(), time.process_time()
-    lanes = {"lanes": args.lanes} if run.kind.startswith("centrifugo") else {}
+    lanes: dict[str, int] = {"lanes": args.lanes} if run.kind.startswith("centrifugo") else {}
+    if feed is servers.feed_agentia_chunk:
+        lanes["run_of"] = args.chunk_run
     published = asyncio.run(feed(run, n, args.rate, args.seconds, args.batch, **lanes))
     feed_wall = time.perf_counter() - t0
     feeder_cpu = time.process_time() - feeder0
@@ -252,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = {"servers": results, "ratios": rat, "runs": runs,
                    "params": {k: getattr(args, k) for k in (
                        "connections", "clients", "inflight", "hold", "heartbeat", "rate",
-                       "seconds", "batch", "lanes", "agentia_feed", "repeat", "gomaxprocs")},
+                       "seconds", "batch", "lanes", "agentia_feed", "chunk_run", "repeat",
+                       "gomaxprocs")},
                    "centrifugo": {"module": servers.CENTRIFUGO_MODULE, "binary": binary}}
         path = record(args.record_as, figures, notes=args.notes)
         print(f"recorded {path}")
@@ -284,6 +287,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "through Bus.append (a log event: session log + fan-out); or "
                          "Bus.stream_chunk (a reply piece: partial buffer + fan-out, in a turn "
                          "started with Bus.append(turn_start, run=...)), a worker's real paths")
+    ap.add_argument("--chunk-run", type=int, default=25,
+                    help="--agentia-feed chunk: chunks to one session in a row, as a reply "
+                         "streams (25: a second of reply at the worker's 40 ms coalescing)")
     ap.add_argument("--repeat", type=int, default=1, help="run every server this many times")
     ap.add_argument("--gomaxprocs", type=int, default=1,
                     help="Centrifugo's GOMAXPROCS (0: Go's default, every core)")

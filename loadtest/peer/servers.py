@@ -290,20 +290,22 @@ async def start_turns(run: Running, conns: int, lanes: int = 32) -> None:
 
 
 async def feed_agentia_chunk(run: Running, conns: int, rate: float, seconds: float,
-                             batch: int, lanes: int = 32) -> int:
+                             batch: int, lanes: int = 32, run_of: int = 25) -> int:
     """The worker's path for one piece of reply text: ``Bus.stream_chunk`` (RPUSHX to the
-    run's partial buffer, XADD to each holding node's delivery stream; the nodes re-read
-    when the last view is older than ``NODES_FRESH_S``) of a ``chunk`` frame carrying the
-    event's text, ``seq`` 1, 2, ... per session, ``lanes`` in flight, each lane over its own
-    sessions so that a session's chunks stay in order. Needs :func:`start_turns` first.
-    ``batch`` is unused."""
+    run's partial buffer, XADD to each holding node's delivery stream; HKEYS of the
+    session's nodes first when the last view is older than ``NODES_FRESH_S``) of a
+    ``chunk`` frame carrying the event's text, ``seq`` 1, 2, ... per session, ``lanes`` in
+    flight, each lane over its own sessions so that a session's chunks stay in order.
+    ``run_of`` chunks go to a session in a row, as a reply streams (25: one second of a
+    reply coalesced every 40 ms, so the nodes are re-read once per 25 chunks, as a worker
+    does). Needs :func:`start_turns` first. ``batch`` is unused."""
     bus = Bus(connect(run.extra["redis_url"]), prefix="agentia", shards=8)
     seqs = [0] * conns
 
     async def lane(mine: list[int], share: float) -> int:
         sent, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
-            idx = mine[sent % len(mine)]
+            idx = mine[(sent // run_of) % len(mine)]
             seqs[idx] += 1
             event = orjson.dumps(E.chunk(1, 1, seqs[idx], EVENT_TEXT))
             await bus.stream_chunk(session_of(idx), CHUNK_RUN, seqs[idx], event, EVENT_TEXT)
