@@ -237,10 +237,38 @@ class EdgeSettings(Auth):
                                 ">= 1")
 
 
+WORKER_FDS_PER_TURN = 1
+"""A running turn holds one socket to its model (the Redis pool is shared)."""
+MAX_CONCURRENCY = 10_000
+
+
+def worker_redis_pool(concurrency: int) -> int:
+    """Redis connections of a worker: 64, or a quarter of its turns for more than 256 (a
+    command holds a connection for one round trip; 1,000 turns flushing every 40 ms keep
+    a few dozen busy, and the pool's 5 s wait must not be reached when the loop is busy)."""
+    return max(64, concurrency // 4)
+
+
+def ensure_fds(needed: int) -> int:
+    """Raise this process's soft open-file limit towards ``needed`` (up to the hard limit);
+    returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 @dataclass(slots=True)
 class WorkerSettings(Common):
     agent: str = "sessions.demo:demo_agent"
-    concurrency: int = 32
+    concurrency: int = 256
+    """Turns one worker runs at once: a turn mostly waits on its model (a worker keeps 1,000
+    streams at 50 tokens/s, docs/benchmarks.md "Worker")."""
     lease_ms: int = 30_000
     max_attempts: int = 3
     coalesce_ms: int = 40
@@ -255,3 +283,13 @@ class WorkerSettings(Common):
         Common.validate(self)
         if self.concurrency < 1 or self.max_attempts < 1 or self.lease_ms < 1000:
             raise SettingsError("concurrency >= 1, max_attempts >= 1, lease_ms >= 1000 required")
+        if self.concurrency > MAX_CONCURRENCY:
+            raise SettingsError(f"AGENTIA_CONCURRENCY must be at most {MAX_CONCURRENCY:,}; "
+                                "run more worker processes")
+        needed = (self.concurrency * WORKER_FDS_PER_TURN
+                  + worker_redis_pool(self.concurrency) + 100)
+        soft = ensure_fds(needed)
+        if soft < needed:
+            raise SettingsError(
+                f"AGENTIA_CONCURRENCY={self.concurrency} needs about {needed} open files and "
+                f"this process may have {soft}: raise ulimit -n (LimitNOFILE) or lower it")

@@ -1,13 +1,17 @@
 """A turn's reply text, coalesced: one ``chunk`` per ``coalesce_ms`` of output, not one per
 token (docs/protocol.md ``chunk``). Chunks go to the run's partial buffer and the nodes' delivery
-streams, not to the session log: the log gets the whole text once, in the turn's ``reply``."""
+streams, not to the session log: the log gets the whole text once, in the turn's ``reply``.
+
+One :class:`ChunkFlusher` per worker sends the pieces of *every* running turn together: each tick
+(``coalesce_ms``) is one pipeline, however many turns run. Per-turn timers sending a small
+pipeline each cost Redis a read, a reply and a wake-up of the edge's blocked XREAD per piece;
+batched, Redis and the edge handle hundreds of pieces per round trip (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 import orjson
@@ -15,53 +19,87 @@ import orjson
 from sessions import events as E
 from sessions.roles import WorkerBus
 
-log = logging.getLogger("agentia.worker")
+Piece = tuple[str, str, int, bytes, str]
+"""(session, run id, seq, the chunk frame, its text): one reply piece as the bus streams it."""
 
 
-@dataclass(slots=True)
+class ChunkFlusher:
+    """Streams the waiting pieces of every running turn of one worker, one pipeline a tick."""
+
+    def __init__(self, bus: WorkerBus, interval: float) -> None:
+        self.bus = bus
+        self.interval = interval
+        self._waiting: dict[int, Coalescer] = {}
+        self._lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def want(self, co: Coalescer) -> None:
+        """``co`` has text waiting: send it at the next tick."""
+        self._waiting[id(co)] = co
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(self.interval)
+                await self.flush()
+        finally:
+            self._ticker = None
+
+    async def flush(self) -> None:
+        """Send every piece waiting now, in one pipeline (one batch at a time, so the pieces of
+        one turn reach Redis in order). A failure is kept by each turn of the batch, which
+        raises it at its own next :meth:`Coalescer.flush`."""
+        async with self._lock:
+            batch = list(self._waiting.values())
+            self._waiting.clear()
+            pieces = [p for co in batch if (p := co.take()) is not None]
+            if not pieces:
+                return
+            try:
+                await self.bus.stream_chunks(pieces)
+            except Exception as exc:
+                for co in batch:
+                    co.failed = exc
+
+
+@dataclass(slots=True, eq=False)
 class Coalescer:
-    """Buffers deltas and streams them as chunks at most every ``interval`` seconds."""
+    """The text of one run of a turn: what it produced, and what waits for the next tick."""
 
-    bus: WorkerBus
+    flusher: ChunkFlusher
     sid: str
     turn: int
     attempt: int
     run_id: str
     """``<turn>:<attempt>:<nonce>``, as the turn_start of this run started the buffer."""
-    interval: float
     seq: int = 0
     parts: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     first_at: float = 0.0
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    """Appends of one turn go out one at a time, in order (the timer and the turn both flush)."""
+    failed: BaseException | None = None
 
     def add(self, delta: str) -> None:
         if not self.text:
             self.first_at = time.time()
         self.parts.append(delta)
         self.text.append(delta)
+        self.flusher.want(self)
+
+    def take(self) -> Piece | None:
+        """The waiting text as the run's next piece (None if nothing waits)."""
+        if not self.parts:
+            return None
+        text, self.parts = "".join(self.parts), []
+        self.seq += 1
+        frame = orjson.dumps(E.chunk(self.turn, self.attempt, self.seq, text))
+        return self.sid, self.run_id, self.seq, frame, text
 
     async def flush(self) -> None:
-        async with self.lock:
-            if self.parts:
-                text, self.parts = "".join(self.parts), []
-                self.seq += 1
-                event = orjson.dumps(E.chunk(self.turn, self.attempt, self.seq, text))
-                await self.bus.stream_chunk(self.sid, self.run_id, self.seq, event, text)
-
-    async def run(self) -> None:
-        """Flush every ``interval`` until :meth:`stop`. Stopped by a flag, not by cancelling:
-        a cancel that lands inside a Redis call was seen to get lost and hang the turn."""
-        while not self.stopped.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), self.interval)
-            await self.flush()
-
-    async def stop(self, task: asyncio.Task[None]) -> None:
-        self.stopped.set()
-        try:
-            await asyncio.wait_for(task, 10 + self.interval)
-        except TimeoutError:
-            log.error("the delta flusher of %s/%s did not stop", self.sid, self.turn)
+        """Send what waits now, after any batch in flight (before a log event of the turn:
+        the turn's pieces must reach Redis before it). Shielded: cancelling this turn must not
+        cut short a batch that carries other turns' pieces."""
+        await asyncio.shield(self.flusher.flush())
+        if self.failed is not None:
+            raise self.failed

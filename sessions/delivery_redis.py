@@ -18,12 +18,13 @@ this client: one in an edge or a voice call)."""
 
 
 def _delivered(rid: bytes, f: dict[bytes, bytes]) -> Delivered:
-    run = f.get(b"r")
-    chunk = None
-    if run is not None:
-        turn, attempt, _ = run.split(b":", 2)
-        chunk = ChunkAt(int(turn), int(attempt), run, int(f[b"q"]))
-    return Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"], chunk)
+    at = f.get(b"c")  # a chunk: "<turn>:<attempt>:<nonce>|<seq>"
+    if at is None:
+        return Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"])
+    run, _, seq = at.partition(b"|")
+    turn, attempt, _ = run.split(b":", 2)
+    return Delivered(rid, f[b"s"].decode(), 0, f[b"e"],
+                     ChunkAt(int(turn), int(attempt), run, int(seq)))
 
 
 class RedisNodeDelivery(RedisCore):
@@ -131,9 +132,11 @@ class RedisNodeDelivery(RedisCore):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in live:
                     stream = self.keys.delivery(node.decode())
+                    # no EXPIRE: the node's heartbeat keeps its stream alive, and a node found
+                    # dead stops getting writes within NODE_CHECK_S, long before its stream's
+                    # DELIVERY_TTL runs out (XADD keeps a key's TTL)
                     pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
                               maxlen=K.DELIVERY_MAXLEN, approximate=True)
-                    pipe.expire(stream, K.DELIVERY_TTL)
                 if len(live) < len(nodes):
                     # a node that died without draining: stop writing for it (an edge that
                     # was only cut off re-registers on its next heartbeat and catches up)

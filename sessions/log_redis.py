@@ -26,6 +26,7 @@ from sessions.roles import (
     Partial,
     Replay,
     SessionInfo,
+    Started,
     Submitted,
 )
 
@@ -220,6 +221,27 @@ class RedisSessionLog(RedisNodeDelivery):
         return Replay(events, recovered, cur_epoch, cur)
 
     @down
+    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
+                            again: bool = False) -> Started:
+        """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
+        or past ``max_attempts``, append its ``turn_start`` and start its run's partial buffer,
+        in one script (``START``). Raises :class:`LockLost` if the lock is not ``owner``'s."""
+        k = self.keys
+        res = await self._run_script(
+            self._start,
+            keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
+                  k.partial(sid)],
+            args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
+                  K.SESSION_TTL, secrets.token_hex(4)])
+        if int(res[0]) == -2:
+            raise LockLost(sid)
+        attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])
+        if offset <= 0:
+            return Started(attempt, cancelled, "")
+        await self._fan_out(sid, offset, orjson.dumps(E.turn_start(turn, attempt)), res[4:])
+        return Started(attempt, cancelled, res[3].decode())
+
+    @down
     async def partial(self, sid: str) -> Partial | None:
         """The running turn's text so far (None: no turn running, or no text yet)."""
         rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
@@ -233,26 +255,35 @@ class RedisSessionLog(RedisNodeDelivery):
         turn, attempt, _ = run.split(b":", 2)
         return Partial(int(turn), int(attempt), run, len(parts), b"".join(parts).decode())
 
-    @down
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None:
-        """One chunk of a running turn's reply (docs/protocol.md ``chunk``), not in the log:
-        pushed to the run's partial buffer (what a resume reads; RPUSHX: a buffer its turn
-        already dropped is not created again) and to the delivery stream of each node holding
-        the session. Two commands for a session on one node (the nodes are known from the
-        turn's own appends, re-read at most every ``NODES_FRESH_S``)."""
+        """One chunk of a running turn: :meth:`stream_chunks` of one."""
+        await self.stream_chunks([(sid, run, seq, event, text)])
+
+    @down
+    async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
+        """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
+        text)`` each, in one pipeline, not in the log: each pushed to its run's partial buffer
+        (what a resume reads; RPUSHX: a buffer its turn already dropped is not created again)
+        and to the delivery stream of each node holding its session. Two commands per piece
+        for a session on one node (the nodes are known from the turn's own appends, re-read
+        at most every ``NODES_FRESH_S``). A worker sends every running turn's pieces of one
+        tick together."""
         k = self.keys
-        nodes = await self._nodes_of(sid)
-        live = await self._live_nodes(nodes) if nodes else []
-        fields = {"s": sid, "o": 0, "r": run, "q": seq, "e": event}
+        targets = []
+        for sid, _run, _seq, _event, _text in pieces:
+            nodes = await self._nodes_of(sid)
+            targets.append(await self._live_nodes(nodes) if nodes else [])
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.rpushx(k.partial(sid), f"{run}|{text}")
-                for node in live:
-                    stream = k.delivery(node.decode())
-                    pipe.xadd(stream, fields, maxlen=K.DELIVERY_MAXLEN, approximate=True)
-                    if seq == 1:  # the node's heartbeat keeps it alive after that
-                        pipe.expire(stream, K.DELIVERY_TTL)
+                for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
+                    pipe.rpushx(k.partial(sid), f"{run}|{text}")
+                    fields = {"s": sid, "c": f"{run}|{seq}", "e": event}
+                    for node in live:
+                        stream = k.delivery(node.decode())
+                        pipe.xadd(stream, fields, maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                        if seq == 1:  # the node's heartbeat keeps it alive after that
+                            pipe.expire(stream, K.DELIVERY_TTL)
                 await pipe.execute()
         except REDIS_DOWN:
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable

@@ -9,7 +9,7 @@ import logging
 import signal
 
 from agentia.logs import bind
-from agentia.settings import WorkerSettings
+from agentia.settings import WorkerSettings, worker_redis_pool
 from sessions.bus import Bus, connect
 from sessions.runtime import ModelConfig, load_agent, model_provider
 from sessions.worker import Worker, WorkerConfig
@@ -31,7 +31,8 @@ def dump_tasks() -> None:
 
 
 async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = False) -> None:
-    bus = Bus(connect(s.redis_url), prefix=s.redis_prefix, shards=s.shards)
+    bus = Bus(connect(s.redis_url, worker_redis_pool(s.concurrency)), prefix=s.redis_prefix,
+              shards=s.shards)
     cfg = model_config(s, api_key)
     worker = Worker(bus, load_agent(s.agent), model_provider(cfg), WorkerConfig(
         concurrency=s.concurrency, lease_ms=s.lease_ms, max_attempts=s.max_attempts,

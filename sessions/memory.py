@@ -35,13 +35,14 @@ class RedisMemory:
     session_settings: SessionSettings | None = None
 
     def __init__(self, redis: aioredis.Redis, keys: K.Keys, session_id: str, turn: int = 0,
-                 max_items: int = K.MEMORY_MAXLEN, owner: str = "") -> None:
+                 max_items: int = K.MEMORY_MAXLEN, owner: str = "",
+                 remember: Any = None) -> None:
         self.redis: Any = redis  # see Bus.redis
         self.tag = b"%d|" % turn
         self.key = keys.memory(session_id)
         self.lock = keys.lock(session_id)
         self.owner = owner
-        self._remember = redis.register_script(scripts.REMEMBER)
+        self._remember = remember or redis.register_script(scripts.REMEMBER)
         self.session_id = session_id
         self.max_items = max_items
         self.outage = False

@@ -69,6 +69,7 @@ class RedisCore:
         self._append = redis.register_script(scripts.APPEND)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._begin = redis.register_script(scripts.BEGIN)
+        self._start = redis.register_script(scripts.START)
         self._rollback = redis.register_script(scripts.ROLLBACK)
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}

@@ -61,6 +61,17 @@ class Replay:
 
 
 @dataclass(frozen=True, slots=True)
+class Started:
+    """An attempt of a turn begun: its number, whether the turn was cancelled already, and
+    the run id its turn_start opened (empty when none was appended: cancelled, or past the
+    attempts)."""
+
+    attempt: int
+    cancelled: bool
+    run: str
+
+
+@dataclass(frozen=True, slots=True)
 class Partial:
     """A running turn's reply text so far: its chunks ``1 … seq`` of run ``run``."""
 
@@ -223,6 +234,11 @@ class WorkerBus(TurnQueue, TurnState, Protocol):
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None: ...
+
+    async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None: ...
+
+    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
+                            again: bool = False) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

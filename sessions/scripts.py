@@ -140,6 +140,43 @@ return {attempts, cancel and 1 or 0}
 """
 )
 
+# KEYS: meta, memory, lock, log, nodes, partial
+# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce
+# BEGIN, then, unless the turn is cancelled or past its attempts, its turn_start appended (the
+# event JSON is sessions/events.py's turn_start, byte for byte) and the run's partial buffer
+# started (run id "<turn>:<attempt>:<nonce>"): one script per attempt instead of two.
+# Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
+# {attempt, cancelled, offset of turn_start (0: none appended), run, node...}.
+START = (
+    """
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
+local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
+if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
+local mem, tag = KEYS[2], ARGV[1] .. '|'
+local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
+if ARGV[3] ~= '1' or attempts == 0 then
+  attempts = redis.call('HINCRBY', meta, 'a:' .. ARGV[1], 1)
+end
+"""
+    + _ROLLBACK
+    + """
+local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
+if cancel or attempts > tonumber(ARGV[4]) then return {attempts, cancel and 1 or 0, 0, ''} end
+local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
+local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
+local seq
+"""
+    + _APPEND
+    + """
+redis.call('DEL', KEYS[6])
+redis.call('RPUSH', KEYS[6], run)
+redis.call('EXPIRE', KEYS[6], ttl)
+local out = {attempts, 0, seq, run}
+for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
+return out
+"""
+)
+
 # KEYS: memory, lock; ARGV: lock owner ("" = unfenced), max items, ttl, item...
 # Appends conversation items, fenced by the session lock like APPEND.
 REMEMBER = """

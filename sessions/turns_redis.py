@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from sessions import scripts
 from sessions.redis_core import RedisCore, down
 from sessions.roles import LockLost, Turn
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 
 class RedisTurnState(RedisCore):
+    _remember: Any = None
+
     @down
     async def try_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
         """Take the session's lock (free, or left behind by this same ``owner``)."""
@@ -65,7 +68,10 @@ class RedisTurnState(RedisCore):
         Imported here: it needs the Agents SDK, which only workers load."""
         from sessions.memory import RedisMemory
 
-        return RedisMemory(self.redis, self.keys, sid, turn, owner=owner)
+        if self._remember is None:  # one Script object (its SHA1 computed once), not per turn
+            self._remember = self.redis.register_script(scripts.REMEMBER)
+        return RedisMemory(self.redis, self.keys, sid, turn, owner=owner,
+                           remember=self._remember)
 
     @asynccontextmanager
     async def cancel_feed(self) -> AsyncIterator[AsyncIterator[str]]:

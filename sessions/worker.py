@@ -32,7 +32,7 @@ from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
 from sessions.bus import LockLost, Turn, is_down
-from sessions.coalescer import Coalescer
+from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
@@ -48,7 +48,7 @@ takes a few seconds), then left pending for another worker to reclaim after the 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    concurrency: int = 32
+    concurrency: int = 256
     lease_ms: int = 30_000
     max_attempts: int = 3
     coalesce_ms: int = 40
@@ -73,6 +73,8 @@ class Worker:
         self.outages: set[str] = set()
         """Sessions whose last attempt met a Redis outage (its next attempt is not counted)."""
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
+        self.chunks = ChunkFlusher(bus, self.cfg.coalesce_ms / 1000)
+        """Every running turn's reply pieces, one pipeline per ``coalesce_ms``."""
         self.stopping = asyncio.Event()
         self.turns_done = 0
         self._last_reclaim = 0.0
@@ -314,8 +316,9 @@ class Worker:
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
-        attempt, cancelled = await self.bus.begin_attempt(turn.session, turn.offset, self.name,
-                                                          again)
+        started = await self.bus.start_attempt(turn.session, turn.offset, self.name,
+                                                max_attempts=self.cfg.max_attempts, again=again)
+        attempt, cancelled = started.attempt, started.cancelled
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, E.cancelled(turn.offset, ""))
             M.TURNS.labels("cancelled").inc()
@@ -323,11 +326,8 @@ class Worker:
         if attempt > self.cfg.max_attempts:
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        run_id = f"{turn.offset}:{attempt}:{secrets.token_hex(4)}"
-        await self.bus.append(turn.session, E.turn_start(turn.offset, attempt),
-                              owner=self.name, run=run_id)
-        co = Coalescer(self.bus, turn.session, turn.offset, attempt, run_id,
-                       self.cfg.coalesce_ms / 1000)
+        # the turn_start is in the log already (START)
+        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.task = asyncio.create_task(self._produce(turn, co, memory))
         try:
@@ -361,17 +361,13 @@ class Worker:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
     async def _produce(self, turn: Turn, co: Coalescer, memory: RedisMemory) -> None:
-        flusher = asyncio.create_task(co.run())
-        try:
-            async with asyncio.timeout(self.cfg.turn_timeout_s):
-                async for item in stream_turn(self.agent, turn.text, memory, self.provider):
-                    if isinstance(item, Delta):
-                        co.add(item.text)
-                    else:
-                        await co.flush()
-                        await self._append(turn, E.tool(turn.offset, item.name))
-        finally:
-            await co.stop(flusher)
+        async with asyncio.timeout(self.cfg.turn_timeout_s):
+            async for item in stream_turn(self.agent, turn.text, memory, self.provider):
+                if isinstance(item, Delta):
+                    co.add(item.text)
+                else:
+                    await co.flush()
+                    await self._append(turn, E.tool(turn.offset, item.name))
         await co.flush()
 
     async def _append(self, turn: Turn, event: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from agentia.codes import BusUnavailable
 from sessions import events as E
 from sessions import keys as K
-from sessions.bus import Bus, Turn
+from sessions.bus import Bus, LockLost, Turn
 from sessions.membership import Membership
 from sessions.roles import ChunkAt, Delivered, NodeDelivery, Partial, Submitted
 
@@ -239,3 +239,29 @@ async def test_membership_lingers_only_between_dense_reads() -> None:
     assert 0.6 <= gaps[2] < 0.9  # the slow read itself, then no linger after it
     assert gaps[3] >= 0.3
     assert [offset for _, offset, _ in handler.events][:4] == [1, 2, 3, 4]
+
+
+async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bus) -> None:
+    """START: counts the attempt, appends the turn_start (the very bytes events.py builds)
+    and starts the run's partial buffer; a cancelled turn or one past its attempts gets no
+    turn_start; another worker's call is refused."""
+    await bus.open_session("st", "ann")
+    sub = await bus.submit("st", "m1", "hi", user="ann")
+    assert await bus.try_lock("st", "w1", 30_000)
+    with pytest.raises(LockLost):
+        await bus.start_attempt("st", sub.offset, "w2", max_attempts=3)
+    started = await bus.start_attempt("st", sub.offset, "w1", max_attempts=3)
+    assert (started.attempt, started.cancelled) == (1, False)
+    assert started.run.startswith(f"{sub.offset}:1:")
+    ((_, raw),) = (await bus.replay("st", sub.offset, None)).events
+    assert raw == orjson.dumps(E.turn_start(sub.offset, 1))
+    assert await bus.redis.lrange(bus.keys.partial("st"), 0, -1) == [started.run.encode()]
+    again = await bus.start_attempt("st", sub.offset, "w1", max_attempts=3, again=True)
+    assert again.attempt == 1 and again.run != started.run  # an outage's rerun: same attempt
+    past = await bus.start_attempt("st", sub.offset, "w1", max_attempts=1)
+    assert (past.attempt, past.run) == (2, "")
+    await bus.cancel("st", sub.offset)
+    cancelled = await bus.start_attempt("st", sub.offset, "w1", max_attempts=9)
+    assert cancelled.cancelled and cancelled.run == ""
+    types = [orjson.loads(e)["type"] for _, e in (await bus.replay("st", 0, None)).events]
+    assert types == ["user", "turn_start", "turn_start"]

@@ -39,7 +39,7 @@ def test_defaults_without_env() -> None:
     s = from_env(Common)
     assert s == Common()
     w = from_env(WorkerSettings)
-    assert w.concurrency == 32 and w.agent == "sessions.demo:demo_agent"
+    assert w.concurrency == 256 and w.agent == "sessions.demo:demo_agent"
 
 
 def test_reads_env(monkeypatch: pytest.MonkeyPatch, fd_limit: int) -> None:
@@ -115,6 +115,28 @@ def test_validation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         from_env(Common)
     with pytest.raises(SettingsError):
         from_env(WorkerSettings, shards=2, concurrency=0)
+    with pytest.raises(SettingsError, match="at most 10,000"):
+        from_env(WorkerSettings, shards=2, concurrency=10_001)
+
+
+def test_worker_concurrency_needs_open_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker raises its soft fd limit for its turns' sockets, or refuses to start."""
+    import resource
+
+    limits = {"soft": 256, "hard": 4_096}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+
+    def setrlimit(_: int, new: tuple[int, int]) -> None:
+        if new[0] > limits["hard"]:
+            raise ValueError("above the hard limit")
+        limits["soft"] = new[0]
+
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    assert from_env(WorkerSettings, concurrency=1_000).concurrency == 1_000
+    assert limits["soft"] == 1_000 + 250 + 100  # raised to what 1,000 turns need
+    with pytest.raises(SettingsError, match="ulimit -n"):
+        from_env(WorkerSettings, concurrency=5_000)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (4_096, 4_096)  # as far as allowed
 
 
 def test_max_connections_defaults_to_fd_limit_minus_reserve(fd_limit: int) -> None:

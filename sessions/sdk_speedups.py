@@ -1,0 +1,213 @@
+"""Faster equivalents of SDK helpers that a worker calls on every turn or every token.
+
+Profiled on the demo agent (docs/benchmarks.md, "Worker CPU per turn"): these three cost
+about a third of the SDK's CPU per turn, and each does work whose result cannot change
+between turns. Each replacement returns exactly what the original returns (tests/unit/
+test_sdk_speedups.py compares them) and falls back to the original outside its fast path.
+They are installed once per worker process by :func:`install`, and only on the SDK versions
+they were written against: on any other version the SDK is left as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+import pydantic
+from openai import AsyncOpenAI
+from openai._streaming import ServerSentEvent, SSEDecoder, _SSELineDecoder
+from openai.types.chat import ChatCompletionChunk
+
+log = logging.getLogger("agentia.worker")
+SDK_VERSIONS = ("0.24.",)
+"""openai-agents versions whose internals these replacements were checked against."""
+_PLAIN = (str, int, float, bool, type(None))
+_installed = False
+ORIGINALS: dict[str, Callable[..., Any]] = {}
+"""The SDK's own functions that :func:`install` replaced, by name (tests compare them)."""
+
+
+def install() -> bool:
+    """Install the replacements (idempotent); False when the SDK version is not known."""
+    global _installed
+    if _installed:
+        return True
+    sdk = version("openai-agents")
+    if not sdk.startswith(SDK_VERSIONS):
+        log.info("openai-agents %s: SDK speedups not installed (checked: %s)", sdk,
+                 ", ".join(SDK_VERSIONS))
+        return False
+    _install_dump_compatible()
+    _install_identity_map()
+    _install_wrapper_check()
+    _installed = True
+    return True
+
+
+def _install_dump_compatible() -> None:
+    """``_to_dump_compatible`` copies every input item (the whole conversation, several times
+    a turn) through ABC ``isinstance`` checks per value: 15 % of a turn with 100 items of
+    memory. Plain JSON values take a direct path; anything else goes to the original."""
+    from agents.util import _json
+
+    original: Callable[[Any], Any] = _json._to_dump_compatible_internal
+    ORIGINALS["dump_compatible"] = original
+
+    def fast(obj: Any) -> Any:
+        kind = type(obj)
+        if kind in _PLAIN:
+            return obj
+        if kind is dict:
+            return {k: fast(v) for k, v in obj.items()}
+        if kind is list or kind is tuple:
+            return [fast(x) for x in obj]
+        return original(obj)
+
+    _json._to_dump_compatible_internal = fast  # the original recurses through this global
+
+
+def _install_identity_map() -> None:
+    """The SDK names every agent reachable from the starting one for its resumable run
+    state, twice a run, by sorting each group of same-named agents on a JSON signature of
+    the agent's whole configuration (tools, instructions, settings): 0.5 ms a run for the
+    demo agent. With no two agents of one name the order cannot matter and each name is its
+    own identity; duplicates still go through the original."""
+    from agents import _run_state_agent_identity as ident
+    from agents import run_state
+    from agents.run_internal import tool_use_tracker
+
+    original: Callable[[Any], dict[str, Any]] = ident._build_agent_identity_map
+    ORIGINALS["identity_map"] = original
+
+    def fast(initial_agent: Any) -> dict[str, Any]:
+        agents = list(ident._iter_agent_graph(initial_agent))
+        by_name = {a.name: a for a in agents}
+        if len(by_name) == len(agents):
+            return by_name
+        return original(initial_agent)
+
+    for module in (ident, run_state, tool_use_tracker):
+        module._build_agent_identity_map = fast  # type: ignore[attr-defined]
+
+
+def _install_wrapper_check() -> None:
+    """Whether a session method takes ``wrapper`` is decided by ``inspect.signature`` on
+    each of the session's four methods, several times a turn. A function's signature does
+    not change: it is remembered per function (a bounded cache)."""
+    from agents.memory import session
+
+    original: Callable[[Any], bool] = session._session_method_accepts_wrapper
+    ORIGINALS["accepts_wrapper"] = original
+
+    @functools.lru_cache(maxsize=256)
+    def by_function(func: Any) -> bool:
+        return original(func)
+
+    def fast(method: Any) -> bool:
+        func = getattr(method, "__func__", None)
+        if func is None:  # not a bound method: as the SDK does
+            return original(method)
+        return by_function(func)
+
+    session._session_method_accepts_wrapper = fast
+
+
+class ChunkClient(AsyncOpenAI):
+    """The OpenAI client with fast paths for streamed Chat Completions chunks (see also
+    :class:`MergingSSEDecoder`).
+
+    The client builds every response object with its lenient ``construct`` (no validation,
+    field by field in Python): 65 us a chunk, a third of a streaming worker's CPU, paid for
+    every token. A chunk that matches its schema is validated by pydantic's compiled code
+    instead (5 us, the same object); one that does not (a server that leaves fields out)
+    still goes the lenient way."""
+
+    def _make_sse_decoder(self) -> SSEDecoder:
+        return MergingSSEDecoder()
+
+    def _process_response_data(self, *, data: object, cast_to: type[Any],
+                                response: Any) -> Any:
+        if cast_to is ChatCompletionChunk and isinstance(data, dict):
+            try:
+                return ChatCompletionChunk.model_validate(data)
+            except pydantic.ValidationError:
+                pass
+        return super()._process_response_data(data=data, cast_to=cast_to, response=response)
+
+
+class MergingSSEDecoder(SSEDecoder):
+    """Server-sent events as the client's decoder gives them, except that the text-only
+    chunks that arrived in one read are merged into one chunk of their joined text.
+
+    Every chunk costs the client, the SDK and the worker ~70 us whatever its size. A worker
+    that keeps up reads each token as it comes (one chunk a read: nothing changes); one that
+    falls behind finds several tokens per read and pays for one, so its cost per token falls
+    as its load rises instead of the reverse. Only chunks whose single choice carries text
+    and nothing else (no role, tool call, finish reason, logprobs or usage) are merged, and
+    only with their neighbours in the same read: order and content are unchanged."""
+
+    async def aiter_bytes(self, iterator: Any) -> Any:
+        lines = _SSELineDecoder()
+        try:
+            async for chunk in iterator:
+                events = list(self._decode_lines(lines.feed(chunk)))
+                for sse in merge_text_events(events) if len(events) > 1 else events:
+                    yield sse
+            for sse in self._decode_lines(lines.finish()):
+                yield sse
+        finally:
+            self._reset()
+
+
+def merge_text_events(events: list[ServerSentEvent]) -> list[ServerSentEvent]:
+    """Runs of text-only chunk events, each made one event (see :class:`MergingSSEDecoder`)."""
+    out: list[ServerSentEvent] = []
+    run: list[tuple[ServerSentEvent, dict[str, Any]]] = []
+    for sse in events:
+        body = _text_only(sse)
+        if body is None:
+            out.extend(_merged(run))
+            run = []
+            out.append(sse)
+        else:
+            run.append((sse, body))
+    out.extend(_merged(run))
+    return out
+
+
+def _text_only(sse: ServerSentEvent) -> dict[str, Any] | None:
+    if sse.event is not None or not sse.data.startswith("{"):
+        return None
+    try:
+        body: dict[str, Any] = orjson.loads(sse.data)
+    except orjson.JSONDecodeError:
+        return None
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or len(choices) != 1 or body.get("usage") is not None:
+        return None
+    choice = choices[0]
+    if not isinstance(choice, dict) or choice.get("finish_reason") is not None \
+            or choice.get("logprobs") is not None or set(choice) - {"index", "delta",
+                                                                   "finish_reason",
+                                                                   "logprobs"}:
+        return None
+    delta = choice.get("delta")
+    if not isinstance(delta, dict) or set(delta) != {"content"} \
+            or not isinstance(delta["content"], str):
+        return None
+    return body
+
+
+def _merged(run: list[tuple[ServerSentEvent, dict[str, Any]]]) -> list[ServerSentEvent]:
+    if len(run) < 2:
+        return [sse for sse, _ in run]
+    body = run[0][1]
+    body["choices"][0]["delta"]["content"] = "".join(
+        b["choices"][0]["delta"]["content"] for _, b in run)
+    last = run[-1][0]
+    return [ServerSentEvent(event=None, data=orjson.dumps(body).decode(), id=last.id,
+                            retry=last.retry)]

@@ -1,0 +1,134 @@
+"""The worker's SDK speedups (sessions/sdk_speedups.py) give what the SDK's own code gives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from agents import Agent, handoff
+from agents import _run_state_agent_identity as ident
+from agents.memory import session as sdk_session
+from agents.util import _json
+from openai._streaming import ServerSentEvent
+from openai.types.chat import ChatCompletionChunk
+
+from sessions import sdk_speedups as S
+from sessions.demo import demo_agent
+
+
+def setup_module() -> None:
+    assert S.install()
+
+
+def test_dump_compatible_matches_the_sdk() -> None:
+    fast, slow = _json._to_dump_compatible_internal, S.ORIGINALS["dump_compatible"]
+    assert fast is not slow
+    items = [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+             {"type": "function_call", "arguments": "{}", "n": 1.5, "ok": True, "x": None,
+              "t": ("a", ("b",)), "s": {3}, "r": range(2)}, "plain", 7]
+    assert fast(items) == slow(items)
+    assert fast(items)[1]["t"] == ["a", ["b"]]  # tuples become lists, as in the SDK
+    chunk = ChatCompletionChunk.model_validate(_chunk({"content": "x"}))
+    assert fast([chunk]) == slow([chunk])  # anything else: the SDK's own way
+
+
+def test_identity_map_matches_the_sdk() -> None:
+    fast, slow = ident._build_agent_identity_map, S.ORIGINALS["identity_map"]
+    helper = Agent(name="helper", instructions="help")
+    root = Agent(name="root", handoffs=[helper, handoff(Agent(name="other"))])
+    assert fast(root) == slow(root) and list(fast(root)) == ["root", "helper", "other"]
+    twin = Agent(name="helper", instructions="the other helper")
+    dup = Agent(name="root", handoffs=[helper, twin])
+    assert fast(dup) == slow(dup) and "helper#2" in fast(dup)
+    assert fast(demo_agent) == slow(demo_agent)
+
+
+def test_wrapper_check_matches_the_sdk() -> None:
+    class Plain:
+        async def get_items(self, limit: int | None = None) -> list[Any]:
+            return []
+
+    class Aware:
+        async def get_items(self, limit: int | None = None, *, wrapper: Any = None) -> list[Any]:
+            return []
+
+    fast, slow = sdk_session._session_method_accepts_wrapper, S.ORIGINALS["accepts_wrapper"]
+    for obj in (Plain(), Aware(), Plain()):
+        assert fast(obj.get_items) == slow(obj.get_items)
+    assert fast(Aware().get_items) and not fast(Plain().get_items)
+    assert fast(len) == slow(len)  # not a bound method
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
+
+
+def _sse(body: dict[str, Any] | str) -> bytes:
+    data = body if isinstance(body, str) else orjson.dumps(body).decode()
+    return f"data: {data}\n\n".encode()
+
+
+STREAM: list[dict[str, Any] | str] = [
+          _chunk({"role": "assistant", "content": "Hi"}), _chunk({"content": " there"}),
+          _chunk({"content": ","}), _chunk({"content": " you"}),
+          _chunk({"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f"}}]}),
+          _chunk({"content": " a"}), _chunk({"content": " b"}), _chunk({}, "stop"), "[DONE]"]
+
+
+async def _decode(blocks: list[bytes]) -> list[ServerSentEvent]:
+    async def feed() -> AsyncIterator[bytes]:
+        for b in blocks:
+            yield b
+    return [sse async for sse in S.MergingSSEDecoder().aiter_bytes(feed())]
+
+
+def _text(events: list[ServerSentEvent]) -> str:
+    return "".join(orjson.loads(e.data)["choices"][0]["delta"].get("content") or ""
+                   for e in events if e.data.startswith("{"))
+
+
+def test_text_chunks_of_one_read_are_merged_in_order() -> None:
+    one_read = asyncio.run(_decode([b"".join(_sse(c) for c in STREAM)]))
+    each = asyncio.run(_decode([_sse(c) for c in STREAM]))
+    assert len(each) == len(STREAM)  # one chunk per read: nothing merged
+    # role chunk, " there, you", tool call, " a b", stop, [DONE]
+    assert len(one_read) == 6
+    assert _text(one_read) == _text(each) == "Hi there, you a b"
+    assert orjson.loads(one_read[1].data)["choices"][0]["delta"] == {"content": " there, you"}
+    assert "tool_calls" in one_read[2].data and one_read[-1].data == "[DONE]"
+    for e in one_read[:-1]:  # every merged chunk is still a valid chunk
+        ChatCompletionChunk.model_validate(orjson.loads(e.data))
+
+
+def test_chunks_with_more_than_text_are_not_merged() -> None:
+    usage = _chunk({"content": "a"}, usage={"prompt_tokens": 1})
+    logprobs = _chunk({"content": "b"})
+    logprobs["choices"][0]["logprobs"] = {"content": []}
+    two = {**_chunk({"content": "c"}), "choices": [
+        {"index": 0, "delta": {"content": "c"}}, {"index": 1, "delta": {"content": "d"}}]}
+    bodies: list[dict[str, Any] | str] = [usage, logprobs, two, "not json", _chunk({})]
+    blocks = [b"".join(_sse(c) for c in bodies)]
+    assert len(asyncio.run(_decode(blocks))) == 5
+
+
+def test_chunk_client_validates_chunks_and_falls_back() -> None:
+    client = S.ChunkClient(api_key="k", base_url="http://127.0.0.1:9/v1")
+    good = _chunk({"content": "x"})
+    got = client._process_response_data(data=good, cast_to=ChatCompletionChunk, response=None)
+    assert isinstance(got, ChatCompletionChunk) and got.choices[0].delta.content == "x"
+    odd = {"choices": [{"index": 0, "delta": {"content": "y"}}]}  # no id, created, model
+    got = client._process_response_data(data=odd, cast_to=ChatCompletionChunk, response=None)
+    assert got.choices[0].delta.content == "y"  # the client's lenient way, no error
+
+
+def test_a_run_starts_with_its_own_copy_of_an_agent_without_handoffs() -> None:
+    from sessions.runtime import _per_run
+
+    run = _per_run(demo_agent)
+    assert run is not demo_agent and run.tools is demo_agent.tools
+    assert run.name == demo_agent.name and run.instructions == demo_agent.instructions
+    triage = Agent(name="triage", handoffs=[Agent(name="expert")])
+    assert _per_run(triage) is triage  # experts may hand back to the original
