@@ -192,7 +192,9 @@ async def _publish_chunks(url: str, prefix: str, sessions: list[str], rate: floa
         await asyncio.sleep(1.0)  # the turn_starts reach the clients before any chunk
         lanes = min(lanes, len(sessions))
         t0 = time.perf_counter()
-        done = await asyncio.gather(*(lane(sessions[w::lanes], rate / lanes, t0)
+        # lanes start 1/rate apart: paced together, they would publish in bursts of
+        # ``lanes`` events, which the clients would report as delay
+        done = await asyncio.gather(*(lane(sessions[w::lanes], rate / lanes, t0 + w / rate)
                                       for w in range(lanes)))
     finally:
         await bus.close()
