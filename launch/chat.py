@@ -22,9 +22,10 @@ from agentia_client import (
     AgentiaClient,
     Backoff,
     Cancelled,
+    Chunk,
     ClientError,
     ConnectError,
-    Delta,
+    Partial,
     ReconnectFailed,
     Reply,
     RequestError,
@@ -62,24 +63,41 @@ takes seconds)."""
 
 async def _turn(client: AgentiaClient, text: str) -> None:
     """Send one message and print the reply as it streams; returns at the turn's end."""
+    shown = ""  # the reply text printed for the current run of the turn
     try:
         async for ev in client.stream(text):
-            if isinstance(ev, Delta):
+            if isinstance(ev, Chunk):
                 print(ev.text, end="", flush=True)
+                shown += ev.text
+            elif isinstance(ev, Partial):  # the text so far, after a reconnect
+                _catch_up(shown, ev.text)
+                shown = ev.text
             elif isinstance(ev, ToolCall):
                 print(f"[tool: {ev.name}] ", end="", flush=True)
-            elif isinstance(ev, TurnStart) and ev.attempt > 1:
+            elif isinstance(ev, TurnStart) and (ev.attempt > 1 or shown):
                 print(f"\n[attempt {ev.attempt}] ", end="", flush=True)
+                shown = ""
             elif isinstance(ev, Cancelled):
+                _catch_up(shown, ev.text)
                 print(" [cancelled]", flush=True)
             elif isinstance(ev, TurnFailure):
                 print(f" [turn_error: {ev.code}: {ev.message}]", flush=True)
-            elif isinstance(ev, Reply):
+            elif isinstance(ev, Reply):  # the whole text: the rest, if it ended while away
+                _catch_up(shown, ev.text)
                 print(flush=True)
     except RequestError as exc:  # refused for good (e.g. too long): say so, keep chatting
         print(f"\n[error {exc.code}] {exc.message}", flush=True)
     except SessionReset:  # Redis lost the session while the turn ran: the chat goes on
         print("\n[the session was re-created: this reply is lost]", flush=True)
+
+
+def _catch_up(shown: str, text: str) -> None:
+    """Print what ``text`` (a partial, or the turn's final text) adds to what is on the
+    screen; start a new line when it does not continue it."""
+    if text.startswith(shown):
+        print(text[len(shown):], end="", flush=True)
+    else:
+        print("\n" + text, end="", flush=True)
 
 
 class Lines:

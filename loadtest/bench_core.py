@@ -274,9 +274,9 @@ async def _turn_load(port: int, rate: float, seconds: float, clients: int,
             if f["type"] == "ack":
                 acks.append(now - sent[f["id"]])
                 turn_of[id(ws) * 1_000_000 + f["offset"]] = f["id"]
-            elif f["type"] in ("delta", "reply"):
+            elif f["type"] in ("chunk", "reply"):
                 cid = turn_of.get(id(ws) * 1_000_000 + f["turn"])
-                deltas[0] += f["type"] == "delta"
+                deltas[0] += f["type"] == "chunk"  # reply text frames (the log's deltas before)
                 if cid and cid not in first_seen:
                     first_seen.add(cid)
                     firsts.append(now - sent[cid])
@@ -384,7 +384,7 @@ async def _cancel_trials(port: int, trials: int) -> dict[str, Any]:
                 f = orjson.loads(await ws.recv())
                 if f["type"] == "ack":
                     turn = f["offset"]
-                elif f["type"] == "delta" and f["turn"] == turn:
+                elif f["type"] == "chunk" and f["turn"] == turn:
                     t0 = time.perf_counter()
                     await ws.send(orjson.dumps({"type": "cancel", "turn": turn}).decode())
                 elif f["type"] == "cancelled" and f["turn"] == turn:

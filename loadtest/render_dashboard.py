@@ -200,11 +200,11 @@ class LoadClient:
                     self._started(f.get("id"), f["offset"])
                 elif kind == "user":
                     self._started(f.get("id"), f["offset"])
-                elif kind == "delta" and f["turn"] in self.turn_at:
+                elif kind in ("chunk", "partial") and f["turn"] in self.turn_at:
                     t = self.turn_at[f["turn"]]
                     if t > 0:
                         st.ttfd.append(now - t)
-                        self.turn_at[f["turn"]] = -t  # first delta seen
+                        self.turn_at[f["turn"]] = -t  # first reply text seen
                 elif kind == "reply":
                     st.replies += 1
                     began = self.turn_at.pop(f["turn"], None)

@@ -25,8 +25,8 @@ from loadtest.attack import wire as W
 MAX_FRAME = 65_536
 MAX_TEXT = 16_000
 MAX_STRIKES = 20
-EVENTS = {"user", "turn_start", "tool", "reply", "cancelled", "turn_error", "call", "chunk",
-          "partial"}
+EVENTS = {"user", "turn_start", "tool", "reply", "cancelled", "turn_error", "call"}
+STREAM = {"chunk", "partial"}  # a running turn's reply text: no offset, not log events
 Json = Any
 Check = Callable[["Session", dict[str, Any]], None]
 
@@ -415,7 +415,8 @@ async def _next_json(w: W.Wire, s: Session, timeout: float) -> dict[str, Any]:
 
 
 async def _next(w: W.Wire, s: Session, timeout: float) -> W.Frame:
-    """The next frame that is not a session log event (those are recorded in ``s``)."""
+    """The next frame that is not a session log event (those are recorded in ``s``) nor a
+    turn's streamed text (skipped)."""
     while True:
         f = await asyncio.wait_for(w.read(), timeout)
         if f is None:
@@ -425,5 +426,7 @@ async def _next(w: W.Wire, s: Session, timeout: float) -> W.Frame:
             if obj.get("type") in EVENTS and isinstance(obj.get("offset"), int):
                 s.events[obj["offset"]] = obj
                 s.since_answer.add(obj["offset"])
+                continue
+            if obj.get("type") in STREAM and "offset" not in obj:
                 continue
         return f

@@ -282,20 +282,12 @@ function applyEvent(ev) {
       break;
     }
     case "turn_start": {
+      // the reply starts (again, after a failed attempt or an outage): drop what came before
       const t = turnView(ev.turn);
-      if (ev.attempt > 1) { // a new attempt restarts the reply: drop the earlier attempts' output
-        t.text = "";
-        t.tools = [];
-        t.note = `Retrying (attempt ${ev.attempt})`;
-      }
+      t.text = "";
+      t.tools = [];
+      if (ev.attempt > 1) t.note = `Retrying (attempt ${ev.attempt})`;
       t.attempt = ev.attempt;
-      t.status = "streaming";
-      markDirty(t);
-      break;
-    }
-    case "delta": {
-      const t = turnView(ev.turn);
-      t.text += ev.text;
       t.status = "streaming";
       markDirty(t);
       break;
@@ -325,6 +317,16 @@ function applyEvent(ev) {
     default:
       break; // event types added later are ignored
   }
+}
+
+/** The reply text so far, from `chunk` frames (and a `partial` after a reload or a reconnect
+ * mid-reply); the client has applied the protocol's rules (order, duplicates, attempts). */
+function applyText({ turn, text }) {
+  const t = turnView(turn);
+  if (t.status === "done" || t.status === "cancelled" || t.status === "error") return;
+  t.text = text;
+  t.status = "streaming";
+  markDirty(t);
 }
 
 function clearView() {
@@ -660,6 +662,7 @@ function startClient() {
   app.client = client;
   client.on("state", onState);
   client.on("event", applyEvent);
+  client.on("text", applyText);
   client.on("reset", clearView);
   client.on("welcome", (w) => {
     els.nodeInfo.textContent = `edge ${w.node}`;

@@ -91,11 +91,45 @@ export interface ResumedFrame {
   [key: string]: unknown;
 }
 
-/** A session log event (user, delta, message, turn_error, ...): each offset once, in order. */
+/** A session log event (user, turn_start, tool, reply, ...): each offset once, in order. */
 export interface LogEvent {
   type: string;
   offset: number;
   [key: string]: unknown;
+}
+
+/** The next piece of a running turn's reply text (no offset, not a log event, never replayed). */
+export interface ChunkFrame {
+  type: "chunk";
+  /** The turn (offset of its `user` event). */
+  turn: number;
+  /** The attempt that produced it (as in `turn_start`). */
+  attempt: number;
+  /** 1, 2, 3, ... within one run of the attempt. */
+  seq: number;
+  text: string;
+}
+
+/** A running turn's text so far (chunks 1 .. seq): replaces the turn's text. */
+export interface PartialFrame {
+  type: "partial";
+  turn: number;
+  attempt: number;
+  /** The number of chunks `text` holds: the next chunk has `seq + 1`. */
+  seq: number;
+  text: string;
+}
+
+export type StreamFrame = ChunkFrame | PartialFrame;
+
+/** A turn's streamed text after a `chunk` or `partial` changed it. */
+export interface TextInfo {
+  turn: number;
+  attempt: number;
+  /** Chunks applied to this run of the attempt. */
+  seq: number;
+  /** The reply so far. */
+  text: string;
 }
 
 export interface Ack {
@@ -192,6 +226,12 @@ export interface ClientOptions {
 
 export type ClientEvents = {
   event: (ev: LogEvent) => void;
+  /** A turn's reply text changed (a chunk appended, a partial replaced it). */
+  text: (info: TextInfo) => void;
+  /** A chunk that was applied (duplicates, holes, older attempts and late ones are not emitted). */
+  chunk: (frame: ChunkFrame) => void;
+  /** A partial that was applied (in a resume's answer, or for a connection that joined mid-turn). */
+  partial: (frame: PartialFrame) => void;
   state: (state: ClientState, previous: ClientState) => void;
   reset: (info: ResetInfo) => void;
   error: (err: AgentiaError) => void;
@@ -240,6 +280,8 @@ export class AgentiaClient extends Emitter<ClientEvents> implements AsyncIterabl
   readonly pending: { id: string; text: string }[];
   /** The highest offset applied (all lower ones applied too). */
   readonly lastOffset: number;
+  /** A turn's reply text so far (its final text once it ended); null if nothing was seen. */
+  replyText(turn: number): string | null;
   readonly connected: boolean;
   /** Log events as an async iterator (ends at close()). */
   events(): AsyncIterableIterator<LogEvent>;
@@ -256,8 +298,13 @@ export interface ResumedOutput {
   requested: boolean;
   reset: boolean;
   apply: LogEvent[];
+  /** The `chunk`/`partial` frames held during the resume, to apply after `apply`. */
+  stream: StreamFrame[];
   behind: boolean;
 }
+
+/** `chunk`/`partial` frames held while a resume is answered; beyond, dropped. */
+export const STREAM_BUFFER_LIMIT: number;
 
 /** The resume algorithm of docs/protocol.md section 6, without I/O. */
 export class EventSequencer {
@@ -269,10 +316,37 @@ export class EventSequencer {
   resumeFrame(): { type: "resume"; after: number; epoch?: string };
   abort(): void;
   onEvent(ev: LogEvent): SequencerOutput;
+  /** The frames to apply now: none while a resume is answered (they follow its events). */
+  onStream(frame: StreamFrame): StreamFrame[];
   onResumed(frame: ResumedFrame): ResumedOutput;
 }
 
+/** One turn's reply text by the rules of docs/protocol.md, `chunk` (no I/O). */
+export class TurnText {
+  constructor(turn: number);
+  turn: number;
+  /** The latest attempt seen (0: none yet). */
+  attempt: number;
+  /** Chunks applied to this run of `attempt`. */
+  seq: number;
+  text: string;
+  ended: boolean;
+  /** Apply a log event or a chunk/partial of this turn; true when it was applied. */
+  apply(frame: LogEvent | StreamFrame): boolean;
+}
+
+/** The session's turns' texts (at most `limit` turns, the oldest forgotten first). */
+export class ReplyTexts {
+  constructor(limit?: number);
+  readonly limit: number;
+  get(turn: number): TurnText | undefined;
+  clear(): void;
+  /** The turn's TurnText when the event or frame was applied, else null. */
+  apply(frame: LogEvent | StreamFrame): TurnText | null;
+}
+
 export function isLogEvent(frame: unknown): frame is LogEvent;
+export function isStreamFrame(frame: unknown): frame is StreamFrame;
 export function withSession(url: string, session: string | null | undefined): string;
 /** Characters as the server counts them (code points). */
 export function countChars(text: string): number;

@@ -20,6 +20,10 @@ from loadtest.locust.counters import Tally
 from loadtest.locust.wsconn import WSConnection, WSError, describe
 from loadtest.locust.wsuser import AgentiaWSUser, fire
 
+_TURN_FRAMES = frozenset({"chunk", "partial", "reply", "turn_error", "cancelled"})
+"""The frames of a turn it times: reply text (``chunk``, ``partial``: no offset, not log
+events) and the turn's ending events."""
+
 
 class Turn:
     __slots__ = ("cid", "done", "first", "offset", "t0")
@@ -118,7 +122,7 @@ class ChatUser(AgentiaWSUser):
                 self._event(turn, k, t, ev)
         elif kind == "error" and f.get("ref") == turn.cid:
             self._fail(turn, "ack", WSError(f"error {f.get('code')}"))
-        elif kind in ("delta", "reply", "turn_error", "cancelled") and "turn" in f:
+        elif kind in _TURN_FRAMES and "turn" in f:
             if turn.offset is None:  # the ack and the first events may cross
                 self.early.setdefault(int(f["turn"]), []).append((kind, now, f))
             elif f["turn"] == turn.offset:
@@ -127,9 +131,9 @@ class ChatUser(AgentiaWSUser):
     def _event(self, turn: Turn, kind: str, now: float, f: dict[str, Any]) -> None:
         if turn.done.is_set():
             return
-        if kind in ("delta", "reply") and not turn.first:
-            turn.first = True
-            fire(self.environment, "first_delta", turn.t0, len(f.get("text", "")),
+        if kind in ("chunk", "partial", "reply") and not turn.first:
+            turn.first = True  # the first reply text (a partial if it joined mid-turn)
+            fire(self.environment, "first_chunk", turn.t0, len(f.get("text", "")),
                  ms=(now - turn.t0) * 1000)
         if kind == "reply":
             fire(self.environment, "full_turn", turn.t0, len(f.get("text", "")),

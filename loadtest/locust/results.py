@@ -173,7 +173,7 @@ def summarize(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if counters:
         summary["peak_open_client_side"] = int(max(c["open"] for c in counters))
     if meta["scenario"] == "chat":
-        for name in ("ack", "first_delta", "full_turn"):
+        for name in ("ack", "first_chunk", "full_turn"):
             summary[name] = _latency(stats, name)
         last = counters[-1] if counters else {}
         summary["turns_sent"] = int(last.get("turns_started", 0))
@@ -353,7 +353,7 @@ def plot(out: Path, scenario: str) -> list[Path]:
 
     # turn latency distribution
     hists = read_histograms(out)
-    cdf_plot(plt, save, hists, ("ack", "first_delta", "full_turn"), "turn_latency.png",
+    cdf_plot(plt, save, hists, ("ack", "first_chunk", "full_turn"), "turn_latency.png",
              "ms from sending the turn (log)", "fraction of turns",
              f"{scenario}: turn latency distribution (CDF)")
     if scenario in ("reconnect", "slow"):

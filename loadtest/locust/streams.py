@@ -3,10 +3,12 @@ phase file that drives the Locust processes, and the verdict that compares what 
 received with the session logs in Redis. Never imports Locust.
 
 The publisher appends events with :meth:`sessions.bus.Bus.append`, the call an agent worker
-makes for every delta (the same Lua script: log entry ``0-<offset>``, then a copy to the
-delivery stream of every edge node holding the session), round-robin over the sessions at a
-steady rate. Each event is ``{"type": "delta", "turn": 0, "ts": <unix time just before the
-append>, "text": <padding>}``: ``ts`` lets clients measure append-to-arrival latency.
+makes for every log event (``turn_start``, ``tool``, ``reply``; the same Lua script: log entry
+``0-<offset>``, then a copy to the delivery stream of every edge node holding the session),
+round-robin over the sessions at a steady rate. Each event is ``{"type": "delta", "turn": 0,
+"ts": <unix time just before the append>, "text": <padding>}`` (a type today's clients ignore:
+reply text no longer goes through the log, see docs/protocol.md ``chunk``): ``ts`` lets
+clients measure append-to-arrival latency.
 """
 
 from __future__ import annotations

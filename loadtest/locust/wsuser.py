@@ -15,7 +15,7 @@ Users:
   closed by the server or the network, by close code; ``close 1006`` without a close frame).
 * :class:`~loadtest.locust.chatuser.ChatUser` holds one connection and sends turns
   (``{"type": "send", "id": ..., "text": ...}``) at ``--ws-turn-rate`` turns/s over all
-  ChatUsers, one turn in flight per User. Reports ``WS ack``, ``WS first_delta`` and
+  ChatUsers, one turn in flight per User. Reports ``WS ack``, ``WS first_chunk`` and
   ``WS full_turn`` (times from sending the turn), failures by error code (``error rate_limited``,
   ``turn_error turn_failed``, ``cancelled``), close code or ``timeout``.
 

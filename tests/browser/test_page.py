@@ -3,7 +3,8 @@ edges, a private Redis, a worker on the demo model and the control plane serving
 
 One conversation, step by step: a streamed reply, a reload that rebuilds the history, a second
 tab that sees every event, and a SIGKILL of the edge the page is connected to, after which the
-badge goes to "reconnecting" then "resumed" and the conversation goes on. Screenshots of every
+badge goes to "reconnecting" then "resumed" and the conversation goes on; then a reload in the
+middle of a reply, which shows the text so far at once. Screenshots of every
 step go to test-output/browser/.
 """
 
@@ -147,9 +148,10 @@ def test_chat_page_streams_reloads_shares_tabs_and_survives_an_edge_crash(
                                                              re.compile("not available"))
     shot(page, "01-empty")
 
-    # 2. A message, and its reply streamed in several deltas.
-    page.evaluate("""() => { window.__events = [];
-        window.agentiaApp.client.on('event', (e) => window.__events.push(e)); }""")
+    # 2. A message, and its reply streamed in several chunks.
+    page.evaluate("""() => { window.__events = []; window.__chunks = [];
+        window.agentiaApp.client.on('event', (e) => window.__events.push(e));
+        window.agentiaApp.client.on('chunk', (f) => window.__chunks.push(f)); }""")
     send(page, "hello from the browser")
     expect(page.locator(".msg.user .bubble").first).to_have_text("hello from the browser")
     reply = last_reply(page)
@@ -157,10 +159,11 @@ def test_chat_page_streams_reloads_shares_tabs_and_survives_an_edge_crash(
     expect(reply).to_contain_text("You said: hello from the browser")
     events: list[dict[str, Any]] = page.evaluate("window.__events")
     turn = next(e["offset"] for e in events if e["type"] == "user")
-    deltas = [e for e in events if e["type"] == "delta" and e["turn"] == turn]
+    chunks = [c for c in page.evaluate("window.__chunks") if c["turn"] == turn]
     final = next(e for e in events if e["type"] == "reply" and e["turn"] == turn)
-    assert len(deltas) >= 2, "the reply was not streamed"
-    assert "".join(d["text"] for d in deltas) == final["text"]
+    assert len(chunks) >= 2, "the reply was not streamed"
+    assert [c["seq"] for c in chunks] == list(range(1, len(chunks) + 1))
+    assert "".join(c["text"] for c in chunks) == final["text"]
     offsets = [e["offset"] for e in events]
     assert offsets == sorted(set(offsets)), "events applied out of order or twice"
     session = page.evaluate("window.agentiaApp.client.session")
@@ -237,6 +240,25 @@ def test_chat_page_streams_reloads_shares_tabs_and_survives_an_edge_crash(
     expect(page.locator("#conv-title")).to_have_text("New conversation")
     expect(page.locator(f'.session[data-session="{session}"]')).to_be_visible()
     shot(page, "10-new-conversation")
+
+    # 9. A reload mid-reply shows the text so far at once (the resume's partial: chunks are
+    # not in the log), then the rest of the reply.
+    words = " ".join(f"w{i}" for i in range(300))  # ~9 s of demo reply at 30 ms a word
+    send(page, words)
+    expect(last_reply(page).locator(".text")).to_contain_text("You said: w0 w1", timeout=30_000)
+    expect(last_reply(page)).to_have_attribute("data-status", "streaming")
+    page.reload()
+    wait_synced(page)  # after the resume's answer: its partial is applied
+    # the first render after it (the page draws at most every 16 ms): the text so far, while
+    # the reply still streams (without the partial it would show nothing until the reply)
+    shown = page.wait_for_function("""() => { const n = [...document.querySelectorAll(
+        '.msg.assistant')].at(-1); const text = n?.querySelector('.text').textContent;
+        return text && [n.dataset.status, text]; }""", timeout=10_000).json_value()
+    assert shown[0] == "streaming", f"the reply ended before the reload: {shown}"
+    assert shown[1].startswith("You said: w0 w1"), shown
+    shot(page, "11-reloaded-mid-reply")
+    expect(last_reply(page)).to_have_attribute("data-status", "done", timeout=30_000)
+    expect(last_reply(page)).to_contain_text("w298 w299")
 
     assert problems == []
     context.close()

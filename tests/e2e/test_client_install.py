@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 SMOKE = """
 import agentia_client as a
-assert a.parse_frame({"type": "delta", "offset": 3, "turn": 2, "text": "hi"}) == a.Delta(3, 2, "hi")
+chunk = {"type": "chunk", "turn": 2, "attempt": 1, "seq": 1, "text": "hi"}
+assert a.parse_frame(chunk) == a.Chunk(2, 1, 1, "hi")
 assert a.close_action(4501) == "stop" and a.CloseCode.SLOW.reconnect
 try:
     import agentia
@@ -56,7 +57,8 @@ def test_pip_install_into_an_empty_venv(tmp_path: Path) -> None:
     assert "site-packages" in where and (python.parent.parent / "lib").as_posix() in where
     # its unit tests, with pytest added after the count
     run(python, "-m", "pip", "install", "-q", "pytest>=8", "pytest-asyncio>=0.24", cwd=tmp_path)
-    tests = [ROOT / "tests" / "unit" / f for f in ("test_client_sdk.py", "test_client_events.py")]
+    tests = [ROOT / "tests" / "unit" / f
+             for f in ("test_client_sdk.py", "test_client_events.py", "test_client_replies.py")]
     out = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest",
               "-o", "asyncio_mode=auto", *tests, cwd=ROOT)
     assert " passed" in out and "failed" not in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -54,11 +55,18 @@ class Collector:
 
     @property
     def events(self) -> list[Event]:
-        return [e for e in self.items if isinstance(e, dict)]
+        """The log events (with an offset)."""
+        return [e for e in self.items if isinstance(e, dict) and "offset" in e]
 
-    async def until(self, pred: Callable[[list[Event]], bool], timeout: float = 15) -> None:
+    @property
+    def frames(self) -> list[Event]:
+        """The ``chunk``/``partial`` frames (a client made with ``stream_text=True``)."""
+        return [e for e in self.items if isinstance(e, dict) and "offset" not in e]
+
+    async def until(self, pred: Callable[[list[Event]], bool], timeout: float = 15,
+                    *, frames: bool = False) -> None:
         async with asyncio.timeout(timeout), self._cond:
-            while not pred(self.events):
+            while not pred(self.frames if frames else self.events):
                 if self.task.done():
                     self.task.result()
                     raise AssertionError("events() ended before the condition held")
@@ -87,7 +95,7 @@ async def test_ask_round_trip(cluster: Cluster) -> None:
         assert c.connected and c.limits is not None and c.epoch is not None
         assert "42" in await c.ask("what is 6 * 7")
         assert "what is 6 * 7" in await c.ask("what did I say")
-        assert c.offset >= 8  # two turns: user, turn_start, tool, delta(s), reply each
+        assert c.offset == 7  # user, turn_start, tool, reply; user, turn_start, reply
         with pytest.raises(RequestError) as too_long:  # refused locally, from welcome.limits
             await c.send("x" * (c.limits.max_text_chars + 1))
         assert too_long.value.code == "bad_frame"
@@ -101,7 +109,8 @@ async def test_ask_round_trip(cluster: Cluster) -> None:
 async def test_events_stream_in_order_history_and_cancel(cluster: Cluster) -> None:
     edge = cluster.edge()
     cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.03")
-    async with AgentiaClient(url(edge), token("alice"), session="sdk-stream") as c:
+    async with AgentiaClient(url(edge), token("alice"), session="sdk-stream",
+                             stream_text=True) as c:
         col = Collector(c)
         ack = await c.send("hello there")
         assert ack.offset == 1 and not ack.duplicate
@@ -111,8 +120,12 @@ async def test_events_stream_in_order_history_and_cancel(cluster: Cluster) -> No
         assert [e["type"] for e in evs[:2]] == ["user", "turn_start"]
         assert evs[0]["id"] == ack.id and evs[0]["text"] == "hello there"
         assert evs[-1]["type"] == "reply" and "hello there" in evs[-1]["text"]
-        deltas = [e for e in evs if e["type"] == "delta"]
-        assert len(deltas) >= 2 and "".join(d["text"] for d in deltas) == evs[-1]["text"]
+        assert [e["type"] for e in evs] == ["user", "turn_start", "reply"]  # no text events
+        chunks = [f for f in col.frames if f["type"] == "chunk" and f["turn"] == ack.offset]
+        assert len(chunks) >= 2 and [f["seq"] for f in chunks] == list(range(1, len(chunks) + 1))
+        assert "".join(f["text"] for f in chunks) == evs[-1]["text"]
+        items = [i for i in col.items if isinstance(i, dict)]
+        assert items.index(chunks[-1]) < items.index(evs[-1])  # in order, before the reply
 
         # a second client asking for the whole log gets the same events from offset 1
         async with AgentiaClient(url(edge), token("alice"), session="sdk-stream",
@@ -146,11 +159,13 @@ async def _reply_survives_edge_loss(cluster: Cluster, stop_edge: Callable[[Proc]
                                     session: str) -> AgentiaClient:
     e1, e2 = cluster.edge(), cluster.edge()
     cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.05")
-    async with AgentiaClient([url(e1), url(e2)], token("alice"), session=session) as c:
+    async with AgentiaClient([url(e1), url(e2)], token("alice"), session=session,
+                             stream_text=True) as c:
         col = Collector(c)
         first_node = c.node
-        task = asyncio.create_task(c.ask(LONG))
-        await col.until(has("delta"))
+        texts: list[str] = []
+        task = asyncio.create_task(c.ask(LONG, on_text=texts.append))
+        await col.until(has("chunk"), frames=True)
         stop_edge(e1)  # mid-reply
         text = await asyncio.wait_for(task, 15)
         await col.until(has("reply"))
@@ -159,8 +174,11 @@ async def _reply_survives_edge_loss(cluster: Cluster, stop_edge: Callable[[Proc]
         assert_contiguous(evs)  # no loss, no duplicate, in order
         replies = [e for e in evs if e["type"] == "reply"]
         assert len(replies) == 1 and replies[0]["text"] == text and LONG in text
-        assert "".join(e["text"] for e in evs if e["type"] == "delta") == text
-        assert c.stats["reconnects"] == 1 and c.stats["resumes"] == 1
+        # the streamed text never went back nor skipped: each step a longer prefix
+        assert texts and all(text.startswith(t) for t in texts), texts
+        assert all(len(a) < len(b) for a, b in itertools.pairwise(texts)), texts
+        assert any(f["type"] == "partial" for f in col.frames)  # the gap was filled
+        assert c.stats["reconnects"] == 1
         await col.stop()
     return c
 

@@ -12,7 +12,8 @@ from agentia_client import (
     AgentiaClient,
     Backoff,
     Cancelled,
-    Delta,
+    Chunk,
+    Partial,
     ReconnectFailed,
     Reply,
     ToolCall,
@@ -27,14 +28,24 @@ pytestmark = pytest.mark.e2e
 
 
 def check_turn(events: list[TurnEvent], text: str) -> None:
-    """One whole turn: its user event first, contiguous offsets, the deltas make the reply."""
+    """One whole turn: its user event first, contiguous offsets, and its streamed text
+    (chunks appended, a partial replacing) a prefix of the reply all along, then the reply."""
     user, end = events[0], events[-1]
     assert isinstance(user, UserMessage) and user.text == text
     assert all(getattr(e, "turn", user.offset) == user.offset for e in events)
-    offsets = [e.offset for e in events]
-    assert offsets == list(range(user.offset, user.offset + len(events))), offsets
+    offsets = [e.offset for e in events if not isinstance(e, Chunk | Partial)]
+    assert offsets == list(range(user.offset, user.offset + len(offsets))), offsets
     assert isinstance(end, Reply) and sum(isinstance(e, Reply) for e in events) == 1
-    assert "".join(e.text for e in events if isinstance(e, Delta)) == end.text
+    shown = ""
+    for e in events[:-1]:
+        if isinstance(e, TurnStart):
+            shown = ""
+        elif isinstance(e, Chunk):
+            shown += e.text
+        elif isinstance(e, Partial):
+            shown = e.text
+        assert end.text.startswith(shown), (shown, end.text)
+    assert shown == end.text  # every chunk came before the reply
 
 
 async def test_stream_yields_the_turn_typed_until_its_reply(cluster: Cluster) -> None:
@@ -48,6 +59,7 @@ async def test_stream_yields_the_turn_typed_until_its_reply(cluster: Cluster) ->
         assert "42" in events[-1].text  # type: ignore[union-attr]
         second = [ev async for ev in c.stream("again")]  # the next turn, nothing of the first
         check_turn(second, "again")
+        assert isinstance(second[0], UserMessage) and isinstance(events[-1], Reply)
         assert second[0].offset > events[-1].offset
 
 
@@ -59,10 +71,12 @@ async def test_stream_goes_on_across_an_edge_kill(cluster: Cluster) -> None:
         async with asyncio.timeout(30):
             async for ev in c.stream(LONG):
                 events.append(ev)
-                if isinstance(ev, Delta) and c.stats["reconnects"] == 0:
+                if isinstance(ev, Chunk) and c.stats["reconnects"] == 0:
                     e1.kill()  # mid-reply (the client tries e1 first)
         check_turn(events, LONG)
         assert c.stats["reconnects"] == 1 and LONG in events[-1].text  # type: ignore[union-attr]
+        # the resume's answer held the text so far: no hole, no repeat
+        assert any(isinstance(e, Partial) for e in events)
 
 
 async def test_stream_ends_with_cancelled(cluster: Cluster) -> None:
@@ -73,8 +87,9 @@ async def test_stream_ends_with_cancelled(cluster: Cluster) -> None:
         async with asyncio.timeout(30):
             async for ev in c.stream(LONG):
                 events.append(ev)
-                if isinstance(ev, Delta) and sum(isinstance(e, Delta) for e in events) == 1:
+                if isinstance(ev, Chunk) and sum(isinstance(e, Chunk) for e in events) == 1:
                     await c.cancel(ev.turn)
+        assert isinstance(events[0], UserMessage)
         assert isinstance(events[-1], Cancelled) and events[-1].turn == events[0].offset
         assert not any(isinstance(e, Reply) for e in events)
 

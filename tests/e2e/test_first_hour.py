@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 def up_env(state: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
     env |= {"AGENTIA_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT)}  # console scripts run this tree too
+            # console scripts run this tree too, its SDK (clients/python) included
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])}
     env.pop("OPENAI_API_KEY", None)
     return env
 

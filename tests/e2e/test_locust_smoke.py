@@ -72,12 +72,12 @@ def test_chat_20_turns(tmp_path: Path) -> None:
     summary = run("chat", out, "--users", "5", "--rate", "10", "--turns", "20", "--seconds",
                   "15", "--edges", "2", "--workers", "1", "--word-delay", "0.005")
     stats = read_stats(out)
-    for name in ("handshake", "ack", "first_delta", "full_turn"):
+    for name in ("handshake", "ack", "first_chunk", "full_turn"):
         assert stats[name]["Failure Count"] == 0, (name, read_failures(out))
     assert stats["ack"]["Request Count"] == 20
     assert stats["full_turn"]["Request Count"] == 20
     assert summary["turns_sent"] == summary["turns_completed"] == 20
-    assert stats["ack"]["50%"] <= stats["first_delta"]["50%"] <= stats["full_turn"]["50%"]
+    assert stats["ack"]["50%"] <= stats["first_chunk"]["50%"] <= stats["full_turn"]["50%"]
     if PLOTS:
         assert (out / "turn_latency.png").stat().st_size > 0
 

@@ -17,9 +17,10 @@ from agentia_client import (
     CallState,
     Cancelled,
     Cancelling,
-    Delta,
+    Chunk,
     ErrorFrame,
     Limits,
+    Partial,
     Pong,
     Reply,
     Resumed,
@@ -31,13 +32,14 @@ from agentia_client import (
     Welcome,
     parse_event,
     parse_frame,
+    parse_stream,
 )
 
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 CLASSES: dict[str, type] = {
     "welcome": Welcome, "ack": Ack, "resumed": Resumed, "cancelling": Cancelling,
     "pong": Pong, "error": ErrorFrame, "user": UserMessage, "turn_start": TurnStart,
-    "delta": Delta, "tool": ToolCall, "reply": Reply, "cancelled": Cancelled,
+    "chunk": Chunk, "partial": Partial, "tool": ToolCall, "reply": Reply, "cancelled": Cancelled,
     "turn_error": TurnFailure, "call": CallState,
 }
 
@@ -56,10 +58,14 @@ def documented_frames() -> list[dict[str, Any]]:
 
 
 def test_every_documented_type_has_a_class_and_an_example() -> None:
-    table = PROTOCOL_MD.read_text().split("### Event types")[1].split("### Life")[0]
+    text = PROTOCOL_MD.read_text()
+    table = text.split("### Event types")[1].split("### Life")[0]
     event_types = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
-    control = {"welcome", "ack", "resumed", "cancelling", "pong", "error"}
-    assert event_types | control == set(CLASSES)
+    section4 = text[text.index("## 4. Server frames"):text.index("## 5. Session log events")]
+    frame_types = set(re.findall(r"^### `(\w+)`", section4, re.M))
+    assert frame_types == {"welcome", "ack", "resumed", "cancelling", "pong", "error", "chunk",
+                           "partial"}
+    assert event_types | frame_types == set(CLASSES)
     assert {f["type"] for f in documented_frames()} >= set(CLASSES) - {"call"}
 
 
@@ -73,6 +79,7 @@ def test_documented_examples_parse_to_their_class(frame: dict[str, Any]) -> None
             assert fields[key] == value, key
     if "offset" in frame and frame["type"] not in ("welcome", "ack", "resumed"):
         assert parse_event(frame) == parsed
+    assert (parse_stream(frame) is not None) == (frame["type"] in ("chunk", "partial"))
 
 
 def test_welcome_limits_and_the_raw_object() -> None:
@@ -91,8 +98,15 @@ def test_call_states() -> None:
 def test_unknown_types_and_bad_fields_never_raise() -> None:
     assert parse_event({"offset": 4, "type": "hologram"}) == UnknownEvent("hologram", 4)
     assert parse_frame({"type": 7}) == UnknownEvent("", 0)
-    d = parse_event({"offset": True, "type": "delta", "turn": "x", "text": None})
-    assert d == Delta(0, 0, "")
+    d = parse_event({"offset": True, "type": "reply", "turn": "x", "text": None})
+    assert d == Reply(0, 0, "")
+    assert parse_frame({"type": "chunk", "turn": "x", "seq": None, "text": 3}) == Chunk(
+        0, 1, 0, "")
+    assert parse_frame({"type": "partial", "turn": 4, "attempt": 2, "seq": 3,
+                        "text": "abc"}) == Partial(4, 2, 3, "abc")
+    # the log event of the earlier revision is now an unknown type, ignored like any other
+    assert parse_frame({"offset": 6, "type": "delta", "turn": 5, "text": "x"}) == UnknownEvent(
+        "delta", 6)
     assert parse_event({"offset": 5, "type": "turn_start", "turn": 2}) == TurnStart(5, 2, 1)
     err = parse_frame({"type": "error", "retry_after_ms": True})
     assert err == ErrorFrame("unknown", "", False, None, None)

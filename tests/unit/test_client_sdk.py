@@ -24,7 +24,7 @@ from agentia_client import (
 )
 
 
-def ev(offset: int, kind: str = "delta", **extra: Any) -> Event:
+def ev(offset: int, kind: str = "tool", **extra: Any) -> Event:
     return {"offset": offset, "type": kind, "turn": 1, "text": str(offset), **extra}
 
 
@@ -275,10 +275,16 @@ def test_limits_and_errors_from_frames() -> None:
 async def test_waiter_restarts_the_text_on_a_new_attempt() -> None:
     seen: list[str] = []
     w = _Waiter("c", asyncio.get_running_loop().create_future(), seen.append, turn=4)
-    for e in ({"type": "turn_start", "attempt": 1}, {"type": "delta", "text": "Hel"},
-              {"type": "turn_start", "attempt": 2}, {"type": "tool", "name": "x"},
-              {"type": "delta", "text": "Hello"}):
-        assert not w.feed(e)
+
+    def chunk(attempt: int, seq: int, text: str) -> Event:
+        return {"type": "chunk", "turn": 4, "attempt": attempt, "seq": seq, "text": text}
+
+    assert not w.feed({"type": "turn_start", "attempt": 1})
+    w.feed_stream(chunk(1, 1, "Hel"))
+    assert not w.feed({"type": "turn_start", "attempt": 2})
+    assert not w.feed({"type": "tool", "name": "x"})
+    w.feed_stream(chunk(1, 2, "lo"))  # the failed attempt's straggler: ignored
+    w.feed_stream(chunk(2, 1, "Hello"))
     assert seen == ["Hel", "", "Hello"]
     assert w.feed({"type": "reply", "text": "Hello"}) and await w.future == "Hello"
 

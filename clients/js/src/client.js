@@ -10,6 +10,7 @@ import { SESSION_ID_RE, countChars, newClientId, utf8Length } from "./frames.js"
 import { inboundMethods } from "./inbound.js";
 import { eventIterator } from "./iterator.js";
 import { persistenceMethods } from "./persistence.js";
+import { ReplyTexts } from "./replies.js";
 import { sendingMethods } from "./sending.js";
 import { defaultStorage } from "./storage.js";
 
@@ -65,6 +66,7 @@ export class AgentiaClient extends Emitter {
     this.limits = null;
     this.nextRetryAt = null;
     this._seq = new EventSequencer();
+    this._texts = new ReplyTexts(); // each turn's streamed text (chunk/partial rules)
     this._pending = new Map(); // client id -> {id, text, resolve, reject, promise, timer}
     this._cancels = [];        // {turn, resolve, reject, sent}
     this._inflight = [];       // "resume" | "cancel", requests answered by ref-less frames
@@ -194,6 +196,9 @@ export class AgentiaClient extends Emitter {
 
   /** The highest offset applied (all lower ones applied too). */
   get lastOffset() { return this._seq.last; }
+
+  /** A turn's reply text so far (its final text once it ended); null if nothing was seen. */
+  replyText(turn) { return this._texts.get(turn)?.text ?? null; }
 
   get connected() { return this.state === "connected" || this.state === "resumed"; }
 

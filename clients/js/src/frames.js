@@ -1,6 +1,8 @@
 // Frames: which ones are session log events, and the small helpers around what is sent.
 
 const CONTROL_TYPES = new Set(["welcome", "ack", "resumed", "cancelling", "pong", "error"]);
+/** A running turn's reply text: frames without an offset, not session log events. */
+const STREAM_TYPES = new Set(["chunk", "partial"]);
 
 /** Session ids the edge accepts. */
 export const SESSION_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -8,7 +10,13 @@ export const SESSION_ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 /** A session log event: a frame with an integer offset whose type is not a control frame. */
 export function isLogEvent(f) {
   return f !== null && typeof f === "object" && Number.isInteger(f.offset) && f.offset > 0
-    && typeof f.type === "string" && !CONTROL_TYPES.has(f.type);
+    && typeof f.type === "string" && !CONTROL_TYPES.has(f.type) && !STREAM_TYPES.has(f.type);
+}
+
+/** A `chunk` or `partial` frame (a running turn's reply text; no offset, never replayed). */
+export function isStreamFrame(f) {
+  return f !== null && typeof f === "object" && STREAM_TYPES.has(f.type)
+    && Number.isInteger(f.turn);
 }
 
 /** Add `session=<id>` to a WebSocket URL. */

@@ -1,6 +1,6 @@
 // Methods of AgentiaClient that handle what the server sends.
 import { AgentiaError } from "./errors.js";
-import { isLogEvent } from "./frames.js";
+import { isLogEvent, isStreamFrame } from "./frames.js";
 
 export const inboundMethods = {
   _dispatch(f) {
@@ -12,6 +12,9 @@ export const inboundMethods = {
       case "cancelling": return this._onCancelling(f);
       case "error": return this._onError(f);
       case "pong": return undefined;
+      case "chunk": case "partial":
+        if (isStreamFrame(f)) return this._onStreamFrame(f);
+        return undefined;
       default:
         if (isLogEvent(f)) return this._onLogEvent(f);
         return undefined; // unknown frame types are ignored (protocol versioning rule)
@@ -88,7 +91,20 @@ export const inboundMethods = {
       const p = this._pending.get(ev.id);
       if (p) this._settle(p, { id: ev.id, offset: ev.offset, duplicate: true });
     }
+    this._texts.apply(ev); // turn_start clears a turn's text, its ending event sets it
     this.emit("event", ev);
+  },
+
+  _onStreamFrame(f) {
+    for (const g of this._seq.onStream(f)) this._applyStream(g);
+  },
+
+  /** A `chunk` or `partial` in the order to apply it: emitted only when it changes the text. */
+  _applyStream(f) {
+    const t = this._texts.apply(f);
+    if (!t) return; // a duplicate, a hole, an older attempt, or after the turn's end
+    this.emit(f.type, f);
+    this.emit("text", { turn: t.turn, attempt: t.attempt, seq: t.seq, text: t.text });
   },
 
   _onResumed(f) {
@@ -96,9 +112,11 @@ export const inboundMethods = {
     const out = this._seq.onResumed(f);
     if (out.reset) {
       this.epoch = f.epoch;
+      this._texts.clear();
       this.emit("reset", { epoch: f.epoch, offset: f.offset, requested: out.requested });
     }
     for (const e of out.apply) this._apply(e);
+    for (const g of out.stream) this._applyStream(g);
     this._persist();
     if (!out.requested) return;
     this._synced();

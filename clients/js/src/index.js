@@ -7,8 +7,9 @@ export {
   CLOSE_CODES, ERROR_CODES, PROTOCOL, PROTOCOL_VIOLATIONS, RETRYABLE_CODES, closeName,
   isTerminalClose,
 } from "./codes.js";
-export { EventSequencer } from "./cursor.js";
+export { EventSequencer, STREAM_BUFFER_LIMIT } from "./cursor.js";
 export { Emitter } from "./emitter.js";
 export { AgentiaError } from "./errors.js";
-export { countChars, isLogEvent, newClientId, withSession } from "./frames.js";
+export { countChars, isLogEvent, isStreamFrame, newClientId, withSession } from "./frames.js";
+export { ReplyTexts, TurnText } from "./replies.js";
 export { AgentiaClient as default } from "./client.js";

@@ -20,6 +20,7 @@ export const persistenceMethods = {
     this.session = session;
     this.epoch = null;
     this._seq = new EventSequencer();
+    this._texts.clear();
     const same = session !== null && tab?.session === session;
     if (same && this.history === "continue" && Number.isInteger(tab.last) && tab.epoch) {
       this._seq = new EventSequencer(tab.last, tab.epoch);

@@ -8,6 +8,7 @@ import {
   EventSequencer,
   backoffDelay,
   isLogEvent,
+  isStreamFrame,
   withSession,
 } from "../src/index.js";
 
@@ -107,7 +108,7 @@ function setup(overrides = {}) {
   return { client, clock, sockets, events, states, errors, storage, shared };
 }
 
-const ev = (offset, type = "delta", extra = {}) => ({ offset, type, turn: 1, text: `t${offset}`, ...extra });
+const ev = (offset, type = "tool", extra = {}) => ({ offset, type, turn: 1, text: `t${offset}`, ...extra });
 
 // -- pure logic --------------------------------------------------------------------------------
 
@@ -156,11 +157,14 @@ describe("per-user close codes", () => {
 
 describe("helpers", () => {
   it("recognises log events, including types added later", () => {
-    assert.ok(isLogEvent({ offset: 3, type: "delta" }));
+    assert.ok(isLogEvent({ offset: 3, type: "reply" }));
     assert.ok(isLogEvent({ offset: 3, type: "some_new_event" }));
     assert.ok(!isLogEvent({ offset: 3, type: "ack" }));
     assert.ok(!isLogEvent({ offset: 3, type: "resumed" }));
     assert.ok(!isLogEvent({ type: "pong" }));
+    assert.ok(!isLogEvent({ offset: 3, type: "chunk", turn: 2, seq: 1 }));
+    assert.ok(isStreamFrame({ type: "partial", turn: 2, attempt: 1, seq: 3, text: "abc" }));
+    assert.ok(!isStreamFrame({ type: "chunk", turn: "2" }));
   });
   it("adds the session to the URL", () => {
     assert.equal(withSession("ws://h/v1/ws", "a:b"), "ws://h/v1/ws?session=a%3Ab");
@@ -207,7 +211,7 @@ describe("EventSequencer", () => {
   it("resets on an unrequested resumed with recovered: false", () => {
     const s = new EventSequencer(10, "old");
     const out = s.onResumed({ type: "resumed", recovered: false, offset: 0, epoch: "new" });
-    assert.deepEqual(out, { requested: false, reset: true, apply: [], behind: false });
+    assert.deepEqual(out, { requested: false, reset: true, apply: [], stream: [], behind: false });
     assert.equal(s.last, 0);
     assert.equal(s.epoch, "new");
     assert.deepEqual(s.onEvent(ev(1)).apply.map((e) => e.offset), [1]);
@@ -537,7 +541,7 @@ describe("AgentiaClient", () => {
     sockets[0].receive({ type: "resumed", recovered: false, offset: 0, epoch: "e2" });
     assert.equal(resets.length, 1);
     sockets[0].receive(ev(1, "user"));
-    assert.deepEqual(events.map((e) => [e.offset, e.type]), [[1, "delta"], [1, "user"]]);
+    assert.deepEqual(events.map((e) => [e.offset, e.type]), [[1, "tool"], [1, "user"]]);
     assert.equal(client.epoch, "e2");
     client.close();
   });
@@ -649,7 +653,8 @@ describe("AgentiaClient", () => {
     sockets[0].welcome();
     sockets[0].receive({ type: "something_new", x: 1 });
     sockets[0].onmessage({ data: "not json" });
-    sockets[0].receive({ offset: 1, type: "delta", turn: 1, text: "a", extra: true });
+    sockets[0].receive({ offset: 1, type: "tool", turn: 1, name: "a", extra: true });
+    sockets[0].receive({ type: "chunk", turn: "x", seq: 1, text: "not a turn" });
     assert.equal(events.length, 1);
     assert.equal(errors.length, 1);
     client.close();
@@ -659,5 +664,132 @@ describe("AgentiaClient", () => {
     const had = globalThis.WebSocket;
     if (had) return; // Node 22+ has one
     assert.throws(() => new AgentiaClient({ urls: "ws://x/v1/ws" }), /WebSocket/);
+  });
+});
+
+// -- reply text: chunk and partial frames (docs/protocol.md, `chunk`, section 6 steps 2 and 6) --
+
+const chunk = (seq, text, attempt = 1, turn = 1) => ({ type: "chunk", turn, attempt, seq, text });
+const partial = (seq, text, attempt = 1, turn = 1) => ({ type: "partial", turn, attempt, seq, text });
+
+function watchText(client) {
+  const seen = { texts: [], frames: [] };
+  client.on("text", (t) => seen.texts.push(t.text));
+  client.on("chunk", (f) => seen.frames.push(["chunk", f.seq]));
+  client.on("partial", (f) => seen.frames.push(["partial", f.seq]));
+  return seen;
+}
+
+describe("reply text", () => {
+  it("holds stream frames while resuming and applies them after the replayed events", () => {
+    const s = new EventSequencer(2, "e");
+    assert.deepEqual(s.onStream(chunk(1, "a")), [chunk(1, "a")]);
+    s.resumeFrame();
+    assert.deepEqual(s.onStream(chunk(2, "b")), []);
+    s.onEvent(ev(3, "turn_start"));
+    assert.deepEqual(s.onStream(partial(3, "abc")), []);
+    const out = s.onResumed({ type: "resumed", recovered: true, offset: 3, epoch: "e" });
+    assert.deepEqual(out.apply.map((e) => e.offset), [3]);
+    assert.deepEqual(out.stream, [chunk(2, "b"), partial(3, "abc")]);
+    s.resumeFrame();
+    s.onStream(chunk(4, "d"));
+    s.abort(); // the connection died: what it held goes with it
+    s.resumeFrame();
+    assert.deepEqual(s.onResumed({ type: "resumed", recovered: true, offset: 3, epoch: "e" }).stream, []);
+  });
+
+  it("streams a turn's text, dropping duplicates, holes and older attempts", async () => {
+    const { client, sockets } = setup();
+    const seen = watchText(client);
+    client.connect();
+    await tick();
+    sockets[0].welcome();
+    sockets[0].receive(ev(1, "user", { turn: undefined, id: "m1" }));
+    sockets[0].receive(ev(2, "turn_start", { attempt: 1 }));
+    for (const f of [chunk(1, "He"), chunk(1, "He"), chunk(3, "!"), chunk(2, "llo")]) {
+      sockets[0].receive(f);
+    }
+    assert.deepEqual(seen.texts, ["He", "Hello"]);
+    assert.equal(client.replyText(1), "Hello");
+    sockets[0].receive(ev(3, "turn_start", { attempt: 2 }));
+    assert.equal(client.replyText(1), "");
+    sockets[0].receive(chunk(3, "!", 1)); // the failed attempt's straggler
+    sockets[0].receive(chunk(1, "Hi", 2));
+    sockets[0].receive(ev(4, "reply", { text: "Hi there" }));
+    sockets[0].receive(chunk(2, " there", 2)); // after the end: ignored
+    assert.deepEqual(seen.texts, ["He", "Hello", "Hi"]);
+    assert.deepEqual(seen.frames, [["chunk", 1], ["chunk", 2], ["chunk", 1]]);
+    assert.equal(client.replyText(1), "Hi there");
+    client.close();
+  });
+
+  it("after a reconnect mid-reply, the resume's partial gives the text it missed", async () => {
+    const { client, clock, sockets, events } = setup();
+    const seen = watchText(client);
+    client.connect();
+    await tick();
+    sockets[0].welcome();
+    sockets[0].receive(ev(1, "user", { turn: undefined, id: "m1" }));
+    sockets[0].receive(ev(2, "turn_start", { attempt: 1 }));
+    sockets[0].receive(chunk(1, "It is "));
+    sockets[0].drop(1006);
+    clock.advance(250);
+    await tick();
+    sockets[1].welcome({ offset: 2 });
+    assert.deepEqual(sockets[1].sentOf("resume"), []); // nothing of the log was missed
+    sockets[1].receive(chunk(4, "UTC.")); // a hole: the edge sends a partial instead ...
+    sockets[1].receive(partial(3, "It is 09:14 ")); // ... like this one
+    sockets[1].receive(chunk(4, "UTC."));
+    assert.deepEqual(seen.texts, ["It is ", "It is 09:14 ", "It is 09:14 UTC."]);
+    sockets[1].drop(1006);
+    clock.advance(500);
+    await tick();
+    sockets[2].welcome({ offset: 3 }); // a tool event was missed: a resume
+    assert.equal(sockets[2].sentOf("resume").length, 1);
+    sockets[2].receive(chunk(5, " Bye")); // live, before the answer: held
+    sockets[2].receive(ev(3, "tool", { name: "clock" }));
+    sockets[2].receive(partial(5, "It is 09:14 UTC. Bye")); // the answer's: a duplicate here
+    assert.equal(seen.texts.length, 3);
+    sockets[2].receive({ type: "resumed", recovered: true, offset: 3, epoch: "e1" });
+    assert.deepEqual(events.map((e) => e.offset), [1, 2, 3]);
+    sockets[2].receive(chunk(6, " More"));
+    assert.deepEqual(seen.texts.slice(3), ["It is 09:14 UTC. Bye", "It is 09:14 UTC. Bye More"]);
+    assert.deepEqual(seen.frames.slice(3), [["chunk", 5], ["chunk", 6]]);
+    client.close();
+  });
+
+  it("a reload mid-reply shows the text so far from the replay's partial", async () => {
+    const first = setup();
+    first.client.connect();
+    await tick();
+    first.sockets[0].welcome({ session: "abc" });
+    first.client.close();
+    const again = setup({ storage: first.storage, sharedStorage: first.shared });
+    const seen = watchText(again.client);
+    again.client.connect();
+    await tick();
+    again.sockets[0].welcome({ session: "abc", offset: 2 });
+    assert.deepEqual(again.sockets[0].sentOf("resume"), [{ type: "resume", after: 0 }]);
+    again.sockets[0].receive(ev(1, "user", { turn: undefined, id: "m1" }));
+    again.sockets[0].receive(ev(2, "turn_start", { attempt: 1 }));
+    again.sockets[0].receive(partial(2, "Once upon"));
+    again.sockets[0].receive(chunk(3, " a time"));
+    assert.deepEqual(seen.texts, []);
+    again.sockets[0].receive({ type: "resumed", recovered: true, offset: 2, epoch: "e1" });
+    assert.deepEqual(seen.texts, ["Once upon", "Once upon a time"]);
+    again.client.close();
+  });
+
+  it("forgets the texts on a reset", async () => {
+    const { client, sockets } = setup();
+    client.connect();
+    await tick();
+    sockets[0].welcome();
+    sockets[0].receive(ev(1, "turn_start", { attempt: 1 }));
+    sockets[0].receive(chunk(1, "a"));
+    assert.equal(client.replyText(1), "a");
+    sockets[0].receive({ type: "resumed", recovered: false, offset: 0, epoch: "e2" });
+    assert.equal(client.replyText(1), null);
+    client.close();
   });
 });

@@ -17,8 +17,9 @@ function open(options) {
     urls, storage: null, sharedStorage: null, backoff: { initialMs: 50, maxMs: 500 }, ...options,
   });
   clients.push(client);
-  const seen = { events: [], errors: [], states: [], resets: 0 };
+  const seen = { events: [], errors: [], states: [], resets: 0, chunks: [] };
   client.on("event", (e) => seen.events.push(e));
+  client.on("chunk", (f) => seen.chunks.push(f));
   client.on("error", (e) => seen.errors.push(e));
   client.on("state", (s) => seen.states.push(s));
   client.on("reset", () => { seen.resets += 1; });
@@ -56,6 +57,13 @@ describe("against a real edge", { skip }, () => {
     assert.ok(Number.isInteger(ack.offset) && ack.offset > 0);
     await until(a.client, () => replyOf(a.seen.events, ack.offset), "the first reply");
     assert.equal(a.client.state, "connected");
+    // its text streamed as chunks (not log events), in seq order, making up the reply
+    const chunks = a.seen.chunks.filter((f) => f.turn === ack.offset);
+    assert.ok(chunks.length >= 1);
+    assert.deepEqual(chunks.map((f) => f.seq), chunks.map((_, i) => i + 1));
+    assert.equal(chunks.map((f) => f.text).join(""), replyOf(a.seen.events, ack.offset).text);
+    assert.equal(a.client.replyText(ack.offset), replyOf(a.seen.events, ack.offset).text);
+    assert.ok(!a.seen.events.some((e) => e.type === "chunk" || e.type === "delta"));
 
     // the socket goes away under the client: it reconnects (any URL) and resumes
     a.client._ws.close();

@@ -1,7 +1,8 @@
 // Compiled by `tsc --noEmit` (npm run typecheck): the declarations in index.d.ts fit the
 // documented usage. Not run.
 import AgentiaClientDefault, {
-  AgentiaClient, AgentiaError, type Ack, type ClientState, type LogEvent, isTerminalClose,
+  AgentiaClient, AgentiaError, type Ack, type ClientState, type LogEvent, type StreamFrame,
+  type TextInfo, TurnText, isStreamFrame, isTerminalClose,
 } from "@agentia/client";
 
 const client = new AgentiaClient({
@@ -15,6 +16,13 @@ client.on("event", (ev: LogEvent) => ev.offset + 1);
 client.on("state", (state: ClientState, previous: ClientState) => [state, previous]);
 client.on("error", (err: AgentiaError) => (err.willRetry ? err.code : err.closeCode));
 client.on("reset", ({ epoch, offset }) => `${epoch}:${offset}`);
+client.on("text", ({ turn, text }: TextInfo) => `${turn}: ${text}`);
+client.on("chunk", (f) => f.seq + f.text.length + f.attempt);
+client.on("partial", (f) => f.text.slice(0, f.seq));
+const shown: string | null = client.replyText(3);
+const turnText = new TurnText(3);
+const frame: unknown = JSON.parse("{}");
+if (isStreamFrame(frame)) turnText.apply(frame satisfies StreamFrame);
 const off: () => void = client.on("close", ({ code }) => isTerminalClose(code));
 off();
 client.connect();
@@ -34,3 +42,6 @@ void read();
 new AgentiaClient({ urls: "ws://x", history: "all" });
 // @ts-expect-error: "event" listeners take a LogEvent
 client.on("event", (ev: string) => ev);
+// @ts-expect-error: a chunk has no offset
+client.on("chunk", (f) => f.offset);
+void shown;

@@ -7,14 +7,14 @@
         print(await client.ask("what is 6 * 7"))
 
         async for ev in client.stream("tell me a story"):   # one turn's events, typed
-            if isinstance(ev, Delta):
-                print(ev.text, end="")
+            if isinstance(ev, Chunk):
+                print(ev.text, end="")               # a Partial replaces the text so far
 
         async for event in client.events():        # every event of the session, once, in order
             if isinstance(event, Reset):
                 ...                                 # the view has a gap: rebuild it
-            elif event["type"] == "delta":
-                print(event["text"], end="")
+            elif event["type"] == "reply":
+                print(event["text"])
 
 What the client does for you:
 
@@ -59,6 +59,9 @@ Bounded queues, and what happens at the limit:
   counts towards their timeout).
 * Events received while a ``resume`` is answered are buffered (at most
   ``max(max_events, 1024)``); any beyond are dropped and fetched again by another resume.
+  ``chunk``/``partial`` frames are buffered then too (as many again); any beyond are dropped
+  and not fetched again (they are not log events): an :meth:`ask` or :meth:`stream` then
+  shows no more streamed text until its turn ends, and the ending event has the whole text.
 * The ``websockets`` library queues at most 16 incoming messages, then stops reading the
   socket.
 
@@ -67,7 +70,8 @@ All background work runs in one task per client (started by :meth:`connect`, end
 
 The package, by role: ``codes`` (the protocol's close and error codes, a copy of the
 server's table), ``errors`` (the exception tree), ``values`` (``Ack``, ``Reset``, ``Limits``),
-``events`` (a typed class per frame and event, :func:`parse_frame`), ``policy`` (what each
+``events`` (a typed class per frame and event, :func:`parse_frame`), ``replies`` (the pure
+:class:`TurnText`: a turn's text from its ``chunk``/``partial`` frames), ``policy`` (what each
 close code makes the client do, :class:`Backoff`, URLs), ``tracker`` (the pure offset
 :class:`Tracker`), ``pacing`` (the mirrored token bucket), ``pending`` (requests and asks
 in flight), ``core`` (state and I/O-free bookkeeping), ``connection`` (the supervisor and
@@ -97,14 +101,16 @@ from agentia_client.events import (
     CallState,
     Cancelled,
     Cancelling,
+    Chunk,
     ControlFrame,
-    Delta,
     ErrorFrame,
     LogEvent,
+    Partial,
     Pong,
     Reply,
     Resumed,
     ServerFrame,
+    StreamFrame,
     ToolCall,
     TurnEnd,
     TurnEvent,
@@ -115,6 +121,7 @@ from agentia_client.events import (
     Welcome,
     parse_event,
     parse_frame,
+    parse_stream,
 )
 from agentia_client.pacing import _Bucket as _Bucket
 from agentia_client.pending import _Waiter as _Waiter
@@ -122,10 +129,12 @@ from agentia_client.policy import STABLE_AFTER_S as STABLE_AFTER_S
 from agentia_client.policy import WS_PATH as WS_PATH
 from agentia_client.policy import Backoff, close_action
 from agentia_client.policy import session_url as session_url
+from agentia_client.replies import TurnText
 from agentia_client.tracker import Tracker
 from agentia_client.values import CONTROL_FRAMES as CONTROL_FRAMES
 from agentia_client.values import MAX_CLIENT_ID as MAX_CLIENT_ID
 from agentia_client.values import SESSION_ID_RE as SESSION_ID_RE
+from agentia_client.values import STREAM_FRAMES as STREAM_FRAMES
 from agentia_client.values import Ack, Event, Limits, Reset
 from agentia_client.values import TokenSource as TokenSource
 from agentia_client.values import Trace as Trace
@@ -140,18 +149,19 @@ __all__ = [
     "CallState",
     "Cancelled",
     "Cancelling",
+    "Chunk",
     "ClientClosed",
     "ClientError",
     "CloseCode",
     "ConnectError",
     "ConnectionLost",
     "ControlFrame",
-    "Delta",
     "ErrorCode",
     "ErrorFrame",
     "Event",
     "Limits",
     "LogEvent",
+    "Partial",
     "Pong",
     "ReconnectFailed",
     "Reply",
@@ -162,6 +172,7 @@ __all__ = [
     "ServerClosed",
     "ServerFrame",
     "SessionReset",
+    "StreamFrame",
     "ToolCall",
     "Tracker",
     "TurnCancelled",
@@ -171,6 +182,7 @@ __all__ = [
     "TurnFailed",
     "TurnFailure",
     "TurnStart",
+    "TurnText",
     "UnknownEvent",
     "UserMessage",
     "Welcome",
@@ -178,4 +190,5 @@ __all__ = [
     "close_action",
     "parse_event",
     "parse_frame",
+    "parse_stream",
 ]

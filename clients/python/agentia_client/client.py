@@ -18,14 +18,15 @@ from agentia_client.connection import _ConnectionLoop
 from agentia_client.errors import ClientClosed, SendTimeout
 from agentia_client.events import (
     Cancelled,
-    Delta,
+    Chunk,
+    Partial,
     Reply,
     ToolCall,
     TurnEvent,
     TurnFailure,
     TurnStart,
     UserMessage,
-    parse_event,
+    parse_frame,
 )
 from agentia_client.pending import _Request, _Waiter
 from agentia_client.policy import Backoff, _check_settings, _checked_urls
@@ -59,6 +60,9 @@ class AgentiaClient(_ConnectionLoop):
             client stopped.
         backoff: reconnect delays and the optional cap on failed attempts.
         max_events: events buffered for :meth:`events` (see the module doc for the limit).
+        stream_text: :meth:`events` also yields the ``chunk`` and ``partial`` frames (dicts
+            without ``offset``), in the order to apply them (feed them to a
+            :class:`TurnText` per turn); by default it yields log events only.
         max_pending: sends and cancels waiting for their answer; more calls wait for room.
         pace_requests: mirror the edge's token bucket so requests wait locally instead of
             being refused with ``rate_limited`` (each refusal is a strike on the edge).
@@ -87,6 +91,7 @@ class AgentiaClient(_ConnectionLoop):
         epoch: str | None = None,
         backoff: Backoff | None = None,
         max_events: int = 1000,
+        stream_text: bool = False,
         max_pending: int = 100,
         pace_requests: bool = True,
         ack_timeout: float | None = 30.0,
@@ -103,8 +108,8 @@ class AgentiaClient(_ConnectionLoop):
                         open_timeout)
         super().__init__(
             url_list, token, session, heartbeat_s=heartbeat_s, after=after, epoch=epoch,
-            backoff=backoff, max_events=max_events, max_pending=max_pending,
-            pace_requests=pace_requests, ack_timeout=ack_timeout,
+            backoff=backoff, max_events=max_events, stream_text=stream_text,
+            max_pending=max_pending, pace_requests=pace_requests, ack_timeout=ack_timeout,
             request_timeout=request_timeout, open_timeout=open_timeout,
             close_timeout=close_timeout, keepalive_s=keepalive_s,
             max_message_bytes=max_message_bytes, trace=trace, connect_kwargs=connect_kwargs)
@@ -260,11 +265,13 @@ class AgentiaClient(_ConnectionLoop):
     async def ask(self, text: str, *, on_text: Callable[[str], None] | None = None) -> str:
         """Send ``text`` and return the final reply of that turn.
 
-        ``on_text`` is called with the reply so far after each ``delta`` (and with ``""``
-        when a new attempt of the turn restarts it). Raises :class:`TurnCancelled` (with the
-        partial text), :class:`TurnFailed` (``turn_error``), :class:`SessionReset` or the
-        errors of :meth:`send`. It waits as long as the turn runs (the edge ends every turn,
-        at the latest with ``turn_timeout``); wrap it in ``asyncio.timeout`` to wait less.
+        ``on_text`` is called with the reply so far each time it changes: after each
+        ``chunk`` or ``partial`` (after a reconnect, the text the edge had while the client
+        was away), and with ``""`` when a new attempt of the turn restarts it. Raises
+        :class:`TurnCancelled` (with the partial text), :class:`TurnFailed` (``turn_error``),
+        :class:`SessionReset` or the errors of :meth:`send`. It waits as long as the turn
+        runs (the edge ends every turn, at the latest with ``turn_timeout``); wrap it in
+        ``asyncio.timeout`` to wait less.
         Cancelling ``ask`` stops the wait, not the turn: use :meth:`cancel` for that.
         """
         cid = uuid.uuid4().hex
@@ -281,10 +288,14 @@ class AgentiaClient(_ConnectionLoop):
         """Send ``text`` and yield that turn's events, typed, until the one that ends it.
 
         Yields :class:`UserMessage` (the turn's ``user`` event), :class:`TurnStart`,
-        :class:`Delta`, :class:`ToolCall` and finally exactly one of :class:`Reply`,
-        :class:`Cancelled` or :class:`TurnFailure`, then stops. Like :meth:`events`, each
-        offset comes once and in order across reconnects. A :class:`TurnStart` with
-        ``attempt > 1`` means the reply starts again: drop the text collected so far.
+        :class:`ToolCall`, the reply text as :class:`Chunk` (append its ``text``) and
+        :class:`Partial` (replace the text with its ``text``: after a reconnect, what the
+        edge had so far), and finally exactly one of :class:`Reply`, :class:`Cancelled` or
+        :class:`TurnFailure`, then stops. Like :meth:`events`, each offset comes once and in
+        order across reconnects; duplicate, out-of-order and stale chunks are dropped, so
+        appending each ``Chunk`` and replacing on each ``Partial`` gives the reply so far.
+        A :class:`TurnStart` means the reply starts (again: with ``attempt > 1``, or after an
+        outage): drop the text collected so far.
 
         Raises the errors of :meth:`send`, and :class:`SessionReset` if the session is
         re-created while the turn runs. It does not take events from :meth:`events` (both
@@ -309,7 +320,10 @@ class AgentiaClient(_ConnectionLoop):
             last = 0  # after a gap the log is replayed: what was yielded is skipped
             while True:
                 while got:
-                    ev = parse_event(got.popleft())
+                    ev = parse_frame(got.popleft())
+                    if isinstance(ev, Chunk | Partial):
+                        yield ev  # the waiter let only changes of the text through
+                        continue
                     if not isinstance(ev, _TURN_EVENTS) or ev.offset <= last:
                         continue
                     last = ev.offset
@@ -335,7 +349,10 @@ class AgentiaClient(_ConnectionLoop):
     def events(self) -> AsyncIterator[Event | Reset]:
         """The session's events, each offset once and in order, across reconnects.
 
-        Buffering starts at :meth:`connect`, so nothing is missed before iterating. A
+        Buffering starts at :meth:`connect`, so nothing is missed before iterating. With
+        ``stream_text=True`` it also yields the ``chunk`` and ``partial`` frames (no
+        ``offset``) where they apply; they are never replayed (one skipped while the queue
+        was full is lost: the turn's ``reply`` still has the whole text). A
         :class:`Reset` means the view has a gap (see there). Meant for one consumer at a
         time: concurrent iterators share the events between them. Ends after :meth:`close`
         (once the queued events are taken); raises the client's terminal error.
@@ -359,7 +376,7 @@ class AgentiaClient(_ConnectionLoop):
             await self._app_ready.wait()
 
 
-_TURN_EVENTS = (UserMessage, TurnStart, Delta, ToolCall, Reply, Cancelled, TurnFailure)
+_TURN_EVENTS = (UserMessage, TurnStart, ToolCall, Reply, Cancelled, TurnFailure)
 
 
 class _EventIterator:

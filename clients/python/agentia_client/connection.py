@@ -40,7 +40,7 @@ from agentia_client.policy import (
     close_action,
     session_url,
 )
-from agentia_client.values import CONTROL_FRAMES, Limits, _int
+from agentia_client.values import CONTROL_FRAMES, STREAM_FRAMES, Limits, _int
 
 log = logging.getLogger("agentia_client")
 
@@ -275,6 +275,11 @@ class _ConnectionLoop(_ClientCore):
     def _on_frame(self, conn: _Conn, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         req = conn.outstanding
+        if kind in STREAM_FRAMES:
+            if isinstance(frame.get("turn"), int):
+                self.stats["stream_frames"] += 1
+                self._tracker.on_stream(frame)
+            return
         if kind not in CONTROL_FRAMES:
             if isinstance(frame.get("offset"), int):
                 self.stats["events"] += 1

@@ -55,6 +55,7 @@ class _ClientCore:
         epoch: str | None,
         backoff: Backoff | None,
         max_events: int,
+        stream_text: bool,
         max_pending: int,
         pace_requests: bool,
         ack_timeout: float | None,
@@ -81,14 +82,16 @@ class _ClientCore:
         self._max_message_bytes = max_message_bytes
         self._trace_fn = trace
         self._connect_kwargs = dict(connect_kwargs or {})
-        self._init_state(max_events, max_pending, pace_requests)
+        self._init_state(max_events, max_pending, pace_requests, stream_text)
 
-    def _init_state(self, max_events: int, max_pending: int, pace_requests: bool) -> None:
+    def _init_state(self, max_events: int, max_pending: int, pace_requests: bool,
+                    stream_text: bool) -> None:
         self.stats: Counter[str] = Counter()
         """Counters: connect_attempts, connections, reconnects, close_<code>, resumes,
-        resets, retries, resent, error_<code>, pings, events."""
+        resets, retries, resent, error_<code>, pings, events, stream_frames."""
         self.last_close: tuple[int | None, str] | None = None
-        self._tracker = Tracker(max_events, on_apply=self._on_apply, on_reset=self._on_reset)
+        self._tracker = Tracker(max_events, on_apply=self._on_apply, on_reset=self._on_reset,
+                                on_stream=self._on_stream, stream_to_app=stream_text)
         self._requests: deque[_Request] = deque()
         self._slots = asyncio.Semaphore(max_pending)
         self._by_id: dict[str, _Waiter] = {}
@@ -123,15 +126,24 @@ class _ClientCore:
         if w is not None and w.feed(ev):
             del self._by_turn[w.turn or 0]
 
+    def _on_stream(self, frame: Event) -> None:
+        """A ``chunk`` or ``partial`` frame, in the order to apply it (after a resume's
+        log events): to the ask or stream following its turn."""
+        turn = frame.get("turn")
+        w = self._by_turn.get(turn) if isinstance(turn, int) else None
+        if w is not None:
+            w.feed_stream(frame)
+
     def _bind(self, w: _Waiter, turn: int) -> None:
         if w.turn is None and not w.future.done():
             w.turn, w.bound_epoch = turn, self._tracker.epoch
+            w.reply.turn = turn
             self._by_turn[turn] = w
 
     def _on_reset(self, reset: Reset) -> None:
         if not reset.epoch_changed:
             for w in self._by_turn.values():
-                w.text = ""  # the rebuild replays what the log holds; the reply still comes
+                w.restart()  # the rebuild replays what the log holds; the reply still comes
             return
         for turn, w in list(self._by_turn.items()):
             if w.bound_epoch != reset.epoch:

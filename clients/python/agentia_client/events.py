@@ -2,8 +2,9 @@
 
 :func:`parse_frame` turns a decoded JSON object into one of them: the six control frames
 (:class:`Welcome`, :class:`Ack`, :class:`Resumed`, :class:`Cancelling`, :class:`Pong`,
-:class:`ErrorFrame`) or a session log event (:class:`UserMessage`, :class:`TurnStart`,
-:class:`Delta`, :class:`ToolCall`, :class:`Reply`, :class:`Cancelled`, :class:`TurnFailure`,
+:class:`ErrorFrame`), a running turn's reply text (:class:`Chunk`, :class:`Partial`: no
+offset, not log events) or a session log event (:class:`UserMessage`, :class:`TurnStart`,
+:class:`ToolCall`, :class:`Reply`, :class:`Cancelled`, :class:`TurnFailure`,
 :class:`CallState`). A type this version does not know becomes :class:`UnknownEvent`, and a
 missing or mistyped field its default, so a newer edge never breaks an older client. Every
 instance keeps the object it was parsed from in ``raw``.
@@ -130,6 +131,47 @@ def _parse_ack(d: dict[str, Any]) -> Ack:
     return Ack(_str(d, "id"), _int(d, "offset"), d.get("duplicate") is True)
 
 
+# ------------------------------------------------------------ reply text as it streams (section 4)
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """``chunk``: the next piece of a running turn's reply text (no offset, never replayed).
+
+    Apply it when ``seq`` is the number of chunks applied to this run of ``attempt`` + 1
+    (:class:`agentia_client.TurnText` does so)."""
+
+    type: ClassVar[str] = "chunk"
+    turn: int
+    attempt: int
+    seq: int
+    """1, 2, 3, ... within one run of the attempt."""
+    text: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Chunk:
+        return cls(_int(d, "turn"), _int(d, "attempt", 1), _int(d, "seq"), _str(d, "text"), d)
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """``partial``: a running turn's text so far (chunks ``1 .. seq`` of the run): replace
+    the turn's text with it. Sent in a resume's answer and to a connection that joined
+    mid-turn."""
+
+    type: ClassVar[str] = "partial"
+    turn: int
+    attempt: int
+    seq: int
+    """The number of chunks ``text`` holds: the next chunk has ``seq + 1``."""
+    text: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Partial:
+        return cls(_int(d, "turn"), _int(d, "attempt", 1), _int(d, "seq"), _str(d, "text"), d)
+
+
 # ------------------------------------------------------------ session log events (section 5)
 
 @dataclass(frozen=True, slots=True)
@@ -168,21 +210,6 @@ class TurnStart:
     @classmethod
     def parse(cls, d: dict[str, Any]) -> TurnStart:
         return cls(_int(d, "offset"), _int(d, "turn"), _int(d, "attempt", 1), d)
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """``delta``: more reply text."""
-
-    type: ClassVar[str] = "delta"
-    offset: int
-    turn: int
-    text: str
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def parse(cls, d: dict[str, Any]) -> Delta:
-        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,24 +309,28 @@ class UnknownEvent:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-LogEvent: TypeAlias = (UserMessage | TurnStart | Delta | ToolCall | Reply | Cancelled
-                       | TurnFailure | CallState | UnknownEvent)
+LogEvent: TypeAlias = (UserMessage | TurnStart | ToolCall | Reply | Cancelled | TurnFailure
+                       | CallState | UnknownEvent)
 """A session log event (it has an ``offset``)."""
-TurnEvent: TypeAlias = UserMessage | TurnStart | Delta | ToolCall | Reply | Cancelled | TurnFailure
-"""What :meth:`AgentiaClient.stream` yields: the events of one turn."""
+StreamFrame: TypeAlias = Chunk | Partial
+"""A running turn's reply text: not a log event (no ``offset``)."""
+TurnEvent: TypeAlias = (UserMessage | TurnStart | ToolCall | Chunk | Partial | Reply | Cancelled
+                        | TurnFailure)
+"""What :meth:`AgentiaClient.stream` yields: the events and streamed text of one turn."""
 TurnEnd: TypeAlias = Reply | Cancelled | TurnFailure
 """The three events that end a turn; every turn ends with exactly one of them."""
 ControlFrame: TypeAlias = Welcome | Ack | Resumed | Cancelling | Pong | ErrorFrame
-ServerFrame: TypeAlias = ControlFrame | LogEvent
+ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
-    UserMessage, TurnStart, Delta, ToolCall, Reply, Cancelled, TurnFailure, CallState)}
+    UserMessage, TurnStart, ToolCall, Reply, Cancelled, TurnFailure, CallState)}
+_STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
     Welcome, Resumed, Cancelling, Pong, ErrorFrame)} | {"ack": _parse_ack}
 
 
 def parse_event(d: dict[str, Any]) -> LogEvent:
-    """A session log event (``{"offset": 21, "type": "delta", ...}``) as its class."""
+    """A session log event (``{"offset": 21, "type": "reply", ...}``) as its class."""
     kind = _str(d, "type")
     parse = _EVENTS.get(kind)
     if parse is None:
@@ -308,11 +339,21 @@ def parse_event(d: dict[str, Any]) -> LogEvent:
     return event
 
 
-def parse_frame(d: dict[str, Any]) -> ServerFrame:
-    """Any frame an edge sends, as its class (control frames have no ``offset`` meaning
-    a log position, so they are told apart by ``type`` first)."""
-    parse = _CONTROL.get(_str(d, "type"))
+def parse_stream(d: dict[str, Any]) -> StreamFrame | None:
+    """A ``chunk`` or ``partial`` frame as its class; None for any other type."""
+    parse = _STREAM.get(_str(d, "type"))
     if parse is None:
-        return parse_event(d)
-    frame: ControlFrame = parse(d)
+        return None
+    frame: StreamFrame = parse(d)
     return frame
+
+
+def parse_frame(d: dict[str, Any]) -> ServerFrame:
+    """Any frame an edge sends, as its class (control and stream frames have no ``offset``
+    meaning a log position, so they are told apart by ``type`` first)."""
+    kind = _str(d, "type")
+    control = _CONTROL.get(kind)
+    if control is not None:
+        frame: ControlFrame = control(d)
+        return frame
+    return parse_stream(d) or parse_event(d)

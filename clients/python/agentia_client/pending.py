@@ -1,20 +1,21 @@
 """What the client waits for: requests written one at a time, and asks following a turn.
 
 No I/O: a :class:`_Request` builds its frame and recognises its answer; a :class:`_Waiter`
-turns a turn's events into the outcome of :meth:`AgentiaClient.ask` (and hands them to
-:meth:`AgentiaClient.stream`).
+turns a turn's events and ``chunk``/``partial`` frames into the outcome of
+:meth:`AgentiaClient.ask` (and hands them to :meth:`AgentiaClient.stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from agentia_client.errors import RequestError, TurnCancelled, TurnFailed
+from agentia_client.replies import TurnText
 from agentia_client.values import Event, Limits
 
 
@@ -74,40 +75,57 @@ class _Waiter:
     future: asyncio.Future[str]
     on_text: Callable[[str], None] | None
     turn: int | None = None
-    text: str = ""
+    reply: TurnText = field(default_factory=lambda: TurnText(0))
     bound_epoch: str | None = None
     on_event: Callable[[Event], None] | None = None
-    """Called with each event of the turn, its ``user`` event included (used by
-    :meth:`AgentiaClient.stream`)."""
+    """Called with each event of the turn, its ``user`` event included, and each of its
+    ``chunk``/``partial`` frames that changes the text (used by :meth:`AgentiaClient.stream`)."""
+
+    @property
+    def text(self) -> str:
+        return self.reply.text
+
+    def restart(self) -> None:
+        """The view is rebuilt from the log (a reset): the text comes again."""
+        self.reply = TurnText(self.turn or 0)
 
     def feed(self, ev: Event) -> bool:
-        """Apply one event of the turn; True when the turn is over."""
+        """Apply one log event of the turn; True when the turn is over."""
         if self.on_event is not None and not self.future.done():
             self.on_event(ev)
         kind = ev.get("type")
-        if kind == "turn_start" and ev.get("attempt", 1) != 1:
-            self._set_text("")  # a new attempt restarts the reply
-        elif kind == "delta":
-            self._set_text(self.text + str(ev.get("text", "")))
+        if kind == "turn_start":
+            self._apply_text(ev)  # a new attempt (or a re-run) restarts the reply
         elif kind == "reply":
-            _resolve(self.future, str(ev.get("text", self.text)))
+            self.reply.apply(ev)
+            _resolve(self.future, self.reply.text)
             return True
         elif kind == "cancelled":
-            _fail(self.future, TurnCancelled(self.turn or 0, str(ev.get("text", ""))))
+            self.reply.apply(ev)
+            _fail(self.future, TurnCancelled(self.turn or 0, self.reply.text))
             return True
         elif kind == "turn_error":
+            self.reply.apply(ev)
             _fail(self.future, TurnFailed(self.turn or 0, str(ev.get("code", "turn_failed")),
                                           str(ev.get("message", ""))))
             return True
         return self.future.done()
 
-    def _set_text(self, text: str) -> None:
-        self.text = text
-        if self.on_text is not None and not self.future.done():
+    def feed_stream(self, frame: Event) -> None:
+        """Apply a ``chunk`` or ``partial`` frame of the turn (duplicates, holes, stale
+        attempts and frames after the end are dropped here, not handed on)."""
+        if self._apply_text(frame) and self.on_event is not None and not self.future.done():
+            self.on_event(frame)
+
+    def _apply_text(self, frame: Event) -> bool:
+        before = self.reply.text
+        applied = self.reply.apply(frame)
+        if self.reply.text != before and self.on_text is not None and not self.future.done():
             try:
-                self.on_text(text)
+                self.on_text(self.reply.text)
             except Exception as exc:  # the caller's callback: fail its ask, not the client
                 _fail(self.future, exc)
+        return applied
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:

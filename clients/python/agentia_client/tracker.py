@@ -28,16 +28,26 @@ class Tracker:
     (``app_next`` is then the first offset it lacks). ``need_resume`` says that the owner
     should send ``resume`` with :meth:`resume_args`: after a gap, after a resume that ended
     short, or when a queue that overflowed has room again.
+
+    ``chunk`` and ``partial`` frames (:meth:`on_stream`: no offset) go to ``on_stream`` as
+    they come, except while a resume is answered: then they wait, in arrival order, and
+    follow the replayed events (section 6, steps 2 and 6). With ``stream_to_app`` they are
+    queued for the application too, unless its queue is full or behind (they are never
+    replayed; the turn's ending event carries the whole text).
     """
 
     def __init__(self, max_events: int = 1000, *, on_apply: Callable[[Event], None] = _noop_event,
-                 on_reset: Callable[[Reset], None] = _noop_reset) -> None:
+                 on_reset: Callable[[Reset], None] = _noop_reset,
+                 on_stream: Callable[[Event], None] = _noop_event,
+                 stream_to_app: bool = False) -> None:
         if max_events < 2:
             raise ValueError("max_events must be at least 2")
         self.max_events = max_events
         self.buffer_limit = max(max_events, 1024)
         self.on_apply = on_apply
         self.on_reset = on_reset
+        self.on_stream_apply = on_stream
+        self.stream_to_app = stream_to_app
         self.epoch: str | None = None
         self.last = 0
         self.started = False
@@ -46,6 +56,7 @@ class Tracker:
         self.buffering = False
         self.need_resume = False
         self._buf: dict[int, Event] = {}
+        self._stream_buf: list[Event] = []
 
     # -------------------------------------------------------- positions
 
@@ -75,11 +86,13 @@ class Tracker:
         self.buffering = True
         self.need_resume = False
         self._buf.clear()
+        self._stream_buf.clear()
 
     def end_connection(self) -> None:
         """The connection is gone; the next one resumes from :meth:`resume_args`."""
         self.buffering = False
         self._buf.clear()
+        self._stream_buf.clear()
         self.need_resume = False
 
     def on_resumed(self, recovered: bool, offset: int, epoch: str) -> Reset | None:
@@ -96,6 +109,9 @@ class Tracker:
             self.last = events[0]["offset"] - 1 if events else offset
         for ev in events:
             self._process(ev)
+        frames, self._stream_buf = self._stream_buf, []
+        for frame in frames:
+            self._deliver_stream(frame)
         if self.last < offset:
             self.need_resume = True  # events were dropped (buffer full) or out of order
         self._check_app()
@@ -128,6 +144,21 @@ class Tracker:
                 self._buf[o] = ev
             return
         self._process(ev)
+
+    def on_stream(self, frame: Event) -> None:
+        """A ``chunk`` or ``partial`` frame (no offset): held while a resume is answered
+        (at most ``buffer_limit``; beyond, dropped: the turn's end still brings its text)."""
+        if self.buffering:
+            if len(self._stream_buf) < self.buffer_limit:
+                self._stream_buf.append(frame)
+            return
+        self._deliver_stream(frame)
+
+    def _deliver_stream(self, frame: Event) -> None:
+        self.on_stream_apply(frame)
+        if (self.stream_to_app and self.app_next is None
+                and len(self.queue) < self.max_events):
+            self.queue.append(frame)
 
     def _process(self, ev: Event) -> None:
         o: int = ev["offset"]

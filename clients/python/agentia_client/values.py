@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 Event: TypeAlias = dict[str, Any]
-"""A session log event as sent by the edge: ``{"offset": 21, "type": "delta", ...}``."""
+"""A session log event as sent by the edge: ``{"offset": 21, "type": "reply", ...}`` (or, from
+:meth:`AgentiaClient.events` with ``stream_text=True``, a ``chunk``/``partial`` frame)."""
 TokenSource: TypeAlias = str | Callable[[], Awaitable[str]]
 Trace: TypeAlias = Callable[[Literal["in", "out"], dict[str, Any]], None]
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_CLIENT_ID = 64
 CONTROL_FRAMES = frozenset({"welcome", "ack", "resumed", "cancelling", "pong", "error"})
+STREAM_FRAMES = frozenset({"chunk", "partial"})
+"""A running turn's reply text: frames without an offset, not session log events."""
 
 
 @dataclass(frozen=True, slots=True)
