@@ -5,6 +5,7 @@ handler."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import orjson
@@ -200,6 +201,44 @@ async def test_membership_catches_up_after_an_outage_and_re_registers(bus: Bus) 
 async def _submit(bus: Bus, sid: str) -> Submitted:
     await bus.open_session(sid, "ann")
     return await bus.submit(sid, f"c-{sid}", "hi", user="ann")
+
+
+class _Timed:
+    """A NodeDelivery whose reads each return one event, answered at once or after
+    ``slow_s`` (the reads listed in ``slow``); it records when each read was asked."""
+
+    def __init__(self, slow: set[int], slow_s: float) -> None:
+        self.asked: list[float] = []
+        self.slow, self.slow_s = slow, slow_s
+        self.fifth = asyncio.Event()
+
+    async def read_delivery(self, node: str, last_id: bytes, block_ms: int = 1000
+                            ) -> list[Delivered]:
+        n = len(self.asked)
+        self.asked.append(time.monotonic())
+        if n == 4:
+            self.fifth.set()
+        if n in self.slow:
+            await asyncio.sleep(self.slow_s)
+        return [Delivered(f"1-{n + 1}".encode(), "s", n + 1, b'{"type":"call"}')]
+
+
+async def test_membership_lingers_only_between_dense_reads() -> None:
+    """Reads answered at once are followed by a pause of ``linger_s``; a read that waited
+    for its event (a quiet stream) is followed by the next at once; no event is lost."""
+    handler = _Handler()
+    timed = _Timed(slow={2}, slow_s=0.6)
+    member = Membership(timed, "n3", handler, linger_s=0.3)  # type: ignore[arg-type]
+    reader = asyncio.create_task(member.deliver_forever())
+    try:
+        await asyncio.wait_for(timed.fifth.wait(), 10)
+    finally:
+        reader.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(timed.asked)]
+    assert gaps[0] >= 0.3 and gaps[1] >= 0.3  # dense: lingered
+    assert 0.6 <= gaps[2] < 0.9  # the slow read itself, then no linger after it
+    assert gaps[3] >= 0.3
+    assert [offset for _, offset, _ in handler.events][:4] == [1, 2, 3, 4]
 
 
 async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bus) -> None:
