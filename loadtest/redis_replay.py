@@ -259,6 +259,8 @@ class _Flusher:
             self.pending, self.waiting = [], []
             try:
                 await self.bus.stream_chunks(pieces)
+            except Exception as exc:  # as the worker's flusher: the tick fails, not the loop
+                print(f"stream_chunks failed: {exc!r}", file=sys.stderr, flush=True)
             finally:
                 for fut in waiting:
                     fut.set_result(None)
