@@ -174,6 +174,11 @@ class EdgeSettings(Auth):
     autotuning (up to net.ipv4.tcp_wmem's maximum, often 4 MiB). docs/operations.md"""
     heartbeat_s: float = 25.0
     idle_timeout_s: float = 90.0
+    delivery_linger_ms: float = 2.0
+    """When events reach the edge densely, gather them this long between reads of its
+    delivery stream (one Redis round trip per few events, not per event); an event waits at
+    most this much more, the first after a quiet stream not at all. 0: read again at once.
+    sessions/membership.py, docs/benchmarks-peer.md"""
     handshake_timeout_s: float = 10.0
     ws_ping_interval_s: float = 0.0
     compression: bool = False
@@ -216,6 +221,8 @@ class EdgeSettings(Auth):
         if self.max_connections_per_user_total < 0:
             raise SettingsError("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL must be 0 (no limit) "
                                 "or more")
+        if not 0 <= self.delivery_linger_ms <= 50:
+            raise SettingsError("AGENTIA_DELIVERY_LINGER_MS must be between 0 and 50")
         if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:
             raise SettingsError("rate_per_s > 0, burst >= 1 and send_queue >= 8 are required")
         self._validate_budget()

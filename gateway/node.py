@@ -60,7 +60,8 @@ class EdgeNode:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.redis_ok = True
-        self.membership = Membership(bus, self.id, self, "edge")
+        self.membership = Membership(bus, self.id, self, "edge",
+                                     settings.delivery_linger_ms / 1000)
         self._synced: Counter[str] = Counter()
         self._emptied = asyncio.Event()
         self._lag: dict[int, tuple[float, int]] = {}

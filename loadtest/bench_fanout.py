@@ -8,7 +8,9 @@ out by the edges to every connection of each session, while many more idle conne
   devices of one conversation, or a broadcast) read every frame;
 * a publisher appends ``--rate`` events/s round-robin over the sessions with ``Bus.append``
   (the worker's path: session log, then each holding node's delivery stream) for
-  ``--seconds``; each event carries its wall-clock time of entry.
+  ``--seconds``; each event carries its wall-clock time of entry. ``--feed chunk``: each
+  event is a piece of reply text instead, ``Bus.stream_chunk`` (the run's partial buffer,
+  then each holding node's delivery stream; not the log) in a turn started before.
 
 Reported: frames delivered per second, edge CPU-seconds (all edge processes, utime+stime from
 /proc) per 1,000 frames and so frames/s per edge core, and entry -> client-receive latency
@@ -51,6 +53,7 @@ from loadtest.bench_core import (
     spawn,
 )
 from loadtest.record import record
+from sessions import events as E
 from sessions.bus import Bus, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +122,7 @@ def _client(port: int, sessions: list[str], sources: list[str], read: bool, hold
                 async for raw in ws:
                     now = time.time()
                     f = orjson.loads(raw)
-                    if f.get("type") == "delta":
+                    if f.get("type") in ("delta", "chunk"):
                         got[0] += 1
                         if got[0] % 7 == 0:  # a sample keeps the client's own cost down
                             lat.append(now - float(f["text"]))
@@ -158,8 +161,48 @@ async def _publish(url: str, prefix: str, sessions: list[str], rate: float,
     return n
 
 
+CHUNK_RUN = "1:1:fanout"
+"""The run of every session's turn when the feed is ``chunk``."""
+
+
+async def _publish_chunks(url: str, prefix: str, sessions: list[str], rate: float,
+                          seconds: float, lanes: int = 32) -> int:
+    """The worker's path for reply text instead: a turn is started in every session
+    (``Bus.append`` of its ``turn_start`` with ``run``, before the window), then each event
+    is one ``Bus.stream_chunk`` (the run's partial buffer, each holding node's delivery
+    stream), ``seq`` 1, 2, ... per session, ``lanes`` in flight, each over its own sessions
+    so that a session's chunks stay in order."""
+    bus = Bus(connect(url), prefix=prefix, shards=8)
+
+    async def lane(mine: list[str], share: float, t0: float) -> int:
+        n, seqs = 0, dict.fromkeys(mine, 0)
+        while time.perf_counter() - t0 < seconds:
+            await asyncio.sleep(max(0.0, t0 + n / share - time.perf_counter()))
+            sid = mine[n % len(mine)]
+            seqs[sid] += 1
+            text = repr(time.time())
+            frame = orjson.dumps(E.chunk(1, 1, seqs[sid], text))
+            await bus.stream_chunk(sid, CHUNK_RUN, seqs[sid], frame, text)
+            n += 1
+        return n
+
+    try:
+        for sid in sessions:
+            await bus.append(sid, E.turn_start(1, 1), run=CHUNK_RUN)
+        await asyncio.sleep(1.0)  # the turn_starts reach the clients before any chunk
+        lanes = min(lanes, len(sessions))
+        t0 = time.perf_counter()
+        # lanes start 1/rate apart: paced together, they would publish in bursts of
+        # ``lanes`` events, which the clients would report as delay
+        done = await asyncio.gather(*(lane(sessions[w::lanes], rate / lanes, t0 + w / rate)
+                                      for w in range(lanes)))
+    finally:
+        await bus.close()
+    return sum(done)
+
+
 def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, seconds: float,
-          transport: str, tree: Path = ROOT) -> dict[str, Any]:
+          transport: str, tree: Path = ROOT, feed: str = "append") -> dict[str, Any]:
     """One run against the edges of the checkout ``tree`` (events are written with this
     checkout's ``Bus.append``: the key layout is the same in every checkout compared)."""
     prefix = "fanout"
@@ -205,9 +248,10 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
             time.sleep(3)
             rss1 = sum(rss_kib(p) for p in edge_pids)
             cpu0 = sum(cpu_s(p) for p in edge_pids)
+            publish = _publish_chunks if feed == "chunk" else _publish
             p0 = time.perf_counter()
-            published = asyncio.run(_publish(redis.url, prefix, sorted(set(names)), rate,
-                                             seconds))
+            published = asyncio.run(publish(redis.url, prefix, sorted(set(names)), rate,
+                                            seconds))
             time.sleep(2)  # the last frames arrive
             window = time.perf_counter() - p0
             cpu1 = sum(cpu_s(p) for p in edge_pids)
@@ -218,7 +262,7 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
             edge_cpu = cpu1 - cpu0
             expected = published * (receivers // sessions)
             return {
-                "transport": transport, "edges": edges, "connections": opened,
+                "transport": transport, "feed": feed, "edges": edges, "connections": opened,
                 "idle": idle, "receivers": receivers, "sessions": sessions,
                 "connect_retries": sum(o[2] for o in opens),
                 "connect_failed": sum(o[3] for o in opens),
@@ -258,8 +302,12 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=500.0, help="events published per second")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--transport", default="picows", choices=("picows", "websockets"))
+    p.add_argument("--feed", default="append", choices=("append", "chunk"),
+                   help="each event: a log event (Bus.append) or a piece of reply text "
+                        "(Bus.stream_chunk in a turn started before the window)")
     p.add_argument("--record", action="store_true",
-                   help="write loadtest/results/edge-fanout.json")
+                   help="write loadtest/results/edge-fanout.json (or --record-as)")
+    p.add_argument("--record-as", default=None)
     p.add_argument("--notes", default="")
     p.add_argument("--tree", type=Path, action="append",
                    help="a checkout whose edges to measure (repeatable: side by side in one "
@@ -274,12 +322,12 @@ def main() -> None:
             res: Any = {"runs": trees(a)}
         else:
             res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds,
-                        a.transport)
+                        a.transport, feed=a.feed)
     except KeyboardInterrupt:
         sys.exit("bench_fanout: interrupted; its edges and Redis are stopped")
     print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
     if a.record:
-        name = "edge-fanout-trees" if a.tree else "edge-fanout"
+        name = a.record_as or ("edge-fanout-trees" if a.tree else "edge-fanout")
         print("recorded", record(name, res, notes=a.notes))
 
 
@@ -289,7 +337,7 @@ def trees(a: Any) -> list[dict[str, Any]]:
         for tree in (a.tree if r % 2 == 0 else a.tree[::-1]):
             tree = tree.resolve()
             res = bench(a.edges, a.idle, a.receivers, a.sessions, a.rate, a.seconds,
-                        a.transport, tree)
+                        a.transport, tree, a.feed)
             commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"],
                                     capture_output=True, text=True, check=False).stdout.strip()
             runs.append({"tree": str(tree), "commit": commit, "round": r, **res})

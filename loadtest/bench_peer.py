@@ -143,12 +143,15 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
         return {}
     feed: Callable[..., Any] = servers.feed_centrifugo
     if run.kind.startswith("agentia"):
-        feed = servers.feed_agentia_append if args.agentia_feed == "append" else \
-            servers.feed_agentia
+        feed = AGENTIA_FEEDS[args.agentia_feed]
+        if args.agentia_feed == "chunk":
+            _start_turns(run, clients, n)
     before = clients.snap()
     meter.lap()
     t0, feeder0 = time.perf_counter(), time.process_time()
-    lanes = {"lanes": args.lanes} if run.kind.startswith("centrifugo") else {}
+    lanes: dict[str, int] = {"lanes": args.lanes} if run.kind.startswith("centrifugo") else {}
+    if feed is servers.feed_agentia_chunk:
+        lanes["run_of"] = args.chunk_run
     published = asyncio.run(feed(run, n, args.rate, args.seconds, args.batch, **lanes))
     feed_wall = time.perf_counter() - t0
     feeder_cpu = time.process_time() - feeder0
@@ -176,6 +179,21 @@ def _fanout(run: Running, args: argparse.Namespace, meter: Meter, clients: Clien
                                       for k, v in net.items()},
             "dropped_after_fanout": after["dropped"],
             "feeder_cpu_s_per_1000": round(feeder_cpu / max(published, 1) * 1000, 4)}
+
+
+AGENTIA_FEEDS: dict[str, Callable[..., Any]] = {
+    "delivery": servers.feed_agentia, "append": servers.feed_agentia_append,
+    "chunk": servers.feed_agentia_chunk}
+
+
+def _start_turns(run: Running, clients: Clients, n: int) -> None:
+    """Start a turn in every session (not measured) and wait for its ``turn_start`` frames
+    (at most 60 s), so that the fan-out window counts only chunks."""
+    before = clients.snap()["events"]
+    asyncio.run(servers.start_turns(run, n))
+    deadline = time.monotonic() + 60
+    while clients.snap()["events"] - before < n and time.monotonic() < deadline:
+        time.sleep(0.25)
 
 
 def _per(cpu: dict[str, float], count: int, unit: int) -> dict[str, float]:
@@ -236,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = {"servers": results, "ratios": rat, "runs": runs,
                    "params": {k: getattr(args, k) for k in (
                        "connections", "clients", "inflight", "hold", "heartbeat", "rate",
-                       "seconds", "batch", "lanes", "agentia_feed", "repeat", "gomaxprocs")},
+                       "seconds", "batch", "lanes", "agentia_feed", "chunk_run", "repeat",
+                       "gomaxprocs")},
                    "centrifugo": {"module": servers.CENTRIFUGO_MODULE, "binary": binary}}
         path = record(args.record_as, figures, notes=args.notes)
         print(f"recorded {path}")
@@ -263,9 +282,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="fan-out: events per Redis pipeline / channels per broadcast call")
     ap.add_argument("--lanes", type=int, default=4,
                     help="fan-out: Centrifugo broadcast calls in flight at once")
-    ap.add_argument("--agentia-feed", choices=["delivery", "append"], default="delivery",
-                    help="fan-out into Agentia: straight into the edge's delivery stream, or "
-                         "through Bus.append (session log + fan-out, a worker's real path)")
+    ap.add_argument("--agentia-feed", choices=list(AGENTIA_FEEDS), default="delivery",
+                    help="fan-out into Agentia: straight into the edge's delivery stream; "
+                         "through Bus.append (a log event: session log + fan-out); or "
+                         "Bus.stream_chunk (a reply piece: partial buffer + fan-out, in a turn "
+                         "started with Bus.append(turn_start, run=...)), a worker's real paths")
+    ap.add_argument("--chunk-run", type=int, default=25,
+                    help="--agentia-feed chunk: chunks to one session in a row, as a reply "
+                         "streams (25: a second of reply at the worker's 40 ms coalescing)")
     ap.add_argument("--repeat", type=int, default=1, help="run every server this many times")
     ap.add_argument("--gomaxprocs", type=int, default=1,
                     help="Centrifugo's GOMAXPROCS (0: Go's default, every core)")

@@ -146,9 +146,9 @@ async def _deliveries(bus: Bus, tally: Tally, stop: asyncio.Event) -> None:
             beat = time.monotonic()
         rows = await bus.read_delivery(NODE, last, block_ms=200)
         now = time.monotonic()
-        for rid, sid, _offset, event in rows:
-            last = rid
-            tally.see(sid, event, now)
+        for d in rows:  # log events and chunks (sessions.roles.Delivered)
+            last = d.id
+            tally.see(d.session, d.event, now)
 
 
 async def _open(bus: Bus, sessions: list[str]) -> None:

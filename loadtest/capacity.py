@@ -101,17 +101,42 @@ def redis_turn_cpu(f: Figures, deltas: float) -> float:
 def redis_calib(f: Figures) -> float:
     """How much more Redis CPU a turn costs in the whole system (edge, worker, Agents SDK
     memory, leases, heartbeats; the turns benchmarks) than the Redis benchmark's replay of the
-    bus operations predicts at the same deltas; at least 1."""
-    ratios = [f.measured("redis_turn_cpu_full") / redis_turn_cpu(f, f.measured("deltas")),
+    bus operations predicts at the same deltas; at least 1.
+
+    The ratio compares like with like: when the turns benchmarks streamed pieces another way
+    than the replay in redis-shard (they were recorded before chunks) and a replay of their
+    way was recorded (redis-shard-before), that one is the denominator."""
+    def replay(deltas: float) -> float:
+        if f.reply_path("core-turns-w1") == f.reply_path("redis-shard") \
+                or f.reply_path("redis-shard-before") != f.reply_path("core-turns-w1"):
+            return redis_turn_cpu(f, deltas)
+        return (f.measured("redis_turn_cpu_before")
+                + deltas * f.measured("redis_delta_cpu_before"))
+
+    ratios = [f.measured("redis_turn_cpu_full") / replay(f.measured("deltas")),
               f.measured("redis_turn_cpu_full_streamed")
-              / redis_turn_cpu(f, f.measured("deltas_streamed"))]
+              / replay(f.measured("deltas_streamed"))]
     return max(1.0, sum(ratios) / len(ratios))
 
 
 def log_bytes(f: Figures, ld: dict[str, float]) -> float:
-    """Bytes one turn adds to its session's log (its user, turn_start, delta, reply events)."""
+    """Bytes one turn adds to its session's log (its user, turn_start and reply events; before
+    chunks, its deltas too), in a log of twenty turns."""
     return (f.measured("log_b") + ld["deltas"] * f.measured("log_b_delta")
             + ld["reply_chars"] * f.measured("log_b_char"))
+
+
+def log_events(f: Figures, ld: dict[str, float]) -> float:
+    """Events one turn adds to its session's log (3; before chunks, 3 + its deltas)."""
+    return f.measured("log_events") + ld["deltas"] * f.measured("log_events_delta")
+
+
+def delivery_entry_bytes(f: Figures, ld: dict[str, float]) -> float:
+    """Bytes of one delivery stream entry, on average over a turn's (its log events and
+    chunks: deltas + 3)."""
+    per_turn = (f.measured("delivery_b") + ld["deltas"] * f.measured("delivery_b_delta")
+                + ld["reply_chars"] * f.measured("delivery_b_char"))
+    return per_turn / (ld["deltas"] + 3)
 
 
 def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]:
@@ -132,9 +157,9 @@ def connections(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list
     boxes = math.ceil(max(procs / vcpus, users * kib * 1024 / GIB / (mem * util)))
     sessions_mem = users * a.sessions_kept_per_user * f.measured("redis_session_b")
     # with any turns at all each edge process's delivery stream fills up to DELIVERY_MAXLEN
-    # and stays full (it is trimmed by length only); an entry is about one log event
+    # and stays full (it is trimmed by length only)
     full = K.DELIVERY_MAXLEN if ld["turns_per_s"] > 0 else 0
-    delivery_mem = procs * full * log_bytes(f, ld) / (ld["deltas"] + 3)
+    delivery_mem = procs * full * delivery_entry_bytes(f, ld)
     redis_mem = sessions_mem + delivery_mem
     redis_cpu = connects_s * f.measured("redis_open_cpu") / 1000
     shards = max(redis_mem / (f.price("redis_shard", "mem_gib") * GIB * util), redis_cpu / util)
@@ -158,7 +183,7 @@ def turns(a: argparse.Namespace, f: Figures, ld: dict[str, float]) -> list[Line]
     kept = ld["users"] * a.sessions_kept_per_user
     per_session = f.inp("turns_per_session", "turns kept per session", a.turns_per_session,
                         "--turns-per-session")
-    in_log = min(per_session, K.LOG_MAXLEN / (deltas + 3))
+    in_log = min(per_session, K.LOG_MAXLEN / log_events(f, ld))
     in_mem = min(per_session, K.MEMORY_MAXLEN / 2)
     log_b = log_bytes(f, ld)
     mem_b = f.measured("mem_b") + ld["reply_chars"] * f.measured("mem_b_char")

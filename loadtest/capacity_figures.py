@@ -21,6 +21,8 @@ COMMANDS = {
                                    "--seconds 15 --workers 1 --word-delay 0.01 --words 100 "
                                    "--record core-turns-w1-streamed-fast",
     "redis-shard": "python -m loadtest.bench_redis --record",
+    "redis-shard-before": "python -m loadtest.bench_redis --tree before=<a checkout before "
+                          "chunks> --tree after=. --record",
     "voice": "python -m loadtest.bench_voice (it has no record option yet: pass "
              "--calls-per-voice-worker N instead)",
 }
@@ -75,6 +77,10 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("redis-shard", "fit.redis_cpu_s_per_delta")]),
     "redis_char_cpu": ("redis-server CPU-s per reply character", [
         ("redis-shard", "fit.redis_cpu_s_per_reply_char")]),
+    "redis_turn_cpu_before": ("redis-server CPU-s per turn, base, replay of log deltas", [
+        ("redis-shard-before", "fit.redis_cpu_s_per_turn_base")]),
+    "redis_delta_cpu_before": ("redis-server CPU-s per delta, replay of log deltas", [
+        ("redis-shard-before", "fit.redis_cpu_s_per_delta")]),
     "redis_turn_cmds": ("Redis commands per turn, base", [
         ("redis-shard", "fit.commands_per_turn_base")]),
     "redis_delta_cmds": ("Redis commands per delta", [
@@ -83,6 +89,16 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "log_b_delta": ("session log bytes per delta", [("redis-shard", "fit.log_bytes_per_delta")]),
     "log_b_char": ("session log bytes per reply character", [
         ("redis-shard", "fit.log_bytes_per_reply_char")]),
+    "log_events": ("session log events per turn, base", [
+        ("redis-shard", "fit.log_events_base")]),
+    "log_events_delta": ("session log events per delta (0: pieces are chunks, off the log)", [
+        ("redis-shard", "fit.log_events_per_delta")]),
+    "delivery_b": ("delivery stream bytes per turn, base", [
+        ("redis-shard", "fit.delivery_bytes_base")]),
+    "delivery_b_delta": ("delivery stream bytes per delta", [
+        ("redis-shard", "fit.delivery_bytes_per_delta")]),
+    "delivery_b_char": ("delivery stream bytes per reply character", [
+        ("redis-shard", "fit.delivery_bytes_per_reply_char")]),
     "mem_b": ("conversation memory bytes per turn, base", [
         ("redis-shard", "fit.memory_bytes_base")]),
     "mem_b_char": ("conversation memory bytes per reply character", [
@@ -136,6 +152,15 @@ class Figures:
         cmd = COMMANDS.get(candidates[-1][0], "its benchmark")
         raise MissingResult(f"no recorded result for {desc} (looked for {looked} in "
                             f"{self.dir}); run: {cmd}")
+
+    def reply_path(self, name: str) -> str | None:
+        """How result ``name`` streamed reply pieces: "chunks" or "log deltas" (results that
+        do not say predate chunks); None when ``name`` was never recorded."""
+        doc = self._doc(name)
+        if doc is None:
+            return None
+        path = doc["figures"].get("reply_path") or _dig(doc["figures"], "summary.reply_path")
+        return str(path or "log deltas")
 
     def voice_calls(self, flag: float | None) -> float:
         """Calls per voice worker: a recorded voice result, else the flag, else an error."""

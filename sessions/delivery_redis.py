@@ -5,11 +5,32 @@ it, and appends copy their events to those nodes' streams."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sessions import keys as K
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import RedisCore, down
 from sessions.roles import ChunkAt, Delivered
+
+READERS_KEPT = 4
+"""Delivery readers whose Redis connection is kept out of the pool (one per node read from
+this client: one in an edge or a voice call)."""
+
+
+def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
+    """The events of one delivery entry: a log event, or a tick's chunks for this node
+    (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks)."""
+    batch = f.get(b"b")
+    if batch is None:
+        return [Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"])]
+    out = []
+    for record in batch.split(b"\n"):
+        sid, at, frame = record.split(b"\t", 2)
+        run, _, seq = at.partition(b"|")
+        turn, attempt, _ = run.split(b":", 2)
+        out.append(Delivered(rid, sid.decode(), 0, frame,
+                             ChunkAt(int(turn), int(attempt), run, int(seq))))
+    return out
 
 
 class RedisNodeDelivery(RedisCore):
@@ -39,20 +60,44 @@ class RedisNodeDelivery(RedisCore):
     @down
     async def read_delivery(self, node: str, last_id: bytes,
                             block_ms: int = 1000) -> list[Delivered]:
-        res = await self.redis.xread({self.keys.delivery(node): last_id}, count=1000,
-                                     block=block_ms)
-        out: list[Delivered] = []
-        for _stream, rows in res or []:
-            for rid, f in rows:
-                at = f.get(b"c")  # a chunk: "<turn>:<attempt>:<nonce>|<seq>"
-                if at is None:
-                    out.append(Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"]))
-                    continue
-                run, _, seq = at.partition(b"|")
-                turn, attempt, _ = run.split(b":", 2)
-                out.append(Delivered(rid, f[b"s"].decode(), 0, f[b"e"],
-                                     ChunkAt(int(turn), int(attempt), run, int(seq))))
-        return out
+        key = self.keys.delivery(node)
+        if self.cluster:
+            res = await self.redis.xread({key: last_id}, count=1000, block=block_ms)
+            return [d for _stream, rows in res or [] for rid, f in rows
+                    for d in _delivered(rid, f)]
+        raw = await self._xread_raw(node, key, last_id, block_ms)
+        if not raw:
+            return []
+        # RESP3 answers {stream: entries}, RESP2 [[stream, entries]]; an entry is
+        # [id, [field, value, ...]]
+        streams = raw.values() if isinstance(raw, dict) else (pair[1] for pair in raw)
+        return [d for rows in streams for rid, flat in rows
+                for d in _delivered(rid, dict(zip(flat[::2], flat[1::2], strict=True)))]
+
+    async def _xread_raw(self, node: str, key: str, last_id: bytes, block_ms: int) -> Any:
+        """XREAD on a connection kept for this node's reader, its reply unparsed. The pool's
+        checkout and release, redis-py's reply parsing and its per-command observability
+        hooks cost the edge more than the rest of a frame's delivery when events come a few
+        per read (loadtest/bench_peer.py --agentia-feed chunk); the connection keeps the
+        pool's retry policy (a dropped connection is re-made and the read sent again, as
+        any command), and a read cut short (cancelled, timed out) disconnects it, so a late
+        reply is never taken for the next one's."""
+        conn = self._readers.pop(node, None)
+        if conn is None:
+            conn = await self.redis.connection_pool.get_connection()
+        args = ("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", key, last_id)
+
+        async def once() -> Any:
+            await conn.send_command(*args)
+            return await conn.read_response()
+
+        try:
+            return await conn.retry.call_with_retry(once, lambda _err: conn.disconnect())
+        finally:
+            if node not in self._readers and len(self._readers) < READERS_KEPT:
+                self._readers[node] = conn
+            else:
+                await self.redis.connection_pool.release(conn)
 
     @down
     async def drop_node(self, node: str) -> None:

@@ -44,6 +44,8 @@ NODE_TTL = 15
 """An edge node whose heartbeat is older than this is considered dead."""
 NODE_CHECK_S = 5.0
 """How often a writer re-checks that an edge node it delivers to is alive."""
+CHUNKS_PER_ENTRY = 256
+"""Most reply pieces packed into one delivery-stream entry (a tick's pieces for one node)."""
 NODES_FRESH_S = 1.0
 """How old a worker's view of which nodes hold a session may be when it streams a chunk (a
 node that joins mid-turn gets the turn's chunks within this, and a ``partial`` first)."""

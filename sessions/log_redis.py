@@ -264,26 +264,36 @@ class RedisSessionLog(RedisNodeDelivery):
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
         """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
         text)`` each, in one pipeline, not in the log: each pushed to its run's partial buffer
-        (what a resume reads; RPUSHX: a buffer its turn already dropped is not created again)
-        and to the delivery stream of each node holding its session. Two commands per piece
-        for a session on one node (the nodes are known from the turn's own appends, re-read
-        at most every ``NODES_FRESH_S``). A worker sends every running turn's pieces of one
-        tick together."""
+        (what a resume reads; RPUSHX: a buffer its turn already dropped is not created again),
+        and the pieces for each node holding their sessions packed into **one** entry of that
+        node's delivery stream (``{b: record\nrecord…}``, a record being ``<session>\t<run>|<seq>
+        \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
+        control character). A worker sends every running turn's pieces of one tick together, so
+        a tick costs each node one stream entry to write and read, not one per piece. The nodes
+        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S``."""
         k = self.keys
         targets = []
         for sid, _run, _seq, _event, _text in pieces:
             nodes = await self._nodes_of(sid)
             targets.append(await self._live_nodes(nodes) if nodes else [])
+        batches: dict[bytes, list[bytes]] = {}
+        fresh: set[bytes] = set()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
                     pipe.rpushx(k.partial(sid), f"{run}|{text}")
-                    fields = {"s": sid, "c": f"{run}|{seq}", "e": event}
+                    record = b"%s\t%s|%d\t%s" % (sid.encode(), run.encode(), seq, event)
                     for node in live:
-                        stream = k.delivery(node.decode())
-                        pipe.xadd(stream, fields, maxlen=K.DELIVERY_MAXLEN, approximate=True)
-                        if seq == 1:  # the node's heartbeat keeps it alive after that
-                            pipe.expire(stream, K.DELIVERY_TTL)
+                        batches.setdefault(node, []).append(record)
+                        if seq == 1:
+                            fresh.add(node)
+                for node, records in batches.items():
+                    stream = k.delivery(node.decode())
+                    for i in range(0, len(records), K.CHUNKS_PER_ENTRY):
+                        pipe.xadd(stream, {"b": b"\n".join(records[i:i + K.CHUNKS_PER_ENTRY])},
+                                  maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                    if node in fresh:  # the node's heartbeat keeps it alive after that
+                        pipe.expire(stream, K.DELIVERY_TTL)
                 await pipe.execute()
         except REDIS_DOWN:
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable

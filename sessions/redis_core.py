@@ -76,6 +76,8 @@ class RedisCore:
         """Edge node -> (when its heartbeat key was checked, whether it existed)."""
         self._session_nodes: dict[str, tuple[float, list[bytes]]] = {}
         """Session -> (when, the nodes holding it): what its last append saw."""
+        self._readers: dict[str, Any] = {}
+        """Node -> the Redis connection its delivery reads use (sessions/delivery_redis.py)."""
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)

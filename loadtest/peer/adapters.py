@@ -6,7 +6,8 @@ test rather than parsed: the client's cost must not depend on the server measure
 
 * Agentia (``agentia.v1``): the token in ``Authorization: Bearer``, one session per
   connection (``?session=``); ready on ``welcome``; the client sends ``{"type":"ping"}`` every
-  heartbeat and counts ``pong``; session events start with ``{"offset":``.
+  heartbeat and counts ``pong``; session events start with ``{"offset":``, reply chunks
+  with ``{"type":"chunk"``.
 * Centrifugo (client protocol v2, JSON): ``{"id":1,"connect":{"token":JWT}}``, then
   ``{"id":2,"subscribe":{"channel":...}}``; ready on the subscribe reply. The server pings
   with an empty reply ``{}`` and the client answers with an empty command ``{}`` (only after a
@@ -65,7 +66,7 @@ class AgentiaAdapter:
         pass  # the server speaks first (welcome)
 
     def on_message(self, conn: WSClient, payload: bytes) -> None:
-        if payload.startswith(b'{"offset"'):
+        if payload.startswith(b'{"offset"') or payload.startswith(b'{"type":"chunk"'):
             self.tally.events += 1
         elif b'"pong"' in payload[:20]:
             self.tally.keepalives += 1

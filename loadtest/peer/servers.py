@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import redis.asyncio as aioredis
 
 from agentia.supervise import spawn, stop_all
 from launch.redis_server import RedisServer, free_port
 from loadtest.peer.adapters import channel_of, session_of
+from sessions import events as E
 from sessions import keys as K
 from sessions.bus import Bus, connect
 
@@ -254,6 +256,59 @@ async def feed_agentia_append(run: Running, conns: int, rate: float, seconds: fl
         sent, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
             await bus.append(session_of(mine[sent % len(mine)]), event_json(sent))
+            sent += 1
+            await _pace(start, sent, share)
+        return sent
+
+    try:
+        done = await asyncio.gather(*(lane(list(range(w, conns, lanes)), rate / lanes)
+                                      for w in range(lanes)))
+    finally:
+        await bus.close()
+    return sum(done)
+
+
+CHUNK_RUN = "1:1:bench"
+"""The run of every session's turn in the chunk feed (``<turn>:<attempt>:<nonce>``)."""
+
+
+async def start_turns(run: Running, conns: int, lanes: int = 32) -> None:
+    """Before a chunk feed: start turn 1 of every connection's session as a worker does
+    (``Bus.append`` of its ``turn_start`` with ``run``: the partial buffer starts), so that
+    each chunk then finds its run. Not measured: the caller waits for the ``turn_start``
+    frames to arrive before the fan-out starts."""
+    bus = Bus(connect(run.extra["redis_url"]), prefix="agentia", shards=8)
+
+    async def lane(mine: list[int]) -> None:
+        for idx in mine:
+            await bus.append(session_of(idx), E.turn_start(1, 1), run=CHUNK_RUN)
+
+    try:
+        await asyncio.gather(*(lane(list(range(w, conns, lanes))) for w in range(lanes)))
+    finally:
+        await bus.close()
+
+
+async def feed_agentia_chunk(run: Running, conns: int, rate: float, seconds: float,
+                             batch: int, lanes: int = 32, run_of: int = 25) -> int:
+    """The worker's path for one piece of reply text: ``Bus.stream_chunk`` (RPUSHX to the
+    run's partial buffer, XADD to each holding node's delivery stream; HKEYS of the
+    session's nodes first when the last view is older than ``NODES_FRESH_S``) of a
+    ``chunk`` frame carrying the event's text, ``seq`` 1, 2, ... per session, ``lanes`` in
+    flight, each lane over its own sessions so that a session's chunks stay in order.
+    ``run_of`` chunks go to a session in a row, as a reply streams (25: one second of a
+    reply coalesced every 40 ms, so the nodes are re-read once per 25 chunks, as a worker
+    does). Needs :func:`start_turns` first. ``batch`` is unused."""
+    bus = Bus(connect(run.extra["redis_url"]), prefix="agentia", shards=8)
+    seqs = [0] * conns
+
+    async def lane(mine: list[int], share: float) -> int:
+        sent, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            idx = mine[(sent // run_of) % len(mine)]
+            seqs[idx] += 1
+            event = orjson.dumps(E.chunk(1, 1, seqs[idx], EVENT_TEXT))
+            await bus.stream_chunk(session_of(idx), CHUNK_RUN, seqs[idx], event, EVENT_TEXT)
             sent += 1
             await _pace(start, sent, share)
         return sent

@@ -5,6 +5,7 @@ handler."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import orjson
@@ -202,6 +203,44 @@ async def _submit(bus: Bus, sid: str) -> Submitted:
     return await bus.submit(sid, f"c-{sid}", "hi", user="ann")
 
 
+class _Timed:
+    """A NodeDelivery whose reads each return one event, answered at once or after
+    ``slow_s`` (the reads listed in ``slow``); it records when each read was asked."""
+
+    def __init__(self, slow: set[int], slow_s: float) -> None:
+        self.asked: list[float] = []
+        self.slow, self.slow_s = slow, slow_s
+        self.fifth = asyncio.Event()
+
+    async def read_delivery(self, node: str, last_id: bytes, block_ms: int = 1000
+                            ) -> list[Delivered]:
+        n = len(self.asked)
+        self.asked.append(time.monotonic())
+        if n == 4:
+            self.fifth.set()
+        if n in self.slow:
+            await asyncio.sleep(self.slow_s)
+        return [Delivered(f"1-{n + 1}".encode(), "s", n + 1, b'{"type":"call"}')]
+
+
+async def test_membership_lingers_only_between_dense_reads() -> None:
+    """Reads answered at once are followed by a pause of ``linger_s``; a read that waited
+    for its event (a quiet stream) is followed by the next at once; no event is lost."""
+    handler = _Handler()
+    timed = _Timed(slow={2}, slow_s=0.6)
+    member = Membership(timed, "n3", handler, linger_s=0.3)  # type: ignore[arg-type]
+    reader = asyncio.create_task(member.deliver_forever())
+    try:
+        await asyncio.wait_for(timed.fifth.wait(), 10)
+    finally:
+        reader.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(timed.asked)]
+    assert gaps[0] >= 0.3 and gaps[1] >= 0.3  # dense: lingered
+    assert 0.6 <= gaps[2] < 0.9  # the slow read itself, then no linger after it
+    assert gaps[3] >= 0.3
+    assert [offset for _, offset, _ in handler.events][:4] == [1, 2, 3, 4]
+
+
 async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bus) -> None:
     """START: counts the attempt, appends the turn_start (the very bytes events.py builds)
     and starts the run's partial buffer; a cancelled turn or one past its attempts gets no
@@ -226,3 +265,25 @@ async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bu
     assert cancelled.cancelled and cancelled.run == ""
     types = [orjson.loads(e)["type"] for _, e in (await bus.replay("st", 0, None)).events]
     assert types == ["user", "turn_start", "turn_start"]
+
+
+async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> None:
+    """stream_chunks packs the pieces of several sessions for the same node into one delivery
+    entry; the reader unpacks each with its session, run, seq and frame, in order."""
+    await bus.heartbeat_node("n5")
+    runs = {}
+    for sid in ("p1", "p2"):
+        await bus.open_session(sid, "ann", "n5")
+        sub = await bus.submit(sid, "m1", "hi", user="ann")
+        runs[sid] = f"{sub.offset}:1:cd34"
+        await bus.append(sid, E.turn_start(sub.offset, 1), run=runs[sid])
+    before = await bus.redis.xlen(bus.keys.delivery("n5"))
+    pieces = [(sid, runs[sid], 1, orjson.dumps(E.chunk(1, 1, 1, f"to {sid}\t\n")), f"to {sid}")
+              for sid in ("p1", "p2")]
+    await bus.stream_chunks(pieces)
+    assert await bus.redis.xlen(bus.keys.delivery("n5")) == before + 1
+    rows = await bus.read_delivery("n5", b"0-0", block_ms=10)
+    chunks = [(d.session, d.chunk.run, d.chunk.seq, orjson.loads(d.event)["text"])
+              for d in rows if d.chunk is not None]
+    assert chunks == [("p1", runs["p1"].encode(), 1, "to p1\t\n"),
+                      ("p2", runs["p2"].encode(), 1, "to p2\t\n")]

@@ -37,7 +37,26 @@ RESULTS: dict[str, dict[str, Any]] = {
                 "redis_cpu_s_per_reply_char": 1e-8, "commands_per_turn_base": 65.0,
                 "commands_per_delta": 12.0, "log_bytes_base": 700.0, "log_bytes_per_delta": 190.0,
                 "log_bytes_per_reply_char": 2.4, "memory_bytes_base": 200.0,
-                "memory_bytes_per_reply_char": 1.0}},
+                "memory_bytes_per_reply_char": 1.0, "log_events_base": 3.0,
+                "log_events_per_delta": 1.0, "delivery_bytes_base": 900.0,
+                "delivery_bytes_per_delta": 100.0, "delivery_bytes_per_reply_char": 1.5}},
+}
+
+# the same bus replayed with reply pieces as chunks (off the log), and the replay of the log
+# deltas kept beside it as redis-shard-before, as bench_redis records them side by side
+CHUNKS: dict[str, dict[str, Any]] = {
+    **copy.deepcopy(RESULTS),
+    "redis-shard": {
+        "reply_path": "chunks",
+        "idle": {"redis_cpu_s_per_1000_opens": 0.04, "redis_bytes_per_idle_session": 600},
+        "fit": {"redis_cpu_s_per_turn_base": 3e-4, "redis_cpu_s_per_delta": 1.5e-5,
+                "redis_cpu_s_per_reply_char": 1e-8, "commands_per_turn_base": 60.0,
+                "commands_per_delta": 2.0, "log_bytes_base": 400.0, "log_bytes_per_delta": 0.0,
+                "log_bytes_per_reply_char": 1.2, "memory_bytes_base": 200.0,
+                "memory_bytes_per_reply_char": 1.0, "log_events_base": 3.0,
+                "log_events_per_delta": 0.0, "delivery_bytes_base": 800.0,
+                "delivery_bytes_per_delta": 90.0, "delivery_bytes_per_reply_char": 1.2}},
+    "redis-shard-before": {"reply_path": "log deltas", **copy.deepcopy(RESULTS["redis-shard"])},
 }
 
 
@@ -54,7 +73,8 @@ def args(tmp: Path, *extra: str) -> argparse.Namespace:
 
 
 def quantity(res: dict[str, Any], part: str, starts: str) -> float:
-    return next(ln["quantity"] for ln in res["parts"][part] if ln["what"].startswith(starts))
+    return float(next(ln["quantity"] for ln in res["parts"][part]
+                      if ln["what"].startswith(starts)))
 
 
 def test_figures_come_from_the_result_files(tmp_path: Path) -> None:
@@ -96,6 +116,56 @@ def test_redis_turn_cpu_is_the_bus_replay_scaled_to_the_whole_system(tmp_path: P
     kept = 10_000_000 * 20 * (700 + 190 * deltas + 2.4 * chars + 200 + chars)  # logs, memory
     want = max(10_000_000 / 60 * per_turn / 0.7, kept / (16 * 2**30 * 0.7))
     assert quantity(res, "turns", "Redis shards") == pytest.approx(want, abs=0.01)
+
+
+def test_chunks_off_the_log_cost_what_their_replay_measured(tmp_path: Path) -> None:
+    """With chunks the replay's own figures give CPU, commands and log bytes; the whole
+    system's ratio is still taken against the replay of the path the turns benchmarks ran
+    (log deltas, from redis-shard-before: ratios 2 and 1 as above)."""
+    res = compute(args(write(tmp_path, CHUNKS)))
+    deltas, chars = res["load"]["deltas"], res["load"]["reply_chars"]
+    fit = CHUNKS["redis-shard"]["fit"]
+    per_turn = (fit["redis_cpu_s_per_turn_base"] + deltas * fit["redis_cpu_s_per_delta"]
+                + chars * fit["redis_cpu_s_per_reply_char"]) * 1.5
+    kept = 10_000_000 * 20 * (400 + 1.2 * chars + 200 + chars)
+    want = max(10_000_000 / 60 * per_turn / 0.7, kept / (16 * 2**30 * 0.7))
+    assert quantity(res, "turns", "Redis shards") == pytest.approx(want, abs=0.01)
+    assert f"{10_000_000 / 60 * (60 + 2 * deltas):,.0f} bus commands/s" in next(
+        ln["note"] for ln in res["parts"]["turns"] if ln["what"].startswith("Redis shards"))
+    # without the replay of log deltas the ratio is against the chunk replay itself
+    alone = {k: v for k, v in CHUNKS.items() if k != "redis-shard-before"}
+    res = compute(args(write(tmp_path / "alone", alone)))
+    replay = [fit["redis_cpu_s_per_turn_base"] + d * fit["redis_cpu_s_per_delta"]
+              for d in (1.0, 100.0)]
+    calib = (0.00092 / replay[0] + 0.0064 / replay[1]) / 2
+    assert quantity(res, "turns", "Redis shards") == pytest.approx(
+        10_000_000 / 60 * per_turn / 1.5 * calib / 0.7, abs=0.01)
+
+
+def test_a_log_holds_turns_by_its_events_per_turn(tmp_path: Path) -> None:
+    """LOG_MAXLEN caps the turns a log keeps: 3 + deltas events each with log deltas, 3 with
+    chunks; the delivery streams hold DELIVERY_MAXLEN entries of the measured size."""
+    from sessions import keys as K
+
+    for results, events_per_delta in ((RESULTS, 1.0), (CHUNKS, 0.0)):
+        d = write(tmp_path / str(events_per_delta), results)
+        res = compute(args(d, "--turns-per-session", "100000"))
+        deltas, chars = res["load"]["deltas"], res["load"]["reply_chars"]
+        fit = results["redis-shard"]["fit"]
+        in_log = K.LOG_MAXLEN / (3 + events_per_delta * deltas)
+        log_b = (fit["log_bytes_base"] + deltas * fit["log_bytes_per_delta"]
+                 + chars * fit["log_bytes_per_reply_char"])
+        mem = 10_000_000 * (in_log * log_b + K.MEMORY_MAXLEN / 2 * (200 + chars))
+        note = next(ln["note"] for ln in res["parts"]["turns"]
+                    if ln["what"].startswith("Redis shards"))
+        assert f"{mem / 2**30:,.0f} GiB of logs and memory" in note
+        entry = (fit["delivery_bytes_base"] + deltas * fit["delivery_bytes_per_delta"]
+                 + chars * fit["delivery_bytes_per_reply_char"]) / (deltas + 3)
+        procs = quantity(res, "connections", "edge processes")
+        delivery = procs * K.DELIVERY_MAXLEN * entry
+        note = next(ln["note"] for ln in res["parts"]["connections"]
+                    if ln["what"].startswith("Redis shards"))
+        assert f"{delivery / 2**30:,.0f} GiB of delivery streams" in note
 
 
 def test_a_missing_result_names_the_benchmark_to_run(tmp_path: Path, capsys: Any) -> None:
