@@ -288,6 +288,11 @@ def _client(url: str, idx: int, users: int, seconds: float, deltas: int, reply_c
         await asyncio.gather(*(p.user(s, u, end) for s, u in sessions))
         q.put(("done", p.turns, p.latencies, time.process_time() - cpu0, p.lost,
                (p.flusher.flushes, p.flusher.pieces)))
+        # the worker side serves the other processes' users too: stop taking turns, let the
+        # running ones finish with the flusher still ticking, then stop the rest
+        side[2].cancel()
+        if p.tasks:
+            await asyncio.wait(set(p.tasks), timeout=REPLY_WAIT_S)
         for t in side:
             t.cancel()
         await asyncio.gather(*side, *p.tasks, return_exceptions=True)
