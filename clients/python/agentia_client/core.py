@@ -66,8 +66,11 @@ class _ClientCore:
         max_message_bytes: int | None,
         trace: Trace | None,
         connect_kwargs: dict[str, Any] | None,
+        agent: str | None = None,
     ) -> None:
         self._urls = urls
+        self._agent = agent
+        self._welcome_agent: str | None = None
         self._token = token
         self._session = session
         self._heartbeat_s = heartbeat_s
@@ -181,6 +184,8 @@ class _ClientCore:
             if w is not None:
                 self._bind(w, ack.offset)
             _resolve(req.future, ack)
+        elif req.kind == "approve":
+            _resolve(req.future, None)
         else:
             _resolve(req.future, _int(frame.get("turn")))
         return True
