@@ -355,7 +355,7 @@ export class AgentiaClient extends Emitter<ClientEvents> implements AsyncIterabl
   /** Cancel a turn (its ack offset), or the oldest unfinished one; resolves with the turn. */
   cancel(turn?: number | null): Promise<number>;
   /** Answer an approval request; resolves once recorded (rejects: no_such_approval, ...). */
-  approve(callId: string, approved: boolean, message?: string | null): Promise<void>;
+  approve(callId: string, approved: boolean, message?: string | null): Promise<Ack>;
   /** Switch to another session (null: a new one). */
   switchSession(session?: string | null): void;
   /** Reconnect now if waiting (e.g. the browser came back online). */

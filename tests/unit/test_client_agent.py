@@ -173,7 +173,7 @@ async def approvals(e: Edge, f: dict[str, Any]) -> None:
     if f["type"] != "approve":
         return
     if f["call_id"] == "c1":
-        await e.send(type="ack", id=f["id"])
+        await e.send(type="ack", id=f["id"], offset=7, duplicate=False)
     else:
         await e.send(type="error", code="no_such_approval", message="no pending approval",
                      retryable=False, ref=f["id"])
@@ -184,7 +184,8 @@ async def test_approve_resolves_on_ack_and_raises_the_code_on_error(edge: Any) -
     handler.append(approvals)
     async with AgentiaClient(url, "tok", agent="triage") as client:
         assert client.agent == "triage" and "agent=triage" in paths[0]
-        assert await client.approve("c1", True, "fine by me") is None
+        ack = await client.approve("c1", True, "fine by me")
+        assert ack.offset == 7 and not ack.duplicate and ack.id
         with pytest.raises(RequestError) as err:
             await client.approve("c9", False)
         assert err.value.code == "no_such_approval"

@@ -57,7 +57,8 @@ export const approvalMethods = {
     const a = this._approvals.get(f.id);
     if (!a) return false;
     this._approvals.delete(a.id);
-    a.resolve();
+    a.resolve({ id: f.id, offset: Number.isInteger(f.offset) ? f.offset : 0,
+      duplicate: f.duplicate === true });
     return true;
   },
 

@@ -165,8 +165,9 @@ export class AgentiaClient extends Emitter {
 
   /**
    * Answer the approval request `callId` (an `approval_request` event): approve or reject the
-   * tool call, with an optional `message` (at most 1,000 characters). Resolves once the edge
-   * recorded the decision (`ack`); the `approval_result` event follows. Rejects with an
+   * tool call, with an optional `message` (at most 1,000 characters). Resolves with the ack
+   * {id, offset, duplicate} once the edge recorded the decision (`offset`: the
+   * `approval_result` event's, which follows like any event). Rejects with an
    * AgentiaError: `no_such_approval` when nothing with that `callId` is pending (unknown,
    * answered, expired), `bad_frame`, or `closed`. Retryable refusals are retried, and an
    * approve not answered before a reconnect is sent again with the same id (its answer may

@@ -82,8 +82,8 @@ describe("approve", () => {
     assert.notEqual(a.id, b.id);
     sockets[0].receive({ type: "error", code: "no_such_approval", message: "nothing pending",
       retryable: false, ref: b.id });
-    sockets[0].receive({ type: "ack", id: a.id });
-    assert.equal(await ok, undefined);
+    sockets[0].receive({ type: "ack", id: a.id, offset: 12, duplicate: false });
+    assert.deepEqual(await ok, { id: a.id, offset: 12, duplicate: false });
     await assert.rejects(no, (err) => err.code === "no_such_approval" && err.ref === b.id);
     await assert.rejects(client.approve("b1", true, "x".repeat(1001)), { code: "bad_frame" });
     await assert.rejects(client.approve("", true), { code: "bad_frame" });

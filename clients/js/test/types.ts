@@ -37,8 +37,8 @@ agentClient.on("tool_result", (ev) => (ev.is_error ? ev.output : ev.call_id));
 agentClient.on("agent_state", (ev) => ev.state === "thinking" || ev.turn === undefined);
 agentClient.on("handoff", ({ from, to }) => `${from} → ${to}`);
 agentClient.on("approval_request", (ev) => {
-  const answered: Promise<void> = agentClient.approve(ev.call_id, true, "ok");
-  return answered.then(() => ev.expires);
+  const answered: Promise<Ack> = agentClient.approve(ev.call_id, true, "ok");
+  return answered.then((ack) => ack.offset + ev.expires);
 });
 agentClient.on("approval_result", (ev) => (ev.approved ? ev.by : ev.message));
 

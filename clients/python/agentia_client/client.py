@@ -264,11 +264,12 @@ class AgentiaClient(_ConnectionLoop):
             return result
 
     async def approve(self, call_id: str, approved: bool, message: str | None = None, *,
-                      id: str | None = None) -> None:
+                      id: str | None = None) -> Ack:
         """Answer the :class:`ApprovalRequest` ``call_id``: approve or reject the tool call.
 
-        Returns once the edge recorded the decision (its ``ack``); the
-        :class:`ApprovalResult` then arrives as an event, and the paused turn goes on.
+        Returns the edge's ``ack`` once it recorded the decision (its ``offset``: the
+        :class:`ApprovalResult` event's, which then arrives like any event; the paused turn
+        goes on).
         ``message`` (at most 1,000 characters) is shown to the agent and in the result.
         Raises :class:`RequestError` with code ``no_such_approval`` when no request with that
         ``call_id`` is pending in the session (unknown, already answered, or expired),
@@ -290,7 +291,8 @@ class AgentiaClient(_ConnectionLoop):
         req = _Request("approve", asyncio.get_running_loop().create_future(), id=cid,
                        call_id=call_id, approved=approved, message=message)
         async with asyncio.timeout(self._ack_timeout):
-            await self._submit(req)
+            ack: Ack = await self._submit(req)
+            return ack
 
     async def _submit(self, req: _Request) -> Any:
         self._check_running()

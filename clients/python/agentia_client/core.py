@@ -178,14 +178,12 @@ class _ClientCore:
             return self._refused(req, RequestError.from_frame(frame))
         if req.future is None:
             return True
-        if req.kind == "send":
+        if req.kind in ("send", "approve"):
             ack = Ack(req.id, _int(frame.get("offset")), frame.get("duplicate") is True)
-            w = self._by_id.get(req.id)
+            w = self._by_id.get(req.id) if req.kind == "send" else None
             if w is not None:
                 self._bind(w, ack.offset)
             _resolve(req.future, ack)
-        elif req.kind == "approve":
-            _resolve(req.future, None)
         else:
             _resolve(req.future, _int(frame.get("turn")))
         return True
