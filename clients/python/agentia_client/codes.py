@@ -39,10 +39,6 @@ class CloseCode(enum.IntEnum):
     """The user created the most new sessions allowed this hour."""
     TOO_MANY_SESSIONS = 4503
     """The user has the most live sessions allowed."""
-    UNKNOWN_AGENT = 4504
-    """``?agent=`` names no registered agent."""
-    AGENT_MISMATCH = 4505
-    """The session exists and talks to another agent than ``?agent=`` names."""
 
     @property
     def reconnect(self) -> bool:
@@ -68,10 +64,6 @@ class ErrorCode(enum.StrEnum):
     TURN_TIMEOUT = "turn_timeout"
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
-    NO_SUCH_APPROVAL = "no_such_approval"
-    """``approve``: no pending approval request with that ``call_id`` in this session."""
-    GUARDRAIL = "guardrail"
-    """``turn_error``: an input or output guardrail of the agent tripped."""
 
 
 RETRYABLE: frozenset[ErrorCode] = frozenset(
