@@ -97,8 +97,13 @@ export function agentContainers() {
 
 const STATE_LABELS = { thinking: "Thinking…", speaking: "Speaking…", listening: "Listening…" };
 
+/** True while an approval request of the turn has no result (the turn waits for a person). */
+export function awaitingApproval(t) {
+  return [...t.approvals.values()].some((a) => a.request && !a.result);
+}
+
 function stateLabel(t) {
-  if ([...t.approvals.values()].some((a) => a.request && !a.result)) return "Waiting for approval";
+  if (awaitingApproval(t)) return "Waiting for approval";
   if (t.agentState === "tool") {
     const running = t.calls.findLast((c) => !c.result);
     return running ? `Using ${running.name}…` : "Using a tool…";

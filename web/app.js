@@ -3,7 +3,7 @@
 // control plane, dev tokens when the server hands them out.
 import { AGENT_NAME_RE, AgentiaClient } from "./agentia-client/index.js";
 import {
-  agentContainers, agentParts, applyAgentEvent, renderAgent, restartAgent,
+  agentContainers, agentParts, applyAgentEvent, awaitingApproval, renderAgent, restartAgent,
 } from "./agent.js";
 
 const $ = (id) => document.getElementById(id);
@@ -259,7 +259,7 @@ function renderTurn(t) {
   const text = node.querySelector(".text");
   if (t.text) {
     text.innerHTML = markdown(t.text);
-  } else if (t.status === "waiting" || t.status === "streaming") {
+  } else if ((t.status === "waiting" || t.status === "streaming") && !awaitingApproval(t)) {
     text.innerHTML = '<span class="typing"><i></i><i></i><i></i></span>';
   } else {
     text.replaceChildren();
