@@ -28,11 +28,12 @@ from agentia_client import (
 )
 from tests.conftest import Cluster, Proc, token
 
-AGENTS = ["--agent", "demo=sessions.demo:demo_agent",
-          "--agent", "triage=sessions.demo:triage_agent"]
+DEMO = "sessions.demo:demo_agent"
+AGENTS = ["--agent", f"demo={DEMO}", "--agent", "triage=sessions.demo:triage_agent"]
 
 
-def demo_worker(cluster: Cluster) -> Proc:
+def demo_and_triage(cluster: Cluster) -> Proc:
+    """A worker with the two demo agents, registered as ``demo`` (the default) and ``triage``."""
     p = Proc(["worker", *AGENTS], cluster.env, "AGENTIA_WORKER_READY")
     cluster.procs.append(p)
     return p
@@ -49,10 +50,9 @@ def client(edge: Proc, **kw: Any) -> AgentiaClient:
 
 async def test_a_paused_booking_is_approved_from_another_edge(cluster: Cluster) -> None:
     edges = [cluster.edge(), cluster.edge()]
-    demo_worker(cluster)
+    cluster.worker(DEMO)
     a = client(edges[0], session="book-1")
     await a.connect()
-    assert a.agent == "demo"  # the first registered agent is the default
     request: ApprovalRequest | None = None
     async with asyncio.timeout(60), contextlib.aclosing(
             a.stream("book a table for two at seven")) as events:
@@ -92,7 +92,7 @@ async def test_a_paused_booking_is_approved_from_another_edge(cluster: Cluster) 
 
 async def test_tool_call_result_states_and_the_reply_s_agent(cluster: Cluster) -> None:
     edge = cluster.edge()
-    demo_worker(cluster)
+    cluster.worker(DEMO)
     async with client(edge) as c:
         got = [ev async for ev in c.stream("what is 6 * 7")]
     calls = [e for e in got if isinstance(e, ToolCall)]
@@ -108,7 +108,9 @@ async def test_tool_call_result_states_and_the_reply_s_agent(cluster: Cluster) -
 
 async def test_triage_hands_off_and_agent_refusals(cluster: Cluster) -> None:
     edge = cluster.edge()
-    demo_worker(cluster)
+    demo_and_triage(cluster)
+    async with client(edge, session="default-1") as c:
+        assert c.agent == "demo"  # the first registered agent is the default
     async with client(edge, agent="triage", session="tri-1") as c:
         assert c.agent == "triage"
         got = [ev async for ev in c.stream("what is 6 * 7")]
@@ -127,7 +129,7 @@ async def test_a_result_without_approval_is_never_seen_before_its_request(
         cluster: Cluster) -> None:
     """Rejecting works the same way, and the events come in the documented order."""
     edge = cluster.edge()
-    demo_worker(cluster)
+    cluster.worker(DEMO)
     order: list[str] = []
     async with client(edge) as c, asyncio.timeout(60):
         async for ev in c.stream("book a table for two at seven"):
