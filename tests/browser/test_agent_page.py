@@ -137,7 +137,7 @@ def test_a_tool_call_is_shown_collapsed_with_its_arguments_and_result(
     record_agent_events(page)
 
     send(page, "what is 6 * 7")
-    reply = last_reply(page)
+    reply = page.locator(".msg.assistant").first  # (last_reply would move to the next turn)
     expect(reply).to_have_attribute("data-status", "done", timeout=30_000)
     call = reply.get_by_test_id("tool-call")
     expect(call).to_have_count(1)
