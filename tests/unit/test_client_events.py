@@ -49,6 +49,7 @@ CLASSES: dict[str, type] = {
     "state": AgentState, "handoff": Handoff, "approval_request": ApprovalRequest,
     "approval_result": ApprovalResult, "reply": Reply, "cancelled": Cancelled,
     "turn_error": TurnFailure, "call": CallState,
+    "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
 
 
