@@ -130,7 +130,7 @@ export function renderAgent(t, root, { ended, answer }) {
   state.dataset.state = ended ? "idle" : (t.agentState ?? "");
   head.hidden = !t.agent && !t.handoffs.length && !label;
   renderCalls(t, root.querySelector(".tools"));
-  renderApprovals(t, root.querySelector(".approvals"), answer);
+  renderApprovals(t, root.querySelector(".approvals"), answer, ended);
 }
 
 function renderCalls(t, box) {
@@ -189,7 +189,7 @@ function updateCall(node, c) {
   out.textContent = text;
 }
 
-function renderApprovals(t, box, answer) {
+function renderApprovals(t, box, answer, ended) {
   const nodes = [];
   for (const [callId, a] of t.approvals) {
     if (!a.request) continue; // a result without its request (a trimmed log): nothing to ask
@@ -198,7 +198,7 @@ function renderApprovals(t, box, answer) {
       node = approvalNode(a.request, (approved) => answer(t, callId, approved));
       t.approvalNodes.set(callId, node);
     }
-    updateApproval(node, a);
+    updateApproval(node, a, ended);
     nodes.push(node);
   }
   if (nodes.length !== box.children.length || nodes.some((n, i) => box.children[i] !== n)) {
@@ -245,13 +245,16 @@ function outcome(r) {
   return `${r.approved ? "Approved" : "Rejected"} by ${r.by}${said}`;
 }
 
-function updateApproval(node, a) {
+/** A card's state: open (its buttons work), sending, approved, rejected, or closed (no
+ * result, but nothing to answer any more: the edge said so, or the turn ended). */
+function updateApproval(node, a, ended) {
   let state = "open";
-  if (a.result) state = a.result.approved ? "approved" : "rejected";
-  else if (a.busy) state = "sending";
+  let text = a.note;
+  if (a.result) [state, text] = [a.result.approved ? "approved" : "rejected", outcome(a.result)];
+  else if (ended) [state, text] = ["closed", "The turn ended without an answer."];
+  else if (a.busy) [state, text] = ["sending", "Sending…"];
   else if (a.closed) state = "closed";
   node.dataset.state = state;
   for (const b of node.querySelectorAll("button")) b.disabled = state !== "open";
-  node.querySelector(".approval-outcome").textContent =
-    a.result ? outcome(a.result) : (a.busy ? "Sending…" : a.note);
+  node.querySelector(".approval-outcome").textContent = text;
 }
