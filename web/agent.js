@@ -54,7 +54,8 @@ export function applyAgentEvent(t, ev) {
       const result = { output: ev.output ?? null, isError: ev.is_error === true,
         truncated: ev.truncated === true, private: ev.private === true };
       if (call) call.result = result;
-      else t.calls.push({ key: `c${ev.call_id}`, callId: ev.call_id, name: ev.name, args: null,
+      else t.calls.push({ key: `c${ev.call_id}`, callId: ev.call_id, name: ev.name, // its call
+        args: t.approvals.get(ev.call_id)?.request?.arguments ?? null, // was in an earlier attempt
         private: result.private, result });
       return true;
     }
