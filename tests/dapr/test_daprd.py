@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import redis
 
+from agentia import lifeline
 from launch.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ PUBSUB = "agentia-pubsub"
 STORE = "agentia-state"
 TOPIC = "agentia.session-events"
 ROUTE = "/dapr/events"
-READY_S = 90.0
+READY_S = 60.0
 """daprd's start on a busy 2-core machine (loading components, waiting for the app's port)."""
 DELIVERY_S = 30.0
 
@@ -186,8 +187,9 @@ class Daprd:
 
     def start(self) -> Daprd:
         with self.log_path.open("wb") as log:
+            # tied: SIGTERM from the kernel if the test process dies before stop()
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=lifeline.tied())
         return self
 
     def log_tail(self, lines: int = 40) -> str:
@@ -219,7 +221,8 @@ class Daprd:
 
 @pytest.fixture(scope="module")
 def redis_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("dapr-redis"), appendonly=False).start()
+    server = RedisServer(tmp_path_factory.mktemp("dapr-redis"), appendonly=False,
+                         tied=True).start()
     yield server
     server.stop()
 
