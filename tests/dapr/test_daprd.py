@@ -42,9 +42,13 @@ ROUTE = "/dapr/events"
 READY_S = 60.0
 """daprd's start on a busy 2-core machine (loading components, waiting for the app's port)."""
 DELIVERY_S = 30.0
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Loopback calls never go through an http_proxy from the environment."""
 
 
 class Reply:
+    """Status, body and lower-cased headers of one HTTP call."""
+
     def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.status, self.body, self.headers = status, body, headers
 
@@ -59,7 +63,7 @@ def http(method: str, url: str, body: object = None, content_type: str = "applic
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": content_type} if data else {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as res:
+        with DIRECT.open(req, timeout=timeout) as res:
             return Reply(res.status, res.read(), {k.lower(): v for k, v in res.headers.items()})
     except urllib.error.HTTPError as e:
         return Reply(e.code, e.read(), {k.lower(): v for k, v in e.headers.items()})
