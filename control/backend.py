@@ -3,10 +3,10 @@ service token (a JWT whose ``scope`` claim names what it may do, gateway/auth.py
 message into a session, delete a session or a user's sessions, read a session's presence.
 
 Checks, in order: a valid token (else 401), the scope or ownership the route needs (else 403),
-a well-formed session id (else 400), the session exists (else 404).
+a well-formed session id (else 400), the session exists (else 404). (No ``from __future__
+import annotations``: FastAPI reads the routes' annotations, which name locals.)
 """
 
-from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
