@@ -38,7 +38,9 @@ async def opened(port: int, user: str, session: str, ua: str | None = None) -> C
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
     """Edges write presence in batches every 0.5 s: wait for it, bounded."""
     async with asyncio.timeout(timeout):
-        while not await check():
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.1)
 
 
