@@ -18,7 +18,7 @@ from agentia.codes import BusUnavailable
 from gateway.auth import Identity
 from sessions import keys as K
 from sessions.backend_redis import Backend
-from sessions.bus import Bus, Forbidden
+from sessions.bus import REDIS_DOWN, Bus, Forbidden, is_down
 
 T = TypeVar("T")
 MAX_MESSAGE_CHARS = 16_000
@@ -146,3 +146,7 @@ async def _unavailable(call: Awaitable[T]) -> T:
         return await call
     except BusUnavailable as exc:
         raise HTTPException(503, exc.message, {"Retry-After": "1"}) from None
+    except REDIS_DOWN as exc:  # a plain read (session_owner) is not mapped by the bus
+        if not is_down(exc):
+            raise
+        raise HTTPException(503, BusUnavailable().message, {"Retry-After": "1"}) from None

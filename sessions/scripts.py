@@ -199,10 +199,14 @@ return 1
 # KEYS: memory; ARGV: turn
 ROLLBACK = "local mem, tag = KEYS[1], ARGV[1] .. '|'\n" + _ROLLBACK
 
-# KEYS: lock; ARGV: owner, lease ms
+# KEYS: lock, meta; ARGV: owner, lease ms
 # Takes a free lock, or one this same worker process left behind (it checks first that it is
 # not running the session any more), e.g. after Redis failed between a turn and the release.
+# A session without meta (deleted, or expired) has nothing to run: 1 without taking the lock,
+# so no key of a deleted session is created again; the worker finds no turn, its release
+# answers "not ours" and it acks the entry.
 ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

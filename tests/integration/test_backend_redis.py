@@ -58,6 +58,10 @@ async def test_deletion_fences_a_running_turn_and_tells_the_nodes(bus: Bus) -> N
     with pytest.raises(LockLost):
         await bus.memory("s2", sub.offset, "w1").add_items([{"role": "user", "content": "x"}])
     await bus.stream_chunks([("s2", "1:1:ab", 1, b"{}", "late")])
+    # a worker claiming the session's shard entry later finds nothing to run, locks nothing
+    assert await bus.try_lock("s2", "w2", 30_000)
+    assert await bus.next_turn("s2") is None
+    assert await bus.release_lock("s2", "w2") == -1
     assert await bus.redis.keys(f"{bus.keys.prefix}:{{s2}}:*") == []
     rows = await bus.read_delivery("n1", b"0-0", 10)
     assert [(d.session, d.notice, d.event) for d in rows if d.notice] == [
