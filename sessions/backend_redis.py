@@ -199,6 +199,7 @@ class PresenceWriter:
             async with self.bus.redis.pipeline(transaction=False) as pipe:
                 for (sid, member), value in joined.items():
                     pipe.hset(k.presence(sid), member, value)
+                for sid in {sid for sid, _ in joined}:  # one EXPIRE per session and flush
                     pipe.expire(k.presence(sid), K.SESSION_TTL)
                 for sid, member in left:
                     pipe.hdel(k.presence(sid), member)
