@@ -337,8 +337,7 @@ class EdgeNode:
         its Redis calls here). A batch that fails is kept for the next try, bounded."""
         while True:
             await asyncio.sleep(every_s)
-            with contextlib.suppress(BusUnavailable):
-                await self.presence.flush()
+            await self._flush_presence()
             if not self._seen:
                 continue
             batch, self._seen = self._seen, {}
@@ -349,6 +348,14 @@ class EdgeNode:
                     log.exception("updating users' session lists failed")
                 if len(self._seen) < 100_000:
                     self._seen = {**batch, **self._seen}
+
+    async def _flush_presence(self) -> None:
+        """The devices that came and went since the last flush (kept for the next on failure)."""
+        try:
+            await self.presence.flush()
+        except Exception as exc:
+            if not isinstance(exc, BusUnavailable):
+                log.exception("writing the sessions' presence failed")
 
     async def metrics_forever(self) -> None:
         """Move the hot path's plain counters into Prometheus once a second."""
@@ -386,5 +393,5 @@ class EdgeNode:
         with contextlib.suppress(BusUnavailable):
             if self._seen:
                 await self.bus.touch_user_sessions(self._seen)
-            await self.presence.flush()
+            await self._flush_presence()
             await self.membership.leave()
