@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,7 +24,7 @@ from pydantic import BaseModel, Field
 from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.settings import ApiSettings
-from control.backend import backend_router
+from control.backend import backend_router, invalid_request
 from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -104,6 +105,7 @@ def create_app(s: ApiSettings) -> FastAPI:
 
         app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
     app.include_router(backend_router(bus, identity))
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

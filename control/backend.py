@@ -8,11 +8,14 @@ import annotations``: FastAPI reads the routes' annotations, which name locals.)
 """
 
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, field_validator
 
 from agentia.codes import BusUnavailable
 from gateway.auth import Identity
@@ -29,8 +32,22 @@ USER = Annotated[str, Path(min_length=1, max_length=128, description="a token's 
 
 
 class MessageRequest(BaseModel):
-    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS,
+                      description="not only whitespace; valid Unicode (no lone surrogates)")
     role: Literal["operator", "system"] = "operator"
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, text: str) -> str:
+        # as a send's text (gateway/protocol.py); JSON's "\ud800" escape decodes to a lone
+        # surrogate, which no UTF-8 log entry can hold: refused here (422), not a 500 later
+        if not text.strip():
+            raise ValueError("text must not be only whitespace")
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        return text
 
 
 class MessageReply(BaseModel):
@@ -69,6 +86,15 @@ def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
            403: "the token lacks the scope (or is not the owner's)",
            404: "no such session", 503: "Redis unavailable: retry"}
     return {c: {"model": ErrorReply, "description": why[c]} for c in codes}
+
+
+async def invalid_request(_request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, rendered so that any input can be echoed: its default handler encodes
+    the offending input as UTF-8 and a lone surrogate (``"\\ud800"`` in the JSON body) made
+    it fail with a 500 and a traceback. ASCII JSON escapes it instead."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
+    return Response(body, 422, media_type="application/json")
 
 
 def need(who: Identity, scope: str, sid: str | None = None) -> None:

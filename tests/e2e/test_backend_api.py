@@ -70,6 +70,10 @@ async def test_scopes_are_enforced(cluster: Cluster) -> None:
                       {"text": "x" * 16_001, "role": "system"}))[0] == 422
     assert (await get(api, post, service("sessions:write"), "POST",
                       {"text": "x", "role": "user"}))[0] == 422
+    for text in (" \n ", "\ud800"):  # whitespace only; a lone surrogate (JSON escape)
+        assert (await get(api, post, service("sessions:write"), "POST",
+                          {"text": text, "role": "system"}))[0] == 422
+    assert (await get(api, "/v1/dev/token", None, "POST", {"user": "\ud800"}))[0] == 422
     assert (await get(api, "/v1/sessions/nope/messages", service("sessions:write"), "POST",
                       msg))[0] == 404
     assert (await get(api, "/v1/sessions/bad%20id/messages", service("sessions:write"), "POST",
