@@ -133,7 +133,7 @@ def backend_router(bus: Bus, identity: Callable[..., Identity]) -> APIRouter:
     @r.delete("/sessions/{sid}", status_code=204, response_class=Response,
               responses=_errors(400, 401, 403, 404, 503))
     async def delete_session(sid: SID, who: Who) -> Response:
-        """Delete the session (log, memory, every key) and close its sockets with 4504
+        """Delete the session (log, memory, every key) and close its sockets with 4506
         (its owner, or ``sessions:write``)."""
         need(who, "", sid)
         owner = "" if who.can("sessions:write") else who.user

@@ -286,7 +286,7 @@ class EdgeNode:
                 conn.on_chunk(chunk, frame)
 
     def session_deleted(self, sid: str) -> None:
-        """The session was deleted: its devices here are closed with 4504 (not to come
+        """The session was deleted: its devices here are closed with 4506 (not to come
         back: a new connection with the id would start a new, empty session)."""
         for conn in tuple(self.sessions.get(sid, ())):
             conn.close_soon(CloseCode.SESSION_DELETED, "session deleted")

@@ -73,7 +73,7 @@ class Backend:
     @down
     async def delete_session(self, sid: str, owner: str = "") -> str | None:
         """Delete every key of the session (one script, one slot), cancel its running turn,
-        tell the nodes holding it (their devices are closed with 4504) and drop it from its
+        tell the nodes holding it (their devices are closed with 4506) and drop it from its
         owner's indexes. Returns the owner it had, None when it did not exist; raises
         :class:`Forbidden` when ``owner`` is given and is not the session's."""
         res = await self.bus._run_script(self._delete, keys=self.keys.session_keys(sid),

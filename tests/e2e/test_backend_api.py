@@ -1,6 +1,6 @@
 """The service API (docs/backend.md) against real processes: Redis, two edges, a worker and
 the control plane. Scopes, a posted message reaching two devices on two edges and the agent,
-deletion of a session (sockets closed with 4504, even with a turn running) and of a user,
+deletion of a session (sockets closed with 4506, even with a turn running) and of a user,
 presence of devices on two edges."""
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ async def test_deleting_a_session_closes_its_sockets_and_its_running_turn(
     await a.until("chunk")  # the turn is running on the worker
     assert (await get(api, "/v1/sessions/doomed", token("eve"), "DELETE"))[0] == 403
     assert (await get(api, "/v1/sessions/doomed", token("vic"), "DELETE"))[0] == 204
-    assert await closed_with(a) == 4504
-    assert await closed_with(b) == 4504
+    assert await closed_with(a) == 4506
+    assert await closed_with(b) == 4506
     assert (await get(api, "/v1/sessions/doomed/events", token("vic")))[0] == 404
     assert (await get(api, "/v1/sessions/doomed", token("vic"), "DELETE"))[0] == 404
     # the turn was running: whatever the worker still does, no key of the session comes back

@@ -32,7 +32,7 @@ CLOSE_CODES: dict[int, tuple[str, Literal["reconnect", "stop"]]] = {
     for c in CloseCode
 }
 """The edge's close codes (docs/protocol.md, section 8) and what the client does after each:
-4501 raises AuthenticationError(403), 4502/4503 ServerClosed (the app may retry later), 4504
+4501 raises AuthenticationError(403), 4502/4503 ServerClosed (the app may retry later), 4506
 ServerClosed (the session was deleted). Codes not listed follow the ranges of
 :func:`close_action`."""
 _TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
