@@ -5,7 +5,8 @@ Close code ranges tell a client what to do without knowing every code:
 * 1000-1015: standard WebSocket codes (1001, 1011 and 1012 mean "reconnect after a backoff").
 * 4000-4499: reconnect (with backoff) and resume from the last offset.
 * 4500-4999: terminal: do not reconnect to this session (4501 another user's session, 4502
-  and 4503 a new session refused by a per-user limit: the application may retry later).
+  and 4503 a new session refused by a per-user limit: the application may retry later; 4506
+  the session was deleted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class CloseCode(enum.IntEnum):
     """The user created AGENTIA_MAX_SESSIONS_PER_HOUR sessions in the last hour."""
     TOO_MANY_SESSIONS = 4503
     """The user has AGENTIA_MAX_SESSIONS_PER_USER live sessions."""
+    SESSION_DELETED = 4506
+    """The session was deleted (``DELETE /v1/sessions/{id}`` or of its user): do not
+    reconnect to it (a new connection with its id would start a new, empty session)."""
 
     @property
     def reconnect(self) -> bool:

@@ -79,12 +79,12 @@ def upgrade_refusal(headers: dict[str, str]) -> Answer | None:
 
 
 def admit(node: Admission, target: str, authorization: str, origin: str,
-          offered: Iterable[str]) -> Answer | Accept:
+          offered: Iterable[str], user_agent: str = "") -> Answer | Accept:
     """The node's decision on an upgrade of ``PATH``: a refusal, or the connection and the
     subprotocol to choose (``agentia.v1`` when offered)."""
     protocols = [p.strip() for value in offered for p in value.split(",")]
     headers = {"authorization": authorization, "origin": origin,
-               "sec-websocket-protocol": ", ".join(protocols)}
+               "sec-websocket-protocol": ", ".join(protocols), "user-agent": user_agent}
     query = urlsplit(target).query
     session = parse_qs(query).get("session", [None])[0] if query else None
     result = node.admit(headers, query, session)
@@ -105,4 +105,4 @@ def route(node: Admission, target: str, headers: dict[str, str], offered: Iterab
     if answer is not None:
         return answer
     return admit(node, target, headers.get("authorization", ""), headers.get("origin", ""),
-                 offered)
+                 offered, headers.get("user-agent", ""))

@@ -39,6 +39,9 @@ class CloseCode(enum.IntEnum):
     """The user created the most new sessions allowed this hour."""
     TOO_MANY_SESSIONS = 4503
     """The user has the most live sessions allowed."""
+    SESSION_DELETED = 4506
+    """The session was deleted (``DELETE /v1/sessions/{id}`` or of its user): do not
+    reconnect to it (a new connection with its id would start a new, empty session)."""
 
     @property
     def reconnect(self) -> bool:
