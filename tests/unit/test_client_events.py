@@ -51,6 +51,9 @@ CLASSES: dict[str, type] = {
     "turn_error": TurnFailure, "call": CallState,
     "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
+UNTYPED = {"message"}
+"""Documented types this client revision has no class for: they parse to UnknownEvent (a
+backend's posted ``message``, docs/protocol.md "Changes within v1")."""
 
 
 def documented_frames() -> list[dict[str, Any]]:
@@ -76,13 +79,16 @@ def test_every_documented_type_has_a_class_and_an_example() -> None:
                            "partial"}
     # the client may know a type before this file documents it (a branch not merged yet), never
     # the other way round
-    assert event_types | frame_types <= set(CLASSES)
+    assert event_types | frame_types <= set(CLASSES) | UNTYPED
     assert {f["type"] for f in documented_frames()} >= (event_types | frame_types) - {"call"}
 
 
 @pytest.mark.parametrize("frame", documented_frames(), ids=lambda f: f["type"])
 def test_documented_examples_parse_to_their_class(frame: dict[str, Any]) -> None:
     parsed = parse_frame(frame)
+    if frame["type"] in UNTYPED:
+        assert parsed == UnknownEvent(frame["type"], frame["offset"])
+        return
     assert type(parsed) is CLASSES[frame["type"]]
     fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
     for key, value in frame.items():
