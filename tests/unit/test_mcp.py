@@ -1,0 +1,64 @@
+"""sessions/mcp.py without servers: entries checked, bounded logs, errors the model sees."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from agents import Agent
+
+from sessions.mcp import McpConfig, McpPool, McpUnavailable, describe, should_log, tool_error
+
+
+def test_entries() -> None:
+    c = McpConfig.from_entry({"name": "notes", "command": "python", "args": ["-m", "x"],
+                              "env": {"A": "1"}, "cwd": "/tmp", "timeout_s": 5})
+    assert (c.command, c.args, c.env, c.cwd, c.timeout_s) == ("python", ("-m", "x"),
+                                                              {"A": "1"}, "/tmp", 5.0)
+    assert type(c.connection()).__name__ == "MCPServerStdio"
+    h = McpConfig.from_entry({"name": "web", "url": "https://mcp.example/mcp",
+                              "headers": {"Authorization": "Bearer t"}})
+    assert type(h.connection()).__name__ == "MCPServerStreamableHttp"
+    assert h.timeout_s == 30.0
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ({"name": "Bad Name", "command": "x"}, "must match"),
+    ({"name": "a"}, "either command"),
+    ({"name": "a", "command": "x", "url": "http://h"}, "either command"),
+    ({"name": "a", "url": "ftp://h"}, "http://"),
+    ({"name": "a", "url": "http://h", "args": ["x"]}, "are for command"),
+    ({"name": "a", "command": "x", "args": "-m x"}, "args must be a list"),
+    ({"name": "a", "command": "x", "env": {"A": 1}}, "env must be a dict"),
+    ({"name": "a", "command": "x", "timeout_s": 0}, "timeout_s"),
+    ({"name": "a", "command": "x", "shell": True}, "unknown keys"),
+])
+def test_bad_entries(entry: dict[str, Any], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        McpConfig.from_entry(entry)
+
+
+def test_pool_shares_a_name_only_for_the_same_server() -> None:
+    a = McpConfig.from_entry({"name": "notes", "command": "x"})
+    pool = McpPool([a, a])
+    agent: Agent[Any] = Agent(name="t")
+    pool.attach(agent, [a])
+    assert [s.name for s in agent.mcp_servers] == ["notes"]
+    assert pool.dead() == ["notes"]  # not started: connecting
+    with pytest.raises(ValueError, match="two different"):
+        McpPool([a, McpConfig.from_entry({"name": "notes", "command": "y"})])
+
+
+def test_logs_are_bounded() -> None:
+    assert [n for n in range(1, 100) if should_log(n)] == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_errors() -> None:
+    group = ExceptionGroup("x", [ConnectionError("refused\nmore")])
+    assert describe(group) == "ConnectionError: refused"
+    down = McpUnavailable("MCP server 'notes' is unavailable; try again later")
+    assert tool_error(None, down) == str(down)  # type: ignore[arg-type]
+    wrapped = RuntimeError("x")
+    wrapped.__cause__ = down
+    assert tool_error(None, wrapped) == str(down)  # type: ignore[arg-type]
+    assert "error occurred" in tool_error(None, RuntimeError("secret"))  # type: ignore[arg-type]
