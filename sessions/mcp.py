@@ -243,9 +243,11 @@ class McpPool:
         self.stopping = False
         self.tasks: list[asyncio.Task[None]] = []
 
-    def attach(self, agent: Agent[Any], configs: Sequence[McpConfig]) -> None:
-        """Give ``agent`` these servers (after any it declares itself)."""
-        agent.mcp_servers = [*agent.mcp_servers, *(self.servers[c.name] for c in configs)]
+    def attach(self, agent: Agent[Any], configs: Sequence[McpConfig]) -> Agent[Any]:
+        """A copy of ``agent`` that also has these servers (after any it declares itself): a
+        copy, since two registrations may name one Agent object with different servers."""
+        return agent.clone(mcp_servers=[*agent.mcp_servers,
+                                         *(self.servers[c.name] for c in configs)])
 
     async def start(self, wait_s: float = CONNECT_TIMEOUT_S + 1) -> None:
         """Start every server's supervisor; return once each first attempt is over (a server

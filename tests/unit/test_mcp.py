@@ -42,8 +42,8 @@ def test_pool_shares_a_name_only_for_the_same_server() -> None:
     a = McpConfig.from_entry({"name": "notes", "command": "x"})
     pool = McpPool([a, a])
     agent: Agent[Any] = Agent(name="t")
-    pool.attach(agent, [a])
-    assert [s.name for s in agent.mcp_servers] == ["notes"]
+    given = pool.attach(agent, [a])
+    assert [s.name for s in given.mcp_servers] == ["notes"] and agent.mcp_servers == []
     assert pool.dead() == ["notes"]  # not started: connecting
     with pytest.raises(ValueError, match="two different"):
         McpPool([a, McpConfig.from_entry({"name": "notes", "command": "y"})])
