@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from agents import Agent
 
 from sessions.mcp import McpConfig, McpPool, McpUnavailable, describe, should_log, tool_error
+from sessions.probes import worker_readiness
 
 
 def test_entries() -> None:
@@ -62,3 +64,25 @@ def test_errors() -> None:
     wrapped.__cause__ = down
     assert tool_error(None, wrapped) == str(down)  # type: ignore[arg-type]
     assert "error occurred" in tool_error(None, RuntimeError("secret"))  # type: ignore[arg-type]
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.ok = True
+
+    async def ping(self) -> bool:
+        if not self.ok:
+            raise ConnectionError("refused")
+        return True
+
+
+async def test_worker_readiness() -> None:
+    pool = McpPool([McpConfig.from_entry({"name": "notes", "command": "x"})])
+    redis, stopping = FakeRedis(), asyncio.Event()
+    ready = worker_readiness(pool, redis, stopping)
+    assert await ready() == (503, "mcp server down: notes (connecting)\n")
+    pool.servers["notes"].state = "up"
+    assert await ready() == (200, "ready\n")
+    redis.ok = False
+    stopping.set()
+    assert await ready() == (503, "stopping\nredis unreachable\n")
