@@ -80,8 +80,11 @@ async def setup(redis_server: RedisServer, prefix: str, tmp_path: Path
         c.stop()
         stop(s.http)
     assert c.edge_tracebacks() == []
-    for p in c.procs:  # a worker whose MCP server died logs lines, not tracebacks
-        assert "Traceback" not in Path(p.log.name).read_text(), p.log.name
+    assert tracebacks(c) == []  # a worker whose MCP server died logs lines, not tracebacks
+
+
+def tracebacks(c: Cluster) -> list[str]:
+    return [p.log.name for p in c.procs if "Traceback" in Path(p.log.name).read_text()]
 
 
 async def probe(port: int, path: str = "/readyz") -> tuple[int, str]:
