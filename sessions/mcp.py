@@ -40,6 +40,8 @@ from agents.tool import default_tool_error_function
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
+from agentia import metrics as M
+
 log = logging.getLogger("agentia.mcp")
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
@@ -184,6 +186,7 @@ class PooledServer(MCPServer):
                         meta: dict[str, Any] | None = None) -> Any:
         live = self.live
         if live is None or self.state != UP:
+            M.MCP_FAILURES.labels(self.name, "call_down").inc()
             raise McpUnavailable(f"MCP server {self.name!r} is unavailable; try again later")
         try:
             async with asyncio.timeout(self.cfg.timeout_s):
@@ -192,14 +195,17 @@ class PooledServer(MCPServer):
             if exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
                 raise  # the server answered (an unknown tool, bad arguments): it is alive
             self.wake.set()
+            M.MCP_FAILURES.labels(self.name, "call_broken").inc()
             raise McpUnavailable(f"MCP server {self.name!r} is unavailable; try again "
                                  "later") from exc
         except TimeoutError:
-            self.wake.set()  # slow or gone: the supervisor pings now
+            self.wake.set()  # slow or gone: the supervisor probes now
+            M.MCP_FAILURES.labels(self.name, "call_timeout").inc()
             raise McpUnavailable(f"MCP tool {tool_name!r} on server {self.name!r} did not "
                                  f"answer within {self.cfg.timeout_s:g} s") from None
         except Exception as exc:
             self.wake.set()
+            M.MCP_FAILURES.labels(self.name, "call_broken").inc()
             raise McpUnavailable(f"MCP server {self.name!r} is unavailable; try again "
                                  "later") from exc
 
@@ -252,6 +258,8 @@ class McpPool:
     async def start(self, wait_s: float = CONNECT_TIMEOUT_S + 1) -> None:
         """Start every server's supervisor; return once each first attempt is over (a server
         down at start is retried in the background, and ``/readyz`` names it)."""
+        for name in self.servers:
+            M.MCP_DOWN.labels(name).set(1)  # until connected, as /readyz says
         self.tasks = [asyncio.create_task(self._supervise(s), name=f"mcp-{s.name}")
                       for s in self.servers.values()]
         firsts = [asyncio.create_task(s.tried.wait()) for s in self.servers.values()]
@@ -301,6 +309,7 @@ class McpPool:
     def _up(self, s: PooledServer, live: MCPServerStdio | MCPServerStreamableHttp) -> None:
         s.live, s.state, s.error = live, UP, ""
         s.tried.set()
+        M.MCP_DOWN.labels(s.name).set(0)
         if s.failures:
             log.info("MCP server %s reconnected after %d failures (%d tools)", s.name,
                      s.failures, len(s.tools))
@@ -312,6 +321,8 @@ class McpPool:
         s.failures += 1
         s.state, s.error = DOWN, describe(exc)
         s.tried.set()
+        M.MCP_DOWN.labels(s.name).set(1)
+        M.MCP_FAILURES.labels(s.name, "connect" if s.live is None else "probe").inc()
         if should_log(s.failures):
             log.warning("MCP server %s is down (%d failures in a row): %s; reconnecting",
                         s.name, s.failures, s.error)
