@@ -356,3 +356,23 @@ class McpPool:
         with suppress(TimeoutError):
             await asyncio.wait_for(s.wake.wait(), seconds)
         s.wake.clear()
+
+
+def configs_of(specs: Sequence[Any]) -> dict[str, list[McpConfig]]:
+    """Each registered agent's MCP servers (``AgentSpec.mcp``, sessions/registry.py), checked;
+    a ``ValueError`` names the agent."""
+    out: dict[str, list[McpConfig]] = {}
+    for spec in specs:
+        try:
+            out[spec.name] = [McpConfig.from_entry(m) for m in spec.mcp]
+        except ValueError as exc:
+            raise ValueError(f"agent {spec.name}: {exc}") from None
+    return out
+
+
+async def tools_of(agent: Agent[Any], private: frozenset[str]) -> list[dict[str, Any]]:
+    """The MCP tools ``agent`` offers now, as the registry publishes tools (name as the model
+    sees it, description, private). A server not connected yet offers none."""
+    tools = await agent.get_mcp_tools(RunContextWrapper(context=None))
+    return [{"name": t.name, "description": str(getattr(t, "description", "") or ""),
+             "private": t.name in private} for t in tools]

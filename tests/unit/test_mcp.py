@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 from agents import Agent
 
-from sessions.mcp import McpConfig, McpPool, McpUnavailable, describe, should_log, tool_error
+from sessions.mcp import (
+    McpConfig,
+    McpPool,
+    McpUnavailable,
+    configs_of,
+    describe,
+    should_log,
+    tool_error,
+    tools_of,
+)
 from sessions.probes import worker_readiness
 
 
@@ -86,3 +95,22 @@ async def test_worker_readiness() -> None:
     redis.ok = False
     stopping.set()
     assert await ready() == (503, "stopping\nredis unreachable\n")
+
+
+async def test_configs_and_published_tools() -> None:
+    from types import SimpleNamespace
+
+    from mcp.types import Tool as MCPTool
+
+    spec = SimpleNamespace(name="helper", mcp=[{"name": "notes", "command": "x"}])
+    configs = configs_of([spec])
+    assert [c.name for c in configs["helper"]] == ["notes"]
+    with pytest.raises(ValueError, match="agent bad: MCP server a"):
+        configs_of([SimpleNamespace(name="bad", mcp=[{"name": "a"}])])
+    pool = McpPool(configs["helper"])
+    agent = pool.attach(Agent(name="t"), configs["helper"])
+    assert await tools_of(agent, frozenset()) == []  # not connected: no tools known
+    pool.servers["notes"].tools = [MCPTool(name="add_note", description="Keep a note.",
+                                           input_schema={"type": "object"})]
+    assert await tools_of(agent, frozenset({"add_note"})) == [
+        {"name": "add_note", "description": "Keep a note.", "private": True}]
