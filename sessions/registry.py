@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentia.settings import SettingsError
+from sessions.keys import AGENT_NAME_RE, DEFAULT_AGENT
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+NAME_RE = AGENT_NAME_RE
 """An agent's (and an MCP server's) name; use with fullmatch."""
 NAME_RULE = "[a-z0-9][a-z0-9_-]{0,31}"
-DEFAULT_NAME = "default"
+DEFAULT_NAME = DEFAULT_AGENT
 """The name of an agent given as a bare ``pkg.module:attr`` (the pre-registry form); its turn
 streams keep the pre-registry key names (sessions/keys.py), so such a deployment upgrades
 without draining."""

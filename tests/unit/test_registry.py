@@ -129,3 +129,23 @@ def test_describe_marks_private_tools() -> None:
     assert tools["calculate"]["private"] and not tools["current_time"]["private"]
     assert "arithmetic" in tools["calculate"]["description"]
     assert (info["name"], info["description"], info["order"]) == ("demo", "d", 0)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--agent", "Bad=pkg.mod:a"], "agent name 'Bad' must match"),
+    (["--agent", "x=tests.no_such_module:a"], "agent x: cannot load tests.no_such_module:a"),
+    (["--agent", "x=tests.agents_fixtures:FailingModel"], "not an agents.Agent"),
+    (["--agents", "/nonexistent/agents.toml"], "agents file /nonexistent/agents.toml"),
+    (["--agent", "x=tests.agents_fixtures:fast", "--only", "y"], "--only ['y']: not registered"),
+])
+def test_the_worker_refuses_a_bad_registry_with_one_line(args: list[str], says: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AGENTIA_REDIS_URL": "redis://127.0.0.1:1/0"}  # never reached
+    done = subprocess.run([sys.executable, "-m", "launch.cli", "worker", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("agentia: configuration error: ") and says in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
