@@ -40,7 +40,9 @@ def cmd_gateway(a: argparse.Namespace) -> None:
 def cmd_worker(a: argparse.Namespace) -> None:
     from sessions.main import run
 
-    s = from_env(WorkerSettings, agent=a.agent, redis_url=a.redis, concurrency=a.concurrency)
+    s = from_env(WorkerSettings, agent=",".join(a.agent) if a.agent else None,
+                 agents=a.agents, only_agents=",".join(a.only) if a.only else None,
+                 redis_url=a.redis, concurrency=a.concurrency)
     _logging(s)
     run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
 
@@ -125,7 +127,13 @@ def parser() -> argparse.ArgumentParser:
                    help="edge processes sharing the port (SO_REUSEPORT), supervised")
     g.set_defaults(fn=cmd_gateway)
     w = sub.add_parser("worker", help="run an agent worker")
-    w.add_argument("--agent", help="module:attribute of an agents.Agent")
+    w.add_argument("--agent", action="append", metavar="NAME=pkg.module:attr",
+                   help="an agent to register (repeatable; a bare pkg.module:attr is named "
+                   "'default'); none and no --agents: the demo agents (docs/agents.md)")
+    w.add_argument("--agents", metavar="FILE", help="TOML file of [[agents]] "
+                   "(default AGENTIA_AGENTS)")
+    w.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this registered agent (repeatable; default: all)")
     w.add_argument("--redis")
     w.add_argument("--concurrency", type=int)
     w.add_argument("--burst", action="store_true", help="exit when no turn is left")
