@@ -373,6 +373,10 @@ def configs_of(specs: Sequence[Any]) -> dict[str, list[McpConfig]]:
 async def tools_of(agent: Agent[Any], private: frozenset[str]) -> list[dict[str, Any]]:
     """The MCP tools ``agent`` offers now, as the registry publishes tools (name as the model
     sees it, description, private). A server not connected yet offers none."""
-    tools = await agent.get_mcp_tools(RunContextWrapper(context=None))
+    try:
+        tools = await agent.get_mcp_tools(RunContextWrapper(context=None))
+    except Exception as exc:  # e.g. two servers offer one name: every turn will say so too
+        log.error("agent %s: its MCP tools cannot be listed: %s", agent.name, describe(exc))
+        return []
     return [{"name": t.name, "description": str(getattr(t, "description", "") or ""),
              "private": t.name in private} for t in tools]

@@ -114,3 +114,13 @@ async def test_configs_and_published_tools() -> None:
                                            input_schema={"type": "object"})]
     assert await tools_of(agent, frozenset({"add_note"})) == [
         {"name": "add_note", "description": "Keep a note.", "private": True}]
+
+
+async def test_published_tools_when_names_clash() -> None:
+    from mcp.types import Tool as MCPTool
+
+    configs = [McpConfig.from_entry({"name": n, "command": "x"}) for n in ("a", "b")]
+    pool = McpPool(configs)
+    for s in pool.servers.values():
+        s.tools = [MCPTool(name="same", input_schema={"type": "object"})]
+    assert await tools_of(pool.attach(Agent(name="t"), configs), frozenset()) == []
