@@ -87,6 +87,10 @@ class McpConfig:
     url: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    concurrent: bool = False
+    """HTTP: send concurrent turns' requests at once. Off, the SDK sends them one at a time
+    (some servers mix up concurrent requests of one session), so a slow call delays the
+    others and ``timeout_s`` counts that wait."""
 
     @classmethod
     def from_entry(cls, raw: Mapping[str, Any]) -> McpConfig:
@@ -95,7 +99,7 @@ class McpConfig:
         if not isinstance(name, str) or not NAME.match(name):
             raise ValueError(f"MCP server name must match {NAME.pattern[:-2]}, got {name!r}")
         unknown = set(raw) - {"name", "command", "args", "env", "cwd", "url", "headers",
-                              "timeout_s"}
+                              "timeout_s", "concurrent"}
         if unknown:
             raise ValueError(f"MCP server {name}: unknown keys {sorted(unknown)}")
         command, url = raw.get("command", ""), raw.get("url", "")
@@ -105,13 +109,16 @@ class McpConfig:
             raise ValueError(f"MCP server {name}: url must start with http:// or https://")
         if not command and any(k in raw for k in ("args", "env", "cwd")):
             raise ValueError(f"MCP server {name}: args, env and cwd are for command (stdio)")
+        concurrent = raw.get("concurrent", False)
+        if not isinstance(concurrent, bool) or (concurrent and not url):
+            raise ValueError(f"MCP server {name}: concurrent is true or false, for url (HTTP)")
         timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
         if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
             raise ValueError(f"MCP server {name}: timeout_s must be in (0, 3600]")
         return cls(name=name, command=command, args=tuple(_strs(raw, "args", list)),
                    env=_strs(raw, "env", dict) if "env" in raw else None,
                    cwd=_str_or_none(raw, "cwd"), url=url, headers=_strs(raw, "headers", dict),
-                   timeout_s=float(timeout))
+                   timeout_s=float(timeout), concurrent=concurrent)
 
     def connection(self) -> MCPServerStdio | MCPServerStreamableHttp:
         """A new SDK server object (one per connection: a closed one is not reused)."""
@@ -125,9 +132,12 @@ class McpConfig:
             if self.cwd:
                 params["cwd"] = self.cwd
             return MCPServerStdio(params, **common)
-        return MCPServerStreamableHttp(MCPServerStreamableHttpParams(
+        http = MCPServerStreamableHttp(MCPServerStreamableHttpParams(
             url=self.url, headers=dict(self.headers), timeout=self.timeout_s,
             sse_read_timeout=self.timeout_s + 5), **common)
+        # the SDK's switch (openai-agents 0.24; tests/integration/test_mcp_pool.py pins it)
+        http._serialize_session_requests = not self.concurrent
+        return http
 
 
 def _strs(raw: Mapping[str, Any], key: str, kind: type) -> Any:

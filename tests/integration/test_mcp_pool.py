@@ -103,3 +103,22 @@ async def test_down_at_start_is_retried() -> None:
     finally:
         await pool.close()
         stop(proc)
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_http_calls_one_at_a_time_unless_concurrent(concurrent: bool) -> None:
+    """The SDK sends one HTTP server's requests one at a time by default (``concurrent``
+    off); on, concurrent turns' calls overlap. Pins the SDK switch sessions/mcp.py sets."""
+    proc, port = start_http()
+    pool = McpPool([McpConfig.from_entry(http_entry(port, concurrent=concurrent))])
+    try:
+        await pool.start()
+        web = pool.servers["web"]
+        t0 = time.monotonic()
+        done = await asyncio.gather(*[web.call_tool("slow", {"seconds": 1}) for _ in range(4)])
+        took = time.monotonic() - t0
+        assert [text(r) for r in done] == ["slept 1 s"] * 4
+        assert (took < 3) if concurrent else (took >= 4)
+    finally:
+        await pool.close()
+        stop(proc)

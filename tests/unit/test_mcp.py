@@ -43,6 +43,8 @@ def test_entries() -> None:
     ({"name": "a", "command": "x", "env": {"A": 1}}, "env must be a dict"),
     ({"name": "a", "command": "x", "timeout_s": 0}, "timeout_s"),
     ({"name": "a", "command": "x", "shell": True}, "unknown keys"),
+    ({"name": "a", "command": "x", "concurrent": True}, "concurrent"),
+    ({"name": "a", "url": "http://h", "concurrent": "yes"}, "concurrent"),
 ])
 def test_bad_entries(entry: dict[str, Any], why: str) -> None:
     with pytest.raises(ValueError, match=why):
