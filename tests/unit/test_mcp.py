@@ -126,3 +126,19 @@ async def test_published_tools_when_names_clash() -> None:
     for s in pool.servers.values():
         s.tools = [MCPTool(name="same", input_schema={"type": "object"})]
     assert await tools_of(pool.attach(Agent(name="t"), configs), frozenset()) == []
+
+
+def test_worker_refuses_a_bad_mcp_entry_at_start(tmp_path: Any) -> None:
+    from agentia.settings import WorkerSettings, from_env
+    from sessions.main import prepare
+    from sessions.registry import RegistryError
+
+    path = tmp_path / "agents.toml"
+    path.write_text('[[agents]]\nname = "notes"\nagent = "tests.mcp_servers.agents:notes_agent"\n'
+                    '[[agents.mcp]]\nname = "notes"\ncommand = "x"\ntimeout_s = "soon"\n')
+    with pytest.raises(RegistryError, match="agent notes: MCP server notes: timeout_s"):
+        prepare(from_env(WorkerSettings, agents=str(path)))
+    path.write_text(path.read_text().replace('timeout_s = "soon"', "timeout_s = 5"))
+    agents, _, default, pool = prepare(from_env(WorkerSettings, agents=str(path)))
+    assert [s.name for s in agents["notes"][0].mcp_servers] == ["notes"]
+    assert default and pool.servers["notes"].cfg.timeout_s == 5
