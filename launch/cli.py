@@ -81,7 +81,7 @@ def cmd_up(a: argparse.Namespace) -> None:
 def cmd_chat(a: argparse.Namespace) -> None:
     from launch.chat import main as chat
 
-    chat(a.url, a.user, a.session, a.message)
+    chat(a.url, a.user, a.session, a.message, a.agent)
 
 
 def cmd_storm(a: argparse.Namespace) -> None:
@@ -160,6 +160,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--url", help="default: the system 'agentia up' runs from this directory "
                    "(.agentia/up.json), else ws://127.0.0.1:8765/v1/ws")
     c.add_argument("--user", default="dev")
+    c.add_argument("--agent", help="the agent a new session talks to (default: the "
+                   "deployment's first; GET /v1/agents lists them)")
     c.add_argument("--session")
     c.add_argument("-m", "--message", action="append", help="send and exit after the reply")
     c.set_defaults(fn=cmd_chat)

@@ -149,3 +149,12 @@ def test_the_worker_refuses_a_bad_registry_with_one_line(args: list[str], says: 
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("agentia: configuration error: ") and says in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_agentia_chat_asks_for_the_agent_in_the_url() -> None:
+    from launch.chat import with_agent
+
+    assert with_agent("ws://h:1/v1/ws", None) == "ws://h:1/v1/ws"
+    assert with_agent("ws://h:1/v1/ws", "triage") == "ws://h:1/v1/ws?agent=triage"
+    assert with_agent("ws://h:1/v1/ws?token=t&agent=x", "demo") == (
+        "ws://h:1/v1/ws?token=t&agent=demo")
