@@ -265,7 +265,15 @@ def ensure_fds(needed: int) -> int:
 
 @dataclass(slots=True)
 class WorkerSettings(Common):
-    agent: str = "sessions.demo:demo_agent"
+    agent: str = ""
+    """The agents to run, comma-separated ``NAME=pkg.module:attr`` (``--agent``, repeatable;
+    a bare ``pkg.module:attr`` is named ``default``). Empty, with no ``agents`` file: the
+    demo setup (``demo``, then ``triage``). docs/agents.md"""
+    agents: str = ""
+    """A TOML file of ``[[agents]]`` (``--agents``): registered before the ``agent`` ones."""
+    only_agents: str = ""
+    """Comma list of registered agents this worker runs (``--only``); empty: all of them.
+    Give every worker the same file and pick with this, so the registry's order is shared."""
     concurrency: int = 256
     """Turns one worker runs at once: a turn mostly waits on its model (a worker keeps 1,000
     streams at 50 tokens/s, docs/benchmarks.md "Worker")."""

@@ -87,6 +87,9 @@ def test_welcome_limits_and_the_raw_object() -> None:
              "protocol": "agentia.v1", "limits": {"heartbeat_s": 2}}
     w = parse_frame(frame)
     assert isinstance(w, Welcome) and w.limits == Limits(heartbeat_s=2.0) and w.raw is frame
+    assert w.agent == ""  # an edge from before issue 14
+    w = parse_frame({**frame, "agent": "triage"})
+    assert isinstance(w, Welcome) and w.agent == "triage"
 
 
 def test_call_states() -> None:

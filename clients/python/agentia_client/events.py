@@ -53,12 +53,16 @@ class Welcome:
     """The session's last offset at connect time."""
     limits: Limits
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    agent: str = ""
+    """The agent the session talks to ("" from an edge before issue 14, or for a session
+    created while no agent was registered)."""
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Welcome:
+        agent = d.get("agent")
         return cls(_str(d, "protocol"), _str(d, "node"), _str(d, "session"),
                    _str(d, "epoch"), _int(d, "offset"), Limits.from_welcome(d.get("limits")),
-                   d)
+                   d, agent if isinstance(agent, str) else "")
 
 
 @dataclass(frozen=True, slots=True)
