@@ -6,7 +6,7 @@ Close code ranges tell a client what to do without knowing every code:
 * 4000-4499: reconnect (with backoff) and resume from the last offset.
 * 4500-4999: terminal: do not reconnect to this session (4501 another user's session, 4502
   and 4503 a new session refused by a per-user limit: the application may retry later; 4504
-  no such agent, 4505 the session talks to another agent).
+  no such agent, 4505 the session talks to another agent, 4506 the session was deleted).
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class CloseCode(enum.IntEnum):
     """A new session asked (``?agent=``) for an agent that is not registered."""
     AGENT_MISMATCH = 4505
     """The session exists and talks to another agent than the one asked for."""
+    SESSION_DELETED = 4506
+    """The session was deleted (``DELETE /v1/sessions/{id}`` or of its user): do not
+    reconnect to it (a new connection with its id would start a new, empty session)."""
 
     @property
     def reconnect(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.settings import ApiSettings
+from control.backend import backend_router, invalid_request
 from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -112,7 +114,7 @@ def create_app(s: ApiSettings) -> FastAPI:
     # Bearer tokens, never cookies: no credentials mode, so "*" exposes nothing ambient.
     app.add_middleware(CORSMiddleware,
                        allow_origins=["*"] if origins is None else sorted(origins),
-                       allow_methods=["GET", "POST"],
+                       allow_methods=["GET", "POST", "DELETE"],
                        allow_headers=["Authorization", "Content-Type"])
     if s.voice:  # LiveKit's libraries are imported only when voice is on
         from agentia.settings import from_env
@@ -120,6 +122,8 @@ def create_app(s: ApiSettings) -> FastAPI:
         from voice.settings import VoiceSettings
 
         app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
+    app.include_router(backend_router(bus, identity))
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -169,13 +173,14 @@ def create_app(s: ApiSettings) -> FastAPI:
     @app.get("/v1/sessions/{sid}/events", response_model=EventsReply)
     async def events(sid: str, who: User, after: Annotated[int, Query(ge=0)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> EventsReply:
-        """The session log after ``after``, for its owner (the same events as a resume)."""
+        """The session log after ``after``, for its owner or a ``sessions:read`` service
+        token (the same events as a resume); 404 once the session is deleted."""
         if not K.SESSION_ID_RE.fullmatch(sid):
             raise HTTPException(400, "bad session id")
         owner = await bus.session_owner(sid)
         if owner is None:
             raise HTTPException(404, "no such session")
-        if owner != who.user:
+        if owner != who.user and not who.can("sessions:read"):
             raise HTTPException(403, "this session belongs to another user")
         r = await bus.replay(sid, after, None, limit)
         return EventsReply(session=sid, epoch=r.epoch, offset=r.offset, recovered=r.recovered,

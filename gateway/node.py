@@ -29,6 +29,7 @@ from gateway.leases import ConnectionLeases
 from gateway.routing import origin_allowed
 from gateway.session_protocol import Rules, SessionProtocol
 from sessions import keys as K
+from sessions.backend_redis import PresenceWriter
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.errors import AgentMismatch, UnknownAgent
 from sessions.membership import Membership
@@ -78,6 +79,10 @@ class EdgeNode:
         """Session ids this edge made up at admission, not yet opened: new for sure."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
+        self.presence = PresenceWriter(bus, self.id)
+        """The devices in their sessions' presence (``GET /v1/sessions/{id}/presence``)."""
+        self._ua: dict[Connection, str] = {}
+        """User-Agent of connections admitted and not yet opened (for presence)."""
 
     def tally(self, name: str) -> None:
         """Count something a transport saw (a failed handshake, a refusal)."""
@@ -144,6 +149,8 @@ class EdgeNode:
         self._add(conn)
         if not session:
             self._generated.add(sid)
+        if headers.get("user-agent"):
+            self._ua[conn] = headers["user-agent"]
         return conn
 
     async def open(self, conn: Connection) -> tuple[CloseCode, str] | None:
@@ -155,6 +162,7 @@ class EdgeNode:
         which cannot read the status of a refused upgrade, see the close code and reason."""
         state = conn.state
         leased = False
+        ua = self._ua.pop(conn, None)
         try:
             leased = await self._lease(conn)
             info = await self._open_session(state.session, state.user,
@@ -172,6 +180,7 @@ class EdgeNode:
                                     agent=info.agent).encode(),
                     info.epoch, info.offset)
         self._seen[state.user, state.session] = time.time()
+        self.presence.join(state.session, conn, time.time(), ua)
         self.metrics["handshakes"] += 1
         return None
 
@@ -246,8 +255,10 @@ class EdgeNode:
         """A connection ended (or its handshake failed after admission)."""
         sid = conn.state.session
         self._generated.discard(sid)  # an upgrade that failed before open()
+        self._ua.pop(conn, None)
         if conn not in self.sessions.get(sid, ()):
             return  # forgotten already, or refused by open()
+        self.presence.leave(sid, conn)
         if self._remove(conn):
             try:
                 await self.bus.unregister(sid, self.id)
@@ -292,6 +303,12 @@ class EdgeNode:
         if conns:
             for conn in tuple(conns):
                 conn.on_chunk(chunk, frame)
+
+    def session_deleted(self, sid: str) -> None:
+        """The session was deleted: its devices here are closed with 4506 (not to come
+        back: a new connection with the id would start a new, empty session)."""
+        for conn in tuple(self.sessions.get(sid, ())):
+            conn.close_soon(CloseCode.SESSION_DELETED, "session deleted")
 
     def stream_back(self) -> None:
         self._catch_up_all()
@@ -339,6 +356,7 @@ class EdgeNode:
         its Redis calls here). A batch that fails is kept for the next try, bounded."""
         while True:
             await asyncio.sleep(every_s)
+            await self._flush_presence()
             if not self._seen:
                 continue
             batch, self._seen = self._seen, {}
@@ -349,6 +367,14 @@ class EdgeNode:
                     log.exception("updating users' session lists failed")
                 if len(self._seen) < 100_000:
                     self._seen = {**batch, **self._seen}
+
+    async def _flush_presence(self) -> None:
+        """The devices that came and went since the last flush (kept for the next on failure)."""
+        try:
+            await self.presence.flush()
+        except Exception as exc:
+            if not isinstance(exc, BusUnavailable):
+                log.exception("writing the sessions' presence failed")
 
     async def metrics_forever(self) -> None:
         """Move the hot path's plain counters into Prometheus once a second."""
@@ -386,4 +412,5 @@ class EdgeNode:
         with contextlib.suppress(BusUnavailable):
             if self._seen:
                 await self.bus.touch_user_sessions(self._seen)
+            await self._flush_presence()
             await self.membership.leave()

@@ -79,13 +79,13 @@ def upgrade_refusal(headers: dict[str, str]) -> Answer | None:
 
 
 def admit(node: Admission, target: str, authorization: str, origin: str,
-          offered: Iterable[str]) -> Answer | Accept:
+          offered: Iterable[str], user_agent: str = "") -> Answer | Accept:
     """The node's decision on an upgrade of ``PATH``: a refusal, or the connection and the
     subprotocol to choose (``agentia.v1`` when offered). The query's ``session`` and
     ``agent`` (docs/protocol.md §1) go to the node, which checks them."""
     protocols = [p.strip() for value in offered for p in value.split(",")]
     headers = {"authorization": authorization, "origin": origin,
-               "sec-websocket-protocol": ", ".join(protocols)}
+               "sec-websocket-protocol": ", ".join(protocols), "user-agent": user_agent}
     query = urlsplit(target).query
     params = parse_qs(query) if query else {}
     session = params.get("session", [None])[0]
@@ -107,4 +107,4 @@ def route(node: Admission, target: str, headers: dict[str, str], offered: Iterab
     if answer is not None:
         return answer
     return admit(node, target, headers.get("authorization", ""), headers.get("origin", ""),
-                 offered)
+                 offered, headers.get("user-agent", ""))

@@ -62,13 +62,19 @@ def cmd_voice(a: argparse.Namespace) -> None:
 
 
 def cmd_token(a: argparse.Namespace) -> None:
-    from gateway.auth import mint
+    from gateway.auth import SCOPES, mint
 
+    scopes = a.scope.split()
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:  # edges ignore unknown scopes: a typo would mint a token that grants nothing
+        raise SystemExit(f"agentia token: unknown scope {', '.join(unknown)} (known: "
+                         f"{', '.join(sorted(SCOPES))})")
     secret = os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET)
     if secret == DEV_SECRET:  # only edges in dev mode accept it: say so, on stderr
         print("agentia: AGENTIA_JWT_SECRET is not set: signed with the public dev secret "
               "(accepted only by processes with AGENTIA_DEV=true)", file=sys.stderr)
-    print(mint(secret, a.user, a.ttl))
+    claims = {"scope": " ".join(scopes)} if scopes else {}
+    print(mint(secret, a.user, a.ttl, **claims))
 
 
 def cmd_up(a: argparse.Namespace) -> None:
@@ -147,6 +153,9 @@ def parser() -> argparse.ArgumentParser:
                        "the public dev secret, accepted only in dev mode)")
     t.add_argument("--user", required=True)
     t.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
+    t.add_argument("--scope", default="", help="a service token's scopes, space-separated: "
+                   "sessions:read sessions:write sessions:operate users:delete "
+                   "(docs/backend.md); none: a user token")
     t.set_defaults(fn=cmd_token)
     u = sub.add_parser("up", help="run everything on an embedded default")
     u.add_argument("--port", type=int, default=8765)

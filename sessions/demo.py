@@ -96,6 +96,9 @@ class DemoModel(Model):
             return ResponseFunctionToolCall(
                 type="function_call", name="calculate", call_id="call_calc", id="fc_calc",
                 arguments=orjson.dumps({"expression": m.group(1)}).decode())
+        notes = [_text_of(i) for i in items if i.get("role") == "system"]
+        if "what did the operator say" in said.lower() and notes:  # posted messages
+            return f"The operator said: {notes[-1]!r}. {DEMO_NOTE}"
         if "what did i say" in said.lower() and len(users) > 1:
             return f"Before this you said: {users[-2]!r}. {DEMO_NOTE}"
         return f"You said: {said}. I am a demo agent; I can tell the time or do sums. {DEMO_NOTE}"

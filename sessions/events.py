@@ -72,3 +72,19 @@ def call(state: str, node: str, ts: float, **fields: Any) -> Event:
 def frame_for(offset: int, event: bytes) -> bytes:
     """The client frame of a log event: the event JSON with its offset spliced in first."""
     return b'{"offset":%d,%s' % (offset, event[1:])
+
+
+MESSAGE = "message"
+MESSAGE_ROLES = frozenset({"operator", "system"})
+
+
+def message(role: str, text: str, by: str, ts: float) -> Event:
+    """A message a backend posted into the session (``POST /v1/sessions/{id}/messages``):
+    ``role`` ``operator`` or ``system``, ``by`` the poster's token subject."""
+    return {"type": MESSAGE, "role": role, "text": text, "by": by, "ts": ts}
+
+
+def message_note(role: str, text: str, by: str) -> Event:
+    """How the agent sees a posted message in its memory (sessions/memory.py): an input item
+    of role ``system`` whose text names who posted it, e.g. ``[operator ops@acme] text``."""
+    return {"role": "system", "content": f"[{role} {by}] {text}"}

@@ -62,6 +62,11 @@ MEMORY_MAXLEN = 200
 """Conversation memory items kept per session (oldest dropped first)."""
 USER_SESSIONS_KEPT = 1_000
 """Sessions listed per user (the least recently used drop off the list, not out of Redis)."""
+NOTES_KEPT = 50
+"""Operator/system messages waiting for a session's next turn (:meth:`Keys.notes`); beyond
+this the oldest are dropped (they stay in the log)."""
+PRESENCE_LISTED = 100
+"""Devices listed by ``GET /v1/sessions/{id}/presence`` at most (``connected`` counts all)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
 FORGET_AFTER = 24 * 3600
@@ -161,6 +166,25 @@ class Keys:
     def memory(self, sid: str) -> str:
         """List: Agents SDK conversation items as ``<turn>|<json>`` (turn tags allow rollback)."""
         return f"{self.prefix}:{session_tag(sid)}:mem"
+
+    def notes(self, sid: str) -> str:
+        """List: operator/system messages (``POST /v1/sessions/{id}/messages``) as memory
+        items (JSON), waiting for the next turn's attempt to move them into :meth:`memory`
+        (``START``); at most NOTES_KEPT."""
+        return f"{self.prefix}:{session_tag(sid)}:notes"
+
+    def presence(self, sid: str) -> str:
+        """Hash: ``<node>:<connection>`` -> JSON ``{node, since, user_agent}`` for each
+        device connected to the session, written by its edge (batched, every 0.5 s) and
+        removed when it disconnects; entries of dead nodes are dropped by the reader.
+        Bounded by the owner's connection limits."""
+        return f"{self.prefix}:{session_tag(sid)}:pres"
+
+    def session_keys(self, sid: str) -> list[str]:
+        """Every key of one session (one slot): what ``DELETE /v1/sessions/{id}`` removes."""
+        return [self.meta(sid), self.log(sid), self.turns(sid), self.client_ids(sid),
+                self.nodes(sid), self.partial(sid), self.lock(sid), self.memory(sid),
+                self.notes(sid), self.presence(sid)]
 
     def user_sessions(self, user: str) -> str:
         """Sorted set: a user's sessions by last activity."""

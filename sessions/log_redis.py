@@ -248,9 +248,9 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         res = await self._run_script(
             self._start,
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
-                  k.partial(sid)],
+                  k.partial(sid), k.notes(sid)],
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4)])
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN])
         if int(res[0]) == -2:
             raise LockLost(sid)
         attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])

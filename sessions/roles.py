@@ -107,14 +107,16 @@ class ChunkAt:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """One entry of a node's delivery stream: a log event (``offset`` > 0, ``chunk`` None) or
-    a running turn's chunk (``offset`` 0, ``chunk`` set; ``event`` is its frame)."""
+    """One entry of a node's delivery stream: a log event (``offset`` > 0, ``chunk`` None),
+    a running turn's chunk (``offset`` 0, ``chunk`` set; ``event`` is its frame) or a notice
+    about the whole session (``notice`` set, e.g. ``deleted``)."""
 
     id: bytes
     session: str
     offset: int
     event: bytes
     chunk: ChunkAt | None = None
+    notice: str = ""
 
 
 Opening = tuple[str, str, str, bool] | tuple[str, str, str, bool, str]

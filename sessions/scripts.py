@@ -167,11 +167,13 @@ return {attempts, cancel and 1 or 0}
 """
 )
 
-# KEYS: meta, memory, lock, log, nodes, partial
-# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce
+# KEYS: meta, memory, lock, log, nodes, partial, notes
+# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max
 # BEGIN, then, unless the turn is cancelled or past its attempts, its turn_start appended (the
 # event JSON is sessions/events.py's turn_start, byte for byte) and the run's partial buffer
-# started (run id "<turn>:<attempt>:<nonce>"): one script per attempt instead of two.
+# started (run id "<turn>:<attempt>:<nonce>"): one script per attempt instead of two. Posted
+# messages waiting in ``notes`` move into memory first, tagged "n|" (a tag ROLLBACK never
+# matches, and they sit before this attempt's items: a retry keeps them).
 # Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
 # {attempt, cancelled, offset of turn_start (0: none appended), run, node...}.
 START = (
@@ -189,6 +191,13 @@ end
     + """
 local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
 if cancel or attempts > tonumber(ARGV[4]) then return {attempts, cancel and 1 or 0, 0, ''} end
+local notes = redis.call('LRANGE', KEYS[7], 0, -1)
+if #notes > 0 then
+  for _, n in ipairs(notes) do redis.call('RPUSH', mem, 'n|' .. n) end
+  redis.call('DEL', KEYS[7])
+  redis.call('LTRIM', mem, -tonumber(ARGV[8]), -1)
+  redis.call('EXPIRE', mem, ttl)
+end
 local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
 local seq
@@ -217,10 +226,14 @@ return 1
 # KEYS: memory; ARGV: turn
 ROLLBACK = "local mem, tag = KEYS[1], ARGV[1] .. '|'\n" + _ROLLBACK
 
-# KEYS: lock; ARGV: owner, lease ms
+# KEYS: lock, meta; ARGV: owner, lease ms
 # Takes a free lock, or one this same worker process left behind (it checks first that it is
 # not running the session any more), e.g. after Redis failed between a turn and the release.
+# A session without meta (deleted, or expired) has nothing to run: 1 without taking the lock,
+# so no key of a deleted session is created again; the worker finds no turn, its release
+# answers "not ours" and it acks the entry.
 ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -259,4 +272,44 @@ if turn <= done then return 0 end
 if #redis.call('XRANGE', KEYS[2], '0-' .. turn, '0-' .. turn) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'x:' .. turn, 1)
 return turn
+"""
+
+# KEYS: meta, log, nodes, notes; ARGV: event, maxlen, ttl, note (memory item json), notes kept
+# A message posted into the session: appended to the log like any event, and its memory item
+# queued for the next turn (START moves it into memory). Returns {offset, node...}, or {-1}
+# when the session does not exist.
+POST = (
+    """
+local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+local seq
+"""
+    + _APPEND
+    + """
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
+redis.call('EXPIRE', KEYS[4], ttl)
+local out = {seq}
+for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
+return out
+"""
+)
+
+# KEYS: every key of the session (Keys.session_keys: meta, log, turns, ..., nodes 5th);
+# ARGV: owner ("" = any)
+# Deletes the session whole. Returns {owner, oldest pending turn (0: none), node...} as they
+# were; {''} when it did not exist (its leftovers are deleted anyway); {'forbidden', owner}
+# (nothing deleted) when ARGV[1] is not its owner. With meta and the lock gone every fenced
+# write of a worker still running a turn fails (APPEND/SUBMIT: no meta; START/REMEMBER: no
+# lock), so nothing of the session is written again.
+DELETE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and ARGV[1] ~= '' and owner ~= ARGV[1] then return {'forbidden', owner} end
+local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local turn = 0
+if #first > 0 then turn = tonumber(string.match(first[1][1], '%-(%d+)$')) end
+local out = {owner or '', turn}
+for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
+redis.call('DEL', unpack(KEYS))
+return out
 """

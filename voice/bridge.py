@@ -254,6 +254,11 @@ class VoiceBridge:
         if listener is not None:
             listener.put(CHUNK, orjson.loads(frame))
 
+    def session_deleted(self, sid: str) -> None:
+        # the call's later turns fail (the session is gone); ending the call is its own job
+        if sid == self.session:
+            log.info("session %s was deleted during its call", sid)
+
     def stream_back(self) -> None:
         """Events delivered while the stream could not be read may be lost: every turn being
         spoken reads the log again (as an edge's connections do)."""

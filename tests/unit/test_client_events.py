@@ -22,6 +22,7 @@ from agentia_client import (
     Limits,
     Partial,
     Pong,
+    PostedMessage,
     Reply,
     Resumed,
     ToolCall,
@@ -40,7 +41,7 @@ CLASSES: dict[str, type] = {
     "welcome": Welcome, "ack": Ack, "resumed": Resumed, "cancelling": Cancelling,
     "pong": Pong, "error": ErrorFrame, "user": UserMessage, "turn_start": TurnStart,
     "chunk": Chunk, "partial": Partial, "tool": ToolCall, "reply": Reply, "cancelled": Cancelled,
-    "turn_error": TurnFailure, "call": CallState,
+    "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
 }
 
 

@@ -9,8 +9,8 @@ export const PROTOCOL = "agentia.v1";
  * (and reports an AgentiaError with `closeCode`); true means reconnect with backoff and resume.
  * 4005 (the user's connections over all edges) reconnects with backoff; 4501 (another user's
  * session), 4502 (too many new sessions this hour: the app may retry later), 4503 (too many
- * live sessions), 4504 (no such agent) and 4505 (the session talks to another agent) stop the
- * client.
+ * live sessions), 4504 (no such agent), 4505 (the session talks to another agent) and 4506
+ * (the session was deleted) stop the client.
  */
 export const CLOSE_CODES = Object.freeze({
   1000: ["NORMAL", true], 1001: ["GOING_AWAY", true], 1009: ["MESSAGE_TOO_BIG", true],
@@ -20,6 +20,7 @@ export const CLOSE_CODES = Object.freeze({
   4005: ["TOO_MANY_CONNECTIONS", true], 4501: ["FORBIDDEN", false],
   4502: ["NEW_SESSIONS_RATE", false], 4503: ["TOO_MANY_SESSIONS", false],
   4504: ["UNKNOWN_AGENT", false], 4505: ["AGENT_MISMATCH", false],
+  4506: ["SESSION_DELETED", false],
 });
 
 /**
