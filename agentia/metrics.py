@@ -44,6 +44,11 @@ INBOUND_LAG = Gauge("agentia_inbound_lag",
                     ["agent", "shard"], multiprocess_mode="livemax")
 ERRORS = Counter("agentia_errors_total", "Error frames sent to clients, by code", ["code"])
 REDIS_ERRORS = Counter("agentia_redis_errors_total", "Redis failures seen", ["component"])
+MCP_DOWN = Gauge("agentia_mcp_servers_down", "Workers whose MCP server is not connected now",
+                 ["server"], multiprocess_mode="livesum")
+MCP_FAILURES = Counter("agentia_mcp_failures_total",
+                       "MCP connects, probes and tool calls that could not reach the server",
+                       ["server", "what"])
 
 # edge tally key -> (metric, labels)
 _EDGE = {

@@ -41,7 +41,8 @@ REF_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 MAX_AGENTS = 64
 """Agents one deployment may register (each has its own turn streams)."""
 AGENT_KEYS = frozenset({"name", "agent", "description", "private_tools", "mcp"})
-MCP_KEYS = frozenset({"name", "command", "args", "env", "cwd", "url", "headers"})
+MCP_KEYS = frozenset({"name", "command", "args", "env", "cwd", "url", "headers", "timeout_s",
+                      "concurrent"})
 DEMO_AGENTS = (("demo", "sessions.demo:demo_agent",
                 "The demo assistant: time, arithmetic and table bookings."),
                ("triage", "sessions.demo:triage_agent",

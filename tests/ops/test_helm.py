@@ -165,6 +165,13 @@ def test_probes(rendered: dict[str, list[Doc]]) -> None:
         assert {"name": "internal", "containerPort": v["edge"]["internalPort"],
                 "protocol": "TCP"} in edge["ports"]
         assert env(edge)["AGENTIA_INTERNAL_PORT"]["value"] == str(v["edge"]["internalPort"])
+        worker = container(one(docs, "Deployment", "worker"), "worker")
+        assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "internal"}
+        assert "readinessProbe" not in worker  # /readyz is for alerts (docs/operations.md)
+        assert {"name": "internal", "containerPort": v["worker"]["internalPort"],
+                "protocol": "TCP"} in worker["ports"]
+        assert env(worker)["AGENTIA_WORKER_INTERNAL_PORT"]["value"] \
+            == str(v["worker"]["internalPort"])
         api = container(one(docs, "Deployment", "api"), "api")
         assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert api["readinessProbe"]["httpGet"] == {"path": v["api"]["readinessPath"],
