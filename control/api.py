@@ -64,6 +64,24 @@ class SessionsReply(BaseModel):
     sessions: list[SessionItem]
 
 
+class AgentTool(BaseModel):
+    name: str
+    description: str
+    private: bool = Field(description="clients see only this tool's name, never its "
+                                      "arguments or output")
+
+
+class AgentItem(BaseModel):
+    name: str
+    description: str
+    tools: list[AgentTool]
+    default: bool = Field(description="the agent a session gets when it names none")
+
+
+class AgentsReply(BaseModel):
+    agents: list[AgentItem] = Field(description="in registry order; the first is the default")
+
+
 def identity(request: Request) -> Identity:
     """The caller, from a Bearer token (header or ?token=), checked like the edge does."""
     token = token_from({k.lower(): v for k, v in request.headers.items()}, request.url.query)
@@ -138,6 +156,15 @@ def create_app(s: ApiSettings) -> FastAPI:
         return TokenReply(token=mint(s.jwt_secret, req.user, ttl), user=req.user,
                           expires_in=ttl)
 
+    @app.get("/v1/agents", response_model=AgentsReply)
+    async def agents(who: User) -> AgentsReply:
+        """The agents this deployment runs (published by their workers, docs/agents.md):
+        what a client may pass as ``?agent=NAME`` on the WebSocket URL."""
+        live = await bus.agents()
+        return AgentsReply(agents=[AgentItem(
+            name=a["name"], description=a.get("description", ""), default=i == 0,
+            tools=[AgentTool(**t) for t in a.get("tools", [])]) for i, a in enumerate(live)])
+
     @app.get("/v1/sessions", response_model=SessionsReply)
     async def sessions(who: User) -> SessionsReply:
         rows = await bus.user_sessions(who.user, 100)
@@ -180,7 +207,9 @@ async def _readiness(bus: Bus) -> dict[str, Any]:
     try:
         await bus.ping()
         state["redis"] = True
-        state["groups"] = await bus.has_group(0)
+        names = [str(a["name"]) for a in await bus.agents()] or [K.DEFAULT_AGENT]
+        state["agents"] = names
+        state["groups"] = all([await bus.has_group(0, a) for a in names])
         fresh = time.time() - K.NODE_TTL
         state["workers"] = await bus.count_workers(fresh)
         # voice workers register a node per call (voice-<hex>): calls, not edges
@@ -193,13 +222,18 @@ async def _readiness(bus: Bus) -> dict[str, Any]:
 
 
 async def _watch_lag(bus: Bus) -> None:
-    """Inbound lag per shard for /metrics (and the KEDA scaler's view of the same)."""
+    """Inbound lag per agent and shard for /metrics (and the KEDA scaler's view of the
+    same)."""
+    names = [K.DEFAULT_AGENT]
     while True:
-        for shard in range(bus.shards):
-            with contextlib.suppress(Exception):
-                lag = await bus.shard_lag(shard)
-                if lag is not None:
-                    M.INBOUND_LAG.labels(str(shard)).set(lag)
+        with contextlib.suppress(Exception):
+            names = [str(a["name"]) for a in await bus.agents()] or [K.DEFAULT_AGENT]
+        for agent in names:
+            for shard in range(bus.shards):
+                with contextlib.suppress(Exception):
+                    lag = await bus.shard_lag(shard, agent)
+                    if lag is not None:
+                        M.INBOUND_LAG.labels(agent, str(shard)).set(lag)
         await asyncio.sleep(5)
 
 

@@ -214,7 +214,7 @@ class Connection:
         try:
             if isinstance(action, S.Submit):
                 f = action.frame
-                await self.node.check_overload(st.session, f.id)
+                await self.node.check_overload(st.session, f.id, st.agent)
                 res = await self.node.bus.submit(st.session, f.id, f.text, user=st.user)
                 return st.on_submitted(f, res.offset, res.duplicate)
             if isinstance(action, S.CancelTurn):

@@ -37,5 +37,5 @@ class Host(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task the node tracks (and cancels at shutdown)."""
 
-    async def check_overload(self, sid: str, ref: str) -> None:
-        """Raise OVERLOADED while the session's shard is too far behind."""
+    async def check_overload(self, sid: str, ref: str, agent: str = "") -> None:
+        """Raise OVERLOADED while the session's shard (of ``agent``) is too far behind."""

@@ -175,10 +175,15 @@ def encode(obj: dict[str, Any]) -> str:
 
 
 def welcome_frame(
-    *, node: str, session: str, epoch: str, offset: int, limits: dict[str, Any]
+    *, node: str, session: str, epoch: str, offset: int, limits: dict[str, Any],
+    agent: str = ""
 ) -> str:
-    return encode({"type": "welcome", "protocol": PROTOCOL, "node": node, "session": session,
-                   "epoch": epoch, "offset": offset, "limits": limits})
+    """``agent`` is left out only for a session created while no agent was registered."""
+    frame = {"type": "welcome", "protocol": PROTOCOL, "node": node, "session": session,
+             "epoch": epoch, "offset": offset, "limits": limits}
+    if agent:
+        frame["agent"] = agent
+    return encode(frame)
 
 
 def ack_frame(client_id: str, offset: int, duplicate: bool) -> str:

@@ -128,14 +128,16 @@ class _Fill:
 class SessionProtocol:
     """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
 
-    __slots__ = ("_fill", "bucket", "chunk_at", "cursor", "epoch", "last_seen", "pings",
-                 "retry_at", "rules", "session", "strikes", "token_exp", "user")
+    __slots__ = ("_fill", "agent", "bucket", "chunk_at", "cursor", "epoch", "last_seen",
+                 "pings", "retry_at", "rules", "session", "strikes", "token_exp", "user")
 
     def __init__(self, rules: Rules, session: str, user: str, token_exp: float | None,
-                 now: float) -> None:
+                 now: float, agent: str = "") -> None:
         self.rules = rules
         self.session = session
         self.user = user
+        self.agent = agent
+        """The agent asked for (``?agent=``), then the session's once opened."""
         self.token_exp = token_exp
         # deferring until opened: an event appended meanwhile is caught up by on_opened
         self.cursor = P.Cursor(0, catching_up=True)

@@ -8,6 +8,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from sessions import keys as K
 from sessions.roles import WorkerBus
 
 log = logging.getLogger("agentia.worker")
@@ -45,13 +46,17 @@ def on_cancel(running: dict[str, Running], data: str) -> None:
             run.task.cancel()
 
 
-async def beat(bus: WorkerBus, name: str) -> None:
-    """Tell the control plane this worker lives (every 5 s); upkeep every 30 s."""
+async def beat(bus: WorkerBus, name: str, agents: list[dict[str, Any]],
+               streams: tuple[str, ...]) -> None:
+    """Tell the control plane this worker lives and renew the registry entries of the
+    ``agents`` it runs (every ``AGENT_RENEW_S``, 5 s); upkeep of the shards of ``streams``
+    (the agents whose shards it reads) every 30 s."""
     n = 0
     while True:
         with suppress(Exception):
             await bus.worker_alive(name)
+            await bus.publish_agents(agents)
             if n % 6 == 0:
-                await bus.maintain()
+                await bus.maintain(streams)
         n += 1
-        await asyncio.sleep(5)
+        await asyncio.sleep(K.AGENT_RENEW_S)

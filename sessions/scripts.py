@@ -5,23 +5,42 @@ visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly
 """
 
 # KEYS: meta, nodes, log, turns, cids, memory
-# ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1")
+# ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1"),
+#       agent asked for ("" = none), agent of a new session ("" = none registered yet, "-" =
+#       the one asked for is not registered)
 # A session without meta starts a new epoch from scratch: whatever else of it survived (an
 # evicted or lost meta) is dropped, since offsets restart at 1 (a stream also remembers its
 # last id, so a leftover log or turns stream would refuse 0-1). Without ``create`` a missing
 # session answers {'new'} (the edge first counts it against the user's limits). A session
 # that never got a turn (seq 0) keeps the short ttl; SUBMIT gives it the long one. HSET is the
 # first write of a creation, so a Redis at maxmemory (noeviction) refuses it whole.
+# The agent is fixed at creation: a new session asking for an unregistered one answers
+# {'unknown'}, an existing one asked for by another name {'mismatch', its agent} (before any
+# write); one without an agent (created before the registry) takes the new session's agent.
+# Returns {'ok', epoch, seq, agent}.
 OPEN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then
   return {'forbidden'}
 end
+local agent = ARGV[9]
 if not owner then
   if ARGV[7] ~= '1' then return {'new'} end
+  if agent == '-' then return {'unknown'} end
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2], 'seq', 0, 'done', 0,
              'created', ARGV[3])
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+  if agent ~= '' then redis.call('HSET', KEYS[1], 'agent', agent) end
+else
+  local had = redis.call('HGET', KEYS[1], 'agent')
+  if had then
+    if ARGV[8] ~= '' and had ~= ARGV[8] then return {'mismatch', had} end
+    agent = had
+  elseif agent == '-' then
+    return {'unknown'}
+  elseif agent ~= '' then
+    redis.call('HSET', KEYS[1], 'agent', agent)
+  end
 end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 local ttl = ARGV[4]
@@ -31,7 +50,7 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[5], 1)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-return {'ok', m[1], m[2]}
+return {'ok', m[1], m[2], agent}
 """
 
 # Shared body: append one event to the log, setting local ``seq`` to its offset.
@@ -83,16 +102,24 @@ return out
 )
 
 # KEYS: meta, log, turns, cids, nodes
-# ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns
-# Returns {offset, duplicate, done, node...}; {-1} session gone; {-2} too many pending turns.
+# ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns,
+#       default agent ("" = none registered)
+# Returns {offset, duplicate, done, agent, node...}; {-1} session gone; {-2} too many pending
+# turns. ``agent`` is the session's (whose shards get the turn); a session without one
+# (created before the registry, or while none was registered) takes the default agent.
 # Every key it touches gets the long ttl (a session's first turn ends its short one, OPEN).
 SUBMIT = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[5]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local done = tonumber(redis.call('HGET', meta, 'done'))
+local m0 = redis.call('HMGET', meta, 'done', 'agent')
+local done, agent = tonumber(m0[1]), m0[2]
+if not agent then
+  agent = ARGV[8]
+  if agent ~= '' then redis.call('HSET', meta, 'agent', agent) end
+end
 local old = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if old then return {tonumber(old), 1, done} end
+if old then return {tonumber(old), 1, done, agent} end
 if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[7]) then return {-2} end
 local seq
 """
@@ -104,7 +131,7 @@ redis.call('ZADD', KEYS[4], seq, ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[6]) - 1)
 redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
-local out = {seq, 0, done}
+local out = {seq, 0, done, agent}
 for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 return out
 """

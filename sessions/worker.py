@@ -1,4 +1,5 @@
-"""Agent worker: consumes turns from the inbound shards and runs them with the Agents SDK.
+"""Agent worker: consumes turns from the inbound shards of the agents it runs and runs each
+session's turns with that session's agent (the shard's), with the Agents SDK.
 
 Rules (see docs/architecture.md):
 
@@ -22,7 +23,7 @@ import secrets
 import socket
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents import Agent, ModelProvider
@@ -31,12 +32,13 @@ from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
+from sessions import keys as K
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
-from sessions.roles import Claimed, WorkerBus
+from sessions.roles import Claimed, Inbound, WorkerBus
 from sessions.runtime import Delta, stream_turn
 
 log = logging.getLogger("agentia.worker")
@@ -58,11 +60,32 @@ class WorkerConfig:
     grace_s: float = 10.0
 
 
+Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
+"""Agent name -> (the agent, its private tools' names), in registry order."""
+
+
 class Worker:
-    def __init__(self, bus: WorkerBus, agent: Agent[Any], provider: ModelProvider,
-                 config: WorkerConfig | None = None, name: str | None = None) -> None:
+    def __init__(self, bus: WorkerBus, agents: Agents | Agent[Any], provider: ModelProvider,
+                 config: WorkerConfig | None = None, name: str | None = None,
+                 published: list[dict[str, Any]] | None = None,
+                 unnamed: bool = False) -> None:
+        """``agents``: the agents this worker runs (a lone Agent is the ``default`` one);
+        ``published``: what it registers of them (sessions/registry.py ``describe``);
+        ``unnamed``: its first agent is the deployment's default, so it also runs the turns
+        of the ``default`` shards (pre-registry turns, sessions without an agent)."""
         self.bus = bus
-        self.agent = agent
+        self.agents: Agents = (agents if isinstance(agents, dict)
+                               else {K.DEFAULT_AGENT: (agents, frozenset())})
+        self.agent = next(iter(self.agents.values()))[0]
+        """The first agent (what a session without an agent runs, see :meth:`agent_for`)."""
+        self.published = published or [
+            {"name": n, "description": "", "tools": [], "order": i}
+            for i, n in enumerate(self.agents)]
+        self.streams = tuple(self.agents) + (
+            (K.DEFAULT_AGENT,) if unnamed and K.DEFAULT_AGENT not in self.agents else ())
+        """Whose shards this worker reads: its agents' (and maybe ``default``'s)."""
+        self.inbound: list[Inbound] = [(a, k) for a in self.streams for k in range(bus.shards)]
+        """Every shard this worker reads."""
         self.provider = provider
         self.cfg = config or WorkerConfig()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -83,9 +106,10 @@ class Worker:
 
     async def run(self, burst: bool = False) -> None:
         """Consume until stopped; with ``burst``, return once no turn is left to run."""
-        await self.bus.ensure_groups()
+        await self.bus.ensure_groups(self.streams)
+        await self.bus.publish_agents(self.published)
         loops = [asyncio.create_task(cancel_loop(self.bus, self.running)),
-                 asyncio.create_task(beat(self.bus, self.name))]
+                 asyncio.create_task(beat(self.bus, self.name, self.published, self.streams))]
         try:
             if self.bus.cluster:
                 await self._run_per_shard(burst)
@@ -109,7 +133,7 @@ class Worker:
         to each stream, so each takes a share of the free capacity: a worker must not hold
         (in its pending list) turns it cannot start while other workers idle."""
         await self._room()
-        n = await self._read(list(range(self.bus.shards)), -(-self._free() // self.bus.shards))
+        n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
         if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
             n += await self._reclaim()
         return n
@@ -119,9 +143,9 @@ class Worker:
         reader per shard, each blocking on its own stream (so a quiet shard never delays a
         busy one), each taking its share of the free capacity (so together they do not read
         far beyond ``concurrency``). Reclaiming runs beside them."""
-        idle = [False] * self.bus.shards
-        readers = [asyncio.create_task(self._read_shard(s, idle))
-                   for s in range(self.bus.shards)]
+        idle = [False] * len(self.inbound)
+        readers = [asyncio.create_task(self._read_shard(i, idle))
+                   for i in range(len(self.inbound))]
         try:
             while not self.stopping.is_set():
                 with suppress(TimeoutError):
@@ -138,18 +162,18 @@ class Worker:
     def _pause(self, burst: bool) -> float:
         return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000
 
-    async def _read_shard(self, shard: int, idle: list[bool]) -> None:
+    async def _read_shard(self, i: int, idle: list[bool]) -> None:
         while not self.stopping.is_set():
             await self._room()
-            share = -(-self._free() // self.bus.shards)  # ceil: at least one each
-            idle[shard] = await self._read([shard], share) == 0
+            share = -(-self._free() // len(self.inbound))  # ceil: at least one each
+            idle[i] = await self._read([self.inbound[i]], share) == 0
 
     async def _room(self) -> None:
         """Wait until a session slot is free (not held: the session task takes it)."""
         await self.slots.acquire()
         self.slots.release()
 
-    async def _read(self, shards: list[int], count: int) -> int:
+    async def _read(self, shards: list[Inbound], count: int) -> int:
         try:
             claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
         except Exception as exc:
@@ -162,7 +186,7 @@ class Worker:
         if "NOGROUP" in str(exc):
             log.warning("consumer group missing (Redis restarted?); recreating")
             with suppress(BusUnavailable):
-                await self.bus.ensure_groups()
+                await self.bus.ensure_groups(self.streams)
         else:
             log.warning("reading turns failed: %s; retrying", exc)
             M.REDIS_ERRORS.labels("worker").inc()
@@ -173,16 +197,16 @@ class Worker:
         """Take over entries whose worker stopped renewing them for a whole lease."""
         self._last_reclaim = time.monotonic()
         n = 0
-        for shard in range(self.bus.shards):
+        for shard in self.inbound:
             try:
                 claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms,
                                                 max(1, self._free()))
             except Exception as exc:
-                log.debug("reclaim on shard %d failed: %s", shard, exc)
+                log.debug("reclaim on shard %s failed: %s", shard, exc)
                 continue
             for claim in claims:
                 # entry ids are per shard: two shards can hold the same one
-                log.info("reclaimed %s of shard %d (session %s) from a stalled worker",
+                log.info("reclaimed %s of shard %s (session %s) from a stalled worker",
                          claim.id, shard, claim.session)
                 self._spawn(claim)
                 n += 1
@@ -303,7 +327,7 @@ class Worker:
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return
                 continue
-            await self._run_turn(turn, claim)
+            await self._run_turn(replace(turn, agent=claim.agent), claim)
 
     async def _run_turn(self, turn: Turn, claim: Claimed) -> None:
         bind(turn=turn.offset)
@@ -362,13 +386,20 @@ class Worker:
 
     async def _produce(self, turn: Turn, co: Coalescer, memory: RedisMemory) -> None:
         async with asyncio.timeout(self.cfg.turn_timeout_s):
-            async for item in stream_turn(self.agent, turn.text, memory, self.provider):
+            async for item in stream_turn(self.agent_for(turn)[0], turn.text, memory,
+                                          self.provider):
                 if isinstance(item, Delta):
                     co.add(item.text)
                 else:
                     await co.flush()
                     await self._append(turn, E.tool(turn.offset, item.name))
         await co.flush()
+
+    def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
+        """The agent that runs ``turn`` (its session's; the first one for a turn of the
+        ``default`` shards this worker reads as the deployment's default) and its private
+        tools."""
+        return self.agents.get(turn.agent) or next(iter(self.agents.values()))
 
     async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
         await self.bus.append(turn.session, event, owner=self.name)

@@ -27,6 +27,7 @@ from agentia_client import (
     Limits,
     Partial,
     Pong,
+    PostedMessage,
     Reply,
     Resumed,
     ToolCall,
@@ -48,12 +49,11 @@ CLASSES: dict[str, type] = {
     "chunk": Chunk, "partial": Partial, "tool_call": ToolCall, "tool_result": ToolResult,
     "state": AgentState, "handoff": Handoff, "approval_request": ApprovalRequest,
     "approval_result": ApprovalResult, "reply": Reply, "cancelled": Cancelled,
-    "turn_error": TurnFailure, "call": CallState,
+    "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
     "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
-UNTYPED = {"message"}
-"""Documented types this client revision has no class for: they parse to UnknownEvent (a
-backend's posted ``message``, docs/protocol.md "Changes within v1")."""
+UNTYPED: set[str] = set()
+"""Documented types this client revision has no class for: they must parse to UnknownEvent."""
 
 
 def documented_frames() -> list[dict[str, Any]]:
@@ -104,6 +104,9 @@ def test_welcome_limits_and_the_raw_object() -> None:
              "protocol": "agentia.v1", "limits": {"heartbeat_s": 2}}
     w = parse_frame(frame)
     assert isinstance(w, Welcome) and w.limits == Limits(heartbeat_s=2.0) and w.raw is frame
+    assert w.agent == ""  # an edge from before issue 14
+    w = parse_frame({**frame, "agent": "triage"})
+    assert isinstance(w, Welcome) and w.agent == "triage"
 
 
 def test_call_states() -> None:

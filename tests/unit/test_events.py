@@ -17,6 +17,7 @@ BUILT = {
     "cancelled": E.cancelled(18, ""),
     "turn_error": E.turn_error(18, "turn_failed", "the turn failed on every attempt"),
     "call": E.call("ended", "voice-1", 2.5),
+    "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
 }
 
 

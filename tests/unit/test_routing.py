@@ -22,10 +22,13 @@ class FakeNode:
     def __init__(self, refusal: tuple[int, str] | None = None) -> None:
         self.refusal = refusal
         self.asked: list[tuple[dict[str, str], str, str | None]] = []
+        self.agents: list[str] = []
         self.tallies: Counter[str] = Counter()
 
-    def admit(self, headers: dict[str, str], query: str, session: str | None) -> object:
+    def admit(self, headers: dict[str, str], query: str, session: str | None,
+              agent: str = "") -> object:
         self.asked.append((headers, query, session))
+        self.agents.append(agent)
         return self.refusal or "conn"
 
     def tally(self, name: str) -> None:
@@ -70,6 +73,9 @@ def test_admission_sees_token_origin_protocols_and_session() -> None:
     plain = R.route(node, "/v1/ws", UPGRADE, ())  # type: ignore[arg-type]
     assert plain == R.Accept("conn", None)  # type: ignore[arg-type]
     assert node.asked[1][2] is None
+    R.route(node, "/v1/ws?agent=triage&session=s2", UPGRADE, ())  # type: ignore[arg-type]
+    R.route(node, "/v1/ws?agent=", UPGRADE, ())  # type: ignore[arg-type]
+    assert node.agents == ["", "", "triage", ""]
 
 
 @pytest.mark.parametrize(("status", "header"), [

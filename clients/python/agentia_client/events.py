@@ -40,15 +40,17 @@ class Welcome:
     offset: int
     """The session's last offset at connect time."""
     limits: Limits
-    agent: str | None = None
-    """The agent this session talks to (chosen at its creation with ``?agent=``)."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    agent: str = ""
+    """The agent the session talks to ("" from an edge before issue 14, or for a session
+    created while no agent was registered)."""
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Welcome:
+        agent = d.get("agent")
         return cls(_str(d, "protocol"), _str(d, "node"), _str(d, "session"),
                    _str(d, "epoch"), _int(d, "offset"), Limits.from_welcome(d.get("limits")),
-                   _opt_str(d, "agent"), d)
+                   d, agent if isinstance(agent, str) else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +308,25 @@ class CallState:
 
 
 @dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """``message``: a backend posted into the session (``role`` ``operator`` or ``system``,
+    ``by`` the poster's token ``sub``); part of no turn."""
+
+    type: ClassVar[str] = "message"
+    offset: int
+    role: str
+    text: str
+    by: str
+    ts: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> PostedMessage:
+        return cls(_int(d, "offset"), _str(d, "role"), _str(d, "text"), _str(d, "by"),
+                   _float(d, "ts"), d)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """A frame type this client version does not know (a newer edge): kept as is."""
 
@@ -318,7 +339,7 @@ AgentEvent: TypeAlias = (ToolCall | ToolResult | AgentState | Handoff | Approval
                          | ApprovalResult)
 """What the agent does within a turn: tools, state, handoffs, approvals."""
 LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled | TurnFailure
-                       | CallState | UnknownEvent)
+                       | CallState | PostedMessage | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
@@ -332,7 +353,8 @@ ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
     UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff, ApprovalRequest,
-    ApprovalResult, Reply, Cancelled, TurnFailure, CallState)} | {"tool": ToolCall.parse}
+    ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage)} | {
+    "tool": ToolCall.parse}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
     Welcome, Resumed, Cancelling, Pong, ErrorFrame)} | {"ack": _parse_ack}
