@@ -17,6 +17,7 @@ const els = {
   userForm: $("user-form"), userInput: $("user-input"), tokenInput: $("token-input"),
   call: $("call"), callLabel: $("call-label"), hangup: $("hangup"), mute: $("mute"),
   callAudio: $("call-audio"), callAudioBtn: $("call-audio-btn"), callClose: $("call-close"),
+  agentPicker: $("agent-picker"),
 };
 
 const STATE_LABELS = {
@@ -675,6 +676,35 @@ function renderCall(state, message) {
 
 // -- start -------------------------------------------------------------------------------------
 
+/** The agents of this deployment (GET /v1/agents) in a picker, when there are several.
+ * Choosing one starts a new conversation with it (`?agent=NAME` in the page's URL). */
+async function loadAgents() {
+  let agents = [];
+  try {
+    agents = (await fetchJson("/v1/agents", { auth: true })).agents ?? [];
+  } catch {
+    return; // an older control plane, or none reachable: no picker
+  }
+  if (agents.length < 2) return;
+  const picker = els.agentPicker;
+  picker.replaceChildren(...agents.map((a) => {
+    const option = el("option", "", a.name);
+    option.value = a.name;
+    option.title = a.description ?? "";
+    return option;
+  }));
+  picker.value = app.client?.agent ?? app.agent ?? agents.find((a) => a.default)?.name ?? agents[0].name;
+  picker.hidden = false;
+  picker.onchange = () => {
+    const url = new URL(location.href);
+    url.searchParams.set("agent", picker.value);
+    // a new conversation: the stored one talks to the agent it was created with
+    localStorage.removeItem(`agentia:${app.user}:session`);
+    sessionStorage.removeItem(`agentia:${app.user}:tab`);
+    location.assign(url);
+  };
+}
+
 /** `?agent=NAME` in the page's URL: new conversations talk to that agent. */
 function agentFromUrl() {
   const agent = new URLSearchParams(location.search).get("agent");
@@ -695,6 +725,9 @@ function startClient() {
   client.on("reset", clearView);
   client.on("welcome", (w) => {
     els.nodeInfo.textContent = w.agent ? `agent ${w.agent} · edge ${w.node}` : `edge ${w.node}`;
+    if (w.agent && [...els.agentPicker.options].some((o) => o.value === w.agent)) {
+      els.agentPicker.value = w.agent;
+    }
     els.nodeInfo.title = client.url ?? "";
     showTitle();
     renderSessions();
@@ -833,6 +866,7 @@ async function main() {
   app.agent = agentFromUrl();
   startClient();
   refreshSessions();
+  loadAgents();
 }
 
 main();

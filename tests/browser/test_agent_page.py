@@ -5,7 +5,8 @@ A booking that needs approval: the card comes, survives a reload (rebuilt from t
 log: a request without its ``approval_result`` is still open), is approved there, disables
 itself, and the booked reply arrives; after another reload it shows the outcome. A tool call
 for "what is 6 * 7" is shown collapsed and opens onto its arguments and result; the agent's
-state and name are shown. With ``?agent=triage`` the handoff to the demo agent is shown.
+state and name are shown. Picking ``triage`` (``?agent=triage``) starts a conversation whose
+handoff to the demo agent is shown.
 Screenshots go to test-output/browser/.
 """
 
@@ -170,9 +171,18 @@ def test_the_triage_agent_hands_off_and_the_page_says_so(system: System,
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     watch(page, problems)
-    page.goto(system.api + "/?agent=triage")
+    page.goto(system.api + "/")
+    wait_synced(page)
+    picker = page.get_by_test_id("agent-picker")  # GET /v1/agents: demo first, the default
+    expect(picker.locator("option")).to_have_text(["demo", "triage"], timeout=10_000)
+    expect(picker).to_have_value("demo")
+    first = page.evaluate("window.agentiaApp.client.session")
+    picker.select_option("triage")  # a new conversation with ?agent=triage
+    page.wait_for_url(re.compile(r"[?&]agent=triage"))
     wait_synced(page)
     assert page.evaluate("window.agentiaApp.client.agent") == "triage"
+    assert page.evaluate("window.agentiaApp.client.session") != first
+    expect(picker).to_have_value("triage")
     send(page, "what is 6 * 7")
     reply = last_reply(page)
     expect(reply).to_have_attribute("data-status", "done", timeout=30_000)
