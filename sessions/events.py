@@ -20,6 +20,8 @@ REPLY = "reply"
 CANCELLED = "cancelled"
 TURN_ERROR = "turn_error"
 CALL = "call"
+APPROVAL_REQUEST = "approval_request"
+APPROVAL_RESULT = "approval_result"
 CHUNK = "chunk"
 PARTIAL = "partial"
 TURN_ENDS = frozenset({REPLY, CANCELLED, TURN_ERROR})
@@ -62,6 +64,23 @@ def turn_error(turn: int, code: str, message: str) -> Event:
     """A turn dead-lettered for good (never retryable)."""
     return {"type": TURN_ERROR, "turn": turn, "code": code, "message": message,
             "retryable": False}
+
+
+def approval_request(turn: int, call_id: str, name: str, arguments: Any, agent: str,
+                     expires: float) -> Event:
+    """The turn waits for a person to approve a tool call until ``expires`` (unix s)."""
+    return {"type": APPROVAL_REQUEST, "turn": turn, "call_id": call_id, "name": name,
+            "arguments": arguments, "agent": agent, "expires": expires}
+
+
+def approval_result(turn: int, call_id: str, approved: bool, by: str,
+                    message: str | None = None) -> Event:
+    """A pending tool call was answered (``by``: the user's ``sub``, or ``"timeout"``)."""
+    event: Event = {"type": APPROVAL_RESULT, "turn": turn, "call_id": call_id,
+                    "approved": approved, "by": by}
+    if message is not None:
+        event["message"] = message
+    return event
 
 
 def call(state: str, node: str, ts: float, **fields: Any) -> Event:

@@ -6,6 +6,7 @@
 * :class:`TurnQueue`: the inbound shards; a claimed entry carries its own ``ack()``,
   ``nack()`` and ``dead_letter()`` (acknowledging is separate from receiving). Workers.
 * :class:`TurnState`: a session's lock, pending turns and attempts, as a worker runs them.
+* :class:`Approvals`: the pause record of a turn waiting for a person (``approvals.py``).
 
 The Redis implementations live beside them (``log_redis.py``, ``delivery_redis.py``,
 ``queue_redis.py``, ``turns_redis.py``); :class:`sessions.bus.Bus` composes all four.
@@ -25,6 +26,7 @@ from sessions.errors import Missing as Missing
 from sessions.events import Event
 
 if TYPE_CHECKING:
+    from sessions.approvals import Decision, PauseRecord, Request
     from sessions.memory import RedisMemory
 
 
@@ -226,7 +228,30 @@ class TurnState(Protocol):
     def cancel_feed(self) -> AbstractAsyncContextManager[AsyncIterator[str]]: ...
 
 
-class WorkerBus(TurnQueue, TurnState, Protocol):
+class Approvals(Protocol):
+    """Turns waiting for a person to approve a tool call (sessions/approvals.py): the pause
+    record a worker writes, the decisions edges record."""
+
+    async def approve(self, sid: str, call_id: str, approved: bool, *, by: str,
+                      message: str | None = None) -> int: ...
+
+    async def decide(self, sid: str, turn: int, call_id: str, approved: bool, by: str,
+                     message: str | None, now: float) -> int: ...
+
+    async def pause(self, sid: str, turn: int, attempt: int, owner: str, state: str,
+                    requests: list[Request], extras: list[Event]) -> list[Request]: ...
+
+    async def resume_pause(self, sid: str, turn: int, owner: str) -> PauseRecord | None: ...
+
+    async def decisions(self, sid: str, turn: int, call_ids: list[str]
+                        ) -> dict[str, Decision] | None: ...
+
+    async def mark_waiting(self, sid: str, turn: int, attempt: int) -> None: ...
+
+    async def end_pause(self, sid: str) -> None: ...
+
+
+class WorkerBus(TurnQueue, TurnState, Approvals, Protocol):
     """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
 
     async def append(self, sid: str, event: Event, *, done: int | None = None,

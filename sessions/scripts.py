@@ -72,7 +72,7 @@ else
   if ARGV[4] ~= '' then
     redis.call('DEL', KEYS[6])
     redis.call('HSET', meta, 'done', ARGV[4])
-    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4])
+    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
   end
 end
@@ -142,7 +142,9 @@ return {attempts, cancel and 1 or 0}
 
 # KEYS: meta, memory, lock, log, nodes, partial
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce
-# BEGIN, then, unless the turn is cancelled or past its attempts, its turn_start appended (the
+# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt
+# in which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a
+# person is progress, not failure), its turn_start appended (the
 # event JSON is sessions/events.py's turn_start, byte for byte) and the run's partial buffer
 # started (run id "<turn>:<attempt>:<nonce>"): one script per attempt instead of two.
 # Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
@@ -161,7 +163,10 @@ end
     + _ROLLBACK
     + """
 local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
-if cancel or attempts > tonumber(ARGV[4]) then return {attempts, cancel and 1 or 0, 0, ''} end
+local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
+if cancel or attempts - since > tonumber(ARGV[4]) then
+  return {attempts, cancel and 1 or 0, 0, ''}
+end
 local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
 local seq
