@@ -37,13 +37,22 @@ from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
 from sessions.roles import Claimed, WorkerBus
-from sessions.runtime import Delta, stream_turn
+from sessions.runtime import Delta, Paused, ToolCalled, stream_turn
 
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
 OUTAGE_BACKOFF_S = 0.5
 """A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
 takes a few seconds), then left pending for another worker to reclaim after the lease."""
+
+
+class TurnEnded(Exception):
+    """Raised inside a running turn to end it with ``event`` (a ``turn_error``) at once: no
+    retry, no reply."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__(event.get("message", ""))
+        self.event = event
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,9 +338,13 @@ class Worker:
         # the turn_start is in the log already (START)
         co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
-        run.task = asyncio.create_task(self._produce(turn, co, memory))
+        run.task = asyncio.create_task(self._produce(turn, co, run, memory))
         try:
             await run.task
+        except TurnEnded as end:
+            await self.bus.rollback_memory(turn.session, turn.offset)
+            await self._finish(turn, end.event)
+            M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
             if run.lost:
                 raise LockLost(turn.session) from None
@@ -360,15 +373,25 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: Coalescer, memory: RedisMemory) -> None:
+    async def _produce(self, turn: Turn, co: Coalescer, run: _Running,
+                       memory: RedisMemory) -> None:
         async with asyncio.timeout(self.cfg.turn_timeout_s):
             async for item in stream_turn(self.agent, turn.text, memory, self.provider):
                 if isinstance(item, Delta):
                     co.add(item.text)
-                else:
+                elif isinstance(item, ToolCalled):
                     await co.flush()
                     await self._append(turn, E.tool(turn.offset, item.name))
+                elif isinstance(item, Paused):
+                    await self._on_paused(turn, co, run, item)
         await co.flush()
+
+    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running, paused: Paused) -> None:
+        """The run waits for a person's approval of some tool calls. Not supported yet: the
+        turn ends with ``turn_failed``."""
+        await co.flush()
+        raise TurnEnded(E.turn_error(turn.offset, str(ErrorCode.TURN_FAILED),
+                                     "approval is not supported yet"))
 
     async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
         await self.bus.append(turn.session, event, owner=self.name)
