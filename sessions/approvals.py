@@ -41,9 +41,10 @@ APPROVAL_NOTICE = "approval"
 """The word after ``"<session> <turn>"`` on the cancel channel that means "a decision"."""
 
 # KEYS: meta, log, nodes, lock, pause, memory
-# ARGV: owner, turn, attempt, state, maxlen, ttl, n, then n x (call id, request, expires,
-#       event), then the events to append after new requests (state)
-# Records the pause (fenced by the lock): the state, the turn's memory items so far (they are
+# ARGV: owner, turn, attempt, state, maxlen, ttl, n, reply text so far, then n x (call id,
+#       request, expires, event), then the events to append after new requests (state)
+# Records the pause (fenced by the lock): the state, the reply's text so far, the turn's
+# memory items so far (they are
 # tagged "<turn>|"), each request not recorded yet with its approval_request event appended,
 # and the attempt it paused in (meta p:<turn>: attempts are counted from there, START). A
 # record of an older turn is replaced. Returns {-2} lock lost, {-1} session gone, else
@@ -60,12 +61,12 @@ for i = #all, 1, -1 do
   if string.sub(all[i], 1, #tag) ~= tag then break end
   table.insert(items, 1, all[i])
 end
-redis.call('HSET', pause, 'turn', ARGV[2], 'state', ARGV[4], 'mn', #items)
+redis.call('HSET', pause, 'turn', ARGV[2], 'state', ARGV[4], 'text', ARGV[8], 'mn', #items)
 for i, it in ipairs(items) do redis.call('HSET', pause, 'm:' .. i, it) end
 redis.call('HSET', meta, 'p:' .. ARGV[2], ARGV[3])
 local n, out, seq = tonumber(ARGV[7]), {}, 0
 for i = 0, n - 1 do
-  local b = 8 + 4 * i
+  local b = 9 + 4 * i
   if redis.call('HSETNX', pause, 'q:' .. ARGV[b], ARGV[b + 1]) == 1 then
     redis.call('HSET', pause, 'x:' .. ARGV[b], ARGV[b + 2])
     local event = ARGV[b + 3]
@@ -77,12 +78,12 @@ for i = 0, n - 1 do
   end
 end
 if #out > 0 then
-  for j = 8 + 4 * n, #ARGV do
+  for j = 9 + 4 * n, #ARGV do
     local event = ARGV[j]
 """
     + scripts._APPEND
     + """
-    out[#out + 1] = n + j - (8 + 4 * n)
+    out[#out + 1] = n + j - (9 + 4 * n)
     out[#out + 1] = seq
   end
 end
@@ -163,6 +164,8 @@ class PauseRecord:
     """A paused turn as Redis holds it: its state and its requests, with their decisions."""
 
     state: str
+    text: str
+    """The reply's text before the pause (a new attempt streams it again)."""
     requests: dict[str, Request]
     decisions: dict[str, Decision]
 
@@ -229,7 +232,8 @@ class RedisApprovals(RedisNodeDelivery):
 
     @down
     async def pause(self, sid: str, turn: int, attempt: int, owner: str, state: str,
-                    requests: list[Request], extras: list[E.Event]) -> list[Request]:
+                    text: str, requests: list[Request], extras: list[E.Event]
+                    ) -> list[Request]:
         """Record the pause (``PAUSE``): the requests not recorded before get their
         ``approval_request`` (then ``extras``, e.g. a ``state``); returns those new ones."""
         k = self.keys
@@ -237,7 +241,7 @@ class RedisApprovals(RedisNodeDelivery):
                                                   r.agent, r.expires)) for r in requests]
         events += [orjson.dumps(e) for e in extras]
         args: list[Any] = [owner, turn, attempt, state, self.log_maxlen, K.SESSION_TTL,
-                           len(requests)]
+                           len(requests), text]
         for r, ev in zip(requests, events, strict=False):
             args += [r.call_id, orjson.dumps(_request_fields(r)), r.expires, ev]
         args += events[len(requests):]
@@ -310,4 +314,4 @@ def _record(h: dict[bytes, bytes]) -> PauseRecord:
                                     float(h.get(b"x:" + cid.encode(), b"0")))
         elif kind == "d":
             decisions[cid] = decision_of(value)
-    return PauseRecord(h[b"state"].decode(), requests, decisions)
+    return PauseRecord(h[b"state"].decode(), h.get(b"text", b"").decode(), requests, decisions)

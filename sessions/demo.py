@@ -114,7 +114,7 @@ def _called(items: list[Any], call_id: Any) -> str:
 
 def _after_tool(name: str, output: Any) -> str:
     if name == "book_table":
-        if output == DEFAULT_APPROVAL_REJECTION_MESSAGE:
+        if str(output).startswith(DEFAULT_APPROVAL_REJECTION_MESSAGE):
             return f"The table was not booked: the booking was not approved. {DEMO_NOTE}"
         return f"{output} {DEMO_NOTE}"
     return f"The tool says: {output}. {DEMO_NOTE}"

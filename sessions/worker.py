@@ -25,17 +25,19 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from agents import Agent, ModelProvider
+from agents import Agent, ModelProvider, RunState
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
+from sessions.approvals import PauseRecord
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
+from sessions.pausing import pause_and_wait, resume
 from sessions.roles import Claimed, WorkerBus
 from sessions.runtime import Delta, Paused, ToolCalled, stream_turn
 
@@ -62,6 +64,9 @@ class WorkerConfig:
     max_attempts: int = 3
     coalesce_ms: int = 40
     turn_timeout_s: float = 300.0
+    """Time a turn may run, not counting its waits for approval."""
+    approval_timeout_s: float = 600.0
+    """A tool call waiting for approval longer than this is rejected (by ``timeout``)."""
     retry_backoff_s: float = 0.5
     block_ms: int = 1000
     grace_s: float = 10.0
@@ -332,13 +337,17 @@ class Worker:
             await self._finish(turn, E.cancelled(turn.offset, ""))
             M.TURNS.labels("cancelled").inc()
             return
-        if attempt > self.cfg.max_attempts:
+        if not started.run:  # past max_attempts (counted since its last pause, START)
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
         # the turn_start is in the log already (START)
         co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
-        run.task = asyncio.create_task(self._produce(turn, co, run, memory))
+        run.attempt = attempt
+        # only an attempt after another can find the turn paused (sessions/approvals.py)
+        record = (await self.bus.resume_pause(turn.session, turn.offset, self.name)
+                  if attempt > 1 or again else None)
+        run.task = asyncio.create_task(self._produce(turn, co, run, memory, record))
         try:
             await run.task
         except TurnEnded as end:
@@ -351,6 +360,8 @@ class Worker:
             if not run.cancelled_by_user:
                 raise
             await co.flush()
+            if run.paused:  # no tool call left without its output in the agent's memory
+                await self.bus.rollback_memory(turn.session, turn.offset)
             await self._finish(turn, E.cancelled(turn.offset, "".join(co.text)))
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
@@ -373,31 +384,56 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: Coalescer, run: _Running,
-                       memory: RedisMemory) -> None:
-        async with asyncio.timeout(self.cfg.turn_timeout_s):
-            async for item in stream_turn(self.agent, turn.text, memory, self.provider):
-                if isinstance(item, Delta):
-                    co.add(item.text)
-                elif isinstance(item, ToolCalled):
-                    await co.flush()
-                    await self._append(turn, E.tool(turn.offset, item.name))
-                elif isinstance(item, Paused):
-                    await self._on_paused(turn, co, run, item)
+    async def _produce(self, turn: Turn, co: Coalescer, run: _Running, memory: RedisMemory,
+                       record: PauseRecord | None) -> None:
+        """Run the turn: from its text, or from the pause an earlier attempt recorded. Each
+        stretch between pauses runs under what is left of ``turn_timeout_s``: waiting for
+        people does not count."""
+        run_input: str | RunState[Any] = turn.text
+        if record is not None:
+            run.paused = True
+            co.add(record.text)  # the new attempt's run streams the text before the pause
+            run_input = await resume(self.bus, self.agent, turn, run, record)
+        budget = self.cfg.turn_timeout_s
+        while True:
+            began = time.monotonic()
+            async with asyncio.timeout(budget):
+                paused = await self._stream(turn, co, run_input, memory)
+            budget -= time.monotonic() - began
+            if paused is None:
+                break
+            run_input = await self._on_paused(turn, co, run, paused)
         await co.flush()
 
-    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running, paused: Paused) -> None:
-        """The run waits for a person's approval of some tool calls. Not supported yet: the
-        turn ends with ``turn_failed``."""
+    async def _stream(self, turn: Turn, co: Coalescer, run_input: str | RunState[Any],
+                      memory: RedisMemory) -> Paused | None:
+        """One run of the agent to its end or its pause (returned)."""
+        paused = None
+        async for item in stream_turn(self.agent, run_input, memory, self.provider):
+            if isinstance(item, Delta):
+                co.add(item.text)
+            elif isinstance(item, ToolCalled):
+                await co.flush()
+                await self._append(turn, E.tool(turn.offset, item.name))
+            elif isinstance(item, Paused):
+                paused = item
+        return paused
+
+    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running,
+                         paused: Paused) -> RunState[Any]:
         await co.flush()
-        raise TurnEnded(E.turn_error(turn.offset, str(ErrorCode.TURN_FAILED),
-                                     "approval is not supported yet"))
+        M.TURNS.labels("paused").inc()
+        return await pause_and_wait(self.bus, self.agent, self.name, turn, "".join(co.text),
+                                    run, paused, self.cfg.approval_timeout_s)
 
     async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
         await self.bus.append(turn.session, event, owner=self.name)
 
     async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
+        run = self.running.get(turn.session)
+        if run is not None and run.paused:  # its requests close with it
+            await self.bus.end_pause(turn.session)
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
                            code: ErrorCode = ErrorCode.TURN_FAILED) -> None:

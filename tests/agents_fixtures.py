@@ -9,7 +9,7 @@ from typing import Any
 from agents import Agent
 from agents.items import TResponseStreamEvent
 
-from sessions.demo import DemoModel, calculate, current_time
+from sessions.demo import DemoModel, book_table, calculate, current_time
 
 
 class FailingModel(DemoModel):
@@ -25,3 +25,19 @@ slow = Agent(name="slow", model=DemoModel(word_delay=float(os.environ.get("SLOW_
              tools=[current_time, calculate])
 fast = Agent(name="fast", model=DemoModel(word_delay=0.0), tools=[current_time, calculate])
 failing = Agent(name="failing", model=FailingModel())
+
+
+class CountingModel(DemoModel):
+    """The demo model that appends one line per model call (the last user text) to the file
+    ``MODEL_CALLS``: tests count the steps a turn asked of its model."""
+
+    def plan(self, items: list[Any], handoffs: tuple[str, ...] = ()) -> Any:
+        path = os.environ.get("MODEL_CALLS")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"{len(items)}\n")
+        return super().plan(items, handoffs)
+
+
+booking = Agent(name="booking", model=CountingModel(word_delay=0.0),
+                tools=[current_time, calculate, book_table])
