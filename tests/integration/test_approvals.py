@@ -5,6 +5,7 @@ attempt gets the turn's memory back; attempts count from the last pause."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -24,8 +25,9 @@ async def _paused(bus: Bus, sid: str, expires: float | None = None) -> Request:
     assert await bus.try_lock(sid, OWNER, 30_000)
     started = await bus.start_attempt(sid, 1, OWNER, max_attempts=1)
     assert started.run
-    await bus.memory(sid, 1, OWNER).add_items([{"role": "user", "content": "book"},
-                                               {"type": "function_call", "call_id": "c"}])
+    items: list[Any] = [{"role": "user", "content": "book"},
+                        {"type": "function_call", "call_id": "c"}]
+    await bus.memory(sid, 1, OWNER).add_items(items)
     req = Request("c", "book_table", {"people": 2}, "demo", expires or time.time() + 60)
     new = await bus.pause(sid, 1, started.attempt, OWNER, "{}", "so far", [req], [])
     assert new == [req]
