@@ -53,6 +53,8 @@ class ErrorCode(enum.StrEnum):
     TURN_NOT_ACTIVE = "turn_not_active"
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    GUARDRAIL = "guardrail"
+    """``turn_error`` event: an input or output guardrail of the agent tripped."""
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 

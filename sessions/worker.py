@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents import Agent, ModelProvider
+from agents.exceptions import InputGuardrailTripwireTriggered as InputTripped
+from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
@@ -37,22 +39,14 @@ from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
 from sessions.roles import Claimed, WorkerBus
-from sessions.runtime import Delta, Paused, ToolCalled, stream_turn
+from sessions.runtime import Paused, stream_turn
+from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
 
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
 OUTAGE_BACKOFF_S = 0.5
 """A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
 takes a few seconds), then left pending for another worker to reclaim after the lease."""
-
-
-class TurnEnded(Exception):
-    """Raised inside a running turn to end it with ``event`` (a ``turn_error``) at once: no
-    retry, no reply."""
-
-    def __init__(self, event: dict[str, Any]) -> None:
-        super().__init__(event.get("message", ""))
-        self.event = event
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +63,12 @@ class WorkerConfig:
 
 class Worker:
     def __init__(self, bus: WorkerBus, agent: Agent[Any], provider: ModelProvider,
-                 config: WorkerConfig | None = None, name: str | None = None) -> None:
+                 config: WorkerConfig | None = None, name: str | None = None,
+                 private_tools: frozenset[str] = frozenset()) -> None:
         self.bus = bus
         self.agent = agent
+        self.private_tools = private_tools
+        """Tools whose arguments and output never reach clients (only their names)."""
         self.provider = provider
         self.cfg = config or WorkerConfig()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -325,25 +322,28 @@ class Worker:
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
-        started = await self.bus.start_attempt(turn.session, turn.offset, self.name,
-                                                max_attempts=self.cfg.max_attempts, again=again)
-        attempt, cancelled = started.attempt, started.cancelled
+        agent = self.agent.name
+        started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
+                                                 max_attempts=self.cfg.max_attempts, again=again,
+                                                 then=started(turn, agent))
+        attempt, cancelled = started_.attempt, started_.cancelled
         if cancelled or run.cancelled_by_user:
-            await self._finish(turn, E.cancelled(turn.offset, ""))
+            await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
             M.TURNS.labels("cancelled").inc()
             return
         if attempt > self.cfg.max_attempts:
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        # the turn_start is in the log already (START)
-        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
+        # the turn_start and its state thinking are in the log already (START)
+        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started_.run)
+        run.log = tl = TurnLog(self.bus, turn, self.name, co, agent, self.private_tools)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.task = asyncio.create_task(self._produce(turn, co, run, memory))
         try:
             await run.task
         except TurnEnded as end:
             await self.bus.rollback_memory(turn.session, turn.offset)
-            await self._finish(turn, end.event)
+            await self._finish(turn, tl.ending(end.event))
             M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
             if run.lost:
@@ -351,11 +351,12 @@ class Worker:
             if not run.cancelled_by_user:
                 raise
             await co.flush()
-            await self._finish(turn, E.cancelled(turn.offset, "".join(co.text)))
+            await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
+                                                           tl.agent)))
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
-                                    ErrorCode.TURN_TIMEOUT)
+                                    ErrorCode.TURN_TIMEOUT, tl.agent)
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
@@ -365,7 +366,8 @@ class Worker:
             M.TURNS.labels("attempt_failed").inc()
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
-            await self._finish(turn, E.reply(turn.offset, "".join(co.text)))
+            await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
+                                                       tl.agent)))
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
@@ -375,15 +377,17 @@ class Worker:
 
     async def _produce(self, turn: Turn, co: Coalescer, run: _Running,
                        memory: RedisMemory) -> None:
-        async with asyncio.timeout(self.cfg.turn_timeout_s):
-            async for item in stream_turn(self.agent, turn.text, memory, self.provider):
-                if isinstance(item, Delta):
-                    co.add(item.text)
-                elif isinstance(item, ToolCalled):
-                    await co.flush()
-                    await self._append(turn, E.tool(turn.offset, item.name))
-                elif isinstance(item, Paused):
-                    await self._on_paused(turn, co, run, item)
+        tl = run.log
+        assert tl is not None  # set by _attempt
+        try:
+            async with asyncio.timeout(self.cfg.turn_timeout_s):
+                async for item in stream_turn(self.agent, turn.text, memory, self.provider):
+                    if isinstance(item, Paused):
+                        await self._on_paused(turn, co, run, item)
+                    else:
+                        await tl.add(item)
+        except (InputTripped, OutputTripped) as exc:
+            raise TurnEnded(guardrail_error(turn.offset, exc)) from None
         await co.flush()
 
     async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running, paused: Paused) -> None:
@@ -393,18 +397,17 @@ class Worker:
         raise TurnEnded(E.turn_error(turn.offset, str(ErrorCode.TURN_FAILED),
                                      "approval is not supported yet"))
 
-    async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
-        await self.bus.append(turn.session, event, owner=self.name)
-
-    async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
+    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
-                           code: ErrorCode = ErrorCode.TURN_FAILED) -> None:
+                           code: ErrorCode = ErrorCode.TURN_FAILED,
+                           agent: str | None = None) -> None:
         await claim.dead_letter(turn, attempts, why)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
         await self.bus.rollback_memory(turn.session, turn.offset)
         M.TURNS.labels("dead_lettered").inc()
-        await self._finish(turn, E.turn_error(turn.offset, str(code), why))
+        await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
+                                        agent or self.agent.name))
 
     # ------------------------------------------------------------ side loops

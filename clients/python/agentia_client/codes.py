@@ -62,6 +62,7 @@ class ErrorCode(enum.StrEnum):
     TURN_NOT_ACTIVE = "turn_not_active"
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    GUARDRAIL = "guardrail"
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 
