@@ -55,6 +55,8 @@ class ErrorCode(enum.StrEnum):
     """An ``approve`` names no pending request of the session (unknown, answered, expired)."""
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    GUARDRAIL = "guardrail"
+    """``turn_error`` event: an input or output guardrail of the agent tripped."""
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 

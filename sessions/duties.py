@@ -6,9 +6,12 @@ import asyncio
 import logging
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessions.roles import WorkerBus
+
+if TYPE_CHECKING:
+    from sessions.turn_log import TurnLog
 
 log = logging.getLogger("agentia.worker")
 
@@ -21,6 +24,8 @@ class Running:
     task: asyncio.Task[Any] | None = None
     cancelled_by_user: bool = False
     lost: bool = False
+    log: TurnLog | None = None
+    """What the running attempt writes to the log (its state, its agent)."""
     attempt: int = 0
     paused: bool = False
     """The turn waited for approval in this attempt (its pause record is dropped at its end)."""

@@ -109,9 +109,11 @@ async def _closed_unless_decided(bus: Approvals, sid: str, turn: int, call_id: s
 
 
 async def pause_and_wait(bus: Approvals, agent: Agent[Any], owner: str, turn: Turn, text: str,
-                         run: Running, paused: Paused, timeout_s: float) -> RunState[Any]:
+                         run: Running, paused: Paused, timeout_s: float,
+                         extras: list[dict[str, Any]]) -> RunState[Any]:
     """The run waits for people to approve tool calls: record the pause (state, reply text so
-    far, requests and their ``approval_request`` events, in one script), wait for every
+    far, requests and their ``approval_request`` events, then ``extras`` (the ``state``), in
+    one script), wait for every
     decision, and return the state to go on with, decisions applied. The state is restored
     from the recorded text, as a new attempt would: one path for both."""
     state = paused.state.to_string()
@@ -119,7 +121,8 @@ async def pause_and_wait(bus: Approvals, agent: Agent[Any], owner: str, turn: Tu
     requests = [Request(a.call_id, a.name, a.arguments, a.agent, expires)
                 for a in paused.requests]
     run.paused = True
-    await bus.pause(turn.session, turn.offset, run.attempt, owner, state, text, requests, [])
+    await bus.pause(turn.session, turn.offset, run.attempt, owner, state, text, requests,
+                    extras)
     decisions = await wait_for_decisions(bus, turn.session, run, requests)
     resumed = await restore(agent, state)
     apply(resumed, decisions)

@@ -122,7 +122,7 @@ class SessionLog(Protocol):
 
     async def cancel(self, sid: str, turn: int | None) -> int: ...
 
-    async def append(self, sid: str, event: Event, *, done: int | None = None,
+    async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
                      owner: str = "", run: str = "") -> int: ...
 
     async def replay(self, sid: str, after: int, epoch: str | None,
@@ -255,7 +255,7 @@ class Approvals(Protocol):
 class WorkerBus(TurnQueue, TurnState, Approvals, Protocol):
     """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
 
-    async def append(self, sid: str, event: Event, *, done: int | None = None,
+    async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
                      owner: str = "", run: str = "") -> int: ...
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
@@ -264,7 +264,8 @@ class WorkerBus(TurnQueue, TurnState, Approvals, Protocol):
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None: ...
 
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
-                            again: bool = False) -> Started: ...
+                            again: bool = False, then: list[Event] | None = None
+                            ) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

@@ -43,13 +43,24 @@ redis.call('EXPIRE', log, ttl)
 redis.call('EXPIRE', meta, ttl)
 """
 
+# Shared tail: append more events after the one _APPEND wrote (ARGV[from] onwards; the keys'
+# ttls were just renewed). Expects locals: meta, log, maxlen, and ``from``.
+_APPEND_MORE = """
+for i = from, #ARGV do
+  seq = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. seq, 'e', ARGV[i])
+end
+"""
+
 # KEYS: meta, log, nodes, lock, turns, partial
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
-#       run ("" = none: else a turn_start, whose run starts the partial buffer afresh)
+#       run ("" = none: else a turn_start, whose run starts the partial buffer afresh),
+#       more events... (appended after ``event``, at the next offsets: one script for a turn's
+#       ``state`` and the event it goes with)
 # Idempotent per append id (a retried call returns the first call's offset) and fenced by the
 # session lock: a worker that lost the lock cannot write. A finished turn's partial buffer is
-# deleted (its reply holds the text). Returns {offset, node...}, {-1} when the session is gone,
-# {-2} when the lock is not the caller's.
+# deleted (its reply holds the text). Returns {offset of the last event, node...}, {-1} when the
+# session is gone, {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
@@ -62,6 +73,8 @@ if ARGV[5] ~= '' and ap[1] == ARGV[5] then
 else
 """
     + _APPEND
+    + "local from = 8\n"
+    + _APPEND_MORE
     + """
   if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
   if ARGV[7] ~= '' then
@@ -141,14 +154,15 @@ return {attempts, cancel and 1 or 0}
 )
 
 # KEYS: meta, memory, lock, log, nodes, partial
-# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce
-# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt
-# in which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a
-# person is progress, not failure), its turn_start appended (the
-# event JSON is sessions/events.py's turn_start, byte for byte) and the run's partial buffer
-# started (run id "<turn>:<attempt>:<nonce>"): one script per attempt instead of two.
+# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, more events...
+# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
+# which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
+# is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
+# turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
+# run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
+# instead of two.
 # Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
-# {attempt, cancelled, offset of turn_start (0: none appended), run, node...}.
+# {attempt, cancelled, offset of the last event appended (0: none appended), run, node...}.
 START = (
     """
 if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
@@ -172,6 +186,8 @@ local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. atte
 local seq
 """
     + _APPEND
+    + "local from = 8\n"
+    + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])
 redis.call('RPUSH', KEYS[6], run)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents import Agent, ModelProvider, RunState
+from agents.exceptions import InputGuardrailTripwireTriggered as InputTripped
+from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
@@ -39,22 +41,14 @@ from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
 from sessions.pausing import pause_and_wait, resume
 from sessions.roles import Claimed, WorkerBus
-from sessions.runtime import Delta, Paused, ToolCalled, stream_turn
+from sessions.runtime import Paused, stream_turn
+from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
 
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
 OUTAGE_BACKOFF_S = 0.5
 """A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
 takes a few seconds), then left pending for another worker to reclaim after the lease."""
-
-
-class TurnEnded(Exception):
-    """Raised inside a running turn to end it with ``event`` (a ``turn_error``) at once: no
-    retry, no reply."""
-
-    def __init__(self, event: dict[str, Any]) -> None:
-        super().__init__(event.get("message", ""))
-        self.event = event
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +68,12 @@ class WorkerConfig:
 
 class Worker:
     def __init__(self, bus: WorkerBus, agent: Agent[Any], provider: ModelProvider,
-                 config: WorkerConfig | None = None, name: str | None = None) -> None:
+                 config: WorkerConfig | None = None, name: str | None = None,
+                 private_tools: frozenset[str] = frozenset()) -> None:
         self.bus = bus
         self.agent = agent
+        self.private_tools = private_tools
+        """Tools whose arguments and output never reach clients (only their names)."""
         self.provider = provider
         self.cfg = config or WorkerConfig()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -330,18 +327,21 @@ class Worker:
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
-        started = await self.bus.start_attempt(turn.session, turn.offset, self.name,
-                                                max_attempts=self.cfg.max_attempts, again=again)
-        attempt, cancelled = started.attempt, started.cancelled
+        agent = self.agent.name
+        started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
+                                                 max_attempts=self.cfg.max_attempts, again=again,
+                                                 then=started(turn, agent))
+        attempt, cancelled = started_.attempt, started_.cancelled
         if cancelled or run.cancelled_by_user:
-            await self._finish(turn, E.cancelled(turn.offset, ""))
+            await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
             M.TURNS.labels("cancelled").inc()
             return
-        if not started.run:  # past max_attempts (counted since its last pause, START)
+        if not started_.run:  # past max_attempts (counted since its last pause, START)
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        # the turn_start is in the log already (START)
-        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
+        # the turn_start and its state thinking are in the log already (START)
+        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started_.run)
+        run.log = tl = TurnLog(self.bus, turn, self.name, co, agent, self.private_tools)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
         run.attempt = attempt
         # only an attempt after another can find the turn paused (sessions/approvals.py)
@@ -352,7 +352,7 @@ class Worker:
             await run.task
         except TurnEnded as end:
             await self.bus.rollback_memory(turn.session, turn.offset)
-            await self._finish(turn, end.event)
+            await self._finish(turn, tl.ending(end.event))
             M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
             if run.lost:
@@ -362,11 +362,12 @@ class Worker:
             await co.flush()
             if run.paused:  # no tool call left without its output in the agent's memory
                 await self.bus.rollback_memory(turn.session, turn.offset)
-            await self._finish(turn, E.cancelled(turn.offset, "".join(co.text)))
+            await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
+                                                           tl.agent)))
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
-                                    ErrorCode.TURN_TIMEOUT)
+                                    ErrorCode.TURN_TIMEOUT, tl.agent)
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
@@ -376,7 +377,8 @@ class Worker:
             M.TURNS.labels("attempt_failed").inc()
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
-            await self._finish(turn, E.reply(turn.offset, "".join(co.text)))
+            await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
+                                                       tl.agent)))
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
@@ -389,58 +391,67 @@ class Worker:
         """Run the turn: from its text, or from the pause an earlier attempt recorded. Each
         stretch between pauses runs under what is left of ``turn_timeout_s``: waiting for
         people does not count."""
+        tl = run.log
+        assert tl is not None  # set by _attempt
         run_input: str | RunState[Any] = turn.text
         if record is not None:
             run.paused = True
             co.add(record.text)  # the new attempt's run streams the text before the pause
+            if set(record.requests) - set(record.decisions):
+                await self._append(turn, tl.waiting())
             run_input = await resume(self.bus, self.agent, turn, run, record)
         budget = self.cfg.turn_timeout_s
         while True:
             began = time.monotonic()
-            async with asyncio.timeout(budget):
-                paused = await self._stream(turn, co, run_input, memory)
+            try:
+                async with asyncio.timeout(budget):
+                    paused = await self._stream(tl, run_input, memory)
+            except (InputTripped, OutputTripped) as exc:
+                raise TurnEnded(guardrail_error(turn.offset, exc)) from None
             budget -= time.monotonic() - began
             if paused is None:
                 break
             run_input = await self._on_paused(turn, co, run, paused)
         await co.flush()
 
-    async def _stream(self, turn: Turn, co: Coalescer, run_input: str | RunState[Any],
+    async def _stream(self, tl: TurnLog, run_input: str | RunState[Any],
                       memory: RedisMemory) -> Paused | None:
         """One run of the agent to its end or its pause (returned)."""
         paused = None
         async for item in stream_turn(self.agent, run_input, memory, self.provider):
-            if isinstance(item, Delta):
-                co.add(item.text)
-            elif isinstance(item, ToolCalled):
-                await co.flush()
-                await self._append(turn, E.tool(turn.offset, item.name))
-            elif isinstance(item, Paused):
+            if isinstance(item, Paused):
                 paused = item
+            else:
+                await tl.add(item)
         return paused
 
     async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running,
                          paused: Paused) -> RunState[Any]:
+        assert run.log is not None
         await co.flush()
         M.TURNS.labels("paused").inc()
         return await pause_and_wait(self.bus, self.agent, self.name, turn, "".join(co.text),
-                                    run, paused, self.cfg.approval_timeout_s)
+                                    run, paused, self.cfg.approval_timeout_s,
+                                    run.log.waiting())
 
-    async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
-        await self.bus.append(turn.session, event, owner=self.name)
+    async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
+        if events:
+            await self.bus.append(turn.session, events, owner=self.name)
 
-    async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
+    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
         run = self.running.get(turn.session)
         if run is not None and run.paused:  # its requests close with it
             await self.bus.end_pause(turn.session)
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
-                           code: ErrorCode = ErrorCode.TURN_FAILED) -> None:
+                           code: ErrorCode = ErrorCode.TURN_FAILED,
+                           agent: str | None = None) -> None:
         await claim.dead_letter(turn, attempts, why)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
         await self.bus.rollback_memory(turn.session, turn.offset)
         M.TURNS.labels("dead_lettered").inc()
-        await self._finish(turn, E.turn_error(turn.offset, str(code), why))
+        await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
+                                        agent or self.agent.name))
 
     # ------------------------------------------------------------ side loops

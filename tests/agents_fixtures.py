@@ -6,7 +6,13 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents import Agent
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    RunContextWrapper,
+    TResponseInputItem,
+    input_guardrail,
+)
 from agents.items import TResponseStreamEvent
 
 from sessions.demo import DemoModel, book_table, calculate, current_time
@@ -25,6 +31,20 @@ slow = Agent(name="slow", model=DemoModel(word_delay=float(os.environ.get("SLOW_
              tools=[current_time, calculate])
 fast = Agent(name="fast", model=DemoModel(word_delay=0.0), tools=[current_time, calculate])
 failing = Agent(name="failing", model=FailingModel())
+triage = Agent(name="triage", model=DemoModel(word_delay=0.0), handoffs=[fast])
+"""Hands every message but a greeting to ``fast`` (the demo model's handoff rule)."""
+
+
+@input_guardrail(name="no_secrets", run_in_parallel=False)
+def no_secrets(ctx: RunContextWrapper[Any], agent: Agent[Any],
+               input: str | list[TResponseInputItem]) -> GuardrailFunctionOutput:
+    """Trips on any message that mentions a password."""
+    text = input if isinstance(input, str) else str(input)
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered="password" in text)
+
+
+guarded = Agent(name="guarded", model=DemoModel(word_delay=0.0), tools=[calculate],
+                input_guardrails=[no_secrets])
 
 
 class CountingModel(DemoModel):

@@ -63,6 +63,7 @@ class ErrorCode(enum.StrEnum):
     NO_SUCH_APPROVAL = "no_such_approval"
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    GUARDRAIL = "guardrail"
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 
