@@ -89,6 +89,14 @@ async def test_approved_from_another_edge_after_a_reconnect(cluster: Cluster, bu
     kinds = [i.get("type") or i.get("role") for i in await _memory(bus, "s-appr")]
     assert kinds == ["user", "function_call", "function_call_output", "message"], kinds
     assert not await bus.redis.exists(bus.keys.pause("s-appr"))
+    # docs/protocol.md "Approval requests": the call, its request with the agent idle, then
+    # the decision and the rest of the turn
+    events = [(e["type"], e.get("state")) for e in await _log(bus, "s-appr")]
+    assert events == [("user", None), ("turn_start", None), ("state", "thinking"),
+                      ("state", "tool"), ("tool_call", None), ("approval_request", None),
+                      ("state", "idle"), ("approval_result", None), ("tool_result", None),
+                      ("state", "thinking"), ("state", "speaking"), ("state", "idle"),
+                      ("reply", None)], events
 
 
 async def test_rejected_with_a_message(cluster: Cluster) -> None:
@@ -102,6 +110,8 @@ async def test_rejected_with_a_message(cluster: Cluster) -> None:
     assert result["approved"] is False and result["message"] == "not tonight"
     reply = await _seen(c, "reply")
     assert "not booked" in reply["text"]
+    output = await _seen(c, "tool_result")
+    assert output["is_error"] is True and output["output"].endswith("The person said: not tonight")
     await c.close()
 
 
