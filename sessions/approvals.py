@@ -150,6 +150,8 @@ class Request:
     arguments: Any
     agent: str
     expires: float
+    private: bool = False
+    """A private tool: the event leaves ``arguments`` out (docs/protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +240,8 @@ class RedisApprovals(RedisNodeDelivery):
         ``approval_request`` (then ``extras``, e.g. a ``state``); returns those new ones."""
         k = self.keys
         events = [orjson.dumps(E.approval_request(turn, r.call_id, r.name, r.arguments,
-                                                  r.agent, r.expires)) for r in requests]
+                                                  r.agent, r.expires, r.private))
+                  for r in requests]
         events += [orjson.dumps(e) for e in extras]
         args: list[Any] = [owner, turn, attempt, state, self.log_maxlen, K.SESSION_TTL,
                            len(requests), text]
@@ -300,7 +303,7 @@ class RedisApprovals(RedisNodeDelivery):
 
 
 def _request_fields(r: Request) -> dict[str, Any]:
-    return {"name": r.name, "arguments": r.arguments, "agent": r.agent}
+    return {"name": r.name, "arguments": r.arguments, "agent": r.agent, "private": r.private}
 
 
 def _record(h: dict[bytes, bytes]) -> PauseRecord:
@@ -311,7 +314,8 @@ def _record(h: dict[bytes, bytes]) -> PauseRecord:
         if kind == "q":
             q = orjson.loads(value)
             requests[cid] = Request(cid, q["name"], q["arguments"], q["agent"],
-                                    float(h.get(b"x:" + cid.encode(), b"0")))
+                                    float(h.get(b"x:" + cid.encode(), b"0")),
+                                    bool(q.get("private")))
         elif kind == "d":
             decisions[cid] = decision_of(value)
     return PauseRecord(h[b"state"].decode(), h.get(b"text", b"").decode(), requests, decisions)

@@ -113,8 +113,12 @@ def turn_error(turn: int, code: str, message: str) -> Event:
 
 
 def approval_request(turn: int, call_id: str, name: str, arguments: Any, agent: str,
-                     expires: float) -> Event:
-    """The turn waits for a person to approve a tool call until ``expires`` (unix s)."""
+                     expires: float, private: bool = False) -> Event:
+    """The turn waits for a person to approve a tool call until ``expires`` (unix s). A private
+    tool's ``arguments`` stay in the worker."""
+    if private:
+        return {"type": APPROVAL_REQUEST, "turn": turn, "call_id": call_id, "name": name,
+                "agent": agent, "expires": expires, "private": True}
     return {"type": APPROVAL_REQUEST, "turn": turn, "call_id": call_id, "name": name,
             "arguments": arguments, "agent": agent, "expires": expires}
 

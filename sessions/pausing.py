@@ -110,7 +110,8 @@ async def _closed_unless_decided(bus: Approvals, sid: str, turn: int, call_id: s
 
 async def pause_and_wait(bus: Approvals, agent: Agent[Any], owner: str, turn: Turn, text: str,
                          run: Running, paused: Paused, timeout_s: float,
-                         extras: list[dict[str, Any]]) -> RunState[Any]:
+                         extras: list[dict[str, Any]], private: frozenset[str] = frozenset()
+                         ) -> RunState[Any]:
     """The run waits for people to approve tool calls: record the pause (state, reply text so
     far, requests and their ``approval_request`` events, then ``extras`` (the ``state``), in
     one script), wait for every
@@ -118,7 +119,7 @@ async def pause_and_wait(bus: Approvals, agent: Agent[Any], owner: str, turn: Tu
     from the recorded text, as a new attempt would: one path for both."""
     state = paused.state.to_string()
     expires = round(time.time() + timeout_s, 3)
-    requests = [Request(a.call_id, a.name, a.arguments, a.agent, expires)
+    requests = [Request(a.call_id, a.name, a.arguments, a.agent, expires, a.name in private)
                 for a in paused.requests]
     run.paused = True
     await bus.pause(turn.session, turn.offset, run.attempt, owner, state, text, requests,

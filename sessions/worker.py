@@ -432,7 +432,7 @@ class Worker:
         M.TURNS.labels("paused").inc()
         return await pause_and_wait(self.bus, self.agent, self.name, turn, "".join(co.text),
                                     run, paused, self.cfg.approval_timeout_s,
-                                    run.log.waiting())
+                                    run.log.waiting(), self.private_tools)
 
     async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
         if events:

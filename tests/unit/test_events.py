@@ -92,3 +92,9 @@ def test_tool_output_is_cut_to_its_documented_size() -> None:
 def test_state_between_turns_leaves_turn_out() -> None:
     assert E.state(None, "listening", "a") == {"type": "state", "state": "listening",
                                                "agent": "a"}
+
+
+def test_a_private_tool_s_approval_request_keeps_its_arguments_in_the_worker() -> None:
+    ev = E.approval_request(18, "call_1", "lookup", {"account": "42"}, "demo", 1.5, private=True)
+    assert ev == {"type": "approval_request", "turn": 18, "call_id": "call_1", "name": "lookup",
+                  "agent": "demo", "expires": 1.5, "private": True}
