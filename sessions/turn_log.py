@@ -3,9 +3,10 @@
 
 Cost rule (issue 13): a state change rides on an append the turn makes anyway. ``thinking`` is
 appended by the attempt's START script with its ``turn_start`` (:func:`started`), ``tool`` with
-the ``tool_call`` it belongs to, ``thinking`` again with the ``tool_result``, and ``idle`` with
-the turn's ending event (:meth:`TurnLog.ending`), each one script. Only ``speaking`` (before the
-first text after thinking) is an append of its own: no log event is due then.
+the ``tool_call`` it belongs to, and ``idle`` with the turn's ending event
+(:meth:`TurnLog.ending`), each one script. Only ``speaking`` (before the first text after another
+state) is an append of its own: no log event is due then. A ``tool_result`` or a ``handoff``
+changes no state (the next ``tool``/``speaking`` says what comes, with the agent doing it).
 """
 
 from __future__ import annotations
@@ -56,13 +57,11 @@ class TurnLog:
         elif isinstance(item, ToolOutput):
             private = item.name in self.private
             await self._append([E.tool_result(self.turn.offset, item.call_id, item.name,
-                                              item.output, item.is_error, private),
-                                *self._to(THINKING)])
+                                              item.output, item.is_error, private)])
         else:
             self.agent = item.to_agent
-            self.state = ""  # the new agent's state is written, even if it is the same
-            await self._append([E.handoff(self.turn.offset, item.from_agent, item.to_agent),
-                                *self._to(THINKING)])
+            self.state = ""  # the new agent's next state is written, even if it is the same
+            await self._append([E.handoff(self.turn.offset, item.from_agent, item.to_agent)])
 
     def waiting(self) -> list[E.Event]:
         """The run waits for people to approve tool calls (sessions/pausing.py): ``state

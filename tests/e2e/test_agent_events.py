@@ -18,7 +18,7 @@ from tests.chat_completions_stub import ToolCallingStub
 from tests.conftest import Client, Cluster
 
 TOOL_TURN = ["user", "turn_start", "state:thinking", "state:tool", "tool_call", "tool_result",
-             "state:thinking", "state:speaking", "state:idle", "reply"]
+             "state:speaking", "state:idle", "reply"]
 
 
 def logged(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,11 +83,11 @@ async def test_triage_hands_off_and_the_reply_names_the_agent(cluster: Cluster) 
     await c.recv()
     reply = await ask(c, "a", "what is 6 * 7", 1)
     events = of_turn(logged(c.frames), 1)
-    assert kinds(events) == [*TOOL_TURN[:3], "handoff", *TOOL_TURN[2:]]
+    assert kinds(events) == [*TOOL_TURN[:3], "handoff", *TOOL_TURN[3:]]
     handoff = events[3]
     assert (handoff["from"], handoff["to"]) == ("triage", "fast")
     assert [e["agent"] for e in events if e["type"] == "state"] == [
-        "triage", "fast", "fast", "fast", "fast", "fast"]
+        "triage", "fast", "fast", "fast"]
     assert reply["agent"] == "fast" and "42" in reply["text"]
     greeting = await ask(c, "b", "hello", reply["offset"] + 1)
     assert greeting["agent"] == "triage"

@@ -95,8 +95,7 @@ async def test_approved_from_another_edge_after_a_reconnect(cluster: Cluster, bu
     assert events == [("user", None), ("turn_start", None), ("state", "thinking"),
                       ("state", "tool"), ("tool_call", None), ("approval_request", None),
                       ("state", "idle"), ("approval_result", None), ("tool_result", None),
-                      ("state", "thinking"), ("state", "speaking"), ("state", "idle"),
-                      ("reply", None)], events
+                      ("state", "speaking"), ("state", "idle"), ("reply", None)], events
 
 
 async def test_rejected_with_a_message(cluster: Cluster) -> None:
