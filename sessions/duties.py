@@ -60,6 +60,8 @@ def on_cancel(running: dict[str, Running], data: str) -> None:
     run.cancelled_by_user = True
     if run.task:
         run.task.cancel()
+    if run.decided is not None:  # a waiting turn also looks at the flag when woken
+        run.decided.set()
 
 
 async def beat(bus: WorkerBus, name: str) -> None:

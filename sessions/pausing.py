@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,8 @@ async def wait_for_decisions(bus: Approvals, sid: str, run: Running,
     got: dict[str, Decision] = {}
     decided = run.decided = run.decided or asyncio.Event()
     while waiting:
+        if run.cancelled_by_user:  # its cancel may have met an await that swallowed it
+            raise asyncio.CancelledError()
         decided.clear()  # before the read: a notice that comes after it wakes the wait
         found = await bus.decisions(sid, turn, list(waiting))
         if found is None:
@@ -130,16 +133,18 @@ async def pause_and_wait(bus: Approvals, agent: Agent[Any], owner: str, turn: Tu
     return resumed
 
 
-async def resume(bus: Approvals, agent: Agent[Any], turn: Turn, run: Running,
-                 record: PauseRecord) -> RunState[Any]:
+async def resume(bus: Approvals, turn: Turn, run: Running, record: PauseRecord,
+                 state: RunState[Any], before_wait: Callable[[], Awaitable[None]]
+                 ) -> RunState[Any]:
     """An earlier attempt paused (its worker died, or Redis failed): go on from the recorded
-    state, waiting for the decisions still missing (attempts count from here again)."""
-    state = await restore(agent, record.state)
+    ``state`` (restored), waiting for the decisions still missing (attempts count from here
+    again; ``before_wait`` first, to say so in the log)."""
     ids = pending_ids(state)
     missing = [record.requests[c] for c in ids if c not in record.decisions]
     decisions = {c: d for c, d in record.decisions.items() if c in ids}
     if missing:
         await bus.mark_waiting(turn.session, turn.offset, run.attempt)
+        await before_wait()
         decisions.update(await wait_for_decisions(bus, turn.session, run, missing))
     log.info("turn %s/%s goes on from its pause", turn.session, turn.offset)
     apply(state, decisions)

@@ -39,9 +39,9 @@ from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
-from sessions.pausing import pause_and_wait, resume
+from sessions.pausing import pause_and_wait, restore, resume
 from sessions.roles import Claimed, WorkerBus
-from sessions.runtime import Paused, stream_turn
+from sessions.runtime import Paused, agent_name, stream_turn
 from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
 
 log = logging.getLogger("agentia.worker")
@@ -396,10 +396,12 @@ class Worker:
         run_input: str | RunState[Any] = turn.text
         if record is not None:
             run.paused = True
-            co.add(record.text)  # the new attempt's run streams the text before the pause
-            if set(record.requests) - set(record.decisions):
-                await self._append(turn, tl.waiting())
-            run_input = await resume(self.bus, self.agent, turn, run, record)
+            if record.text:  # the new attempt's run streams the text before the pause again
+                co.add(record.text)
+            state = await restore(self.agent, record.state)
+            tl.agent = agent_name(self.agent, state)  # where it paused (after handoffs)
+            run_input = await resume(self.bus, turn, run, record, state,
+                                     lambda: self._append(turn, tl.waiting()))
         budget = self.cfg.turn_timeout_s
         while True:
             began = time.monotonic()
