@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,6 +30,7 @@ from sessions import scripts
 from sessions.delivery_redis import RedisNodeDelivery
 from sessions.errors import LockLost
 from sessions.redis_core import down
+from sessions.roles import Decision, PauseRecord, Request
 
 log = logging.getLogger("agentia.approvals")
 
@@ -139,37 +139,6 @@ if not (last and string.sub(last, 1, #tag) == tag) then
 end
 return {1, redis.call('HGETALL', pause)}
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One tool call waiting for a person: what the ``approval_request`` event says."""
-
-    call_id: str
-    name: str
-    arguments: Any
-    agent: str
-    expires: float
-    private: bool = False
-    """A private tool: the event leaves ``arguments`` out (docs/protocol.md)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    approved: bool
-    by: str
-    message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PauseRecord:
-    """A paused turn as Redis holds it: its state and its requests, with their decisions."""
-
-    state: str
-    text: str
-    """The reply's text before the pause (a new attempt streams it again)."""
-    requests: dict[str, Request]
-    decisions: dict[str, Decision]
 
 
 def decision_of(raw: bytes) -> Decision:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from agents import Agent, RunState
 from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE
 
-from sessions.approvals import APPROVAL_RECHECK_S, Decision, PauseRecord, Request
+from sessions.approvals import APPROVAL_RECHECK_S
 from sessions.duties import Running
-from sessions.roles import Approvals, Turn
+from sessions.roles import Approvals, Decision, PauseRecord, Request, Turn
 
 if TYPE_CHECKING:
     from sessions.runtime import Paused

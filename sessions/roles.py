@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sessions.errors import Forbidden as Forbidden
 from sessions.errors import LockLost as LockLost
@@ -26,7 +26,6 @@ from sessions.errors import Missing as Missing
 from sessions.events import Event
 
 if TYPE_CHECKING:
-    from sessions.approvals import Decision, PauseRecord, Request
     from sessions.memory import RedisMemory
 
 
@@ -106,6 +105,37 @@ class Delivered:
     offset: int
     event: bytes
     chunk: ChunkAt | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One tool call waiting for a person: what the ``approval_request`` event says."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    agent: str
+    expires: float
+    private: bool = False
+    """A private tool: the event leaves ``arguments`` out (docs/protocol.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approved: bool
+    by: str
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRecord:
+    """A paused turn as Redis holds it: its state and its requests, with their decisions."""
+
+    state: str
+    text: str
+    """The reply's text before the pause (a new attempt streams it again)."""
+    requests: dict[str, Request]
+    decisions: dict[str, Decision]
 
 
 class SessionLog(Protocol):

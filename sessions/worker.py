@@ -33,14 +33,13 @@ from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
-from sessions.approvals import PauseRecord
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
 from sessions.pausing import pause_and_wait, restore, resume
-from sessions.roles import Claimed, WorkerBus
+from sessions.roles import Claimed, PauseRecord, WorkerBus
 from sessions.runtime import Paused, agent_name, stream_turn
 from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
 

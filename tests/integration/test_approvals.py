@@ -12,8 +12,8 @@ import pytest
 
 from agentia.codes import AgentiaError, ErrorCode
 from sessions import events as E
-from sessions.approvals import Request
 from sessions.bus import Bus
+from sessions.roles import Request
 
 OWNER = "w1"
 

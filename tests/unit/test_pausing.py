@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sessions import pausing
-from sessions.approvals import Decision, Request
 from sessions.duties import Running, on_cancel
+from sessions.roles import Decision, Request
 
 
 class FakeRecord:
