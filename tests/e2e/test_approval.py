@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.openai_stub import OpenAIStub, ToolCalls
 from sessions.bus import Bus
 from tests.conftest import ROOT, Client, Cluster
 
@@ -189,6 +190,39 @@ async def test_cancel_while_waiting(cluster: Cluster, bus: Bus) -> None:
     assert not await bus.redis.exists(bus.keys.pause("s-stop"))
     assert await _memory(bus, "s-stop") == []  # no call without its output is remembered
     await c.close()
+
+
+def _books(messages: list[dict[str, Any]]) -> str | ToolCalls:
+    """A model that books a table for every user message, then says what the tool said."""
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return f"the tool said: {last.get('content')}"
+    return ToolCalls([("call_stub_b", "book_table", '{"people": 2, "time": "7:00"}')])
+
+
+async def test_a_real_models_tool_call_stream_pauses_and_goes_on(cluster: Cluster,
+                                                                  bus: Bus) -> None:
+    stub = await OpenAIStub(_books).start()
+    try:
+        edge = cluster.edge()
+        cluster.worker("sessions.demo:demo_agent", OPENAI_API_KEY="sk-test-not-real",
+                       AGENTIA_MODEL_BASE_URL=stub.base_url, AGENTIA_MODEL="local-model")
+        c, req = await _ask(edge.port, "s-stub")
+        assert (req["call_id"], req["name"], req["arguments"]) == (
+            "call_stub_b", "book_table", {"people": 2, "time": "7:00"})
+        assert len(stub.requests) == 1
+        await c.send(type="approve", id="ok", call_id="call_stub_b", approved=True)
+        assert (await _answer(c, "ok"))["type"] == "ack"
+        reply = await _seen(c, "reply")
+        assert reply["text"] == "the tool said: Booked a table for 2 at 7:00."
+        # the model got the conversation once: the question, its call, the tool's output
+        sent = stub.requests[-1]["messages"]
+        assert [m["role"] for m in sent if m["role"] != "system"] == [
+            "user", "assistant", "tool"], sent
+        assert len(stub.requests) == 2
+        await c.close()
+    finally:
+        await stub.stop()
 
 
 def _steps(path: Path) -> int:
