@@ -392,13 +392,14 @@ class Worker:
         people does not count."""
         tl = run.log
         assert tl is not None  # set by _attempt
+        agent = self.agent_for(turn)[0]
         run_input: str | RunState[Any] = turn.text
         if record is not None:
             run.paused = True
             if record.text:  # the new attempt's run streams the text before the pause again
                 co.add(record.text)
-            state = await restore(self.agent, record.state)
-            tl.agent = agent_name(self.agent, state)  # where it paused (after handoffs)
+            state = await restore(agent, record.state)
+            tl.agent = agent_name(agent, state)  # where it paused (after handoffs)
             run_input = await resume(self.bus, turn, run, record, state,
                                      lambda: self._append(turn, tl.waiting()))
         budget = self.cfg.turn_timeout_s
@@ -406,7 +407,7 @@ class Worker:
             began = time.monotonic()
             try:
                 async with asyncio.timeout(budget):
-                    paused = await self._stream(tl, run_input, memory)
+                    paused = await self._stream(agent, tl, run_input, memory)
             except (InputTripped, OutputTripped) as exc:
                 raise TurnEnded(guardrail_error(turn.offset, exc)) from None
             budget -= time.monotonic() - began
@@ -415,11 +416,11 @@ class Worker:
             run_input = await self._on_paused(turn, co, run, paused)
         await co.flush()
 
-    async def _stream(self, tl: TurnLog, run_input: str | RunState[Any],
+    async def _stream(self, agent: Agent[Any], tl: TurnLog, run_input: str | RunState[Any],
                       memory: RedisMemory) -> Paused | None:
         """One run of the agent to its end or its pause (returned)."""
         paused = None
-        async for item in stream_turn(self.agent, run_input, memory, self.provider):
+        async for item in stream_turn(agent, run_input, memory, self.provider):
             if isinstance(item, Paused):
                 paused = item
             else:
@@ -431,9 +432,15 @@ class Worker:
         assert run.log is not None
         await co.flush()
         M.TURNS.labels("paused").inc()
-        return await pause_and_wait(self.bus, self.agent, self.name, turn, "".join(co.text),
+        agent, private = self.agent_for(turn)
+        return await pause_and_wait(self.bus, agent, self.name, turn, "".join(co.text),
                                     run, paused, self.cfg.approval_timeout_s,
-                                    run.log.waiting(), self.private_tools)
+                                    run.log.waiting(), private)
+
+    def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
+        """The agent that runs ``turn`` and its private tools: this worker's one agent (the
+        agent registry picks it per session, under this same name)."""
+        return self.agent, self.private_tools
 
     async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
         if events:
