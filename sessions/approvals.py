@@ -44,24 +44,28 @@ APPROVAL_NOTICE = "approval"
 # ARGV: owner, turn, attempt, state, maxlen, ttl, n, reply text so far, then n x (call id,
 #       request, expires, event), then the events to append after new requests (state)
 # Records the pause (fenced by the lock): the state, the reply's text so far, the turn's
-# memory items so far (they are
-# tagged "<turn>|"), each request not recorded yet with its approval_request event appended,
-# and the attempt it paused in (meta p:<turn>: attempts are counted from there, START). A
-# record of an older turn is replaced. Returns {-2} lock lost, {-1} session gone, else
+# memory items so far (they are tagged "<turn>|"), each request not recorded yet with its
+# approval_request event appended, and the attempt it paused in (meta p:<turn>: attempts are
+# counted from there, START). A record of an older turn, or of an earlier epoch of the
+# session (its meta was lost and the session made anew: turns count from 1 again), is
+# replaced; DECIDE and RESUME ignore one. Returns {-2} lock lost, {-1} session gone, else
 # {pairs, index, offset, ..., node...}: the events appended (index into requests + extras).
 PAUSE = (
     """
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return {-2} end
 local meta, log, maxlen, ttl, pause = KEYS[1], KEYS[2], ARGV[5], ARGV[6], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-if redis.call('HGET', pause, 'turn') ~= ARGV[2] then redis.call('DEL', pause) end
+local epoch = redis.call('HGET', meta, 'epoch')
+local was = redis.call('HMGET', pause, 'turn', 'epoch')
+if was[1] ~= ARGV[2] or was[2] ~= epoch then redis.call('DEL', pause) end
 local tag, items = ARGV[2] .. '|', {}
 local all = redis.call('LRANGE', KEYS[6], 0, -1)
 for i = #all, 1, -1 do
   if string.sub(all[i], 1, #tag) ~= tag then break end
   table.insert(items, 1, all[i])
 end
-redis.call('HSET', pause, 'turn', ARGV[2], 'state', ARGV[4], 'text', ARGV[8], 'mn', #items)
+redis.call('HSET', pause, 'turn', ARGV[2], 'epoch', epoch, 'state', ARGV[4], 'text', ARGV[8],
+           'mn', #items)
 for i, it in ipairs(items) do redis.call('HSET', pause, 'm:' .. i, it) end
 redis.call('HSET', meta, 'p:' .. ARGV[2], ARGV[3])
 local n, out, seq = tonumber(ARGV[7]), {}, 0
@@ -103,7 +107,8 @@ return out
 DECIDE = (
     """
 local pause, meta, log, maxlen, ttl = KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[5]
-if redis.call('HGET', pause, 'turn') ~= ARGV[1] then return {0} end
+local p = redis.call('HMGET', pause, 'turn', 'epoch')
+if p[1] ~= ARGV[1] or p[2] ~= redis.call('HGET', meta, 'epoch') then return {0} end
 local cid = ARGV[2]
 local r = redis.call('HMGET', pause, 'q:' .. cid, 'x:' .. cid, 'd:' .. cid)
 if not r[1] or r[3] then return {0} end
@@ -122,14 +127,15 @@ return out
 """
 )
 
-# KEYS: pause, memory, lock; ARGV: turn, owner, max items, ttl
+# KEYS: pause, memory, lock, meta; ARGV: turn, owner, max items, ttl
 # A new attempt of a paused turn: START removed the turn's memory items, put back those the
 # pause recorded (the items after it are made again) and return the record. {-2} lock lost,
 # {0} no pause of this turn, else {1, {field, value, ...}}.
 RESUME = """
 if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
 local pause, mem, tag = KEYS[1], KEYS[2], ARGV[1] .. '|'
-if redis.call('HGET', pause, 'turn') ~= ARGV[1] then return {0} end
+local p = redis.call('HMGET', pause, 'turn', 'epoch')
+if p[1] ~= ARGV[1] or p[2] ~= redis.call('HGET', KEYS[4], 'epoch') then return {0} end
 local last = redis.call('LINDEX', mem, -1)
 if not (last and string.sub(last, 1, #tag) == tag) then
   local n = tonumber(redis.call('HGET', pause, 'mn') or '0')
@@ -240,7 +246,7 @@ class RedisApprovals(RedisNodeDelivery):
         turn's memory items as they were at the pause."""
         k = self.keys
         res = await self._run_script(
-            self._scripts()[2], keys=[k.pause(sid), k.memory(sid), k.lock(sid)],
+            self._scripts()[2], keys=[k.pause(sid), k.memory(sid), k.lock(sid), k.meta(sid)],
             args=[turn, owner, K.MEMORY_MAXLEN, K.SESSION_TTL])
         if int(res[0]) == -2:
             raise LockLost(sid)

@@ -137,10 +137,11 @@ class Keys:
 
     def pause(self, sid: str) -> str:
         """Hash: the turn waiting for human approval (sessions/approvals.py): ``turn``,
-        ``state`` (the Agents SDK RunState JSON), ``text`` (the reply so far), ``mn`` and
-        ``m:<i>`` (the turn's memory items so far), and per tool call ``q:<call_id>`` (the
-        request), ``x:<call_id>`` (when it expires, unix s), ``d:<call_id>`` (the decision,
-        written once). Deleted when the turn ends; ``SESSION_TTL`` otherwise."""
+        ``epoch`` (the session's, at the pause), ``state`` (the Agents SDK RunState JSON),
+        ``text`` (the reply so far), ``mn`` and ``m:<i>`` (the turn's memory items so far),
+        and per tool call ``q:<call_id>`` (the request), ``x:<call_id>`` (when it expires,
+        unix s), ``d:<call_id>`` (the decision, written once). Deleted when the turn ends;
+        ``SESSION_TTL`` otherwise."""
         return f"{self.prefix}:{session_tag(sid)}:pause"
 
     def lock(self, sid: str) -> str:

@@ -86,3 +86,12 @@ async def test_a_new_attempt_gets_the_memory_and_counts_from_the_pause(bus: Bus)
     # without another pause, attempt 3 is one too many
     assert not (await bus.start_attempt("a5", 1, OWNER, max_attempts=1)).run
     assert await bus.resume_pause("a5", 2, OWNER) is None  # another turn: none
+
+
+async def test_a_record_of_an_earlier_epoch_is_ignored(bus: Bus) -> None:
+    await _paused(bus, "a6")
+    # the session's meta was lost and the session made anew: its turns count from 1 again
+    await bus.redis.hset(bus.keys.meta("a6"), "epoch", "another")
+    with pytest.raises(AgentiaError):
+        await bus.approve("a6", "c", True, by="ann")
+    assert await bus.resume_pause("a6", 1, OWNER) is None
