@@ -59,8 +59,12 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
     TURN_NOT_ACTIVE = "turn_not_active"
+    NO_SUCH_APPROVAL = "no_such_approval"
+    """An ``approve`` names no pending request of the session (unknown, answered, expired)."""
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    GUARDRAIL = "guardrail"
+    """``turn_error`` event: an input or output guardrail of the agent tripped."""
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 

@@ -281,6 +281,8 @@ class WorkerSettings(Common):
     max_attempts: int = 3
     coalesce_ms: int = 40
     turn_timeout_s: float = 300.0
+    approval_timeout_s: float = 600.0
+    """A tool call waiting for a person's approval longer than this is rejected."""
     grace_s: float = 10.0
     model: str = "gpt-4o-mini"
     model_base_url: str = ""
@@ -302,6 +304,8 @@ class WorkerSettings(Common):
             raise SettingsError("AGENTIA_MCP_PING_S must be between 0.1 and 3600")
         if self.concurrency < 1 or self.max_attempts < 1 or self.lease_ms < 1000:
             raise SettingsError("concurrency >= 1, max_attempts >= 1, lease_ms >= 1000 required")
+        if not 0 < self.approval_timeout_s <= 7 * 24 * 3600:  # the pause record's life
+            raise SettingsError("AGENTIA_APPROVAL_TIMEOUT_S must be above 0 and at most 604800")
         if self.concurrency > MAX_CONCURRENCY:
             raise SettingsError(f"AGENTIA_CONCURRENCY must be at most {MAX_CONCURRENCY:,}; "
                                 "run more worker processes")

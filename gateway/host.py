@@ -19,6 +19,9 @@ class SessionCalls(Protocol):
 
     async def cancel(self, sid: str, turn: int | None) -> int: ...
 
+    async def approve(self, sid: str, call_id: str, approved: bool, *, by: str,
+                      message: str | None = None) -> int: ...
+
     async def replay(self, sid: str, after: int, epoch: str | None,
                      limit: int = 500) -> Replay: ...
 

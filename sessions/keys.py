@@ -133,7 +133,8 @@ class Keys:
     # --- per session (one slot) ---
     def meta(self, sid: str) -> str:
         """Hash: owner, epoch, created, seq (last offset), done (last finished turn), ap (last
-        append id), and per running turn a:<turn> (attempts) and x:<turn> (cancel asked)."""
+        append id), and per running turn a:<turn> (attempts), x:<turn> (cancel asked) and
+        p:<turn> (the attempt in which it last waited for approval: attempts count from it)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:
@@ -158,6 +159,15 @@ class Keys:
         (docs/protocol.md ``partial``). Chunks of another run (a worker that lost the lock) are
         skipped by the reader. Deleted when the turn ends."""
         return f"{self.prefix}:{session_tag(sid)}:part"
+
+    def pause(self, sid: str) -> str:
+        """Hash: the turn waiting for human approval (sessions/approvals.py): ``turn``,
+        ``epoch`` (the session's, at the pause), ``state`` (the Agents SDK RunState JSON),
+        ``text`` (the reply so far), ``mn`` and ``m:<i>`` (the turn's memory items so far),
+        and per tool call ``q:<call_id>`` (the request), ``x:<call_id>`` (when it expires,
+        unix s), ``d:<call_id>`` (the decision, written once). Deleted when the turn ends;
+        ``SESSION_TTL`` otherwise."""
+        return f"{self.prefix}:{session_tag(sid)}:pause"
 
     def lock(self, sid: str) -> str:
         """String: the worker currently running the session's turns (with a lease)."""
@@ -184,7 +194,7 @@ class Keys:
         """Every key of one session (one slot): what ``DELETE /v1/sessions/{id}`` removes."""
         return [self.meta(sid), self.log(sid), self.turns(sid), self.client_ids(sid),
                 self.nodes(sid), self.partial(sid), self.lock(sid), self.memory(sid),
-                self.notes(sid), self.presence(sid)]
+                self.notes(sid), self.presence(sid), self.pause(sid)]
 
     def user_sessions(self, user: str) -> str:
         """Sorted set: a user's sessions by last activity."""
@@ -222,7 +232,9 @@ class Keys:
         return f"{self.prefix}:workers"
 
     def cancel_channel(self) -> str:
-        """Pub/Sub channel on which edges ask workers to stop a running turn."""
+        """Pub/Sub channel on which edges ask workers to stop a running turn
+        (``"<session> <turn>"``) or tell them a paused turn has a decision
+        (``"<session> <turn> approval"``)."""
         return f"{self.prefix}:cancel"
 
 

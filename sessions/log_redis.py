@@ -196,30 +196,31 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         return got
 
     @down
-    async def append(self, sid: str, event: E.Event, *, done: int | None = None,
+    async def append(self, sid: str, event: E.Event | list[E.Event], *, done: int | None = None,
                      owner: str = "", run: str = "") -> int:
-        """Append an event to the session log and deliver it; ``done`` finishes that turn
-        (and drops its partial buffer); ``run`` (with a ``turn_start``) starts the partial
-        buffer of that run (:meth:`stream_chunk`).
+        """Append an event (or several, at consecutive offsets, in one script) to the session
+        log and deliver it; returns the (last) offset. ``done`` finishes that turn (and drops
+        its partial buffer); ``run`` (with a ``turn_start``) starts the partial buffer of that
+        run (:meth:`stream_chunk`).
 
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
         """
         k = self.keys
-        raw = orjson.dumps(event)
+        raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
         res = await self._run_script(
             self._append,
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
                   k.partial(sid)],
-            args=[raw, self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner, run],
+            args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
+                  append_id, owner, run, *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
         if offset > 0:
-            await self._fan_out(sid, offset, raw, res[1:])
+            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[1:])
         return offset
 
     @down
@@ -240,23 +241,26 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
-                            again: bool = False) -> Started:
+                            again: bool = False, then: list[E.Event] | None = None) -> Started:
         """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
-        or past ``max_attempts``, append its ``turn_start`` and start its run's partial buffer,
-        in one script (``START``). Raises :class:`LockLost` if the lock is not ``owner``'s."""
+        or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
+        turn's ``state thinking``) and start its run's partial buffer, in one script
+        (``START``). Raises :class:`LockLost` if the lock is not ``owner``'s."""
         k = self.keys
+        more = [orjson.dumps(e) for e in then or ()]
         res = await self._run_script(
             self._start,
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                   k.partial(sid), k.notes(sid)],
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN])
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
         attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])
         if offset <= 0:
             return Started(attempt, cancelled, "")
-        await self._fan_out(sid, offset, orjson.dumps(E.turn_start(turn, attempt)), res[4:])
+        raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
+        await self._fan_out_all(sid, offset - len(more), raws, res[4:])
         return Started(attempt, cancelled, res[3].decode())
 
     @down

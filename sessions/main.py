@@ -105,7 +105,8 @@ async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = Fal
     cfg = model_config(s, api_key)
     worker = Worker(bus, agents, model_provider(cfg), WorkerConfig(
         concurrency=s.concurrency, lease_ms=s.lease_ms, max_attempts=s.max_attempts,
-        coalesce_ms=s.coalesce_ms, turn_timeout_s=s.turn_timeout_s, grace_s=s.grace_s),
+        coalesce_ms=s.coalesce_ms, turn_timeout_s=s.turn_timeout_s, grace_s=s.grace_s,
+        approval_timeout_s=s.approval_timeout_s),
         published=published, unnamed=default)
     try:
         probes = await start_probes(s, pool, bus, worker.stopping)

@@ -7,6 +7,7 @@
   ``nack()`` and ``dead_letter()`` (acknowledging is separate from receiving). Workers.
 * :class:`TurnState`: a session's lock, pending turns and attempts, as a worker runs them.
 * :class:`AgentDirectory`: the agent registry as workers publish it (sessions/registry.py).
+* :class:`Approvals`: the pause record of a turn waiting for a person (``approvals.py``).
 
 The Redis implementations live beside them (``log_redis.py``, ``delivery_redis.py``,
 ``queue_redis.py``, ``turns_redis.py``, ``agents_redis.py``); :class:`sessions.bus.Bus`
@@ -123,6 +124,37 @@ Opening = tuple[str, str, str, bool] | tuple[str, str, str, bool, str]
 """One session to open: (session, user, node, create[, agent asked for])."""
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One tool call waiting for a person: what the ``approval_request`` event says."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    agent: str
+    expires: float
+    private: bool = False
+    """A private tool: the event leaves ``arguments`` out (docs/protocol.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approved: bool
+    by: str
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRecord:
+    """A paused turn as Redis holds it: its state and its requests, with their decisions."""
+
+    state: str
+    text: str
+    """The reply's text before the pause (a new attempt streams it again)."""
+    requests: dict[str, Request]
+    decisions: dict[str, Decision]
+
+
 class SessionLog(Protocol):
     """Sessions, their logs and their owners' lists."""
 
@@ -137,7 +169,7 @@ class SessionLog(Protocol):
 
     async def cancel(self, sid: str, turn: int | None) -> int: ...
 
-    async def append(self, sid: str, event: Event, *, done: int | None = None,
+    async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
                      owner: str = "", run: str = "") -> int: ...
 
     async def replay(self, sid: str, after: int, epoch: str | None,
@@ -257,10 +289,34 @@ class AgentDirectory(Protocol):
     async def default_agent(self) -> str: ...
 
 
-class WorkerBus(TurnQueue, TurnState, AgentDirectory, Protocol):
+class Approvals(Protocol):
+    """Turns waiting for a person to approve a tool call (sessions/approvals.py): the pause
+    record a worker writes, the decisions edges record."""
+
+    async def approve(self, sid: str, call_id: str, approved: bool, *, by: str,
+                      message: str | None = None) -> int: ...
+
+    async def decide(self, sid: str, turn: int, call_id: str, approved: bool, by: str,
+                     message: str | None, now: float) -> int: ...
+
+    async def pause(self, sid: str, turn: int, attempt: int, owner: str, state: str,
+                    text: str, requests: list[Request], extras: list[Event]
+                    ) -> list[Request]: ...
+
+    async def resume_pause(self, sid: str, turn: int, owner: str) -> PauseRecord | None: ...
+
+    async def decisions(self, sid: str, turn: int, call_ids: list[str]
+                        ) -> dict[str, Decision] | None: ...
+
+    async def mark_waiting(self, sid: str, turn: int, attempt: int) -> None: ...
+
+    async def end_pause(self, sid: str) -> None: ...
+
+
+class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
 
-    async def append(self, sid: str, event: Event, *, done: int | None = None,
+    async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
                      owner: str = "", run: str = "") -> int: ...
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
@@ -269,7 +325,8 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Protocol):
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None: ...
 
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
-                            again: bool = False) -> Started: ...
+                            again: bool = False, then: list[Event] | None = None
+                            ) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

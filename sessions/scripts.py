@@ -62,13 +62,24 @@ redis.call('EXPIRE', log, ttl)
 redis.call('EXPIRE', meta, ttl)
 """
 
+# Shared tail: append more events after the one _APPEND wrote (ARGV[from] onwards; the keys'
+# ttls were just renewed). Expects locals: meta, log, maxlen, and ``from``.
+_APPEND_MORE = """
+for i = from, #ARGV do
+  seq = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. seq, 'e', ARGV[i])
+end
+"""
+
 # KEYS: meta, log, nodes, lock, turns, partial
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
-#       run ("" = none: else a turn_start, whose run starts the partial buffer afresh)
+#       run ("" = none: else a turn_start, whose run starts the partial buffer afresh),
+#       more events... (appended after ``event``, at the next offsets: one script for a turn's
+#       ``state`` and the event it goes with)
 # Idempotent per append id (a retried call returns the first call's offset) and fenced by the
 # session lock: a worker that lost the lock cannot write. A finished turn's partial buffer is
-# deleted (its reply holds the text). Returns {offset, node...}, {-1} when the session is gone,
-# {-2} when the lock is not the caller's.
+# deleted (its reply holds the text). Returns {offset of the last event, node...}, {-1} when the
+# session is gone, {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
@@ -81,6 +92,8 @@ if ARGV[5] ~= '' and ap[1] == ARGV[5] then
 else
 """
     + _APPEND
+    + "local from = 8\n"
+    + _APPEND_MORE
     + """
   if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
   if ARGV[7] ~= '' then
@@ -91,7 +104,7 @@ else
   if ARGV[4] ~= '' then
     redis.call('DEL', KEYS[6])
     redis.call('HSET', meta, 'done', ARGV[4])
-    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4])
+    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
   end
 end
@@ -168,14 +181,17 @@ return {attempts, cancel and 1 or 0}
 )
 
 # KEYS: meta, memory, lock, log, nodes, partial, notes
-# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max
-# BEGIN, then, unless the turn is cancelled or past its attempts, its turn_start appended (the
-# event JSON is sessions/events.py's turn_start, byte for byte) and the run's partial buffer
-# started (run id "<turn>:<attempt>:<nonce>"): one script per attempt instead of two. Posted
-# messages waiting in ``notes`` move into memory first, tagged "n|" (a tag ROLLBACK never
-# matches, and they sit before this attempt's items: a retry keeps them).
+# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
+#       more events...
+# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
+# which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
+# is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
+# turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
+# run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
+# instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
+# tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
 # Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
-# {attempt, cancelled, offset of turn_start (0: none appended), run, node...}.
+# {attempt, cancelled, offset of the last event appended (0: none appended), run, node...}.
 START = (
     """
 if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
@@ -190,7 +206,10 @@ end
     + _ROLLBACK
     + """
 local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
-if cancel or attempts > tonumber(ARGV[4]) then return {attempts, cancel and 1 or 0, 0, ''} end
+local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
+if cancel or attempts - since > tonumber(ARGV[4]) then
+  return {attempts, cancel and 1 or 0, 0, ''}
+end
 local notes = redis.call('LRANGE', KEYS[7], 0, -1)
 if #notes > 0 then
   for _, n in ipairs(notes) do redis.call('RPUSH', mem, 'n|' .. n) end
@@ -203,6 +222,8 @@ local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. atte
 local seq
 """
     + _APPEND
+    + "local from = 9\n"
+    + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])
 redis.call('RPUSH', KEYS[6], run)

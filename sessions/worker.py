@@ -26,7 +26,9 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agents import Agent, ModelProvider
+from agents import Agent, ModelProvider, RunState
+from agents.exceptions import InputGuardrailTripwireTriggered as InputTripped
+from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
@@ -38,8 +40,10 @@ from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
-from sessions.roles import Claimed, Inbound, WorkerBus
-from sessions.runtime import Delta, stream_turn
+from sessions.pausing import pause_and_wait, restore, resume
+from sessions.roles import Claimed, Inbound, PauseRecord, WorkerBus
+from sessions.runtime import Paused, agent_name, stream_turn
+from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
 
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
@@ -55,6 +59,9 @@ class WorkerConfig:
     max_attempts: int = 3
     coalesce_ms: int = 40
     turn_timeout_s: float = 300.0
+    """Time a turn may run, not counting its waits for approval."""
+    approval_timeout_s: float = 600.0
+    """A tool call waiting for approval longer than this is rejected (by ``timeout``)."""
     retry_backoff_s: float = 0.5
     block_ms: int = 1000
     grace_s: float = 10.0
@@ -340,33 +347,48 @@ class Worker:
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
-        started = await self.bus.start_attempt(turn.session, turn.offset, self.name,
-                                                max_attempts=self.cfg.max_attempts, again=again)
-        attempt, cancelled = started.attempt, started.cancelled
+        runs, private = self.agent_for(turn)
+        agent = runs.name
+        started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
+                                                 max_attempts=self.cfg.max_attempts, again=again,
+                                                 then=started(turn, agent))
+        attempt, cancelled = started_.attempt, started_.cancelled
         if cancelled or run.cancelled_by_user:
-            await self._finish(turn, E.cancelled(turn.offset, ""))
+            await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
             M.TURNS.labels("cancelled").inc()
             return
-        if attempt > self.cfg.max_attempts:
+        if not started_.run:  # past max_attempts (counted since its last pause, START)
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
-        # the turn_start is in the log already (START)
-        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started.run)
+        # the turn_start and its state thinking are in the log already (START)
+        co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started_.run)
+        run.log = tl = TurnLog(self.bus, turn, self.name, co, agent, private)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
-        run.task = asyncio.create_task(self._produce(turn, co, memory))
+        run.attempt = attempt
+        # only an attempt after another can find the turn paused (sessions/approvals.py)
+        record = (await self.bus.resume_pause(turn.session, turn.offset, self.name)
+                  if attempt > 1 or again else None)
+        run.task = asyncio.create_task(self._produce(turn, co, run, memory, record))
         try:
             await run.task
+        except TurnEnded as end:
+            await self.bus.rollback_memory(turn.session, turn.offset)
+            await self._finish(turn, tl.ending(end.event))
+            M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
             if run.lost:
                 raise LockLost(turn.session) from None
             if not run.cancelled_by_user:
                 raise
             await co.flush()
-            await self._finish(turn, E.cancelled(turn.offset, "".join(co.text)))
+            if run.paused:  # no tool call left without its output in the agent's memory
+                await self.bus.rollback_memory(turn.session, turn.offset)
+            await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
+                                                           tl.agent)))
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
-                                    ErrorCode.TURN_TIMEOUT)
+                                    ErrorCode.TURN_TIMEOUT, tl.agent)
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
@@ -376,7 +398,8 @@ class Worker:
             M.TURNS.labels("attempt_failed").inc()
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
-            await self._finish(turn, E.reply(turn.offset, "".join(co.text)))
+            await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
+                                                       tl.agent)))
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
@@ -384,16 +407,47 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: Coalescer, memory: RedisMemory) -> None:
-        async with asyncio.timeout(self.cfg.turn_timeout_s):
-            async for item in stream_turn(self.agent_for(turn)[0], turn.text, memory,
-                                          self.provider):
-                if isinstance(item, Delta):
-                    co.add(item.text)
-                else:
-                    await co.flush()
-                    await self._append(turn, E.tool(turn.offset, item.name))
+    async def _produce(self, turn: Turn, co: Coalescer, run: _Running, memory: RedisMemory,
+                       record: PauseRecord | None) -> None:
+        """Run the turn: from its text, or from the pause an earlier attempt recorded. Each
+        stretch between pauses runs under what is left of ``turn_timeout_s``: waiting for
+        people does not count."""
+        tl = run.log
+        assert tl is not None  # set by _attempt
+        agent = self.agent_for(turn)[0]
+        run_input: str | RunState[Any] = turn.text
+        if record is not None:
+            run.paused = True
+            if record.text:  # the new attempt's run streams the text before the pause again
+                co.add(record.text)
+            state = await restore(agent, record.state)
+            tl.agent = agent_name(agent, state)  # where it paused (after handoffs)
+            run_input = await resume(self.bus, turn, run, record, state,
+                                     lambda: self._append(turn, tl.waiting()))
+        budget = self.cfg.turn_timeout_s
+        while True:
+            began = time.monotonic()
+            try:
+                async with asyncio.timeout(budget):
+                    paused = await self._stream(agent, tl, run_input, memory)
+            except (InputTripped, OutputTripped) as exc:
+                raise TurnEnded(guardrail_error(turn.offset, exc)) from None
+            budget -= time.monotonic() - began
+            if paused is None:
+                break
+            run_input = await self._on_paused(turn, co, run, paused)
         await co.flush()
+
+    async def _stream(self, agent: Agent[Any], tl: TurnLog, run_input: str | RunState[Any],
+                      memory: RedisMemory) -> Paused | None:
+        """One run of the agent to its end or its pause (returned)."""
+        paused = None
+        async for item in stream_turn(agent, run_input, memory, self.provider):
+            if isinstance(item, Paused):
+                paused = item
+            else:
+                await tl.add(item)
+        return paused
 
     def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
         """The agent that runs ``turn`` (its session's; the first one for a turn of the
@@ -401,18 +455,34 @@ class Worker:
         tools."""
         return self.agents.get(turn.agent) or next(iter(self.agents.values()))
 
-    async def _append(self, turn: Turn, event: dict[str, Any]) -> None:
-        await self.bus.append(turn.session, event, owner=self.name)
+    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running,
+                         paused: Paused) -> RunState[Any]:
+        assert run.log is not None
+        await co.flush()
+        M.TURNS.labels("paused").inc()
+        agent, private = self.agent_for(turn)
+        return await pause_and_wait(self.bus, agent, self.name, turn, "".join(co.text),
+                                    run, paused, self.cfg.approval_timeout_s,
+                                    run.log.waiting(), private)
 
-    async def _finish(self, turn: Turn, event: dict[str, Any]) -> None:
+    async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
+        if events:
+            await self.bus.append(turn.session, events, owner=self.name)
+
+    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
+        run = self.running.get(turn.session)
+        if run is not None and run.paused:  # its requests close with it
+            await self.bus.end_pause(turn.session)
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
-                           code: ErrorCode = ErrorCode.TURN_FAILED) -> None:
+                           code: ErrorCode = ErrorCode.TURN_FAILED,
+                           agent: str | None = None) -> None:
         await claim.dead_letter(turn, attempts, why)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
         await self.bus.rollback_memory(turn.session, turn.offset)
         M.TURNS.labels("dead_lettered").inc()
-        await self._finish(turn, E.turn_error(turn.offset, str(code), why))
+        await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
+                                        agent or self.agent_for(turn)[0].name))
 
     # ------------------------------------------------------------ side loops

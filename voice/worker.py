@@ -220,7 +220,7 @@ async def entrypoint(ctx: JobContext) -> None:
     bus = Bus(connect(s.redis_url, max_connections=8), prefix=s.redis_prefix, shards=s.shards)
     slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
-    bridge = VoiceBridge(bus, session_id, user)
+    bridge = VoiceBridge(bus, session_id, user, tool_notice_s=s.voice_tool_notice_ms / 1000)
     await bridge.start()
     log.info("call of session %s in job process %d (room %s, node %s)", session_id,
              os.getpid(), ctx.room.name, bridge.node)

@@ -298,3 +298,33 @@ async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> Non
               for d in rows if d.chunk is not None]
     assert chunks == [("p1", runs["p1"].encode(), 1, "to p1\t\n"),
                       ("p2", runs["p2"].encode(), 1, "to p2\t\n")]
+
+
+async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:
+    """START with ``then`` and APPEND with a list: one script each, the events at consecutive
+    offsets, delivered to the session's node in order with those offsets; the lock fences the
+    whole write."""
+    handler = _Handler()
+    member = Membership(bus, "n8", handler)
+    await member.beat()
+    await bus.open_session("m8", "ann", "n8")
+    sub = await bus.submit("m8", "c1", "hi", user="ann")
+    assert await bus.try_lock("m8", "w1", 30_000)
+    thinking = E.state(sub.offset, "thinking", "demo")
+    await bus.start_attempt("m8", sub.offset, "w1", max_attempts=3, then=[thinking])
+    ending = [E.state(sub.offset, "idle", "demo"), E.reply(sub.offset, "Hi.", "demo")]
+    assert await bus.append("m8", ending, done=sub.offset, owner="w1") == 5
+    with pytest.raises(LockLost):
+        await bus.append("m8", ending, owner="w2")
+    want = ["user", "turn_start", "state", "state", "reply"]
+    logged = [(o, orjson.loads(e)) for o, e in (await bus.replay("m8", 0, None)).events]
+    assert [(o, e["type"]) for o, e in logged] == list(enumerate(want, 1))
+    assert [e for _, e in logged[2:]] == [thinking, *ending]
+    task = asyncio.create_task(member.deliver_forever())
+    try:
+        while len(handler.events) < 5:
+            handler.got.clear()
+            await asyncio.wait_for(handler.got.wait(), 5)
+    finally:
+        task.cancel()
+    assert [(o, e) for _, o, e in handler.events] == logged

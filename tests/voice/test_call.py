@@ -72,6 +72,11 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         voice_turns = [e for e in events if e["type"] == "user" and e["source"] == "voice"]
         assert [normalise(e["text"]) for e in voice_turns] == [heard]
         assert any(e["type"] == "reply" and e["turn"] == user["offset"] for e in events)
+        # the call waiting for the caller is a state event of no turn (after joining, after
+        # the reply was spoken), naming the agent once an event of the session named it
+        listening = [e for e in events if e["type"] == "state" and e["state"] == "listening"]
+        assert len(listening) >= 2 and all("turn" not in e for e in listening), listening
+        assert listening[-1]["agent"] == "fast" and listening[-1]["offset"] > reply["offset"]
 
         await c.leave()
         ended = await chat.until("call", state="ended", timeout=20)

@@ -44,7 +44,7 @@ export function closeName(code) {
 /** Codes carried by `error` frames and `turn_error` events (agentia/codes.py ErrorCode). */
 export const ERROR_CODES = Object.freeze([
   "bad_json", "bad_frame", "rate_limited", "unavailable", "overloaded", "turn_not_active",
-  "turn_failed", "turn_timeout", "session_lost", "internal",
+  "no_such_approval", "turn_failed", "turn_timeout", "guardrail", "session_lost", "internal",
 ]);
 
 /**

@@ -67,8 +67,10 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
     TURN_NOT_ACTIVE = "turn_not_active"
+    NO_SUCH_APPROVAL = "no_such_approval"
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
+    GUARDRAIL = "guardrail"
     SESSION_LOST = "session_lost"
     INTERNAL = "internal"
 
