@@ -302,7 +302,9 @@ function applyEvent(ev) {
       app.active.delete(ev.turn);
       if (ev.type === "turn_error") {
         t.status = "error";
-        t.note = ev.code === "turn_timeout" ? "The agent took too long to answer." : "The agent could not answer this message.";
+        t.note = ev.code === "turn_timeout" ? "The agent took too long to answer."
+          : ev.code === "guardrail" ? `Stopped by a guardrail (${ev.message}).` // names it, no model text
+            : "The agent could not answer this message.";
       } else {
         t.text = ev.text ?? t.text;
         t.agent = ev.agent ?? t.agent;
