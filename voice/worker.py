@@ -48,6 +48,7 @@ from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
 from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
 from voice.tokens import delete_room, parse_job_metadata
+from voice.transcripts import CallerSpeech, SpokenText
 
 log = logging.getLogger("agentia.voice")
 
@@ -221,7 +222,10 @@ async def entrypoint(ctx: JobContext) -> None:
     slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
     bridge = VoiceBridge(bus, session_id, user)
-    await bridge.start()
+    ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
+    # the control plane answers the caller once the agent is in the room (voice/tokens.py):
+    # joining while the session opens on the bus saves that round trip from the Talk click
+    await asyncio.gather(bridge.start(), ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY))
     log.info("call of session %s in job process %d (room %s, node %s)", session_id,
              os.getpid(), ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room)
@@ -238,18 +242,19 @@ async def entrypoint(ctx: JobContext) -> None:
         await bus.close()
 
     ctx.add_shutdown_callback(cleanup)
-    ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
-    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     tasks.append(asyncio.create_task(_end_if_caller_never_joins(ctx, reporter, watch, deadline)))
     agent_session = _session(ctx.proc, bridge)
     reporter.attach(agent_session)
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
-    agent_session.on("user_input_transcribed", lambda ev: log.debug(
-        "heard (final=%s): %r", ev.is_final, ev.transcript))
+    heard = CallerSpeech(bridge, s.voice_aec_warmup_s)
+    agent_session.on("agent_state_changed", heard.on_agent_state)
+    agent_session.on("user_input_transcribed", heard.on_transcribed)
     agent_session.on("conversation_item_added", lambda ev: _log_timings(ev.item))
     await agent_session.start(
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
-        room_options=room_io.RoomOptions(participant_identity=user, text_input=False))
+        room_options=room_io.RoomOptions(
+            participant_identity=user, text_input=False,
+            text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
     await bridge.note("joined", room=ctx.room.name)
 
 
