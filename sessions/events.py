@@ -72,3 +72,17 @@ def call(state: str, node: str, ts: float, **fields: Any) -> Event:
 def frame_for(offset: int, event: bytes) -> bytes:
     """The client frame of a log event: the event JSON with its offset spliced in first."""
     return b'{"offset":%d,%s' % (offset, event[1:])
+
+
+TRANSCRIPT = "transcript"
+
+
+def transcript(text: str, final: bool, role: str, turn: int | None = None) -> Event:
+    """Speech in a voice call as text: the caller's (``role`` ``"user"``, one final
+    transcript an utterance) or the agent's as it is spoken (``"agent"``, a sentence at a
+    time, with the ``turn`` whose reply it is when known)."""
+    event: Event = {"type": TRANSCRIPT, "text": text, "final": final, "source": "voice",
+                    "role": role}
+    if turn is not None:
+        event["turn"] = turn
+    return event
