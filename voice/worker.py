@@ -54,6 +54,8 @@ log = logging.getLogger("agentia.voice")
 
 LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
+REGISTER_RETRIES = 1_000_000
+"""Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -92,8 +94,23 @@ def check_speech(s: VoiceSettings) -> None:
         verify_model(model_dir or default_model_dir(), sha)
 
 
+class _RoomGoneQuiet(logging.Filter):
+    """livekit-agents logs every session event it cannot send to a room that is gone (LiveKit
+    lost) with two chained tracebacks: one warning line each is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "failed to send session event":
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_room_gone() -> None:
+    logging.getLogger("livekit.agents").addFilter(_RoomGoneQuiet())
+
+
 def prewarm(proc: JobProcess) -> None:
     """Load the models once per job process, before any call."""
+    quiet_room_gone()
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
@@ -270,6 +287,9 @@ def options(s: VoiceSettings) -> WorkerOptions:
         job_executor_type=(JobExecutorType.PROCESS if s.voice_executor == "process"
                            else JobExecutorType.THREAD),
         num_idle_processes=s.voice_idle_processes,
+        # LiveKit restarted or drained: register again when it is back (a try every 10 s at
+        # most, livekit-agents' back-off) rather than exit after its default 16 tries
+        max_retry=REGISTER_RETRIES,
         **({"load_threshold": s.voice_load_threshold} | extra), port=0, host="127.0.0.1")
 
 
@@ -299,6 +319,7 @@ def main(redis_url: str | None = None) -> None:
 
     s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
     setup(s.log_level, json_lines=s.log_json)
+    quiet_room_gone()  # the thread executor's jobs log here
     try:
         check_speech(s)
     except (SpeechError, SettingsError) as exc:
