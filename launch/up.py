@@ -104,8 +104,12 @@ class _Parts:
                          "AGENTIA_EDGE_READY", stopping=stopping)
             edge.args[-1] = edge.info["port"]  # a restarted edge comes back on the same port
             self.children.append(edge)
+        # no --agent: the demo agents, demo (the default) and triage (docs/agents.md)
         self.children += [Child("worker", ["worker"], env, "AGENTIA_WORKER_READY",
                                 stopping=stopping) for _ in range(workers)]
+        if workers:
+            names = self.children[-1].info.get("agents", "").split(",")
+            say(f"agents     {names[0]} (default)" + "".join(f", {n}" for n in names[1:]))
         env["AGENTIA_WS_URLS"] = ",".join(f"ws://127.0.0.1:{c.info['port']}/v1/ws"
                                           for c in self.children if c.kind == "edge")
         env.setdefault("AGENTIA_DEV_TOKENS", "true")

@@ -11,6 +11,9 @@ bodies, as the OpenAI client expects from api.openai.com.
 
 ``--tokens-per-s 0`` streams a whole reply at once (tests). The reply is ``--reply-tokens``
 words (a token is a word with its leading space), ``--tokens-per-chunk`` of them per SSE event.
+A reply function may answer :class:`ToolCalls` instead of text: the stub then streams the model
+calling those tools, as the API does (a ``tool_calls`` delta naming each call, its arguments in
+pieces, ``finish_reason: "tool_calls"``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ from typing import Any
 
 import orjson
 
-Reply = Callable[[list[dict[str, Any]]], str]
+
+@dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """What a reply function answers for the model to call tools: ``(call id, function name,
+    arguments JSON text)`` each."""
+    calls: list[tuple[str, str, str]]
+
+
+Reply = Callable[[list[dict[str, Any]]], str | ToolCalls]
+ARGUMENT_PIECE = 8
+"""Characters of a tool call's arguments per SSE event (the API splits them too)."""
 MAX_BODY = 16 * 2**20
 DONE = b"data: [DONE]\n\n"
 BACKLOG = 16_384
@@ -52,6 +65,25 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> byte
         "id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _tool_call_chunks(model: str, answer: ToolCalls) -> list[bytes]:
+    """The SSE events of a model calling tools: per call one delta with its id and name, then
+    its arguments in pieces; then the finish and ``[DONE]``."""
+    out = []
+    for n, (call_id, name, arguments) in enumerate(answer.calls):
+        head: dict[str, Any] = {"tool_calls": [{"index": n, "id": call_id, "type": "function",
+                                                "function": {"name": name, "arguments": ""}}]}
+        if n == 0:
+            head["role"] = "assistant"
+        out.append(_chunk(model, head))
+        for i in range(0, len(arguments), ARGUMENT_PIECE):
+            piece = arguments[i:i + ARGUMENT_PIECE]
+            out.append(_chunk(model, {"tool_calls": [{"index": n,
+                                                      "function": {"arguments": piece}}]}))
+    out.append(_chunk(model, {}, "tool_calls") + b"%x\r\n%s\r\n0\r\n\r\n" % (
+        len(DONE), DONE))
+    return out
 
 
 class OpenAIStub:
@@ -120,8 +152,15 @@ class OpenAIStub:
     async def _respond(self, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
-        words = self.reply(body.get("messages", [])).split(" ")
-        stream = _Stream(writer, str(body.get("model", "stub")), words)
+        answer = self.reply(body.get("messages", []))
+        model = str(body.get("model", "stub"))
+        if isinstance(answer, ToolCalls):
+            for chunk in _tool_call_chunks(model, answer):
+                writer.write(chunk)
+            await writer.drain()
+            self.served += 1
+            return
+        stream = _Stream(writer, model, answer.split(" "))
         if not self.interval:
             while self._advance(stream):
                 await writer.drain()

@@ -18,10 +18,14 @@ this client: one in an edge or a voice call)."""
 
 
 def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
-    """The events of one delivery entry: a log event, or a tick's chunks for this node
-    (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks)."""
+    """The events of one delivery entry: a log event, a tick's chunks for this node
+    (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks), or a
+    notice about a whole session (``x``: ``deleted``)."""
     batch = f.get(b"b")
     if batch is None:
+        notice = f.get(b"x")
+        if notice is not None:  # a session-wide notice (sessions/backend_redis.py)
+            return [Delivered(rid, f[b"s"].decode(), 0, b"", notice=notice.decode())]
         return [Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"])]
     out = []
     for record in batch.split(b"\n"):
@@ -126,7 +130,13 @@ class RedisNodeDelivery(RedisCore):
         self._session_nodes[sid] = (now, nodes)
 
     async def _fan_out(self, sid: str, offset: int, event: bytes, nodes: list[bytes]) -> None:
-        """Copy an event to the delivery stream of each node holding the session. On a
+        """:meth:`_fan_out_all` of one event."""
+        await self._fan_out_all(sid, offset, [event], nodes)
+
+    async def _fan_out_all(self, sid: str, first: int, events: list[bytes],
+                           nodes: list[bytes]) -> None:
+        """Copy events (at offsets ``first``, ``first + 1``, ...) to the delivery stream of
+        each node holding the session, in one pipeline. On a
         Cluster a delivery stream may live on a master that is failing over while the log's
         master is fine: the event is safe in the log, and the edge, which cannot read its
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
@@ -142,8 +152,9 @@ class RedisNodeDelivery(RedisCore):
                     # no EXPIRE: the node's heartbeat keeps its stream alive, and a node found
                     # dead stops getting writes within NODE_CHECK_S, long before its stream's
                     # DELIVERY_TTL runs out (XADD keeps a key's TTL)
-                    pipe.xadd(stream, {"s": sid, "o": offset, "e": event},
-                              maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                    for n, event in enumerate(events):
+                        pipe.xadd(stream, {"s": sid, "o": first + n, "e": event},
+                                  maxlen=K.DELIVERY_MAXLEN, approximate=True)
                 if len(live) < len(nodes):
                     # a node that died without draining: stop writing for it (an edge that
                     # was only cut off re-registers on its next heartbeat and catches up)

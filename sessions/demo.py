@@ -1,8 +1,11 @@
 """The offline demo model and demo agent: lets ``agentia up`` work with no network or key.
 
 ``DemoModel`` is a real Agents SDK ``Model``: it reads the conversation it is given, calls the
-demo agent's tools when asked for the time or a sum, and streams its reply word by word. It is
-labelled as a demo in every reply so nobody mistakes it for a language model.
+demo agent's tools when asked for the time, a sum or a table (the booking needs a person's
+approval), hands off when it is offered handoffs and not greeted, and streams its reply word by
+word. It is labelled as a demo in every reply so nobody mistakes it for a language model.
+
+Two agents: ``demo_agent`` (the tools) and ``triage_agent`` (no tools; hands off to the demo).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import datetime as dt
 import operator
 import re
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +25,7 @@ from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.models.interface import Model, ModelTracing
+from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE
 from agents.usage import Usage
 from openai.types.responses import (
     Response,
@@ -36,6 +41,12 @@ _ARITH = re.compile(r"(-?\d+(?:\.\d+)?(?:\s*[-+*/]\s*-?\d+(?:\.\d+)?)+)")
 _OPS: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub,
                          ast.Mult: operator.mul, ast.Div: operator.truediv,
                          ast.USub: operator.neg}
+_NUMBERS = {w: n for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six",
+                                         "seven", "eight", "nine", "ten", "eleven", "twelve"])}
+_BOOKING = re.compile(r"\bbook\b.*\btable\b", re.I)
+_PEOPLE = re.compile(r"\bfor (\w+)", re.I)
+_AT = re.compile(r"\bat (\w+)(?::(\d\d))?", re.I)
+_GREETING = re.compile(r"^\W*(hello|hi|hey|good (morning|afternoon|evening))\b", re.I)
 
 
 def safe_eval(expr: str) -> float:
@@ -67,6 +78,48 @@ def calculate(expression: str) -> str:
     return f"{value:g}"
 
 
+@function_tool(needs_approval=True)
+def book_table(people: int, time: str) -> str:
+    """Book a table at the restaurant for ``people`` at ``time`` (a person must approve)."""
+    return f"Booked a table for {people} at {time}."
+
+
+def _count(word: str) -> int | None:
+    word = word.lower()
+    return int(word) if word.isdigit() else _NUMBERS.get(word)
+
+
+def booking_arguments(said: str) -> dict[str, Any]:
+    """``book a table for two at seven`` → ``{"people": 2, "time": "7:00"}``."""
+    people = _count(m.group(1)) if (m := _PEOPLE.search(said)) else None
+    time = None
+    if (m := _AT.search(said)) and (hour := _count(m.group(1))) is not None:
+        time = f"{hour}:{m.group(2) or '00'}"
+    return {"people": people or 2, "time": time or "19:00"}
+
+
+def _call(name: str, arguments: dict[str, Any]) -> ResponseFunctionToolCall:
+    token = secrets.token_hex(6)
+    return ResponseFunctionToolCall(type="function_call", name=name, call_id=f"call_{token}",
+                                    id=f"fc_{token}", arguments=orjson.dumps(arguments).decode())
+
+
+def _called(items: list[Any], call_id: Any) -> str:
+    """The name of the tool a ``function_call_output`` answers."""
+    for item in items:
+        if item.get("type") == "function_call" and item.get("call_id") == call_id:
+            return str(item.get("name", ""))
+    return ""
+
+
+def _after_tool(name: str, output: Any) -> str:
+    if name == "book_table":
+        if str(output).startswith(DEFAULT_APPROVAL_REJECTION_MESSAGE):
+            return f"The table was not booked: the booking was not approved. {DEMO_NOTE}"
+        return f"{output} {DEMO_NOTE}"
+    return f"The tool says: {output}. {DEMO_NOTE}"
+
+
 def _text_of(item: Any) -> str:
     content = item.get("content")
     if isinstance(content, str):
@@ -82,23 +135,41 @@ class DemoModel(Model):
     def __init__(self, word_delay: float = 0.03) -> None:
         self.word_delay = word_delay
 
-    def plan(self, items: list[Any]) -> ResponseFunctionToolCall | str:
-        """Decide the next step from the conversation: a tool call or the reply text."""
+    def plan(self, items: list[Any],
+             handoffs: tuple[str, ...] = ()) -> ResponseFunctionToolCall | str:
+        """Decide the next step from the conversation: a tool call or the reply text.
+        ``handoffs`` are the handoff tools offered (``transfer_to_...``): any message but a
+        greeting is handed to the first."""
         last = items[-1] if items else {}
         if last.get("type") == "function_call_output":
-            return f"The tool says: {last.get('output')}. {DEMO_NOTE}"
+            name = _called(items, last.get("call_id"))
+            if not name.startswith("transfer_to_"):
+                return _after_tool(name, last.get("output"))
         users = [_text_of(i) for i in items if i.get("role") == "user"]
         said = users[-1] if users else ""
+        if handoffs and said and not _GREETING.match(said):
+            return _call(handoffs[0], {})
+        if handoffs:
+            return f"Hello! I am the triage agent: ask me anything and I will pass you on. " \
+                   f"{DEMO_NOTE}"
+        return self._plan_tools(said, users, items)
+
+    def _plan_tools(self, said: str, users: list[str],
+                    items: list[Any]) -> ResponseFunctionToolCall | str:
+        if _BOOKING.search(said):
+            return _call("book_table", booking_arguments(said))
         if "time" in said.lower():
-            return ResponseFunctionToolCall(type="function_call", name="current_time",
-                                            arguments="{}", call_id="call_time", id="fc_time")
+            return _call("current_time", {})
         if m := _ARITH.search(said):
-            return ResponseFunctionToolCall(
-                type="function_call", name="calculate", call_id="call_calc", id="fc_calc",
-                arguments=orjson.dumps({"expression": m.group(1)}).decode())
+            return _call("calculate", {"expression": m.group(1)})
+        notes = [_text_of(i) for i in items if i.get("role") == "system"]
+        if "what did the operator say" in said.lower() and notes:  # posted messages
+            return f"The operator said: {notes[-1]!r}. {DEMO_NOTE}"
         if "what did i say" in said.lower() and len(users) > 1:
             return f"Before this you said: {users[-2]!r}. {DEMO_NOTE}"
-        return f"You said: {said}. I am a demo agent; I can tell the time or do sums. {DEMO_NOTE}"
+        # as many words as before the booking tool came (loadtest/bench_turnpath.py counts them)
+        return (f"You said: {said}. I am a demo agent; I can tell time, do sums, book tables. "
+                f"{DEMO_NOTE}")
 
     async def get_response(self, system_instructions: str | None,
                            input: str | list[TResponseInputItem], model_settings: ModelSettings,
@@ -106,7 +177,7 @@ class DemoModel(Model):
                            handoffs: list[Handoff], tracing: ModelTracing, *,
                            previous_response_id: str | None, conversation_id: str | None,
                            prompt: Any) -> ModelResponse:
-        step = self.plan(_items(input))
+        step = self.plan(_items(input), _names(handoffs))
         return ModelResponse(output=[_output(step)], usage=Usage(), response_id=None)
 
     async def stream_response(self, system_instructions: str | None,
@@ -116,7 +187,7 @@ class DemoModel(Model):
                               handoffs: list[Handoff], tracing: ModelTracing, *,
                               previous_response_id: str | None, conversation_id: str | None,
                               prompt: Any) -> AsyncIterator[TResponseStreamEvent]:
-        step = self.plan(_items(input))
+        step = self.plan(_items(input), _names(handoffs))
         if isinstance(step, str):
             words = step.split(" ")
             for n, word in enumerate(words):
@@ -134,6 +205,10 @@ def _items(input: str | list[TResponseInputItem]) -> list[Any]:
     if isinstance(input, str):
         return [{"role": "user", "content": input}]
     return [dict(i) for i in input]
+
+
+def _names(handoffs: list[Handoff]) -> tuple[str, ...]:
+    return tuple(h.tool_name for h in handoffs)
 
 
 def _output(step: ResponseFunctionToolCall | str) -> Any:
@@ -160,6 +235,13 @@ class DemoProvider(ModelProvider):
 
 demo_agent = Agent(
     name="Agentia demo",
-    instructions="You are a helpful assistant. Use tools for the time and for arithmetic.",
-    tools=[current_time, calculate],
+    instructions="You are a helpful assistant. Use tools for the time, for arithmetic and to "
+                 "book a table.",
+    tools=[current_time, calculate, book_table],
+)
+
+triage_agent = Agent(
+    name="Agentia triage",
+    instructions="Greet the user; hand everything else to the demo agent.",
+    handoffs=[demo_agent],
 )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import importlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import httpx2
-from agents import Agent, ModelProvider, RunConfig, Runner, set_tracing_disabled
+import orjson
+from agents import Agent, ModelProvider, RunConfig, Runner, RunState, set_tracing_disabled
+from agents.items import HandoffOutputItem, ToolApprovalItem, ToolCallItem, ToolCallOutputItem
 from agents.models.openai_provider import OpenAIProvider
+from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE, default_tool_error_function
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.types.responses import ResponseTextDeltaEvent
 
@@ -113,25 +116,138 @@ def _per_run(agent: Agent[Any]) -> Agent[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Delta:
+    """A piece of the reply's text."""
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolCalled:
+    """The model called a tool (before it runs). ``arguments`` is the parsed JSON object the
+    model gave; text that is not a JSON object is kept as ``{"_raw": text}``."""
+    call_id: str
     name: str
+    arguments: dict[str, Any]
+    agent: str
 
 
-async def stream_turn(agent: Agent[Any], text: str, memory: RedisMemory,
-                      provider: ModelProvider) -> AsyncIterator[Delta | ToolCall]:
-    """Run the agent on one user message, yielding text deltas and tool calls as they come."""
-    result = Runner.run_streamed(_per_run(agent), input=text, session=memory,
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """A tool returned (or failed: ``is_error``, which includes a call that was not
+    approved)."""
+    call_id: str
+    name: str
+    output: str
+    is_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSwitched:
+    """The run handed off from one agent to another (SDK handoff; ``Agent.name``s)."""
+    from_agent: str
+    to_agent: str
+
+
+class ApprovalAsk(NamedTuple):
+    """One tool call waiting for a person's decision."""
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """The run stopped before tools that need approval (``needs_approval=True``): the last
+    item a paused run yields. Approve or reject each of ``state.get_interruptions()``, then
+    pass ``state`` to :func:`stream_turn` again to go on."""
+    state: RunState[Any] = field(repr=False)
+    requests: list[ApprovalAsk]
+
+
+TurnItem = Delta | ToolCalled | ToolOutput | AgentSwitched | Paused
+TOOL_ERROR_OUTPUTS = frozenset({default_tool_error_function(None, Exception()),  # type: ignore[arg-type]
+                                DEFAULT_APPROVAL_REJECTION_MESSAGE})
+"""Outputs that mean the tool did not run to a result: the SDK's default text for a tool that
+raised, and its text for a call that was not approved."""
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """The model's tool arguments as a JSON object (``{"_raw": text}`` when they are not)."""
+    if isinstance(raw, dict):
+        return raw
+    text = "" if raw is None else str(raw)
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {"_raw": text}
+    return value if isinstance(value, dict) else {"_raw": text}
+
+
+def agent_name(agent: Agent[Any], input: str | RunState[Any]) -> str:
+    """The name of the agent a run of ``input`` starts with (a resumed run: where it paused)."""
+    current = getattr(input, "_current_agent", None)
+    return str(current.name) if isinstance(current, Agent) else agent.name
+
+
+async def stream_turn(agent: Agent[Any], input: str | RunState[Any], memory: RedisMemory,
+                      provider: ModelProvider) -> AsyncIterator[TurnItem]:
+    """Run the agent on one user message (or go on with a paused run), yielding what it does
+    as it happens: text, tool calls and their outputs, handoffs, and last, if tools wait for
+    approval, :class:`Paused`. Guardrail tripwires raise the SDK's exceptions."""
+    starting = _per_run(agent) if isinstance(input, str) else agent
+    result = Runner.run_streamed(starting, input=input, session=memory,
                                  run_config=run_config(provider))
+    names = _pending_names(input)
     try:
         async for ev in result.stream_events():
-            if ev.type == "raw_response_event" and isinstance(ev.data, ResponseTextDeltaEvent):
-                yield Delta(ev.data.delta)
-            elif ev.type == "run_item_stream_event" and ev.name == "tool_called":
-                yield ToolCall(str(getattr(ev.item.raw_item, "name", "tool")))
+            if ev.type == "raw_response_event":
+                if isinstance(ev.data, ResponseTextDeltaEvent):
+                    yield Delta(ev.data.delta)
+            elif ev.type == "run_item_stream_event":
+                item = _run_item(ev.name, ev.item, names)
+                if item is not None:
+                    yield item
+        if result.interruptions:
+            yield Paused(result.to_state(), [_ask(i) for i in result.interruptions])
     finally:
         if not result.is_complete:
             result.cancel()
+
+
+def _run_item(name: str, item: Any, names: dict[str, str]) -> TurnItem | None:
+    if name == "tool_called" and isinstance(item, ToolCallItem):
+        raw = item.raw_item
+        call_id = str(_field(raw, "call_id") or _field(raw, "id") or "")
+        tool = str(_field(raw, "name") or "tool")
+        names[call_id] = tool
+        return ToolCalled(call_id, tool, parse_arguments(_field(raw, "arguments")),
+                          item.agent.name)
+    if name == "tool_output" and isinstance(item, ToolCallOutputItem):
+        call_id = str(item.call_id or "")
+        output = item.output if isinstance(item.output, str) else str(item.output)
+        # a rejection with a reason (sessions/pausing.py) starts with the SDK's text
+        return ToolOutput(call_id, names.get(call_id, "tool"), output,
+                          output in TOOL_ERROR_OUTPUTS
+                          or output.startswith(DEFAULT_APPROVAL_REJECTION_MESSAGE))
+    if name == "handoff_occured" and isinstance(item, HandoffOutputItem):
+        return AgentSwitched(item.source_agent.name, item.target_agent.name)
+    return None
+
+
+def _field(raw: Any, key: str) -> Any:
+    return raw.get(key) if isinstance(raw, dict) else getattr(raw, key, None)
+
+
+def _ask(item: ToolApprovalItem) -> ApprovalAsk:
+    raw = item.raw_item
+    call_id = str(_field(raw, "call_id") or _field(raw, "id") or "")
+    return ApprovalAsk(call_id, str(item.name or "tool"), parse_arguments(item.arguments),
+                       item.agent.name)
+
+
+def _pending_names(input: str | RunState[Any]) -> dict[str, str]:
+    """call_id → tool name of the calls a resumed run will answer (their ``tool_called`` was
+    streamed by the run that paused)."""
+    if isinstance(input, str):
+        return {}
+    return {a.call_id: a.name for a in map(_ask, input.get_interruptions())}

@@ -7,11 +7,17 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents import Agent
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    RunContextWrapper,
+    TResponseInputItem,
+    input_guardrail,
+)
 from agents.items import TResponseStreamEvent
 from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
 
-from sessions.demo import DemoModel, _response, calculate, current_time
+from sessions.demo import DemoModel, _response, book_table, calculate, current_time
 
 
 class FailingModel(DemoModel):
@@ -27,6 +33,54 @@ slow = Agent(name="slow", model=DemoModel(word_delay=float(os.environ.get("SLOW_
              tools=[current_time, calculate])
 fast = Agent(name="fast", model=DemoModel(word_delay=0.0), tools=[current_time, calculate])
 failing = Agent(name="failing", model=FailingModel())
+
+
+class TaggedModel(DemoModel):
+    """The demo model with every reply prefixed ``[<tag>]``: tells which agent ran a turn."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(word_delay=0.0)
+        self.tag = tag
+
+    def plan(self, items: list[Any], handoffs: tuple[str, ...] = ()) -> Any:
+        step = super().plan(items, handoffs)
+        return f"[{self.tag}] {step}" if isinstance(step, str) else step
+
+
+# two agents of one deployment (tests/e2e/test_agents.py)
+alpha = Agent(name="alpha", model=TaggedModel("alpha"), tools=[current_time, calculate])
+beta = Agent(name="beta", handoff_description="The second test agent.",
+             model=TaggedModel("beta"))
+triage = Agent(name="triage", model=DemoModel(word_delay=0.0), handoffs=[fast])
+"""Hands every message but a greeting to ``fast`` (the demo model's handoff rule)."""
+
+
+@input_guardrail(name="no_secrets", run_in_parallel=False)
+def no_secrets(ctx: RunContextWrapper[Any], agent: Agent[Any],
+               input: str | list[TResponseInputItem]) -> GuardrailFunctionOutput:
+    """Trips on any message that mentions a password."""
+    text = input if isinstance(input, str) else str(input)
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered="password" in text)
+
+
+guarded = Agent(name="guarded", model=DemoModel(word_delay=0.0), tools=[calculate],
+                input_guardrails=[no_secrets])
+
+
+class CountingModel(DemoModel):
+    """The demo model that appends one line per model call (the last user text) to the file
+    ``MODEL_CALLS``: tests count the steps a turn asked of its model."""
+
+    def plan(self, items: list[Any], handoffs: tuple[str, ...] = ()) -> Any:
+        path = os.environ.get("MODEL_CALLS")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"{len(items)}\n")
+        return super().plan(items, handoffs)
+
+
+booking = Agent(name="booking", model=CountingModel(word_delay=0.0),
+                tools=[current_time, calculate, book_table])
 
 
 class PausingModel(DemoModel):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtest.openai_stub import OpenAIStub
+import orjson
+
+from loadtest.openai_stub import OpenAIStub, ToolCalls
 
 
 def heard(messages: list[dict[str, Any]]) -> str:
@@ -20,3 +22,20 @@ class ChatCompletionsStub(OpenAIStub):
     def __init__(self) -> None:
         super().__init__(heard)
 
+
+def calls_calculate(messages: list[dict[str, Any]]) -> str | ToolCalls:
+    """A model that asks for ``calculate`` on every user message (with its text as the
+    expression) and, once the tool answered, says what the tool said."""
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return f"the tool said {last.get('content')}"
+    said = str(last.get("content", "")).removeprefix("what is ").strip()
+    return ToolCalls([("call_stub_1", "calculate",
+                       orjson.dumps({"expression": said}).decode())])
+
+
+class ToolCallingStub(OpenAIStub):
+    """Streams a ``calculate`` tool call, then the text about its output (``calls_calculate``)."""
+
+    def __init__(self) -> None:
+        super().__init__(calls_calculate)

@@ -4,7 +4,9 @@ A final transcript becomes a turn (``Bus.submit``, ``source="voice"``), which th
 run like any chat turn, in the same conversation. The voice worker is a node of the session
 (one :class:`sessions.membership.Membership`, as an edge is), reads its own delivery stream and
 streams the turn's ``chunk`` text to the
-framework's TTS (sentence by sentence). Barge-in while the turn still runs cancels it.
+framework's TTS (sentence by sentence). Barge-in while the turn still runs cancels it. A tool
+that runs longer than ``tool_notice_s`` gets a short spoken line ("One moment."), so the caller
+does not hear silence; the call's waiting for the caller is a ``state listening`` event.
 
 ``TurnFeed`` is the loop-free part: events of one turn in, text to speak out.
 """
@@ -37,6 +39,8 @@ TURN_IDLE_S = 330.0
 FAILED_TEXT = "Sorry, I could not answer that."
 CHUNK = -1
 """The offset a turn's listener gets a ``chunk`` with (chunks have none; 0 wakes it)."""
+TOOL_NOTICE = "One moment. "
+"""Said once a tool has run for ``AGENTIA_VOICE_TOOL_NOTICE_MS`` (once per wait)."""
 
 
 class TurnFeed:
@@ -57,13 +61,22 @@ class TurnFeed:
         self._pos = 0
         self._seq = 0
         self._attempt = 0
+        self.tools: set[str] = set()
+        """Tool calls of the turn without a result yet."""
+        self._tool_since = 0.0
+        self._noticed = False
 
-    def on_event(self, event: dict[str, Any]) -> str:
-        """Text to speak now ("" for none); sets ``done`` on the turn's last event."""
+    def on_event(self, event: dict[str, Any], now: float = 0.0) -> str:
+        """Text to speak now ("" for none); sets ``done`` on the turn's last event. ``now``
+        (monotonic seconds) times tool calls for :meth:`notice_in`."""
         if event.get("turn") != self.turn or self.done:
             return ""
         kind = event.get("type")
+        if kind in (E.TOOL_CALL, E.TOOL_RESULT):
+            self._on_tool(kind, str(event.get("call_id", "")), now)
+            return ""
         if kind == "turn_start":
+            self.tools.clear()
             self._attempt = int(event.get("attempt", 1))
             if self._text or self._seq:
                 self._text, self._pos, self._skip, self._seq = "", 0, self.spoken, 0
@@ -89,6 +102,25 @@ class TurnFeed:
             self.done = True
             return FAILED_TEXT if kind == "turn_error" else ""
         return ""
+
+    def _on_tool(self, kind: str, call_id: str, now: float) -> None:
+        if kind == E.TOOL_RESULT:
+            self.tools.discard(call_id)
+            return
+        if not self.tools:
+            self._tool_since, self._noticed = now, False
+        self.tools.add(call_id)
+
+    def notice_in(self, now: float, after_s: float) -> float | None:
+        """Seconds until the caller should hear :data:`TOOL_NOTICE` (a tool has been running
+        ``after_s``), or None: no tool running, already said, or notices off (0)."""
+        if not self.tools or self._noticed or after_s <= 0 or self.done:
+            return None
+        return max(0.0, self._tool_since + after_s - now)
+
+    def notice(self) -> str:
+        self._noticed = True
+        return TOOL_NOTICE
 
     def _take(self) -> str:
         start = max(self._pos, self._skip)
@@ -121,8 +153,12 @@ class _Listener:
 class VoiceBridge:
     """One call's view of one session: submit turns, stream back their replies."""
 
-    def __init__(self, bus: NodeBus, session: str, user: str, node_id: str | None = None) -> None:
+    def __init__(self, bus: NodeBus, session: str, user: str, node_id: str | None = None,
+                 tool_notice_s: float = 1.5) -> None:
         self.bus = bus
+        self.tool_notice_s = tool_notice_s
+        self.agent = ""
+        """The session's agent as its last event named it ("" before any did)."""
         self.session = session
         self.user = user
         self.node = node_id or f"voice-{uuid.uuid4().hex[:12]}"
@@ -194,7 +230,7 @@ class VoiceBridge:
                     from_log = listener.overflow = False
                     async for off, event in self._from_log(last):
                         last = off
-                        if said := feed.on_event(event):
+                        if said := feed.on_event(event, time.monotonic()):
                             self.speaking_turn = turn
                             yield said
                     p = None if feed.done else await self.bus.partial(self.session)
@@ -203,14 +239,19 @@ class VoiceBridge:
                         self.speaking_turn = turn
                         yield said
                     continue
-                off, event = await asyncio.wait_for(listener.queue.get(), TURN_IDLE_S)
+                got = await self._next(listener, feed)
+                if got is None:
+                    self.speaking_turn = turn
+                    yield feed.notice()
+                    continue
+                off, event = got
                 if off == CHUNK:
                     if said := feed.on_event(event):
                         self.speaking_turn = turn
                         yield said
                 elif off > last:
                     last = off
-                    if said := feed.on_event(event):
+                    if said := feed.on_event(event, time.monotonic()):
                         self.speaking_turn = turn
                         yield said
         finally:
@@ -238,6 +279,25 @@ class VoiceBridge:
             await self.bus.append(self.session, E.transcript(text, final, role, turn))
         except BusUnavailable:
             log.warning("could not record a transcript of %s: Redis unavailable", self.session)
+
+    async def _next(self, listener: _Listener,
+                    feed: TurnFeed) -> tuple[int, dict[str, Any]] | None:
+        """The turn's next live event; None when a tool has run long enough for a notice."""
+        wait = feed.notice_in(time.monotonic(), self.tool_notice_s)
+        try:
+            return await asyncio.wait_for(listener.queue.get(),
+                                          TURN_IDLE_S if wait is None else wait)
+        except TimeoutError:
+            if wait is None:
+                raise
+            return None
+
+    async def listening(self) -> None:
+        """Record that the call waits for the caller (``state listening``, no turn)."""
+        try:
+            await self.bus.append(self.session, E.state(None, "listening", self.agent))
+        except BusUnavailable:
+            log.warning("could not record listening in %s: Redis unavailable", self.session)
 
     async def note(self, state: str, **fields: Any) -> None:
         """Record the call's ``state`` in the session log (a ``call`` event every client of
@@ -273,6 +333,8 @@ class VoiceBridge:
         if sid != self.session:
             return
         event = orjson.loads(raw)
+        if agent := event.get("agent"):
+            self.agent = str(agent)
         if event.get("type") == E.USER and event.get("source") == "chat":
             if self.on_chat_turn is not None:
                 self.on_chat_turn(offset)
@@ -287,6 +349,11 @@ class VoiceBridge:
         listener = self._turns.get(chunk.turn)
         if listener is not None:
             listener.put(CHUNK, orjson.loads(frame))
+
+    def session_deleted(self, sid: str) -> None:
+        # the call's later turns fail (the session is gone); ending the call is its own job
+        if sid == self.session:
+            log.info("session %s was deleted during its call", sid)
 
     def stream_back(self) -> None:
         """Events delivered while the stream could not be read may be lost: every turn being

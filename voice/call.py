@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from livekit import rtc
 from livekit.agents import AgentSession
-from livekit.agents.voice.events import CloseEvent, ErrorEvent
+from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, ErrorEvent
 
 from voice.bridge import VoiceBridge
 
@@ -69,6 +69,7 @@ class CallReporter:
         session.on("error", self.on_error)
         session.on("close", self.on_close)
         self.room.on("disconnected", self.on_room_disconnected)
+        session.on("agent_state_changed", self.on_agent_state)
         self.bridge.on_chat_turn = self.speak_turn
 
     def on_room_disconnected(self, reason: Any) -> None:
@@ -102,6 +103,12 @@ class CallReporter:
         self._spawn(self.report("error", code=code, message=message))
         if code == "stt_failed":
             self._say(NOT_HEARD)
+
+    def on_agent_state(self, ev: AgentStateChangedEvent) -> None:
+        """The call now waits for the caller: a ``state listening`` event for the session's
+        clients (the worker writes the turn's other states)."""
+        if ev.new_state == "listening" and not self.ended:
+            self._spawn(self.bridge.listening())
 
     def on_close(self, ev: CloseEvent) -> None:
         log.info("call of %s closed: %s", self.bridge.session, ev.reason.value)

@@ -104,6 +104,9 @@ class VoiceSettings(Common):
     (``call`` event ``ended``, reason ``caller_never_joined``): the room is deleted and the
     job process exits. Must exceed ``voice_dispatch_wait_s`` (the caller gets the room token
     only after that wait)."""
+    voice_tool_notice_ms: int = 1500
+    """A tool the agent runs for longer than this gets "One moment." spoken in the call (once
+    per wait); 0: never."""
     voice_max_calls_per_user: int = 2
     """Live calls one user may hold across the deployment (slots in Redis with a lease,
     voice/slots.py); a further ``POST /v1/voice/sessions`` answers 429 ``too_many_calls``."""
@@ -112,6 +115,8 @@ class VoiceSettings(Common):
         if not self.voice_dispatch_wait_s < self.voice_join_timeout_s <= 3600:
             raise SettingsError("AGENTIA_VOICE_JOIN_TIMEOUT_S must be in "
                                 "(AGENTIA_VOICE_DISPATCH_WAIT_S, 3600]")
+        if not 0 <= self.voice_tool_notice_ms <= 60_000:
+            raise SettingsError("AGENTIA_VOICE_TOOL_NOTICE_MS must be in [0, 60000]")
         if not 1 <= self.voice_max_calls_per_user <= 1000:
             raise SettingsError("AGENTIA_VOICE_MAX_CALLS_PER_USER must be in [1, 1000]")
 

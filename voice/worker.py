@@ -238,7 +238,7 @@ async def entrypoint(ctx: JobContext) -> None:
     bus = Bus(connect(s.redis_url, max_connections=8), prefix=s.redis_prefix, shards=s.shards)
     slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
-    bridge = VoiceBridge(bus, session_id, user)
+    bridge = VoiceBridge(bus, session_id, user, tool_notice_s=s.voice_tool_notice_ms / 1000)
     ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
     # the control plane answers the caller once the agent is in the room (voice/tokens.py):
     # joining while the session opens on the bus saves that round trip from the Talk click

@@ -95,7 +95,9 @@ async def test_ask_round_trip(cluster: Cluster) -> None:
         assert c.connected and c.limits is not None and c.epoch is not None
         assert "42" in await c.ask("what is 6 * 7")
         assert "what is 6 * 7" in await c.ask("what did I say")
-        assert c.offset == 7  # user, turn_start, tool, reply; user, turn_start, reply
+        # user, turn_start, state thinking, state tool, tool_call, tool_result, state speaking,
+        # state idle, reply; user, turn_start, states thinking, speaking and idle, reply
+        assert c.offset == 15
         with pytest.raises(RequestError) as too_long:  # refused locally, from welcome.limits
             await c.send("x" * (c.limits.max_text_chars + 1))
         assert too_long.value.code == "bad_frame"
@@ -120,7 +122,8 @@ async def test_events_stream_in_order_history_and_cancel(cluster: Cluster) -> No
         assert [e["type"] for e in evs[:2]] == ["user", "turn_start"]
         assert evs[0]["id"] == ack.id and evs[0]["text"] == "hello there"
         assert evs[-1]["type"] == "reply" and "hello there" in evs[-1]["text"]
-        assert [e["type"] for e in evs] == ["user", "turn_start", "reply"]  # no text events
+        assert [e["type"] for e in evs] == ["user", "turn_start", "state", "state", "state",
+                                            "reply"]  # no text events
         chunks = [f for f in col.frames if f["type"] == "chunk" and f["turn"] == ack.offset]
         assert len(chunks) >= 2 and [f["seq"] for f in chunks] == list(range(1, len(chunks) + 1))
         assert "".join(f["text"] for f in chunks) == evs[-1]["text"]

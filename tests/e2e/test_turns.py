@@ -33,7 +33,7 @@ async def test_tool_call_and_memory(cluster: Cluster) -> None:
     c = await Client.open(edge.port, session="s-tools")
     await c.recv()
     await c.send(type="send", id="a", text="what is 6 * 7")
-    tool = await c.until("tool")
+    tool = await c.until("tool_call")
     assert tool["name"] == "calculate"
     reply = await c.until("reply")
     assert "42" in reply["text"]

@@ -14,6 +14,7 @@ import pytest
 from agentia.codes import BusUnavailable
 from sessions import events as E
 from sessions import keys as K
+from sessions.backend_redis import Backend
 from sessions.bus import Bus, LockLost, Turn
 from sessions.membership import Membership
 from sessions.roles import ChunkAt, Delivered, NodeDelivery, Partial, Submitted
@@ -85,6 +86,7 @@ class _Handler:
         self.back = 0
         self.outages = 0
         self.beats: list[bool] = []
+        self.deleted: list[str] = []
 
     def deliver(self, sid: str, offset: int, event: bytes) -> None:
         self.events.append((sid, offset, orjson.loads(event)))
@@ -92,6 +94,10 @@ class _Handler:
 
     def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
         self.chunks.append((sid, chunk, orjson.loads(frame)))
+        self.got.set()
+
+    def session_deleted(self, sid: str) -> None:
+        self.deleted.append(sid)
         self.got.set()
 
     def stream_back(self) -> None:
@@ -117,10 +123,15 @@ async def test_membership_delivers_the_sessions_events(bus: Bus) -> None:
     try:
         await bus.append("s7", E.call("joined", "n1", 1.0))
         await asyncio.wait_for(handler.got.wait(), 5)
+        assert handler.events == [("s7", 1, {"type": "call", "state": "joined",
+                                             "node": "n1", "ts": 1.0})]
+        # a deleted session: the node hears it as a notice, not as an event
+        handler.got.clear()
+        await Backend(bus).delete_session("s7")
+        await asyncio.wait_for(handler.got.wait(), 5)
     finally:
         task.cancel()
-    assert handler.events == [("s7", 1, {"type": "call", "state": "joined", "node": "n1",
-                                         "ts": 1.0})]
+    assert handler.deleted == ["s7"] and len(handler.events) == 1
     assert "n1" in await bus.live_nodes(time.time() - K.NODE_TTL)
     await member.leave()
     assert "n1" not in await bus.live_nodes(time.time() - K.NODE_TTL)
@@ -287,3 +298,33 @@ async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> Non
               for d in rows if d.chunk is not None]
     assert chunks == [("p1", runs["p1"].encode(), 1, "to p1\t\n"),
                       ("p2", runs["p2"].encode(), 1, "to p2\t\n")]
+
+
+async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:
+    """START with ``then`` and APPEND with a list: one script each, the events at consecutive
+    offsets, delivered to the session's node in order with those offsets; the lock fences the
+    whole write."""
+    handler = _Handler()
+    member = Membership(bus, "n8", handler)
+    await member.beat()
+    await bus.open_session("m8", "ann", "n8")
+    sub = await bus.submit("m8", "c1", "hi", user="ann")
+    assert await bus.try_lock("m8", "w1", 30_000)
+    thinking = E.state(sub.offset, "thinking", "demo")
+    await bus.start_attempt("m8", sub.offset, "w1", max_attempts=3, then=[thinking])
+    ending = [E.state(sub.offset, "idle", "demo"), E.reply(sub.offset, "Hi.", "demo")]
+    assert await bus.append("m8", ending, done=sub.offset, owner="w1") == 5
+    with pytest.raises(LockLost):
+        await bus.append("m8", ending, owner="w2")
+    want = ["user", "turn_start", "state", "state", "reply"]
+    logged = [(o, orjson.loads(e)) for o, e in (await bus.replay("m8", 0, None)).events]
+    assert [(o, e["type"]) for o, e in logged] == list(enumerate(want, 1))
+    assert [e for _, e in logged[2:]] == [thinking, *ending]
+    task = asyncio.create_task(member.deliver_forever())
+    try:
+        while len(handler.events) < 5:
+            handler.got.clear()
+            await asyncio.wait_for(handler.got.wait(), 5)
+    finally:
+        task.cancel()
+    assert [(o, e) for _, o, e in handler.events] == logged

@@ -185,6 +185,7 @@ async def test_killing_host_b_loses_no_acked_turn(hosts: Hosts) -> None:
             replay = await bus.replay(s, 0, None)
             logged = [{"offset": o, **orjson.loads(e)} for o, e in replay.events]
             check_session(logged, t, None)  # reply text is in the log once, in its reply
-            assert {e["type"] for e in logged} <= {"user", "turn_start", "tool", "reply"}
+            assert {e["type"] for e in logged} <= {"user", "turn_start", "state", "tool_call",
+                                                  "tool_result", "reply"}
     finally:
         await bus.close()

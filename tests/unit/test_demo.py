@@ -6,9 +6,18 @@ import json
 from typing import Any
 
 import pytest
+from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE
 from openai.types.responses import ResponseFunctionToolCall
 
-from sessions.demo import DEMO_NOTE, DemoModel, safe_eval
+from sessions.demo import (
+    DEMO_NOTE,
+    DemoModel,
+    booking_arguments,
+    demo_agent,
+    safe_eval,
+    triage_agent,
+)
+from sessions.runtime import parse_arguments
 
 
 @pytest.mark.parametrize(("expr", "value"), [
@@ -135,3 +144,65 @@ def test_plan_empty_conversation(model: DemoModel) -> None:
     step = model.plan([])
     assert isinstance(step, str)
     assert DEMO_NOTE in step
+
+
+@pytest.mark.parametrize(("said", "args"), [
+    ("book a table for two at seven", {"people": 2, "time": "7:00"}),
+    ("Please book a table for 4 at 19:30", {"people": 4, "time": "19:30"}),
+    ("book me a table", {"people": 2, "time": "19:00"}),
+])
+def test_plan_books_a_table(model: DemoModel, said: str, args: dict[str, Any]) -> None:
+    step = model.plan([user(said)])
+    assert isinstance(step, ResponseFunctionToolCall) and step.name == "book_table"
+    assert json.loads(step.arguments) == args
+    assert booking_arguments(said) == args
+
+
+def test_plan_says_whether_the_table_was_booked(model: DemoModel) -> None:
+    call = {"type": "function_call", "name": "book_table", "call_id": "c9", "arguments": "{}"}
+    booked = model.plan([user("book a table"), call,
+                         {"type": "function_call_output", "call_id": "c9",
+                          "output": "Booked a table for 2 at 7:00."}])
+    refused = model.plan([user("book a table"), call,
+                          {"type": "function_call_output", "call_id": "c9",
+                           "output": DEFAULT_APPROVAL_REJECTION_MESSAGE}])
+    assert isinstance(booked, str) and booked.startswith("Booked a table for 2 at 7:00.")
+    assert isinstance(refused, str) and "not booked" in refused
+
+
+def test_plan_hands_off_unless_greeted(model: DemoModel) -> None:
+    step = model.plan([user("what is 6 * 7")], ("transfer_to_agentia_demo",))
+    assert isinstance(step, ResponseFunctionToolCall)
+    assert (step.name, step.arguments) == ("transfer_to_agentia_demo", "{}")
+    greeting = model.plan([user("Hello!")], ("transfer_to_agentia_demo",))
+    assert isinstance(greeting, str) and "triage" in greeting
+    # after the handoff's output, the agent handed to answers from the user's message
+    after = model.plan([user("what is 6 * 7"),
+                        {"type": "function_call", "name": "transfer_to_agentia_demo",
+                         "call_id": "h1", "arguments": "{}"},
+                        {"type": "function_call_output", "call_id": "h1", "output": "{}"}])
+    assert isinstance(after, ResponseFunctionToolCall) and after.name == "calculate"
+
+
+def test_call_ids_are_unique(model: DemoModel) -> None:
+    a, b = (model.plan([user("what is 1 + 1")]) for _ in range(2))
+    assert isinstance(a, ResponseFunctionToolCall) and isinstance(b, ResponseFunctionToolCall)
+    assert a.call_id != b.call_id
+
+
+def test_the_triage_agent_hands_off_to_the_demo_agent() -> None:
+    assert triage_agent.handoffs == [demo_agent] and not triage_agent.tools
+    assert [t.name for t in demo_agent.tools] == ["current_time", "calculate", "book_table"]
+    assert getattr(demo_agent.tools[2], "needs_approval", None) is True
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [
+    ('{"expression": "6 * 7"}', {"expression": "6 * 7"}),
+    ("", {}),
+    (None, {}),
+    ("not json", {"_raw": "not json"}),
+    ("[1, 2]", {"_raw": "[1, 2]"}),
+    ({"already": "parsed"}, {"already": "parsed"}),
+])
+def test_tool_arguments_are_a_json_object(raw: Any, parsed: dict[str, Any]) -> None:
+    assert parse_arguments(raw) == parsed

@@ -12,11 +12,18 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BUILT = {
     "user": E.user("m-1", "hi", "chat", "alice", 1.5),
     "turn_start": E.turn_start(18, 1),
-    "tool": E.tool(18, "current_time"),
-    "reply": E.reply(18, "It is 09:14."),
-    "cancelled": E.cancelled(18, ""),
+    "state": E.state(18, "thinking", "Agentia demo"),
+    "tool_call": E.tool_call(18, "call_1", "calculate", {"expression": "6 * 7"}, "Agentia demo"),
+    "tool_result": E.tool_result(18, "call_1", "calculate", "42", False),
+    "handoff": E.handoff(18, "Agentia triage", "Agentia demo"),
+    "reply": E.reply(18, "It is 09:14.", "Agentia demo"),
+    "cancelled": E.cancelled(18, "", "Agentia demo"),
     "turn_error": E.turn_error(18, "turn_failed", "the turn failed on every attempt"),
     "call": E.call("ended", "voice-1", 2.5),
+    "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
+    "approval_request": E.approval_request(18, "call_1", "book_table", {"people": 2}, "demo",
+                                           1767226200.5),
+    "approval_result": E.approval_result(18, "call_1", False, "alice", "not tonight"),
 }
 
 
@@ -65,3 +72,30 @@ def test_turn_error_is_never_retryable_and_every_turn_end_is_known() -> None:
 def test_a_frame_is_the_event_with_its_offset_first() -> None:
     assert E.frame_for(7, b'{"type":"reply","turn":5,"text":"x"}') == (
         b'{"offset":7,"type":"reply","turn":5,"text":"x"}')
+
+
+def test_private_tools_carry_no_arguments_or_output() -> None:
+    call = E.tool_call(3, "c1", "lookup", {"account": "42"}, "a", private=True)
+    result = E.tool_result(3, "c1", "lookup", "secret balance", False, private=True)
+    assert "arguments" not in call and call["private"] is True
+    assert "output" not in result and result["private"] is True
+    assert "secret" not in str(result) and "42" not in str(call)
+
+
+def test_tool_output_is_cut_to_its_documented_size() -> None:
+    long = "x" * (E.TOOL_OUTPUT_MAX + 10)
+    cut = E.tool_result(3, "c1", "t", long, False)
+    assert len(cut["output"]) == E.TOOL_OUTPUT_MAX and cut["truncated"] is True
+    assert "truncated" not in E.tool_result(3, "c1", "t", "x" * E.TOOL_OUTPUT_MAX, False)
+    assert "4,096" in DOC.read_text()
+
+
+def test_state_between_turns_leaves_turn_out() -> None:
+    assert E.state(None, "listening", "a") == {"type": "state", "state": "listening",
+                                               "agent": "a"}
+
+
+def test_a_private_tool_s_approval_request_keeps_its_arguments_in_the_worker() -> None:
+    ev = E.approval_request(18, "call_1", "lookup", {"account": "42"}, "demo", 1.5, private=True)
+    assert ev == {"type": "approval_request", "turn": 18, "call_id": "call_1", "name": "lookup",
+                  "agent": "demo", "expires": 1.5, "private": True}

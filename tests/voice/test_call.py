@@ -82,6 +82,11 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         spoken_t = [e for e in said if e["role"] == "agent" and e.get("turn") == user["offset"]]
         assert len(spoken_t) >= 2, said  # the reply has several sentences
         assert normalise(" ".join(e["text"] for e in spoken_t)) == normalise(reply["text"])
+        # the call waiting for the caller is a state event of no turn (after joining, after
+        # the reply was spoken), naming the agent once an event of the session named it
+        listening = [e for e in events if e["type"] == "state" and e["state"] == "listening"]
+        assert len(listening) >= 2 and all("turn" not in e for e in listening), listening
+        assert listening[-1]["agent"] == "fast" and listening[-1]["offset"] > reply["offset"]
 
         await c.leave()
         ended = await chat.until("call", state="ended", timeout=20)

@@ -7,7 +7,7 @@ from typing import Any
 import jwt
 import pytest
 
-from voice.bridge import FAILED_TEXT, TurnFeed
+from voice.bridge import FAILED_TEXT, TOOL_NOTICE, TurnFeed
 from voice.settings import VoiceSettings
 from voice.tokens import job_metadata, parse_job_metadata, room_token
 
@@ -24,11 +24,36 @@ def test_chunks_are_spoken_as_they_come_and_reply_ends_the_turn() -> None:
     f = TurnFeed(7)
     out = said(f, {"type": "turn_start", "turn": 7, "attempt": 1},
                chunk(7, 1, "It is "),
-               {"type": "tool", "turn": 7, "name": "current_time"},
+               {"type": "tool_call", "turn": 7, "call_id": "c1", "name": "current_time",
+                "arguments": {}, "agent": "demo"},
                chunk(7, 1, "It is "),  # a duplicate
                chunk(7, 2, "noon."),
                {"type": "reply", "turn": 7, "text": "It is noon."})
     assert out == ["It is ", "noon."] and f.done
+
+
+def tool(kind: str, call_id: str) -> dict[str, Any]:
+    return {"type": kind, "turn": 7, "call_id": call_id, "name": "slow_lookup"}
+
+
+def test_a_slow_tool_gets_one_notice_per_wait() -> None:
+    f = TurnFeed(7)
+    assert f.notice_in(0.0, 1.5) is None  # no tool running
+    f.on_event(tool("tool_call", "a"), now=10.0)
+    f.on_event(tool("tool_call", "b"), now=10.5)  # the wait started with the first call
+    assert f.notice_in(10.5, 1.5) == pytest.approx(1.0)
+    assert f.notice_in(12.0, 1.5) == 0.0
+    assert f.notice_in(12.0, 0) is None  # notices off
+    assert f.notice() == TOOL_NOTICE
+    assert f.notice_in(13.0, 1.5) is None  # said once
+    f.on_event(tool("tool_result", "a"), now=13.0)
+    assert f.notice_in(13.0, 1.5) is None
+    f.on_event(tool("tool_result", "b"), now=13.1)
+    f.on_event(tool("tool_call", "c"), now=20.0)  # a new wait: a new notice
+    assert f.notice_in(20.0, 1.5) == pytest.approx(1.5)
+    f.on_event(tool("tool_result", "c"), now=20.2)
+    assert f.notice_in(30.0, 1.5) is None  # a fast tool: nothing said
+    assert said(f, {"type": "reply", "turn": 7, "text": "Done."}) == ["Done."]
 
 
 def test_reply_fills_in_text_no_chunk_carried() -> None:
