@@ -145,6 +145,8 @@ class CallReporter:
     def _say(self, text: Any) -> None:
         if self.session is None:
             return
+        if isinstance(text, str):  # a line of ours, no turn's reply: its transcript has none
+            self.bridge.speaking_turn = None
         try:
             self.session.say(text, allow_interruptions=True, add_to_chat_ctx=False)
         except RuntimeError as exc:  # the session is closing
