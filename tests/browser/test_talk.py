@@ -42,7 +42,7 @@ ANSWERED_WITHIN_S = 0.6
 """Talk's POST /v1/voice/sessions, sent -> answered: the route waits until the agent is in the
 room. It waited for LiveKit's dispatch listing before, ~5.5 s (issue 16); 0.35-0.45 s now."""
 LISTENING_WITHIN_S = 2.0
-"""Talk click -> the agent listening, as the page records it: 5.8-6.1 s before, 1.0-1.3 s now
+"""Talk click -> the agent listening, as the page records it: 5.7-6.1 s before, 0.95-1.4 s now
 on this busy box. Issue 16 asks for 1 s: the page's own part (loading voice.js and the
 microphone check before the POST, ~0.2 s; livekit-client's room connect, 0.5-0.7 s) is what is
 left."""
