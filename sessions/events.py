@@ -157,3 +157,17 @@ def message_note(role: str, text: str, by: str) -> Event:
     """How the agent sees a posted message in its memory (sessions/memory.py): an input item
     of role ``system`` whose text names who posted it, e.g. ``[operator ops@acme] text``."""
     return {"role": "system", "content": f"[{role} {by}] {text}"}
+
+
+TRANSCRIPT = "transcript"
+
+
+def transcript(text: str, final: bool, role: str, turn: int | None = None) -> Event:
+    """Speech in a voice call as text: the caller's (``role`` ``"user"``, one final
+    transcript an utterance) or the agent's as it is spoken (``"agent"``, a sentence at a
+    time, with the ``turn`` whose reply it is when known)."""
+    event: Event = {"type": TRANSCRIPT, "text": text, "final": final, "source": "voice",
+                    "role": role}
+    if turn is not None:
+        event["turn"] = turn
+    return event
