@@ -36,6 +36,10 @@ export function restartAgent(t) {
   t.agentState = null;
 }
 
+/** The log event types applyAgentEvent takes. */
+export const AGENT_EVENT_TYPES = new Set(["tool", "tool_call", "tool_result", "state", "handoff",
+  "approval_request", "approval_result"]);
+
 /** Apply one log event of the turn; false when it is not an agent event. */
 export function applyAgentEvent(t, ev) {
   switch (ev.type) {

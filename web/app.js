@@ -3,7 +3,8 @@
 // control plane, dev tokens when the server hands them out.
 import { AGENT_NAME_RE, AgentiaClient } from "./agentia-client/index.js";
 import {
-  agentContainers, agentParts, applyAgentEvent, awaitingApproval, renderAgent, restartAgent,
+  AGENT_EVENT_TYPES, agentContainers, agentParts, applyAgentEvent, awaitingApproval, renderAgent,
+  restartAgent,
 } from "./agent.js";
 
 const $ = (id) => document.getElementById(id);
@@ -316,7 +317,7 @@ function applyEvent(ev) {
     }
     default: {
       // tool calls and results, state, handoffs, approvals (agent.js); other types are ignored
-      if (!Number.isInteger(ev.turn)) break;
+      if (!AGENT_EVENT_TYPES.has(ev.type) || !Number.isInteger(ev.turn)) break;
       const t = turnView(ev.turn);
       if (applyAgentEvent(t, ev)) markDirty(t);
       break;
