@@ -32,6 +32,7 @@ from agentia_client import (
     Resumed,
     ToolCall,
     ToolResult,
+    Transcript,
     TurnFailure,
     TurnStart,
     UnknownEvent,
@@ -50,11 +51,12 @@ CLASSES: dict[str, type] = {
     "state": AgentState, "handoff": Handoff, "approval_request": ApprovalRequest,
     "approval_result": ApprovalResult, "reply": Reply, "cancelled": Cancelled,
     "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
+    "transcript": Transcript,
     "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
-UNTYPED = {"transcript"}
+UNTYPED: set[str] = set()
 """Documented types this client revision has no class for: they must parse to UnknownEvent
-(``transcript``: a voice call's speech as text, issue 16)."""
+(none today)."""
 
 
 def documented_frames() -> list[dict[str, Any]]:

@@ -327,6 +327,29 @@ class PostedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Transcript:
+    """``transcript``: speech in a voice call as text: the caller's (``role`` ``"user"``) or
+    the agent's as it is spoken (``"agent"``, with the ``turn`` whose reply it is when
+    known); ``final`` is false for an interim guess."""
+
+    type: ClassVar[str] = "transcript"
+    offset: int
+    text: str
+    final: bool
+    source: str
+    role: str
+    turn: int | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Transcript:
+        turn = d.get("turn")
+        return cls(_int(d, "offset"), _str(d, "text"), d.get("final") is True,
+                   _str(d, "source", "voice"), _str(d, "role"),
+                   turn if isinstance(turn, int) and not isinstance(turn, bool) else None, d)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """A frame type this client version does not know (a newer edge): kept as is."""
 
@@ -339,7 +362,7 @@ AgentEvent: TypeAlias = (ToolCall | ToolResult | AgentState | Handoff | Approval
                          | ApprovalResult)
 """What the agent does within a turn: tools, state, handoffs, approvals."""
 LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled | TurnFailure
-                       | CallState | PostedMessage | UnknownEvent)
+                       | CallState | PostedMessage | Transcript | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
@@ -353,7 +376,7 @@ ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
     UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff, ApprovalRequest,
-    ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage)} | {
+    ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage, Transcript)} | {
     "tool": ToolCall.parse}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
