@@ -5,7 +5,8 @@ Close code ranges tell a client what to do without knowing every code:
 * 1000-1015: standard WebSocket codes (1001, 1011 and 1012 mean "reconnect after a backoff").
 * 4000-4499: reconnect (with backoff) and resume from the last offset.
 * 4500-4999: terminal: do not reconnect to this session (4501 another user's session, 4502
-  and 4503 a new session refused by a per-user limit: the application may retry later).
+  and 4503 a new session refused by a per-user limit: the application may retry later; 4504
+  no such agent, 4505 the session talks to another agent, 4506 the session was deleted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ class CloseCode(enum.IntEnum):
     """The user created AGENTIA_MAX_SESSIONS_PER_HOUR sessions in the last hour."""
     TOO_MANY_SESSIONS = 4503
     """The user has AGENTIA_MAX_SESSIONS_PER_USER live sessions."""
+    UNKNOWN_AGENT = 4504
+    """A new session asked (``?agent=``) for an agent that is not registered."""
+    AGENT_MISMATCH = 4505
+    """The session exists and talks to another agent than the one asked for."""
+    SESSION_DELETED = 4506
+    """The session was deleted (``DELETE /v1/sessions/{id}`` or of its user): do not
+    reconnect to it (a new connection with its id would start a new, empty session)."""
 
     @property
     def reconnect(self) -> bool:
@@ -51,6 +59,8 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
     TURN_NOT_ACTIVE = "turn_not_active"
+    NO_SUCH_APPROVAL = "no_such_approval"
+    """An ``approve`` names no pending request of the session (unknown, answered, expired)."""
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
     GUARDRAIL = "guardrail"

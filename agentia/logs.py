@@ -66,6 +66,8 @@ def setup(level: str = "info", json_lines: bool = False) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("agentia.ws").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # the fork the OpenAI client and MCP use: one INFO line (with its URL) per request
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
 class Throttle:

@@ -39,10 +39,16 @@ FIRST_DELTA = Histogram("agentia_time_to_first_delta_seconds",
                         "From a turn's acceptance to its first delta", buckets=_LATENCY)
 TURN_TIME = Histogram("agentia_turn_duration_seconds",
                       "From a turn's acceptance to its last event", buckets=_LATENCY)
-INBOUND_LAG = Gauge("agentia_inbound_lag", "Turn notifications not yet acked, per shard",
-                    ["shard"], multiprocess_mode="livemax")
+INBOUND_LAG = Gauge("agentia_inbound_lag",
+                    "Turn notifications not yet acked, per agent and shard",
+                    ["agent", "shard"], multiprocess_mode="livemax")
 ERRORS = Counter("agentia_errors_total", "Error frames sent to clients, by code", ["code"])
 REDIS_ERRORS = Counter("agentia_redis_errors_total", "Redis failures seen", ["component"])
+MCP_DOWN = Gauge("agentia_mcp_servers_down", "Workers whose MCP server is not connected now",
+                 ["server"], multiprocess_mode="livesum")
+MCP_FAILURES = Counter("agentia_mcp_failures_total",
+                       "MCP connects, probes and tool calls that could not reach the server",
+                       ["server", "what"])
 
 # edge tally key -> (metric, labels)
 _EDGE = {
@@ -54,6 +60,8 @@ _EDGE = {
     "refused_user_total": (HANDSHAKES, ("over_user_total_limit",)),
     "refused_new_sessions": (HANDSHAKES, ("new_sessions_rate",)),
     "refused_user_sessions": (HANDSHAKES, ("too_many_sessions",)),
+    "refused_unknown_agent": (HANDSHAKES, ("unknown_agent",)),
+    "refused_agent_mismatch": (HANDSHAKES, ("agent_mismatch",)),
     "refused_over_cap": (HANDSHAKES, ("over_socket_cap",)),
     "refused_bad_request": (HANDSHAKES, ("bad_request",)),
     "refused_origin": (HANDSHAKES, ("origin_not_allowed",)),

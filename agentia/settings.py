@@ -265,7 +265,15 @@ def ensure_fds(needed: int) -> int:
 
 @dataclass(slots=True)
 class WorkerSettings(Common):
-    agent: str = "sessions.demo:demo_agent"
+    agent: str = ""
+    """The agents to run, comma-separated ``NAME=pkg.module:attr`` (``--agent``, repeatable;
+    a bare ``pkg.module:attr`` is named ``default``). Empty, with no ``agents`` file: the
+    demo setup (``demo``, then ``triage``). docs/agents.md"""
+    agents: str = ""
+    """A TOML file of ``[[agents]]`` (``--agents``): registered before the ``agent`` ones."""
+    only_agents: str = ""
+    """Comma list of registered agents this worker runs (``--only``); empty: all of them.
+    Give every worker the same file and pick with this, so the registry's order is shared."""
     concurrency: int = 256
     """Turns one worker runs at once: a turn mostly waits on its model (a worker keeps 1,000
     streams at 50 tokens/s, docs/benchmarks.md "Worker")."""
@@ -273,16 +281,31 @@ class WorkerSettings(Common):
     max_attempts: int = 3
     coalesce_ms: int = 40
     turn_timeout_s: float = 300.0
+    approval_timeout_s: float = 600.0
+    """A tool call waiting for a person's approval longer than this is rejected."""
     grace_s: float = 10.0
     model: str = "gpt-4o-mini"
     model_base_url: str = ""
     demo_word_delay: float = 0.03
     tracing: bool = False
+    worker_internal_host: str = "127.0.0.1"
+    worker_internal_port: int = -1
+    """The worker's /healthz, /readyz and /metrics (agentia/probes.py); -1 = none (the
+    default: a worker serves no port), 0 = a free port (its READY line says which)."""
+    mcp_ping_s: float = 10.0
+    """How often each MCP server is probed (a failed tool call probes at once)."""
 
     def validate(self) -> None:
         Common.validate(self)
+        if not -1 <= self.worker_internal_port <= 65535:
+            raise SettingsError("AGENTIA_WORKER_INTERNAL_PORT must be -1 (none), 0 (a free "
+                                "port) or a port number")
+        if not 0.1 <= self.mcp_ping_s <= 3600:
+            raise SettingsError("AGENTIA_MCP_PING_S must be between 0.1 and 3600")
         if self.concurrency < 1 or self.max_attempts < 1 or self.lease_ms < 1000:
             raise SettingsError("concurrency >= 1, max_attempts >= 1, lease_ms >= 1000 required")
+        if not 0 < self.approval_timeout_s <= 7 * 24 * 3600:  # the pause record's life
+            raise SettingsError("AGENTIA_APPROVAL_TIMEOUT_S must be above 0 and at most 604800")
         if self.concurrency > MAX_CONCURRENCY:
             raise SettingsError(f"AGENTIA_CONCURRENCY must be at most {MAX_CONCURRENCY:,}; "
                                 "run more worker processes")

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import IO, Any, TextIO
+from typing import IO, Any, Protocol, TextIO
 
 from agentia import lifeline, metrics
 
@@ -203,7 +203,19 @@ class Child:
         return True
 
 
-def supervise(children: list[Child], stopping: Callable[[], bool]) -> None:
+class Supervised(Protocol):
+    """What :func:`supervise` restarts: a :class:`Child`, or a server started its own way
+    (``agentia up``'s LiveKit server)."""
+
+    kind: str
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]: ...
+
+    def revive(self) -> bool: ...
+
+
+def supervise(children: Sequence[Supervised], stopping: Callable[[], bool]) -> None:
     while not stopping():
         for c in children:
             if exited(c.proc) and not stopping():

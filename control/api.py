@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.settings import ApiSettings
+from control.backend import backend_router, invalid_request
 from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -62,6 +64,24 @@ class SessionsReply(BaseModel):
     sessions: list[SessionItem]
 
 
+class AgentTool(BaseModel):
+    name: str
+    description: str
+    private: bool = Field(description="clients see only this tool's name, never its "
+                                      "arguments or output")
+
+
+class AgentItem(BaseModel):
+    name: str
+    description: str
+    tools: list[AgentTool]
+    default: bool = Field(description="the agent a session gets when it names none")
+
+
+class AgentsReply(BaseModel):
+    agents: list[AgentItem] = Field(description="in registry order; the first is the default")
+
+
 def identity(request: Request) -> Identity:
     """The caller, from a Bearer token (header or ?token=), checked like the edge does."""
     token = token_from({k.lower(): v for k, v in request.headers.items()}, request.url.query)
@@ -94,7 +114,7 @@ def create_app(s: ApiSettings) -> FastAPI:
     # Bearer tokens, never cookies: no credentials mode, so "*" exposes nothing ambient.
     app.add_middleware(CORSMiddleware,
                        allow_origins=["*"] if origins is None else sorted(origins),
-                       allow_methods=["GET", "POST"],
+                       allow_methods=["GET", "POST", "DELETE"],
                        allow_headers=["Authorization", "Content-Type"])
     if s.voice:  # LiveKit's libraries are imported only when voice is on
         from agentia.settings import from_env
@@ -102,6 +122,8 @@ def create_app(s: ApiSettings) -> FastAPI:
         from voice.settings import VoiceSettings
 
         app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
+    app.include_router(backend_router(bus, identity))
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -134,6 +156,15 @@ def create_app(s: ApiSettings) -> FastAPI:
         return TokenReply(token=mint(s.jwt_secret, req.user, ttl), user=req.user,
                           expires_in=ttl)
 
+    @app.get("/v1/agents", response_model=AgentsReply)
+    async def agents(who: User) -> AgentsReply:
+        """The agents this deployment runs (published by their workers, docs/agents.md):
+        what a client may pass as ``?agent=NAME`` on the WebSocket URL."""
+        live = await bus.agents()
+        return AgentsReply(agents=[AgentItem(
+            name=a["name"], description=a.get("description", ""), default=i == 0,
+            tools=[AgentTool(**t) for t in a.get("tools", [])]) for i, a in enumerate(live)])
+
     @app.get("/v1/sessions", response_model=SessionsReply)
     async def sessions(who: User) -> SessionsReply:
         rows = await bus.user_sessions(who.user, 100)
@@ -142,13 +173,14 @@ def create_app(s: ApiSettings) -> FastAPI:
     @app.get("/v1/sessions/{sid}/events", response_model=EventsReply)
     async def events(sid: str, who: User, after: Annotated[int, Query(ge=0)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> EventsReply:
-        """The session log after ``after``, for its owner (the same events as a resume)."""
+        """The session log after ``after``, for its owner or a ``sessions:read`` service
+        token (the same events as a resume); 404 once the session is deleted."""
         if not K.SESSION_ID_RE.fullmatch(sid):
             raise HTTPException(400, "bad session id")
         owner = await bus.session_owner(sid)
         if owner is None:
             raise HTTPException(404, "no such session")
-        if owner != who.user:
+        if owner != who.user and not who.can("sessions:read"):
             raise HTTPException(403, "this session belongs to another user")
         r = await bus.replay(sid, after, None, limit)
         return EventsReply(session=sid, epoch=r.epoch, offset=r.offset, recovered=r.recovered,
@@ -175,7 +207,9 @@ async def _readiness(bus: Bus) -> dict[str, Any]:
     try:
         await bus.ping()
         state["redis"] = True
-        state["groups"] = await bus.has_group(0)
+        names = [str(a["name"]) for a in await bus.agents()] or [K.DEFAULT_AGENT]
+        state["agents"] = names
+        state["groups"] = all([await bus.has_group(0, a) for a in names])
         fresh = time.time() - K.NODE_TTL
         state["workers"] = await bus.count_workers(fresh)
         # voice workers register a node per call (voice-<hex>): calls, not edges
@@ -188,13 +222,18 @@ async def _readiness(bus: Bus) -> dict[str, Any]:
 
 
 async def _watch_lag(bus: Bus) -> None:
-    """Inbound lag per shard for /metrics (and the KEDA scaler's view of the same)."""
+    """Inbound lag per agent and shard for /metrics (and the KEDA scaler's view of the
+    same)."""
+    names = [K.DEFAULT_AGENT]
     while True:
-        for shard in range(bus.shards):
-            with contextlib.suppress(Exception):
-                lag = await bus.shard_lag(shard)
-                if lag is not None:
-                    M.INBOUND_LAG.labels(str(shard)).set(lag)
+        with contextlib.suppress(Exception):
+            names = [str(a["name"]) for a in await bus.agents()] or [K.DEFAULT_AGENT]
+        for agent in names:
+            for shard in range(bus.shards):
+                with contextlib.suppress(Exception):
+                    lag = await bus.shard_lag(shard, agent)
+                    if lag is not None:
+                        M.INBOUND_LAG.labels(agent, str(shard)).set(lag)
         await asyncio.sleep(5)
 
 

@@ -28,6 +28,14 @@ _SPARE_BITS = {0: 0, 2: 0x0F, 3: 0x03}
 """Bits of the last character that encode nothing, by segment length mod 4: zero if canonical."""
 
 
+SCOPES = frozenset({"sessions:read", "sessions:write", "sessions:operate", "users:delete"})
+"""The scopes a service token may carry (space-separated ``scope`` claim, docs/backend.md).
+A scope not in this set grants nothing: it is ignored at verification (a token minted for a
+newer deployment still works here with what this one knows); ``agentia token`` refuses it."""
+MAX_SCOPE_CLAIM = 512
+"""Characters of a ``scope`` claim at most (a longer one makes the token invalid)."""
+
+
 class AuthError(Exception):
     """The token is missing, malformed, expired or signed with the wrong key."""
 
@@ -36,6 +44,11 @@ class AuthError(Exception):
 class Identity:
     user: str
     expires: float | None
+    scopes: frozenset[str] = frozenset()
+    """Known scopes of a service token; empty for a user token (today's rights only)."""
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +87,8 @@ class Verifier:
         if not isinstance(sub, str) or not sub or len(sub) > 128:
             raise AuthError("token 'sub' must be a non-empty string")
         exp = claims.get("exp")
-        return Identity(sub, float(exp) if exp is not None else None)
+        return Identity(sub, float(exp) if exp is not None else None,
+                        scopes_of(claims.get("scope")))
 
     @property
     def _fast(self) -> bool:
@@ -124,6 +138,16 @@ class Verifier:
         if iat > now + self.leeway_s:
             return None  # "not yet valid": PyJWT words it
         return claims
+
+
+def scopes_of(claim: object) -> frozenset[str]:
+    """The known scopes of a ``scope`` claim (absent: none); a claim that is not a string of
+    at most MAX_SCOPE_CLAIM characters makes the token invalid."""
+    if claim is None:
+        return frozenset()
+    if not isinstance(claim, str) or len(claim) > MAX_SCOPE_CLAIM:
+        raise AuthError("token 'scope' must be a space-separated string")
+    return SCOPES.intersection(claim.split())
 
 
 def canonical(token: str) -> bool:

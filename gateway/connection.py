@@ -208,18 +208,23 @@ class Connection:
             else:
                 await self.perform(await self._call(action, now), now)
 
-    async def _call(self, action: S.Submit | S.CancelTurn | S.Replay,
+    async def _call(self, action: S.Submit | S.CancelTurn | S.ApproveCall | S.Replay,
                     now: float) -> list[S.Action]:
         st = self.state
         try:
             if isinstance(action, S.Submit):
                 f = action.frame
-                await self.node.check_overload(st.session, f.id)
+                await self.node.check_overload(st.session, f.id, st.agent)
                 res = await self.node.bus.submit(st.session, f.id, f.text, user=st.user)
                 return st.on_submitted(f, res.offset, res.duplicate)
             if isinstance(action, S.CancelTurn):
                 turn = await self.node.bus.cancel(st.session, action.frame.turn)
                 return st.on_cancelled(action.frame, turn, now)
+            if isinstance(action, S.ApproveCall):
+                a = action.frame
+                offset = await self.node.bus.approve(st.session, a.call_id, a.approved,
+                                                     by=st.user, message=a.message)
+                return st.on_approved(a, offset)
             return await self._resume(action)
         except Exception as exc:
             if not isinstance(exc, AgentiaError):

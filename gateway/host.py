@@ -19,6 +19,9 @@ class SessionCalls(Protocol):
 
     async def cancel(self, sid: str, turn: int | None) -> int: ...
 
+    async def approve(self, sid: str, call_id: str, approved: bool, *, by: str,
+                      message: str | None = None) -> int: ...
+
     async def replay(self, sid: str, after: int, epoch: str | None,
                      limit: int = 500) -> Replay: ...
 
@@ -37,5 +40,5 @@ class Host(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task the node tracks (and cancels at shutdown)."""
 
-    async def check_overload(self, sid: str, ref: str) -> None:
-        """Raise OVERLOADED while the session's shard is too far behind."""
+    async def check_overload(self, sid: str, ref: str, agent: str = "") -> None:
+        """Raise OVERLOADED while the session's shard (of ``agent``) is too far behind."""

@@ -29,7 +29,9 @@ from gateway.leases import ConnectionLeases
 from gateway.routing import origin_allowed
 from gateway.session_protocol import Rules, SessionProtocol
 from sessions import keys as K
+from sessions.backend_redis import PresenceWriter
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
+from sessions.errors import AgentMismatch, UnknownAgent
 from sessions.membership import Membership
 from sessions.opening import Batcher, Limits, Refused
 from sessions.roles import ChunkAt
@@ -64,7 +66,7 @@ class EdgeNode:
                                      settings.delivery_linger_ms / 1000)
         self._synced: Counter[str] = Counter()
         self._emptied = asyncio.Event()
-        self._lag: dict[int, tuple[float, int]] = {}
+        self._lag: dict[tuple[str, int], tuple[float, int]] = {}
         self._public_limits = self.limits.public()
         self.users = bus.user_limits(Limits(
             settings.max_connections_per_user_total, settings.max_sessions_per_hour,
@@ -77,6 +79,10 @@ class EdgeNode:
         """Session ids this edge made up at admission, not yet opened: new for sure."""
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
+        self.presence = PresenceWriter(bus, self.id)
+        """The devices in their sessions' presence (``GET /v1/sessions/{id}/presence``)."""
+        self._ua: dict[Connection, str] = {}
+        """User-Agent of connections admitted and not yet opened (for presence)."""
 
     def tally(self, name: str) -> None:
         """Count something a transport saw (a failed handshake, a refusal)."""
@@ -102,11 +108,12 @@ class EdgeNode:
 
     # ------------------------------------------------------------ admission
 
-    def admit(self, headers: dict[str, str], query: str,
-              session: str | None) -> Connection | tuple[int, str]:
+    def admit(self, headers: dict[str, str], query: str, session: str | None,
+              agent: str = "") -> Connection | tuple[int, str]:
         """Decide a handshake from what this process knows alone (no I/O, so any transport can
         call it before the upgrade): a Connection registered locally, or (HTTP status, reason).
-        The session itself is opened after the upgrade by :meth:`open`."""
+        The session itself is opened after the upgrade by :meth:`open`; ``agent`` (the
+        query's, "" = none) is only checked for syntax here."""
         if not origin_allowed(self.origins, headers.get("origin", "")):
             self.metrics["refused_origin"] += 1
             return 403, "origin not allowed"
@@ -129,16 +136,21 @@ class EdgeNode:
         if not K.SESSION_ID_RE.fullmatch(sid):
             self.metrics["refused_bad_request"] += 1
             return 400, "session id must match [A-Za-z0-9_.:-]{1,64}"
+        if agent and not K.AGENT_NAME_RE.fullmatch(agent):
+            self.metrics["refused_bad_request"] += 1
+            return 400, "agent must match [a-z0-9][a-z0-9_-]{0,31}"
         if self.per_user[ident.user] >= self.settings.max_connections_per_user:
             self.metrics["refused_user_cap"] += 1
             return 429, "too many connections for this user on this node"
         # Registered locally before Redis learns of us, with the cursor deferring: an event
         # appended meanwhile is either caught up in open() or arrives after we are known.
         conn = Connection(self, SessionProtocol(self.rules, sid, ident.user, ident.expires,
-                                                time.monotonic()))
+                                                time.monotonic(), agent))
         self._add(conn)
         if not session:
             self._generated.add(sid)
+        if headers.get("user-agent"):
+            self._ua[conn] = headers["user-agent"]
         return conn
 
     async def open(self, conn: Connection) -> tuple[CloseCode, str] | None:
@@ -150,10 +162,11 @@ class EdgeNode:
         which cannot read the status of a refused upgrade, see the close code and reason."""
         state = conn.state
         leased = False
+        ua = self._ua.pop(conn, None)
         try:
             leased = await self._lease(conn)
             info = await self._open_session(state.session, state.user,
-                                            state.session in self._generated)
+                                            state.session in self._generated, state.agent)
         except Exception as exc:
             self._remove(conn)
             self._generated.discard(state.session)
@@ -161,10 +174,13 @@ class EdgeNode:
                 await self._release(conn)
             return self._refusal(exc, state.session)
         self._generated.discard(state.session)
+        state.agent = info.agent
         conn.opened(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
-                                    offset=info.offset, limits=self._public_limits).encode(),
+                                    offset=info.offset, limits=self._public_limits,
+                                    agent=info.agent).encode(),
                     info.epoch, info.offset)
         self._seen[state.user, state.session] = time.time()
+        self.presence.join(state.session, conn, time.time(), ua)
         self.metrics["handshakes"] += 1
         return None
 
@@ -175,6 +191,12 @@ class EdgeNode:
         if isinstance(exc, Forbidden):
             self.metrics["handshake_forbidden"] += 1
             return CloseCode.FORBIDDEN, "this session belongs to another user"
+        if isinstance(exc, UnknownAgent):
+            self.metrics["refused_unknown_agent"] += 1
+            return CloseCode.UNKNOWN_AGENT, str(exc)
+        if isinstance(exc, AgentMismatch):
+            self.metrics["refused_agent_mismatch"] += 1
+            return CloseCode.AGENT_MISMATCH, str(exc)
         if not isinstance(exc, BusUnavailable):
             log.exception("opening session %s failed", sid, exc_info=exc)
         self.metrics["refused_redis_down"] += 1
@@ -186,20 +208,25 @@ class EdgeNode:
     async def _release(self, conn: Connection) -> None:
         await self.leases.give_back(conn)
 
-    async def _open_session(self, sid: str, user: str, generated: bool) -> SessionInfo:
+    async def _open_session(self, sid: str, user: str, generated: bool,
+                            agent: str) -> SessionInfo:
         """Open an existing session, or count a new one against its user's limits and then
         create it (batched with the other handshakes of the moment, see Batcher). A session
-        id the edge generated is new: it is counted at once, saving a round trip."""
+        id the edge generated is new: it is counted at once, saving a round trip. ``agent``:
+        asked for ("" = the session's, or the default one); a new session asking for an
+        unknown one is refused before it is counted."""
         lim = self.users.limits
         if not (lim.sessions_per_hour or lim.sessions):
-            return await self._open_batch((sid, user, self.id, True))
+            return await self._open_batch((sid, user, self.id, True, agent))
         if not generated:
             try:
-                return await self._open_batch((sid, user, self.id, False))
+                return await self._open_batch((sid, user, self.id, False, agent))
             except Missing:
                 pass
+        if await self.bus.agent_for_new(agent) == "-":
+            raise UnknownAgent(agent)
         await self._reserve_batch((user, sid))  # raises Refused over a limit
-        return await self._open_batch((sid, user, self.id, True))
+        return await self._open_batch((sid, user, self.id, True, agent))
 
     def _add(self, conn: Connection) -> None:
         self.sessions.setdefault(conn.state.session, set()).add(conn)
@@ -228,8 +255,10 @@ class EdgeNode:
         """A connection ended (or its handshake failed after admission)."""
         sid = conn.state.session
         self._generated.discard(sid)  # an upgrade that failed before open()
+        self._ua.pop(conn, None)
         if conn not in self.sessions.get(sid, ()):
             return  # forgotten already, or refused by open()
+        self.presence.leave(sid, conn)
         if self._remove(conn):
             try:
                 await self.bus.unregister(sid, self.id)
@@ -239,12 +268,13 @@ class EdgeNode:
                 pass
         await self._release(conn)
 
-    async def check_overload(self, sid: str, ref: str) -> None:
-        """Refuse new turns while the session's shard is too far behind (cached 1 s)."""
-        shard = K.shard_for(sid, self.bus.shards)
+    async def check_overload(self, sid: str, ref: str, agent: str = "") -> None:
+        """Refuse new turns while the session's shard (of its agent) is too far behind
+        (cached 1 s)."""
+        shard = (agent or K.DEFAULT_AGENT, K.shard_for(sid, self.bus.shards))
         stamp, lag = self._lag.get(shard, (0.0, 0))
         if time.monotonic() - stamp > 1.0:
-            lag = await self.bus.inbound_lag(sid)
+            lag = await self.bus.inbound_lag(sid, shard[0])
             self._lag[shard] = (time.monotonic(), lag)
         if lag > self.settings.max_inbound_lag:
             raise AgentiaError(ErrorCode.OVERLOADED, "agents are overloaded, retry later", ref,
@@ -273,6 +303,12 @@ class EdgeNode:
         if conns:
             for conn in tuple(conns):
                 conn.on_chunk(chunk, frame)
+
+    def session_deleted(self, sid: str) -> None:
+        """The session was deleted: its devices here are closed with 4506 (not to come
+        back: a new connection with the id would start a new, empty session)."""
+        for conn in tuple(self.sessions.get(sid, ())):
+            conn.close_soon(CloseCode.SESSION_DELETED, "session deleted")
 
     def stream_back(self) -> None:
         self._catch_up_all()
@@ -320,6 +356,7 @@ class EdgeNode:
         its Redis calls here). A batch that fails is kept for the next try, bounded."""
         while True:
             await asyncio.sleep(every_s)
+            await self._flush_presence()
             if not self._seen:
                 continue
             batch, self._seen = self._seen, {}
@@ -330,6 +367,14 @@ class EdgeNode:
                     log.exception("updating users' session lists failed")
                 if len(self._seen) < 100_000:
                     self._seen = {**batch, **self._seen}
+
+    async def _flush_presence(self) -> None:
+        """The devices that came and went since the last flush (kept for the next on failure)."""
+        try:
+            await self.presence.flush()
+        except Exception as exc:
+            if not isinstance(exc, BusUnavailable):
+                log.exception("writing the sessions' presence failed")
 
     async def metrics_forever(self) -> None:
         """Move the hot path's plain counters into Prometheus once a second."""
@@ -367,4 +412,5 @@ class EdgeNode:
         with contextlib.suppress(BusUnavailable):
             if self._seen:
                 await self.bus.touch_user_sessions(self._seen)
+            await self._flush_presence()
             await self.membership.leave()

@@ -34,6 +34,10 @@ MAX_PING_BYTES = 4096
 MAX_DEPTH = 32
 """Nesting levels allowed in ``ping.data`` (the JSON parser accepts 1,024, the encoder 255)."""
 MAX_ECHO = 80
+MAX_CALL_ID = 128
+"""Longest ``approve.call_id`` accepted (models' tool call ids are ~30-40 characters)."""
+MAX_APPROVAL_MESSAGE = 1_000
+"""Characters of an ``approve.message`` (shown to the model with a rejection)."""
 """Characters of an unknown ``type`` echoed in the error message."""
 
 
@@ -60,11 +64,19 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Approve:
+    id: str
+    call_id: str
+    approved: bool
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     data: Any
 
 
-ClientFrame = Send | Resume | Cancel | Ping
+ClientFrame = Send | Resume | Cancel | Approve | Ping
 
 
 def parse_frame(raw: str | bytes, max_text: int) -> ClientFrame:
@@ -154,6 +166,25 @@ def _parse_cancel(obj: dict[str, Any], _max_text: int) -> Cancel:
     return Cancel(turn, _ref(obj))
 
 
+def _parse_approve(obj: dict[str, Any], _max_text: int) -> Approve:
+    cid, call_id = obj.get("id"), obj.get("call_id")
+    approved, message = obj.get("approved"), obj.get("message")
+    if not isinstance(cid, str) or not 1 <= len(cid) <= MAX_CLIENT_ID:
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            "approve needs an 'id' string of 1-64 characters")
+    if not isinstance(call_id, str) or not 1 <= len(call_id) <= MAX_CALL_ID:
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"approve needs a 'call_id' string of 1-{MAX_CALL_ID} characters",
+                            cid)
+    if not isinstance(approved, bool):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "approve needs 'approved': true or false", cid)
+    if message is not None and (not isinstance(message, str)
+                                or len(message) > MAX_APPROVAL_MESSAGE):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"'message' must be a string of at most "
+                            f"{MAX_APPROVAL_MESSAGE:,} characters", cid)
+    return Approve(cid, call_id, approved, message)
+
+
 def _parse_ping(obj: dict[str, Any], _max_text: int) -> Ping:
     data = obj.get("data")
     if too_deep(data):
@@ -163,7 +194,8 @@ def _parse_ping(obj: dict[str, Any], _max_text: int) -> Ping:
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
-    "send": _parse_send, "resume": _parse_resume, "cancel": _parse_cancel, "ping": _parse_ping,
+    "send": _parse_send, "resume": _parse_resume, "cancel": _parse_cancel,
+    "approve": _parse_approve, "ping": _parse_ping,
 }
 
 
@@ -175,10 +207,15 @@ def encode(obj: dict[str, Any]) -> str:
 
 
 def welcome_frame(
-    *, node: str, session: str, epoch: str, offset: int, limits: dict[str, Any]
+    *, node: str, session: str, epoch: str, offset: int, limits: dict[str, Any],
+    agent: str = ""
 ) -> str:
-    return encode({"type": "welcome", "protocol": PROTOCOL, "node": node, "session": session,
-                   "epoch": epoch, "offset": offset, "limits": limits})
+    """``agent`` is left out only for a session created while no agent was registered."""
+    frame = {"type": "welcome", "protocol": PROTOCOL, "node": node, "session": session,
+             "epoch": epoch, "offset": offset, "limits": limits}
+    if agent:
+        frame["agent"] = agent
+    return encode(frame)
 
 
 def ack_frame(client_id: str, offset: int, duplicate: bool) -> str:

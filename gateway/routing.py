@@ -44,8 +44,8 @@ class Accept:
 class Admission(Protocol):
     """The node's decision on a handshake (see :meth:`EdgeNode.admit`)."""
 
-    def admit(self, headers: dict[str, str], query: str,
-              session: str | None) -> Connection | tuple[int, str]: ...
+    def admit(self, headers: dict[str, str], query: str, session: str | None,
+              agent: str = "") -> Connection | tuple[int, str]: ...
 
     def tally(self, name: str) -> None: ...
 
@@ -79,15 +79,17 @@ def upgrade_refusal(headers: dict[str, str]) -> Answer | None:
 
 
 def admit(node: Admission, target: str, authorization: str, origin: str,
-          offered: Iterable[str]) -> Answer | Accept:
+          offered: Iterable[str], user_agent: str = "") -> Answer | Accept:
     """The node's decision on an upgrade of ``PATH``: a refusal, or the connection and the
-    subprotocol to choose (``agentia.v1`` when offered)."""
+    subprotocol to choose (``agentia.v1`` when offered). The query's ``session`` and
+    ``agent`` (docs/protocol.md §1) go to the node, which checks them."""
     protocols = [p.strip() for value in offered for p in value.split(",")]
     headers = {"authorization": authorization, "origin": origin,
-               "sec-websocket-protocol": ", ".join(protocols)}
+               "sec-websocket-protocol": ", ".join(protocols), "user-agent": user_agent}
     query = urlsplit(target).query
-    session = parse_qs(query).get("session", [None])[0] if query else None
-    result = node.admit(headers, query, session)
+    params = parse_qs(query) if query else {}
+    session = params.get("session", [None])[0]
+    result = node.admit(headers, query, session, params.get("agent", [""])[0])
     if isinstance(result, tuple):
         status, text = result
         return Answer(status, text + "\n", _EXTRA.get(status, ()))
@@ -105,4 +107,4 @@ def route(node: Admission, target: str, headers: dict[str, str], offered: Iterab
     if answer is not None:
         return answer
     return admit(node, target, headers.get("authorization", ""), headers.get("origin", ""),
-                 offered)
+                 offered, headers.get("user-agent", ""))

@@ -5,8 +5,8 @@ touches a socket or the bus. :class:`SessionProtocol` takes a client frame
 (:meth:`~SessionProtocol.receive`), a live session event (:meth:`~SessionProtocol.on_event`),
 a page read from the log (:meth:`~SessionProtocol.on_replay_page`) or the outcome of a bus
 call, and returns what to do: :class:`Write`, :class:`Close`, :class:`Submit`,
-:class:`Replay`, :class:`CancelTurn`. ``gateway/connection.py`` only executes them. Only this
-object touches the connection's :class:`~gateway.protocol.Cursor`.
+:class:`Replay`, :class:`CancelTurn`, :class:`ApproveCall`. ``gateway/connection.py`` only
+executes them. Only this object touches the connection's :class:`~gateway.protocol.Cursor`.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ class CancelTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class ApproveCall:
+    """Record a decision on a pending tool call; report with
+    :meth:`SessionProtocol.on_approved` or ``on_failure``."""
+
+    frame: P.Approve
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     """Read the log after the cursor: for a ``resume`` (``frame``, answered inline, after any
     fill that runs), or to fill a gap (``frame`` None, in the background). Start it with
@@ -83,7 +91,7 @@ class ReadPartial:
     chunk out of order it runs in the background."""
 
 
-Action = Write | Close | Submit | CancelTurn | Replay | ReadPartial
+Action = Write | Close | Submit | CancelTurn | ApproveCall | Replay | ReadPartial
 FILL = Replay()
 READ_PARTIAL = ReadPartial()
 _GAVE_UP = -2
@@ -128,14 +136,16 @@ class _Fill:
 class SessionProtocol:
     """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
 
-    __slots__ = ("_fill", "bucket", "chunk_at", "cursor", "epoch", "last_seen", "pings",
-                 "retry_at", "rules", "session", "strikes", "token_exp", "user")
+    __slots__ = ("_fill", "agent", "bucket", "chunk_at", "cursor", "epoch", "last_seen",
+                 "pings", "retry_at", "rules", "session", "strikes", "token_exp", "user")
 
     def __init__(self, rules: Rules, session: str, user: str, token_exp: float | None,
-                 now: float) -> None:
+                 now: float, agent: str = "") -> None:
         self.rules = rules
         self.session = session
         self.user = user
+        self.agent = agent
+        """The agent asked for (``?agent=``), then the session's once opened."""
         self.token_exp = token_exp
         # deferring until opened: an event appended meanwhile is caught up by on_opened
         self.cursor = P.Cursor(0, catching_up=True)
@@ -253,6 +263,8 @@ class SessionProtocol:
             return [Submit(frame)]
         if isinstance(frame, P.Resume):
             return [Replay(frame)]
+        if isinstance(frame, P.Approve):
+            return [ApproveCall(frame)]
         return [CancelTurn(frame)]
 
     def _rate_limited(self, bucket: P.TokenBucket, now: float, ref: str | None) -> list[Action]:
@@ -291,6 +303,11 @@ class SessionProtocol:
             reply["id"] = frame.id
         return [Write(P.encode(reply).encode())]
 
+    def on_approved(self, frame: P.Approve, offset: int) -> list[Action]:
+        """The decision is recorded (its ``approval_result`` is at ``offset``)."""
+        self.rules.metrics["approvals"] += 1
+        return [Write(P.ack_frame(frame.id, offset, False).encode())]
+
     def on_failure(self, err: Exception, frame: P.ClientFrame | None,
                    now: float) -> list[Action]:
         """A frame failed: its error, and a close for a lost session or too many strikes.
@@ -301,7 +318,7 @@ class SessionProtocol:
             err = AgentiaError(ErrorCode.INTERNAL, "internal error")
             strike = True
         else:
-            if err.ref is None and isinstance(frame, P.Send | P.Resume | P.Cancel):
+            if err.ref is None and isinstance(frame, P.Send | P.Resume | P.Cancel | P.Approve):
                 err.ref = frame.id
             m[f"error:{err.code}"] += 1
             strike = err.code in STRIKES

@@ -286,7 +286,7 @@ def listener_factory(node: EdgeNode) -> Any:
     return factory
 
 
-_ROUTED = ("authorization", "origin", "sec-websocket-key", "upgrade", "connection",
+_ROUTED = ("authorization", "origin", "user-agent", "sec-websocket-key", "upgrade", "connection",
            "sec-websocket-version")
 """The request headers the routing reads."""
 

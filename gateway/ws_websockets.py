@@ -108,7 +108,8 @@ async def _process_request(conn: ServerConnection, req: Request) -> Response | N
     node: EdgeNode = conn.server.agentia_node  # type: ignore[attr-defined]
     h = req.headers
     # the last of repeated headers, as before (Headers.get raises on repeated ones)
-    headers = {name: (h.get_all(name) or [""])[-1] for name in ("authorization", "origin")}
+    headers = {name: (h.get_all(name) or [""])[-1]
+               for name in ("authorization", "origin", "user-agent")}
     # the library checks the upgrade itself after this (and answers 426/400)
     decision = R.route(node, req.path, headers, h.get_all("sec-websocket-protocol"),
                        check_upgrade=False)

@@ -14,6 +14,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -200,9 +201,20 @@ async def chat(url: str, user: str, session: str | None, messages: list[str] | N
         raise ChatError(_why(exc, url, client.stats["connections"] > 0)) from None
 
 
-def main(url: str | None, user: str, session: str | None, messages: list[str] | None) -> None:
+def with_agent(url: str, agent: str | None) -> str:
+    """``url`` asking for ``agent`` (``?agent=``, docs/agents.md); the SDK keeps it on every
+    reconnect."""
+    if not agent:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "agent"] + [("agent", agent)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def main(url: str | None, user: str, session: str | None, messages: list[str] | None,
+         agent: str | None = None) -> None:
     try:
-        asyncio.run(chat(url or default_url(), user, session, messages))
+        asyncio.run(chat(with_agent(url or default_url(), agent), user, session, messages))
     except KeyboardInterrupt:
         print(flush=True)  # the prompt's line ends; the shell's starts clean
     except ChatError as exc:

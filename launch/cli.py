@@ -40,7 +40,9 @@ def cmd_gateway(a: argparse.Namespace) -> None:
 def cmd_worker(a: argparse.Namespace) -> None:
     from sessions.main import run
 
-    s = from_env(WorkerSettings, agent=a.agent, redis_url=a.redis, concurrency=a.concurrency)
+    s = from_env(WorkerSettings, agent=",".join(a.agent) if a.agent else None,
+                 agents=a.agents, only_agents=",".join(a.only) if a.only else None,
+                 redis_url=a.redis, concurrency=a.concurrency)
     _logging(s)
     run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
 
@@ -60,13 +62,19 @@ def cmd_voice(a: argparse.Namespace) -> None:
 
 
 def cmd_token(a: argparse.Namespace) -> None:
-    from gateway.auth import mint
+    from gateway.auth import SCOPES, mint
 
+    scopes = a.scope.split()
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:  # edges ignore unknown scopes: a typo would mint a token that grants nothing
+        raise SystemExit(f"agentia token: unknown scope {', '.join(unknown)} (known: "
+                         f"{', '.join(sorted(SCOPES))})")
     secret = os.environ.get("AGENTIA_JWT_SECRET", DEV_SECRET)
     if secret == DEV_SECRET:  # only edges in dev mode accept it: say so, on stderr
         print("agentia: AGENTIA_JWT_SECRET is not set: signed with the public dev secret "
               "(accepted only by processes with AGENTIA_DEV=true)", file=sys.stderr)
-    print(mint(secret, a.user, a.ttl))
+    claims = {"scope": " ".join(scopes)} if scopes else {}
+    print(mint(secret, a.user, a.ttl, **claims))
 
 
 def cmd_up(a: argparse.Namespace) -> None:
@@ -79,7 +87,7 @@ def cmd_up(a: argparse.Namespace) -> None:
 def cmd_chat(a: argparse.Namespace) -> None:
     from launch.chat import main as chat
 
-    chat(a.url, a.user, a.session, a.message)
+    chat(a.url, a.user, a.session, a.message, a.agent)
 
 
 def cmd_storm(a: argparse.Namespace) -> None:
@@ -125,7 +133,13 @@ def parser() -> argparse.ArgumentParser:
                    help="edge processes sharing the port (SO_REUSEPORT), supervised")
     g.set_defaults(fn=cmd_gateway)
     w = sub.add_parser("worker", help="run an agent worker")
-    w.add_argument("--agent", help="module:attribute of an agents.Agent")
+    w.add_argument("--agent", action="append", metavar="NAME=pkg.module:attr",
+                   help="an agent to register (repeatable; a bare pkg.module:attr is named "
+                   "'default'); none and no --agents: the demo agents (docs/agents.md)")
+    w.add_argument("--agents", metavar="FILE", help="TOML file of [[agents]] "
+                   "(default AGENTIA_AGENTS)")
+    w.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this registered agent (repeatable; default: all)")
     w.add_argument("--redis")
     w.add_argument("--concurrency", type=int)
     w.add_argument("--burst", action="store_true", help="exit when no turn is left")
@@ -139,6 +153,9 @@ def parser() -> argparse.ArgumentParser:
                        "the public dev secret, accepted only in dev mode)")
     t.add_argument("--user", required=True)
     t.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
+    t.add_argument("--scope", default="", help="a service token's scopes, space-separated: "
+                   "sessions:read sessions:write sessions:operate users:delete "
+                   "(docs/backend.md); none: a user token")
     t.set_defaults(fn=cmd_token)
     u = sub.add_parser("up", help="run everything on an embedded default")
     u.add_argument("--port", type=int, default=8765)
@@ -152,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--url", help="default: the system 'agentia up' runs from this directory "
                    "(.agentia/up.json), else ws://127.0.0.1:8765/v1/ws")
     c.add_argument("--user", default="dev")
+    c.add_argument("--agent", help="the agent a new session talks to (default: the "
+                   "deployment's first; GET /v1/agents lists them)")
     c.add_argument("--session")
     c.add_argument("-m", "--message", action="append", help="send and exit after the reply")
     c.set_defaults(fn=cmd_chat)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +23,16 @@ import orjson
 
 from agentia.ports import busy_line, problem
 from agentia.settings import DEV_SECRET
-from agentia.supervise import Child, StartError, Stopped, say, stop_all, stop_signals, supervise
+from agentia.supervise import (
+    Child,
+    StartError,
+    Stopped,
+    Supervised,
+    say,
+    stop_all,
+    stop_signals,
+    supervise,
+)
 from launch.redis_server import RedisServer
 from voice.livekit_server import LiveKitServer, find_binary
 
@@ -46,7 +57,7 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
     try:
         parts.start(env, port, workers, edges, api_port, livekit_port, stopping)
         _banner(parts)
-        supervise(parts.children, stopping)
+        supervise(parts.supervised(), stopping)
     except Stopped:
         pass
     except (StartError, OSError) as exc:
@@ -93,14 +104,24 @@ class _Parts:
                          "AGENTIA_EDGE_READY", stopping=stopping)
             edge.args[-1] = edge.info["port"]  # a restarted edge comes back on the same port
             self.children.append(edge)
+        # no --agent: the demo agents, demo (the default) and triage (docs/agents.md)
         self.children += [Child("worker", ["worker"], env, "AGENTIA_WORKER_READY",
                                 stopping=stopping) for _ in range(workers)]
+        if workers:
+            names = self.children[-1].info.get("agents", "").split(",")
+            say(f"agents     {names[0]} (default)" + "".join(f", {n}" for n in names[1:]))
         env["AGENTIA_WS_URLS"] = ",".join(f"ws://127.0.0.1:{c.info['port']}/v1/ws"
                                           for c in self.children if c.kind == "edge")
         env.setdefault("AGENTIA_DEV_TOKENS", "true")
         self.livekit = _voice(env, self.children, livekit_port, stopping)
         self.children.append(Child("api", ["api", "--port", str(api_port)], env,
                                    "AGENTIA_API_READY", stopping=stopping))
+
+    def supervised(self) -> list[Supervised]:
+        """What is restarted when it dies: the LiveKit server first (a voice worker that lost
+        it registers again by itself once it is back), then the children."""
+        lk: list[Supervised] = [] if self.livekit is None else [_LiveKitChild(self.livekit)]
+        return [*lk, *self.children]
 
     def stop(self) -> None:
         say("stopping...")
@@ -112,6 +133,36 @@ class _Parts:
         if self.redis is not None:
             self.redis.stop()
         say("stopped.")
+
+
+class _LiveKitChild:
+    """``up``'s private LiveKit server, restarted like a child when it dies: on the same port
+    with the same key pair (what the voice worker and the control plane were given), at most
+    ``Child.MAX_RESTARTS`` times a minute."""
+
+    kind = "livekit"
+
+    def __init__(self, server: LiveKitServer) -> None:
+        self.server = server
+        self.restarts: list[float] = []
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.server.proc is not None
+        return self.server.proc
+
+    def revive(self) -> bool:
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+        if len(self.restarts) > Child.MAX_RESTARTS:
+            return False
+        try:
+            self.server.start()
+        except RuntimeError as exc:  # it does not come back: up stops, saying why
+            say(f"livekit    {exc}", sys.stderr)
+            return False
+        say(f"AGENTIA_UP_RESTARTED kind=livekit pid={self.proc.pid} port={self.server.port}")
+        return True
 
 
 def _fresh(path: Path) -> Path:

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -302,8 +303,9 @@ def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path,
     elif mode == "inflight":
         stub = ["--tokens-per-s", str(a.tokens_per_s), "--reply-tokens", str(a.reply_tokens),
                 "--tokens-per-chunk", str(a.tokens_per_chunk)]
-    stack = Stack(tree, logs, env).start(stub)
-    try:
+    stack = Stack(tree, logs, env)
+    try:  # stopped even when a child never gets ready (start raises) or we are terminated
+        stack.start(stub)
         figures = asyncio.run(run_cpu(stack, a) if mode.startswith("cpu")
                               else run_inflight(stack, a, streams))
     finally:
@@ -341,6 +343,9 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="write loadtest/results/worker-*.json")
     ap.add_argument("--name", default="worker", help="record as NAME-cpu, NAME-inflight")
     a = ap.parse_args()
+    # a SIGTERM (a driver's timeout) unwinds like Ctrl-C: every stack's finally stops its
+    # redis-server, stub and worker instead of leaving them running
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     trees = [t.resolve() for t in (a.tree or [ROOT])]
     with contextlib.ExitStack() as keep:
         tmp = a.logs or keep.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentia.codes import BusUnavailable as BusUnavailable
+from sessions.approvals import RedisApprovals
 from sessions.events import frame_for as frame_for
 from sessions.log_redis import RedisSessionLog
 from sessions.queue_redis import RedisTurnQueue
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from sessions.roles import NodeBus, WorkerBus
 
 
-class Bus(RedisSessionLog, RedisTurnQueue, RedisTurnState):
+class Bus(RedisSessionLog, RedisApprovals, RedisTurnQueue, RedisTurnState):
     """Every role on one Redis (or Redis Cluster) client; see :class:`RedisCore` for
     ``wait_replicas``."""
 

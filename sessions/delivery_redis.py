@@ -18,10 +18,14 @@ this client: one in an edge or a voice call)."""
 
 
 def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
-    """The events of one delivery entry: a log event, or a tick's chunks for this node
-    (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks)."""
+    """The events of one delivery entry: a log event, a tick's chunks for this node
+    (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks), or a
+    notice about a whole session (``x``: ``deleted``)."""
     batch = f.get(b"b")
     if batch is None:
+        notice = f.get(b"x")
+        if notice is not None:  # a session-wide notice (sessions/backend_redis.py)
+            return [Delivered(rid, f[b"s"].decode(), 0, b"", notice=notice.decode())]
         return [Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"])]
     out = []
     for record in batch.split(b"\n"):

@@ -114,7 +114,7 @@ def _called(items: list[Any], call_id: Any) -> str:
 
 def _after_tool(name: str, output: Any) -> str:
     if name == "book_table":
-        if output == DEFAULT_APPROVAL_REJECTION_MESSAGE:
+        if str(output).startswith(DEFAULT_APPROVAL_REJECTION_MESSAGE):
             return f"The table was not booked: the booking was not approved. {DEMO_NOTE}"
         return f"{output} {DEMO_NOTE}"
     return f"The tool says: {output}. {DEMO_NOTE}"
@@ -152,15 +152,19 @@ class DemoModel(Model):
         if handoffs:
             return f"Hello! I am the triage agent: ask me anything and I will pass you on. " \
                    f"{DEMO_NOTE}"
-        return self._plan_tools(said, users)
+        return self._plan_tools(said, users, items)
 
-    def _plan_tools(self, said: str, users: list[str]) -> ResponseFunctionToolCall | str:
+    def _plan_tools(self, said: str, users: list[str],
+                    items: list[Any]) -> ResponseFunctionToolCall | str:
         if _BOOKING.search(said):
             return _call("book_table", booking_arguments(said))
         if "time" in said.lower():
             return _call("current_time", {})
         if m := _ARITH.search(said):
             return _call("calculate", {"expression": m.group(1)})
+        notes = [_text_of(i) for i in items if i.get("role") == "system"]
+        if "what did the operator say" in said.lower() and notes:  # posted messages
+            return f"The operator said: {notes[-1]!r}. {DEMO_NOTE}"
         if "what did i say" in said.lower() and len(users) > 1:
             return f"Before this you said: {users[-2]!r}. {DEMO_NOTE}"
         # as many words as before the booking tool came (loadtest/bench_turnpath.py counts them)

@@ -8,6 +8,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sessions import keys as K
 from sessions.roles import WorkerBus
 
 if TYPE_CHECKING:
@@ -26,11 +27,17 @@ class Running:
     lost: bool = False
     log: TurnLog | None = None
     """What the running attempt writes to the log (its state, its agent)."""
+    attempt: int = 0
+    paused: bool = False
+    """The turn waited for approval in this attempt (its pause record is dropped at its end)."""
+    decided: asyncio.Event | None = None
+    """Set by a notice that a decision was recorded, while the turn waits for one."""
 
 
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:
     """Follow the edges' cancel requests (``"<session> <turn>"``) and cancel the matching
-    running turn; resubscribe when the feed is lost."""
+    running turn, and their notices of approval decisions (``"<session> <turn> approval"``)
+    and wake the matching waiting turn; resubscribe when the feed is lost."""
     while True:
         try:
             async with bus.cancel_feed() as feed:
@@ -42,21 +49,33 @@ async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:
 
 
 def on_cancel(running: dict[str, Running], data: str) -> None:
-    sid, _, turn = data.partition(" ")
+    sid, _, rest = data.partition(" ")
+    turn, _, what = rest.partition(" ")
     run = running.get(sid)
-    if run and str(run.turn) == turn:
-        run.cancelled_by_user = True
-        if run.task:
-            run.task.cancel()
+    if not run or str(run.turn) != turn:
+        return
+    if what:  # a decision (sessions/approvals.py): the record says which
+        if run.decided is not None:
+            run.decided.set()
+        return
+    run.cancelled_by_user = True
+    if run.task:
+        run.task.cancel()
+    if run.decided is not None:  # a waiting turn also looks at the flag when woken
+        run.decided.set()
 
 
-async def beat(bus: WorkerBus, name: str) -> None:
-    """Tell the control plane this worker lives (every 5 s); upkeep every 30 s."""
+async def beat(bus: WorkerBus, name: str, agents: list[dict[str, Any]],
+               streams: tuple[str, ...]) -> None:
+    """Tell the control plane this worker lives and renew the registry entries of the
+    ``agents`` it runs (every ``AGENT_RENEW_S``, 5 s); upkeep of the shards of ``streams``
+    (the agents whose shards it reads) every 30 s."""
     n = 0
     while True:
         with suppress(Exception):
             await bus.worker_alive(name)
+            await bus.publish_agents(agents)
             if n % 6 == 0:
-                await bus.maintain()
+                await bus.maintain(streams)
         n += 1
-        await asyncio.sleep(5)
+        await asyncio.sleep(K.AGENT_RENEW_S)

@@ -13,3 +13,19 @@ class Missing(Exception):
 
 class LockLost(Exception):
     """This worker no longer holds the session's lock: another worker has taken over."""
+
+
+class UnknownAgent(Exception):
+    """A new session asked for an agent that is not registered (close 4504)."""
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"no such agent: {agent}")
+        self.agent = agent
+
+
+class AgentMismatch(Exception):
+    """The session exists with another agent than the one asked for (close 4505)."""
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"this session talks to agent {agent}")
+        self.agent = agent

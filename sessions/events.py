@@ -24,6 +24,8 @@ REPLY = "reply"
 CANCELLED = "cancelled"
 TURN_ERROR = "turn_error"
 CALL = "call"
+APPROVAL_REQUEST = "approval_request"
+APPROVAL_RESULT = "approval_result"
 CHUNK = "chunk"
 PARTIAL = "partial"
 TURN_ENDS = frozenset({REPLY, CANCELLED, TURN_ERROR})
@@ -110,6 +112,27 @@ def turn_error(turn: int, code: str, message: str) -> Event:
             "retryable": False}
 
 
+def approval_request(turn: int, call_id: str, name: str, arguments: Any, agent: str,
+                     expires: float, private: bool = False) -> Event:
+    """The turn waits for a person to approve a tool call until ``expires`` (unix s). A private
+    tool's ``arguments`` stay in the worker."""
+    if private:
+        return {"type": APPROVAL_REQUEST, "turn": turn, "call_id": call_id, "name": name,
+                "agent": agent, "expires": expires, "private": True}
+    return {"type": APPROVAL_REQUEST, "turn": turn, "call_id": call_id, "name": name,
+            "arguments": arguments, "agent": agent, "expires": expires}
+
+
+def approval_result(turn: int, call_id: str, approved: bool, by: str,
+                    message: str | None = None) -> Event:
+    """A pending tool call was answered (``by``: the user's ``sub``, or ``"timeout"``)."""
+    event: Event = {"type": APPROVAL_RESULT, "turn": turn, "call_id": call_id,
+                    "approved": approved, "by": by}
+    if message is not None:
+        event["message"] = message
+    return event
+
+
 def call(state: str, node: str, ts: float, **fields: Any) -> Event:
     """A voice call of the session changed state (``joined``, ``error``, ``ended``)."""
     return {"type": CALL, "state": state, "node": node, "ts": ts, **fields}
@@ -118,3 +141,33 @@ def call(state: str, node: str, ts: float, **fields: Any) -> Event:
 def frame_for(offset: int, event: bytes) -> bytes:
     """The client frame of a log event: the event JSON with its offset spliced in first."""
     return b'{"offset":%d,%s' % (offset, event[1:])
+
+
+MESSAGE = "message"
+MESSAGE_ROLES = frozenset({"operator", "system"})
+
+
+def message(role: str, text: str, by: str, ts: float) -> Event:
+    """A message a backend posted into the session (``POST /v1/sessions/{id}/messages``):
+    ``role`` ``operator`` or ``system``, ``by`` the poster's token subject."""
+    return {"type": MESSAGE, "role": role, "text": text, "by": by, "ts": ts}
+
+
+def message_note(role: str, text: str, by: str) -> Event:
+    """How the agent sees a posted message in its memory (sessions/memory.py): an input item
+    of role ``system`` whose text names who posted it, e.g. ``[operator ops@acme] text``."""
+    return {"role": "system", "content": f"[{role} {by}] {text}"}
+
+
+TRANSCRIPT = "transcript"
+
+
+def transcript(text: str, final: bool, role: str, turn: int | None = None) -> Event:
+    """Speech in a voice call as text: the caller's (``role`` ``"user"``, one final
+    transcript an utterance) or the agent's as it is spoken (``"agent"``, a sentence at a
+    time, with the ``turn`` whose reply it is when known)."""
+    event: Event = {"type": TRANSCRIPT, "text": text, "final": final, "source": "voice",
+                    "role": role}
+    if turn is not None:
+        event["turn"] = turn
+    return event

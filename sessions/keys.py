@@ -5,7 +5,10 @@ Hash tags (the part in braces) decide the Redis Cluster slot:
 * all keys of one session share the tag ``{<session id>}`` so the Lua scripts that touch
   several of them run on one slot;
 * each inbound shard has its own tag ``{in.<k>.<salt>}`` (:func:`shard_tag`), chosen so that
-  the shards' slots spread evenly over the 16384 slots, hence over the masters;
+  the shards' slots spread evenly over the 16384 slots, hence over the masters; each agent of
+  the registry (sessions/registry.py) has its own shards, ``{in.<agent>.<k>.<salt>}``, except
+  the agent named ``default`` (the bare ``--agent pkg:attr`` of a single-agent deployment),
+  whose shards keep the pre-registry names, so such a deployment upgrades without draining;
 * each edge node's delivery stream has the tag ``{node.<id>}``.
 
 No script or multi-key command touches keys of two different tags. The worker reads all
@@ -24,9 +27,13 @@ from functools import cache
 
 GROUP = "agents"
 """Consumer group that agent workers join on every inbound shard."""
+DEFAULT_AGENT = "default"
+"""The agent whose inbound shards keep the pre-registry names (see above)."""
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 """Use with fullmatch (a "$" anchor would accept a trailing newline)."""
+AGENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+"""An agent's name (sessions/registry.py), part of its shards' key names; fullmatch."""
 
 # TTLs and sizes (seconds / entries). Behaviour at each limit is documented in
 # docs/architecture.md.
@@ -55,10 +62,26 @@ MEMORY_MAXLEN = 200
 """Conversation memory items kept per session (oldest dropped first)."""
 USER_SESSIONS_KEPT = 1_000
 """Sessions listed per user (the least recently used drop off the list, not out of Redis)."""
+NOTES_KEPT = 50
+"""Operator/system messages waiting for a session's next turn (:meth:`Keys.notes`); beyond
+this the oldest are dropped (they stay in the log)."""
+PRESENCE_LISTED = 100
+"""Devices listed by ``GET /v1/sessions/{id}/presence`` at most (``connected`` counts all)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
 FORGET_AFTER = 24 * 3600
 """Heartbeat entries of nodes and workers older than this are removed from the lists."""
+AGENT_TTL = 30
+"""A registered agent's entry (:meth:`Keys.agents`) lives this long past the last renewal by
+one of the workers running it (every ``AGENT_RENEW_S``): an agent no worker runs any more
+(removed from the configuration, or all its workers gone) disappears within it."""
+AGENT_RENEW_S = 5.0
+"""How often a worker renews the entries of the agents it runs."""
+AGENTS_FRESH_S = 3.0
+"""How old an edge's or the control plane's copy of the registry may be."""
+AGENTS_RECHECK_S = 0.25
+"""A name not in the copy is looked up again if the copy is older than this (an agent whose
+first worker just started); so a flood of unknown names costs at most 4 reads a second."""
 
 
 def session_tag(session_id: str) -> str:
@@ -74,8 +97,9 @@ def key_slot(tag: str) -> int:
 
 
 @cache
-def shard_tag(k: int, shards: int) -> str:
-    """The hash tag of inbound shard ``k`` of ``shards``: ``in.<k>.<salt>`` with the first salt
+def shard_tag(k: int, shards: int, agent: str = DEFAULT_AGENT) -> str:
+    """The hash tag of inbound shard ``k`` of ``shards`` of ``agent``: ``in.<k>.<salt>`` (the
+    ``default`` agent) or ``in.<agent>.<k>.<salt>`` (any other), with the first salt
     whose slot lies near ``(k + 1/2) / shards`` of the slot range (within an eighth of the
     gap between shards, or 8 slots). Evenly spaced slots put N/M ± 1 shards on each of M
     masters that split the slots equally (as ``redis-cli --cluster create`` does); naive tags
@@ -86,8 +110,9 @@ def shard_tag(k: int, shards: int) -> str:
     gap = CLUSTER_SLOTS / shards
     width = max(8, int(gap / 8))
     lo = int((k + 0.5) * gap - width / 2) % CLUSTER_SLOTS
+    base = "in." if agent == DEFAULT_AGENT else f"in.{agent}."
     for salt in itertools.count():
-        tag = f"in.{k}.{salt}"
+        tag = f"{base}{k}.{salt}"
         if (key_slot(tag) - lo) % CLUSTER_SLOTS < width:
             return tag
     raise AssertionError("unreachable")  # itertools.count() never ends
@@ -108,7 +133,8 @@ class Keys:
     # --- per session (one slot) ---
     def meta(self, sid: str) -> str:
         """Hash: owner, epoch, created, seq (last offset), done (last finished turn), ap (last
-        append id), and per running turn a:<turn> (attempts) and x:<turn> (cancel asked)."""
+        append id), and per running turn a:<turn> (attempts), x:<turn> (cancel asked) and
+        p:<turn> (the attempt in which it last waited for approval: attempts count from it)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:
@@ -134,6 +160,15 @@ class Keys:
         skipped by the reader. Deleted when the turn ends."""
         return f"{self.prefix}:{session_tag(sid)}:part"
 
+    def pause(self, sid: str) -> str:
+        """Hash: the turn waiting for human approval (sessions/approvals.py): ``turn``,
+        ``epoch`` (the session's, at the pause), ``state`` (the Agents SDK RunState JSON),
+        ``text`` (the reply so far), ``mn`` and ``m:<i>`` (the turn's memory items so far),
+        and per tool call ``q:<call_id>`` (the request), ``x:<call_id>`` (when it expires,
+        unix s), ``d:<call_id>`` (the decision, written once). Deleted when the turn ends;
+        ``SESSION_TTL`` otherwise."""
+        return f"{self.prefix}:{session_tag(sid)}:pause"
+
     def lock(self, sid: str) -> str:
         """String: the worker currently running the session's turns (with a lease)."""
         return f"{self.prefix}:{session_tag(sid)}:lock"
@@ -142,16 +177,44 @@ class Keys:
         """List: Agents SDK conversation items as ``<turn>|<json>`` (turn tags allow rollback)."""
         return f"{self.prefix}:{session_tag(sid)}:mem"
 
+    def notes(self, sid: str) -> str:
+        """List: operator/system messages (``POST /v1/sessions/{id}/messages``) as memory
+        items (JSON), waiting for the next turn's attempt to move them into :meth:`memory`
+        (``START``); at most NOTES_KEPT."""
+        return f"{self.prefix}:{session_tag(sid)}:notes"
+
+    def presence(self, sid: str) -> str:
+        """Hash: ``<node>:<connection>`` -> JSON ``{node, since, user_agent}`` for each
+        device connected to the session, written by its edge (batched, every 0.5 s) and
+        removed when it disconnects; entries of dead nodes are dropped by the reader.
+        Bounded by the owner's connection limits."""
+        return f"{self.prefix}:{session_tag(sid)}:pres"
+
+    def session_keys(self, sid: str) -> list[str]:
+        """Every key of one session (one slot): what ``DELETE /v1/sessions/{id}`` removes."""
+        return [self.meta(sid), self.log(sid), self.turns(sid), self.client_ids(sid),
+                self.nodes(sid), self.partial(sid), self.lock(sid), self.memory(sid),
+                self.notes(sid), self.presence(sid), self.pause(sid)]
+
     def user_sessions(self, user: str) -> str:
         """Sorted set: a user's sessions by last activity."""
         return f"{self.prefix}:{{u.{user}}}:sessions"
 
-    # --- inbound shards ---
-    def inbound(self, shard: int) -> str:
-        return f"{self.prefix}:{{{shard_tag(shard, self.shards)}}}:in"
+    # --- inbound shards (per agent) ---
+    def inbound(self, shard: int, agent: str = DEFAULT_AGENT) -> str:
+        """Stream: "session S of ``agent`` has a turn" entries, read by the workers running
+        ``agent`` (consumer group :data:`GROUP`)."""
+        return f"{self.prefix}:{{{shard_tag(shard, self.shards, agent or DEFAULT_AGENT)}}}:in"
 
-    def dead_letters(self, shard: int) -> str:
-        return f"{self.prefix}:{{{shard_tag(shard, self.shards)}}}:dlq"
+    def dead_letters(self, shard: int, agent: str = DEFAULT_AGENT) -> str:
+        return f"{self.prefix}:{{{shard_tag(shard, self.shards, agent or DEFAULT_AGENT)}}}:dlq"
+
+    def agents(self) -> str:
+        """Hash: agent name -> JSON of what the registry publishes of it (``GET /v1/agents``)
+        with ``until`` (unix s) = its last renewal + ``AGENT_TTL``; readers skip entries
+        past it, workers delete them. The key itself expires ``AGENT_TTL`` after the last
+        renewal of any agent."""
+        return f"{self.prefix}:agents"
 
     # --- edge nodes ---
     def delivery(self, node: str) -> str:
@@ -169,7 +232,9 @@ class Keys:
         return f"{self.prefix}:workers"
 
     def cancel_channel(self) -> str:
-        """Pub/Sub channel on which edges ask workers to stop a running turn."""
+        """Pub/Sub channel on which edges ask workers to stop a running turn
+        (``"<session> <turn>"``) or tell them a paused turn has a decision
+        (``"<session> <turn> approval"``)."""
         return f"{self.prefix}:cancel"
 
 

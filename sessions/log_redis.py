@@ -14,64 +14,81 @@ from redis.exceptions import NoScriptError, OutOfMemoryError
 from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import events as E
 from sessions import keys as K
+from sessions.agents_redis import RedisAgentDirectory
 from sessions.call_slots import CallSlots
 from sessions.delivery_redis import RedisNodeDelivery
 from sessions.opening import Limits, UserLimits
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 from sessions.roles import (
+    AgentMismatch,
     Forbidden,
     LockLost,
     Missing,
+    Opening,
     Partial,
     Replay,
     SessionInfo,
     Started,
     Submitted,
+    UnknownAgent,
 )
 
+_OPEN_REFUSALS = (Forbidden, Missing, UnknownAgent, AgentMismatch)
 
-class RedisSessionLog(RedisNodeDelivery):
-    """Appends deliver to the session's nodes, hence built on :class:`RedisNodeDelivery`."""
 
-    def _open_call(self, sid: str, user: str, node: str, create: bool
-                   ) -> tuple[list[str], list[Any]]:
+class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
+    """Appends deliver to the session's nodes, hence built on :class:`RedisNodeDelivery`;
+    sessions get their agent from the registry (:class:`RedisAgentDirectory`)."""
+
+    def _open_call(self, sid: str, user: str, node: str, create: bool, agent: str,
+                   new_agent: str) -> tuple[list[str], list[Any]]:
         k = self.keys
         return ([k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
                  k.memory(sid)],
                 [user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node,
-                 self.new_session_ttl, "1" if create else ""])
+                 self.new_session_ttl, "1" if create else "", agent, new_agent])
 
     @staticmethod
-    def _opened(sid: str, res: Any) -> SessionInfo:
+    def _opened(sid: str, res: Any, agent: str) -> SessionInfo:
         if res[0] == b"forbidden":
             raise Forbidden(sid)
         if res[0] == b"new":
             raise Missing(sid)
-        return SessionInfo(res[1].decode(), int(res[2]))
+        if res[0] == b"unknown":
+            raise UnknownAgent(agent)
+        if res[0] == b"mismatch":
+            raise AgentMismatch(res[1].decode())
+        return SessionInfo(res[1].decode(), int(res[2]), res[3].decode())
 
     @down
     async def open_session(self, sid: str, user: str, node: str = "", *,
-                           create: bool = True) -> SessionInfo:
+                           create: bool = True, agent: str = "") -> SessionInfo:
         """Create the session for ``user`` or check that it is theirs; register ``node``.
         With ``create`` False a session that does not exist raises :class:`Missing`. A new
-        session lives ``new_session_ttl`` until its first turn."""
-        keys, args = self._open_call(sid, user, node, create)
-        return self._opened(sid, await self._open(keys=keys, args=args))
+        session lives ``new_session_ttl`` until its first turn. ``agent``: the agent asked
+        for (none: the session's, or the default agent for a new one); a new session asking
+        for an unregistered agent raises :class:`UnknownAgent`, an existing one of another
+        agent :class:`AgentMismatch`."""
+        new_agent = await self.agent_for_new(agent)
+        keys, args = self._open_call(sid, user, node, create, agent, new_agent)
+        return self._opened(sid, await self._open(keys=keys, args=args), agent)
 
     @down
-    async def open_sessions(self, opens: list[tuple[str, str, str, bool]]
+    async def open_sessions(self, opens: list[Opening]
                             ) -> list[SessionInfo | BaseException]:
-        """Several :meth:`open_session` in one round trip: (sid, user, node, create) each;
-        each result is a SessionInfo or the exception that call would have raised. An edge
-        batches the handshakes that arrive while a batch is in flight (one write and one read
-        instead of one each per handshake). On a Cluster, or without WAIT-free scripts, one
-        by one."""
+        """Several :meth:`open_session` in one round trip: (sid, user, node, create[, agent])
+        each; each result is a SessionInfo or the exception that call would have raised. An
+        edge batches the handshakes that arrive while a batch is in flight (one write and one
+        read instead of one each per handshake). On a Cluster, or without WAIT-free scripts,
+        one by one."""
         if len(opens) == 1 or self.cluster or self.wait_replicas:
             return [await self._open_one(*o) for o in opens]
+        asked = [o[4] if len(o) > 4 else "" for o in opens]
+        new_agents = {a: await self.agent_for_new(a) for a in set(asked)}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for sid, user, node, create in opens:
-                keys, args = self._open_call(sid, user, node, create)
+            for (sid, user, node, create, *_), agent in zip(opens, asked, strict=True):
+                keys, args = self._open_call(sid, user, node, create, agent, new_agents[agent])
                 pipe.execute_command("EVALSHA", self._open.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
         results: list[SessionInfo | BaseException] = []
@@ -84,16 +101,16 @@ class RedisSessionLog(RedisNodeDelivery):
                 results.append(res)
             else:
                 try:
-                    results.append(self._opened(o[0], res))
-                except (Forbidden, Missing) as exc:
+                    results.append(self._opened(o[0], res, o[4] if len(o) > 4 else ""))
+                except _OPEN_REFUSALS as exc:
                     results.append(exc)
         return results
 
-    async def _open_one(self, sid: str, user: str, node: str, create: bool
+    async def _open_one(self, sid: str, user: str, node: str, create: bool, agent: str = ""
                         ) -> SessionInfo | BaseException:
         try:
-            return await self.open_session(sid, user, node, create=create)
-        except (Forbidden, Missing, BusUnavailable) as exc:
+            return await self.open_session(sid, user, node, create=create, agent=agent)
+        except (*_OPEN_REFUSALS, BusUnavailable) as exc:
             return exc
 
     async def touch_user_session(self, user: str, sid: str) -> None:
@@ -147,7 +164,7 @@ class RedisSessionLog(RedisNodeDelivery):
             self._submit,
             keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
-                  K.MAX_PENDING_TURNS],
+                  K.MAX_PENDING_TURNS, await self.default_agent()],
         )
         if int(res[0]) == -2:
             raise AgentiaError(ErrorCode.OVERLOADED, "too many turns are waiting in this "
@@ -156,9 +173,10 @@ class RedisSessionLog(RedisNodeDelivery):
             raise SessionLost(client_id)
         offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
         if not dup:
-            await self._fan_out(sid, offset, event, res[3:])
+            await self._fan_out(sid, offset, event, res[4:])
         if not (dup and offset <= done):
-            inbound = k.inbound(K.shard_for(sid, self.shards))
+            # the session's agent's shard ("": no agent registered yet, the default's)
+            inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
             await self._synced(inbound, ("XADD", inbound, "*", "s", sid, "o", offset))
         if not dup:
             # the session now lives SESSION_TTL from this turn: so does its place among the
@@ -233,9 +251,9 @@ class RedisSessionLog(RedisNodeDelivery):
         res = await self._run_script(
             self._start,
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
-                  k.partial(sid)],
+                  k.partial(sid), k.notes(sid)],
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4), *more])
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
         attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])

@@ -37,6 +37,9 @@ class NodeHandler(Protocol):
     def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
         """A chunk of a running turn of ``sid`` (its ``chunk`` frame), in stream order."""
 
+    def session_deleted(self, sid: str) -> None:
+        """Session ``sid`` was deleted (``DELETE /v1/sessions/{id}``): end what holds it."""
+
     def stream_back(self) -> None:
         """The delivery stream is readable again after failing: what was written to it
         meanwhile may be gone (Redis restarted, a master failed over), and a last event has
@@ -104,10 +107,13 @@ class Membership:
             handler = self.handler
             for d in rows:
                 last = d.id
-                if d.chunk is None:
-                    handler.deliver(d.session, d.offset, d.event)
-                else:
+                if d.chunk is not None:
                     handler.deliver_chunk(d.session, d.chunk, d.event)
+                elif d.notice:
+                    if d.notice == "deleted":  # other notices: from a newer version
+                        handler.session_deleted(d.session)
+                else:
+                    handler.deliver(d.session, d.offset, d.event)
             if rows and len(rows) < LINGER_BELOW and \
                     time.monotonic() - asked < self.linger_s:
                 await asyncio.sleep(self.linger_s)

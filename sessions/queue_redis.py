@@ -1,6 +1,7 @@
-"""The turn queue on Redis (:class:`sessions.roles.TurnQueue`): the inbound shards, one
-stream each, read by the workers' consumer group. A claimed entry carries its own ``ack``,
-``nack``, ``keep`` and ``dead_letter`` (as arq's jobs do): receiving is not acknowledging.
+"""The turn queue on Redis (:class:`sessions.roles.TurnQueue`): the inbound shards of each
+agent, one stream each, read by the consumer group of the workers running that agent. A
+claimed entry carries its own ``ack``, ``nack``, ``keep`` and ``dead_letter`` (as arq's jobs
+do): receiving is not acknowledging.
 
 Reads and acks raise what the client raises (not :class:`BusUnavailable`): the worker
 tells a missing group (NOGROUP) from an outage by the error itself."""
@@ -8,6 +9,7 @@ tells a missing group (NOGROUP) from an outage by the error itself."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from sessions import keys as K
 from sessions.redis_core import RedisCore, down
-from sessions.roles import Claimed, Turn
+from sessions.roles import Claimed, Inbound, Turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,8 @@ class RedisClaim:
     session: str
     consumer: str
     reclaimed: bool
+    agent: str = K.DEFAULT_AGENT
+    """The agent whose shard the entry is in: the session's agent."""
 
     async def ack(self) -> None:
         await self.queue.redis.xack(self.stream, K.GROUP, self.id)
@@ -44,61 +48,68 @@ class RedisClaim:
     async def dead_letter(self, turn: Turn, attempts: int, error: str) -> None:
         q = self.queue
         shard = K.shard_for(turn.session, q.shards)
-        await q.redis.xadd(q.keys.dead_letters(shard), {
+        await q.redis.xadd(q.keys.dead_letters(shard, self.agent), {
             "s": turn.session, "o": turn.offset, "attempts": attempts, "error": error,
             "text": turn.text, "worker": self.consumer}, maxlen=K.DLQ_MAXLEN, approximate=True)
 
 
 class RedisTurnQueue(RedisCore):
     @down
-    async def ensure_groups(self) -> None:
-        for shard in range(self.shards):
-            try:
-                await self.redis.xgroup_create(self.keys.inbound(shard), K.GROUP, id="0",
-                                               mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+    async def ensure_groups(self, agents: tuple[str, ...] = (K.DEFAULT_AGENT,)) -> None:
+        for agent in agents:
+            for shard in range(self.shards):
+                try:
+                    await self.redis.xgroup_create(self.keys.inbound(shard, agent), K.GROUP,
+                                                   id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
 
-    async def claim(self, shards: list[int], consumer: str, count: int,
+    async def claim(self, shards: Sequence[Inbound | int], consumer: str, count: int,
                     block_ms: int) -> list[Claimed]:
-        """New entries of ``shards`` (one XREADGROUP: a Cluster needs one shard per call),
-        up to ``count`` from each, waiting up to ``block_ms`` for the first."""
-        streams = {self.keys.inbound(s): ">" for s in shards}
+        """New entries of ``shards`` ((agent, shard) each, a bare number being the
+        ``default`` agent's; one XREADGROUP: a Cluster needs one shard per call), up to
+        ``count`` from each, waiting up to ``block_ms`` for the first."""
+        agent_of = {self.keys.inbound(s, a).encode(): a for a, s in map(_inbound, shards)}
+        streams = {stream.decode(): ">" for stream in agent_of}
         res = await self.redis.xreadgroup(K.GROUP, consumer, streams, count=count,
                                           block=block_ms)
-        return [RedisClaim(self, stream.decode(), rid, f[b"s"].decode(), consumer, False)
+        return [RedisClaim(self, stream.decode(), rid, f[b"s"].decode(), consumer, False,
+                           agent_of.get(stream, K.DEFAULT_AGENT))
                 for stream, rows in res or [] for rid, f in rows]
 
-    async def reclaim(self, shard: int, consumer: str, min_idle_ms: int,
+    async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]:
-        """Entries of ``shard`` whose consumer left them idle ``min_idle_ms`` (it died)."""
-        stream = self.keys.inbound(shard)
+        """Entries of ``shard`` ((agent, shard), or a number: the ``default`` agent's) whose
+        consumer left them idle ``min_idle_ms`` (it died)."""
+        agent, k = _inbound(shard)
+        stream = self.keys.inbound(k, agent)
         _, rows, _ = await self.redis.xautoclaim(stream, K.GROUP, consumer,
                                                  min_idle_time=min_idle_ms, start_id="0-0",
                                                  count=count)
-        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True)
+        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent)
                 for rid, f in rows if f]
 
-    async def _group(self, shard: int) -> dict[Any, Any] | None:
+    async def _group(self, shard: int, agent: str = K.DEFAULT_AGENT) -> dict[Any, Any] | None:
         """The workers' group of ``shard`` (ResponseError: the shard does not exist)."""
-        groups = await self.redis.xinfo_groups(self.keys.inbound(shard))
+        groups = await self.redis.xinfo_groups(self.keys.inbound(shard, agent))
         return next((g for g in groups if g["name"] == K.GROUP.encode()), None)
 
-    async def has_group(self, shard: int = 0) -> bool:
-        return await self._group(shard) is not None
+    async def has_group(self, shard: int = 0, agent: str = K.DEFAULT_AGENT) -> bool:
+        return await self._group(shard, agent) is not None
 
-    async def shard_lag(self, shard: int) -> int | None:
-        """Entries of ``shard`` not yet acked by the group (read or not); None without the
-        group. What edges refuse turns on, /metrics exports and KEDA scales workers by."""
-        g = await self._group(shard)
+    async def shard_lag(self, shard: int, agent: str = K.DEFAULT_AGENT) -> int | None:
+        """Entries of ``agent``'s ``shard`` not yet acked by the group (read or not); None
+        without the group. What edges refuse turns on, /metrics exports and KEDA scales
+        workers by."""
+        g = await self._group(shard, agent)
         return None if g is None else int(g.get("lag") or 0) + int(g.get("pending") or 0)
 
     @down
-    async def inbound_lag(self, sid: str) -> int:
+    async def inbound_lag(self, sid: str, agent: str = K.DEFAULT_AGENT) -> int:
         """:meth:`shard_lag` of the session's shard, 0 if there is nothing yet."""
         try:
-            return await self.shard_lag(K.shard_for(sid, self.shards)) or 0
+            return await self.shard_lag(K.shard_for(sid, self.shards), agent) or 0
         except ResponseError:  # the shard does not exist yet: nothing is waiting
             return 0
 
@@ -108,13 +119,14 @@ class RedisTurnQueue(RedisCore):
     async def count_workers(self, since: float) -> int:
         return int(await self.redis.zcount(self.keys.workers_alive(), since, "+inf"))
 
-    async def maintain(self) -> None:
-        """Trim what every worker has finished with from the shards; forget dead workers."""
+    async def maintain(self, agents: tuple[str, ...] = (K.DEFAULT_AGENT,)) -> None:
+        """Trim what every worker has finished with from ``agents``' shards; forget dead
+        workers."""
         r, keys = self.redis, self.keys
         await r.zremrangebyscore(keys.workers_alive(), "-inf", time.time() - K.FORGET_AFTER)
-        for shard in range(self.shards):
-            stream = keys.inbound(shard)
-            group = await self._group(shard)
+        for agent, shard in ((a, k) for a in agents for k in range(self.shards)):
+            stream = keys.inbound(shard, agent)
+            group = await self._group(shard, agent)
             if group is None:
                 continue
             floor = group["last-delivered-id"]
@@ -125,6 +137,10 @@ class RedisTurnQueue(RedisCore):
             for c in await r.xinfo_consumers(stream, K.GROUP):
                 if c["pending"] == 0 and c["idle"] > K.FORGET_AFTER * 1000:
                     await r.xgroup_delconsumer(stream, K.GROUP, c["name"])
+
+
+def _inbound(shard: Inbound | int) -> Inbound:
+    return (K.DEFAULT_AGENT, shard) if isinstance(shard, int) else shard
 
 
 def _stream_id(rid: bytes) -> tuple[int, int]:

@@ -6,32 +6,42 @@
 * :class:`TurnQueue`: the inbound shards; a claimed entry carries its own ``ack()``,
   ``nack()`` and ``dead_letter()`` (acknowledging is separate from receiving). Workers.
 * :class:`TurnState`: a session's lock, pending turns and attempts, as a worker runs them.
+* :class:`AgentDirectory`: the agent registry as workers publish it (sessions/registry.py).
+* :class:`Approvals`: the pause record of a turn waiting for a person (``approvals.py``).
 
 The Redis implementations live beside them (``log_redis.py``, ``delivery_redis.py``,
-``queue_redis.py``, ``turns_redis.py``); :class:`sessions.bus.Bus` composes all four.
+``queue_redis.py``, ``turns_redis.py``, ``agents_redis.py``); :class:`sessions.bus.Bus`
+composes them.
 Every Redis command of the bus is inside those modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from sessions.errors import AgentMismatch as AgentMismatch
 from sessions.errors import Forbidden as Forbidden
 from sessions.errors import LockLost as LockLost
 from sessions.errors import Missing as Missing
+from sessions.errors import UnknownAgent as UnknownAgent
 from sessions.events import Event
 
 if TYPE_CHECKING:
     from sessions.memory import RedisMemory
+
+Inbound = tuple[str, int]
+"""One inbound shard: (agent, shard number)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     epoch: str
     offset: int
+    agent: str = ""
+    """The session's agent ("" only for a session created while no agent was registered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,8 @@ class Turn:
     source: str
     ts: float
     """When the turn was accepted (unix seconds), for latency metrics."""
+    agent: str = ""
+    """The agent that runs it (the session's; the worker fills it in from the shard)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,23 +108,60 @@ class ChunkAt:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """One entry of a node's delivery stream: a log event (``offset`` > 0, ``chunk`` None) or
-    a running turn's chunk (``offset`` 0, ``chunk`` set; ``event`` is its frame)."""
+    """One entry of a node's delivery stream: a log event (``offset`` > 0, ``chunk`` None),
+    a running turn's chunk (``offset`` 0, ``chunk`` set; ``event`` is its frame) or a notice
+    about the whole session (``notice`` set, e.g. ``deleted``)."""
 
     id: bytes
     session: str
     offset: int
     event: bytes
     chunk: ChunkAt | None = None
+    notice: str = ""
+
+
+Opening = tuple[str, str, str, bool] | tuple[str, str, str, bool, str]
+"""One session to open: (session, user, node, create[, agent asked for])."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One tool call waiting for a person: what the ``approval_request`` event says."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    agent: str
+    expires: float
+    private: bool = False
+    """A private tool: the event leaves ``arguments`` out (docs/protocol.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approved: bool
+    by: str
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRecord:
+    """A paused turn as Redis holds it: its state and its requests, with their decisions."""
+
+    state: str
+    text: str
+    """The reply's text before the pause (a new attempt streams it again)."""
+    requests: dict[str, Request]
+    decisions: dict[str, Decision]
 
 
 class SessionLog(Protocol):
     """Sessions, their logs and their owners' lists."""
 
     async def open_session(self, sid: str, user: str, node: str = "", *,
-                           create: bool = True) -> SessionInfo: ...
+                           create: bool = True, agent: str = "") -> SessionInfo: ...
 
-    async def open_sessions(self, opens: list[tuple[str, str, str, bool]]
+    async def open_sessions(self, opens: list[Opening]
                             ) -> list[SessionInfo | BaseException]: ...
 
     async def submit(self, sid: str, client_id: str, text: str, *, user: str,
@@ -167,6 +216,10 @@ class Claimed(Protocol):
     def reclaimed(self) -> bool:
         """Taken over from a worker that stopped renewing it."""
 
+    @property
+    def agent(self) -> str:
+        """The agent whose shard holds the entry (the session's agent)."""
+
     async def ack(self) -> None:
         """Done with: the session's turns are finished (or another worker holds it)."""
 
@@ -186,23 +239,23 @@ class TurnQueue(Protocol):
     shards: int
     cluster: bool
 
-    async def ensure_groups(self) -> None: ...
+    async def ensure_groups(self, agents: tuple[str, ...] = ...) -> None: ...
 
-    async def claim(self, shards: list[int], consumer: str, count: int,
+    async def claim(self, shards: Sequence[Inbound | int], consumer: str, count: int,
                     block_ms: int) -> list[Claimed]: ...
 
-    async def reclaim(self, shard: int, consumer: str, min_idle_ms: int,
+    async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]: ...
 
-    async def shard_lag(self, shard: int) -> int | None: ...
+    async def shard_lag(self, shard: int, agent: str = ...) -> int | None: ...
 
-    async def inbound_lag(self, sid: str) -> int: ...
+    async def inbound_lag(self, sid: str, agent: str = ...) -> int: ...
 
     async def worker_alive(self, worker: str) -> None: ...
 
     async def count_workers(self, since: float) -> int: ...
 
-    async def maintain(self) -> None: ...
+    async def maintain(self, agents: tuple[str, ...] = ...) -> None: ...
 
 
 class TurnState(Protocol):
@@ -226,7 +279,41 @@ class TurnState(Protocol):
     def cancel_feed(self) -> AbstractAsyncContextManager[AsyncIterator[str]]: ...
 
 
-class WorkerBus(TurnQueue, TurnState, Protocol):
+class AgentDirectory(Protocol):
+    """The registered agents: workers publish those they run, everyone else reads them."""
+
+    async def publish_agents(self, infos: list[dict[str, Any]]) -> None: ...
+
+    async def agents(self, fresh: bool = False) -> list[dict[str, Any]]: ...
+
+    async def default_agent(self) -> str: ...
+
+
+class Approvals(Protocol):
+    """Turns waiting for a person to approve a tool call (sessions/approvals.py): the pause
+    record a worker writes, the decisions edges record."""
+
+    async def approve(self, sid: str, call_id: str, approved: bool, *, by: str,
+                      message: str | None = None) -> int: ...
+
+    async def decide(self, sid: str, turn: int, call_id: str, approved: bool, by: str,
+                     message: str | None, now: float) -> int: ...
+
+    async def pause(self, sid: str, turn: int, attempt: int, owner: str, state: str,
+                    text: str, requests: list[Request], extras: list[Event]
+                    ) -> list[Request]: ...
+
+    async def resume_pause(self, sid: str, turn: int, owner: str) -> PauseRecord | None: ...
+
+    async def decisions(self, sid: str, turn: int, call_ids: list[str]
+                        ) -> dict[str, Decision] | None: ...
+
+    async def mark_waiting(self, sid: str, turn: int, attempt: int) -> None: ...
+
+    async def end_pause(self, sid: str) -> None: ...
+
+
+class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
 
     async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,

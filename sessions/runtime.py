@@ -225,8 +225,10 @@ def _run_item(name: str, item: Any, names: dict[str, str]) -> TurnItem | None:
     if name == "tool_output" and isinstance(item, ToolCallOutputItem):
         call_id = str(item.call_id or "")
         output = item.output if isinstance(item.output, str) else str(item.output)
+        # a rejection with a reason (sessions/pausing.py) starts with the SDK's text
         return ToolOutput(call_id, names.get(call_id, "tool"), output,
-                          output in TOOL_ERROR_OUTPUTS)
+                          output in TOOL_ERROR_OUTPUTS
+                          or output.startswith(DEFAULT_APPROVAL_REJECTION_MESSAGE))
     if name == "handoff_occured" and isinstance(item, HandoffOutputItem):
         return AgentSwitched(item.source_agent.name, item.target_agent.name)
     return None

@@ -5,23 +5,42 @@ visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly
 """
 
 # KEYS: meta, nodes, log, turns, cids, memory
-# ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1")
+# ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1"),
+#       agent asked for ("" = none), agent of a new session ("" = none registered yet, "-" =
+#       the one asked for is not registered)
 # A session without meta starts a new epoch from scratch: whatever else of it survived (an
 # evicted or lost meta) is dropped, since offsets restart at 1 (a stream also remembers its
 # last id, so a leftover log or turns stream would refuse 0-1). Without ``create`` a missing
 # session answers {'new'} (the edge first counts it against the user's limits). A session
 # that never got a turn (seq 0) keeps the short ttl; SUBMIT gives it the long one. HSET is the
 # first write of a creation, so a Redis at maxmemory (noeviction) refuses it whole.
+# The agent is fixed at creation: a new session asking for an unregistered one answers
+# {'unknown'}, an existing one asked for by another name {'mismatch', its agent} (before any
+# write); one without an agent (created before the registry) takes the new session's agent.
+# Returns {'ok', epoch, seq, agent}.
 OPEN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then
   return {'forbidden'}
 end
+local agent = ARGV[9]
 if not owner then
   if ARGV[7] ~= '1' then return {'new'} end
+  if agent == '-' then return {'unknown'} end
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2], 'seq', 0, 'done', 0,
              'created', ARGV[3])
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+  if agent ~= '' then redis.call('HSET', KEYS[1], 'agent', agent) end
+else
+  local had = redis.call('HGET', KEYS[1], 'agent')
+  if had then
+    if ARGV[8] ~= '' and had ~= ARGV[8] then return {'mismatch', had} end
+    agent = had
+  elseif agent == '-' then
+    return {'unknown'}
+  elseif agent ~= '' then
+    redis.call('HSET', KEYS[1], 'agent', agent)
+  end
 end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 local ttl = ARGV[4]
@@ -31,7 +50,7 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[5], 1)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-return {'ok', m[1], m[2]}
+return {'ok', m[1], m[2], agent}
 """
 
 # Shared body: append one event to the log, setting local ``seq`` to its offset.
@@ -85,7 +104,7 @@ else
   if ARGV[4] ~= '' then
     redis.call('DEL', KEYS[6])
     redis.call('HSET', meta, 'done', ARGV[4])
-    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4])
+    redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
   end
 end
@@ -96,16 +115,24 @@ return out
 )
 
 # KEYS: meta, log, turns, cids, nodes
-# ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns
-# Returns {offset, duplicate, done, node...}; {-1} session gone; {-2} too many pending turns.
+# ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns,
+#       default agent ("" = none registered)
+# Returns {offset, duplicate, done, agent, node...}; {-1} session gone; {-2} too many pending
+# turns. ``agent`` is the session's (whose shards get the turn); a session without one
+# (created before the registry, or while none was registered) takes the default agent.
 # Every key it touches gets the long ttl (a session's first turn ends its short one, OPEN).
 SUBMIT = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[5]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local done = tonumber(redis.call('HGET', meta, 'done'))
+local m0 = redis.call('HMGET', meta, 'done', 'agent')
+local done, agent = tonumber(m0[1]), m0[2]
+if not agent then
+  agent = ARGV[8]
+  if agent ~= '' then redis.call('HSET', meta, 'agent', agent) end
+end
 local old = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if old then return {tonumber(old), 1, done} end
+if old then return {tonumber(old), 1, done, agent} end
 if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[7]) then return {-2} end
 local seq
 """
@@ -117,7 +144,7 @@ redis.call('ZADD', KEYS[4], seq, ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[6]) - 1)
 redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
-local out = {seq, 0, done}
+local out = {seq, 0, done, agent}
 for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 return out
 """
@@ -153,12 +180,16 @@ return {attempts, cancel and 1 or 0}
 """
 )
 
-# KEYS: meta, memory, lock, log, nodes, partial
-# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, more events...
-# BEGIN, then, unless the turn is cancelled or past its attempts, its turn_start appended (the
-# event JSON is sessions/events.py's turn_start, byte for byte), then the more events (the
-# turn's ``state thinking``) and the run's partial buffer started (run id
-# "<turn>:<attempt>:<nonce>"): one script per attempt instead of two.
+# KEYS: meta, memory, lock, log, nodes, partial, notes
+# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
+#       more events...
+# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
+# which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
+# is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
+# turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
+# run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
+# instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
+# tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
 # Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
 # {attempt, cancelled, offset of the last event appended (0: none appended), run, node...}.
 START = (
@@ -175,13 +206,23 @@ end
     + _ROLLBACK
     + """
 local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
-if cancel or attempts > tonumber(ARGV[4]) then return {attempts, cancel and 1 or 0, 0, ''} end
+local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
+if cancel or attempts - since > tonumber(ARGV[4]) then
+  return {attempts, cancel and 1 or 0, 0, ''}
+end
+local notes = redis.call('LRANGE', KEYS[7], 0, -1)
+if #notes > 0 then
+  for _, n in ipairs(notes) do redis.call('RPUSH', mem, 'n|' .. n) end
+  redis.call('DEL', KEYS[7])
+  redis.call('LTRIM', mem, -tonumber(ARGV[8]), -1)
+  redis.call('EXPIRE', mem, ttl)
+end
 local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
 local seq
 """
     + _APPEND
-    + "local from = 8\n"
+    + "local from = 9\n"
     + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])
@@ -206,10 +247,14 @@ return 1
 # KEYS: memory; ARGV: turn
 ROLLBACK = "local mem, tag = KEYS[1], ARGV[1] .. '|'\n" + _ROLLBACK
 
-# KEYS: lock; ARGV: owner, lease ms
+# KEYS: lock, meta; ARGV: owner, lease ms
 # Takes a free lock, or one this same worker process left behind (it checks first that it is
 # not running the session any more), e.g. after Redis failed between a turn and the release.
+# A session without meta (deleted, or expired) has nothing to run: 1 without taking the lock,
+# so no key of a deleted session is created again; the worker finds no turn, its release
+# answers "not ours" and it acks the entry.
 ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -248,4 +293,44 @@ if turn <= done then return 0 end
 if #redis.call('XRANGE', KEYS[2], '0-' .. turn, '0-' .. turn) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'x:' .. turn, 1)
 return turn
+"""
+
+# KEYS: meta, log, nodes, notes; ARGV: event, maxlen, ttl, note (memory item json), notes kept
+# A message posted into the session: appended to the log like any event, and its memory item
+# queued for the next turn (START moves it into memory). Returns {offset, node...}, or {-1}
+# when the session does not exist.
+POST = (
+    """
+local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+local seq
+"""
+    + _APPEND
+    + """
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
+redis.call('EXPIRE', KEYS[4], ttl)
+local out = {seq}
+for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
+return out
+"""
+)
+
+# KEYS: every key of the session (Keys.session_keys: meta, log, turns, ..., nodes 5th);
+# ARGV: owner ("" = any)
+# Deletes the session whole. Returns {owner, oldest pending turn (0: none), node...} as they
+# were; {''} when it did not exist (its leftovers are deleted anyway); {'forbidden', owner}
+# (nothing deleted) when ARGV[1] is not its owner. With meta and the lock gone every fenced
+# write of a worker still running a turn fails (APPEND/SUBMIT: no meta; START/REMEMBER: no
+# lock), so nothing of the session is written again.
+DELETE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and ARGV[1] ~= '' and owner ~= ARGV[1] then return {'forbidden', owner} end
+local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local turn = 0
+if #first > 0 then turn = tonumber(string.match(first[1][1], '%-(%d+)$')) end
+local out = {owner or '', turn}
+for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
+redis.call('DEL', unpack(KEYS))
+return out
 """

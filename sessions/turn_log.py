@@ -65,6 +65,11 @@ class TurnLog:
             self.state = ""  # the new agent's next state is written, even if it is the same
             await self._append([E.handoff(self.turn.offset, item.from_agent, item.to_agent)])
 
+    def waiting(self) -> list[E.Event]:
+        """The run waits for people to approve tool calls (sessions/pausing.py): ``state
+        idle``, appended with the ``approval_request`` events (empty when idle already)."""
+        return self._to(IDLE)
+
     def ending(self, event: E.Event) -> list[E.Event]:
         """The turn's ending event, after its ``state idle`` (one append)."""
         return ending(self.turn, event, self.agent)

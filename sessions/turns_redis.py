@@ -23,7 +23,8 @@ class RedisTurnState(RedisCore):
     @down
     async def try_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
         """Take the session's lock (free, or left behind by this same ``owner``)."""
-        return bool(await self._acquire(keys=[self.keys.lock(sid)], args=[owner, lease_ms]))
+        return bool(await self._acquire(keys=[self.keys.lock(sid), self.keys.meta(sid)],
+                                        args=[owner, lease_ms]))
 
     @down
     async def renew_lock(self, sid: str, owner: str, lease_ms: int) -> bool:

@@ -1,4 +1,5 @@
-"""Agent worker: consumes turns from the inbound shards and runs them with the Agents SDK.
+"""Agent worker: consumes turns from the inbound shards of the agents it runs and runs each
+session's turns with that session's agent (the shard's), with the Agents SDK.
 
 Rules (see docs/architecture.md):
 
@@ -22,10 +23,10 @@ import secrets
 import socket
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from agents import Agent, ModelProvider
+from agents import Agent, ModelProvider, RunState
 from agents.exceptions import InputGuardrailTripwireTriggered as InputTripped
 from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
 
@@ -33,13 +34,15 @@ from agentia import metrics as M
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
+from sessions import keys as K
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import RedisMemory
-from sessions.roles import Claimed, WorkerBus
-from sessions.runtime import Paused, stream_turn
+from sessions.pausing import pause_and_wait, restore, resume
+from sessions.roles import Claimed, Inbound, PauseRecord, WorkerBus
+from sessions.runtime import Paused, agent_name, stream_turn
 from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
 
 log = logging.getLogger("agentia.worker")
@@ -56,19 +59,40 @@ class WorkerConfig:
     max_attempts: int = 3
     coalesce_ms: int = 40
     turn_timeout_s: float = 300.0
+    """Time a turn may run, not counting its waits for approval."""
+    approval_timeout_s: float = 600.0
+    """A tool call waiting for approval longer than this is rejected (by ``timeout``)."""
     retry_backoff_s: float = 0.5
     block_ms: int = 1000
     grace_s: float = 10.0
 
 
+Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
+"""Agent name -> (the agent, its private tools' names), in registry order."""
+
+
 class Worker:
-    def __init__(self, bus: WorkerBus, agent: Agent[Any], provider: ModelProvider,
+    def __init__(self, bus: WorkerBus, agents: Agents | Agent[Any], provider: ModelProvider,
                  config: WorkerConfig | None = None, name: str | None = None,
-                 private_tools: frozenset[str] = frozenset()) -> None:
+                 published: list[dict[str, Any]] | None = None,
+                 unnamed: bool = False) -> None:
+        """``agents``: the agents this worker runs (a lone Agent is the ``default`` one);
+        ``published``: what it registers of them (sessions/registry.py ``describe``);
+        ``unnamed``: its first agent is the deployment's default, so it also runs the turns
+        of the ``default`` shards (pre-registry turns, sessions without an agent)."""
         self.bus = bus
-        self.agent = agent
-        self.private_tools = private_tools
-        """Tools whose arguments and output never reach clients (only their names)."""
+        self.agents: Agents = (agents if isinstance(agents, dict)
+                               else {K.DEFAULT_AGENT: (agents, frozenset())})
+        self.agent = next(iter(self.agents.values()))[0]
+        """The first agent (what a session without an agent runs, see :meth:`agent_for`)."""
+        self.published = published or [
+            {"name": n, "description": "", "tools": [], "order": i}
+            for i, n in enumerate(self.agents)]
+        self.streams = tuple(self.agents) + (
+            (K.DEFAULT_AGENT,) if unnamed and K.DEFAULT_AGENT not in self.agents else ())
+        """Whose shards this worker reads: its agents' (and maybe ``default``'s)."""
+        self.inbound: list[Inbound] = [(a, k) for a in self.streams for k in range(bus.shards)]
+        """Every shard this worker reads."""
         self.provider = provider
         self.cfg = config or WorkerConfig()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -89,9 +113,10 @@ class Worker:
 
     async def run(self, burst: bool = False) -> None:
         """Consume until stopped; with ``burst``, return once no turn is left to run."""
-        await self.bus.ensure_groups()
+        await self.bus.ensure_groups(self.streams)
+        await self.bus.publish_agents(self.published)
         loops = [asyncio.create_task(cancel_loop(self.bus, self.running)),
-                 asyncio.create_task(beat(self.bus, self.name))]
+                 asyncio.create_task(beat(self.bus, self.name, self.published, self.streams))]
         try:
             if self.bus.cluster:
                 await self._run_per_shard(burst)
@@ -115,7 +140,7 @@ class Worker:
         to each stream, so each takes a share of the free capacity: a worker must not hold
         (in its pending list) turns it cannot start while other workers idle."""
         await self._room()
-        n = await self._read(list(range(self.bus.shards)), -(-self._free() // self.bus.shards))
+        n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
         if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
             n += await self._reclaim()
         return n
@@ -125,9 +150,9 @@ class Worker:
         reader per shard, each blocking on its own stream (so a quiet shard never delays a
         busy one), each taking its share of the free capacity (so together they do not read
         far beyond ``concurrency``). Reclaiming runs beside them."""
-        idle = [False] * self.bus.shards
-        readers = [asyncio.create_task(self._read_shard(s, idle))
-                   for s in range(self.bus.shards)]
+        idle = [False] * len(self.inbound)
+        readers = [asyncio.create_task(self._read_shard(i, idle))
+                   for i in range(len(self.inbound))]
         try:
             while not self.stopping.is_set():
                 with suppress(TimeoutError):
@@ -144,18 +169,18 @@ class Worker:
     def _pause(self, burst: bool) -> float:
         return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000
 
-    async def _read_shard(self, shard: int, idle: list[bool]) -> None:
+    async def _read_shard(self, i: int, idle: list[bool]) -> None:
         while not self.stopping.is_set():
             await self._room()
-            share = -(-self._free() // self.bus.shards)  # ceil: at least one each
-            idle[shard] = await self._read([shard], share) == 0
+            share = -(-self._free() // len(self.inbound))  # ceil: at least one each
+            idle[i] = await self._read([self.inbound[i]], share) == 0
 
     async def _room(self) -> None:
         """Wait until a session slot is free (not held: the session task takes it)."""
         await self.slots.acquire()
         self.slots.release()
 
-    async def _read(self, shards: list[int], count: int) -> int:
+    async def _read(self, shards: list[Inbound], count: int) -> int:
         try:
             claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
         except Exception as exc:
@@ -168,7 +193,7 @@ class Worker:
         if "NOGROUP" in str(exc):
             log.warning("consumer group missing (Redis restarted?); recreating")
             with suppress(BusUnavailable):
-                await self.bus.ensure_groups()
+                await self.bus.ensure_groups(self.streams)
         else:
             log.warning("reading turns failed: %s; retrying", exc)
             M.REDIS_ERRORS.labels("worker").inc()
@@ -179,16 +204,16 @@ class Worker:
         """Take over entries whose worker stopped renewing them for a whole lease."""
         self._last_reclaim = time.monotonic()
         n = 0
-        for shard in range(self.bus.shards):
+        for shard in self.inbound:
             try:
                 claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms,
                                                 max(1, self._free()))
             except Exception as exc:
-                log.debug("reclaim on shard %d failed: %s", shard, exc)
+                log.debug("reclaim on shard %s failed: %s", shard, exc)
                 continue
             for claim in claims:
                 # entry ids are per shard: two shards can hold the same one
-                log.info("reclaimed %s of shard %d (session %s) from a stalled worker",
+                log.info("reclaimed %s of shard %s (session %s) from a stalled worker",
                          claim.id, shard, claim.session)
                 self._spawn(claim)
                 n += 1
@@ -309,7 +334,7 @@ class Worker:
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return
                 continue
-            await self._run_turn(turn, claim)
+            await self._run_turn(replace(turn, agent=claim.agent), claim)
 
     async def _run_turn(self, turn: Turn, claim: Claimed) -> None:
         bind(turn=turn.offset)
@@ -322,7 +347,8 @@ class Worker:
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
         self.outages.discard(turn.session)
-        agent = self.agent.name
+        runs, private = self.agent_for(turn)
+        agent = runs.name
         started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
                                                  max_attempts=self.cfg.max_attempts, again=again,
                                                  then=started(turn, agent))
@@ -331,14 +357,18 @@ class Worker:
             await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
             M.TURNS.labels("cancelled").inc()
             return
-        if attempt > self.cfg.max_attempts:
+        if not started_.run:  # past max_attempts (counted since its last pause, START)
             await self._dead_letter(claim, turn, attempt - 1, "the turn failed on every attempt")
             return
         # the turn_start and its state thinking are in the log already (START)
         co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started_.run)
-        run.log = tl = TurnLog(self.bus, turn, self.name, co, agent, self.private_tools)
+        run.log = tl = TurnLog(self.bus, turn, self.name, co, agent, private)
         memory = self.bus.memory(turn.session, turn.offset, self.name)
-        run.task = asyncio.create_task(self._produce(turn, co, run, memory))
+        run.attempt = attempt
+        # only an attempt after another can find the turn paused (sessions/approvals.py)
+        record = (await self.bus.resume_pause(turn.session, turn.offset, self.name)
+                  if attempt > 1 or again else None)
+        run.task = asyncio.create_task(self._produce(turn, co, run, memory, record))
         try:
             await run.task
         except TurnEnded as end:
@@ -351,6 +381,8 @@ class Worker:
             if not run.cancelled_by_user:
                 raise
             await co.flush()
+            if run.paused:  # no tool call left without its output in the agent's memory
+                await self.bus.rollback_memory(turn.session, turn.offset)
             await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
                                                            tl.agent)))
             M.TURNS.labels("cancelled").inc()
@@ -375,30 +407,73 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: Coalescer, run: _Running,
-                       memory: RedisMemory) -> None:
+    async def _produce(self, turn: Turn, co: Coalescer, run: _Running, memory: RedisMemory,
+                       record: PauseRecord | None) -> None:
+        """Run the turn: from its text, or from the pause an earlier attempt recorded. Each
+        stretch between pauses runs under what is left of ``turn_timeout_s``: waiting for
+        people does not count."""
         tl = run.log
         assert tl is not None  # set by _attempt
-        try:
-            async with asyncio.timeout(self.cfg.turn_timeout_s):
-                async for item in stream_turn(self.agent, turn.text, memory, self.provider):
-                    if isinstance(item, Paused):
-                        await self._on_paused(turn, co, run, item)
-                    else:
-                        await tl.add(item)
-        except (InputTripped, OutputTripped) as exc:
-            raise TurnEnded(guardrail_error(turn.offset, exc)) from None
+        agent = self.agent_for(turn)[0]
+        run_input: str | RunState[Any] = turn.text
+        if record is not None:
+            run.paused = True
+            if record.text:  # the new attempt's run streams the text before the pause again
+                co.add(record.text)
+            state = await restore(agent, record.state)
+            tl.agent = agent_name(agent, state)  # where it paused (after handoffs)
+            run_input = await resume(self.bus, turn, run, record, state,
+                                     lambda: self._append(turn, tl.waiting()))
+        budget = self.cfg.turn_timeout_s
+        while True:
+            began = time.monotonic()
+            try:
+                async with asyncio.timeout(budget):
+                    paused = await self._stream(agent, tl, run_input, memory)
+            except (InputTripped, OutputTripped) as exc:
+                raise TurnEnded(guardrail_error(turn.offset, exc)) from None
+            budget -= time.monotonic() - began
+            if paused is None:
+                break
+            run_input = await self._on_paused(turn, co, run, paused)
         await co.flush()
 
-    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running, paused: Paused) -> None:
-        """The run waits for a person's approval of some tool calls. Not supported yet: the
-        turn ends with ``turn_failed``."""
+    async def _stream(self, agent: Agent[Any], tl: TurnLog, run_input: str | RunState[Any],
+                      memory: RedisMemory) -> Paused | None:
+        """One run of the agent to its end or its pause (returned)."""
+        paused = None
+        async for item in stream_turn(agent, run_input, memory, self.provider):
+            if isinstance(item, Paused):
+                paused = item
+            else:
+                await tl.add(item)
+        return paused
+
+    def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
+        """The agent that runs ``turn`` (its session's; the first one for a turn of the
+        ``default`` shards this worker reads as the deployment's default) and its private
+        tools."""
+        return self.agents.get(turn.agent) or next(iter(self.agents.values()))
+
+    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running,
+                         paused: Paused) -> RunState[Any]:
+        assert run.log is not None
         await co.flush()
-        raise TurnEnded(E.turn_error(turn.offset, str(ErrorCode.TURN_FAILED),
-                                     "approval is not supported yet"))
+        M.TURNS.labels("paused").inc()
+        agent, private = self.agent_for(turn)
+        return await pause_and_wait(self.bus, agent, self.name, turn, "".join(co.text),
+                                    run, paused, self.cfg.approval_timeout_s,
+                                    run.log.waiting(), private)
+
+    async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
+        if events:
+            await self.bus.append(turn.session, events, owner=self.name)
 
     async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
+        run = self.running.get(turn.session)
+        if run is not None and run.paused:  # its requests close with it
+            await self.bus.end_pause(turn.session)
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
                            code: ErrorCode = ErrorCode.TURN_FAILED,
@@ -408,6 +483,6 @@ class Worker:
         await self.bus.rollback_memory(turn.session, turn.offset)
         M.TURNS.labels("dead_lettered").inc()
         await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
-                                        agent or self.agent.name))
+                                        agent or self.agent_for(turn)[0].name))
 
     # ------------------------------------------------------------ side loops

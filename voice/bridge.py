@@ -169,6 +169,10 @@ class VoiceBridge:
         self.hanging_up = False
         """Set when the call ends (caller left, worker lost): a turn whose reply stream is torn
         down then is left to finish (chat clients get the reply), not cancelled."""
+        self._asking: dict[int, TurnFeed] = {}
+        """Turns this call submitted whose reply is being followed (a barge-in cancels them)."""
+        self.speaking_turn: int | None = None
+        """The turn whose reply text was handed to the speech last (transcripts name it)."""
         self.on_chat_turn: Callable[[int], None] | None = None
         """Called with the offset of each turn typed by a chat client of the session while
         the call is up (the worker speaks its reply in the call)."""
@@ -188,6 +192,10 @@ class VoiceBridge:
         with contextlib.suppress(BusUnavailable):
             await self.bus.unregister(self.session, self.node)
             await self.membership.leave()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task of the call (cancelled when the bridge closes)."""
+        self._spawn(coro)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -212,6 +220,8 @@ class VoiceBridge:
         talking over the reply to a turn typed in chat silences it without cancelling it.
         """
         feed = TurnFeed(turn)
+        if cancel_on_close:
+            self._asking[turn] = feed
         listener = self._turns[turn] = _Listener()
         last, from_log = turn, True  # events appended before we listened are in the log
         try:
@@ -221,29 +231,54 @@ class VoiceBridge:
                     async for off, event in self._from_log(last):
                         last = off
                         if said := feed.on_event(event, time.monotonic()):
+                            self.speaking_turn = turn
                             yield said
                     p = None if feed.done else await self.bus.partial(self.session)
                     if p and (said := feed.on_event(E.partial(p.turn, p.attempt, p.seq,
                                                               p.text))):
+                        self.speaking_turn = turn
                         yield said
                     continue
                 got = await self._next(listener, feed)
                 if got is None:
+                    self.speaking_turn = turn
                     yield feed.notice()
                     continue
                 off, event = got
                 if off == CHUNK:
                     if said := feed.on_event(event):
+                        self.speaking_turn = turn
                         yield said
                 elif off > last:
                     last = off
                     if said := feed.on_event(event, time.monotonic()):
+                        self.speaking_turn = turn
                         yield said
         finally:
             if self._turns.get(turn) is listener:
                 del self._turns[turn]
+            if self._asking.get(turn) is feed:
+                del self._asking[turn]
             if cancel_on_close and not feed.done and not self.hanging_up:
                 self._spawn(self._cancel(turn))
+
+    def barge_in(self) -> list[int]:
+        """The caller spoke over a reply (a final transcript): cancel every turn this call
+        asked whose reply is not finished, whatever its audio is doing (playing, paused, or
+        silent between two sentences while the reply still streams). Returns those turns."""
+        turns = [t for t, feed in self._asking.items() if not feed.done]
+        if not self.hanging_up:
+            for turn in turns:
+                self._spawn(self._cancel(turn))
+        return turns
+
+    async def transcript(self, role: str, text: str, final: bool,
+                         turn: int | None = None) -> None:
+        """Record speech of the call as a ``transcript`` event of the session log."""
+        try:
+            await self.bus.append(self.session, E.transcript(text, final, role, turn))
+        except BusUnavailable:
+            log.warning("could not record a transcript of %s: Redis unavailable", self.session)
 
     async def _next(self, listener: _Listener,
                     feed: TurnFeed) -> tuple[int, dict[str, Any]] | None:
@@ -314,6 +349,11 @@ class VoiceBridge:
         listener = self._turns.get(chunk.turn)
         if listener is not None:
             listener.put(CHUNK, orjson.loads(frame))
+
+    def session_deleted(self, sid: str) -> None:
+        # the call's later turns fail (the session is gone); ending the call is its own job
+        if sid == self.session:
+            log.info("session %s was deleted during its call", sid)
 
     def stream_back(self) -> None:
         """Events delivered while the stream could not be read may be lost: every turn being

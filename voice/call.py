@@ -37,6 +37,14 @@ ERRORS = {
     "llm_error": ("agent_unavailable", "the agent could not be reached"),
 }
 """livekit-agents error type -> (our code, what the caller is told)."""
+ROOM_LEFT_NORMALLY = frozenset({
+    rtc.DisconnectReason.CLIENT_INITIATED, rtc.DisconnectReason.ROOM_DELETED,
+    rtc.DisconnectReason.ROOM_CLOSED, rtc.DisconnectReason.PARTICIPANT_REMOVED,
+    rtc.DisconnectReason.DUPLICATE_IDENTITY})
+"""Why the agent's room connection may end with the call going as planned: any other reason
+(the signal connection closed, a timeout, the server shutting down or draining) means the
+LiveKit server was lost, and the call with it."""
+LIVEKIT_LOST = ("livekit_lost", "the LiveKit server was lost: start the call again")
 
 
 def error_code(error: Any) -> tuple[str, str]:
@@ -60,8 +68,26 @@ class CallReporter:
         self.session = session
         session.on("error", self.on_error)
         session.on("close", self.on_close)
+        self.room.on("disconnected", self.on_room_disconnected)
         session.on("agent_state_changed", self.on_agent_state)
         self.bridge.on_chat_turn = self.speak_turn
+
+    def on_room_disconnected(self, reason: Any) -> None:
+        """The agent's room connection ended for good (after the SDK's own reconnect tries).
+        Not by us, nor by the room's end: LiveKit is gone. Recorded first as an ``error``
+        then ``ended`` with ``reason: "livekit_lost"`` (else the session's close, which
+        follows, would say ``user_initiated``)."""
+        if reason in ROOM_LEFT_NORMALLY or self.ended:
+            return
+        self.ended = True
+        code, message = LIVEKIT_LOST
+        log.warning("call of %s: LiveKit lost (room disconnected, reason %s)",
+                    self.bridge.session, reason)
+        self._spawn(self._lost(code, message))
+
+    async def _lost(self, code: str, message: str) -> None:
+        await self.bridge.note("error", code=code, message=message)
+        await self.bridge.note("ended", reason=code)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -119,6 +145,8 @@ class CallReporter:
     def _say(self, text: Any) -> None:
         if self.session is None:
             return
+        if isinstance(text, str):  # a line of ours, no turn's reply: its transcript has none
+            self.bridge.speaking_turn = None
         try:
             self.session.say(text, allow_interruptions=True, add_to_chat_ctx=False)
         except RuntimeError as exc:  # the session is closing

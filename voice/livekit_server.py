@@ -65,7 +65,8 @@ class LiveKitServer:
             # default) and never retries: on a busy small box calls were not dispatched.
             # The voice worker's own AGENTIA_VOICE_LOAD_THRESHOLD decides instead.
             f"agents:\n  target_load: {self.target_load}\n")
-        with open(self.workdir / "livekit.log", "wb") as log:  # the child keeps its own fd
+        mode = "ab" if self.proc is not None else "wb"  # a restart keeps the dead one's log
+        with open(self.workdir / "livekit.log", mode) as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True,

@@ -48,11 +48,14 @@ from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
 from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
 from voice.tokens import delete_room, parse_job_metadata
+from voice.transcripts import CallerSpeech, SpokenText
 
 log = logging.getLogger("agentia.voice")
 
 LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
+REGISTER_RETRIES = 1_000_000
+"""Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -91,8 +94,23 @@ def check_speech(s: VoiceSettings) -> None:
         verify_model(model_dir or default_model_dir(), sha)
 
 
+class _RoomGoneQuiet(logging.Filter):
+    """livekit-agents logs every session event it cannot send to a room that is gone (LiveKit
+    lost) with two chained tracebacks: one warning line each is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "failed to send session event":
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_room_gone() -> None:
+    logging.getLogger("livekit.agents").addFilter(_RoomGoneQuiet())
+
+
 def prewarm(proc: JobProcess) -> None:
     """Load the models once per job process, before any call."""
+    quiet_room_gone()
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
@@ -221,7 +239,10 @@ async def entrypoint(ctx: JobContext) -> None:
     slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
     bridge = VoiceBridge(bus, session_id, user, tool_notice_s=s.voice_tool_notice_ms / 1000)
-    await bridge.start()
+    ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
+    # the control plane answers the caller once the agent is in the room (voice/tokens.py):
+    # joining while the session opens on the bus saves that round trip from the Talk click
+    await asyncio.gather(bridge.start(), ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY))
     log.info("call of session %s in job process %d (room %s, node %s)", session_id,
              os.getpid(), ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room)
@@ -238,18 +259,19 @@ async def entrypoint(ctx: JobContext) -> None:
         await bus.close()
 
     ctx.add_shutdown_callback(cleanup)
-    ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
-    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     tasks.append(asyncio.create_task(_end_if_caller_never_joins(ctx, reporter, watch, deadline)))
     agent_session = _session(ctx.proc, bridge)
     reporter.attach(agent_session)
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
-    agent_session.on("user_input_transcribed", lambda ev: log.debug(
-        "heard (final=%s): %r", ev.is_final, ev.transcript))
+    heard = CallerSpeech(bridge, s.voice_aec_warmup_s)
+    agent_session.on("agent_state_changed", heard.on_agent_state)
+    agent_session.on("user_input_transcribed", heard.on_transcribed)
     agent_session.on("conversation_item_added", lambda ev: _log_timings(ev.item))
     await agent_session.start(
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
-        room_options=room_io.RoomOptions(participant_identity=user, text_input=False))
+        room_options=room_io.RoomOptions(
+            participant_identity=user, text_input=False,
+            text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
     await bridge.note("joined", room=ctx.room.name)
 
 
@@ -265,6 +287,9 @@ def options(s: VoiceSettings) -> WorkerOptions:
         job_executor_type=(JobExecutorType.PROCESS if s.voice_executor == "process"
                            else JobExecutorType.THREAD),
         num_idle_processes=s.voice_idle_processes,
+        # LiveKit restarted or drained: register again when it is back (a try every 10 s at
+        # most, livekit-agents' back-off) rather than exit after its default 16 tries
+        max_retry=REGISTER_RETRIES,
         **({"load_threshold": s.voice_load_threshold} | extra), port=0, host="127.0.0.1")
 
 
@@ -294,6 +319,7 @@ def main(redis_url: str | None = None) -> None:
 
     s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
     setup(s.log_level, json_lines=s.log_json)
+    quiet_room_gone()  # the thread executor's jobs log here
     try:
         check_speech(s)
     except (SpeechError, SettingsError) as exc:

@@ -16,8 +16,8 @@ export function closeName(code: number): string | null;
 /** Codes of `error` frames and `turn_error` events. */
 export type ServerErrorCode =
   | "bad_json" | "bad_frame" | "rate_limited" | "unavailable" | "overloaded"
-  | "turn_not_active" | "turn_failed" | "turn_timeout" | "guardrail" | "session_lost"
-  | "internal";
+  | "turn_not_active" | "no_such_approval" | "turn_failed" | "turn_timeout" | "guardrail"
+  | "session_lost" | "internal";
 /** Codes of errors the client raises itself. */
 export type ClientErrorCode =
   | "closed" | "switched" | "token_unavailable" | "bad_url" | "message_too_big"

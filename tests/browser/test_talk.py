@@ -38,6 +38,14 @@ PHRASE = "what time is it"
 HEARD = re.compile(r"^\s*what time is it\W*$", re.IGNORECASE)
 """How Whisper writes it down (capitals and punctuation: "What time is it?")."""
 RATE = 48_000
+ANSWERED_WITHIN_S = 0.6
+"""Talk's POST /v1/voice/sessions, sent -> answered: the route waits until the agent is in the
+room. It waited for LiveKit's dispatch listing before, ~5.5 s (issue 16); 0.35-0.45 s now."""
+LISTENING_WITHIN_S = 2.0
+"""Talk click -> the agent listening, as the page records it: 5.7-6.1 s before, 0.95-1.4 s now
+on this busy box. Issue 16 asks for 1 s: the page's own part (loading voice.js and the
+microphone check before the POST, ~0.2 s; livekit-client's room connect, 0.5-0.7 s) is what is
+left."""
 VENDOR = ROOT / "web" / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs"
 
 
@@ -151,6 +159,9 @@ def talk_through(page: Page, base: str) -> None:
     session = page.evaluate("window.agentiaApp.client.session")
 
     # 1. Talk: the call connects, the agent joins, the microphone opens.
+    posts: list[float] = []
+    page.on("requestfinished", lambda r: posts.append(r.timing["responseEnd"] / 1000)
+            if r.url.endswith("/v1/voice/sessions") else None)
     talk.click()
     state = page.get_by_test_id("call")
     expect(page.get_by_test_id("hangup")).to_be_visible()
@@ -158,6 +169,11 @@ def talk_through(page: Page, base: str) -> None:
     expect(state).to_have_attribute("data-state", re.compile("^(listening|thinking|speaking)$"),
                                     timeout=25_000)
     assert page.evaluate("window.agentiaApp.call.session") == session
+    ready_s = page.evaluate("""() => { const log = window.agentiaApp.callLog;
+        return (log.find((c) => c.state === 'listening').at - log[0].at) / 1000; }""")
+    print(f"\nTalk click -> agent listening: {ready_s:.2f} s (POST answered in {posts} s)")
+    assert len(posts) == 1 and posts[0] <= ANSWERED_WITHIN_S, posts
+    assert ready_s <= LISTENING_WITHIN_S, page.evaluate("window.agentiaApp.callLog")
     shot(page, "01-in-call")
 
     # 2. The transcript arrives as a voice user message, then the agent's reply.

@@ -142,9 +142,8 @@ async def test_a_private_tools_arguments_and_output_stay_in_the_worker(
     edge = cluster.edge()
     bus = Bus(connect(redis_server.url), prefix=prefix, shards=4)
     agent: Agent[Any] = fast
-    worker = Worker(bus, agent, model_provider(ModelConfig(demo_word_delay=0)),
-                    WorkerConfig(block_ms=100),
-                    private_tools=frozenset({"calculate"}))
+    worker = Worker(bus, {"default": (agent, frozenset({"calculate"}))},
+                    model_provider(ModelConfig(demo_word_delay=0)), WorkerConfig(block_ms=100))
     running = asyncio.create_task(worker.run())
     try:
         c = await Client.open(edge.port, session="ae-private")

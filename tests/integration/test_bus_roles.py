@@ -14,6 +14,7 @@ import pytest
 from agentia.codes import BusUnavailable
 from sessions import events as E
 from sessions import keys as K
+from sessions.backend_redis import Backend
 from sessions.bus import Bus, LockLost, Turn
 from sessions.membership import Membership
 from sessions.roles import ChunkAt, Delivered, NodeDelivery, Partial, Submitted
@@ -85,6 +86,7 @@ class _Handler:
         self.back = 0
         self.outages = 0
         self.beats: list[bool] = []
+        self.deleted: list[str] = []
 
     def deliver(self, sid: str, offset: int, event: bytes) -> None:
         self.events.append((sid, offset, orjson.loads(event)))
@@ -92,6 +94,10 @@ class _Handler:
 
     def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
         self.chunks.append((sid, chunk, orjson.loads(frame)))
+        self.got.set()
+
+    def session_deleted(self, sid: str) -> None:
+        self.deleted.append(sid)
         self.got.set()
 
     def stream_back(self) -> None:
@@ -117,10 +123,15 @@ async def test_membership_delivers_the_sessions_events(bus: Bus) -> None:
     try:
         await bus.append("s7", E.call("joined", "n1", 1.0))
         await asyncio.wait_for(handler.got.wait(), 5)
+        assert handler.events == [("s7", 1, {"type": "call", "state": "joined",
+                                             "node": "n1", "ts": 1.0})]
+        # a deleted session: the node hears it as a notice, not as an event
+        handler.got.clear()
+        await Backend(bus).delete_session("s7")
+        await asyncio.wait_for(handler.got.wait(), 5)
     finally:
         task.cancel()
-    assert handler.events == [("s7", 1, {"type": "call", "state": "joined", "node": "n1",
-                                         "ts": 1.0})]
+    assert handler.deleted == ["s7"] and len(handler.events) == 1
     assert "n1" in await bus.live_nodes(time.time() - K.NODE_TTL)
     await member.leave()
     assert "n1" not in await bus.live_nodes(time.time() - K.NODE_TTL)

@@ -165,6 +165,13 @@ def test_probes(rendered: dict[str, list[Doc]]) -> None:
         assert {"name": "internal", "containerPort": v["edge"]["internalPort"],
                 "protocol": "TCP"} in edge["ports"]
         assert env(edge)["AGENTIA_INTERNAL_PORT"]["value"] == str(v["edge"]["internalPort"])
+        worker = container(one(docs, "Deployment", "worker"), "worker")
+        assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "internal"}
+        assert "readinessProbe" not in worker  # /readyz is for alerts (docs/operations.md)
+        assert {"name": "internal", "containerPort": v["worker"]["internalPort"],
+                "protocol": "TCP"} in worker["ports"]
+        assert env(worker)["AGENTIA_WORKER_INTERNAL_PORT"]["value"] \
+            == str(v["worker"]["internalPort"])
         api = container(one(docs, "Deployment", "api"), "api")
         assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert api["readinessProbe"]["httpGet"] == {"path": v["api"]["readinessPath"],
@@ -585,3 +592,81 @@ def test_voice_limits_reach_the_route_and_the_worker(rendered: dict[str, list[Do
         assert api["AGENTIA_MAX_SESSIONS_PER_HOUR"]["value"] == str(limits["sessionsPerHour"])
         assert api["AGENTIA_MAX_SESSIONS_PER_USER"]["value"] == str(limits["sessions"])
     assert seen, "no value set in ops/helm/agentia/ci enables voice"
+
+
+# --- several agents (docs/agents.md) ---
+
+def _agents_values(prefix: str = "agentia", shards: int = 8) -> Doc:
+    keys = Keys(prefix, shards)
+    return {"worker": {"agents": [
+        {"name": "demo", "agent": "sessions.demo:demo_agent", "description": 'the "demo"',
+         "privateTools": ["calculate"], "keda": {
+             "maxReplicaCount": 10,
+             "streams": [keys.inbound(k, "demo") for k in range(shards)]},
+         "mcp": [{"name": "notes", "command": "python", "args": ["-m", "x"],
+                  "env": {"A": "1", "B": "two words"}},
+                 {"name": "web", "url": "http://127.0.0.1:9000/mcp",
+                  "headers": {"Authorization": "Bearer x"}}]},
+        {"name": "triage", "agent": "sessions.demo:triage_agent", "concurrency": 64,
+         "keda": {"streams": [keys.inbound(k, "triage") for k in range(shards)]}}]}}
+
+
+def test_two_agents_get_a_worker_and_a_scaler_each(helm: str, tmp_path: Path) -> None:
+    from sessions.registry import parse_toml
+
+    path = tmp_path / "agents.yaml"
+    path.write_text(yaml.safe_dump(_agents_values()))
+    docs = template(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
+    workers = [d for d in kinds(docs, "Deployment")
+               if d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
+    assert [d["metadata"]["labels"]["agentia.io/agent"] for d in workers] == ["demo", "triage"]
+    [cm] = [d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-agents")]
+    specs = parse_toml(cm["data"]["agents.toml"], "the chart's agents.toml")
+    assert [(s.name, s.agent_ref) for s in specs] == [
+        ("demo", "sessions.demo:demo_agent"), ("triage", "sessions.demo:triage_agent")]
+    assert specs[0].description == 'the "demo"' and specs[0].private_tools == {"calculate"}
+    assert specs[0].mcp[0]["env"] == {"A": "1", "B": "two words"}
+    assert specs[0].mcp[1]["headers"] == {"Authorization": "Bearer x"}
+    keys = Keys("agentia", 8)
+    scalers = kinds(docs, "ScaledObject")
+    for dep, name, concurrency in zip(workers, ("demo", "triage"), ("256", "64"), strict=True):
+        c = container(dep, "worker")
+        assert c["args"] == ["agentia", "worker", "--agents", "/etc/agentia/agents/agents.toml",
+                             "--only", name, "--concurrency", concurrency]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        assert mounts["agents"] == "/etc/agentia/agents"
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["agents"]["configMap"]["name"] == cm["metadata"]["name"]
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert pod_labels["agentia.io/agent"] == name
+        [so] = [s for s in scalers
+                if s["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]]
+        streams = [t["metadata"]["stream"] for t in so["spec"]["triggers"]]
+        assert streams == [keys.inbound(k, name) for k in range(8) for _ in (0, 1)]
+        assert so["spec"]["maxReplicaCount"] == (10 if name == "demo" else 50)
+    # one PodMonitor still scrapes every worker pod
+    [pm] = kinds(docs, "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    pdbs = [p for p in kinds(docs, "PodDisruptionBudget")
+            if p["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
+    assert len(pdbs) == 2
+
+
+def test_agent_streams_are_checked_per_agent(helm: str, tmp_path: Path) -> None:
+    v = _agents_values()
+    v["worker"]["agents"][1]["keda"]["streams"] = v["worker"]["agents"][0]["keda"]["streams"]
+    path = tmp_path / "agents.yaml"
+    path.write_text(yaml.safe_dump(v))
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
+    assert 'worker.agents[1].keda.streams: "agentia:{in.demo.0.' in err
+    assert 'is not an inbound stream of agent "triage"' in err
+    del v["worker"]["agents"][1]["keda"]
+    path.write_text(yaml.safe_dump(v))
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
+    assert "worker.agents[1].keda.streams is required" in err
+    assert 'k.inbound(i, "triage")' in err
+    v["worker"]["agents"][1]["name"] = "Triage"
+    path.write_text(yaml.safe_dump(v))
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
+    assert "/worker/agents/1/name" in err

@@ -22,6 +22,7 @@ from agentia_client import (
     Limits,
     Partial,
     Pong,
+    PostedMessage,
     Reply,
     Resumed,
     ToolCall,
@@ -40,7 +41,7 @@ CLASSES: dict[str, type] = {
     "welcome": Welcome, "ack": Ack, "resumed": Resumed, "cancelling": Cancelling,
     "pong": Pong, "error": ErrorFrame, "user": UserMessage, "turn_start": TurnStart,
     "chunk": Chunk, "partial": Partial, "tool": ToolCall, "reply": Reply, "cancelled": Cancelled,
-    "turn_error": TurnFailure, "call": CallState,
+    "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
 }
 
 
@@ -87,6 +88,9 @@ def test_welcome_limits_and_the_raw_object() -> None:
              "protocol": "agentia.v1", "limits": {"heartbeat_s": 2}}
     w = parse_frame(frame)
     assert isinstance(w, Welcome) and w.limits == Limits(heartbeat_s=2.0) and w.raw is frame
+    assert w.agent == ""  # an edge from before issue 14
+    w = parse_frame({**frame, "agent": "triage"})
+    assert isinstance(w, Welcome) and w.agent == "triage"
 
 
 def test_call_states() -> None:

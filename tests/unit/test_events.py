@@ -20,6 +20,10 @@ BUILT = {
     "cancelled": E.cancelled(18, "", "Agentia demo"),
     "turn_error": E.turn_error(18, "turn_failed", "the turn failed on every attempt"),
     "call": E.call("ended", "voice-1", 2.5),
+    "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
+    "approval_request": E.approval_request(18, "call_1", "book_table", {"people": 2}, "demo",
+                                           1767226200.5),
+    "approval_result": E.approval_result(18, "call_1", False, "alice", "not tonight"),
 }
 
 
@@ -89,3 +93,9 @@ def test_tool_output_is_cut_to_its_documented_size() -> None:
 def test_state_between_turns_leaves_turn_out() -> None:
     assert E.state(None, "listening", "a") == {"type": "state", "state": "listening",
                                                "agent": "a"}
+
+
+def test_a_private_tool_s_approval_request_keeps_its_arguments_in_the_worker() -> None:
+    ev = E.approval_request(18, "call_1", "lookup", {"account": "42"}, "demo", 1.5, private=True)
+    assert ev == {"type": "approval_request", "turn": 18, "call_id": "call_1", "name": "lookup",
+                  "agent": "demo", "expires": 1.5, "private": True}

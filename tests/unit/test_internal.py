@@ -1,5 +1,5 @@
-"""Unit tests for gateway/internal.py (the edge's internal HTTP port) and the origin rule of
-gateway/node.py, without an event loop or sockets."""
+"""Unit tests for the internal HTTP port (agentia/probes.py, the edge's readiness in
+gateway/internal.py) and the origin rule of gateway/node.py, without sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.internal import answer, readiness, response
+from agentia.probes import answer, response
+from gateway.internal import readiness
 from gateway.node import origin_allowed
 
 
@@ -23,15 +24,21 @@ def test_readiness(draining: bool, redis_ok: bool, want: tuple[int, str]) -> Non
     assert readiness(node(draining, redis_ok)) == want
 
 
-def test_answers() -> None:
-    n = node()
-    assert answer(n, "GET", "/healthz")[::2] == (200, b"ok\n")
-    assert answer(n, "GET", "/readyz?verbose=1")[::2] == (200, b"ready\n")
-    status, ctype, body = answer(n, "GET", "/metrics")
+def ready_of(n: Any) -> Any:
+    async def ready() -> tuple[int, str]:
+        return readiness(n)
+    return ready
+
+
+async def test_answers() -> None:
+    r = ready_of(node())
+    assert (await answer(r, "GET", "/healthz"))[::2] == (200, b"ok\n")
+    assert (await answer(r, "GET", "/readyz?verbose=1"))[::2] == (200, b"ready\n")
+    status, ctype, body = await answer(r, "GET", "/metrics")
     assert status == 200 and ctype.startswith("text/plain") and b"agentia_connections" in body
-    assert answer(n, "GET", "/v1/ws")[0] == 404
-    assert answer(n, "POST", "/readyz")[0] == 405
-    assert answer(node(draining=True), "HEAD", "/readyz")[0] == 503
+    assert (await answer(r, "GET", "/v1/ws"))[0] == 404
+    assert (await answer(r, "POST", "/readyz"))[0] == 405
+    assert (await answer(ready_of(node(draining=True)), "HEAD", "/readyz"))[0] == 503
 
 
 def test_response_bytes() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sessions.keys import SESSION_ID_RE, Keys, session_tag, shard_for
+from sessions.keys import SESSION_ID_RE, Keys, key_slot, session_tag, shard_for
 
 
 def hash_tag(key: str) -> str:
@@ -127,3 +127,22 @@ def test_session_id_re_rejects(sid: str) -> None:
 @pytest.mark.parametrize("sid", ["s1\n", "x" * 64 + "\n"])
 def test_session_id_re_rejects_trailing_newline(sid: str) -> None:
     assert SESSION_ID_RE.fullmatch(sid) is None
+
+
+def test_each_agent_has_its_own_shards_and_default_keeps_the_old_names() -> None:
+    k = Keys("p", 8)
+    old = [k.inbound(i) for i in range(8)]
+    assert old == [k.inbound(i, "default") for i in range(8)] == [k.inbound(i, "")
+                                                                   for i in range(8)]
+    assert all(hash_tag(s).startswith("in.") and hash_tag(s).count(".") == 2 for s in old)
+    demo = [k.inbound(i, "demo") for i in range(8)]
+    triage = [k.inbound(i, "triage") for i in range(8)]
+    assert all(hash_tag(s).startswith("in.demo.") for s in demo)
+    assert len({hash_tag(s) for s in old + demo + triage}) == 24
+    for agent, streams in (("demo", demo), ("triage", triage)):
+        for i, s in enumerate(streams):
+            dlq = k.dead_letters(i, agent)
+            assert hash_tag(dlq) == hash_tag(s) and dlq != s
+            # spread like the default agent's: shard i lies in the i-th eighth of the slots
+            assert i * 2048 <= key_slot(hash_tag(s)) < (i + 1) * 2048
+    assert k.agents() == "p:agents"

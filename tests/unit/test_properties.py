@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 
 from agentia.codes import ErrorCode, ProtocolError
 from gateway.protocol import (
+    MAX_APPROVAL_MESSAGE,
+    MAX_CALL_ID,
     MAX_CLIENT_ID,
     MAX_NUMBER,
+    Approve,
     Cancel,
     ClientFrame,
     Cursor,
@@ -43,12 +46,16 @@ json_values = st.recursive(
     max_leaves=20)
 ids = st.one_of(st.text(min_size=0, max_size=70), json_values)
 frame_objects = st.fixed_dictionaries(
-    {"type": st.sampled_from(["send", "resume", "cancel", "ping", "teleport", "", "SEND"])
+    {"type": st.sampled_from(["send", "resume", "cancel", "approve", "ping", "teleport", "",
+                              "SEND"])
      | json_values},
     optional={"id": ids, "text": st.text(max_size=MAX_TEXT + 20) | json_values,
               "after": st.integers(min_value=-3, max_value=2**70) | json_values,
               "epoch": st.text(max_size=20) | json_values,
               "turn": st.integers(min_value=-3, max_value=2**70) | json_values,
+              "call_id": st.text(max_size=140) | json_values,
+              "approved": st.booleans() | json_values,
+              "message": st.text(max_size=1_010) | json_values,
               "data": json_values})
 
 
@@ -76,6 +83,10 @@ def _check_parsed(frame: ClientFrame) -> None:
         assert frame.epoch is None or isinstance(frame.epoch, str)
     elif isinstance(frame, Cancel):
         assert frame.turn is None or (type(frame.turn) is int and frame.turn >= 1)
+    elif isinstance(frame, Approve):
+        assert 1 <= len(frame.id) <= MAX_CLIENT_ID and 1 <= len(frame.call_id) <= MAX_CALL_ID
+        assert type(frame.approved) is bool
+        assert frame.message is None or len(frame.message) <= MAX_APPROVAL_MESSAGE
     else:
         assert isinstance(frame, Ping)
     if isinstance(frame, Resume | Cancel) and frame.id is not None:

@@ -10,9 +10,12 @@ import pytest
 from agentia import PROTOCOL
 from agentia.codes import RETRYABLE, AgentiaError, ErrorCode, ProtocolError
 from gateway.protocol import (
+    MAX_APPROVAL_MESSAGE,
+    MAX_CALL_ID,
     MAX_CLIENT_ID,
     MAX_STRIKES,
     STRIKE_DECAY_S,
+    Approve,
     Cancel,
     Cursor,
     Delivery,
@@ -162,6 +165,40 @@ def test_cancel_bad_turn(turn: Any) -> None:
     err = bad(frame(type="cancel", turn=turn))
     assert err.code is ErrorCode.BAD_FRAME
     assert "turn" in err.message
+
+
+def test_parse_approve() -> None:
+    assert parse_frame(frame(type="approve", id="a", call_id="call_1", approved=True),
+                       MAX_TEXT) == Approve("a", "call_1", True)
+    long = "x" * MAX_APPROVAL_MESSAGE
+    assert parse_frame(frame(type="approve", id="a", call_id="c" * MAX_CALL_ID, approved=False,
+                             message=long), MAX_TEXT) == Approve("a", "c" * MAX_CALL_ID, False,
+                                                                 long)
+    assert parse_frame(frame(type="approve", id="a", call_id="c", approved=False,
+                             message=None), MAX_TEXT) == Approve("a", "c", False)
+
+
+@pytest.mark.parametrize(("fields", "word"), [
+    ({"call_id": "c", "approved": True}, "'id'"),
+    ({"id": "", "call_id": "c", "approved": True}, "'id'"),
+    ({"id": "i" * (MAX_CLIENT_ID + 1), "call_id": "c", "approved": True}, "'id'"),
+    ({"id": "a", "approved": True}, "call_id"),
+    ({"id": "a", "call_id": "", "approved": True}, "call_id"),
+    ({"id": "a", "call_id": 7, "approved": True}, "call_id"),
+    ({"id": "a", "call_id": "c" * (MAX_CALL_ID + 1), "approved": True}, "call_id"),
+    ({"id": "a", "call_id": "c"}, "approved"),
+    ({"id": "a", "call_id": "c", "approved": 1}, "approved"),
+    ({"id": "a", "call_id": "c", "approved": "yes"}, "approved"),
+    ({"id": "a", "call_id": "c", "approved": True, "message": 5}, "message"),
+    ({"id": "a", "call_id": "c", "approved": False,
+      "message": "m" * (MAX_APPROVAL_MESSAGE + 1)}, "message"),
+])
+def test_approve_bad_fields(fields: dict[str, Any], word: str) -> None:
+    err = bad(frame(type="approve", **fields))
+    assert err.code is ErrorCode.BAD_FRAME
+    assert word in err.message
+    # an error about a frame with a usable id refers to it
+    assert err.ref == (fields["id"] if word != "'id'" else None)
 
 
 # ---------------------------------------------------------------- server frames

@@ -22,10 +22,13 @@ class FakeNode:
     def __init__(self, refusal: tuple[int, str] | None = None) -> None:
         self.refusal = refusal
         self.asked: list[tuple[dict[str, str], str, str | None]] = []
+        self.agents: list[str] = []
         self.tallies: Counter[str] = Counter()
 
-    def admit(self, headers: dict[str, str], query: str, session: str | None) -> object:
+    def admit(self, headers: dict[str, str], query: str, session: str | None,
+              agent: str = "") -> object:
         self.asked.append((headers, query, session))
+        self.agents.append(agent)
         return self.refusal or "conn"
 
     def tally(self, name: str) -> None:
@@ -57,17 +60,22 @@ def test_not_an_upgrade_is_426_and_counted(missing: str) -> None:
 
 def test_admission_sees_token_origin_protocols_and_session() -> None:
     node = FakeNode()
-    headers = {**UPGRADE, "authorization": "Bearer t", "origin": "https://a.example"}
+    headers = {**UPGRADE, "authorization": "Bearer t", "origin": "https://a.example",
+               "user-agent": "phone/1.0"}
     got = R.route(node, "/v1/ws?session=s1&x=2", headers,  # type: ignore[arg-type]
                   ["bearer.tok", f"x, {PROTOCOL}"])
     assert got == R.Accept("conn", PROTOCOL)  # type: ignore[arg-type]
     asked, query, session = node.asked[0]
     assert asked == {"authorization": "Bearer t", "origin": "https://a.example",
-                     "sec-websocket-protocol": f"bearer.tok, x, {PROTOCOL}"}
+                     "sec-websocket-protocol": f"bearer.tok, x, {PROTOCOL}",
+                     "user-agent": "phone/1.0"}
     assert (query, session) == ("session=s1&x=2", "s1")
     plain = R.route(node, "/v1/ws", UPGRADE, ())  # type: ignore[arg-type]
     assert plain == R.Accept("conn", None)  # type: ignore[arg-type]
     assert node.asked[1][2] is None
+    R.route(node, "/v1/ws?agent=triage&session=s2", UPGRADE, ())  # type: ignore[arg-type]
+    R.route(node, "/v1/ws?agent=", UPGRADE, ())  # type: ignore[arg-type]
+    assert node.agents == ["", "", "triage", ""]
 
 
 @pytest.mark.parametrize(("status", "header"), [

@@ -53,6 +53,22 @@ def test_frames_become_requests() -> None:
     assert p.last_seen == 1.0 and p.rules.metrics["frames_in"] == 4
 
 
+def test_approve_is_a_request_rate_limited_like_cancel_and_answered_with_an_ack() -> None:
+    p = _proto()
+    raw = b'{"type":"approve","id":"a1","call_id":"call_9","approved":false,"message":"no"}'
+    want = [S.ApproveCall(P.Approve("a1", "call_9", False, "no"))]
+    assert all(p.receive(raw, 5.0) == want for _ in range(int(LIMITS.burst)))
+    err = _frames(p.receive(raw, 5.0))[0]
+    assert err["code"] == "rate_limited" and err["ref"] == "a1"
+    assert _frames(p.on_approved(P.Approve("a1", "call_9", False), 7)) == [
+        {"type": "ack", "id": "a1", "offset": 7, "duplicate": False}]
+    missing = AgentiaError(ErrorCode.NO_SUCH_APPROVAL, "none")
+    out = p.on_failure(missing, P.Approve("a2", "c", True), 6.0)
+    assert _frames(out) == [{"type": "error", "code": "no_such_approval", "message": "none",
+                             "retryable": False, "ref": "a2"}]
+    assert _closes(out) == [] and p.strikes.count == 0  # not a strike: a race, not abuse
+
+
 def test_outcomes_become_answers() -> None:
     p = _proto()
     assert _frames(p.on_submitted(P.Send("a", "hi"), 7, False)) == [

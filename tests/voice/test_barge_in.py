@@ -17,7 +17,7 @@ from sessions.bus import Bus
 from tests.conftest import Cluster
 from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
-from voice.caller import speech_48k
+from voice.caller import Caller, speech_48k
 from voice.settings import VoiceSettings
 from voice.speech import normalise
 
@@ -56,3 +56,41 @@ async def test_talking_over_the_agent_cancels_its_turn_and_starts_the_next(
         reply = await chat.until("reply", timeout=30, turn=second["offset"])
         assert "The tool says:" in reply["text"]
     assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+async def test_talking_while_the_agent_is_silent_mid_reply_cancels_the_turn(
+        cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
+    """Issue 16: the agent said its first sentence and is silent, its reply still streaming
+    (the model pauses 15 s); the caller talks. The turn must be cancelled (before, nothing
+    was playing to interrupt and chat clients got the whole reply the caller never heard)."""
+    cluster.worker(agent="tests.agents_fixtures:pausing", PAUSE_S="15")
+    async with voice_call(cluster, livekit, "dave", prefix="gap") as c:
+        chat, caller = c.chat, c.joined
+        await caller.say(await speech_48k("tell me a story"))
+        first = await chat.until("user", timeout=20, source="voice")
+        await asyncio.wait_for(caller.heard_agent.wait(), 30)
+        spoke_at = caller.first_loud_after(0)
+        await asyncio.wait_for(_quiet(caller, 1.0), 15)  # the first sentence is said
+        # past the echo-canceller warm-up, counted from the agent's first speech
+        await asyncio.sleep(max(0.0, spoke_at + WARMUP_S + 0.5 - time.monotonic()))
+        silent_from = caller.last_loud()
+        interruption = await speech_48k("what time is it")
+        talked_at = time.monotonic()
+        await caller.say(interruption)
+        assert caller.loud_between(silent_from + 0.1, talked_at) == 0, "the agent was not silent"
+
+        cancelled = await chat.until("cancelled", timeout=20, turn=first["offset"])
+        assert cancelled["text"].startswith("Once upon a time")
+        assert "storm" not in cancelled["text"]
+        assert time.monotonic() - talked_at < 10, "cancelled by the time-out, not the caller"
+        second = await chat.until("user", timeout=20, source="voice")
+        assert second["offset"] > first["offset"] and "time" in normalise(second["text"])
+        reply = await chat.until("reply", timeout=30, turn=second["offset"])
+        assert "The tool says:" in reply["text"]
+    assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+async def _quiet(caller: Caller, quiet_s: float) -> None:
+    """Until the agent's audio has been quiet for ``quiet_s``."""
+    while time.monotonic() - caller.last_loud() <= quiet_s:  # noqa: ASYNC110 (polls audio)
+        await asyncio.sleep(0.05)

@@ -72,6 +72,16 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         voice_turns = [e for e in events if e["type"] == "user" and e["source"] == "voice"]
         assert [normalise(e["text"]) for e in voice_turns] == [heard]
         assert any(e["type"] == "reply" and e["turn"] == user["offset"] for e in events)
+        # transcripts (issue 16): the caller's final one, then the agent's reply as spoken,
+        # a sentence at a time, naming its turn; no interim one in the log
+        said = [e for e in events if e["type"] == "transcript"]
+        assert all(e["source"] == "voice" and e["final"] is True for e in said), said
+        heard_t = [e for e in said if e["role"] == "user"]
+        assert [normalise(e["text"]) for e in heard_t] == [heard], said
+        assert heard_t[0]["offset"] < user["offset"]
+        spoken_t = [e for e in said if e["role"] == "agent" and e.get("turn") == user["offset"]]
+        assert len(spoken_t) >= 2, said  # the reply has several sentences
+        assert normalise(" ".join(e["text"] for e in spoken_t)) == normalise(reply["text"])
         # the call waiting for the caller is a state event of no turn (after joining, after
         # the reply was spoken), naming the agent once an event of the session named it
         listening = [e for e in events if e["type"] == "state" and e["state"] == "listening"]

@@ -8,8 +8,9 @@ export const PROTOCOL = "agentia.v1";
  * The edge's close codes: code -> [name, reconnect]. `reconnect` false means the client stops
  * (and reports an AgentiaError with `closeCode`); true means reconnect with backoff and resume.
  * 4005 (the user's connections over all edges) reconnects with backoff; 4501 (another user's
- * session), 4502 (too many new sessions this hour: the app may retry later) and 4503 (too many
- * live sessions) stop the client.
+ * session), 4502 (too many new sessions this hour: the app may retry later), 4503 (too many
+ * live sessions), 4504 (no such agent), 4505 (the session talks to another agent) and 4506
+ * (the session was deleted) stop the client.
  */
 export const CLOSE_CODES = Object.freeze({
   1000: ["NORMAL", true], 1001: ["GOING_AWAY", true], 1009: ["MESSAGE_TOO_BIG", true],
@@ -18,6 +19,8 @@ export const CLOSE_CODES = Object.freeze({
   4002: ["FLOOD", true], 4003: ["TOKEN_EXPIRED", true], 4004: ["SESSION_LOST", true],
   4005: ["TOO_MANY_CONNECTIONS", true], 4501: ["FORBIDDEN", false],
   4502: ["NEW_SESSIONS_RATE", false], 4503: ["TOO_MANY_SESSIONS", false],
+  4504: ["UNKNOWN_AGENT", false], 4505: ["AGENT_MISMATCH", false],
+  4506: ["SESSION_DELETED", false],
 });
 
 /**
@@ -41,7 +44,7 @@ export function closeName(code) {
 /** Codes carried by `error` frames and `turn_error` events (agentia/codes.py ErrorCode). */
 export const ERROR_CODES = Object.freeze([
   "bad_json", "bad_frame", "rate_limited", "unavailable", "overloaded", "turn_not_active",
-  "turn_failed", "turn_timeout", "guardrail", "session_lost", "internal",
+  "no_such_approval", "turn_failed", "turn_timeout", "guardrail", "session_lost", "internal",
 ]);
 
 /**

@@ -17,7 +17,7 @@ describe("close codes", () => {
 
   it("reconnects on 4005 and stops on the per-user session limits", () => {
     assert.equal(isTerminalClose(4005), false); // too many connections: retry with backoff
-    for (const code of [4501, 4502, 4503]) assert.equal(isTerminalClose(code), true, String(code));
+    for (const code of [4501, 4502, 4503, 4504, 4505, 4506]) assert.equal(isTerminalClose(code), true, String(code));
     assert.deepEqual(CLOSE_CODES[4502], ["NEW_SESSIONS_RATE", false]);
   });
 

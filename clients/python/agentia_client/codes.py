@@ -39,6 +39,13 @@ class CloseCode(enum.IntEnum):
     """The user created the most new sessions allowed this hour."""
     TOO_MANY_SESSIONS = 4503
     """The user has the most live sessions allowed."""
+    UNKNOWN_AGENT = 4504
+    """A new session asked for an agent the deployment does not run."""
+    AGENT_MISMATCH = 4505
+    """The session exists and talks to another agent than the one asked for."""
+    SESSION_DELETED = 4506
+    """The session was deleted (``DELETE /v1/sessions/{id}`` or of its user): do not
+    reconnect to it (a new connection with its id would start a new, empty session)."""
 
     @property
     def reconnect(self) -> bool:
@@ -60,6 +67,7 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
     TURN_NOT_ACTIVE = "turn_not_active"
+    NO_SUCH_APPROVAL = "no_such_approval"
     TURN_FAILED = "turn_failed"
     TURN_TIMEOUT = "turn_timeout"
     GUARDRAIL = "guardrail"

@@ -43,7 +43,8 @@ class ReconnectFailed(ClientError):
 class ServerClosed(ClientError):
     """The edge closed the connection with a code that says not to reconnect, e.g. 4502
     (the user created too many sessions this hour: try again later) or 4503 (too many live
-    sessions) when opening a new session."""
+    sessions) when opening a new session, 4504 (no such agent) or 4505 (the session talks to
+    another agent)."""
 
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"connection closed by the edge with {code}: {reason or '(no reason)'}")

@@ -53,12 +53,16 @@ class Welcome:
     """The session's last offset at connect time."""
     limits: Limits
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    agent: str = ""
+    """The agent the session talks to ("" from an edge before issue 14, or for a session
+    created while no agent was registered)."""
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Welcome:
+        agent = d.get("agent")
         return cls(_str(d, "protocol"), _str(d, "node"), _str(d, "session"),
                    _str(d, "epoch"), _int(d, "offset"), Limits.from_welcome(d.get("limits")),
-                   d)
+                   d, agent if isinstance(agent, str) else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +305,25 @@ class CallState:
 
 
 @dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """``message``: a backend posted into the session (``role`` ``operator`` or ``system``,
+    ``by`` the poster's token ``sub``); part of no turn."""
+
+    type: ClassVar[str] = "message"
+    offset: int
+    role: str
+    text: str
+    by: str
+    ts: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> PostedMessage:
+        return cls(_int(d, "offset"), _str(d, "role"), _str(d, "text"), _str(d, "by"),
+                   _float(d, "ts"), d)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """A frame type this client version does not know (a newer edge): kept as is."""
 
@@ -310,7 +333,7 @@ class UnknownEvent:
 
 
 LogEvent: TypeAlias = (UserMessage | TurnStart | ToolCall | Reply | Cancelled | TurnFailure
-                       | CallState | UnknownEvent)
+                       | CallState | PostedMessage | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
@@ -323,7 +346,7 @@ ControlFrame: TypeAlias = Welcome | Ack | Resumed | Cancelling | Pong | ErrorFra
 ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
-    UserMessage, TurnStart, ToolCall, Reply, Cancelled, TurnFailure, CallState)}
+    UserMessage, TurnStart, ToolCall, Reply, Cancelled, TurnFailure, CallState, PostedMessage)}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
     Welcome, Resumed, Cancelling, Pong, ErrorFrame)} | {"ack": _parse_ack}

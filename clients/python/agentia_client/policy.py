@@ -32,8 +32,9 @@ CLOSE_CODES: dict[int, tuple[str, Literal["reconnect", "stop"]]] = {
     for c in CloseCode
 }
 """The edge's close codes (docs/protocol.md, section 8) and what the client does after each:
-4501 raises AuthenticationError(403), 4502/4503 ServerClosed (the app may retry later). Codes
-not listed follow the ranges of :func:`close_action`."""
+4501 raises AuthenticationError(403), 4502/4503 ServerClosed (the app may retry later), 4506
+ServerClosed (the session was deleted). Codes not listed follow the ranges of
+:func:`close_action`."""
 _TERMINAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1010})
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -16,15 +16,23 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The name of one component's objects: <fullname>-<component> (57 + 6 <= 63). */}}
+{{/* The name of one component's objects: <fullname>-<component> (57 + 6 <= 63); a worker
+of one agent of worker.agents: <fullname>-worker-<agent>, cut at 63. */}}
 {{- define "agentia.component" -}}
+{{- if .agent -}}
+{{- printf "%s-%s-%s" (include "agentia.fullname" .root) .component .agent | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-%s" (include "agentia.fullname" .root) .component -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "agentia.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "agentia.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
+{{- with .agent }}
+agentia.io/agent: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* Pod template labels: the selector's plus part-of, which the PodMonitor's jobLabel reads. */}}
@@ -73,7 +81,9 @@ calls this, so the same message comes first whichever template helm renders firs
 {{- fail "voice.enabled needs livekit.url and livekit.existingSecret (docs/deploy.md)" -}}
 {{- end -}}
 {{- if and .Values.worker.enabled .Values.worker.keda.enabled -}}
-{{- include "agentia.validateStreams" . -}}
+{{- range include "agentia.workerUnits" . | fromJsonArray -}}
+{{- include "agentia.validateStreams" (dict "root" $ "unit" .) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -113,25 +123,76 @@ sessions/keys.py picks each shard's hash tag by a CRC16 search (Keys(prefix, sha
 so they are printed by the application (docs/deploy.md) and checked here against
 config.shards and config.redisPrefix.
 */}}
-{{- define "agentia.inboundStreams" -}}
-{{- toJson .Values.worker.keda.streams -}}
+{{/*
+The worker Deployments as a JSON list of units: without worker.agents, one (component
+"worker", no agent) running worker.agent, named `default` (the stream names of before the
+agent registry); with worker.agents, one per agent (docs/agents.md), each running
+`--agents <the chart's agents.toml> --only <name>` with its own replicas, concurrency and KEDA
+settings (each agent's keda merged over worker.keda). Each unit: agent, where (the values path
+for messages), replicas, concurrency, keda.
+*/}}
+{{- define "agentia.workerUnits" -}}
+{{- $w := .Values.worker -}}
+{{- $units := list -}}
+{{- if not $w.agents -}}
+{{- $units = append $units (dict "agent" "" "where" "worker" "replicas" $w.replicas "concurrency" $w.concurrency "keda" $w.keda) -}}
+{{- else -}}
+{{- range $i, $a := $w.agents -}}
+{{- $keda := mergeOverwrite (deepCopy $w.keda) (dict "streams" list) (default dict $a.keda) -}}
+{{- $units = append $units (dict "agent" $a.name "where" (printf "worker.agents[%d]" $i) "replicas" (default $w.replicas $a.replicas) "concurrency" (default $w.concurrency $a.concurrency) "keda" $keda) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $units -}}
 {{- end -}}
 
+{{/* Checks one unit's keda.streams (.root, .unit) against config.shards, the prefix and its
+agent (an agent's streams carry the hash tag {in.<agent>.<k>.<salt>}, sessions/keys.py). */}}
 {{- define "agentia.validateStreams" -}}
-{{- $streams := .Values.worker.keda.streams -}}
-{{- $shards := int .Values.config.shards -}}
-{{- $prefix := .Values.config.redisPrefix -}}
+{{- $u := .unit -}}
+{{- $streams := $u.keda.streams -}}
+{{- $shards := int .root.Values.config.shards -}}
+{{- $prefix := .root.Values.config.redisPrefix -}}
+{{- $call := ternary (printf "k.inbound(i, %q)" $u.agent) "k.inbound(i)" (ne $u.agent "") -}}
 {{- if not $streams -}}
-{{- fail (printf "worker.keda.streams is required with worker.keda.enabled: the %d inbound stream names of prefix %q, printed by: python -c 'from sessions.keys import Keys; k = Keys(%q, %d); print(*(k.inbound(i) for i in range(%d)), sep=chr(10))' (docs/deploy.md)" $shards $prefix $prefix $shards $shards) -}}
+{{- fail (printf "%s.keda.streams is required with worker.keda.enabled: the %d inbound stream names of prefix %q, printed by: python -c 'from sessions.keys import Keys; k = Keys(%q, %d); print(*(%s for i in range(%d)), sep=chr(10))' (docs/deploy.md)" $u.where $shards $prefix $prefix $shards $call $shards) -}}
 {{- end -}}
 {{- if ne (len $streams) $shards -}}
-{{- fail (printf "worker.keda.streams has %d names but config.shards is %d: print them again for the new shard count (docs/deploy.md)" (len $streams) $shards) -}}
+{{- fail (printf "%s.keda.streams has %d names but config.shards is %d: print them again for the new shard count (docs/deploy.md)" $u.where (len $streams) $shards) -}}
 {{- end -}}
 {{- range $streams -}}
 {{- if not (hasPrefix (printf "%s:" $prefix) .) -}}
-{{- fail (printf "worker.keda.streams: %q is not under config.redisPrefix %q" . $prefix) -}}
+{{- fail (printf "%s.keda.streams: %q is not under config.redisPrefix %q" $u.where . $prefix) -}}
+{{- end -}}
+{{- if and $u.agent (ne $u.agent "default") (not (contains (printf ":{in.%s." $u.agent) .)) -}}
+{{- fail (printf "%s.keda.streams: %q is not an inbound stream of agent %q (print them with %s)" $u.where . $u.agent $call) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* worker.agents as the TOML file of the registry (sessions/registry.py): strings and lists
+through toJson (a JSON string or list of strings is valid TOML), maps as inline tables. */}}
+{{- define "agentia.agentsToml" -}}
+{{- range .Values.worker.agents }}
+[[agents]]
+name = {{ .name | toJson }}
+agent = {{ .agent | toJson }}
+{{- with .description }}
+description = {{ . | toJson }}
+{{- end }}
+{{- with .privateTools }}
+private_tools = {{ . | toJson }}
+{{- end }}
+{{- range .mcp }}
+[[agents.mcp]]
+{{- range $k, $v := . }}
+{{- if kindIs "map" $v }}
+{{ $k }} = { {{- $items := list }}{{ range $ek, $ev := $v }}{{ $items = append $items (printf "%s = %s" ($ek | toJson) ($ev | toString | toJson)) }}{{ end }}{{ join ", " $items }} }
+{{- else }}
+{{ $k }} = {{ $v | toJson }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{ end }}
 {{- end -}}
 
 {{/* A map of name: value as container env entries. */}}

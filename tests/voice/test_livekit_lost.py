@@ -1,0 +1,149 @@
+"""LiveKit killed mid-call (issue 16): the call ends ``livekit_lost`` with a ``call`` error, the
+running turn is still answered, and the voice worker registers again once LiveKit is back;
+``agentia up`` restarts the LiveKit server it started. Each test kills, by PID, a LiveKit
+server it started itself."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agentia.settings import DEV_SECRET
+from agentia.supervise import start
+from gateway.auth import mint
+from tests.conftest import READY_S, ROOT, Cluster
+from tests.voice.conftest import voice_call
+from tests.voice.livekit_server import LiveKitServer, find_binary
+from tests.voice.test_call_errors import event
+from voice.caller import speech_48k
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+LOST_WITHIN_S = 45
+"""From the kill to ``ended``: the agent's room SDK first tries to reconnect for a while."""
+BACK_WITHIN_S = 60
+"""From LiveKit's restart to a call the voice worker takes (its retries wait up to 10 s)."""
+
+
+@pytest.fixture
+def own_livekit(tmp_path: Path) -> Iterator[LiveKitServer]:
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("no LiveKit server binary (go install "
+                    "github.com/livekit/livekit-server/cmd/server@v1.13.5)")
+    server = LiveKitServer(binary, tmp_path / "livekit").start()
+    yield server
+    server.stop()
+
+
+async def test_a_killed_livekit_ends_the_call_and_the_worker_registers_again(
+        cluster: Cluster, own_livekit: LiveKitServer) -> None:
+    lk = own_livekit
+    cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.15")
+    async with voice_call(cluster, lk, "erin", prefix="lost") as c:
+        await c.joined.say(await speech_48k("tell me about the weather in paris tomorrow"))
+        user = await c.chat.until("user", timeout=20, source="voice")
+        await event(c.chat, "chunk", 20, turn=user["offset"])
+        assert lk.proc is not None
+        os.kill(lk.proc.pid, signal.SIGKILL)  # mid-turn; our own server, by PID
+        lk.proc.wait(5)
+        killed = time.monotonic()
+
+        error = await event(c.chat, "call", LOST_WITHIN_S, state="error")
+        assert (error["code"], error["message"]) == (
+            "livekit_lost", "the LiveKit server was lost: start the call again")
+        ended = await event(c.chat, "call", 10, state="ended")
+        assert ended["reason"] == "livekit_lost"
+        print(f"\nLiveKit killed -> call ended livekit_lost in {time.monotonic() - killed:.1f} s")
+        # the turn was submitted before: the agent workers still answer it
+        reply = await event(c.chat, "reply", 30, turn=user["offset"])
+        assert reply["text"]
+
+        await c.leave()
+        lk.start()  # the same port and key pair, as agentia up restarts it
+        restarted = time.monotonic()
+        # LiveKit offers a room's job only when it is made: the worker must be back first
+        while c.worker.text().count("registered worker") < 2:
+            assert time.monotonic() - restarted < BACK_WITHIN_S, "the worker did not register"
+            await asyncio.sleep(0.2)
+        print(f"LiveKit back -> the voice worker registered in "
+              f"{time.monotonic() - restarted:.1f} s")
+        await c.join()  # a new call: only a registered voice worker can take it
+        print(f"LiveKit back -> a new call taken and listening in "
+              f"{time.monotonic() - restarted:.1f} s")
+        assert time.monotonic() - restarted < BACK_WITHIN_S
+    assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+def _line(proc: subprocess.Popen[bytes], prefix: bytes, within: float) -> bytes:
+    """The first stdout line of ``proc`` starting with ``prefix``, read for at most ``within``
+    seconds."""
+    assert proc.stdout is not None
+    fd, pending, deadline = proc.stdout.fileno(), b"", time.monotonic() + within
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            chunk = os.read(fd, 65536)
+            assert chunk, "agentia up exited"
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(prefix):
+                    return line
+    raise AssertionError(f"no {prefix!r} line within {within} s")
+
+
+def _post_call(api: str, session: str) -> int:
+    req = urllib.request.Request(
+        f"{api}/v1/voice/sessions", data=orjson.dumps({"session": session}), method="POST",
+        headers={"Authorization": f"Bearer {mint(DEV_SECRET, 'dev', 600)}",
+                 "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_agentia_up_restarts_its_livekit_and_calls_work_again(tmp_path: Path) -> None:
+    if find_binary() is None:
+        pytest.skip("no LiveKit server binary")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
+    env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1",
+            "AGENTIA_VOICE_AGENT_NAME": f"agentia-voice-{uuid.uuid4().hex[:8]}"}
+    env.pop("OPENAI_API_KEY", None)
+    up, info = start([sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port",
+                      "0"], env, "AGENTIA_UP_READY", READY_S, cwd=ROOT,
+                     stderr=subprocess.DEVNULL, echo=io.BytesIO(), supervised=False)
+    try:
+        assert info["voice"] == "on"
+        livekit_pid = int(info["pids"].split(",")[-1])  # listed last (voice/livekit_server)
+        assert _post_call(info["api"], f"up-{uuid.uuid4().hex[:8]}") == 201
+        os.kill(livekit_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        line = _line(up, b"AGENTIA_UP_RESTARTED kind=livekit", 30)
+        assert int(line.split(b"pid=")[1].split()[0]) != livekit_pid
+        deadline = time.monotonic() + BACK_WITHIN_S
+        while (status := _post_call(info["api"], f"up-{uuid.uuid4().hex[:8]}")) != 201:
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(1)
+        print(f"\nLiveKit killed -> restarted and a call taken in "
+              f"{time.monotonic() - killed:.1f} s")
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
