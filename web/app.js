@@ -315,6 +315,15 @@ function applyEvent(ev) {
       markDirty(t);
       break;
     }
+    case "message": // posted by a backend (operator or system), part of no turn
+      addNotice(ev.offset, `notice posted ${ev.role === "operator" ? "operator" : "system"}`,
+        ev.role === "operator" ? `Operator ${ev.by}` : "System", ev.text);
+      break;
+    case "takeover": // an operator took the conversation over, or gave it back to the agent
+      addNotice(ev.offset, "notice takeover", null, ev.active
+        ? `${ev.by || "An operator"} took over this conversation: the agent is paused.`
+        : `${ev.by || "The operator"} gave this conversation back to the agent.`);
+      break;
     default: {
       // tool calls and results, state, handoffs, approvals (agent.js); other types are ignored
       if (!AGENT_EVENT_TYPES.has(ev.type) || !Number.isInteger(ev.turn)) break;
@@ -353,6 +362,20 @@ function applyText({ turn, text }) {
   t.text = text;
   t.status = "streaming";
   markDirty(t);
+}
+
+/** A line of the conversation that is not a turn (a posted message, a takeover), placed by its
+ * offset among the turns; a replayed one is not shown twice. */
+function addNotice(offset, className, author, text) {
+  if (!Number.isInteger(offset) || els.turns.querySelector(`[data-notice="${offset}"]`)) return;
+  const root = el("div", className);
+  root.dataset.turn = String(offset);
+  root.dataset.notice = String(offset);
+  if (author) root.append(el("div", "author", author));
+  root.append(el("div", "bubble", text ?? ""));
+  const later = [...els.turns.children].find((n) => Number(n.dataset.turn) > offset);
+  els.turns.insertBefore(root, later ?? null);
+  els.empty.hidden = true;
 }
 
 function clearView() {
