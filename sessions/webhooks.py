@@ -149,6 +149,15 @@ class Dispatcher:
                 self._warn("redis", "webhooks: Redis unavailable (%s): retrying", exc)
                 await asyncio.sleep(1)
                 continue
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis restarted empty: the groups again
+                    self._warn("nogroup", "webhooks: consumer group gone: created again")
+                    with contextlib.suppress(*REDIS_DOWN, ResponseError):
+                        await self.ensure_groups()
+                else:
+                    self._warn("error", "webhooks: Redis refused a command: %s", exc)
+                await asyncio.sleep(1)
+                continue
             await asyncio.sleep(every)
 
     async def _read(self, k: int) -> None:

@@ -209,3 +209,17 @@ async def test_turns_are_not_slowed_by_a_receiver_that_hangs(plain: Cluster,
     assert receiver.hits >= 2  # the dispatcher is stuck waiting on the receiver
     assert receiver.got == []
     assert max(took) < 2.0, took
+
+
+async def test_outbox_groups_lost_are_created_again(plain: Cluster, receiver: Receiver,
+                                                    bus: Any) -> None:
+    """Redis restarted empty (here: the outbox streams deleted): the dispatcher recreates its
+    group on NOGROUP and sends what was queued meanwhile."""
+    edge, _ = start(plain, receiver.url)
+    await turns(edge.port, "wh-nogroup", 1)
+    await receiver.wait_for(2)
+    n = 4
+    await bus.redis.delete(*(bus.keys.outbox(k, n) for k in range(n)))
+    await turns(edge.port, "wh-nogroup", 1)
+    await receiver.wait_for(4)
+    assert receiver.bad_signatures == 0
