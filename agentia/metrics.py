@@ -49,6 +49,12 @@ MCP_DOWN = Gauge("agentia_mcp_servers_down", "Workers whose MCP server is not co
 MCP_FAILURES = Counter("agentia_mcp_failures_total",
                        "MCP connects, probes and tool calls that could not reach the server",
                        ["server", "what"])
+WEBHOOKS = Counter("agentia_webhooks_total",
+                   "Webhook POST attempts by outcome: delivered; failed (retried later or "
+                   "dead-lettered); dead_lettered (given up on)", ["outcome"])
+WEBHOOK_LAG = Gauge("agentia_webhook_lag",
+                    "Events not yet delivered (queued, in flight or waiting for a retry), "
+                    "per outbox shard", ["shard"], multiprocess_mode="livemax")
 
 # edge tally key -> (metric, labels)
 _EDGE = {

@@ -75,6 +75,14 @@ class Common:
     they are created (a connection or a voice call); 0 = no limit."""
     max_sessions_per_user: int = 1000
     """Live sessions of one user (created and not expired); 0 = no limit."""
+    webhook_url: str = ""
+    """Where webhooks are POSTed (docs/backend.md "Webhooks"); empty = webhooks off. Every
+    process that appends events (edges, workers, the control plane) reads it: when set,
+    they queue the events of ``webhook_events`` in the outbox shards."""
+    webhook_events: str = "user,reply,turn_error,call,message,takeover"
+    """Comma list of the event types that are POSTed."""
+    webhook_shards: int = 4
+    """Outbox shard streams (hash-tagged, a session's id picks its shard)."""
 
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:
@@ -87,6 +95,52 @@ class Common:
         if min(self.max_sessions_per_hour, self.max_sessions_per_user) < 0:
             raise SettingsError("AGENTIA_MAX_SESSIONS_PER_HOUR and AGENTIA_MAX_SESSIONS_PER_USER "
                                 "must be 0 (no limit) or more")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise SettingsError("AGENTIA_WEBHOOK_URL must be an http:// or https:// URL")
+        if not 1 <= self.webhook_shards <= 256:
+            raise SettingsError("AGENTIA_WEBHOOK_SHARDS must be between 1 and 256")
+
+    def webhook_types(self) -> frozenset[str]:
+        """The event types queued for webhooks; empty when webhooks are off."""
+        if not self.webhook_url:
+            return frozenset()
+        return frozenset(t.strip() for t in self.webhook_events.split(",") if t.strip())
+
+
+@dataclass(slots=True)
+class WebhookSettings(Common):
+    """The webhook dispatcher (``agentia webhooks``, sessions/webhooks.py)."""
+
+    webhook_secret: str = ""
+    """HMAC-SHA256 key of ``X-Agentia-Signature``; at least 16 bytes, required."""
+    webhook_timeout_s: float = 5.0
+    """One POST's whole time (connect, send, answer); longer counts as a failure."""
+    webhook_concurrency: int = 32
+    """POSTs in flight at once (per dispatcher process)."""
+    webhook_max_attempts: int = 8
+    """Attempts of one event before it is dead-lettered."""
+    webhook_retry_s: float = 1.0
+    """First retry delay; doubles each attempt (+-20 % jitter) up to ``webhook_retry_max_s``."""
+    webhook_retry_max_s: float = 300.0
+    webhook_max_age_s: float = 86_400.0
+    """An event still undelivered this long after it was queued is dead-lettered."""
+
+    def validate(self) -> None:
+        Common.validate(self)
+        if not self.webhook_url:
+            raise SettingsError("AGENTIA_WEBHOOK_URL is not set: nothing to dispatch")
+        if len(self.webhook_secret.encode()) < 16:
+            raise SettingsError("AGENTIA_WEBHOOK_SECRET must be at least 16 bytes")
+        if not 0.1 <= self.webhook_timeout_s <= 300 or not 1 <= self.webhook_concurrency <= 4096:
+            raise SettingsError("AGENTIA_WEBHOOK_TIMEOUT_S must be 0.1-300 and "
+                                "AGENTIA_WEBHOOK_CONCURRENCY 1-4096")
+        if not 1 <= self.webhook_max_attempts <= 100:
+            raise SettingsError("AGENTIA_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100")
+        if not 0.01 <= self.webhook_retry_s <= self.webhook_retry_max_s <= 86_400:
+            raise SettingsError("need 0.01 <= AGENTIA_WEBHOOK_RETRY_S <= "
+                                "AGENTIA_WEBHOOK_RETRY_MAX_S <= 86400")
+        if not 1 <= self.webhook_max_age_s <= 30 * 86_400:
+            raise SettingsError("AGENTIA_WEBHOOK_MAX_AGE_S must be between 1 and 2592000")
 
 
 @dataclass(slots=True)

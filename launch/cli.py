@@ -1,4 +1,4 @@
-"""The ``agentia`` command: up, gateway, worker, api, voice, token, chat."""
+"""The ``agentia`` command: up, gateway, worker, api, voice, webhooks, token, chat."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from agentia.settings import (
     Common,
     EdgeSettings,
     SettingsError,
+    WebhookSettings,
     WorkerSettings,
     from_env,
 )
@@ -51,6 +52,14 @@ def cmd_api(a: argparse.Namespace) -> None:
     from control.api import run
 
     s = from_env(ApiSettings, host=a.host, api_port=a.port, redis_url=a.redis)
+    _logging(s)
+    run(s)
+
+
+def cmd_webhooks(a: argparse.Namespace) -> None:
+    from sessions.webhooks import run
+
+    s = from_env(WebhookSettings, redis_url=a.redis)
     _logging(s)
     run(s)
 
@@ -174,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--session")
     c.add_argument("-m", "--message", action="append", help="send and exit after the reply")
     c.set_defaults(fn=cmd_chat)
+    h = sub.add_parser("webhooks", help="run a webhook dispatcher (AGENTIA_WEBHOOK_URL, "
+                       "docs/backend.md)")
+    h.add_argument("--redis")
+    h.set_defaults(fn=cmd_webhooks)
     v = sub.add_parser("voice", help="run a voice worker (LiveKit Agents, explicit dispatch)")
     v.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
     v.set_defaults(fn=cmd_voice)

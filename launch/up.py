@@ -113,6 +113,10 @@ class _Parts:
         env["AGENTIA_WS_URLS"] = ",".join(f"ws://127.0.0.1:{c.info['port']}/v1/ws"
                                           for c in self.children if c.kind == "edge")
         env.setdefault("AGENTIA_DEV_TOKENS", "true")
+        if env.get("AGENTIA_WEBHOOK_URL"):  # docs/backend.md "Webhooks"
+            self.children.append(Child("webhooks", ["webhooks"], env, "AGENTIA_WEBHOOKS_READY",
+                                       stopping=stopping))
+            say(f"webhooks   on: POSTing to {env['AGENTIA_WEBHOOK_URL']}")
         self.livekit = _voice(env, self.children, livekit_port, stopping)
         self.children.append(Child("api", ["api", "--port", str(api_port)], env,
                                    "AGENTIA_API_READY", stopping=stopping))

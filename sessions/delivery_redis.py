@@ -4,8 +4,12 @@ it, and appends copy their events to those nodes' streams."""
 
 from __future__ import annotations
 
+import hashlib
 import time
+import zlib
 from typing import Any
+
+import orjson
 
 from sessions import keys as K
 from sessions.redis_client import REDIS_DOWN
@@ -142,11 +146,14 @@ class RedisNodeDelivery(RedisCore):
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
         an error of the append (which would re-run the whole turn)."""
         self._remember_nodes(sid, nodes, time.monotonic())
-        if not nodes:
+        hooks = self._outbox_entries(sid, first, events) if self.webhook_events else []
+        if not nodes and not hooks:
             return
         try:
-            live = await self._live_nodes(nodes)
+            live = await self._live_nodes(nodes) if nodes else []
             async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, fields in hooks:
+                    pipe.xadd(stream, fields, maxlen=K.OUTBOX_MAXLEN, approximate=True)
                 for node in live:
                     stream = self.keys.delivery(node.decode())
                     # no EXPIRE: the node's heartbeat keeps its stream alive, and a node found
@@ -163,6 +170,27 @@ class RedisNodeDelivery(RedisCore):
         except REDIS_DOWN:
             if not self.cluster:
                 raise
+
+    def _outbox_entries(self, sid: str, first: int, events: list[bytes]
+                        ) -> list[tuple[str, dict[str, Any]]]:
+        """The webhook outbox entries of these events (the types in ``webhook_events``): they
+        travel in the fan-out's pipeline, so webhooks cost no extra round trip when a node
+        holds the session, one when none does, and nothing when webhooks are off. The
+        delivery id is a digest of session, offset and event: the same event fanned out again
+        (an append retried after a dropped connection) keeps its id."""
+        out = []
+        stream = self.keys.outbox(zlib.crc32(sid.encode()) % self.webhook_shards,
+                                  self.webhook_shards)
+        now = int(time.time() * 1000)
+        for n, event in enumerate(events):
+            kind = orjson.loads(event).get("type")
+            if kind not in self.webhook_events:
+                continue
+            offset = first + n
+            d = hashlib.blake2b(b"%s\0%d\0%s" % (sid.encode(), offset, event),
+                                digest_size=12).hexdigest()
+            out.append((stream, {"s": sid, "o": offset, "e": event, "d": d, "t": now}))
+        return out
 
     async def _live_nodes(self, nodes: list[bytes]) -> list[bytes]:
         """The nodes whose heartbeat key exists, each checked at most every NODE_CHECK_S."""

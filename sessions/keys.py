@@ -67,6 +67,13 @@ NOTES_KEPT = 50
 this the oldest are dropped (they stay in the log)."""
 PRESENCE_LISTED = 100
 """Devices listed by ``GET /v1/sessions/{id}/presence`` at most (``connected`` counts all)."""
+WEBHOOK_GROUP = "webhooks"
+"""Consumer group of the webhook dispatchers on every outbox shard."""
+OUTBOX_MAXLEN = 1_000_000
+"""Events waiting for their webhook per outbox shard (approximate trim): with no dispatcher
+running for that long the oldest are dropped."""
+WEBHOOK_DEAD_MAXLEN = 100_000
+"""Dead-lettered webhook deliveries kept per outbox shard (approximate trim)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
 FORGET_AFTER = 24 * 3600
@@ -107,15 +114,27 @@ def shard_tag(k: int, shards: int, agent: str = DEFAULT_AGENT) -> str:
     ``{in.0}``..``{in.31}`` a quarter. Deterministic; changing ``shards`` renames the shards,
     as it re-maps sessions anyway. About 16384/window CRCs per shard, once per process
     (6 ms for 64 shards, 0.4 s for 1024)."""
+    return spread_tag("in." if agent == DEFAULT_AGENT else f"in.{agent}.", k, shards)
+
+
+@cache
+def spread_tag(base: str, k: int, shards: int) -> str:
+    """``<base><k>.<salt>``: the hash tag of stream ``k`` of ``shards`` spread evenly over the
+    slots (see :func:`shard_tag`)."""
     gap = CLUSTER_SLOTS / shards
     width = max(8, int(gap / 8))
     lo = int((k + 0.5) * gap - width / 2) % CLUSTER_SLOTS
-    base = "in." if agent == DEFAULT_AGENT else f"in.{agent}."
     for salt in itertools.count():
         tag = f"{base}{k}.{salt}"
         if (key_slot(tag) - lo) % CLUSTER_SLOTS < width:
             return tag
     raise AssertionError("unreachable")  # itertools.count() never ends
+
+
+def webhook_tag(k: int, shards: int) -> str:
+    """The hash tag of webhook outbox shard ``k`` of ``shards``: ``wh.<k>.<salt>``, spread
+    like the inbound shards. Its outbox, retry schedule and dead letters share it."""
+    return spread_tag("wh.", k, shards)
 
 
 def shard_for(session_id: str, shards: int) -> int:
@@ -217,6 +236,22 @@ class Keys:
         return f"{self.prefix}:agents"
 
     # --- edge nodes ---
+    # --- webhooks (sessions/webhooks.py), one tag per outbox shard ---
+    def outbox(self, k: int, shards: int) -> str:
+        """Stream: events waiting for their webhook POST (consumer group
+        :data:`WEBHOOK_GROUP`); fields s (session), o (offset), e (event), d (delivery id),
+        t (first queued, ms), n (attempt, absent = 1)."""
+        return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:outbox"
+
+    def webhook_retry(self, k: int, shards: int) -> str:
+        """Sorted set: outbox entries (JSON of their fields) waiting for their next attempt,
+        scored by when (ms)."""
+        return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:retry"
+
+    def webhook_dead(self, k: int, shards: int) -> str:
+        """Stream: webhook deliveries given up on (dead letters), with the last error."""
+        return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:dead"
+
     def delivery(self, node: str) -> str:
         return f"{self.prefix}:{{node.{node}}}:out"
 

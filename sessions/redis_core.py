@@ -45,7 +45,9 @@ class RedisCore:
 
     def __init__(self, redis: RedisClient, *, prefix: str = "agentia", shards: int = 8,
                  log_maxlen: int = K.LOG_MAXLEN, wait_replicas: int | None = None,
-                 wait_ms: int | None = None, new_session_ttl: int | None = None) -> None:
+                 wait_ms: int | None = None, new_session_ttl: int | None = None,
+                 webhook_events: frozenset[str] | None = None,
+                 webhook_shards: int | None = None) -> None:
         # redis-py types replies as unions of bytes/str/awaitables whatever the connection's
         # settings; ours always returns bytes (decode_responses=False), decoded explicitly here.
         self.redis: Any = redis
@@ -60,6 +62,14 @@ class RedisCore:
             wait_ms = env.redis_wait_ms if wait_ms is None else wait_ms
             new_session_ttl = (env.new_session_ttl_s if new_session_ttl is None
                                else new_session_ttl)
+        if webhook_events is None or webhook_shards is None:
+            env = from_env(Common)
+            webhook_events = env.webhook_types() if webhook_events is None else webhook_events
+            webhook_shards = env.webhook_shards if webhook_shards is None else webhook_shards
+        self.webhook_events: frozenset[str] = webhook_events
+        """Event types copied to the webhook outbox as they are appended (empty: webhooks off,
+        AGENTIA_WEBHOOK_URL unset); sessions/webhooks.py."""
+        self.webhook_shards: int = webhook_shards
         self.new_session_ttl: int = new_session_ttl
         """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
         self.user_keys = K.UserKeys(prefix)

@@ -22,14 +22,18 @@ BUDGET = {"hello there": 64, "what is 6 * 7": 93}
 and 63 before its state and tool events); docs/architecture.md "One turn"."""
 
 
-async def commands(r: aioredis.Redis) -> int:
+async def commands(r: aioredis.Redis, only: str = "") -> int:
+    """Commands run so far (``only``: of that one, e.g. ``xadd``)."""
     stats = await r.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    return sum(int(v["calls"]) for k, v in stats.items()
+               if k != "cmdstat_info" and (not only or k == f"cmdstat_{only}"))
 
 
-async def run_turns(url: str, n: int, text: str) -> tuple[int, list[str]]:
+async def run_turns(url: str, n: int, text: str, webhooks: frozenset[str] = frozenset(),
+                    only: str = "") -> tuple[int, list[str]]:
     """Commands of ``n`` turns of one session run by a burst worker, and the log's kinds."""
-    bus = Bus(connect(url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
+    bus = Bus(connect(url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4,
+              webhook_events=webhooks, webhook_shards=4)
     try:
         await bus.ensure_groups()
         worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
@@ -37,9 +41,9 @@ async def run_turns(url: str, n: int, text: str) -> tuple[int, list[str]]:
         await bus.open_session("s", "alice")
         for i in range(n):
             await bus.submit("s", f"m{i}", text, user="alice")
-        before = await commands(bus.redis)
+        before = await commands(bus.redis, only)
         await worker.run(burst=True)
-        spent = await commands(bus.redis) - before
+        spent = await commands(bus.redis, only) - before
         log = [orjson.loads(e) for _, e in (await bus.replay("s", 0, None)).events]
         return spent, [f"state:{e['state']}" if e["type"] == "state" else e["type"]
                        for e in log if e["type"] != "user"]
@@ -59,3 +63,17 @@ async def test_a_turn_stays_within_its_command_budget(redis_server: RedisServer,
     assert Counter(kinds)["state:idle"] == 1
     print(f"{text!r}: {per_turn:.1f} Redis commands per turn")
     assert 0 < per_turn <= BUDGET[text]
+
+
+async def test_webhooks_cost_one_xadd_per_event_and_nothing_when_off(
+        redis_server: RedisServer) -> None:
+    """The outbox copy (docs/architecture.md "Webhooks: the outbox"): on, one more XADD per
+    event of a listed type (here the reply; the user event was submitted before counting),
+    sent in the fan-out's pipeline; off, none. (Counted on XADD alone: the worker's polling
+    makes the total vary by a command or two between runs.)"""
+    off = [await run_turns(redis_server.url, n, "hello there", only="xadd") for n in (1, 11)]
+    on = [await run_turns(redis_server.url, n, "hello there", frozenset({"reply", "user"}),
+                          only="xadd") for n in (1, 11)]
+    per_turn_off = (off[1][0] - off[0][0]) / 10
+    per_turn_on = (on[1][0] - on[0][0]) / 10
+    assert per_turn_on - per_turn_off == 1, (per_turn_off, per_turn_on)

@@ -14,6 +14,7 @@ from agentia.settings import (
     Common,
     EdgeSettings,
     SettingsError,
+    WebhookSettings,
     WorkerSettings,
     from_env,
 )
@@ -256,3 +257,23 @@ def test_allowed_origins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert from_env(ApiSettings).origins() == {"https://chat.example.com", "https://b.test"}
     monkeypatch.setenv("AGENTIA_ALLOWED_ORIGINS", "https://a.test,*")
     assert from_env(ApiSettings).origins() is None
+
+
+def test_webhook_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert from_env(Common).webhook_types() == frozenset()  # no URL: off, whatever the events
+    monkeypatch.setenv("AGENTIA_WEBHOOK_URL", "https://hooks.example.com/agentia")
+    assert from_env(Common).webhook_types() == {"user", "reply", "turn_error", "call", "message",
+                                                "takeover"}
+    monkeypatch.setenv("AGENTIA_WEBHOOK_EVENTS", " user, tool_call ,")
+    assert from_env(Common).webhook_types() == {"user", "tool_call"}
+    with pytest.raises(SettingsError, match="SECRET"):
+        from_env(WebhookSettings)
+    monkeypatch.setenv("AGENTIA_WEBHOOK_SECRET", "s" * 16)
+    assert from_env(WebhookSettings).webhook_max_attempts == 8
+    for name, bad in (("URL", "ftp://x"), ("SHARDS", "0"), ("MAX_ATTEMPTS", "0"),
+                      ("RETRY_S", "500"), ("TIMEOUT_S", "0")):
+        monkeypatch.setenv(f"AGENTIA_WEBHOOK_{name}", bad)
+        with pytest.raises(SettingsError, match="WEBHOOK"):
+            from_env(WebhookSettings)
+        monkeypatch.delenv(f"AGENTIA_WEBHOOK_{name}")
+        monkeypatch.setenv("AGENTIA_WEBHOOK_URL", "https://hooks.example.com/agentia")
