@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.settings import ApiSettings
+from control.a2a import add_a2a
 from control.backend import backend_router, invalid_request
 from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
@@ -124,6 +125,7 @@ def create_app(s: ApiSettings) -> FastAPI:
         app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
     app.include_router(backend_router(bus, identity))
     app.add_exception_handler(RequestValidationError, invalid_request)
+    add_a2a(app, bus, verifier, s.public_url)  # docs/a2a.md
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

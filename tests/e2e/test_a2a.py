@@ -1,0 +1,148 @@
+"""A2A (docs/a2a.md) with the official a2a-sdk client against real processes: Redis, a worker
+and the control plane, as ``agentia up`` runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.client.client import Client as A2AClient
+from a2a.helpers.proto_helpers import get_artifact_text
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    Task,
+    TaskState,
+)
+
+from launch.redis_server import RedisServer
+from tests.conftest import Cluster, Proc, token
+
+WAIT_S = 60.0
+
+
+@pytest.fixture
+def deployment(redis_server: RedisServer, prefix: str) -> Iterator[tuple[Cluster, Proc]]:
+    c = Cluster(redis_server.url, prefix)
+    c.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.1")
+    api = c.api()
+    yield c, api
+    c.stop()
+
+
+def _message(text: str, context: str = "") -> SendMessageRequest:
+    return SendMessageRequest(message=Message(
+        message_id=uuid.uuid4().hex, role=Role.ROLE_USER, parts=[Part(text=text)],
+        context_id=context or uuid.uuid4().hex))
+
+
+async def _client(api: Proc, user: str, *, streaming: bool, polling: bool = False,
+                  agent: str = "") -> AsyncIterator[A2AClient]:
+    base = f"http://127.0.0.1:{api.port}" + (f"/a2a/{agent}" if agent else "")
+    async with httpx.AsyncClient(timeout=WAIT_S, headers={
+            "Authorization": f"Bearer {token(user)}"}) as http:
+        client = await create_client(base, ClientConfig(streaming=streaming, polling=polling,
+                                                        httpx_client=http))
+        yield client
+        await client.close()
+
+
+async def _card(api: Proc, path: str) -> dict[str, object]:
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        for _ in range(100):  # the worker registers its agent within a moment of READY
+            r = await http.get(f"http://127.0.0.1:{api.port}{path}")
+            if r.status_code == 200:
+                return r.json()  # type: ignore[no-any-return]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{path}: {r.status_code} {r.text}")
+
+
+async def test_cards_and_a_completed_task(deployment: tuple[Cluster, Proc]) -> None:
+    _, api = deployment
+    card = await _card(api, "/.well-known/agent-card.json")
+    name = str(card["name"])  # the registry's name for the worker's one agent
+    assert {s["id"] for s in card["skills"]} >= {"calculate"}  # type: ignore[attr-defined]
+    assert "bearer" in card["securitySchemes"]  # type: ignore[operator]
+    old = await _card(api, "/.well-known/agent.json")
+    assert old["name"] == name and str(old["url"]).endswith("/a2a")  # the 0.3 card's fields
+    own = await _card(api, f"/a2a/{name}/.well-known/agent-card.json")
+    assert own["name"] == name
+    assert own["supportedInterfaces"][0]["url"].endswith(f"/a2a/{name}")  # type: ignore[index]
+    async with httpx.AsyncClient() as http:  # no token: 401, as the rest of the control plane
+        r = await http.post(f"http://127.0.0.1:{api.port}/a2a", json={})
+        assert r.status_code == 401
+        r = await http.get(f"http://127.0.0.1:{api.port}/a2a/nobody/.well-known/agent.json")
+        assert r.status_code == 404
+
+    async for client in _client(api, "ada", streaming=False):
+        req = _message("what is 6 * 7")
+        got = [e async for e in client.send_message(req)]
+        task = got[-1].task
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+        assert "42" in get_artifact_text(task.artifacts[0])
+        again = await client.get_task(GetTaskRequest(id=task.id))
+        assert again.status.state == TaskState.TASK_STATE_COMPLETED
+        sid = f"a2a:{task.context_id}"
+    # the turn is in the session log, as a chat turn is
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
+                           headers={"Authorization": f"Bearer {token('ada')}"})
+        events = r.json()["events"]
+        assert [e["source"] for e in events if e["type"] == "user"] == ["a2a"]
+        assert any(e["type"] == "reply" and "42" in e["text"] for e in events)
+        # another user neither reads it nor gets its task
+        r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
+                           headers={"Authorization": f"Bearer {token('bob')}"})
+        assert r.status_code == 403
+    async for client in _client(api, "bob", streaming=False):
+        with pytest.raises(Exception, match=r"(?i)not found"):
+            await client.get_task(GetTaskRequest(id=task.id))
+
+
+async def test_stream_and_cancel(deployment: tuple[Cluster, Proc]) -> None:
+    _, api = deployment
+    name = str((await _card(api, "/.well-known/agent-card.json"))["name"])
+    async for client in _client(api, "cy", streaming=True, agent=name):
+        states, pieces, final = [], [], ""
+        async with asyncio.timeout(WAIT_S):
+            async for e in client.send_message(_message("what is 6 * 7")):
+                if e.HasField("status_update"):
+                    states.append(e.status_update.status.state)
+                if e.HasField("artifact_update"):
+                    text = get_artifact_text(e.artifact_update.artifact)
+                    if e.artifact_update.append or not e.artifact_update.last_chunk:
+                        pieces.append(text)
+                    else:
+                        final = text
+        assert states[0] == TaskState.TASK_STATE_WORKING
+        assert states[-1] == TaskState.TASK_STATE_COMPLETED
+        assert len(pieces) > 1, pieces  # streamed while the turn ran, not only at its end
+        assert "42" in final and final.startswith("".join(pieces)[:10])
+
+    async for client in _client(api, "cy", streaming=False, polling=True):
+        first = [e async for e in client.send_message(_message(
+            "tell me a long story about the sea and the ships and the harbour"))]
+        task: Task = first[-1].task
+        async with asyncio.timeout(WAIT_S):
+            while task.status.state != TaskState.TASK_STATE_WORKING or not task.artifacts:
+                await asyncio.sleep(0.1)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+            done = await client.cancel_task(CancelTaskRequest(id=task.id))
+            assert done.status.state == TaskState.TASK_STATE_CANCELED
+        sid = f"a2a:{task.context_id}"
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        async with asyncio.timeout(WAIT_S):
+            while True:  # the turn itself is cancelled on the bus: its log says so
+                r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
+                                   headers={"Authorization": f"Bearer {token('cy')}"})
+                if any(e["type"] == "cancelled" for e in r.json()["events"]):
+                    break
+                await asyncio.sleep(0.2)
