@@ -102,6 +102,15 @@ async def test_cards_and_a_completed_task(deployment: tuple[Cluster, Proc]) -> N
         r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
                            headers={"Authorization": f"Bearer {token('bob')}"})
         assert r.status_code == 403
+        # the 0.3 method names on the same endpoint, as docs/a2a.md's curl example sends them
+        r = await http.post(f"http://127.0.0.1:{api.port}/a2a", json={
+            "jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {
+                "role": "user", "messageId": "m1", "contextId": task.context_id,
+                "parts": [{"kind": "text", "text": "what is 2 * 21"}]}}},
+            headers={"Authorization": f"Bearer {token('ada')}"})
+        result = r.json()["result"]
+        assert result["status"]["state"] == "completed", result
+        assert "42" in result["artifacts"][0]["parts"][0]["text"]
     async for client in _client(api, "bob", streaming=False):
         with pytest.raises(Exception, match=r"(?i)not found"):
             await client.get_task(GetTaskRequest(id=task.id))
