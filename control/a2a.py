@@ -49,14 +49,16 @@ from starlette.authentication import SimpleUser
 from agentia.codes import AgentiaError
 from gateway.auth import AuthError, Verifier, token_from
 from sessions import keys as K
-from sessions.bus import Bus, Forbidden
+from sessions.bus import Bus, Forbidden, Missing
 from sessions.errors import AgentMismatch, UnknownAgent
+from sessions.opening import Limits, Refused
 
 POLL_S = 0.1
 """How often a running task reads its turn's log and partial text (one XRANGE + one LRANGE)."""
 TURN_LIMIT_S = 600.0
 """A task whose turn has not ended after this long is failed (the turn goes on in its
 session)."""
+_SESSION_CODES = {4502: "new_sessions_rate", 4503: "too_many_sessions"}
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 BEARER = "bearer"
 
@@ -90,8 +92,8 @@ def card_for(info: dict[str, Any], url: str) -> AgentCard:
 class TurnExecutor(AgentExecutor):
     """Runs each A2A message as a turn of one agent on the bus."""
 
-    def __init__(self, bus: Bus, agent: str) -> None:
-        self.bus, self.agent = bus, agent
+    def __init__(self, bus: Bus, agent: str, limits: Limits) -> None:
+        self.bus, self.agent, self.limits = bus, agent, limits
         self.turns: dict[str, tuple[str, int]] = {}
         """task id → (session, turn) while its turn runs: what ``tasks/cancel`` cancels."""
 
@@ -110,7 +112,9 @@ class TurnExecutor(AgentExecutor):
         if not text:
             return await up.failed(_said(up, "the message has no text part"))
         try:
-            await self.bus.open_session(sid, user, "", agent=self.agent)
+            refused = await self._open(sid, user)
+            if refused:
+                return await up.failed(_said(up, refused))
             sub = await self.bus.submit(sid, task.id, text, user=user, source="a2a")
         except Forbidden:
             return await up.failed(_said(up, "this context belongs to another user"))
@@ -124,6 +128,25 @@ class TurnExecutor(AgentExecutor):
             await self._follow(up, sid, sub.offset)
         finally:
             self.turns.pop(task.id, None)
+
+    async def _open(self, sid: str, user: str) -> str:
+        """Open the user's session; a new one is first counted against the user's session
+        limits (sessions/opening.py), as an edge and the voice route do. Returns why it was
+        refused ("" if not)."""
+        lim = self.limits
+        if lim.sessions_per_hour or lim.sessions:
+            try:
+                await self.bus.open_session(sid, user, "", create=False, agent=self.agent)
+                return ""
+            except Missing:
+                pass
+            [refusal] = await self.bus.user_limits(lim).reserve([(user, sid)])
+            if isinstance(refusal, Refused):
+                return f"{_SESSION_CODES[int(refusal.code)]}: {refusal.reason}"
+            if refusal is not None:
+                raise refusal
+        await self.bus.open_session(sid, user, "", agent=self.agent)
+        return ""
 
     async def _follow(self, up: TaskUpdater, sid: str, turn: int) -> None:
         """Map the turn's log events and partial text to task events until it ends."""
@@ -165,7 +188,8 @@ def _said(up: TaskUpdater, text: str) -> Any:
     return up.new_agent_message([new_text_part(text)])
 
 
-def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str) -> None:
+def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
+            limits: Limits) -> None:
     """Serve every registered agent over A2A on ``app`` (routes in the module's doc)."""
     store = InMemoryTaskStore()
     endpoints: dict[str, Any] = {}
@@ -205,7 +229,8 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str) -> None
         name = str(info["name"])
         if name not in endpoints:
             url = f"{base(request)}/a2a/{name}"
-            handler = DefaultRequestHandlerV2(TurnExecutor(bus, name), store, card_for(info, url))
+            handler = DefaultRequestHandlerV2(TurnExecutor(bus, name, limits), store,
+                                              card_for(info, url))
             endpoints[name] = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)[0] \
                 .endpoint
         request.scope["user"] = SimpleUser(who.user)

@@ -33,7 +33,7 @@ WAIT_S = 60.0
 def deployment(redis_server: RedisServer, prefix: str) -> Iterator[tuple[Cluster, Proc]]:
     c = Cluster(redis_server.url, prefix)
     c.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.1")
-    api = c.api()
+    api = c.api(AGENTIA_MAX_SESSIONS_PER_USER="2")  # the edge's per-user limits apply
     yield c, api
     c.stop()
 
@@ -111,6 +111,12 @@ async def test_cards_and_a_completed_task(deployment: tuple[Cluster, Proc]) -> N
         result = r.json()["result"]
         assert result["status"]["state"] == "completed", result
         assert "42" in result["artifacts"][0]["parts"][0]["text"]
+    async for client in _client(api, "ada", streaming=False):  # a 2nd context; no 3rd
+        task2 = [e async for e in client.send_message(_message("hello"))][-1].task
+        assert task2.status.state == TaskState.TASK_STATE_COMPLETED
+        task3 = [e async for e in client.send_message(_message("hello"))][-1].task
+        assert task3.status.state == TaskState.TASK_STATE_FAILED
+        assert "too_many_sessions" in task3.status.message.parts[0].text
     async for client in _client(api, "bob", streaming=False):
         with pytest.raises(Exception, match=r"(?i)not found"):
             await client.get_task(GetTaskRequest(id=task.id))
