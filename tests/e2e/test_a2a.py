@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -161,3 +162,48 @@ async def test_stream_and_cancel(deployment: tuple[Cluster, Proc]) -> None:
                 if any(e["type"] == "cancelled" for e in r.json()["events"]):
                     break
                 await asyncio.sleep(0.2)
+
+
+async def test_an_agent_calls_a_remote_a2a_agent(redis_server: RedisServer, prefix: str,
+                                                 tmp_path: Path) -> None:
+    """Agentia to Agentia: deployment A's agent ``relay`` has deployment B's default agent as
+    the tool ``peer`` (``[[agents.a2a]]``); two control planes, two key prefixes."""
+    b = Cluster(redis_server.url, prefix + "b")
+    a = Cluster(redis_server.url, prefix)
+    try:
+        b.worker("tests.agents_fixtures:fast")
+        api_b = b.api()
+        remote = str((await _card(api_b, "/.well-known/agent-card.json"))["name"])
+        agents = tmp_path / "agents.toml"
+        agents.write_text(f'''
+[[agents]]
+name = "relay"
+agent = "tests.agents_fixtures:relay"
+[[agents.a2a]]
+name = "peer"
+url = "http://127.0.0.1:{api_b.port}/a2a/{remote}"
+token = "{token('deployment-a')}"
+description = "Deployment B's agent."
+timeout_s = 30
+''')
+        a.procs.append(Proc(["worker", "--agents", str(agents)], a.env, "AGENTIA_WORKER_READY"))
+        api_a = a.api()
+        card = await _card(api_a, "/a2a/relay/.well-known/agent-card.json")
+        assert [s["id"] for s in card["skills"]] == ["peer"]  # type: ignore[attr-defined]
+        async for client in _client(api_a, "dora", streaming=False, agent="relay"):
+            task = [e async for e in client.send_message(_message("what is 6 * 7"))][-1].task
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+            reply = get_artifact_text(task.artifacts[0])
+            assert reply.startswith("The peer says:") and "42" in reply, reply
+        # relay has no calculator: the 42 came from B's agent, through A's turn's tool call
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            r = await http.get(f"http://127.0.0.1:{api_a.port}/v1/sessions/a2a:"
+                               f"{task.context_id}/events",
+                               headers={"Authorization": f"Bearer {token('dora')}"})
+            events = r.json()["events"]
+            assert [e["name"] for e in events if e["type"] == "tool_call"] == ["peer"]
+            [out] = [e["output"] for e in events if e["type"] == "tool_result"]
+            assert "42" in out
+    finally:
+        a.stop()
+        b.stop()
