@@ -59,6 +59,10 @@ TURN_LIMIT_S = 600.0
 """A task whose turn has not ended after this long is failed (the turn goes on in its
 session)."""
 _SESSION_CODES = {4502: "new_sessions_rate", 4503: "too_many_sessions"}
+MAX_BODY = 256 * 1024
+"""Bytes of one JSON-RPC request at most (else 413, read no further)."""
+MAX_TEXT_CHARS = 16_000
+"""Characters of a message's text at most: a ``send``'s default (``AGENTIA_MAX_TEXT_CHARS``)."""
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 BEARER = "bearer"
 
@@ -111,6 +115,8 @@ class TurnExecutor(AgentExecutor):
             return await up.failed(_said(up, "contextId must be [A-Za-z0-9_.:-]{1,60}"))
         if not text:
             return await up.failed(_said(up, "the message has no text part"))
+        if len(text) > MAX_TEXT_CHARS:
+            return await up.failed(_said(up, f"the text is over {MAX_TEXT_CHARS} characters"))
         try:
             refused = await self._open(sid, user)
             if refused:
@@ -233,6 +239,12 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
                                               card_for(info, url))
             endpoints[name] = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)[0] \
                 .endpoint
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_BODY:
+                return JSONResponse({"detail": f"over {MAX_BODY} bytes"}, 413)
+        request._body = bytes(body)  # what the SDK's dispatcher reads
         request.scope["user"] = SimpleUser(who.user)
         return await endpoints[name](request)  # type: ignore[no-any-return]
 

@@ -82,6 +82,9 @@ async def test_cards_and_a_completed_task(deployment: tuple[Cluster, Proc]) -> N
         assert r.status_code == 401
         r = await http.get(f"http://127.0.0.1:{api.port}/a2a/nobody/.well-known/agent.json")
         assert r.status_code == 404
+        r = await http.post(f"http://127.0.0.1:{api.port}/a2a", content=b"x" * 300_000,
+                            headers={"Authorization": f"Bearer {token('ada')}"})
+        assert r.status_code == 413
 
     async for client in _client(api, "ada", streaming=False):
         req = _message("what is 6 * 7")
@@ -115,6 +118,9 @@ async def test_cards_and_a_completed_task(deployment: tuple[Cluster, Proc]) -> N
     async for client in _client(api, "ada", streaming=False):  # a 2nd context; no 3rd
         task2 = [e async for e in client.send_message(_message("hello"))][-1].task
         assert task2.status.state == TaskState.TASK_STATE_COMPLETED
+        long = [e async for e in client.send_message(_message("x" * 16_001))][-1].task
+        assert long.status.state == TaskState.TASK_STATE_FAILED
+        assert "16000 characters" in long.status.message.parts[0].text
         task3 = [e async for e in client.send_message(_message("hello"))][-1].task
         assert task3.status.state == TaskState.TASK_STATE_FAILED
         assert "too_many_sessions" in task3.status.message.parts[0].text
