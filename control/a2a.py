@@ -129,11 +129,15 @@ class TurnExecutor(AgentExecutor):
         except AgentiaError as exc:
             return await up.failed(_said(up, exc.message))
         self.turns[task.id] = (sid, sub.offset)
+        await up.start_work(_said(up, f"turn {sub.offset} of session {sid}"))
         try:
-            await up.start_work(_said(up, f"turn {sub.offset} of session {sid}"))
             await self._follow(up, sid, sub.offset)
-        finally:
+        except asyncio.CancelledError:  # tasks/cancel (or shutdown: the turn goes on)
+            raise  # the entry stays for cancel(), which the SDK calls after this
+        except Exception:
             self.turns.pop(task.id, None)
+            raise
+        self.turns.pop(task.id, None)
 
     async def _open(self, sid: str, user: str) -> str:
         """Open the user's session; a new one is first counted against the user's session
