@@ -20,6 +20,7 @@ BUILT = {
     "cancelled": E.cancelled(18, "", "Agentia demo"),
     "turn_error": E.turn_error(18, "turn_failed", "the turn failed on every attempt"),
     "call": E.call("ended", "voice-1", 2.5),
+    "transcript": E.transcript("It is noon.", True, "agent", 18),
     "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
     "approval_request": E.approval_request(18, "call_1", "book_table", {"people": 2}, "demo",
                                            1767226200.5),
