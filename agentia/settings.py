@@ -189,6 +189,9 @@ class ApiSettings(Auth):
     dev_tokens: bool = False
     voice: bool = False
     """Serve ``POST /v1/voice/sessions`` (LiveKit settings: ``voice.settings.VoiceSettings``)."""
+    public_url: str = ""
+    """The control plane's URL as A2A clients reach it (``https://api.example.com``), for the
+    agent cards' endpoint URLs (docs/a2a.md); empty: the URL each card request came to."""
 
 
 @dataclass(slots=True)

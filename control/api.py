@@ -24,10 +24,12 @@ from pydantic import BaseModel, Field
 from agentia import PROTOCOL
 from agentia import metrics as M
 from agentia.settings import ApiSettings
+from control.a2a import add_a2a
 from control.backend import backend_router, invalid_request
 from gateway.auth import AuthError, Identity, mint, token_from, verifier_for
 from sessions import keys as K
 from sessions.bus import Bus, connect
+from sessions.opening import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -124,6 +126,8 @@ def create_app(s: ApiSettings) -> FastAPI:
         app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
     app.include_router(backend_router(bus, identity))
     app.add_exception_handler(RequestValidationError, invalid_request)
+    add_a2a(app, bus, verifier, s.public_url,  # docs/a2a.md; new sessions as an edge counts
+            Limits(0, s.max_sessions_per_hour, s.max_sessions_per_user, s.new_session_ttl_s))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

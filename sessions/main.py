@@ -14,6 +14,7 @@ from agentia.ports import busy_line, reason
 from agentia.probes import ProbeServer
 from agentia.settings import SettingsError, WorkerSettings, worker_redis_pool
 from sessions import registry
+from sessions.a2a_tools import remote_tool
 from sessions.bus import Bus, connect
 from sessions.mcp import McpPool, configs_of, tools_of
 from sessions.probes import worker_readiness
@@ -58,6 +59,8 @@ def load_agents(specs: list[AgentSpec], run: list[AgentSpec]
         except (ImportError, AttributeError, TypeError, ValueError) as exc:
             raise RegistryError(f"agent {spec.name}: cannot load {spec.agent_ref}: "
                                 f"{exc}") from None
+        if spec.a2a:  # remote A2A agents as tools (sessions/a2a_tools.py)
+            agent = agent.clone(tools=[*agent.tools, *(remote_tool(p) for p in spec.a2a)])
         agents[spec.name] = (agent, spec.private_tools)
         published.append(registry.describe(spec, agent, order[spec.name]))
     return agents, published, run[:1] == specs[:1]

@@ -12,6 +12,10 @@ agent ``default``) and ``--agents FILE`` / ``AGENTIA_AGENTS`` (docs/agents.md)::
     name = "notes"
     command = "python"
     args = ["-m", "tests.mcp_servers.notes"]
+    [[agents.a2a]]                      # optional: remote A2A agents as tools (docs/a2a.md)
+    name = "peer"                       # the tool's name
+    url = "https://other.example.com/a2a/demo"  # the remote agent (its card's base URL)
+    token = "..."                       # optional: sent as Authorization: Bearer
 
 Parsing is pure (no import of the agents themselves) and every mistake is a
 :class:`RegistryError` (a :class:`~agentia.settings.SettingsError`: ``agentia`` prints it and
@@ -40,7 +44,8 @@ without draining."""
 REF_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 MAX_AGENTS = 64
 """Agents one deployment may register (each has its own turn streams)."""
-AGENT_KEYS = frozenset({"name", "agent", "description", "private_tools", "mcp"})
+AGENT_KEYS = frozenset({"name", "agent", "description", "private_tools", "mcp", "a2a"})
+A2A_KEYS = frozenset({"name", "url", "token", "description", "timeout_s"})
 MCP_KEYS = frozenset({"name", "command", "args", "env", "cwd", "url", "headers", "timeout_s",
                       "concurrent"})
 DEMO_AGENTS = (("demo", "sessions.demo:demo_agent",
@@ -65,6 +70,8 @@ class AgentSpec:
     """Tools whose arguments and output never reach clients (only their names)."""
     mcp: list[dict[str, Any]] = field(default_factory=list)
     """MCP servers, validated raw tables (keys of :data:`MCP_KEYS`; one of command/url)."""
+    a2a: list[dict[str, Any]] = field(default_factory=list)
+    """Remote A2A agents as tools, validated raw tables (keys of :data:`A2A_KEYS`)."""
 
 
 def check_name(name: object, what: str = "agent name") -> str:
@@ -137,7 +144,33 @@ def _agent_table(t: object, where: str) -> AgentSpec:
     names = [s["name"] for s in servers]
     if len(set(names)) != len(names):
         raise RegistryError(f"{where}: two MCP servers share a name")
-    return AgentSpec(name, check_ref(t.get("agent"), where), desc, frozenset(private), servers)
+    remotes = t.get("a2a", [])
+    if not isinstance(remotes, list):
+        raise RegistryError(f"{where}: a2a must be [[agents.a2a]] tables")
+    peers = [check_a2a(m, f"{where}: a2a[{i}]") for i, m in enumerate(remotes)]
+    if len({p["name"] for p in peers}) != len(peers):
+        raise RegistryError(f"{where}: two A2A agents share a name")
+    return AgentSpec(name, check_ref(t.get("agent"), where), desc, frozenset(private), servers,
+                     peers)
+
+
+def check_a2a(m: object, where: str) -> dict[str, Any]:
+    """One ``[[agents.a2a]]`` table, checked and copied (sessions/a2a_tools.py builds the
+    tool)."""
+    if not isinstance(m, dict):
+        raise RegistryError(f"{where}: must be a table")
+    unknown = set(m) - A2A_KEYS
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {sorted(unknown)}; "
+                            f"allowed: {sorted(A2A_KEYS)}")
+    check_name(m.get("name"), f"{where}: name")
+    _strings(m, where, "url", "token", "description")
+    if not str(m.get("url", "")).startswith(("http://", "https://")):
+        raise RegistryError(f"{where}: url must start with http:// or https://")
+    t = m.get("timeout_s", 120)
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 3600:
+        raise RegistryError(f"{where}: timeout_s must be a number of seconds in (0, 3600]")
+    return dict(m)
 
 
 def check_mcp(m: object, where: str) -> dict[str, Any]:

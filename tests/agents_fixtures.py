@@ -17,7 +17,15 @@ from agents import (
 from agents.items import TResponseStreamEvent
 from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
 
-from sessions.demo import DemoModel, _response, book_table, calculate, current_time
+from sessions.demo import (
+    DemoModel,
+    _call,
+    _response,
+    _text_of,
+    book_table,
+    calculate,
+    current_time,
+)
 
 
 class FailingModel(DemoModel):
@@ -120,3 +128,18 @@ def _items_text(input: Any) -> str:
 
 pausing = Agent(name="pausing", model=PausingModel(word_delay=0.0),
                 tools=[current_time, calculate])
+
+
+class RelayModel(DemoModel):
+    """Passes the user's message to the tool ``peer`` (a remote A2A agent, docs/a2a.md) and
+    replies with what it answered."""
+
+    def plan(self, items: list[Any], handoffs: tuple[str, ...] = ()) -> Any:
+        last = items[-1] if items else {}
+        if last.get("type") == "function_call_output":
+            return f"The peer says: {last.get('output')}"
+        users = [_text_of(i) for i in items if i.get("role") == "user"]
+        return _call("peer", {"message": users[-1] if users else ""})
+
+
+relay = Agent(name="relay", model=RelayModel(word_delay=0.0))

@@ -84,6 +84,15 @@ def _one(body: str) -> str:
     (_one('[[agents.mcp]]\ncommand = "p"'), "name"),
     (_one('[[agents.mcp]]\nname = "n"\ncommand = "p"\n[[agents.mcp]]\nname = "n"\n'
           'command = "q"'), "share a name"),
+    (_one('[[agents.a2a]]\nname = "p"'), "url must start"),
+    (_one('[[agents.a2a]]\nname = "p"\nurl = "ftp://h"'), "url must start"),
+    (_one('[[agents.a2a]]\nurl = "http://h"'), "name"),
+    (_one('[[agents.a2a]]\nname = "p"\nurl = "http://h"\ntoken = 3'), "token"),
+    (_one('[[agents.a2a]]\nname = "p"\nurl = "http://h"\ntimeout_s = 0'), "timeout_s"),
+    (_one('[[agents.a2a]]\nname = "p"\nurl = "http://h"\nheaders = {}'), "unknown key"),
+    (_one('a2a = 1'), "[[agents.a2a]]"),
+    (_one('[[agents.a2a]]\nname = "p"\nurl = "http://h"\n[[agents.a2a]]\nname = "p"\n'
+          'url = "http://i"'), "share a name"),
 ])
 def test_bad_toml(doc: str, says: str) -> None:
     with pytest.raises(RegistryError) as err:
@@ -158,3 +167,9 @@ def test_agentia_chat_asks_for_the_agent_in_the_url() -> None:
     assert with_agent("ws://h:1/v1/ws", "triage") == "ws://h:1/v1/ws?agent=triage"
     assert with_agent("ws://h:1/v1/ws?token=t&agent=x", "demo") == (
         "ws://h:1/v1/ws?token=t&agent=demo")
+
+
+def test_a2a_peers_are_kept() -> None:
+    [spec] = R.parse_toml(_one('[[agents.a2a]]\nname = "peer"\nurl = "https://h/a2a"\n'
+                               'token = "t"\ntimeout_s = 5'))
+    assert spec.a2a == [{"name": "peer", "url": "https://h/a2a", "token": "t", "timeout_s": 5}]

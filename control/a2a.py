@@ -1,0 +1,261 @@
+"""The A2A server (docs/a2a.md): every registered agent as an A2A agent on the control plane,
+built on the official ``a2a-sdk`` (JSON-RPC binding, protocol 1.0 with the 0.3 method names
+too).
+
+An A2A context is an Agentia session ``a2a:<contextId>`` owned by the caller's ``sub``; each
+message is a turn submitted as a WebSocket ``send`` is (:meth:`Bus.submit`, source ``a2a``),
+and the task follows that turn in the session log: the running turn's text (its partial
+buffer, what a resume reads) streams as artifact chunks; ``reply`` completes the task,
+``cancelled`` cancels it, ``turn_error`` fails it. Cancelling the task cancels the turn on the
+bus (:meth:`Bus.cancel`), as a ``cancel`` frame does.
+
+Routes (the agent's name in the path, or none for the default agent)::
+
+    GET  /.well-known/agent-card.json, /.well-known/agent.json      default agent's card
+    POST /a2a                                                       default agent (JSON-RPC)
+    GET  /a2a/{agent}/.well-known/agent-card.json (and agent.json)  that agent's card
+    POST /a2a/{agent}                                               that agent (JSON-RPC)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandlerV2
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes import create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.authentication import SimpleUser
+
+from agentia.codes import AgentiaError
+from gateway.auth import AuthError, Verifier, token_from
+from sessions import keys as K
+from sessions.bus import Bus, Forbidden, Missing
+from sessions.errors import AgentMismatch, UnknownAgent
+from sessions.opening import Limits, Refused
+
+POLL_S = 0.1
+"""How often a running task reads its turn's log and partial text (one XRANGE + one LRANGE)."""
+TURN_LIMIT_S = 600.0
+"""A task whose turn has not ended after this long is failed (the turn goes on in its
+session)."""
+_SESSION_CODES = {4502: "new_sessions_rate", 4503: "too_many_sessions"}
+MAX_BODY = 256 * 1024
+"""Bytes of one JSON-RPC request at most (else 413, read no further)."""
+MAX_TEXT_CHARS = 16_000
+"""Characters of a message's text at most: a ``send``'s default (``AGENTIA_MAX_TEXT_CHARS``)."""
+CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
+BEARER = "bearer"
+
+
+def card_for(info: dict[str, Any], url: str) -> AgentCard:
+    """The agent card of a registered agent (``info``: one entry of :meth:`Bus.agents`)."""
+    skills = [AgentSkill(id=t["name"], name=t["name"], description=t.get("description", "")
+                         or t["name"], tags=["tool"]) for t in info.get("tools", [])]
+    if not skills:  # a card needs at least one skill: the agent's conversation itself
+        skills = [AgentSkill(id="chat", name="chat", tags=["chat"],
+                             description=info.get("description", "") or "conversation")]
+    return AgentCard(
+        name=info["name"], description=info.get("description", "") or info["name"],
+        version="0.1.0",
+        # one endpoint speaks both (create_jsonrpc_routes(enable_v0_3_compat=True)); the 0.3
+        # interface also puts the 0.3 fields (url, protocolVersion, ...) in the served card
+        supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC",
+                                             protocol_version=v)
+                              for v in (PROTOCOL_VERSION_1_0, PROTOCOL_VERSION_0_3)],
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        default_input_modes=["text/plain"], default_output_modes=["text/plain"],
+        skills=skills,
+        security_schemes={BEARER: SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+            scheme="Bearer", bearer_format="JWT",
+            description="the control plane's JWT (docs/security.md); the token's sub owns "
+                        "the A2A contexts (sessions a2a:<contextId>)"))},
+        security_requirements=[SecurityRequirement(schemes={BEARER: StringList()})],
+    )
+
+
+class TurnExecutor(AgentExecutor):
+    """Runs each A2A message as a turn of one agent on the bus."""
+
+    def __init__(self, bus: Bus, agent: str, limits: Limits) -> None:
+        self.bus, self.agent, self.limits = bus, agent, limits
+        self.turns: dict[str, tuple[str, int]] = {}
+        """task id → (session, turn) while its turn runs: what ``tasks/cancel`` cancels."""
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        msg = context.message
+        assert msg is not None and context.task_id and context.context_id
+        task = context.current_task or new_task_from_user_message(msg)
+        if context.current_task is None:
+            await event_queue.enqueue_event(task)
+        up = TaskUpdater(event_queue, task.id, task.context_id)
+        user = context.call_context.user.user_name
+        sid = f"a2a:{task.context_id}"
+        text = context.get_user_input().strip()
+        if not K.SESSION_ID_RE.fullmatch(sid):
+            return await up.failed(_said(up, "contextId must be [A-Za-z0-9_.:-]{1,60}"))
+        if not text:
+            return await up.failed(_said(up, "the message has no text part"))
+        if len(text) > MAX_TEXT_CHARS:
+            return await up.failed(_said(up, f"the text is over {MAX_TEXT_CHARS} characters"))
+        try:
+            refused = await self._open(sid, user)
+            if refused:
+                return await up.failed(_said(up, refused))
+            sub = await self.bus.submit(sid, task.id, text, user=user, source="a2a")
+        except Forbidden:
+            return await up.failed(_said(up, "this context belongs to another user"))
+        except (UnknownAgent, AgentMismatch) as exc:
+            return await up.failed(_said(up, str(exc) or "this context is another agent's"))
+        except AgentiaError as exc:
+            return await up.failed(_said(up, exc.message))
+        self.turns[task.id] = (sid, sub.offset)
+        await up.start_work(_said(up, f"turn {sub.offset} of session {sid}"))
+        try:
+            await self._follow(up, sid, sub.offset)
+        except asyncio.CancelledError:  # tasks/cancel (or shutdown: the turn goes on)
+            raise  # the entry stays for cancel(), which the SDK calls after this
+        except Exception:
+            self.turns.pop(task.id, None)
+            raise
+        self.turns.pop(task.id, None)
+
+    async def _open(self, sid: str, user: str) -> str:
+        """Open the user's session; a new one is first counted against the user's session
+        limits (sessions/opening.py), as an edge and the voice route do. Returns why it was
+        refused ("" if not)."""
+        lim = self.limits
+        if lim.sessions_per_hour or lim.sessions:
+            try:
+                await self.bus.open_session(sid, user, "", create=False, agent=self.agent)
+                return ""
+            except Missing:
+                pass
+            [refusal] = await self.bus.user_limits(lim).reserve([(user, sid)])
+            if isinstance(refusal, Refused):
+                return f"{_SESSION_CODES[int(refusal.code)]}: {refusal.reason}"
+            if refusal is not None:
+                raise refusal
+        await self.bus.open_session(sid, user, "", agent=self.agent)
+        return ""
+
+    async def _follow(self, up: TaskUpdater, sid: str, turn: int) -> None:
+        """Map the turn's log events and partial text to task events until it ends."""
+        after, sent, deadline = turn, "", time.monotonic() + TURN_LIMIT_S
+        while time.monotonic() < deadline:
+            for offset, raw in (await self.bus.replay(sid, after, None, 200)).events:
+                after = offset
+                e = orjson.loads(raw)
+                if e.get("turn") != turn:
+                    continue
+                kind = e.get("type")
+                if kind == "reply":
+                    await up.add_artifact([new_text_part(e.get("text", ""))], "reply",
+                                          "reply", append=False, last_chunk=True)
+                    return await up.complete()
+                if kind == "cancelled":
+                    return await up.cancel(_said(up, e.get("text", "") or "cancelled"))
+                if kind == "turn_error":
+                    return await up.failed(_said(up, f"{e.get('code')}: {e.get('message')}"))
+            p = await self.bus.partial(sid)
+            if p is not None and p.turn == turn and len(p.text) > len(sent) \
+                    and p.text.startswith(sent):
+                await up.add_artifact([new_text_part(p.text[len(sent):])], "reply", "reply",
+                                      append=bool(sent))
+                sent = p.text
+            await asyncio.sleep(POLL_S)
+        await up.failed(_said(up, f"the turn did not end within {TURN_LIMIT_S:.0f} s"))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task = context.current_task
+        assert task is not None
+        running = self.turns.pop(task.id, None)
+        if running is not None:
+            await self.bus.cancel(*running)
+        await TaskUpdater(event_queue, task.id, task.context_id).cancel()
+
+
+def _said(up: TaskUpdater, text: str) -> Any:
+    return up.new_agent_message([new_text_part(text)])
+
+
+def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
+            limits: Limits) -> None:
+    """Serve every registered agent over A2A on ``app`` (routes in the module's doc)."""
+    store = InMemoryTaskStore()
+    endpoints: dict[str, Any] = {}
+
+    async def info_of(name: str) -> dict[str, Any] | None:
+        live = await bus.agents()
+        if not name:
+            return live[0] if live else None
+        for fresh in (False, True):
+            for i in await bus.agents(fresh):
+                if i["name"] == name:
+                    return i
+        return None
+
+    def base(request: Request) -> str:
+        return (public_url or str(request.base_url)).rstrip("/")
+
+    async def card(request: Request) -> Response:
+        name = request.path_params.get("agent", "")
+        info = await info_of(name)
+        if info is None:
+            return JSONResponse({"detail": "no such agent"}, 404)
+        url = f"{base(request)}/a2a" + (f"/{name}" if name else "")
+        return JSONResponse(agent_card_to_dict(card_for(info, url)))
+
+    async def rpc(request: Request) -> Response:
+        token = token_from({k.lower(): v for k, v in request.headers.items()}, request.url.query)
+        try:
+            if token is None:
+                raise AuthError("missing token")
+            who = verifier.verify(token)
+        except AuthError as exc:
+            return JSONResponse({"detail": str(exc)}, 401, {"WWW-Authenticate": "Bearer"})
+        info = await info_of(request.path_params.get("agent", ""))
+        if info is None:
+            return JSONResponse({"detail": "no such agent"}, 404)
+        name = str(info["name"])
+        if name not in endpoints:
+            url = f"{base(request)}/a2a/{name}"
+            handler = DefaultRequestHandlerV2(TurnExecutor(bus, name, limits), store,
+                                              card_for(info, url))
+            endpoints[name] = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)[0] \
+                .endpoint
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_BODY:
+                return JSONResponse({"detail": f"over {MAX_BODY} bytes"}, 413)
+        request._body = bytes(body)  # what the SDK's dispatcher reads
+        request.scope["user"] = SimpleUser(who.user)
+        return await endpoints[name](request)  # type: ignore[no-any-return]
+
+    for path in CARD_PATHS:
+        app.add_api_route(path, card, methods=["GET"], tags=["a2a"], include_in_schema=False)
+        app.add_api_route("/a2a/{agent}" + path, card, methods=["GET"], tags=["a2a"],
+                          include_in_schema=False)
+    app.add_api_route("/a2a", rpc, methods=["POST"], tags=["a2a"], include_in_schema=False)
+    app.add_api_route("/a2a/{agent}", rpc, methods=["POST"], tags=["a2a"],
+                      include_in_schema=False)
