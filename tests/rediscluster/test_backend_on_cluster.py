@@ -15,6 +15,7 @@ from tests.integration.test_backend_redis import (
     test_delete_user_finds_sessions_in_both_indexes,
     test_deletion_fences_a_running_turn_and_tells_the_nodes,
     test_presence_lists_devices_of_live_nodes,
+    test_takeover_cancels_a_begun_turn_and_holds_the_next,
 )
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "test_deleting_a_session_closes_its_sockets_and_its_running_turn",
     "test_deletion_fences_a_running_turn_and_tells_the_nodes",
     "test_presence_lists_devices_of_live_nodes",
+    "test_takeover_cancels_a_begun_turn_and_holds_the_next",
     "test_takeover_holds_turns_across_restarts_and_gives_back",
 ]
