@@ -355,7 +355,7 @@ class Worker:
         attempt, cancelled = started_.attempt, started_.cancelled
         if started_.held:  # an operator took the session over: the turn ends without a run
             await self._finish(turn, E.cancelled(turn.offset, "", agent, reason=E.TAKEOVER))
-            M.TURNS.labels("held").inc()
+            M.TURNS.labels("cancelled").inc()  # it ends `cancelled` (reason takeover)
             return
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
