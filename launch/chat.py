@@ -1,4 +1,5 @@
-"""``agentia chat``: a small terminal client (streams replies, prints tool calls).
+"""``agentia chat``: a small terminal client (streams replies, prints tool calls and handoffs,
+asks for approvals).
 
 Built on the Python SDK (``agentia_client``): it reconnects after an edge restart or crash and
 resumes where it stopped, so a reply in progress goes on without lost or repeated text.
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,11 +23,14 @@ import orjson
 from agentia.settings import DEV_SECRET
 from agentia_client import (
     AgentiaClient,
+    ApprovalRequest,
+    ApprovalResult,
     Backoff,
     Cancelled,
     Chunk,
     ClientError,
     ConnectError,
+    Handoff,
     Partial,
     ReconnectFailed,
     Reply,
@@ -33,6 +38,7 @@ from agentia_client import (
     ServerClosed,
     SessionReset,
     ToolCall,
+    ToolResult,
     TurnFailure,
     TurnStart,
 )
@@ -62,19 +68,27 @@ RECONNECT = Backoff(base=0.25, cap=2.0, max_attempts=15, max_first_attempts=1)
 takes seconds)."""
 
 
-async def _turn(client: AgentiaClient, text: str) -> None:
-    """Send one message and print the reply as it streams; returns at the turn's end."""
+Ask = Callable[[str], Awaitable[str | None]]
+"""Prints a question and returns the user's answer (None: no more input)."""
+
+
+async def _turn(client: AgentiaClient, text: str, ask: Ask | None = None) -> None:
+    """Send one message and print the reply as it streams; returns at the turn's end. An
+    approval request is put to the user with ``ask`` (without it: another client of the
+    session, e.g. the page, must answer)."""
     shown = ""  # the reply text printed for the current run of the turn
     try:
         async for ev in client.stream(text):
-            if isinstance(ev, Chunk):
+            if isinstance(ev, ToolCall | ToolResult | Handoff | ApprovalResult):
+                _agent_event(ev)
+            elif isinstance(ev, ApprovalRequest):
+                await _approval(client, ev, ask)
+            elif isinstance(ev, Chunk):
                 print(ev.text, end="", flush=True)
                 shown += ev.text
             elif isinstance(ev, Partial):  # the text so far, after a reconnect
                 _catch_up(shown, ev.text)
                 shown = ev.text
-            elif isinstance(ev, ToolCall):
-                print(f"[tool: {ev.name}] ", end="", flush=True)
             elif isinstance(ev, TurnStart) and (ev.attempt > 1 or shown):
                 print(f"\n[attempt {ev.attempt}] ", end="", flush=True)
                 shown = ""
@@ -90,6 +104,35 @@ async def _turn(client: AgentiaClient, text: str) -> None:
         print(f"\n[error {exc.code}] {exc.message}", flush=True)
     except SessionReset:  # Redis lost the session while the turn ran: the chat goes on
         print("\n[the session was re-created: this reply is lost]", flush=True)
+
+
+def _agent_event(ev: ToolCall | ToolResult | Handoff | ApprovalResult) -> None:
+    if isinstance(ev, ToolCall):
+        args = "" if ev.private or not ev.call_id else orjson.dumps(ev.arguments).decode()
+        print(f"[tool: {ev.name}{' ' + args if args else ''}] ", end="", flush=True)
+    elif isinstance(ev, ToolResult) and ev.is_error:
+        print(f"[{ev.name} failed] ", end="", flush=True)
+    elif isinstance(ev, Handoff):
+        print(f"[{ev.from_agent} → {ev.to_agent}] ", end="", flush=True)
+    elif isinstance(ev, ApprovalResult):
+        verdict = "approved" if ev.approved else "rejected"
+        print(f"[{verdict} by {ev.by}] ", end="", flush=True)
+
+
+async def _approval(client: AgentiaClient, ev: ApprovalRequest, ask: Ask | None) -> None:
+    """Put an approval request to the user (y approves, anything else rejects)."""
+    what = f"{ev.name} {orjson.dumps(ev.arguments).decode()}"
+    if ask is None:
+        print(f"\n[approval needed: {what}; answer it from another client]", flush=True)
+        return
+    answer = await ask(f"\n[approve {what}? y/N] ")
+    if answer is None:
+        print("[no answer: the request stays open]", flush=True)
+        return
+    try:
+        await client.approve(ev.call_id, answer.strip().lower() in ("y", "yes"))
+    except RequestError as exc:  # no_such_approval: answered elsewhere, or timed out
+        print(f"[not recorded: {exc.code}]", flush=True)
 
 
 def _catch_up(shown: str, text: str) -> None:
@@ -152,6 +195,11 @@ async def _interactive(client: AgentiaClient) -> None:
     if tty:
         print(HINT, flush=True)
     lines = Lines()
+
+    async def ask(question: str) -> str | None:
+        print(question, end="", flush=True)
+        return await lines.get()
+
     try:
         while True:
             if tty:
@@ -160,7 +208,7 @@ async def _interactive(client: AgentiaClient) -> None:
             if line is None:
                 return
             if line.strip():
-                await _turn(client, line.strip())
+                await _turn(client, line.strip(), ask)
     finally:
         lines.close()
 

@@ -47,7 +47,9 @@ class TurnLog:
         """Record one item of the run (text goes to the coalescer, the rest to the log)."""
         if isinstance(item, Delta):
             if self.state != SPEAKING:
-                await self._append(self._to(SPEAKING))
+                # no flush: text waits only while speaking, and every other event flushed it
+                # (flushing here would send every turn's pieces once per turn, not per tick)
+                await self._append(self._to(SPEAKING), flush=False)
             self.co.add(item.text)
         elif isinstance(item, ToolCalled):
             self.agent = item.agent
@@ -78,9 +80,10 @@ class TurnLog:
         self.state = state
         return [E.state(self.turn.offset, state, self.agent)]
 
-    async def _append(self, events: list[dict[str, Any]]) -> None:
+    async def _append(self, events: list[dict[str, Any]], flush: bool = True) -> None:
         # the text streamed so far reaches Redis before the event: order holds for clients
-        await self.co.flush()
+        if flush:
+            await self.co.flush()
         await self.bus.append(self.turn.session, events, owner=self.owner)
 
 

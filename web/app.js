@@ -1,7 +1,11 @@
 // The Agentia chat page: one conversation view over AgentiaClient (@agentia/client, from
 // clients/js, served at /static/agentia-client/), a list of the user's conversations from the
 // control plane, dev tokens when the server hands them out.
-import { AgentiaClient } from "./agentia-client/index.js";
+import { AGENT_NAME_RE, AgentiaClient } from "./agentia-client/index.js";
+import {
+  AGENT_EVENT_TYPES, agentContainers, agentParts, applyAgentEvent, awaitingApproval, renderAgent,
+  restartAgent,
+} from "./agent.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -14,6 +18,7 @@ const els = {
   userForm: $("user-form"), userInput: $("user-input"), tokenInput: $("token-input"),
   call: $("call"), callLabel: $("call-label"), hangup: $("hangup"), mute: $("mute"),
   callAudio: $("call-audio"), callAudioBtn: $("call-audio-btn"), callClose: $("call-close"),
+  agentPicker: $("agent-picker"),
 };
 
 const STATE_LABELS = {
@@ -28,6 +33,7 @@ const app = {
   user: null,
   token: null,          // {value, expiresAt, fetchedAt}
   client: null,
+  agent: null,          // the agent new conversations talk to (?agent= in the page's URL)
   turns: new Map(),     // turn id (offset of its user event) -> view model
   active: new Set(),    // turns without a final event
   dirty: new Set(),
@@ -43,6 +49,9 @@ window.agentiaApp = app;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const FORBIDDEN_CLOSE = 4501; // the edge: this conversation belongs to another user
+const UNKNOWN_AGENT_CLOSE = 4504; // ?agent= names no agent of this deployment
+const AGENT_MISMATCH_CLOSE = 4505; // the stored conversation talks to another agent
+const HANDLED_CLOSES = new Set([FORBIDDEN_CLOSE, UNKNOWN_AGENT_CLOSE, AGENT_MISMATCH_CLOSE]);
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -188,8 +197,8 @@ function turnView(id) {
   if (t) return t;
   const root = el("div", "turn");
   root.dataset.turn = String(id);
-  t = { id, root, user: null, userNode: null, assistantNode: null, text: "", tools: [],
-    status: "waiting", attempt: 1, note: "" };
+  t = { id, root, user: null, userNode: null, assistantNode: null, text: "",
+    status: "waiting", attempt: 1, note: "", ...agentParts() };
   app.turns.set(id, t);
   // turns are created in offset order, except a turn seen before its user event (trimmed log)
   const later = [...els.turns.children].find((n) => Number(n.dataset.turn) > id);
@@ -240,24 +249,19 @@ function renderTurn(t) {
     const avatar = el("div", "avatar agent-avatar");
     avatar.innerHTML = '<svg viewBox="0 0 32 32" aria-hidden="true"><path d="M9 23 16 8l7 15M11.6 18h8.8"/></svg>';
     const body = el("div", "body");
-    body.append(el("div", "tools"), el("div", "text md"), el("div", "meta"));
+    const agent = agentContainers();
+    body.append(agent.head, agent.tools, agent.approvals, el("div", "text md"), el("div", "meta"));
     t.assistantNode.append(avatar, body);
     t.root.append(t.assistantNode);
   }
   const node = t.assistantNode;
   node.dataset.status = t.status;
-  const tools = node.querySelector(".tools");
-  tools.replaceChildren(...t.tools.map((name) => {
-    const pill = el("span", "tool");
-    pill.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M14.7 6.3a4 4 0 0 0-5.4 5.4L4 17v3h3l5.3-5.3a4 4 0 0 0 5.4-5.4l-2.5 2.5-2.4-.6-.6-2.4z"/></svg>';
-    pill.append(el("span", "", name));
-    pill.title = `The agent called the tool ${name}`;
-    return pill;
-  }));
+  const ended = ["done", "cancelled", "error"].includes(t.status);
+  renderAgent(t, node, { ended, answer: answerApproval });
   const text = node.querySelector(".text");
   if (t.text) {
     text.innerHTML = markdown(t.text);
-  } else if (t.status === "waiting" || t.status === "streaming") {
+  } else if ((t.status === "waiting" || t.status === "streaming") && !awaitingApproval(t)) {
     text.innerHTML = '<span class="typing"><i></i><i></i><i></i></span>';
   } else {
     text.replaceChildren();
@@ -285,16 +289,10 @@ function applyEvent(ev) {
       // the reply starts (again, after a failed attempt or an outage): drop what came before
       const t = turnView(ev.turn);
       t.text = "";
-      t.tools = [];
+      restartAgent(t);
       if (ev.attempt > 1) t.note = `Retrying (attempt ${ev.attempt})`;
       t.attempt = ev.attempt;
       t.status = "streaming";
-      markDirty(t);
-      break;
-    }
-    case "tool": {
-      const t = turnView(ev.turn);
-      t.tools.push(ev.name);
       markDirty(t);
       break;
     }
@@ -305,18 +303,55 @@ function applyEvent(ev) {
       app.active.delete(ev.turn);
       if (ev.type === "turn_error") {
         t.status = "error";
-        t.note = ev.code === "turn_timeout" ? "The agent took too long to answer." : "The agent could not answer this message.";
+        t.note = ev.code === "turn_timeout" ? "The agent took too long to answer."
+          : ev.code === "guardrail" ? `Stopped by a guardrail (${ev.message}).` // names it, no model text
+            : "The agent could not answer this message.";
       } else {
         t.text = ev.text ?? t.text;
+        t.agent = ev.agent ?? t.agent;
         t.status = ev.type === "reply" ? "done" : "cancelled";
         t.note = ev.type === "cancelled" ? "Stopped" : "";
       }
       markDirty(t);
       break;
     }
-    default:
-      break; // event types added later are ignored
+    case "message": // posted by a backend (operator or system), part of no turn
+      addNotice(ev.offset, `notice posted ${ev.role === "operator" ? "operator" : "system"}`,
+        ev.role === "operator" ? `Operator ${ev.by}` : "System", ev.text);
+      break;
+    case "takeover": // an operator took the conversation over, or gave it back to the agent
+      addNotice(ev.offset, "notice takeover", null, ev.active
+        ? `${ev.by || "An operator"} took over this conversation: the agent is paused.`
+        : `${ev.by || "The operator"} gave this conversation back to the agent.`);
+      break;
+    default: {
+      // tool calls and results, state, handoffs, approvals (agent.js); other types are ignored
+      if (!AGENT_EVENT_TYPES.has(ev.type) || !Number.isInteger(ev.turn)) break;
+      const t = turnView(ev.turn);
+      if (applyAgentEvent(t, ev)) markDirty(t);
+      break;
+    }
   }
+}
+
+/** A card's Approve or Reject: sent once; the approval_result event then closes the card (on
+ * every device, and after a reload). */
+function answerApproval(t, callId, approved) {
+  const a = t.approvals.get(callId);
+  if (!a || a.result || a.busy || a.closed || !app.client) return;
+  a.busy = true;
+  a.note = "";
+  markDirty(t);
+  app.client.approve(callId, approved).catch((err) => {
+    a.busy = false;
+    if (err.code === "no_such_approval") {
+      a.closed = true; // answered elsewhere or expired: its approval_result shows which
+      a.note = "This request is no longer pending.";
+    } else {
+      a.note = `Not sent: ${err.message || err.code}`;
+    }
+    markDirty(t);
+  });
 }
 
 /** The reply text so far, from `chunk` frames (and a `partial` after a reload or a reconnect
@@ -327,6 +362,20 @@ function applyText({ turn, text }) {
   t.text = text;
   t.status = "streaming";
   markDirty(t);
+}
+
+/** A line of the conversation that is not a turn (a posted message, a takeover), placed by its
+ * offset among the turns; a replayed one is not shown twice. */
+function addNotice(offset, className, author, text) {
+  if (!Number.isInteger(offset) || els.turns.querySelector(`[data-notice="${offset}"]`)) return;
+  const root = el("div", className);
+  root.dataset.turn = String(offset);
+  root.dataset.notice = String(offset);
+  if (author) root.append(el("div", "author", author));
+  root.append(el("div", "bubble", text ?? ""));
+  const later = [...els.turns.children].find((n) => Number(n.dataset.turn) > offset);
+  els.turns.insertBefore(root, later ?? null);
+  els.empty.hidden = true;
 }
 
 function clearView() {
@@ -653,11 +702,47 @@ function renderCall(state, message) {
 
 // -- start -------------------------------------------------------------------------------------
 
+/** The agents of this deployment (GET /v1/agents) in a picker, when there are several.
+ * Choosing one starts a new conversation with it (`?agent=NAME` in the page's URL). */
+async function loadAgents() {
+  let agents = [];
+  try {
+    agents = (await fetchJson("/v1/agents", { auth: true })).agents ?? [];
+  } catch {
+    return; // an older control plane, or none reachable: no picker
+  }
+  if (agents.length < 2) return;
+  const picker = els.agentPicker;
+  picker.replaceChildren(...agents.map((a) => {
+    const option = el("option", "", a.name);
+    option.value = a.name;
+    option.title = a.description ?? "";
+    return option;
+  }));
+  picker.value = app.client?.agent ?? app.agent ?? agents.find((a) => a.default)?.name ?? agents[0].name;
+  picker.hidden = false;
+  picker.onchange = () => {
+    const url = new URL(location.href);
+    url.searchParams.set("agent", picker.value);
+    // a new conversation: the stored one talks to the agent it was created with
+    localStorage.removeItem(`agentia:${app.user}:session`);
+    sessionStorage.removeItem(`agentia:${app.user}:tab`);
+    location.assign(url);
+  };
+}
+
+/** `?agent=NAME` in the page's URL: new conversations talk to that agent. */
+function agentFromUrl() {
+  const agent = new URLSearchParams(location.search).get("agent");
+  return agent && AGENT_NAME_RE.test(agent) ? agent : null;
+}
+
 function startClient() {
   const client = new AgentiaClient({
     urls: app.config.ws_urls,
     token: getToken,
     storageKey: `agentia:${app.user}`,
+    agent: app.agent,
   });
   app.client = client;
   client.on("state", onState);
@@ -665,14 +750,18 @@ function startClient() {
   client.on("text", applyText);
   client.on("reset", clearView);
   client.on("welcome", (w) => {
-    els.nodeInfo.textContent = `edge ${w.node}`;
+    els.nodeInfo.textContent = w.agent ? `agent ${w.agent} · edge ${w.node}` : `edge ${w.node}`;
+    if (w.agent && [...els.agentPicker.options].some((o) => o.value === w.agent)) {
+      els.agentPicker.value = w.agent;
+    }
     els.nodeInfo.title = client.url ?? "";
     showTitle();
     renderSessions();
   });
   client.on("error", (err) => {
     if (err.willRetry || err.code === "switched") return;
-    if (err.closeCode === FORBIDDEN_CLOSE) return; // handled by the close listener below
+    if (HANDLED_CLOSES.has(err.closeCode)) return; // handled by the close listener below
+    if (err.code === "no_such_approval") return; // the approval card says so
     if (err.ref) failPending(err.ref, null, err); // also sends restored after a reload
     if (err.code === "turn_not_active") return; // the turn finished before the cancel
     if (err.code === "token_unavailable") return;
@@ -683,10 +772,20 @@ function startClient() {
   let failures = 0;
   client.on("welcome", () => { failures = 0; });
   client.on("close", async ({ code }) => {
-    if (code === FORBIDDEN_CLOSE && app.client === client) {
-      // The edge opened the socket, then refused the session: another user's conversation.
-      // That client has stopped for good; forget the session and start a fresh client.
-      toast("That conversation belongs to another user: starting a new one.", "info");
+    if (code === UNKNOWN_AGENT_CLOSE && app.client === client) {
+      toast(`This server has no agent named ${app.agent}: using its default agent.`, "info");
+      app.agent = null;
+      startClient();
+      return;
+    }
+    if ((code === FORBIDDEN_CLOSE || code === AGENT_MISMATCH_CLOSE) && app.client === client) {
+      // The edge opened the socket, then refused the session: another user's conversation,
+      // or one with another agent. That client has stopped for good; forget the session and
+      // start a fresh client.
+      toast(code === FORBIDDEN_CLOSE
+        ? "That conversation belongs to another user: starting a new one."
+        : `That conversation talks to another agent: starting a new one with ${app.agent}.`,
+      "info");
       localStorage.removeItem(`agentia:${app.user}:session`);
       sessionStorage.removeItem(`agentia:${app.user}:tab`);
       clearView();
@@ -790,8 +889,10 @@ async function main() {
   }
   try { app.titles = JSON.parse(localStorage.getItem(`agentia:titles:${app.user}`) ?? "{}"); } catch { app.titles = {}; }
   showUser();
+  app.agent = agentFromUrl();
   startClient();
   refreshSessions();
+  loadAgents();
 }
 
 main();

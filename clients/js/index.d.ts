@@ -74,6 +74,8 @@ export interface WelcomeFrame {
   offset: number;
   node?: string;
   limits?: Limits;
+  /** The agent this session talks to (chosen at its creation with `?agent=`). */
+  agent?: string;
   [key: string]: unknown;
 }
 
@@ -97,6 +99,73 @@ export interface LogEvent {
   type: string;
   offset: number;
   [key: string]: unknown;
+}
+
+/** `tool_call`: the agent called a tool. A private tool has no `arguments`, and `private: true`. */
+export interface ToolCallEvent extends LogEvent {
+  type: "tool_call";
+  turn: number;
+  call_id: string;
+  name: string;
+  /** The parsed JSON object the model gave (text that is not JSON: `{_raw: text}`). */
+  arguments?: Record<string, unknown>;
+  agent: string;
+  private?: boolean;
+}
+
+/** `tool_result`: what the tool returned. A private tool has no `output`, and `private: true`. */
+export interface ToolResultEvent extends LogEvent {
+  type: "tool_result";
+  turn: number;
+  call_id: string;
+  name: string;
+  /** At most 4,096 characters; `truncated: true` when cut. */
+  output?: string;
+  is_error: boolean;
+  truncated?: boolean;
+  private?: boolean;
+}
+
+export type AgentStateName = "thinking" | "tool" | "speaking" | "listening" | "idle";
+
+/** `state`: what the agent does now (emitted as "agent_state"; written only on change). */
+export interface AgentStateEvent extends LogEvent {
+  type: "state";
+  /** Absent for a voice `listening` that belongs to no turn. */
+  turn?: number;
+  state: AgentStateName | (string & {});
+  agent: string;
+}
+
+/** `handoff`: agent `from` handed the conversation to agent `to`. */
+export interface HandoffEvent extends LogEvent {
+  type: "handoff";
+  turn: number;
+  from: string;
+  to: string;
+}
+
+/** `approval_request`: the turn waits for approve(call_id, ...) until `expires`. */
+export interface ApprovalRequestEvent extends LogEvent {
+  type: "approval_request";
+  turn: number;
+  call_id: string;
+  name: string;
+  arguments?: Record<string, unknown>;
+  agent: string;
+  /** Unix seconds: not answered by then, the request is rejected by timeout. */
+  expires: number;
+}
+
+/** `approval_result`: the request `call_id` was answered, once. */
+export interface ApprovalResultEvent extends LogEvent {
+  type: "approval_result";
+  turn: number;
+  call_id: string;
+  approved: boolean;
+  /** The `sub` of the user who answered, or "timeout". */
+  by: string;
+  message?: string;
 }
 
 /** The next piece of a running turn's reply text (no offset, not a log event, never replayed). */
@@ -192,6 +261,9 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
 
 export interface ClientOptions {
+  /** The agent a new session talks to (`?agent=`; default: the deployment's first). An
+   * unknown name closes with 4504, another agent's session with 4505: the client stops. */
+  agent?: string | null;
   /** WebSocket URL(s), `ws://host:port/v1/ws`; rotated on reconnect. */
   urls?: string | string[];
   url?: string;
@@ -234,6 +306,13 @@ export type ClientEvents = {
   /** A partial that was applied (in a resume's answer, or for a connection that joined mid-turn). */
   partial: (frame: PartialFrame) => void;
   state: (state: ClientState, previous: ClientState) => void;
+  tool_call: (ev: ToolCallEvent) => void;
+  tool_result: (ev: ToolResultEvent) => void;
+  /** The `state` log event (the name "state" is the client's connection state). */
+  agent_state: (ev: AgentStateEvent) => void;
+  handoff: (ev: HandoffEvent) => void;
+  approval_request: (ev: ApprovalRequestEvent) => void;
+  approval_result: (ev: ApprovalResultEvent) => void;
   reset: (info: ResetInfo) => void;
   error: (err: AgentiaError) => void;
   welcome: (frame: WelcomeFrame) => void;
@@ -261,6 +340,8 @@ export class AgentiaClient extends Emitter<ClientEvents> implements AsyncIterabl
   /** URL of the current (or last) connection. */
   readonly url: string | null;
   readonly limits: Limits | null;
+  /** The session's agent: `welcome.agent` once connected, else the `agent` option. */
+  readonly agent: string | null;
   readonly history: "replay" | "continue" | "none";
   readonly storageKey: string;
   /** When the pending reconnect will be tried (ms since the epoch). */
@@ -273,6 +354,8 @@ export class AgentiaClient extends Emitter<ClientEvents> implements AsyncIterabl
   send(text: string, options?: { id?: string }): SendPromise;
   /** Cancel a turn (its ack offset), or the oldest unfinished one; resolves with the turn. */
   cancel(turn?: number | null): Promise<number>;
+  /** Answer an approval request; resolves once recorded (rejects: no_such_approval, ...). */
+  approve(callId: string, approved: boolean, message?: string | null): Promise<Ack>;
   /** Switch to another session (null: a new one). */
   switchSession(session?: string | null): void;
   /** Reconnect now if waiting (e.g. the browser came back online). */
@@ -345,6 +428,17 @@ export class ReplyTexts {
   /** The turn's TurnText when the event or frame was applied, else null. */
   apply(frame: LogEvent | StreamFrame): TurnText | null;
 }
+
+/** Log event type -> the name the client emits it under as well ("state" -> "agent_state"). */
+export const AGENT_EVENTS: Readonly<{
+  tool_call: "tool_call"; tool_result: "tool_result"; state: "agent_state"; handoff: "handoff";
+  approval_request: "approval_request"; approval_result: "approval_result";
+}>;
+export const AGENT_NAME_RE: RegExp;
+export const MAX_APPROVE_MESSAGE: number;
+/** Why approve(callId, approved, message) cannot be sent; null when it can. */
+export function checkApprove(callId: unknown, approved: unknown, message: unknown): AgentiaError | null;
+export function withAgent(url: string, agent: string | null | undefined): string;
 
 export function isLogEvent(frame: unknown): frame is LogEvent;
 export function isStreamFrame(frame: unknown): frame is StreamFrame;

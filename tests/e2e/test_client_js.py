@@ -30,3 +30,20 @@ def test_js_client_against_real_edges(cluster: Cluster) -> None:
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert re.search(r"^# pass 1$", out.stdout, re.M), out.stdout[-2000:]
     assert re.search(r"^# skipped 0$", out.stdout, re.M), out.stdout[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js 20+ on PATH")
+def test_js_client_agent_events_and_approve(cluster: Cluster) -> None:
+    """clients/js/test/agent-edge.test.js: tool events, agent_state, an approval answered from
+    a second client on the other edge, no_such_approval once answered."""
+    edges = [cluster.edge(), cluster.edge()]
+    cluster.worker("sessions.demo:demo_agent")
+    env = {**os.environ,
+           "AGENTIA_TEST_WS_URLS": ",".join(f"ws://127.0.0.1:{e.port}/v1/ws" for e in edges),
+           "AGENTIA_TEST_TOKEN": token("js-agent")}
+    out = subprocess.run(["node", "--experimental-websocket", "--no-warnings", "--test",
+                          "test/agent-edge.test.js"], cwd=PKG, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert re.search(r"^# pass 1$", out.stdout, re.M), out.stdout[-2000:]
+    assert re.search(r"^# skipped 0$", out.stdout, re.M), out.stdout[-2000:]

@@ -88,7 +88,7 @@ def test_agentia_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "launch.cli", "chat", "--url", info["url"], "-m",
              "what is 19 + 23"], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
-        assert b"[tool: calculate]" in out.stdout and b"42" in out.stdout
+        assert b"[tool: calculate" in out.stdout and b"42" in out.stdout
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         for pid in pids:

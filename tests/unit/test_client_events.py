@@ -1,6 +1,7 @@
 """The Python client's typed frames and events (agentia_client.events) against the examples
 of docs/protocol.md, sections 4 and 5: every documented type parses to its class with the
-documented field values; unknown types and bad fields do not raise."""
+documented field values; unknown types and bad fields do not raise. (The agent's events in
+detail: tests/unit/test_client_agent.py.)"""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ import pytest
 
 from agentia_client import (
     Ack,
+    AgentState,
+    ApprovalRequest,
+    ApprovalResult,
     CallState,
     Cancelled,
     Cancelling,
     Chunk,
     ErrorFrame,
+    Handoff,
     Limits,
     Partial,
     Pong,
@@ -26,6 +31,8 @@ from agentia_client import (
     Reply,
     Resumed,
     ToolCall,
+    ToolResult,
+    Transcript,
     TurnFailure,
     TurnStart,
     UnknownEvent,
@@ -40,9 +47,16 @@ PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 CLASSES: dict[str, type] = {
     "welcome": Welcome, "ack": Ack, "resumed": Resumed, "cancelling": Cancelling,
     "pong": Pong, "error": ErrorFrame, "user": UserMessage, "turn_start": TurnStart,
-    "chunk": Chunk, "partial": Partial, "tool": ToolCall, "reply": Reply, "cancelled": Cancelled,
+    "chunk": Chunk, "partial": Partial, "tool_call": ToolCall, "tool_result": ToolResult,
+    "state": AgentState, "handoff": Handoff, "approval_request": ApprovalRequest,
+    "approval_result": ApprovalResult, "reply": Reply, "cancelled": Cancelled,
     "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
+    "transcript": Transcript,
+    "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
+UNTYPED: set[str] = set()
+"""Documented types this client revision has no class for: they must parse to UnknownEvent
+(none today)."""
 
 
 def documented_frames() -> list[dict[str, Any]]:
@@ -66,13 +80,18 @@ def test_every_documented_type_has_a_class_and_an_example() -> None:
     frame_types = set(re.findall(r"^### `(\w+)`", section4, re.M))
     assert frame_types == {"welcome", "ack", "resumed", "cancelling", "pong", "error", "chunk",
                            "partial"}
-    assert event_types | frame_types == set(CLASSES)
-    assert {f["type"] for f in documented_frames()} >= set(CLASSES) - {"call"}
+    # the client may know a type before this file documents it (a branch not merged yet), never
+    # the other way round
+    assert event_types | frame_types <= set(CLASSES) | UNTYPED
+    assert {f["type"] for f in documented_frames()} >= (event_types | frame_types) - {"call"}
 
 
 @pytest.mark.parametrize("frame", documented_frames(), ids=lambda f: f["type"])
 def test_documented_examples_parse_to_their_class(frame: dict[str, Any]) -> None:
     parsed = parse_frame(frame)
+    if frame["type"] in UNTYPED:
+        assert parsed == UnknownEvent(frame["type"], frame["offset"])
+        return
     assert type(parsed) is CLASSES[frame["type"]]
     fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
     for key, value in frame.items():

@@ -20,6 +20,7 @@ BUILT = {
     "cancelled": E.cancelled(18, "", "Agentia demo"),
     "turn_error": E.turn_error(18, "turn_failed", "the turn failed on every attempt"),
     "call": E.call("ended", "voice-1", 2.5),
+    "transcript": E.transcript("It is noon.", True, "agent", 18),
     "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
     "takeover": E.takeover(True, "op-ann", 4.5),
     "transcript": E.transcript("It is 09:14.", True, "agent", 18),

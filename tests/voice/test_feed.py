@@ -1,13 +1,16 @@
-"""TurnFeed (what to say for one turn, from its events) and the job metadata: no I/O."""
+"""TurnFeed (what to say for one turn, from its events), the bridge's tool notice (live events
+fed by hand) and the job metadata: no I/O."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
 import pytest
 
-from voice.bridge import FAILED_TEXT, TOOL_NOTICE, TurnFeed
+from voice.bridge import FAILED_TEXT, TOOL_NOTICE, TurnFeed, VoiceBridge
 from voice.settings import VoiceSettings
 from voice.tokens import job_metadata, parse_job_metadata, room_token
 
@@ -122,3 +125,37 @@ def test_the_load_reported_is_the_share_of_calls_taken() -> None:
     assert opts.load_fnc(SimpleNamespace(active_jobs=[1, 2])) == 0.5
     assert opts.load_fnc(SimpleNamespace(active_jobs=[1] * 9)) == 1.0
     assert options(VoiceSettings()).load_threshold == 0.75  # the machine's CPU, as before
+
+
+class _QuietLog:
+    """A bus whose log has nothing to replay and no partial text (the events come live)."""
+
+    def __init__(self) -> None:
+        self.read = asyncio.Event()
+        """Set when a turn's reader looked at the log (its live listener is in place)."""
+
+    async def replay(self, sid: str, after: int, epoch: str | None, limit: int) -> Any:
+        self.read.set()
+        return SimpleNamespace(events=[])
+
+    async def partial(self, sid: str) -> None:
+        return None
+
+
+async def test_the_bridge_says_one_moment_while_a_slow_tool_runs() -> None:
+    log = _QuietLog()
+    bridge = VoiceBridge(log, "s", "alice", tool_notice_s=0.05)  # type: ignore[arg-type]
+
+    async def agent(tool_s: float) -> None:
+        await log.read.wait()
+        log.read.clear()
+        live = bridge._turns[7]
+        live.put(8, tool("tool_call", "a"))
+        await asyncio.sleep(tool_s)
+        live.put(9, tool("tool_result", "a"))
+        live.put(10, {"type": "reply", "turn": 7, "text": "Done."})
+
+    for tool_s, want in ((0.3, [TOOL_NOTICE, "Done."]), (0.0, ["Done."])):
+        running = asyncio.create_task(agent(tool_s))
+        assert [t async for t in bridge.follow(7)] == want
+        await running

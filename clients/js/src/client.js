@@ -1,6 +1,7 @@
 // AgentiaClient: the public API. The work is done by the methods of connection.js (the
-// socket), inbound.js (what the server sends), sending.js (what the client writes) and
-// persistence.js (storage), mixed into the class below.
+// socket), inbound.js (what the server sends), sending.js (what the client writes),
+// agent.js (approvals) and persistence.js (storage), mixed into the class below.
+import { AGENT_NAME_RE, approvalMethods, checkApprove } from "./agent.js";
 import { DEFAULT_BACKOFF } from "./backoff.js";
 import { connectionMethods } from "./connection.js";
 import { EventSequencer } from "./cursor.js";
@@ -35,6 +36,9 @@ export class AgentiaClient extends Emitter {
     if (typeof this._WebSocket !== "function") {
       throw new TypeError("AgentiaClient: no WebSocket constructor (pass options.WebSocket)");
     }
+    if (options.agent != null && !AGENT_NAME_RE.test(options.agent)) {
+      throw new TypeError("AgentiaClient: agent must match [a-z0-9][a-z0-9_-]{0,31}");
+    }
     this._configure(options);
     this._initState();
     this._restore(options.session ?? null);
@@ -55,6 +59,7 @@ export class AgentiaClient extends Emitter {
     this._shared = options.sharedStorage !== undefined
       ? options.sharedStorage : defaultStorage("localStorage");
     this.storageKey = options.storageKey ?? "agentia";
+    this._agentOption = options.agent ?? null;
   }
 
   _initState() {
@@ -64,11 +69,13 @@ export class AgentiaClient extends Emitter {
     this.node = null;
     this.url = null;         // URL of the current (or last) connection
     this.limits = null;
+    this.agent = this._agentOption; // welcome.agent once connected
     this.nextRetryAt = null;
     this._seq = new EventSequencer();
     this._texts = new ReplyTexts(); // each turn's streamed text (chunk/partial rules)
     this._pending = new Map(); // client id -> {id, text, resolve, reject, promise, timer}
     this._cancels = [];        // {turn, resolve, reject, sent}
+    this._approvals = new Map(); // client id -> {id, callId, approved, message, resolve, reject, sent}
     this._inflight = [];       // "resume" | "cancel", requests answered by ref-less frames
     this._ws = null;
     this._welcomed = false;
@@ -156,6 +163,27 @@ export class AgentiaClient extends Emitter {
     });
   }
 
+  /**
+   * Answer the approval request `callId` (an `approval_request` event): approve or reject the
+   * tool call, with an optional `message` (at most 1,000 characters). Resolves with the ack
+   * {id, offset, duplicate} once the edge recorded the decision (`offset`: the
+   * `approval_result` event's, which follows like any event). Rejects with an
+   * AgentiaError: `no_such_approval` when nothing with that `callId` is pending (unknown,
+   * answered, expired), `bad_frame`, or `closed`. Retryable refusals are retried, and an
+   * approve not answered before a reconnect is sent again with the same id (its answer may
+   * then be `no_such_approval`: the first one was recorded, the `approval_result` says so).
+   */
+  approve(callId, approved, message = null) {
+    if (this._closed) return Promise.reject(closedError());
+    const error = checkApprove(callId, approved, message);
+    if (error) return Promise.reject(error);
+    return new Promise((resolve, reject) => {
+      const a = { id: newClientId(), callId, approved, message, resolve, reject, sent: false };
+      this._approvals.set(a.id, a);
+      this._transmitApprove(a);
+    });
+  }
+
   /** Switch to another session (null: a new one). Unacknowledged sends of the old one are kept. */
   switchSession(session = null) {
     if (this._closed) throw closedError();
@@ -239,4 +267,4 @@ export class AgentiaClient extends Emitter {
 }
 
 Object.assign(AgentiaClient.prototype, connectionMethods, inboundMethods, sendingMethods,
-  persistenceMethods);
+  persistenceMethods, approvalMethods);

@@ -1,4 +1,5 @@
 // Methods of AgentiaClient that open, watch and reopen the WebSocket.
+import { withAgent } from "./agent.js";
 import { backoffDelay } from "./backoff.js";
 import { PROTOCOL, isTerminalClose } from "./codes.js";
 import { AgentiaError } from "./errors.js";
@@ -11,7 +12,8 @@ export const connectionMethods = {
     const token = await this._getToken(gen);
     if (token === undefined) return;
     if (this._closed || gen !== this._openGen || this._ws || this._reconnectTimer) return;
-    const url = withSession(this.urls[this._urlIndex % this.urls.length], this.session);
+    const url = withAgent(withSession(this.urls[this._urlIndex % this.urls.length], this.session),
+      this._agentOption);
     const protocols = token ? [PROTOCOL, `bearer.${token}`] : [PROTOCOL];
     let ws;
     try {
@@ -82,6 +84,7 @@ export const connectionMethods = {
     this._detach();
     this._seq.abort();
     for (const c of this._cancels) c.sent = false;
+    for (const a of this._approvals.values()) a.sent = false;
     this.emit("close", { code, reason, url: this.url });
     if (this._closed) return;
     if (isTerminalClose(code)) {

@@ -1,4 +1,5 @@
 // Methods of AgentiaClient that handle what the server sends.
+import { AGENT_EVENTS } from "./agent.js";
 import { AgentiaError } from "./errors.js";
 import { isLogEvent, isStreamFrame } from "./frames.js";
 
@@ -31,6 +32,7 @@ export const inboundMethods = {
     this.session = f.session;
     this.node = f.node ?? null;
     this.limits = f.limits ?? null;
+    this.agent = typeof f.agent === "string" ? f.agent : this._agentOption;
     this._savedPending = undefined;
     this._persistShared();
     this.emit("welcome", f);
@@ -48,6 +50,7 @@ export const inboundMethods = {
     this._persist();
     for (const p of this._pending.values()) this._transmit(p);
     for (const c of this._cancels) this._transmitCancel(c);
+    for (const a of this._approvals.values()) this._transmitApprove(a);
   },
 
   /** Ping every `heartbeat_s`; drop the connection when a ping stays unanswered. */
@@ -93,6 +96,7 @@ export const inboundMethods = {
     }
     this._texts.apply(ev); // turn_start clears a turn's text, its ending event sets it
     this.emit("event", ev);
+    if (Object.hasOwn(AGENT_EVENTS, ev.type)) this.emit(AGENT_EVENTS[ev.type], ev);
   },
 
   _onStreamFrame(f) {
@@ -136,6 +140,7 @@ export const inboundMethods = {
   },
 
   _onAck(f) {
+    if (this._onApproveAck(f)) return;
     const p = this._pending.get(f.id);
     if (p) this._settle(p, { id: f.id, offset: f.offset, duplicate: f.duplicate === true });
     this.emit("ack", f);
@@ -155,6 +160,8 @@ export const inboundMethods = {
     const err = AgentiaError.fromFrame(f);
     if (err.ref !== null && this._pending.has(err.ref)) {
       this._onSendError(this._pending.get(err.ref), err);
+    } else if (err.ref !== null && this._approvals.has(err.ref)) {
+      this._onApproveError(this._approvals.get(err.ref), err);
     } else if (err.ref === null) {
       // answers a resume or a cancel (those carry no id); requests are answered in order
       const kind = err.code === "turn_not_active" ? "cancel" : this._inflight[0];

@@ -1,6 +1,9 @@
 // @agentia/client: a dependency-free client for the `agentia.v1` WebSocket protocol
 // (docs/protocol.md). A plain ES module for browsers (no build step) and Node 20+ (pass a
 // WebSocket constructor, e.g. from the `ws` package, as `WebSocket`). Usage: README.md.
+export {
+  AGENT_EVENTS, AGENT_NAME_RE, MAX_APPROVE_MESSAGE, checkApprove, withAgent,
+} from "./agent.js";
 export { backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
 export { AgentiaClient, STATES } from "./client.js";
 export {

@@ -21,12 +21,14 @@ export const sendingMethods = {
     p.resolve(ack);
   },
 
-  /** Reject every unacknowledged send and cancel with `err`. */
+  /** Reject every unacknowledged send, cancel and approve with `err`. */
   _rejectAll(err) {
     for (const p of this._pending.values()) { this._clearTimer(p.timer); p.reject(err); }
     for (const c of this._cancels) c.reject(err);
+    for (const a of this._approvals.values()) a.reject(err);
     this._pending.clear();
     this._cancels = [];
+    this._approvals.clear();
   },
 
   /** Send (again) and resend after `ackTimeoutMs` without an ack on the same connection. */

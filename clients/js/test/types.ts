@@ -30,6 +30,17 @@ const sent = client.send("hello");
 const id: string = sent.id;
 sent.then((ack: Ack) => ack.offset + (ack.duplicate ? 0 : 1) + id.length);
 client.cancel().then((turn: number) => turn);
+const agentClient = new AgentiaClient({ url: "ws://x/v1/ws", agent: "triage" });
+const agentName: string | null = agentClient.agent;
+agentClient.on("tool_call", (ev) => `${ev.name}(${JSON.stringify(ev.arguments ?? {})}) ${ev.agent}`);
+agentClient.on("tool_result", (ev) => (ev.is_error ? ev.output : ev.call_id));
+agentClient.on("agent_state", (ev) => ev.state === "thinking" || ev.turn === undefined);
+agentClient.on("handoff", ({ from, to }) => `${from} → ${to}`);
+agentClient.on("approval_request", (ev) => {
+  const answered: Promise<Ack> = agentClient.approve(ev.call_id, true, "ok");
+  return answered.then((ack) => ack.offset + ev.expires);
+});
+agentClient.on("approval_result", (ev) => (ev.approved ? ev.by : ev.message));
 
 async function read(): Promise<number> {
   let n = 0;
@@ -44,4 +55,7 @@ new AgentiaClient({ urls: "ws://x", history: "all" });
 client.on("event", (ev: string) => ev);
 // @ts-expect-error: a chunk has no offset
 client.on("chunk", (f) => f.offset);
+// @ts-expect-error: approved is a boolean
+agentClient.approve("c1", "yes");
+void agentName;
 void shown;

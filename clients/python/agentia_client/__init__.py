@@ -10,6 +10,10 @@
             if isinstance(ev, Chunk):
                 print(ev.text, end="")               # a Partial replaces the text so far
 
+        async for ev in client.stream("book a table for two at seven"):
+            if isinstance(ev, ApprovalRequest):     # the turn waits for a person
+                await client.approve(ev.call_id, approved=True)
+
         async for event in client.events():        # every event of the session, once, in order
             if isinstance(event, Reset):
                 ...                                 # the view has a gap: rebuild it
@@ -41,10 +45,10 @@ What the client does for you:
   traffic (the edge's ``limits.heartbeat_s`` unless given), and drops a connection whose edge
   stops answering requests (``request_timeout``) or WebSocket pings (``keepalive_s``).
 
-Requests (``send``, ``cancel`` and the client's own ``resume``) go out one at a time, in
-order: each waits for its answer before the next is written. The edge handles a connection's
-frames one by one anyway, so this costs one round trip per request, and it keeps a session's
-messages in the order they were sent, with or without retries.
+Requests (``send``, ``cancel``, ``approve`` and the client's own ``resume``) go out one at a
+time, in order: each waits for its answer before the next is written. The edge handles a
+connection's frames one by one anyway, so this costs one round trip per request, and it keeps
+a session's messages in the order they were sent, with or without retries.
 
 Bounded queues, and what happens at the limit:
 
@@ -70,7 +74,8 @@ All background work runs in one task per client (started by :meth:`connect`, end
 
 The package, by role: ``codes`` (the protocol's close and error codes, a copy of the
 server's table), ``errors`` (the exception tree), ``values`` (``Ack``, ``Reset``, ``Limits``),
-``events`` (a typed class per frame and event, :func:`parse_frame`), ``replies`` (the pure
+``events`` (a typed class per frame and event, :func:`parse_frame`; the agent's own
+events in ``agent_events``, field readers in ``fields``), ``replies`` (the pure
 :class:`TurnText`: a turn's text from its ``chunk``/``partial`` frames), ``policy`` (what each
 close code makes the client do, :class:`Backoff`, URLs), ``tracker`` (the pure offset
 :class:`Tracker`), ``pacing`` (the mirrored token bucket), ``pending`` (requests and asks
@@ -80,6 +85,13 @@ per-connection I/O) and ``client`` (the public :class:`AgentiaClient`).
 
 from __future__ import annotations
 
+from agentia_client.agent_events import (
+    AgentState,
+    ApprovalRequest,
+    ApprovalResult,
+    Handoff,
+    ToolResult,
+)
 from agentia_client.client import AgentiaClient
 from agentia_client.codes import PROTOCOL, RETRYABLE, CloseCode, ErrorCode, __version__
 from agentia_client.errors import (
@@ -98,6 +110,7 @@ from agentia_client.errors import (
     TurnFailed,
 )
 from agentia_client.events import (
+    AgentEvent,
     CallState,
     Cancelled,
     Cancelling,
@@ -113,6 +126,7 @@ from agentia_client.events import (
     ServerFrame,
     StreamFrame,
     ToolCall,
+    Transcript,
     TurnEnd,
     TurnEvent,
     TurnFailure,
@@ -132,6 +146,7 @@ from agentia_client.policy import Backoff, close_action
 from agentia_client.policy import session_url as session_url
 from agentia_client.replies import TurnText
 from agentia_client.tracker import Tracker
+from agentia_client.values import AGENT_NAME_RE as AGENT_NAME_RE
 from agentia_client.values import CONTROL_FRAMES as CONTROL_FRAMES
 from agentia_client.values import MAX_CLIENT_ID as MAX_CLIENT_ID
 from agentia_client.values import SESSION_ID_RE as SESSION_ID_RE
@@ -144,7 +159,11 @@ __all__ = [
     "PROTOCOL",
     "RETRYABLE",
     "Ack",
+    "AgentEvent",
+    "AgentState",
     "AgentiaClient",
+    "ApprovalRequest",
+    "ApprovalResult",
     "AuthenticationError",
     "Backoff",
     "CallState",
@@ -160,6 +179,7 @@ __all__ = [
     "ErrorCode",
     "ErrorFrame",
     "Event",
+    "Handoff",
     "Limits",
     "LogEvent",
     "Partial",
@@ -176,7 +196,9 @@ __all__ = [
     "SessionReset",
     "StreamFrame",
     "ToolCall",
+    "ToolResult",
     "Tracker",
+    "Transcript",
     "TurnCancelled",
     "TurnEnd",
     "TurnError",

@@ -14,8 +14,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from agentia_client.agent_events import (
+    AgentState,
+    ApprovalRequest,
+    ApprovalResult,
+    Handoff,
+    ToolResult,
+)
 from agentia_client.connection import _ConnectionLoop
-from agentia_client.errors import ClientClosed, SendTimeout
+from agentia_client.errors import ClientClosed, RequestError, SendTimeout
 from agentia_client.events import (
     Cancelled,
     Chunk,
@@ -28,7 +35,7 @@ from agentia_client.events import (
     UserMessage,
     parse_frame,
 )
-from agentia_client.pending import _Request, _Waiter
+from agentia_client.pending import MAX_APPROVE_MESSAGE, _Request, _Waiter
 from agentia_client.policy import Backoff, _check_settings, _checked_urls
 from agentia_client.values import (
     MAX_CLIENT_ID,
@@ -78,6 +85,9 @@ class AgentiaClient(_ConnectionLoop):
         trace: called with ``("in"|"out", frame)`` for every frame (debugging, metrics).
         connect_kwargs: extra arguments for ``websockets.asyncio.client.connect`` (e.g.
             ``ssl``, ``proxy``).
+        agent: the agent a new session talks to (``?agent=NAME``; default: the
+            deployment's first). An unknown name stops the client with
+            :class:`ServerClosed` 4504, a session made with another agent with 4505.
     """
 
     def __init__(
@@ -102,17 +112,19 @@ class AgentiaClient(_ConnectionLoop):
         max_message_bytes: int | None = 16 * 1024 * 1024,
         trace: Trace | None = None,
         connect_kwargs: dict[str, Any] | None = None,
+        agent: str | None = None,
     ) -> None:
         url_list = _checked_urls(urls)
         _check_settings(session, heartbeat_s, after, max_pending, request_timeout,
-                        open_timeout)
+                        open_timeout, agent)
         super().__init__(
             url_list, token, session, heartbeat_s=heartbeat_s, after=after, epoch=epoch,
             backoff=backoff, max_events=max_events, stream_text=stream_text,
             max_pending=max_pending, pace_requests=pace_requests, ack_timeout=ack_timeout,
             request_timeout=request_timeout, open_timeout=open_timeout,
             close_timeout=close_timeout, keepalive_s=keepalive_s,
-            max_message_bytes=max_message_bytes, trace=trace, connect_kwargs=connect_kwargs)
+            max_message_bytes=max_message_bytes, trace=trace, connect_kwargs=connect_kwargs,
+            agent=agent)
 
     # ------------------------------------------------------------ public state
 
@@ -128,6 +140,12 @@ class AgentiaClient(_ConnectionLoop):
     def offset(self) -> int:
         """The last offset applied: with :attr:`epoch`, where a later client can resume."""
         return self._tracker.last
+
+    @property
+    def agent(self) -> str | None:
+        """The agent the session talks to: ``welcome.agent`` once connected (an edge that
+        does not send it: the ``agent`` asked for, or None)."""
+        return self._welcome_agent or self._agent
 
     @property
     def connected(self) -> bool:
@@ -245,6 +263,37 @@ class AgentiaClient(_ConnectionLoop):
             result: int = await self._submit(req)
             return result
 
+    async def approve(self, call_id: str, approved: bool, message: str | None = None, *,
+                      id: str | None = None) -> Ack:
+        """Answer the :class:`ApprovalRequest` ``call_id``: approve or reject the tool call.
+
+        Returns the edge's ``ack`` once it recorded the decision (its ``offset``: the
+        :class:`ApprovalResult` event's, which then arrives like any event; the paused turn
+        goes on).
+        ``message`` (at most 1,000 characters) is shown to the agent and in the result.
+        Raises :class:`RequestError` with code ``no_such_approval`` when no request with that
+        ``call_id`` is pending in the session (unknown, already answered, or expired),
+        ``bad_frame`` for a message that is too long, :class:`ConnectionLost` when the
+        connection dropped with the frame in flight (it is not re-sent: the answer may have
+        been recorded; call again, ``no_such_approval`` then means it was), and the errors
+        of :meth:`send` (retryable refusals are retried like a send).
+        """
+        if not isinstance(call_id, str) or not call_id:
+            raise ValueError("call_id must be a non-empty string")
+        if not isinstance(approved, bool):
+            raise ValueError("approved must be True or False")
+        if message is not None and len(message) > MAX_APPROVE_MESSAGE:
+            raise RequestError("bad_frame", f"message is longer than {MAX_APPROVE_MESSAGE} "
+                               "characters")
+        cid = id if id is not None else uuid.uuid4().hex
+        if not 1 <= len(cid) <= MAX_CLIENT_ID:
+            raise ValueError(f"id must be 1-{MAX_CLIENT_ID} characters")
+        req = _Request("approve", asyncio.get_running_loop().create_future(), id=cid,
+                       call_id=call_id, approved=approved, message=message)
+        async with asyncio.timeout(self._ack_timeout):
+            ack: Ack = await self._submit(req)
+            return ack
+
     async def _submit(self, req: _Request) -> Any:
         self._check_running()
         assert req.future is not None
@@ -287,8 +336,11 @@ class AgentiaClient(_ConnectionLoop):
     async def stream(self, text: str, *, id: str | None = None) -> AsyncIterator[TurnEvent]:
         """Send ``text`` and yield that turn's events, typed, until the one that ends it.
 
-        Yields :class:`UserMessage` (the turn's ``user`` event), :class:`TurnStart`,
-        :class:`ToolCall`, the reply text as :class:`Chunk` (append its ``text``) and
+        Yields :class:`UserMessage` (the turn's ``user`` event), :class:`TurnStart`, what the
+        agent does (:class:`ToolCall`, :class:`ToolResult`, :class:`AgentState`,
+        :class:`Handoff`, :class:`ApprovalRequest`: answer it with :meth:`approve` while
+        iterating, then :class:`ApprovalResult`), the reply text as :class:`Chunk` (append
+        its ``text``) and
         :class:`Partial` (replace the text with its ``text``: after a reconnect, what the
         edge had so far), and finally exactly one of :class:`Reply`, :class:`Cancelled` or
         :class:`TurnFailure`, then stops. Like :meth:`events`, each offset comes once and in
@@ -376,7 +428,8 @@ class AgentiaClient(_ConnectionLoop):
             await self._app_ready.wait()
 
 
-_TURN_EVENTS = (UserMessage, TurnStart, ToolCall, Reply, Cancelled, TurnFailure)
+_TURN_EVENTS = (UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff,
+                ApprovalRequest, ApprovalResult, Reply, Cancelled, TurnFailure)
 
 
 class _EventIterator:

@@ -154,7 +154,7 @@ class _ConnectionLoop(_ClientCore):
             "user_agent_header": f"agentia-python/{__version__}",
             **self._connect_kwargs,
         }
-        target = session_url(url, self._session)
+        target = session_url(url, self._session, self._agent)
         try:
             return await connect(target, **kwargs)
         except InvalidStatus as exc:
@@ -224,6 +224,8 @@ class _ConnectionLoop(_ClientCore):
         sid, epoch, offset = welcome.get("session"), welcome.get("epoch"), welcome.get("offset")
         if self._session is None and isinstance(sid, str):
             self._session = sid
+        agent = welcome.get("agent")
+        self._welcome_agent = agent if isinstance(agent, str) else None
         epoch = epoch if isinstance(epoch, str) else ""
         offset = offset if isinstance(offset, int) else 0
         self.stats["connections"] += 1
@@ -248,8 +250,9 @@ class _ConnectionLoop(_ClientCore):
         self._connected.clear()
         self._tracker.end_connection()
         req = conn.outstanding
-        if req is not None and req.kind == "cancel" and req.future is not None:
-            _fail(req.future, ConnectionLost("the connection dropped with the cancel in flight"))
+        if req is not None and req.kind in ("cancel", "approve") and req.future is not None:
+            _fail(req.future, ConnectionLost(
+                f"the connection dropped with the {req.kind} in flight"))
         if conn.answer is not None and not conn.answer.done():
             conn.answer.cancel()
 

@@ -66,8 +66,11 @@ class _ClientCore:
         max_message_bytes: int | None,
         trace: Trace | None,
         connect_kwargs: dict[str, Any] | None,
+        agent: str | None = None,
     ) -> None:
         self._urls = urls
+        self._agent = agent
+        self._welcome_agent: str | None = None
         self._token = token
         self._session = session
         self._heartbeat_s = heartbeat_s
@@ -175,9 +178,9 @@ class _ClientCore:
             return self._refused(req, RequestError.from_frame(frame))
         if req.future is None:
             return True
-        if req.kind == "send":
+        if req.kind in ("send", "approve"):
             ack = Ack(req.id, _int(frame.get("offset")), frame.get("duplicate") is True)
-            w = self._by_id.get(req.id)
+            w = self._by_id.get(req.id) if req.kind == "send" else None
             if w is not None:
                 self._bind(w, ack.offset)
             _resolve(req.future, ack)

@@ -57,8 +57,9 @@ class ClientClosed(ClientError):
 
 
 class ConnectionLost(ClientError):
-    """The connection dropped while a ``cancel`` was in flight: it may or may not have been
-    recorded (cancels are not re-sent automatically, see :meth:`AgentiaClient.cancel`)."""
+    """The connection dropped while a ``cancel`` or an ``approve`` was in flight: it may or
+    may not have been recorded (neither is re-sent automatically, see
+    :meth:`AgentiaClient.cancel` and :meth:`AgentiaClient.approve`)."""
 
 
 class RequestError(ClientError):

@@ -4,10 +4,11 @@
 (:class:`Welcome`, :class:`Ack`, :class:`Resumed`, :class:`Cancelling`, :class:`Pong`,
 :class:`ErrorFrame`), a running turn's reply text (:class:`Chunk`, :class:`Partial`: no
 offset, not log events) or a session log event (:class:`UserMessage`, :class:`TurnStart`,
-:class:`ToolCall`, :class:`Reply`, :class:`Cancelled`, :class:`TurnFailure`,
-:class:`CallState`). A type this version does not know becomes :class:`UnknownEvent`, and a
-missing or mistyped field its default, so a newer edge never breaks an older client. Every
-instance keeps the object it was parsed from in ``raw``.
+:class:`ToolCall`, :class:`ToolResult`, :class:`AgentState`, :class:`Handoff`,
+:class:`ApprovalRequest`, :class:`ApprovalResult`, :class:`Reply`, :class:`Cancelled`,
+:class:`TurnFailure`, :class:`CallState`). A type this version does not know becomes
+:class:`UnknownEvent`, and a missing or mistyped field its default, so a newer edge never
+breaks an older client. Every instance keeps the object it was parsed from in ``raw``.
 """
 
 from __future__ import annotations
@@ -15,28 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
+from agentia_client.agent_events import (
+    AgentState,
+    ApprovalRequest,
+    ApprovalResult,
+    Handoff,
+    ToolResult,
+)
+from agentia_client.fields import _dict, _float, _int, _opt_str, _str
 from agentia_client.values import Ack, Limits
-
-
-def _str(d: dict[str, Any], key: str, default: str = "") -> str:
-    v = d.get(key)
-    return v if isinstance(v, str) else default
-
-
-def _opt_str(d: dict[str, Any], key: str) -> str | None:
-    v = d.get(key)
-    return v if isinstance(v, str) else None
-
-
-def _int(d: dict[str, Any], key: str, default: int = 0) -> int:
-    v = d.get(key)
-    return v if isinstance(v, int) and not isinstance(v, bool) else default
-
-
-def _float(d: dict[str, Any], key: str) -> float:
-    v = d.get(key)
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
-
 
 # ------------------------------------------------------------ control frames (section 4)
 
@@ -218,17 +206,27 @@ class TurnStart:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """``tool``: the agent called the tool ``name``."""
+    """``tool_call``: the agent ``agent`` called the tool ``name`` with ``arguments`` (the
+    parsed JSON object; a model's text that is not JSON comes as ``{"_raw": text}``).
 
-    type: ClassVar[str] = "tool"
+    A private tool sends no arguments: ``private`` is True and ``arguments`` empty. The
+    ``tool`` event of earlier edges (``turn``, ``name`` only) parses to this class too, with
+    an empty ``call_id``."""
+
+    type: ClassVar[str] = "tool_call"
     offset: int
     turn: int
     name: str
+    call_id: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    agent: str | None = None
+    private: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> ToolCall:
-        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "name"), d)
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "name"), _str(d, "call_id"),
+                   _dict(d, "arguments"), _opt_str(d, "agent"), d.get("private") is True, d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +237,13 @@ class Reply:
     offset: int
     turn: int
     text: str
+    agent: str | None = None
+    """The agent that produced the text (the last one after handoffs)."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Reply:
-        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), d)
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), _opt_str(d, "agent"), d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +254,14 @@ class Cancelled:
     offset: int
     turn: int
     text: str
+    agent: str | None = None
+    """The agent that produced the text (the last one after handoffs)."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Cancelled:
-        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), d)
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "text"), _opt_str(d, "agent"),
+                   d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +327,29 @@ class PostedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Transcript:
+    """``transcript``: speech in a voice call as text: the caller's (``role`` ``"user"``) or
+    the agent's as it is spoken (``"agent"``, with the ``turn`` whose reply it is when
+    known); ``final`` is false for an interim guess."""
+
+    type: ClassVar[str] = "transcript"
+    offset: int
+    text: str
+    final: bool
+    source: str
+    role: str
+    turn: int | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Transcript:
+        turn = d.get("turn")
+        return cls(_int(d, "offset"), _str(d, "text"), d.get("final") is True,
+                   _str(d, "source", "voice"), _str(d, "role"),
+                   turn if isinstance(turn, int) and not isinstance(turn, bool) else None, d)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """A frame type this client version does not know (a newer edge): kept as is."""
 
@@ -332,13 +358,16 @@ class UnknownEvent:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-LogEvent: TypeAlias = (UserMessage | TurnStart | ToolCall | Reply | Cancelled | TurnFailure
-                       | CallState | PostedMessage | UnknownEvent)
+AgentEvent: TypeAlias = (ToolCall | ToolResult | AgentState | Handoff | ApprovalRequest
+                         | ApprovalResult)
+"""What the agent does within a turn: tools, state, handoffs, approvals."""
+LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled | TurnFailure
+                       | CallState | PostedMessage | Transcript | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
-TurnEvent: TypeAlias = (UserMessage | TurnStart | ToolCall | Chunk | Partial | Reply | Cancelled
-                        | TurnFailure)
+TurnEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Chunk | Partial | Reply
+                        | Cancelled | TurnFailure)
 """What :meth:`AgentiaClient.stream` yields: the events and streamed text of one turn."""
 TurnEnd: TypeAlias = Reply | Cancelled | TurnFailure
 """The three events that end a turn; every turn ends with exactly one of them."""
@@ -346,7 +375,9 @@ ControlFrame: TypeAlias = Welcome | Ack | Resumed | Cancelling | Pong | ErrorFra
 ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
-    UserMessage, TurnStart, ToolCall, Reply, Cancelled, TurnFailure, CallState, PostedMessage)}
+    UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff, ApprovalRequest,
+    ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage, Transcript)} | {
+    "tool": ToolCall.parse}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
     Welcome, Resumed, Cancelling, Pong, ErrorFrame)} | {"ack": _parse_ack}

@@ -18,13 +18,18 @@ from agentia_client.errors import RequestError, TurnCancelled, TurnFailed
 from agentia_client.replies import TurnText
 from agentia_client.values import Event, Limits
 
+_WITH_ID = frozenset({"send", "approve"})
+"""Requests answered by an ``ack`` carrying their ``id`` (and errors with it as ``ref``)."""
+MAX_APPROVE_MESSAGE = 1000
+"""Characters of an ``approve`` frame's ``message`` the edge accepts."""
+
 
 @dataclass(eq=False, slots=True)
 class _Request:
-    """A ``send``, ``cancel`` or ``resume`` on its way (``future`` is None for a resume the
-    client builds itself)."""
+    """A ``send``, ``cancel``, ``approve`` or ``resume`` on its way (``future`` is None for a
+    resume the client builds itself)."""
 
-    kind: Literal["send", "cancel", "resume"]
+    kind: Literal["send", "cancel", "approve", "resume"]
     future: asyncio.Future[Any] | None = None
     id: str = ""
     text: str = ""
@@ -33,12 +38,19 @@ class _Request:
     epoch: str | None = None
     transmissions: int = 0
     generation: int = 0
+    call_id: str = ""
+    approved: bool = False
+    message: str | None = None
 
     def frame(self) -> dict[str, Any]:
         if self.kind == "send":
             return {"type": "send", "id": self.id, "text": self.text}
         if self.kind == "cancel":
             return {"type": "cancel", "turn": self.turn}
+        if self.kind == "approve":
+            frame = {"type": "approve", "id": self.id, "call_id": self.call_id,
+                     "approved": self.approved}
+            return frame if self.message is None else {**frame, "message": self.message}
         return {"type": "resume", "after": self.after, "epoch": self.epoch}
 
     @property
@@ -49,12 +61,12 @@ class _Request:
         """True when ``frame`` (an ``ack``, ``cancelling`` or ``error``) answers this request."""
         kind = frame.get("type")
         if kind == "ack":
-            return self.kind == "send" and frame.get("id") == self.id
+            return self.kind in _WITH_ID and frame.get("id") == self.id
         if kind == "cancelling":
             return self.kind == "cancel"
         if kind == "error":
             ref = frame.get("ref")
-            return ref is None or (self.kind == "send" and ref == self.id)
+            return ref is None or (self.kind in _WITH_ID and ref == self.id)
         return False
 
     def check_size(self, limits: Limits) -> None:

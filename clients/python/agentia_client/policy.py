@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from agentia_client.codes import CloseCode
-from agentia_client.values import SESSION_ID_RE
+from agentia_client.values import AGENT_NAME_RE, SESSION_ID_RE
 
 WS_PATH = "/v1/ws"
 STABLE_AFTER_S = 10.0
@@ -88,14 +88,18 @@ def close_action(code: int | None) -> Literal["reconnect", "stop"]:
     return "reconnect"
 
 
-def session_url(url: str, session: str | None) -> str:
-    """``url`` with the ``/v1/ws`` path when it has none, and ``?session=`` set."""
+def session_url(url: str, session: str | None, agent: str | None = None) -> str:
+    """``url`` with the ``/v1/ws`` path when it has none, ``?session=`` set and, when given,
+    ``?agent=`` (replacing one in ``url``)."""
     parts = urlsplit(url)
     path = parts.path if parts.path not in ("", "/") else WS_PATH
+    drop = {"session", "agent"} if agent else {"session"}
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if k != "session"]
+             if k not in drop]
     if session:
         query.append(("session", session))
+    if agent:
+        query.append(("agent", agent))
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), ""))
 
 
@@ -121,10 +125,13 @@ def _checked_urls(urls: str | Sequence[str]) -> list[str]:
 
 
 def _check_settings(session: str | None, heartbeat_s: float | None, after: int | None,
-                    max_pending: int, request_timeout: float, open_timeout: float) -> None:
+                    max_pending: int, request_timeout: float, open_timeout: float,
+                    agent: str | None = None) -> None:
     """Refuse settings the client cannot run with (``ValueError``)."""
     if session is not None and not SESSION_ID_RE.fullmatch(session):
         raise ValueError("session id must match [A-Za-z0-9_.:-]{1,64}")
+    if agent is not None and not AGENT_NAME_RE.fullmatch(agent):
+        raise ValueError("agent must match [a-z0-9][a-z0-9_-]{0,31}")
     if heartbeat_s is not None and heartbeat_s <= 0:
         raise ValueError("heartbeat_s must be positive")
     if after is not None and after < 0:

@@ -14,6 +14,8 @@ TokenSource: TypeAlias = str | Callable[[], Awaitable[str]]
 Trace: TypeAlias = Callable[[Literal["in", "out"], dict[str, Any]], None]
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+AGENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+"""Agent names the edge accepts in ``?agent=``."""
 MAX_CLIENT_ID = 64
 CONTROL_FRAMES = frozenset({"welcome", "ack", "resumed", "cancelling", "pong", "error"})
 STREAM_FRAMES = frozenset({"chunk", "partial"})
