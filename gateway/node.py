@@ -34,6 +34,7 @@ from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.errors import AgentMismatch, UnknownAgent
 from sessions.membership import Membership
 from sessions.opening import Batcher, Limits, Refused
+from sessions.redis_core import down
 from sessions.roles import ChunkAt
 
 log = logging.getLogger("agentia.edge")
@@ -80,8 +81,9 @@ class EdgeNode:
         self._seen: dict[tuple[str, str], float] = {}
         """(user, session) opened since the last flush to the users' session lists."""
         self.presence = PresenceWriter(bus, self.id)
-        self.backend = Backend(bus)
         """The devices in their sessions' presence (``GET /v1/sessions/{id}/presence``)."""
+        self.backend = Backend(bus)
+        """Operators' sends become posted messages (docs/backend.md)."""
         self._ua: dict[Connection, str] = {}
         """User-Agent of connections admitted and not yet opened (for presence)."""
 
@@ -236,7 +238,7 @@ class EdgeNode:
     async def _open_operated(self, sid: str, agent: str) -> SessionInfo:
         """An operator joins an existing session as if it were its owner (never creates
         one: a missing session is refused with 4501)."""
-        owner = await self.bus.session_owner(sid)
+        owner = await self._owner(sid)
         if owner is None:
             raise Refused(CloseCode.FORBIDDEN, "no such session to operate",
                           "handshake_forbidden")
@@ -245,6 +247,10 @@ class EdgeNode:
         except Missing:
             raise Refused(CloseCode.FORBIDDEN, "no such session to operate",
                           "handshake_forbidden") from None
+
+    @down
+    async def _owner(self, sid: str) -> str | None:
+        return await self.bus.session_owner(sid)  # a plain read: an outage is BusUnavailable
 
     async def post_operator(self, sid: str, text: str, by: str) -> int:
         offset = await self.backend.post_message(sid, "operator", text, by)
