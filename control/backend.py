@@ -56,6 +56,17 @@ class MessageReply(BaseModel):
     """The ``message`` event's offset in the session log."""
 
 
+class TakeoverReply(BaseModel):
+    session: str
+    active: bool
+    """True: an operator holds the session (the agent runs none of its turns)."""
+    by: str
+    """The operator (the token's ``sub``)."""
+    offset: int
+    """The ``takeover`` event's offset in the session log; 0 when the session was in that
+    state already (nothing appended)."""
+
+
 class DeletedUser(BaseModel):
     user: str
     sessions: int
@@ -130,6 +141,29 @@ def backend_router(bus: Bus, identity: Callable[..., Identity]) -> APIRouter:
             raise HTTPException(404, "no such session")
         return MessageReply(session=sid, offset=offset)
 
+    async def _takeover(sid: str, who: Identity, active: bool) -> TakeoverReply:
+        need(who, "sessions:operate", sid)
+        t = await _unavailable(api.takeover(sid, who.user, active))
+        if t is None:
+            raise HTTPException(404, "no such session")
+        return TakeoverReply(session=sid, active=t.active, by=t.by, offset=t.offset)
+
+    @r.post("/sessions/{sid}/takeover", response_model=TakeoverReply,
+            responses=_errors(400, 401, 403, 404, 503))
+    async def take_over(sid: SID, who: Who) -> TakeoverReply:
+        """An operator takes the session over (needs ``sessions:operate``): the agent runs
+        none of its turns (a running one is cancelled; user turns are stored, delivered and
+        ended ``cancelled`` with reason ``takeover``) until ``DELETE``; a ``takeover`` event
+        tells every device."""
+        return await _takeover(sid, who, True)
+
+    @r.delete("/sessions/{sid}/takeover", response_model=TakeoverReply,
+              responses=_errors(400, 401, 403, 404, 503))
+    async def give_back(sid: SID, who: Who) -> TakeoverReply:
+        """Give the session back to the agent (needs ``sessions:operate``): it sees the user
+        turns and operator messages of the takeover in its memory from its next turn."""
+        return await _takeover(sid, who, False)
+
     @r.delete("/sessions/{sid}", status_code=204, response_class=Response,
               responses=_errors(400, 401, 403, 404, 503))
     async def delete_session(sid: SID, who: Who) -> Response:
@@ -160,6 +194,7 @@ def backend_router(bus: Bus, identity: Callable[..., Identity]) -> APIRouter:
         await _unavailable(_owned_or(who, bus, sid, "sessions:read"))
         p = await _unavailable(api.presence(sid))
         return PresenceReply(session=sid, connected=p.connected, voice=p.voice,
+                             operator=p.operator,
                              devices=[DeviceItem(node=d.node, since=d.since,
                                                  user_agent=d.user_agent) for d in p.devices])
 

@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from agentia import metrics as M
-from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode
+from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, SessionLost
 from agentia.logs import Throttle
 from agentia.settings import FD_RESERVE, EdgeSettings
 from gateway import protocol as P
@@ -29,11 +29,12 @@ from gateway.leases import ConnectionLeases
 from gateway.routing import origin_allowed
 from gateway.session_protocol import Rules, SessionProtocol
 from sessions import keys as K
-from sessions.backend_redis import PresenceWriter
+from sessions.backend_redis import Backend, PresenceWriter
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
 from sessions.errors import AgentMismatch, UnknownAgent
 from sessions.membership import Membership
 from sessions.opening import Batcher, Limits, Refused
+from sessions.redis_core import down
 from sessions.roles import ChunkAt
 
 log = logging.getLogger("agentia.edge")
@@ -81,6 +82,8 @@ class EdgeNode:
         """(user, session) opened since the last flush to the users' session lists."""
         self.presence = PresenceWriter(bus, self.id)
         """The devices in their sessions' presence (``GET /v1/sessions/{id}/presence``)."""
+        self.backend = Backend(bus)
+        """Operators' sends become posted messages (docs/backend.md)."""
         self._ua: dict[Connection, str] = {}
         """User-Agent of connections admitted and not yet opened (for presence)."""
 
@@ -145,7 +148,8 @@ class EdgeNode:
         # Registered locally before Redis learns of us, with the cursor deferring: an event
         # appended meanwhile is either caught up in open() or arrives after we are known.
         conn = Connection(self, SessionProtocol(self.rules, sid, ident.user, ident.expires,
-                                                time.monotonic(), agent))
+                                                time.monotonic(), agent,
+                                                ident.can("sessions:operate")))
         self._add(conn)
         if not session:
             self._generated.add(sid)
@@ -165,8 +169,10 @@ class EdgeNode:
         ua = self._ua.pop(conn, None)
         try:
             leased = await self._lease(conn)
-            info = await self._open_session(state.session, state.user,
-                                            state.session in self._generated, state.agent)
+            info = await (self._open_operated(state.session, state.agent) if state.operator
+                          else self._open_session(state.session, state.user,
+                                                  state.session in self._generated,
+                                                  state.agent))
         except Exception as exc:
             self._remove(conn)
             self._generated.discard(state.session)
@@ -179,8 +185,9 @@ class EdgeNode:
                                     offset=info.offset, limits=self._public_limits,
                                     agent=info.agent).encode(),
                     info.epoch, info.offset)
-        self._seen[state.user, state.session] = time.time()
-        self.presence.join(state.session, conn, time.time(), ua)
+        if not state.operator:  # not in the operator's own session list
+            self._seen[state.user, state.session] = time.time()
+        self.presence.join(state.session, conn, time.time(), ua, state.operator)
         self.metrics["handshakes"] += 1
         return None
 
@@ -227,6 +234,29 @@ class EdgeNode:
             raise UnknownAgent(agent)
         await self._reserve_batch((user, sid))  # raises Refused over a limit
         return await self._open_batch((sid, user, self.id, True, agent))
+
+    async def _open_operated(self, sid: str, agent: str) -> SessionInfo:
+        """An operator joins an existing session as if it were its owner (never creates
+        one: a missing session is refused with 4501)."""
+        owner = await self._owner(sid)
+        if owner is None:
+            raise Refused(CloseCode.FORBIDDEN, "no such session to operate",
+                          "handshake_forbidden")
+        try:
+            return await self._open_batch((sid, owner, self.id, False, agent))
+        except Missing:
+            raise Refused(CloseCode.FORBIDDEN, "no such session to operate",
+                          "handshake_forbidden") from None
+
+    @down
+    async def _owner(self, sid: str) -> str | None:
+        return await self.bus.session_owner(sid)  # a plain read: an outage is BusUnavailable
+
+    async def post_operator(self, sid: str, text: str, by: str) -> int:
+        offset = await self.backend.post_message(sid, "operator", text, by)
+        if offset is None:
+            raise SessionLost()
+        return offset
 
     def _add(self, conn: Connection) -> None:
         self.sessions.setdefault(conn.state.session, set()).add(conn)

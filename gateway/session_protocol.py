@@ -137,13 +137,17 @@ class SessionProtocol:
     """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
 
     __slots__ = ("_fill", "agent", "bucket", "chunk_at", "cursor", "epoch", "last_seen",
-                 "pings", "retry_at", "rules", "session", "strikes", "token_exp", "user")
+                 "operator", "pings", "retry_at", "rules", "session", "strikes", "token_exp",
+                 "user")
 
     def __init__(self, rules: Rules, session: str, user: str, token_exp: float | None,
-                 now: float, agent: str = "") -> None:
+                 now: float, agent: str = "", operator: bool = False) -> None:
         self.rules = rules
         self.session = session
         self.user = user
+        self.operator = operator
+        """A token with ``sessions:operate``: joins any existing session; its sends are
+        ``message`` events of role ``operator`` (docs/backend.md)."""
         self.agent = agent
         """The agent asked for (``?agent=``), then the session's once opened."""
         self.token_exp = token_exp

@@ -42,6 +42,16 @@ class Presence:
     connected: int
     devices: list[Device]
     voice: bool
+    operator: bool = False
+    """An operator's connection (a token with ``sessions:operate``) is in the session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    active: bool
+    by: str
+    offset: int
+    """The ``takeover`` event's offset; 0 when the session was in that state already."""
 
 
 class Backend:
@@ -53,6 +63,7 @@ class Backend:
         self.keys = bus.keys
         self._post = bus.redis.register_script(scripts.POST)
         self._delete = bus.redis.register_script(scripts.DELETE)
+        self._takeover = bus.redis.register_script(scripts.TAKEOVER)
 
     @down
     async def post_message(self, sid: str, role: str, text: str, by: str) -> int | None:
@@ -69,6 +80,25 @@ class Backend:
             return None
         await self.bus._fan_out(sid, offset, raw, res[1:])
         return offset
+
+    @down
+    async def takeover(self, sid: str, by: str, active: bool) -> Takeover | None:
+        """Take the session over for operator ``by`` (the agent runs none of its turns, a
+        running one is cancelled) or give it back (``active`` False); None when the session
+        does not exist."""
+        k = self.keys
+        raw = orjson.dumps(E.takeover(active, by, time.time()))
+        res = await self.bus._run_script(
+            self._takeover, keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.turns(sid)],
+            args=[raw, self.bus.log_maxlen, K.SESSION_TTL, by if active else ""])
+        offset = int(res[0])
+        if offset < 0:
+            return None
+        if int(res[1]):  # the worker running it stops now
+            await self.redis.publish(self.keys.cancel_channel(), f"{sid} {int(res[1])}")
+        if offset:
+            await self.bus._fan_out(sid, offset, raw, res[2:])
+        return Takeover(active, by, offset)
 
     @down
     async def delete_session(self, sid: str, owner: str = "") -> str | None:
@@ -137,7 +167,10 @@ class Backend:
             pipe.hkeys(k.nodes(sid))
             devices, nodes = await pipe.execute()
         rows = [orjson.loads(v) for v in devices.values()]
-        names = sorted({r["node"].encode() for r in rows} | set(nodes))
+        ops = [r for r in rows if r.get("op")]
+        rows = [r for r in rows if not r.get("op")]
+        devices = {m: v for m, v in devices.items() if not orjson.loads(v).get("op")}
+        names = sorted({r["node"].encode() for r in rows + ops} | set(nodes))
         alive = set(await self._alive(names))
         dead = [m for m, r in zip(devices, rows, strict=True)
                 if r["node"].encode() not in alive]
@@ -147,7 +180,8 @@ class Backend:
                 for r in rows if r["node"].encode() in alive]
         live.sort(key=lambda d: d.since)
         voice = any(n.startswith(b"voice-") and n in alive for n in nodes)
-        return Presence(len(live), live[:K.PRESENCE_LISTED], voice)
+        operator = any(r["node"].encode() in alive for r in ops)
+        return Presence(len(live), live[:K.PRESENCE_LISTED], voice, operator)
 
     async def _alive(self, nodes: list[bytes]) -> list[bytes]:
         if not nodes:
@@ -175,11 +209,15 @@ class PresenceWriter:
     def member(self, conn: object) -> str:
         return f"{self.node}:{id(conn):x}"
 
-    def join(self, sid: str, conn: object, since: float, user_agent: str | None) -> None:
+    def join(self, sid: str, conn: object, since: float, user_agent: str | None,
+             operator: bool = False) -> None:
         key = (sid, self.member(conn))
         self.left.discard(key)
         ua = user_agent[:self.MAX_UA] if user_agent else None
-        self.joined[key] = orjson.dumps({"node": self.node, "since": since, "ua": ua})
+        row: dict[str, object] = {"node": self.node, "since": since, "ua": ua}
+        if operator:  # an operator's connection: not one of the user's devices
+            row["op"] = True
+        self.joined[key] = orjson.dumps(row)
 
     def leave(self, sid: str, conn: object) -> None:
         key = (sid, self.member(conn))

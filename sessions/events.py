@@ -100,10 +100,16 @@ def reply(turn: int, text: str, agent: str | None = None) -> Event:
     return {"type": REPLY, "turn": turn, "text": text, "agent": agent}
 
 
-def cancelled(turn: int, text: str, agent: str | None = None) -> Event:
-    if agent is None:
-        return {"type": CANCELLED, "turn": turn, "text": text}
-    return {"type": CANCELLED, "turn": turn, "text": text, "agent": agent}
+def cancelled(turn: int, text: str, agent: str | None = None,
+              reason: str | None = None) -> Event:
+    """The turn ended without a reply: cancelled (``reason`` absent), or not run because an
+    operator held the session (``reason`` ``"takeover"``)."""
+    event: Event = {"type": CANCELLED, "turn": turn, "text": text}
+    if agent is not None:
+        event["agent"] = agent
+    if reason is not None:
+        event["reason"] = reason
+    return event
 
 
 def turn_error(turn: int, code: str, message: str) -> Event:
@@ -171,3 +177,12 @@ def transcript(text: str, final: bool, role: str, turn: int | None = None) -> Ev
     if turn is not None:
         event["turn"] = turn
     return event
+
+
+TAKEOVER = "takeover"
+
+
+def takeover(active: bool, by: str, ts: float) -> Event:
+    """An operator took the session over (``active``) or gave it back to the agent; ``by``
+    is the operator's token subject."""
+    return {"type": TAKEOVER, "active": active, "by": by, "ts": ts}

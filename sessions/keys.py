@@ -153,7 +153,8 @@ class Keys:
     def meta(self, sid: str) -> str:
         """Hash: owner, epoch, created, seq (last offset), done (last finished turn), ap (last
         append id), and per running turn a:<turn> (attempts), x:<turn> (cancel asked) and
-        p:<turn> (the attempt in which it last waited for approval: attempts count from it)."""
+        p:<turn> (the attempt in which it last waited for approval: attempts count from it);
+        op (the operator holding the session, while a takeover is active: ``TAKEOVER``)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:
@@ -197,16 +198,17 @@ class Keys:
         return f"{self.prefix}:{session_tag(sid)}:mem"
 
     def notes(self, sid: str) -> str:
-        """List: operator/system messages (``POST /v1/sessions/{id}/messages``) as memory
-        items (JSON), waiting for the next turn's attempt to move them into :meth:`memory`
-        (``START``); at most NOTES_KEPT."""
+        """List: operator/system messages (``POST /v1/sessions/{id}/messages``, an operator's
+        ``send``) and the text of user turns held by a takeover, as memory items (JSON),
+        waiting for the next turn's attempt to move them into :meth:`memory` (``START``); at
+        most NOTES_KEPT (MEMORY_MAXLEN after a held turn)."""
         return f"{self.prefix}:{session_tag(sid)}:notes"
 
     def presence(self, sid: str) -> str:
-        """Hash: ``<node>:<connection>`` -> JSON ``{node, since, user_agent}`` for each
-        device connected to the session, written by its edge (batched, every 0.5 s) and
-        removed when it disconnects; entries of dead nodes are dropped by the reader.
-        Bounded by the owner's connection limits."""
+        """Hash: ``<node>:<connection>`` -> JSON ``{node, since, ua}`` (and ``op: true`` for an
+        operator's connection) for each device connected to the session, written by its
+        edge (batched, every 0.5 s) and removed when it disconnects; entries of dead nodes
+        are dropped by the reader. Bounded by the owner's connection limits."""
         return f"{self.prefix}:{session_tag(sid)}:pres"
 
     def session_keys(self, sid: str) -> list[str]:

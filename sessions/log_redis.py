@@ -241,24 +241,28 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
-                            again: bool = False, then: list[E.Event] | None = None) -> Started:
+                            again: bool = False, then: list[E.Event] | None = None,
+                            said: str = "") -> Started:
         """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
         or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
         turn's ``state thinking``) and start its run's partial buffer, in one script
-        (``START``). Raises :class:`LockLost` if the lock is not ``owner``'s."""
+        (``START``). During an operator takeover it does not start: ``said`` (the turn's
+        text) is queued for the agent's memory and the result is ``held``. Raises
+        :class:`LockLost` if the lock is not ``owner``'s."""
         k = self.keys
         more = [orjson.dumps(e) for e in then or ()]
+        note = orjson.dumps({"role": "user", "content": said})
         res = await self._run_script(
             self._start,
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                   k.partial(sid), k.notes(sid)],
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, *more])
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note, *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
-        attempt, cancelled, offset = int(res[0]), bool(int(res[1])), int(res[2])
+        attempt, cancelled, offset = int(res[0]), int(res[1]) == 1, int(res[2])
         if offset <= 0:
-            return Started(attempt, cancelled, "")
+            return Started(attempt, cancelled, "", held=int(res[1]) == 2)
         raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
         await self._fan_out_all(sid, offset - len(more), raws, res[4:])
         return Started(attempt, cancelled, res[3].decode())

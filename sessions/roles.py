@@ -81,6 +81,8 @@ class Started:
     attempt: int
     cancelled: bool
     run: str
+    held: bool = False
+    """An operator holds the session (takeover): the turn is not run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +327,8 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None: ...
 
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
-                            again: bool = False, then: list[Event] | None = None
-                            ) -> Started: ...
+                            again: bool = False, then: list[Event] | None = None,
+                            said: str = "") -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

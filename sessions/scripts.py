@@ -182,7 +182,7 @@ return {attempts, cancel and 1 or 0}
 
 # KEYS: meta, memory, lock, log, nodes, partial, notes
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
-#       more events...
+#       the turn's user message as a memory item (json), more events...
 # BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
 # which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
 # is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
@@ -190,6 +190,10 @@ return {attempts, cancel and 1 or 0}
 # run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
 # instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
 # tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
+# While an operator holds the session (meta ``op``, TAKEOVER) the turn does not run: its user
+# message is queued in ``notes`` (the agent sees it after the release, in order with the
+# operator's messages) and {attempt, 2, 0, ''} is returned (the worker ends it ``cancelled``
+# with reason ``takeover``). Checked here, under the lock, so no attempt starts in a takeover.
 # Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
 # {attempt, cancelled, offset of the last event appended (0: none appended), run, node...}.
 START = (
@@ -210,6 +214,12 @@ local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
 if cancel or attempts - since > tonumber(ARGV[4]) then
   return {attempts, cancel and 1 or 0, 0, ''}
 end
+if redis.call('HEXISTS', meta, 'op') == 1 then
+  redis.call('RPUSH', KEYS[7], ARGV[9])
+  redis.call('LTRIM', KEYS[7], -tonumber(ARGV[8]), -1)
+  redis.call('EXPIRE', KEYS[7], ttl)
+  return {attempts, 2, 0, ''}
+end
 local notes = redis.call('LRANGE', KEYS[7], 0, -1)
 if #notes > 0 then
   for _, n in ipairs(notes) do redis.call('RPUSH', mem, 'n|' .. n) end
@@ -222,7 +232,7 @@ local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. atte
 local seq
 """
     + _APPEND
-    + "local from = 9\n"
+    + "local from = 10\n"
     + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])
@@ -334,3 +344,40 @@ for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 redis.call('DEL', unpack(KEYS))
 return out
 """
+
+# KEYS: meta, log, nodes, turns; ARGV: event, maxlen, ttl, operator ("" = give the session
+#       back to the agent)
+# Operator takeover (docs/backend.md): sets or clears meta ``op`` and appends the ``takeover``
+# event, unless the session is in that state already (nothing appended: offset 0). Taking over
+# marks a turn whose attempt has begun (meta a:<turn>) cancelled, like CANCEL; a turn not begun
+# yet is held by START instead. Returns {offset, turn cancelled (0: none), node...}, or {-1}
+# when the session does not exist.
+TAKEOVER = (
+    """
+local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+local had = redis.call('HGET', meta, 'op')
+if (ARGV[4] == '' and not had) or (ARGV[4] ~= '' and had == ARGV[4]) then return {0, 0} end
+local turn = 0
+if ARGV[4] == '' then
+  redis.call('HDEL', meta, 'op')
+else
+  redis.call('HSET', meta, 'op', ARGV[4])
+  local first = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
+  if #first > 0 then
+    local t = tonumber(string.match(first[1][1], '%-(%d+)$'))
+    if redis.call('HEXISTS', meta, 'a:' .. t) == 1 then
+      redis.call('HSET', meta, 'x:' .. t, 1)
+      turn = t
+    end
+  end
+end
+local seq
+"""
+    + _APPEND
+    + """
+local out = {seq, turn}
+for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
+return out
+"""
+)

@@ -351,8 +351,12 @@ class Worker:
         agent = runs.name
         started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
                                                  max_attempts=self.cfg.max_attempts, again=again,
-                                                 then=started(turn, agent))
+                                                 then=started(turn, agent), said=turn.text)
         attempt, cancelled = started_.attempt, started_.cancelled
+        if started_.held:  # an operator took the session over: the turn ends without a run
+            await self._finish(turn, E.cancelled(turn.offset, "", agent, reason=E.TAKEOVER))
+            M.TURNS.labels("cancelled").inc()  # it ends `cancelled` (reason takeover)
+            return
         if cancelled or run.cancelled_by_user:
             await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
             M.TURNS.labels("cancelled").inc()

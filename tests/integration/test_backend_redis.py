@@ -110,3 +110,31 @@ async def test_presence_lists_devices_of_live_nodes(bus: Bus) -> None:
     w1.leave("p1", a)
     await w1.flush()
     assert (await api.presence("p1")).connected == 1
+
+
+async def test_takeover_cancels_a_begun_turn_and_holds_the_next(bus: Bus) -> None:
+    api = Backend(bus)
+    assert await api.takeover("none", "op", True) is None
+    await bus.open_session("t1", "ann")
+    first = await bus.submit("t1", "c1", "hello", user="ann")
+    second = await bus.submit("t1", "c2", "are you there?", user="ann")
+    assert await bus.try_lock("t1", "w1", 30_000)
+    assert (await bus.start_attempt("t1", first.offset, "w1", max_attempts=3)).run
+    t = await api.takeover("t1", "op", True)
+    assert t is not None and t.offset > second.offset
+    meta = await bus.redis.hgetall(bus.keys.meta("t1"))
+    assert meta[b"op"] == b"op" and meta[f"x:{first.offset}".encode()] == b"1"
+    assert f"x:{second.offset}".encode() not in meta  # not begun: START holds it instead
+    again = await api.takeover("t1", "op", True)
+    assert again is not None and again.offset == 0  # held already: nothing written
+    s = await bus.start_attempt("t1", second.offset, "w1", max_attempts=3,
+                                said="are you there?")
+    assert (s.held, s.cancelled, s.run) == (True, False, "")
+    notes = await bus.redis.lrange(bus.keys.notes("t1"), 0, -1)
+    assert notes == [orjson.dumps({"role": "user", "content": "are you there?"})]
+    back = await api.takeover("t1", "op", False)
+    assert back is not None and back.offset == t.offset + 1
+    assert b"op" not in await bus.redis.hgetall(bus.keys.meta("t1"))
+    r = await bus.replay("t1", t.offset - 1, None)
+    kinds = [(e["type"], e.get("active")) for e in (orjson.loads(raw) for _, raw in r.events)]
+    assert kinds == [("takeover", True), ("takeover", False)]

@@ -30,6 +30,7 @@ from agentia_client import (
     PostedMessage,
     Reply,
     Resumed,
+    Takeover,
     ToolCall,
     ToolResult,
     Transcript,
@@ -51,7 +52,7 @@ CLASSES: dict[str, type] = {
     "state": AgentState, "handoff": Handoff, "approval_request": ApprovalRequest,
     "approval_result": ApprovalResult, "reply": Reply, "cancelled": Cancelled,
     "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
-    "transcript": Transcript,
+    "transcript": Transcript, "takeover": Takeover,
     "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
 UNTYPED: set[str] = set()

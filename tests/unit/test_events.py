@@ -22,6 +22,8 @@ BUILT = {
     "call": E.call("ended", "voice-1", 2.5),
     "transcript": E.transcript("It is noon.", True, "agent", 18),
     "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
+    "takeover": E.takeover(True, "op-ann", 4.5),
+    "transcript": E.transcript("It is 09:14.", True, "agent", 18),
     "approval_request": E.approval_request(18, "call_1", "book_table", {"people": 2}, "demo",
                                            1767226200.5),
     "approval_result": E.approval_result(18, "call_1", False, "alice", "not tonight"),
@@ -100,3 +102,9 @@ def test_a_private_tool_s_approval_request_keeps_its_arguments_in_the_worker() -
     ev = E.approval_request(18, "call_1", "lookup", {"account": "42"}, "demo", 1.5, private=True)
     assert ev == {"type": "approval_request", "turn": 18, "call_id": "call_1", "name": "lookup",
                   "agent": "demo", "expires": 1.5, "private": True}
+
+
+def test_a_turn_held_by_a_takeover_ends_cancelled_with_its_reason() -> None:
+    assert E.cancelled(18, "", "demo", reason=E.TAKEOVER) == {
+        "type": "cancelled", "turn": 18, "text": "", "agent": "demo", "reason": "takeover"}
+    assert "reason" not in E.cancelled(18, "", "demo")

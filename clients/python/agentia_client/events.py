@@ -327,6 +327,25 @@ class PostedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Takeover:
+    """``takeover``: an operator took the session over (``active``: the agent answers none of
+    its turns, which end ``cancelled`` with ``reason`` ``"takeover"``) or gave it back;
+    ``by`` is the operator's token ``sub``; part of no turn."""
+
+    type: ClassVar[str] = "takeover"
+    offset: int
+    active: bool
+    by: str
+    ts: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Takeover:
+        return cls(_int(d, "offset"), d.get("active") is True, _str(d, "by"), _float(d, "ts"),
+                   d)
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
     """``transcript``: speech in a voice call as text: the caller's (``role`` ``"user"``) or
     the agent's as it is spoken (``"agent"``, with the ``turn`` whose reply it is when
@@ -362,7 +381,7 @@ AgentEvent: TypeAlias = (ToolCall | ToolResult | AgentState | Handoff | Approval
                          | ApprovalResult)
 """What the agent does within a turn: tools, state, handoffs, approvals."""
 LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled | TurnFailure
-                       | CallState | PostedMessage | Transcript | UnknownEvent)
+                       | CallState | PostedMessage | Takeover | Transcript | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
@@ -376,7 +395,8 @@ ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
     UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff, ApprovalRequest,
-    ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage, Transcript)} | {
+    ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage, Takeover,
+    Transcript)} | {
     "tool": ToolCall.parse}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
