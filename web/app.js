@@ -310,7 +310,9 @@ function applyEvent(ev) {
         t.text = ev.text ?? t.text;
         t.agent = ev.agent ?? t.agent;
         t.status = ev.type === "reply" ? "done" : "cancelled";
-        t.note = ev.type === "cancelled" ? "Stopped" : "";
+        t.note = ev.type !== "cancelled" ? ""
+          : ev.reason === "takeover" ? "Not answered by the agent: an operator has the conversation."
+            : "Stopped";
       }
       markDirty(t);
       break;

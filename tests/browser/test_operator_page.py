@@ -1,8 +1,9 @@
 """The chat page shows what a backend does to a conversation (issue 15), in headless Chromium
 against ``agentia up``: a message an operator posts with a service token
 (``POST /v1/sessions/{id}/messages``) appears in the open page at once, stays once after a
-reload (replayed from the log), and the agent's next reply shows it saw it. Screenshots go to
-test-output/browser/.
+reload (replayed from the log), and the agent's next reply shows it saw it; a takeover
+(``POST``/``DELETE /v1/sessions/{id}/takeover``) is shown when it starts and when the
+conversation is given back. Screenshots go to test-output/browser/.
 """
 
 from __future__ import annotations
@@ -117,5 +118,17 @@ def test_an_operator_message_shows_in_the_page_and_after_a_reload(system: System
         .map((n) => n.classList.contains('notice') ? 'notice' : 'turn')""")
     assert order == ["turn", "notice", "turn"], order
 
+
+    # an operator takes the conversation over: shown on the page, the agent holds off, and the
+    # page shows the conversation given back
+    assert call("POST", f"{system.api}/v1/sessions/{sid}/takeover", token) == 200
+    expect(page.locator(".notice.takeover")).to_have_count(1, timeout=15_000)
+    expect(page.locator(".notice.takeover").last).to_contain_text("desk took over")
+    send(page, "is anyone there?")
+    expect(page.locator(".msg.user").last).to_contain_text("is anyone there?", timeout=15_000)
+    expect(last_reply(page)).to_contain_text("an operator has the conversation", timeout=15_000)
+    assert call("DELETE", f"{system.api}/v1/sessions/{sid}/takeover", token) == 200
+    expect(page.locator(".notice.takeover")).to_have_count(2, timeout=15_000)
+    expect(page.locator(".notice.takeover").last).to_contain_text("gave this conversation back")
     shot(page, "operator-message")
     assert not problems, problems
