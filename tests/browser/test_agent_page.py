@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.test_page import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     System,
     last_reply,
     send,
@@ -45,14 +44,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     s = System(tmp_path_factory.mktemp("agent-page") / "state")
     yield s
     s.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def record_agent_events(page: Page) -> None:

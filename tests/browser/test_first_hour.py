@@ -15,9 +15,7 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, FloatRect, Page, Route, expect
 
-from tests.browser.test_page import CHROMIUM, SHOTS, System, browser, wait_synced, watch
-
-__all__ = ["browser"]  # the fixture, imported so pytest finds it here
+from tests.browser.test_page import CHROMIUM, SHOTS, System, wait_synced, watch
 
 pytestmark = [
     pytest.mark.e2e,
