@@ -24,7 +24,6 @@ exits 2). The first agent is the deployment's default (a session that names none
 
 from __future__ import annotations
 
-import importlib
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -228,11 +227,8 @@ def from_config(flags: Sequence[str], file: str = "") -> list[AgentSpec]:
 
 
 def demo_specs() -> list[AgentSpec]:
-    """``demo`` (first: the default) and ``triage``. ``triage`` is registered only when
-    sessions/demo.py defines ``triage_agent`` (it arrives with issue 14's agent events)."""
-    demo = importlib.import_module("sessions.demo")
-    return [AgentSpec(name, ref, desc) for name, ref, desc in DEMO_AGENTS
-            if hasattr(demo, ref.partition(":")[2])]
+    """``demo`` (first: the default) and ``triage`` (sessions/demo.py)."""
+    return [AgentSpec(name, ref, desc) for name, ref, desc in DEMO_AGENTS]
 
 
 def select(specs: list[AgentSpec], only: Iterable[str]) -> list[AgentSpec]:

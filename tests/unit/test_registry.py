@@ -113,12 +113,10 @@ def test_from_config_file_then_flags_and_duplicates(tmp_path: Path) -> None:
 
 
 def test_default_is_the_demo_setup() -> None:
-    import sessions.demo as demo
-
     specs = R.from_config([], "")
-    assert specs[0].name == "demo"
-    assert [s.name for s in specs] == (
-        ["demo", "triage"] if hasattr(demo, "triage_agent") else ["demo"])
+    assert [s.name for s in specs] == ["demo", "triage"]  # demo first: the default
+    assert [s.agent_ref for s in specs] == ["sessions.demo:demo_agent",
+                                            "sessions.demo:triage_agent"]
 
 
 def test_select_only() -> None:
