@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -63,6 +64,9 @@ MAX_BODY = 256 * 1024
 """Bytes of one JSON-RPC request at most (else 413, read no further)."""
 MAX_TEXT_CHARS = 16_000
 """Characters of a message's text at most: a ``send``'s default (``AGENTIA_MAX_TEXT_CHARS``)."""
+MAX_TASKS = 10_000
+"""Tasks one control plane remembers for ``tasks/get``: the newest (by last update) are kept,
+the oldest forgotten (their turns stay in their sessions' logs)."""
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 BEARER = "bearer"
 
@@ -198,10 +202,35 @@ def _said(up: TaskUpdater, text: str) -> Any:
     return up.new_agent_message([new_text_part(text)])
 
 
+class BoundedTaskStore(InMemoryTaskStore):
+    """The SDK's in-memory task store, holding at most ``most`` tasks: without a bound every
+    task a client ever created would stay in the control plane's memory."""
+
+    def __init__(self, most: int = MAX_TASKS) -> None:
+        super().__init__()
+        self.most = most
+        self._order: OrderedDict[str, str] = OrderedDict()
+        """task id → its owner, least recently saved first."""
+
+    async def save(self, task: Any, context: Any) -> None:
+        await super().save(task, context)
+        impl = self._impl  # the SDK's store (a2a-sdk 1.x): tasks[owner][task id]
+        self._order[task.id] = impl.owner_resolver(context)
+        self._order.move_to_end(task.id)
+        while len(self._order) > self.most:
+            old, owner = self._order.popitem(last=False)
+            with impl.lock:
+                tasks = impl.tasks.get(owner)
+                if tasks is not None:
+                    tasks.pop(old, None)
+                    if not tasks:
+                        del impl.tasks[owner]
+
+
 def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
             limits: Limits) -> None:
     """Serve every registered agent over A2A on ``app`` (routes in the module's doc)."""
-    store = InMemoryTaskStore()
+    store = BoundedTaskStore()
     endpoints: dict[str, Any] = {}
 
     async def info_of(name: str) -> dict[str, Any] | None:
