@@ -28,7 +28,7 @@ from typing import Literal
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from agentia.codes import BusUnavailable
 from agentia.settings import ApiSettings
@@ -47,8 +47,16 @@ Status = Literal["SUCCESS", "RETRY", "DROP"]
 class DaprMessage(MessageRequest):
     """The ``data`` of an inbound CloudEvent: a message for a session."""
 
-    session: str = Field(pattern=K.SESSION_ID_RE.pattern, max_length=64)
+    session: str = Field(max_length=64, description="[A-Za-z0-9_.:-]{1,64}")
     by: str = Field(default="dapr", min_length=1, max_length=128)
+
+    @field_validator("session")
+    @classmethod
+    def _session(cls, sid: str) -> str:
+        # fullmatch: a pattern= would accept an id around a valid part ("a b", "x/{y}")
+        if not K.SESSION_ID_RE.fullmatch(sid):
+            raise ValueError("bad session id")
+        return sid
 
 
 class Subscription(BaseModel):
