@@ -35,6 +35,7 @@ import httpx2
 import orjson
 from redis.exceptions import ResponseError
 
+from agentia import metrics as M
 from agentia.settings import DaprPublishSettings
 from sessions import keys as K
 from sessions.redis_client import REDIS_DOWN, RedisClient, connect
@@ -198,11 +199,13 @@ class Publisher:
         except httpx2.HTTPError as exc:
             error = type(exc).__name__
         if error:  # stays pending: _reclaim takes it again after dapr_retry_s
+            M.DAPR_PUBLISHED.labels("failed").inc()
             self._warn("failed", "dapr: publish to the sidecar failed (%s); retrying", error)
             return
         with contextlib.suppress(*REDIS_DOWN):  # not acked: published again (at least once)
             await self._done(keys=[stream], args=[eid])
             self.published += 1
+            M.DAPR_PUBLISHED.labels("published").inc()
 
 
 async def serve(s: DaprPublishSettings) -> None:
