@@ -77,6 +77,8 @@ class Publisher:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{random.randrange(1 << 32):08x}"
         self.stopping = asyncio.Event()
         self.inflight: set[asyncio.Task[None]] = set()
+        self._busy: set[bytes] = set()
+        """Entry ids being published by this process (at most ``dapr_concurrency``)."""
         self._owners: dict[str, str | None] = {}
         self._logged: dict[str, float] = {}
         self._done = redis.register_script(DONE)
@@ -165,9 +167,16 @@ class Publisher:
         await self._loop(step, min(1.0, self.s.dapr_retry_s / 2))
 
     def _spawn(self, stream: str, eid: bytes, fields: dict[bytes, bytes]) -> None:
+        if eid in self._busy:  # reclaimed while its own call is still running (a slow one)
+            return
+        self._busy.add(eid)
         task = asyncio.create_task(self._publish(stream, eid, fields))
         self.inflight.add(task)
-        task.add_done_callback(self.inflight.discard)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.inflight.discard(t)
+            self._busy.discard(eid)
+        task.add_done_callback(done)
 
     async def _owner(self, sid: str) -> str | None:
         if sid not in self._owners:
@@ -186,7 +195,7 @@ class Publisher:
         except REDIS_DOWN as exc:  # left pending: reclaimed later
             self._warn("redis", "dapr: Redis unavailable (%s): retrying", exc)
             return
-        except (KeyError, ValueError) as exc:  # not ours to publish: dropped, said once
+        except (KeyError, ValueError, AttributeError) as exc:  # not an event: dropped
             log.warning("dapr: malformed outbox entry %s dropped (%s)", eid, exc)
             with contextlib.suppress(*REDIS_DOWN):
                 await self._done(keys=[stream], args=[eid])
