@@ -47,8 +47,11 @@ class DaprMemory:
                  session_id: str) -> None:
         from agents.extensions.memory import DaprSession
 
+        # the model sees the newest MEMORY_MAXLEN items, as with Redis memory (the state value
+        # itself keeps them all: the SDK stores the whole list as one value)
         self.inner = DaprSession(f"{keys.prefix}:{session_id}", state_store_name=store,
-                                 dapr_client=client, ttl=K.SESSION_TTL)
+                                 dapr_client=client, ttl=K.SESSION_TTL,
+                                 session_settings=SessionSettings(limit=K.MEMORY_MAXLEN))
         self.session_id = session_id
         self.redis = redis
         self.key = keys.memory(session_id)
