@@ -126,6 +126,7 @@ class TurnExecutor(AgentExecutor):
             if refused:
                 return await up.failed(_said(up, refused))
             sub = await self.bus.submit(sid, task.id, text, user=user, source="a2a")
+            await self.bus.touch_user_sessions({(user, sid): time.time()})  # /v1/sessions
         except Forbidden:
             return await up.failed(_said(up, "this context belongs to another user"))
         except (UnknownAgent, AgentMismatch) as exc:
