@@ -266,8 +266,8 @@ class Cancelled:
 
 @dataclass(frozen=True, slots=True)
 class TurnFailure:
-    """``turn_error``: the turn failed for good (``code``: ``turn_failed`` or
-    ``turn_timeout``)."""
+    """``turn_error``: the turn failed for good (``code``: ``turn_failed``, ``turn_timeout``
+    or ``guardrail``); it has no final text."""
 
     type: ClassVar[str] = "turn_error"
     offset: int
