@@ -303,6 +303,7 @@ function applyEvent(ev) {
       app.active.delete(ev.turn);
       if (ev.type === "turn_error") {
         t.status = "error";
+        t.text = ""; // no final text (protocol.md, chunk): what streamed is dropped
         t.note = ev.code === "turn_timeout" ? "The agent took too long to answer."
           : ev.code === "guardrail" ? `Stopped by a guardrail (${ev.message}).` // names it, no model text
             : "The agent could not answer this message.";
