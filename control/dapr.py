@@ -2,7 +2,8 @@
 Dapr app. ``GET /dapr/subscribe`` tells the sidecar to deliver ``AGENTIA_DAPR_TOPIC_IN`` of
 ``AGENTIA_DAPR_PUBSUB`` to ``POST /dapr/messages``; each CloudEvent whose ``data`` is
 ``{session, text, role, by}`` appends a ``message`` event exactly as
-``POST /v1/sessions/{id}/messages`` does (sessions/backend_redis.py), once per CloudEvent id.
+``POST /v1/sessions/{id}/messages`` does (sessions/backend_redis.py), once per CloudEvent id
+(among the session's last ``CLIENT_IDS_KEPT`` remembered ids, atomically in the post).
 
 The answer is one of the three statuses Dapr understands (always HTTP 200, so the sidecar
 reads the status rather than guessing from a code):
@@ -133,16 +134,17 @@ def dapr_router(bus: Bus, s: ApiSettings) -> APIRouter:
             quiet.warn("drop", "dapr: inbound event dropped: %s", parsed)
             return DaprReply(status="DROP")
         event_id, m = parsed
-        key = hashlib.blake2b(event_id.encode(), digest_size=12).hexdigest()
+        # among the session's remembered client ids (sends' too): namespaced, bounded
+        key = "dapr:" + hashlib.blake2b(event_id.encode(), digest_size=12).hexdigest()
         try:
-            offset = await api.post_message_once(m.session, key, m.role, m.text, m.by)
+            posted = await api.post_message_once(m.session, m.role, m.text, m.by, key)
         except BusUnavailable:
             return DaprReply(status="RETRY")
         except REDIS_DOWN as exc:
             if not is_down(exc):
                 raise
             return DaprReply(status="RETRY")
-        if offset is None:
+        if posted is None:
             quiet.warn("unknown", "dapr: inbound event for an unknown session dropped")
             return DaprReply(status="DROP")
         return DaprReply(status="SUCCESS")

@@ -20,7 +20,6 @@ from sessions import events as E
 from sessions import keys as K
 from sessions import scripts
 from sessions.bus import Bus, Forbidden
-from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 
 DELETED = b"deleted"
@@ -93,26 +92,6 @@ class Backend:
             return offset, True
         await self.bus._fan_out(sid, offset, raw, res[2:])
         return offset, False
-
-    @down
-    async def post_message_once(self, sid: str, key: str, role: str, text: str,
-                                by: str) -> int | None:
-        """:meth:`post_message` at most once per ``key`` (a digest of a Dapr CloudEvent's id,
-        remembered :data:`~sessions.keys.DAPR_SEEN_TTL`): the offset, 0 when ``key`` was
-        posted already, None when the session does not exist. A failed post forgets ``key``,
-        so the redelivery posts it."""
-        seen = self.keys.dapr_seen(sid, key)
-        if not await self.redis.set(seen, b"1", nx=True, ex=K.DAPR_SEEN_TTL):
-            return 0
-        offset: int | None = None
-        try:
-            offset = await self.post_message(sid, role, text, by)
-            return offset
-        finally:
-            if offset is None:  # failed, or no such session (a Redis that fails here too
-                # keeps the key: that redelivery is then taken for a duplicate)
-                with contextlib.suppress(*REDIS_DOWN):
-                    await self.redis.delete(seen)
 
     @down
     async def takeover(self, sid: str, by: str, active: bool) -> Takeover | None:

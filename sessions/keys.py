@@ -80,9 +80,6 @@ DAPR_SHARDS = 4
 """Dapr outbox shard streams (a session's id picks its shard, as for webhooks); each is trimmed
 at :data:`OUTBOX_MAXLEN` like a webhook outbox (no publisher, or the sidecar down, for that
 many events: the oldest are dropped)."""
-DAPR_SEEN_TTL = 24 * 3600
-"""How long an inbound Dapr CloudEvent's id is remembered per session (redeliveries within it
-post nothing)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
 FORGET_AFTER = 24 * 3600
@@ -273,11 +270,6 @@ class Keys:
         """Stream: events waiting to be published to the Dapr topic (consumer group
         :data:`DAPR_GROUP`); fields s (session), o (offset), e (event)."""
         return f"{self.prefix}:{{{dapr_tag(k, shards)}}}:dapr"
-
-    def dapr_seen(self, sid: str, event_id: str) -> str:
-        """String: a CloudEvent of the inbound Dapr topic already posted into the session
-        (control/dapr.py), kept :data:`DAPR_SEEN_TTL` so a redelivery posts nothing."""
-        return f"{self.prefix}:{session_tag(sid)}:dapr:{event_id}"
 
     def delivery(self, node: str) -> str:
         return f"{self.prefix}:{{node.{node}}}:out"
