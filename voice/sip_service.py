@@ -75,8 +75,9 @@ class SipService:
             f"rtp_port: {self.rtp_port}-{self.rtp_port + self.rtp_ports - 1}\n"
             # loopback only, no STUN lookup of a public address
             "use_external_ip: false\nnat_1_to_1_ip: 127.0.0.1\nlisten_ip: 127.0.0.1\n"
-            # it refuses calls (486) while the machine's CPU is above this share; on a small
-            # shared box that is most of the time, and the voice worker bounds its own calls
+            # above this share of the machine's CPU it reports itself under load (health 429,
+            # outbound calls refused): on a small shared box that is most of the time, and the
+            # voice worker bounds its own calls
             "max_cpu_utilization: 1.0\n"
             "logging:\n  level: info\n")
 

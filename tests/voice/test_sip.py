@@ -130,6 +130,7 @@ async def test_a_phone_call_reaches_the_sessions_voice_agent(
         print(f"the caller heard {heard_before:.2f} s of sound before its turn, "
               f"{ear.loud_s():.2f} s after ({len(ear.heard)} RTP packets in all)")
         assert ear.answered.is_set(), "the agent's answer never reached the caller as sound"
+        assert heard_before == 0, "sound reached the caller before it said anything"
         assert ear.first_loud is not None
         print(f"caller's turn on the bus -> the answer's first sound at the caller: "
               f"{ear.first_loud - asked:.2f} s")
