@@ -122,8 +122,10 @@ async def test_a_phone_call_reaches_the_sessions_voice_agent(
         assert said["source"] == "voice" and said["user"] == user, said
         heard = normalise(said["text"])
         print(f"heard: {heard!r}")
-        # Whisper tiny.en on 8 kHz espeak-ng: most words, not all ("what in the wammer in paris")
-        assert len(set(heard.split()) & set(QUESTION.split())) >= 4, heard
+        # Whisper tiny.en on 8 kHz espeak-ng gets the end, not always the start: "what in the
+        # wammer in paris", "walking the weather in paris"
+        words = set(heard.split())
+        assert "paris" in words and len(words & set(QUESTION.split())) >= 3, heard
         reply = await chat.until("reply", timeout=30, turn=said["offset"])
         assert heard in normalise(reply["text"])
 
