@@ -389,6 +389,8 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
                  "unanswered": len(unanswered), "unanswered_detail": unanswered[:5],
                  "overlapped": [o for c in calls for o in c.overlapped],
                  "transcripts_right": f"{sum(r for r, _ in rt)}/{sum(t for _, t in rt)}",
+                 "heard_not_said": [h for c in calls for h in c.heard
+                                    if h not in {normalise(x) for x in c.said}][:8],
                  "join_to_listening_max_s": round(max((c.join_s for c in calls), default=0), 2),
                  **res}
         out.append(level)
@@ -453,7 +455,7 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
     bus = Bus(connect(s.redis_url), prefix=s.redis_prefix, shards=s.shards)
     try:
         b = Bench(s, bus, speech, a.join_timeout, a.answer_timeout)
-        out: dict[str, Any] = {"stt_alone": await stt_alone(s, speech)}
+        out: dict[str, Any] = {"stt_alone": await stt_alone(s, speech, a.stt_rounds)}
         print(f"  stt {orjson.dumps(out['stt_alone']).decode()}", file=sys.stderr, flush=True)
         if a.calls:
             lat_deadline = deadline - (0 if not a.levels else 150)
@@ -491,7 +493,8 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
     """The figures ``--record`` keeps (docs/benchmarks.md and the capacity model read them)."""
     lat, cap = out.get("latency", {}), out.get("capacity", {})
     levels = [{k: lv.get(k) for k in ("k", "n", "p50_ms", "p95_ms", "max_ms", "failed_calls",
-                                     "unanswered", "transcripts_right", "voice_cpu_cores",
+                                     "unanswered", "transcripts_right", "heard_not_said",
+                                     "voice_cpu_cores",
                                      "voice_pss_mib_peak", "voice_pss_mib_per_call",
                                      "voice_processes_peak", "machine_busy_pct",
                                      "other_load_cores", "within_limit", "stages")}
@@ -631,6 +634,8 @@ def main() -> None:
                    help="AGENTIA_VOICE_EXECUTOR ('': the tree's default)")
     p.add_argument("--set", action="append", default=[], metavar="AGENTIA_X=V",
                    help="a further setting of every tree's processes (repeatable)")
+    p.add_argument("--stt-rounds", type=int, default=3,
+                   help="times each sentence is transcribed by the STT alone, before the calls")
     p.add_argument("--join-timeout", type=float, default=40.0)
     p.add_argument("--answer-timeout", type=float, default=10.0,
                    help="seconds from end of speech to the agent's first audio before the "
