@@ -12,10 +12,17 @@ worker (``python -m launch.cli voice``: the worker and the job processes it fork
   sentences at once (3 per call, each after the agent finished the previous answer; only the
   sentences the latency phase got answers to; at least 8 per level). The most calls whose p95
   stays under ``--p95-limit`` ms is the worker's capacity; it stops after a level whose p95
-  exceeds twice that, or where a call fails (cannot join, or more than a third of the
-  sentences go unanswered). The voice worker's process tree (worker + job processes) CPU,
-  RSS and PSS are read from /proc during each level, with the LiveKit server's CPU, this
-  client's CPU and the machine's idle time (the rest is foreign load).
+  exceeds twice that (or ``--stop-p95``), or where a call fails (cannot join, or more than a
+  third of the sentences go unanswered). The voice worker's process tree (worker + job
+  processes) CPU, RSS and PSS are read from /proc during each level, with the LiveKit server's
+  CPU, this client's CPU and the machine's idle time (the rest is foreign load).
+
+The agent worker runs the demo model paced at ``--model-tokens-per-s`` (60). ``--tree``
+(repeatable) runs the stack (edge, agent worker, voice worker) from other checkouts,
+``--rounds`` times each, interleaved (the order reversed every other round): before and after
+side by side, in the same machine state. Each phase also records where the time went
+(``stages``: the voice worker's logged turn timings, :mod:`loadtest.voice_stages`) and each
+level the voice worker tree's PSS per call.
 
 Before the calls it times the configured STT alone on each sentence (in this process, the
 machine otherwise as it is). Everything is on loopback, bounded in time (``--budget``), and
@@ -361,6 +368,7 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
 
 
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
+                   stop_p95: float,
                    voice_pid: int, livekit_pid: int, ours: list[int],
                    deadline: float, log: Path) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
@@ -399,7 +407,7 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
         # a call fails when it cannot join or a third of its phrases go unanswered
         failing = errors or len(unanswered) * 3 > sum(len(c.said) for c in calls)
         level["within_limit"] = not failing and p95 <= p95_limit
-        if failing or p95 > 2 * p95_limit:  # past the limit, a level more shows the trend
+        if failing or p95 > stop_p95:  # past the limit, a level more shows the trend
             degraded_at = k
             break
         # let the job processes of this level exit and the pool warm up again
@@ -466,6 +474,7 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
                   flush=True)
         if a.levels:
             out["capacity"] = await capacity(b, a.levels, a.phrases_per_call, a.p95_limit,
+                                             a.stop_p95 or 2 * a.p95_limit,
                                              voice_pid, livekit_pid, ours, deadline, log)
         return out
     finally:
@@ -603,7 +612,7 @@ def main() -> None:
                    help="concurrent calls per capacity level, comma separated ('': skip)")
     p.add_argument("--phrases-per-call", type=int, default=3)
     p.add_argument("--p95-limit", type=float, default=P95_LIMIT_MS,
-                   help="capacity: stop at the first level whose p95 (ms) exceeds this")
+                   help="capacity: the most concurrent calls whose p95 (ms) is within this")
     p.add_argument("--stt", choices=("whisper", "pocketsphinx"), default="whisper")
     p.add_argument("--phrases", default="",
                    help="a file of phrases to speak (default: built-in free sentences; "
@@ -634,6 +643,9 @@ def main() -> None:
                    help="AGENTIA_VOICE_EXECUTOR ('': the tree's default)")
     p.add_argument("--set", action="append", default=[], metavar="AGENTIA_X=V",
                    help="a further setting of every tree's processes (repeatable)")
+    p.add_argument("--stop-p95", type=float, default=0.0,
+                   help="capacity: no further level after one whose p95 (ms) exceeds this "
+                        "(default: twice --p95-limit)")
     p.add_argument("--stt-rounds", type=int, default=3,
                    help="times each sentence is transcribed by the STT alone, before the calls")
     p.add_argument("--join-timeout", type=float, default=40.0)
