@@ -30,6 +30,10 @@ class VoiceSettings(Common):
     and memory"). ``process``: a job process per call, isolated: a call that crashes takes only
     itself, and a voice worker that dies still has each call record ``ended``/``worker_lost``
     (with threads they die with it and their slots lapse)."""
+    voice_malloc_arenas: int = 2
+    """Thread executor: glibc malloc arenas of the voice worker (``mallopt(M_ARENA_MAX)``).
+    glibc gives threads up to 8 per core, and the calls' threads fragmenting them cost ~40 MB
+    PSS a call more here; 0: glibc's default. ``MALLOC_ARENA_MAX`` in the environment wins."""
     voice_idle_processes: int = 1
     """Job processes kept warm (models loaded) ahead of calls."""
     voice_load_threshold: float = 0.75
@@ -139,6 +143,8 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_LIVEKIT_URL must start with ws://, wss://, http(s)://")
         if self.voice_executor not in ("process", "thread"):
             raise SettingsError("AGENTIA_VOICE_EXECUTOR must be 'process' or 'thread'")
+        if not 0 <= self.voice_malloc_arenas <= 64:
+            raise SettingsError("AGENTIA_VOICE_MALLOC_ARENAS must be in [0, 64]")
         if self.voice_max_calls < 0:
             raise SettingsError("AGENTIA_VOICE_MAX_CALLS must be >= 0")
         if self.voice_idle_processes < 0 or self.voice_load_threshold <= 0:

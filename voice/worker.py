@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,8 @@ LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 REGISTER_RETRIES = 1_000_000
 """Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
+M_ARENA_MAX = -8
+"""glibc's mallopt parameter number (malloc.h)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -350,12 +354,27 @@ async def serve(s: VoiceSettings) -> None:
     await asyncio.gather(run, waiter, return_exceptions=True)
 
 
+def limit_malloc_arenas(s: VoiceSettings) -> None:
+    """Before the calls' threads start: at most ``voice_malloc_arenas`` glibc arenas (see the
+    setting; measured in docs/voice.md)."""
+    if s.voice_executor != "thread" or not s.voice_malloc_arenas:
+        return
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no arenas to limit)
+        return
+    libc.mallopt(M_ARENA_MAX, s.voice_malloc_arenas)
+
+
 def main(redis_url: str | None = None) -> None:
     """Run the voice worker (``agentia voice`` / ``python -m voice``) until SIGTERM."""
     from agentia.logs import setup
 
     s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
     setup(s.log_level, json_lines=s.log_json)
+    limit_malloc_arenas(s)
     quiet_room_gone()  # the thread executor's jobs log here
     try:
         check_speech(s)
