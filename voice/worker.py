@@ -252,10 +252,10 @@ class JoinWatch:
 
 async def _end_if_caller_never_joins(ctx: JobContext, reporter: CallReporter, watch: JoinWatch,
                                      deadline: float) -> None:
-    """A caller who never joins would hold this job process (~500 MB) and count as a call
-    for ever: past ``voice_join_timeout_s`` from the job's start the call ends
+    """A caller who never joins would hold this job (a thread, or a ~500 MB process) and count
+    as a call for ever: past ``voice_join_timeout_s`` from the job's start the call ends
     (``caller_never_joined``), the room is deleted (its token is useless then) and the job
-    exits, which ends its process."""
+    exits (its process too, with the process executor)."""
     if await watch.wait(deadline):
         return
     s: VoiceSettings = ctx.proc.userdata["settings"]
