@@ -31,6 +31,22 @@ TEST_SECRET = "agentia-test-secret-0123456789-abcdefghijklmnopqr"
 """HS256 secret of the processes tests start (49 bytes: above the 32-byte minimum)."""
 
 
+LAST = ("dapr",)
+"""Test directories run after all others: ``./dev test`` builds daprd in the background while
+the rest of the suite runs (tests/dapr/conftest.py waits for the build)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Moves the tests under tests/<LAST> to the end, keeping every other order as collected."""
+    last = [ROOT / "tests" / d for d in LAST]
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.path)
+        return next((i + 1 for i, d in enumerate(last) if path.is_relative_to(d)), 0)
+
+    items.sort(key=rank)  # stable: modules and their fixtures stay together
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
