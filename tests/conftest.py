@@ -99,6 +99,7 @@ class Proc:
         self.proc, self.info = start(
             [*wrapper, sys.executable, "-m", "launch.cli", *args], env, ready, READY_S,
             what=f"{args} (log {self.log.name})", cwd=ROOT, stderr=self.log, supervised=False)
+        self._terminated = False
 
     @property
     def port(self) -> int:
@@ -114,9 +115,16 @@ class Proc:
             os.kill(self.proc.pid, sig)
             self.proc.wait(15)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM without waiting (once: a second SIGTERM may mean "now" to a supervisor)."""
+        if self.proc.poll() is None and not self._terminated:
             self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
+    def stop(self) -> None:
+        """SIGTERM (unless :meth:`terminate` sent it), 15 s to exit, then SIGKILL."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -160,6 +168,11 @@ class Cluster:
         return p
 
     def stop(self) -> None:
+        # every process drains at once (an edge waits up to AGENTIA_DRAIN_S for clients that a
+        # finished test left open, a worker up to its grace for turns): teardown takes the
+        # slowest drain, not their sum
+        for p in self.procs:
+            p.terminate()
         for p in self.procs:
             p.stop()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
