@@ -1,4 +1,5 @@
-"""The ``agentia`` command: up, gateway, worker, api, voice, webhooks, token, chat."""
+"""The ``agentia`` command: up, gateway, worker, api, voice, webhooks, dapr-publish, token,
+chat."""
 
 from __future__ import annotations
 
@@ -66,6 +67,15 @@ def cmd_webhooks(a: argparse.Namespace) -> None:
     from sessions.webhooks import run
 
     s = from_env(WebhookSettings, redis_url=a.redis)
+    _logging(s)
+    run(s)
+
+
+def cmd_dapr_publish(a: argparse.Namespace) -> None:
+    from agentia.settings import DaprPublishSettings
+    from sessions.dapr_publish import run
+
+    s = from_env(DaprPublishSettings, redis_url=a.redis)
     _logging(s)
     run(s)
 
@@ -193,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
                        "docs/backend.md)")
     h.add_argument("--redis")
     h.set_defaults(fn=cmd_webhooks)
+    dp = sub.add_parser("dapr-publish", help="publish session events to a Dapr topic through "
+                        "the sidecar (AGENTIA_DAPR_TOPIC_EVENTS, docs/dapr.md)")
+    dp.add_argument("--redis")
+    dp.set_defaults(fn=cmd_dapr_publish)
     v = sub.add_parser("voice", help="run a voice worker (LiveKit Agents, explicit dispatch)")
     v.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
     v.set_defaults(fn=cmd_voice)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -31,20 +32,69 @@ TEST_SECRET = "agentia-test-secret-0123456789-abcdefghijklmnopqr"
 """HS256 secret of the processes tests start (49 bytes: above the 32-byte minimum)."""
 
 
-LAST = ("dapr",)
-"""Test directories run after all others: ``./dev test`` builds daprd in the background while
-the rest of the suite runs (tests/dapr/conftest.py waits for the build)."""
+BACKGROUND_BUILDS = {
+    "tests/dapr": ("AGENTIA_DAPRD_BUILD_RC", "daprd"),
+    "tests/voice/test_sip.py": ("AGENTIA_SIP_BUILD_RC", "sip"),
+}
+"""Tests that need a binary ``./dev test`` builds in the background (``in_background``), with the
+variable naming the file the build writes its exit status to, and the build's name (its log:
+.venv/NAME-build.log). pytest runs them after every other test, and they wait for the build."""
+BUILD_WAIT_S = float(os.environ.get("AGENTIA_BUILD_WAIT_S", "1500"))
+"""Longest a test waits for a background build (then it fails in CI and skips elsewhere)."""
+_built: dict[str, str | None] = {}
+
+
+def _needs(item: pytest.Item) -> int:
+    """1 + the index in BACKGROUND_BUILDS of the build ``item`` needs; 0 for none."""
+    path = Path(item.path)
+    return next((i + 1 for i, where in enumerate(BACKGROUND_BUILDS)
+                 if path == ROOT / where or path.is_relative_to(ROOT / where)), 0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Moves the tests under tests/<LAST> to the end, keeping every other order as collected."""
-    last = [ROOT / "tests" / d for d in LAST]
+    """Moves the tests of BACKGROUND_BUILDS to the end, every other order as collected."""
+    items.sort(key=_needs)  # stable: modules and their fixtures stay together
 
-    def rank(item: pytest.Item) -> int:
-        path = Path(item.path)
-        return next((i + 1 for i, d in enumerate(last) if path.is_relative_to(d)), 0)
 
-    items.sort(key=rank)  # stable: modules and their fixtures stay together
+def wait_for_build(rc_file: Path, wait_s: float, poll_s: float = 2.0) -> int | None:
+    """The build's exit status once ``rc_file`` exists, or None after ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while not rc_file.exists():
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
+    return int(rc_file.read_text().strip() or "1")
+
+
+def _build_problem(var: str, name: str) -> str | None:
+    """None when no background build runs or it succeeded, else what went wrong."""
+    rc_path = os.environ.get(var)
+    if not rc_path:
+        return None
+    rc_file = Path(rc_path)
+    log = rc_file.parent / f"{name}-build.log"
+    rc = wait_for_build(rc_file, BUILD_WAIT_S)
+    if rc is None:
+        return (f"the background {name} build did not end within {BUILD_WAIT_S:.0f} s "
+                f"(AGENTIA_BUILD_WAIT_S; its log: {log})")
+    if rc != 0:
+        return f"the background {name} build failed with exit status {rc} (log: {log})"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of BACKGROUND_BUILDS waits (once per build, bounded) for its build to end."""
+    i = _needs(item)
+    if not i:
+        return
+    var, name = list(BACKGROUND_BUILDS.values())[i - 1]
+    if var not in _built:
+        _built[var] = _build_problem(var, name)
+    why = _built[var]
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
