@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
+import importlib.util
 import multiprocessing as mp
 import os
 import statistics
@@ -66,8 +66,16 @@ CHUNKS = hasattr(Bus, "stream_chunk")
 BATCHED = hasattr(Bus, "stream_chunks") and hasattr(Bus, "start_attempt")
 """Whether its worker sends every running turn's pieces of a tick in one pipeline and starts
 an attempt with one script (START)."""
+STATES = importlib.util.find_spec("sessions.turn_log") is not None
+"""Whether its worker writes the agent's ``state`` events (issue 14: ``thinking`` with the
+``turn_start`` in START, ``speaking`` before the first text, ``idle`` with the ending)."""
+AGENT = "Agentia demo"
 TICK_S = 0.04
 """AGENTIA_COALESCE_MS: the flusher's tick."""
+
+
+def _state(turn: int, name: str) -> list[dict[str, Any]]:
+    return [{"type": "state", "turn": turn, "state": name, "agent": AGENT}] if STATES else []
 
 
 # ------------------------------------------------------------------ one client process
@@ -194,9 +202,12 @@ class _Proc:
         bus, owner = self.bus, self.owner
         piece = "x" * max(1, self.reply_chars // max(1, self.deltas))
         if BATCHED:  # START (BEGIN and turn_start in one script), then the pieces by tick
-            started = await bus.start_attempt(sid, turn, owner, max_attempts=3)
+            then: dict[str, Any] = {"then": _state(turn, "thinking")} if STATES else {}
+            started = await bus.start_attempt(sid, turn, owner, max_attempts=3, **then)
             memory = bus.memory(sid, turn, owner)
             await memory.get_items()
+            if STATES:  # as sessions/turn_log.py: before the first text, an append of its own
+                await bus.append(sid, _state(turn, "speaking"), owner=owner)
             await self.flusher.stream(sid, turn, started.run, piece, self.deltas)
         else:
             await bus.begin_attempt(sid, turn, owner)
@@ -216,7 +227,8 @@ class _Proc:
             {"id": f"msg_{sid}_{turn}", "type": "message", "role": "assistant",
              "status": "completed",
              "content": [{"type": "output_text", "text": reply, "annotations": []}]}])
-        await bus.append(sid, {"type": "reply", "turn": turn, "text": reply}, done=turn,
+        ending = {"type": "reply", "turn": turn, "text": reply}
+        await bus.append(sid, [*_state(turn, "idle"), ending] if STATES else ending, done=turn,
                          owner=owner)
 
     async def stream_chunks(self, sid: str, turn: int, piece: str) -> None:
@@ -481,7 +493,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.stop()
     return {"redis_version": version, "appendonly": True,
-            "reply_path": ("chunks by tick" if BATCHED else "chunks") if CHUNKS
+            "reply_path": ("chunks by tick" if BATCHED else "chunks") + (
+                " + states" if STATES else "") if CHUNKS
             else "log deltas",
             "idle": idle, "levels": levels}
 
