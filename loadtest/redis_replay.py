@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
+import importlib
 import multiprocessing as mp
 import os
 import statistics
@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import redis as sync_redis
 
+import sessions
 from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -66,7 +67,8 @@ CHUNKS = hasattr(Bus, "stream_chunk")
 BATCHED = hasattr(Bus, "stream_chunks") and hasattr(Bus, "start_attempt")
 """Whether its worker sends every running turn's pieces of a tick in one pipeline and starts
 an attempt with one script (START)."""
-STATES = importlib.util.find_spec("sessions.turn_log") is not None
+STATES = (Path(sessions.__file__).parent / "turn_log.py").exists()  # not find_spec: the
+# venv's editable install would find main's module for a checkout without one
 """Whether its worker writes the agent's ``state`` events (issue 14: ``thinking`` with the
 ``turn_start`` in START, ``speaking`` before the first text, ``idle`` with the ending)."""
 AGENT = "Agentia demo"
