@@ -72,6 +72,8 @@ STATES = (Path(sessions.__file__).parent / "turn_log.py").exists()  # not find_s
 """Whether its worker writes the agent's ``state`` events (issue 14: ``thinking`` with the
 ``turn_start`` in START, ``speaking`` before the first text, ``idle`` with the ending)."""
 AGENT = "Agentia demo"
+STATE_NAMES = ("thinking", "speaking", "idle")
+"""The state events of a plain turn (sessions/turn_log.py)."""
 TICK_S = 0.04
 """AGENTIA_COALESCE_MS: the flusher's tick."""
 
@@ -424,8 +426,8 @@ def bench_level(shard: _Shard, procs: int, users: int, seconds: float, deltas: i
         "commands_per_s_per_core": round(run["commands"] / run["cpu"]) if run["cpu"] else None,
         "turn_p50_ms": round(pct(run["lat"], 50) * 1000, 2),
         "turn_p99_ms": round(pct(run["lat"], 99) * 1000, 2),
-        "log_events_per_turn": 3 + in_log,
-        **_kept(shard, procs, users, deltas, 3 + in_log),
+        "log_events_per_turn": 3 + in_log + len(STATE_NAMES) * STATES,
+        **_kept(shard, procs, users, deltas, 3 + in_log + len(STATE_NAMES) * STATES),
         "used_memory_bytes_per_turn": round((shard.used_memory() - run["mem0"]) / turns),
     }
 
@@ -439,19 +441,31 @@ def _kept(shard: _Shard, procs: int, users: int, deltas: int,
                                                                k.nodes, k.lock)])
     streams = [k.delivery(f"edge{i}") for i in range(procs)]
     entries = max(1, sum(int(shard.r.xlen(s)) for s in streams))
-    entry_b = shard.key_bytes(streams) / entries
+    stream_b = shard.key_bytes(streams)
+    record_b = stream_b / max(1, sum(_records(shard, s) for s in streams))
     log_b, mem_b = _steady(shard, sample[:5], k, events_per_turn)
     return {"log_bytes_per_turn": round(log_b), "memory_bytes_per_turn": round(mem_b),
             "other_session_bytes": round(other_b / len(sample)),
-            "delivery_bytes_per_entry": round(entry_b),
-            # every turn delivers its user, turn_start and reply events and each piece
-            "delivery_bytes_per_turn": round(entry_b * (deltas + 3))}
+            "delivery_bytes_per_entry": round(stream_b / entries),
+            "delivery_bytes_per_record": round(record_b),
+            # every turn delivers each of its log events and each piece: one record each
+            # (a tick's pieces for one node share an entry: bytes per entry would count the
+            # entry once per piece in it)
+            "delivery_bytes_per_turn": round(record_b * (deltas + events_per_turn))}
+
+
+def _records(shard: _Shard, stream: str) -> int:
+    """Deliveries in ``stream``: one per log event entry, one per line of a packed chunk entry
+    (``b``: the pieces of a tick for that node, newline-separated)."""
+    r: Any = shard.r
+    return sum(fields[b"b"].count(b"\n") + 1 if b"b" in fields else 1
+               for _, fields in r.xrange(stream))
 
 
 def _steady(shard: _Shard, sample: list[str], k: K.Keys,
             events_per_turn: int) -> tuple[float, float]:
     """Log and memory bytes per turn at STEADY_TURNS turns per session: each sample session's
-    own log entries (every turn finished: user, turn_start, [deltas,] reply) and memory items
+    own log entries (every turn finished: user, turn_start, [states,] [deltas,] reply) and memory items
     (two per turn), repeated into a scratch key of that many turns."""
     r: Any = shard.r  # the sync client's stubs type every reply as optional
     log_b: list[float] = []
