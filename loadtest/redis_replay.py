@@ -448,10 +448,11 @@ def _kept(shard: _Shard, procs: int, users: int, deltas: int,
             "other_session_bytes": round(other_b / len(sample)),
             "delivery_bytes_per_entry": round(stream_b / entries),
             "delivery_bytes_per_record": round(record_b),
-            # every turn delivers each of its log events and each piece: one record each
-            # (a tick's pieces for one node share an entry: bytes per entry would count the
-            # entry once per piece in it)
-            "delivery_bytes_per_turn": round(record_b * (deltas + events_per_turn))}
+            # every turn delivers each of its log events and each piece (before chunks: one of
+            # its log events), one record each (a tick's pieces for one node share an entry:
+            # bytes per entry would count the entry once per piece in it)
+            "delivery_bytes_per_turn": round(
+                record_b * ((deltas if CHUNKS else 0) + events_per_turn))}
 
 
 def _records(shard: _Shard, stream: str) -> int:
@@ -465,8 +466,8 @@ def _records(shard: _Shard, stream: str) -> int:
 def _steady(shard: _Shard, sample: list[str], k: K.Keys,
             events_per_turn: int) -> tuple[float, float]:
     """Log and memory bytes per turn at STEADY_TURNS turns per session: each sample session's
-    own log entries (every turn finished: user, turn_start, [states,] [deltas,] reply) and memory items
-    (two per turn), repeated into a scratch key of that many turns."""
+    own log entries (every turn finished: user, turn_start, [states,] [deltas,] reply) and
+    memory items (two per turn), repeated into a scratch key of that many turns."""
     r: Any = shard.r  # the sync client's stubs type every reply as optional
     log_b: list[float] = []
     mem_b: list[float] = []
