@@ -40,9 +40,9 @@ VOICES = (("en-us", 175), ("en-gb", 160), ("en-gb-x-rp", 140), ("en-us+f3", 190)
 ROOM_RATE = 48_000
 PAD_BEFORE_S, PAD_AFTER_S = 0.5, 0.2
 """Silero's prefix padding and the STT's end-of-utterance silence in the worker."""
-ALIASES = {"before": "tiny.en@30", "after": "base@10"}
+ALIASES = {"before": "tiny.en@30", "after": "base@10/5"}
 """"before" is the STT as it was (tiny.en, Whisper's 30 s window, greedy); "after" the default."""
-DEFAULT_CANDIDATES = "before,tiny.en@10,after,base@30"
+DEFAULT_CANDIDATES = "before,tiny.en@10,base@10,after,base@8/5"
 BENCH_TIMEOUT_S = 60.0
 """Per utterance: the worker's 5 s bound measures the machine's load, not the model."""
 
