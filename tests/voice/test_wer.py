@@ -20,7 +20,7 @@ from loadtest.bench_wer import (
 from voice import worker
 from voice.settings import VoiceSettings
 from voice.speech import SpeechError, normalise, number_words
-from voice.stt_whisper import PACKAGED, WhisperSTT
+from voice.stt_whisper import PACKAGED, WhisperSTT, without_loop
 
 
 def test_identical_words_have_no_errors() -> None:
@@ -92,3 +92,12 @@ async def test_the_shipped_stt_transcribes_espeak_sentences() -> None:
         pairs.append((text, (await stt.recognize(audio)).alternatives[0].text))
     assert time.perf_counter() - t < 60, "10 utterances should take seconds"
     assert wer(pairs) <= 0.08, pairs
+
+
+def test_a_decoding_loop_is_kept_once() -> None:
+    said = [11, 12, 13, 14, 15]
+    assert without_loop(said + said + said[:3]) == said  # cut by the token budget mid-repeat
+    assert without_loop(said + said) == said
+    assert without_loop([*said, 16]) == [*said, 16]
+    assert without_loop([7, 8, 7, 8, 7, 8]) == [7, 8, 7, 8, 7, 8]  # "yes, yes, yes" stays
+    assert without_loop(said + said[:2]) == said + said[:2]  # a short echo is not a loop
