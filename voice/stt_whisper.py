@@ -13,9 +13,10 @@ is imported. Whisper is not a streaming recogniser: the worker wraps it in ``stt
 and it transcribes each utterance the VAD cuts, in a thread, int8 on the CPU.
 
 Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
-~80 % of the CPU of a 2-3 s utterance went on encoding silence. CTranslate2 accepts a shorter
+~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
 input, so :class:`WhisperSTT` encodes ``context_s`` seconds (10 by default, or the utterance if
-longer) and decodes greedily itself (loadtest/bench_wer.py measures both accuracy and time).
+longer) and decodes it itself with faster-whisper's prompt and suppressed tokens
+(loadtest/bench_wer.py measures accuracy and time: docs/voice.md).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def model_files(parts: list[Path], aux_dir: Path, sha256: str) -> dict[str, byte
 class WhisperSTT(stt.STT[Any]):
     """Non-streaming STT over faster-whisper (one utterance at a time per instance).
 
-    ``model`` names a packaged model (:data:`PACKAGED`) unless ``model_dir`` is given.
+    ``model`` names a packaged model (:data:`PACKAGED`) unless ``model_dir`` is given;
+    ``sha256`` overrides its pin (``""``: unchecked; for ``model_dir`` the default is unchecked).
     ``context_s`` is the encoder's input (the utterance padded with silence to that length;
     30 is Whisper's own). ``timeout_s`` bounds one transcription: past it the utterance fails
     (the call says it did not catch that) instead of leaving the caller waiting.
