@@ -80,6 +80,11 @@ def recogniser(s: VoiceSettings) -> stt.STT[Any]:
         return cloud_recogniser(s)
     if s.voice_stt == "pocketsphinx":
         return PocketsphinxSTT(s.phrases(), timeout_s=s.voice_stt_timeout_s)
+    return whisper(s)
+
+
+def whisper(s: VoiceSettings) -> WhisperSTT:
+    """The configured Whisper model, its pinned weights verified (each engine reads them)."""
     model_dir, sha = model_pin(s)
     return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
                       threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
@@ -141,11 +146,8 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
         log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
-    model_dir, sha = model_pin(s)
-    first = WhisperSTT(model_dir, sha256=sha, threads=s.voice_stt_threads)
-    # the weights were checked once: the other engines load the same verified files
-    more = [WhisperSTT(first.model_dir, sha256="", threads=s.voice_stt_threads)
-            for _ in range(n - 1)]
+    first = whisper(s)
+    more = [whisper(s) for _ in range(n - 1)]
     log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n, first.model)
     return EnginePool([first, *more], first.model)
 
