@@ -52,6 +52,9 @@ MCP_FAILURES = Counter("agentia_mcp_failures_total",
 WEBHOOKS = Counter("agentia_webhooks_total",
                    "Webhook POST attempts by outcome: delivered; failed (retried later or "
                    "dead-lettered); dead_lettered (given up on)", ["outcome"])
+WEBHOOK_REQUEUED = Counter("agentia_webhook_requeued_total",
+                           "Events the webhook sweeper re-queued from session logs (their "
+                           "appender died, or its outbox write was lost, before queueing them)")
 WEBHOOK_LAG = Gauge("agentia_webhook_lag",
                     "Events not yet delivered (queued, in flight or waiting for a retry), "
                     "per outbox shard", ["shard"], multiprocess_mode="livemax")

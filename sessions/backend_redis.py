@@ -72,6 +72,7 @@ class Backend:
         k = self.keys
         raw = orjson.dumps(E.message(role, text, by, time.time()))
         note = orjson.dumps(E.message_note(role, text, by))
+        await self.bus._webhook_mark(sid)
         res = await self.bus._run_script(
             self._post, keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.notes(sid)],
             args=[raw, self.bus.log_maxlen, K.SESSION_TTL, note, K.NOTES_KEPT])
@@ -88,6 +89,7 @@ class Backend:
         does not exist."""
         k = self.keys
         raw = orjson.dumps(E.takeover(active, by, time.time()))
+        await self.bus._webhook_mark(sid)
         res = await self.bus._run_script(
             self._takeover, keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.turns(sid)],
             args=[raw, self.bus.log_maxlen, K.SESSION_TTL, by if active else ""])

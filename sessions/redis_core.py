@@ -15,6 +15,7 @@ from agentia.settings import Common, from_env
 from sessions import keys as K
 from sessions import scripts
 from sessions.redis_client import REDIS_DOWN, RedisClient, is_down, stale_map
+from sessions.webhook_outbox import Marks
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,6 +85,8 @@ class RedisCore:
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}
         """Edge node -> (when its heartbeat key was checked, whether it existed)."""
+        self._marks = Marks()
+        """Sessions this process marked for the webhook sweeper (sessions/webhook_outbox.py)."""
         self._session_nodes: dict[str, tuple[float, list[bytes]]] = {}
         """Session -> (when, the nodes holding it): what its last append saw."""
         self._readers: dict[str, Any] = {}
