@@ -83,6 +83,10 @@ class Common:
     """Comma list of the event types that are POSTed."""
     webhook_shards: int = 4
     """Outbox shard streams (hash-tagged, a session's id picks its shard)."""
+    presence_events: bool = False
+    """Write ``presence`` events to the session log when a device or an operator connects or
+    leaves and when a voice call starts or ends (edges and voice read it;
+    sessions/presence_events.py)."""
 
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:

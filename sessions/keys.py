@@ -67,6 +67,10 @@ NOTES_KEPT = 50
 this the oldest are dropped (they stay in the log)."""
 PRESENCE_LISTED = 100
 """Devices listed by ``GET /v1/sessions/{id}/presence`` at most (``connected`` counts all)."""
+PRESENCE_EVENT_MIN_S = 2.0
+"""With ``AGENTIA_PRESENCE_EVENTS`` on, at most one ``presence`` event per session this often
+from device and operator changes (a later change waits for the end of it; a voice call's start
+and end are written at once): sessions/presence_events.py."""
 WEBHOOK_GROUP = "webhooks"
 """Consumer group of the webhook dispatchers on every outbox shard."""
 OUTBOX_MAXLEN = 1_000_000

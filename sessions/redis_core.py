@@ -48,7 +48,8 @@ class RedisCore:
                  log_maxlen: int = K.LOG_MAXLEN, wait_replicas: int | None = None,
                  wait_ms: int | None = None, new_session_ttl: int | None = None,
                  webhook_events: frozenset[str] | None = None,
-                 webhook_shards: int | None = None) -> None:
+                 webhook_shards: int | None = None,
+                 presence_events: bool | None = None) -> None:
         # redis-py types replies as unions of bytes/str/awaitables whatever the connection's
         # settings; ours always returns bytes (decode_responses=False), decoded explicitly here.
         self.redis: Any = redis
@@ -71,6 +72,9 @@ class RedisCore:
         """Event types copied to the webhook outbox as they are appended (empty: webhooks off,
         AGENTIA_WEBHOOK_URL unset); sessions/webhooks.py."""
         self.webhook_shards: int = webhook_shards
+        self.presence_events: bool = (from_env(Common).presence_events
+                                      if presence_events is None else presence_events)
+        """``presence`` events on (AGENTIA_PRESENCE_EVENTS): sessions/presence_events.py."""
         self.new_session_ttl: int = new_session_ttl
         """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
         self.user_keys = K.UserKeys(prefix)

@@ -346,6 +346,26 @@ class Takeover:
 
 
 @dataclass(frozen=True, slots=True)
+class Presence:
+    """``presence`` (only where the deployment turned it on): who is in the session after a
+    change: the owner's connected ``devices``, whether an ``operator``'s connection is open
+    and a voice ``call`` holds it; part of no turn."""
+
+    type: ClassVar[str] = "presence"
+    offset: int
+    devices: int
+    operator: bool
+    call: bool
+    ts: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Presence:
+        return cls(_int(d, "offset"), _int(d, "devices"), d.get("operator") is True,
+                   d.get("call") is True, _float(d, "ts"), d)
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
     """``transcript``: speech in a voice call as text: the caller's (``role`` ``"user"``) or
     the agent's as it is spoken (``"agent"``, with the ``turn`` whose reply it is when
@@ -381,7 +401,8 @@ AgentEvent: TypeAlias = (ToolCall | ToolResult | AgentState | Handoff | Approval
                          | ApprovalResult)
 """What the agent does within a turn: tools, state, handoffs, approvals."""
 LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled | TurnFailure
-                       | CallState | PostedMessage | Takeover | Transcript | UnknownEvent)
+                       | CallState | PostedMessage | Takeover | Presence | Transcript
+                       | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
@@ -396,7 +417,7 @@ ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
     UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff, ApprovalRequest,
     ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage, Takeover,
-    Transcript)} | {
+    Presence, Transcript)} | {
     "tool": ToolCall.parse}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (
