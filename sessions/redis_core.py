@@ -72,8 +72,9 @@ class RedisCore:
         """Event types copied to the webhook outbox as they are appended (empty: webhooks off,
         AGENTIA_WEBHOOK_URL unset); sessions/webhooks.py."""
         self.webhook_shards: int = webhook_shards
-        self.presence_events: bool = (from_env(Common).presence_events
-                                      if presence_events is None else presence_events)
+        if presence_events is None:
+            presence_events = from_env(Common).presence_events
+        self.presence_events: bool = presence_events
         """``presence`` events on (AGENTIA_PRESENCE_EVENTS): sessions/presence_events.py."""
         self.new_session_ttl: int = new_session_ttl
         """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
