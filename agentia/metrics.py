@@ -55,6 +55,9 @@ WEBHOOKS = Counter("agentia_webhooks_total",
 WEBHOOK_REQUEUED = Counter("agentia_webhook_requeued_total",
                            "Events the webhook sweeper re-queued from session logs (their "
                            "appender died, or its outbox write was lost, before queueing them)")
+DAPR_PUBLISHED = Counter("agentia_dapr_publish_total",
+                         "Publish calls to the Dapr sidecar by outcome: published; failed "
+                         "(retried once idle AGENTIA_DAPR_RETRY_S)", ["outcome"])
 WEBHOOK_LAG = Gauge("agentia_webhook_lag",
                     "Events not yet delivered (queued, in flight or waiting for a retry), "
                     "per outbox shard", ["shard"], multiprocess_mode="livemax")

@@ -215,8 +215,9 @@ class Connection:
             if isinstance(action, S.Submit):
                 f = action.frame
                 if st.operator:  # an operator speaks in the session: a message, not a turn
-                    offset = await self.node.post_operator(st.session, f.text, st.user)
-                    return st.on_submitted(f, offset, False)
+                    offset, dup = await self.node.post_operator(st.session, f.text, st.user,
+                                                                f.id)
+                    return st.on_submitted(f, offset, dup)
                 await self.node.check_overload(st.session, f.id, st.agent)
                 res = await self.node.bus.submit(st.session, f.id, f.text, user=st.user)
                 return st.on_submitted(f, res.offset, res.duplicate)

@@ -88,6 +88,12 @@ WEBHOOK_REPAIR_MAX = 1_000
 (its cursor stale since webhooks were last off) skips the older ones, with a warning."""
 WEBHOOK_SWEEP_BATCH = 200
 """Dirty sessions the sweeper checks per round trip and outbox shard."""
+DAPR_GROUP = "dapr"
+"""Consumer group of the Dapr publishers (``agentia dapr-publish``) on every Dapr outbox shard."""
+DAPR_SHARDS = 4
+"""Dapr outbox shard streams (a session's id picks its shard, as for webhooks); each is trimmed
+at :data:`OUTBOX_MAXLEN` like a webhook outbox (no publisher, or the sidecar down, for that
+many events: the oldest are dropped)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
 FORGET_AFTER = 24 * 3600
@@ -149,6 +155,11 @@ def webhook_tag(k: int, shards: int) -> str:
     """The hash tag of webhook outbox shard ``k`` of ``shards``: ``wh.<k>.<salt>``, spread
     like the inbound shards. Its outbox, retry schedule and dead letters share it."""
     return spread_tag("wh.", k, shards)
+
+
+def dapr_tag(k: int, shards: int) -> str:
+    """The hash tag of Dapr outbox shard ``k`` of ``shards``: ``dapr.<k>.<salt>``."""
+    return spread_tag("dapr.", k, shards)
 
 
 def shard_for(session_id: str, shards: int) -> int:
@@ -281,6 +292,11 @@ class Keys:
         """String: the dispatcher sweeping this shard's dirty set (its consumer name), for
         four sweep delays (at least 10 s) past its last batch."""
         return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:sweeper"
+    # --- Dapr pub/sub (sessions/dapr_publish.py), one tag per outbox shard ---
+    def dapr_outbox(self, k: int, shards: int = DAPR_SHARDS) -> str:
+        """Stream: events waiting to be published to the Dapr topic (consumer group
+        :data:`DAPR_GROUP`); fields s (session), o (offset), e (event)."""
+        return f"{self.prefix}:{{{dapr_tag(k, shards)}}}:dapr"
 
     def delivery(self, node: str) -> str:
         return f"{self.prefix}:{{node.{node}}}:out"

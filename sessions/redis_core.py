@@ -76,6 +76,9 @@ class RedisCore:
             presence_events = from_env(Common).presence_events
         self.presence_events: bool = presence_events
         """``presence`` events on (AGENTIA_PRESENCE_EVENTS): sessions/presence_events.py."""
+        self.dapr_events: frozenset[str] = from_env(Common).dapr_types()
+        """Event types copied to the Dapr outbox as they are appended (empty: off,
+        AGENTIA_DAPR_TOPIC_EVENTS unset); sessions/dapr_publish.py."""
         self.new_session_ttl: int = new_session_ttl
         """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
         self.user_keys = K.UserKeys(prefix)

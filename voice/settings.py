@@ -24,8 +24,16 @@ class VoiceSettings(Common):
     """The ``--dev`` server's pair; set both in production (never logged)."""
     voice_agent_name: str = "agentia-voice"
     """Explicit dispatch name: the worker takes only jobs created for this name."""
-    voice_executor: str = "process"
-    """``process`` (a job per process, isolated) or ``thread`` (lighter, for tests)."""
+    voice_executor: str = "thread"
+    """``thread``: every call a thread of the voice worker, sharing one copy of the speech
+    engines (~40 MB PSS a call instead of a ~450 MB job process; docs/voice.md, "Latency
+    and memory"). ``process``: a job process per call, isolated: a call that crashes takes only
+    itself, and a voice worker that dies still has each call record ``ended``/``worker_lost``
+    (with threads they die with it and their slots lapse)."""
+    voice_malloc_arenas: int = 2
+    """Thread executor: glibc malloc arenas of the voice worker (``mallopt(M_ARENA_MAX)``).
+    glibc gives threads up to 8 per core, and the calls' threads fragmenting them cost ~40 MB
+    PSS a call more here; 0: glibc's default. ``MALLOC_ARENA_MAX`` in the environment wins."""
     voice_idle_processes: int = 1
     """Job processes kept warm (models loaded) ahead of calls."""
     voice_load_threshold: float = 0.75
@@ -59,6 +67,10 @@ class VoiceSettings(Common):
     voice_stt_threads: int = 1
     """CPU threads of one Whisper transcription (each call's job process has its own). On a
     2-core machine shared with other work 1 was faster than 2 (p50 330 vs 470 ms)."""
+    voice_stt_engines: int = 2
+    """Thread executor: Whisper (or pocketsphinx) engines the calls share, i.e. utterances
+    transcribed at once (one per core); a further one waits for a free engine. The process
+    executor loads one per job process."""
     voice_stt_timeout_s: float = 5.0
     """One utterance's transcription longer than this fails (the caller is told)."""
     voice_phrases: str = str(DEFAULT_PHRASES)
@@ -69,6 +81,11 @@ class VoiceSettings(Common):
     voice_espeak_wpm: int = 190
     voice_tts_timeout_s: float = 5.0
     """One sentence's synthesis longer than this fails (the caller is told)."""
+    voice_first_chunk_words: int = 6
+    """A local (non-streaming) TTS speaks each reply's opening clause as soon as it has it:
+    the text up to the first ``, ; : . ! ?`` after 2 words, or the first this-many words
+    (voice/chunking.py); then whole sentences. 0: whole sentences only (livekit-agents'
+    tokenizer, which holds the first until the second begins)."""
     voice_min_silence_s: float = 0.35
     """Silence (Silero VAD) that ends the caller's turn."""
     voice_stt_min_silence_s: float = 0.2
@@ -126,6 +143,8 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_LIVEKIT_URL must start with ws://, wss://, http(s)://")
         if self.voice_executor not in ("process", "thread"):
             raise SettingsError("AGENTIA_VOICE_EXECUTOR must be 'process' or 'thread'")
+        if not 0 <= self.voice_malloc_arenas <= 64:
+            raise SettingsError("AGENTIA_VOICE_MALLOC_ARENAS must be in [0, 64]")
         if self.voice_max_calls < 0:
             raise SettingsError("AGENTIA_VOICE_MAX_CALLS must be >= 0")
         if self.voice_idle_processes < 0 or self.voice_load_threshold <= 0:
@@ -177,6 +196,10 @@ class VoiceSettings(Common):
         self._validate_providers()
         if not 1 <= self.voice_stt_threads <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
+        if not 1 <= self.voice_stt_engines <= 16:
+            raise SettingsError("AGENTIA_VOICE_STT_ENGINES must be in [1, 16]")
+        if not 0 <= self.voice_first_chunk_words <= 50:
+            raise SettingsError("AGENTIA_VOICE_FIRST_CHUNK_WORDS must be in [0, 50]")
         if not (0 < self.voice_stt_timeout_s <= 60 and 0 < self.voice_tts_timeout_s <= 60):
             raise SettingsError("AGENTIA_VOICE_STT_TIMEOUT_S and AGENTIA_VOICE_TTS_TIMEOUT_S "
                                 "must be in (0, 60]")
