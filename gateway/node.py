@@ -438,6 +438,7 @@ class EdgeNode:
         if self.count:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._emptied.wait(), deadline)
+        self.membership.stopping = True
         for t in list(self.tasks):
             t.cancel()
         M.sync(self.metrics, self._synced)  # the last second's counts too

@@ -68,6 +68,10 @@ class Membership:
         self.linger_s = linger_s
         """After a read that found events waiting and was not full, wait this long before
         the next (see :meth:`deliver_forever`); 0: read again at once."""
+        self.stopping = False
+        """Set by the owner before cancelling the loops: :meth:`deliver_forever` ends after
+        the read in flight (at most its 1 s block) even if redis-py swallowed the cancel,
+        which a read cancelled right after the node started was seen to do."""
 
     async def beat(self) -> bool:
         """One heartbeat; False when Redis had forgotten the node (raises BusUnavailable)."""
@@ -89,7 +93,7 @@ class Membership:
         it. Order and the stream position are untouched."""
         last = b"0-0"
         backoff = BACKOFF_S[0]
-        while True:
+        while not self.stopping:
             try:
                 asked = time.monotonic()
                 rows = await self.bus.read_delivery(self.node, last)

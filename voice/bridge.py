@@ -191,6 +191,7 @@ class VoiceBridge:
         await presence_events.call_changed(self.bus, self.session)
 
     async def close(self) -> None:
+        self.membership.stopping = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

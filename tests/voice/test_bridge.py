@@ -154,3 +154,16 @@ async def test_closing_a_call_is_bounded_when_a_task_ignores_its_cancel(
     assert await bus.redis.hexists(bus.keys.nodes(sid), bridge.node) == 0
     release.set()
     await asyncio.sleep(0.05)
+
+
+async def test_closing_right_after_the_start_ends_every_task(bus: Bus) -> None:
+    """The delivery read cancelled while its first XREAD is in flight: redis-py was seen to
+    swallow that cancel (the reader went on reading, "cancelling" for ever); the membership's
+    stop flag ends it after that read."""
+    for pause in (0.0, 0.02, 0.1):
+        bridge = VoiceBridge(bus, f"v-{uuid.uuid4().hex[:8]}", "alice")
+        await bridge.start()
+        await asyncio.sleep(pause)
+        tasks = list(bridge._tasks)
+        await asyncio.wait_for(bridge.close(), 10)
+        assert all(t.done() for t in tasks), [t for t in tasks if not t.done()]
