@@ -52,6 +52,9 @@ MCP_FAILURES = Counter("agentia_mcp_failures_total",
 WEBHOOKS = Counter("agentia_webhooks_total",
                    "Webhook POST attempts by outcome: delivered; failed (retried later or "
                    "dead-lettered); dead_lettered (given up on)", ["outcome"])
+DAPR_PUBLISHED = Counter("agentia_dapr_publish_total",
+                         "Publish calls to the Dapr sidecar by outcome: published; failed "
+                         "(retried once idle AGENTIA_DAPR_RETRY_S)", ["outcome"])
 WEBHOOK_LAG = Gauge("agentia_webhook_lag",
                     "Events not yet delivered (queued, in flight or waiting for a retry), "
                     "per outbox shard", ["shard"], multiprocess_mode="livemax")

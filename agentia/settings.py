@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +17,8 @@ MIN_SECRET_BYTES = 32
 """Shortest HS256 secret a token-verifying process starts with outside development mode."""
 
 
+_DAPR_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""A Dapr component or topic name as Agentia accepts it (it goes into sidecar URLs)."""
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
 
@@ -83,6 +86,14 @@ class Common:
     """Comma list of the event types that are POSTed."""
     webhook_shards: int = 4
     """Outbox shard streams (hash-tagged, a session's id picks its shard)."""
+    dapr_pubsub: str = "agentia-pubsub"
+    """The Dapr pub/sub component both topics use (docs/dapr.md)."""
+    dapr_topic_events: str = ""
+    """Dapr topic session events are published to (``agentia dapr-publish``); empty = off.
+    Every process that appends reads it: when set, they queue the events of ``dapr_events``
+    in the Dapr outbox shards."""
+    dapr_events: str = "user,reply,turn_error,call,message,takeover"
+    """Comma list of the event types published to ``dapr_topic_events``."""
 
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:
@@ -99,12 +110,63 @@ class Common:
             raise SettingsError("AGENTIA_WEBHOOK_URL must be an http:// or https:// URL")
         if not 1 <= self.webhook_shards <= 256:
             raise SettingsError("AGENTIA_WEBHOOK_SHARDS must be between 1 and 256")
+        for name, value in (("PUBSUB", self.dapr_pubsub), ("TOPIC_EVENTS",
+                                                            self.dapr_topic_events)):
+            if value and not _DAPR_NAME.fullmatch(value):
+                raise SettingsError(f"AGENTIA_DAPR_{name} must be 1-128 of A-Z a-z 0-9 . _ -")
 
     def webhook_types(self) -> frozenset[str]:
         """The event types queued for webhooks; empty when webhooks are off."""
         if not self.webhook_url:
             return frozenset()
         return frozenset(t.strip() for t in self.webhook_events.split(",") if t.strip())
+
+    def dapr_types(self) -> frozenset[str]:
+        """The event types queued for the Dapr topic; empty when publishing is off."""
+        if not self.dapr_topic_events:
+            return frozenset()
+        return frozenset(t.strip() for t in self.dapr_events.split(",") if t.strip())
+
+
+def dapr_port(explicit: int, name: str, default: int) -> int:
+    """A sidecar port: ``explicit`` when set (not 0), else Dapr's own ``name`` variable (the
+    sidecar injector sets ``DAPR_HTTP_PORT`` / ``DAPR_GRPC_PORT``), else ``default``."""
+    if explicit:
+        return explicit
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a port number") from None
+
+
+@dataclass(slots=True)
+class DaprPublishSettings(Common):
+    """The Dapr publisher (``agentia dapr-publish``, sessions/dapr_publish.py)."""
+
+    dapr_http_port: int = 0
+    """The sidecar's HTTP port; 0 = ``$DAPR_HTTP_PORT``, else 3500 (Dapr's default)."""
+    dapr_timeout_s: float = 5.0
+    """One publish call's whole time; longer counts as a failure (retried)."""
+    dapr_concurrency: int = 32
+    """Publish calls in flight at once (per publisher process)."""
+    dapr_retry_s: float = 5.0
+    """A failed publish is retried once its entry has been pending this long."""
+
+    def validate(self) -> None:
+        Common.validate(self)
+        if not self.dapr_topic_events:
+            raise SettingsError("AGENTIA_DAPR_TOPIC_EVENTS is not set: nothing to publish")
+        if not self.dapr_pubsub:
+            raise SettingsError("AGENTIA_DAPR_PUBSUB is empty")
+        self.dapr_http_port = dapr_port(self.dapr_http_port, "DAPR_HTTP_PORT", 3500)
+        if not 1 <= self.dapr_http_port <= 65535:
+            raise SettingsError("AGENTIA_DAPR_HTTP_PORT must be a port number")
+        if not 0.1 <= self.dapr_timeout_s <= 300 or not 1 <= self.dapr_concurrency <= 4096:
+            raise SettingsError("AGENTIA_DAPR_TIMEOUT_S must be 0.1-300 and "
+                                "AGENTIA_DAPR_CONCURRENCY 1-4096")
+        if not 0.5 <= self.dapr_retry_s <= 3600:
+            raise SettingsError("AGENTIA_DAPR_RETRY_S must be between 0.5 and 3600")
 
 
 @dataclass(slots=True)
@@ -192,6 +254,22 @@ class ApiSettings(Auth):
     public_url: str = ""
     """The control plane's URL as A2A clients reach it (``https://api.example.com``), for the
     agent cards' endpoint URLs (docs/a2a.md); empty: the URL each card request came to."""
+    dapr_topic_in: str = ""
+    """Dapr topic whose CloudEvents are posted into sessions as ``message`` events
+    (``GET /dapr/subscribe``, ``POST /dapr/messages``, control/dapr.py); empty = off."""
+    dapr_app_token: str = ""
+    """When set, Dapr's calls to the control plane must carry it in ``dapr-api-token`` (the
+    sidecar's ``APP_API_TOKEN``); else 401. Required (16 bytes or more) with
+    ``dapr_topic_in`` outside development mode."""
+
+    def validate(self) -> None:
+        Auth.validate(self)
+        if self.dapr_topic_in and not _DAPR_NAME.fullmatch(self.dapr_topic_in):
+            raise SettingsError("AGENTIA_DAPR_TOPIC_IN must be 1-128 of A-Z a-z 0-9 . _ -")
+        if self.dapr_topic_in and not self.dev and len(self.dapr_app_token.encode()) < 16:
+            # /dapr/messages posts into any session: never open on a public port
+            raise SettingsError("AGENTIA_DAPR_TOPIC_IN needs AGENTIA_DAPR_APP_TOKEN (at least "
+                                "16 bytes, the sidecar's APP_API_TOKEN) outside AGENTIA_DEV")
 
 
 @dataclass(slots=True)
@@ -351,9 +429,23 @@ class WorkerSettings(Common):
     default: a worker serves no port), 0 = a free port (its READY line says which)."""
     mcp_ping_s: float = 10.0
     """How often each MCP server is probed (a failed tool call probes at once)."""
+    memory: str = "redis"
+    """Where the agent's conversation memory lives: ``redis`` (sessions/memory.py) or ``dapr``
+    (the Agents SDK's ``DaprSession`` in ``dapr_statestore`` through the sidecar; needs the
+    ``dapr`` extra). docs/dapr.md"""
+    dapr_statestore: str = "agentia-state"
+    """The Dapr state store component of ``memory=dapr``."""
+    dapr_grpc_port: int = 0
+    """The sidecar's gRPC port; 0 = ``$DAPR_GRPC_PORT``, else 50001 (Dapr's default)."""
 
     def validate(self) -> None:
         Common.validate(self)
+        if self.memory not in ("redis", "dapr"):
+            raise SettingsError("AGENTIA_MEMORY must be redis or dapr")
+        if self.memory == "dapr":
+            if not _DAPR_NAME.fullmatch(self.dapr_statestore):
+                raise SettingsError("AGENTIA_DAPR_STATESTORE must be 1-128 of A-Z a-z 0-9 . _ -")
+            self.dapr_grpc_port = dapr_port(self.dapr_grpc_port, "DAPR_GRPC_PORT", 50001)
         if not -1 <= self.worker_internal_port <= 65535:
             raise SettingsError("AGENTIA_WORKER_INTERNAL_PORT must be -1 (none), 0 (a free "
                                 "port) or a port number")

@@ -126,6 +126,7 @@ class TurnExecutor(AgentExecutor):
             if refused:
                 return await up.failed(_said(up, refused))
             sub = await self.bus.submit(sid, task.id, text, user=user, source="a2a")
+            await self.bus.touch_user_sessions({(user, sid): time.time()})  # /v1/sessions
         except Forbidden:
             return await up.failed(_said(up, "this context belongs to another user"))
         except (UnknownAgent, AgentMismatch) as exc:
@@ -281,10 +282,29 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
         request.scope["user"] = SimpleUser(who.user)
         return await endpoints[name](request)  # type: ignore[no-any-return]
 
+    card_doc = dict(
+        methods=["GET"], tags=["a2a"], summary="A2A agent card",
+        description="The agent card (A2A 1.0 and 0.3 fields) of the default agent, or of "
+                    "`{agent}`: docs/a2a.md. No token needed.",
+        responses={200: {"description": "the agent card (JSON)"},
+                   404: {"description": "no such agent"}})
+    rpc_doc = dict(
+        methods=["POST"], tags=["a2a"], summary="A2A JSON-RPC endpoint",
+        description="A2A JSON-RPC 2.0 (`SendMessage`/`message/send`, `SendStreamingMessage`/"
+                    "`message/stream` as SSE, `GetTask`/`tasks/get`, `CancelTask`/"
+                    "`tasks/cancel`) for the default agent or `{agent}`; a message is a turn "
+                    "in session `a2a:<contextId>` (docs/a2a.md). Bearer token required.",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "required": ["jsonrpc", "method"], "properties": {
+                "jsonrpc": {"const": "2.0"}, "id": {}, "method": {"type": "string"},
+                "params": {"type": "object"}}}}}}},
+        responses={200: {"description": "a JSON-RPC response, or an SSE stream for "
+                                        "message/stream"},
+                   401: {"description": "missing or bad token"},
+                   404: {"description": "no such agent"},
+                   413: {"description": f"body over {MAX_BODY} bytes"}})
     for path in CARD_PATHS:
-        app.add_api_route(path, card, methods=["GET"], tags=["a2a"], include_in_schema=False)
-        app.add_api_route("/a2a/{agent}" + path, card, methods=["GET"], tags=["a2a"],
-                          include_in_schema=False)
-    app.add_api_route("/a2a", rpc, methods=["POST"], tags=["a2a"], include_in_schema=False)
-    app.add_api_route("/a2a/{agent}", rpc, methods=["POST"], tags=["a2a"],
-                      include_in_schema=False)
+        app.add_api_route(path, card, **card_doc)  # type: ignore[arg-type]
+        app.add_api_route("/a2a/{agent}" + path, card, **card_doc)  # type: ignore[arg-type]
+    app.add_api_route("/a2a", rpc, **rpc_doc)  # type: ignore[arg-type]
+    app.add_api_route("/a2a/{agent}", rpc, **rpc_doc)  # type: ignore[arg-type]

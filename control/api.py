@@ -125,6 +125,10 @@ def create_app(s: ApiSettings) -> FastAPI:
 
         app.include_router(voice_router(bus, from_env(VoiceSettings), identity))
     app.include_router(backend_router(bus, identity))
+    if s.dapr_topic_in:  # docs/dapr.md: the sidecar delivers a topic's messages here
+        from control.dapr import dapr_router
+
+        app.include_router(dapr_router(bus, s))
     app.add_exception_handler(RequestValidationError, invalid_request)
     add_a2a(app, bus, verifier, s.public_url,  # docs/a2a.md; new sessions as an edge counts
             Limits(0, s.max_sessions_per_hour, s.max_sessions_per_user, s.new_session_ttl_s))

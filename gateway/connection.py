@@ -217,8 +217,9 @@ class Connection:
             if isinstance(action, S.Submit):
                 f = action.frame
                 if st.operator:  # an operator speaks in the session: a message, not a turn
-                    offset = await self.node.post_operator(st.session, f.text, st.user)
-                    return st.on_submitted(f, offset, False)
+                    offset, dup = await self.node.post_operator(st.session, f.text, st.user,
+                                                                f.id)
+                    return st.on_submitted(f, offset, dup)
                 if self.node.traced is not None:
                     return await self._submit_traced(f, now)
                 await self.node.check_overload(st.session, f.id, st.agent)

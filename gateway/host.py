@@ -47,9 +47,11 @@ class Host(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task the node tracks (and cancels at shutdown)."""
 
-    async def post_operator(self, sid: str, text: str, by: str) -> int:
-        """An operator connection's ``send``: a ``message`` event of role ``operator`` (its
-        offset; SessionLost when the session is gone)."""
+    async def post_operator(self, sid: str, text: str, by: str, client_id: str
+                            ) -> tuple[int, bool]:
+        """An operator connection's ``send``: a ``message`` event of role ``operator``, once
+        per ``client_id`` of that operator ((offset, duplicate); SessionLost when the session
+        is gone)."""
 
     async def check_overload(self, sid: str, ref: str, agent: str = "") -> None:
         """Raise OVERLOADED while the session's shard (of ``agent``) is too far behind."""

@@ -256,11 +256,14 @@ class EdgeNode:
     async def _owner(self, sid: str) -> str | None:
         return await self.bus.session_owner(sid)  # a plain read: an outage is BusUnavailable
 
-    async def post_operator(self, sid: str, text: str, by: str) -> int:
-        offset = await self.backend.post_message(sid, "operator", text, by)
-        if offset is None:
+    async def post_operator(self, sid: str, text: str, by: str, client_id: str
+                            ) -> tuple[int, bool]:
+        """An operator's ``send``: a ``message`` event, once per ``id`` of that operator."""
+        posted = await self.backend.post_message_once(sid, "operator", text, by,
+                                                      f"op:{by}:{client_id}")
+        if posted is None:
             raise SessionLost()
-        return offset
+        return posted
 
     def _add(self, conn: Connection) -> None:
         self.sessions.setdefault(conn.state.session, set()).add(conn)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 
 from agentia.codes import AgentiaError, CloseCode, ErrorCode, SessionLost
+from gateway import chunks
 from gateway import protocol as P
 from sessions import events as E
 from sessions.bus import frame_for
@@ -29,6 +30,7 @@ STRIKES = frozenset((ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME))
 """Errors that count as a strike (besides rate-limit hits while told to wait, and internal
 failures: a client must not get expensive failures for free)."""
 _SEND, _CATCH_UP = P.Delivery.SEND, P.Delivery.CATCH_UP
+_WRITE, _READ = chunks.Verdict.WRITE, chunks.Verdict.READ_PARTIAL
 _SLOW_BUDGET = "send budget exceeded: reading too slowly"
 _FLOOD = "too many bad or rate-limited frames"
 
@@ -94,12 +96,6 @@ class ReadPartial:
 Action = Write | Close | Submit | CancelTurn | ApproveCall | Replay | ReadPartial
 FILL = Replay()
 READ_PARTIAL = ReadPartial()
-_GAVE_UP = -2
-"""``chunk_at.seq`` of a run whose partial could not be had: its chunks are dropped (the
-turn's ending event carries the whole text)."""
-_READING = -1
-"""``chunk_at.seq`` while a partial is being read: chunks are dropped (it will hold them)."""
-
 
 @dataclass(frozen=True, slots=True)
 class ReadLog:
@@ -192,31 +188,16 @@ class SessionProtocol:
         must not overtake its ``turn_start``)."""
         if self._fill is not None or self.cursor.catching_up:
             return None
-        cur = self.chunk_at
-        if cur is not None:
-            if (at.turn, at.attempt) < (cur.turn, cur.attempt):
-                return None
-            if at.run == cur.run:
-                if cur.seq < 0 or at.seq <= cur.seq:
-                    return None
-                if at.seq == cur.seq + 1:
-                    self.chunk_at = at
-                    return frame
-        if at.seq == 1:
-            self.chunk_at = at
+        self.chunk_at, verdict = chunks.on_chunk(self.chunk_at, at)
+        if verdict is _WRITE:
             return frame
-        self.chunk_at = ChunkAt(at.turn, at.attempt, at.run, _READING)
-        return READ_PARTIAL
+        return READ_PARTIAL if verdict is _READ else None
 
     def on_partial(self, partial: Partial | None) -> list[Action]:
         """The running turn's text so far, read from Redis (None: none, or unreadable)."""
-        cur = self.chunk_at
-        if partial is None or (cur is not None and (partial.turn, partial.attempt)
-                               < (cur.turn, cur.attempt)):
-            if cur is not None and cur.seq == _READING:
-                self.chunk_at = ChunkAt(cur.turn, cur.attempt, cur.run, _GAVE_UP)
+        self.chunk_at, write = chunks.on_partial(self.chunk_at, partial)
+        if not write or partial is None:
             return []
-        self.chunk_at = ChunkAt(partial.turn, partial.attempt, partial.run, partial.seq)
         return [Write(orjson.dumps(E.partial(partial.turn, partial.attempt, partial.seq,
                                              partial.text)))]
 

@@ -1,4 +1,5 @@
-"""The ``agentia`` command: up, gateway, worker, api, voice, webhooks, token, chat."""
+"""The ``agentia`` command: up, gateway, worker, api, voice, webhooks, dapr-publish, token,
+chat."""
 
 from __future__ import annotations
 
@@ -39,11 +40,17 @@ def cmd_gateway(a: argparse.Namespace) -> None:
 
 
 def cmd_worker(a: argparse.Namespace) -> None:
-    from sessions.main import run
+    from sessions import registry
 
     s = from_env(WorkerSettings, agent=",".join(a.agent) if a.agent else None,
                  agents=a.agents, only_agents=",".join(a.only) if a.only else None,
                  redis_url=a.redis, concurrency=a.concurrency)
+    # a wrong --agent/--agents/--only is refused before the Agents SDK is imported (~2 CPU-s);
+    # sessions.main checks the same again and loads the agents
+    registry.select(registry.from_config(s.agent.split(","), s.agents),
+                    s.only_agents.split(","))
+    from sessions.main import run
+
     _logging(s)
     run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
 
@@ -60,6 +67,15 @@ def cmd_webhooks(a: argparse.Namespace) -> None:
     from sessions.webhooks import run
 
     s = from_env(WebhookSettings, redis_url=a.redis)
+    _logging(s)
+    run(s)
+
+
+def cmd_dapr_publish(a: argparse.Namespace) -> None:
+    from agentia.settings import DaprPublishSettings
+    from sessions.dapr_publish import run
+
+    s = from_env(DaprPublishSettings, redis_url=a.redis)
     _logging(s)
     run(s)
 
@@ -187,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
                        "docs/backend.md)")
     h.add_argument("--redis")
     h.set_defaults(fn=cmd_webhooks)
+    dp = sub.add_parser("dapr-publish", help="publish session events to a Dapr topic through "
+                        "the sidecar (AGENTIA_DAPR_TOPIC_EVENTS, docs/dapr.md)")
+    dp.add_argument("--redis")
+    dp.set_defaults(fn=cmd_dapr_publish)
     v = sub.add_parser("voice", help="run a voice worker (LiveKit Agents, explicit dispatch)")
     v.add_argument("--redis", help="Redis URL (default AGENTIA_REDIS_URL)")
     v.set_defaults(fn=cmd_voice)

@@ -117,6 +117,10 @@ class _Parts:
             self.children.append(Child("webhooks", ["webhooks"], env, "AGENTIA_WEBHOOKS_READY",
                                        stopping=stopping))
             say(f"webhooks   on: POSTing to {env['AGENTIA_WEBHOOK_URL']}")
+        if env.get("AGENTIA_DAPR_TOPIC_EVENTS"):  # docs/dapr.md: a sidecar must be running
+            self.children.append(Child("dapr-publish", ["dapr-publish"], env,
+                                       "AGENTIA_DAPR_PUBLISH_READY", stopping=stopping))
+            say(f"dapr       on: publishing to topic {env['AGENTIA_DAPR_TOPIC_EVENTS']}")
         self.livekit = _voice(env, self.children, livekit_port, stopping)
         self.children.append(Child("api", ["api", "--port", str(api_port)], env,
                                    "AGENTIA_API_READY", stopping=stopping))

@@ -65,21 +65,33 @@ class Backend:
         self._delete = bus.redis.register_script(scripts.DELETE)
         self._takeover = bus.redis.register_script(scripts.TAKEOVER)
 
-    @down
     async def post_message(self, sid: str, role: str, text: str, by: str) -> int | None:
         """Append a ``message`` event and queue it for the agent's next turn; its offset,
         or None when the session does not exist."""
+        posted = await self.post_message_once(sid, role, text, by, "")
+        return None if posted is None else posted[0]
+
+    @down
+    async def post_message_once(self, sid: str, role: str, text: str, by: str,
+                                client_id: str) -> tuple[int, bool] | None:
+        """:meth:`post_message`, idempotent per ``client_id`` ("" = not deduplicated; ids
+        share the session's set of remembered ``send`` ids, so callers namespace them):
+        (offset, duplicate), None when the session does not exist."""
         k = self.keys
         raw = orjson.dumps(E.message(role, text, by, time.time()))
         note = orjson.dumps(E.message_note(role, text, by))
         res = await self.bus._run_script(
-            self._post, keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.notes(sid)],
-            args=[raw, self.bus.log_maxlen, K.SESSION_TTL, note, K.NOTES_KEPT])
+            self._post,
+            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.notes(sid), k.client_ids(sid)],
+            args=[raw, self.bus.log_maxlen, K.SESSION_TTL, note, K.NOTES_KEPT, client_id,
+                  K.CLIENT_IDS_KEPT])
         offset = int(res[0])
         if offset < 0:
             return None
-        await self.bus._fan_out(sid, offset, raw, res[1:])
-        return offset
+        if int(res[1]):
+            return offset, True
+        await self.bus._fan_out(sid, offset, raw, res[2:])
+        return offset, False
 
     @down
     async def takeover(self, sid: str, by: str, active: bool) -> Takeover | None:

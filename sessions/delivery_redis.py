@@ -147,12 +147,14 @@ class RedisNodeDelivery(RedisCore):
         an error of the append (which would re-run the whole turn)."""
         self._remember_nodes(sid, nodes, time.monotonic())
         hooks = self._outbox_entries(sid, first, events) if self.webhook_events else []
+        if self.dapr_events:
+            hooks += self._dapr_entries(sid, first, events)
         if not nodes and not hooks:
             return
         try:
             live = await self._live_nodes(nodes) if nodes else []
             async with self.redis.pipeline(transaction=False) as pipe:
-                for stream, fields in hooks:
+                for stream, fields in hooks:  # webhook and Dapr outboxes: the same bound
                     pipe.xadd(stream, fields, maxlen=K.OUTBOX_MAXLEN, approximate=True)
                 for node in live:
                     stream = self.keys.delivery(node.decode())
@@ -191,6 +193,15 @@ class RedisNodeDelivery(RedisCore):
                                 digest_size=12).hexdigest()
             out.append((stream, {"s": sid, "o": offset, "e": event, "d": d, "t": now}))
         return out
+
+    def _dapr_entries(self, sid: str, first: int, events: list[bytes]
+                      ) -> list[tuple[str, dict[str, Any]]]:
+        """The Dapr outbox entries of these events (the types in ``dapr_events``), in the
+        same pipeline as the webhook ones (sessions/dapr_publish.py)."""
+        stream = self.keys.dapr_outbox(zlib.crc32(sid.encode()) % K.DAPR_SHARDS)
+        return [(stream, {"s": sid, "o": first + n, "e": event})
+                for n, event in enumerate(events)
+                if orjson.loads(event).get("type") in self.dapr_events]
 
     async def _live_nodes(self, nodes: list[bytes]) -> list[bytes]:
         """The nodes whose heartbeat key exists, each checked at most every NODE_CHECK_S."""

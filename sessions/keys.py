@@ -74,6 +74,12 @@ OUTBOX_MAXLEN = 1_000_000
 running for that long the oldest are dropped."""
 WEBHOOK_DEAD_MAXLEN = 100_000
 """Dead-lettered webhook deliveries kept per outbox shard (approximate trim)."""
+DAPR_GROUP = "dapr"
+"""Consumer group of the Dapr publishers (``agentia dapr-publish``) on every Dapr outbox shard."""
+DAPR_SHARDS = 4
+"""Dapr outbox shard streams (a session's id picks its shard, as for webhooks); each is trimmed
+at :data:`OUTBOX_MAXLEN` like a webhook outbox (no publisher, or the sidecar down, for that
+many events: the oldest are dropped)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
 FORGET_AFTER = 24 * 3600
@@ -135,6 +141,11 @@ def webhook_tag(k: int, shards: int) -> str:
     """The hash tag of webhook outbox shard ``k`` of ``shards``: ``wh.<k>.<salt>``, spread
     like the inbound shards. Its outbox, retry schedule and dead letters share it."""
     return spread_tag("wh.", k, shards)
+
+
+def dapr_tag(k: int, shards: int) -> str:
+    """The hash tag of Dapr outbox shard ``k`` of ``shards``: ``dapr.<k>.<salt>``."""
+    return spread_tag("dapr.", k, shards)
 
 
 def shard_for(session_id: str, shards: int) -> int:
@@ -253,6 +264,12 @@ class Keys:
     def webhook_dead(self, k: int, shards: int) -> str:
         """Stream: webhook deliveries given up on (dead letters), with the last error."""
         return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:dead"
+
+    # --- Dapr pub/sub (sessions/dapr_publish.py), one tag per outbox shard ---
+    def dapr_outbox(self, k: int, shards: int = DAPR_SHARDS) -> str:
+        """Stream: events waiting to be published to the Dapr topic (consumer group
+        :data:`DAPR_GROUP`); fields s (session), o (offset), e (event)."""
+        return f"{self.prefix}:{{{dapr_tag(k, shards)}}}:dapr"
 
     def delivery(self, node: str) -> str:
         return f"{self.prefix}:{{node.{node}}}:out"

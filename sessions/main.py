@@ -101,17 +101,37 @@ async def start_probes(s: WorkerSettings, pool: McpPool, bus: Bus,
             s.worker_internal_port, reason(exc), "AGENTIA_WORKER_INTERNAL_PORT")) from None
 
 
+async def dapr_memory(s: WorkerSettings, bus: Bus) -> tuple[Any, Any]:
+    """(the Dapr client, the memory factory) for ``AGENTIA_MEMORY=dapr``; (None, None) for
+    Redis memory. Waits for the sidecar (sessions/memory_dapr.py)."""
+    if s.memory != "dapr":
+        return None, None
+    try:
+        from sessions.memory_dapr import DaprMemory, connect_dapr
+    except ImportError as exc:
+        raise SettingsError("AGENTIA_MEMORY=dapr needs the dapr package: "
+                            f"pip install 'agentia[dapr]' ({exc})") from None
+    try:
+        client = await connect_dapr(s.dapr_grpc_port)
+    except TimeoutError:
+        raise SettingsError("AGENTIA_MEMORY=dapr: no Dapr sidecar answered on DAPR_HTTP_PORT "
+                            "(DAPR_HEALTH_TIMEOUT s)") from None
+    return client, lambda sid, _turn, _owner: DaprMemory(
+        client, s.dapr_statestore, bus.redis, bus.keys, sid)
+
+
 async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = False,
                        loaded: Loaded | None = None) -> None:
     agents, published, default, pool = loaded or prepare(s)
     bus = Bus(connect(s.redis_url, worker_redis_pool(s.concurrency)), prefix=s.redis_prefix,
               shards=s.shards)
     cfg = model_config(s, api_key)
+    dapr, memories = await dapr_memory(s, bus)
     worker = Worker(bus, agents, model_provider(cfg), WorkerConfig(
         concurrency=s.concurrency, lease_ms=s.lease_ms, max_attempts=s.max_attempts,
         coalesce_ms=s.coalesce_ms, turn_timeout_s=s.turn_timeout_s, grace_s=s.grace_s,
         approval_timeout_s=s.approval_timeout_s),
-        published=published, unnamed=default)
+        published=published, unnamed=default, memories=memories)
     try:
         probes = await start_probes(s, pool, bus, worker.stopping)
     except SettingsError:
@@ -129,6 +149,8 @@ async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = Fal
             await probes.close()
         await pool.close()
         await bus.close()
+        if dapr is not None:
+            await dapr.close()
 
 
 def _on_signals(worker: Worker) -> None:

@@ -7,11 +7,12 @@ tag matches the session's other keys, so no command ever crosses slots.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
 from agents.items import TResponseInputItem
+from agents.memory.session import Session
 from agents.memory.session_settings import SessionSettings
 
 from agentia.codes import BusUnavailable
@@ -19,6 +20,15 @@ from sessions import keys as K
 from sessions import scripts
 from sessions.errors import LockLost
 from sessions.redis_client import REDIS_DOWN, is_down
+
+
+class Memory(Session, Protocol):
+    """The agent's memory of one session for one attempt of a turn: the SDK's ``Session``,
+    plus ``outage``, set when Redis failed under it (the worker then counts the attempt as an
+    outage, not the turn's failure). :class:`RedisMemory` here, ``DaprMemory`` in
+    sessions/memory_dapr.py (``AGENTIA_MEMORY=dapr``)."""
+
+    outage: bool
 
 
 class RedisMemory:

@@ -70,6 +70,9 @@ class RedisCore:
         """Event types copied to the webhook outbox as they are appended (empty: webhooks off,
         AGENTIA_WEBHOOK_URL unset); sessions/webhooks.py."""
         self.webhook_shards: int = webhook_shards
+        self.dapr_events: frozenset[str] = from_env(Common).dapr_types()
+        """Event types copied to the Dapr outbox as they are appended (empty: off,
+        AGENTIA_DAPR_TOPIC_EVENTS unset); sessions/dapr_publish.py."""
         self.new_session_ttl: int = new_session_ttl
         """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
         self.user_keys = K.UserKeys(prefix)

@@ -19,7 +19,7 @@ from openai.types.responses import ResponseTextDeltaEvent
 
 from sessions import sdk_speedups
 from sessions.demo import DemoProvider
-from sessions.memory import RedisMemory
+from sessions.memory import Memory
 
 MAX_MODEL_CONNECTIONS = 2_000
 """HTTP connections the worker's OpenAI client may hold: each streaming turn holds one for
@@ -189,7 +189,7 @@ def agent_name(agent: Agent[Any], input: str | RunState[Any]) -> str:
     return str(current.name) if isinstance(current, Agent) else agent.name
 
 
-async def stream_turn(agent: Agent[Any], input: str | RunState[Any], memory: RedisMemory,
+async def stream_turn(agent: Agent[Any], input: str | RunState[Any], memory: Memory,
                       provider: ModelProvider) -> AsyncIterator[TurnItem]:
     """Run the agent on one user message (or go on with a paused run), yielding what it does
     as it happens: text, tool calls and their outputs, handoffs, and last, if tools wait for

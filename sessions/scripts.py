@@ -305,14 +305,20 @@ redis.call('HSET', KEYS[1], 'x:' .. turn, 1)
 return turn
 """
 
-# KEYS: meta, log, nodes, notes; ARGV: event, maxlen, ttl, note (memory item json), notes kept
+# KEYS: meta, log, nodes, notes, client ids; ARGV: event, maxlen, ttl, note (memory item json),
+#       notes kept, client id ("" = none: not deduplicated), client ids kept
 # A message posted into the session: appended to the log like any event, and its memory item
-# queued for the next turn (START moves it into memory). Returns {offset, node...}, or {-1}
-# when the session does not exist.
+# queued for the next turn (START moves it into memory). Idempotent per client id (a resent
+# operator ``send``): the first one's offset comes back with the duplicate flag 1. Returns
+# {offset, duplicate, node...}, or {-1} when the session does not exist.
 POST = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
+if ARGV[6] ~= '' then
+  local old = redis.call('ZSCORE', KEYS[5], ARGV[6])
+  if old then return {tonumber(old), 1} end
+end
 local seq
 """
     + _APPEND
@@ -320,7 +326,12 @@ local seq
 redis.call('RPUSH', KEYS[4], ARGV[4])
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
 redis.call('EXPIRE', KEYS[4], ttl)
-local out = {seq}
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[5], seq, ARGV[6])
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[7]) - 1)
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
+local out = {seq, 0}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
 return out
 """

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,7 +42,7 @@ from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
-from sessions.memory import RedisMemory
+from sessions.memory import Memory
 from sessions.pausing import pause_and_wait, restore, resume
 from sessions.roles import Claimed, Inbound, PauseRecord, WorkerBus
 from sessions.runtime import Paused, agent_name, stream_turn
@@ -79,12 +80,16 @@ class Worker:
     def __init__(self, bus: WorkerBus, agents: Agents | Agent[Any], provider: ModelProvider,
                  config: WorkerConfig | None = None, name: str | None = None,
                  published: list[dict[str, Any]] | None = None,
-                 unnamed: bool = False) -> None:
+                 unnamed: bool = False,
+                 memories: Callable[[str, int, str], Memory] | None = None) -> None:
         """``agents``: the agents this worker runs (a lone Agent is the ``default`` one);
         ``published``: what it registers of them (sessions/registry.py ``describe``);
         ``unnamed``: its first agent is the deployment's default, so it also runs the turns
-        of the ``default`` shards (pre-registry turns, sessions without an agent)."""
+        of the ``default`` shards (pre-registry turns, sessions without an agent);
+        ``memories``: the agent's memory of (session, turn, owner), default the bus's Redis
+        memory (sessions/memory_dapr.py for ``AGENTIA_MEMORY=dapr``)."""
         self.bus = bus
+        self.memories = memories or bus.memory
         self.agents: Agents = (agents if isinstance(agents, dict)
                                else {K.DEFAULT_AGENT: (agents, frozenset())})
         self.agent = next(iter(self.agents.values()))[0]
@@ -375,7 +380,7 @@ class Worker:
         # the turn_start and its state thinking are in the log already (START)
         co = Coalescer(self.chunks, turn.session, turn.offset, attempt, started_.run)
         run.log = tl = TurnLog(self.bus, turn, self.name, co, agent, private)
-        memory = self.bus.memory(turn.session, turn.offset, self.name)
+        memory = self.memories(turn.session, turn.offset, self.name)
         run.attempt = attempt
         # only an attempt after another can find the turn paused (sessions/approvals.py)
         record = (await self.bus.resume_pause(turn.session, turn.offset, self.name)
@@ -419,7 +424,7 @@ class Worker:
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: Coalescer, run: _Running, memory: RedisMemory,
+    async def _produce(self, turn: Turn, co: Coalescer, run: _Running, memory: Memory,
                        record: PauseRecord | None) -> None:
         """Run the turn: from its text, or from the pause an earlier attempt recorded. Each
         stretch between pauses runs under what is left of ``turn_timeout_s``: waiting for
@@ -451,7 +456,7 @@ class Worker:
         await co.flush()
 
     async def _stream(self, agent: Agent[Any], tl: TurnLog, run_input: str | RunState[Any],
-                      memory: RedisMemory) -> Paused | None:
+                      memory: Memory) -> Paused | None:
         """One run of the agent to its end or its pause (returned)."""
         paused = None
         spans = TS.ModelSpans() if tracing.ON else None

@@ -13,6 +13,7 @@ from agents import (
     RunContextWrapper,
     TResponseInputItem,
     input_guardrail,
+    output_guardrail,
 )
 from agents.items import TResponseStreamEvent
 from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
@@ -71,8 +72,15 @@ def no_secrets(ctx: RunContextWrapper[Any], agent: Agent[Any],
     return GuardrailFunctionOutput(output_info=None, tripwire_triggered="password" in text)
 
 
+@output_guardrail(name="no_answers")
+def no_answers(ctx: RunContextWrapper[Any], agent: Agent[Any],
+               output: Any) -> GuardrailFunctionOutput:
+    """Trips on any reply that gives the answer 42."""
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered="42" in str(output))
+
+
 guarded = Agent(name="guarded", model=DemoModel(word_delay=0.0), tools=[calculate],
-                input_guardrails=[no_secrets])
+                input_guardrails=[no_secrets], output_guardrails=[no_answers])
 
 
 class CountingModel(DemoModel):

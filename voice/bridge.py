@@ -39,6 +39,8 @@ TURN_QUEUE = 1_024
 TURN_IDLE_S = 330.0
 """A turn with no event for this long is given up (workers time turns out after 300 s)."""
 FAILED_TEXT = "Sorry, I could not answer that."
+CLOSE_WAIT_S = 5.0
+"""How long closing a call waits for its tasks (delivery reader, turns) to stop."""
 CHUNK = -1
 """The offset a turn's listener gets a ``chunk`` with (chunks have none; 0 wakes it)."""
 TOOL_NOTICE = "One moment. "
@@ -190,9 +192,15 @@ class VoiceBridge:
         self._spawn(self.membership.heartbeat_forever(beaten=True))
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tasks:  # bounded: a task that does not end on cancel must not hang the call's end
+            _done, stuck = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            if stuck:
+                log.warning("call of session %s: %d task(s) did not stop within %.0f s of "
+                            "the call's end; left behind", self.session, len(stuck),
+                            CLOSE_WAIT_S)
         with contextlib.suppress(BusUnavailable):
             await self.bus.unregister(self.session, self.node)
             await self.membership.leave()

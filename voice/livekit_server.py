@@ -39,11 +39,15 @@ class LiveKitServer:
     """Started with its own config (ports, one API key pair), stopped by PID."""
 
     def __init__(self, binary: str, workdir: Path, target_load: float = 2.0,
-                 port: int = 0, tied: bool = False) -> None:
+                 port: int = 0, tied: bool = False, redis: str = "") -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
         self.tied = tied  # SIGTERM from the kernel when we die (agentia.lifeline)
+        # host:port of a Redis for LiveKit's own routing and psrpc (the SIP service reaches
+        # the server through it); "" runs it alone, in memory. Give each server a Redis of
+        # its own: LiveKit nodes on one Redis form one cluster.
+        self.redis = redis
         self.key = "agentia"
         self.target_load = target_load
         self.secret = secrets.token_hex(24)  # the server refuses secrets under 32 characters
@@ -64,7 +68,8 @@ class LiveKitServer:
             # The server skips a worker that reports a load above target_load (0.7 by
             # default) and never retries: on a busy small box calls were not dispatched.
             # The voice worker's own AGENTIA_VOICE_LOAD_THRESHOLD decides instead.
-            f"agents:\n  target_load: {self.target_load}\n")
+            f"agents:\n  target_load: {self.target_load}\n"
+            + (f"redis:\n  address: {self.redis}\n" if self.redis else ""))
         mode = "ab" if self.proc is not None else "wb"  # a restart keeps the dead one's log
         with open(self.workdir / "livekit.log", mode) as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,

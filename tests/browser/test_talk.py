@@ -42,10 +42,13 @@ ANSWERED_WITHIN_S = 0.6
 """Talk's POST /v1/voice/sessions, sent -> answered: the route waits until the agent is in the
 room. It waited for LiveKit's dispatch listing before, ~5.5 s (issue 16); 0.35-0.45 s now."""
 LISTENING_WITHIN_S = 2.0
-"""Talk click -> the agent listening, as the page records it: 5.7-6.1 s before, 0.95-1.4 s now
-on this busy box. Issue 16 asks for 1 s: the page's own part (loading voice.js and the
-microphone check before the POST, ~0.2 s; livekit-client's room connect, 0.5-0.7 s) is what is
-left."""
+"""Talk click -> the agent listening, as the page records it: 5.7-6.1 s before issue 16,
+0.95-1.4 s once the route stopped waiting for LiveKit's dispatch listing. voice.js and
+livekit-client now load before the click (they took 0.17-0.38 s of it) and the two microphone
+checks run together: 1.32 and 1.44 s measured at load average 8-10 on this box (POST 0.36 and
+0.49 s, then livekit-client's room.connect 0.8-0.85 s, the agent's `listening` 0.1 s). Issue
+16's 1 s is not met here: what is left is the POST and room.connect in a row (docs/voice.md,
+"In the browser"), so the bound stays at 2 s rather than fail on a busy machine."""
 VENDOR = ROOT / "web" / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs"
 
 

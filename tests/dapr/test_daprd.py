@@ -93,7 +93,8 @@ def daprd_bin() -> str:
 class App:
     """The Dapr app: tells daprd its subscription, records the events delivered to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str = TOPIC) -> None:
+        self.topic = topic
         self.events: list[dict[str, Any]] = []
         self.arrived = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -106,7 +107,7 @@ class App:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/dapr/subscribe":
-                    self._reply(200, [{"pubsubname": PUBSUB, "topic": TOPIC, "route": ROUTE}])
+                    self._reply(200, [{"pubsubname": PUBSUB, "topic": app.topic, "route": ROUTE}])
                 else:  # /dapr/config and the like: nothing to configure
                     self._reply(404, {})
 
@@ -165,9 +166,10 @@ class Daprd:
     """One daprd child, stopped by its PID (SIGTERM, then SIGKILL)."""
 
     def __init__(self, binary: str, app_id: str, app_port: int, work: Path,
-                 redis_addr: str) -> None:
+                 redis_addr: str, env: dict[str, str] | None = None) -> None:
         self.app_id = app_id
-        self.http_port = free_port()
+        self.env = env
+        self.http_port, self.grpc_port = free_port(), free_port()
         self.log_path = work / "daprd.log"
         resources, config = work / "resources", work / "config.yaml"
         write_resources(resources, redis_addr)
@@ -177,7 +179,7 @@ class Daprd:
             "--app-port", str(app_port), "--app-protocol", "http",
             "--app-channel-address", "127.0.0.1",
             "--dapr-listen-addresses", "127.0.0.1",
-            "--dapr-http-port", str(self.http_port), "--dapr-grpc-port", str(free_port()),
+            "--dapr-http-port", str(self.http_port), "--dapr-grpc-port", str(self.grpc_port),
             "--dapr-internal-grpc-port", str(free_port()),
             "--dapr-internal-grpc-listen-address", "127.0.0.1",
             "--resources-path", str(resources), "--config", str(config),
@@ -193,7 +195,8 @@ class Daprd:
         with self.log_path.open("wb") as log:
             # tied: SIGTERM from the kernel if the test process dies before stop()
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=lifeline.tied())
+                                         stdin=subprocess.DEVNULL, preexec_fn=lifeline.tied(),
+                                         env=self.env)
         return self
 
     def log_tail(self, lines: int = 40) -> str:

@@ -106,6 +106,14 @@ async def test_cards_and_a_completed_task(deployment: tuple[Cluster, Proc]) -> N
         r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
                            headers={"Authorization": f"Bearer {token('bob')}"})
         assert r.status_code == 403
+        # the A2A routes are in the control plane's OpenAPI schema
+        paths = (await http.get(f"http://127.0.0.1:{api.port}/openapi.json")).json()["paths"]
+        assert {"/a2a", "/a2a/{agent}", "/.well-known/agent-card.json"} <= set(paths)
+        assert "requestBody" in paths["/a2a"]["post"]
+        # the context is in its user's session list, as a chat session is
+        r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions",
+                           headers={"Authorization": f"Bearer {token('ada')}"})
+        assert sid in [row["id"] for row in r.json()["sessions"]]
         # the 0.3 method names on the same endpoint, as docs/a2a.md's curl example sends them
         r = await http.post(f"http://127.0.0.1:{api.port}/a2a", json={
             "jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {

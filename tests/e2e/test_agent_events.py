@@ -137,6 +137,25 @@ async def test_a_tripped_input_guardrail_ends_the_turn_at_once(cluster: Cluster)
     await c.close()
 
 
+async def test_a_tripped_output_guardrail_ends_the_turn_without_its_reply(
+        cluster: Cluster) -> None:
+    edge = cluster.edge()
+    cluster.worker("tests.agents_fixtures:guarded")
+    c = await Client.open(edge.port, session="ae-guard-out")
+    await c.recv()
+    error = await ask(c, "a", "what is 6 * 7", 1, end="turn_error")
+    assert (error["code"], error["retryable"]) == ("guardrail", False)
+    assert error["message"] == "the output guardrail no_answers tripped"
+    events = logged(c.frames)
+    assert "reply" not in kinds(events) and kinds(events)[-1] == "turn_error"
+    assert all(e.get("attempt", 1) == 1 for e in events)  # not retried
+    # the blocked answer is in no event of the log and not in the conversation's memory
+    assert not [e for e in events if "42" in str(e.get("text", ""))]
+    reply = await ask(c, "b", "what did you say", error["offset"] + 1)
+    assert "42" not in reply["text"]
+    await c.close()
+
+
 async def test_a_private_tools_arguments_and_output_stay_in_the_worker(
         cluster: Cluster, redis_server: Any, prefix: str) -> None:
     edge = cluster.edge()

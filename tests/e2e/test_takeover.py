@@ -109,7 +109,16 @@ async def test_takeover_holds_turns_across_restarts_and_gives_back(cluster: Clus
     assert end["reason"] == "takeover"
     op = await operator(cluster.edge().port)
     await op.send(type="send", id="o2", text="still with you")
+    first = await op.until("ack", id="o2")
     assert (await user.until("message"))["text"] == "still with you"
+    # a resend of the same id (a lost ack) is not posted again; a user's id is not the operator's
+    await op.send(type="send", id="o2", text="still with you")
+    again = await op.until("ack", id="o2")
+    assert (again["offset"], again["duplicate"], first["duplicate"]) == (first["offset"], True,
+                                                                         False)
+    await op.send(type="send", id="4", text="the user sent a 4 too")
+    assert (await op.until("ack", id="4"))["duplicate"] is False
+    assert (await user.until("message"))["text"] == "the user sent a 4 too"
     await held(user, "hello again", "5")
 
     # give it back: the next turn runs and the agent saw what was said
@@ -122,7 +131,7 @@ async def test_takeover_holds_turns_across_restarts_and_gives_back(cluster: Clus
     await user.send(type="send", id="6", text="what did the operator say?")
     await user.until("turn_start")
     reply = await user.until("reply")
-    assert "[operator op-ann] still with you" in reply["text"]  # the demo names the last
+    assert "[operator op-ann] the user sent a 4 too" in reply["text"]  # the demo names the last
     memory = [r.decode() for r in await bus.redis.lrange(bus.keys.memory("desk"), 0, -1)]
     said = [r for r in memory if r.startswith("n|")]
     assert [s for s in said if "is anyone there?" in s] and [

@@ -11,6 +11,7 @@ the settings classes that read it. Without helm the tests skip (CI: they fail).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -670,3 +671,104 @@ def test_agent_streams_are_checked_per_agent(helm: str, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(v))
     err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
     assert "/worker/agents/1/name" in err
+
+
+# --- Dapr sidecars (docs/dapr.md) ---
+
+DAPR_ON = {"dapr": {"enabled": True, "events": {"topic": "agentia.events"},
+                    "inbound": {"topic": "agentia.in", "appTokenSecret": "agentia-dapr"},
+                    "memory": {"enabled": True}, "components": {"create": True}}}
+
+
+def _dapr(helm: str, tmp_path: Path, over: Doc, *more: Doc) -> list[Doc]:
+    args = ["-f", str(CHART / "ci" / "production-values.yaml")]
+    for n, doc in enumerate((over, *more)):
+        path = tmp_path / f"dapr-{n}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        args += ["-f", str(path)]
+    return template(helm, *args)
+
+
+def _annotations(dep: Doc) -> dict[str, str]:
+    return dict(dep["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+def test_dapr_is_off_by_default(rendered: dict[str, list[Doc]]) -> None:
+    for _, docs in cases(rendered):
+        assert not kinds(docs, "Component")
+        for dep in kinds(docs, "Deployment"):
+            assert not any(k.startswith("dapr.io/") for k in _annotations(dep))
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                assert not [n for n in env(c) if "DAPR" in n], dep["metadata"]["name"]
+
+
+def test_dapr_sidecars_env_and_components(helm: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentia.settings import DaprPublishSettings
+
+    docs = _dapr(helm, tmp_path, DAPR_ON)
+    api, worker = one(docs, "Deployment", "api"), one(docs, "Deployment", "worker")
+    pub, edge = one(docs, "Deployment", "dapr-publish"), one(docs, "Deployment", "edge")
+    a = _annotations(api)
+    assert a["dapr.io/enabled"] == "true" and a["dapr.io/app-id"] == "t-agentia-api"
+    assert a["dapr.io/app-port"] == str(container(api, "api")["ports"][0]["containerPort"])
+    assert a["dapr.io/app-token-secret"] == "agentia-dapr"
+    assert "dapr.io/app-port" not in _annotations(worker)  # nothing is delivered to them
+    assert _annotations(worker)["dapr.io/app-id"] == "t-agentia-worker"
+    assert _annotations(pub)["dapr.io/app-id"] == "t-agentia-publisher"
+    assert not any(k.startswith("dapr.io/") for k in _annotations(edge))  # no sidecar
+    api_env, worker_env = env(container(api, "api")), env(container(worker, "worker"))
+    assert api_env["AGENTIA_DAPR_TOPIC_IN"]["value"] == "agentia.in"
+    assert api_env["AGENTIA_DAPR_APP_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "agentia-dapr", "key": "token"}  # the key dapr.io/app-token-secret reads
+    assert worker_env["AGENTIA_MEMORY"]["value"] == "dapr"
+    assert worker_env["AGENTIA_DAPR_STATESTORE"]["value"] == "agentia-state"
+    assert container(pub, "dapr-publish")["args"] == ["agentia", "dapr-publish"]
+    for dep in (api, worker, pub, edge):  # every process that appends queues the events
+        e = env(dep["spec"]["template"]["spec"]["containers"][0])
+        assert e["AGENTIA_DAPR_TOPIC_EVENTS"]["value"] == "agentia.events", dep["metadata"]
+        assert e["AGENTIA_DAPR_PUBSUB"]["value"] == "agentia-pubsub"
+    # the rendered values are real settings, and each process accepts them
+    kinds_of = {**SETTINGS, "dapr-publish": (DaprPublishSettings,)}
+    for dep in (api, worker, pub, edge):
+        component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        main = dep["spec"]["template"]["spec"]["containers"][0]
+        fields = {f"AGENTIA_{f.name.upper()}" for cls in kinds_of[component]
+                  for f in dataclasses.fields(cls)}
+        assert {n for n in env(main) if n.startswith("AGENTIA_")} - fields - NOT_SETTINGS \
+            == set(), component
+        with monkeypatch.context() as m:
+            for name, e in env(main).items():
+                if name.startswith("AGENTIA_") and name not in NOT_SETTINGS:
+                    m.setenv(name, str(e.get("value", "a-32-byte-value-from-a-k8s-secret")))
+            from_env(kinds_of[component][0])
+    comps = {c["metadata"]["name"]: c for c in kinds(docs, "Component")}
+    assert {n: c["spec"]["type"] for n, c in comps.items()} == {
+        "agentia-pubsub": "pubsub.redis", "agentia-state": "state.redis"}
+    for c in comps.values():
+        meta = {m["name"]: m for m in c["spec"]["metadata"]}
+        assert meta["redisHost"]["value"] == "agentia-redis-master.redis.svc.cluster.local:6379"
+        assert meta["redisPassword"]["secretKeyRef"] == {"name": "agentia-redis",
+                                                         "key": "redis-password"}
+        assert meta["enableTLS"]["value"] == "true"
+        assert sorted(c["scopes"]) == ["t-agentia-api", "t-agentia-publisher",
+                                       "t-agentia-worker"]
+
+
+def test_dapr_app_ids_per_agent_and_refusals(helm: str, tmp_path: Path) -> None:
+    docs = _dapr(helm, tmp_path, DAPR_ON, _agents_values(prefix="agentia", shards=16))
+    workers = [d for d in kinds(docs, "Deployment")
+               if d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
+    ids = [_annotations(d)["dapr.io/app-id"] for d in workers]
+    assert ids == ["t-agentia-worker-demo", "t-agentia-worker-triage"]
+    for c in kinds(docs, "Component"):
+        assert set(ids) <= set(c["scopes"])
+    # /dapr/messages posts into any session: no topic into sessions without the token
+    no_token = {"dapr": {"enabled": True, "inbound": {"topic": "agentia.in"}}}
+    path = tmp_path / "no-token.yaml"
+    path.write_text(yaml.safe_dump(no_token))
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
+    assert "dapr.inbound.appTokenSecret" in err
+    path.write_text(yaml.safe_dump({"dapr": {"enabled": True, "pubsub": "bad name/x"}}))
+    err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
+    assert "pubsub" in err

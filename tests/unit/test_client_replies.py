@@ -81,7 +81,7 @@ def test_the_ending_event_is_final() -> None:
     assert t.text == "Once"
     t = TurnText(7)
     feed(t, start(), chunk(1, "So"), {"type": "turn_error", "turn": 7, "code": "turn_failed"})
-    assert t.ended and not t.apply(chunk(2, "far"))
+    assert t.ended and not t.apply(chunk(2, "far")) and t.text == ""  # dropped: no final text
 
 
 def test_bad_fields_are_ignored() -> None:

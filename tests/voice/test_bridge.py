@@ -126,3 +126,31 @@ async def test_a_turn_lost_from_the_delivery_stream_is_read_back_from_the_log(
         assert "".join(spoken) == "Hi there." and spoken[0] == "Hi "
     finally:
         await bridge.close()
+
+
+async def test_closing_a_call_is_bounded_when_a_task_ignores_its_cancel(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task of the call that does not end on cancel (as a delivery read once did) must not
+    hang the call's end: close() gives up on it after CLOSE_WAIT_S and still leaves the bus."""
+    import voice.bridge as B
+    monkeypatch.setattr(B, "CLOSE_WAIT_S", 0.5)
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    bridge = VoiceBridge(bus, sid, "alice")
+    await bridge.start()
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # swallows every cancel
+
+    bridge.spawn(stubborn())
+    await asyncio.sleep(0)
+    t0 = asyncio.get_running_loop().time()
+    await asyncio.wait_for(bridge.close(), 10)
+    assert asyncio.get_running_loop().time() - t0 < 3
+    assert await bus.redis.hexists(bus.keys.nodes(sid), bridge.node) == 0
+    release.set()
+    await asyncio.sleep(0.05)

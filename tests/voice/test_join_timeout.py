@@ -91,7 +91,8 @@ def running(pid: int) -> bool:
 
 async def test_a_caller_who_never_joins_ends_the_call_and_frees_its_process(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    async with voice_call(cluster, livekit, "alice", prefix="nj", join=False, **SHORT) as c:
+    async with voice_call(cluster, livekit, "alice", prefix="nj", join=False,
+                          AGENTIA_VOICE_EXECUTOR="process", **SHORT) as c:
         chat, worker, sid, s = c.chat, c.worker, c.sid, route_settings(c.env)
         asked = time.monotonic()
         status, call = await post(app_for(bus, s), {"session": sid}, token("alice"))
@@ -121,9 +122,7 @@ async def test_a_caller_who_never_joins_ends_the_call_and_frees_its_process(
 
 async def test_a_third_call_of_one_user_is_refused_until_one_ends(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    # threads: the test needs two calls at once, not two ~500 MB job processes
-    async with voice_call(cluster, livekit, "erin", prefix="cap", join=False,
-                          AGENTIA_VOICE_EXECUTOR="thread", **SHORT) as c:
+    async with voice_call(cluster, livekit, "erin", prefix="cap", join=False, **SHORT) as c:
         chat, sid, app = c.chat, c.sid, app_for(bus, route_settings(c.env))
         for _ in range(2):  # one after the other: two dispatches at once reached one worker
             status, reply = await post(app, {"session": sid}, token("erin"))  # as one job

@@ -33,6 +33,8 @@ export class TurnText {
       case "reply": case "cancelled": case "turn_error":
         if (!this.ended && ENDS_WITH_TEXT.has(f.type) && typeof f.text === "string") {
           this.text = f.text;
+        } else if (!this.ended && f.type === "turn_error") {
+          this.text = ""; // no final text: what streamed is dropped
         }
         this.ended = true;
         return true;

@@ -53,6 +53,10 @@ describe("TurnText", () => {
     const c = new TurnText(7);
     feed(c, start(), chunk(1, "Once upon"), { type: "cancelled", turn: 7, text: "Once" });
     assert.equal(c.text, "Once");
+    const e = new TurnText(7); // turn_error has no final text: what streamed is dropped
+    feed(e, start(), chunk(1, "So"), { type: "turn_error", turn: 7, code: "guardrail" });
+    assert.equal(e.text, "");
+    assert.equal(e.ended, true);
   });
 
   it("random duplicates and partials always leave a prefix and end equal to the reply", () => {

@@ -90,8 +90,10 @@ from agentia_client.agent_events import (
     ApprovalRequest,
     ApprovalResult,
     Handoff,
+    ToolCall,
     ToolResult,
 )
+from agentia_client.backend_events import PostedMessage, Takeover
 from agentia_client.client import AgentiaClient
 from agentia_client.codes import PROTOCOL, RETRYABLE, CloseCode, ErrorCode, __version__
 from agentia_client.errors import (
@@ -120,13 +122,10 @@ from agentia_client.events import (
     LogEvent,
     Partial,
     Pong,
-    PostedMessage,
     Reply,
     Resumed,
     ServerFrame,
     StreamFrame,
-    Takeover,
-    ToolCall,
     Transcript,
     TurnEnd,
     TurnEvent,

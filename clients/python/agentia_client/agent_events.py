@@ -1,7 +1,6 @@
 """Typed classes of the agent's own session log events (docs/protocol.md, section 5): its tool
-results, state, handoffs and approvals. :class:`agentia_client.ToolCall` is in
-agentia_client/events.py (it also parses the older ``tool`` event); :func:`parse_event`
-there turns a decoded event into any of them."""
+calls and results, state, handoffs and approvals. :func:`agentia_client.events.parse_event`
+turns a decoded event into any of them."""
 
 from __future__ import annotations
 
@@ -9,6 +8,31 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agentia_client.fields import _dict, _int, _opt_str, _str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """``tool_call``: the agent ``agent`` called the tool ``name`` with ``arguments`` (the
+    parsed JSON object; a model's text that is not JSON comes as ``{"_raw": text}``).
+
+    A private tool sends no arguments: ``private`` is True and ``arguments`` empty. The
+    ``tool`` event of earlier edges (``turn``, ``name`` only) parses to this class too, with
+    an empty ``call_id``."""
+
+    type: ClassVar[str] = "tool_call"
+    offset: int
+    turn: int
+    name: str
+    call_id: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    agent: str | None = None
+    private: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> ToolCall:
+        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "name"), _str(d, "call_id"),
+                   _dict(d, "arguments"), _opt_str(d, "agent"), d.get("private") is True, d)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from agentia_client.agent_events import (
     ApprovalRequest,
     ApprovalResult,
     Handoff,
+    ToolCall,
     ToolResult,
 )
 from agentia_client.connection import _ConnectionLoop
@@ -28,7 +29,6 @@ from agentia_client.events import (
     Chunk,
     Partial,
     Reply,
-    ToolCall,
     TurnEvent,
     TurnFailure,
     TurnStart,

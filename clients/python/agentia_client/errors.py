@@ -109,7 +109,7 @@ class TurnError(ClientError):
 
 
 class TurnFailed(TurnError):
-    """The turn ended with ``turn_error`` (``turn_failed`` or ``turn_timeout``)."""
+    """The turn ended with ``turn_error`` (``turn_failed``, ``turn_timeout`` or ``guardrail``)."""
 
     def __init__(self, turn: int, code: str, message: str) -> None:
         super().__init__(turn, f"turn {turn} failed: {code}: {message}")

@@ -6,7 +6,9 @@
 offset, not log events) or a session log event (:class:`UserMessage`, :class:`TurnStart`,
 :class:`ToolCall`, :class:`ToolResult`, :class:`AgentState`, :class:`Handoff`,
 :class:`ApprovalRequest`, :class:`ApprovalResult`, :class:`Reply`, :class:`Cancelled`,
-:class:`TurnFailure`, :class:`CallState`). A type this version does not know becomes
+:class:`TurnFailure`, :class:`CallState`, :class:`Transcript`; the agent's own events are in
+agentia_client/agent_events.py, what backends and operators post in
+agentia_client/backend_events.py). A type this version does not know becomes
 :class:`UnknownEvent`, and a missing or mistyped field its default, so a newer edge never
 breaks an older client. Every instance keeps the object it was parsed from in ``raw``.
 """
@@ -21,9 +23,11 @@ from agentia_client.agent_events import (
     ApprovalRequest,
     ApprovalResult,
     Handoff,
+    ToolCall,
     ToolResult,
 )
-from agentia_client.fields import _dict, _float, _int, _opt_str, _str
+from agentia_client.backend_events import PostedMessage, Takeover
+from agentia_client.fields import _float, _int, _opt_str, _str
 from agentia_client.values import Ack, Limits
 
 # ------------------------------------------------------------ control frames (section 4)
@@ -205,31 +209,6 @@ class TurnStart:
 
 
 @dataclass(frozen=True, slots=True)
-class ToolCall:
-    """``tool_call``: the agent ``agent`` called the tool ``name`` with ``arguments`` (the
-    parsed JSON object; a model's text that is not JSON comes as ``{"_raw": text}``).
-
-    A private tool sends no arguments: ``private`` is True and ``arguments`` empty. The
-    ``tool`` event of earlier edges (``turn``, ``name`` only) parses to this class too, with
-    an empty ``call_id``."""
-
-    type: ClassVar[str] = "tool_call"
-    offset: int
-    turn: int
-    name: str
-    call_id: str = ""
-    arguments: dict[str, Any] = field(default_factory=dict)
-    agent: str | None = None
-    private: bool = False
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def parse(cls, d: dict[str, Any]) -> ToolCall:
-        return cls(_int(d, "offset"), _int(d, "turn"), _str(d, "name"), _str(d, "call_id"),
-                   _dict(d, "arguments"), _opt_str(d, "agent"), d.get("private") is True, d)
-
-
-@dataclass(frozen=True, slots=True)
 class Reply:
     """``reply``: the turn finished; ``text`` is the whole reply of its last attempt."""
 
@@ -266,8 +245,8 @@ class Cancelled:
 
 @dataclass(frozen=True, slots=True)
 class TurnFailure:
-    """``turn_error``: the turn failed for good (``code``: ``turn_failed`` or
-    ``turn_timeout``)."""
+    """``turn_error``: the turn failed for good (``code``: ``turn_failed``, ``turn_timeout``
+    or ``guardrail``); it has no final text."""
 
     type: ClassVar[str] = "turn_error"
     offset: int
@@ -305,44 +284,6 @@ class CallState:
         return cls(_int(d, "offset"), _str(d, "state"), _str(d, "node"), _float(d, "ts"),
                    _opt_str(d, "room"), _opt_str(d, "code"), _opt_str(d, "message"),
                    _opt_str(d, "reason"), d)
-
-
-@dataclass(frozen=True, slots=True)
-class PostedMessage:
-    """``message``: a backend posted into the session (``role`` ``operator`` or ``system``,
-    ``by`` the poster's token ``sub``); part of no turn."""
-
-    type: ClassVar[str] = "message"
-    offset: int
-    role: str
-    text: str
-    by: str
-    ts: float
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def parse(cls, d: dict[str, Any]) -> PostedMessage:
-        return cls(_int(d, "offset"), _str(d, "role"), _str(d, "text"), _str(d, "by"),
-                   _float(d, "ts"), d)
-
-
-@dataclass(frozen=True, slots=True)
-class Takeover:
-    """``takeover``: an operator took the session over (``active``: the agent answers none of
-    its turns, which end ``cancelled`` with ``reason`` ``"takeover"``) or gave it back;
-    ``by`` is the operator's token ``sub``; part of no turn."""
-
-    type: ClassVar[str] = "takeover"
-    offset: int
-    active: bool
-    by: str
-    ts: float
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def parse(cls, d: dict[str, Any]) -> Takeover:
-        return cls(_int(d, "offset"), d.get("active") is True, _str(d, "by"), _float(d, "ts"),
-                   d)
 
 
 @dataclass(frozen=True, slots=True)

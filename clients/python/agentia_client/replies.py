@@ -55,6 +55,8 @@ class TurnText:
             if not self.ended and kind in _ENDS_WITH_TEXT:
                 text = frame.get("text")
                 self.text = text if isinstance(text, str) else self.text
+            elif not self.ended:  # turn_error: no final text, what streamed is dropped
+                self.text = ""
             self.ended = True
             return True
         if kind == "chunk":

@@ -80,6 +80,9 @@ calls this, so the same message comes first whichever template helm renders firs
 {{- if and .Values.voice.enabled (or (not .Values.livekit.url) (not .Values.livekit.existingSecret)) -}}
 {{- fail "voice.enabled needs livekit.url and livekit.existingSecret (docs/deploy.md)" -}}
 {{- end -}}
+{{- if and .Values.dapr.enabled .Values.dapr.inbound.topic (not .Values.dapr.inbound.appTokenSecret) -}}
+{{- fail "dapr.inbound.topic needs dapr.inbound.appTokenSecret: a Secret with key `token`, the sidecar's APP_API_TOKEN and the control plane's AGENTIA_DAPR_APP_TOKEN (/dapr/messages posts into any session; docs/dapr.md)" -}}
+{{- end -}}
 {{- if and .Values.worker.enabled .Values.worker.keda.enabled -}}
 {{- range include "agentia.workerUnits" . | fromJsonArray -}}
 {{- include "agentia.validateStreams" (dict "root" $ "unit" .) -}}
@@ -229,9 +232,40 @@ private_tools = {{ . | toJson }}
   value: {{ .Values.config.logJson | quote }}
 - name: AGENTIA_NEW_SESSION_TTL_S
   value: {{ .Values.config.newSessionTtlSeconds | quote }}
+{{- if and .Values.dapr.enabled .Values.dapr.events.topic }}
+- name: AGENTIA_DAPR_PUBSUB                 # every process that appends queues the events
+  value: {{ .Values.dapr.pubsub | quote }}
+- name: AGENTIA_DAPR_TOPIC_EVENTS
+  value: {{ .Values.dapr.events.topic | quote }}
+- name: AGENTIA_DAPR_EVENTS
+  value: {{ .Values.dapr.events.types | quote }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* A Dapr app id: dict root, component ("api", "worker", "worker-<agent>", "publisher"). */}}
+{{- define "agentia.daprAppId" -}}
+{{- printf "%s-%s" (default (include "agentia.fullname" .root) .root.Values.dapr.appIdPrefix) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The sidecar injector's annotations: dict root, component, appPort and tokenSecret
+     (both optional: only the control plane receives from Dapr). */}}
+{{- define "agentia.daprAnnotations" -}}
+{{- $d := .root.Values.dapr -}}
+dapr.io/enabled: "true"
+dapr.io/app-id: {{ include "agentia.daprAppId" . | quote }}
+{{- with .appPort }}
+dapr.io/app-port: {{ . | quote }}
+{{- end }}
+{{- with .tokenSecret }}
+dapr.io/app-token-secret: {{ . | quote }}
+{{- end }}
+{{- with $d.config }}
+dapr.io/config: {{ . | quote }}
+{{- end }}
+dapr.io/log-level: {{ $d.logLevel | quote }}
 {{- end -}}
 
 {{/* Token verification (edges and the control plane). */}}

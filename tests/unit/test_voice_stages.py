@@ -1,0 +1,30 @@
+"""bench_voice's stage budget: the voice worker's turn-timing log lines, summarised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest.voice_stages import log_size, stages
+
+LOG = """\
+2026-12-06 09:25:22,971 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1244, 'end_of_turn_delay': 1245}
+2026-12-06 09:25:23,524 INFO    agentia.voice: assistant turn timings (ms): {'llm_node_ttft': 97, 'e2e_latency': 1413}
+2026-12-06 09:25:25,541 WARNING livekit: something else {'e2e_latency': 1}
+2026-12-06 09:25:27,310 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1649, 'end_of_turn_delay': 1649}
+2026-12-06 09:25:35,766 INFO    agentia.voice: assistant turn timings (ms): {'llm_node_ttft': 142, 'e2e_latency': 1902}
+"""  # noqa: E501
+
+
+def test_each_timing_is_summarised_from_the_offset_on(tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LOG)
+    got = stages(log)
+    assert got["e2e_latency"] == {"n": 2, "p50_ms": 1902, "p95_ms": 1902}
+    assert got["transcription_delay"]["n"] == 2
+    assert set(got) == {"transcription_delay", "end_of_turn_delay", "llm_node_ttft",
+                        "e2e_latency"}
+    second_half = LOG.index("2026-12-06 09:25:27")
+    later = stages(log, second_half)
+    assert later["e2e_latency"] == {"n": 1, "p50_ms": 1902, "p95_ms": 1902}
+    assert log_size(log) == len(LOG)
+    assert stages(tmp_path / "missing.log") == {} and log_size(tmp_path / "none") == 0
