@@ -248,7 +248,8 @@ class Connection:
             await self.node.check_overload(st.session, f.id, st.agent)
             res = await self.node.bus.submit(st.session, f.id, f.text, user=st.user)
             span.set_attributes({"agentia.turn": res.offset, "agentia.duplicate": res.duplicate})
-            traced.received(st.session, res.offset)
+            if not res.duplicate:  # a resent send: its turn is traced (or ended) already
+                traced.received(st.session, res.offset)
             await self.perform(st.on_submitted(f, res.offset, res.duplicate), now)
         return []
 
