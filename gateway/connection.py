@@ -18,8 +18,10 @@ from collections import deque
 
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode
 from agentia.logs import Throttle
+from gateway import protocol as P
 from gateway import session_protocol as S
 from gateway.host import Host
+from gateway.traced import receive_span
 from gateway.transport import Transport
 from sessions.roles import ChunkAt
 
@@ -218,6 +220,8 @@ class Connection:
                     offset, dup = await self.node.post_operator(st.session, f.text, st.user,
                                                                 f.id)
                     return st.on_submitted(f, offset, dup)
+                if self.node.traced is not None:
+                    return await self._submit_traced(f, now)
                 await self.node.check_overload(st.session, f.id, st.agent)
                 res = await self.node.bus.submit(st.session, f.id, f.text, user=st.user)
                 return st.on_submitted(f, res.offset, res.duplicate)
@@ -234,6 +238,20 @@ class Connection:
             if not isinstance(exc, AgentiaError):
                 self._log_internal(exc)
             return st.on_failure(exc, action.frame, now)
+
+    async def _submit_traced(self, f: P.Send, now: float) -> list[S.Action]:
+        """A ``send`` under its ``edge.receive`` span (the turn entry carries its context),
+        the ack written inside it."""
+        st, traced = self.state, self.node.traced
+        assert traced is not None
+        with receive_span(st.session, f.id) as span:
+            await self.node.check_overload(st.session, f.id, st.agent)
+            res = await self.node.bus.submit(st.session, f.id, f.text, user=st.user)
+            span.set_attributes({"agentia.turn": res.offset, "agentia.duplicate": res.duplicate})
+            if not res.duplicate:  # a resent send: its turn is traced (or ended) already
+                traced.received(st.session, res.offset)
+            await self.perform(st.on_submitted(f, res.offset, res.duplicate), now)
+        return []
 
     async def _read_partial(self) -> list[S.Action]:
         """The running turn's text so far, for the protocol (which decides what to write)."""

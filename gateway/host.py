@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sessions.bus import Replay, Submitted
 from sessions.roles import Partial
+
+if TYPE_CHECKING:
+    from gateway.traced import TracedTurns
 
 
 class SessionCalls(Protocol):
@@ -36,6 +39,10 @@ class Host(Protocol):
 
     @property
     def bus(self) -> SessionCalls: ...
+
+    @property
+    def traced(self) -> TracedTurns | None:
+        """The turns being traced (None: tracing is off, agentia/tracing.py)."""
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task the node tracks (and cancels at shutdown)."""

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from agentia import tracing
 from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
@@ -82,6 +83,7 @@ def tune_gc(gen0: int) -> None:
 
 
 def run(settings: EdgeSettings) -> None:
+    tracing.setup("agentia-edge")  # OTEL_* (docs/operations.md#tracing); off by default
     try:
         import uvloop
         uvloop.install()

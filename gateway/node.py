@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from agentia import metrics as M
+from agentia import tracing
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, SessionLost
 from agentia.logs import Throttle
 from agentia.settings import FD_RESERVE, EdgeSettings
@@ -28,6 +29,7 @@ from gateway.connection import Connection
 from gateway.leases import ConnectionLeases
 from gateway.routing import origin_allowed
 from gateway.session_protocol import Rules, SessionProtocol
+from gateway.traced import TracedTurns
 from sessions import keys as K
 from sessions.backend_redis import Backend, PresenceWriter
 from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
@@ -86,6 +88,8 @@ class EdgeNode:
         """Operators' sends become posted messages (docs/backend.md)."""
         self._ua: dict[Connection, str] = {}
         """User-Agent of connections admitted and not yet opened (for presence)."""
+        self.traced = TracedTurns() if tracing.ON else None
+        """The turns being traced (gateway/traced.py); None when tracing is off."""
 
     def tally(self, name: str) -> None:
         """Count something a transport saw (a failed handshake, a refusal)."""
@@ -330,12 +334,16 @@ class EdgeNode:
             frame = frame_for(offset, event)
             for conn in tuple(conns):
                 conn.on_live(offset, frame)
+            if self.traced is not None:
+                self.traced.delivered(sid, event, len(conns))
 
     def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
         conns = self.sessions.get(sid)
         if conns:
             for conn in tuple(conns):
                 conn.on_chunk(chunk, frame)
+            if self.traced is not None:
+                self.traced.chunk(sid, chunk.turn, len(conns))
 
     def session_deleted(self, sid: str) -> None:
         """The session was deleted: its devices here are closed with 4506 (not to come

@@ -27,6 +27,11 @@ machine's idle share over the load (/proc/stat: on a shared machine, how far to 
     python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
         --sessions 40 --sessions 200 --record
 
+A tree may carry environment variables for its edge and worker, ``PATH+NAME=VALUE+...``: the
+same checkout with and without a setting are then two trees of one run (e.g. tracing on,
+``--tree .+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``, with ``loadtest/otlp_sink.py``
+receiving).
+
 Results: ``loadtest/results/turnpath.json`` (``--record NAME``); docs/benchmarks.md. The stack
 and the clients: loadtest/turnpath/.
 """
@@ -162,9 +167,29 @@ def figures(run: dict[str, Any], prof: Profile, r: redis.Redis, sample: int) -> 
     return out
 
 
-def run_level(tree: Path, prof: Profile, sessions: int, a: argparse.Namespace,
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A checkout and the environment its edge and worker get on top of the bench's."""
+
+    path: Path
+    env: dict[str, str]
+
+    @classmethod
+    def parse(cls, spec: str) -> Tree:
+        path, *pairs = spec.split("+")
+        env = dict(p.split("=", 1) for p in pairs if "=" in p)
+        if len(env) != len(pairs):
+            raise ValueError(f"--tree {spec}: PATH[+NAME=VALUE...]")
+        return cls(Path(path).resolve(), env)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) + "".join(f"+{k}" for k in self.env)
+
+
+def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
               logs: Path) -> dict[str, Any]:
-    stack = Stack(tree, prof.word_delay, sessions, logs)
+    stack = Stack(tree.path, prof.word_delay, sessions, logs, tree.env)
     try:
         run = asyncio.run(drive(stack, prof, sessions, a))
         fig = figures(run, prof, stack.r, a.log_sample)
@@ -212,7 +237,7 @@ def _get(run: dict[str, Any], dotted: str) -> Any:
 
 
 def _line(f: dict[str, Any]) -> str:
-    return (f"{Path(f['tree']).name:>14} {f['commit'][:8]} r{f['round']} {f['profile']:>5} "
+    return (f"{f['tree'].rsplit('/', 1)[-1]:>14} {f['commit'][:8]} r{f['round']} {f['profile']:>5} "
             f"x{f['sessions']:<4} turns {f['ended']:>5} ({f['turns_per_s']}/s) lost {f['lost']} | "
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
             f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} edge {f['edge_cpu_ms_per_turn']} "
@@ -229,8 +254,9 @@ def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
             for tree in a.tree if rnd % 2 == 0 else a.tree[::-1]:
                 for name in a.profiles:
                     for n in a.sessions:
-                        logs = Path(tmp) / f"{rnd}-{tree.name}-{name}-{n}"
-                        fig = {"tree": str(tree), "commit": tree_commit(tree), "round": rnd,
+                        logs = Path(tmp) / f"{rnd}-{len(runs)}-{tree.path.name}-{name}-{n}"
+                        fig = {"tree": tree.label, "env": tree.env,
+                               "commit": tree_commit(tree.path), "round": rnd,
                                "sessions": n, "rate": a.rate or None,
                                **run_level(tree, profs[name], n, a, logs)}
                         runs.append(fig)
@@ -241,8 +267,9 @@ def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tree", type=Path, action="append", default=[],
-                   help="a checkout whose edge and worker to run (repeatable; default: this one)")
+    p.add_argument("--tree", type=Tree.parse, action="append", default=[],
+                   help="a checkout whose edge and worker to run, PATH[+NAME=VALUE...] "
+                        "(repeatable; default: this one)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--profiles", default="long,short", help="comma-separated: long, short")
     p.add_argument("--sessions", type=int, action="append", default=[],
@@ -274,7 +301,7 @@ def main() -> None:
     if not (all(1 <= n <= 2000 for n in a.sessions) and 0 < a.seconds <= 30
             and 0 < a.grace <= 30 and a.idle > 0 and a.rate >= 0):
         p.error("--sessions 1-2000, --seconds and --grace above 0 and at most 30, --idle > 0")
-    a.tree = [t.resolve() for t in a.tree] or [ROOT]
+    a.tree = a.tree or [Tree(ROOT, {})]
     runs = run_all(a)
     figs = {"runs": runs, "summary": summary(runs), "sessions": a.sessions,
             "rate": a.rate or None, "seconds": a.seconds, "idle_s": a.idle}

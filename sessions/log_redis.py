@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from redis.exceptions import NoScriptError, OutOfMemoryError
 
+from agentia import tracing
 from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import events as E
 from sessions import keys as K
@@ -159,7 +160,10 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         k = self.keys
         now = time.time()
         event = orjson.dumps(E.user(client_id, text, source, user, now))
-        body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source, "ts": now})
+        turn = {"c": client_id, "t": text, "u": user, "s": source, "ts": now}
+        if tracing.ON and (tp := tracing.traceparent()):
+            turn["tp"] = tp  # the trace of whoever submits (the edge's receive, a voice call)
+        body = orjson.dumps(turn)
         await self._webhook_mark(sid)
         res = await self._run_script(
             self._submit,

@@ -9,6 +9,7 @@ import logging
 import signal
 from typing import Any
 
+from agentia import tracing
 from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.probes import ProbeServer
@@ -178,6 +179,7 @@ async def _serve(s: WorkerSettings, cfg: ModelConfig, bus: Bus, worker: Worker,
 
 def run(s: WorkerSettings, api_key: str | None, burst: bool = False) -> None:
     loaded = prepare(s)  # a configuration error is told before anything
+    tracing.setup("agentia-worker")  # OTEL_* (docs/operations.md#tracing); off by default
     with contextlib.suppress(ImportError):
         import uvloop
         uvloop.install()

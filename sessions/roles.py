@@ -62,6 +62,8 @@ class Turn:
     """When the turn was accepted (unix seconds), for latency metrics."""
     agent: str = ""
     """The agent that runs it (the session's; the worker fills it in from the shard)."""
+    tp: str = ""
+    """The W3C traceparent of whoever submitted it ("" when tracing is off: agentia/tracing.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ class RedisTurnState(RedisCore):
         rid, f = rows[0]
         body = orjson.loads(f[b"b"])
         return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"],
-                    float(body.get("ts", 0.0)))
+                    float(body.get("ts", 0.0)), tp=body.get("tp", ""))
 
     @down
     async def begin_attempt(self, sid: str, turn: int, owner: str,

@@ -23,7 +23,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,10 +32,12 @@ from agents.exceptions import InputGuardrailTripwireTriggered as InputTripped
 from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
 
 from agentia import metrics as M
+from agentia import tracing
 from agentia.codes import BusUnavailable, ErrorCode
 from agentia.logs import bind
 from sessions import events as E
 from sessions import keys as K
+from sessions import turn_spans as TS
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
@@ -51,6 +53,8 @@ OUTAGE_RETRIES = 4
 OUTAGE_BACKOFF_S = 0.5
 """A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
 takes a few seconds), then left pending for another worker to reclaim after the lease."""
+_UNTRACED = nullcontext()
+"""What a turn runs in when tracing is off (agentia/tracing.py): no tracer call at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +349,8 @@ class Worker:
         bind(turn=turn.offset)
         run = self.running[turn.session] = _Running(turn.offset)
         try:
-            await self._attempt(turn, run, claim)
+            with TS.turn_span(turn, claim, self.name) if tracing.ON else _UNTRACED:
+                await self._attempt(turn, run, claim)
         finally:
             self.running.pop(turn.session, None)
 
@@ -354,9 +359,12 @@ class Worker:
         self.outages.discard(turn.session)
         runs, private = self.agent_for(turn)
         agent = runs.name
+        began = tracing.now() if tracing.ON else 0
         started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
                                                  max_attempts=self.cfg.max_attempts, again=again,
                                                  then=started(turn, agent), said=turn.text)
+        if tracing.ON:
+            TS.claimed(began, started_)
         attempt, cancelled = started_.attempt, started_.cancelled
         if started_.held:  # an operator took the session over: the turn ends without a run
             await self._finish(turn, E.cancelled(turn.offset, "", agent, reason=E.TAKEOVER))
@@ -451,11 +459,18 @@ class Worker:
                       memory: Memory) -> Paused | None:
         """One run of the agent to its end or its pause (returned)."""
         paused = None
-        async for item in stream_turn(agent, run_input, memory, self.provider):
-            if isinstance(item, Paused):
-                paused = item
-            else:
-                await tl.add(item)
+        spans = TS.ModelSpans() if tracing.ON else None
+        try:
+            async for item in stream_turn(agent, run_input, memory, self.provider):
+                if spans is not None:
+                    spans.add(item)
+                if isinstance(item, Paused):
+                    paused = item
+                else:
+                    await tl.add(item)
+        finally:
+            if spans is not None:
+                spans.close()
         return paused
 
     def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
@@ -479,7 +494,10 @@ class Worker:
             await self.bus.append(turn.session, events, owner=self.name)
 
     async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
+        began = tracing.now() if tracing.ON else 0
         await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
+        if tracing.ON:
+            TS.replied(began, event)
         run = self.running.get(turn.session)
         if run is not None and run.paused:  # its requests close with it
             await self.bus.end_pause(turn.session)

@@ -24,7 +24,9 @@ from typing import Any
 import orjson
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from opentelemetry.trace import Span
 
+from agentia import tracing
 from agentia.codes import BusUnavailable
 from sessions import events as E
 from sessions import presence_events
@@ -179,6 +181,8 @@ class VoiceBridge:
         self.on_chat_turn: Callable[[int], None] | None = None
         """Called with the offset of each turn typed by a chat client of the session while
         the call is up (the worker speaks its reply in the call)."""
+        self.trace: Span | None = None
+        """The call's span (voice/call_trace.py), None when tracing is off."""
 
     async def start(self) -> None:
         """Open (or check) the session as its owner and start reading our delivery stream."""
@@ -221,8 +225,9 @@ class VoiceBridge:
         Closing the iterator before the turn ends (barge-in) cancels the turn, unless the call
         is hanging up.
         """
-        sub = await self.bus.submit(self.session, client_id, text, user=self.user,
-                                    source="voice")
+        with tracing.use(self.trace):  # the turn entry carries the call's trace context
+            sub = await self.bus.submit(self.session, client_id, text, user=self.user,
+                                        source="voice")
         async for said in self.follow(sub.offset, cancel_on_close=True):
             yield said
 

@@ -42,6 +42,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
+from voice import call_trace
 from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
@@ -128,6 +129,7 @@ def prewarm(proc: JobProcess) -> None:
     quiet_room_gone()
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
+    call_trace.setup()
     proc.userdata["vad"] = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
         min_silence_duration=s.voice_min_silence_s))
     proc.userdata["stt_vad"] = once(("vad", s.voice_stt_min_silence_s), lambda: silero.VAD.load(
@@ -285,6 +287,7 @@ async def entrypoint(ctx: JobContext) -> None:
     slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
     bridge = VoiceBridge(bus, session_id, user, tool_notice_s=s.voice_tool_notice_ms / 1000)
+    bridge.trace = call_trace.call_span(session_id, user, ctx.room.name)
     ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
     # the control plane answers the caller once the agent is in the room (voice/tokens.py):
     # joining while the session opens on the bus saves that round trip from the Talk click
@@ -296,6 +299,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     async def cleanup() -> None:
         bridge.hanging_up = True
+        call_trace.end_call(bridge.trace)
         await reporter.aclose()
         for task in tasks:
             task.cancel()

@@ -22,7 +22,9 @@ from loadtest.turnpath.clients import ENDS
 class Stack:
     """redis-server, one edge and one worker of ``tree``; stopped by PID."""
 
-    def __init__(self, tree: Path, word_delay: float, sessions: int, logs: Path) -> None:
+    def __init__(self, tree: Path, word_delay: float, sessions: int, logs: Path,
+                 extra: dict[str, str] | None = None) -> None:
+        """``extra``: environment variables of the edge and the worker (on top of ours)."""
         self.redis = RedisServer(logs / "redis", appendonly=True).start()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("AGENTIA_") and k not in ("OPENAI_API_KEY", "PYTHONPATH")}
@@ -32,6 +34,7 @@ class Stack:
                    AGENTIA_DEMO_WORD_DELAY=str(word_delay), AGENTIA_RATE_PER_S="1000",
                    AGENTIA_BURST="1000", AGENTIA_CONCURRENCY=str(max(256, sessions)),
                    AGENTIA_MAX_CONNECTIONS_PER_USER=str(sessions + 10))
+        env.update(extra or {})
         module = "launch.cli" if (tree / "launch" / "cli.py").exists() else "agentia.cli"
         self.logs = {"edge": logs / "edge.log", "worker": logs / "worker.log"}
         self.procs: list[Any] = []
