@@ -34,7 +34,7 @@ from agentia.supervise import (
     supervise,
 )
 from launch.redis_server import RedisServer
-from voice.livekit_server import LiveKitServer, find_binary
+from voice.livekit_server import LiveKitServer, find_binary, free_port
 
 DEFAULT_STATE_DIR = ".agentia"
 STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", DEFAULT_STATE_DIR))
@@ -121,6 +121,9 @@ class _Parts:
             self.children.append(Child("dapr-publish", ["dapr-publish"], env,
                                        "AGENTIA_DAPR_PUBLISH_READY", stopping=stopping))
             say(f"dapr       on: publishing to topic {env['AGENTIA_DAPR_TOPIC_EVENTS']}")
+        if not api_port:
+            # chosen now: LiveKit, started first, posts its webhooks to the control plane
+            api_port = free_port()
         self.livekit = _voice(env, self.children, livekit_port, stopping, api_port)
         self.children.append(Child("api", ["api", "--port", str(api_port)], env,
                                    "AGENTIA_API_READY", stopping=stopping))
