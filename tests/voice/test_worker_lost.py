@@ -15,6 +15,7 @@ import base64
 import datetime as dt
 import hashlib
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -151,3 +152,21 @@ async def test_requests_not_signed_by_livekit_are_refused(
                 assert r.status == status, (body[:40], headers, await r.text())
     assert lost.checked == 0
 
+
+
+async def test_a_killed_job_process_s_call_ends_worker_lost(
+        cluster: Cluster, bus: Bus, hooked: LiveKitServer, lost: LostCalls) -> None:
+    """The process executor: the call's own job process killed (OOM), its worker alive."""
+    async with voice_call(cluster, hooked, "fay", prefix="lost",
+                          AGENTIA_VOICE_EXECUTOR="process") as c:
+        await c.chat.until("call", timeout=20, state="joined")
+        found = re.search(rf"call of session {c.sid} in job process (\d+)", c.worker.text())
+        assert found, "the worker logs each call's job process"
+        os.kill(int(found[1]), signal.SIGKILL)
+        killed = time.monotonic()
+        end = await c.chat.until("call", timeout=LOST_BOUND_S, state="ended")
+        print(f"ended worker_lost {time.monotonic() - killed:.1f} s after the kill")
+        assert end["reason"] == "worker_lost" and end["node"] == "control"
+        assert await bus.call_slots().count("fay") == 0
+        assert len(ended(c.chat)) == 1
+        assert c.worker.proc.poll() is None
