@@ -4,9 +4,10 @@ A voice worker killed outright (SIGKILL, the OOM killer, its host lost) writes n
 the thread executor all its calls die with it. LiveKit still sees each call's agent leave its
 room, and posts ``participant_left`` (signed with the API key pair) to
 ``POST /v1/voice/livekit-events``. When the participant that left is an agent in one of our
-call rooms, and after :data:`LOST_GRACE_S` nobody has recorded the call's end, the control
-plane records it: a ``call`` ``ended`` event with ``reason: "worker_lost"``; it then gives
-the user's call slot back and deletes the room (the caller sees the call end).
+call rooms, and after :data:`LOST_GRACE_S` no agent is back in the room and nobody has
+recorded the call's end, the control plane records it: a ``call`` ``ended`` event with
+``reason: "worker_lost"``; it then gives the user's call slot back and deletes the room (the
+caller sees the call end).
 
 Exactly one ``ended`` per call: whoever writes it first claims the call's end marker
 (``sessions.keys.call_end``, ``SET NX``); the voice job claims it on every normal end before
@@ -25,6 +26,7 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -41,7 +43,7 @@ from sessions.bus import Bus
 from sessions.redis_client import REDIS_DOWN
 from voice.settings import VoiceSettings
 from voice.slots import SlotsUnavailable
-from voice.tokens import delete_room
+from voice.tokens import agent_in_room, delete_room
 
 log = logging.getLogger("agentia.voice")
 
@@ -75,7 +77,7 @@ def verify(s: VoiceSettings, body: bytes, authorization: str) -> WebhookEvent:
     try:
         claims = lkapi.TokenVerifier(s.livekit_api_key, s.livekit_api_secret).verify(token)
         signed = base64.b64decode(claims.sha256 or "", validate=True)
-    except (jwt.PyJWTError, ValueError):
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):  # odd claims: ours only
         raise Rejected(401, "bad signature") from None
     if not signed or signed != hashlib.sha256(body).digest():
         raise Rejected(401, "the signature is not of this body")
@@ -119,6 +121,9 @@ class LostCalls:
 
     async def _end_after_grace(self, session: str, room: str) -> None:
         await asyncio.sleep(self.grace_s)
+        if await self._agent_back(room):
+            self.checked += 1
+            return
         try:
             ended = await self.end(session, room)
         except (BusUnavailable, SlotsUnavailable, *REDIS_DOWN) as exc:
@@ -141,6 +146,15 @@ class LostCalls:
                                               reason="worker_lost", room=room))
         await self.slots.release(owner, room)
         return True
+
+    async def _agent_back(self, room: str) -> bool:
+        """An agent is in the room again (a full reconnect is a leave then a join): the call
+        goes on. LiveKit failing: assumed not (the end marker still keeps ``ended`` single)."""
+        try:
+            return await agent_in_room(self.s, room)
+        except (lkapi.TwirpError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("could not list the participants of room %s: %r", room, exc)
+            return False
 
     async def _delete_room(self, room: str) -> None:
         try:

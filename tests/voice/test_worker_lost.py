@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
+import orjson
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -108,17 +109,31 @@ async def test_a_killed_thread_worker_s_call_ends_worker_lost(
         assert len(ended(c.chat)) == 1
 
 
+async def checked(lost: LostCalls, n: int, within: float) -> None:
+    async with asyncio.timeout(within):
+        while lost.checked < n:  # noqa: ASYNC110 (a counter)
+            await asyncio.sleep(0.1)
+
+
 async def test_a_normal_hang_up_ends_once(cluster: Cluster, bus: Bus, hooked: LiveKitServer,
-                                          lost: LostCalls) -> None:
+                                          hook_port: int, lost: LostCalls) -> None:
     async with voice_call(cluster, hooked, "erin", prefix="lost",
                           AGENTIA_VOICE_EXECUTOR="thread") as c:
         await c.chat.until("call", timeout=20, state="joined")
+        assert c.call is not None
+        # an agent that left and came back (a full reconnect) is no lost call
+        event = orjson.dumps({"event": "participant_left", "room": {"name": c.call.room},
+                              "participant": {"identity": "agent-x", "kind": "AGENT"}})
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{hook_port}{EVENTS_PATH}", data=event,
+                headers={"Authorization": signed(hooked, event)}) as r:
+            assert r.status == 200
+        await checked(lost, 1, 10)
+        assert ended(c.chat) == []
         await c.leave()  # the caller hangs up: the job ends, its agent leaves the room
         end = await c.chat.until("call", timeout=20, state="ended")
         assert end["reason"] != "worker_lost"
-        async with asyncio.timeout(20):  # LiveKit posted participant_left, the grace passed
-            while lost.checked < 1:  # noqa: ASYNC110 (a counter)
-                await asyncio.sleep(0.1)
+        await checked(lost, 2, 20)  # LiveKit posted participant_left, the grace passed
         await asyncio.sleep(0.5)  # a second ended, were one written, would reach the chat
         assert len(ended(c.chat)) == 1
         assert c.worker.proc.poll() is None  # the worker lives on
