@@ -52,6 +52,9 @@ MCP_FAILURES = Counter("agentia_mcp_failures_total",
 WEBHOOKS = Counter("agentia_webhooks_total",
                    "Webhook POST attempts by outcome: delivered; failed (retried later or "
                    "dead-lettered); dead_lettered (given up on)", ["outcome"])
+WEBHOOK_REQUEUED = Counter("agentia_webhook_requeued_total",
+                           "Events the webhook sweeper re-queued from session logs (their "
+                           "appender died, or its outbox write was lost, before queueing them)")
 DAPR_PUBLISHED = Counter("agentia_dapr_publish_total",
                          "Publish calls to the Dapr sidecar by outcome: published; failed "
                          "(retried once idle AGENTIA_DAPR_RETRY_S)", ["outcome"])

@@ -86,6 +86,10 @@ class Common:
     """Comma list of the event types that are POSTed."""
     webhook_shards: int = 4
     """Outbox shard streams (hash-tagged, a session's id picks its shard)."""
+    presence_events: bool = False
+    """Write ``presence`` events to the session log when a device or an operator connects or
+    leaves and when a voice call starts or ends (edges and voice read it;
+    sessions/presence_events.py)."""
     dapr_pubsub: str = "agentia-pubsub"
     """The Dapr pub/sub component both topics use (docs/dapr.md)."""
     dapr_topic_events: str = ""
@@ -186,6 +190,9 @@ class WebhookSettings(Common):
     webhook_retry_max_s: float = 300.0
     webhook_max_age_s: float = 86_400.0
     """An event still undelivered this long after it was queued is dead-lettered."""
+    webhook_sweep_s: float = 30.0
+    """A session whose log stays ahead of its webhook cursor this long has the missing events
+    re-queued from its log (their appender died before queueing them: sessions/webhook_sweep.py)."""
 
     def validate(self) -> None:
         Common.validate(self)
@@ -203,6 +210,8 @@ class WebhookSettings(Common):
                                 "AGENTIA_WEBHOOK_RETRY_MAX_S <= 86400")
         if not 1 <= self.webhook_max_age_s <= 30 * 86_400:
             raise SettingsError("AGENTIA_WEBHOOK_MAX_AGE_S must be between 1 and 2592000")
+        if not 0.5 <= self.webhook_sweep_s <= 3600:
+            raise SettingsError("AGENTIA_WEBHOOK_SWEEP_S must be between 0.5 and 3600")
 
 
 @dataclass(slots=True)

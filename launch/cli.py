@@ -40,11 +40,17 @@ def cmd_gateway(a: argparse.Namespace) -> None:
 
 
 def cmd_worker(a: argparse.Namespace) -> None:
-    from sessions.main import run
+    from sessions import registry
 
     s = from_env(WorkerSettings, agent=",".join(a.agent) if a.agent else None,
                  agents=a.agents, only_agents=",".join(a.only) if a.only else None,
                  redis_url=a.redis, concurrency=a.concurrency)
+    # a wrong --agent/--agents/--only is refused before the Agents SDK is imported (~2 CPU-s);
+    # sessions.main checks the same again and loads the agents
+    registry.select(registry.from_config(s.agent.split(","), s.agents),
+                    s.only_agents.split(","))
+    from sessions.main import run
+
     _logging(s)
     run(s, os.environ.get("OPENAI_API_KEY"), burst=a.burst)
 

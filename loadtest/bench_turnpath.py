@@ -21,7 +21,8 @@ Per run: Redis commands (INFO commandstats, a script's inner calls included, our
 per turn and per reply-text frame; CPU-ms per turn of redis-server, the edge and the worker (less
 what each burns idle); turns/s; ack and turn latency p50/p99; lost turns (acked, never ended by
 ``reply``/``cancelled``/``turn_error``); and for ``--log-sample`` sessions the session log's bytes
-per finished turn (XRANGE: entry ids, field names and values) against the reply text.
+per finished turn (XRANGE: entry ids, field names and values) against the reply text; and the
+machine's idle share over the load (/proc/stat: on a shared machine, how far to trust the CPU).
 
     python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
         --sessions 40 --sessions 200 --record
@@ -139,6 +140,7 @@ def figures(run: dict[str, Any], prof: Profile, r: redis.Redis, sample: int) -> 
         "acked": t.acked, "ended": ended, "lost": run["lost"], "errors": dict(t.errors),
         "ends": {k: t.frames[k] for k in ENDS}, "turns_per_s": round(ended / run["load"]["t"], 1),
         "window_s": round(run["load"]["t"], 2),
+        "machine_idle_share": run["load"]["machine_idle_share"],
         **latencies(t),
         "text_frames_per_turn": round(text_frames / turns, 1),
         "text_frames_by_type": {k: t.frames[k] for k in TEXT_FRAMES},
@@ -215,7 +217,8 @@ def _line(f: dict[str, Any]) -> str:
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
             f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} edge {f['edge_cpu_ms_per_turn']} "
             f"worker {f['worker_cpu_ms_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
-            f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream")
+            f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream "
+            f"| machine idle {f['machine_idle_share']}")
 
 
 def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:

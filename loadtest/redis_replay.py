@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import redis as sync_redis
 
+import sessions
 from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -66,8 +67,19 @@ CHUNKS = hasattr(Bus, "stream_chunk")
 BATCHED = hasattr(Bus, "stream_chunks") and hasattr(Bus, "start_attempt")
 """Whether its worker sends every running turn's pieces of a tick in one pipeline and starts
 an attempt with one script (START)."""
+STATES = (Path(sessions.__file__).parent / "turn_log.py").exists()  # not find_spec: the
+# venv's editable install would find main's module for a checkout without one
+"""Whether its worker writes the agent's ``state`` events (issue 14: ``thinking`` with the
+``turn_start`` in START, ``speaking`` before the first text, ``idle`` with the ending)."""
+AGENT = "Agentia demo"
+STATE_NAMES = ("thinking", "speaking", "idle")
+"""The state events of a plain turn (sessions/turn_log.py)."""
 TICK_S = 0.04
 """AGENTIA_COALESCE_MS: the flusher's tick."""
+
+
+def _state(turn: int, name: str) -> list[dict[str, Any]]:
+    return [{"type": "state", "turn": turn, "state": name, "agent": AGENT}] if STATES else []
 
 
 # ------------------------------------------------------------------ one client process
@@ -194,9 +206,12 @@ class _Proc:
         bus, owner = self.bus, self.owner
         piece = "x" * max(1, self.reply_chars // max(1, self.deltas))
         if BATCHED:  # START (BEGIN and turn_start in one script), then the pieces by tick
-            started = await bus.start_attempt(sid, turn, owner, max_attempts=3)
+            then: dict[str, Any] = {"then": _state(turn, "thinking")} if STATES else {}
+            started = await bus.start_attempt(sid, turn, owner, max_attempts=3, **then)
             memory = bus.memory(sid, turn, owner)
             await memory.get_items()
+            if STATES:  # as sessions/turn_log.py: before the first text, an append of its own
+                await bus.append(sid, _state(turn, "speaking"), owner=owner)
             await self.flusher.stream(sid, turn, started.run, piece, self.deltas)
         else:
             await bus.begin_attempt(sid, turn, owner)
@@ -216,7 +231,8 @@ class _Proc:
             {"id": f"msg_{sid}_{turn}", "type": "message", "role": "assistant",
              "status": "completed",
              "content": [{"type": "output_text", "text": reply, "annotations": []}]}])
-        await bus.append(sid, {"type": "reply", "turn": turn, "text": reply}, done=turn,
+        ending = {"type": "reply", "turn": turn, "text": reply}
+        await bus.append(sid, [*_state(turn, "idle"), ending] if STATES else ending, done=turn,
                          owner=owner)
 
     async def stream_chunks(self, sid: str, turn: int, piece: str) -> None:
@@ -410,8 +426,8 @@ def bench_level(shard: _Shard, procs: int, users: int, seconds: float, deltas: i
         "commands_per_s_per_core": round(run["commands"] / run["cpu"]) if run["cpu"] else None,
         "turn_p50_ms": round(pct(run["lat"], 50) * 1000, 2),
         "turn_p99_ms": round(pct(run["lat"], 99) * 1000, 2),
-        "log_events_per_turn": 3 + in_log,
-        **_kept(shard, procs, users, deltas, 3 + in_log),
+        "log_events_per_turn": 3 + in_log + len(STATE_NAMES) * STATES,
+        **_kept(shard, procs, users, deltas, 3 + in_log + len(STATE_NAMES) * STATES),
         "used_memory_bytes_per_turn": round((shard.used_memory() - run["mem0"]) / turns),
     }
 
@@ -425,20 +441,33 @@ def _kept(shard: _Shard, procs: int, users: int, deltas: int,
                                                                k.nodes, k.lock)])
     streams = [k.delivery(f"edge{i}") for i in range(procs)]
     entries = max(1, sum(int(shard.r.xlen(s)) for s in streams))
-    entry_b = shard.key_bytes(streams) / entries
+    stream_b = shard.key_bytes(streams)
+    record_b = stream_b / max(1, sum(_records(shard, s) for s in streams))
     log_b, mem_b = _steady(shard, sample[:5], k, events_per_turn)
     return {"log_bytes_per_turn": round(log_b), "memory_bytes_per_turn": round(mem_b),
             "other_session_bytes": round(other_b / len(sample)),
-            "delivery_bytes_per_entry": round(entry_b),
-            # every turn delivers its user, turn_start and reply events and each piece
-            "delivery_bytes_per_turn": round(entry_b * (deltas + 3))}
+            "delivery_bytes_per_entry": round(stream_b / entries),
+            "delivery_bytes_per_record": round(record_b),
+            # every turn delivers each of its log events and each piece (before chunks: one of
+            # its log events), one record each (a tick's pieces for one node share an entry:
+            # bytes per entry would count the entry once per piece in it)
+            "delivery_bytes_per_turn": round(
+                record_b * ((deltas if CHUNKS else 0) + events_per_turn))}
+
+
+def _records(shard: _Shard, stream: str) -> int:
+    """Deliveries in ``stream``: one per log event entry, one per line of a packed chunk entry
+    (``b``: the pieces of a tick for that node, newline-separated)."""
+    r: Any = shard.r
+    return sum(fields[b"b"].count(b"\n") + 1 if b"b" in fields else 1
+               for _, fields in r.xrange(stream))
 
 
 def _steady(shard: _Shard, sample: list[str], k: K.Keys,
             events_per_turn: int) -> tuple[float, float]:
     """Log and memory bytes per turn at STEADY_TURNS turns per session: each sample session's
-    own log entries (every turn finished: user, turn_start, [deltas,] reply) and memory items
-    (two per turn), repeated into a scratch key of that many turns."""
+    own log entries (every turn finished: user, turn_start, [states,] [deltas,] reply) and
+    memory items (two per turn), repeated into a scratch key of that many turns."""
     r: Any = shard.r  # the sync client's stubs type every reply as optional
     log_b: list[float] = []
     mem_b: list[float] = []
@@ -481,7 +510,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.stop()
     return {"redis_version": version, "appendonly": True,
-            "reply_path": ("chunks by tick" if BATCHED else "chunks") if CHUNKS
+            "reply_path": ("chunks by tick" if BATCHED else "chunks") + (
+                " + states" if STATES else "") if CHUNKS
             else "log deltas",
             "idle": idle, "levels": levels}
 

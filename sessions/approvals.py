@@ -197,6 +197,7 @@ class RedisApprovals(RedisNodeDelivery):
         """``DECIDE``: the approval_result's offset, 0 when no such request is pending."""
         k = self.keys
         event = orjson.dumps(E.approval_result(turn, call_id, approved, by, message))
+        await self._webhook_mark(sid)
         res = await self._run_script(
             self._scripts()[1], keys=[k.pause(sid), k.meta(sid), k.log(sid), k.nodes(sid)],
             args=[turn, call_id, event, self.log_maxlen, K.SESSION_TTL, now])
@@ -223,6 +224,7 @@ class RedisApprovals(RedisNodeDelivery):
         for r, ev in zip(requests, events, strict=False):
             args += [r.call_id, orjson.dumps(_request_fields(r)), r.expires, ev]
         args += events[len(requests):]
+        await self._webhook_mark(sid)
         res = await self._run_script(
             self._scripts()[0], keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid),
                                       k.pause(sid), k.memory(sid)], args=args)

@@ -18,7 +18,7 @@ import orjson
 
 from sessions import events as E
 from sessions import keys as K
-from sessions import scripts
+from sessions import presence_events, scripts
 from sessions.bus import Bus, Forbidden
 from sessions.redis_core import down
 
@@ -80,6 +80,7 @@ class Backend:
         k = self.keys
         raw = orjson.dumps(E.message(role, text, by, time.time()))
         note = orjson.dumps(E.message_note(role, text, by))
+        await self.bus._webhook_mark(sid)
         res = await self.bus._run_script(
             self._post,
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.notes(sid), k.client_ids(sid)],
@@ -100,6 +101,7 @@ class Backend:
         does not exist."""
         k = self.keys
         raw = orjson.dumps(E.takeover(active, by, time.time()))
+        await self.bus._webhook_mark(sid)
         res = await self.bus._run_script(
             self._takeover, keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.turns(sid)],
             args=[raw, self.bus.log_maxlen, K.SESSION_TTL, by if active else ""])
@@ -217,6 +219,9 @@ class PresenceWriter:
         self.node = node
         self.joined: dict[tuple[str, str], bytes] = {}
         self.left: set[tuple[str, str]] = set()
+        self.again: set[str] = set()
+        """Sessions whose ``presence`` event waits for its rate limit (presence events on;
+        sessions/presence_events.py): asked again at each flush."""
 
     def member(self, conn: object) -> str:
         return f"{self.node}:{id(conn):x}"
@@ -239,10 +244,28 @@ class PresenceWriter:
     @down
     async def flush(self) -> None:
         """Write what changed since the last flush (kept for the next one if Redis fails,
-        bounded: past 100,000 pending changes the oldest are dropped)."""
+        bounded: past 100,000 pending changes the oldest are dropped), then, with presence
+        events on, the ``presence`` events of the sessions it changed."""
+        changed = await self._write()
+        if self.bus.presence_events:
+            await self._events(changed)
+
+    async def _events(self, changed: set[str]) -> None:
+        sids, self.again = changed | self.again, set()
+        if not sids:
+            return
+        try:
+            self.again = set(await presence_events.record(self.bus, sorted(sids)))
+        except Exception:
+            if len(sids) < 100_000:
+                self.again = sids
+            raise
+
+    async def _write(self) -> set[str]:
+        """The presence hash writes; the sessions written to."""
         joined, left = self.joined, self.left
         if not joined and not left:
-            return
+            return set()
         self.joined, self.left = {}, set()
         k = self.bus.keys
         try:
@@ -260,3 +283,4 @@ class PresenceWriter:
             if len(self.left) + len(left) < 100_000:
                 self.left |= left - set(self.joined)
             raise
+        return {sid for sid, _ in joined} | {sid for sid, _ in left}

@@ -4,17 +4,24 @@ it, and appends copy their events to those nodes' streams."""
 
 from __future__ import annotations
 
-import hashlib
+import os
+import signal
 import time
-import zlib
 from typing import Any
 
 import orjson
 
 from sessions import keys as K
+from sessions import webhook_outbox as W
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import RedisCore, down
 from sessions.roles import ChunkAt, Delivered
+
+_FAULT = os.environ.get("AGENTIA_TEST_FAULT", "").partition("kill-before-fanout:")
+KILL_BEFORE_FANOUT = _FAULT[2] if not _FAULT[0] else ""
+"""Tests only (tests/e2e/test_webhooks.py): ``AGENTIA_TEST_FAULT=kill-before-fanout:<type>``
+kills this process (SIGKILL) when it is about to fan out an event of that type, i.e. right
+after the log append. Unset in production: one falsy check per fan-out."""
 
 READERS_KEPT = 4
 """Delivery readers whose Redis connection is kept out of the pool (one per node read from
@@ -144,13 +151,20 @@ class RedisNodeDelivery(RedisCore):
         Cluster a delivery stream may live on a master that is failing over while the log's
         master is fine: the event is safe in the log, and the edge, which cannot read its
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
-        an error of the append (which would re-run the whole turn)."""
+        an error of the append (which would re-run the whole turn). With webhooks on, the
+        events of the webhook types go to the outbox in the same pipeline and the session's
+        webhook cursor follows them (sessions/webhook_outbox.py); an outbox write lost here is
+        re-queued by the dispatcher's sweeper."""
+        if KILL_BEFORE_FANOUT and any(orjson.loads(e).get("type") == KILL_BEFORE_FANOUT
+                                      for e in events):
+            os.kill(os.getpid(), signal.SIGKILL)
         self._remember_nodes(sid, nodes, time.monotonic())
         hooks = self._outbox_entries(sid, first, events) if self.webhook_events else []
         if self.dapr_events:
             hooks += self._dapr_entries(sid, first, events)
-        if not nodes and not hooks:
+        if not nodes and not hooks and not self.webhook_events:
             return
+        last = first + len(events) - 1
         try:
             live = await self._live_nodes(nodes) if nodes else []
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -168,10 +182,25 @@ class RedisNodeDelivery(RedisCore):
                     # a node that died without draining: stop writing for it (an edge that
                     # was only cut off re-registers on its next heartbeat and catches up)
                     pipe.hdel(self.keys.nodes(sid), *(n for n in nodes if n not in live))
+                if self.webhook_events and not self.cluster:  # runs after the XADDs above
+                    pipe.execute_command("EVAL", W.ADVANCE, 1, self.keys.meta(sid), first, last)
                 await pipe.execute()
+            if self.webhook_events and self.cluster:  # another master: only once they are in
+                await self.redis.eval(W.ADVANCE, 1, self.keys.meta(sid), first, last)
         except REDIS_DOWN:
             if not self.cluster:
                 raise
+
+    async def _webhook_mark(self, sid: str) -> None:
+        """Before an append, with webhooks on: make the session findable by the sweeper
+        (sessions/webhook_outbox.py), at most once per ``WEBHOOK_MARK_S``. Nothing when
+        webhooks are off."""
+        if not self.webhook_events:
+            return
+        now = time.monotonic()
+        if self._marks.due(sid, now):
+            await W.mark(self.redis, self.keys, self.webhook_shards, sid)
+            self._marks.done(sid, now)
 
     def _outbox_entries(self, sid: str, first: int, events: list[bytes]
                         ) -> list[tuple[str, dict[str, Any]]]:
@@ -179,26 +208,15 @@ class RedisNodeDelivery(RedisCore):
         travel in the fan-out's pipeline, so webhooks cost no extra round trip when a node
         holds the session, one when none does, and nothing when webhooks are off. The
         delivery id is a digest of session, offset and event: the same event fanned out again
-        (an append retried after a dropped connection) keeps its id."""
-        out = []
-        stream = self.keys.outbox(zlib.crc32(sid.encode()) % self.webhook_shards,
-                                  self.webhook_shards)
-        now = int(time.time() * 1000)
-        for n, event in enumerate(events):
-            kind = orjson.loads(event).get("type")
-            if kind not in self.webhook_events:
-                continue
-            offset = first + n
-            d = hashlib.blake2b(b"%s\0%d\0%s" % (sid.encode(), offset, event),
-                                digest_size=12).hexdigest()
-            out.append((stream, {"s": sid, "o": offset, "e": event, "d": d, "t": now}))
-        return out
+        (an append retried after a dropped connection, a re-queue by the sweeper) keeps it."""
+        return W.outbox_entries(self.keys, self.webhook_shards, sid,
+                                enumerate(events, first), self.webhook_events)
 
     def _dapr_entries(self, sid: str, first: int, events: list[bytes]
                       ) -> list[tuple[str, dict[str, Any]]]:
         """The Dapr outbox entries of these events (the types in ``dapr_events``), in the
         same pipeline as the webhook ones (sessions/dapr_publish.py)."""
-        stream = self.keys.dapr_outbox(zlib.crc32(sid.encode()) % K.DAPR_SHARDS)
+        stream = self.keys.dapr_outbox(W.shard_of(sid, K.DAPR_SHARDS))
         return [(stream, {"s": sid, "o": first + n, "e": event})
                 for n, event in enumerate(events)
                 if orjson.loads(event).get("type") in self.dapr_events]

@@ -186,3 +186,14 @@ def takeover(active: bool, by: str, ts: float) -> Event:
     """An operator took the session over (``active``) or gave it back to the agent; ``by``
     is the operator's token subject."""
     return {"type": TAKEOVER, "active": active, "by": by, "ts": ts}
+
+
+PRESENCE = "presence"
+
+
+def presence(devices: int, operator: bool, call: bool, ts: float) -> Event:
+    """Who is in the session after a change (``AGENTIA_PRESENCE_EVENTS``): the user's
+    connected devices, whether an operator's connection is open and a voice call holds it.
+    Written by the ``PRESENCE`` script (sessions/presence_events.py), which builds this same
+    object in Lua (``ts`` with 3 decimals)."""
+    return {"type": PRESENCE, "devices": devices, "operator": operator, "call": call, "ts": ts}

@@ -67,6 +67,10 @@ NOTES_KEPT = 50
 this the oldest are dropped (they stay in the log)."""
 PRESENCE_LISTED = 100
 """Devices listed by ``GET /v1/sessions/{id}/presence`` at most (``connected`` counts all)."""
+PRESENCE_EVENT_MIN_S = 2.0
+"""With ``AGENTIA_PRESENCE_EVENTS`` on, at most one ``presence`` event per session this often
+from device and operator changes (a later change waits for the end of it; a voice call's start
+and end are written at once): sessions/presence_events.py."""
 WEBHOOK_GROUP = "webhooks"
 """Consumer group of the webhook dispatchers on every outbox shard."""
 OUTBOX_MAXLEN = 1_000_000
@@ -74,6 +78,16 @@ OUTBOX_MAXLEN = 1_000_000
 running for that long the oldest are dropped."""
 WEBHOOK_DEAD_MAXLEN = 100_000
 """Dead-lettered webhook deliveries kept per outbox shard (approximate trim)."""
+WEBHOOK_MARK_S = 60.0
+"""An appender (with webhooks on) marks a session in its outbox shard's dirty set
+(:meth:`Keys.webhook_dirty`) before appending, at most once per this many seconds per
+session and process; the sweeper keeps a mark at least this long plus its delay, so a
+session written to since its last mark is always in the set (sessions/webhook_outbox.py)."""
+WEBHOOK_REPAIR_MAX = 1_000
+"""Most events the sweeper re-queues for one session in one repair; a session further behind
+(its cursor stale since webhooks were last off) skips the older ones, with a warning."""
+WEBHOOK_SWEEP_BATCH = 200
+"""Dirty sessions the sweeper checks per round trip and outbox shard."""
 DAPR_GROUP = "dapr"
 """Consumer group of the Dapr publishers (``agentia dapr-publish``) on every Dapr outbox shard."""
 DAPR_SHARDS = 4
@@ -165,7 +179,9 @@ class Keys:
         """Hash: owner, epoch, created, seq (last offset), done (last finished turn), ap (last
         append id), and per running turn a:<turn> (attempts), x:<turn> (cancel asked) and
         p:<turn> (the attempt in which it last waited for approval: attempts count from it);
-        op (the operator holding the session, while a takeover is active: ``TAKEOVER``)."""
+        op (the operator holding the session, while a takeover is active: ``TAKEOVER``);
+        wc (webhook cursor: every offset up to it is in the outbox; only with webhooks on,
+        sessions/webhook_outbox.py)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:
@@ -265,6 +281,17 @@ class Keys:
         """Stream: webhook deliveries given up on (dead letters), with the last error."""
         return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:dead"
 
+    def webhook_dirty(self, k: int, shards: int) -> str:
+        """Sorted set: sessions of this outbox shard written to with webhooks on, scored by
+        their last mark (unix ms); the sweeper checks their cursor (meta ``wc``) against their
+        log and drops the ones caught up for longer than ``WEBHOOK_MARK_S`` plus its delay.
+        Bounded by the sessions active in that time."""
+        return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:dirty"
+
+    def webhook_sweeper(self, k: int, shards: int) -> str:
+        """String: the dispatcher sweeping this shard's dirty set (its consumer name), for
+        four sweep delays (at least 10 s) past its last batch."""
+        return f"{self.prefix}:{{{webhook_tag(k, shards)}}}:sweeper"
     # --- Dapr pub/sub (sessions/dapr_publish.py), one tag per outbox shard ---
     def dapr_outbox(self, k: int, shards: int = DAPR_SHARDS) -> str:
         """Stream: events waiting to be published to the Dapr topic (consumer group

@@ -160,6 +160,7 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         now = time.time()
         event = orjson.dumps(E.user(client_id, text, source, user, now))
         body = orjson.dumps({"c": client_id, "t": text, "u": user, "s": source, "ts": now})
+        await self._webhook_mark(sid)
         res = await self._run_script(
             self._submit,
             keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
@@ -209,6 +210,7 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
+        await self._webhook_mark(sid)
         res = await self._run_script(
             self._append,
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
@@ -252,6 +254,7 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         k = self.keys
         more = [orjson.dumps(e) for e in then or ()]
         note = orjson.dumps({"role": "user", "content": said})
+        await self._webhook_mark(sid)
         res = await self._run_script(
             self._start,
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),

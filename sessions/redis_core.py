@@ -15,6 +15,7 @@ from agentia.settings import Common, from_env
 from sessions import keys as K
 from sessions import scripts
 from sessions.redis_client import REDIS_DOWN, RedisClient, is_down, stale_map
+from sessions.webhook_outbox import Marks
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -47,7 +48,8 @@ class RedisCore:
                  log_maxlen: int = K.LOG_MAXLEN, wait_replicas: int | None = None,
                  wait_ms: int | None = None, new_session_ttl: int | None = None,
                  webhook_events: frozenset[str] | None = None,
-                 webhook_shards: int | None = None) -> None:
+                 webhook_shards: int | None = None,
+                 presence_events: bool | None = None) -> None:
         # redis-py types replies as unions of bytes/str/awaitables whatever the connection's
         # settings; ours always returns bytes (decode_responses=False), decoded explicitly here.
         self.redis: Any = redis
@@ -70,6 +72,10 @@ class RedisCore:
         """Event types copied to the webhook outbox as they are appended (empty: webhooks off,
         AGENTIA_WEBHOOK_URL unset); sessions/webhooks.py."""
         self.webhook_shards: int = webhook_shards
+        if presence_events is None:
+            presence_events = from_env(Common).presence_events
+        self.presence_events: bool = presence_events
+        """``presence`` events on (AGENTIA_PRESENCE_EVENTS): sessions/presence_events.py."""
         self.dapr_events: frozenset[str] = from_env(Common).dapr_types()
         """Event types copied to the Dapr outbox as they are appended (empty: off,
         AGENTIA_DAPR_TOPIC_EVENTS unset); sessions/dapr_publish.py."""
@@ -87,6 +93,8 @@ class RedisCore:
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}
         """Edge node -> (when its heartbeat key was checked, whether it existed)."""
+        self._marks = Marks()
+        """Sessions this process marked for the webhook sweeper (sessions/webhook_outbox.py)."""
         self._session_nodes: dict[str, tuple[float, list[bytes]]] = {}
         """Session -> (when, the nodes holding it): what its last append saw."""
         self._readers: dict[str, Any] = {}

@@ -13,6 +13,9 @@ the work) and POSTs one event per request, at most ``webhook_concurrency`` at on
   shard's dead-letter stream instead, with its last error.
 * a dispatcher that dies mid-POST: its entries stay pending and another (or it, restarted)
   takes them over with XAUTOCLAIM once idle longer than a POST can take.
+* an appender that dies between its log append and its outbox write: the sweeper
+  (sessions/webhook_sweep.py) re-queues the events from the session log once the session's
+  webhook cursor has stayed behind its log for ``webhook_sweep_s``.
 
 So every event is POSTed at least once; the ``X-Agentia-Delivery`` id lets a receiver drop
 the duplicates. Order is not kept across retries (``offset`` orders a session's events).
@@ -41,6 +44,7 @@ from agentia import metrics as M
 from agentia.settings import WebhookSettings
 from sessions import keys as K
 from sessions.redis_client import REDIS_DOWN, RedisClient, connect
+from sessions.webhook_sweep import Sweeper
 
 log = logging.getLogger("agentia.webhooks")
 
@@ -109,6 +113,8 @@ class Dispatcher:
         self._retry = redis.register_script(RETRY)
         self._dead = redis.register_script(DEAD)
         self._promote = redis.register_script(PROMOTE)
+        self.sweeper = Sweeper(redis, self.keys, self.n, s.webhook_types(), s.webhook_sweep_s,
+                               self.consumer, self._warn)
         self.http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(s.webhook_timeout_s),
             limits=httpx2.Limits(max_connections=s.webhook_concurrency))
@@ -124,7 +130,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         loops = [f(k) for k in range(self.n)
-                 for f in (self._read, self._reclaim, self._promoter)]
+                 for f in (self._read, self._reclaim, self._promoter, self._sweep)]
         tasks = [asyncio.create_task(c) for c in loops]
         await self.stopping.wait()
         for t in tasks:
@@ -206,6 +212,12 @@ class Dispatcher:
             M.WEBHOOK_LAG.labels(str(k)).set(int(queued) + int(waiting))
         await self._loop(step, 0.25)
 
+    async def _sweep(self, k: int) -> None:
+        """Events appended but never queued (sessions/webhook_sweep.py)."""
+        async def step() -> None:
+            await self.sweeper.step(k)
+        await self._loop(step, 0)
+
     def _spawn(self, k: int, eid: bytes, fields: dict[bytes, bytes]) -> None:
         task = asyncio.create_task(self._deliver(k, eid, fields))
         self.inflight.add(task)
@@ -268,7 +280,7 @@ class Dispatcher:
 
 
 async def serve(s: WebhookSettings) -> None:
-    redis = connect(s.redis_url, s.webhook_concurrency + 3 * s.webhook_shards + 8)
+    redis = connect(s.redis_url, s.webhook_concurrency + 4 * s.webhook_shards + 8)
     d = Dispatcher(s, redis)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,71 @@ READY_S = 120
 """How long a child of a test may take to print its READY line (imports on a busy machine)."""
 TEST_SECRET = "agentia-test-secret-0123456789-abcdefghijklmnopqr"
 """HS256 secret of the processes tests start (49 bytes: above the 32-byte minimum)."""
+
+
+BACKGROUND_BUILDS = {
+    "tests/dapr": ("AGENTIA_DAPRD_BUILD_RC", "daprd"),
+    "tests/voice/test_sip.py": ("AGENTIA_SIP_BUILD_RC", "sip"),
+}
+"""Tests that need a binary ``./dev test`` builds in the background (``in_background``), with the
+variable naming the file the build writes its exit status to, and the build's name (its log:
+.venv/NAME-build.log). pytest runs them after every other test, and they wait for the build."""
+BUILD_WAIT_S = float(os.environ.get("AGENTIA_BUILD_WAIT_S", "1500"))
+"""Longest a test waits for a background build (then it fails in CI and skips elsewhere)."""
+_built: dict[str, str | None] = {}
+
+
+def _needs(item: pytest.Item) -> int:
+    """1 + the index in BACKGROUND_BUILDS of the build ``item`` needs; 0 for none."""
+    path = Path(item.path)
+    return next((i + 1 for i, where in enumerate(BACKGROUND_BUILDS)
+                 if path == ROOT / where or path.is_relative_to(ROOT / where)), 0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Moves the tests of BACKGROUND_BUILDS to the end, every other order as collected."""
+    items.sort(key=_needs)  # stable: modules and their fixtures stay together
+
+
+def wait_for_build(rc_file: Path, wait_s: float, poll_s: float = 2.0) -> int | None:
+    """The build's exit status once ``rc_file`` exists, or None after ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while not rc_file.exists():
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
+    return int(rc_file.read_text().strip() or "1")
+
+
+def _build_problem(var: str, name: str) -> str | None:
+    """None when no background build runs or it succeeded, else what went wrong."""
+    rc_path = os.environ.get(var)
+    if not rc_path:
+        return None
+    rc_file = Path(rc_path)
+    log = rc_file.parent / f"{name}-build.log"
+    rc = wait_for_build(rc_file, BUILD_WAIT_S)
+    if rc is None:
+        return (f"the background {name} build did not end within {BUILD_WAIT_S:.0f} s "
+                f"(AGENTIA_BUILD_WAIT_S; its log: {log})")
+    if rc != 0:
+        return f"the background {name} build failed with exit status {rc} (log: {log})"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of BACKGROUND_BUILDS waits (once per build, bounded) for its build to end."""
+    i = _needs(item)
+    if not i:
+        return
+    var, name = list(BACKGROUND_BUILDS.values())[i - 1]
+    if var not in _built:
+        _built[var] = _build_problem(var, name)
+    why = _built[var]
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +149,7 @@ class Proc:
         self.proc, self.info = start(
             [*wrapper, sys.executable, "-m", "launch.cli", *args], env, ready, READY_S,
             what=f"{args} (log {self.log.name})", cwd=ROOT, stderr=self.log, supervised=False)
+        self._terminated = False
 
     @property
     def port(self) -> int:
@@ -98,9 +165,16 @@ class Proc:
             os.kill(self.proc.pid, sig)
             self.proc.wait(15)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM without waiting (once: a second SIGTERM may mean "now" to a supervisor)."""
+        if self.proc.poll() is None and not self._terminated:
             self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
+    def stop(self) -> None:
+        """SIGTERM (unless :meth:`terminate` sent it), 15 s to exit, then SIGKILL."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -144,6 +218,11 @@ class Cluster:
         return p
 
     def stop(self) -> None:
+        # every process drains at once (an edge waits up to AGENTIA_DRAIN_S for clients that a
+        # finished test left open, a worker up to its grace for turns): teardown takes the
+        # slowest drain, not their sum
+        for p in self.procs:
+            p.terminate()
         for p in self.procs:
             p.stop()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)

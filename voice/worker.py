@@ -50,7 +50,7 @@ from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
-from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
+from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
 from voice.tokens import delete_room, parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
 
@@ -66,9 +66,10 @@ INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a lo
 
 
 def model_pin(s: VoiceSettings) -> tuple[Path | None, str]:
-    """(model directory or None for the wheel's, sha256 its model.bin must have or "")."""
+    """(model directory or None for the packaged model's, sha256 its model.bin must have or
+    "")."""
     if not s.voice_stt_model_dir:
-        return None, s.voice_stt_model_sha256 or TINY_EN_SHA256
+        return None, s.voice_stt_model_sha256 or PACKAGED[s.voice_stt_model].sha256
     sha = s.voice_stt_model_sha256
     return Path(s.voice_stt_model_dir), "" if sha == "none" else sha
 
@@ -79,9 +80,15 @@ def recogniser(s: VoiceSettings) -> stt.STT[Any]:
         return cloud_recogniser(s)
     if s.voice_stt == "pocketsphinx":
         return PocketsphinxSTT(s.phrases(), timeout_s=s.voice_stt_timeout_s)
+    return whisper(s)
+
+
+def whisper(s: VoiceSettings) -> WhisperSTT:
+    """The configured Whisper model, its pinned weights verified (each engine reads them)."""
     model_dir, sha = model_pin(s)
-    return WhisperSTT(model_dir, sha256=sha, threads=s.voice_stt_threads,
-                      timeout_s=s.voice_stt_timeout_s)
+    return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
+                      threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
+                      beam_size=s.voice_stt_beam, timeout_s=s.voice_stt_timeout_s)
 
 
 def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
@@ -97,7 +104,8 @@ def check_speech(s: VoiceSettings) -> None:
     load_plugins(s)
     if s.voice_stt == "whisper":
         model_dir, sha = model_pin(s)
-        verify_model(model_dir or default_model_dir(), sha)
+        parts = [model_dir / "model.bin"] if model_dir else model_paths(s.voice_stt_model)[0]
+        read_weights(parts, sha)
 
 
 class _RoomGoneQuiet(logging.Filter):
@@ -138,11 +146,8 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
         log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
-    model_dir, sha = model_pin(s)
-    first = WhisperSTT(model_dir, sha256=sha, threads=s.voice_stt_threads)
-    # the weights were checked once: the other engines load the same verified files
-    more = [WhisperSTT(first.model_dir, sha256="", threads=s.voice_stt_threads)
-            for _ in range(n - 1)]
+    first = whisper(s)
+    more = [whisper(s) for _ in range(n - 1)]
     log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n, first.model)
     return EnginePool([first, *more], first.model)
 

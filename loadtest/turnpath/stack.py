@@ -58,7 +58,7 @@ class Stack:
         cmds = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
                 if k != "cmdstat_info"}
         return {"cpu": {k: cpu_s(p) for k, p in self.pids.items()}, "cmds": cmds,
-                "t": time.perf_counter()}
+                "t": time.perf_counter(), "machine": machine_ticks()}
 
     def tracebacks(self) -> dict[str, int]:
         return {k: p.read_bytes().count(b"Traceback") if p.exists() else 0
@@ -71,8 +71,19 @@ class Stack:
 
 def delta(p0: dict[str, Any], p1: dict[str, Any]) -> dict[str, Any]:
     cmds = {k: v - p0["cmds"].get(k, 0) for k, v in p1["cmds"].items()}
+    (busy0, idle0), (busy1, idle1) = p0["machine"], p1["machine"]
+    ticks = busy1 - busy0 + idle1 - idle0
     return {"cpu": {k: v - p0["cpu"][k] for k, v in p1["cpu"].items()},
-            "cmds": {k: v for k, v in cmds.items() if v}, "t": p1["t"] - p0["t"]}
+            "cmds": {k: v for k, v in cmds.items() if v}, "t": p1["t"] - p0["t"],
+            "machine_idle_share": round((idle1 - idle0) / ticks, 4) if ticks else None}
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, idle) clock ticks of the whole machine so far (/proc/stat; idle includes
+    iowait): a shared machine's idle share tells how much its figures can be trusted."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, idle
 
 
 def log_figures(r: redis.Redis, sessions: list[str], prefix: str = "agentia") -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from sessions import keys as K
+from sessions.webhook_outbox import delivery_id
 from tests.conftest import Client, Cluster, Proc
 from tests.e2e.test_api import get
 
@@ -223,3 +224,44 @@ async def test_outbox_groups_lost_are_created_again(plain: Cluster, receiver: Re
     await turns(edge.port, "wh-nogroup", 1)
     await receiver.wait_for(4)
     assert receiver.bad_signatures == 0
+
+
+async def test_an_event_whose_appender_died_before_queueing_it_arrives(
+        plain: Cluster, receiver: Receiver, bus: Any) -> None:
+    """The worker is killed (SIGKILL, AGENTIA_TEST_FAULT) right after the log append of its
+    reply, before the fan-out that would queue it: the dispatcher's sweeper finds the
+    session's webhook cursor behind its log and queues the reply from the log, with the
+    delivery id the fan-out would have given it."""
+    plain.env.update({"AGENTIA_WEBHOOK_URL": receiver.url, **FAST_RETRY,
+                      "AGENTIA_WEBHOOK_SWEEP_S": "1"})
+    edge = plain.edge()
+    doomed = plain.worker(AGENTIA_TEST_FAULT="kill-before-fanout:reply")
+    plain.procs.append(Proc(["webhooks"], plain.env, "AGENTIA_WEBHOOKS_READY"))
+    c = await Client.open(edge.port, session="wh-kill")
+    await c.until("welcome")
+    await c.send(type="send", id="m1", text="hello")
+    await c.until("ack", id="m1")
+    await asyncio.to_thread(doomed.proc.wait, 15)
+    assert doomed.proc.returncode == -9  # killed by the fault, not stopped
+    log = await bus.replay("wh-kill", 0, None)
+    replies = [(o, e) for o, e in log.events if orjson.loads(e)["type"] == "reply"]
+    assert len(replies) == 1  # appended, never fanned out (the client got no reply)
+    assert not [f for f in c.frames if f.get("type") == "reply"]
+    await receiver.wait_for(2)
+    got = {b["event"]["type"]: (h, b) for h, b in receiver.got}
+    offset, event = replies[0]
+    assert got["reply"][1]["offset"] == offset and "hello" in got["reply"][1]["event"]["text"]
+    assert got["reply"][0]["X-Agentia-Delivery"] == delivery_id("wh-kill", offset, event)
+    assert got["user"][1]["offset"] == 1  # queued by the edge as usual
+    meta = await bus.session_meta("wh-kill")
+    assert int(meta["wc"]) == int(meta["seq"])  # the sweeper moved the cursor past it
+    await c.close()
+
+
+async def test_webhooks_off_leave_no_cursor_and_no_marks(plain: Cluster, bus: Any) -> None:
+    """With AGENTIA_WEBHOOK_URL unset nothing of the outbox is written: no cursor, no mark."""
+    edge = plain.edge()
+    plain.worker()
+    await turns(edge.port, "wh-off", 1)
+    assert "wc" not in await bus.session_meta("wh-off")
+    assert not [k async for k in bus.redis.scan_iter(match=f"{bus.keys.prefix}:{{wh.*")]

@@ -77,3 +77,20 @@ async def test_webhooks_cost_one_xadd_per_event_and_nothing_when_off(
     per_turn_off = (off[1][0] - off[0][0]) / 10
     per_turn_on = (on[1][0] - on[0][0]) / 10
     assert per_turn_on - per_turn_off == 1, (per_turn_off, per_turn_on)
+
+
+async def test_the_webhook_cursor_costs_one_script_per_append_and_nothing_when_off(
+        redis_server: RedisServer) -> None:
+    """The webhook cursor (sessions/webhook_outbox.py): on, one EVAL (ADVANCE: HGET + HSET)
+    per fan-out, in its pipeline; the session's mark (ZADD) at most once a minute, here at
+    the submit before counting; off, neither."""
+    per_turn = {}
+    for on in (False, True):
+        for cmd in ("eval", "zadd"):
+            runs = [await run_turns(redis_server.url, n, "hello there",
+                                    frozenset({"reply", "user"}) if on else frozenset(),
+                                    only=cmd) for n in (1, 11)]
+            per_turn[on, cmd] = (runs[1][0] - runs[0][0]) / 10
+    assert per_turn[False, "eval"] == per_turn[False, "zadd"] == 0, per_turn
+    # a turn's three appends: turn_start + state thinking, state speaking, state idle + reply
+    assert per_turn[True, "eval"] == 3 and per_turn[True, "zadd"] == 0, per_turn

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -179,13 +178,6 @@ class Hosts(Cluster):
         """Start processes side by side (a worker's imports take seconds); in call order."""
         with ThreadPoolExecutor(len(starts)) as pool:
             return [f.result() for f in [pool.submit(start) for start in starts]]
-
-    def stop(self) -> None:
-        """SIGTERM to every live process at once, so their drains overlap, then stop each."""
-        for p in self.procs:
-            if p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGTERM)
-        super().stop()
 
     def kill_host(self, host: Host) -> None:
         """The host dies at once: its cable is cut first, so no FIN or RST gets out, then

@@ -28,6 +28,7 @@ from agentia_client import (
     Partial,
     Pong,
     PostedMessage,
+    Presence,
     Reply,
     Resumed,
     Takeover,
@@ -52,7 +53,7 @@ CLASSES: dict[str, type] = {
     "state": AgentState, "handoff": Handoff, "approval_request": ApprovalRequest,
     "approval_result": ApprovalResult, "reply": Reply, "cancelled": Cancelled,
     "turn_error": TurnFailure, "call": CallState, "message": PostedMessage,
-    "transcript": Transcript, "takeover": Takeover,
+    "transcript": Transcript, "takeover": Takeover, "presence": Presence,
     "tool": ToolCall,  # the event of earlier revisions, replaced by tool_call
 }
 UNTYPED: set[str] = set()

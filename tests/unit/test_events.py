@@ -23,6 +23,7 @@ BUILT = {
     "transcript": E.transcript("It is noon.", True, "agent", 18),
     "message": E.message("operator", "Your refund is approved.", "support-desk", 3.5),
     "takeover": E.takeover(True, "op-ann", 4.5),
+    "presence": E.presence(2, False, True, 5.5),
     "approval_request": E.approval_request(18, "call_1", "book_table", {"people": 2}, "demo",
                                            1767226200.5),
     "approval_result": E.approval_result(18, "call_1", False, "alice", "not tonight"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,3 +133,30 @@ def test_a_run_starts_with_its_own_copy_of_an_agent_without_handoffs() -> None:
     assert run.name == demo_agent.name and run.instructions == demo_agent.instructions
     triage = Agent(name="triage", handoffs=[Agent(name="expert")])
     assert _per_run(triage) is triage  # experts may hand back to the original
+
+
+def _split(splitter: Any, blocks: list[bytes]) -> list[bytes]:
+    out = [line for b in blocks for line in splitter.feed(b)]
+    return out + list(splitter.finish())
+
+
+def test_line_splitter_splits_as_the_clients_decoder() -> None:
+    """Every way of cutting streams of CR, LF, CRLF and text into reads gives the lines the
+    client's own decoder gives."""
+    from openai._streaming import _SSELineDecoder
+
+    rng = random.Random(13)
+    alphabet = [b"\r", b"\n", b"\r\n", b"a", b"data: {}", b"", b"\xc3\xa9"]
+    for _ in range(3000):
+        stream = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        cuts = sorted(rng.sample(range(len(stream) + 1), min(len(stream) + 1,
+                                                             rng.randint(0, 6))))
+        blocks = [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        assert _split(S.LineSplitter(), blocks) == _split(_SSELineDecoder(), blocks), blocks
+
+
+def test_line_splitter_joins_a_long_line_once() -> None:
+    lines = S.LineSplitter()
+    assert [lines.feed(b"x" * 10) for _ in range(100)] == [[]] * 100
+    assert lines.feed(b"y\r") == [b"x" * 1000 + b"y"]
+    assert lines.feed(b"\nz") == [] and lines.finish() == [b"z"] and lines.finish() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from livekit.agents import APIError
 
 from agentia.settings import SettingsError
 from voice import worker
-from voice.settings import VoiceSettings
+from voice.settings import WHISPER_MODELS, VoiceSettings
 from voice.speech import (
     ESPEAK_RATE,
     EspeakTTS,
@@ -21,7 +22,15 @@ from voice.speech import (
     normalise,
     to_mono16k,
 )
-from voice.stt_whisper import TINY_EN_SHA256, WhisperSTT, default_model_dir, verify_model
+from voice.stt_whisper import (
+    PACKAGED,
+    TINY_EN_SHA256,
+    WhisperSTT,
+    default_model_dir,
+    model_paths,
+    read_weights,
+    verify_model,
+)
 from voice.worker import model_pin
 
 PHRASES = VoiceSettings().phrases()
@@ -101,7 +110,7 @@ def test_stereo_48k_becomes_mono_16k() -> None:
 
 @pytest.fixture(scope="module")
 def whisper() -> WhisperSTT:
-    return WhisperSTT(threads=2)
+    return WhisperSTT(model="tiny.en", threads=2)
 
 
 @pytest.mark.parametrize("sentence", ["tell me about the weather in paris tomorrow",
@@ -135,7 +144,31 @@ async def test_a_recognition_over_its_time_bound_fails_cleanly(whisper: WhisperS
 def test_the_wheel_model_is_the_pinned_one() -> None:
     model_dir = default_model_dir()
     verify_model(model_dir, TINY_EN_SHA256)  # does not raise
-    assert model_pin(VoiceSettings()) == (None, TINY_EN_SHA256)
+    assert model_pin(VoiceSettings(voice_stt_model="tiny.en")) == (None, TINY_EN_SHA256)
+    s = VoiceSettings()
+    assert model_pin(s) == (None, PACKAGED[s.voice_stt_model].sha256)
+
+
+def test_every_packaged_model_is_a_setting_choice() -> None:
+    assert tuple(PACKAGED) == WHISPER_MODELS
+    with pytest.raises(SettingsError, match="AGENTIA_VOICE_STT_MODEL"):
+        VoiceSettings(voice_stt_model="small").validate()
+    with pytest.raises(SettingsError, match="AGENTIA_VOICE_STT_CONTEXT_S"):
+        VoiceSettings(voice_stt_context_s=2).validate()
+
+
+def test_split_weights_are_pinned_as_one_file(tmp_path: Path) -> None:
+    parts = [tmp_path / "model.bin.part1", tmp_path / "model.bin.part2"]
+    parts[0].write_bytes(b"first half ")
+    parts[1].write_bytes(b"second half")
+    whole = hashlib.sha256(b"first half second half").hexdigest()
+    assert read_weights(parts, whole) == b"first half second half"
+    with pytest.raises(SpeechError, match="expected " + whole):
+        read_weights(parts[::-1], whole)  # the same bytes in the wrong order
+    with pytest.raises(SpeechError, match=r"model\.bin\.part3 missing"):
+        read_weights([*parts, tmp_path / "model.bin.part3"], whole)
+    with pytest.raises(SpeechError, match="no packaged Whisper model 'small'"):
+        model_paths("small")
 
 
 def test_other_model_files_are_refused_unless_pinned(tmp_path: Path) -> None:

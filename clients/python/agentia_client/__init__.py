@@ -93,7 +93,7 @@ from agentia_client.agent_events import (
     ToolCall,
     ToolResult,
 )
-from agentia_client.backend_events import PostedMessage, Takeover
+from agentia_client.backend_events import PostedMessage, Presence, Takeover
 from agentia_client.client import AgentiaClient
 from agentia_client.codes import PROTOCOL, RETRYABLE, CloseCode, ErrorCode, __version__
 from agentia_client.errors import (
@@ -185,6 +185,7 @@ __all__ = [
     "Partial",
     "Pong",
     "PostedMessage",
+    "Presence",
     "ReconnectFailed",
     "Reply",
     "RequestError",

@@ -1,5 +1,5 @@
 """Typed classes of what backends and operators put into a session (docs/backend.md,
-docs/protocol.md section 5): posted messages and takeovers. Part of no turn;
+docs/protocol.md section 5): posted messages, takeovers and presence. Part of no turn;
 :func:`agentia_client.events.parse_event` turns a decoded event into any of them."""
 
 from __future__ import annotations
@@ -46,3 +46,23 @@ class Takeover:
     def parse(cls, d: dict[str, Any]) -> Takeover:
         return cls(_int(d, "offset"), d.get("active") is True, _str(d, "by"), _float(d, "ts"),
                    d)
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """``presence`` (only where the deployment turned it on): who is in the session after a
+    change: the owner's connected ``devices``, whether an ``operator``'s connection is open
+    and a voice ``call`` holds it; part of no turn."""
+
+    type: ClassVar[str] = "presence"
+    offset: int
+    devices: int
+    operator: bool
+    call: bool
+    ts: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Presence:
+        return cls(_int(d, "offset"), _int(d, "devices"), d.get("operator") is True,
+                   d.get("call") is True, _float(d, "ts"), d)

@@ -26,7 +26,7 @@ from agentia_client.agent_events import (
     ToolCall,
     ToolResult,
 )
-from agentia_client.backend_events import PostedMessage, Takeover
+from agentia_client.backend_events import PostedMessage, Presence, Takeover
 from agentia_client.fields import _float, _int, _opt_str, _str
 from agentia_client.values import Ack, Limits
 
@@ -322,7 +322,8 @@ AgentEvent: TypeAlias = (ToolCall | ToolResult | AgentState | Handoff | Approval
                          | ApprovalResult)
 """What the agent does within a turn: tools, state, handoffs, approvals."""
 LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled | TurnFailure
-                       | CallState | PostedMessage | Takeover | Transcript | UnknownEvent)
+                       | CallState | PostedMessage | Takeover | Presence | Transcript
+                       | UnknownEvent)
 """A session log event (it has an ``offset``)."""
 StreamFrame: TypeAlias = Chunk | Partial
 """A running turn's reply text: not a log event (no ``offset``)."""
@@ -337,7 +338,7 @@ ServerFrame: TypeAlias = ControlFrame | StreamFrame | LogEvent
 _EVENTS: dict[str, Any] = {c.type: c.parse for c in (
     UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff, ApprovalRequest,
     ApprovalResult, Reply, Cancelled, TurnFailure, CallState, PostedMessage, Takeover,
-    Transcript)} | {
+    Presence, Transcript)} | {
     "tool": ToolCall.parse}
 _STREAM: dict[str, Any] = {c.type: c.parse for c in (Chunk, Partial)}
 _CONTROL: dict[str, Any] = {c.type: c.parse for c in (

@@ -1,0 +1,209 @@
+"""Word error rate and time of the offline STT on everyday sentences spoken by espeak-ng.
+
+    .venv/bin/python -m loadtest.bench_wer [--record] [--candidates before,after] [--limit N]
+
+Each sentence of ``loadtest/wer_sentences.txt`` is spoken by two of :data:`VOICES` (espeak-ng
+voices at 140-190 words a minute), resampled by sox to 48 kHz (a LiveKit room's rate), padded
+with the silence Silero VAD leaves around an utterance in the worker (0.5 s before, 0.2 s
+after), then transcribed by each candidate STT exactly as the voice worker makes it
+(``voice.worker.recogniser`` on ``VoiceSettings`` with the candidate's settings, the same
+``recognize`` path with its own 16 kHz resampling), one utterance at a time. Reference and
+transcript are compared after ``voice.speech.normalise`` (so "10" and "ten" are the same word).
+
+WER = (substitutions + deletions + insertions) / reference words, over all utterances. The STT
+time is per utterance: wall (this machine is shared: noisy) and CPU of this process (all its
+threads; steadier). ``--record`` writes ``loadtest/results/voice-wer.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livekit import rtc
+
+from agentia.settings import SettingsError
+from voice.settings import VoiceSettings
+from voice.speech import SpeechError, normalise
+
+SENTENCES = Path(__file__).resolve().parent / "wer_sentences.txt"
+VOICES = (("en-us", 175), ("en-gb", 160), ("en-gb-x-rp", 140), ("en-us+f3", 190))
+"""(espeak-ng voice, words a minute); sentence i is spoken with voices i and i + 2 (mod 4)."""
+ROOM_RATE = 48_000
+PAD_BEFORE_S, PAD_AFTER_S = 0.5, 0.2
+"""Silero's prefix padding and the STT's end-of-utterance silence in the worker."""
+ALIASES = {"before": "tiny.en@30", "after": "base@10/5"}
+""""before" is the STT as it was (tiny.en, Whisper's 30 s window, greedy); "after" the default."""
+DEFAULT_CANDIDATES = "before,tiny.en@10,base@10,after,base@8/5"
+BENCH_TIMEOUT_S = 60.0
+"""Per utterance: the worker's 5 s bound measures the machine's load, not the model."""
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Word-level edit operations turning a reference into a transcript."""
+
+    sub: int = 0
+    dele: int = 0
+    ins: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.sub + self.dele + self.ins
+
+    def __add__(self, other: Errors) -> Errors:
+        return Errors(self.sub + other.sub, self.dele + other.dele, self.ins + other.ins)
+
+
+def candidate(spec: str) -> dict[str, Any]:
+    """Settings of a candidate ``MODEL@CONTEXT_S[/BEAM]`` (or an alias), on top of
+    ``VoiceSettings()`` (one CPU thread, as in the worker)."""
+    model, _, rest = ALIASES.get(spec, spec).partition("@")
+    context, _, beam = rest.partition("/")
+    return {"voice_stt_model": model, "voice_stt_context_s": float(context or 10),
+            "voice_stt_beam": int(beam or 1)}
+
+
+def word_errors(reference: str, hypothesis: str) -> Errors:
+    """The fewest substitutions, deletions and insertions of words from ``reference`` to
+    ``hypothesis`` (Levenshtein on words; ties prefer substitutions)."""
+    ref, hyp = reference.split(), hypothesis.split()
+    # row[j]: the best Errors turning ref[:i] into hyp[:j]
+    row = [Errors(ins=j) for j in range(len(hyp) + 1)]
+    for i in range(1, len(ref) + 1):
+        prev, row = row, [Errors(dele=i)]
+        for j in range(1, len(hyp) + 1):
+            same = ref[i - 1] == hyp[j - 1]
+            options = (prev[j - 1] + Errors(sub=0 if same else 1), prev[j] + Errors(dele=1),
+                       row[j - 1] + Errors(ins=1))
+            row.append(min(options, key=lambda e: (e.total, -e.sub)))
+    return row[-1]
+
+
+def wer(pairs: list[tuple[str, str]]) -> float:
+    """Word error rate of (reference, transcript) pairs, both normalised first."""
+    words = sum(len(normalise(r).split()) for r, _ in pairs)
+    errors = sum(word_errors(normalise(r), normalise(h)).total for r, h in pairs)
+    return errors / words if words else 0.0
+
+
+def sentences(path: Path = SENTENCES) -> list[str]:
+    lines = (ln.strip() for ln in path.read_text().splitlines())
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def speak(text: str, voice: str, wpm: int) -> rtc.AudioFrame:
+    """espeak-ng's speech of ``text`` resampled by sox to 48 kHz, padded as the VAD cuts it."""
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            raise SpeechError(f"{tool} is not installed (apt-get install {tool})")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "--stdout", text],
+                         capture_output=True, check=True, timeout=30).stdout
+    raw = subprocess.run(["sox", "-t", "wav", "-", "-t", "raw", "-r", str(ROOM_RATE), "-e",
+                          "signed", "-b", "16", "-c", "1", "-"],
+                         input=wav, capture_output=True, check=True, timeout=30).stdout
+    pcm = (bytes(2 * int(ROOM_RATE * PAD_BEFORE_S)) + raw
+           + bytes(2 * int(ROOM_RATE * PAD_AFTER_S)))
+    return rtc.AudioFrame(pcm, ROOM_RATE, 1, len(pcm) // 2)
+
+
+def utterances(limit: int | None = None) -> list[tuple[str, str, int, rtc.AudioFrame]]:
+    """(sentence, voice, wpm, audio) for every sentence spoken by two voices."""
+    out = []
+    for i, text in enumerate(sentences()[:limit]):
+        for k in (i % len(VOICES), (i + 2) % len(VOICES)):
+            voice, wpm = VOICES[k]
+            out.append((text, voice, wpm, speak(text, voice, wpm)))
+    return out
+
+
+def _pct(samples: list[float], q: int) -> float:
+    return round(statistics.quantiles(samples, n=100, method="inclusive")[q - 1] * 1000, 1)
+
+
+async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]]
+                  ) -> dict[str, Any]:
+    """One candidate over every utterance: WER, its parts, per-voice WER, STT time."""
+    from voice.worker import recogniser
+
+    s = VoiceSettings(**candidate(name), voice_stt_timeout_s=BENCH_TIMEOUT_S)
+    t = time.perf_counter()
+    stt = recogniser(s)
+    load_s = time.perf_counter() - t
+    walls, cpus, rows = [], [], []
+    total, by_voice = Errors(), dict[str, list[tuple[str, str]]]()
+    for text, voice, wpm, audio in utts:
+        t, c = time.perf_counter(), time.process_time()
+        ev = await stt.recognize(audio)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+        heard = ev.alternatives[0].text
+        e = word_errors(normalise(text), normalise(heard))
+        total += e
+        by_voice.setdefault(f"{voice}@{wpm}", []).append((text, heard))
+        if e.total:
+            rows.append({"said": text, "heard": heard, "voice": voice, "wpm": wpm,
+                         "errors": e.total})
+    words = sum(len(normalise(u[0]).split()) for u in utts)
+    return {
+        "settings": candidate(name), "model": stt.model, "load_s": round(load_s, 2),
+        "utterances": len(utts), "words": words, "wer": round(total.total / words, 4),
+        "substitutions": total.sub, "deletions": total.dele, "insertions": total.ins,
+        "exact": len(utts) - len(rows),
+        "wer_by_voice": {v: round(wer(p), 4) for v, p in by_voice.items()},
+        "stt_wall_ms": {"p50": _pct(walls, 50), "p90": _pct(walls, 90)},
+        "stt_cpu_ms": {"p50": _pct(cpus, 50), "p90": _pct(cpus, 90)},
+        "errors": rows,
+    }
+
+
+async def run(names: list[str], limit: int | None) -> dict[str, Any]:
+    utts = utterances(limit)
+    seconds = [u[3].samples_per_channel / ROOM_RATE for u in utts]
+    out: dict[str, Any] = {
+        "sentences": len(utts) // 2, "voices": [f"{v}@{w}" for v, w in VOICES],
+        "utterance_s": {"p50": round(statistics.median(seconds), 2), "max": round(max(seconds), 2)},
+        "load_avg_before": os.getloadavg()[0], "candidates": {}}
+    for name in names:
+        out["candidates"][name] = res = await measure(name, utts)
+        print(f"{name:12} {res['model']:24} WER {res['wer']:.3f} exact {res['exact']}/"
+              f"{res['utterances']} STT wall p50 {res['stt_wall_ms']['p50']} ms, "
+              f"CPU p50 {res['stt_cpu_ms']['p50']} ms", flush=True)
+    out["load_avg_after"] = os.getloadavg()[0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--candidates", default=DEFAULT_CANDIDATES,
+                    help="comma-separated MODEL@CONTEXT_S[/BEAM] or before/after "
+                         f"(default {DEFAULT_CANDIDATES})")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    ap.add_argument("--record", action="store_true", help="write results/voice-wer.json")
+    args = ap.parse_args()
+    names = [n for n in args.candidates.split(",") if n]
+    for n in names:
+        try:
+            VoiceSettings(**candidate(n)).validate()
+        except (ValueError, SettingsError) as exc:
+            ap.error(f"candidate {n!r}: {exc}")
+    figures = asyncio.run(run(names, args.limit))
+    if args.record:
+        from loadtest.record import record
+
+        path = record("voice-wer", figures, notes=(
+            "espeak-ng sentences (loadtest/wer_sentences.txt), two voices each, through "
+            "voice.worker.recogniser one at a time; CPU-ms is this process's CPU time"))
+        print(f"recorded {path}")
+
+
+if __name__ == "__main__":
+    main()
