@@ -34,7 +34,7 @@ from agentia.supervise import (
     supervise,
 )
 from launch.redis_server import RedisServer
-from voice.livekit_server import LiveKitServer, find_binary
+from voice.livekit_server import LiveKitServer, find_binary, free_port
 
 DEFAULT_STATE_DIR = ".agentia"
 STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", DEFAULT_STATE_DIR))
@@ -121,7 +121,10 @@ class _Parts:
             self.children.append(Child("dapr-publish", ["dapr-publish"], env,
                                        "AGENTIA_DAPR_PUBLISH_READY", stopping=stopping))
             say(f"dapr       on: publishing to topic {env['AGENTIA_DAPR_TOPIC_EVENTS']}")
-        self.livekit = _voice(env, self.children, livekit_port, stopping)
+        if not api_port:
+            # chosen now: LiveKit, started first, posts its webhooks to the control plane
+            api_port = free_port()
+        self.livekit = _voice(env, self.children, livekit_port, stopping, api_port)
         self.children.append(Child("api", ["api", "--port", str(api_port)], env,
                                    "AGENTIA_API_READY", stopping=stopping))
 
@@ -180,9 +183,11 @@ def _fresh(path: Path) -> Path:
 
 
 def _voice(env: dict[str, str], children: list[Child], livekit_port: int,
-           stopping: Callable[[], bool]) -> LiveKitServer | None:
+           stopping: Callable[[], bool], api_port: int = 0) -> LiveKitServer | None:
     """Start a private LiveKit server and a voice worker when both can run here; say why not
-    otherwise. With ``AGENTIA_LIVEKIT_URL`` set, that server is used instead."""
+    otherwise. With ``AGENTIA_LIVEKIT_URL`` set, that server is used instead. The private
+    server posts its webhooks to the control plane on ``api_port`` (a killed voice worker's
+    calls end there: voice/webhooks.py)."""
     try:
         import livekit.agents  # noqa: F401
     except ImportError:
@@ -195,8 +200,11 @@ def _voice(env: dict[str, str], children: list[Child], livekit_port: int,
             say("voice      off: no LiveKit server binary; build it with 'go install "
                 "github.com/livekit/livekit-server/cmd/server@v1.13.5' (./dev up does)")
             return None
+        host = env.get("AGENTIA_HOST") or "127.0.0.1"
+        hook = (f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{api_port}"
+                "/v1/voice/livekit-events" if api_port else "")
         server = LiveKitServer(binary, STATE_DIR / "livekit", port=livekit_port,
-                               tied=True).start()
+                               tied=True, webhook_url=hook).start()
         env |= {"AGENTIA_LIVEKIT_URL": server.url, "AGENTIA_LIVEKIT_API_KEY": server.key,
                 "AGENTIA_LIVEKIT_API_SECRET": server.secret}
     env["AGENTIA_VOICE"] = "true"

@@ -77,6 +77,15 @@ class CallSlots:
         except REDIS_DOWN as exc:
             raise SlotsUnavailable() from exc
 
+    async def claim_end(self, session: str, room: str, by: str) -> bool:
+        """Whether ``by`` is the first to end the call in ``room`` (then it writes the
+        ``call`` ``ended`` event; nobody else does)."""
+        try:
+            return bool(await self.redis.set(K.call_end(self.keys, session, room), by, nx=True,
+                                             ex=K.CALL_END_TTL))
+        except REDIS_DOWN as exc:
+            raise SlotsUnavailable() from exc
+
     async def count(self, user: str) -> int:
         """Live (unexpired) calls of ``user``."""
         try:

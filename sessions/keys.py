@@ -326,6 +326,17 @@ refreshes it every third of it while the call runs and releases it at the end, s
 whose job died without releasing stops counting within a minute."""
 
 
+CALL_END_TTL = 24 * 3600
+"""How long a call's end marker (:func:`call_end`) is kept: far past any webhook retry."""
+
+
+def call_end(k: Keys, sid: str, room: str) -> str:
+    """String: who recorded the ``call`` ``ended`` event of the call in ``room`` of session
+    ``sid`` (the voice job, or the control plane for a lost worker), set once (``SET NX``) so
+    the end is written exactly once; in the session's slot. TTL :data:`CALL_END_TTL`."""
+    return f"{k.prefix}:{session_tag(sid)}:callend:{room}"
+
+
 def user_calls(k: Keys, user: str) -> str:
     """Sorted set: a user's live voice calls (member: room name) scored by lease expiry (unix
     ms); same slot as :meth:`Keys.user_sessions`. Key TTL: the latest lease."""

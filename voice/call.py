@@ -24,6 +24,7 @@ from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, ErrorEvent
 
+from sessions.call_slots import CallSlots, SlotsUnavailable
 from voice.bridge import VoiceBridge
 
 log = logging.getLogger("agentia.voice")
@@ -57,9 +58,13 @@ def error_code(error: Any) -> tuple[str, str]:
 class CallReporter:
     """Wires one call's AgentSession events to the session log and the room."""
 
-    def __init__(self, bridge: VoiceBridge, room: rtc.Room) -> None:
+    def __init__(self, bridge: VoiceBridge, room: rtc.Room,
+                 slots: CallSlots | None = None) -> None:
         self.bridge = bridge
         self.room = room
+        self.slots = slots
+        """Where the call's end is claimed (``sessions.keys.call_end``): a lost worker's calls
+        are ended by the control plane (voice/webhooks.py), and never twice."""
         self.session: AgentSession[Any] | None = None
         self.ended = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -87,7 +92,24 @@ class CallReporter:
 
     async def _lost(self, code: str, message: str) -> None:
         await self.bridge.note("error", code=code, message=message)
-        await self.bridge.note("ended", reason=code)
+        if await self.claim_end():
+            await self.bridge.note("ended", reason=code)
+
+    async def claim_end(self) -> bool:
+        """Whether this job writes the call's ``ended`` (False: it was already written, by
+        the control plane after LiveKit saw the agent leave). Redis unreachable: True (the
+        write that follows fails and is logged the same way)."""
+        if self.slots is None:
+            return True
+        try:
+            claimed = await self.slots.claim_end(self.bridge.session, self.room.name,
+                                                 self.bridge.node)
+        except SlotsUnavailable:
+            return True
+        if not claimed:
+            log.info("call of %s in room %s: its end is already recorded",
+                     self.bridge.session, self.room.name)
+        return claimed
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -131,7 +153,8 @@ class CallReporter:
     async def end(self, **fields: Any) -> None:
         if not self.ended:
             self.ended = True
-            await self.report("ended", **fields)
+            if await self.claim_end():
+                await self.report("ended", **fields)
 
     async def aclose(self) -> None:
         """At the end of the job: wait for the reports, then record the end if not yet."""

@@ -39,7 +39,8 @@ class LiveKitServer:
     """Started with its own config (ports, one API key pair), stopped by PID."""
 
     def __init__(self, binary: str, workdir: Path, target_load: float = 2.0,
-                 port: int = 0, tied: bool = False, redis: str = "") -> None:
+                 port: int = 0, tied: bool = False, redis: str = "",
+                 webhook_url: str = "") -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
@@ -50,6 +51,9 @@ class LiveKitServer:
         self.redis = redis
         self.key = "agentia"
         self.target_load = target_load
+        # where it POSTs its signed webhooks (the control plane's voice/webhooks.py: the calls
+        # of a voice worker that died are ended there); "" posts none
+        self.webhook_url = webhook_url
         self.secret = secrets.token_hex(24)  # the server refuses secrets under 32 characters
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -69,7 +73,9 @@ class LiveKitServer:
             # default) and never retries: on a busy small box calls were not dispatched.
             # The voice worker's own AGENTIA_VOICE_LOAD_THRESHOLD decides instead.
             f"agents:\n  target_load: {self.target_load}\n"
-            + (f"redis:\n  address: {self.redis}\n" if self.redis else ""))
+            + (f"redis:\n  address: {self.redis}\n" if self.redis else "")
+            + (f"webhook:\n  api_key: {self.key}\n  urls: [{self.webhook_url}]\n"
+               if self.webhook_url else ""))
         mode = "ab" if self.proc is not None else "wb"  # a restart keeps the dead one's log
         with open(self.workdir / "livekit.log", mode) as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(config)], stdout=log,

@@ -25,6 +25,7 @@ from sessions.opening import Limits, Refused
 from voice.settings import VoiceSettings
 from voice.slots import CallSlots, SlotsUnavailable
 from voice.tokens import Call, NoVoiceAgent, room_name, start_call
+from voice.webhooks import livekit_events_router
 
 
 class VoiceSessionRequest(BaseModel):
@@ -134,6 +135,7 @@ def voice_router(bus: Bus, s: VoiceSettings,
     """The route, with the app's ``identity`` dependency (Bearer token -> Identity)."""
     router = APIRouter()
     slots = bus.call_slots()
+    router.include_router(livekit_events_router(bus, s))  # a lost worker's calls (webhooks.py)
 
     # a default, not Annotated[...]: annotations are strings here (PEP 563) and FastAPI
     # resolves them in the module's globals, where this function's ``identity`` is not

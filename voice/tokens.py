@@ -82,6 +82,14 @@ async def delete_room(s: VoiceSettings, room: str) -> None:
                 raise
 
 
+async def agent_in_room(s: VoiceSettings, room: str) -> bool:
+    """Whether an agent participant is in ``room`` now (bounded by
+    ``voice_livekit_timeout_s``; no such room: False). LiveKit errors propagate."""
+    async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,
+                              failover=False) as lk:
+        return await _Requests(lk, room, s.voice_livekit_timeout_s)._agent_in_room()
+
+
 async def start_call(s: VoiceSettings, session: str, user: str, room: str = "") -> Call:
     """A fresh room (``room``, or a new name) for one call of ``session``, a voice worker
     dispatched into it.

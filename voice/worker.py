@@ -294,7 +294,7 @@ async def entrypoint(ctx: JobContext) -> None:
     await asyncio.gather(bridge.start(), ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY))
     log.info("call of session %s in job process %d (room %s, node %s)", session_id,
              os.getpid(), ctx.room.name, bridge.node)
-    reporter = CallReporter(bridge, ctx.room)
+    reporter = CallReporter(bridge, ctx.room, slot.slots)
     tasks = [asyncio.create_task(_guard(ctx, reporter, slot))]
 
     async def cleanup() -> None:
