@@ -131,7 +131,7 @@ class Sweeper:
         first = wc + 1
         if upto - wc > K.WEBHOOK_REPAIR_MAX:
             first = upto - K.WEBHOOK_REPAIR_MAX + 1
-            self.warn("sweep-far", "webhooks: session %s is %d events behind its webhook "
+            self.warn("sweep-far", "session %s is %d events behind its webhook "
                       "cursor: only the last %d are queued", sid, upto - wc,
                       K.WEBHOOK_REPAIR_MAX)
         rows = await self.redis.xrange(self.keys.log(sid), f"0-{first}", f"0-{upto}",
@@ -147,7 +147,7 @@ class Sweeper:
         await self.redis.eval(W.ADVANCE, 1, self.keys.meta(sid), wc + 1, upto)
         if entries:
             M.WEBHOOK_REQUEUED.inc(len(entries))
-            self.warn("sweep", "webhooks: session %s: %d events re-queued from its log "
+            self.warn("sweep", "session %s: %d events re-queued from its log "
                       "(offsets %d-%d: their appender did not queue them; "
                       "agentia_webhook_requeued_total counts all)", sid, len(entries), first,
                       upto)

@@ -29,20 +29,19 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import random
 import signal
-import socket
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx2
 import orjson
-from redis.exceptions import ResponseError
 
 from agentia import metrics as M
 from agentia.settings import WebhookSettings
 from sessions import keys as K
+from sessions.outbox_reader import OutboxReader
 from sessions.redis_client import REDIS_DOWN, RedisClient, connect
 from sessions.webhook_sweep import Sweeper
 
@@ -97,107 +96,30 @@ def backoff(attempt: int, first: float, most: float) -> float:
     return float(min(most, first * 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2))
 
 
-class Dispatcher:
+class Dispatcher(OutboxReader):
+    name = "webhooks"
+
     def __init__(self, s: WebhookSettings, redis: RedisClient) -> None:
+        super().__init__(redis, K.Keys(s.redis_prefix, s.shards), K.WEBHOOK_GROUP,
+                         s.webhook_concurrency, s.webhook_timeout_s, log)
         self.s = s
-        self.redis: Any = redis
-        self.keys = K.Keys(s.redis_prefix, s.shards)
         self.n = s.webhook_shards
         self.secret = s.webhook_secret.encode()
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{random.randrange(1 << 32):08x}"
-        self.stopping = asyncio.Event()
-        self.inflight: set[asyncio.Task[None]] = set()
-        self._owners: dict[str, str | None] = {}
-        self._logged: dict[str, float] = {}
+        self.shard_of = {self.keys.outbox(k, self.n): k for k in range(self.n)}
+        self.reclaim_idle_s = s.webhook_timeout_s * 2 + 10  # longer than any POST takes
         self._done = redis.register_script(DONE)
         self._retry = redis.register_script(RETRY)
         self._dead = redis.register_script(DEAD)
         self._promote = redis.register_script(PROMOTE)
         self.sweeper = Sweeper(redis, self.keys, self.n, s.webhook_types(), s.webhook_sweep_s,
-                               self.consumer, self._warn)
-        self.http = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(s.webhook_timeout_s),
-            limits=httpx2.Limits(max_connections=s.webhook_concurrency))
+                               self.consumer, self.warn)
 
-    async def ensure_groups(self) -> None:
-        for k in range(self.n):
-            try:
-                await self.redis.xgroup_create(self.keys.outbox(k, self.n), K.WEBHOOK_GROUP,
-                                               id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+    def streams(self) -> list[str]:
+        return list(self.shard_of)
 
-    async def run(self) -> None:
-        loops = [f(k) for k in range(self.n)
-                 for f in (self._read, self._reclaim, self._promoter, self._sweep)]
-        tasks = [asyncio.create_task(c) for c in loops]
-        await self.stopping.wait()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self.inflight:  # unfinished ones stay pending: reclaimed by the next dispatcher
-            await asyncio.wait(self.inflight, timeout=self.s.webhook_timeout_s + 1)
-        await self.http.aclose()
-
-    def _warn(self, kind: str, msg: str, *args: object) -> None:
-        """At most one line per kind every 10 s (a receiver down for an hour logs 360)."""
-        now = time.monotonic()
-        if now - self._logged.get(kind, -1e9) >= 10:
-            self._logged[kind] = now
-            log.warning(msg, *args)
-
-    async def _loop(self, step: Any, every: float) -> None:
-        while not self.stopping.is_set():
-            try:
-                await step()
-            except REDIS_DOWN as exc:
-                self._warn("redis", "webhooks: Redis unavailable (%s): retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis restarted empty: the groups again
-                    self._warn("nogroup", "webhooks: consumer group gone: created again")
-                    with contextlib.suppress(*REDIS_DOWN, ResponseError):
-                        await self.ensure_groups()
-                else:
-                    self._warn("error", "webhooks: Redis refused a command: %s", exc)
-                await asyncio.sleep(1)
-                continue
-            await asyncio.sleep(every)
-
-    async def _read(self, k: int) -> None:
-        stream = self.keys.outbox(k, self.n)
-
-        async def step() -> None:
-            room = self.s.webhook_concurrency - len(self.inflight)
-            if room <= 0:
-                await asyncio.sleep(0.05)
-                return
-            got = await self.redis.xreadgroup(K.WEBHOOK_GROUP, self.consumer, {stream: ">"},
-                                              count=min(room, 100), block=1000)
-            for _, rows in got or ():
-                for eid, fields in rows:
-                    self._spawn(k, eid, fields)
-        await self._loop(step, 0)
-
-    async def _reclaim(self, k: int) -> None:
-        """Entries of a dispatcher that died mid-POST (idle longer than any POST takes)."""
-        stream = self.keys.outbox(k, self.n)
-        idle_ms = int((self.s.webhook_timeout_s * 2 + 10) * 1000)
-
-        async def step() -> None:
-            start = "0-0"
-            while len(self.inflight) < self.s.webhook_concurrency:
-                res = await self.redis.xautoclaim(stream, K.WEBHOOK_GROUP, self.consumer,
-                                                  idle_ms, start, count=50)
-                start, rows = res[0], res[1]
-                for eid, fields in rows:
-                    if fields:  # None: deleted meanwhile
-                        self._spawn(k, eid, fields)
-                if start in (b"0-0", "0-0"):
-                    return
-        await self._loop(step, 5.0)
+    def loops(self) -> list[Coroutine[Any, Any, None]]:
+        return [*super().loops(),
+                *(f(k) for k in range(self.n) for f in (self._promoter, self._sweep))]
 
     async def _promoter(self, k: int) -> None:
         stream, retry = self.keys.outbox(k, self.n), self.keys.webhook_retry(k, self.n)
@@ -210,40 +132,28 @@ class Dispatcher:
                 pipe.zcard(retry)
                 queued, waiting = await pipe.execute()
             M.WEBHOOK_LAG.labels(str(k)).set(int(queued) + int(waiting))
-        await self._loop(step, 0.25)
+        await self.loop(step, 0.25)
 
     async def _sweep(self, k: int) -> None:
         """Events appended but never queued (sessions/webhook_sweep.py)."""
         async def step() -> None:
             await self.sweeper.step(k)
-        await self._loop(step, 0)
+        await self.loop(step, 0)
 
-    def _spawn(self, k: int, eid: bytes, fields: dict[bytes, bytes]) -> None:
-        task = asyncio.create_task(self._deliver(k, eid, fields))
-        self.inflight.add(task)
-        task.add_done_callback(self.inflight.discard)
-
-    async def _owner(self, sid: str) -> str | None:
-        if sid not in self._owners:
-            if len(self._owners) > 10_000:
-                self._owners.clear()
-            raw = await self.redis.hget(self.keys.meta(sid), "owner")
-            self._owners[sid] = None if raw is None else raw.decode()
-        return self._owners[sid]
-
-    async def _deliver(self, k: int, eid: bytes, raw: dict[bytes, bytes]) -> None:
+    async def handle(self, stream: str, eid: bytes, raw: dict[bytes, bytes]) -> None:
+        k = self.shard_of[stream]
         f = {key.decode(): value for key, value in raw.items()}
         try:
             await self._attempt(k, eid, f)
         except REDIS_DOWN as exc:  # left pending: reclaimed later
-            self._warn("redis", "webhooks: Redis unavailable (%s): retrying", exc)
+            self.warn("redis", "Redis unavailable (%s): retrying", exc)
         except Exception:  # a malformed entry must not stop the dispatcher
             log.exception("webhooks: entry %s of shard %d", eid, k)
 
     async def _attempt(self, k: int, eid: bytes, f: dict[str, bytes]) -> None:
         sid, delivery = f["s"].decode(), f["d"].decode()
         attempt = int(f.get("n", b"1"))
-        body = orjson.dumps({"session": sid, "user": await self._owner(sid),
+        body = orjson.dumps({"session": sid, "user": await self.owner(sid),
                              "offset": int(f["o"]), "event": orjson.Fragment(f["e"])})
         headers = {"Content-Type": "application/json", "User-Agent": "agentia-webhooks",
                    "X-Agentia-Signature": sign(self.secret, body),
@@ -260,7 +170,7 @@ class Dispatcher:
             M.WEBHOOKS.labels("delivered").inc()
             return
         M.WEBHOOKS.labels("failed").inc()
-        self._warn("failed", "webhooks: POST to the receiver failed (%s); retrying", error)
+        self.warn("failed", "POST to the receiver failed (%s); retrying", error)
         now = time.time()
         if attempt >= self.s.webhook_max_attempts or \
                 now - int(f["t"]) / 1000 >= self.s.webhook_max_age_s:

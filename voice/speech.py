@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,8 @@ STT_RATE = 16_000
 ESPEAK_RATE = 22_050
 MAX_TTS_CHARS = 2_000
 """Longer sentences are cut: one synthesis must stay short (the framework splits by sentence)."""
+ESPEAK_TIMEOUT_S = 30.0
+"""espeak-ng runs at most this long (a hung one must not hold its thread for ever)."""
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 
 
@@ -191,25 +194,28 @@ def streaming_stt(recogniser: stt.STT[Any], vad: Any) -> stt.STT[Any]:
 
 
 async def espeak_pcm(text: str, voice: str = "en-us", wpm: int = 190) -> bytes:
-    """espeak-ng's speech for ``text``: 22,050 Hz mono int16 PCM (no header)."""
+    """espeak-ng's speech for ``text``: 22,050 Hz mono int16 PCM (no header).
+
+    Run in a thread with :func:`subprocess.run`, not as an asyncio subprocess: with the
+    ``thread`` executor each call's event loop closes when the call ends, and an asyncio
+    subprocess cut short by a barge-in (killed, its pipes not yet closed) was collected after
+    that loop had closed ("Event loop is closed" tracebacks in the worker's log). A cancelled
+    synthesis finishes in its thread (espeak takes 10-15 ms a sentence; at most
+    ``ESPEAK_TIMEOUT_S``) and its result is dropped."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng)")
-    proc = await asyncio.create_subprocess_exec(
-        exe, "-v", voice, "-s", str(wpm), "--stdout",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await proc.communicate(text[:MAX_TTS_CHARS].encode())
-    except asyncio.CancelledError:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    if proc.returncode != 0:
-        raise APIError(f"espeak-ng failed ({proc.returncode}): {err.decode()[:200]}",
+        done = await asyncio.to_thread(
+            subprocess.run, [exe, "-v", voice, "-s", str(wpm), "--stdout"],
+            input=text[:MAX_TTS_CHARS].encode(), capture_output=True, timeout=ESPEAK_TIMEOUT_S,
+            check=False)
+    except subprocess.TimeoutExpired:
+        raise APIError(f"espeak-ng took over {ESPEAK_TIMEOUT_S:.0f} s", retryable=False) from None
+    if done.returncode != 0:
+        raise APIError(f"espeak-ng failed ({done.returncode}): {done.stderr.decode()[:200]}",
                        retryable=False)
-    return _wav_data(out)
+    return _wav_data(done.stdout)
 
 
 def _wav_data(wav: bytes) -> bytes:
