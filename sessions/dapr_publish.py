@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from datetime import UTC, datetime
 
 import httpx2
@@ -115,17 +114,7 @@ class Publisher(OutboxReader):
 async def serve(s: DaprPublishSettings) -> None:
     redis = connect(s.redis_url, s.dapr_concurrency + 2 * K.DAPR_SHARDS + 8)
     p = Publisher(s, redis)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, p.stopping.set)
-    try:
-        await p.ensure_groups()
-        log.info("dapr: %d outbox shards -> %s", K.DAPR_SHARDS, p.url)
-        print(f"AGENTIA_DAPR_PUBLISH_READY shards={K.DAPR_SHARDS}", flush=True)
-        await p.run()
-    finally:
-        await redis.aclose()
+    await p.serve("AGENTIA_DAPR_PUBLISH_READY", p.url)
 
 
 def run(s: DaprPublishSettings) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -80,6 +81,21 @@ class OutboxReader:
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    async def serve(self, ready: str, target: str) -> None:
+        """Make the groups, print the ``ready`` line, run until SIGTERM/SIGINT, then close
+        the Redis client (``agentia webhooks``, ``agentia dapr-publish``)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self.ensure_groups()
+            self.log.info("%s: %d outbox shards -> %s", self.name, len(self.streams()), target)
+            print(f"{ready} shards={len(self.streams())}", flush=True)
+            await self.run()
+        finally:
+            await self.redis.aclose()
 
     async def run(self) -> None:
         """Until ``stopping`` is set; unfinished entries stay pending for the next reader."""

@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import logging
 import random
-import signal
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -191,18 +190,7 @@ class Dispatcher(OutboxReader):
 
 async def serve(s: WebhookSettings) -> None:
     redis = connect(s.redis_url, s.webhook_concurrency + 4 * s.webhook_shards + 8)
-    d = Dispatcher(s, redis)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, d.stopping.set)
-    try:
-        await d.ensure_groups()
-        log.info("webhooks: %d outbox shards -> %s", d.n, s.webhook_url)
-        print(f"AGENTIA_WEBHOOKS_READY shards={d.n}", flush=True)
-        await d.run()
-    finally:
-        await redis.aclose()
+    await Dispatcher(s, redis).serve("AGENTIA_WEBHOOKS_READY", s.webhook_url)
 
 
 def run(s: WebhookSettings) -> None:
