@@ -132,10 +132,10 @@ def prewarm(proc: JobProcess) -> None:
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     call_trace.setup()
-    proc.userdata["vad"] = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
+    vad = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
         min_silence_duration=s.voice_min_silence_s))
-    proc.userdata["stt_vad"] = once(("vad", s.voice_stt_min_silence_s), lambda: silero.VAD.load(
-        min_silence_duration=s.voice_stt_min_silence_s))
+    proc.userdata["vad"] = vad
+    proc.userdata["stt_vad"] = vad_like(vad, min_silence_duration=s.voice_stt_min_silence_s)
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
     if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
         proc.userdata["stt"] = once(("stt", s.voice_stt), lambda: stt_pool(s))
