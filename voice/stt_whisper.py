@@ -159,11 +159,16 @@ def load_model(files: dict[str, bytes], *, threads: int, workers: int) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: files never download
     from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 
-    with tempfile.TemporaryDirectory(prefix="agentia-whisper-") as tmp:  # mode 0700
-        for name, data in files.items():
-            (Path(tmp) / name).write_bytes(data)
-        return WhisperModel(tmp, device="cpu", compute_type="int8", cpu_threads=threads,
-                            num_workers=workers, local_files_only=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="agentia-whisper-") as tmp:  # mode 0700
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            return WhisperModel(tmp, device="cpu", compute_type="int8", cpu_threads=threads,
+                                num_workers=workers, local_files_only=True)
+    except OSError as exc:  # full or read-only temporary directory
+        raise SpeechError(f"cannot write the Whisper model to {tempfile.gettempdir()} to load "
+                          f"it ({exc}); point TMPDIR at a writable directory with room for "
+                          "its model.bin") from None
 
 
 class WhisperSTT(stt.STT[Any]):

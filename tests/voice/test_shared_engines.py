@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -32,7 +33,7 @@ from tests.voice.conftest import voice_call, voice_settings
 from tests.voice.livekit_server import LiveKitServer
 from voice.caller import Caller, speech_48k
 from voice.engines import vad_like
-from voice.speech import EspeakTTS, normalise, to_mono16k
+from voice.speech import EspeakTTS, SpeechError, normalise, to_mono16k
 from voice.stt_whisper import WhisperSTT
 from voice.tokens import start_call
 
@@ -137,3 +138,10 @@ def test_the_recognisers_vad_shares_the_turns_onnx_session() -> None:
     assert stt_vad._onnx_session is turn._onnx_session
     assert (stt_vad._opts.min_silence_duration, turn._opts.min_silence_duration) == (0.2, 0.35)
     assert vad_like(stt_vad)._opts == stt_vad._opts
+
+
+def test_a_temporary_directory_it_cannot_use_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(SpeechError, match="point TMPDIR at a writable directory"):
+        WhisperSTT(model="tiny.en")
