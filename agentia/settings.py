@@ -329,12 +329,12 @@ class EdgeSettings(Auth):
     drain_s: float = 10.0
     max_inbound_lag: int = 10_000
     reuse_port: bool = True
-    gc_gen0_threshold: int = 20_000
-    """Allocations between young collections (CPython default 700); 0 keeps CPython's
-    thresholds. A gen-0 collection walks at most this many objects (~0.8 µs each)."""
-    gc_gen1_threshold: int = 2
-    """Gen-0 collections between gen-1 ones (CPython default 10): a gen-1 collection walks at
-    most (this + 1) x gc_gen0_threshold objects. gateway/gcpause.py"""
+    gc_gen0_threshold: int = 25_000
+    """Net allocations between young collections (CPython default 700); 0 keeps CPython's
+    thresholds. A gen-0 collection walks ~this many objects (1-2.5 µs each)."""
+    gc_gen1_threshold: int = 0
+    """Gen-0 collections before a gen-1 one (CPython default 10): a gen-1 collection walks
+    ~(this + 2) x gc_gen0_threshold objects. gateway/gcpause.py"""
     backlog: int = 4096
     """Listen backlog (capped by net.core.somaxconn): a storm of connects must queue, not be
     dropped into SYN retransmits that look like multi-second handshakes."""

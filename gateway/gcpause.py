@@ -19,10 +19,11 @@ from agentia import metrics as M
 
 log = logging.getLogger("agentia.edge")
 
-GEN2_THRESHOLD = 100
-"""Young (gen-1) collections between full ones, at least. A full collection walks every live
-connection (~1 s at 18,000); CPython also waits until a quarter of the old generation is new.
-With a short gen-1 period, CPython's 10-20 would let full collections run during a storm."""
+FULL_EVERY = 22_000_000
+"""Net allocations between full collections, at least (CPython also waits until a quarter of
+the old generation is new). A full collection walks every live connection (1.5-2.5 s at
+18,000 on a busy box); this keeps them as rare as the 50,000/20/20 thresholds did, whatever
+the young thresholds, so none runs during a storm."""
 
 SLOW_S = 0.2
 """A collection at least this long is also logged (one line a second at most)."""
@@ -66,13 +67,19 @@ class Pauses:
 PAUSES = Pauses()
 
 
+def thresholds(gen0: int, gen1: int) -> tuple[int, int, int]:
+    """CPython's three thresholds. A gen-0 collection walks ~``gen0`` objects; a gen-1 one
+    ~``(gen1 + 2) * gen0``: the survivors of ``gen1 + 1`` gen-0 collections and the youngest
+    (CPython collects gen 1 once its count *exceeds* the threshold)."""
+    return gen0, gen1, max(10, FULL_EVERY // ((gen1 + 2) * gen0))
+
+
 def tune(gen0: int, gen1: int) -> None:
-    """Freeze start-up objects out of every collection, time collections, and bound the young
-    ones: a gen-0 collection walks at most ``gen0`` objects, a gen-1 one at most
-    ``(gen1 + 1) * gen0``: the survivors of ``gen1`` gen-0 collections plus the youngest.
-    Live connections are not frozen: a closed one's reference cycles must stay collectable."""
+    """Freeze start-up objects out of every collection, time collections, bound the young
+    ones (:func:`thresholds`; ``gen0`` 0 keeps CPython's). Live connections are not frozen:
+    a closed one's reference cycles must stay collectable."""
     gc.freeze()
     if PAUSES not in gc.callbacks:
         gc.callbacks.append(PAUSES)
     if gen0 > 0:
-        gc.set_threshold(gen0, gen1, GEN2_THRESHOLD)
+        gc.set_threshold(*thresholds(gen0, gen1))
