@@ -289,6 +289,8 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
             sampler = Sampler(out / "samples.csv", gw, redis.proc.pid, metrics_dir)
             time.sleep(1.0)  # let the edges settle before the baseline sample
             sampler.start()
+            if probe is not None and target:
+                trees.Snapshot(gw.pids, lambda pid: gauge(metrics_dir, pid), target).start()
             time.sleep(1.0)
             t0 = meta["locust_started"] = round(time.time(), 3)
             (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -326,7 +328,9 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:
         log(f"could not plot the run: {exc!r}")
     if probe is not None:
-        summary["gc"] = trees.gc_pauses(probe, meta.get("edge_pids", []))
+        start = meta.get("locust_started", 0.0)
+        summary["gc"] = trees.gc_pauses(probe, meta.get("edge_pids", []),
+                                        (start, start + meta.get("locust_wall_s", 1e9)))
     summary["out"] = str(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -11,7 +11,12 @@ runner and Redis are this checkout's, so the trees are measured by the same clie
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +41,51 @@ def commit(tree: Path) -> str:
                                                                   "--untracked-files=no") else "")
 
 
-def gc_pauses(probe_dir: Path, pids: list[int]) -> dict[str, Any]:
-    """Per edge: collections of generation 1 and 2 (pause, objects walked) and the longest
-    pause of each generation; ``longest_s``: the longest over all edges and generations."""
+class Snapshot(threading.Thread):
+    """Once the edges hold ``target`` connections for ``settle`` seconds: SIGUSR2 to each edge,
+    whose probe then writes how many objects each generation holds (bounded: gives up after
+    ``timeout`` seconds)."""
+
+    def __init__(self, pids: list[int], open_now: Callable[[int], float], target: int,
+                 settle: float = 5.0, timeout: float = 600.0) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.open_now, self.target = pids, open_now, target
+        self.settle, self.timeout = settle, timeout
+
+    def run(self) -> None:
+        deadline, full_since = time.monotonic() + self.timeout, None
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            counts = [self.open_now(p) for p in self.pids]
+            if sum(c for c in counts if c == c) < 0.99 * self.target:  # nan: not yet set
+                full_since = None
+            elif full_since is None:
+                full_since = time.monotonic()
+            elif time.monotonic() - full_since >= self.settle:
+                for pid in self.pids:
+                    os.kill(pid, signal.SIGUSR2)
+                return
+
+
+def gc_pauses(probe_dir: Path, pids: list[int], window: tuple[float, float]
+              ) -> dict[str, Any]:
+    """Per edge, collections while Locust ran (``window``, Unix times; start-up and shutdown
+    excluded): the longest pause of each generation, every gen-1/2 collection (pause, objects
+    walked), the generation sizes the probe saw once the storm was open; ``longest_s``: the
+    longest pause over all edges."""
     edges: dict[str, Any] = {}
     for pid in pids:
-        rows = [json.loads(line) for line in (probe_dir / f"gc-{pid}.jsonl").read_text()
-                .splitlines()] if (probe_dir / f"gc-{pid}.jsonl").exists() else []
-        summary = next((r for r in rows if r.get("summary")), None)
-        old = [r for r in rows if not r.get("summary") and r["gen"] > 0]
+        path = probe_dir / f"gc-{pid}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] \
+            if path.exists() else []
+        runs = [r for r in rows if "gen" in r and window[0] <= r["t"] <= window[1]]
         edges[str(pid)] = {
-            "longest_s_by_gen": summary["longest_s"] if summary else None,
-            "collections_by_gen": summary["collections"] if summary else None,
+            "longest_s_by_gen": [max((r["pause_s"] for r in runs if r["gen"] == g), default=0.0)
+                                 for g in range(3)],
+            "gen0_over_5ms": sum(r["gen"] == 0 for r in runs),
             "gen1_or_2": [{k: r[k] for k in ("gen", "pause_s", "walked", "collected")}
-                          for r in old],
-            "longest_s": max((r["pause_s"] for r in rows if not r.get("summary")), default=0.0)}
+                          for r in runs if r["gen"] > 0],
+            "sizes_when_open": next((r for r in rows if "sizes" in r), None),
+            "longest_s": max((r["pause_s"] for r in runs), default=0.0)}
     return {"edges": edges, "longest_s": max((e["longest_s"] for e in edges.values()),
                                              default=0.0)}

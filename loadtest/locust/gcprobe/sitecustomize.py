@@ -7,7 +7,10 @@ Writes ``$AGENTIA_GC_PROBE_DIR/gc-<pid>.jsonl``: one line per collection of gene
 and per gen-0 collection of at least 5 ms (``t``, ``gen``, ``pause_s``, ``collected``,
 ``walked``: objects tracked in the collected generations when it began, counted only for
 generation >= 1, before the clock starts), and at exit one ``summary`` line (collections,
-longest and total pause per generation). Never imported by the product.
+longest and total pause per generation). On SIGUSR2 (the runner sends it once the storm's
+connections are all open: ``trees.Snapshot``) one ``sizes`` line: the objects tracked in each
+generation now, i.e. what the next collection of that generation will walk. Never imported by
+the product.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import atexit
 import gc
 import json
 import os
+import signal
 import time
 
 _DIR = os.environ.get("AGENTIA_GC_PROBE_DIR", "")
+_WALKED = os.environ.get("AGENTIA_GC_PROBE_WALKED", "1") == "1"
 _started = 0.0
 _walked = 0
 _count = [0, 0, 0]
@@ -35,7 +40,7 @@ def _callback(phase: str, info: dict[str, int]) -> None:
     global _started, _walked
     gen = info["generation"]
     if phase == "start":
-        _walked = sum(len(gc.get_objects(g)) for g in range(gen + 1)) if gen else 0
+        _walked = sum(len(gc.get_objects(g)) for g in range(gen + 1)) if gen and _WALKED else 0
         _started = time.perf_counter()
         return
     pause = time.perf_counter() - _started
@@ -52,6 +57,13 @@ def _summary() -> None:
             "total_s": [round(x, 3) for x in _total]})
 
 
+def _sizes(signum: int, frame: object) -> None:
+    _write({"sizes": [len(gc.get_objects(g)) for g in range(3)], "t": round(time.time(), 3),
+            "count": list(gc.get_count()), "threshold": list(gc.get_threshold()),
+            "frozen": gc.get_freeze_count()})
+
+
 if _DIR:
     gc.callbacks.append(_callback)
     atexit.register(_summary)
+    signal.signal(signal.SIGUSR2, _sizes)
