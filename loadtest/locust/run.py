@@ -293,6 +293,7 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
                 trees.Snapshot(gw.pids, lambda pid: gauge(metrics_dir, pid), target).start()
             time.sleep(1.0)
             t0 = meta["locust_started"] = round(time.time(), 3)
+            ticks = trees.cpu_ticks()
             (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
             driver = None
             if a.scenario in ("reconnect", "slow"):
@@ -305,6 +306,7 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
                                                   f"ws://127.0.0.1:{port}", processes, extra,
                                                   sampler, timeout)
             meta["locust_wall_s"] = round(time.time() - t0, 1)
+            meta["box_idle_share"] = trees.idle_share(ticks, trees.cpu_ticks())
             if driver is not None:
                 driver.aborted.set()
                 driver.join(30)

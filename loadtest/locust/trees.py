@@ -41,6 +41,19 @@ def commit(tree: Path) -> str:
                                                                   "--untracked-files=no") else "")
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time so far (``/proc/stat``, all cores), in ticks by state."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def idle_share(before: list[int], after: list[int]) -> float:
+    """The share of the machine's CPU time idle (or waiting for I/O) between two readings:
+    on a shared box, how much of it the run had to compete for."""
+    d = [b - a for a, b in zip(before, after, strict=False)]
+    return round((d[3] + d[4]) / max(1, sum(d)), 3)
+
+
 class Snapshot(threading.Thread):
     """Once the edges hold ``target`` connections for ``settle`` seconds: SIGUSR2 to each edge,
     whose probe then writes how many objects each generation holds (bounded: gives up after
