@@ -111,6 +111,8 @@ def _precreate() -> None:
         ERRORS.labels(str(code))
     for component in ("edge", "worker", "api"):
         REDIS_ERRORS.labels(component)
+    for generation in ("0", "1", "2"):
+        GC_PAUSE.labels(generation)
 
 
 def sync(tally: Tally[str], synced: Tally[str]) -> None:

@@ -132,6 +132,7 @@ async def test_probes_and_metrics_only_on_the_internal_port(cluster: Cluster) ->
     status, headers, body = await http(edge.internal_port, "/metrics")
     assert status == 200 and headers["content-length"] == str(len(body))
     assert headers["content-type"].startswith("text/plain") and b"\nagentia_connections " in body
+    assert b'\nagentia_gc_pause_seconds_count{generation="1"} ' in body
     assert (await http(edge.internal_port, "/v1/ws"))[0] == 404
     assert (await http(edge.internal_port, "/readyz", method="POST"))[0] == 405
     status, headers, body = await http(edge.internal_port, "/readyz", method="HEAD")

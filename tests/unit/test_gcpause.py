@@ -4,16 +4,20 @@ connections are, every collection's walk (objects in the generations it collects
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway import gcpause
 
 SIMULATE = """
 import gc, json, sys
+from prometheus_client import REGISTRY
+
 from gateway import gcpause
 gen0, gen1, legacy = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 walks = []
@@ -58,3 +62,25 @@ def test_full_collections_stay_as_rare_as_before() -> None:
     for gen0, gen1 in ((25_000, 0), (2_000, 0), (50_000, 20), (700, 10)):
         _, _, gen2 = gcpause.thresholds(gen0, gen1)
         assert (gen2 + 1) * (gen1 + 2) * gen0 >= gcpause.FULL_EVERY or gen2 == 10
+
+
+def observed(generation: str) -> float:
+    """Collections of that generation in the histogram so far."""
+    value = REGISTRY.get_sample_value("agentia_gc_pause_seconds_count",
+                                      {"generation": generation})
+    return float(value or 0.0)
+
+
+def test_pauses_reach_the_histogram_from_the_loop_and_are_bounded() -> None:
+    pauses = gcpause.Pauses(limit=2)
+    gc.callbacks.append(pauses)
+    try:
+        for _ in range(3):
+            gc.collect()
+    finally:
+        gc.callbacks.remove(pauses)
+    assert [g for g, _ in pauses.pending] == [2, 2] and pauses.dropped == 1
+    assert all(p > 0 for _, p in pauses.pending)
+    before = observed("2")
+    pauses.flush()
+    assert pauses.pending == [] and observed("2") == before + 2
