@@ -2,10 +2,10 @@
 ``agentia_gc_pause_seconds{generation}`` histogram.
 
 A collection stops the event loop: every handshake and frame in flight waits for it. CPython's
-generational collector walks all tracked objects of the generations it collects, ~0.8 µs each
-here, and an edge holds ~100 per idle connection (docs/benchmarks-locust.md, "The gen-1
-collection of a storm"). What bounds a pause is therefore how many objects one collection may
-walk, which :func:`tune` sets.
+generational collector walks all tracked objects of the generations it collects, 1-2.5 µs each
+on a busy core, and an edge holds ~25 per idle connection with picows, ~70 with websockets
+(docs/benchmarks-locust.md, "The gen-1 collection of a storm"). What bounds a pause is
+therefore how many objects one collection may walk, which :func:`tune` sets.
 """
 
 from __future__ import annotations
