@@ -26,6 +26,8 @@ PROBE = Path(__file__).resolve().parent / "gcprobe"
 def tree_env(tree: Path, probe_dir: Path | None) -> dict[str, str]:
     """The gateway's environment for ``tree``: its packages first, the probe before them."""
     paths = ([str(PROBE)] if probe_dir is not None else []) + [str(tree)]
+    if os.environ.get("PYTHONPATH"):  # after the tree: it must not win over it
+        paths.append(os.environ["PYTHONPATH"])
     env = {"PYTHONPATH": ":".join(paths)}
     if probe_dir is not None:
         env["AGENTIA_GC_PROBE_DIR"] = str(probe_dir)
