@@ -49,7 +49,7 @@ async def handshake(port: int, tok: str, origin: str | None = None) -> tuple[int
             f"ws://127.0.0.1:{port}/v1/ws", additional_headers={"Authorization": f"Bearer {tok}"},
             origin=origin, compression=None)  # type: ignore[arg-type]
     except InvalidStatus as exc:
-        return exc.response.status_code, exc.response.body or b""
+        return exc.response.status_code, bytes(exc.response.body or b"")
     try:
         first = await asyncio.wait_for(ws.recv(), 10)
         return 101, first if isinstance(first, bytes) else first.encode()
