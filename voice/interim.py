@@ -69,15 +69,15 @@ class Schedule:
         """The current utterance's id ("" between utterances)."""
         self.busy = False
         """An interim transcription is running."""
-        self.sent: dict[str, str] = {}
-        """The last text sent of the current utterance (empty: none)."""
+        self.sent = ""
+        """The last text sent of the current utterance ("": none yet)."""
         self._frames: list[rtc.AudioFrame] = []
         self._secs = 0.0
         self._next = every_s
 
     def start(self, frames: list[rtc.AudioFrame]) -> None:
         """Speech began (with the audio the VAD kept from before)."""
-        self.utterance, self.sent = next(self._ids), {}
+        self.utterance, self.sent = next(self._ids), ""
         self._frames, self._secs, self._next = [], 0.0, self.every_s
         self._add(frames)
 
@@ -102,9 +102,9 @@ class Schedule:
         if text is None or utterance != self.utterance:
             return None
         text = text.strip()[-MAX_CHARS:]
-        if not text or self.sent.get(utterance) == text:
+        if not text or text == self.sent:
             return None
-        self.sent[utterance] = text
+        self.sent = text
         return text
 
     def end(self) -> tuple[str, bool]:
