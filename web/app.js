@@ -273,8 +273,9 @@ function renderTurn(t) {
 
 function applyEvent(ev) {
   switch (ev.type) {
-    case "transcript": // the caller's final one replaces the live caption (protocol.md)
-      if (ev.role === "user") showCaption(ev.text, true);
+    case "transcript": // the caller's final one replaces a live caption (protocol.md); one
+      // replayed from the log (a reload, a resume) has none to replace
+      if (ev.role === "user" && els.pending.querySelector(".caption")) showCaption(ev.text, true);
       break;
     case "user": {
       if (ev.source === "voice") showCaption("", true); // the turn's own message is shown now
@@ -386,7 +387,7 @@ function addNotice(offset, className, author, text) {
 }
 
 /** The caller's speech in a call, live: each interim `transcript` replaces the caption, the
- * final one shows until its turn's message comes (then, or after 10 s, it goes). */
+ * final one replaces it until its turn's message comes (then, or after 10 s, it goes). */
 function showCaption(text, final) {
   let node = els.pending.querySelector(".caption");
   clearTimeout(app.captionTimer);
