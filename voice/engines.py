@@ -14,7 +14,7 @@ free turn (within the utterance's time bound). pocketsphinx has no such sharing:
 that many decoders.
 
 After a model is loaded :func:`once` returns glibc's freed heap to the system
-(``malloc_trim``): loading Whisper base leaves ~35 MiB of freed heap that glibc keeps.
+(``malloc_trim``): loading Whisper base left 26-83 MiB of freed heap that glibc kept.
 """
 
 from __future__ import annotations
