@@ -22,7 +22,8 @@ The agent worker runs the demo model paced at ``--model-tokens-per-s`` (60). ``-
 ``--rounds`` times each, interleaved (the order reversed every other round): before and after
 side by side, in the same machine state. Each phase also records where the time went
 (``stages``: the voice worker's logged turn timings, :mod:`loadtest.voice_stages`) and each
-level the voice worker tree's PSS per call.
+level the voice worker tree's PSS per call (and before any call: the record's
+``voice_pss_mib_idle``, ``voice_pss_mib_added_per_call``, ``memory_goal_met_at_calls``).
 
 Before the calls it times the configured STT alone on each sentence (in this process, the
 machine otherwise as it is). Everything is on loopback, bounded in time (``--budget``), and
@@ -75,6 +76,8 @@ from voice.worker import recogniser
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P50_MS = 600.0
 P95_LIMIT_MS = 900.0
+MEMORY_GOAL_MB = 150.0
+"""Issue 16: at most this many MB (10^6 bytes) of the voice worker tree's PSS per call."""
 MIN_ANSWER_S = 0.2
 """An agent sound sooner than this after the caller's speech ended cannot answer it (the
 shortest end of turn, 0.1 s of silence, plus a transcription): it is ignored."""
@@ -463,7 +466,9 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
     bus = Bus(connect(s.redis_url), prefix=s.redis_prefix, shards=s.shards)
     try:
         b = Bench(s, bus, speech, a.join_timeout, a.answer_timeout)
-        out: dict[str, Any] = {"stt_alone": await stt_alone(s, speech, a.stt_rounds)}
+        # the worker before its first call: engines loaded, a warm idle job (the base)
+        out: dict[str, Any] = {"voice_pss_mib_idle": round(tree_memory(voice_pid)[1] / 1024, 1)}
+        out["stt_alone"] = await stt_alone(s, speech, a.stt_rounds)
         print(f"  stt {orjson.dumps(out['stt_alone']).decode()}", file=sys.stderr, flush=True)
         if a.calls:
             lat_deadline = deadline - (0 if not a.levels else 150)
@@ -521,8 +526,24 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
         "transcripts_right_sequential": lat.get("transcripts_right"),
         "misheard": lat.get("misheard"), "p95_limit_ms": p95_limit,
         f"max_calls_p95_under_{p95_limit:.0f}ms": best,
+        # null when no level met the p95 bound: `agentia capacity` then says so and asks for
+        # --calls-per-voice-worker rather than inventing a figure
         "calls_per_voice_worker": best,
+        **memory_figures(out.get("voice_pss_mib_idle"), levels),
     }
+
+
+def memory_figures(idle_mib: float | None, levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """The voice worker tree's PSS: before any call, per call at each level (peak ÷ calls)
+    and what each call added to the idle worker, against the issue's MB per call."""
+    per_call = {str(lv["k"]): lv.get("voice_pss_mib_per_call") for lv in levels}
+    added = {str(lv["k"]): round((lv["voice_pss_mib_peak"] - idle_mib) / lv["k"], 1)
+             for lv in levels if idle_mib is not None and lv.get("voice_pss_mib_peak")}
+    goal_mib = MEMORY_GOAL_MB * 1e6 / 2**20
+    return {"voice_pss_mib_idle": idle_mib, "voice_pss_mib_per_call": per_call,
+            "voice_pss_mib_added_per_call": added, "memory_goal_mb_per_call": MEMORY_GOAL_MB,
+            "memory_goal_met_at_calls": [int(k) for k, v in per_call.items()
+                                         if v is not None and v <= goal_mib]}
 
 
 def overrides(a: argparse.Namespace) -> dict[str, str]:

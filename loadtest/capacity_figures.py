@@ -23,8 +23,7 @@ COMMANDS = {
     "redis-shard": "python -m loadtest.bench_redis --record",
     "redis-shard-before": "python -m loadtest.bench_redis --tree before=<a checkout before "
                           "chunks> --tree after=. --record",
-    "voice": "python -m loadtest.bench_voice (it has no record option yet: pass "
-             "--calls-per-voice-worker N instead)",
+    "voice": "python -m loadtest.bench_voice --record",
 }
 """The benchmark that writes each result the model needs."""
 
@@ -163,20 +162,33 @@ class Figures:
         return str(path or "log deltas")
 
     def voice_calls(self, flag: float | None) -> float:
-        """Calls per voice worker: a recorded voice result, else the flag, else an error."""
+        """Calls per voice worker: a recorded voice result, else the flag, else an error.
+
+        A result whose ``calls_per_voice_worker`` is null was measured and met the p95 bound
+        at no level of concurrent calls: that is said, never read as a figure."""
+        unmet: list[str] = []
         for path in sorted(self.dir.glob("voice-*.json")):
             doc = self._doc(path.stem)
-            value = _dig(doc["figures"], "calls_per_voice_worker") if doc else None
-            if isinstance(value, int | float):
+            if doc is None or "calls_per_voice_worker" not in doc["figures"]:
+                continue
+            value = doc["figures"]["calls_per_voice_worker"]
+            if isinstance(value, int | float) and value > 0:
                 return self._use("voice_calls", "calls per voice worker", float(value),
-                                 "measured", f"{path} ({doc['date'] if doc else ''})")
+                                 "measured", f"{path} ({doc['date']})")
+            limit = doc["figures"].get("p95_limit_ms")
+            unmet.append(f"{path} ({doc['date']}) met the p95 bound"
+                         f"{f' of {limit:g} ms' if isinstance(limit, int | float) else ''} "
+                         "at no level of concurrent calls (calls_per_voice_worker: null)")
         if flag is None:
-            raise MissingResult(
-                f"no recorded voice result (no {self.dir}/voice-*.json with "
-                f"calls_per_voice_worker); run {COMMANDS['voice']}, or pass "
-                "--voice-share 0 for a model without voice")
-        return self.inp("voice_calls", "calls per voice worker (NOT measured: no voice result "
-                        "recorded)", flag, "--calls-per-voice-worker")
+            why = "; ".join(unmet) or (f"no recorded voice result (no {self.dir}/voice-*.json "
+                                       "with calls_per_voice_worker)")
+            raise MissingResult(f"{why}; pass --calls-per-voice-worker N (an input, not a "
+                                f"measurement), run {COMMANDS['voice']}, or pass "
+                                "--voice-share 0 for a model without voice")
+        why = ("the recorded voice result met the p95 bound at no level" if unmet
+               else "no voice result recorded")
+        return self.inp("voice_calls", f"calls per voice worker (NOT measured: {why})", flag,
+                        "--calls-per-voice-worker")
 
     def inp(self, key: str, desc: str, value: float, flag: str) -> float:
         return self._use(key, desc, value, "input", flag)

@@ -84,12 +84,14 @@ def recogniser(s: VoiceSettings) -> stt.STT[Any]:
     return whisper(s)
 
 
-def whisper(s: VoiceSettings) -> WhisperSTT:
-    """The configured Whisper model, its pinned weights verified (each engine reads them)."""
+def whisper(s: VoiceSettings, workers: int = 1) -> WhisperSTT:
+    """The configured Whisper model, its pinned weights verified, ``workers`` utterances at
+    once over one copy of its weights."""
     model_dir, sha = model_pin(s)
     return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
                       threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
-                      beam_size=s.voice_stt_beam, timeout_s=s.voice_stt_timeout_s)
+                      beam_size=s.voice_stt_beam, timeout_s=s.voice_stt_timeout_s,
+                      workers=workers)
 
 
 def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
@@ -130,28 +132,28 @@ def prewarm(proc: JobProcess) -> None:
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     call_trace.setup()
-    proc.userdata["vad"] = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
+    vad = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
         min_silence_duration=s.voice_min_silence_s))
-    proc.userdata["stt_vad"] = once(("vad", s.voice_stt_min_silence_s), lambda: silero.VAD.load(
-        min_silence_duration=s.voice_stt_min_silence_s))
+    proc.userdata["vad"] = vad
+    proc.userdata["stt_vad"] = vad_like(vad, min_silence_duration=s.voice_stt_min_silence_s)
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
     if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
         proc.userdata["stt"] = once(("stt", s.voice_stt), lambda: stt_pool(s))
 
 
 def stt_pool(s: VoiceSettings) -> EnginePool:
-    """The local recogniser's engines: ``voice_stt_engines`` Whisper models with the thread
-    executor (calls transcribed at once), one per job process otherwise."""
+    """The local recogniser's engines: ``voice_stt_engines`` utterances at once with the
+    thread executor (Whisper: one model, that many replicas; pocketsphinx: that many
+    decoders), one per job process otherwise."""
     n = s.voice_stt_engines if s.voice_executor == "thread" else 1
     if s.voice_stt == "pocketsphinx":
         sphinx = [PocketsphinxSTT(s.phrases()) for _ in range(n)]
         log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
-    first = whisper(s)
-    more = [whisper(s) for _ in range(n - 1)]
-    log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n, first.model)
-    return EnginePool([first, *more], first.model)
+    shared = whisper(s, workers=n)
+    log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n, shared.model)
+    return EnginePool([shared] * n, shared.model)
 
 
 def _speech(proc: JobProcess, bridge: VoiceBridge | None = None

@@ -249,6 +249,19 @@ def test_voice_needs_a_result_or_an_explicit_input(tmp_path: Path) -> None:
     assert quantity(res, "voice", "voice workers") == 200_000
 
 
+def test_a_voice_result_that_met_no_bound_is_said_not_used(tmp_path: Path) -> None:
+    d = write(tmp_path)
+    record("voice-latency", {"calls_per_voice_worker": None, "p95_limit_ms": 900.0},
+           results_dir=d, command="test")
+    with pytest.raises(MissingResult, match=r"met the p95 bound of 900 ms at no level .*"
+                                            r"--calls-per-voice-worker"):
+        compute(args(d, "--voice-share", "0.1"))
+    res = compute(args(d, "--voice-share", "0.1", "--calls-per-voice-worker", "4"))
+    assert res["figures"]["voice_calls"]["kind"] == "input"
+    assert "met the p95 bound at no level" in res["figures"]["voice_calls"]["label"]
+    assert quantity(res, "voice", "voice workers") == 250_000
+
+
 def test_the_committed_results_are_complete_for_the_model() -> None:
     """The real CLI against loadtest/results/ as committed: every figure is there."""
     cmd = [sys.executable, "-m", "launch.cli", "capacity", "--users", "10000000",
