@@ -60,6 +60,10 @@ log = logging.getLogger("agentia.voice")
 LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 REGISTER_RETRIES = 1_000_000
+# loading the speech engines in a job's prewarm (Whisper base: read, hash, convert; 1-2 s on an
+# idle core) took over livekit-agents' 10 s bound on a loaded 2-core host: the job thread/process
+# was logged "error initializing process" with a traceback and not used
+INIT_TIMEOUT_S = 60.0
 """Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
 M_ARENA_MAX = -8
 """glibc's mallopt parameter number (malloc.h)."""
@@ -344,7 +348,7 @@ def options(s: VoiceSettings) -> WorkerOptions:
         num_idle_processes=s.voice_idle_processes,
         # LiveKit restarted or drained: register again when it is back (a try every 10 s at
         # most, livekit-agents' back-off) rather than exit after its default 16 tries
-        max_retry=REGISTER_RETRIES,
+        max_retry=REGISTER_RETRIES, initialize_process_timeout=INIT_TIMEOUT_S,
         **({"load_threshold": s.voice_load_threshold} | extra), port=0, host="127.0.0.1")
 
 
