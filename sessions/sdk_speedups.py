@@ -231,6 +231,9 @@ class _Pump:
                 self.more.set()
         except Exception as exc:  # the stream's own error, raised where it is read
             self.failure = exc
+        except asyncio.CancelledError:  # not a clean end of the stream for the reader
+            self.failure = ConnectionError("the model stream's reader was cancelled")
+            raise
         finally:
             self.ended = True
             self.more.set()
