@@ -154,12 +154,12 @@ class MergingSSEDecoder(SSEDecoder):
     """Server-sent events as the client's decoder gives them, except that the text-only
     chunks that arrived in one read are merged into one chunk of their joined text.
 
-    Every chunk costs the client, the SDK and the worker ~70 us whatever its size. A worker
-    that keeps up reads each token as it comes (one chunk a read: nothing changes); one that
-    falls behind finds several tokens per read and pays for one, so its cost per token falls
-    as its load rises instead of the reverse. Only chunks whose single choice carries text
-    and nothing else (no role, tool call, finish reason, logprobs or usage) are merged, and
-    only with their neighbours in the same read: order and content are unchanged.
+    Every chunk costs the client, the SDK and the worker ~70-120 us whatever its size. The
+    HTTP client gives a chunked response's HTTP chunks one by one (one per token, whatever a
+    socket read held), so merging within a "read" merges only what one HTTP chunk carried;
+    ``read_every`` (below) is what merges a stream's tokens. Only chunks whose single choice
+    carries text and nothing else (no role, tool call, finish reason, logprobs or usage) are
+    merged, and only with their neighbours in the same read: order and content are unchanged.
 
     With ``read_every`` (seconds), the bytes are taken off the HTTP client by a task of their
     own and decoded in batches: after a batch that ends with text, the next is taken
@@ -191,7 +191,6 @@ class MergingSSEDecoder(SSEDecoder):
                 yield sse
         finally:
             self._reset()
-
 
     async def _batched(self, iterator: Any) -> Any:
         lines, pump = LineSplitter(), _Pump(iterator)
