@@ -437,6 +437,10 @@ class WorkerSettings(Common):
     grace_s: float = 10.0
     model: str = "gpt-4o-mini"
     model_base_url: str = ""
+    model_read_ms: int = 40
+    """The least time between two reads of an OpenAI-compatible model's stream while it
+    streams text: the tokens that come meanwhile cost the worker one read, not one each
+    (docs/architecture.md "A worker's turns"); 0 reads every token as it comes."""
     demo_word_delay: float = 0.03
     tracing: bool = False
     worker_internal_host: str = "127.0.0.1"
@@ -469,6 +473,8 @@ class WorkerSettings(Common):
             raise SettingsError("AGENTIA_MCP_PING_S must be between 0.1 and 3600")
         if self.concurrency < 1 or self.max_attempts < 1 or self.lease_ms < 1000:
             raise SettingsError("concurrency >= 1, max_attempts >= 1, lease_ms >= 1000 required")
+        if not 0 <= self.model_read_ms <= 1000:
+            raise SettingsError("AGENTIA_MODEL_READ_MS must be between 0 and 1000")
         if not 0 < self.approval_timeout_s <= 7 * 24 * 3600:  # the pause record's life
             raise SettingsError("AGENTIA_APPROVAL_TIMEOUT_S must be above 0 and at most 604800")
         if self.concurrency > MAX_CONCURRENCY:

@@ -231,7 +231,10 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     stop, stop_sampling = asyncio.Event(), asyncio.Event()
     sessions = [f"fl-{n}" for n in range(streams)]
     samples: list[tuple[float, float, int]] = []
-    reader = asyncio.create_task(_deliveries(bus, tally, stop))
+    # the reader on a pool of its own: 1,000 submitting loops on a starved box kept every
+    # connection of the shared pool past its 5 s wait, and the reader's failure ended the run
+    reading = Bus(connect(stack.redis.url, 4), prefix="agentia")
+    reader = asyncio.create_task(_deliveries(reading, tally, stop))
     try:
         await _open(bus, sessions)
         start, stub0 = time.monotonic(), cpu_s(stack.stub.pid) if stack.stub else 0.0
@@ -249,6 +252,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
         stop.set()
         await reader
         await bus.close()
+        await reading.close()
     assert stack.stub is not None
     out = _inflight_figures(tally, samples, until, a.reply_tokens)
     out["streams"] = streams

@@ -159,15 +159,30 @@ class RedisNodeDelivery(RedisCore):
         rows = await self.redis.zrangebyscore(self.keys.nodes_alive(), since, "+inf")
         return [n.decode() for n in rows]
 
-    async def _nodes_of(self, sid: str) -> list[bytes]:
-        """The nodes holding ``sid``, as its last append saw them if that is recent enough."""
+    async def _nodes_of_many(self, sids: list[str]) -> dict[str, list[bytes]]:
+        """The nodes holding each of ``sids``, as its last append saw them if that is recent
+        enough (``NODES_FRESH_S``); the stale ones re-read in one pipeline. One round trip
+        each, a tick of 200 turns streaming for longer than ``NODES_FRESH_S``
+        waited 200 round trips in a row, each behind the worker's busy event loop: seconds
+        per tick, every turn's first text held behind it (bench_worker's 200-stream stall)."""
         now = time.monotonic()
-        hit = self._session_nodes.get(sid)
-        if hit is not None and now - hit[0] <= K.NODES_FRESH_S:
-            return hit[1]
-        nodes = list(await self.redis.hkeys(self.keys.nodes(sid)))
-        self._remember_nodes(sid, nodes, now)
-        return nodes
+        out: dict[str, list[bytes]] = {}
+        stale = []
+        for sid in sids:
+            hit = self._session_nodes.get(sid)
+            if hit is not None and now - hit[0] <= K.NODES_FRESH_S:
+                out[sid] = hit[1]
+            else:
+                stale.append(sid)
+        if stale:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sid in stale:
+                    pipe.hkeys(self.keys.nodes(sid))
+                found = await pipe.execute()
+            for sid, nodes in zip(stale, found, strict=True):
+                out[sid] = list(nodes)
+                self._remember_nodes(sid, out[sid], now)
+        return out
 
     def _remember_nodes(self, sid: str, nodes: list[bytes], now: float) -> None:
         if len(self._session_nodes) > 10_000:

@@ -305,10 +305,10 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         a tick costs each node one stream entry to write and read, not one per piece. The nodes
         are known from the turns' own appends, re-read at most every ``NODES_FRESH_S``."""
         k = self.keys
-        targets = []
-        for sid, _run, _seq, _event, _text in pieces:
-            nodes = await self._nodes_of(sid)
-            targets.append(await self._live_nodes(nodes) if nodes else [])
+        nodes_of = await self._nodes_of_many(list(dict.fromkeys(p[0] for p in pieces)))
+        every = list(dict.fromkeys(n for nodes in nodes_of.values() for n in nodes))
+        alive = set(await self._live_nodes(every)) if every else set()
+        targets = [[n for n in nodes_of[p[0]] if n in alive] for p in pieces]
         batches: dict[bytes, list[bytes]] = {}
         fresh: set[bytes] = set()
         try:

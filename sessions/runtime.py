@@ -33,6 +33,9 @@ class ModelConfig:
     model: str = "gpt-4o-mini"
     demo_word_delay: float = 0.03
     tracing: bool = False
+    read_every_ms: int = 0
+    """The least time between two reads of a model's stream while it streams text
+    (``AGENTIA_MODEL_READ_MS``, :class:`sessions.sdk_speedups.MergingSSEDecoder`)."""
 
     @property
     def demo(self) -> bool:
@@ -78,7 +81,7 @@ def openai_client(cfg: ModelConfig) -> AsyncOpenAI:
                           max_keepalive_connections=MAX_MODEL_CONNECTIONS, keepalive_expiry=30)
     http = DefaultAsyncHttpxClient(limits=limits, timeout=httpx2.Timeout(600, connect=10))
     return sdk_speedups.ChunkClient(api_key=cfg.api_key or "not-needed", base_url=cfg.base_url,
-                                    http_client=http)
+                                    http_client=http, read_every=cfg.read_every_ms / 1000)
 
 
 _RUN_CONFIG: list[Any] = []

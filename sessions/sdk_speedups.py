@@ -10,6 +10,8 @@ they were written against: on any other version the SDK is left as it is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -124,10 +126,19 @@ class ChunkClient(AsyncOpenAI):
     field by field in Python): 65 us a chunk, a third of a streaming worker's CPU, paid for
     every token. A chunk that matches its schema is validated by pydantic's compiled code
     instead (5 us, the same object); one that does not (a server that leaves fields out)
-    still goes the lenient way."""
+    still goes the lenient way.
+
+    ``read_every``: the least time (seconds) between two reads of a stream while it streams
+    text (see :class:`MergingSSEDecoder`); 0 reads as data comes."""
+
+    read_every: float = 0.0
+
+    def __init__(self, *args: Any, read_every: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_every = read_every
 
     def _make_sse_decoder(self) -> SSEDecoder:
-        return MergingSSEDecoder()
+        return MergingSSEDecoder(self.read_every)
 
     def _process_response_data(self, *, data: object, cast_to: type[Any],
                                 response: Any) -> Any:
@@ -143,14 +154,33 @@ class MergingSSEDecoder(SSEDecoder):
     """Server-sent events as the client's decoder gives them, except that the text-only
     chunks that arrived in one read are merged into one chunk of their joined text.
 
-    Every chunk costs the client, the SDK and the worker ~70 us whatever its size. A worker
-    that keeps up reads each token as it comes (one chunk a read: nothing changes); one that
-    falls behind finds several tokens per read and pays for one, so its cost per token falls
-    as its load rises instead of the reverse. Only chunks whose single choice carries text
-    and nothing else (no role, tool call, finish reason, logprobs or usage) are merged, and
-    only with their neighbours in the same read: order and content are unchanged."""
+    Every chunk costs the client, the SDK and the worker ~70-120 us whatever its size. The
+    HTTP client gives a chunked response's HTTP chunks one by one (one per token, whatever a
+    socket read held), so merging within a "read" merges only what one HTTP chunk carried;
+    ``read_every`` (below) is what merges a stream's tokens. Only chunks whose single choice
+    carries text and nothing else (no role, tool call, finish reason, logprobs or usage) are
+    merged, and only with their neighbours in the same read: order and content are unchanged.
+
+    With ``read_every`` (seconds), the bytes are taken off the HTTP client by a task of their
+    own and decoded in batches: after a batch that ends with text, the next is taken
+    ``read_every`` later, so the tokens that came meanwhile are one merged chunk for the
+    client's chunk parsing, the SDK and the worker (the HTTP client gives each of the
+    server's chunks on its own, one per token, whatever one socket read held). Text reaches
+    the client in ``AGENTIA_COALESCE_MS`` ticks anyway: a batch every tick delays a piece by
+    one tick at most and divides the worker's CPU per token above the HTTP client by the
+    tokens a batch gathers (2 at 50 tokens/s and 40 ms). The first text, tool calls and a
+    reply's end are decoded as they come."""
+
+    def __init__(self, read_every: float = 0.0) -> None:
+        super().__init__()
+        self.read_every = read_every
 
     async def aiter_bytes(self, iterator: Any) -> Any:
+        if self.read_every:  # closed with this generator: its reader task ends with it
+            async with contextlib.aclosing(self._batched(iterator)) as batches:
+                async for sse in batches:
+                    yield sse
+            return
         lines = LineSplitter()
         try:
             async for chunk in iterator:
@@ -161,6 +191,68 @@ class MergingSSEDecoder(SSEDecoder):
                 yield sse
         finally:
             self._reset()
+
+    async def _batched(self, iterator: Any) -> Any:
+        lines, pump = LineSplitter(), _Pump(iterator)
+        try:
+            while True:
+                data = await pump.take()
+                merged, texting = _merge(list(self._decode_lines(iter(lines.feed(data)))))
+                for sse in merged:
+                    yield sse
+                if pump.ended and not pump.got:
+                    break
+                if texting and not pump.ended:
+                    await asyncio.sleep(self.read_every)
+            pump.raise_failure()
+            for sse in self._decode_lines(iter(lines.finish())):
+                yield sse
+        finally:
+            await pump.stop()
+            self._reset()
+
+
+class _Pump:
+    """Reads an async byte iterator into a list from a task of its own (one per stream:
+    bounded by the streams a worker runs)."""
+
+    def __init__(self, iterator: Any) -> None:
+        self.got: list[bytes] = []
+        self.ended = False
+        self.failure: BaseException | None = None
+        self.more = asyncio.Event()
+        self.task = asyncio.create_task(self._run(iterator))
+
+    async def _run(self, iterator: Any) -> None:
+        try:
+            async for chunk in iterator:
+                self.got.append(chunk)
+                self.more.set()
+        except Exception as exc:  # the stream's own error, raised where it is read
+            self.failure = exc
+        except asyncio.CancelledError:  # not a clean end of the stream for the reader
+            self.failure = ConnectionError("the model stream's reader was cancelled")
+            raise
+        finally:
+            self.ended = True
+            self.more.set()
+
+    async def take(self) -> bytes:
+        """What came since the last take (waiting for something, or the end)."""
+        await self.more.wait()
+        self.more.clear()
+        data, self.got = b"".join(self.got), []
+        return data
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 class LineSplitter:
@@ -208,6 +300,11 @@ class LineSplitter:
 
 def merge_text_events(events: list[ServerSentEvent]) -> list[ServerSentEvent]:
     """Runs of text-only chunk events, each made one event (see :class:`MergingSSEDecoder`)."""
+    return _merge(events)[0]
+
+
+def _merge(events: list[ServerSentEvent]) -> tuple[list[ServerSentEvent], bool]:
+    """:func:`merge_text_events`, and whether the last event is a text-only chunk."""
     out: list[ServerSentEvent] = []
     run: list[tuple[ServerSentEvent, dict[str, Any]]] = []
     for sse in events:
@@ -219,7 +316,7 @@ def merge_text_events(events: list[ServerSentEvent]) -> list[ServerSentEvent]:
         else:
             run.append((sse, body))
     out.extend(_merged(run))
-    return out
+    return out, bool(run)
 
 
 def _text_only(sse: ServerSentEvent) -> dict[str, Any] | None:

@@ -311,6 +311,35 @@ async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> Non
                       ("p2", runs["p2"].encode(), 1, "to p2\t\n")]
 
 
+async def test_a_tick_rereads_stale_sessions_nodes_in_one_round_trip(bus: Bus) -> None:
+    """Sessions whose known nodes are older than NODES_FRESH_S are re-read together: a tick of
+    many long turns is not one round trip per session (each behind a busy worker's loop: the
+    200-stream stall of loadtest/bench_worker.py), and each piece still reaches its node."""
+    await bus.heartbeat_node("n6")
+    sids = [f"q{n}" for n in range(40)]
+    for sid in sids:
+        await bus.open_session(sid, "ann", "n6")
+        sub = await bus.submit(sid, "m1", "hi", user="ann")
+        await bus.append(sid, E.turn_start(sub.offset, 1), run=f"{sub.offset}:1:ef")
+    for sid in sids:  # as if the turns had streamed for longer than NODES_FRESH_S
+        bus._session_nodes[sid] = (time.monotonic() - K.NODES_FRESH_S - 1, [])
+    sent = []
+    original = bus.redis.execute_command
+
+    async def counted(*args: object, **kw: object) -> object:
+        sent.append(args[0])
+        return await original(*args, **kw)
+
+    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    before = await bus.redis.xlen(bus.keys.delivery("n6"))
+    await bus.stream_chunks([(sid, "1:1:ef", 1, orjson.dumps(E.chunk(1, 1, 1, sid)), sid)
+                             for sid in sids])
+    assert sent.count("HKEYS") == 0  # none one at a time (in a pipeline they are not counted)
+    rows = await bus.read_delivery("n6", b"0-0", block_ms=10)
+    assert {d.session for d in rows if d.chunk is not None} == set(sids)
+    assert await bus.redis.xlen(bus.keys.delivery("n6")) > before
+
+
 async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:
     """START with ``then`` and APPEND with a list: one script each, the events at consecutive
     offsets, delivered to the session's node in order with those offsets; the lock fences the

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import pytest
 from agents import Agent, handoff
 from agents import _run_state_agent_identity as ident
 from agents.memory import session as sdk_session
@@ -160,3 +161,50 @@ def test_line_splitter_joins_a_long_line_once() -> None:
     assert [lines.feed(b"x" * 10) for _ in range(100)] == [[]] * 100
     assert lines.feed(b"y\r") == [b"x" * 1000 + b"y"]
     assert lines.feed(b"\nz") == [] and lines.finish() == [b"z"] and lines.finish() == []
+
+
+async def _paced(blocks: list[bytes], gap: float, read_every: float,
+                 fail: Exception | None = None) -> list[tuple[float, ServerSentEvent]]:
+    """The events of ``blocks`` given one by one ``gap`` s apart (as the HTTP client gives a
+    server's chunks), decoded with ``read_every``, each with when it came out."""
+    async def feed() -> AsyncIterator[bytes]:
+        for b in blocks:
+            yield b
+            await asyncio.sleep(gap)
+        if fail is not None:
+            raise fail
+    t0 = asyncio.get_running_loop().time()
+    return [(asyncio.get_running_loop().time() - t0, sse)
+            async for sse in S.MergingSSEDecoder(read_every).aiter_bytes(feed())]
+
+
+def test_paced_reads_merge_the_text_that_came_meanwhile() -> None:
+    words = [_chunk({"role": "assistant", "content": "w0"})] + [
+        _chunk({"content": f" w{n}"}) for n in range(1, 40)] + [_chunk({}, "stop"), "[DONE]"]
+    blocks = [_sse(c) for c in words]
+    each = asyncio.run(_paced(blocks, 0.002, 0.0))
+    paced = asyncio.run(_paced(blocks, 0.002, 0.03))
+    assert len(each) == len(words)  # one event per chunk of the HTTP client
+    assert _text([e for _, e in paced]) == _text([e for _, e in each])
+    assert len(paced) < len(words) / 3  # 40 tokens 2 ms apart, a batch every 30 ms
+    assert paced[0][0] < 0.02  # the first text is not held back
+    assert paced[-1][1].data == "[DONE]"
+    for _, e in paced[:-1]:
+        ChatCompletionChunk.model_validate(orjson.loads(e.data))
+
+
+def test_paced_reads_raise_the_streams_error_and_stop_their_reader() -> None:
+    blocks = [_sse(_chunk({"content": "a"})), _sse(_chunk({"content": "b"}))]
+    with pytest.raises(ConnectionError):
+        asyncio.run(_paced(blocks, 0.001, 0.01, fail=ConnectionError("cut")))
+
+    async def leave_early() -> set[asyncio.Task[Any]]:
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield _sse(_chunk({"content": "x"}))
+                await asyncio.sleep(0.001)
+        gen = S.MergingSSEDecoder(0.01).aiter_bytes(endless())
+        await gen.__anext__()
+        await gen.aclose()
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    assert asyncio.run(leave_early()) == set()  # the reader task is gone with the stream

@@ -118,6 +118,9 @@ def test_validation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         from_env(WorkerSettings, shards=2, concurrency=0)
     with pytest.raises(SettingsError, match="at most 10,000"):
         from_env(WorkerSettings, shards=2, concurrency=10_001)
+    with pytest.raises(SettingsError, match="AGENTIA_MODEL_READ_MS"):
+        from_env(WorkerSettings, shards=2, model_read_ms=-1)
+    assert from_env(WorkerSettings, shards=2, model_read_ms=0).model_read_ms == 0
 
 
 def test_worker_concurrency_needs_open_files(monkeypatch: pytest.MonkeyPatch) -> None:
