@@ -132,7 +132,7 @@ class RedisNodeDelivery(RedisCore):
         every ``NODES_FRESH_S``."""
         if len(frame) > FRAME_MAX:
             return False
-        nodes = [n for n in await self._nodes_of(sid) if n != but.encode()]
+        nodes = [n for n in (await self._nodes_of_many([sid]))[sid] if n != but.encode()]
         live = await self._live_nodes(nodes) if nodes else []
         if not live:
             return True
@@ -161,7 +161,7 @@ class RedisNodeDelivery(RedisCore):
 
     async def _nodes_of_many(self, sids: list[str]) -> dict[str, list[bytes]]:
         """The nodes holding each of ``sids``, as its last append saw them if that is recent
-        enough (``NODES_FRESH_S``); the stale ones re-read in one pipeline. One round trip
+        enough (``NODES_FRESH_S``); the stale ones re-read in one pipeline. With one round trip
         each, a tick of 200 turns streaming for longer than ``NODES_FRESH_S``
         waited 200 round trips in a row, each behind the worker's busy event loop: seconds
         per tick, every turn's first text held behind it (bench_worker's 200-stream stall)."""
