@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -14,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from agentia.supervise import stop_child
 from voice.livekit_server import LiveKitServer, free_port
 
 CANDIDATES = (os.path.expanduser("~/go/bin/livekit-sip"), "/root/go/bin/livekit-sip",
@@ -112,10 +112,4 @@ class SipService:
         return (self.workdir / "sip.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_child(self.proc)
