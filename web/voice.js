@@ -27,11 +27,15 @@ const AGENT_STATES = { listening: "listening", thinking: "thinking", speaking: "
 /** The attribute Agentia's voice worker sets: the call's last error or end, JSON. */
 export const CALL_NOTE = "agentia.call";
 
+/** The room's metadata when no voice worker took the call; the room is deleted next. */
+const NO_AGENT = "no_voice_agent";
+
 const NOTE_MESSAGES = {
   stt_failed: "The agent could not understand that: please say it again.",
   tts_failed: "The agent cannot speak right now: its replies appear in the chat.",
   agent_unavailable: "The agent could not be reached: try again in a moment.",
   worker_lost: "The voice agent stopped unexpectedly: start the call again.",
+  [NO_AGENT]: "No voice agent is available right now: try again in a moment.",
 };
 
 /** A message for the user from the agent's `agentia.call` attribute, or "" for none. */
@@ -129,6 +133,9 @@ export class VoiceCall {
     this._agentReady = null; // resolves when the agent is ready to listen
     this._agentGone = null;  // rejects that wait when the call ends first
     this._timers = new Set();
+    this._roomNote = "";     // the room's metadata (the server's no_voice_agent)
+    this.marks = {};         // ms from start() to: answered, connected, agent, listening
+    this._t0 = 0;
   }
 
   get active() { return ACTIVE_STATES.includes(this.state); }
@@ -138,19 +145,25 @@ export class VoiceCall {
   /** Start the call; resolves when it is live or has failed (see `state`). */
   async start() {
     if (this.state !== "idle") return;
+    this._t0 = performance.now();
     this._set("connecting");
     try {
       await checkMicrophone();
+      // answered once the agent is dispatched: it joins the room while we do
       const { url, token } = await this.requestCall();
+      this._mark("answered");
       if (this.done) return;
       await this._join(url, token);
+      this._mark("connected");
       if (this.done) return;
       this._set("waiting");
       await this._waitForAgent();
+      this._mark("agent");
       if (this.done) return;
       await this._openMicrophone();
       if (this.done) return;
       this._followAgent();
+      this._mark("listening");
     } catch (err) {
       if (this.done) return;
       this._fail(err instanceof CallError ? err
@@ -227,9 +240,14 @@ export class VoiceCall {
         if (this.mic) this._followAgent(); else this._set("waiting");
       })
       .on(RoomEvent.MediaDevicesError, (err) => { if (!this.done) this._fail(microphoneError(err)); })
+      .on(RoomEvent.RoomMetadataChanged, (metadata) => { this._roomNote = metadata ?? ""; })
       .on(RoomEvent.Disconnected, (reason) => {
         if (this.done) return;
-        const [state, message] = disconnectMessage(reason) ?? ["ended", "Call ended"];
+        // the server deletes the room of a call no voice worker took, saying so first
+        const noAgent = reason === DisconnectReason.ROOM_DELETED && !this.mic
+          && callNoteMessage(this._roomNote || room.metadata) === NOTE_MESSAGES[NO_AGENT];
+        const [state, message] = noAgent ? ["error", NOTE_MESSAGES[NO_AGENT]]
+          : disconnectMessage(reason) ?? ["ended", "Call ended"];
         this._finish(state, message);
       });
     try {
@@ -322,6 +340,10 @@ export class VoiceCall {
     for (const track of this.audioTracks) for (const node of track.detach()) node.remove();
     this.audioTracks.clear();
     this.room?.disconnect().catch(() => {});
+  }
+
+  _mark(name) {
+    this.marks[name] = Math.round(performance.now() - this._t0);
   }
 
   _later(fn, ms) {
