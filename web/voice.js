@@ -13,7 +13,7 @@
 // States: connecting -> waiting (in the room, the agent not ready yet) -> listening | thinking |
 // speaking (the agent's own state) <-> reconnecting, and at last ended or error.
 import {
-  DisconnectReason, Room, RoomEvent, Track, createLocalAudioTrack,
+  DisconnectReason, Room, RoomEvent, Track,
 } from "./vendor/livekit-client/livekit-client.esm.mjs";
 
 export const ACTIVE_STATES = Object.freeze(
@@ -148,20 +148,24 @@ export class VoiceCall {
     this._t0 = performance.now();
     this._set("connecting");
     try {
-      await checkMicrophone();
-      // answered once the agent is dispatched: it joins the room while we do
-      const { url, token } = await this.requestCall();
+      await checkMicrophone(); // before an agent is dispatched for nothing
+      const answer = this.requestCall();
+      this._makeRoom(); // while the request is out
+      const { url, token } = await answer;
       this._mark("answered");
       if (this.done) return;
-      await this._join(url, token);
+      // answered once the agent is dispatched: it joins the room while we do, and the
+      // microphone opens meanwhile; the call shows "listening" once the agent listens
+      const mic = this._openMicrophone();
+      mic.catch(() => {}); // awaited below, unless the connection failed first
+      await this._connect(url, token);
       this._mark("connected");
       if (this.done) return;
       this._set("waiting");
-      await this._waitForAgent();
-      this._mark("agent");
+      await Promise.all([this._waitForAgent().then(() => this._mark("agent")), mic]);
       if (this.done) return;
-      await this._openMicrophone();
-      if (this.done) return;
+      this._agentReady = null;
+      this._agentGone = null;
       this._followAgent();
       this._mark("listening");
     } catch (err) {
@@ -208,7 +212,8 @@ export class VoiceCall {
 
   // -- steps -----------------------------------------------------------------------------------
 
-  async _join(url, token) {
+  _makeRoom() {
+    if (this.room) return;
     const room = new Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
     this.room = room;
     room
@@ -244,12 +249,16 @@ export class VoiceCall {
       .on(RoomEvent.Disconnected, (reason) => {
         if (this.done) return;
         // the server deletes the room of a call no voice worker took, saying so first
-        const noAgent = reason === DisconnectReason.ROOM_DELETED && !this.mic
+        const noAgent = reason === DisconnectReason.ROOM_DELETED
           && callNoteMessage(this._roomNote || room.metadata) === NOTE_MESSAGES[NO_AGENT];
         const [state, message] = noAgent ? ["error", NOTE_MESSAGES[NO_AGENT]]
           : disconnectMessage(reason) ?? ["ended", "Call ended"];
         this._finish(state, message);
       });
+  }
+
+  async _connect(url, token) {
+    const room = this.room;
     try {
       await room.connect(url, token, { autoSubscribe: true });
     } catch (err) {
@@ -290,20 +299,25 @@ export class VoiceCall {
     this._followAgent();
   }
 
-  /** The microphone opens once the agent listens, so nothing the caller says is lost. */
+  /** The microphone, opened while the room connects and published once it is. */
   async _openMicrophone() {
-    this._agentReady = null;
-    this._agentGone = null;
+    let pub;
     try {
-      this.mic = await createLocalAudioTrack({
+      // published once the room is connected (LiveKit's own pattern); what is said before the
+      // agent listens is buffered and handed to it when it joins (livekit-agents'
+      // pre-connect audio), so it is not lost
+      pub = await this.room.localParticipant.setMicrophoneEnabled(true, {
         echoCancellation: true, noiseSuppression: true, autoGainControl: true,
-      });
+      }, { preConnectBuffer: true });
     } catch (err) {
-      throw microphoneError(err);
+      if (this.done) return;
+      throw err instanceof DOMException ? microphoneError(err) : new CallError("mic_publish",
+        `The microphone could not be sent to the call: ${err?.message ?? err}`);
     }
+    this.mic = pub?.track ?? null;
+    if (!this.mic) throw new CallError("mic_error", "The microphone could not be opened.");
     if (this.done) { this.mic.stop(); return; }
     if (this.muted) await this.mic.mute();
-    await this.room.localParticipant.publishTrack(this.mic, { source: Track.Source.Microphone });
   }
 
   _followAgent() {

@@ -54,7 +54,8 @@ VENDOR = ROOT / "web" / "node_modules" / "livekit-client" / "dist" / "livekit-cl
 
 
 def speech_wav(path: Path, text: str) -> Path:
-    """espeak-ng saying ``text`` as a 48 kHz mono 16-bit WAV, a second of silence around it."""
+    """espeak-ng saying ``text`` as a 48 kHz mono 16-bit WAV, 2 s of silence before it and
+    one after."""
     from livekit import rtc
 
     from voice.speech import ESPEAK_RATE, espeak_pcm
@@ -66,8 +67,10 @@ def speech_wav(path: Path, text: str) -> Path:
     out = np.frombuffer(b"".join(bytes(f.data) for f in [*rs.push(frame), *rs.flush()]),
                         dtype=np.int16)
     voiced = np.flatnonzero(np.abs(out) > 100)
-    silence = np.zeros(RATE, dtype=np.int16)
-    samples = np.concatenate([silence, out[voiced[0]:voiced[-1] + 1], silence])
+    # the page publishes the microphone as soon as it is in the room, maybe before the agent
+    # listens: the phrase starts 2 s later
+    lead, silence = np.zeros(2 * RATE, dtype=np.int16), np.zeros(RATE, dtype=np.int16)
+    samples = np.concatenate([lead, out[voiced[0]:voiced[-1] + 1], silence])
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
