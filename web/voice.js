@@ -97,8 +97,9 @@ async function checkMicrophone() {
 /**
  * Start the browser's WebRTC stack before the first call (app.js calls it once voice.js is
  * loaded): a throwaway peer connection makes an offer and gathers its candidates, then closes.
- * The first call of a page otherwise paid for it in room.connect: 1.25-1.7 s against 0.2-0.56 s
- * for the calls after it (tests/browser/test_talk.py, a busy two-core box).
+ * Measured in tests/browser/test_talk.py on a busy two-core box: the first call's room.connect
+ * took 1.25-1.7 s without it, 0.9-1.1 s with it (0.2-0.5 s for later calls: the rest of the
+ * first call's cost is a freshly started LiveKit server's, docs/voice.md).
  */
 export function warmUp() {
   const PC = globalThis.RTCPeerConnection;

@@ -48,9 +48,10 @@ LISTENING_WITHIN_S = 1.0
 ``CALLS`` calls (one call on this shared two-core box is noise). Before issue 16: 5.7-6.1 s;
 then 1.32-1.44 s with the POST waiting for the agent (0.36-0.49 s) before room.connect
 (0.8-0.85 s). Now the POST answers at dispatch and the page connects while the agent joins;
-what is left is livekit-client's room.connect (signalling, ICE, DTLS: 1.0 s at load average
-11-12, 2.1 s at 15-20 here), with the microphone published in it (docs/voice.md, "In the
-browser")."""
+what is left is livekit-client's room.connect (signalling, ICE, DTLS), with the microphone
+published in it, or the agent's join: medians 0.59-0.95 s at load average 7-24 here; the first
+call to a fresh LiveKit server takes 0.9-1.9 s, the next ones 0.5-0.95 s (docs/voice.md, "In
+the browser")."""
 CALLS = 3
 VENDOR = ROOT / "web" / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs"
 
