@@ -39,6 +39,10 @@ FIRST_DELTA = Histogram("agentia_time_to_first_delta_seconds",
                         "From a turn's acceptance to its first delta", buckets=_LATENCY)
 TURN_TIME = Histogram("agentia_turn_duration_seconds",
                       "From a turn's acceptance to its last event", buckets=_LATENCY)
+GC_PAUSE = Histogram("agentia_gc_pause_seconds",
+                     "Garbage collections, by generation: how long each stopped the process",
+                     ["generation"],
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 INBOUND_LAG = Gauge("agentia_inbound_lag",
                     "Turn notifications not yet acked, per agent and shard",
                     ["agent", "shard"], multiprocess_mode="livemax")
@@ -107,6 +111,8 @@ def _precreate() -> None:
         ERRORS.labels(str(code))
     for component in ("edge", "worker", "api"):
         REDIS_ERRORS.labels(component)
+    for generation in ("0", "1", "2"):
+        GC_PAUSE.labels(generation)
 
 
 def sync(tally: Tally[str], synced: Tally[str]) -> None:

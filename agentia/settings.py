@@ -329,8 +329,12 @@ class EdgeSettings(Auth):
     drain_s: float = 10.0
     max_inbound_lag: int = 10_000
     reuse_port: bool = True
-    gc_gen0_threshold: int = 50_000
-    """Allocations between young collections (CPython default 700); 0 keeps the default."""
+    gc_gen0_threshold: int = 25_000
+    """Net allocations between young collections (CPython default 700); 0 keeps CPython's
+    thresholds. A gen-0 collection walks ~this many objects (1-2.5 µs each)."""
+    gc_gen1_threshold: int = 0
+    """Gen-0 collections before a gen-1 one (CPython default 10): a gen-1 collection walks
+    ~(this + 2) x gc_gen0_threshold objects. gateway/gcpause.py"""
     backlog: int = 4096
     """Listen backlog (capped by net.core.somaxconn): a storm of connects must queue, not be
     dropped into SYN retransmits that look like multi-second handshakes."""
@@ -365,6 +369,9 @@ class EdgeSettings(Auth):
         if self.max_connections_per_user_total < 0:
             raise SettingsError("AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL must be 0 (no limit) "
                                 "or more")
+        if self.gc_gen0_threshold < 0 or not 0 <= self.gc_gen1_threshold <= 1000:
+            raise SettingsError("AGENTIA_GC_GEN0_THRESHOLD must be 0 or more and "
+                                "AGENTIA_GC_GEN1_THRESHOLD between 0 and 1000")
         if not 0 <= self.delivery_linger_ms <= 50:
             raise SettingsError("AGENTIA_DELIVERY_LINGER_MS must be between 0 and 50")
         if self.rate_per_s <= 0 or self.burst < 1 or self.send_queue < 8:

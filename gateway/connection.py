@@ -286,6 +286,11 @@ class Connection:
         elif action is not None:
             self.execute(action)
 
+    def on_live_frame(self, frame: bytes) -> None:
+        """An off-log frame of the session: queued like a chunk (the same send budget)."""
+        if self.state.on_live_frame():
+            self.push(frame)
+
     def on_live(self, offset: int, frame: bytes) -> None:
         action = self.state.on_event(offset, frame)
         if isinstance(action, bytes):  # the hot path of fan-out: one event, one connection

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -13,6 +12,7 @@ from agentia import tracing
 from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.settings import EdgeSettings
+from gateway import gcpause
 from gateway.internal import InternalServer
 from gateway.node import EdgeNode
 from gateway.transport import transport_for
@@ -54,7 +54,7 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
         await bus.heartbeat_node(node.id)
     for coro in (node.deliver_forever(), node.heartbeat_forever(), node.sweep_forever(),
                  node.metrics_forever(), node.user_sessions_forever(),
-                 node.leases_forever()):
+                 node.leases_forever(), gcpause.PAUSES.forever()):
         node.spawn(coro)
     port = server.port
     log.info("edge %s listening on ws://%s:%s/v1/ws (max %d connections, %s); /readyz and "
@@ -72,16 +72,6 @@ async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None)
     await bus.close()
 
 
-def tune_gc(gen0: int) -> None:
-    """Fewer, not longer, garbage collections: an edge holds ~100 tracked objects per idle
-    connection, and each full collection walks all of them (measured: 570 ms pauses at 10,000
-    connections, 11-12 of them during a ramp, each one a handshake p99 spike). Start-up objects
-    are frozen out of every collection; a larger gen-0 threshold makes collections rarer."""
-    gc.freeze()
-    if gen0 > 0:
-        gc.set_threshold(gen0, 20, 20)
-
-
 def run(settings: EdgeSettings) -> None:
     tracing.setup("agentia-edge")  # OTEL_* (docs/operations.md#tracing); off by default
     try:
@@ -89,7 +79,7 @@ def run(settings: EdgeSettings) -> None:
         uvloop.install()
     except ImportError:
         log.warning("uvloop is not installed; using the default asyncio loop")
-    tune_gc(settings.gc_gen0_threshold)
+    gcpause.tune(settings.gc_gen0_threshold, settings.gc_gen1_threshold)
     try:
         asyncio.run(serve_edge(settings))
     except PortBusy as exc:

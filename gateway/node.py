@@ -345,6 +345,11 @@ class EdgeNode:
             if self.traced is not None:
                 self.traced.chunk(sid, chunk.turn, len(conns))
 
+    def deliver_frame(self, sid: str, frame: bytes) -> None:
+        """An off-log frame (an interim ``transcript``): to the connections that are live."""
+        for conn in tuple(self.sessions.get(sid, ())):
+            conn.on_live_frame(frame)
+
     def session_deleted(self, sid: str) -> None:
         """The session was deleted: its devices here are closed with 4506 (not to come
         back: a new connection with the id would start a new, empty session)."""

@@ -193,6 +193,12 @@ class SessionProtocol:
             return frame
         return READ_PARTIAL if verdict is _READ else None
 
+    def on_live_frame(self) -> bool:
+        """Whether to write an off-log frame of the session (an interim ``transcript``):
+        only to a connection that is live, not while it is being welcomed or replays the
+        log (a resuming client does not get them; the final one is in the log)."""
+        return self._fill is None and not self.cursor.catching_up
+
     def on_partial(self, partial: Partial | None) -> list[Action]:
         """The running turn's text so far, read from Redis (None: none, or unreadable)."""
         self.chunk_at, write = chunks.on_partial(self.chunk_at, partial)

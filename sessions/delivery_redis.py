@@ -23,6 +23,12 @@ KILL_BEFORE_FANOUT = _FAULT[2] if not _FAULT[0] else ""
 kills this process (SIGKILL) when it is about to fan out an event of that type, i.e. right
 after the log append. Unset in production: one falsy check per fan-out."""
 
+FRAME = b"frame"
+"""The notice (field ``x``) of an off-log frame for a session's clients (field ``f``): a
+node that does not know it ignores it (sessions/membership.py), as any newer notice."""
+FRAME_MAX = 8_192
+"""Bytes of one off-log frame, at most: a longer one is not sent (:meth:`stream_frame`)."""
+
 READERS_KEPT = 4
 """Delivery readers whose Redis connection is kept out of the pool (one per node read from
 this client: one in an edge or a voice call)."""
@@ -31,12 +37,14 @@ this client: one in an edge or a voice call)."""
 def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
     """The events of one delivery entry: a log event, a tick's chunks for this node
     (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks), or a
-    notice about a whole session (``x``: ``deleted``)."""
+    notice about a whole session (``x``: ``deleted``; ``frame``, an off-log frame for its
+    clients in ``f``)."""
     batch = f.get(b"b")
     if batch is None:
         notice = f.get(b"x")
         if notice is not None:  # a session-wide notice (sessions/backend_redis.py)
-            return [Delivered(rid, f[b"s"].decode(), 0, b"", notice=notice.decode())]
+            return [Delivered(rid, f[b"s"].decode(), 0, f.get(b"f", b""),
+                              notice=notice.decode())]
         return [Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"])]
     out = []
     for record in batch.split(b"\n"):
@@ -113,6 +121,32 @@ class RedisNodeDelivery(RedisCore):
                 self._readers[node] = conn
             else:
                 await self.redis.connection_pool.release(conn)
+
+    @down
+    async def stream_frame(self, sid: str, frame: bytes, but: str = "") -> bool:
+        """An off-log frame for the clients of ``sid`` (docs/protocol.md, interim
+        ``transcript``): to the delivery stream of each live node holding the session but
+        ``but`` (the sender's own), in one pipeline, never in the log, so a client that
+        resumes does not get it. Returns False when it was not sent (over
+        :data:`FRAME_MAX`). The nodes are known from the session's appends, re-read at most
+        every ``NODES_FRESH_S``."""
+        if len(frame) > FRAME_MAX:
+            return False
+        nodes = [n for n in await self._nodes_of(sid) if n != but.encode()]
+        live = await self._live_nodes(nodes) if nodes else []
+        if not live:
+            return True
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in live:
+                    pipe.xadd(self.keys.delivery(node.decode()),
+                              {"s": sid, "x": FRAME, "f": frame},
+                              maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                await pipe.execute()
+        except REDIS_DOWN:
+            if not self.cluster:  # on a Cluster, see _fan_out_all
+                raise
+        return True
 
     @down
     async def drop_node(self, node: str) -> None:

@@ -179,6 +179,12 @@ def transcript(text: str, final: bool, role: str, turn: int | None = None) -> Ev
     return event
 
 
+def interim_transcript(text: str, utterance: str) -> Event:
+    """The caller's utterance so far, while they speak: an off-log frame, never a log event
+    (docs/protocol.md, ``transcript``); ``utterance`` names the utterance it belongs to."""
+    return {**transcript(text, False, "user"), "utterance": utterance}
+
+
 TAKEOVER = "takeover"
 
 

@@ -37,6 +37,10 @@ class NodeHandler(Protocol):
     def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
         """A chunk of a running turn of ``sid`` (its ``chunk`` frame), in stream order."""
 
+    def deliver_frame(self, sid: str, frame: bytes) -> None:
+        """An off-log frame for the clients of ``sid`` (an interim ``transcript``): to each
+        that is live, never replayed."""
+
     def session_deleted(self, sid: str) -> None:
         """Session ``sid`` was deleted (``DELETE /v1/sessions/{id}``): end what holds it."""
 
@@ -114,7 +118,9 @@ class Membership:
                 if d.chunk is not None:
                     handler.deliver_chunk(d.session, d.chunk, d.event)
                 elif d.notice:
-                    if d.notice == "deleted":  # other notices: from a newer version
+                    if d.notice == "frame":
+                        handler.deliver_frame(d.session, d.event)
+                    elif d.notice == "deleted":  # other notices: from a newer version
                         handler.session_deleted(d.session)
                 else:
                     handler.deliver(d.session, d.offset, d.event)

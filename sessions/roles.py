@@ -114,7 +114,8 @@ class ChunkAt:
 class Delivered:
     """One entry of a node's delivery stream: a log event (``offset`` > 0, ``chunk`` None),
     a running turn's chunk (``offset`` 0, ``chunk`` set; ``event`` is its frame) or a notice
-    about the whole session (``notice`` set, e.g. ``deleted``)."""
+    about the whole session (``notice`` set, e.g. ``deleted``; ``frame``: ``event`` is an
+    off-log frame for the session's clients)."""
 
     id: bytes
     session: str
@@ -203,6 +204,9 @@ class NodeDelivery(Protocol):
                             block_ms: int = 1000) -> list[Delivered]: ...
 
     async def drop_node(self, node: str) -> None: ...
+
+    async def stream_frame(self, sid: str, frame: bytes, but: str = "") -> bool:
+        """An off-log frame for the clients of ``sid``, to its nodes but ``but``."""
 
     async def live_nodes(self, since: float) -> list[str]: ...
 

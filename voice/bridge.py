@@ -183,6 +183,8 @@ class VoiceBridge:
         the call is up (the worker speaks its reply in the call)."""
         self.trace: Span | None = None
         """The call's span (voice/call_trace.py), None when tracing is off."""
+        self._captions = asyncio.Lock()
+        """Orders the caller's interim transcripts and final ones as they are sent."""
 
     async def start(self) -> None:
         """Open (or check) the session as its owner and start reading our delivery stream."""
@@ -292,11 +294,28 @@ class VoiceBridge:
 
     async def transcript(self, role: str, text: str, final: bool,
                          turn: int | None = None) -> None:
-        """Record speech of the call as a ``transcript`` event of the session log."""
+        """Record speech of the call as a ``transcript`` event of the session log. The
+        caller's waits for the interim being sent (:meth:`interim`): a client gets every
+        interim of an utterance before its final transcript."""
         try:
-            await self.bus.append(self.session, E.transcript(text, final, role, turn))
+            if role == "user":
+                async with self._captions:
+                    await self.bus.append(self.session, E.transcript(text, final, role, turn))
+            else:
+                await self.bus.append(self.session, E.transcript(text, final, role, turn))
         except BusUnavailable:
             log.warning("could not record a transcript of %s: Redis unavailable", self.session)
+
+    async def interim(self, utterance: str, text: str) -> None:
+        """Send the caller's utterance so far to the session's chat clients (an interim
+        ``transcript``, off the log: voice/interim.py). Lost if Redis is down: the next
+        interim, or the final transcript, replaces it anyway."""
+        frame = orjson.dumps(E.interim_transcript(text, utterance))
+        try:
+            async with self._captions:
+                await self.bus.stream_frame(self.session, frame, but=self.node)
+        except BusUnavailable:
+            log.debug("interim transcript of %s not sent: Redis unavailable", self.session)
 
     async def _next(self, listener: _Listener,
                     feed: TurnFeed) -> tuple[int, dict[str, Any]] | None:
@@ -367,6 +386,9 @@ class VoiceBridge:
         listener = self._turns.get(chunk.turn)
         if listener is not None:
             listener.put(CHUNK, orjson.loads(frame))
+
+    def deliver_frame(self, sid: str, frame: bytes) -> None:
+        """Off-log frames are for chat clients (this call sends its own, not to itself)."""
 
     def session_deleted(self, sid: str) -> None:
         # the call's later turns fail (the session is gone); ending the call is its own job

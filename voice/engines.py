@@ -41,11 +41,33 @@ class EnginePool:
         self.model = model
         self.size = len(engines)
         self._free: queue.SimpleQueue[Decoder] = queue.SimpleQueue()
+        self._waiting = 0
+        self._count = threading.Lock()
         for engine in engines:
             self._free.put(engine)
 
     def decode(self, pcm16k: bytes) -> str:
-        engine = self._free.get()  # bounded by the caller: decode_bounded's time limit
+        with self._count:
+            self._waiting += 1
+        try:
+            engine = self._free.get()  # bounded by the caller: decode_bounded's time limit
+        finally:
+            with self._count:
+                self._waiting -= 1
+        try:
+            return engine.decode(pcm16k)
+        finally:
+            self._free.put(engine)
+
+    def try_decode(self, pcm16k: bytes) -> str | None:
+        """:meth:`decode` if an engine is free and no :meth:`decode` waits for one, else
+        None at once: interim transcripts never delay a final one (voice/interim.py)."""
+        try:
+            engine = None if self._waiting else self._free.get_nowait()
+        except queue.Empty:
+            return None
+        if engine is None:
+            return None
         try:
             return engine.decode(pcm16k)
         finally:

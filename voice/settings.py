@@ -83,6 +83,11 @@ class VoiceSettings(Common):
     executor loads one per job process."""
     voice_stt_timeout_s: float = 5.0
     """One utterance's transcription longer than this fails (the caller is told)."""
+    voice_interim_s: float = 1.0
+    """Local STT: while the caller speaks, transcribe the utterance so far every this many
+    seconds of new speech and send it to the session's chat clients as an interim
+    ``transcript`` (off the log; voice/interim.py); skipped while the engines are busy.
+    0: no interims. Otherwise in [0.25, 30]."""
     voice_phrases: str = str(DEFAULT_PHRASES)
     """pocketsphinx only: file of phrases (one a line) it listens for; empty: open
     vocabulary (pocketsphinx's en-us language model, poor on free speech)."""
@@ -210,6 +215,8 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
         if not 1 <= self.voice_stt_engines <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_ENGINES must be in [1, 16]")
+        if self.voice_interim_s != 0 and not 0.25 <= self.voice_interim_s <= 30:
+            raise SettingsError("AGENTIA_VOICE_INTERIM_S must be 0 (off) or in [0.25, 30]")
         if not 0 <= self.voice_first_chunk_words <= 50:
             raise SettingsError("AGENTIA_VOICE_FIRST_CHUNK_WORDS must be in [0, 50]")
         if not (0 < self.voice_stt_timeout_s <= 60 and 0 < self.voice_tts_timeout_s <= 60):

@@ -42,7 +42,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_trace
+from voice import call_trace, interim
 from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
@@ -50,7 +50,7 @@ from voice.engines import EnginePool, PooledSTT, once, vad_like
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
-from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
+from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
 from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
 from voice.tokens import delete_room, parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
@@ -154,16 +154,19 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
     return EnginePool([first, *more], first.model)
 
 
-def _speech(proc: JobProcess) -> tuple[Any, stt.STT[Any], tts.TTS[Any]]:
+def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
+            ) -> tuple[Any, stt.STT[Any], tts.TTS[Any]]:
     """One call's VAD, streaming STT and TTS: its own objects (the session subscribes to their
-    events, on this call's event loop) over the process's shared engines."""
+    events, on this call's event loop) over the process's shared engines; the caller's interim
+    transcripts go to ``bridge`` (voice/interim.py)."""
     s: VoiceSettings = proc.userdata["settings"]
     if "stt" in proc.userdata:
         recog: stt.STT[Any] = PooledSTT(proc.userdata["stt"], timeout_s=s.voice_stt_timeout_s)
     else:
         recog = recogniser(s)
     if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
-        recog = streaming_stt(recog, vad_like(proc.userdata["stt_vad"]))
+        recog = interim.streaming(recog, vad_like(proc.userdata["stt_vad"]), s.voice_interim_s,
+                                  bridge.interim if bridge else None)
     speak = synthesiser(s)
     if s.voice_first_chunk_words and not speak.capabilities.streaming:  # espeak-ng
         speak = tts.StreamAdapter(tts=speak, sentence_tokenizer=FirstClauseTokenizer(
@@ -173,7 +176,7 @@ def _speech(proc: JobProcess) -> tuple[Any, stt.STT[Any], tts.TTS[Any]]:
 
 def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
     s: VoiceSettings = proc.userdata["settings"]
-    vad, recog, speak = _speech(proc)
+    vad, recog, speak = _speech(proc, bridge)
     delay = s.voice_endpoint_delay_s
     return AgentSession(
         vad=vad, stt=recog, llm=BusLLM(bridge), tts=speak,

@@ -273,7 +273,12 @@ function renderTurn(t) {
 
 function applyEvent(ev) {
   switch (ev.type) {
+    case "transcript": // the caller's final one replaces a live caption (protocol.md); one
+      // replayed from the log (a reload, a resume) has none to replace
+      if (ev.role === "user" && els.pending.querySelector(".caption")) showCaption(ev.text, true);
+      break;
     case "user": {
+      if (ev.source === "voice") showCaption("", true); // the turn's own message is shown now
       const t = turnView(ev.offset);
       t.user = ev;
       app.active.add(ev.offset);
@@ -381,7 +386,30 @@ function addNotice(offset, className, author, text) {
   els.empty.hidden = true;
 }
 
+/** The caller's speech in a call, live: each interim `transcript` replaces the caption, the
+ * final one replaces it until its turn's message comes (then, or after 10 s, it goes). */
+function showCaption(text, final) {
+  let node = els.pending.querySelector(".caption");
+  clearTimeout(app.captionTimer);
+  if (!text) {
+    node?.remove();
+    return;
+  }
+  if (!node) {
+    node = el("div", "msg user caption");
+    node.dataset.testid = "caption";
+    node.append(el("div", "bubble"));
+    els.pending.append(node);
+    els.empty.hidden = true;
+  }
+  node.classList.toggle("final", final);
+  node.querySelector(".bubble").textContent = text;
+  app.captionTimer = setTimeout(() => showCaption("", true), final ? 10_000 : 30_000);
+  els.messages.scrollTop = els.messages.scrollHeight;
+}
+
 function clearView() {
+  showCaption("", true);
   app.turns.clear();
   app.active.clear();
   app.dirty.clear();
@@ -760,6 +788,7 @@ function startClient() {
   client.on("state", onState);
   client.on("event", applyEvent);
   client.on("text", applyText);
+  client.on("caption", (f) => showCaption(f.text, false));
   client.on("reset", clearView);
   client.on("welcome", (w) => {
     els.nodeInfo.textContent = w.agent ? `agent ${w.agent} · edge ${w.node}` : `edge ${w.node}`;

@@ -192,6 +192,32 @@ export interface PartialFrame {
 
 export type StreamFrame = ChunkFrame | PartialFrame;
 
+/** `transcript` (a log event): speech in a voice call, the caller's or the agent's as played. */
+export interface TranscriptEvent extends LogEvent {
+  type: "transcript";
+  text: string;
+  final: true;
+  source: "voice";
+  role: "user" | "agent";
+  /** The turn whose reply is spoken (agent only, when known). */
+  turn?: number;
+}
+
+/**
+ * An interim `transcript`: the caller's utterance so far (no offset, not a log event, never
+ * replayed). Show it as a live caption; the next one replaces it (`text` "" clears it), and the
+ * caller's next final `transcript` event replaces it.
+ */
+export interface CaptionFrame {
+  type: "transcript";
+  text: string;
+  final: false;
+  source: "voice";
+  role: "user";
+  /** Names the utterance (a new one starts the next caption). */
+  utterance: string;
+}
+
 /** A turn's streamed text after a `chunk` or `partial` changed it. */
 export interface TextInfo {
   turn: number;
@@ -305,6 +331,8 @@ export type ClientEvents = {
   chunk: (frame: ChunkFrame) => void;
   /** A partial that was applied (in a resume's answer, or for a connection that joined mid-turn). */
   partial: (frame: PartialFrame) => void;
+  /** An interim transcript of a voice call's caller (live only; the final one is an `event`). */
+  caption: (frame: CaptionFrame) => void;
   state: (state: ClientState, previous: ClientState) => void;
   tool_call: (ev: ToolCallEvent) => void;
   tool_result: (ev: ToolResultEvent) => void;
@@ -442,6 +470,8 @@ export function withAgent(url: string, agent: string | null | undefined): string
 
 export function isLogEvent(frame: unknown): frame is LogEvent;
 export function isStreamFrame(frame: unknown): frame is StreamFrame;
+/** An interim `transcript` frame (no offset): a voice call's caller speech so far. */
+export function isCaption(frame: unknown): frame is CaptionFrame;
 export function withSession(url: string, session: string | null | undefined): string;
 /** Characters as the server counts them (code points). */
 export function countChars(text: string): number;

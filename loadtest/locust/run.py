@@ -33,7 +33,7 @@ from typing import IO, Any
 from agentia.supervise import spawn, stop_all
 from launch.redis_server import RedisServer, free_port
 from loadtest.bench_core import cpu_s, rss_kib, slab_kib
-from loadtest.locust import results
+from loadtest.locust import results, trees
 from loadtest.locust.driver import Driver, in_netns, stream_meta, stream_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -50,12 +50,12 @@ class Agentia:
     (and watched for edge restarts), stderr to its log."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str, logfile: Path,
-                 timeout: float = 90) -> None:
+                 timeout: float = 90, cwd: Path = ROOT) -> None:
         self.log: IO[bytes] = logfile.open("ab")
         self.restarts: list[str] = []
         try:
             self.proc, self.info = spawn(args, env, ready, timeout, what=f"'agentia "
-                                         f"{' '.join(args)}' (log {logfile})", cwd=ROOT,
+                                         f"{' '.join(args)}' (log {logfile})", cwd=cwd,
                                          stderr=self.log, echo=self.log)
         except BaseException:
             self.log.close()
@@ -258,18 +258,24 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
     env.pop("OPENAI_API_KEY", None)  # the offline demo model, always
     env.update(kv.split("=", 1) for kv in a.env)
     meta["env"] = a.env
+    tree = Path(a.tree[0]).resolve() if a.tree else ROOT
+    meta.update(tree=str(tree), commit=trees.commit(tree))
     extra += shlex.split(a.locust_args)
     started: list[Agentia] = []
     with tempfile.TemporaryDirectory(prefix="agentia-locust-") as tmp:
         redis = RedisServer(Path(tmp) / "redis", appendonly=a.scenario == "chat").start()
         metrics_dir = Path(tmp) / "metrics"
         metrics_dir.mkdir()
+        probe = out / "gc" if a.gc_probe else None
+        if probe is not None:
+            probe.mkdir(exist_ok=True)
         try:
             env["AGENTIA_REDIS_URL"] = redis.url
             env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
             ready = "AGENTIA_GATEWAY_READY" if a.edges > 1 else "AGENTIA_EDGE_READY"
-            gw = Agentia(["gateway", "--port", "0", "--processes", str(a.edges)], env, ready,
-                         out / "gateway.log")
+            gw = Agentia(["gateway", "--port", "0", "--processes", str(a.edges)],
+                         {**env, **trees.tree_env(tree, probe)}, ready, out / "gateway.log",
+                         cwd=tree)
             started.append(gw)
             port = int(gw.info["port"])
             log(f"gateway on port {port}, edge pids {gw.pids}; redis pid "
@@ -283,8 +289,11 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
             sampler = Sampler(out / "samples.csv", gw, redis.proc.pid, metrics_dir)
             time.sleep(1.0)  # let the edges settle before the baseline sample
             sampler.start()
+            if probe is not None and target:
+                trees.Snapshot(gw.pids, lambda pid: gauge(metrics_dir, pid), target).start()
             time.sleep(1.0)
             t0 = meta["locust_started"] = round(time.time(), 3)
+            ticks = trees.cpu_ticks()
             (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
             driver = None
             if a.scenario in ("reconnect", "slow"):
@@ -297,6 +306,7 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
                                                   f"ws://127.0.0.1:{port}", processes, extra,
                                                   sampler, timeout)
             meta["locust_wall_s"] = round(time.time() - t0, 1)
+            meta["box_idle_share"] = trees.idle_share(ticks, trees.cpu_ticks())
             if driver is not None:
                 driver.aborted.set()
                 driver.join(30)
@@ -319,6 +329,10 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
         summary["plots"] = [p.name for p in results.plot(out, a.scenario)]
     except Exception as exc:
         log(f"could not plot the run: {exc!r}")
+    if probe is not None:
+        start = meta.get("locust_started", 0.0)
+        summary["gc"] = trees.gc_pauses(probe, meta.get("edge_pids", []),
+                                        (start, start + meta.get("locust_wall_s", 1e9)))
     summary["out"] = str(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -385,6 +399,11 @@ def parser() -> argparse.ArgumentParser:
                        help="environment of the gateway and workers (repeatable)")
         q.add_argument("--record", metavar="NAME",
                        help="also write loadtest/results/NAME.json (loadtest.record)")
+        q.add_argument("--tree", action="append", default=[], metavar="PATH",
+                       help="run the gateway from this checkout (repeatable: one run each, "
+                            "in order, same client; default this checkout)")
+        q.add_argument("--gc-probe", action="store_true",
+                       help="time every edge garbage collection from outside (trees.py)")
         q.add_argument("--locust-args", default="",
                        help="more Locust arguments, e.g. \"--ws-token-in query\"")
     return p
@@ -395,10 +414,17 @@ def main(argv: list[str] | None = None) -> None:
     a = parser().parse_args(argv)
     if getattr(a, "netns_wmem", 0) and not os.environ.get("AGENTIA_LOAD_IN_NETNS"):
         raise SystemExit(in_netns(a, argv))
-    summary = scenario(a)
-    if a.record:
-        log(f"recorded in {record_summary(a.record, summary)}")
-    print(json.dumps(summary, indent=2))
+    for i, tree in enumerate(a.tree or [None]):
+        one = argparse.Namespace(**vars(a))
+        one.tree = [tree] if tree else []
+        label = f"{i}-{Path(tree or '.').resolve().name}"
+        if a.out and len(a.tree) > 1:
+            one.out = str(Path(a.out) / label)
+        summary = scenario(one)
+        if a.record:
+            name = a.record if len(a.tree) < 2 else f"{a.record}-{label}"
+            log(f"recorded in {record_summary(name, summary)}")
+        print(json.dumps(summary, indent=2))
 
 
 def record_summary(name: str, summary: dict[str, Any]) -> Path:

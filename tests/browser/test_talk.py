@@ -117,7 +117,8 @@ def voice_system(cluster: Cluster, livekit_any_load: LiveKitServer) -> Iterator[
     started = time.monotonic()
     edge = cluster.edge()
     cluster.worker()
-    env = voice_env(cluster, livekit_any_load)
+    # interims every 0.25 s of speech: "what time is it" lasts under a second
+    env = {**voice_env(cluster, livekit_any_load), "AGENTIA_VOICE_INTERIM_S": "0.25"}
     voice = VoiceWorker(env)
     try:
         api = cluster.api(
@@ -173,6 +174,11 @@ def talk_through(page: Page, base: str) -> None:
     posts: list[float] = []
     page.on("requestfinished", lambda r: posts.append(r.timing["responseEnd"] / 1000)
             if r.url.endswith("/v1/voice/sessions") else None)
+    page.evaluate("""() => { window.captionsSeen = [];
+        new MutationObserver(() => { const c = document.querySelector('#pending .caption');
+            if (c) window.captionsSeen.push([c.classList.contains('final'), c.textContent]);
+        }).observe(document.getElementById('pending'),
+                   { childList: true, subtree: true, characterData: true }); }""")
     talk.click()
     state = page.get_by_test_id("call")
     expect(page.get_by_test_id("hangup")).to_be_visible()
@@ -192,6 +198,10 @@ def talk_through(page: Page, base: str) -> None:
     said = page.locator(".msg.user.voice .bubble")
     expect(said.first).to_have_text(HEARD, timeout=25_000)
     expect(page.locator(".msg.user.voice .via").first).to_have_text("Voice")
+    # the caller's live caption (interim transcripts, when they came before the end of this
+    # short phrase), replaced by the final, is gone once the message is shown
+    print(f"captions seen: {page.evaluate('window.captionsSeen')}")
+    expect(page.locator("#pending .caption")).to_have_count(0)
     reply = page.locator(".turn", has=said).locator(".msg.assistant").first
     expect(reply).to_have_attribute("data-status", "done", timeout=20_000)
     expect(reply).to_contain_text("The tool says:")

@@ -49,7 +49,7 @@ async def handshake(port: int, tok: str, origin: str | None = None) -> tuple[int
             f"ws://127.0.0.1:{port}/v1/ws", additional_headers={"Authorization": f"Bearer {tok}"},
             origin=origin, compression=None)  # type: ignore[arg-type]
     except InvalidStatus as exc:
-        return exc.response.status_code, exc.response.body or b""
+        return exc.response.status_code, bytes(exc.response.body or b"")
     try:
         first = await asyncio.wait_for(ws.recv(), 10)
         return 101, first if isinstance(first, bytes) else first.encode()
@@ -132,6 +132,7 @@ async def test_probes_and_metrics_only_on_the_internal_port(cluster: Cluster) ->
     status, headers, body = await http(edge.internal_port, "/metrics")
     assert status == 200 and headers["content-length"] == str(len(body))
     assert headers["content-type"].startswith("text/plain") and b"\nagentia_connections " in body
+    assert b'\nagentia_gc_pause_seconds_count{generation="1"} ' in body
     assert (await http(edge.internal_port, "/v1/ws"))[0] == 404
     assert (await http(edge.internal_port, "/readyz", method="POST"))[0] == 405
     status, headers, body = await http(edge.internal_port, "/readyz", method="HEAD")

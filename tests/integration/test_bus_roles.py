@@ -87,6 +87,7 @@ class _Handler:
         self.outages = 0
         self.beats: list[bool] = []
         self.deleted: list[str] = []
+        self.frames: list[tuple[str, dict[str, object]]] = []
 
     def deliver(self, sid: str, offset: int, event: bytes) -> None:
         self.events.append((sid, offset, orjson.loads(event)))
@@ -94,6 +95,10 @@ class _Handler:
 
     def deliver_chunk(self, sid: str, chunk: ChunkAt, frame: bytes) -> None:
         self.chunks.append((sid, chunk, orjson.loads(frame)))
+        self.got.set()
+
+    def deliver_frame(self, sid: str, frame: bytes) -> None:
+        self.frames.append((sid, orjson.loads(frame)))
         self.got.set()
 
     def session_deleted(self, sid: str) -> None:
@@ -125,13 +130,19 @@ async def test_membership_delivers_the_sessions_events(bus: Bus) -> None:
         await asyncio.wait_for(handler.got.wait(), 5)
         assert handler.events == [("s7", 1, {"type": "call", "state": "joined",
                                              "node": "n1", "ts": 1.0})]
+        # an off-log frame: to the nodes of the session but the one it names
+        handler.got.clear()
+        assert await bus.stream_frame("s7", b'{"type":"transcript","final":false}', but="n1")
+        assert await bus.stream_frame("s7", b'{"type":"transcript","final":false,"n":2}')
+        await asyncio.wait_for(handler.got.wait(), 5)
+        assert handler.frames == [("s7", {"type": "transcript", "final": False, "n": 2})]
         # a deleted session: the node hears it as a notice, not as an event
         handler.got.clear()
         await Backend(bus).delete_session("s7")
         await asyncio.wait_for(handler.got.wait(), 5)
     finally:
         task.cancel()
-    assert handler.deleted == ["s7"] and len(handler.events) == 1
+    assert handler.deleted == ["s7"] and len(handler.events) == 1 and len(handler.frames) == 1
     assert "n1" in await bus.live_nodes(time.time() - K.NODE_TTL)
     await member.leave()
     assert "n1" not in await bus.live_nodes(time.time() - K.NODE_TTL)

@@ -81,7 +81,7 @@ def test_every_documented_type_has_a_class_and_an_example() -> None:
     section4 = text[text.index("## 4. Server frames"):text.index("## 5. Session log events")]
     frame_types = set(re.findall(r"^### `(\w+)`", section4, re.M))
     assert frame_types == {"welcome", "ack", "resumed", "cancelling", "pong", "error", "chunk",
-                           "partial"}
+                           "partial", "transcript"}  # transcript: its interim kind (no offset)
     # the client may know a type before this file documents it (a branch not merged yet), never
     # the other way round
     assert event_types | frame_types <= set(CLASSES) | UNTYPED
@@ -101,7 +101,20 @@ def test_documented_examples_parse_to_their_class(frame: dict[str, Any]) -> None
             assert fields[key] == value, key
     if "offset" in frame and frame["type"] not in ("welcome", "ack", "resumed"):
         assert parse_event(frame) == parsed
-    assert (parse_stream(frame) is not None) == (frame["type"] in ("chunk", "partial"))
+    off_log = frame["type"] in ("chunk", "partial") or (
+        frame["type"] == "transcript" and "offset" not in frame)
+    assert (parse_stream(frame) is not None) == off_log
+
+
+def test_an_interim_transcript_is_a_stream_frame_with_its_utterance() -> None:
+    frame = {"type": "transcript", "text": "what ti", "final": False, "source": "voice",
+             "role": "user", "utterance": "ab12-3"}
+    got = parse_frame(frame)
+    assert got == parse_stream(frame) == Transcript(0, "what ti", False, "voice", "user", None,
+                                                     utterance="ab12-3")
+    final = parse_frame({**frame, "offset": 9, "final": True, "text": "what time"})
+    assert isinstance(final, Transcript) and (final.offset, final.final, final.utterance) == (
+        9, True, "ab12-3")
 
 
 def test_welcome_limits_and_the_raw_object() -> None:

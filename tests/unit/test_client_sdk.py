@@ -78,6 +78,23 @@ def test_resume_buffers_and_sorts_live_and_replayed_events() -> None:
     assert not r.t.need_resume and not r.t.buffering
 
 
+def test_interim_transcripts_go_to_the_app_live_only_never_during_a_resume() -> None:
+    t = Tracker(10, stream_to_app=True)
+    t.start_live("e1", 0)
+    cap = {"type": "transcript", "final": False, "text": "wh", "utterance": "u1"}
+    t.on_caption(cap)
+    assert t.take() == cap
+    t.begin_resume()
+    t.on_caption({**cap, "text": "what"})  # the final one comes from the log instead
+    t.on_event(ev(1, "transcript", final=True))
+    t.on_resumed(True, 1, "e1")
+    assert [i["text"] for i in iter(t.take, None) if isinstance(i, dict)] == ["1"]
+    quiet = Tracker(10)  # without stream_to_app: log events only
+    quiet.start_live("e1", 0)
+    quiet.on_caption(cap)
+    assert quiet.take() is None
+
+
 def test_unrecovered_resume_is_a_reset_then_a_rebuild() -> None:
     r = Recorder()
     r.t.start_live("old", 30)

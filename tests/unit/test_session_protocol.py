@@ -320,3 +320,19 @@ def test_chunks_wait_while_the_log_is_replayed() -> None:
     assert done is not None and done[0] is S.READ_PARTIAL
     assert _frames(p.on_partial(Partial(3, 1, b"3:1:a", 1, "x")))[0]["seq"] == 1
     assert p.on_chunk(_at(3, 1, b"3:1:a", 2), b"c2") == b"c2"
+
+
+def test_off_log_frames_go_only_to_a_live_connection() -> None:
+    """An interim transcript (an off-log frame) is written to a connection that is live: not
+    before its welcome, not while it replays the log (a resume does not get interims)."""
+    early = S.SessionProtocol(S.Rules(LIMITS, 10.0, Counter()), "s1", "ann", None, 0.0)
+    assert early.on_live_frame() is False  # not welcomed yet
+    p = _proto(offset=3)
+    assert p.on_live_frame() is True
+    p.begin_replay(S.Replay(P.Resume(0, None, "r")))
+    assert p.on_live_frame() is False
+    p.on_replay_page([(1, b'{"a":1}'), (2, b'{"a":2}'), (3, b'{"a":3}')], True, "e1", 3)
+    p.page_written()
+    assert p.on_live_frame() is True
+    assert p.on_event(6, b"six") == S.FILL  # a gap: caught up from the log first
+    assert p.on_live_frame() is False

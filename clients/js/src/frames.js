@@ -19,6 +19,15 @@ export function isStreamFrame(f) {
     && Number.isInteger(f.turn);
 }
 
+/**
+ * An interim `transcript` (a voice call's caller speech so far): no offset, not a log event,
+ * never replayed; the next one, or the caller's final `transcript` (a log event), replaces it.
+ */
+export function isCaption(f) {
+  return f !== null && typeof f === "object" && f.type === "transcript" && f.offset === undefined
+    && f.final === false && typeof f.text === "string";
+}
+
 /** Add `session=<id>` to a WebSocket URL. */
 export function withSession(url, session) {
   if (!session) return url;

@@ -1,7 +1,7 @@
 // Methods of AgentiaClient that handle what the server sends.
 import { AGENT_EVENTS } from "./agent.js";
 import { AgentiaError } from "./errors.js";
-import { isLogEvent, isStreamFrame } from "./frames.js";
+import { isCaption, isLogEvent, isStreamFrame } from "./frames.js";
 
 export const inboundMethods = {
   _dispatch(f) {
@@ -18,6 +18,7 @@ export const inboundMethods = {
         return undefined;
       default:
         if (isLogEvent(f)) return this._onLogEvent(f);
+        if (isCaption(f)) return this._onCaption(f);
         return undefined; // unknown frame types are ignored (protocol versioning rule)
     }
   },
@@ -97,6 +98,11 @@ export const inboundMethods = {
     this._texts.apply(ev); // turn_start clears a turn's text, its ending event sets it
     this.emit("event", ev);
     if (Object.hasOwn(AGENT_EVENTS, ev.type)) this.emit(AGENT_EVENTS[ev.type], ev);
+  },
+
+  /** An interim transcript: emitted live only (none during a resume: the final is in the log). */
+  _onCaption(f) {
+    if (!this._seq.resuming) this.emit("caption", f);
   },
 
   _onStreamFrame(f) {

@@ -13,6 +13,6 @@ export {
 export { EventSequencer, STREAM_BUFFER_LIMIT } from "./cursor.js";
 export { Emitter } from "./emitter.js";
 export { AgentiaError } from "./errors.js";
-export { countChars, isLogEvent, isStreamFrame, newClientId, withSession } from "./frames.js";
+export { countChars, isCaption, isLogEvent, isStreamFrame, newClientId, withSession } from "./frames.js";
 export { ReplyTexts, TurnText } from "./replies.js";
 export { AgentiaClient as default } from "./client.js";

@@ -7,6 +7,7 @@ import {
   CLOSE_CODES,
   EventSequencer,
   backoffDelay,
+  isCaption,
   isLogEvent,
   isStreamFrame,
   withSession,
@@ -570,6 +571,34 @@ describe("AgentiaClient", () => {
     const had = globalThis.WebSocket;
     if (had) return; // Node 22+ has one
     assert.throws(() => new AgentiaClient({ urls: "ws://x/v1/ws" }), /WebSocket/);
+  });
+});
+
+// -- interim transcripts (docs/protocol.md, `transcript` with `final: false`) -----------------
+
+describe("captions", () => {
+  const cap = (text, utterance = "u1") => ({ type: "transcript", text, final: false, source: "voice", role: "user", utterance });
+
+  it("emits interim transcripts live, never as log events, none while resuming", async () => {
+    const { client, sockets } = setup();
+    const seen = [];
+    const logged = [];
+    client.on("caption", (f) => seen.push(f.text));
+    client.on("event", (e) => logged.push(e.type));
+    client.connect();
+    await tick();
+    sockets[0].welcome();
+    assert.ok(isCaption(cap("wh")) && !isCaption({ ...cap("x"), offset: 3, final: true }));
+    assert.ok(!isLogEvent(cap("wh")));
+    sockets[0].receive(cap("wh"));
+    sockets[0].receive(cap("what time"));
+    sockets[0].receive(ev(1, "transcript", { final: true, text: "what time is it", turn: undefined }));
+    assert.deepEqual(seen, ["wh", "what time"]);
+    assert.deepEqual(logged, ["transcript"]);
+    client._seq.resumeFrame(); // a resume being answered: interims are not shown
+    sockets[0].receive(cap("late", "u2"));
+    assert.deepEqual(seen, ["wh", "what time"]);
+    client.close();
   });
 });
 

@@ -55,6 +55,9 @@ new AgentiaClient({ urls: "ws://x", history: "all" });
 client.on("event", (ev: string) => ev);
 // @ts-expect-error: a chunk has no offset
 client.on("chunk", (f) => f.offset);
+client.on("caption", (f) => (f.final === false ? `${f.utterance}: ${f.text}` : ""));
+// @ts-expect-error: an interim transcript has no offset
+client.on("caption", (f) => f.offset);
 // @ts-expect-error: approved is a boolean
 agentClient.approve("c1", "yes");
 void agentName;

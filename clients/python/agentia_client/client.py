@@ -69,7 +69,9 @@ class AgentiaClient(_ConnectionLoop):
         max_events: events buffered for :meth:`events` (see the module doc for the limit).
         stream_text: :meth:`events` also yields the ``chunk`` and ``partial`` frames (dicts
             without ``offset``), in the order to apply them (feed them to a
-            :class:`TurnText` per turn); by default it yields log events only.
+            :class:`TurnText` per turn), and a voice call's interim ``transcript`` frames
+            (``final`` false, no ``offset``: :class:`Transcript` via ``parse_stream``); by
+            default it yields log events only.
         max_pending: sends and cancels waiting for their answer; more calls wait for room.
         pace_requests: mirror the edge's token bucket so requests wait locally instead of
             being refused with ``rate_limited`` (each refusal is a strike on the edge).
@@ -403,8 +405,9 @@ class AgentiaClient(_ConnectionLoop):
 
         Buffering starts at :meth:`connect`, so nothing is missed before iterating. With
         ``stream_text=True`` it also yields the ``chunk`` and ``partial`` frames (no
-        ``offset``) where they apply; they are never replayed (one skipped while the queue
-        was full is lost: the turn's ``reply`` still has the whole text). A
+        ``offset``) where they apply, and interim ``transcript`` frames as they come; they
+        are never replayed (one skipped while the queue was full is lost: the turn's
+        ``reply``, or the caller's final ``transcript``, still has the whole text). A
         :class:`Reset` means the view has a gap (see there). Meant for one consumer at a
         time: concurrent iterators share the events between them. Ends after :meth:`close`
         (once the queued events are taken); raises the client's terminal error.

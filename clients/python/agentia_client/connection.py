@@ -287,6 +287,9 @@ class _ConnectionLoop(_ClientCore):
             if isinstance(frame.get("offset"), int):
                 self.stats["events"] += 1
                 self._tracker.on_event(frame)
+            elif kind == "transcript":  # interim: the caller's speech so far, off the log
+                self.stats["captions"] += 1
+                self._tracker.on_caption(frame)
             return  # an unknown frame type: ignored, as the protocol asks
         if kind == "pong":
             return

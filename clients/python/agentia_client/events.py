@@ -290,7 +290,9 @@ class CallState:
 class Transcript:
     """``transcript``: speech in a voice call as text: the caller's (``role`` ``"user"``) or
     the agent's as it is spoken (``"agent"``, with the ``turn`` whose reply it is when
-    known); ``final`` is false for an interim guess."""
+    known). ``final`` false: an interim one, the caller's ``utterance`` so far (no offset:
+    ``offset`` is 0, never replayed); show it as a live caption that the next interim, or
+    the caller's next final transcript, replaces (docs/protocol.md)."""
 
     type: ClassVar[str] = "transcript"
     offset: int
@@ -300,13 +302,16 @@ class Transcript:
     role: str
     turn: int | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    utterance: str = ""
+    """An interim one's utterance ("" for a final one)."""
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Transcript:
         turn = d.get("turn")
         return cls(_int(d, "offset"), _str(d, "text"), d.get("final") is True,
                    _str(d, "source", "voice"), _str(d, "role"),
-                   turn if isinstance(turn, int) and not isinstance(turn, bool) else None, d)
+                   turn if isinstance(turn, int) and not isinstance(turn, bool) else None, d,
+                   _str(d, "utterance"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +330,9 @@ LogEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Reply | Cancelled 
                        | CallState | PostedMessage | Takeover | Presence | Transcript
                        | UnknownEvent)
 """A session log event (it has an ``offset``)."""
-StreamFrame: TypeAlias = Chunk | Partial
-"""A running turn's reply text: not a log event (no ``offset``)."""
+StreamFrame: TypeAlias = Chunk | Partial | Transcript
+"""A running turn's reply text, or an interim :class:`Transcript`: not a log event (no
+``offset``)."""
 TurnEvent: TypeAlias = (UserMessage | TurnStart | AgentEvent | Chunk | Partial | Reply
                         | Cancelled | TurnFailure)
 """What :meth:`AgentiaClient.stream` yields: the events and streamed text of one turn."""
@@ -356,7 +362,10 @@ def parse_event(d: dict[str, Any]) -> LogEvent:
 
 
 def parse_stream(d: dict[str, Any]) -> StreamFrame | None:
-    """A ``chunk`` or ``partial`` frame as its class; None for any other type."""
+    """A ``chunk``, ``partial`` or interim ``transcript`` frame (no ``offset``) as its class;
+    None for any other."""
+    if d.get("type") == "transcript" and "offset" not in d:
+        return Transcript.parse(d)
     parse = _STREAM.get(_str(d, "type"))
     if parse is None:
         return None

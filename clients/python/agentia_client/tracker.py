@@ -154,6 +154,14 @@ class Tracker:
             return
         self._deliver_stream(frame)
 
+    def on_caption(self, frame: Event) -> None:
+        """An interim ``transcript`` (no offset: the caller's speech so far): queued for the
+        application with ``stream_to_app`` when it is live (not while a resume is answered,
+        nor when its queue is full or behind: the final ``transcript`` replaces it)."""
+        if (self.stream_to_app and not self.buffering and self.app_next is None
+                and len(self.queue) < self.max_events):
+            self.queue.append(frame)
+
     def _deliver_stream(self, frame: Event) -> None:
         self.on_stream_apply(frame)
         if (self.stream_to_app and self.app_next is None
