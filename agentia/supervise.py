@@ -151,6 +151,20 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
+def stop_child(proc: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
+    """SIGTERM one child started alone (a LiveKit server, its SIP service), wait ``grace_s``
+    for it, then SIGKILL it; reaped either way. Nothing to do for one already gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 def stop_signals() -> Callable[[], bool]:
     """Catch SIGTERM and SIGINT; the returned function says whether one has arrived."""
     caught: list[int] = []

@@ -18,11 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 
 from agentia.ports import busy_line, problem
-from agentia.settings import DEV_SECRET
+from agentia.settings import DEV_SECRET, SettingsError
 from agentia.supervise import (
     Child,
     StartError,
@@ -34,7 +35,10 @@ from agentia.supervise import (
     supervise,
 )
 from launch.redis_server import RedisServer
+from launch.up_sip import NO_SIP, SipSetting, livekit_redis, sip_setting
+from voice import sip_service
 from voice.livekit_server import LiveKitServer, find_binary, free_port
+from voice.sip_service import SipService
 
 DEFAULT_STATE_DIR = ".agentia"
 STATE_DIR = Path(os.environ.get("AGENTIA_STATE_DIR", DEFAULT_STATE_DIR))
@@ -46,7 +50,12 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
        livekit_port: int = 0) -> None:
     """Run until SIGINT/SIGTERM; exit 1 (one line on stderr) when something cannot start."""
     env = dict(os.environ)
-    busy = _busy_ports(env, port, api_port, livekit_port)
+    try:
+        sip = sip_setting(env)  # AGENTIA_SIP, AGENTIA_SIP_PORT
+    except SettingsError as exc:
+        say(f"agentia up: {exc}", sys.stderr)
+        raise SystemExit(1) from None
+    busy = _busy_ports(env, port, api_port, livekit_port, sip.port if sip.on else 0)
     if busy:
         say(busy, sys.stderr)
         raise SystemExit(1)
@@ -55,7 +64,7 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
     stopping = stop_signals()
     parts = _Parts()
     try:
-        parts.start(env, port, workers, edges, api_port, livekit_port, stopping)
+        parts.start(env, port, workers, edges, api_port, livekit_port, stopping, sip)
         _banner(parts)
         supervise(parts.supervised(), stopping)
     except Stopped:
@@ -68,7 +77,7 @@ def up(port: int = 8765, workers: int = 1, edges: int = 1, api_port: int = 8780,
 
 
 def _busy_ports(env: dict[str, str], port: int, api_port: int,
-                livekit_port: int) -> str | None:
+                livekit_port: int, sip_port: int = 0) -> str | None:
     """The first port given to ``up`` that cannot be listened on, as one line to print."""
     host = env.get("AGENTIA_HOST") or "127.0.0.1"
     internal = int(env.get("AGENTIA_INTERNAL_PORT") or (port + 1000 if port else 0))
@@ -76,7 +85,8 @@ def _busy_ports(env: dict[str, str], port: int, api_port: int,
               (env.get("AGENTIA_INTERNAL_HOST") or "127.0.0.1", internal,
                "edge /readyz and /metrics, --port + 1000", "AGENTIA_INTERNAL_PORT"),
               (host, api_port, "control plane", "--api-port"),
-              ("127.0.0.1", livekit_port, "LiveKit server", "--livekit-port")]
+              ("127.0.0.1", livekit_port, "LiveKit server", "--livekit-port"),
+              ("127.0.0.1", sip_port, "SIP service", "AGENTIA_SIP_PORT")]
     for where, number, what, option in checks:
         why = problem(where, number)
         if why:
@@ -90,10 +100,13 @@ class _Parts:
     def __init__(self) -> None:
         self.redis: RedisServer | None = None
         self.livekit: LiveKitServer | None = None
+        self.livekit_redis: RedisServer | None = None  # with SIP: LiveKit's own (psrpc)
+        self.sip: SipService | None = None
         self.children: list[Child] = []
 
     def start(self, env: dict[str, str], port: int, workers: int, edges: int, api_port: int,
-              livekit_port: int, stopping: Callable[[], bool]) -> None:
+              livekit_port: int, stopping: Callable[[], bool],
+              sip: SipSetting = NO_SIP) -> None:
         if not env.get("AGENTIA_REDIS_URL"):
             self.redis = RedisServer(STATE_DIR / "redis", tied=True).start()
             env["AGENTIA_REDIS_URL"] = self.redis.url
@@ -124,37 +137,47 @@ class _Parts:
         if not api_port:
             # chosen now: LiveKit, started first, posts its webhooks to the control plane
             api_port = free_port()
-        self.livekit = _voice(env, self.children, livekit_port, stopping, api_port)
+        self.livekit_redis = _sip_redis(env, sip)
+        lk_redis = "" if self.livekit_redis is None else f"127.0.0.1:{self.livekit_redis.port}"
+        self.livekit = _voice(env, self.children, livekit_port, stopping, api_port, lk_redis)
+        if self.livekit is not None and self.livekit.redis:
+            self.sip = _sip(self.livekit, sip.port)
         self.children.append(Child("api", ["api", "--port", str(api_port)], env,
                                    "AGENTIA_API_READY", stopping=stopping))
 
     def supervised(self) -> list[Supervised]:
         """What is restarted when it dies: the LiveKit server first (a voice worker that lost
         it registers again by itself once it is back), then the children."""
-        lk: list[Supervised] = [] if self.livekit is None else [_LiveKitChild(self.livekit)]
-        return [*lk, *self.children]
+        servers: list[Supervised] = [_Restarted("livekit", s) for s in (self.livekit,)
+                                     if s is not None]
+        servers += [_Restarted("sip", s) for s in (self.sip,) if s is not None]
+        return [*servers, *self.children]
 
     def stop(self) -> None:
         say("stopping...")
         with contextlib.suppress(OSError):
             (STATE_DIR / UP_FILE).unlink(missing_ok=True)
         stop_all([c.proc for c in self.children])
-        if self.livekit is not None:
-            self.livekit.stop()
-        if self.redis is not None:
-            self.redis.stop()
+        for server in (self.sip, self.livekit, self.livekit_redis, self.redis):
+            if server is not None:
+                server.stop()
         say("stopped.")
 
 
-class _LiveKitChild:
-    """``up``'s private LiveKit server, restarted like a child when it dies: on the same port
-    with the same key pair (what the voice worker and the control plane were given), at most
+class _Server(Protocol):
+    proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> Any: ...
+
+
+class _Restarted:
+    """A server ``up`` started its own way (its private LiveKit server, LiveKit's SIP
+    service), restarted like a child when it dies: on the same ports with the same config
+    (what the voice worker and the control plane were given), at most
     ``Child.MAX_RESTARTS`` times a minute."""
 
-    kind = "livekit"
-
-    def __init__(self, server: LiveKitServer) -> None:
-        self.server = server
+    def __init__(self, kind: str, server: _Server) -> None:
+        self.kind, self.server = kind, server
         self.restarts: list[float] = []
 
     @property
@@ -170,9 +193,10 @@ class _LiveKitChild:
         try:
             self.server.start()
         except RuntimeError as exc:  # it does not come back: up stops, saying why
-            say(f"livekit    {exc}", sys.stderr)
+            say(f"{self.kind:<10} {exc}", sys.stderr)
             return False
-        say(f"AGENTIA_UP_RESTARTED kind=livekit pid={self.proc.pid} port={self.server.port}")
+        port = getattr(self.server, "port", None) or getattr(self.server, "sip_port", "")
+        say(f"AGENTIA_UP_RESTARTED kind={self.kind} pid={self.proc.pid} port={port}")
         return True
 
 
@@ -182,12 +206,37 @@ def _fresh(path: Path) -> Path:
     return path.resolve()
 
 
+def _sip_redis(env: dict[str, str], sip: SipSetting) -> RedisServer | None:
+    """With SIP on and a LiveKit server of ``up``'s own to come: a private Redis for it and
+    its SIP service; otherwise say why SIP is off (when it was asked for)."""
+    if not sip.on:
+        return None
+    why = ("AGENTIA_LIVEKIT_URL is set (SIP runs beside up's own LiveKit server)"
+           if env.get("AGENTIA_LIVEKIT_URL") else
+           "no livekit-sip; build it with ops/sip/build.sh" if sip_service.find_binary() is None
+           else "no LiveKit server binary" if find_binary() is None else "")
+    if why:
+        say(f"sip        off: {why}")
+        return None
+    return livekit_redis(STATE_DIR)
+
+
+def _sip(livekit: LiveKitServer, port: int) -> SipService:
+    binary = sip_service.find_binary()
+    assert binary is not None  # checked by _sip_redis
+    sip = SipService(binary, STATE_DIR / "sip", livekit, sip_port=port, tied=True).start()
+    say(f"sip        on: SIP on 127.0.0.1:{sip.sip_port} (UDP and TCP), LiveKit's SIP service; "
+        "route numbers to sessions with voice/telephony.py")
+    return sip
+
+
 def _voice(env: dict[str, str], children: list[Child], livekit_port: int,
-           stopping: Callable[[], bool], api_port: int = 0) -> LiveKitServer | None:
+           stopping: Callable[[], bool], api_port: int = 0,
+           redis: str = "") -> LiveKitServer | None:
     """Start a private LiveKit server and a voice worker when both can run here; say why not
     otherwise. With ``AGENTIA_LIVEKIT_URL`` set, that server is used instead. The private
     server posts its webhooks to the control plane on ``api_port`` (a killed voice worker's
-    calls end there: voice/webhooks.py)."""
+    calls end there: voice/webhooks.py); ``redis``: its Redis (host:port), for SIP."""
     try:
         import livekit.agents  # noqa: F401
     except ImportError:
@@ -204,7 +253,7 @@ def _voice(env: dict[str, str], children: list[Child], livekit_port: int,
         hook = (f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{api_port}"
                 "/v1/voice/livekit-events" if api_port else "")
         server = LiveKitServer(binary, STATE_DIR / "livekit", port=livekit_port,
-                               tied=True, webhook_url=hook).start()
+                               tied=True, webhook_url=hook, redis=redis).start()
         env |= {"AGENTIA_LIVEKIT_URL": server.url, "AGENTIA_LIVEKIT_API_KEY": server.key,
                 "AGENTIA_LIVEKIT_API_SECRET": server.secret}
     env["AGENTIA_VOICE"] = "true"
@@ -242,7 +291,9 @@ def _banner(parts: _Parts) -> None:
     edges = [c for c in children if c.kind == "edge"]
     url = f"ws://127.0.0.1:{edges[0].info['port']}/v1/ws"
     api = f"http://127.0.0.1:{next(c for c in children if c.kind == 'api').info['port']}"
-    pids = [c.proc.pid for c in children] + [s.proc.pid for s in (parts.redis, parts.livekit)
+    # LiveKit last (tests kill it by this list's last PID), SIP before it
+    pids = [c.proc.pid for c in children] + [s.proc.pid for s in (parts.redis, parts.sip,
+                                                                  parts.livekit)
                                              if s is not None and s.proc is not None]
     voice = "on" if any(c.kind == "voice" for c in children) else "off"
     _write_state(url, api, voice)
@@ -252,8 +303,10 @@ def _banner(parts: _Parts) -> None:
     say(f"try it     {chat_command(url)}")
     say("Ctrl-C stops everything.")
     edge_list = ",".join(f"{c.proc.pid}:{c.info['port']}" for c in edges)
+    sip = "off" if parts.sip is None or parts.sip.proc is None \
+        else f"{parts.sip.proc.pid}:{parts.sip.sip_port}"
     say(f"AGENTIA_UP_READY url={url} api={api} voice={voice} pids={','.join(map(str, pids))} "
-        f"edges={edge_list}")
+        f"edges={edge_list} sip={sip}")
 
 
 def _write_state(url: str, api: str, voice: str) -> None:

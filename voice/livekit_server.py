@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from agentia import lifeline
+from agentia.supervise import stop_child
 
 CANDIDATES = (os.path.expanduser("~/go/bin/server"), "/root/go/bin/server", "livekit-server")
 """Where ``go install github.com/livekit/livekit-server/cmd/server@v1.13.5`` puts it, or PATH."""
@@ -95,10 +95,4 @@ class LiveKitServer:
         raise RuntimeError(f"livekit-server did not answer within {timeout} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_child(self.proc)

@@ -124,8 +124,10 @@ class VoiceSettings(Common):
     voice_livekit_timeout_s: float = 5.0
     """Bound on each call to LiveKit's API (the control plane answers 503 past it)."""
     voice_dispatch_wait_s: float = 10.0
-    """``POST /v1/voice/sessions`` answers only once a voice worker took the call, or 503
-    ``no_voice_agent`` after this long (the room is then deleted); 0: do not wait."""
+    """A call no voice worker took this long after ``POST /v1/voice/sessions`` dispatched it
+    is ended: the room's metadata says ``no_voice_agent``, then the room is deleted (the route
+    answers at once and awaits the agent in the background; docs/voice.md, "Errors");
+    0: do not wait."""
     voice_room_prefix: str = "agentia-call-"
     voice_token_ttl_s: int = 3600
     voice_drain_s: int = 30
@@ -134,8 +136,8 @@ class VoiceSettings(Common):
     voice_join_timeout_s: float = 30.0
     """A call whose caller has not joined its room this long after its job started ends
     (``call`` event ``ended``, reason ``caller_never_joined``): the room is deleted and the
-    job process exits. Must exceed ``voice_dispatch_wait_s`` (the caller gets the room token
-    only after that wait)."""
+    job process exits. Must exceed ``voice_dispatch_wait_s`` (a caller may be given the room
+    token only after that wait, when the route awaits the agent itself)."""
     voice_tool_notice_ms: int = 1500
     """A tool the agent runs for longer than this gets "One moment." spoken in the call (once
     per wait); 0: never."""

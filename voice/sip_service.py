@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -14,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from agentia import lifeline
+from agentia.supervise import stop_child
 from voice.livekit_server import LiveKitServer, free_port
 
 CANDIDATES = (os.path.expanduser("~/go/bin/livekit-sip"), "/root/go/bin/livekit-sip",
@@ -53,14 +54,16 @@ def free_udp_ports(n: int) -> int:
 
 class SipService:
     """livekit-sip listening for SIP on ``127.0.0.1:sip_port`` (UDP and TCP), its RTP on
-    ``rtp_ports`` ports from ``rtp_port``; started with its own config, stopped by PID."""
+    ``rtp_ports`` ports from ``rtp_port``; started with its own config, stopped by PID.
+    ``sip_port`` 0: a free one. ``tied``: it gets SIGTERM when we die (``agentia up``)."""
 
     def __init__(self, binary: str, workdir: Path, livekit: LiveKitServer,
-                 rtp_ports: int = 20) -> None:
+                 rtp_ports: int = 20, sip_port: int = 0, tied: bool = False) -> None:
         if not livekit.redis:
             raise ValueError("the LiveKit server needs a Redis (LiveKitServer(redis=...))")
         self.binary, self.workdir, self.livekit = binary, workdir, livekit
-        self.sip_port = free_port(socket.SOCK_DGRAM)
+        self.sip_port = sip_port or free_port(socket.SOCK_DGRAM)
+        self.tied = tied  # SIGTERM from the kernel when we die (agentia.lifeline)
         self.rtp_port = free_udp_ports(rtp_ports)
         self.rtp_ports = rtp_ports
         self.health_port = free_port()
@@ -85,10 +88,12 @@ class SipService:
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "sip.yaml"
         path.write_text(self.config())
-        with open(self.workdir / "sip.log", "wb") as log:  # the child keeps its own fd
+        mode = "ab" if self.proc is not None else "wb"  # a restart keeps the dead one's log
+        with open(self.workdir / "sip.log", mode) as log:  # the child keeps its own fd
             self.proc = subprocess.Popen([self.binary, "--config", str(path)], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=lifeline.tied() if self.tied else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -112,10 +117,4 @@ class SipService:
         return (self.workdir / "sip.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_child(self.proc)

@@ -75,11 +75,7 @@ async def delete_room(s: VoiceSettings, room: str) -> None:
     propagate."""
     async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,
                               failover=False) as lk:
-        try:
-            await _Requests(lk, room, s.voice_livekit_timeout_s).delete_room()
-        except api.TwirpError as exc:
-            if exc.code != api.TwirpErrorCode.NOT_FOUND:
-                raise
+        await _Requests(lk, room, s.voice_livekit_timeout_s).delete_room()
 
 
 async def agent_in_room(s: VoiceSettings, room: str) -> bool:
@@ -90,18 +86,17 @@ async def agent_in_room(s: VoiceSettings, room: str) -> bool:
         return await _Requests(lk, room, s.voice_livekit_timeout_s)._agent_in_room()
 
 
-async def start_call(s: VoiceSettings, session: str, user: str, room: str = "") -> Call:
+NO_AGENT_NOTE = orjson.dumps({"state": "error", "code": "no_voice_agent"}).decode()
+"""The room's metadata when no voice worker took its call: the page reads it when the room is
+then deleted (docs/voice.md, "Errors")."""
+
+
+async def dispatch_call(s: VoiceSettings, session: str, user: str, room: str = "") -> Call:
     """A fresh room (``room``, or a new name) for one call of ``session``, a voice worker
-    dispatched into it.
-
-    With ``voice_dispatch_wait_s`` it returns only once a worker accepted the job, so a caller
-    is never sent into a room no agent will join (LiveKit hands a job only to a worker, and
-    from a server node, under its load limits, and does not retry). Past the bound the room
-    (and its dispatch) is deleted and :class:`NoVoiceAgent` raised. LiveKit errors propagate.
-
-    Not retried here either: a job can be offered to a worker for seconds before the dispatch
-    lists it, so a second dispatch could bring a second agent into the room.
-    """
+    dispatched into it, and the caller's token: at once, without waiting for the agent (the
+    caller joins while the agent does; :func:`wait_for_agent` watches it). Not retried: a job
+    can be offered to a worker for seconds before the dispatch lists it, so a second dispatch
+    could bring a second agent into the room. LiveKit errors propagate."""
     room = room or room_name(s, session)
     # livekit-api 1.x passes timeout=None per request, which disables the session's timeout
     # in aiohttp: every request is bounded here instead
@@ -109,12 +104,36 @@ async def start_call(s: VoiceSettings, session: str, user: str, room: str = "") 
                               failover=False) as lk:  # one server: no region discovery
         lkr = _Requests(lk, room, s.voice_livekit_timeout_s)
         dispatch_id = await lkr.dispatch(s.voice_agent_name, job_metadata(session, user))
-        if s.voice_dispatch_wait_s > 0 and not await lkr.taken(dispatch_id,
-                                                               s.voice_dispatch_wait_s):
-            await lkr.delete_room()
-            raise NoVoiceAgent(room)
     return Call(url=s.livekit_url, room=room, token=room_token(s, room, user),
                 dispatch_id=dispatch_id)
+
+
+async def wait_for_agent(s: VoiceSettings, call: Call) -> bool:
+    """Whether a voice worker took ``call`` within ``voice_dispatch_wait_s`` (0: True at
+    once). If not, the room (and its dispatch) is deleted, its metadata first set to
+    :data:`NO_AGENT_NOTE` so that a caller already in it learns why (LiveKit hands a job only
+    to a worker, and from a server node, under its load limits, and does not retry). LiveKit
+    errors propagate."""
+    if s.voice_dispatch_wait_s <= 0:
+        return True
+    async with api.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret,
+                              failover=False) as lk:
+        lkr = _Requests(lk, call.room, s.voice_livekit_timeout_s)
+        if await lkr.taken(call.dispatch_id, s.voice_dispatch_wait_s):
+            return True
+        await lkr.note(NO_AGENT_NOTE)
+        await lkr.delete_room()
+    return False
+
+
+async def start_call(s: VoiceSettings, session: str, user: str, room: str = "") -> Call:
+    """:func:`dispatch_call`, then :func:`wait_for_agent`: returns only once a worker took
+    the call, else raises :class:`NoVoiceAgent` (the room deleted). For callers that must not
+    join a room no agent will come to (the tests' callers); the route answers at once."""
+    call = await dispatch_call(s, session, user, room)
+    if not await wait_for_agent(s, call):
+        raise NoVoiceAgent(call.room)
+    return call
 
 
 class _Requests:
@@ -130,8 +149,21 @@ class _Requests:
         return str(d.id)
 
     async def delete_room(self) -> None:
-        await asyncio.wait_for(self.lk.room.delete_room(api.DeleteRoomRequest(room=self.room)),
-                               self.bound)
+        try:
+            await asyncio.wait_for(self.lk.room.delete_room(
+                api.DeleteRoomRequest(room=self.room)), self.bound)
+        except api.TwirpError as exc:  # already gone (or never made): nothing to delete
+            if exc.code != api.TwirpErrorCode.NOT_FOUND:
+                raise
+
+    async def note(self, metadata: str) -> None:
+        """Set the room's metadata (its participants get it at once); no room: nothing."""
+        try:
+            await asyncio.wait_for(self.lk.room.update_room_metadata(
+                api.UpdateRoomMetadataRequest(room=self.room, metadata=metadata)), self.bound)
+        except api.TwirpError as exc:
+            if exc.code != api.TwirpErrorCode.NOT_FOUND:
+                raise
 
     async def taken(self, dispatch_id: str, within: float) -> bool:
         """Whether a worker accepted the dispatch's job within ``within`` seconds: its agent

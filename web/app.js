@@ -630,10 +630,11 @@ function loadVoice() {
 
 /** voice.js and livekit-client (1.4 MB, then cached by the browser) fetched and compiled as
  * soon as the server says it offers voice, not at the Talk click: importing them at the click
- * took 0.17-0.38 s of the click -> agent listening time (docs/voice.md). A failure here is
- * retried at the click, which then says what is wrong. */
+ * took 0.17-0.38 s of the click -> agent listening time (docs/voice.md); the browser's WebRTC
+ * is warmed up then too (voice.js warmUp). A failure here is retried at the click, which then
+ * says what is wrong. */
 function preloadVoice() {
-  loadVoice().catch(() => {});
+  loadVoice().then((mod) => mod.warmUp()).catch(() => {});
 }
 
 /** The session of the conversation on screen; a new conversation gets its id at welcome. */

@@ -13,7 +13,7 @@
 // States: connecting -> waiting (in the room, the agent not ready yet) -> listening | thinking |
 // speaking (the agent's own state) <-> reconnecting, and at last ended or error.
 import {
-  DisconnectReason, Room, RoomEvent, Track, createLocalAudioTrack,
+  DisconnectReason, Room, RoomEvent, Track,
 } from "./vendor/livekit-client/livekit-client.esm.mjs";
 
 export const ACTIVE_STATES = Object.freeze(
@@ -27,11 +27,15 @@ const AGENT_STATES = { listening: "listening", thinking: "thinking", speaking: "
 /** The attribute Agentia's voice worker sets: the call's last error or end, JSON. */
 export const CALL_NOTE = "agentia.call";
 
+/** The room's metadata when no voice worker took the call; the room is deleted next. */
+const NO_AGENT = "no_voice_agent";
+
 const NOTE_MESSAGES = {
   stt_failed: "The agent could not understand that: please say it again.",
   tts_failed: "The agent cannot speak right now: its replies appear in the chat.",
   agent_unavailable: "The agent could not be reached: try again in a moment.",
   worker_lost: "The voice agent stopped unexpectedly: start the call again.",
+  [NO_AGENT]: "No voice agent is available right now: try again in a moment.",
 };
 
 /** A message for the user from the agent's `agentia.call` attribute, or "" for none. */
@@ -90,6 +94,23 @@ async function checkMicrophone() {
   }
 }
 
+/**
+ * Start the browser's WebRTC stack before the first call (app.js calls it once voice.js is
+ * loaded): a throwaway peer connection makes an offer and gathers its candidates, then closes.
+ * Measured in tests/browser/test_talk.py on a busy two-core box: the first call's room.connect
+ * took 1.25-1.7 s without it, 0.9-1.1 s with it (0.2-0.5 s for later calls: the rest of the
+ * first call's cost is a freshly started LiveKit server's, docs/voice.md).
+ */
+export function warmUp() {
+  const PC = globalThis.RTCPeerConnection;
+  if (!PC) return;
+  const pc = new PC();
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.createDataChannel("warm-up");
+  pc.createOffer().then((offer) => pc.setLocalDescription(offer)).catch(() => {})
+    .finally(() => setTimeout(() => pc.close(), 2000));
+}
+
 function disconnectMessage(reason) {
   switch (reason) {
     case DisconnectReason.CLIENT_INITIATED: return null;
@@ -129,6 +150,9 @@ export class VoiceCall {
     this._agentReady = null; // resolves when the agent is ready to listen
     this._agentGone = null;  // rejects that wait when the call ends first
     this._timers = new Set();
+    this._roomNote = "";     // the room's metadata (the server's no_voice_agent)
+    this.marks = {};         // ms from start() to: answered, connected, agent, listening
+    this._t0 = 0;
   }
 
   get active() { return ACTIVE_STATES.includes(this.state); }
@@ -138,19 +162,29 @@ export class VoiceCall {
   /** Start the call; resolves when it is live or has failed (see `state`). */
   async start() {
     if (this.state !== "idle") return;
+    this._t0 = performance.now();
     this._set("connecting");
     try {
-      await checkMicrophone();
-      const { url, token } = await this.requestCall();
+      await checkMicrophone(); // before an agent is dispatched for nothing
+      const answer = this.requestCall();
+      this._makeRoom(); // while the request is out
+      const { url, token } = await answer;
+      this._mark("answered");
       if (this.done) return;
-      await this._join(url, token);
+      // answered once the agent is dispatched: it joins the room while we do, and the
+      // microphone opens meanwhile; the call shows "listening" once the agent listens
+      const mic = this._openMicrophone();
+      mic.catch(() => {}); // awaited below, unless the connection failed first
+      await this._connect(url, token);
+      this._mark("connected");
       if (this.done) return;
       this._set("waiting");
-      await this._waitForAgent();
+      await Promise.all([this._waitForAgent().then(() => this._mark("agent")), mic]);
       if (this.done) return;
-      await this._openMicrophone();
-      if (this.done) return;
+      this._agentReady = null;
+      this._agentGone = null;
       this._followAgent();
+      this._mark("listening");
     } catch (err) {
       if (this.done) return;
       this._fail(err instanceof CallError ? err
@@ -195,7 +229,8 @@ export class VoiceCall {
 
   // -- steps -----------------------------------------------------------------------------------
 
-  async _join(url, token) {
+  _makeRoom() {
+    if (this.room) return;
     const room = new Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
     this.room = room;
     room
@@ -227,11 +262,20 @@ export class VoiceCall {
         if (this.mic) this._followAgent(); else this._set("waiting");
       })
       .on(RoomEvent.MediaDevicesError, (err) => { if (!this.done) this._fail(microphoneError(err)); })
+      .on(RoomEvent.RoomMetadataChanged, (metadata) => { this._roomNote = metadata ?? ""; })
       .on(RoomEvent.Disconnected, (reason) => {
         if (this.done) return;
-        const [state, message] = disconnectMessage(reason) ?? ["ended", "Call ended"];
+        // the server deletes the room of a call no voice worker took, saying so first
+        const noAgent = reason === DisconnectReason.ROOM_DELETED
+          && callNoteMessage(this._roomNote || room.metadata) === NOTE_MESSAGES[NO_AGENT];
+        const [state, message] = noAgent ? ["error", NOTE_MESSAGES[NO_AGENT]]
+          : disconnectMessage(reason) ?? ["ended", "Call ended"];
         this._finish(state, message);
       });
+  }
+
+  async _connect(url, token) {
+    const room = this.room;
     try {
       await room.connect(url, token, { autoSubscribe: true });
     } catch (err) {
@@ -272,20 +316,25 @@ export class VoiceCall {
     this._followAgent();
   }
 
-  /** The microphone opens once the agent listens, so nothing the caller says is lost. */
+  /** The microphone, opened while the room connects and published once it is. */
   async _openMicrophone() {
-    this._agentReady = null;
-    this._agentGone = null;
+    let pub;
     try {
-      this.mic = await createLocalAudioTrack({
+      // published once the room is connected (LiveKit's own pattern); what is said before the
+      // agent listens is buffered and handed to it when it joins (livekit-agents'
+      // pre-connect audio), so it is not lost
+      pub = await this.room.localParticipant.setMicrophoneEnabled(true, {
         echoCancellation: true, noiseSuppression: true, autoGainControl: true,
-      });
+      }, { preConnectBuffer: true });
     } catch (err) {
-      throw microphoneError(err);
+      if (this.done) return;
+      throw err instanceof DOMException ? microphoneError(err) : new CallError("mic_publish",
+        `The microphone could not be sent to the call: ${err?.message ?? err}`);
     }
+    this.mic = pub?.track ?? null;
+    if (!this.mic) throw new CallError("mic_error", "The microphone could not be opened.");
     if (this.done) { this.mic.stop(); return; }
     if (this.muted) await this.mic.mute();
-    await this.room.localParticipant.publishTrack(this.mic, { source: Track.Source.Microphone });
   }
 
   _followAgent() {
@@ -322,6 +371,10 @@ export class VoiceCall {
     for (const track of this.audioTracks) for (const node of track.detach()) node.remove();
     this.audioTracks.clear();
     this.room?.disconnect().catch(() => {});
+  }
+
+  _mark(name) {
+    this.marks[name] = Math.round(performance.now() - this._t0);
   }
 
   _later(fn, ms) {

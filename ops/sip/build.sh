@@ -16,31 +16,17 @@
 # module's version list). Times and the rest: docs/voice.md, "Telephony".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+me=ops/sip/build.sh
 out=${LIVEKIT_SIP_BIN:-$HOME/go/bin/livekit-sip}
-stamp_file=$out.stamp
 ldflags="-s -w"  # symbols stripped, as for a release
-stamp=$( (cat "$here/livekit-sip/go.mod" "$here/livekit-sip/go.sum"; echo "$ldflags") \
-  | sha1sum | cut -c1-12)
-
-current() { [ -x "$out" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; }
-case "${1:-}" in
-  --check) current; exit ;;
-  --force) ;;
-  *) if current; then exit 0; fi ;;
-esac
-command -v go >/dev/null 2>&1 || { echo "ops/sip/build.sh: go not found" >&2; exit 1; }
+. "$here/../lib/gobuild.sh"  # the stamp, --check/--force and the build itself
+gobuild_stamp "$here/livekit-sip" "$ldflags"
+gobuild_gate "$@"
 for lib in opus opusfile soxr; do
   pkg-config --exists "$lib" 2>/dev/null || {
-    echo "ops/sip/build.sh: $lib not found by pkg-config (apt-get install libopus-dev" \
+    echo "$me: $lib not found by pkg-config (apt-get install libopus-dev" \
       "libopusfile-dev libsoxr-dev pkg-config)" >&2; exit 1; }
 done
-mkdir -p "$(dirname "$out")"
-cd "$here/livekit-sip"
-# nice and -p 1: on a developer's machine the build shares two cores with other work; in CI
-# (CI set) nothing else runs while ./dev test builds, so it takes every core.
-# LIVEKIT_SIP_BUILD_JOBS overrides both. -mod=readonly: go.sum decides, nothing is resolved anew.
-jobs=${LIVEKIT_SIP_BUILD_JOBS:-$([ -n "${CI:-}" ] && nproc || echo 1)}
-GOFLAGS="-mod=readonly -buildvcs=false" nice -n 19 go build -p "$jobs" -trimpath \
-  -ldflags "$ldflags" -o "$out.tmp" github.com/livekit/sip/cmd/livekit-sip
-mv -f "$out.tmp" "$out"
-echo "$stamp" >"$stamp_file"
+# LIVEKIT_SIP_BUILD_JOBS overrides the build's parallelism (ops/lib/gobuild.sh)
+gobuild_run "$here/livekit-sip" "${LIVEKIT_SIP_BUILD_JOBS:-}" \
+  github.com/livekit/sip/cmd/livekit-sip -ldflags "$ldflags"

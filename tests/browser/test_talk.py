@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import statistics
 import time
 import wave
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from voice.livekit_server import LiveKitServer, find_binary
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.timeout(90),
+    pytest.mark.timeout(150),
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install "
                               "chromium); browser downloads are not possible here"),
@@ -38,22 +39,26 @@ PHRASE = "what time is it"
 HEARD = re.compile(r"^\s*what time is it\W*$", re.IGNORECASE)
 """How Whisper writes it down (capitals and punctuation: "What time is it?")."""
 RATE = 48_000
-ANSWERED_WITHIN_S = 0.6
-"""Talk's POST /v1/voice/sessions, sent -> answered: the route waits until the agent is in the
-room. It waited for LiveKit's dispatch listing before, ~5.5 s (issue 16); 0.35-0.45 s now."""
-LISTENING_WITHIN_S = 2.0
-"""Talk click -> the agent listening, as the page records it: 5.7-6.1 s before issue 16,
-0.95-1.4 s once the route stopped waiting for LiveKit's dispatch listing. voice.js and
-livekit-client now load before the click (they took 0.17-0.38 s of it) and the two microphone
-checks run together: 1.32 and 1.44 s measured at load average 8-10 on this box (POST 0.36 and
-0.49 s, then livekit-client's room.connect 0.8-0.85 s, the agent's `listening` 0.1 s). Issue
-16's 1 s is not met here: what is left is the POST and room.connect in a row (docs/voice.md,
-"In the browser"), so the bound stays at 2 s rather than fail on a busy machine."""
+ANSWERED_WITHIN_S = 0.3
+"""Talk's POST /v1/voice/sessions, sent -> answered: the route answers once the agent is
+dispatched (0.015-0.09 s measured); it waited until the agent was in the room before issue 16's
+overlap (0.35-0.45 s), and for LiveKit's dispatch listing before that (~5.5 s)."""
+LISTENING_WITHIN_S = 1.0
+"""Talk click -> the agent listening, as the page records it (issue 16), the median of
+``CALLS`` calls (one call on this shared two-core box is noise). Before issue 16: 5.7-6.1 s;
+then 1.32-1.44 s with the POST waiting for the agent (0.36-0.49 s) before room.connect
+(0.8-0.85 s). Now the POST answers at dispatch and the page connects while the agent joins;
+what is left is livekit-client's room.connect (signalling, ICE, DTLS), with the microphone
+published in it, or the agent's join: medians 0.59-0.95 s at load average 7-24 here; the first
+call to a fresh LiveKit server takes 0.9-1.9 s, the next ones 0.5-0.95 s (docs/voice.md, "In
+the browser")."""
+CALLS = 3
 VENDOR = ROOT / "web" / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs"
 
 
 def speech_wav(path: Path, text: str) -> Path:
-    """espeak-ng saying ``text`` as a 48 kHz mono 16-bit WAV, a second of silence around it."""
+    """espeak-ng saying ``text`` as a 48 kHz mono 16-bit WAV, 2 s of silence before it and
+    one after."""
     from livekit import rtc
 
     from voice.speech import ESPEAK_RATE, espeak_pcm
@@ -65,8 +70,10 @@ def speech_wav(path: Path, text: str) -> Path:
     out = np.frombuffer(b"".join(bytes(f.data) for f in [*rs.push(frame), *rs.flush()]),
                         dtype=np.int16)
     voiced = np.flatnonzero(np.abs(out) > 100)
-    silence = np.zeros(RATE, dtype=np.int16)
-    samples = np.concatenate([silence, out[voiced[0]:voiced[-1] + 1], silence])
+    # the page publishes the microphone as soon as it is in the room, maybe before the agent
+    # listens: the phrase starts 2 s later
+    lead, silence = np.zeros(2 * RATE, dtype=np.int16), np.zeros(RATE, dtype=np.int16)
+    samples = np.concatenate([lead, out[voiced[0]:voiced[-1] + 1], silence])
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -116,6 +123,7 @@ def voice_system(cluster: Cluster, livekit_any_load: LiveKitServer) -> Iterator[
     try:
         api = cluster.api(
             AGENTIA_VOICE="true", AGENTIA_DEV_TOKENS="true",
+            AGENTIA_VOICE_MAX_CALLS_PER_USER=str(CALLS + 1),  # calls just hung up may linger
             AGENTIA_WS_URLS=f"ws://127.0.0.1:{edge.port}/v1/ws",
             **{k: v for k, v in env.items()
                if k.startswith(("AGENTIA_LIVEKIT_", "AGENTIA_VOICE_AGENT_NAME"))})
@@ -180,9 +188,10 @@ def talk_through(page: Page, base: str) -> None:
     assert page.evaluate("window.agentiaApp.call.session") == session
     ready_s = page.evaluate("""() => { const log = window.agentiaApp.callLog;
         return (log.find((c) => c.state === 'listening').at - log[0].at) / 1000; }""")
-    print(f"\nTalk click -> agent listening: {ready_s:.2f} s (POST answered in {posts} s)")
+    marks = page.evaluate("window.agentiaApp.call.marks")
+    print(f"\nTalk click -> agent listening: {ready_s:.2f} s (POST answered in {posts} s; "
+          f"ms from start: {marks})")
     assert len(posts) == 1 and posts[0] <= ANSWERED_WITHIN_S, posts
-    assert ready_s <= LISTENING_WITHIN_S, page.evaluate("window.agentiaApp.callLog")
     shot(page, "01-in-call")
 
     # 2. The transcript arrives as a voice user message, then the agent's reply.
@@ -228,7 +237,14 @@ def talk_through(page: Page, base: str) -> None:
     assert states[-1] == "ended", states
     shot(page, "03-ended")
 
-    # 5. A refused call says why (the route answers 503 when LiveKit is unreachable).
+    # 5. More calls: click -> listening over CALLS calls, the median bounded.
+    times = [ready_s] + [call_once(page) for _ in range(CALLS - 1)]
+    median = statistics.median(times)
+    print(f"Talk click -> agent listening over {CALLS} calls: "
+          + ", ".join(f"{t:.2f}" for t in times) + f" s, median {median:.2f} s")
+    assert median <= LISTENING_WITHIN_S, times
+
+    # 6. A refused call says why (the route answers 503 when LiveKit is unreachable).
     page.route("**/v1/voice/sessions", lambda route: route.fulfill(
         status=503, headers={"Retry-After": "5"}, content_type="application/json",
         body='{"detail":"voice is unavailable: retry shortly"}'))
@@ -237,6 +253,23 @@ def talk_through(page: Page, base: str) -> None:
     expect(page.get_by_test_id("call-state")).to_have_text(re.compile("Voice is unavailable"))
     expect(talk).to_be_visible()
     shot(page, "04-error")
+
+
+def call_once(page: Page) -> float:
+    """Talk, until the agent listens, then hang up: click -> listening in seconds."""
+    start = len(page.evaluate("window.agentiaApp.callLog"))
+    page.get_by_test_id("talk").click()
+    state = page.get_by_test_id("call")
+    expect(state).to_have_attribute("data-state", re.compile("^(listening|thinking|speaking)$"),
+                                    timeout=25_000)
+    ready_s: float = page.evaluate(f"""() => {{
+        const log = window.agentiaApp.callLog.slice({start});
+        return (log.find((c) => c.state === 'listening').at - log[0].at) / 1000; }}""")
+    print(f"  a call: {ready_s:.2f} s, ms from start: "
+          f"{page.evaluate('window.agentiaApp.call.marks')}")
+    page.get_by_test_id("hangup").click()
+    expect(state).to_have_attribute("data-state", "ended")
+    return ready_s
 
 
 def without_the_voice_client(browser: Browser, base: str) -> None:
@@ -254,5 +287,34 @@ def without_the_voice_client(browser: Browser, base: str) -> None:
             re.compile("Could not load the voice client"))
         expect(page.get_by_test_id("talk")).to_be_visible()
         shot(page, "05-no-voice-client")
+    finally:
+        context.close()
+
+
+def test_a_call_no_voice_agent_takes_says_so(
+        cluster: Cluster, livekit_any_load: LiveKitServer, talk_browser: Browser) -> None:
+    """No voice worker runs for the agent name the control plane dispatches: the route answers
+    at once, the page joins the room, and after AGENTIA_VOICE_DISPATCH_WAIT_S the room is
+    deleted with its metadata saying ``no_voice_agent``; the page shows it as an error."""
+    edge = cluster.edge()
+    env = voice_env(cluster, livekit_any_load)  # its agent name: no worker registered for it
+    api = cluster.api(
+        AGENTIA_VOICE="true", AGENTIA_DEV_TOKENS="true", AGENTIA_VOICE_DISPATCH_WAIT_S="2",
+        AGENTIA_WS_URLS=f"ws://127.0.0.1:{edge.port}/v1/ws",
+        **{k: v for k, v in env.items()
+           if k.startswith(("AGENTIA_LIVEKIT_", "AGENTIA_VOICE_AGENT_NAME"))})
+    context = talk_browser.new_context(viewport={"width": 1280, "height": 820})
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{api.port}/")
+        wait_synced(page)
+        page.get_by_test_id("talk").click()
+        state = page.get_by_test_id("call")
+        expect(state).to_have_attribute("data-state", "waiting", timeout=10_000)
+        expect(state).to_have_attribute("data-state", "error", timeout=15_000)
+        expect(page.get_by_test_id("call-state")).to_have_text(
+            re.compile("No voice agent is available right now"))
+        expect(page.get_by_test_id("talk")).to_be_visible()
+        shot(page, "06-no-voice-agent")
     finally:
         context.close()

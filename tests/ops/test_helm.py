@@ -772,3 +772,48 @@ def test_dapr_app_ids_per_agent_and_refusals(helm: str, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"dapr": {"enabled": True, "pubsub": "bad name/x"}}))
     err = template_error(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "-f", str(path))
     assert "pubsub" in err
+
+
+# --- LiveKit's SIP service (docs/voice.md, Telephony) ---
+
+SIP_ON = {"sip": {"enabled": True, "redis": {"address": "livekit-redis.livekit.svc:6379"},
+                  "port": 5070, "rtpPorts": {"start": 12000, "end": 12999}}}
+
+
+def test_sip_is_off_by_default(rendered: dict[str, list[Doc]]) -> None:
+    for _, docs in cases(rendered):
+        assert not [d for d in kinds(docs, "Deployment")
+                    if d["metadata"]["labels"]["app.kubernetes.io/component"] == "sip"]
+
+
+def test_sip_deployment_beside_livekit(helm: str, tmp_path: Path) -> None:
+    """The SIP Deployment gets the LiveKit URL and key pair (the same Secret as voice), the
+    LiveKit server's Redis, its SIP and RTP ports, and a readiness probe on its health port."""
+    docs = _dapr(helm, tmp_path, SIP_ON)
+    dep = one(docs, "Deployment", "sip")
+    spec = dep["spec"]["template"]["spec"]
+    c = container(dep, "sip")
+    assert c["image"] == "livekit/sip:v1.8.0" and spec["hostNetwork"] is True
+    e = env(c)
+    voice = env(container(one(docs, "Deployment", "voice"), "voice"))
+    assert e["LIVEKIT_WS_URL"]["value"] == voice["AGENTIA_LIVEKIT_URL"]["value"]
+    for ours, theirs in (("LIVEKIT_API_KEY", "AGENTIA_LIVEKIT_API_KEY"),
+                         ("LIVEKIT_API_SECRET", "AGENTIA_LIVEKIT_API_SECRET")):
+        assert e[ours]["valueFrom"] == voice[theirs]["valueFrom"]
+    config = yaml.safe_load(e["SIP_CONFIG_BODY"]["value"])
+    assert config["redis"] == {"address": "livekit-redis.livekit.svc:6379"}
+    assert (config["sip_port"], config["rtp_port"]) == (5070, "12000-12999")
+    ports = {(p["containerPort"], p["protocol"]) for p in c["ports"]}
+    assert {(5070, "UDP"), (5070, "TCP"), (config["health_port"], "TCP")} <= ports
+    assert c["readinessProbe"]["httpGet"]["port"] == "health"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def test_sip_needs_voice_and_livekits_redis(helm: str, tmp_path: Path) -> None:
+    base = ["-f", str(CHART / "ci" / "production-values.yaml")]
+    assert "sip.redis.address is required" in template_error(
+        helm, *base, "--set", "sip.enabled=true")
+    assert "sip.enabled needs voice.enabled" in template_error(
+        helm, *base, "--set", "sip.enabled=true,voice.enabled=false,sip.redis.address=r:6379")
+    assert "/sip/redis/address" in template_error(
+        helm, *base, "--set", "sip.enabled=true,sip.redis.address=no-port")

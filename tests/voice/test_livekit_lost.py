@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from agentia.settings import DEV_SECRET
 from agentia.supervise import start
@@ -30,6 +31,8 @@ from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer, find_binary
 from tests.voice.test_call_errors import event
 from voice.caller import speech_48k
+from voice.settings import VoiceSettings
+from voice.tokens import agent_in_room
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -105,16 +108,39 @@ def _line(proc: subprocess.Popen[bytes], prefix: bytes, within: float) -> bytes:
     raise AssertionError(f"no {prefix!r} line within {within} s")
 
 
-def _post_call(api: str, session: str) -> int:
+def _post_call(api: str, session: str) -> tuple[int, dict[str, str]]:
     req = urllib.request.Request(
         f"{api}/v1/voice/sessions", data=orjson.dumps({"session": session}), method="POST",
         headers={"Authorization": f"Bearer {mint(DEV_SECRET, 'dev', 600)}",
                  "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
-            return int(r.status)
+            return int(r.status), orjson.loads(r.read())
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), {}
+
+
+def _call_taken(api: str, livekit: VoiceSettings, within: float = 20.0) -> bool:
+    """A call started through the route, and whether its agent came into the room within
+    ``within`` seconds (the route answers once the agent is dispatched, not once it joined)."""
+    status, reply = _post_call(api, f"up-{uuid.uuid4().hex[:8]}")
+    if status != 201:
+        assert status == 503, status  # LiveKit not back yet
+        return False
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if asyncio.run(agent_in_room(livekit, reply["room"])):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _up_livekit(state_dir: Path) -> VoiceSettings:
+    """How to reach ``agentia up``'s LiveKit server: its config in the state dir."""
+    conf = yaml.safe_load((state_dir / "livekit" / "livekit.yaml").read_text())
+    [(key, secret)] = conf["keys"].items()
+    return VoiceSettings(livekit_url=f"ws://127.0.0.1:{conf['port']}", livekit_api_key=key,
+                         livekit_api_secret=secret)
 
 
 def test_agentia_up_restarts_its_livekit_and_calls_work_again(tmp_path: Path) -> None:
@@ -130,14 +156,15 @@ def test_agentia_up_restarts_its_livekit_and_calls_work_again(tmp_path: Path) ->
     try:
         assert info["voice"] == "on"
         livekit_pid = int(info["pids"].split(",")[-1])  # listed last (voice/livekit_server)
-        assert _post_call(info["api"], f"up-{uuid.uuid4().hex[:8]}") == 201
+        livekit = _up_livekit(tmp_path)
+        assert _call_taken(info["api"], livekit)
         os.kill(livekit_pid, signal.SIGKILL)
         killed = time.monotonic()
         line = _line(up, b"AGENTIA_UP_RESTARTED kind=livekit", 30)
         assert int(line.split(b"pid=")[1].split()[0]) != livekit_pid
         deadline = time.monotonic() + BACK_WITHIN_S
-        while (status := _post_call(info["api"], f"up-{uuid.uuid4().hex[:8]}")) != 201:
-            assert status == 503 and time.monotonic() < deadline, status
+        while not _call_taken(info["api"], livekit):
+            assert time.monotonic() < deadline, "no call taken since LiveKit's restart"
             time.sleep(1)
         print(f"\nLiveKit killed -> restarted and a call taken in "
               f"{time.monotonic() - killed:.1f} s")

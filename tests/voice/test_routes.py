@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -12,12 +13,14 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from livekit import api as lkapi
+from livekit import rtc
 
 from control.api import identity
 from gateway.auth import Verifier
 from sessions.bus import Bus
 from tests.conftest import TEST_SECRET, token
 from tests.voice.livekit_server import LiveKitServer, free_port
+from voice import routes
 from voice.routes import voice_router
 from voice.settings import VoiceSettings
 
@@ -107,8 +110,37 @@ async def test_a_livekit_that_never_answers_is_a_bounded_503(bus: Bus) -> None:
     assert time.monotonic() - t0 < 4
 
 
-async def test_no_voice_worker_is_a_503_and_no_room_is_left(
+async def test_no_voice_worker_ends_the_call_in_its_room(
         bus: Bus, livekit: LiveKitServer) -> None:
+    """The route answers once the agent is dispatched; the caller is in the room when no
+    worker takes the call: the room's metadata says ``no_voice_agent`` (what the page shows),
+    then the room is deleted and the user's slot given back."""
+    s = settings_for(livekit, wait=1.0)
+    sid = f"r-{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    status, reply = await post(app_for(bus, s), {"session": sid}, token("alice"))
+    assert status == 201, reply
+    assert time.monotonic() - t0 < 1.0  # not the wait for the agent
+    room, notes, gone = rtc.Room(), [], asyncio.Event()
+    room.on("room_metadata_changed", lambda _old, new: notes.append(new))
+    room.on("disconnected", lambda reason: gone.set())
+    await room.connect(reply["url"], reply["token"])
+    try:
+        await asyncio.wait_for(gone.wait(), 8)
+    finally:
+        await room.disconnect()
+    assert 1.0 <= time.monotonic() - t0 < 8
+    assert orjson.loads(notes[-1]) == {"state": "error", "code": "no_voice_agent"}, notes
+    async with lkapi.LiveKitAPI(s.http_url, s.livekit_api_key, s.livekit_api_secret) as lk:
+        rooms = await lk.room.list_rooms(lkapi.ListRoomsRequest())
+    assert not [r.name for r in rooms.rooms if sid in r.name]
+    assert await bus.call_slots().count("alice") == 0  # its slot given back
+
+
+async def test_past_the_watched_calls_no_voice_worker_is_a_503(
+        bus: Bus, livekit: LiveKitServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MAX_WATCHED calls awaited already the route waits for the agent itself."""
+    monkeypatch.setattr(routes, "MAX_WATCHED", 0)
     s = settings_for(livekit, wait=1.0)
     sid = f"r-{uuid.uuid4().hex[:8]}"
     t0 = time.monotonic()

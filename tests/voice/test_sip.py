@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from agentia.supervise import start
 from launch.redis_server import RedisServer
-from tests.conftest import Client, Cluster
+from tests.conftest import READY_S, ROOT, Client, Cluster
 from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
 from tests.voice.sipcall import RtpEar, rtp_pcap, scenario, speech_8k
+from tests.voice.test_livekit_lost import _line
 from voice import sip_service
 from voice.livekit_server import LiveKitServer, find_binary, free_port
 from voice.sip_service import SipService
@@ -151,3 +156,57 @@ async def test_a_phone_call_reaches_the_sessions_voice_agent(
         worker.stop()
     assert "Traceback" not in worker.text(), worker.log_path
     assert "panic" not in sip.log(), sip.workdir
+
+
+def test_agentia_up_runs_and_restarts_the_sip_service(tmp_path: Path) -> None:
+    """``AGENTIA_SIP=1``: ``agentia up`` starts LiveKit's SIP service beside its LiveKit server
+    (on a Redis of their own), and restarts it on the same port when it dies."""
+    if find_binary() is None:
+        needs("LiveKit server", "go install github.com/livekit/livekit-server/cmd/server@v1.13.5")
+    if sip_service.find_binary() is None:
+        needs("livekit-sip", "ops/sip/build.sh (./dev test builds it)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
+    env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "AGENTIA_SIP": "1",
+            "AGENTIA_SIP_PORT": "0", "AGENTIA_VOICE_AGENT_NAME": f"v-{uuid.uuid4().hex[:8]}"}
+    env.pop("OPENAI_API_KEY", None)
+    up, info = start([sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port",
+                      "0"], env, "AGENTIA_UP_READY", READY_S, cwd=ROOT,
+                     stderr=subprocess.DEVNULL, echo=io.BytesIO(), supervised=False)
+    try:
+        assert info["voice"] == "on" and info["sip"] != "off", info
+        pid, port = map(int, info["sip"].split(":"))
+        assert _sip_answers(port), "nothing answers SIP OPTIONS on the SIP service's port"
+        os.kill(pid, signal.SIGKILL)
+        line = _line(up, b"AGENTIA_UP_RESTARTED kind=sip", 30)
+        assert int(line.split(b"pid=")[1].split()[0]) != pid
+        assert line.split(b"port=")[1].strip() == str(port).encode()
+        assert _sip_answers(port), "the restarted SIP service does not answer"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert "sip.log" in os.listdir(tmp_path / "sip")
+
+
+def _sip_answers(port: int, within: float = 10.0) -> bool:
+    """Whether a SIP OPTIONS over UDP to 127.0.0.1:``port`` gets a SIP answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        me = s.getsockname()[1]
+        msg = (f"OPTIONS sip:probe@127.0.0.1:{port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+               "Max-Forwards: 70\r\nTo: <sip:probe@127.0.0.1>\r\n"
+               f"From: <sip:test@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+               f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\n"
+               f"Contact: <sip:test@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n").encode()
+        s.settimeout(0.5)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            s.sendto(msg, ("127.0.0.1", port))
+            try:
+                return s.recv(4096).startswith(b"SIP/2.0 ")
+            except TimeoutError:
+                continue
+    return False

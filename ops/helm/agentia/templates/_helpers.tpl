@@ -80,6 +80,12 @@ calls this, so the same message comes first whichever template helm renders firs
 {{- if and .Values.voice.enabled (or (not .Values.livekit.url) (not .Values.livekit.existingSecret)) -}}
 {{- fail "voice.enabled needs livekit.url and livekit.existingSecret (docs/deploy.md)" -}}
 {{- end -}}
+{{- if and .Values.sip.enabled (not .Values.voice.enabled) -}}
+{{- fail "sip.enabled needs voice.enabled: phone calls are answered by the voice agent (docs/voice.md, Telephony)" -}}
+{{- end -}}
+{{- if and .Values.sip.enabled (not .Values.sip.redis.address) -}}
+{{- fail "sip.redis.address is required: host:port of the LiveKit server's Redis, which LiveKit and its SIP service share (never Agentia's; docs/voice.md, Telephony)" -}}
+{{- end -}}
 {{- if and .Values.dapr.enabled .Values.dapr.inbound.topic (not .Values.dapr.inbound.appTokenSecret) -}}
 {{- fail "dapr.inbound.topic needs dapr.inbound.appTokenSecret: a Secret with key `token`, the sidecar's APP_API_TOKEN and the control plane's AGENTIA_DAPR_APP_TOKEN (/dapr/messages posts into any session; docs/dapr.md)" -}}
 {{- end -}}
