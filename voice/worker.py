@@ -46,11 +46,12 @@ from voice import call_trace
 from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
+from voice.edge_stt import EdgeSTT
 from voice.engines import EnginePool, PooledSTT, once, vad_like
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
-from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError, streaming_stt
+from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
 from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
 from voice.tokens import delete_room, parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
@@ -163,7 +164,8 @@ def _speech(proc: JobProcess) -> tuple[Any, stt.STT[Any], tts.TTS[Any]]:
     else:
         recog = recogniser(s)
     if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
-        recog = streaming_stt(recog, vad_like(proc.userdata["stt_vad"]))
+        recog = EdgeSTT(stt=recog, vad=vad_like(proc.userdata["stt_vad"]),
+                        early_s=s.voice_stt_early_s)
     speak = synthesiser(s)
     if s.voice_first_chunk_words and not speak.capabilities.streaming:  # espeak-ng
         speak = tts.StreamAdapter(tts=speak, sentence_tokenizer=FirstClauseTokenizer(
