@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
+import orjson
+import pytest
 from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
+from sessions.bus import Bus
+from tests.conftest import Cluster
+from tests.voice.conftest import voice_call
+from tests.voice.livekit_server import LiveKitServer
+from voice.caller import RATE as RATE_48K
+from voice.caller import speech_48k
 from voice.edge_stt import EdgeSTT
-from voice.speech import final_transcript
+from voice.speech import final_transcript, normalise
 
 RATE = 16_000
 WINDOW = 512  # Silero's 32 ms at 16 kHz
@@ -129,3 +138,24 @@ async def test_early_s_at_the_vads_silence_is_the_old_behaviour() -> None:
     namer = Namer()
     got = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=1.0)
     assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
+
+
+@pytest.mark.e2e
+async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
+        cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
+    """Through a real room: the caller pauses 0.15 s mid-sentence (past the early start,
+    short of the recogniser's 0.2 s): the early transcript of the first half is discarded and
+    the turn is the whole sentence."""
+    cluster.worker()
+    async with voice_call(cluster, livekit, "alice", AGENTIA_VOICE_STT_EARLY_S="0.03") as c:
+        first, second = (await speech_48k("tell me about the weather"),
+                         await speech_48k("in paris tomorrow"))
+        pause = np.zeros(int(0.15 * RATE_48K), dtype=np.int16)
+        await c.joined.say(np.concatenate([first, pause, second]))
+        user = await c.chat.until("user", timeout=20)
+        assert set(normalise(user["text"]).split()) >= {"weather", "paris", "tomorrow"}, user
+        await c.chat.until("reply", timeout=20, turn=user["offset"])
+        r = await bus.replay(c.sid, 0, None)
+        turns = [e for _, raw in r.events if (e := orjson.loads(raw))["type"] == "user"]
+        assert len(turns) == 1, turns
+    assert "Traceback" not in c.worker.text(), c.worker.log_path
