@@ -17,6 +17,7 @@ end then transcribes the whole utterance the usual way).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, utils, vad
 from livekit.agents.stt.stream_adapter import StreamAdapterWrapper
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+log = logging.getLogger("agentia.voice")
 
 SILERO_DEACTIVATION = 0.35
 """Silero's default exit threshold (activation 0.5 - 0.15): a window below it is silence."""
@@ -63,6 +66,8 @@ class _EdgeStream(StreamAdapterWrapper):
         self._owner = owner
         self._busy: asyncio.Task[stt.SpeechEvent] | None = None
         """The call's transcription still running (early, possibly discarded)."""
+        self.counts = {"utterances": 0, "at_the_edge": 0, "discarded": 0}
+        """What the stream did (logged once when it closes: the CPU an early start wastes)."""
 
     async def _run(self) -> None:
         vad_stream = self._vad.stream()
@@ -84,6 +89,7 @@ class _EdgeStream(StreamAdapterWrapper):
             if self._busy is not None:
                 await utils.aio.cancel_and_wait(self._busy)
             await vad_stream.aclose()
+            log.info("recogniser stream closed: %s", self.counts)
 
     async def _recognise(self, vad_stream: vad.VADStream) -> None:
         utt: _Utterance | None = None
@@ -103,7 +109,9 @@ class _EdgeStream(StreamAdapterWrapper):
         utt.frames.extend(ev.frames)
         if ev.probability > self._owner.silence_below:  # speech (Silero's own rule)
             utt.silent_s = 0.0
-            utt.early = None  # resumed: that transcript was of half an utterance
+            if utt.early is not None:  # resumed: that transcript was of half an utterance
+                utt.early = None
+                self.counts["discarded"] += 1
             return
         utt.silent_s += sum(f.duration for f in ev.frames)
         free = self._busy is None or self._busy.done()
@@ -116,7 +124,9 @@ class _EdgeStream(StreamAdapterWrapper):
         self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH,
                                                    speech_end_time=speech_end_time))
         early = utt.early if utt is not None else None
+        self.counts["utterances"] += 1
         if early is not None:
+            self.counts["at_the_edge"] += 1
             t_event = await early
         else:
             t_event = await self._transcribe(ev.frames)

@@ -8,7 +8,9 @@ The real call, through a LiveKit server, is tests/voice/test_call.py (the worker
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
 from typing import Any
 
 import numpy as np
@@ -98,13 +100,16 @@ class Namer(stt.STT[Any]):
         return final_transcript(f"w{first}-w{last}")
 
 
-async def transcripts(script: list[float], namer: Namer, early_s: float) -> list[str]:
+async def transcripts(script: list[float], namer: Namer, early_s: float
+                      ) -> tuple[list[str], dict[str, int]]:
+    """The final transcripts, and the stream's counts (utterances, at_the_edge, discarded)."""
     edge = EdgeSTT(stt=namer, vad=ScriptedVAD(script), early_s=early_s)
     stream = edge.stream()
     stream.push_frame(window(99))
     stream.end_input()
-    return [e.alternatives[0].text async for e in stream
-            if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    got = [e.alternatives[0].text async for e in stream
+           if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    return got, dict(stream.counts)  # type: ignore[attr-defined]
 
 
 SPEECH, SILENCE = 0.9, 0.1
@@ -112,7 +117,8 @@ SPEECH, SILENCE = 0.9, 0.1
 
 async def test_the_transcription_starts_at_the_edge_and_becomes_the_final_one() -> None:
     namer = Namer()
-    got = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 1, "discarded": 0}
     # started after 2 silent windows (w4, w5): the utterance up to w5, not the 4 windows after
     assert namer.calls == ["w0-w5"]
     assert got == ["w0-w5"]
@@ -121,7 +127,8 @@ async def test_the_transcription_starts_at_the_edge_and_becomes_the_final_one() 
 async def test_a_caller_who_resumes_discards_the_early_transcript() -> None:
     namer = Namer()
     script = [SPEECH] * 2 + [SILENCE] * 2 + [SPEECH] * 2 + [SILENCE] * 5
-    got = await transcripts(script, namer, early_s=0.06)
+    got, counts = await transcripts(script, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 1, "discarded": 1}
     assert namer.calls == ["w0-w4", "w0-w8"]  # the first, half an utterance, was dropped
     assert got == ["w0-w8"]
 
@@ -129,14 +136,16 @@ async def test_a_caller_who_resumes_discards_the_early_transcript() -> None:
 async def test_one_transcription_at_a_time_per_call() -> None:
     namer = Namer(delay_s=0.5)  # the discarded one is still running at the end
     script = [SPEECH] * 2 + [SILENCE] * 2 + [SPEECH] * 2 + [SILENCE] * 5
-    got = await transcripts(script, namer, early_s=0.06)
+    got, counts = await transcripts(script, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 1}
     assert namer.calls == ["w0-w4", "w0-w11"]  # the end transcribes it all, the usual way
     assert got == ["w0-w11"]
 
 
 async def test_early_s_at_the_vads_silence_is_the_old_behaviour() -> None:
     namer = Namer()
-    got = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=1.0)
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=1.0)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
     assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
 
 
@@ -158,4 +167,7 @@ async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
         r = await bus.replay(c.sid, 0, None)
         turns = [e for _, raw in r.events if (e := orjson.loads(raw))["type"] == "user"]
         assert len(turns) == 1, turns
-    assert "Traceback" not in c.worker.text(), c.worker.log_path
+    log = c.worker.text()
+    assert "Traceback" not in log, c.worker.log_path
+    closed = [ast.literal_eval(m) for m in re.findall(r"recogniser stream closed: (\{.*\})", log)]
+    assert sum(n["discarded"] for n in closed) >= 1, closed  # the pause did start one
