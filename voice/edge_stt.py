@@ -28,6 +28,9 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 log = logging.getLogger("agentia.voice")
 
+MAX_EARLY_S = 30.0
+"""An utterance longer than this (Whisper's window) is not kept twice: it is transcribed at its
+end, from the VAD's own buffer, as before."""
 SILERO_DEACTIVATION = 0.35
 """Silero's default exit threshold (activation 0.5 - 0.15): a window below it is silence."""
 
@@ -54,6 +57,7 @@ class _Utterance:
 
     def __init__(self, frames: list[rtc.AudioFrame]) -> None:
         self.frames = list(frames)
+        self.heard_s = sum(f.duration for f in frames)
         self.silent_s = 0.0
         self.early: asyncio.Task[stt.SpeechEvent] | None = None
 
@@ -106,6 +110,10 @@ class _EdgeStream(StreamAdapterWrapper):
     def _heard(self, utt: _Utterance, ev: vad.VADEvent) -> None:
         """One more VAD window of the utterance: start the early transcription at the edge,
         discard it if the caller resumes."""
+        utt.heard_s += sum(f.duration for f in ev.frames)
+        if utt.heard_s > MAX_EARLY_S:  # bounded: the VAD's buffer has it all
+            utt.frames, utt.early = [], None
+            return
         utt.frames.extend(ev.frames)
         if ev.probability > self._owner.silence_below:  # speech (Silero's own rule)
             utt.silent_s = 0.0

@@ -24,6 +24,7 @@ from sessions.bus import Bus
 from tests.conftest import Cluster
 from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
+from voice import edge_stt
 from voice.caller import RATE as RATE_48K
 from voice.caller import speech_48k
 from voice.edge_stt import EdgeSTT
@@ -171,3 +172,12 @@ async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
     assert "Traceback" not in log, c.worker.log_path
     closed = [ast.literal_eval(m) for m in re.findall(r"recogniser stream closed: (\{.*\})", log)]
     assert sum(n["discarded"] for n in closed) >= 1, closed  # the pause did start one
+
+
+async def test_a_long_utterance_is_transcribed_at_its_end_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge_stt, "MAX_EARLY_S", 0.15)  # 30 s in a call: not kept twice
+    namer = Namer()
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
