@@ -62,6 +62,10 @@ LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 REGISTER_RETRIES = 1_000_000
 """Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
+PREWARM_TIMEOUT_S = 30.0
+"""livekit-agents' bound on a job process's (or thread's) prewarm, 10 s by default: loading two
+Whisper base engines (read, hash, int8) takes 1-2 s on an idle core but passed 10 s at load
+average 15-24 here, and livekit-agents then logged a traceback and started it again."""
 M_ARENA_MAX = -8
 """glibc's mallopt parameter number (malloc.h)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
@@ -339,6 +343,7 @@ def options(s: VoiceSettings) -> WorkerOptions:
         job_executor_type=(JobExecutorType.PROCESS if s.voice_executor == "process"
                            else JobExecutorType.THREAD),
         num_idle_processes=s.voice_idle_processes,
+        initialize_process_timeout=PREWARM_TIMEOUT_S,
         # LiveKit restarted or drained: register again when it is back (a try every 10 s at
         # most, livekit-agents' back-off) rather than exit after its default 16 tries
         max_retry=REGISTER_RETRIES,
