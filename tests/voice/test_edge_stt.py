@@ -153,17 +153,18 @@ async def test_early_s_at_the_vads_silence_is_the_old_behaviour() -> None:
 @pytest.mark.e2e
 async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
         cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
-    """Through a real room: the caller pauses 0.15 s mid-sentence (past the early start,
-    short of the recogniser's 0.2 s): the early transcript of the first half is discarded and
-    the turn is the whole sentence."""
+    """Through a real room: the caller pauses 0.2 s mid-sentence, past the early start and short
+    of the recogniser's 0.2 s of silence (Silero counts it from ~0.1 s after the last sound):
+    the early transcript of the first half is discarded and the turn is the whole sentence."""
     cluster.worker()
     async with voice_call(cluster, livekit, "alice", AGENTIA_VOICE_STT_EARLY_S="0.03") as c:
         first, second = (await speech_48k("tell me about the weather"),
                          await speech_48k("in paris tomorrow"))
-        pause = np.zeros(int(0.15 * RATE_48K), dtype=np.int16)
+        pause = np.zeros(int(0.2 * RATE_48K), dtype=np.int16)
         await c.joined.say(np.concatenate([first, pause, second]))
         user = await c.chat.until("user", timeout=20)
-        assert set(normalise(user["text"]).split()) >= {"weather", "paris", "tomorrow"}, user
+        # a word of each half (Whisper may mishear "in paris" after the pause: seen "it is")
+        assert set(normalise(user["text"]).split()) >= {"weather", "tomorrow"}, user
         await c.chat.until("reply", timeout=20, turn=user["offset"])
         r = await bus.replay(c.sid, 0, None)
         turns = [e for _, raw in r.events if (e := orjson.loads(raw))["type"] == "user"]
