@@ -20,6 +20,7 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
+from agentia.settings import SettingsError
 from sessions.bus import Bus
 from tests.conftest import Cluster
 from tests.voice.conftest import voice_call
@@ -28,6 +29,7 @@ from voice import edge_stt
 from voice.caller import RATE as RATE_48K
 from voice.caller import speech_48k
 from voice.edge_stt import EdgeSTT
+from voice.settings import VoiceSettings
 from voice.speech import final_transcript, normalise
 
 RATE = 16_000
@@ -182,3 +184,10 @@ async def test_a_long_utterance_is_transcribed_at_its_end_only(
     got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
     assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
     assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
+
+
+def test_the_early_start_is_bounded_by_the_recognisers_silence() -> None:
+    VoiceSettings(voice_stt_early_s=0.2).validate()  # at it: the old behaviour
+    for bad in (-0.01, 0.21):
+        with pytest.raises(SettingsError):
+            VoiceSettings(voice_stt_early_s=bad).validate()
