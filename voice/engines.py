@@ -75,8 +75,8 @@ class EnginePool:
             return None
         if engine is None:
             return None
-        try:
-            return engine.decode(pcm16k)
+        try:  # Whisper has a cheaper decoding for guesses; pocketsphinx has one decoding
+            return getattr(engine, "decode_quick", engine.decode)(pcm16k)
         finally:
             self._free.put(engine)
 

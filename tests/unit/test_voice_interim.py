@@ -119,3 +119,19 @@ def test_the_pool_gives_interims_only_a_free_engine_and_finals_first() -> None:
     assert pool._waiting == 0
     assert pool.try_decode(b"x") == "heard 1"  # ... and then interims run again
     assert engine.calls >= 4
+
+
+class QuickDecoder:
+    """A decoder with a cheaper decoding for guesses (Whisper's ``decode_quick``)."""
+
+    def decode(self, pcm16k: bytes) -> str:
+        return "full"
+
+    def decode_quick(self, pcm16k: bytes) -> str:
+        return "quick"
+
+
+def test_interims_take_the_cheaper_decoding_and_finals_the_full_one() -> None:
+    pool = EnginePool([QuickDecoder()], "fake")
+    assert pool.try_decode(b"ab") == "quick"
+    assert pool.decode(b"ab") == "full"
