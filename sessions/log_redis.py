@@ -281,12 +281,17 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if len(rows) < 2:
             return None
         run = rows[0]
-        tag = run + b"|"
-        parts = [r[len(tag):] for r in rows[1:] if r.startswith(tag)]
+        tag = run + b"#"
+        seq, parts = 0, []
+        for row in rows[1:]:  # another run's (a worker that lost the lock) are skipped
+            if row.startswith(tag):
+                at, _, text = row[len(tag):].partition(b"|")
+                seq = int(at)
+                parts.append(text)
         if not parts:
             return None
         turn, attempt, _ = run.split(b":", 2)
-        return Partial(int(turn), int(attempt), run, len(parts), b"".join(parts).decode())
+        return Partial(int(turn), int(attempt), run, seq, b"".join(parts).decode())
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None:
@@ -296,8 +301,11 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
     @down
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
         """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
-        text)`` each, in one pipeline, not in the log: each pushed to its run's partial buffer
-        (what a resume reads; RPUSHX: a buffer its turn already dropped is not created again),
+        text)`` each, in one pipeline, not in the log: a piece with ``text`` (every
+        ``PARTIAL_EVERY``-th, holding the text since the last) is pushed to its run's partial
+        buffer as ``<run>#<seq>|<text>`` (what a resume reads; RPUSHX: a buffer its turn
+        already dropped is not created again; before the delivery entries in the pipeline, so
+        a reader that gets that piece finds it in the buffer),
         and the pieces for each node holding their sessions packed into **one** entry of that
         node's delivery stream (``{b: record\nrecord…}``, a record being ``<session>\t<run>|<seq>
         \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
@@ -314,7 +322,8 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
-                    pipe.rpushx(k.partial(sid), f"{run}|{text}")
+                    if text:
+                        pipe.rpushx(k.partial(sid), f"{run}#{seq}|{text}")
                     record = b"%s\t%s|%d\t%s" % (sid.encode(), run.encode(), seq, event)
                     for node in live:
                         batches.setdefault(node, []).append(record)
