@@ -252,7 +252,7 @@ def _line(f: dict[str, Any]) -> str:
 
 def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     profs = profiles(a)
-    runs = []
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-turnpath-") as tmp:
         for rnd in range(a.rounds):
             for tree in a.tree if rnd % 2 == 0 else a.tree[::-1]:

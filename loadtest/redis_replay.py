@@ -76,6 +76,9 @@ STATE_NAMES = ("thinking", "speaking", "idle")
 """The state events of a plain turn (sessions/turn_log.py)."""
 TICK_S = 0.04
 """AGENTIA_COALESCE_MS: the flusher's tick."""
+PARTIAL_EVERY = getattr(K, "PARTIAL_EVERY", 1)
+"""Which pieces carry text for the partial buffer (sessions/coalescer.py): every one before
+issue 13's turn-redis work, every tenth (the ten's text) since."""
 
 
 def _state(turn: int, name: str) -> list[dict[str, Any]]:
@@ -262,7 +265,8 @@ class _Flusher:
             event = orjson.dumps({"type": "chunk", "turn": turn, "attempt": 1, "seq": seq,
                                   "text": piece})
             fut = asyncio.get_running_loop().create_future()
-            self.pending.append((sid, run, seq, event, piece))
+            buffered = piece * PARTIAL_EVERY if seq % PARTIAL_EVERY == 0 else ""
+            self.pending.append((sid, run, seq, event, buffered))
             self.waiting.append(fut)
             await fut
 

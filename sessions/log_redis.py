@@ -211,6 +211,19 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
         """
+        return (await self._append_events(sid, event, done, owner, run, release=False))[0]
+
+    @down
+    async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
+                       owner: str, release: bool = True) -> bool:
+        """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
+        free the session lock in the same script when no turn is pending after it (what the
+        worker's next look at the turns and ``release_lock`` would do: two round trips fewer
+        per turn); returns whether the lock was freed."""
+        return (await self._append_events(sid, events, turn, owner, "", release=release))[1]
+
+    async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
+                             owner: str, run: str, release: bool) -> tuple[int, bool]:
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -220,14 +233,14 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
                   k.partial(sid)],
             args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner, run, *raws[1:]],
+                  append_id, owner, run, "1" if release else "", *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
         if offset > 0:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[1:])
-        return offset
+            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[2:])
+        return offset, offset > 0 and int(res[1]) == 1
 
     @down
     async def replay(self, sid: str, after: int, epoch: str | None,
