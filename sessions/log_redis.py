@@ -324,12 +324,13 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
         control character). A worker sends every running turn's pieces of one tick together, so
         a tick costs each node one stream entry to write and read, not one per piece. The nodes
-        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S``."""
+        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
+        of a tick's turns together, one pipeline)."""
         k = self.keys
-        targets = []
-        for sid, _run, _seq, _event, _text in pieces:
-            nodes = await self._nodes_of(sid)
-            targets.append(await self._live_nodes(nodes) if nodes else [])
+        nodes_of = await self._nodes_of(list(dict.fromkeys(p[0] for p in pieces)))
+        live_of = {sid: await self._live_nodes(nodes) if nodes else []
+                   for sid, nodes in nodes_of.items()}
+        targets = [live_of[p[0]] for p in pieces]
         batches: dict[bytes, list[bytes]] = {}
         fresh: set[bytes] = set()
         try:
