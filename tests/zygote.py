@@ -41,13 +41,21 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 PRELOAD = ("agents", "openai", "redis.asyncio", "websockets.asyncio.server", "fastapi",
-           "uvicorn", "a2a.server.routes", "uvloop", "picows", "orjson", "jwt", "pydantic")
-"""Imported once in the zygote; each reads only IMPORT_ENV when imported."""
-FORBIDDEN = ("prometheus_client", "agentia", "sessions", "gateway", "control", "launch", "voice")
-"""Must not be imported before a fork: they read per-test settings or make metrics at import."""
-IMPORT_ENV = ("PYTHON", "OPENAI_LOG", "OPENAI_AGENTS_", "DEFER_PYDANTIC_BUILD", "LD_")
-"""Prefixes of variables read at interpreter start or when PRELOAD is imported (agents/_debug.py,
-openai/_utils/_logs.py, openai/_models.py)."""
+           "uvicorn", "uvloop", "picows", "orjson", "jwt", "pydantic")
+"""Imported once in the zygote; each reads only IMPORT_ENV when imported. Not ``a2a.server``:
+it imports grpc, which must not be imported before a fork (its fork handlers; Dapr memory
+uses it)."""
+FORBIDDEN = ("prometheus_client", "grpc", "agentia", "sessions", "gateway", "control", "launch",
+             "voice")
+"""Must not be imported before a fork: they read per-test settings or make metrics at import,
+or are not fork-safe once used."""
+IMPORT_ENV = ("PYTHON", "OPENAI_LOG", "OPENAI_API_TYPE", "OPENAI_API_VERSION", "OPENAI_AGENTS_",
+              "AZURE_OPENAI_ENDPOINT", "OTEL_PYTHON_", "OTEL_PROPAGATORS", "WEBSOCKETS_",
+              "PYDANTIC_", "DEFER_PYDANTIC_BUILD", "LANG", "LC_", "SSLKEYLOGFILE", "LD_",
+              "AIOHTTP_", "FROZENLIST_", "MULTIDICT_", "PROPCACHE_", "YARL_", "PSUTIL_")
+"""Prefixes of the variables read at interpreter start or when PRELOAD is imported (found by
+wrapping ``os.environ.get``/``os.getenv`` while importing PRELOAD: agents/_debug.py,
+openai/__init__.py, openai/_utils/_logs.py, opentelemetry.context, websockets/http11.py, ...)."""
 COMMANDS = frozenset({"gateway", "worker", "api", "webhooks", "dapr-publish"})
 """``agentia`` subcommands the zygote serves (not voice: LiveKit Agents starts job processes
 and threads of its own; not up: a supervisor of exec'd children)."""
@@ -83,9 +91,9 @@ def preload() -> None:
     for name in PRELOAD:
         __import__(name)
     early = sorted({m.split(".")[0] for m in sys.modules} & set(FORBIDDEN))
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    if early or threads:
-        raise SystemExit(f"zygote: {early} imported or threads {threads} started by PRELOAD")
+    threads = len(os.listdir("/proc/self/task"))  # native threads too
+    if early or threads != 1:
+        raise SystemExit(f"zygote: PRELOAD imported {early} or started {threads - 1} threads")
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
