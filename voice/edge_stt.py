@@ -11,7 +11,9 @@ it is discarded and the utterance goes on (nothing of a discarded transcript is 
 
 Bounded: a call has at most one transcription running at a time of its own (a discarded one
 still finishes in its engine's thread; the next early start waits for it, and the utterance's
-end then transcribes the whole utterance the usual way).
+end then transcribes the whole utterance the usual way), and an early start is made only while
+the process's engine pool has an engine free and no transcription waiting for one (one that
+would be discarded must not make another call's utterance wait).
 """
 
 from __future__ import annotations
@@ -143,6 +145,9 @@ class EdgeStream(StreamAdapterWrapper):
             return
         utt.silent_s += sum(f.duration for f in ev.frames)
         free = self._busy is None or self._busy.done()
+        pool = getattr(self._owner._stt, "pool", None)  # the process's engines (voice.engines)
+        if pool is not None and not pool.idle():
+            free = False  # a guess must not make another call's utterance wait for an engine
         if utt.early is None and free and utt.silent_s >= self._owner.early_s:
             utt.early = self._busy = asyncio.create_task(self._transcribe(list(utt.frames)))
             utt.early.add_done_callback(_retrieve)

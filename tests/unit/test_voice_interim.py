@@ -107,6 +107,7 @@ def test_the_pool_gives_interims_only_a_free_engine_and_finals_first() -> None:
     while engine.calls < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pool.try_decode(b"x") is None  # busy: skipped at once, not waited for
+    assert not pool.idle()  # and no early start either (voice/edge_stt.py)
     waiting = threading.Thread(target=pool.decode, args=(b"abc",))
     waiting.start()  # a second final waits for the engine
     while pool._waiting == 0 and time.monotonic() < deadline:
@@ -118,6 +119,7 @@ def test_the_pool_gives_interims_only_a_free_engine_and_finals_first() -> None:
     waiting.join(5)
     assert pool._waiting == 0
     assert pool.try_decode(b"x") == "heard 1"  # ... and then interims run again
+    assert pool.idle()
     assert engine.calls >= 4
 
 

@@ -145,6 +145,23 @@ async def test_one_transcription_at_a_time_per_call() -> None:
     assert got == ["w0-w11"]
 
 
+class BusyPool:
+    """An engine pool (voice.engines.EnginePool) with no engine free."""
+
+    def idle(self) -> bool:
+        return False
+
+
+async def test_no_early_start_while_the_engine_pool_is_busy() -> None:
+    """A guess that may be discarded must not make another call's utterance wait for an
+    engine: with every engine of the process busy the utterance is transcribed at its end."""
+    namer = Namer()
+    namer.pool = BusyPool()  # type: ignore[attr-defined]
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
+
+
 async def test_early_s_at_the_vads_silence_is_the_old_behaviour() -> None:
     namer = Namer()
     got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=1.0)
