@@ -19,6 +19,7 @@ from openai.types.responses import ResponseTextDeltaEvent
 
 from sessions import sdk_speedups
 from sessions.demo import DemoProvider
+from sessions.lean_model import LeanProvider
 from sessions.memory import Memory
 
 MAX_MODEL_CONNECTIONS = 2_000
@@ -36,6 +37,8 @@ class ModelConfig:
     read_every_ms: int = 0
     """The least time between two reads of a model's stream while it streams text
     (``AGENTIA_MODEL_READ_MS``, :class:`sessions.sdk_speedups.MergingSSEDecoder`)."""
+    client: str = "openai"
+    """``openai`` or ``lean`` (``AGENTIA_MODEL_CLIENT``, :mod:`sessions.lean_model`)."""
 
     @property
     def demo(self) -> bool:
@@ -64,6 +67,9 @@ def model_provider(cfg: ModelConfig) -> ModelProvider:
     provider: ModelProvider
     if cfg.demo:
         provider = DemoProvider(cfg.demo_word_delay)
+    elif cfg.client == "lean":
+        provider = _DefaultModel(LeanProvider(openai_client(cfg), cfg.read_every_ms / 1000),
+                                 cfg.model)
     else:
         provider = _DefaultModel(OpenAIProvider(openai_client=openai_client(cfg),
                                                 use_responses=False), cfg.model)
