@@ -49,18 +49,22 @@ MIXED = [sse({"role": "assistant", "content": "Let me check."}),
          sse({}, "tool_calls"), DONE]
 
 
-def client(reads: list[bytes], status: int = 200) -> openai.AsyncOpenAI:
-    """A real OpenAI client whose HTTP answers with ``reads``, one read each."""
+def client(reads: list[bytes], status: int = 200, sent: list[httpx2.Request] | None = None,
+           base_url: str = "http://stub/v1") -> openai.AsyncOpenAI:
+    """A real OpenAI client whose HTTP answers with ``reads``, one read each (the requests
+    it sends are appended to ``sent``)."""
     async def body() -> AsyncIterator[bytes]:
         for r in reads:
             yield r
 
     def handle(request: httpx2.Request) -> httpx2.Response:
+        if sent is not None:
+            sent.append(request)
         return httpx2.Response(status, headers={"content-type": "text/event-stream",
                                                 "x-request-id": "req_1"}, content=body())
 
     http = httpx2.AsyncClient(transport=httpx2.MockTransport(handle))
-    return openai.AsyncOpenAI(api_key="sk-test", base_url="http://stub/v1", http_client=http,
+    return openai.AsyncOpenAI(api_key="sk-test", base_url=base_url, http_client=http,
                               max_retries=0)
 
 
@@ -83,6 +87,18 @@ async def test_events_equal_the_sdk_handlers_read_by_read(reads: list[bytes]) ->
     assert [e["type"] for e in lean] == [e["type"] for e in sdk]
     assert lean == sdk
     assert sdk[-1]["type"] == "response.completed"
+
+
+async def test_the_request_is_the_sdks() -> None:
+    sdk: list[httpx2.Request] = []
+    lean: list[httpx2.Request] = []
+    url = "https://api.openai.com/v1"  # the official endpoint: store and include_usage on
+    await events(OpenAIChatCompletionsModel("m", client(TEXT, sent=sdk, base_url=url)))
+    await events(LeanChatModel("m", client(TEXT, sent=lean, base_url=url)))
+    assert len(sdk) == len(lean) == 1
+    assert orjson.loads(lean[0].content) == orjson.loads(sdk[0].content)
+    assert orjson.loads(lean[0].content)["stream_options"] == {"include_usage": True}
+    assert lean[0].url == sdk[0].url
 
 
 async def test_one_read_merges_text_into_one_delta_with_the_same_response() -> None:
