@@ -8,13 +8,16 @@ from typing import Any
 import httpx2
 import openai
 import orjson
+import pydantic
 import pytest
 from agents import ModelSettings
 from agents.models.interface import ModelTracing
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
+from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from agentia.settings import SettingsError, WorkerSettings, from_env
-from sessions.lean_model import LeanChatModel, SSEDecoder, merge_text
+from sessions.lean_model import LeanChatModel, SSEDecoder, build, merge_text
 from sessions.runtime import ModelConfig, model_provider
 
 
@@ -167,3 +170,23 @@ def test_the_setting_selects_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTIA_MODEL_CLIENT", "fast")
     with pytest.raises(SettingsError, match="AGENTIA_MODEL_CLIENT"):
         from_env(WorkerSettings).validate()
+
+
+@pytest.mark.parametrize("reads", [TEXT, TOOL, REFUSAL, MIXED],
+                         ids=["text", "tool_call", "refusal", "text_then_tool"])
+def test_chunks_equal_the_validated_ones(reads: list[bytes]) -> None:
+    bodies = [orjson.loads(r[6:]) for r in reads if r != DONE]
+    bodies[0]["provider_field"] = {"kept": True}  # an extra field, as pydantic keeps it
+    for body in bodies:
+        [chunk] = merge_text([orjson.loads(orjson.dumps(body))])
+        valid = ChatCompletionChunk.model_validate(body)
+        assert chunk == valid
+        assert chunk.model_dump() == valid.model_dump()
+
+
+def test_build_is_model_construct() -> None:
+    built = build(ChoiceDelta, content="a", extra_field=1)
+    constructed = pydantic.BaseModel.model_construct.__func__(  # type: ignore[attr-defined]
+        ChoiceDelta, content="a", extra_field=1)
+    assert built == constructed and built.model_fields_set == constructed.model_fields_set
+    assert built.role is None and built.model_extra == {"extra_field": 1}
