@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar, cast
 
@@ -50,13 +51,22 @@ _CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 
 
 class LeanProvider(ModelProvider):
-    """Gives :class:`LeanChatModel`\\ s that share one OpenAI client (one connection pool)."""
+    """Gives :class:`LeanChatModel`\\ s of ``clients`` (alike but for their connection
+    pools), taken in turn: the SDK asks for a model for each model call.
 
-    def __init__(self, client: AsyncOpenAI, read_every: float = 0.0) -> None:
-        self.client, self.read_every = client, read_every
+    Several clients (several connection pools) rather than one: httpcore's pool looks at every
+    connection it holds, and for each idle one counts them all again, whenever a request starts
+    or ends; with a worker's ~1,000 streams in one pool that was the largest CPU cost of a
+    streamed turn in a profile (docs/benchmarks.md). ``len(clients)`` pools of a
+    ``1/len(clients)`` share each make that ``len(clients)``\\ ² times less."""
+
+    def __init__(self, clients: list[AsyncOpenAI], read_every: float = 0.0) -> None:
+        self.clients, self.read_every = clients, read_every
+        self._turn = itertools.cycle(clients)
 
     def get_model(self, model_name: str | None) -> Model:
-        return LeanChatModel(model_name or "gpt-4o-mini", self.client, read_every=self.read_every)
+        return LeanChatModel(model_name or "gpt-4o-mini", next(self._turn),
+                             read_every=self.read_every)
 
 
 class LeanChatModel(OpenAIChatCompletionsModel):

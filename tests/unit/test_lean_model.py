@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from agentia.settings import SettingsError, WorkerSettings, from_env
-from sessions.lean_model import LeanChatModel, SSEDecoder, build, merge_text
+from sessions.lean_model import LeanChatModel, LeanProvider, SSEDecoder, build, merge_text
 from sessions.runtime import ModelConfig, model_provider
 
 
@@ -190,3 +190,13 @@ def test_build_is_model_construct() -> None:
         ChoiceDelta, content="a", extra_field=1)
     assert built == constructed and built.model_fields_set == constructed.model_fields_set
     assert built.role is None and built.model_extra == {"extra_field": 1}
+
+
+async def test_the_provider_takes_its_clients_in_turn() -> None:
+    sent: list[list[httpx2.Request]] = [[], [], []]
+    clients = [client([b"".join(TEXT)], sent=s) for s in sent]
+    provider = LeanProvider(clients)
+    for _ in range(6):
+        got = await events(provider.get_model("m"))
+        assert got[-1]["type"] == "response.completed"
+    assert [len(s) for s in sent] == [2, 2, 2]
