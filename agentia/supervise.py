@@ -62,7 +62,8 @@ def start(cmd: Sequence[str], env: Mapping[str, str], ready: str | tuple[str, ..
           timeout: float = 60, stopping: Callable[[], bool] = never, *, what: str = "",
           cwd: str | os.PathLike[str] | None = None,
           stderr: int | IO[Any] | os.PathLike[str] | None = None,
-          echo: IO[bytes] | None = None, supervised: bool = True
+          echo: IO[bytes] | None = None, supervised: bool = True,
+          popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
           ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """Start ``cmd`` and wait for a stdout line starting with ``ready``: at most ``timeout``
     seconds, and no longer than a stop signal (checked every 0.2 s, whatever the child prints
@@ -71,15 +72,14 @@ def start(cmd: Sequence[str], env: Mapping[str, str], ready: str | tuple[str, ..
     be a path (appended to). ``supervised``: in its own process group and tied to
     us (:mod:`agentia.lifeline`); otherwise in ours and untied, as a test's children, which
     may be started from any thread (Linux's parent-death signal fires when the thread that
-    started the child ends). On failure
+    started the child ends). ``popen``: a Popen subclass (the tests' zygote). On failure
     the child is killed and reaped, and :class:`StartError` (or :class:`Stopped`) raised."""
     with contextlib.ExitStack() as opened:  # a log path: the child keeps its own fd
         err = opened.enter_context(open(stderr, "ab")) if isinstance(stderr, os.PathLike) \
             else stderr
-        proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=err, stdin=subprocess.DEVNULL,
-                                start_new_session=supervised,
-                                preexec_fn=lifeline.tied() if supervised else None)
+        proc = popen(list(cmd), env=dict(env), cwd=cwd, stdout=subprocess.PIPE,
+                     stderr=err, stdin=subprocess.DEVNULL, start_new_session=supervised,
+                     preexec_fn=lifeline.tied() if supervised else None)
     try:
         return proc, _ready_line(proc, what or f"'{' '.join(cmd)}'", ready,
                                  time.monotonic() + timeout, stopping, echo)

@@ -1,6 +1,7 @@
 """CPU cost of the caller's interim transcripts (voice/interim.py) per utterance and per call.
 
     .venv/bin/python -m loadtest.bench_interim [--model base] [--every 1.0] [--rounds 3]
+        [--decodings quick,full] [--record]
 
 espeak-ng speaks :data:`SENTENCES` (2-6 s each); for each, the Whisper engine the voice worker
 loads (``voice.worker.whisper`` on default ``VoiceSettings``, ``--model`` to compare) transcribes
@@ -18,6 +19,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -46,39 +48,66 @@ def cpu(fn: Callable[[bytes], str], pcm: bytes) -> tuple[float, str]:
     return time.process_time() - start, out
 
 
-def run(model: str, every_s: float, rounds: int) -> None:
+def run(model: str, every_s: float, rounds: int, decodings: list[str],
+        record_it: bool = False) -> None:
+    """``decodings``: ``quick`` (what interims use: ``WhisperSTT.decode_quick``) and/or
+    ``full`` (the final's decoding, what interims used before), interleaved per utterance."""
     from voice.worker import whisper
 
     s = VoiceSettings(voice_stt_model=model)
     engine = whisper(s)
+    how = {"quick": getattr(engine, "decode_quick", engine.decode), "full": engine.decode}
     utterances = [asyncio.run(speech16k(t)) for t in SENTENCES]
     engine.decode(utterances[0])  # warm-up
-    per_interim: list[float] = []
-    rows = []
+    per_interim: dict[str, list[float]] = {d: [] for d in decodings}
+    rows: dict[str, list[tuple[float, int, float, float]]] = {d: [] for d in decodings}
+    last: dict[str, list[str]] = {d: [] for d in decodings}
     for pcm in utterances:
         secs = len(pcm) / 2 / STT_RATE
         steps = np.arange(every_s, secs, every_s)
-        interim_cpu, finals = 0.0, []
+        interim_cpu = dict.fromkeys(decodings, 0.0)
+        finals: list[float] = []
+        text = ""
         for _ in range(rounds):
-            for at in steps:  # the utterance so far, its last WINDOW_S
-                lo = max(0, int((at - WINDOW_S) * STT_RATE)) * 2
-                took, _ = cpu(engine.decode, pcm[lo:int(at * STT_RATE) * 2])
-                per_interim.append(took)
-                interim_cpu += took
+            for d in decodings:
+                for at in steps:  # the utterance so far, its last WINDOW_S
+                    lo = max(0, int((at - WINDOW_S) * STT_RATE)) * 2
+                    took, text = cpu(how[d], pcm[lo:int(at * STT_RATE) * 2])
+                    per_interim[d].append(took)
+                    interim_cpu[d] += took
+                if len(last[d]) < len(rows[d]) + 1:
+                    last[d].append(text)
             finals.append(cpu(engine.decode, pcm)[0])
-        rows.append((secs, len(steps), interim_cpu / rounds, statistics.median(finals)))
-    print(f"model {model}, beam {s.voice_stt_beam}, context {s.voice_stt_context_s} s, "
-          f"interim every {every_s} s of speech")
-    print(f"{'speech s':>8} {'interims':>8} {'interims CPU-s':>14} {'final CPU-s':>11} "
-          f"{'ratio':>6}")
-    for secs, n, i_cpu, f_cpu in rows:
-        print(f"{secs:8.1f} {n:8d} {i_cpu:14.3f} {f_cpu:11.3f} {i_cpu / f_cpu:6.2f}")
-    total_speech = sum(r[0] for r in rows)
-    total_i = sum(r[2] for r in rows)
-    print(f"CPU-s per interim: median {statistics.median(per_interim):.3f}, "
-          f"max {max(per_interim):.3f}; interims: {total_i:.2f} CPU-s for {total_speech:.1f} s "
-          f"of speech = {total_i / total_speech:.3f} CPU-s per second of caller speech; "
-          f"finals {sum(r[3] for r in rows):.2f} CPU-s")
+        for d in decodings:
+            rows[d].append((secs, len(steps), interim_cpu[d] / rounds, statistics.median(finals)))
+    figures: dict[str, Any] = {"model": model, "every_s": every_s, "rounds": rounds,
+                               "final_beam": s.voice_stt_beam,
+                               "final_context_s": s.voice_stt_context_s}
+    for d in decodings:
+        total_speech = sum(r[0] for r in rows[d])
+        figures[d] = {
+            "cpu_s_per_interim_p50": round(statistics.median(per_interim[d]), 4),
+            "cpu_s_per_interim_max": round(max(per_interim[d]), 4),
+            "cpu_s_per_speech_s": round(sum(r[2] for r in rows[d]) / total_speech, 4),
+            "finals_cpu_s": round(sum(r[3] for r in rows[d]), 3),
+            "last_interims": last[d]}
+    if record_it:
+        from loadtest.record import record
+        record("voice-interim", figures, notes="interims' CPU (this process, all threads) for "
+               "the same utterances, decodings interleaved per utterance")
+    for d in decodings:
+        print(f"model {model}, interims decoded {d}, final beam {s.voice_stt_beam}, context "
+              f"{s.voice_stt_context_s} s, interim every {every_s} s of speech")
+        print(f"{'speech s':>8} {'interims':>8} {'interims CPU-s':>14} {'final CPU-s':>11} "
+              f"{'ratio':>6}  last interim")
+        for (secs, n, i_cpu, f_cpu), said in zip(rows[d], last[d], strict=True):
+            print(f"{secs:8.1f} {n:8d} {i_cpu:14.3f} {f_cpu:11.3f} {i_cpu / f_cpu:6.2f}  {said!r}")
+        total_speech = sum(r[0] for r in rows[d])
+        total_i = sum(r[2] for r in rows[d])
+        print(f"CPU-s per interim: median {statistics.median(per_interim[d]):.3f}, "
+              f"max {max(per_interim[d]):.3f}; interims: {total_i:.2f} CPU-s for "
+              f"{total_speech:.1f} s of speech = {total_i / total_speech:.3f} CPU-s per second "
+              f"of caller speech; finals {sum(r[3] for r in rows[d]):.2f} CPU-s")
 
 
 def main() -> None:
@@ -86,8 +115,13 @@ def main() -> None:
     ap.add_argument("--model", default=VoiceSettings().voice_stt_model)
     ap.add_argument("--every", type=float, default=VoiceSettings().voice_interim_s)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--decodings", default="quick",
+                    help="comma-separated: quick (the interims' decoding), full (the final's)")
+    ap.add_argument("--record", action="store_true",
+                    help="write loadtest/results/voice-interim.json (loadtest/record.py)")
     a = ap.parse_args()
-    run(a.model, a.every, max(1, min(a.rounds, 10)))
+    run(a.model, a.every, max(1, min(a.rounds, 10)),
+        [d for d in a.decodings.split(",") if d in ("quick", "full")] or ["quick"], a.record)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,10 @@ def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     out["redis_idle_cmds_per_s"] = round(idle_cmds, 1)
     top = Counter(load["cmds"]).most_common(12)
     out["redis_cmds_per_turn_by_name"] = {k: round(v / turns, 2) for k, v in top}
+    # command time only (INFO commandstats usec; a script's inner calls are counted both in
+    # their own name and in its evalsha's): the rest of redis-server's CPU is its event loop
+    usec = Counter(load.get("usec", {})).most_common(12)
+    out["redis_cmd_usec_per_turn_by_name"] = {k: round(v / turns, 1) for k, v in usec}
     return out
 
 
@@ -248,7 +252,7 @@ def _line(f: dict[str, Any]) -> str:
 
 def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     profs = profiles(a)
-    runs = []
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-turnpath-") as tmp:
         for rnd in range(a.rounds):
             for tree in a.tree if rnd % 2 == 0 else a.tree[::-1]:
@@ -261,6 +265,9 @@ def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
                                **run_level(tree, profs[name], n, a, logs)}
                         runs.append(fig)
                         print(_line(fig), file=sys.stderr, flush=True)
+                        print("    command µs per turn:", fig["redis_cmd_usec_per_turn_by_name"],
+                              "\n    commands per turn:", fig["redis_cmds_per_turn_by_name"],
+                              file=sys.stderr, flush=True)
     return runs
 
 

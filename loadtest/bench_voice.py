@@ -64,7 +64,7 @@ from agentia.supervise import stop_all
 from launch.redis_server import RedisServer
 from loadtest.bench_core import pct, rss_kib
 from loadtest.record import record
-from loadtest.voice_stages import log_size, stages
+from loadtest.voice_stages import log_size, recogniser_counts, stages
 from sessions.bus import Bus, connect
 from voice.caller import Caller, speech_48k
 from voice.livekit_server import LiveKitServer, find_binary
@@ -481,6 +481,8 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
             out["capacity"] = await capacity(b, a.levels, a.phrases_per_call, a.p95_limit,
                                              a.stop_p95 or 2 * a.p95_limit,
                                              voice_pid, livekit_pid, ours, deadline, log)
+        await asyncio.sleep(2)  # the last calls' recognisers log their counts as they close
+        out["recogniser"] = recogniser_counts(log)
         return out
     finally:
         await bus.close()
@@ -517,7 +519,7 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
     return {
         "tree": out.get("tree"), "commit": out.get("commit"), "setup": out.get("setup"),
         "model_tokens_per_s": out.get("setup", {}).get("model_tokens_per_s"),
-        "stages_sequential": lat.get("stages"),
+        "stages_sequential": lat.get("stages"), "recogniser": out.get("recogniser"),
         "stt": out["stt_alone"]["stt"], "stt_ms_per_utterance": out["stt_alone"],
         "end_of_speech_to_first_audio_ms": {
             "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms", "failed",

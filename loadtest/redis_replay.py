@@ -76,6 +76,12 @@ STATE_NAMES = ("thinking", "speaking", "idle")
 """The state events of a plain turn (sessions/turn_log.py)."""
 TICK_S = 0.04
 """AGENTIA_COALESCE_MS: the flusher's tick."""
+END_FREES = hasattr(Bus, "end_turn")
+"""Whether a turn's ending frees the session lock when no turn is pending (one script, not
+the worker's next_turn and release_lock after it)."""
+PARTIAL_EVERY = getattr(K, "PARTIAL_EVERY", 1)
+"""Which pieces carry text for the partial buffer (sessions/coalescer.py): every one before
+issue 13's turn-redis work, every tenth (the ten's text) since."""
 
 
 def _state(turn: int, name: str) -> list[dict[str, Any]]:
@@ -194,7 +200,8 @@ class _Proc:
                 while True:
                     turn = await bus.next_turn(sid)
                     if turn is not None:
-                        await self.run_turn(sid, turn.offset, turn.text)
+                        if await self.run_turn(sid, turn.offset, turn.text):
+                            break  # its ending freed the lock (END_FREES)
                     elif await bus.release_lock(sid, self.owner) != 0:
                         break
                 if sid not in self.poked:
@@ -202,7 +209,8 @@ class _Proc:
         finally:
             self.active.discard(sid)
 
-    async def run_turn(self, sid: str, turn: int, text: str) -> None:
+    async def run_turn(self, sid: str, turn: int, text: str) -> bool:
+        """One turn as the worker plays it; True when its ending freed the session lock."""
         bus, owner = self.bus, self.owner
         piece = "x" * max(1, self.reply_chars // max(1, self.deltas))
         if BATCHED:  # START (BEGIN and turn_start in one script), then the pieces by tick
@@ -232,8 +240,11 @@ class _Proc:
              "status": "completed",
              "content": [{"type": "output_text", "text": reply, "annotations": []}]}])
         ending = {"type": "reply", "turn": turn, "text": reply}
-        await bus.append(sid, [*_state(turn, "idle"), ending] if STATES else ending, done=turn,
-                         owner=owner)
+        events = [*_state(turn, "idle"), ending] if STATES else ending
+        if END_FREES:
+            return bool(await bus.end_turn(sid, events, turn, owner))
+        await bus.append(sid, events, done=turn, owner=owner)
+        return False
 
     async def stream_chunks(self, sid: str, turn: int, piece: str) -> None:
         run = f"{turn}:1:{self.idx}"
@@ -262,7 +273,8 @@ class _Flusher:
             event = orjson.dumps({"type": "chunk", "turn": turn, "attempt": 1, "seq": seq,
                                   "text": piece})
             fut = asyncio.get_running_loop().create_future()
-            self.pending.append((sid, run, seq, event, piece))
+            buffered = piece * PARTIAL_EVERY if seq % PARTIAL_EVERY == 0 else ""
+            self.pending.append((sid, run, seq, event, buffered))
             self.waiting.append(fut)
             await fut
 

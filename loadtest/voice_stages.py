@@ -18,6 +18,7 @@ from typing import Any
 from loadtest.bench_core import pct
 
 LINE = re.compile(r"(?:user|assistant) turn timings \(ms\): (\{[^}\n]*\})")
+RECOGNISER = re.compile(r"recogniser stream closed: (\{[^}\n]*\})")
 
 
 def log_size(log: Path) -> int:
@@ -45,3 +46,24 @@ def stages(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]:
                 vals.setdefault(k, []).append(float(v))
     return {k: {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))}
             for k, v in sorted(vals.items())}
+
+
+def recogniser_counts(log: Path, start: int = 0) -> dict[str, int]:
+    """What the calls' recognisers did (``voice/edge_stt.py`` logs it when a call's stream
+    closes): utterances, those transcribed from the speech -> silence edge, early
+    transcriptions discarded because the caller resumed (wasted CPU). Empty for a tree that
+    does not log it."""
+    try:
+        text = log.read_bytes()[start:].decode(errors="replace")
+    except OSError:
+        return {}
+    total: dict[str, int] = {}
+    for m in RECOGNISER.finditer(text):
+        try:
+            counts = ast.literal_eval(m.group(1))
+        except (ValueError, SyntaxError):
+            continue
+        for k, v in counts.items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+    return total

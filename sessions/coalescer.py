@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 import orjson
 
 from sessions import events as E
+from sessions import keys as K
 from sessions.roles import WorkerBus
 
 Piece = tuple[str, str, int, bytes, str]
-"""(session, run id, seq, the chunk frame, its text): one reply piece as the bus streams it."""
+"""(session, run id, seq, the chunk frame, the text for the partial buffer): one reply piece as
+the bus streams it. The last is empty except on every ``PARTIAL_EVERY``-th piece, which carries
+the text of the pieces since the previous one (sessions/keys.py)."""
 
 
 class ChunkFlusher:
@@ -79,6 +82,8 @@ class Coalescer:
     text: list[str] = field(default_factory=list)
     first_at: float = 0.0
     failed: BaseException | None = None
+    unbuffered: list[str] = field(default_factory=list)
+    """The text of pieces sent since the last one that went to the partial buffer."""
 
     def add(self, delta: str) -> None:
         if not self.text:
@@ -94,7 +99,11 @@ class Coalescer:
         text, self.parts = "".join(self.parts), []
         self.seq += 1
         frame = orjson.dumps(E.chunk(self.turn, self.attempt, self.seq, text))
-        return self.sid, self.run_id, self.seq, frame, text
+        self.unbuffered.append(text)
+        buffered = ""
+        if self.seq % K.PARTIAL_EVERY == 0:
+            buffered, self.unbuffered = "".join(self.unbuffered), []
+        return self.sid, self.run_id, self.seq, frame, buffered
 
     async def flush(self) -> None:
         """Send what waits now, after any batch in flight (before a log event of the turn:

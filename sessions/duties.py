@@ -32,6 +32,8 @@ class Running:
     """The turn waited for approval in this attempt (its pause record is dropped at its end)."""
     decided: asyncio.Event | None = None
     """Set by a notice that a decision was recorded, while the turn waits for one."""
+    released: bool = False
+    """The turn's ending freed the session lock (no turn was pending after it)."""
 
 
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:

@@ -53,6 +53,13 @@ NODE_CHECK_S = 5.0
 """How often a writer re-checks that an edge node it delivers to is alive."""
 CHUNKS_PER_ENTRY = 256
 """Most reply pieces packed into one delivery-stream entry (a tick's pieces for one node)."""
+PARTIAL_EVERY = 10
+"""A run's partial buffer is written with every tenth piece (``seq`` 10, 20, ...: the text of
+the ten since the last), not with each: a turn's ~150 pieces cost Redis ~15 ``RPUSHX``, not ~150
+(issue 13). A reader that finds the buffer behind the chunks it gets waits for the next such
+piece, whose text the buffer holds when it arrives (gateway/chunks.py): a connection that joins
+mid-reply gets the text up to the last tenth piece at once, the rest within ten pieces (~0.4 s
+at the default ``coalesce_ms``). Edges and workers must agree on it."""
 NODES_FRESH_S = 1.0
 """How old a worker's view of which nodes hold a session may be when it streams a chunk (a
 node that joins mid-turn gets the turn's chunks within this, and a ``partial`` first)."""
@@ -202,7 +209,8 @@ class Keys:
 
     def partial(self, sid: str) -> str:
         """List: the running turn's reply text so far, while it runs: ``<run>`` first, then one
-        ``<run>|<text>`` per chunk (``run`` = ``<turn>:<attempt>:<nonce>``); a resume reads it
+        ``<run>#<seq>|<text>`` per ``PARTIAL_EVERY`` chunks (the text of chunks up to ``seq``
+        since the last; ``run`` = ``<turn>:<attempt>:<nonce>``); a resume reads it
         (docs/protocol.md ``partial``). Chunks of another run (a worker that lost the lock) are
         skipped by the reader. Deleted when the turn ends."""
         return f"{self.prefix}:{session_tag(sid)}:part"

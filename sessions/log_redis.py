@@ -211,6 +211,19 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
         """
+        return (await self._append_events(sid, event, done, owner, run, release=False))[0]
+
+    @down
+    async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
+                       owner: str, release: bool = True) -> bool:
+        """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
+        free the session lock in the same script when no turn is pending after it (what the
+        worker's next look at the turns and ``release_lock`` would do: two round trips fewer
+        per turn); returns whether the lock was freed."""
+        return (await self._append_events(sid, events, turn, owner, "", release=release))[1]
+
+    async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
+                             owner: str, run: str, release: bool) -> tuple[int, bool]:
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -220,14 +233,14 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
                   k.partial(sid)],
             args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner, run, *raws[1:]],
+                  append_id, owner, run, "1" if release else "", *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
         if offset > 0:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[1:])
-        return offset
+            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[2:])
+        return offset, offset > 0 and int(res[1]) == 1
 
     @down
     async def replay(self, sid: str, after: int, epoch: str | None,
@@ -281,12 +294,17 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if len(rows) < 2:
             return None
         run = rows[0]
-        tag = run + b"|"
-        parts = [r[len(tag):] for r in rows[1:] if r.startswith(tag)]
+        tag = run + b"#"
+        seq, parts = 0, []
+        for row in rows[1:]:  # another run's (a worker that lost the lock) are skipped
+            if row.startswith(tag):
+                at, _, text = row[len(tag):].partition(b"|")
+                seq = int(at)
+                parts.append(text)
         if not parts:
             return None
         turn, attempt, _ = run.split(b":", 2)
-        return Partial(int(turn), int(attempt), run, len(parts), b"".join(parts).decode())
+        return Partial(int(turn), int(attempt), run, seq, b"".join(parts).decode())
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None:
@@ -296,14 +314,18 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
     @down
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
         """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
-        text)`` each, in one pipeline, not in the log: each pushed to its run's partial buffer
-        (what a resume reads; RPUSHX: a buffer its turn already dropped is not created again),
+        text)`` each, in one pipeline, not in the log: a piece with ``text`` (every
+        ``PARTIAL_EVERY``-th, holding the text since the last) is pushed to its run's partial
+        buffer as ``<run>#<seq>|<text>`` (what a resume reads; RPUSHX: a buffer its turn
+        already dropped is not created again; before the delivery entries in the pipeline, so
+        a reader that gets that piece finds it in the buffer),
         and the pieces for each node holding their sessions packed into **one** entry of that
         node's delivery stream (``{b: record\nrecord…}``, a record being ``<session>\t<run>|<seq>
         \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
         control character). A worker sends every running turn's pieces of one tick together, so
         a tick costs each node one stream entry to write and read, not one per piece. The nodes
-        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S``."""
+        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
+        of a tick's turns together, one pipeline)."""
         k = self.keys
         nodes_of = await self._nodes_of_many(list(dict.fromkeys(p[0] for p in pieces)))
         every = list(dict.fromkeys(n for nodes in nodes_of.values() for n in nodes))
@@ -314,7 +336,8 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
-                    pipe.rpushx(k.partial(sid), f"{run}|{text}")
+                    if text:
+                        pipe.rpushx(k.partial(sid), f"{run}#{seq}|{text}")
                     record = b"%s\t%s|%d\t%s" % (sid.encode(), run.encode(), seq, event)
                     for node in live:
                         batches.setdefault(node, []).append(record)

@@ -327,6 +327,9 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
                      owner: str = "", run: str = "") -> int: ...
 
+    async def end_turn(self, sid: str, events: Event | list[Event], turn: int, owner: str,
+                       release: bool = True) -> bool: ...
+
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None: ...
 

@@ -74,25 +74,30 @@ end
 # KEYS: meta, log, nodes, lock, turns, partial
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
 #       run ("" = none: else a turn_start, whose run starts the partial buffer afresh),
-#       more events... (appended after ``event``, at the next offsets: one script for a turn's
-#       ``state`` and the event it goes with)
-# Idempotent per append id (a retried call returns the first call's offset) and fenced by the
-# session lock: a worker that lost the lock cannot write. A finished turn's partial buffer is
-# deleted (its reply holds the text). Returns {offset of the last event, node...}, {-1} when the
-# session is gone, {-2} when the lock is not the caller's.
+#       release ("1": with ``done``, free the session lock as RELEASE does when no turn is
+#       pending after it), more events... (appended after ``event``, at the next offsets: one
+#       script for a turn's ``state`` and the event it goes with)
+# Idempotent per append id (a retried call returns the first call's offset, and reports the
+# lock released when it is not the caller's any more: the first call may have freed it) and
+# fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
+# partial buffer is deleted (its reply holds the text). Returns {offset of the last event,
+# released (1/0), node...}, {-1} when the session is gone, {-2} when the lock is not the
+# caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 local seq
+local released = 0
 local ap = redis.call('HMGET', meta, 'ap', 'aps')
 if ARGV[5] ~= '' and ap[1] == ARGV[5] then
   seq = tonumber(ap[2])
+  if ARGV[8] == '1' and redis.call('GET', KEYS[4]) ~= ARGV[6] then released = 1 end
 else
+  if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 """
     + _APPEND
-    + "local from = 8\n"
+    + "local from = 9\n"
     + _APPEND_MORE
     + """
   if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
@@ -106,9 +111,13 @@ else
     redis.call('HSET', meta, 'done', ARGV[4])
     redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
+    if ARGV[8] == '1' and redis.call('XLEN', KEYS[5]) == 0 then
+      redis.call('DEL', KEYS[4])
+      released = 1
+    end
   end
 end
-local out = {seq}
+local out = {seq, released}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
 return out
 """

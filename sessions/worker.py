@@ -343,9 +343,11 @@ class Worker:
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return
                 continue
-            await self._run_turn(replace(turn, agent=claim.agent), claim)
+            if await self._run_turn(replace(turn, agent=claim.agent), claim):
+                return  # its ending freed the lock: no turn was pending (_finish)
 
-    async def _run_turn(self, turn: Turn, claim: Claimed) -> None:
+    async def _run_turn(self, turn: Turn, claim: Claimed) -> bool:
+        """Run one turn; True when its ending freed the session lock."""
         bind(turn=turn.offset)
         run = self.running[turn.session] = _Running(turn.offset)
         try:
@@ -353,6 +355,7 @@ class Worker:
                 await self._attempt(turn, run, claim)
         finally:
             self.running.pop(turn.session, None)
+        return run.released
 
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
@@ -495,11 +498,17 @@ class Worker:
 
     async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
         began = tracing.now() if tracing.ON else 0
-        await self.bus.append(turn.session, event, done=turn.offset, owner=self.name)
+        run = self.running.get(turn.session)
+        paused = run is not None and run.paused
+        # the ending frees the lock when no turn is pending (one script, not next_turn and
+        # release_lock after it); not before a pause record is dropped, which is not fenced
+        released = await self.bus.end_turn(turn.session, event, turn.offset, self.name,
+                                           release=not paused)
         if tracing.ON:
             TS.replied(began, event)
-        run = self.running.get(turn.session)
-        if run is not None and run.paused:  # its requests close with it
+        if run is not None:
+            run.released = released
+        if paused:  # its requests close with it
             await self.bus.end_pause(turn.session)
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,

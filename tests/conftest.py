@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from agentia.supervise import start
 from gateway.auth import mint
 from launch.redis_server import RedisServer
 from sessions.bus import Bus, connect
+from tests import zygote
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_S = 120
@@ -138,17 +140,46 @@ def token(user: str, ttl: int = 3600, secret: str = TEST_SECRET) -> str:
     return mint(secret, user, ttl)
 
 
+_zygote: zygote.Client | None = None
+USE_ZYGOTE = os.environ.get("AGENTIA_TEST_ZYGOTE", "1") != "0"
+"""``AGENTIA_TEST_ZYGOTE=0``: every Proc is a fresh ``python -m launch.cli`` (tests/zygote.py)."""
+
+
+def _popen(args: list[str], env: dict[str, str], wrapper: Sequence[str], fork: bool
+           ) -> Callable[..., subprocess.Popen[bytes]]:
+    """Popen, or the zygote's fork when it may stand for ``python -m launch.cli ARGS``."""
+    global _zygote
+    if not (fork and USE_ZYGOTE) or wrapper:  # a wrapper (ip netns exec NS) must exec
+        return subprocess.Popen
+    if _zygote is None:
+        (ROOT / "test-output").mkdir(exist_ok=True)
+        log = open(ROOT / "test-output" / f"zygote-{os.getpid()}.log", "ab")  # noqa: SIM115
+        _zygote = zygote.Client(str(ROOT), os.environ, log)
+    if not _zygote.eligible(args, env, str(ROOT)):
+        return subprocess.Popen
+    return partial(zygote.Forked, zygote=_zygote)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_zygote() -> Iterator[None]:
+    yield
+    if _zygote is not None:
+        _zygote.stop()
+
+
 class Proc:
-    """A child process of ours (edge or worker), stopped by PID at teardown."""
+    """A child process of ours (edge or worker), stopped by PID at teardown. Forked by the
+    session's zygote (tests/zygote.py: the SDK already imported) unless ``fork=False``, a
+    ``wrapper`` or an environment the zygote cannot stand for (``zygote.Client.eligible``)."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str,
-                 wrapper: Sequence[str] = ()) -> None:
+                 wrapper: Sequence[str] = (), fork: bool = True) -> None:
         self.log = open(  # noqa: SIM115
             ROOT / "test-output" / f"{args[0]}-{uuid.uuid4().hex[:6]}.log", "wb")
-        # a wrapper (ip netns exec NS) must exec, keeping the PID
         self.proc, self.info = start(
             [*wrapper, sys.executable, "-m", "launch.cli", *args], env, ready, READY_S,
-            what=f"{args} (log {self.log.name})", cwd=ROOT, stderr=self.log, supervised=False)
+            what=f"{args} (log {self.log.name})", cwd=ROOT, stderr=self.log, supervised=False,
+            popen=_popen(args, env, wrapper, fork))
         self._terminated = False
 
     @property

@@ -29,6 +29,7 @@ from opentelemetry.trace import Span
 from agentia import tracing
 from agentia.codes import BusUnavailable
 from sessions import events as E
+from sessions import keys as K
 from sessions import presence_events
 from sessions.membership import Membership
 from sessions.roles import ChunkAt, NodeBus
@@ -53,8 +54,9 @@ class TurnFeed:
 
     A new run (``turn_start`` of a retried attempt, or of one run again) starts its text
     again; the part already spoken is skipped (a retry usually repeats it), the rest is
-    spoken. A chunk out of order is skipped: a ``partial`` (read after the log) or the
-    ``reply`` brings its text.
+    spoken. A chunk out of order is skipped: a ``partial`` (read after the log, and again at
+    the next ``PARTIAL_EVERY``-th chunk while behind: :attr:`behind`) or the ``reply`` brings
+    its text.
     """
 
     def __init__(self, turn: int) -> None:
@@ -70,6 +72,9 @@ class TurnFeed:
         """Tool calls of the turn without a result yet."""
         self._tool_since = 0.0
         self._noticed = False
+        self.behind = False
+        """A chunk past a gap arrived whose text the partial buffer holds (every
+        ``PARTIAL_EVERY``-th piece is written there first): read it again."""
 
     def on_event(self, event: dict[str, Any], now: float = 0.0) -> str:
         """Text to speak now ("" for none); sets ``done`` on the turn's last event. ``now``
@@ -95,6 +100,7 @@ class TurnFeed:
             elif kind == E.PARTIAL and seq > self._seq:
                 self._text = str(event.get("text", ""))
             else:
+                self.behind = kind == E.CHUNK and seq > self._seq and seq % K.PARTIAL_EVERY == 0
                 return ""
             self._seq = seq
             return self._take()
@@ -253,9 +259,7 @@ class VoiceBridge:
                         if said := feed.on_event(event, time.monotonic()):
                             self.speaking_turn = turn
                             yield said
-                    p = None if feed.done else await self.bus.partial(self.session)
-                    if p and (said := feed.on_event(E.partial(p.turn, p.attempt, p.seq,
-                                                              p.text))):
+                    if said := await self._partial(feed):
                         self.speaking_turn = turn
                         yield said
                     continue
@@ -266,7 +270,11 @@ class VoiceBridge:
                     continue
                 off, event = got
                 if off == CHUNK:
-                    if said := feed.on_event(event):
+                    said = feed.on_event(event)
+                    if feed.behind:  # the partial buffer has this chunk's text by now
+                        feed.behind = False
+                        said = await self._partial(feed)
+                    if said:
                         self.speaking_turn = turn
                         yield said
                 elif off > last:
@@ -281,6 +289,12 @@ class VoiceBridge:
                 del self._asking[turn]
             if cancel_on_close and not feed.done and not self.hanging_up:
                 self._spawn(self._cancel(turn))
+
+    async def _partial(self, feed: TurnFeed) -> str:
+        """The text to speak from the session's partial buffer (a turn's text so far, up to
+        its last ``PARTIAL_EVERY``-th piece), "" for none."""
+        p = None if feed.done else await self.bus.partial(self.session)
+        return feed.on_event(E.partial(p.turn, p.attempt, p.seq, p.text)) if p else ""
 
     def barge_in(self) -> list[int]:
         """The caller spoke over a reply (a final transcript): cancel every turn this call

@@ -66,6 +66,11 @@ class EnginePool:
         finally:
             self._free.put(engine)
 
+    def idle(self) -> bool:
+        """An engine is free and no :meth:`decode` waits for one (a hint: another thread may
+        take it the next moment)."""
+        return not self._waiting and not self._free.empty()
+
     def try_decode(self, pcm16k: bytes) -> str | None:
         """:meth:`decode` if an engine is free and no :meth:`decode` waits for one, else
         None at once: interim transcripts never delay a final one (voice/interim.py)."""
@@ -75,8 +80,8 @@ class EnginePool:
             return None
         if engine is None:
             return None
-        try:
-            return engine.decode(pcm16k)
+        try:  # Whisper has a cheaper decoding for guesses; pocketsphinx has one decoding
+            return getattr(engine, "decode_quick", engine.decode)(pcm16k)
         finally:
             self._free.put(engine)
 

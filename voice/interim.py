@@ -1,7 +1,7 @@
 """Interim transcripts of the caller's speech (captions) from a recogniser that has none.
 
 Whisper and pocketsphinx transcribe a whole utterance once the VAD has cut it. While the caller
-speaks, :class:`InterimAdapter` (livekit-agents' ``stt.StreamAdapter`` with one more duty)
+speaks, :class:`InterimAdapter` (:class:`voice.edge_stt.EdgeSTT` with one more duty)
 transcribes the utterance so far every ``AGENTIA_VOICE_INTERIM_S`` of new speech and hands the
 text to the call (:meth:`voice.bridge.VoiceBridge.interim`), which sends it to the session's
 chat clients off the log (docs/protocol.md, ``transcript``). The final transcript is made and
@@ -22,21 +22,20 @@ import asyncio
 import itertools
 import logging
 import secrets
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from livekit import rtc
 from livekit.agents import stt, utils
-from livekit.agents.stt.stream_adapter import StreamAdapterWrapper
 from livekit.agents.types import (
     DEFAULT_API_CONNECT_OPTIONS,
     NOT_GIVEN,
     APIConnectOptions,
     NotGivenOr,
 )
-from livekit.agents.vad import VAD, VADEventType
+from livekit.agents.vad import VAD, VADEvent
 
+from voice.edge_stt import EdgeStream, EdgeSTT
 from voice.engines import EnginePool, PooledSTT
 from voice.speech import to_mono16k
 
@@ -122,11 +121,13 @@ class Schedule:
             self._secs -= self._frames.pop(0).duration
 
 
-class InterimAdapter(stt.StreamAdapter):
-    """``stt.StreamAdapter`` over a :class:`PooledSTT` whose streams also send interims."""
+class InterimAdapter(EdgeSTT):
+    """:class:`voice.edge_stt.EdgeSTT` over a :class:`PooledSTT` whose streams also send
+    interims."""
 
-    def __init__(self, *, stt: PooledSTT, vad: VAD, every_s: float, emit: Emit) -> None:
-        super().__init__(stt=stt, vad=vad)
+    def __init__(self, *, stt: PooledSTT, vad: VAD, early_s: float, every_s: float,
+                 emit: Emit) -> None:
+        super().__init__(stt=stt, vad=vad, early_s=early_s)
         self.pool: EnginePool = stt.pool
         self.every_s = every_s
         self.send = emit
@@ -134,72 +135,39 @@ class InterimAdapter(stt.StreamAdapter):
     def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN,
                conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
                ) -> stt.RecognizeStream:
-        return InterimStream(self, vad=self._vad, wrapped_stt=self._stt, language=language,
-                             conn_options=conn_options)
+        return InterimStream(self, language=language, conn_options=conn_options)
 
 
-class InterimStream(StreamAdapterWrapper):
-    """livekit-agents' ``StreamAdapterWrapper._run`` (1.8.9) with the interims added."""
+class InterimStream(EdgeStream):
+    """The edge stream (early finals) with the interims added through its hooks."""
 
-    def __init__(self, adapter: InterimAdapter, **kwargs: Any) -> None:
-        super().__init__(adapter, **kwargs)
+    def __init__(self, adapter: InterimAdapter, *, language: NotGivenOr[str],
+                 conn_options: APIConnectOptions) -> None:
+        super().__init__(adapter, language=language, conn_options=conn_options)
         self.adapter = adapter
         self.schedule = Schedule(adapter.every_s)
         self._jobs: set[asyncio.Task[None]] = set()
+        self._had = ("", False)
 
-    async def _run(self) -> None:
-        vad_stream = self._vad.stream()
+    def _started(self, ev: VADEvent) -> None:
+        self.schedule.start(ev.frames)
 
-        async def forward_input() -> None:
-            async for frame in self._input_ch:
-                if isinstance(frame, self._FlushSentinel):
-                    vad_stream.flush()
-                    continue
-                vad_stream.push_frame(frame)
-            vad_stream.end_input()
+    def _inferred(self, ev: VADEvent) -> None:
+        if self.schedule.add(ev.frames, ev.speech_duration):
+            self._job(self._interim(self.schedule.utterance, self.schedule.audio()))
 
-        async def recognize() -> None:
-            async for event in vad_stream:
-                if event.type == VADEventType.START_OF_SPEECH:
-                    self.schedule.start(event.frames)
-                    self._event_ch.send_nowait(
-                        stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
-                elif event.type == VADEventType.INFERENCE_DONE:
-                    if self.schedule.add(event.frames, event.speech_duration):
-                        self._job(self._interim(self.schedule.utterance,
-                                                self.schedule.audio()))
-                elif event.type == VADEventType.END_OF_SPEECH:
-                    await self._final(event)
+    def _ending(self) -> None:
+        self._had = self.schedule.end()
 
-        tasks = [asyncio.create_task(forward_input(), name="forward_input"),
-                 asyncio.create_task(recognize(), name="recognize")]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            await utils.aio.cancel_and_wait(*tasks, *self._jobs)
-            await vad_stream.aclose()
+    def _ended(self, text: str) -> None:
+        """An utterance that had interims and gives no final text gets an empty one (its
+        caption is cleared)."""
+        utterance, had = self._had
+        if had and not text:
+            self._job(self.adapter.send(utterance, ""))
 
-    async def _final(self, event: Any) -> None:
-        """What livekit-agents does at the end of speech; then an utterance that had
-        interims and gives no final text gets an empty one (its caption is cleared)."""
-        utterance, had = self.schedule.end()
-        speech_end_time = time.time() - event.silence_duration - event.inference_duration
-        self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH,
-                                                   speech_end_time=speech_end_time))
-        text = ""
-        try:
-            got = await self._wrapped_stt.recognize(
-                buffer=utils.merge_frames(event.frames), language=self._language,
-                conn_options=self._wrapped_stt_conn_options)
-            text = got.alternatives[0].text if got.alternatives else ""
-            if text:
-                self._event_ch.send_nowait(stt.SpeechEvent(
-                    type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[got.alternatives[0]],
-                    speech_end_time=(got.speech_end_time if got.speech_end_time is not None
-                                     else speech_end_time)))
-        finally:
-            if had and not text:
-                self._job(self.adapter.send(utterance, ""))
+    async def _closing(self) -> None:
+        await utils.aio.cancel_and_wait(*self._jobs)
 
     async def _interim(self, utterance: str, frames: list[rtc.AudioFrame]) -> None:
         pool = self.adapter.pool
@@ -219,11 +187,12 @@ class InterimStream(StreamAdapterWrapper):
         task.add_done_callback(self._jobs.discard)
 
 
-def streaming(recogniser: stt.STT[Any], vad: VAD, every_s: float,
+def streaming(recogniser: stt.STT[Any], vad: VAD, early_s: float, every_s: float,
               emit: Emit | None) -> stt.STT[Any]:
-    """The call's streaming STT: with interims when ``recogniser`` runs on the process's
-    engine pool, ``every_s`` > 0 and there is somewhere to send them; else livekit-agents'
-    plain adapter."""
+    """The call's streaming STT: transcribing at the speech → silence edge
+    (:class:`voice.edge_stt.EdgeSTT`), with interims when ``recogniser`` runs on the process's
+    engine pool, ``every_s`` > 0 and there is somewhere to send them."""
     if isinstance(recogniser, PooledSTT) and every_s > 0 and emit is not None:
-        return InterimAdapter(stt=recogniser, vad=vad, every_s=every_s, emit=emit)
-    return stt.StreamAdapter(stt=recogniser, vad=vad)
+        return InterimAdapter(stt=recogniser, vad=vad, early_s=early_s, every_s=every_s,
+                              emit=emit)
+    return EdgeSTT(stt=recogniser, vad=vad, early_s=early_s)

@@ -107,6 +107,10 @@ class VoiceSettings(Common):
     """Silence after which the recogniser transcribes what it heard so far. Shorter than the
     turn's: the transcription (~0.3 s with Whisper) runs while the turn's end is still being
     confirmed; a longer pause inside a sentence gives two transcripts that make one turn."""
+    voice_stt_early_s: float = 0.05
+    """Silence after which the recogniser starts transcribing the utterance so far, before its
+    end is confirmed (voice/edge_stt.py): discarded if the caller resumes. At or above
+    ``voice_stt_min_silence_s``: transcribe only at the utterance's end."""
     voice_endpoint_delay_s: float = 0.2
     """Extra wait after the end of an utterance before the turn is sent to the agent."""
     voice_turn_detection: str = "vad"
@@ -170,6 +174,9 @@ class VoiceSettings(Common):
         if not 0.1 <= self.voice_stt_min_silence_s <= self.voice_min_silence_s:
             raise SettingsError("AGENTIA_VOICE_STT_MIN_SILENCE_S must be in "
                                 "[0.1, AGENTIA_VOICE_MIN_SILENCE_S]")
+        if not 0 <= self.voice_stt_early_s <= self.voice_stt_min_silence_s:
+            raise SettingsError("AGENTIA_VOICE_STT_EARLY_S must be in "
+                                "[0, AGENTIA_VOICE_STT_MIN_SILENCE_S]")
         if not 0.1 <= self.voice_min_silence_s <= 5 or not 0 <= self.voice_endpoint_delay_s <= 5:
             raise SettingsError("AGENTIA_VOICE_MIN_SILENCE_S must be in [0.1, 5] and "
                                 "AGENTIA_VOICE_ENDPOINT_DELAY_S in [0, 5]")

@@ -12,8 +12,8 @@ to a private temporary directory that CTranslate2 loads and that is deleted at o
 :func:`load_model`), and the Hugging Face hub is put offline before faster-whisper is imported.
 One model serves ``workers`` transcriptions at once (CTranslate2's ``inter_threads``: replicas
 that share one copy of the weights). Whisper is not a streaming recogniser: the worker wraps it
-in ``stt.StreamAdapter`` and it transcribes each utterance the VAD cuts, in a thread, int8 on
-the CPU.
+in ``voice.edge_stt.EdgeSTT`` (``voice.interim`` when interims are on) and it transcribes each
+utterance the VAD cuts (starting at its first 0.05 s of silence), in a thread, int8 on the CPU.
 
 Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
 ~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
@@ -50,6 +50,9 @@ TOKENS_PER_S = 8
 """And so is its rate (speech is ~4 tokens/s): a repetition loop stops at this many a second."""
 WINDOW_S = 30
 """Whisper's longest input: a longer utterance is transcribed in windows of this length."""
+QUICK_CONTEXT_S, QUICK_PAD_S = 3.0, 1.0
+"""The shortest encoder input of an interim transcript, and the silence it reads after the
+audio (:meth:`WhisperSTT.decode_quick`)."""
 _AUX_FILES = ("config.json", "tokenizer.json", "preprocessor_config.json", "vocabulary.txt",
               "vocabulary.json")
 MIN_LOOP = 4
@@ -212,20 +215,34 @@ class WhisperSTT(stt.STT[Any]):
 
     def decode(self, pcm16k: bytes) -> str:
         """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none."""
+        return self._decode(pcm16k, self.context_frames, self.beam_size)
+
+    def decode_quick(self, pcm16k: bytes) -> str:
+        """:meth:`decode` for an interim transcript (voice/interim.py): the encoder reads the
+        audio and :data:`QUICK_PAD_S` of silence after it (at least :data:`QUICK_CONTEXT_S`,
+        at most the final's context) and the decoding is greedy: a guess shown for a second,
+        at about half a final's CPU (``loadtest.bench_interim``). Without the padding, audio
+        that filled the window ended in a loop ("a a a a ...")."""
+        secs = len(pcm16k) / 2 / STT_RATE + QUICK_PAD_S
+        return self._decode(pcm16k, min(self.context_frames,
+                                        _frames(max(QUICK_CONTEXT_S, secs))), 1)
+
+    def _decode(self, pcm16k: bytes, context_frames: int, beam: int) -> str:
         audio = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
         step = WINDOW_S * STT_RATE
         with self._lock:
-            texts = [self._window(audio[i:i + step]) for i in range(0, len(audio), step)]
+            texts = [self._window(audio[i:i + step], context_frames, beam)
+                     for i in range(0, len(audio), step)]
         return " ".join(t for t in texts if t)
 
-    def _window(self, audio: np.ndarray) -> str:
+    def _window(self, audio: np.ndarray, context_frames: int, beam: int) -> str:
         feats = self._model.feature_extractor(audio)
-        n = min(_frames(WINDOW_S), max(self.context_frames, feats.shape[-1]))
+        n = min(_frames(WINDOW_S), max(context_frames, feats.shape[-1]))
         feats = np.pad(feats[:, :n], ((0, 0), (0, max(0, n - feats.shape[-1]))))
         encoded = self._model.encode(np.ascontiguousarray(feats, dtype=np.float32))
         budget = min(MAX_NEW_TOKENS, 8 + math.ceil(len(audio) / STT_RATE * TOKENS_PER_S))
         res = self._model.model.generate(
-            encoded, [self._prompt], beam_size=self.beam_size,
+            encoded, [self._prompt], beam_size=beam,
             max_length=len(self._prompt) + budget, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress)[0]
         tokens = res.sequences_ids[0]

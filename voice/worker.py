@@ -60,11 +60,12 @@ log = logging.getLogger("agentia.voice")
 LOST_WORKER_S = 2.0
 """Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 REGISTER_RETRIES = 1_000_000
-# loading the speech engines in a job's prewarm (Whisper base: read, hash, convert; 1-2 s on an
-# idle core) took over livekit-agents' 10 s bound on a loaded 2-core host: the job thread/process
-# was logged "error initializing process" with a traceback and not used
-INIT_TIMEOUT_S = 60.0
 """Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
+PREWARM_TIMEOUT_S = 60.0
+"""livekit-agents' bound on a job process's (or thread's) prewarm, 10 s by default: loading
+Whisper base (read, hash, int8) takes 1-2 s on an idle core but passed 10 s at load average
+15-24 here, and livekit-agents then logged a traceback ("error initializing process") and
+started it again."""
 M_ARENA_MAX = -8
 """glibc's mallopt parameter number (malloc.h)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
@@ -171,7 +172,8 @@ def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
     else:
         recog = recogniser(s)
     if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
-        recog = interim.streaming(recog, vad_like(proc.userdata["stt_vad"]), s.voice_interim_s,
+        recog = interim.streaming(recog, vad_like(proc.userdata["stt_vad"]),
+                                  s.voice_stt_early_s, s.voice_interim_s,
                                   bridge.interim if bridge else None)
     speak = synthesiser(s)
     if s.voice_first_chunk_words and not speak.capabilities.streaming:  # espeak-ng
@@ -346,9 +348,10 @@ def options(s: VoiceSettings) -> WorkerOptions:
         job_executor_type=(JobExecutorType.PROCESS if s.voice_executor == "process"
                            else JobExecutorType.THREAD),
         num_idle_processes=s.voice_idle_processes,
+        initialize_process_timeout=PREWARM_TIMEOUT_S,
         # LiveKit restarted or drained: register again when it is back (a try every 10 s at
         # most, livekit-agents' back-off) rather than exit after its default 16 tries
-        max_retry=REGISTER_RETRIES, initialize_process_timeout=INIT_TIMEOUT_S,
+        max_retry=REGISTER_RETRIES,
         **({"load_threshold": s.voice_load_threshold} | extra), port=0, host="127.0.0.1")
 
 

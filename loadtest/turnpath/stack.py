@@ -60,7 +60,9 @@ class Stack:
         stats = self.r.info("commandstats")
         cmds = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
                 if k != "cmdstat_info"}
-        return {"cpu": {k: cpu_s(p) for k, p in self.pids.items()}, "cmds": cmds,
+        usec = {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in stats.items()
+                if k != "cmdstat_info"}
+        return {"cpu": {k: cpu_s(p) for k, p in self.pids.items()}, "cmds": cmds, "usec": usec,
                 "t": time.perf_counter(), "machine": machine_ticks()}
 
     def tracebacks(self) -> dict[str, int]:
@@ -78,6 +80,7 @@ def delta(p0: dict[str, Any], p1: dict[str, Any]) -> dict[str, Any]:
     ticks = busy1 - busy0 + idle1 - idle0
     return {"cpu": {k: v - p0["cpu"][k] for k, v in p1["cpu"].items()},
             "cmds": {k: v for k, v in cmds.items() if v}, "t": p1["t"] - p0["t"],
+            "usec": {k: d for k, v in p1["usec"].items() if (d := v - p0["usec"].get(k, 0))},
             "machine_idle_share": round((idle1 - idle0) / ticks, 4) if ticks else None}
 
 

@@ -12,6 +12,7 @@ from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, Se
 from gateway import protocol as P
 from gateway import session_protocol as S
 from sessions.bus import frame_for
+from sessions.keys import PARTIAL_EVERY
 from sessions.roles import ChunkAt, Partial
 
 LIMITS = P.Limits(max_frame_bytes=65_536, max_text_chars=100, rate_per_s=5.0, burst=20.0,
@@ -301,12 +302,35 @@ def test_a_chunk_out_of_order_reads_the_partial_once_then_goes_on_from_it() -> N
     assert p.on_chunk(_at(3, 1, b"3:1:a", 6), b"c6") == b"c6"
 
 
-def test_no_partial_to_be_had_drops_the_run_until_the_next() -> None:
+def test_no_partial_to_be_had_waits_for_the_piece_the_buffer_holds() -> None:
     p = _proto(offset=3)
     assert p.on_chunk(_at(3, 1, b"3:1:a", 4), b"c4") is S.READ_PARTIAL
-    assert p.on_partial(None) == []  # the turn ended meanwhile, or Redis failed
-    assert p.on_chunk(_at(3, 1, b"3:1:a", 5), b"c5") is None  # no read per chunk
+    assert p.on_partial(None) == []  # no tenth piece yet, the turn ended, or Redis failed
+    for seq in range(5, PARTIAL_EVERY):
+        assert p.on_chunk(_at(3, 1, b"3:1:a", seq), b"c") is None  # no read per chunk
+    assert p.on_chunk(_at(3, 1, b"3:1:a", PARTIAL_EVERY), b"c") is S.READ_PARTIAL
+    assert p.on_partial(None) == []
     assert p.on_chunk(_at(7, 1, b"7:1:b", 1), b"n1") == b"n1"
+
+
+def test_a_partial_behind_the_chunks_is_read_again_at_the_next_piece_it_holds() -> None:
+    """The buffer gets every PARTIAL_EVERY-th piece's text only (sessions/keys.py): what is
+    read may stop short of the chunk that asked for it. It is written at once (the text so
+    far), the chunks after it are dropped until the next piece the buffer holds, and a second
+    partial takes over from there: no hole, no duplicate."""
+    n = PARTIAL_EVERY
+    p = _proto(offset=3)
+    assert p.on_chunk(_at(3, 1, b"3:1:a", n + 3), b"c") is S.READ_PARTIAL  # joined mid-turn
+    first = _frames(p.on_partial(Partial(3, 1, b"3:1:a", n, "x" * n)))
+    assert [(f["seq"], f["text"]) for f in first] == [(n, "x" * n)]
+    for seq in range(n + 4, 2 * n):
+        assert p.on_chunk(_at(3, 1, b"3:1:a", seq), b"c") is None
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2 * n), b"c") is S.READ_PARTIAL
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2 * n + 1), b"c") is None  # while reading
+    second = _frames(p.on_partial(Partial(3, 1, b"3:1:a", 2 * n + 1, "y" * (2 * n + 1))))
+    assert [f["seq"] for f in second] == [2 * n + 1]
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2 * n + 1), b"dup") is None
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2 * n + 2), b"next") == b"next"
 
 
 def test_chunks_wait_while_the_log_is_replayed() -> None:

@@ -107,6 +107,7 @@ def test_the_pool_gives_interims_only_a_free_engine_and_finals_first() -> None:
     while engine.calls < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pool.try_decode(b"x") is None  # busy: skipped at once, not waited for
+    assert not pool.idle()  # and no early start either (voice/edge_stt.py)
     waiting = threading.Thread(target=pool.decode, args=(b"abc",))
     waiting.start()  # a second final waits for the engine
     while pool._waiting == 0 and time.monotonic() < deadline:
@@ -118,4 +119,21 @@ def test_the_pool_gives_interims_only_a_free_engine_and_finals_first() -> None:
     waiting.join(5)
     assert pool._waiting == 0
     assert pool.try_decode(b"x") == "heard 1"  # ... and then interims run again
+    assert pool.idle()
     assert engine.calls >= 4
+
+
+class QuickDecoder:
+    """A decoder with a cheaper decoding for guesses (Whisper's ``decode_quick``)."""
+
+    def decode(self, pcm16k: bytes) -> str:
+        return "full"
+
+    def decode_quick(self, pcm16k: bytes) -> str:
+        return "quick"
+
+
+def test_interims_take_the_cheaper_decoding_and_finals_the_full_one() -> None:
+    pool = EnginePool([QuickDecoder()], "fake")
+    assert pool.try_decode(b"ab") == "quick"
+    assert pool.decode(b"ab") == "full"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.voice_stages import log_size, stages
+from loadtest.voice_stages import log_size, recogniser_counts, stages
 
 LOG = """\
 2026-12-06 09:25:22,971 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1244, 'end_of_turn_delay': 1245}
@@ -12,6 +12,8 @@ LOG = """\
 2026-12-06 09:25:25,541 WARNING livekit: something else {'e2e_latency': 1}
 2026-12-06 09:25:27,310 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1649, 'end_of_turn_delay': 1649}
 2026-12-06 09:25:35,766 INFO    agentia.voice: assistant turn timings (ms): {'llm_node_ttft': 142, 'e2e_latency': 1902}
+2026-12-06 09:25:36,001 INFO    agentia.voice: recogniser stream closed: {'utterances': 2, 'at_the_edge': 1, 'discarded': 3}
+2026-12-06 09:25:37,001 INFO    agentia.voice: recogniser stream closed: {'utterances': 1, 'at_the_edge': 1, 'discarded': 0}
 """  # noqa: E501
 
 
@@ -28,3 +30,12 @@ def test_each_timing_is_summarised_from_the_offset_on(tmp_path: Path) -> None:
     assert later["e2e_latency"] == {"n": 1, "p50_ms": 1902, "p95_ms": 1902}
     assert log_size(log) == len(LOG)
     assert stages(tmp_path / "missing.log") == {} and log_size(tmp_path / "none") == 0
+
+
+def test_the_recognisers_counts_are_summed(tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LOG)
+    assert recogniser_counts(log) == {"utterances": 3, "at_the_edge": 2, "discarded": 3}
+    assert recogniser_counts(log, LOG.index("2026-12-06 09:25:37")) == {
+        "utterances": 1, "at_the_edge": 1, "discarded": 0}
+    assert recogniser_counts(tmp_path / "missing.log") == {}

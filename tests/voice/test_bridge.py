@@ -128,6 +128,54 @@ async def test_a_turn_lost_from_the_delivery_stream_is_read_back_from_the_log(
         await bridge.close()
 
 
+async def test_a_call_that_joins_mid_reply_reads_the_partial_again_when_behind(
+        bus: Bus) -> None:
+    """The partial buffer holds every tenth piece's text (sessions/keys.py PARTIAL_EVERY): a
+    call that starts following a reply at piece 12 speaks pieces 1-10 from the buffer, skips
+    13-19 (11 and 12 it never got), and at piece 20 reads the buffer again: the whole reply
+    is spoken, in order, without a gap or a repeat (it stopped at piece 10 before)."""
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    bridge = VoiceBridge(bus, sid, "carol")
+    await bridge.start()
+    words = [f"w{i} " for i in range(1, 22)]
+    try:
+        sub = await bus.submit(sid, "voice-1", "hello", user="carol", source="voice")
+        run = f"{sub.offset}:1:ab"
+        await bus.append(sid, E.turn_start(sub.offset, 1), run=run)
+
+        async def piece(seq: int) -> None:
+            since = "".join(words[seq - 10:seq]) if seq % 10 == 0 else ""
+            await bus.stream_chunk(sid, run, seq, orjson.dumps(
+                E.chunk(sub.offset, 1, seq, words[seq - 1])), since)
+
+        for seq in range(1, 13):  # before the call follows the turn
+            await piece(seq)
+        spoken: list[str] = []
+
+        async def speak() -> None:
+            async for said in bridge.follow(sub.offset):
+                spoken.append(said)
+
+        task = asyncio.create_task(speak())
+        for _ in range(50):
+            if spoken:
+                break
+            await asyncio.sleep(0.1)
+        assert "".join(spoken) == "".join(words[:10])
+        for seq in range(13, 22):
+            await piece(seq)
+        for _ in range(50):
+            if "".join(spoken) == "".join(words):
+                break
+            await asyncio.sleep(0.1)
+        assert "".join(spoken) == "".join(words)
+        await bus.append(sid, E.reply(sub.offset, "".join(words)), done=sub.offset)
+        await asyncio.wait_for(task, 5)
+        assert "".join(spoken) == "".join(words)
+    finally:
+        await bridge.close()
+
+
 async def test_closing_a_call_is_bounded_when_a_task_ignores_its_cancel(
         bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
     """A task of the call that does not end on cancel (as a delivery read once did) must not

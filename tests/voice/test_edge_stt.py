@@ -1,0 +1,210 @@
+"""The recogniser starts at the speech -> silence edge (voice/edge_stt.py), room-free.
+
+A scripted VAD stream (Silero's event order: START_OF_SPEECH with the frames so far, one
+INFERENCE_DONE per 32 ms window, END_OF_SPEECH with the whole utterance) and a recogniser that
+names the audio it was given: which audio became the final transcript, and when it was started.
+The real call, through a LiveKit server, is tests/voice/test_call.py (the worker's default).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from livekit import rtc
+from livekit.agents import APIConnectOptions, stt, utils, vad
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+from agentia.settings import SettingsError
+from sessions.bus import Bus
+from tests.conftest import Cluster
+from tests.voice.conftest import voice_call
+from tests.voice.livekit_server import LiveKitServer
+from voice import edge_stt
+from voice.caller import RATE as RATE_48K
+from voice.caller import speech_48k
+from voice.edge_stt import EdgeSTT
+from voice.settings import VoiceSettings
+from voice.speech import final_transcript, normalise
+
+RATE = 16_000
+WINDOW = 512  # Silero's 32 ms at 16 kHz
+
+
+def window(n: int) -> rtc.AudioFrame:
+    """A 32 ms frame whose first sample is ``n``: the recogniser can tell the windows apart."""
+    data = bytearray(WINDOW * 2)
+    data[0:2] = n.to_bytes(2, "little")
+    return rtc.AudioFrame(bytes(data), RATE, 1, WINDOW)
+
+
+def ev(kind: vad.VADEventType, frames: list[rtc.AudioFrame], p: float = 0.0,
+       speaking: bool = True) -> vad.VADEvent:
+    return vad.VADEvent(type=kind, samples_index=0, timestamp=0.0, speech_duration=0.0,
+                        silence_duration=0.2, frames=frames, probability=p, speaking=speaking)
+
+
+class ScriptedVAD(vad.VAD):
+    """Replays ``script`` (probabilities of windows 1.. after a START with window 0; then an
+    END_OF_SPEECH with every window) once the stream's input has ended."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__(capabilities=vad.VADCapabilities(update_interval=0.032))
+        self.script = script
+
+    @property
+    def model(self) -> str:
+        return "scripted"
+
+    @property
+    def provider(self) -> str:
+        return "test"
+
+    def stream(self) -> vad.VADStream:
+        return _Scripted(self)
+
+
+class _Scripted(vad.VADStream):
+    async def _main_task(self) -> None:
+        script = self._vad.script  # type: ignore[attr-defined]
+        async for _ in self._input_ch:
+            pass
+        frames = [window(0)]
+        self._event_ch.send_nowait(ev(vad.VADEventType.START_OF_SPEECH, list(frames)))
+        for i, p in enumerate(script, start=1):
+            frames.append(window(i))
+            self._event_ch.send_nowait(ev(vad.VADEventType.INFERENCE_DONE, [window(i)], p))
+            await asyncio.sleep(0.01)  # let an early transcription start, as in real time
+        self._event_ch.send_nowait(ev(vad.VADEventType.END_OF_SPEECH, frames, speaking=False))
+
+
+class Namer(stt.STT[Any]):
+    """Transcribes a buffer as "w<first>-w<last>" (its windows), after ``delay_s``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self.delay_s = delay_s
+        self.calls: list[str] = []
+
+    async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
+                              language: NotGivenOr[str] = NOT_GIVEN,
+                              conn_options: APIConnectOptions) -> stt.SpeechEvent:
+        frame = rtc.combine_audio_frames(buffer)
+        n = frame.samples_per_channel // WINDOW
+        first = int.from_bytes(bytes(frame.data)[0:2], "little")
+        last = int.from_bytes(bytes(frame.data)[(n - 1) * WINDOW * 2:][:2], "little")
+        self.calls.append(f"w{first}-w{last}")
+        await asyncio.sleep(self.delay_s)
+        return final_transcript(f"w{first}-w{last}")
+
+
+async def transcripts(script: list[float], namer: Namer, early_s: float
+                      ) -> tuple[list[str], dict[str, int]]:
+    """The final transcripts, and the stream's counts (utterances, at_the_edge, discarded)."""
+    edge = EdgeSTT(stt=namer, vad=ScriptedVAD(script), early_s=early_s)
+    stream = edge.stream()
+    stream.push_frame(window(99))
+    stream.end_input()
+    got = [e.alternatives[0].text async for e in stream
+           if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    return got, dict(stream.counts)  # type: ignore[attr-defined]
+
+
+SPEECH, SILENCE = 0.9, 0.1
+
+
+async def test_the_transcription_starts_at_the_edge_and_becomes_the_final_one() -> None:
+    namer = Namer()
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 1, "discarded": 0}
+    # started after 2 silent windows (w4, w5): the utterance up to w5, not the 4 windows after
+    assert namer.calls == ["w0-w5"]
+    assert got == ["w0-w5"]
+
+
+async def test_a_caller_who_resumes_discards_the_early_transcript() -> None:
+    namer = Namer()
+    script = [SPEECH] * 2 + [SILENCE] * 2 + [SPEECH] * 2 + [SILENCE] * 5
+    got, counts = await transcripts(script, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 1, "discarded": 1}
+    assert namer.calls == ["w0-w4", "w0-w8"]  # the first, half an utterance, was dropped
+    assert got == ["w0-w8"]
+
+
+async def test_one_transcription_at_a_time_per_call() -> None:
+    namer = Namer(delay_s=0.5)  # the discarded one is still running at the end
+    script = [SPEECH] * 2 + [SILENCE] * 2 + [SPEECH] * 2 + [SILENCE] * 5
+    got, counts = await transcripts(script, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 1}
+    assert namer.calls == ["w0-w4", "w0-w11"]  # the end transcribes it all, the usual way
+    assert got == ["w0-w11"]
+
+
+class BusyPool:
+    """An engine pool (voice.engines.EnginePool) with no engine free."""
+
+    def idle(self) -> bool:
+        return False
+
+
+async def test_no_early_start_while_the_engine_pool_is_busy() -> None:
+    """A guess that may be discarded must not make another call's utterance wait for an
+    engine: with every engine of the process busy the utterance is transcribed at its end."""
+    namer = Namer()
+    namer.pool = BusyPool()  # type: ignore[attr-defined]
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
+
+
+async def test_early_s_at_the_vads_silence_is_the_old_behaviour() -> None:
+    namer = Namer()
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=1.0)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
+
+
+@pytest.mark.e2e
+async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
+        cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
+    """Through a real room: the caller pauses 0.2 s mid-sentence, past the early start and short
+    of the recogniser's 0.2 s of silence (Silero counts it from ~0.1 s after the last sound):
+    the early transcript of the first half is discarded and the turn is the whole sentence."""
+    cluster.worker()
+    async with voice_call(cluster, livekit, "alice", AGENTIA_VOICE_STT_EARLY_S="0.03") as c:
+        first, second = (await speech_48k("tell me about the weather"),
+                         await speech_48k("in paris tomorrow"))
+        pause = np.zeros(int(0.2 * RATE_48K), dtype=np.int16)
+        await c.joined.say(np.concatenate([first, pause, second]))
+        user = await c.chat.until("user", timeout=20)
+        # a word of each half (Whisper may mishear "in paris" after the pause: seen "it is")
+        assert set(normalise(user["text"]).split()) >= {"weather", "tomorrow"}, user
+        await c.chat.until("reply", timeout=20, turn=user["offset"])
+        r = await bus.replay(c.sid, 0, None)
+        turns = [e for _, raw in r.events if (e := orjson.loads(raw))["type"] == "user"]
+        assert len(turns) == 1, turns
+    log = c.worker.text()
+    assert "Traceback" not in log, c.worker.log_path
+    closed = [ast.literal_eval(m) for m in re.findall(r"recogniser stream closed: (\{.*\})", log)]
+    assert sum(n["discarded"] for n in closed) >= 1, closed  # the pause did start one
+
+
+async def test_a_long_utterance_is_transcribed_at_its_end_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge_stt, "MAX_EARLY_S", 0.15)  # 30 s in a call: not kept twice
+    namer = Namer()
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
+
+
+def test_the_early_start_is_bounded_by_the_recognisers_silence() -> None:
+    VoiceSettings(voice_stt_early_s=0.2).validate()  # at it: the old behaviour
+    for bad in (-0.01, 0.21):
+        with pytest.raises(SettingsError):
+            VoiceSettings(voice_stt_early_s=bad).validate()

@@ -1,0 +1,188 @@
+"""Transcribe at the speech → silence edge: a non-streaming recogniser started before the
+utterance's end is confirmed.
+
+livekit-agents' ``stt.StreamAdapter`` transcribes an utterance when its VAD stream says the
+utterance ended, i.e. after ``AGENTIA_VOICE_STT_MIN_SILENCE_S`` (0.2 s) of silence: the
+recogniser's time (Whisper base ~0.25-0.5 s) came on top of that wait. :class:`EdgeSTT` starts
+the transcription of what was heard so far as soon as the caller has been silent for
+``early_s`` (one or two VAD windows of 32 ms) and confirms it in parallel: if the silence lasts
+until the VAD ends the utterance, that transcript is the final one; if the caller resumes first,
+it is discarded and the utterance goes on (nothing of a discarded transcript is ever emitted).
+
+Bounded: a call has at most one transcription running at a time of its own (a discarded one
+still finishes in its engine's thread; the next early start waits for it, and the utterance's
+end then transcribes the whole utterance the usual way), and an early start is made only while
+the process's engine pool has an engine free and no transcription waiting for one (one that
+would be discarded must not make another call's utterance wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, utils, vad
+from livekit.agents.stt.stream_adapter import StreamAdapterWrapper
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+log = logging.getLogger("agentia.voice")
+
+MAX_EARLY_S = 30.0
+"""An utterance longer than this (Whisper's window) is not kept twice: it is transcribed at its
+end, from the VAD's own buffer, as before."""
+SILERO_DEACTIVATION = 0.35
+"""Silero's default exit threshold (activation 0.5 - 0.15): a window below it is silence."""
+
+
+class EdgeSTT(stt.StreamAdapter):
+    """A streaming STT: ``vad`` cuts utterances, ``recogniser`` transcribes each, starting at
+    the first ``early_s`` of silence (``early_s`` ≥ the VAD's own min silence: at its end, as
+    ``stt.StreamAdapter``)."""
+
+    def __init__(self, *, stt: stt.STT[Any], vad: vad.VAD, early_s: float) -> None:
+        super().__init__(stt=stt, vad=vad)
+        self.early_s = early_s
+        opts = getattr(vad, "_opts", None)
+        self.silence_below = float(getattr(opts, "deactivation_threshold", SILERO_DEACTIVATION))
+
+    def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN,
+               conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+               ) -> stt.RecognizeStream:
+        return EdgeStream(self, language=language, conn_options=conn_options)
+
+
+class _Utterance:
+    """What the VAD stream has heard of the current utterance, and its early transcription."""
+
+    def __init__(self, frames: list[rtc.AudioFrame]) -> None:
+        self.frames = list(frames)
+        self.heard_s = sum(f.duration for f in frames)
+        self.silent_s = 0.0
+        self.early: asyncio.Task[stt.SpeechEvent] | None = None
+
+
+class EdgeStream(StreamAdapterWrapper):
+    def __init__(self, owner: EdgeSTT, *, language: NotGivenOr[str],
+                 conn_options: APIConnectOptions) -> None:
+        super().__init__(owner, vad=owner._vad, wrapped_stt=owner._stt, language=language,
+                         conn_options=conn_options)
+        self._owner = owner
+        self._busy: asyncio.Task[stt.SpeechEvent] | None = None
+        """The call's transcription still running (early, possibly discarded)."""
+        self.counts = {"utterances": 0, "at_the_edge": 0, "discarded": 0}
+        """What the stream did (logged once when it closes: the CPU an early start wastes)."""
+
+    async def _run(self) -> None:
+        vad_stream = self._vad.stream()
+
+        async def forward() -> None:
+            async for frame in self._input_ch:
+                if isinstance(frame, self._FlushSentinel):
+                    vad_stream.flush()
+                else:
+                    vad_stream.push_frame(frame)
+            vad_stream.end_input()
+
+        tasks = [asyncio.create_task(forward(), name="forward_input"),
+                 asyncio.create_task(self._recognise(vad_stream), name="recognize")]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            await utils.aio.cancel_and_wait(*tasks)
+            if self._busy is not None:
+                await utils.aio.cancel_and_wait(self._busy)
+            await self._closing()
+            await vad_stream.aclose()
+            log.info("recogniser stream closed: %s", self.counts)
+
+    async def _recognise(self, vad_stream: vad.VADStream) -> None:
+        utt: _Utterance | None = None
+        async for ev in vad_stream:
+            if ev.type == vad.VADEventType.START_OF_SPEECH:
+                utt = _Utterance(ev.frames)
+                self._started(ev)
+                self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
+            elif ev.type == vad.VADEventType.INFERENCE_DONE:
+                if ev.speaking and utt is not None:
+                    self._heard(utt, ev)
+                self._inferred(ev)
+            elif ev.type == vad.VADEventType.END_OF_SPEECH:
+                await self._final(utt, ev)
+                utt = None
+
+    # hooks for a stream that does more with the utterances (voice.interim): no-ops here
+    def _started(self, ev: vad.VADEvent) -> None:
+        """The VAD heard speech begin (``ev.frames``: the audio it kept from before)."""
+
+    def _inferred(self, ev: vad.VADEvent) -> None:
+        """One more VAD window (``ev.frames``, ``ev.speech_duration``)."""
+
+    def _ending(self) -> None:
+        """The utterance ended: its final transcription starts."""
+
+    def _ended(self, text: str) -> None:
+        """Its final transcription is done (``text``: "" when it gave none or failed)."""
+
+    async def _closing(self) -> None:
+        """The stream closes."""
+
+    def _heard(self, utt: _Utterance, ev: vad.VADEvent) -> None:
+        """One more VAD window of the utterance: start the early transcription at the edge,
+        discard it if the caller resumes."""
+        utt.heard_s += sum(f.duration for f in ev.frames)
+        if utt.heard_s > MAX_EARLY_S:  # bounded: the VAD's buffer has it all
+            utt.frames, utt.early = [], None
+            return
+        utt.frames.extend(ev.frames)
+        if ev.probability > self._owner.silence_below:  # speech (Silero's own rule)
+            utt.silent_s = 0.0
+            if utt.early is not None:  # resumed: that transcript was of half an utterance
+                utt.early = None
+                self.counts["discarded"] += 1
+            return
+        utt.silent_s += sum(f.duration for f in ev.frames)
+        free = self._busy is None or self._busy.done()
+        pool = getattr(self._owner._stt, "pool", None)  # the process's engines (voice.engines)
+        if pool is not None and not pool.idle():
+            free = False  # a guess must not make another call's utterance wait for an engine
+        if utt.early is None and free and utt.silent_s >= self._owner.early_s:
+            utt.early = self._busy = asyncio.create_task(self._transcribe(list(utt.frames)))
+            utt.early.add_done_callback(_retrieve)
+
+    async def _final(self, utt: _Utterance | None, ev: vad.VADEvent) -> None:
+        self._ending()
+        speech_end_time = time.time() - ev.silence_duration - ev.inference_duration
+        self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH,
+                                                   speech_end_time=speech_end_time))
+        early = utt.early if utt is not None else None
+        self.counts["utterances"] += 1
+        text = ""
+        try:
+            if early is not None:
+                self.counts["at_the_edge"] += 1
+                t_event = await early
+            else:
+                t_event = await self._transcribe(ev.frames)
+            if t_event.alternatives and t_event.alternatives[0].text:
+                text = t_event.alternatives[0].text
+                self._event_ch.send_nowait(stt.SpeechEvent(
+                    type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                    alternatives=[t_event.alternatives[0]],
+                    speech_end_time=t_event.speech_end_time or speech_end_time))
+        finally:
+            self._ended(text)
+
+    async def _transcribe(self, frames: list[rtc.AudioFrame]) -> stt.SpeechEvent:
+        return await self._wrapped_stt.recognize(
+            buffer=utils.merge_frames(frames), language=self._language,
+            conn_options=self._wrapped_stt_conn_options)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A discarded transcription's failure is not the call's: read it so asyncio does not log
+    it as never retrieved (the utterance's own transcription reports failures)."""
+    if not task.cancelled():
+        task.exception()
