@@ -441,6 +441,10 @@ class WorkerSettings(Common):
     """The least time between two reads of an OpenAI-compatible model's stream while it
     streams text: the tokens that come meanwhile cost the worker one read, not one each
     (docs/architecture.md "A worker's turns"); 0 reads every token as it comes."""
+    model_client: str = "openai"
+    """How an OpenAI-compatible model's stream is read: ``openai`` (the OpenAI client and the
+    Agents SDK's chunk handling) or ``lean`` (sessions/lean_model.py: the same request and
+    events, the stream's bytes decoded without the client's per-chunk work)."""
     demo_word_delay: float = 0.03
     tracing: bool = False
     worker_internal_host: str = "127.0.0.1"
@@ -475,6 +479,8 @@ class WorkerSettings(Common):
             raise SettingsError("concurrency >= 1, max_attempts >= 1, lease_ms >= 1000 required")
         if not 0 <= self.model_read_ms <= 1000:
             raise SettingsError("AGENTIA_MODEL_READ_MS must be between 0 and 1000")
+        if self.model_client not in ("openai", "lean"):
+            raise SettingsError("AGENTIA_MODEL_CLIENT must be openai or lean")
         if not 0 < self.approval_timeout_s <= 7 * 24 * 3600:  # the pause record's life
             raise SettingsError("AGENTIA_APPROVAL_TIMEOUT_S must be above 0 and at most 604800")
         if self.concurrency > MAX_CONCURRENCY:

@@ -29,7 +29,7 @@ log = logging.getLogger("agentia.worker")
 def model_config(s: WorkerSettings, api_key: str | None) -> ModelConfig:
     return ModelConfig(api_key=api_key, base_url=s.model_base_url or None, model=s.model,
                        demo_word_delay=s.demo_word_delay, tracing=s.tracing,
-                       read_every_ms=s.model_read_ms)
+                       read_every_ms=s.model_read_ms, client=s.model_client)
 
 
 def dump_tasks() -> None:

@@ -19,11 +19,14 @@ from openai.types.responses import ResponseTextDeltaEvent
 
 from sessions import sdk_speedups
 from sessions.demo import DemoProvider
+from sessions.lean_model import LeanProvider
 from sessions.memory import Memory
 
 MAX_MODEL_CONNECTIONS = 2_000
 """HTTP connections the worker's OpenAI client may hold: each streaming turn holds one for
 its whole reply, and a worker runs up to ``AGENTIA_CONCURRENCY`` (1,000) turns at once."""
+LEAN_POOLS = 16
+"""Connection pools (clients) of ``AGENTIA_MODEL_CLIENT=lean``, :class:`LeanProvider`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,8 @@ class ModelConfig:
     read_every_ms: int = 0
     """The least time between two reads of a model's stream while it streams text
     (``AGENTIA_MODEL_READ_MS``, :class:`sessions.sdk_speedups.MergingSSEDecoder`)."""
+    client: str = "openai"
+    """``openai`` or ``lean`` (``AGENTIA_MODEL_CLIENT``, :mod:`sessions.lean_model`)."""
 
     @property
     def demo(self) -> bool:
@@ -64,6 +69,10 @@ def model_provider(cfg: ModelConfig) -> ModelProvider:
     provider: ModelProvider
     if cfg.demo:
         provider = DemoProvider(cfg.demo_word_delay)
+    elif cfg.client == "lean":
+        clients = [openai_client(cfg, MAX_MODEL_CONNECTIONS // LEAN_POOLS)
+                   for _ in range(LEAN_POOLS)]
+        provider = _DefaultModel(LeanProvider(clients, cfg.read_every_ms / 1000), cfg.model)
     else:
         provider = _DefaultModel(OpenAIProvider(openai_client=openai_client(cfg),
                                                 use_responses=False), cfg.model)
@@ -72,13 +81,13 @@ def model_provider(cfg: ModelConfig) -> ModelProvider:
     return provider
 
 
-def openai_client(cfg: ModelConfig) -> AsyncOpenAI:
+def openai_client(cfg: ModelConfig, connections: int = MAX_MODEL_CONNECTIONS) -> AsyncOpenAI:
     """One client (one connection pool) for every turn of the worker, allowing
     :data:`MAX_MODEL_CONNECTIONS` streams at once. The OpenAI client's default (1,000, 100
     kept alive) would queue a worker's turns behind others' whole replies at its
     concurrency, and reconnect for most turns."""
-    limits = httpx2.Limits(max_connections=MAX_MODEL_CONNECTIONS,
-                          max_keepalive_connections=MAX_MODEL_CONNECTIONS, keepalive_expiry=30)
+    limits = httpx2.Limits(max_connections=connections,
+                          max_keepalive_connections=connections, keepalive_expiry=30)
     http = DefaultAsyncHttpxClient(limits=limits, timeout=httpx2.Timeout(600, connect=10))
     return sdk_speedups.ChunkClient(api_key=cfg.api_key or "not-needed", base_url=cfg.base_url,
                                     http_client=http, read_every=cfg.read_every_ms / 1000)
