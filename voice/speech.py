@@ -113,6 +113,10 @@ def to_mono16k(frames: utils.AudioBuffer) -> bytes:
     return b"".join(bytes(f.data) for f in out)
 
 
+SILENT_PEAK = 64
+"""A 16-bit utterance whose loudest sample is below this (-54 dBFS) holds no speech."""
+
+
 class PocketsphinxSTT(stt.STT[Any]):
     """Non-streaming STT over pocketsphinx (en-us, shipped in the wheel).
 
@@ -147,7 +151,12 @@ class PocketsphinxSTT(stt.STT[Any]):
         return "agentia-offline"
 
     def decode(self, pcm16k: bytes) -> str:
-        """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none."""
+        """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none. Audio
+        with no sound in it (peak below :data:`SILENT_PEAK`) is "": with a phrase grammar the
+        decoder must pick a phrase, and on digital silence it sometimes did ("goodbye")."""
+        samples = np.frombuffer(pcm16k, dtype=np.int16)
+        if not samples.size or int(np.abs(samples.astype(np.int32)).max()) < SILENT_PEAK:
+            return ""
         with self._lock:
             d = self._decoder
             d.start_utt()
