@@ -17,7 +17,6 @@ go through the client's own lenient construction.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncGenerator
@@ -155,19 +154,10 @@ class LeanStream:
             async for data in raw:
                 yield data
             return
-        pump = sdk_speedups._Pump(raw)
-        try:
-            while True:
-                data = await pump.take()
-                if data:
-                    yield data
-                if pump.ended and not pump.got:
-                    break
-                if self._texting and not pump.ended:
-                    await asyncio.sleep(self._read_every)
-            pump.raise_failure()
-        finally:
-            await pump.stop()
+        async with contextlib.aclosing(sdk_speedups.paced_reads(
+                raw, self._read_every, lambda: self._texting)) as reads:
+            async for data in reads:
+                yield data
 
 
 def _text_only_chunk(chunk: ChatCompletionChunk) -> bool:

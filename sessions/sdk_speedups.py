@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -193,23 +193,39 @@ class MergingSSEDecoder(SSEDecoder):
             self._reset()
 
     async def _batched(self, iterator: Any) -> Any:
-        lines, pump = LineSplitter(), _Pump(iterator)
+        lines, texting = LineSplitter(), False
         try:
-            while True:
-                data = await pump.take()
-                merged, texting = _merge(list(self._decode_lines(iter(lines.feed(data)))))
-                for sse in merged:
-                    yield sse
-                if pump.ended and not pump.got:
-                    break
-                if texting and not pump.ended:
-                    await asyncio.sleep(self.read_every)
-            pump.raise_failure()
+            async with contextlib.aclosing(
+                    paced_reads(iterator, self.read_every, lambda: texting)) as reads:
+                async for data in reads:
+                    merged, texting = _merge(list(self._decode_lines(iter(lines.feed(data)))))
+                    for sse in merged:
+                        yield sse
             for sse in self._decode_lines(iter(lines.finish())):
                 yield sse
         finally:
-            await pump.stop()
             self._reset()
+
+
+async def paced_reads(iterator: Any, read_every: float,
+                      texting: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
+    """The bytes of a model's stream read by a task of their own (:class:`_Pump`) and given
+    in batches: after a batch, when ``texting()`` (the consumer's view: the batch ended with
+    text) the next is taken ``read_every`` later, so the tokens that came meanwhile arrive
+    together. The stream's own error is raised here after what came before it."""
+    pump = _Pump(iterator)
+    try:
+        while True:
+            data = await pump.take()
+            if data:
+                yield data
+            if pump.ended and not pump.got:
+                break
+            if texting() and not pump.ended:
+                await asyncio.sleep(read_every)
+        pump.raise_failure()
+    finally:
+        await pump.stop()
 
 
 class _Pump:
