@@ -215,15 +215,20 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
     @down
     async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
-                       owner: str, release: bool = True) -> bool:
+                       owner: str, release: bool = True, remember: list[bytes] | None = None
+                       ) -> bool:
         """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
         free the session lock in the same script when no turn is pending after it (what the
         worker's next look at the turns and ``release_lock`` would do: two round trips fewer
-        per turn); returns whether the lock was freed."""
-        return (await self._append_events(sid, events, turn, owner, "", release=release))[1]
+        per turn); returns whether the lock was freed. ``remember``: the attempt's memory
+        items not written yet (:meth:`sessions.memory.RedisMemory.take_unsaved`), written to
+        the session's memory in the same script (fenced and idempotent with the ending)."""
+        return (await self._append_events(sid, events, turn, owner, "", release=release,
+                                          remember=remember or []))[1]
 
     async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
-                             owner: str, run: str, release: bool) -> tuple[int, bool]:
+                             owner: str, run: str, release: bool,
+                             remember: list[bytes] | None = None) -> tuple[int, bool]:
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -231,9 +236,10 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         res = await self._run_script(
             self._append,
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
-                  k.partial(sid)],
+                  k.partial(sid), k.memory(sid)],
             args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner, run, "1" if release else "", *raws[1:]],
+                  append_id, owner, run, "1" if release else "", K.MEMORY_MAXLEN,
+                  len(remember or ()), *(remember or ()), *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
@@ -261,13 +267,16 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[E.Event] | None = None,
-                            said: str = "") -> Started:
+                            said: str = "", lease_ms: int | None = None) -> Started:
         """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
         or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
         turn's ``state thinking``) and start its run's partial buffer, in one script
         (``START``). During an operator takeover it does not start: ``said`` (the turn's
-        text) is queued for the agent's memory and the result is ``held``. Raises
-        :class:`LockLost` if the lock is not ``owner``'s."""
+        text) is queued for the agent's memory and the result is ``held``. With
+        ``lease_ms`` the session lock is taken first (as :meth:`try_lock`, in the same
+        script: one round trip fewer per turn) and a lock another worker holds gives a
+        ``busy`` result, nothing written; without, the caller holds the lock already. Raises
+        :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``)."""
         k = self.keys
         more = [orjson.dumps(e) for e in then or ()]
         note = orjson.dumps({"role": "user", "content": said})
@@ -277,9 +286,12 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                   k.partial(sid), k.notes(sid)],
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note, *more])
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
+                  "" if lease_ms is None else lease_ms, *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
+        if int(res[0]) == -3:
+            return Started(0, False, "", busy=True)
         attempt, cancelled, offset = int(res[0]), int(res[1]) == 1, int(res[2])
         if offset <= 0:
             return Started(attempt, cancelled, "", held=int(res[1]) == 2)

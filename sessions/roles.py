@@ -85,6 +85,8 @@ class Started:
     run: str
     held: bool = False
     """An operator holds the session (takeover): the turn is not run."""
+    busy: bool = False
+    """Another worker holds the session's lock (asked to take it): nothing was begun."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +330,8 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
                      owner: str = "", run: str = "") -> int: ...
 
     async def end_turn(self, sid: str, events: Event | list[Event], turn: int, owner: str,
-                       release: bool = True) -> bool: ...
+                       release: bool = True, remember: list[bytes] | None = None
+                       ) -> bool: ...
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None: ...
@@ -337,7 +340,7 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
 
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[Event] | None = None,
-                            said: str = "") -> Started: ...
+                            said: str = "", lease_ms: int | None = None) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):
