@@ -194,9 +194,11 @@ class RedisNodeDelivery(RedisCore):
         await self._fan_out_all(sid, offset, [event], nodes)
 
     async def _fan_out_all(self, sid: str, first: int, events: list[bytes],
-                           nodes: list[bytes]) -> None:
+                           nodes: list[bytes], then: list[tuple[Any, ...]] | None = None
+                           ) -> None:
         """Copy events (at offsets ``first``, ``first + 1``, ...) to the delivery stream of
-        each node holding the session, in one pipeline. On a
+        each node holding the session, in one pipeline (``then``: commands run at its end, in
+        the same round trip; a single Redis only, where a failure here is the caller's). On a
         Cluster a delivery stream may live on a master that is failing over while the log's
         master is fine: the event is safe in the log, and the edge, which cannot read its
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
@@ -211,7 +213,7 @@ class RedisNodeDelivery(RedisCore):
         hooks = self._outbox_entries(sid, first, events) if self.webhook_events else []
         if self.dapr_events:
             hooks += self._dapr_entries(sid, first, events)
-        if not nodes and not hooks and not self.webhook_events:
+        if not nodes and not hooks and not self.webhook_events and not then:
             return
         last = first + len(events) - 1
         try:
@@ -233,6 +235,8 @@ class RedisNodeDelivery(RedisCore):
                     pipe.hdel(self.keys.nodes(sid), *(n for n in nodes if n not in live))
                 if self.webhook_events and not self.cluster:  # runs after the XADDs above
                     pipe.execute_command("EVAL", W.ADVANCE, 1, self.keys.meta(sid), first, last)
+                for cmd in then or ():
+                    pipe.execute_command(*cmd)
                 await pipe.execute()
             if self.webhook_events and self.cluster:  # another master: only once they are in
                 await self.redis.eval(W.ADVANCE, 1, self.keys.meta(sid), first, last)

@@ -177,18 +177,33 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if int(res[0]) < 0:
             raise SessionLost(client_id)
         offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
-        if not dup:
-            await self._fan_out(sid, offset, event, res[4:])
-        if not (dup and offset <= done):
-            # the session's agent's shard ("": no agent registered yet, the default's)
-            inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
-            await self._synced(inbound, ("XADD", inbound, "*", "s", sid, "o", offset))
-        if not dup:
-            # the session now lives SESSION_TTL from this turn: so does its place among the
-            # user's live sessions (sessions/opening.py), if it has one
-            await self.redis.zadd(self.user_keys.live(user), {sid: int(now) + K.SESSION_TTL},
-                                  xx=True, gt=True)
+        # the session's agent's shard ("": no agent registered yet, the default's)
+        inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
+        queue = ("XADD", inbound, "*", "s", sid, "o", offset)
+        # the session now lives SESSION_TTL from this turn: so does its place among the
+        # user's live sessions (sessions/opening.py), if it has one
+        live = ("ZADD", self.user_keys.live(user), "XX", "GT", int(now) + K.SESSION_TTL, sid)
+        then = ([] if dup and offset <= done else [queue]) + ([] if dup else [live])
+        if self.cluster or self.wait_replicas:  # the queue entry waits for its replicas
+            await self._submitted_apart(sid, offset, event, res[4:], dup, then)
+        elif not dup:  # one round trip after the script, not three (issue 13)
+            await self._fan_out_all(sid, offset, [event], res[4:], then)
+        elif then:
+            await self._synced(inbound, *then)
         return Submitted(offset, dup)
+
+    async def _submitted_apart(self, sid: str, offset: int, event: bytes, nodes: list[bytes],
+                               dup: bool, then: list[tuple[Any, ...]]) -> None:
+        """A submit's fan-out, queue entry (confirmed by WAIT when asked) and live-session
+        score one after another: on a Cluster the fan-out may fail alone (:meth:`_fan_out_all`)
+        and they live on other masters."""
+        if not dup:
+            await self._fan_out(sid, offset, event, nodes)
+        for cmd in then:
+            if cmd[0] == "XADD":
+                await self._synced(cmd[1], cmd)
+            else:
+                await self.redis.execute_command(*cmd)
 
     @down
     async def cancel(self, sid: str, turn: int | None) -> int:

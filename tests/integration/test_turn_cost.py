@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
@@ -15,13 +16,13 @@ from launch.redis_server import RedisServer
 from sessions import events as E
 from sessions.bus import Bus, connect
 from sessions.coalescer import ChunkFlusher, Coalescer
-from sessions.keys import PARTIAL_EVERY
+from sessions.keys import DEFAULT_AGENT, PARTIAL_EVERY, shard_for
 from sessions.roles import Partial
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
 from tests.agents_fixtures import fast
 
-BUDGET = {"hello there": 54, "what is 6 * 7": 79}
+BUDGET = {"hello there": 55, "what is 6 * 7": 79}
 """Commands per turn with no node delivering the session, the worker's polling left out
 (``NOT_PER_TURN``): 53.9 and 78.1 since the lock is taken by START and the memory written by
 the ending (issue 13, turn-scripts); were 60.6 and 88.9, the same in every run (with the
@@ -166,3 +167,36 @@ async def test_a_turns_ending_frees_the_lock(redis_server: RedisServer) -> None:
         assert len(stored) == 6 and all(t in offsets for t in tags), stored  # user + reply
     finally:
         await bus.close()
+
+
+async def test_a_submit_is_its_script_and_one_pipeline(bus: Bus) -> None:
+    """Issue 13 (turn-scripts): after the SUBMIT script, the user event's fan-out, the turn's
+    queue entry and the user's live-session score go in one pipeline (were three round trips:
+    the fan-out, the XADD, the ZADD), on a single Redis without WAIT; each is still done."""
+    await bus.heartbeat_node("n1")
+    await bus.open_session("s", "alice", "n1")
+    await bus.submit("s", "m0", "hi", user="alice")  # the node's liveness is checked once
+    await bus.redis.zadd(bus.user_keys.live("alice"), {"s": 1})
+    calls: list[str] = []
+    pipelines: list[int] = []
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(str(args[0]))
+        return await command(*args, **kw)
+
+    def piped(*args: Any, **kw: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command, bus.redis.pipeline = counted, piped
+    try:
+        sub = await bus.submit("s", "m1", "hello", user="alice")
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline
+    assert (calls, len(pipelines)) == (["EVALSHA"], 1)
+    inbound = bus.keys.inbound(shard_for("s", bus.shards), DEFAULT_AGENT)
+    assert [int(f[b"o"]) for _, f in await bus.redis.xrange(inbound)][-1] == sub.offset
+    rows = await bus.read_delivery("n1", b"0-0", 10)
+    assert [d.offset for d in rows][-1] == sub.offset
+    assert await bus.redis.zscore(bus.user_keys.live("alice"), "s") > 1
