@@ -184,6 +184,22 @@ class RedisNodeDelivery(RedisCore):
                 self._remember_nodes(sid, out[sid], now)
         return out
 
+    async def _fan_out_later(self, sid: str, first: int, events: list[bytes],
+                             nodes: list[bytes]) -> None:
+        """:meth:`_fan_out_all`, left for the session's next tick of chunks when it can be
+        (log_redis.stream_chunks puts it first in that pipeline, before the chunks): the
+        ``speaking`` state, appended just before the text it announces, reaches the nodes with
+        that text, one round trip and one wake-up of each node's reader fewer per turn. Sent
+        at once when an outbox is on (its cursor follows each fan-out) or a test fault is set;
+        any other fan-out of the session sends it first (order holds)."""
+        if self.outboxes or KILL_BEFORE_FANOUT or not nodes:
+            await self._fan_out_all(sid, first, events, nodes)
+            return
+        if sid in self._later:
+            await self._fan_out_all(*self._later.pop(sid))
+        self._remember_nodes(sid, nodes, time.monotonic())
+        self._later[sid] = (sid, first, events, nodes)
+
     def _remember_nodes(self, sid: str, nodes: list[bytes], now: float) -> None:
         if len(self._session_nodes) > 10_000:
             self._session_nodes.clear()
@@ -209,6 +225,8 @@ class RedisNodeDelivery(RedisCore):
         if KILL_BEFORE_FANOUT and any(orjson.loads(e).get("type") == KILL_BEFORE_FANOUT
                                       for e in events):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._later and sid in self._later:  # the session's earlier events go out first
+            await self._fan_out_all(*self._later.pop(sid))
         self._remember_nodes(sid, nodes, time.monotonic())
         pairs = list(enumerate(events, first))
         hooks = [entry for o in self.outboxes for entry in o.entries(sid, pairs)]

@@ -217,7 +217,7 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
     @down
     async def append(self, sid: str, event: E.Event | list[E.Event], *, done: int | None = None,
-                     owner: str = "", run: str = "") -> int:
+                     owner: str = "", run: str = "", later: bool = False) -> int:
         """Append an event (or several, at consecutive offsets, in one script) to the session
         log and deliver it; returns the (last) offset. ``done`` finishes that turn (and drops
         its partial buffer); ``run`` (with a ``turn_start``) starts the partial buffer of that
@@ -225,8 +225,13 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
+
+        With ``later`` the nodes get the events with the session's next chunks (same pipeline,
+        before them), not in a round trip of their own: for an event that text follows at once
+        (the ``speaking`` state, sessions/turn_log.py).
         """
-        return (await self._append_events(sid, event, done, owner, run, release=False))[0]
+        return (await self._append_events(sid, event, done, owner, run, release=False,
+                                          later=later))[0]
 
     @down
     async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
@@ -243,7 +248,8 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
     async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
                              owner: str, run: str, release: bool,
-                             remember: list[bytes] | None = None) -> tuple[int, bool]:
+                             remember: list[bytes] | None = None, later: bool = False
+                             ) -> tuple[int, bool]:
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -260,7 +266,8 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if offset == -2:
             raise LockLost(sid)
         if offset > 0:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[2:])
+            fan_out = self._fan_out_later if later else self._fan_out_all
+            await fan_out(sid, offset - len(raws) + 1, raws, res[2:])
         return offset, offset > 0 and int(res[1]) == 1
 
     @down
@@ -354,14 +361,25 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
         of a tick's turns together, one pipeline)."""
         k = self.keys
-        nodes_of = await self._nodes_of_many(list(dict.fromkeys(p[0] for p in pieces)))
-        every = list(dict.fromkeys(n for nodes in nodes_of.values() for n in nodes))
+        sids = list(dict.fromkeys(p[0] for p in pieces))
+        # log events left for this tick (:meth:`append` ``later``): taken now, sent first
+        later = [self._later.pop(sid) for sid in sids if sid in self._later]
+        nodes_of = await self._nodes_of_many(sids)
+        every = list(dict.fromkeys(n for nodes in [*nodes_of.values(), *(j[3] for j in later)]
+                                   for n in nodes))
         alive = set(await self._live_nodes(every)) if every else set()
         targets = [[n for n in nodes_of[p[0]] if n in alive] for p in pieces]
         batches: dict[bytes, list[bytes]] = {}
         fresh: set[bytes] = set()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for sid, first, events, nodes in later:
+                    for node in nodes:
+                        if node in alive:
+                            for n, event in enumerate(events):
+                                pipe.xadd(k.delivery(node.decode()),
+                                          {"s": sid, "o": first + n, "e": event},
+                                          maxlen=K.DELIVERY_MAXLEN, approximate=True)
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
                     if text:
                         pipe.rpushx(k.partial(sid), f"{run}#{seq}|{text}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -339,6 +340,42 @@ async def test_the_ending_writes_the_turns_memory_items(bus: Bus) -> None:
     assert stored == [b'%d|{"role":"user","content":"hi"}' % sub.offset,
                       b'%d|{"role":"assistant","content":"hello"}' % sub.offset]
     assert mem.unsaved == [] and not await bus.redis.exists(bus.keys.lock("sm"))
+
+
+async def test_an_append_later_reaches_the_nodes_with_the_sessions_next_tick(bus: Bus) -> None:
+    """Issue 13 (turn-scripts): ``append(later=True)`` (the ``speaking`` state) is in the log
+    at once, and reaches the nodes in the session's next tick of chunks, before them, in the
+    same pipeline; another append of the session sends it first (offsets stay in order)."""
+    await bus.heartbeat_node("n7")
+    await bus.open_session("lt", "ann", "n7")
+    sub = await bus.submit("lt", "m1", "hi", user="ann")
+    run = f"{sub.offset}:1:ab12"
+    speaking = E.state(sub.offset, "speaking", "demo")
+    last = (await bus.read_delivery("n7", b"0-0", 10))[-1].id
+    off = await bus.append("lt", [speaking], later=True)
+    assert [o for o, _ in (await bus.replay("lt", sub.offset, None)).events] == [off]
+    assert await bus.read_delivery("n7", last, 10) == []  # not yet: waits for the tick
+    frame = orjson.dumps(E.chunk(sub.offset, 1, 1, "Hel"))
+    pipelines: list[int] = []
+    pipeline = bus.redis.pipeline
+
+    def piped(*args: Any, **kw: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **kw)
+
+    bus.redis.pipeline = piped
+    try:
+        await bus.stream_chunks([("lt", run, 1, frame, "")])
+    finally:
+        bus.redis.pipeline = pipeline
+    rows = await bus.read_delivery("n7", last, 10)
+    assert [(d.offset, d.event) for d in rows] == [(off, orjson.dumps(speaking)), (0, frame)]
+    assert len(pipelines) == 1
+    # left for later, then another append of the session: delivered in order, none lost
+    off2 = await bus.append("lt", [speaking], later=True)
+    off3 = await bus.append("lt", [E.state(sub.offset, "idle", "demo")])
+    rows = await bus.read_delivery("n7", rows[-1].id, 10)
+    assert [d.offset for d in rows] == [off2, off3]
 
 
 async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> None:
