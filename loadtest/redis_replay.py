@@ -84,6 +84,8 @@ TAKES_LOCK = "lease_ms" in inspect.signature(Bus.start_attempt).parameters if BA
 """Whether START takes the session lock (issue 13's turn-scripts work: no ACQUIRE before it)."""
 MEMORY_WITH_END = TAKES_LOCK and "remember" in inspect.signature(Bus.end_turn).parameters
 """Whether the turn's memory items are written by its ending (no REMEMBER of their own)."""
+SPEAKING_LATER = "later" in inspect.signature(Bus.append).parameters
+"""Whether the ``speaking`` state reaches the nodes with its text's tick (no fan-out of its own)."""
 PARTIAL_EVERY = getattr(K, "PARTIAL_EVERY", 1)
 """Which pieces carry text for the partial buffer (sessions/coalescer.py): every one before
 issue 13's turn-redis work, every tenth (the ten's text) since."""
@@ -234,7 +236,8 @@ class _Proc:
             memory = bus.memory(sid, turn, owner)
             await memory.get_items()
             if STATES:  # as sessions/turn_log.py: before the first text, an append of its own
-                await bus.append(sid, _state(turn, "speaking"), owner=owner)
+                later: dict[str, Any] = {"later": True} if SPEAKING_LATER else {}
+                await bus.append(sid, _state(turn, "speaking"), owner=owner, **later)
             await self.flusher.stream(sid, turn, started.run, piece, self.deltas)
         else:
             await bus.begin_attempt(sid, turn, owner)
