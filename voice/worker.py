@@ -396,7 +396,8 @@ def skip_unused_models(s: VoiceSettings) -> None:
     thread executor, the forkserver's with the process one), loads its local VAD and, in a
     process without a multiprocessing parent, the end-of-turn model's weights: +243.5 MiB PSS
     that nothing here uses unless ``AGENTIA_VOICE_TURN_DETECTION=model`` (the VAD is Silero).
-    Not loaded then; ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` in the environment wins."""
+    With ``vad`` neither is loaded; ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` set in the
+    environment wins. Must run before the first job starts (the warm-up reads it then)."""
     if s.voice_turn_detection == "vad":
         os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
 
