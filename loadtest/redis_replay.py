@@ -204,17 +204,15 @@ class _Proc:
                 self.poked.discard(sid)
                 if not TAKES_LOCK and not await bus.try_lock(sid, self.owner, LEASE_MS):
                     return
-                held = not TAKES_LOCK  # else the first turn's START takes the lock
-                while True:
+                while True:  # with TAKES_LOCK the first turn's START takes the lock
                     turn = await bus.next_turn(sid)
                     if turn is not None:
                         ended = await self.run_turn(sid, turn.offset, turn.text)
                         if ended is None:
                             return  # another worker holds the lock (START)
-                        held = True
                         if ended:
                             break  # its ending freed the lock (END_FREES)
-                    elif not held or await bus.release_lock(sid, self.owner) != 0:
+                    elif await bus.release_lock(sid, self.owner) != 0:
                         break
                 if sid not in self.poked:
                     return

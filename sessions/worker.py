@@ -342,14 +342,15 @@ class Worker:
 
     async def _run_session(self, claim: Claimed) -> bool:
         """Run the session's pending turns; False when another worker holds its lock. The
-        pending turns are read before the lock is held (START takes it): none pending and no
-        lock taken, there is nothing to release."""
+        pending turns are read before the lock is held (START takes it). None pending: the
+        lock is released if it is this worker's (one it left behind when Redis failed before
+        a release: a turn submitted since would otherwise wait for its lease), and another
+        worker's is left alone (RELEASE answers -1)."""
         sid = claim.session
-        held = False
         while True:
             turn = await self.bus.next_turn(sid)
             if turn is None:
-                if not held or await self.bus.release_lock(sid, self.name) != 0:
+                if await self.bus.release_lock(sid, self.name) != 0:
                     return True
                 continue
             try:
@@ -357,7 +358,6 @@ class Worker:
                     return True  # its ending freed the lock: no turn was pending (_finish)
             except _Busy:
                 return False
-            held = True
 
     async def _run_turn(self, turn: Turn, claim: Claimed) -> bool:
         """Run one turn; True when its ending freed the session lock."""

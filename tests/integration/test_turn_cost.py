@@ -200,3 +200,27 @@ async def test_a_submit_is_its_script_and_one_pipeline(bus: Bus) -> None:
     rows = await bus.read_delivery("n1", b"0-0", 10)
     assert [d.offset for d in rows][-1] == sub.offset
     assert await bus.redis.zscore(bus.user_keys.live("alice"), "s") > 1
+
+
+async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
+        redis_server: RedisServer) -> None:
+    """START takes the lock, so a worker with no turn to run takes none; a lock it left behind
+    (Redis failed before its release) must still be freed when it finds no turn pending, as
+    ACQUIRE + RELEASE did: else a turn submitted next is acked by any other worker (the lock
+    is "held") and waits for the lease."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=20, coalesce_ms=1000), name="w-left")
+        await bus.open_session("s", "alice")
+        await bus.submit("s", "m0", "hello there", user="alice")
+        await worker.run(burst=True)
+        assert not await bus.redis.exists(bus.keys.lock("s"))
+        await bus.redis.set(bus.keys.lock("s"), "w-left", px=30_000)
+        inbound = bus.keys.inbound(shard_for("s", bus.shards), DEFAULT_AGENT)
+        await bus.redis.xadd(inbound, {"s": "s", "o": 2})  # an entry with no turn behind it
+        await worker.run(burst=True)
+        assert not await bus.redis.exists(bus.keys.lock("s"))
+    finally:
+        await bus.close()
