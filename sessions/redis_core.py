@@ -3,6 +3,7 @@ and writes confirmed by replicas (WAIT)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -33,9 +34,7 @@ def down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, 
             if not is_down(exc):
                 raise
             raise BusUnavailable() from exc
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+    return functools.wraps(fn)(wrapper)  # its signature too (loadtest/redis_replay.py reads it)
 
 
 class RedisCore:
