@@ -222,13 +222,12 @@ START = (
     """
 local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
 local holder = redis.call('GET', KEYS[3])
+if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
+if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
 if holder ~= ARGV[2] then
-  if ARGV[10] == '' then return {-2} end
-  if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
   if holder then return {-3} end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
 end
-if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
 local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
 if ARGV[3] ~= '1' or attempts == 0 then
