@@ -176,7 +176,7 @@ def talk_through(page: Page, base: str) -> None:
     expect(page.locator("#talk-wrap")).to_have_attribute("data-tooltip", "Talk to the agent")
     session = page.evaluate("window.agentiaApp.client.session")
     # as a user, who reads the page before clicking: the page has loaded voice.js and warmed
-    # WebRTC up while it idled (app.js preloadVoice, 0.1-0.3 s here)
+    # WebRTC up while it idled (app.js preloadVoice)
     page.wait_for_function("() => window.agentiaApp.voiceWarm !== null")
     page.evaluate("window.agentiaApp.voiceWarm")
 
@@ -202,8 +202,6 @@ def talk_through(page: Page, base: str) -> None:
     print(f"\nTalk click -> agent listening: {ready_s:.2f} s (POST answered in {posts} s; "
           f"ms from start: {marks})")
     assert len(posts) == 1 and posts[0] <= ANSWERED_WITHIN_S, posts
-    # the first click of the page, to a LiveKit server and a voice worker that took no call yet
-    assert ready_s <= LISTENING_WITHIN_S, f"first click: {ready_s:.2f} s, marks {marks}"
     shot(page, "01-in-call")
 
     # 2. The transcript arrives as a voice user message, then the agent's reply.
@@ -254,6 +252,9 @@ def talk_through(page: Page, base: str) -> None:
     median = statistics.median(times)
     print(f"Talk click -> agent listening: first {ready_s:.2f} s, next {NEXT_CALLS} calls "
           + ", ".join(f"{t:.2f}" for t in times) + f" s, median {median:.2f} s")
+    # the page's first click, to a LiveKit server and a voice worker that took no call yet
+    # (bounded here, after the call was checked end to end)
+    assert ready_s <= LISTENING_WITHIN_S, f"first click: {ready_s:.2f} s, marks {marks}"
     assert median <= LISTENING_WITHIN_S, times
 
     # 6. A refused call says why (the route answers 503 when LiveKit is unreachable).
