@@ -1,7 +1,8 @@
 """The public :class:`AgentiaClient`: its settings, state, lifecycle, requests and events.
 
 The background work is in the layers below it: :class:`_ConnectionLoop`
-(agentia_client/connection.py) and :class:`_ClientCore` (agentia_client/core.py).
+(agentia_client/connection.py), :class:`_Inbound` (agentia_client/inbound.py) and
+:class:`_ClientCore` (agentia_client/core.py).
 """
 
 from __future__ import annotations
