@@ -116,10 +116,15 @@ def lists(bus: _FakeBus) -> tuple[SessionLists, _FakePresence]:
     return SessionLists(cast(Bus, bus), cast(PresenceWriter, presence)), presence
 
 
-async def until(bus: _FakeBus, calls: int) -> None:
-    while bus.calls < calls:
-        bus.called.clear()
-        await asyncio.wait_for(bus.called.wait(), 5)
+async def flush_twice(sl: SessionLists, bus: _FakeBus) -> None:
+    """Run the flush loop until the bus was called twice (each wait bounded)."""
+    task = asyncio.create_task(sl.flush_forever(every_s=0))
+    try:
+        while bus.calls < 2:
+            bus.called.clear()
+            await asyncio.wait_for(bus.called.wait(), 5)
+    finally:
+        task.cancel()
 
 
 async def test_a_failed_batch_is_kept_for_the_next_flush() -> None:
@@ -132,11 +137,7 @@ async def test_a_failed_batch_is_kept_for_the_next_flush() -> None:
             sl.opened("u2", "s2", 2.0)
 
     bus.meanwhile = arrival
-    task = asyncio.create_task(sl.flush_forever(every_s=0))
-    try:
-        await until(bus, 2)
-    finally:
-        task.cancel()
+    await flush_twice(sl, bus)
     assert bus.written == [{("u1", "s1"): 1.0, ("u2", "s2"): 2.0}]
     assert not sl.seen and presence.flushes >= 2
 
@@ -151,11 +152,7 @@ async def test_a_failed_batch_is_dropped_once_too_much_waits() -> None:
             sl.seen.update({("u", str(i)): 2.0 for i in range(MAX_KEPT)})
 
     bus.meanwhile = arrivals
-    task = asyncio.create_task(sl.flush_forever(every_s=0))
-    try:
-        await until(bus, 2)
-    finally:
-        task.cancel()
+    await flush_twice(sl, bus)
     assert len(bus.written[0]) == MAX_KEPT and ("early", "s") not in bus.written[0]
 
 
