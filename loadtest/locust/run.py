@@ -103,10 +103,7 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
         try:
             env["AGENTIA_REDIS_URL"] = redis.url
             env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-            ready = "AGENTIA_GATEWAY_READY" if a.edges > 1 else "AGENTIA_EDGE_READY"
-            gw = Agentia(["gateway", "--port", "0", "--processes", str(a.edges)],
-                         {**env, **trees.tree_env(tree, probe)}, ready, out / "gateway.log",
-                         cwd=tree)
+            gw = start_gateway(a, {**env, **trees.tree_env(tree, probe)}, tree, out)
             started.append(gw)
             port = int(gw.info["port"])
             log(f"gateway on port {port}, edge pids {gw.pids}; redis pid "
@@ -151,13 +148,26 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(started):
                 p.stop()
             redis.stop()
+    return sum_up(out, meta, a.scenario, probe)
+
+
+def start_gateway(a: argparse.Namespace, env: dict[str, str], tree: Path, out: Path) -> Agentia:
+    """``agentia gateway --processes E`` from the checkout ``tree``, on a free port."""
+    ready = "AGENTIA_GATEWAY_READY" if a.edges > 1 else "AGENTIA_EDGE_READY"
+    return Agentia(["gateway", "--port", "0", "--processes", str(a.edges)], env, ready,
+                   out / "gateway.log", cwd=tree)
+
+
+def sum_up(out: Path, meta: dict[str, Any], scenario: str,
+           probe: Path | None) -> dict[str, Any]:
+    """``summary.json`` and the plots from what the run left in ``out``."""
     try:
         summary = results.summarize(out, meta)
     except Exception as exc:  # keep what was measured even if the analysis trips
         log(f"could not sum the run up: {exc!r}")
         summary = {**meta, "analysis_error": repr(exc)}
     try:
-        summary["plots"] = [p.name for p in results.plot(out, a.scenario)]
+        summary["plots"] = [p.name for p in results.plot(out, scenario)]
     except Exception as exc:
         log(f"could not plot the run: {exc!r}")
     if probe is not None:
