@@ -58,6 +58,7 @@ class EdgeNode:
                                   for f in dataclasses.fields(P.Limits)})
         self.hard_cap = settings.max_connections + FD_RESERVE // 2
         self.local = LocalSessions()
+        """This edge's connections by session and user (gateway/registry.py)."""
         self.sessions = self.local.by_session
         self.metrics: Counter[str] = Counter()
         self.rules = Rules(self.limits, settings.send_stall_s, self.metrics)
@@ -77,6 +78,7 @@ class EdgeNode:
         self.presence = PresenceWriter(bus, self.id)
         """The devices in their sessions' presence (``GET /v1/sessions/{id}/presence``)."""
         self.lists = SessionLists(bus, self.presence)
+        """Users' session lists and presence, written in batches (gateway/session_lists.py)."""
         self.backend = Backend(bus)
         """Operators' sends become posted messages (docs/backend.md)."""
         self._ua: dict[Connection, str] = {}
