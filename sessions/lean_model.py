@@ -17,8 +17,10 @@ go through the client's own lenient construction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar, cast
 
@@ -43,6 +45,9 @@ from openai.types.completion_usage import (
 )
 
 from sessions import sdk_speedups
+from sessions.model_http import WIRE_EXTENSION, WireBody, WireTransport, proxied
+
+log = logging.getLogger("agentia.worker")
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 _DELTA_KEYS = frozenset({"content", "role", "refusal", "tool_calls", "function_call"})
@@ -57,9 +62,21 @@ class LeanProvider(ModelProvider):
     connection it holds, and for each idle one counts them all again, whenever a request starts
     or ends; with a worker's ~1,000 streams in one pool that was the largest CPU cost of a
     streamed turn in a profile (docs/benchmarks.md). ``len(clients)`` pools of a
-    ``1/len(clients)`` share each make that ``len(clients)``\\ ² times less."""
+    ``1/len(clients)`` share each make that ``len(clients)``\\ ² times less.
 
-    def __init__(self, clients: list[AsyncOpenAI], read_every: float = 0.0) -> None:
+    ``wire`` (the default): the clients send through one :class:`model_http.WireTransport`
+    (at most ``connections`` open) instead of their own httpx pools, unless the environment
+    sends the endpoint through a proxy (that transport does not speak to proxies)."""
+
+    def __init__(self, clients: list[AsyncOpenAI], read_every: float = 0.0, *,
+                 wire: bool = True, connections: int = 2_000) -> None:
+        if wire and clients and proxied(str(clients[0].base_url)):
+            log.info("model endpoint behind a proxy: the lean model keeps httpx's transport")
+            wire = False
+        if wire:
+            transport = WireTransport(connections)
+            clients = [c.copy(http_client=httpx2.AsyncClient(transport=transport))
+                       for c in clients]
         self.clients, self.read_every = clients, read_every
         self._turn = itertools.cycle(clients)
 
@@ -149,6 +166,12 @@ class LeanStream:
 
     async def _reads(self) -> AsyncGenerator[bytes, None]:
         """The body as it comes, or with ``read_every`` in batches (as the merging decoder)."""
+        wire = self.response.extensions.get(WIRE_EXTENSION)
+        if isinstance(wire, WireBody) and self.response.headers.get(
+                "content-encoding", "identity") == "identity":
+            async for data in self._wire_reads(wire):
+                yield data
+            return
         raw = self.response.aiter_bytes()
         if not self._read_every:
             async for data in raw:
@@ -158,6 +181,15 @@ class LeanStream:
                 raw, self._read_every, lambda: self._texting)) as reads:
             async for data in reads:
                 yield data
+
+
+    async def _wire_reads(self, body: WireBody) -> AsyncGenerator[bytes, None]:
+        """The body straight off :class:`model_http.WireBody`: its connection holds what comes
+        meanwhile, so pacing needs no task of its own (``paced_reads``'s pump)."""
+        while data := await body.read():
+            yield data
+            if self._read_every and self._texting:
+                await asyncio.sleep(self._read_every)
 
 
 def _text_only_chunk(chunk: ChatCompletionChunk) -> bool:

@@ -195,7 +195,7 @@ def test_build_is_model_construct() -> None:
 async def test_the_provider_takes_its_clients_in_turn() -> None:
     sent: list[list[httpx2.Request]] = [[], [], []]
     clients = [client([b"".join(TEXT)], sent=s) for s in sent]
-    provider = LeanProvider(clients)
+    provider = LeanProvider(clients, wire=False)  # over the clients' own (mock) transports
     for _ in range(6):
         got = await events(provider.get_model("m"))
         assert got[-1]["type"] == "response.completed"
