@@ -156,7 +156,23 @@ class ResponseReader:
         pos, size = 0, len(data)
         while pos < size and not self.complete:
             mode = self._mode
-            if mode == "chunk-data":
+            if mode == "chunk-size":  # the usual case: a whole chunk in this read, taken at once
+                end = data.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > MAX_CHUNK_LINE:
+                        raise WireError("a chunk-size line is too long")
+                    self._buf = data[pos:]
+                    break
+                n = _chunk_size(data[pos:end])
+                pos = end + 2
+                if not n:
+                    self._mode = "trailer"
+                elif data[pos + n:pos + n + 2] == b"\r\n":
+                    out.append(data[pos:pos + n])
+                    pos += n + 2
+                else:
+                    self._mode, self._left = "chunk-data", n
+            elif mode == "chunk-data":
                 end = min(size, pos + self._left)
                 out.append(data[pos:end])
                 self._left -= end - pos
@@ -171,31 +187,28 @@ class ResponseReader:
                     raise WireError("a chunk does not end with CRLF")
                 pos += 2
                 self._mode = "chunk-size"
-            else:  # chunk-size or trailer: a line
+            else:  # trailer lines, up to an empty one
                 end = data.find(b"\r\n", pos)
                 if end < 0:
                     if size - pos > MAX_CHUNK_LINE:
-                        raise WireError("a chunk-size or trailer line is too long")
+                        raise WireError("a trailer line is too long")
                     self._buf = data[pos:]
                     break
-                self._line(data[pos:end])
+                self.complete = end == pos
                 pos = end + 2
         if self.complete and pos < size:
             self.keep_alive = False
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _line(self, line: bytes) -> None:
-        if len(line) > MAX_CHUNK_LINE:
-            raise WireError("a chunk-size or trailer line is too long")
-        if self._mode == "trailer":
-            if not line:
-                self.complete = True
-            return
-        digits = line.split(b";", 1)[0].strip(b" \t")
-        if not digits or digits.strip(_HEX) or len(digits) > 16:
-            raise WireError(f"an invalid chunk size: {line[:40]!r}")
-        n = int(digits, 16)
-        if n:
-            self._mode, self._left = "chunk-data", n
-        else:
-            self._mode = "trailer"
+
+def _chunk_size(line: bytes) -> int:
+    """A chunk-size line's size (its extensions ignored)."""
+    if line.isalnum() and len(line) <= 16 and line[1:2] not in (b"x", b"X"):
+        try:  # isalnum() leaves out the sign, "_" and spaces that int() would take
+            return int(line, 16)
+        except ValueError:
+            pass
+    digits = line.split(b";", 1)[0].strip(b" \t")
+    if not digits or digits.strip(_HEX) or len(digits) > 16 or len(line) > MAX_CHUNK_LINE:
+        raise WireError(f"an invalid chunk size: {line[:40]!r}")
+    return int(digits, 16)
