@@ -267,8 +267,9 @@ class WirePool:
         loop = asyncio.get_running_loop()
         self.open += 1
         try:
-            if scheme == "https" and self._ssl is None:
+            if scheme == "https" and self._ssl is None:  # the OpenAI client's trust
                 self._ssl = httpx2.create_ssl_context()
+                self._ssl.set_alpn_protocols(["http/1.1"])
             tls = self._ssl if scheme == "https" else None
             _, conn = await asyncio.wait_for(loop.create_connection(
                 lambda: _Conn(key), host, port, ssl=tls,
