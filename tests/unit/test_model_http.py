@@ -227,7 +227,8 @@ async def test_connection_close_opens_a_new_connection_next_time() -> None:
     async with server(handle) as url, httpx2.AsyncClient(transport=transport) as http:
         for _ in range(3):
             assert (await http.post(url, content=b"{}")).text == "ok"
-    assert conns == 3 and transport.pool.open == 0
+            assert transport.pool.open == 0  # not kept: the server said close
+    assert conns == 3
 
 
 @pytest.fixture
@@ -259,3 +260,23 @@ async def test_https_streams_with_the_servers_certificate_checked(
         assert got[-1]["type"] == "response.completed"
         with pytest.raises(openai.APIConnectionError):  # the system's CAs do not know it
             await events(LeanChatModel("m", wired(url)))
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_not_reused() -> None:
+    conns = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal conns
+        conns += 1
+        await request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # then its keep-alive timeout closes the idle connection
+
+    transport = WireTransport()
+    async with server(handle) as url, httpx2.AsyncClient(transport=transport) as http:
+        assert (await http.post(url, content=b"{}")).text == "ok"
+        await asyncio.sleep(0.3)
+        assert (await http.post(url, content=b"{}")).text == "ok"
+        assert transport.pool.open == 1  # the closed one was dropped, not counted
+    assert conns == 2
