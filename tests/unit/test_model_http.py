@@ -106,7 +106,7 @@ async def test_a_provider_reuses_one_connection_for_consecutive_replies() -> Non
 
 def test_a_proxied_endpoint_keeps_httpxs_transport(monkeypatch: pytest.MonkeyPatch) -> None:
     clients = [openai.AsyncOpenAI(api_key="k", base_url="http://model.example/v1")]
-    wire = LeanProvider(clients).clients[0]._client._transport  # type: ignore[attr-defined]
+    wire = LeanProvider(clients).clients[0]._client._transport
     assert isinstance(wire, WireTransport)
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
