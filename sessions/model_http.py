@@ -29,7 +29,7 @@ import httpx2
 
 from sessions.http_wire import ResponseReader, WireError, request_head
 
-HIGH_WATER = 256 * 1024
+HIGH_WATER = 64 * 1024
 """Body bytes a connection holds for its reader before it stops reading the socket."""
 WIRE_EXTENSION = "agentia_wire_body"
 """The response extension that carries the :class:`WireBody` (for readers that take its

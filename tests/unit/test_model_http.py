@@ -280,3 +280,29 @@ async def test_a_kept_alive_connection_the_server_closed_is_not_reused() -> None
         assert (await http.post(url, content=b"{}")).text == "ok"
         assert transport.pool.open == 1  # the closed one was dropped, not counted
     assert conns == 2
+
+
+async def test_a_reply_cancelled_mid_stream_closes_its_connection() -> None:
+    stub = await OpenAIStub(filler(300), tokens_per_s=50).start()
+    try:
+        provider = LeanProvider([openai.AsyncOpenAI(api_key="k", base_url=stub.base_url)])
+        pool = provider.clients[0]._client._transport.pool
+
+        texting = asyncio.Event()
+
+        async def one() -> None:
+            async for e in provider.get_model("m").stream_response(
+                    None, "hi", ModelSettings(), [], None, [], ModelTracing.DISABLED):
+                if e.type == "response.output_text.delta":
+                    texting.set()
+
+        turn = asyncio.create_task(one())
+        await texting.wait()
+        turn.cancel()  # as a cancelled turn's task is
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        assert pool.open == 0  # closed, not kept: the rest of its reply was never read
+        assert (await events(provider.get_model("m")))[-1]["type"] == "response.completed"
+        assert pool.open == 1
+    finally:
+        await stub.stop()
