@@ -286,12 +286,11 @@ async def test_a_reply_cancelled_mid_stream_closes_its_connection() -> None:
     stub = await OpenAIStub(filler(300), tokens_per_s=50).start()
     try:
         provider = LeanProvider([openai.AsyncOpenAI(api_key="k", base_url=stub.base_url)])
-        pool = provider.clients[0]._client._transport.pool
-
+        pool = provider.clients[0]._client._transport.pool  # type: ignore[attr-defined]
         texting = asyncio.Event()
 
         async def one() -> None:
-            async for e in provider.get_model("m").stream_response(
+            async for e in provider.get_model("m").stream_response(  # type: ignore[call-arg]
                     None, "hi", ModelSettings(), [], None, [], ModelTracing.DISABLED):
                 if e.type == "response.output_text.delta":
                     texting.set()
