@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import shutil
 import ssl
 import subprocess
@@ -305,3 +306,19 @@ async def test_a_reply_cancelled_mid_stream_closes_its_connection() -> None:
         assert pool.open == 1
     finally:
         await stub.stop()
+
+
+async def test_a_gzipped_stream_is_decoded_by_httpx_then_read_alike() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request(reader)
+        body = gzip.compress(b"".join(TEXT))
+        writer.write(SSE_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+                     + chunk(body[:20]) + chunk(body[20:]) + b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with server(handle) as url:
+        got = await events(LeanChatModel("m", wired(url)))
+    assert "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta") \
+        == "Hello, world"
+    assert got[-1]["type"] == "response.completed"
