@@ -1,0 +1,248 @@
+"""A turn's first model call without the Agents SDK's Runner, for the reply that is only text.
+
+Most turns of a chat agent are one model call that streams text and ends. For those the
+Runner's machinery (its run loop task, event queue, run state, tool lookup maps, guardrail and
+hook setup, step resolution; ~25 tasks and ~40 loop steps a turn) cost the worker more than
+the model adapter, Redis and our code together (docs/benchmarks.md, "Worker CPU per turn").
+:class:`DirectRun` does what the Runner does for such a turn, in the same order and with the
+SDK's own helpers: read the session, build the model's input, save the user's message, call
+the model with the same arguments, yield its text, save the reply's message items.
+
+It is *optimistic*: the moment the model's stream shows anything but a plain text reply (a
+tool call, a refusal, reasoning, an error event, an empty or unusual response), it stops and
+hands the turn to the Runner, which sees the same session (:class:`TurnSession`: the read
+already made, the save already done) and the same model stream from its start
+(:class:`ReplayProvider`: the events so far, then the live stream). The Runner then does what it
+always does with it (tools, approvals, errors); the caller skips the text items it already
+gave. So the Runner decides every case that is not a plain text reply, and only agents that use
+nothing the direct path does not do itself are :func:`eligible` (no handoffs, guardrails,
+hooks, structured output, prompt object, model object, SDK tracing; tools are fine: calling one
+goes to the Runner). tests/unit/test_direct_run.py runs both paths on the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from agents import Agent, ModelProvider, RunConfig, RunContextWrapper
+from agents.items import ItemHelpers, MessageOutputItem, RunItem, TResponseInputItem
+from agents.models.interface import Model
+from agents.run_internal import turn_preparation as tp
+from agents.run_internal.items import (
+    deduplicate_input_items_preferring_latest,
+    ensure_input_item_format,
+)
+from agents.run_internal.prompt_cache_key import (
+    PromptCacheKeyResolver,
+    model_settings_with_prompt_cache_key,
+)
+from agents.run_internal.run_loop import _prepare_turn_input_items
+from agents.run_internal.session_persistence import (
+    prepare_input_with_session,
+    save_result_to_session,
+)
+from agents.tracing import get_trace_provider
+from agents.tracing.model_tracing import get_model_tracing_impl
+from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
+
+from sessions.memory import Memory
+
+_QUIET = frozenset({"response.created", "response.in_progress", "response.content_part.added",
+                    "response.content_part.done", "response.output_text.done"})
+"""Stream events of a text reply the Runner only passes on (no run item, no decision)."""
+
+
+def eligible(agent: Agent[Any], cfg: RunConfig) -> bool:
+    """Whether a run of ``agent`` under ``cfg`` may start on the direct path: nothing it uses
+    is something the direct path does not do as the Runner does before the model's first
+    event. Checked per run (an Agent can be changed between runs)."""
+    return (type(agent) is Agent and not agent.handoffs and not agent.input_guardrails
+            and not agent.output_guardrails and agent.hooks is None
+            and agent.output_type in (None, str) and agent.prompt is None
+            and (agent.model is None or isinstance(agent.model, str))
+            and agent.model_settings.retry is None and agent.model_settings.timeout is None
+            and not agent.mcp_servers and not getattr(agent, "capabilities", None)
+            and cfg.model is None and cfg.model_settings is None
+            and not cfg.input_guardrails and not cfg.output_guardrails
+            and cfg.call_model_input_filter is None and cfg.session_input_callback is None
+            and cfg.session_settings is None and _tracing_off()
+            and cfg.model_provider is not None)
+
+
+def _tracing_off() -> bool:
+    """The SDK's tracing is off for the process (``set_tracing_disabled``): the Runner's trace
+    and span objects are no-ops, so a run without them is the same run."""
+    return getattr(get_trace_provider(), "_disabled", False) is True
+
+
+class Fallback:
+    """What the Runner needs to go on with a turn the direct path gave up."""
+
+    def __init__(self, session: TurnSession, provider: ReplayProvider, texts: int) -> None:
+        self.session = session
+        self.provider = provider
+        self.texts = texts
+        """Text events already given as :class:`sessions.runtime.Delta` (to skip)."""
+
+    def run_config(self, cfg: RunConfig) -> RunConfig:
+        return replace(cfg, model_provider=self.provider)
+
+
+class DirectRun:
+    """One run of an :func:`eligible` agent on ``text``: :meth:`stream` yields the reply's
+    text pieces; afterwards ``fallback`` is set when the Runner must go on with the turn."""
+
+    def __init__(self, agent: Agent[Any], text: str, memory: Memory, cfg: RunConfig) -> None:
+        self.agent, self.text, self.cfg = agent, text, cfg
+        self.memory = TurnSession(memory)
+        self.fallback: Fallback | None = None
+
+    async def stream(self) -> AsyncIterator[str]:
+        agent, cfg, ctx = self.agent, self.cfg, RunContextWrapper[Any](context=None)
+        prepared, to_save = await prepare_input_with_session(
+            self.text, self.memory, None, None, include_history_in_prepared_input=True,
+            preserve_dropped_new_items=True, reasoning_item_id_policy=None, wrapper=ctx)
+        tools = await agent.get_all_tools(ctx)
+        instructions = await agent.get_system_prompt(ctx)
+        model = tp.get_model(agent, cfg)
+        settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
+        model_input = deduplicate_input_items_preferring_latest(
+            _prepare_turn_input_items(prepared, [], None))
+        await self._save_input(to_save, ctx)
+        key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
+                                               session=self.memory, group_id=cfg.group_id)
+        settings = model_settings_with_prompt_cache_key(settings, key)
+        events = model.stream_response(
+            instructions, model_input, settings, tools, None, [],
+            get_model_tracing_impl(cfg.tracing_disabled, cfg.trace_include_sensitive_data),
+            previous_response_id=None, conversation_id=None, prompt=None)
+        seen: list[Any] = []
+        texts = 0
+        async for event in events:
+            seen.append(event)
+            if isinstance(event, ResponseTextDeltaEvent):
+                texts += 1
+                yield event.delta
+            elif isinstance(event, ResponseCompletedEvent) and _plain_reply(event):
+                await self._save_reply(event, ctx)
+                await events.aclose()  # type: ignore[attr-defined]
+                return
+            elif not _quiet(event):
+                break
+        self.memory.prime()
+        self.fallback = Fallback(self.memory, ReplayProvider(cfg.model_provider, seen, events),
+                                 texts)
+
+    async def _save_input(self, to_save: list[TResponseInputItem],
+                          ctx: RunContextWrapper[Any]) -> None:
+        items = [ensure_input_item_format(i) for i in ItemHelpers.input_to_new_input_list(to_save)]
+        if items:
+            await save_result_to_session(self.memory, items, [], None, wrapper=ctx)
+
+    async def _save_reply(self, event: ResponseCompletedEvent,
+                          ctx: RunContextWrapper[Any]) -> None:
+        response = event.response
+        items: list[RunItem] = [MessageOutputItem(agent=self.agent, raw_item=o)  # type: ignore[arg-type]
+                                for o in response.output]
+        await save_result_to_session(self.memory, [], items, None, response_id=response.id,
+                                     wrapper=ctx)
+
+
+def _quiet(event: Any) -> bool:
+    kind = getattr(event, "type", None)
+    if kind in _QUIET:
+        return True
+    if kind in ("response.output_item.added", "response.output_item.done"):
+        return getattr(event.item, "type", None) == "message"
+    return False
+
+
+def _plain_reply(event: ResponseCompletedEvent) -> bool:
+    """A completed response the Runner would end the run with, having done nothing but save
+    its messages: only message items, each only text (a refusal is an error there)."""
+    output = event.response.output
+    return bool(output) and all(
+        o.type == "message" and o.content and all(p.type == "output_text" for p in o.content)
+        for o in output)
+
+
+class TurnSession:
+    """The turn's session (the SDK's ``Session``), passed through, remembering the first read
+    and whether the first save was made. After :meth:`prime` (the direct path gave up) it is
+    the session as the Runner must see it: its first read answers what the direct path read,
+    its first save (the user's input) is the one the direct path made already."""
+
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+        self.session_id = memory.session_id
+        self.session_settings = memory.session_settings
+        self._got: list[TResponseInputItem] | None = None
+        self._saved = False
+        self._primed = False
+
+    @property
+    def outage(self) -> bool:
+        return self.memory.outage
+
+    @outage.setter
+    def outage(self, value: bool) -> None:
+        self.memory.outage = value
+
+    def prime(self) -> None:
+        self._primed = True
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        if self._primed and self._got is not None:
+            got, self._got = self._got, None
+            return got
+        got = await self.memory.get_items(limit)
+        if not self._primed:
+            self._got = list(got)
+        return got
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        if self._primed and self._saved:
+            self._saved = False
+            return
+        await self.memory.add_items(items)
+        self._saved = not self._primed
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        return await self.memory.pop_item()
+
+    async def clear_session(self) -> None:
+        await self.memory.clear_session()
+
+
+class ReplayProvider(ModelProvider):
+    """``inner``'s models, except that the first streamed call gives the events the direct
+    path already took from the model, then the rest of that live stream."""
+
+    def __init__(self, inner: ModelProvider, seen: list[Any], live: Any) -> None:
+        self.inner, self.seen, self.live = inner, seen, live
+        self.replayed = live is None
+
+    def get_model(self, model_name: str | None) -> Model:
+        return _ReplayModel(self, self.inner.get_model(model_name))
+
+
+class _ReplayModel(Model):
+    def __init__(self, replay: ReplayProvider, inner: Model) -> None:
+        self.replay, self.inner = replay, inner
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.inner.get_response(*args, **kwargs)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        if self.replay.replayed:
+            return self.inner.stream_response(*args, **kwargs)
+        self.replay.replayed = True
+        return self._again()
+
+    async def _again(self) -> AsyncIterator[Any]:
+        for event in self.replay.seen:
+            yield event
+        async for event in self.replay.live:
+            yield event
