@@ -22,6 +22,9 @@ goes to the Runner). tests/unit/test_direct_run.py runs both paths on the same m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -89,6 +92,10 @@ class Fallback:
     def run_config(self, cfg: RunConfig) -> RunConfig:
         return replace(cfg, model_provider=self.provider)
 
+    async def close(self) -> None:
+        """Stop the model stream (the Runner's run ended, or never asked for it)."""
+        await self.provider.pump.stop()
+
 
 class DirectRun:
     """One run of an :func:`eligible` agent on ``text``: :meth:`stream` yields the reply's
@@ -114,26 +121,34 @@ class DirectRun:
         key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
                                                session=self.memory, group_id=cfg.group_id)
         settings = model_settings_with_prompt_cache_key(settings, key)
-        events = model.stream_response(
+        pump = _ModelPump(model.stream_response(
             instructions, model_input, settings, tools, None, [],
             get_model_tracing_impl(cfg.tracing_disabled, cfg.trace_include_sensitive_data),
-            previous_response_id=None, conversation_id=None, prompt=None)
+            previous_response_id=None, conversation_id=None, prompt=None))
         seen: list[Any] = []
-        texts = 0
-        async for event in events:
-            seen.append(event)
-            if isinstance(event, ResponseTextDeltaEvent):
-                texts += 1
-                yield event.delta
-            elif isinstance(event, ResponseCompletedEvent) and _plain_reply(event):
-                await self._save_reply(event, ctx)
-                await events.aclose()  # type: ignore[attr-defined]
+        texts, done = 0, False
+        completed: ResponseCompletedEvent | None = None
+        try:
+            while (event := await pump.next()) is not _END:
+                seen.append(event)
+                if isinstance(event, ResponseTextDeltaEvent) and not done:
+                    texts += 1
+                    yield event.delta
+                elif isinstance(event, ResponseCompletedEvent) and _plain_reply(event) \
+                        and not done:
+                    done, completed = True, event  # the Runner reads to the end, then saves
+                elif done or not _quiet(event):
+                    done = False
+                    break
+            if done and completed is not None:
+                await self._save_reply(completed, ctx)
                 return
-            elif not _quiet(event):
-                break
-        self.memory.prime()
-        self.fallback = Fallback(self.memory, ReplayProvider(cfg.model_provider, seen, events),
-                                 texts)
+            self.memory.prime()
+            self.fallback = Fallback(self.memory,
+                                     ReplayProvider(cfg.model_provider, seen, pump), texts)
+        finally:
+            if self.fallback is None:  # the Runner does not go on with it
+                await pump.stop()
 
     async def _save_input(self, to_save: list[TResponseInputItem],
                           ctx: RunContextWrapper[Any]) -> None:
@@ -218,11 +233,11 @@ class TurnSession:
 
 class ReplayProvider(ModelProvider):
     """``inner``'s models, except that the first streamed call gives the events the direct
-    path already took from the model, then the rest of that live stream."""
+    path already took from the model, then the rest of that stream (from its pump)."""
 
-    def __init__(self, inner: ModelProvider, seen: list[Any], live: Any) -> None:
-        self.inner, self.seen, self.live = inner, seen, live
-        self.replayed = live is None
+    def __init__(self, inner: ModelProvider, seen: list[Any], pump: _ModelPump) -> None:
+        self.inner, self.seen, self.pump = inner, seen, pump
+        self.replayed = False
 
     def get_model(self, model_name: str | None) -> Model:
         return _ReplayModel(self, self.inner.get_model(model_name))
@@ -242,7 +257,58 @@ class _ReplayModel(Model):
         return self._again()
 
     async def _again(self) -> AsyncIterator[Any]:
-        for event in self.replay.seen:
-            yield event
-        async for event in self.replay.live:
-            yield event
+        pump = self.replay.pump
+        try:
+            for event in self.replay.seen:
+                yield event
+            while (event := await pump.next()) is not _END:
+                yield event
+        finally:
+            await pump.stop()
+
+
+_END = object()
+
+
+class _ModelPump:
+    """Reads a model's stream from a task of its own, as the Runner reads it from its run
+    loop's task: the stream stays in one task (and one context) whether the direct path or,
+    after it gave up, the Runner takes its events. The model's own error is raised by
+    :meth:`next` after the events before it."""
+
+    def __init__(self, events: AsyncIterator[Any]) -> None:
+        self.got: deque[Any] = deque()
+        self.ended = False
+        self.failure: BaseException | None = None
+        self.more = asyncio.Event()
+        self.task = asyncio.create_task(self._run(events))
+
+    async def _run(self, events: AsyncIterator[Any]) -> None:
+        try:
+            async for event in events:
+                self.got.append(event)
+                self.more.set()
+        except Exception as exc:  # the model's, raised where its events are read
+            self.failure = exc
+        finally:
+            self.ended = True
+            self.more.set()
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def next(self) -> Any:
+        """The next event, or ``_END`` after the last."""
+        while not self.got:
+            if self.ended:
+                if self.failure is not None:
+                    failure, self.failure = self.failure, None
+                    raise failure
+                return _END
+            self.more.clear()
+            await self.more.wait()
+        return self.got.popleft()
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -210,17 +210,20 @@ async def stream_turn(agent: Agent[Any], input: str | RunState[Any], memory: Mem
     A new turn of an agent that :func:`sessions.direct_run.eligible` allows starts without the
     Runner; the Runner takes over where the model's reply is more than text."""
     cfg = run_config(provider)
-    session: Memory = memory
-    skip = 0
     if isinstance(input, str) and DIRECT[0] and direct_run.eligible(agent, cfg):
         run = direct_run.DirectRun(agent, input, memory, cfg)
         async for text in run.stream():
             yield Delta(text)
         if run.fallback is None:
             return
-        session, cfg, skip = run.fallback.session, run.fallback.run_config(cfg), \
-            run.fallback.texts
-    async for item in _run_streamed(agent, input, session, cfg, skip):
+        try:
+            async for item in _run_streamed(agent, input, run.fallback.session,
+                                            run.fallback.run_config(cfg), run.fallback.texts):
+                yield item
+        finally:
+            await run.fallback.close()
+        return
+    async for item in _run_streamed(agent, input, memory, cfg, 0):
         yield item
 
 

@@ -5,6 +5,7 @@ Every case runs twice on the same scripted model, once each way, and the records
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -73,6 +74,9 @@ def _text(text: str) -> list[Any]:
             _done(_message(text))]
 
 
+CURRENT: contextvars.ContextVar[int] = contextvars.ContextVar("current", default=0)
+
+
 class Scripted(Model):
     """One list of events (or an exception to raise after them) per model call; records the
     arguments of each call."""
@@ -90,6 +94,16 @@ class Scripted(Model):
         self.log.append(("model", system_instructions, [dict(i) for i in input],
                          dataclasses.asdict(model_settings), [t.name for t in tools],
                          output_schema, handoffs, tracing, sorted(kwargs.items())))
+        # as the SDK's models do (a span made current while streaming): the stream must end in
+        # the context it started in, whichever path takes its events
+        token = CURRENT.set(len(self.log))
+        try:
+            async for event in self._events():
+                yield event
+        finally:
+            CURRENT.reset(token)
+
+    async def _events(self) -> AsyncIterator[Any]:
         for event in self.calls.pop(0):
             # as from a network: the consumer takes each event before the next comes (the
             # Runner, given events faster than it hands them on, drops the ones queued before
