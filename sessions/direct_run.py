@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import functools
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from agents import Agent, ModelProvider, RunConfig, RunContextWrapper
+from agents import Agent, FunctionTool, ModelProvider, RunConfig, RunContextWrapper
+from agents._tool_identity import resolve_tool_name_collisions
 from agents.items import ItemHelpers, MessageOutputItem, RunItem, TResponseInputItem
 from agents.models.interface import Model
 from agents.run_internal import turn_preparation as tp
@@ -60,13 +63,18 @@ _QUIET = frozenset({"response.created", "response.in_progress", "response.conten
 def eligible(agent: Agent[Any], cfg: RunConfig) -> bool:
     """Whether a run of ``agent`` under ``cfg`` may start on the direct path: nothing it uses
     is something the direct path does not do as the Runner does before the model's first
-    event. Checked per run (an Agent can be changed between runs)."""
+    event. Instructions and tools' ``is_enabled`` must be plain values: when the Runner takes
+    over it works them out again, and a callable would be called twice. Function tools only
+    (the Runner prepares computer tools). Checked per run (an Agent can be changed)."""
     return (type(agent) is Agent and not agent.handoffs and not agent.input_guardrails
             and not agent.output_guardrails and agent.hooks is None
             and agent.output_type in (None, str) and agent.prompt is None
             and (agent.model is None or isinstance(agent.model, str))
             and agent.model_settings.retry is None and agent.model_settings.timeout is None
             and not agent.mcp_servers and not getattr(agent, "capabilities", None)
+            and (agent.instructions is None or isinstance(agent.instructions, str))
+            and all(isinstance(t, FunctionTool) and isinstance(t.is_enabled, bool)
+                    for t in agent.tools)
             and cfg.model is None and cfg.model_settings is None
             and not cfg.input_guardrails and not cfg.output_guardrails
             and cfg.call_model_input_filter is None and cfg.session_input_callback is None
@@ -111,7 +119,8 @@ class DirectRun:
         prepared, to_save = await prepare_input_with_session(
             self.text, self.memory, None, None, include_history_in_prepared_input=True,
             preserve_dropped_new_items=True, reasoning_item_id_policy=None, wrapper=ctx)
-        tools = await agent.get_all_tools(ctx)
+        tools, _ = resolve_tool_name_collisions(
+            await agent.get_all_tools(ctx), [], collision_policy=cfg.tool_name_collision_policy)
         instructions = await agent.get_system_prompt(ctx)
         model = tp.get_model(agent, cfg)
         settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
@@ -233,38 +242,37 @@ class TurnSession:
 
 class ReplayProvider(ModelProvider):
     """``inner``'s models, except that the first streamed call gives the events the direct
-    path already took from the model, then the rest of that stream (from its pump)."""
+    path already took from the model, then the rest of that stream (from its pump). Until
+    then a model is a shallow copy of ``inner``'s with that one method replaced: the Runner
+    looks at a model's type and methods (retry advice, prompt cache keys), which must be the
+    model's own."""
 
     def __init__(self, inner: ModelProvider, seen: list[Any], pump: _ModelPump) -> None:
         self.inner, self.seen, self.pump = inner, seen, pump
         self.replayed = False
 
     def get_model(self, model_name: str | None) -> Model:
-        return _ReplayModel(self, self.inner.get_model(model_name))
+        model = self.inner.get_model(model_name)
+        if self.replayed:
+            return model
+        twin = copy.copy(model)
+        twin.stream_response = functools.partial(self._stream, model)  # type: ignore[method-assign]
+        return twin
 
-
-class _ReplayModel(Model):
-    def __init__(self, replay: ReplayProvider, inner: Model) -> None:
-        self.replay, self.inner = replay, inner
-
-    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.inner.get_response(*args, **kwargs)
-
-    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
-        if self.replay.replayed:
-            return self.inner.stream_response(*args, **kwargs)
-        self.replay.replayed = True
+    def _stream(self, model: Model, *args: Any, **kwargs: Any) -> Any:
+        if self.replayed:
+            return model.stream_response(*args, **kwargs)
+        self.replayed = True
         return self._again()
 
     async def _again(self) -> AsyncIterator[Any]:
-        pump = self.replay.pump
         try:
-            for event in self.replay.seen:
+            for event in self.seen:
                 yield event
-            while (event := await pump.next()) is not _END:
+            while (event := await self.pump.next()) is not _END:
                 yield event
         finally:
-            await pump.stop()
+            await self.pump.stop()
 
 
 _END = object()

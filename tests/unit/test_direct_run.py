@@ -19,6 +19,7 @@ from agents import (
     ModelSettings,
     RunConfig,
     Runner,
+    function_tool,
     input_guardrail,
     set_tracing_disabled,
 )
@@ -86,6 +87,9 @@ class Scripted(Model):
 
     async def get_response(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
+
+    def _supports_default_prompt_cache_key(self) -> bool:
+        return True  # as the OpenAI models: the Runner adds a key per session
 
     async def stream_response(self, system_instructions: str | None, input: Any,
                               model_settings: ModelSettings, tools: list[Any],
@@ -258,7 +262,11 @@ async def _guard(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
     AGENT.clone(hooks=AgentHooks()),
     AGENT.clone(model=Scripted([], [])),
     AGENT.clone(model_settings=ModelSettings(timeout=5)),
-], ids=["handoffs", "guardrail", "structured", "hooks", "model object", "timeout"])
+    AGENT.clone(instructions=lambda ctx, agent: "dynamic"),
+    AGENT.clone(tools=[function_tool(lambda: "x", name_override="maybe",
+                                     is_enabled=lambda ctx, agent: True)]),
+], ids=["handoffs", "guardrail", "structured", "hooks", "model object", "timeout",
+        "dynamic instructions", "dynamic is_enabled"])
 def test_what_the_direct_path_does_not_serve_goes_to_the_runner(agent: Agent[Any]) -> None:
     cfg = RunConfig(model_provider=Provider(Scripted([], [])))
     assert direct_run.eligible(AGENT, cfg)
