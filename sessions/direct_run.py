@@ -16,8 +16,9 @@ already made, the save already done) and the same model stream from its start
 always does with it (tools, approvals, errors); the caller skips the text items it already
 gave. So the Runner decides every case that is not a plain text reply, and only agents that use
 nothing the direct path does not do itself are :func:`eligible` (no handoffs, guardrails,
-hooks, structured output, prompt object, model object, SDK tracing; tools are fine: calling one
-goes to the Runner). tests/unit/test_direct_run.py runs both paths on the same model.
+hooks, structured output, prompt object, model object, callable instructions, SDK tracing;
+function tools are fine: calling one goes to the Runner). tests/unit/test_direct_run.py runs
+both paths on the same model.
 """
 
 from __future__ import annotations
