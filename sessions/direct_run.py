@@ -116,25 +116,8 @@ class DirectRun:
         self.fallback: Fallback | None = None
 
     async def stream(self) -> AsyncIterator[str]:
-        agent, cfg, ctx = self.agent, self.cfg, RunContextWrapper[Any](context=None)
-        prepared, to_save = await prepare_input_with_session(
-            self.text, self.memory, None, None, include_history_in_prepared_input=True,
-            preserve_dropped_new_items=True, reasoning_item_id_policy=None, wrapper=ctx)
-        tools, _ = resolve_tool_name_collisions(
-            await agent.get_all_tools(ctx), [], collision_policy=cfg.tool_name_collision_policy)
-        instructions = await agent.get_system_prompt(ctx)
-        model = tp.get_model(agent, cfg)
-        settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
-        model_input = deduplicate_input_items_preferring_latest(
-            _prepare_turn_input_items(prepared, [], None))
-        await self._save_input(to_save, ctx)
-        key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
-                                               session=self.memory, group_id=cfg.group_id)
-        settings = model_settings_with_prompt_cache_key(settings, key)
-        pump = _ModelPump(model.stream_response(
-            instructions, model_input, settings, tools, None, [],
-            get_model_tracing_impl(cfg.tracing_disabled, cfg.trace_include_sensitive_data),
-            previous_response_id=None, conversation_id=None, prompt=None))
+        ctx = RunContextWrapper[Any](context=None)
+        pump = await self._call_model(ctx)
         seen: list[Any] = []
         texts, done = 0, False
         completed: ResponseCompletedEvent | None = None
@@ -155,10 +138,33 @@ class DirectRun:
                 return
             self.memory.prime()
             self.fallback = Fallback(self.memory,
-                                     ReplayProvider(cfg.model_provider, seen, pump), texts)
+                                     ReplayProvider(self.cfg.model_provider, seen, pump), texts)
         finally:
             if self.fallback is None:  # the Runner does not go on with it
                 await pump.stop()
+
+    async def _call_model(self, ctx: RunContextWrapper[Any]) -> _ModelPump:
+        """What the Runner does from the session's read to the model's call, in its order."""
+        agent, cfg = self.agent, self.cfg
+        prepared, to_save = await prepare_input_with_session(
+            self.text, self.memory, None, None, include_history_in_prepared_input=True,
+            preserve_dropped_new_items=True, reasoning_item_id_policy=None, wrapper=ctx)
+        tools, _ = resolve_tool_name_collisions(
+            await agent.get_all_tools(ctx), [], collision_policy=cfg.tool_name_collision_policy)
+        instructions = await agent.get_system_prompt(ctx)
+        model = tp.get_model(agent, cfg)
+        settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
+        model_input = deduplicate_input_items_preferring_latest(
+            _prepare_turn_input_items(prepared, [], None))
+        await self._save_input(to_save, ctx)
+        key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
+                                               session=self.memory, group_id=cfg.group_id)
+        settings = model_settings_with_prompt_cache_key(settings, key)
+        pump = _ModelPump(model.stream_response(
+            instructions, model_input, settings, tools, None, [],
+            get_model_tracing_impl(cfg.tracing_disabled, cfg.trace_include_sensitive_data),
+            previous_response_id=None, conversation_id=None, prompt=None))
+        return pump
 
     async def _save_input(self, to_save: list[TResponseInputItem],
                           ctx: RunContextWrapper[Any]) -> None:
