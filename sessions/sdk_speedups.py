@@ -1,9 +1,10 @@
 """Faster equivalents of SDK helpers that a worker calls on every turn or every token.
 
-Profiled on the demo agent (docs/benchmarks.md, "Worker CPU per turn"): these three cost
-about a third of the SDK's CPU per turn, and each does work whose result cannot change
-between turns. Each replacement returns exactly what the original returns (tests/unit/
-test_sdk_speedups.py compares them) and falls back to the original outside its fast path.
+Profiled on the demo agent (docs/benchmarks.md, "Worker CPU per turn"): the first three cost
+about a third of the SDK's CPU per turn, the model settings' defaults (worker-fast) ~5 % more,
+and each does work whose result cannot change between turns. Each replacement returns exactly
+what the original returns (tests/unit/test_sdk_speedups.py compares them) and falls back to
+the original outside its fast path.
 They are installed once per worker process by :func:`install`, and only on the SDK versions
 they were written against: on any other version the SDK is left as it is.
 """
