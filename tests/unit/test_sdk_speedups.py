@@ -179,8 +179,9 @@ async def _paced(blocks: list[bytes], gap: float, read_every: float,
 
 
 def test_paced_reads_merge_the_text_that_came_meanwhile() -> None:
-    words = [_chunk({"role": "assistant", "content": "w0"})] + [
-        _chunk({"content": f" w{n}"}) for n in range(1, 40)] + [_chunk({}, "stop"), "[DONE]"]
+    words: list[dict[str, Any] | str] = [
+        _chunk({"role": "assistant", "content": "w0"}),
+        *(_chunk({"content": f" w{n}"}) for n in range(1, 40)), _chunk({}, "stop"), "[DONE]"]
     blocks = [_sse(c) for c in words]
     each = asyncio.run(_paced(blocks, 0.002, 0.0))
     paced = asyncio.run(_paced(blocks, 0.002, 0.03))
