@@ -375,8 +375,24 @@ def main() -> None:
                         print(mode, orjson.dumps(res).decode(), flush=True)
                         runs.append(res)
             if a.record:
-                print(record(f"{a.name}-{mode}", {"runs": runs, "params": _params(a, mode)},
-                             notes=_NOTES[mode]))
+                doc = {"runs": runs, "params": _params(a, mode)}
+                if mode == "cpu":
+                    doc["summary"] = cpu_summary(runs, trees[-1])
+                print(record(f"{a.name}-{mode}", doc, notes=_NOTES[mode]))
+
+
+def cpu_summary(runs: list[dict[str, Any]], tree: Path) -> dict[str, Any]:
+    """The last ``--tree``'s (the checkout under test) worker CPU-s per turn, mean of its
+    rounds, per model: ``agentia capacity`` reads the demo model's as the worker's plain turn
+    (loadtest/capacity_figures.py, ``worker_turn_cpu_now``)."""
+    out: dict[str, Any] = {"tree": str(tree)}
+    for model in ("demo", "stub"):
+        mine = [r for r in runs if r["tree"] == str(tree) and r["model"] == model]
+        if mine:
+            out["commit"] = mine[0]["commit"]
+            out[f"{model}_worker_cpu_s_per_turn"] = round(
+                statistics.mean(r["worker_cpu_ms_per_turn"] for r in mine) / 1000, 6)
+    return out
 
 
 def _variants(mode: str, a: argparse.Namespace) -> list[tuple[int, str]]:
