@@ -445,10 +445,13 @@ class WorkerSettings(Common):
     """The least time between two reads of an OpenAI-compatible model's stream while it
     streams text: the tokens that come meanwhile cost the worker one read, not one each
     (docs/architecture.md "A worker's turns"); 0 reads every token as it comes."""
-    model_client: str = "openai"
-    """How an OpenAI-compatible model's stream is read: ``openai`` (the OpenAI client and the
-    Agents SDK's chunk handling) or ``lean`` (sessions/lean_model.py: the same request and
-    events, the stream's bytes decoded without the client's per-chunk work)."""
+    model_client: str = "lean"
+    """How an OpenAI-compatible model's stream is read: ``lean`` (sessions/lean_model.py: the
+    same request and events, the stream's bytes decoded from the wire up without the client's
+    per-chunk work) or ``openai`` (the OpenAI client and the Agents SDK's chunk handling)."""
+    direct_run: bool = True
+    """Text replies of agents that allow it run without the SDK's Runner
+    (sessions/direct_run.py); off: every turn through the Runner."""
     demo_word_delay: float = 0.03
     tracing: bool = False
     worker_internal_host: str = "127.0.0.1"

@@ -27,7 +27,6 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import (
     Agent,
-    AgentServer,
     AgentSession,
     AutoSubscribe,
     JobContext,
@@ -48,6 +47,7 @@ from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once, vad_like
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
+from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
@@ -359,7 +359,9 @@ def options(s: VoiceSettings) -> WorkerOptions:
 
 async def serve(s: VoiceSettings) -> None:
     """Run until SIGTERM/SIGINT, then drain the calls in progress."""
-    server = AgentServer.from_server_options(options(s))
+    server = CallCountServer.from_server_options(options(s))
+    assert isinstance(server, CallCountServer)
+    server.calls = s.voice_max_calls
     server.on("worker_registered", lambda wid, _info: print(
         f"AGENTIA_VOICE_READY worker={wid} pid={os.getpid()}", flush=True))
     stop = asyncio.Event()
