@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import inspect
 import multiprocessing as mp
 import os
 import statistics
@@ -79,6 +80,12 @@ TICK_S = 0.04
 END_FREES = hasattr(Bus, "end_turn")
 """Whether a turn's ending frees the session lock when no turn is pending (one script, not
 the worker's next_turn and release_lock after it)."""
+TAKES_LOCK = "lease_ms" in inspect.signature(Bus.start_attempt).parameters if BATCHED else False
+"""Whether START takes the session lock (issue 13's turn-scripts work: no ACQUIRE before it)."""
+MEMORY_WITH_END = TAKES_LOCK and "remember" in inspect.signature(Bus.end_turn).parameters
+"""Whether the turn's memory items are written by its ending (no REMEMBER of their own)."""
+SPEAKING_LATER = "later" in inspect.signature(Bus.append).parameters
+"""Whether the ``speaking`` state reaches the nodes with its text's tick (no fan-out of its own)."""
 PARTIAL_EVERY = getattr(K, "PARTIAL_EVERY", 1)
 """Which pieces carry text for the partial buffer (sessions/coalescer.py): every one before
 issue 13's turn-redis work, every tenth (the ten's text) since."""
@@ -195,12 +202,15 @@ class _Proc:
         try:
             while True:
                 self.poked.discard(sid)
-                if not await bus.try_lock(sid, self.owner, LEASE_MS):
+                if not TAKES_LOCK and not await bus.try_lock(sid, self.owner, LEASE_MS):
                     return
-                while True:
+                while True:  # with TAKES_LOCK the first turn's START takes the lock
                     turn = await bus.next_turn(sid)
                     if turn is not None:
-                        if await self.run_turn(sid, turn.offset, turn.text):
+                        ended = await self.run_turn(sid, turn.offset, turn.text)
+                        if ended is None:
+                            return  # another worker holds the lock (START)
+                        if ended:
                             break  # its ending freed the lock (END_FREES)
                     elif await bus.release_lock(sid, self.owner) != 0:
                         break
@@ -209,17 +219,23 @@ class _Proc:
         finally:
             self.active.discard(sid)
 
-    async def run_turn(self, sid: str, turn: int, text: str) -> bool:
-        """One turn as the worker plays it; True when its ending freed the session lock."""
+    async def run_turn(self, sid: str, turn: int, text: str) -> bool | None:
+        """One turn as the worker plays it; True when its ending freed the session lock, None
+        when another worker holds it."""
         bus, owner = self.bus, self.owner
         piece = "x" * max(1, self.reply_chars // max(1, self.deltas))
         if BATCHED:  # START (BEGIN and turn_start in one script), then the pieces by tick
             then: dict[str, Any] = {"then": _state(turn, "thinking")} if STATES else {}
+            if TAKES_LOCK:
+                then["lease_ms"] = LEASE_MS
             started = await bus.start_attempt(sid, turn, owner, max_attempts=3, **then)
+            if getattr(started, "busy", False):
+                return None
             memory = bus.memory(sid, turn, owner)
             await memory.get_items()
             if STATES:  # as sessions/turn_log.py: before the first text, an append of its own
-                await bus.append(sid, _state(turn, "speaking"), owner=owner)
+                later: dict[str, Any] = {"later": True} if SPEAKING_LATER else {}
+                await bus.append(sid, _state(turn, "speaking"), owner=owner, **later)
             await self.flusher.stream(sid, turn, started.run, piece, self.deltas)
         else:
             await bus.begin_attempt(sid, turn, owner)
@@ -241,6 +257,9 @@ class _Proc:
              "content": [{"type": "output_text", "text": reply, "annotations": []}]}])
         ending = {"type": "reply", "turn": turn, "text": reply}
         events = [*_state(turn, "idle"), ending] if STATES else ending
+        if MEMORY_WITH_END:  # the SDK's items wait in memory for the ending's script
+            return bool(await bus.end_turn(sid, events, turn, owner,
+                                           remember=memory.take_unsaved()))
         if END_FREES:
             return bool(await bus.end_turn(sid, events, turn, owner))
         await bus.append(sid, events, done=turn, owner=owner)

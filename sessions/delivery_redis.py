@@ -184,6 +184,22 @@ class RedisNodeDelivery(RedisCore):
                 self._remember_nodes(sid, out[sid], now)
         return out
 
+    async def _fan_out_later(self, sid: str, first: int, events: list[bytes],
+                             nodes: list[bytes]) -> None:
+        """:meth:`_fan_out_all`, left for the session's next tick of chunks when it can be
+        (log_redis.stream_chunks puts it first in that pipeline, before the chunks): the
+        ``speaking`` state, appended just before the text it announces, reaches the nodes with
+        that text, one round trip and one wake-up of each node's reader fewer per turn. Sent
+        at once when an outbox is on (its cursor follows each fan-out) or a test fault is set;
+        any other fan-out of the session sends it first (order holds)."""
+        if self.outboxes or KILL_BEFORE_FANOUT or not nodes:
+            await self._fan_out_all(sid, first, events, nodes)
+            return
+        if sid in self._later:
+            await self._fan_out_all(*self._later.pop(sid))
+        self._remember_nodes(sid, nodes, time.monotonic())
+        self._later[sid] = (sid, first, events, nodes)
+
     def _remember_nodes(self, sid: str, nodes: list[bytes], now: float) -> None:
         if len(self._session_nodes) > 10_000:
             self._session_nodes.clear()
@@ -194,9 +210,11 @@ class RedisNodeDelivery(RedisCore):
         await self._fan_out_all(sid, offset, [event], nodes)
 
     async def _fan_out_all(self, sid: str, first: int, events: list[bytes],
-                           nodes: list[bytes]) -> None:
+                           nodes: list[bytes], then: list[tuple[Any, ...]] | None = None
+                           ) -> None:
         """Copy events (at offsets ``first``, ``first + 1``, ...) to the delivery stream of
-        each node holding the session, in one pipeline. On a
+        each node holding the session, in one pipeline (``then``: commands run at its end, in
+        the same round trip; a single Redis only, where a failure here is the caller's). On a
         Cluster a delivery stream may live on a master that is failing over while the log's
         master is fine: the event is safe in the log, and the edge, which cannot read its
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
@@ -207,10 +225,12 @@ class RedisNodeDelivery(RedisCore):
         if KILL_BEFORE_FANOUT and any(orjson.loads(e).get("type") == KILL_BEFORE_FANOUT
                                       for e in events):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._later and sid in self._later:  # the session's earlier events go out first
+            await self._fan_out_all(*self._later.pop(sid))
         self._remember_nodes(sid, nodes, time.monotonic())
         pairs = list(enumerate(events, first))
         hooks = [entry for o in self.outboxes for entry in o.entries(sid, pairs)]
-        if not nodes and not self.outboxes:
+        if not nodes and not self.outboxes and not then:
             return
         last = first + len(events) - 1
         try:
@@ -234,6 +254,8 @@ class RedisNodeDelivery(RedisCore):
                     for o in self.outboxes:
                         pipe.execute_command("EVAL", W.ADVANCE, 1, self.keys.meta(sid),
                                              o.field, first, last)
+                for cmd in then or ():
+                    pipe.execute_command(*cmd)
                 await pipe.execute()
             if self.cluster:  # other masters: only once they are in
                 for o in self.outboxes:

@@ -177,18 +177,33 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if int(res[0]) < 0:
             raise SessionLost(client_id)
         offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
-        if not dup:
-            await self._fan_out(sid, offset, event, res[4:])
-        if not (dup and offset <= done):
-            # the session's agent's shard ("": no agent registered yet, the default's)
-            inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
-            await self._synced(inbound, ("XADD", inbound, "*", "s", sid, "o", offset))
-        if not dup:
-            # the session now lives SESSION_TTL from this turn: so does its place among the
-            # user's live sessions (sessions/opening.py), if it has one
-            await self.redis.zadd(self.user_keys.live(user), {sid: int(now) + K.SESSION_TTL},
-                                  xx=True, gt=True)
+        # the session's agent's shard ("": no agent registered yet, the default's)
+        inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
+        queue = ("XADD", inbound, "*", "s", sid, "o", offset)
+        # the session now lives SESSION_TTL from this turn: so does its place among the
+        # user's live sessions (sessions/opening.py), if it has one
+        live = ("ZADD", self.user_keys.live(user), "XX", "GT", int(now) + K.SESSION_TTL, sid)
+        then = ([] if dup and offset <= done else [queue]) + ([] if dup else [live])
+        if self.cluster or self.wait_replicas:  # the queue entry waits for its replicas
+            await self._submitted_apart(sid, offset, event, res[4:], dup, then)
+        elif not dup:  # one round trip after the script, not three (issue 13)
+            await self._fan_out_all(sid, offset, [event], res[4:], then)
+        elif then:
+            await self._synced(inbound, *then)
         return Submitted(offset, dup)
+
+    async def _submitted_apart(self, sid: str, offset: int, event: bytes, nodes: list[bytes],
+                               dup: bool, then: list[tuple[Any, ...]]) -> None:
+        """A submit's fan-out, queue entry (confirmed by WAIT when asked) and live-session
+        score one after another: on a Cluster the fan-out may fail alone (:meth:`_fan_out_all`)
+        and they live on other masters."""
+        if not dup:
+            await self._fan_out(sid, offset, event, nodes)
+        for cmd in then:
+            if cmd[0] == "XADD":
+                await self._synced(cmd[1], cmd)
+            else:
+                await self.redis.execute_command(*cmd)
 
     @down
     async def cancel(self, sid: str, turn: int | None) -> int:
@@ -202,7 +217,7 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
     @down
     async def append(self, sid: str, event: E.Event | list[E.Event], *, done: int | None = None,
-                     owner: str = "", run: str = "") -> int:
+                     owner: str = "", run: str = "", later: bool = False) -> int:
         """Append an event (or several, at consecutive offsets, in one script) to the session
         log and deliver it; returns the (last) offset. ``done`` finishes that turn (and drops
         its partial buffer); ``run`` (with a ``turn_start``) starts the partial buffer of that
@@ -210,20 +225,31 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
 
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
+
+        With ``later`` the nodes get the events with the session's next chunks (same pipeline,
+        before them), not in a round trip of their own: for an event that text follows at once
+        (the ``speaking`` state, sessions/turn_log.py).
         """
-        return (await self._append_events(sid, event, done, owner, run, release=False))[0]
+        return (await self._append_events(sid, event, done, owner, run, release=False,
+                                          later=later))[0]
 
     @down
     async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
-                       owner: str, release: bool = True) -> bool:
+                       owner: str, release: bool = True, remember: list[bytes] | None = None
+                       ) -> bool:
         """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
         free the session lock in the same script when no turn is pending after it (what the
         worker's next look at the turns and ``release_lock`` would do: two round trips fewer
-        per turn); returns whether the lock was freed."""
-        return (await self._append_events(sid, events, turn, owner, "", release=release))[1]
+        per turn); returns whether the lock was freed. ``remember``: the attempt's memory
+        items not written yet (:meth:`sessions.memory.RedisMemory.take_unsaved`), written to
+        the session's memory in the same script (fenced and idempotent with the ending)."""
+        return (await self._append_events(sid, events, turn, owner, "", release=release,
+                                          remember=remember or []))[1]
 
     async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
-                             owner: str, run: str, release: bool) -> tuple[int, bool]:
+                             owner: str, run: str, release: bool,
+                             remember: list[bytes] | None = None, later: bool = False
+                             ) -> tuple[int, bool]:
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -231,15 +257,17 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         res = await self._run_script(
             self._append,
             keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
-                  k.partial(sid)],
+                  k.partial(sid), k.memory(sid)],
             args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner, run, "1" if release else "", *raws[1:]],
+                  append_id, owner, run, "1" if release else "", K.MEMORY_MAXLEN,
+                  len(remember or ()), *(remember or ()), *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
         if offset > 0:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[2:])
+            fan_out = self._fan_out_later if later else self._fan_out_all
+            await fan_out(sid, offset - len(raws) + 1, raws, res[2:])
         return offset, offset > 0 and int(res[1]) == 1
 
     @down
@@ -261,13 +289,16 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[E.Event] | None = None,
-                            said: str = "") -> Started:
+                            said: str = "", lease_ms: int | None = None) -> Started:
         """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
         or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
         turn's ``state thinking``) and start its run's partial buffer, in one script
         (``START``). During an operator takeover it does not start: ``said`` (the turn's
-        text) is queued for the agent's memory and the result is ``held``. Raises
-        :class:`LockLost` if the lock is not ``owner``'s."""
+        text) is queued for the agent's memory and the result is ``held``. With
+        ``lease_ms`` the session lock is taken first (as :meth:`try_lock`, in the same
+        script: one round trip fewer per turn) and a lock another worker holds gives a
+        ``busy`` result, nothing written; without, the caller holds the lock already. Raises
+        :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``)."""
         k = self.keys
         more = [orjson.dumps(e) for e in then or ()]
         note = orjson.dumps({"role": "user", "content": said})
@@ -277,9 +308,12 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                   k.partial(sid), k.notes(sid)],
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note, *more])
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
+                  "" if lease_ms is None else lease_ms, *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
+        if int(res[0]) == -3:
+            return Started(0, False, "", busy=True)
         attempt, cancelled, offset = int(res[0]), int(res[1]) == 1, int(res[2])
         if offset <= 0:
             return Started(attempt, cancelled, "", held=int(res[1]) == 2)
@@ -327,14 +361,25 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
         of a tick's turns together, one pipeline)."""
         k = self.keys
-        nodes_of = await self._nodes_of_many(list(dict.fromkeys(p[0] for p in pieces)))
-        every = list(dict.fromkeys(n for nodes in nodes_of.values() for n in nodes))
+        sids = list(dict.fromkeys(p[0] for p in pieces))
+        # log events left for this tick (:meth:`append` ``later``): taken now, sent first
+        later = [self._later.pop(sid) for sid in sids if sid in self._later]
+        nodes_of = await self._nodes_of_many(sids)
+        every = list(dict.fromkeys(n for nodes in [*nodes_of.values(), *(j[3] for j in later)]
+                                   for n in nodes))
         alive = set(await self._live_nodes(every)) if every else set()
         targets = [[n for n in nodes_of[p[0]] if n in alive] for p in pieces]
         batches: dict[bytes, list[bytes]] = {}
         fresh: set[bytes] = set()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for sid, first, events, nodes in later:
+                    for node in nodes:
+                        if node in alive:
+                            for n, event in enumerate(events):
+                                pipe.xadd(k.delivery(node.decode()),
+                                          {"s": sid, "o": first + n, "e": event},
+                                          maxlen=K.DELIVERY_MAXLEN, approximate=True)
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
                     if text:
                         pipe.rpushx(k.partial(sid), f"{run}#{seq}|{text}")

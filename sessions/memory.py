@@ -25,10 +25,16 @@ from sessions.redis_client import REDIS_DOWN, is_down
 class Memory(Session, Protocol):
     """The agent's memory of one session for one attempt of a turn: the SDK's ``Session``,
     plus ``outage``, set when Redis failed under it (the worker then counts the attempt as an
-    outage, not the turn's failure). :class:`RedisMemory` here, ``DaprMemory`` in
-    sessions/memory_dapr.py (``AGENTIA_MEMORY=dapr``)."""
+    outage, not the turn's failure), and the items not written yet: ``take_unsaved`` (the
+    worker writes them with the turn's ending) and ``save`` (before a pause).
+    :class:`RedisMemory` here, ``DaprMemory`` in sessions/memory_dapr.py
+    (``AGENTIA_MEMORY=dapr``, which writes at once: nothing unsaved)."""
 
     outage: bool
+
+    def take_unsaved(self) -> list[bytes]: ...
+
+    async def save(self) -> None: ...
 
 
 class RedisMemory:
@@ -36,6 +42,12 @@ class RedisMemory:
 
     Each item is stored as ``<turn>|<json>`` so that a retried turn can remove what its failed
     attempt wrote (``BEGIN``/``ROLLBACK`` in scripts.py) without touching older turns.
+
+    Items the SDK adds are kept here, not written (reads see them after the stored ones): the
+    worker writes them with the turn's ending, in its ``APPEND`` script (issue 13: the SDK
+    adds twice a turn, the input and then the output, each a ``REMEMBER`` script before), or
+    with :meth:`save` before the turn waits for approval. An attempt that fails never wrote
+    them: nothing to roll back but what a pause saved.
 
     The Agents SDK wraps (and redacts) what its session raises, so a Redis outage here is
     also recorded in ``outage``: the worker then treats the failed attempt as an outage, not
@@ -56,27 +68,40 @@ class RedisMemory:
         self.session_id = session_id
         self.max_items = max_items
         self.outage = False
+        self.unsaved: list[bytes] = []
+        """Items added and not written yet, stored form (``<turn>|<json>``), oldest first."""
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         start = -limit if limit else 0
-        raw = await self._call(self.redis.lrange(self.key, start, -1))
+        raw = [*await self._call(self.redis.lrange(self.key, start, -1)), *self.unsaved]
+        raw = raw[-(limit or self.max_items):]
         return [orjson.loads(r.partition(b"|")[2]) for r in raw]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
-        if not items:
+        self.unsaved.extend(self.tag + orjson.dumps(_plain(i)) for i in items)
+
+    def take_unsaved(self) -> list[bytes]:
+        """The items not written yet (for the turn's ending to write); none are kept."""
+        items, self.unsaved = self.unsaved, []
+        return items
+
+    async def save(self) -> None:
+        """Write the unsaved items now (``REMEMBER``, fenced by the session lock)."""
+        if not self.unsaved:
             return
         res = await self._call(self._remember(
             keys=[self.key, self.lock],
-            args=[self.owner, self.max_items, K.SESSION_TTL,
-                  *[self.tag + orjson.dumps(_plain(i)) for i in items]]))
+            args=[self.owner, self.max_items, K.SESSION_TTL, *self.unsaved]))
         if int(res) == -2:
             raise LockLost(self.session_id)
+        self.unsaved = []
 
     async def pop_item(self) -> TResponseInputItem | None:
-        raw = await self._call(self.redis.rpop(self.key))
+        raw = self.unsaved.pop() if self.unsaved else await self._call(self.redis.rpop(self.key))
         return orjson.loads(raw.partition(b"|")[2]) if raw else None
 
     async def clear_session(self) -> None:
+        self.unsaved = []
         await self._call(self.redis.delete(self.key))
 
     async def _call(self, op: Awaitable[Any]) -> Any:

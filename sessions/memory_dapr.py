@@ -75,6 +75,13 @@ class DaprMemory:
     async def pop_item(self) -> TResponseInputItem | None:
         return await self.inner.pop_item()
 
+    def take_unsaved(self) -> list[bytes]:
+        """Nothing: items are written as they are added."""
+        return []
+
+    async def save(self) -> None:
+        """Nothing to write (items are written as they are added)."""
+
     async def clear_session(self) -> None:
         await self.inner.clear_session()
         await self._call(self.redis.delete(self.key))

@@ -3,6 +3,7 @@ and writes confirmed by replicas (WAIT)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -33,9 +34,7 @@ def down(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, 
             if not is_down(exc):
                 raise
             raise BusUnavailable() from exc
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+    return functools.wraps(fn)(wrapper)  # its signature too (loadtest/redis_replay.py reads it)
 
 
 class RedisCore:
@@ -104,6 +103,10 @@ class RedisCore:
         """Session -> (when, the nodes holding it): what its last append saw."""
         self._readers: dict[str, Any] = {}
         """Node -> the Redis connection its delivery reads use (sessions/delivery_redis.py)."""
+        self._later: dict[str, tuple[str, int, list[bytes], list[bytes]]] = {}
+        """Session -> a fan-out left for its next tick of chunks (sid, first offset, events,
+        nodes): an append ``later`` (sessions/log_redis.py); one per session at most, so
+        bounded by the turns running."""
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)

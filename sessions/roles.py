@@ -85,6 +85,8 @@ class Started:
     run: str
     held: bool = False
     """An operator holds the session (takeover): the turn is not run."""
+    busy: bool = False
+    """Another worker holds the session's lock (asked to take it): nothing was begun."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ class SessionLog(Protocol):
     async def cancel(self, sid: str, turn: int | None) -> int: ...
 
     async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
-                     owner: str = "", run: str = "") -> int: ...
+                     owner: str = "", run: str = "", later: bool = False) -> int: ...
 
     async def replay(self, sid: str, after: int, epoch: str | None,
                      limit: int = 500) -> Replay: ...
@@ -325,10 +327,11 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     """What an agent worker plays: the turn queue, the turn state, and appends to the log."""
 
     async def append(self, sid: str, event: Event | list[Event], *, done: int | None = None,
-                     owner: str = "", run: str = "") -> int: ...
+                     owner: str = "", run: str = "", later: bool = False) -> int: ...
 
     async def end_turn(self, sid: str, events: Event | list[Event], turn: int, owner: str,
-                       release: bool = True) -> bool: ...
+                       release: bool = True, remember: list[bytes] | None = None
+                       ) -> bool: ...
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None: ...
@@ -337,7 +340,7 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
 
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[Event] | None = None,
-                            said: str = "") -> Started: ...
+                            said: str = "", lease_ms: int | None = None) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

@@ -71,12 +71,15 @@ for i = from, #ARGV do
 end
 """
 
-# KEYS: meta, log, nodes, lock, turns, partial
+# KEYS: meta, log, nodes, lock, turns, partial, memory
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
 #       run ("" = none: else a turn_start, whose run starts the partial buffer afresh),
 #       release ("1": with ``done``, free the session lock as RELEASE does when no turn is
-#       pending after it), more events... (appended after ``event``, at the next offsets: one
-#       script for a turn's ``state`` and the event it goes with)
+#       pending after it), memory max items, n (memory items that follow, 0 = none),
+#       n memory items (REMEMBER's: the turn's conversation items, written with its ending:
+#       one script a turn instead of two REMEMBER and the ending), more events... (appended
+#       after ``event``, at the next offsets: one script for a turn's ``state`` and the event
+#       it goes with)
 # Idempotent per append id (a retried call returns the first call's offset, and reports the
 # lock released when it is not the caller's any more: the first call may have freed it) and
 # fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
@@ -97,9 +100,14 @@ else
   if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 """
     + _APPEND
-    + "local from = 9\n"
+    + "local items = tonumber(ARGV[10])\nlocal from = 11 + items\n"
     + _APPEND_MORE
     + """
+  if items > 0 then
+    for i = 11, 10 + items do redis.call('RPUSH', KEYS[7], ARGV[i]) end
+    redis.call('LTRIM', KEYS[7], -tonumber(ARGV[9]), -1)
+    redis.call('EXPIRE', KEYS[7], ttl)
+  end
   if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
   if ARGV[7] ~= '' then
     redis.call('DEL', KEYS[6])
@@ -191,7 +199,11 @@ return {attempts, cancel and 1 or 0}
 
 # KEYS: meta, memory, lock, log, nodes, partial, notes
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
-#       the turn's user message as a memory item (json), more events...
+#       the turn's user message as a memory item (json), lease ms ("" = the caller holds the
+#       lock already), more events...
+# With a lease the session lock is taken first as ACQUIRE takes it (free, or this owner's):
+# one script fewer per turn (the worker's ACQUIRE before it); {-3} (nothing written) when
+# another worker holds it. A session without meta is not locked ({0, 1, 0, ''}, as below).
 # BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
 # which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
 # is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
@@ -203,13 +215,19 @@ return {attempts, cancel and 1 or 0}
 # message is queued in ``notes`` (the agent sees it after the release, in order with the
 # operator's messages) and {attempt, 2, 0, ''} is returned (the worker ends it ``cancelled``
 # with reason ``takeover``). Checked here, under the lock, so no attempt starts in a takeover.
-# Returns {-2} if the lock is not the caller's; {0, 1, 0, ''} if the session is gone; else
+# Returns {-2} if the lock is not the caller's (without a lease), {-3} if it is another's
+# (with one); {0, 1, 0, ''} if the session is gone; else
 # {attempt, cancelled, offset of the last event appended (0: none appended), run, node...}.
 START = (
     """
-if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
 local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
+local holder = redis.call('GET', KEYS[3])
+if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
 if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
+if holder ~= ARGV[2] then
+  if holder then return {-3} end
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
+end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
 local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
 if ARGV[3] ~= '1' or attempts == 0 then
@@ -241,7 +259,7 @@ local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. atte
 local seq
 """
     + _APPEND
-    + "local from = 10\n"
+    + "local from = 11\n"
     + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])

@@ -5,7 +5,8 @@ Cost rule (issue 13): a state change rides on an append the turn makes anyway. `
 appended by the attempt's START script with its ``turn_start`` (:func:`started`), ``tool`` with
 the ``tool_call`` it belongs to, and ``idle`` with the turn's ending event
 (:meth:`TurnLog.ending`), each one script. Only ``speaking`` (before the first text after another
-state) is an append of its own: no log event is due then. A ``tool_result`` or a ``handoff``
+state) is an append of its own: no log event is due then; its delivery to the nodes rides on the
+tick that carries the text (log_redis ``append(later=True)``). A ``tool_result`` or a ``handoff``
 changes no state (the next ``tool``/``speaking`` says what comes, with the agent doing it).
 """
 
@@ -48,8 +49,10 @@ class TurnLog:
         if isinstance(item, Delta):
             if self.state != SPEAKING:
                 # no flush: text waits only while speaking, and every other event flushed it
-                # (flushing here would send every turn's pieces once per turn, not per tick)
-                await self._append(self._to(SPEAKING), flush=False)
+                # (flushing here would send every turn's pieces once per turn, not per tick);
+                # the nodes get it with the text's tick (``later``: one round trip fewer)
+                await self.bus.append(self.turn.session, self._to(SPEAKING), owner=self.owner,
+                                      later=True)
             self.co.add(item.text)
         elif isinstance(item, ToolCalled):
             self.agent = item.agent

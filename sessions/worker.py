@@ -57,6 +57,10 @@ _UNTRACED = nullcontext()
 """What a turn runs in when tracing is off (agentia/tracing.py): no tracer call at all."""
 
 
+class _Busy(Exception):
+    """The session's lock is another worker's (found by the attempt's START, which takes it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     concurrency: int = 256
@@ -289,17 +293,18 @@ class Worker:
             log.exception("session %s failed; its entry stays pending", sid)
 
     async def _try_session(self, claim: Claimed) -> bool:
-        """Run the session's turns if its lock can be had; False if another worker holds it."""
+        """Run the session's turns if its lock can be had; False if another worker holds it.
+        The lock is taken by the first turn's START script (no ACQUIRE of its own: one round
+        trip fewer per turn); the keeper's first renewal comes a third of a lease later."""
         sid = claim.session
         self.active.add(sid)  # before any await: one task per session in this worker
         try:
             while True:
                 self.poked.discard(sid)
-                if not await self.bus.try_lock(sid, self.name, self.cfg.lease_ms):
-                    return False
                 keeper = asyncio.create_task(self._keep_lease(claim))
                 try:
-                    await self._run_session(claim)
+                    if not await self._run_session(claim):
+                        return False
                 finally:
                     keeper.cancel()
                 # An entry read while the release was on its way to Redis was acked on the
@@ -335,16 +340,24 @@ class Worker:
             except Exception as exc:  # an outage (or redis-py's race): try again next time
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
-    async def _run_session(self, claim: Claimed) -> None:
+    async def _run_session(self, claim: Claimed) -> bool:
+        """Run the session's pending turns; False when another worker holds its lock. The
+        pending turns are read before the lock is held (START takes it). None pending: the
+        lock is released if it is this worker's (one it left behind when Redis failed before
+        a release: a turn submitted since would otherwise wait for its lease), and another
+        worker's is left alone (RELEASE answers -1)."""
         sid = claim.session
         while True:
             turn = await self.bus.next_turn(sid)
             if turn is None:
                 if await self.bus.release_lock(sid, self.name) != 0:
-                    return
+                    return True
                 continue
-            if await self._run_turn(replace(turn, agent=claim.agent), claim):
-                return  # its ending freed the lock: no turn was pending (_finish)
+            try:
+                if await self._run_turn(replace(turn, agent=claim.agent), claim):
+                    return True  # its ending freed the lock: no turn was pending (_finish)
+            except _Busy:
+                return False
 
     async def _run_turn(self, turn: Turn, claim: Claimed) -> bool:
         """Run one turn; True when its ending freed the session lock."""
@@ -365,7 +378,10 @@ class Worker:
         began = tracing.now() if tracing.ON else 0
         started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
                                                  max_attempts=self.cfg.max_attempts, again=again,
-                                                 then=started(turn, agent), said=turn.text)
+                                                 then=started(turn, agent), said=turn.text,
+                                                 lease_ms=self.cfg.lease_ms)
+        if started_.busy:
+            raise _Busy(turn.session)
         if tracing.ON:
             TS.claimed(began, started_)
         attempt, cancelled = started_.attempt, started_.cancelled
@@ -402,9 +418,10 @@ class Worker:
                 raise
             await co.flush()
             if run.paused:  # no tool call left without its output in the agent's memory
+                memory.take_unsaved()
                 await self.bus.rollback_memory(turn.session, turn.offset)
             await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
-                                                           tl.agent)))
+                                                           tl.agent)), memory.take_unsaved())
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
@@ -419,7 +436,7 @@ class Worker:
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
             await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
-                                                       tl.agent)))
+                                                       tl.agent)), memory.take_unsaved())
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
@@ -455,6 +472,7 @@ class Worker:
             budget -= time.monotonic() - began
             if paused is None:
                 break
+            await memory.save()  # the pause outlives this attempt: memory as it stands
             run_input = await self._on_paused(turn, co, run, paused)
         await co.flush()
 
@@ -496,14 +514,16 @@ class Worker:
         if events:
             await self.bus.append(turn.session, events, owner=self.name)
 
-    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]]) -> None:
+    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]],
+                      remember: list[bytes] | None = None) -> None:
+        """End the turn with ``event``; ``remember``: its memory items not written yet."""
         began = tracing.now() if tracing.ON else 0
         run = self.running.get(turn.session)
         paused = run is not None and run.paused
         # the ending frees the lock when no turn is pending (one script, not next_turn and
         # release_lock after it); not before a pause record is dropped, which is not fenced
         released = await self.bus.end_turn(turn.session, event, turn.offset, self.name,
-                                           release=not paused)
+                                           release=not paused, remember=remember)
         if tracing.ON:
             TS.replied(began, event)
         if run is not None:

@@ -27,7 +27,9 @@ async def _paused(bus: Bus, sid: str, expires: float | None = None) -> Request:
     assert started.run
     items: list[Any] = [{"role": "user", "content": "book"},
                         {"type": "function_call", "call_id": "c"}]
-    await bus.memory(sid, 1, OWNER).add_items(items)
+    mem = bus.memory(sid, 1, OWNER)
+    await mem.add_items(items)
+    await mem.save()  # the worker saves its memory before a pause (sessions/worker.py)
     req = Request("c", "book_table", {"people": 2}, "demo", expires or time.time() + 60)
     new = await bus.pause(sid, 1, started.attempt, OWNER, "{}", "so far", [req], [])
     assert new == [req]

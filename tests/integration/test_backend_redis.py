@@ -36,6 +36,7 @@ async def test_a_posted_message_enters_memory_at_the_next_attempt(bus: Bus) -> N
     await mem.add_items([{"role": "user", "content": "hello"}])
     assert (await mem.get_items())[0] == {"role": "system",
                                           "content": "[operator ops] refund approved"}
+    await mem.save()
     # a second attempt rolls back the first one's items, not the note
     await bus.start_attempt("s1", sub.offset, "w1", max_attempts=3)
     assert await _memory(bus, "s1") == [note]
@@ -55,8 +56,12 @@ async def test_deletion_fences_a_running_turn_and_tells_the_nodes(bus: Bus) -> N
     # the worker's writes fail and recreate nothing
     assert await bus.append("s2", E.reply(sub.offset, "late"), done=sub.offset,
                             owner="w1") == -1
+    mem = bus.memory("s2", sub.offset, "w1")
+    await mem.add_items([{"role": "user", "content": "x"}])
     with pytest.raises(LockLost):
-        await bus.memory("s2", sub.offset, "w1").add_items([{"role": "user", "content": "x"}])
+        await mem.save()
+    assert not await bus.end_turn("s2", E.reply(sub.offset, "late"), sub.offset, "w1",
+                                  remember=mem.take_unsaved())
     await bus.stream_chunks([("s2", "1:1:ab", 1, b"{}", "late")])
     # a worker claiming the session's shard entry later finds nothing to run, locks nothing
     assert await bus.try_lock("s2", "w2", 30_000)

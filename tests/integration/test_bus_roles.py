@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -289,6 +290,94 @@ async def test_start_attempt_begins_and_appends_turn_start_in_one_script(bus: Bu
     assert types == ["user", "turn_start", "turn_start"]
 
 
+async def test_start_attempt_with_a_lease_takes_the_lock_in_the_same_script(bus: Bus) -> None:
+    """Issue 13 (turn-scripts): START with ``lease_ms`` takes a free lock (no ACQUIRE before
+    it) with that lease, keeps its own owner's, and with another worker's lock answers
+    ``busy`` having written nothing (no attempt counted, no event, no partial buffer); a
+    deleted session is not locked."""
+    await bus.open_session("sl", "ann")
+    sub = await bus.submit("sl", "m1", "hi", user="ann")
+    started = await bus.start_attempt("sl", sub.offset, "w1", max_attempts=3, lease_ms=30_000)
+    assert (started.attempt, started.busy) == (1, False) and started.run
+    assert await bus.redis.get(bus.keys.lock("sl")) == b"w1"
+    assert 29_000 < await bus.redis.pttl(bus.keys.lock("sl")) <= 30_000
+    seq = (await bus.session_meta("sl"))["seq"]
+    busy = await bus.start_attempt("sl", sub.offset, "w2", max_attempts=3, lease_ms=30_000)
+    assert busy.busy and (busy.attempt, busy.run) == (0, "")
+    meta = await bus.session_meta("sl")
+    assert (meta["seq"], meta[f"a:{sub.offset}"]) == (seq, "1")
+    assert await bus.redis.lrange(bus.keys.partial("sl"), 0, -1) == [started.run.encode()]
+    again = await bus.start_attempt("sl", sub.offset, "w1", max_attempts=3, lease_ms=30_000)
+    assert again.attempt == 2 and not again.busy  # its own lock: taken again, counted
+    await bus.redis.delete(bus.keys.lock("sl"), bus.keys.meta("sl"))
+    gone = await bus.start_attempt("sl", sub.offset, "w2", max_attempts=3, lease_ms=30_000)
+    assert gone.cancelled and not gone.busy and gone.run == ""
+    assert not await bus.redis.exists(bus.keys.lock("sl"), bus.keys.meta("sl"))
+
+
+async def test_the_ending_writes_the_turns_memory_items(bus: Bus) -> None:
+    """Issue 13 (turn-scripts): RedisMemory keeps the SDK's items until the turn's ending,
+    whose APPEND writes them (fenced, idempotent with it); reads see them before; a worker
+    that lost the lock writes neither the ending nor the items."""
+    await bus.open_session("sm", "ann")
+    sub = await bus.submit("sm", "m1", "hi", user="ann")
+    assert (await bus.start_attempt("sm", sub.offset, "w1", max_attempts=3,
+                                    lease_ms=30_000)).run
+    mem = bus.memory("sm", sub.offset, "w1")
+    await mem.add_items([{"role": "user", "content": "hi"}])
+    await mem.add_items([{"role": "assistant", "content": "hello"}])
+    assert [i["content"] for i in await mem.get_items()] == ["hi", "hello"]  # type: ignore[typeddict-item]
+    assert [i["content"] for i in await mem.get_items(1)] == ["hello"]  # type: ignore[typeddict-item]
+    assert await bus.redis.lrange(bus.keys.memory("sm"), 0, -1) == []  # not written yet
+    other = bus.memory("sm", sub.offset, "w2")
+    await other.add_items([{"role": "user", "content": "stale"}])
+    with pytest.raises(LockLost):
+        await bus.end_turn("sm", E.reply(sub.offset, "x"), sub.offset, "w2",
+                           remember=other.take_unsaved())
+    assert await bus.end_turn("sm", E.reply(sub.offset, "hello"), sub.offset, "w1",
+                              remember=mem.take_unsaved())
+    stored = await bus.redis.lrange(bus.keys.memory("sm"), 0, -1)
+    assert stored == [b'%d|{"role":"user","content":"hi"}' % sub.offset,
+                      b'%d|{"role":"assistant","content":"hello"}' % sub.offset]
+    assert mem.unsaved == [] and not await bus.redis.exists(bus.keys.lock("sm"))
+
+
+async def test_an_append_later_reaches_the_nodes_with_the_sessions_next_tick(bus: Bus) -> None:
+    """Issue 13 (turn-scripts): ``append(later=True)`` (the ``speaking`` state) is in the log
+    at once, and reaches the nodes in the session's next tick of chunks, before them, in the
+    same pipeline; another append of the session sends it first (offsets stay in order)."""
+    await bus.heartbeat_node("n7")
+    await bus.open_session("lt", "ann", "n7")
+    sub = await bus.submit("lt", "m1", "hi", user="ann")
+    run = f"{sub.offset}:1:ab12"
+    speaking = E.state(sub.offset, "speaking", "demo")
+    last = (await bus.read_delivery("n7", b"0-0", 10))[-1].id
+    off = await bus.append("lt", [speaking], later=True)
+    assert [o for o, _ in (await bus.replay("lt", sub.offset, None)).events] == [off]
+    assert await bus.read_delivery("n7", last, 10) == []  # not yet: waits for the tick
+    frame = orjson.dumps(E.chunk(sub.offset, 1, 1, "Hel"))
+    pipelines: list[int] = []
+    pipeline = bus.redis.pipeline
+
+    def piped(*args: Any, **kw: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **kw)
+
+    bus.redis.pipeline = piped
+    try:
+        await bus.stream_chunks([("lt", run, 1, frame, "")])
+    finally:
+        bus.redis.pipeline = pipeline
+    rows = await bus.read_delivery("n7", last, 10)
+    assert [(d.offset, d.event) for d in rows] == [(off, orjson.dumps(speaking)), (0, frame)]
+    assert len(pipelines) == 1
+    # left for later, then another append of the session: delivered in order, none lost
+    off2 = await bus.append("lt", [speaking], later=True)
+    off3 = await bus.append("lt", [E.state(sub.offset, "idle", "demo")])
+    rows = await bus.read_delivery("n7", rows[-1].id, 10)
+    assert [d.offset for d in rows] == [off2, off3]
+
+
 async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> None:
     """stream_chunks packs the pieces of several sessions for the same node into one delivery
     entry; the reader unpacks each with its session, run, seq and frame, in order."""
@@ -330,7 +419,7 @@ async def test_a_tick_rereads_stale_sessions_nodes_in_one_round_trip(bus: Bus) -
         sent.append(args[0])
         return await original(*args, **kw)
 
-    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    bus.redis.execute_command = counted
     before = await bus.redis.xlen(bus.keys.delivery("n6"))
     await bus.stream_chunks([(sid, "1:1:ef", 1, orjson.dumps(E.chunk(1, 1, 1, sid)), sid)
                              for sid in sids])

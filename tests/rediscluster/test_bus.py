@@ -69,8 +69,16 @@ async def test_every_bus_operation_works_on_the_cluster(bus: Bus) -> None:
     memory = RedisMemory(bus.redis, bus.keys, "ops", 1)
     await memory.add_items([{"role": "user", "content": "hello"}])
     assert await memory.get_items() == [{"role": "user", "content": "hello"}]
+    await memory.save()  # REMEMBER (before a pause); a turn's ending writes them otherwise
     await bus.rollback_memory("ops", 1)
     assert await memory.get_items() == []
+    # START taking the lock, the ending writing memory: each one script on the session's slot
+    assert (await bus.start_attempt("ops", 1, "w1", max_attempts=3, lease_ms=30_000)).run
+    mem = bus.memory("ops", 1, "w1")
+    await mem.add_items([{"role": "user", "content": "hello"}])
+    assert await bus.end_turn("ops", {"type": "reply", "turn": 1, "text": "hi"}, 1, "w1",
+                              remember=mem.take_unsaved())
+    assert await bus.memory("ops", 2, "w1").get_items() == [{"role": "user", "content": "hello"}]
     await bus.touch_user_session("alice", "ops")
     await bus.drop_node("n1")
     assert await bus.read_delivery("n1", b"0", block_ms=10) == []
