@@ -246,6 +246,12 @@ class TurnSession:
     async def clear_session(self) -> None:
         await self.memory.clear_session()
 
+    def take_unsaved(self) -> list[bytes]:
+        return self.memory.take_unsaved()
+
+    async def save(self) -> None:
+        await self.memory.save()
+
 
 class ReplayProvider(ModelProvider):
     """``inner``'s models, except that the first streamed call gives the events the direct
