@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from agentia import lifeline
+from agentia.ports import free_port as free_port  # re-exported: its older home
 
 
 def find_binary() -> str:
@@ -47,12 +48,6 @@ def quarter_of_ram() -> int:
         if limit.isdigit():
             total = min(total, int(limit)) if total else int(limit)
     return total // 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -115,11 +110,18 @@ class RedisServer:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (held open together so none repeats)."""
-    socks = [socket.socket() for _ in range(n)]
+    """``n`` distinct free loopback ports, below the ephemeral range as :func:`free_port`
+    (held open together so none repeats)."""
+    socks: list[socket.socket] = []
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
+        while len(socks) < n:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", free_port()))
+            except OSError:  # taken since free_port looked: another
+                s.close()
+                continue
+            socks.append(s)
         return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:

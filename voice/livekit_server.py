@@ -17,6 +17,7 @@ from pathlib import Path
 import jwt
 
 from agentia import lifeline
+from agentia.ports import free_port as free_port  # re-exported: its older home
 from agentia.supervise import stop_child
 
 WARM_UP_ROOM = "agentia-warm-up"
@@ -35,12 +36,6 @@ def find_binary() -> str | None:
         if path:
             return path
     return None
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveKitServer:
