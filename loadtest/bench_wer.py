@@ -40,10 +40,10 @@ VOICES = (("en-us", 175), ("en-gb", 160), ("en-gb-x-rp", 140), ("en-us+f3", 190)
 ROOM_RATE = 48_000
 PAD_BEFORE_S, PAD_AFTER_S = 0.5, 0.2
 """Silero's prefix padding and the STT's end-of-utterance silence in the worker."""
-ALIASES = {"before": "tiny.en@30", "after": "base@5+1.5/5"}
+ALIASES = {"before": "tiny.en@30", "after": "base@7+1.5/5"}
 """"before" is the STT as it was (tiny.en, Whisper's 30 s window, greedy); "after" the default
-(base, a window of the utterance + 1.5 s of silence, at least 5 s, beam 5)."""
-DEFAULT_CANDIDATES = "before,base@10/5,after,base@4+1/5,base@5+1.5"
+(base, a window of the utterance + 1.5 s of silence, at least 7 s, beam 5)."""
+DEFAULT_CANDIDATES = "before,base@10/5,after,base@5+1.5/5,base@4+1/5"
 BENCH_TIMEOUT_S = 60.0
 """Per utterance: the worker's 5 s bound measures the machine's load, not the model."""
 

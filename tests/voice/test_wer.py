@@ -65,7 +65,7 @@ def test_the_sentence_set_is_large_and_spoken_by_several_voices() -> None:
     assert len({v for v, _ in VOICES}) >= 3 and {w for _, w in VOICES} <= set(range(140, 191))
     assert candidate("before") == {"voice_stt_model": "tiny.en", "voice_stt_context_s": 30.0,
                                    "voice_stt_pad_s": 0.0, "voice_stt_beam": 1}
-    assert candidate("after") == {"voice_stt_model": "base", "voice_stt_context_s": 5.0,
+    assert candidate("after") == {"voice_stt_model": "base", "voice_stt_context_s": 7.0,
                                   "voice_stt_pad_s": 1.5, "voice_stt_beam": 5}
 
 
