@@ -59,6 +59,9 @@ WEBHOOKS = Counter("agentia_webhooks_total",
 WEBHOOK_REQUEUED = Counter("agentia_webhook_requeued_total",
                            "Events the webhook sweeper re-queued from session logs (their "
                            "appender died, or its outbox write was lost, before queueing them)")
+DAPR_REQUEUED = Counter("agentia_dapr_requeued_total",
+                        "Events the Dapr publisher's sweeper re-queued from session logs (their "
+                        "appender died, or its outbox write was lost, before queueing them)")
 DAPR_PUBLISHED = Counter("agentia_dapr_publish_total",
                          "Publish calls to the Dapr sidecar by outcome: published; failed "
                          "(retried once idle AGENTIA_DAPR_RETRY_S)", ["outcome"])

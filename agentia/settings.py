@@ -156,6 +156,9 @@ class DaprPublishSettings(Common):
     """Publish calls in flight at once (per publisher process)."""
     dapr_retry_s: float = 5.0
     """A failed publish is retried once its entry has been pending this long."""
+    dapr_sweep_s: float = 30.0
+    """A session whose Dapr cursor stays behind its log this long has the missing events
+    re-queued from its log (their appender died before queueing them: sessions/webhook_sweep.py)."""
 
     def validate(self) -> None:
         Common.validate(self)
@@ -169,8 +172,9 @@ class DaprPublishSettings(Common):
         if not 0.1 <= self.dapr_timeout_s <= 300 or not 1 <= self.dapr_concurrency <= 4096:
             raise SettingsError("AGENTIA_DAPR_TIMEOUT_S must be 0.1-300 and "
                                 "AGENTIA_DAPR_CONCURRENCY 1-4096")
-        if not 0.5 <= self.dapr_retry_s <= 3600:
-            raise SettingsError("AGENTIA_DAPR_RETRY_S must be between 0.5 and 3600")
+        if not 0.5 <= self.dapr_retry_s <= 3600 or not 0.5 <= self.dapr_sweep_s <= 3600:
+            raise SettingsError("AGENTIA_DAPR_RETRY_S and AGENTIA_DAPR_SWEEP_S must be "
+                                "between 0.5 and 3600")
 
 
 @dataclass(slots=True)
@@ -441,10 +445,13 @@ class WorkerSettings(Common):
     """The least time between two reads of an OpenAI-compatible model's stream while it
     streams text: the tokens that come meanwhile cost the worker one read, not one each
     (docs/architecture.md "A worker's turns"); 0 reads every token as it comes."""
-    model_client: str = "openai"
-    """How an OpenAI-compatible model's stream is read: ``openai`` (the OpenAI client and the
-    Agents SDK's chunk handling) or ``lean`` (sessions/lean_model.py: the same request and
-    events, the stream's bytes decoded without the client's per-chunk work)."""
+    model_client: str = "lean"
+    """How an OpenAI-compatible model's stream is read: ``lean`` (sessions/lean_model.py: the
+    same request and events, the stream's bytes decoded from the wire up without the client's
+    per-chunk work) or ``openai`` (the OpenAI client and the Agents SDK's chunk handling)."""
+    direct_run: bool = True
+    """Text replies of agents that allow it run without the SDK's Runner
+    (sessions/direct_run.py); off: every turn through the Runner."""
     demo_word_delay: float = 0.03
     tracing: bool = False
     worker_internal_host: str = "127.0.0.1"

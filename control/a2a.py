@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+import warnings
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandlerV2
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -41,13 +41,16 @@ from a2a.types import (
     SecurityRequirement,
     SecurityScheme,
     StringList,
+    TaskState,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from google.protobuf.json_format import MessageToDict
 from starlette.authentication import SimpleUser
 
 from agentia.codes import AgentiaError
+from control.a2a_store import RedisTaskStore
 from gateway.auth import AuthError, Verifier, token_from
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing
@@ -64,11 +67,10 @@ MAX_BODY = 256 * 1024
 """Bytes of one JSON-RPC request at most (else 413, read no further)."""
 MAX_TEXT_CHARS = 16_000
 """Characters of a message's text at most: a ``send``'s default (``AGENTIA_MAX_TEXT_CHARS``)."""
-MAX_TASKS = 10_000
-"""Tasks one control plane remembers for ``tasks/get``: the newest (by last update) are kept,
-the oldest forgotten (their turns stay in their sessions' logs)."""
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 BEARER = "bearer"
+TURN_KEY = "agentia"
+"""A working task's status message metadata: ``{"agentia": {"session", "turn"}}``."""
 
 
 def card_for(info: dict[str, Any], url: str) -> AgentCard:
@@ -102,8 +104,6 @@ class TurnExecutor(AgentExecutor):
 
     def __init__(self, bus: Bus, agent: str, limits: Limits) -> None:
         self.bus, self.agent, self.limits = bus, agent, limits
-        self.turns: dict[str, tuple[str, int]] = {}
-        """task id → (session, turn) while its turn runs: what ``tasks/cancel`` cancels."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         msg = context.message
@@ -133,16 +133,13 @@ class TurnExecutor(AgentExecutor):
             return await up.failed(_said(up, str(exc) or "this context is another agent's"))
         except AgentiaError as exc:
             return await up.failed(_said(up, exc.message))
-        self.turns[task.id] = (sid, sub.offset)
-        await up.start_work(_said(up, f"turn {sub.offset} of session {sid}"))
-        try:
-            await self._follow(up, sid, sub.offset)
-        except asyncio.CancelledError:  # tasks/cancel (or shutdown: the turn goes on)
-            raise  # the entry stays for cancel(), which the SDK calls after this
-        except Exception:
-            self.turns.pop(task.id, None)
-            raise
-        self.turns.pop(task.id, None)
+        # the turn in the task's status: what tasks/cancel cancels, on any replica
+        await up.start_work(up.new_agent_message(
+            [new_text_part(f"turn {sub.offset} of session {sid}")],
+            {TURN_KEY: {"session": sid, "turn": sub.offset}}))
+        # tasks/cancel (here or on another replica) or a shutdown cancels this: the turn goes
+        # on in its session unless tasks/cancel cancelled it (Handler.on_cancel_task)
+        await self._follow(up, sid, sub.offset)
 
     async def _open(self, sid: str, user: str) -> str:
         """Open the user's session; a new one is first counted against the user's session
@@ -191,47 +188,57 @@ class TurnExecutor(AgentExecutor):
         await up.failed(_said(up, f"the turn did not end within {TURN_LIMIT_S:.0f} s"))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """The task canceled (on this replica, which runs it); the turn is cancelled on the bus
+        by :meth:`Handler.on_cancel_task`, whichever replica runs it."""
         task = context.current_task
         assert task is not None
-        running = self.turns.pop(task.id, None)
+        await TaskUpdater(event_queue, task.id, task.context_id).cancel()
+
+
+class Handler(DefaultRequestHandlerV2):
+    """The SDK's request handler, with ``tasks/cancel`` also cancelling the task's turn on the
+    bus: the SDK calls the executor's ``cancel`` only on the replica running the task (on
+    another it writes ``canceled`` to the shared store, and the running replica stops at its
+    next save), so the turn is cancelled here, from the task's record, on either."""
+
+    def __init__(self, bus: Bus, executor: TurnExecutor, store: RedisTaskStore,
+                 card: AgentCard) -> None:
+        with warnings.catch_warnings():  # no event stream: tasks/resubscribe is per replica
+            warnings.simplefilter("ignore")
+            super().__init__(executor, store, card)
+        self.bus, self.store = bus, store
+
+    async def on_cancel_task(self, params: Any, context: Any) -> Any:
+        stored = await self.store.get(params.id, context)
+        done = await super().on_cancel_task(params, context)
+        running = running_turn(stored.task) if stored is not None else None
         if running is not None:
             await self.bus.cancel(*running)
-        await TaskUpdater(event_queue, task.id, task.context_id).cancel()
+        return done
+
+
+def running_turn(task: Any) -> tuple[str, int] | None:
+    """(session, turn) of a working task, from its status message's metadata (written by
+    :meth:`TurnExecutor.execute` on whichever replica started it)."""
+    if task.status.state != TaskState.TASK_STATE_WORKING:
+        return None
+    meta = MessageToDict(task.status.message.metadata).get(TURN_KEY)
+    if not isinstance(meta, dict) or not isinstance(meta.get("session"), str):
+        return None
+    try:
+        return meta["session"], int(meta["turn"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _said(up: TaskUpdater, text: str) -> Any:
     return up.new_agent_message([new_text_part(text)])
 
 
-class BoundedTaskStore(InMemoryTaskStore):
-    """The SDK's in-memory task store, holding at most ``most`` tasks: without a bound every
-    task a client ever created would stay in the control plane's memory."""
-
-    def __init__(self, most: int = MAX_TASKS) -> None:
-        super().__init__()
-        self.most = most
-        self._order: OrderedDict[str, str] = OrderedDict()
-        """task id → its owner, least recently saved first."""
-
-    async def save(self, task: Any, context: Any) -> None:
-        await super().save(task, context)
-        impl = self._impl  # the SDK's store (a2a-sdk 1.x): tasks[owner][task id]
-        self._order[task.id] = impl.owner_resolver(context)
-        self._order.move_to_end(task.id)
-        while len(self._order) > self.most:
-            old, owner = self._order.popitem(last=False)
-            with impl.lock:
-                tasks = impl.tasks.get(owner)
-                if tasks is not None:
-                    tasks.pop(old, None)
-                    if not tasks:
-                        del impl.tasks[owner]
-
-
 def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
             limits: Limits) -> None:
     """Serve every registered agent over A2A on ``app`` (routes in the module's doc)."""
-    store = BoundedTaskStore()
+    store = RedisTaskStore(bus.redis, bus.keys.prefix)
     endpoints: dict[str, Any] = {}
 
     async def info_of(name: str) -> dict[str, Any] | None:
@@ -269,8 +276,7 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
         name = str(info["name"])
         if name not in endpoints:
             url = f"{base(request)}/a2a/{name}"
-            handler = DefaultRequestHandlerV2(TurnExecutor(bus, name, limits), store,
-                                              card_for(info, url))
+            handler = Handler(bus, TurnExecutor(bus, name, limits), store, card_for(info, url))
             endpoints[name] = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)[0] \
                 .endpoint
         body = bytearray()

@@ -1,9 +1,10 @@
 """The edge node: composition root of one edge process.
 
-It admits connections (auth, session ownership, capacity, the per-user limits of
-sessions/opening.py), keeps the local registry of
-sessions to connections, reads its own delivery stream and fans events out, sweeps idle and
-expired connections, heartbeats, and drains on shutdown.
+It admits connections (auth, capacity, the per-user limits of sessions/opening.py), opens
+their sessions (gateway/opener.py), keeps the local registry of sessions to connections
+(gateway/registry.py), reads its own delivery stream and fans events out, sweeps idle and
+expired connections, heartbeats, writes its users' session lists and presence
+(gateway/session_lists.py), and drains on shutdown.
 """
 
 from __future__ import annotations
@@ -27,24 +28,23 @@ from gateway import protocol as P
 from gateway.auth import AuthError, token_from, verifier_for
 from gateway.connection import Connection
 from gateway.leases import ConnectionLeases
+from gateway.opener import OPEN_BATCH, SessionOpener, refusal
+from gateway.registry import LocalSessions
 from gateway.routing import origin_allowed
+from gateway.session_lists import SessionLists
 from gateway.session_protocol import Rules, SessionProtocol
 from gateway.traced import TracedTurns
 from sessions import keys as K
 from sessions.backend_redis import Backend, PresenceWriter
-from sessions.bus import Bus, Forbidden, Missing, SessionInfo, frame_for
-from sessions.errors import AgentMismatch, UnknownAgent
+from sessions.bus import Bus, frame_for
 from sessions.membership import Membership
-from sessions.opening import Batcher, Limits, Refused
-from sessions.redis_core import down
+from sessions.opening import Limits
 from sessions.roles import ChunkAt
+
+__all__ = ["OPEN_BATCH", "EdgeNode", "origin_allowed"]  # origin_allowed: tests import it here
 
 log = logging.getLogger("agentia.edge")
 _THROTTLE = Throttle(60.0)
-OPEN_BATCH = 256
-"""Session opens sent to Redis in one pipeline at most."""
-
-
 
 
 class EdgeNode:
@@ -57,9 +57,9 @@ class EdgeNode:
         self.limits = P.Limits(**{f.name: getattr(settings, f.name)
                                   for f in dataclasses.fields(P.Limits)})
         self.hard_cap = settings.max_connections + FD_RESERVE // 2
-        self.sessions: dict[str, set[Connection]] = {}
-        self.count = 0
-        self.per_user: Counter[str] = Counter()
+        self.local = LocalSessions()
+        """This edge's connections by session and user (gateway/registry.py)."""
+        self.sessions = self.local.by_session
         self.metrics: Counter[str] = Counter()
         self.rules = Rules(self.limits, settings.send_stall_s, self.metrics)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -68,28 +68,28 @@ class EdgeNode:
         self.membership = Membership(bus, self.id, self, "edge",
                                      settings.delivery_linger_ms / 1000)
         self._synced: Counter[str] = Counter()
-        self._emptied = asyncio.Event()
         self._lag: dict[tuple[str, int], tuple[float, int]] = {}
         self._public_limits = self.limits.public()
         self.users = bus.user_limits(Limits(
             settings.max_connections_per_user_total, settings.max_sessions_per_hour,
             settings.max_sessions_per_user, bus.new_session_ttl))
-        # Redis calls of the handshakes of the moment go together, OPEN_BATCH at most each
-        self._open_batch = Batcher(bus.open_sessions, OPEN_BATCH)
-        self._reserve_batch = Batcher(self.users.reserve, OPEN_BATCH)
+        self.opener = SessionOpener(bus, self.id, self.users)
         self.leases = ConnectionLeases(self.users, self.id, self.metrics, OPEN_BATCH)
-        self._generated: set[str] = set()
-        """Session ids this edge made up at admission, not yet opened: new for sure."""
-        self._seen: dict[tuple[str, str], float] = {}
-        """(user, session) opened since the last flush to the users' session lists."""
         self.presence = PresenceWriter(bus, self.id)
         """The devices in their sessions' presence (``GET /v1/sessions/{id}/presence``)."""
+        self.lists = SessionLists(bus, self.presence)
+        """Users' session lists and presence, written in batches (gateway/session_lists.py)."""
         self.backend = Backend(bus)
         """Operators' sends become posted messages (docs/backend.md)."""
         self._ua: dict[Connection, str] = {}
         """User-Agent of connections admitted and not yet opened (for presence)."""
         self.traced = TracedTurns() if tracing.ON else None
         """The turns being traced (gateway/traced.py); None when tracing is off."""
+
+    @property
+    def count(self) -> int:
+        """Connections registered on this edge."""
+        return self.local.count
 
     def tally(self, name: str) -> None:
         """Count something a transport saw (a failed handshake, a refusal)."""
@@ -146,7 +146,7 @@ class EdgeNode:
         if agent and not K.AGENT_NAME_RE.fullmatch(agent):
             self.metrics["refused_bad_request"] += 1
             return 400, "agent must match [a-z0-9][a-z0-9_-]{0,31}"
-        if self.per_user[ident.user] >= self.settings.max_connections_per_user:
+        if self.local.per_user[ident.user] >= self.settings.max_connections_per_user:
             self.metrics["refused_user_cap"] += 1
             return 429, "too many connections for this user on this node"
         # Registered locally before Redis learns of us, with the cursor deferring: an event
@@ -154,9 +154,9 @@ class EdgeNode:
         conn = Connection(self, SessionProtocol(self.rules, sid, ident.user, ident.expires,
                                                 time.monotonic(), agent,
                                                 ident.can("sessions:operate")))
-        self._add(conn)
+        self.local.add(conn)
         if not session:
-            self._generated.add(sid)
+            self.opener.generated.add(sid)
         if headers.get("user-agent"):
             self._ua[conn] = headers["user-agent"]
         return conn
@@ -172,89 +172,25 @@ class EdgeNode:
         leased = False
         ua = self._ua.pop(conn, None)
         try:
-            leased = await self._lease(conn)
-            info = await (self._open_operated(state.session, state.agent) if state.operator
-                          else self._open_session(state.session, state.user,
-                                                  state.session in self._generated,
-                                                  state.agent))
+            leased = await self.leases.take(conn, state.user)
+            info = await self.opener.open(state)
         except Exception as exc:
-            self._remove(conn)
-            self._generated.discard(state.session)
+            self.local.remove(conn)
+            self.opener.generated.discard(state.session)
             if leased:
-                await self._release(conn)
-            return self._refusal(exc, state.session)
-        self._generated.discard(state.session)
+                await self.leases.give_back(conn)
+            return refusal(exc, state.session, self.metrics)
+        self.opener.generated.discard(state.session)
         state.agent = info.agent
         conn.opened(P.welcome_frame(node=self.id, session=state.session, epoch=info.epoch,
                                     offset=info.offset, limits=self._public_limits,
                                     agent=info.agent).encode(),
                     info.epoch, info.offset)
         if not state.operator:  # not in the operator's own session list
-            self._seen[state.user, state.session] = time.time()
+            self.lists.opened(state.user, state.session, time.time())
         self.presence.join(state.session, conn, time.time(), ua, state.operator)
         self.metrics["handshakes"] += 1
         return None
-
-    def _refusal(self, exc: Exception, sid: str) -> tuple[CloseCode, str]:
-        if isinstance(exc, Refused):
-            self.metrics[exc.tally] += 1
-            return exc.code, exc.reason
-        if isinstance(exc, Forbidden):
-            self.metrics["handshake_forbidden"] += 1
-            return CloseCode.FORBIDDEN, "this session belongs to another user"
-        if isinstance(exc, UnknownAgent):
-            self.metrics["refused_unknown_agent"] += 1
-            return CloseCode.UNKNOWN_AGENT, str(exc)
-        if isinstance(exc, AgentMismatch):
-            self.metrics["refused_agent_mismatch"] += 1
-            return CloseCode.AGENT_MISMATCH, str(exc)
-        if not isinstance(exc, BusUnavailable):
-            log.exception("opening session %s failed", sid, exc_info=exc)
-        self.metrics["refused_redis_down"] += 1
-        return CloseCode.TRY_AGAIN_LATER, "message bus unavailable: retry shortly"
-
-    async def _lease(self, conn: Connection) -> bool:
-        return await self.leases.take(conn, conn.state.user)
-
-    async def _release(self, conn: Connection) -> None:
-        await self.leases.give_back(conn)
-
-    async def _open_session(self, sid: str, user: str, generated: bool,
-                            agent: str) -> SessionInfo:
-        """Open an existing session, or count a new one against its user's limits and then
-        create it (batched with the other handshakes of the moment, see Batcher). A session
-        id the edge generated is new: it is counted at once, saving a round trip. ``agent``:
-        asked for ("" = the session's, or the default one); a new session asking for an
-        unknown one is refused before it is counted."""
-        lim = self.users.limits
-        if not (lim.sessions_per_hour or lim.sessions):
-            return await self._open_batch((sid, user, self.id, True, agent))
-        if not generated:
-            try:
-                return await self._open_batch((sid, user, self.id, False, agent))
-            except Missing:
-                pass
-        if await self.bus.agent_for_new(agent) == "-":
-            raise UnknownAgent(agent)
-        await self._reserve_batch((user, sid))  # raises Refused over a limit
-        return await self._open_batch((sid, user, self.id, True, agent))
-
-    async def _open_operated(self, sid: str, agent: str) -> SessionInfo:
-        """An operator joins an existing session as if it were its owner (never creates
-        one: a missing session is refused with 4501)."""
-        owner = await self._owner(sid)
-        if owner is None:
-            raise Refused(CloseCode.FORBIDDEN, "no such session to operate",
-                          "handshake_forbidden")
-        try:
-            return await self._open_batch((sid, owner, self.id, False, agent))
-        except Missing:
-            raise Refused(CloseCode.FORBIDDEN, "no such session to operate",
-                          "handshake_forbidden") from None
-
-    @down
-    async def _owner(self, sid: str) -> str | None:
-        return await self.bus.session_owner(sid)  # a plain read: an outage is BusUnavailable
 
     async def post_operator(self, sid: str, text: str, by: str, client_id: str
                             ) -> tuple[int, bool]:
@@ -265,45 +201,22 @@ class EdgeNode:
             raise SessionLost()
         return posted
 
-    def _add(self, conn: Connection) -> None:
-        self.sessions.setdefault(conn.state.session, set()).add(conn)
-        self.per_user[conn.state.user] += 1
-        self.count += 1
-
-    def _remove(self, conn: Connection) -> bool:
-        """Drop from the local registry; True if it was the session's last connection here."""
-        st = conn.state
-        conns = self.sessions.get(st.session)
-        if conns is None or conn not in conns:
-            return False
-        conns.discard(conn)
-        self.count -= 1
-        if self.count == 0:
-            self._emptied.set()
-        self.per_user[st.user] -= 1
-        if self.per_user[st.user] <= 0:
-            del self.per_user[st.user]
-        if conns:
-            return False
-        del self.sessions[st.session]
-        return True
-
     async def forget(self, conn: Connection) -> None:
         """A connection ended (or its handshake failed after admission)."""
         sid = conn.state.session
-        self._generated.discard(sid)  # an upgrade that failed before open()
+        self.opener.generated.discard(sid)  # an upgrade that failed before open()
         self._ua.pop(conn, None)
-        if conn not in self.sessions.get(sid, ()):
+        if not self.local.holds(conn):
             return  # forgotten already, or refused by open()
         self.presence.leave(sid, conn)
-        if self._remove(conn):
+        if self.local.remove(conn):
             try:
                 await self.bus.unregister(sid, self.id)
                 if sid in self.sessions:  # a new connection came meanwhile: register again
                     await self.bus.register(sid, self.id)
             except BusUnavailable:
                 pass
-        await self._release(conn)
+        await self.leases.give_back(conn)
 
     async def check_overload(self, sid: str, ref: str, agent: str = "") -> None:
         """Refuse new turns while the session's shard (of its agent) is too far behind
@@ -397,30 +310,7 @@ class EdgeNode:
         await self.leases.renew()
 
     async def user_sessions_forever(self, every_s: float = 0.5) -> None:
-        """Write the users' session lists in batches: one round trip per half second instead
-        of one per handshake (a storm of 5,000 handshakes/s would otherwise spend a third of
-        its Redis calls here). A batch that fails is kept for the next try, bounded."""
-        while True:
-            await asyncio.sleep(every_s)
-            await self._flush_presence()
-            if not self._seen:
-                continue
-            batch, self._seen = self._seen, {}
-            try:
-                await self.bus.touch_user_sessions(batch)
-            except Exception as exc:
-                if not isinstance(exc, BusUnavailable):
-                    log.exception("updating users' session lists failed")
-                if len(self._seen) < 100_000:
-                    self._seen = {**batch, **self._seen}
-
-    async def _flush_presence(self) -> None:
-        """The devices that came and went since the last flush (kept for the next on failure)."""
-        try:
-            await self.presence.flush()
-        except Exception as exc:
-            if not isinstance(exc, BusUnavailable):
-                log.exception("writing the sessions' presence failed")
+        await self.lists.flush_forever(every_s)
 
     async def metrics_forever(self) -> None:
         """Move the hot path's plain counters into Prometheus once a second."""
@@ -450,14 +340,12 @@ class EdgeNode:
                 c.close_soon(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
         if self.count:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._emptied.wait(), deadline)
+                await asyncio.wait_for(self.local.emptied.wait(), deadline)
         self.membership.stopping = True
         for t in list(self.tasks):
             t.cancel()
         M.sync(self.metrics, self._synced)  # the last second's counts too
         M.CONNECTIONS.set(self.count)
         with contextlib.suppress(BusUnavailable):
-            if self._seen:
-                await self.bus.touch_user_sessions(self._seen)
-            await self._flush_presence()
+            await self.lists.flush_last()
             await self.membership.leave()

@@ -5,8 +5,9 @@ touches a socket or the bus. :class:`SessionProtocol` takes a client frame
 (:meth:`~SessionProtocol.receive`), a live session event (:meth:`~SessionProtocol.on_event`),
 a page read from the log (:meth:`~SessionProtocol.on_replay_page`) or the outcome of a bus
 call, and returns what to do: :class:`Write`, :class:`Close`, :class:`Submit`,
-:class:`Replay`, :class:`CancelTurn`, :class:`ApproveCall`. ``gateway/connection.py`` only
-executes them. Only this object touches the connection's :class:`~gateway.protocol.Cursor`.
+:class:`Replay`, :class:`CancelTurn`, :class:`ApproveCall` (``gateway/actions.py``,
+re-exported here). ``gateway/connection.py`` only executes them. Only this object touches the
+connection's :class:`~gateway.protocol.Cursor`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,28 @@ import orjson
 from agentia.codes import AgentiaError, CloseCode, ErrorCode, SessionLost
 from gateway import chunks
 from gateway import protocol as P
+from gateway.actions import (
+    FILL,
+    READ_PARTIAL,
+    Action,
+    ApproveCall,
+    CancelTurn,
+    Close,
+    ReadLog,
+    ReadPartial,
+    Replay,
+    Submit,
+    Write,
+)
 from sessions import events as E
 from sessions.bus import frame_for
 from sessions.roles import ChunkAt, Partial
+
+__all__ = [  # the actions (gateway/actions.py) are re-exported: S.Write etc. as before
+    "FILL", "READ_PARTIAL", "REPLAY_FIRST_PAGE", "REPLAY_PAGE", "STRIKES", "Action",
+    "ApproveCall", "CancelTurn", "Close", "ReadLog", "ReadPartial", "Replay", "Rules",
+    "SessionProtocol", "Submit", "Write",
+]
 
 REPLAY_PAGE = 200
 """Most events read from the log at once; fewer when they are large (see ``_page``)."""
@@ -33,77 +53,6 @@ _SEND, _CATCH_UP = P.Delivery.SEND, P.Delivery.CATCH_UP
 _WRITE, _READ = chunks.Verdict.WRITE, chunks.Verdict.READ_PARTIAL
 _SLOW_BUDGET = "send budget exceeded: reading too slowly"
 _FLOOD = "too many bad or rate-limited frames"
-
-
-# ---------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """Queue ``frame`` for the client; ``paced``: wait while the send budget is half used."""
-
-    frame: bytes
-    paced: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close the connection (after what is queued; ``SLOW`` drops the queue and resets)."""
-
-    code: CloseCode
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Submit:
-    """Submit a turn; report with :meth:`SessionProtocol.on_submitted` or ``on_failure``."""
-
-    frame: P.Send
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTurn:
-    """Cancel a turn; report with :meth:`SessionProtocol.on_cancelled` or ``on_failure``."""
-
-    frame: P.Cancel
-
-
-@dataclass(frozen=True, slots=True)
-class ApproveCall:
-    """Record a decision on a pending tool call; report with
-    :meth:`SessionProtocol.on_approved` or ``on_failure``."""
-
-    frame: P.Approve
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """Read the log after the cursor: for a ``resume`` (``frame``, answered inline, after any
-    fill that runs), or to fill a gap (``frame`` None, in the background). Start it with
-    :meth:`SessionProtocol.begin_replay`, then loop: :meth:`~SessionProtocol.replay_request`,
-    read, :meth:`~SessionProtocol.on_replay_page`, write, :meth:`~SessionProtocol.page_written`."""
-
-    frame: P.Resume | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReadPartial:
-    """Read the running turn's text so far; report with :meth:`SessionProtocol.on_partial`
-    (None when it could not be read). In a resume's answer it is awaited in order; after a
-    chunk out of order it runs in the background."""
-
-
-Action = Write | Close | Submit | CancelTurn | ApproveCall | Replay | ReadPartial
-FILL = Replay()
-READ_PARTIAL = ReadPartial()
-
-@dataclass(frozen=True, slots=True)
-class ReadLog:
-    """One page to read from the session's log: events after ``after``."""
-
-    after: int
-    epoch: str | None
-    count: int
 
 
 @dataclass(slots=True)

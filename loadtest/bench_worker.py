@@ -23,6 +23,9 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
 
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
 
+``--model-clients openai,lean`` sets ``AGENTIA_MODEL_CLIENT`` per ``--tree`` (in order; a tree may
+be given twice to run it with each client); without it the worker inherits the environment.
+
 Results: ``loadtest/results/worker-cpu.json`` and ``worker-inflight.json``; docs/benchmarks.md.
 """
 
@@ -297,8 +300,10 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
 
 
 def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path,
-        streams: int = 0) -> dict[str, Any]:
+        streams: int = 0, client: str = "") -> dict[str, Any]:
     env = {"AGENTIA_DEMO_WORD_DELAY": "0"}
+    if client:
+        env["AGENTIA_MODEL_CLIENT"] = client
     if a.concurrency:
         env["AGENTIA_CONCURRENCY"] = str(a.concurrency)
     stub = None
@@ -316,7 +321,8 @@ def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path,
         stack.stop()
     log = (logs / f"worker-{tree.name}.log").read_bytes()
     figures.update(tree=str(tree), commit=tree_commit(tree), tracebacks=log.count(b"Traceback"),
-                   model="stub" if stub else "demo")
+                   model="stub" if stub else "demo",
+                   model_client=client or os.environ.get("AGENTIA_MODEL_CLIENT", "openai"))
     if figures["tracebacks"]:  # its last line, to tell a shutdown race from a real failure
         tail = log[log.index(b"Traceback"):].split(b"\n\n")[0].strip().splitlines()
         figures["traceback_sample"] = tail[-1].decode(errors="replace")[:300]
@@ -346,25 +352,47 @@ def main() -> None:
     ap.add_argument("--logs", help="keep each run's logs under this directory")
     ap.add_argument("--record", action="store_true", help="write loadtest/results/worker-*.json")
     ap.add_argument("--name", default="worker", help="record as NAME-cpu, NAME-inflight")
+    ap.add_argument("--model-clients", default="",
+                    help="AGENTIA_MODEL_CLIENT per --tree, a comma list in the same order")
     a = ap.parse_args()
     # a SIGTERM (a driver's timeout) unwinds like Ctrl-C: every stack's finally stops its
     # redis-server, stub and worker instead of leaving them running
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     trees = [t.resolve() for t in (a.tree or [ROOT])]
+    clients = a.model_clients.split(",") if a.model_clients else [""] * len(trees)
+    if len(clients) != len(trees):
+        ap.error("--model-clients needs one client per --tree")
+    runs_of = list(zip(trees, clients, strict=True))
     with contextlib.ExitStack() as keep:
         tmp = a.logs or keep.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-"))
         for mode in a.modes.split(","):
             runs = []
             for r in range(a.rounds):
-                for tree in trees if r % 2 == 0 else list(reversed(trees)):
+                for tree, client in runs_of if r % 2 == 0 else runs_of[::-1]:
                     for streams, model in _variants(mode, a):
-                        res = one(tree, model, a, Path(tmp), streams)
+                        res = one(tree, model, a, Path(tmp), streams, client)
                         res["round"] = r
                         print(mode, orjson.dumps(res).decode(), flush=True)
                         runs.append(res)
             if a.record:
-                print(record(f"{a.name}-{mode}", {"runs": runs, "params": _params(a, mode)},
-                             notes=_NOTES[mode]))
+                doc = {"runs": runs, "params": _params(a, mode)}
+                if mode == "cpu":
+                    doc["summary"] = cpu_summary(runs, trees[-1])
+                print(record(f"{a.name}-{mode}", doc, notes=_NOTES[mode]))
+
+
+def cpu_summary(runs: list[dict[str, Any]], tree: Path) -> dict[str, Any]:
+    """The last ``--tree``'s (the checkout under test) worker CPU-s per turn, mean of its
+    rounds, per model: ``agentia capacity`` reads the demo model's as the worker's plain turn
+    (loadtest/capacity_figures.py, ``worker_turn_cpu_now``)."""
+    out: dict[str, Any] = {"tree": str(tree)}
+    for model in ("demo", "stub"):
+        mine = [r for r in runs if r["tree"] == str(tree) and r["model"] == model]
+        if mine:
+            out["commit"] = mine[0]["commit"]
+            out[f"{model}_worker_cpu_s_per_turn"] = round(
+                statistics.mean(r["worker_cpu_ms_per_turn"] for r in mine) / 1000, 6)
+    return out
 
 
 def _variants(mode: str, a: argparse.Namespace) -> list[tuple[int, str]]:

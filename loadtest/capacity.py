@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from agentia.settings import EdgeSettings, WorkerSettings
-from loadtest.capacity_figures import CapacityError, Figures
+from loadtest.capacity_figures import CapacityError, Figures, MissingResult
 from loadtest.record import RESULTS, ROOT
 from sessions import keys as K
 
@@ -85,8 +85,20 @@ def per_turn(f: Figures, who: str, tokens: float, deltas: float) -> float:
     per_delta = _slope(x["_streamed"] - x["_fast"], d["_streamed"] - d["_fast"])
     per_word = _slope(x["_streamed"] - x[""] - per_delta * (d["_streamed"] - d[""]),
                       w["_streamed"] - w[""])
-    return (x[""] + per_delta * max(0.0, deltas - d[""])
+    return (_plain_turn(f, who, x[""]) + per_delta * max(0.0, deltas - d[""])
             + per_word * max(0.0, tokens - w[""]))
+
+
+def _plain_turn(f: Figures, who: str, recorded: float) -> float:
+    """The plain turn's CPU: for the worker, the newest measured (``bench_worker --modes
+    cpu``, the demo model's turn; its per-turn machinery changed since the turns benchmarks,
+    which still give the costs per delta and per word), else the turns benchmark's."""
+    if who != "worker":
+        return recorded
+    try:
+        return f.measured("worker_turn_cpu_now")
+    except MissingResult:
+        return recorded
 
 
 def _slope(dy: float, dx: float) -> float:

@@ -21,6 +21,8 @@ COMMANDS = {
                                    "--seconds 15 --workers 1 --word-delay 0.01 --words 100 "
                                    "--record core-turns-w1-streamed-fast",
     "redis-shard": "python -m loadtest.bench_redis --record",
+    "worker-cpu": "python -m loadtest.bench_worker --modes cpu --tree <main> --tree . "
+                  "--rounds 2 --record",
     "redis-shard-before": "python -m loadtest.bench_redis --tree before=<a checkout before "
                           "chunks> --tree after=. --record",
     "voice": "python -m loadtest.bench_voice --record",
@@ -44,6 +46,8 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("core-turns-w1", "summary.deltas_per_turn")]),
     "worker_turn_cpu": ("worker CPU-s per turn (Agents SDK runner, demo model)", [
         ("core-turns-w1", "summary.workers_cpu_s_per_turn")]),
+    "worker_turn_cpu_now": ("worker CPU-s per turn, demo model, newest worker (bench_worker)", [
+        ("worker-cpu", "summary.demo_worker_cpu_s_per_turn")]),
     "words": ("reply words per turn, turns benchmark", [
         ("core-turns-w1", "summary.reply_words_per_turn")]),
     "deltas_streamed": ("deltas per turn, streamed turns benchmark", [

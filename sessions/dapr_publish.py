@@ -12,6 +12,11 @@ sidecar (``POST /v1.0/publish/<pubsub>/<topic>``, ``application/cloudevents+json
   pending and is taken again (XAUTOCLAIM) once idle ``dapr_retry_s``, for as long as it is in
   the stream (trimmed at ``OUTBOX_MAXLEN``). A publisher that dies mid-call: the same.
 
+An appender that dies between its log append and its outbox write: the sweeper
+(sessions/webhook_sweep.py, one per shard, as in the webhook dispatcher) re-queues the events
+from the session log once the session's Dapr cursor (meta ``dc``) has stayed behind for
+``dapr_sweep_s``.
+
 So every event is published at least once; its CloudEvent ``id`` (``<session>:<offset>``) lets
 a subscriber drop the duplicates. No dead letters here: a sidecar that refuses is retried
 until it accepts (Dapr's own resiliency policies and dead-letter topics apply after that).
@@ -23,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx2
 import orjson
@@ -31,8 +38,10 @@ import orjson
 from agentia import metrics as M
 from agentia.settings import DaprPublishSettings
 from sessions import keys as K
+from sessions import webhook_outbox as W
 from sessions.outbox_reader import OutboxReader
 from sessions.redis_client import REDIS_DOWN, RedisClient, connect
+from sessions.webhook_sweep import Sweeper
 
 log = logging.getLogger("agentia.dapr")
 
@@ -76,9 +85,20 @@ class Publisher(OutboxReader):
         self.reclaim_every_s = min(1.0, s.dapr_retry_s / 2)
         self._done = redis.register_script(DONE)
         self.published = 0
+        self.sweeper = Sweeper(redis, self.keys, W.dapr_outbox(self.keys, s.dapr_types()),
+                               s.dapr_sweep_s, self.consumer, self.warn, M.DAPR_REQUEUED)
 
     def streams(self) -> list[str]:
         return [self.keys.dapr_outbox(k) for k in range(K.DAPR_SHARDS)]
+
+    def loops(self) -> list[Coroutine[Any, Any, None]]:
+        return [*super().loops(), *(self._sweep(k) for k in range(K.DAPR_SHARDS))]
+
+    async def _sweep(self, k: int) -> None:
+        """Events appended but never queued (sessions/webhook_sweep.py)."""
+        async def step() -> None:
+            await self.sweeper.step(k)
+        await self.loop(step, 0)
 
     async def handle(self, stream: str, eid: bytes, raw: dict[bytes, bytes]) -> None:
         try:

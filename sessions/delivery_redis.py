@@ -200,18 +200,17 @@ class RedisNodeDelivery(RedisCore):
         Cluster a delivery stream may live on a master that is failing over while the log's
         master is fine: the event is safe in the log, and the edge, which cannot read its
         stream either, re-reads the log once it can (sessions/membership.py), so this is not
-        an error of the append (which would re-run the whole turn). With webhooks on, the
-        events of the webhook types go to the outbox in the same pipeline and the session's
-        webhook cursor follows them (sessions/webhook_outbox.py); an outbox write lost here is
-        re-queued by the dispatcher's sweeper."""
+        an error of the append (which would re-run the whole turn). With webhooks or Dapr
+        publishing on, the events of their types go to their outbox in the same pipeline and
+        the session's cursors follow them (sessions/webhook_outbox.py); an outbox write lost
+        here is re-queued by the dispatcher's or the publisher's sweeper."""
         if KILL_BEFORE_FANOUT and any(orjson.loads(e).get("type") == KILL_BEFORE_FANOUT
                                       for e in events):
             os.kill(os.getpid(), signal.SIGKILL)
         self._remember_nodes(sid, nodes, time.monotonic())
-        hooks = self._outbox_entries(sid, first, events) if self.webhook_events else []
-        if self.dapr_events:
-            hooks += self._dapr_entries(sid, first, events)
-        if not nodes and not hooks and not self.webhook_events:
+        pairs = list(enumerate(events, first))
+        hooks = [entry for o in self.outboxes for entry in o.entries(sid, pairs)]
+        if not nodes and not self.outboxes:
             return
         last = first + len(events) - 1
         try:
@@ -231,44 +230,29 @@ class RedisNodeDelivery(RedisCore):
                     # a node that died without draining: stop writing for it (an edge that
                     # was only cut off re-registers on its next heartbeat and catches up)
                     pipe.hdel(self.keys.nodes(sid), *(n for n in nodes if n not in live))
-                if self.webhook_events and not self.cluster:  # runs after the XADDs above
-                    pipe.execute_command("EVAL", W.ADVANCE, 1, self.keys.meta(sid), first, last)
+                if not self.cluster:  # runs after the XADDs above
+                    for o in self.outboxes:
+                        pipe.execute_command("EVAL", W.ADVANCE, 1, self.keys.meta(sid),
+                                             o.field, first, last)
                 await pipe.execute()
-            if self.webhook_events and self.cluster:  # another master: only once they are in
-                await self.redis.eval(W.ADVANCE, 1, self.keys.meta(sid), first, last)
+            if self.cluster:  # other masters: only once they are in
+                for o in self.outboxes:
+                    await self.redis.eval(W.ADVANCE, 1, self.keys.meta(sid), o.field, first,
+                                          last)
         except REDIS_DOWN:
             if not self.cluster:
                 raise
 
     async def _webhook_mark(self, sid: str) -> None:
-        """Before an append, with webhooks on: make the session findable by the sweeper
-        (sessions/webhook_outbox.py), at most once per ``WEBHOOK_MARK_S``. Nothing when
-        webhooks are off."""
-        if not self.webhook_events:
+        """Before an append, with an outbox on (webhooks, Dapr): make the session findable by
+        the outboxes' sweepers (sessions/webhook_outbox.py), at most once per
+        ``WEBHOOK_MARK_S``. Nothing when both are off."""
+        if not self.outboxes:
             return
         now = time.monotonic()
         if self._marks.due(sid, now):
-            await W.mark(self.redis, self.keys, self.webhook_shards, sid)
+            await W.mark(self.redis, self.keys, self.outboxes, sid)
             self._marks.done(sid, now)
-
-    def _outbox_entries(self, sid: str, first: int, events: list[bytes]
-                        ) -> list[tuple[str, dict[str, Any]]]:
-        """The webhook outbox entries of these events (the types in ``webhook_events``): they
-        travel in the fan-out's pipeline, so webhooks cost no extra round trip when a node
-        holds the session, one when none does, and nothing when webhooks are off. The
-        delivery id is a digest of session, offset and event: the same event fanned out again
-        (an append retried after a dropped connection, a re-queue by the sweeper) keeps it."""
-        return W.outbox_entries(self.keys, self.webhook_shards, sid,
-                                enumerate(events, first), self.webhook_events)
-
-    def _dapr_entries(self, sid: str, first: int, events: list[bytes]
-                      ) -> list[tuple[str, dict[str, Any]]]:
-        """The Dapr outbox entries of these events (the types in ``dapr_events``), in the
-        same pipeline as the webhook ones (sessions/dapr_publish.py)."""
-        stream = self.keys.dapr_outbox(W.shard_of(sid, K.DAPR_SHARDS))
-        return [(stream, {"s": sid, "o": first + n, "e": event})
-                for n, event in enumerate(events)
-                if orjson.loads(event).get("type") in self.dapr_events]
 
     async def _live_nodes(self, nodes: list[bytes]) -> list[bytes]:
         """The nodes whose heartbeat key exists, each checked at most every NODE_CHECK_S."""

@@ -188,7 +188,8 @@ class Keys:
         p:<turn> (the attempt in which it last waited for approval: attempts count from it);
         op (the operator holding the session, while a takeover is active: ``TAKEOVER``);
         wc (webhook cursor: every offset up to it is in the outbox; only with webhooks on,
-        sessions/webhook_outbox.py)."""
+        sessions/webhook_outbox.py); dc (the Dapr outbox's cursor, the same with Dapr
+        publishing on)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:
@@ -305,6 +306,16 @@ class Keys:
         """Stream: events waiting to be published to the Dapr topic (consumer group
         :data:`DAPR_GROUP`); fields s (session), o (offset), e (event)."""
         return f"{self.prefix}:{{{dapr_tag(k, shards)}}}:dapr"
+
+    def dapr_dirty(self, k: int) -> str:
+        """Sorted set: sessions of this Dapr outbox shard written to with publishing on, as
+        :meth:`webhook_dirty` (their cursor: meta ``dc``)."""
+        return f"{self.prefix}:{{{dapr_tag(k, DAPR_SHARDS)}}}:dirty"
+
+    def dapr_sweeper(self, k: int) -> str:
+        """String: the publisher sweeping this Dapr shard's dirty set (as
+        :meth:`webhook_sweeper`)."""
+        return f"{self.prefix}:{{{dapr_tag(k, DAPR_SHARDS)}}}:sweeper"
 
     def delivery(self, node: str) -> str:
         return f"{self.prefix}:{{node.{node}}}:out"

@@ -17,10 +17,12 @@ go through the client's own lenient construction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncGenerator
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import httpx2
 import orjson
@@ -43,6 +45,9 @@ from openai.types.completion_usage import (
 )
 
 from sessions import sdk_speedups
+from sessions.model_http import WIRE_EXTENSION, WireBody, WireTransport, proxied
+
+log = logging.getLogger("agentia.worker")
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 _DELTA_KEYS = frozenset({"content", "role", "refusal", "tool_calls", "function_call"})
@@ -57,9 +62,21 @@ class LeanProvider(ModelProvider):
     connection it holds, and for each idle one counts them all again, whenever a request starts
     or ends; with a worker's ~1,000 streams in one pool that was the largest CPU cost of a
     streamed turn in a profile (docs/benchmarks.md). ``len(clients)`` pools of a
-    ``1/len(clients)`` share each make that ``len(clients)``\\ ² times less."""
+    ``1/len(clients)`` share each make that ``len(clients)``\\ ² times less.
 
-    def __init__(self, clients: list[AsyncOpenAI], read_every: float = 0.0) -> None:
+    ``wire`` (the default): the clients send through one :class:`model_http.WireTransport`
+    (at most ``connections`` open) instead of their own httpx pools, unless the environment
+    sends the endpoint through a proxy (that transport does not speak to proxies)."""
+
+    def __init__(self, clients: list[AsyncOpenAI], read_every: float = 0.0, *,
+                 wire: bool = True, connections: int = 2_000) -> None:
+        if wire and clients and proxied(str(clients[0].base_url)):
+            log.info("model endpoint behind a proxy: the lean model keeps httpx's transport")
+            wire = False
+        if wire:
+            transport = WireTransport(connections)
+            clients = [c.copy(http_client=httpx2.AsyncClient(transport=transport))
+                       for c in clients]
         self.clients, self.read_every = clients, read_every
         self._turn = itertools.cycle(clients)
 
@@ -149,6 +166,12 @@ class LeanStream:
 
     async def _reads(self) -> AsyncGenerator[bytes, None]:
         """The body as it comes, or with ``read_every`` in batches (as the merging decoder)."""
+        wire = self.response.extensions.get(WIRE_EXTENSION)
+        if isinstance(wire, WireBody) and self.response.headers.get(
+                "content-encoding", "identity") == "identity":
+            async for data in self._wire_reads(wire):
+                yield data
+            return
         raw = self.response.aiter_bytes()
         if not self._read_every:
             async for data in raw:
@@ -158,6 +181,15 @@ class LeanStream:
                 raw, self._read_every, lambda: self._texting)) as reads:
             async for data in reads:
                 yield data
+
+
+    async def _wire_reads(self, body: WireBody) -> AsyncGenerator[bytes, None]:
+        """The body straight off :class:`model_http.WireBody`: its connection holds what comes
+        meanwhile, so pacing needs no task of its own (``paced_reads``'s pump)."""
+        while data := await body.read():
+            yield data
+            if self._read_every and self._texting:
+                await asyncio.sleep(self._read_every)
 
 
 def _text_only_chunk(chunk: ChatCompletionChunk) -> bool:
@@ -189,6 +221,10 @@ class SSEDecoder:
         return self._events([*self._lines.finish(), b""])
 
     def _events(self, lines: list[bytes]) -> list[dict[str, Any]]:
+        if not self._data and not self.done and len(lines) % 2 == 0 and not any(lines[1::2]):
+            fast = self._data_events(lines[0::2])
+            if fast is not None:
+                return fast
         out: list[dict[str, Any]] = []
         for line in lines:
             if self.done:
@@ -203,6 +239,25 @@ class SSEDecoder:
                     break
                 out.append(_checked(orjson.loads(data)))
         return out
+
+
+    def _data_events(self, firsts: list[bytes]) -> list[dict[str, Any]] | None:
+        """The usual read (events of one ``data: `` line each, the last maybe ``[DONE]``)
+        parsed with one ``orjson.loads`` for all; None for anything else."""
+        datas = [line[6:] for line in firsts if line[:6] == b"data: "]
+        if len(datas) != len(firsts) or not datas:
+            return None
+        done = datas[-1].startswith(b"[DONE]")
+        if done:
+            datas.pop()
+        try:
+            bodies: list[Any] = orjson.loads(b"[" + b",".join(datas) + b"]")
+        except orjson.JSONDecodeError:
+            return None  # a [DONE] or text not JSON inside: event by event
+        if not all(type(b) is dict and not b.get("error") for b in bodies):
+            return None
+        self.done = done
+        return bodies
 
 
 def _checked(body: Any) -> dict[str, Any]:
@@ -304,6 +359,20 @@ def build(cls: type[_M], **values: Any) -> _M:
     return model
 
 
+class PlainDelta(ChoiceDelta):
+    """A :class:`ChoiceDelta` of only the usual fields (content, role, refusal, tool calls:
+    ``_choice`` sends any other to the client's construction), with the attributes the SDK's
+    handler looks for on every chunk and it never has set to None on the class: each lookup
+    of a missing one went through pydantic's ``__getattr__`` and an AttributeError (~10 % of
+    the model stream's CPU in py-spy). The handler reads None and an absent attribute alike
+    (``getattr(d, name, None)``, or ``hasattr`` then a truth test); the dump is the same."""
+
+    thinking_blocks: ClassVar[None] = None
+    reasoning_content: ClassVar[None] = None
+    reasoning: ClassVar[None] = None
+    annotations: ClassVar[None] = None
+
+
 class _Unusual(Exception):
     """A chunk this module's fast construction does not cover."""
 
@@ -320,7 +389,7 @@ def _choice(c: Any) -> Choice:
         delta["tool_calls"] = [_tool_call(t) for t in calls]
     if delta.get("function_call") is not None:
         raise _Unusual
-    return build(Choice, index=c.get("index", 0), delta=build(ChoiceDelta, **delta),
+    return build(Choice, index=c.get("index", 0), delta=build(PlainDelta, **delta),
                  finish_reason=c.get("finish_reason"), logprobs=None)
 
 

@@ -14,7 +14,7 @@ from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.probes import ProbeServer
 from agentia.settings import SettingsError, WorkerSettings, worker_redis_pool
-from sessions import registry
+from sessions import registry, runtime
 from sessions.a2a_tools import remote_tool
 from sessions.bus import Bus, connect
 from sessions.mcp import McpPool, configs_of, tools_of
@@ -127,6 +127,7 @@ async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = Fal
     bus = Bus(connect(s.redis_url, worker_redis_pool(s.concurrency)), prefix=s.redis_prefix,
               shards=s.shards)
     cfg = model_config(s, api_key)
+    runtime.DIRECT[0] = s.direct_run
     dapr, memories = await dapr_memory(s, bus)
     worker = Worker(bus, agents, model_provider(cfg), WorkerConfig(
         concurrency=s.concurrency, lease_ms=s.lease_ms, max_attempts=s.max_attempts,

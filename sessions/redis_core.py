@@ -14,8 +14,8 @@ from agentia.codes import BusUnavailable
 from agentia.settings import Common, from_env
 from sessions import keys as K
 from sessions import scripts
+from sessions import webhook_outbox as W
 from sessions.redis_client import REDIS_DOWN, RedisClient, is_down, stale_map
-from sessions.webhook_outbox import Marks
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -79,6 +79,11 @@ class RedisCore:
         self.dapr_events: frozenset[str] = from_env(Common).dapr_types()
         """Event types copied to the Dapr outbox as they are appended (empty: off,
         AGENTIA_DAPR_TOPIC_EVENTS unset); sessions/dapr_publish.py."""
+        self.outboxes: tuple[W.Outbox, ...] = (
+            *([W.webhook_outbox(self.keys, webhook_shards, webhook_events)]
+              if webhook_events else []),
+            *([W.dapr_outbox(self.keys, self.dapr_events)] if self.dapr_events else []))
+        """The outboxes on: each append's fan-out writes them and moves their cursors."""
         self.new_session_ttl: int = new_session_ttl
         """Life of a session until its first turn (AGENTIA_NEW_SESSION_TTL_S)."""
         self.user_keys = K.UserKeys(prefix)
@@ -93,8 +98,8 @@ class RedisCore:
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}
         """Edge node -> (when its heartbeat key was checked, whether it existed)."""
-        self._marks = Marks()
-        """Sessions this process marked for the webhook sweeper (sessions/webhook_outbox.py)."""
+        self._marks = W.Marks()
+        """Sessions this process marked for the outboxes' sweepers (sessions/webhook_outbox.py)."""
         self._session_nodes: dict[str, tuple[float, list[bytes]]] = {}
         """Session -> (when, the nodes holding it): what its last append saw."""
         self._readers: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE, default_tool_error_f
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.types.responses import ResponseTextDeltaEvent
 
-from sessions import sdk_speedups
+from sessions import direct_run, sdk_speedups
 from sessions.demo import DemoProvider
 from sessions.lean_model import LeanProvider
 from sessions.memory import Memory
@@ -205,16 +205,46 @@ async def stream_turn(agent: Agent[Any], input: str | RunState[Any], memory: Mem
                       provider: ModelProvider) -> AsyncIterator[TurnItem]:
     """Run the agent on one user message (or go on with a paused run), yielding what it does
     as it happens: text, tool calls and their outputs, handoffs, and last, if tools wait for
-    approval, :class:`Paused`. Guardrail tripwires raise the SDK's exceptions."""
+    approval, :class:`Paused`. Guardrail tripwires raise the SDK's exceptions.
+
+    A new turn of an agent that :func:`sessions.direct_run.eligible` allows starts without the
+    Runner; the Runner takes over where the model's reply is more than text."""
+    cfg = run_config(provider)
+    if isinstance(input, str) and DIRECT[0] and direct_run.eligible(agent, cfg):
+        run = direct_run.DirectRun(agent, input, memory, cfg)
+        async for text in run.stream():
+            yield Delta(text)
+        if run.fallback is None:
+            return
+        try:
+            async for item in _run_streamed(agent, input, run.fallback.session,
+                                            run.fallback.run_config(cfg), run.fallback.texts):
+                yield item
+        finally:
+            await run.fallback.close()
+        return
+    async for item in _run_streamed(agent, input, memory, cfg, 0):
+        yield item
+
+
+DIRECT = [True]
+"""Whether :func:`stream_turn` may take the direct path (tests compare both paths)."""
+
+
+async def _run_streamed(agent: Agent[Any], input: str | RunState[Any], memory: Memory,
+                        cfg: RunConfig, skip: int) -> AsyncIterator[TurnItem]:
+    """The Runner's run, its first ``skip`` text events left out (given already)."""
     starting = _per_run(agent) if isinstance(input, str) else agent
-    result = Runner.run_streamed(starting, input=input, session=memory,
-                                 run_config=run_config(provider))
+    result = Runner.run_streamed(starting, input=input, session=memory, run_config=cfg)
     names = _pending_names(input)
     try:
         async for ev in result.stream_events():
             if ev.type == "raw_response_event":
                 if isinstance(ev.data, ResponseTextDeltaEvent):
-                    yield Delta(ev.data.delta)
+                    if skip:
+                        skip -= 1
+                    else:
+                        yield Delta(ev.data.delta)
             elif ev.type == "run_item_stream_event":
                 item = _run_item(ev.name, ev.item, names)
                 if item is not None:

@@ -40,6 +40,7 @@ import orjson
 from agentia import metrics as M
 from agentia.settings import WebhookSettings
 from sessions import keys as K
+from sessions import webhook_outbox as W
 from sessions.outbox_reader import OutboxReader
 from sessions.redis_client import REDIS_DOWN, RedisClient, connect
 from sessions.webhook_sweep import Sweeper
@@ -110,8 +111,9 @@ class Dispatcher(OutboxReader):
         self._retry = redis.register_script(RETRY)
         self._dead = redis.register_script(DEAD)
         self._promote = redis.register_script(PROMOTE)
-        self.sweeper = Sweeper(redis, self.keys, self.n, s.webhook_types(), s.webhook_sweep_s,
-                               self.consumer, self.warn)
+        self.sweeper = Sweeper(redis, self.keys,
+                               W.webhook_outbox(self.keys, self.n, s.webhook_types()),
+                               s.webhook_sweep_s, self.consumer, self.warn, M.WEBHOOK_REQUEUED)
 
     def streams(self) -> list[str]:
         return list(self.shard_of)

@@ -27,7 +27,6 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import (
     Agent,
-    AgentServer,
     AgentSession,
     AutoSubscribe,
     JobContext,
@@ -48,6 +47,7 @@ from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once, vad_like
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
+from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
@@ -68,6 +68,8 @@ Whisper base (read, hash, int8) takes 1-2 s on an idle core but passed 10 s at l
 started it again."""
 M_ARENA_MAX = -8
 """glibc's mallopt parameter number (malloc.h)."""
+PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+"""livekit-agents' switch for its warm-up's local models (livekit/agents/ipc/_preload.py)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -357,7 +359,9 @@ def options(s: VoiceSettings) -> WorkerOptions:
 
 async def serve(s: VoiceSettings) -> None:
     """Run until SIGTERM/SIGINT, then drain the calls in progress."""
-    server = AgentServer.from_server_options(options(s))
+    server = CallCountServer.from_server_options(options(s))
+    assert isinstance(server, CallCountServer)
+    server.calls = s.voice_max_calls
     server.on("worker_registered", lambda wid, _info: print(
         f"AGENTIA_VOICE_READY worker={wid} pid={os.getpid()}", flush=True))
     stop = asyncio.Event()
@@ -389,6 +393,17 @@ def limit_malloc_arenas(s: VoiceSettings) -> None:
     libc.mallopt(M_ARENA_MAX, s.voice_malloc_arenas)
 
 
+def skip_unused_models(s: VoiceSettings) -> None:
+    """livekit-agents' warm-up, run by the first job of a process (the worker's own with the
+    thread executor, the forkserver's with the process one), loads its local VAD and, in a
+    process without a multiprocessing parent, the end-of-turn model's weights: +243.5 MiB PSS
+    that nothing here uses unless ``AGENTIA_VOICE_TURN_DETECTION=model`` (the VAD is Silero).
+    With ``vad`` neither is loaded; ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` set in the
+    environment wins. Must run before the first job starts (the warm-up reads it then)."""
+    if s.voice_turn_detection == "vad":
+        os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
+
+
 def main(redis_url: str | None = None) -> None:
     """Run the voice worker (``agentia voice`` / ``python -m voice``) until SIGTERM."""
     from agentia.logs import setup
@@ -396,6 +411,7 @@ def main(redis_url: str | None = None) -> None:
     s: VoiceSettings = from_env(VoiceSettings, redis_url=redis_url)
     setup(s.log_level, json_lines=s.log_json)
     limit_malloc_arenas(s)
+    skip_unused_models(s)
     quiet_room_gone()  # the thread executor's jobs log here
     try:
         check_speech(s)

@@ -42,6 +42,7 @@ const app = {
   titles: {},
   call: null,           // the VoiceCall of the Talk button (voice.js), the current or last one
   callLog: [],          // [{state, message, at}] for tests and debugging
+  voiceWarm: null,      // resolves once voice.js is loaded and warmed up (preloadVoice)
 };
 window.agentiaApp = app;
 
@@ -634,7 +635,7 @@ function loadVoice() {
  * is warmed up then too (voice.js warmUp). A failure here is retried at the click, which then
  * says what is wrong. */
 function preloadVoice() {
-  loadVoice().then((mod) => mod.warmUp()).catch(() => {});
+  app.voiceWarm = loadVoice().then((mod) => mod.warmUp()).catch(() => {});
 }
 
 /** The session of the conversation on screen; a new conversation gets its id at welcome. */

@@ -96,19 +96,24 @@ async function checkMicrophone() {
 
 /**
  * Start the browser's WebRTC stack before the first call (app.js calls it once voice.js is
- * loaded): a throwaway peer connection makes an offer and gathers its candidates, then closes.
- * Measured in tests/browser/test_talk.py on a busy two-core box: the first call's room.connect
- * took 1.25-1.7 s without it, 0.9-1.1 s with it (0.2-0.5 s for later calls: the rest of the
- * first call's cost is a freshly started LiveKit server's, docs/voice.md).
+ * loaded): a throwaway peer connection makes an offer and gathers its candidates, then closes;
+ * the microphone checks of the Talk click run once (they list devices and read the permission:
+ * no prompt, no microphone opened). Resolves once both are done (never rejects). Measured in
+ * tests/browser/test_talk.py on a busy two-core box: the first call's room.connect took
+ * 1.25-1.7 s without the peer connection, 0.9-1.1 s with it (0.2-0.5 s for later calls; most of
+ * the rest was a fresh LiveKit server's, now warmed when it starts: docs/voice.md); the first
+ * click's microphone checks took 0.1 s, 0.01 s once run here.
  */
 export function warmUp() {
+  const checked = checkMicrophone().catch(() => {});
   const PC = globalThis.RTCPeerConnection;
-  if (!PC) return;
+  if (!PC) return checked;
   const pc = new PC();
   pc.addTransceiver("audio", { direction: "recvonly" });
   pc.createDataChannel("warm-up");
-  pc.createOffer().then((offer) => pc.setLocalDescription(offer)).catch(() => {})
-    .finally(() => setTimeout(() => pc.close(), 2000));
+  const offered = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
+    .catch(() => {}).finally(() => setTimeout(() => pc.close(), 2000));
+  return Promise.all([checked, offered]).then(() => {});
 }
 
 function disconnectMessage(reason) {
@@ -151,7 +156,8 @@ export class VoiceCall {
     this._agentGone = null;  // rejects that wait when the call ends first
     this._timers = new Set();
     this._roomNote = "";     // the room's metadata (the server's no_voice_agent)
-    this.marks = {};         // ms from start() to: answered, connected, agent, listening
+    // ms from start() to: checked, answered, signal, mic, connected, agent, listening
+    this.marks = {};
     this._t0 = 0;
   }
 
@@ -166,6 +172,7 @@ export class VoiceCall {
     this._set("connecting");
     try {
       await checkMicrophone(); // before an agent is dispatched for nothing
+      this._mark("checked");
       const answer = this.requestCall();
       this._makeRoom(); // while the request is out
       const { url, token } = await answer;
@@ -245,6 +252,7 @@ export class VoiceCall {
         for (const node of track.detach()) node.remove();
         this.audioTracks.delete(track);
       })
+      .on(RoomEvent.SignalConnected, () => this._mark("signal"))
       .on(RoomEvent.ParticipantConnected, () => this._checkAgent())
       .on(RoomEvent.ParticipantAttributesChanged, () => this._checkAgent())
       .on(RoomEvent.ParticipantDisconnected, (p) => {
@@ -332,6 +340,7 @@ export class VoiceCall {
         `The microphone could not be sent to the call: ${err?.message ?? err}`);
     }
     this.mic = pub?.track ?? null;
+    this._mark("mic");
     if (!this.mic) throw new CallError("mic_error", "The microphone could not be opened.");
     if (this.done) { this.mic.stop(); return; }
     if (this.muted) await this.mic.mute();

@@ -9,167 +9,37 @@ Output in ``test-output/locust/<scenario>-<timestamp>/`` (or ``--out``): Locust'
 HTML report, ``samples.csv`` (edge RSS/CPU/fds, Locust and Redis RSS, twice a second),
 ``summary.json`` and the PNG plots (``results.py``); logs of every process. Locust itself runs in
 its own processes (it monkey-patches the standard library with gevent): this module never
-imports it.
+imports it. The run's shape from its arguments is ``plan.py``, the Agentia processes
+``procs.py``, the sampling from outside ``sampler.py``; here they are put together.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
-import math
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from agentia.supervise import spawn, stop_all
 from launch.redis_server import RedisServer, free_port
-from loadtest.bench_core import cpu_s, rss_kib, slab_kib
 from loadtest.locust import results, trees
-from loadtest.locust.driver import Driver, in_netns, stream_meta, stream_seconds
+from loadtest.locust.driver import Driver, in_netns
+from loadtest.locust.plan import environment, plan
+from loadtest.locust.procs import Agentia
+from loadtest.locust.sampler import Sampler, children, gauge
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-MAX_SOCKETS_PER_LOCUST_PROCESS = 15_000
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class Agentia:
-    """One ``agentia`` subcommand: stdout read until its READY line, then copied to its log
-    (and watched for edge restarts), stderr to its log."""
-
-    def __init__(self, args: list[str], env: dict[str, str], ready: str, logfile: Path,
-                 timeout: float = 90, cwd: Path = ROOT) -> None:
-        self.log: IO[bytes] = logfile.open("ab")
-        self.restarts: list[str] = []
-        try:
-            self.proc, self.info = spawn(args, env, ready, timeout, what=f"'agentia "
-                                         f"{' '.join(args)}' (log {logfile})", cwd=cwd,
-                                         stderr=self.log, echo=self.log)
-        except BaseException:
-            self.log.close()
-            raise
-        self.pids = [int(p) for p in self.info.get("pids", str(self.proc.pid)).split(",")]
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.write(line)
-            self.log.flush()
-            text = line.decode().strip()
-            if text.startswith("AGENTIA_UP_RESTARTED") and "kind=edge" in text:
-                new = int(dict(p.split("=", 1) for p in text.split()[1:])["pid"])
-                self.restarts.append(text)
-                for i, pid in enumerate(self.pids):  # the supervisor restarts in place
-                    if not Path(f"/proc/{pid}").exists():
-                        self.pids[i] = new
-                        break
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM (a supervisor drains and stops its edges), then SIGKILL by PID."""
-        stop_all([self.proc])
-        deadline = time.monotonic() + timeout
-        for pid in getattr(self, "pids", []):
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            with contextlib.suppress(ProcessLookupError):
-                if Path(f"/proc/{pid}").exists() and _is_agentia(pid):
-                    os.kill(pid, signal.SIGKILL)
-        self.log.close()
-
-
-def _is_agentia(pid: int) -> bool:
-    try:
-        return b"launch.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()  # Edge: -m launch.cli
-    except OSError:
-        return False
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
-def gauge(metrics_dir: Path | None, pid: int, metric: str = "agentia_connections") -> float:
-    """A process's own value of a Prometheus gauge, read from its multi-process file (the edge
-    updates ``agentia_connections`` once a second)."""
-    if metrics_dir is None:
-        return math.nan
-    from prometheus_client.mmap_dict import MmapedDict
-
-    for path in metrics_dir.glob(f"gauge_*_{pid}.db"):
-        with contextlib.suppress(OSError, RuntimeError, ValueError):
-            values = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
-            for key, value, *_ in values:
-                if json.loads(key)[0] == metric:
-                    return float(value)
-    return math.nan
-
-
-def _safe(fn: Any, pid: int) -> float:
-    try:
-        return float(fn(pid))
-    except (OSError, ValueError, IndexError):
-        return math.nan
-
-
-class Sampler(threading.Thread):
-    """Twice a second: each edge's RSS, CPU seconds, open fds and connections (its
-    ``agentia_connections`` gauge); the Locust processes' RSS and CPU; Redis's RSS; kernel
-    slab. Written to samples.csv as it goes."""
-
-    def __init__(self, path: Path, edges: Agentia, redis_pid: int, metrics_dir: Path | None,
-                 interval: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.path, self.edges, self.redis_pid, self.interval = path, edges, redis_pid, interval
-        self.metrics_dir = metrics_dir
-        self.locust_pid = 0
-        self.stopping = threading.Event()
-
-    def sample(self) -> dict[str, float]:
-        row: dict[str, float] = {"t": round(time.time(), 3)}
-        for i, pid in enumerate(list(self.edges.pids)):
-            row[f"edge_{i}_rss_kib"] = _safe(rss_kib, pid)
-            row[f"edge_{i}_cpu_s"] = round(_safe(cpu_s, pid), 2)
-            row[f"edge_{i}_fds"] = fds(pid)
-            row[f"edge_{i}_conns"] = gauge(self.metrics_dir, pid)
-        locust = [self.locust_pid, *children(self.locust_pid)] if self.locust_pid else []
-        row["locust_rss_kib"] = sum(_safe(rss_kib, p) for p in locust) if locust else 0
-        row["locust_cpu_s"] = round(sum(_safe(cpu_s, p) for p in locust), 2) if locust else 0
-        row["redis_rss_kib"] = _safe(rss_kib, self.redis_pid)
-        row["slab_kib"] = slab_kib()
-        return row
-
-    def run(self) -> None:
-        first = self.sample()
-        with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(first), extrasaction="ignore")
-            w.writeheader()
-            w.writerow(first)
-            while not self.stopping.wait(self.interval):
-                w.writerow(self.sample())
-                f.flush()
 
 
 def run_locust(out: Path, locustfile: str, host: str, processes: int, extra: list[str],
@@ -215,52 +85,13 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "scenario": a.scenario, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "edges": a.edges, "command": " ".join(["python -m loadtest.locust.run", *sys.argv[1:]])}
-    target = 0
-    if a.scenario in ("storm", "reconnect", "slow"):
-        batch = math.ceil(a.connections / math.ceil(a.connections / a.batch))
-        target = math.ceil(a.connections / batch) * batch
-        processes = a.locust_processes or max(1, math.ceil(target / 10_000))
-        if target / processes > MAX_SOCKETS_PER_LOCUST_PROCESS:
-            raise SystemExit(f"{target} connections over {processes} Locust processes is more "
-                             f"than {MAX_SOCKETS_PER_LOCUST_PROCESS} each: add processes")
-        meta.update(target=target, batch=batch, open_rate=a.rate, locust_processes=processes,
-                    heartbeat_s=a.heartbeat)
-        extra = ["--ws-connections", str(a.connections), "--ws-batch", str(a.batch),
-                 "--ws-open-rate", str(a.rate), "--ws-heartbeat", str(a.heartbeat),
-                 "--ws-inflight", str(a.inflight)]
-        timeout = 3 * target / a.rate + 30 + 120
-    if a.scenario == "storm":
-        meta["hold_s"] = a.hold
-        extra += ["--ws-hold", str(a.hold)]
-        timeout += a.hold
-    elif a.scenario in ("reconnect", "slow"):
-        a.session_prefix = f"{a.scenario}-{os.urandom(3).hex()}"
-        timeout += stream_seconds(a)
-        meta.update(stream_meta(a))
-        extra += ["--ws-control", str(out), "--ws-sessions", str(a.sessions),
-                  "--ws-session-prefix", a.session_prefix, "--ws-reconnect-jitter",
-                  str(a.jitter), "--ws-max-seconds", str(timeout),
-                  "--ws-slow-fraction", str(getattr(a, "slow_fraction", 0.0)),
-                  "--ws-slow-rcvbuf", str(getattr(a, "slow_rcvbuf", 4096))]
-    elif a.scenario == "chat":
-        processes = a.locust_processes or 1
-        meta.update(users=a.users, turn_rate=a.rate, seconds=a.seconds, turns=a.turns,
-                    workers=a.workers, word_delay_s=a.word_delay, locust_processes=processes)
-        extra = ["--ws-chat-users", str(a.users), "--ws-turn-rate", str(a.rate),
-                 "--ws-seconds", str(a.seconds), "--ws-turns", str(a.turns),
-                 "--ws-turn-timeout", str(a.turn_timeout), "--ws-heartbeat", str(a.heartbeat)]
-        timeout = a.seconds + a.turn_timeout + 120
-
-    # AGENTIA_DEV: the Locust users mint with AGENTIA_JWT_SECRET or the public dev secret
-    env = {**os.environ, "AGENTIA_DEV": "true", "AGENTIA_LOG_LEVEL": "warning",
-           "AGENTIA_DRAIN_S": "2",
-           "PYTHONUNBUFFERED": "1", "AGENTIA_DEMO_WORD_DELAY": str(a.word_delay)}
-    env.pop("OPENAI_API_KEY", None)  # the offline demo model, always
-    env.update(kv.split("=", 1) for kv in a.env)
+    shape = plan(a, out)
+    meta.update(shape.meta)
+    target, processes = shape.target, shape.processes
+    env = environment(a, os.environ)
     meta["env"] = a.env
     tree = Path(a.tree[0]).resolve() if a.tree else ROOT
     meta.update(tree=str(tree), commit=trees.commit(tree))
-    extra += shlex.split(a.locust_args)
     started: list[Agentia] = []
     with tempfile.TemporaryDirectory(prefix="agentia-locust-") as tmp:
         redis = RedisServer(Path(tmp) / "redis", appendonly=a.scenario == "chat").start()
@@ -272,10 +103,7 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
         try:
             env["AGENTIA_REDIS_URL"] = redis.url
             env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-            ready = "AGENTIA_GATEWAY_READY" if a.edges > 1 else "AGENTIA_EDGE_READY"
-            gw = Agentia(["gateway", "--port", "0", "--processes", str(a.edges)],
-                         {**env, **trees.tree_env(tree, probe)}, ready, out / "gateway.log",
-                         cwd=tree)
+            gw = start_gateway(a, {**env, **trees.tree_env(tree, probe)}, tree, out)
             started.append(gw)
             port = int(gw.info["port"])
             log(f"gateway on port {port}, edge pids {gw.pids}; redis pid "
@@ -303,8 +131,8 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
                                 lambda pid: gauge(metrics_dir, pid))
                 driver.start()
             meta["locust_exit_code"] = run_locust(out, f"{a.scenario}.py",
-                                                  f"ws://127.0.0.1:{port}", processes, extra,
-                                                  sampler, timeout)
+                                                  f"ws://127.0.0.1:{port}", processes,
+                                                  shape.extra, sampler, shape.timeout)
             meta["locust_wall_s"] = round(time.time() - t0, 1)
             meta["box_idle_share"] = trees.idle_share(ticks, trees.cpu_ticks())
             if driver is not None:
@@ -320,13 +148,26 @@ def scenario(a: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(started):
                 p.stop()
             redis.stop()
+    return sum_up(out, meta, a.scenario, probe)
+
+
+def start_gateway(a: argparse.Namespace, env: dict[str, str], tree: Path, out: Path) -> Agentia:
+    """``agentia gateway --processes E`` from the checkout ``tree``, on a free port."""
+    ready = "AGENTIA_GATEWAY_READY" if a.edges > 1 else "AGENTIA_EDGE_READY"
+    return Agentia(["gateway", "--port", "0", "--processes", str(a.edges)], env, ready,
+                   out / "gateway.log", cwd=tree)
+
+
+def sum_up(out: Path, meta: dict[str, Any], scenario: str,
+           probe: Path | None) -> dict[str, Any]:
+    """``summary.json`` and the plots from what the run left in ``out``."""
     try:
         summary = results.summarize(out, meta)
     except Exception as exc:  # keep what was measured even if the analysis trips
         log(f"could not sum the run up: {exc!r}")
         summary = {**meta, "analysis_error": repr(exc)}
     try:
-        summary["plots"] = [p.name for p in results.plot(out, a.scenario)]
+        summary["plots"] = [p.name for p in results.plot(out, scenario)]
     except Exception as exc:
         log(f"could not plot the run: {exc!r}")
     if probe is not None:

@@ -116,6 +116,52 @@ async def test_a_turns_events_reach_a_subscriber_as_cloudevents(
     no_traceback(pub)
 
 
+async def test_an_event_whose_appender_died_before_queueing_it_is_published(
+        plain: Cluster, daprd_bin: str, redis_server: RedisServer, prefix: str,
+        tmp_path: Path) -> None:
+    """The worker is killed (SIGKILL, AGENTIA_TEST_FAULT) right after the log append of its
+    reply, before the fan-out that would put it in the Dapr outbox: the publisher's sweeper
+    finds the session's Dapr cursor behind its log and queues the reply from the log; the
+    subscriber gets it as the CloudEvent the fan-out would have made."""
+    topic, sid = f"agentia.events.{prefix}", f"dapr-kill-{prefix[-6:]}"
+    plain.env.update({"AGENTIA_DAPR_TOPIC_EVENTS": topic, "AGENTIA_DAPR_EVENTS": "user,reply"})
+    with App(topic) as app:
+        d = await healthy(sidecar(daprd_bin, app.port, tmp_path, redis_server))
+        try:
+            edge = plain.edge()
+            doomed = plain.worker(AGENTIA_TEST_FAULT="kill-before-fanout:reply")
+            pub = Proc(["dapr-publish"], {**plain.env, "AGENTIA_DAPR_HTTP_PORT": str(d.http_port),
+                                          "AGENTIA_DAPR_SWEEP_S": "1"},
+                       "AGENTIA_DAPR_PUBLISH_READY")
+            plain.procs.append(pub)
+            c = await Client.open(edge.port, user="alice", session=sid)
+            await c.until("welcome")
+            await c.send(type="send", id="m1", text="hello dapr")
+            ack = await c.until("ack", id="m1")
+            await asyncio.to_thread(doomed.proc.wait, 15)
+            assert doomed.proc.returncode == -9  # killed by the fault, not stopped
+            assert not [f for f in c.frames if f.get("type") == "reply"]  # never fanned out
+            deadline = time.monotonic() + DELIVERY_S
+            while time.monotonic() < deadline:
+                if len({e["id"] for e in app.events}) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            got = {e["type"]: e for e in list(app.events)}
+            await c.close()
+        finally:
+            d.stop()
+    assert set(got) == {"agentia.event.user", "agentia.event.reply"}, (got, d.log_tail())
+    reply = got["agentia.event.reply"]
+    assert reply["id"] == f"{sid}:{reply['data']['offset']}"
+    assert reply["data"]["offset"] > ack["offset"] and "hello dapr" in \
+        reply["data"]["event"]["text"]
+    r = redis.Redis.from_url(redis_server.url)
+    meta = r.hgetall(K.Keys(prefix).meta(sid))
+    r.close()
+    assert int(meta[b"dc"]) == int(meta[b"seq"])  # the sweeper moved the cursor past it
+    no_traceback(pub)
+
+
 def dapr_call(api: Proc, path: str, body: bytes | None, tok: str | None) -> tuple[int, Any]:
     """A call as the sidecar makes it (``dapr-api-token``), not as a user (Bearer)."""
     headers = {"Content-Type": "application/cloudevents+json"}

@@ -223,3 +223,52 @@ timeout_s = 30
     finally:
         a.stop()
         b.stop()
+
+
+async def test_every_replica_knows_every_task(deployment: tuple[Cluster, Proc]) -> None:
+    """The task records are in Redis (control/a2a_store.py): a second control plane answers
+    tasks/get for a task the first one runs and cancels it (the turn on the bus too, though
+    another replica follows it), and a control plane started after both stopped still
+    knows it; another user does not."""
+    c, a = deployment
+    b = c.api(AGENTIA_MAX_SESSIONS_PER_USER="2")
+    async for client in _client(a, "di", streaming=False, polling=True):
+        first = [e async for e in client.send_message(_message(
+            "tell me a long story about the sea and the ships and the harbour"))]
+        task: Task = first[-1].task
+    sid = f"a2a:{task.context_id}"
+    async for client in _client(b, "di", streaming=False, polling=True):
+        async with asyncio.timeout(WAIT_S):
+            task = await client.get_task(GetTaskRequest(id=task.id))
+            while task.status.state != TaskState.TASK_STATE_WORKING or not task.artifacts:
+                await asyncio.sleep(0.1)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+            done = await client.cancel_task(CancelTaskRequest(id=task.id))
+            assert done.status.state == TaskState.TASK_STATE_CANCELED
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        async with asyncio.timeout(WAIT_S):
+            while True:  # cancelled on the bus by the replica that did not start it
+                r = await http.get(f"http://127.0.0.1:{b.port}/v1/sessions/{sid}/events",
+                                   headers={"Authorization": f"Bearer {token('di')}"})
+                events = r.json()["events"]
+                if any(e["type"] == "cancelled" for e in events):
+                    break
+                await asyncio.sleep(0.2)
+        assert not any(e["type"] == "reply" for e in events)
+    await asyncio.sleep(1)  # the first replica follows the turn's end to its own task events
+    for p in (a, b):
+        p.terminate()
+        p.stop()
+    fresh = c.api()
+    async for client in _client(fresh, "di", streaming=False):
+        again = await client.get_task(GetTaskRequest(id=task.id))
+        assert again.status.state == TaskState.TASK_STATE_CANCELED
+    async for client in _client(fresh, "eve", streaming=False):
+        with pytest.raises(Exception, match=r"(?i)not found"):
+            await client.get_task(GetTaskRequest(id=task.id))
+    for p in (a, b):
+        assert "Traceback" not in log_of(p)
+
+
+def log_of(p: Proc) -> str:
+    return Path(p.log.name).read_text(errors="replace")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from agents import Agent
 
 from sessions.bus import Bus, connect
@@ -95,12 +96,15 @@ async def test_triage_hands_off_and_the_reply_names_the_agent(cluster: Cluster) 
     await c.close()
 
 
-async def test_a_real_models_tool_call_stream_gives_the_same_events(cluster: Cluster) -> None:
+@pytest.mark.parametrize("model_client", ["openai", "lean"])
+async def test_a_real_models_tool_call_stream_gives_the_same_events(cluster: Cluster,
+                                                                   model_client: str) -> None:
     stub = await ToolCallingStub().start()
     try:
         edge = cluster.edge()
         cluster.worker("sessions.demo:demo_agent", OPENAI_API_KEY="sk-test-not-real",
-                       AGENTIA_MODEL_BASE_URL=stub.base_url, AGENTIA_MODEL="local-model")
+                       AGENTIA_MODEL_BASE_URL=stub.base_url, AGENTIA_MODEL="local-model",
+                       AGENTIA_MODEL_CLIENT=model_client)
         c = await Client.open(edge.port, session="ae-openai")
         await c.recv()
         reply = await ask(c, "a", "what is 6 * 7", 1)

@@ -1,17 +1,24 @@
-"""The real OpenAI client path: OpenAIChatCompletionsModel against a local streaming stub."""
+"""The real OpenAI client path: OpenAIChatCompletionsModel against a local streaming stub, with
+each model client (``AGENTIA_MODEL_CLIENT``: the OpenAI client's stream, or the lean one over
+sessions/model_http.py)."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.chat_completions_stub import ChatCompletionsStub
 from tests.conftest import Client, Cluster
 
 
-async def test_worker_streams_from_an_openai_compatible_endpoint(cluster: Cluster) -> None:
+@pytest.mark.parametrize("model_client", ["openai", "lean"])
+async def test_worker_streams_from_an_openai_compatible_endpoint(cluster: Cluster,
+                                                                 model_client: str) -> None:
     stub = await ChatCompletionsStub().start()
     try:
         edge = cluster.edge()
         cluster.worker("sessions.demo:demo_agent", OPENAI_API_KEY="sk-test-not-real",
-                       AGENTIA_MODEL_BASE_URL=stub.base_url, AGENTIA_MODEL="local-model")
+                       AGENTIA_MODEL_BASE_URL=stub.base_url, AGENTIA_MODEL="local-model",
+                       AGENTIA_MODEL_CLIENT=model_client)
         c = await Client.open(edge.port, session="oa")
         await c.recv()
         await c.send(type="send", id="1", text="first question")

@@ -223,6 +223,21 @@ def test_deltas_and_words_cost_workers_the_measured_slopes(tmp_path: Path) -> No
         assert quantity(res, "turns", "worker processes") == pytest.approx(want, abs=1)
 
 
+def test_a_newer_worker_figure_replaces_the_plain_turn_only(tmp_path: Path) -> None:
+    """bench_worker's demo turn (worker-cpu.json) is the worker's plain turn when recorded;
+    the turns benchmarks still give the costs per delta and per word."""
+    base = compute(args(write(tmp_path / "a"), "--worker-concurrency", "100000"))
+    newer = {**RESULTS, "worker-cpu": {"runs": [], "summary": {
+        "demo_worker_cpu_s_per_turn": 0.002}}}
+    res = compute(args(write(tmp_path / "b", newer), "--worker-concurrency", "100000"))
+    assert res["figures"]["worker_turn_cpu_now"]["value"] == 0.002
+    rate = 10_000_000 / 60
+    saved = rate * (0.006 - 0.002) / 0.7  # the plain turn's CPU at 70 % utilisation
+    w0, w1 = (quantity(r, "turns", "worker processes") for r in (base, res))
+    assert w0 - w1 == pytest.approx(saved, abs=2)
+    assert "worker_turn_cpu_now" not in base["figures"]
+
+
 def test_gpus_scale_with_turns_times_tokens(tmp_path: Path) -> None:
     d = write(tmp_path)
     base = quantity(compute(args(d)), "model", "GPUs")

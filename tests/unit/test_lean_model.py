@@ -180,8 +180,13 @@ def test_chunks_equal_the_validated_ones(reads: list[bytes]) -> None:
     for body in bodies:
         [chunk] = merge_text([orjson.loads(orjson.dumps(body))])
         valid = ChatCompletionChunk.model_validate(body)
-        assert chunk == valid
         assert chunk.model_dump() == valid.model_dump()
+        assert chunk.model_extra == valid.model_extra
+        for mine, theirs in zip(chunk.choices, valid.choices, strict=True):
+            assert isinstance(mine.delta, ChoiceDelta)  # PlainDelta: the same fields
+            assert mine.delta.__dict__ == theirs.delta.__dict__
+            assert mine.delta.model_fields_set == theirs.delta.model_fields_set
+            assert getattr(mine.delta, "reasoning_content", None) is None
 
 
 def test_build_is_model_construct() -> None:
@@ -195,8 +200,27 @@ def test_build_is_model_construct() -> None:
 async def test_the_provider_takes_its_clients_in_turn() -> None:
     sent: list[list[httpx2.Request]] = [[], [], []]
     clients = [client([b"".join(TEXT)], sent=s) for s in sent]
-    provider = LeanProvider(clients)
+    provider = LeanProvider(clients, wire=False)  # over the clients' own (mock) transports
     for _ in range(6):
         got = await events(provider.get_model("m"))
         assert got[-1]["type"] == "response.completed"
     assert [len(s) for s in sent] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("stream", [TEXT, TOOL, MIXED], ids=["text", "tool_call", "mixed"])
+def test_decoder_gives_the_same_objects_however_the_stream_is_cut(stream: list[bytes]) -> None:
+    """Whole reads of one-line events take one ``orjson.loads`` for all; any other cut
+    goes event by event: both give the same objects, and stop at ``[DONE]``."""
+    whole = b"".join(stream) + TEXT[1]  # bytes after [DONE] are not events
+    expected = [orjson.loads(r[6:]) for r in stream if r != DONE]
+    for cut in range(len(whole) + 1):
+        d = SSEDecoder()
+        got = d.feed(whole[:cut]) + d.feed(whole[cut:])
+        assert got == expected and d.done, cut
+    d = SSEDecoder()
+    assert [b for n in range(len(whole)) for b in d.feed(whole[n:n + 1])] == expected
+
+
+def test_an_error_event_in_a_whole_read_raises_api_error() -> None:
+    with pytest.raises(openai.APIError, match="overloaded"):
+        SSEDecoder().feed(TEXT[1] + b'data: {"error": {"message": "overloaded"}}\n\n')

@@ -179,8 +179,9 @@ async def _paced(blocks: list[bytes], gap: float, read_every: float,
 
 
 def test_paced_reads_merge_the_text_that_came_meanwhile() -> None:
-    words = [_chunk({"role": "assistant", "content": "w0"})] + [
-        _chunk({"content": f" w{n}"}) for n in range(1, 40)] + [_chunk({}, "stop"), "[DONE]"]
+    words: list[dict[str, Any] | str] = [
+        _chunk({"role": "assistant", "content": "w0"}),
+        *(_chunk({"content": f" w{n}"}) for n in range(1, 40)), _chunk({}, "stop"), "[DONE]"]
     blocks = [_sse(c) for c in words]
     each = asyncio.run(_paced(blocks, 0.002, 0.0))
     paced = asyncio.run(_paced(blocks, 0.002, 0.03))
@@ -208,3 +209,30 @@ def test_paced_reads_raise_the_streams_error_and_stop_their_reader() -> None:
         await gen.aclose()
         return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
     assert asyncio.run(leave_early()) == set()  # the reader task is gone with the stream
+
+
+@pytest.mark.parametrize("default_model", [None, "gpt-4.1", "gpt-5"])
+def test_model_settings_match_the_sdk(monkeypatch: pytest.MonkeyPatch,
+                                      default_model: str | None) -> None:
+    from agents import ModelSettings, RunConfig
+    from agents.run_internal import turn_preparation as tp
+
+    from sessions.demo import DemoModel
+
+    if default_model is not None:
+        monkeypatch.setenv("OPENAI_DEFAULT_MODEL", default_model)
+    fast, slow = tp.get_model_settings, S.ORIGINALS["model_settings"]
+    assert fast is not slow
+    agents = [Agent(name="a"), Agent(name="b", model="gpt-4o-mini"), Agent(name="c", model="gpt-5"),
+              Agent(name="d", model_settings=ModelSettings(temperature=0.3)),
+              Agent(name="e", model=DemoModel())]
+    configs = [RunConfig(), RunConfig(model="gpt-5.2"), RunConfig(model=DemoModel()),
+               RunConfig(model_settings=ModelSettings(max_tokens=9))]
+    for agent in agents:
+        for cfg in configs:
+            got, want = fast(agent, cfg), slow(agent, cfg)
+            assert got == want, (agent.name, cfg)
+            again = fast(agent, cfg)
+            if got is not agent.model_settings:  # a run's own copy, as the SDK gives
+                assert again is not got
+                assert got.reasoning is None or again.reasoning is not got.reasoning

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +154,45 @@ async def voice_call(cluster: Cluster, livekit: LiveKitServer, user: str, *,
         await c.leave()
         await chat.close()
         worker.stop()
+
+
+UpProcess = tuple[subprocess.Popen[bytes], dict[str, str]]
+"""``agentia up``'s process and the fields of its ``AGENTIA_UP_READY`` line."""
+
+
+@contextmanager
+def agentia_up(state_dir: Path, **env: str) -> Iterator[UpProcess]:
+    """``agentia up --port 0 --api-port 0`` with a state dir of its own, none of this shell's
+    ``AGENTIA_*`` settings (``env`` adds some) and no OpenAI key: the process and its
+    ``AGENTIA_UP_READY`` fields, once ready. Leaving the block without an error stops it with
+    Ctrl-C (SIGINT) and asserts it exits 0; on any error it is killed (by PID)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
+    clean.pop("OPENAI_API_KEY", None)
+    clean |= {"AGENTIA_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1", **env}
+    up, info = start([sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port",
+                      "0"], clean, "AGENTIA_UP_READY", READY_S, cwd=ROOT,
+                     stderr=subprocess.DEVNULL, echo=io.BytesIO(), supervised=False)
+    try:
+        yield up, info
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
+def stdout_line(proc: subprocess.Popen[bytes], prefix: bytes, within: float) -> bytes:
+    """The first stdout line of ``proc`` starting with ``prefix``, read for at most ``within``
+    seconds."""
+    assert proc.stdout is not None
+    fd, pending, deadline = proc.stdout.fileno(), b"", time.monotonic() + within
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            chunk = os.read(fd, 65536)
+            assert chunk, "the process exited"
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(prefix):
+                    return line
+    raise AssertionError(f"no {prefix!r} line within {within} s")

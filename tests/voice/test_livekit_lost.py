@@ -6,12 +6,8 @@ server it started itself."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
-import select
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,10 +20,9 @@ import pytest
 import yaml
 
 from agentia.settings import DEV_SECRET
-from agentia.supervise import start
 from gateway.auth import mint
-from tests.conftest import READY_S, ROOT, Cluster
-from tests.voice.conftest import voice_call
+from tests.conftest import Cluster
+from tests.voice.conftest import agentia_up, stdout_line, voice_call
 from tests.voice.livekit_server import LiveKitServer, find_binary
 from tests.voice.test_call_errors import event
 from voice.caller import speech_48k
@@ -92,22 +87,6 @@ async def test_a_killed_livekit_ends_the_call_and_the_worker_registers_again(
     assert "Traceback" not in c.worker.text(), c.worker.log_path
 
 
-def _line(proc: subprocess.Popen[bytes], prefix: bytes, within: float) -> bytes:
-    """The first stdout line of ``proc`` starting with ``prefix``, read for at most ``within``
-    seconds."""
-    assert proc.stdout is not None
-    fd, pending, deadline = proc.stdout.fileno(), b"", time.monotonic() + within
-    while time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.2)[0]:
-            chunk = os.read(fd, 65536)
-            assert chunk, "agentia up exited"
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                if line.startswith(prefix):
-                    return line
-    raise AssertionError(f"no {prefix!r} line within {within} s")
-
-
 def _post_call(api: str, session: str) -> tuple[int, dict[str, str]]:
     req = urllib.request.Request(
         f"{api}/v1/voice/sessions", data=orjson.dumps({"session": session}), method="POST",
@@ -146,21 +125,15 @@ def _up_livekit(state_dir: Path) -> VoiceSettings:
 def test_agentia_up_restarts_its_livekit_and_calls_work_again(tmp_path: Path) -> None:
     if find_binary() is None:
         pytest.skip("no LiveKit server binary")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
-    env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1",
-            "AGENTIA_VOICE_AGENT_NAME": f"agentia-voice-{uuid.uuid4().hex[:8]}"}
-    env.pop("OPENAI_API_KEY", None)
-    up, info = start([sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port",
-                      "0"], env, "AGENTIA_UP_READY", READY_S, cwd=ROOT,
-                     stderr=subprocess.DEVNULL, echo=io.BytesIO(), supervised=False)
-    try:
+    with agentia_up(tmp_path, AGENTIA_VOICE_AGENT_NAME=f"agentia-voice-{uuid.uuid4().hex[:8]}"
+                    ) as (up, info):
         assert info["voice"] == "on"
         livekit_pid = int(info["pids"].split(",")[-1])  # listed last (voice/livekit_server)
         livekit = _up_livekit(tmp_path)
         assert _call_taken(info["api"], livekit)
         os.kill(livekit_pid, signal.SIGKILL)
         killed = time.monotonic()
-        line = _line(up, b"AGENTIA_UP_RESTARTED kind=livekit", 30)
+        line = stdout_line(up, b"AGENTIA_UP_RESTARTED kind=livekit", 30)
         assert int(line.split(b"pid=")[1].split()[0]) != livekit_pid
         deadline = time.monotonic() + BACK_WITHIN_S
         while not _call_taken(info["api"], livekit):
@@ -168,9 +141,3 @@ def test_agentia_up_restarts_its_livekit_and_calls_work_again(tmp_path: Path) ->
             time.sleep(1)
         print(f"\nLiveKit killed -> restarted and a call taken in "
               f"{time.monotonic() - killed:.1f} s")
-        up.send_signal(signal.SIGINT)
-        assert up.wait(30) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()

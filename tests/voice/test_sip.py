@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,12 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from agentia.supervise import start
 from launch.redis_server import RedisServer
-from tests.conftest import READY_S, ROOT, Client, Cluster
-from tests.voice.conftest import VoiceWorker, voice_env, voice_settings
+from tests.conftest import Client, Cluster
+from tests.voice.conftest import VoiceWorker, agentia_up, stdout_line, voice_env, voice_settings
 from tests.voice.sipcall import RtpEar, rtp_pcap, scenario, speech_8k
-from tests.voice.test_livekit_lost import _line
 from voice import sip_service
 from voice.livekit_server import LiveKitServer, find_binary, free_port
 from voice.sip_service import SipService
@@ -165,28 +161,16 @@ def test_agentia_up_runs_and_restarts_the_sip_service(tmp_path: Path) -> None:
         needs("LiveKit server", "go install github.com/livekit/livekit-server/cmd/server@v1.13.5")
     if sip_service.find_binary() is None:
         needs("livekit-sip", "ops/sip/build.sh (./dev test builds it)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIA_")}
-    env |= {"AGENTIA_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "AGENTIA_SIP": "1",
-            "AGENTIA_SIP_PORT": "0", "AGENTIA_VOICE_AGENT_NAME": f"v-{uuid.uuid4().hex[:8]}"}
-    env.pop("OPENAI_API_KEY", None)
-    up, info = start([sys.executable, "-m", "launch.cli", "up", "--port", "0", "--api-port",
-                      "0"], env, "AGENTIA_UP_READY", READY_S, cwd=ROOT,
-                     stderr=subprocess.DEVNULL, echo=io.BytesIO(), supervised=False)
-    try:
+    with agentia_up(tmp_path, AGENTIA_SIP="1", AGENTIA_SIP_PORT="0",
+                    AGENTIA_VOICE_AGENT_NAME=f"v-{uuid.uuid4().hex[:8]}") as (up, info):
         assert info["voice"] == "on" and info["sip"] != "off", info
         pid, port = map(int, info["sip"].split(":"))
         assert _sip_answers(port), "nothing answers SIP OPTIONS on the SIP service's port"
         os.kill(pid, signal.SIGKILL)
-        line = _line(up, b"AGENTIA_UP_RESTARTED kind=sip", 30)
+        line = stdout_line(up, b"AGENTIA_UP_RESTARTED kind=sip", 30)
         assert int(line.split(b"pid=")[1].split()[0]) != pid
         assert line.split(b"port=")[1].strip() == str(port).encode()
         assert _sip_answers(port), "the restarted SIP service does not answer"
-        up.send_signal(signal.SIGINT)
-        assert up.wait(30) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
     assert "sip.log" in os.listdir(tmp_path / "sip")
 
 

@@ -78,9 +78,11 @@ server's table), ``errors`` (the exception tree), ``values`` (``Ack``, ``Reset``
 events in ``agent_events``, field readers in ``fields``), ``replies`` (the pure
 :class:`TurnText`: a turn's text from its ``chunk``/``partial`` frames), ``policy`` (what each
 close code makes the client do, :class:`Backoff`, URLs), ``tracker`` (the pure offset
-:class:`Tracker`), ``pacing`` (the mirrored token bucket), ``pending`` (requests and asks
-in flight), ``core`` (state and I/O-free bookkeeping), ``connection`` (the supervisor and
-per-connection I/O) and ``client`` (the public :class:`AgentiaClient`).
+:class:`Tracker`), ``pacing`` (the mirrored token bucket), ``pending`` (requests, checked
+from the caller's arguments, and asks in flight), ``streaming`` (what :meth:`stream` and
+:meth:`events` yield), ``core`` (state and I/O-free bookkeeping), ``inbound`` (what each
+frame from the edge does, no I/O), ``connection`` (the supervisor and per-connection I/O)
+and ``client`` (the public :class:`AgentiaClient`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The public :class:`AgentiaClient`: its settings, state, lifecycle, requests and events.
 
 The background work is in the layers below it: :class:`_ConnectionLoop`
-(agentia_client/connection.py) and :class:`_ClientCore` (agentia_client/core.py).
+(agentia_client/connection.py), :class:`_Inbound` (agentia_client/inbound.py) and
+:class:`_ClientCore` (agentia_client/core.py).
 """
 
 from __future__ import annotations
@@ -9,36 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from agentia_client.agent_events import (
-    AgentState,
-    ApprovalRequest,
-    ApprovalResult,
-    Handoff,
-    ToolCall,
-    ToolResult,
-)
 from agentia_client.connection import _ConnectionLoop
-from agentia_client.errors import ClientClosed, RequestError, SendTimeout
-from agentia_client.events import (
-    Cancelled,
-    Chunk,
-    Partial,
-    Reply,
-    TurnEvent,
-    TurnFailure,
-    TurnStart,
-    UserMessage,
-    parse_frame,
+from agentia_client.errors import ClientClosed, SendTimeout
+from agentia_client.events import TurnEvent
+from agentia_client.pending import (
+    _approve_request,
+    _cancel_request,
+    _Request,
+    _send_request,
+    _Waiter,
 )
-from agentia_client.pending import MAX_APPROVE_MESSAGE, _Request, _Waiter
 from agentia_client.policy import Backoff, _check_settings, _checked_urls
+from agentia_client.streaming import _EventIterator, _TurnFeed
 from agentia_client.values import (
-    MAX_CLIENT_ID,
     Ack,
     Event,
     Limits,
@@ -232,14 +220,8 @@ class AgentiaClient(_ConnectionLoop):
         :class:`SendTimeout` after the client's ``ack_timeout``, or the client's terminal
         error. Wrap it in ``asyncio.timeout`` for a shorter wait.
         """
-        if not text.strip():
-            raise ValueError("text must not be empty or only whitespace")
-        cid = id if id is not None else uuid.uuid4().hex
-        if not 1 <= len(cid) <= MAX_CLIENT_ID:
-            raise ValueError(f"id must be 1-{MAX_CLIENT_ID} characters")
-        if self._conn is not None:
-            _Request("send", id=cid, text=text).check_size(self._conn.limits)
-        req = _Request("send", asyncio.get_running_loop().create_future(), id=cid, text=text)
+        req = _send_request(text, id, self._conn.limits if self._conn is not None else None)
+        req.future = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._ack_timeout):
                 ack: Ack = await self._submit(req)
@@ -247,7 +229,7 @@ class AgentiaClient(_ConnectionLoop):
         except TimeoutError:
             if req.future is not None and req.future.done() and not req.future.cancelled():
                 return req.future.result()  # type: ignore[no-any-return]
-            raise SendTimeout(cid, self._ack_timeout or 0.0) from None
+            raise SendTimeout(req.id, self._ack_timeout or 0.0) from None
 
     async def cancel(self, turn: int | None = None) -> int:
         """Cancel a pending or running turn (``None``: the oldest unfinished one).
@@ -258,9 +240,8 @@ class AgentiaClient(_ConnectionLoop):
         connection dropped with the cancel in flight (it is not re-sent: without a turn it
         could stop the next one).
         """
-        if turn is not None and turn < 1:
-            raise ValueError("turn must be >= 1")
-        req = _Request("cancel", asyncio.get_running_loop().create_future(), turn=turn)
+        req = _cancel_request(turn)
+        req.future = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(self._ack_timeout):
             result: int = await self._submit(req)
             return result
@@ -280,18 +261,8 @@ class AgentiaClient(_ConnectionLoop):
         been recorded; call again, ``no_such_approval`` then means it was), and the errors
         of :meth:`send` (retryable refusals are retried like a send).
         """
-        if not isinstance(call_id, str) or not call_id:
-            raise ValueError("call_id must be a non-empty string")
-        if not isinstance(approved, bool):
-            raise ValueError("approved must be True or False")
-        if message is not None and len(message) > MAX_APPROVE_MESSAGE:
-            raise RequestError("bad_frame", f"message is longer than {MAX_APPROVE_MESSAGE} "
-                               "characters")
-        cid = id if id is not None else uuid.uuid4().hex
-        if not 1 <= len(cid) <= MAX_CLIENT_ID:
-            raise ValueError(f"id must be 1-{MAX_CLIENT_ID} characters")
-        req = _Request("approve", asyncio.get_running_loop().create_future(), id=cid,
-                       call_id=call_id, approved=approved, message=message)
+        req = _approve_request(call_id, approved, message, id)
+        req.future = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(self._ack_timeout):
             ack: Ack = await self._submit(req)
             return ack
@@ -325,12 +296,9 @@ class AgentiaClient(_ConnectionLoop):
         ``asyncio.timeout`` to wait less.
         Cancelling ``ask`` stops the wait, not the turn: use :meth:`cancel` for that.
         """
-        cid = uuid.uuid4().hex
-        waiter = _Waiter(cid, asyncio.get_running_loop().create_future(), on_text)
-        self._by_id[cid] = waiter
+        waiter = _Waiter(uuid.uuid4().hex, asyncio.get_running_loop().create_future(), on_text)
         try:
-            ack = await self.send(text, id=cid)
-            self._bind(waiter, ack.offset)
+            await self._send_following(waiter, text)
             return await waiter.future
         finally:
             self._forget(waiter)
@@ -357,33 +325,25 @@ class AgentiaClient(_ConnectionLoop):
         edge's turn timeout). To stop early, close the generator (``contextlib.aclosing``);
         that stops the wait, not the turn: use :meth:`cancel` for that.
         """
-        cid = id if id is not None else uuid.uuid4().hex
-        got: deque[Event] = deque()
+        feed = _TurnFeed()
         ready = asyncio.Event()
 
         def push(ev: Event) -> None:
-            got.append(ev)
+            feed.push(ev)
             ready.set()
 
-        waiter = _Waiter(cid, asyncio.get_running_loop().create_future(), None, on_event=push)
+        waiter = _Waiter(id if id is not None else uuid.uuid4().hex,
+                         asyncio.get_running_loop().create_future(), None, on_event=push)
         waiter.future.add_done_callback(lambda _: ready.set())
-        self._by_id[cid] = waiter
         try:
-            ack = await self.send(text, id=cid)
-            self._bind(waiter, ack.offset)
-            last = 0  # after a gap the log is replayed: what was yielded is skipped
+            await self._send_following(waiter, text)
             while True:
-                while got:
-                    ev = parse_frame(got.popleft())
-                    if isinstance(ev, Chunk | Partial):
-                        yield ev  # the waiter let only changes of the text through
-                        continue
-                    if not isinstance(ev, _TURN_EVENTS) or ev.offset <= last:
-                        continue
-                    last = ev.offset
+                ev = feed.take()
+                if ev is not None:
                     yield ev
-                    if isinstance(ev, Reply | Cancelled | TurnFailure):
+                    if feed.ended:
                         return
+                    continue
                 if waiter.future.done():
                     waiter.future.result()  # raises SessionReset, ClientClosed, ...
                     return
@@ -391,6 +351,12 @@ class AgentiaClient(_ConnectionLoop):
                 await ready.wait()
         finally:
             self._forget(waiter)
+
+    async def _send_following(self, waiter: _Waiter, text: str) -> None:
+        """Send ``text`` with the waiter's id; the waiter then follows the turn."""
+        self._by_id[waiter.client_id] = waiter
+        ack = await self.send(text, id=waiter.client_id)
+        self._bind(waiter, ack.offset)
 
     def _forget(self, waiter: _Waiter) -> None:
         """An ask or stream is over: stop routing its turn's events to it."""
@@ -429,21 +395,3 @@ class AgentiaClient(_ConnectionLoop):
                 raise ClientClosed("call connect() first")
             self._app_ready.clear()
             await self._app_ready.wait()
-
-
-_TURN_EVENTS = (UserMessage, TurnStart, ToolCall, ToolResult, AgentState, Handoff,
-                ApprovalRequest, ApprovalResult, Reply, Cancelled, TurnFailure)
-
-
-class _EventIterator:
-    __slots__ = ("_client",)
-
-    def __init__(self, client: AgentiaClient) -> None:
-        self._client = client
-
-    def __aiter__(self) -> _EventIterator:
-        return self
-
-    async def __anext__(self) -> Event | Reset:
-        return await self._client.next_event()
-

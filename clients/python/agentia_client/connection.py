@@ -1,6 +1,7 @@
 """The connection and I/O loop: connect, serve one connection, back off, reconnect.
 
-:class:`_ConnectionLoop` adds the client's background work to :class:`_ClientCore`. One task
+:class:`_ConnectionLoop` adds the client's background work to :class:`_Inbound` (what each
+frame from the edge does, agentia_client/inbound.py) and :class:`_ClientCore`. One task
 per client runs :meth:`_ConnectionLoop._run` (the supervisor); per connection, a task group
 runs the reader, the request pump and the heartbeat. Which close codes and HTTP statuses end
 the client is decided in agentia_client/policy.py; everything here is the WebSocket I/O.
@@ -21,16 +22,16 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from agentia_client.codes import PROTOCOL, __version__
-from agentia_client.core import _ClientCore, _Conn
+from agentia_client.core import _Conn
 from agentia_client.errors import (
     AuthenticationError,
     ClientError,
     ConnectError,
-    ConnectionLost,
     ReconnectFailed,
     RequestError,
     ServerClosed,
 )
+from agentia_client.inbound import _Inbound
 from agentia_client.pending import _fail, _Request
 from agentia_client.policy import (
     _RETRY_STATUSES,
@@ -40,7 +41,7 @@ from agentia_client.policy import (
     close_action,
     session_url,
 )
-from agentia_client.values import CONTROL_FRAMES, STREAM_FRAMES, Limits, _int
+from agentia_client.values import Limits
 
 log = logging.getLogger("agentia_client")
 
@@ -58,7 +59,7 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-class _ConnectionLoop(_ClientCore):
+class _ConnectionLoop(_Inbound):
     """The supervisor task and, per connection, its reader, request pump and heartbeat."""
 
     # ------------------------------------------------------------ supervisor
@@ -219,43 +220,6 @@ class _ConnectionLoop(_ClientCore):
         self._trace("in", frame)
         return frame
 
-    def _on_welcome(self, conn: _Conn, welcome: dict[str, Any]) -> None:
-        t = self._tracker
-        sid, epoch, offset = welcome.get("session"), welcome.get("epoch"), welcome.get("offset")
-        if self._session is None and isinstance(sid, str):
-            self._session = sid
-        agent = welcome.get("agent")
-        self._welcome_agent = agent if isinstance(agent, str) else None
-        epoch = epoch if isinstance(epoch, str) else ""
-        offset = offset if isinstance(offset, int) else 0
-        self.stats["connections"] += 1
-        self._generation += 1
-        if t.started:
-            self.stats["reconnects"] += 1
-            t.need_resume = not t.in_sync_with(epoch, offset)
-        elif self._start_after is not None:
-            t.start_at(self._start_after, self._start_epoch)
-        else:
-            t.start_live(epoch, offset)
-        self._pacer.reset(conn.limits)
-        self._conn = conn
-        self._connected.set()
-        self._progress.set()
-        self._wake.set()
-        log.info("connected to %s (node %s), session %s, epoch %s, offset %s", conn.url,
-                 conn.node, self._session, epoch, offset)
-
-    def _on_disconnect(self, conn: _Conn) -> None:
-        self._conn = None
-        self._connected.clear()
-        self._tracker.end_connection()
-        req = conn.outstanding
-        if req is not None and req.kind in ("cancel", "approve") and req.future is not None:
-            _fail(req.future, ConnectionLost(
-                f"the connection dropped with the {req.kind} in flight"))
-        if conn.answer is not None and not conn.answer.done():
-            conn.answer.cancel()
-
     # ------------------------------------------------------------ per-connection tasks
 
     async def _read(self, conn: _Conn) -> None:
@@ -274,51 +238,6 @@ class _ConnectionLoop(_ClientCore):
         except ConnectionClosed:
             pass
         raise _Disconnected("the connection closed")
-
-    def _on_frame(self, conn: _Conn, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        req = conn.outstanding
-        if kind in STREAM_FRAMES:
-            if isinstance(frame.get("turn"), int):
-                self.stats["stream_frames"] += 1
-                self._tracker.on_stream(frame)
-            return
-        if kind not in CONTROL_FRAMES:
-            if isinstance(frame.get("offset"), int):
-                self.stats["events"] += 1
-                self._tracker.on_event(frame)
-            elif kind == "transcript":  # interim: the caller's speech so far, off the log
-                self.stats["captions"] += 1
-                self._tracker.on_caption(frame)
-            return  # an unknown frame type: ignored, as the protocol asks
-        if kind == "pong":
-            return
-        if kind == "resumed":
-            self._on_resumed(conn, frame)
-            return
-        if req is not None and req.answered_by(frame):
-            self._answer(conn, frame)
-        else:
-            self.stats[f"unexpected_{kind}"] += 1
-            log.warning("unexpected %s frame: %.300r", kind, frame)
-
-    def _on_resumed(self, conn: _Conn, frame: dict[str, Any]) -> None:
-        """The answer to our ``resume``, or an unrequested one reporting a lost session."""
-        req = conn.outstanding
-        if req is not None and req.kind == "resume" and self._tracker.buffering:
-            reset = self._tracker.on_resumed(frame.get("recovered") is True,
-                                             _int(frame.get("offset")),
-                                             str(frame.get("epoch", "")))
-            self.stats["resets"] += reset is not None
-            self._answer(conn, frame)
-        elif frame.get("recovered") is False:
-            self.stats["resets"] += 1
-            self._tracker.on_unrequested_reset(_int(frame.get("offset")),
-                                               str(frame.get("epoch", "")))
-
-    def _answer(self, conn: _Conn, frame: dict[str, Any]) -> None:
-        if conn.answer is not None and not conn.answer.done():
-            conn.answer.set_result(frame)
 
     async def _pump(self, conn: _Conn) -> None:
         """Write requests one at a time; each waits for its answer (or a reconnect)."""

@@ -1,6 +1,7 @@
 """The client's settings and state, and the bookkeeping that does no I/O.
 
 :class:`_ClientCore` is the bottom layer of :class:`AgentiaClient`: above it,
+:class:`_Inbound` (agentia_client/inbound.py) handles the edge's frames,
 :class:`_ConnectionLoop` (agentia_client/connection.py) runs the connections, and
 ``AgentiaClient`` (agentia_client/client.py) is the public API. This layer routes applied
 events to the :meth:`AgentiaClient.ask` calls that wait for them, picks the next request to

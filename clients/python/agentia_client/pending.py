@@ -1,13 +1,16 @@
 """What the client waits for: requests written one at a time, and asks following a turn.
 
-No I/O: a :class:`_Request` builds its frame and recognises its answer; a :class:`_Waiter`
-turns a turn's events and ``chunk``/``partial`` frames into the outcome of
-:meth:`AgentiaClient.ask` (and hands them to :meth:`AgentiaClient.stream`).
+No I/O: a :class:`_Request` is made from the caller's arguments (checked as the edge would,
+:func:`_send_request`, :func:`_cancel_request`, :func:`_approve_request`), builds its frame
+and recognises its answer; a :class:`_Waiter` turns a turn's events and ``chunk``/``partial``
+frames into the outcome of :meth:`AgentiaClient.ask` (and hands them to
+:meth:`AgentiaClient.stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +19,7 @@ import orjson
 
 from agentia_client.errors import RequestError, TurnCancelled, TurnFailed
 from agentia_client.replies import TurnText
-from agentia_client.values import Event, Limits
+from agentia_client.values import MAX_CLIENT_ID, Event, Limits
 
 _WITH_ID = frozenset({"send", "approve"})
 """Requests answered by an ``ack`` carrying their ``id`` (and errors with it as ``ref``)."""
@@ -138,6 +141,46 @@ class _Waiter:
             except Exception as exc:  # the caller's callback: fail its ask, not the client
                 _fail(self.future, exc)
         return applied
+
+
+def _send_request(text: str, id: str | None, limits: Limits | None) -> _Request:
+    """A ``send`` from :meth:`AgentiaClient.send`'s arguments, refused here what the edge
+    would refuse (ValueError; :class:`RequestError` ``bad_frame`` over ``limits``, the edge's
+    when connected)."""
+    if not text.strip():
+        raise ValueError("text must not be empty or only whitespace")
+    req = _Request("send", id=_client_id(id), text=text)
+    if limits is not None:
+        req.check_size(limits)
+    return req
+
+
+def _cancel_request(turn: int | None) -> _Request:
+    if turn is not None and turn < 1:
+        raise ValueError("turn must be >= 1")
+    return _Request("cancel", turn=turn)
+
+
+def _approve_request(call_id: str, approved: bool, message: str | None,
+                     id: str | None) -> _Request:
+    """An ``approve`` from :meth:`AgentiaClient.approve`'s arguments, checked."""
+    if not isinstance(call_id, str) or not call_id:
+        raise ValueError("call_id must be a non-empty string")
+    if not isinstance(approved, bool):
+        raise ValueError("approved must be True or False")
+    if message is not None and len(message) > MAX_APPROVE_MESSAGE:
+        raise RequestError("bad_frame", f"message is longer than {MAX_APPROVE_MESSAGE} "
+                           "characters")
+    return _Request("approve", id=_client_id(id), call_id=call_id, approved=approved,
+                    message=message)
+
+
+def _client_id(given: str | None) -> str:
+    """A request's ``id``: the caller's, checked, or a new random one."""
+    cid = given if given is not None else uuid.uuid4().hex
+    if not 1 <= len(cid) <= MAX_CLIENT_ID:
+        raise ValueError(f"id must be 1-{MAX_CLIENT_ID} characters")
+    return cid
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
