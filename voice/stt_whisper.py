@@ -61,12 +61,13 @@ NO_SPEECH_PROB, NO_SPEECH_LOGPROB = 0.6, -1.0
 """faster-whisper's rule: a window this likely silent, decoded this unsure, is silence."""
 FINISHED, LENGTH_PENALTY = 2, 0.0
 """Beam search: stop once 2 hypotheses have ended (CTranslate2's patience 0.4 at beam 5), and
-rank them by their summed log probability. Given a window only ~1.5 s longer than the utterance, Whisper often
-writes the utterance again ("Set a timer. Set a timer. Set..."): CTranslate2's defaults (1.0,
-1.0: wait for all 5, rank by the mean, which a confident repetition wins) then decoded to the
-token budget in ~1 of 4 utterances, ~2x the decoder's CPU. Measured on the 120 utterances of
-loadtest/bench_wer.py, 5 s floor + 1.5 s of silence: WER 7.1 %, CPU p50 151 ms, against
-(1.0, 1.0) ~8 % and ~190 ms (docs/voice.md)."""
+rank them by their summed log probability. Given a window only ~1-1.5 s longer than the
+utterance, Whisper often writes the utterance again ("Set a timer. Set a timer. Set..."), and
+with CTranslate2's defaults (wait for all 5, rank by the mean, which a confident repetition
+wins) the decoder ran to the token budget: 58 of 120 utterances with 1 s of silence, 2 with a
+10 s window, eating what the shorter encoder input saved (why 8 s measured no cheaper than 10).
+On loadtest/bench_wer.py's 120 utterances (docs/voice.md): 4 s + 1 s with the defaults WER
+8.4 %, CPU p50 191 ms; 5 s + 1.5 s with these 7.1 %, 151 ms."""
 
 
 @dataclass(frozen=True)
