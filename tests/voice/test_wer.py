@@ -82,17 +82,20 @@ def test_tampered_weights_refuse_to_load() -> None:
 
 
 async def test_the_shipped_stt_transcribes_espeak_sentences() -> None:
-    """The default STT, made as the worker makes it, from pinned files, on the first sentences
-    of the benchmark: WER at most the 8 % goal, every utterance in bounded time."""
+    """The default STT, made as the worker makes it, from pinned files, on the first 10
+    sentences of the benchmark (20 utterances, ~150 words): WER at most the 8 % goal, every
+    utterance in bounded time. Not 5: one en-gb utterance ("call my mother on the mobile
+    phone") flips between right and 5 words wrong from one model instance to the next in one
+    process (int8 kernels; seen with the 7 s window), 7 % of a 10-utterance sample alone."""
     s = VoiceSettings(voice_stt_timeout_s=30)
     worker.check_speech(s)  # the pinned hash, as at the worker's start
     stt = worker.recogniser(s)
     assert stt.model == f"whisper-ct2:{s.voice_stt_model}" and s.voice_stt_model in PACKAGED
     pairs = []
     t = time.perf_counter()
-    for text, _voice, _wpm, audio in utterances(limit=5):
+    for text, _voice, _wpm, audio in utterances(limit=10):
         pairs.append((text, (await stt.recognize(audio)).alternatives[0].text))
-    assert time.perf_counter() - t < 60, "10 utterances should take seconds"
+    assert time.perf_counter() - t < 60, "20 utterances should take seconds"
     assert wer(pairs) <= 0.08, pairs
 
 
