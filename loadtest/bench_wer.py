@@ -40,9 +40,10 @@ VOICES = (("en-us", 175), ("en-gb", 160), ("en-gb-x-rp", 140), ("en-us+f3", 190)
 ROOM_RATE = 48_000
 PAD_BEFORE_S, PAD_AFTER_S = 0.5, 0.2
 """Silero's prefix padding and the STT's end-of-utterance silence in the worker."""
-ALIASES = {"before": "tiny.en@30", "after": "base@10/5"}
-""""before" is the STT as it was (tiny.en, Whisper's 30 s window, greedy); "after" the default."""
-DEFAULT_CANDIDATES = "before,tiny.en@10,base@10,after,base@8/5"
+ALIASES = {"before": "tiny.en@30", "after": "base@7+1.5/5"}
+""""before" is the STT as it was (tiny.en, Whisper's 30 s window, greedy); "after" the default
+(base, a window of the utterance + 1.5 s of silence, at least 7 s, beam 5)."""
+DEFAULT_CANDIDATES = "before,base@10/5,after,base@5+1.5/5,base@4+1/5"
 BENCH_TIMEOUT_S = 60.0
 """Per utterance: the worker's 5 s bound measures the machine's load, not the model."""
 
@@ -64,12 +65,14 @@ class Errors:
 
 
 def candidate(spec: str) -> dict[str, Any]:
-    """Settings of a candidate ``MODEL@CONTEXT_S[/BEAM]`` (or an alias), on top of
-    ``VoiceSettings()`` (one CPU thread, as in the worker)."""
+    """Settings of a candidate ``MODEL@CONTEXT_S[+PAD_S][/BEAM]`` (or an alias), on top of
+    ``VoiceSettings()`` (one CPU thread, as in the worker): the encoder reads the utterance
+    and PAD_S of silence (0 unless given), at least CONTEXT_S seconds; greedy unless BEAM."""
     model, _, rest = ALIASES.get(spec, spec).partition("@")
-    context, _, beam = rest.partition("/")
+    window, _, beam = rest.partition("/")
+    context, _, pad = window.partition("+")
     return {"voice_stt_model": model, "voice_stt_context_s": float(context or 10),
-            "voice_stt_beam": int(beam or 1)}
+            "voice_stt_pad_s": float(pad or 0), "voice_stt_beam": int(beam or 1)}
 
 
 def word_errors(reference: str, hypothesis: str) -> Errors:
@@ -184,7 +187,7 @@ async def run(names: list[str], limit: int | None) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--candidates", default=DEFAULT_CANDIDATES,
-                    help="comma-separated MODEL@CONTEXT_S[/BEAM] or before/after "
+                    help="comma-separated MODEL@CONTEXT_S[+PAD_S][/BEAM] or before/after "
                          f"(default {DEFAULT_CANDIDATES})")
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     ap.add_argument("--record", action="store_true", help="write results/voice-wer.json")

@@ -10,8 +10,8 @@ logged as before.
 Finals first: an interim only borrows an engine of the process's pool that is free while no
 final transcription waits for one (:meth:`voice.engines.EnginePool.try_decode`); otherwise it is
 skipped (the next comes ``AGENTIA_VOICE_INTERIM_S`` later), and a call has at most one interim
-transcription at a time. It decodes the last :data:`WINDOW_S` of the utterance: one encoder
-window (``AGENTIA_VOICE_STT_CONTEXT_S``), so an interim costs about what a short final does.
+transcription at a time. It decodes the last :data:`WINDOW_S` of the utterance, quickly
+(``WhisperSTT.decode_quick``: the audio and 1 s of silence, greedy).
 
 :class:`Schedule` is the loop-free part: speech in, when to transcribe and what to send out.
 """

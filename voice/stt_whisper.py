@@ -17,9 +17,9 @@ utterance the VAD cuts (starting at its first 0.05 s of silence), in a thread, i
 
 Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
 ~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
-input, so :class:`WhisperSTT` encodes ``context_s`` seconds (10 by default, or the utterance if
-longer) and decodes it itself with faster-whisper's prompt and suppressed tokens
-(loadtest/bench_wer.py measures accuracy and time: docs/voice.md).
+input, so :class:`WhisperSTT` encodes the utterance and ``pad_s`` seconds of silence after it,
+at least ``context_s`` seconds in all, and decodes it itself with faster-whisper's prompt and
+suppressed tokens (loadtest/bench_wer.py measures accuracy and time: docs/voice.md).
 """
 
 from __future__ import annotations
@@ -59,6 +59,15 @@ MIN_LOOP = 4
 """The shortest repeated run of tokens :func:`without_loop` takes for a decoding loop."""
 NO_SPEECH_PROB, NO_SPEECH_LOGPROB = 0.6, -1.0
 """faster-whisper's rule: a window this likely silent, decoded this unsure, is silence."""
+FINISHED, LENGTH_PENALTY = 2, 0.0
+"""Beam search: stop once 2 hypotheses have ended (CTranslate2's patience 0.4 at beam 5), and
+rank them by their summed log probability. Given a window only ~1-1.5 s longer than the
+utterance, Whisper often writes the utterance again ("Set a timer. Set a timer. Set..."), and
+with CTranslate2's defaults (wait for all 5, rank by the mean, which a confident repetition
+wins) the decoder ran to the token budget: 58 of 120 utterances with 1 s of silence, 2 with a
+10 s window, eating what the shorter encoder input saved (why 8 s measured no cheaper than 10).
+On loadtest/bench_wer.py's 120 utterances (docs/voice.md): 4 s + 1 s with the defaults WER
+8.4 %, CPU p50 191 ms; 5 s + 1.5 s with these 7.1 %, 151 ms."""
 
 
 @dataclass(frozen=True)
@@ -180,14 +189,15 @@ class WhisperSTT(stt.STT[Any]):
 
     ``model`` names a packaged model (:data:`PACKAGED`) unless ``model_dir`` is given;
     ``sha256`` overrides its pin (``""``: unchecked; for ``model_dir`` the default is unchecked).
-    ``context_s`` is the encoder's input (the utterance padded with silence to that length;
-    30 is Whisper's own). ``timeout_s`` bounds one transcription: past it the utterance fails
-    (the call says it did not catch that) instead of leaving the caller waiting.
+    The encoder reads the utterance and ``pad_s`` of silence after it, at least ``context_s``
+    seconds (30 is Whisper's own window). ``timeout_s`` bounds one transcription: past it the
+    utterance fails (the call says it did not catch that) instead of leaving the caller waiting.
     """
 
     def __init__(self, model_dir: Path | None = None, *, model: str = "base",
-                 sha256: str | None = None, threads: int = 1, context_s: float = 10.0,
-                 beam_size: int = 5, timeout_s: float = 5.0, workers: int = 1) -> None:
+                 sha256: str | None = None, threads: int = 1, context_s: float = 7.0,
+                 pad_s: float = 1.5, beam_size: int = 5, timeout_s: float = 5.0,
+                 workers: int = 1) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         if model_dir is None:
             parts, aux = model_paths(model)
@@ -200,6 +210,7 @@ class WhisperSTT(stt.STT[Any]):
         self._model = load_model(files, threads=threads, workers=workers)
         del files
         self.context_frames = _frames(context_s)
+        self.pad_frames = _frames(pad_s)
         self.beam_size = beam_size
         self.timeout_s = timeout_s
         self._lock = threading.BoundedSemaphore(workers)  # one utterance per replica
@@ -215,34 +226,37 @@ class WhisperSTT(stt.STT[Any]):
 
     def decode(self, pcm16k: bytes) -> str:
         """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none."""
-        return self._decode(pcm16k, self.context_frames, self.beam_size)
+        return self._decode(pcm16k, (self.context_frames, self.pad_frames), self.beam_size)
 
     def decode_quick(self, pcm16k: bytes) -> str:
         """:meth:`decode` for an interim transcript (voice/interim.py): the encoder reads the
-        audio and :data:`QUICK_PAD_S` of silence after it (at least :data:`QUICK_CONTEXT_S`,
-        at most the final's context) and the decoding is greedy: a guess shown for a second,
-        at about half a final's CPU (``loadtest.bench_interim``). Without the padding, audio
-        that filled the window ended in a loop ("a a a a ...")."""
-        secs = len(pcm16k) / 2 / STT_RATE + QUICK_PAD_S
-        return self._decode(pcm16k, min(self.context_frames,
-                                        _frames(max(QUICK_CONTEXT_S, secs))), 1)
+        audio and :data:`QUICK_PAD_S` of silence after it (at least :data:`QUICK_CONTEXT_S`)
+        and the decoding is greedy: a guess shown for a second, at about half a final's CPU
+        (``loadtest.bench_interim``). Without the padding, audio that filled the window ended
+        in a loop ("a a a a ...")."""
+        return self._decode(pcm16k, (_frames(QUICK_CONTEXT_S), _frames(QUICK_PAD_S)), 1)
 
-    def _decode(self, pcm16k: bytes, context_frames: int, beam: int) -> str:
+    def _decode(self, pcm16k: bytes, frames: tuple[int, int], beam: int) -> str:
         audio = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
         step = WINDOW_S * STT_RATE
         with self._lock:
-            texts = [self._window(audio[i:i + step], context_frames, beam)
+            texts = [self._window(audio[i:i + step], frames, beam)
                      for i in range(0, len(audio), step)]
         return " ".join(t for t in texts if t)
 
-    def _window(self, audio: np.ndarray, context_frames: int, beam: int) -> str:
+    def _window(self, audio: np.ndarray, frames: tuple[int, int], beam: int) -> str:
+        """One window's transcript: the encoder reads its features and ``frames`` = (at
+        least this many frames in all, this many of silence after the audio); the encoder's
+        CPU grows with its input (base: ~145 ms at 10 s, ~65 ms at 4 s)."""
         feats = self._model.feature_extractor(audio)
-        n = min(_frames(WINDOW_S), max(context_frames, feats.shape[-1]))
+        n = min(_frames(WINDOW_S), max(frames[0], feats.shape[-1] + frames[1]))
+        n += n % 2  # the encoder halves them
         feats = np.pad(feats[:, :n], ((0, 0), (0, max(0, n - feats.shape[-1]))))
         encoded = self._model.encode(np.ascontiguousarray(feats, dtype=np.float32))
         budget = min(MAX_NEW_TOKENS, 8 + math.ceil(len(audio) / STT_RATE * TOKENS_PER_S))
         res = self._model.model.generate(
-            encoded, [self._prompt], beam_size=beam,
+            encoded, [self._prompt], beam_size=beam, patience=min(1.0, FINISHED / beam),
+            length_penalty=LENGTH_PENALTY,
             max_length=len(self._prompt) + budget, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress)[0]
         tokens = res.sequences_ids[0]

@@ -97,8 +97,8 @@ def whisper(s: VoiceSettings, workers: int = 1) -> WhisperSTT:
     model_dir, sha = model_pin(s)
     return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
                       threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
-                      beam_size=s.voice_stt_beam, timeout_s=s.voice_stt_timeout_s,
-                      workers=workers)
+                      pad_s=s.voice_stt_pad_s, beam_size=s.voice_stt_beam,
+                      timeout_s=s.voice_stt_timeout_s, workers=workers)
 
 
 def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:

@@ -107,9 +107,9 @@ async def test_one_model_transcribes_two_utterances_at_once() -> None:
     both_inside = threading.Barrier(2, timeout=30)  # broken unless both windows run at once
     window = whisper._window
 
-    def meet_then_decode(audio: Any, context_frames: int, beam: int) -> str:
+    def meet_then_decode(audio: Any, frames: tuple[int, int], beam: int) -> str:
         both_inside.wait()
-        return window(audio, context_frames, beam)
+        return window(audio, frames, beam)
 
     whisper._window = meet_then_decode  # type: ignore[method-assign]
     together = await asyncio.gather(*(asyncio.to_thread(whisper.decode, p) for p in pcm))

@@ -136,6 +136,34 @@ async def test_an_interims_quick_decoding_hears_the_same_words(whisper: WhisperS
         assert len(quick.split()) <= len(sentence.split()) + 2, quick  # no loop
 
 
+async def test_the_encoder_reads_the_utterance_and_its_silence(whisper: WhisperSTT,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A final's window is the utterance + ``pad_s`` of silence, at least ``context_s``: a short
+    utterance is read as the 7 s floor, a long one whole with 1.5 s after it (not a fixed 10 s),
+    and both are transcribed once (with little silence after it Whisper tends to write an
+    utterance twice; the beam search's patience and length penalty stop that)."""
+    frames: list[int] = []
+    encode = whisper._model.encode
+
+    def counted(features: np.ndarray) -> object:
+        frames.append(int(features.shape[-1]))
+        return encode(features)
+
+    monkeypatch.setattr(whisper._model, "encode", counted)
+    assert (whisper.context_frames, whisper.pad_frames) == (700, 150)  # the settings' defaults
+    for sentence in ("what time is it", "send a message to john saying that i am running about "
+                     "ten minutes late today because the train is slow"):
+        pcm = to_mono16k(await EspeakTTS(wpm=170).synthesize(sentence).collect())
+        heard = normalise(whisper.decode(pcm))
+        assert len(set(heard.split()) ^ set(sentence.split())) <= 4, heard  # a word or two
+        assert len(heard.split()) <= len(sentence.split()) + 1, heard  # said once
+        audio_frames = len(pcm) // 2 // 160 + 1
+        expected = max(700, audio_frames + 150)
+        assert abs(frames[-1] - expected) <= 2 and frames[-1] % 2 == 0, (frames, expected)
+    assert frames[0] == 700 and 700 < frames[1] < 1000  # the long one: over 7 s, under 10
+
+
 async def test_whisper_on_silence_is_empty(whisper: WhisperSTT) -> None:
     silence = rtc.AudioFrame(bytes(2 * 16_000), 16_000, 1, 16_000)
     assert (await whisper.recognize(silence)).alternatives[0].text == ""

@@ -64,7 +64,9 @@ def test_the_sentence_set_is_large_and_spoken_by_several_voices() -> None:
     assert all(re.fullmatch(r"[a-z' ]+", t) for t in texts)  # numbers in words
     assert len({v for v, _ in VOICES}) >= 3 and {w for _, w in VOICES} <= set(range(140, 191))
     assert candidate("before") == {"voice_stt_model": "tiny.en", "voice_stt_context_s": 30.0,
-                                   "voice_stt_beam": 1}
+                                   "voice_stt_pad_s": 0.0, "voice_stt_beam": 1}
+    assert candidate("after") == {"voice_stt_model": "base", "voice_stt_context_s": 7.0,
+                                  "voice_stt_pad_s": 1.5, "voice_stt_beam": 5}
 
 
 def test_espeak_speech_is_padded_as_the_vad_cuts_it() -> None:
@@ -80,17 +82,20 @@ def test_tampered_weights_refuse_to_load() -> None:
 
 
 async def test_the_shipped_stt_transcribes_espeak_sentences() -> None:
-    """The default STT, made as the worker makes it, from pinned files, on the first sentences
-    of the benchmark: WER at most the 8 % goal, every utterance in bounded time."""
+    """The default STT, made as the worker makes it, from pinned files, on the first 10
+    sentences of the benchmark (20 utterances, ~150 words): WER at most the 8 % goal, every
+    utterance in bounded time. Not 5: one en-gb utterance ("call my mother on the mobile
+    phone") flips between right and 5 words wrong from one model instance to the next in one
+    process (int8 kernels; seen with the 7 s window), 7 % of a 10-utterance sample alone."""
     s = VoiceSettings(voice_stt_timeout_s=30)
     worker.check_speech(s)  # the pinned hash, as at the worker's start
     stt = worker.recogniser(s)
     assert stt.model == f"whisper-ct2:{s.voice_stt_model}" and s.voice_stt_model in PACKAGED
     pairs = []
     t = time.perf_counter()
-    for text, _voice, _wpm, audio in utterances(limit=5):
+    for text, _voice, _wpm, audio in utterances(limit=10):
         pairs.append((text, (await stt.recognize(audio)).alternatives[0].text))
-    assert time.perf_counter() - t < 60, "10 utterances should take seconds"
+    assert time.perf_counter() - t < 60, "20 utterances should take seconds"
     assert wer(pairs) <= 0.08, pairs
 
 
