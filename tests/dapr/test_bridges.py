@@ -52,6 +52,14 @@ def sidecar(binary: str, app_port: int, work: Path, redis_server: RedisServer,
                  f"127.0.0.1:{redis_server.port}", env={**os.environ, **env})
 
 
+def publisher(plain: Cluster, d: Daprd, **env: str) -> Proc:
+    """``agentia dapr-publish`` beside sidecar ``d``, stopped with the cluster."""
+    pub = Proc(["dapr-publish"], {**plain.env, "AGENTIA_DAPR_HTTP_PORT": str(d.http_port), **env},
+               "AGENTIA_DAPR_PUBLISH_READY")
+    plain.procs.append(pub)
+    return pub
+
+
 async def healthy(d: Daprd) -> Daprd:
     await asyncio.to_thread(d.start().wait_healthy)
     return d
@@ -81,10 +89,7 @@ async def test_a_turns_events_reach_a_subscriber_as_cloudevents(
         try:
             edge = plain.edge()
             plain.worker()
-            pub = Proc(["dapr-publish"], {**plain.env, "AGENTIA_DAPR_HTTP_PORT": str(d.http_port),
-                                          "AGENTIA_DAPR_RETRY_S": "0.5"},
-                       "AGENTIA_DAPR_PUBLISH_READY")
-            plain.procs.append(pub)
+            pub = publisher(plain, d, AGENTIA_DAPR_RETRY_S="0.5")
             # the sidecar is not running yet: the turn must not wait for it
             c = await Client.open(edge.port, user="alice", session=sid)
             await c.until("welcome")
@@ -130,10 +135,7 @@ async def test_an_event_whose_appender_died_before_queueing_it_is_published(
         try:
             edge = plain.edge()
             doomed = plain.worker(AGENTIA_TEST_FAULT="kill-before-fanout:reply")
-            pub = Proc(["dapr-publish"], {**plain.env, "AGENTIA_DAPR_HTTP_PORT": str(d.http_port),
-                                          "AGENTIA_DAPR_SWEEP_S": "1"},
-                       "AGENTIA_DAPR_PUBLISH_READY")
-            plain.procs.append(pub)
+            pub = publisher(plain, d, AGENTIA_DAPR_SWEEP_S="1")
             c = await Client.open(edge.port, user="alice", session=sid)
             await c.until("welcome")
             await c.send(type="send", id="m1", text="hello dapr")
