@@ -163,6 +163,18 @@ def test_line_splitter_joins_a_long_line_once() -> None:
     assert lines.feed(b"\nz") == [] and lines.finish() == [b"z"] and lines.finish() == []
 
 
+def test_a_line_over_the_bound_is_an_error_not_unbounded_memory() -> None:
+    lines = S.LineSplitter()
+    piece = b"x" * (64 * 1024)
+    for _ in range(S.MAX_LINE // len(piece)):  # up to the bound: kept
+        assert lines.feed(piece) == []
+    with pytest.raises(S.LineTooLong):
+        lines.feed(b"x")
+    fresh = S.LineSplitter()  # a bound per line: many lines of any total are fine
+    for _ in range(40):
+        assert fresh.feed(piece[:-1] + b"\n") == [piece[:-1]]
+
+
 async def _paced(blocks: list[bytes], gap: float, read_every: float,
                  fail: Exception | None = None) -> list[tuple[float, ServerSentEvent]]:
     """The events of ``blocks`` given one by one ``gap`` s apart (as the HTTP client gives a
