@@ -283,7 +283,13 @@ class Worker:
                 return
             await claim.ack()
         except LockLost:
-            log.warning("lost the lock of session %s to another worker; leaving it", sid)
+            # Not "another worker runs it" for sure: a failover can lose the lock itself, and
+            # this entry may have been acked already (reclaimed while this run was retrying:
+            # the poke path). A fresh entry makes sure the turn is looked at again: by the
+            # lock's holder if there is one (START answers busy to anyone else), else by
+            # whoever takes it (tests/rediscluster/test_failover.py lost a turn without it).
+            log.warning("lost the lock of session %s; its turns go back to the queue", sid)
+            await claim.nack()
         except asyncio.CancelledError:
             await self._hand_off(claim)
             raise
