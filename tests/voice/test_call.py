@@ -25,8 +25,11 @@ pytestmark = pytest.mark.e2e
 
 SENTENCE = "tell me about the weather in paris tomorrow"
 KEY_WORDS = {"weather", "paris", "tomorrow"}
-"""What must be recognised: on a starved CPU the small words can come out wrong (seen: "that
-will mean i'm out to the weather in paris tomorrow" at load average 23)."""
+"""What must be recognised, all but one: on a starved CPU the small words can come out wrong
+(seen: "that will mean i'm out to the weather in paris tomorrow" at load average 23), and
+"weather" is Whisper's most frequent slip on espeak-ng's voice ("winner": docs/voice.md, the
+WER table; seen in a CI run with the 7 s window). This test is about the call; accuracy is
+tests/voice/test_wer.py's and `bench_wer`'s."""
 
 
 async def log_of(bus: Bus, sid: str) -> list[dict[str, Any]]:
@@ -49,7 +52,7 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         # open vocabulary: a free sentence, not a phrase of a grammar
         user = await chat.until("user", timeout=20)
         heard = normalise(user["text"])
-        assert set(heard.split()) >= KEY_WORDS, heard
+        assert len(set(heard.split()) & KEY_WORDS) >= len(KEY_WORDS) - 1, heard
         assert (user["source"], user["user"]) == ("voice", "alice")
         reply = await chat.until("reply", timeout=20, turn=user["offset"])
         assert heard in normalise(reply["text"])
