@@ -11,7 +11,7 @@ import sys
 from agentia import tracing
 from agentia.logs import bind
 from agentia.ports import busy_line, reason
-from agentia.settings import EdgeSettings
+from agentia.settings_edge import EdgeSettings
 from gateway import gcpause
 from gateway.internal import InternalServer
 from gateway.node import EdgeNode

@@ -23,7 +23,8 @@ from agentia import metrics as M
 from agentia import tracing
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode, ErrorCode, SessionLost
 from agentia.logs import Throttle
-from agentia.settings import FD_RESERVE, EdgeSettings
+from agentia.settings import FD_RESERVE
+from agentia.settings_edge import EdgeSettings
 from gateway import protocol as P
 from gateway.auth import AuthError, token_from, verifier_for
 from gateway.connection import Connection

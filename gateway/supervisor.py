@@ -17,7 +17,7 @@ import tempfile
 from typing import NoReturn
 
 from agentia.ports import busy_line, reason
-from agentia.settings import EdgeSettings
+from agentia.settings_edge import EdgeSettings
 from agentia.supervise import (
     Child,
     StartError,

@@ -11,12 +11,12 @@ from agentia.settings import (
     DEV_SECRET,
     ApiSettings,
     Common,
-    EdgeSettings,
     SettingsError,
     WebhookSettings,
     WorkerSettings,
     from_env,
 )
+from agentia.settings_edge import EdgeSettings
 
 
 def _logging(s: Common) -> None:

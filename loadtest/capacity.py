@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from agentia.settings import EdgeSettings, WorkerSettings
+from agentia.settings import WorkerSettings
+from agentia.settings_edge import EdgeSettings
 from loadtest.capacity_figures import CapacityError, Figures, MissingResult
 from loadtest.record import RESULTS, ROOT
 from sessions import keys as K

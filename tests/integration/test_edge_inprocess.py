@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agentia.settings import EdgeSettings, from_env
+from agentia.settings import from_env
+from agentia.settings_edge import EdgeSettings
 from gateway.connection import Connection
 from gateway.node import EdgeNode
 from sessions.bus import Bus, frame_for

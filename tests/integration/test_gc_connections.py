@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from agentia.settings import EdgeSettings, from_env
+from agentia.settings import from_env
+from agentia.settings_edge import EdgeSettings
 from gateway import gcpause
 from gateway.connection import Connection
 from gateway.node import EdgeNode

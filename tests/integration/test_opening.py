@@ -153,7 +153,8 @@ async def test_redis_down_is_unavailable(prefix: str) -> None:
 async def test_an_edge_node_leases_renews_and_releases(bus: Bus, prefix: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """gateway/node.py's open path without sockets: admit, open, renew, forget."""
-    from agentia.settings import EdgeSettings, from_env
+    from agentia.settings import from_env
+    from agentia.settings_edge import EdgeSettings
     from gateway.auth import mint
     from gateway.node import EdgeNode
     from tests.conftest import TEST_SECRET

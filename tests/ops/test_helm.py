@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agentia.settings import ApiSettings, EdgeSettings, WorkerSettings, from_env
+from agentia.settings import ApiSettings, WorkerSettings, from_env
+from agentia.settings_edge import EdgeSettings
 from sessions.keys import GROUP, Keys
 from voice.settings import VoiceSettings
 

@@ -10,7 +10,8 @@ from typing import Any, cast
 
 import pytest
 
-from agentia.settings import EdgeSettings, SettingsError, from_env
+from agentia.settings import SettingsError, from_env
+from agentia.settings_edge import EdgeSettings
 from gateway import protocol as P
 from gateway import session_protocol as S
 from gateway.connection import Connection

@@ -12,12 +12,12 @@ from agentia.settings import (
     FD_RESERVE,
     ApiSettings,
     Common,
-    EdgeSettings,
     SettingsError,
     WebhookSettings,
     WorkerSettings,
     from_env,
 )
+from agentia.settings_edge import EdgeSettings
 
 
 @pytest.fixture(autouse=True)

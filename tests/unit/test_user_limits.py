@@ -6,7 +6,8 @@ import pytest
 
 from agentia import metrics as M
 from agentia.codes import CloseCode
-from agentia.settings import EdgeSettings, SettingsError, from_env
+from agentia.settings import SettingsError, from_env
+from agentia.settings_edge import EdgeSettings
 from agentia_client import close_action
 from agentia_client.policy import CLOSE_CODES
 from sessions.keys import Keys, UserKeys
