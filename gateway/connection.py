@@ -23,7 +23,7 @@ from gateway import session_protocol as S
 from gateway.host import Host
 from gateway.traced import receive_span
 from gateway.transport import Transport
-from sessions.roles import ChunkAt
+from sessions.roles import ChunkAt, Partial
 
 log = logging.getLogger("agentia.edge")
 _PACE_POLL_S = 0.25
@@ -253,16 +253,19 @@ class Connection:
             await self.perform(st.on_submitted(f, res.offset, res.duplicate), now)
         return []
 
-    async def _read_partial(self) -> list[S.Action]:
-        """The running turn's text so far, for the protocol (which decides what to write)."""
+    async def _partial(self) -> Partial | None:
+        """The running turn's text so far (None: none, or unreadable)."""
         try:
-            partial = await self.node.bus.partial(self.state.session)
+            return await self.node.bus.partial(self.state.session)
         except BusUnavailable:
-            partial = None
+            return None
         except Exception as exc:
             self._log_internal(exc)
-            partial = None
-        return self.state.on_partial(partial)
+            return None
+
+    async def _read_partial(self) -> list[S.Action]:
+        """The running turn's text so far, for the protocol (which decides what to write)."""
+        return self.state.on_partial(await self._partial())
 
     async def _catch_up_chunks(self) -> None:
         """A chunk came out of order (joined mid-turn, or chunks were skipped while the log
@@ -339,6 +342,8 @@ class Connection:
             for write in st.on_replay_page(r.events, r.recovered, r.epoch, r.offset):
                 await self.push_paced(write.frame)
             done = st.page_written()
+            if isinstance(done, S.ReadPartial):  # a resume's log is written: its answer's end
+                done = st.resume_ends(await self._partial())
             if done is not None:
                 return done
         return []

@@ -296,20 +296,37 @@ class SessionProtocol:
         f.last, f.next = len(events), self._page(events)
         return [Write(frame_for(o, e), True) for o, e in events if cur.on_replayed(o)]
 
-    def page_written(self) -> list[Action] | None:
-        """The page's events are written: None to read another page, else the replay is over
-        (with a resume's answer). Only now may live events flow again: ended earlier, one
-        could overtake the page's last events while they wait for the client to read."""
+    def page_written(self) -> list[Action] | ReadPartial | None:
+        """The page's events are written: None to read another page; for a resume whose log
+        is all written, ``READ_PARTIAL`` (read the running turn's text, then
+        :meth:`resume_ends`); else the fill is over (``[]``). Only then may live events flow
+        again: ended earlier, one could overtake the page's last events while they wait for
+        the client to read."""
         f, cur = self._fill, self.cursor
         assert f is not None
-        if f.last < f.count and not cur.finish_catch_up():
-            self._fill = None
-            if f.resume is None:
-                return []
-            return [READ_PARTIAL, Write(P.resumed_frame(f.recovered, cur.sent, f.current,
-                                                        f.resume.id).encode())]
-        f.count = f.next
-        return None
+        if f.last >= f.count or cur.seen > cur.sent:  # more to read
+            f.count = f.next
+            return None
+        if f.resume is not None:
+            return READ_PARTIAL  # still catching up: nothing live may overtake the answer
+        cur.finish_catch_up()
+        self._fill = None
+        return []
+
+    def resume_ends(self, partial: Partial | None) -> list[Action] | None:
+        """The running turn's text, read once a resume's log was written (None: none, or
+        unreadable): the answer's end (that partial, then ``resumed``), after which live
+        events flow; or None when events were appended while it was read: another page
+        first. Live events wait until ``resumed`` is written: one written during the read
+        reached the client ahead of a ``resumed`` whose ``offset`` was already stale
+        (the Locust reconnect storm counted it out of order at load average 20)."""
+        f, cur = self._fill, self.cursor
+        assert f is not None and f.resume is not None
+        if cur.finish_catch_up():
+            return None
+        self._fill = None
+        return [*self.on_partial(partial),
+                Write(P.resumed_frame(f.recovered, cur.sent, f.current, f.resume.id).encode())]
 
     def on_replay_failed(self) -> None:
         """The bus failed during a replay: stop deferring (the next live event retries)."""

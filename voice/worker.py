@@ -41,7 +41,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_trace, interim
+from voice import call_trace, interim, warm
 from voice.bridge import BusLLM, VoiceBridge
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
@@ -144,6 +144,7 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = vad
     proc.userdata["stt_vad"] = vad_like(vad, min_silence_duration=s.voice_stt_min_silence_s)
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
+    warm.first_call(native=s.voice_executor == "thread")
     if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
         proc.userdata["stt"] = once(("stt", s.voice_stt), lambda: stt_pool(s))
 

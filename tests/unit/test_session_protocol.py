@@ -179,6 +179,8 @@ def _run_replay(p: S.SessionProtocol, log: list[tuple[int, bytes]], epoch: str =
             assert p.on_event(o, frame_for(o, b'{"x":1}')) is None  # deferred meanwhile
         live = []
         done = p.page_written()
+        if isinstance(done, S.ReadPartial):  # a resume: the partial is read, then it ends
+            done = p.resume_ends(None)
         if done is not None:
             return written, done
     raise AssertionError("the replay never ended")
@@ -218,7 +220,28 @@ def test_resume_page_end_waits_for_the_writes() -> None:
     assert p.page_written() is None  # 3 was seen: another page
     assert [w.frame for w in p.on_replay_page(_log(3)[2:], True, "e1", 3)] == [
         frame_for(3, _log(3)[2][1])]
-    assert _frames(p.page_written() or [])[0]["offset"] == 3
+    assert p.page_written() is S.READ_PARTIAL
+    assert _frames(p.resume_ends(None) or [])[0]["offset"] == 3
+
+
+def test_no_live_event_overtakes_resumed_while_the_partial_is_read() -> None:
+    """An event appended while the resume's partial is read waits (it was written ahead of
+    a resumed frame whose offset was already stale): the log is read again, then the
+    answer ends with the partial and resumed at that event, and live events flow."""
+    p = _proto(offset=4)
+    p.begin_replay(S.Replay(P.Resume(2, "e1", "r")))
+    p.on_replay_page(_log(4)[2:], True, "e1", 4)
+    assert p.page_written() is S.READ_PARTIAL
+    assert p.on_event(5, b"five") is None  # deferred, not written ahead of resumed
+    assert p.on_live_frame() is False
+    assert p.resume_ends(Partial(5, 1, b"5:1:a", 1, "x")) is None  # 5 came: another page
+    assert p.replay_request() == S.ReadLog(4, "e1", S.REPLAY_FIRST_PAGE)
+    assert [w.frame for w in p.on_replay_page(_log(5)[4:], True, "e1", 5)] == [
+        frame_for(5, _log(5)[4][1])]
+    assert p.page_written() is S.READ_PARTIAL
+    end = _frames(p.resume_ends(Partial(5, 1, b"5:1:a", 1, "x")) or [])
+    assert [f["type"] for f in end] == ["partial", "resumed"] and end[1]["offset"] == 5
+    assert p.on_event(6, b"six") == b"six" and p.replay_request() is None
 
 
 def test_resume_gap_rule_unrecovered_epoch() -> None:
@@ -230,8 +253,8 @@ def test_resume_gap_rule_unrecovered_epoch() -> None:
     assert req == S.ReadLog(3, "old", S.REPLAY_FIRST_PAGE)
     writes = p.on_replay_page([(8, b'{"a":1}'), (9, b'{"a":2}')], False, "e2", 9)
     assert [orjson.loads(w.frame)["offset"] for w in writes] == [8, 9]
-    assert p.page_written() == [S.READ_PARTIAL,
-                                S.Write(P.resumed_frame(False, 9, "e2", "r").encode())]
+    assert p.page_written() is S.READ_PARTIAL
+    assert p.resume_ends(None) == [S.Write(P.resumed_frame(False, 9, "e2", "r").encode())]
 
 
 def test_page_size_follows_the_send_budget() -> None:
@@ -340,10 +363,10 @@ def test_chunks_wait_while_the_log_is_replayed() -> None:
     p.begin_replay(S.Replay(P.Resume(0, None, "r")))
     assert p.on_chunk(_at(3, 1, b"3:1:a", 1), b"c1") is None
     p.on_replay_page([(1, b'{"a":1}'), (2, b'{"a":2}'), (3, b'{"a":3}')], True, "e1", 3)
-    done = p.page_written()
-    assert done is not None and done[0] is S.READ_PARTIAL
-    assert _frames(p.on_partial(Partial(3, 1, b"3:1:a", 1, "x")))[0]["seq"] == 1
-    assert p.on_chunk(_at(3, 1, b"3:1:a", 2), b"c2") == b"c2"
+    assert p.page_written() is S.READ_PARTIAL
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 2), b"c2") is None  # still before the answer
+    assert _frames(p.resume_ends(Partial(3, 1, b"3:1:a", 2, "xy")) or [])[0]["seq"] == 2
+    assert p.on_chunk(_at(3, 1, b"3:1:a", 3), b"c3") == b"c3"
 
 
 def test_off_log_frames_go_only_to_a_live_connection() -> None:
@@ -357,6 +380,8 @@ def test_off_log_frames_go_only_to_a_live_connection() -> None:
     assert p.on_live_frame() is False
     p.on_replay_page([(1, b'{"a":1}'), (2, b'{"a":2}'), (3, b'{"a":3}')], True, "e1", 3)
     p.page_written()
+    assert p.on_live_frame() is False  # until the answer ends
+    p.resume_ends(None)
     assert p.on_live_frame() is True
     assert p.on_event(6, b"six") == S.FILL  # a gap: caught up from the log first
     assert p.on_live_frame() is False

@@ -182,8 +182,11 @@ async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
         pause = np.zeros(int(0.2 * RATE_48K), dtype=np.int16)
         await c.joined.say(np.concatenate([first, pause, second]))
         user = await c.chat.until("user", timeout=20)
-        # a word of each half (Whisper may mishear "in paris" after the pause: seen "it is")
-        assert set(normalise(user["text"]).split()) >= {"weather", "tomorrow"}, user
+        # a word of each half in the one turn (Whisper may mishear "in paris" after the pause:
+        # seen "it is"; and "weather" as "winner", its most frequent slip on espeak-ng, as in
+        # test_call.py): what the words are is test_wer's business
+        heard = set(normalise(user["text"]).split())
+        assert heard & {"tell", "about", "weather"} and heard & {"paris", "tomorrow"}, user
         await c.chat.until("reply", timeout=20, turn=user["offset"])
         r = await bus.replay(c.sid, 0, None)
         turns = [e for _, raw in r.events if (e := orjson.loads(raw))["type"] == "user"]

@@ -41,6 +41,11 @@ from voice.tokens import start_call
 pytestmark = pytest.mark.e2e
 
 SENTENCES = ("tell me about the weather in paris tomorrow", "tell me a story")
+KEY_WORDS = ({"weather", "paris", "tomorrow"}, {"story"})
+"""Each sentence's own words, all but one of the first (as tests/voice/test_call.py: through a
+room on a starved CPU Whisper's words on espeak-ng vary, "weather" -> "winner" most often) and
+none of the other's: each call is transcribed from its own room. The words themselves are
+checked exactly room-free below (one model, two utterances at once) and by test_wer."""
 MODEL_LOAD_MIB = 200
 """Bound on loading Whisper base with two replicas, after the heap trim (measured 139 MiB; two
 models, as before, 551; one model from memory, CTranslate2 keeping the bytes, 262)."""
@@ -76,9 +81,10 @@ async def test_two_calls_at_once_share_one_process_and_its_engines(
             await asyncio.sleep(0.5)
             pcm = [await speech_48k(s) for s in SENTENCES]
             spoken = await asyncio.gather(c.joined.say(pcm[0]), caller2.say(pcm[1]))
-            for chat, said in ((c.chat, SENTENCES[0]), (chat2, SENTENCES[1])):
+            for chat, own, other in ((c.chat, *KEY_WORDS), (chat2, *reversed(KEY_WORDS))):
                 user = await chat.until("user", timeout=30, source="voice")
-                assert normalise(user["text"]) == said
+                heard = set(normalise(user["text"]).split())
+                assert len(heard & own) >= max(1, len(own) - 1) and not heard & other, user
                 await chat.until("reply", timeout=30, turn=user["offset"])
             for caller, at in zip((c.joined, caller2), spoken, strict=True):
                 await asyncio.wait_for(caller.heard_agent.wait(), 30)

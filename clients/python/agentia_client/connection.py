@@ -256,7 +256,6 @@ class _ConnectionLoop(_Inbound):
             await self._pacer.gate()
             if req.abandoned or not self._fits(conn, req):
                 return
-            self._pacer.take()
             if req.kind == "resume" and not req.transmissions:
                 self._tracker.begin_resume()  # a retry keeps buffering (section 6, step 3)
                 self.stats["resumes"] += 1
@@ -269,6 +268,7 @@ class _ConnectionLoop(_Inbound):
             await self._write(conn, req.frame())
             frame = await self._await_answer(conn, req, conn.answer)
             conn.outstanding, conn.answer = None, None
+            self._pacer.take()  # at the answer, not the write: see pacing.py
             if self._settle(req, frame):
                 return
 

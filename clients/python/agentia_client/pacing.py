@@ -3,6 +3,11 @@
 The client mirrors the edge's per-connection token bucket (``welcome.limits``) so requests
 wait locally instead of being refused with ``rate_limited``, and holds every request back
 while the edge has asked it to (``retry_after_ms`` of a retryable error).
+
+The edge charges a frame when it reads it, at some moment between our write and its answer.
+The mirror charges it at the answer, the latest that moment can be, so it never holds more
+tokens than the edge: charged at the write, a frame that took longer to be read than the next
+one (a busy edge or box) let the next one go early and be refused.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ class _Bucket:
 
     rate: float
     burst: float
-    tokens: float = -1.0
-    stamp: float = 0.0
+    tokens: float = 0.0
+    stamp: float | None = None
+    """None: not used yet (full at the first look, as the edge's)."""
 
     def _refill(self, now: float) -> None:
-        if self.tokens < 0:
+        if self.stamp is None:
             self.tokens, self.stamp = self.burst, now
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
@@ -35,8 +41,10 @@ class _Bucket:
         return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
 
     def take(self, now: float) -> None:
+        # never below 0 (a token short by float rounding, as the edge counts it): the
+        # "not used yet" mark was tokens < 0 once, and -1e-16 refilled the bucket to full
         self._refill(now)
-        self.tokens -= 1.0
+        self.tokens = max(0.0, self.tokens - 1.0)
 
     def empty(self, now: float) -> None:
         self._refill(now)
@@ -70,7 +78,8 @@ class _Pacer:
             await asyncio.sleep(wait)
 
     def take(self) -> None:
-        """A request is being written: it spends a token (when pacing)."""
+        """A request was answered: the edge spent its token by now (when pacing). Requests go
+        one at a time, so nothing is written between a request and its answer."""
         if self.enabled:
             self.bucket.take(time.monotonic())
 
