@@ -130,9 +130,11 @@ class EnginePool:
 
     def try_decode(self, pcm16k: bytes) -> str | None:
         """:meth:`decode` if an engine is free and no :meth:`decode` waits for one, else
-        None at once: interim transcripts never delay a final one (voice/interim.py)."""
+        None at once: interim transcripts never delay a final one (voice/interim.py). With
+        more than one engine an interim never takes the last free one: a final that ends
+        while interims run finds an engine instead of waiting for a guess to finish."""
         with self._cond:
-            if self._pending or not self._free:
+            if self._pending or len(self._free) < min(2, self.size):
                 return None
             engine = self._free.pop()
         try:  # Whisper has a cheaper decoding for guesses; pocketsphinx has one decoding

@@ -119,3 +119,22 @@ def test_an_engine_without_batches_decodes_one_at_a_time(engines: int) -> None:
         t.join(5)
     assert out == {b"1": "1", b"2": "2", b"3": "3"}
     assert pool.batches == {1: 3}
+
+
+def test_interims_leave_the_last_free_engine_to_finals() -> None:
+    engines = [BatchDecoder(), BatchDecoder()]
+    pool = EnginePool(list(engines), "fake")
+    out: dict[bytes, object] = {}
+    final = _start(pool, b"f", out)  # a final holds one engine ...
+    _until(lambda: sum(len(e.batches) for e in engines) == 1)
+    assert len(pool._free) == 1
+    assert pool.try_decode(b"i") is None  # ... and the other stays for the next final
+    assert sum(len(e.batches) for e in engines) == 1  # the interim did not start
+    for e in engines:
+        e.release.set()
+    final.join(5)
+    assert out == {b"f": "heard f"}
+    assert pool.try_decode(b"i") == "heard i"  # both free: an interim runs
+    alone = BatchDecoder()
+    alone.release.set()
+    assert EnginePool([alone], "fake").try_decode(b"i") == "heard i"  # one engine: as before
