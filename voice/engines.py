@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from livekit.plugins import silero
 
 from voice.speech import decode_bounded, final_transcript, to_mono16k
 from voice.stt_whisper import MAX_BATCH
+
+log = logging.getLogger("agentia.voice")
 
 
 class Decoder(Protocol):
@@ -121,6 +124,9 @@ class EnginePool:
             self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
             self._free.append(engine)
             self._cond.notify_all()
+        if len(batch) > 1:
+            log.info("decoded %d utterances in one batch (batches so far by size: %s)",
+                     len(batch), dict(sorted(self.batches.items())))
 
     def idle(self) -> bool:
         """An engine is free and no :meth:`decode` waits for one (a hint: another thread may
