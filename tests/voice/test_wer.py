@@ -93,10 +93,10 @@ async def test_the_shipped_stt_transcribes_espeak_sentences() -> None:
     stt = worker.recogniser(s)
     assert stt.model == f"whisper-ct2:{s.voice_stt_model}" and s.voice_stt_model in PACKAGED
     pairs = []
-    t = time.perf_counter()
+    cpu = time.process_time()  # not wall time: the shared box's load is not the model's
     for text, _voice, _wpm, audio in utterances(limit=10):
         pairs.append((text, (await stt.recognize(audio)).alternatives[0].text))
-    assert time.perf_counter() - t < 60, "20 utterances should take seconds"
+    assert time.process_time() - cpu < 60, "20 utterances should take seconds of CPU"
     assert wer(pairs) <= 0.08, pairs
 
 
