@@ -1,6 +1,7 @@
 """Word error rate and time of the offline STT on everyday sentences spoken by espeak-ng.
 
     .venv/bin/python -m loadtest.bench_wer [--record] [--candidates before,after] [--limit N]
+    .venv/bin/python -m loadtest.bench_wer --candidates after --batch 4   # batched decoding
 
 Each sentence of ``loadtest/wer_sentences.txt`` is spoken by two of :data:`VOICES` (espeak-ng
 voices at 140-190 words a minute), resampled by sox to 48 kHz (a LiveKit room's rate), padded
@@ -132,9 +133,10 @@ def _pct(samples: list[float], q: int) -> float:
     return round(statistics.quantiles(samples, n=100, method="inclusive")[q - 1] * 1000, 1)
 
 
-async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]]
-                  ) -> dict[str, Any]:
-    """One candidate over every utterance: WER, its parts, per-voice WER, STT time."""
+async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]],
+                  batch: int = 1) -> dict[str, Any]:
+    """One candidate over every utterance: WER, its parts, per-voice WER, STT time (per
+    utterance: a batch's time divided by its size)."""
     from voice.worker import recogniser
 
     s = VoiceSettings(**candidate(name), voice_stt_timeout_s=BENCH_TIMEOUT_S)
@@ -143,22 +145,24 @@ async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]]
     load_s = time.perf_counter() - t
     walls, cpus, rows = [], [], []
     total, by_voice = Errors(), dict[str, list[tuple[str, str]]]()
-    for text, voice, wpm, audio in utts:
+    for i in range(0, len(utts), batch):
+        group = utts[i:i + batch]
         t, c = time.perf_counter(), time.process_time()
-        ev = await stt.recognize(audio)
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-        heard = ev.alternatives[0].text
-        e = word_errors(normalise(text), normalise(heard))
-        total += e
-        by_voice.setdefault(f"{voice}@{wpm}", []).append((text, heard))
-        if e.total:
-            rows.append({"said": text, "heard": heard, "voice": voice, "wpm": wpm,
-                         "errors": e.total})
+        texts = await _transcribe(stt, [u[3] for u in group])
+        walls += [(time.perf_counter() - t) / len(group)] * len(group)
+        cpus += [(time.process_time() - c) / len(group)] * len(group)
+        for (text, voice, wpm, _), heard in zip(group, texts, strict=True):
+            e = word_errors(normalise(text), normalise(heard))
+            total += e
+            by_voice.setdefault(f"{voice}@{wpm}", []).append((text, heard))
+            if e.total:
+                rows.append({"said": text, "heard": heard, "voice": voice, "wpm": wpm,
+                             "errors": e.total})
     words = sum(len(normalise(u[0]).split()) for u in utts)
     return {
         "settings": candidate(name), "model": stt.model, "load_s": round(load_s, 2),
-        "utterances": len(utts), "words": words, "wer": round(total.total / words, 4),
+        "batch": batch, "utterances": len(utts), "words": words,
+        "wer": round(total.total / words, 4),
         "substitutions": total.sub, "deletions": total.dele, "insertions": total.ins,
         "exact": len(utts) - len(rows),
         "wer_by_voice": {v: round(wer(p), 4) for v, p in by_voice.items()},
@@ -168,16 +172,29 @@ async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]]
     }
 
 
-async def run(names: list[str], limit: int | None) -> dict[str, Any]:
+async def _transcribe(stt: Any, audios: list[rtc.AudioFrame]) -> list[str]:
+    """One utterance as a call transcribes it (``recognize``), or several decoded as one batch
+    the way the worker's engine pool does (``decode_many``: voice.engines.EnginePool)."""
+    if len(audios) == 1:
+        return [(await stt.recognize(audios[0])).alternatives[0].text]
+    from voice.speech import to_mono16k
+
+    pcms = [to_mono16k(a) for a in audios]
+    return list(await asyncio.to_thread(stt.decode_many, pcms))
+
+
+async def run(names: list[str], limit: int | None, batches: tuple[int, ...] = (1,)
+              ) -> dict[str, Any]:
     utts = utterances(limit)
     seconds = [u[3].samples_per_channel / ROOM_RATE for u in utts]
     out: dict[str, Any] = {
         "sentences": len(utts) // 2, "voices": [f"{v}@{w}" for v, w in VOICES],
         "utterance_s": {"p50": round(statistics.median(seconds), 2), "max": round(max(seconds), 2)},
         "load_avg_before": os.getloadavg()[0], "candidates": {}}
-    for name in names:
-        out["candidates"][name] = res = await measure(name, utts)
-        print(f"{name:12} {res['model']:24} WER {res['wer']:.3f} exact {res['exact']}/"
+    for name, batch in ((n, b) for n in names for b in batches):
+        key = name if batch == 1 else f"{name} batch {batch}"
+        out["candidates"][key] = res = await measure(name, utts, batch)
+        print(f"{key:12} {res['model']:24} WER {res['wer']:.3f} exact {res['exact']}/"
               f"{res['utterances']} STT wall p50 {res['stt_wall_ms']['p50']} ms, "
               f"CPU p50 {res['stt_cpu_ms']['p50']} ms", flush=True)
     out["load_avg_after"] = os.getloadavg()[0]
@@ -190,7 +207,13 @@ def main() -> None:
                     help="comma-separated MODEL@CONTEXT_S[+PAD_S][/BEAM] or before/after "
                          f"(default {DEFAULT_CANDIDATES})")
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    ap.add_argument("--batch", default="1",
+                    help="comma-separated N: decode the utterances N at a time in one batch, "
+                         "as the worker's engine pool does when calls' utterances end "
+                         "together (Whisper; each candidate at each N)")
     ap.add_argument("--record", action="store_true", help="write results/voice-wer.json")
+    ap.add_argument("--record-as", default="voice-wer", metavar="NAME",
+                    help="--record writes loadtest/results/NAME.json instead")
     args = ap.parse_args()
     names = [n for n in args.candidates.split(",") if n]
     for n in names:
@@ -198,11 +221,17 @@ def main() -> None:
             VoiceSettings(**candidate(n)).validate()
         except (ValueError, SettingsError) as exc:
             ap.error(f"candidate {n!r}: {exc}")
-    figures = asyncio.run(run(names, args.limit))
+    try:
+        batches = tuple(int(b) for b in args.batch.split(",") if b)
+    except ValueError:
+        batches = ()
+    if not batches or not all(1 <= b <= 16 for b in batches):
+        ap.error("--batch: comma-separated integers in [1, 16]")
+    figures = asyncio.run(run(names, args.limit, batches))
     if args.record:
         from loadtest.record import record
 
-        path = record("voice-wer", figures, notes=(
+        path = record(args.record_as, figures, notes=(
             "espeak-ng sentences (loadtest/wer_sentences.txt), two voices each, through "
             "voice.worker.recogniser one at a time; CPU-ms is this process's CPU time"))
         print(f"recorded {path}")

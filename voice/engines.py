@@ -19,9 +19,10 @@ After a model is loaded :func:`once` returns glibc's freed heap to the system
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import dataclasses
-import queue
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -32,6 +33,9 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.plugins import silero
 
 from voice.speech import decode_bounded, final_transcript, to_mono16k
+from voice.stt_whisper import MAX_BATCH
+
+log = logging.getLogger("agentia.voice")
 
 
 class Decoder(Protocol):
@@ -40,50 +44,111 @@ class Decoder(Protocol):
     def decode(self, pcm16k: bytes) -> str: ...
 
 
-class EnginePool:
-    """Decoders shared by the threads of one process; :meth:`decode` borrows the first free
-    one (blocking) for one utterance."""
+@dataclasses.dataclass(eq=False)
+class _Request:
+    """One utterance waiting in an :class:`EnginePool`, and its outcome once decoded."""
 
-    def __init__(self, engines: list[Decoder], model: str) -> None:
+    pcm: bytes
+    text: str = ""
+    error: BaseException | None = None
+    done: bool = False
+
+    def result(self) -> str:
+        if self.error is not None:
+            raise self.error
+        return self.text
+
+
+class EnginePool:
+    """Decoders shared by the threads of one process.
+
+    :meth:`decode` queues its utterance; the first caller to find an engine free takes it and
+    decodes, in one batch, its own utterance and the oldest others waiting (up to
+    ``max_batch``, for an engine with ``decode_many``: Whisper), then hands the engine and the
+    transcripts back. Nothing waits to fill a batch: a batch is what queued while the engines
+    were busy, so one call alone decodes as before and concurrent calls whose utterances end
+    close together share one decoding, at less CPU each (docs/voice.md, "Batching"). The
+    queue holds one utterance per waiting caller thread."""
+
+    def __init__(self, engines: list[Decoder], model: str, max_batch: int = MAX_BATCH) -> None:
         self.model = model
         self.size = len(engines)
-        self._free: queue.SimpleQueue[Decoder] = queue.SimpleQueue()
-        self._waiting = 0
-        self._count = threading.Lock()
-        for engine in engines:
-            self._free.put(engine)
+        self.max_batch = max_batch
+        self.batches: dict[int, int] = {}
+        """Batches decoded, by size (for the benchmarks)."""
+        self._free = list(engines)
+        self._pending: collections.deque[_Request] = collections.deque()
+        self._cond = threading.Condition()
+
+    @property
+    def _waiting(self) -> int:
+        return len(self._pending)
 
     def decode(self, pcm16k: bytes) -> str:
-        with self._count:
-            self._waiting += 1
+        req = _Request(pcm16k)
+        with self._cond:  # bounded by the caller: decode_bounded's time limit
+            self._pending.append(req)
+            while not req.done and not (self._free and req in self._pending):
+                self._cond.wait()
+            if req.done:  # decoded in another caller's batch
+                return req.result()
+            engine = self._free.pop()
+            batch = self._take(req, engine)
+        self._run(engine, batch)
+        return req.result()
+
+    def _take(self, req: _Request, engine: Decoder) -> list[_Request]:
+        """``req`` and the oldest other waiting utterances, as many as ``engine`` batches."""
+        self._pending.remove(req)
+        n = self.max_batch if hasattr(engine, "decode_many") else 1
+        batch = [req]
+        while self._pending and len(batch) < n:
+            batch.append(self._pending.popleft())
+        return batch
+
+    def _run(self, engine: Decoder, batch: list[_Request]) -> None:
+        texts: list[str] = []
+        error: BaseException | None = None
         try:
-            engine = self._free.get()  # bounded by the caller: decode_bounded's time limit
-        finally:
-            with self._count:
-                self._waiting -= 1
-        try:
-            return engine.decode(pcm16k)
-        finally:
-            self._free.put(engine)
+            if len(batch) == 1:
+                texts = [engine.decode(batch[0].pcm)]
+            else:
+                texts = engine.decode_many([r.pcm for r in batch])  # type: ignore[attr-defined]
+        except Exception as exc:  # every utterance of the batch fails with it
+            error = exc
+        with self._cond:
+            for i, r in enumerate(batch):
+                r.error = error
+                r.text = texts[i] if error is None else ""
+                r.done = True
+            self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
+            self._free.append(engine)
+            self._cond.notify_all()
+        if len(batch) > 1:
+            log.info("decoded %d utterances in one batch (batches so far by size: %s)",
+                     len(batch), dict(sorted(self.batches.items())))
 
     def idle(self) -> bool:
         """An engine is free and no :meth:`decode` waits for one (a hint: another thread may
         take it the next moment)."""
-        return not self._waiting and not self._free.empty()
+        with self._cond:
+            return not self._pending and bool(self._free)
 
     def try_decode(self, pcm16k: bytes) -> str | None:
         """:meth:`decode` if an engine is free and no :meth:`decode` waits for one, else
-        None at once: interim transcripts never delay a final one (voice/interim.py)."""
-        try:
-            engine = None if self._waiting else self._free.get_nowait()
-        except queue.Empty:
-            return None
-        if engine is None:
-            return None
+        None at once: interim transcripts never delay a final one (voice/interim.py). With
+        more than one engine an interim never takes the last free one: a final that ends
+        while interims run finds an engine instead of waiting for a guess to finish."""
+        with self._cond:
+            if self._pending or len(self._free) < min(2, self.size):
+                return None
+            engine = self._free.pop()
         try:  # Whisper has a cheaper decoding for guesses; pocketsphinx has one decoding
             return getattr(engine, "decode_quick", engine.decode)(pcm16k)
         finally:
-            self._free.put(engine)
+            with self._cond:
+                self._free.append(engine)
+                self._cond.notify_all()
 
 
 class PooledSTT(stt.STT[Any]):

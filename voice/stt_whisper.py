@@ -50,6 +50,9 @@ TOKENS_PER_S = 8
 """And so is its rate (speech is ~4 tokens/s): a repetition loop stops at this many a second."""
 WINDOW_S = 30
 """Whisper's longest input: a longer utterance is transcribed in windows of this length."""
+MAX_BATCH = 4
+"""The most windows one encoder and ``generate`` call decode together
+(:meth:`WhisperSTT.decode_many`)."""
 QUICK_CONTEXT_S, QUICK_PAD_S = 3.0, 1.0
 """The shortest encoder input of an interim transcript, and the silence it reads after the
 audio (:meth:`WhisperSTT.decode_quick`)."""
@@ -226,7 +229,15 @@ class WhisperSTT(stt.STT[Any]):
 
     def decode(self, pcm16k: bytes) -> str:
         """Blocking: the transcript of one utterance (16 kHz mono int16), "" if none."""
-        return self._decode(pcm16k, (self.context_frames, self.pad_frames), self.beam_size)
+        return self.decode_many([pcm16k])[0]
+
+    def decode_many(self, pcms: list[bytes]) -> list[str]:
+        """Blocking: the transcripts of several utterances, decoded together: their windows
+        in batches of up to :data:`MAX_BATCH` (one encoder and one ``generate`` call each,
+        every window of a batch padded to the longest's input). A batch's CPU per utterance
+        is lower than one at a time (the decoder's matrix products read the weights once for
+        all its rows): docs/voice.md, "Batching"."""
+        return self._decode(pcms, (self.context_frames, self.pad_frames), self.beam_size)
 
     def decode_quick(self, pcm16k: bytes) -> str:
         """:meth:`decode` for an interim transcript (voice/interim.py): the encoder reads the
@@ -234,31 +245,46 @@ class WhisperSTT(stt.STT[Any]):
         and the decoding is greedy: a guess shown for a second, at about half a final's CPU
         (``loadtest.bench_interim``). Without the padding, audio that filled the window ended
         in a loop ("a a a a ...")."""
-        return self._decode(pcm16k, (_frames(QUICK_CONTEXT_S), _frames(QUICK_PAD_S)), 1)
+        return self._decode([pcm16k], (_frames(QUICK_CONTEXT_S), _frames(QUICK_PAD_S)), 1)[0]
 
-    def _decode(self, pcm16k: bytes, frames: tuple[int, int], beam: int) -> str:
-        audio = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
+    def _decode(self, pcms: list[bytes], frames: tuple[int, int], beam: int) -> list[str]:
         step = WINDOW_S * STT_RATE
+        windows = []  # (utterance, audio of one window)
+        for k, pcm in enumerate(pcms):
+            audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+            windows += [(k, audio[i:i + step]) for i in range(0, len(audio), step)]
+        texts: list[list[str]] = [[] for _ in pcms]
         with self._lock:
-            texts = [self._window(audio[i:i + step], frames, beam)
-                     for i in range(0, len(audio), step)]
-        return " ".join(t for t in texts if t)
+            for i in range(0, len(windows), MAX_BATCH):
+                group = windows[i:i + MAX_BATCH]
+                for (k, _), text in zip(group, self._batch([a for _, a in group], frames, beam),
+                                        strict=True):
+                    if text:
+                        texts[k].append(text)
+        return [" ".join(t) for t in texts]
 
-    def _window(self, audio: np.ndarray, frames: tuple[int, int], beam: int) -> str:
-        """One window's transcript: the encoder reads its features and ``frames`` = (at
-        least this many frames in all, this many of silence after the audio); the encoder's
-        CPU grows with its input (base: ~145 ms at 10 s, ~65 ms at 4 s)."""
-        feats = self._model.feature_extractor(audio)
-        n = min(_frames(WINDOW_S), max(frames[0], feats.shape[-1] + frames[1]))
+    def _batch(self, audios: list[np.ndarray], frames: tuple[int, int], beam: int) -> list[str]:
+        """The transcripts of windows decoded as one batch: the encoder reads each one's
+        features and ``frames`` = (at least this many frames in all, this many of silence
+        after the audio), the batch padded to its longest; the encoder's CPU grows with its
+        input (base: ~145 ms at 10 s, ~65 ms at 4 s)."""
+        feats = [self._model.feature_extractor(a) for a in audios]
+        n = min(_frames(WINDOW_S), max(max(frames[0], f.shape[-1] + frames[1]) for f in feats))
         n += n % 2  # the encoder halves them
-        feats = np.pad(feats[:, :n], ((0, 0), (0, max(0, n - feats.shape[-1]))))
-        encoded = self._model.encode(np.ascontiguousarray(feats, dtype=np.float32))
-        budget = min(MAX_NEW_TOKENS, 8 + math.ceil(len(audio) / STT_RATE * TOKENS_PER_S))
-        res = self._model.model.generate(
-            encoded, [self._prompt], beam_size=beam, patience=min(1.0, FINISHED / beam),
-            length_penalty=LENGTH_PENALTY,
+        batch = np.stack([np.pad(f[:, :n], ((0, 0), (0, max(0, n - f.shape[-1]))))
+                          for f in feats])
+        encoded = self._model.encode(np.ascontiguousarray(batch, dtype=np.float32))
+        longest = max(len(a) for a in audios)
+        budget = min(MAX_NEW_TOKENS, 8 + math.ceil(longest / STT_RATE * TOKENS_PER_S))
+        results = self._model.model.generate(
+            encoded, [self._prompt] * len(audios), beam_size=beam,
+            patience=min(1.0, FINISHED / beam), length_penalty=LENGTH_PENALTY,
             max_length=len(self._prompt) + budget, return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress)[0]
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress)
+        return [self._text(res) for res in results]
+
+    def _text(self, res: Any) -> str:
+        """One window's transcript from its ``generate`` result ("" if it is silence)."""
         tokens = res.sequences_ids[0]
         avg_logprob = res.scores[0] / (len(tokens) + 1)
         if res.no_speech_prob > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB:

@@ -111,13 +111,13 @@ async def test_one_model_transcribes_two_utterances_at_once() -> None:
     alone = [whisper.decode(p) for p in pcm]
     assert [normalise(t) for t in alone] == list(SENTENCES)
     both_inside = threading.Barrier(2, timeout=30)  # broken unless both windows run at once
-    window = whisper._window
+    batch = whisper._batch
 
-    def meet_then_decode(audio: Any, frames: tuple[int, int], beam: int) -> str:
+    def meet_then_decode(audios: Any, frames: tuple[int, int], beam: int) -> list[str]:
         both_inside.wait()
-        return window(audio, frames, beam)
+        return batch(audios, frames, beam)
 
-    whisper._window = meet_then_decode  # type: ignore[method-assign]
+    whisper._batch = meet_then_decode  # type: ignore[method-assign]
     together = await asyncio.gather(*(asyncio.to_thread(whisper.decode, p) for p in pcm))
     assert together == alone
 

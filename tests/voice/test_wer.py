@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
 import pytest
 
 from loadtest.bench_wer import (
@@ -92,10 +93,10 @@ async def test_the_shipped_stt_transcribes_espeak_sentences() -> None:
     stt = worker.recogniser(s)
     assert stt.model == f"whisper-ct2:{s.voice_stt_model}" and s.voice_stt_model in PACKAGED
     pairs = []
-    t = time.perf_counter()
+    cpu = time.process_time()  # not wall time: the shared box's load is not the model's
     for text, _voice, _wpm, audio in utterances(limit=10):
         pairs.append((text, (await stt.recognize(audio)).alternatives[0].text))
-    assert time.perf_counter() - t < 60, "20 utterances should take seconds"
+    assert time.process_time() - cpu < 60, "20 utterances should take seconds of CPU"
     assert wer(pairs) <= 0.08, pairs
 
 
@@ -106,3 +107,29 @@ def test_a_decoding_loop_is_kept_once() -> None:
     assert without_loop([*said, 16]) == [*said, 16]
     assert without_loop([7, 8, 7, 8, 7, 8]) == [7, 8, 7, 8, 7, 8]  # "yes, yes, yes" stays
     assert without_loop(said + said[:2]) == said + said[:2]  # a short echo is not a loop
+
+
+async def test_utterances_decoded_in_one_batch_keep_their_words(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's engine pool decodes utterances that wait together in one batch
+    (``WhisperSTT.decode_many``: one encoder and one ``generate`` call): each transcript is
+    its own utterance's, the words as right as one at a time (WER at most the 8 % goal), and
+    the encoder read them as one batch."""
+    from voice.speech import to_mono16k
+
+    stt = worker.whisper(VoiceSettings(voice_stt_timeout_s=30))
+    batches: list[int] = []
+    encode = stt._model.encode
+
+    def counted(features: np.ndarray) -> object:
+        batches.append(int(features.shape[0]))
+        return encode(features)
+
+    monkeypatch.setattr(stt._model, "encode", counted)
+    utts = utterances(limit=4)  # 8 utterances, two voices each
+    heard = stt.decode_many([to_mono16k(u[3]) for u in utts])
+    assert batches == [4, 4]  # MAX_BATCH windows at a time
+    assert wer([(u[0], h) for u, h in zip(utts, heard, strict=True)]) <= 0.08, heard
+    for (said, *_), text in zip(utts, heard, strict=True):  # each to its own utterance
+        words = set(normalise(text).split())
+        assert max(sentences()[:4], key=lambda s: len(words & set(s.split()))) == said, text
