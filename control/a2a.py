@@ -6,8 +6,10 @@ An A2A context is an Agentia session ``a2a:<contextId>`` owned by the caller's `
 message is a turn submitted as a WebSocket ``send`` is (:meth:`Bus.submit`, source ``a2a``),
 and the task follows that turn in the session log: the running turn's text (its partial
 buffer, what a resume reads) streams as artifact chunks; ``reply`` completes the task,
-``cancelled`` cancels it, ``turn_error`` fails it. Cancelling the task cancels the turn on the
-bus (:meth:`Bus.cancel`), as a ``cancel`` frame does.
+``cancelled`` cancels it, ``turn_error`` fails it (control/a2a_turns.py). Cancelling the task
+cancels the turn on the bus (:meth:`Bus.cancel`), as a ``cancel`` frame does. The replica
+following a task holds its lease; ``tasks/get`` on any replica settles a task whose lease has
+lapsed from its turn's log (:meth:`Handler.settle`).
 
 Routes (the agent's name in the path, or none for the default agent)::
 
@@ -19,14 +21,14 @@ Routes (the agent's name in the path, or none for the default agent)::
 
 from __future__ import annotations
 
-import asyncio
 import time
 import warnings
 from typing import Any
 
-import orjson
 from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.cluster.task_store import ConcurrentTaskModificationError
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandlerV2
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
@@ -41,27 +43,25 @@ from a2a.types import (
     SecurityRequirement,
     SecurityScheme,
     StringList,
+    Task,
     TaskState,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0
+from a2a.utils.task import apply_history_length
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from google.protobuf.json_format import MessageToDict
 from starlette.authentication import SimpleUser
 
 from agentia.codes import AgentiaError
-from control.a2a_store import RedisTaskStore
+from control import a2a_turns as T
+from control.a2a_store import RENEW_S, TERMINAL, RedisTaskStore
 from gateway.auth import AuthError, Verifier, token_from
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing
 from sessions.errors import AgentMismatch, UnknownAgent
 from sessions.opening import Limits, Refused
 
-POLL_S = 0.1
-"""How often a running task reads its turn's log and partial text (one XRANGE + one LRANGE)."""
-TURN_LIMIT_S = 600.0
-"""A task whose turn has not ended after this long is failed (the turn goes on in its
-session)."""
 _SESSION_CODES = {4502: "new_sessions_rate", 4503: "too_many_sessions"}
 MAX_BODY = 256 * 1024
 """Bytes of one JSON-RPC request at most (else 413, read no further)."""
@@ -102,12 +102,17 @@ def card_for(info: dict[str, Any], url: str) -> AgentCard:
 class TurnExecutor(AgentExecutor):
     """Runs each A2A message as a turn of one agent on the bus."""
 
-    def __init__(self, bus: Bus, agent: str, limits: Limits) -> None:
-        self.bus, self.agent, self.limits = bus, agent, limits
+    def __init__(self, bus: Bus, agent: str, limits: Limits, store: RedisTaskStore) -> None:
+        self.bus, self.agent, self.limits, self.store = bus, agent, limits, store
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Run the message's turn. The task's lease is taken before the task is first saved
+        and renewed while the turn is followed; once it lapses (this replica died or stopped,
+        or the task ended here) any replica may settle the task from its turn's log
+        (:meth:`Handler.settle`)."""
         msg = context.message
         assert msg is not None and context.task_id and context.context_id
+        await self.store.lease(context.task_id, context.call_context)
         task = context.current_task or new_task_from_user_message(msg)
         if context.current_task is None:
             await event_queue.enqueue_event(task)
@@ -139,7 +144,7 @@ class TurnExecutor(AgentExecutor):
             {TURN_KEY: {"session": sid, "turn": sub.offset}}))
         # tasks/cancel (here or on another replica) or a shutdown cancels this: the turn goes
         # on in its session unless tasks/cancel cancelled it (Handler.on_cancel_task)
-        await self._follow(up, sid, sub.offset)
+        await self._follow(up, context.call_context, sid, sub.offset)
 
     async def _open(self, sid: str, user: str) -> str:
         """Open the user's session; a new one is first counted against the user's session
@@ -160,32 +165,27 @@ class TurnExecutor(AgentExecutor):
         await self.bus.open_session(sid, user, "", agent=self.agent)
         return ""
 
-    async def _follow(self, up: TaskUpdater, sid: str, turn: int) -> None:
-        """Map the turn's log events and partial text to task events until it ends."""
-        after, sent, deadline = turn, "", time.monotonic() + TURN_LIMIT_S
-        while time.monotonic() < deadline:
-            for offset, raw in (await self.bus.replay(sid, after, None, 200)).events:
-                after = offset
-                e = orjson.loads(raw)
-                if e.get("turn") != turn:
-                    continue
-                kind = e.get("type")
-                if kind == "reply":
-                    await up.add_artifact([new_text_part(e.get("text", ""))], "reply",
-                                          "reply", append=False, last_chunk=True)
-                    return await up.complete()
-                if kind == "cancelled":
-                    return await up.cancel(_said(up, e.get("text", "") or "cancelled"))
-                if kind == "turn_error":
-                    return await up.failed(_said(up, f"{e.get('code')}: {e.get('message')}"))
-            p = await self.bus.partial(sid)
-            if p is not None and p.turn == turn and len(p.text) > len(sent) \
-                    and p.text.startswith(sent):
-                await up.add_artifact([new_text_part(p.text[len(sent):])], "reply", "reply",
-                                      append=bool(sent))
-                sent = p.text
-            await asyncio.sleep(POLL_S)
-        await up.failed(_said(up, f"the turn did not end within {TURN_LIMIT_S:.0f} s"))
+    async def _follow(self, up: TaskUpdater, call: ServerCallContext, sid: str,
+                      turn: int) -> None:
+        """Map the turn's log events and partial text to task events until it ends, renewing
+        the task's lease every :data:`RENEW_S`."""
+        renewed = time.monotonic()
+        async for step in T.follow(self.bus, sid, turn):
+            if step.end is not None:
+                status, reply = T.end_status(Task(id=up.task_id, context_id=up.context_id),
+                                             step.end)
+                if reply is not None:
+                    await up.add_artifact([new_text_part(reply)], T.ARTIFACT, T.ARTIFACT,
+                                          append=False, last_chunk=True)
+                return await up.update_status(status.state, status.message
+                                              if status.HasField("message") else None)
+            if step.text:
+                await up.add_artifact([new_text_part(step.text)], T.ARTIFACT, T.ARTIFACT,
+                                      append=step.append)
+            if time.monotonic() - renewed >= RENEW_S:
+                await self.store.lease(up.task_id, call)
+                renewed = time.monotonic()
+        await up.failed(_said(up, f"the turn did not end within {T.TURN_LIMIT_S:.0f} s"))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """The task canceled (on this replica, which runs it); the turn is cancelled on the bus
@@ -199,7 +199,8 @@ class Handler(DefaultRequestHandlerV2):
     """The SDK's request handler, with ``tasks/cancel`` also cancelling the task's turn on the
     bus: the SDK calls the executor's ``cancel`` only on the replica running the task (on
     another it writes ``canceled`` to the shared store, and the running replica stops at its
-    next save), so the turn is cancelled here, from the task's record, on either."""
+    next save), so the turn is cancelled here, from the task's record, on either. And
+    ``tasks/get`` of a task no control plane follows any more settles it (:meth:`settle`)."""
 
     def __init__(self, bus: Bus, executor: TurnExecutor, store: RedisTaskStore,
                  card: AgentCard) -> None:
@@ -215,6 +216,56 @@ class Handler(DefaultRequestHandlerV2):
         if running is not None:
             await self.bus.cancel(*running)
         return done
+
+    async def on_get_task(self, params: Any, context: Any) -> Any:
+        task = await super().on_get_task(params, context)
+        if task is None or task.status.state in TERMINAL:
+            return task
+        done = await self.settle(params.id, context)
+        return task if done is None else apply_history_length(done, params)
+
+    async def settle(self, task_id: str, context: ServerCallContext) -> Task | None:
+        """The task ended from its turn's log, and saved, if its lease has lapsed (the control
+        plane that followed it died or stopped) and the turn has ended (or is past
+        :data:`T.TURN_LIMIT_S`, or gone from the log); else None. Bounded: one read of the
+        task and its lease, then at most :data:`T.SCAN_EVENTS` log events. A concurrent
+        write (the owner was only slow, or another replica settled it first) wins: its task is
+        returned."""
+        stored = await self.store.get(task_id, context)
+        if stored is None or stored.task.status.state in TERMINAL \
+                or await self.store.leased(task_id, context):
+            return None
+        done = await self._ending(stored.task)
+        if done is None:
+            return None
+        try:
+            await self.store.save(done, event=None, prev=stored.task,
+                                  prev_version=stored.version, context=context)
+        except ConcurrentTaskModificationError:
+            again = await self.store.get(task_id, context)
+            return again.task if again is not None else None
+        return done
+
+    async def _ending(self, task: Task) -> Task | None:
+        """The terminal form of an unfollowed task, or None while its turn goes on."""
+        failed = TaskState.TASK_STATE_FAILED
+        running = running_turn(task)
+        if running is None:  # submitted: its control plane stopped before the turn's record
+            return T.settled(task, T.status(failed, T.said(
+                task, "the control plane that took this task stopped before recording its "
+                      f"turn (any turn goes on in session a2a:{task.context_id})")))
+        sid, turn = running
+        try:
+            end = await T.find_end(self.bus, sid, turn)
+        except T.Gone:
+            return T.settled(task, T.status(failed, T.said(
+                task, f"turn {turn} is no longer in the log of session {sid}")))
+        if end is not None:
+            return T.settled(task, *T.end_status(task, end))
+        if T.age_s(task) < T.TURN_LIMIT_S:
+            return None
+        return T.settled(task, T.status(failed, T.said(
+            task, f"the turn did not end within {T.TURN_LIMIT_S:.0f} s")))
 
 
 def running_turn(task: Any) -> tuple[str, int] | None:
@@ -276,7 +327,8 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
         name = str(info["name"])
         if name not in endpoints:
             url = f"{base(request)}/a2a/{name}"
-            handler = Handler(bus, TurnExecutor(bus, name, limits), store, card_for(info, url))
+            handler = Handler(bus, TurnExecutor(bus, name, limits, store), store,
+                              card_for(info, url))
             endpoints[name] = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)[0] \
                 .endpoint
         body = bytearray()

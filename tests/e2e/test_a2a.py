@@ -272,3 +272,42 @@ async def test_every_replica_knows_every_task(deployment: tuple[Cluster, Proc]) 
 
 def log_of(p: Proc) -> str:
     return Path(p.log.name).read_text(errors="replace")
+
+
+async def _events(api: Proc, user: str, sid: str) -> list[dict[str, object]]:
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
+                           headers={"Authorization": f"Bearer {token(user)}"})
+        return r.json()["events"]  # type: ignore[no-any-return]
+
+
+async def test_a_task_whose_control_plane_died_is_settled_from_its_turn(
+        deployment: tuple[Cluster, Proc]) -> None:
+    """Control plane A takes a task and is killed (SIGKILL) while its turn runs; the turn goes
+    on on the bus and ends. ``tasks/get`` on control plane B, once A's lease on the task has
+    lapsed, completes the task from the session log: the reply event's text is the artifact."""
+    c, a = deployment
+    b = c.api(AGENTIA_MAX_SESSIONS_PER_USER="2")
+    async for client in _client(a, "fay", streaming=False, polling=True):
+        task: Task = [e async for e in client.send_message(_message(
+            "tell me a long story about the sea and the ships and the harbour"))][-1].task
+        async with asyncio.timeout(WAIT_S):
+            while task.status.state != TaskState.TASK_STATE_WORKING:
+                await asyncio.sleep(0.1)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+    a.kill()  # no shutdown: A's task stays `working` in the store, its lease not renewed
+    sid = f"a2a:{task.context_id}"
+    async for client in _client(b, "fay", streaming=False):
+        async with asyncio.timeout(WAIT_S):
+            while task.status.state == TaskState.TASK_STATE_WORKING:
+                await asyncio.sleep(0.2)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+        [reply] = [e["text"] for e in await _events(b, "fay", sid) if e["type"] == "reply"]
+        assert get_artifact_text(task.artifacts[0]) == reply and reply
+        assert [a.artifact_id for a in task.artifacts] == ["reply"]
+        assert "turn" in task.history[-1].parts[0].text  # the working status, now history
+        again = await client.get_task(GetTaskRequest(id=task.id))  # stored, not recomputed
+        assert again.status.state == TaskState.TASK_STATE_COMPLETED
+        assert again.status.timestamp == task.status.timestamp
+    assert "Traceback" not in log_of(b)
