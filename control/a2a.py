@@ -8,8 +8,9 @@ and the task follows that turn in the session log: the running turn's text (its 
 buffer, what a resume reads) streams as artifact chunks; ``reply`` completes the task,
 ``cancelled`` cancels it, ``turn_error`` fails it (control/a2a_turns.py). Cancelling the task
 cancels the turn on the bus (:meth:`Bus.cancel`), as a ``cancel`` frame does. The replica
-following a task holds its lease; ``tasks/get`` on any replica settles a task whose lease has
-lapsed from its turn's log (:meth:`Handler.settle`).
+following a task holds its lease; the request handler (control/a2a_handler.py) answers
+``tasks/get``, ``tasks/cancel`` and ``tasks/resubscribe`` on any replica from the task store
+and the turn's log.
 
 Routes (the agent's name in the path, or none for the default agent)::
 
@@ -22,15 +23,12 @@ Routes (the agent's name in the path, or none for the default agent)::
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.cluster.task_store import ConcurrentTaskModificationError
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandlerV2
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import create_jsonrpc_routes
 from a2a.server.tasks import TaskUpdater
@@ -44,18 +42,16 @@ from a2a.types import (
     SecurityScheme,
     StringList,
     Task,
-    TaskState,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0
-from a2a.utils.task import apply_history_length
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from google.protobuf.json_format import MessageToDict
 from starlette.authentication import SimpleUser
 
 from agentia.codes import AgentiaError
 from control import a2a_turns as T
-from control.a2a_store import RENEW_S, TERMINAL, RedisTaskStore
+from control.a2a_handler import Handler
+from control.a2a_store import RENEW_S, RedisTaskStore
 from gateway.auth import AuthError, Verifier, token_from
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing
@@ -69,8 +65,6 @@ MAX_TEXT_CHARS = 16_000
 """Characters of a message's text at most: a ``send``'s default (``AGENTIA_MAX_TEXT_CHARS``)."""
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 BEARER = "bearer"
-TURN_KEY = "agentia"
-"""A working task's status message metadata: ``{"agentia": {"session", "turn"}}``."""
 
 
 def card_for(info: dict[str, Any], url: str) -> AgentCard:
@@ -141,7 +135,7 @@ class TurnExecutor(AgentExecutor):
         # the turn in the task's status: what tasks/cancel cancels, on any replica
         await up.start_work(up.new_agent_message(
             [new_text_part(f"turn {sub.offset} of session {sid}")],
-            {TURN_KEY: {"session": sid, "turn": sub.offset}}))
+            {T.TURN_KEY: {"session": sid, "turn": sub.offset}}))
         # tasks/cancel (here or on another replica) or a shutdown cancels this: the turn goes
         # on in its session unless tasks/cancel cancelled it (Handler.on_cancel_task)
         await self._follow(up, context.call_context, sid, sub.offset)
@@ -193,93 +187,6 @@ class TurnExecutor(AgentExecutor):
         task = context.current_task
         assert task is not None
         await TaskUpdater(event_queue, task.id, task.context_id).cancel()
-
-
-class Handler(DefaultRequestHandlerV2):
-    """The SDK's request handler, with ``tasks/cancel`` also cancelling the task's turn on the
-    bus: the SDK calls the executor's ``cancel`` only on the replica running the task (on
-    another it writes ``canceled`` to the shared store, and the running replica stops at its
-    next save), so the turn is cancelled here, from the task's record, on either. And
-    ``tasks/get`` of a task no control plane follows any more settles it (:meth:`settle`)."""
-
-    def __init__(self, bus: Bus, executor: TurnExecutor, store: RedisTaskStore,
-                 card: AgentCard) -> None:
-        with warnings.catch_warnings():  # no event stream: tasks/resubscribe is per replica
-            warnings.simplefilter("ignore")
-            super().__init__(executor, store, card)
-        self.bus, self.store = bus, store
-
-    async def on_cancel_task(self, params: Any, context: Any) -> Any:
-        stored = await self.store.get(params.id, context)
-        done = await super().on_cancel_task(params, context)
-        running = running_turn(stored.task) if stored is not None else None
-        if running is not None:
-            await self.bus.cancel(*running)
-        return done
-
-    async def on_get_task(self, params: Any, context: Any) -> Any:
-        task = await super().on_get_task(params, context)
-        if task is None or task.status.state in TERMINAL:
-            return task
-        done = await self.settle(params.id, context)
-        return task if done is None else apply_history_length(done, params)
-
-    async def settle(self, task_id: str, context: ServerCallContext) -> Task | None:
-        """The task ended from its turn's log, and saved, if its lease has lapsed (the control
-        plane that followed it died or stopped) and the turn has ended (or is past
-        :data:`T.TURN_LIMIT_S`, or gone from the log); else None. Bounded: one read of the
-        task and its lease, then at most :data:`T.SCAN_EVENTS` log events. A concurrent
-        write (the owner was only slow, or another replica settled it first) wins: its task is
-        returned."""
-        stored = await self.store.get(task_id, context)
-        if stored is None or stored.task.status.state in TERMINAL \
-                or await self.store.leased(task_id, context):
-            return None
-        done = await self._ending(stored.task)
-        if done is None:
-            return None
-        try:
-            await self.store.save(done, event=None, prev=stored.task,
-                                  prev_version=stored.version, context=context)
-        except ConcurrentTaskModificationError:
-            again = await self.store.get(task_id, context)
-            return again.task if again is not None else None
-        return done
-
-    async def _ending(self, task: Task) -> Task | None:
-        """The terminal form of an unfollowed task, or None while its turn goes on."""
-        failed = TaskState.TASK_STATE_FAILED
-        running = running_turn(task)
-        if running is None:  # submitted: its control plane stopped before the turn's record
-            return T.settled(task, T.status(failed, T.said(
-                task, "the control plane that took this task stopped before recording its "
-                      f"turn (any turn goes on in session a2a:{task.context_id})")))
-        sid, turn = running
-        try:
-            end = await T.find_end(self.bus, sid, turn)
-        except T.Gone:
-            return T.settled(task, T.status(failed, T.said(
-                task, f"turn {turn} is no longer in the log of session {sid}")))
-        if end is not None:
-            return T.settled(task, *T.end_status(task, end))
-        if T.age_s(task) < T.TURN_LIMIT_S:
-            return None
-        return T.settled(task, T.status(failed, T.said(
-            task, f"the turn did not end within {T.TURN_LIMIT_S:.0f} s")))
-
-
-def running_turn(task: Any) -> tuple[str, int] | None:
-    """(session, turn) of a working task, from its status message's metadata (written by
-    :meth:`TurnExecutor.execute` on whichever replica started it)."""
-    if task.status.state != TaskState.TASK_STATE_WORKING:
-        return None
-    meta = MessageToDict(task.status.message.metadata).get(TURN_KEY)
-    if not isinstance(meta, dict) or not isinstance(meta.get("session"), str):
-        return None
-    try:
-        return meta["session"], int(meta["turn"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _said(up: TaskUpdater, text: str) -> Any:
@@ -350,8 +257,9 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
         methods=["POST"], tags=["a2a"], summary="A2A JSON-RPC endpoint",
         description="A2A JSON-RPC 2.0 (`SendMessage`/`message/send`, `SendStreamingMessage`/"
                     "`message/stream` as SSE, `GetTask`/`tasks/get`, `CancelTask`/"
-                    "`tasks/cancel`) for the default agent or `{agent}`; a message is a turn "
-                    "in session `a2a:<contextId>` (docs/a2a.md). Bearer token required.",
+                    "`tasks/cancel`, `SubscribeToTask`/`tasks/resubscribe` as SSE) for the "
+                    "default agent or `{agent}`; a message is a turn in session "
+                    "`a2a:<contextId>` (docs/a2a.md). Bearer token required.",
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"type": "object", "required": ["jsonrpc", "method"], "properties": {
                 "jsonrpc": {"const": "2.0"}, "id": {}, "method": {"type": "string"},

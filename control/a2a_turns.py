@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from a2a.helpers.proto_helpers import new_text_part
 from a2a.types import Artifact, Message, Role, Task, TaskState, TaskStatus
+from google.protobuf.json_format import MessageToDict
 
 from sessions import events as E
 from sessions.bus import Bus
@@ -35,6 +36,8 @@ SCAN_EVENTS = 1_000
 """Log events after a turn read at most, per request, to find its end (:func:`find_end`)."""
 ARTIFACT = "reply"
 """The id and name of a task's one artifact: the turn's reply."""
+TURN_KEY = "agentia"
+"""A working task's status message metadata: ``{"agentia": {"session", "turn"}}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +146,23 @@ def age_s(task: Task) -> float:
     if not task.status.HasField("timestamp"):
         return float("inf")
     return time.time() - task.status.timestamp.ToMilliseconds() / 1000
+
+
+def running_turn(task: Task) -> tuple[str, int] | None:
+    """(session, turn) of a working task, from its status message's metadata (written by
+    ``TurnExecutor.execute`` on whichever replica started it)."""
+    if task.status.state != TaskState.TASK_STATE_WORKING:
+        return None
+    meta = MessageToDict(task.status.message.metadata).get(TURN_KEY)
+    if not isinstance(meta, dict) or not isinstance(meta.get("session"), str):
+        return None
+    try:
+        return meta["session"], int(meta["turn"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def reply_text(task: Task) -> str:
+    """The text of the task's ``reply`` artifact so far (what its chunks added up to)."""
+    return "".join(p.text for a in task.artifacts if a.artifact_id == ARTIFACT
+                   for p in a.parts)
