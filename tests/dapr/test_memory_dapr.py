@@ -135,3 +135,15 @@ async def test_the_state_store_keeps_the_newest_items(s: Sessions) -> None:
     raw = http("GET", f"{s.d.url}/v1.0/state/{STORE}/{s.keys.prefix}:{s.sid}:items").json()
     assert raw["moved"][0] == 4  # all four moved, the oldest dropped
     assert await s.journal() == []
+
+
+def test_a_moved_mark_counts_only_the_batch_at_the_journals_head() -> None:
+    """No daprd needed: which journal entries a ``moved`` mark says are in the state store."""
+    from sessions.memory_dapr import _digest, _moved
+
+    batch = [b"1|a", b"1|b", b"n|c"]
+    assert _moved([2, _digest(batch[:2])], batch) == 2  # a dead mover's batch, then more
+    assert _moved([3, _digest(batch)], batch) == 3
+    assert _moved([2, _digest([b"1|a", b"1|x"])], batch) == 0  # another batch: none
+    assert _moved([4, _digest([*batch, b"2|d"])], batch) == 0  # longer than the head
+    assert _moved(None, batch) == 0 and _moved([1, _digest(batch[:1])], []) == 0
