@@ -355,8 +355,8 @@ class WorkerSettings(Common):
     """How often each MCP server is probed (a failed tool call probes at once)."""
     memory: str = "redis"
     """Where the agent's conversation memory lives: ``redis`` (sessions/memory.py) or ``dapr``
-    (the Agents SDK's ``DaprSession`` in ``dapr_statestore`` through the sidecar; needs the
-    ``dapr`` extra). docs/dapr.md"""
+    (ended turns in ``dapr_statestore`` through the sidecar, the last one in the Redis journal;
+    sessions/memory_dapr.py; needs the ``dapr`` extra). docs/dapr.md"""
     dapr_statestore: str = "agentia-state"
     """The Dapr state store component of ``memory=dapr``."""
     dapr_grpc_port: int = 0

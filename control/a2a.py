@@ -6,8 +6,11 @@ An A2A context is an Agentia session ``a2a:<contextId>`` owned by the caller's `
 message is a turn submitted as a WebSocket ``send`` is (:meth:`Bus.submit`, source ``a2a``),
 and the task follows that turn in the session log: the running turn's text (its partial
 buffer, what a resume reads) streams as artifact chunks; ``reply`` completes the task,
-``cancelled`` cancels it, ``turn_error`` fails it. Cancelling the task cancels the turn on the
-bus (:meth:`Bus.cancel`), as a ``cancel`` frame does.
+``cancelled`` cancels it, ``turn_error`` fails it (control/a2a_turns.py). Cancelling the task
+cancels the turn on the bus (:meth:`Bus.cancel`), as a ``cancel`` frame does. The replica
+following a task holds its lease; the request handler (control/a2a_handler.py) answers
+``tasks/get``, ``tasks/cancel`` and ``tasks/resubscribe`` on any replica from the task store
+and the turn's log.
 
 Routes (the agent's name in the path, or none for the default agent)::
 
@@ -19,16 +22,13 @@ Routes (the agent's name in the path, or none for the default agent)::
 
 from __future__ import annotations
 
-import asyncio
 import time
-import warnings
 from typing import Any
 
-import orjson
 from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandlerV2
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import create_jsonrpc_routes
 from a2a.server.tasks import TaskUpdater
@@ -41,27 +41,23 @@ from a2a.types import (
     SecurityRequirement,
     SecurityScheme,
     StringList,
-    TaskState,
+    Task,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_1_0
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from google.protobuf.json_format import MessageToDict
 from starlette.authentication import SimpleUser
 
 from agentia.codes import AgentiaError
-from control.a2a_store import RedisTaskStore
+from control import a2a_turns as T
+from control.a2a_handler import Handler
+from control.a2a_store import RENEW_S, RedisTaskStore
 from gateway.auth import AuthError, Verifier, token_from
 from sessions import keys as K
 from sessions.bus import Bus, Forbidden, Missing
 from sessions.errors import AgentMismatch, UnknownAgent
 from sessions.opening import Limits, Refused
 
-POLL_S = 0.1
-"""How often a running task reads its turn's log and partial text (one XRANGE + one LRANGE)."""
-TURN_LIMIT_S = 600.0
-"""A task whose turn has not ended after this long is failed (the turn goes on in its
-session)."""
 _SESSION_CODES = {4502: "new_sessions_rate", 4503: "too_many_sessions"}
 MAX_BODY = 256 * 1024
 """Bytes of one JSON-RPC request at most (else 413, read no further)."""
@@ -69,8 +65,6 @@ MAX_TEXT_CHARS = 16_000
 """Characters of a message's text at most: a ``send``'s default (``AGENTIA_MAX_TEXT_CHARS``)."""
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 BEARER = "bearer"
-TURN_KEY = "agentia"
-"""A working task's status message metadata: ``{"agentia": {"session", "turn"}}``."""
 
 
 def card_for(info: dict[str, Any], url: str) -> AgentCard:
@@ -102,12 +96,17 @@ def card_for(info: dict[str, Any], url: str) -> AgentCard:
 class TurnExecutor(AgentExecutor):
     """Runs each A2A message as a turn of one agent on the bus."""
 
-    def __init__(self, bus: Bus, agent: str, limits: Limits) -> None:
-        self.bus, self.agent, self.limits = bus, agent, limits
+    def __init__(self, bus: Bus, agent: str, limits: Limits, store: RedisTaskStore) -> None:
+        self.bus, self.agent, self.limits, self.store = bus, agent, limits, store
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Run the message's turn. The task's lease is taken before the task is first saved
+        and renewed while the turn is followed; once it lapses (this replica died or stopped,
+        or the task ended here) any replica may settle the task from its turn's log
+        (:meth:`Handler.settle`)."""
         msg = context.message
         assert msg is not None and context.task_id and context.context_id
+        await self.store.lease(context.task_id, context.call_context)
         task = context.current_task or new_task_from_user_message(msg)
         if context.current_task is None:
             await event_queue.enqueue_event(task)
@@ -136,10 +135,10 @@ class TurnExecutor(AgentExecutor):
         # the turn in the task's status: what tasks/cancel cancels, on any replica
         await up.start_work(up.new_agent_message(
             [new_text_part(f"turn {sub.offset} of session {sid}")],
-            {TURN_KEY: {"session": sid, "turn": sub.offset}}))
+            {T.TURN_KEY: {"session": sid, "turn": sub.offset}}))
         # tasks/cancel (here or on another replica) or a shutdown cancels this: the turn goes
         # on in its session unless tasks/cancel cancelled it (Handler.on_cancel_task)
-        await self._follow(up, sid, sub.offset)
+        await self._follow(up, context.call_context, sid, sub.offset)
 
     async def _open(self, sid: str, user: str) -> str:
         """Open the user's session; a new one is first counted against the user's session
@@ -160,32 +159,27 @@ class TurnExecutor(AgentExecutor):
         await self.bus.open_session(sid, user, "", agent=self.agent)
         return ""
 
-    async def _follow(self, up: TaskUpdater, sid: str, turn: int) -> None:
-        """Map the turn's log events and partial text to task events until it ends."""
-        after, sent, deadline = turn, "", time.monotonic() + TURN_LIMIT_S
-        while time.monotonic() < deadline:
-            for offset, raw in (await self.bus.replay(sid, after, None, 200)).events:
-                after = offset
-                e = orjson.loads(raw)
-                if e.get("turn") != turn:
-                    continue
-                kind = e.get("type")
-                if kind == "reply":
-                    await up.add_artifact([new_text_part(e.get("text", ""))], "reply",
-                                          "reply", append=False, last_chunk=True)
-                    return await up.complete()
-                if kind == "cancelled":
-                    return await up.cancel(_said(up, e.get("text", "") or "cancelled"))
-                if kind == "turn_error":
-                    return await up.failed(_said(up, f"{e.get('code')}: {e.get('message')}"))
-            p = await self.bus.partial(sid)
-            if p is not None and p.turn == turn and len(p.text) > len(sent) \
-                    and p.text.startswith(sent):
-                await up.add_artifact([new_text_part(p.text[len(sent):])], "reply", "reply",
-                                      append=bool(sent))
-                sent = p.text
-            await asyncio.sleep(POLL_S)
-        await up.failed(_said(up, f"the turn did not end within {TURN_LIMIT_S:.0f} s"))
+    async def _follow(self, up: TaskUpdater, call: ServerCallContext, sid: str,
+                      turn: int) -> None:
+        """Map the turn's log events and partial text to task events until it ends, renewing
+        the task's lease every :data:`RENEW_S`."""
+        renewed = time.monotonic()
+        async for step in T.follow(self.bus, sid, turn):
+            if step.end is not None:
+                status, reply = T.end_status(Task(id=up.task_id, context_id=up.context_id),
+                                             step.end)
+                if reply is not None:
+                    await up.add_artifact([new_text_part(reply)], T.ARTIFACT, T.ARTIFACT,
+                                          append=False, last_chunk=True)
+                return await up.update_status(status.state, status.message
+                                              if status.HasField("message") else None)
+            if step.text:
+                await up.add_artifact([new_text_part(step.text)], T.ARTIFACT, T.ARTIFACT,
+                                      append=step.append)
+            if time.monotonic() - renewed >= RENEW_S:
+                await self.store.lease(up.task_id, call)
+                renewed = time.monotonic()
+        await up.failed(_said(up, f"the turn did not end within {T.TURN_LIMIT_S:.0f} s"))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """The task canceled (on this replica, which runs it); the turn is cancelled on the bus
@@ -193,42 +187,6 @@ class TurnExecutor(AgentExecutor):
         task = context.current_task
         assert task is not None
         await TaskUpdater(event_queue, task.id, task.context_id).cancel()
-
-
-class Handler(DefaultRequestHandlerV2):
-    """The SDK's request handler, with ``tasks/cancel`` also cancelling the task's turn on the
-    bus: the SDK calls the executor's ``cancel`` only on the replica running the task (on
-    another it writes ``canceled`` to the shared store, and the running replica stops at its
-    next save), so the turn is cancelled here, from the task's record, on either."""
-
-    def __init__(self, bus: Bus, executor: TurnExecutor, store: RedisTaskStore,
-                 card: AgentCard) -> None:
-        with warnings.catch_warnings():  # no event stream: tasks/resubscribe is per replica
-            warnings.simplefilter("ignore")
-            super().__init__(executor, store, card)
-        self.bus, self.store = bus, store
-
-    async def on_cancel_task(self, params: Any, context: Any) -> Any:
-        stored = await self.store.get(params.id, context)
-        done = await super().on_cancel_task(params, context)
-        running = running_turn(stored.task) if stored is not None else None
-        if running is not None:
-            await self.bus.cancel(*running)
-        return done
-
-
-def running_turn(task: Any) -> tuple[str, int] | None:
-    """(session, turn) of a working task, from its status message's metadata (written by
-    :meth:`TurnExecutor.execute` on whichever replica started it)."""
-    if task.status.state != TaskState.TASK_STATE_WORKING:
-        return None
-    meta = MessageToDict(task.status.message.metadata).get(TURN_KEY)
-    if not isinstance(meta, dict) or not isinstance(meta.get("session"), str):
-        return None
-    try:
-        return meta["session"], int(meta["turn"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _said(up: TaskUpdater, text: str) -> Any:
@@ -276,7 +234,8 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
         name = str(info["name"])
         if name not in endpoints:
             url = f"{base(request)}/a2a/{name}"
-            handler = Handler(bus, TurnExecutor(bus, name, limits), store, card_for(info, url))
+            handler = Handler(bus, TurnExecutor(bus, name, limits, store), store,
+                              card_for(info, url))
             endpoints[name] = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True)[0] \
                 .endpoint
         body = bytearray()
@@ -298,8 +257,9 @@ def add_a2a(app: FastAPI, bus: Bus, verifier: Verifier, public_url: str,
         methods=["POST"], tags=["a2a"], summary="A2A JSON-RPC endpoint",
         description="A2A JSON-RPC 2.0 (`SendMessage`/`message/send`, `SendStreamingMessage`/"
                     "`message/stream` as SSE, `GetTask`/`tasks/get`, `CancelTask`/"
-                    "`tasks/cancel`) for the default agent or `{agent}`; a message is a turn "
-                    "in session `a2a:<contextId>` (docs/a2a.md). Bearer token required.",
+                    "`tasks/cancel`, `SubscribeToTask`/`tasks/resubscribe` as SSE) for the "
+                    "default agent or `{agent}`; a message is a turn in session "
+                    "`a2a:<contextId>` (docs/a2a.md). Bearer token required.",
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"type": "object", "required": ["jsonrpc", "method"], "properties": {
                 "jsonrpc": {"const": "2.0"}, "id": {}, "method": {"type": "string"},

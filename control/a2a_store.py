@@ -9,7 +9,9 @@ Per owner (the token's ``sub``: the SDK's owner resolver), three keys in the own
 
 * ``<p>:{u.<owner>}:a2a``: hash, task id → the task (its protobuf bytes);
 * ``<p>:{u.<owner>}:a2a:v``: hash, task id → ``<version>:<1 if terminal else 0>``;
-* ``<p>:{u.<owner>}:a2a:at``: sorted set, task id → when it was last saved (unix ms).
+* ``<p>:{u.<owner>}:a2a:at``: sorted set, task id → when it was last saved (unix ms);
+* ``<p>:{u.<owner>}:a2a:lease:<task id>``: string, while a control plane follows the task's
+  turn (``PX`` :data:`LEASE_S`, renewed every :data:`RENEW_S`).
 
 A save (:data:`SAVE`, one script) checks the version the task was read at (or, for a cancel,
 only that the stored task is not terminal), writes all three, keeps the owner's newest
@@ -38,6 +40,10 @@ MAX_TASKS = 1_000
 """Tasks kept per owner: the newest by last save; older ones are forgotten."""
 TASK_TTL_S = 24 * 3600
 """An owner's task records live this long after their last save."""
+LEASE_S = 5.0
+"""A task's lease: the control plane following its turn renews it every :data:`RENEW_S`;
+once it has lapsed, any replica settles the task from its turn's log (control/a2a.py)."""
+RENEW_S = 1.0
 TERMINAL = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_CANCELED,
                       TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED})
 
@@ -97,6 +103,17 @@ class RedisTaskStore(VersionedTaskStore):
         if v < 0:
             raise ConcurrentTaskModificationError(task.id)
         return TaskVersion(v)
+
+    def _lease(self, task_id: str, context: ServerCallContext) -> str:
+        return f"{self._keys(context)[0]}:lease:{task_id}"
+
+    async def lease(self, task_id: str, context: ServerCallContext) -> None:
+        """Take or renew the task's lease (for :data:`LEASE_S`)."""
+        await self.redis.set(self._lease(task_id, context), b"1", px=int(LEASE_S * 1000))
+
+    async def leased(self, task_id: str, context: ServerCallContext) -> bool:
+        """Whether a control plane follows the task (its lease has not lapsed)."""
+        return bool(await self.redis.exists(self._lease(task_id, context)))
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
         tasks, versions, _ = self._keys(context)

@@ -117,8 +117,8 @@ async def dapr_memory(s: WorkerSettings, bus: Bus) -> tuple[Any, Any]:
     except TimeoutError:
         raise SettingsError("AGENTIA_MEMORY=dapr: no Dapr sidecar answered on DAPR_HTTP_PORT "
                             "(DAPR_HEALTH_TIMEOUT s)") from None
-    return client, lambda sid, _turn, _owner: DaprMemory(
-        client, s.dapr_statestore, bus.redis, bus.keys, sid)
+    return client, lambda sid, turn, owner: DaprMemory(
+        client, s.dapr_statestore, bus.redis, bus.keys, sid, turn, owner)
 
 
 async def serve_worker(s: WorkerSettings, api_key: str | None, burst: bool = False,

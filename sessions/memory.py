@@ -28,7 +28,7 @@ class Memory(Session, Protocol):
     outage, not the turn's failure), and the items not written yet: ``take_unsaved`` (the
     worker writes them with the turn's ending) and ``save`` (before a pause).
     :class:`RedisMemory` here, ``DaprMemory`` in sessions/memory_dapr.py
-    (``AGENTIA_MEMORY=dapr``, which writes at once: nothing unsaved)."""
+    (``AGENTIA_MEMORY=dapr``: this memory as its journal, ended turns in the state store)."""
 
     outage: bool
 

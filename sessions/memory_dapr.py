@@ -1,30 +1,50 @@
 """Conversation memory in a Dapr state store (``AGENTIA_MEMORY=dapr``; docs/dapr.md).
 
-The Agents SDK's own ``agents.extensions.memory.DaprSession`` keeps the conversation, through
-the sidecar's gRPC API, in the state store ``AGENTIA_DAPR_STATESTORE`` under the key
-``<prefix>:<session>`` (Dapr prefixes it with the app id). What stays in Redis: the messages
-posted into the session (operator/system ``message`` events, sessions/backend_redis.py) and
-user turns held by a takeover, which the turn's start moves into the session's Redis memory
-list (scripts.py ``START``). :class:`DaprMemory` shows those to the agent after the stored
-conversation and moves them into the state store with the turn's first items.
+The session's Redis memory list is the journal; the state store holds the conversation up to
+the turns that ended. A turn writes its items exactly as with Redis memory
+(:class:`sessions.memory.RedisMemory`: kept unsaved until the turn's successful ending writes
+them, atomically with that ending and fenced by the session lock, or a pause saves them; a
+failed attempt writes nothing, a retry's ``START`` and a dead letter's ``ROLLBACK`` remove what
+a pause saved). Posted messages land there too (``START``'s ``n|`` notes). At the start of a
+session's next attempt, :class:`DaprMemory` moves every journal entry ahead of the current
+turn's own into the state value ``<prefix>:<session>:items`` (read with its ETag and written
+with first-write-wins, so of two concurrent movers one wins and the other finds the batch
+moved), keeps the newest :data:`sessions.keys.MEMORY_MAXLEN` items there, then trims the moved
+entries from the journal in a script that checks the session lock (:data:`TRIM`).
 
-Not as with Redis memory: a failed, cancelled or paused attempt's items are not rolled back
-(a retried turn may repeat its user message), and writes are not fenced by the session lock.
-Needs the ``dapr`` package (``pip install 'agentia[dapr]'``).
+A mover that dies between its state write and its trim leaves the batch in the journal: the
+state value records the last batch moved (``moved``: its entry count and SHA-1), so the next
+mover finds those entries at the journal's head, writes only what follows them and trims
+them all, never writing an entry twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import orjson
 from agents.items import TResponseInputItem
 from agents.memory.session_settings import SessionSettings
 
-from agentia.codes import BusUnavailable
 from sessions import keys as K
-from sessions.redis_client import REDIS_DOWN, is_down
+from sessions.errors import LockLost
+from sessions.memory import RedisMemory
+
+WRITE_TRIES = 3
+"""State writes refused for a stale ETag (another mover won) before the attempt fails."""
+
+# KEYS: memory, lock; ARGV: owner, entries moved, the last of them. Removes the journal's first
+# entries once they are in the state store: only by the lock's holder (-2 otherwise), and only
+# if they are still the ones moved (0 otherwise: nothing removed).
+TRIM = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
+local n = tonumber(ARGV[2])
+if redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[3] then return 0 end
+redis.call('LTRIM', KEYS[1], n, -1)
+return 1
+"""
 
 
 async def connect_dapr(grpc_port: int) -> Any:
@@ -38,64 +58,85 @@ async def connect_dapr(grpc_port: int) -> Any:
     return DaprClient(address=f"127.0.0.1:{grpc_port}")
 
 
-class DaprMemory:
-    """One session's memory for one attempt of a turn, in a Dapr state store."""
+class DaprMemory(RedisMemory):
+    """One session's memory for one attempt of a turn: the state store's items, then the
+    journal's (module doc)."""
 
     session_settings: SessionSettings | None = None
 
-    def __init__(self, client: Any, store: str, redis: Any, keys: K.Keys,
-                 session_id: str) -> None:
-        from agents.extensions.memory import DaprSession
-
-        # the model sees the newest MEMORY_MAXLEN items, as with Redis memory (the state value
-        # itself keeps them all: the SDK stores the whole list as one value)
-        self.inner = DaprSession(f"{keys.prefix}:{session_id}", state_store_name=store,
-                                 dapr_client=client, ttl=K.SESSION_TTL,
-                                 session_settings=SessionSettings(limit=K.MEMORY_MAXLEN))
-        self.session_id = session_id
-        self.redis = redis
-        self.key = keys.memory(session_id)
-        self.outage = False
-        self._pending: list[bytes] | None = None
-        """The Redis memory list's entries (messages moved in by START), read once."""
+    def __init__(self, client: Any, store: str, redis: Any, keys: K.Keys, session_id: str,
+                 turn: int = 0, owner: str = "", max_items: int = K.MEMORY_MAXLEN) -> None:
+        super().__init__(redis, keys, session_id, turn, max_items, owner)
+        self.client, self.store = client, store
+        self.state_key = f"{keys.prefix}:{session_id}:items"
+        self._stored: list[TResponseInputItem] | None = None
+        """The state store's items, read (and the journal moved) once per attempt."""
+        self._trim = redis.register_script(TRIM)
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
-        items = await self.inner.get_items(limit)
-        return [*items, *await self._notes()]
-
-    async def add_items(self, items: list[TResponseInputItem]) -> None:
-        notes = await self._notes()
-        if not items and not notes:
-            return
-        await self.inner.add_items([*notes, *items])
-        if self._pending:  # moved: only what was read (nothing is added to it mid-turn)
-            await self._call(self.redis.ltrim(self.key, len(self._pending), -1))
-        self._pending = []
-
-    async def pop_item(self) -> TResponseInputItem | None:
-        return await self.inner.pop_item()
-
-    def take_unsaved(self) -> list[bytes]:
-        """Nothing: items are written as they are added."""
-        return []
-
-    async def save(self) -> None:
-        """Nothing to write (items are written as they are added)."""
+        stored = await self._load()
+        items = [*stored, *await super().get_items()]
+        return items[-(limit or self.max_items):]
 
     async def clear_session(self) -> None:
-        await self.inner.clear_session()
-        await self._call(self.redis.delete(self.key))
+        await self.client.delete_state(self.store, self.state_key)
+        self._stored = []
+        await super().clear_session()
 
-    async def _notes(self) -> list[TResponseInputItem]:
-        if self._pending is None:
-            self._pending = list(await self._call(self.redis.lrange(self.key, 0, -1)))
-        return [orjson.loads(raw.partition(b"|")[2]) for raw in self._pending]
+    async def _load(self) -> list[TResponseInputItem]:
+        if self._stored is None:
+            self._stored = await self._move()
+        return self._stored
 
-    async def _call(self, op: Any) -> Any:
+    async def _move(self) -> list[TResponseInputItem]:
+        """Move the journal's entries ahead of this turn's into the state store; its items."""
+        raw = await self._call(self.redis.lrange(self.key, 0, -1))
+        n = next((i for i, r in enumerate(raw) if r.startswith(self.tag)), len(raw))
+        batch = raw[:n]
+        for tries in range(1, WRITE_TRIES + 1):
+            got = await self.client.get_state(self.store, self.state_key)
+            value = orjson.loads(got.data) if got.data else {"items": [], "moved": None}
+            new = batch[_moved(value.get("moved"), batch):]
+            if not new:
+                break  # nothing to move, or moved already by a mover that died before its trim
+            value = {"items": [*value["items"], *(_item(r) for r in new)][-self.max_items:],
+                     "moved": [n, _digest(batch)]}
+            if await self._write(orjson.dumps(value), got.etag or None, tries):
+                break
+        if batch and int(await self._call(self._trim(
+                keys=[self.key, self.lock], args=[self.owner, n, batch[-1]]))) == -2:
+            raise LockLost(self.session_id)
+        return list(value["items"])
+
+    async def _write(self, data: bytes, etag: str | None, tries: int) -> bool:
+        """First-write-wins save; False when another write came first (and tries are left)."""
+        from dapr.clients.exceptions import DaprInternalError
+        from dapr.clients.grpc._state import Concurrency, StateOptions
+
         try:
-            return await op
-        except (*REDIS_DOWN, AttributeError) as exc:
-            if not is_down(exc):
+            await self.client.save_state(
+                self.store, self.state_key, data, etag=etag,
+                options=StateOptions(concurrency=Concurrency.first_write),
+                state_metadata={"ttlInSeconds": str(K.SESSION_TTL)})
+        except DaprInternalError:
+            if etag is None or tries >= WRITE_TRIES:
                 raise
-            self.outage = True
-            raise BusUnavailable() from exc
+            return False
+        return True
+
+
+def _digest(entries: list[bytes]) -> str:
+    return hashlib.sha1(b"\n".join(entries)).hexdigest()
+
+
+def _moved(mark: Any, batch: list[bytes]) -> int:
+    """How many of the batch's first entries the state store has already (``moved``: the count
+    and digest of the last batch moved, whose trim may not have happened)."""
+    if isinstance(mark, list) and len(mark) == 2 and 0 < mark[0] <= len(batch) \
+            and _digest(batch[:mark[0]]) == mark[1]:
+        return int(mark[0])
+    return 0
+
+
+def _item(raw: bytes) -> Any:
+    return orjson.loads(raw.partition(b"|")[2])

@@ -6,8 +6,10 @@ with ``pubsub.redis`` and ``state.redis`` on that Redis (tests/dapr/test_daprd.p
   was down while the turn ran (the turn was not held up; the publisher retried).
 * A CloudEvent published to the inbound topic reaches a connected WebSocket client as a
   ``message`` event, once per CloudEvent id, and the agent (on Dapr memory) sees it.
-* A worker with ``AGENTIA_MEMORY=dapr`` remembers across turns; the conversation is in the
-  state store (read back through daprd's state API), not in Agentia's Redis memory key.
+* A worker with ``AGENTIA_MEMORY=dapr`` remembers across turns; the conversation's ended turns
+  are in the state store (read back through daprd's state API), not in Agentia's Redis memory
+  key (the journal), which holds only the last turn (tests/dapr/test_memory_dapr.py for the
+  rest of Dapr memory's guarantees).
 """
 
 from __future__ import annotations
@@ -261,19 +263,21 @@ async def test_a_worker_with_dapr_memory_remembers_across_turns(
             c = await Client.open(edge.port, user="alice", session=sid)
             await c.until("welcome")
             await turn(c, f"my code is {code}")
-            _, reply = await turn(c, "what did I say?")
+            second, reply = await turn(c, "what did I say?")
             assert f"my code is {code}" in reply
             await c.close()
-            # the conversation is in the state store, read through daprd's state API
-            got = http("GET", f"{d.url}/v1.0/state/{STORE}/{prefix}:{sid}:messages")
+            # the first turn is in the state store (moved there when the second started), read
+            # through daprd's state API; the second waits in the session's Redis journal
+            got = http("GET", f"{d.url}/v1.0/state/{STORE}/{prefix}:{sid}:items")
             assert got.status == 200, got.body
-            stored = json.dumps(got.json())
-            assert f"my code is {code}" in stored and "what did I say?" in stored
+            stored = json.dumps(got.json()["items"])
+            assert f"my code is {code}" in stored and "what did I say?" not in stored
         finally:
             d.stop()
     r = redis.Redis.from_url(redis_server.url)
-    try:  # and not in Agentia's own memory key
-        assert r.exists(K.Keys(prefix, 4).memory(sid)) == 0
+    try:
+        journal: list[bytes] = r.lrange(K.Keys(prefix, 4).memory(sid), 0, -1)  # type: ignore[assignment]
+        assert journal and all(e.startswith(b"%d|" % second) for e in journal), journal
     finally:
         r.close()
     no_traceback(worker)

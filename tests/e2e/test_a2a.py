@@ -20,6 +20,7 @@ from a2a.types import (
     Part,
     Role,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -272,3 +273,103 @@ async def test_every_replica_knows_every_task(deployment: tuple[Cluster, Proc]) 
 
 def log_of(p: Proc) -> str:
     return Path(p.log.name).read_text(errors="replace")
+
+
+async def _events(api: Proc, user: str, sid: str) -> list[dict[str, object]]:
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        r = await http.get(f"http://127.0.0.1:{api.port}/v1/sessions/{sid}/events",
+                           headers={"Authorization": f"Bearer {token(user)}"})
+        return r.json()["events"]  # type: ignore[no-any-return]
+
+
+async def test_a_task_whose_control_plane_died_is_settled_from_its_turn(
+        deployment: tuple[Cluster, Proc]) -> None:
+    """Control plane A takes a task and is killed (SIGKILL) while its turn runs; the turn goes
+    on on the bus and ends. ``tasks/get`` on control plane B, once A's lease on the task has
+    lapsed, completes the task from the session log: the reply event's text is the artifact."""
+    c, a = deployment
+    b = c.api(AGENTIA_MAX_SESSIONS_PER_USER="2")
+    async for client in _client(a, "fay", streaming=False, polling=True):
+        task: Task = [e async for e in client.send_message(_message(
+            "tell me a long story about the sea and the ships and the harbour"))][-1].task
+        async with asyncio.timeout(WAIT_S):
+            while task.status.state != TaskState.TASK_STATE_WORKING:
+                await asyncio.sleep(0.1)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+    a.kill()  # no shutdown: A's task stays `working` in the store, its lease not renewed
+    sid = f"a2a:{task.context_id}"
+    async for client in _client(b, "fay", streaming=False):
+        async with asyncio.timeout(WAIT_S):
+            while task.status.state == TaskState.TASK_STATE_WORKING:
+                await asyncio.sleep(0.2)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+        [reply] = [e["text"] for e in await _events(b, "fay", sid) if e["type"] == "reply"]
+        assert get_artifact_text(task.artifacts[0]) == reply and reply
+        assert [a.artifact_id for a in task.artifacts] == ["reply"]
+        assert "turn" in task.history[-1].parts[0].text  # the working status, now history
+        again = await client.get_task(GetTaskRequest(id=task.id))  # stored, not recomputed
+        assert again.status.state == TaskState.TASK_STATE_COMPLETED
+        assert again.status.timestamp == task.status.timestamp
+    assert "Traceback" not in log_of(b)
+
+
+STORY = "tell me a long story about the sea and the ships and the harbour"
+
+
+async def _working(api: Proc, user: str) -> Task:
+    """A task taken by ``api`` (not waited for), once it is working on its turn."""
+    async for client in _client(api, user, streaming=False, polling=True):
+        task: Task = [e async for e in client.send_message(_message(STORY))][-1].task
+        async with asyncio.timeout(WAIT_S):
+            while task.status.state != TaskState.TASK_STATE_WORKING:
+                await asyncio.sleep(0.1)
+                task = await client.get_task(GetTaskRequest(id=task.id))
+    return task
+
+
+async def _tail(api: Proc, user: str, task: Task, then: Proc | None = None
+                ) -> tuple[list[str], str, TaskState]:
+    """``tasks/resubscribe`` on ``api``: the chunks, the last chunk's text and the final state
+    (``then`` is killed once the first chunk has come)."""
+    chunks, final, state = [], "", TaskState.TASK_STATE_UNSPECIFIED
+    async for client in _client(api, user, streaming=True):
+        async with asyncio.timeout(WAIT_S):
+            async for e in client.subscribe(SubscribeToTaskRequest(id=task.id)):
+                if e.HasField("artifact_update"):
+                    text = get_artifact_text(e.artifact_update.artifact)
+                    if e.artifact_update.last_chunk:
+                        final = text
+                    else:
+                        chunks.append(text)
+                        if then is not None:
+                            then.kill()
+                if e.HasField("status_update"):
+                    state = e.status_update.status.state
+    return chunks, final, state
+
+
+async def test_resubscribe_on_a_replica_that_does_not_run_the_task(
+        deployment: tuple[Cluster, Proc]) -> None:
+    """``tasks/resubscribe`` on control plane B of a task A runs streams it from the turn's
+    log and partial text to its end; and again for a task whose A is killed (SIGKILL) while
+    B streams it: B's stream still ends, and the task is settled in the store."""
+    c, a = deployment
+    b = c.api(AGENTIA_MAX_SESSIONS_PER_USER="2")
+    for killed in (False, True):
+        task = await _working(a, "gus")
+        chunks, final, state = await _tail(b, "gus", task, a if killed else None)
+        [reply] = [e["text"] for e in await _events(b, "gus", f"a2a:{task.context_id}")
+                   if e["type"] == "reply"]
+        assert state == TaskState.TASK_STATE_COMPLETED, (killed, state)
+        assert final == reply and reply.startswith("".join(chunks)) and chunks, (killed, chunks)
+        async for client in _client(b, "gus", streaming=True):
+            async with asyncio.timeout(WAIT_S):  # A saves it (alive) or B settled it (killed)
+                while task.status.state == TaskState.TASK_STATE_WORKING:
+                    task = await client.get_task(GetTaskRequest(id=task.id))
+                    await asyncio.sleep(0.1)
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert get_artifact_text(task.artifacts[0]) == reply
+            with pytest.raises(Exception, match=r"(?i)terminal state"):  # as the SDK answers
+                _ = [e async for e in client.subscribe(SubscribeToTaskRequest(id=task.id))]
+    assert "Traceback" not in log_of(b)
