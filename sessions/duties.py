@@ -34,6 +34,8 @@ class Running:
     """Set by a notice that a decision was recorded, while the turn waits for one."""
     released: bool = False
     """The turn's ending freed the session lock (no turn was pending after it)."""
+    acked: bool = False
+    """The session's inbound entry was acked with the turn's ending."""
 
 
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:
