@@ -34,10 +34,11 @@ class RedisAttempts(RedisSessionLog):
         pipeline once the script (and its WAIT, when asked) answered that the lock was freed:
         the turn is durable before its entry is acked, one round trip fewer per turn. On a
         Cluster the entry's shard is another slot and the caller acks apart (``acked`` False).
-        Returns whether the lock was freed and whether ``ack`` ran."""
-        _, released, acked = await self._append_events(
-            sid, events, turn, owner, "", release=release, remember=remember or [], ack=ack)
-        return Ended(released, acked)
+        Returns whether the lock was freed, whether ``ack`` ran and, with ``release``, the
+        next pending turn when there is one (read in the same script: the worker runs it
+        without reading the pending turns again)."""
+        return (await self._append_events(sid, events, turn, owner, "", release=release,
+                                          remember=remember or [], ack=ack))[1]
 
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,

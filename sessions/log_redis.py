@@ -23,6 +23,7 @@ from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 from sessions.roles import (
     AgentMismatch,
+    Ended,
     Forbidden,
     LockLost,
     Missing,
@@ -33,6 +34,7 @@ from sessions.roles import (
     Submitted,
     UnknownAgent,
 )
+from sessions.turns_redis import turn_of
 
 _OPEN_REFUSALS = (Forbidden, Missing, UnknownAgent, AgentMismatch)
 
@@ -235,10 +237,11 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
     async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
                              owner: str, run: str, release: bool,
                              remember: list[bytes] | None = None, later: bool = False,
-                             ack: tuple[Any, ...] = ()) -> tuple[int, bool, bool]:
-        """Returns (the last event's offset, whether the lock was freed, whether ``ack`` ran:
-        a command run once the ending freed the lock, in its fan-out's round trip, on a single
-        Redis only)."""
+                             ack: tuple[Any, ...] = ()) -> tuple[int, Ended]:
+        """Returns the last event's offset and, for an ending, whether it freed the lock,
+        whether ``ack`` ran (a command run once the ending freed the lock, in its fan-out's
+        round trip, on a single Redis only) and the next pending turn (with ``release``, when
+        one is pending: the lock is kept for it)."""
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -254,13 +257,16 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
-        released = offset > 0 and int(res[1]) == 1
+        if offset <= 0:
+            return offset, Ended(False)
+        released = int(res[1]) == 1
         then = [ack] if ack and released and not self.cluster else []
-        if offset > 0 and later:
-            await self._fan_out_later(sid, offset - len(raws) + 1, raws, res[2:])
-        elif offset > 0:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[2:], then)
-        return offset, released, bool(then)
+        if later:
+            await self._fan_out_later(sid, offset - len(raws) + 1, raws, res[4:])
+        else:
+            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[4:], then)
+        nxt = turn_of(sid, res[2], res[3]) if res[2] else None
+        return offset, Ended(released, bool(then), nxt)
 
     @down
     async def replay(self, sid: str, after: int, epoch: str | None,

@@ -95,12 +95,16 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Ended:
     """A turn's ending written (``end_turn``): whether it freed the session lock (no turn was
-    pending after it) and whether the claim's ack went with it."""
+    pending after it), whether the claim's ack went with it, and the turn pending after it."""
 
     released: bool
     acked: bool = False
+    next: Turn | None = None
+    """The session's next pending turn (an ending asked to free the lock that kept it)."""
 
     def __bool__(self) -> bool:
+        """Whether the lock was freed (what ``end_turn`` answered before it answered this):
+        test ``is None``, not truth, for an optional one."""
         return self.released
 
 

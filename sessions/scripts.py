@@ -84,14 +84,16 @@ end
 # lock released when it is not the caller's any more: the first call may have freed it) and
 # fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
 # partial buffer is deleted (its reply holds the text). Returns {offset of the last event,
-# released (1/0), node...}, {-1} when the session is gone, {-2} when the lock is not the
-# caller's.
+# released (1/0), next turn id, next turn body (with ``release`` and a turn still pending: the
+# worker runs it next without reading the pending turns again; else ''), node...}, {-1} when
+# the session is gone, {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local seq
 local released = 0
+local nxt = {'', ''}
 local ap = redis.call('HMGET', meta, 'ap', 'aps')
 if ARGV[5] ~= '' and ap[1] == ARGV[5] then
   seq = tonumber(ap[2])
@@ -119,13 +121,18 @@ else
     redis.call('HSET', meta, 'done', ARGV[4])
     redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
-    if ARGV[8] == '1' and redis.call('XLEN', KEYS[5]) == 0 then
-      redis.call('DEL', KEYS[4])
-      released = 1
+    if ARGV[8] == '1' then
+      if redis.call('XLEN', KEYS[5]) == 0 then
+        redis.call('DEL', KEYS[4])
+        released = 1
+      else
+        local first = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
+        nxt = {first[1], first[2][2]}
+      end
     end
   end
 end
-local out = {seq, released}
+local out = {seq, released, nxt[1], nxt[2]}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
 return out
 """

@@ -50,7 +50,7 @@ class TurnEnding:
         if tracing.ON:
             TS.replied(began, event)
         if run is not None:
-            run.released, run.acked = ended.released, ended.acked
+            run.ended = ended
         if paused:  # its requests close with it
             await self.bus.end_pause(turn.session)
 

@@ -252,10 +252,12 @@ class Worker(ShardReads, TurnEnding):
         pending turns are read before the lock is held (START takes it). None pending: the
         lock is released if it is this worker's (one it left behind when Redis failed before
         a release: a turn submitted since would otherwise wait for its lease), and another
-        worker's is left alone (RELEASE answers -1)."""
+        worker's is left alone (RELEASE answers -1). The turn after one that ended comes
+        with its ending (no read of its own)."""
         sid = claim.session
+        turn: Turn | None = None
         while True:
-            turn = await self.bus.next_turn(sid)
+            turn = turn or await self.bus.next_turn(sid)
             if turn is None:
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return Ended(True)
@@ -266,9 +268,10 @@ class Worker(ShardReads, TurnEnding):
                     return ended
             except _Busy:
                 return None
+            turn = ended.next  # read by the ending, which kept the lock for it
 
     async def _run_turn(self, turn: Turn, claim: Claimed) -> Ended:
-        """Run one turn; whether its ending freed the session lock (and acked the claim)."""
+        """Run one turn; its ending (none: the attempt failed, the turn is still pending)."""
         bind(turn=turn.offset)
         run = self.running[turn.session] = _Running(turn.offset)
         try:
@@ -276,7 +279,7 @@ class Worker(ShardReads, TurnEnding):
                 await self._attempt(turn, run, claim)
         finally:
             self.running.pop(turn.session, None)
-        return Ended(run.released, run.acked)
+        return run.ended if run.ended is not None else Ended(False)
 
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages

@@ -489,7 +489,8 @@ async def test_start_reads_the_memory_as_it_leaves_it(bus: Bus) -> None:
 async def test_the_ending_acks_the_entry_when_it_frees_the_lock(bus: Bus) -> None:
     """Issue 13 (roundtrips): ``end_turn``'s ``ack`` (the claim's XACK) goes in the ending's
     fan-out pipeline, only once the ending freed the lock: a turn still pending keeps the
-    entry pending (the worker runs it, then acks), a worker that lost the lock acks nothing."""
+    entry pending (the worker runs it, then acks; the ending hands it the turn), a worker
+    that lost the lock acks nothing."""
     await bus.ensure_groups()
     await bus.open_session("sa", "ann")
     shard = K.shard_for("sa", bus.shards)
@@ -505,10 +506,12 @@ async def test_the_ending_acks_the_entry_when_it_frees_the_lock(bus: Bus) -> Non
     ended = await bus.end_turn("sa", E.reply(first.offset, "1"), first.offset, "w1",
                                ack=claim.ack_command())
     assert (ended.released, ended.acked) == (False, False)  # the second turn is pending
+    assert ended.next == await bus.next_turn("sa")  # read by the ending, for the worker
+    assert ended.next is not None and ended.next.offset == second.offset
     assert (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"] == pending
     assert (await bus.start_attempt("sa", second.offset, "w1", max_attempts=3)).run
     ended = await bus.end_turn("sa", E.reply(second.offset, "2"), second.offset, "w1",
                                ack=claim.ack_command())
-    assert (ended.released, ended.acked) == (True, True)
+    assert (ended.released, ended.acked, ended.next) == (True, True, None)
     assert (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"] == pending - 1
     assert not await bus.redis.exists(bus.keys.lock("sa"))
