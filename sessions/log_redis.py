@@ -37,9 +37,6 @@ from sessions.roles import (
 from sessions.turns_redis import turn_of
 
 _OPEN_REFUSALS = (Forbidden, Missing, UnknownAgent, AgentMismatch)
-NODES_REREAD_S = 0.75
-"""A session's view of its nodes older than this is re-read in a tick's own pipeline, for the
-next ticks (ticks every ``coalesce_ms`` keep it younger than ``K.NODES_FRESH_S``)."""
 
 
 class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
@@ -311,16 +308,6 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         """One chunk of a running turn: :meth:`stream_chunks` of one."""
         await self.stream_chunks([(sid, run, seq, event, text)])
 
-    def _aging(self, sids: list[str]) -> list[str]:
-        """The sessions among ``sids`` whose known nodes are older than ``NODES_REREAD_S``:
-        re-read in the tick's own pipeline, so that a view rarely goes stale (older than
-        ``NODES_FRESH_S``, re-read in a round trip of its own before the tick, the same for
-        every session streaming: one more round trip of the worker and wake-up of Redis on
-        nearly every tick of a busy worker, bench_turnpath's 40 long turns)."""
-        limit = time.monotonic() - NODES_REREAD_S
-        return [sid for sid in sids
-                if (hit := self._session_nodes.get(sid)) is not None and hit[0] < limit]
-
     @down
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
         """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
@@ -334,9 +321,8 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
         control character). A worker sends every running turn's pieces of one tick together, so
         a tick costs each node one stream entry to write and read, not one per piece. The nodes
-        are known from the turns' own appends, re-read in the tick's pipeline once older than
-        ``NODES_REREAD_S`` (:meth:`_aging`), and before the tick (one pipeline for all) when
-        older than ``NODES_FRESH_S``."""
+        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
+        of a tick's turns together, one pipeline)."""
         k = self.keys
         sids = list(dict.fromkeys(p[0] for p in pieces))
         # log events left for this tick (:meth:`append` ``later``): taken now, sent first
@@ -372,14 +358,7 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
                                   maxlen=K.DELIVERY_MAXLEN, approximate=True)
                     if node in fresh:  # the node's heartbeat keeps it alive after that
                         pipe.expire(stream, K.DELIVERY_TTL)
-                # views about to go stale re-read now, for the next ticks, in this round trip
-                aging = self._aging(sids)
-                for sid in aging:
-                    pipe.hkeys(k.nodes(sid))
-                done = await pipe.execute()
-            now = time.monotonic()
-            for sid, nodes in zip(aging, done[len(done) - len(aging):], strict=True):
-                self._remember_nodes(sid, list(nodes), now)
+                await pipe.execute()
         except REDIS_DOWN:
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable
                 raise

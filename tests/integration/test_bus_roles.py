@@ -17,7 +17,6 @@ from sessions import events as E
 from sessions import keys as K
 from sessions.backend_redis import Backend
 from sessions.bus import Bus, LockLost, Turn
-from sessions.log_redis import NODES_REREAD_S
 from sessions.membership import Membership
 from sessions.roles import ChunkAt, Delivered, NodeDelivery, Partial, Submitted
 
@@ -428,48 +427,6 @@ async def test_a_tick_rereads_stale_sessions_nodes_in_one_round_trip(bus: Bus) -
     rows = await bus.read_delivery("n6", b"0-0", block_ms=10)
     assert {d.session for d in rows if d.chunk is not None} == set(sids)
     assert await bus.redis.xlen(bus.keys.delivery("n6")) > before
-
-
-async def test_a_tick_rereads_aging_views_of_nodes_in_its_own_pipeline(bus: Bus) -> None:
-    """Issue 13 (roundtrips): a view of a session's nodes older than NODES_REREAD_S (not yet
-    NODES_FRESH_S) is re-read in the tick's own pipeline, for the next ticks: the tick is one
-    round trip (was two once the view went stale, nearly every tick of a busy worker), and a
-    node that joined since is seen; a younger view is left alone."""
-    await bus.heartbeat_node("n7")
-    await bus.heartbeat_node("n8")
-    for sid in ("v1", "v2"):
-        await bus.open_session(sid, "ann", "n7")
-        sub = await bus.submit(sid, "m1", "hi", user="ann")
-        await bus.append(sid, E.turn_start(sub.offset, 1), run=f"{sub.offset}:1:ef")
-    now = time.monotonic()
-    bus._session_nodes["v1"] = (now - (NODES_REREAD_S + K.NODES_FRESH_S) / 2, [b"n7"])
-    bus._session_nodes["v2"] = (now - NODES_REREAD_S / 2, [b"n7"])
-    await bus.redis.hset(bus.keys.nodes("v1"), "n8", 1)  # joined since
-    await bus.redis.hset(bus.keys.nodes("v2"), "n8", 1)
-    await bus._live_nodes([b"n7", b"n8"])  # checked already (every NODE_CHECK_S)
-    trips: list[str] = []
-    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
-
-    async def counted(*args: Any, **kw: Any) -> Any:
-        trips.append(str(args[0]))
-        return await command(*args, **kw)
-
-    def piped(*args: Any, **kw: Any) -> Any:
-        trips.append("pipeline")
-        return pipeline(*args, **kw)
-
-    bus.redis.execute_command, bus.redis.pipeline = counted, piped
-    try:
-        await bus.stream_chunks([(sid, "1:1:ef", 1, orjson.dumps(E.chunk(1, 1, 1, sid)), sid)
-                                 for sid in ("v1", "v2")])
-    finally:
-        bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-    assert trips == ["pipeline"]
-    assert sorted(bus._session_nodes["v1"][1]) == [b"n7", b"n8"]
-    assert bus._session_nodes["v1"][0] >= now
-    assert bus._session_nodes["v2"][1] == [b"n7"]  # young: not re-read
-    rows = await bus.read_delivery("n7", b"0-0", block_ms=10)
-    assert {d.session for d in rows if d.chunk is not None} == {"v1", "v2"}
 
 
 async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:
