@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from agentia.codes import BusUnavailable as BusUnavailable
 from sessions.approvals import RedisApprovals
+from sessions.attempts_redis import RedisAttempts
 from sessions.events import frame_for as frame_for
-from sessions.log_redis import RedisSessionLog
 from sessions.queue_redis import RedisTurnQueue
 from sessions.redis_client import REDIS_DOWN as REDIS_DOWN
 from sessions.redis_client import RedisClient as RedisClient
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from sessions.roles import NodeBus, WorkerBus
 
 
-class Bus(RedisSessionLog, RedisApprovals, RedisTurnQueue, RedisTurnState):
+class Bus(RedisAttempts, RedisApprovals, RedisTurnQueue, RedisTurnState):
     """Every role on one Redis (or Redis Cluster) client; see :class:`RedisCore` for
     ``wait_replicas``."""
 

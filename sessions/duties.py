@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sessions import keys as K
-from sessions.roles import WorkerBus
+from sessions.roles import Ended, WorkerBus
 
 if TYPE_CHECKING:
     from sessions.turn_log import TurnLog
@@ -32,8 +32,9 @@ class Running:
     """The turn waited for approval in this attempt (its pause record is dropped at its end)."""
     decided: asyncio.Event | None = None
     """Set by a notice that a decision was recorded, while the turn waits for one."""
-    released: bool = False
-    """The turn's ending freed the session lock (no turn was pending after it)."""
+    ended: Ended | None = None
+    """The turn's ending (``end_turn``): whether it freed the session lock (no turn was
+    pending after it), acked the inbound entry, and the turn pending after it."""
 
 
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:

@@ -23,6 +23,7 @@ from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 from sessions.roles import (
     AgentMismatch,
+    Ended,
     Forbidden,
     LockLost,
     Missing,
@@ -30,10 +31,10 @@ from sessions.roles import (
     Partial,
     Replay,
     SessionInfo,
-    Started,
     Submitted,
     UnknownAgent,
 )
+from sessions.turns_redis import turn_of
 
 _OPEN_REFUSALS = (Forbidden, Missing, UnknownAgent, AgentMismatch)
 
@@ -233,23 +234,14 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         return (await self._append_events(sid, event, done, owner, run, release=False,
                                           later=later))[0]
 
-    @down
-    async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
-                       owner: str, release: bool = True, remember: list[bytes] | None = None
-                       ) -> bool:
-        """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
-        free the session lock in the same script when no turn is pending after it (what the
-        worker's next look at the turns and ``release_lock`` would do: two round trips fewer
-        per turn); returns whether the lock was freed. ``remember``: the attempt's memory
-        items not written yet (:meth:`sessions.memory.RedisMemory.take_unsaved`), written to
-        the session's memory in the same script (fenced and idempotent with the ending)."""
-        return (await self._append_events(sid, events, turn, owner, "", release=release,
-                                          remember=remember or []))[1]
-
     async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
                              owner: str, run: str, release: bool,
-                             remember: list[bytes] | None = None, later: bool = False
-                             ) -> tuple[int, bool]:
+                             remember: list[bytes] | None = None, later: bool = False,
+                             ack: tuple[Any, ...] = ()) -> tuple[int, Ended]:
+        """Returns the last event's offset and, for an ending, whether it freed the lock,
+        whether ``ack`` ran (a command run once the ending freed the lock, in its fan-out's
+        round trip, on a single Redis only) and the next pending turn (with ``release``, when
+        one is pending: the lock is kept for it)."""
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
@@ -265,10 +257,16 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
-        if offset > 0:
-            fan_out = self._fan_out_later if later else self._fan_out_all
-            await fan_out(sid, offset - len(raws) + 1, raws, res[2:])
-        return offset, offset > 0 and int(res[1]) == 1
+        if offset <= 0:
+            return offset, Ended(False)
+        released = int(res[1]) == 1
+        then = [ack] if ack and released and not self.cluster else []
+        if later:
+            await self._fan_out_later(sid, offset - len(raws) + 1, raws, res[4:])
+        else:
+            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[4:], then)
+        nxt = turn_of(sid, res[2], res[3]) if res[2] else None
+        return offset, Ended(released, bool(then), nxt)
 
     @down
     async def replay(self, sid: str, after: int, epoch: str | None,
@@ -285,41 +283,6 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if events and events[0][0] != start + 1:
             recovered = False
         return Replay(events, recovered, cur_epoch, cur)
-
-    @down
-    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
-                            again: bool = False, then: list[E.Event] | None = None,
-                            said: str = "", lease_ms: int | None = None) -> Started:
-        """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
-        or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
-        turn's ``state thinking``) and start its run's partial buffer, in one script
-        (``START``). During an operator takeover it does not start: ``said`` (the turn's
-        text) is queued for the agent's memory and the result is ``held``. With
-        ``lease_ms`` the session lock is taken first (as :meth:`try_lock`, in the same
-        script: one round trip fewer per turn) and a lock another worker holds gives a
-        ``busy`` result, nothing written; without, the caller holds the lock already. Raises
-        :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``)."""
-        k = self.keys
-        more = [orjson.dumps(e) for e in then or ()]
-        note = orjson.dumps({"role": "user", "content": said})
-        await self._webhook_mark(sid)
-        res = await self._run_script(
-            self._start,
-            keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
-                  k.partial(sid), k.notes(sid)],
-            args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
-                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
-                  "" if lease_ms is None else lease_ms, *more])
-        if int(res[0]) == -2:
-            raise LockLost(sid)
-        if int(res[0]) == -3:
-            return Started(0, False, "", busy=True)
-        attempt, cancelled, offset = int(res[0]), int(res[1]) == 1, int(res[2])
-        if offset <= 0:
-            return Started(attempt, cancelled, "", held=int(res[1]) == 2)
-        raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
-        await self._fan_out_all(sid, offset - len(more), raws, res[4:])
-        return Started(attempt, cancelled, res[3].decode())
 
     @down
     async def partial(self, sid: str) -> Partial | None:

@@ -36,6 +36,9 @@ class RedisClaim:
     async def ack(self) -> None:
         await self.queue.redis.xack(self.stream, K.GROUP, self.id)
 
+    def ack_command(self) -> tuple[Any, ...]:
+        return ("XACK", self.stream, K.GROUP, self.id)
+
     async def nack(self) -> None:
         # a fresh entry first, then the ack: a crash between them leaves this one pending
         await self.queue.redis.xadd(self.stream, {"s": self.session, "o": 0})

@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from agentia.codes import BusUnavailable
 from agentia.settings import Common, from_env
 from sessions import keys as K
-from sessions import scripts
+from sessions import scripts, turn_scripts
 from sessions import webhook_outbox as W
 from sessions.redis_client import REDIS_DOWN, RedisClient, is_down, stale_map
 
@@ -92,7 +92,7 @@ class RedisCore:
         self._append = redis.register_script(scripts.APPEND)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._begin = redis.register_script(scripts.BEGIN)
-        self._start = redis.register_script(scripts.START)
+        self._start = redis.register_script(turn_scripts.START)
         self._rollback = redis.register_script(scripts.ROLLBACK)
         self._appends = itertools.count(1)
         self._node_checked: dict[bytes, tuple[float, bool]] = {}

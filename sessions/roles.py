@@ -87,6 +87,25 @@ class Started:
     """An operator holds the session (takeover): the turn is not run."""
     busy: bool = False
     """Another worker holds the session's lock (asked to take it): nothing was begun."""
+    memory: list[bytes] | None = None
+    """The session's memory items as START left them (stored form, oldest first), when asked
+    (``read_memory``) and started: the agent's first memory read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A turn's ending written (``end_turn``): whether it freed the session lock (no turn was
+    pending after it), whether the claim's ack went with it, and the turn pending after it."""
+
+    released: bool
+    acked: bool = False
+    next: Turn | None = None
+    """The session's next pending turn (an ending asked to free the lock that kept it)."""
+
+    def __bool__(self) -> bool:
+        """Whether the lock was freed (what ``end_turn`` answered before it answered this):
+        test ``is None``, not truth, for an optional one."""
+        return self.released
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +252,9 @@ class Claimed(Protocol):
     async def ack(self) -> None:
         """Done with: the session's turns are finished (or another worker holds it)."""
 
+    def ack_command(self) -> tuple[Any, ...]:
+        """:meth:`ack` as a command for a pipeline (``end_turn``'s ``ack``)."""
+
     async def nack(self) -> None:
         """Give it back now (shutting down): a fresh entry for another worker, then ack."""
 
@@ -330,8 +352,8 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
                      owner: str = "", run: str = "", later: bool = False) -> int: ...
 
     async def end_turn(self, sid: str, events: Event | list[Event], turn: int, owner: str,
-                       release: bool = True, remember: list[bytes] | None = None
-                       ) -> bool: ...
+                       release: bool = True, remember: list[bytes] | None = None,
+                       ack: tuple[Any, ...] = ()) -> Ended: ...
 
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None: ...
@@ -340,7 +362,8 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
 
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[Event] | None = None,
-                            said: str = "", lease_ms: int | None = None) -> Started: ...
+                            said: str = "", lease_ms: int | None = None,
+                            read_memory: bool = False) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

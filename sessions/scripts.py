@@ -84,14 +84,16 @@ end
 # lock released when it is not the caller's any more: the first call may have freed it) and
 # fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
 # partial buffer is deleted (its reply holds the text). Returns {offset of the last event,
-# released (1/0), node...}, {-1} when the session is gone, {-2} when the lock is not the
-# caller's.
+# released (1/0), next turn id, next turn body (with ``release`` and a turn still pending: the
+# worker runs it next without reading the pending turns again; else ''), node...}, {-1} when
+# the session is gone, {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local seq
 local released = 0
+local nxt = {'', ''}
 local ap = redis.call('HMGET', meta, 'ap', 'aps')
 if ARGV[5] ~= '' and ap[1] == ARGV[5] then
   seq = tonumber(ap[2])
@@ -119,13 +121,18 @@ else
     redis.call('HSET', meta, 'done', ARGV[4])
     redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
-    if ARGV[8] == '1' and redis.call('XLEN', KEYS[5]) == 0 then
-      redis.call('DEL', KEYS[4])
-      released = 1
+    if ARGV[8] == '1' then
+      if redis.call('XLEN', KEYS[5]) == 0 then
+        redis.call('DEL', KEYS[4])
+        released = 1
+      else
+        local first = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
+        nxt = {first[1], first[2][2]}
+      end
     end
   end
 end
-local out = {seq, released}
+local out = {seq, released, nxt[1], nxt[2]}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
 return out
 """
@@ -194,80 +201,6 @@ end
     + """
 local cancel = redis.call('HGET', KEYS[1], 'x:' .. ARGV[1])
 return {attempts, cancel and 1 or 0}
-"""
-)
-
-# KEYS: meta, memory, lock, log, nodes, partial, notes
-# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
-#       the turn's user message as a memory item (json), lease ms ("" = the caller holds the
-#       lock already), more events...
-# With a lease the session lock is taken first as ACQUIRE takes it (free, or this owner's):
-# one script fewer per turn (the worker's ACQUIRE before it); {-3} (nothing written) when
-# another worker holds it. A session without meta is not locked ({0, 1, 0, ''}, as below).
-# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
-# which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
-# is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
-# turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
-# run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
-# instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
-# tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
-# While an operator holds the session (meta ``op``, TAKEOVER) the turn does not run: its user
-# message is queued in ``notes`` (the agent sees it after the release, in order with the
-# operator's messages) and {attempt, 2, 0, ''} is returned (the worker ends it ``cancelled``
-# with reason ``takeover``). Checked here, under the lock, so no attempt starts in a takeover.
-# Returns {-2} if the lock is not the caller's (without a lease), {-3} if it is another's
-# (with one); {0, 1, 0, ''} if the session is gone; else
-# {attempt, cancelled, offset of the last event appended (0: none appended), run, node...}.
-START = (
-    """
-local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
-local holder = redis.call('GET', KEYS[3])
-if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
-if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
-if holder ~= ARGV[2] then
-  if holder then return {-3} end
-  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
-end
-local mem, tag = KEYS[2], ARGV[1] .. '|'
-local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
-if ARGV[3] ~= '1' or attempts == 0 then
-  attempts = redis.call('HINCRBY', meta, 'a:' .. ARGV[1], 1)
-end
-"""
-    + _ROLLBACK
-    + """
-local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
-local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
-if cancel or attempts - since > tonumber(ARGV[4]) then
-  return {attempts, cancel and 1 or 0, 0, ''}
-end
-if redis.call('HEXISTS', meta, 'op') == 1 then
-  redis.call('RPUSH', KEYS[7], ARGV[9])
-  redis.call('LTRIM', KEYS[7], -tonumber(ARGV[8]), -1)
-  redis.call('EXPIRE', KEYS[7], ttl)
-  return {attempts, 2, 0, ''}
-end
-local notes = redis.call('LRANGE', KEYS[7], 0, -1)
-if #notes > 0 then
-  for _, n in ipairs(notes) do redis.call('RPUSH', mem, 'n|' .. n) end
-  redis.call('DEL', KEYS[7])
-  redis.call('LTRIM', mem, -tonumber(ARGV[8]), -1)
-  redis.call('EXPIRE', mem, ttl)
-end
-local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
-local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
-local seq
-"""
-    + _APPEND
-    + "local from = 11\n"
-    + _APPEND_MORE
-    + """
-redis.call('DEL', KEYS[6])
-redis.call('RPUSH', KEYS[6], run)
-redis.call('EXPIRE', KEYS[6], ttl)
-local out = {attempts, 0, seq, run}
-for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
-return out
 """
 )
 

@@ -43,9 +43,7 @@ class RedisTurnState(RedisCore):
         if not rows:
             return None
         rid, f = rows[0]
-        body = orjson.loads(f[b"b"])
-        return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"],
-                    float(body.get("ts", 0.0)), tp=body.get("tp", ""))
+        return turn_of(sid, rid, f[b"b"])
 
     @down
     async def begin_attempt(self, sid: str, turn: int, owner: str,
@@ -89,3 +87,10 @@ async def _messages(pubsub: Any) -> AsyncIterator[str]:
     async for msg in pubsub.listen():
         if msg.get("type") == "message":
             yield msg["data"].decode()
+
+
+def turn_of(sid: str, rid: bytes, raw: bytes) -> Turn:
+    """The pending turn of entry ``rid`` (``0-<offset>``) of ``sid``'s turns, body ``raw``."""
+    body = orjson.loads(raw)
+    return Turn(sid, int(rid.split(b"-")[1]), body["c"], body["t"], body["u"], body["s"],
+                float(body.get("ts", 0.0)), tp=body.get("tp", ""))

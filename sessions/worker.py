@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from agents import Agent, ModelProvider, RunState
@@ -42,11 +42,14 @@ from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
-from sessions.memory import Memory
+from sessions.memory import Memory, RedisMemory
 from sessions.pausing import pause_and_wait, restore, resume
-from sessions.roles import Claimed, Inbound, PauseRecord, WorkerBus
+from sessions.roles import Claimed, Ended, Inbound, PauseRecord, WorkerBus
 from sessions.runtime import Paused, agent_name, stream_turn
+from sessions.shard_reads import ShardReads
+from sessions.turn_end import TurnEnding
 from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
+from sessions.worker_config import WorkerConfig as WorkerConfig
 
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
@@ -61,26 +64,11 @@ class _Busy(Exception):
     """The session's lock is another worker's (found by the attempt's START, which takes it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    concurrency: int = 256
-    lease_ms: int = 30_000
-    max_attempts: int = 3
-    coalesce_ms: int = 40
-    turn_timeout_s: float = 300.0
-    """Time a turn may run, not counting its waits for approval."""
-    approval_timeout_s: float = 600.0
-    """A tool call waiting for approval longer than this is rejected (by ``timeout``)."""
-    retry_backoff_s: float = 0.5
-    block_ms: int = 1000
-    grace_s: float = 10.0
-
-
 Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
 """Agent name -> (the agent, its private tools' names), in registry order."""
 
 
-class Worker:
+class Worker(ShardReads, TurnEnding):
     def __init__(self, bus: WorkerBus, agents: Agents | Agent[Any], provider: ModelProvider,
                  config: WorkerConfig | None = None, name: str | None = None,
                  published: list[dict[str, Any]] | None = None,
@@ -94,6 +82,9 @@ class Worker:
         memory (sessions/memory_dapr.py for ``AGENTIA_MEMORY=dapr``)."""
         self.bus = bus
         self.memories = memories or bus.memory
+        self.preload = memories is None
+        """The agent's memory is the bus's: START reads it for the turn (:class:`RedisMemory`
+        ``preload``)."""
         self.agents: Agents = (agents if isinstance(agents, dict)
                                else {K.DEFAULT_AGENT: (agents, frozenset())})
         self.agent = next(iter(self.agents.values()))[0]
@@ -140,101 +131,6 @@ class Worker:
             for t in loops:
                 t.cancel()
 
-    async def _run_all_shards(self, burst: bool) -> None:
-        while not self.stopping.is_set():
-            got = await self._poll()
-            if burst and not got and not self.tasks:
-                got = await self._reclaim()
-                if not got and not self.tasks:
-                    return
-
-    async def _poll(self) -> int:
-        """One XREADGROUP over every shard (a single Redis serves them all). COUNT applies
-        to each stream, so each takes a share of the free capacity: a worker must not hold
-        (in its pending list) turns it cannot start while other workers idle."""
-        await self._room()
-        n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
-        if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
-            n += await self._reclaim()
-        return n
-
-    async def _run_per_shard(self, burst: bool) -> None:
-        """On a Cluster every shard has its own slot, and XREADGROUP may not span slots: one
-        reader per shard, each blocking on its own stream (so a quiet shard never delays a
-        busy one), each taking its share of the free capacity (so together they do not read
-        far beyond ``concurrency``). Reclaiming runs beside them."""
-        idle = [False] * len(self.inbound)
-        readers = [asyncio.create_task(self._read_shard(i, idle))
-                   for i in range(len(self.inbound))]
-        try:
-            while not self.stopping.is_set():
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self._pause(burst))
-                got = 0
-                if burst or time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
-                    got = await self._reclaim()
-                if burst and all(idle) and not got and not self.tasks:
-                    return
-        finally:
-            self.stopping.set()  # readers leave after their current read (block_ms at most)
-            await asyncio.gather(*readers, return_exceptions=True)
-
-    def _pause(self, burst: bool) -> float:
-        return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000
-
-    async def _read_shard(self, i: int, idle: list[bool]) -> None:
-        while not self.stopping.is_set():
-            await self._room()
-            share = -(-self._free() // len(self.inbound))  # ceil: at least one each
-            idle[i] = await self._read([self.inbound[i]], share) == 0
-
-    async def _room(self) -> None:
-        """Wait until a session slot is free (not held: the session task takes it)."""
-        await self.slots.acquire()
-        self.slots.release()
-
-    async def _read(self, shards: list[Inbound], count: int) -> int:
-        try:
-            claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
-        except Exception as exc:
-            return await self._on_read_error(exc)
-        for claim in claims:
-            self._spawn(claim)
-        return len(claims)
-
-    async def _on_read_error(self, exc: Exception) -> int:
-        if "NOGROUP" in str(exc):
-            log.warning("consumer group missing (Redis restarted?); recreating")
-            with suppress(BusUnavailable):
-                await self.bus.ensure_groups(self.streams)
-        else:
-            log.warning("reading turns failed: %s; retrying", exc)
-            M.REDIS_ERRORS.labels("worker").inc()
-            await asyncio.sleep(0.5)
-        return 0
-
-    async def _reclaim(self) -> int:
-        """Take over entries whose worker stopped renewing them for a whole lease."""
-        self._last_reclaim = time.monotonic()
-        n = 0
-        for shard in self.inbound:
-            try:
-                claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms,
-                                                max(1, self._free()))
-            except Exception as exc:
-                log.debug("reclaim on shard %s failed: %s", shard, exc)
-                continue
-            for claim in claims:
-                # entry ids are per shard: two shards can hold the same one
-                log.info("reclaimed %s of shard %s (session %s) from a stalled worker",
-                         claim.id, shard, claim.session)
-                self._spawn(claim)
-                n += 1
-        return n
-
-    def _free(self) -> int:
-        return max(1, self.cfg.concurrency - len(self.tasks))
-
     def _spawn(self, claim: Claimed) -> None:
         task = asyncio.create_task(self._handle(claim))
         self.tasks.add(task)
@@ -278,10 +174,11 @@ class Worker:
             # worker: retry it after another lease
             if sid in self.active:
                 self.poked.add(sid)
-            ran = sid in self.active or await self._try_session(claim)
-            if not ran and claim.reclaimed:
+            ended = Ended(True) if sid in self.active else await self._try_session(claim)
+            if ended is None and claim.reclaimed:
                 return
-            await claim.ack()
+            if ended is None or not ended.acked:  # else acked with the turn's ending
+                await claim.ack()
         except LockLost:
             # Not "another worker runs it" for sure: a failover can lose the lock itself, and
             # this entry may have been acked already (reclaimed while this run was retrying:
@@ -298,26 +195,30 @@ class Worker:
                 raise
             log.exception("session %s failed; its entry stays pending", sid)
 
-    async def _try_session(self, claim: Claimed) -> bool:
-        """Run the session's turns if its lock can be had; False if another worker holds it.
-        The lock is taken by the first turn's START script (no ACQUIRE of its own: one round
-        trip fewer per turn); the keeper's first renewal comes a third of a lease later."""
+    async def _try_session(self, claim: Claimed) -> Ended | None:
+        """Run the session's turns if its lock can be had; None if another worker holds it,
+        else whether the claim was acked with the last turn's ending. The lock is taken by the
+        first turn's START script (no ACQUIRE of its own: one round trip fewer per turn); the
+        keeper's first renewal comes a third of a lease later."""
         sid = claim.session
         self.active.add(sid)  # before any await: one task per session in this worker
+        acked = False
         try:
             while True:
                 self.poked.discard(sid)
                 keeper = asyncio.create_task(self._keep_lease(claim))
                 try:
-                    if not await self._run_session(claim):
-                        return False
+                    ended = await self._run_session(claim)
+                    if ended is None:
+                        return None
+                    acked = acked or ended.acked
                 finally:
                     keeper.cancel()
                 # An entry read while the release was on its way to Redis was acked on the
                 # strength of this worker being active: look again before going inactive
                 # (nothing awaits between this check and the discard below).
                 if sid not in self.poked:
-                    return True
+                    return Ended(True, acked)
         finally:
             self.active.discard(sid)
 
@@ -346,27 +247,31 @@ class Worker:
             except Exception as exc:  # an outage (or redis-py's race): try again next time
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
-    async def _run_session(self, claim: Claimed) -> bool:
-        """Run the session's pending turns; False when another worker holds its lock. The
+    async def _run_session(self, claim: Claimed) -> Ended | None:
+        """Run the session's pending turns; None when another worker holds its lock. The
         pending turns are read before the lock is held (START takes it). None pending: the
         lock is released if it is this worker's (one it left behind when Redis failed before
         a release: a turn submitted since would otherwise wait for its lease), and another
-        worker's is left alone (RELEASE answers -1)."""
+        worker's is left alone (RELEASE answers -1). The turn after one that ended comes
+        with its ending (no read of its own)."""
         sid = claim.session
+        turn: Turn | None = None
         while True:
-            turn = await self.bus.next_turn(sid)
+            turn = turn or await self.bus.next_turn(sid)
             if turn is None:
                 if await self.bus.release_lock(sid, self.name) != 0:
-                    return True
+                    return Ended(True)
                 continue
             try:
-                if await self._run_turn(replace(turn, agent=claim.agent), claim):
-                    return True  # its ending freed the lock: no turn was pending (_finish)
+                ended = await self._run_turn(replace(turn, agent=claim.agent), claim)
+                if ended.released:  # no turn was pending (_finish); maybe acked with it
+                    return ended
             except _Busy:
-                return False
+                return None
+            turn = ended.next  # read by the ending, which kept the lock for it
 
-    async def _run_turn(self, turn: Turn, claim: Claimed) -> bool:
-        """Run one turn; True when its ending freed the session lock."""
+    async def _run_turn(self, turn: Turn, claim: Claimed) -> Ended:
+        """Run one turn; its ending (none: the attempt failed, the turn is still pending)."""
         bind(turn=turn.offset)
         run = self.running[turn.session] = _Running(turn.offset)
         try:
@@ -374,7 +279,7 @@ class Worker:
                 await self._attempt(turn, run, claim)
         finally:
             self.running.pop(turn.session, None)
-        return run.released
+        return run.ended if run.ended is not None else Ended(False)
 
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
         again = turn.session in self.outages
@@ -385,18 +290,21 @@ class Worker:
         started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
                                                  max_attempts=self.cfg.max_attempts, again=again,
                                                  then=started(turn, agent), said=turn.text,
-                                                 lease_ms=self.cfg.lease_ms)
+                                                 lease_ms=self.cfg.lease_ms,
+                                                 read_memory=self.preload)
         if started_.busy:
             raise _Busy(turn.session)
         if tracing.ON:
             TS.claimed(began, started_)
         attempt, cancelled = started_.attempt, started_.cancelled
         if started_.held:  # an operator took the session over: the turn ends without a run
-            await self._finish(turn, E.cancelled(turn.offset, "", agent, reason=E.TAKEOVER))
+            await self._finish(turn, E.cancelled(turn.offset, "", agent, reason=E.TAKEOVER),
+                               claim=claim)
             M.TURNS.labels("cancelled").inc()  # it ends `cancelled` (reason takeover)
             return
         if cancelled or run.cancelled_by_user:
-            await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent))
+            await self._finish(turn, ending(turn, E.cancelled(turn.offset, "", agent), agent),
+                               claim=claim)
             M.TURNS.labels("cancelled").inc()
             return
         if not started_.run:  # past max_attempts (counted since its last pause, START)
@@ -410,12 +318,14 @@ class Worker:
         # only an attempt after another can find the turn paused (sessions/approvals.py)
         record = (await self.bus.resume_pause(turn.session, turn.offset, self.name)
                   if attempt > 1 or again else None)
+        if started_.memory is not None and record is None and isinstance(memory, RedisMemory):
+            memory.preload(started_.memory)  # the agent's first read, made by START
         run.task = asyncio.create_task(self._produce(turn, co, run, memory, record))
         try:
             await run.task
         except TurnEnded as end:
             await self.bus.rollback_memory(turn.session, turn.offset)
-            await self._finish(turn, tl.ending(end.event))
+            await self._finish(turn, tl.ending(end.event), claim=claim)
             M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
             if run.lost:
@@ -427,7 +337,8 @@ class Worker:
                 memory.take_unsaved()
                 await self.bus.rollback_memory(turn.session, turn.offset)
             await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
-                                                           tl.agent)), memory.take_unsaved())
+                                                           tl.agent)), memory.take_unsaved(),
+                               claim)
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
@@ -442,7 +353,7 @@ class Worker:
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
             await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
-                                                       tl.agent)), memory.take_unsaved())
+                                                       tl.agent)), memory.take_unsaved(), claim)
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
@@ -519,32 +430,5 @@ class Worker:
     async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
         if events:
             await self.bus.append(turn.session, events, owner=self.name)
-
-    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]],
-                      remember: list[bytes] | None = None) -> None:
-        """End the turn with ``event``; ``remember``: its memory items not written yet."""
-        began = tracing.now() if tracing.ON else 0
-        run = self.running.get(turn.session)
-        paused = run is not None and run.paused
-        # the ending frees the lock when no turn is pending (one script, not next_turn and
-        # release_lock after it); not before a pause record is dropped, which is not fenced
-        released = await self.bus.end_turn(turn.session, event, turn.offset, self.name,
-                                           release=not paused, remember=remember)
-        if tracing.ON:
-            TS.replied(began, event)
-        if run is not None:
-            run.released = released
-        if paused:  # its requests close with it
-            await self.bus.end_pause(turn.session)
-
-    async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
-                           code: ErrorCode = ErrorCode.TURN_FAILED,
-                           agent: str | None = None) -> None:
-        await claim.dead_letter(turn, attempts, why)
-        log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
-        await self.bus.rollback_memory(turn.session, turn.offset)
-        M.TURNS.labels("dead_lettered").inc()
-        await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
-                                        agent or self.agent_for(turn)[0].name))
 
     # ------------------------------------------------------------ side loops

@@ -457,3 +457,61 @@ async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) ->
     finally:
         task.cancel()
     assert [(o, e) for _, o, e in handler.events] == logged
+
+
+async def test_start_reads_the_memory_as_it_leaves_it(bus: Bus) -> None:
+    """Issue 13 (roundtrips): with ``read_memory`` START's reply carries the session's memory
+    items, after its own writes (here a posted note moved in, an earlier attempt's items
+    rolled back), and RedisMemory's first read answers from them without Redis (the node's
+    fan-out after START is unchanged: the nodes follow the items in the reply)."""
+    await bus.heartbeat_node("n1")
+    await bus.open_session("sr", "ann", "n1")
+    sub = await bus.submit("sr", "m1", "hi", user="ann")
+    key = bus.keys.memory("sr")
+    await bus.redis.rpush(key, b'0|{"role":"user","content":"old"}',
+                          b'%d|{"role":"user","content":"failed attempt"}' % sub.offset)
+    await Backend(bus).post_message("sr", "system", "a note", "ops")
+    started = await bus.start_attempt("sr", sub.offset, "w1", max_attempts=3, lease_ms=30_000,
+                                      read_memory=True)
+    stored = await bus.redis.lrange(key, 0, -1)
+    assert started.run and started.memory == stored and len(stored) == 2, (started, stored)
+    assert stored[0] == b'0|{"role":"user","content":"old"}' and stored[1].startswith(b"n|")
+    delivered = await bus.read_delivery("n1", b"0-0", 10)
+    assert [orjson.loads(d.event)["type"] for d in delivered][-1] == "turn_start"
+    mem = bus.memory("sr", sub.offset, "w1")
+    mem.preload(started.memory)
+    await bus.redis.delete(key)  # the first read must not go to Redis
+    assert [i["content"] for i in await mem.get_items()] == ["old", "[system ops] a note"]  # type: ignore[typeddict-item]
+    assert await mem.get_items() == []  # later reads do
+    assert (await bus.start_attempt("sr", sub.offset, "w1", max_attempts=3)).memory is None
+
+
+async def test_the_ending_acks_the_entry_when_it_frees_the_lock(bus: Bus) -> None:
+    """Issue 13 (roundtrips): ``end_turn``'s ``ack`` (the claim's XACK) goes in the ending's
+    fan-out pipeline, only once the ending freed the lock: a turn still pending keeps the
+    entry pending (the worker runs it, then acks; the ending hands it the turn), a worker
+    that lost the lock acks nothing."""
+    await bus.ensure_groups()
+    await bus.open_session("sa", "ann")
+    shard = K.shard_for("sa", bus.shards)
+    first = await bus.submit("sa", "m1", "one", user="ann")
+    second = await bus.submit("sa", "m2", "two", user="ann")
+    claims = await bus.claim([shard], "w1", 10, 100)
+    claim = claims[0]
+    pending = (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"]
+    assert await bus.start_attempt("sa", first.offset, "w1", max_attempts=3, lease_ms=30_000)
+    with pytest.raises(LockLost):
+        await bus.end_turn("sa", E.reply(first.offset, "x"), first.offset, "w2",
+                           ack=claim.ack_command())
+    ended = await bus.end_turn("sa", E.reply(first.offset, "1"), first.offset, "w1",
+                               ack=claim.ack_command())
+    assert (ended.released, ended.acked) == (False, False)  # the second turn is pending
+    assert ended.next == await bus.next_turn("sa")  # read by the ending, for the worker
+    assert ended.next is not None and ended.next.offset == second.offset
+    assert (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"] == pending
+    assert (await bus.start_attempt("sa", second.offset, "w1", max_attempts=3)).run
+    ended = await bus.end_turn("sa", E.reply(second.offset, "2"), second.offset, "w1",
+                               ack=claim.ack_command())
+    assert (ended.released, ended.acked, ended.next) == (True, True, None)
+    assert (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"] == pending - 1
+    assert not await bus.redis.exists(bus.keys.lock("sa"))

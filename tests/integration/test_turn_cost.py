@@ -224,3 +224,66 @@ async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
         assert not await bus.redis.exists(bus.keys.lock("s"))
     finally:
         await bus.close()
+
+
+async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
+    """Issue 13 (roundtrips): a turn alone in its session, with a live node holding it, costs
+    the worker 7 round trips (its polling left out): the pending turn (XRANGE), START and its
+    fan-out, the ``speaking`` APPEND, the chunks' pipeline (the ``speaking`` state's fan-out
+    rides in it), the ending and its fan-out, which carries the inbound entry's XACK. The
+    memory read rides in START's reply (no LRANGE) and the XACK in the ending's pipeline (no
+    XACK of its own): were 9. A turn pending after another comes with that one's ending (no
+    XRANGE of its own). The entries are acked all the same, and the memory holds the
+    turns."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
+    calls: list[str] = []
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(str(args[0]).upper())
+        return await command(*args, **kw)
+
+    def piped(*args: Any, **kw: Any) -> Any:
+        calls.append("pipeline")
+        return pipeline(*args, **kw)
+
+    try:
+        await bus.ensure_groups()
+        await bus.heartbeat_node("n1")
+        await bus.open_session("s", "alice", "n1")
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=20, coalesce_ms=1000))
+        inbound = bus.keys.inbound(shard_for("s", bus.shards), DEFAULT_AGENT)
+        per_turn = []
+        for i in range(3):
+            await bus.submit("s", f"m{i}", "hello there", user="alice")
+            (claim,) = await bus.claim([(DEFAULT_AGENT, shard_for("s", bus.shards))],
+                                       worker.name, 10, 20)
+            calls.clear()
+            bus.redis.execute_command, bus.redis.pipeline = counted, piped
+            try:
+                await worker._handle(claim)  # the turn path alone: no polling, no side loop
+            finally:
+                bus.redis.execute_command, bus.redis.pipeline = command, pipeline
+            per_turn.append(list(calls))
+        assert per_turn[1] == per_turn[2] == ["XRANGE", "EVALSHA", "pipeline", "EVALSHA",
+                                              "pipeline", "EVALSHA", "pipeline"], per_turn
+        # two turns pending: the second comes with the first's ending (one XRANGE for both)
+        for i in range(3, 5):
+            await bus.submit("s", f"m{i}", "hello there", user="alice")
+        first, second = await bus.claim([(DEFAULT_AGENT, shard_for("s", bus.shards))],
+                                        worker.name, 10, 20)
+        calls.clear()
+        bus.redis.execute_command, bus.redis.pipeline = counted, piped
+        try:
+            await worker._handle(first)
+        finally:
+            bus.redis.execute_command, bus.redis.pipeline = command, pipeline
+        assert (calls.count("XRANGE"), calls.count("EVALSHA")) == (1, 6), calls
+        await worker._handle(second)  # finds no turn pending: acked
+        assert (await bus.redis.xpending(inbound, "agents"))["pending"] == 0
+        assert not await bus.redis.exists(bus.keys.lock("s"))
+        stored = await bus.redis.lrange(bus.keys.memory("s"), 0, -1)
+        assert len(stored) == 10  # each turn's user message and reply
+    finally:
+        await bus.close()

@@ -72,12 +72,19 @@ async def test_every_bus_operation_works_on_the_cluster(bus: Bus) -> None:
     await memory.save()  # REMEMBER (before a pause); a turn's ending writes them otherwise
     await bus.rollback_memory("ops", 1)
     assert await memory.get_items() == []
-    # START taking the lock, the ending writing memory: each one script on the session's slot
-    assert (await bus.start_attempt("ops", 1, "w1", max_attempts=3, lease_ms=30_000)).run
+    # START taking the lock and reading the memory, the ending writing it: each one script on
+    # the session's slot; the inbound entry is on another slot, so it is not acked with the
+    # ending (ack apart: the worker's claim.ack())
+    claim = (await bus.claim([shard_for("ops", bus.shards)], "w1", 10, 100))[0]
+    started = await bus.start_attempt("ops", 1, "w1", max_attempts=3, lease_ms=30_000,
+                                      read_memory=True)
+    assert started.run and started.memory == []
     mem = bus.memory("ops", 1, "w1")
     await mem.add_items([{"role": "user", "content": "hello"}])
-    assert await bus.end_turn("ops", {"type": "reply", "turn": 1, "text": "hi"}, 1, "w1",
-                              remember=mem.take_unsaved())
+    ended = await bus.end_turn("ops", {"type": "reply", "turn": 1, "text": "hi"}, 1, "w1",
+                               remember=mem.take_unsaved(), ack=claim.ack_command())
+    assert ended.released and not ended.acked
+    assert await bus.inbound_lag("ops") == 2  # read, not acked
     assert await bus.memory("ops", 2, "w1").get_items() == [{"role": "user", "content": "hello"}]
     await bus.touch_user_session("alice", "ops")
     await bus.drop_node("n1")

@@ -1,0 +1,82 @@
+"""A turn's attempt on Redis, start and end (:class:`sessions.roles.WorkerBus`): ``START``
+(sessions/turn_scripts.py) takes the session lock, counts the attempt, appends its
+``turn_start`` and reads the agent's memory; the ending (scripts.py ``APPEND``) writes the
+reply with the memory items, frees the lock when no turn is pending, and the inbound entry is
+acked in the same round trip as the ending's fan-out. A turn's round trips are counted in
+docs/architecture.md ("A turn's round trips")."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+
+from sessions import events as E
+from sessions import keys as K
+from sessions.log_redis import RedisSessionLog
+from sessions.redis_core import down
+from sessions.roles import Ended, LockLost, Started
+
+
+class RedisAttempts(RedisSessionLog):
+    @down
+    async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
+                       owner: str, release: bool = True, remember: list[bytes] | None = None,
+                       ack: tuple[Any, ...] = ()) -> Ended:
+        """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
+        free the session lock in the same script when no turn is pending after it (what the
+        worker's next look at the turns and ``release_lock`` would do: two round trips fewer
+        per turn). ``remember``: the attempt's memory items not written yet
+        (:meth:`sessions.memory.RedisMemory.take_unsaved`), written to the session's memory
+        in the same script (fenced and idempotent with the ending). ``ack``: the claim's XACK
+        (:meth:`sessions.queue_redis.RedisClaim.ack_command`), sent in the ending's fan-out
+        pipeline once the script (and its WAIT, when asked) answered that the lock was freed:
+        the turn is durable before its entry is acked, one round trip fewer per turn. On a
+        Cluster the entry's shard is another slot and the caller acks apart (``acked`` False).
+        Returns whether the lock was freed, whether ``ack`` ran and, with ``release``, the
+        next pending turn when there is one (read in the same script: the worker runs it
+        without reading the pending turns again)."""
+        return (await self._append_events(sid, events, turn, owner, "", release=release,
+                                          remember=remember or [], ack=ack))[1]
+
+    @down
+    async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
+                            again: bool = False, then: list[E.Event] | None = None,
+                            said: str = "", lease_ms: int | None = None,
+                            read_memory: bool = False) -> Started:
+        """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
+        or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
+        turn's ``state thinking``) and start its run's partial buffer, in one script
+        (``START``). During an operator takeover it does not start: ``said`` (the turn's
+        text) is queued for the agent's memory and the result is ``held``. With
+        ``lease_ms`` the session lock is taken first (as :meth:`try_lock`, in the same
+        script: one round trip fewer per turn) and a lock another worker holds gives a
+        ``busy`` result, nothing written; without, the caller holds the lock already. With
+        ``read_memory`` a started attempt's ``memory`` is the session's memory items as the
+        script left them (stored form, oldest first): the agent's first memory read, in the
+        same round trip. Raises :class:`LockLost` if the lock is not ``owner``'s (without
+        ``lease_ms``)."""
+        k = self.keys
+        more = [orjson.dumps(e) for e in then or ()]
+        note = orjson.dumps({"role": "user", "content": said})
+        await self._webhook_mark(sid)
+        res = await self._run_script(
+            self._start,
+            keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
+                  k.partial(sid), k.notes(sid)],
+            args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
+                  "" if lease_ms is None else lease_ms, "1" if read_memory else "", *more])
+        if int(res[0]) == -2:
+            raise LockLost(sid)
+        if int(res[0]) == -3:
+            return Started(0, False, "", busy=True)
+        attempt, cancelled, offset = int(res[0]), int(res[1]) == 1, int(res[2])
+        if offset <= 0:
+            return Started(attempt, cancelled, "", held=int(res[1]) == 2)
+        n = int(res[4])
+        raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
+        await self._fan_out_all(sid, offset - len(more), raws, res[5 + n:])
+        return Started(attempt, cancelled, res[3].decode(),
+                       memory=list(res[5:5 + n]) if read_memory else None)

@@ -1,0 +1,131 @@
+"""How a worker reads the inbound shards of its agents (sessions/worker.py): one XREADGROUP
+over every shard on a single Redis, one reader per shard on a Cluster, each taking its share of
+the free capacity; reclaiming the entries of stalled workers beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from typing import Any
+
+from agentia import metrics as M
+from agentia.codes import BusUnavailable
+from sessions.roles import Claimed, Inbound, WorkerBus
+from sessions.worker_config import WorkerConfig
+
+log = logging.getLogger("agentia.worker")
+
+
+class ShardReads:
+    """The worker's reading loops (a mixin of :class:`sessions.worker.Worker`)."""
+
+    bus: WorkerBus
+    cfg: WorkerConfig
+    name: str
+    streams: tuple[str, ...]
+    inbound: list[Inbound]
+    tasks: set[asyncio.Task[Any]]
+    slots: asyncio.Semaphore
+    stopping: asyncio.Event
+    _last_reclaim: float
+
+    def _spawn(self, claim: Claimed) -> None:
+        raise NotImplementedError
+
+    async def _run_all_shards(self, burst: bool) -> None:
+        while not self.stopping.is_set():
+            got = await self._poll()
+            if burst and not got and not self.tasks:
+                got = await self._reclaim()
+                if not got and not self.tasks:
+                    return
+
+    async def _poll(self) -> int:
+        """One XREADGROUP over every shard (a single Redis serves them all). COUNT applies
+        to each stream, so each takes a share of the free capacity: a worker must not hold
+        (in its pending list) turns it cannot start while other workers idle."""
+        await self._room()
+        n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
+        if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
+            n += await self._reclaim()
+        return n
+
+    async def _run_per_shard(self, burst: bool) -> None:
+        """On a Cluster every shard has its own slot, and XREADGROUP may not span slots: one
+        reader per shard, each blocking on its own stream (so a quiet shard never delays a
+        busy one), each taking its share of the free capacity (so together they do not read
+        far beyond ``concurrency``). Reclaiming runs beside them."""
+        idle = [False] * len(self.inbound)
+        readers = [asyncio.create_task(self._read_shard(i, idle))
+                   for i in range(len(self.inbound))]
+        try:
+            while not self.stopping.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self._pause(burst))
+                got = 0
+                if burst or time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
+                    got = await self._reclaim()
+                if burst and all(idle) and not got and not self.tasks:
+                    return
+        finally:
+            self.stopping.set()  # readers leave after their current read (block_ms at most)
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    def _pause(self, burst: bool) -> float:
+        return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000
+
+    async def _read_shard(self, i: int, idle: list[bool]) -> None:
+        while not self.stopping.is_set():
+            await self._room()
+            share = -(-self._free() // len(self.inbound))  # ceil: at least one each
+            idle[i] = await self._read([self.inbound[i]], share) == 0
+
+    async def _room(self) -> None:
+        """Wait until a session slot is free (not held: the session task takes it)."""
+        await self.slots.acquire()
+        self.slots.release()
+
+    async def _read(self, shards: list[Inbound], count: int) -> int:
+        try:
+            claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
+        except Exception as exc:
+            return await self._on_read_error(exc)
+        for claim in claims:
+            self._spawn(claim)
+        return len(claims)
+
+    async def _on_read_error(self, exc: Exception) -> int:
+        if "NOGROUP" in str(exc):
+            log.warning("consumer group missing (Redis restarted?); recreating")
+            with suppress(BusUnavailable):
+                await self.bus.ensure_groups(self.streams)
+        else:
+            log.warning("reading turns failed: %s; retrying", exc)
+            M.REDIS_ERRORS.labels("worker").inc()
+            await asyncio.sleep(0.5)
+        return 0
+
+    async def _reclaim(self) -> int:
+        """Take over entries whose worker stopped renewing them for a whole lease."""
+        self._last_reclaim = time.monotonic()
+        n = 0
+        for shard in self.inbound:
+            try:
+                claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms,
+                                                max(1, self._free()))
+            except Exception as exc:
+                log.debug("reclaim on shard %s failed: %s", shard, exc)
+                continue
+            for claim in claims:
+                # entry ids are per shard: two shards can hold the same one
+                log.info("reclaimed %s of shard %s (session %s) from a stalled worker",
+                         claim.id, shard, claim.session)
+                self._spawn(claim)
+                n += 1
+        return n
+
+    def _free(self) -> int:
+        return max(1, self.cfg.concurrency - len(self.tasks))
+

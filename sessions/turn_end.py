@@ -1,0 +1,65 @@
+"""The end of a turn's attempt in the worker (sessions/worker.py): the ending written, the
+session lock freed and the inbound entry acked with it when no turn is pending; dead
+letters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agents import Agent
+
+from agentia import metrics as M
+from agentia import tracing
+from agentia.codes import ErrorCode
+from sessions import events as E
+from sessions import turn_spans as TS
+from sessions.duties import Running
+from sessions.roles import Claimed, Turn, WorkerBus
+from sessions.turn_log import ending
+
+log = logging.getLogger("agentia.worker")
+
+
+class TurnEnding:
+    """The worker's ending of a turn (a mixin of :class:`sessions.worker.Worker`)."""
+
+    bus: WorkerBus
+    name: str
+    running: dict[str, Running]
+
+    def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
+        raise NotImplementedError
+
+    async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]],
+                      remember: list[bytes] | None = None, claim: Claimed | None = None
+                      ) -> None:
+        """End the turn with ``event``; ``remember``: its memory items not written yet;
+        ``claim``: the inbound entry, acked in the ending's round trip when the ending frees
+        the lock (``end_turn``'s ``ack``: after the ending is durable, as before, one round
+        trip fewer)."""
+        began = tracing.now() if tracing.ON else 0
+        run = self.running.get(turn.session)
+        paused = run is not None and run.paused
+        # the ending frees the lock when no turn is pending (one script, not next_turn and
+        # release_lock after it); not before a pause record is dropped, which is not fenced
+        # (and not acked then either: the entry is acked after end_pause, by the caller)
+        ended = await self.bus.end_turn(
+            turn.session, event, turn.offset, self.name, release=not paused,
+            remember=remember, ack=claim.ack_command() if claim and not paused else ())
+        if tracing.ON:
+            TS.replied(began, event)
+        if run is not None:
+            run.ended = ended
+        if paused:  # its requests close with it
+            await self.bus.end_pause(turn.session)
+
+    async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
+                           code: ErrorCode = ErrorCode.TURN_FAILED,
+                           agent: str | None = None) -> None:
+        await claim.dead_letter(turn, attempts, why)
+        log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
+        await self.bus.rollback_memory(turn.session, turn.offset)
+        M.TURNS.labels("dead_lettered").inc()
+        await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
+                                        agent or self.agent_for(turn)[0].name), claim=claim)

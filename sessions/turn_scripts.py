@@ -1,0 +1,89 @@
+"""The scripts that run a turn's attempt (sessions/log_redis.py ``start_attempt``). Each
+touches the keys of exactly one session (one Cluster slot), as those of scripts.py."""
+
+from sessions.scripts import _APPEND, _APPEND_MORE, _ROLLBACK
+
+# KEYS: meta, memory, lock, log, nodes, partial, notes
+# ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
+#       the turn's user message as a memory item (json), lease ms ("" = the caller holds the
+#       lock already), read memory ("1": the session's memory items come back in the reply),
+#       more events...
+# With a lease the session lock is taken first as ACQUIRE takes it (free, or this owner's):
+# one script fewer per turn (the worker's ACQUIRE before it); {-3} (nothing written) when
+# another worker holds it. A session without meta is not locked ({0, 1, 0, ''}, as below).
+# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
+# which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
+# is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
+# turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
+# run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
+# instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
+# tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
+# While an operator holds the session (meta ``op``, TAKEOVER) the turn does not run: its user
+# message is queued in ``notes`` (the agent sees it after the release, in order with the
+# operator's messages) and {attempt, 2, 0, ''} is returned (the worker ends it ``cancelled``
+# with reason ``takeover``). Checked here, under the lock, so no attempt starts in a takeover.
+# Returns {-2} if the lock is not the caller's (without a lease), {-3} if it is another's
+# (with one); {0, 1, 0, ''} if the session is gone; else
+# {attempt, cancelled, offset of the last event appended (0: none appended), run, n, n memory
+# items (with ``read memory``: what the agent's memory holds once this script ran, oldest first;
+# the worker's memory read, one round trip fewer per turn), node...}.
+START = (
+    """
+local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
+local holder = redis.call('GET', KEYS[3])
+if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
+if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
+if holder ~= ARGV[2] then
+  if holder then return {-3} end
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
+end
+local mem, tag = KEYS[2], ARGV[1] .. '|'
+local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
+if ARGV[3] ~= '1' or attempts == 0 then
+  attempts = redis.call('HINCRBY', meta, 'a:' .. ARGV[1], 1)
+end
+"""
+    + _ROLLBACK
+    + """
+local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
+local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
+if cancel or attempts - since > tonumber(ARGV[4]) then
+  return {attempts, cancel and 1 or 0, 0, ''}
+end
+if redis.call('HEXISTS', meta, 'op') == 1 then
+  redis.call('RPUSH', KEYS[7], ARGV[9])
+  redis.call('LTRIM', KEYS[7], -tonumber(ARGV[8]), -1)
+  redis.call('EXPIRE', KEYS[7], ttl)
+  return {attempts, 2, 0, ''}
+end
+local notes = redis.call('LRANGE', KEYS[7], 0, -1)
+if #notes > 0 then
+  for _, n in ipairs(notes) do redis.call('RPUSH', mem, 'n|' .. n) end
+  redis.call('DEL', KEYS[7])
+  redis.call('LTRIM', mem, -tonumber(ARGV[8]), -1)
+  redis.call('EXPIRE', mem, ttl)
+end
+local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
+local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
+local seq
+"""
+    + _APPEND
+    + "local from = 12\n"
+    + _APPEND_MORE
+    + """
+redis.call('DEL', KEYS[6])
+redis.call('RPUSH', KEYS[6], run)
+redis.call('EXPIRE', KEYS[6], ttl)
+local out = {attempts, 0, seq, run}
+if ARGV[11] == '1' then
+  local items = redis.call('LRANGE', mem, 0, -1)
+  out[5] = #items
+  for _, m in ipairs(items) do out[#out + 1] = m end
+else
+  out[5] = 0
+end
+for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
+return out
+"""
+)
+
