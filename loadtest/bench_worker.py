@@ -72,6 +72,8 @@ class Tally:
     waiters: dict[str, asyncio.Event] = field(default_factory=dict)
     an_end: asyncio.Event = field(default_factory=asyncio.Event)
     texts: int = 0
+    tokens: int = 0
+    """Model tokens of reply text seen (the stub's tokens are words with a leading space)."""
 
     def see(self, sid: str, event: bytes, now: float) -> None:
         ev = orjson.loads(event)
@@ -84,6 +86,7 @@ class Tally:
             self.started.setdefault(key, now)
         elif kind in TEXT:
             self.texts += 1
+            self.tokens += ev.get("text", ev.get("delta", "")).count(" ")
             self.started.setdefault(key, now)
             self.first.setdefault(key, now)
         elif kind in ENDS:
@@ -221,9 +224,9 @@ async def _closed_loop(bus: Bus, tally: Tally, sid: str, until: float) -> None:
 
 
 async def _sample(stack: Stack, tally: Tally, stop: asyncio.Event,
-                  out: list[tuple[float, float, int]]) -> None:
+                  out: list[tuple[float, float, int, int]]) -> None:
     while not stop.is_set():
-        out.append((time.monotonic(), stack.worker_cpu(), tally.in_flight()))
+        out.append((time.monotonic(), stack.worker_cpu(), tally.in_flight(), tally.tokens))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -233,7 +236,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     bus, tally = Bus(connect(stack.redis.url, 256), prefix="agentia"), Tally()
     stop, stop_sampling = asyncio.Event(), asyncio.Event()
     sessions = [f"fl-{n}" for n in range(streams)]
-    samples: list[tuple[float, float, int]] = []
+    samples: list[tuple[float, float, int, int]] = []
     # the reader on a pool of its own: 1,000 submitting loops on a starved box kept every
     # connection of the shared pool past its 5 s wait, and the reader's failure ended the run
     reading = Bus(connect(stack.redis.url, 4), prefix="agentia")
@@ -266,15 +269,20 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     return out
 
 
-def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
+def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int]],
                       until: float, tokens: int) -> dict[str, Any]:
-    most = max((n for _, _, n in samples), default=0)
+    most = max((s[2] for s in samples), default=0)
     from_i = next((i for i, s in enumerate(samples) if s[2] >= 0.9 * most), 0)
     steady = [s for s in samples[from_i:] if s[0] <= until]
     if len(steady) < 2:  # in flight peaked at the end of the load: take the grace too
         steady = samples[from_i:]
     cores = ((steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
              if len(steady) > 1 else float("nan"))
+    # worker CPU per model token streamed over the steady part (everything included: the
+    # socket, the stream's decoding, the turn's text handling, the chunks' pipelines)
+    streamed = steady[-1][3] - steady[0][3] if len(steady) > 1 else 0
+    per_token = ((steady[-1][1] - steady[0][1]) / streamed * 1e6 if streamed
+                 else float("nan"))
     ttfd = [(tally.first[k] - t) * 1000 for k, t in tally.submitted.items() if k in tally.first]
     replies = sum(1 for _, kind in tally.ended.values() if kind == b"reply")
     # the pace each reply reached from its first text to its end, in model tokens per second
@@ -282,10 +290,13 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
             if kind == b"reply" and k in tally.first and end > tally.first[k]]
     return {
         "max_in_flight": most,
-        "mean_in_flight_steady": round(statistics.fmean(n for *_, n in steady), 1)
+        "mean_in_flight_steady": round(statistics.fmean(s[2] for s in steady), 1)
         if steady else 0,
         "steady_s": round(steady[-1][0] - steady[0][0], 1) if len(steady) > 1 else 0,
         "worker_cores_steady": round(cores, 3),
+        "tokens_per_s_steady": round(streamed / (steady[-1][0] - steady[0][0]))
+        if len(steady) > 1 else 0,
+        "worker_us_per_token_steady": round(per_token, 2),
         "turns_submitted": len(tally.submitted), "replies": replies,
         "turn_errors": sum(1 for _, kind in tally.ended.values() if kind == b"turn_error"),
         "unfinished": len(tally.submitted) - len(tally.ended),
