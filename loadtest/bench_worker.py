@@ -19,7 +19,10 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
   steady part: from the first moment in flight reached 90 % of its most), turns ended and
   unfinished (submitted, not ended by the end of the grace: queued or still streaming),
   time to first reply text p50/p99 (from the submit), the pace of each reply (model tokens/s
-  from its first text to its end) and the CPU of redis-server, the stub and this process.
+  from its first text to its end) and the CPU of redis-server, the stub and this process;
+  and the worker's CPU per model token while the turns stream (from the first moment 90 % of
+  the most turns streaming at once were streaming, to the end of the load: the turns' starts
+  left out; ``worker_us_per_token_streaming``).
 
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
 
@@ -97,6 +100,10 @@ class Tally:
 
     def in_flight(self) -> int:
         return len(self.started) - sum(1 for k in self.started if k in self.ended)
+
+    def streaming(self) -> int:
+        """Turns whose reply text has begun and not ended."""
+        return len(self.first) - sum(1 for k in self.first if k in self.ended)
 
 
 @dataclass
@@ -224,9 +231,10 @@ async def _closed_loop(bus: Bus, tally: Tally, sid: str, until: float) -> None:
 
 
 async def _sample(stack: Stack, tally: Tally, stop: asyncio.Event,
-                  out: list[tuple[float, float, int, int]]) -> None:
+                  out: list[tuple[float, float, int, int, int]]) -> None:
     while not stop.is_set():
-        out.append((time.monotonic(), stack.worker_cpu(), tally.in_flight(), tally.tokens))
+        out.append((time.monotonic(), stack.worker_cpu(), tally.in_flight(), tally.tokens,
+                    tally.streaming()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -236,7 +244,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     bus, tally = Bus(connect(stack.redis.url, 256), prefix="agentia"), Tally()
     stop, stop_sampling = asyncio.Event(), asyncio.Event()
     sessions = [f"fl-{n}" for n in range(streams)]
-    samples: list[tuple[float, float, int, int]] = []
+    samples: list[tuple[float, float, int, int, int]] = []
     # the reader on a pool of its own: 1,000 submitting loops on a starved box kept every
     # connection of the shared pool past its 5 s wait, and the reader's failure ended the run
     reading = Bus(connect(stack.redis.url, 4), prefix="agentia")
@@ -269,7 +277,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     return out
 
 
-def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int]],
+def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int, int]],
                       until: float, tokens: int) -> dict[str, Any]:
     most = max((s[2] for s in samples), default=0)
     from_i = next((i for i, s in enumerate(samples) if s[2] >= 0.9 * most), 0)
@@ -278,11 +286,19 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int]]
         steady = samples[from_i:]
     cores = ((steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
              if len(steady) > 1 else float("nan"))
-    # worker CPU per model token streamed over the steady part (everything included: the
-    # socket, the stream's decoding, the turn's text handling, the chunks' pipelines)
-    streamed = steady[-1][3] - steady[0][3] if len(steady) > 1 else 0
-    per_token = ((steady[-1][1] - steady[0][1]) / streamed * 1e6 if streamed
+    # worker CPU per model token while streaming: from the first moment 90 % of the most
+    # turns ever streaming at once were streaming (their turns' starts behind them: a starved
+    # worker starts 1,000 turns for tens of seconds) to the end of the load; everything
+    # included (the socket, the stream's decoding, the turn's text handling, the pieces'
+    # pipelines, the odd turn that ends and starts again)
+    top = max((s[4] for s in samples), default=0)
+    flowing = [s for s in samples if s[4] >= 0.9 * top and s[0] <= until] if top else []
+    if len(flowing) > 1:
+        flowing = [s for s in samples if flowing[0][0] <= s[0] <= until]
+    streamed = flowing[-1][3] - flowing[0][3] if len(flowing) > 1 else 0
+    per_token = ((flowing[-1][1] - flowing[0][1]) / streamed * 1e6 if streamed
                  else float("nan"))
+    flowing_s = flowing[-1][0] - flowing[0][0] if len(flowing) > 1 else 0.0
     ttfd = [(tally.first[k] - t) * 1000 for k, t in tally.submitted.items() if k in tally.first]
     replies = sum(1 for _, kind in tally.ended.values() if kind == b"reply")
     # the pace each reply reached from its first text to its end, in model tokens per second
@@ -294,9 +310,11 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int]]
         if steady else 0,
         "steady_s": round(steady[-1][0] - steady[0][0], 1) if len(steady) > 1 else 0,
         "worker_cores_steady": round(cores, 3),
-        "tokens_per_s_steady": round(streamed / (steady[-1][0] - steady[0][0]))
-        if len(steady) > 1 else 0,
-        "worker_us_per_token_steady": round(per_token, 2),
+        "streaming_most": top, "streaming_s": round(flowing_s, 1),
+        "tokens_per_s_streaming": round(streamed / flowing_s) if flowing_s else 0,
+        "worker_cores_streaming": round((flowing[-1][1] - flowing[0][1]) / flowing_s, 3)
+        if flowing_s else float("nan"),
+        "worker_us_per_token_streaming": round(per_token, 2),
         "turns_submitted": len(tally.submitted), "replies": replies,
         "turn_errors": sum(1 for _, kind in tally.ended.values() if kind == b"turn_error"),
         "unfinished": len(tally.submitted) - len(tally.ended),

@@ -37,6 +37,7 @@ from openai import APIConnectionError, APITimeoutError, AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
 from sessions import sdk_speedups
+from sessions.coalescer import busy_window
 
 # the chunks' decoding, moved to its own module (callers use these names from here too)
 from sessions.lean_chunks import PlainDelta as PlainDelta
@@ -235,8 +236,17 @@ class LeanStream:
 
     async def _wire_reads(self, body: WireBody) -> AsyncGenerator[bytes, None]:
         """The body straight off :class:`model_http.WireBody`: its connection holds what comes
-        meanwhile, so pacing needs no task of its own (``paced_reads``'s pump)."""
-        while data := await body.read():
-            yield data
-            if self._read_every and self._texting:
-                await asyncio.sleep(self._read_every)
+        meanwhile, so pacing needs no task of its own (``paced_reads``'s pump). With many
+        streams open the pacing is the chunk flusher's busy tick (sessions/coalescer.py)."""
+        STREAMS[0] += 1
+        try:
+            while data := await body.read():
+                yield data
+                if self._read_every and self._texting:
+                    await asyncio.sleep(busy_window(self._read_every, STREAMS[0]))
+        finally:
+            STREAMS[0] -= 1
+
+
+STREAMS = [0]
+"""Lean streams being read over the wire in this process (the busy pacing's measure)."""

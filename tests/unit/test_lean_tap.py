@@ -200,3 +200,12 @@ async def test_the_pump_joins_text_and_keeps_the_order() -> None:
         got.append(e)
     assert got == ["e1", "ab", CAUGHT_UP, "e2", "c"]
     assert pump.text_waiting == 0
+
+
+def test_the_busy_window_grows_with_the_streams_and_is_bounded() -> None:
+    from sessions.coalescer import BUSY_MAX_S, BUSY_STREAMS, busy_window
+    assert busy_window(0.04, 1) == busy_window(0.04, BUSY_STREAMS) == 0.04
+    assert busy_window(0.04, BUSY_STREAMS * 2) == pytest.approx(0.08)
+    assert busy_window(0.04, 100_000) == BUSY_MAX_S
+    assert busy_window(0.5, 100_000) == 0.5, "never shorter than the configured window"
+    assert busy_window(0.0, 100_000) == 0.0, "0 (read as it comes) stays 0"
