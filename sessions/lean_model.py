@@ -243,6 +243,7 @@ class LeanStream:
             while data := await body.read():
                 yield data
                 if self._read_every and self._texting:
+                    body.hold()  # what comes meanwhile: one socket read, not one a token
                     await asyncio.sleep(busy_window(self._read_every, STREAMS[0]))
         finally:
             STREAMS[0] -= 1
