@@ -21,7 +21,7 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
   time to first reply text p50/p99 (from the submit), the pace of each reply (model tokens/s
   from its first text to its end) and the CPU of redis-server, the stub and this process;
   and the worker's CPU per model token while the turns stream (from the first moment 90 % of
-  the most turns streaming at once were streaming, to the end of the load: the turns' starts
+  the most turns streaming at once were streaming, to the end of the grace: the turns' starts
   left out; ``worker_us_per_token_streaming``).
 
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
@@ -288,13 +288,13 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int, 
              if len(steady) > 1 else float("nan"))
     # worker CPU per model token while streaming: from the first moment 90 % of the most
     # turns ever streaming at once were streaming (their turns' starts behind them: a starved
-    # worker starts 1,000 turns for tens of seconds) to the end of the load; everything
-    # included (the socket, the stream's decoding, the turn's text handling, the pieces'
-    # pipelines, the odd turn that ends and starts again)
+    # worker starts 1,000 turns for tens of seconds) to the last sample, the grace included
+    # (no turn is submitted then: the streams run out); everything included (the socket, the
+    # stream's decoding, the turn's text handling, the pieces' pipelines, the turns that end
+    # and start again)
     top = max((s[4] for s in samples), default=0)
-    flowing = [s for s in samples if s[4] >= 0.9 * top and s[0] <= until] if top else []
-    if len(flowing) > 1:
-        flowing = [s for s in samples if flowing[0][0] <= s[0] <= until]
+    first = next((s[0] for s in samples if top and s[4] >= 0.9 * top), None)
+    flowing = [s for s in samples if first is not None and s[0] >= first]
     streamed = flowing[-1][3] - flowing[0][3] if len(flowing) > 1 else 0
     per_token = ((flowing[-1][1] - flowing[0][1]) / streamed * 1e6 if streamed
                  else float("nan"))
@@ -407,6 +407,8 @@ def main() -> None:
                 doc = {"runs": runs, "params": _params(a, mode)}
                 if mode == "cpu":
                     doc["summary"] = cpu_summary(runs, trees[-1])
+                else:
+                    doc["summary"] = stream_summary(runs, trees[-1])
                 print(record(f"{a.name}-{mode}", doc, notes=_NOTES[mode]))
 
 
@@ -422,6 +424,22 @@ def cpu_summary(runs: list[dict[str, Any]], tree: Path) -> dict[str, Any]:
             out[f"{model}_worker_cpu_s_per_turn"] = round(
                 statistics.mean(r["worker_cpu_ms_per_turn"] for r in mine) / 1000, 6)
     return out
+
+
+def stream_summary(runs: list[dict[str, Any]], tree: Path) -> dict[str, Any]:
+    """The last ``--tree``'s worker CPU-s per streamed token while streaming, mean of its runs
+    at the most streams: ``agentia capacity`` reads it as the worker's cost per token of an
+    OpenAI-compatible model (loadtest/capacity_figures.py, ``worker_token_cpu_stream``)."""
+    mine = [r for r in runs if r["tree"] == str(tree)
+            and isinstance(r.get("worker_us_per_token_streaming"), int | float)
+            and r["worker_us_per_token_streaming"] == r["worker_us_per_token_streaming"]]
+    if not mine:
+        return {"tree": str(tree)}
+    most = max(r["streams"] for r in mine)
+    mine = [r for r in mine if r["streams"] == most]
+    return {"tree": str(tree), "commit": mine[0]["commit"], "streams": most,
+            "worker_cpu_s_per_token": round(statistics.mean(
+                r["worker_us_per_token_streaming"] for r in mine) / 1e6, 9)}
 
 
 def _variants(mode: str, a: argparse.Namespace) -> list[tuple[int, str]]:
