@@ -24,8 +24,9 @@ COMMANDS = {
     "worker-cpu": "python -m loadtest.bench_worker --modes cpu --tree <main> --tree . "
                   "--rounds 2 --record",
     "worker-stream-inflight": "python -m loadtest.bench_worker --modes inflight --tree <main> "
-                              "--tree . --streams 1000 --concurrency 1000 --seconds 120 "
-                              "--reply-tokens 1000 --rounds 2 --record --name worker-stream",
+                              "--tree . --streams 1000 --concurrency 1000 --seconds 100 "
+                              "--grace 60 --reply-tokens 1000 --rounds 2 --record "
+                              "--name worker-stream",
     "redis-shard-before": "python -m loadtest.bench_redis --tree before=<a checkout before "
                           "chunks> --tree after=. --record",
     "voice": "python -m loadtest.bench_voice --record",
