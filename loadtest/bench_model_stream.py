@@ -7,7 +7,8 @@ process), ``time.process_time`` of this process per token received.
 Clients: ``openai`` (the worker's default: the OpenAI client, one connection pool, the
 merging decoder), ``openai16`` (the same over 16 pools taken in turn), ``lean-httpx``
 (``AGENTIA_MODEL_CLIENT=lean`` over httpx's transport, 16 pools), ``lean`` (over
-``sessions.model_http``). Each run is a fresh process; runs alternate.
+``sessions.model_http``), ``lean-tap`` (the same with the direct path's tap: text past the
+SDK's handler, sessions/lean_model.py). Each run is a fresh process; runs alternate.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from agents.models.openai_provider import OpenAIProvider
 
 from loadtest.record import record
 
-CLIENTS = ("openai", "openai16", "lean-httpx", "lean")
+CLIENTS = ("openai", "openai16", "lean-httpx", "lean", "lean-tap")
 
 
 class _Turns(ModelProvider):
@@ -47,24 +48,55 @@ def provider(kind: str, base_url: str, read_ms: int) -> ModelProvider:
     clients = [openai_client(cfg, 2_000 // 16) for _ in range(16)]
     if kind == "openai16":
         return _Turns([OpenAIProvider(openai_client=c, use_responses=False) for c in clients])
-    return LeanProvider(clients, read_ms / 1000, wire=kind == "lean")
+    return LeanProvider(clients, read_ms / 1000, wire=kind.startswith("lean") and
+                        kind != "lean-httpx")
+
+
+class _Tap:
+    """The direct path's tap (sessions/model_pump.py) reduced to counting: text that skipped
+    the SDK's handler, and the caught-up delta after it not counted twice."""
+
+    def __init__(self) -> None:
+        self.tokens, self.first, self.skip = 0, 0.0, False
+
+    def text(self, text: str) -> None:
+        self.first = self.first or time.monotonic()
+        self.tokens += text.count(" ") + (self.tokens == 0)
+
+    def caught_up(self) -> None:
+        self.skip = True
+
+    def full(self) -> bool:
+        return False
+
+    async def room(self) -> None:
+        return None
 
 
 async def one_stream(p: ModelProvider, start: float, pace: list[float]) -> int:
-    tokens = 0
-    first = 0.0
-    async for e in p.get_model("m").stream_response(  # type: ignore[call-arg]
+    model = p.get_model("m")
+    tap = _Tap()
+    if hasattr(model, "tap") and TAP[0]:
+        model.tap = tap
+    async for e in model.stream_response(  # type: ignore[call-arg]
             None, "hi", ModelSettings(), [], None, [], ModelTracing.DISABLED):
         if e.type == "response.output_text.delta":
-            first = first or time.monotonic()
-            tokens += e.delta.count(" ") + (tokens == 0)
-    pace.append(tokens / max(1e-3, time.monotonic() - first))
-    return tokens
+            if tap.skip:
+                tap.skip = False
+                continue
+            tap.first = tap.first or time.monotonic()
+            tap.tokens += e.delta.count(" ") + (tap.tokens == 0)
+    pace.append(tap.tokens / max(1e-3, time.monotonic() - tap.first))
+    return tap.tokens
+
+
+TAP = [False]
 
 
 async def run(kind: str, base_url: str, streams: int, read_ms: int) -> dict[str, Any]:
     from sessions import sdk_speedups
     sdk_speedups.install()
+    TAP[0] = kind == "lean-tap"
     p = provider(kind, base_url, read_ms)
     await asyncio.gather(*(one_stream(p, 0, []) for _ in range(min(streams, 20))))  # warm
     pace: list[float] = []

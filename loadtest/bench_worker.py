@@ -19,7 +19,10 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
   steady part: from the first moment in flight reached 90 % of its most), turns ended and
   unfinished (submitted, not ended by the end of the grace: queued or still streaming),
   time to first reply text p50/p99 (from the submit), the pace of each reply (model tokens/s
-  from its first text to its end) and the CPU of redis-server, the stub and this process.
+  from its first text to its end) and the CPU of redis-server, the stub and this process;
+  and the worker's CPU per model token while the turns stream (from the first moment 90 % of
+  the most turns streaming at once were streaming, to the end of the grace: the turns' starts
+  left out; ``worker_us_per_token_streaming``).
 
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
 
@@ -72,6 +75,8 @@ class Tally:
     waiters: dict[str, asyncio.Event] = field(default_factory=dict)
     an_end: asyncio.Event = field(default_factory=asyncio.Event)
     texts: int = 0
+    tokens: int = 0
+    """Model tokens of reply text seen (the stub's tokens are words with a leading space)."""
 
     def see(self, sid: str, event: bytes, now: float) -> None:
         ev = orjson.loads(event)
@@ -84,6 +89,7 @@ class Tally:
             self.started.setdefault(key, now)
         elif kind in TEXT:
             self.texts += 1
+            self.tokens += ev.get("text", ev.get("delta", "")).count(" ")
             self.started.setdefault(key, now)
             self.first.setdefault(key, now)
         elif kind in ENDS:
@@ -94,6 +100,10 @@ class Tally:
 
     def in_flight(self) -> int:
         return len(self.started) - sum(1 for k in self.started if k in self.ended)
+
+    def streaming(self) -> int:
+        """Turns whose reply text has begun and not ended."""
+        return len(self.first) - sum(1 for k in self.first if k in self.ended)
 
 
 @dataclass
@@ -221,9 +231,10 @@ async def _closed_loop(bus: Bus, tally: Tally, sid: str, until: float) -> None:
 
 
 async def _sample(stack: Stack, tally: Tally, stop: asyncio.Event,
-                  out: list[tuple[float, float, int]]) -> None:
+                  out: list[tuple[float, float, int, int, int]]) -> None:
     while not stop.is_set():
-        out.append((time.monotonic(), stack.worker_cpu(), tally.in_flight()))
+        out.append((time.monotonic(), stack.worker_cpu(), tally.in_flight(), tally.tokens,
+                    tally.streaming()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -233,7 +244,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     bus, tally = Bus(connect(stack.redis.url, 256), prefix="agentia"), Tally()
     stop, stop_sampling = asyncio.Event(), asyncio.Event()
     sessions = [f"fl-{n}" for n in range(streams)]
-    samples: list[tuple[float, float, int]] = []
+    samples: list[tuple[float, float, int, int, int]] = []
     # the reader on a pool of its own: 1,000 submitting loops on a starved box kept every
     # connection of the shared pool past its 5 s wait, and the reader's failure ended the run
     reading = Bus(connect(stack.redis.url, 4), prefix="agentia")
@@ -266,15 +277,28 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     return out
 
 
-def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
+def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int, int, int]],
                       until: float, tokens: int) -> dict[str, Any]:
-    most = max((n for _, _, n in samples), default=0)
+    most = max((s[2] for s in samples), default=0)
     from_i = next((i for i, s in enumerate(samples) if s[2] >= 0.9 * most), 0)
     steady = [s for s in samples[from_i:] if s[0] <= until]
     if len(steady) < 2:  # in flight peaked at the end of the load: take the grace too
         steady = samples[from_i:]
     cores = ((steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
              if len(steady) > 1 else float("nan"))
+    # worker CPU per model token while streaming: from the first moment 90 % of the most
+    # turns ever streaming at once were streaming (their turns' starts behind them: a starved
+    # worker starts 1,000 turns for tens of seconds) to the last sample, the grace included
+    # (no turn is submitted then: the streams run out); everything included (the socket, the
+    # stream's decoding, the turn's text handling, the pieces' pipelines, the turns that end
+    # and start again)
+    top = max((s[4] for s in samples), default=0)
+    first = next((s[0] for s in samples if top and s[4] >= 0.9 * top), None)
+    flowing = [s for s in samples if first is not None and s[0] >= first]
+    streamed = flowing[-1][3] - flowing[0][3] if len(flowing) > 1 else 0
+    per_token = ((flowing[-1][1] - flowing[0][1]) / streamed * 1e6 if streamed
+                 else float("nan"))
+    flowing_s = flowing[-1][0] - flowing[0][0] if len(flowing) > 1 else 0.0
     ttfd = [(tally.first[k] - t) * 1000 for k, t in tally.submitted.items() if k in tally.first]
     replies = sum(1 for _, kind in tally.ended.values() if kind == b"reply")
     # the pace each reply reached from its first text to its end, in model tokens per second
@@ -282,10 +306,15 @@ def _inflight_figures(tally: Tally, samples: list[tuple[float, float, int]],
             if kind == b"reply" and k in tally.first and end > tally.first[k]]
     return {
         "max_in_flight": most,
-        "mean_in_flight_steady": round(statistics.fmean(n for *_, n in steady), 1)
+        "mean_in_flight_steady": round(statistics.fmean(s[2] for s in steady), 1)
         if steady else 0,
         "steady_s": round(steady[-1][0] - steady[0][0], 1) if len(steady) > 1 else 0,
         "worker_cores_steady": round(cores, 3),
+        "streaming_most": top, "streaming_s": round(flowing_s, 1),
+        "tokens_per_s_streaming": round(streamed / flowing_s) if flowing_s else 0,
+        "worker_cores_streaming": round((flowing[-1][1] - flowing[0][1]) / flowing_s, 3)
+        if flowing_s else float("nan"),
+        "worker_us_per_token_streaming": round(per_token, 2),
         "turns_submitted": len(tally.submitted), "replies": replies,
         "turn_errors": sum(1 for _, kind in tally.ended.values() if kind == b"turn_error"),
         "unfinished": len(tally.submitted) - len(tally.ended),
@@ -378,6 +407,8 @@ def main() -> None:
                 doc = {"runs": runs, "params": _params(a, mode)}
                 if mode == "cpu":
                     doc["summary"] = cpu_summary(runs, trees[-1])
+                else:
+                    doc["summary"] = stream_summary(runs, trees[-1])
                 print(record(f"{a.name}-{mode}", doc, notes=_NOTES[mode]))
 
 
@@ -393,6 +424,22 @@ def cpu_summary(runs: list[dict[str, Any]], tree: Path) -> dict[str, Any]:
             out[f"{model}_worker_cpu_s_per_turn"] = round(
                 statistics.mean(r["worker_cpu_ms_per_turn"] for r in mine) / 1000, 6)
     return out
+
+
+def stream_summary(runs: list[dict[str, Any]], tree: Path) -> dict[str, Any]:
+    """The last ``--tree``'s worker CPU-s per streamed token while streaming, mean of its runs
+    at the most streams: ``agentia capacity`` reads it as the worker's cost per token of an
+    OpenAI-compatible model (loadtest/capacity_figures.py, ``worker_token_cpu_stream``)."""
+    mine = [r for r in runs if r["tree"] == str(tree)
+            and isinstance(r.get("worker_us_per_token_streaming"), int | float)
+            and r["worker_us_per_token_streaming"] == r["worker_us_per_token_streaming"]]
+    if not mine:
+        return {"tree": str(tree)}
+    most = max(r["streams"] for r in mine)
+    mine = [r for r in mine if r["streams"] == most]
+    return {"tree": str(tree), "commit": mine[0]["commit"], "streams": most,
+            "worker_cpu_s_per_token": round(statistics.mean(
+                r["worker_us_per_token_streaming"] for r in mine) / 1e6, 9)}
 
 
 def _variants(mode: str, a: argparse.Namespace) -> list[tuple[int, str]]:

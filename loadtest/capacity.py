@@ -80,6 +80,8 @@ def per_turn(f: Figures, who: str, tokens: float, deltas: float) -> float:
     ``deltas`` deltas, from three turns benchmarks: plain (a short reply in one delta),
     streamed (a long reply, about a delta per word) and fast-streamed (the same words, several
     per delta). Their differences give a cost per delta and a cost per streamed word."""
+    if who == "worker" and (stream := _worker_stream(f)) is not None:
+        return _plain_turn(f, who, f.measured("worker_turn_cpu")) + stream * tokens
     x = {k: f.measured(f"{who}_turn_cpu{k}") for k in ("", "_streamed", "_fast")}
     d = {k: f.measured(f"deltas{k}") for k in ("", "_streamed", "_fast")}
     w = {k: f.measured(f"words{k}") for k in ("", "_streamed", "_fast")}
@@ -88,6 +90,17 @@ def per_turn(f: Figures, who: str, tokens: float, deltas: float) -> float:
                       w["_streamed"] - w[""])
     return (_plain_turn(f, who, x[""]) + per_delta * max(0.0, deltas - d[""])
             + per_word * max(0.0, tokens - w[""]))
+
+
+def _worker_stream(f: Figures) -> float | None:
+    """The worker's CPU per streamed token of an OpenAI-compatible model over the lean client
+    (``bench_worker --modes inflight``: the socket, the decoding, the turn's text, the pieces'
+    pipelines, all of it), when recorded: it replaces the turns benchmarks' costs per delta and
+    per word, which come from the demo model (an SDK event per word, no HTTP stream)."""
+    try:
+        return f.measured("worker_token_cpu_stream")
+    except MissingResult:
+        return None
 
 
 def _plain_turn(f: Figures, who: str, recorded: float) -> float:

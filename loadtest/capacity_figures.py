@@ -23,6 +23,10 @@ COMMANDS = {
     "redis-shard": "python -m loadtest.bench_redis --record",
     "worker-cpu": "python -m loadtest.bench_worker --modes cpu --tree <main> --tree . "
                   "--rounds 2 --record",
+    "worker-stream-inflight": "python -m loadtest.bench_worker --modes inflight --tree <main> "
+                              "--tree . --streams 1000 --concurrency 1000 --seconds 100 "
+                              "--grace 60 --reply-tokens 1000 --rounds 2 --record "
+                              "--name worker-stream",
     "redis-shard-before": "python -m loadtest.bench_redis --tree before=<a checkout before "
                           "chunks> --tree after=. --record",
     "voice": "python -m loadtest.bench_voice --record",
@@ -48,6 +52,9 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("core-turns-w1", "summary.workers_cpu_s_per_turn")]),
     "worker_turn_cpu_now": ("worker CPU-s per turn, demo model, newest worker (bench_worker)", [
         ("worker-cpu", "summary.demo_worker_cpu_s_per_turn")]),
+    "worker_token_cpu_stream": ("worker CPU-s per streamed token, OpenAI-compatible model "
+                                "(lean client, bench_worker inflight)", [
+        ("worker-stream-inflight", "summary.worker_cpu_s_per_token")]),
     "words": ("reply words per turn, turns benchmark", [
         ("core-turns-w1", "summary.reply_words_per_turn")]),
     "deltas_streamed": ("deltas per turn, streamed turns benchmark", [

@@ -6,6 +6,13 @@ One :class:`ChunkFlusher` per worker sends the pieces of *every* running turn to
 (``coalesce_ms``) is one pipeline, however many turns run. Per-turn timers sending a small
 pipeline each cost Redis a read, a reply and a wake-up of the edge's blocked XREAD per piece;
 batched, Redis and the edge handle hundreds of pieces per round trip (docs/architecture.md).
+
+**Busy**: with more than :data:`BUSY_STREAMS` turns streaming at once the tick is longer
+(:func:`busy_window`: ``coalesce_ms`` * turns / :data:`BUSY_STREAMS`, at most
+:data:`BUSY_MAX_S`): a worker at a thousand streams sends a piece per turn every 100 ms, not
+every 40, and the lean model's stream is read at the same pace (sessions/lean_model.py), so
+the per-read and per-piece work is spread over more tokens when the CPU is short. Clients see
+larger, rarer ``chunk`` frames (docs/protocol.md); the text is the same.
 """
 
 from __future__ import annotations
@@ -19,6 +26,21 @@ import orjson
 from sessions import events as E
 from sessions import keys as K
 from sessions.roles import WorkerBus
+
+BUSY_STREAMS = 250
+"""Turns streaming at once up to which the tick is ``coalesce_ms`` (an interactive pace)."""
+BUSY_MAX_S = 0.1
+"""The longest tick (and model read pacing) when busy, seconds."""
+
+
+def busy_window(base: float, streams: int) -> float:
+    """The tick (or read pacing) of ``base`` seconds with ``streams`` turns streaming: ``base``
+    up to :data:`BUSY_STREAMS`, then longer in proportion, at most :data:`BUSY_MAX_S` (never
+    shorter than ``base``)."""
+    if streams <= BUSY_STREAMS or base >= BUSY_MAX_S:
+        return base
+    return min(BUSY_MAX_S, base * streams / BUSY_STREAMS)
+
 
 Piece = tuple[str, str, int, bytes, str]
 """(session, run id, seq, the chunk frame, the text for the partial buffer): one reply piece as
@@ -35,6 +57,8 @@ class ChunkFlusher:
         self._waiting: dict[int, Coalescer] = {}
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        self._last = 0
+        """Turns the last tick sent pieces of (the busy window's measure)."""
 
     def want(self, co: Coalescer) -> None:
         """``co`` has text waiting: send it at the next tick."""
@@ -45,7 +69,7 @@ class ChunkFlusher:
     async def _tick(self) -> None:
         try:
             while self._waiting:
-                await asyncio.sleep(self.interval)
+                await asyncio.sleep(busy_window(self.interval, self._last))
                 await self.flush()
         finally:
             self._ticker = None
@@ -57,6 +81,7 @@ class ChunkFlusher:
         async with self._lock:
             batch = list(self._waiting.values())
             self._waiting.clear()
+            self._last = len(batch)
             pieces = [p for co in batch if (p := co.take()) is not None]
             if not pieces:
                 return

@@ -23,11 +23,8 @@ both paths on the same model.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import functools
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -54,7 +51,9 @@ from agents.tracing import get_trace_provider
 from agents.tracing.model_tracing import get_model_tracing_impl
 from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
 
+from sessions.lean_model import LeanChatModel
 from sessions.memory import Memory
+from sessions.model_pump import CAUGHT_UP, END, ModelPump
 
 _QUIET = frozenset({"response.created", "response.in_progress", "response.content_part.added",
                     "response.content_part.done", "response.output_text.done"})
@@ -119,14 +118,22 @@ class DirectRun:
         ctx = RunContextWrapper[Any](context=None)
         pump = await self._call_model(ctx)
         seen: list[Any] = []
-        texts, done = 0, False
+        texts, done, given = 0, False, False
         completed: ResponseCompletedEvent | None = None
         try:
-            while (event := await pump.next()) is not _END:
+            while (event := await pump.next()) is not END:
+                if type(event) is str:  # text past the SDK's handler (sessions/lean_model.py)
+                    yield event
+                    continue
+                if event is CAUGHT_UP:  # the next event's text was given (just above)
+                    given = True
+                    continue
                 seen.append(event)
                 if isinstance(event, ResponseTextDeltaEvent) and not done:
                     texts += 1
-                    yield event.delta
+                    if not given:
+                        yield event.delta
+                    given = False
                 elif isinstance(event, ResponseCompletedEvent) and _plain_reply(event) \
                         and not done:
                     done, completed = True, event  # the Runner reads to the end, then saves
@@ -143,7 +150,7 @@ class DirectRun:
             if self.fallback is None:  # the Runner does not go on with it
                 await pump.stop()
 
-    async def _call_model(self, ctx: RunContextWrapper[Any]) -> _ModelPump:
+    async def _call_model(self, ctx: RunContextWrapper[Any]) -> ModelPump:
         """What the Runner does from the session's read to the model's call, in its order."""
         agent, cfg = self.agent, self.cfg
         prepared, to_save = await prepare_input_with_session(
@@ -160,7 +167,10 @@ class DirectRun:
         key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
                                                session=self.memory, group_id=cfg.group_id)
         settings = model_settings_with_prompt_cache_key(settings, key)
-        pump = _ModelPump(model.stream_response(
+        pump = ModelPump()
+        if isinstance(model, LeanChatModel):
+            model.tap = pump
+        pump.start(model.stream_response(
             instructions, model_input, settings, tools, None, [],
             get_model_tracing_impl(cfg.tracing_disabled, cfg.trace_include_sensitive_data),
             previous_response_id=None, conversation_id=None, prompt=None))
@@ -260,7 +270,7 @@ class ReplayProvider(ModelProvider):
     looks at a model's type and methods (retry advice, prompt cache keys), which must be the
     model's own."""
 
-    def __init__(self, inner: ModelProvider, seen: list[Any], pump: _ModelPump) -> None:
+    def __init__(self, inner: ModelProvider, seen: list[Any], pump: ModelPump) -> None:
         self.inner, self.seen, self.pump = inner, seen, pump
         self.replayed = False
 
@@ -282,54 +292,8 @@ class ReplayProvider(ModelProvider):
         try:
             for event in self.seen:
                 yield event
-            while (event := await self.pump.next()) is not _END:
-                yield event
+            while (event := await self.pump.next()) is not END:
+                if event is not CAUGHT_UP:  # text past the handler is only ever before
+                    yield event
         finally:
             await self.pump.stop()
-
-
-_END = object()
-
-
-class _ModelPump:
-    """Reads a model's stream from a task of its own, as the Runner reads it from its run
-    loop's task: the stream stays in one task (and one context) whether the direct path or,
-    after it gave up, the Runner takes its events. The model's own error is raised by
-    :meth:`next` after the events before it."""
-
-    def __init__(self, events: AsyncIterator[Any]) -> None:
-        self.got: deque[Any] = deque()
-        self.ended = False
-        self.failure: BaseException | None = None
-        self.more = asyncio.Event()
-        self.task = asyncio.create_task(self._run(events))
-
-    async def _run(self, events: AsyncIterator[Any]) -> None:
-        try:
-            async for event in events:
-                self.got.append(event)
-                self.more.set()
-        except Exception as exc:  # the model's, raised where its events are read
-            self.failure = exc
-        finally:
-            self.ended = True
-            self.more.set()
-            await events.aclose()  # type: ignore[attr-defined]
-
-    async def next(self) -> Any:
-        """The next event, or ``_END`` after the last."""
-        while not self.got:
-            if self.ended:
-                if self.failure is not None:
-                    failure, self.failure = self.failure, None
-                    raise failure
-                return _END
-            self.more.clear()
-            await self.more.wait()
-        return self.got.popleft()
-
-    async def stop(self) -> None:
-        if not self.task.done():
-            self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task

@@ -145,16 +145,24 @@ class _Conn(asyncio.Protocol):
 
     async def read(self, limit: float | None) -> bytes:
         """The body bytes that came since the last read (waiting for some); b"" at the end."""
+        if self._paused and self.transport is not None:
+            self._paused = False  # all it holds is taken now: the socket is read again
+            self.transport.resume_reading()
         while not self.body:
             if self.reader.complete or self._check():
                 return b""
             await self._wait(limit)
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body, self.held = [], 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
         return data
+
+    def hold(self) -> None:
+        """Leave the socket unread until the next :meth:`read`: a reader that paces its reads
+        gets what came meanwhile from the kernel in one socket read, not one per segment
+        (one ``data_received`` and one chunked-encoding pass per read, not per token)."""
+        if not self._paused and not self.closed and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
 
     def _check(self) -> bool:
         if self.failure is not None:
@@ -301,6 +309,10 @@ class WireBody(httpx2.AsyncByteStream):
     async def read(self) -> bytes:
         """What came since the last read (waiting for some); b"" at the end of the body."""
         return await self._conn.read(self._timeout)
+
+    def hold(self) -> None:
+        """Read nothing off the socket until the next :meth:`read` (``_Conn.hold``)."""
+        self._conn.hold()
 
     async def __aiter__(self) -> Any:
         while data := await self._conn.read(self._timeout):

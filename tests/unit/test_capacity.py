@@ -238,6 +238,23 @@ def test_a_newer_worker_figure_replaces_the_plain_turn_only(tmp_path: Path) -> N
     assert "worker_turn_cpu_now" not in base["figures"]
 
 
+def test_a_streamed_token_figure_replaces_the_demo_models_slopes(tmp_path: Path) -> None:
+    """bench_worker's CPU per streamed token of an OpenAI-compatible model
+    (worker-stream-inflight.json), when recorded, is the worker's cost per reply token: the
+    plain turn plus it times the tokens; the demo model's per-delta and per-word slopes are not
+    used for the worker (the edge keeps them)."""
+    streamed = {**RESULTS, "worker-stream-inflight": {"runs": [], "summary": {
+        "worker_cpu_s_per_token": 20e-6}}}
+    res = compute(args(write(tmp_path, streamed), "--worker-concurrency", "100000",
+                       "--reply-tokens", "300"))
+    assert res["figures"]["worker_token_cpu_stream"]["value"] == 20e-6
+    rate = 10_000_000 / 60
+    want = rate * (0.006 + 300 * 20e-6) / 0.7
+    assert quantity(res, "turns", "worker processes") == pytest.approx(want, abs=1)
+    base = compute(args(write(tmp_path / "a"), "--worker-concurrency", "100000"))
+    assert "worker_token_cpu_stream" not in base["figures"]
+
+
 def test_gpus_scale_with_turns_times_tokens(tmp_path: Path) -> None:
     d = write(tmp_path)
     base = quantity(compute(args(d)), "model", "GPUs")
