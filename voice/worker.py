@@ -3,7 +3,7 @@
 It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
 the rooms the control plane dispatched it to, and reads the session and user from the job's
 metadata. In the room it runs Silero VAD, Whisper (or pocketsphinx) STT on each utterance, the
-session's agent through the bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS), or cloud
+session's agent through the bus (:class:`voice.bus_llm.BusLLM`) and espeak-ng (TTS), or cloud
 speech through the official plugins when chosen (:mod:`voice.providers`). No model is
 downloaded and no hosted inference is used: every model is given as an object, never as a
 model-name string.
@@ -42,7 +42,8 @@ from livekit.plugins import silero
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
 from voice import call_trace, interim
-from voice.bridge import BusLLM, VoiceBridge
+from voice.bridge import VoiceBridge
+from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once, vad_like
@@ -210,15 +211,6 @@ def turn_detector(s: VoiceSettings) -> Any:
     return TurnDetector(version="v1-mini")
 
 
-def _log_timings(item: Any) -> None:
-    """A turn's latency parts as livekit-agents measured them (ms), one log line a message."""
-    metrics = getattr(item, "metrics", None) or {}
-    parts = {k: round(v * 1000) for k, v in metrics.items()
-             if k.endswith(("_delay", "_ttft", "_ttfb", "_latency")) and isinstance(v, float)}
-    if parts:
-        log.info("%s turn timings (ms): %s", getattr(item, "role", "?"), parts)
-
-
 def _hang_up(bridge: VoiceBridge, p: rtc.RemoteParticipant) -> None:
     if p.identity == bridge.user:  # before the session tears its reply stream down
         bridge.hanging_up = True
@@ -329,7 +321,7 @@ async def entrypoint(ctx: JobContext) -> None:
     heard = CallerSpeech(bridge, s.voice_aec_warmup_s)
     agent_session.on("agent_state_changed", heard.on_agent_state)
     agent_session.on("user_input_transcribed", heard.on_transcribed)
-    agent_session.on("conversation_item_added", lambda ev: _log_timings(ev.item))
+    agent_session.on("conversation_item_added", lambda ev: log_timings(ev.item, session_id))
     await agent_session.start(
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(
