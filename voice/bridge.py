@@ -232,8 +232,14 @@ class VoiceBridge:
         is hanging up.
         """
         with tracing.use(self.trace):  # the turn entry carries the call's trace context
-            sub = await self.bus.submit(self.session, client_id, text, user=self.user,
-                                        source="voice")
+            submit = asyncio.ensure_future(self.bus.submit(
+                self.session, client_id, text, user=self.user, source="voice"))
+        try:
+            sub = await asyncio.shield(submit)
+        except asyncio.CancelledError:  # closed while submitting (a preemptive turn the
+            if not self.hanging_up:     # caller spoke on after): the turn may be stored
+                self._spawn(self._cancel_submitted(submit))
+            raise
         async for said in self.follow(sub.offset, cancel_on_close=True):
             yield said
 
@@ -366,6 +372,10 @@ class VoiceBridge:
                     yield off, orjson.loads(raw)
             if len(page.events) < 500:
                 return
+
+    async def _cancel_submitted(self, submit: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self._cancel((await submit).offset)
 
     async def _cancel(self, turn: int) -> None:
         if self.hanging_up:  # the stream was torn down with the call, not interrupted

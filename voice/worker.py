@@ -194,10 +194,11 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
         turn_handling={
             "turn_detection": turn_detector(s),
             "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
-            # "adaptive" interruption and preemptive generation would call hosted models or
-            # submit half-heard turns to the bus: both off (docs/voice.md, "Latency")
+            # "adaptive" interruption would call a hosted model: off. Preemptive generation
+            # submits the turn at its final transcript and holds its audio until the turn's
+            # end is confirmed; a caller who goes on speaking cancels it (docs/voice.md)
             "interruption": {"mode": "vad"},
-            "preemptive_generation": {"enabled": False},
+            "preemptive_generation": {"enabled": s.voice_preemptive, "preemptive_tts": True},
         },
         aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
 
@@ -326,6 +327,7 @@ async def entrypoint(ctx: JobContext) -> None:
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(
             participant_identity=user, text_input=False,
+            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms),
             text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
     await bridge.note("joined", room=ctx.room.name)
 

@@ -85,7 +85,7 @@ async def test_each_segment_gets_its_own_opening_clause() -> None:
 
 def test_settings_bound_the_new_knobs() -> None:
     for bad in ({"voice_first_chunk_words": 51}, {"voice_stt_engines": 0},
-                {"voice_malloc_arenas": 65}):
+                {"voice_malloc_arenas": 65}, {"voice_input_frame_ms": 5}):
         with pytest.raises(SettingsError):
             VoiceSettings(**bad).validate()  # type: ignore[arg-type]
     assert VoiceSettings().voice_executor == "thread"
