@@ -64,7 +64,7 @@ from agentia.supervise import stop_all
 from launch.redis_server import RedisServer
 from loadtest.bench_core import pct, rss_kib
 from loadtest.record import record
-from loadtest.voice_stages import log_size, recogniser_counts, stages
+from loadtest.voice_stages import log_size, path, recogniser_counts, stages
 from sessions.bus import Bus, connect
 from voice.caller import Caller, speech_48k
 from voice.livekit_server import LiveKitServer, find_binary
@@ -265,6 +265,9 @@ class Call:
     unanswered: list[str] = field(default_factory=list)
     overlapped: list[str] = field(default_factory=list)
     error: str = ""
+    answers: list[tuple[str, float, float]] = field(default_factory=list)
+    """(session, end of speech, first loud frame heard), wall clock: :func:`path`'s input."""
+    jitter: dict[str, float] = field(default_factory=dict)
 
 
 class Bench:
@@ -324,6 +327,9 @@ class Bench:
                     call.overlapped.append(f"{text!r} {took * 1000:.0f} ms")
                     continue
                 call.latencies.append(took)
+                wall = time.time() - time.monotonic()
+                call.answers.append((call.sid, spoken + wall, spoken + took + wall))
+            call.jitter = await receive_buffer(caller)
         except Exception as exc:
             call.error = (f"talk (phrase {len(call.latencies) + 1} {call.said[-1]!r}): "
                           f"{type(exc).__name__}: {exc}")
@@ -344,6 +350,29 @@ class Bench:
         return right, len(texts)
 
 
+async def receive_buffer(caller: Caller) -> dict[str, float]:
+    """The caller's jitter buffer on the agent's audio so far (WebRTC's inbound-rtp stats,
+    averaged over the samples it played out: ms): what it holds before the caller hears."""
+    for p in caller.room.remote_participants.values():
+        for pub in p.track_publications.values():
+            if pub.track is None or pub.kind != rtc.TrackKind.KIND_AUDIO:
+                continue
+            for st in await pub.track.get_stats():
+                if not st.HasField("inbound_rtp"):
+                    continue
+                inb = st.inbound_rtp.inbound
+                n = max(1, inb.jitter_buffer_emitted_count)
+                return {"delay_ms": round(1000 * inb.jitter_buffer_delay / n, 1),
+                        "target_ms": round(1000 * inb.jitter_buffer_target_delay / n, 1),
+                        "minimum_ms": round(1000 * inb.jitter_buffer_minimum_delay / n, 1)}
+    return {}
+
+
+def jitter_summary(calls: list[Call]) -> dict[str, Any]:
+    got = [c.jitter for c in calls if c.jitter]
+    return {k: round(pct([j[k] for j in got], 50), 1) for k in got[0]} if got else {}
+
+
 def summary(lat: list[float]) -> dict[str, Any]:
     ms = [x * 1000 for x in lat]
     if not ms:
@@ -354,6 +383,7 @@ def summary(lat: list[float]) -> dict[str, Any]:
 
 async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
     lat, joins, failed, right, turns = [], [], [], 0, 0
+    done: list[Call] = []
     unanswered: set[str] = set()
     answered: set[str] = set()
     misheard: dict[str, str] = {}
@@ -366,6 +396,7 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
         await asyncio.sleep(0.3)
         await b.leave(call)
         lat += call.latencies
+        done.append(call)
         if call.error:
             failed.append(call.error)
         else:
@@ -392,7 +423,9 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
             "transcripts_right": f"{right}/{turns}", "misheard": misheard,
             "join_to_listening_p50_s": round(pct(joins, 50), 2) if joins else None,
             "window_s": round(time.monotonic() - t0, 1), "machine_busy_pct": round(100 * busy, 1),
-            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "answers": [a for c in done for a in c.answers],
+            "caller_jitter_buffer_p50": jitter_summary(done)}
 
 
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
@@ -415,6 +448,8 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
         res = await sampler.stop()
         res["voice_pss_mib_per_call"] = round(res["voice_pss_mib_peak"] / k, 1)
         res["stages"] = stages(log, at)
+        res["path"] = path(log, at, [a for c in calls for a in c.answers])
+        res["caller_jitter_buffer_p50"] = jitter_summary(calls)
         await asyncio.gather(*(b.leave(c) for c in calls))
         lat = [x for c in calls for x in c.latencies]
         errors = [c.error for c in calls if c.error]
@@ -500,6 +535,7 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
             at = log_size(log)
             out["latency"] = await latency(b, a.calls, lat_deadline)
             out["latency"]["stages"] = stages(log, at)
+            out["latency"]["path"] = path(log, at, out["latency"].pop("answers"))
             print(f"  latency {orjson.dumps(out['latency']).decode()}", file=sys.stderr,
                   flush=True)
         if a.levels:
@@ -539,13 +575,16 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
                                      "voice_pss_mib_peak", "voice_pss_mib_per_call",
                                      "voice_rss_mib_peak", "voice_rss_mib_hwm",
                                      "voice_processes_peak", "machine_busy_pct",
-                                     "other_load_cores", "within_limit", "stages")}
+                                     "other_load_cores", "within_limit", "stages", "path",
+                                     "caller_jitter_buffer_p50")}
               for lv in cap.get("levels", []) if "skipped" not in lv]
     best = cap.get("max_k_p95_within_limit")
     return {
         "tree": out.get("tree"), "commit": out.get("commit"), "setup": out.get("setup"),
         "model_tokens_per_s": out.get("setup", {}).get("model_tokens_per_s"),
         "stages_sequential": lat.get("stages"), "recogniser": out.get("recogniser"),
+        "path_sequential": lat.get("path"),
+        "caller_jitter_buffer_sequential": lat.get("caller_jitter_buffer_p50"),
         "stt": out["stt_alone"]["stt"], "stt_ms_per_utterance": out["stt_alone"],
         "end_of_speech_to_first_audio_ms": {
             "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms", "failed",

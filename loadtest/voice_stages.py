@@ -67,3 +67,58 @@ def recogniser_counts(log: Path, start: int = 0) -> dict[str, int]:
             if isinstance(v, int):
                 total[k] = total.get(k, 0) + v
     return total
+
+
+MOMENT = re.compile(r"turn moments: (\{[^}\n]*\})")
+PATH = (("caller_end", "speech_end", "caller's end of speech -> the VAD's (uplink, VAD lag)"),
+        ("speech_end", "transcript", "-> final transcript"),
+        ("speech_end", "turn_end", "-> end of turn"),
+        ("speech_end", "asked", "-> turn submitted to the bus"),
+        ("asked", "first_text", "-> its first text back"),
+        ("first_text", "first_frame", "-> first audio frame handed to the room (TTS)"),
+        ("first_frame", "caller_hears", "-> first loud frame at the caller (downlink)"))
+"""The stages of one answer, from the caller's end of speech to the caller hearing it."""
+
+
+def moments(log: Path, start: int = 0) -> dict[str, list[dict[str, float]]]:
+    """The voice worker's ``turn moments`` lines (wall clock, s; voice/bus_llm.py), by
+    session, in log order."""
+    try:
+        text = log.read_bytes()[start:].decode(errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, list[dict[str, float]]] = {}
+    for m in MOMENT.finditer(text):
+        try:
+            got = ast.literal_eval(m.group(1))
+        except (ValueError, SyntaxError):
+            continue
+        sid = got.pop("session", "")
+        out.setdefault(sid, []).append({k: v for k, v in got.items()
+                                        if isinstance(v, int | float)})
+    return out
+
+
+def answer_path(found: list[dict[str, float]], end: float, heard: float) -> dict[str, float]:
+    """One answer's moments: the caller's end of speech ``end`` and first loud frame
+    ``heard`` (wall clock), with the worker's moments of that session between them."""
+    out = {"caller_end": end, "caller_hears": heard}
+    for m in found:
+        for k, v in m.items():
+            if k not in out and end - 1.0 < v <= heard:
+                out[k] = v
+    return out
+
+
+def path(log: Path, start: int, answers: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """p50/p95 (ms) of each stage of the answers ``(session, caller's end of speech, caller
+    hears the agent)`` (wall clock), from the worker's moments logged after ``start``."""
+    by_sid = moments(log, start)
+    vals: dict[str, list[float]] = {}
+    for sid, end, heard in answers:
+        got = answer_path(by_sid.get(sid, []), end, heard)
+        for a, b, _what in PATH:
+            if a in got and b in got:
+                vals.setdefault(f"{a}->{b}", []).append(1000 * (got[b] - got[a]))
+    return {k: {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))}
+            for k, v in vals.items()}

@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
-from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm
-from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from opentelemetry.trace import Span
 
 from agentia import tracing
@@ -234,8 +232,14 @@ class VoiceBridge:
         is hanging up.
         """
         with tracing.use(self.trace):  # the turn entry carries the call's trace context
-            sub = await self.bus.submit(self.session, client_id, text, user=self.user,
-                                        source="voice")
+            submit = asyncio.ensure_future(self.bus.submit(
+                self.session, client_id, text, user=self.user, source="voice"))
+        try:
+            sub = await asyncio.shield(submit)
+        except asyncio.CancelledError:  # closed while submitting (a preemptive turn the
+            if not self.hanging_up:     # caller spoke on after): the turn may be stored
+                self._spawn(self._cancel_submitted(submit))
+            raise
         async for said in self.follow(sub.offset, cancel_on_close=True):
             yield said
 
@@ -369,6 +373,10 @@ class VoiceBridge:
             if len(page.events) < 500:
                 return
 
+    async def _cancel_submitted(self, submit: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self._cancel((await submit).offset)
+
     async def _cancel(self, turn: int) -> None:
         if self.hanging_up:  # the stream was torn down with the call, not interrupted
             return
@@ -424,50 +432,3 @@ class VoiceBridge:
 
     def outage(self) -> None:
         pass
-
-
-class BusLLM(llm.LLM[Any]):
-    """The session's agent, reached through the bus, as livekit-agents' LLM.
-
-    It sends only the newest user message: the conversation lives in the session (memory
-    kept by the agent workers), not in the call's chat context.
-    """
-
-    def __init__(self, bridge: VoiceBridge) -> None:
-        super().__init__()
-        self.bridge = bridge
-
-    @property
-    def model(self) -> str:
-        return "agentia-session"
-
-    @property
-    def provider(self) -> str:
-        return "agentia"
-
-    def chat(self, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool] | None = None,
-             conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-             parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-             tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-             extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN) -> llm.LLMStream:
-        return _BusStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
-
-
-class _BusStream(llm.LLMStream):
-    def __init__(self, owner: BusLLM, **kw: Any) -> None:
-        super().__init__(owner, **kw)
-        self._bridge = owner.bridge
-        self._retry_on_chunk_sent = False  # text already spoken must not be spoken twice
-
-    async def _run(self) -> None:
-        msg = next((m for m in reversed(self.chat_ctx.messages()) if m.role == "user"), None)
-        text = (msg.text_content or "").strip() if msg is not None else ""
-        if msg is None or not text:
-            return
-        client_id = f"voice-{msg.id}"[:64]  # stable across retries: the turn is stored once
-        try:
-            async for said in self._bridge.ask(text, client_id):
-                self._event_ch.send_nowait(llm.ChatChunk(
-                    id=client_id, delta=llm.ChoiceDelta(role="assistant", content=said)))
-        except BusUnavailable as exc:
-            raise APIConnectionError("the message bus is unavailable") from exc

@@ -22,20 +22,28 @@ from livekit.agents.tokenize.tokenizer import TokenData
 
 _CLAUSE_END = re.compile(r"[,;:.!?]['\")\]]*\s")
 _WORD_END = re.compile(r"\S\s")
+_ENDS_CLAUSE = re.compile(r"[^\W\d_][,;:!?]['\")\]]*$")
+"""Text that ends with a letter and a clause mark: the clause is over without waiting for the
+space after it (one token of the model later). Not after a digit ("1,000", "10:30") and not
+``.`` ("Dr.", "3.5"): those may go on."""
 
 
 def first_cut(text: str, min_words: int, max_words: int) -> int:
     """Where the first piece of ``text`` ends (an index into it), 0 while it cannot end yet.
 
     A piece ends at the first clause end after ``min_words`` words, or after ``max_words``
-    words; only once the space after it has arrived (the model may still be in a word).
+    words; once the space after it has arrived (the model may still be in a word), or at
+    once when the text so far ends with a letter and ``, ; : ! ?`` (:data:`_ENDS_CLAUSE`).
     """
+    words = 0
     for words, m in enumerate(_WORD_END.finditer(text), start=1):
         end = m.start() + 1
         if words >= max_words:
             return end
         if words >= min_words and _CLAUSE_END.match(text, _clause_start(text, end)):
             return end
+    if words + 1 >= min_words and _ENDS_CLAUSE.search(text):
+        return len(text)
     return 0
 
 

@@ -117,6 +117,17 @@ class VoiceSettings(Common):
     ``voice_stt_min_silence_s``: transcribe only at the utterance's end."""
     voice_endpoint_delay_s: float = 0.2
     """Extra wait after the end of an utterance before the turn is sent to the agent."""
+    voice_input_frame_ms: int = 20
+    """The caller's audio is handed to the VAD and the recogniser in frames this long
+    (livekit-agents' default: 50). The last frame of an utterance waits until it is full, so
+    the end of speech is seen up to this much later; shorter frames cost a little CPU (more
+    Python calls per second, the same audio)."""
+    voice_preemptive: bool = True
+    """Send the turn to the agent as soon as its final transcript is ready, before the turn's
+    end is confirmed (``voice_min_silence_s``), and synthesise its reply; the audio is held
+    until the end is confirmed. If the caller goes on speaking first, that turn is cancelled
+    (chat clients see it ``cancelled``) and the whole utterance becomes the turn. Off: the
+    turn is sent once its end is confirmed."""
     voice_turn_detection: str = "vad"
     """``vad``: silence alone ends the caller's turn. ``model``: LiveKit's on-device audio
     end-of-turn model (``TurnDetector(version="v1-mini")`` from livekit-local-inference, which
@@ -181,6 +192,8 @@ class VoiceSettings(Common):
         if not 0 <= self.voice_stt_early_s <= self.voice_stt_min_silence_s:
             raise SettingsError("AGENTIA_VOICE_STT_EARLY_S must be in "
                                 "[0, AGENTIA_VOICE_STT_MIN_SILENCE_S]")
+        if not 10 <= self.voice_input_frame_ms <= 100:
+            raise SettingsError("AGENTIA_VOICE_INPUT_FRAME_MS must be 10-100")
         if not 0.1 <= self.voice_min_silence_s <= 5 or not 0 <= self.voice_endpoint_delay_s <= 5:
             raise SettingsError("AGENTIA_VOICE_MIN_SILENCE_S must be in [0.1, 5] and "
                                 "AGENTIA_VOICE_ENDPOINT_DELAY_S in [0, 5]")

@@ -3,7 +3,7 @@
 It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
 the rooms the control plane dispatched it to, and reads the session and user from the job's
 metadata. In the room it runs Silero VAD, Whisper (or pocketsphinx) STT on each utterance, the
-session's agent through the bus (:class:`voice.bridge.BusLLM`) and espeak-ng (TTS), or cloud
+session's agent through the bus (:class:`voice.bus_llm.BusLLM`) and espeak-ng (TTS), or cloud
 speech through the official plugins when chosen (:mod:`voice.providers`). No model is
 downloaded and no hosted inference is used: every model is given as an object, never as a
 model-name string.
@@ -42,7 +42,8 @@ from livekit.plugins import silero
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
 from voice import call_trace, interim, warm
-from voice.bridge import BusLLM, VoiceBridge
+from voice.bridge import VoiceBridge
+from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once, vad_like
@@ -194,10 +195,11 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
         turn_handling={
             "turn_detection": turn_detector(s),
             "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
-            # "adaptive" interruption and preemptive generation would call hosted models or
-            # submit half-heard turns to the bus: both off (docs/voice.md, "Latency")
+            # "adaptive" interruption would call a hosted model: off. Preemptive generation
+            # submits the turn at its final transcript and holds its audio until the turn's
+            # end is confirmed; a caller who goes on speaking cancels it (docs/voice.md)
             "interruption": {"mode": "vad"},
-            "preemptive_generation": {"enabled": False},
+            "preemptive_generation": {"enabled": s.voice_preemptive, "preemptive_tts": True},
         },
         aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
 
@@ -209,15 +211,6 @@ def turn_detector(s: VoiceSettings) -> Any:
         return "vad"
     from livekit.agents.inference.eot import TurnDetector
     return TurnDetector(version="v1-mini")
-
-
-def _log_timings(item: Any) -> None:
-    """A turn's latency parts as livekit-agents measured them (ms), one log line a message."""
-    metrics = getattr(item, "metrics", None) or {}
-    parts = {k: round(v * 1000) for k, v in metrics.items()
-             if k.endswith(("_delay", "_ttft", "_ttfb", "_latency")) and isinstance(v, float)}
-    if parts:
-        log.info("%s turn timings (ms): %s", getattr(item, "role", "?"), parts)
 
 
 def _hang_up(bridge: VoiceBridge, p: rtc.RemoteParticipant) -> None:
@@ -330,11 +323,12 @@ async def entrypoint(ctx: JobContext) -> None:
     heard = CallerSpeech(bridge, s.voice_aec_warmup_s)
     agent_session.on("agent_state_changed", heard.on_agent_state)
     agent_session.on("user_input_transcribed", heard.on_transcribed)
-    agent_session.on("conversation_item_added", lambda ev: _log_timings(ev.item))
+    agent_session.on("conversation_item_added", lambda ev: log_timings(ev.item, session_id))
     await agent_session.start(
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(
             participant_identity=user, text_input=False,
+            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms),
             text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
     await bridge.note("joined", room=ctx.room.name)
 

@@ -82,6 +82,38 @@ async def test_barge_in_cancels_the_running_turn(cluster: Cluster, bus: Bus) -> 
         await bridge.close()
 
 
+async def test_a_turn_closed_while_it_is_submitted_is_cancelled(
+        cluster: Cluster, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preemptive turn the caller spoke on after can be closed while ``Bus.submit`` is
+    still awaited: the turn may be stored by then, and must be cancelled all the same (not
+    answered in full to chat clients)."""
+    cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.2")
+    sid = f"v-{uuid.uuid4().hex[:8]}"
+    bridge = VoiceBridge(bus, sid, "erin")
+    await bridge.start()
+    stored = asyncio.Event()
+    submit = bus.submit
+
+    async def slow_submit(*args: object, **kw: object) -> object:
+        sub = await submit(*args, **kw)  # type: ignore[arg-type]
+        stored.set()
+        await asyncio.sleep(1.0)  # the answer to the submit is still on its way
+        return sub
+
+    monkeypatch.setattr(bus, "submit", slow_submit)
+    try:
+        reply = bridge.ask("tell me a story", "voice-1")
+        asking = asyncio.ensure_future(anext(reply))
+        await asyncio.wait_for(stored.wait(), 10)
+        asking.cancel()  # livekit-agents closing the stream of a discarded preemptive turn
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        ended = await turn_end(bus, sid, timeout=15)
+        assert ended["type"] == "cancelled"
+    finally:
+        await bridge.close()
+
+
 async def test_another_users_session_is_refused(bus: Bus) -> None:
     sid = f"v-{uuid.uuid4().hex[:8]}"
     await bus.open_session(sid, "alice")

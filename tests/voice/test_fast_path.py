@@ -27,7 +27,14 @@ REPLY = ("You said: tell me about the weather in paris tomorrow. I am a demo age
 
 def test_the_first_piece_ends_at_a_clause_or_after_max_words() -> None:
     assert REPLY[:first_cut(REPLY, 2, 6)] == "You said:"
-    assert first_cut("You said:", 2, 6) == 0  # the space after it has not come yet
+    # a letter and a clause mark end it at once; a digit's or a full stop's wait for the space
+    assert first_cut("You said:", 2, 6) == len("You said:")
+    assert first_cut("Hello there!", 2, 6) == len("Hello there!")
+    assert first_cut("You said", 2, 6) == 0  # may be in a word
+    assert first_cut("Hi:", 2, 6) == 0  # 1 word < 2
+    assert first_cut("It costs 1,", 2, 6) == 0  # "1,000"
+    assert first_cut("Meet at 10:", 2, 6) == 0  # "10:30"
+    assert first_cut("Ask Dr.", 2, 6) == 0  # "Dr. Smith"
     assert first_cut("Hi, there you are. ", 2, 6) == len("Hi, there you are.")  # 1 word < 2
     six = "one two three four five six seven"
     assert six[:first_cut(six, 2, 6)] == "one two three four five six"
@@ -50,6 +57,20 @@ async def test_the_stream_sends_the_opening_clause_then_whole_sentences() -> Non
     assert " ".join(got) == REPLY
 
 
+async def test_the_opening_clause_goes_as_its_mark_arrives() -> None:
+    """Streamed the way the model streams (a word and its leading space a token), "You said:"
+    goes to the TTS with its own token, not one token later; the reply stays whole."""
+    stream = FirstClauseTokenizer(2, 6).stream()
+    for token in ("You", " said:"):
+        stream.push_text(token)
+    first = await asyncio.wait_for(anext(stream), 5)
+    assert first.token == "You said:"
+    for token in (" tell", " me", " more."):
+        stream.push_text(token)
+    stream.end_input()
+    assert [ev.token.strip() async for ev in stream] == ["tell me more."]
+
+
 async def test_each_segment_gets_its_own_opening_clause() -> None:
     stream = FirstClauseTokenizer(2, 4).stream()
     for text in ("Hello there, friend. ", None, "Second reply goes here now. "):
@@ -64,7 +85,7 @@ async def test_each_segment_gets_its_own_opening_clause() -> None:
 
 def test_settings_bound_the_new_knobs() -> None:
     for bad in ({"voice_first_chunk_words": 51}, {"voice_stt_engines": 0},
-                {"voice_malloc_arenas": 65}):
+                {"voice_malloc_arenas": 65}, {"voice_input_frame_ms": 5}):
         with pytest.raises(SettingsError):
             VoiceSettings(**bad).validate()  # type: ignore[arg-type]
     assert VoiceSettings().voice_executor == "thread"
