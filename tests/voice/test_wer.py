@@ -113,7 +113,7 @@ async def test_utterances_decoded_in_one_batch_keep_their_words(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's engine pool decodes utterances that wait together in one batch
     (``WhisperSTT.decode_many``: one encoder and one ``generate`` call): each transcript is
-    its own utterance's, the words as right as one at a time (WER at most the 8 % goal), and
+    its own utterance's, the words as right as one at a time (one word more wrong at most), and
     the encoder read them as one batch."""
     from voice.speech import to_mono16k
 
@@ -127,9 +127,16 @@ async def test_utterances_decoded_in_one_batch_keep_their_words(
 
     monkeypatch.setattr(stt._model, "encode", counted)
     utts = utterances(limit=4)  # 8 utterances, two voices each
-    heard = stt.decode_many([to_mono16k(u[3]) for u in utts])
+    pcms = [to_mono16k(u[3]) for u in utts]
+    heard = stt.decode_many(pcms)
     assert batches == [4, 4]  # MAX_BATCH windows at a time
-    assert wer([(u[0], h) for u, h in zip(utts, heard, strict=True)]) <= 0.08, heard
+    alone = [stt.decode(pcm) for pcm in pcms]
+    # as right as one at a time: one word more wrong at most (8 utterances are too few for the
+    # 8 % goal itself: one slip is ~4 %; test_the_shipped_stt... and bench_wer hold the goal)
+    words = sum(len(normalise(u[0]).split()) for u in utts)
+    batched_wer = wer([(u[0], h) for u, h in zip(utts, heard, strict=True)])
+    assert batched_wer <= wer([(u[0], h) for u, h in zip(utts, alone, strict=True)]) \
+        + 1 / words + 1e-9, (heard, alone)
     for (said, *_), text in zip(utts, heard, strict=True):  # each to its own utterance
         words = set(normalise(text).split())
         assert max(sentences()[:4], key=lambda s: len(words & set(s.split()))) == said, text
