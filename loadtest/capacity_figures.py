@@ -27,6 +27,10 @@ COMMANDS = {
                               "--tree . --streams 1000 --concurrency 1000 --seconds 100 "
                               "--grace 60 --reply-tokens 1000 --rounds 2 --record "
                               "--name worker-stream",
+    "worker-stream-quiet-inflight": "python -m loadtest.bench_worker --modes inflight --tree "
+                                    "<before> --tree <main> --streams 1000 --concurrency 1000 "
+                                    "--seconds 60 --grace 40 --reply-tokens 1000 --rounds 1 "
+                                    "--record --name worker-stream-quiet",
     "redis-shard-before": "python -m loadtest.bench_redis --tree before=<a checkout before "
                           "chunks> --tree after=. --record",
     "voice": "python -m loadtest.bench_voice --record",
@@ -54,6 +58,7 @@ MEASURED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("worker-cpu", "summary.demo_worker_cpu_s_per_turn")]),
     "worker_token_cpu_stream": ("worker CPU-s per streamed token, OpenAI-compatible model "
                                 "(lean client, bench_worker inflight)", [
+        ("worker-stream-quiet-inflight", "summary.worker_cpu_s_per_token"),
         ("worker-stream-inflight", "summary.worker_cpu_s_per_token")]),
     "words": ("reply words per turn, turns benchmark", [
         ("core-turns-w1", "summary.reply_words_per_turn")]),
