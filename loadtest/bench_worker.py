@@ -351,7 +351,8 @@ def one(tree: Path, mode: str, a: argparse.Namespace, logs: Path,
     log = (logs / f"worker-{tree.name}.log").read_bytes()
     figures.update(tree=str(tree), commit=tree_commit(tree), tracebacks=log.count(b"Traceback"),
                    model="stub" if stub else "demo",
-                   model_client=client or os.environ.get("AGENTIA_MODEL_CLIENT", "openai"))
+                   model_client=client or os.environ.get("AGENTIA_MODEL_CLIENT")
+                   or "the tree's default")
     if figures["tracebacks"]:  # its last line, to tell a shutdown race from a real failure
         tail = log[log.index(b"Traceback"):].split(b"\n\n")[0].strip().splitlines()
         figures["traceback_sample"] = tail[-1].decode(errors="replace")[:300]
