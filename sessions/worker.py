@@ -34,7 +34,7 @@ from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
 from agentia import metrics as M
 from agentia import tracing
 from agentia.codes import BusUnavailable, ErrorCode
-from agentia.logs import bind
+from agentia.logs import Throttle, bind
 from sessions import events as E
 from sessions import keys as K
 from sessions import turn_spans as TS
@@ -54,6 +54,16 @@ from sessions.worker_config import WorkerConfig as WorkerConfig
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
 OUTAGE_BACKOFF_S = 0.5
+_OUTAGES = Throttle(10.0)
+
+
+def _outage(msg: str, sid: str) -> None:
+    """A session's outage line, at most one per message every 10 s: an outage (or a start
+    storm that empties the Redis pool) reaches every running session at once, and 1,000
+    sessions logged a line each (session 10's bench_worker)."""
+    held = _OUTAGES.allow(msg)
+    if held is not None:
+        log.warning(msg + (f" ({held} similar lines suppressed)" if held else ""), sid)
 """A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
 takes a few seconds), then left pending for another worker to reclaim after the lease."""
 _UNTRACED = nullcontext()
@@ -159,11 +169,11 @@ class Worker(ShardReads, TurnEnding):
                     M.REDIS_ERRORS.labels("worker").inc()
                     self.outages.add(sid)
                     if retry >= OUTAGE_RETRIES or self.stopping.is_set():
-                        log.warning("Redis unavailable while running session %s; will be "
-                                    "reclaimed", sid)
+                        _outage("Redis unavailable while running session %s; will be "
+                                "reclaimed", sid)
                         return
                     # a failover or a restart: retry here soon rather than after a lease
-                    log.warning("Redis unavailable while running session %s; retrying", sid)
+                    _outage("Redis unavailable while running session %s; retrying", sid)
                     await asyncio.sleep(OUTAGE_BACKOFF_S * 2 ** retry)
 
     async def _handle_once(self, claim: Claimed) -> None:

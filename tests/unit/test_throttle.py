@@ -64,3 +64,17 @@ def test_library_errors_become_one_warning_a_minute(lib_logger: logging.Logger) 
     # an adapter (what the picows transport hands picows) goes through the same filter
     logging.LoggerAdapter(lib_logger, {}).error("WS parser error: %s, initiate disconnect", 1)
     assert len(keep.records) == 2
+
+
+def test_a_workers_outage_lines_are_one_per_message_every_10_s(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outage reaches every running session of a worker at once: 1,000 sessions write one
+    line per message (then one every 10 s, with the count held back), not 1,000."""
+    from sessions import worker
+
+    monkeypatch.setattr(worker, "_OUTAGES", Throttle(10.0))
+    with caplog.at_level(logging.WARNING, logger="agentia.worker"):
+        for i in range(1_000):
+            worker._outage("Redis unavailable while running session %s; retrying", f"s{i}")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["Redis unavailable while running session s0; retrying"]
