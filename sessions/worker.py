@@ -27,9 +27,7 @@ from contextlib import nullcontext, suppress
 from dataclasses import replace
 from typing import Any
 
-from agents import Agent, ModelProvider, RunState
-from agents.exceptions import InputGuardrailTripwireTriggered as InputTripped
-from agents.exceptions import OutputGuardrailTripwireTriggered as OutputTripped
+from agents import Agent, ModelProvider
 
 from agentia import metrics as M
 from agentia import tracing
@@ -43,17 +41,18 @@ from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.memory import Memory, RedisMemory
-from sessions.pausing import pause_and_wait, restore, resume
-from sessions.roles import Claimed, Ended, Inbound, PauseRecord, WorkerBus
-from sessions.runtime import Paused, agent_name, stream_turn
+from sessions.roles import Claimed, Ended, Inbound, WorkerBus
 from sessions.shard_reads import ShardReads
 from sessions.turn_end import TurnEnding
-from sessions.turn_log import TurnEnded, TurnLog, ending, guardrail_error, started
+from sessions.turn_log import TurnEnded, TurnLog, ending, started
+from sessions.turn_produce import TurnProducing
 from sessions.worker_config import WorkerConfig as WorkerConfig
 
 log = logging.getLogger("agentia.worker")
 OUTAGE_RETRIES = 4
 OUTAGE_BACKOFF_S = 0.5
+"""A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
+takes a few seconds), then left pending for another worker to reclaim after the lease."""
 _OUTAGES = Throttle(10.0)
 
 
@@ -64,8 +63,8 @@ def _outage(msg: str, sid: str) -> None:
     held = _OUTAGES.allow(msg)
     if held is not None:
         log.warning(msg + (f" ({held} similar lines suppressed)" if held else ""), sid)
-"""A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
-takes a few seconds), then left pending for another worker to reclaim after the lease."""
+
+
 _UNTRACED = nullcontext()
 """What a turn runs in when tracing is off (agentia/tracing.py): no tracer call at all."""
 
@@ -78,7 +77,7 @@ Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
 """Agent name -> (the agent, its private tools' names), in registry order."""
 
 
-class Worker(ShardReads, TurnEnding):
+class Worker(ShardReads, TurnEnding, TurnProducing):
     def __init__(self, bus: WorkerBus, agents: Agents | Agent[Any], provider: ModelProvider,
                  config: WorkerConfig | None = None, name: str | None = None,
                  published: list[dict[str, Any]] | None = None,
@@ -371,74 +370,10 @@ class Worker(ShardReads, TurnEnding):
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
 
-    async def _produce(self, turn: Turn, co: Coalescer, run: _Running, memory: Memory,
-                       record: PauseRecord | None) -> None:
-        """Run the turn: from its text, or from the pause an earlier attempt recorded. Each
-        stretch between pauses runs under what is left of ``turn_timeout_s``: waiting for
-        people does not count."""
-        tl = run.log
-        assert tl is not None  # set by _attempt
-        agent = self.agent_for(turn)[0]
-        run_input: str | RunState[Any] = turn.text
-        if record is not None:
-            run.paused = True
-            if record.text:  # the new attempt's run streams the text before the pause again
-                co.add(record.text)
-            state = await restore(agent, record.state)
-            tl.agent = agent_name(agent, state)  # where it paused (after handoffs)
-            run_input = await resume(self.bus, turn, run, record, state,
-                                     lambda: self._append(turn, tl.waiting()))
-        budget = self.cfg.turn_timeout_s
-        while True:
-            began = time.monotonic()
-            try:
-                async with asyncio.timeout(budget):
-                    paused = await self._stream(agent, tl, run_input, memory)
-            except (InputTripped, OutputTripped) as exc:
-                raise TurnEnded(guardrail_error(turn.offset, exc)) from None
-            budget -= time.monotonic() - began
-            if paused is None:
-                break
-            await memory.save()  # the pause outlives this attempt: memory as it stands
-            run_input = await self._on_paused(turn, co, run, paused)
-        await co.flush()
-
-    async def _stream(self, agent: Agent[Any], tl: TurnLog, run_input: str | RunState[Any],
-                      memory: Memory) -> Paused | None:
-        """One run of the agent to its end or its pause (returned)."""
-        paused = None
-        spans = TS.ModelSpans() if tracing.ON else None
-        try:
-            async for item in stream_turn(agent, run_input, memory, self.provider):
-                if spans is not None:
-                    spans.add(item)
-                if isinstance(item, Paused):
-                    paused = item
-                else:
-                    await tl.add(item)
-        finally:
-            if spans is not None:
-                spans.close()
-        return paused
-
     def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
         """The agent that runs ``turn`` (its session's; the first one for a turn of the
         ``default`` shards this worker reads as the deployment's default) and its private
         tools."""
         return self.agents.get(turn.agent) or next(iter(self.agents.values()))
-
-    async def _on_paused(self, turn: Turn, co: Coalescer, run: _Running,
-                         paused: Paused) -> RunState[Any]:
-        assert run.log is not None
-        await co.flush()
-        M.TURNS.labels("paused").inc()
-        agent, private = self.agent_for(turn)
-        return await pause_and_wait(self.bus, agent, self.name, turn, "".join(co.text),
-                                    run, paused, self.cfg.approval_timeout_s,
-                                    run.log.waiting(), private)
-
-    async def _append(self, turn: Turn, events: list[dict[str, Any]]) -> None:
-        if events:
-            await self.bus.append(turn.session, events, owner=self.name)
 
     # ------------------------------------------------------------ side loops
