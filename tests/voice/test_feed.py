@@ -10,9 +10,10 @@ from typing import Any
 import jwt
 import pytest
 
-from voice.bridge import FAILED_TEXT, TOOL_NOTICE, TurnFeed, VoiceBridge
+from voice.bridge import VoiceBridge
 from voice.settings import VoiceSettings
 from voice.tokens import job_metadata, parse_job_metadata, room_token
+from voice.turn_feed import FAILED_TEXT, TOOL_NOTICE, TurnFeed
 
 
 def said(feed: TurnFeed, *events: dict[str, Any]) -> list[str]:
