@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentSession,
@@ -41,7 +40,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_trace, interim, warm
+from voice import call_guard, call_trace, interim, warm
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
@@ -53,13 +52,11 @@ from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
 from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
-from voice.tokens import delete_room, parse_job_metadata
+from voice.tokens import parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
 
 log = logging.getLogger("agentia.voice")
 
-LOST_WORKER_S = 2.0
-"""Bound on each last step of a call whose voice worker died (log it, leave the room)."""
 REGISTER_RETRIES = 1_000_000
 """Connection tries to LiveKit in a row: for ever, in practice (each waits up to 10 s)."""
 PREWARM_TIMEOUT_S = 60.0
@@ -213,96 +210,25 @@ def turn_detector(s: VoiceSettings) -> Any:
     return TurnDetector(version="v1-mini")
 
 
-def _hang_up(bridge: VoiceBridge, p: rtc.RemoteParticipant) -> None:
-    if p.identity == bridge.user:  # before the session tears its reply stream down
-        bridge.hanging_up = True
-
-
-async def _guard(ctx: JobContext, reporter: CallReporter, slot: HeldSlot) -> None:
-    """Until the call ends. Cancelled before it ended, the job process is being torn down
-    without a shutdown: its voice worker died. Then, within a few seconds, the session log
-    records the end (``worker_lost``), the caller sees the agent leave now rather than
-    after LiveKit's reconnect window (about 20 s), and the user's call slot is given back."""
-    try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        reporter.bridge.hanging_up = True
-        if not reporter.ended:
-            log.error("voice worker lost: ending the call of %s", reporter.bridge.session)
-            for last_step in (reporter.end(reason="worker_lost"), ctx.room.disconnect(),
-                              slot.release()):
-                try:
-                    await asyncio.wait_for(last_step, LOST_WORKER_S)
-                except Exception as exc:  # the process is going: note it, do the next step
-                    log.warning("while ending a lost call: %r", exc)
-        raise
-
-
-class JoinWatch:
-    """Whether the call's caller joined the room (watching starts before the room connects:
-    participants already there when it does are listed, not announced)."""
-
-    def __init__(self, room: rtc.Room, user: str) -> None:
-        self.room, self.user = room, user
-        self.joined = asyncio.Event()
-        room.on("participant_connected", self._on_join)
-
-    def _on_join(self, p: rtc.RemoteParticipant) -> None:
-        if p.identity == self.user:
-            self.joined.set()
-
-    async def wait(self, deadline: float) -> bool:
-        """True once the caller is (or was) in the room; False at ``deadline`` (monotonic)."""
-        if any(p.identity == self.user for p in self.room.remote_participants.values()):
-            self.joined.set()
-        try:
-            await asyncio.wait_for(self.joined.wait(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            return False
-        finally:
-            self.room.off("participant_connected", self._on_join)
-        return True
-
-
-async def _end_if_caller_never_joins(ctx: JobContext, reporter: CallReporter, watch: JoinWatch,
-                                     deadline: float) -> None:
-    """A caller who never joins would hold this job (a thread, or a ~500 MB process) and count
-    as a call for ever: past ``voice_join_timeout_s`` from the job's start the call ends
-    (``caller_never_joined``), the room is deleted (its token is useless then) and the job
-    exits (its process too, with the process executor)."""
-    if await watch.wait(deadline):
-        return
-    s: VoiceSettings = ctx.proc.userdata["settings"]
-    log.info("the caller of %s did not join room %s within %s s: ending the call",
-             reporter.bridge.session, ctx.room.name, s.voice_join_timeout_s)
-    reporter.bridge.hanging_up = True
-    await reporter.end(reason="caller_never_joined")
-    try:
-        await delete_room(s, ctx.room.name)
-    except Exception as exc:  # LiveKit failing: the empty room expires on its own
-        log.warning("could not delete room %s: %r", ctx.room.name, exc)
-    ctx.shutdown("caller_never_joined")
-
-
 async def entrypoint(ctx: JobContext) -> None:
     """One call: bridge the room's caller to the session named in the job metadata."""
     s: VoiceSettings = ctx.proc.userdata["settings"]
     deadline = time.monotonic() + s.voice_join_timeout_s
     session_id, user = parse_job_metadata(ctx.job.metadata)
-    watch = JoinWatch(ctx.room, user)
+    watch = call_guard.JoinWatch(ctx.room, user)
     bus = Bus(connect(s.redis_url, max_connections=8), prefix=s.redis_prefix, shards=s.shards)
     slot = HeldSlot(bus.call_slots(), user, ctx.room.name)
     slot.start()
     bridge = VoiceBridge(bus, session_id, user, tool_notice_s=s.voice_tool_notice_ms / 1000)
     bridge.trace = call_trace.call_span(session_id, user, ctx.room.name)
-    ctx.room.on("participant_disconnected", lambda p: _hang_up(bridge, p))
+    ctx.room.on("participant_disconnected", lambda p: call_guard.hang_up(bridge, p))
     # the control plane answers the caller once the agent is in the room (voice/tokens.py):
     # joining while the session opens on the bus saves that round trip from the Talk click
     await asyncio.gather(bridge.start(), ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY))
     log.info("call of session %s in job process %d (room %s, node %s)", session_id,
              os.getpid(), ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room, slot.slots)
-    tasks = [asyncio.create_task(_guard(ctx, reporter, slot))]
+    tasks = [asyncio.create_task(call_guard.guard(ctx, reporter, slot))]
 
     async def cleanup() -> None:
         bridge.hanging_up = True
@@ -316,7 +242,8 @@ async def entrypoint(ctx: JobContext) -> None:
         await bus.close()
 
     ctx.add_shutdown_callback(cleanup)
-    tasks.append(asyncio.create_task(_end_if_caller_never_joins(ctx, reporter, watch, deadline)))
+    tasks.append(asyncio.create_task(
+        call_guard.end_if_caller_never_joins(ctx, reporter, watch, deadline)))
     agent_session = _session(ctx.proc, bridge)
     reporter.attach(agent_session)
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
