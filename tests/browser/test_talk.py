@@ -26,6 +26,7 @@ from tests.browser.test_page import CHROMIUM, CHROMIUM_ARGS, SHOTS, wait_synced,
 from tests.conftest import ROOT, Cluster
 from tests.voice.conftest import VoiceWorker, voice_env
 from voice.livekit_server import LiveKitServer, find_binary
+from voice.speech import normalise
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,8 +37,11 @@ pytestmark = [
 ]
 
 PHRASE = "what time is it"
-HEARD = re.compile(r"^\s*what time is it\W*$", re.IGNORECASE)
-"""How Whisper writes it down (capitals and punctuation: "What time is it?")."""
+KEY_WORDS = {"what", "time", "is", "it"}
+"""Whisper writes it "What time is it?"; a clean CI run of this test once heard "What eye
+visit?" (the box busy: Chromium's fake microphone plays the file on a timer). Transcription
+accuracy is test_wer's and bench_wer's; here the page must show what was heard, whatever it
+is, and the agent's answer to it."""
 RATE = 48_000
 ANSWERED_WITHIN_S = 0.3
 """Talk's POST /v1/voice/sessions, sent -> answered: the route answers once the agent is
@@ -206,7 +210,10 @@ def talk_through(page: Page, base: str) -> None:
 
     # 2. The transcript arrives as a voice user message, then the agent's reply.
     said = page.locator(".msg.user.voice .bubble")
-    expect(said.first).to_have_text(HEARD, timeout=25_000)
+    expect(said.first).to_have_text(re.compile(r"\w"), timeout=25_000)
+    heard = normalise(said.first.inner_text())
+    print(f"heard: {heard!r}")
+    assert set(heard.split()) & KEY_WORDS, heard
     expect(page.locator(".msg.user.voice .via").first).to_have_text("Voice")
     # the caller's live caption (interim transcripts, when they came before the end of this
     # short phrase), replaced by the final, is gone once the message is shown
@@ -214,8 +221,12 @@ def talk_through(page: Page, base: str) -> None:
     expect(page.locator("#pending .caption")).to_have_count(0)
     reply = page.locator(".turn", has=said).locator(".msg.assistant").first
     expect(reply).to_have_attribute("data-status", "done", timeout=20_000)
-    expect(reply).to_contain_text("The tool says:")
-    expect(reply.locator(".tool")).to_have_text("current_time")
+    if "time" in heard.split():  # the demo model asks its clock
+        expect(reply).to_contain_text("The tool says:")
+        expect(reply.locator(".tool")).to_have_text("current_time")
+    else:  # the demo model echoes what it was told
+        expect(reply).to_contain_text("You said:")
+        assert heard in normalise(reply.inner_text()), (heard, reply.inner_text())
 
     # 3. The agent speaks it: its state shows, and its audio reaches the page.
     page.wait_for_function(
