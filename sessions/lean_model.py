@@ -167,6 +167,10 @@ class LeanStream:
         try:
             async with contextlib.aclosing(self._reads()) as reads:
                 async for data in reads:
+                    if split is not None and split.skipping \
+                            and (text := decoder.feed_text(data)) is not None:
+                        await self._text(split, text, decoder)
+                        continue
                     bodies = decoder.feed(data)
                     if split is not None:
                         caught, bodies = await self._tapped(split, bodies)
@@ -194,6 +198,17 @@ class LeanStream:
             raise APITimeoutError(request=self.response.request) from err
         except httpx2.RequestError as err:
             raise APIConnectionError(request=self.response.request) from err
+
+    async def _text(self, split: TextSplit, text: str, decoder: SSEDecoder) -> None:
+        """A read of text chunks only, as text to the tap (the handler catches up later)."""
+        tap = self._tap
+        assert tap is not None and decoder.template is not None
+        split.text(text, decoder.template)
+        self._texting = True
+        if text:
+            tap.text(text)
+            if tap.full():
+                await tap.room()
 
     async def _tapped(self, split: TextSplit, bodies: list[dict[str, Any]], end: bool = False,
                       ) -> tuple[ChatCompletionChunk | None, list[dict[str, Any]]]:
