@@ -34,6 +34,7 @@ import httpx2
 from agents.models.interface import Model, ModelProvider
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from openai import APIConnectionError, APITimeoutError, AsyncOpenAI
+from openai._utils import is_given
 from openai.types.chat import ChatCompletionChunk
 
 from sessions import sdk_speedups
@@ -130,11 +131,51 @@ class _LeanClient:
     async def create(self, **kwargs: Any) -> Any:
         if kwargs.get("stream") is not True:
             return await self._client.chat.completions.create(**kwargs)
-        opened = self._client.chat.completions.with_streaming_response.create(**kwargs)
+        opened = self._client.chat.completions.with_streaming_response.create(
+            **untransformed(kwargs))
         tap, self._model.tap = self._model.tap, None
         api_response = await opened.__aenter__()  # status errors are raised here, as usual
         return LeanStream(api_response.http_response, opened.__aexit__,
                           self._model.read_every, tap)
+
+
+_CALL_ARGS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+_MAX_DEPTH = 64
+
+
+def untransformed(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``chat.completions.create``'s arguments with the request's body in ``extra_body``
+    when it is plain JSON (dicts, lists, strings, numbers), else ``kwargs``: the OpenAI client
+    walks every argument against its type hints (every message against every message type,
+    to rename aliased keys: Chat Completions has none) before it sends it, ~15 % of a
+    streaming worker's CPU with 1,000 turns (py-spy); ``extra_body`` is sent as it is, merged
+    over the rest as the client merges it (later keys win, omitted ones dropped)."""
+    body: dict[str, Any] = {}
+    call: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name in _CALL_ARGS:
+            call[name] = value
+        elif is_given(value):
+            body[name] = value
+    if type(body.get("model")) is not str or not _plain(body, 0):
+        return kwargs
+    extra = call.get("extra_body")
+    call["extra_body"] = body if not extra else {**body, **extra}
+    return {"model": body["model"], "messages": [], "stream": kwargs.get("stream"), **call}
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` is JSON as the client would send it after its walk (unchanged)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return True
+    if depth > _MAX_DEPTH:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v, depth + 1) for v in value)
+    return False
 
 
 class LeanStream:
