@@ -21,6 +21,7 @@ from agents.models.interface import ModelTracing
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 
 from loadtest.openai_stub import OpenAIStub, ToolCalls, filler
+from sessions import model_http as MODEL_HTTP
 from sessions.lean_model import LeanChatModel, LeanProvider
 from sessions.model_http import WireTransport
 from tests.unit.test_lean_model import TEXT, events
@@ -180,6 +181,33 @@ async def test_read_timeouts_before_and_during_the_body() -> None:
             with pytest.raises(openai.APITimeoutError):
                 await events(LeanChatModel("m", wired(url, timeout=0.3)))
             assert 0.25 < loop.time() - start < 5
+
+
+async def test_bytes_keep_moving_the_read_deadline_and_the_watch_stops() -> None:
+    """A body whose bytes come more often than the read timeout is read to its end however
+    long it takes, and the pool's deadline timer stops when no reader waits."""
+    async def trickles(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request(reader)
+        writer.write(SSE_HEAD)
+        for n in range(8):
+            writer.write(chunk(b"x%d" % n))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(b"0\r\n\r\n")
+
+    transport = WireTransport()
+    async with server(trickles) as url, httpx2.AsyncClient(transport=transport) as http, \
+            http.stream("POST", url, content=b"{}",
+                        timeout=httpx2.Timeout(5, read=MODEL_HTTP.TICK * 1.2)) as r:
+        body = await r.aread()
+    assert body == b"".join(b"x%d" % n for n in range(8))
+    deadlines = transport.pool._deadlines
+    assert not deadlines.waiting
+    pending = deadlines._timer
+    if pending is not None:  # its last look, run now rather than waited for
+        pending.cancel()
+        deadlines._look(asyncio.get_running_loop())
+    assert deadlines._timer is None, "nothing waits: no timer"
 
 
 async def test_a_refused_connection_is_a_connection_error() -> None:
