@@ -300,10 +300,46 @@ class LeanStream:
                 yield data
                 if self._read_every and self._texting:
                     body.hold()  # what comes meanwhile: one socket read, not one a token
-                    await asyncio.sleep(busy_window(self._read_every, STREAMS[0]))
+                    await PACE.wait(busy_window(self._read_every, STREAMS[0]))
         finally:
             STREAMS[0] -= 1
 
 
 STREAMS = [0]
 """Lean streams being read over the wire in this process (the busy pacing's measure)."""
+
+
+class Pace:
+    """The read pacing's wake-ups: the streams waiting for their next read wait on one timer
+    (a future each, set together when it fires), not on a timer each (``asyncio.sleep``: a
+    timer started per read per stream). Streams that read at one tick wait for the next
+    together, so each still reads about once a window."""
+
+    __slots__ = ("_loop", "_timer", "_waiting")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: list[asyncio.Future[None]] = []  # at most one per stream
+
+    def wait(self, window: float) -> asyncio.Future[None]:
+        """Done at the next tick (``window`` seconds from now if none is due)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # another event loop (tests): nothing of the last one
+            self._loop, self._timer, self._waiting = loop, None, []
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        if self._timer is None:
+            self._timer = loop.call_later(window, self._tick)
+        return waiter
+
+    def _tick(self) -> None:
+        self._timer = None
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():  # a cancelled reader's is
+                waiter.set_result(None)
+
+
+PACE = Pace()
+"""The lean streams' read pacing in this process."""
