@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 import httpx2
@@ -300,7 +300,7 @@ class LeanStream:
                 yield data
                 if self._read_every and self._texting:
                     body.hold()  # what comes meanwhile: one socket read, not one a token
-                    await PACE.wait(busy_window(self._read_every, STREAMS[0]))
+                    await PACE.wait(busy_window(self._read_every, STREAMS[0]), body.unhold)
         finally:
             STREAMS[0] -= 1
 
@@ -311,34 +311,53 @@ STREAMS = [0]
 
 class Pace:
     """The read pacing's wake-ups: the streams waiting for their next read wait on one timer
-    (a future each, set together when it fires), not on a timer each (``asyncio.sleep``: a
-    timer started per read per stream). Streams that read at one tick wait for the next
-    together, so each still reads about once a window."""
+    (a future each, set together), not on a timer each (``asyncio.sleep``: a timer started
+    per read per stream). Streams that read at one tick wait for the next together, so each
+    still reads about once a window.
+
+    At the tick each waiting stream's connection reads its socket again (``release``) and the
+    streams wake :data:`SETTLE` later, when the loop has read what came meanwhile: a stream
+    wakes once per read to find its bytes, not once to resume its socket and again when the
+    bytes come."""
 
     __slots__ = ("_loop", "_timer", "_waiting")
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._waiting: list[asyncio.Future[None]] = []  # at most one per stream
+        self._waiting: list[tuple[asyncio.Future[None], Callable[[], None] | None]] = []
+        """At most one per stream."""
 
-    def wait(self, window: float) -> asyncio.Future[None]:
-        """Done at the next tick (``window`` seconds from now if none is due)."""
+    def wait(self, window: float, release: Callable[[], None] | None = None,
+             ) -> asyncio.Future[None]:
+        """Done :data:`SETTLE` after the next tick (``window`` seconds from now if none is
+        due), ``release`` called at the tick."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # another event loop (tests): nothing of the last one
             self._loop, self._timer, self._waiting = loop, None, []
         waiter = loop.create_future()
-        self._waiting.append(waiter)
+        self._waiting.append((waiter, release))
         if self._timer is None:
-            self._timer = loop.call_later(window, self._tick)
+            self._timer = loop.call_later(window, self._tick, loop)
         return waiter
 
-    def _tick(self) -> None:
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         waiting, self._waiting = self._waiting, []
-        for waiter in waiting:
-            if not waiter.done():  # a cancelled reader's is
-                waiter.set_result(None)
+        for waiter, release in waiting:
+            if release is not None and not waiter.done():  # a cancelled reader's is done
+                release()
+        loop.call_later(SETTLE, _wake, waiting)
+
+
+def _wake(waiting: list[tuple[asyncio.Future[None], Callable[[], None] | None]]) -> None:
+    for waiter, _ in waiting:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+SETTLE = 0.002
+"""Seconds from a pacing tick, when the streams' sockets are read again, to their wake-up."""
 
 
 PACE = Pace()

@@ -147,9 +147,7 @@ class _Conn(asyncio.Protocol):
 
     async def read(self, limit: float | None) -> bytes:
         """The body bytes that came since the last read (waiting for some); b"" at the end."""
-        if self._paused and self.transport is not None:
-            self._paused = False  # all it holds is taken now: the socket is read again
-            self.transport.resume_reading()
+        self.unhold()  # all it holds is taken now: the socket is read again
         while not self.body:
             if self.reader.complete or self._check():
                 return b""
@@ -165,6 +163,12 @@ class _Conn(asyncio.Protocol):
         if not self._paused and not self.closed and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
+
+    def unhold(self) -> None:
+        """Read the socket again (after :meth:`hold`), before the next :meth:`read`."""
+        if self._paused and not self.closed and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     def _check(self) -> bool:
         if self.failure is not None:
@@ -340,6 +344,9 @@ class WireBody(httpx2.AsyncByteStream):
     def hold(self) -> None:
         """Read nothing off the socket until the next :meth:`read` (``_Conn.hold``)."""
         self._conn.hold()
+
+    def unhold(self) -> None:
+        self._conn.unhold()
 
     async def __aiter__(self) -> Any:
         while data := await self._conn.read(self._timeout):

@@ -1,6 +1,7 @@
 """The lean streams' read pacing (sessions/lean_model.py ``Pace``): the readers waiting for
-their next read share one timer and wake together; a cancelled reader wakes no one early and
-is skipped; a new event loop starts afresh."""
+their next read share one timer and wake together, their sockets released at the tick before
+they wake; a cancelled reader wakes no one early and is skipped; a new event loop starts
+afresh."""
 
 from __future__ import annotations
 
@@ -39,6 +40,22 @@ async def test_a_cancelled_reader_is_skipped_and_the_others_wake() -> None:
 async def _read(pace: Pace) -> str:
     await pace.wait(0.05)
     return "read"
+
+
+async def test_sockets_are_released_at_the_tick_then_the_readers_wake() -> None:
+    pace = Pace()
+    order: list[str] = []
+    tasks = [asyncio.create_task(_logged(pace, n, order)) for n in range(3)]
+    await asyncio.sleep(0)  # every task waits now
+    tasks[2].cancel()
+    await asyncio.gather(*tasks[:2])
+    assert order == ["released 0", "released 1", "woke 0", "woke 1"], \
+        "every release before any wake; none for the cancelled reader"
+
+
+async def _logged(pace: Pace, n: int, order: list[str]) -> None:
+    await pace.wait(0.05, lambda: order.append(f"released {n}"))
+    order.append(f"woke {n}")
 
 
 def test_a_new_event_loop_starts_afresh() -> None:
