@@ -29,6 +29,7 @@ from openai.types.completion_usage import (
 )
 
 from sessions import sdk_speedups
+from sessions.sse_text import TextTemplate
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 _DELTA_KEYS = frozenset({"content", "role", "refusal", "tool_calls", "function_call"})
@@ -39,17 +40,31 @@ _PLAIN_DELTA = frozenset({"content", "role"})
 class SSEDecoder:
     """Server-sent events of a Chat Completions stream, as the JSON objects they carry. An
     error object in the stream raises ``openai.APIError`` as the OpenAI client does; ``[DONE]``
-    ends the stream (:attr:`done`)."""
+    ends the stream (:attr:`done`).
 
-    __slots__ = ("_data", "_lines", "done")
+    :meth:`feed_text`: the text of a read of plain text events straight from its bytes
+    (sessions/sse_text.py), once a text event of the same bytes around its text was seen."""
+
+    __slots__ = ("_data", "_learns", "_lines", "done", "template")
 
     def __init__(self) -> None:
         self._lines = sdk_speedups.LineSplitter()
         self._data: list[bytes] = []
         self.done = False
+        self.template: TextTemplate | None = None
+        self._learns = 0
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         return self._events(self._lines.feed(chunk))
+
+    def feed_text(self, chunk: bytes) -> str | None:
+        """The text of ``chunk`` when it is only whole plain text events of the learned
+        template (nothing else of it is kept: the caller takes it as text), else None and
+        nothing is consumed (:meth:`feed` it)."""
+        template = self.template
+        if template is None or self._data or self.done or not self._lines.clean:
+            return None
+        return template.text(chunk)
 
     def finish(self) -> list[dict[str, Any]]:
         return self._events([*self._lines.finish(), b""])
@@ -91,7 +106,26 @@ class SSEDecoder:
         if not all(type(b) is dict and not b.get("error") for b in bodies):
             return None
         self.done = done
+        if self._learns < MAX_LEARNS:
+            self._learn(datas, bodies)
         return bodies
+
+    def _learn(self, datas: list[bytes], bodies: list[dict[str, Any]]) -> None:
+        """The template of the last text event of a read, if the one known did not match
+        it (at most :data:`MAX_LEARNS` tries a stream: a server whose events differ by more
+        than their text stays on the usual decoding)."""
+        for data, body in zip(reversed(datas), reversed(bodies), strict=True):
+            if text_only(body):
+                known = self.template
+                if known is not None and known.text(b"data: " + data + b"\n\n") is not None:
+                    return
+                self._learns += 1
+                self.template = TextTemplate.learn(data, body) or known
+                return
+
+
+MAX_LEARNS = 16
+"""Text templates a :class:`SSEDecoder` tries to learn per stream, at most."""
 
 
 def _checked(body: Any) -> dict[str, Any]:
@@ -266,13 +300,25 @@ class TextSplit:
     the text given is never ahead of its events). The first chunk that is not plain text turns
     this off for the rest of the stream."""
 
-    __slots__ = ("_last", "_off", "_open", "_pending")
+    __slots__ = ("_last", "_off", "_open", "_pending", "_template")
 
     def __init__(self) -> None:
         self._open = False
         self._off = False
         self._pending: list[str] = []
         self._last: dict[str, Any] | None = None
+        self._template: TextTemplate | None = None  # builds ``_last`` when it is None
+
+    @property
+    def skipping(self) -> bool:
+        """Whether the text chunks that come next skip the handler."""
+        return self._open and not self._off
+
+    def text(self, text: str, template: TextTemplate) -> None:
+        """Text of a read of text chunks of ``template`` only (:meth:`SSEDecoder.feed_text`)
+        that skips the handler (only while :attr:`skipping`)."""
+        self._pending.append(text)
+        self._last, self._template = None, template
 
     def split(self, bodies: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         """The text of the leading ``bodies`` that skip the handler, and the rest (for it)."""
@@ -283,7 +329,7 @@ class TextSplit:
             while n < len(bodies) and text_only(bodies[n]):
                 n += 1
         if n:
-            self._last = bodies[n - 1]
+            self._last, self._template = bodies[n - 1], None
             text = "".join(b["choices"][0]["delta"]["content"] for b in bodies[:n])
             self._pending.append(text)
             bodies = bodies[n:]
@@ -328,8 +374,11 @@ class TextSplit:
         kept), or None."""
         if not self._pending:
             return None
-        assert self._last is not None
-        body, self._last = self._last, None
+        body = self._last
+        if body is None:
+            assert self._template is not None
+            body = self._template.body()
+        self._last = self._template = None
         body["choices"][0]["delta"]["content"] = "".join(self._pending)
         self._pending = []
         return body

@@ -4,10 +4,10 @@ streamed replies: the lean model's (``AGENTIA_MODEL_CLIENT=lean``) connection to
 What httpcore did per HTTP chunk (one h11 event, one anyio read with its timeout: a streamed
 reply has one HTTP chunk per token) is done here once per socket read, in the connection's
 ``data_received`` (:class:`sessions.http_wire.ResponseReader`); the bytes wait in the
-connection until the reader takes them, all at once. A read timeout is one timer per waiting
-reader, moved on lazily (not one per read). The pool is a list of idle connections per
-origin: taking and giving back a connection is O(1) whatever the pool holds (httpcore walked
-all of them, twice over, at each request's start and end).
+connection until the reader takes them, all at once. Read timeouts: one timer per pool, every
+:data:`TICK` while a reader waits (:class:`_Deadlines`; a timer started and cancelled per read
+was ~9 % of a streaming worker's main thread at 1,000 streams, py-spy). The pool is a list of
+idle connections per origin: taking and giving back one is O(1) (httpcore walked them all).
 
 As a transport under ``httpx2.AsyncClient`` the OpenAI client still builds the request,
 retries, and turns statuses into its errors; failures are httpx2's own exceptions, as
@@ -40,8 +40,10 @@ class _Conn(asyncio.Protocol):
     """One connection: the protocol callbacks feed a :class:`ResponseReader`; one request
     at a time."""
 
-    def __init__(self, key: tuple[str, str, int]) -> None:
+    def __init__(self, key: tuple[str, str, int], deadlines: _Deadlines) -> None:
         self.key = key
+        self.deadlines = deadlines
+        self.limit = 0.0  # the read timeout of the reader waiting, if any
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
@@ -145,9 +147,7 @@ class _Conn(asyncio.Protocol):
 
     async def read(self, limit: float | None) -> bytes:
         """The body bytes that came since the last read (waiting for some); b"" at the end."""
-        if self._paused and self.transport is not None:
-            self._paused = False  # all it holds is taken now: the socket is read again
-            self.transport.resume_reading()
+        self.unhold()  # all it holds is taken now: the socket is read again
         while not self.body:
             if self.reader.complete or self._check():
                 return b""
@@ -164,6 +164,12 @@ class _Conn(asyncio.Protocol):
             self._paused = True
             self.transport.pause_reading()
 
+    def unhold(self) -> None:
+        """Read the socket again (after :meth:`hold`), before the next :meth:`read`."""
+        if self._paused and not self.closed and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
     def _check(self) -> bool:
         if self.failure is not None:
             raise self.failure
@@ -174,29 +180,53 @@ class _Conn(asyncio.Protocol):
 
     async def _wait(self, limit: float | None) -> None:
         waiter = self._waiter = self.loop.create_future()
-        timer = None if limit is None else self.loop.call_at(
-            self.last + limit, self._timeout, waiter, limit)
+        if limit is not None:
+            self.limit = limit
+            self.deadlines.waiting.add(self)
+            self.deadlines.watch(self.loop)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            self.deadlines.waiting.discard(self)
 
-    def _timeout(self, waiter: asyncio.Future[None], limit: float) -> None:
-        """Fired at the read deadline of a wait that began before it: moved on if bytes came
-        meanwhile (a timer per wait, not per read)."""
-        if waiter.done():
-            return
-        due = self.last + limit
-        if due > self.loop.time():
-            self.loop.call_at(due, self._timeout, waiter, limit)
-            return
-        waiter.set_exception(httpx2.ReadTimeout("no bytes from the server in time"))
+    def expire(self, now: float) -> None:
+        """A waiting read with no bytes for its timeout fails (checked by :class:`_Deadlines`:
+        bytes meanwhile move the deadline on)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and self.last + self.limit <= now:
+            waiter.set_exception(httpx2.ReadTimeout("no bytes from the server in time"))
 
     def reusable(self) -> bool:
         return (self.reader.complete and self.reader.keep_alive and not self.body
                 and not self.closed and self.failure is None)
+
+
+TICK = 0.25
+"""Seconds between two looks at the read deadlines: a read timeout fires up to this late."""
+
+
+class _Deadlines:
+    """The read deadlines of one pool's waiting readers, looked at every :data:`TICK`
+    seconds while any waits (one timer for all)."""
+
+    __slots__ = ("_timer", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: set[_Conn] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is None:
+            self._timer = loop.call_later(TICK, self._look, loop)
+
+    def _look(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        for conn in [c for c in self.waiting if c.last + c.limit <= now]:
+            conn.expire(now)
+        if self.waiting:
+            self.watch(loop)
 
 
 class WirePool:
@@ -209,6 +239,7 @@ class WirePool:
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], deque[tuple[_Conn, float]]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._deadlines = _Deadlines()
         self.open = 0
 
     async def acquire(self, key: tuple[str, str, int], timeouts: dict[str, Any]) -> _Conn:
@@ -280,7 +311,7 @@ class WirePool:
                 self._ssl.set_alpn_protocols(["http/1.1"])
             tls = self._ssl if scheme == "https" else None
             _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _Conn(key), host, port, ssl=tls,
+                lambda: _Conn(key, self._deadlines), host, port, ssl=tls,
                 server_hostname=host if tls else None), limit)
         except TimeoutError:
             self.open -= 1
@@ -313,6 +344,9 @@ class WireBody(httpx2.AsyncByteStream):
     def hold(self) -> None:
         """Read nothing off the socket until the next :meth:`read` (``_Conn.hold``)."""
         self._conn.hold()
+
+    def unhold(self) -> None:
+        self._conn.unhold()
 
     async def __aiter__(self) -> Any:
         while data := await self._conn.read(self._timeout):

@@ -36,6 +36,11 @@ class LineSplitter:
             raise LineTooLong(f"a line of the model's stream is over {MAX_LINE} bytes")
         self._open.append(piece)
 
+    @property
+    def clean(self) -> bool:
+        """Whether no line is open (the next byte begins a line)."""
+        return not self._open and not self._skip_lf
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """The lines that ``chunk`` ends (without their line ends)."""
         if not chunk:

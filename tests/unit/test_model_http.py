@@ -21,8 +21,11 @@ from agents.models.interface import ModelTracing
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 
 from loadtest.openai_stub import OpenAIStub, ToolCalls, filler
+from sessions import lean_model
+from sessions import model_http as MODEL_HTTP
 from sessions.lean_model import LeanChatModel, LeanProvider
 from sessions.model_http import WireTransport
+from sessions.model_pump import CAUGHT_UP, END, ModelPump
 from tests.unit.test_lean_model import TEXT, events
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -182,6 +185,33 @@ async def test_read_timeouts_before_and_during_the_body() -> None:
             assert 0.25 < loop.time() - start < 5
 
 
+async def test_bytes_keep_moving_the_read_deadline_and_the_watch_stops() -> None:
+    """A body whose bytes come more often than the read timeout is read to its end however
+    long it takes, and the pool's deadline timer stops when no reader waits."""
+    async def trickles(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request(reader)
+        writer.write(SSE_HEAD)
+        for n in range(8):
+            writer.write(chunk(b"x%d" % n))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(b"0\r\n\r\n")
+
+    transport = WireTransport()
+    async with server(trickles) as url, httpx2.AsyncClient(transport=transport) as http, \
+            http.stream("POST", url, content=b"{}",
+                        timeout=httpx2.Timeout(5, read=MODEL_HTTP.TICK * 1.2)) as r:
+        body = await r.aread()
+    assert body == b"".join(b"x%d" % n for n in range(8))
+    deadlines = transport.pool._deadlines
+    assert not deadlines.waiting
+    pending = deadlines._timer
+    if pending is not None:  # its last look, run now rather than waited for
+        pending.cancel()
+        deadlines._look(asyncio.get_running_loop())
+    assert deadlines._timer is None, "nothing waits: no timer"
+
+
 async def test_a_refused_connection_is_a_connection_error() -> None:
     async def nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pass
@@ -322,3 +352,47 @@ async def test_a_gzipped_stream_is_decoded_by_httpx_then_read_alike() -> None:
     assert "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta") \
         == "Hello, world"
     assert got[-1]["type"] == "response.completed"
+
+
+async def test_paced_tapped_streams_give_their_text_exactly_in_fewer_reads() -> None:
+    """Streams paced by one shared timer (sessions/lean_model.py ``Pace``: sockets held
+    between reads, released at the tick, the readers woken after) each give their reply's
+    text exactly once, in far fewer reads than tokens."""
+    stub = await OpenAIStub(filler(60), tokens_per_s=300).start()
+    reads: list[int] = []
+    real = lean_model.SSEDecoder.feed_text
+
+    def counted(self: lean_model.SSEDecoder, chunk: bytes) -> str | None:
+        reads.append(1)
+        return real(self, chunk)
+
+    async def one(provider: LeanProvider) -> str:
+        model = provider.get_model("m")
+        assert isinstance(model, LeanChatModel)
+        pump = ModelPump()
+        model.tap = pump
+        pump.start(model.stream_response(None, "hi", ModelSettings(), [], None, [],
+                                         ModelTracing.DISABLED))
+        texts: list[str] = []
+        given = False  # as the direct path (sessions/direct_run.py) takes them
+        while (event := await pump.next()) is not END:
+            if type(event) is str:
+                texts.append(event)
+            elif event is CAUGHT_UP:
+                given = True
+            elif getattr(event, "type", "") == "response.output_text.delta":
+                if not given:
+                    texts.append(event.delta)
+                given = False
+        return "".join(texts)
+
+    try:
+        lean_model.SSEDecoder.feed_text = counted  # type: ignore[method-assign]
+        provider = LeanProvider([openai.AsyncOpenAI(api_key="k", base_url=stub.base_url)],
+                                read_every=0.03)
+        got = await asyncio.gather(*(one(provider) for _ in range(20)))
+    finally:
+        lean_model.SSEDecoder.feed_text = real  # type: ignore[method-assign]
+        await stub.stop()
+    assert got == [filler(60)([])] * 20
+    assert len(reads) < 20 * 60 / 3, "tokens come several to a read"
