@@ -3,7 +3,7 @@ an outage. See docs/redis-cluster.md."""
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -34,6 +34,56 @@ def is_cluster_url(url: str) -> bool:
     return url.partition("://")[0] in CLUSTER_SCHEMES
 
 
+class QuickPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool with a checkout and a release that do not wait when they need
+    not (issue 13: the pool's checkout and release were ~25 % of a worker's turn path). An idle
+    connection that is connected, not marked for reconnecting and has nothing unread is taken
+    and given back without the pool's condition, lock, timeout and metrics hooks (a list pop
+    and append; nothing awaited but the hiredis buffer check, which does not suspend).
+    Anything else (no idle connection, a stale one, a caller waiting for a full pool) takes
+    redis-py's own path, which connects, checks, queues callers for up to ``timeout`` and,
+    on release, wakes one. The bound on connections and ``disconnect`` are unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.quick = 0
+        """Checkouts that took the quick path (tests count them)."""
+        self.slow = 0
+        """Checkouts that took redis-py's path (a new connection, a stale one, a queue)."""
+
+    def _waiting(self) -> bool:
+        """Callers waiting for a connection of a full pool (asyncio.Condition's own queue):
+        while there are any, connections go and come back redis-py's way, which serves them
+        first and wakes them."""
+        return bool(getattr(self._condition, "_waiters", None))
+
+    async def get_connection(self, command_name: Any = None, *keys: Any,
+                             **options: Any) -> Any:
+        idle = self._available_connections
+        if idle and not self._waiting():
+            conn: Any = idle.pop()
+            self._in_use_connections.add(conn)
+            try:
+                fit = (conn.is_connected and not conn.should_reconnect()
+                       and not await conn.can_read())  # hiredis: no suspension
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                fit = False  # closed by the server: redis-py's path reconnects it
+            if fit:
+                self.quick += 1
+                return conn
+            self._in_use_connections.discard(conn)
+            idle.append(conn)
+        self.slow += 1
+        return await super().get_connection()  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:
+        if self._waiting() or connection.should_reconnect():
+            await super().release(connection)
+            return
+        self._in_use_connections.discard(connection)
+        self._available_connections.append(connection)
+
+
 def connect(url: str, max_connections: int = 64) -> RedisClient:
     """A client with a bounded pool that queues callers for up to 5 s when every connection
     is busy (a handshake storm must wait, not fail), and that retries a command twice,
@@ -41,7 +91,7 @@ def connect(url: str, max_connections: int = 64) -> RedisClient:
     gives a Cluster client instead (:func:`connect_cluster`)."""
     if is_cluster_url(url):
         return connect_cluster(url, max_connections)
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = QuickPool.from_url(
         url, max_connections=max_connections, timeout=5, socket_connect_timeout=2,
         socket_timeout=10, health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
