@@ -3,6 +3,7 @@ an outage. See docs/redis-cluster.md."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
@@ -32,6 +33,50 @@ nodes being seeds for discovering the rest (``rediss+cluster`` for TLS)."""
 
 def is_cluster_url(url: str) -> bool:
     return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+class QuickWrite:
+    """A connection whose command is written without a task of its own (issue 13). redis-py
+    sends every command (and pipeline) through ``asyncio.wait_for(socket_timeout)``, which on
+    Python 3.11 wraps the write in a new Task with a timer: one task per round trip. Here,
+    when the connection is open, no health check is due and the socket's buffer stays under
+    its high-water mark (the write cannot wait), the bytes go to the transport at once; when
+    the buffer is over it, the drain waits under ``socket_timeout`` as before; anything else
+    (closed, a PING due, not connected) takes redis-py's path. A write error shows as before:
+    the transport closes and the reply's read fails, retried as a dropped connection."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        conn: Any = self
+        writer = conn._writer
+        if (writer is None or writer.transport.is_closing() or not isinstance(command, list)
+                or (check_health and conn.health_check_interval
+                    and asyncio.get_running_loop().time() > conn.next_health_check)):
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        writer.writelines(command)
+        transport = writer.transport
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            try:
+                await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+            except (TimeoutError, OSError) as exc:
+                await conn.disconnect(nowait=True)
+                raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
+
+
+class QuickConnection(QuickWrite, aioredis.Connection):
+    pass
+
+
+class QuickSSLConnection(QuickWrite, aioredis.SSLConnection):
+    pass
+
+
+class QuickUnixConnection(QuickWrite, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+QUICK = {aioredis.Connection: QuickConnection, aioredis.SSLConnection: QuickSSLConnection,
+         aioredis.UnixDomainSocketConnection: QuickUnixConnection}
 
 
 class QuickPool(aioredis.BlockingConnectionPool):
@@ -96,6 +141,7 @@ def connect(url: str, max_connections: int = 64) -> RedisClient:
         socket_timeout=10, health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    pool.connection_class = QUICK.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
 
 
