@@ -7,8 +7,11 @@ command's reply."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from launch.redis_server import RedisServer
 from sessions.bus import Bus
@@ -118,3 +121,78 @@ async def test_a_turn_checks_out_no_connection_the_slow_way(redis_server: RedisS
         assert pool.quick - quick >= 10 * 7
     finally:
         await bus.close()
+
+
+def stock(url: str) -> aioredis.Redis:
+    """redis-py's own client as sessions/redis_client.py configured it before QuickPool."""
+    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=64, timeout=5, socket_timeout=10, health_check_interval=10))
+
+
+class TaskCount:
+    """Tasks created on the running loop while inside (a task factory that counts)."""
+
+    def __enter__(self) -> TaskCount:
+        self.made = 0
+        self.loop = asyncio.get_running_loop()
+        self.before = self.loop.get_task_factory()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+            self.made += 1
+            return asyncio.Task(coro, loop=loop, **kw)
+        self.loop.set_task_factory(factory)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.set_task_factory(self.before)
+
+
+async def test_a_command_makes_no_task(redis_server: RedisServer) -> None:
+    """redis-py writes each command under ``asyncio.wait_for``: a Task per round trip on
+    Python 3.11 (counted on its own client, the test's control); QuickWrite writes none."""
+    made = {}
+    clients: list[tuple[str, Any]] = [("stock", stock(redis_server.url)),
+                                      ("quick", connect(redis_server.url))]
+    for name, r in clients:
+        try:
+            await r.set("k", 0)  # the connection is made outside the count
+            with TaskCount() as count:
+                for i in range(100):
+                    await r.set("k", i)
+                async with r.pipeline(transaction=False) as pipe:
+                    pipe.set("k", 1)
+                    pipe.get("k")
+                    assert await pipe.execute() == [True, b"1"]
+            made[name] = count.made
+        finally:
+            await r.aclose()
+            await r.connection_pool.disconnect()
+    if sys.version_info < (3, 12):
+        assert made["stock"] >= 101, made
+    assert made["quick"] == 0, made
+
+
+async def test_tasks_per_turn(redis_server: RedisServer) -> None:
+    """Tasks a burst worker creates per turn, redis-py's client against the quick one (exact
+    counts; ten turns after a first that makes the connections)."""
+    per_turn = {}
+    for name, client in (("stock", stock(redis_server.url)),
+                         ("quick", connect(redis_server.url))):
+        bus = Bus(client, prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
+        try:
+            await bus.ensure_groups()
+            worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                            WorkerConfig(block_ms=20, coalesce_ms=1000))
+            await bus.open_session("s", "alice")
+            await bus.submit("s", "m0", "hello there", user="alice")
+            await worker.run(burst=True)
+            for i in range(1, 11):
+                await bus.submit("s", f"m{i}", "hello there", user="alice")
+            with TaskCount() as count:
+                await worker.run(burst=True)
+            per_turn[name] = count.made / 10
+        finally:
+            await bus.close()
+    print(f"tasks per turn: {per_turn}")
+    if sys.version_info < (3, 12):
+        assert per_turn["quick"] <= per_turn["stock"] - 7, per_turn
