@@ -11,7 +11,9 @@ import sys
 import uuid
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import DataError
 
 from launch.redis_server import RedisServer
 from sessions.bus import Bus
@@ -196,3 +198,39 @@ async def test_tasks_per_turn(redis_server: RedisServer) -> None:
     print(f"tasks per turn: {per_turn}")
     if sys.version_info < (3, 12):
         assert per_turn["quick"] <= per_turn["stock"] - 7, per_turn
+
+
+async def test_quick_packing_sends_the_bytes_redis_py_would(redis_server: RedisServer) -> None:
+    """hiredis packs a command of str, bytes and int at once (QuickWrite.pack_command); the
+    bytes are redis-py's, and what it does not take (a name with a space, floats, bools,
+    memoryviews) is packed by redis-py as before."""
+    r = connect(redis_server.url)
+    try:
+        await r.ping()
+        pool = pool_of(r)
+        conn: Any = await pool.get_connection()
+        try:
+            plain = conn.__class__.__mro__[2]  # redis-py's own connection class
+            assert plain is aioredis.Connection
+            plain_args: list[tuple[Any, ...]] = [
+                ("SET", "k", "v"),
+                ("EVALSHA", "ab" * 20, 2, "k1", b"k2", -7, 0, 2**70, "é ünïcode", b"\x00\xff", ""),
+                ("XADD", "s", "MAXLEN", "~", 1000, "*", "e", b"{}")]
+            for args in plain_args:
+                assert conn.pack_command(*args) != []
+                assert b"".join(conn.pack_command(*args)) == b"".join(
+                    plain.pack_command(conn, *args))
+            other: list[tuple[Any, ...]] = [("SCRIPT LOAD", "return 1"), ("SET", "k", 1.5),
+                                            ("SET", "k", memoryview(b"v"))]
+            for args in other:
+                assert b"".join(conn.pack_command(*args)) == b"".join(
+                    plain.pack_command(conn, *args))
+            with pytest.raises(DataError):
+                conn.pack_command("SET", "k", True)
+        finally:
+            await pool.release(conn)
+        await r.set("ü", 2**70)
+        assert await r.get("ü") == str(2**70).encode()
+    finally:
+        await r.aclose()
+        await pool.disconnect()
