@@ -46,7 +46,8 @@ if HIREDIS_AVAILABLE:
 
 
 class QuickWrite:
-    """A connection whose command is written without a task of its own (issue 13). redis-py
+    """A connection whose command is written without a task of its own and packed in one
+    hiredis call (:meth:`pack_command`), issue 13. redis-py
     sends every command (and pipeline) through ``asyncio.wait_for(socket_timeout)``, which on
     Python 3.11 wraps the write in a new Task with a timer: one task per round trip. Here,
     when the connection is open, no health check is due and the socket's buffer stays under
@@ -71,7 +72,6 @@ class QuickWrite:
             except (TimeoutError, OSError) as exc:
                 await conn.disconnect(nowait=True)
                 raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
-
 
     def pack_command(self, *args: Any) -> list[bytes]:
         """A command of str, bytes and int arguments (every command this project sends)
