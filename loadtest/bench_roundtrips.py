@@ -1,5 +1,6 @@
 """A turn's round trips (issue 13): what long turns cost the worker in Redis round trips and
-Redis in read events (event-loop wake-ups with a request), with the code of one or more
+Redis in read events (event-loop wake-ups with a request), and the worker's pool checkouts
+(those taking redis-py's slow path apart) and asyncio tasks, with the code of one or more
 checkouts side by side. Counts, not CPU time: they hold on a saturated machine.
 
 For each ``--tree`` and each of ``--rounds`` rounds (trees alternated, the order reversed every
@@ -59,6 +60,7 @@ async def child(sessions: int, word_delay: float) -> dict[str, Any]:
         for i in range(sessions):
             await bus.open_session(f"s{i}", "ann", "n1")
         kinds: dict[str, int] = {}
+        seen = {"checkouts": 0, "tasks": 0}
         command, pipeline = bus.redis.execute_command, bus.redis.pipeline
 
         async def counted(*a: Any, **kw: Any) -> Any:
@@ -79,11 +81,27 @@ async def child(sessions: int, word_delay: float) -> dict[str, Any]:
         idle0, all0 = _idle()
         began = time.monotonic()
         bus.redis.execute_command, bus.redis.pipeline = counted, piped
+        pool, loop = bus.redis.connection_pool, asyncio.get_running_loop()
+        checkout = pool.get_connection
+        slow0 = getattr(pool, "slow", None)  # QuickPool's (session 11); redis-py's: every one
+
+        async def checked(*a: Any, **kw: Any) -> Any:
+            seen["checkouts"] += 1
+            return await checkout(*a, **kw)
+
+        def task(lp: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+            seen["tasks"] += 1
+            return asyncio.Task(coro, loop=lp, **kw)
+        pool.get_connection = checked
+        loop.set_task_factory(task)
         try:
             async with asyncio.timeout(300):
                 await worker.run(burst=True)
         finally:
             bus.redis.execute_command, bus.redis.pipeline = command, pipeline
+            pool.get_connection = checkout
+            loop.set_task_factory(None)
+        slow = seen["checkouts"] if slow0 is None else pool.slow - slow0
         wall = time.monotonic() - began
         idle1, all1 = _idle()
         after = await bus.redis.info("stats")
@@ -100,6 +118,11 @@ async def child(sessions: int, word_delay: float) -> dict[str, Any]:
         "redis_commands_per_turn": round((after["total_commands_processed"]
                                           - before["total_commands_processed"] - 1) / n, 2),
         "machine_idle_share": round((idle1 - idle0) / max(1, all1 - all0), 4),
+        # the worker's Redis pool checkouts (its polling included) and those that took
+        # redis-py's locked, timed path, and the asyncio tasks it created (issue 13)
+        "pool_checkouts_per_turn": round(seen["checkouts"] / n, 2),
+        "slow_checkouts_per_turn": round(slow / n, 2),
+        "tasks_per_turn": round(seen["tasks"] / n, 2),
     }
 
 

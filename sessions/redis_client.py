@@ -3,7 +3,9 @@ an outage. See docs/redis-cluster.md."""
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -20,6 +22,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError,
               # a Cluster mid-failover: slots without a master, a node that cannot be reached
@@ -34,6 +37,124 @@ def is_cluster_url(url: str) -> bool:
     return url.partition("://")[0] in CLUSTER_SCHEMES
 
 
+PLAIN = frozenset({str, bytes, int})
+"""Argument types hiredis packs as redis-py's encoder would (bool is not int here: refused)."""
+PACK: Callable[[tuple[Any, ...]], bytes] | None = None
+if HIREDIS_AVAILABLE:
+    import hiredis
+    PACK = hiredis.pack_command
+
+
+class QuickWrite:
+    """A connection whose command is written without a task of its own and packed in one
+    hiredis call (:meth:`pack_command`), issue 13. redis-py
+    sends every command (and pipeline) through ``asyncio.wait_for(socket_timeout)``, which on
+    Python 3.11 wraps the write in a new Task with a timer: one task per round trip. Here,
+    when the connection is open, no health check is due and the socket's buffer stays under
+    its high-water mark (the write cannot wait), the bytes go to the transport at once; when
+    the buffer is over it, the drain waits under ``socket_timeout`` as before; anything else
+    (closed, a PING due, not connected) takes redis-py's path. A write error shows as before:
+    the transport closes and the reply's read fails, retried as a dropped connection."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        conn: Any = self
+        writer = conn._writer
+        if (writer is None or writer.transport.is_closing() or not isinstance(command, list)
+                or (check_health and conn.health_check_interval
+                    and asyncio.get_running_loop().time() > conn.next_health_check)):
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        writer.writelines(command)
+        transport = writer.transport
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            try:
+                await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+            except (TimeoutError, OSError) as exc:
+                await conn.disconnect(nowait=True)
+                raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """A command of str, bytes and int arguments (every command this project sends)
+        packed by hiredis in one call, where redis-py's packer first re-encodes each argument
+        in Python (~50 ``isinstance`` a command); the bytes are the same (UTF-8, decimal ints:
+        tests/integration/test_quick_pool.py compares them). A command name with a space
+        (``SCRIPT LOAD``), a float, a bool (refused), a memoryview or another encoding: redis-py's
+        packer."""
+        conn: Any = self
+        head = args[0]
+        if (PACK is not None and type(head) is str and " " not in head
+                and PLAIN.issuperset(map(type, args))
+                and conn.encoder.encoding == "utf-8" and conn.encoder.encoding_errors == "strict"):
+            return [PACK(args)]
+        return super().pack_command(*args)  # type: ignore[misc,no-any-return]
+
+
+class QuickConnection(QuickWrite, aioredis.Connection):
+    pass
+
+
+class QuickSSLConnection(QuickWrite, aioredis.SSLConnection):
+    pass
+
+
+class QuickUnixConnection(QuickWrite, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+QUICK = {aioredis.Connection: QuickConnection, aioredis.SSLConnection: QuickSSLConnection,
+         aioredis.UnixDomainSocketConnection: QuickUnixConnection}
+
+
+class QuickPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool with a checkout and a release that do not wait when they need
+    not (issue 13: the pool's checkout and release were ~25 % of a worker's turn path). An idle
+    connection that is connected, not marked for reconnecting and has nothing unread is taken
+    and given back without the pool's condition, lock, timeout and metrics hooks (a list pop
+    and append; nothing awaited but the hiredis buffer check, which does not suspend).
+    Anything else (no idle connection, a stale one, a caller waiting for a full pool) takes
+    redis-py's own path, which connects, checks, queues callers for up to ``timeout`` and,
+    on release, wakes one. The bound on connections and ``disconnect`` are unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.quick = 0
+        """Checkouts that took the quick path (tests count them)."""
+        self.slow = 0
+        """Checkouts that took redis-py's path (a new connection, a stale one, a queue)."""
+
+    def _waiting(self) -> bool:
+        """Callers waiting for a connection of a full pool (asyncio.Condition's own queue):
+        while there are any, connections go and come back redis-py's way, which serves them
+        first and wakes them."""
+        return bool(getattr(self._condition, "_waiters", None))
+
+    async def get_connection(self, command_name: Any = None, *keys: Any,
+                             **options: Any) -> Any:
+        idle = self._available_connections
+        if idle and not self._waiting():
+            conn: Any = idle.pop()
+            self._in_use_connections.add(conn)
+            try:
+                fit = (conn.is_connected and not conn.should_reconnect()
+                       and not await conn.can_read())  # hiredis: no suspension
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                fit = False  # closed by the server: redis-py's path reconnects it
+            if fit:
+                self.quick += 1
+                return conn
+            self._in_use_connections.discard(conn)
+            idle.append(conn)
+        self.slow += 1
+        return await super().get_connection()  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:
+        if self._waiting() or connection.should_reconnect():
+            await super().release(connection)
+            return
+        self._in_use_connections.discard(connection)
+        self._available_connections.append(connection)
+
+
 def connect(url: str, max_connections: int = 64) -> RedisClient:
     """A client with a bounded pool that queues callers for up to 5 s when every connection
     is busy (a handshake storm must wait, not fail), and that retries a command twice,
@@ -41,11 +162,12 @@ def connect(url: str, max_connections: int = 64) -> RedisClient:
     gives a Cluster client instead (:func:`connect_cluster`)."""
     if is_cluster_url(url):
         return connect_cluster(url, max_connections)
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = QuickPool.from_url(
         url, max_connections=max_connections, timeout=5, socket_connect_timeout=2,
         socket_timeout=10, health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.025), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    pool.connection_class = QUICK.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
 
 
