@@ -40,12 +40,12 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, interim, warm
+from voice import call_guard, call_trace, interim, shared_vad, warm
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
-from voice.engines import EnginePool, PooledSTT, once, vad_like
+from voice.engines import EnginePool, PooledSTT, once
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
@@ -140,7 +140,6 @@ def prewarm(proc: JobProcess) -> None:
     vad = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
         min_silence_duration=s.voice_min_silence_s))
     proc.userdata["vad"] = vad
-    proc.userdata["stt_vad"] = vad_like(vad, min_silence_duration=s.voice_stt_min_silence_s)
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
     warm.first_call(native=s.voice_executor == "thread")
     if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
@@ -172,15 +171,18 @@ def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
         recog: stt.STT[Any] = PooledSTT(proc.userdata["stt"], timeout_s=s.voice_stt_timeout_s)
     else:
         recog = recogniser(s)
+    # one Silero stream per call: the recogniser's VAD decides on the turn VAD's inferences
+    tap = shared_vad.Tap()
     if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
-        recog = interim.streaming(recog, vad_like(proc.userdata["stt_vad"]),
-                                  s.voice_stt_early_s, s.voice_interim_s,
+        cuts = shared_vad.FollowerVAD(tap, proc.userdata["vad"],
+                                      min_silence_duration=s.voice_stt_min_silence_s)
+        recog = interim.streaming(recog, cuts, s.voice_stt_early_s, s.voice_interim_s,
                                   bridge.interim if bridge else None)
     speak = synthesiser(s)
     if s.voice_first_chunk_words and not speak.capabilities.streaming:  # espeak-ng
         speak = tts.StreamAdapter(tts=speak, sentence_tokenizer=FirstClauseTokenizer(
             min_words=min(2, s.voice_first_chunk_words), max_words=s.voice_first_chunk_words))
-    return vad_like(proc.userdata["vad"]), recog, speak
+    return shared_vad.TurnVAD(proc.userdata["vad"], tap), recog, speak
 
 
 def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
