@@ -68,6 +68,10 @@ M_ARENA_MAX = -8
 """glibc's mallopt parameter number (malloc.h)."""
 PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 """livekit-agents' switch for its warm-up's local models (livekit/agents/ipc/_preload.py)."""
+INPUT_RATE = 16_000
+"""The caller's audio as the call receives it (livekit-agents' default: 24 kHz): Silero's and
+Whisper's own rate, so neither resamples it again (the room's audio stream resamples from the
+decoder's 48 kHz in Rust either way)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -257,7 +261,8 @@ async def entrypoint(ctx: JobContext) -> None:
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(
             participant_identity=user, text_input=False,
-            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms),
+            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms,
+                                                  sample_rate=INPUT_RATE),
             text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
     await bridge.note("joined", room=ctx.room.name)
 
