@@ -40,7 +40,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, interim, shared_vad, warm
+from voice import call_guard, call_trace, interim, pacing, shared_vad, warm
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
@@ -264,6 +264,7 @@ async def entrypoint(ctx: JobContext) -> None:
             audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms,
                                                   sample_rate=INPUT_RATE),
             text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
+    pacing.pace_by_average(agent_session)  # before the agent speaks: voice/pacing.py
     await bridge.note("joined", room=ctx.room.name)
 
 
