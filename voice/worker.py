@@ -40,12 +40,12 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, interim, warm
+from voice import call_guard, call_trace, interim, pacing, shared_vad, warm
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
-from voice.engines import EnginePool, PooledSTT, once, vad_like
+from voice.engines import EnginePool, PooledSTT, once
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
@@ -68,6 +68,10 @@ M_ARENA_MAX = -8
 """glibc's mallopt parameter number (malloc.h)."""
 PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 """livekit-agents' switch for its warm-up's local models (livekit/agents/ipc/_preload.py)."""
+INPUT_RATE = 16_000
+"""The caller's audio as the call receives it (livekit-agents' default: 24 kHz): Silero's and
+Whisper's own rate, so neither resamples it again (the room's audio stream resamples from the
+decoder's 48 kHz in Rust either way)."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -140,7 +144,6 @@ def prewarm(proc: JobProcess) -> None:
     vad = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
         min_silence_duration=s.voice_min_silence_s))
     proc.userdata["vad"] = vad
-    proc.userdata["stt_vad"] = vad_like(vad, min_silence_duration=s.voice_stt_min_silence_s)
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
     warm.first_call(native=s.voice_executor == "thread")
     if s.voice_stt not in CLOUD_STT:  # a cloud client is made in each call's event loop
@@ -172,15 +175,18 @@ def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
         recog: stt.STT[Any] = PooledSTT(proc.userdata["stt"], timeout_s=s.voice_stt_timeout_s)
     else:
         recog = recogniser(s)
+    # one Silero stream per call: the recogniser's VAD decides on the turn VAD's inferences
+    tap = shared_vad.Tap()
     if not recog.capabilities.streaming:  # Whisper, pocketsphinx, OpenAI's transcriptions
-        recog = interim.streaming(recog, vad_like(proc.userdata["stt_vad"]),
-                                  s.voice_stt_early_s, s.voice_interim_s,
+        cuts = shared_vad.FollowerVAD(tap, proc.userdata["vad"],
+                                      min_silence_duration=s.voice_stt_min_silence_s)
+        recog = interim.streaming(recog, cuts, s.voice_stt_early_s, s.voice_interim_s,
                                   bridge.interim if bridge else None)
     speak = synthesiser(s)
     if s.voice_first_chunk_words and not speak.capabilities.streaming:  # espeak-ng
         speak = tts.StreamAdapter(tts=speak, sentence_tokenizer=FirstClauseTokenizer(
             min_words=min(2, s.voice_first_chunk_words), max_words=s.voice_first_chunk_words))
-    return vad_like(proc.userdata["vad"]), recog, speak
+    return shared_vad.TurnVAD(proc.userdata["vad"], tap), recog, speak
 
 
 def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
@@ -255,8 +261,10 @@ async def entrypoint(ctx: JobContext) -> None:
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(
             participant_identity=user, text_input=False,
-            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms),
+            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms,
+                                                  sample_rate=INPUT_RATE),
             text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
+    pacing.pace_by_average(agent_session)  # before the agent speaks: voice/pacing.py
     await bridge.note("joined", room=ctx.room.name)
 
 

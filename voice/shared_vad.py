@@ -1,0 +1,229 @@
+"""One Silero stream per call: the recogniser's VAD decides on the turn VAD's inferences.
+
+A call ran two Silero streams over the same audio (issue 16's profile: 31 % of the voice
+worker's Python threads at 4 calls): livekit-agents' turn VAD (``AGENTIA_VOICE_MIN_SILENCE_S``,
+0.35 s) and the recogniser's (:class:`voice.edge_stt.EdgeSTT`, which cuts the utterances for
+Whisper at ``AGENTIA_VOICE_STT_MIN_SILENCE_S``, 0.2 s). They differ only in their silence: the
+per-window work (resampling 48 → 16 kHz, combining frames, the ONNX inference, the smoothing)
+was done twice. Now the turn VAD's stream (:class:`TurnVAD`) hands each inference (its smoothed
+probability and the window's audio at the input rate) to the call's :class:`Tap`, and the
+recogniser's stream (:class:`FollowerVAD`) runs Silero's own start/end rule on it with its own
+options: the same decisions a second stream makes, without its resampler and inference.
+
+Muted audio: while livekit-agents discards the caller's audio for the recogniser (its
+echo-canceller warm-up, uninterruptible speech) it pushes silence to the STT and the real
+audio to the VAD. The follower reads its own input for that: a window that arrives while its
+input is digital silence counts as silence (probability 0, zero samples), as a stream of its
+own would have heard it (at the window's edges within one window of the leader's lag).
+
+Bounded: a tap holds the follower streams of one call (one at a time in practice; a stream
+leaves it when it closes), each follower's speech buffer is Silero's
+(``max_buffered_speech`` + the prefix padding, then it stops growing, as Silero's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import vad
+from livekit.plugins import silero
+from livekit.plugins.silero import onnx_model
+
+log = logging.getLogger("agentia.voice")
+
+WINDOW_S = 0.032
+"""Silero's window (512 samples at 16 kHz, 256 at 8 kHz): the time one inference covers."""
+MAX_FOLLOWERS = 4
+"""Follower streams one tap serves at most (a call's recogniser has one at a time)."""
+
+
+class Tap:
+    """One call's link from the turn VAD's stream to the recogniser's."""
+
+    def __init__(self) -> None:
+        self.followers: list[FollowerStream] = []
+
+    def add(self, stream: FollowerStream) -> None:
+        if len(self.followers) >= MAX_FOLLOWERS:  # bounded: the oldest gets no more windows
+            self.followers.pop(0)
+        self.followers.append(stream)
+
+    def discard(self, stream: FollowerStream) -> None:
+        if stream in self.followers:
+            self.followers.remove(stream)
+
+    def publish(self, ev: vad.VADEvent) -> None:
+        for stream in list(self.followers):
+            stream.window(ev)
+
+
+class TurnVAD(silero.VAD):
+    """A call's turn VAD on the process's Silero session, whose streams feed ``tap``."""
+
+    def __init__(self, shared: silero.VAD, tap: Tap) -> None:
+        super().__init__(session=shared._onnx_session, opts=dataclasses.replace(shared._opts))
+        self.tap = tap
+
+    def stream(self) -> silero.VADStream:
+        stream = _TappedStream(self, self._opts, onnx_model.OnnxModel(
+            onnx_session=self._onnx_session, sample_rate=self._opts.sample_rate), self.tap)
+        self._streams.add(stream)
+        return stream
+
+
+class _TappedStream(silero.VADStream):
+    """Silero's stream; each inference is also handed to the tap as it is read."""
+
+    def __init__(self, owner: TurnVAD, opts: Any, model: onnx_model.OnnxModel,
+                 tap: Tap) -> None:
+        super().__init__(owner, opts, model)
+        self._tap = tap
+
+    async def __anext__(self) -> vad.VADEvent:
+        ev = await super().__anext__()
+        if ev.type == vad.VADEventType.INFERENCE_DONE:
+            self._tap.publish(ev)
+        return ev
+
+
+class FollowerVAD(vad.VAD):
+    """The recogniser's VAD: Silero's rule with ``opts`` on the inferences of ``tap``."""
+
+    def __init__(self, tap: Tap, like: silero.VAD, **opts: Any) -> None:
+        super().__init__(capabilities=vad.VADCapabilities(update_interval=WINDOW_S))
+        self.tap = tap
+        self._opts = dataclasses.replace(like._opts, **opts)
+
+    @property
+    def model(self) -> str:
+        return "silero"
+
+    @property
+    def provider(self) -> str:
+        return "ONNX (the turn VAD's inferences)"
+
+    @property
+    def min_silence_duration(self) -> float:
+        return float(self._opts.min_silence_duration)
+
+    def stream(self) -> FollowerStream:
+        return FollowerStream(self, self.tap)
+
+
+class FollowerStream(vad.VADStream):
+    """Silero's stream loop less the inference: its own input only says whether the audio is
+    muted; the windows come from the tap (:meth:`window`), on the same event loop."""
+
+    def __init__(self, owner: FollowerVAD, tap: Tap) -> None:
+        super().__init__(owner)
+        self._opts = owner._opts
+        self._tap = tap
+        self._muted = False
+        self._decide = Decider(self._opts)
+        tap.add(self)
+
+    async def _main_task(self) -> None:
+        try:
+            async for item in self._input_ch:
+                if isinstance(item, rtc.AudioFrame):
+                    self._muted = not np.asarray(item.data).any()
+                else:  # a flush: a hard segment boundary
+                    self._decide = Decider(self._opts)
+        finally:
+            self._tap.discard(self)
+
+    def window(self, ev: vad.VADEvent) -> None:
+        """One inference of the turn VAD's stream: this stream's events for it."""
+        if self._event_ch.closed or not ev.frames:
+            return
+        frame, p = ev.frames[0], ev.probability
+        if self._muted:
+            frame = rtc.AudioFrame(bytes(len(frame.data) * 2), frame.sample_rate, 1,
+                                   frame.samples_per_channel)
+            p = 0.0
+        for out in self._decide.window(p, frame, ev.inference_duration):
+            self._event_ch.send_nowait(out)
+
+
+class Decider:
+    """Silero's start/end-of-speech rule (livekit-plugins-silero 1.8.9, ``VADStream._main_task``)
+    on a smoothed probability per window, with its speech buffer: loop-free."""
+
+    def __init__(self, opts: Any) -> None:
+        self.opts = opts
+        self.speaking = False
+        self.speech_s = self.silence_s = 0.0
+        self.above_s = self.below_s = 0.0
+        self.samples = 0
+        self.timestamp = 0.0
+        self.buffer = bytearray()
+        self.rate = 0
+        self._full_warned = False
+
+    def window(self, p: float, frame: rtc.AudioFrame, inference_s: float = 0.0
+               ) -> list[vad.VADEvent]:
+        """The events of one window (``frame``: its audio at the input rate)."""
+        self.rate = frame.sample_rate
+        self._keep(frame)
+        self.samples += int(WINDOW_S * self.opts.sample_rate)
+        self.timestamp += WINDOW_S
+        if self.speaking:
+            self.speech_s += WINDOW_S
+        else:
+            self.silence_s += WINDOW_S
+        out = [self._event(vad.VADEventType.INFERENCE_DONE, frames=[frame], probability=p,
+                           inference_duration=inference_s, speaking=self.speaking,
+                           raw_accumulated_silence=self.below_s,
+                           raw_accumulated_speech=self.above_s)]
+        if p >= self.opts.activation_threshold or (
+                self.speaking and p > self.opts.deactivation_threshold):
+            self.above_s += WINDOW_S
+            self.below_s = 0.0
+            if not self.speaking and self.above_s >= self.opts.min_speech_duration:
+                self.speaking, self.silence_s, self.speech_s = True, 0.0, self.above_s
+                out.append(self._event(vad.VADEventType.START_OF_SPEECH,
+                                       frames=[self._speech()], speaking=True))
+            return out
+        self.below_s += WINDOW_S
+        self.above_s = 0.0
+        if not self.speaking:
+            self._rewind()
+        elif self.below_s >= self.opts.min_silence_duration:
+            self.speaking, self.silence_s = False, self.below_s
+            out.append(self._event(vad.VADEventType.END_OF_SPEECH, frames=[self._speech()],
+                                   speech_duration=max(0.0, self.speech_s - self.below_s)))
+            self.speech_s = 0.0
+            self._rewind()
+        return out
+
+    def _event(self, kind: vad.VADEventType, **fields: Any) -> vad.VADEvent:
+        fields.setdefault("speech_duration", self.speech_s)
+        return vad.VADEvent(type=kind, samples_index=self.samples, timestamp=self.timestamp,
+                            silence_duration=self.silence_s, **fields)
+
+    def _keep(self, frame: rtc.AudioFrame) -> None:
+        """The window's audio into the speech buffer, up to Silero's bound."""
+        cap = 2 * (int(self.opts.max_buffered_speech * self.rate) + self._prefix())
+        room = cap - len(self.buffer)
+        if room > 0:
+            self.buffer += bytes(frame.data)[:room]
+        elif not self._full_warned:
+            self._full_warned = True
+            log.warning("max_buffered_speech reached: the rest of this utterance is not kept")
+
+    def _prefix(self) -> int:
+        return int(self.opts.prefix_padding_duration * self.rate)
+
+    def _rewind(self) -> None:
+        """Keep only the prefix padding (Silero's ``_reset_write_cursor``)."""
+        keep = 2 * self._prefix()
+        if len(self.buffer) > keep:
+            del self.buffer[:len(self.buffer) - keep]
+            self._full_warned = False
+
+    def _speech(self) -> rtc.AudioFrame:
+        return rtc.AudioFrame(bytes(self.buffer), self.rate, 1, len(self.buffer) // 2)
