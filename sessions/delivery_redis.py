@@ -184,6 +184,37 @@ class RedisNodeDelivery(RedisCore):
                 self._remember_nodes(sid, out[sid], now)
         return out
 
+    async def _nodes_for_tick(self, sids: list[str]
+                              ) -> tuple[dict[str, list[bytes]], list[str]]:
+        """The nodes of each of ``sids`` for a tick of chunks, and the sessions whose view is
+        older than ``NODES_FRESH_S``: those are sent to their last known nodes this tick and
+        re-read (``HKEYS``) in the tick's own pipeline for the next one
+        (:meth:`_renew_nodes`), not in a round trip before it. A session never seen is read
+        now. Before issue 13's session 11 the stale ones cost a round trip of their own, and
+        with turns started at different moments most ticks had one: a read, a reply and a
+        wake-up of Redis more per tick (loadtest/bench_turnpath.py ``redis_reads_per_turn``).
+        """
+        now = time.monotonic()
+        out: dict[str, list[bytes]] = {}
+        stale, unknown = [], []
+        for sid in sids:
+            hit = self._session_nodes.get(sid)
+            if hit is None:
+                unknown.append(sid)
+                continue
+            out[sid] = hit[1]
+            if now - hit[0] > K.NODES_FRESH_S:
+                stale.append(sid)
+        if unknown:
+            out.update(await self._nodes_of_many(unknown))
+        return out, stale
+
+    def _renew_nodes(self, stale: list[str], found: list[Any]) -> None:
+        """What the tick's ``HKEYS`` of ``stale`` sessions answered (:meth:`_nodes_for_tick`)."""
+        now = time.monotonic()
+        for sid, nodes in zip(stale, found, strict=True):
+            self._remember_nodes(sid, list(nodes), now)
+
     async def _fan_out_later(self, sid: str, first: int, events: list[bytes],
                              nodes: list[bytes]) -> None:
         """:meth:`_fan_out_all`, left for the session's next tick of chunks when it can be

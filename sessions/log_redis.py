@@ -321,13 +321,13 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
         control character). A worker sends every running turn's pieces of one tick together, so
         a tick costs each node one stream entry to write and read, not one per piece. The nodes
-        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
-        of a tick's turns together, one pipeline)."""
+        are known from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read
+        (``HKEYS``) at the end of this pipeline, for the next tick."""
         k = self.keys
         sids = list(dict.fromkeys(p[0] for p in pieces))
         # log events left for this tick (:meth:`append` ``later``): taken now, sent first
         later = [self._later.pop(sid) for sid in sids if sid in self._later]
-        nodes_of = await self._nodes_of_many(sids)
+        nodes_of, stale = await self._nodes_for_tick(sids)
         every = list(dict.fromkeys(n for nodes in [*nodes_of.values(), *(j[3] for j in later)]
                                    for n in nodes))
         alive = set(await self._live_nodes(every)) if every else set()
@@ -358,7 +358,11 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
                                   maxlen=K.DELIVERY_MAXLEN, approximate=True)
                     if node in fresh:  # the node's heartbeat keeps it alive after that
                         pipe.expire(stream, K.DELIVERY_TTL)
-                await pipe.execute()
+                for sid in stale:
+                    pipe.hkeys(k.nodes(sid))
+                replies = await pipe.execute()
+            if stale:
+                self._renew_nodes(stale, replies[-len(stale):])
         except REDIS_DOWN:
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable
                 raise
