@@ -231,6 +231,30 @@ class RedisNodeDelivery(RedisCore):
         self._remember_nodes(sid, nodes, time.monotonic())
         self._later[sid] = (sid, first, events, nodes)
 
+    def _inline_targets(self, sid: str) -> list[bytes] | None:
+        """The nodes an append of ``sid`` may copy its events to inside its own script (a
+        round trip fewer, sessions/scripts.py ``APPEND``): the session's nodes as last seen,
+        each known alive within ``NODE_CHECK_S``. None when the fan-out must be the caller's:
+        on a Cluster (other slots), with WAIT (the ack waits for the replicas), an outbox
+        (its cursor follows each fan-out), a test fault, a fan-out left for the next tick (it
+        goes first), or a node whose liveness is not known. A node the script finds that is
+        not among these gets the caller's fan-out after it, as before."""
+        if self.cluster or self.wait_replicas or self.outboxes or KILL_BEFORE_FANOUT \
+                or sid in self._later:
+            return None
+        hit = self._session_nodes.get(sid)
+        if hit is None:
+            return None
+        now = time.monotonic()
+        out = []
+        for n in hit[1]:
+            seen = self._node_checked.get(n)
+            if seen is None or now - seen[0] > K.NODE_CHECK_S:
+                return None
+            if seen[1]:
+                out.append(n)
+        return out
+
     def _remember_nodes(self, sid: str, nodes: list[bytes], now: float) -> None:
         if len(self._session_nodes) > 10_000:
             self._session_nodes.clear()

@@ -246,13 +246,23 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
         await self._webhook_mark(sid)
+        # on a single Redis, the fan-out (and the ending's XACK) inside the script when the
+        # session's live nodes are known (issue 13: the caller's own round trip fewer)
+        inline = None if later else self._inline_targets(sid)
+        keys = [k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
+                k.partial(sid), k.memory(sid)]
+        fan: list[Any] = ["", "", "", ""]
+        if inline is not None:
+            keys += [k.delivery(n.decode()) for n in inline]
+            fan = [sid, K.DELIVERY_MAXLEN, "", ""]
+            if ack:  # ("XACK", stream, group, id)
+                keys.append(ack[1])
+                fan[2:] = [ack[3], ack[2]]
         res = await self._run_script(
-            self._append,
-            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
-                  k.partial(sid), k.memory(sid)],
+            self._append, keys=keys,
             args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
                   append_id, owner, run, "1" if release else "", K.MEMORY_MAXLEN,
-                  len(remember or ()), *(remember or ()), *raws[1:]],
+                  len(remember or ()), *fan, *(remember or ()), *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
@@ -260,12 +270,18 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if offset <= 0:
             return offset, Ended(False)
         released = int(res[1]) == 1
+        nxt = turn_of(sid, res[2], res[3]) if res[2] else None
+        first = offset - len(raws) + 1
+        if inline is not None:  # nodes the script did not know of: as before
+            if rest := [n for n in res[4:] if n not in inline]:
+                await self._fan_out_all(sid, first, raws, rest)
+            self._remember_nodes(sid, res[4:], time.monotonic())  # all of them (not rest)
+            return offset, Ended(released, bool(ack) and released, nxt)
         then = [ack] if ack and released and not self.cluster else []
         if later:
-            await self._fan_out_later(sid, offset - len(raws) + 1, raws, res[4:])
+            await self._fan_out_later(sid, first, raws, res[4:])
         else:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[4:], then)
-        nxt = turn_of(sid, res[2], res[3]) if res[2] else None
+            await self._fan_out_all(sid, first, raws, res[4:], then)
         return offset, Ended(released, bool(then), nxt)
 
     @down

@@ -75,11 +75,16 @@ end
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
 #       run ("" = none: else a turn_start, whose run starts the partial buffer afresh),
 #       release ("1": with ``done``, free the session lock as RELEASE does when no turn is
-#       pending after it), memory max items, n (memory items that follow, 0 = none),
-#       n memory items (REMEMBER's: the turn's conversation items, written with its ending:
-#       one script a turn instead of two REMEMBER and the ending), more events... (appended
-#       after ``event``, at the next offsets: one script for a turn's ``state`` and the event
-#       it goes with)
+#       pending after it), memory max items, n (memory items, 0 = none), session id ("" =
+#       no fan-out here), delivery maxlen, inbound entry id ("" = none), its consumer group,
+#       the n memory items (REMEMBER's: the turn's conversation items, written with its
+#       ending: one script a turn instead of two REMEMBER and the ending), more events...
+#       (appended after ``event``, at the next offsets: one script for a turn's ``state`` and
+#       the event it goes with)
+# KEYS after the seven (a single Redis only, never a Cluster: other slots): the delivery
+# streams the events are copied to here, as the caller's fan-out would (``{s, o, e}``, the
+# caller's own round trip fewer; issue 13), then, with an entry id, the inbound shard whose
+# entry is acked (XACK) once the lock is freed (the ending is in before its entry is acked)
 # Idempotent per append id (a retried call returns the first call's offset, and reports the
 # lock released when it is not the caller's any more: the first call may have freed it) and
 # fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
@@ -102,11 +107,11 @@ else
   if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 """
     + _APPEND
-    + "local items = tonumber(ARGV[10])\nlocal from = 11 + items\n"
+    + "local items = tonumber(ARGV[10])\nlocal from = 15 + items\n"
     + _APPEND_MORE
     + """
   if items > 0 then
-    for i = 11, 10 + items do redis.call('RPUSH', KEYS[7], ARGV[i]) end
+    for i = 15, 14 + items do redis.call('RPUSH', KEYS[7], ARGV[i]) end
     redis.call('LTRIM', KEYS[7], -tonumber(ARGV[9]), -1)
     redis.call('EXPIRE', KEYS[7], ttl)
   end
@@ -129,6 +134,22 @@ else
         local first = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
         nxt = {first[1], first[2][2]}
       end
+    end
+  end
+end
+local streams = #KEYS
+if ARGV[13] ~= '' then
+  streams = streams - 1
+  if released == 1 then redis.call('XACK', KEYS[#KEYS], ARGV[14], ARGV[13]) end
+end
+if ARGV[11] ~= '' and streams > 7 then
+  local events = {ARGV[1]}
+  for i = 15 + tonumber(ARGV[10]), #ARGV do events[#events + 1] = ARGV[i] end
+  local first = seq - #events + 1
+  for k = 8, streams do
+    for n, e in ipairs(events) do
+      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[12], '*', 's', ARGV[11],
+                 'o', first + n - 1, 'e', e)
     end
   end
 end

@@ -449,6 +449,49 @@ async def test_a_tick_rereads_stale_sessions_nodes_in_its_own_round_trip(bus: Bu
     assert await bus.redis.xlen(bus.keys.delivery("n6")) == before + 1
 
 
+async def test_an_appends_fan_out_rides_in_its_script(bus: Bus) -> None:
+    """On a single Redis an append copies its events to the session's nodes known alive inside
+    its own script (issue 13: no fan-out round trip after it), once each, at their offsets;
+    a node the worker did not know of yet (registered since its last view) gets them from a
+    fan-out of its own after the script, as before, and not twice."""
+    for node in ("n10", "n11"):
+        await bus.heartbeat_node(node)
+    await bus.open_session("f1", "ann", "n10")
+    sub = await bus.submit("f1", "c1", "hi", user="ann")  # the worker's view: n10, alive
+    await bus.append("f1", E.turn_start(sub.offset, 1))
+    await bus.register("f1", "n11")
+    sent: list[object] = []
+    pipelines = 0
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: object, **kw: object) -> object:
+        sent.append(args[0])
+        return await command(*args, **kw)
+
+    def counted_pipeline(*args: Any, **kw: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    bus.redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+    try:
+        ending = [E.state(sub.offset, "idle", "demo"), E.reply(sub.offset, "Hi.", "demo")]
+        last = await bus.append("f1", ending)
+        # the script (it fanned out to n10), then n11's fan-out (EXISTS n11, its XADDs)
+        assert (sent, pipelines) == (["EVALSHA"], 2)
+        sent.clear()
+        assert await bus.append("f1", E.reply(sub.offset, "Again.", "demo")) == last + 1
+        assert (sent, pipelines) == (["EVALSHA"], 2)  # both known now: the script alone
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline  # type: ignore[method-assign]
+    for node, since in (("n10", sub.offset), ("n11", 0)):
+        rows = await bus.read_delivery(node, b"0-0", block_ms=10)
+        got = [(d.offset, orjson.loads(d.event)["type"]) for d in rows if d.offset > since]
+        want = [(last - 1, "state"), (last, "reply"), (last + 1, "reply")]
+        assert got == ([(sub.offset + 1, "turn_start")] if node == "n10" else []) + want
+
+
 async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:
     """START with ``then`` and APPEND with a list: one script each, the events at consecutive
     offsets, delivered to the session's node in order with those offsets; the lock fences the
