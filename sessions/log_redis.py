@@ -166,18 +166,26 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             turn["tp"] = tp  # the trace of whoever submits (the edge's receive, a voice call)
         body = orjson.dumps(turn)
         await self._webhook_mark(sid)
+        default = await self.default_agent()
+        keys = [k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)]
+        inline = self._inline_targets(sid)  # the fan-out, queue entry, live score in SUBMIT
+        more: list[Any] = ["", "", "", ""]
+        if inline is not None:
+            keys += [*(k.delivery(n.decode()) for n in inline),
+                     k.inbound(K.shard_for(sid, self.shards), default),
+                     self.user_keys.live(user)]
+            more = [sid, K.DELIVERY_MAXLEN, default, int(now) + K.SESSION_TTL]
         res = await self._run_script(
-            self._submit,
-            keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
+            self._submit, keys=keys,
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
-                  K.MAX_PENDING_TURNS, await self.default_agent()],
+                  K.MAX_PENDING_TURNS, default, *more],
         )
         if int(res[0]) == -2:
             raise AgentiaError(ErrorCode.OVERLOADED, "too many turns are waiting in this "
                                "session; wait for the agent to answer", client_id, 2000)
         if int(res[0]) < 0:
             raise SessionLost(client_id)
-        offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
+        offset, dup, done, nodes = int(res[0]), bool(res[1]), int(res[2] or 0), res[5:]
         # the session's agent's shard ("": no agent registered yet, the default's)
         inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
         queue = ("XADD", inbound, "*", "s", sid, "o", offset)
@@ -185,10 +193,16 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         # user's live sessions (sessions/opening.py), if it has one
         live = ("ZADD", self.user_keys.live(user), "XX", "GT", int(now) + K.SESSION_TTL, sid)
         then = ([] if dup and offset <= done else [queue]) + ([] if dup else [live])
-        if self.cluster or self.wait_replicas:  # the queue entry waits for its replicas
-            await self._submitted_apart(sid, offset, event, res[4:], dup, then)
+        if inline is not None and not dup:  # in the script: what it did not do, as before
+            rest = [n for n in nodes if n not in inline]
+            if rest or not int(res[4]):
+                await self._fan_out_all(sid, offset, [event], rest,
+                                        [] if int(res[4]) else then)
+            self._remember_nodes(sid, nodes, time.monotonic())
+        elif self.cluster or self.wait_replicas:  # the queue entry waits for its replicas
+            await self._submitted_apart(sid, offset, event, nodes, dup, then)
         elif not dup:  # one round trip after the script, not three (issue 13)
-            await self._fan_out_all(sid, offset, [event], res[4:], then)
+            await self._fan_out_all(sid, offset, [event], nodes, then)
         elif then:
             await self._synced(inbound, *then)
         return Submitted(offset, dup)

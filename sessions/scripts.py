@@ -161,10 +161,17 @@ return out
 
 # KEYS: meta, log, turns, cids, nodes
 # ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns,
-#       default agent ("" = none registered)
-# Returns {offset, duplicate, done, agent, node...}; {-1} session gone; {-2} too many pending
-# turns. ``agent`` is the session's (whose shards get the turn); a session without one
-# (created before the registry, or while none was registered) takes the default agent.
+#       default agent ("" = none registered), session id ("" = none of what follows),
+#       delivery maxlen, the agent whose shard is given, live score
+# KEYS after the five (a single Redis only, never a Cluster: other slots; with the session
+# id): the delivery streams of the nodes the caller knows alive, the session's inbound shard
+# for that agent, the user's live sessions. A new turn is then copied to those streams, queued
+# (when the session's agent is that one) and its live score raised inside the script, as the
+# caller's pipeline after it did (issue 13: one round trip of the edge fewer per turn).
+# Returns {offset, duplicate, done, agent, queued (1: the queue entry and the live score are
+# in), node...}; {-1} session gone; {-2} too many pending turns. ``agent`` is the session's
+# (whose shards get the turn); a session without one (created before the registry, or while
+# none was registered) takes the default agent.
 # Every key it touches gets the long ttl (a session's first turn ends its short one, OPEN).
 SUBMIT = (
     """
@@ -177,7 +184,7 @@ if not agent then
   if agent ~= '' then redis.call('HSET', meta, 'agent', agent) end
 end
 local old = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if old then return {tonumber(old), 1, done, agent} end
+if old then return {tonumber(old), 1, done, agent, 0} end
 if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[7]) then return {-2} end
 local seq
 """
@@ -189,7 +196,20 @@ redis.call('ZADD', KEYS[4], seq, ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[6]) - 1)
 redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
-local out = {seq, 0, done, agent}
+local queued = 0
+if ARGV[9] ~= '' then
+  local n = #KEYS
+  for k = 6, n - 2 do
+    redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[10], '*', 's', ARGV[9], 'o', seq,
+               'e', event)
+  end
+  if (agent or '') == ARGV[11] then
+    redis.call('XADD', KEYS[n - 1], '*', 's', ARGV[9], 'o', seq)
+    redis.call('ZADD', KEYS[n], 'XX', 'GT', ARGV[12], ARGV[9])
+    queued = 1
+  end
+end
+local out = {seq, 0, done, agent, queued}
 for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 return out
 """

@@ -492,6 +492,49 @@ async def test_an_appends_fan_out_rides_in_its_script(bus: Bus) -> None:
         assert got == ([(sub.offset + 1, "turn_start")] if node == "n10" else []) + want
 
 
+async def test_a_submits_fan_out_and_queue_entry_ride_in_its_script(bus: Bus) -> None:
+    """On a single Redis, once the edge knows the session's nodes alive, a submit is one round
+    trip (issue 13): SUBMIT copies the user event to the nodes, queues the turn on the
+    session's shard and raises the user's live score itself; a duplicate queues nothing new."""
+    await bus.heartbeat_node("n12")
+    await bus.open_session("u1", "ann", "n12")
+    first = await bus.submit("u1", "c1", "one", user="ann")  # learns the node: as before
+    live = bus.user_keys.live("ann")
+    await bus.redis.zadd(live, {"u1": 1})
+    sent: list[object] = []
+    pipelines = 0
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: object, **kw: object) -> object:
+        sent.append(args[0])
+        return await command(*args, **kw)
+
+    def counted_pipeline(*args: Any, **kw: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    bus.redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+    try:
+        second = await bus.submit("u1", "c2", "two", user="ann")
+        assert (sent, pipelines) == (["EVALSHA"], 0)
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline  # type: ignore[method-assign]
+    assert second.offset == first.offset + 1 and not second.duplicate
+    assert await bus.redis.zscore(live, "u1") > 1  # raised (XX GT), as the pipeline did
+    inbound = bus.keys.inbound(K.shard_for("u1", bus.shards), await bus.default_agent())
+    queued = [(f[b"s"], int(f[b"o"])) for _, f in await bus.redis.xrange(inbound)]
+    assert queued == [(b"u1", first.offset), (b"u1", second.offset)]
+    again = await bus.submit("u1", "c2", "two", user="ann")
+    assert again.duplicate and again.offset == second.offset
+    assert len(await bus.redis.xrange(inbound)) == 3  # a duplicate of an unfinished turn:
+    # queued again (it recovers a lost enqueue), as before
+    rows = await bus.read_delivery("n12", b"0-0", block_ms=10)
+    users = [(d.offset, orjson.loads(d.event)["text"]) for d in rows if d.chunk is None]
+    assert users == [(first.offset, "one"), (second.offset, "two")]
+
+
 async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:
     """START with ``then`` and APPEND with a list: one script each, the events at consecutive
     offsets, delivered to the session's node in order with those offsets; the lock fences the
