@@ -229,11 +229,12 @@ async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
 
 async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
     """Issue 13 (roundtrips): a turn alone in its session, with a live node holding it, costs
-    the worker 6 round trips (its polling left out): the pending turn (XRANGE), START and its
-    fan-out, the ``speaking`` APPEND, the chunks' pipeline (the ``speaking`` state's fan-out
-    rides in it), the ending, whose script also copies it to the node and acks the inbound
-    entry (single Redis, the node known alive). The memory read rides in START's reply (no
-    LRANGE): were 9, then 7 with the ending's fan-out and XACK a pipeline of their own. A
+    the worker 5 round trips (its polling left out): the pending turn (XRANGE), START (whose
+    script copies its events to the node), the ``speaking`` APPEND, the chunks' pipeline (the
+    ``speaking`` state's fan-out rides in it), the ending, whose script also copies it to the
+    node and acks the inbound entry (single Redis, the node known alive). The memory read
+    rides in START's reply (no LRANGE): were 9, then 7 with START's and the ending's fan-outs
+    (and the XACK) pipelines of their own. A
     turn pending after another comes with that one's ending (no XRANGE of its own). The
     entries are acked all the same, and the memory holds the turns."""
     bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
@@ -267,8 +268,8 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             finally:
                 bus.redis.execute_command, bus.redis.pipeline = command, pipeline
             per_turn.append(list(calls))
-        assert per_turn[1] == per_turn[2] == ["XRANGE", "EVALSHA", "pipeline", "EVALSHA",
-                                              "pipeline", "EVALSHA"], per_turn
+        assert per_turn[1] == per_turn[2] == ["XRANGE", "EVALSHA", "EVALSHA", "pipeline",
+                                              "EVALSHA"], per_turn
         # two turns pending: the second comes with the first's ending (one XRANGE for both)
         for i in range(3, 5):
             await bus.submit("s", f"m{i}", "hello there", user="alice")
