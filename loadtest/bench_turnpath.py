@@ -17,12 +17,15 @@ given ``--grace`` seconds to end. Profiles:
 Everything is observed from outside (frames, Redis INFO, /proc), so the bench runs unchanged
 against a checkout whose reply text streams as log ``delta`` events and one that sends ``chunk``
 frames (docs/protocol.md): both count as reply-text frames, ``partial`` frames are counted apart.
-Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded)
-per turn and per reply-text frame; CPU-ms per turn of redis-server, the edge and the worker (less
-what each burns idle); turns/s; ack and turn latency p50/p99; lost turns (acked, never ended by
-``reply``/``cancelled``/``turn_error``); and for ``--log-sample`` sessions the session log's bytes
-per finished turn (XRANGE: entry ids, field names and values) against the reply text; and the
-machine's idle share over the load (/proc/stat: on a shared machine, how far to trust the CPU).
+Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded) per
+turn and per reply-text frame; Redis's reads and replies per turn (INFO stats
+``total_reads_processed``/``total_writes_processed``: its event loop's wake-ups, what most of its
+CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn of redis-server,
+the edge and the worker (less what each burns idle); turns/s; ack and turn latency p50/p99; lost
+turns (acked, never ended by ``reply``/``cancelled``/``turn_error``); and for ``--log-sample``
+sessions the session log's bytes per finished turn (XRANGE: entry ids, field names and values)
+against the reply text; and the machine's idle share over the load (/proc/stat: on a shared
+machine, how far to trust the CPU).
 
     python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
         --sessions 40 --sessions 200 --record
