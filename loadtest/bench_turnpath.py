@@ -17,12 +17,15 @@ given ``--grace`` seconds to end. Profiles:
 Everything is observed from outside (frames, Redis INFO, /proc), so the bench runs unchanged
 against a checkout whose reply text streams as log ``delta`` events and one that sends ``chunk``
 frames (docs/protocol.md): both count as reply-text frames, ``partial`` frames are counted apart.
-Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded)
-per turn and per reply-text frame; CPU-ms per turn of redis-server, the edge and the worker (less
-what each burns idle); turns/s; ack and turn latency p50/p99; lost turns (acked, never ended by
-``reply``/``cancelled``/``turn_error``); and for ``--log-sample`` sessions the session log's bytes
-per finished turn (XRANGE: entry ids, field names and values) against the reply text; and the
-machine's idle share over the load (/proc/stat: on a shared machine, how far to trust the CPU).
+Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded) per
+turn and per reply-text frame; Redis's reads and replies per turn (INFO stats
+``total_reads_processed``/``total_writes_processed``: its event loop's wake-ups, what most of its
+CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn of redis-server,
+the edge and the worker (less what each burns idle); turns/s; ack and turn latency p50/p99; lost
+turns (acked, never ended by ``reply``/``cancelled``/``turn_error``); and for ``--log-sample``
+sessions the session log's bytes per finished turn (XRANGE: entry ids, field names and values)
+against the reply text; and the machine's idle share over the load (/proc/stat: on a shared
+machine, how far to trust the CPU).
 
     python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
         --sessions 40 --sessions 200 --record
@@ -120,13 +123,38 @@ def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     out["redis_cmds_per_turn"] = round(
         (sum(load["cmds"].values()) - idle_cmds * load["t"]) / turns, 1)
     out["redis_idle_cmds_per_s"] = round(idle_cmds, 1)
-    top = Counter(load["cmds"]).most_common(12)
+    top = Counter(load["cmds"]).most_common(24)
     out["redis_cmds_per_turn_by_name"] = {k: round(v / turns, 2) for k, v in top}
     # command time only (INFO commandstats usec; a script's inner calls are counted both in
     # their own name and in its evalsha's): the rest of redis-server's CPU is its event loop
-    usec = Counter(load.get("usec", {})).most_common(12)
+    usec = Counter(load.get("usec", {})).most_common(24)
     out["redis_cmd_usec_per_turn_by_name"] = {k: round(v / turns, 1) for k, v in usec}
+    out.update(wakeups_per_turn(run, turns))
     return out
+
+
+def wakeups_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
+    """Redis's event-loop work per turn, less the idle rate: client reads (a socket found
+    readable: a request or a pipeline), reply writes, and the command time (commandstats usec,
+    scripts' inner calls left out: they are inside their script's) against its whole CPU; the
+    rest is the loop itself (syscalls, wake-ups, the AOF write of each loop that wrote)."""
+    idle, load = run["idle"], run["load"]
+    out: dict[str, Any] = {}
+    for name, key in (("reads", "total_reads_processed"), ("writes", "total_writes_processed")):
+        if key in load.get("io", {}):
+            rate = idle["io"][key] / idle["t"]
+            out[f"redis_{name}_per_turn"] = round((load["io"][key] - rate * load["t"]) / turns, 1)
+    inner = sum(v for k, v in load.get("usec", {}).items() if k not in _OUTER)
+    scripts = sum(v for k, v in load.get("usec", {}).items() if k in _SCRIPTS)
+    # inner calls of scripts are counted under their own names too: the share of the command
+    # time that is not inside a script is unknown per name, so both bounds are given
+    out["redis_cmd_usec_per_turn"] = round((inner + scripts) / turns, 1)
+    out["redis_cmd_usec_per_turn_no_scripts"] = round(inner / turns, 1)
+    return out
+
+
+_SCRIPTS = ("evalsha", "eval", "fcall")
+_OUTER = (*_SCRIPTS, "script|load", "info")
 
 
 def latencies(t: Tally) -> dict[str, float]:
@@ -208,6 +236,7 @@ def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
 
 
 KEYS = ("redis_cmds_per_text_frame", "redis_cmds_per_turn", "redis_cpu_ms_per_turn",
+        "redis_reads_per_turn", "redis_writes_per_turn", "redis_cmd_usec_per_turn",
         "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn", "worker_cpu_ms_per_turn",
         "turns_per_s", "ack_p50_ms", "ack_p99_ms", "turn_p50_ms", "turn_p99_ms",
         "turn_p50_over_stream", "text_frames_per_turn", "reply_words_per_turn")
@@ -245,7 +274,9 @@ def _line(f: dict[str, Any]) -> str:
             f"x{f['sessions']:<4} turns {f['ended']:>5} ({f['turns_per_s']}/s) lost {f['lost']} | "
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
             f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} edge {f['edge_cpu_ms_per_turn']} "
-            f"worker {f['worker_cpu_ms_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
+            f"worker {f['worker_cpu_ms_per_turn']} | redis reads/turn "
+            f"{f.get('redis_reads_per_turn')} writes {f.get('redis_writes_per_turn')} "
+            f"cmd-µs {f['redis_cmd_usec_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
             f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream "
             f"| machine idle {f['machine_idle_share']}")
 

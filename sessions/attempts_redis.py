@@ -2,12 +2,15 @@
 (sessions/turn_scripts.py) takes the session lock, counts the attempt, appends its
 ``turn_start`` and reads the agent's memory; the ending (scripts.py ``APPEND``) writes the
 reply with the memory items, frees the lock when no turn is pending, and the inbound entry is
-acked in the same round trip as the ending's fan-out. A turn's round trips are counted in
+acked in the same round trip as the ending's fan-out (on a single Redis both scripts copy
+their events to the session's nodes known alive themselves, and the ending acks the entry:
+no round trip after either). A turn's round trips are counted in
 docs/architecture.md ("A turn's round trips")."""
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import orjson
@@ -61,13 +64,19 @@ class RedisAttempts(RedisSessionLog):
         more = [orjson.dumps(e) for e in then or ()]
         note = orjson.dumps({"role": "user", "content": said})
         await self._webhook_mark(sid)
+        keys = [k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
+                k.partial(sid), k.notes(sid)]
+        inline = self._inline_targets(sid)  # the fan-out in START (single Redis), as APPEND
+        fan: list[Any] = ["", ""]
+        if inline is not None:
+            keys += [k.delivery(n.decode()) for n in inline]
+            fan = [sid, K.DELIVERY_MAXLEN]
         res = await self._run_script(
-            self._start,
-            keys=[k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
-                  k.partial(sid), k.notes(sid)],
+            self._start, keys=keys,
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
                   K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
-                  "" if lease_ms is None else lease_ms, "1" if read_memory else "", *more])
+                  "" if lease_ms is None else lease_ms, "1" if read_memory else "", *fan,
+                  *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
         if int(res[0]) == -3:
@@ -77,6 +86,12 @@ class RedisAttempts(RedisSessionLog):
             return Started(attempt, cancelled, "", held=int(res[1]) == 2)
         n = int(res[4])
         raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
-        await self._fan_out_all(sid, offset - len(more), raws, res[5 + n:])
+        nodes = res[5 + n:]
+        if inline is None:
+            await self._fan_out_all(sid, offset - len(more), raws, nodes)
+        else:  # a node the script did not get: its fan-out after it, as before
+            if rest := [x for x in nodes if x not in inline]:
+                await self._fan_out_all(sid, offset - len(more), raws, rest)
+            self._remember_nodes(sid, nodes, time.monotonic())
         return Started(attempt, cancelled, res[3].decode(),
                        memory=list(res[5:5 + n]) if read_memory else None)

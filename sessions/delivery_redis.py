@@ -184,6 +184,37 @@ class RedisNodeDelivery(RedisCore):
                 self._remember_nodes(sid, out[sid], now)
         return out
 
+    async def _nodes_for_tick(self, sids: list[str]
+                              ) -> tuple[dict[str, list[bytes]], list[str]]:
+        """The nodes of each of ``sids`` for a tick of chunks, and the sessions whose view is
+        older than ``NODES_FRESH_S``: those are sent to their last known nodes this tick and
+        re-read (``HKEYS``) in the tick's own pipeline for the next one
+        (:meth:`_renew_nodes`), not in a round trip before it. A session never seen is read
+        now. Before issue 13's session 11 the stale ones cost a round trip of their own, and
+        with turns started at different moments most ticks had one: a read, a reply and a
+        wake-up of Redis more per tick (loadtest/bench_turnpath.py ``redis_reads_per_turn``).
+        """
+        now = time.monotonic()
+        out: dict[str, list[bytes]] = {}
+        stale, unknown = [], []
+        for sid in sids:
+            hit = self._session_nodes.get(sid)
+            if hit is None:
+                unknown.append(sid)
+                continue
+            out[sid] = hit[1]
+            if now - hit[0] > K.NODES_FRESH_S:
+                stale.append(sid)
+        if unknown:
+            out.update(await self._nodes_of_many(unknown))
+        return out, stale
+
+    def _renew_nodes(self, stale: list[str], found: list[Any]) -> None:
+        """What the tick's ``HKEYS`` of ``stale`` sessions answered (:meth:`_nodes_for_tick`)."""
+        now = time.monotonic()
+        for sid, nodes in zip(stale, found, strict=True):
+            self._remember_nodes(sid, list(nodes), now)
+
     async def _fan_out_later(self, sid: str, first: int, events: list[bytes],
                              nodes: list[bytes]) -> None:
         """:meth:`_fan_out_all`, left for the session's next tick of chunks when it can be
@@ -199,6 +230,30 @@ class RedisNodeDelivery(RedisCore):
             await self._fan_out_all(*self._later.pop(sid))
         self._remember_nodes(sid, nodes, time.monotonic())
         self._later[sid] = (sid, first, events, nodes)
+
+    def _inline_targets(self, sid: str) -> list[bytes] | None:
+        """The nodes an append of ``sid`` may copy its events to inside its own script (a
+        round trip fewer, sessions/scripts.py ``APPEND``): the session's nodes as last seen,
+        each known alive within ``NODE_CHECK_S``. None when the fan-out must be the caller's:
+        on a Cluster (other slots), with WAIT (the ack waits for the replicas), an outbox
+        (its cursor follows each fan-out), a test fault, a fan-out left for the next tick (it
+        goes first), or a node whose liveness is not known. A node the script finds that is
+        not among these gets the caller's fan-out after it, as before."""
+        if self.cluster or self.wait_replicas or self.outboxes or KILL_BEFORE_FANOUT \
+                or sid in self._later:
+            return None
+        hit = self._session_nodes.get(sid)
+        if hit is None:
+            return None
+        now = time.monotonic()
+        out = []
+        for n in hit[1]:
+            seen = self._node_checked.get(n)
+            if seen is None or now - seen[0] > K.NODE_CHECK_S:
+                return None
+            if seen[1]:
+                out.append(n)
+        return out
 
     def _remember_nodes(self, sid: str, nodes: list[bytes], now: float) -> None:
         if len(self._session_nodes) > 10_000:

@@ -166,18 +166,26 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             turn["tp"] = tp  # the trace of whoever submits (the edge's receive, a voice call)
         body = orjson.dumps(turn)
         await self._webhook_mark(sid)
+        default = await self.default_agent()
+        keys = [k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)]
+        inline = self._inline_targets(sid)  # the fan-out, queue entry, live score in SUBMIT
+        more: list[Any] = ["", "", "", ""]
+        if inline is not None:
+            keys += [*(k.delivery(n.decode()) for n in inline),
+                     k.inbound(K.shard_for(sid, self.shards), default),
+                     self.user_keys.live(user)]
+            more = [sid, K.DELIVERY_MAXLEN, default, int(now) + K.SESSION_TTL]
         res = await self._run_script(
-            self._submit,
-            keys=[k.meta(sid), k.log(sid), k.turns(sid), k.client_ids(sid), k.nodes(sid)],
+            self._submit, keys=keys,
             args=[client_id, event, body, self.log_maxlen, K.SESSION_TTL, K.CLIENT_IDS_KEPT,
-                  K.MAX_PENDING_TURNS, await self.default_agent()],
+                  K.MAX_PENDING_TURNS, default, *more],
         )
         if int(res[0]) == -2:
             raise AgentiaError(ErrorCode.OVERLOADED, "too many turns are waiting in this "
                                "session; wait for the agent to answer", client_id, 2000)
         if int(res[0]) < 0:
             raise SessionLost(client_id)
-        offset, dup, done = int(res[0]), bool(res[1]), int(res[2] or 0)
+        offset, dup, done, nodes = int(res[0]), bool(res[1]), int(res[2] or 0), res[5:]
         # the session's agent's shard ("": no agent registered yet, the default's)
         inbound = k.inbound(K.shard_for(sid, self.shards), res[3].decode())
         queue = ("XADD", inbound, "*", "s", sid, "o", offset)
@@ -185,10 +193,16 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         # user's live sessions (sessions/opening.py), if it has one
         live = ("ZADD", self.user_keys.live(user), "XX", "GT", int(now) + K.SESSION_TTL, sid)
         then = ([] if dup and offset <= done else [queue]) + ([] if dup else [live])
-        if self.cluster or self.wait_replicas:  # the queue entry waits for its replicas
-            await self._submitted_apart(sid, offset, event, res[4:], dup, then)
+        if inline is not None and not dup:  # in the script: what it did not do, as before
+            rest = [n for n in nodes if n not in inline]
+            if rest or not int(res[4]):
+                await self._fan_out_all(sid, offset, [event], rest,
+                                        [] if int(res[4]) else then)
+            self._remember_nodes(sid, nodes, time.monotonic())
+        elif self.cluster or self.wait_replicas:  # the queue entry waits for its replicas
+            await self._submitted_apart(sid, offset, event, nodes, dup, then)
         elif not dup:  # one round trip after the script, not three (issue 13)
-            await self._fan_out_all(sid, offset, [event], res[4:], then)
+            await self._fan_out_all(sid, offset, [event], nodes, then)
         elif then:
             await self._synced(inbound, *then)
         return Submitted(offset, dup)
@@ -246,13 +260,23 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
         await self._webhook_mark(sid)
+        # on a single Redis, the fan-out (and the ending's XACK) inside the script when the
+        # session's live nodes are known (issue 13: the caller's own round trip fewer)
+        inline = None if later else self._inline_targets(sid)
+        keys = [k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
+                k.partial(sid), k.memory(sid)]
+        fan: list[Any] = ["", "", "", ""]
+        if inline is not None:
+            keys += [k.delivery(n.decode()) for n in inline]
+            fan = [sid, K.DELIVERY_MAXLEN, "", ""]
+            if ack:  # ("XACK", stream, group, id)
+                keys.append(ack[1])
+                fan[2:] = [ack[3], ack[2]]
         res = await self._run_script(
-            self._append,
-            keys=[k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
-                  k.partial(sid), k.memory(sid)],
+            self._append, keys=keys,
             args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
                   append_id, owner, run, "1" if release else "", K.MEMORY_MAXLEN,
-                  len(remember or ()), *(remember or ()), *raws[1:]],
+                  len(remember or ()), *fan, *(remember or ()), *raws[1:]],
         )
         offset = int(res[0])
         if offset == -2:
@@ -260,12 +284,18 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         if offset <= 0:
             return offset, Ended(False)
         released = int(res[1]) == 1
+        nxt = turn_of(sid, res[2], res[3]) if res[2] else None
+        first = offset - len(raws) + 1
+        if inline is not None:  # nodes the script did not know of: as before
+            if rest := [n for n in res[4:] if n not in inline]:
+                await self._fan_out_all(sid, first, raws, rest)
+            self._remember_nodes(sid, res[4:], time.monotonic())  # all of them (not rest)
+            return offset, Ended(released, bool(ack) and released, nxt)
         then = [ack] if ack and released and not self.cluster else []
         if later:
-            await self._fan_out_later(sid, offset - len(raws) + 1, raws, res[4:])
+            await self._fan_out_later(sid, first, raws, res[4:])
         else:
-            await self._fan_out_all(sid, offset - len(raws) + 1, raws, res[4:], then)
-        nxt = turn_of(sid, res[2], res[3]) if res[2] else None
+            await self._fan_out_all(sid, first, raws, res[4:], then)
         return offset, Ended(released, bool(then), nxt)
 
     @down
@@ -321,13 +351,13 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
         control character). A worker sends every running turn's pieces of one tick together, so
         a tick costs each node one stream entry to write and read, not one per piece. The nodes
-        are known from the turns' own appends, re-read at most every ``NODES_FRESH_S`` (those
-        of a tick's turns together, one pipeline)."""
+        are known from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read
+        (``HKEYS``) at the end of this pipeline, for the next tick."""
         k = self.keys
         sids = list(dict.fromkeys(p[0] for p in pieces))
         # log events left for this tick (:meth:`append` ``later``): taken now, sent first
         later = [self._later.pop(sid) for sid in sids if sid in self._later]
-        nodes_of = await self._nodes_of_many(sids)
+        nodes_of, stale = await self._nodes_for_tick(sids)
         every = list(dict.fromkeys(n for nodes in [*nodes_of.values(), *(j[3] for j in later)]
                                    for n in nodes))
         alive = set(await self._live_nodes(every)) if every else set()
@@ -358,7 +388,11 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
                                   maxlen=K.DELIVERY_MAXLEN, approximate=True)
                     if node in fresh:  # the node's heartbeat keeps it alive after that
                         pipe.expire(stream, K.DELIVERY_TTL)
-                await pipe.execute()
+                for sid in stale:
+                    pipe.hkeys(k.nodes(sid))
+                replies = await pipe.execute()
+            if stale:
+                self._renew_nodes(stale, replies[-len(stale):])
         except REDIS_DOWN:
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable
                 raise

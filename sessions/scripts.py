@@ -75,11 +75,16 @@ end
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
 #       run ("" = none: else a turn_start, whose run starts the partial buffer afresh),
 #       release ("1": with ``done``, free the session lock as RELEASE does when no turn is
-#       pending after it), memory max items, n (memory items that follow, 0 = none),
-#       n memory items (REMEMBER's: the turn's conversation items, written with its ending:
-#       one script a turn instead of two REMEMBER and the ending), more events... (appended
-#       after ``event``, at the next offsets: one script for a turn's ``state`` and the event
-#       it goes with)
+#       pending after it), memory max items, n (memory items, 0 = none), session id ("" =
+#       no fan-out here), delivery maxlen, inbound entry id ("" = none), its consumer group,
+#       the n memory items (REMEMBER's: the turn's conversation items, written with its
+#       ending: one script a turn instead of two REMEMBER and the ending), more events...
+#       (appended after ``event``, at the next offsets: one script for a turn's ``state`` and
+#       the event it goes with)
+# KEYS after the seven (a single Redis only, never a Cluster: other slots): the delivery
+# streams the events are copied to here, as the caller's fan-out would (``{s, o, e}``, the
+# caller's own round trip fewer; issue 13), then, with an entry id, the inbound shard whose
+# entry is acked (XACK) once the lock is freed (the ending is in before its entry is acked)
 # Idempotent per append id (a retried call returns the first call's offset, and reports the
 # lock released when it is not the caller's any more: the first call may have freed it) and
 # fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
@@ -102,11 +107,11 @@ else
   if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 """
     + _APPEND
-    + "local items = tonumber(ARGV[10])\nlocal from = 11 + items\n"
+    + "local items = tonumber(ARGV[10])\nlocal from = 15 + items\n"
     + _APPEND_MORE
     + """
   if items > 0 then
-    for i = 11, 10 + items do redis.call('RPUSH', KEYS[7], ARGV[i]) end
+    for i = 15, 14 + items do redis.call('RPUSH', KEYS[7], ARGV[i]) end
     redis.call('LTRIM', KEYS[7], -tonumber(ARGV[9]), -1)
     redis.call('EXPIRE', KEYS[7], ttl)
   end
@@ -132,6 +137,22 @@ else
     end
   end
 end
+local streams = #KEYS
+if ARGV[13] ~= '' then
+  streams = streams - 1
+  if released == 1 then redis.call('XACK', KEYS[#KEYS], ARGV[14], ARGV[13]) end
+end
+if ARGV[11] ~= '' and streams > 7 then
+  local events = {ARGV[1]}
+  for i = 15 + tonumber(ARGV[10]), #ARGV do events[#events + 1] = ARGV[i] end
+  local first = seq - #events + 1
+  for k = 8, streams do
+    for n, e in ipairs(events) do
+      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[12], '*', 's', ARGV[11],
+                 'o', first + n - 1, 'e', e)
+    end
+  end
+end
 local out = {seq, released, nxt[1], nxt[2]}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
 return out
@@ -140,10 +161,17 @@ return out
 
 # KEYS: meta, log, turns, cids, nodes
 # ARGV: client id, event, turn body (json), maxlen, ttl, cids kept, max pending turns,
-#       default agent ("" = none registered)
-# Returns {offset, duplicate, done, agent, node...}; {-1} session gone; {-2} too many pending
-# turns. ``agent`` is the session's (whose shards get the turn); a session without one
-# (created before the registry, or while none was registered) takes the default agent.
+#       default agent ("" = none registered), session id ("" = none of what follows),
+#       delivery maxlen, the agent whose shard is given, live score
+# KEYS after the five (a single Redis only, never a Cluster: other slots; with the session
+# id): the delivery streams of the nodes the caller knows alive, the session's inbound shard
+# for that agent, the user's live sessions. A new turn is then copied to those streams, queued
+# (when the session's agent is that one) and its live score raised inside the script, as the
+# caller's pipeline after it did (issue 13: one round trip of the edge fewer per turn).
+# Returns {offset, duplicate, done, agent, queued (1: the queue entry and the live score are
+# in), node...}; {-1} session gone; {-2} too many pending turns. ``agent`` is the session's
+# (whose shards get the turn); a session without one (created before the registry, or while
+# none was registered) takes the default agent.
 # Every key it touches gets the long ttl (a session's first turn ends its short one, OPEN).
 SUBMIT = (
     """
@@ -156,7 +184,7 @@ if not agent then
   if agent ~= '' then redis.call('HSET', meta, 'agent', agent) end
 end
 local old = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if old then return {tonumber(old), 1, done, agent} end
+if old then return {tonumber(old), 1, done, agent, 0} end
 if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[7]) then return {-2} end
 local seq
 """
@@ -168,7 +196,20 @@ redis.call('ZADD', KEYS[4], seq, ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[6]) - 1)
 redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
-local out = {seq, 0, done, agent}
+local queued = 0
+if ARGV[9] ~= '' then
+  local n = #KEYS
+  for k = 6, n - 2 do
+    redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[10], '*', 's', ARGV[9], 'o', seq,
+               'e', event)
+  end
+  if (agent or '') == ARGV[11] then
+    redis.call('XADD', KEYS[n - 1], '*', 's', ARGV[9], 'o', seq)
+    redis.call('ZADD', KEYS[n], 'XX', 'GT', ARGV[12], ARGV[9])
+    queued = 1
+  end
+end
+local out = {seq, 0, done, agent, queued}
 for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 return out
 """

@@ -7,7 +7,10 @@ from sessions.scripts import _APPEND, _APPEND_MORE, _ROLLBACK
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
 #       the turn's user message as a memory item (json), lease ms ("" = the caller holds the
 #       lock already), read memory ("1": the session's memory items come back in the reply),
-#       more events...
+#       session id ("" = no fan-out here), delivery maxlen, more events...
+# KEYS after the seven (a single Redis only, never a Cluster: other slots; with the session
+# id): delivery streams the appended events are copied to, as the caller's fan-out would
+# (``{s, o, e}``; issue 13, session 11: the worker's round trip after START fewer).
 # With a lease the session lock is taken first as ACQUIRE takes it (free, or this owner's):
 # one script fewer per turn (the worker's ACQUIRE before it); {-3} (nothing written) when
 # another worker holds it. A session without meta is not locked ({0, 1, 0, ''}, as below).
@@ -68,12 +71,22 @@ local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. atte
 local seq
 """
     + _APPEND
-    + "local from = 12\n"
+    + "local from = 14\n"
     + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])
 redis.call('RPUSH', KEYS[6], run)
 redis.call('EXPIRE', KEYS[6], ttl)
+if ARGV[12] ~= '' then
+  local events = {event}
+  for i = 14, #ARGV do events[#events + 1] = ARGV[i] end
+  for k = 8, #KEYS do
+    for n, e in ipairs(events) do
+      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[13], '*', 's', ARGV[12],
+                 'o', seq - #events + n, 'e', e)
+    end
+  end
+end
 local out = {attempts, 0, seq, run}
 if ARGV[11] == '1' then
   local items = redis.call('LRANGE', mem, 0, -1)

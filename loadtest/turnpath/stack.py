@@ -18,6 +18,11 @@ from launch.redis_server import RedisServer
 from loadtest.bench_core import NO_USER_LIMITS, cpu_s
 from loadtest.turnpath.clients import ENDS
 
+IO_STATS = ("total_reads_processed", "total_writes_processed", "total_net_input_bytes",
+            "total_net_output_bytes")
+"""Redis INFO stats counters of its event loop (reads: a client's socket found readable and
+read; writes: a reply written): with the command count, how many wake-ups a turn costs."""
+
 
 class Stack:
     """redis-server, one edge and one worker of ``tree``; stopped by PID."""
@@ -62,8 +67,10 @@ class Stack:
                 if k != "cmdstat_info"}
         usec = {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in stats.items()
                 if k != "cmdstat_info"}
+        info = self.r.info("stats")
+        io = {k: int(info.get(k, 0)) for k in IO_STATS}
         return {"cpu": {k: cpu_s(p) for k, p in self.pids.items()}, "cmds": cmds, "usec": usec,
-                "t": time.perf_counter(), "machine": machine_ticks()}
+                "io": io, "t": time.perf_counter(), "machine": machine_ticks()}
 
     def tracebacks(self) -> dict[str, int]:
         return {k: p.read_bytes().count(b"Traceback") if p.exists() else 0
@@ -81,6 +88,7 @@ def delta(p0: dict[str, Any], p1: dict[str, Any]) -> dict[str, Any]:
     return {"cpu": {k: v - p0["cpu"][k] for k, v in p1["cpu"].items()},
             "cmds": {k: v for k, v in cmds.items() if v}, "t": p1["t"] - p0["t"],
             "usec": {k: d for k, v in p1["usec"].items() if (d := v - p0["usec"].get(k, 0))},
+            "io": {k: v - p0.get("io", {}).get(k, 0) for k, v in p1.get("io", {}).items()},
             "machine_idle_share": round((idle1 - idle0) / ticks, 4) if ticks else None}
 
 

@@ -400,33 +400,139 @@ async def test_a_ticks_pieces_for_one_node_are_one_stream_entry(bus: Bus) -> Non
                       ("p2", runs["p2"].encode(), 1, "to p2\t\n")]
 
 
-async def test_a_tick_rereads_stale_sessions_nodes_in_one_round_trip(bus: Bus) -> None:
-    """Sessions whose known nodes are older than NODES_FRESH_S are re-read together: a tick of
-    many long turns is not one round trip per session (each behind a busy worker's loop: the
-    200-stream stall of loadtest/bench_worker.py), and each piece still reaches its node."""
+async def test_a_tick_rereads_stale_sessions_nodes_in_its_own_round_trip(bus: Bus) -> None:
+    """Sessions whose known nodes are older than NODES_FRESH_S are re-read (HKEYS) inside the
+    tick's own pipeline, not in a round trip before it (issue 13: with turns started at
+    different moments, most ticks had one, a wake-up of Redis more per tick; and one round
+    trip per session was the 200-stream stall of loadtest/bench_worker.py): a tick is one
+    round trip, sent to the nodes known so far, and the next tick reaches the nodes read."""
     await bus.heartbeat_node("n6")
     sids = [f"q{n}" for n in range(40)]
     for sid in sids:
         await bus.open_session(sid, "ann", "n6")
         sub = await bus.submit(sid, "m1", "hi", user="ann")
         await bus.append(sid, E.turn_start(sub.offset, 1), run=f"{sub.offset}:1:ef")
-    for sid in sids:  # as if the turns had streamed for longer than NODES_FRESH_S
+    for sid in sids:  # as if the turns had streamed for longer than NODES_FRESH_S, and the
+        # node had registered after the worker's last view
         bus._session_nodes[sid] = (time.monotonic() - K.NODES_FRESH_S - 1, [])
-    sent = []
-    original = bus.redis.execute_command
+    sent: list[object] = []
+    pipelines = 0
+    original, pipeline = bus.redis.execute_command, bus.redis.pipeline
 
     async def counted(*args: object, **kw: object) -> object:
         sent.append(args[0])
         return await original(*args, **kw)
 
-    bus.redis.execute_command = counted
+    def counted_pipeline(*args: Any, **kw: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kw)
+
     before = await bus.redis.xlen(bus.keys.delivery("n6"))
-    await bus.stream_chunks([(sid, "1:1:ef", 1, orjson.dumps(E.chunk(1, 1, 1, sid)), sid)
-                             for sid in sids])
-    assert sent.count("HKEYS") == 0  # none one at a time (in a pipeline they are not counted)
+    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    bus.redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+
+    def tick(seq: int) -> list[tuple[str, str, int, bytes, str]]:
+        return [(sid, "1:1:ef", seq, orjson.dumps(E.chunk(1, 1, seq, sid)), "")
+                for sid in sids]
+
+    await bus.stream_chunks(tick(1))
+    assert (sent, pipelines) == ([], 1)  # one round trip, the HKEYS inside it
+    assert await bus.redis.xlen(bus.keys.delivery("n6")) == before  # no node known yet
+    assert all(bus._session_nodes[sid][1] == [b"n6"] for sid in sids)
+    sent.clear()  # that XLEN
+    await bus.stream_chunks(tick(2))
+    assert (sent, pipelines) == ([], 2)  # fresh now: nothing re-read
+    bus.redis.execute_command, bus.redis.pipeline = original, pipeline  # type: ignore[method-assign]
     rows = await bus.read_delivery("n6", b"0-0", block_ms=10)
     assert {d.session for d in rows if d.chunk is not None} == set(sids)
-    assert await bus.redis.xlen(bus.keys.delivery("n6")) > before
+    assert await bus.redis.xlen(bus.keys.delivery("n6")) == before + 1
+
+
+async def test_an_appends_fan_out_rides_in_its_script(bus: Bus) -> None:
+    """On a single Redis an append copies its events to the session's nodes known alive inside
+    its own script (issue 13: no fan-out round trip after it), once each, at their offsets;
+    a node the worker did not know of yet (registered since its last view) gets them from a
+    fan-out of its own after the script, as before, and not twice."""
+    for node in ("n10", "n11"):
+        await bus.heartbeat_node(node)
+    await bus.open_session("f1", "ann", "n10")
+    sub = await bus.submit("f1", "c1", "hi", user="ann")  # the worker's view: n10, alive
+    await bus.append("f1", E.turn_start(sub.offset, 1))
+    await bus.register("f1", "n11")
+    sent: list[object] = []
+    pipelines = 0
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: object, **kw: object) -> object:
+        sent.append(args[0])
+        return await command(*args, **kw)
+
+    def counted_pipeline(*args: Any, **kw: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    bus.redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+    try:
+        ending = [E.state(sub.offset, "idle", "demo"), E.reply(sub.offset, "Hi.", "demo")]
+        last = await bus.append("f1", ending)
+        # the script (it fanned out to n10), then n11's fan-out (EXISTS n11, its XADDs)
+        assert (sent, pipelines) == (["EVALSHA"], 2)
+        sent.clear()
+        assert await bus.append("f1", E.reply(sub.offset, "Again.", "demo")) == last + 1
+        assert (sent, pipelines) == (["EVALSHA"], 2)  # both known now: the script alone
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline  # type: ignore[method-assign]
+    for node, since in (("n10", sub.offset), ("n11", 0)):
+        rows = await bus.read_delivery(node, b"0-0", block_ms=10)
+        got = [(d.offset, orjson.loads(d.event)["type"]) for d in rows if d.offset > since]
+        want = [(last - 1, "state"), (last, "reply"), (last + 1, "reply")]
+        assert got == ([(sub.offset + 1, "turn_start")] if node == "n10" else []) + want
+
+
+async def test_a_submits_fan_out_and_queue_entry_ride_in_its_script(bus: Bus) -> None:
+    """On a single Redis, once the edge knows the session's nodes alive, a submit is one round
+    trip (issue 13): SUBMIT copies the user event to the nodes, queues the turn on the
+    session's shard and raises the user's live score itself; a duplicate queues nothing new."""
+    await bus.heartbeat_node("n12")
+    await bus.open_session("u1", "ann", "n12")
+    first = await bus.submit("u1", "c1", "one", user="ann")  # learns the node: as before
+    live = bus.user_keys.live("ann")
+    await bus.redis.zadd(live, {"u1": 1})
+    sent: list[object] = []
+    pipelines = 0
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: object, **kw: object) -> object:
+        sent.append(args[0])
+        return await command(*args, **kw)
+
+    def counted_pipeline(*args: Any, **kw: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command = counted  # type: ignore[method-assign]
+    bus.redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+    try:
+        second = await bus.submit("u1", "c2", "two", user="ann")
+        assert (sent, pipelines) == (["EVALSHA"], 0)
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline  # type: ignore[method-assign]
+    assert second.offset == first.offset + 1 and not second.duplicate
+    assert await bus.redis.zscore(live, "u1") > 1  # raised (XX GT), as the pipeline did
+    inbound = bus.keys.inbound(K.shard_for("u1", bus.shards), await bus.default_agent())
+    queued = [(f[b"s"], int(f[b"o"])) for _, f in await bus.redis.xrange(inbound)]
+    assert queued == [(b"u1", first.offset), (b"u1", second.offset)]
+    again = await bus.submit("u1", "c2", "two", user="ann")
+    assert again.duplicate and again.offset == second.offset
+    assert len(await bus.redis.xrange(inbound)) == 3  # a duplicate of an unfinished turn:
+    # queued again (it recovers a lost enqueue), as before
+    rows = await bus.read_delivery("n12", b"0-0", block_ms=10)
+    users = [(d.offset, orjson.loads(d.event)["text"]) for d in rows if d.chunk is None]
+    assert users == [(first.offset, "one"), (second.offset, "two")]
 
 
 async def test_several_events_are_one_append_at_consecutive_offsets(bus: Bus) -> None:

@@ -169,10 +169,11 @@ async def test_a_turns_ending_frees_the_lock(redis_server: RedisServer) -> None:
         await bus.close()
 
 
-async def test_a_submit_is_its_script_and_one_pipeline(bus: Bus) -> None:
-    """Issue 13 (turn-scripts): after the SUBMIT script, the user event's fan-out, the turn's
-    queue entry and the user's live-session score go in one pipeline (were three round trips:
-    the fan-out, the XADD, the ZADD), on a single Redis without WAIT; each is still done."""
+async def test_a_submit_is_its_script_alone(bus: Bus) -> None:
+    """Issue 13 (turn-scripts, then session 11): the user event's fan-out, the turn's queue
+    entry and the user's live-session score go in the SUBMIT script itself once the session's
+    node is known alive (were three round trips after it, then one pipeline), on a single
+    Redis without WAIT; each is still done."""
     await bus.heartbeat_node("n1")
     await bus.open_session("s", "alice", "n1")
     await bus.submit("s", "m0", "hi", user="alice")  # the node's liveness is checked once
@@ -194,7 +195,7 @@ async def test_a_submit_is_its_script_and_one_pipeline(bus: Bus) -> None:
         sub = await bus.submit("s", "m1", "hello", user="alice")
     finally:
         bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-    assert (calls, len(pipelines)) == (["EVALSHA"], 1)
+    assert (calls, len(pipelines)) == (["EVALSHA"], 0)
     inbound = bus.keys.inbound(shard_for("s", bus.shards), DEFAULT_AGENT)
     assert [int(f[b"o"]) for _, f in await bus.redis.xrange(inbound)][-1] == sub.offset
     rows = await bus.read_delivery("n1", b"0-0", 10)
@@ -228,13 +229,14 @@ async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
 
 async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
     """Issue 13 (roundtrips): a turn alone in its session, with a live node holding it, costs
-    the worker 7 round trips (its polling left out): the pending turn (XRANGE), START and its
-    fan-out, the ``speaking`` APPEND, the chunks' pipeline (the ``speaking`` state's fan-out
-    rides in it), the ending and its fan-out, which carries the inbound entry's XACK. The
-    memory read rides in START's reply (no LRANGE) and the XACK in the ending's pipeline (no
-    XACK of its own): were 9. A turn pending after another comes with that one's ending (no
-    XRANGE of its own). The entries are acked all the same, and the memory holds the
-    turns."""
+    the worker 5 round trips (its polling left out): the pending turn (XRANGE), START (whose
+    script copies its events to the node), the ``speaking`` APPEND, the chunks' pipeline (the
+    ``speaking`` state's fan-out rides in it), the ending, whose script also copies it to the
+    node and acks the inbound entry (single Redis, the node known alive). The memory read
+    rides in START's reply (no LRANGE): were 9, then 7 with START's and the ending's fan-outs
+    (and the XACK) pipelines of their own. A
+    turn pending after another comes with that one's ending (no XRANGE of its own). The
+    entries are acked all the same, and the memory holds the turns."""
     bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
     calls: list[str] = []
     command, pipeline = bus.redis.execute_command, bus.redis.pipeline
@@ -266,8 +268,8 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             finally:
                 bus.redis.execute_command, bus.redis.pipeline = command, pipeline
             per_turn.append(list(calls))
-        assert per_turn[1] == per_turn[2] == ["XRANGE", "EVALSHA", "pipeline", "EVALSHA",
-                                              "pipeline", "EVALSHA", "pipeline"], per_turn
+        assert per_turn[1] == per_turn[2] == ["XRANGE", "EVALSHA", "EVALSHA", "pipeline",
+                                              "EVALSHA"], per_turn
         # two turns pending: the second comes with the first's ending (one XRANGE for both)
         for i in range(3, 5):
             await bus.submit("s", f"m{i}", "hello there", user="alice")
