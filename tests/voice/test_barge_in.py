@@ -17,6 +17,7 @@ from sessions.bus import Bus
 from tests.conftest import Cluster
 from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
+from tests.voice.test_preemptive import _log_until
 from voice.caller import Caller, speech_48k
 from voice.settings import VoiceSettings
 from voice.speech import normalise
@@ -51,10 +52,17 @@ async def test_talking_over_the_agent_cancels_its_turn_and_starts_the_next(
             "the agent kept talking over the caller"
         cancelled = await chat.until("cancelled", timeout=20, turn=first["offset"])
         assert cancelled["text"]  # it had started answering
-        second = await chat.until("user", timeout=20, source="voice")
-        assert second["offset"] > first["offset"] and "time" in normalise(second["text"])
-        reply = await chat.until("reply", timeout=30, turn=second["offset"])
-        assert "The tool says:" in reply["text"]
+        # the interruption's turn; a busy box may end a first part of it at a pause, sent
+        # preemptively and cancelled when the caller goes on (docs/protocol.md)
+        events = await _log_until(bus, c.sid, lambda evs: any(
+            e["type"] == "reply" and e["turn"] > first["offset"] for e in evs))
+        users = [e for e in events if e["type"] == "user" and e["source"] == "voice"
+                 and e["offset"] > first["offset"]]
+        ended = {e["turn"]: e for e in events if e["type"] in ("reply", "cancelled")}
+        ends = [ended.get(u["offset"], {}).get("type") for u in users]
+        assert ends == ["cancelled"] * (len(users) - 1) + ["reply"], (users, ended)
+        assert "time" in normalise(users[-1]["text"]), users
+        assert "The tool says:" in ended[users[-1]["offset"]]["text"]
     assert "Traceback" not in c.worker.text(), c.worker.log_path
 
 
@@ -84,10 +92,17 @@ async def test_talking_while_the_agent_is_silent_mid_reply_cancels_the_turn(
         assert cancelled["text"].startswith("Once upon a time")
         assert "storm" not in cancelled["text"]
         assert time.monotonic() - talked_at < 10, "cancelled by the time-out, not the caller"
-        second = await chat.until("user", timeout=20, source="voice")
-        assert second["offset"] > first["offset"] and "time" in normalise(second["text"])
-        reply = await chat.until("reply", timeout=30, turn=second["offset"])
-        assert "The tool says:" in reply["text"]
+        # the interruption's turn; a busy box may end a first part of it at a pause, sent
+        # preemptively and cancelled when the caller goes on (docs/protocol.md)
+        events = await _log_until(bus, c.sid, lambda evs: any(
+            e["type"] == "reply" and e["turn"] > first["offset"] for e in evs))
+        users = [e for e in events if e["type"] == "user" and e["source"] == "voice"
+                 and e["offset"] > first["offset"]]
+        ended = {e["turn"]: e for e in events if e["type"] in ("reply", "cancelled")}
+        ends = [ended.get(u["offset"], {}).get("type") for u in users]
+        assert ends == ["cancelled"] * (len(users) - 1) + ["reply"], (users, ended)
+        assert "time" in normalise(users[-1]["text"]), users
+        assert "The tool says:" in ended[users[-1]["offset"]]["text"]
     assert "Traceback" not in c.worker.text(), c.worker.log_path
 
 
