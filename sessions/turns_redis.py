@@ -30,9 +30,9 @@ class RedisTurnState(RedisCore):
 
     @down
     async def renew_lock(self, sid: str, owner: str, lease_ms: int) -> bool:
-        """EVALSHA sent directly (redis-py's ``AsyncScript.__call__`` checks its client
-        against runtime protocols on every call: half of this renewal's CPU, and it runs every
-        third of a lease for every session a worker holds); loaded on NOSCRIPT."""
+        """EVALSHA sent directly, without redis-py's ``AsyncScript.__call__`` (its imports,
+        client checks and argument copies on every call; this runs every third of a lease for
+        every session a worker holds): 207 -> 188 Python calls a renewal. Loaded on NOSCRIPT."""
         script, key = self._renew, self.keys.lock(sid)
         try:
             res = await self.redis.execute_command("EVALSHA", script.sha, 1, key, owner,
