@@ -6,9 +6,11 @@ agent's, with ``noop_coroutine()`` standing in for an agent without hooks. Each 
 becomes a Task: about ten a turn of the demo agent, whose hooks are the base classes' own
 methods, which do nothing. Here the gather leaves those out: a coroutine of a function whose
 body is empty (``noop_coroutine``, the hooks' base methods, checked by their bytecode when
-installed) is closed unstarted and counts as ``None``; the rest are gathered by the SDK's own
-``gather_with_cancel`` (a hook that is set still runs, in its own task); nothing left, no
-gather at all. Installed by :func:`sessions.sdk_speedups.install`.
+installed) is closed unstarted and counts as ``None``, and so is a tool's enabled check whose
+answer its arguments decide (``is_enabled`` a bool: one Task per tool, twice a turn); the
+rest are gathered by the SDK's own ``gather_with_cancel`` (a hook that is set, or an
+``is_enabled`` callable, still runs in its own task); nothing left, no gather at all. Installed by
+:func:`sessions.sdk_speedups.install`.
 
 And a turn's tool plan runs its six executors (function tools, computer, custom, shell, apply
 patch, local shell) as six gathered tasks even when the model called no tool: with every list
@@ -25,9 +27,11 @@ from types import CodeType, CoroutineType
 from typing import Any
 
 _SKIPPED = frozenset({"RESUME", "RETURN_GENERATOR", "POP_TOP", "NOP", "CACHE"})
-GATHERERS = ("run_loop", "turn_resolution", "turn_preparation", "tool_planning",
-             "tool_execution", "tool_actions")
-"""The SDK modules (agents.run_internal) whose turn path gathers hooks."""
+GATHERERS = ("agents.run_internal.run_loop", "agents.run_internal.turn_resolution",
+             "agents.run_internal.turn_preparation", "agents.run_internal.tool_planning",
+             "agents.run_internal.tool_execution", "agents.run_internal.tool_actions",
+             "agents.agent")
+"""The SDK modules whose turn path gathers hooks and tools' enabled checks."""
 
 
 def empty_body(code: CodeType) -> bool:
@@ -69,6 +73,51 @@ def install_tool_plan() -> Callable[..., Any]:
     return original
 
 
+_NOTHING = object()
+
+
+def nested_code(func: Any, name: str) -> CodeType | None:
+    """The code of the function ``name`` defined inside ``func``."""
+    return next((c for c in func.__code__.co_consts
+                 if isinstance(c, CodeType) and c.co_name == name), None)
+
+
+def tool_checks() -> dict[CodeType, bool]:
+    """``_check_tool_enabled`` of ``get_all_tools`` and of ``resolve_enabled_function_tools``,
+    each with whether it answers True for a tool that is not a ``FunctionTool``."""
+    from agents.agent import AgentBase
+    from agents.run_internal import tool_execution
+
+    found = {nested_code(AgentBase.get_all_tools, "_check_tool_enabled"): True,
+             nested_code(tool_execution.resolve_enabled_function_tools,
+                         "_check_tool_enabled"): False}
+    return {code: others for code, others in found.items() if code is not None}
+
+
+def known_result(awaitable: Any, noops: frozenset[CodeType],
+                 checks: dict[CodeType, bool]) -> Any:
+    """What an unstarted coroutine would return without awaiting anything, when that is known
+    before it runs (else ``_NOTHING``): None for a no-op; for a tool's enabled check, True for
+    a tool that is not a function tool (``get_all_tools``'s) or its ``is_enabled`` when that
+    is a bool (the check's first lines, which decide then)."""
+    from agents.tool import FunctionTool
+
+    if type(awaitable) is not CoroutineType \
+            or inspect.getcoroutinestate(awaitable) != inspect.CORO_CREATED:
+        return _NOTHING
+    code = awaitable.cr_code
+    if code in noops:
+        return None
+    others = checks.get(code)
+    if others is None:
+        return _NOTHING
+    frame = awaitable.cr_frame
+    tool = frame.f_locals.get("tool") if frame is not None else None
+    if not isinstance(tool, FunctionTool):
+        return True if others else _NOTHING
+    return tool.is_enabled if isinstance(tool.is_enabled, bool) else _NOTHING
+
+
 def install() -> Callable[..., Any]:
     """Replace ``gather_with_cancel`` in the SDK's turn-path modules; returns the original."""
     import importlib
@@ -76,22 +125,17 @@ def install() -> Callable[..., Any]:
     from agents.util import _asyncio_tasks
 
     original = _asyncio_tasks.gather_with_cancel
-    noops = noop_codes()
-
-    def noop(awaitable: Any) -> bool:
-        return type(awaitable) is CoroutineType and awaitable.cr_code in noops \
-            and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+    noops, checks = noop_codes(), tool_checks()
 
     async def gather(*awaitables: Awaitable[Any],
                      on_child_failure: Callable[[BaseException], None] | None = None
                      ) -> tuple[Any, ...]:
-        skip = [noop(a) for a in awaitables]
-        if not any(skip):
+        results = [known_result(a, noops, checks) for a in awaitables]
+        real = [i for i, r in enumerate(results) if r is _NOTHING]
+        if len(real) == len(awaitables):
             return await original(*awaitables, on_child_failure=on_child_failure)
-        results: list[Any] = [None] * len(awaitables)
-        real = [i for i, s in enumerate(skip) if not s]
-        for a, s in zip(awaitables, skip, strict=True):
-            if s:
+        for a, r in zip(awaitables, results, strict=True):
+            if r is not _NOTHING:
                 a.close()  # type: ignore[attr-defined]  # a coroutine, never started
         if real:
             got = await original(*(awaitables[i] for i in real),
@@ -101,7 +145,7 @@ def install() -> Callable[..., Any]:
         return tuple(results)
 
     for name in GATHERERS:
-        module = importlib.import_module(f"agents.run_internal.{name}")
+        module = importlib.import_module(name)
         if getattr(module, "gather_with_cancel", None) is original:
             module.gather_with_cancel = gather  # type: ignore[attr-defined]
     return original

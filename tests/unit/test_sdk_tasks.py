@@ -8,7 +8,7 @@ import importlib
 from typing import Any
 
 import pytest
-from agents import AgentHooks, RunContextWrapper, RunHooks, Runner
+from agents import AgentHooks, RunContextWrapper, RunHooks, Runner, function_tool
 from agents.lifecycle import RunHooksBase
 from agents.run_internal import run_loop, tool_planning, turn_resolution
 from agents.util._coro import noop_coroutine
@@ -135,12 +135,29 @@ async def test_a_turn_without_tools_or_hooks_makes_fewer_tasks(
         return count.made
     fast_made = await run()
     for name in sdk_tasks.GATHERERS:  # the SDK's own functions back, for this test only
-        module = importlib.import_module(f"agents.run_internal.{name}")
+        module = importlib.import_module(name)
         if hasattr(module, "gather_with_cancel"):
             monkeypatch.setattr(module, "gather_with_cancel", S.ORIGINALS["gather_with_cancel"])
     for module in (tool_planning, turn_resolution):
         monkeypatch.setattr(module, "_execute_tool_plan", S.ORIGINALS["tool_plan"])
     sdk_made = await run()
     print(f"SDK tasks per run: {sdk_made} -> {fast_made}")
-    # 4 hook pairs (agent start, LLM start and end, agent end) and the 6 tool executors
-    assert sdk_made - fast_made == 4 * 2 + 6, (sdk_made, fast_made)
+    # 4 hook pairs (agent start, LLM start and end, agent end), the 6 tool executors, and each
+    # tool's enabled check (a bool), twice
+    assert sdk_made - fast_made == 4 * 2 + 6 + 2 * len(fast.tools), (sdk_made, fast_made)
+
+
+async def test_a_tools_enabled_check_runs_unless_a_bool_decides_it() -> None:
+    calls: list[str] = []
+
+    def enabled(ctx: Any, agent: Any) -> bool:
+        calls.append(agent.name)
+        return False
+    off = function_tool(lambda: "x", name_override="off", is_enabled=False)
+    asked = function_tool(lambda: "y", name_override="asked", is_enabled=enabled)
+    agent = fast.clone(tools=[*fast.tools, off, asked])
+    ctx: Any = RunContextWrapper(context=None)
+    with TaskCount() as count:
+        tools = await agent.get_all_tools(ctx)
+    assert [t.name for t in tools] == [t.name for t in fast.tools]
+    assert calls == [agent.name] and count.made == 1  # only the callable's check is a task
