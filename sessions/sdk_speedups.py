@@ -26,6 +26,8 @@ from openai import AsyncOpenAI
 from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 
+from sessions import sdk_tasks
+
 # the stream's lines, moved to their own module (callers use these names from here too)
 from sessions.sse_lines import MAX_LINE as MAX_LINE
 from sessions.sse_lines import LineSplitter as LineSplitter
@@ -54,6 +56,8 @@ def install() -> bool:
     _install_identity_map()
     _install_wrapper_check()
     _install_model_settings()
+    ORIGINALS["gather_with_cancel"] = sdk_tasks.install()  # no tasks for no-op hooks
+    ORIGINALS["tool_plan"] = sdk_tasks.install_tool_plan()  # nor for no tool calls
     _installed = True
     return True
 

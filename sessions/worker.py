@@ -128,6 +128,9 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         """Consume until stopped; with ``burst``, return once no turn is left to run."""
         await self.bus.ensure_groups(self.streams)
         await self.bus.publish_agents(self.published)
+        preload = getattr(self.bus, "preload_scripts", None)
+        if preload is not None:  # once here, not again on every concurrent first call
+            await preload()
         loops = [asyncio.create_task(cancel_loop(self.bus, self.running)),
                  asyncio.create_task(beat(self.bus, self.name, self.published, self.streams))]
         try:
