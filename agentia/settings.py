@@ -322,9 +322,9 @@ class WorkerSettings(Common):
     only_agents: str = ""
     """Comma list of registered agents this worker runs (``--only``); empty: all of them.
     Give every worker the same file and pick with this, so the registry's order is shared."""
-    concurrency: int = 256
+    concurrency: int = 1_000
     """Turns one worker runs at once: a turn mostly waits on its model (a worker keeps 1,000
-    streams at 50 tokens/s, docs/benchmarks.md "Worker")."""
+    streams at 50 tokens/s on 0.65 of a core, docs/benchmarks.md "Session 11 end")."""
     lease_ms: int = 30_000
     max_attempts: int = 3
     coalesce_ms: int = 40

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    concurrency: int = 256
+    concurrency: int = 1_000
     lease_ms: int = 30_000
     max_attempts: int = 3
     coalesce_ms: int = 40

@@ -631,7 +631,7 @@ def test_two_agents_get_a_worker_and_a_scaler_each(helm: str, tmp_path: Path) ->
     assert specs[0].mcp[1]["headers"] == {"Authorization": "Bearer x"}
     keys = Keys("agentia", 8)
     scalers = kinds(docs, "ScaledObject")
-    for dep, name, concurrency in zip(workers, ("demo", "triage"), ("256", "64"), strict=True):
+    for dep, name, concurrency in zip(workers, ("demo", "triage"), ("1000", "64"), strict=True):
         c = container(dep, "worker")
         assert c["args"] == ["agentia", "worker", "--agents", "/etc/agentia/agents/agents.toml",
                              "--only", name, "--concurrency", concurrency]

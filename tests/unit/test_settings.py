@@ -40,7 +40,7 @@ def test_defaults_without_env() -> None:
     s = from_env(Common)
     assert s == Common()
     w = from_env(WorkerSettings)
-    assert w.concurrency == 256 and w.agent == "" and w.agents == ""
+    assert w.concurrency == 1_000 and w.agent == "" and w.agents == ""
 
 
 def test_reads_env(monkeypatch: pytest.MonkeyPatch, fd_limit: int) -> None:
