@@ -52,17 +52,7 @@ async def test_talking_over_the_agent_cancels_its_turn_and_starts_the_next(
             "the agent kept talking over the caller"
         cancelled = await chat.until("cancelled", timeout=20, turn=first["offset"])
         assert cancelled["text"]  # it had started answering
-        # the interruption's turn; a busy box may end a first part of it at a pause, sent
-        # preemptively and cancelled when the caller goes on (docs/protocol.md)
-        events = await _log_until(bus, c.sid, lambda evs: any(
-            e["type"] == "reply" and e["turn"] > first["offset"] for e in evs))
-        users = [e for e in events if e["type"] == "user" and e["source"] == "voice"
-                 and e["offset"] > first["offset"]]
-        ended = {e["turn"]: e for e in events if e["type"] in ("reply", "cancelled")}
-        ends = [ended.get(u["offset"], {}).get("type") for u in users]
-        assert ends == ["cancelled"] * (len(users) - 1) + ["reply"], (users, ended)
-        assert "time" in normalise(users[-1]["text"]), users
-        assert "The tool says:" in ended[users[-1]["offset"]]["text"]
+        await _answered_after(bus, c.sid, first["offset"])
     assert "Traceback" not in c.worker.text(), c.worker.log_path
 
 
@@ -92,18 +82,23 @@ async def test_talking_while_the_agent_is_silent_mid_reply_cancels_the_turn(
         assert cancelled["text"].startswith("Once upon a time")
         assert "storm" not in cancelled["text"]
         assert time.monotonic() - talked_at < 10, "cancelled by the time-out, not the caller"
-        # the interruption's turn; a busy box may end a first part of it at a pause, sent
-        # preemptively and cancelled when the caller goes on (docs/protocol.md)
-        events = await _log_until(bus, c.sid, lambda evs: any(
-            e["type"] == "reply" and e["turn"] > first["offset"] for e in evs))
-        users = [e for e in events if e["type"] == "user" and e["source"] == "voice"
-                 and e["offset"] > first["offset"]]
-        ended = {e["turn"]: e for e in events if e["type"] in ("reply", "cancelled")}
-        ends = [ended.get(u["offset"], {}).get("type") for u in users]
-        assert ends == ["cancelled"] * (len(users) - 1) + ["reply"], (users, ended)
-        assert "time" in normalise(users[-1]["text"]), users
-        assert "The tool says:" in ended[users[-1]["offset"]]["text"]
+        await _answered_after(bus, c.sid, first["offset"])
     assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+async def _answered_after(bus: Bus, sid: str, first: int) -> None:
+    """The interruption's turn, after turn ``first``, answered by the clock tool. A busy box may
+    end a first part of it at a pause, sent preemptively and cancelled when the caller goes on
+    (docs/protocol.md): every earlier part cancelled, the last answered."""
+    events = await _log_until(bus, sid, lambda evs: any(
+        e["type"] == "reply" and e["turn"] > first for e in evs))
+    users = [e for e in events if e["type"] == "user" and e["source"] == "voice"
+             and e["offset"] > first]
+    ended = {e["turn"]: e for e in events if e["type"] in ("reply", "cancelled")}
+    ends = [ended.get(u["offset"], {}).get("type") for u in users]
+    assert ends == ["cancelled"] * (len(users) - 1) + ["reply"], (users, ended)
+    assert "time" in normalise(users[-1]["text"]), users
+    assert "The tool says:" in ended[users[-1]["offset"]]["text"]
 
 
 async def _quiet(caller: Caller, quiet_s: float) -> None:
