@@ -5,9 +5,10 @@ What httpcore did per HTTP chunk (one h11 event, one anyio read with its timeout
 reply has one HTTP chunk per token) is done here once per socket read, in the connection's
 ``data_received`` (:class:`sessions.http_wire.ResponseReader`); the bytes wait in the
 connection until the reader takes them, all at once. Read timeouts: one timer per pool, every
-:data:`TICK` while a reader waits (:class:`_Deadlines`; a timer started and cancelled per read
-was ~9 % of a streaming worker's main thread at 1,000 streams, py-spy). The pool is a list of
-idle connections per origin: taking and giving back one is O(1) (httpcore walked them all).
+:data:`sessions.read_deadlines.TICK` while a reader waits (:class:`sessions.read_deadlines.
+ReadDeadlines`; a timer started and cancelled per read was ~9 % of a streaming worker's main
+thread at 1,000 streams, py-spy). The pool is a list of idle connections per origin: taking
+and giving back one is O(1) (httpcore walked them all).
 
 As a transport under ``httpx2.AsyncClient`` the OpenAI client still builds the request,
 retries, and turns statuses into its errors; failures are httpx2's own exceptions, as
@@ -28,6 +29,7 @@ from typing import Any
 import httpx2
 
 from sessions.http_wire import ResponseReader, WireError, request_head
+from sessions.read_deadlines import ReadDeadlines
 
 HIGH_WATER = 64 * 1024
 """Body bytes a connection holds for its reader before it stops reading the socket."""
@@ -40,7 +42,7 @@ class _Conn(asyncio.Protocol):
     """One connection: the protocol callbacks feed a :class:`ResponseReader`; one request
     at a time."""
 
-    def __init__(self, key: tuple[str, str, int], deadlines: _Deadlines) -> None:
+    def __init__(self, key: tuple[str, str, int], deadlines: ReadDeadlines) -> None:
         self.key = key
         self.deadlines = deadlines
         self.limit = 0.0  # the read timeout of the reader waiting, if any
@@ -191,7 +193,7 @@ class _Conn(asyncio.Protocol):
             self.deadlines.waiting.discard(self)
 
     def expire(self, now: float) -> None:
-        """A waiting read with no bytes for its timeout fails (checked by :class:`_Deadlines`:
+        """A waiting read with no bytes for its timeout fails (checked by :class:`ReadDeadlines`:
         bytes meanwhile move the deadline on)."""
         waiter = self._waiter
         if waiter is not None and not waiter.done() and self.last + self.limit <= now:
@@ -200,33 +202,6 @@ class _Conn(asyncio.Protocol):
     def reusable(self) -> bool:
         return (self.reader.complete and self.reader.keep_alive and not self.body
                 and not self.closed and self.failure is None)
-
-
-TICK = 0.25
-"""Seconds between two looks at the read deadlines: a read timeout fires up to this late."""
-
-
-class _Deadlines:
-    """The read deadlines of one pool's waiting readers, looked at every :data:`TICK`
-    seconds while any waits (one timer for all)."""
-
-    __slots__ = ("_timer", "waiting")
-
-    def __init__(self) -> None:
-        self.waiting: set[_Conn] = set()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is None:
-            self._timer = loop.call_later(TICK, self._look, loop)
-
-    def _look(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time()
-        for conn in [c for c in self.waiting if c.last + c.limit <= now]:
-            conn.expire(now)
-        if self.waiting:
-            self.watch(loop)
 
 
 class WirePool:
@@ -239,7 +214,7 @@ class WirePool:
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], deque[tuple[_Conn, float]]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._deadlines = _Deadlines()
+        self._deadlines = ReadDeadlines()
         self.open = 0
 
     async def acquire(self, key: tuple[str, str, int], timeouts: dict[str, Any]) -> _Conn:

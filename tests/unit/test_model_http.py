@@ -22,10 +22,10 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 
 from loadtest.openai_stub import OpenAIStub, ToolCalls, filler
 from sessions import lean_model
-from sessions import model_http as MODEL_HTTP
 from sessions.lean_model import LeanChatModel, LeanProvider
 from sessions.model_http import WireTransport
 from sessions.model_pump import CAUGHT_UP, END, ModelPump
+from sessions.read_deadlines import TICK
 from tests.unit.test_lean_model import TEXT, events
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -200,7 +200,7 @@ async def test_bytes_keep_moving_the_read_deadline_and_the_watch_stops() -> None
     transport = WireTransport()
     async with server(trickles) as url, httpx2.AsyncClient(transport=transport) as http, \
             http.stream("POST", url, content=b"{}",
-                        timeout=httpx2.Timeout(5, read=MODEL_HTTP.TICK * 1.2)) as r:
+                        timeout=httpx2.Timeout(5, read=TICK * 1.2)) as r:
         body = await r.aread()
     assert body == b"".join(b"x%d" % n for n in range(8))
     deadlines = transport.pool._deadlines
