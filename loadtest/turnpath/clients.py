@@ -14,6 +14,8 @@ import websockets
 
 from agentia.settings import DEV_SECRET
 from gateway.auth import mint
+from loadtest.turnpath import wire
+from loadtest.turnpath.wire import Closed
 
 TEXT_FRAMES = ("delta", "chunk")  # reply text: a log event before issue 13, a frame after
 ENDS = ("reply", "cancelled", "turn_error")
@@ -56,7 +58,7 @@ class Client:
         self.tally.sent += 1
         try:
             await self.ws.send(orjson.dumps({"type": "send", "id": cid, "text": text}).decode())
-        except websockets.ConnectionClosed:
+        except (websockets.ConnectionClosed, Closed):
             fut.set_result(None)  # the reader counts the close
         return fut
 
@@ -75,8 +77,12 @@ class Client:
     async def read(self) -> None:
         """Until the connection closes; a close by the edge is counted as an error."""
         try:
-            async for raw in self.ws:
-                self._frame(orjson.loads(raw), time.perf_counter())
+            listen = getattr(self.ws, "listen", None)
+            if listen is not None:  # picows (wire.py): frames come to feed as parsed
+                await listen(self.feed)
+            else:
+                async for raw in self.ws:
+                    self.feed(raw)
         except websockets.ConnectionClosed:
             pass
         if self.ws.close_code not in (None, 1000):
@@ -84,6 +90,9 @@ class Client:
         for fut in self.ended.values():  # nothing more comes: the senders move on
             if not fut.done():
                 fut.set_result(None)
+
+    def feed(self, raw: bytes | str) -> None:
+        self._frame(orjson.loads(raw), time.perf_counter())
 
     def _frame(self, f: dict[str, Any], now: float) -> None:
         t, kind = self.tally, str(f.get("type"))
@@ -128,11 +137,10 @@ async def connect_all(port: int | list[int], n: int, tally: Tally) -> list[Clien
 
     async def one(i: int) -> Client:
         async with sem:
-            ws = await websockets.connect(
+            ws, first = await wire.connect(
                 f"ws://127.0.0.1:{ports[i % len(ports)]}/v1/ws?session=tp-{i}",
-                compression=None, additional_headers={"Authorization": f"Bearer {token}"},
-                ping_interval=None)
-            welcome = orjson.loads(await ws.recv())
+                {"Authorization": f"Bearer {token}"})
+            welcome = orjson.loads(first)
             return Client(ws, str(welcome.get("session", f"tp-{i}")), tally)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
