@@ -46,7 +46,8 @@ async def prepare(text: str, session: Any, ctx: RunContextWrapper[Any]
     ``Session`` of the turn (not the OpenAI Conversations one: the direct path's)."""
     settings = getattr(session, "session_settings", None)
     limit = getattr(settings, "limit", None)
-    history = await (session.get_items(limit) if limit is not None else session.get_items())
+    history = await (session.get_items(limit=limit) if limit is not None
+                     else session.get_items())
     new = ItemHelpers.input_to_new_input_list(text)
     if all(plain(i) for i in history) and all(plain(i) for i in new):
         model_input: list[Any] = [dict(i) for i in history]
