@@ -30,6 +30,17 @@ machine, how far to trust the CPU).
     python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
         --sessions 40 --sessions 200 --record
 
+Throughput (issue 13): ``--rate R1 --rate R2 ...`` gives one run per rate, and the record's
+``throughput`` the highest rate each checkout sustained (loadtest/turnpath/throughput.py: none
+lost or refused, every turn ended, ack p99 <= 50 ms, turn p99 <= 1 s) with each process's
+CPU-ms per turn at it; ``--workers N`` and ``--edges M`` (one port each, the sessions spread
+over them) size the stack. The load generator (this process, picows clients) shares the
+cores: its own CPU per turn is given as ``loadgen``.
+
+    python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --profiles short \
+        --short-word-delay 0 --sessions 200 --rate 300 --rate 600 --rate 1000 --seconds 10 \
+        --grace 15 --workers 2 --rounds 2 --record turnpath-rate
+
 A tree may carry environment variables for its edge and worker, ``PATH+NAME=VALUE+...``: the
 same checkout with and without a setting are then two trees of one run (e.g. tracing on,
 ``--tree .+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``, with ``loadtest/otlp_sink.py``
