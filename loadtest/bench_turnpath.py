@@ -136,7 +136,7 @@ def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     out["redis_cmds_per_turn"] = round(
         (sum(load["cmds"].values()) - idle_cmds * load["t"]) / turns, 1)
     out["redis_idle_cmds_per_s"] = round(idle_cmds, 1)
-    top = Counter(load["cmds"]).most_common(24)
+    top = Counter(load["cmds"]).most_common(40)
     out["redis_cmds_per_turn_by_name"] = {k: round(v / turns, 2) for k, v in top}
     # command time only (INFO commandstats usec; a script's inner calls are counted both in
     # their own name and in its evalsha's): the rest of redis-server's CPU is its event loop
