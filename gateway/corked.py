@@ -17,6 +17,11 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+HOLD_MAX = 16_384
+"""Bytes a connection holds at most: past them it writes at once. Held bytes count in its send
+budget (at least 64 KiB): a burst in one pass (a big delivery batch of one session) must not
+close a client that reads as SLOW for bytes the kernel would have taken."""
+
 
 class Holder(Protocol):
     def flush(self) -> None: ...

@@ -44,7 +44,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its
 from agentia.logs import bind, quiet_library
 from gateway import routing as R
 from gateway.connection import Connection
-from gateway.corked import CORK, framed
+from gateway.corked import CORK, HOLD_MAX, framed
 from gateway.transport import Served, cap_send_buffer, port_of, reset_on_close
 
 if TYPE_CHECKING:
@@ -239,6 +239,8 @@ class PicowsConnection(WSListener):
         else:
             self.corked.append(frame)
         self.corked_bytes += len(frame)
+        if self.corked_bytes >= HOLD_MAX:  # a burst: what is held goes now
+            self.flush()
         return True
 
     def flush(self) -> None:

@@ -7,7 +7,8 @@ import asyncio
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
 
-from gateway.corked import Cork, framed
+from gateway.corked import HOLD_MAX, Cork, framed
+from gateway.ws_picows import PicowsConnection
 
 SIZES = (0, 1, 125, 126, 127, 65_535, 65_536, 70_000)
 
@@ -62,3 +63,55 @@ async def test_each_held_connection_flushes_once_after_the_pass() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert a.flushes == b.flushes == 1 and cork.held == [] and not cork.scheduled
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # the kernel took everything
+
+
+class FakeTransport:
+    is_close_frame_sent = False
+
+    def __init__(self) -> None:
+        self.underlying_transport = FakeSocket()
+        self.sent: list[bytes] = []
+
+    def send(self, kind: WSMsgType, frame: bytes) -> None:
+        self.sent.append(frame)
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def mark_closed(self) -> None:
+        raise AssertionError("nothing failed")
+
+
+async def test_a_connection_holds_its_frames_until_the_pass_ends_or_a_burst() -> None:
+    t, conn = FakeTransport(), FakeConn()
+    pc = PicowsConnection(conn)  # type: ignore[arg-type]
+    pc.t = t  # type: ignore[assignment]
+    assert pc.send_now(b"a") and pc.send_now(b"bb")
+    assert t.sent == [] and t.underlying_transport.writes == [] and pc.buffered() == 3
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert t.underlying_transport.writes == [framed([b"a", b"bb"])] and pc.buffered() == 0
+    assert pc.send_now(b"c")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert t.sent == [b"c"]  # alone: picows frames it
+    big = b"x" * HOLD_MAX
+    assert pc.send_now(b"d") and pc.send_now(big)  # past the bound: written at once
+    assert t.underlying_transport.writes[-1] == framed([b"d", big]) and pc.buffered() == 0
+    assert conn.wakes >= 3
