@@ -221,10 +221,13 @@ class EdgeNode:
 
     async def check_overload(self, sid: str, ref: str, agent: str = "") -> None:
         """Refuse new turns while the session's shard (of its agent) is too far behind
-        (cached 1 s)."""
+        (read at most once a second per shard: the sends that come while it is being read
+        go by the last figure; they each read it before, 0.12 reads a turn at 200 sessions
+        where 1 a second would do)."""
         shard = (agent or K.DEFAULT_AGENT, K.shard_for(sid, self.bus.shards))
         stamp, lag = self._lag.get(shard, (0.0, 0))
         if time.monotonic() - stamp > 1.0:
+            self._lag[shard] = (time.monotonic(), lag)
             lag = await self.bus.inbound_lag(sid, shard[0])
             self._lag[shard] = (time.monotonic(), lag)
         if lag > self.settings.max_inbound_lag:

@@ -44,6 +44,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its
 from agentia.logs import bind, quiet_library
 from gateway import routing as R
 from gateway.connection import Connection
+from gateway.corked import CORK, HOLD_MAX, framed
 from gateway.transport import Served, cap_send_buffer, port_of, reset_on_close
 
 if TYPE_CHECKING:
@@ -61,8 +62,8 @@ class PicowsConnection(WSListener):
     node: ClassVar[EdgeNode]
     """Set on the subclass made for each server (see ``listener_factory``)."""
 
-    __slots__ = ("conn", "fragments", "gone", "inbox", "opened", "paused_reading", "reader", "t",
-                 "text", "writable")
+    __slots__ = ("conn", "corked", "corked_bytes", "fragments", "gone", "inbox", "opened",
+                 "paused_reading", "reader", "t", "text", "writable")
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
@@ -76,6 +77,9 @@ class PicowsConnection(WSListener):
         self.writable: asyncio.Future[None] | None = None
         self.fragments: bytearray | None = None
         self.text = False  # the message being reassembled is text (UTF-8 checked when whole)
+        self.corked: list[bytes] | None = None
+        """Frames written in this pass of the loop, not yet on the socket (gateway/corked.py)."""
+        self.corked_bytes = 0
 
     # ------------------------------------------------------------ picows callbacks
 
@@ -114,6 +118,7 @@ class PicowsConnection(WSListener):
             # counted against the send budget, since a client that does not read makes the
             # pongs pile up in the write buffer
             if self.conn.on_ws_ping():
+                self.flush()
                 transport.send_pong(frame.get_payload_as_bytes())
                 self.conn.check_budget()
             else:
@@ -121,6 +126,7 @@ class PicowsConnection(WSListener):
         elif kind is WSMsgType.CLOSE:
             # The peer closes (or answers our close): echo its code once, then hang up.
             if not transport.is_close_frame_sent:
+                self.flush()
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
         # PONG needs nothing.
@@ -208,6 +214,7 @@ class PicowsConnection(WSListener):
         self.conn.mark_closed()
         self.inbox = None
         if self.t is not None and not self.t.is_close_frame_sent:  # once, whatever follows
+            self.flush()
             self.t.send_close(code, reason.encode())
             self.t.disconnect()
 
@@ -218,26 +225,52 @@ class PicowsConnection(WSListener):
             await self.writable
         if self.gone or self.t is None:
             raise ConnectionError("the peer is gone")
+        self.flush()
         self.t.send(WSMsgType.TEXT, frame)
 
     def send_now(self, frame: bytes) -> bool:
+        """Take ``frame`` for this pass of the loop's write (gateway/corked.py)."""
         if self.gone or self.t is None or (self.writable is not None
                                             and not self.writable.done()):
             return False
+        if self.corked is None:
+            self.corked = [frame]
+            CORK.hold(self)
+        else:
+            self.corked.append(frame)
+        self.corked_bytes += len(frame)
+        if self.corked_bytes >= HOLD_MAX:  # a burst: what is held goes now
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write the frames taken in this pass of the loop, in one write."""
+        frames, self.corked = self.corked, None
+        if not frames:
+            return
+        self.corked_bytes = 0
+        t = self.t
+        if t is None or self.gone or t.is_close_frame_sent:
+            return  # as picows does with a frame after the close
         try:
-            self.t.send(WSMsgType.TEXT, frame)
+            if len(frames) == 1:
+                t.send(WSMsgType.TEXT, frames[0])
+            else:
+                t.underlying_transport.write(framed(frames))
         except Exception:
             self.conn.mark_closed()  # the socket is going away: as a failed write would
-        return True
+        self.conn.wake()  # a paced replay waiting for the bytes to leave may go on
 
     def buffered(self) -> int:
         t = self.t
-        return t.underlying_transport.get_write_buffer_size() if t is not None else 0
+        return (t.underlying_transport.get_write_buffer_size() if t is not None else 0) \
+            + self.corked_bytes
 
     async def close(self, code: int, reason: str) -> None:
         t = self.t
         if t is None or self.gone:
             return
+        self.flush()
         t.send_close(code, reason.encode())  # type: ignore[arg-type]  # any valid code
         try:
             await asyncio.wait_for(asyncio.shield(t.wait_disconnected()), _CLOSE_WAIT_S)
@@ -245,6 +278,7 @@ class PicowsConnection(WSListener):
             t.disconnect(graceful=False)
 
     def abort(self) -> None:
+        self.corked, self.corked_bytes = None, 0
         if self.t is not None:
             reset_on_close(self.t.underlying_transport)
             self.t.disconnect(graceful=False)

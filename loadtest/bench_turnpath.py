@@ -30,6 +30,17 @@ machine, how far to trust the CPU).
     python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --rounds 2 \
         --sessions 40 --sessions 200 --record
 
+Throughput (issue 13): ``--rate R1 --rate R2 ...`` gives one run per rate, and the record's
+``throughput`` the highest rate each checkout sustained (loadtest/turnpath/throughput.py: none
+lost or refused, every turn ended, ack p99 <= 50 ms, turn p99 <= 1 s) with each process's
+CPU-ms per turn at it; ``--workers N`` and ``--edges M`` (one port each, the sessions spread
+over them) size the stack. The load generator (this process, picows clients) shares the
+cores: its own CPU per turn is given as ``loadgen``.
+
+    python -m loadtest.bench_turnpath --tree /work/wt/before --tree . --profiles short \
+        --short-word-delay 0 --sessions 200 --rate 300 --rate 600 --rate 1000 --seconds 10 \
+        --grace 15 --workers 2 --rounds 2 --record turnpath-rate
+
 A tree may carry environment variables for its edge and worker, ``PATH+NAME=VALUE+...``: the
 same checkout with and without a setting are then two trees of one run (e.g. tracing on,
 ``--tree .+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``, with ``loadtest/otlp_sink.py``
@@ -43,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import sys
 import tempfile
@@ -60,6 +72,7 @@ from loadtest.bench_core import pct
 from loadtest.record import record
 from loadtest.turnpath.clients import ENDS, TEXT_FRAMES, Tally, closed_loop, connect_all, fixed_rate
 from loadtest.turnpath.stack import Stack, delta, log_figures
+from loadtest.turnpath.throughput import best
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_WORDS = 25  # what the demo model wraps around the quoted text (sessions/demo.py)
@@ -81,19 +94,19 @@ def profiles(a: argparse.Namespace) -> dict[str, Profile]:
             "short": Profile("short", "hello there", a.short_word_delay)}
 
 
-async def drive(stack: Stack, prof: Profile, sessions: int,
-                a: argparse.Namespace) -> dict[str, Any]:
+async def drive(stack: Stack, prof: Profile, sessions: int, a: argparse.Namespace,
+                rate: float = 0.0) -> dict[str, Any]:
     """Connect, idle (the baseline), load, wait for every acked turn; probes around each."""
     tally = Tally()
-    clients = await connect_all(stack.port, sessions, tally)
+    clients = await connect_all(stack.ports, sessions, tally)
     readers = [asyncio.create_task(c.read()) for c in clients]
     try:
         p0 = stack.probe()
         await asyncio.sleep(a.idle)
         p1 = stack.probe()
         until = time.perf_counter() + a.seconds
-        if a.rate:
-            await fixed_rate(clients, prof.text, a.rate, until)
+        if rate:
+            await fixed_rate(clients, prof.text, rate, until)
         else:
             await asyncio.gather(*(closed_loop(c, prof.text, until, a.grace) for c in clients))
         pending = [f for c in clients for f in c.ended.values()]
@@ -123,7 +136,7 @@ def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     out["redis_cmds_per_turn"] = round(
         (sum(load["cmds"].values()) - idle_cmds * load["t"]) / turns, 1)
     out["redis_idle_cmds_per_s"] = round(idle_cmds, 1)
-    top = Counter(load["cmds"]).most_common(24)
+    top = Counter(load["cmds"]).most_common(40)
     out["redis_cmds_per_turn_by_name"] = {k: round(v / turns, 2) for k, v in top}
     # command time only (INFO commandstats usec; a script's inner calls are counted both in
     # their own name and in its evalsha's): the rest of redis-server's CPU is its event loop
@@ -220,10 +233,10 @@ class Tree:
 
 
 def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
-              logs: Path) -> dict[str, Any]:
-    stack = Stack(tree.path, prof.word_delay, sessions, logs, tree.env)
+              logs: Path, rate: float = 0.0) -> dict[str, Any]:
+    stack = Stack(tree.path, prof.word_delay, sessions, logs, tree.env, a.edges, a.workers)
     try:
-        run = asyncio.run(drive(stack, prof, sessions, a))
+        run = asyncio.run(drive(stack, prof, sessions, a, rate))
         fig = figures(run, prof, stack.r, a.log_sample)
         fig["tracebacks"] = stack.tracebacks()
         return fig
@@ -238,6 +251,7 @@ def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
 KEYS = ("redis_cmds_per_text_frame", "redis_cmds_per_turn", "redis_cpu_ms_per_turn",
         "redis_reads_per_turn", "redis_writes_per_turn", "redis_cmd_usec_per_turn",
         "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn", "worker_cpu_ms_per_turn",
+        "loadgen_cpu_ms_per_turn",
         "turns_per_s", "ack_p50_ms", "ack_p99_ms", "turn_p50_ms", "turn_p99_ms",
         "turn_p50_over_stream", "text_frames_per_turn", "reply_words_per_turn")
 
@@ -246,11 +260,13 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per checkout, profile and sessions: the mean over rounds of each figure, with its
     spread."""
     out = []
-    for tree, name, n in dict.fromkeys((r["tree"], r["profile"], r["sessions"]) for r in runs):
-        rs = [r for r in runs
-              if (r["tree"], r["profile"], r["sessions"]) == (tree, name, n)]
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["tree"], r["profile"], r["sessions"], r.get("rate")
+
+    for tree, name, n, rate in dict.fromkeys(key(r) for r in runs):
+        rs = [r for r in runs if key(r) == (tree, name, n, rate)]
         row: dict[str, Any] = {"tree": tree, "commit": rs[0]["commit"], "profile": name,
-                               "sessions": n, "rounds": len(rs),
+                               "sessions": n, "rate": rate, "rounds": len(rs),
                                "lost": sum(r["lost"] for r in rs)}
         for k in (*KEYS, "log.bytes_per_turn", "log.ratio_to_reply",
                   "log.ratio_to_reply_without_user"):
@@ -271,10 +287,12 @@ def _get(run: dict[str, Any], dotted: str) -> Any:
 
 def _line(f: dict[str, Any]) -> str:
     return (f"{f['tree'].rsplit('/', 1)[-1]:>14} {f['commit'][:8]} r{f['round']} {f['profile']:>5} "
-            f"x{f['sessions']:<4} turns {f['ended']:>5} ({f['turns_per_s']}/s) lost {f['lost']} | "
+            f"x{f['sessions']:<4} rate {f['rate']} turns {f['ended']:>5} ({f['turns_per_s']}/s) "
+            f"lost {f['lost']} | "
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
             f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} edge {f['edge_cpu_ms_per_turn']} "
-            f"worker {f['worker_cpu_ms_per_turn']} | redis reads/turn "
+            f"worker {f['worker_cpu_ms_per_turn']} loadgen {f.get('loadgen_cpu_ms_per_turn')} "
+            f"| redis reads/turn "
             f"{f.get('redis_reads_per_turn')} writes {f.get('redis_writes_per_turn')} "
             f"cmd-µs {f['redis_cmd_usec_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
             f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream "
@@ -287,18 +305,18 @@ def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-turnpath-") as tmp:
         for rnd in range(a.rounds):
             for tree in a.tree if rnd % 2 == 0 else a.tree[::-1]:
-                for name in a.profiles:
-                    for n in a.sessions:
-                        logs = Path(tmp) / f"{rnd}-{len(runs)}-{tree.path.name}-{name}-{n}"
-                        fig = {"tree": tree.label, "env": tree.env,
-                               "commit": tree_commit(tree.path), "round": rnd,
-                               "sessions": n, "rate": a.rate or None,
-                               **run_level(tree, profs[name], n, a, logs)}
-                        runs.append(fig)
-                        print(_line(fig), file=sys.stderr, flush=True)
-                        print("    command µs per turn:", fig["redis_cmd_usec_per_turn_by_name"],
-                              "\n    commands per turn:", fig["redis_cmds_per_turn_by_name"],
-                              file=sys.stderr, flush=True)
+                for name, n, rate in itertools.product(a.profiles, a.sessions, a.rate):
+                    logs = Path(tmp) / f"{rnd}-{len(runs)}-{tree.path.name}-{name}-{n}"
+                    fig = {"tree": tree.label, "env": tree.env,
+                           "commit": tree_commit(tree.path), "round": rnd,
+                           "sessions": n, "rate": rate or None, "seconds": a.seconds,
+                           "edges": a.edges, "workers": a.workers,
+                           **run_level(tree, profs[name], n, a, logs, rate)}
+                    runs.append(fig)
+                    print(_line(fig), file=sys.stderr, flush=True)
+                    print("    command µs per turn:", fig["redis_cmd_usec_per_turn_by_name"],
+                          "\n    commands per turn:", fig["redis_cmds_per_turn_by_name"],
+                          file=sys.stderr, flush=True)
     return runs
 
 
@@ -313,8 +331,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, action="append", default=[],
                    help="client sessions, 1 reader each (repeatable: one run per value; "
                         "default 200)")
-    p.add_argument("--rate", type=float, default=0.0,
-                   help="total turns/s over the sessions (default 0: each in a closed loop)")
+    p.add_argument("--rate", type=float, action="append", default=[],
+                   help="total turns/s over the sessions (default 0: each in a closed loop); "
+                        "repeatable: one run per rate, and the highest sustained one "
+                        "(loadtest/turnpath/throughput.py) in the summary")
+    p.add_argument("--edges", type=int, default=1, help="edge processes (one port each)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--seconds", type=float, default=20.0, help="sending time of each run")
     p.add_argument("--idle", type=float, default=3.0, help="idle baseline, seconds")
     p.add_argument("--grace", type=float, default=10.0,
@@ -334,16 +356,22 @@ def main() -> None:
     a = p.parse_args()
     a.profiles = a.profiles.split(",")
     a.sessions = a.sessions or [200]
+    a.rate = a.rate or [0.0]
     if not set(a.profiles) <= {"long", "short"}:
         p.error("--profiles: long and/or short")
     if not (all(1 <= n <= 2000 for n in a.sessions) and 0 < a.seconds <= 30
-            and 0 < a.grace <= 30 and a.idle > 0 and a.rate >= 0):
-        p.error("--sessions 1-2000, --seconds and --grace above 0 and at most 30, --idle > 0")
+            and 0 < a.grace <= 30 and a.idle > 0 and min(a.rate) >= 0
+            and 1 <= a.edges <= 4 and 1 <= a.workers <= 8):
+        p.error("--sessions 1-2000, --seconds and --grace above 0 and at most 30, --idle > 0, "
+                "--edges 1-4, --workers 1-8")
     a.tree = a.tree or [Tree(ROOT, {})]
     runs = run_all(a)
     figs = {"runs": runs, "summary": summary(runs), "sessions": a.sessions,
-            "rate": a.rate or None, "seconds": a.seconds, "idle_s": a.idle}
+            "rate": [r for r in a.rate if r] or None, "seconds": a.seconds, "idle_s": a.idle,
+            "edges": a.edges, "workers": a.workers, "throughput": best(runs)}
     print(orjson.dumps(figs["summary"], option=orjson.OPT_INDENT_2).decode())
+    if figs["throughput"]:
+        print(orjson.dumps(figs["throughput"], option=orjson.OPT_INDENT_2).decode())
     if a.record is not None:
         print(f"recorded {record(a.record, figs, notes=a.notes)}", file=sys.stderr)
 

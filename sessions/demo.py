@@ -202,9 +202,10 @@ class DemoModel(Model):
 
 
 def _items(input: str | list[TResponseInputItem]) -> list[Any]:
+    """The conversation as dicts (only read: a dict is not copied, the whole history is)."""
     if isinstance(input, str):
         return [{"role": "user", "content": input}]
-    return [dict(i) for i in input]
+    return [i if type(i) is dict else dict(i) for i in input]
 
 
 def _names(handoffs: list[Handoff]) -> tuple[str, ...]:

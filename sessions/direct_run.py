@@ -34,23 +34,17 @@ from agents._tool_identity import resolve_tool_name_collisions
 from agents.items import ItemHelpers, MessageOutputItem, RunItem, TResponseInputItem
 from agents.models.interface import Model
 from agents.run_internal import turn_preparation as tp
-from agents.run_internal.items import (
-    deduplicate_input_items_preferring_latest,
-    ensure_input_item_format,
-)
+from agents.run_internal.items import ensure_input_item_format
 from agents.run_internal.prompt_cache_key import (
     PromptCacheKeyResolver,
     model_settings_with_prompt_cache_key,
 )
-from agents.run_internal.run_loop import _prepare_turn_input_items
-from agents.run_internal.session_persistence import (
-    prepare_input_with_session,
-    save_result_to_session,
-)
+from agents.run_internal.session_persistence import save_result_to_session
 from agents.tracing import get_trace_provider
 from agents.tracing.model_tracing import get_model_tracing_impl
 from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
 
+from sessions import sdk_history
 from sessions.lean_model import LeanChatModel
 from sessions.memory import Memory
 from sessions.model_pump import CAUGHT_UP, END, ModelPump
@@ -153,16 +147,13 @@ class DirectRun:
     async def _call_model(self, ctx: RunContextWrapper[Any]) -> ModelPump:
         """What the Runner does from the session's read to the model's call, in its order."""
         agent, cfg = self.agent, self.cfg
-        prepared, to_save = await prepare_input_with_session(
-            self.text, self.memory, None, None, include_history_in_prepared_input=True,
-            preserve_dropped_new_items=True, reasoning_item_id_policy=None, wrapper=ctx)
+        # the Runner's preparation of the input, in one pass for a history of messages
+        model_input, to_save = await sdk_history.prepare(self.text, self.memory, ctx)
         tools, _ = resolve_tool_name_collisions(
             await agent.get_all_tools(ctx), [], collision_policy=cfg.tool_name_collision_policy)
         instructions = await agent.get_system_prompt(ctx)
         model = tp.get_model(agent, cfg)
         settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
-        model_input = deduplicate_input_items_preferring_latest(
-            _prepare_turn_input_items(prepared, [], None))
         await self._save_input(to_save, ctx)
         key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
                                                session=self.memory, group_id=cfg.group_id)

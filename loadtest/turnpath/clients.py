@@ -14,6 +14,8 @@ import websockets
 
 from agentia.settings import DEV_SECRET
 from gateway.auth import mint
+from loadtest.turnpath import wire
+from loadtest.turnpath.wire import Closed
 
 TEXT_FRAMES = ("delta", "chunk")  # reply text: a log event before issue 13, a frame after
 ENDS = ("reply", "cancelled", "turn_error")
@@ -56,7 +58,7 @@ class Client:
         self.tally.sent += 1
         try:
             await self.ws.send(orjson.dumps({"type": "send", "id": cid, "text": text}).decode())
-        except websockets.ConnectionClosed:
+        except (websockets.ConnectionClosed, Closed):
             fut.set_result(None)  # the reader counts the close
         return fut
 
@@ -75,8 +77,12 @@ class Client:
     async def read(self) -> None:
         """Until the connection closes; a close by the edge is counted as an error."""
         try:
-            async for raw in self.ws:
-                self._frame(orjson.loads(raw), time.perf_counter())
+            listen = getattr(self.ws, "listen", None)
+            if listen is not None:  # picows (wire.py): frames come to feed as parsed
+                await listen(self.feed)
+            else:
+                async for raw in self.ws:
+                    self.feed(raw)
         except websockets.ConnectionClosed:
             pass
         if self.ws.close_code not in (None, 1000):
@@ -84,6 +90,9 @@ class Client:
         for fut in self.ended.values():  # nothing more comes: the senders move on
             if not fut.done():
                 fut.set_result(None)
+
+    def feed(self, raw: bytes | str) -> None:
+        self._frame(orjson.loads(raw), time.perf_counter())
 
     def _frame(self, f: dict[str, Any], now: float) -> None:
         t, kind = self.tally, str(f.get("type"))
@@ -119,16 +128,19 @@ class Client:
             self._end(cid, now)
 
 
-async def connect_all(port: int, n: int, tally: Tally) -> list[Client]:
+async def connect_all(port: int | list[int], n: int, tally: Tally) -> list[Client]:
+    """``n`` sessions, session ``i`` on the ``i``-th port of ``port`` round the list (several
+    edges, each on its own port: what a load balancer spreads)."""
     token = mint(DEV_SECRET, "bench-turnpath", 3600)
     sem = asyncio.Semaphore(50)
+    ports = port if isinstance(port, list) else [port]
 
     async def one(i: int) -> Client:
         async with sem:
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{port}/v1/ws?session=tp-{i}", compression=None,
-                additional_headers={"Authorization": f"Bearer {token}"}, ping_interval=None)
-            welcome = orjson.loads(await ws.recv())
+            ws, first = await wire.connect(
+                f"ws://127.0.0.1:{ports[i % len(ports)]}/v1/ws?session=tp-{i}",
+                {"Authorization": f"Bearer {token}"})
+            welcome = orjson.loads(first)
             return Client(ws, str(welcome.get("session", f"tp-{i}")), tally)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
@@ -142,9 +154,16 @@ async def closed_loop(c: Client, text: str, until: float, grace: float) -> None:
             return
 
 
+TICK_S = 0.005
+"""The fixed rate's sending period: the turns due are sent together (one timer per tick, not
+one sleep per turn: at 1,000 turns/s the sender's own wake-ups were a load of their own)."""
+
+
 async def fixed_rate(clients: list[Client], text: str, rate: float, until: float) -> None:
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() < until:
-        await asyncio.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
-        await clients[n % len(clients)].send(text)
-        n += 1
+    while (now := time.perf_counter()) < until:
+        due = int((now - t0) * rate) + 1
+        while n < due:
+            await clients[n % len(clients)].send(text)
+            n += 1
+        await asyncio.sleep(TICK_S)

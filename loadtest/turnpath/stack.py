@@ -25,10 +25,12 @@ read; writes: a reply written): with the command count, how many wake-ups a turn
 
 
 class Stack:
-    """redis-server, one edge and one worker of ``tree``; stopped by PID."""
+    """redis-server, ``edges`` edges and ``workers`` workers of ``tree``; stopped by PID.
+    Each edge listens on its own port (a load balancer's view of them: :attr:`ports`)."""
 
     def __init__(self, tree: Path, word_delay: float, sessions: int, logs: Path,
-                 extra: dict[str, str] | None = None) -> None:
+                 extra: dict[str, str] | None = None, edges: int = 1,
+                 workers: int = 1) -> None:
         """``extra``: environment variables of the edge and the worker (on top of ours)."""
         self.redis = RedisServer(logs / "redis", appendonly=True).start()
         env = {k: v for k, v in os.environ.items()
@@ -43,21 +45,28 @@ class Stack:
         module = "launch.cli" if (tree / "launch" / "cli.py").exists() else "agentia.cli"
         self.logs = {"edge": logs / "edge.log", "worker": logs / "worker.log"}
         self.procs: list[Any] = []
+        self.ports: list[int] = []
         try:
-            edge, info = start([sys.executable, "-m", module, "gateway", "--port", "0"], env,
-                               "AGENTIA_EDGE_READY", 120, what=f"the edge of {tree}",
-                               cwd=tree, stderr=self.logs["edge"])
-            self.procs.append(edge)
-            worker, _ = start([sys.executable, "-m", module, "worker"], env,
-                              "AGENTIA_WORKER_READY", 120, what=f"the worker of {tree}",
-                              cwd=tree, stderr=self.logs["worker"])
-            self.procs.append(worker)
+            for i in range(edges):
+                edge, info = start([sys.executable, "-m", module, "gateway", "--port", "0"],
+                                   env, "AGENTIA_EDGE_READY", 120, what=f"edge {i} of {tree}",
+                                   cwd=tree, stderr=self.logs["edge"])
+                self.procs.append(edge)
+                self.ports.append(int(info["port"]))
+            for i in range(workers):
+                worker, _ = start([sys.executable, "-m", module, "worker"], env,
+                                  "AGENTIA_WORKER_READY", 120, what=f"worker {i} of {tree}",
+                                  cwd=tree, stderr=self.logs["worker"])
+                self.procs.append(worker)
         except BaseException:
             self.stop()
             raise
-        self.port = int(info["port"])
+        self.port = self.ports[0]
         assert self.redis.proc is not None
-        self.pids = {"edge": edge.pid, "worker": worker.pid, "redis": self.redis.proc.pid}
+        pids = [p.pid for p in self.procs]
+        self.pids = {"edge": pids[:edges], "worker": pids[edges:],
+                     "redis": [self.redis.proc.pid], "loadgen": [os.getpid()]}
+        """``loadgen``: this process, the clients (on the same cores as what it measures)."""
         self.r = redis.Redis.from_url(self.redis.url)
 
     def probe(self) -> dict[str, Any]:
@@ -69,7 +78,8 @@ class Stack:
                 if k != "cmdstat_info"}
         info = self.r.info("stats")
         io = {k: int(info.get(k, 0)) for k in IO_STATS}
-        return {"cpu": {k: cpu_s(p) for k, p in self.pids.items()}, "cmds": cmds, "usec": usec,
+        return {"cpu": {k: sum(cpu_s(p) for p in ps) for k, ps in self.pids.items()},
+                "cmds": cmds, "usec": usec,
                 "io": io, "t": time.perf_counter(), "machine": machine_ticks()}
 
     def tracebacks(self) -> dict[str, int]:

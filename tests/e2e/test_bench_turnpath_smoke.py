@@ -41,3 +41,32 @@ def test_bench_turnpath_records_every_run(tmp_path: Path) -> None:
     assert runs["long"]["reply_words_per_turn"] == 60 > runs["short"]["reply_words_per_turn"]
     assert {(s["profile"], s["rounds"]) for s in doc["figures"]["summary"]} == {
         ("long", 1), ("short", 1)}
+
+
+def test_bench_turnpath_throughput_mode_records_each_rate(tmp_path: Path) -> None:
+    """``--rate`` twice, two edges and two workers: one run per rate, every turn sent ended,
+    the load generator's CPU measured, and the throughput summary of the rates offered."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_turnpath", "--tree", str(ROOT), "--sessions", "4",
+         "--profiles", "short", "--rate", "8", "--rate", "16", "--seconds", "1.5", "--idle",
+         "0.3", "--grace", "10", "--short-word-delay", "0", "--log-sample", "2", "--edges", "2",
+         "--workers", "2", "--record", "turnpath-rate-smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**os.environ, "AGENTIA_RESULTS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    figs = json.loads((tmp_path / "turnpath-rate-smoke.json").read_text())["figures"]
+    runs = {r["rate"]: r for r in figs["runs"]}
+    assert set(runs) == {8.0, 16.0}
+    assert 0 < runs[8.0]["sent"] < runs[16.0]["sent"] <= 16 * 1.5 + 1
+    for r in runs.values():
+        assert r["ended"] == r["sent"] == r["acked"], r
+        assert r["lost"] == 0 and not r["errors"], r
+        assert r["edges"] == r["workers"] == 2 and r["tracebacks"] == {"edge": 0, "worker": 0}
+        # the load generator idles at ~0 CPU (the processes' idle rates, over 0.3 s of a
+        # shared box, are noise: only the key is checked for them)
+        assert r["loadgen_cpu_ms_per_turn"] > 0 and "edge_cpu_ms_per_turn" in r, r
+    (row,) = figs["throughput"]
+    assert row["offered"] == [8.0, 16.0] and row["sessions"] == 4
+    assert set(row["sustained"]) <= {8.0, 16.0}
+    assert {(s["rate"], s["rounds"]) for s in figs["summary"]} == {(8.0, 1), (16.0, 1)}

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agentia.codes import AgentiaError, ErrorCode
 from agentia.settings import from_env
 from agentia.settings_edge import EdgeSettings
 from gateway.connection import Connection
@@ -216,3 +217,25 @@ async def test_a_paced_replay_to_a_reader_that_stalls_closes_slow(node: EdgeNode
     assert 1.0 <= took < 5.0  # send_stall_s = 1
     assert stuck.t.closed is None  # a reset, no close frame: it could not get through
     assert not any(f.get("type") == "resumed" for f in stuck.t.frames)
+
+
+async def test_the_shard_lag_is_read_once_for_sends_that_come_together(
+        node: EdgeNode, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sends that find the lag a second old while it is being read go by the last figure: one
+    read of it, not one each (they each read it: 0.12 reads a turn at 200 sessions)."""
+    reads: list[str] = []
+    real = bus.inbound_lag
+
+    async def counted(sid: str, agent: str = "default") -> int:
+        reads.append(sid)
+        return await real(sid, agent)
+
+    monkeypatch.setattr(bus, "inbound_lag", counted)
+    await asyncio.gather(*(node.check_overload("s-lag", f"r{i}") for i in range(20)))
+    assert reads == ["s-lag"]
+    for shard, (_, lag) in list(node._lag.items()):  # a second later: read again
+        node._lag[shard] = (0.0, lag)
+    monkeypatch.setattr(node.settings, "max_inbound_lag", -1)
+    with pytest.raises(AgentiaError) as refused:
+        await node.check_overload("s-lag", "r-late")
+    assert refused.value.code is ErrorCode.OVERLOADED and reads == ["s-lag", "s-lag"]
