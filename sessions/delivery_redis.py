@@ -86,7 +86,9 @@ class RedisNodeDelivery(RedisCore):
     async def read_delivery(self, node: str, last_id: bytes,
                             block_ms: int = 1000) -> list[Delivered]:
         key = self.keys.delivery(node)
-        if self.cluster:
+        if self.cluster or (node not in self._readers and len(self._readers) >= READERS_KEPT):
+            # a Cluster, or more nodes read from this client than it keeps readers for (tests,
+            # tools): one XREAD at a time on a pool connection
             res = await self.redis.xread({key: last_id}, count=1000, block=block_ms)
             return [d for _stream, rows in res or [] for rid, f in rows
                     for d in _delivered(rid, f)]
@@ -119,8 +121,6 @@ class RedisNodeDelivery(RedisCore):
             await self._drop_reader(node)
             ahead = None
         if ahead is None:
-            if len(self._readers) >= READERS_KEPT:
-                await self._drop_reader(next(iter(self._readers)))
             conn = await self.redis.connection_pool.get_connection()
             ahead = self._readers[node] = R.Ahead(conn, last_id, block_ms)
         kept = ahead

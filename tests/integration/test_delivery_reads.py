@@ -13,6 +13,7 @@ from launch.redis_server import RedisServer
 from sessions import delivery_reads as R
 from sessions import keys as K
 from sessions.bus import Bus
+from sessions.delivery_redis import READERS_KEPT
 
 
 async def _tick(r: aioredis.Redis, key: str, n: int) -> bytes:
@@ -106,5 +107,24 @@ async def test_a_stream_deleted_under_the_reads_is_made_again(
         rid = await r.xadd(key, {"s": "s1", "o": 7, "e": b"{}"}, id="9999999999999-1")
         rows = await bus.read_delivery("nr4", rows[-1].id, 2000)
         assert [(d.id, d.offset) for d in rows] == [(rid, 7)]
+    finally:
+        await r.aclose()
+
+
+async def test_nodes_beyond_the_kept_readers_read_one_at_a_time(
+        bus: Bus, redis_server: RedisServer) -> None:
+    """A client reading more nodes than it keeps readers for (READERS_KEPT) reads the rest
+    with one XREAD at a time on a pool connection: each node gets its own entries, and the
+    kept readers are not dropped for it."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    nodes = [f"nk{i}" for i in range(READERS_KEPT + 2)]
+    try:
+        for i, node in enumerate(nodes):
+            await _tick(r, bus.keys.delivery(node), i)
+        for _ in range(2):
+            for i, node in enumerate(nodes):
+                got = await bus.read_delivery(node, b"0-0", 2000)
+                assert [d.offset for d in got] == [i]
+        assert set(bus._readers) == set(nodes[:READERS_KEPT])
     finally:
         await r.aclose()
