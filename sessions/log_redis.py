@@ -1,6 +1,6 @@
 """The session log on Redis (:class:`sessions.roles.SessionLog`): open a session, append to
-its log (fenced, idempotent Lua, sessions/scripts.py), read a range back, its meta, and the
-users' lists of their sessions."""
+its log (fenced, idempotent Lua, sessions/scripts.py), read a range back, its meta; the users'
+lists of their sessions are :class:`sessions.user_sessions_redis.RedisUserSessions`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import events as E
 from sessions import keys as K
 from sessions.agents_redis import RedisAgentDirectory
-from sessions.call_slots import CallSlots
 from sessions.deferred_appends import Deferred, DeferredAppends
-from sessions.opening import Limits, UserLimits
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 from sessions.roles import (
@@ -35,11 +33,12 @@ from sessions.roles import (
     UnknownAgent,
 )
 from sessions.turns_redis import turn_of
+from sessions.user_sessions_redis import RedisUserSessions
 
 _OPEN_REFUSALS = (Forbidden, Missing, UnknownAgent, AgentMismatch)
 
 
-class RedisSessionLog(DeferredAppends, RedisAgentDirectory):
+class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
     """Appends deliver to the session's nodes, hence built on :class:`RedisNodeDelivery`;
     sessions get their agent from the registry (:class:`RedisAgentDirectory`)."""
 
@@ -114,35 +113,6 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory):
             return await self.open_session(sid, user, node, create=create, agent=agent)
         except (*_OPEN_REFUSALS, BusUnavailable) as exc:
             return exc
-
-    async def touch_user_session(self, user: str, sid: str) -> None:
-        """Remember the session in the user's list (most recent first, bounded)."""
-        await self.touch_user_sessions({(user, sid): time.time()})
-
-    @down
-    async def touch_user_sessions(self, seen: dict[tuple[str, str], float]) -> None:
-        """Many users' sessions in one round trip (edges batch what their handshakes saw)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (user, sid), ts in seen.items():
-                key = self.keys.user_sessions(user)
-                pipe.zadd(key, {sid: ts})
-                pipe.zremrangebyrank(key, 0, -K.USER_SESSIONS_KEPT - 1)
-                pipe.expire(key, K.SESSION_TTL)
-            await pipe.execute()
-
-    async def user_sessions(self, user: str, limit: int) -> list[tuple[str, float]]:
-        """The user's sessions, most recently active first: (id, last active, unix seconds)."""
-        rows = await self.redis.zrevrange(self.keys.user_sessions(user), 0, limit - 1,
-                                          withscores=True)
-        return [(r.decode(), float(sc)) for r, sc in rows]
-
-    def user_limits(self, limits: Limits) -> UserLimits:
-        """The per-user limits (sessions/opening.py) on this bus's Redis and prefix."""
-        return UserLimits(self.redis, self.keys.prefix, limits)
-
-    def call_slots(self) -> CallSlots:
-        """Users' concurrent voice calls (sessions/call_slots.py) on this bus's Redis."""
-        return CallSlots(self.redis, self.keys)
 
     @down
     async def session_meta(self, sid: str) -> dict[str, str]:
