@@ -4,13 +4,19 @@ worker has room for; and that stopping leaves nothing claimed that the worker do
 
 from __future__ import annotations
 
+import uuid
+
+import orjson
 import redis.asyncio as aioredis
 
 from launch.redis_server import RedisServer
 from sessions import claims_ahead as A
 from sessions import keys as K
-from sessions.bus import Bus
+from sessions.bus import Bus, connect
 from sessions.claims_ahead import ClaimsAhead
+from sessions.runtime import ModelConfig, model_provider
+from sessions.worker import Worker, WorkerConfig
+from tests.agents_fixtures import fast
 
 
 async def _turn(r: aioredis.Redis, bus: Bus, n: int) -> None:
@@ -98,3 +104,29 @@ async def test_a_dropped_connection_leaves_its_claims_pending_for_reclaim(
     finally:
         await ahead.close()
         await r.aclose()
+
+
+async def test_a_worker_reading_ahead_runs_every_turn_and_leaves_none_claimed(
+        redis_server: RedisServer) -> None:
+    """A worker (room for 2, so its reads in flight ask for at most 2) runs 6 sessions' turns
+    through its reads ahead and stops (burst): every turn replied to, nothing left in any
+    shard's pending list (no read in flight kept a turn it did not run)."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=20, concurrency=2))
+        for n in range(6):
+            await bus.open_session(f"s{n}", "alice")
+            await bus.submit(f"s{n}", "m", "hello there", user="alice")
+        await worker.run(burst=True)
+        for n in range(6):
+            events = (await bus.replay(f"s{n}", 0, None)).events
+            assert orjson.loads(events[-1][1])["type"] == "reply"
+        for shard in range(4):
+            got = await r.xpending(bus.keys.inbound(shard, K.DEFAULT_AGENT), K.GROUP)
+            assert got["pending"] == 0
+    finally:
+        await r.aclose()
+        await bus.close()
