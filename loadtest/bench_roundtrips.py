@@ -12,9 +12,11 @@ commands and pipelines, counted at the client; its polling, XREADGROUP/XAUTOCLAI
 by kind; Redis ``total_reads_processed`` and ``total_commands_processed`` (INFO stats; the
 polling included); and the machine's idle share over the run (/proc/stat).
 
-    python -m loadtest.bench_roundtrips --tree /work/wt/before --tree . --rounds 2 --record
+    python -m loadtest.bench_roundtrips --tree /work/wt/before --tree . --rounds 2 --record \
+        --name turn-roundtrips-mine
 
-Results: ``loadtest/results/turn-roundtrips.json``; docs/benchmarks.md.
+Results: ``loadtest/results/<NAME>.json`` (``turn-roundtrips.json`` by default);
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -150,7 +152,10 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=40)
     ap.add_argument("--word-delay", type=float, default=0.02)
     ap.add_argument("--record", action="store_true",
-                    help="write loadtest/results/turn-roundtrips.json")
+                    help="write loadtest/results/<--name>.json")
+    ap.add_argument("--name", default="turn-roundtrips",
+                    help="the record's name (default turn-roundtrips: pick a new one rather "
+                         "than overwrite another's figures)")
     a = ap.parse_args()
     trees = [t.resolve() for t in (a.tree or [ROOT])]
     runs = []
@@ -162,8 +167,8 @@ def main() -> None:
     if a.record:
         from loadtest.record import record
 
-        print(record("turn-roundtrips", {"sessions": a.sessions, "word_delay_s": a.word_delay,
-                                          "runs": runs}))
+        print(record(a.name, {"sessions": a.sessions, "word_delay_s": a.word_delay,
+                              "runs": runs}))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ frames (docs/protocol.md): both count as reply-text frames, ``partial`` frames a
 Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded) per
 turn and per reply-text frame; Redis's reads and replies per turn (INFO stats
 ``total_reads_processed``/``total_writes_processed``: its event loop's wake-ups, what most of its
-CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn of redis-server,
-the edge and the worker (less what each burns idle); turns/s; ack and turn latency p50/p99; lost
+CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn of redis-server
+(its INFO cpu, microseconds), the edge and the worker (/proc, 10 ms ticks: less precise, but
+they burn ten times more) less what each burns idle; turns/s; ack and turn latency p50/p99; lost
 turns (acked, never ended by ``reply``/``cancelled``/``turn_error``); and for ``--log-sample``
 sessions the session log's bytes per finished turn (XRANGE: entry ids, field names and values)
 against the reply text; and the machine's idle share over the load (/proc/stat: on a shared
@@ -337,8 +338,10 @@ def parser() -> argparse.ArgumentParser:
                         "(loadtest/turnpath/throughput.py) in the summary")
     p.add_argument("--edges", type=int, default=1, help="edge processes (one port each)")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--seconds", type=float, default=20.0, help="sending time of each run")
-    p.add_argument("--idle", type=float, default=3.0, help="idle baseline, seconds")
+    p.add_argument("--seconds", type=float, default=20.0,
+                   help="sending time of each run (at most 120: at 40 sessions, 60 s gives "
+                        "~400 long turns, ~1 s of Redis CPU to tell trees apart)")
+    p.add_argument("--idle", type=float, default=5.0, help="idle baseline, seconds")
     p.add_argument("--grace", type=float, default=10.0,
                    help="after sending, seconds for acked turns to end (then: lost)")
     p.add_argument("--long-words", type=int, default=300)
@@ -359,10 +362,10 @@ def main() -> None:
     a.rate = a.rate or [0.0]
     if not set(a.profiles) <= {"long", "short"}:
         p.error("--profiles: long and/or short")
-    if not (all(1 <= n <= 2000 for n in a.sessions) and 0 < a.seconds <= 30
-            and 0 < a.grace <= 30 and a.idle > 0 and min(a.rate) >= 0
+    if not (all(1 <= n <= 2000 for n in a.sessions) and 0 < a.seconds <= 120
+            and 0 < a.grace <= 30 and 0 < a.idle <= 30 and min(a.rate) >= 0
             and 1 <= a.edges <= 4 and 1 <= a.workers <= 8):
-        p.error("--sessions 1-2000, --seconds and --grace above 0 and at most 30, --idle > 0, "
+        p.error("--sessions 1-2000, --seconds 0-120, --grace 0-30, --idle 0-30, "
                 "--edges 1-4, --workers 1-8")
     a.tree = a.tree or [Tree(ROOT, {})]
     runs = run_all(a)

@@ -64,6 +64,8 @@ class RedisAttempts(RedisSessionLog):
         more = [orjson.dumps(e) for e in then or ()]
         note = orjson.dumps({"role": "user", "content": said})
         await self._webhook_mark(sid)
+        if self._deferred:
+            await self._send_deferred(sid)  # an earlier attempt's, kept for a tick: first
         keys = [k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                 k.partial(sid), k.notes(sid)]
         inline = self._inline_targets(sid)  # the fan-out in START (single Redis), as APPEND

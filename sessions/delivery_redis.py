@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 import orjson
+from redis.exceptions import ResponseError
 
+from sessions import delivery_reads as R
 from sessions import keys as K
 from sessions import webhook_outbox as W
 from sessions.redis_client import REDIS_DOWN
@@ -84,43 +86,75 @@ class RedisNodeDelivery(RedisCore):
     async def read_delivery(self, node: str, last_id: bytes,
                             block_ms: int = 1000) -> list[Delivered]:
         key = self.keys.delivery(node)
-        if self.cluster:
+        if self.cluster or (node not in self._readers and len(self._readers) >= READERS_KEPT):
+            # a Cluster, or more nodes read from this client than it keeps readers for (tests,
+            # tools): one XREAD at a time on a pool connection
             res = await self.redis.xread({key: last_id}, count=1000, block=block_ms)
             return [d for _stream, rows in res or [] for rid, f in rows
                     for d in _delivered(rid, f)]
-        raw = await self._xread_raw(node, key, last_id, block_ms)
+        raw = await self._read_ahead(node, key, last_id, block_ms)
         if not raw:
             return []
         # RESP3 answers {stream: entries}, RESP2 [[stream, entries]]; an entry is
         # [id, [field, value, ...]]
         streams = raw.values() if isinstance(raw, dict) else (pair[1] for pair in raw)
-        return [d for rows in streams for rid, flat in rows
-                for d in _delivered(rid, dict(zip(flat[::2], flat[1::2], strict=True)))]
+        out = [d for rows in streams for rid, flat in rows
+               for d in _delivered(rid, dict(zip(flat[::2], flat[1::2], strict=True)))]
+        ahead = self._readers.get(node)
+        if out and ahead is not None:
+            ahead.after = out[-1].id
+        return out
 
-    async def _xread_raw(self, node: str, key: str, last_id: bytes, block_ms: int) -> Any:
-        """XREAD on a connection kept for this node's reader, its reply unparsed. The pool's
-        checkout and release, redis-py's reply parsing and its per-command observability
-        hooks cost the edge more than the rest of a frame's delivery when events come a few
-        per read (loadtest/bench_peer.py --agentia-feed chunk); the connection keeps the
-        pool's retry policy (a dropped connection is re-made and the read sent again, as
-        any command), and a read cut short (cancelled, timed out) disconnects it, so a late
-        reply is never taken for the next one's."""
-        conn = self._readers.pop(node, None)
-        if conn is None:
+    async def _read_ahead(self, node: str, key: str, last_id: bytes, block_ms: int) -> Any:
+        """The next read of ``node``'s stream after ``last_id``, its reply unparsed, on a
+        connection kept for this node's reader with reads asked for ahead
+        (sessions/delivery_reads.py: a wake-up of Redis fewer per tick). The pool's checkout
+        and release, redis-py's reply parsing and its per-command observability hooks cost
+        the edge more than the rest of a frame's delivery when events come a few per read
+        (loadtest/bench_peer.py --agentia-feed chunk). A dropped connection is re-made and
+        the reads started again from ``last_id`` under the pool's retry policy, as any
+        command; a read cut short (cancelled, timed out) or refused drops the connection with
+        the reads on it, so a late reply is never taken for another's and nothing the caller
+        did not get is skipped."""
+        ahead = self._readers.get(node)
+        if ahead is not None and (ahead.after != last_id or ahead.block_ms != block_ms):
+            await self._drop_reader(node)
+            ahead = None
+        if ahead is None:
             conn = await self.redis.connection_pool.get_connection()
-        args = ("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", key, last_id)
+            ahead = self._readers[node] = R.Ahead(conn, last_id, block_ms)
+        kept = ahead
 
         async def once() -> Any:
-            await conn.send_command(*args)
-            return await conn.read_response()
+            for _ in range(2):
+                if not kept.started:  # the group at what the caller was last given
+                    await R.start(kept.conn, key, kept.after)
+                    kept.started = True
+                try:
+                    return await R.read_one(kept, key)
+                except ResponseError as exc:
+                    if not R.gone(exc):
+                        raise
+                    # the stream was deleted (its node dropped, Redis forgot it): again
+                    await dropped(exc)
+            return None
+
+        async def dropped(_err: BaseException) -> None:
+            kept.pending, kept.started = 0, False
+            await kept.conn.disconnect()
 
         try:
-            return await conn.retry.call_with_retry(once, lambda _err: conn.disconnect())
-        finally:
-            if node not in self._readers and len(self._readers) < READERS_KEPT:
-                self._readers[node] = conn
-            else:
-                await self.redis.connection_pool.release(conn)
+            return await kept.conn.retry.call_with_retry(once, dropped)
+        except BaseException:
+            await self._drop_reader(node)
+            raise
+
+    async def _drop_reader(self, node: str) -> None:
+        """Forget ``node``'s reader connection and every read in flight on it."""
+        ahead = self._readers.pop(node, None)
+        if ahead is not None:
+            await ahead.conn.disconnect()
+            await self.redis.connection_pool.release(ahead.conn)
 
     @down
     async def stream_frame(self, sid: str, frame: bytes, but: str = "") -> bool:

@@ -47,6 +47,9 @@ DELIVERY_MAXLEN = 100_000
 """Entries kept in one edge node's delivery stream; a node further behind resumes from logs."""
 DELIVERY_TTL = 120
 """A delivery stream nobody writes to for this long (its node is gone) expires."""
+DELIVERY_GROUP = "reader"
+"""The consumer group of a node's delivery stream on a single Redis: its position is where
+the node's reads in flight continue (sessions/delivery_reads.py); NOACK, no pending list."""
 NODE_TTL = 15
 """An edge node whose heartbeat is older than this is considered dead."""
 NODE_CHECK_S = 5.0

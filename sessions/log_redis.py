@@ -1,6 +1,6 @@
 """The session log on Redis (:class:`sessions.roles.SessionLog`): open a session, append to
-its log (fenced, idempotent Lua, sessions/scripts.py), read a range back, its meta, and the
-users' lists of their sessions."""
+its log (fenced, idempotent Lua, sessions/scripts.py), read a range back, its meta; the users'
+lists of their sessions are :class:`sessions.user_sessions_redis.RedisUserSessions`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from agentia.codes import AgentiaError, BusUnavailable, ErrorCode, SessionLost
 from sessions import events as E
 from sessions import keys as K
 from sessions.agents_redis import RedisAgentDirectory
-from sessions.call_slots import CallSlots
-from sessions.delivery_redis import RedisNodeDelivery
-from sessions.opening import Limits, UserLimits
+from sessions.deferred_appends import Deferred, DeferredAppends
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 from sessions.roles import (
@@ -35,11 +33,12 @@ from sessions.roles import (
     UnknownAgent,
 )
 from sessions.turns_redis import turn_of
+from sessions.user_sessions_redis import RedisUserSessions
 
 _OPEN_REFUSALS = (Forbidden, Missing, UnknownAgent, AgentMismatch)
 
 
-class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
+class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
     """Appends deliver to the session's nodes, hence built on :class:`RedisNodeDelivery`;
     sessions get their agent from the registry (:class:`RedisAgentDirectory`)."""
 
@@ -114,35 +113,6 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             return await self.open_session(sid, user, node, create=create, agent=agent)
         except (*_OPEN_REFUSALS, BusUnavailable) as exc:
             return exc
-
-    async def touch_user_session(self, user: str, sid: str) -> None:
-        """Remember the session in the user's list (most recent first, bounded)."""
-        await self.touch_user_sessions({(user, sid): time.time()})
-
-    @down
-    async def touch_user_sessions(self, seen: dict[tuple[str, str], float]) -> None:
-        """Many users' sessions in one round trip (edges batch what their handshakes saw)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (user, sid), ts in seen.items():
-                key = self.keys.user_sessions(user)
-                pipe.zadd(key, {sid: ts})
-                pipe.zremrangebyrank(key, 0, -K.USER_SESSIONS_KEPT - 1)
-                pipe.expire(key, K.SESSION_TTL)
-            await pipe.execute()
-
-    async def user_sessions(self, user: str, limit: int) -> list[tuple[str, float]]:
-        """The user's sessions, most recently active first: (id, last active, unix seconds)."""
-        rows = await self.redis.zrevrange(self.keys.user_sessions(user), 0, limit - 1,
-                                          withscores=True)
-        return [(r.decode(), float(sc)) for r, sc in rows]
-
-    def user_limits(self, limits: Limits) -> UserLimits:
-        """The per-user limits (sessions/opening.py) on this bus's Redis and prefix."""
-        return UserLimits(self.redis, self.keys.prefix, limits)
-
-    def call_slots(self) -> CallSlots:
-        """Users' concurrent voice calls (sessions/call_slots.py) on this bus's Redis."""
-        return CallSlots(self.redis, self.keys)
 
     @down
     async def session_meta(self, sid: str) -> dict[str, str]:
@@ -241,9 +211,11 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         With ``owner`` the write is fenced by the session lock (raises :class:`LockLost`) and
         idempotent: a retry after a dropped connection does not append twice.
 
-        With ``later`` the nodes get the events with the session's next chunks (same pipeline,
-        before them), not in a round trip of their own: for an event that text follows at once
-        (the ``speaking`` state, sessions/turn_log.py).
+        With ``later`` the events go with the session's next chunks (same pipeline, before
+        them), not in a round trip of their own: for an event that text follows at once (the
+        ``speaking`` state, sessions/turn_log.py). On a single Redis with the session's nodes
+        known, the append itself waits for that tick (sessions/deferred_appends.py; 0 is
+        returned); else the append is made now and only the nodes' copies wait.
         """
         return (await self._append_events(sid, event, done, owner, run, release=False,
                                           later=later))[0]
@@ -260,9 +232,11 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
         await self._webhook_mark(sid)
+        if self._deferred:
+            await self._send_deferred(sid)  # the session's earlier append goes first
         # on a single Redis, the fan-out (and the ending's XACK) inside the script when the
         # session's live nodes are known (issue 13: the caller's own round trip fewer)
-        inline = None if later else self._inline_targets(sid)
+        inline = self._inline_targets(sid)
         keys = [k.meta(sid), k.log(sid), k.nodes(sid), k.lock(sid), k.turns(sid),
                 k.partial(sid), k.memory(sid)]
         fan: list[Any] = ["", "", "", ""]
@@ -272,12 +246,14 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
             if ack:  # ("XACK", stream, group, id)
                 keys.append(ack[1])
                 fan[2:] = [ack[3], ack[2]]
-        res = await self._run_script(
-            self._append, keys=keys,
-            args=[raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
-                  append_id, owner, run, "1" if release else "", K.MEMORY_MAXLEN,
-                  len(remember or ()), *fan, *(remember or ()), *raws[1:]],
-        )
+        args = [raws[0], self.log_maxlen, K.SESSION_TTL, "" if done is None else done,
+                append_id, owner, run, "1" if release else "", K.MEMORY_MAXLEN,
+                len(remember or ()), *fan, *(remember or ()), *raws[1:]]
+        if later and inline is not None and not ack:
+            self._defer(Deferred(sid, keys, args, raws, inline))
+            return 0, Ended(False)
+        inline = None if later else inline
+        res = await self._run_script(self._append, keys=keys, args=args)
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
@@ -342,17 +318,15 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
     async def stream_chunks(self, pieces: list[tuple[str, str, int, bytes, str]]) -> None:
         """Chunks of running turns (docs/protocol.md ``chunk``), ``(session, run, seq, frame,
         text)`` each, in one pipeline, not in the log: a piece with ``text`` (every
-        ``PARTIAL_EVERY``-th, holding the text since the last) is pushed to its run's partial
-        buffer as ``<run>#<seq>|<text>`` (what a resume reads; RPUSHX: a buffer its turn
-        already dropped is not created again; before the delivery entries in the pipeline, so
-        a reader that gets that piece finds it in the buffer),
+        ``PARTIAL_EVERY``-th, the text since the last) is pushed to its run's partial buffer as
+        ``<run>#<seq>|<text>`` (what a resume reads; RPUSHX: a dropped buffer is not made again;
+        before the delivery entries, so a reader that gets that piece finds it in the buffer),
         and the pieces for each node holding their sessions packed into **one** entry of that
-        node's delivery stream (``{b: record\nrecord…}``, a record being ``<session>\t<run>|<seq>
-        \t<frame>``: session ids and run ids hold no tab or newline, and JSON frames no raw
-        control character). A worker sends every running turn's pieces of one tick together, so
-        a tick costs each node one stream entry to write and read, not one per piece. The nodes
-        are known from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read
-        (``HKEYS``) at the end of this pipeline, for the next tick."""
+        node's delivery stream (``{b: record\nrecord…}``, a record ``<session>\t<run>|<seq>\t
+        <frame>``: ids hold no tab or newline, JSON frames no raw control character): a tick
+        costs each node one entry to write and read, not one per piece. The nodes are known
+        from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read (``HKEYS``)
+        at the end of this pipeline, for the next tick."""
         k = self.keys
         sids = list(dict.fromkeys(p[0] for p in pieces))
         # log events left for this tick (:meth:`append` ``later``): taken now, sent first
@@ -364,8 +338,10 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
         targets = [[n for n in nodes_of[p[0]] if n in alive] for p in pieces]
         batches: dict[bytes, list[bytes]] = {}
         fresh: set[bytes] = set()
+        taken: list[Deferred] = []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                taken = self._take_deferred(sids, pipe)  # appends left for this tick: first
                 for sid, first, events, nodes in later:
                     for node in nodes:
                         if node in alive:
@@ -390,9 +366,12 @@ class RedisSessionLog(RedisNodeDelivery, RedisAgentDirectory):
                         pipe.expire(stream, K.DELIVERY_TTL)
                 for sid in stale:
                     pipe.hkeys(k.nodes(sid))
-                replies = await pipe.execute()
+                replies = await pipe.execute(raise_on_error=not taken)
+            if taken:
+                await self._deferred_replies(taken, replies)
             if stale:
                 self._renew_nodes(stale, replies[-len(stale):])
         except REDIS_DOWN:
+            self._keep_deferred(taken)
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable
                 raise

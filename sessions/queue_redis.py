@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from sessions import keys as K
+from sessions.claims_ahead import ClaimsAhead
 from sessions.redis_core import RedisCore, down
 from sessions.roles import Claimed, Inbound, Turn
 
@@ -80,6 +81,17 @@ class RedisTurnQueue(RedisCore):
         return [RedisClaim(self, stream.decode(), rid, f[b"s"].decode(), consumer, False,
                            agent_of.get(stream, K.DEFAULT_AGENT))
                 for stream, rows in res or [] for rid, f in rows]
+
+    def claims_ahead(self, shards: Sequence[Inbound | int], consumer: str,
+                     block_ms: int) -> ClaimsAhead | None:
+        """A reader of ``shards`` with its reads asked for ahead (sessions/claims_ahead.py);
+        None on a Cluster (one shard per read there: :meth:`claim` per shard)."""
+        if self.cluster:
+            return None
+        agent_of = {self.keys.inbound(s, a).encode(): a for a, s in map(_inbound, shards)}
+        return ClaimsAhead(self.redis, agent_of, consumer, block_ms,
+                           lambda stream, rid, sid, agent: RedisClaim(
+                               self, stream, rid, sid, consumer, False, agent))
 
     async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]:

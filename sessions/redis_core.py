@@ -103,6 +103,9 @@ class RedisCore:
         """Session -> (when, the nodes holding it): what its last append saw."""
         self._readers: dict[str, Any] = {}
         """Node -> the Redis connection its delivery reads use (sessions/delivery_redis.py)."""
+        self._deferred: dict[str, Any] = {}
+        """Session -> an append kept for its next tick of chunks (sessions/deferred_appends.py);
+        one per session at most, so bounded by the turns running."""
         self._later: dict[str, tuple[str, int, list[bytes], list[bytes]]] = {}
         """Session -> a fan-out left for its next tick of chunks (sid, first offset, events,
         nodes): an append ``later`` (sessions/log_redis.py); one per session at most, so

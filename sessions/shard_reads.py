@@ -12,6 +12,7 @@ from typing import Any
 
 from agentia import metrics as M
 from agentia.codes import BusUnavailable
+from sessions.claims_ahead import ClaimsAhead
 from sessions.roles import Claimed, Inbound, WorkerBus
 from sessions.worker_config import WorkerConfig
 
@@ -35,19 +36,31 @@ class ShardReads:
         raise NotImplementedError
 
     async def _run_all_shards(self, burst: bool) -> None:
-        while not self.stopping.is_set():
-            got = await self._poll()
-            if burst and not got and not self.tasks:
-                got = await self._reclaim()
-                if not got and not self.tasks:
-                    return
+        # reads asked for ahead on the bus's own reader (sessions/claims_ahead.py), if it has
+        make = getattr(self.bus, "claims_ahead", None)
+        ahead = make(self.inbound, self.name, self.cfg.block_ms) if make else None
+        try:
+            while not self.stopping.is_set():
+                got = await self._poll(ahead)
+                if burst and not got and not self.tasks:
+                    got = await self._reclaim()
+                    if not got and not self.tasks:
+                        return
+        finally:
+            if ahead is not None:  # answers already arrived: run (or handed off) by _drain
+                for claim in await ahead.close():
+                    self._spawn(claim)
 
-    async def _poll(self) -> int:
+    async def _poll(self, ahead: ClaimsAhead | None = None) -> int:
         """One XREADGROUP over every shard (a single Redis serves them all). COUNT applies
         to each stream, so each takes a share of the free capacity: a worker must not hold
-        (in its pending list) turns it cannot start while other workers idle."""
+        (in its pending list) turns it cannot start while other workers idle. With ``ahead``
+        the next of the reads in flight, which together ask for no more than that room."""
         await self._room()
-        n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
+        if ahead is not None:
+            n = await self._read_ahead(ahead)
+        else:
+            n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
         if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
             n += await self._reclaim()
         return n
@@ -90,6 +103,15 @@ class ShardReads:
     async def _read(self, shards: list[Inbound], count: int) -> int:
         try:
             claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
+        except Exception as exc:
+            return await self._on_read_error(exc)
+        for claim in claims:
+            self._spawn(claim)
+        return len(claims)
+
+    async def _read_ahead(self, ahead: ClaimsAhead) -> int:
+        try:
+            claims = await ahead.claim(self.cfg.concurrency - len(self.tasks))
         except Exception as exc:
             return await self._on_read_error(exc)
         for claim in claims:

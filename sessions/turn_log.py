@@ -5,9 +5,11 @@ Cost rule (issue 13): a state change rides on an append the turn makes anyway. `
 appended by the attempt's START script with its ``turn_start`` (:func:`started`), ``tool`` with
 the ``tool_call`` it belongs to, and ``idle`` with the turn's ending event
 (:meth:`TurnLog.ending`), each one script. Only ``speaking`` (before the first text after another
-state) is an append of its own: no log event is due then; its delivery to the nodes rides on the
-tick that carries the text (log_redis ``append(later=True)``). A ``tool_result`` or a ``handoff``
-changes no state (the next ``tool``/``speaking`` says what comes, with the agent doing it).
+state) is an append of its own: no log event is due then; it rides on the tick that carries the
+text (log_redis ``append(later=True)``: on a single Redis the append itself, in the tick's
+pipeline, sessions/deferred_appends.py; else its delivery to the nodes). A ``tool_result`` or a
+``handoff`` changes no state (the next ``tool``/``speaking`` says what comes, with the agent
+doing it).
 """
 
 from __future__ import annotations

@@ -78,8 +78,9 @@ class Stack:
                 if k != "cmdstat_info"}
         info = self.r.info("stats")
         io = {k: int(info.get(k, 0)) for k in IO_STATS}
-        return {"cpu": {k: sum(cpu_s(p) for p in ps) for k, ps in self.pids.items()},
-                "cmds": cmds, "usec": usec,
+        cpu = {k: sum(cpu_s(p) for p in ps) for k, ps in self.pids.items()}
+        cpu["redis"] = redis_cpu_s(self.r)
+        return {"cpu": cpu, "cmds": cmds, "usec": usec,
                 "io": io, "t": time.perf_counter(), "machine": machine_ticks()}
 
     def tracebacks(self) -> dict[str, int]:
@@ -89,6 +90,15 @@ class Stack:
     def stop(self) -> None:
         stop_all(self.procs)
         self.redis.stop()
+
+
+def redis_cpu_s(r: redis.Redis) -> float:
+    """redis-server's CPU-s so far from its INFO cpu (getrusage, microseconds): /proc's clock
+    ticks are 10 ms, and a 40-session run's whole Redis CPU is a few hundred ms, so the ticks
+    and the idle baseline taken from them (3 s: zero or one tick) moved a turn's figure by
+    up to 2x between rounds of one tree (session 11)."""
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def delta(p0: dict[str, Any], p1: dict[str, Any]) -> dict[str, Any]:

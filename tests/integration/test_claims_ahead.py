@@ -1,0 +1,132 @@
+"""A worker's shard reads asked for ahead (sessions/claims_ahead.py, issue 13 session 12): what
+they cost Redis in wake-ups, counted exactly; that together they never claim more turns than the
+worker has room for; and that stopping leaves nothing claimed that the worker does not know of."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import redis.asyncio as aioredis
+
+from launch.redis_server import RedisServer
+from sessions import claims_ahead as A
+from sessions import keys as K
+from sessions.bus import Bus, connect
+from sessions.claims_ahead import ClaimsAhead
+from sessions.runtime import ModelConfig, model_provider
+from sessions.worker import Worker, WorkerConfig
+from tests.agents_fixtures import fast
+
+
+async def _turn(r: aioredis.Redis, bus: Bus, n: int) -> None:
+    await r.xadd(bus.keys.inbound(0, K.DEFAULT_AGENT), {"s": f"s{n}", "o": n})
+
+
+async def _reads(r: aioredis.Redis) -> int:
+    return int((await r.info("stats"))["total_reads_processed"])
+
+
+async def _pending(r: aioredis.Redis, bus: Bus) -> int:
+    got = await r.xpending(bus.keys.inbound(0, K.DEFAULT_AGENT), K.GROUP)
+    return int(got["pending"])
+
+
+async def _reader(bus: Bus, consumer: str) -> ClaimsAhead:
+    await bus.ensure_groups()
+    ahead = bus.claims_ahead([0], consumer, 2000)
+    assert ahead is not None  # a single Redis
+    return ahead
+
+
+async def test_a_workers_reads_wake_redis_once_every_five_turns(
+        bus: Bus, redis_server: RedisServer) -> None:
+    """20 turns, each claimed as it comes: Redis reads the worker's socket 4 times (a send of
+    5 reads every 5th), not 20 (one XREADGROUP asked again per turn, before). The submitter's
+    20 XADDs and the closing INFO are the other 21 reads."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    ahead = await _reader(bus, "w1")
+    try:
+        await _turn(r, bus, 0)
+        assert [c.session for c in await ahead.claim(256)] == ["s0"]  # 8 reads sent
+        before = await _reads(r)
+        for n in range(1, 21):
+            await _turn(r, bus, n)
+            assert [c.session for c in await ahead.claim(256)] == [f"s{n}"]
+        assert await _reads(r) - before == 20 + 4 + 1
+        assert A.AHEAD - A.LOW + 1 == 5
+    finally:
+        await ahead.close()
+        await r.aclose()
+
+
+async def test_the_reads_in_flight_claim_no_more_than_the_room(
+        bus: Bus, redis_server: RedisServer) -> None:
+    """10 turns waiting, room for 3: the reads sent ask for one each, three of them, so Redis
+    (which answers all three at once) puts exactly 3 in the worker's pending list, 7 left for
+    other workers; the first call returns one, and stopping returns the other two answers
+    already arrived (the worker runs or hands them off): none claimed that it does not know."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    ahead = await _reader(bus, "w2")
+    try:
+        for n in range(10):
+            await _turn(r, bus, n)
+        first = await ahead.claim(3)
+        assert [c.session for c in first] == ["s0"]
+        assert await _pending(r, bus) == 3
+        rest = await ahead.close()
+        assert [c.session for c in rest] == ["s1", "s2"]
+        for n in range(10, 13):  # the reads that were waiting went with the connection
+            await _turn(r, bus, n)
+        assert await _pending(r, bus) == 3
+        assert ahead.conn is None and not ahead.asked
+    finally:
+        await ahead.close()
+        await r.aclose()
+
+
+async def test_a_dropped_connection_leaves_its_claims_pending_for_reclaim(
+        bus: Bus, redis_server: RedisServer) -> None:
+    """A read answered while its connection dies: its entry stays in the worker's pending
+    list (reclaimed after a lease, as a single read's would), and the same call reads on a new
+    connection what comes after."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    ahead = await _reader(bus, "w3")
+    try:
+        await _turn(r, bus, 0)
+        assert len(await ahead.claim(8)) == 1
+        await _turn(r, bus, 1)  # answers the next read in flight; nobody takes its reply
+        await ahead.conn.disconnect()
+        await _turn(r, bus, 2)
+        assert [c.session for c in await ahead.claim(8)] == ["s2"]  # on a new connection
+        got = await bus.reclaim(0, "w4", 0, 10)
+        assert sorted(c.session for c in got) == ["s0", "s1", "s2"]  # none acked: all pending
+    finally:
+        await ahead.close()
+        await r.aclose()
+
+
+async def test_a_worker_reading_ahead_runs_every_turn_and_leaves_none_claimed(
+        redis_server: RedisServer) -> None:
+    """A worker (room for 2, so its reads in flight ask for at most 2) runs 6 sessions' turns
+    through its reads ahead and stops (burst): every turn replied to, nothing left in any
+    shard's pending list (no read in flight kept a turn it did not run)."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=20, concurrency=2))
+        for n in range(6):
+            await bus.open_session(f"s{n}", "alice")
+            await bus.submit(f"s{n}", "m", "hello there", user="alice")
+        await worker.run(burst=True)
+        for n in range(6):
+            events = (await bus.replay(f"s{n}", 0, None)).events
+            assert orjson.loads(events[-1][1])["type"] == "reply"
+        for shard in range(4):
+            got = await r.xpending(bus.keys.inbound(shard, K.DEFAULT_AGENT), K.GROUP)
+            assert got["pending"] == 0
+    finally:
+        await r.aclose()
+        await bus.close()
