@@ -82,7 +82,7 @@ class VoiceSettings(Common):
     """CPU threads of one Whisper transcription (CTranslate2's intra-op threads of each
     engine): with 2, one call's utterance is decoded on both cores of a 2-core machine while
     the other engine is idle (the common case at 1 call); with both engines busy their 4
-    threads share 2 cores (libgomp then barely spins: ~10 % more CPU a decode)."""
+    threads share 2 cores (14-19 % more CPU a decode; 1 where the cores are always busy)."""
     voice_stt_engines: int = 2
     """Thread executor: Whisper (or pocketsphinx) engines the calls share, i.e. utterances
     transcribed at once (one per core); a further one waits for a free engine. The process
