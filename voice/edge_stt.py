@@ -39,6 +39,12 @@ MAX_EARLY_S = 30.0
 end, from the VAD's own buffer, as before."""
 SILERO_DEACTIVATION = 0.35
 """Silero's default exit threshold (activation 0.5 - 0.15): a window below it is silence."""
+SEND_S = 0.15
+"""An early transcript done sooner waits until the caller has been silent this long (at most
+the VAD's own min silence) before it is sent as the final: a fast decode must not cut a
+sentence at a short pause (a split turn: the agent asked twice, the first cancelled). Silero
+counts a real end's silence from ~0.06-0.1 s after the sound stops; a decode started at
+``early_s`` rarely ends before this much."""
 
 
 class EdgeSTT(stt.StreamAdapter):
@@ -46,11 +52,14 @@ class EdgeSTT(stt.StreamAdapter):
     the first ``early_s`` of silence (``early_s`` ≥ the VAD's own min silence: at its end, as
     ``stt.StreamAdapter``)."""
 
-    def __init__(self, *, stt: stt.STT[Any], vad: vad.VAD, early_s: float) -> None:
+    def __init__(self, *, stt: stt.STT[Any], vad: vad.VAD, early_s: float,
+                 send_s: float = SEND_S) -> None:
         super().__init__(stt=stt, vad=vad)
         self.early_s = early_s
         opts = getattr(vad, "_opts", None)
         self.silence_below = float(getattr(opts, "deactivation_threshold", SILERO_DEACTIVATION))
+        self.send_s = min(send_s, float(getattr(opts, "min_silence_duration", send_s)))
+        """Silence before an early transcript that is done is sent (:data:`SEND_S`)."""
 
     def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN,
                conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
@@ -73,6 +82,8 @@ class _Utterance:
         after one, and the rest is a new final of its own."""
         self.early_n = 0
         """Frames of ``frames`` the running early transcription reads."""
+        self.ready: stt.SpeechEvent | None = None
+        """Its early transcript, done, waiting for ``send_s`` of silence."""
         self.ended = False
         """The VAD ended the utterance (its final is sent from there, not at the edge)."""
 
@@ -158,10 +169,13 @@ class EdgeStream(StreamAdapterWrapper):
             if utt.sent:  # resumed after its final: the rest is transcribed on its own
                 self._resumed(utt, ev)
             elif utt.early is not None:  # resumed: that transcript was of half an utterance
-                utt.early = None
+                utt.early = utt.ready = None
                 self.counts["discarded"] += 1
             return
         utt.silent_s += sum(f.duration for f in ev.frames)
+        if utt.ready is not None and utt.silent_s >= self._owner.send_s:
+            self._send_early(utt, utt.ready)
+            return
         free = self._busy is None or self._busy.done()
         pool = getattr(self._owner._stt, "pool", None)  # the process's engines (voice.engines)
         if pool is not None and not pool.idle():
@@ -188,11 +202,17 @@ class EdgeStream(StreamAdapterWrapper):
         (not waiting for the VAD's end of the utterance, ``voice_stt_min_silence_s``)."""
         t_event = await self._transcribe(frames)
         if utt.early is asyncio.current_task() and not utt.ended:  # not discarded, not ended
-            utt.sent = True
-            self.counts["sent_early"] += 1
-            self._ending()
-            self._ended(self._send(t_event, time.time() - utt.silent_s))
+            if utt.silent_s >= self._owner.send_s:
+                self._send_early(utt, t_event)
+            else:  # the next silent windows send it (_heard), or the VAD's end (_final)
+                utt.ready = t_event
         return t_event
+
+    def _send_early(self, utt: _Utterance, t_event: stt.SpeechEvent) -> None:
+        utt.sent, utt.ready = True, None
+        self.counts["sent_early"] += 1
+        self._ending()
+        self._ended(self._send(t_event, time.time() - utt.silent_s))
 
     async def _final(self, utt: _Utterance | None, ev: vad.VADEvent) -> None:
         speech_end_time = time.time() - ev.silence_duration - ev.inference_duration

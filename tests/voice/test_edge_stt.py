@@ -106,6 +106,9 @@ class Namer(stt.STT[Any]):
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self.delay_s = delay_s
         self.calls: list[str] = []
+        self.done = 0
+        self.changed: asyncio.Event | None = None
+        """Set when a transcription is done (a script's :data:`Until` waits on it)."""
 
     async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
                               language: NotGivenOr[str] = NOT_GIVEN,
@@ -116,15 +119,19 @@ class Namer(stt.STT[Any]):
         last = int.from_bytes(bytes(frame.data)[(n - 1) * WINDOW * 2:][:2], "little")
         self.calls.append(f"w{first}-w{last}")
         await asyncio.sleep(self.delay_s)
+        self.done += 1
+        if self.changed is not None:
+            self.changed.set()
         return final_transcript(f"w{first}-w{last}")
 
 
-async def transcripts(script: Sequence[float | Until], namer: Namer, early_s: float
-                      ) -> tuple[list[str], dict[str, int]]:
+async def transcripts(script: Sequence[float | Until], namer: Namer, early_s: float,
+                      send_s: float = 0.06) -> tuple[list[str], dict[str, int]]:
     """The final transcripts, and the stream's counts (utterances, at_the_edge, discarded,
     sent_early, resumed)."""
     scripted = ScriptedVAD(script)
-    edge = EdgeSTT(stt=namer, vad=scripted, early_s=early_s)
+    namer.changed = scripted.changed
+    edge = EdgeSTT(stt=namer, vad=scripted, early_s=early_s, send_s=send_s)
     stream = edge.stream()
     scripted.counts = stream.counts  # type: ignore[attr-defined]
     stream.push_frame(window(99))
@@ -181,6 +188,17 @@ async def test_a_caller_who_resumes_after_the_early_final_gets_the_rest_as_anoth
     got, counts = await transcripts(script[:7], namer, early_s=0.06)
     assert counts == counted(early=1, resumed=1)
     assert namer.calls == ["w0-w4", "w5-w6"] and got == namer.calls
+
+
+async def test_a_transcript_done_early_waits_for_the_send_silence() -> None:
+    """Done after 3 silent windows, short of 0.15 s: not sent; the caller resumes and it is
+    discarded; the next is sent once the silence reaches 0.15 s (5 windows)."""
+    namer = Namer()
+    script = [SPEECH] * 3 + [SILENCE] * 2 + [lambda _: namer.done == 1] + [SILENCE, SPEECH]
+    got, counts = await transcripts(script + [SILENCE] * 5 + [sent(1)] + [SILENCE], namer,
+                                    early_s=0.06, send_s=0.15)
+    assert counts == counted(edge=1, discarded=1, early=1)
+    assert namer.calls == ["w0-w5", "w0-w9"] and got == ["w0-w9"]
 
 
 async def test_one_transcription_at_a_time_per_call() -> None:
