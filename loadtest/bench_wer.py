@@ -66,14 +66,17 @@ class Errors:
 
 
 def candidate(spec: str) -> dict[str, Any]:
-    """Settings of a candidate ``MODEL@CONTEXT_S[+PAD_S][/BEAM]`` (or an alias), on top of
-    ``VoiceSettings()`` (one CPU thread, as in the worker): the encoder reads the utterance
-    and PAD_S of silence (0 unless given), at least CONTEXT_S seconds; greedy unless BEAM."""
-    model, _, rest = ALIASES.get(spec, spec).partition("@")
+    """Settings of a candidate ``MODEL@CONTEXT_S[+PAD_S][/BEAM][xTHREADS]`` (or an alias), on
+    top of ``VoiceSettings()``: the encoder reads the utterance and PAD_S of silence (0 unless
+    given), at least CONTEXT_S seconds; greedy unless BEAM; the worker's CPU threads
+    (``AGENTIA_VOICE_STT_THREADS``) unless THREADS."""
+    spec, _, threads = ALIASES.get(spec, spec).partition("x")
+    model, _, rest = spec.partition("@")
     window, _, beam = rest.partition("/")
     context, _, pad = window.partition("+")
     return {"voice_stt_model": model, "voice_stt_context_s": float(context or 10),
-            "voice_stt_pad_s": float(pad or 0), "voice_stt_beam": int(beam or 1)}
+            "voice_stt_pad_s": float(pad or 0), "voice_stt_beam": int(beam or 1),
+            "voice_stt_threads": int(threads) if threads else VoiceSettings().voice_stt_threads}
 
 
 def word_errors(reference: str, hypothesis: str) -> Errors:
@@ -204,7 +207,8 @@ async def run(names: list[str], limit: int | None, batches: tuple[int, ...] = (1
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--candidates", default=DEFAULT_CANDIDATES,
-                    help="comma-separated MODEL@CONTEXT_S[+PAD_S][/BEAM] or before/after "
+                    help="comma-separated MODEL@CONTEXT_S[+PAD_S][/BEAM][xTHREADS] or "
+                         "before/after "
                          f"(default {DEFAULT_CANDIDATES})")
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     ap.add_argument("--batch", default="1",

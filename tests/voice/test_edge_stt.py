@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,13 +50,21 @@ def ev(kind: vad.VADEventType, frames: list[rtc.AudioFrame], p: float = 0.0,
                         silence_duration=0.2, frames=frames, probability=p, speaking=speaking)
 
 
+Until = Callable[[dict[str, int]], bool]
+"""A pause in a script: until the recogniser stream's counts say so (bounded: 5 s)."""
+
+
 class ScriptedVAD(vad.VAD):
     """Replays ``script`` (probabilities of windows 1.. after a START with window 0; then an
-    END_OF_SPEECH with every window) once the stream's input has ended."""
+    END_OF_SPEECH with every window) once the stream's input has ended; an :data:`Until` in
+    it waits for the recogniser stream (``counts``) to have done something."""
 
-    def __init__(self, script: list[float]) -> None:
+    def __init__(self, script: Sequence[float | Until]) -> None:
         super().__init__(capabilities=vad.VADCapabilities(update_interval=0.032))
         self.script = script
+        self.counts: dict[str, int] = {}
+        self.changed = asyncio.Event()
+        """Set at every event the recogniser stream sends (``counts`` may have changed)."""
 
     @property
     def model(self) -> str:
@@ -76,9 +85,16 @@ class _Scripted(vad.VADStream):
             pass
         frames = [window(0)]
         self._event_ch.send_nowait(ev(vad.VADEventType.START_OF_SPEECH, list(frames)))
-        for i, p in enumerate(script, start=1):
-            frames.append(window(i))
-            self._event_ch.send_nowait(ev(vad.VADEventType.INFERENCE_DONE, [window(i)], p))
+        for p in script:
+            if not isinstance(p, float):
+                changed: asyncio.Event = self._vad.changed  # type: ignore[attr-defined]
+                async with asyncio.timeout(5):
+                    while not p(self._vad.counts):  # type: ignore[attr-defined]
+                        changed.clear()
+                        await changed.wait()
+                continue
+            frames.append(window(len(frames)))
+            self._event_ch.send_nowait(ev(vad.VADEventType.INFERENCE_DONE, [frames[-1]], p))
             await asyncio.sleep(0.01)  # let an early transcription start, as in real time
         self._event_ch.send_nowait(ev(vad.VADEventType.END_OF_SPEECH, frames, speaking=False))
 
@@ -90,6 +106,9 @@ class Namer(stt.STT[Any]):
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self.delay_s = delay_s
         self.calls: list[str] = []
+        self.done = 0
+        self.changed: asyncio.Event | None = None
+        """Set when a transcription is done (a script's :data:`Until` waits on it)."""
 
     async def _recognize_impl(self, buffer: utils.AudioBuffer, *,
                               language: NotGivenOr[str] = NOT_GIVEN,
@@ -100,47 +119,93 @@ class Namer(stt.STT[Any]):
         last = int.from_bytes(bytes(frame.data)[(n - 1) * WINDOW * 2:][:2], "little")
         self.calls.append(f"w{first}-w{last}")
         await asyncio.sleep(self.delay_s)
+        self.done += 1
+        if self.changed is not None:
+            self.changed.set()
         return final_transcript(f"w{first}-w{last}")
 
 
-async def transcripts(script: list[float], namer: Namer, early_s: float
-                      ) -> tuple[list[str], dict[str, int]]:
-    """The final transcripts, and the stream's counts (utterances, at_the_edge, discarded)."""
-    edge = EdgeSTT(stt=namer, vad=ScriptedVAD(script), early_s=early_s)
+async def transcripts(script: Sequence[float | Until], namer: Namer, early_s: float,
+                      send_s: float = 0.06) -> tuple[list[str], dict[str, int]]:
+    """The final transcripts, and the stream's counts (utterances, at_the_edge, discarded,
+    sent_early, resumed)."""
+    scripted = ScriptedVAD(script)
+    namer.changed = scripted.changed
+    edge = EdgeSTT(stt=namer, vad=scripted, early_s=early_s, send_s=send_s)
     stream = edge.stream()
+    scripted.counts = stream.counts  # type: ignore[attr-defined]
     stream.push_frame(window(99))
     stream.end_input()
-    got = [e.alternatives[0].text async for e in stream
-           if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    got = []
+    async for e in stream:
+        scripted.changed.set()
+        if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+            got.append(e.alternatives[0].text)
     return got, dict(stream.counts)  # type: ignore[attr-defined]
 
 
 SPEECH, SILENCE = 0.9, 0.1
 
 
-async def test_the_transcription_starts_at_the_edge_and_becomes_the_final_one() -> None:
+def sent(n: int) -> Until:
+    return lambda counts: counts["sent_early"] == n
+
+
+def counted(edge: int = 0, discarded: int = 0, early: int = 0, resumed: int = 0
+            ) -> dict[str, int]:
+    return {"utterances": 1, "at_the_edge": edge, "discarded": discarded, "sent_early": early,
+            "resumed": resumed}
+
+
+async def test_the_transcription_starts_at_the_edge_and_is_sent_while_silent() -> None:
     namer = Namer()
-    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
-    assert counts == {"utterances": 1, "at_the_edge": 1, "discarded": 0}
-    # started after 2 silent windows (w4, w5): the utterance up to w5, not the 4 windows after
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 2 + [sent(1)] + [SILENCE] * 4,
+                                    namer, early_s=0.06)
+    assert counts == counted(edge=1, early=1)
+    # started after 2 silent windows (w4, w5): the utterance up to w5, not the 4 windows after;
+    # sent as the final before the VAD's end of the utterance
     assert namer.calls == ["w0-w5"]
     assert got == ["w0-w5"]
 
 
-async def test_a_caller_who_resumes_discards_the_early_transcript() -> None:
+async def test_an_early_transcription_still_running_at_the_end_becomes_the_final() -> None:
+    namer = Namer(delay_s=0.3)
+    got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
+    assert counts == counted(edge=1)
+    assert namer.calls == ["w0-w5"] and got == ["w0-w5"]
+
+
+async def test_a_caller_who_resumes_after_the_early_final_gets_the_rest_as_another() -> None:
+    """The session joins the two finals into one turn (the preemptive turn of the first is
+    cancelled when the caller speaks again): each part is transcribed once."""
     namer = Namer()
-    script = [SPEECH] * 2 + [SILENCE] * 2 + [SPEECH] * 2 + [SILENCE] * 5
-    got, counts = await transcripts(script, namer, early_s=0.06)
-    assert counts == {"utterances": 1, "at_the_edge": 1, "discarded": 1}
-    assert namer.calls == ["w0-w4", "w0-w8"]  # the first, half an utterance, was dropped
-    assert got == ["w0-w8"]
+    script = [SPEECH] * 2 + [SILENCE] * 2 + [sent(1)] + [SPEECH] * 2 + [SILENCE] * 2 + [sent(2)]
+    got, counts = await transcripts(script + [SILENCE] * 3, namer, early_s=0.06)
+    assert counts == counted(edge=1, early=2, resumed=1)
+    assert namer.calls == ["w0-w4", "w5-w8"] and got == namer.calls
+    # the VAD ends the utterance before a second early start: its end transcribes the rest
+    namer = Namer()
+    got, counts = await transcripts(script[:7], namer, early_s=0.06)
+    assert counts == counted(early=1, resumed=1)
+    assert namer.calls == ["w0-w4", "w5-w6"] and got == namer.calls
+
+
+async def test_a_transcript_done_early_waits_for_the_send_silence() -> None:
+    """Done after 3 silent windows, short of 0.15 s: not sent; the caller resumes and it is
+    discarded; the next is sent once the silence reaches 0.15 s (5 windows)."""
+    namer = Namer()
+    script = [SPEECH] * 3 + [SILENCE] * 2 + [lambda _: namer.done == 1] + [SILENCE, SPEECH]
+    got, counts = await transcripts(script + [SILENCE] * 5 + [sent(1)] + [SILENCE], namer,
+                                    early_s=0.06, send_s=0.15)
+    assert counts == counted(edge=1, discarded=1, early=1)
+    assert namer.calls == ["w0-w5", "w0-w9"] and got == ["w0-w9"]
 
 
 async def test_one_transcription_at_a_time_per_call() -> None:
     namer = Namer(delay_s=0.5)  # the discarded one is still running at the end
     script = [SPEECH] * 2 + [SILENCE] * 2 + [SPEECH] * 2 + [SILENCE] * 5
     got, counts = await transcripts(script, namer, early_s=0.06)
-    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 1}
+    assert counts == counted(discarded=1)
     assert namer.calls == ["w0-w4", "w0-w11"]  # the end transcribes it all, the usual way
     assert got == ["w0-w11"]
 
@@ -158,14 +223,14 @@ async def test_no_early_start_while_the_engine_pool_is_busy() -> None:
     namer = Namer()
     namer.pool = BusyPool()  # type: ignore[attr-defined]
     got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
-    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert counts == counted()
     assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
 
 
 async def test_early_s_at_the_vads_silence_is_the_old_behaviour() -> None:
     namer = Namer()
     got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=1.0)
-    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert counts == counted()
     assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
 
 
@@ -194,7 +259,9 @@ async def test_a_pause_shorter_than_the_recognisers_silence_stays_one_turn(
     log = c.worker.text()
     assert "Traceback" not in log, c.worker.log_path
     closed = [ast.literal_eval(m) for m in re.findall(r"recogniser stream closed: (\{.*\})", log)]
-    assert sum(n["discarded"] for n in closed) >= 1, closed  # the pause did start one
+    # the pause did start one: discarded, or sent before the caller resumed (then the rest
+    # was a final of its own, and the session made the two one turn)
+    assert sum(n["discarded"] + n["resumed"] for n in closed) >= 1, closed
 
 
 async def test_a_long_utterance_is_transcribed_at_its_end_only(
@@ -202,7 +269,7 @@ async def test_a_long_utterance_is_transcribed_at_its_end_only(
     monkeypatch.setattr(edge_stt, "MAX_EARLY_S", 0.15)  # 30 s in a call: not kept twice
     namer = Namer()
     got, counts = await transcripts([SPEECH] * 3 + [SILENCE] * 6, namer, early_s=0.06)
-    assert counts == {"utterances": 1, "at_the_edge": 0, "discarded": 0}
+    assert counts == counted()
     assert namer.calls == ["w0-w9"] and got == ["w0-w9"]
 
 

@@ -64,10 +64,16 @@ def test_the_sentence_set_is_large_and_spoken_by_several_voices() -> None:
     assert len(texts) >= 50 and len(set(texts)) == len(texts)
     assert all(re.fullmatch(r"[a-z' ]+", t) for t in texts)  # numbers in words
     assert len({v for v, _ in VOICES}) >= 3 and {w for _, w in VOICES} <= set(range(140, 191))
+    threads = VoiceSettings().voice_stt_threads  # the worker's unless a candidate says
     assert candidate("before") == {"voice_stt_model": "tiny.en", "voice_stt_context_s": 30.0,
-                                   "voice_stt_pad_s": 0.0, "voice_stt_beam": 1}
+                                   "voice_stt_pad_s": 0.0, "voice_stt_beam": 1,
+                                   "voice_stt_threads": threads}
     assert candidate("after") == {"voice_stt_model": "base", "voice_stt_context_s": 7.0,
-                                  "voice_stt_pad_s": 1.5, "voice_stt_beam": 5}
+                                  "voice_stt_pad_s": 1.5, "voice_stt_beam": 5,
+                                  "voice_stt_threads": threads}
+    assert candidate("base@5+1/2x1") == {"voice_stt_model": "base", "voice_stt_context_s": 5.0,
+                                         "voice_stt_pad_s": 1.0, "voice_stt_beam": 2,
+                                         "voice_stt_threads": 1}
 
 
 def test_espeak_speech_is_padded_as_the_vad_cuts_it() -> None:
