@@ -19,6 +19,7 @@ import orjson
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 
+from voice import ffi_routing
 from voice.call import CALL_ATTRIBUTE
 from voice.speech import ESPEAK_RATE, espeak_pcm
 
@@ -74,6 +75,7 @@ class Caller:
 
     @classmethod
     async def join(cls, url: str, token: str) -> Caller:
+        ffi_routing.install()  # each caller's ears get their own frames only
         room = rtc.Room()
         caller = cls(room, rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS))
 

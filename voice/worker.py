@@ -40,7 +40,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, interim, pacing, shared_vad, warm
+from voice import call_guard, call_trace, ffi_routing, interim, pacing, shared_vad, warm
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
@@ -138,6 +138,7 @@ def prewarm(proc: JobProcess) -> None:
     """Load the models before any call: once per process. With the thread executor this runs
     for every call, in one process: the engines are shared (:mod:`voice.engines`)."""
     quiet_room_gone()
+    ffi_routing.install()  # the process that runs the rooms: voice/ffi_routing.py
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     call_trace.setup()
