@@ -428,10 +428,24 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
             "caller_jitter_buffer_p50": jitter_summary(done)}
 
 
+async def idle_cpu(seconds: float, voice_pid: int, livekit_pid: int,
+                   ours: list[int]) -> dict[str, Any]:
+    """The level's calls joined, every caller silent and the agent listening, for
+    ``seconds``: the CPU of the per-frame path alone (the room's audio in, the VAD), no
+    transcript or reply."""
+    sampler = Sampler(voice_pid, livekit_pid, ours)
+    sampler.start()
+    await asyncio.sleep(seconds)
+    res = await sampler.stop()
+    return {k: res[k] for k in ("window_s", "voice_cpu_cores", "livekit_cpu_cores",
+                                "bench_client_cpu_cores", "machine_busy_pct",
+                                "other_load_cores")}
+
+
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
                    stop_p95: float,
                    voice_pid: int, livekit_pid: int, ours: list[int],
-                   deadline: float, log: Path) -> dict[str, Any]:
+                   deadline: float, log: Path, idle_s: float = 0.0) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     degraded_at = None
     for k in levels:
@@ -440,6 +454,7 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
             out.append({"k": k, "skipped": "time budget"})
             break
         calls = list(await asyncio.gather(*(b.join() for _ in range(k))))
+        idle = await idle_cpu(idle_s, voice_pid, livekit_pid, ours) if idle_s else None
         sampler = Sampler(voice_pid, livekit_pid, ours)
         sampler.start()
         at = log_size(log)
@@ -447,6 +462,11 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
         await asyncio.gather(*(b.talk(c, per_call) for c in calls))
         res = await sampler.stop()
         res["voice_pss_mib_per_call"] = round(res["voice_pss_mib_peak"] / k, 1)
+        # the voice worker's CPU for the level's phrases (CPU-s, each phrase and its reply)
+        res["voice_cpu_s_per_phrase"] = round(
+            res["voice_cpu_cores"] * res["window_s"] / max(1, per_call * k), 2)
+        if idle is not None:
+            res["idle"] = idle
         res["stages"] = stages(log, at)
         res["path"] = path(log, at, [a for c in calls for a in c.answers])
         res["caller_jitter_buffer_p50"] = jitter_summary(calls)
@@ -541,7 +561,8 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
         if a.levels:
             out["capacity"] = await capacity(b, a.levels, a.phrases_per_call, a.p95_limit,
                                              a.stop_p95 or 2 * a.p95_limit,
-                                             voice_pid, livekit_pid, ours, deadline, log)
+                                             voice_pid, livekit_pid, ours, deadline, log,
+                                             a.idle_s)
         await asyncio.sleep(2)  # the last calls' recognisers log their counts as they close
         out["recogniser"] = recogniser_counts(log)
         return out
@@ -571,8 +592,9 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
     lat, cap = out.get("latency", {}), out.get("capacity", {})
     levels = [{k: lv.get(k) for k in ("k", "n", "p50_ms", "p95_ms", "max_ms", "failed_calls",
                                      "unanswered", "transcripts_right", "heard_not_said",
-                                     "voice_cpu_cores",
-                                     "voice_pss_mib_peak", "voice_pss_mib_per_call",
+                                     "voice_cpu_cores", "voice_cpu_s_per_phrase", "idle",
+                                     "bench_client_cpu_cores", "voice_pss_mib_peak",
+                                     "voice_pss_mib_per_call",
                                      "voice_rss_mib_peak", "voice_rss_mib_hwm",
                                      "voice_processes_peak", "machine_busy_pct",
                                      "other_load_cores", "within_limit", "stages", "path",
@@ -741,6 +763,10 @@ def main() -> None:
                         "(default: twice --p95-limit)")
     p.add_argument("--stt-rounds", type=int, default=3,
                    help="times each sentence is transcribed by the STT alone, before the calls")
+    p.add_argument("--idle-s", type=float, default=10.0,
+                   help="capacity: seconds of each level's calls joined and silent, before "
+                        "they speak, whose CPU is recorded as the level's ``idle`` (the "
+                        "per-frame path alone; 0: skip)")
     p.add_argument("--join-timeout", type=float, default=40.0)
     p.add_argument("--answer-timeout", type=float, default=10.0,
                    help="seconds from end of speech to the agent's first audio before the "
