@@ -124,6 +124,25 @@ def tree(root: int) -> dict[int, float]:
     return out
 
 
+def thread_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far of ``root``'s tree, by thread name (``python``: the Python threads;
+    the rest are native: WebRTC's, LiveKit's Rust runtime's, onnxruntime's, CTranslate2's)."""
+    out: dict[str, float] = {}
+    for pid in tree(root):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / CLK
+    return out
+
+
 def pss_kib(pid: int) -> int:
     """Proportional set size: shared pages (forked job processes) counted once overall."""
     try:
@@ -435,11 +454,15 @@ async def idle_cpu(seconds: float, voice_pid: int, livekit_pid: int,
     transcript or reply."""
     sampler = Sampler(voice_pid, livekit_pid, ours)
     sampler.start()
+    threads0 = thread_cpu(voice_pid)
     await asyncio.sleep(seconds)
+    threads = {n: c - threads0.get(n, 0.0) for n, c in thread_cpu(voice_pid).items()}
     res = await sampler.stop()
-    return {k: res[k] for k in ("window_s", "voice_cpu_cores", "livekit_cpu_cores",
-                                "bench_client_cpu_cores", "machine_busy_pct",
-                                "other_load_cores")}
+    return {**{k: res[k] for k in ("window_s", "voice_cpu_cores", "livekit_cpu_cores",
+                                   "bench_client_cpu_cores", "machine_busy_pct",
+                                   "other_load_cores")},
+            "voice_threads_cores": {name: round(c / res["window_s"], 3) for name, c in
+                                    sorted(threads.items(), key=lambda x: -x[1])[:6]}}
 
 
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
