@@ -114,6 +114,7 @@ def install() -> bool:
         client = _ffi_client.FfiClient.instance
         if not isinstance(client._queue, RoutedQueue):
             client._queue = RoutedQueue(client._queue)
+            log.info("room audio events routed to their own stream (voice/ffi_routing.py)")
         if not getattr(audio_stream.AudioStream.__init__, "routed", False):
             audio_stream.AudioStream.__init__ = _routed_init(  # type: ignore[method-assign]
                 audio_stream.AudioStream.__init__)
