@@ -121,8 +121,8 @@ class VoiceSettings(Common):
     """The caller's audio is handed to the VAD and the recogniser in frames this long
     (livekit-agents' default: 50). 32 is Silero's window (512 samples at 16 kHz): each frame
     is one VAD inference, whose window is then complete when its frame arrives, so the end of
-    speech is seen no later than with shorter frames, at 1.6x fewer frames (and event loop
-    wake-ups, 5-8 tasks a frame) than 20 ms. A phone caller's frames are rounded up to a
+    speech is seen no later than with shorter frames, at 1.6x fewer frames (each wakes
+    several tasks of the call's event loop) than 20 ms. A phone caller's frames are rounded up to a
     multiple of 10 ms (its gain control's block: voice/worker.py)."""
     voice_preemptive: bool = True
     """Send the turn to the agent as soon as its final transcript is ready, before the turn's
