@@ -76,7 +76,7 @@ tiny.en when fed directly (the latency phase reports what it heard through the r
 
 async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
                   livekit_pid: int, ours: list[int], t_start: float,
-                  log: Path) -> dict[str, Any]:
+                  log: Path, roles: dict[str, int] | None = None) -> dict[str, Any]:
     """The STT alone, then the latency and capacity phases against the started stack."""
     deadline = t_start + a.budget - 25  # keep time to stop everything
     phrases = (VoiceSettings(voice_phrases=a.phrases).phrases() if a.phrases
@@ -106,7 +106,7 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
             out["capacity"] = await capacity(b, a.levels, a.phrases_per_call, a.p95_limit,
                                              a.stop_p95 or 2 * a.p95_limit,
                                              voice_pid, livekit_pid, ours, deadline, log,
-                                             a.idle_s)
+                                             a.idle_s, roles)
         await asyncio.sleep(2)  # the last calls' recognisers log their counts as they close
         out["recogniser"] = recogniser_counts(log)
         return out
@@ -121,7 +121,7 @@ def bench(a: argparse.Namespace, tree: Path = ROOT) -> dict[str, Any]:
     with stack(a, tree) as st:
         results = asyncio.run(asyncio.wait_for(
             measure(a, st.env, st.voice_pid, st.livekit_pid, st.ours, t_start,
-                    st.work / "voice.log"),
+                    st.work / "voice.log", st.roles),
             max(30.0, a.budget - (time.monotonic() - t_start) - 20)))
     work = st.work
     tracebacks = "Traceback" in (work / "voice.log").read_text(errors="replace")

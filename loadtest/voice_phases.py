@@ -17,7 +17,7 @@ from livekit import rtc
 
 from loadtest.bench_core import pct
 from loadtest.voice_calls import Bench, Call, jitter_summary, summary
-from loadtest.voice_proc import Sampler, idle_jiffies, thread_cpu
+from loadtest.voice_proc import Sampler, idle_jiffies
 from loadtest.voice_stages import log_size, path, stages
 from voice.settings import VoiceSettings
 from voice.speech import normalise
@@ -93,26 +93,24 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
 
 
 async def idle_cpu(seconds: float, voice_pid: int, livekit_pid: int,
-                   ours: list[int]) -> dict[str, Any]:
+                   ours: list[int], roles: dict[str, int] | None = None) -> dict[str, Any]:
     """The level's calls joined, every caller silent and the agent listening, for
     ``seconds``: the CPU of the per-frame path alone (the room's audio in, the VAD), no
     transcript or reply."""
-    sampler = Sampler(voice_pid, livekit_pid, ours)
+    sampler = Sampler(voice_pid, livekit_pid, ours, roles)
     sampler.start()
-    threads0 = thread_cpu(voice_pid)
     await asyncio.sleep(seconds)
-    threads = {n: c - threads0.get(n, 0.0) for n, c in thread_cpu(voice_pid).items()}
     res = await sampler.stop()
-    return {**{k: res[k] for k in ("window_s", "voice_cpu_cores", "livekit_cpu_cores",
-                                   "bench_client_cpu_cores", "machine_busy_pct",
-                                   "other_load_cores")},
-            "voice_threads_cores": {name: round(c / res["window_s"], 3) for name, c in
-                                    sorted(threads.items(), key=lambda x: -x[1])[:6]}}
+    return {k: res[k] for k in ("window_s", "voice_cpu_cores", "livekit_cpu_cores",
+                                "bench_client_cpu_cores", "machine_busy_pct",
+                                "other_load_cores", "voice_threads_cores",
+                                "cpu_s_by_process") if k in res}
 
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
                    stop_p95: float,
                    voice_pid: int, livekit_pid: int, ours: list[int],
-                   deadline: float, log: Path, idle_s: float = 0.0) -> dict[str, Any]:
+                   deadline: float, log: Path, idle_s: float = 0.0,
+                   roles: dict[str, int] | None = None) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     degraded_at = None
     for k in levels:
@@ -121,7 +119,7 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
             out.append({"k": k, "skipped": "time budget"})
             break
         level, lat, failing = await _level(b, k, phrases, voice_pid, livekit_pid, ours, log,
-                                           idle_s)
+                                           idle_s, roles)
         out.append(level)
         p95 = pct(lat, 95) * 1000 if lat else float("inf")
         level["within_limit"] = not failing and p95 <= p95_limit
@@ -140,12 +138,12 @@ async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
 
 
 async def _level(b: Bench, k: int, phrases: int, voice_pid: int, livekit_pid: int,
-                 ours: list[int], log: Path,
-                 idle_s: float) -> tuple[dict[str, Any], list[float], bool]:
+                 ours: list[int], log: Path, idle_s: float,
+                 roles: dict[str, int] | None) -> tuple[dict[str, Any], list[float], bool]:
     """One capacity level of ``k`` calls: (its figures, its latencies, whether it failed)."""
     calls = list(await asyncio.gather(*(b.join() for _ in range(k))))
-    idle = await idle_cpu(idle_s, voice_pid, livekit_pid, ours) if idle_s else None
-    sampler = Sampler(voice_pid, livekit_pid, ours)
+    idle = await idle_cpu(idle_s, voice_pid, livekit_pid, ours, roles) if idle_s else None
+    sampler = Sampler(voice_pid, livekit_pid, ours, roles)
     sampler.start()
     at = log_size(log)
     per_call = max(phrases, -(-MIN_SAMPLES // k))  # a p95 needs a few samples

@@ -26,10 +26,24 @@ def _stat(pid: int) -> tuple[int, float] | None:
 
 def tree(root: int) -> dict[int, float]:
     """``root`` and all its descendants: pid -> CPU seconds so far."""
+    return _subtree(_processes(), root)
+
+
+def trees(roots: dict[str, int]) -> dict[str, dict[int, float]]:
+    """:func:`tree` of each root, from one reading of /proc."""
+    info = _processes()
+    return {name: _subtree(info, root) for name, root in roots.items()}
+
+
+def _processes() -> dict[int, tuple[int, float]]:
     info: dict[int, tuple[int, float]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit() and (st := _stat(int(d))) is not None:
             info[int(d)] = st
+    return info
+
+
+def _subtree(info: dict[int, tuple[int, float]], root: int) -> dict[int, float]:
     out, todo = {}, [root]
     while todo:
         pid = todo.pop()
@@ -112,10 +126,14 @@ def idle_jiffies() -> tuple[int, int]:
 class Sampler:
     """CPU (delta over the window) and RSS (peak of the sum, sampled) of the voice worker tree."""
 
-    def __init__(self, voice_pid: int, livekit_pid: int, ours: list[int]) -> None:
+    def __init__(self, voice_pid: int, livekit_pid: int, ours: list[int],
+                 roles: dict[str, int] | None = None) -> None:
         self.voice_pid, self.livekit_pid = voice_pid, livekit_pid
         self.ours = ours
         """Every process of the benchmark (Redis, edge, worker, LiveKit, voice, this one)."""
+        self.roles = roles or {}
+        """The stack's processes by role (each with its descendants): their CPU seconds over
+        the window are ``cpu_s_by_process``, beside this process's (the simulated callers)."""
         self.peak_rss_kib = 0
         self.peak_pss_kib = 0
         self.peak_procs = 0
@@ -146,12 +164,17 @@ class Sampler:
         self.idle0 = idle_jiffies()
         self.hwm_reset = reset_peak_rss(self.voice_pid)
         self.ours0 = self._ours()
+        self.roles0 = trees(self.roles)
+        self.threads0 = thread_cpu(self.voice_pid)
         self._task = asyncio.create_task(self._sample())
 
     async def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
         cpu1 = self._cpu()
         ours1 = self._ours()
+        roles1 = trees(self.roles)
+        threads1 = thread_cpu(self.voice_pid)
+        me = sum(os.times()[:2]) - self.me0
         assert self._task is not None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -177,8 +200,22 @@ class Sampler:
                                   if self.hwm_reset else None),
             "voice_processes_peak": self.peak_procs,
             "livekit_cpu_cores": round(lk / wall, 2),
-            "bench_client_cpu_cores": round((sum(os.times()[:2]) - self.me0) / wall, 2),
+            "bench_client_cpu_cores": round(me / wall, 2),
             "machine_busy_pct": round(100 * busy, 1),
             "other_load_cores": round(max(0.0, busy * cores - ours / wall), 2),
             "loadavg_1m": round(os.getloadavg()[0], 2),
+            **({"cpu_s_by_process": self._by_role(roles1, me, busy * cores * wall, ours)}
+               if self.roles else {}),
+            "voice_threads_cores": {
+                name: round((c - self.threads0.get(name, 0.0)) / wall, 3) for name, c in
+                sorted(threads1.items(), key=lambda x: self.threads0.get(x[0], 0.0) - x[1])[:6]},
         }
+
+    def _by_role(self, now: dict[str, dict[int, float]], me: float, busy_s: float,
+                 ours: float) -> dict[str, float]:
+        """CPU seconds over the window: each role's tree, this process (the callers), the
+        machine's busy time and what of it is not the benchmark's (other work on the box)."""
+        out = {role: round(sum(c - self.roles0[role].get(p, 0.0) for p, c in pids.items()), 1)
+               for role, pids in now.items()}
+        return {**out, "bench_callers": round(me, 1), "machine_busy": round(busy_s, 1),
+                "not_the_bench": round(max(0.0, busy_s - ours), 1)}

@@ -33,6 +33,8 @@ class Stack:
     ours: list[int]
     """Every process of the benchmark (this one, LiveKit, edge, worker, voice, Redis)."""
     work: Path
+    roles: dict[str, int]
+    """The stack's processes by role: where the CPU goes (``cpu_s_by_process``)."""
 
 
 @contextlib.contextmanager
@@ -49,16 +51,19 @@ def stack(a: argparse.Namespace, tree: Path = ROOT) -> Iterator[Stack]:
     try:
         lk = LiveKitServer(binary, work / "livekit", a.livekit_target_load).start()
         env = _env(a, redis.url, lk)
-        procs.append(spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY",
-                           work / "edge.log", tree)[0])
-        procs.append(spawn(["worker"], env, "AGENTIA_WORKER_READY", work / "worker.log",
-                           tree)[0])
+        edge = spawn(["gateway", "--port", "0"], env, "AGENTIA_EDGE_READY",
+                     work / "edge.log", tree)[0]
+        procs.append(edge)
+        worker = spawn(["worker"], env, "AGENTIA_WORKER_READY", work / "worker.log", tree)[0]
+        procs.append(worker)
         voice, _ = spawn(["voice"], env, "AGENTIA_VOICE_READY", work / "voice.log", tree)
         procs.append(voice)
         assert lk.proc is not None and redis.proc is not None
         redis_pid = redis.proc.pid
         yield Stack(env, voice.pid, lk.proc.pid,
-                    [os.getpid(), lk.proc.pid, *(p.pid for p in procs), redis_pid], work)
+                    [os.getpid(), lk.proc.pid, *(p.pid for p in procs), redis_pid], work,
+                    {"voice_worker": voice.pid, "livekit_server": lk.proc.pid,
+                     "agent_worker": worker.pid, "edge": edge.pid, "redis": redis_pid})
     finally:
         stop_all(list(reversed(procs)), grace_s=10)
         if lk is not None:
