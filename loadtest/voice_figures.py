@@ -22,7 +22,7 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
                                      "voice_processes_peak", "machine_busy_pct",
                                      "other_load_cores", "within_limit", "stages", "path",
                                      "caller_jitter_buffer_p50", "cpu_s_by_process",
-                                     "voice_threads_cores")}
+                                     "voice_threads_cores", "bench_callers_threads_cores")}
               for lv in cap.get("levels", []) if "skipped" not in lv]
     best = cap.get("max_k_p95_within_limit")
     return {

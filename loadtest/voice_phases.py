@@ -104,7 +104,7 @@ async def idle_cpu(seconds: float, voice_pid: int, livekit_pid: int,
     return {k: res[k] for k in ("window_s", "voice_cpu_cores", "livekit_cpu_cores",
                                 "bench_client_cpu_cores", "machine_busy_pct",
                                 "other_load_cores", "voice_threads_cores",
-                                "cpu_s_by_process") if k in res}
+                                "cpu_s_by_process", "bench_callers_threads_cores") if k in res}
 
 async def capacity(b: Bench, levels: list[int], phrases: int, p95_limit: float,
                    stop_p95: float,

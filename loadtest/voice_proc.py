@@ -53,11 +53,12 @@ def _subtree(info: dict[int, tuple[int, float]], root: int) -> dict[int, float]:
     return out
 
 
-def thread_cpu(root: int) -> dict[str, float]:
-    """CPU seconds so far of ``root``'s tree, by thread name (``python``: the Python threads;
-    the rest are native: WebRTC's, LiveKit's Rust runtime's, onnxruntime's, CTranslate2's)."""
+def thread_cpu(root: int, descendants: bool = True) -> dict[str, float]:
+    """CPU seconds so far of ``root``'s tree (or ``root`` alone), by thread name (``python``:
+    the Python threads; the rest are native: WebRTC's, LiveKit's Rust runtime's,
+    onnxruntime's, CTranslate2's)."""
     out: dict[str, float] = {}
-    for pid in tree(root):
+    for pid in tree(root) if descendants else [root]:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
@@ -166,6 +167,7 @@ class Sampler:
         self.ours0 = self._ours()
         self.roles0 = trees(self.roles)
         self.threads0 = thread_cpu(self.voice_pid)
+        self.me_threads0 = thread_cpu(os.getpid(), descendants=False)
         self._task = asyncio.create_task(self._sample())
 
     async def stop(self) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class Sampler:
         ours1 = self._ours()
         roles1 = trees(self.roles)
         threads1 = thread_cpu(self.voice_pid)
+        me_threads1 = thread_cpu(os.getpid(), descendants=False)
         me = sum(os.times()[:2]) - self.me0
         assert self._task is not None
         self._task.cancel()
@@ -204,11 +207,11 @@ class Sampler:
             "machine_busy_pct": round(100 * busy, 1),
             "other_load_cores": round(max(0.0, busy * cores - ours / wall), 2),
             "loadavg_1m": round(os.getloadavg()[0], 2),
-            **({"cpu_s_by_process": self._by_role(roles1, me, busy * cores * wall, ours)}
+            **({"cpu_s_by_process": self._by_role(roles1, me, busy * cores * wall, ours),
+                # this process by thread: the callers' Python (their loop) and WebRTC's
+                "bench_callers_threads_cores": _top(self.me_threads0, me_threads1, wall)}
                if self.roles else {}),
-            "voice_threads_cores": {
-                name: round((c - self.threads0.get(name, 0.0)) / wall, 3) for name, c in
-                sorted(threads1.items(), key=lambda x: self.threads0.get(x[0], 0.0) - x[1])[:6]},
+            "voice_threads_cores": _top(self.threads0, threads1, wall),
         }
 
     def _by_role(self, now: dict[str, dict[int, float]], me: float, busy_s: float,
@@ -219,3 +222,9 @@ class Sampler:
                for role, pids in now.items()}
         return {**out, "bench_callers": round(me, 1), "machine_busy": round(busy_s, 1),
                 "not_the_bench": round(max(0.0, busy_s - ours), 1)}
+
+
+def _top(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """The 6 threads (by name) that took the most CPU over the window: cores each."""
+    used = sorted(((c - before.get(n, 0.0), n) for n, c in after.items()), reverse=True)[:6]
+    return {n: round(c / wall, 3) for c, n in used}
