@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_AGENT_STATE
 
+from voice import ffi_routing
 from voice.call import CALL_ATTRIBUTE
 from voice.speech import ESPEAK_RATE, espeak_pcm
 
@@ -32,6 +34,8 @@ real microphone would have sent at once, counted as the agent's latency. A short
 late capture wait instead (the feed then sleeps less)."""
 LOUD = 300.0
 """RMS of int16 samples above which a received frame counts as the agent's speech."""
+HEARD_FRAMES = 60_000
+"""Frames of the agent's audio a caller remembers (10 ms each: its last 10 minutes)."""
 
 
 async def speech_48k(text: str, wpm: int = 170) -> np.ndarray:
@@ -52,8 +56,9 @@ class Caller:
 
     room: rtc.Room
     source: rtc.AudioSource
-    heard: list[tuple[float, float]] = field(default_factory=list)
-    """(monotonic time, RMS) of every frame of the agent's audio."""
+    heard: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=HEARD_FRAMES))
+    """(monotonic time, RMS) of each frame of the agent's audio (the last ``HEARD_FRAMES``)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     state: str = ""
     """The agent's state attribute (initializing, listening, thinking, speaking)."""
@@ -74,6 +79,7 @@ class Caller:
 
     @classmethod
     async def join(cls, url: str, token: str) -> Caller:
+        ffi_routing.install()  # each caller's ears get their own frames only
         room = rtc.Room()
         caller = cls(room, rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS))
 
@@ -121,8 +127,8 @@ class Caller:
 
     async def _listen(self, track: rtc.Track) -> None:
         async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
-            pcm = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.float64)
-            now, rms = time.monotonic(), float(np.sqrt(np.mean(pcm**2)))
+            pcm = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.int64)
+            now, rms = time.monotonic(), float(np.sqrt(pcm.dot(pcm) / max(1, len(pcm))))
             self.heard.append((now, rms))
             if now > self.listen_after and rms > LOUD:
                 self.heard_agent.set()

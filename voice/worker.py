@@ -40,7 +40,7 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, interim, pacing, shared_vad, warm
+from voice import call_guard, call_trace, ffi_routing, interim, pacing, shared_vad, warm
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
@@ -52,6 +52,7 @@ from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
 from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
+from voice.telephony import caller_identity
 from voice.tokens import parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
 
@@ -72,6 +73,9 @@ INPUT_RATE = 16_000
 """The caller's audio as the call receives it (livekit-agents' default: 24 kHz): Silero's and
 Whisper's own rate, so neither resamples it again (the room's audio stream resamples from the
 decoder's 48 kHz in Rust either way)."""
+APM_STEP_MS = 10
+"""WebRTC's audio processing (the AGC) takes whole 10 ms blocks: another frame length makes
+its native code panic, which aborts the process."""
 INSTRUCTIONS = "Answer through the Agentia session's agent (the bus), never a local model."
 
 
@@ -138,6 +142,7 @@ def prewarm(proc: JobProcess) -> None:
     """Load the models before any call: once per process. With the thread executor this runs
     for every call, in one process: the engines are shared (:mod:`voice.engines`)."""
     quiet_room_gone()
+    ffi_routing.install()  # the process that runs the rooms: voice/ffi_routing.py
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     call_trace.setup()
@@ -261,11 +266,24 @@ async def entrypoint(ctx: JobContext) -> None:
         agent=Agent(instructions=INSTRUCTIONS), room=ctx.room, record=False,
         room_options=room_io.RoomOptions(
             participant_identity=user, text_input=False,
-            audio_input=room_io.AudioInputOptions(frame_size_ms=s.voice_input_frame_ms,
-                                                  sample_rate=INPUT_RATE),
+            audio_input=audio_input(s, user),
             text_output=room_io.TextOutputOptions(next_in_chain=SpokenText(bridge))))
     pacing.pace_by_average(agent_session)  # before the agent speaks: voice/pacing.py
     await bridge.note("joined", room=ctx.room.name)
+
+
+def audio_input(s: VoiceSettings, user: str) -> room_io.AudioInputOptions:
+    """How the call takes its caller's audio: at 16 kHz in ``voice_input_frame_ms`` frames.
+    Automatic gain control (WebRTC's, on every frame) only for a phone caller (the identity
+    LiveKit's SIP service gives, voice/telephony.py), whose line has none of its own: the web
+    page's microphone already applies it (``autoGainControl``, web/voice.js). Its frames are
+    then rounded up to whole 10 ms blocks, which the AGC needs."""
+    phone = user.startswith(caller_identity(""))
+    ms = s.voice_input_frame_ms
+    if phone:
+        ms = -(-ms // APM_STEP_MS) * APM_STEP_MS
+    return room_io.AudioInputOptions(frame_size_ms=ms, sample_rate=INPUT_RATE,
+                                     auto_gain_control=phone)
 
 
 def options(s: VoiceSettings) -> WorkerOptions:

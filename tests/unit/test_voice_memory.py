@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from loadtest.bench_voice import memory_figures, peak_rss_kib, reset_peak_rss
+from loadtest.voice_figures import memory_figures
+from loadtest.voice_proc import peak_rss_kib, reset_peak_rss
 from voice.settings import VoiceSettings
 from voice.worker import PRELOAD_LOCAL_INFERENCE, skip_unused_models
 

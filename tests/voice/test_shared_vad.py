@@ -121,3 +121,42 @@ def test_silero_rule_window_by_window(shared: silero.VAD) -> None:
     assert end.speech_duration == pytest.approx(0.064 + 15 * WINDOW_S - 7 * WINDOW_S)
     assert decide.speaking is False
     assert len(decide.buffer) == 2 * int(opts.prefix_padding_duration * RATE)
+
+
+async def test_inline_inference_decides_as_the_executor_did(shared: silero.VAD) -> None:
+    """The turn VAD's inference in the stream's own task (``inline``, the default) gives the
+    same probability for every window as through the loop's executor (livekit's way), so
+    the same starts and ends of speech, in 32 ms frames (one window each) as in 20 ms ones."""
+    pcm = await call_audio()
+    rs = rtc.AudioResampler(RATE, 16_000, num_channels=1)
+    pcm16 = np.frombuffer(b"".join(bytes(f.data) for f in [
+        *rs.push(rtc.AudioFrame(pcm.tobytes(), RATE, 1, len(pcm))), *rs.flush()]),
+        dtype=np.int16)
+
+    async def run(inline: bool, frame: int) -> list[tuple[str, float]]:
+        stream = TurnVAD(shared, Tap(), inline=inline).stream()
+        probs: list[float] = []
+
+        async def read() -> list[tuple[str, float]]:
+            out = []
+            async for ev in stream:
+                if ev.type == vad.VADEventType.INFERENCE_DONE:
+                    probs.append(round(ev.probability, 5))
+                else:
+                    out.append((ev.type.value, ev.samples_index / 16_000))
+            return out
+        reading = asyncio.create_task(read())
+        for i in range(0, len(pcm16) - frame + 1, frame):
+            stream.push_frame(rtc.AudioFrame(pcm16[i:i + frame].tobytes(), 16_000, 1, frame))
+        stream.end_input()
+        cut = await reading
+        await stream.aclose()
+        return [*cut, ("windows", float(len(probs))), ("p", float(sum(probs)))]
+
+    executor = await run(False, 320)
+    assert [c[0] for c in executor[:2]] == ["start_of_speech", "end_of_speech"]
+    assert await run(True, 320) == executor
+    # the windows are the same samples however the frames cut them
+    windows = await run(True, 512)
+    assert windows[:2] == executor[:2]
+    assert abs(windows[3][1] - executor[3][1]) < 1e-3 * executor[2][1]
