@@ -78,11 +78,12 @@ class VoiceSettings(Common):
     voice_stt_model_sha256: str = ""
     """sha256 the model's ``model.bin`` must have; empty: the wheel's pinned hash when
     ``voice_stt_model_dir`` is empty, else ``none`` is required to load unpinned files."""
-    voice_stt_threads: int = 2
+    voice_stt_threads: int = 1
     """CPU threads of one Whisper transcription (CTranslate2's intra-op threads of each
-    engine): with 2, one call's utterance is decoded on both cores of a 2-core machine while
-    the other engine is idle (the common case at 1 call); with both engines busy their 4
-    threads share 2 cores (14-19 % more CPU a decode; 1 where the cores are always busy)."""
+    engine). 2 decodes one call's utterance on both cores of a 2-core machine while the other
+    engine is idle, but in a real call its threads compete with the call's own (LiveKit, the
+    VAD, the event loop): on a quiet box 2 measured slower end to end (session 12: the final
+    transcript 316-396 vs 304 ms after the end of speech, docs/voice.md)."""
     voice_stt_engines: int = 2
     """Thread executor: Whisper (or pocketsphinx) engines the calls share, i.e. utterances
     transcribed at once (one per core); a further one waits for a free engine. The process
