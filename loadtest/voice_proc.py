@@ -75,9 +75,14 @@ def thread_cpu(root: int, descendants: bool = True) -> dict[str, float]:
 
 def pss_kib(pid: int) -> int:
     """Proportional set size: shared pages (forked job processes) counted once overall."""
+    return _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _kib(path: str, field: str) -> int:
+    """The kB figure of the line of ``path`` that starts with ``field`` (0: none, or gone)."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -109,13 +114,7 @@ def reset_peak_rss(pid: int) -> bool:
 
 def peak_rss_kib(pid: int) -> int:
     """The kernel's peak RSS of ``pid`` (``VmHWM``): unlike a sample, it misses no transient."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _kib(f"/proc/{pid}/status", "VmHWM:")
 
 
 def idle_jiffies() -> tuple[int, int]:
