@@ -123,20 +123,29 @@ async def test_slow_reader_is_closed_and_others_are_unaffected(cluster: Cluster,
     slow_ws = await websockets.connect(
         f"ws://127.0.0.1:{edge.port}/v1/ws?session=slowpoke", max_queue=1,
         additional_headers={"Authorization": f"Bearer {token('alice')}"}, compression=None)
-    # the slow client never reads; the fast one reads everything
+    # the slow client never reads; the fast one reads everything, at most AHEAD events behind
+    # the producer (both in this process: unpaced, the producer could run ~20 events (320 KB,
+    # over the send budget) ahead of the reader between two of its reads, and the edge then
+    # closed the fast one too, in about a quarter of the runs)
     blob = "y" * 16_000
     n = 600
+    ahead = 8
+    got: list[int] = []
+    read = asyncio.Event()
 
     async def produce() -> None:
         for i in range(n):
+            while i - len(got) > ahead:
+                read.clear()
+                await read.wait()
             await bus.append("slowpoke", {"type": "delta", "turn": 1, "text": blob, "i": i})
 
     async def consume() -> list[int]:
-        got: list[int] = []
         while len(got) < n:
             f = await fast.recv(20)
             if f["type"] == "delta":
                 got.append(f["i"])
+                read.set()
         return got
 
     _, got = await asyncio.gather(produce(), consume())

@@ -11,9 +11,17 @@ import redis.asyncio as aioredis
 
 from launch.redis_server import RedisServer
 from sessions import delivery_reads as R
+from sessions import delivery_redis as D
 from sessions import keys as K
 from sessions.bus import Bus
-from sessions.delivery_redis import READERS_KEPT
+
+READERS_KEPT = 4
+"""Readers kept when the reads ahead are on (off by default: sessions/delivery_redis.py)."""
+
+
+@pytest.fixture(autouse=True)
+def _reads_ahead_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(D, "READERS_KEPT", READERS_KEPT)
 
 
 async def _tick(r: aioredis.Redis, key: str, n: int) -> bytes:
