@@ -63,9 +63,10 @@ def test_bench_turnpath_throughput_mode_records_each_rate(tmp_path: Path) -> Non
         assert r["ended"] == r["sent"] == r["acked"], r
         assert r["lost"] == 0 and not r["errors"], r
         assert r["edges"] == r["workers"] == 2 and r["tracebacks"] == {"edge": 0, "worker": 0}
-        # the load generator idles at ~0 CPU (the processes' idle rates, over 0.3 s of a
-        # shared box, are noise: only the key is checked for them)
-        assert r["loadgen_cpu_ms_per_turn"] > 0 and "edge_cpu_ms_per_turn" in r, r
+        # each process's CPU per turn is its load CPU less its idle rate over 0.3 s, which on a
+        # busy box is noise (the load generator's came out at -0.8 ms in a CI run): only that
+        # the figures are there is checked
+        assert isinstance(r["loadgen_cpu_ms_per_turn"], float) and "edge_cpu_ms_per_turn" in r, r
     (row,) = figs["throughput"]
     assert row["offered"] == [8.0, 16.0] and row["sessions"] == 4
     assert set(row["sustained"]) <= {8.0, 16.0}
