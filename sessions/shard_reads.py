@@ -62,7 +62,13 @@ class ShardReads:
         else:
             n = await self._read(self.inbound, -(-self._free() // len(self.inbound)))
         if time.monotonic() - self._last_reclaim > self.cfg.lease_ms / 4000:
-            n += await self._reclaim()
+            # the reads in flight may still claim what they ask for: a reclaim takes only the
+            # room they leave (none: the next poll tries again), so the worker never holds
+            # more turns than ``concurrency``
+            room = self.cfg.concurrency - len(self.tasks) - (
+                sum(ahead.asked) if ahead is not None else 0)
+            if room > 0:
+                n += await self._reclaim(room)
         return n
 
     async def _run_per_shard(self, burst: bool) -> None:
@@ -129,14 +135,16 @@ class ShardReads:
             await asyncio.sleep(0.5)
         return 0
 
-    async def _reclaim(self) -> int:
-        """Take over entries whose worker stopped renewing them for a whole lease."""
+    async def _reclaim(self, room: int | None = None) -> int:
+        """Take over entries whose worker stopped renewing them for a whole lease: at most
+        ``room`` over all shards (default: the free capacity, at least one)."""
         self._last_reclaim = time.monotonic()
-        n = 0
+        n, left = 0, room if room is not None else self._free()
         for shard in self.inbound:
+            if n >= left:
+                break
             try:
-                claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms,
-                                                max(1, self._free()))
+                claims = await self.bus.reclaim(shard, self.name, self.cfg.lease_ms, left - n)
             except Exception as exc:
                 log.debug("reclaim on shard %s failed: %s", shard, exc)
                 continue

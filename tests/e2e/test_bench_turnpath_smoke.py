@@ -32,7 +32,10 @@ def test_bench_turnpath_records_every_run(tmp_path: Path) -> None:
         assert r["ended"] > 0 and r["lost"] == 0 and r["ended"] == r["acked"], r
         assert r["tracebacks"] == {"edge": 0, "worker": 0}, r
         assert r["text_frames_per_turn"] >= 1 and r["redis_cmds_per_text_frame"] > 0, r
-        assert r["redis_cmds_per_turn"] > 0 and r["worker_cpu_ms_per_turn"] > 0, r
+        # the worker's CPU per turn is its load CPU less its idle rate over 0.3 s (one or two
+        # 10 ms ticks): on a busy box that can come out below zero, so only its presence is
+        # checked (the throughput test below says the same of every process)
+        assert r["redis_cmds_per_turn"] > 0 and isinstance(r["worker_cpu_ms_per_turn"], float), r
         log = r["log"]
         assert log["finished_turns"] > 0, log
         # the log holds at least each finished reply's text

@@ -4,6 +4,7 @@ worker has room for; and that stopping leaves nothing claimed that the worker do
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
@@ -14,6 +15,7 @@ from sessions import claims_ahead as A
 from sessions import keys as K
 from sessions.bus import Bus, connect
 from sessions.claims_ahead import ClaimsAhead
+from sessions.roles import Claimed
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
 from tests.agents_fixtures import fast
@@ -128,5 +130,55 @@ async def test_a_worker_reading_ahead_runs_every_turn_and_leaves_none_claimed(
             got = await r.xpending(bus.keys.inbound(shard, K.DEFAULT_AGENT), K.GROUP)
             assert got["pending"] == 0
     finally:
+        await r.aclose()
+        await bus.close()
+
+
+async def test_a_reclaim_takes_only_the_room_the_reads_in_flight_leave(
+        redis_server: RedisServer) -> None:
+    """Room for 2: a read in flight answered with one turn, another still asking for one, and
+    a dead worker's turn due for reclaim. The reclaim takes nothing (the reads in flight hold
+    the room), so the worker's pending list never holds more than its 2 (before: 3, the
+    reclaim asked for the free capacity less only the turns running). With the reads drained
+    and nothing new, the next poll reclaims as many as it has room for, the dead worker's turn
+first."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=1)
+    r = aioredis.Redis.from_url(redis_server.url)
+    held: list[asyncio.Task[None]] = []
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=50, concurrency=2, lease_ms=1))
+        spawned: list[str] = []
+
+        def spawn(claim: Claimed) -> None:  # a turn that runs until the test ends
+            spawned.append(claim.session)
+            held.append(task := asyncio.create_task(asyncio.sleep(60)))
+            worker.tasks.add(task)
+
+        worker._spawn = spawn  # type: ignore[method-assign]
+        for n in range(3):
+            await _turn(r, bus, n)
+        assert [c.session for c in await bus.claim([0], "dead", 1, 0)] == ["s0"]
+        await asyncio.sleep(0.01)  # s0 idle longer than the 1 ms lease
+        ahead = bus.claims_ahead(worker.inbound, worker.name, 2000)
+        assert ahead is not None
+        worker._last_reclaim = 0.0  # a reclaim is due
+        assert await worker._poll(ahead) == 1 and spawned == ["s1"]
+        assert sum(ahead.asked) == 1  # the other read: answered with s2, not yet taken
+        consumers = {c["name"]: c["pending"] for c in await r.xinfo_consumers(
+            bus.keys.inbound(0, K.DEFAULT_AGENT), K.GROUP)}
+        assert consumers == {b"dead": 1, worker.name.encode(): 2}
+        assert [c.session for c in await ahead.close()] == ["s2"]
+        for task in held:
+            task.cancel()
+        worker.tasks.clear()
+        worker._last_reclaim = 0.0
+        # all three are idle past the 1 ms lease now (s1, s2: this worker's own, not renewed):
+        # the reclaim takes the room, 2, in the stream's order
+        assert await worker._poll() == 2 and spawned == ["s1", "s0", "s1"]
+    finally:
+        for task in held:
+            task.cancel()
         await r.aclose()
         await bus.close()
