@@ -124,9 +124,14 @@ class DirectRun:
                     continue
                 seen.append(event)
                 if isinstance(event, ResponseTextDeltaEvent) and not done:
-                    texts += 1
-                    if not given:
-                        yield event.delta
+                    # the text deltas that came meanwhile, given as one piece (the
+                    # coalescer joins them anyway): one step of the turn, not one per token
+                    more = pump.take_ready(ResponseTextDeltaEvent)
+                    seen.extend(more)
+                    texts += 1 + len(more)
+                    pieces = more if given else [event, *more]
+                    if pieces:
+                        yield "".join([e.delta for e in pieces])
                     given = False
                 elif isinstance(event, ResponseCompletedEvent) and _plain_reply(event) \
                         and not done:
