@@ -34,6 +34,7 @@ from agents._tool_identity import resolve_tool_name_collisions
 from agents.items import ItemHelpers, MessageOutputItem, RunItem, TResponseInputItem
 from agents.models.interface import Model
 from agents.run_internal import turn_preparation as tp
+from agents.run_internal.agent_tool_configuration import snapshot_agent_tools
 from agents.run_internal.items import ensure_input_item_format
 from agents.run_internal.prompt_cache_key import (
     PromptCacheKeyResolver,
@@ -124,9 +125,14 @@ class DirectRun:
                     continue
                 seen.append(event)
                 if isinstance(event, ResponseTextDeltaEvent) and not done:
-                    texts += 1
-                    if not given:
-                        yield event.delta
+                    # the text deltas that came meanwhile, given as one piece (the
+                    # coalescer joins them anyway): one step of the turn, not one per token
+                    more = pump.take_ready(ResponseTextDeltaEvent)
+                    seen.extend(more)
+                    texts += 1 + len(more)
+                    pieces = more if given else [event, *more]
+                    if pieces:
+                        yield "".join([e.delta for e in pieces])
                     given = False
                 elif isinstance(event, ResponseCompletedEvent) and _plain_reply(event) \
                         and not done:
@@ -149,8 +155,7 @@ class DirectRun:
         agent, cfg = self.agent, self.cfg
         # the Runner's preparation of the input, in one pass for a history of messages
         model_input, to_save = await sdk_history.prepare(self.text, self.memory, ctx)
-        tools, _ = resolve_tool_name_collisions(
-            await agent.get_all_tools(ctx), [], collision_policy=cfg.tool_name_collision_policy)
+        tools = await model_tools(agent, ctx, cfg.tool_name_collision_policy)
         instructions = await agent.get_system_prompt(ctx)
         model = tp.get_model(agent, cfg)
         settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
@@ -180,6 +185,39 @@ class DirectRun:
                                 for o in response.output]
         await save_result_to_session(self.memory, [], items, None, response_id=response.id,
                                      wrapper=ctx)
+
+
+TOOLS_KEPT = 64
+"""Agents whose model tools :func:`model_tools` keeps (all are forgotten past it)."""
+_TOOLS: dict[int, tuple[Agent[Any], tuple[Any, ...], tuple[Any, ...], str, list[Any]]] = {}
+"""id(agent) -> (the agent, its tools, their ``is_enabled``, the collision policy, the model's
+tools worked out from them)."""
+
+
+async def model_tools(agent: Agent[Any], ctx: RunContextWrapper[Any], policy: Any) -> list[Any]:
+    """The tools the model is given, as the Runner works them out (``get_all_tools``, then
+    ``resolve_tool_name_collisions``), kept per agent while its tools are the same objects
+    with the same ``is_enabled``. For an :func:`eligible` agent (function tools, ``is_enabled``
+    a bool, no MCP servers) the result depends on nothing else, and working it out again was
+    ~5 % of a worker's CPU per demo turn (a Task per tool, name checks per tool). The SDK's
+    snapshot of the agent's tools is still taken every run: it is how concurrent runs of one
+    agent find its tools changed under them."""
+    tools = snapshot_agent_tools(agent)
+    enabled = tuple(getattr(t, "is_enabled", None) for t in tools)
+    kept = _TOOLS.get(id(agent))
+    if kept is not None and kept[0] is agent and kept[3] == policy and kept[2] == enabled \
+            and _same(kept[1], tools):
+        return list(kept[4])
+    resolved, _ = resolve_tool_name_collisions(await agent.get_all_tools(ctx), [],
+                                               collision_policy=policy)
+    if len(_TOOLS) >= TOOLS_KEPT:
+        _TOOLS.clear()
+    _TOOLS[id(agent)] = (agent, tools, enabled, policy, list(resolved))
+    return resolved
+
+
+def _same(kept: tuple[Any, ...], tools: tuple[Any, ...]) -> bool:
+    return len(kept) == len(tools) and all(a is b for a, b in zip(kept, tools, strict=True))
 
 
 def _quiet(event: Any) -> bool:

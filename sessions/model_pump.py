@@ -92,10 +92,25 @@ class ModelPump:
         if type(event) is list:
             event = "".join(event)
             self.text_waiting -= len(event)
+        self._made_room()
+        return event
+
+    def take_ready(self, kind: type) -> list[Any]:
+        """The events of exactly type ``kind`` waiting now at the front, taken without
+        waiting (none when the next is anything else; at most what the pump holds, bounded):
+        a model that streamed a burst of text deltas while the turn was busy is handed over
+        in one step."""
+        got, taken = self.got, []
+        while got and type(got[0]) is kind:
+            taken.append(got.popleft())
+        if taken:
+            self._made_room()
+        return taken
+
+    def _made_room(self) -> None:
         if not self._room.is_set() and len(self.got) <= MAX_WAITING // 2 \
                 and self.text_waiting <= MAX_TEXT // 2:
             self._room.set()
-        return event
 
     async def stop(self) -> None:
         task = self.task

@@ -18,11 +18,13 @@ from agents import (
     ModelProvider,
     ModelSettings,
     RunConfig,
+    RunContextWrapper,
     Runner,
     function_tool,
     input_guardrail,
     set_tracing_disabled,
 )
+from agents._tool_identity import resolve_tool_name_collisions
 from agents.models.interface import Model
 from openai.types.responses import (
     Response,
@@ -82,8 +84,10 @@ class Scripted(Model):
     """One list of events (or an exception to raise after them) per model call; records the
     arguments of each call."""
 
-    def __init__(self, calls: list[list[Any]], log: list[Any]) -> None:
+    def __init__(self, calls: list[list[Any]], log: list[Any], burst: bool = False) -> None:
         self.calls, self.log = list(calls), log
+        self.burst = burst
+        """Every event at once (a model that streamed while the turn was busy)."""
 
     async def get_response(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -112,7 +116,7 @@ class Scripted(Model):
             # as from a network: the consumer takes each event before the next comes (the
             # Runner, given events faster than it hands them on, drops the ones queued before
             # an error; the direct path gives them all)
-            for _ in range(5):
+            for _ in range(0 if self.burst else 5):
                 await asyncio.sleep(0)
             if isinstance(event, Exception):
                 raise event
@@ -160,12 +164,12 @@ AGENT = Agent(name="t", instructions="be brief", tools=[calculate, book_table])
 
 
 async def _run(direct: bool, calls: list[list[Any]], agent: Agent[Any] = AGENT,
-               fail: str = "", stop_after: int = 0) -> list[Any]:
+               fail: str = "", stop_after: int = 0, burst: bool = False) -> list[Any]:
     runtime.DIRECT[0] = direct
     log: list[Any] = []
     got: list[Any] = []
     turn = stream_turn(agent, "what is 2+3", Session(log, fail),  # type: ignore[arg-type]
-                       Provider(Scripted(calls, log)))
+                       Provider(Scripted(calls, log, burst)))
     try:
         async for item in turn:
             got.append(_plain(item))
@@ -280,3 +284,56 @@ def test_sdk_tracing_on_goes_to_the_runner() -> None:
         assert not direct_run.eligible(AGENT, cfg)
     finally:
         set_tracing_disabled(True)
+
+
+def _joined(items: list[Any]) -> list[Any]:
+    """The items with each run of text pieces joined into one."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, runtime.Delta) and out and isinstance(out[-1], runtime.Delta):
+            out[-1] = runtime.Delta(out[-1].text + item.text)
+        else:
+            out.append(item)
+    return out
+
+
+@pytest.mark.parametrize("case", ["text", "tool then text", "text, a tool call mid-stream"])
+async def test_a_burst_of_text_is_given_in_one_piece(case: str) -> None:
+    """Text deltas that came while the turn was busy are one piece on the direct path (the
+    Runner gives one per event): the same text, items, session and model calls, and the
+    Runner that takes over after a burst skips exactly the text given."""
+    direct = await _run(True, CASES[case], burst=True)
+    runner = await _run(False, CASES[case], burst=True)
+    assert _joined(direct[0]) == _joined(runner[0]) and direct[1] == runner[1]
+    pieces = [i for i in direct[0] if isinstance(i, runtime.Delta)]
+    events = [i for i in runner[0] if isinstance(i, runtime.Delta)]
+    # the direct path's text in one piece, what the Runner streams after a tool call one a delta
+    assert (len(pieces), len(events)) == {"text": (1, 4), "tool then text": (3, 3),
+                                          "text, a tool call mid-stream": (4, 5)}[case]
+
+
+async def test_the_model_tools_are_worked_out_again_when_the_agent_changes() -> None:
+    """The model's tools are kept per agent while its tools and their ``is_enabled`` are the
+    same: a change to either is seen at the next run."""
+    one = function_tool(lambda: "a", name_override="one")
+    two = function_tool(lambda: "b", name_override="two")
+    agent = Agent(name="kept", tools=[one, two])
+    ctx = RunContextWrapper[Any](context=None)
+
+    async def names() -> list[str]:
+        tools = await direct_run.model_tools(agent, ctx, "error")
+        sdk, _ = resolve_tool_name_collisions(await agent.get_all_tools(ctx), [],
+                                              collision_policy="error")
+        assert [t.name for t in tools] == [t.name for t in sdk]
+        return [t.name for t in tools]
+
+    assert await names() == ["one", "two"]
+    first = await direct_run.model_tools(agent, ctx, "error")
+    again = await direct_run.model_tools(agent, ctx, "error")
+    assert again is not first and all(a is b for a, b in zip(again, first, strict=True))
+    one.is_enabled = False
+    assert await names() == ["two"]
+    agent.tools = [two, one, function_tool(lambda: "c", name_override="three")]
+    assert await names() == ["two", "three"]
+    one.is_enabled = True
+    assert await names() == ["two", "one", "three"]
