@@ -1,7 +1,7 @@
 """The scripts that run a turn's attempt (sessions/log_redis.py ``start_attempt``). Each
 touches the keys of exactly one session (one Cluster slot), as those of scripts.py."""
 
-from sessions.scripts import _APPEND, _APPEND_MORE, _ROLLBACK
+from sessions.scripts import _APPEND_KEPT, _APPEND_MORE, _ROLLBACK
 
 # KEYS: meta, memory, lock, log, nodes, partial, notes
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
@@ -19,8 +19,10 @@ from sessions.scripts import _APPEND, _APPEND_MORE, _ROLLBACK
 # is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
 # turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
 # run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
-# instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
-# tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
+# instead of two; the log's and meta's ttl are left as the turn's SUBMIT renewed them
+# (scripts.py _RENEW; the ending renews them again). Posted messages waiting in ``notes`` move
+# into memory first, tagged "n|" (a tag ROLLBACK never matches, and they sit before this
+# attempt's items: a retry keeps them).
 # While an operator holds the session (meta ``op``, TAKEOVER) the turn does not run: its user
 # message is queued in ``notes`` (the agent sees it after the release, in order with the
 # operator's messages) and {attempt, 2, 0, ''} is returned (the worker ends it ``cancelled``
@@ -35,25 +37,27 @@ START = (
 local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
 local holder = redis.call('GET', KEYS[3])
 if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
-if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
+local m = redis.call('HMGET', meta, 'seq', 'a:' .. ARGV[1], 'x:' .. ARGV[1],
+                    'p:' .. ARGV[1], 'op')
+if not m[1] then return {0, 1, 0, ''} end
 if holder ~= ARGV[2] then
   if holder then return {-3} end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
 end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
-local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
+local attempts = tonumber(m[2] or '0')
 if ARGV[3] ~= '1' or attempts == 0 then
   attempts = redis.call('HINCRBY', meta, 'a:' .. ARGV[1], 1)
 end
 """
     + _ROLLBACK
     + """
-local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
-local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
+local cancel = m[3]
+local since = tonumber(m[4] or '0')
 if cancel or attempts - since > tonumber(ARGV[4]) then
   return {attempts, cancel and 1 or 0, 0, ''}
 end
-if redis.call('HEXISTS', meta, 'op') == 1 then
+if m[5] then
   redis.call('RPUSH', KEYS[7], ARGV[9])
   redis.call('LTRIM', KEYS[7], -tonumber(ARGV[8]), -1)
   redis.call('EXPIRE', KEYS[7], ttl)
@@ -70,7 +74,7 @@ local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
 local seq
 """
-    + _APPEND
+    + _APPEND_KEPT
     + "local from = 14\n"
     + _APPEND_MORE
     + """
