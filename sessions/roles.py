@@ -68,6 +68,11 @@ class Turn:
     """Only ``session`` and ``offset`` are known (from its shard entry): the attempt's START
     checks that it is the first pending turn and reads the rest (``start_attempt`` ``first``)."""
 
+    @classmethod
+    def named(cls, session: str, offset: int) -> Turn:
+        """The turn a shard entry names, known by its offset only (``unread``)."""
+        return cls(session, offset, "", "", "", "", 0.0, unread=True)
+
 
 @dataclass(frozen=True, slots=True)
 class Replay:

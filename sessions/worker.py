@@ -77,15 +77,6 @@ class _Stale(Exception):
     """The turn its shard entry named is not the session's first pending one (START)."""
 
 
-def _entry_turn(claim: Claimed) -> Turn | None:
-    """The turn ``claim``'s entry names, by its offset only (START checks and reads it: one
-    round trip fewer a turn); None when it names none (a ``nack``'s) or with tracing on (the
-    turn's span needs its traceparent before START)."""
-    if not claim.offset or tracing.ON:
-        return None
-    return Turn(claim.session, claim.offset, "", "", "", "", 0.0, unread=True)
-
-
 Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
 """Agent name -> (the agent, its private tools' names), in registry order."""
 
@@ -281,7 +272,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         with its ending (no read of its own), the first from the claim's entry (START checks
         it)."""
         sid = claim.session
-        turn: Turn | None = _entry_turn(claim)
+        # the entry's turn (none: a ``nack``'s; with tracing on its span needs the turn first)
+        turn = Turn.named(sid, claim.offset) if claim.offset and not tracing.ON else None
         while True:
             turn = turn or await self.bus.next_turn(sid)
             if turn is None:
