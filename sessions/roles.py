@@ -327,6 +327,9 @@ class TurnState(Protocol):
 
     def cancel_feed(self) -> AbstractAsyncContextManager[AsyncIterator[str]]: ...
 
+    def nodes_changed(self, sid: str) -> None:
+        """A node joined ``sid`` (a notice on the cancel feed): re-read its nodes soon."""
+
 
 class AgentDirectory(Protocol):
     """The registered agents: workers publish those they run, everyone else reads them."""

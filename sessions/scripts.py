@@ -4,10 +4,14 @@ Log entries have ids ``0-<offset>``: offsets are contiguous integers per session
 visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly.
 """
 
-# KEYS: meta, nodes, log, turns, cids, memory
+# KEYS: meta, nodes, log, turns, cids, memory, lock
 # ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1"),
 #       agent asked for ("" = none), agent of a new session ("" = none registered yet, "-" =
-#       the one asked for is not registered)
+#       the one asked for is not registered), the workers' notice channel ("" = none)
+# A node new to the session's nodes while a worker holds its lock (a turn may be streaming) is
+# announced on the workers' channel ("<session> nodes"): the worker re-reads the session's nodes
+# with its next tick, so the new node gets the turn's chunks at once, without the worker
+# re-reading every streaming session's nodes every second (issue 13, session 13).
 # A session without meta starts a new epoch from scratch: whatever else of it survived (an
 # evicted or lost meta) is dropped, since offsets restart at 1 (a stream also remembers its
 # last id, so a leftover log or turns stream would refuse 0-1). Without ``create`` a missing
@@ -47,8 +51,11 @@ local ttl = ARGV[4]
 if tonumber(m[2]) == 0 then ttl = ARGV[6] end
 for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
 if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[5], 1)
+  local added = redis.call('HSET', KEYS[2], ARGV[5], 1)
   redis.call('EXPIRE', KEYS[2], ttl)
+  if added == 1 and ARGV[10] and ARGV[10] ~= '' and redis.call('EXISTS', KEYS[7]) == 1 then
+    redis.call('PUBLISH', ARGV[10], ARGV[11] .. ' nodes')
+  end
 end
 return {'ok', m[1], m[2], agent}
 """

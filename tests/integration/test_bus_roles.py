@@ -671,3 +671,36 @@ async def test_the_ending_acks_the_entry_when_it_frees_the_lock(bus: Bus) -> Non
     assert (ended.released, ended.acked, ended.next) == (True, True, None)
     assert (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"] == pending - 1
     assert not await bus.redis.exists(bus.keys.lock("sa"))
+
+
+async def test_a_node_joining_a_locked_session_is_announced_to_the_workers(bus: Bus) -> None:
+    """Issue 13, session 13: OPEN announces a node new to a session whose lock is held
+    (``"<session> nodes"`` on the workers' channel), once, and the worker's view of the
+    session's nodes is then re-read with its next tick (stale at once), not after
+    ``NODES_FRESH_S``; a node already there, or a session nobody holds, is not announced."""
+    for node in ("n1", "n2"):
+        await bus.heartbeat_node(node)
+    await bus.open_session("sn", "ann", "n1")
+    await bus.open_session("so", "ann", "n1")
+    sub = await bus.submit("sn", "m1", "hi", user="ann")
+    assert (await bus.start_attempt("sn", sub.offset, "w1", max_attempts=3,
+                                    lease_ms=30_000)).run
+    bus._remember_nodes("sn", [b"n1"], time.monotonic())
+    assert (await bus._nodes_for_tick(["sn"]))[1] == []  # fresh: no re-read
+    async with bus.cancel_feed() as feed:
+        await asyncio.sleep(0.2)  # the subscription is in before the opens
+        await bus.open_session("so", "ann", "n2")  # nobody holds it: no notice
+        await bus.open_session("sn", "ann", "n2")
+        await bus.open_session("sn", "ann", "n2")  # already there: no notice
+        await bus.cancel("sn", sub.offset)
+        got = []
+        async with asyncio.timeout(10):
+            async for data in feed:
+                got.append(data)
+                if data != "sn nodes":
+                    break
+    assert got == ["sn nodes", f"sn {sub.offset}"]
+    bus.nodes_changed("sn")
+    nodes, stale = await bus._nodes_for_tick(["sn"])
+    assert stale == ["sn"] and nodes["sn"] == [b"n1"]  # sent as known, re-read with the tick
+    assert sorted(await bus.redis.hkeys(bus.keys.nodes("sn"))) == [b"n1", b"n2"]
