@@ -20,6 +20,7 @@ from sessions import keys as K
 from sessions.log_redis import RedisSessionLog
 from sessions.redis_core import down
 from sessions.roles import Ended, LockLost, Started
+from sessions.turns_redis import turn_of
 
 
 class RedisAttempts(RedisSessionLog):
@@ -47,7 +48,7 @@ class RedisAttempts(RedisSessionLog):
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[E.Event] | None = None,
                             said: str = "", lease_ms: int | None = None,
-                            read_memory: bool = False) -> Started:
+                            read_memory: bool = False, first: bool = False) -> Started:
         """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
         or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
         turn's ``state thinking``) and start its run's partial buffer, in one script
@@ -58,16 +59,20 @@ class RedisAttempts(RedisSessionLog):
         ``busy`` result, nothing written; without, the caller holds the lock already. With
         ``read_memory`` a started attempt's ``memory`` is the session's memory items as the
         script left them (stored form, oldest first): the agent's first memory read, in the
-        same round trip. Raises :class:`LockLost` if the lock is not ``owner``'s (without
-        ``lease_ms``)."""
+        same round trip. With ``first`` the turn is known by its shard entry only: START
+        checks that it is the session's first pending turn (else a ``stale`` result, nothing
+        written, no lock taken) and returns it read (``turn``; ``said`` may then be empty):
+        the worker's read of the pending turns before START, one round trip fewer a turn.
+        Raises :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``)."""
         k = self.keys
         more = [orjson.dumps(e) for e in then or ()]
-        note = orjson.dumps({"role": "user", "content": said})
+        # with ``first`` and no text given, START makes the note from the turn it reads
+        note = orjson.dumps({"role": "user", "content": said}) if said or not first else b""
         await self._webhook_mark(sid)
         if self._deferred:
             await self._send_deferred(sid)  # an earlier attempt's, kept for a tick: first
         keys = [k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
-                k.partial(sid), k.notes(sid)]
+                k.partial(sid), k.notes(sid), k.turns(sid)]
         inline = self._inline_targets(sid)  # the fan-out in START (single Redis), as APPEND
         fan: list[Any] = ["", ""]
         if inline is not None:
@@ -78,17 +83,20 @@ class RedisAttempts(RedisSessionLog):
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
                   K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
                   "" if lease_ms is None else lease_ms, "1" if read_memory else "", *fan,
-                  *more])
+                  "1" if first else "", *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
         if int(res[0]) == -3:
             return Started(0, False, "", busy=True)
+        if int(res[0]) == -5:
+            return Started(0, False, "", stale=True)
         attempt, cancelled, offset = int(res[0]), int(res[1]) == 1, int(res[2])
+        read = turn_of(sid, b"0-%d" % turn, res[4]) if first and len(res) > 4 else None
         if offset <= 0:
-            return Started(attempt, cancelled, "", held=int(res[1]) == 2)
-        n = int(res[4])
+            return Started(attempt, cancelled, "", held=int(res[1]) == 2, turn=read)
+        n = int(res[5])
         raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
-        nodes = res[5 + n:]
+        nodes = res[6 + n:]
         if inline is None:
             await self._fan_out_all(sid, offset - len(more), raws, nodes)
         else:  # a node the script did not get: its fan-out after it, as before
@@ -96,4 +104,4 @@ class RedisAttempts(RedisSessionLog):
                 await self._fan_out_all(sid, offset - len(more), raws, rest)
             self._remember_nodes(sid, nodes, time.monotonic())
         return Started(attempt, cancelled, res[3].decode(),
-                       memory=list(res[5:5 + n]) if read_memory else None)
+                       memory=list(res[6:6 + n]) if read_memory else None, turn=read)

@@ -35,8 +35,8 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 from sessions import keys as K
 from sessions.roles import Claimed
 
-ClaimOf = Callable[[str, bytes, str, str], Claimed]
-"""(stream, entry id, session, agent) -> the claim (sessions/queue_redis.py's)."""
+ClaimOf = Callable[[str, bytes, dict[bytes, bytes], str], Claimed]
+"""(stream, entry id, the entry's fields, agent) -> the claim (sessions/queue_redis.py's)."""
 
 AHEAD = 8
 """Reads in flight on a worker's reader connection at most."""
@@ -116,7 +116,7 @@ class ClaimsAhead:
             agent = self.agent_of.get(stream, K.DEFAULT_AGENT)
             for rid, flat in rows:
                 f = dict(zip(flat[::2], flat[1::2], strict=True))
-                out.append(self.claim_of(stream.decode(), rid, f[b"s"].decode(), agent))
+                out.append(self.claim_of(stream.decode(), rid, f, agent))
         return out
 
     async def close(self) -> list[Claimed]:

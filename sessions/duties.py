@@ -40,12 +40,16 @@ class Running:
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:
     """Follow the edges' cancel requests (``"<session> <turn>"``) and cancel the matching
     running turn, and their notices of approval decisions (``"<session> <turn> approval"``)
-    and wake the matching waiting turn; resubscribe when the feed is lost."""
+    and wake the matching waiting turn, and of a node joining a session (``"<session>
+    nodes"``, OPEN); resubscribe when the feed is lost."""
     while True:
         try:
             async with bus.cancel_feed() as feed:
                 async for data in feed:
-                    on_cancel(running, data)
+                    if data.endswith(" nodes"):  # a node joined the session (OPEN)
+                        bus.nodes_changed(data[:-6])
+                    else:
+                        on_cancel(running, data)
         except Exception as exc:
             log.warning("cancel feed lost (%s); resubscribing", exc)
             await asyncio.sleep(0.5)

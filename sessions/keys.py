@@ -63,9 +63,13 @@ the ten since the last), not with each: a turn's ~150 pieces cost Redis ~15 ``RP
 piece, whose text the buffer holds when it arrives (gateway/chunks.py): a connection that joins
 mid-reply gets the text up to the last tenth piece at once, the rest within ten pieces (~0.4 s
 at the default ``coalesce_ms``). Edges and workers must agree on it."""
-NODES_FRESH_S = 1.0
-"""How old a worker's view of which nodes hold a session may be when it streams a chunk (a
-node that joins mid-turn gets the turn's chunks within this, and a ``partial`` first)."""
+NODES_FRESH_S = 10.0
+"""How old a worker's view of which nodes hold a session may be when it streams a chunk. A node
+that joins mid-turn is announced to the workers by OPEN (``"<session> nodes"`` on
+:meth:`Keys.cancel_channel`) and gets the turn's chunks from the worker's next tick but one
+(and a ``partial`` first); this bounds it when that notice was lost (a worker resubscribing).
+1 s before issue 13's session 13, which re-read every streaming session's nodes once a second
+(~6 ``HKEYS`` a 300-word turn)."""
 CLIENT_IDS_KEPT = 1_000
 """Client message ids remembered per session for idempotent send."""
 MEMORY_MAXLEN = 200
@@ -337,7 +341,8 @@ class Keys:
     def cancel_channel(self) -> str:
         """Pub/Sub channel on which edges ask workers to stop a running turn
         (``"<session> <turn>"``) or tell them a paused turn has a decision
-        (``"<session> <turn> approval"``)."""
+        (``"<session> <turn> approval"``) or a node joined a session whose lock is held
+        (``"<session> nodes"``, OPEN)."""
         return f"{self.prefix}:cancel"
 
 

@@ -46,9 +46,17 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                    new_agent: str) -> tuple[list[str], list[Any]]:
         k = self.keys
         return ([k.meta(sid), k.nodes(sid), k.log(sid), k.turns(sid), k.client_ids(sid),
-                 k.memory(sid)],
+                 k.memory(sid), k.lock(sid)],
                 [user, secrets.token_hex(8), int(time.time()), K.SESSION_TTL, node,
-                 self.new_session_ttl, "1" if create else "", agent, new_agent])
+                 self.new_session_ttl, "1" if create else "", agent, new_agent,
+                 k.cancel_channel(), sid])
+
+    def nodes_changed(self, sid: str) -> None:
+        """A node joined ``sid`` (OPEN's notice, ``"<session> nodes"``): its nodes are
+        re-read (``HKEYS``) at the end of the next tick that carries its chunks."""
+        hit = self._session_nodes.get(sid)
+        if hit is not None:
+            self._session_nodes[sid] = (float("-inf"), hit[1])
 
     @staticmethod
     def _opened(sid: str, res: Any, agent: str) -> SessionInfo:

@@ -33,6 +33,8 @@ class RedisClaim:
     reclaimed: bool
     agent: str = K.DEFAULT_AGENT
     """The agent whose shard the entry is in: the session's agent."""
+    offset: int = 0
+    """The turn the entry was written for (its ``o``; 0: none said, e.g. a ``nack``'s)."""
 
     async def ack(self) -> None:
         await self.queue.redis.xack(self.stream, K.GROUP, self.id)
@@ -79,7 +81,7 @@ class RedisTurnQueue(RedisCore):
         res = await self.redis.xreadgroup(K.GROUP, consumer, streams, count=count,
                                           block=block_ms)
         return [RedisClaim(self, stream.decode(), rid, f[b"s"].decode(), consumer, False,
-                           agent_of.get(stream, K.DEFAULT_AGENT))
+                           agent_of.get(stream, K.DEFAULT_AGENT), _offset(f))
                 for stream, rows in res or [] for rid, f in rows]
 
     def claims_ahead(self, shards: Sequence[Inbound | int], consumer: str,
@@ -90,8 +92,9 @@ class RedisTurnQueue(RedisCore):
             return None
         agent_of = {self.keys.inbound(s, a).encode(): a for a, s in map(_inbound, shards)}
         return ClaimsAhead(self.redis, agent_of, consumer, block_ms,
-                           lambda stream, rid, sid, agent: RedisClaim(
-                               self, stream, rid, sid, consumer, False, agent))
+                           lambda stream, rid, f, agent: RedisClaim(
+                               self, stream, rid, f[b"s"].decode(), consumer, False, agent,
+                               _offset(f)))
 
     async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]:
@@ -102,7 +105,8 @@ class RedisTurnQueue(RedisCore):
         _, rows, _ = await self.redis.xautoclaim(stream, K.GROUP, consumer,
                                                  min_idle_time=min_idle_ms, start_id="0-0",
                                                  count=count)
-        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent)
+        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent,
+                           _offset(f))
                 for rid, f in rows if f]
 
     async def _group(self, shard: int, agent: str = K.DEFAULT_AGENT) -> dict[Any, Any] | None:
@@ -152,6 +156,12 @@ class RedisTurnQueue(RedisCore):
             for c in await r.xinfo_consumers(stream, K.GROUP):
                 if c["pending"] == 0 and c["idle"] > K.FORGET_AFTER * 1000:
                     await r.xgroup_delconsumer(stream, K.GROUP, c["name"])
+
+
+def _offset(fields: dict[bytes, bytes]) -> int:
+    """The turn an inbound entry names (``o``), 0 when it names none or is not a number."""
+    raw = fields.get(b"o", b"0")
+    return int(raw) if raw.isdigit() else 0
 
 
 def _inbound(shard: Inbound | int) -> Inbound:

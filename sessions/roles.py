@@ -64,6 +64,14 @@ class Turn:
     """The agent that runs it (the session's; the worker fills it in from the shard)."""
     tp: str = ""
     """The W3C traceparent of whoever submitted it ("" when tracing is off: agentia/tracing.py)."""
+    unread: bool = False
+    """Only ``session`` and ``offset`` are known (from its shard entry): the attempt's START
+    checks that it is the first pending turn and reads the rest (``start_attempt`` ``first``)."""
+
+    @classmethod
+    def named(cls, session: str, offset: int) -> Turn:
+        """The turn a shard entry names, known by its offset only (``unread``)."""
+        return cls(session, offset, "", "", "", "", 0.0, unread=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,11 @@ class Started:
     memory: list[bytes] | None = None
     """The session's memory items as START left them (stored form, oldest first), when asked
     (``read_memory``) and started: the agent's first memory read."""
+    turn: Turn | None = None
+    """The turn as START read it (``first``): its text, user, source, time."""
+    stale: bool = False
+    """With ``first``: the turn is not the session's first pending one (ended already, or
+    another is ahead of it): nothing was begun, the lock not taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +262,10 @@ class Claimed(Protocol):
     def agent(self) -> str:
         """The agent whose shard holds the entry (the session's agent)."""
 
+    @property
+    def offset(self) -> int:
+        """The turn the entry was written for (0: none said)."""
+
     async def ack(self) -> None:
         """Done with: the session's turns are finished (or another worker holds it)."""
 
@@ -310,6 +327,9 @@ class TurnState(Protocol):
 
     def cancel_feed(self) -> AbstractAsyncContextManager[AsyncIterator[str]]: ...
 
+    def nodes_changed(self, sid: str) -> None:
+        """A node joined ``sid`` (a notice on the cancel feed): re-read its nodes soon."""
+
 
 class AgentDirectory(Protocol):
     """The registered agents: workers publish those they run, everyone else reads them."""
@@ -363,7 +383,7 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[Event] | None = None,
                             said: str = "", lease_ms: int | None = None,
-                            read_memory: bool = False) -> Started: ...
+                            read_memory: bool = False, first: bool = False) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

@@ -4,10 +4,14 @@ Log entries have ids ``0-<offset>``: offsets are contiguous integers per session
 visible to anyone (edge, client) and ``XRANGE log (0-<after> +`` resumes exactly.
 """
 
-# KEYS: meta, nodes, log, turns, cids, memory
+# KEYS: meta, nodes, log, turns, cids, memory, lock
 # ARGV: user, new_epoch, now, ttl, node ("" = none), ttl until the first turn, create ("1"),
 #       agent asked for ("" = none), agent of a new session ("" = none registered yet, "-" =
-#       the one asked for is not registered)
+#       the one asked for is not registered), the workers' notice channel ("" = none)
+# A node new to the session's nodes while a worker holds its lock (a turn may be streaming) is
+# announced on the workers' channel ("<session> nodes"): the worker re-reads the session's nodes
+# with its next tick, so the new node gets the turn's chunks at once, without the worker
+# re-reading every streaming session's nodes every second (issue 13, session 13).
 # A session without meta starts a new epoch from scratch: whatever else of it survived (an
 # evicted or lost meta) is dropped, since offsets restart at 1 (a stream also remembers its
 # last id, so a leftover log or turns stream would refuse 0-1). Without ``create`` a missing
@@ -47,23 +51,40 @@ local ttl = ARGV[4]
 if tonumber(m[2]) == 0 then ttl = ARGV[6] end
 for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
 if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[5], 1)
+  local added = redis.call('HSET', KEYS[2], ARGV[5], 1)
   redis.call('EXPIRE', KEYS[2], ttl)
+  if added == 1 and ARGV[10] and ARGV[10] ~= '' and redis.call('EXISTS', KEYS[7]) == 1 then
+    redis.call('PUBLISH', ARGV[10], ARGV[11] .. ' nodes')
+  end
 end
 return {'ok', m[1], m[2], agent}
 """
 
-# Shared body: append one event to the log, setting local ``seq`` to its offset.
-# Expects locals: meta, log, event, maxlen, ttl.
-_APPEND = """
+# Shared body: append one event to the log, setting local ``seq`` to its offset, without
+# renewing the log's and meta's ttl (_RENEW; START and a running attempt's appends, whose turn's
+# SUBMIT renewed both, and whose ending renews them again). Expects locals: meta, log, event,
+# maxlen.
+_APPEND_KEPT = """
 seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. seq, 'e', event)
+"""
+
+# The log's and meta's ttl renewed (``ttl``, a session lives SESSION_TTL from its last write
+# that renews). Both exist with a ttl whenever meta does: OPEN creates meta with one, SUBMIT
+# creates the log (its first append) and renews both, and Redis runs with ``noeviction``
+# (docs/deploy.md), so an append that skips it neither leaks a key nor shortens a session's
+# life: the turn's ending renews them.
+_RENEW = """
 redis.call('EXPIRE', log, ttl)
 redis.call('EXPIRE', meta, ttl)
 """
 
-# Shared tail: append more events after the one _APPEND wrote (ARGV[from] onwards; the keys'
-# ttls were just renewed). Expects locals: meta, log, maxlen, and ``from``.
+# Shared body: append one event to the log and renew the ttls (_APPEND_KEPT + _RENEW).
+# Expects locals: meta, log, event, maxlen, ttl.
+_APPEND = _APPEND_KEPT + _RENEW
+
+# Shared tail: append more events after the one _APPEND (or _APPEND_KEPT) wrote (ARGV[from]
+# onwards). Expects locals: meta, log, maxlen, and ``from``.
 _APPEND_MORE = """
 for i = from, #ARGV do
   seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -87,26 +108,35 @@ end
 # entry is acked (XACK) once the lock is freed (the ending is in before its entry is acked)
 # Idempotent per append id (a retried call returns the first call's offset, and reports the
 # lock released when it is not the caller's any more: the first call may have freed it) and
-# fenced by the session lock: a worker that lost the lock cannot write. A finished turn's
-# partial buffer is deleted (its reply holds the text). Returns {offset of the last event,
-# released (1/0), next turn id, next turn body (with ``release`` and a turn still pending: the
-# worker runs it next without reading the pending turns again; else ''), node...}, {-1} when
-# the session is gone, {-2} when the lock is not the caller's.
+# fenced by the session lock: a worker that lost the lock cannot write. A fenced append that
+# does not end the turn leaves the log's and meta's ttl as the turn's SUBMIT set them (_RENEW:
+# two EXPIREs fewer for a turn's ``speaking``); the ending and unfenced appends renew them. A
+# finished turn's partial buffer is deleted (its reply holds the text). Returns {offset of the
+# last event, released (1/0), next turn id, next turn body (with ``release`` and a turn still
+# pending: the worker runs it next without reading the pending turns again; else ''),
+# node...}, {-1} when the session is gone, {-2} when the lock is not the caller's.
 APPEND = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
-if redis.call('EXISTS', meta) == 0 then return {-1} end
+local ap = redis.call('HMGET', meta, 'seq', 'ap', 'aps')
+if not ap[1] then return {-1} end
 local seq
 local released = 0
 local nxt = {'', ''}
-local ap = redis.call('HMGET', meta, 'ap', 'aps')
-if ARGV[5] ~= '' and ap[1] == ARGV[5] then
-  seq = tonumber(ap[2])
+if ARGV[5] ~= '' and ap[2] == ARGV[5] then
+  seq = tonumber(ap[3])
   if ARGV[8] == '1' and redis.call('GET', KEYS[4]) ~= ARGV[6] then released = 1 end
 else
   if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
 """
-    + _APPEND
+    + _APPEND_KEPT
+    + """
+  if ARGV[6] == '' or ARGV[4] ~= '' then
+"""
+    + _RENEW
+    + """
+  end
+"""
     + "local items = tonumber(ARGV[10])\nlocal from = 15 + items\n"
     + _APPEND_MORE
     + """
@@ -176,8 +206,8 @@ return out
 SUBMIT = (
     """
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[5]
-if redis.call('EXISTS', meta) == 0 then return {-1} end
 local m0 = redis.call('HMGET', meta, 'done', 'agent')
+if not m0[1] then return {-1} end
 local done, agent = tonumber(m0[1]), m0[2]
 if not agent then
   agent = ARGV[8]

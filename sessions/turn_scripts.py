@@ -1,14 +1,19 @@
 """The scripts that run a turn's attempt (sessions/log_redis.py ``start_attempt``). Each
 touches the keys of exactly one session (one Cluster slot), as those of scripts.py."""
 
-from sessions.scripts import _APPEND, _APPEND_MORE, _ROLLBACK
+from sessions.scripts import _APPEND_KEPT, _APPEND_MORE, _ROLLBACK
 
-# KEYS: meta, memory, lock, log, nodes, partial, notes
+# KEYS: meta, memory, lock, log, nodes, partial, notes, turns
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
-#       the turn's user message as a memory item (json), lease ms ("" = the caller holds the
-#       lock already), read memory ("1": the session's memory items come back in the reply),
-#       session id ("" = no fan-out here), delivery maxlen, more events...
-# KEYS after the seven (a single Redis only, never a Cluster: other slots; with the session
+#       the turn's user message as a memory item (json; "" = made from the turn's text, with
+#       ``first``), lease ms ("" = the caller holds the lock already), read memory ("1": the
+#       session's memory items come back in the reply), session id ("" = no fan-out here),
+#       delivery maxlen, first ("1": the turn is known by its shard entry only: it must be
+#       the first pending turn, read here, its body returned), more events...
+# With ``first`` a turn that is not the first pending one (ended, or another ahead of it) gives
+# {-5}, nothing written, the lock not taken (the worker reads the pending turns then, as it did
+# for every turn before: issue 13, session 13, one round trip fewer a turn).
+# KEYS after the eight (a single Redis only, never a Cluster: other slots; with the session
 # id): delivery streams the appended events are copied to, as the caller's fan-out would
 # (``{s, o, e}``; issue 13, session 11: the worker's round trip after START fewer).
 # With a lease the session lock is taken first as ACQUIRE takes it (free, or this owner's):
@@ -19,15 +24,18 @@ from sessions.scripts import _APPEND, _APPEND_MORE, _ROLLBACK
 # is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
 # turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
 # run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
-# instead of two. Posted messages waiting in ``notes`` move into memory first, tagged "n|" (a
-# tag ROLLBACK never matches, and they sit before this attempt's items: a retry keeps them).
+# instead of two; the log's and meta's ttl are left as the turn's SUBMIT renewed them
+# (scripts.py _RENEW; the ending renews them again). Posted messages waiting in ``notes`` move
+# into memory first, tagged "n|" (a tag ROLLBACK never matches, and they sit before this
+# attempt's items: a retry keeps them).
 # While an operator holds the session (meta ``op``, TAKEOVER) the turn does not run: its user
 # message is queued in ``notes`` (the agent sees it after the release, in order with the
-# operator's messages) and {attempt, 2, 0, ''} is returned (the worker ends it ``cancelled``
+# operator's messages) and {attempt, 2, 0, '', body} is returned (the worker ends it ``cancelled``
 # with reason ``takeover``). Checked here, under the lock, so no attempt starts in a takeover.
 # Returns {-2} if the lock is not the caller's (without a lease), {-3} if it is another's
 # (with one); {0, 1, 0, ''} if the session is gone; else
-# {attempt, cancelled, offset of the last event appended (0: none appended), run, n, n memory
+# {attempt, cancelled, offset of the last event appended (0: none appended), run, the turn's
+# body (with ``first``; else ''), n, n memory
 # items (with ``read memory``: what the agent's memory holds once this script ran, oldest first;
 # the worker's memory read, one round trip fewer per turn), node...}.
 START = (
@@ -35,29 +43,41 @@ START = (
 local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
 local holder = redis.call('GET', KEYS[3])
 if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
-if redis.call('EXISTS', meta) == 0 then return {0, 1, 0, ''} end
+local m = redis.call('HMGET', meta, 'seq', 'a:' .. ARGV[1], 'x:' .. ARGV[1],
+                    'p:' .. ARGV[1], 'op')
+if not m[1] then return {0, 1, 0, ''} end
+local body = ''
+if ARGV[14] == '1' then
+  local first = redis.call('XRANGE', KEYS[8], '-', '+', 'COUNT', 1)[1]
+  if not first or first[1] ~= '0-' .. ARGV[1] then return {-5} end
+  body = first[2][2]
+end
 if holder ~= ARGV[2] then
   if holder then return {-3} end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
 end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
-local attempts = tonumber(redis.call('HGET', meta, 'a:' .. ARGV[1]) or '0')
+local attempts = tonumber(m[2] or '0')
 if ARGV[3] ~= '1' or attempts == 0 then
   attempts = redis.call('HINCRBY', meta, 'a:' .. ARGV[1], 1)
 end
 """
     + _ROLLBACK
     + """
-local cancel = redis.call('HGET', meta, 'x:' .. ARGV[1])
-local since = tonumber(redis.call('HGET', meta, 'p:' .. ARGV[1]) or '0')
+local cancel = m[3]
+local since = tonumber(m[4] or '0')
 if cancel or attempts - since > tonumber(ARGV[4]) then
-  return {attempts, cancel and 1 or 0, 0, ''}
+  return {attempts, cancel and 1 or 0, 0, '', body}
 end
-if redis.call('HEXISTS', meta, 'op') == 1 then
-  redis.call('RPUSH', KEYS[7], ARGV[9])
+if m[5] then
+  local note = ARGV[9]
+  if note == '' then
+    note = '{"role":"user","content":' .. cjson.encode(cjson.decode(body)['t']) .. '}'
+  end
+  redis.call('RPUSH', KEYS[7], note)
   redis.call('LTRIM', KEYS[7], -tonumber(ARGV[8]), -1)
   redis.call('EXPIRE', KEYS[7], ttl)
-  return {attempts, 2, 0, ''}
+  return {attempts, 2, 0, '', body}
 end
 local notes = redis.call('LRANGE', KEYS[7], 0, -1)
 if #notes > 0 then
@@ -70,8 +90,8 @@ local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
 local seq
 """
-    + _APPEND
-    + "local from = 14\n"
+    + _APPEND_KEPT
+    + "local from = 15\n"
     + _APPEND_MORE
     + """
 redis.call('DEL', KEYS[6])
@@ -79,21 +99,21 @@ redis.call('RPUSH', KEYS[6], run)
 redis.call('EXPIRE', KEYS[6], ttl)
 if ARGV[12] ~= '' then
   local events = {event}
-  for i = 14, #ARGV do events[#events + 1] = ARGV[i] end
-  for k = 8, #KEYS do
+  for i = 15, #ARGV do events[#events + 1] = ARGV[i] end
+  for k = 9, #KEYS do
     for n, e in ipairs(events) do
       redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[13], '*', 's', ARGV[12],
                  'o', seq - #events + n, 'e', e)
     end
   end
 end
-local out = {attempts, 0, seq, run}
+local out = {attempts, 0, seq, run, body}
 if ARGV[11] == '1' then
   local items = redis.call('LRANGE', mem, 0, -1)
-  out[5] = #items
+  out[6] = #items
   for _, m in ipairs(items) do out[#out + 1] = m end
 else
-  out[5] = 0
+  out[6] = 0
 end
 for _, n in ipairs(redis.call('HKEYS', KEYS[5])) do out[#out + 1] = n end
 return out

@@ -73,6 +73,10 @@ class _Busy(Exception):
     """The session's lock is another worker's (found by the attempt's START, which takes it)."""
 
 
+class _Stale(Exception):
+    """The turn its shard entry named is not the session's first pending one (START)."""
+
+
 Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
 """Agent name -> (the agent, its private tools' names), in registry order."""
 
@@ -265,9 +269,11 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         lock is released if it is this worker's (one it left behind when Redis failed before
         a release: a turn submitted since would otherwise wait for its lease), and another
         worker's is left alone (RELEASE answers -1). The turn after one that ended comes
-        with its ending (no read of its own)."""
+        with its ending (no read of its own), the first from the claim's entry (START checks
+        it)."""
         sid = claim.session
-        turn: Turn | None = None
+        # the entry's turn (none: a ``nack``'s; with tracing on its span needs the turn first)
+        turn = Turn.named(sid, claim.offset) if claim.offset and not tracing.ON else None
         while True:
             turn = turn or await self.bus.next_turn(sid)
             if turn is None:
@@ -280,6 +286,9 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                     return ended
             except _Busy:
                 return None
+            except _Stale:  # the entry's turn ended, or another is ahead: read them
+                turn = None
+                continue
             turn = ended.next  # read by the ending, which kept the lock for it
 
     async def _run_turn(self, turn: Turn, claim: Claimed) -> Ended:
@@ -303,9 +312,13 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                                                  max_attempts=self.cfg.max_attempts, again=again,
                                                  then=started(turn, agent), said=turn.text,
                                                  lease_ms=self.cfg.lease_ms,
-                                                 read_memory=self.preload)
+                                                 read_memory=self.preload, first=turn.unread)
         if started_.busy:
             raise _Busy(turn.session)
+        if started_.stale:
+            raise _Stale(turn.session)
+        if started_.turn is not None:  # read by START (``first``)
+            turn = replace(started_.turn, agent=turn.agent)
         if tracing.ON:
             TS.claimed(began, started_)
         attempt, cancelled = started_.attempt, started_.cancelled

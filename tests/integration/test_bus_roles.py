@@ -315,6 +315,40 @@ async def test_start_attempt_with_a_lease_takes_the_lock_in_the_same_script(bus:
     assert not await bus.redis.exists(bus.keys.lock("sl"), bus.keys.meta("sl"))
 
 
+async def test_start_attempt_of_a_turn_known_by_its_entry_reads_it_and_checks_it(
+        bus: Bus) -> None:
+    """Issue 13, session 13: START with ``first`` (the worker knows the turn by its shard
+    entry's offset only) reads the turn in the same script: begun and returned when it is the
+    first pending turn; ``stale`` with nothing written and no lock taken when another turn is
+    ahead of it or it is not pending; during a takeover the turn's text is queued for the
+    agent's memory from the turn itself."""
+    await bus.open_session("sf", "ann")
+    one = await bus.submit("sf", "m1", "hi / \"there\" é", user="ann")
+    two = await bus.submit("sf", "m2", "and then", user="ann")
+    seq = (await bus.session_meta("sf"))["seq"]
+    ahead = await bus.start_attempt("sf", two.offset, "w1", max_attempts=3, lease_ms=30_000,
+                                    first=True)
+    assert ahead.stale and (ahead.attempt, ahead.run, ahead.turn) == (0, "", None)
+    assert not await bus.redis.exists(bus.keys.lock("sf"))
+    assert (await bus.session_meta("sf"))["seq"] == seq
+    started = await bus.start_attempt("sf", one.offset, "w1", max_attempts=3, lease_ms=30_000,
+                                      first=True)
+    assert started.run and not started.stale and started.turn is not None
+    assert (started.turn.offset, started.turn.client_id, started.turn.text, started.turn.user,
+            started.turn.source) == (one.offset, "m1", "hi / \"there\" é", "ann", "chat")
+    assert not started.turn.unread
+    await bus.end_turn("sf", E.reply(one.offset, "ok", "default"), one.offset, "w1")
+    gone = await bus.start_attempt("sf", one.offset, "w1", max_attempts=3, lease_ms=30_000,
+                                   first=True)
+    assert gone.stale
+    await bus.redis.hset(bus.keys.meta("sf"), "op", "bob")
+    held = await bus.start_attempt("sf", two.offset, "w1", max_attempts=3, lease_ms=30_000,
+                                   first=True)
+    assert held.held and held.turn is not None and held.turn.text == "and then"
+    (note,) = await bus.redis.lrange(bus.keys.notes("sf"), 0, -1)
+    assert orjson.loads(note) == {"role": "user", "content": "and then"}
+
+
 async def test_the_ending_writes_the_turns_memory_items(bus: Bus) -> None:
     """Issue 13 (turn-scripts): RedisMemory keeps the SDK's items until the turn's ending,
     whose APPEND writes them (fenced, idempotent with it); reads see them before; a worker
@@ -637,3 +671,36 @@ async def test_the_ending_acks_the_entry_when_it_frees_the_lock(bus: Bus) -> Non
     assert (ended.released, ended.acked, ended.next) == (True, True, None)
     assert (await bus.redis.xpending(bus.keys.inbound(shard), K.GROUP))["pending"] == pending - 1
     assert not await bus.redis.exists(bus.keys.lock("sa"))
+
+
+async def test_a_node_joining_a_locked_session_is_announced_to_the_workers(bus: Bus) -> None:
+    """Issue 13, session 13: OPEN announces a node new to a session whose lock is held
+    (``"<session> nodes"`` on the workers' channel), once, and the worker's view of the
+    session's nodes is then re-read with its next tick (stale at once), not after
+    ``NODES_FRESH_S``; a node already there, or a session nobody holds, is not announced."""
+    for node in ("n1", "n2"):
+        await bus.heartbeat_node(node)
+    await bus.open_session("sn", "ann", "n1")
+    await bus.open_session("so", "ann", "n1")
+    sub = await bus.submit("sn", "m1", "hi", user="ann")
+    assert (await bus.start_attempt("sn", sub.offset, "w1", max_attempts=3,
+                                    lease_ms=30_000)).run
+    bus._remember_nodes("sn", [b"n1"], time.monotonic())
+    assert (await bus._nodes_for_tick(["sn"]))[1] == []  # fresh: no re-read
+    async with bus.cancel_feed() as feed:
+        await asyncio.sleep(0.2)  # the subscription is in before the opens
+        await bus.open_session("so", "ann", "n2")  # nobody holds it: no notice
+        await bus.open_session("sn", "ann", "n2")
+        await bus.open_session("sn", "ann", "n2")  # already there: no notice
+        await bus.cancel("sn", sub.offset)
+        got = []
+        async with asyncio.timeout(10):
+            async for data in feed:
+                got.append(data)
+                if data != "sn nodes":
+                    break
+    assert got == ["sn nodes", f"sn {sub.offset}"]
+    bus.nodes_changed("sn")
+    nodes, stale = await bus._nodes_for_tick(["sn"])
+    assert stale == ["sn"] and nodes["sn"] == [b"n1"]  # sent as known, re-read with the tick
+    assert sorted(await bus.redis.hkeys(bus.keys.nodes("sn"))) == [b"n1", b"n2"]
