@@ -5,14 +5,14 @@ livekit-agents' ``stt.StreamAdapter`` transcribes an utterance when its VAD stre
 utterance ended, i.e. after ``AGENTIA_VOICE_STT_MIN_SILENCE_S`` (0.2 s) of silence: the
 recogniser's time (Whisper base ~0.25-0.5 s) came on top of that wait. :class:`EdgeSTT` starts
 the transcription of what was heard so far as soon as the caller has been silent for
-``early_s`` (one or two VAD windows of 32 ms), and sends it as the final transcript the moment
-it is done if the caller is still silent (and has been for :data:`SEND_S`), without waiting for
-the VAD to end the utterance (once the decoding is faster than that wait, the wait was the
-transcript's floor). If the
-caller resumes before it is done, it is discarded (nothing of a discarded transcript is ever
-emitted) and the utterance goes on; if they resume after it was sent, what follows is
-transcribed as a final of its own (the session joins the two into one turn: the preemptive
-turn made of the first is cancelled when the caller speaks again).
+``early_s`` (one VAD window of 32 ms, judged by the window's own probability: Silero's
+smoothing reports the first silent window as speech), and sends it as the final transcript the
+moment it is done if the caller is still silent (and has been for :data:`SEND_S`), without
+waiting for the VAD to end the utterance (once the decoding is faster than that wait, the wait
+was the transcript's floor). If the caller resumes before it is done, it is discarded (nothing
+of a discarded transcript is ever emitted) and the utterance goes on; if they resume after it
+was sent, what follows is transcribed as a final of its own (the session joins the two into one
+turn: the preemptive turn made of the first is cancelled when the caller speaks again).
 
 Bounded: a call has at most one transcription running at a time of its own (a discarded one
 still finishes in its engine's thread; the next early start waits for it, and the utterance's
@@ -40,6 +40,12 @@ MAX_EARLY_S = 30.0
 end, from the VAD's own buffer, as before."""
 SILERO_DEACTIVATION = 0.35
 """Silero's default exit threshold (activation 0.5 - 0.15): a window below it is silence."""
+SILERO_SMOOTHING = 0.35
+"""livekit-plugins-silero 1.8.9 smooths each window's probability (``ExpFilter(alpha=0.35)``:
+``p = 0.35 * previous + 0.65 * raw``) before its rule and its events see it. After speech
+(p ~0.99) the first silent window is still p ~0.353, above the exit threshold: the smoothing
+alone put the early start one window (32 ms) after the sound stopped. The recogniser undoes it
+(:func:`raw_probability`) to find the edge at the first silent window."""
 SEND_S = 0.15
 """An early transcript done sooner waits until the caller has been silent this long (at most
 the VAD's own min silence) before it is sent as the final: a fast decode must not cut a
@@ -75,6 +81,9 @@ class _Utterance:
         self.frames = list(frames)
         self.heard_s = sum(f.duration for f in frames)
         self.silent_s = 0.0
+        """Silence by Silero's rule (the smoothed probability): what ``send_s`` counts."""
+        self.quiet_s = 0.0
+        """Silence by the window's own (raw) probability: what ``early_s`` counts."""
         self.early: asyncio.Task[stt.SpeechEvent] | None = None
         self.sent = False
         """Its early transcript is the final one already: sent while the caller was silent."""
@@ -97,6 +106,9 @@ class EdgeStream(StreamAdapterWrapper):
         self._owner = owner
         self._busy: asyncio.Task[stt.SpeechEvent] | None = None
         """The call's transcription still running (early, possibly discarded)."""
+        self._last_p = 0.0
+        """The VAD's previous (smoothed) probability: :func:`raw_probability` undoes the
+        smoothing with it."""
         self.counts = {"utterances": 0, "at_the_edge": 0, "discarded": 0, "sent_early": 0,
                        "resumed": 0}
         """What the stream did (logged once when it closes: the CPU an early start wastes;
@@ -133,8 +145,9 @@ class EdgeStream(StreamAdapterWrapper):
                 self._started(ev)
                 self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
             elif ev.type == vad.VADEventType.INFERENCE_DONE:
+                raw, self._last_p = raw_probability(ev.probability, self._last_p), ev.probability
                 if ev.speaking and utt is not None:
-                    self._heard(utt, ev)
+                    self._heard(utt, ev, raw)
                 self._inferred(ev)
             elif ev.type == vad.VADEventType.END_OF_SPEECH:
                 await self._final(utt, ev)
@@ -156,24 +169,27 @@ class EdgeStream(StreamAdapterWrapper):
     async def _closing(self) -> None:
         """The stream closes."""
 
-    def _heard(self, utt: _Utterance, ev: vad.VADEvent) -> None:
-        """One more VAD window of the utterance: start the early transcription at the edge,
-        discard it if the caller resumes (or, when it was sent already, make the rest an
-        utterance of its own)."""
+    def _heard(self, utt: _Utterance, ev: vad.VADEvent, raw: float) -> None:
+        """One more VAD window of the utterance (``raw``: its own probability): start the
+        early transcription at the edge, discard it if the caller resumes (or, when it was
+        sent already, make the rest an utterance of its own)."""
         utt.heard_s += sum(f.duration for f in ev.frames)
         if utt.heard_s > MAX_EARLY_S:  # bounded: the VAD's buffer has it all
             utt.frames, utt.early = [], None
             return
         utt.frames.extend(ev.frames)
-        if ev.probability > self._owner.silence_below:  # speech (Silero's own rule)
-            utt.silent_s = 0.0
+        below = self._owner.silence_below
+        if ev.probability > below and raw > below:  # speech (Silero's rule and the window's)
+            utt.silent_s = utt.quiet_s = 0.0
             if utt.sent:  # resumed after its final: the rest is transcribed on its own
                 self._resumed(utt, ev)
             elif utt.early is not None:  # resumed: that transcript was of half an utterance
                 utt.early = utt.ready = None
                 self.counts["discarded"] += 1
             return
-        utt.silent_s += sum(f.duration for f in ev.frames)
+        duration = sum(f.duration for f in ev.frames)
+        utt.quiet_s += duration  # a silent window (the smoothed probability may lag it)
+        utt.silent_s = utt.silent_s + duration if ev.probability <= below else 0.0
         if utt.ready is not None and utt.silent_s >= self._owner.send_s:
             self._send_early(utt, utt.ready)
             return
@@ -182,7 +198,7 @@ class EdgeStream(StreamAdapterWrapper):
         if pool is not None and not pool.idle():
             free = False  # a guess must not make another call's utterance wait for an engine
         if (utt.early is None and not utt.sent and free
-                and utt.silent_s >= self._owner.early_s):
+                and utt.quiet_s >= self._owner.early_s):
             utt.early_n = len(utt.frames)
             utt.early = self._busy = asyncio.create_task(self._early(utt, list(utt.frames)))
             utt.early.add_done_callback(_retrieve)
@@ -251,6 +267,13 @@ class EdgeStream(StreamAdapterWrapper):
         return await self._wrapped_stt.recognize(
             buffer=utils.merge_frames(frames), language=self._language,
             conn_options=self._wrapped_stt_conn_options)
+
+
+def raw_probability(p: float, previous: float) -> float:
+    """A window's own speech probability from the smoothed ``p`` Silero's stream reports and
+    the ``previous`` window's (:data:`SILERO_SMOOTHING`). Exact for Silero's stream, except
+    the first window after a flush (its filter restarts)."""
+    return (p - SILERO_SMOOTHING * previous) / (1.0 - SILERO_SMOOTHING)
 
 
 def _rest(utt: _Utterance | None, frames: list[rtc.AudioFrame]) -> list[rtc.AudioFrame]:

@@ -278,3 +278,27 @@ def test_the_early_start_is_bounded_by_the_recognisers_silence() -> None:
     for bad in (-0.01, 0.21):
         with pytest.raises(SettingsError):
             VoiceSettings(voice_stt_early_s=bad).validate()
+
+
+def test_the_edge_is_the_first_silent_window_through_silero_smoothing() -> None:
+    """Silero's stream reports ``0.35 * previous + 0.65 * raw``: the first silent window
+    after speech is reported at ~0.35, above the exit threshold; its own probability is not."""
+    smoothed, reported = 0.99, []
+    for raw in (0.99, 0.99, 0.01, 0.01, 0.9):
+        smoothed = edge_stt.SILERO_SMOOTHING * smoothed + (1 - edge_stt.SILERO_SMOOTHING) * raw
+        reported.append(smoothed)
+    assert reported[2] > edge_stt.SILERO_DEACTIVATION  # speech by Silero's rule
+    raws = [edge_stt.raw_probability(p, prev)
+            for p, prev in zip(reported[1:], reported[:-1], strict=True)]
+    assert raws == pytest.approx([0.99, 0.01, 0.01, 0.9])
+
+
+async def test_the_early_start_sees_through_the_smoothing() -> None:
+    """A window reported above the exit threshold whose own probability is silent starts the
+    early transcription (at ``early_s`` of one window), and is not a resumption of speech."""
+    namer = Namer(delay_s=0.3)
+    lagging = 0.36  # 0.35 * 0.9 + 0.65 * 0.07: a silent window after speech, smoothed
+    got, counts = await transcripts([SPEECH] * 3 + [lagging] + [SILENCE] * 5, namer,
+                                    early_s=0.03)
+    assert counts == counted(edge=1)
+    assert namer.calls == ["w0-w4"] and got == ["w0-w4"]  # from the first silent window, w4
