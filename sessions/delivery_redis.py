@@ -65,6 +65,10 @@ def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
 
 
 class RedisNodeDelivery(RedisCore):
+    readers_kept: int | None = None
+    """This client's :data:`READERS_KEPT` (None: the module's; 0: reads ahead off, an edge's
+    ``AGENTIA_DELIVERY_READS_AHEAD=false``)."""
+
     @down
     async def register(self, sid: str, node: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -96,7 +100,8 @@ class RedisNodeDelivery(RedisCore):
     async def read_delivery(self, node: str, last_id: bytes,
                             block_ms: int = 1000) -> list[Delivered]:
         key = self.keys.delivery(node)
-        if self.cluster or (node not in self._readers and len(self._readers) >= READERS_KEPT):
+        kept = READERS_KEPT if self.readers_kept is None else self.readers_kept
+        if self.cluster or (node not in self._readers and len(self._readers) >= kept):
             # a Cluster, or more nodes read from this client than it keeps readers for (tests,
             # tools): one XREAD at a time on a pool connection
             res = await self.redis.xread({key: last_id}, count=1000, block=block_ms)
