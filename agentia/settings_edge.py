@@ -51,6 +51,10 @@ class EdgeSettings(Auth):
     delivery stream (one Redis round trip per few events, not per event); an event waits at
     most this much more, the first after a quiet stream not at all. 0: read again at once.
     sessions/membership.py, docs/benchmarks-peer.md"""
+    delivery_reads_ahead: bool = True
+    """Ask Redis for the edge's delivery reads ahead on a kept connection (one wake-up of
+    Redis every few ticks instead of one per read, sessions/delivery_reads.py); false: one
+    ``XREAD`` at a time, as before issue 13."""
     handshake_timeout_s: float = 10.0
     ws_ping_interval_s: float = 0.0
     compression: bool = False

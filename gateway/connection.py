@@ -67,15 +67,25 @@ class Connection:
         return self.queued + (t.buffered() if t is not None else 0)
 
     def push(self, frame: bytes) -> None:
-        """Queue one frame, unless the protocol says the send budget forbids it."""
+        """Queue one frame, unless the protocol says the send budget forbids it (SLOW)."""
         if self.closed:
             return
+        refusal = self._refusal(len(frame))
+        if refusal is not None:
+            self.close_soon(refusal.code, refusal.reason)
+            return
+        self._queue(frame)
+
+    def _refusal(self, size: int) -> S.Close | None:
+        """The protocol's objection to queueing ``size`` bytes more (the send budget, the
+        send queue), None when it has none."""
         before, outbox = self.pending(), self.outbox
         if before or outbox is not None:  # else nothing waits: the protocol has no objection
-            refusal = self.state.on_write(before, len(frame), len(outbox or ()))
-            if refusal is not None:
-                self.close_soon(refusal.code, refusal.reason)
-                return
+            return self.state.on_write(before, size, len(outbox or ()))
+        return None
+
+    def _queue(self, frame: bytes) -> None:
+        outbox = self.outbox
         if outbox is None:
             if self.writer is None and self.transport is not None \
                     and self.transport.send_now(frame):
@@ -297,7 +307,12 @@ class Connection:
     def on_live(self, offset: int, frame: bytes) -> None:
         action = self.state.on_event(offset, frame)
         if isinstance(action, bytes):  # the hot path of fan-out: one event, one connection
-            self.push(action)
+            if self.closed:
+                return
+            if self._refusal(len(action)) is None:
+                self._queue(action)
+            else:  # over the budget: the log holds it, a paced fill brings it (not SLOW)
+                self.execute(self.state.on_behind(offset))
         else:
             self.execute(action)
 

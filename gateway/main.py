@@ -27,6 +27,8 @@ class PortBusy(Exception):
 
 async def serve_edge(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
     bus = Bus(connect(settings.redis_url), prefix=settings.redis_prefix, shards=settings.shards)
+    if not settings.delivery_reads_ahead:
+        bus.readers_kept = 0
     node = EdgeNode(settings, bus)
     bind(node=node.id)
     stop = asyncio.Event()

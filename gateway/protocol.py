@@ -311,6 +311,13 @@ class Cursor:
         self.catching_up = True
         return Delivery.CATCH_UP
 
+    def fell_behind(self, offset: int) -> None:
+        """The live event at ``offset`` (just given :attr:`Delivery.SEND`) was not queued:
+        the client has not yet taken what waits for it. The log covers it and what follows
+        (a catch-up, paced by what the client reads)."""
+        self.sent = min(self.sent, offset - 1)
+        self.catching_up = True
+
     def start_catch_up(self, after: int) -> None:
         """A resume: the client wants everything after ``after``."""
         self.sent = after

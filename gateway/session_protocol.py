@@ -130,6 +130,19 @@ class SessionProtocol:
             return frame
         return FILL if decision is _CATCH_UP else None
 
+    def on_behind(self, offset: int) -> Replay:
+        """The live event at ``offset`` (``on_event`` said to write it) does not fit the send
+        budget next to what the client has not taken yet: not queued, and not a SLOW close.
+        The connection falls behind and fills from the log at the pace the client reads
+        (:meth:`must_pace`), live events deferred meanwhile; a client that takes nothing for
+        ``send_stall_s`` is closed SLOW by that fill. A burst of one session that came in one
+        read of the node's stream (hundreds of events in one pass of the loop, before the
+        client could read any) closed a client that reads as SLOW before issue 13's session
+        13; the budget bounds what is queued, the log holds the rest."""
+        self.cursor.fell_behind(offset)
+        self.rules.metrics["fell_behind"] += 1
+        return FILL
+
     def on_chunk(self, at: ChunkAt, frame: bytes) -> bytes | ReadPartial | None:
         """A chunk of a running turn: ``frame`` to write it (in ``seq`` order, each once), a
         read of the partial when this connection missed earlier chunks of the run, or

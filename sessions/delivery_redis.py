@@ -31,15 +31,19 @@ node that does not know it ignores it (sessions/membership.py), as any newer not
 FRAME_MAX = 8_192
 """Bytes of one off-log frame, at most: a longer one is not sent (:meth:`stream_frame`)."""
 
-READERS_KEPT = 0
+READERS_KEPT = 4
 """Delivery readers whose Redis connection is kept out of the pool, with their reads asked for
 ahead (sessions/delivery_reads.py; one per node read from this client: one in an edge or a
-voice call). **0: off**, every node reads with one ``XREAD`` at a time. Session 12 built the
-reads ahead (4 here) and took them out of use before its stop: a burst of large events to one
-session then closed a reader that keeps up as SLOW in about half the runs of
-``test_slow_reader_is_closed_and_others_are_unaffected`` (the stream ran ahead of the node and
-came back in reads of hundreds of events), and the cause was not found in time. Their tests
-turn them on (tests/integration/test_delivery_reads.py)."""
+voice call); past them a node reads with one ``XREAD`` at a time. Session 12 built them and
+turned them off (0) before its stop: a burst of large events to one session then closed a
+reader that keeps up as SLOW in about half the unpaced runs of
+``test_slow_reader_is_closed_and_others_are_unaffected``. The cause was the edge's send budget,
+not the reads: a burst that comes in one read is handed to the connections in one pass of the
+loop, before any client can read, and each event was counted against the budget as it was
+queued (one ``XREAD`` at a time did it too, less often). Since session 13 an event over the
+budget is left to the log and filled at the pace the client reads (gateway/connection.py
+``on_live``), and the reads ahead are on again. ``AGENTIA_DELIVERY_READS_AHEAD=false`` turns
+them off for an edge (:attr:`RedisNodeDelivery.readers_kept`)."""
 
 
 def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
@@ -65,6 +69,10 @@ def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
 
 
 class RedisNodeDelivery(RedisCore):
+    readers_kept: int | None = None
+    """This client's :data:`READERS_KEPT` (None: the module's; 0: reads ahead off, an edge's
+    ``AGENTIA_DELIVERY_READS_AHEAD=false``)."""
+
     @down
     async def register(self, sid: str, node: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -96,7 +104,8 @@ class RedisNodeDelivery(RedisCore):
     async def read_delivery(self, node: str, last_id: bytes,
                             block_ms: int = 1000) -> list[Delivered]:
         key = self.keys.delivery(node)
-        if self.cluster or (node not in self._readers and len(self._readers) >= READERS_KEPT):
+        kept = READERS_KEPT if self.readers_kept is None else self.readers_kept
+        if self.cluster or (node not in self._readers and len(self._readers) >= kept):
             # a Cluster, or more nodes read from this client than it keeps readers for (tests,
             # tools): one XREAD at a time on a pool connection
             res = await self.redis.xread({key: last_id}, count=1000, block=block_ms)

@@ -192,8 +192,12 @@ async def test_a_slow_consumer_is_closed_and_others_are_not(node: EdgeNode, bus:
         await fast.send(type="send", id=f"m{i}", text=text)
         await fast.until("ack", id=f"m{i}")
     await fast.until("user", id="m5")  # delivered to both connections in the same pass
+    # over the budget the slow one fell behind (the log holds the rest); it takes nothing,
+    # so its fill makes no progress and closes it SLOW after send_stall_s (1 s here)
+    assert node.metrics["fell_behind"] == 1
+    assert not slow.conn.closed and slow.conn.filler is not None
+    await asyncio.wait_for(slow.conn.filler, 5)  # it ends with the SLOW close
     assert slow.conn.closed and node.metrics["slow_closes"] == 1
-    assert slow.conn.closer is not None
     await slow.conn.closer
     assert slow.t.aborted
     assert [f["id"] for f in fast.t.frames if f.get("type") == "user"] == [

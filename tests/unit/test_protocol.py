@@ -437,3 +437,13 @@ def test_strikes_partial_decay() -> None:
     assert not s.hit(now)
     assert not s.hit(now)
     assert s.hit(now)
+
+
+def test_cursor_falls_behind_an_event_it_could_not_queue() -> None:
+    c = Cursor(sent=5)
+    assert c.on_live(6) is Delivery.SEND
+    c.fell_behind(6)  # over the send budget: left to the log
+    assert c.sent == 5 and c.seen == 6 and c.catching_up
+    assert c.on_live(7) is Delivery.DEFER  # the fill covers it
+    assert c.on_replayed(6) and c.on_replayed(7) and not c.on_replayed(7)
+    assert not c.finish_catch_up() and not c.catching_up

@@ -216,3 +216,30 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     s = from_env(EdgeSettings)
     assert (s.send_budget_bytes, s.send_stall_s, s.ping_rate_per_s, s.ping_burst) == (
         262_144, 10.0, 20.0, 40.0)
+
+
+async def test_a_live_event_over_the_budget_falls_behind_instead_of_closing() -> None:
+    """A burst of log events to a client that has not read yet (one read of the node's stream,
+    one pass of the loop): what fits the budget is queued, the rest is left to the log (a
+    paced fill), never a SLOW close, and what is queued never exceeds the budget."""
+    t = FakeTransport()  # takes nothing
+    conn, node = _conn(t)
+    conn.state.on_opened(b"{}", "e1", 0)
+    frame = b"x" * 10_000
+    for offset in range(1, 41):  # 400,000 bytes: six budgets
+        conn.on_live(offset, frame)
+        assert conn.pending() <= BUDGET
+    assert not conn.closed and node.metrics["slow_closes"] == 0
+    assert conn.queued == 60_000 and node.metrics["fell_behind"] == 1
+    cur = conn.state.cursor
+    assert cur.sent == 6 and cur.seen == 40 and cur.catching_up  # the log has 7 on
+
+
+async def test_a_control_frame_over_the_budget_still_closes_slow() -> None:
+    t = FakeTransport()
+    conn, node = _conn(t)
+    conn.state.on_opened(b"{}", "e1", 0)
+    for offset in range(1, 7):
+        conn.on_live(offset, b"x" * 10_000)
+    conn.push(b"y" * 10_000)  # e.g. a pong or an error: no log to fall back on
+    assert conn.closed and node.metrics["slow_closes"] == 1

@@ -1,0 +1,74 @@
+"""A client that does not read (tests/e2e/test_burst_reader.py, test_bad_input.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import urllib.request
+
+from tests.conftest import Proc, token
+
+
+def _open(port: int, session: str) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((
+        f"GET /v1/ws?session={session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nAuthorization: Bearer {token('alice')}\r\n\r\n"
+    ).encode())
+    got = b""
+    while b'"welcome"' not in got:
+        got += sock.recv(4096)
+    assert got.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def stalled_client(port: int, session: str) -> socket.socket:
+    """A client that upgrades, reads its ``welcome``, then reads nothing: a blocking socket
+    that no event loop watches, so its receive buffer stays at the kernel's default (128 KiB:
+    autotuning grows it only for a socket that is read; a client library that reads into its
+    own buffer, as ``websockets`` with ``max_queue=1`` did here, took a whole burst of 6.4 MB
+    and was rightly not slow)."""
+    return await asyncio.to_thread(_open, port, session)
+
+
+def _until_reset(sock: socket.socket, timeout: float) -> None:
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65_536):
+            pass
+    finally:
+        sock.close()
+
+
+async def read_until_reset(sock: socket.socket, timeout: float = 30) -> None:
+    """Read what the edge left in ``sock``'s buffers: raises ``ConnectionResetError`` when the
+    edge reset it (a SLOW close), ``TimeoutError`` when nothing came for ``timeout``."""
+    await asyncio.to_thread(_until_reset, sock, timeout)
+
+
+def _slow_closes_now(edge: Proc) -> float:
+    url = f"http://127.0.0.1:{edge.internal_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('agentia_closes_total{reason="slow"}'))
+
+
+async def slow_closes(edge: Proc, within: float = 30) -> float:
+    """The edge's SLOW closes once there is one (its counters reach Prometheus once a
+    second), or 0 after ``within`` seconds. Wait for it before reading a stalled client: once
+    read, it is not slow any more. A kernel that is not read may still take a burst now and
+    then (a loopback receive queue compacted), which the edge rightly counts as progress."""
+    closes = 0.0
+    for _ in range(int(within / 0.2)):
+        closes = await asyncio.to_thread(_slow_closes_now, edge)
+        if closes:
+            break
+        await asyncio.sleep(0.2)
+    return closes
