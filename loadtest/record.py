@@ -27,12 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtest" / "results"
 
 
+SIMD = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
+"""The CPU's vector extensions recorded with a run: the same model name ("AMD EPYC") came with
+and without AVX-512 on this project's machines, and CTranslate2's int8 Whisper cost ~4x the CPU
+without it (docs/voice.md, session 13)."""
+
+
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
+    cpu, flags = "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
@@ -43,7 +51,8 @@ def machine() -> dict[str, Any]:
                 mem_kib = int(line.split()[1])
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kib / 2**20, 1),
+    return {"cpu": cpu, "simd": [f for f in SIMD if f in flags], "cores": os.cpu_count(),
+            "mem_gib": round(mem_kib / 2**20, 1),
             "kernel": platform.release(), "python": platform.python_version()}
 
 
