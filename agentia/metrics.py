@@ -34,6 +34,9 @@ FRAMES = Counter("agentia_frames_total", "WebSocket frames", ["direction"])
 BYTES = Counter("agentia_bytes_total", "WebSocket payload bytes", ["direction"])
 CLOSES = Counter("agentia_closes_total", "Connections closed by the edge, by reason",
                  ["reason"])
+FELL_BEHIND = Counter("agentia_fell_behind_total",
+                      "Live log events a connection had no send budget for: it fell behind "
+                      "and fills from the session log at its client's pace")
 TURNS = Counter("agentia_turns_total", "Turns by outcome", ["outcome"])
 FIRST_DELTA = Histogram("agentia_time_to_first_delta_seconds",
                         "From a turn's acceptance to its first delta", buckets=_LATENCY)
@@ -98,6 +101,7 @@ _EDGE = {
     "session_lost_closes": (CLOSES, ("session_lost",)),
     "drain_closes": (CLOSES, ("drain",)),
     "other_closes": (CLOSES, ("other",)),
+    "fell_behind": (FELL_BEHIND, ()),
     "turns_accepted": (TURNS, ("accepted",)),
     "redis_errors": (REDIS_ERRORS, ("edge",)),
 }
@@ -107,7 +111,8 @@ def _precreate() -> None:
     """Every known label value exists from the start at 0, so that rate() sees the first
     events (a series born with its first count would hide them)."""
     for metric, labels in _EDGE.values():
-        metric.labels(*labels)
+        if labels:  # a counter without labels exists from its creation
+            metric.labels(*labels)
     for outcome in ("accepted", "completed", "attempt_failed", "dead_lettered", "cancelled"):
         TURNS.labels(outcome)
     for code in ErrorCode:
@@ -130,7 +135,7 @@ def sync(tally: Tally[str], synced: Tally[str]) -> None:
             ERRORS.labels(key[6:]).inc(delta)
         elif key in _EDGE:
             metric, labels = _EDGE[key]
-            metric.labels(*labels).inc(delta)
+            (metric.labels(*labels) if labels else metric).inc(delta)
 
 
 _precreate()

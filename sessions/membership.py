@@ -128,11 +128,11 @@ class Membership:
                 continue
             if self._reads_ahead():
                 # the next read is asked for already (sessions/delivery_reads.py) and Redis
-                # answers it when events come: there is no round trip to save by lingering,
-                # and a linger per answer let the stream run ahead of the node and come back
-                # as one read of hundreds of events, a burst no client's send budget holds
-                # (test_slow_reader_is_closed_and_others_are_unaffected). One pass of the
-                # loop instead, so the connections' writers run between answers.
+                # answers it when events come: there is no round trip to save by lingering.
+                # One pass of the loop instead, so the connections' writers run between
+                # answers. (A read of hundreds of events is safe either way since session 13:
+                # a connection without send budget for a live event falls behind and fills
+                # from the log, gateway/connection.py ``on_live``.)
                 await asyncio.sleep(0)
             elif len(rows) < LINGER_BELOW and time.monotonic() - asked < self.linger_s:
                 await asyncio.sleep(self.linger_s)

@@ -52,12 +52,17 @@ async def read_until_reset(sock: socket.socket, timeout: float = 30) -> None:
     await asyncio.to_thread(_until_reset, sock, timeout)
 
 
-def _slow_closes_now(edge: Proc) -> float:
+def metric_now(edge: Proc, series: str) -> float:
+    """The sum of the edge's /metrics lines that start with ``series``."""
     url = f"http://127.0.0.1:{edge.internal_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith('agentia_closes_total{reason="slow"}'))
+               if line.startswith(series))
+
+
+def _slow_closes_now(edge: Proc) -> float:
+    return metric_now(edge, 'agentia_closes_total{reason="slow"}')
 
 
 async def slow_closes(edge: Proc, within: float = 30) -> float:
