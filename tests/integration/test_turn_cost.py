@@ -257,11 +257,7 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
         return pipeline(*args, **kw)
 
     try:
-        await bus.ensure_groups()
-        await bus.heartbeat_node("n1")
-        await bus.open_session("s", "alice", "n1")
-        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
-                        WorkerConfig(block_ms=20, coalesce_ms=1000))
+        worker = await _opened_with_worker(bus)
         inbound = bus.keys.inbound(shard_for("s", bus.shards), DEFAULT_AGENT)
         per_turn = []
         for i in range(3):
@@ -312,11 +308,7 @@ async def test_every_key_of_a_session_keeps_a_ttl_and_the_ending_renews_it(
     the turn had waited in its queue."""
     bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
     try:
-        await bus.ensure_groups()
-        await bus.heartbeat_node("n1")
-        await bus.open_session("s", "alice", "n1")
-        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
-                        WorkerConfig(block_ms=20, coalesce_ms=1000))
+        worker = await _opened_with_worker(bus)
         for i in range(2):
             await bus.submit("s", f"m{i}", "hello there", user="alice")
             for key in (bus.keys.meta("s"), bus.keys.log("s")):
@@ -332,3 +324,13 @@ async def test_every_key_of_a_session_keeps_a_ttl_and_the_ending_renews_it(
                 assert ttls[key] > K.SESSION_TTL - 60, (key, ttls[key])
     finally:
         await bus.close()
+
+
+async def _opened_with_worker(bus: Bus) -> Worker:
+    """Session ``s`` open on node ``n1``, and a worker for it (demo model, no delay; the
+    coalescer's tick longer than a turn)."""
+    await bus.ensure_groups()
+    await bus.heartbeat_node("n1")
+    await bus.open_session("s", "alice", "n1")
+    return Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                  WorkerConfig(block_ms=20, coalesce_ms=1000))
