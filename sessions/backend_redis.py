@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from sessions import backend_scripts, presence_events
 from sessions import events as E
 from sessions import keys as K
-from sessions import presence_events, scripts
 from sessions.bus import Bus, Forbidden
 from sessions.redis_core import down
 
@@ -61,9 +61,9 @@ class Backend:
         self.bus = bus
         self.redis: Any = bus.redis
         self.keys = bus.keys
-        self._post = bus.redis.register_script(scripts.POST)
-        self._delete = bus.redis.register_script(scripts.DELETE)
-        self._takeover = bus.redis.register_script(scripts.TAKEOVER)
+        self._post = bus.redis.register_script(backend_scripts.POST)
+        self._delete = bus.redis.register_script(backend_scripts.DELETE)
+        self._takeover = bus.redis.register_script(backend_scripts.TAKEOVER)
 
     async def post_message(self, sid: str, role: str, text: str, by: str) -> int | None:
         """Append a ``message`` event and queue it for the agent's next turn; its offset,
