@@ -13,7 +13,8 @@ to a private temporary directory that CTranslate2 loads and that is deleted at o
 One model serves ``workers`` transcriptions at once (CTranslate2's ``inter_threads``: replicas
 that share one copy of the weights). Whisper is not a streaming recogniser: the worker wraps it
 in ``voice.edge_stt.EdgeSTT`` (``voice.interim`` when interims are on) and it transcribes each
-utterance the VAD cuts (starting at its first silent window), in a thread, int8 on the CPU.
+utterance the VAD cuts (starting after ``AGENTIA_VOICE_STT_EARLY_S`` of silence), in a thread,
+int8 on the CPU.
 
 Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
 ~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
