@@ -378,7 +378,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
             await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
-                                                       tl.agent)), memory.take_unsaved(), claim)
+                                                       tl.agent)), memory.take_unsaved(), claim,
+                               co)
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
