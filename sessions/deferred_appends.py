@@ -101,6 +101,8 @@ class DeferredAppends(RedisNodeDelivery):
         (the caller made sure one comes: sessions/coalescer.py ``carry``) and return its
         script's reply; a tick that fails raises its error here."""
         assert d.reply is not None
+        if d.sid in self._endings:  # never by the worker (one ending a turn): apart, not lost
+            return await self._run_script(self._append, d.keys, d.args)
         self._endings[d.sid] = d
         try:
             return await d.reply
