@@ -375,11 +375,12 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                     pipe.hkeys(k.nodes(sid))
                 self._queue_endings(ends, pipe)
                 replies = await pipe.execute(raise_on_error=not (taken or ends))
-            if ends:
-                await self._endings_replied(ends, replies[len(replies) - len(ends):])
-                replies = replies[:len(replies) - len(ends)]
-            if taken or ends:
-                await self._deferred_replies(taken, replies)
+            tail = replies[len(replies) - len(ends):]
+            try:  # a kept append run apart (scripts flushed) before an ending run apart
+                if taken or ends:
+                    await self._deferred_replies(taken, replies[:len(replies) - len(ends)])
+            finally:
+                await self._endings_replied(ends, tail)
             if stale:
                 self._renew_nodes(stale, replies[-len(stale):])
         except REDIS_DOWN:

@@ -131,3 +131,18 @@ async def test_an_ending_cancelled_before_its_tick_is_not_sent(bus: Bus) -> None
         await ending
     await bus.stream_chunks([("df9", run, 1, orjson.dumps(E.chunk(turn, 1, 1, "x")), "")])
     assert not bus._endings and await _types(bus, "df9", turn) == []
+
+
+async def test_a_flushed_script_cache_keeps_speaking_before_the_ending(bus: Bus) -> None:
+    """Redis lost its scripts with ``speaking`` kept and the ending waiting in one tick: both
+    are refused, then made apart in the log's order (``speaking``, then the ending)."""
+    turn, run = await _session(bus, "dfa", "nda")
+    assert await bus.append("dfa", [E.state(turn, "speaking", "demo")], owner="w1",
+                            later=True) == 0
+    ending = asyncio.create_task(bus.end_turn("dfa", _ending(turn, "Hi"), turn, "w1",
+                                              tick=True))
+    await asyncio.sleep(0)
+    await bus.redis.script_flush()
+    await bus.stream_chunks([("dfa", run, 1, orjson.dumps(E.chunk(turn, 1, 1, "Hi")), "")])
+    assert (await asyncio.wait_for(ending, 5)).released
+    assert await _types(bus, "dfa", turn) == ["state.speaking", "state.idle", "reply."]
