@@ -19,7 +19,7 @@ from sessions import events as E
 from sessions import keys as K
 from sessions.log_redis import RedisSessionLog
 from sessions.redis_core import down
-from sessions.roles import Ended, LockLost, Started
+from sessions.roles import Ended, LockLost, Partial, Started
 from sessions.turns_redis import turn_of
 
 
@@ -27,7 +27,7 @@ class RedisAttempts(RedisSessionLog):
     @down
     async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
                        owner: str, release: bool = True, remember: list[bytes] | None = None,
-                       ack: tuple[Any, ...] = ()) -> Ended:
+                       ack: tuple[Any, ...] = (), tick: bool = False) -> Ended:
         """Append the ending of ``turn`` (:meth:`append` with ``done``) and, with ``release``,
         free the session lock in the same script when no turn is pending after it (what the
         worker's next look at the turns and ``release_lock`` would do: two round trips fewer
@@ -40,9 +40,11 @@ class RedisAttempts(RedisSessionLog):
         Cluster the entry's shard is another slot and the caller acks apart (``acked`` False).
         Returns whether the lock was freed, whether ``ack`` ran and, with ``release``, the
         next pending turn when there is one (read in the same script: the worker runs it
-        without reading the pending turns again)."""
+        without reading the pending turns again). ``tick``: the caller's worker carries the
+        ending in its next tick (sessions/coalescer.py ``carry``, called in the same step,
+        when :meth:`rides_tick`): after the turn's last text, in its pipeline."""
         return (await self._append_events(sid, events, turn, owner, "", release=release,
-                                          remember=remember or [], ack=ack))[1]
+                                          remember=remember or [], ack=ack, tick=tick))[1]
 
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
@@ -105,3 +107,22 @@ class RedisAttempts(RedisSessionLog):
             self._remember_nodes(sid, nodes, time.monotonic())
         return Started(attempt, cancelled, res[3].decode(),
                        memory=list(res[6:6 + n]) if read_memory else None, turn=read)
+
+    @down
+    async def partial(self, sid: str) -> Partial | None:
+        """The running turn's text so far (None: no turn running, or no text yet)."""
+        rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
+        if len(rows) < 2:
+            return None
+        run = rows[0]
+        tag = run + b"#"
+        seq, parts = 0, []
+        for row in rows[1:]:  # another run's (a worker that lost the lock) are skipped
+            if row.startswith(tag):
+                at, _, text = row[len(tag):].partition(b"|")
+                seq = int(at)
+                parts.append(text)
+        if not parts:
+            return None
+        turn, attempt, _ = run.split(b":", 2)
+        return Partial(int(turn), int(attempt), run, seq, b"".join(parts).decode())

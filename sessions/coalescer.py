@@ -31,6 +31,9 @@ BUSY_STREAMS = 250
 """Turns streaming at once up to which the tick is ``coalesce_ms`` (an interactive pace)."""
 BUSY_MAX_S = 0.1
 """The longest tick (and model read pacing) when busy, seconds."""
+CARRY_WAIT_MAX_S = BUSY_MAX_S
+"""The longest tick a turn's ending waits for (:meth:`ChunkFlusher.carry`): with a longer
+``coalesce_ms`` it is sent at once, with the text still waiting."""
 
 
 def busy_window(base: float, streams: int) -> float:
@@ -59,6 +62,11 @@ class ChunkFlusher:
         self._ticker: asyncio.Task[None] | None = None
         self._last = 0
         """Turns the last tick sent pieces of (the busy window's measure)."""
+        self._carry = False
+        """A turn's ending waits for the next tick (:meth:`carry`): it runs even without
+        pieces."""
+        self._sending: set[asyncio.Task[None]] = set()
+        """Ticks sent at once for an ending (:meth:`carry`, a long ``interval``)."""
 
     def want(self, co: Coalescer) -> None:
         """``co`` has text waiting: send it at the next tick."""
@@ -66,9 +74,22 @@ class ChunkFlusher:
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
 
+    def carry(self) -> None:
+        """A turn's ending rides the next tick (sessions/deferred_appends.py ``_ride_tick``):
+        that tick is sent even if no text waits. Call it in the same step as the ending is
+        handed to the bus (no await between), so the tick cannot pass without it. A tick
+        longer than :data:`CARRY_WAIT_MAX_S` is not waited for: one is sent at once."""
+        self._carry = True
+        if self.interval > CARRY_WAIT_MAX_S:
+            task = asyncio.create_task(self.flush())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        elif self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick())
+
     async def _tick(self) -> None:
         try:
-            while self._waiting:
+            while self._waiting or self._carry:
                 await asyncio.sleep(busy_window(self.interval, self._last))
                 await self.flush()
         finally:
@@ -83,7 +104,8 @@ class ChunkFlusher:
             self._waiting.clear()
             self._last = len(batch)
             pieces = [p for co in batch if (p := co.take()) is not None]
-            if not pieces:
+            carry, self._carry = self._carry, False
+            if not pieces and not carry:
                 return
             try:
                 await self.bus.stream_chunks(pieces)

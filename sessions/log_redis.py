@@ -4,6 +4,7 @@ lists of their sessions are :class:`sessions.user_sessions_redis.RedisUserSessio
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -26,7 +27,6 @@ from sessions.roles import (
     LockLost,
     Missing,
     Opening,
-    Partial,
     Replay,
     SessionInfo,
     Submitted,
@@ -231,16 +231,19 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
     async def _append_events(self, sid: str, event: E.Event | list[E.Event], done: int | None,
                              owner: str, run: str, release: bool,
                              remember: list[bytes] | None = None, later: bool = False,
-                             ack: tuple[Any, ...] = ()) -> tuple[int, Ended]:
+                             ack: tuple[Any, ...] = (), tick: bool = False
+                             ) -> tuple[int, Ended]:
         """Returns the last event's offset and, for an ending, whether it freed the lock,
         whether ``ack`` ran (a command run once the ending freed the lock, in its fan-out's
         round trip, on a single Redis only) and the next pending turn (with ``release``, when
-        one is pending: the lock is kept for it)."""
+        one is pending: the lock is kept for it). ``tick``: the script rides the worker's
+        next tick when :meth:`rides_tick` (its caller's ``carry``, no await between)."""
         k = self.keys
         raws = [orjson.dumps(e) for e in (event if isinstance(event, list) else [event])]
         append_id = f"{owner}:{next(self._appends)}" if owner else ""
-        await self._webhook_mark(sid)
-        if self._deferred:
+        await self._webhook_mark(sid)  # nothing to wait for when riding (no outbox then)
+        tick = tick and self.rides_tick(sid)
+        if self._deferred and not tick:  # riding, it goes first in the same tick
             await self._send_deferred(sid)  # the session's earlier append goes first
         # on a single Redis, the fan-out (and the ending's XACK) inside the script when the
         # session's live nodes are known (issue 13: the caller's own round trip fewer)
@@ -261,7 +264,11 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
             self._defer(Deferred(sid, keys, args, raws, inline))
             return 0, Ended(False)
         inline = None if later else inline
-        res = await self._run_script(self._append, keys=keys, args=args)
+        if tick and inline is not None:
+            res = await self._ride_tick(Deferred(sid, keys, args, raws, inline,
+                                                 asyncio.get_running_loop().create_future()))
+        else:
+            res = await self._run_script(self._append, keys=keys, args=args)
         offset = int(res[0])
         if offset == -2:
             raise LockLost(sid)
@@ -298,25 +305,6 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
             recovered = False
         return Replay(events, recovered, cur_epoch, cur)
 
-    @down
-    async def partial(self, sid: str) -> Partial | None:
-        """The running turn's text so far (None: no turn running, or no text yet)."""
-        rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
-        if len(rows) < 2:
-            return None
-        run = rows[0]
-        tag = run + b"#"
-        seq, parts = 0, []
-        for row in rows[1:]:  # another run's (a worker that lost the lock) are skipped
-            if row.startswith(tag):
-                at, _, text = row[len(tag):].partition(b"|")
-                seq = int(at)
-                parts.append(text)
-        if not parts:
-            return None
-        turn, attempt, _ = run.split(b":", 2)
-        return Partial(int(turn), int(attempt), run, seq, b"".join(parts).decode())
-
     async def stream_chunk(self, sid: str, run: str, seq: int, event: bytes,
                            text: str) -> None:
         """One chunk of a running turn: :meth:`stream_chunks` of one."""
@@ -334,7 +322,17 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
         <frame>``: ids hold no tab or newline, JSON frames no raw control character): a tick
         costs each node one entry to write and read, not one per piece. The nodes are known
         from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read (``HKEYS``)
-        at the end of this pipeline, for the next tick."""
+        at the end of this pipeline, for the next tick; the turns' endings waiting for this
+        tick go last (sessions/deferred_appends.py ``_ride_tick``)."""
+        ends = self._take_endings()  # before any await: one handed over later waits
+        try:
+            await self._stream_tick(pieces, ends)
+        except BaseException as exc:
+            self._endings_failed(ends, exc)
+            raise
+
+    async def _stream_tick(self, pieces: list[tuple[str, str, int, bytes, str]],
+                           ends: list[Deferred]) -> None:
         k = self.keys
         sids = list(dict.fromkeys(p[0] for p in pieces))
         # log events left for this tick (:meth:`append` ``later``): taken now, sent first
@@ -349,7 +347,8 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
         taken: list[Deferred] = []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                taken = self._take_deferred(sids, pipe)  # appends left for this tick: first
+                # appends left for this tick (and of the sessions whose ending rides it): first
+                taken = self._take_deferred([*sids, *(d.sid for d in ends)], pipe)
                 for sid, first, events, nodes in later:
                     for node in nodes:
                         if node in alive:
@@ -374,9 +373,14 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                         pipe.expire(stream, K.DELIVERY_TTL)
                 for sid in stale:
                     pipe.hkeys(k.nodes(sid))
-                replies = await pipe.execute(raise_on_error=not taken)
-            if taken:
-                await self._deferred_replies(taken, replies)
+                self._queue_endings(ends, pipe)
+                replies = await pipe.execute(raise_on_error=not (taken or ends))
+            tail = replies[len(replies) - len(ends):]
+            try:  # a kept append run apart (scripts flushed) before an ending run apart
+                if taken or ends:
+                    await self._deferred_replies(taken, replies[:len(replies) - len(ends)])
+            finally:
+                await self._endings_replied(ends, tail)
             if stale:
                 self._renew_nodes(stale, replies[-len(stale):])
         except REDIS_DOWN:

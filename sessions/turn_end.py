@@ -14,6 +14,7 @@ from agentia import tracing
 from agentia.codes import ErrorCode
 from sessions import events as E
 from sessions import turn_spans as TS
+from sessions.coalescer import Coalescer
 from sessions.duties import Running
 from sessions.roles import Claimed, Turn, WorkerBus
 from sessions.turn_log import ending
@@ -32,21 +33,32 @@ class TurnEnding:
         raise NotImplementedError
 
     async def _finish(self, turn: Turn, event: dict[str, Any] | list[dict[str, Any]],
-                      remember: list[bytes] | None = None, claim: Claimed | None = None
-                      ) -> None:
+                      remember: list[bytes] | None = None, claim: Claimed | None = None,
+                      co: Coalescer | None = None) -> None:
         """End the turn with ``event``; ``remember``: its memory items not written yet;
         ``claim``: the inbound entry, acked in the ending's round trip when the ending frees
         the lock (``end_turn``'s ``ack``: after the ending is durable, as before, one round
-        trip fewer)."""
+        trip fewer); ``co``: the turn's text, some of it maybe still waiting for a tick: the
+        ending rides that tick when the bus can (``rides_tick``), else it is flushed first."""
         began = tracing.now() if tracing.ON else 0
         run = self.running.get(turn.session)
         paused = run is not None and run.paused
+        tick = False
+        if co is not None:
+            if co.failed is not None:  # an earlier tick lost some of the text: as its flush
+                raise co.failed
+            tick = self.bus.rides_tick(turn.session)
+            if tick:  # no await from here to end_turn handing the ending over
+                co.flusher.carry()
+            else:
+                await co.flush()
         # the ending frees the lock when no turn is pending (one script, not next_turn and
         # release_lock after it); not before a pause record is dropped, which is not fenced
         # (and not acked then either: the entry is acked after end_pause, by the caller)
         ended = await self.bus.end_turn(
             turn.session, event, turn.offset, self.name, release=not paused,
-            remember=remember, ack=claim.ack_command() if claim and not paused else ())
+            remember=remember, ack=claim.ack_command() if claim and not paused else (),
+            tick=tick)
         if tracing.ON:
             TS.replied(began, event)
         if run is not None:

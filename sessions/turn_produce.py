@@ -66,7 +66,7 @@ class TurnProducing:
                 break
             await memory.save()  # the pause outlives this attempt: memory as it stands
             run_input = await self._on_paused(turn, co, run, paused)
-        await co.flush()
+        # the text still waiting goes with the turn's ending (sessions/turn_end.py: one tick)
 
     async def _stream(self, agent: Agent[Any], tl: TurnLog, run_input: str | RunState[Any],
                       memory: Memory) -> Paused | None:

@@ -350,20 +350,19 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             await run.task
         except TurnEnded as end:
             await self.bus.rollback_memory(turn.session, turn.offset)
-            await self._finish(turn, tl.ending(end.event), claim=claim)
+            await self._finish(turn, tl.ending(end.event), claim=claim, co=co)
             M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
             if run.lost:
                 raise LockLost(turn.session) from None
             if not run.cancelled_by_user:
                 raise
-            await co.flush()
             if run.paused:  # no tool call left without its output in the agent's memory
                 memory.take_unsaved()
                 await self.bus.rollback_memory(turn.session, turn.offset)
             await self._finish(turn, tl.ending(E.cancelled(turn.offset, "".join(co.text),
                                                            tl.agent)), memory.take_unsaved(),
-                               claim)
+                               claim, co)
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
@@ -378,7 +377,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             await asyncio.sleep(self.cfg.retry_backoff_s * attempt)
         else:
             await self._finish(turn, tl.ending(E.reply(turn.offset, "".join(co.text),
-                                                       tl.agent)), memory.take_unsaved(), claim)
+                                                       tl.agent)), memory.take_unsaved(), claim,
+                               co)
             self.turns_done += 1
             M.TURNS.labels("completed").inc()
             if turn.ts:
