@@ -8,7 +8,9 @@ imports nothing from ``loadtest``. It prints one JSON document (idle phase, leve
 A checkout whose bus has ``stream_chunk`` sends reply pieces as chunks (partial buffer and
 delivery streams, not the log: docs/architecture.md "Reply text: chunks off the log"); an
 older one appends each piece to the log as a ``delta`` event (one ``APPEND`` script and its
-fan-out). Both are played as their worker plays them.
+fan-out). Both are played as their worker plays them: since session 14 (``RIDES_TICK``) a
+turn's ending rides the tick of its last piece, as the worker's does (sessions/worker.py
+``_finish``), where an older checkout's goes in a round trip of its own after that tick.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ MEMORY_WITH_END = TAKES_LOCK and "remember" in inspect.signature(Bus.end_turn).p
 """Whether the turn's memory items are written by its ending (no REMEMBER of their own)."""
 SPEAKING_LATER = "later" in inspect.signature(Bus.append).parameters
 """Whether the ``speaking`` state reaches the nodes with its text's tick (no fan-out of its own)."""
+RIDES_TICK = END_FREES and "tick" in inspect.signature(Bus.end_turn).parameters
+"""Whether a turn's ending rides the worker's next tick, with its last text (issue 13,
+session 14: sessions/worker.py ``_finish``, the flusher's ``carry``)."""
 PARTIAL_EVERY = getattr(K, "PARTIAL_EVERY", 1)
 """Which pieces carry text for the partial buffer (sessions/coalescer.py): every one before
 issue 13's turn-redis work, every tenth (the ten's text) since."""
@@ -236,7 +241,8 @@ class _Proc:
             if STATES:  # as sessions/turn_log.py: before the first text, an append of its own
                 later: dict[str, Any] = {"later": True} if SPEAKING_LATER else {}
                 await bus.append(sid, _state(turn, "speaking"), owner=owner, **later)
-            await self.flusher.stream(sid, turn, started.run, piece, self.deltas)
+            # all but the last piece, each after its tick; the last waits for the ending
+            await self.flusher.stream(sid, turn, started.run, piece, self.deltas - 1)
         else:
             await bus.begin_attempt(sid, turn, owner)
             memory = bus.memory(sid, turn, owner)
@@ -257,6 +263,13 @@ class _Proc:
              "content": [{"type": "output_text", "text": reply, "annotations": []}]}])
         ending = {"type": "reply", "turn": turn, "text": reply}
         events = [*_state(turn, "idle"), ending] if STATES else ending
+        if BATCHED:  # the last piece: with the ending in its tick, as the worker, or before it
+            tick = RIDES_TICK and bus.rides_tick(sid)
+            last = self.flusher.queue(sid, turn, started.run, piece, max(1, self.deltas))
+            if tick:  # no await between the piece and the ending handed over (``carry``)
+                return bool(await bus.end_turn(sid, events, turn, owner, tick=True,
+                                               remember=memory.take_unsaved()))
+            await last
         if MEMORY_WITH_END:  # the SDK's items wait in memory for the ending's script
             return bool(await bus.end_turn(sid, events, turn, owner,
                                            remember=memory.take_unsaved()))
@@ -288,14 +301,20 @@ class _Flusher:
         self.flushes = self.pieces = 0
 
     async def stream(self, sid: str, turn: int, run: str, piece: str, n: int) -> None:
+        """Pieces 1 … ``n``, each after the tick that sent the one before."""
         for seq in range(1, n + 1):
-            event = orjson.dumps({"type": "chunk", "turn": turn, "attempt": 1, "seq": seq,
-                                  "text": piece})
-            fut = asyncio.get_running_loop().create_future()
-            buffered = piece * PARTIAL_EVERY if seq % PARTIAL_EVERY == 0 else ""
-            self.pending.append((sid, run, seq, event, buffered))
-            self.waiting.append(fut)
-            await fut
+            await self.queue(sid, turn, run, piece, seq)
+
+    def queue(self, sid: str, turn: int, run: str, piece: str,
+              seq: int) -> asyncio.Future[None]:
+        """Piece ``seq`` for the next tick; the future is done once that tick was sent."""
+        event = orjson.dumps({"type": "chunk", "turn": turn, "attempt": 1, "seq": seq,
+                              "text": piece})
+        fut = asyncio.get_running_loop().create_future()
+        buffered = piece * PARTIAL_EVERY if seq % PARTIAL_EVERY == 0 else ""
+        self.pending.append((sid, run, seq, event, buffered))
+        self.waiting.append(fut)
+        return fut
 
     async def run(self) -> None:
         while True:

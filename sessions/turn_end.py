@@ -68,10 +68,17 @@ class TurnEnding:
 
     async def _dead_letter(self, claim: Claimed, turn: Turn, attempts: int, why: str,
                            code: ErrorCode = ErrorCode.TURN_FAILED,
-                           agent: str | None = None) -> None:
+                           agent: str | None = None, co: Coalescer | None = None) -> None:
+        """Dead-letter the turn and end it with a ``turn_error``; ``co``: a timed-out
+        attempt's text, some of it maybe still waiting for a tick, which goes before the
+        ending (docs/protocol.md: text streamed before a log event reaches every connection
+        before it), as for the other endings."""
         await claim.dead_letter(turn, attempts, why)
         log.error("turn %s/%s dead-lettered: %s", turn.session, turn.offset, why)
         await self.bus.rollback_memory(turn.session, turn.offset)
         M.TURNS.labels("dead_lettered").inc()
+        if co is not None:  # a tick that lost text (a hole in the chunks) does not stop the
+            co.failed = None  # dead letter: a turn_error has no final text (docs/protocol.md)
         await self._finish(turn, ending(turn, E.turn_error(turn.offset, str(code), why),
-                                        agent or self.agent_for(turn)[0].name), claim=claim)
+                                        agent or self.agent_for(turn)[0].name), claim=claim,
+                           co=co)

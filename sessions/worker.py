@@ -366,7 +366,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             M.TURNS.labels("cancelled").inc()
         except TimeoutError:
             await self._dead_letter(claim, turn, attempt, "the turn took too long",
-                                    ErrorCode.TURN_TIMEOUT, tl.agent)
+                                    ErrorCode.TURN_TIMEOUT, tl.agent, co)
         except (BusUnavailable, LockLost):
             raise
         except Exception as exc:
