@@ -7,6 +7,9 @@ import base64
 import os
 import socket
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import Proc, token
 
@@ -50,6 +53,36 @@ async def read_until_reset(sock: socket.socket, timeout: float = 30) -> None:
     """Read what the edge left in ``sock``'s buffers: raises ``ConnectionResetError`` when the
     edge reset it (a SLOW close), ``TimeoutError`` when nothing came for ``timeout``."""
     await asyncio.to_thread(_until_reset, sock, timeout)
+
+
+async def assert_reset(sock: socket.socket, edge: Proc) -> None:
+    """``sock`` was reset by ``edge`` (a SLOW close: no close frame could get through)."""
+    try:
+        await read_until_reset(sock)
+    except ConnectionResetError:
+        return
+    except TimeoutError:
+        pytest.fail(f"the stalled client was not reset within 30 s; {edge_report(edge)}")
+    pytest.fail(f"the stalled client was closed without a reset; {edge_report(edge)}")
+
+
+def edge_report(edge: Proc) -> str:
+    """For a failed send-budget test: the edge's counters (they reach Prometheus once a
+    second) and the warnings in its log (which connection it closed, and why): a failure in CI
+    must say which side failed (session 14: the slow-reader test's only clue was its edge's
+    log, which said nothing of closes)."""
+    counts: dict[str, object]
+    try:
+        counts = {name: metric_now(edge, series) for name, series in _REPORTED}
+    except OSError as exc:
+        counts = {"metrics unreadable": repr(exc)}
+    lines = [line for line in Path(edge.log.name).read_text(errors="replace").splitlines()
+             if "WARNING" in line or "ERROR" in line]
+    return f"edge {counts}; warnings in {edge.log.name}: {' | '.join(lines[-6:]) or 'none'}"
+
+
+_REPORTED = (("slow closes", 'agentia_closes_total{reason="slow"}'),
+             ("closes", "agentia_closes_total"), ("fell behind", "agentia_fell_behind_total "))
 
 
 def metric_now(edge: Proc, series: str) -> float:

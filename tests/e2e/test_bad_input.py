@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -11,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sessions.bus import Bus
 from tests.conftest import Client, Cluster, Proc, token
-from tests.e2e.stalled import read_until_reset, slow_closes, stalled_client
+from tests.e2e.stalled import assert_reset, edge_report, slow_closes, stalled_client
 
 
 async def _healthy(edge: Proc) -> None:
@@ -99,6 +100,7 @@ async def test_token_in_subprotocol_and_query(edge: Proc) -> None:
 async def test_rate_flood_gets_rate_limited_then_closed(edge: Proc) -> None:
     c = await Client.open(edge.port)
     await c.recv()
+    start = time.monotonic()
     for n in range(200):
         try:
             await c.send(type="send", id=f"m{n}", text="flood")
@@ -109,8 +111,12 @@ async def test_rate_flood_gets_rate_limited_then_closed(edge: Proc) -> None:
         while True:
             f = await c.recv()
             codes.append(f.get("code") or f["type"])
+    took = time.monotonic() - start
     assert info.value.rcvd is not None and info.value.rcvd.code == 4002
-    assert 20 <= codes.count("ack") <= 22  # the burst (and a token refilled meanwhile)
+    # the burst (20), and the tokens refilled (5/s, the default) while the edge handled the
+    # flood: one frame at a time, each accepted send a Redis call, so ~0.2 s on a quiet box
+    # (22 at most, the bound before session 14) and longer on a loaded one (23 at load 11)
+    assert 20 <= codes.count("ack") <= 22 + int(5 * took), (codes.count("ack"), took)
     limited = [f for f in c.frames if f.get("code") == "rate_limited"]
     assert limited and all(f["retryable"] and f["retry_after_ms"] > 0 for f in limited)
     await _healthy(edge)
@@ -133,20 +139,30 @@ async def test_slow_reader_is_closed_and_others_are_unaffected(cluster: Cluster,
         for i in range(n):
             await bus.append("slowpoke", {"type": "delta", "turn": 1, "text": blob, "i": i})
 
-    async def consume() -> list[int]:
-        got: list[int] = []
+    got: list[int] = []
+
+    async def consume() -> None:
         while len(got) < n:
             f = await fast.recv(20)
             if f["type"] == "delta":
                 got.append(f["i"])
-        return got
 
-    _, got = await asyncio.gather(produce(), consume())
-    assert got == list(range(n))
-    assert await slow_closes(edge) == 1  # the slow one, not the reader
-    # the slow connection was reset by the edge (SLOW: no close frame could get through)
-    with pytest.raises(ConnectionResetError):  # reset: no close frame could get through
-        await read_until_reset(slow)
+    # a failure names its side (the reader, the producer or the edge) in its one line: CI's
+    # only failure in session 13 left no traceback, and its edge's log no clue. Session 14 saw
+    # it again once in ~225 runs under load (picows, the same edge log as CI's: the test over
+    # 0.3-0.5 s after the edge started, one connection left): the fast reader's own websockets
+    # client failed the connection, "sent 1002 (protocol error) invalid opcode", after 97 of
+    # 600 events, where the frames' length changes (offsets 99 -> 100): the bytes on the wire
+    # were not whole frames in order. Not a SLOW close (0 counted); the cause is on the edge's
+    # picows write path (gateway/ws_picows.py send/flush, gateway/corked.py), not yet found.
+    try:
+        await asyncio.gather(produce(), consume())
+    except Exception as exc:  # reported, with the edge's view, as the failure
+        pytest.fail(f"after {len(got)} of {n} events: {exc!r}; {edge_report(edge)}")
+    assert got == list(range(n)), edge_report(edge)
+    closes = await slow_closes(edge)
+    assert closes == 1, f"{closes} SLOW closes (the slow one only): {edge_report(edge)}"
+    await assert_reset(slow, edge)
     await _healthy(edge)
 
 
