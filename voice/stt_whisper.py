@@ -69,8 +69,9 @@ AUTO_ELSE = "float32"
 """``auto`` on a CPU without them. On session 14's AVX2 EPYC (oneDNN's int8 GEMM without
 VNNI), base int8 costs as much in the encoder as float32 (~525 ms of CPU for a 7 s window
 either way) and less only in the decoder (~330 against ~475-500 ms at beam 5), but its WER
-there is 7.1-8.5 % (the 8 % goal fails in half the runs) against 5.5-5.7 % for float32, at
-17-20 % more CPU an utterance (bench_wer, 52 utterances; docs/voice.md, session 14)."""
+there swings between runs, 5.5-8.5 % (median 7.4 %, over the 8 % goal in two of eight runs),
+against 5.5-5.7 % for float32 in four, at 16-22 % more CPU an utterance (bench_wer, 52
+utterances; docs/voice.md, session 14)."""
 _AUX_FILES = ("config.json", "tokenizer.json", "preprocessor_config.json", "vocabulary.txt",
               "vocabulary.json")
 MIN_LOOP = 4
