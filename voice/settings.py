@@ -13,7 +13,7 @@ LOCAL_STT = ("whisper", "pocketsphinx")
 CLOUD_STT = ("openai", "deepgram")
 WHISPER_MODELS = ("tiny.en", "base")
 """Whisper models that ship in a registry package (``voice.stt_whisper.PACKAGED``)."""
-COMPUTE_TYPES = ("auto", "int8", "int8_float32", "float32")
+COMPUTE_TYPES = ("auto", "int8", "int8_float32", "float32", "float32_encoder")
 """``AGENTIA_VOICE_STT_COMPUTE_TYPE``: CTranslate2's CPU compute types, or ``auto``."""
 KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
 """The providers' own variables for their keys (what their plugins and SDKs read)."""
@@ -79,7 +79,9 @@ class VoiceSettings(Common):
     """CTranslate2's compute type of Whisper: ``int8`` (= ``int8_float32`` on a CPU),
     ``float32``, or ``auto``: int8 on a CPU with int8 dot products (AVX-512 VNNI, AVX-VNNI,
     AMX), else float32, whose WER on an AVX2 CPU measured 5.5-5.7 % against int8's 5.5-8.5 %
-    for 16-22 % more CPU (voice.stt_whisper.AUTO_ELSE; docs/voice.md, session 14)."""
+    for 16-22 % more CPU (voice.stt_whisper.AUTO_ELSE; docs/voice.md, session 14).
+    ``float32_encoder``: two copies of the model, float32 to encode and int8 to decode: float32's
+    WER (5.5 %) at int8's CPU on that CPU, for ~98 MiB more than float32 per voice worker."""
     voice_stt_model_dir: str = ""
     """Other CTranslate2 Whisper files; empty: ``voice_stt_model`` from its wheel."""
     voice_stt_model_sha256: str = ""

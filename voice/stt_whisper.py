@@ -58,10 +58,12 @@ MAX_BATCH = 4
 QUICK_CONTEXT_S, QUICK_PAD_S = 3.0, 1.0
 """The shortest encoder input of an interim transcript, and the silence it reads after the
 audio (:meth:`WhisperSTT.decode_quick`)."""
-COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+MIXED = "float32_encoder"
+COMPUTE_TYPES = ("int8", "int8_float32", "float32", MIXED)
 """CTranslate2's compute types on a CPU (``ctranslate2.get_supported_compute_types("cpu")``).
 On a CPU ``int8`` *is* ``int8_float32`` (int8 weights and matrix products, float32 elsewhere:
-CTranslate2 logs "Selected compute type: int8_float32" for either); ``float32`` throughout."""
+CTranslate2 logs "Selected compute type: int8_float32" for either); ``float32`` throughout.
+``float32_encoder`` is ours: the model loaded twice, float32 to encode and int8 to decode."""
 INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 """CPU extensions with int8 dot-product instructions (VNNI, AMX): there int8 pays (session
 12's AVX-512 box: base int8 ~190 ms an utterance, WER 6.3 % on bench_wer's first 52)."""
@@ -69,7 +71,7 @@ AUTO_ELSE = "float32"
 """``auto`` on a CPU without them. On session 14's AVX2 EPYC (oneDNN's int8 GEMM without
 VNNI), base int8 costs as much in the encoder as float32 (~525 ms of CPU for a 7 s window
 either way) and less only in the decoder (~330 against ~475-500 ms at beam 5), but its WER
-there swings between runs, 5.5-8.5 % (median 7.4 %, over the 8 % goal in two of eight runs),
+there swings between runs, 5.5-8.5 % (median 7.4 %, over the 8 % goal in two of nine runs),
 against 5.5-5.7 % for float32 in four, at 16-22 % more CPU an utterance (bench_wer, 52
 utterances; docs/voice.md, session 14)."""
 _AUX_FILES = ("config.json", "tokenizer.json", "preprocessor_config.json", "vocabulary.txt",
@@ -248,7 +250,12 @@ class WhisperSTT(stt.STT[Any]):
         self.model_name = model
         self.workers = workers
         self.compute_type = compute
-        self._model = load_model(files, threads=threads, workers=workers, compute=compute)
+        self._model = load_model(files, threads=threads, workers=workers,
+                                 compute="int8" if compute == MIXED else compute)
+        self._encoder = self._model  # float32_encoder: a float32 copy that only encodes
+        if compute == MIXED:
+            self._encoder = load_model(files, threads=threads, workers=workers,
+                                       compute="float32")
         del files
         self.context_frames = _frames(context_s)
         self.pad_frames = _frames(pad_s)
@@ -311,7 +318,7 @@ class WhisperSTT(stt.STT[Any]):
         n += n % 2  # the encoder halves them
         batch = np.stack([np.pad(f[:, :n], ((0, 0), (0, max(0, n - f.shape[-1]))))
                           for f in feats])
-        encoded = self._model.encode(np.ascontiguousarray(batch, dtype=np.float32))
+        encoded = self._encoder.encode(np.ascontiguousarray(batch, dtype=np.float32))
         longest = max(len(a) for a in audios)
         budget = min(MAX_NEW_TOKENS, 8 + math.ceil(longest / STT_RATE * TOKENS_PER_S))
         results = self._model.model.generate(
