@@ -66,17 +66,21 @@ class Errors:
 
 
 def candidate(spec: str) -> dict[str, Any]:
-    """Settings of a candidate ``MODEL@CONTEXT_S[+PAD_S][/BEAM][xTHREADS]`` (or an alias), on
-    top of ``VoiceSettings()``: the encoder reads the utterance and PAD_S of silence (0 unless
-    given), at least CONTEXT_S seconds; greedy unless BEAM; the worker's CPU threads
-    (``AGENTIA_VOICE_STT_THREADS``) unless THREADS."""
+    """Settings of a candidate ``MODEL@CONTEXT_S[+PAD_S][/BEAM][xTHREADS][:COMPUTE]`` (or an
+    alias, with or without ``:COMPUTE``), on top of ``VoiceSettings()``: the encoder reads the
+    utterance and PAD_S of silence (0 unless given), at least CONTEXT_S seconds; greedy unless
+    BEAM; the worker's CPU threads (``AGENTIA_VOICE_STT_THREADS``) unless THREADS; CTranslate2's
+    compute type (``AGENTIA_VOICE_STT_COMPUTE_TYPE``: int8, int8_float32, float32, auto) the
+    worker's default unless COMPUTE."""
+    spec, _, compute = spec.partition(":")
     spec, _, threads = ALIASES.get(spec, spec).partition("x")
     model, _, rest = spec.partition("@")
     window, _, beam = rest.partition("/")
     context, _, pad = window.partition("+")
     return {"voice_stt_model": model, "voice_stt_context_s": float(context or 10),
             "voice_stt_pad_s": float(pad or 0), "voice_stt_beam": int(beam or 1),
-            "voice_stt_threads": int(threads) if threads else VoiceSettings().voice_stt_threads}
+            "voice_stt_threads": int(threads) if threads else VoiceSettings().voice_stt_threads,
+            "voice_stt_compute_type": compute or VoiceSettings().voice_stt_compute_type}
 
 
 def word_errors(reference: str, hypothesis: str) -> Errors:
@@ -163,7 +167,8 @@ async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]],
                              "errors": e.total})
     words = sum(len(normalise(u[0]).split()) for u in utts)
     return {
-        "settings": candidate(name), "model": stt.model, "load_s": round(load_s, 2),
+        "settings": candidate(name), "model": stt.model,
+        "compute_type": getattr(stt, "compute_type", None), "load_s": round(load_s, 2),
         "batch": batch, "utterances": len(utts), "words": words,
         "wer": round(total.total / words, 4),
         "substitutions": total.sub, "deletions": total.dele, "insertions": total.ins,

@@ -40,6 +40,7 @@ async def stt_alone(s: VoiceSettings, speech: list[tuple[str, np.ndarray]],
             times.append((time.monotonic() - t0) * 1000)
             right += normalise(ev.alternatives[0].text) == normalise(text)
     return {"stt": stt.model, "threads": s.voice_stt_threads, "n": len(times),
+            "compute_type": getattr(stt, "compute_type", None),
             "p50_ms": round(pct(times, 50)), "p95_ms": round(pct(times, 95)),
             "max_ms": round(max(times)), "right": f"{right}/{len(times)}"}
 

@@ -13,6 +13,8 @@ LOCAL_STT = ("whisper", "pocketsphinx")
 CLOUD_STT = ("openai", "deepgram")
 WHISPER_MODELS = ("tiny.en", "base")
 """Whisper models that ship in a registry package (``voice.stt_whisper.PACKAGED``)."""
+COMPUTE_TYPES = ("auto", "int8", "int8_float32", "float32", "float32_encoder")
+"""``AGENTIA_VOICE_STT_COMPUTE_TYPE``: CTranslate2's CPU compute types, or ``auto``."""
 KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
 """The providers' own variables for their keys (what their plugins and SDKs read)."""
 
@@ -73,6 +75,13 @@ class VoiceSettings(Common):
     less silence Whisper tends to write the utterance twice."""
     voice_stt_beam: int = 5
     """Beam size of Whisper's decoding (1: greedy, ~10 % less CPU, ~2 points more WER)."""
+    voice_stt_compute_type: str = "auto"
+    """CTranslate2's compute type of Whisper: ``int8`` (= ``int8_float32`` on a CPU),
+    ``float32``, or ``auto``: int8 on a CPU with int8 dot products (AVX-512 VNNI, AVX-VNNI,
+    AMX), else float32, whose WER on an AVX2 CPU measured 5.5-5.7 % against int8's 5.5-8.5 %
+    for 16-22 % more CPU (voice.stt_whisper.AUTO_ELSE; docs/voice.md, session 14).
+    ``float32_encoder``: two copies of the model, float32 to encode and int8 to decode: float32's
+    WER (5.5 %) at int8's CPU on that CPU, for ~98 MiB more than float32 per voice worker."""
     voice_stt_model_dir: str = ""
     """Other CTranslate2 Whisper files; empty: ``voice_stt_model`` from its wheel."""
     voice_stt_model_sha256: str = ""
@@ -261,6 +270,9 @@ class VoiceSettings(Common):
         if not (4 <= self.voice_stt_context_s <= 30 and 1 <= self.voice_stt_beam <= 5):
             raise SettingsError("AGENTIA_VOICE_STT_CONTEXT_S must be in [4, 30] and "
                                 "AGENTIA_VOICE_STT_BEAM in [1, 5]")
+        if self.voice_stt_compute_type not in COMPUTE_TYPES:
+            raise SettingsError("AGENTIA_VOICE_STT_COMPUTE_TYPE must be one of "
+                                + ", ".join(COMPUTE_TYPES))
         if not 0 <= self.voice_stt_pad_s <= 10:
             raise SettingsError("AGENTIA_VOICE_STT_PAD_S must be in [0, 10]")
         if self.voice_stt_model_dir and not Path(self.voice_stt_model_dir).is_dir():

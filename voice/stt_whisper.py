@@ -14,7 +14,8 @@ One model serves ``workers`` transcriptions at once (CTranslate2's ``inter_threa
 that share one copy of the weights). Whisper is not a streaming recogniser: the worker wraps it
 in ``voice.edge_stt.EdgeSTT`` (``voice.interim`` when interims are on) and it transcribes each
 utterance the VAD cuts (starting after ``AGENTIA_VOICE_STT_EARLY_S`` of silence), in a thread,
-int8 on the CPU.
+on the CPU, int8 where the CPU has int8 dot products and float32 elsewhere
+(``AGENTIA_VOICE_STT_COMPUTE_TYPE``, :func:`compute_type`).
 
 Whisper's encoder is trained on 30 s windows and faster-whisper pads every utterance to 30 s:
 ~70 % of the CPU of a 3 s utterance went on encoding silence. CTranslate2 accepts a shorter
@@ -57,6 +58,22 @@ MAX_BATCH = 4
 QUICK_CONTEXT_S, QUICK_PAD_S = 3.0, 1.0
 """The shortest encoder input of an interim transcript, and the silence it reads after the
 audio (:meth:`WhisperSTT.decode_quick`)."""
+MIXED = "float32_encoder"
+COMPUTE_TYPES = ("int8", "int8_float32", "float32", MIXED)
+"""CTranslate2's compute types on a CPU (``ctranslate2.get_supported_compute_types("cpu")``).
+On a CPU ``int8`` *is* ``int8_float32`` (int8 weights and matrix products, float32 elsewhere:
+CTranslate2 logs "Selected compute type: int8_float32" for either); ``float32`` throughout.
+``float32_encoder`` is ours: the model loaded twice, float32 to encode and int8 to decode."""
+INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+"""CPU extensions with int8 dot-product instructions (VNNI, AMX): there int8 pays (session
+12's AVX-512 box: base int8 ~190 ms an utterance, WER 6.3 % on bench_wer's first 52)."""
+AUTO_ELSE = "float32"
+"""``auto`` on a CPU without them. On session 14's AVX2 EPYC (oneDNN's int8 GEMM without
+VNNI), base int8 costs as much in the encoder as float32 (~525 ms of CPU for a 7 s window
+either way) and less only in the decoder (~330 against ~475-500 ms at beam 5), but its WER
+there swings between runs, 5.5-8.5 % (median 7.4 %, over the 8 % goal in two of nine runs),
+against 5.5-5.7 % for float32 in four, at 16-22 % more CPU an utterance (bench_wer, 52
+utterances; docs/voice.md, session 14)."""
 _AUX_FILES = ("config.json", "tokenizer.json", "preprocessor_config.json", "vocabulary.txt",
               "vocabulary.json")
 MIN_LOOP = 4
@@ -161,10 +178,31 @@ def model_files(parts: list[Path], aux_dir: Path, sha256: str) -> dict[str, byte
     return files
 
 
-def load_model(files: dict[str, bytes], *, threads: int, workers: int) -> Any:
-    """faster-whisper's model (int8 on the CPU) over ``files``, ``workers`` transcriptions at
-    once over one copy of the weights (CTranslate2 ``inter_threads``: its replicas on one
-    device share the weights).
+def cpu_flags() -> frozenset[str]:
+    """The CPU's extensions (``flags`` of /proc/cpuinfo; none if it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def compute_type(setting: str, flags: frozenset[str] | None = None) -> str:
+    """CTranslate2's compute type for ``AGENTIA_VOICE_STT_COMPUTE_TYPE``: itself, or for
+    ``auto`` int8 on a CPU with int8 dot products (:data:`INT8_FLAGS`), else :data:`AUTO_ELSE`
+    (``flags``: the CPU's, read from /proc/cpuinfo unless given)."""
+    if setting != "auto":
+        return setting
+    return "int8" if INT8_FLAGS & (cpu_flags() if flags is None else flags) else AUTO_ELSE
+
+
+def load_model(files: dict[str, bytes], *, threads: int, workers: int,
+               compute: str = "int8") -> Any:
+    """faster-whisper's model (``compute``: a CTranslate2 CPU compute type) over ``files``,
+    ``workers`` transcriptions at once over one copy of the weights (CTranslate2
+    ``inter_threads``: its replicas on one device share the weights).
 
     Loaded from a private temporary directory, deleted once loaded, rather than from memory
     (CTranslate2's ``files=``): CTranslate2 keeps the bytes it was given for the model's life,
@@ -179,7 +217,7 @@ def load_model(files: dict[str, bytes], *, threads: int, workers: int) -> Any:
         with tempfile.TemporaryDirectory(prefix="agentia-whisper-") as tmp:  # mode 0700
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
-            return WhisperModel(tmp, device="cpu", compute_type="int8", cpu_threads=threads,
+            return WhisperModel(tmp, device="cpu", compute_type=compute, cpu_threads=threads,
                                 num_workers=workers, local_files_only=True)
     except OSError as exc:  # full or read-only temporary directory
         raise SpeechError(f"cannot write the Whisper model to {tempfile.gettempdir()} to load "
@@ -201,7 +239,7 @@ class WhisperSTT(stt.STT[Any]):
     def __init__(self, model_dir: Path | None = None, *, model: str = "base",
                  sha256: str | None = None, threads: int = 1, context_s: float = 7.0,
                  pad_s: float = 1.5, beam_size: int = 5, timeout_s: float = 5.0,
-                 workers: int = 1) -> None:
+                 workers: int = 1, compute: str = "int8") -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         if model_dir is None:
             parts, aux = model_paths(model)
@@ -211,7 +249,13 @@ class WhisperSTT(stt.STT[Any]):
             files = model_files([model_dir / "model.bin"], model_dir, sha256 or "")
         self.model_name = model
         self.workers = workers
-        self._model = load_model(files, threads=threads, workers=workers)
+        self.compute_type = compute
+        self._model = load_model(files, threads=threads, workers=workers,
+                                 compute="int8" if compute == MIXED else compute)
+        self._encoder = self._model  # float32_encoder: a float32 copy that only encodes
+        if compute == MIXED:
+            self._encoder = load_model(files, threads=threads, workers=workers,
+                                       compute="float32")
         del files
         self.context_frames = _frames(context_s)
         self.pad_frames = _frames(pad_s)
@@ -274,7 +318,7 @@ class WhisperSTT(stt.STT[Any]):
         n += n % 2  # the encoder halves them
         batch = np.stack([np.pad(f[:, :n], ((0, 0), (0, max(0, n - f.shape[-1]))))
                           for f in feats])
-        encoded = self._model.encode(np.ascontiguousarray(batch, dtype=np.float32))
+        encoded = self._encoder.encode(np.ascontiguousarray(batch, dtype=np.float32))
         longest = max(len(a) for a in audios)
         budget = min(MAX_NEW_TOKENS, 8 + math.ceil(longest / STT_RATE * TOKENS_PER_S))
         results = self._model.model.generate(

@@ -51,7 +51,7 @@ from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
-from voice.stt_whisper import PACKAGED, WhisperSTT, model_paths, read_weights
+from voice.stt_whisper import PACKAGED, WhisperSTT, compute_type, model_paths, read_weights
 from voice.telephony import caller_identity
 from voice.tokens import parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
@@ -104,7 +104,8 @@ def whisper(s: VoiceSettings, workers: int = 1) -> WhisperSTT:
     return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
                       threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
                       pad_s=s.voice_stt_pad_s, beam_size=s.voice_stt_beam,
-                      timeout_s=s.voice_stt_timeout_s, workers=workers)
+                      timeout_s=s.voice_stt_timeout_s, workers=workers,
+                      compute=compute_type(s.voice_stt_compute_type))
 
 
 def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
@@ -166,7 +167,8 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
     shared = whisper(s, workers=n)
-    log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n, shared.model)
+    log.info("speech engines loaded in process %d: %d x %s, %s (AGENTIA_VOICE_STT_COMPUTE_TYPE"
+             "=%s)", os.getpid(), n, shared.model, shared.compute_type, s.voice_stt_compute_type)
     return EnginePool([shared] * n, shared.model)
 
 

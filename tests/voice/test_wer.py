@@ -67,13 +67,17 @@ def test_the_sentence_set_is_large_and_spoken_by_several_voices() -> None:
     threads = VoiceSettings().voice_stt_threads  # the worker's unless a candidate says
     assert candidate("before") == {"voice_stt_model": "tiny.en", "voice_stt_context_s": 30.0,
                                    "voice_stt_pad_s": 0.0, "voice_stt_beam": 1,
-                                   "voice_stt_threads": threads}
+                                   "voice_stt_threads": threads, "voice_stt_compute_type": "auto"}
     assert candidate("after") == {"voice_stt_model": "base", "voice_stt_context_s": 7.0,
                                   "voice_stt_pad_s": 1.5, "voice_stt_beam": 5,
-                                  "voice_stt_threads": threads}
+                                  "voice_stt_threads": threads, "voice_stt_compute_type": "auto"}
     assert candidate("base@5+1/2x1") == {"voice_stt_model": "base", "voice_stt_context_s": 5.0,
                                          "voice_stt_pad_s": 1.0, "voice_stt_beam": 2,
-                                         "voice_stt_threads": 1}
+                                         "voice_stt_threads": 1, "voice_stt_compute_type": "auto"}
+    assert candidate("after:float32") == {**candidate("after"), "voice_stt_compute_type": "float32"}
+    assert candidate("base@7+1.5/3x2:int8_float32") == {
+        "voice_stt_model": "base", "voice_stt_context_s": 7.0, "voice_stt_pad_s": 1.5,
+        "voice_stt_beam": 3, "voice_stt_threads": 2, "voice_stt_compute_type": "int8_float32"}
 
 
 def test_espeak_speech_is_padded_as_the_vad_cuts_it() -> None:
