@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from picows import WSMsgType, WSTransport
+
 HOLD_MAX = 16_384
 """Bytes a connection holds at most: past them it writes at once. Held bytes count in its send
 budget (at least 64 KiB): a burst in one pass (a big delivery batch of one session) must not
@@ -27,19 +29,42 @@ class Holder(Protocol):
     def flush(self) -> None: ...
 
 
+def header(n: int) -> bytes:
+    """The header of a server's text frame of ``n`` bytes (FIN, opcode 1, no mask)."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
 def framed(frames: list[bytes]) -> bytes:
     """Text frames as a server sends them, one after the other."""
     out = bytearray()
     for f in frames:
-        n = len(f)
-        if n < 126:
-            out += bytes((0x81, n))
-        elif n < 65536:
-            out += b"\x81\x7e" + n.to_bytes(2, "big")
-        else:
-            out += b"\x81\x7f" + n.to_bytes(8, "big")
+        out += header(len(f))
         out += f
     return bytes(out)
+
+
+PICOWS_COPIES_UP_TO = 8192
+"""picows 2.3.1's server side copies a message of at most this many bytes into its write
+buffer with its header. A longer one goes to the transport as ``writelines([header,
+message])``, ``header`` a memoryview of picows's own write buffer, which its next ``send``
+rewrites; uvloop keeps what it cannot write at once without copying it. So a long frame
+queued behind a full socket went out with a later frame's header: frames of other lengths
+queued behind a slow client were garbled (its client closed 1002 "invalid opcode"; the
+flaky slow-reader test of sessions 12-14, 1 run in ~225 under load, and
+tests/e2e/test_long_frames.py every time). Longer frames are framed here, header and payload
+in one bytes object of their own."""
+
+
+def send_one(t: WSTransport, frame: bytes) -> None:
+    """Write one text frame to ``t`` (picows's own send only where it copies)."""
+    if len(frame) <= PICOWS_COPIES_UP_TO:
+        t.send(WSMsgType.TEXT, frame)
+    else:
+        t.underlying_transport.write(header(len(frame)) + frame)
 
 
 class Cork:

@@ -44,7 +44,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its
 from agentia.logs import bind, quiet_library
 from gateway import routing as R
 from gateway.connection import Connection
-from gateway.corked import CORK, HOLD_MAX, framed
+from gateway.corked import CORK, HOLD_MAX, framed, send_one
 from gateway.transport import Served, cap_send_buffer, port_of, reset_on_close
 
 if TYPE_CHECKING:
@@ -226,7 +226,8 @@ class PicowsConnection(WSListener):
         if self.gone or self.t is None:
             raise ConnectionError("the peer is gone")
         self.flush()
-        self.t.send(WSMsgType.TEXT, frame)
+        if not self.t.is_close_frame_sent:  # as picows does with a frame after the close
+            send_one(self.t, frame)
 
     def send_now(self, frame: bytes) -> bool:
         """Take ``frame`` for this pass of the loop's write (gateway/corked.py)."""
@@ -254,7 +255,7 @@ class PicowsConnection(WSListener):
             return  # as picows does with a frame after the close
         try:
             if len(frames) == 1:
-                t.send(WSMsgType.TEXT, frames[0])
+                send_one(t, frames[0])
             else:
                 t.underlying_transport.write(framed(frames))
         except Exception:

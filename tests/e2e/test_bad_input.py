@@ -153,8 +153,10 @@ async def test_slow_reader_is_closed_and_others_are_unaffected(cluster: Cluster,
     # 0.3-0.5 s after the edge started, one connection left): the fast reader's own websockets
     # client failed the connection, "sent 1002 (protocol error) invalid opcode", after 97 of
     # 600 events, where the frames' length changes (offsets 99 -> 100): the bytes on the wire
-    # were not whole frames in order. Not a SLOW close (0 counted); the cause is on the edge's
-    # picows write path (gateway/ws_picows.py send/flush, gateway/corked.py), not yet found.
+    # were not whole frames in order. Not a SLOW close (0 counted). The cause, found and fixed
+    # in session 14: picows's send of a frame over 8192 bytes left uvloop a view of its header
+    # buffer, rewritten by its next send (gateway/corked.py ``send_one``; reproduced every time
+    # by tests/e2e/test_long_frames.py).
     try:
         await asyncio.gather(produce(), consume())
     except Exception as exc:  # reported, with the edge's view, as the failure

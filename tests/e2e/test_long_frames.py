@@ -1,0 +1,86 @@
+"""Long frames queued behind a client that reads slowly reach it whole and in order, whatever
+their lengths (session 14). picows's send of a message over 8192 bytes handed uvloop a view of
+its own header buffer, which the next send rewrote, so a frame queued behind a full socket went
+out with a later frame's header and the client saw garbage (``1002 invalid opcode``): the
+flaky slow-reader test of sessions 12-14. gateway/corked.py ``send_one`` frames those itself."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+
+import orjson
+
+from sessions.bus import Bus
+from tests.conftest import Cluster, token
+
+LENGTHS = [16_400 + 97 * k for k in range(12)]
+"""Every frame its own length (so a wrong header shows), each over the edge's hold (so each is
+written on its own, as picows's ``send`` did), ~200 KB in all: within the send budget, so the
+edge keeps them all for the client rather than letting it fall behind."""
+
+
+class Frames:
+    """A raw client's byte stream read as server frames, strictly (RFC 6455 5.2)."""
+
+    def __init__(self, sock: socket.socket, rest: bytes) -> None:
+        self.sock, self.buf = sock, bytearray(rest)
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            more = self.sock.recv(65_536)
+            assert more, "the edge closed the connection"
+            self.buf += more
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def next(self) -> dict[str, object]:
+        b0, b1 = self._take(2)
+        assert b0 == 0x81, f"not a final text frame: first byte {b0:#x}"
+        assert not b1 & 0x80, "a server frame must not be masked"
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._take(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._take(8), "big")
+        frame = orjson.loads(self._take(n))
+        assert isinstance(frame, dict)
+        return frame
+
+
+def _open(port: int, session: str) -> Frames:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader's small window
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((
+        f"GET /v1/ws?session={session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nAuthorization: Bearer {token('alice')}\r\n\r\n"
+    ).encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += sock.recv(4096)
+    head, rest = got.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    frames = Frames(sock, rest)
+    assert frames.next()["type"] == "welcome"
+    return frames
+
+
+async def test_long_frames_of_different_lengths_behind_a_slow_reader_arrive_whole(
+        cluster: Cluster, bus: Bus) -> None:
+    # a small kernel send buffer, so most of the burst waits in the edge's transport
+    edge = cluster.edge(AGENTIA_SEND_BUFFER_BYTES="16384")
+    frames = await asyncio.to_thread(_open, edge.port, "longframes")
+    await bus.append("longframes", [{"type": "delta", "turn": 1, "text": "z" * n, "i": i}
+                                    for i, n in enumerate(LENGTHS)])
+    await asyncio.sleep(1)  # the client reads nothing while the edge writes what it can
+    got = [await asyncio.to_thread(frames.next) for _ in LENGTHS]
+    assert [(f["type"], f["i"], len(str(f["text"]))) for f in got] == [
+        ("delta", i, n) for i, n in enumerate(LENGTHS)]
+    frames.sock.close()
