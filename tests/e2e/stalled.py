@@ -14,8 +14,12 @@ import pytest
 from tests.conftest import Proc, token
 
 
-def _open(port: int, session: str) -> socket.socket:
+def upgrade(port: int, session: str, rcvbuf: int = 0) -> tuple[socket.socket, bytes]:
+    """A blocking socket upgraded to a WebSocket of ``session`` as alice (``rcvbuf``: its
+    SO_RCVBUF, 0 the kernel's), and the bytes read past the 101's headers."""
     sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
@@ -25,9 +29,17 @@ def _open(port: int, session: str) -> socket.socket:
         f"Sec-WebSocket-Key: {key}\r\nAuthorization: Bearer {token('alice')}\r\n\r\n"
     ).encode())
     got = b""
+    while b"\r\n\r\n" not in got:
+        got += sock.recv(4096)
+    head, rest = got.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock, rest
+
+
+def _open(port: int, session: str) -> socket.socket:
+    sock, got = upgrade(port, session)
     while b'"welcome"' not in got:
         got += sock.recv(4096)
-    assert got.startswith(b"HTTP/1.1 101")
     return sock
 
 

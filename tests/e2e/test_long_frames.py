@@ -7,14 +7,13 @@ flaky slow-reader test of sessions 12-14. gateway/corked.py ``send_one`` frames 
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 
 import orjson
 
 from sessions.bus import Bus
-from tests.conftest import Cluster, token
+from tests.conftest import Cluster
+from tests.e2e.stalled import upgrade
 
 LENGTHS = [16_400 + 97 * k for k in range(12)]
 """Every frame its own length (so a wrong header shows), each over the edge's hold (so each is
@@ -52,22 +51,7 @@ class Frames:
 
 
 def _open(port: int, session: str) -> Frames:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader's small window
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((
-        f"GET /v1/ws?session={session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nAuthorization: Bearer {token('alice')}\r\n\r\n"
-    ).encode())
-    got = b""
-    while b"\r\n\r\n" not in got:
-        got += sock.recv(4096)
-    head, rest = got.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    frames = Frames(sock, rest)
+    frames = Frames(*upgrade(port, session, rcvbuf=4096))  # a slow reader's small window
     assert frames.next()["type"] == "welcome"
     return frames
 
