@@ -18,6 +18,7 @@ from collections import deque
 
 from agentia.codes import AgentiaError, BusUnavailable, CloseCode
 from agentia.logs import Throttle
+from gateway import close_log as CL
 from gateway import protocol as P
 from gateway import session_protocol as S
 from gateway.host import Host
@@ -170,24 +171,14 @@ class Connection:
             return
         self.closed = True
         self.node.metrics[_CLOSE_TALLY.get(code, "other_closes")] += 1
-        if code in _LOGGED_CLOSES:
-            self._log_close(code, reason)
+        if code in CL.LOGGED:
+            st, waiting = self.state, len(self.outbox or ())
+            CL.log_close(code, reason, st.session, st.user, self.pending(), waiting,
+                         time.monotonic() - self.progress_at if waiting else 0.0,
+                         st.cursor.sent, st.cursor.seen)
         if code is CloseCode.SLOW:
             self.outbox, self.queued = None, 0
         self.closer = self.node.spawn(self._close(code, reason))
-
-    def _log_close(self, code: CloseCode, reason: str) -> None:
-        """A close the client caused, one line per reason a minute: the counters say how many,
-        this says which connection and why (CI's logs could not tell a flaky test's cause)."""
-        held = _THROTTLE.allow(reason)
-        if held is None:
-            return
-        st, waiting = self.state, len(self.outbox or ())
-        idle = time.monotonic() - self.progress_at if waiting else 0.0
-        log.warning("closing %d %s (%s): session %s, user %s, %d bytes in %d queued frames, "
-                    "the last out %.1f s ago, sent offset %d of %d (%d more for this reason in "
-                    "the last minute not logged)", int(code), code.name, reason, st.session,
-                    st.user, self.pending(), waiting, idle, st.cursor.sent, st.cursor.seen, held)
 
     async def _close(self, code: CloseCode, reason: str) -> None:
         if self.transport is None:
@@ -397,7 +388,6 @@ class Connection:
         return refusal is None
 
 
-_LOGGED_CLOSES = frozenset((CloseCode.SLOW, CloseCode.FLOOD))
 _CLOSE_TALLY = {CloseCode.SLOW: "slow_closes", CloseCode.FLOOD: "flood_closes",
                 CloseCode.SESSION_LOST: "session_lost_closes",
                 CloseCode.IDLE: "idle_closes", CloseCode.TOKEN_EXPIRED: "expired_closes",
