@@ -14,6 +14,7 @@ import time
 
 from agentia.codes import AgentiaError, BusUnavailable
 from agentia.logs import Throttle
+from gateway import drops as D
 from gateway import protocol as P
 from gateway import session_protocol as S
 from gateway.host import Host
@@ -41,7 +42,10 @@ class Connection(Sender):
         if action is None:
             return
         if isinstance(action, S.Write):
-            self.push(action.frame)
+            if not action.droppable:
+                self.push(action.frame)
+            elif not self.offer(action.frame):
+                self.state.on_dropped(D.PARTIAL)
         elif isinstance(action, S.Close):
             self.close_soon(action.code, action.reason)
         elif isinstance(action, S.Replay) and action.frame is None:
@@ -138,14 +142,15 @@ class Connection(Sender):
     def on_chunk(self, at: ChunkAt, frame: bytes) -> None:
         action = self.state.on_chunk(at, frame)
         if isinstance(action, bytes):
-            self.push(action)
+            if not self.offer(action):
+                self.state.on_dropped(D.CHUNK)
         elif action is not None:
             self.execute(action)
 
     def on_live_frame(self, frame: bytes) -> None:
-        """An off-log frame of the session: queued like a chunk (the same send budget)."""
-        if self.state.on_live_frame():
-            self.push(frame)
+        """An off-log frame of the session (an interim transcript): dropped like a chunk."""
+        if self.state.on_live_frame() and not self.offer(frame):
+            self.state.on_dropped(D.TRANSCRIPT)
 
     def on_live(self, offset: int, frame: bytes) -> None:
         action = self.state.on_event(offset, frame)

@@ -5,7 +5,7 @@ Writes go through one outbox per connection, drained by a writer task that exist
 there is something to write, so an idle connection holds no task. The send budget and the
 stall rule are the protocol's (``gateway/session_protocol.py``); this module asks it and does
 what it says. A frame the budget has no room for closes the connection ``SLOW`` (nobody else
-waits for it).
+waits for it), unless the client can do without it (:meth:`Sender.offer`: gateway/drops.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections import deque
 
 from agentia.codes import CloseCode
 from gateway import close_log as CL
+from gateway import drops as D
 from gateway import session_protocol as S
 from gateway.host import Host
 from gateway.transport import Transport
@@ -26,7 +27,7 @@ _PACE_POLL_S = 0.25
 
 class Sender:
     __slots__ = ("_drained", "closed", "closer", "node", "outbox", "progress_at", "queued",
-                 "state", "transport", "writer")
+                 "state", "transport", "watch", "writer")
 
     def __init__(self, node: Host, state: S.SessionProtocol) -> None:
         self.node = node
@@ -43,6 +44,8 @@ class Sender:
         self.closed = False
         self.closer: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
+        self.watch: D.Watch | None = None
+        """Set while bytes wait in the library's buffer (seen by the sweep, or at a drop)."""
 
     # ------------------------------------------------------------ writing
 
@@ -77,7 +80,21 @@ class Sender:
             return self.state.on_write(before, size, len(outbox or ()))
         return None
 
+    def offer(self, frame: bytes) -> bool:
+        """Queue a frame the client can do without (a chunk, partial or interim transcript)
+        if the protocol has no objection; False when it was dropped instead (not SLOW)."""
+        if self.closed:
+            return True  # nothing to write or to recover any more
+        if self._refusal(len(frame)) is None:
+            self._queue(frame)
+            return True
+        if self.watch is None:  # the sweep's stall rule watches it from now (stalled)
+            self.watch = D.Watch(self.pending(), time.monotonic())
+        return False
+
     def _queue(self, frame: bytes) -> None:
+        if self.watch is not None:
+            self.watch.added += len(frame)
         outbox = self.outbox
         if outbox is None:
             if self.writer is None and self.transport is not None \
@@ -100,17 +117,28 @@ class Sender:
     def check_budget(self) -> None:
         """After the library itself wrote something (a pong to a WebSocket PING). Over the
         budget while already closing (a close frame cannot get through): reset at once."""
-        if not self.state.over_budget(self.pending()):
+        close = self.state.over_budget(self.pending())
+        if close is None:
             return
         if not self.closed:
-            close = self.state.budget_close()
             self.close_soon(close.code, close.reason)
         elif self.transport is not None:
             self.transport.abort()
 
     def stalled(self, now: float) -> S.Close | None:
-        """Frames have waited without any getting out for ``send_stall_s``: a SLOW close."""
-        return self.state.stalled(self.progress_at, now) if self.outbox else None
+        """Frames have waited in the outbox without any getting out for ``send_stall_s``, or
+        bytes in the library's buffer without the kernel taking any: a SLOW close. (picows
+        writes into its buffer at once: before session 15 a client whose last frames sat there
+        was not seen stalled, and one that dropped chunks would not have been.)"""
+        if self.outbox:
+            return self.state.stalled(self.progress_at, now)
+        pending = self.pending()
+        if not pending:  # nothing waits: nothing to watch
+            self.watch = None
+            return None
+        if self.watch is None:
+            self.watch = D.Watch(pending, now)
+        return self.state.stalled(self.watch.progress(pending, now), now)
 
     def wake(self) -> None:
         """Something was written out: a paced replay may go on."""
@@ -145,7 +173,8 @@ class Sender:
         """Push, but first wait while the protocol says so (half the send budget is used): a
         replay goes at the pace the client reads. No progress for ``send_stall_s``: SLOW."""
         last, since = self.pending(), time.monotonic()
-        while not self.closed and self.state.must_pace(self.pending(), len(self.outbox or ())):
+        while not self.closed and self.state.must_pace(self.pending(), len(self.outbox or ()),
+                                                       len(frame)):
             self._drained = self._drained or asyncio.Event()
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
