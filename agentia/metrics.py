@@ -37,6 +37,10 @@ CLOSES = Counter("agentia_closes_total", "Connections closed by the edge, by rea
 FELL_BEHIND = Counter("agentia_fell_behind_total",
                       "Live log events a connection had no send budget for: it fell behind "
                       "and fills from the session log at its client's pace")
+DROPPED = Counter("agentia_dropped_frames_total",
+                  "Chunks, partials and interim transcripts a connection had no send budget "
+                  "for: dropped for it (the next partial or the turn's end brings the text back)",
+                  ["kind"])
 TURNS = Counter("agentia_turns_total", "Turns by outcome", ["outcome"])
 FIRST_DELTA = Histogram("agentia_time_to_first_delta_seconds",
                         "From a turn's acceptance to its first delta", buckets=_LATENCY)
@@ -102,6 +106,9 @@ _EDGE = {
     "drain_closes": (CLOSES, ("drain",)),
     "other_closes": (CLOSES, ("other",)),
     "fell_behind": (FELL_BEHIND, ()),
+    "dropped_chunk": (DROPPED, ("chunk",)),
+    "dropped_partial": (DROPPED, ("partial",)),
+    "dropped_transcript": (DROPPED, ("transcript",)),
     "turns_accepted": (TURNS, ("accepted",)),
     "redis_errors": (REDIS_ERRORS, ("edge",)),
 }

@@ -15,10 +15,13 @@ from gateway import protocol as P
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Queue ``frame`` for the client; ``paced``: wait while the send budget is half used."""
+    """Queue ``frame`` for the client; ``paced``: wait while the send budget is half used;
+    ``droppable``: a ``partial``, dropped when it does not fit the send budget (not a SLOW
+    close: :meth:`SessionProtocol.on_dropped`)."""
 
     frame: bytes
     paced: bool = False
+    droppable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,10 @@ The partial buffer is written with every ``PARTIAL_EVERY``-th chunk only (sessio
 a partial may stop short of the chunks a connection gets: the chunks after it are dropped until
 the next such chunk, which the buffer holds by the time it arrives, and the partial is read
 again then (one read per ``PARTIAL_EVERY`` chunks at most while behind, never one per chunk).
+
+A chunk or partial this module let through but the connection's send budget had no room for is
+dropped for that connection (:func:`on_dropped`): the connection goes back to waiting for the
+run's next ``PARTIAL_EVERY``-th chunk, as one that missed chunks does.
 """
 
 from __future__ import annotations
@@ -62,3 +66,13 @@ def on_partial(cur: ChunkAt | None, partial: Partial | None) -> tuple[ChunkAt | 
             return ChunkAt(cur.turn, cur.attempt, cur.run, 0), False
         return cur, False
     return ChunkAt(partial.turn, partial.attempt, partial.run, partial.seq), True
+
+
+def on_dropped(cur: ChunkAt | None) -> ChunkAt | None:
+    """The connection's position once the chunk or partial that put it at ``cur`` was dropped
+    (it did not fit the send budget): ``seq`` 0 of its run, so the chunks after it are dropped
+    until the run's next ``PARTIAL_EVERY``-th one, which reads the partial again (holding the
+    dropped text); if the run ends first, its ending event carries the whole text."""
+    if cur is None:
+        return None
+    return ChunkAt(cur.turn, cur.attempt, cur.run, 0)

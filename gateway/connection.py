@@ -2,200 +2,38 @@
 
 The decisions (what a frame means, strikes, rate limits, the cursor, the send budget) are
 made by ``gateway/session_protocol.py``, loop-free; this module does the I/O they ask for:
-bus calls, socket writes, closes. Writes go through one outbox per connection, drained by a
-writer task that exists only while there is something to write, so an idle connection holds
-no task. A full outbox means the client reads too slowly: it is closed with ``SLOW`` and
-nobody else waits for it.
+bus calls, socket writes, closes. The send side (outbox, writer, send budget, stall rule,
+close) is :class:`gateway.sender.Sender`'s, which this class extends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 
-from agentia.codes import AgentiaError, BusUnavailable, CloseCode
+from agentia.codes import AgentiaError, BusUnavailable
 from agentia.logs import Throttle
-from gateway import close_log as CL
+from gateway import drops as D
 from gateway import protocol as P
 from gateway import session_protocol as S
 from gateway.host import Host
+from gateway.sender import Sender
 from gateway.traced import receive_span
-from gateway.transport import Transport
 from sessions.roles import ChunkAt, Partial
 
 log = logging.getLogger("agentia.edge")
-_PACE_POLL_S = 0.25
 _THROTTLE = Throttle(60.0)
 
 
-class Connection:
-    __slots__ = ("_drained", "closed", "closer", "filler", "node", "outbox", "progress_at",
-                 "queued", "state", "transport", "writer")
+class Connection(Sender):
+    """One client connection (the send side is :class:`Sender`'s)."""
+
+    __slots__ = ("filler",)
 
     def __init__(self, node: Host, state: S.SessionProtocol) -> None:
-        self.node = node
-        self.state = state
-        self.transport: Transport | None = None
-        self.outbox: deque[bytes] | None = None
-        """Frames waiting for the writer; None while empty (an empty deque costs ~620 bytes,
-        a twentieth of an idle connection)."""
-        self.queued = 0
-        """Bytes in the outbox, including the frame the writer is writing."""
-        self.progress_at = 0.0
-        """When the writer last got a frame out (or the outbox started filling)."""
-        self.writer: asyncio.Task[None] | None = None
-        self.closed = False
-        self.closer: asyncio.Task[None] | None = None
+        super().__init__(node, state)
         self.filler: asyncio.Task[object] | None = None
-        self._drained: asyncio.Event | None = None
-
-    # ------------------------------------------------------------ writing
-
-    def attach(self, transport: Transport) -> None:
-        self.transport = transport
-        self._kick()
-
-    def mark_closed(self) -> None:
-        """The peer is gone or the transport is closing it: write and read no more."""
-        self.closed = True
-
-    def pending(self) -> int:
-        """Bytes waiting for this client: the outbox plus the library's write buffer."""
-        t = self.transport
-        return self.queued + (t.buffered() if t is not None else 0)
-
-    def push(self, frame: bytes) -> None:
-        """Queue one frame, unless the protocol says the send budget forbids it (SLOW)."""
-        if self.closed:
-            return
-        refusal = self._refusal(len(frame))
-        if refusal is not None:
-            self.close_soon(refusal.code, refusal.reason)
-            return
-        self._queue(frame)
-
-    def _refusal(self, size: int) -> S.Close | None:
-        """The protocol's objection to queueing ``size`` bytes more (the send budget, the
-        send queue), None when it has none."""
-        before, outbox = self.pending(), self.outbox
-        if before or outbox is not None:  # else nothing waits: the protocol has no objection
-            return self.state.on_write(before, size, len(outbox or ()))
-        return None
-
-    def _queue(self, frame: bytes) -> None:
-        outbox = self.outbox
-        if outbox is None:
-            if self.writer is None and self.transport is not None \
-                    and self.transport.send_now(frame):
-                m = self.node.metrics
-                m["frames_out"] += 1
-                m["bytes_out"] += len(frame)
-                return
-            outbox = self.outbox = deque()
-            self.progress_at = time.monotonic()
-        outbox.append(frame)
-        self.queued += len(frame)
-        self._kick()
-
-    def _count_out(self, frame: bytes) -> None:
-        m = self.node.metrics
-        m["frames_out"] += 1
-        m["bytes_out"] += len(frame)
-
-    def check_budget(self) -> None:
-        """After the library itself wrote something (a pong to a WebSocket PING). Over the
-        budget while already closing (a close frame cannot get through): reset at once."""
-        if not self.state.over_budget(self.pending()):
-            return
-        if not self.closed:
-            self.execute(self.state.budget_close())
-        elif self.transport is not None:
-            self.transport.abort()
-
-    def stalled(self, now: float) -> S.Close | None:
-        """Frames have waited without any getting out for ``send_stall_s``: a SLOW close."""
-        return self.state.stalled(self.progress_at, now) if self.outbox else None
-
-    def wake(self) -> None:
-        """Something was written out: a paced replay may go on."""
-        if self._drained is not None:
-            self._drained.set()
-
-    def _kick(self) -> None:
-        if self.writer is None and self.transport is not None and self.outbox:
-            self.writer = asyncio.create_task(self._write())
-
-    async def _write(self) -> None:
-        assert self.transport is not None
-        try:
-            while self.outbox:
-                frame = self.outbox[0]
-                await self.transport.send(frame)
-                if self.outbox:  # else a SLOW close dropped it meanwhile
-                    self.outbox.popleft()
-                    self.queued -= len(frame)
-                self.progress_at = time.monotonic()
-                self._count_out(frame)
-                self.wake()
-        except Exception:
-            self.closed = True  # the peer is gone; the read loop will end too
-        finally:
-            self.writer = None
-            if not self.outbox:
-                self.outbox, self.queued = None, 0
-            self.wake()
-
-    async def push_paced(self, frame: bytes) -> None:
-        """Push, but first wait while the protocol says so (half the send budget is used): a
-        replay goes at the pace the client reads. No progress for ``send_stall_s``: SLOW."""
-        last, since = self.pending(), time.monotonic()
-        while not self.closed and self.state.must_pace(self.pending(), len(self.outbox or ())):
-            self._drained = self._drained or asyncio.Event()
-            self._drained.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), _PACE_POLL_S)
-            now, waiting = time.monotonic(), self.pending()
-            if waiting < last:
-                since = now
-            else:
-                self.execute(self.state.stalled(since, now))
-            last = waiting
-        self.push(frame)
-
-    def close_soon(self, code: CloseCode, reason: str) -> None:
-        """Close after what is queued is written (a slow reader's queue is dropped)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.node.metrics[_CLOSE_TALLY.get(code, "other_closes")] += 1
-        if code in CL.LOGGED:
-            st, waiting = self.state, len(self.outbox or ())
-            CL.log_close(code, reason, st.session, st.user, self.pending(), waiting,
-                         time.monotonic() - self.progress_at if waiting else 0.0,
-                         st.cursor.sent, st.cursor.seen)
-        if code is CloseCode.SLOW:
-            self.outbox, self.queued = None, 0
-        self.closer = self.node.spawn(self._close(code, reason))
-
-    async def _close(self, code: CloseCode, reason: str) -> None:
-        if self.transport is None:
-            return
-        if code is CloseCode.SLOW:
-            # The socket's buffers are full: no close frame could get through, and waiting
-            # for one would keep the socket and its buffers for seconds. Reset it now.
-            if self.writer is not None:
-                self.writer.cancel()
-            self.transport.abort()
-            return
-        try:
-            if self.writer is not None:
-                await asyncio.wait_for(asyncio.shield(self.writer), 5)
-            await asyncio.wait_for(self.transport.close(int(code), reason), 5)
-        except Exception:
-            self.transport.abort()
 
     # ------------------------------------------------------------ executing actions
 
@@ -204,7 +42,10 @@ class Connection:
         if action is None:
             return
         if isinstance(action, S.Write):
-            self.push(action.frame)
+            if not action.droppable:
+                self.push(action.frame)
+            elif not self.offer(action.frame):
+                self.state.on_dropped(D.PARTIAL)
         elif isinstance(action, S.Close):
             self.close_soon(action.code, action.reason)
         elif isinstance(action, S.Replay) and action.frame is None:
@@ -301,14 +142,15 @@ class Connection:
     def on_chunk(self, at: ChunkAt, frame: bytes) -> None:
         action = self.state.on_chunk(at, frame)
         if isinstance(action, bytes):
-            self.push(action)
+            if not self.offer(action):
+                self.state.on_dropped(D.CHUNK)
         elif action is not None:
             self.execute(action)
 
     def on_live_frame(self, frame: bytes) -> None:
-        """An off-log frame of the session: queued like a chunk (the same send budget)."""
-        if self.state.on_live_frame():
-            self.push(frame)
+        """An off-log frame of the session (an interim transcript): dropped like a chunk."""
+        if self.state.on_live_frame() and not self.offer(frame):
+            self.state.on_dropped(D.TRANSCRIPT)
 
     def on_live(self, offset: int, frame: bytes) -> None:
         action = self.state.on_event(offset, frame)
@@ -386,9 +228,3 @@ class Connection:
         refusal = self.state.on_ws_ping(time.monotonic())
         self.execute(refusal)
         return refusal is None
-
-
-_CLOSE_TALLY = {CloseCode.SLOW: "slow_closes", CloseCode.FLOOD: "flood_closes",
-                CloseCode.SESSION_LOST: "session_lost_closes",
-                CloseCode.IDLE: "idle_closes", CloseCode.TOKEN_EXPIRED: "expired_closes",
-                CloseCode.SERVICE_RESTART: "drain_closes"}

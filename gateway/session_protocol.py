@@ -33,6 +33,7 @@ from gateway.actions import (
     Submit,
     Write,
 )
+from gateway.drops import TRANSCRIPT
 from sessions import events as E
 from sessions.bus import frame_for
 from sessions.roles import ChunkAt, Partial
@@ -167,7 +168,14 @@ class SessionProtocol:
         if not write or partial is None:
             return []
         return [Write(orjson.dumps(E.partial(partial.turn, partial.attempt, partial.seq,
-                                             partial.text)))]
+                                             partial.text)), droppable=True)]
+
+    def on_dropped(self, kind: str) -> None:
+        """A ``chunk``, ``partial`` or interim ``transcript`` had no room in the send budget:
+        dropped, not SLOW (gateway/drops.py); the run's next tenth chunk brings a partial."""
+        self.rules.metrics[f"dropped_{kind}"] += 1
+        if kind != TRANSCRIPT:
+            self.chunk_at = chunks.on_dropped(self.chunk_at)
 
     def on_delivery_lost(self) -> Replay | None:
         """The node's delivery stream was unreadable for a while: re-read the log."""
@@ -365,17 +373,16 @@ class SessionProtocol:
             return Close(CloseCode.SLOW, "send queue full: reading too slowly")
         return None
 
-    def over_budget(self, pending: int) -> bool:
-        """After the library itself wrote (a pong to a WebSocket PING)."""
-        return pending > self.rules.limits.send_budget_bytes
+    def over_budget(self, pending: int) -> Close | None:
+        """After the library itself wrote (a pong to a WebSocket PING): SLOW if over budget."""
+        return self.on_write(pending, 0, 0)
 
-    def budget_close(self) -> Close:
-        return Close(CloseCode.SLOW, _SLOW_BUDGET)
-
-    def must_pace(self, pending: int, queued_frames: int) -> bool:
-        """A replay waits while half the send budget (or half the send queue) is used."""
+    def must_pace(self, pending: int, queued_frames: int, size: int = 0) -> bool:
+        """A replay waits while half the send budget (or half the send queue) is used, and a
+        frame of ``size`` bytes until it fits next to what waits (else it would close SLOW)."""
         lim = self.rules.limits
-        return pending >= lim.send_budget_bytes // 2 or queued_frames >= lim.send_queue // 2
+        return (pending >= lim.send_budget_bytes // 2 or queued_frames >= lim.send_queue // 2
+                or (pending > 0 and pending + size > lim.send_budget_bytes))
 
     def stalled(self, since: float, now: float) -> Close | None:
         """Frames have waited without any getting out since ``since``: SLOW after

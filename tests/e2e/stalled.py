@@ -1,4 +1,5 @@
-"""A client that does not read (tests/e2e/test_burst_reader.py, test_bad_input.py)."""
+"""A client that does not read (tests/e2e/test_burst_reader.py, test_bad_input.py), and a raw
+client that reads server frames strictly (test_long_frames.py, test_budget_drops.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 import base64
 import os
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import Proc, token
@@ -34,6 +37,48 @@ def upgrade(port: int, session: str, rcvbuf: int = 0) -> tuple[socket.socket, by
     head, rest = got.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock, rest
+
+
+class Frames:
+    """A raw client's byte stream read as server frames, strictly (RFC 6455 5.2). Each read
+    takes at most ``recv`` bytes, then waits ``pause`` seconds: a steady reader slower than a
+    burst (test_budget_drops.py)."""
+
+    def __init__(self, sock: socket.socket, rest: bytes, recv: int = 65_536,
+                 pause: float = 0.0) -> None:
+        self.sock, self.buf = sock, bytearray(rest)
+        self.recv, self.pause = recv, pause
+
+    def send(self, frame: dict[str, object]) -> None:
+        """One short text frame, masked as a client's must be (RFC 6455 5.3)."""
+        data, mask = orjson.dumps(frame), os.urandom(4)
+        assert len(data) < 126
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(bytes((0x81, 0x80 | len(data))) + mask + masked)
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            more = self.sock.recv(self.recv)
+            assert more, "the edge closed the connection"
+            self.buf += more
+            if self.pause:
+                time.sleep(self.pause)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def next(self) -> dict[str, object]:
+        b0, b1 = self._take(2)
+        assert b0 == 0x81, f"not a final text frame: first byte {b0:#x}"
+        assert not b1 & 0x80, "a server frame must not be masked"
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._take(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._take(8), "big")
+        frame = orjson.loads(self._take(n))
+        assert isinstance(frame, dict)
+        return frame
 
 
 def _open(port: int, session: str) -> socket.socket:

@@ -7,47 +7,15 @@ flaky slow-reader test of sessions 12-14. gateway/corked.py ``send_one`` frames 
 from __future__ import annotations
 
 import asyncio
-import socket
-
-import orjson
 
 from sessions.bus import Bus
 from tests.conftest import Cluster
-from tests.e2e.stalled import upgrade
+from tests.e2e.stalled import Frames, upgrade
 
 LENGTHS = [16_400 + 97 * k for k in range(12)]
 """Every frame its own length (so a wrong header shows), each over the edge's hold (so each is
 written on its own, as picows's ``send`` did), ~200 KB in all: within the send budget, so the
 edge keeps them all for the client rather than letting it fall behind."""
-
-
-class Frames:
-    """A raw client's byte stream read as server frames, strictly (RFC 6455 5.2)."""
-
-    def __init__(self, sock: socket.socket, rest: bytes) -> None:
-        self.sock, self.buf = sock, bytearray(rest)
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            more = self.sock.recv(65_536)
-            assert more, "the edge closed the connection"
-            self.buf += more
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def next(self) -> dict[str, object]:
-        b0, b1 = self._take(2)
-        assert b0 == 0x81, f"not a final text frame: first byte {b0:#x}"
-        assert not b1 & 0x80, "a server frame must not be masked"
-        n = b1 & 0x7F
-        if n == 126:
-            n = int.from_bytes(self._take(2), "big")
-        elif n == 127:
-            n = int.from_bytes(self._take(8), "big")
-        frame = orjson.loads(self._take(n))
-        assert isinstance(frame, dict)
-        return frame
 
 
 def _open(port: int, session: str) -> Frames:
