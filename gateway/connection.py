@@ -157,7 +157,7 @@ class Connection(Sender):
         if isinstance(action, bytes):  # the hot path of fan-out: one event, one connection
             if self.closed:
                 return
-            if self._refusal(len(action)) is None:
+            if self._refusal(len(action), optional=True) is None:
                 self._queue(action)
             else:  # over the budget: the log holds it, a paced fill brings it (not SLOW)
                 self.execute(self.state.on_behind(offset))

@@ -19,6 +19,13 @@ Pure: no clock, no socket.
 
 from __future__ import annotations
 
+CONTROL_SHARE = 8
+"""The last eighth of the send budget and of the send queue is kept for control frames (an
+``ack``, a ``pong``, ``cancelling``): a frame the connection can do without (dropped) or read
+later (a live log event: the connection falls behind) must leave it free, so a client that
+reads while a burst has filled the rest still gets the answers to what it sends, not a SLOW
+close (``SessionProtocol.on_write(optional=True)``)."""
+
 CHUNK, PARTIAL, TRANSCRIPT = "chunk", "partial", "transcript"
 """The kinds of frame a connection may drop (``SessionProtocol.on_dropped``; the edge's
 ``dropped_<kind>`` tallies, ``agentia_dropped_frames_total{kind}``)."""

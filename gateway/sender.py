@@ -72,12 +72,13 @@ class Sender:
             return
         self._queue(frame)
 
-    def _refusal(self, size: int) -> S.Close | None:
+    def _refusal(self, size: int, optional: bool = False) -> S.Close | None:
         """The protocol's objection to queueing ``size`` bytes more (the send budget, the
-        send queue), None when it has none."""
+        send queue; an ``optional`` frame leaves room for control frames), None when it has
+        none."""
         before, outbox = self.pending(), self.outbox
         if before or outbox is not None:  # else nothing waits: the protocol has no objection
-            return self.state.on_write(before, size, len(outbox or ()))
+            return self.state.on_write(before, size, len(outbox or ()), optional)
         return None
 
     def offer(self, frame: bytes) -> bool:
@@ -85,7 +86,7 @@ class Sender:
         if the protocol has no objection; False when it was dropped instead (not SLOW)."""
         if self.closed:
             return True  # nothing to write or to recover any more
-        if self._refusal(len(frame)) is None:
+        if self._refusal(len(frame), optional=True) is None:
             self._queue(frame)
             return True
         if self.watch is None:  # the sweep's stall rule watches it from now (stalled)

@@ -33,7 +33,7 @@ from gateway.actions import (
     Submit,
     Write,
 )
-from gateway.drops import TRANSCRIPT
+from gateway.drops import CONTROL_SHARE, TRANSCRIPT
 from sessions import events as E
 from sessions.bus import frame_for
 from sessions.roles import ChunkAt, Partial
@@ -362,14 +362,19 @@ class SessionProtocol:
 
     # ------------------------------------------------------------ send budget
 
-    def on_write(self, pending: int, size: int, queued_frames: int) -> Close | None:
+    def on_write(self, pending: int, size: int, queued_frames: int,
+                 optional: bool = False) -> Close | None:
         """A frame of ``size`` bytes is to be queued while ``pending`` bytes (``queued_frames``
         frames in the outbox) wait: over the send budget or the send queue, close SLOW (one
-        frame larger than the budget still goes out when nothing else is waiting)."""
+        frame larger than the budget still goes out when nothing else is waiting); an
+        ``optional`` frame leaves the control frames' share free (``drops.CONTROL_SHARE``)."""
         lim = self.rules.limits
-        if pending and pending + size > lim.send_budget_bytes:
+        budget, queue = lim.send_budget_bytes, lim.send_queue
+        if optional:
+            budget, queue = budget - budget // CONTROL_SHARE, queue - queue // CONTROL_SHARE
+        if pending and pending + size > budget:
             return Close(CloseCode.SLOW, _SLOW_BUDGET)
-        if queued_frames and queued_frames >= lim.send_queue:
+        if queued_frames and queued_frames >= queue:
             return Close(CloseCode.SLOW, "send queue full: reading too slowly")
         return None
 

@@ -50,11 +50,14 @@ class Frames:
         self.recv, self.pause = recv, pause
 
     def send(self, frame: dict[str, object]) -> None:
-        """One short text frame, masked as a client's must be (RFC 6455 5.3)."""
+        """One text frame under 64 KiB, masked as a client's must be (RFC 6455 5.3)."""
         data, mask = orjson.dumps(frame), os.urandom(4)
-        assert len(data) < 126
+        n = len(data)
+        assert n < 65_536
+        head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) \
+            + n.to_bytes(2, "big")
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(bytes((0x81, 0x80 | len(data))) + mask + masked)
+        self.sock.sendall(head + mask + masked)
 
     def _take(self, n: int) -> bytes:
         while len(self.buf) < n:

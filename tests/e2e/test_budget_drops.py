@@ -156,6 +156,34 @@ async def test_a_steady_slow_reader_gets_a_prefix_at_every_point_and_is_not_clos
     frames.sock.close()
 
 
+async def test_a_reader_whose_budget_the_burst_filled_still_gets_its_pong(
+        cluster: Cluster, bus: Bus) -> None:
+    """The burst fills what the budget gives to chunks while the client reads nothing; it then
+    sends a ``ping`` whose ``pong`` is ~3 KB (a control frame: nothing would bring it back) and
+    starts reading. The last eighth of the budget is the control frames': the pong is queued,
+    not a SLOW close (before, the chunks filled the whole budget and the pong closed it)."""
+    edge = cluster.edge(**LIMITS)
+    frames = await asyncio.to_thread(_open_reader, edge.port, "drops-ping")
+    turn, run = await _turn(bus, "drops-ping")
+    full = "".join(map(_text, range(1, N + 1)))
+    await bus.stream_chunks(_pieces("drops-ping", turn, run, range(1, N + 1)))
+    assert await _metric(edge, DROPPED) >= 1, edge_report(edge)  # the budget is full
+    data = "p" * 3_000
+    await asyncio.to_thread(frames.send, {"type": "ping", "data": data})
+    rebuilt = Rebuilt(full)
+    reader = asyncio.ensure_future(asyncio.to_thread(_read, frames, rebuilt))
+    try:
+        await _caught_up(rebuilt, reader, "pong")
+        await bus.append("drops-ping", E.reply(turn, full), done=turn)
+        await asyncio.wait_for(reader, 60)
+    except Exception as exc:
+        reader.cancel()
+        pytest.fail(f"{rebuilt.kinds} applied {rebuilt.applied}: {exc!r}; {edge_report(edge)}")
+    assert rebuilt.kinds["pong"] == 1 and rebuilt.text == full, rebuilt.kinds
+    assert metric_now(edge, 'agentia_closes_total{reason="slow"}') == 0, edge_report(edge)
+    frames.sock.close()
+
+
 async def test_a_stalled_reader_of_dropped_chunks_is_still_closed_slow(
         cluster: Cluster, bus: Bus) -> None:
     """The burst, then the turn's end (the whole reply): only the stall rule can close it, no

@@ -52,7 +52,9 @@ async def test_chunks_over_the_budget_are_dropped_not_slow() -> None:
         conn.on_chunk(_at(seq), CHUNK)
         assert conn.pending() <= BUDGET
     assert not conn.closed and node.metrics["slow_closes"] == 0
-    assert conn.queued == 60_000  # chunks 1-6; 7 dropped, then the chunk rules drop the rest
+    # chunks 1-5; 6 dropped (the budget's last eighth is the control frames'), then the chunk
+    # rules drop the rest
+    assert conn.queued == 50_000
     # one drop counted, not one per chunk; the tenth chunk asked for the partial (spawned)
     assert node.metrics["dropped_chunk"] == 1
     assert conn.state.chunk_at == _at(chunks.READING)
@@ -65,8 +67,8 @@ async def test_a_partial_over_the_budget_is_dropped_and_read_again_later() -> No
     partial = Partial(3, 1, RUN, PARTIAL_EVERY, "x" * 10_000 * PARTIAL_EVERY)
     conn.execute(cast(S.Write, conn.state.on_partial(partial)[0]))
     assert not conn.closed and node.metrics["dropped_partial"] == 1
-    assert conn.queued == 60_000 and conn.state.chunk_at == _at(0)
-    assert list(conn.outbox or ()) == [CHUNK] * 6  # no partial queued
+    assert conn.queued == 50_000 and conn.state.chunk_at == _at(0)
+    assert list(conn.outbox or ()) == [CHUNK] * 5  # no partial queued
 
 
 async def test_a_partial_that_fits_is_written() -> None:
@@ -80,17 +82,19 @@ async def test_a_partial_that_fits_is_written() -> None:
 
 async def test_an_interim_transcript_over_the_budget_is_dropped() -> None:
     conn, node = _conn(FakeTransport())
-    for _ in range(7):
+    for _ in range(6):
         conn.on_live_frame(CHUNK)
     assert not conn.closed and node.metrics["dropped_transcript"] == 1
-    assert conn.queued == 60_000
+    assert conn.queued == 50_000
 
 
 async def test_a_control_frame_after_drops_still_closes_slow() -> None:
     conn, node = _conn(FakeTransport())
     for seq in range(1, 8):
         conn.on_chunk(_at(seq), CHUNK)
-    conn.push(b"e" * 10_000)  # an error, a pong, an ack: nothing brings it back
+    conn.push(b"a" * 8_000)  # an ack or a pong fits in the control frames' eighth
+    assert not conn.closed
+    conn.push(b"e" * 8_000)  # one more over the budget: nothing brings it back
     assert conn.closed and node.metrics["slow_closes"] == 1
 
 
@@ -101,7 +105,7 @@ async def test_a_client_that_takes_nothing_after_a_drop_is_closed_slow() -> None
     conn, _ = _conn(t)
     for seq in range(1, 8):
         conn.on_chunk(_at(seq), CHUNK)
-    assert conn.outbox is None and t.buf == 60_000 and conn.watch is not None
+    assert conn.outbox is None and t.buf == 50_000 and conn.watch is not None
     start = conn.watch.at
     assert conn.stalled(start + 0.4) is None
     assert conn.stalled(start + 0.6) == S.Close(CloseCode.SLOW,

@@ -153,6 +153,13 @@ def test_send_budget_and_queue() -> None:
     assert p.must_pace(32_768, 0) and p.must_pace(0, 4) and not p.must_pace(32_767, 3)
     assert p.stalled(0.0, 10.0) is None and p.stalled(0.0, 10.1) is not None
     assert p.over_budget(65_537) and not p.over_budget(65_536)
+    # a frame the connection can do without leaves the last eighth to control frames
+    assert p.on_write(57_000, 344, 1, optional=True) is None
+    assert p.on_write(57_000, 345, 1, optional=True) is not None
+    assert p.on_write(57_345, 100, 1) is None  # an ack or pong still fits there
+    assert p.on_write(0, 200_000, 0, optional=True) is None  # alone: goes out as before
+    assert p.on_write(100, 10, 6, optional=True) is None
+    assert p.on_write(100, 10, 7, optional=True) is not None  # 8 - 8 // 8
 
 
 def test_sweep() -> None:
