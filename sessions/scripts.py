@@ -335,3 +335,13 @@ if #redis.call('XRANGE', KEYS[2], '0-' .. turn, '0-' .. turn) == 0 then return 0
 redis.call('HSET', KEYS[1], 'x:' .. turn, 1)
 return turn
 """
+
+# KEYS: the shard's dead-letter stream, the turn's mark (Keys.dead_lettered, same slot);
+# ARGV: mark ttl, maxlen, field, value, ...
+# Writes the turn's dead-letter entry once: a retried ending (its first try met an outage
+# after this ran) finds the mark and writes nothing. Returns 1 when written, 0 when not.
+DEAD_LETTER = """
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
