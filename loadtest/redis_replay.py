@@ -506,10 +506,12 @@ def _kept(shard: _Shard, procs: int, users: int, deltas: int,
 
 
 def _records(shard: _Shard, stream: str) -> int:
-    """Deliveries in ``stream``: one per log event entry, one per line of a packed chunk entry
-    (``b``: the pieces of a tick for that node, newline-separated)."""
+    """Deliveries in ``stream``: one per log event entry, one per line of a packed entry
+    (``b``/``t``: the pieces of a tick for that node; ``m``: a script's several events;
+    newline-separated, sessions/delivery_entries.py)."""
     r: Any = shard.r
-    return sum(fields[b"b"].count(b"\n") + 1 if b"b" in fields else 1
+    return sum(next((f.count(b"\n") + 1 for name in (b"b", b"t", b"m")
+                     if (f := fields.get(name)) is not None), 1)
                for _, fields in r.xrange(stream))
 
 

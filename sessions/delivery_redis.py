@@ -15,9 +15,10 @@ from redis.exceptions import ResponseError
 from sessions import delivery_reads as R
 from sessions import keys as K
 from sessions import webhook_outbox as W
+from sessions.delivery_entries import delivered
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import RedisCore, down
-from sessions.roles import ChunkAt, Delivered
+from sessions.roles import Delivered
 
 _FAULT = os.environ.get("AGENTIA_TEST_FAULT", "").partition("kill-before-fanout:")
 KILL_BEFORE_FANOUT = _FAULT[2] if not _FAULT[0] else ""
@@ -44,28 +45,6 @@ queued (one ``XREAD`` at a time did it too, less often). Since session 13 an eve
 budget is left to the log and filled at the pace the client reads (gateway/connection.py
 ``on_live``), and the reads ahead are on again. ``AGENTIA_DELIVERY_READS_AHEAD=false`` turns
 them off for an edge (:attr:`RedisNodeDelivery.readers_kept`)."""
-
-
-def _delivered(rid: bytes, f: dict[bytes, bytes]) -> list[Delivered]:
-    """The events of one delivery entry: a log event, a tick's chunks for this node
-    (``b``: records ``<session>\t<run>|<seq>\t<frame>``, log_redis.stream_chunks), or a
-    notice about a whole session (``x``: ``deleted``; ``frame``, an off-log frame for its
-    clients in ``f``)."""
-    batch = f.get(b"b")
-    if batch is None:
-        notice = f.get(b"x")
-        if notice is not None:  # a session-wide notice (sessions/backend_redis.py)
-            return [Delivered(rid, f[b"s"].decode(), 0, f.get(b"f", b""),
-                              notice=notice.decode())]
-        return [Delivered(rid, f[b"s"].decode(), int(f[b"o"]), f[b"e"])]
-    out = []
-    for record in batch.split(b"\n"):
-        sid, at, frame = record.split(b"\t", 2)
-        run, _, seq = at.partition(b"|")
-        turn, attempt, _ = run.split(b":", 2)
-        out.append(Delivered(rid, sid.decode(), 0, frame,
-                             ChunkAt(int(turn), int(attempt), run, int(seq))))
-    return out
 
 
 class RedisNodeDelivery(RedisCore):
@@ -110,7 +89,7 @@ class RedisNodeDelivery(RedisCore):
             # tools): one XREAD at a time on a pool connection
             res = await self.redis.xread({key: last_id}, count=1000, block=block_ms)
             return [d for _stream, rows in res or [] for rid, f in rows
-                    for d in _delivered(rid, f)]
+                    for d in delivered(rid, f)]
         raw = await self._read_ahead(node, key, last_id, block_ms)
         if not raw:
             return []
@@ -118,7 +97,7 @@ class RedisNodeDelivery(RedisCore):
         # [id, [field, value, ...]]
         streams = raw.values() if isinstance(raw, dict) else (pair[1] for pair in raw)
         out = [d for rows in streams for rid, flat in rows
-               for d in _delivered(rid, dict(zip(flat[::2], flat[1::2], strict=True)))]
+               for d in delivered(rid, dict(zip(flat[::2], flat[1::2], strict=True)))]
         ahead = self._readers.get(node)
         if out and ahead is not None:
             ahead.after = out[-1].id

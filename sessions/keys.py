@@ -25,6 +25,12 @@ import zlib
 from dataclasses import dataclass
 from functools import cache
 
+# re-exported: every key and TTL is found from this module
+from sessions.user_keys import CONN_LEASE_S as CONN_LEASE_S
+from sessions.user_keys import NEW_SESSION_TTL as NEW_SESSION_TTL
+from sessions.user_keys import NEW_SESSIONS_WINDOW_S as NEW_SESSIONS_WINDOW_S
+from sessions.user_keys import UserKeys as UserKeys
+
 GROUP = "agents"
 """Consumer group that agent workers join on every inbound shard."""
 DEFAULT_AGENT = "default"
@@ -110,6 +116,9 @@ at :data:`OUTBOX_MAXLEN` like a webhook outbox (no publisher, or the sidecar dow
 many events: the oldest are dropped)."""
 DLQ_MAXLEN = 100_000
 """Dead-lettered turns kept per shard (approximate trim)."""
+DLQ_MARK_TTL = 24 * 3600
+"""How long a dead-lettered turn's mark (:meth:`Keys.dead_lettered`) is kept: far past any
+retry of its ending (a retry comes within the attempts' leases)."""
 FORGET_AFTER = 24 * 3600
 """Heartbeat entries of nodes and workers older than this are removed from the lists."""
 AGENT_TTL = 30
@@ -271,7 +280,14 @@ class Keys:
         return f"{self.prefix}:{{{shard_tag(shard, self.shards, agent or DEFAULT_AGENT)}}}:in"
 
     def dead_letters(self, shard: int, agent: str = DEFAULT_AGENT) -> str:
+        """Stream: the turns given up on (capped at :data:`DLQ_MAXLEN`)."""
         return f"{self.prefix}:{{{shard_tag(shard, self.shards, agent or DEFAULT_AGENT)}}}:dlq"
+
+    def dead_lettered(self, shard: int, agent: str, sid: str, turn: int) -> str:
+        """String: set (``NX``) with the turn's dead-letter entry, in the same slot, so a
+        retried ending writes no second entry (sessions/queue_redis.py); TTL
+        :data:`DLQ_MARK_TTL`."""
+        return f"{self.dead_letters(shard, agent)}:{sid}:{turn}"
 
     def agents(self) -> str:
         """Hash: agent name -> JSON of what the registry publishes of it (``GET /v1/agents``)
@@ -368,39 +384,3 @@ def user_calls(k: Keys, user: str) -> str:
     """Sorted set: a user's live voice calls (member: room name) scored by lease expiry (unix
     ms); same slot as :meth:`Keys.user_sessions`. Key TTL: the latest lease."""
     return f"{k.prefix}:{{u.{user}}}:calls"
-
-
-# ------------------------------------------------------------------ per-user limits
-# Deployment-wide limits per user (sessions/opening.py): every key of one user shares the tag
-# ``{u.<user>}`` (as ``Keys.user_sessions`` does), so each limit's script runs on one slot.
-
-CONN_LEASE_S = 60
-"""A connection's entry in its user's connection set lives this long unless its edge renews
-it (every CONN_LEASE_S / 3): the entries of an edge that died without draining expire."""
-NEW_SESSION_TTL = 3600
-"""Default of ``AGENTIA_NEW_SESSION_TTL_S``: a session that never got a turn expires this
-long after it was last opened; its first turn gives it ``SESSION_TTL``."""
-NEW_SESSIONS_WINDOW_S = 3600
-"""The window of ``AGENTIA_MAX_SESSIONS_PER_HOUR`` (sliding)."""
-
-
-@dataclass(frozen=True, slots=True)
-class UserKeys:
-    """Keys of the per-user limits under one prefix."""
-
-    prefix: str = "agentia"
-
-    def conns(self, user: str) -> str:
-        """Sorted set: the user's live connections (``<node>:<conn>``) scored by the unix time
-        (ms) their lease ends; bounded by ``AGENTIA_MAX_CONNECTIONS_PER_USER_TOTAL``."""
-        return f"{self.prefix}:{{u.{user}}}:conns"
-
-    def new(self, user: str) -> str:
-        """Sorted set: sessions the user created in the last ``NEW_SESSIONS_WINDOW_S``, scored
-        by creation time (unix s); bounded by ``AGENTIA_MAX_SESSIONS_PER_HOUR``."""
-        return f"{self.prefix}:{{u.{user}}}:new"
-
-    def live(self, user: str) -> str:
-        """Sorted set: the user's sessions scored by when they expire (unix s, an estimate
-        renewed by each turn); bounded by ``AGENTIA_MAX_SESSIONS_PER_USER``."""
-        return f"{self.prefix}:{{u.{user}}}:live"

@@ -18,6 +18,7 @@ from sessions import events as E
 from sessions import keys as K
 from sessions.agents_redis import RedisAgentDirectory
 from sessions.deferred_appends import Deferred, DeferredAppends
+from sessions.delivery_entries import chunk_record
 from sessions.redis_client import REDIS_DOWN
 from sessions.redis_core import down
 from sessions.roles import (
@@ -342,7 +343,7 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                                    for n in nodes))
         alive = set(await self._live_nodes(every)) if every else set()
         targets = [[n for n in nodes_of[p[0]] if n in alive] for p in pieces]
-        batches: dict[bytes, list[bytes]] = {}
+        batches: dict[tuple[bytes, bool], list[bytes]] = {}
         fresh: set[bytes] = set()
         taken: list[Deferred] = []
         try:
@@ -359,18 +360,19 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                 for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
                     if text:
                         pipe.rpushx(k.partial(sid), f"{run}#{seq}|{text}")
-                    record = b"%s\t%s|%d\t%s" % (sid.encode(), run.encode(), seq, event)
+                    record, lean = chunk_record(sid.encode(), run.encode(), seq, event)
                     for node in live:
-                        batches.setdefault(node, []).append(record)
+                        batches.setdefault((node, lean), []).append(record)
                         if seq == 1:
                             fresh.add(node)
-                for node, records in batches.items():
+                for (node, lean), records in sorted(batches.items(), key=lambda b: b[0][1]):
                     stream = k.delivery(node.decode())
                     for i in range(0, len(records), K.CHUNKS_PER_ENTRY):
-                        pipe.xadd(stream, {"b": b"\n".join(records[i:i + K.CHUNKS_PER_ENTRY])},
+                        pipe.xadd(stream, {b"t" if lean else b"b":
+                                           b"\n".join(records[i:i + K.CHUNKS_PER_ENTRY])},
                                   maxlen=K.DELIVERY_MAXLEN, approximate=True)
-                    if node in fresh:  # the node's heartbeat keeps it alive after that
-                        pipe.expire(stream, K.DELIVERY_TTL)
+                for node in fresh:  # the node's heartbeat keeps it alive after that
+                    pipe.expire(k.delivery(node.decode()), K.DELIVERY_TTL)
                 for sid in stale:
                     pipe.hkeys(k.nodes(sid))
                 self._queue_endings(ends, pipe)

@@ -52,11 +52,17 @@ class RedisClaim:
                                       justid=True)
 
     async def dead_letter(self, turn: Turn, attempts: int, error: str) -> None:
+        """The turn's entry in its shard's dead-letter stream, once per turn (a mark in the
+        same slot, scripts.DEAD_LETTER): the ending after it may fail on an outage, and the
+        worker then dead-letters the turn again."""
         q = self.queue
         shard = K.shard_for(turn.session, q.shards)
-        await q.redis.xadd(q.keys.dead_letters(shard, self.agent), {
-            "s": turn.session, "o": turn.offset, "attempts": attempts, "error": error,
-            "text": turn.text, "worker": self.consumer}, maxlen=K.DLQ_MAXLEN, approximate=True)
+        await q._dead_letter_script(
+            keys=[q.keys.dead_letters(shard, self.agent),
+                  q.keys.dead_lettered(shard, self.agent, turn.session, turn.offset)],
+            args=[K.DLQ_MARK_TTL, K.DLQ_MAXLEN, "s", turn.session, "o", turn.offset,
+                  "attempts", attempts, "error", error, "text", turn.text,
+                  "worker", self.consumer])
 
 
 class RedisTurnQueue(RedisCore):

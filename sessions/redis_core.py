@@ -117,6 +117,7 @@ class RedisCore:
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
         self._cancel = redis.register_script(scripts.CANCEL)
+        self._dead_letter_script = redis.register_script(scripts.DEAD_LETTER)
 
     async def close(self) -> None:
         await self.redis.aclose()

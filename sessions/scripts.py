@@ -79,18 +79,47 @@ redis.call('EXPIRE', log, ttl)
 redis.call('EXPIRE', meta, ttl)
 """
 
+# Shared body: append ``event`` and then ARGV[from] onwards to the log with one HINCRBY of
+# the offset for them all (issue 13, session 15: one inner call fewer per event after the
+# first), setting local ``seq`` to the last one's offset, without renewing the ttls (as
+# _APPEND_KEPT). Expects locals: meta, log, event, maxlen, ``from``.
+_APPEND_ALL = """
+local more = math.max(0, #ARGV - from + 1)
+seq = redis.call('HINCRBY', meta, 'seq', 1 + more)
+local at = seq - more
+redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. at, 'e', event)
+for i = from, #ARGV do
+  at = at + 1
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. at, 'e', ARGV[i])
+end
+"""
+
+# Shared body: the fan-out of ``events`` (offsets ``first`` on) to the delivery streams
+# KEYS[k0..k1], for session ``sid``: several events go as **one** entry ``{s, o, m}`` (``m``:
+# the events joined by newlines, offsets ``o`` on; a JSON event holds no raw newline, else one
+# entry each), read apart by sessions/delivery_redis.py: an XADD fewer per node for START's
+# ``turn_start`` + ``state thinking`` and the ending's ``state idle`` + its event (session 15).
+# Expects locals: events, first, k0, k1, sid, dmax.
+_FAN_OUT = """
+local joined = nil
+if #events > 1 and not string.find(table.concat(events), '\\n', 1, true) then
+  joined = table.concat(events, '\\n')
+end
+for k = k0, k1 do
+  if joined then
+    redis.call('XADD', KEYS[k], 'MAXLEN', '~', dmax, '*', 's', sid, 'o', first, 'm', joined)
+  else
+    for n, e in ipairs(events) do
+      redis.call('XADD', KEYS[k], 'MAXLEN', '~', dmax, '*', 's', sid, 'o', first + n - 1,
+                 'e', e)
+    end
+  end
+end
+"""
+
 # Shared body: append one event to the log and renew the ttls (_APPEND_KEPT + _RENEW).
 # Expects locals: meta, log, event, maxlen, ttl.
 _APPEND = _APPEND_KEPT + _RENEW
-
-# Shared tail: append more events after the one _APPEND (or _APPEND_KEPT) wrote (ARGV[from]
-# onwards). Expects locals: meta, log, maxlen, and ``from``.
-_APPEND_MORE = """
-for i = from, #ARGV do
-  seq = redis.call('HINCRBY', meta, 'seq', 1)
-  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. seq, 'e', ARGV[i])
-end
-"""
 
 # KEYS: meta, log, nodes, lock, turns, partial, memory
 # ARGV: event, maxlen, ttl, done ("" = leave), append id ("" = none), lock owner ("" = none),
@@ -128,43 +157,49 @@ if ARGV[5] ~= '' and ap[2] == ARGV[5] then
   if ARGV[8] == '1' and redis.call('GET', KEYS[4]) ~= ARGV[6] then released = 1 end
 else
   if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2} end
+  local items = tonumber(ARGV[10])
+  local from = 15 + items
 """
-    + _APPEND_KEPT
+    + _APPEND_ALL
     + """
   if ARGV[6] == '' or ARGV[4] ~= '' then
 """
     + _RENEW
     + """
   end
-"""
-    + "local items = tonumber(ARGV[10])\nlocal from = 15 + items\n"
-    + _APPEND_MORE
-    + """
   if items > 0 then
-    for i = 15, 14 + items do redis.call('RPUSH', KEYS[7], ARGV[i]) end
+    for i = 15, 14 + items, 500 do
+      redis.call('RPUSH', KEYS[7], unpack(ARGV, i, math.min(i + 499, 14 + items)))
+    end
     redis.call('LTRIM', KEYS[7], -tonumber(ARGV[9]), -1)
     redis.call('EXPIRE', KEYS[7], ttl)
   end
-  if ARGV[5] ~= '' then redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq) end
   if ARGV[7] ~= '' then
     redis.call('DEL', KEYS[6])
     redis.call('RPUSH', KEYS[6], ARGV[7])
     redis.call('EXPIRE', KEYS[6], ttl)
   end
   if ARGV[4] ~= '' then
-    redis.call('DEL', KEYS[6])
-    redis.call('HSET', meta, 'done', ARGV[4])
+    if ARGV[5] ~= '' then
+      redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq, 'done', ARGV[4])
+    else
+      redis.call('HSET', meta, 'done', ARGV[4])
+    end
     redis.call('HDEL', meta, 'a:' .. ARGV[4], 'x:' .. ARGV[4], 'p:' .. ARGV[4])
     redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(ARGV[4]) + 1))
+    local gone = {KEYS[6]}
     if ARGV[8] == '1' then
       if redis.call('XLEN', KEYS[5]) == 0 then
-        redis.call('DEL', KEYS[4])
+        gone[2] = KEYS[4]
         released = 1
       else
         local first = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
         nxt = {first[1], first[2][2]}
       end
     end
+    redis.call('DEL', unpack(gone))
+  elseif ARGV[5] ~= '' then
+    redis.call('HSET', meta, 'ap', ARGV[5], 'aps', seq)
   end
 end
 local streams = #KEYS
@@ -175,13 +210,10 @@ end
 if ARGV[11] ~= '' and streams > 7 then
   local events = {ARGV[1]}
   for i = 15 + tonumber(ARGV[10]), #ARGV do events[#events + 1] = ARGV[i] end
-  local first = seq - #events + 1
-  for k = 8, streams do
-    for n, e in ipairs(events) do
-      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[12], '*', 's', ARGV[11],
-                 'o', first + n - 1, 'e', e)
-    end
-  end
+  local first, k0, k1, sid, dmax = seq - #events + 1, 8, streams, ARGV[11], ARGV[12]
+"""
+    + _FAN_OUT
+    + """
 end
 local out = {seq, released, nxt[1], nxt[2]}
 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do out[#out + 1] = n end
@@ -334,4 +366,14 @@ if turn <= done then return 0 end
 if #redis.call('XRANGE', KEYS[2], '0-' .. turn, '0-' .. turn) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'x:' .. turn, 1)
 return turn
+"""
+
+# KEYS: the shard's dead-letter stream, the turn's mark (Keys.dead_lettered, same slot);
+# ARGV: mark ttl, maxlen, field, value, ...
+# Writes the turn's dead-letter entry once: a retried ending (its first try met an outage
+# after this ran) finds the mark and writes nothing. Returns 1 when written, 0 when not.
+DEAD_LETTER = """
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
 """

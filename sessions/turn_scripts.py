@@ -1,7 +1,7 @@
 """The scripts that run a turn's attempt (sessions/log_redis.py ``start_attempt``). Each
 touches the keys of exactly one session (one Cluster slot), as those of scripts.py."""
 
-from sessions.scripts import _APPEND_KEPT, _APPEND_MORE, _ROLLBACK
+from sessions.scripts import _APPEND_ALL, _FAN_OUT, _ROLLBACK
 
 # KEYS: meta, memory, lock, log, nodes, partial, notes, turns
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
@@ -19,15 +19,16 @@ from sessions.scripts import _APPEND_KEPT, _APPEND_MORE, _ROLLBACK
 # With a lease the session lock is taken first as ACQUIRE takes it (free, or this owner's):
 # one script fewer per turn (the worker's ACQUIRE before it); {-3} (nothing written) when
 # another worker holds it. A session without meta is not locked ({0, 1, 0, ''}, as below).
-# BEGIN, then, unless the turn is cancelled or past its attempts (counted since the attempt in
-# which it last waited for approval, meta p:<turn>, sessions/approvals.py: waiting for a person
-# is progress, not failure), its turn_start appended (the event JSON is sessions/events.py's
-# turn_start, byte for byte), then the more events (the turn's ``state thinking``) and the
-# run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script per attempt
-# instead of two; the log's and meta's ttl are left as the turn's SUBMIT renewed them
+# BEGIN (its rollback of an earlier attempt's memory items skipped on a turn's first attempt,
+# which has none: session 15), then, unless the turn is cancelled or past its attempts (counted
+# since the attempt in which it last waited for approval, meta p:<turn>, sessions/approvals.py:
+# waiting for a person is progress, not failure), its turn_start appended (the event JSON is
+# sessions/events.py's turn_start, byte for byte), then the more events (the turn's ``state
+# thinking``) and the run's partial buffer started (run id "<turn>:<attempt>:<nonce>"): one script
+# per attempt instead of two; the log's and meta's ttl are left as the turn's SUBMIT renewed them
 # (scripts.py _RENEW; the ending renews them again). Posted messages waiting in ``notes`` move
-# into memory first, tagged "n|" (a tag ROLLBACK never matches, and they sit before this
-# attempt's items: a retry keeps them).
+# into memory first, tagged "n|" (a tag ROLLBACK never matches, and they sit before this attempt's
+# items: a retry keeps them).
 # While an operator holds the session (meta ``op``, TAKEOVER) the turn does not run: its user
 # message is queued in ``notes`` (the agent sees it after the release, in order with the
 # operator's messages) and {attempt, 2, 0, '', body} is returned (the worker ends it ``cancelled``
@@ -58,12 +59,16 @@ if holder ~= ARGV[2] then
 end
 local mem, tag = KEYS[2], ARGV[1] .. '|'
 local attempts = tonumber(m[2] or '0')
+local fresh = false
 if ARGV[3] ~= '1' or attempts == 0 then
   attempts = redis.call('HINCRBY', meta, 'a:' .. ARGV[1], 1)
+  fresh = attempts == 1
 end
+if not fresh then
 """
     + _ROLLBACK
     + """
+end
 local cancel = m[3]
 local since = tonumber(m[4] or '0')
 if cancel or attempts - since > tonumber(ARGV[4]) then
@@ -89,10 +94,9 @@ end
 local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
 local seq
+local from = 15
 """
-    + _APPEND_KEPT
-    + "local from = 15\n"
-    + _APPEND_MORE
+    + _APPEND_ALL
     + """
 redis.call('DEL', KEYS[6])
 redis.call('RPUSH', KEYS[6], run)
@@ -100,12 +104,10 @@ redis.call('EXPIRE', KEYS[6], ttl)
 if ARGV[12] ~= '' then
   local events = {event}
   for i = 15, #ARGV do events[#events + 1] = ARGV[i] end
-  for k = 9, #KEYS do
-    for n, e in ipairs(events) do
-      redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[13], '*', 's', ARGV[12],
-                 'o', seq - #events + n, 'e', e)
-    end
-  end
+  local first, k0, k1, sid, dmax = seq - #events + 1, 9, #KEYS, ARGV[12], ARGV[13]
+"""
+    + _FAN_OUT
+    + """
 end
 local out = {attempts, 0, seq, run, body}
 if ARGV[11] == '1' then

@@ -626,6 +626,9 @@ async def test_start_reads_the_memory_as_it_leaves_it(bus: Bus) -> None:
     key = bus.keys.memory("sr")
     await bus.redis.rpush(key, b'0|{"role":"user","content":"old"}',
                           b'%d|{"role":"user","content":"failed attempt"}' % sub.offset)
+    # that attempt was counted (START): a turn's first attempt finds none of its items and
+    # skips the rollback (session 15)
+    await bus.redis.hset(bus.keys.meta("sr"), f"a:{sub.offset}", 1)
     await Backend(bus).post_message("sr", "system", "a note", "ops")
     started = await bus.start_attempt("sr", sub.offset, "w1", max_attempts=3, lease_ms=30_000,
                                       read_memory=True)
