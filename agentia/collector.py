@@ -3,11 +3,12 @@ start-up objects frozen out of every collection, and young collections bounded.
 
 A collection walks every tracked object of the generations it collects, 1-2.5 µs each on a
 busy core. What a process imports (the Agents SDK, the OpenAI client, pydantic: ~200,000
-objects in a worker) would otherwise be walked again by every full collection, and CPython's
-default thresholds (700, 10, 10) run a young collection every 700 net allocations: a short
-turn allocates thousands, and objects alive across one of its awaits were walked and promoted
-over and over (a third of a worker's CPU per short turn in perf, docs/benchmarks.md session
-15). Cycles are still collected; they wait a little longer.
+objects in a worker) would otherwise be walked again by every full collection (one per ~300
+demo turns of a worker), and CPython's default thresholds (700, 10, 10) run a young collection
+every 700 net allocations, walking and promoting what the turns in flight hold across an
+await: a third of a worker's CPU per short turn in perf on a saturated box (what it saves
+depends on the load: docs/benchmarks.md, session 15). Cycles are still collected; they wait a
+little longer.
 """
 
 from __future__ import annotations

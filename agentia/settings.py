@@ -347,9 +347,7 @@ class WorkerSettings(Common):
     (sessions/direct_run.py); off: every turn through the Runner."""
     demo_word_delay: float = 0.03
     tracing: bool = False
-    worker_gc_gen0_threshold: int = 25_000
-    """The worker's young collections: net allocations between them (CPython: 700; 0 keeps
-    CPython's thresholds) and, next, gen-0 collections before a gen-1 one (agentia/collector.py)."""
+    worker_gc_gen0_threshold: int = 25_000  # young collections, agentia/collector.py
     worker_gc_gen1_threshold: int = 0
     worker_internal_host: str = "127.0.0.1"
     worker_internal_port: int = -1

@@ -1,8 +1,9 @@
 """The agent worker's garbage collector (agentia/collector.py): ``agentia worker`` freezes what
 start-up made (the Agents SDK, the clients, the agents) out of every collection and bounds the
 young ones, as the edge does. Without it a third of a short turn's worker CPU was the
-collector (docs/benchmarks.md, session 15). Checked in a fresh interpreter, through the
-worker's own entry point (sessions/main.py ``run``), the event loop left out."""
+collector on a saturated box (docs/benchmarks.md, session 15). Checked in a fresh
+interpreter, through the worker's own entry point (sessions/main.py ``run``), the event loop
+left out."""
 
 from __future__ import annotations
 
