@@ -347,6 +347,8 @@ class WorkerSettings(Common):
     (sessions/direct_run.py); off: every turn through the Runner."""
     demo_word_delay: float = 0.03
     tracing: bool = False
+    worker_gc_gen0_threshold: int = 25_000  # young collections, agentia/collector.py
+    worker_gc_gen1_threshold: int = 0
     worker_internal_host: str = "127.0.0.1"
     worker_internal_port: int = -1
     """The worker's /healthz, /readyz and /metrics (agentia/probes.py); -1 = none (the
@@ -373,6 +375,9 @@ class WorkerSettings(Common):
         if not -1 <= self.worker_internal_port <= 65535:
             raise SettingsError("AGENTIA_WORKER_INTERNAL_PORT must be -1 (none), 0 (a free "
                                 "port) or a port number")
+        if self.worker_gc_gen0_threshold < 0 or not 0 <= self.worker_gc_gen1_threshold <= 1000:
+            raise SettingsError("AGENTIA_WORKER_GC_GEN0_THRESHOLD must be 0 or more and "
+                                "AGENTIA_WORKER_GC_GEN1_THRESHOLD between 0 and 1000")
         if not 0.1 <= self.mcp_ping_s <= 3600:
             raise SettingsError("AGENTIA_MCP_PING_S must be between 0.1 and 3600")
         if self.concurrency < 1 or self.max_attempts < 1 or self.lease_ms < 1000:

@@ -15,15 +15,12 @@ import gc
 import logging
 import time
 
+from agentia import collector
 from agentia import metrics as M
+from agentia.collector import FULL_EVERY as FULL_EVERY
+from agentia.collector import thresholds as thresholds
 
 log = logging.getLogger("agentia.edge")
-
-FULL_EVERY = 22_000_000
-"""Net allocations between full collections, at least (CPython also waits until a quarter of
-the old generation is new). A full collection walks every live connection (1.5-2.5 s at
-18,000 on a busy box); this keeps them as rare as the 50,000/20/20 thresholds did, whatever
-the young thresholds, so none runs during a storm."""
 
 SLOW_S = 0.2
 """A collection at least this long is also logged (one line a second at most)."""
@@ -67,19 +64,11 @@ class Pauses:
 PAUSES = Pauses()
 
 
-def thresholds(gen0: int, gen1: int) -> tuple[int, int, int]:
-    """CPython's three thresholds. A gen-0 collection walks ~``gen0`` objects; a gen-1 one
-    ~``(gen1 + 2) * gen0``: the survivors of ``gen1 + 1`` gen-0 collections and the youngest
-    (CPython collects gen 1 once its count *exceeds* the threshold)."""
-    return gen0, gen1, max(10, FULL_EVERY // ((gen1 + 2) * gen0))
-
-
 def tune(gen0: int, gen1: int) -> None:
     """Freeze start-up objects out of every collection, time collections, bound the young
-    ones (:func:`thresholds`; ``gen0`` 0 keeps CPython's). Live connections are not frozen:
-    a closed one's reference cycles must stay collectable."""
-    gc.freeze()
+    ones (:func:`agentia.collector.thresholds`; ``gen0`` 0 keeps CPython's; full collections
+    at least ``FULL_EVERY`` net allocations apart, so none runs during a storm). Live
+    connections are not frozen: a closed one's reference cycles must stay collectable."""
+    collector.tune(gen0, gen1)
     if PAUSES not in gc.callbacks:
         gc.callbacks.append(PAUSES)
-    if gen0 > 0:
-        gc.set_threshold(*thresholds(gen0, gen1))

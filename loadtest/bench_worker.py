@@ -24,6 +24,9 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
   the most turns streaming at once were streaming, to the end of the grace: the turns' starts
   left out; ``worker_us_per_token_streaming``).
 
+Both modes also give the worker's peak resident memory (``worker_peak_rss_mib``, VmHWM at the
+end of the run; since session 15, when the worker's garbage collector was tuned).
+
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
 
 ``--model-clients openai,lean`` sets ``AGENTIA_MODEL_CLIENT`` per ``--tree`` (in order; a tree may
@@ -151,6 +154,14 @@ class Stack:
         assert self.worker is not None
         return cpu_s(self.worker.pid)
 
+    def worker_peak_mib(self) -> float:
+        """The worker's peak resident memory so far (VmHWM), MiB."""
+        assert self.worker is not None
+        status = Path(f"/proc/{self.worker.pid}/status").read_text()
+        kib = next(int(line.split()[1]) for line in status.splitlines()
+                   if line.startswith("VmHWM:"))
+        return round(kib / 1024, 1)
+
 
 async def _deliveries(bus: Bus, tally: Tally, stop: asyncio.Event) -> None:
     last, beat = b"$", 0.0
@@ -204,6 +215,7 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.wait_for(tally.an_end.wait(), 1)
         wall = max(t for t, _ in tally.ended.values()) - start if tally.ended else 0.0
         cpu = stack.worker_cpu() - cpu0 - idle_rate * wall
+        peak = stack.worker_peak_mib()
     finally:
         stop.set()
         await reader
@@ -212,7 +224,7 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
     return {"turns": total, "replies": done, "unfinished": total - len(tally.ended),
             "wall_s": round(wall, 2), "turns_per_s": round(done / wall, 1) if wall else 0,
             "worker_cpu_ms_per_turn": round(cpu * 1000 / max(1, done), 3),
-            "worker_idle_cores": round(idle_rate, 4),
+            "worker_idle_cores": round(idle_rate, 4), "worker_peak_rss_mib": peak,
             "history_items_mean": a.turns - 1}
 
 
@@ -274,6 +286,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     out["stub_cores"] = round((cpu_s(stack.stub.pid) - stub0) / wall, 3)
     out["redis_cores"] = round((cpu_s(stack.redis_pid()) - redis0) / wall, 3)
     out["bench_cores"] = round((time.process_time() - bench0) / wall, 3)
+    out["worker_peak_rss_mib"] = stack.worker_peak_mib()
     return out
 
 

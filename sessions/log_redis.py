@@ -383,8 +383,9 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                     await self._deferred_replies(taken, replies[:len(replies) - len(ends)])
             finally:
                 await self._endings_replied(ends, tail)
-            if stale:
-                self._renew_nodes(stale, replies[-len(stale):])
+            if stale:  # the HKEYS come just before the endings (queued last)
+                end = len(replies) - len(ends)
+                self._renew_nodes(stale, replies[end - len(stale):end])
         except REDIS_DOWN:
             self._keep_deferred(taken)
             if not self.cluster:  # on a Cluster, see _fan_out: the reply is what is durable

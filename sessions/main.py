@@ -9,7 +9,7 @@ import logging
 import signal
 from typing import Any
 
-from agentia import tracing
+from agentia import collector, tracing
 from agentia.logs import bind
 from agentia.ports import busy_line, reason
 from agentia.probes import ProbeServer
@@ -185,4 +185,7 @@ def run(s: WorkerSettings, api_key: str | None, burst: bool = False) -> None:
     with contextlib.suppress(ImportError):
         import uvloop
         uvloop.install()
+    # what start-up made (the SDK, the clients, the agents) out of every collection: a third
+    # of a short turn's CPU was the collector walking it (agentia/collector.py)
+    collector.tune(s.worker_gc_gen0_threshold, s.worker_gc_gen1_threshold)
     asyncio.run(serve_worker(s, api_key, burst, loaded))

@@ -11,6 +11,7 @@ import pytest
 
 from agentia.codes import BusUnavailable
 from sessions import events as E
+from sessions import keys as K
 from sessions.bus import Bus
 from sessions.roles import LockLost
 
@@ -146,3 +147,28 @@ async def test_a_flushed_script_cache_keeps_speaking_before_the_ending(bus: Bus)
     await bus.stream_chunks([("dfa", run, 1, orjson.dumps(E.chunk(turn, 1, 1, "Hi")), "")])
     assert (await asyncio.wait_for(ending, 5)).released
     assert await _types(bus, "dfa", turn) == ["state.speaking", "state.idle", "reply."]
+
+
+async def test_a_stale_sessions_nodes_are_read_from_its_hkeys_not_an_endings_reply(
+        bus: Bus) -> None:
+    """A tick that re-reads a stale session's nodes (``HKEYS``, for the next tick) and carries
+    an ending: the endings are queued after the ``HKEYS``, so the nodes are its replies, not
+    the endings' (until session 15 the last replies were taken: the ending script's answer,
+    integers among them, became the session's nodes and every later tick of the worker failed
+    on them with AttributeError: bench_worker's 1,000 long streams, ~300 turns failed)."""
+    await bus.preload_scripts()  # as a worker does: the ending runs in the tick
+    turn_b, run_b = await _session(bus, "dfb", "ndb")
+    turn_c, run_c = await _session(bus, "dfc", "ndc")
+    await bus.stream_chunks([("dfb", run_b, 1, orjson.dumps(E.chunk(turn_b, 1, 1, "a")), "a")])
+    seen, nodes = bus._session_nodes["dfb"]
+    bus._session_nodes["dfb"] = (seen - K.NODES_FRESH_S - 1, nodes)  # stale: re-read this tick
+    ending = asyncio.create_task(bus.end_turn("dfc", _ending(turn_c, "Hi"), turn_c, "w1",
+                                              tick=True))
+    await asyncio.sleep(0)
+    await bus.stream_chunks([("dfb", run_b, 2, orjson.dumps(E.chunk(turn_b, 1, 2, "b")), "b"),
+                             ("dfc", run_c, 1, orjson.dumps(E.chunk(turn_c, 1, 1, "Hi")), "")])
+    assert (await asyncio.wait_for(ending, 5)).released
+    assert bus._session_nodes["dfb"][1] == [b"ndb"]
+    await bus.stream_chunks([("dfb", run_b, 3, orjson.dumps(E.chunk(turn_b, 1, 3, "c")), "c")])
+    rows = [r for r in await bus.read_delivery("ndb", b"0-0", 50) if r.session == "dfb"]
+    assert len([r for r in rows if r.chunk]) == 3
