@@ -182,3 +182,37 @@ first."""
             task.cancel()
         await r.aclose()
         await bus.close()
+
+
+async def _blocked(r: aioredis.Redis) -> int:
+    return int((await r.info("clients"))["blocked_clients"])
+
+
+async def test_a_stop_wakes_the_blocked_read_at_once(redis_server: RedisServer) -> None:
+    """A worker whose read blocks for a minute is stopped: it returns within seconds (its read
+    answered as a timeout by ``CLIENT UNBLOCK``; before, it waited the whole ``block_ms``,
+    ~1 s a stop at the default), and it claims nothing after the stop: a turn sent then stays
+    in the stream for the next worker."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=1)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=60_000))
+        before = await _blocked(r)
+        run = asyncio.create_task(worker.run())
+        for _ in range(1000):  # until its first read is blocked in Redis (10 s at most)
+            if await _blocked(r) > before:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the worker's read never blocked")
+        worker.stopping.set()
+        async with asyncio.timeout(5):
+            await run
+        await _turn(r, bus, 0)
+        assert await _pending(r, bus) == 0 and worker.turns_done == 0
+        assert await _blocked(r) == before  # its reads in flight went with their connection
+    finally:
+        await r.aclose()
+        await bus.close()
