@@ -100,9 +100,10 @@ def main() -> None:
                 print(json.dumps({k: res[k] for k in ("round", "tree", "exit", "wall_s",
                                                       "sums_s", "outcomes", "load_before",
                                                       "load_after")}), flush=True)
-    record(a.name, {"files": a.files, "runs": runs},
-           notes="pytest files per tree, rounds alternated; the 2-core box was shared with "
-                 "other engineers (load averages per run)")
+                # after every run: an interrupted bench keeps the runs it finished
+                record(a.name, {"files": a.files, "runs": runs},
+                       notes="pytest files per tree, rounds alternated; the 2-core box was "
+                             "shared with other engineers (load averages per run)")
 
 
 if __name__ == "__main__":
