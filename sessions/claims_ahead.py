@@ -105,6 +105,8 @@ class ClaimsAhead:
                                                     check_health=False)
             if fresh:
                 self.client_id = int(await self.conn.read_response())
+                if self.woken:  # woken before the id was known: :meth:`wake` could not
+                    await self._unblock()
             reply = await self.conn.read_response()
             self.asked.popleft()
             if isinstance(reply, ResponseError):
@@ -133,8 +135,11 @@ class ClaimsAhead:
         send no more. What an answered read claimed is read by :meth:`close` as before."""
         self.woken = True
         if self.conn is not None and self.client_id is not None:
-            with suppress(Exception):  # not reachable: the read ends with its block anyway
-                await self.redis.execute_command("CLIENT", "UNBLOCK", self.client_id)
+            await self._unblock()
+
+    async def _unblock(self) -> None:
+        with suppress(Exception):  # not reachable: the read ends with its block anyway
+            await self.redis.execute_command("CLIENT", "UNBLOCK", self.client_id)
 
     async def close(self) -> list[Claimed]:
         """Stop reading: the turns of the answers already arrived (to run or hand off), the

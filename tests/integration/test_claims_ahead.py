@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from launch.redis_server import RedisServer
@@ -216,3 +218,29 @@ async def test_a_stop_wakes_the_blocked_read_at_once(redis_server: RedisServer) 
     finally:
         await r.aclose()
         await bus.close()
+
+
+async def test_a_stop_before_the_readers_id_is_known_still_wakes_it(
+        bus: Bus, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop comes while the reader's connection is being made (its id not known yet, so
+    :meth:`ClaimsAhead.wake` cannot unblock it): the reader unblocks its own read once it
+    learns its id, and the read (blocking for a minute) ends at once with nothing claimed."""
+    ahead = await _reader(bus, "w6")
+    ahead.block_ms = 60_000
+    pool = ahead.redis.connection_pool
+    get = pool.get_connection
+
+    async def woken_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        conn = await get(*args, **kwargs)
+        if not ahead.woken:  # the reader's connection (the next one is the unblocking call's)
+            await ahead.wake()
+        return conn
+
+    monkeypatch.setattr(pool, "get_connection", woken_meanwhile)
+    try:
+        async with asyncio.timeout(5):
+            assert await ahead.claim(8) == []
+        assert await ahead.claim(8) == []  # woken: nothing more is sent
+    finally:
+        monkeypatch.undo()
+        await ahead.close()
