@@ -98,10 +98,15 @@ class Common:
     in the Dapr outbox shards."""
     dapr_events: str = "user,reply,turn_error,call,message,takeover"
     """Comma list of the event types published to ``dapr_topic_events``."""
+    node_ttl: int = 15
+    """Seconds after its last heartbeat that a node (an edge, a voice call) counts as dead
+    (sessions/keys.py ``NODE_TTL``, which reads the same variable)."""
 
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:
             raise SettingsError("AGENTIA_SHARDS must be between 1 and 1024")
+        if not 3 <= self.node_ttl <= 3600:
+            raise SettingsError("AGENTIA_NODE_TTL must be between 3 and 3600 (seconds)")
         if not 0 <= self.redis_wait_replicas <= 16 or self.redis_wait_ms < 1:
             raise SettingsError("AGENTIA_REDIS_WAIT_REPLICAS must be between 0 and 16 and "
                                 "AGENTIA_REDIS_WAIT_MS at least 1")

@@ -53,6 +53,9 @@ class ClaimsAhead:
         self.redis, self.consumer, self.block_ms = redis, consumer, block_ms
         self.agent_of, self.claim_of = agent_of, claim_of
         self.conn: Any = None
+        self.client_id: int | None = None
+        """The reader connection's id (``CLIENT ID``), for :meth:`wake`."""
+        self.woken = False
         self.asked: deque[int] = deque(maxlen=AHEAD)
         """The most each read in flight can claim (its COUNT times the shards), in order."""
 
@@ -83,7 +86,10 @@ class ClaimsAhead:
         block ran out. ``room``: how many turns the worker could start now. A dropped
         connection is re-made once, the reads sent again (what a lost reply claimed stays
         pending: reclaimed); else raises what the connection or Redis raises (NOGROUP: the
-        caller makes the groups), the reads in flight dropped with their connection."""
+        caller makes the groups), the reads in flight dropped with their connection. None
+        once :meth:`wake` was called (the caller is stopping)."""
+        if self.woken:
+            return []
         try:
             return await self._claim(room)
         except (ConnectionError, TimeoutError):
@@ -91,11 +97,16 @@ class ClaimsAhead:
 
     async def _claim(self, room: int) -> list[Claimed]:
         try:
-            if self.conn is None:
+            fresh = self.conn is None
+            if fresh:  # its id asked for in the same write as its first reads (no wait)
                 self.conn = await self.redis.connection_pool.get_connection()
-            if more := self._more(room):
+            if more := [*([("CLIENT", "ID")] if fresh else []), *self._more(room)]:
                 await self.conn.send_packed_command(self.conn.pack_commands(more),
                                                     check_health=False)
+            if fresh:
+                self.client_id = int(await self.conn.read_response())
+                if self.woken:  # woken before the id was known: :meth:`wake` could not
+                    await self._unblock()
             reply = await self.conn.read_response()
             self.asked.popleft()
             if isinstance(reply, ResponseError):
@@ -119,6 +130,17 @@ class ClaimsAhead:
                 out.append(self.claim_of(stream.decode(), rid, f, agent))
         return out
 
+    async def wake(self) -> None:
+        """The caller is stopping: answer the read blocked now (if any) as a timeout would,
+        send no more. What an answered read claimed is read by :meth:`close` as before."""
+        self.woken = True
+        if self.conn is not None and self.client_id is not None:
+            await self._unblock()
+
+    async def _unblock(self) -> None:
+        with suppress(Exception):  # not reachable: the read ends with its block anyway
+            await self.redis.execute_command("CLIENT", "UNBLOCK", self.client_id)
+
     async def close(self) -> list[Claimed]:
         """Stop reading: the turns of the answers already arrived (to run or hand off), the
         reads still waiting dropped with the connection."""
@@ -133,7 +155,7 @@ class ClaimsAhead:
         return got
 
     async def _drop(self) -> None:
-        conn, self.conn = self.conn, None
+        conn, self.conn, self.client_id = self.conn, None, None
         self.asked.clear()
         if conn is not None:
             await conn.disconnect()

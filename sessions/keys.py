@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import itertools
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -56,8 +57,23 @@ DELIVERY_TTL = 120
 DELIVERY_GROUP = "reader"
 """The consumer group of a node's delivery stream on a single Redis: its position is where
 the node's reads in flight continue (sessions/delivery_reads.py); NOACK, no pending list."""
-NODE_TTL = 15
-"""An edge node whose heartbeat is older than this is considered dead."""
+
+
+def _node_ttl(default: int = 15) -> int:
+    # validated at start with the other settings (agentia/settings.py ``node_ttl``: a process
+    # refuses a bad value with one line); read here so that every module sees the one value
+    raw = os.environ.get("AGENTIA_NODE_TTL", "")
+    try:
+        ttl = int(raw) if raw else default
+    except ValueError:
+        return default
+    return ttl if NODE_TTL_RANGE[0] <= ttl <= NODE_TTL_RANGE[1] else default
+
+
+NODE_TTL_RANGE = (3, 3600)
+NODE_TTL = _node_ttl()
+"""An edge node whose heartbeat is older than this is considered dead (``AGENTIA_NODE_TTL``,
+default 15 s; its heartbeat comes every ``min(5, NODE_TTL / 3)`` s)."""
 NODE_CHECK_S = 5.0
 """How often a writer re-checks that an edge node it delivers to is alive."""
 CHUNKS_PER_ENTRY = 256

@@ -39,6 +39,7 @@ class ShardReads:
         # reads asked for ahead on the bus's own reader (sessions/claims_ahead.py), if it has
         make = getattr(self.bus, "claims_ahead", None)
         ahead = make(self.inbound, self.name, self.cfg.block_ms) if make else None
+        waker = asyncio.create_task(self._wake_on_stop(ahead)) if ahead is not None else None
         try:
             while not self.stopping.is_set():
                 got = await self._poll(ahead)
@@ -47,9 +48,16 @@ class ShardReads:
                     if not got and not self.tasks:
                         return
         finally:
+            if waker is not None:
+                waker.cancel()
             if ahead is not None:  # answers already arrived: run (or handed off) by _drain
                 for claim in await ahead.close():
                     self._spawn(claim)
+
+    async def _wake_on_stop(self, ahead: ClaimsAhead) -> None:
+        """A stop ends the blocked read at once, not after its ``block_ms``."""
+        await self.stopping.wait()
+        await ahead.wake()
 
     async def _poll(self, ahead: ClaimsAhead | None = None) -> int:
         """One XREADGROUP over every shard (a single Redis serves them all). COUNT applies

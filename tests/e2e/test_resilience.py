@@ -191,7 +191,7 @@ async def test_redis_restart_keeps_sockets_and_acked_turns(tmp_path: Path, prefi
 async def test_writers_stop_delivering_to_a_dead_edge(bus: Bus, cluster: Cluster) -> None:
     """An edge killed without draining stays in its sessions' node lists; once its heartbeat
     key expires, workers stop writing its delivery stream and drop it from the session."""
-    a, b = cluster.edge(), cluster.edge()
+    a, b = cluster.edge(), cluster.edge(AGENTIA_NODE_TTL="4")  # b's key: 4 s, not 15
     cluster.worker()
     on_b = await Client.open(b.port, session="ghost")
     dead = (await on_b.recv())["node"]
@@ -200,7 +200,7 @@ async def test_writers_stop_delivering_to_a_dead_edge(bus: Bus, cluster: Cluster
     await on_a.recv()
     nodes_key, stream = bus.keys.nodes("ghost"), bus.keys.delivery(dead)
     assert await bus.redis.hexists(nodes_key, dead)
-    for _ in range(50):  # NODE_TTL (15 s) after its last heartbeat
+    for _ in range(30):  # AGENTIA_NODE_TTL (4 s) after its last heartbeat
         if not await bus.redis.exists(bus.keys.node_alive(dead)):
             break
         await asyncio.sleep(0.5)

@@ -70,7 +70,9 @@ async def test_scopes_and_missing_sessions(cluster: Cluster) -> None:
 
 async def test_takeover_holds_turns_across_restarts_and_gives_back(cluster: Cluster,
                                                                    bus: Bus) -> None:
-    a_edge, b_edge, api = cluster.edge(), cluster.edge(), cluster.api()
+    # the operator's edge is killed below: its node counts until its heartbeat key expires
+    # (AGENTIA_NODE_TTL, 15 s by default; 4 here, a heartbeat every 1.3 s)
+    a_edge, b_edge, api = cluster.edge(), cluster.edge(AGENTIA_NODE_TTL="4"), cluster.api()
     worker = cluster.worker("tests.agents_fixtures:slow", SLOW_DELAY="0.1")
     user = await opened(a_edge.port, "tia", "desk")
     await user.send(type="send", id="1", text="hello")
@@ -127,7 +129,7 @@ async def test_takeover_holds_turns_across_restarts_and_gives_back(cluster: Clus
     assert (await op.until("takeover", active=False))["by"] == "op-ann"
     await op.close()
     # (the first operator's edge was killed: its entry counts until its heartbeat expires)
-    await eventually(lambda: operator_in(False), timeout=30)
+    await eventually(lambda: operator_in(False), timeout=15)
     await user.send(type="send", id="6", text="what did the operator say?")
     await user.until("turn_start")
     reply = await user.until("reply")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from launch.redis_server import RedisServer
@@ -182,3 +184,63 @@ first."""
             task.cancel()
         await r.aclose()
         await bus.close()
+
+
+async def _blocked(r: aioredis.Redis) -> int:
+    return int((await r.info("clients"))["blocked_clients"])
+
+
+async def test_a_stop_wakes_the_blocked_read_at_once(redis_server: RedisServer) -> None:
+    """A worker whose read blocks for a minute is stopped: it returns within seconds (its read
+    answered as a timeout by ``CLIENT UNBLOCK``; before, it waited the whole ``block_ms``,
+    ~1 s a stop at the default), and it claims nothing after the stop: a turn sent then stays
+    in the stream for the next worker."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=1)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=60_000))
+        before = await _blocked(r)
+        run = asyncio.create_task(worker.run())
+        for _ in range(1000):  # until its first read is blocked in Redis (10 s at most)
+            if await _blocked(r) > before:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the worker's read never blocked")
+        worker.stopping.set()
+        async with asyncio.timeout(5):
+            await run
+        await _turn(r, bus, 0)
+        assert await _pending(r, bus) == 0 and worker.turns_done == 0
+        assert await _blocked(r) == before  # its reads in flight went with their connection
+    finally:
+        await r.aclose()
+        await bus.close()
+
+
+async def test_a_stop_before_the_readers_id_is_known_still_wakes_it(
+        bus: Bus, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop comes while the reader's connection is being made (its id not known yet, so
+    :meth:`ClaimsAhead.wake` cannot unblock it): the reader unblocks its own read once it
+    learns its id, and the read (blocking for a minute) ends at once with nothing claimed."""
+    ahead = await _reader(bus, "w6")
+    ahead.block_ms = 60_000
+    pool = ahead.redis.connection_pool
+    get = pool.get_connection
+
+    async def woken_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        conn = await get(*args, **kwargs)
+        if not ahead.woken:  # the reader's connection (the next one is the unblocking call's)
+            await ahead.wake()
+        return conn
+
+    monkeypatch.setattr(pool, "get_connection", woken_meanwhile)
+    try:
+        async with asyncio.timeout(5):
+            assert await ahead.claim(8) == []
+        assert await ahead.claim(8) == []  # woken: nothing more is sent
+    finally:
+        monkeypatch.undo()
+        await ahead.close()

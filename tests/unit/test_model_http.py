@@ -314,7 +314,9 @@ async def test_a_kept_alive_connection_the_server_closed_is_not_reused() -> None
 
 
 async def test_a_reply_cancelled_mid_stream_closes_its_connection() -> None:
-    stub = await OpenAIStub(filler(300), tokens_per_s=50).start()
+    # 1.2 s of reply: cancelled after its first piece, the rest unread (the second call
+    # reads all of it; 300 tokens made this test 6 s)
+    stub = await OpenAIStub(filler(60), tokens_per_s=50).start()
     try:
         provider = LeanProvider([openai.AsyncOpenAI(api_key="k", base_url=stub.base_url)])
         pool = provider.clients[0]._client._transport.pool  # type: ignore[attr-defined]

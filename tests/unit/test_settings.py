@@ -280,3 +280,23 @@ def test_webhook_settings(monkeypatch: pytest.MonkeyPatch) -> None:
             from_env(WebhookSettings)
         monkeypatch.delenv(f"AGENTIA_WEBHOOK_{name}")
         monkeypatch.setenv("AGENTIA_WEBHOOK_URL", "https://hooks.example.com/agentia")
+
+
+@pytest.mark.parametrize("raw", ["2", "3601", "-1", "x"])
+def test_node_ttl_out_of_range_or_not_a_number_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                          raw: str) -> None:
+    monkeypatch.setenv("AGENTIA_NODE_TTL", raw)
+    with pytest.raises(SettingsError, match="AGENTIA_NODE_TTL"):
+        from_env(Common)
+
+
+def test_node_ttl_is_the_keys_modules_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sessions/keys.py reads the same variable (edges, the API and voice use its value);
+    what settings refuse it ignores (the process does not start anyway)."""
+    from sessions import keys as K
+
+    assert from_env(Common).node_ttl == K.NODE_TTL == K._node_ttl() == 15
+    monkeypatch.setenv("AGENTIA_NODE_TTL", "4")
+    assert from_env(Common).node_ttl == K._node_ttl() == 4
+    monkeypatch.setenv("AGENTIA_NODE_TTL", "2")
+    assert K._node_ttl() == 15
