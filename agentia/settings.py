@@ -9,6 +9,8 @@ import resource
 from dataclasses import dataclass, fields
 from typing import Any
 
+NODE_TTL_RANGE = (3, 3600)  # AGENTIA_NODE_TTL's bounds, s (sessions/keys.py reads it too)
+
 FD_RESERVE = 1_000
 """File descriptors kept free for Redis connections, logs and sockets mid-handshake."""
 DEV_SECRET = "agentia-dev-secret-change-me-in-production"
@@ -105,7 +107,7 @@ class Common:
     def validate(self) -> None:
         if not 1 <= self.shards <= 1024:
             raise SettingsError("AGENTIA_SHARDS must be between 1 and 1024")
-        if not 3 <= self.node_ttl <= 3600:
+        if not NODE_TTL_RANGE[0] <= self.node_ttl <= NODE_TTL_RANGE[1]:
             raise SettingsError("AGENTIA_NODE_TTL must be between 3 and 3600 (seconds)")
         if not 0 <= self.redis_wait_replicas <= 16 or self.redis_wait_ms < 1:
             raise SettingsError("AGENTIA_REDIS_WAIT_REPLICAS must be between 0 and 16 and "

@@ -86,7 +86,7 @@ class ClaimsAhead:
         block ran out. ``room``: how many turns the worker could start now. A dropped
         connection is re-made once, the reads sent again (what a lost reply claimed stays
         pending: reclaimed); else raises what the connection or Redis raises (NOGROUP: the
-        caller makes the groups), the reads in flight dropped with their connection. None
+        caller makes the groups), the reads in flight dropped with their connection. Nothing
         once :meth:`wake` was called (the caller is stopping)."""
         if self.woken:
             return []

@@ -26,6 +26,8 @@ import zlib
 from dataclasses import dataclass
 from functools import cache
 
+from agentia.settings import NODE_TTL_RANGE
+
 # re-exported: every key and TTL is found from this module
 from sessions.user_keys import CONN_LEASE_S as CONN_LEASE_S
 from sessions.user_keys import NEW_SESSION_TTL as NEW_SESSION_TTL
@@ -62,15 +64,13 @@ the node's reads in flight continue (sessions/delivery_reads.py); NOACK, no pend
 def _node_ttl(default: int = 15) -> int:
     # validated at start with the other settings (agentia/settings.py ``node_ttl``: a process
     # refuses a bad value with one line); read here so that every module sees the one value
-    raw = os.environ.get("AGENTIA_NODE_TTL", "")
     try:
-        ttl = int(raw) if raw else default
+        ttl = int(os.environ.get("AGENTIA_NODE_TTL") or default)
     except ValueError:
         return default
     return ttl if NODE_TTL_RANGE[0] <= ttl <= NODE_TTL_RANGE[1] else default
 
 
-NODE_TTL_RANGE = (3, 3600)
 NODE_TTL = _node_ttl()
 """An edge node whose heartbeat is older than this is considered dead (``AGENTIA_NODE_TTL``,
 default 15 s; its heartbeat comes every ``min(5, NODE_TTL / 3)`` s)."""
