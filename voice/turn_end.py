@@ -35,15 +35,19 @@ NEVER_LAST = frozenset((
     "a", "an", "the", "my", "your", "our", "their", "its", "every",  # articles, possessives
     "and", "or", "but", "nor", "because", "if", "than", "when", "while", "until", "unless",
     "although", "though", "whether",  # conjunctions
+    "to", "of", "for", "with", "from", "into", "onto", "at", "by", "in", "via", "per",
+    "between", "without",  # prepositions
     "um", "uh", "er", "mr", "mrs", "ms", "dr", "st"))  # fillers, titles with a full stop
-"""Words no sentence ends with: a transcript ending in one was cut at a pause."""
-NOT_LAST_OF_STATEMENT = frozenset((
-    "to", "of", "for", "with", "from", "into", "onto", "at", "by", "via", "per", "between",
-    "without"))
-"""Prepositions a statement does not end with ("I would like to."), though a question may
-("Where are you from?"). Particles that end phrasal verbs ("turn it on", "log me in") and the
-auxiliaries of short answers ("Yes, I do.") are not listed: a word left out only risks a cut
-sentence where Whisper wrote a full stop, a word listed only the full wait."""
+"""Words a sentence does not end with: a transcript ending in one was cut at a pause
+("I would like to."; Whisper wrote "What is the weather in?" for "what is the weather in").
+A question may end with a preposition ("Where are you from?"): it then waits the full
+silence, which costs only time. Particles that end phrasal verbs ("turn it on") are not
+listed."""
+NOT_LAST_OF_QUESTION = frozenset((
+    "is", "are", "was", "were", "am", "do", "does", "did", "can", "could", "will", "would",
+    "shall", "should", "may", "might", "must", "have", "has"))
+"""Auxiliaries a question does not end with (Whisper wrote "What is?" for "what is"), though
+a short answer does ("Yes, it is.")."""
 _CLOSERS = "\"')]}\u00bb\u201d\u2019"
 _WORD = re.compile(r"[a-z']+")
 
@@ -54,14 +58,14 @@ Judge = Callable[[str], bool]
 def sounds_finished(text: str) -> bool:
     """``text`` (the turn's final transcript so far) ends a sentence: its last mark is
     ``.``, ``?`` or ``!`` (not an ellipsis), and its last word is not one a sentence goes on
-    after (:data:`NEVER_LAST`; :data:`NOT_LAST_OF_STATEMENT` unless it asks a question)."""
+    after (:data:`NEVER_LAST`; :data:`NOT_LAST_OF_QUESTION` when it asks one)."""
     t = text.strip().rstrip(_CLOSERS).rstrip()
     if not t.endswith(SENTENCE_END) or t.endswith(TRAILING_OFF):
         return False
     words = _WORD.findall(t.lower())
     if not words or words[-1] in NEVER_LAST:
         return False
-    return t.endswith("?") or words[-1] not in NOT_LAST_OF_STATEMENT
+    return not t.endswith("?") or words[-1] not in NOT_LAST_OF_QUESTION
 
 
 def whole_phrase(text: str) -> bool:

@@ -23,7 +23,7 @@ from voice.worker import endpointing, turn_detector, turn_vad_silence
 
 @pytest.mark.parametrize("text", [
     "Where is the nearest train station?", "Tell me a story.", "Stop!", "Yes, I do.",
-    "Turn the lights on.", "Where are you from?", "What is it for?", "Thank you very much.",
+    "Turn the lights on.", "Yes, it is.", "How are you?", "Thank you very much.",
     '"Good morning."', "I like that.", "No.", "Set a timer for 10 minutes.",
 ])
 def test_a_sentence_that_ends_sounds_finished(text: str) -> None:
@@ -34,7 +34,9 @@ def test_a_sentence_that_ends_sounds_finished(text: str) -> None:
     "I would like to change my", "I would like to change my password and", "",
     "I would like to...", "I would like to change my…", "Book a table for.",
     "I want to.", "Call Dr.", "Turn off the lights in the.", "Where is the?",
-    "Because.", "um.", "hello agent how are you",  # no punctuation: nothing says it ended
+    "Because.", "um.", "What is the weather in?", "What is?", "Where is?",
+    "Where are you from?",  # a question may: it waits the full silence (only time lost)
+    "hello agent how are you",  # no punctuation: nothing says it ended
     "  ", "...", "?",
 ])
 def test_a_sentence_left_hanging_does_not(text: str) -> None:
