@@ -139,7 +139,8 @@ class VoiceSettings(Common):
     and a real start can wait behind one (docs/voice.md, session 13). At or above
     ``voice_stt_min_silence_s``: transcribe only at the utterance's end."""
     voice_endpoint_delay_s: float = 0.2
-    """Extra wait after the end of an utterance before the turn is sent to the agent."""
+    """``vad`` and ``model`` turn detection: extra wait after the end of an utterance before
+    the turn is sent to the agent (with ``sentence`` the two silences are the waits)."""
     voice_input_frame_ms: int = 32
     """The caller's audio is handed to the VAD and the recogniser in frames this long
     (livekit-agents' default: 50). 32 is Silero's window (512 samples at 16 kHz): each frame
