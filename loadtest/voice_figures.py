@@ -30,6 +30,7 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
         "tree": out.get("tree"), "commit": out.get("commit"), "setup": out.get("setup"),
         "model_tokens_per_s": out.get("setup", {}).get("model_tokens_per_s"),
         "stages_sequential": lat.get("stages"), "recogniser": out.get("recogniser"),
+        "turn_ends": out.get("turn_ends"),
         "path_sequential": lat.get("path"),
         "caller_jitter_buffer_sequential": lat.get("caller_jitter_buffer_p50"),
         "caller_mic_queue_sequential": lat.get("caller_mic_queue"),
