@@ -54,7 +54,7 @@ from loadtest.voice_figures import figures
 from loadtest.voice_phases import capacity, latency, stt_alone
 from loadtest.voice_proc import tree_memory
 from loadtest.voice_stack import ROOT, commit, machine, overrides, stack
-from loadtest.voice_stages import log_size, path, recogniser_counts, stages
+from loadtest.voice_stages import log_size, path, recogniser_counts, stages, turn_ends
 from sessions.bus import Bus, connect
 from voice.caller import speech_48k
 from voice.settings import VoiceSettings
@@ -109,6 +109,7 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
                                              a.idle_s, roles)
         await asyncio.sleep(2)  # the last calls' recognisers log their counts as they close
         out["recogniser"] = recogniser_counts(log)
+        out["turn_ends"] = turn_ends(log)
         return out
     finally:
         await bus.close()

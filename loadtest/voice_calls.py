@@ -44,6 +44,9 @@ class Call:
     answers: list[tuple[str, float, float]] = field(default_factory=list)
     """(session, end of speech, first loud frame heard), wall clock: :func:`path`'s input."""
     jitter: dict[str, float] = field(default_factory=dict)
+    mic_queue: list[float] = field(default_factory=list)
+    """Audio (s) still in the caller's microphone queue at each end of speech: the measuring
+    caller's own share of the uplink stage (loadtest/bench_uplink.py)."""
 
 
 class Bench:
@@ -88,6 +91,7 @@ class Bench:
                 text, pcm = self.speech[next(self.phrase_i) % len(self.speech)]
                 call.said.append(text)
                 spoken = await caller.say(pcm)
+                call.mic_queue.append(caller.source.queued_duration)
                 answered_at = None
                 try:
                     await asyncio.wait_for(caller.heard_agent.wait(), self.answer_timeout)
@@ -147,6 +151,13 @@ async def receive_buffer(caller: Caller) -> dict[str, float]:
 def jitter_summary(calls: list[Call]) -> dict[str, Any]:
     got = [c.jitter for c in calls if c.jitter]
     return {k: round(pct([j[k] for j in got], 50), 1) for k in got[0]} if got else {}
+
+
+def mic_queue_summary(calls: list[Call]) -> dict[str, Any]:
+    """The callers' microphone queues at their ends of speech (ms)."""
+    got = [1000 * q for c in calls for q in c.mic_queue]
+    return {"n": len(got), "p50_ms": round(pct(got, 50)), "p95_ms": round(pct(got, 95))} \
+        if got else {"n": 0}
 
 
 def summary(lat: list[float]) -> dict[str, Any]:

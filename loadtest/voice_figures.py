@@ -21,7 +21,8 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
                                      "voice_rss_mib_peak", "voice_rss_mib_hwm",
                                      "voice_processes_peak", "machine_busy_pct",
                                      "other_load_cores", "within_limit", "stages", "path",
-                                     "caller_jitter_buffer_p50", "cpu_s_by_process",
+                                     "caller_jitter_buffer_p50", "caller_mic_queue",
+                                     "cpu_s_by_process",
                                      "voice_threads_cores", "bench_callers_threads_cores")}
               for lv in cap.get("levels", []) if "skipped" not in lv]
     best = cap.get("max_k_p95_within_limit")
@@ -29,8 +30,10 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
         "tree": out.get("tree"), "commit": out.get("commit"), "setup": out.get("setup"),
         "model_tokens_per_s": out.get("setup", {}).get("model_tokens_per_s"),
         "stages_sequential": lat.get("stages"), "recogniser": out.get("recogniser"),
+        "turn_ends": out.get("turn_ends"),
         "path_sequential": lat.get("path"),
         "caller_jitter_buffer_sequential": lat.get("caller_jitter_buffer_p50"),
+        "caller_mic_queue_sequential": lat.get("caller_mic_queue"),
         "stt": out["stt_alone"]["stt"], "stt_ms_per_utterance": out["stt_alone"],
         "end_of_speech_to_first_audio_ms": {
             "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms", "failed",

@@ -16,7 +16,7 @@ import orjson
 from livekit import rtc
 
 from loadtest.bench_core import pct
-from loadtest.voice_calls import Bench, Call, jitter_summary, summary
+from loadtest.voice_calls import Bench, Call, jitter_summary, mic_queue_summary, summary
 from loadtest.voice_proc import Sampler, idle_jiffies
 from loadtest.voice_stages import log_size, path, stages
 from voice.settings import VoiceSettings
@@ -90,7 +90,8 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
             "window_s": round(time.monotonic() - t0, 1), "machine_busy_pct": round(100 * busy, 1),
             "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "answers": [a for c in done for a in c.answers],
-            "caller_jitter_buffer_p50": jitter_summary(done)}
+            "caller_jitter_buffer_p50": jitter_summary(done),
+            "caller_mic_queue": mic_queue_summary(done)}
 
 
 async def idle_cpu(seconds: float, voice_pid: int, livekit_pid: int,
@@ -159,6 +160,7 @@ async def _level(b: Bench, k: int, phrases: int, voice_pid: int, livekit_pid: in
     res["stages"] = stages(log, at)
     res["path"] = path(log, at, [a for c in calls for a in c.answers])
     res["caller_jitter_buffer_p50"] = jitter_summary(calls)
+    res["caller_mic_queue"] = mic_queue_summary(calls)
     await asyncio.gather(*(b.leave(c) for c in calls))
     lat = [x for c in calls for x in c.latencies]
     errors = [c.error for c in calls if c.error]

@@ -19,6 +19,7 @@ from loadtest.bench_core import pct
 
 LINE = re.compile(r"(?:user|assistant) turn timings \(ms\): (\{[^}\n]*\})")
 RECOGNISER = re.compile(r"recogniser stream closed: (\{[^}\n]*\})")
+TURN_ENDS = re.compile(r"turn ends of session \S+: (\{[^}\n]*\})")
 
 
 def log_size(log: Path) -> int:
@@ -53,12 +54,23 @@ def recogniser_counts(log: Path, start: int = 0) -> dict[str, int]:
     closes): utterances, those transcribed from the speech -> silence edge, early
     transcriptions discarded because the caller resumed (wasted CPU). Empty for a tree that
     does not log it."""
+    return summed(log, RECOGNISER, start)
+
+
+def turn_ends(log: Path, start: int = 0) -> dict[str, int]:
+    """The finished-sentence rule's answers (``voice/worker.py`` logs them when a call ends:
+    ``finished``, ``unfinished``). Empty for a tree that does not log them."""
+    return summed(log, TURN_ENDS, start)
+
+
+def summed(log: Path, line: re.Pattern[str], start: int = 0) -> dict[str, int]:
+    """The counts of every ``line`` (a dict literal) after byte ``start`` of ``log``, summed."""
     try:
         text = log.read_bytes()[start:].decode(errors="replace")
     except OSError:
         return {}
     total: dict[str, int] = {}
-    for m in RECOGNISER.finditer(text):
+    for m in line.finditer(text):
         try:
             counts = ast.literal_eval(m.group(1))
         except (ValueError, SyntaxError):

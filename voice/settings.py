@@ -17,6 +17,8 @@ COMPUTE_TYPES = ("auto", "int8", "int8_float32", "float32", "float32_encoder")
 """``AGENTIA_VOICE_STT_COMPUTE_TYPE``: CTranslate2's CPU compute types, or ``auto``."""
 KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
 """The providers' own variables for their keys (what their plugins and SDKs read)."""
+TURN_DETECTION = ("sentence", "vad", "model")
+"""``AGENTIA_VOICE_TURN_DETECTION``: what ends the caller's turn (voice/worker.py)."""
 
 
 @dataclass(slots=True)
@@ -118,7 +120,12 @@ class VoiceSettings(Common):
     (voice/chunking.py); then whole sentences. 0: whole sentences only (livekit-agents'
     tokenizer, which holds the first until the second begins)."""
     voice_min_silence_s: float = 0.35
-    """Silence (Silero VAD) that ends the caller's turn."""
+    """Silence (Silero VAD) that ends the caller's turn (with ``sentence`` turn detection:
+    a turn whose transcript does not sound finished)."""
+    voice_finished_silence_s: float = 0.2
+    """``sentence`` turn detection: silence that ends the caller's turn when its final
+    transcript ends a sentence (voice/turn_end.py); the turn VAD then reports the end of
+    speech after this much silence. In [0.1, ``voice_min_silence_s``]."""
     voice_stt_min_silence_s: float = 0.2
     """Silence after which the recogniser transcribes what it heard so far. Shorter than the
     turn's: the transcription (~0.3 s with Whisper) runs while the turn's end is still being
@@ -132,7 +139,8 @@ class VoiceSettings(Common):
     and a real start can wait behind one (docs/voice.md, session 13). At or above
     ``voice_stt_min_silence_s``: transcribe only at the utterance's end."""
     voice_endpoint_delay_s: float = 0.2
-    """Extra wait after the end of an utterance before the turn is sent to the agent."""
+    """``vad`` and ``model`` turn detection: extra wait after the end of an utterance before
+    the turn is sent to the agent (with ``sentence`` the two silences are the waits)."""
     voice_input_frame_ms: int = 32
     """The caller's audio is handed to the VAD and the recogniser in frames this long
     (livekit-agents' default: 50). 32 is Silero's window (512 samples at 16 kHz): each frame
@@ -146,8 +154,11 @@ class VoiceSettings(Common):
     until the end is confirmed. If the caller goes on speaking first, that turn is cancelled
     (chat clients see it ``cancelled``) and the whole utterance becomes the turn. Off: the
     turn is sent once its end is confirmed."""
-    voice_turn_detection: str = "vad"
-    """``vad``: silence alone ends the caller's turn. ``model``: LiveKit's on-device audio
+    voice_turn_detection: str = "sentence"
+    """``sentence``: silence ends the caller's turn, a short one
+    (``voice_finished_silence_s``) when the transcript sounds finished (ends a sentence:
+    voice/turn_end.py), the full ``voice_min_silence_s`` otherwise. ``vad``: the full silence
+    always. ``model``: LiveKit's on-device audio
     end-of-turn model (``TurnDetector(version="v1-mini")`` from livekit-local-inference, which
     ships its weights: no download, no cloud) decides whether a pause ends it, waiting up to 3 s
     when it sounds unfinished. Not the default yet: on our espeak-ng test speech it scores
@@ -218,8 +229,11 @@ class VoiceSettings(Common):
         if not (0 < self.voice_livekit_timeout_s <= 60 and 0 <= self.voice_dispatch_wait_s <= 60):
             raise SettingsError("AGENTIA_VOICE_LIVEKIT_TIMEOUT_S must be in (0, 60] and "
                                 "AGENTIA_VOICE_DISPATCH_WAIT_S in [0, 60]")
-        if self.voice_turn_detection not in ("model", "vad"):
-            raise SettingsError("AGENTIA_VOICE_TURN_DETECTION must be model or vad")
+        if self.voice_turn_detection not in TURN_DETECTION:
+            raise SettingsError("AGENTIA_VOICE_TURN_DETECTION must be sentence, vad or model")
+        if not 0.1 <= self.voice_finished_silence_s <= self.voice_min_silence_s:
+            raise SettingsError("AGENTIA_VOICE_FINISHED_SILENCE_S must be in "
+                                "[0.1, AGENTIA_VOICE_MIN_SILENCE_S]")
         if not 0 <= self.voice_aec_warmup_s <= 10:
             raise SettingsError("AGENTIA_VOICE_AEC_WARMUP_S must be in [0, 10]")
         self._validate_stt()

@@ -36,6 +36,7 @@ from livekit.agents import (
     stt,
     tts,
 )
+from livekit.agents.voice.turn import EndpointingOptions
 from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
@@ -55,6 +56,7 @@ from voice.stt_whisper import PACKAGED, WhisperSTT, compute_type, model_paths, r
 from voice.telephony import caller_identity
 from voice.tokens import parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
+from voice.turn_end import SentenceEnd, judge_for
 
 log = logging.getLogger("agentia.voice")
 
@@ -147,8 +149,8 @@ def prewarm(proc: JobProcess) -> None:
     s: VoiceSettings = from_env(VoiceSettings)
     proc.userdata["settings"] = s
     call_trace.setup()
-    vad = once(("vad", s.voice_min_silence_s), lambda: silero.VAD.load(
-        min_silence_duration=s.voice_min_silence_s))
+    silence = turn_vad_silence(s)
+    vad = once(("vad", silence), lambda: silero.VAD.load(min_silence_duration=silence))
     proc.userdata["vad"] = vad
     load_plugins(s)  # the job process's main thread (a no-op in the worker's own process)
     warm.first_call(native=s.voice_executor == "thread")
@@ -196,15 +198,32 @@ def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
     return shared_vad.TurnVAD(proc.userdata["vad"], tap), recog, speak
 
 
-def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
+def turn_vad_silence(s: VoiceSettings) -> float:
+    """The silence after which the turn VAD reports the end of speech: with ``sentence`` the
+    short one, so that a finished sentence's shorter wait can act (the longer one is then the
+    endpointing's ``max_delay``, counted from the same end of speech)."""
+    if s.voice_turn_detection == "sentence":
+        return s.voice_finished_silence_s
+    return s.voice_min_silence_s
+
+
+def endpointing(s: VoiceSettings) -> EndpointingOptions:
+    """livekit-agents' wait after the end of speech: ``min_delay`` when the turn detector
+    says the turn ended, ``max_delay`` when it says it sounds unfinished."""
+    if s.voice_turn_detection == "sentence":
+        return {"min_delay": s.voice_finished_silence_s, "max_delay": s.voice_min_silence_s}
+    delay = s.voice_endpoint_delay_s
+    return {"min_delay": delay, "max_delay": max(delay, 3.0)}
+
+
+def _session(proc: JobProcess, bridge: VoiceBridge, ends: Any) -> AgentSession[Any]:
     s: VoiceSettings = proc.userdata["settings"]
     vad, recog, speak = _speech(proc, bridge)
-    delay = s.voice_endpoint_delay_s
     return AgentSession(
         vad=vad, stt=recog, llm=BusLLM(bridge), tts=speak,
         turn_handling={
-            "turn_detection": turn_detector(s),
-            "endpointing": {"min_delay": delay, "max_delay": max(delay, 3.0)},
+            "turn_detection": ends,
+            "endpointing": endpointing(s),
             # "adaptive" interruption would call a hosted model: off. Preemptive generation
             # submits the turn at its final transcript and holds its audio until the turn's
             # end is confirmed; a caller who goes on speaking cancels it (docs/voice.md)
@@ -215,8 +234,12 @@ def _session(proc: JobProcess, bridge: VoiceBridge) -> AgentSession[Any]:
 
 
 def turn_detector(s: VoiceSettings) -> Any:
-    """The end-of-turn decision: the local audio model, or silence alone. The version is given
-    explicitly: left out, livekit-agents may pick the hosted ``v1`` model (LiveKit Inference)."""
+    """The end-of-turn decision: silence, shorter after a finished sentence
+    (:class:`voice.turn_end.SentenceEnd`), silence alone, or the local audio model. The
+    model's version is given explicitly: left out, livekit-agents may pick the hosted ``v1``
+    model (LiveKit Inference)."""
+    if s.voice_turn_detection == "sentence":
+        return SentenceEnd(judge_for(s.voice_stt, s.voice_phrases))
     if s.voice_turn_detection == "vad":
         return "vad"
     from livekit.agents.inference.eot import TurnDetector
@@ -242,9 +265,12 @@ async def entrypoint(ctx: JobContext) -> None:
              os.getpid(), ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room, slot.slots)
     tasks = [asyncio.create_task(call_guard.guard(ctx, reporter, slot))]
+    ends = turn_detector(s)
 
     async def cleanup() -> None:
         bridge.hanging_up = True
+        if isinstance(ends, SentenceEnd):
+            log.info("turn ends of session %s: %s", session_id, ends.summary())
         call_trace.end_call(bridge.trace)
         await reporter.aclose()
         for task in tasks:
@@ -257,7 +283,7 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(cleanup)
     tasks.append(asyncio.create_task(
         call_guard.end_if_caller_never_joins(ctx, reporter, watch, deadline)))
-    agent_session = _session(ctx.proc, bridge)
+    agent_session = _session(ctx.proc, bridge, ends)
     reporter.attach(agent_session)
     agent_session.on("close", lambda _ev: ctx.shutdown("the call ended"))
     heard = CallerSpeech(bridge, s.voice_aec_warmup_s)
@@ -348,9 +374,10 @@ def skip_unused_models(s: VoiceSettings) -> None:
     thread executor, the forkserver's with the process one), loads its local VAD and, in a
     process without a multiprocessing parent, the end-of-turn model's weights: +243.5 MiB PSS
     that nothing here uses unless ``AGENTIA_VOICE_TURN_DETECTION=model`` (the VAD is Silero).
-    With ``vad`` neither is loaded; ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`` set in the
-    environment wins. Must run before the first job starts (the warm-up reads it then)."""
-    if s.voice_turn_detection == "vad":
+    With ``sentence`` or ``vad`` neither is loaded; ``LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE``
+    set in the environment wins. Must run before the first job starts (the warm-up reads it
+    then)."""
+    if s.voice_turn_detection != "model":
         os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.voice_stages import log_size, recogniser_counts, stages
+from loadtest.voice_stages import log_size, recogniser_counts, stages, turn_ends
 
 LOG = """\
 2026-12-06 09:25:22,971 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1244, 'end_of_turn_delay': 1245}
@@ -14,6 +14,8 @@ LOG = """\
 2026-12-06 09:25:35,766 INFO    agentia.voice: assistant turn timings (ms): {'llm_node_ttft': 142, 'e2e_latency': 1902}
 2026-12-06 09:25:36,001 INFO    agentia.voice: recogniser stream closed: {'utterances': 2, 'at_the_edge': 1, 'discarded': 3}
 2026-12-06 09:25:37,001 INFO    agentia.voice: recogniser stream closed: {'utterances': 1, 'at_the_edge': 1, 'discarded': 0}
+2026-12-06 09:25:37,002 INFO    agentia.voice: turn ends of session bench-1: {'finished': 2, 'unfinished': 1}
+2026-12-06 09:25:38,002 INFO    agentia.voice: turn ends of session bench-2: {'finished': 1, 'unfinished': 0}
 """  # noqa: E501
 
 
@@ -39,3 +41,10 @@ def test_the_recognisers_counts_are_summed(tmp_path: Path) -> None:
     assert recogniser_counts(log, LOG.index("2026-12-06 09:25:37")) == {
         "utterances": 1, "at_the_edge": 1, "discarded": 0}
     assert recogniser_counts(tmp_path / "missing.log") == {}
+
+
+def test_the_turn_ends_are_summed_over_the_calls(tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LOG)
+    assert turn_ends(log) == {"finished": 3, "unfinished": 1}
+    assert turn_ends(log, LOG.index("2026-12-06 09:25:38")) == {"finished": 1, "unfinished": 0}

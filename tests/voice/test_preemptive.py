@@ -28,6 +28,12 @@ pytestmark = pytest.mark.e2e
 TURN_SILENCE_S = 3.0
 """The turn's end in these calls: long enough that the first part's transcript (~0.3 s after
 it, a few seconds on a starved machine) always comes before it."""
+LONG_TURN = {"AGENTIA_VOICE_MIN_SILENCE_S": str(TURN_SILENCE_S),
+             "AGENTIA_VOICE_FINISHED_SILENCE_S": str(TURN_SILENCE_S)}
+"""Every turn ends after :data:`TURN_SILENCE_S`, finished sentence or not."""
+UNFINISHED_WAIT = {"AGENTIA_VOICE_MIN_SILENCE_S": str(TURN_SILENCE_S)}
+"""A finished sentence ends the turn after the default 0.2 s, an unfinished one after
+:data:`TURN_SILENCE_S` (voice/turn_end.py)."""
 
 
 async def test_a_caller_who_goes_on_speaking_cancels_the_preemptive_turn(
@@ -35,7 +41,7 @@ async def test_a_caller_who_goes_on_speaking_cancels_the_preemptive_turn(
     # about 30 words at 0.3 s: the first part's reply cannot finish before it is cancelled
     cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.3")
     async with voice_call(cluster, livekit, "frank", prefix="pre",
-                          AGENTIA_VOICE_MIN_SILENCE_S=str(TURN_SILENCE_S)) as c:
+                          **LONG_TURN) as c:
         chat, caller = c.chat, c.joined
         first_end = await caller.say(await speech_48k("i would like to change my password"))
         first = await chat.until("user", timeout=20, source="voice")
@@ -67,7 +73,7 @@ async def test_a_preemptive_turn_is_answered_once_the_turn_ends(
     (held until then), nothing cancelled."""
     cluster.worker()
     async with voice_call(cluster, livekit, "gina", prefix="pre",
-                          AGENTIA_VOICE_MIN_SILENCE_S=str(TURN_SILENCE_S)) as c:
+                          **LONG_TURN) as c:
         chat, caller = c.chat, c.joined
         end = await caller.say(await speech_48k("where is the nearest train station"))
         user = await chat.until("user", timeout=20, source="voice")
@@ -82,6 +88,48 @@ async def test_a_preemptive_turn_is_answered_once_the_turn_ends(
         await asyncio.sleep(1.0)
         log = await bus.replay(c.sid, 0, None)
         assert b'"cancelled"' not in b"".join(e for _, e in log.events)
+    assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+async def test_a_finished_sentence_ends_the_turn_after_the_short_silence(
+        cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
+    """Whisper writes "Where is the nearest train station?": the turn ends after 0.2 s of
+    silence, not the 3 s an unfinished one waits (with ``vad`` detection it waited them)."""
+    cluster.worker()
+    async with voice_call(cluster, livekit, "hana", prefix="pre", **UNFINISHED_WAIT) as c:
+        chat, caller = c.chat, c.joined
+        end = await caller.say(await speech_48k("where is the nearest train station"))
+        user = await chat.until("user", timeout=20, source="voice")
+        assert user["text"].rstrip().endswith("?"), user["text"]
+        await chat.until("reply", timeout=30, turn=user["offset"])
+        await asyncio.wait_for(caller.heard_agent.wait(), 30)
+        heard_after = caller.first_loud_after(end) - end
+        assert heard_after < TURN_SILENCE_S - 0.5, heard_after
+    assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+async def test_an_unfinished_sentence_keeps_the_full_silence_and_makes_one_turn(
+        cluster: Cluster, bus: Bus, livekit: LiveKitServer) -> None:
+    """ "I would like to change my", a pause of 1 s, "password": the first part does not end
+    a sentence, its turn waits the full silence, the caller resumes within it and the whole
+    utterance is one answered turn (the first part's preemptive turn cancelled)."""
+    # a slow reply: the first part's cannot finish before the caller resumes and cancels it
+    cluster.worker(agent="tests.agents_fixtures:slow", SLOW_DELAY="0.3")
+    async with voice_call(cluster, livekit, "ivan", prefix="pre", **UNFINISHED_WAIT) as c:
+        caller = c.joined
+        first_end = await caller.say(await speech_48k("i would like to change my"))
+        await asyncio.sleep(1.0)
+        second_end = await caller.say(await speech_48k("password"))
+        events = await _log_until(bus, c.sid, lambda evs: any(
+            e["type"] == "reply" and "password" in e["text"].lower() for e in evs))
+        users = [e for e in events if e["type"] == "user" and e["source"] == "voice"]
+        ended = {e["turn"]: e["type"] for e in events if e["type"] in ("reply", "cancelled")}
+        assert [ended.get(u["offset"]) for u in users] == ["cancelled"] * (len(users) - 1) + [
+            "reply"], (users, ended)
+        heard = normalise(users[-1]["text"])
+        assert "change" in heard and "password" in heard, heard
+        assert caller.loud_between(first_end, second_end) == 0, "the first part was answered"
+        await asyncio.wait_for(caller.heard_agent.wait(), 30)
     assert "Traceback" not in c.worker.text(), c.worker.log_path
 
 
