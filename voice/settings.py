@@ -154,11 +154,11 @@ class VoiceSettings(Common):
     until the end is confirmed. If the caller goes on speaking first, that turn is cancelled
     (chat clients see it ``cancelled``) and the whole utterance becomes the turn. Off: the
     turn is sent once its end is confirmed."""
-    voice_turn_detection: str = "sentence"
-    """``sentence``: silence ends the caller's turn, a short one
-    (``voice_finished_silence_s``) when the transcript sounds finished (ends a sentence:
-    voice/turn_end.py), the full ``voice_min_silence_s`` otherwise. ``vad``: the full silence
-    always. ``model``: LiveKit's on-device audio
+    voice_turn_detection: str = "vad"
+    """``vad`` (the default): the full ``voice_min_silence_s`` of silence ends the caller's turn.
+    ``sentence`` (opt-in): a short one (``voice_finished_silence_s``) when the transcript sounds
+    finished (ends a sentence: voice/turn_end.py), the full one otherwise; not the default: a
+    few tens of ms saved against sentences cut at short pauses (docs/voice.md). ``model``: LiveKit's on-device audio
     end-of-turn model (``TurnDetector(version="v1-mini")`` from livekit-local-inference, which
     ships its weights: no download, no cloud) decides whether a pause ends it, waiting up to 3 s
     when it sounds unfinished. Not the default yet: on our espeak-ng test speech it scores

@@ -15,7 +15,7 @@ from voice.worker import PRELOAD_LOCAL_INFERENCE, skip_unused_models
 
 @pytest.mark.parametrize(("detection", "env", "expected"), [
     ("vad", None, "0"),  # Silero decides: livekit-agents' local models are not loaded
-    ("sentence", None, "0"),  # the default: Silero and the transcript's punctuation decide
+    ("sentence", None, "0"),  # Silero and the transcript's punctuation decide
     ("model", None, None),  # the end-of-turn model is used: its warm-up stays as it was
     ("vad", "1", "1"),  # set by the operator: theirs wins
 ])

@@ -31,7 +31,8 @@ it, a few seconds on a starved machine) always comes before it."""
 LONG_TURN = {"AGENTIA_VOICE_MIN_SILENCE_S": str(TURN_SILENCE_S),
              "AGENTIA_VOICE_FINISHED_SILENCE_S": str(TURN_SILENCE_S)}
 """Every turn ends after :data:`TURN_SILENCE_S`, finished sentence or not."""
-UNFINISHED_WAIT = {"AGENTIA_VOICE_MIN_SILENCE_S": str(TURN_SILENCE_S)}
+UNFINISHED_WAIT = {"AGENTIA_VOICE_TURN_DETECTION": "sentence",
+                   "AGENTIA_VOICE_MIN_SILENCE_S": str(TURN_SILENCE_S)}
 """A finished sentence ends the turn after the default 0.2 s, an unfinished one after
 :data:`TURN_SILENCE_S` (voice/turn_end.py)."""
 

@@ -68,10 +68,11 @@ async def test_the_detector_answers_on_the_turns_last_user_message() -> None:
     assert ends.summary() == {"finished": 1, "unfinished": 2}
 
 
-def test_sentence_detection_is_the_default_and_sets_both_waits(
+def test_vad_detection_is_the_default_and_sentence_sets_both_waits(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    assert from_env(VoiceSettings).voice_turn_detection == "vad"
+    monkeypatch.setenv("AGENTIA_VOICE_TURN_DETECTION", "sentence")
     s = from_env(VoiceSettings)
-    assert s.voice_turn_detection == "sentence"
     assert isinstance(turn_detector(s), SentenceEnd)
     # the turn VAD reports the end of speech at the short silence, so that it can act
     assert turn_vad_silence(s) == s.voice_finished_silence_s == 0.2
