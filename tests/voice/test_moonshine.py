@@ -17,7 +17,11 @@ from livekit import rtc
 from livekit.agents import APIError
 
 from loadtest.bench_wer import speak, utterances, wer
+from tests.conftest import Cluster
+from tests.voice.conftest import voice_call
+from tests.voice.livekit_server import LiveKitServer
 from voice import worker
+from voice.caller import speech_48k
 from voice.moonshine_model import (
     BOS,
     EOS,
@@ -212,3 +216,19 @@ def test_the_worker_checks_the_pinned_files_at_start(tmp_path: Path,
     monkeypatch.setattr(worker, "package_dir", lambda: copy)
     with pytest.raises(SpeechError, match=r"tokenizer\.bin has sha256"):
         worker.check_speech(s)
+
+
+@pytest.mark.e2e
+async def test_a_caller_is_heard_by_moonshine_through_a_room(
+        cluster: Cluster, livekit: LiveKitServer) -> None:
+    """``AGENTIA_VOICE_STT=moonshine`` in the real voice worker (its start-up check, the shared
+    engine pool, the early transcription at the edge of the utterance): a caller's free
+    sentence through a LiveKit room reaches the session as the caller's turn."""
+    cluster.worker()
+    async with voice_call(cluster, livekit, "alice", AGENTIA_VOICE_STT="moonshine") as c:
+        await c.joined.say(await speech_48k("tell me about the weather in paris tomorrow"))
+        user = await c.chat.until("user", timeout=30)
+        heard = set(normalise(user["text"]).split())
+        assert len(heard & {"weather", "paris", "tomorrow"}) >= 2, user["text"]
+        assert (user["source"], user["user"]) == ("voice", "alice")
+    assert "moonshine:base-en" in c.worker.text(), "the worker did not load Moonshine"
