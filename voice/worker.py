@@ -2,11 +2,11 @@
 
 It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
 the rooms the control plane dispatched it to, and reads the session and user from the job's
-metadata. In the room it runs Silero VAD, Whisper (or pocketsphinx) STT on each utterance, the
-session's agent through the bus (:class:`voice.bus_llm.BusLLM`) and espeak-ng (TTS), or cloud
-speech through the official plugins when chosen (:mod:`voice.providers`). No model is
-downloaded and no hosted inference is used: every model is given as an object, never as a
-model-name string.
+metadata. In the room it runs Silero VAD, Whisper (or Moonshine, pocketsphinx) STT on each
+utterance, the session's agent through the bus (:class:`voice.bus_llm.BusLLM`) and espeak-ng
+(TTS), or cloud speech through the official plugins when chosen (:mod:`voice.providers`). No
+model is downloaded and no hosted inference is used: every model is given as an object, never
+as a model-name string.
 
 Run with ``python -m voice`` (prints ``AGENTIA_VOICE_READY worker=<id>`` once registered).
 """
