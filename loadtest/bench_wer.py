@@ -48,7 +48,7 @@ ALIASES = {"before": "tiny.en@30", "after": "base@7+1.5/5"}
 OTHER_ENGINES = ("moonshine",)
 """Candidates that are another recogniser (``AGENTIA_VOICE_STT``), with its own settings:
 ``moonshine[xTHREADS]``."""
-DEFAULT_CANDIDATES = "before,after,moonshine"
+DEFAULT_CANDIDATES = "before,base@10/5,after,base@5+1.5/5,base@4+1/5,moonshine"
 BENCH_TIMEOUT_S = 60.0
 """Per utterance: the worker's 5 s bound measures the machine's load, not the model."""
 
