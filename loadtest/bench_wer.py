@@ -190,13 +190,15 @@ async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]],
 
 async def _transcribe(stt: Any, audios: list[rtc.AudioFrame]) -> list[str]:
     """One utterance as a call transcribes it (``recognize``), or several decoded as one batch
-    the way the worker's engine pool does (``decode_many``: voice.engines.EnginePool)."""
+    the way the worker's engine pool does (``decode_many``: voice.engines.EnginePool; an engine
+    without it decodes them one after the other, as the pool does)."""
     if len(audios) == 1:
         return [(await stt.recognize(audios[0])).alternatives[0].text]
     from voice.speech import to_mono16k
 
     pcms = [to_mono16k(a) for a in audios]
-    return list(await asyncio.to_thread(stt.decode_many, pcms))
+    many = getattr(stt, "decode_many", None)  # Moonshine has none: one after the other
+    return list(await asyncio.to_thread(many or (lambda ps: [stt.decode(p) for p in ps]), pcms))
 
 
 async def run(names: list[str], limit: int | None, batches: tuple[int, ...] = (1,)

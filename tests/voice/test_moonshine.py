@@ -16,7 +16,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIError
 
-from loadtest.bench_wer import speak, utterances, wer
+from loadtest.bench_wer import candidate, speak, utterances, wer
 from tests.conftest import Cluster
 from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
@@ -109,6 +109,9 @@ async def test_moonshine_transcribes_espeak_sentences() -> None:
     worker.check_speech(s)  # the pinned hashes, as at the worker's start
     stt = worker.recogniser(s)
     assert stt.model == "moonshine:base-en"
+    assert candidate("moonshine") == {"voice_stt": "moonshine",
+                                      "voice_stt_threads": s.voice_stt_threads}
+    assert candidate("moonshinex2") == {"voice_stt": "moonshine", "voice_stt_threads": 2}
     pairs = []
     cpu = time.process_time()
     for text, _voice, _wpm, audio in utterances(limit=10):
