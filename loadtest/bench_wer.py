@@ -2,6 +2,7 @@
 
     .venv/bin/python -m loadtest.bench_wer [--record] [--candidates before,after] [--limit N]
     .venv/bin/python -m loadtest.bench_wer --candidates after --batch 4   # batched decoding
+    .venv/bin/python -m loadtest.bench_wer --candidates after,moonshine   # Whisper vs Moonshine
 
 Each sentence of ``loadtest/wer_sentences.txt`` is spoken by two of :data:`VOICES` (espeak-ng
 voices at 140-190 words a minute), resampled by sox to 48 kHz (a LiveKit room's rate), padded
@@ -44,7 +45,10 @@ PAD_BEFORE_S, PAD_AFTER_S = 0.5, 0.2
 ALIASES = {"before": "tiny.en@30", "after": "base@7+1.5/5"}
 """"before" is the STT as it was (tiny.en, Whisper's 30 s window, greedy); "after" the default
 (base, a window of the utterance + 1.5 s of silence, at least 7 s, beam 5)."""
-DEFAULT_CANDIDATES = "before,base@10/5,after,base@5+1.5/5,base@4+1/5"
+OTHER_ENGINES = ("moonshine",)
+"""Candidates that are another recogniser (``AGENTIA_VOICE_STT``), with its own settings:
+``moonshine[xTHREADS]``."""
+DEFAULT_CANDIDATES = "before,base@10/5,after,base@5+1.5/5,base@4+1/5,moonshine"
 BENCH_TIMEOUT_S = 60.0
 """Per utterance: the worker's 5 s bound measures the machine's load, not the model."""
 
@@ -71,9 +75,13 @@ def candidate(spec: str) -> dict[str, Any]:
     utterance and PAD_S of silence (0 unless given), at least CONTEXT_S seconds; greedy unless
     BEAM; the worker's CPU threads (``AGENTIA_VOICE_STT_THREADS``) unless THREADS; CTranslate2's
     compute type (``AGENTIA_VOICE_STT_COMPUTE_TYPE``: int8, int8_float32, float32, auto) the
-    worker's default unless COMPUTE."""
+    worker's default unless COMPUTE. ``moonshine[xTHREADS]``: Moonshine base
+    (:data:`OTHER_ENGINES`)."""
     spec, _, compute = spec.partition(":")
     spec, _, threads = ALIASES.get(spec, spec).partition("x")
+    if spec in OTHER_ENGINES:
+        return {"voice_stt": spec, "voice_stt_threads": int(threads) if threads
+                else VoiceSettings().voice_stt_threads}
     model, _, rest = spec.partition("@")
     window, _, beam = rest.partition("/")
     context, _, pad = window.partition("+")
@@ -182,13 +190,15 @@ async def measure(name: str, utts: list[tuple[str, str, int, rtc.AudioFrame]],
 
 async def _transcribe(stt: Any, audios: list[rtc.AudioFrame]) -> list[str]:
     """One utterance as a call transcribes it (``recognize``), or several decoded as one batch
-    the way the worker's engine pool does (``decode_many``: voice.engines.EnginePool)."""
+    the way the worker's engine pool does (``decode_many``: voice.engines.EnginePool; an engine
+    without it decodes them one after the other, as the pool does)."""
     if len(audios) == 1:
         return [(await stt.recognize(audios[0])).alternatives[0].text]
     from voice.speech import to_mono16k
 
     pcms = [to_mono16k(a) for a in audios]
-    return list(await asyncio.to_thread(stt.decode_many, pcms))
+    many = getattr(stt, "decode_many", None)  # Moonshine has none: one after the other
+    return list(await asyncio.to_thread(many or (lambda ps: [stt.decode(p) for p in ps]), pcms))
 
 
 async def run(names: list[str], limit: int | None, batches: tuple[int, ...] = (1,)
@@ -212,8 +222,8 @@ async def run(names: list[str], limit: int | None, batches: tuple[int, ...] = (1
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--candidates", default=DEFAULT_CANDIDATES,
-                    help="comma-separated MODEL@CONTEXT_S[+PAD_S][/BEAM][xTHREADS] or "
-                         "before/after "
+                    help="comma-separated Whisper MODEL@CONTEXT_S[+PAD_S][/BEAM][xTHREADS], "
+                         "before/after, or moonshine[xTHREADS] "
                          f"(default {DEFAULT_CANDIDATES})")
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     ap.add_argument("--batch", default="1",

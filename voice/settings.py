@@ -9,7 +9,7 @@ from pathlib import Path
 from agentia.settings import Common, SettingsError
 
 DEFAULT_PHRASES = Path(__file__).resolve().parent / "phrases.txt"
-LOCAL_STT = ("whisper", "pocketsphinx")
+LOCAL_STT = ("whisper", "moonshine", "pocketsphinx")
 CLOUD_STT = ("openai", "deepgram")
 WHISPER_MODELS = ("tiny.en", "base")
 """Whisper models that ship in a registry package (``voice.stt_whisper.PACKAGED``)."""
@@ -51,8 +51,10 @@ class VoiceSettings(Common):
     whole machine's: on a host shared with other work calls are refused although the worker
     is idle."""
     voice_stt: str = "whisper"
-    """``whisper`` (faster-whisper, open vocabulary), ``pocketsphinx`` (phrase grammar), or a
-    cloud provider through its LiveKit plugin: ``openai``, ``deepgram`` (needs its key)."""
+    """``whisper`` (faster-whisper, open vocabulary), ``moonshine`` (Moonshine base English on
+    onnxruntime, open vocabulary, a fraction of Whisper base's CPU: docs/voice.md,
+    "Moonshine"), ``pocketsphinx`` (phrase grammar), or a cloud provider through its LiveKit
+    plugin: ``openai``, ``deepgram`` (needs its key)."""
     voice_tts: str = "espeak"
     """``espeak`` (espeak-ng, local) or ``openai`` (its LiveKit plugin; needs OPENAI_API_KEY)."""
     voice_openai_base_url: str = ""
@@ -91,14 +93,15 @@ class VoiceSettings(Common):
     ``voice_stt_model_dir`` is empty, else ``none`` is required to load unpinned files."""
     voice_stt_threads: int = 1
     """CPU threads of one Whisper transcription (CTranslate2's intra-op threads of each
-    engine). 2 decodes one call's utterance on both cores of a 2-core machine while the other
-    engine is idle, but in a real call its threads compete with the call's own (LiveKit, the
-    VAD, the event loop): on a quiet box 2 measured slower end to end (session 12: the final
-    transcript 316-396 vs 304 ms after the end of speech, docs/voice.md)."""
+    engine; Moonshine: onnxruntime's intra-op threads of its sessions). 2 decodes one call's
+    utterance on both cores of a 2-core machine while the other engine is idle, but in a real
+    call its threads compete with the call's own (LiveKit, the VAD, the event loop): on a
+    quiet box 2 measured slower end to end (session 12: the final transcript 316-396 vs 304 ms
+    after the end of speech, docs/voice.md)."""
     voice_stt_engines: int = 2
-    """Thread executor: Whisper (or pocketsphinx) engines the calls share, i.e. utterances
-    transcribed at once (one per core); a further one waits for a free engine. The process
-    executor loads one per job process."""
+    """Thread executor: Whisper (Moonshine, pocketsphinx) engines the calls share, i.e.
+    utterances transcribed at once (one per core); a further one waits for a free engine. The
+    process executor loads one per job process."""
     voice_stt_timeout_s: float = 5.0
     """One utterance's transcription longer than this fails (the caller is told)."""
     voice_interim_s: float = 1.0

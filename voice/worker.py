@@ -2,11 +2,11 @@
 
 It registers with explicit dispatch (``agent_name``, default ``agentia-voice``): it joins only
 the rooms the control plane dispatched it to, and reads the session and user from the job's
-metadata. In the room it runs Silero VAD, Whisper (or pocketsphinx) STT on each utterance, the
-session's agent through the bus (:class:`voice.bus_llm.BusLLM`) and espeak-ng (TTS), or cloud
-speech through the official plugins when chosen (:mod:`voice.providers`). No model is
-downloaded and no hosted inference is used: every model is given as an object, never as a
-model-name string.
+metadata. In the room it runs Silero VAD, Whisper (or Moonshine, pocketsphinx) STT on each
+utterance, the session's agent through the bus (:class:`voice.bus_llm.BusLLM`) and espeak-ng
+(TTS), or cloud speech through the official plugins when chosen (:mod:`voice.providers`). No
+model is downloaded and no hosted inference is used: every model is given as an object, never
+as a model-name string.
 
 Run with ``python -m voice`` (prints ``AGENTIA_VOICE_READY worker=<id>`` once registered).
 """
@@ -47,11 +47,13 @@ from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once
+from voice.moonshine_model import package_dir, read_pinned
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
 from voice.slots import HeldSlot
 from voice.speech import EspeakTTS, PocketsphinxSTT, SpeechError
+from voice.stt_moonshine import MoonshineSTT
 from voice.stt_whisper import PACKAGED, WhisperSTT, compute_type, model_paths, read_weights
 from voice.telephony import caller_identity
 from voice.tokens import parse_job_metadata
@@ -96,6 +98,8 @@ def recogniser(s: VoiceSettings) -> stt.STT[Any]:
         return cloud_recogniser(s)
     if s.voice_stt == "pocketsphinx":
         return PocketsphinxSTT(s.phrases(), timeout_s=s.voice_stt_timeout_s)
+    if s.voice_stt == "moonshine":
+        return moonshine(s)
     return whisper(s)
 
 
@@ -108,6 +112,12 @@ def whisper(s: VoiceSettings, workers: int = 1) -> WhisperSTT:
                       pad_s=s.voice_stt_pad_s, beam_size=s.voice_stt_beam,
                       timeout_s=s.voice_stt_timeout_s, workers=workers,
                       compute=compute_type(s.voice_stt_compute_type))
+
+
+def moonshine(s: VoiceSettings, workers: int = 1) -> MoonshineSTT:
+    """Moonshine base from its pinned wheel, ``workers`` utterances at once over one copy."""
+    return MoonshineSTT(threads=s.voice_stt_threads, workers=workers,
+                        timeout_s=s.voice_stt_timeout_s)
 
 
 def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
@@ -125,6 +135,8 @@ def check_speech(s: VoiceSettings) -> None:
         model_dir, sha = model_pin(s)
         parts = [model_dir / "model.bin"] if model_dir else model_paths(s.voice_stt_model)[0]
         read_weights(parts, sha)
+    if s.voice_stt == "moonshine":
+        read_pinned(package_dir())
 
 
 class _RoomGoneQuiet(logging.Filter):
@@ -160,15 +172,17 @@ def prewarm(proc: JobProcess) -> None:
 
 def stt_pool(s: VoiceSettings) -> EnginePool:
     """The local recogniser's engines: ``voice_stt_engines`` utterances at once with the
-    thread executor (Whisper: one model, that many replicas; pocketsphinx: that many
-    decoders), one per job process otherwise."""
+    thread executor (Whisper: one model, that many replicas; Moonshine: one pair of sessions
+    that many decodings run on at once; pocketsphinx: that many decoders), one per job process
+    otherwise."""
     n = s.voice_stt_engines if s.voice_executor == "thread" else 1
     if s.voice_stt == "pocketsphinx":
         sphinx = [PocketsphinxSTT(s.phrases()) for _ in range(n)]
         log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
-    shared = whisper(s, workers=n)
+    shared: WhisperSTT | MoonshineSTT = (moonshine(s, workers=n) if s.voice_stt == "moonshine"
+                                         else whisper(s, workers=n))
     log.info("speech engines loaded in process %d: %d x %s, %s (AGENTIA_VOICE_STT_COMPUTE_TYPE"
              "=%s)", os.getpid(), n, shared.model, shared.compute_type, s.voice_stt_compute_type)
     return EnginePool([shared] * n, shared.model)
