@@ -158,16 +158,16 @@ class VoiceSettings(Common):
     (chat clients see it ``cancelled``) and the whole utterance becomes the turn. Off: the
     turn is sent once its end is confirmed."""
     voice_turn_detection: str = "vad"
-    """``vad`` (the default): the full ``voice_min_silence_s`` of silence ends the caller's turn.
-    ``sentence`` (opt-in): a short one (``voice_finished_silence_s``) when the transcript sounds
-    finished (ends a sentence: voice/turn_end.py), the full one otherwise; not the default: a
-    few tens of ms saved against sentences cut at short pauses (docs/voice.md). ``model``: LiveKit's on-device audio
-    end-of-turn model (``TurnDetector(version="v1-mini")`` from livekit-local-inference, which
-    ships its weights: no download, no cloud) decides whether a pause ends it, waiting up to 3 s
-    when it sounds unfinished. Not the default yet: on our espeak-ng test speech it scores
-    finished sentences 0.20-0.44 against its 0.36 English threshold (tests/voice/
-    test_turn_detector.py), so it would hold most test turns for the full 3 s; it needs a
-    measurement with human speech first (docs/voice.md)."""
+    """``vad`` (the default): the full ``voice_min_silence_s`` of silence ends the caller's
+    turn. ``sentence`` (opt-in): a short one (``voice_finished_silence_s``) when the transcript
+    sounds finished (ends a sentence: voice/turn_end.py), the full one otherwise; not the
+    default: a few tens of ms saved against sentences cut at short pauses (docs/voice.md).
+    ``model``: LiveKit's on-device audio end-of-turn model (``TurnDetector(version="v1-mini")``
+    from livekit-local-inference, which ships its weights: no download, no cloud) decides
+    whether a pause ends it, waiting up to 3 s when it sounds unfinished. Not the default yet:
+    on our espeak-ng test speech it scores finished sentences 0.20-0.44 against its 0.36 English
+    threshold (tests/voice/test_turn_detector.py), so it would hold most test turns for the
+    full 3 s; it needs a measurement with human speech first (docs/voice.md)."""
     voice_aec_warmup_s: float = 3.0
     """For the first this-many seconds of the agent's speech in a call the caller cannot
     interrupt it (livekit-agents' default: the caller's echo canceller is still adapting and

@@ -21,6 +21,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from livekit.agents.voice.turn import EndpointingOptions
+
+from voice.settings import VoiceSettings
+
 log = logging.getLogger("agentia.voice")
 
 FINISHED, UNFINISHED = 1.0, 0.0
@@ -131,3 +135,34 @@ class SentenceEnd:
 
     def summary(self) -> dict[str, int]:
         return {"finished": self.finished, "unfinished": self.unfinished}
+
+
+def turn_vad_silence(s: VoiceSettings) -> float:
+    """The silence after which the turn VAD reports the end of speech: with ``sentence`` the
+    short one, so that a finished sentence's shorter wait can act (the longer one is then the
+    endpointing's ``max_delay``, counted from the same end of speech)."""
+    if s.voice_turn_detection == "sentence":
+        return s.voice_finished_silence_s
+    return s.voice_min_silence_s
+
+
+def endpointing(s: VoiceSettings) -> EndpointingOptions:
+    """livekit-agents' wait after the end of speech: ``min_delay`` when the turn detector
+    says the turn ended, ``max_delay`` when it says it sounds unfinished."""
+    if s.voice_turn_detection == "sentence":
+        return {"min_delay": s.voice_finished_silence_s, "max_delay": s.voice_min_silence_s}
+    delay = s.voice_endpoint_delay_s
+    return {"min_delay": delay, "max_delay": max(delay, 3.0)}
+
+
+def turn_detector(s: VoiceSettings) -> Any:
+    """The end-of-turn decision: silence, shorter after a finished sentence
+    (:class:`voice.turn_end.SentenceEnd`), silence alone, or the local audio model. The
+    model's version is given explicitly: left out, livekit-agents may pick the hosted ``v1``
+    model (LiveKit Inference)."""
+    if s.voice_turn_detection == "sentence":
+        return SentenceEnd(judge_for(s.voice_stt, s.voice_phrases))
+    if s.voice_turn_detection == "vad":
+        return "vad"
+    from livekit.agents.inference.eot import TurnDetector
+    return TurnDetector(version="v1-mini")

@@ -36,7 +36,6 @@ from livekit.agents import (
     stt,
     tts,
 )
-from livekit.agents.voice.turn import EndpointingOptions
 from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
@@ -58,7 +57,7 @@ from voice.stt_whisper import PACKAGED, WhisperSTT, compute_type, model_paths, r
 from voice.telephony import caller_identity
 from voice.tokens import parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
-from voice.turn_end import SentenceEnd, judge_for
+from voice.turn_end import SentenceEnd, endpointing, turn_detector, turn_vad_silence
 
 log = logging.getLogger("agentia.voice")
 
@@ -212,24 +211,6 @@ def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
     return shared_vad.TurnVAD(proc.userdata["vad"], tap), recog, speak
 
 
-def turn_vad_silence(s: VoiceSettings) -> float:
-    """The silence after which the turn VAD reports the end of speech: with ``sentence`` the
-    short one, so that a finished sentence's shorter wait can act (the longer one is then the
-    endpointing's ``max_delay``, counted from the same end of speech)."""
-    if s.voice_turn_detection == "sentence":
-        return s.voice_finished_silence_s
-    return s.voice_min_silence_s
-
-
-def endpointing(s: VoiceSettings) -> EndpointingOptions:
-    """livekit-agents' wait after the end of speech: ``min_delay`` when the turn detector
-    says the turn ended, ``max_delay`` when it says it sounds unfinished."""
-    if s.voice_turn_detection == "sentence":
-        return {"min_delay": s.voice_finished_silence_s, "max_delay": s.voice_min_silence_s}
-    delay = s.voice_endpoint_delay_s
-    return {"min_delay": delay, "max_delay": max(delay, 3.0)}
-
-
 def _session(proc: JobProcess, bridge: VoiceBridge, ends: Any) -> AgentSession[Any]:
     s: VoiceSettings = proc.userdata["settings"]
     vad, recog, speak = _speech(proc, bridge)
@@ -245,19 +226,6 @@ def _session(proc: JobProcess, bridge: VoiceBridge, ends: Any) -> AgentSession[A
             "preemptive_generation": {"enabled": s.voice_preemptive, "preemptive_tts": True},
         },
         aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
-
-
-def turn_detector(s: VoiceSettings) -> Any:
-    """The end-of-turn decision: silence, shorter after a finished sentence
-    (:class:`voice.turn_end.SentenceEnd`), silence alone, or the local audio model. The
-    model's version is given explicitly: left out, livekit-agents may pick the hosted ``v1``
-    model (LiveKit Inference)."""
-    if s.voice_turn_detection == "sentence":
-        return SentenceEnd(judge_for(s.voice_stt, s.voice_phrases))
-    if s.voice_turn_detection == "vad":
-        return "vad"
-    from livekit.agents.inference.eot import TurnDetector
-    return TurnDetector(version="v1-mini")
 
 
 async def entrypoint(ctx: JobContext) -> None:

@@ -9,7 +9,7 @@ import pytest
 from agentia.settings import from_env
 from voice.settings import VoiceSettings
 from voice.speech import espeak_pcm
-from voice.worker import turn_detector
+from voice.turn_end import turn_detector
 
 
 def test_model_setting_builds_the_local_mini_detector(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,12 +13,14 @@ from voice.turn_end import (
     THRESHOLD,
     UNFINISHED,
     SentenceEnd,
+    endpointing,
     judge_for,
     never,
     sounds_finished,
+    turn_detector,
+    turn_vad_silence,
     whole_phrase,
 )
-from voice.worker import endpointing, turn_detector, turn_vad_silence
 
 
 @pytest.mark.parametrize("text", [
