@@ -120,10 +120,10 @@ class DeferredAppends(RedisNodeDelivery):
         self._endings.clear()
         return starts, ends
 
-    # A turn's START rides a tick too (session 16), when the worker is ticking anyway (other
-    # turns stream): the tick due within a few ms, or one sent at once with the text that
-    # waits (sessions/coalescer.py ``carry_start``). START apart was a read, a reply and a
-    # wake-up of each node's delivery read of its own.
+    # A turn's START rides a tick too (session 16): the tick due within a few ms, or one sent
+    # at once with the text that waits (sessions/coalescer.py ``carry_start``), which carries
+    # every START handed over meanwhile. START apart was a read, a reply and a wake-up of each
+    # node's delivery read of its own, and a pool connection each when turns start together.
 
     async def _ride_start(self, d: Deferred) -> Any:
         """Send ``d`` (a ``START`` with its ``reply`` future) in the next tick, after the
