@@ -154,7 +154,8 @@ def wakeups_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     rest is the loop itself (syscalls, wake-ups, the AOF write of each loop that wrote)."""
     idle, load = run["idle"], run["load"]
     out: dict[str, Any] = {}
-    for name, key in (("reads", "total_reads_processed"), ("writes", "total_writes_processed")):
+    for name, key in (("reads", "total_reads_processed"), ("writes", "total_writes_processed"),
+                      ("connections", "total_connections_received")):
         if key in load.get("io", {}):
             rate = idle["io"][key] / idle["t"]
             out[f"redis_{name}_per_turn"] = round((load["io"][key] - rate * load["t"]) / turns, 1)
@@ -250,9 +251,9 @@ def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
 
 
 KEYS = ("redis_cmds_per_text_frame", "redis_cmds_per_turn", "redis_cpu_ms_per_turn",
-        "redis_reads_per_turn", "redis_writes_per_turn", "redis_cmd_usec_per_turn",
-        "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn", "worker_cpu_ms_per_turn",
-        "loadgen_cpu_ms_per_turn",
+        "redis_reads_per_turn", "redis_writes_per_turn", "redis_connections_per_turn",
+        "redis_cmd_usec_per_turn", "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn",
+        "worker_cpu_ms_per_turn", "loadgen_cpu_ms_per_turn",
         "turns_per_s", "ack_p50_ms", "ack_p99_ms", "turn_p50_ms", "turn_p99_ms",
         "turn_p50_over_stream", "text_frames_per_turn", "reply_words_per_turn")
 
@@ -295,6 +296,7 @@ def _line(f: dict[str, Any]) -> str:
             f"worker {f['worker_cpu_ms_per_turn']} loadgen {f.get('loadgen_cpu_ms_per_turn')} "
             f"| redis reads/turn "
             f"{f.get('redis_reads_per_turn')} writes {f.get('redis_writes_per_turn')} "
+            f"conns {f.get('redis_connections_per_turn')} "
             f"cmd-µs {f['redis_cmd_usec_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
             f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream "
             f"| machine idle {f['machine_idle_share']}")

@@ -19,9 +19,10 @@ from loadtest.bench_core import NO_USER_LIMITS, cpu_s
 from loadtest.turnpath.clients import ENDS
 
 IO_STATS = ("total_reads_processed", "total_writes_processed", "total_net_input_bytes",
-            "total_net_output_bytes")
+            "total_net_output_bytes", "total_connections_received")
 """Redis INFO stats counters of its event loop (reads: a client's socket found readable and
-read; writes: a reply written): with the command count, how many wake-ups a turn costs."""
+read; writes: a reply written): with the command count, how many wake-ups a turn costs; and
+the connections accepted (each a handshake of reads and replies of its own)."""
 
 
 class Stack:

@@ -33,17 +33,17 @@ async def _reads(r: aioredis.Redis) -> int:
     return int((await r.info("stats"))["total_reads_processed"])
 
 
-async def test_a_nodes_reads_wake_redis_once_every_five_ticks(
+async def test_a_nodes_reads_wake_redis_once_every_thirteen_ticks(
         bus: Bus, redis_server: RedisServer) -> None:
     """20 ticks, each one entry on the node's stream, each read by the node as it comes:
-    Redis reads the node's socket 4 times (a send of 5 reads every 5th), not 20 (one read
-    asked again per tick, before session 12). The writer's 20 XADDs and the closing INFO
-    are the other 21 reads."""
+    Redis reads the node's socket once (a send of 13 reads every 13th; 4 times with 5 every
+    5th before session 16), not 20 (one read asked again per tick, before session 12). The
+    writer's 20 XADDs and the closing INFO are the other 21 reads."""
     r = aioredis.Redis.from_url(redis_server.url)
     key = bus.keys.delivery("nr1")
     try:
         await _tick(r, key, 0)
-        rows = await bus.read_delivery("nr1", b"0-0", 2000)  # starts: the group, 8 reads
+        rows = await bus.read_delivery("nr1", b"0-0", 2000)  # starts: the group, 16 reads
         assert [d.offset for d in rows] == [0]
         before = await _reads(r)
         for n in range(1, 21):
@@ -51,8 +51,8 @@ async def test_a_nodes_reads_wake_redis_once_every_five_ticks(
             got = await bus.read_delivery("nr1", rows[-1].id, 2000)
             assert [d.offset for d in got] == [n]
             rows = got
-        assert await _reads(r) - before == 20 + 4 + 1
-        assert R.AHEAD - R.LOW + 1 == 5
+        assert await _reads(r) - before == 20 + 1 + 1
+        assert R.AHEAD - R.LOW + 1 == 13
     finally:
         await r.aclose()
 
