@@ -40,6 +40,7 @@ from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
+from sessions.entry_acks import EntryAcks
 from sessions.memory import Memory, RedisMemory
 from sessions.roles import Claimed, Ended, Inbound, WorkerBus
 from sessions.shard_reads import ShardReads
@@ -117,6 +118,10 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         self.running: dict[str, _Running] = {}
         self.active: set[str] = set()
         self.poked: set[str] = set()
+        """Sessions an entry came for while this worker ran them since their loop last sent
+        something that may free the lock (the ending, RELEASE): the loop looks again."""
+        self.acks = EntryAcks(bus)
+        """The entries of those sessions, acked together (sessions/entry_acks.py)."""
         self.outages: set[str] = set()
         """Sessions whose last attempt met a Redis outage (its next attempt is not counted)."""
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
@@ -277,6 +282,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         while True:
             turn = turn or await self.bus.next_turn(sid)
             if turn is None:
+                self.poked.discard(sid)  # an entry read from here on: the loop looks again
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return Ended(True)
                 continue
