@@ -125,3 +125,35 @@ async def test_an_entry_read_after_the_ending_freed_the_lock_is_looked_at(
     finally:
         worker.stopping.set()
         await r.aclose()
+
+
+async def test_an_entry_behind_another_workers_turn_is_busy_at_once(
+        bus: Bus, redis_server: RedisServer) -> None:
+    """Two turns pending and another worker holding the lock (it runs the first): the entry
+    of the second, read by this worker, is answered busy by its START (acked, nothing
+    written), with no read of the pending turns and no second START (before: START answered
+    stale, then the turns were read and the first one's START answered busy)."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                    WorkerConfig(block_ms=50))
+    calls: Counter[str] = Counter()
+    _counted(worker, calls, "release_lock", "next_turn", "start_attempt")
+    try:
+        await bus.ensure_groups()
+        await bus.open_session("s0", "alice")
+        await bus.submit("s0", "m0", "hello there", user="alice")
+        second = (await bus.submit("s0", "m1", "hello again", user="alice")).offset
+        shard = bus.keys.inbound(K.shard_for("s0", bus.shards), K.DEFAULT_AGENT)
+        await r.delete(shard)  # only the second turn's entry, as if the first was taken
+        await bus.ensure_groups()
+        await r.xadd(shard, {"s": "s0", "o": second})
+        await r.set(bus.keys.lock("s0"), "another-worker", px=30_000)
+        before = (await bus.replay("s0", 0, None)).events
+        await worker.run(burst=True)
+        assert calls == Counter(start_attempt=1)
+        assert await _pending(r, bus) == 0
+        assert (await bus.replay("s0", 0, None)).events == before  # nothing written
+        assert await r.xlen(bus.keys.turns("s0")) == 2
+        assert await r.get(bus.keys.lock("s0")) == b"another-worker"
+    finally:
+        await r.aclose()
