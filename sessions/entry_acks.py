@@ -7,6 +7,9 @@ loop is just releasing), and the entry is acked. Under a backlog that is most en
 session's next turn is queued while its last one runs), and each was a task of its own, a slot
 of ``concurrency`` and an ``XACK`` round trip. Here they wait in a list and one task sends
 them: one ``XACK`` per shard for all the entries that came meanwhile (``TurnQueue.ack_all``).
+The other entries a session task acks on its own go the same way: one whose START found the
+lock another worker's (``busy``: the holder runs the turn), one whose turns had all ended.
+An entry acked with a turn's ending is not one of them (that ack is in the ending's script).
 
 Bounded: at most ``concurrency`` entries are claimed per read, and a batch is sent before the
 next waits longer than one round trip. Nothing is lost by acking late or not at all: an entry

@@ -70,7 +70,6 @@ class ShardReads:
             if ahead is not None:  # answers already arrived: run (or handed off) by _drain
                 for claim in await ahead.close():
                     self._spawn(claim)
-            await self.acks.close()
 
     async def _wake_on_stop(self, ahead: ClaimsAhead) -> None:
         """A stop ends the blocked read at once, not after its ``block_ms``."""
@@ -117,7 +116,6 @@ class ShardReads:
         finally:
             self.stopping.set()  # readers leave after their current read (block_ms at most)
             await asyncio.gather(*readers, return_exceptions=True)
-            await self.acks.close()
 
     def _pause(self, burst: bool) -> float:
         return self.cfg.block_ms / 1000 if burst else self.cfg.lease_ms / 4000

@@ -149,6 +149,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                 await self._run_all_shards(burst)
         finally:
             await self._drain()
+            await self.acks.close()  # the entries acked by the reads and the drained sessions
             for t in loops:
                 t.cancel()
 
@@ -199,7 +200,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             if ended is None and claim.reclaimed:
                 return
             if ended is None or not ended.acked:  # else acked with the turn's ending
-                await claim.ack()
+                self.acks.add(claim)  # with the others (sessions/entry_acks.py)
         except LockLost:
             # Not "another worker runs it" for sure: a failover can lose the lock itself, and
             # this entry may have been acked already (reclaimed while this run was retrying:
