@@ -117,11 +117,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.running: dict[str, _Running] = {}
         self.active: set[str] = set()
-        self.poked: set[str] = set()
-        """Sessions an entry came for while this worker ran them since their loop last sent
-        something that may free the lock (the ending, RELEASE): the loop looks again."""
-        self.acks = EntryAcks(bus)
-        """The entries of those sessions, acked together (sessions/entry_acks.py)."""
+        self.poked: set[str] = set()  # an entry came since the loop's ending or RELEASE went
+        self.acks = EntryAcks(bus)  # entries acked apart, together (sessions/entry_acks.py)
         self.outages: set[str] = set()
         """Sessions whose last attempt met a Redis outage (its next attempt is not counted)."""
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
