@@ -15,7 +15,7 @@ from sessions.scripts import _APPEND_ALL, _FAN_OUT, _ROLLBACK
 # for every turn before: issue 13, session 13, one round trip fewer a turn); {-3} (busy) when
 # a turn is pending and another worker holds the lock: what the worker's read of the turns and
 # its START of the first would answer (session 16: two round trips fewer for an entry read by
-# one worker while another runs the session, half the entries of a backlog on two workers).
+# one worker while another runs the session: with two, a backlog's entries often are).
 # KEYS after the eight (a single Redis only, never a Cluster: other slots; with the session
 # id): delivery streams the appended events are copied to, as the caller's fan-out would
 # (``{s, o, e}``; issue 13, session 11: the worker's round trip after START fewer).
