@@ -66,8 +66,10 @@ class RedisAttempts(RedisSessionLog):
         script left them (stored form, oldest first): the agent's first memory read, in the
         same round trip. With ``first`` the turn is known by its shard entry only: START
         checks that it is the session's first pending turn (else a ``stale`` result, nothing
-        written, no lock taken) and returns it read (``turn``; ``said`` may then be empty):
-        the worker's read of the pending turns before START, one round trip fewer a turn.
+        written, no lock taken; ``busy`` when another worker holds the lock and a turn is
+        pending, as the START of that turn would answer) and returns it read (``turn``;
+        ``said`` may then be empty): the worker's read of the pending turns before START, one
+        round trip fewer a turn.
         Raises :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``).
         ``tick``: the script rides the worker's next tick when :meth:`rides_tick` (the
         caller's ``carry_start``, no await between; sessions/deferred_appends.py)."""

@@ -102,6 +102,21 @@ class RedisTurnQueue(RedisCore):
                                self, stream, rid, f[b"s"].decode(), consumer, False, agent,
                                _offset(f)))
 
+    async def ack_all(self, claims: Sequence[Claimed]) -> None:
+        """Ack ``claims`` together: one ``XACK`` per shard (sessions/entry_acks.py), in one
+        pipeline on a single Redis (a Cluster: one shard, one slot, a call each)."""
+        ids: dict[str, list[bytes]] = {}
+        for c in claims:
+            ids.setdefault(c.ack_command()[1], []).append(c.id)
+        if self.cluster:
+            for stream, some in ids.items():
+                await self.redis.xack(stream, K.GROUP, *some)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, some in ids.items():
+            pipe.xack(stream, K.GROUP, *some)
+        await pipe.execute()
+
     async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]:
         """Entries of ``shard`` ((agent, shard), or a number: the ``default`` agent's) whose

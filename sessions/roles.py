@@ -296,6 +296,9 @@ class TurnQueue(Protocol):
     async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]: ...
 
+    async def ack_all(self, claims: Sequence[Claimed]) -> None:
+        """Ack the claimed entries together (those of sessions the worker runs already)."""
+
     async def shard_lag(self, shard: int, agent: str = ...) -> int | None: ...
 
     async def inbound_lag(self, sid: str, agent: str = ...) -> int: ...

@@ -13,6 +13,7 @@ from typing import Any
 from agentia import metrics as M
 from agentia.codes import BusUnavailable
 from sessions.claims_ahead import ClaimsAhead
+from sessions.entry_acks import EntryAcks
 from sessions.roles import Claimed, Inbound, WorkerBus
 from sessions.worker_config import WorkerConfig
 
@@ -30,10 +31,26 @@ class ShardReads:
     tasks: set[asyncio.Task[Any]]
     slots: asyncio.Semaphore
     stopping: asyncio.Event
+    active: set[str]
+    poked: set[str]
+    acks: EntryAcks
     _last_reclaim: float
 
     def _spawn(self, claim: Claimed) -> None:
         raise NotImplementedError
+
+    def _take(self, claims: list[Claimed]) -> None:
+        """Start a task for each claimed entry, but for those of a session this worker runs
+        already: its loop will see the turn (marked poked in case the loop is releasing:
+        sessions/worker.py ``_try_session``), and the entry is acked with the others that
+        come meanwhile (sessions/entry_acks.py), with no task, slot or round trip of its
+        own. Nothing awaits between the look at ``active`` and the poke."""
+        for claim in claims:
+            if claim.session in self.active:
+                self.poked.add(claim.session)
+                self.acks.add(claim)
+            else:
+                self._spawn(claim)
 
     async def _run_all_shards(self, burst: bool) -> None:
         # reads asked for ahead on the bus's own reader (sessions/claims_ahead.py), if it has
@@ -119,8 +136,7 @@ class ShardReads:
             claims = await self.bus.claim(shards, self.name, count, self.cfg.block_ms)
         except Exception as exc:
             return await self._on_read_error(exc)
-        for claim in claims:
-            self._spawn(claim)
+        self._take(claims)
         return len(claims)
 
     async def _read_ahead(self, ahead: ClaimsAhead) -> int:
@@ -128,8 +144,7 @@ class ShardReads:
             claims = await ahead.claim(self.cfg.concurrency - len(self.tasks))
         except Exception as exc:
             return await self._on_read_error(exc)
-        for claim in claims:
-            self._spawn(claim)
+        self._take(claims)
         return len(claims)
 
     async def _on_read_error(self, exc: Exception) -> int:

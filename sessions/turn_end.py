@@ -28,6 +28,7 @@ class TurnEnding:
     bus: WorkerBus
     name: str
     running: dict[str, Running]
+    poked: set[str]
 
     def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
         raise NotImplementedError
@@ -55,6 +56,11 @@ class TurnEnding:
         # the ending frees the lock when no turn is pending (one script, not next_turn and
         # release_lock after it); not before a pause record is dropped, which is not fenced
         # (and not acked then either: the entry is acked after end_pause, by the caller)
+        if not paused:
+            # an entry read before this point names a turn submitted before it, which the
+            # ending will find pending (and keep the lock for): only one read from here on
+            # makes the loop look again (sessions/worker.py ``_try_session``)
+            self.poked.discard(turn.session)
         ended = await self.bus.end_turn(
             turn.session, event, turn.offset, self.name, release=not paused,
             remember=remember, ack=claim.ack_command() if claim and not paused else (),

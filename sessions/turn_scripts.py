@@ -12,7 +12,10 @@ from sessions.scripts import _APPEND_ALL, _FAN_OUT, _ROLLBACK
 #       the first pending turn, read here, its body returned), more events...
 # With ``first`` a turn that is not the first pending one (ended, or another ahead of it) gives
 # {-5}, nothing written, the lock not taken (the worker reads the pending turns then, as it did
-# for every turn before: issue 13, session 13, one round trip fewer a turn).
+# for every turn before: issue 13, session 13, one round trip fewer a turn); {-3} (busy) when
+# a turn is pending and another worker holds the lock: what the worker's read of the turns and
+# its START of the first would answer (session 16: two round trips fewer for an entry read by
+# one worker while another runs the session: with two, a backlog's entries often are).
 # KEYS after the eight (a single Redis only, never a Cluster: other slots; with the session
 # id): delivery streams the appended events are copied to, as the caller's fan-out would
 # (``{s, o, e}``; issue 13, session 11: the worker's round trip after START fewer).
@@ -50,7 +53,10 @@ if not m[1] then return {0, 1, 0, ''} end
 local body = ''
 if ARGV[14] == '1' then
   local first = redis.call('XRANGE', KEYS[8], '-', '+', 'COUNT', 1)[1]
-  if not first or first[1] ~= '0-' .. ARGV[1] then return {-5} end
+  if not first or first[1] ~= '0-' .. ARGV[1] then
+    if first and holder and holder ~= ARGV[2] then return {-3} end
+    return {-5}
+  end
   body = first[2][2]
 end
 if holder ~= ARGV[2] then

@@ -40,6 +40,7 @@ from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
+from sessions.entry_acks import EntryAcks
 from sessions.memory import Memory, RedisMemory
 from sessions.roles import Claimed, Ended, Inbound, WorkerBus
 from sessions.shard_reads import ShardReads
@@ -116,7 +117,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.running: dict[str, _Running] = {}
         self.active: set[str] = set()
-        self.poked: set[str] = set()
+        self.poked: set[str] = set()  # an entry came since the loop's ending or RELEASE went
+        self.acks = EntryAcks(bus)  # entries acked apart, together (sessions/entry_acks.py)
         self.outages: set[str] = set()
         """Sessions whose last attempt met a Redis outage (its next attempt is not counted)."""
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
@@ -144,6 +146,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                 await self._run_all_shards(burst)
         finally:
             await self._drain()
+            await self.acks.close()  # the entries acked by the reads and the drained sessions
             for t in loops:
                 t.cancel()
 
@@ -194,7 +197,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             if ended is None and claim.reclaimed:
                 return
             if ended is None or not ended.acked:  # else acked with the turn's ending
-                await claim.ack()
+                self.acks.add(claim)  # with the others (sessions/entry_acks.py)
         except LockLost:
             # Not "another worker runs it" for sure: a failover can lose the lock itself, and
             # this entry may have been acked already (reclaimed while this run was retrying:
@@ -277,6 +280,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         while True:
             turn = turn or await self.bus.next_turn(sid)
             if turn is None:
+                self.poked.discard(sid)  # an entry read from here on: the loop looks again
                 if await self.bus.release_lock(sid, self.name) != 0:
                     return Ended(True)
                 continue

@@ -197,7 +197,9 @@ async def test_tasks_per_turn(redis_server: RedisServer) -> None:
             await bus.close()
     print(f"tasks per turn: {per_turn}")
     if sys.version_info < (3, 12):
-        assert per_turn["quick"] <= per_turn["stock"] - 7, per_turn
+        # the gap is the commands a turn sends apart (a Task each with redis-py's client): 7
+        # and more until session 16 batched the acks of a session's queued entries (15.3 / 8.5)
+        assert per_turn["quick"] <= per_turn["stock"] - 6, per_turn
 
 
 async def test_quick_packing_sends_the_bytes_redis_py_would(redis_server: RedisServer) -> None:

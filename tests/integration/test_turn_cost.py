@@ -298,6 +298,7 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
         finally:
             bus.redis.execute_command, bus.redis.pipeline = command, pipeline
         assert calls[:3] == ["pipeline", "XRANGE", "EVALSHA"], calls  # START, next_turn, RELEASE
+        await worker.acks.close()  # the second's entry: acked by the acker (entry_acks.py)
         assert (await bus.redis.xpending(inbound, "agents"))["pending"] == 0
         assert not await bus.redis.exists(bus.keys.lock("s"))
         stored = await bus.redis.lrange(bus.keys.memory("s"), 0, -1)

@@ -126,6 +126,19 @@ def test_plan_recalls_previous_user_message(model: DemoModel) -> None:
     assert DEMO_NOTE in step
 
 
+def test_plan_recalls_from_the_end_of_a_long_memory(model: DemoModel) -> None:
+    """The last note and the user's message before the last, in a full memory (the plan
+    looks from the end, sessions/demo.py ``_last``)."""
+    items: list[Any] = []
+    for n in range(100):
+        items += [user(f"message {n}"), {"role": "system", "content": f"note {n}"}]
+    operator = model.plan([*items, user("what did the operator say")])
+    assert isinstance(operator, str) and "The operator said: 'note 99'" in operator
+    recall = model.plan([*items, user("what did I say")])
+    assert isinstance(recall, str) and "Before this you said: 'message 99'" in recall
+    assert "The operator said" not in model.plan([user("what did the operator say")])
+
+
 def test_plan_recall_without_history_echoes(model: DemoModel) -> None:
     step = model.plan([user("What did I say?")])
     assert isinstance(step, str)
