@@ -9,7 +9,6 @@ docs/architecture.md ("A turn's round trips")."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from typing import Any
@@ -18,7 +17,6 @@ import orjson
 
 from sessions import events as E
 from sessions import keys as K
-from sessions.deferred_appends import Deferred
 from sessions.log_redis import RedisSessionLog
 from sessions.redis_core import down
 from sessions.roles import Ended, LockLost, Partial, Started
@@ -52,8 +50,7 @@ class RedisAttempts(RedisSessionLog):
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[E.Event] | None = None,
                             said: str = "", lease_ms: int | None = None,
-                            read_memory: bool = False, first: bool = False,
-                            tick: bool = False) -> Started:
+                            read_memory: bool = False, first: bool = False) -> Started:
         """Begin an attempt of ``turn`` (as :meth:`begin_attempt`) and, unless it is cancelled
         or past ``max_attempts``, append its ``turn_start`` (and the events ``then``, the
         turn's ``state thinking``) and start its run's partial buffer, in one script
@@ -70,16 +67,13 @@ class RedisAttempts(RedisSessionLog):
         pending, as the START of that turn would answer) and returns it read (``turn``;
         ``said`` may then be empty): the worker's read of the pending turns before START, one
         round trip fewer a turn.
-        Raises :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``).
-        ``tick``: the script rides the worker's next tick when :meth:`rides_tick` (the
-        caller's ``carry_start``, no await between; sessions/deferred_appends.py)."""
+        Raises :class:`LockLost` if the lock is not ``owner``'s (without ``lease_ms``)."""
         k = self.keys
         more = [orjson.dumps(e) for e in then or ()]
         # with ``first`` and no text given, START makes the note from the turn it reads
         note = orjson.dumps({"role": "user", "content": said}) if said or not first else b""
-        await self._webhook_mark(sid)  # nothing to wait for when riding (no outbox then)
-        tick = tick and self.rides_tick(sid)
-        if self._deferred and not tick:  # riding, it goes first in the same tick
+        await self._webhook_mark(sid)
+        if self._deferred:
             await self._send_deferred(sid)  # an earlier attempt's, kept for a tick: first
         keys = [k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                 k.partial(sid), k.notes(sid), k.turns(sid)]
@@ -88,14 +82,12 @@ class RedisAttempts(RedisSessionLog):
         if inline is not None:
             keys += [k.delivery(n.decode()) for n in inline]
             fan = [sid, K.DELIVERY_MAXLEN]
-        args = [turn, owner, "1" if again else "", max_attempts, self.log_maxlen, K.SESSION_TTL,
-                secrets.token_hex(4), K.MEMORY_MAXLEN, note, "" if lease_ms is None else lease_ms,
-                "1" if read_memory else "", *fan, "1" if first else "", *more]
-        if tick and inline is not None:
-            res = await self._ride_start(Deferred(sid, keys, args, more, inline,
-                                                  asyncio.get_running_loop().create_future()))
-        else:
-            res = await self._run_script(self._start, keys=keys, args=args)
+        res = await self._run_script(
+            self._start, keys=keys,
+            args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
+                  K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
+                  "" if lease_ms is None else lease_ms, "1" if read_memory else "", *fan,
+                  "1" if first else "", *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
         if int(res[0]) == -3:

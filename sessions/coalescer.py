@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -36,13 +34,6 @@ BUSY_MAX_S = 0.1
 CARRY_WAIT_MAX_S = BUSY_MAX_S
 """The longest tick a turn's ending waits for (:meth:`ChunkFlusher.carry`): with a longer
 ``coalesce_ms`` it is sent at once, with the text still waiting."""
-START_WAIT_MAX_S = 0.01
-"""A turn's ``START`` riding a tick (:meth:`ChunkFlusher.carry_start`) waits for it when it is
-due within this many seconds; else the tick is sent at once, early, and the next one is
-``coalesce_ms`` after it."""
-
-_PUSHED_MAX = 16
-"""Early ticks a tick's wait follows at most (a few per window at hundreds of turns a second)."""
 
 
 def busy_window(base: float, streams: int) -> float:
@@ -75,10 +66,7 @@ class ChunkFlusher:
         """A turn's ending waits for the next tick (:meth:`carry`): it runs even without
         pieces."""
         self._sending: set[asyncio.Task[None]] = set()
-        """Ticks sent at once (:meth:`carry` with a long ``interval``, :meth:`carry_start`)."""
-        self._due = 0.0
-        """When the running ticker sends its next tick (the loop's clock): an early tick
-        (:meth:`carry_start`) pushes it back by a whole window."""
+        """Ticks sent at once for an ending (:meth:`carry`, a long ``interval``)."""
 
     def want(self, co: Coalescer) -> None:
         """``co`` has text waiting: send it at the next tick."""
@@ -93,42 +81,16 @@ class ChunkFlusher:
         longer than :data:`CARRY_WAIT_MAX_S` is not waited for: one is sent at once."""
         self._carry = True
         if self.interval > CARRY_WAIT_MAX_S:
-            self._send_now(self.flush())
+            task = asyncio.create_task(self.flush())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         elif self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
 
-    def carry_start(self) -> None:
-        """A turn's ``START`` rides a tick (sessions/deferred_appends.py ``_ride_start``; the
-        same step as it is handed over, as :meth:`carry`): the next one when it is due within
-        :data:`START_WAIT_MAX_S`, else one sent now, early, with whatever text waits (the next
-        tick then comes a whole window after it). Other turns streaming, that is one round
-        trip of the worker, one reply and one wake-up of each node's delivery read fewer than
-        ``START`` apart; a tick in flight (the lock), the ``START``s handed over meanwhile go
-        together in the next (turns that start together: a round trip for all of them)."""
-        self._carry = True
-        # a ticker sleeping until a tick due soon sends it; one gone or sending now does not
-        if not 0 < self._due - asyncio.get_running_loop().time() <= START_WAIT_MAX_S \
-                or self._ticker is None:
-            self._send_now(self._early())
-
-    def _send_now(self, tick: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(tick)
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _early(self) -> None:
-        await self.flush()
-        self._due = asyncio.get_running_loop().time() + busy_window(self.interval, self._last)
-
     async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._waiting or self._carry:
-                self._due = loop.time() + busy_window(self.interval, self._last)
-                for _ in range(_PUSHED_MAX):  # an early tick (carry_start) pushes it back
-                    if (left := self._due - loop.time()) <= 0.001:
-                        break
-                    await asyncio.sleep(left)
+                await asyncio.sleep(busy_window(self.interval, self._last))
                 await self.flush()
         finally:
             self._ticker = None

@@ -111,53 +111,26 @@ class DeferredAppends(RedisNodeDelivery):
                 del self._endings[d.sid]
             raise
 
-    def _take_endings(self) -> tuple[list[Deferred], list[Deferred]]:
-        """Every ``START`` and every ending waiting, for this tick (taken before its first
-        await, so one handed over after that waits for the next tick, which ``carry`` or
-        ``carry_start`` makes run)."""
-        starts, ends = list(self._starts.values()), list(self._endings.values())
-        self._starts.clear()
+    def _take_endings(self) -> list[Deferred]:
+        """Every ending waiting, for this tick (taken before its first await, so one handed
+        over after that waits for the next tick, which ``carry`` makes run)."""
+        taken = list(self._endings.values())
         self._endings.clear()
-        return starts, ends
-
-    # A turn's START rides a tick too (session 16): the tick due within a few ms, or one sent
-    # at once with the text that waits (sessions/coalescer.py ``carry_start``), which carries
-    # every START handed over meanwhile. START apart was a read, a reply and a wake-up of each
-    # node's delivery read of its own, and a pool connection each when turns start together.
-
-    async def _ride_start(self, d: Deferred) -> Any:
-        """Send ``d`` (a ``START`` with its ``reply`` future) in the next tick, after the
-        chunks and before the endings, and return its script's reply (as :meth:`_ride_tick`:
-        a tick that fails raises its error here; one cancelled before its tick is not sent)."""
-        assert d.reply is not None
-        if d.sid in self._starts:  # never by the worker (one START at a time): apart
-            return await self._run_script(self._start, d.keys, d.args)
-        self._starts[d.sid] = d
-        try:
-            return await d.reply
-        except asyncio.CancelledError:
-            if self._starts.get(d.sid) is d:
-                del self._starts[d.sid]
-            raise
-
-    def _queue_starts(self, starts: list[Deferred], pipe: Any) -> None:
-        for d in starts:
-            pipe.execute_command("EVALSHA", self._start.sha, len(d.keys), *d.keys, *d.args)
+        return taken
 
     def _queue_endings(self, ends: list[Deferred], pipe: Any) -> None:
         """Queued last on a tick's pipeline: after the chunks, as the text before the reply."""
         for d in ends:
             pipe.execute_command("EVALSHA", self._append.sha, len(d.keys), *d.keys, *d.args)
 
-    async def _endings_replied(self, ends: list[Deferred], replies: list[Any],
-                               script: Any = None) -> None:
-        """Each ending's (or ``START``'s: ``script``) reply to its waiter; a flushed script
+    async def _endings_replied(self, ends: list[Deferred], replies: list[Any]) -> None:
+        """Each ending's reply (the pipeline's last ones) to its waiter; a flushed script
         cache runs it apart (it did not run)."""
         for d, res in zip(ends, replies, strict=True):
             assert d.reply is not None
             try:
                 if isinstance(res, NoScriptError):
-                    res = await self._run_script(script or self._append, d.keys, d.args)
+                    res = await self._run_script(self._append, d.keys, d.args)
             except Exception as exc:  # the ending's own error, to its waiter
                 res = exc
             if d.reply.done():

@@ -324,16 +324,16 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
         costs each node one entry to write and read, not one per piece. The nodes are known
         from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read (``HKEYS``)
         at the end of this pipeline, for the next tick; the turns' endings waiting for this
-        tick go last, the turns' ``START``s riding it just before them (``_ride_start``)."""
-        starts, ends = self._take_endings()  # before any await: one handed later waits
+        tick go last (sessions/deferred_appends.py ``_ride_tick``)."""
+        ends = self._take_endings()  # before any await: one handed over later waits
         try:
-            await self._stream_tick(pieces, starts, ends)
+            await self._stream_tick(pieces, ends)
         except BaseException as exc:
-            self._endings_failed([*starts, *ends], exc)
+            self._endings_failed(ends, exc)
             raise
 
     async def _stream_tick(self, pieces: list[tuple[str, str, int, bytes, str]],
-                           starts: list[Deferred], ends: list[Deferred]) -> None:
+                           ends: list[Deferred]) -> None:
         k = self.keys
         sids = list(dict.fromkeys(p[0] for p in pieces))
         # log events left for this tick (:meth:`append` ``later``): taken now, sent first
@@ -349,8 +349,7 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 # appends left for this tick (and of the sessions whose ending rides it): first
-                taken = self._take_deferred([*sids, *(d.sid for d in [*starts, *ends])],
-                                            pipe)
+                taken = self._take_deferred([*sids, *(d.sid for d in ends)], pipe)
                 for sid, first, events, nodes in later:
                     for node in nodes:
                         if node in alive:
@@ -376,18 +375,16 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
                     pipe.expire(k.delivery(node.decode()), K.DELIVERY_TTL)
                 for sid in stale:
                     pipe.hkeys(k.nodes(sid))
-                self._queue_starts(starts, pipe)
                 self._queue_endings(ends, pipe)
-                replies = await pipe.execute(raise_on_error=not (taken or starts or ends))
-            end = len(replies) - len(ends) - len(starts)  # the HKEYS just before the STARTs
+                replies = await pipe.execute(raise_on_error=not (taken or ends))
+            tail = replies[len(replies) - len(ends):]
             try:  # a kept append run apart (scripts flushed) before an ending run apart
-                if taken or starts or ends:
-                    await self._deferred_replies(taken, replies[:end])
+                if taken or ends:
+                    await self._deferred_replies(taken, replies[:len(replies) - len(ends)])
             finally:
-                await self._endings_replied(starts, replies[end:end + len(starts)],
-                                            self._start)
-                await self._endings_replied(ends, replies[end + len(starts):])
-            if stale:
+                await self._endings_replied(ends, tail)
+            if stale:  # the HKEYS come just before the endings (queued last)
+                end = len(replies) - len(ends)
                 self._renew_nodes(stale, replies[end - len(stale):end])
         except REDIS_DOWN:
             self._keep_deferred(taken)

@@ -109,9 +109,6 @@ class RedisCore:
         self._endings: dict[str, Any] = {}
         """Session -> its turn's ending, waiting for the worker's next tick of chunks
         (sessions/deferred_appends.py ``_ride_tick``); one per session, bounded as above."""
-        self._starts: dict[str, Any] = {}
-        """Session -> its turn's ``START``, waiting for the worker's next tick
-        (sessions/deferred_appends.py ``_ride_start``); one per session, bounded as above."""
         self._later: dict[str, tuple[str, int, list[bytes], list[bytes]]] = {}
         """Session -> a fan-out left for its next tick of chunks (sid, first offset, events,
         nodes): an append ``later`` (sessions/log_redis.py); one per session at most, so

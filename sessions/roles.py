@@ -388,8 +388,7 @@ class WorkerBus(TurnQueue, TurnState, AgentDirectory, Approvals, Protocol):
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
                             again: bool = False, then: list[Event] | None = None,
                             said: str = "", lease_ms: int | None = None,
-                            read_memory: bool = False, first: bool = False,
-                            tick: bool = False) -> Started: ...
+                            read_memory: bool = False, first: bool = False) -> Started: ...
 
 
 class NodeBus(SessionLog, NodeDelivery, Protocol):

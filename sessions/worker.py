@@ -312,13 +312,10 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         runs, private = self.agent_for(turn)
         agent = runs.name
         began = tracing.now() if tracing.ON else 0
-        # START rides a tick (no await from here to the bus keeping it)
-        if tick := self.bus.rides_tick(turn.session):
-            self.chunks.carry_start()
         started_ = await self.bus.start_attempt(turn.session, turn.offset, self.name,
                                                  max_attempts=self.cfg.max_attempts, again=again,
                                                  then=started(turn, agent), said=turn.text,
-                                                 lease_ms=self.cfg.lease_ms, tick=tick,
+                                                 lease_ms=self.cfg.lease_ms,
                                                  read_memory=self.preload, first=turn.unread)
         if started_.busy:
             raise _Busy(turn.session)

@@ -235,8 +235,7 @@ async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
 
 async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
     """Issue 13 (roundtrips): a turn alone in its session, with a live node holding it, costs
-    the worker 2 round trips (its polling left out): START (a pipeline since session 16,
-    where turns that start together go in one: test_start_rides.py; which reads the turn its shard
+    the worker 2 round trips (its polling left out): START (which reads the turn its shard
     entry names and checks it is the first pending one: no XRANGE before it since session 13;
     its script copies its events to the node), and the chunks' pipeline, which carries the
     ``speaking`` state's APPEND before the text (its script copying it to the node:
@@ -275,9 +274,7 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             finally:
                 bus.redis.execute_command, bus.redis.pipeline = command, pipeline
             per_turn.append(list(calls))
-        # START in a pipeline of its own since session 16 (sessions/deferred_appends.py
-        # ``_ride_start``: alone, a tick sent at once that carries it and nothing else)
-        assert per_turn[1] == per_turn[2] == ["pipeline", "pipeline"], per_turn
+        assert per_turn[1] == per_turn[2] == ["EVALSHA", "pipeline"], per_turn
         # two turns pending: the second comes with the first's ending (one XRANGE for both)
         for i in range(3, 5):
             await bus.submit("s", f"m{i}", "hello there", user="alice")
@@ -290,14 +287,14 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
         finally:
             bus.redis.execute_command, bus.redis.pipeline = command, pipeline
         # each turn START and one pipeline (chunks, ending): no XRANGE, no script apart
-        assert calls == ["pipeline", "pipeline"] * 2, calls
+        assert calls == ["EVALSHA", "pipeline"] * 2, calls
         calls.clear()
         bus.redis.execute_command, bus.redis.pipeline = counted, piped
         try:  # its turn ended with the first's claim: START finds it stale, nothing pending
             await worker._handle(second)
         finally:
             bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-        assert calls[:3] == ["pipeline", "XRANGE", "EVALSHA"], calls  # START, next_turn, RELEASE
+        assert calls[:3] == ["EVALSHA", "XRANGE", "EVALSHA"], calls
         await worker.acks.close()  # the second's entry: acked by the acker (entry_acks.py)
         assert (await bus.redis.xpending(inbound, "agents"))["pending"] == 0
         assert not await bus.redis.exists(bus.keys.lock("s"))
