@@ -43,6 +43,7 @@ from livekit.agents import vad as agents_vad
 from livekit.plugins import silero
 
 from agentia.settings import from_env
+from loadtest.voice_calls import jitter_buffer
 from voice.caller import Caller, speech_48k
 from voice.edge_stt import SILERO_DEACTIVATION, raw_probability
 from voice.livekit_server import LiveKitServer, find_binary
@@ -124,19 +125,6 @@ def after(end: float, ear: Ear) -> dict[str, float]:
     return {k: round(1000 * (v - end), 1) for k, v in out.items()}
 
 
-async def jitter(track: rtc.Track | None) -> dict[str, float]:
-    """The ear's jitter buffer on the caller's audio (as loadtest.voice_calls reads the
-    caller's)."""
-    for st in await track.get_stats() if track is not None else []:
-        if st.HasField("inbound_rtp"):
-            inb = st.inbound_rtp.inbound
-            n = max(1, inb.jitter_buffer_emitted_count)
-            return {"delay_ms": round(1000 * inb.jitter_buffer_delay / n, 1),
-                    "target_ms": round(1000 * inb.jitter_buffer_target_delay / n, 1),
-                    "minimum_ms": round(1000 * inb.jitter_buffer_minimum_delay / n, 1)}
-    return {}
-
-
 async def measure(lk: LiveKitServer, phrases: int, s: VoiceSettings) -> dict[str, Any]:
     ear, room = Ear(s), rtc.Room()
     tasks: list[asyncio.Task[None]] = []
@@ -163,7 +151,7 @@ async def measure(lk: LiveKitServer, phrases: int, s: VoiceSettings) -> dict[str
             await asyncio.sleep(PAUSE_S)
             rows.append({"mic_queue": round(1000 * queued, 1), **after(end, ear)})
             print(rows[-1], flush=True)
-        buffer = await jitter(ear.track)
+        buffer = await jitter_buffer(ear.track)
     finally:
         await caller.leave()
         await room.disconnect()
