@@ -33,7 +33,8 @@ from gateway.actions import (
     Submit,
     Write,
 )
-from gateway.drops import CONTROL_SHARE, TRANSCRIPT
+from gateway.drops import TRANSCRIPT
+from gateway.send_budget import SendBudget
 from sessions import events as E
 from sessions.bus import frame_for
 from sessions.roles import ChunkAt, Partial
@@ -52,7 +53,6 @@ STRIKES = frozenset((ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME))
 failures: a client must not get expensive failures for free)."""
 _SEND, _CATCH_UP = P.Delivery.SEND, P.Delivery.CATCH_UP
 _WRITE, _READ = chunks.Verdict.WRITE, chunks.Verdict.READ_PARTIAL
-_SLOW_BUDGET = "send budget exceeded: reading too slowly"
 _FLOOD = "too many bad or rate-limited frames"
 
 
@@ -79,12 +79,15 @@ class _Fill:
     next: int = REPLAY_FIRST_PAGE
 
 
-class SessionProtocol:
-    """Everything the edge keeps per connection besides the socket (kept small on purpose)."""
+class SessionProtocol(SendBudget):
+    """Everything the edge keeps per connection besides the socket (kept small on purpose);
+    its send-budget checks (:meth:`on_write`, :meth:`must_pace`, ...) are
+    ``gateway/send_budget.py``'s."""
 
     __slots__ = ("_fill", "agent", "bucket", "chunk_at", "cursor", "epoch", "last_seen",
                  "operator", "pings", "retry_at", "rules", "session", "strikes", "token_exp",
                  "user")
+    rules: Rules
 
     def __init__(self, rules: Rules, session: str, user: str, token_exp: float | None,
                  now: float, agent: str = "", operator: bool = False) -> None:
@@ -360,41 +363,7 @@ class SessionProtocol:
         size = sum(len(e) for _, e in events) // max(1, len(events)) + 16
         return max(1, min(REPLAY_PAGE, self.rules.limits.send_budget_bytes // 2 // size))
 
-    # ------------------------------------------------------------ send budget
-
-    def on_write(self, pending: int, size: int, queued_frames: int,
-                 optional: bool = False) -> Close | None:
-        """A frame of ``size`` bytes is to be queued while ``pending`` bytes (``queued_frames``
-        frames in the outbox) wait: over the send budget or the send queue, close SLOW (one
-        frame larger than the budget still goes out when nothing else is waiting); an
-        ``optional`` frame leaves the control frames' share free (``drops.CONTROL_SHARE``)."""
-        lim = self.rules.limits
-        budget, queue = lim.send_budget_bytes, lim.send_queue
-        if optional:
-            budget, queue = budget - budget // CONTROL_SHARE, queue - queue // CONTROL_SHARE
-        if pending and pending + size > budget:
-            return Close(CloseCode.SLOW, _SLOW_BUDGET)
-        if queued_frames and queued_frames >= queue:
-            return Close(CloseCode.SLOW, "send queue full: reading too slowly")
-        return None
-
-    def over_budget(self, pending: int) -> Close | None:
-        """After the library itself wrote (a pong to a WebSocket PING): SLOW if over budget."""
-        return self.on_write(pending, 0, 0)
-
-    def must_pace(self, pending: int, queued_frames: int, size: int = 0) -> bool:
-        """A replay waits while half the send budget (or half the send queue) is used, and a
-        frame of ``size`` bytes until it fits next to what waits (else it would close SLOW)."""
-        lim = self.rules.limits
-        return (pending >= lim.send_budget_bytes // 2 or queued_frames >= lim.send_queue // 2
-                or (pending > 0 and pending + size > lim.send_budget_bytes))
-
-    def stalled(self, since: float, now: float) -> Close | None:
-        """Frames have waited without any getting out since ``since``: SLOW after
-        ``send_stall_s``."""
-        if now - since > self.rules.send_stall_s:
-            return Close(CloseCode.SLOW, "send stalled: reading too slowly")
-        return None
+    # ------------------------------------------------------------ housekeeping
 
     def sweep(self, now: float, wall: float, leeway: float) -> Close | None:
         """The periodic check: idle for too long, or the token expired."""

@@ -18,17 +18,22 @@ shards in one XREADGROUP on a single Redis only; on a Cluster it reads each shar
 
 from __future__ import annotations
 
-import binascii
-import itertools
 import os
 import re
-import zlib
 from dataclasses import dataclass
-from functools import cache
 
 from agentia.settings import NODE_TTL_RANGE
 
-# re-exported: every key and TTL is found from this module
+# re-exported: every key, tag and TTL is found from this module
+from sessions.tags import CLUSTER_SLOTS as CLUSTER_SLOTS
+from sessions.tags import DEFAULT_AGENT as DEFAULT_AGENT
+from sessions.tags import dapr_tag as dapr_tag
+from sessions.tags import key_slot as key_slot
+from sessions.tags import session_tag as session_tag
+from sessions.tags import shard_for as shard_for
+from sessions.tags import shard_tag as shard_tag
+from sessions.tags import spread_tag as spread_tag
+from sessions.tags import webhook_tag as webhook_tag
 from sessions.user_keys import CONN_LEASE_S as CONN_LEASE_S
 from sessions.user_keys import NEW_SESSION_TTL as NEW_SESSION_TTL
 from sessions.user_keys import NEW_SESSIONS_WINDOW_S as NEW_SESSIONS_WINDOW_S
@@ -36,8 +41,6 @@ from sessions.user_keys import UserKeys as UserKeys
 
 GROUP = "agents"
 """Consumer group that agent workers join on every inbound shard."""
-DEFAULT_AGENT = "default"
-"""The agent whose inbound shards keep the pre-registry names (see above)."""
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 """Use with fullmatch (a "$" anchor would accept a trailing newline)."""
@@ -148,62 +151,6 @@ AGENTS_FRESH_S = 3.0
 AGENTS_RECHECK_S = 0.25
 """A name not in the copy is looked up again if the copy is older than this (an agent whose
 first worker just started); so a flood of unknown names costs at most 4 reads a second."""
-
-
-def session_tag(session_id: str) -> str:
-    return "{" + session_id + "}"
-
-
-CLUSTER_SLOTS = 16384
-
-
-def key_slot(tag: str) -> int:
-    """The Redis Cluster slot of a hash tag (CRC16-XMODEM, as Redis computes it)."""
-    return binascii.crc_hqx(tag.encode(), 0) % CLUSTER_SLOTS
-
-
-@cache
-def shard_tag(k: int, shards: int, agent: str = DEFAULT_AGENT) -> str:
-    """The hash tag of inbound shard ``k`` of ``shards`` of ``agent``: ``in.<k>.<salt>`` (the
-    ``default`` agent) or ``in.<agent>.<k>.<salt>`` (any other), with the first salt
-    whose slot lies near ``(k + 1/2) / shards`` of the slot range (within an eighth of the
-    gap between shards, or 8 slots). Evenly spaced slots put N/M ± 1 shards on each of M
-    masters that split the slots equally (as ``redis-cli --cluster create`` does); naive tags
-    do not spread: ``{0}``..``{31}`` leave half of a 16-master cluster without a shard,
-    ``{in.0}``..``{in.31}`` a quarter. Deterministic; changing ``shards`` renames the shards,
-    as it re-maps sessions anyway. About 16384/window CRCs per shard, once per process
-    (6 ms for 64 shards, 0.4 s for 1024)."""
-    return spread_tag("in." if agent == DEFAULT_AGENT else f"in.{agent}.", k, shards)
-
-
-@cache
-def spread_tag(base: str, k: int, shards: int) -> str:
-    """``<base><k>.<salt>``: the hash tag of stream ``k`` of ``shards`` spread evenly over the
-    slots (see :func:`shard_tag`)."""
-    gap = CLUSTER_SLOTS / shards
-    width = max(8, int(gap / 8))
-    lo = int((k + 0.5) * gap - width / 2) % CLUSTER_SLOTS
-    for salt in itertools.count():
-        tag = f"{base}{k}.{salt}"
-        if (key_slot(tag) - lo) % CLUSTER_SLOTS < width:
-            return tag
-    raise AssertionError("unreachable")  # itertools.count() never ends
-
-
-def webhook_tag(k: int, shards: int) -> str:
-    """The hash tag of webhook outbox shard ``k`` of ``shards``: ``wh.<k>.<salt>``, spread
-    like the inbound shards. Its outbox, retry schedule and dead letters share it."""
-    return spread_tag("wh.", k, shards)
-
-
-def dapr_tag(k: int, shards: int) -> str:
-    """The hash tag of Dapr outbox shard ``k`` of ``shards``: ``dapr.<k>.<salt>``."""
-    return spread_tag("dapr.", k, shards)
-
-
-def shard_for(session_id: str, shards: int) -> int:
-    """Inbound shard of a session: stable across processes and restarts."""
-    return zlib.crc32(session_id.encode()) % shards
 
 
 @dataclass(frozen=True, slots=True)
