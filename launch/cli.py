@@ -12,11 +12,11 @@ from agentia.settings import (
     ApiSettings,
     Common,
     SettingsError,
-    WebhookSettings,
     WorkerSettings,
     from_env,
 )
 from agentia.settings_edge import EdgeSettings
+from agentia.settings_outbox import WebhookSettings
 
 
 def _logging(s: Common) -> None:
@@ -72,7 +72,7 @@ def cmd_webhooks(a: argparse.Namespace) -> None:
 
 
 def cmd_dapr_publish(a: argparse.Namespace) -> None:
-    from agentia.settings import DaprPublishSettings
+    from agentia.settings_outbox import DaprPublishSettings
     from sessions.dapr_publish import run
 
     s = from_env(DaprPublishSettings, redis_url=a.redis)

@@ -36,7 +36,7 @@ import httpx2
 import orjson
 
 from agentia import metrics as M
-from agentia.settings import DaprPublishSettings
+from agentia.settings_outbox import DaprPublishSettings
 from sessions import keys as K
 from sessions import webhook_outbox as W
 from sessions.outbox_reader import OutboxReader

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from agentia import metrics as M
-from agentia.settings import DaprPublishSettings, from_env
+from agentia.settings import from_env
+from agentia.settings_outbox import DaprPublishSettings
 from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions import webhook_outbox as W

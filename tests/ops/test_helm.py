@@ -705,7 +705,7 @@ def test_dapr_is_off_by_default(rendered: dict[str, list[Doc]]) -> None:
 
 def test_dapr_sidecars_env_and_components(helm: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentia.settings import DaprPublishSettings
+    from agentia.settings_outbox import DaprPublishSettings
 
     docs = _dapr(helm, tmp_path, DAPR_ON)
     api, worker = one(docs, "Deployment", "api"), one(docs, "Deployment", "worker")

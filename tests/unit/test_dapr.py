@@ -11,11 +11,11 @@ import pytest
 from agentia.settings import (
     ApiSettings,
     Common,
-    DaprPublishSettings,
     SettingsError,
     WorkerSettings,
     from_env,
 )
+from agentia.settings_outbox import DaprPublishSettings
 from control.dapr import _parse
 from sessions import keys as K
 from sessions.dapr_publish import cloudevent

@@ -13,11 +13,11 @@ from agentia.settings import (
     ApiSettings,
     Common,
     SettingsError,
-    WebhookSettings,
     WorkerSettings,
     from_env,
 )
 from agentia.settings_edge import EdgeSettings
+from agentia.settings_outbox import WebhookSettings
 
 
 @pytest.fixture(autouse=True)
