@@ -35,7 +35,8 @@ redis-server is stopped by PID.
         --record --notes "shared machine"
 
 With ``--record`` the checkout labelled ``after`` (or the last one) is recorded as
-``redis-shard`` (what ``agentia capacity`` reads), every other one as ``redis-shard-<label>``.
+``redis-shard`` (what ``agentia capacity`` reads), every other one as ``redis-shard-<label>``;
+each record's ``commit`` is its own tree's (``bench_commit``: the checkout that ran the bench).
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def main() -> None:
         for label, doc in res.items():
             name = a.record if label == after else f"{a.record}-{label}"
             others = {k: v["fit"] for k, v in res.items() if k != label}
-            path = record(name, doc | {"label": label, "compared_fits": others}, notes=a.notes)
+            path = record(name, doc | {"label": label, "compared_fits": others}, notes=a.notes,
+                          measured=doc["tree_commit"])
             print(f"recorded {path}", file=sys.stderr)
 
 

@@ -68,15 +68,19 @@ def commit() -> str:
 
 
 def record(name: str, figures: dict[str, Any], *, notes: str = "",
-           command: str | None = None, results_dir: Path | None = None) -> Path:
-    """Write ``<results_dir>/<name>.json`` and return its path."""
+           command: str | None = None, results_dir: Path | None = None,
+           measured: str | None = None) -> Path:
+    """Write ``<results_dir>/<name>.json`` and return its path. ``measured``: the commit of
+    the code measured when it is another checkout's (a bench's ``--tree``): the record's
+    ``commit`` is then that one, and ``bench_commit`` the checkout that ran the bench."""
     out_dir = results_dir or Path(os.environ.get("AGENTIA_RESULTS_DIR", RESULTS))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         "name": name,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
-        "commit": commit(),
+        "commit": measured or commit(),
+        **({"bench_commit": commit()} if measured else {}),
         "command": command or " ".join(shlex.quote(a) for a in [
             "python", "-m", _module_of(sys.argv[0]), *sys.argv[1:]]),
         "notes": notes,
