@@ -176,7 +176,11 @@ async def _serve(s: WorkerSettings, cfg: ModelConfig, bus: Bus, worker: Worker,
     log.info("worker %s running agents %s with %s", worker.name, agents, label)
     port = f" internal_port={probes.port}" if probes is not None else ""
     print(f"AGENTIA_WORKER_READY name={worker.name} agents={agents}{port}", flush=True)
-    await worker.run(burst=burst)
+    pauses = asyncio.create_task(collector.PAUSES.forever())  # agentia_gc_pause_seconds
+    try:
+        await worker.run(burst=burst)
+    finally:
+        pauses.cancel()
 
 
 def run(s: WorkerSettings, api_key: str | None, burst: bool = False) -> None:
@@ -187,5 +191,5 @@ def run(s: WorkerSettings, api_key: str | None, burst: bool = False) -> None:
         uvloop.install()
     # what start-up made (the SDK, the clients, the agents) out of every collection: a third
     # of a short turn's CPU was the collector walking it (agentia/collector.py)
-    collector.tune(s.worker_gc_gen0_threshold, s.worker_gc_gen1_threshold)
+    collector.tune(s.worker_gc_gen0_threshold, s.worker_gc_gen1_threshold, who="worker")
     asyncio.run(serve_worker(s, api_key, burst, loaded))
