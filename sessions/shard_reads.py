@@ -32,7 +32,7 @@ class ShardReads:
     slots: asyncio.Semaphore
     stopping: asyncio.Event
     active: set[str]
-    poked: set[str]
+    poked: dict[str, int]
     acks: EntryAcks
     _last_reclaim: float
 
@@ -47,7 +47,8 @@ class ShardReads:
         own. Nothing awaits between the look at ``active`` and the poke."""
         for claim in claims:
             if claim.session in self.active:
-                self.poked.add(claim.session)
+                sid, offset = claim.session, claim.offset
+                self.poked[sid] = min(offset, self.poked.get(sid, offset))
                 self.acks.add(claim)
             else:
                 self._spawn(claim)
