@@ -130,6 +130,27 @@ class RedisTurnQueue(RedisCore):
                            _offset(f))
                 for rid, f in rows if f]
 
+    async def reclaim_all(self, shards: Sequence[Inbound | int], consumer: str,
+                          min_idle_ms: int, count: int) -> list[Claimed]:
+        """:meth:`reclaim` of every shard, at most ``count`` entries each, in one pipeline on
+        a single Redis (a Cluster: a call each, one slot per shard). A shard that answers an
+        error (no group yet: NOGROUP) gives nothing; a connection error raises."""
+        if self.cluster:
+            return [c for shard in shards
+                    for c in await self.reclaim(shard, consumer, min_idle_ms, count)]
+        pipe = self.redis.pipeline(transaction=False)
+        streams: list[tuple[str, str]] = []
+        for shard in shards:
+            agent, k = _inbound(shard)
+            streams.append((self.keys.inbound(k, agent), agent))
+            pipe.xautoclaim(streams[-1][0], K.GROUP, consumer, min_idle_time=min_idle_ms,
+                            start_id="0-0", count=count)
+        answers = await pipe.execute(raise_on_error=False)
+        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent,
+                           _offset(f))
+                for (stream, agent), res in zip(streams, answers, strict=True)
+                if not isinstance(res, Exception) for rid, f in res[1] if f]
+
     async def _group(self, shard: int, agent: str = K.DEFAULT_AGENT) -> dict[Any, Any] | None:
         """The workers' group of ``shard`` (ResponseError: the shard does not exist)."""
         groups = await self.redis.xinfo_groups(self.keys.inbound(shard, agent))
