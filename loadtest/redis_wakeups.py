@@ -63,7 +63,7 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         last = "$"
         while not self.stop.is_set():
-            rows = self.r.xread({self.stream: last}, block=200, count=100)
+            rows: Any = self.r.xread({self.stream: last}, block=200, count=100)
             for _, entries in rows or ():
                 last = entries[-1][0]
                 self.got += len(entries)
