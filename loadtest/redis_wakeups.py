@@ -16,6 +16,7 @@ seconds for ``--seconds``; its CPU (INFO cpu) less the idle rate, over the reque
   replies; the reader asks again at once, one more read: the edge asks ahead, 1 in 13).
 
     python -m loadtest.redis_wakeups --seconds 8 --rate 25 --record redis-wakeups-redis17
+    python -m loadtest.redis_wakeups --seconds 6 --rate 25 --dir /dev/shm  # the AOF on tmpfs
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def kinds(r: redis.Redis) -> dict[str, Callable[[], Any]]:
                 "out", fields, maxlen=1000, approximate=True)}  # type: ignore[arg-type]
 
 
-def one_server(aof: bool, rate: float, seconds: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="redis-wakeups-") as tmp:
+def one_server(aof: bool, rate: float, seconds: float, where: str | None = None) -> dict[
+        str, Any]:
+    with tempfile.TemporaryDirectory(prefix="redis-wakeups-", dir=where) as tmp:
         server = RedisServer(Path(tmp), appendonly=aof).start()
         r = redis.Redis.from_url(server.url)
         reader = _Reader(server.url, "out")
@@ -96,7 +98,8 @@ def one_server(aof: bool, rate: float, seconds: float) -> dict[str, Any]:
             c0, t0 = _cpu(r), time.perf_counter()
             time.sleep(seconds)
             idle = (_cpu(r) - c0) / (time.perf_counter() - t0)
-            out: dict[str, Any] = {"appendonly": aof, "idle_ms_per_s": round(idle * 1e3, 3)}
+            out: dict[str, Any] = {"appendonly": aof, "dir": tmp,
+                                   "idle_ms_per_s": round(idle * 1e3, 3)}
             for name, call in kinds(r).items():
                 if name.startswith("XADD"):
                     reader.start()
@@ -121,15 +124,17 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=25.0, help="wake-ups a second (25: a tick "
                     "every 40 ms)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dir", help="where the data directory (the AOF) goes, e.g. /dev/shm "
+                    "(tmpfs): what the filesystem's write() costs (default: the temp dir)")
     ap.add_argument("--record", metavar="NAME", help="write loadtest/results/<NAME>.json")
     a = ap.parse_args()
     if not (0 < a.seconds <= 60 and 0 < a.rate <= 1000 and 1 <= a.rounds <= 4):
         ap.error("--seconds 0-60, --rate 0-1000, --rounds 1-4")
-    runs = [one_server(aof, a.rate, a.seconds) | {"round": rnd}
+    runs = [one_server(aof, a.rate, a.seconds, a.dir) | {"round": rnd}
             for rnd in range(a.rounds) for aof in (True, False)]
     if a.record:
         print("recorded", record(a.record, {"runs": runs, "rate": a.rate,
-                                            "seconds": a.seconds}))
+                                            "seconds": a.seconds, "dir": a.dir}))
 
 
 if __name__ == "__main__":
