@@ -9,7 +9,7 @@ tells a missing group (NOGROUP) from an outage by the error itself."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,25 @@ class RedisTurnQueue(RedisCore):
         return None if g is None else int(g.get("lag") or 0) + int(g.get("pending") or 0)
 
     @down
+    async def shard_lags(self, shards: Collection[Inbound]) -> dict[Inbound, int]:
+        """:meth:`shard_lag` of each of ``shards`` ((agent, shard)), 0 for one with no stream
+        or group yet: one pipeline on a single Redis (a Cluster: a call each)."""
+        order = list(shards)
+        if self.cluster:
+            answers: list[Any] = []
+            for agent, k in order:
+                try:
+                    answers.append(await self.redis.xinfo_groups(self.keys.inbound(k, agent)))
+                except ResponseError as exc:
+                    answers.append(exc)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for agent, k in order:
+                pipe.xinfo_groups(self.keys.inbound(k, agent))
+            answers = await pipe.execute(raise_on_error=False)
+        return {shard: _lag_of(groups) for shard, groups in zip(order, answers, strict=True)}
+
+    @down
     async def inbound_lag(self, sid: str, agent: str = K.DEFAULT_AGENT) -> int:
         """:meth:`shard_lag` of the session's shard, 0 if there is nothing yet."""
         try:
@@ -204,6 +223,17 @@ def _offset(fields: dict[bytes, bytes]) -> int:
     """The turn an inbound entry names (``o``), 0 when it names none or is not a number."""
     raw = fields.get(b"o", b"0")
     return int(raw) if raw.isdigit() else 0
+
+
+def _lag_of(groups: Any) -> int:
+    """Unread + pending of the workers' group in an ``XINFO GROUPS`` answer (an error: the
+    shard does not exist yet; no group: nothing read yet; both 0)."""
+    if isinstance(groups, Exception):
+        if isinstance(groups, ResponseError):
+            return 0
+        raise groups
+    g = next((g for g in groups if g["name"] == K.GROUP.encode()), None)
+    return 0 if g is None else int(g.get("lag") or 0) + int(g.get("pending") or 0)
 
 
 def _inbound(shard: Inbound | int) -> Inbound:
