@@ -22,7 +22,10 @@ turn and per reply-text frame; Redis's reads and replies per turn (INFO stats
 ``total_reads_processed``/``total_writes_processed``: its event loop's wake-ups, what most of its
 CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn of redis-server
 (its INFO cpu, microseconds), the edge and the worker (/proc, 10 ms ticks: less precise, but
-they burn ten times more) less what each burns idle; turns/s; ack and turn latency p50/p99; lost
+they burn ten times more) less what each burns idle; for redis-server also its whole CPU over
+the load (``_total``) and what a twin redis-server with no client burns in the same seconds
+(``redis_bare_cpu_ms_per_turn``: serverCron alone), see :func:`redis_totals`; turns/s; ack and
+turn latency p50/p99; lost
 turns (acked, never ended by ``reply``/``cancelled``/``turn_error``); and for ``--log-sample``
 sessions the session log's bytes per finished turn (XRANGE: entry ids, field names and values)
 against the reply text; and the machine's idle share over the load (/proc/stat: on a shared
@@ -130,9 +133,12 @@ def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     idle, load = run["idle"], run["load"]
     out: dict[str, Any] = {}
     for k, used in load["cpu"].items():
+        if k == "redis_bare":  # no client: its whole CPU is idle (redis_totals)
+            continue
         rate = idle["cpu"][k] / idle["t"]
         out[f"{k}_cpu_ms_per_turn"] = round((used - rate * load["t"]) / turns * 1e3, 3)
         out[f"{k}_idle_cores"] = round(rate, 4)
+    out.update(redis_totals(run, turns))
     idle_cmds = sum(idle["cmds"].values()) / idle["t"]
     out["redis_cmds_per_turn"] = round(
         (sum(load["cmds"].values()) - idle_cmds * load["t"]) / turns, 1)
@@ -145,6 +151,24 @@ def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
     out["redis_cmd_usec_per_turn_by_name"] = {k: round(v / turns, 1) for k, v in usec}
     out.update(wakeups_per_turn(run, turns))
     return out
+
+
+def redis_totals(run: dict[str, Any], turns: int) -> dict[str, Any]:
+    """redis-server's CPU a turn three ways (issue 13, session 17): ``total`` (everything it
+    burnt over the load window), ``marginal`` (``redis_cpu_ms_per_turn``: less the rate the
+    same stack burns idle, connected: serverCron plus the clients' polling) and ``over_bare``
+    (less what a redis-server with no client at all burns in the same seconds: serverCron
+    alone). The idle shares are costs per second, not per turn: per turn they shrink as the
+    turn rate grows, so the total alone would overstate a busy shard's cost a turn and the
+    marginal alone would hide what an idle one costs."""
+    load, idle = run["load"], run["idle"]
+    total = load["cpu"]["redis"] / turns * 1e3
+    bare = load["cpu"].get("redis_bare", 0.0) / turns * 1e3
+    stack_idle = idle["cpu"]["redis"] / idle["t"] * load["t"] / turns * 1e3
+    return {"redis_cpu_ms_per_turn_total": round(total, 3),
+            "redis_cpu_ms_per_turn_over_bare": round(total - bare, 3),
+            "redis_bare_cpu_ms_per_turn": round(bare, 3),
+            "redis_stack_idle_ms_per_turn": round(stack_idle, 3)}
 
 
 def wakeups_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
@@ -244,6 +268,7 @@ def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
         return fig
     finally:
         stack.r.close()
+        stack.r_bare.close()
         stack.stop()
 
 
@@ -251,6 +276,8 @@ def run_level(tree: Tree, prof: Profile, sessions: int, a: argparse.Namespace,
 
 
 KEYS = ("redis_cmds_per_text_frame", "redis_cmds_per_turn", "redis_cpu_ms_per_turn",
+        "redis_cpu_ms_per_turn_total", "redis_cpu_ms_per_turn_over_bare",
+        "redis_bare_cpu_ms_per_turn", "redis_stack_idle_ms_per_turn",
         "redis_reads_per_turn", "redis_writes_per_turn", "redis_connections_per_turn",
         "redis_cmd_usec_per_turn", "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn",
         "worker_cpu_ms_per_turn", "loadgen_cpu_ms_per_turn",
@@ -292,7 +319,9 @@ def _line(f: dict[str, Any]) -> str:
             f"x{f['sessions']:<4} rate {f['rate']} turns {f['ended']:>5} ({f['turns_per_s']}/s) "
             f"lost {f['lost']} | "
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
-            f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} edge {f['edge_cpu_ms_per_turn']} "
+            f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} (total "
+            f"{f['redis_cpu_ms_per_turn_total']}, bare idle {f['redis_bare_cpu_ms_per_turn']}, "
+            f"stack idle {f['redis_stack_idle_ms_per_turn']}) edge {f['edge_cpu_ms_per_turn']} "
             f"worker {f['worker_cpu_ms_per_turn']} loadgen {f.get('loadgen_cpu_ms_per_turn')} "
             f"| redis reads/turn "
             f"{f.get('redis_reads_per_turn')} writes {f.get('redis_writes_per_turn')} "

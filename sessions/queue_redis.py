@@ -9,7 +9,7 @@ tells a missing group (NOGROUP) from an outage by the error itself."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,27 @@ class RedisTurnQueue(RedisCore):
                            _offset(f))
                 for rid, f in rows if f]
 
+    async def reclaim_all(self, shards: Sequence[Inbound | int], consumer: str,
+                          min_idle_ms: int, count: int) -> list[Claimed]:
+        """:meth:`reclaim` of every shard, at most ``count`` entries each, in one pipeline on
+        a single Redis (a Cluster: a call each, one slot per shard). A shard that answers an
+        error (no group yet: NOGROUP) gives nothing; a connection error raises."""
+        if self.cluster:
+            return [c for shard in shards
+                    for c in await self.reclaim(shard, consumer, min_idle_ms, count)]
+        pipe = self.redis.pipeline(transaction=False)
+        streams: list[tuple[str, str]] = []
+        for shard in shards:
+            agent, k = _inbound(shard)
+            streams.append((self.keys.inbound(k, agent), agent))
+            pipe.xautoclaim(streams[-1][0], K.GROUP, consumer, min_idle_time=min_idle_ms,
+                            start_id="0-0", count=count)
+        answers = await pipe.execute(raise_on_error=False)
+        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent,
+                           _offset(f))
+                for (stream, agent), res in zip(streams, answers, strict=True)
+                if not isinstance(res, Exception) for rid, f in res[1] if f]
+
     async def _group(self, shard: int, agent: str = K.DEFAULT_AGENT) -> dict[Any, Any] | None:
         """The workers' group of ``shard`` (ResponseError: the shard does not exist)."""
         groups = await self.redis.xinfo_groups(self.keys.inbound(shard, agent))
@@ -144,6 +165,25 @@ class RedisTurnQueue(RedisCore):
         workers by."""
         g = await self._group(shard, agent)
         return None if g is None else int(g.get("lag") or 0) + int(g.get("pending") or 0)
+
+    @down
+    async def shard_lags(self, shards: Collection[Inbound]) -> dict[Inbound, int]:
+        """:meth:`shard_lag` of each of ``shards`` ((agent, shard)), 0 for one with no stream
+        or group yet: one pipeline on a single Redis (a Cluster: a call each)."""
+        order = list(shards)
+        if self.cluster:
+            answers: list[Any] = []
+            for agent, k in order:
+                try:
+                    answers.append(await self.redis.xinfo_groups(self.keys.inbound(k, agent)))
+                except ResponseError as exc:
+                    answers.append(exc)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for agent, k in order:
+                pipe.xinfo_groups(self.keys.inbound(k, agent))
+            answers = await pipe.execute(raise_on_error=False)
+        return {shard: _lag_of(groups) for shard, groups in zip(order, answers, strict=True)}
 
     @down
     async def inbound_lag(self, sid: str, agent: str = K.DEFAULT_AGENT) -> int:
@@ -183,6 +223,17 @@ def _offset(fields: dict[bytes, bytes]) -> int:
     """The turn an inbound entry names (``o``), 0 when it names none or is not a number."""
     raw = fields.get(b"o", b"0")
     return int(raw) if raw.isdigit() else 0
+
+
+def _lag_of(groups: Any) -> int:
+    """Unread + pending of the workers' group in an ``XINFO GROUPS`` answer (an error: the
+    shard does not exist yet; no group: nothing read yet; both 0)."""
+    if isinstance(groups, Exception):
+        if isinstance(groups, ResponseError):
+            return 0
+        raise groups
+    g = next((g for g in groups if g["name"] == K.GROUP.encode()), None)
+    return 0 if g is None else int(g.get("lag") or 0) + int(g.get("pending") or 0)
 
 
 def _inbound(shard: Inbound | int) -> Inbound:

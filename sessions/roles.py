@@ -17,7 +17,7 @@ Every Redis command of the bus is inside those modules.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -302,6 +302,8 @@ class TurnQueue(Protocol):
     async def shard_lag(self, shard: int, agent: str = ...) -> int | None: ...
 
     async def inbound_lag(self, sid: str, agent: str = ...) -> int: ...
+
+    async def shard_lags(self, shards: Collection[Inbound]) -> dict[Inbound, int]: ...
 
     async def worker_alive(self, worker: str) -> None: ...
 

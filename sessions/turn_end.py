@@ -28,7 +28,7 @@ class TurnEnding:
     bus: WorkerBus
     name: str
     running: dict[str, Running]
-    poked: set[str]
+    poked: dict[str, int]
 
     def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
         raise NotImplementedError
@@ -60,7 +60,7 @@ class TurnEnding:
             # an entry read before this point names a turn submitted before it, which the
             # ending will find pending (and keep the lock for): only one read from here on
             # makes the loop look again (sessions/worker.py ``_try_session``)
-            self.poked.discard(turn.session)
+            self.poked.pop(turn.session, None)
         ended = await self.bus.end_turn(
             turn.session, event, turn.offset, self.name, release=not paused,
             remember=remember, ack=claim.ack_command() if claim and not paused else (),

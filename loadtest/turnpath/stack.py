@@ -34,6 +34,9 @@ class Stack:
                  workers: int = 1) -> None:
         """``extra``: environment variables of the edge and the worker (on top of ours)."""
         self.redis = RedisServer(logs / "redis", appendonly=True).start()
+        # the same redis-server with no client at all, for the same seconds: what serverCron
+        # (hz 10: expiry, clients cron, RSS from /proc) costs alone (issue 13, session 17)
+        self.bare = RedisServer(logs / "redis-bare", appendonly=True)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("AGENTIA_") and k not in ("OPENAI_API_KEY", "PYTHONPATH")}
         env.update(NO_USER_LIMITS, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1",
@@ -48,6 +51,7 @@ class Stack:
         self.procs: list[Any] = []
         self.ports: list[int] = []
         try:
+            self.bare.start()
             for i in range(edges):
                 edge, info = start([sys.executable, "-m", module, "gateway", "--port", "0"],
                                    env, "AGENTIA_EDGE_READY", 120, what=f"edge {i} of {tree}",
@@ -69,6 +73,7 @@ class Stack:
                      "redis": [self.redis.proc.pid], "loadgen": [os.getpid()]}
         """``loadgen``: this process, the clients (on the same cores as what it measures)."""
         self.r = redis.Redis.from_url(self.redis.url)
+        self.r_bare = redis.Redis.from_url(self.bare.url)
 
     def probe(self) -> dict[str, Any]:
         """CPU-s of each process, and Redis commands by name (our INFO left out)."""
@@ -81,6 +86,7 @@ class Stack:
         io = {k: int(info.get(k, 0)) for k in IO_STATS}
         cpu = {k: sum(cpu_s(p) for p in ps) for k, ps in self.pids.items()}
         cpu["redis"] = redis_cpu_s(self.r)
+        cpu["redis_bare"] = redis_cpu_s(self.r_bare)
         return {"cpu": cpu, "cmds": cmds, "usec": usec,
                 "io": io, "t": time.perf_counter(), "machine": machine_ticks()}
 
@@ -91,6 +97,7 @@ class Stack:
     def stop(self) -> None:
         stop_all(self.procs)
         self.redis.stop()
+        self.bare.stop()
 
 
 def redis_cpu_s(r: redis.Redis) -> float:

@@ -69,6 +69,21 @@ async def test_lag_of_a_shard_without_group_is_none(bus: Bus) -> None:
     assert await bus.has_group(0) and await bus.shard_lag(0) == 0
 
 
+async def test_the_lags_of_several_shards_in_one_call(bus: Bus) -> None:
+    """``shard_lags`` (the edge's overload check, session 17): each shard's unread + pending
+    as ``shard_lag`` gives it, 0 for a shard with no stream or no group yet."""
+    default, other = K.DEFAULT_AGENT, "nobody"
+    assert await bus.shard_lags([(default, 0), (other, 0)]) == {(default, 0): 0, (other, 0): 0}
+    await bus.ensure_groups()
+    await _submit(bus, "s5")
+    await _submit(bus, "s6")
+    shards = {(default, K.shard_for(s, bus.shards)) for s in ("s5", "s6")}
+    await bus.claim([k for _, k in shards], "w1", 1, 100)  # one read: pending, still counted
+    lags = await bus.shard_lags(shards | {(other, 0)})
+    assert lags == {**{s: await bus.shard_lag(s[1]) for s in shards}, (other, 0): 0}
+    assert sum(lags.values()) == 2
+
+
 async def test_user_sessions_and_owner(bus: Bus) -> None:
     await bus.open_session("s5", "ann")
     await bus.touch_user_sessions({("ann", "s5"): 100.0, ("ann", "s6"): 200.0})

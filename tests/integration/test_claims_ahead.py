@@ -244,3 +244,36 @@ async def test_a_stop_before_the_readers_id_is_known_still_wakes_it(
     finally:
         monkeypatch.undo()
         await ahead.close()
+
+
+async def test_a_reclaim_of_every_shard_is_one_round_trip_within_the_room(
+        redis_server: RedisServer) -> None:
+    """A dead worker's turns on three of eight shards: one reclaim takes them all in one Redis
+    read (session 17; before, one XAUTOCLAIM round trip per shard, 8 reads: 16 every 7.5 s
+    for a worker of two agents' shards while turns flow), each shard given an equal share of
+    the room. With less room than shards it goes shard by shard, and takes no more than it."""
+    bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=8)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bus.ensure_groups()
+        worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                        WorkerConfig(block_ms=50, concurrency=16, lease_ms=1))
+        spawned: list[str] = []
+        worker._spawn = lambda claim: spawned.append(claim.session)  # type: ignore[method-assign]
+        for k in (1, 4, 6):
+            for n in range(2):
+                await r.xadd(bus.keys.inbound(k, K.DEFAULT_AGENT), {"s": f"s{k}.{n}", "o": 1})
+        for k in (1, 4, 6):
+            assert len(await bus.claim([k], "dead", 10, 0)) == 2
+        await asyncio.sleep(0.01)  # idle longer than the 1 ms lease
+        before = await _reads(r)
+        assert await worker._reclaim() == 6
+        assert await _reads(r) - before == 1 + 1  # the reclaim's pipeline, and this INFO
+        assert sorted(spawned) == [f"s{k}.{n}" for k in (1, 4, 6) for n in range(2)]
+        spawned.clear()
+        await asyncio.sleep(0.01)  # now idle in this worker's own list: reclaimable again
+        assert await worker._reclaim(room=3) == 3  # fewer than 8: shard by shard, room kept
+        assert len(spawned) == 3
+    finally:
+        await r.aclose()
+        await bus.close()

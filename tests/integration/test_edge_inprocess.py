@@ -20,6 +20,7 @@ from agentia.settings import from_env
 from agentia.settings_edge import EdgeSettings
 from gateway.connection import Connection
 from gateway.node import EdgeNode
+from sessions import keys as K
 from sessions.bus import Bus, frame_for
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
@@ -226,20 +227,31 @@ async def test_a_paced_replay_to_a_reader_that_stalls_closes_slow(node: EdgeNode
 async def test_the_shard_lag_is_read_once_for_sends_that_come_together(
         node: EdgeNode, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sends that find the lag a second old while it is being read go by the last figure: one
-    read of it, not one each (they each read it: 0.12 reads a turn at 200 sessions)."""
-    reads: list[str] = []
-    real = bus.inbound_lag
+    read of it, not one each (they each read it: 0.12 reads a turn at 200 sessions). And the
+    shards sent to meanwhile are read with it, in the same round trip (session 17: a read of
+    its own for each shard, once a second)."""
+    reads: list[list[tuple[str, int]]] = []
+    real = bus.shard_lags
 
-    async def counted(sid: str, agent: str = "default") -> int:
-        reads.append(sid)
-        return await real(sid, agent)
+    async def counted(shards: Any) -> dict[tuple[str, int], int]:
+        reads.append(sorted(shards))
+        return await real(shards)
 
-    monkeypatch.setattr(bus, "inbound_lag", counted)
+    monkeypatch.setattr(bus, "shard_lags", counted)
     await asyncio.gather(*(node.check_overload("s-lag", f"r{i}") for i in range(20)))
-    assert reads == ["s-lag"]
-    for shard, (_, lag) in list(node._lag.items()):  # a second later: read again
+    first = (K.DEFAULT_AGENT, K.shard_for("s-lag", bus.shards))
+    assert reads == [[first]]
+    other = next(s for n in range(100) if (s := f"s-other-{n}") and K.shard_for(
+        s, bus.shards) != first[1])
+    await node.check_overload(other, "r-other")  # a new shard: read at once
+    second = (K.DEFAULT_AGENT, K.shard_for(other, bus.shards))
+    assert reads == [[first], [second]]
+    await node.check_overload("s-lag", "r-again")  # both sent to, both fresh: no read
+    await node.check_overload(other, "r-other-again")
+    for shard, (_, lag) in list(node._lag.items()):  # a second later: read again, together
         node._lag[shard] = (0.0, lag)
     monkeypatch.setattr(node.settings, "max_inbound_lag", -1)
     with pytest.raises(AgentiaError) as refused:
         await node.check_overload("s-lag", "r-late")
-    assert refused.value.code is ErrorCode.OVERLOADED and reads == ["s-lag", "s-lag"]
+    assert refused.value.code is ErrorCode.OVERLOADED
+    assert reads == [[first], [second], sorted([first, second])]

@@ -96,10 +96,14 @@ async def test_an_entry_read_after_the_ending_freed_the_lock_is_looked_at(
         bus: Bus, redis_server: RedisServer) -> None:
     """The race the poke is for: a turn submitted after the session's ending freed the lock,
     its entry read while the loop has not yet seen the ending's answer. The entry is acked
-    (the session is still active) and the loop looks again and runs the turn."""
+    (the session is still active) and the loop looks again and runs the turn the entry
+    names: one START (before, session 17: the first turn's START again, answered stale, then
+    a read of the pending turns and the second turn's START, two round trips for nothing)."""
     r = aioredis.Redis.from_url(redis_server.url)
     worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
                     WorkerConfig(block_ms=50))
+    calls: Counter[str] = Counter()
+    _counted(worker, calls, "release_lock", "next_turn", "start_attempt")
     end_turn = bus.end_turn
     late = asyncio.Event()
 
@@ -120,6 +124,7 @@ async def test_an_entry_read_after_the_ending_freed_the_lock_is_looked_at(
         worker.stopping.set()
         await run
         assert len(await _replies(bus, "s0")) == 2
+        assert calls == Counter(start_attempt=2)  # no stale START, no next_turn
         assert worker.acks.sent == 1
         assert await _pending(r, bus) == 0
     finally:

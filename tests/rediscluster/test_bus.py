@@ -240,3 +240,17 @@ async def test_wait_keeps_every_acked_turn_through_a_failover_with_a_lagging_rep
     (loadtest/bench_failover_loss.py, docs/redis-cluster.md); with WAIT 1, none."""
     loss = await lost_after_failover(own_cluster, prefix, wait=1)
     assert loss.acked > 50 and loss.missing == 0, loss
+
+
+async def test_shard_lags_and_the_reclaim_of_every_shard_go_one_slot_at_a_time(bus: Bus) -> None:
+    """Session 17's one-pipeline reads on a single Redis are a call per shard on a Cluster
+    (each shard its own slot): the lags of every shard, and a reclaim of all of them."""
+    await bus.ensure_groups()
+    shards = [("default", s) for s in range(bus.shards)]
+    for s in range(bus.shards):
+        await bus.redis.xadd(bus.keys.inbound(s), {"s": f"x{s}", "o": 1})
+    assert await bus.shard_lags(shards) == {s: 1 for s in shards}
+    assert len(await bus.claim([0], "dead", 10, 0)) == 1
+    await asyncio.sleep(0.01)
+    taken = await bus.reclaim_all(shards, "w2", 1, 10)
+    assert [c.session for c in taken] == ["x0"] and taken[0].reclaimed
