@@ -105,10 +105,15 @@ class ChunkFlusher:
             self._ticker = asyncio.create_task(self._tick())
 
     async def _tick(self) -> None:
+        """Ticks until nothing waits. The first one is a tick after the ticker started even if
+        what started it was sent at once meanwhile (a first piece, :meth:`want`): the turn's
+        next piece goes then, not a tick after it came."""
         try:
-            while self._waiting or self._carry:
+            while True:
                 await asyncio.sleep(busy_window(self.interval, self._last))
                 await self.flush()
+                if not (self._waiting or self._carry):
+                    return
         finally:
             self._ticker = None
 

@@ -32,20 +32,23 @@ async def test_the_first_piece_goes_before_the_tick_and_the_rest_coalesce(bus: B
     last = (await bus.redis.xrevrange(bus.keys.delivery("nfp"), count=1))[0][0]  # the submit
     flusher = ChunkFlusher(bus, TICK_S)
     co = Coalescer(flusher, "fp1", sub.offset, 1, f"{sub.offset}:1:ab12")
-    t0 = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
     co.add("You")
     first = await _chunks(bus, "nfp", last, int(TICK_S * 500))
-    took = asyncio.get_running_loop().time() - t0
+    took = loop.time() - t0
     assert [(d.chunk.seq, orjson.loads(d.event)["text"]) for d in first if d.chunk] == [
         (1, "You")], f"nothing before the tick ({took:.2f} s)"
+    await asyncio.sleep(t0 + TICK_S / 2 - loop.time())  # the model's next words, later
     co.add(" said:")
     co.add(" hi")
     assert await _chunks(bus, "nfp", first[-1].id, 100) == []  # the rest waits for the tick
-    assert flusher._ticker is not None
-    await asyncio.wait_for(flusher._ticker, TICK_S * 3)
-    rest = await _chunks(bus, "nfp", first[-1].id, 100)
+    rest = await _chunks(bus, "nfp", first[-1].id, int(TICK_S * 2000))
+    took = loop.time() - t0
     assert [(d.chunk.seq, orjson.loads(d.event)["text"]) for d in rest if d.chunk] == [
         (2, " said: hi")]
+    # the tick is the first piece's (a tick after it), not one started by the second piece
+    assert took < TICK_S * 1.3, f"the rest came {took:.2f} s after the first piece"
 
 
 async def test_only_the_first_piece_of_each_run_goes_at_once(bus: Bus) -> None:
