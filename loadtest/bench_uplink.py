@@ -181,6 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phrases", type=int, default=8)
     ap.add_argument("--record", action="store_true", help="write results/voice-uplink.json")
+    ap.add_argument("--record-as", default="voice-uplink", metavar="NAME",
+                    help="--record writes loadtest/results/NAME.json instead")
     args = ap.parse_args()
     binary = find_binary()
     if binary is None:
@@ -197,9 +199,11 @@ def main() -> None:
     if args.record:
         from loadtest.record import record
 
-        print("recorded", record("voice-uplink", figures, notes=(
+        print("recorded", record(args.record_as, figures, notes=(
             "one process: the bench's caller and an ear receiving its audio as a call does, "
-            "Silero on it as the turn VAD; ms after the caller's end of speech")))
+            "Silero on it as the turn VAD; ms after the caller's end of speech (the end of "
+            "the slot its last speech frame was queued in; sound_end: when that frame's last "
+            "sample leaves the caller's source)")))
 
 
 if __name__ == "__main__":
