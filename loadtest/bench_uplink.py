@@ -10,9 +10,11 @@ real time) and an *ear*, a second participant that receives the caller's audio t
 does (``rtc.AudioStream`` at 16 kHz in ``AGENTIA_VOICE_INPUT_FRAME_MS`` frames) and runs
 Silero on it as the turn VAD does (same options: ``AGENTIA_VOICE_FINISHED_SILENCE_S`` of
 silence, the worker's default). Per sentence, from the caller's end of speech (the end of its
-last queued 20 ms frame, as ``bench_voice`` takes it):
+last queued 20 ms frame, as ``bench_voice`` took it until session 17):
 
 * ``mic_queue``: audio still in the caller's ``rtc.AudioSource`` queue at that moment;
+* ``sound_end``: the last speech sample leaves that source (``Caller.sound_ended_at``, the
+  end of speech ``bench_voice`` takes since session 17);
 * ``last_loud_frame`` / ``last_sound_frame``: the ear's last frame with speech (RMS > 300,
   the callers' rule) / with any sound (RMS > 10: the tail of the last word) arrives
   (microphone queue, Opus, SFU, jitter buffer, the frame filling up);
@@ -149,7 +151,9 @@ async def measure(lk: LiveKitServer, phrases: int, s: VoiceSettings) -> dict[str
             await caller.spoken.wait()
             end, queued = caller.spoken_at, caller.source.queued_duration
             await asyncio.sleep(PAUSE_S)
-            rows.append({"mic_queue": round(1000 * queued, 1), **after(end, ear)})
+            rows.append({"mic_queue": round(1000 * queued, 1),
+                         "sound_end": round(1000 * (caller.sound_ended_at - end), 1),
+                         **after(end, ear)})
             print(rows[-1], flush=True)
         buffer = await jitter_buffer(ear.track)
     finally:
@@ -158,7 +162,7 @@ async def measure(lk: LiveKitServer, phrases: int, s: VoiceSettings) -> dict[str
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    keys = ("mic_queue", "last_loud_frame", "last_sound_frame", "raw_silent",
+    keys = ("mic_queue", "sound_end", "last_loud_frame", "last_sound_frame", "raw_silent",
             "smoothed_silent", "speech_end")
     return {"phrases": len(rows), "ear_jitter_buffer": buffer,
             "input_frame_ms": s.voice_input_frame_ms,
@@ -177,6 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phrases", type=int, default=8)
     ap.add_argument("--record", action="store_true", help="write results/voice-uplink.json")
+    ap.add_argument("--record-as", default="voice-uplink", metavar="NAME",
+                    help="--record writes loadtest/results/NAME.json instead")
     args = ap.parse_args()
     binary = find_binary()
     if binary is None:
@@ -193,9 +199,11 @@ def main() -> None:
     if args.record:
         from loadtest.record import record
 
-        print("recorded", record("voice-uplink", figures, notes=(
+        print("recorded", record(args.record_as, figures, notes=(
             "one process: the bench's caller and an ear receiving its audio as a call does, "
-            "Silero on it as the turn VAD; ms after the caller's end of speech")))
+            "Silero on it as the turn VAD; ms after the caller's end of speech (the end of "
+            "the slot its last speech frame was queued in; sound_end: when that frame's last "
+            "sample leaves the caller's source)")))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ worker (``python -m launch.cli voice``: the worker and the job processes it fork
   starts it (:func:`voice.routes.open_call`: session opened on the bus, worker dispatched,
   room token); a ``livekit`` participant (:class:`voice.caller.Caller`) joins, waits until
   the agent is listening, speaks one free sentence (espeak-ng, in real time, 20 ms frames) and
-  records end of speech -> first non-silent frame of the agent's audio.
+  records end of speech -> first non-silent frame of the agent's audio. **End of speech** is
+  when the sound ends: the moment the sentence's last sample leaves the caller's microphone
+  (its ``rtc.AudioSource``: the capture time of the last frame with speech, plus the audio
+  LiveKit counts queued ahead of it, plus that frame's speech; ``Caller.sound_ended_at``).
+  Until session 17 it was the end of the real-time slot in which that frame was *queued*
+  (``Caller.spoken_at``); the same answers timed that way are kept beside the figures as
+  ``p50_from_queued``/``p95_from_queued``, comparable with older records.
 * ``capacity``: K concurrent calls for K in ``--levels``; all K join, then all speak their
   sentences at once (3 per call, each after the agent finished the previous answer; only the
   sentences the latency phase got answers to; at least 8 per level). The most calls whose p95

@@ -35,6 +35,11 @@ class Call:
     caller: Caller | None = None
     join_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    """End of speech (the caller's last speech sample played out of its microphone's source:
+    :attr:`voice.caller.Caller.sound_ended_at`) -> first loud agent frame heard, seconds."""
+    from_queued: list[float] = field(default_factory=list)
+    """The same answers timed from the last speech frame *queued* (``spoken_at``): the bench's
+    end of speech until session 17, kept so that older records stay comparable."""
     said: list[str] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)
     """The voice turns' transcripts in the session's log."""
@@ -90,7 +95,8 @@ class Bench:
                 await asyncio.sleep(0.5)
                 text, pcm = self.speech[next(self.phrase_i) % len(self.speech)]
                 call.said.append(text)
-                spoken = await caller.say(pcm)
+                queued_at = await caller.say(pcm)
+                spoken = caller.sound_ended_at  # the speech ends when its sound ends
                 call.mic_queue.append(caller.source.queued_duration)
                 answered_at = None
                 try:
@@ -107,6 +113,7 @@ class Bench:
                     call.overlapped.append(f"{text!r} {took * 1000:.0f} ms")
                     continue
                 call.latencies.append(took)
+                call.from_queued.append(took + spoken - queued_at)
                 wall = time.time() - time.monotonic()
                 call.answers.append((call.sid, spoken + wall, spoken + took + wall))
             call.jitter = await receive_buffer(caller)
@@ -165,9 +172,15 @@ def mic_queue_summary(calls: list[Call]) -> dict[str, Any]:
         if got else {"n": 0}
 
 
-def summary(lat: list[float]) -> dict[str, Any]:
+def summary(lat: list[float], from_queued: list[float] | None = None) -> dict[str, Any]:
+    """p50/p95/max/min (ms) of ``lat``; with ``from_queued``, also its p50/p95 as
+    ``p50_from_queued``/``p95_from_queued`` (the end of speech before session 17)."""
     ms = [x * 1000 for x in lat]
     if not ms:
         return {"n": 0}
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50)), "p95_ms": round(pct(ms, 95)),
-            "max_ms": round(max(ms)) if ms else None, "min_ms": round(min(ms)) if ms else None}
+    out = {"n": len(ms), "p50_ms": round(pct(ms, 50)), "p95_ms": round(pct(ms, 95)),
+           "max_ms": round(max(ms)), "min_ms": round(min(ms))}
+    if from_queued:
+        q = [x * 1000 for x in from_queued]
+        out |= {"p50_from_queued": round(pct(q, 50)), "p95_from_queued": round(pct(q, 95))}
+    return out

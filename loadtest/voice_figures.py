@@ -13,7 +13,8 @@ MEMORY_GOAL_MB = 150.0
 def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
     """The figures ``--record`` keeps (docs/benchmarks.md and the capacity model read them)."""
     lat, cap = out.get("latency", {}), out.get("capacity", {})
-    levels = [{k: lv.get(k) for k in ("k", "n", "p50_ms", "p95_ms", "max_ms", "failed_calls",
+    levels = [{k: lv.get(k) for k in ("k", "n", "p50_ms", "p95_ms", "max_ms",
+                                     "p50_from_queued", "p95_from_queued", "failed_calls",
                                      "unanswered", "transcripts_right", "heard_not_said",
                                      "voice_cpu_cores", "voice_cpu_s_per_phrase", "idle",
                                      "bench_client_cpu_cores", "voice_pss_mib_peak",
@@ -36,7 +37,9 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
         "caller_mic_queue_sequential": lat.get("caller_mic_queue"),
         "stt": out["stt_alone"]["stt"], "stt_ms_per_utterance": out["stt_alone"],
         "end_of_speech_to_first_audio_ms": {
-            "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms", "failed",
+            "sequential": {k: lat.get(k) for k in ("n", "p50_ms", "p95_ms", "max_ms",
+                                                   "p50_from_queued", "p95_from_queued",
+                                                   "failed",
                                                    "machine_busy_pct", "loadavg_1m")},
             "concurrent": levels},
         "transcripts_right_sequential": lat.get("transcripts_right"),

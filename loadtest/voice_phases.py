@@ -48,6 +48,7 @@ async def stt_alone(s: VoiceSettings, speech: list[tuple[str, np.ndarray]],
 
 async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
     lat, joins, failed, right, turns = [], [], [], 0, 0
+    from_queued: list[float] = []
     done: list[Call] = []
     unanswered: set[str] = set()
     answered: set[str] = set()
@@ -61,6 +62,7 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
         await asyncio.sleep(0.3)
         await b.leave(call)
         lat += call.latencies
+        from_queued += call.from_queued
         done.append(call)
         if call.error:
             failed.append(call.error)
@@ -83,7 +85,8 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
         b.speech = [sp for sp in b.speech if sp[0] not in unanswered - answered]
     idle1 = idle_jiffies()
     busy = 1 - (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
-    return {"calls": calls, **summary(lat), "failed": len(failed), "errors": failed[:8],
+    return {"calls": calls, **summary(lat, from_queued), "failed": len(failed),
+            "errors": failed[:8],
             "unanswered_phrases": sorted(unanswered - answered),
             "transcripts_right": f"{right}/{turns}", "misheard": misheard,
             "join_to_listening_p50_s": round(pct(joins, 50), 2) if joins else None,
@@ -166,7 +169,8 @@ async def _level(b: Bench, k: int, phrases: int, voice_pid: int, livekit_pid: in
     errors = [c.error for c in calls if c.error]
     unanswered = [u for c in calls for u in c.unanswered]
     heard = await _heard(b, calls)
-    level = {"k": k, **summary(lat), "failed_calls": len(errors), "errors": errors[:5],
+    queued = [x for c in calls for x in c.from_queued]
+    level = {"k": k, **summary(lat, queued), "failed_calls": len(errors), "errors": errors[:5],
              "phrases_spoken": sum(len(c.said) for c in calls),
              "unanswered": len(unanswered), "unanswered_detail": unanswered[:5],
              "overlapped": [o for c in calls for o in c.overlapped], **heard,

@@ -13,6 +13,12 @@ batched, Redis and the edge handle hundreds of pieces per round trip (docs/archi
 every 40, and the lean model's stream is read at the same pace (sessions/lean_model.py), so
 the per-read and per-piece work is spread over more tokens when the CPU is short. Clients see
 larger, rarer ``chunk`` frames (docs/protocol.md); the text is the same.
+
+**A turn's first piece goes at once** (:meth:`ChunkFlusher.want`): the first text of a run
+does not wait for the tick (up to ``coalesce_ms``: the time to first text of every turn, and a
+voice call's answer, waited for it); the worker sends an extra tick at once, which carries
+whatever waits then, and the rest of the turn is coalesced as before. At most one such tick is
+waiting at a time, and none when busy: one round trip more a turn at most.
 """
 
 from __future__ import annotations
@@ -66,13 +72,26 @@ class ChunkFlusher:
         """A turn's ending waits for the next tick (:meth:`carry`): it runs even without
         pieces."""
         self._sending: set[asyncio.Task[None]] = set()
-        """Ticks sent at once for an ending (:meth:`carry`, a long ``interval``)."""
+        """Ticks sent at once: for an ending (:meth:`carry`, a long ``interval``) or a turn's
+        first piece (:meth:`want`)."""
+        self._first = False
+        """A tick sent at once for a first piece has not yet taken its batch."""
 
     def want(self, co: Coalescer) -> None:
-        """``co`` has text waiting: send it at the next tick."""
+        """``co`` has text waiting: send it at the next tick, or at once if it is the run's
+        first piece (none taken yet) and the worker is not busy (one tick at once waiting at
+        a time: it takes every first piece that comes before it runs)."""
         self._waiting[id(co)] = co
+        if co.seq == 0 and not self._first and self._last <= BUSY_STREAMS:
+            self._first = True
+            self._send_now(measure=False)
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
+
+    def _send_now(self, measure: bool = True) -> None:
+        task = asyncio.create_task(self._flush(measure))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     def carry(self) -> None:
         """A turn's ending rides the next tick (sessions/deferred_appends.py ``_ride_tick``):
@@ -81,17 +100,20 @@ class ChunkFlusher:
         longer than :data:`CARRY_WAIT_MAX_S` is not waited for: one is sent at once."""
         self._carry = True
         if self.interval > CARRY_WAIT_MAX_S:
-            task = asyncio.create_task(self.flush())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._send_now()
         elif self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
 
     async def _tick(self) -> None:
+        """Ticks until nothing waits. The first one is a tick after the ticker started even if
+        what started it was sent at once meanwhile (a first piece, :meth:`want`): the turn's
+        next piece goes then, not a tick after it came."""
         try:
-            while self._waiting or self._carry:
+            while True:
                 await asyncio.sleep(busy_window(self.interval, self._last))
                 await self.flush()
+                if not (self._waiting or self._carry):
+                    return
         finally:
             self._ticker = None
 
@@ -99,10 +121,17 @@ class ChunkFlusher:
         """Send every piece waiting now, in one pipeline (one batch at a time, so the pieces of
         one turn reach Redis in order). A failure is kept by each turn of the batch, which
         raises it at its own next :meth:`Coalescer.flush`."""
+        await self._flush()
+
+    async def _flush(self, measure: bool = True) -> None:
+        """:meth:`flush`; ``measure``: its batch's size is the busy window's measure (not for
+        a first piece's tick, which would make a busy worker's next tick look idle)."""
         async with self._lock:
             batch = list(self._waiting.values())
             self._waiting.clear()
-            self._last = len(batch)
+            self._first = False  # any first piece waiting goes in this batch
+            if measure:
+                self._last = len(batch)
             pieces = [p for co in batch if (p := co.take()) is not None]
             carry, self._carry = self._carry, False
             if not pieces and not carry:

@@ -50,6 +50,14 @@ async def speech_48k(text: str, wpm: int = 170) -> np.ndarray:
     return pcm[voiced[0]:voiced[-1] + 1]
 
 
+def played_out_at(source: rtc.AudioSource, samples: int) -> float:
+    """When ``samples`` captured into ``source`` now will have left it (monotonic): after the
+    audio queued ahead of them (LiveKit's own account, ``queued_duration``: captured audio less
+    the real time since, 0 once drained) has been played out, plus their own duration. Call it
+    just before the capture: ``capture_frame`` updates that account before its first await."""
+    return time.monotonic() + source.queued_duration + samples / source.sample_rate
+
+
 @dataclass
 class Caller:
     """A room participant with a microphone it feeds in real time and ears on the agent."""
@@ -76,6 +84,11 @@ class Caller:
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     spoken: asyncio.Event = field(default_factory=asyncio.Event)
     spoken_at: float = 0.0
+    """When the last frame with speech was *queued* (the end of its real-time slot): what
+    ``say`` returns, the bench's end of speech until session 17 (``p50_from_queued``)."""
+    sound_ended_at: float = 0.0
+    """When the last speech sample *leaves* the microphone's source (:func:`played_out_at`):
+    the moment a person's speech ends, the bench's end of speech since session 17."""
 
     @classmethod
     async def join(cls, url: str, token: str) -> Caller:
@@ -139,8 +152,9 @@ class Caller:
             start = time.monotonic()
             for n in itertools.count():
                 chunk, self.queued = self.queued[:FRAME], self.queued[FRAME:]
-                if len(chunk) and not len(self.queued):
+                if len(chunk) and not len(self.queued):  # the speech's last frame
                     self.spoken_at = start + (n + 1) * 0.02
+                    self.sound_ended_at = played_out_at(self.source, len(chunk))
                     self.spoken.set()
                 chunk = np.pad(chunk, (0, FRAME - len(chunk)))
                 await self.source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME))

@@ -47,6 +47,7 @@ from voice.call import CallReporter
 from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once
 from voice.moonshine_model import package_dir, read_pinned
+from voice.plain_text import TTS_TEXT_TRANSFORMS
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
@@ -225,6 +226,8 @@ def _session(proc: JobProcess, bridge: VoiceBridge, ends: Any) -> AgentSession[A
             "interruption": {"mode": "vad"},
             "preemptive_generation": {"enabled": s.voice_preemptive, "preemptive_tts": True},
         },
+        # plain text to the TTS at once, markdown still filtered (voice/plain_text.py)
+        tts_text_transforms=TTS_TEXT_TRANSFORMS,
         aec_warmup_duration=s.voice_aec_warmup_s or None, user_away_timeout=None)
 
 

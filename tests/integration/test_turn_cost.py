@@ -235,18 +235,20 @@ async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
 
 async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
     """Issue 13 (roundtrips): a turn alone in its session, with a live node holding it, costs
-    the worker 2 round trips (its polling left out): START (which reads the turn its shard
+    the worker 3 round trips (its polling left out): START (which reads the turn its shard
     entry names and checks it is the first pending one: no XRANGE before it since session 13;
-    its script copies its events to the node), and the chunks' pipeline, which carries the
-    ``speaking`` state's APPEND before the text (its script copying it to the node:
-    sessions/deferred_appends.py, session 12; a round trip of its own before) and the ending
-    after it (session 14: a round trip of its own before), whose script also copies it to the
-    node and acks the inbound entry (single Redis, the node known alive). The memory read
-    rides in START's reply (no LRANGE): were 9, then 7 with START's and the ending's fan-outs
-    (and the XACK) pipelines of their own, then 5, then 4, then 3. A
-    turn pending after another comes with that one's ending (no XRANGE of its own); an entry
-    whose turn ended that way finds it stale in START, then reads the pending turns. The
-    entries are acked all the same, and the memory holds the turns."""
+    its script copies its events to the node), the turn's first piece of text, sent at once
+    (since session 17, sessions/coalescer.py: it waited for the tick before), with the
+    ``speaking`` state's APPEND before it (its script copying it to the node:
+    sessions/deferred_appends.py, session 12; a round trip of its own before), and the tick
+    that carries the rest of the text and the ending after it (session 14: a round trip of
+    its own before), whose script also copies it to the node and acks the inbound entry
+    (single Redis, the node known alive). The memory read rides in START's reply (no LRANGE):
+    were 9, then 7 with START's and the ending's fan-outs (and the XACK) pipelines of their
+    own, then 5, then 4, then 3, then 2 (session 14 to 16). A turn pending after another
+    comes with that one's ending (no XRANGE of its own); an entry whose turn ended that way
+    finds it stale in START, then reads the pending turns. The entries are acked all the
+    same, and the memory holds the turns."""
     bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
     calls: list[str] = []
     command, pipeline = bus.redis.execute_command, bus.redis.pipeline
@@ -274,7 +276,7 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             finally:
                 bus.redis.execute_command, bus.redis.pipeline = command, pipeline
             per_turn.append(list(calls))
-        assert per_turn[1] == per_turn[2] == ["EVALSHA", "pipeline"], per_turn
+        assert per_turn[1] == per_turn[2] == ["EVALSHA", "pipeline", "pipeline"], per_turn
         # two turns pending: the second comes with the first's ending (one XRANGE for both)
         for i in range(3, 5):
             await bus.submit("s", f"m{i}", "hello there", user="alice")
@@ -286,8 +288,9 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             await worker._handle(first)
         finally:
             bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-        # each turn START and one pipeline (chunks, ending): no XRANGE, no script apart
-        assert calls == ["EVALSHA", "pipeline"] * 2, calls
+        # each turn START, its first piece and one pipeline (chunks, ending): no XRANGE, no
+        # script apart
+        assert calls == ["EVALSHA", "pipeline", "pipeline"] * 2, calls
         calls.clear()
         bus.redis.execute_command, bus.redis.pipeline = counted, piped
         try:  # its turn ended with the first's claim: START finds it stale, nothing pending

@@ -46,12 +46,14 @@ async def test_a_long_tick_is_not_waited_for() -> None:
     bus = _Bus()
     flusher = ChunkFlusher(bus, interval=CARRY_WAIT_MAX_S * 10)  # type: ignore[arg-type]
     co = Coalescer(flusher, "s", 3, 1, "3:1:ab")
-    co.add("Hi")  # its tick is far off
+    co.add("Hi")  # the run's first piece: sent at once (sessions/coalescer.py)
+    await asyncio.gather(*flusher._sending)
+    co.add(" there")  # its tick is far off
     ticker = flusher._ticker
     flusher.carry()
     (sent,) = flusher._sending
     await sent
-    assert [len(t) for t in bus.ticks] == [1] and not flusher._sending
+    assert [len(t) for t in bus.ticks] == [1, 1] and not flusher._sending
     assert ticker is not None
     ticker.cancel()
     await asyncio.gather(ticker, return_exceptions=True)
