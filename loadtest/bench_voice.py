@@ -67,6 +67,7 @@ from loadtest.voice_stages import (
     recogniser_counts,
     stages,
     turn_ends,
+    uplink_jitter,
 )
 from sessions.bus import Bus, connect
 from voice.caller import speech_48k
@@ -122,6 +123,9 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
                                              voice_pid, livekit_pid, ours, deadline, log,
                                              a.idle_s, roles, a.starts)
         await asyncio.sleep(2)  # the last calls' recognisers log their counts as they close
+        if "latency" in out:
+            out["latency"]["uplink_jitter_buffer"] = uplink_jitter(
+                log, set(out["latency"].pop("sessions")))
         out["recogniser"] = recogniser_counts(log)
         out["turn_ends"] = turn_ends(log)
         return out

@@ -23,7 +23,7 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
                                      "voice_processes_peak", "machine_busy_pct",
                                      "other_load_cores", "within_limit", "stages", "path",
                                      "caller_jitter_buffer_p50", "caller_mic_queue",
-                                     "cpu_s_by_process", "decodes",
+                                     "cpu_s_by_process", "decodes", "uplink_jitter_buffer",
                                      "voice_threads_cores", "bench_callers_threads_cores")}
               for lv in cap.get("levels", []) if "skipped" not in lv]
     best = cap.get("max_k_p95_within_limit")
@@ -45,6 +45,7 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
         f"max_calls_p95_under_{p95_limit:.0f}ms": best,
         "max_calls_p95_under_limit_independent": cap.get("max_k_p95_within_limit_independent"),
         "decodes_sequential": lat.get("decodes"),
+        "uplink_jitter_buffer_sequential": lat.get("uplink_jitter_buffer"),
         # null when no level met the p95 bound: `agentia capacity` then says so and asks for
         # --calls-per-voice-worker rather than inventing a figure
         "calls_per_voice_worker": best,

@@ -20,7 +20,7 @@ from livekit import rtc
 from loadtest.bench_core import pct
 from loadtest.voice_calls import Bench, Call, jitter_summary, mic_queue_summary, summary
 from loadtest.voice_proc import Sampler, idle_jiffies
-from loadtest.voice_stages import decodes, log_size, path, stages
+from loadtest.voice_stages import decodes, log_size, path, stages, uplink_jitter
 from voice.settings import VoiceSettings
 from voice.speech import normalise
 from voice.worker import recogniser
@@ -99,6 +99,7 @@ async def latency(b: Bench, calls: int, deadline: float) -> dict[str, Any]:
             "window_s": round(time.monotonic() - t0, 1), "machine_busy_pct": round(100 * busy, 1),
             "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "answers": [a for c in done for a in c.answers],
+            "sessions": [c.sid for c in done],
             "caller_jitter_buffer_p50": jitter_summary(done),
             "caller_mic_queue": mic_queue_summary(done)}
 
@@ -217,6 +218,8 @@ async def _level(b: Bench, k: int, phrases: int, voice_pid: int, livekit_pid: in
     res["caller_jitter_buffer_p50"] = jitter_summary(calls)
     res["caller_mic_queue"] = mic_queue_summary(calls)
     await asyncio.gather(*(b.leave(c) for c in calls))
+    await asyncio.sleep(2)  # the calls end and log their jitter buffers (voice/uplink_stats.py)
+    res["uplink_jitter_buffer"] = uplink_jitter(log, {c.sid for c in calls}, at)
     lat = [x for c in calls for x in c.latencies]
     errors = [c.error for c in calls if c.error]
     unanswered = [u for c in calls for u in c.unanswered]

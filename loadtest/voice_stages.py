@@ -172,3 +172,29 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
 
     return {"wait": p(wait), "decode": p(took), "batches": dict(sorted(sizes.items())),
             "interim_decode": p(interim)}
+
+
+UPLINK = re.compile(r"caller audio jitter buffer of session (\S+): (\{[^}\n]*\})")
+
+
+def uplink_jitter(log: Path, sessions: set[str], start: int = 0) -> dict[str, Any]:
+    """The jitter buffer each of ``sessions``' calls had on its caller's audio (the voice
+    worker logs it when a call ends: voice/uplink_stats.py), p50/p95 over the calls (ms).
+    Empty for a tree that does not log it."""
+    try:
+        text = log.read_bytes()[start:].decode(errors="replace")
+    except OSError:
+        return {}
+    vals: dict[str, list[float]] = {}
+    for m in UPLINK.finditer(text):
+        if m.group(1) not in sessions:
+            continue
+        try:
+            got = ast.literal_eval(m.group(2))
+        except (ValueError, SyntaxError):
+            continue
+        for k, v in got.items():
+            if isinstance(v, int | float):
+                vals.setdefault(k, []).append(float(v))
+    return {k: {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))}
+            for k, v in sorted(vals.items())}

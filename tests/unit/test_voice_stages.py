@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.voice_stages import decodes, log_size, recogniser_counts, stages, turn_ends
+from loadtest.voice_stages import (
+    decodes,
+    log_size,
+    recogniser_counts,
+    stages,
+    turn_ends,
+    uplink_jitter,
+)
 
 LOG = """\
 2026-12-06 09:25:22,971 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1244, 'end_of_turn_delay': 1245}
@@ -67,3 +74,19 @@ def test_the_decodings_wait_and_time_are_summarised_per_utterance(tmp_path: Path
     assert got["interim_decode"] == {"n": 1, "p50_ms": 120, "p95_ms": 120}
     assert decodes(log, len(LOG) + DECODES.index("2026-12-07 16:27:02"))["batches"] == {"2": 1}
     assert decodes(log, 0, len(LOG)) == {}  # a tree that does not log them
+
+
+def test_the_callers_jitter_buffers_are_summarised_for_the_phases_calls(
+        tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(
+        "2026-12-07 17:00:01,000 INFO    agentia.voice: caller audio jitter buffer of session "
+        "bench-1: {'delay_ms': 40.0, 'target_ms': 30.5, 'minimum_ms': 30.5}\n"
+        "2026-12-07 17:00:02,000 INFO    agentia.voice: caller audio jitter buffer of session "
+        "bench-2: {'delay_ms': 200.0, 'target_ms': 180.0, 'minimum_ms': 170.0}\n"
+        "2026-12-07 17:00:03,000 INFO    agentia.voice: caller audio jitter buffer of session "
+        "other: {'delay_ms': 999.0, 'target_ms': 999.0, 'minimum_ms': 999.0}\n")
+    got = uplink_jitter(log, {"bench-1", "bench-2"})
+    assert got["delay_ms"]["n"] == 2 and got["delay_ms"]["p95_ms"] == 200  # not "other"
+    assert got["target_ms"]["n"] == 2 and set(got) == {"delay_ms", "target_ms", "minimum_ms"}
+    assert uplink_jitter(log, {"none"}) == {} and uplink_jitter(tmp_path / "x", {"a"}) == {}
