@@ -20,7 +20,14 @@ from livekit import rtc
 from loadtest.bench_core import pct
 from loadtest.voice_calls import Bench, Call, jitter_summary, mic_queue_summary, summary
 from loadtest.voice_proc import Sampler, idle_jiffies
-from loadtest.voice_stages import decodes, log_size, path, stages, uplink_jitter
+from loadtest.voice_stages import (
+    decodes,
+    log_size,
+    logs_uplink,
+    path,
+    stages,
+    uplink_jitter,
+)
 from voice.settings import VoiceSettings
 from voice.speech import normalise
 from voice.worker import recogniser
@@ -218,8 +225,7 @@ async def _level(b: Bench, k: int, phrases: int, voice_pid: int, livekit_pid: in
     res["caller_jitter_buffer_p50"] = jitter_summary(calls)
     res["caller_mic_queue"] = mic_queue_summary(calls)
     await asyncio.gather(*(b.leave(c) for c in calls))
-    await asyncio.sleep(2)  # the calls end and log their jitter buffers (voice/uplink_stats.py)
-    res["uplink_jitter_buffer"] = uplink_jitter(log, {c.sid for c in calls}, at)
+    res["uplink_jitter_buffer"] = await _uplink(log, {c.sid for c in calls if not c.error}, at)
     lat = [x for c in calls for x in c.latencies]
     errors = [c.error for c in calls if c.error]
     unanswered = [u for c in calls for u in c.unanswered]
@@ -233,6 +239,20 @@ async def _level(b: Bench, k: int, phrases: int, voice_pid: int, livekit_pid: in
     # a call fails when it cannot join or a third of its phrases go unanswered
     failing = bool(errors) or len(unanswered) * 3 > sum(len(c.said) for c in calls)
     return level, lat, failing
+
+
+async def _uplink(log: Path, sessions: set[str], at: int,
+                  within_s: float = 15.0) -> dict[str, Any]:
+    """The calls' jitter buffers on their callers' audio, each logged when its call ends
+    (voice/uplink_stats.py: a few seconds after the caller leaves, on a loaded box): waits
+    until every call's is there, at most ``within_s`` (3 s for a tree whose earlier calls
+    logged none: one that does not log them)."""
+    deadline = time.monotonic() + (within_s if logs_uplink(log, at) else 3.0)
+    while True:
+        got = uplink_jitter(log, sessions, at)
+        if got.get("delay_ms", {}).get("n", 0) >= len(sessions) or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.5)
 
 
 async def _talk_after(b: Bench, call: Call, phrases: int, delay_s: float) -> None:

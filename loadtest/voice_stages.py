@@ -198,3 +198,12 @@ def uplink_jitter(log: Path, sessions: set[str], start: int = 0) -> dict[str, An
                 vals.setdefault(k, []).append(float(v))
     return {k: {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))}
             for k, v in sorted(vals.items())}
+
+
+def logs_uplink(log: Path, end: int) -> bool:
+    """Whether the worker logged a call's jitter buffer before byte ``end`` (a tree that
+    does not log them has none)."""
+    try:
+        return UPLINK.search(log.read_bytes()[:end].decode(errors="replace")) is not None
+    except OSError:
+        return False

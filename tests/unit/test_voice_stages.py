@@ -7,6 +7,7 @@ from pathlib import Path
 from loadtest.voice_stages import (
     decodes,
     log_size,
+    logs_uplink,
     recogniser_counts,
     stages,
     turn_ends,
@@ -90,3 +91,10 @@ def test_the_callers_jitter_buffers_are_summarised_for_the_phases_calls(
     assert got["delay_ms"]["n"] == 2 and got["delay_ms"]["p95_ms"] == 200  # not "other"
     assert got["target_ms"]["n"] == 2 and set(got) == {"delay_ms", "target_ms", "minimum_ms"}
     assert uplink_jitter(log, {"none"}) == {} and uplink_jitter(tmp_path / "x", {"a"}) == {}
+
+
+def test_a_tree_that_logs_the_jitter_buffers_is_told_apart(tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LOG + "x: caller audio jitter buffer of session s: {'delay_ms': 1.0}\n")
+    assert logs_uplink(log, len(log.read_bytes())) and not logs_uplink(log, len(LOG))
+    assert not logs_uplink(tmp_path / "missing.log", 10)
