@@ -27,7 +27,9 @@ The agent worker runs the demo model paced at ``--model-tokens-per-s`` (60). ``-
 (repeatable) runs the stack (edge, agent worker, voice worker) from other checkouts,
 ``--rounds`` times each, interleaved (the order reversed every other round): before and after
 side by side, in the same machine state. Each phase also records where the time went
-(``stages``: the voice worker's logged turn timings, :mod:`loadtest.voice_stages`) and each
+(``stages``: the voice worker's logged turn timings, :mod:`loadtest.voice_stages`;
+``decodes``: each utterance's wait for an engine and its decoding; ``uplink_jitter_buffer``:
+each call's WebRTC jitter buffer on its caller's audio, as the worker logs them) and each
 level the voice worker tree's PSS per call (and before any call: the record's
 ``voice_pss_mib_idle``, ``voice_pss_mib_added_per_call``, ``memory_goal_met_at_calls``).
 
