@@ -15,8 +15,14 @@ worker (``python -m launch.cli voice``: the worker and the job processes it fork
   (``Caller.spoken_at``); the same answers timed that way are kept beside the figures as
   ``p50_from_queued``/``p95_from_queued``, comparable with older records.
 * ``capacity``: K concurrent calls for K in ``--levels``; all K join, then all speak their
-  sentences at once (3 per call, each after the agent finished the previous answer; only the
-  sentences the latency phase got answers to; at least 8 per level). The most calls whose p95
+  first sentence at once (3 per call, each after the agent finished the previous answer; only
+  the sentences the latency phase got answers to; at least 8 per level): the worst case, every
+  call's decoding at the same moment. ``--starts independent`` instead starts each caller's
+  first sentence after a random delay in [0, ``--spread-s``] (8 s, about one phrase-and-answer
+  cycle; seeded by ``--seed``, the delays recorded with the level), as independent callers
+  would; ``--starts both`` runs each level both ways, the worst case first (it alone decides
+  whether to go on to the next level) and the independent callers beside it
+  (``max_k_p95_within_limit_independent``). The most calls whose p95
   stays under ``--p95-limit`` ms is the worker's capacity; it stops after a level whose p95
   exceeds twice that (or ``--stop-p95``), or where a call fails (cannot join, or more than a
   third of the sentences go unanswered). The voice worker's process tree (worker + job
@@ -27,7 +33,9 @@ The agent worker runs the demo model paced at ``--model-tokens-per-s`` (60). ``-
 (repeatable) runs the stack (edge, agent worker, voice worker) from other checkouts,
 ``--rounds`` times each, interleaved (the order reversed every other round): before and after
 side by side, in the same machine state. Each phase also records where the time went
-(``stages``: the voice worker's logged turn timings, :mod:`loadtest.voice_stages`) and each
+(``stages``: the voice worker's logged turn timings, :mod:`loadtest.voice_stages`;
+``decodes``: each utterance's wait for an engine and its decoding; ``uplink_jitter_buffer``:
+each call's WebRTC jitter buffer on its caller's audio, as the worker logs them) and each
 level the voice worker tree's PSS per call (and before any call: the record's
 ``voice_pss_mib_idle``, ``voice_pss_mib_added_per_call``, ``memory_goal_met_at_calls``).
 
@@ -57,10 +65,18 @@ from agentia.settings import from_env
 from loadtest.record import record
 from loadtest.voice_calls import Bench
 from loadtest.voice_figures import figures
-from loadtest.voice_phases import capacity, latency, stt_alone
+from loadtest.voice_phases import SEED, SPREAD_S, STARTS, Starts, capacity, latency, stt_alone
 from loadtest.voice_proc import tree_memory
 from loadtest.voice_stack import ROOT, commit, machine, overrides, stack
-from loadtest.voice_stages import log_size, path, recogniser_counts, stages, turn_ends
+from loadtest.voice_stages import (
+    decodes,
+    log_size,
+    path,
+    recogniser_counts,
+    stages,
+    turn_ends,
+    uplink_jitter,
+)
 from sessions.bus import Bus, connect
 from voice.caller import speech_48k
 from voice.settings import VoiceSettings
@@ -105,6 +121,7 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
             at = log_size(log)
             out["latency"] = await latency(b, a.calls, lat_deadline)
             out["latency"]["stages"] = stages(log, at)
+            out["latency"]["decodes"] = decodes(log, at)
             out["latency"]["path"] = path(log, at, out["latency"].pop("answers"))
             print(f"  latency {orjson.dumps(out['latency']).decode()}", file=sys.stderr,
                   flush=True)
@@ -112,8 +129,11 @@ async def measure(a: argparse.Namespace, env: dict[str, str], voice_pid: int,
             out["capacity"] = await capacity(b, a.levels, a.phrases_per_call, a.p95_limit,
                                              a.stop_p95 or 2 * a.p95_limit,
                                              voice_pid, livekit_pid, ours, deadline, log,
-                                             a.idle_s, roles)
+                                             a.idle_s, roles, a.starts)
         await asyncio.sleep(2)  # the last calls' recognisers log their counts as they close
+        if "latency" in out:
+            out["latency"]["uplink_jitter_buffer"] = uplink_jitter(
+                log, set(out["latency"].pop("sessions")))
         out["recogniser"] = recogniser_counts(log)
         out["turn_ends"] = turn_ends(log)
         return out
@@ -144,7 +164,9 @@ def bench(a: argparse.Namespace, tree: Path = ROOT) -> dict[str, Any]:
                   "livekit_target_load": a.livekit_target_load,
                   "demo_word_delay_s": a.demo_word_delay, "model": "offline demo model "
                   "(default worker agent, tool calls)", "stt": a.stt,
-                  "target_p50_ms": TARGET_P50_MS},
+                  "target_p50_ms": TARGET_P50_MS,
+                  "capacity_starts": {"modes": list(a.starts.modes),
+                                      "spread_s": a.starts.spread_s, "seed": a.starts.seed}},
         **results,
         "latency_p50_meets_target": (results.get("latency", {}).get("p50_ms", 1e9)
                                      <= TARGET_P50_MS) if "latency" in results else None,
@@ -219,6 +241,16 @@ def _phase_options(p: argparse.ArgumentParser) -> None:
                    help="capacity: seconds of each level's calls joined and silent, before "
                         "they speak, whose CPU is recorded as the level's ``idle`` (the "
                         "per-frame path alone; 0: skip)")
+    p.add_argument("--starts", choices=(*STARTS, "both"), default="together",
+                   help="capacity: every caller's first sentence at once (together: the worst "
+                        "case), each after a random delay (independent), or each level both "
+                        "ways")
+    p.add_argument("--spread-s", type=float, default=SPREAD_S,
+                   help="--starts independent: the first sentences' delays are uniform in "
+                        "[0, this] seconds")
+    p.add_argument("--seed", type=int, default=SEED,
+                   help="--starts independent: the delays' seed (level K draws from "
+                        "random.Random(seed * 1000 + K); recorded)")
     p.add_argument("--join-timeout", type=float, default=40.0)
     p.add_argument("--answer-timeout", type=float, default=10.0,
                    help="seconds from end of speech to the agent's first audio before the "
@@ -232,6 +264,9 @@ def main() -> None:
     p = parser()
     a = p.parse_args()
     a.levels = [int(x) for x in a.levels.split(",") if x.strip()]
+    if not 0 <= a.spread_s <= 60:
+        p.error("--spread-s: seconds in [0, 60]")
+    a.starts = Starts(STARTS if a.starts == "both" else (a.starts,), a.spread_s, a.seed)
     a.demo_word_delay = (round(TOKENS_PER_WORD / a.model_tokens_per_s, 4)
                          if a.model_tokens_per_s > 0 else 0.0)
     if any("=" not in kv or not kv.startswith("AGENTIA_") for kv in a.set):

@@ -23,6 +23,7 @@ from voice.caller import Caller
 from voice.routes import open_call
 from voice.settings import VoiceSettings
 from voice.speech import normalise
+from voice.uplink_stats import jitter_buffer as jitter_buffer  # bench_uplink reads it here too
 
 MIN_ANSWER_S = 0.2
 """An agent sound sooner than this after the caller's speech ended cannot answer it (the
@@ -139,24 +140,11 @@ class Bench:
 
 async def receive_buffer(caller: Caller) -> dict[str, float]:
     """The caller's jitter buffer on the agent's audio so far: what it holds before the caller
-    hears (:func:`jitter_buffer`)."""
+    hears (:func:`voice.uplink_stats.jitter_buffer`)."""
     for p in caller.room.remote_participants.values():
         for pub in p.track_publications.values():
             if pub.kind == rtc.TrackKind.KIND_AUDIO and (got := await jitter_buffer(pub.track)):
                 return got
-    return {}
-
-
-async def jitter_buffer(track: rtc.Track | None) -> dict[str, float]:
-    """A received track's jitter buffer so far (WebRTC's inbound-rtp stats, averaged over the
-    samples it played out: ms); ``{}`` before it has any."""
-    for st in await track.get_stats() if track is not None else []:
-        if st.HasField("inbound_rtp"):
-            inb = st.inbound_rtp.inbound
-            n = max(1, inb.jitter_buffer_emitted_count)
-            return {"delay_ms": round(1000 * inb.jitter_buffer_delay / n, 1),
-                    "target_ms": round(1000 * inb.jitter_buffer_target_delay / n, 1),
-                    "minimum_ms": round(1000 * inb.jitter_buffer_minimum_delay / n, 1)}
     return {}
 
 

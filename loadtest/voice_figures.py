@@ -13,9 +13,10 @@ MEMORY_GOAL_MB = 150.0
 def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
     """The figures ``--record`` keeps (docs/benchmarks.md and the capacity model read them)."""
     lat, cap = out.get("latency", {}), out.get("capacity", {})
-    levels = [{k: lv.get(k) for k in ("k", "n", "p50_ms", "p95_ms", "max_ms",
-                                     "p50_from_queued", "p95_from_queued", "failed_calls",
-                                     "unanswered", "transcripts_right", "heard_not_said",
+    levels = [{k: lv.get(k) for k in ("k", "starts", "start_delays_s", "n", "p50_ms",
+                                     "p95_ms", "max_ms", "p50_from_queued", "p95_from_queued",
+                                     "failed_calls", "unanswered", "transcripts_right",
+                                     "heard_not_said",
                                      "voice_cpu_cores", "voice_cpu_s_per_phrase", "idle",
                                      "bench_client_cpu_cores", "voice_pss_mib_peak",
                                      "voice_pss_mib_per_call",
@@ -23,7 +24,7 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
                                      "voice_processes_peak", "machine_busy_pct",
                                      "other_load_cores", "within_limit", "stages", "path",
                                      "caller_jitter_buffer_p50", "caller_mic_queue",
-                                     "cpu_s_by_process",
+                                     "cpu_s_by_process", "decodes", "uplink_jitter_buffer",
                                      "voice_threads_cores", "bench_callers_threads_cores")}
               for lv in cap.get("levels", []) if "skipped" not in lv]
     best = cap.get("max_k_p95_within_limit")
@@ -45,10 +46,15 @@ def figures(out: dict[str, Any], p95_limit: float) -> dict[str, Any]:
         "transcripts_right_sequential": lat.get("transcripts_right"),
         "misheard": lat.get("misheard"), "p95_limit_ms": p95_limit,
         f"max_calls_p95_under_{p95_limit:.0f}ms": best,
+        "max_calls_p95_under_limit_independent": cap.get("max_k_p95_within_limit_independent"),
+        "decodes_sequential": lat.get("decodes"),
+        "uplink_jitter_buffer_sequential": lat.get("uplink_jitter_buffer"),
         # null when no level met the p95 bound: `agentia capacity` then says so and asks for
         # --calls-per-voice-worker rather than inventing a figure
         "calls_per_voice_worker": best,
-        **memory_figures(out.get("voice_pss_mib_idle"), levels),
+        # the worst case's levels (with --starts both a level's k is there twice)
+        **memory_figures(out.get("voice_pss_mib_idle"),
+                         [lv for lv in levels if lv.get("starts") != "independent"]),
     }
 
 

@@ -134,3 +134,76 @@ def path(log: Path, start: int, answers: list[tuple[str, float, float]]) -> dict
                 vals.setdefault(f"{a}->{b}", []).append(1000 * (got[b] - got[a]))
     return {k: {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))}
             for k, v in vals.items()}
+
+
+DECODE = re.compile(r"decode timings \(ms\): (\{[^}\n]*\})")
+
+
+def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]:
+    """Where the recogniser's time went (``voice/engines.py`` logs each decoding): each
+    utterance's wait for an engine and its batch's decoding (p50/p95 ms; early starts that
+    were later discarded included), the batches by size, and the interims' decodings."""
+    try:
+        text = log.read_bytes()[start:end].decode(errors="replace")
+    except OSError:
+        return {}
+    wait: list[float] = []
+    took: list[float] = []
+    interim: list[float] = []
+    sizes: dict[str, int] = {}
+    for m in DECODE.finditer(text):
+        try:
+            got = ast.literal_eval(m.group(1))
+        except (ValueError, SyntaxError):
+            continue
+        if got.get("interim"):
+            interim.append(float(got["decode"]))
+            continue
+        waits = got.get("wait", [])
+        wait += [float(w) for w in waits]
+        took += [float(got["decode"])] * len(waits)
+        sizes[str(len(waits))] = sizes.get(str(len(waits)), 0) + 1
+    if not (wait or interim):
+        return {}
+
+    def p(v: list[float]) -> dict[str, Any]:
+        return {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))} \
+            if v else {"n": 0}
+
+    return {"wait": p(wait), "decode": p(took), "batches": dict(sorted(sizes.items())),
+            "interim_decode": p(interim)}
+
+
+UPLINK = re.compile(r"caller audio jitter buffer of session (\S+): (\{[^}\n]*\})")
+
+
+def uplink_jitter(log: Path, sessions: set[str], start: int = 0) -> dict[str, Any]:
+    """The jitter buffer each of ``sessions``' calls had on its caller's audio (the voice
+    worker logs it when a call ends: voice/uplink_stats.py), p50/p95 over the calls (ms).
+    Empty for a tree that does not log it."""
+    try:
+        text = log.read_bytes()[start:].decode(errors="replace")
+    except OSError:
+        return {}
+    vals: dict[str, list[float]] = {}
+    for m in UPLINK.finditer(text):
+        if m.group(1) not in sessions:
+            continue
+        try:
+            got = ast.literal_eval(m.group(2))
+        except (ValueError, SyntaxError):
+            continue
+        for k, v in got.items():
+            if isinstance(v, int | float):
+                vals.setdefault(k, []).append(float(v))
+    return {k: {"n": len(v), "p50_ms": round(pct(v, 50)), "p95_ms": round(pct(v, 95))}
+            for k, v in sorted(vals.items())}
+
+
+def logs_uplink(log: Path, end: int) -> bool:
+    """Whether the worker logged a call's jitter buffer before byte ``end`` (a tree that
+    does not log them has none)."""
+    try:
+        return UPLINK.search(log.read_bytes()[:end].decode(errors="replace")) is not None
+    except OSError:
+        return False

@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -49,6 +50,7 @@ class _Request:
     """One utterance waiting in an :class:`EnginePool`, and its outcome once decoded."""
 
     pcm: bytes
+    queued: float = dataclasses.field(default_factory=time.monotonic)
     text: str = ""
     error: BaseException | None = None
     done: bool = False
@@ -109,6 +111,7 @@ class EnginePool:
     def _run(self, engine: Decoder, batch: list[_Request]) -> None:
         texts: list[str] = []
         error: BaseException | None = None
+        t0 = time.monotonic()
         try:
             if len(batch) == 1:
                 texts = [engine.decode(batch[0].pcm)]
@@ -124,6 +127,11 @@ class EnginePool:
             self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
             self._free.append(engine)
             self._cond.notify_all()
+        # where a final transcript's time goes: waiting for an engine, then decoding
+        # (loadtest.voice_stages.decodes sums these lines for bench_voice)
+        log.info("decode timings (ms): %s", {
+            "batch": len(batch), "wait": [round(1000 * (t0 - r.queued)) for r in batch],
+            "decode": round(1000 * (time.monotonic() - t0))})
         if len(batch) > 1:
             log.info("decoded %d utterances in one batch (batches so far by size: %s)",
                      len(batch), dict(sorted(self.batches.items())))
@@ -143,12 +151,15 @@ class EnginePool:
             if self._pending or len(self._free) < min(2, self.size):
                 return None
             engine = self._free.pop()
+        t0 = time.monotonic()
         try:  # Whisper has a cheaper decoding for guesses; pocketsphinx has one decoding
             return getattr(engine, "decode_quick", engine.decode)(pcm16k)
         finally:
             with self._cond:
                 self._free.append(engine)
                 self._cond.notify_all()
+            log.info("decode timings (ms): %s",
+                     {"interim": 1, "decode": round(1000 * (time.monotonic() - t0))})
 
 
 class PooledSTT(stt.STT[Any]):

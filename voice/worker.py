@@ -59,6 +59,7 @@ from voice.telephony import caller_identity
 from voice.tokens import parse_job_metadata
 from voice.transcripts import CallerSpeech, SpokenText
 from voice.turn_end import SentenceEnd, endpointing, turn_detector, turn_vad_silence
+from voice.uplink_stats import UplinkWatch
 
 log = logging.getLogger("agentia.voice")
 
@@ -249,13 +250,17 @@ async def entrypoint(ctx: JobContext) -> None:
     log.info("call of session %s in job process %d (room %s, node %s)", session_id,
              os.getpid(), ctx.room.name, bridge.node)
     reporter = CallReporter(bridge, ctx.room, slot.slots)
-    tasks = [asyncio.create_task(call_guard.guard(ctx, reporter, slot))]
+    uplink = UplinkWatch(ctx.room, user)  # the caller's audio as received (voice/uplink_stats)
+    tasks = [asyncio.create_task(call_guard.guard(ctx, reporter, slot)),
+             asyncio.create_task(uplink.run())]
     ends = turn_detector(s)
 
     async def cleanup() -> None:
         bridge.hanging_up = True
         if isinstance(ends, SentenceEnd):
             log.info("turn ends of session %s: %s", session_id, ends.summary())
+        if uplink.last:
+            log.info("caller audio jitter buffer of session %s: %s", session_id, uplink.last)
         call_trace.end_call(bridge.trace)
         await reporter.aclose()
         for task in tasks:

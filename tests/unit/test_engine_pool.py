@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import logging
 import threading
 import time
 
@@ -138,3 +140,26 @@ def test_interims_leave_the_last_free_engine_to_finals() -> None:
     alone = BatchDecoder()
     alone.release.set()
     assert EnginePool([alone], "fake").try_decode(b"i") == "heard i"  # one engine: as before
+
+
+def test_each_decoding_logs_its_utterances_wait_and_its_time(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agentia.voice")
+    engine = BatchDecoder()
+    pool = EnginePool([engine], "fake", max_batch=4)
+    out: dict[bytes, object] = {}
+    first = _start(pool, b"1", out)
+    _until(lambda: len(engine.batches) == 1)
+    waiting = [_start(pool, p, out) for p in (b"2", b"3")]
+    _until(lambda: pool._waiting == 2)
+    time.sleep(0.05)  # the two wait at least this long for the engine
+    engine.release.set()
+    for t in [first, *waiting]:
+        t.join(5)
+    assert pool.try_decode(b"i") == "heard i"
+    got = [ast.literal_eval(r.getMessage().split(": ", 1)[1]) for r in caplog.records
+           if r.getMessage().startswith("decode timings (ms)")]
+    assert [g.get("batch") for g in got] == [1, 2, None]
+    assert got[0]["wait"] == [0] and got[0]["decode"] >= 50  # held until released
+    assert len(got[1]["wait"]) == 2 and min(got[1]["wait"]) >= 50
+    assert got[2]["interim"] == 1 and got[2]["decode"] >= 0

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.voice_stages import log_size, recogniser_counts, stages, turn_ends
+from loadtest.voice_stages import (
+    decodes,
+    log_size,
+    logs_uplink,
+    recogniser_counts,
+    stages,
+    turn_ends,
+    uplink_jitter,
+)
 
 LOG = """\
 2026-12-06 09:25:22,971 INFO    agentia.voice: user turn timings (ms): {'transcription_delay': 1244, 'end_of_turn_delay': 1245}
@@ -48,3 +56,45 @@ def test_the_turn_ends_are_summed_over_the_calls(tmp_path: Path) -> None:
     log.write_text(LOG)
     assert turn_ends(log) == {"finished": 3, "unfinished": 1}
     assert turn_ends(log, LOG.index("2026-12-06 09:25:38")) == {"finished": 1, "unfinished": 0}
+
+
+DECODES = """\
+2026-12-07 16:27:01,000 INFO    agentia.voice: decode timings (ms): {'batch': 1, 'wait': [0], 'decode': 200}
+2026-12-07 16:27:01,100 INFO    agentia.voice: decode timings (ms): {'interim': 1, 'decode': 120}
+2026-12-07 16:27:02,000 INFO    agentia.voice: decode timings (ms): {'batch': 2, 'wait': [150, 40], 'decode': 300}
+"""  # noqa: E501
+
+
+def test_the_decodings_wait_and_time_are_summarised_per_utterance(tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LOG + DECODES)
+    got = decodes(log)
+    assert got["wait"] == {"n": 3, "p50_ms": 40, "p95_ms": 150}
+    assert got["decode"] == {"n": 3, "p50_ms": 300, "p95_ms": 300}  # a batch's, each of its
+    assert got["batches"] == {"1": 1, "2": 1}
+    assert got["interim_decode"] == {"n": 1, "p50_ms": 120, "p95_ms": 120}
+    assert decodes(log, len(LOG) + DECODES.index("2026-12-07 16:27:02"))["batches"] == {"2": 1}
+    assert decodes(log, 0, len(LOG)) == {}  # a tree that does not log them
+
+
+def test_the_callers_jitter_buffers_are_summarised_for_the_phases_calls(
+        tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(
+        "2026-12-07 17:00:01,000 INFO    agentia.voice: caller audio jitter buffer of session "
+        "bench-1: {'delay_ms': 40.0, 'target_ms': 30.5, 'minimum_ms': 30.5}\n"
+        "2026-12-07 17:00:02,000 INFO    agentia.voice: caller audio jitter buffer of session "
+        "bench-2: {'delay_ms': 200.0, 'target_ms': 180.0, 'minimum_ms': 170.0}\n"
+        "2026-12-07 17:00:03,000 INFO    agentia.voice: caller audio jitter buffer of session "
+        "other: {'delay_ms': 999.0, 'target_ms': 999.0, 'minimum_ms': 999.0}\n")
+    got = uplink_jitter(log, {"bench-1", "bench-2"})
+    assert got["delay_ms"]["n"] == 2 and got["delay_ms"]["p95_ms"] == 200  # not "other"
+    assert got["target_ms"]["n"] == 2 and set(got) == {"delay_ms", "target_ms", "minimum_ms"}
+    assert uplink_jitter(log, {"none"}) == {} and uplink_jitter(tmp_path / "x", {"a"}) == {}
+
+
+def test_a_tree_that_logs_the_jitter_buffers_is_told_apart(tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LOG + "x: caller audio jitter buffer of session s: {'delay_ms': 1.0}\n")
+    assert logs_uplink(log, len(log.read_bytes())) and not logs_uplink(log, len(LOG))
+    assert not logs_uplink(tmp_path / "missing.log", 10)

@@ -7,7 +7,10 @@ speaks free sentences with espeak-ng; the test measures end of speech -> first a
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -94,4 +97,18 @@ async def test_caller_talks_to_the_sessions_agent_with_the_chat_client(
         await c.leave()
         ended = await chat.until("call", state="ended", timeout=20)
         assert ended["reason"] == "participant_disconnected"
+        # the caller's audio as the agent received it, logged when the call ends
+        got = await _logged(c.worker.text, f"caller audio jitter buffer of session {c.sid}: ")
+        assert set(got) == {"delay_ms", "target_ms", "minimum_ms"}, got
+        assert 0 < got["delay_ms"] < 2000 and 0 < got["target_ms"] < 2000, got
     assert "Traceback" not in c.worker.text(), c.worker.log_path
+
+
+async def _logged(text: Callable[[], str], prefix: str, within: float = 15.0) -> dict[str, Any]:
+    """The dict literal of the first log line with ``prefix``, waiting for it to come."""
+    deadline = time.monotonic() + within
+    while prefix not in (log := text()):
+        assert time.monotonic() < deadline, f"no {prefix!r} in the voice worker's log"
+        await asyncio.sleep(0.2)
+    got: dict[str, Any] = ast.literal_eval(log.split(prefix, 1)[1].split("\n", 1)[0])
+    return got
