@@ -19,6 +19,7 @@ from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
 from sessions.errors import LockLost
+from sessions.memory_cache import decode
 from sessions.redis_client import REDIS_DOWN, is_down
 
 
@@ -62,6 +63,7 @@ class RedisMemory:
         self.redis: Any = redis  # see Bus.redis
         self.tag = b"%d|" % turn
         self.key = keys.memory(session_id)
+        self.meta = keys.meta(session_id)
         self.lock = keys.lock(session_id)
         self.owner = owner
         self._remember = remember or redis.register_script(scripts.REMEMBER)
@@ -70,13 +72,14 @@ class RedisMemory:
         self.outage = False
         self.unsaved: list[bytes] = []
         """Items added and not written yet, stored form (``<turn>|<json>``), oldest first."""
-        self.known: list[bytes] | None = None
-        """The stored items as the attempt's ``START`` read them (:meth:`preload`): the first
-        :meth:`get_items` answers from them instead of reading Redis (one round trip fewer per
-        turn); later reads go to Redis."""
+        self.known: list[Any] | None = None
+        """The stored items as the attempt's ``START`` read them, decoded (:meth:`preload`;
+        shared with the worker's cache, sessions/memory_cache.py: never changed here): the
+        first :meth:`get_items` answers from them instead of reading Redis (one round trip
+        fewer per turn, and no decoding when the cache held them); later reads go to Redis."""
 
-    def preload(self, items: list[bytes]) -> None:
-        """The stored items, read by the attempt's ``START`` just before the run."""
+    def preload(self, items: list[Any]) -> None:
+        """The stored items (decoded), read by the attempt's ``START`` just before the run."""
         self.known = items
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
@@ -85,10 +88,10 @@ class RedisMemory:
             stored = known[-limit:] if limit else known
         else:
             start = -limit if limit else 0
-            stored = await self._call(self.redis.lrange(self.key, start, -1))
-        raw = [*stored, *self.unsaved]
-        raw = raw[-(limit or self.max_items):]
-        return [orjson.loads(r.partition(b"|")[2]) for r in raw]
+            stored = [decode(r) for r in await self._call(self.redis.lrange(self.key, start,
+                                                                             -1))]
+        items = [*stored, *(decode(r) for r in self.unsaved)]
+        return items[-(limit or self.max_items):]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         self.unsaved.extend(self.tag + orjson.dumps(_plain(i)) for i in items)
@@ -104,7 +107,7 @@ class RedisMemory:
         if not self.unsaved:
             return
         res = await self._call(self._remember(
-            keys=[self.key, self.lock],
+            keys=[self.key, self.lock, self.meta],
             args=[self.owner, self.max_items, K.SESSION_TTL, *self.unsaved]))
         if int(res) == -2:
             raise LockLost(self.session_id)
@@ -112,12 +115,18 @@ class RedisMemory:
 
     async def pop_item(self) -> TResponseInputItem | None:
         self.known = None
-        raw = self.unsaved.pop() if self.unsaved else await self._call(self.redis.rpop(self.key))
-        return orjson.loads(raw.partition(b"|")[2]) if raw else None
+        raw = self.unsaved.pop() if self.unsaved else await self._pop("")
+        return decode(raw) if raw else None
 
     async def clear_session(self) -> None:
         self.unsaved, self.known = [], None
-        await self._call(self.redis.delete(self.key))
+        await self._pop("clear")
+
+    async def _pop(self, how: str) -> Any:
+        """``POP`` (scripts.py): RPOP, or DEL with ``clear``, moving the memory's version on
+        (a worker's cached copy is then read again)."""
+        pop = self.redis.register_script(scripts.POP)  # rare: not kept
+        return await self._call(pop(keys=[self.key, self.meta], args=[how]))
 
     async def _call(self, op: Awaitable[Any]) -> Any:
         try:
