@@ -19,8 +19,9 @@ from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
 from sessions.errors import LockLost
-from sessions.memory_cache import decode
+from sessions.memory_cache import Items, KnownPlain, decode
 from sessions.redis_client import REDIS_DOWN, is_down
+from sessions.sdk_history import plain
 
 
 class Memory(Session, Protocol):
@@ -84,14 +85,19 @@ class RedisMemory:
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         known, self.known = self.known, None
+        every = False
         if known is not None:
+            every = isinstance(known, Items) and _all_plain(known)
             stored = known[-limit:] if limit else known
         else:
             start = -limit if limit else 0
             stored = [decode(r) for r in await self._call(self.redis.lrange(self.key, start,
                                                                              -1))]
-        items = [*stored, *(decode(r) for r in self.unsaved)]
-        return items[-(limit or self.max_items):]
+        new = [decode(r) for r in self.unsaved]
+        items = [*stored, *new][-(limit or self.max_items):]
+        if every and all(plain(i) for i in new):
+            return KnownPlain(items)  # sdk_history.py looks at none of them again
+        return items
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         self.unsaved.extend(self.tag + orjson.dumps(_plain(i)) for i in items)
@@ -136,6 +142,16 @@ class RedisMemory:
                 raise
             self.outage = True
             raise BusUnavailable() from exc
+
+
+def _all_plain(items: Items) -> bool:
+    """Whether every item is a plain message; the ones found so are counted on ``items``
+    (shared with the worker's cache: a session's next turn looks only at its new items)."""
+    n = items.plain
+    while n < len(items) and plain(items[n]):
+        n += 1
+    items.plain = n
+    return n == len(items)
 
 
 def _plain(item: Any) -> Any:

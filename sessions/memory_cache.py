@@ -44,10 +44,27 @@ _STARTS_KEPT = 10_000
 never ends: the oldest are forgotten)."""
 
 
+class Items(list[Any]):
+    """An entry's decoded items; ``plain``: how many of the first are known to be plain
+    messages (sessions/sdk_history.py ``plain``: worked out and kept here by the memory that
+    reads them, sessions/memory.py; this module does not load the Agents SDK)."""
+
+    __slots__ = ("plain",)
+
+    def __init__(self, items: Any = (), plain: int = 0) -> None:
+        super().__init__(items)
+        self.plain = plain
+
+
+class KnownPlain(list[Any]):
+    """A memory read (``get_items``) of which every item is known to be a plain message:
+    sessions/sdk_history.py does not look at each again."""
+
+
 class Entry(NamedTuple):
     epoch: bytes
     mv: int
-    items: list[Any]
+    items: Items
     """Decoded, oldest first; their number is the memory's length."""
 
     def version(self) -> bytes:
@@ -89,7 +106,7 @@ class MemoryCache:
             self.hits += 1
         else:
             epoch, mv = parse_version(version)
-            entry = Entry(epoch, mv, [decode(r) for r in raw])
+            entry = Entry(epoch, mv, Items(decode(r) for r in raw))
             self.misses += 1
         self._put(sid, entry)
         return entry.items
@@ -110,8 +127,11 @@ class MemoryCache:
         if not added:
             return
         # trimmed as APPEND trims (its ARGV: ``MEMORY_MAXLEN``, read when it is sent)
-        items = [*entry.items, *(decode(r) for r in added)][-K.MEMORY_MAXLEN:]
-        self._put(sid, Entry(entry.epoch, entry.mv + 1, items))
+        old = entry.items
+        items = [*old, *(decode(r) for r in added)][-K.MEMORY_MAXLEN:]
+        trimmed = len(old) + len(added) - len(items)
+        self._put(sid, Entry(entry.epoch, entry.mv + 1,
+                             Items(items, max(0, min(old.plain, len(old)) - trimmed))))
 
     def drop(self, sid: str) -> None:
         entry = self._entries.pop(sid, None)

@@ -181,3 +181,43 @@ async def test_at_the_limit_a_note_or_a_pop_moves_the_version(
     await attempt(bus, "s", sub.offset, "popped under", "w",
                   during=lambda: other.memory("s", 0, "w2").pop_item())
     await turn(bus, "s", "after")  # asserts it read what Redis holds
+
+
+async def test_a_model_changing_its_input_leaves_the_cached_memory_alone(bus: Bus) -> None:
+    """The direct path's input (sessions/sdk_history.py) is top-level copies of the cached
+    items, as the Runner's: a model that changes its input items in place (the Responses
+    model deletes ``id``/``provider_data``) does not change what the next turn reads. A
+    memory whose items are all plain messages is read as :class:`KnownPlain`, one with a tool
+    call is not."""
+    from agents import RunContextWrapper
+
+    from sessions import sdk_history
+    from sessions.memory_cache import KnownPlain
+
+    await bus.open_session("s", "ann")
+    await turn(bus, "s", "one")
+
+    async def a_model_that_changes_its_input() -> None:
+        sub = await bus.submit("s", "m-model", "two", user="ann")
+        started = await bus.start_attempt("s", sub.offset, "w", max_attempts=5,
+                                          lease_ms=30_000, read_memory=True)
+        mem = bus.memory("s", sub.offset, "w")
+        mem.preload(started.memory or [])
+        model_input, _ = await sdk_history.prepare("two", mem, RunContextWrapper(context=None))
+        for item in model_input:
+            item.pop("role", None)
+            item["content"] = "changed"
+        await bus.end_turn("s", E.reply(sub.offset, "x"), sub.offset, "w", remember=[])
+
+    await a_model_that_changes_its_input()
+    seen = await turn(bus, "s", "three")  # a cache hit: asserts it is what Redis holds
+    assert [i["content"] for i in seen] == ["one", "re: one"] and bus.memory_cache().hits == 2
+    mem = bus.memory("s", 0, "w")
+    entry = bus.memory_cache().get("s")
+    assert entry is not None
+    mem.preload(entry.items)
+    assert type(await mem.get_items()) is KnownPlain
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    await mem.add_items([call])  # type: ignore[list-item]
+    mem.preload(entry.items)
+    assert type(await mem.get_items()) is list

@@ -3,6 +3,9 @@ tests/integration/test_memory_cache.py."""
 
 from __future__ import annotations
 
+import pytest
+
+from sessions import keys as K
 from sessions.memory_cache import MemoryCache
 
 
@@ -45,3 +48,15 @@ def test_the_items_held_are_bounded_least_recently_used_first() -> None:
     assert c.get("b") is None and c.get("a") is not None and c.get("c") is not None
     c.loaded("d", b"e:1:6", raw(*"123456"), None)  # more than all: not kept
     assert c.get("d") is None and c.get("a") is not None
+
+
+def test_the_count_of_items_known_plain_follows_the_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(K, "MEMORY_MAXLEN", 4)
+    c = MemoryCache()
+    items = c.loaded("s", b"e:1:3", raw("a", "b", "c"), None)
+    items.plain = 3  # as sessions/memory.py counts them
+    c.started("s", 7, "w", b"e:1:3")
+    c.wrote("s", 7, "w", raw("d", "e"))  # "a" trimmed
+    entry = c.get("s")
+    assert entry is not None and [i["content"] for i in entry.items] == ["b", "c", "d", "e"]
+    assert entry.items.plain == 2  # "b" and "c"; the new ones not looked at yet
