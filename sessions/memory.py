@@ -23,6 +23,22 @@ from sessions.memory_cache import Items, KnownPlain, decode
 from sessions.redis_client import REDIS_DOWN, is_down
 from sessions.sdk_history import plain
 
+# KEYS: memory, meta. The SDK's ``pop_item`` (the newest item, nil when none) and, with ARGV[1]
+# "clear", its ``clear_session``: with the memory's version moved on (_MEM_CHANGED).
+POP = """
+local meta, out, mv = KEYS[2], nil, nil
+if ARGV[1] == 'clear' then
+  if redis.call('DEL', KEYS[1]) == 0 then return nil end
+else
+  out = redis.call('RPOP', KEYS[1])
+  if not out then return nil end
+end
+if redis.call('EXISTS', meta) == 1 then
+""" + scripts._MEM_CHANGED + """
+end
+return out
+"""
+
 
 class Memory(Session, Protocol):
     """The agent's memory of one session for one attempt of a turn: the SDK's ``Session``,
@@ -129,9 +145,9 @@ class RedisMemory:
         await self._pop("clear")
 
     async def _pop(self, how: str) -> Any:
-        """``POP`` (scripts.py): RPOP, or DEL with ``clear``, moving the memory's version on
+        """``POP`` (above): RPOP, or DEL with ``clear``, moving the memory's version on
         (a worker's cached copy is then read again)."""
-        pop = self.redis.register_script(scripts.POP)  # rare: not kept
+        pop = self.redis.register_script(POP)  # rare: not kept
         return await self._call(pop(keys=[self.key, self.meta], args=[how]))
 
     async def _call(self, op: Awaitable[Any]) -> Any:

@@ -338,22 +338,6 @@ return 1
 # KEYS: memory, meta; ARGV: turn
 ROLLBACK = "local mem, tag, meta, mv = KEYS[1], ARGV[1] .. '|', KEYS[2], nil\n" + _ROLLBACK
 
-# KEYS: memory, meta. The SDK's ``pop_item`` (the newest item, nil when none) and, with ARGV[1]
-# "clear", its ``clear_session``: with the memory's version moved on (_MEM_CHANGED).
-POP = """
-local meta, out, mv = KEYS[2], nil, nil
-if ARGV[1] == 'clear' then
-  if redis.call('DEL', KEYS[1]) == 0 then return nil end
-else
-  out = redis.call('RPOP', KEYS[1])
-  if not out then return nil end
-end
-if redis.call('EXISTS', meta) == 1 then
-""" + _MEM_CHANGED + """
-end
-return out
-"""
-
 # KEYS: lock, meta; ARGV: owner, lease ms
 # Takes a free lock, or one this same worker process left behind (it checks first that it is
 # not running the session any more), e.g. after Redis failed between a turn and the release.

@@ -5,6 +5,7 @@ and an expired memory; and a memory that did not change is not read again."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -221,3 +222,37 @@ async def test_a_model_changing_its_input_leaves_the_cached_memory_alone(bus: Bu
     await mem.add_items([call])  # type: ignore[list-item]
     mem.preload(entry.items)
     assert type(await mem.get_items()) is list
+
+
+async def test_two_real_workers_keep_every_sessions_memory_whole(
+        redis_server: RedisServer, bus: Bus, other: Bus) -> None:
+    """Two Workers (each its bus, its cache) running the demo agent on sessions whose turns
+    come in waves, so a session's turns go to either: every turn replied, and every
+    session's memory holds each turn's message and reply once, in order."""
+    from sessions.runtime import ModelConfig, model_provider
+    from sessions.worker import Worker, WorkerConfig
+    from tests.agents_fixtures import fast
+
+    await bus.ensure_groups()
+    workers = [Worker(b, fast, model_provider(ModelConfig(demo_word_delay=0)),
+                      WorkerConfig(block_ms=20)) for b in (bus, other)]
+    sessions, turns = [f"s{n}" for n in range(12)], 6
+    for s in sessions:
+        await bus.open_session(s, "ann")
+
+    async def waves() -> None:
+        for t in range(turns):
+            for s in sessions:
+                await bus.submit(s, f"m{t}", f"turn {t}", user="ann")
+            await asyncio.sleep(0.03)
+
+    await asyncio.gather(waves(), *(w.run(burst=True) for w in workers))
+    await asyncio.gather(*(w.run(burst=True) for w in workers))
+    for s in sessions:
+        log = [orjson.loads(e) for _, e in (await bus.replay(s, 0, None)).events]
+        assert sum(e["type"] == "reply" for e in log) == turns, s
+        mem = await stored(bus, s)
+        assert [m["content"] for m in mem if m.get("role") == "user"] == \
+            [f"turn {t}" for t in range(turns)], (s, mem)
+        assert len(mem) == 2 * turns
+    assert bus.memory_cache().hits + other.memory_cache().hits > 0
