@@ -11,7 +11,9 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
   (``--cpu-models``) the stub streaming a ``--cpu-reply-tokens`` reply at once (then the OpenAI
   client and the SDK's Chat Completions adapter count); ``--sessions`` sessions x ``--turns``
   turns each, all submitted at once. Worker CPU-ms per turn = the worker's CPU (/proc) from the
-  first submit to the last end, less what it burns idle, / turns.
+  first submit to the last end, less what it burns idle, / turns; and redis-server's bytes sent
+  and CPU a turn over the same span (``INFO``: the worker's replies and this process's delivery
+  reads; a turn's memory read was most of the bytes once memories were long, session 17).
 * ``inflight``: ``loadtest/openai_stub.py`` as the model (``--tokens-per-s`` per stream,
   ``--reply-tokens`` words per reply) and ``--streams`` sessions, each sending its next turn as
   soon as the last ended, for ``--seconds``. Figures: turns in flight (started, not ended; the
@@ -204,6 +206,7 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
         idle0, t0 = stack.worker_cpu(), time.monotonic()
         await asyncio.sleep(a.idle)
         idle_rate = (stack.worker_cpu() - idle0) / (time.monotonic() - t0)
+        redis0 = await _redis_spent(bus)
         cpu0, start = stack.worker_cpu(), time.monotonic()
         for t in range(a.turns):
             await asyncio.gather(*(_submit(bus, tally, s, t) for s in sessions))
@@ -216,6 +219,8 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
         wall = max(t for t, _ in tally.ended.values()) - start if tally.ended else 0.0
         cpu = stack.worker_cpu() - cpu0 - idle_rate * wall
         peak = stack.worker_peak_mib()
+        redis_out, redis_cpu = (b - a_ for a_, b in zip(redis0, await _redis_spent(bus),
+                                                        strict=True))
     finally:
         stop.set()
         await reader
@@ -225,7 +230,17 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
             "wall_s": round(wall, 2), "turns_per_s": round(done / wall, 1) if wall else 0,
             "worker_cpu_ms_per_turn": round(cpu * 1000 / max(1, done), 3),
             "worker_idle_cores": round(idle_rate, 4), "worker_peak_rss_mib": peak,
-            "history_items_mean": a.turns - 1}
+            "history_items_mean": a.turns - 1,
+            "redis_out_kib_per_turn": round(redis_out / 1024 / max(1, done), 2),
+            "redis_cpu_ms_per_turn": round(redis_cpu * 1000 / max(1, done), 3)}
+
+
+async def _redis_spent(bus: Bus) -> tuple[float, float]:
+    """redis-server's bytes sent (to the worker and this process's reads) and its CPU-s so
+    far (``INFO``): a turn's memory read is most of the bytes once memories are long."""
+    info = await bus.redis.info()
+    return (float(info["total_net_output_bytes"]),
+            float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
 
 
 # ------------------------------------------------------------------ turns in flight

@@ -133,15 +133,18 @@ return out
 # {0} no pause of this turn, else {1, {field, value, ...}}.
 RESUME = """
 if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
-local pause, mem, tag = KEYS[1], KEYS[2], ARGV[1] .. '|'
+local pause, mem, tag, meta, mv = KEYS[1], KEYS[2], ARGV[1] .. '|', KEYS[4], nil
 local p = redis.call('HMGET', pause, 'turn', 'epoch')
-if p[1] ~= ARGV[1] or p[2] ~= redis.call('HGET', KEYS[4], 'epoch') then return {0} end
+if p[1] ~= ARGV[1] or p[2] ~= redis.call('HGET', meta, 'epoch') then return {0} end
 local last = redis.call('LINDEX', mem, -1)
 if not (last and string.sub(last, 1, #tag) == tag) then
   local n = tonumber(redis.call('HGET', pause, 'mn') or '0')
   for i = 1, n do redis.call('RPUSH', mem, redis.call('HGET', pause, 'm:' .. i)) end
   redis.call('LTRIM', mem, -tonumber(ARGV[3]), -1)
   redis.call('EXPIRE', mem, ARGV[4])
+  if n > 0 then
+""" + scripts._MEM_CHANGED + """
+  end
 end
 return {1, redis.call('HGETALL', pause)}
 """

@@ -18,12 +18,22 @@ import orjson
 from sessions import events as E
 from sessions import keys as K
 from sessions.log_redis import RedisSessionLog
+from sessions.memory_cache import MemoryCache
 from sessions.redis_core import down
 from sessions.roles import Ended, LockLost, Partial, Started
 from sessions.turns_redis import turn_of
 
 
 class RedisAttempts(RedisSessionLog):
+    _memories: MemoryCache | None = None
+
+    def memory_cache(self) -> MemoryCache:
+        """The decoded memory of the sessions this process ran, checked by ``START``
+        (sessions/memory_cache.py)."""
+        if self._memories is None:
+            self._memories = MemoryCache()
+        return self._memories
+
     @down
     async def end_turn(self, sid: str, events: E.Event | list[E.Event], turn: int,
                        owner: str, release: bool = True, remember: list[bytes] | None = None,
@@ -43,8 +53,12 @@ class RedisAttempts(RedisSessionLog):
         without reading the pending turns again). ``tick``: the caller's worker carries the
         ending in its next tick (sessions/coalescer.py ``carry``, called in the same step,
         when :meth:`rides_tick`): after the turn's last text, in its pipeline."""
-        return (await self._append_events(sid, events, turn, owner, "", release=release,
-                                          remember=remember or [], ack=ack, tick=tick))[1]
+        offset, ended = await self._append_events(sid, events, turn, owner, "",
+                                                  release=release, remember=remember or [],
+                                                  ack=ack, tick=tick)
+        if offset > 0 and self._memories is not None:  # written: the cache may take them
+            self._memories.wrote(sid, turn, owner, remember or [])
+        return ended
 
     @down
     async def start_attempt(self, sid: str, turn: int, owner: str, *, max_attempts: int,
@@ -60,8 +74,10 @@ class RedisAttempts(RedisSessionLog):
         script: one round trip fewer per turn) and a lock another worker holds gives a
         ``busy`` result, nothing written; without, the caller holds the lock already. With
         ``read_memory`` a started attempt's ``memory`` is the session's memory items as the
-        script left them (stored form, oldest first): the agent's first memory read, in the
-        same round trip. With ``first`` the turn is known by its shard entry only: START
+        script left them (decoded, oldest first; shared with :meth:`memory_cache`: read
+        only): the agent's first memory read, in the same round trip, and no item read or
+        decoded when the memory is at the version this process holds decoded. With
+        ``first`` the turn is known by its shard entry only: START
         checks that it is the session's first pending turn (else a ``stale`` result, nothing
         written, no lock taken; ``busy`` when another worker holds the lock and a turn is
         pending, as the START of that turn would answer) and returns it read (``turn``;
@@ -78,6 +94,7 @@ class RedisAttempts(RedisSessionLog):
         keys = [k.meta(sid), k.memory(sid), k.lock(sid), k.log(sid), k.nodes(sid),
                 k.partial(sid), k.notes(sid), k.turns(sid)]
         inline = self._inline_targets(sid)  # the fan-out in START (single Redis), as APPEND
+        held = self.memory_cache().get(sid) if read_memory else None
         fan: list[Any] = ["", ""]
         if inline is not None:
             keys += [k.delivery(n.decode()) for n in inline]
@@ -86,7 +103,8 @@ class RedisAttempts(RedisSessionLog):
             self._start, keys=keys,
             args=[turn, owner, "1" if again else "", max_attempts, self.log_maxlen,
                   K.SESSION_TTL, secrets.token_hex(4), K.MEMORY_MAXLEN, note,
-                  "" if lease_ms is None else lease_ms, "1" if read_memory else "", *fan,
+                  "" if lease_ms is None else lease_ms,
+                  (held.version() if held else "1") if read_memory else "", *fan,
                   "1" if first else "", *more])
         if int(res[0]) == -2:
             raise LockLost(sid)
@@ -98,17 +116,20 @@ class RedisAttempts(RedisSessionLog):
         read = turn_of(sid, b"0-%d" % turn, res[4]) if first and len(res) > 4 else None
         if offset <= 0:
             return Started(attempt, cancelled, "", held=int(res[1]) == 2, turn=read)
-        n = int(res[5])
+        n, at, memory = int(res[5]), 6, None
+        if read_memory:
+            at, cache = 7, self.memory_cache()
+            memory = cache.loaded(sid, res[6], None if n < 0 else list(res[7:7 + n]), held)
+            cache.started(sid, turn, owner, res[6])
         raws = [orjson.dumps(E.turn_start(turn, attempt)), *more]
-        nodes = res[6 + n:]
+        nodes = res[at + max(n, 0):]
         if inline is None:
             await self._fan_out_all(sid, offset - len(more), raws, nodes)
         else:  # a node the script did not get: its fan-out after it, as before
             if rest := [x for x in nodes if x not in inline]:
                 await self._fan_out_all(sid, offset - len(more), raws, rest)
             self._remember_nodes(sid, nodes, time.monotonic())
-        return Started(attempt, cancelled, res[3].decode(),
-                       memory=list(res[6:6 + n]) if read_memory else None, turn=read)
+        return Started(attempt, cancelled, res[3].decode(), memory=memory, turn=read)
 
     @down
     async def partial(self, sid: str) -> Partial | None:

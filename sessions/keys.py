@@ -168,7 +168,8 @@ class Keys:
         op (the operator holding the session, while a takeover is active: ``TAKEOVER``);
         wc (webhook cursor: every offset up to it is in the outbox; only with webhooks on,
         sessions/webhook_outbox.py); dc (the Dapr outbox's cursor, the same with Dapr
-        publishing on)."""
+        publishing on); mv (the memory's version: raised by every script that changes the
+        memory list, sessions/memory_cache.py)."""
         return f"{self.prefix}:{session_tag(sid)}:meta"
 
     def log(self, sid: str) -> str:

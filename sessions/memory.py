@@ -19,7 +19,25 @@ from agentia.codes import BusUnavailable
 from sessions import keys as K
 from sessions import scripts
 from sessions.errors import LockLost
+from sessions.memory_cache import Items, KnownPlain, decode
 from sessions.redis_client import REDIS_DOWN, is_down
+from sessions.sdk_history import plain
+
+# KEYS: memory, meta. The SDK's ``pop_item`` (the newest item, nil when none) and, with ARGV[1]
+# "clear", its ``clear_session``: with the memory's version moved on (_MEM_CHANGED).
+POP = """
+local meta, out, mv = KEYS[2], nil, nil
+if ARGV[1] == 'clear' then
+  if redis.call('DEL', KEYS[1]) == 0 then return nil end
+else
+  out = redis.call('RPOP', KEYS[1])
+  if not out then return nil end
+end
+if redis.call('EXISTS', meta) == 1 then
+""" + scripts._MEM_CHANGED + """
+end
+return out
+"""
 
 
 class Memory(Session, Protocol):
@@ -62,6 +80,7 @@ class RedisMemory:
         self.redis: Any = redis  # see Bus.redis
         self.tag = b"%d|" % turn
         self.key = keys.memory(session_id)
+        self.meta = keys.meta(session_id)
         self.lock = keys.lock(session_id)
         self.owner = owner
         self._remember = remember or redis.register_script(scripts.REMEMBER)
@@ -70,25 +89,31 @@ class RedisMemory:
         self.outage = False
         self.unsaved: list[bytes] = []
         """Items added and not written yet, stored form (``<turn>|<json>``), oldest first."""
-        self.known: list[bytes] | None = None
-        """The stored items as the attempt's ``START`` read them (:meth:`preload`): the first
-        :meth:`get_items` answers from them instead of reading Redis (one round trip fewer per
-        turn); later reads go to Redis."""
+        self.known: list[Any] | None = None
+        """The stored items as the attempt's ``START`` read them, decoded (:meth:`preload`;
+        shared with the worker's cache, sessions/memory_cache.py: never changed here): the
+        first :meth:`get_items` answers from them instead of reading Redis (one round trip
+        fewer per turn, and no decoding when the cache held them); later reads go to Redis."""
 
-    def preload(self, items: list[bytes]) -> None:
-        """The stored items, read by the attempt's ``START`` just before the run."""
+    def preload(self, items: list[Any]) -> None:
+        """The stored items (decoded), read by the attempt's ``START`` just before the run."""
         self.known = items
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         known, self.known = self.known, None
+        every = False
         if known is not None:
+            every = isinstance(known, Items) and _all_plain(known)
             stored = known[-limit:] if limit else known
         else:
             start = -limit if limit else 0
-            stored = await self._call(self.redis.lrange(self.key, start, -1))
-        raw = [*stored, *self.unsaved]
-        raw = raw[-(limit or self.max_items):]
-        return [orjson.loads(r.partition(b"|")[2]) for r in raw]
+            stored = [decode(r) for r in await self._call(self.redis.lrange(self.key, start,
+                                                                             -1))]
+        new = [decode(r) for r in self.unsaved]
+        items = [*stored, *new][-(limit or self.max_items):]
+        if every and all(plain(i) for i in new):
+            return KnownPlain(items)  # sdk_history.py looks at none of them again
+        return items
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         self.unsaved.extend(self.tag + orjson.dumps(_plain(i)) for i in items)
@@ -104,7 +129,7 @@ class RedisMemory:
         if not self.unsaved:
             return
         res = await self._call(self._remember(
-            keys=[self.key, self.lock],
+            keys=[self.key, self.lock, self.meta],
             args=[self.owner, self.max_items, K.SESSION_TTL, *self.unsaved]))
         if int(res) == -2:
             raise LockLost(self.session_id)
@@ -112,12 +137,18 @@ class RedisMemory:
 
     async def pop_item(self) -> TResponseInputItem | None:
         self.known = None
-        raw = self.unsaved.pop() if self.unsaved else await self._call(self.redis.rpop(self.key))
-        return orjson.loads(raw.partition(b"|")[2]) if raw else None
+        raw = self.unsaved.pop() if self.unsaved else await self._pop("")
+        return decode(raw) if raw else None
 
     async def clear_session(self) -> None:
         self.unsaved, self.known = [], None
-        await self._call(self.redis.delete(self.key))
+        await self._pop("clear")
+
+    async def _pop(self, how: str) -> Any:
+        """``POP`` (above): RPOP, or DEL with ``clear``, moving the memory's version on
+        (a worker's cached copy is then read again)."""
+        pop = self.redis.register_script(POP)  # rare: not kept
+        return await self._call(pop(keys=[self.key, self.meta], args=[how]))
 
     async def _call(self, op: Awaitable[Any]) -> Any:
         try:
@@ -127,6 +158,16 @@ class RedisMemory:
                 raise
             self.outage = True
             raise BusUnavailable() from exc
+
+
+def _all_plain(items: Items) -> bool:
+    """Whether every item is a plain message; the ones found so are counted on ``items``
+    (shared with the worker's cache: a session's next turn looks only at its new items)."""
+    n = items.plain
+    while n < len(items) and plain(items[n]):
+        n += 1
+    items.plain = n
+    return n == len(items)
 
 
 def _plain(item: Any) -> Any:

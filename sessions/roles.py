@@ -95,9 +95,10 @@ class Started:
     """An operator holds the session (takeover): the turn is not run."""
     busy: bool = False
     """Another worker holds the session's lock (asked to take it): nothing was begun."""
-    memory: list[bytes] | None = None
-    """The session's memory items as START left them (stored form, oldest first), when asked
-    (``read_memory``) and started: the agent's first memory read."""
+    memory: list[Any] | None = None
+    """The session's memory items as START left them (decoded, oldest first; read only: a
+    worker's cache holds them, sessions/memory_cache.py), when asked (``read_memory``) and
+    started: the agent's first memory read."""
     turn: Turn | None = None
     """The turn as START read it (``first``): its text, user, source, time."""
     stale: bool = False

@@ -117,6 +117,14 @@ for k = k0, k1 do
 end
 """
 
+# The memory list changed: its version (meta ``mv``, sessions/memory_cache.py) moves on. Every
+# script that changes a session's memory list runs it (a worker's cached copy of the memory is
+# then read again), on a meta that exists (a HINCRBY would make a stray one). Expects locals:
+# meta, mv (set to the new version: START reports it without reading it again).
+_MEM_CHANGED = """
+mv = redis.call('HINCRBY', meta, 'mv', 1)
+"""
+
 # Shared body: append one event to the log and renew the ttls (_APPEND_KEPT + _RENEW).
 # Expects locals: meta, log, event, maxlen, ttl.
 _APPEND = _APPEND_KEPT + _RENEW
@@ -149,7 +157,7 @@ APPEND = (
 local meta, log, event, maxlen, ttl = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 local ap = redis.call('HMGET', meta, 'seq', 'ap', 'aps')
 if not ap[1] then return {-1} end
-local seq
+local seq, mv
 local released = 0
 local nxt = {'', ''}
 if ARGV[5] ~= '' and ap[2] == ARGV[5] then
@@ -173,6 +181,7 @@ else
     end
     redis.call('LTRIM', KEYS[7], -tonumber(ARGV[9]), -1)
     redis.call('EXPIRE', KEYS[7], ttl)
+""" + _MEM_CHANGED + """
   end
   if ARGV[7] ~= '' then
     redis.call('DEL', KEYS[6])
@@ -278,12 +287,17 @@ return out
 )
 
 # Removes the memory items a turn wrote (they are stored as "<turn>|<json>", newest last).
-# Expects locals: mem, tag.
+# Expects locals: mem, tag, meta, mv.
 _ROLLBACK = """
+local popped = 0
 while true do
   local last = redis.call('LINDEX', mem, -1)
   if not last or string.sub(last, 1, #tag) ~= tag then break end
   redis.call('RPOP', mem)
+  popped = popped + 1
+end
+if popped > 0 and redis.call('EXISTS', meta) == 1 then
+""" + _MEM_CHANGED + """
 end
 """
 
@@ -294,7 +308,7 @@ end
 BEGIN = (
     """
 if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-2} end
-local mem, tag = KEYS[2], ARGV[1] .. '|'
+local mem, tag, meta, mv = KEYS[2], ARGV[1] .. '|', KEYS[1], nil
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'a:' .. ARGV[1]) or '0')
 if ARGV[3] ~= '1' or attempts == 0 then
   attempts = redis.call('HINCRBY', KEYS[1], 'a:' .. ARGV[1], 1)
@@ -307,18 +321,22 @@ return {attempts, cancel and 1 or 0}
 """
 )
 
-# KEYS: memory, lock; ARGV: lock owner ("" = unfenced), max items, ttl, item...
+# KEYS: memory, lock, meta; ARGV: lock owner ("" = unfenced), max items, ttl, item...
 # Appends conversation items, fenced by the session lock like APPEND.
 REMEMBER = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
+local meta, mv = KEYS[3], nil
 for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if #ARGV > 3 and redis.call('EXISTS', meta) == 1 then
+""" + _MEM_CHANGED + """
+end
 return 1
 """
 
-# KEYS: memory; ARGV: turn
-ROLLBACK = "local mem, tag = KEYS[1], ARGV[1] .. '|'\n" + _ROLLBACK
+# KEYS: memory, meta; ARGV: turn
+ROLLBACK = "local mem, tag, meta, mv = KEYS[1], ARGV[1] .. '|', KEYS[2], nil\n" + _ROLLBACK
 
 # KEYS: lock, meta; ARGV: owner, lease ms
 # Takes a free lock, or one this same worker process left behind (it checks first that it is

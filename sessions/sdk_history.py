@@ -28,6 +28,8 @@ from agents.run_internal.items import (
 from agents.run_internal.run_loop import _prepare_turn_input_items
 from agents.run_internal.session_persistence import prepare_input_with_session
 
+from sessions.memory_cache import KnownPlain
+
 _NOT_PLAIN = frozenset({TOOL_CALL_SESSION_DESCRIPTION_KEY, TOOL_CALL_SESSION_TITLE_KEY,
                         "created_by", "caller"})
 """Keys the SDK strips from an item, or reads to drop it (a program's orphan call)."""
@@ -49,8 +51,12 @@ async def prepare(text: str, session: Any, ctx: RunContextWrapper[Any]
     history = await (session.get_items(limit=limit) if limit is not None
                      else session.get_items())
     new = ItemHelpers.input_to_new_input_list(text)
-    if all(plain(i) for i in history) and all(plain(i) for i in new):
-        model_input: list[Any] = [dict(i) for i in history]
+    if (type(history) is KnownPlain or all(plain(i) for i in history)) \
+            and all(plain(i) for i in new):
+        # top-level copies, as the Runner's: a model may change them (the Responses model
+        # deletes an item's ``id`` or ``provider_data`` in place), and the memory's items are
+        # the worker's cache (sessions/memory_cache.py). ``copy``: each is a dict (``plain``)
+        model_input: list[Any] = [i.copy() for i in history]
         model_input += [dict(i) for i in new]
         return model_input, [cast(TResponseInputItem, dict(i)) for i in new]
     prepared, to_save = await prepare_input_with_session(

@@ -1,13 +1,14 @@
 """The scripts that run a turn's attempt (sessions/log_redis.py ``start_attempt``). Each
 touches the keys of exactly one session (one Cluster slot), as those of scripts.py."""
 
-from sessions.scripts import _APPEND_ALL, _FAN_OUT, _ROLLBACK
+from sessions.scripts import _APPEND_ALL, _FAN_OUT, _MEM_CHANGED, _ROLLBACK
 
 # KEYS: meta, memory, lock, log, nodes, partial, notes, turns
 # ARGV: turn, lock owner, again (as BEGIN), max attempts, maxlen, ttl, run nonce, memory max,
 #       the turn's user message as a memory item (json; "" = made from the turn's text, with
-#       ``first``), lease ms ("" = the caller holds the lock already), read memory ("1": the
-#       session's memory items come back in the reply), session id ("" = no fan-out here),
+#       ``first``), lease ms ("" = the caller holds the lock already), read memory ("" = no;
+#       else the memory's version the caller holds, "1" = none: the session's memory items
+#       come back in the reply unless that is the version), session id ("" = no fan-out here),
 #       delivery maxlen, first ("1": the turn is known by its shard entry only: it must be
 #       the first pending turn, read here, its body returned), more events...
 # With ``first`` a turn that is not the first pending one (ended, or another ahead of it) gives
@@ -39,16 +40,17 @@ from sessions.scripts import _APPEND_ALL, _FAN_OUT, _ROLLBACK
 # Returns {-2} if the lock is not the caller's (without a lease), {-3} if it is another's
 # (with one); {0, 1, 0, ''} if the session is gone; else
 # {attempt, cancelled, offset of the last event appended (0: none appended), run, the turn's
-# body (with ``first``; else ''), n, n memory
+# body (with ``first``; else ''), n, [version,] n memory
 # items (with ``read memory``: what the agent's memory holds once this script ran, oldest first;
-# the worker's memory read, one round trip fewer per turn), node...}.
+# the worker's memory read, one round trip fewer per turn; n -1 and no item when the version,
+# "<epoch>:<mv>:<length>", is the one the caller holds: sessions/memory_cache.py), node...}.
 START = (
     """
 local meta, log, maxlen, ttl = KEYS[1], KEYS[4], ARGV[5], ARGV[6]
 local holder = redis.call('GET', KEYS[3])
 if holder ~= ARGV[2] and ARGV[10] == '' then return {-2} end
 local m = redis.call('HMGET', meta, 'seq', 'a:' .. ARGV[1], 'x:' .. ARGV[1],
-                    'p:' .. ARGV[1], 'op')
+                    'p:' .. ARGV[1], 'op', 'epoch', 'mv')
 if not m[1] then return {0, 1, 0, ''} end
 local body = ''
 if ARGV[14] == '1' then
@@ -63,7 +65,7 @@ if holder ~= ARGV[2] then
   if holder then return {-3} end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[10])
 end
-local mem, tag = KEYS[2], ARGV[1] .. '|'
+local mem, tag, mv = KEYS[2], ARGV[1] .. '|', m[7] or '0'
 local attempts = tonumber(m[2] or '0')
 local fresh = false
 if ARGV[3] ~= '1' or attempts == 0 then
@@ -96,6 +98,9 @@ if #notes > 0 then
   redis.call('DEL', KEYS[7])
   redis.call('LTRIM', mem, -tonumber(ARGV[8]), -1)
   redis.call('EXPIRE', mem, ttl)
+"""
+    + _MEM_CHANGED
+    + """
 end
 local run = ARGV[1] .. ':' .. attempts .. ':' .. ARGV[7]
 local event = '{"type":"turn_start","turn":' .. ARGV[1] .. ',"attempt":' .. attempts .. '}'
@@ -116,10 +121,16 @@ if ARGV[12] ~= '' then
     + """
 end
 local out = {attempts, 0, seq, run, body}
-if ARGV[11] == '1' then
-  local items = redis.call('LRANGE', mem, 0, -1)
-  out[6] = #items
-  for _, m in ipairs(items) do out[#out + 1] = m end
+if ARGV[11] ~= '' then
+  local version = (m[6] or '') .. ':' .. mv .. ':' .. redis.call('LLEN', mem)
+  out[7] = version
+  if version == ARGV[11] then
+    out[6] = -1
+  else
+    local items = redis.call('LRANGE', mem, 0, -1)
+    out[6] = #items
+    for _, m in ipairs(items) do out[#out + 1] = m end
+  end
 else
   out[6] = 0
 end

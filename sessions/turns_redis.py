@@ -83,7 +83,7 @@ class RedisTurnState(RedisCore):
 
     @down
     async def rollback_memory(self, sid: str, turn: int) -> None:
-        await self._rollback(keys=[self.keys.memory(sid)], args=[turn])
+        await self._rollback(keys=[self.keys.memory(sid), self.keys.meta(sid)], args=[turn])
 
     def memory(self, sid: str, turn: int, owner: str) -> RedisMemory:
         """The agent's memory of the session for one attempt of ``turn`` (fenced by the lock).

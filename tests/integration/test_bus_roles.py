@@ -651,7 +651,8 @@ async def test_start_reads_the_memory_as_it_leaves_it(bus: Bus) -> None:
     started = await bus.start_attempt("sr", sub.offset, "w1", max_attempts=3, lease_ms=30_000,
                                       read_memory=True)
     stored = await bus.redis.lrange(key, 0, -1)
-    assert started.run and started.memory == stored and len(stored) == 2, (started, stored)
+    assert started.run and len(stored) == 2, (started, stored)
+    assert started.memory == [orjson.loads(r.partition(b"|")[2]) for r in stored]
     assert stored[0] == b'0|{"role":"user","content":"old"}' and stored[1].startswith(b"n|")
     delivered = await bus.read_delivery("n1", b"0-0", 10)
     assert [orjson.loads(d.event)["type"] for d in delivered][-1] == "turn_start"

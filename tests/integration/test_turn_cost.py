@@ -25,16 +25,18 @@ from tests.agents_fixtures import fast
 
 BUDGET = {"hello there": 42, "what is 6 * 7": 58}
 """Commands per turn with no node delivering the session, the worker's polling left out
-(``NOT_PER_TURN``): 39.7 and 54.7 since session 15 (one HINCRBY per script for its events, the
-memory items in one RPUSH, the ending's HSETs merged, no rollback on a first attempt; 44.7 and
-62.7 at 4f7a984 in the same run); 44.5 and 62.3 since START and a running attempt's appends
-other than its ending leave the log's and meta's ttl as SUBMIT renewed them and the scripts read
-meta with one ``HMGET`` (issue 13, session 13: four ``EXPIRE``s and seven reads fewer a turn);
-53.9 and 78.1 since the lock is taken by START and the memory written by the ending (issue 13,
-turn-scripts); were 60.6 and 88.9, the same in every run (with the polling: 60 and 88-89 when
-issue 14 set 64 and 93, 62.5-64.6 and 91.4-95.6 on a loaded machine); docs/architecture.md "One
-turn". The exact counts of what issue 13's turn-redis work cut (the partial buffer, the ending
-that frees the lock) are the two tests at the end."""
+(``NOT_PER_TURN``): 39.1 and 54.1 since session 17 (38.1 and 53.1 before in the same hour: the
+memory's version, one LLEN in START and one HINCRBY in the ending, and no LRANGE when the
+worker's copy is current, sessions/memory_cache.py); 39.7 and 54.7 since session 15 (one HINCRBY
+per script for its events, the memory items in one RPUSH, the ending's HSETs merged, no rollback
+on a first attempt; 44.7 and 62.7 at 4f7a984 in the same run); 44.5 and 62.3 since START and a
+running attempt's appends other than its ending leave the log's and meta's ttl as SUBMIT renewed
+them and the scripts read meta with one ``HMGET`` (issue 13, session 13: four ``EXPIRE``s and
+seven reads fewer a turn); 53.9 and 78.1 since the lock is taken by START and the memory written
+by the ending (issue 13, turn-scripts); were 60.6 and 88.9, the same in every run (with the
+polling: 60 and 88-89 when issue 14 set 64 and 93, 62.5-64.6 and 91.4-95.6 on a loaded machine);
+docs/architecture.md "One turn". The exact counts of what issue 13's turn-redis work cut (the
+partial buffer, the ending that frees the lock) are the two tests at the end."""
 
 NOT_PER_TURN = frozenset({"info", "xreadgroup", "xautoclaim", "hello", "ping", "script|load",
                           "client|setinfo", "client|setname"})
