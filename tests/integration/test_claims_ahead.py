@@ -37,8 +37,13 @@ async def _pending(r: aioredis.Redis, bus: Bus) -> int:
 
 
 async def _reader(bus: Bus, consumer: str) -> ClaimsAhead:
+    """A reader whose reads in flight never run out of block in a test: a read that waits
+    out its block answers nothing (and the next one waits a block from then), so a test
+    process kept off the CPU longer than the block on a loaded box would see a turn come a
+    read late (it was 2 s: ``[] == ['s7']`` with the test's loop held 2.1 s). The tests
+    never wait for a block: every read they take is answered by a turn, or dropped."""
     await bus.ensure_groups()
-    ahead = bus.claims_ahead([0], consumer, 2000)
+    ahead = bus.claims_ahead([0], consumer, 60_000)
     assert ahead is not None  # a single Redis
     return ahead
 
