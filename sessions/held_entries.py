@@ -1,0 +1,60 @@
+"""Entries of turns waiting in a session this worker runs, held pending until their turn ends
+(issue 13, session 17).
+
+An entry read while the worker runs its session needs no task (sessions/shard_reads.py): the
+running loop will see its turn. It used to be acked at once, so a turn waiting behind its
+session's running turn was in no figure the edges read: ``lag + pending`` of a shard's group
+(``Bus.shard_lags``, what ``AGENTIA_MAX_INBOUND_LAG`` bounds) stayed near 0 while every session
+queued up to ``MAX_PENDING_TURNS``, and past capacity nothing was refused: 1,600 turns/s offered
+to a stack that ends ~500 were all accepted, the acked turns waited longer and longer (ack p99
+17.6 s, 12,741 of 31,016 acked turns not ended 15 s after the load). Held here, such an entry
+stays in the group's pending list until its turn (or a later one of its session) has ended, so
+the shard's figure counts the turns waiting in sessions and the edges refuse new turns with
+``overloaded`` once a shard is that far behind.
+
+An entry is acked exactly as before, only later: when a turn at or after its offset ended, else
+when the session leaves this worker (its loop ends: no turn pending, the lock another's, the
+lock lost, a stop). Bounded: a session holds at most ``MAX_PENDING_TURNS`` (SUBMIT refuses
+more). An entry held past a lease may be reclaimed by another worker, whose START finds the lock
+taken and leaves it (the entry stays pending: acked by id here when its turn ends).
+"""
+
+from __future__ import annotations
+
+from sessions.entry_acks import EntryAcks
+from sessions.roles import Claimed
+
+
+class HeldEntries:
+    """Per session, the entries held until their turns end; acked through ``acks``."""
+
+    def __init__(self, acks: EntryAcks) -> None:
+        self.acks = acks
+        self.by_session: dict[str, list[Claimed]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_session.values())
+
+    def hold(self, claim: Claimed) -> None:
+        """Keep ``claim`` pending until its session's turn at its offset has ended."""
+        self.by_session.setdefault(claim.session, []).append(claim)
+
+    def turn_ended(self, sid: str, offset: int) -> None:
+        """The session's turn at ``offset`` ended: ack the entries of it and of turns before."""
+        held = self.by_session.get(sid)
+        if not held:
+            return
+        keep = [c for c in held if c.offset > offset]
+        for claim in held:
+            if claim.offset <= offset:
+                self.acks.add(claim)
+        if keep:
+            self.by_session[sid] = keep
+        else:
+            del self.by_session[sid]
+
+    def release(self, sid: str) -> None:
+        """The session left this worker: ack every entry held for it (as before issue 13's
+        session 17, when each was acked on reading)."""
+        for claim in self.by_session.pop(sid, ()):
+            self.acks.add(claim)
