@@ -318,7 +318,7 @@ def _get(run: dict[str, Any], dotted: str) -> Any:
 def _line(f: dict[str, Any]) -> str:
     return (f"{f['tree'].rsplit('/', 1)[-1]:>14} {f['commit'][:8]} r{f['round']} {f['profile']:>5} "
             f"x{f['sessions']:<4} rate {f['rate']} turns {f['ended']:>5} ({f['turns_per_s']}/s) "
-            f"lost {f['lost']} | "
+            f"lost {f['lost']} (sent {f['sent']} acked {f['acked']} errors {f['errors']}) | "
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
             f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} (total "
             f"{f['redis_cpu_ms_per_turn_total']}, bare idle {f['redis_bare_cpu_ms_per_turn']}, "

@@ -5,12 +5,12 @@ An entry read while the worker runs its session needs no task (sessions/shard_re
 running loop will see its turn. It used to be acked at once, so a turn waiting behind its
 session's running turn was in no figure the edges read: ``lag + pending`` of a shard's group
 (``Bus.shard_lags``, what ``AGENTIA_MAX_INBOUND_LAG`` bounds) stayed near 0 while every session
-queued up to ``MAX_PENDING_TURNS``, and past capacity nothing was refused: 1,600 turns/s offered
-to a stack that ends ~500 were all accepted, the acked turns waited longer and longer (ack p99
-17.6 s, 12,741 of 31,016 acked turns not ended 15 s after the load). Held here, such an entry
-stays in the group's pending list until its turn (or a later one of its session) has ended, so
-the shard's figure counts the turns waiting in sessions and the edges refuse new turns with
-``overloaded`` once a shard is that far behind.
+queued up to ``MAX_PENDING_TURNS``, and past capacity only that cap refused: 1,600 turns/s
+offered to a stack that ends ~500 were nearly all accepted (31,016 of ~32,000 acked), the acked
+turns waited longer and longer (ack p99 17.6 s, 12,741 not ended 15 s after the load). Held
+here, such an entry stays in the group's pending list until its turn (or a later one of its
+session) has ended, so the shard's figure counts the turns waiting in sessions and the edges
+refuse new turns with ``overloaded`` once a shard is that far behind.
 
 An entry is acked exactly as before, only later: when a turn at or after its offset ended, else
 when the session leaves this worker (its loop ends: no turn pending, the lock another's, the
