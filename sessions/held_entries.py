@@ -15,8 +15,10 @@ refuse new turns with ``overloaded`` once a shard is that far behind.
 An entry is acked exactly as before, only later: when a turn at or after its offset ended, else
 when the session leaves this worker (its loop ends: no turn pending, the lock another's, the
 lock lost, a stop). Bounded: a session holds at most ``MAX_PENDING_TURNS`` (SUBMIT refuses
-more). An entry held past a lease may be reclaimed by another worker, whose START finds the lock
-taken and leaves it (the entry stays pending: acked by id here when its turn ends).
+more; an entry reclaimed while held is held once). The session's lease keeper claims its held
+entries again with the running one's (``keep``, every third of a lease), so they are never
+idle a lease and not reclaimed by another worker while their session runs here (each reclaim
+a ``START`` answered busy: work for nothing when a worker is already saturated).
 """
 
 from __future__ import annotations
@@ -30,31 +32,33 @@ class HeldEntries:
 
     def __init__(self, acks: EntryAcks) -> None:
         self.acks = acks
-        self.by_session: dict[str, list[Claimed]] = {}
+        self.by_session: dict[str, dict[tuple[str, bytes], Claimed]] = {}
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_session.values())
 
     def hold(self, claim: Claimed) -> None:
         """Keep ``claim`` pending until its session's turn at its offset has ended."""
-        self.by_session.setdefault(claim.session, []).append(claim)
+        self.by_session.setdefault(claim.session, {})[claim.agent, claim.id] = claim
+
+    def of(self, sid: str) -> list[Claimed]:
+        """The entries held for ``sid`` (for the lease keeper to claim again)."""
+        return list(self.by_session.get(sid, {}).values())
 
     def turn_ended(self, sid: str, offset: int) -> None:
         """The session's turn at ``offset`` ended: ack the entries of it and of turns before."""
         held = self.by_session.get(sid)
         if not held:
             return
-        keep = [c for c in held if c.offset > offset]
-        for claim in held:
+        for cid, claim in list(held.items()):
             if claim.offset <= offset:
                 self.acks.add(claim)
-        if keep:
-            self.by_session[sid] = keep
-        else:
+                del held[cid]
+        if not held:
             del self.by_session[sid]
 
     def release(self, sid: str) -> None:
         """The session left this worker: ack every entry held for it (as before issue 13's
         session 17, when each was acked on reading)."""
-        for claim in self.by_session.pop(sid, ()):
+        for claim in self.by_session.pop(sid, {}).values():
             self.acks.add(claim)

@@ -274,7 +274,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                         run.lost = True
                         run.task.cancel()
                     return
-                await claim.keep()
+                # with the entries held for the session (sessions/held_entries.py)
+                await asyncio.gather(claim.keep(), *(c.keep() for c in self.held.of(sid)))
             except Exception as exc:  # an outage (or redis-py's race): try again next time
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 

@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
+from agents import Agent
 
 from launch.redis_server import RedisServer
 from sessions import keys as K
 from sessions.bus import Bus
+from sessions.demo import DemoModel
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
-from tests.agents_fixtures import fast
+
+slow = Agent(name="slow", model=DemoModel(word_delay=0.05))
+"""The demo agent at 50 ms a word: a turn of ~27 words streams ~1.4 s."""
 
 
 async def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -32,7 +38,7 @@ async def test_turns_waiting_in_a_running_session_stay_in_the_shards_lag(
     never refused a turn however many waited in sessions); each entry is acked once its turn
     ended, every turn replies in order and nothing is left pending."""
     r = aioredis.Redis.from_url(redis_server.url)
-    worker = Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0.05)),
+    worker = Worker(bus, slow, model_provider(ModelConfig()),
                     WorkerConfig(block_ms=50))
     shard = (K.DEFAULT_AGENT, K.shard_for("s0", bus.shards))
     stream = bus.keys.inbound(shard[1], K.DEFAULT_AGENT)
@@ -72,3 +78,58 @@ async def test_turns_waiting_in_a_running_session_stay_in_the_shards_lag(
             if task is not None and not task.done():
                 task.cancel()
         await r.aclose()
+
+
+LONG = " ".join(f"word{i}" for i in range(30))
+"""A turn text the demo model echoes word by word."""
+
+
+async def test_entries_held_past_a_lease_are_kept_not_reclaimed(
+        bus: Bus, redis_server: RedisServer) -> None:
+    """Turns waiting behind a running one for longer than a lease: the lease keeper claims
+    the held entries again with the running one's, so another worker's reclaim finds none of
+    them idle (each reclaimed would be a START answered busy there: work for nothing) and
+    this worker's own reclaims take none (without the keep: 20 in this test), and every turn
+    replies once, with nothing left pending."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    worker = Worker(bus, slow, model_provider(ModelConfig()),
+                    WorkerConfig(block_ms=50, lease_ms=1000))
+    reclaimed: list[bytes] = []
+    every = bus.reclaim_all
+
+    async def counting(*a: Any, **kw: Any) -> Any:
+        claims = await every(*a, **kw)
+        reclaimed.extend(c.id for c in claims)
+        return claims
+    worker.bus.reclaim_all = counting  # type: ignore[method-assign]
+    run = None
+    try:
+        await bus.ensure_groups()
+        await bus.open_session("s0", "alice")
+        await bus.submit("s0", "m0", LONG, user="alice")  # ~3 s of reply (its words echoed)
+        run = asyncio.create_task(worker.run())
+        await _until(lambda: "s0" in worker.running, "the first turn runs")
+        for n in range(1, 4):
+            await bus.submit("s0", f"m{n}", LONG, user="alice")
+        await _until(lambda: len(worker.held) == 3, "the three entries held")
+        await asyncio.sleep(1.5)  # past a lease
+        assert len(worker.held) == 3  # the first turn still streams
+        assert await every(worker.inbound, "another-worker", 1000, 10) == []
+        await _until(lambda: not worker.active, "the session's loop ends", 60)
+        worker.stopping.set()
+        await run
+        assert reclaimed == []  # nor by this worker (then held again: an XAUTOCLAIM for that)
+        replies = [e for e in await _events(bus, "s0") if e["type"] == "reply"]
+        assert [e["turn"] for e in replies] == sorted({e["turn"] for e in replies})
+        assert len(replies) == 4
+        assert int((await r.xpending(bus.keys.inbound(K.shard_for("s0", bus.shards),
+                                                       K.DEFAULT_AGENT), K.GROUP))["pending"]) == 0
+    finally:
+        worker.stopping.set()
+        if run is not None and not run.done():
+            run.cancel()
+        await r.aclose()
+
+
+async def _events(bus: Bus, sid: str) -> list[dict[str, Any]]:
+    return [orjson.loads(e) for _, e in (await bus.replay(sid, 0, None)).events]
