@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import shutil
 import statistics
 import sys
 import tempfile
@@ -317,7 +318,7 @@ def _get(run: dict[str, Any], dotted: str) -> Any:
 def _line(f: dict[str, Any]) -> str:
     return (f"{f['tree'].rsplit('/', 1)[-1]:>14} {f['commit'][:8]} r{f['round']} {f['profile']:>5} "
             f"x{f['sessions']:<4} rate {f['rate']} turns {f['ended']:>5} ({f['turns_per_s']}/s) "
-            f"lost {f['lost']} | "
+            f"lost {f['lost']} (sent {f['sent']} acked {f['acked']} errors {f['errors']}) | "
             f"cmds/frame {f['redis_cmds_per_text_frame']} cmds/turn {f['redis_cmds_per_turn']} | "
             f"CPU-ms/turn redis {f['redis_cpu_ms_per_turn']} (total "
             f"{f['redis_cpu_ms_per_turn_total']}, bare idle {f['redis_bare_cpu_ms_per_turn']}, "
@@ -345,6 +346,10 @@ def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
                            "edges": a.edges, "workers": a.workers,
                            **run_level(tree, profs[name], n, a, logs, rate)}
                     runs.append(fig)
+                    if a.keep_logs:  # the edge's and workers' logs, for reading after the run
+                        shutil.copytree(logs, Path(a.keep_logs) / logs.name, dirs_exist_ok=True,
+                                        ignore=shutil.ignore_patterns("*.aof", "*.rdb",
+                                                                      "appendonlydir"))
                     print(_line(fig), file=sys.stderr, flush=True)
                     print("    command µs per turn:", fig["redis_cmd_usec_per_turn_by_name"],
                           "\n    commands per turn:", fig["redis_cmds_per_turn_by_name"],
@@ -378,6 +383,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--long-words", type=int, default=300)
     p.add_argument("--long-word-delay", type=float, default=0.02)
     p.add_argument("--short-word-delay", type=float, default=0.03)
+    p.add_argument("--keep-logs", help="copy each run's edge and worker logs under this dir")
     p.add_argument("--log-sample", type=int, default=20, help="sessions whose log is read")
     p.add_argument("--record", nargs="?", const="turnpath", metavar="NAME",
                    help="write loadtest/results/<NAME>.json (default name: turnpath)")

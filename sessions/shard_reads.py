@@ -14,6 +14,7 @@ from agentia import metrics as M
 from agentia.codes import BusUnavailable
 from sessions.claims_ahead import ClaimsAhead
 from sessions.entry_acks import EntryAcks
+from sessions.held_entries import HeldEntries
 from sessions.roles import Claimed, Inbound, WorkerBus
 from sessions.worker_config import WorkerConfig
 
@@ -34,6 +35,7 @@ class ShardReads:
     active: set[str]
     poked: dict[str, int]
     acks: EntryAcks
+    held: HeldEntries
     _last_reclaim: float
 
     def _spawn(self, claim: Claimed) -> None:
@@ -42,14 +44,15 @@ class ShardReads:
     def _take(self, claims: list[Claimed]) -> None:
         """Start a task for each claimed entry, but for those of a session this worker runs
         already: its loop will see the turn (marked poked in case the loop is releasing:
-        sessions/worker.py ``_try_session``), and the entry is acked with the others that
-        come meanwhile (sessions/entry_acks.py), with no task, slot or round trip of its
-        own. Nothing awaits between the look at ``active`` and the poke."""
+        sessions/worker.py ``_try_session``), and the entry is held pending until its turn
+        ended (sessions/held_entries.py: the shard's lag counts it), then acked with the
+        others that come meanwhile (sessions/entry_acks.py), with no task, slot or round
+        trip of its own. Nothing awaits between the look at ``active`` and the poke."""
         for claim in claims:
             if claim.session in self.active:
                 sid, offset = claim.session, claim.offset
                 self.poked[sid] = min(offset, self.poked.get(sid, offset))
-                self.acks.add(claim)
+                self.held.hold(claim)
             else:
                 self._spawn(claim)
 

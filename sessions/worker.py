@@ -41,6 +41,7 @@ from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.entry_acks import EntryAcks
+from sessions.held_entries import HeldEntries
 from sessions.memory import Memory, RedisMemory
 from sessions.roles import Claimed, Ended, Inbound, WorkerBus
 from sessions.shard_reads import ShardReads
@@ -121,6 +122,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         """An entry came since the loop's ending or RELEASE went: the lowest offset such
         entries named (0: one named none), the turn the loop STARTs when it looks again."""
         self.acks = EntryAcks(bus)  # entries acked apart, together (sessions/entry_acks.py)
+        self.held = HeldEntries(self.acks)  # until their turns end (sessions/held_entries.py)
         self.outages: set[str] = set()
         """Sessions whose last attempt met a Redis outage (its next attempt is not counted)."""
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
@@ -193,9 +195,11 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
             # a session this worker runs already will see the turn (poked, in case it is
             # just releasing); a reclaimed entry whose lock is taken may belong to the dead
             # worker: retry it after another lease
-            if sid in self.active:
+            if sid in self.active:  # held until its turn ended (sessions/held_entries.py)
                 self.poked[sid] = min(claim.offset, self.poked.get(sid, claim.offset))
-            ended = Ended(True) if sid in self.active else await self._try_session(claim)
+                self.held.hold(claim)
+                return
+            ended = await self._try_session(claim)
             if ended is None and claim.reclaimed:
                 return
             if ended is None or not ended.acked:  # else acked with the turn's ending
@@ -247,6 +251,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                 offset = self.poked[sid]
         finally:
             self.active.discard(sid)
+            self.held.release(sid)
 
     async def _hand_off(self, claim: Claimed) -> None:
         """Shutting down mid-session: give the session to another worker now, not after a
@@ -269,7 +274,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                         run.lost = True
                         run.task.cancel()
                     return
-                await claim.keep()
+                # with the entries held for the session (sessions/held_entries.py)
+                await asyncio.gather(claim.keep(), *(c.keep() for c in self.held.of(sid)))
             except Exception as exc:  # an outage (or redis-py's race): try again next time
                 log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
@@ -311,6 +317,8 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
                 await self._attempt(turn, run, claim)
         finally:
             self.running.pop(turn.session, None)
+        if run.ended is not None:
+            self.held.turn_ended(turn.session, turn.offset)
         return run.ended if run.ended is not None else Ended(False)
 
     async def _attempt(self, turn: Turn, run: _Running, claim: Claimed) -> None:
