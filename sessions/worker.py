@@ -23,7 +23,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +42,7 @@ from sessions.duties import Running as _Running
 from sessions.duties import beat, cancel_loop
 from sessions.entry_acks import EntryAcks
 from sessions.held_entries import HeldEntries
+from sessions.lease_keeping import LeaseKeeping
 from sessions.memory import Memory, RedisMemory
 from sessions.roles import Claimed, Ended, Inbound, WorkerBus
 from sessions.shard_reads import ShardReads
@@ -83,7 +84,7 @@ Agents = dict[str, tuple[Agent[Any], frozenset[str]]]
 """Agent name -> (the agent, its private tools' names), in registry order."""
 
 
-class Worker(ShardReads, TurnEnding, TurnProducing):
+class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
     def __init__(self, bus: WorkerBus, agents: Agents | Agent[Any], provider: ModelProvider,
                  config: WorkerConfig | None = None, name: str | None = None,
                  published: list[dict[str, Any]] | None = None,
@@ -252,32 +253,6 @@ class Worker(ShardReads, TurnEnding, TurnProducing):
         finally:
             self.active.discard(sid)
             self.held.release(sid)
-
-    async def _hand_off(self, claim: Claimed) -> None:
-        """Shutting down mid-session: give the session to another worker now, not after a
-        lease: free the lock, then write a new entry, then ack the old one (a crash between
-        steps leaves the old entry pending, to be reclaimed)."""
-        with suppress(Exception):
-            async with asyncio.timeout(2):
-                await self.bus.release_lock(claim.session, self.name, force=True)
-                await claim.nack()
-
-    async def _keep_lease(self, claim: Claimed) -> None:
-        sid = claim.session
-        while True:
-            await asyncio.sleep(self.cfg.lease_ms / 3000)
-            try:
-                if not await self.bus.renew_lock(sid, self.name, self.cfg.lease_ms):
-                    log.warning("lost the lock of session %s; stopping its turn", sid)
-                    run = self.running.get(sid)
-                    if run and run.task:
-                        run.lost = True
-                        run.task.cancel()
-                    return
-                # with the entries held for the session (sessions/held_entries.py)
-                await asyncio.gather(claim.keep(), *(c.keep() for c in self.held.of(sid)))
-            except Exception as exc:  # an outage (or redis-py's race): try again next time
-                log.warning("renewing the lease of session %s failed: %s", sid, exc)
 
     async def _run_session(self, claim: Claimed, offset: int) -> Ended | None:
         """Run the session's pending turns; None when another worker holds its lock. The
