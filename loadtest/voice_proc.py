@@ -14,6 +14,7 @@ from typing import Any
 from loadtest.bench_core import rss_kib
 
 CLK = os.sysconf("SC_CLK_TCK")
+VOICE_THREADS = 16  # the voice worker's threads by name: all of a silent call's (about 12)
 
 def _stat(pid: int) -> tuple[int, float] | None:
     """(ppid, utime+stime seconds) of ``pid``, None if it is gone."""
@@ -210,7 +211,7 @@ class Sampler:
                 # this process by thread: the callers' Python (their loop) and WebRTC's
                 "bench_callers_threads_cores": _top(self.me_threads0, me_threads1, wall)}
                if self.roles else {}),
-            "voice_threads_cores": _top(self.threads0, threads1, wall),
+            "voice_threads_cores": _top(self.threads0, threads1, wall, VOICE_THREADS),
         }
 
     def _by_role(self, now: dict[str, dict[int, float]], me: float, busy_s: float,
@@ -223,7 +224,8 @@ class Sampler:
                 "not_the_bench": round(max(0.0, busy_s - ours), 1)}
 
 
-def _top(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
-    """The 6 threads (by name) that took the most CPU over the window: cores each."""
-    used = sorted(((c - before.get(n, 0.0), n) for n, c in after.items()), reverse=True)[:6]
+def _top(before: dict[str, float], after: dict[str, float], wall: float,
+         count: int = 6) -> dict[str, float]:
+    """The ``count`` threads (by name) that took the most CPU over the window: cores each."""
+    used = sorted(((c - before.get(n, 0.0), n) for n, c in after.items()), reverse=True)[:count]
     return {n: round(c / wall, 3) for c, n in used}
