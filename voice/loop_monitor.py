@@ -10,7 +10,7 @@ wake-ups a second per call, silent or not, more than the caller's 31 audio frame
 
 :func:`coarse_tick` makes the warn threshold :data:`WARN_MS` unless the environment sets one:
 the monitor then ticks every 50 ms (its slowest) and still reports a call's loop blocked for
-250 ms or more (a warning; the error threshold stays 500 ms). Blocks of 100–250 ms are no
+250 ms or more (a warning; the error threshold stays 500 ms). Blocks of 100-250 ms are no
 longer reported. ``LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS`` set by the operator wins (``0`` turns
 the monitor off). Measured in docs/voice.md ("Session 17: what a silent call costs").
 """

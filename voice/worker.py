@@ -40,7 +40,16 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, ffi_routing, interim, loop_monitor, pacing, shared_vad, warm
+from voice import (
+    call_guard,
+    call_trace,
+    ffi_routing,
+    interim,
+    loop_monitor,
+    pacing,
+    shared_vad,
+    warm,
+)
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
