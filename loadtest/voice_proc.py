@@ -14,6 +14,7 @@ from typing import Any
 from loadtest.bench_core import rss_kib
 
 CLK = os.sysconf("SC_CLK_TCK")
+VOICE_THREADS = 16  # the voice worker's threads by name: all of a silent call's (about 12)
 
 def _stat(pid: int) -> tuple[int, float] | None:
     """(ppid, utime+stime seconds) of ``pid``, None if it is gone."""
@@ -53,11 +54,11 @@ def _subtree(info: dict[int, tuple[int, float]], root: int) -> dict[int, float]:
     return out
 
 
-def thread_cpu(root: int, descendants: bool = True) -> dict[str, float]:
-    """CPU seconds so far of ``root``'s tree (or ``root`` alone), by thread name (``python``:
-    the Python threads; the rest are native: WebRTC's, LiveKit's Rust runtime's,
-    onnxruntime's, CTranslate2's)."""
-    out: dict[str, float] = {}
+def thread_cpu(root: int, descendants: bool = True) -> dict[tuple[int, str], float]:
+    """CPU seconds so far of each thread of ``root``'s tree (or ``root`` alone), keyed by its
+    id and name (``python``: a Python thread; the rest are native: WebRTC's, LiveKit's Rust
+    runtime's, onnxruntime's, CTranslate2's)."""
+    out: dict[tuple[int, str], float] = {}
     for pid in tree(root) if descendants else [root]:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
@@ -69,7 +70,7 @@ def thread_cpu(root: int, descendants: bool = True) -> dict[str, float]:
             except OSError:
                 continue
             name, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
-            out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / CLK
+            out[(int(tid), name)] = (int(rest[11]) + int(rest[12])) / CLK
     return out
 
 
@@ -210,7 +211,7 @@ class Sampler:
                 # this process by thread: the callers' Python (their loop) and WebRTC's
                 "bench_callers_threads_cores": _top(self.me_threads0, me_threads1, wall)}
                if self.roles else {}),
-            "voice_threads_cores": _top(self.threads0, threads1, wall),
+            "voice_threads_cores": _top(self.threads0, threads1, wall, VOICE_THREADS),
         }
 
     def _by_role(self, now: dict[str, dict[int, float]], me: float, busy_s: float,
@@ -223,7 +224,13 @@ class Sampler:
                 "not_the_bench": round(max(0.0, busy_s - ours), 1)}
 
 
-def _top(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
-    """The 6 threads (by name) that took the most CPU over the window: cores each."""
-    used = sorted(((c - before.get(n, 0.0), n) for n, c in after.items()), reverse=True)[:6]
+def _top(before: dict[tuple[int, str], float], after: dict[tuple[int, str], float],
+         wall: float, count: int = 6) -> dict[str, float]:
+    """The ``count`` thread names that took the most CPU over the window: cores each, summed
+    over the threads of a name alive at its end (one that ended inside the window loses its
+    share: a call's own threads live as long as the call)."""
+    by_name: dict[str, float] = {}
+    for key, cpu in after.items():
+        by_name[key[1]] = by_name.get(key[1], 0.0) + cpu - before.get(key, 0.0)
+    used = sorted(((c, n) for n, c in by_name.items()), reverse=True)[:count]
     return {n: round(c / wall, 3) for c, n in used}

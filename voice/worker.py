@@ -40,7 +40,16 @@ from livekit.plugins import silero
 
 from agentia.settings import SettingsError, from_env
 from sessions.bus import Bus, connect
-from voice import call_guard, call_trace, ffi_routing, interim, pacing, shared_vad, warm
+from voice import (
+    call_guard,
+    call_trace,
+    ffi_routing,
+    interim,
+    loop_monitor,
+    pacing,
+    shared_vad,
+    warm,
+)
 from voice.bridge import VoiceBridge
 from voice.bus_llm import BusLLM, log_timings
 from voice.call import CallReporter
@@ -379,6 +388,7 @@ def main(redis_url: str | None = None) -> None:
     setup(s.log_level, json_lines=s.log_json)
     limit_malloc_arenas(s)
     skip_unused_models(s)
+    loop_monitor.coarse_tick()
     quiet_room_gone()  # the thread executor's jobs log here
     try:
         check_speech(s)

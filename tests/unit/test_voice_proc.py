@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from loadtest.voice_proc import Sampler, tree, trees
+from loadtest.voice_proc import Sampler, _top, tree, trees
 
 
 def test_each_role_counts_its_tree_over_the_window_and_the_rest_is_not_the_bench() -> None:
@@ -21,3 +21,11 @@ def test_trees_reads_proc_once_for_every_root_as_tree_does() -> None:
     got = trees({"me": os.getpid(), "gone": 2**22 + 1})
     assert os.getpid() in got["me"] and set(got["me"]) == set(tree(os.getpid()))
     assert got["gone"] == {}
+
+
+def test_a_thread_that_ends_in_the_window_takes_nothing_from_the_others() -> None:
+    # a call's Python thread (40 s so far) ends; another call's starts and takes 1 s: "python"
+    # is the 1 s of the threads alive at the end, not 1 - 40 (the sum by name went negative)
+    before = {(10, "python"): 40.0, (11, "python"): 2.0, (20, "AudioEncoderQue"): 5.0}
+    after = {(11, "python"): 3.0, (12, "python"): 1.0, (20, "AudioEncoderQue"): 6.0}
+    assert _top(before, after, 10.0) == {"python": 0.2, "AudioEncoderQue": 0.1}
