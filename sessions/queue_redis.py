@@ -126,6 +126,11 @@ class RedisTurnQueue(RedisCore):
         _, rows, _ = await self.redis.xautoclaim(stream, K.GROUP, consumer,
                                                  min_idle_time=min_idle_ms, start_id="0-0",
                                                  count=count)
+        return self._reclaimed(stream, agent, consumer, rows)
+
+    def _reclaimed(self, stream: str, agent: str, consumer: str,
+                   rows: list[Any]) -> list[Claimed]:
+        """The claims of ``XAUTOCLAIM``'s entries (a deleted entry's fields are empty)."""
         return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent,
                            _offset(f))
                 for rid, f in rows if f]
@@ -146,10 +151,9 @@ class RedisTurnQueue(RedisCore):
             pipe.xautoclaim(streams[-1][0], K.GROUP, consumer, min_idle_time=min_idle_ms,
                             start_id="0-0", count=count)
         answers = await pipe.execute(raise_on_error=False)
-        return [RedisClaim(self, stream, rid, f[b"s"].decode(), consumer, True, agent,
-                           _offset(f))
-                for (stream, agent), res in zip(streams, answers, strict=True)
-                if not isinstance(res, Exception) for rid, f in res[1] if f]
+        return [c for (stream, agent), res in zip(streams, answers, strict=True)
+                if not isinstance(res, Exception)
+                for c in self._reclaimed(stream, agent, consumer, res[1])]
 
     async def _group(self, shard: int, agent: str = K.DEFAULT_AGENT) -> dict[Any, Any] | None:
         """The workers' group of ``shard`` (ResponseError: the shard does not exist)."""

@@ -50,11 +50,16 @@ class ShardReads:
         trip of its own. Nothing awaits between the look at ``active`` and the poke."""
         for claim in claims:
             if claim.session in self.active:
-                sid, offset = claim.session, claim.offset
-                self.poked[sid] = min(offset, self.poked.get(sid, offset))
-                self.held.hold(claim)
+                self._hold(claim)
             else:
                 self._spawn(claim)
+
+    def _hold(self, claim: Claimed) -> None:
+        """An entry of a session this worker runs: the session's loop is poked (it STARTs the
+        lowest offset poked when it looks again) and the entry held until its turn ended."""
+        sid, offset = claim.session, claim.offset
+        self.poked[sid] = min(offset, self.poked.get(sid, offset))
+        self.held.hold(claim)
 
     async def _run_all_shards(self, burst: bool) -> None:
         # reads asked for ahead on the bus's own reader (sessions/claims_ahead.py), if it has

@@ -197,8 +197,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
             # just releasing); a reclaimed entry whose lock is taken may belong to the dead
             # worker: retry it after another lease
             if sid in self.active:  # held until its turn ended (sessions/held_entries.py)
-                self.poked[sid] = min(claim.offset, self.poked.get(sid, claim.offset))
-                self.held.hold(claim)
+                self._hold(claim)
                 return
             ended = await self._try_session(claim)
             if ended is None and claim.reclaimed:
