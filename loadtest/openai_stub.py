@@ -45,6 +45,14 @@ BACKLOG = 16_384
 """Bytes a stream may have unread by its client before the stub stops producing for it."""
 
 
+def next_due(due: float, now: float, interval: float) -> float:
+    """The clock's next tick after the one due at ``due``: one ``interval`` later, or, when the
+    stub fell more than an interval behind (its process stalled), one interval from ``now``: the
+    ticks missed are skipped, not sent back to back (a model's pace does not burst)."""
+    due += interval
+    return due if due >= now else now + interval
+
+
 def filler(tokens: int) -> Reply:
     """A reply of ``tokens`` words whatever was said."""
     text = " ".join(f"w{n % 1000}" for n in range(tokens))
@@ -118,8 +126,14 @@ class OpenAIStub:
         return self
 
     async def stop(self) -> None:
+        """Stop serving: the streams still open are closed (their clients see the connection
+        end mid-reply) and their handlers end, rather than being cancelled at the loop's end."""
         if self._clock:
             self._clock.cancel()
+        for s in self.streams:
+            s.writer.close()
+            s.done.set()
+        self.streams = []
         if self.server:
             self.server.close()
             with contextlib.suppress(TimeoutError):
@@ -167,6 +181,8 @@ class OpenAIStub:
         else:
             self.streams.append(stream)
             await stream.done.wait()
+            if writer.is_closing():
+                return  # its client left, or the stub stopped
         await writer.drain()
         self.served += 1
 
@@ -187,7 +203,7 @@ class OpenAIStub:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
-            due += self.interval
+            due = next_due(due, loop.time(), self.interval)
             await asyncio.sleep(max(0.0, due - loop.time()))
             live = []
             for s in self.streams:
