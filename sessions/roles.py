@@ -297,6 +297,10 @@ class TurnQueue(Protocol):
     async def reclaim(self, shard: Inbound | int, consumer: str, min_idle_ms: int,
                       count: int) -> list[Claimed]: ...
 
+    async def reclaim_all(self, shards: Sequence[Inbound | int], consumer: str,
+                          min_idle_ms: int, count: int) -> list[Claimed]:
+        """:meth:`reclaim` of every shard, ``count`` entries each at most, in one round trip."""
+
     async def ack_all(self, claims: Sequence[Claimed]) -> None:
         """Ack the claimed entries together (those of sessions the worker runs already)."""
 

@@ -172,14 +172,13 @@ class ShardReads:
         ``room`` over all shards (default: the free capacity, at least one)."""
         self._last_reclaim = time.monotonic()
         n, left = 0, room if room is not None else self._free()
-        every = getattr(self.bus, "reclaim_all", None)
-        if every is not None and left >= len(self.inbound):
+        if left >= len(self.inbound):
             # one round trip for every shard (was one each, in turn: 8 every lease/4 while
             # turns flow, ~0.5 of a 300-word turn's Redis reads at 40 sessions, session 17);
             # an equal share of the room each, so that together they take no more than it
             try:
-                claims = await every(self.inbound, self.name, self.cfg.lease_ms,
-                                     left // len(self.inbound))
+                claims = await self.bus.reclaim_all(self.inbound, self.name,
+                                                    self.cfg.lease_ms, left // len(self.inbound))
             except Exception as exc:
                 log.debug("reclaim failed: %s", exc)
                 return 0
