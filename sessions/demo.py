@@ -144,6 +144,11 @@ def _text_of(item: Any) -> str:
 class DemoModel(Model):
     """Streams a rule-based reply word by word, ``word_delay`` seconds apart."""
 
+    reads_input_only = True
+    """It never changes its input's items (:func:`_items` copies what is not a dict, ``plan``
+    only reads): the direct path gives it the memory's items, not copies
+    (sessions/sdk_history.py)."""
+
     def __init__(self, word_delay: float = 0.03) -> None:
         self.word_delay = word_delay
 

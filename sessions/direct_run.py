@@ -153,11 +153,12 @@ class DirectRun:
     async def _call_model(self, ctx: RunContextWrapper[Any]) -> ModelPump:
         """What the Runner does from the session's read to the model's call, in its order."""
         agent, cfg = self.agent, self.cfg
+        model = tp.get_model(agent, cfg)  # first: a model that only reads needs no copies
         # the Runner's preparation of the input, in one pass for a history of messages
-        model_input, to_save = await sdk_history.prepare(self.text, self.memory, ctx)
+        model_input, to_save = await sdk_history.prepare(
+            self.text, self.memory, ctx, copies=not sdk_history.reads_only(model))
         tools = await model_tools(agent, ctx, cfg.tool_name_collision_policy)
         instructions = await agent.get_system_prompt(ctx)
-        model = tp.get_model(agent, cfg)
         settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
         await self._save_input(to_save, ctx)
         key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,

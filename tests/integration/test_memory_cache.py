@@ -256,3 +256,47 @@ async def test_two_real_workers_keep_every_sessions_memory_whole(
             [f"turn {t}" for t in range(turns)], (s, mem)
         assert len(mem) == 2 * turns
     assert bus.memory_cache().hits + other.memory_cache().hits > 0
+
+
+@pytest.mark.parametrize("reads_only", [True, False])
+async def test_a_model_that_only_reads_gets_the_cached_items(bus: Bus, reads_only: bool) -> None:
+    """A direct turn (sessions/direct_run.py) of a model that declares it only reads its input
+    (``reads_input_only``, the demo model) is given the memory's cached items themselves, not
+    copies (issue 13, session 18: the copies were 6-9 % of a worker at 1,000 turns/s); any
+    other model gets copies. Either way the next turn reads what Redis holds."""
+    from agents import Agent, set_tracing_disabled
+
+    from sessions.demo import DemoModel, DemoProvider
+    from sessions.runtime import Delta, stream_turn
+
+    set_tracing_disabled(True)
+    given: list[list[Any]] = []
+
+    class Spy(DemoModel):
+        reads_input_only = reads_only
+
+        def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+            given.append(list(args[1]))
+            return super().stream_response(*args, **kwargs)
+
+    provider = DemoProvider(0)
+    provider.model = Spy(0)
+    await bus.open_session("s", "ann")
+    await turn(bus, "s", "one")
+    sub = await bus.submit("s", "m-spy", "two", user="ann")
+    started = await bus.start_attempt("s", sub.offset, "w", max_attempts=5, lease_ms=30_000,
+                                      read_memory=True)
+    entry = bus.memory_cache().get("s")
+    assert started.memory is not None and entry is not None
+    mem = bus.memory("s", sub.offset, "w")
+    mem.preload(started.memory)
+    said = [x.text async for x in stream_turn(Agent(name="a"), "two", mem, provider)
+            if isinstance(x, Delta)]
+    assert "".join(said).startswith("You said: two")
+    (model_input,) = given
+    assert model_input[:2] == list(entry.items) == [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "re: one"}]
+    assert all((a is b) is reads_only for a, b in zip(model_input, entry.items, strict=False))
+    await bus.end_turn("s", E.reply(sub.offset, "x"), sub.offset, "w",
+                       remember=mem.take_unsaved())
+    await turn(bus, "s", "three")  # asserts it read what Redis holds

@@ -60,3 +60,20 @@ def test_the_count_of_items_known_plain_follows_the_trim(monkeypatch: pytest.Mon
     entry = c.get("s")
     assert entry is not None and [i["content"] for i in entry.items] == ["b", "c", "d", "e"]
     assert entry.items.plain == 2  # "b" and "c"; the new ones not looked at yet
+
+
+def test_items_are_decoded_together_as_each_alone() -> None:
+    """:func:`decode_all` (one ``orjson.loads`` of the items joined) gives what decoding each
+    gives, and a stored item that is not one JSON value still raises, not two items."""
+    import orjson
+
+    from sessions.memory_cache import decode, decode_all
+
+    raws = [b"%d|%s" % (n, orjson.dumps(i)) for n, i in enumerate(
+        [{"role": "user", "content": "a|b, [c]"}, {"type": "function_call", "arguments": "{}"},
+         "text", 1.5, None, [1, {"x": []}]])]
+    assert decode_all(raws) == [decode(r) for r in raws] and decode_all([]) == []
+    with pytest.raises(orjson.JSONDecodeError):
+        decode_all([raws[0], b"7|1,2"])
+    with pytest.raises(orjson.JSONDecodeError):
+        decode_all([b"no bar"])

@@ -92,3 +92,32 @@ async def test_the_copies_are_fresh() -> None:
                                                                       strict=False))
     model_input[0]["content"] = "changed"
     assert read[0]["content"] == "hello there"
+
+
+@pytest.mark.parametrize("history", PLAIN + OTHER)
+async def test_without_copies_a_plain_history_is_given_as_read(history: list[Any]) -> None:
+    """``copies=False`` (a model that only reads, :func:`sessions.sdk_history.reads_only`):
+    the same input as the SDK's; a history of plain messages is the very items read, the
+    new message a fresh dict; any other history is still the SDK's copies."""
+    read: list[Any] = []
+
+    class Once(Memory):
+        async def get_items(self, limit: int | None = None) -> list[Any]:
+            read.extend(await super().get_items(limit))
+            return read
+
+    got = await H.prepare("x", Once(history), RunContextWrapper(context=None), copies=False)
+    assert got == await _sdk("x", Memory(history))
+    plain = history in PLAIN
+    assert all((a is b) is plain for a, b in zip(got[0], read, strict=False))
+    assert got[0] is not read and got[0][-1] is not got[1][0]
+
+
+def test_only_a_model_that_says_so_reads_only() -> None:
+    from sessions.demo import DemoModel
+
+    class Copying(DemoModel):
+        reads_input_only = False
+
+    assert H.reads_only(DemoModel(0)) and not H.reads_only(Copying(0))
+    assert not H.reads_only(object())
