@@ -1,25 +1,24 @@
-"""The speech engines' threads at a lower CPU priority than the calls' audio.
+"""The speech engines' threads at a CPU priority of their own (``AGENTIA_VOICE_STT_NICE``).
 
-At 4 calls on 2 cores the largest and most variable stage of an answer is the room path (the
-caller's WebRTC, LiveKit's SFU, the voice worker's WebRTC, FFI and event-loop threads, the
-VAD): 0.3-1.6 s from the caller's end of speech to the VAD's when the cores are contended,
-~150 ms at 1 call (docs/voice.md, "Session 17: four calls at once"). Whisper's decodings
-(CTranslate2's replica threads: ~0.2-0.7 s of a core each, and interim decodings while the
-callers speak) are the bulk work that contends with it. Linux's scheduler gives a thread
-of nice 10 about a tenth of a nice-0 thread's share when both want a core, and lets a waking
-nice-0 thread preempt it sooner: the audio frames of every call are served first, the
-decodings take what is left (most of a core at 4 calls: the audio path is ~0.1 core a call).
+At 4 calls on 2 cores an answer's extra time over one call's is the transcript: each Whisper
+decoding (CTranslate2's replica threads, ~0.2 CPU-s) shares the cores with the calls' audio
+(WebRTC, LiveKit's runtime, the event loops, Silero) and the other decodings, and its wall time
+grows from ~200-250 ms alone to ~280-500 ms. Measured on a quiet box (docs/voice.md, "Session
+18"): the decodings at nice +10 made that worse and did not shorten the room path (the caller's
+end of speech → the VAD's end stayed at its 1-call ~150-180 ms); at nice -5 the decodings took
+~20-100 ms less and the room path lost 0-40 ms. So by default the decodings come first.
 
 Niceness is per thread on Linux (``setpriority(PRIO_PROCESS, 0, n)`` sets the calling
 thread's) and a new thread inherits its creator's. CTranslate2 and onnxruntime create their
 worker threads when a model loads, so :func:`load_niced` loads the engines in a short-lived
-thread of that niceness: their threads are born niced and the rest of the process (the calls'
-loops, LiveKit's runtime, WebRTC, Silero) keeps its own. Raising a priority back needs
-``CAP_SYS_NICE``; lowering one does not.
+thread of that niceness: their threads are born with it and the rest of the process (the
+calls' loops, LiveKit's runtime, WebRTC, Silero) keeps its own. A higher priority (negative)
+needs ``CAP_SYS_NICE``; a lower one does not.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -27,12 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+log = logging.getLogger("agentia.voice")
+
 T = TypeVar("T")
 
 
 def load_niced(make: Callable[[], T], nice: int) -> T:
-    """``make()`` in a new thread whose niceness is raised by ``nice`` (0: in this thread,
-    unchanged): the threads it starts inherit that niceness. Its exception is raised here."""
+    """``make()`` in a new thread whose niceness is changed by ``nice`` (0: in this thread,
+    unchanged): the threads it starts inherit that niceness. A negative ``nice`` (a higher
+    priority) needs ``CAP_SYS_NICE``: without it ``make()`` runs at this thread's priority
+    (logged: the priority is best effort, the worker runs either way). ``make()``'s
+    exception is raised here."""
     if nice == 0 or not sys.platform.startswith("linux"):
         return make()
     out: list[T] = []
@@ -40,7 +44,11 @@ def load_niced(make: Callable[[], T], nice: int) -> T:
 
     def run() -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+            except PermissionError:  # a higher priority needs CAP_SYS_NICE (or RLIMIT_NICE)
+                log.info("the speech engines' niceness %+d needs CAP_SYS_NICE: they run at "
+                         "the calls' priority", nice)
             out.append(make())
         except BaseException as exc:  # handed to the caller's thread, raised there
             err.append(exc)

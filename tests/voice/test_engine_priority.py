@@ -4,6 +4,7 @@ decodings yield the cores to the calls' audio when they are contended."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -85,3 +86,24 @@ def test_load_niced_returns_and_raises_in_the_callers_thread() -> None:
     with pytest.raises(ValueError, match="bad model"):
         load_niced(lambda: (_ for _ in ()).throw(ValueError("bad model")), 5)
     assert os.getpriority(os.PRIO_PROCESS, 0) == thread_nices()[threading.get_native_id()][1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_a_higher_priority_without_the_right_is_logged_not_a_failure(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, "agentia.voice")
+    me = os.getpriority(os.PRIO_PROCESS, 0)
+    got = load_niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), -1)
+    if got == me - 1:  # CAP_SYS_NICE (root here): raised
+        assert not caplog.records
+    else:
+        assert got == me
+        assert "needs CAP_SYS_NICE" in caplog.text
+    # without the right (an unprivileged worker): setpriority refuses, as the kernel does
+    def refuse(*_: int) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    caplog.clear()
+    assert load_niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), -3) == me
+    assert "needs CAP_SYS_NICE" in caplog.text
