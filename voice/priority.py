@@ -5,8 +5,9 @@ decoding (CTranslate2's replica threads, ~0.2 CPU-s) shares the cores with the c
 (WebRTC, LiveKit's runtime, the event loops, Silero) and the other decodings, and its wall time
 grows from ~200-250 ms alone to ~280-500 ms. Measured on a quiet box (docs/voice.md, "Session
 18"): the decodings at nice +10 made that worse and did not shorten the room path (the caller's
-end of speech → the VAD's end stayed at its 1-call ~150-180 ms); at nice -5 the decodings took
-~20-100 ms less and the room path lost 0-40 ms. So by default the decodings come first.
+end of speech → the VAD's end stayed at its 1-call ~150-180 ms); at nice -5 the decodings'
+median was lower in 7 of 8 pairs of levels, the room path showed no consistent cost. So by
+default the decodings come first.
 
 Niceness is per thread on Linux (``setpriority(PRIO_PROCESS, 0, n)`` sets the calling
 thread's) and a new thread inherits its creator's. CTranslate2 and onnxruntime create their
