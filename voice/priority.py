@@ -10,11 +10,12 @@ median was lower in 7 of 8 pairs of levels, the room path showed no consistent c
 default the decodings come first.
 
 Niceness is per thread on Linux (``setpriority(PRIO_PROCESS, 0, n)`` sets the calling
-thread's) and a new thread inherits its creator's. CTranslate2 and onnxruntime create their
-worker threads when a model loads, so :func:`load_niced` loads the engines in a short-lived
-thread of that niceness: their threads are born with it and the rest of the process (the
-calls' loops, LiveKit's runtime, WebRTC, Silero) keeps its own. A higher priority (negative)
-needs ``CAP_SYS_NICE``; a lower one does not.
+thread's) and a new thread inherits its creator's. CTranslate2 creates its replicas' worker
+threads when a model loads, so :func:`load_niced` loads the engines in a short-lived thread
+of that niceness: their threads are born with it and the rest of the process (the calls'
+loops, LiveKit's runtime, WebRTC, Silero) keeps its own. onnxruntime (Moonshine at 1 thread)
+starts no thread at load: its decodings run on the calling thread, at the calls' priority. A
+higher priority (negative) needs ``CAP_SYS_NICE``; a lower one does not.
 """
 
 from __future__ import annotations

@@ -103,9 +103,10 @@ class VoiceSettings(Common):
     utterances transcribed at once (one per core); a further one waits for a free engine. The
     process executor loads one per job process."""
     voice_stt_nice: int = -5
-    """Niceness added to the local recogniser's threads (CTranslate2's, onnxruntime's),
-    -20 to 19: below 0 the decodings are served before the calls' audio when the cores are
-    contended (the transcript, not the room path, is what a 4-call answer waits for on a
+    """Niceness added to Whisper's decoding threads (CTranslate2's replicas; Moonshine with
+    1 thread and pocketsphinx decode on the caller's thread: unaffected), -20 to 19: below 0
+    the decodings are served before the calls' audio when the cores are contended (the
+    transcript, not the room path, is what a 4-call answer waits for on a
     quiet box: docs/voice.md, "Session 18"), above 0 after it. Below 0 needs CAP_SYS_NICE;
     without it the engines run at the calls' priority (logged). 0: the calls' priority."""
     voice_stt_timeout_s: float = 5.0
