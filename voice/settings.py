@@ -102,6 +102,13 @@ class VoiceSettings(Common):
     """Thread executor: Whisper (Moonshine, pocketsphinx) engines the calls share, i.e.
     utterances transcribed at once (one per core); a further one waits for a free engine. The
     process executor loads one per job process."""
+    voice_stt_nice: int = -5
+    """Niceness added to Whisper's decoding threads (CTranslate2's replicas; Moonshine with
+    1 thread and pocketsphinx decode on the caller's thread: unaffected), -20 to 19: below 0
+    the decodings are served before the calls' audio when the cores are contended (the
+    transcript, not the room path, is what a 4-call answer waits for on a
+    quiet box: docs/voice.md, "Session 18"), above 0 after it. Below 0 needs CAP_SYS_NICE;
+    without it the engines run at the calls' priority (logged). 0: the calls' priority."""
     voice_stt_timeout_s: float = 5.0
     """One utterance's transcription longer than this fails (the caller is told)."""
     voice_interim_s: float = 1.0
@@ -274,6 +281,8 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
         if not 1 <= self.voice_stt_engines <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_ENGINES must be in [1, 16]")
+        if not -20 <= self.voice_stt_nice <= 19:
+            raise SettingsError("AGENTIA_VOICE_STT_NICE must be in [-20, 19]")
         if self.voice_interim_s != 0 and not 0.25 <= self.voice_interim_s <= 30:
             raise SettingsError("AGENTIA_VOICE_INTERIM_S must be 0 (off) or in [0.25, 30]")
         if not 0 <= self.voice_first_chunk_words <= 50:

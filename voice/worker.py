@@ -57,6 +57,7 @@ from voice.chunking import FirstClauseTokenizer
 from voice.engines import EnginePool, PooledSTT, once
 from voice.moonshine_model import package_dir, read_pinned
 from voice.plain_text import TTS_TEXT_TRANSFORMS
+from voice.priority import load_niced
 from voice.providers import cloud_recogniser, cloud_synthesiser, load_plugins
 from voice.server_load import CallCountServer
 from voice.settings import CLOUD_STT, VoiceSettings
@@ -184,17 +185,19 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
     """The local recogniser's engines: ``voice_stt_engines`` utterances at once with the
     thread executor (Whisper: one model, that many replicas; Moonshine: one pair of sessions
     that many decodings run on at once; pocketsphinx: that many decoders), one per job process
-    otherwise."""
+    otherwise; their threads run below the calls' priority (voice/priority.py)."""
     n = s.voice_stt_engines if s.voice_executor == "thread" else 1
     if s.voice_stt == "pocketsphinx":
         sphinx = [PocketsphinxSTT(s.phrases()) for _ in range(n)]
         log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
-    shared: WhisperSTT | MoonshineSTT = (moonshine(s, workers=n) if s.voice_stt == "moonshine"
-                                         else whisper(s, workers=n))
+    shared: WhisperSTT | MoonshineSTT = load_niced(
+        lambda: moonshine(s, workers=n) if s.voice_stt == "moonshine" else whisper(s, workers=n),
+        s.voice_stt_nice)
     log.info("speech engines loaded in process %d: %d x %s, %s (AGENTIA_VOICE_STT_COMPUTE_TYPE"
-             "=%s)", os.getpid(), n, shared.model, shared.compute_type, s.voice_stt_compute_type)
+             "=%s), nice +%d", os.getpid(), n, shared.model, shared.compute_type,
+             s.voice_stt_compute_type, s.voice_stt_nice)
     return EnginePool([shared] * n, shared.model)
 
 
