@@ -185,7 +185,7 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
     """The local recogniser's engines: ``voice_stt_engines`` utterances at once with the
     thread executor (Whisper: one model, that many replicas; Moonshine: one pair of sessions
     that many decodings run on at once; pocketsphinx: that many decoders), one per job process
-    otherwise; their threads run below the calls' priority (voice/priority.py)."""
+    otherwise; their threads at ``voice_stt_nice`` (voice/priority.py)."""
     n = s.voice_stt_engines if s.voice_executor == "thread" else 1
     if s.voice_stt == "pocketsphinx":
         sphinx = [PocketsphinxSTT(s.phrases()) for _ in range(n)]
@@ -196,7 +196,7 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
         lambda: moonshine(s, workers=n) if s.voice_stt == "moonshine" else whisper(s, workers=n),
         s.voice_stt_nice)
     log.info("speech engines loaded in process %d: %d x %s, %s (AGENTIA_VOICE_STT_COMPUTE_TYPE"
-             "=%s), nice +%d", os.getpid(), n, shared.model, shared.compute_type,
+             "=%s), nice %+d", os.getpid(), n, shared.model, shared.compute_type,
              s.voice_stt_compute_type, s.voice_stt_nice)
     return EnginePool([shared] * n, shared.model)
 
