@@ -124,7 +124,9 @@ class VoiceSettings(Common):
     tokenizer, which holds the first until the second begins)."""
     voice_min_silence_s: float = 0.35
     """Silence (Silero VAD) that ends the caller's turn (with ``sentence`` turn detection:
-    a turn whose transcript does not sound finished)."""
+    a turn whose transcript does not sound finished), counted by each window's own speech
+    probability since session 18 (voice/shared_vad.py: the start of speech stays on Silero's
+    smoothed one)."""
     voice_finished_silence_s: float = 0.2
     """``sentence`` turn detection: silence that ends the caller's turn when its final
     transcript ends a sentence (voice/turn_end.py); the turn VAD then reports the end of
