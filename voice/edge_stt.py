@@ -5,15 +5,15 @@ livekit-agents' ``stt.StreamAdapter`` transcribes an utterance when its VAD stre
 utterance ended, i.e. after ``AGENTIA_VOICE_STT_MIN_SILENCE_S`` (0.2 s) of silence: the
 recogniser's time (Whisper base ~0.25-0.5 s) came on top of that wait. :class:`EdgeSTT` starts
 the transcription of what was heard so far as soon as the caller has been silent for
-``early_s`` (two VAD windows of 32 ms by default, judged by each window's own probability:
-Silero's smoothing reports the first silent window as speech), and sends it as the final
-transcript the moment it is done if the caller is still silent (and has been for
-:data:`SEND_S`), without waiting for the VAD to end the utterance (once the decoding is faster
-than that wait, the wait was the transcript's floor). If the caller resumes before it is done,
-it is discarded (nothing of a discarded transcript is ever emitted) and the utterance goes on;
-if they resume after it was sent, what follows is transcribed as a final of its own (the
-session joins the two into one turn: the preemptive turn made of the first is cancelled when
-the caller speaks again).
+``early_s`` (one VAD window of 32 ms by default since session 18, two before, judged by each
+window's own probability: Silero's smoothing reports the first silent window as speech), and
+sends it as the final transcript the moment it is done if the caller is still silent (and has
+been for :data:`SEND_S`), without waiting for the VAD to end the utterance (once the decoding
+is faster than that wait, the wait was the transcript's floor). If the caller resumes before it
+is done, it is discarded (nothing of a discarded transcript is ever emitted) and the utterance
+goes on; if they resume after it was sent, what follows is transcribed as a final of its own
+(the session joins the two into one turn: the preemptive turn made of the first is cancelled
+when the caller speaks again).
 
 Bounded: a call has at most one transcription running at a time of its own (a discarded one
 still finishes in its engine's thread; the next early start waits for it, and the utterance's

@@ -131,7 +131,9 @@ class VoiceSettings(Common):
     tokenizer, which holds the first until the second begins)."""
     voice_min_silence_s: float = 0.35
     """Silence (Silero VAD) that ends the caller's turn (with ``sentence`` turn detection:
-    a turn whose transcript does not sound finished)."""
+    a turn whose transcript does not sound finished), counted by each window's own speech
+    probability since session 18 (voice/shared_vad.py: the start of speech stays on Silero's
+    smoothed one)."""
     voice_finished_silence_s: float = 0.2
     """``sentence`` turn detection: silence that ends the caller's turn when its final
     transcript ends a sentence (voice/turn_end.py); the turn VAD then reports the end of
@@ -140,14 +142,13 @@ class VoiceSettings(Common):
     """Silence after which the recogniser transcribes what it heard so far. Shorter than the
     turn's: the transcription (~0.3 s with Whisper) runs while the turn's end is still being
     confirmed; a longer pause inside a sentence gives two transcripts that make one turn."""
-    voice_stt_early_s: float = 0.06
+    voice_stt_early_s: float = 0.03
     """Silence after which the recogniser starts transcribing the utterance so far, before its
     end is confirmed (voice/edge_stt.py): discarded if the caller resumes. Counted by each
-    window's own probability (Silero's smoothing undone): 0.06 is the second silent 32 ms
-    window, 32 ms sooner than the 0.05 of smoothed silence before session 13, with as few
-    discarded decodes; 0.03 (the first) starts 64 ms sooner but discards 6-8x as many decodes,
-    and a real start can wait behind one (docs/voice.md, session 13). At or above
-    ``voice_stt_min_silence_s``: transcribe only at the utterance's end."""
+    window's own probability (Silero's smoothing undone): 0.03 (since session 18) is the first
+    silent 32 ms window, 32 ms sooner than 0.06 (the second, sessions 13-17), for more
+    discarded decodes, made only while an engine is idle (docs/voice.md, session 18). At or
+    above ``voice_stt_min_silence_s``: transcribe only at the utterance's end."""
     voice_endpoint_delay_s: float = 0.2
     """``vad`` and ``model`` turn detection: extra wait after the end of an utterance before
     the turn is sent to the agent (with ``sentence`` the two silences are the waits)."""

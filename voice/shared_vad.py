@@ -16,6 +16,13 @@ audio to the VAD. The follower reads its own input for that: a window that arriv
 input is digital silence counts as silence (probability 0, zero samples), as a stream of its
 own would have heard it (at the window's edges within one window of the leader's lag).
 
+The turn's end of speech (session 18): the turn VAD counts its ``AGENTIA_VOICE_MIN_SILENCE_S``
+of silence by each window's own probability (:class:`_TurnFilter`: Silero's smoothing undone
+while the caller speaks, as the recogniser's early start counts since session 13), so the turn
+ends one window (32 ms) sooner after the sound stops; its start of speech (barge-in, a caller
+who resumes) is Silero's, on the smoothed probability, and every event (the tap's too) carries
+the smoothed probability, as before.
+
 Bounded: a tap holds the follower streams of one call (one at a time in practice; a stream
 leaves it when it closes), each follower's speech buffer is Silero's
 (``max_buffered_speech`` + the prefix padding, then it stops growing, as Silero's).
@@ -26,12 +33,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from livekit import rtc
-from livekit.agents import vad
+from livekit.agents import utils, vad
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import is_given
 from livekit.plugins import silero
 from livekit.plugins.silero import onnx_model
 
@@ -39,6 +49,8 @@ log = logging.getLogger("agentia.voice")
 
 WINDOW_S = 0.032
 """Silero's window (512 samples at 16 kHz, 256 at 8 kHz): the time one inference covers."""
+SMOOTHING = 0.35
+"""livekit-plugins-silero 1.8.9's smoothing, ``ExpFilter(alpha=0.35)``."""
 MAX_FOLLOWERS = 4
 """Follower streams one tap serves at most (a call's recogniser has one at a time)."""
 
@@ -96,18 +108,70 @@ class _Inline:
 
 
 class _TappedStream(silero.VADStream):
-    """Silero's stream; each inference is also handed to the tap as it is read."""
+    """Silero's stream; each inference is also handed to the tap as it is read. Its rule sees
+    :class:`_TurnFilter`'s probability (the end of speech counted per window); its events the
+    smoothed one."""
 
     def __init__(self, owner: TurnVAD, opts: Any, model: onnx_model.OnnxModel,
                  tap: Tap) -> None:
+        self._smoothed: deque[float] = deque()
+        """The smoothed probability of each window whose event is not read yet, in order (one
+        per ``INFERENCE_DONE``: as many as the stream's event channel holds)."""
         super().__init__(owner, opts, model)
         self._tap = tap
+
+    @property
+    def _exp_filter(self) -> utils.ExpFilter:
+        return self._turn_filter
+
+    @_exp_filter.setter
+    def _exp_filter(self, smoothing: utils.ExpFilter) -> None:
+        """Silero sets a new filter at the start and at each flush (its rule restarts too)."""
+        self._turn_filter = _TurnFilter(smoothing, self)
 
     async def __anext__(self) -> vad.VADEvent:
         ev = await super().__anext__()
         if ev.type == vad.VADEventType.INFERENCE_DONE:
+            if self._smoothed:
+                ev.probability = self._smoothed.popleft()
             self._tap.publish(ev)
         return ev
+
+
+class _TurnFilter(utils.ExpFilter):
+    """Silero's smoothing (``ExpFilter(alpha=0.35)``) as the turn VAD's rule sees it, except
+    while the caller speaks: then each window's own probability, so the silence that ends the
+    turn is counted from the first silent window (the smoothed one reports it at ~0.35, still
+    speech, and ended the turn one window later). Whether the caller speaks is Silero's rule
+    (``VADStream._main_task``) run here on the probabilities returned: the same start of
+    speech, on the smoothed probability, as before."""
+
+    def __init__(self, smoothing: utils.ExpFilter, stream: _TappedStream) -> None:
+        super().__init__(alpha=SMOOTHING)
+        self.smoothing = smoothing
+        self.stream = stream
+        self.speaking = False
+        self.above_s = self.below_s = 0.0
+
+    def apply(self, exp: float, sample: NotGivenOr[float] = NOT_GIVEN) -> float:
+        if not is_given(sample):  # Silero's stream passes each window's probability
+            return self.smoothing.apply(exp=exp)
+        smoothed = self.smoothing.apply(exp=exp, sample=sample)
+        self.stream._smoothed.append(smoothed)
+        p = sample if self.speaking else smoothed
+        opts = self.stream._opts
+        window_s = self.stream._model.window_size_samples / opts.sample_rate
+        if p >= opts.activation_threshold or (self.speaking and p > opts.deactivation_threshold):
+            self.above_s += window_s
+            self.below_s = 0.0
+            if not self.speaking and self.above_s >= opts.min_speech_duration:
+                self.speaking = True
+        else:
+            self.below_s += window_s
+            self.above_s = 0.0
+            if self.speaking and self.below_s >= opts.min_silence_duration:
+                self.speaking = False
+        return p
 
 
 class FollowerVAD(vad.VAD):
