@@ -24,8 +24,8 @@ CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn 
 (its INFO cpu, microseconds), the edge and the worker (/proc, 10 ms ticks: less precise, but
 they burn ten times more) less what each burns idle; for redis-server also its whole CPU over
 the load (``_total``) and what a twin redis-server with no client burns in the same seconds
-(``redis_bare_cpu_ms_per_turn``: serverCron alone), see :func:`redis_totals`; turns/s; ack and
-turn latency p50/p99; lost
+(``redis_bare_cpu_ms_per_turn``: serverCron alone), see
+:func:`loadtest.turnpath.figures.redis_totals`; turns/s; ack and turn latency p50/p99; lost
 turns (acked, never ended by ``reply``/``cancelled``/``turn_error``); and for ``--log-sample``
 sessions the session log's bytes per finished turn (XRANGE: entry ids, field names and values)
 against the reply text; and the machine's idle share over the load (/proc/stat: on a shared
@@ -64,7 +64,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +72,9 @@ import orjson
 import redis
 
 from loadtest.attack.edgeproc import tree_commit
-from loadtest.bench_core import pct
 from loadtest.record import record
 from loadtest.turnpath.clients import ENDS, TEXT_FRAMES, Tally, closed_loop, connect_all, fixed_rate
+from loadtest.turnpath.figures import latencies, net_per_turn
 from loadtest.turnpath.stack import Stack, delta, log_figures
 from loadtest.turnpath.throughput import best
 
@@ -127,83 +126,6 @@ async def drive(stack: Stack, prof: Profile, sessions: int, a: argparse.Namespac
 
 
 # ------------------------------------------------------------------ one run
-
-
-def net_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
-    """CPU-ms per turn of each process and Redis commands per turn, less the idle rate."""
-    idle, load = run["idle"], run["load"]
-    out: dict[str, Any] = {}
-    for k, used in load["cpu"].items():
-        if k == "redis_bare":  # no client: its whole CPU is idle (redis_totals)
-            continue
-        rate = idle["cpu"][k] / idle["t"]
-        out[f"{k}_cpu_ms_per_turn"] = round((used - rate * load["t"]) / turns * 1e3, 3)
-        out[f"{k}_idle_cores"] = round(rate, 4)
-    out.update(redis_totals(run, turns))
-    idle_cmds = sum(idle["cmds"].values()) / idle["t"]
-    out["redis_cmds_per_turn"] = round(
-        (sum(load["cmds"].values()) - idle_cmds * load["t"]) / turns, 1)
-    out["redis_idle_cmds_per_s"] = round(idle_cmds, 1)
-    top = Counter(load["cmds"]).most_common(40)
-    out["redis_cmds_per_turn_by_name"] = {k: round(v / turns, 2) for k, v in top}
-    # command time only (INFO commandstats usec; a script's inner calls are counted both in
-    # their own name and in its evalsha's): the rest of redis-server's CPU is its event loop
-    usec = Counter(load.get("usec", {})).most_common(24)
-    out["redis_cmd_usec_per_turn_by_name"] = {k: round(v / turns, 1) for k, v in usec}
-    out.update(wakeups_per_turn(run, turns))
-    return out
-
-
-def redis_totals(run: dict[str, Any], turns: int) -> dict[str, Any]:
-    """redis-server's CPU a turn three ways (issue 13, session 17): ``total`` (everything it
-    burnt over the load window), ``marginal`` (``redis_cpu_ms_per_turn``: less the rate the
-    same stack burns idle, connected: serverCron plus the clients' polling) and ``over_bare``
-    (less what a redis-server with no client at all burns in the same seconds: serverCron
-    alone). The idle shares are costs per second, not per turn: per turn they shrink as the
-    turn rate grows, so the total alone would overstate a busy shard's cost a turn and the
-    marginal alone would hide what an idle one costs."""
-    load, idle = run["load"], run["idle"]
-    total = load["cpu"]["redis"] / turns * 1e3
-    bare = load["cpu"].get("redis_bare", 0.0) / turns * 1e3
-    stack_idle = idle["cpu"]["redis"] / idle["t"] * load["t"] / turns * 1e3
-    return {"redis_cpu_ms_per_turn_total": round(total, 3),
-            "redis_cpu_ms_per_turn_over_bare": round(total - bare, 3),
-            "redis_bare_cpu_ms_per_turn": round(bare, 3),
-            "redis_stack_idle_ms_per_turn": round(stack_idle, 3)}
-
-
-def wakeups_per_turn(run: dict[str, Any], turns: int) -> dict[str, Any]:
-    """Redis's event-loop work per turn, less the idle rate: client reads (a socket found
-    readable: a request or a pipeline), reply writes, and the command time (commandstats usec,
-    scripts' inner calls left out: they are inside their script's) against its whole CPU; the
-    rest is the loop itself (syscalls, wake-ups, the AOF write of each loop that wrote)."""
-    idle, load = run["idle"], run["load"]
-    out: dict[str, Any] = {}
-    for name, key in (("reads", "total_reads_processed"), ("writes", "total_writes_processed"),
-                      ("connections", "total_connections_received")):
-        if key in load.get("io", {}):
-            rate = idle["io"][key] / idle["t"]
-            out[f"redis_{name}_per_turn"] = round((load["io"][key] - rate * load["t"]) / turns, 1)
-    inner = sum(v for k, v in load.get("usec", {}).items() if k not in _OUTER)
-    scripts = sum(v for k, v in load.get("usec", {}).items() if k in _SCRIPTS)
-    # inner calls of scripts are counted under their own names too: the share of the command
-    # time that is not inside a script is unknown per name, so both bounds are given
-    out["redis_cmd_usec_per_turn"] = round((inner + scripts) / turns, 1)
-    out["redis_cmd_usec_per_turn_no_scripts"] = round(inner / turns, 1)
-    return out
-
-
-_SCRIPTS = ("evalsha", "eval", "fcall")
-_OUTER = (*_SCRIPTS, "script|load", "info")
-
-
-def latencies(t: Tally) -> dict[str, float]:
-    ms = 1e3
-    return {"ack_p50_ms": round(pct(t.acks, 50) * ms, 2),
-            "ack_p99_ms": round(pct(t.acks, 99) * ms, 2),
-            "turn_p50_ms": round(pct(t.turns, 50) * ms, 1),
-            "turn_p99_ms": round(pct(t.turns, 99) * ms, 1),
-            "first_text_p50_ms": round(pct(t.firsts, 50) * ms, 1)}
 
 
 def figures(run: dict[str, Any], prof: Profile, r: redis.Redis, sample: int) -> dict[str, Any]:
