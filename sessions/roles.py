@@ -28,6 +28,9 @@ from sessions.errors import LockLost as LockLost
 from sessions.errors import Missing as Missing
 from sessions.errors import UnknownAgent as UnknownAgent
 from sessions.events import Event
+from sessions.pause_records import Decision as Decision
+from sessions.pause_records import PauseRecord as PauseRecord
+from sessions.pause_records import Request as Request
 
 if TYPE_CHECKING:
     from sessions.memory import RedisMemory
@@ -162,37 +165,6 @@ class Delivered:
 
 Opening = tuple[str, str, str, bool] | tuple[str, str, str, bool, str]
 """One session to open: (session, user, node, create[, agent asked for])."""
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One tool call waiting for a person: what the ``approval_request`` event says."""
-
-    call_id: str
-    name: str
-    arguments: Any
-    agent: str
-    expires: float
-    private: bool = False
-    """A private tool: the event leaves ``arguments`` out (docs/protocol.md)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    approved: bool
-    by: str
-    message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PauseRecord:
-    """A paused turn as Redis holds it: its state and its requests, with their decisions."""
-
-    state: str
-    text: str
-    """The reply's text before the pause (a new attempt streams it again)."""
-    requests: dict[str, Request]
-    decisions: dict[str, Decision]
 
 
 class SessionLog(Protocol):
