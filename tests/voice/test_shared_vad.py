@@ -17,6 +17,7 @@ from livekit import rtc
 from livekit.agents import vad
 from livekit.plugins import silero
 
+from tests.voice.vad_events import feed
 from voice.caller import speech_48k
 from voice.engines import vad_like
 from voice.shared_vad import WINDOW_S, Decider, FollowerVAD, Tap, TurnVAD
@@ -135,22 +136,9 @@ async def test_inline_inference_decides_as_the_executor_did(shared: silero.VAD) 
 
     async def run(inline: bool, frame: int) -> list[tuple[str, float]]:
         stream = TurnVAD(shared, Tap(), inline=inline).stream()
-        probs: list[float] = []
-
-        async def read() -> list[tuple[str, float]]:
-            out = []
-            async for ev in stream:
-                if ev.type == vad.VADEventType.INFERENCE_DONE:
-                    probs.append(round(ev.probability, 5))
-                else:
-                    out.append((ev.type.value, ev.samples_index / 16_000))
-            return out
-        reading = asyncio.create_task(read())
-        for i in range(0, len(pcm16) - frame + 1, frame):
-            stream.push_frame(rtc.AudioFrame(pcm16[i:i + frame].tobytes(), 16_000, 1, frame))
-        stream.end_input()
-        cut = await reading
-        await stream.aclose()
+        cuts, raw = await feed(stream, pcm16, frame)
+        cut = [(kind, sample / 16_000) for kind, sample in cuts]
+        probs = [round(p, 5) for p in raw]
         return [*cut, ("windows", float(len(probs))), ("p", float(sum(probs)))]
 
     executor = await run(False, 320)

@@ -11,7 +11,6 @@ filter with made-up probabilities.
 
 from __future__ import annotations
 
-import asyncio
 import types
 from typing import cast
 
@@ -21,6 +20,7 @@ from livekit import rtc
 from livekit.agents import utils, vad
 from livekit.plugins import silero
 
+from tests.voice.vad_events import feed
 from voice.caller import speech_48k
 from voice.engines import vad_like
 from voice.shared_vad import Tap, TurnVAD, _TurnFilter
@@ -54,21 +54,7 @@ async def call_16k(gap_s: float, texts: tuple[str, ...] = SENTENCES) -> np.ndarr
 async def run(stream: vad.VADStream, pcm: np.ndarray) -> tuple[list[tuple[str, int]],
                                                                list[float]]:
     """Each start and end of speech (type, sample), and every window's probability."""
-    async def read() -> tuple[list[tuple[str, int]], list[float]]:
-        cuts, probs = [], []
-        async for ev in stream:
-            if ev.type == vad.VADEventType.INFERENCE_DONE:
-                probs.append(ev.probability)
-            else:
-                cuts.append((ev.type.value, ev.samples_index))
-        return cuts, probs
-    reading = asyncio.create_task(read())
-    for i in range(0, len(pcm) - FRAME + 1, FRAME):
-        stream.push_frame(rtc.AudioFrame(pcm[i:i + FRAME].tobytes(), 16_000, 1, FRAME))
-    stream.end_input()
-    out = await reading
-    await stream.aclose()
-    return out
+    return await feed(stream, pcm, FRAME)
 
 
 async def both(shared: silero.VAD, pcm: np.ndarray
