@@ -1,17 +1,18 @@
 """What one short demo turn costs a worker's event loop, counted (issue 13, session 19): tasks
-created, task steps, callbacks run, loop iterations (wake-ups), writes to its sockets, Redis
-replies read and socket reads, Redis commands; with the code of one or more checkouts side by
-side.
+created, task steps, callbacks run, timers started, loop iterations (wake-ups), writes to its
+sockets, Redis replies read and socket reads, Redis commands; with the code of one or more
+checkouts side by side.
 
 For each ``--tree`` (repeatable) and round: a fresh redis-server, a worker of that tree in a
 child process (``--child``: the demo agent, no word delay, default settings, on the plain
-asyncio loop, whose Python classes can be counted: ``Handle._run``, ``_run_once``, the task
-factory, the socket transport's ``write``, the hiredis parser's socket read), and a driver
-process (``--driver``) that plays an edge node as ``loadtest/bench_worker.py`` does and submits
-``--turns`` turns over ``--sessions`` sessions at ``--rate`` a second (0: all at once, a burst)
-after two warm-up turns a session. Counts are taken in the worker's thread between the first
-submit and the last ending, divided by the turns. They are counts, not times: the worker's
-CPU here is the instrumented plain loop's, not what a worker on uvloop spends.
+asyncio loop, whose Python classes can be counted: ``Handle._run``, ``_run_once``,
+``call_at``, the task factory, the socket transport's ``write``, the hiredis parser's socket
+read), and a driver process (``--driver``) that plays an edge node as
+``loadtest/bench_worker.py`` does and submits ``--turns`` turns over ``--sessions`` sessions
+at ``--rate`` a second (0: all at once, a burst) after two warm-up turns a session. Counts are
+taken in the worker's thread between the first submit and the last ending, divided by the
+turns. They are counts, not times: the worker's CPU here is the instrumented plain loop's,
+not what a worker on uvloop spends.
 
     python -m loadtest.turn_counts --tree /work/wt/base19 --tree . --rate 200 --record
 """
@@ -49,6 +50,7 @@ def _hooks(counts: collections.Counter[str], on: list[bool]) -> None:
     hp: Any = redis._parsers.hiredis
     rc: Any = redis.asyncio.connection
     run, once, write = ev.Handle._run, be.BaseEventLoop._run_once, se._SelectorSocketTransport.write
+    call_at = be.BaseEventLoop.call_at
     read, reply = hp._AsyncHiredisParser.read_from_socket, rc.Connection.read_response
 
     def _run(self: Any) -> None:
@@ -64,6 +66,11 @@ def _hooks(counts: collections.Counter[str], on: list[bool]) -> None:
         if on[0]:
             counts["loop iterations"] += 1
         once(self)
+
+    def _call_at(self: Any, *a: Any, **kw: Any) -> Any:
+        if on[0]:  # call_later and asyncio.timeout come here too
+            counts["timers"] += 1
+        return call_at(self, *a, **kw)
 
     def _write(self: Any, data: Any) -> None:
         if on[0]:
@@ -81,6 +88,7 @@ def _hooks(counts: collections.Counter[str], on: list[bool]) -> None:
         return await reply(self, *a, **kw)
     ev.Handle._run = _run
     be.BaseEventLoop._run_once = _once
+    be.BaseEventLoop.call_at = _call_at
     se._SelectorSocketTransport.write = _write
     hp._AsyncHiredisParser.read_from_socket = _read
     rc.Connection.read_response = _reply
