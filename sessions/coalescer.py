@@ -18,7 +18,10 @@ larger, rarer ``chunk`` frames (docs/protocol.md); the text is the same.
 does not wait for the tick (up to ``coalesce_ms``: the time to first text of every turn, and a
 voice call's answer, waited for it); the worker sends an extra tick at once, which carries
 whatever waits then, and the rest of the turn is coalesced as before. At most one such tick is
-waiting at a time, and none when busy: one round trip more a turn at most.
+waiting at a time, and none when busy: one round trip more a turn at most. It gathers for
+:data:`FIRST_GATHER_S` first (session 19): the first pieces of the turns that start meanwhile,
+and the endings of turns that end meanwhile (a short reply's, which then needs no tick of its
+own), go in the same round trip.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ BUSY_STREAMS = 250
 """Turns streaming at once up to which the tick is ``coalesce_ms`` (an interactive pace)."""
 BUSY_MAX_S = 0.1
 """The longest tick (and model read pacing) when busy, seconds."""
+FIRST_GATHER_S = 0.002
+"""How long a tick sent for a first piece waits before it takes its batch (issue 13, session
+19): at 1,000 short turns/s each turn's first piece was a round trip of its own, and its
+ending (~0.3-0.7 ms later for a reply the model gives at once) waited for the next tick."""
 CARRY_WAIT_MAX_S = BUSY_MAX_S
 """The longest tick a turn's ending waits for (:meth:`ChunkFlusher.carry`): with a longer
 ``coalesce_ms`` it is sent at once, with the text still waiting."""
@@ -84,12 +91,12 @@ class ChunkFlusher:
         self._waiting[id(co)] = co
         if co.seq == 0 and not self._first and self._last <= BUSY_STREAMS:
             self._first = True
-            self._send_now(measure=False)
+            self._send_now(measure=False, gather=min(FIRST_GATHER_S, self.interval))
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
 
-    def _send_now(self, measure: bool = True) -> None:
-        task = asyncio.create_task(self._flush(measure))
+    def _send_now(self, measure: bool = True, gather: float = 0.0) -> None:
+        task = asyncio.create_task(self._flush(measure, gather))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -123,9 +130,12 @@ class ChunkFlusher:
         raises it at its own next :meth:`Coalescer.flush`."""
         await self._flush()
 
-    async def _flush(self, measure: bool = True) -> None:
+    async def _flush(self, measure: bool = True, gather: float = 0.0) -> None:
         """:meth:`flush`; ``measure``: its batch's size is the busy window's measure (not for
-        a first piece's tick, which would make a busy worker's next tick look idle)."""
+        a first piece's tick, which would make a busy worker's next tick look idle);
+        ``gather``: seconds to wait before taking the batch (a first piece's tick)."""
+        if gather:
+            await asyncio.sleep(gather)
         async with self._lock:
             batch = list(self._waiting.values())
             self._waiting.clear()

@@ -129,6 +129,10 @@ class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
         self.slots = asyncio.Semaphore(self.cfg.concurrency)
         self.chunks = ChunkFlusher(bus, self.cfg.coalesce_ms / 1000)
         """Every running turn's reply pieces, one pipeline per ``coalesce_ms``."""
+        self.kept = {}
+        self.renewing = set()
+        self.keeper = None
+        """The lease keeper of every session this worker runs (sessions/lease_keeping.py)."""
         self.stopping = asyncio.Event()
         self.turns_done = 0
         self._last_reclaim = 0.0
@@ -151,6 +155,7 @@ class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
                 await self._run_all_shards(burst)
         finally:
             await self._drain()
+            await self._stop_keeping()
             await self.acks.close()  # the entries acked by the reads and the drained sessions
             for t in loops:
                 t.cancel()
@@ -232,14 +237,14 @@ class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
         try:
             while True:
                 self.poked.pop(sid, None)
-                keeper = asyncio.create_task(self._keep_lease(claim))
+                kept = self._keep(claim)  # the lease renewed while the session runs
                 try:
                     ended = await self._run_session(claim, offset)
                     if ended is None:
                         return None
                     acked = acked or ended.acked
                 finally:
-                    keeper.cancel()
+                    self._unkeep(kept)
                 # An entry read while the release was on its way to Redis was acked on the
                 # strength of this worker being active: look again before going inactive
                 # (nothing awaits between this check and the discard below).

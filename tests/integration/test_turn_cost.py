@@ -4,6 +4,7 @@ eleven turns less those of one, over ten, so the worker's start and polling canc
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from launch.redis_server import RedisServer
+from sessions import coalescer
 from sessions import events as E
 from sessions import keys as K
 from sessions.bus import Bus, connect
@@ -235,22 +237,24 @@ async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(
         await bus.close()
 
 
-async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
+async def test_a_turns_round_trips(redis_server: RedisServer,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 13 (roundtrips): a turn alone in its session, with a live node holding it, costs
-    the worker 3 round trips (its polling left out): START (which reads the turn its shard
-    entry names and checks it is the first pending one: no XRANGE before it since session 13;
-    its script copies its events to the node), the turn's first piece of text, sent at once
-    (since session 17, sessions/coalescer.py: it waited for the tick before), with the
-    ``speaking`` state's APPEND before it (its script copying it to the node:
-    sessions/deferred_appends.py, session 12; a round trip of its own before), and the tick
-    that carries the rest of the text and the ending after it (session 14: a round trip of
-    its own before), whose script also copies it to the node and acks the inbound entry
-    (single Redis, the node known alive). The memory read rides in START's reply (no LRANGE):
-    were 9, then 7 with START's and the ending's fan-outs (and the XACK) pipelines of their
-    own, then 5, then 4, then 3, then 2 (session 14 to 16). A turn pending after another
-    comes with that one's ending (no XRANGE of its own); an entry whose turn ended that way
-    finds it stale in START, then reads the pending turns. The entries are acked all the
-    same, and the memory holds the turns."""
+    the worker 2 round trips (its polling left out) when its reply ends within its first
+    piece's gathering (``FIRST_GATHER_S``, session 19; lengthened here so that a loaded
+    machine cannot make the count vary): START (which reads the turn its shard entry names
+    and checks it is the first pending one: no XRANGE before it since session 13; its script
+    copies its events to the node) and one pipeline with the ``speaking`` state's APPEND
+    (its script copying it to the node: sessions/deferred_appends.py, session 12), the text
+    and the ending (session 14), whose script also copies it to the node and acks the
+    inbound entry (single Redis, the node known alive). The memory read rides in START's
+    reply (no LRANGE). Were 9, then 7 with START's and the ending's fan-outs (and the XACK)
+    pipelines of their own, then 5, 4, 3, 2 (sessions 12 to 16), 3 with the first piece sent
+    at once (session 17: the ending then went in the next tick), 2 again. A turn pending
+    after another comes with that one's ending (no XRANGE of its own); an entry whose turn
+    ended that way finds it stale in START, then reads the pending turns. The entries are
+    acked all the same, and the memory holds the turns."""
+    monkeypatch.setattr(coalescer, "FIRST_GATHER_S", 0.3)
     bus = Bus(connect(redis_server.url), prefix=f"t{uuid.uuid4().hex[:10]}", shards=4)
     calls: list[str] = []
     command, pipeline = bus.redis.execute_command, bus.redis.pipeline
@@ -278,7 +282,7 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             finally:
                 bus.redis.execute_command, bus.redis.pipeline = command, pipeline
             per_turn.append(list(calls))
-        assert per_turn[1] == per_turn[2] == ["EVALSHA", "pipeline", "pipeline"], per_turn
+        assert per_turn[1] == per_turn[2] == ["EVALSHA", "pipeline"], per_turn
         # two turns pending: the second comes with the first's ending (one XRANGE for both)
         for i in range(3, 5):
             await bus.submit("s", f"m{i}", "hello there", user="alice")
@@ -290,9 +294,8 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
             await worker._handle(first)
         finally:
             bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-        # each turn START, its first piece and one pipeline (chunks, ending): no XRANGE, no
-        # script apart
-        assert calls == ["EVALSHA", "pipeline", "pipeline"] * 2, calls
+        # each turn START and one pipeline (its text, its ending): no XRANGE, no script apart
+        assert calls == ["EVALSHA", "pipeline"] * 2, calls
         calls.clear()
         bus.redis.execute_command, bus.redis.pipeline = counted, piped
         try:  # its turn ended with the first's claim: START finds it stale, nothing pending
@@ -305,6 +308,7 @@ async def test_a_turns_round_trips(redis_server: RedisServer) -> None:
         assert not await bus.redis.exists(bus.keys.lock("s"))
         stored = await bus.redis.lrange(bus.keys.memory("s"), 0, -1)
         assert len(stored) == 10  # each turn's user message and reply
+        await asyncio.gather(*worker.chunks._sending)  # the gathering ticks, found empty
     finally:
         await bus.close()
 
