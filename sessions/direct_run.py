@@ -173,8 +173,21 @@ class DirectRun:
             previous_response_id=None, conversation_id=None, prompt=None))
         return pump
 
+    # The two saves of a turn. For plain messages (the input's, a text reply's) the SDK's
+    # ``save_result_to_session`` comes down to one ``add_items`` of copies of them on this
+    # session (a TurnSession: no ``wrapper`` parameter, no compaction, no write generation);
+    # its fingerprints of every item (a sorted ``json.dumps`` each), de-duplication passes,
+    # run items and session checks were ~8 % of a burst worker's samples (issue 13, session
+    # 19). sdk_history.input_saved / reply_saved make the same items
+    # (tests/unit/test_direct_saves.py compares them, and the stored bytes, with the SDK's);
+    # anything else goes the SDK's way.
+
     async def _save_input(self, to_save: list[TResponseInputItem],
                           ctx: RunContextWrapper[Any]) -> None:
+        if (items := sdk_history.input_saved(to_save)) is not None:
+            if items:
+                await self.memory.add_items(items)
+            return
         items = [ensure_input_item_format(i) for i in ItemHelpers.input_to_new_input_list(to_save)]
         if items:
             await save_result_to_session(self.memory, items, [], None, wrapper=ctx)
@@ -182,6 +195,10 @@ class DirectRun:
     async def _save_reply(self, event: ResponseCompletedEvent,
                           ctx: RunContextWrapper[Any]) -> None:
         response = event.response
+        if (saved := sdk_history.reply_saved(response.output)) is not None:
+            if saved:
+                await self.memory.add_items(saved)
+            return
         items: list[RunItem] = [MessageOutputItem(agent=self.agent, raw_item=o)  # type: ignore[arg-type]
                                 for o in response.output]
         await save_result_to_session(self.memory, [], items, None, response_id=response.id,
