@@ -20,6 +20,7 @@ without its fingerprints and passes (tests/unit/test_direct_saves.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from agents import RunContextWrapper, Session
@@ -46,12 +47,14 @@ def plain(item: Any) -> bool:
             and item.get("type", "message") == "message" and _NOT_PLAIN.isdisjoint(item))
 
 
-async def prepare(text: str, session: Any, ctx: RunContextWrapper[Any], *, copies: bool = True
+async def prepare(text: str, session: Any, ctx: Callable[[], RunContextWrapper[Any]], *,
+                  copies: bool = True
                   ) -> tuple[list[TResponseInputItem], list[TResponseInputItem]]:
     """The model's input (history, then ``text`` as the user's message) and the items to save
     (the user's message), as the Runner's preparation gives them. ``session`` is the SDK
     ``Session`` of the turn (not the OpenAI Conversations one: the direct path's).
-    ``copies=False`` (a model that only reads its input, :func:`reads_only`): a history of
+    ``ctx`` gives the run's context wrapper (made when first asked for: the one pass needs
+    none). ``copies=False`` (a model that only reads its input, :func:`reads_only`): a history of
     plain messages is given as the items read, not copies of them."""
     settings = getattr(session, "session_settings", None)
     limit = getattr(settings, "limit", None)
@@ -72,7 +75,7 @@ async def prepare(text: str, session: Any, ctx: RunContextWrapper[Any], *, copie
     prepared, to_save = await prepare_input_with_session(
         text, cast(Session, _Read(history, settings)), None, None,
         include_history_in_prepared_input=True, preserve_dropped_new_items=True,
-        reasoning_item_id_policy=None, wrapper=ctx)
+        reasoning_item_id_policy=None, wrapper=ctx())
     return deduplicate_input_items_preferring_latest(
         _prepare_turn_input_items(prepared, [], None)), to_save
 

@@ -24,8 +24,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_output_text import AnnotationURLCitation
 
+from sessions import direct_run, runtime
 from sessions import keys as K
-from sessions import runtime
 from sessions import sdk_history as H
 from sessions import sdk_speedups as S
 from sessions.demo import DemoProvider, _output, demo_agent
@@ -178,3 +178,24 @@ async def test_the_stored_bytes_are_the_sdks(said: str, monkeypatch: pytest.Monk
     sdk = await _stored(said)
     assert fast == sdk
     assert len(fast) == 2 and fast[0].startswith(b"7|{")
+
+
+async def test_a_plain_turn_makes_no_context_wrapper() -> None:
+    """The run's context wrapper (a pydantic validation) is made only when something asks for
+    it: not for a plain history, string instructions and a text reply; yes for a history the
+    SDK's own preparation reads (it takes the wrapper)."""
+    async def run(history: list[Any]) -> direct_run.DirectRun:
+        memory = RedisMemory(None, K.Keys("agentia"), "s", 1, remember=object())  # type: ignore[arg-type]
+        memory.preload(history)
+        cfg = runtime.run_config(DemoProvider(0))
+        run = direct_run.DirectRun(demo_agent, "hello", memory, cfg)
+        async for _ in run.stream():
+            pass
+        assert run.fallback is None
+        return run
+
+    assert (await run(Items(HISTORY, len(HISTORY))))._ctx is None
+    call = {"type": "function_call", "name": "calculate", "call_id": "c1", "id": "fc1",
+            "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "2"}
+    assert (await run([*HISTORY, call, output]))._ctx is not None
