@@ -36,6 +36,8 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
 )
 
+from sessions.model_shapes import Shape
+
 DEMO_NOTE = "(demo model: set OPENAI_API_KEY or AGENTIA_MODEL_BASE_URL for a real one)"
 _ARITH = re.compile(r"(-?\d+(?:\.\d+)?(?:\s*[-+*/]\s*-?\d+(?:\.\d+)?)+)")
 _OPS: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub,
@@ -106,7 +108,7 @@ def _call(name: str, arguments: dict[str, Any]) -> ResponseFunctionToolCall:
 
 def _called(items: list[Any], call_id: Any) -> str:
     """The name of the tool a ``function_call_output`` answers."""
-    for item in items:
+    for item in map(_as_dict, items):
         if item.get("type") == "function_call" and item.get("call_id") == call_id:
             return str(item.get("name", ""))
     return ""
@@ -124,7 +126,7 @@ def _last(items: list[Any], role: str, nth: int = 1) -> str | None:
     """The text of the ``nth`` last item of ``role`` (None: fewer). From the end: a turn's
     plan looks at the last message or two, and a session's memory holds up to 200 items
     (two whole scans of them a plan: ~2 % of a worker's samples at 1,000 short turns/s)."""
-    for item in reversed(items):
+    for item in map(_as_dict, reversed(items)):
         if item.get("role") == role:
             nth -= 1
             if nth == 0:
@@ -145,8 +147,8 @@ class DemoModel(Model):
     """Streams a rule-based reply word by word, ``word_delay`` seconds apart."""
 
     reads_input_only = True
-    """It never changes its input's items (:func:`_items` copies what is not a dict, ``plan``
-    only reads): the direct path gives it the memory's items, not copies
+    """It never changes its input's items (``plan`` only reads, :func:`_as_dict` copies what
+    is not a dict): the direct path gives it the memory's items, not copies
     (sessions/sdk_history.py)."""
 
     def __init__(self, word_delay: float = 0.03) -> None:
@@ -157,7 +159,7 @@ class DemoModel(Model):
         """Decide the next step from the conversation: a tool call or the reply text.
         ``handoffs`` are the handoff tools offered (``transfer_to_...``): any message but a
         greeting is handed to the first."""
-        last = items[-1] if items else {}
+        last = _as_dict(items[-1]) if items else {}
         if last.get("type") == "function_call_output":
             name = _called(items, last.get("call_id"))
             if not name.startswith("transfer_to_"):
@@ -206,22 +208,27 @@ class DemoModel(Model):
         step = self.plan(_items(input), _names(handoffs))
         if isinstance(step, str):
             words = step.split(" ")
+            delay = self.word_delay
             for n, word in enumerate(words):
-                if self.word_delay:
-                    await asyncio.sleep(self.word_delay)
-                yield ResponseTextDeltaEvent(
-                    type="response.output_text.delta", item_id="msg_demo", output_index=0,
-                    content_index=0, delta=word if n == 0 else " " + word, logprobs=[],
-                    sequence_number=n)
-        yield ResponseCompletedEvent(type="response.completed", response=_response(step),
-                                     sequence_number=10_000)
+                if delay:
+                    await asyncio.sleep(delay)
+                yield _DELTA.make(delta=word if n == 0 else " " + word, logprobs=[],
+                                  sequence_number=n)
+        yield _COMPLETED.make(response=_response(step))
 
 
 def _items(input: str | list[TResponseInputItem]) -> list[Any]:
-    """The conversation as dicts (only read: a dict is not copied, the whole history is)."""
+    """The conversation, only read; an item is looked at through :func:`_as_dict`, and only
+    the ones the plan looks at (the last one or two messages): a memory holds up to 200 and
+    a list of every item as a dict was ~2 % of a burst worker's samples."""
     if isinstance(input, str):
         return [{"role": "user", "content": input}]
-    return [i if type(i) is dict else dict(i) for i in input]
+    return input
+
+
+def _as_dict(item: Any) -> Any:
+    """An item as a dict (a dict is not copied)."""
+    return item if type(item) is dict else dict(item)
 
 
 def _names(handoffs: list[Handoff]) -> tuple[str, ...]:
@@ -231,15 +238,31 @@ def _names(handoffs: list[Handoff]) -> tuple[str, ...]:
 def _output(step: ResponseFunctionToolCall | str) -> Any:
     if isinstance(step, ResponseFunctionToolCall):
         return step
-    return ResponseOutputMessage(
-        id="msg_demo", type="message", role="assistant", status="completed",
-        content=[ResponseOutputText(text=step, type="output_text", annotations=[], logprobs=[])])
+    return _MESSAGE.make(content=[_TEXT.make(text=step, annotations=[], logprobs=[])])
 
 
 def _response(step: ResponseFunctionToolCall | str) -> Response:
-    return Response(id="resp_demo", created_at=0, model="agentia-demo", object="response",
-                    output=[_output(step)], tool_choice="auto", tools=[], top_p=None,
-                    parallel_tool_calls=False, status="completed")
+    return _RESPONSE.make(output=[_output(step)], tools=[])
+
+
+# The stream's objects as validation builds them, without running it (sessions/model_shapes.py:
+# 31 validations a text reply were 11 % of a burst worker's samples). The examples below are
+# the validated objects; every object made differs from its example only in the fields named.
+_TEXT = Shape(ResponseOutputText(text="", type="output_text", annotations=[], logprobs=[]),
+              ("text", "annotations", "logprobs"))
+_MESSAGE = Shape(ResponseOutputMessage(id="msg_demo", type="message", role="assistant",
+                                       status="completed", content=[]), ("content",))
+_RESPONSE = Shape(Response(id="resp_demo", created_at=0, model="agentia-demo",
+                           object="response", output=[], tool_choice="auto", tools=[],
+                           top_p=None, parallel_tool_calls=False, status="completed"),
+                  ("output", "tools"))
+_DELTA = Shape(ResponseTextDeltaEvent(type="response.output_text.delta", item_id="msg_demo",
+                                      output_index=0, content_index=0, delta="", logprobs=[],
+                                      sequence_number=0),
+               ("delta", "logprobs", "sequence_number"))
+_COMPLETED = Shape(ResponseCompletedEvent(type="response.completed", response=Response(
+    id="", created_at=0, model="", object="response", output=[], tool_choice="auto", tools=[],
+    top_p=None, parallel_tool_calls=False), sequence_number=10_000), ("response",))
 
 
 class DemoProvider(ModelProvider):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -108,10 +108,18 @@ class DirectRun:
         self.agent, self.text, self.cfg = agent, text, cfg
         self.memory = TurnSession(memory)
         self.fallback: Fallback | None = None
+        self._ctx: RunContextWrapper[Any] | None = None
+
+    def context(self) -> RunContextWrapper[Any]:
+        """The run's context wrapper, made when first needed: a plain text turn of an agent
+        with string instructions and tools worked out before never needs it (the Runner makes
+        its own when it takes over), and making one is a pydantic validation (~6 µs)."""
+        if self._ctx is None:
+            self._ctx = RunContextWrapper[Any](context=None)
+        return self._ctx
 
     async def stream(self) -> AsyncIterator[str]:
-        ctx = RunContextWrapper[Any](context=None)
-        pump = await self._call_model(ctx)
+        pump = await self._call_model()
         seen: list[Any] = []
         texts, done, given = 0, False, False
         completed: ResponseCompletedEvent | None = None
@@ -141,7 +149,7 @@ class DirectRun:
                     done = False
                     break
             if done and completed is not None:
-                await self._save_reply(completed, ctx)
+                await self._save_reply(completed)
                 return
             self.memory.prime()
             self.fallback = Fallback(self.memory,
@@ -150,17 +158,19 @@ class DirectRun:
             if self.fallback is None:  # the Runner does not go on with it
                 await pump.stop()
 
-    async def _call_model(self, ctx: RunContextWrapper[Any]) -> ModelPump:
+    async def _call_model(self) -> ModelPump:
         """What the Runner does from the session's read to the model's call, in its order."""
         agent, cfg = self.agent, self.cfg
         model = tp.get_model(agent, cfg)  # first: a model that only reads needs no copies
         # the Runner's preparation of the input, in one pass for a history of messages
         model_input, to_save = await sdk_history.prepare(
-            self.text, self.memory, ctx, copies=not sdk_history.reads_only(model))
-        tools = await model_tools(agent, ctx, cfg.tool_name_collision_policy)
-        instructions = await agent.get_system_prompt(ctx)
+            self.text, self.memory, self.context, copies=not sdk_history.reads_only(model))
+        tools = await model_tools(agent, self.context, cfg.tool_name_collision_policy)
+        instructions = agent.instructions if agent.instructions is None \
+            or isinstance(agent.instructions, str) \
+            else await agent.get_system_prompt(self.context())  # as it answers these
         settings = tp.get_model_settings(agent, cfg)  # sdk_speedups' when installed
-        await self._save_input(to_save, ctx)
+        await self._save_input(to_save)
         key = PromptCacheKeyResolver().resolve(settings, model=model, conversation_id=None,
                                                session=self.memory, group_id=cfg.group_id)
         settings = model_settings_with_prompt_cache_key(settings, key)
@@ -173,19 +183,34 @@ class DirectRun:
             previous_response_id=None, conversation_id=None, prompt=None))
         return pump
 
-    async def _save_input(self, to_save: list[TResponseInputItem],
-                          ctx: RunContextWrapper[Any]) -> None:
+    # The two saves of a turn. For plain messages (the input's, a text reply's) the SDK's
+    # ``save_result_to_session`` comes down to one ``add_items`` of copies of them on this
+    # session (a TurnSession: no ``wrapper`` parameter, no compaction, no write generation);
+    # its fingerprints of every item (a sorted ``json.dumps`` each), de-duplication passes,
+    # run items and session checks were ~8 % of a burst worker's samples (issue 13, session
+    # 19). sdk_history.input_saved / reply_saved make the same items
+    # (tests/unit/test_direct_saves.py compares them, and the stored bytes, with the SDK's);
+    # anything else goes the SDK's way.
+
+    async def _save_input(self, to_save: list[TResponseInputItem]) -> None:
+        if (items := sdk_history.input_saved(to_save)) is not None:
+            if items:
+                await self.memory.add_items(items)
+            return
         items = [ensure_input_item_format(i) for i in ItemHelpers.input_to_new_input_list(to_save)]
         if items:
-            await save_result_to_session(self.memory, items, [], None, wrapper=ctx)
+            await save_result_to_session(self.memory, items, [], None, wrapper=self.context())
 
-    async def _save_reply(self, event: ResponseCompletedEvent,
-                          ctx: RunContextWrapper[Any]) -> None:
+    async def _save_reply(self, event: ResponseCompletedEvent) -> None:
         response = event.response
+        if (saved := sdk_history.reply_saved(response.output)) is not None:
+            if saved:
+                await self.memory.add_items(saved)
+            return
         items: list[RunItem] = [MessageOutputItem(agent=self.agent, raw_item=o)  # type: ignore[arg-type]
                                 for o in response.output]
         await save_result_to_session(self.memory, [], items, None, response_id=response.id,
-                                     wrapper=ctx)
+                                     wrapper=self.context())
 
 
 TOOLS_KEPT = 64
@@ -195,7 +220,8 @@ _TOOLS: dict[int, tuple[Agent[Any], tuple[Any, ...], tuple[Any, ...], str, list[
 tools worked out from them)."""
 
 
-async def model_tools(agent: Agent[Any], ctx: RunContextWrapper[Any], policy: Any) -> list[Any]:
+async def model_tools(agent: Agent[Any], ctx: Callable[[], RunContextWrapper[Any]],
+                      policy: Any) -> list[Any]:
     """The tools the model is given, as the Runner works them out (``get_all_tools``, then
     ``resolve_tool_name_collisions``), kept per agent while its tools are the same objects
     with the same ``is_enabled``. For an :func:`eligible` agent (function tools, ``is_enabled``
@@ -209,7 +235,7 @@ async def model_tools(agent: Agent[Any], ctx: RunContextWrapper[Any], policy: An
     if kept is not None and kept[0] is agent and kept[3] == policy and kept[2] == enabled \
             and _same(kept[1], tools):
         return list(kept[4])
-    resolved, _ = resolve_tool_name_collisions(await agent.get_all_tools(ctx), [],
+    resolved, _ = resolve_tool_name_collisions(await agent.get_all_tools(ctx()), [],
                                                collision_policy=policy)
     if len(_TOOLS) >= TOOLS_KEPT:
         _TOOLS.clear()

@@ -140,12 +140,16 @@ class MemoryCache:
             return
         if not added:
             return
-        # trimmed as APPEND trims (its ARGV: ``MEMORY_MAXLEN``, read when it is sent)
+        # trimmed as APPEND trims (its ARGV: ``MEMORY_MAXLEN``, read when it is sent). One
+        # copy of the old items (a turn may still hold them), extended and trimmed in place:
+        # three copies were ~3 % of a burst worker's samples at 94 items (session 19)
         old = entry.items
-        items = [*old, *decode_all(added)][-K.MEMORY_MAXLEN:]
-        trimmed = len(old) + len(added) - len(items)
-        self._put(sid, Entry(entry.epoch, entry.mv + 1,
-                             Items(items, max(0, min(old.plain, len(old)) - trimmed))))
+        items = Items(old)
+        items += decode_all(added)
+        trimmed = max(0, len(items) - K.MEMORY_MAXLEN)
+        del items[:trimmed]
+        items.plain = max(0, min(old.plain, len(old)) - trimmed)
+        self._put(sid, Entry(entry.epoch, entry.mv + 1, items))
 
     def drop(self, sid: str) -> None:
         entry = self._entries.pop(sid, None)

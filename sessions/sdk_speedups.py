@@ -150,19 +150,23 @@ def _install_model_settings() -> None:
     env = default_models.OPENAI_DEFAULT_MODEL_ENV_VARIABLE_NAME
 
     @functools.lru_cache(maxsize=64)
-    def defaults(model: str | None, _env: str | None) -> tuple[Any, tuple[str, ...]]:
+    def defaults(model: str | None, _env: str | None) -> tuple[Any, tuple[Any, ...]]:
         settings = default_models.get_default_model_settings(model)
-        return settings, tuple(f.name for f in dataclasses.fields(settings)
-                               if type(getattr(settings, f.name)) not in _PLAIN)
+        # a pydantic object of plain values only (the GPT-5 defaults' ``Reasoning``): a
+        # shallow copy is its deep copy, 1.3 instead of 4.7 us (issue 13, session 19)
+        return settings, tuple(
+            (f.name, copy.copy if isinstance(v, pydantic.BaseModel) and _plain_model(v)
+             else copy.deepcopy) for f in dataclasses.fields(settings)
+            if type(v := getattr(settings, f.name)) not in _PLAIN)
 
-    def fresh(entry: tuple[Any, tuple[str, ...]]) -> Any:
+    def fresh(entry: tuple[Any, tuple[Any, ...]]) -> Any:
         settings, nested = entry
         copied = copy.copy(settings)
-        for name in nested:
-            setattr(copied, name, copy.deepcopy(getattr(settings, name)))
+        for name, copier in nested:
+            setattr(copied, name, copier(getattr(settings, name)))
         return copied
 
-    def implicit(model: Any) -> tuple[Any, tuple[str, ...]] | None:
+    def implicit(model: Any) -> tuple[Any, tuple[Any, ...]] | None:
         if model is None:
             return defaults(None, os.environ.get(env))
         return defaults(model, None) if isinstance(model, str) else None
@@ -181,6 +185,12 @@ def _install_model_settings() -> None:
 
     for module in (tp, run_loop):
         module.get_model_settings = fast  # type: ignore[attr-defined]
+
+
+def _plain_model(value: pydantic.BaseModel) -> bool:
+    return value.__pydantic_private__ is None and all(
+        type(v) in _PLAIN for v in (*value.__dict__.values(),
+                                    *(value.__pydantic_extra__ or {}).values()))
 
 
 class ChunkClient(AsyncOpenAI):

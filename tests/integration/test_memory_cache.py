@@ -204,7 +204,8 @@ async def test_a_model_changing_its_input_leaves_the_cached_memory_alone(bus: Bu
                                           lease_ms=30_000, read_memory=True)
         mem = bus.memory("s", sub.offset, "w")
         mem.preload(started.memory or [])
-        model_input, _ = await sdk_history.prepare("two", mem, RunContextWrapper(context=None))
+        model_input, _ = await sdk_history.prepare("two", mem,
+                                                   lambda: RunContextWrapper(context=None))
         for item in model_input:
             item.pop("role", None)
             item["content"] = "changed"

@@ -321,15 +321,15 @@ async def test_the_model_tools_are_worked_out_again_when_the_agent_changes() -> 
     ctx = RunContextWrapper[Any](context=None)
 
     async def names() -> list[str]:
-        tools = await direct_run.model_tools(agent, ctx, "error")
+        tools = await direct_run.model_tools(agent, lambda: ctx, "error")
         sdk, _ = resolve_tool_name_collisions(await agent.get_all_tools(ctx), [],
                                               collision_policy="error")
         assert [t.name for t in tools] == [t.name for t in sdk]
         return [t.name for t in tools]
 
     assert await names() == ["one", "two"]
-    first = await direct_run.model_tools(agent, ctx, "error")
-    again = await direct_run.model_tools(agent, ctx, "error")
+    first = await direct_run.model_tools(agent, lambda: ctx, "error")
+    again = await direct_run.model_tools(agent, lambda: ctx, "error")
     assert again is not first and all(a is b for a, b in zip(again, first, strict=True))
     one.is_enabled = False
     assert await names() == ["two"]

@@ -60,6 +60,20 @@ def test_the_count_of_items_known_plain_follows_the_trim(monkeypatch: pytest.Mon
     entry = c.get("s")
     assert entry is not None and [i["content"] for i in entry.items] == ["b", "c", "d", "e"]
     assert entry.items.plain == 2  # "b" and "c"; the new ones not looked at yet
+    assert [i["content"] for i in items] == ["a", "b", "c"] and items.plain == 3  # unchanged
+
+
+def test_an_ending_leaves_the_items_a_turn_read_as_they_were() -> None:
+    """The entry an ending extends is a new list: the old one may still be a turn's read."""
+    c = MemoryCache()
+    items = c.loaded("s", b"e:1:2", raw("a", "b"), None)
+    items.plain = 2
+    c.started("s", 7, "w", b"e:1:2")
+    c.wrote("s", 7, "w", raw("c"))
+    entry = c.get("s")
+    assert entry is not None and entry.items is not items
+    assert [i["content"] for i in entry.items] == ["a", "b", "c"] and entry.items.plain == 2
+    assert [i["content"] for i in items] == ["a", "b"] and items.plain == 2
 
 
 def test_items_are_decoded_together_as_each_alone() -> None:

@@ -64,8 +64,8 @@ async def _sdk(text: str, session: Memory) -> tuple[list[Any], list[Any]]:
 @pytest.mark.parametrize("limit", [None, 3])
 async def test_the_input_is_the_sdks(history: list[Any], limit: int | None) -> None:
     mine = Memory(history, limit)
-    got: tuple[list[Any], list[Any]] = await H.prepare("what now", mine,
-                                                       RunContextWrapper(context=None))
+    got: tuple[list[Any], list[Any]] = await H.prepare(
+        "what now", mine, lambda: RunContextWrapper(context=None))
     assert got == await _sdk("what now", Memory(history, limit))
     assert mine.reads == 1  # the fallback uses the read already made
     assert got[0][-1] == {"role": "user", "content": "what now"} == got[1][0]
@@ -86,7 +86,7 @@ async def test_the_copies_are_fresh() -> None:
             read.extend(await super().get_items(limit))
             return read
 
-    given, _ = await H.prepare("x", Once([USER, SAID]), RunContextWrapper(context=None))
+    given, _ = await H.prepare("x", Once([USER, SAID]), lambda: RunContextWrapper(context=None))
     model_input: list[Any] = given
     assert model_input[:2] == read and all(a is not b for a, b in zip(model_input, read,
                                                                       strict=False))
@@ -106,7 +106,8 @@ async def test_without_copies_a_plain_history_is_given_as_read(history: list[Any
             read.extend(await super().get_items(limit))
             return read
 
-    got = await H.prepare("x", Once(history), RunContextWrapper(context=None), copies=False)
+    got = await H.prepare("x", Once(history), lambda: RunContextWrapper(context=None),
+                          copies=False)
     assert got == await _sdk("x", Memory(history))
     plain = history in PLAIN
     assert all((a is b) is plain for a, b in zip(got[0], read, strict=False))

@@ -244,7 +244,26 @@ def test_model_settings_match_the_sdk(monkeypatch: pytest.MonkeyPatch,
         for cfg in configs:
             got, want = fast(agent, cfg), slow(agent, cfg)
             assert got == want, (agent.name, cfg)
+            assert got.to_json_dict() == want.to_json_dict()
+            if want.reasoning is not None:  # the same fields set: the same request body
+                assert got.reasoning.__pydantic_fields_set__ == \
+                    want.reasoning.__pydantic_fields_set__
+                assert got.reasoning.model_dump(exclude_unset=True) == \
+                    want.reasoning.model_dump(exclude_unset=True)
             again = fast(agent, cfg)
             if got is not agent.model_settings:  # a run's own copy, as the SDK gives
                 assert again is not got
                 assert got.reasoning is None or again.reasoning is not got.reasoning
+
+
+def test_only_a_pydantic_object_of_plain_values_is_copied_shallow() -> None:
+    """A default setting's nested value is given to a run as a shallow copy only when that is
+    its deep copy (sessions/sdk_speedups.py ``_plain_model``)."""
+    from openai.types.responses import ResponseOutputMessage
+    from openai.types.shared import Reasoning
+
+    assert S._plain_model(Reasoning(effort="low", summary="auto"))
+    assert S._plain_model(Reasoning(effort="low", unknown_extra="x"))  # type: ignore[call-arg]
+    assert not S._plain_model(Reasoning(effort="low", unknown_extra=["x"]))  # type: ignore[call-arg]
+    assert not S._plain_model(ResponseOutputMessage(id="m", type="message", role="assistant",
+                                                    status="completed", content=[]))
