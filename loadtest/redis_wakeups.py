@@ -16,8 +16,9 @@ seconds for ``--seconds``; its CPU (INFO cpu) less the idle rate, over the reque
   replies; the reader asks again at once, one more read: the edge asks ahead, 1 in 13);
 * a tick as the worker sent it until session 19: 4 ``RPUSHX`` (the partial buffer's pieces,
   ~1 in 10 of a tick's 40) and that ``XADD`` in one pipeline, the reader blocked;
-* the same writes as the tick's script since session 19 (sessions/tick_writes.py: one
-  ``EVAL``, kept out of the AOF and the replicas).
+* the same writes as one script kept out of the AOF and the replicas (``redis.set_repl(
+  redis.REPL_NONE)``, ``TICK``): tried in session 19 and not kept, the script costs a woken
+  redis-server about what the AOF's ``write()`` it saves does (docs/benchmarks.md, session 19).
 
     python -m loadtest.redis_wakeups --seconds 8 --rate 25 --record redis-wakeups-redis17
     python -m loadtest.redis_wakeups --seconds 6 --rate 25 --dir /dev/shm  # the AOF on tmpfs
@@ -37,9 +38,16 @@ import redis
 
 from launch.redis_server import RedisServer
 from loadtest.record import record
-from sessions.tick_writes import TickWrites
 
 PIECE = "x" * 60
+TICK = """
+redis.replicate_commands()
+redis.set_repl(redis.REPL_NONE)
+for i = 2, 5 do redis.call('RPUSHX', KEYS[1], ARGV[i]) end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 6))
+"""
+"""A tick's writes (4 partial pieces, the 40-piece entry) not propagated: neither the AOF nor
+the replicas get them."""
 
 
 def _cpu(r: redis.Redis) -> float:
@@ -88,13 +96,15 @@ def kinds(r: redis.Redis) -> dict[str, Callable[[], Any]]:
     fields = {f"s{i}": PIECE for i in range(40)}
 
     def tick(script: bool) -> Callable[[], Any]:
-        def send() -> None:
-            writes = TickWrites()
-            for _ in range(4):
-                writes.rpushx("partial", PIECE)
-            writes.xadd("out", fields)
+        def send() -> None:  # no trim: a trim would be written to the AOF
+            if script:
+                r.eval(TICK, 2, "partial", "out", 1000, *[PIECE] * 4,
+                       *[x for kv in fields.items() for x in kv])
+                return
             pipe = r.pipeline(transaction=False)
-            writes.queue(pipe, script=script)  # no trim: a trim would be written to the AOF
+            for _ in range(4):
+                pipe.rpushx("partial", PIECE)
+            pipe.xadd("out", fields, maxlen=1000, approximate=True)  # type: ignore[arg-type]
             pipe.execute()
         return send
 

@@ -134,9 +134,9 @@ class RedisAttempts(RedisSessionLog):
     @down
     async def partial(self, sid: str) -> Partial | None:
         """The running turn's text so far (None: no turn running, or no text yet), up to the
-        first piece missing (:func:`_missing`): the pieces are not in the AOF or on replicas
-        (sessions/tick_writes.py), so after a restart or a failover the buffer may lack some;
-        what follows a missing one is left to the turn's ending, never shown with a gap."""
+        first piece missing (:func:`_missing`): a restart loses the AOF's last second and a
+        failover the replication lag, so the buffer may lack a piece before later ones; what
+        follows a missing one is left to the turn's ending, never shown with a hole."""
         rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
         if len(rows) < 2:
             return None

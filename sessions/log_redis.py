@@ -33,7 +33,6 @@ from sessions.roles import (
     Submitted,
     UnknownAgent,
 )
-from sessions.tick_writes import TickWrites
 from sessions.turns_redis import turn_of
 from sessions.user_sessions_redis import RedisUserSessions
 
@@ -325,9 +324,7 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
         costs each node one entry to write and read, not one per piece. The nodes are known
         from the turns' own appends; those older than ``NODES_FRESH_S`` are re-read (``HKEYS``)
         at the end of this pipeline, for the next tick; the turns' endings waiting for this
-        tick go last (sessions/deferred_appends.py ``_ride_tick``). On a single Redis the
-        buffer's pieces and the delivery entries are one script kept out of the AOF and the
-        replicas (sessions/tick_writes.py: copies of what the log and the ending hold)."""
+        tick go last (sessions/deferred_appends.py ``_ride_tick``)."""
         ends = self._take_endings()  # before any await: one handed over later waits
         try:
             await self._stream_tick(pieces, ends)
@@ -349,34 +346,33 @@ class RedisSessionLog(DeferredAppends, RedisAgentDirectory, RedisUserSessions):
         batches: dict[tuple[bytes, bool], list[bytes]] = {}
         fresh: set[bytes] = set()
         taken: list[Deferred] = []
-        writes = TickWrites()
-        for sid, first, events, nodes in later:
-            for node in nodes:
-                if node in alive:
-                    for n, event in enumerate(events):
-                        writes.xadd(k.delivery(node.decode()),
-                                    {"s": sid, "o": first + n, "e": event})
-        for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
-            if text:
-                writes.rpushx(k.partial(sid), f"{run}#{seq}|{text}")
-            record, lean = chunk_record(sid.encode(), run.encode(), seq, event)
-            for node in live:
-                batches.setdefault((node, lean), []).append(record)
-                if seq == 1:
-                    fresh.add(node)
-        for (node, lean), records in sorted(batches.items(), key=lambda b: b[0][1]):
-            stream = k.delivery(node.decode())
-            for i in range(0, len(records), K.CHUNKS_PER_ENTRY):
-                writes.xadd(stream, {b"t" if lean else b"b":
-                                     b"\n".join(records[i:i + K.CHUNKS_PER_ENTRY])})
-        for node in fresh:  # the node's heartbeat keeps it alive after that
-            writes.expire(k.delivery(node.decode()), K.DELIVERY_TTL)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 # appends left for this tick (and of the sessions whose ending rides it): first
                 taken = self._take_deferred([*sids, *(d.sid for d in ends)], pipe)
-                # the copies: one script that skips the AOF and the replicas on a single Redis
-                writes.queue(pipe, script=not self.cluster)
+                for sid, first, events, nodes in later:
+                    for node in nodes:
+                        if node in alive:
+                            for n, event in enumerate(events):
+                                pipe.xadd(k.delivery(node.decode()),
+                                          {"s": sid, "o": first + n, "e": event},
+                                          maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                for (sid, run, seq, event, text), live in zip(pieces, targets, strict=True):
+                    if text:
+                        pipe.rpushx(k.partial(sid), f"{run}#{seq}|{text}")
+                    record, lean = chunk_record(sid.encode(), run.encode(), seq, event)
+                    for node in live:
+                        batches.setdefault((node, lean), []).append(record)
+                        if seq == 1:
+                            fresh.add(node)
+                for (node, lean), records in sorted(batches.items(), key=lambda b: b[0][1]):
+                    stream = k.delivery(node.decode())
+                    for i in range(0, len(records), K.CHUNKS_PER_ENTRY):
+                        pipe.xadd(stream, {b"t" if lean else b"b":
+                                           b"\n".join(records[i:i + K.CHUNKS_PER_ENTRY])},
+                                  maxlen=K.DELIVERY_MAXLEN, approximate=True)
+                for node in fresh:  # the node's heartbeat keeps it alive after that
+                    pipe.expire(k.delivery(node.decode()), K.DELIVERY_TTL)
                 for sid in stale:
                     pipe.hkeys(k.nodes(sid))
                 self._queue_endings(ends, pipe)
