@@ -24,7 +24,7 @@ waiting at a time, and none when busy: one round trip more a turn at most.
 ticker, a first piece's tick, a turn's own flush before a log event): each takes every piece
 waiting, so the next regular tick need not come sooner for anyone's text to keep its pace.
 Until session 19 the ticker kept its own phase, and a first piece's tick was one wake-up of
-Redis more (and of each edge's read), ~6 a second at 40 sessions on top of ~25 ticks.
+Redis more (and of each edge's read): up to one a turn, ~6 a second at 40 sessions.
 """
 
 from __future__ import annotations
