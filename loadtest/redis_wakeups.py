@@ -13,7 +13,12 @@ seconds for ``--seconds``; its CPU (INFO cpu) less the idle rate, over the reque
 * ``RPUSHX`` x 40 in one pipeline: a tick's worth of commands in one wake-up;
 * ``XADD`` of ~2.4 KB (40 pieces of ~60 bytes, a 40-session tick's entry) that a client
   blocked in ``XREAD`` gets: the worker's tick and the edge's read it wakes (one read, two
-  replies; the reader asks again at once, one more read: the edge asks ahead, 1 in 13).
+  replies; the reader asks again at once, one more read: the edge asks ahead, 1 in 13);
+* a tick as the worker sent it until session 19: 4 ``RPUSHX`` (the partial buffer's pieces,
+  ~1 in 10 of a tick's 40) and that ``XADD`` in one pipeline, the reader blocked;
+* the same writes as one script kept out of the AOF and the replicas (``redis.set_repl(
+  redis.REPL_NONE)``, ``TICK``): tried in session 19 and not kept, the script costs a woken
+  redis-server about what the AOF's ``write()`` it saves does (docs/benchmarks.md, session 19).
 
     python -m loadtest.redis_wakeups --seconds 8 --rate 25 --record redis-wakeups-redis17
     python -m loadtest.redis_wakeups --seconds 6 --rate 25 --dir /dev/shm  # the AOF on tmpfs
@@ -35,6 +40,14 @@ from launch.redis_server import RedisServer
 from loadtest.record import record
 
 PIECE = "x" * 60
+TICK = """
+redis.replicate_commands()
+redis.set_repl(redis.REPL_NONE)
+for i = 2, 5 do redis.call('RPUSHX', KEYS[1], ARGV[i]) end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 6))
+"""
+"""A tick's writes (4 partial pieces, the 40-piece entry) not propagated: neither the AOF nor
+the replicas get them."""
 
 
 def _cpu(r: redis.Redis) -> float:
@@ -81,10 +94,26 @@ def kinds(r: redis.Redis) -> dict[str, Callable[[], Any]]:
         pipe.execute()
 
     fields = {f"s{i}": PIECE for i in range(40)}
+
+    def tick(script: bool) -> Callable[[], Any]:
+        def send() -> None:  # no trim: a trim would be written to the AOF
+            if script:
+                r.eval(TICK, 2, "partial", "out", 1000, *[PIECE] * 4,
+                       *[x for kv in fields.items() for x in kv])
+                return
+            pipe = r.pipeline(transaction=False)
+            for _ in range(4):
+                pipe.rpushx("partial", PIECE)
+            pipe.xadd("out", fields, maxlen=1000, approximate=True)  # type: ignore[arg-type]
+            pipe.execute()
+        return send
+
     return {"PING": r.ping, "RPUSHX": lambda: r.rpushx("partial", PIECE),
             "RPUSHX x 40, one pipeline": pipeline_40,
             "XADD of 40 pieces, a reader blocked in XREAD": lambda: r.xadd(
-                "out", fields, maxlen=1000, approximate=True)}  # type: ignore[arg-type]
+                "out", fields, maxlen=1000, approximate=True),  # type: ignore[arg-type]
+            "a tick as commands: 4 RPUSHX + that XADD": tick(script=False),
+            "a tick as the unpropagated script": tick(script=True)}
 
 
 def one_server(aof: bool, rate: float, seconds: float, where: str | None = None) -> dict[
@@ -101,7 +130,7 @@ def one_server(aof: bool, rate: float, seconds: float, where: str | None = None)
             out: dict[str, Any] = {"appendonly": aof, "dir": tmp,
                                    "idle_ms_per_s": round(idle * 1e3, 3)}
             for name, call in kinds(r).items():
-                if name.startswith("XADD"):
+                if not reader.is_alive() and name.startswith(("XADD", "a tick")):
                     reader.start()
                     time.sleep(0.3)
                 used, n = _paced(r, rate, seconds, call)

@@ -133,7 +133,10 @@ class RedisAttempts(RedisSessionLog):
 
     @down
     async def partial(self, sid: str) -> Partial | None:
-        """The running turn's text so far (None: no turn running, or no text yet)."""
+        """The running turn's text so far (None: no turn running, or no text yet), up to the
+        first piece missing (:func:`_missing`): a restart loses the AOF's last second and a
+        failover the replication lag, so the buffer may lack a piece before later ones; what
+        follows a missing one is left to the turn's ending, never shown with a hole."""
         rows = await self.redis.lrange(self.keys.partial(sid), 0, -1)
         if len(rows) < 2:
             return None
@@ -143,9 +146,21 @@ class RedisAttempts(RedisSessionLog):
         for row in rows[1:]:  # another run's (a worker that lost the lock) are skipped
             if row.startswith(tag):
                 at, _, text = row[len(tag):].partition(b"|")
+                if _missing(seq, int(at)):
+                    break
                 seq = int(at)
                 parts.append(text)
         if not parts:
             return None
         turn, attempt, _ = run.split(b":", 2)
         return Partial(int(turn), int(attempt), run, seq, b"".join(parts).decode())
+
+
+def _missing(last: int, seq: int) -> bool:
+    """Whether the partial buffer lacks a piece between ``last`` and ``seq``: the worker
+    pushes every ``PARTIAL_EVERY``-th piece (sessions/coalescer.py), so two such seqs that are
+    not one step apart have one missing between them (the first after 0 is ``PARTIAL_EVERY``).
+    Pieces pushed at other seqs (tools and tests that write the buffer themselves) are not
+    checked."""
+    step = K.PARTIAL_EVERY
+    return last % step == 0 and seq % step == 0 and seq != last + step
