@@ -2,8 +2,9 @@
 
 Reads ``loadtest/results/<name>.json`` files written by ``loadtest.bench_voice --record`` and
 prints, as Markdown, each run's stages (p50 / p95 ms) at one call (the latency phase) and at
-each capacity level, then, over every run of the files, the median of each stage's p50 by
-level, and its growth over one call::
+each capacity level, then, over every run of the files, the median of each stage's p50 and of
+its p95 by level, and their growth over one call (``transcript→asked`` is the difference of
+two stages' figures, not a stage's own percentile)::
 
     python -m loadtest.bench_voice_table loadtest/results/voice-latency-v4calls4.json
     python -m loadtest.bench_voice_table --by-tree loadtest/results/voice-latency-*.json
@@ -65,7 +66,7 @@ def _cell(level: dict[str, Any], group: str, key: str) -> str:
 def table(files: list[Path], by_tree: bool) -> str:
     head = "| run | level | answer | busy % | " + " | ".join(s[0] for s in STAGES) + " |"
     lines = [head, "|" + "---|" * (4 + len(STAGES))]
-    medians: dict[tuple[str, str], dict[str, list[float]]] = {}
+    medians: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for f in files:
         for run in orjson.loads(f.read_bytes())["figures"]["runs"]:
             who = f"{f.stem} {run.get('commit', '?')} r{run.get('round', '?')}"
@@ -74,17 +75,18 @@ def table(files: list[Path], by_tree: bool) -> str:
                 lines.append(f"| {who} | {label} | {tot.get('p50_ms')} / {tot.get('p95_ms')} | "
                              f"{'-' if busy is None else round(busy)} | "
                              + " | ".join(_cell(lv, g, k) for _, g, k in STAGES) + " |")
-                group = medians.setdefault((run.get("commit", "?") if by_tree else "", label),
-                                           {})
-                group.setdefault("answer", []).append(float(tot.get("p50_ms") or 0))
-                for name, g, k in STAGES:
-                    if (v := _q(lv, g, k, "p50_ms")) is not None:
-                        group.setdefault(name, []).append(v)
-    lines += ["", "Median of the runs' p50 (ms), and + over one call:", "",
-              "| tree | level | runs | answer | " + " | ".join(s[0] for s in STAGES) + " |",
-              "|" + "---|" * (4 + len(STAGES))]
-    for (tree, label), got in sorted(medians.items()):
-        one = medians.get((tree, "1"), {})
+                for q in ("p50_ms", "p95_ms"):
+                    group = medians.setdefault(
+                        (q, run.get("commit", "?") if by_tree else "", label), {})
+                    group.setdefault("answer", []).append(float(tot.get(q) or 0))
+                    for name, g, k in STAGES:
+                        if (v := _q(lv, g, k, q)) is not None:
+                            group.setdefault(name, []).append(v)
+    lines += ["", "Median over the runs of each stage's p50 and p95 (ms), and + over one call:",
+              "", "| of | tree | level | runs | answer | " + " | ".join(s[0] for s in STAGES)
+              + " |", "|" + "---|" * (5 + len(STAGES))]
+    for (q, tree, label), got in sorted(medians.items()):
+        one = medians.get((q, tree, "1"), {})
         cells = []
         for name in ("answer", *(s[0] for s in STAGES)):
             runs = got.get(name)
@@ -94,7 +96,7 @@ def table(files: list[Path], by_tree: bool) -> str:
             m = statistics.median(runs)
             base = statistics.median(one[name]) if one.get(name) and label != "1" else None
             cells.append(f"{m:.0f}" + ("" if base is None else f" ({m - base:+.0f})"))
-        lines.append(f"| {tree or 'all'} | {label} | {len(got['answer'])} | "
+        lines.append(f"| {q[:3]} | {tree or 'all'} | {label} | {len(got['answer'])} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
