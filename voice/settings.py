@@ -127,7 +127,7 @@ class VoiceSettings(Common):
     voice_tts_nice: int = -5
     """Niceness added to each espeak-ng synthesis (a process of its own), -20 to 19: a reply's
     first clause is ~15 ms of CPU on the answer's path; at the calls' priority it waited
-    ~30-100 ms behind other calls' decodings (nice -5) at 4 calls (docs/voice.md,
+    ~30-50 ms (median) behind other calls' decodings (nice -5) at 4 calls (docs/voice.md,
     "Session 19"). Below 0 needs CAP_SYS_NICE; without it espeak-ng runs at the calls'
     priority (logged once). 0: the calls' priority."""
     voice_first_chunk_words: int = 6
