@@ -16,6 +16,10 @@ of that niceness: their threads are born with it and the rest of the process (th
 loops, LiveKit's runtime, WebRTC, Silero) keeps its own. onnxruntime (Moonshine at 1 thread)
 starts no thread at load: its decodings run on the calling thread, at the calls' priority. A
 higher priority (negative) needs ``CAP_SYS_NICE``; a lower one does not.
+
+A process inherits the niceness of the thread that starts it: :func:`call_niced` runs a
+blocking call (espeak-ng's synthesis, ``AGENTIA_VOICE_TTS_NICE``) with this thread's niceness
+changed for its duration, so the program it starts runs at that priority.
 """
 
 from __future__ import annotations
@@ -61,6 +65,31 @@ def load_niced(make: Callable[[], T], nice: int) -> T:
     if err:
         raise err[0]
     return out[0]
+
+
+_warned: set[int] = set()
+
+
+def call_niced(fn: Callable[[], T], nice: int) -> T:
+    """``fn()`` in this thread with its niceness changed by ``nice`` for the call's duration
+    and restored after (always allowed: back to a lower priority); a process ``fn`` starts
+    is born with the changed niceness and keeps it. Without ``CAP_SYS_NICE`` a negative
+    ``nice`` is not applied (logged once) and ``fn()`` runs as it is."""
+    if nice == 0 or not sys.platform.startswith("linux"):
+        return fn()
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, max(-20, min(19, before + nice)))
+    except PermissionError:  # a higher priority needs CAP_SYS_NICE (or RLIMIT_NICE)
+        if nice not in _warned:
+            _warned.add(nice)
+            log.info("the niceness %+d needs CAP_SYS_NICE: it runs at the calls' priority",
+                     nice)
+        return fn()
+    try:
+        return fn()
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 def thread_nices() -> dict[int, tuple[str, int]]:

@@ -124,6 +124,12 @@ class VoiceSettings(Common):
     voice_espeak_wpm: int = 190
     voice_tts_timeout_s: float = 5.0
     """One sentence's synthesis longer than this fails (the caller is told)."""
+    voice_tts_nice: int = -5
+    """Niceness added to each espeak-ng synthesis (a process of its own), -20 to 19: a reply's
+    first clause is ~15 ms of CPU on the answer's path; at the calls' priority it waited
+    ~30-50 ms (median) behind other calls' decodings (nice -5) at 4 calls (docs/voice.md,
+    "Session 19"). Below 0 needs CAP_SYS_NICE; without it espeak-ng runs at the calls'
+    priority (logged once). 0: the calls' priority."""
     voice_first_chunk_words: int = 6
     """A local (non-streaming) TTS speaks each reply's opening clause as soon as it has it:
     the text up to the first ``, ; : . ! ?`` after 2 words, or the first this-many words
@@ -282,8 +288,9 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
         if not 1 <= self.voice_stt_engines <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_ENGINES must be in [1, 16]")
-        if not -20 <= self.voice_stt_nice <= 19:
-            raise SettingsError("AGENTIA_VOICE_STT_NICE must be in [-20, 19]")
+        if not (-20 <= self.voice_stt_nice <= 19 and -20 <= self.voice_tts_nice <= 19):
+            raise SettingsError("AGENTIA_VOICE_STT_NICE and AGENTIA_VOICE_TTS_NICE must be "
+                                "in [-20, 19]")
         if self.voice_interim_s != 0 and not 0.25 <= self.voice_interim_s <= 30:
             raise SettingsError("AGENTIA_VOICE_INTERIM_S must be 0 (off) or in [0.25, 30]")
         if not 0 <= self.voice_first_chunk_words <= 50:

@@ -9,6 +9,7 @@ recogniser: :func:`streaming_stt` wraps it with Silero VAD, which cuts utterance
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import shutil
 import subprocess
@@ -29,6 +30,8 @@ from livekit.agents import (
 )
 from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+from voice.priority import call_niced
 
 STT_RATE = 16_000
 ESPEAK_RATE = 22_050
@@ -202,7 +205,7 @@ def streaming_stt(recogniser: stt.STT[Any], vad: Any) -> stt.STT[Any]:
     return stt.StreamAdapter(stt=recogniser, vad=vad)
 
 
-async def espeak_pcm(text: str, voice: str = "en-us", wpm: int = 190) -> bytes:
+async def espeak_pcm(text: str, voice: str = "en-us", wpm: int = 190, nice: int = 0) -> bytes:
     """espeak-ng's speech for ``text``: 22,050 Hz mono int16 PCM (no header).
 
     Run in a thread with :func:`subprocess.run`, not as an asyncio subprocess: with the
@@ -210,21 +213,28 @@ async def espeak_pcm(text: str, voice: str = "en-us", wpm: int = 190) -> bytes:
     subprocess cut short by a barge-in (killed, its pipes not yet closed) was collected after
     that loop had closed ("Event loop is closed" tracebacks in the worker's log). A cancelled
     synthesis finishes in its thread (espeak takes 10-15 ms a sentence; at most
-    ``ESPEAK_TIMEOUT_S``) and its result is dropped."""
+    ``ESPEAK_TIMEOUT_S``) and its result is dropped. espeak-ng runs with its niceness changed by
+    ``nice`` (:func:`voice.priority.call_niced`; the voice worker's ``AGENTIA_VOICE_TTS_NICE``):
+    a reply's first clause is a short job on the answer's path that, at the calls' priority,
+    waited behind other calls' decodings (docs/voice.md, "Session 19")."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng)")
     try:
-        done = await asyncio.to_thread(
-            subprocess.run, [exe, "-v", voice, "-s", str(wpm), "--stdout"],
-            input=text[:MAX_TTS_CHARS].encode(), capture_output=True, timeout=ESPEAK_TIMEOUT_S,
-            check=False)
+        done = await asyncio.to_thread(call_niced, functools.partial(
+            _run_espeak, [exe, "-v", voice, "-s", str(wpm), "--stdout"],
+            text[:MAX_TTS_CHARS].encode()), nice)
     except subprocess.TimeoutExpired:
         raise APIError(f"espeak-ng took over {ESPEAK_TIMEOUT_S:.0f} s", retryable=False) from None
     if done.returncode != 0:
         raise APIError(f"espeak-ng failed ({done.returncode}): {done.stderr.decode()[:200]}",
                        retryable=False)
     return _wav_data(done.stdout)
+
+
+def _run_espeak(args: list[str], text: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(args, input=text, capture_output=True, timeout=ESPEAK_TIMEOUT_S,
+                          check=False)
 
 
 def _wav_data(wav: bytes) -> bytes:
@@ -239,7 +249,8 @@ def _wav_data(wav: bytes) -> bytes:
 class EspeakTTS(tts.TTS[Any]):
     """Non-streaming TTS over espeak-ng (10-15 ms a sentence, byte-identical output)."""
 
-    def __init__(self, voice: str = "en-us", wpm: int = 190, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, voice: str = "en-us", wpm: int = 190, *, timeout_s: float = 5.0,
+                 nice: int = 0) -> None:
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
                          sample_rate=ESPEAK_RATE, num_channels=1)
         if shutil.which("espeak-ng") is None:
@@ -248,6 +259,8 @@ class EspeakTTS(tts.TTS[Any]):
         self.wpm = wpm
         self.timeout_s = timeout_s
         """One sentence's synthesis longer than this fails (the caller is told)."""
+        self.nice = nice
+        """espeak-ng's niceness, relative to the calling thread's (:func:`espeak_pcm`)."""
 
     @property
     def model(self) -> str:
@@ -275,7 +288,8 @@ class _EspeakStream(tts.ChunkedStream):
         text, e = self.input_text.strip(), self._espeak
         if text:
             try:
-                pcm = await asyncio.wait_for(espeak_pcm(text, e.voice, e.wpm), e.timeout_s)
+                pcm = await asyncio.wait_for(espeak_pcm(text, e.voice, e.wpm, e.nice),
+                                             e.timeout_s)
             except TimeoutError:
                 raise APIError(f"speech synthesis took over {e.timeout_s} s",
                                retryable=False) from None

@@ -135,7 +135,8 @@ def synthesiser(s: VoiceSettings) -> tts.TTS[Any]:
     """The configured TTS (``AGENTIA_VOICE_TTS``)."""
     if s.voice_tts == "openai":
         return cloud_synthesiser(s)
-    return EspeakTTS(s.voice_espeak, s.voice_espeak_wpm, timeout_s=s.voice_tts_timeout_s)
+    return EspeakTTS(s.voice_espeak, s.voice_espeak_wpm,
+                     timeout_s=s.voice_tts_timeout_s, nice=s.voice_tts_nice)
 
 
 def check_speech(s: VoiceSettings) -> None:

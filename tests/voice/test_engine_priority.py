@@ -1,18 +1,25 @@
-"""The speech engines' threads run below the calls' priority (voice/priority.py): Whisper's
-decodings yield the cores to the calls' audio when they are contended."""
+"""The speech engines' threads run at a priority of their own (voice/priority.py): Whisper's
+decodings and espeak-ng's syntheses against the calls' audio when the cores are contended."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import cast
 
 import pytest
 
-from voice.priority import load_niced, thread_nices
+from agentia.settings import SettingsError
+from voice import worker
+from voice.priority import call_niced, load_niced, thread_nices
+from voice.settings import VoiceSettings
+from voice.speech import EspeakTTS
 
 PROBE = """
 import json, os, sys, time
@@ -110,3 +117,68 @@ def test_a_higher_priority_without_the_right_is_logged_not_a_failure(
     caplog.clear()
     assert load_niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), -3) == me
     assert "needs CAP_SYS_NICE" in caplog.text
+
+
+WRAPPER = """#!/bin/sh
+awk '{print $19}' /proc/$$/stat >> "$AGENTIA_TEST_NICE_OUT"
+exec %s "$@"
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+async def test_espeak_ng_runs_at_the_tts_niceness(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real espeak-ng, through a wrapper on PATH that writes its process's niceness."""
+    real = shutil.which("espeak-ng")
+    assert real is not None
+    (tmp_path / "espeak-ng").write_text(WRAPPER % real)
+    (tmp_path / "espeak-ng").chmod(0o755)
+    out = tmp_path / "nices"
+    monkeypatch.setenv("AGENTIA_TEST_NICE_OUT", str(out))
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    me = os.getpriority(os.PRIO_PROCESS, 0)
+    plain = await EspeakTTS(nice=0).synthesize("what time is it").collect()
+    lower = await EspeakTTS(nice=5).synthesize("what time is it").collect()
+    higher = await EspeakTTS(nice=-5).synthesize("what time is it").collect()
+    nices = [int(n) for n in out.read_text().split()]
+    assert nices[:2] == [me, me + 5], nices
+    # a higher priority needs CAP_SYS_NICE (root here); without it espeak-ng runs as it is
+    assert nices[2] in ({me - 5} if _can_raise() else {me}), nices
+    # the same speech at any priority, and the threads that ran it are back at theirs
+    assert plain.data.tobytes() == lower.data.tobytes() == higher.data.tobytes()
+    assert {n for _, n in thread_nices().values()} == {me}
+
+
+def test_the_voice_worker_synthesises_at_the_tts_niceness() -> None:
+    assert isinstance(tts := worker.synthesiser(VoiceSettings()), EspeakTTS)
+    assert tts.nice == -5
+    assert cast(EspeakTTS, worker.synthesiser(VoiceSettings(voice_tts_nice=0))).nice == 0
+    with pytest.raises(SettingsError, match="AGENTIA_VOICE_TTS_NICE"):
+        VoiceSettings(voice_tts_nice=-21).validate()
+
+
+def test_call_niced_restores_the_threads_niceness(monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    me = os.getpriority(os.PRIO_PROCESS, 0)
+    assert call_niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), 3) == me + 3
+    assert os.getpriority(os.PRIO_PROCESS, 0) == me
+    with pytest.raises(ValueError, match="synthesis failed"):
+        call_niced(lambda: (_ for _ in ()).throw(ValueError("synthesis failed")), 2)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == me
+
+    def refuse(*_: int) -> None:  # an unprivileged worker: the kernel refuses a raise
+        raise PermissionError(13, "Permission denied")
+
+    caplog.set_level(logging.INFO, "agentia.voice")
+    monkeypatch.setattr(os, "setpriority", refuse)
+    assert call_niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), -7) == me
+    assert call_niced(lambda: 1, -7) == 1
+    assert caplog.text.count("needs CAP_SYS_NICE") == 1  # once, not per synthesis
+
+
+def _can_raise() -> bool:
+    me = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        return call_niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), -1) == me - 1
+    except PermissionError:
+        return False
