@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -40,6 +41,12 @@ class Timers:
 def stock(url: str) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
         url, max_connections=64, timeout=5, socket_timeout=10, health_check_interval=10))
+
+
+def empty_list() -> str:
+    """A key no test pushed to: BLPOP on it waits its whole timeout (the suite's Redis is
+    shared: test_quick_pool.py leaves an item in its own ``nothing-here``)."""
+    return f"nothing-here-{uuid.uuid4().hex}"
 
 
 def quick_pool(r: Any, socket_timeout: float) -> QuickPool:
@@ -79,7 +86,7 @@ async def test_a_read_past_its_timeout_fails_and_drops_the_connection(
     try:
         pool = quick_pool(r, 0.3)
         conn: Any = await pool.get_connection()
-        await conn.send_command("BLPOP", "nothing-here", 3)  # Redis answers after 3 s
+        await conn.send_command("BLPOP", empty_list(), 3)  # Redis answers after 3 s
         began = time.monotonic()
         with pytest.raises(RedisTimeoutError):
             await conn.read_response()
@@ -100,7 +107,7 @@ async def test_a_reply_within_its_timeout_is_read(redis_server: RedisServer) -> 
     r = connect(redis_server.url)
     try:
         pool = quick_pool(r, 1.0)
-        assert await r.blpop(["nothing-here"], 0.6) is None  # waits 0.6 s of its 1 s
+        assert await r.blpop([empty_list()], 0.6) is None  # waits 0.6 s of its 1 s
         await asyncio.sleep(TICK * 2)  # the shared look comes, finds no read waiting
         assert await r.set("k", "v") and await r.get("k") == b"v"
         assert not pool.deadlines.waiting
@@ -113,7 +120,7 @@ async def test_a_cancelled_read_is_cancelled(redis_server: RedisServer) -> None:
     r = connect(redis_server.url)
     try:
         pool = quick_pool(r, 10)
-        task = asyncio.ensure_future(r.execute_command("BLPOP", "nothing-here", 5))
+        task = asyncio.ensure_future(r.execute_command("BLPOP", empty_list(), 5))
         await asyncio.sleep(0.2)
         assert len(pool.deadlines.waiting) == 1
         task.cancel()
