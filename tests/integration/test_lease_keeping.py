@@ -20,6 +20,7 @@ from sessions.demo import DemoModel
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
 from tests.agents_fixtures import fast
+from tests.counting import TaskCount
 
 slow = Agent(name="slow", model=DemoModel(word_delay=0.05))
 LONG = " ".join(f"word{i}" for i in range(30))
@@ -37,24 +38,10 @@ async def _events(bus: Bus, sid: str) -> list[dict[str, Any]]:
     return [orjson.loads(e) for _, e in (await bus.replay(sid, 0, None)).events]
 
 
-class KeeperTasks:
-    """Tasks created on the running loop while inside whose coroutine is the lease keeper's."""
-
-    def __enter__(self) -> KeeperTasks:
-        self.made = 0
-        self.loop = asyncio.get_running_loop()
-        self.before = self.loop.get_task_factory()
-
-        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
-            code = getattr(coro, "cr_code", None)
-            if code is not None and code.co_filename.endswith("lease_keeping.py"):
-                self.made += 1
-            return asyncio.Task(coro, loop=loop, **kw)
-        self.loop.set_task_factory(factory)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.set_task_factory(self.before)
+def _keepers() -> TaskCount:
+    """Tasks created while inside whose coroutine is the lease keeper's."""
+    return TaskCount(lambda coro: getattr(getattr(coro, "cr_code", None), "co_filename",
+                                          "").endswith("lease_keeping.py"))
 
 
 async def test_short_turns_start_no_keeper_task_each(bus: Bus) -> None:
@@ -74,7 +61,7 @@ async def test_short_turns_start_no_keeper_task_each(bus: Bus) -> None:
     for n in range(20):
         await bus.open_session(f"s{n}", "alice")
         await bus.submit(f"s{n}", "m0", "hello there", user="alice")
-    with KeeperTasks() as tasks:
+    with _keepers() as tasks:
         await worker.run(burst=True)
     assert tasks.made == 1, tasks.made
     assert renewals == 0 and not worker.kept and worker.keeper is None

@@ -21,6 +21,7 @@ from sessions.redis_client import QuickPool, connect
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
 from tests.agents_fixtures import fast
+from tests.counting import TaskCount, stock
 
 
 def pool_of(client: Any) -> QuickPool:
@@ -66,15 +67,16 @@ async def test_a_connection_the_server_closed_is_not_handed_out(
 
 async def test_a_cancelled_read_does_not_leak_its_reply(redis_server: RedisServer) -> None:
     r = connect(redis_server.url, max_connections=1)
+    empty = f"nothing-here-{uuid.uuid4().hex}"  # the suite's Redis is shared: left behind
     try:
         await r.set("a", "1")
-        task = asyncio.ensure_future(r.execute_command("BLPOP", "nothing-here", 5))
+        task = asyncio.ensure_future(r.execute_command("BLPOP", empty, 5))
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await r.rpush("nothing-here", "x")  # what the cancelled BLPOP would have read
+        await r.rpush(empty, "x")  # what the cancelled BLPOP would have read
         assert await r.get("a") == b"1"
-        assert await r.lrange("nothing-here", 0, -1) == [b"x"]
+        assert await r.lrange(empty, 0, -1) == [b"x"]
     finally:
         await r.aclose()
         await pool_of(r).disconnect()
@@ -125,30 +127,6 @@ async def test_a_turn_checks_out_no_connection_the_slow_way(redis_server: RedisS
         assert pool.quick - quick >= 10 * 6
     finally:
         await bus.close()
-
-
-def stock(url: str) -> aioredis.Redis:
-    """redis-py's own client as sessions/redis_client.py configured it before QuickPool."""
-    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=64, timeout=5, socket_timeout=10, health_check_interval=10))
-
-
-class TaskCount:
-    """Tasks created on the running loop while inside (a task factory that counts)."""
-
-    def __enter__(self) -> TaskCount:
-        self.made = 0
-        self.loop = asyncio.get_running_loop()
-        self.before = self.loop.get_task_factory()
-
-        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
-            self.made += 1
-            return asyncio.Task(coro, loop=loop, **kw)
-        self.loop.set_task_factory(factory)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.set_task_factory(self.before)
 
 
 async def test_a_command_makes_no_task(redis_server: RedisServer) -> None:

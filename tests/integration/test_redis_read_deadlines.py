@@ -11,12 +11,12 @@ import uuid
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from launch.redis_server import RedisServer
 from sessions.read_deadlines import TICK
 from sessions.redis_client import QuickPool, connect
+from tests.counting import stock
 
 
 class Timers:
@@ -36,11 +36,6 @@ class Timers:
 
     def __exit__(self, *exc: object) -> None:
         del self.loop.call_at
-
-
-def stock(url: str) -> aioredis.Redis:
-    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=64, timeout=5, socket_timeout=10, health_check_interval=10))
 
 
 def empty_list() -> str:

@@ -16,28 +16,11 @@ from agents.util._coro import noop_coroutine
 from sessions import sdk_speedups as S
 from sessions import sdk_tasks
 from tests.agents_fixtures import fast
+from tests.counting import TaskCount
 
 
 def setup_module() -> None:
     assert S.install()
-
-
-class TaskCount:
-    """Tasks created on the running loop while inside (a counting task factory)."""
-
-    def __enter__(self) -> TaskCount:
-        self.made = 0
-        self.loop = asyncio.get_running_loop()
-        self.before = self.loop.get_task_factory()
-
-        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
-            self.made += 1
-            return asyncio.Task(coro, loop=loop, **kw)
-        self.loop.set_task_factory(factory)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.set_task_factory(self.before)
 
 
 def test_only_empty_functions_count_as_no_ops() -> None:
