@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
-_PLAIN = (str, int, float, bool, type(None))
+PLAIN = (str, int, float, bool, type(None))
+"""The types of a value shared as it is: nothing in it to copy or to validate."""
 _new = object.__new__
 _set = object.__setattr__
 
@@ -42,7 +43,7 @@ class Shape(Generic[M]):
         fixed = {k: v for k, v in values.items() if k not in varying}
         if missing := set(varying) - set(example.__pydantic_fields_set__):
             raise ValueError(f"{type(example).__name__}: {sorted(missing)} not set")
-        if not all(type(v) in _PLAIN for v in fixed.values()):
+        if not all(type(v) in PLAIN for v in fixed.values()):
             raise ValueError(f"{type(example).__name__}: a fixed field is not a plain value")
         if example.__pydantic_private__ is not None or example.__pydantic_extra__:
             raise ValueError(f"{type(example).__name__}: private or extra values")
@@ -63,3 +64,11 @@ class Shape(Generic[M]):
         _set(obj, "__pydantic_extra__", {} if self.extra_empty else None)
         _set(obj, "__pydantic_private__", None)
         return obj
+
+
+def plain_model(value: BaseModel) -> bool:
+    """Whether ``value`` holds plain values only (fields and extras, no private values): a
+    shallow copy of it is its deep copy."""
+    return value.__pydantic_private__ is None and all(
+        type(v) in PLAIN for v in (*value.__dict__.values(),
+                                   *(value.__pydantic_extra__ or {}).values()))

@@ -27,6 +27,8 @@ from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 
 from sessions import sdk_tasks
+from sessions.model_shapes import PLAIN as _PLAIN
+from sessions.model_shapes import plain_model
 
 # the stream's lines, moved to their own module (callers use these names from here too)
 from sessions.sse_lines import MAX_LINE as MAX_LINE
@@ -36,7 +38,6 @@ from sessions.sse_lines import LineTooLong as LineTooLong
 log = logging.getLogger("agentia.worker")
 SDK_VERSIONS = ("0.24.",)
 """openai-agents versions whose internals these replacements were checked against."""
-_PLAIN = (str, int, float, bool, type(None))
 _installed = False
 ORIGINALS: dict[str, Callable[..., Any]] = {}
 """The SDK's own functions that :func:`install` replaced, by name (tests compare them)."""
@@ -155,7 +156,7 @@ def _install_model_settings() -> None:
         # a pydantic object of plain values only (the GPT-5 defaults' ``Reasoning``): a
         # shallow copy is its deep copy, 1.3 instead of 4.7 us (issue 13, session 19)
         return settings, tuple(
-            (f.name, copy.copy if isinstance(v, pydantic.BaseModel) and _plain_model(v)
+            (f.name, copy.copy if isinstance(v, pydantic.BaseModel) and plain_model(v)
              else copy.deepcopy) for f in dataclasses.fields(settings)
             if type(v := getattr(settings, f.name)) not in _PLAIN)
 
@@ -185,12 +186,6 @@ def _install_model_settings() -> None:
 
     for module in (tp, run_loop):
         module.get_model_settings = fast  # type: ignore[attr-defined]
-
-
-def _plain_model(value: pydantic.BaseModel) -> bool:
-    return value.__pydantic_private__ is None and all(
-        type(v) in _PLAIN for v in (*value.__dict__.values(),
-                                    *(value.__pydantic_extra__ or {}).values()))
 
 
 class ChunkClient(AsyncOpenAI):

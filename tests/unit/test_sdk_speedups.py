@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from sessions import sdk_speedups as S
 from sessions.demo import demo_agent
+from sessions.model_shapes import plain_model
 
 
 def setup_module() -> None:
@@ -258,12 +259,12 @@ def test_model_settings_match_the_sdk(monkeypatch: pytest.MonkeyPatch,
 
 def test_only_a_pydantic_object_of_plain_values_is_copied_shallow() -> None:
     """A default setting's nested value is given to a run as a shallow copy only when that is
-    its deep copy (sessions/sdk_speedups.py ``_plain_model``)."""
+    its deep copy (sessions/model_shapes.py ``plain_model``)."""
     from openai.types.responses import ResponseOutputMessage
     from openai.types.shared import Reasoning
 
-    assert S._plain_model(Reasoning(effort="low", summary="auto"))
-    assert S._plain_model(Reasoning(effort="low", unknown_extra="x"))  # type: ignore[call-arg]
-    assert not S._plain_model(Reasoning(effort="low", unknown_extra=["x"]))  # type: ignore[call-arg]
-    assert not S._plain_model(ResponseOutputMessage(id="m", type="message", role="assistant",
+    assert plain_model(Reasoning(effort="low", summary="auto"))
+    assert plain_model(Reasoning(effort="low", unknown_extra="x"))  # type: ignore[call-arg]
+    assert not plain_model(Reasoning(effort="low", unknown_extra=["x"]))  # type: ignore[call-arg]
+    assert not plain_model(ResponseOutputMessage(id="m", type="message", role="assistant",
                                                     status="completed", content=[]))
