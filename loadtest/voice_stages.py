@@ -142,7 +142,9 @@ DECODE = re.compile(r"decode timings \(ms\): (\{[^}\n]*\})")
 def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]:
     """Where the recogniser's time went (``voice/engines.py`` logs each decoding): each
     utterance's wait for an engine and its batch's decoding (p50/p95 ms; early starts that
-    were later discarded included), the batches by size, and the interims' decodings."""
+    were later discarded included), the batches by size, and the interims' decodings; where
+    the worker logs them (session 20), how many finals came when no other decoding ran or
+    waited (``alone``) and how many ran on the lone engine (``lone``)."""
     try:
         text = log.read_bytes()[start:end].decode(errors="replace")
     except OSError:
@@ -151,6 +153,7 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
     took: list[float] = []
     interim: list[float] = []
     sizes: dict[str, int] = {}
+    alone = lone = logged = 0
     for m in DECODE.finditer(text):
         try:
             got = ast.literal_eval(m.group(1))
@@ -163,6 +166,10 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
         wait += [float(w) for w in waits]
         took += [float(got["decode"])] * len(waits)
         sizes[str(len(waits))] = sizes.get(str(len(waits)), 0) + 1
+        if "others" in got:
+            logged += 1
+            alone += got["others"] == 0
+            lone += bool(got.get("lone"))
     if not (wait or interim):
         return {}
 
@@ -171,7 +178,8 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
             if v else {"n": 0}
 
     return {"wait": p(wait), "decode": p(took), "batches": dict(sorted(sizes.items())),
-            "interim_decode": p(interim)}
+            "interim_decode": p(interim),
+            **({"alone": f"{alone}/{logged}", "lone": lone} if logged else {})}
 
 
 UPLINK = re.compile(r"caller audio jitter buffer of session (\S+): (\{[^}\n]*\})")
