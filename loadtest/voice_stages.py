@@ -143,8 +143,8 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
     """Where the recogniser's time went (``voice/engines.py`` logs each decoding): each
     utterance's wait for an engine and its batch's decoding (p50/p95 ms; early starts that
     were later discarded included), the batches by size, and the interims' decodings; where
-    the worker logs them (session 20), how many finals came when no other decoding ran or
-    waited (``alone``) and how many ran on the lone engine (``lone``)."""
+    the worker logs it (since session 20), how many decodings came when no other ran or
+    waited (``alone``, "n/of the decodings that logged it")."""
     try:
         text = log.read_bytes()[start:end].decode(errors="replace")
     except OSError:
@@ -153,7 +153,7 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
     took: list[float] = []
     interim: list[float] = []
     sizes: dict[str, int] = {}
-    alone = lone = logged = 0
+    alone = logged = 0
     for m in DECODE.finditer(text):
         try:
             got = ast.literal_eval(m.group(1))
@@ -169,7 +169,6 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
         if "others" in got:
             logged += 1
             alone += got["others"] == 0
-            lone += bool(got.get("lone"))
     if not (wait or interim):
         return {}
 
@@ -179,7 +178,7 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
 
     return {"wait": p(wait), "decode": p(took), "batches": dict(sorted(sizes.items())),
             "interim_decode": p(interim),
-            **({"alone": f"{alone}/{logged}", "lone": lone} if logged else {})}
+            **({"alone": f"{alone}/{logged}"} if logged else {})}
 
 
 UPLINK = re.compile(r"caller audio jitter buffer of session (\S+): (\{[^}\n]*\})")

@@ -70,25 +70,15 @@ class EnginePool:
     transcripts back. Nothing waits to fill a batch: a batch is what queued while the engines
     were busy, so one call alone decodes as before and concurrent calls whose utterances end
     close together share one decoding, at less CPU each (docs/voice.md, "Batching"). The
-    queue holds one utterance per waiting caller thread.
+    queue holds one utterance per waiting caller thread."""
 
-    ``lone``: an engine on more threads (``AGENTIA_VOICE_STT_LONE_THREADS``: Whisper on both
-    cores) for a final that starts when no other decoding runs or waits: one call's utterance
-    decoded on both cores, while concurrent ones keep one core each on ``engines``. It counts
-    as one of the ``len(engines)`` decodings that run at once; interims never take it."""
-
-    def __init__(self, engines: list[Decoder], model: str, max_batch: int = MAX_BATCH,
-                 lone: Decoder | None = None) -> None:
+    def __init__(self, engines: list[Decoder], model: str, max_batch: int = MAX_BATCH) -> None:
         self.model = model
         self.size = len(engines)
         self.max_batch = max_batch
         self.batches: dict[int, int] = {}
         """Batches decoded, by size (for the benchmarks)."""
-        self.lone_runs = 0
-        """Finals decoded on the ``lone`` engine (for the tests and benchmarks)."""
         self._free = list(engines)
-        self._lone = lone
-        self._lone_busy = False
         self._pending: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
 
@@ -96,32 +86,16 @@ class EnginePool:
     def _waiting(self) -> int:
         return len(self._pending)
 
-    @property
-    def _running(self) -> int:
-        """Decodings running now (finals and interims, the lone engine's included)."""
-        return self.size - len(self._free) + self._lone_busy
-
-    def _lone_free(self) -> bool:
-        """The lone engine is there and nothing else runs (the caller's own utterance is the
-        only one waiting)."""
-        return (self._lone is not None and not self._lone_busy and not self._running
-                and len(self._pending) == 1)
-
     def decode(self, pcm16k: bytes) -> str:
         req = _Request(pcm16k)
         with self._cond:  # bounded by the caller: decode_bounded's time limit
             self._pending.append(req)
-            others = self._running + len(self._pending) - 1
-            while not req.done and not (req in self._pending and (
-                    self._lone_free() or (self._free and self._running < self.size))):
+            others = self.size - len(self._free) + len(self._pending) - 1
+            while not req.done and not (self._free and req in self._pending):
                 self._cond.wait()
             if req.done:  # decoded in another caller's batch
                 return req.result()
-            if self._lone_free():
-                assert self._lone is not None
-                engine, self._lone_busy = self._lone, True
-            else:
-                engine = self._free.pop()
+            engine = self._free.pop()
             batch = self._take(req, engine)
         self._run(engine, batch, others)
         return req.result()
@@ -152,20 +126,14 @@ class EnginePool:
                 r.text = texts[i] if error is None else ""
                 r.done = True
             self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
-            lone = engine is self._lone and self._lone_busy
-            if lone:
-                self._lone_busy = False
-                self.lone_runs += 1
-            else:
-                self._free.append(engine)
+            self._free.append(engine)
             self._cond.notify_all()
-        # where a final transcript's time goes: waiting for an engine, then decoding; how many
-        # other decodings ran or waited when its utterance came, and whether it ran on the
-        # lone engine (loadtest.voice_stages.decodes sums these lines for bench_voice)
+        # where a final transcript's time goes: waiting for an engine, then decoding; and how
+        # many other decodings (finals, interims) ran or waited when its utterance came
+        # (loadtest.voice_stages.decodes sums these lines for bench_voice)
         log.info("decode timings (ms): %s", {
             "batch": len(batch), "wait": [round(1000 * (t0 - r.queued)) for r in batch],
-            "decode": round(1000 * (time.monotonic() - t0)), "others": others,
-            **({"lone": 1} if lone else {})})
+            "decode": round(1000 * (time.monotonic() - t0)), "others": others})
         if len(batch) > 1:
             log.info("decoded %d utterances in one batch (batches so far by size: %s)",
                      len(batch), dict(sorted(self.batches.items())))
@@ -174,17 +142,15 @@ class EnginePool:
         """An engine is free and no :meth:`decode` waits for one (a hint: another thread may
         take it the next moment)."""
         with self._cond:
-            return not self._pending and bool(self._free) and self._running < self.size
+            return not self._pending and bool(self._free)
 
     def try_decode(self, pcm16k: bytes) -> str | None:
         """:meth:`decode` if an engine is free and no :meth:`decode` waits for one, else
         None at once: interim transcripts never delay a final one (voice/interim.py). With
         more than one engine an interim never takes the last free one: a final that ends
-        while interims run finds an engine instead of waiting for a guess to finish. Never
-        on the lone engine; a final on it counts as running."""
+        while interims run finds an engine instead of waiting for a guess to finish."""
         with self._cond:
-            if self._pending or not self._free \
-                    or self._running > self.size - min(2, self.size):
+            if self._pending or len(self._free) < min(2, self.size):
                 return None
             engine = self._free.pop()
         t0 = time.monotonic()

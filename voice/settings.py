@@ -102,12 +102,6 @@ class VoiceSettings(Common):
     """Thread executor: Whisper (Moonshine, pocketsphinx) engines the calls share, i.e.
     utterances transcribed at once (one per core); a further one waits for a free engine. The
     process executor loads one per job process."""
-    voice_stt_lone_threads: int = 2
-    """Thread executor, Whisper: a further replica with this many CPU threads (a second copy
-    of the model: ~+130 MiB for base per voice worker) decodes a final transcript that starts
-    when no other decoding runs or waits, on both cores of a 2-core box instead of one; two
-    at once still take the 1-thread engines, and interims never take it. 1: off (no second
-    copy). docs/voice.md, "Session 20"."""
     voice_stt_nice: int = -5
     """Niceness added to Whisper's decoding threads (CTranslate2's replicas; Moonshine with
     1 thread and pocketsphinx decode on the caller's thread: unaffected), -20 to 19: below 0
@@ -294,8 +288,6 @@ class VoiceSettings(Common):
             raise SettingsError("AGENTIA_VOICE_STT_THREADS must be in [1, 16]")
         if not 1 <= self.voice_stt_engines <= 16:
             raise SettingsError("AGENTIA_VOICE_STT_ENGINES must be in [1, 16]")
-        if not 1 <= self.voice_stt_lone_threads <= 16:
-            raise SettingsError("AGENTIA_VOICE_STT_LONE_THREADS must be in [1, 16] (1: off)")
         if not (-20 <= self.voice_stt_nice <= 19 and -20 <= self.voice_tts_nice <= 19):
             raise SettingsError("AGENTIA_VOICE_STT_NICE and AGENTIA_VOICE_TTS_NICE must be "
                                 "in [-20, 19]")

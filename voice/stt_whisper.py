@@ -26,7 +26,6 @@ suppressed tokens (loadtest/bench_wer.py measures accuracy and time: docs/voice.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import math
@@ -244,7 +243,7 @@ class WhisperSTT(stt.STT[Any]):
     def __init__(self, model_dir: Path | None = None, *, model: str = "base",
                  sha256: str | None = None, threads: int = 1, context_s: float = 7.0,
                  pad_s: float = 1.5, beam_size: int = 5, timeout_s: float = 5.0,
-                 workers: int = 1, compute: str = "int8", lone_threads: int = 1) -> None:
+                 workers: int = 1, compute: str = "int8") -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         if model_dir is None:
             parts, aux = model_paths(model)
@@ -261,27 +260,13 @@ class WhisperSTT(stt.STT[Any]):
         if compute == MIXED:
             self._encoder = load_model(files, threads=threads, workers=workers,
                                        compute="float32")
+        del files
         self.context_frames = _frames(context_s)
         self.pad_frames = _frames(pad_s)
         self.beam_size = beam_size
         self.timeout_s = timeout_s
         self._lock = threading.BoundedSemaphore(workers)  # one utterance per replica
         self._tok, self._prompt, self._suppress = _tokenizer(self._model)
-        self.lone: WhisperSTT | None = None
-        """The same model on ``lone_threads`` threads, one utterance at a time (a copy of its
-        own: CTranslate2 shares weights only between the replicas of one model), or None."""
-        if lone_threads > 1:
-            self.lone = copy.copy(self)
-            self.lone.workers = 1
-            self.lone.lone = None
-            self.lone._lock = threading.BoundedSemaphore(1)
-            self.lone._model = self.lone._encoder = load_model(
-                files, threads=lone_threads, workers=1,
-                compute="int8" if compute == MIXED else compute)
-            if compute == MIXED:
-                self.lone._encoder = load_model(files, threads=lone_threads, workers=1,
-                                                compute="float32")
-        del files
 
     @property
     def model(self) -> str:

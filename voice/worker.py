@@ -114,16 +114,15 @@ def recogniser(s: VoiceSettings) -> stt.STT[Any]:
     return whisper(s)
 
 
-def whisper(s: VoiceSettings, workers: int = 1, lone_threads: int = 1) -> WhisperSTT:
+def whisper(s: VoiceSettings, workers: int = 1) -> WhisperSTT:
     """The configured Whisper model, its pinned weights verified, ``workers`` utterances at
-    once over one copy of its weights (and, ``lone_threads`` > 1, a copy on that many threads
-    for a lone utterance: ``WhisperSTT.lone``)."""
+    once over one copy of its weights."""
     model_dir, sha = model_pin(s)
     return WhisperSTT(model_dir, model=s.voice_stt_model, sha256=sha,
                       threads=s.voice_stt_threads, context_s=s.voice_stt_context_s,
                       pad_s=s.voice_stt_pad_s, beam_size=s.voice_stt_beam,
                       timeout_s=s.voice_stt_timeout_s, workers=workers,
-                      compute=compute_type(s.voice_stt_compute_type), lone_threads=lone_threads)
+                      compute=compute_type(s.voice_stt_compute_type))
 
 
 def moonshine(s: VoiceSettings, workers: int = 1) -> MoonshineSTT:
@@ -187,25 +186,20 @@ def stt_pool(s: VoiceSettings) -> EnginePool:
     """The local recogniser's engines: ``voice_stt_engines`` utterances at once with the
     thread executor (Whisper: one model, that many replicas; Moonshine: one pair of sessions
     that many decodings run on at once; pocketsphinx: that many decoders), one per job process
-    otherwise; their threads at ``voice_stt_nice`` (voice/priority.py). Whisper with the thread
-    executor and ``voice_stt_lone_threads`` > 1: one more replica on that many threads for a
-    final that starts alone (:class:`voice.engines.EnginePool`'s ``lone``)."""
-    thread = s.voice_executor == "thread"
-    n = s.voice_stt_engines if thread else 1
+    otherwise; their threads at ``voice_stt_nice`` (voice/priority.py)."""
+    n = s.voice_stt_engines if s.voice_executor == "thread" else 1
     if s.voice_stt == "pocketsphinx":
         sphinx = [PocketsphinxSTT(s.phrases()) for _ in range(n)]
         log.info("speech engines loaded in process %d: %d x %s", os.getpid(), n,
                  sphinx[0].model)
         return EnginePool(list(sphinx), sphinx[0].model)
-    lone = s.voice_stt_lone_threads if thread and s.voice_stt == "whisper" else 1
     shared: WhisperSTT | MoonshineSTT = load_niced(
-        lambda: moonshine(s, workers=n) if s.voice_stt == "moonshine"
-        else whisper(s, workers=n, lone_threads=lone), s.voice_stt_nice)
+        lambda: moonshine(s, workers=n) if s.voice_stt == "moonshine" else whisper(s, workers=n),
+        s.voice_stt_nice)
     log.info("speech engines loaded in process %d: %d x %s, %s (AGENTIA_VOICE_STT_COMPUTE_TYPE"
-             "=%s), nice %+d, a lone final on %d threads", os.getpid(), n, shared.model,
-             shared.compute_type, s.voice_stt_compute_type, s.voice_stt_nice, lone)
-    return EnginePool([shared] * n, shared.model,
-                      lone=shared.lone if isinstance(shared, WhisperSTT) else None)
+             "=%s), nice %+d", os.getpid(), n, shared.model, shared.compute_type,
+             s.voice_stt_compute_type, s.voice_stt_nice)
+    return EnginePool([shared] * n, shared.model)
 
 
 def _speech(proc: JobProcess, bridge: VoiceBridge | None = None
