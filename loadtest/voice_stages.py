@@ -142,7 +142,9 @@ DECODE = re.compile(r"decode timings \(ms\): (\{[^}\n]*\})")
 def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]:
     """Where the recogniser's time went (``voice/engines.py`` logs each decoding): each
     utterance's wait for an engine and its batch's decoding (p50/p95 ms; early starts that
-    were later discarded included), the batches by size, and the interims' decodings."""
+    were later discarded included), the batches by size, and the interims' decodings; where
+    the worker logs it (since session 20), how many decodings came when no other ran or
+    waited (``alone``, "n/of the decodings that logged it")."""
     try:
         text = log.read_bytes()[start:end].decode(errors="replace")
     except OSError:
@@ -151,6 +153,7 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
     took: list[float] = []
     interim: list[float] = []
     sizes: dict[str, int] = {}
+    alone = logged = 0
     for m in DECODE.finditer(text):
         try:
             got = ast.literal_eval(m.group(1))
@@ -163,6 +166,9 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
         wait += [float(w) for w in waits]
         took += [float(got["decode"])] * len(waits)
         sizes[str(len(waits))] = sizes.get(str(len(waits)), 0) + 1
+        if "others" in got:
+            logged += 1
+            alone += got["others"] == 0
     if not (wait or interim):
         return {}
 
@@ -171,7 +177,8 @@ def decodes(log: Path, start: int = 0, end: int | None = None) -> dict[str, Any]
             if v else {"n": 0}
 
     return {"wait": p(wait), "decode": p(took), "batches": dict(sorted(sizes.items())),
-            "interim_decode": p(interim)}
+            "interim_decode": p(interim),
+            **({"alone": f"{alone}/{logged}"} if logged else {})}
 
 
 UPLINK = re.compile(r"caller audio jitter buffer of session (\S+): (\{[^}\n]*\})")

@@ -90,13 +90,14 @@ class EnginePool:
         req = _Request(pcm16k)
         with self._cond:  # bounded by the caller: decode_bounded's time limit
             self._pending.append(req)
+            others = self.size - len(self._free) + len(self._pending) - 1
             while not req.done and not (self._free and req in self._pending):
                 self._cond.wait()
             if req.done:  # decoded in another caller's batch
                 return req.result()
             engine = self._free.pop()
             batch = self._take(req, engine)
-        self._run(engine, batch)
+        self._run(engine, batch, others)
         return req.result()
 
     def _take(self, req: _Request, engine: Decoder) -> list[_Request]:
@@ -108,7 +109,7 @@ class EnginePool:
             batch.append(self._pending.popleft())
         return batch
 
-    def _run(self, engine: Decoder, batch: list[_Request]) -> None:
+    def _run(self, engine: Decoder, batch: list[_Request], others: int) -> None:
         texts: list[str] = []
         error: BaseException | None = None
         t0 = time.monotonic()
@@ -127,11 +128,12 @@ class EnginePool:
             self.batches[len(batch)] = self.batches.get(len(batch), 0) + 1
             self._free.append(engine)
             self._cond.notify_all()
-        # where a final transcript's time goes: waiting for an engine, then decoding
+        # where a final transcript's time goes: waiting for an engine, then decoding; and how
+        # many other decodings (finals, interims) ran or waited when its utterance came
         # (loadtest.voice_stages.decodes sums these lines for bench_voice)
         log.info("decode timings (ms): %s", {
             "batch": len(batch), "wait": [round(1000 * (t0 - r.queued)) for r in batch],
-            "decode": round(1000 * (time.monotonic() - t0))})
+            "decode": round(1000 * (time.monotonic() - t0)), "others": others})
         if len(batch) > 1:
             log.info("decoded %d utterances in one batch (batches so far by size: %s)",
                      len(batch), dict(sorted(self.batches.items())))

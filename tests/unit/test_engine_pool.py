@@ -163,3 +163,29 @@ def test_each_decoding_logs_its_utterances_wait_and_its_time(
     assert got[0]["wait"] == [0] and got[0]["decode"] >= 50  # held until released
     assert len(got[1]["wait"]) == 2 and min(got[1]["wait"]) >= 50
     assert got[2]["interim"] == 1 and got[2]["decode"] >= 0
+
+
+def test_each_final_logs_how_many_other_decodings_ran_or_waited_when_it_came(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agentia.voice")
+    engines = [BatchDecoder(), BatchDecoder()]
+    pool = EnginePool(list(engines), "fake")
+    for e in engines:
+        e.release.set()
+    assert pool.decode(b"a") == "heard a"  # nothing else: alone
+    for e in engines:
+        e.release.clear()
+    out: dict[bytes, object] = {}
+    first = _start(pool, b"1", out)
+    _until(lambda: sum(len(e.batches) for e in engines) == 2)  # "a" and "1"
+    second = _start(pool, b"2", out)  # one running
+    _until(lambda: sum(len(e.batches) for e in engines) == 3)
+    third = _start(pool, b"3", out)  # two running: it waits
+    _until(lambda: pool._waiting == 1)
+    for e in engines:
+        e.release.set()
+    for t in (first, second, third):
+        t.join(5)
+    got = [ast.literal_eval(r.getMessage().split(": ", 1)[1]) for r in caplog.records
+           if r.getMessage().startswith("decode timings (ms)")]
+    assert sorted(g["others"] for g in got) == [0, 0, 1, 2], got

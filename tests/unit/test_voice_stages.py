@@ -75,6 +75,22 @@ def test_the_decodings_wait_and_time_are_summarised_per_utterance(tmp_path: Path
     assert got["interim_decode"] == {"n": 1, "p50_ms": 120, "p95_ms": 120}
     assert decodes(log, len(LOG) + DECODES.index("2026-12-07 16:27:02"))["batches"] == {"2": 1}
     assert decodes(log, 0, len(LOG)) == {}  # a tree that does not log them
+    assert "alone" not in got  # nor whether they came alone (before session 20)
+
+
+LONE = """\
+2026-12-08 01:27:01,000 INFO    agentia.voice: decode timings (ms): {'batch': 1, 'wait': [0], 'decode': 160, 'others': 0}
+2026-12-08 01:27:01,100 INFO    agentia.voice: decode timings (ms): {'batch': 1, 'wait': [0], 'decode': 250, 'others': 1}
+2026-12-08 01:27:02,000 INFO    agentia.voice: decode timings (ms): {'batch': 1, 'wait': [0], 'decode': 200, 'others': 0}
+"""  # noqa: E501
+
+
+def test_the_decodings_that_came_when_no_other_ran_or_waited_are_counted(
+        tmp_path: Path) -> None:
+    log = tmp_path / "voice.log"
+    log.write_text(LONE)
+    got = decodes(log)
+    assert got["alone"] == "2/3"
 
 
 def test_the_callers_jitter_buffers_are_summarised_for_the_phases_calls(
