@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_core import pct
+from loadtest.proc_stats import pct
 
 LINE = re.compile(r"(?:user|assistant) turn timings \(ms\): (\{[^}\n]*\})")
 RECOGNISER = re.compile(r"recogniser stream closed: (\{[^}\n]*\})")

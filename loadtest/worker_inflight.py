@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_core import cpu_s, pct
+from loadtest.proc_stats import cpu_s, pct
 from loadtest.worker_stack import Stack, Tally, deliveries, open_sessions, submit
 from sessions.bus import Bus, connect
 

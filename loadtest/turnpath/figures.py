@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from loadtest.bench_core import pct
+from loadtest.proc_stats import pct
 from loadtest.turnpath.clients import Tally
 
 

@@ -15,7 +15,7 @@ import redis
 
 from agentia.supervise import start, stop_all
 from launch.redis_server import RedisServer
-from loadtest.bench_core import NO_USER_LIMITS, cpu_s
+from loadtest.proc_stats import NO_USER_LIMITS, cpu_s
 from loadtest.turnpath.clients import ENDS
 
 IO_STATS = ("total_reads_processed", "total_writes_processed", "total_net_input_bytes",
