@@ -1,5 +1,6 @@
-"""What the benches read of a process and of the machine (RSS, CPU time, kernel slab), the
-percentile they all take, and how they start ``agentia`` commands of a checkout."""
+"""What the benches read of a process and of the machine (RSS, CPU time, kernel slab, the
+machine's idle share), the percentile they all take, and how they start ``agentia`` commands
+of a checkout."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def slab_kib() -> int:
         if line.startswith("Slab:"):
             return int(line.split()[1])
     return 0
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, idle) clock ticks of the whole machine so far (/proc/stat; idle includes
+    iowait): a shared machine's idle share tells how much its figures can be trusted."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, idle
+
+
+def idle_share(t0: tuple[int, int], t1: tuple[int, int]) -> float | None:
+    """The machine's idle share between two :func:`machine_ticks` readings (None: no tick)."""
+    (busy0, idle0), (busy1, idle1) = t0, t1
+    ticks = busy1 - busy0 + idle1 - idle0
+    return round((idle1 - idle0) / ticks, 4) if ticks else None
 
 
 def pct(values: list[float], p: float) -> float:
