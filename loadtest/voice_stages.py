@@ -87,10 +87,13 @@ PATH = (("caller_end", "speech_end", "caller's end of speech -> the VAD's (uplin
         ("speech_end", "transcript", "-> final transcript"),
         ("speech_end", "turn_end", "-> end of turn"),
         ("speech_end", "asked", "-> turn submitted to the bus"),
+        ("transcript", "asked", "of which final transcript -> turn submitted"),
         ("asked", "first_text", "-> its first text back"),
         ("first_text", "first_frame", "-> first audio frame handed to the room (TTS)"),
         ("first_frame", "caller_hears", "-> first loud frame at the caller (downlink)"))
-"""The stages of one answer, from the caller's end of speech to the caller hearing it."""
+"""The stages of one answer, from the caller's end of speech to the caller hearing it (with
+``transcript->asked``, part of ``speech_end->asked``, as a stage of its own per answer: records
+before session 20 have only the two from the VAD's end)."""
 
 
 def moments(log: Path, start: int = 0) -> dict[str, list[dict[str, float]]]:
