@@ -43,10 +43,10 @@ from agentia.settings import DEV_SECRET
 from agentia.supervise import stop_all
 from gateway.auth import mint
 from launch.redis_server import RedisServer
-from loadtest.bench_core import (
+from loadtest.core_idle import client_result
+from loadtest.proc_stats import (
     IP_BIND_ADDRESS_NO_PORT,
     NO_USER_LIMITS,
-    _get,
     cpu_s,
     pct,
     rss_kib,
@@ -242,7 +242,7 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
                 procs.append(mp.Process(target=_client, args=(port, sids, sources, read, hold,
                                                               q)))
                 procs[-1].start()
-            opens = [_get(q, procs, 900) for _ in procs]
+            opens = [client_result(q, procs, 900) for _ in procs]
             opened = sum(o[1] for o in opens)
             ramp_s = time.perf_counter() - t0
             time.sleep(3)
@@ -255,7 +255,7 @@ def bench(edges: int, idle: int, receivers: int, sessions: int, rate: float, sec
             time.sleep(2)  # the last frames arrive
             window = time.perf_counter() - p0
             cpu1 = sum(cpu_s(p) for p in edge_pids)
-            reports = [_get(q, procs, hold + 120) for _ in procs]
+            reports = [client_result(q, procs, hold + 120) for _ in procs]
             delivered = sum(r[1] for r in reports)
             lat = [x for r in reports for x in r[2]]
             closed = sum(r[3] for r in reports)

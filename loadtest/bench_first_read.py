@@ -32,8 +32,8 @@ from agents import ModelSettings
 from agents.models.interface import ModelTracing
 from openai.types.responses import ResponseTextDeltaEvent
 
-from loadtest.bench_core import pct
 from loadtest.openai_stub import OpenAIStub, _Stream
+from loadtest.proc_stats import pct
 from loadtest.record import record
 from sessions.lean_model import LeanProvider
 

@@ -40,11 +40,11 @@ from typing import Any
 
 import orjson
 
-from loadtest.bench_core import pct
 from loadtest.peer import servers
 from loadtest.peer.harness import Clients, Meter, sum_snaps
 from loadtest.peer.report import format_one, format_ratios, median_of, ratios
 from loadtest.peer.servers import KINDS, Running
+from loadtest.proc_stats import pct
 from loadtest.record import record
 
 DEFAULT_SERVERS = ",".join(KINDS)

@@ -20,7 +20,8 @@ frames (docs/protocol.md): both count as reply-text frames, ``partial`` frames a
 Per run: Redis commands (INFO commandstats, a script's inner calls included, our INFO excluded) per
 turn and per reply-text frame; Redis's reads and replies per turn (INFO stats
 ``total_reads_processed``/``total_writes_processed``: its event loop's wake-ups, what most of its
-CPU per turn follows) and its command time (commandstats usec); CPU-ms per turn of redis-server
+CPU per turn follows) and its command time (commandstats usec, each command once, the scripts'
+apart: :func:`loadtest.turnpath.figures.command_time`); CPU-ms per turn of redis-server
 (its INFO cpu, microseconds), the edge and the worker (/proc, 10 ms ticks: less precise, but
 they burn ten times more) less what each burns idle; for redis-server also its whole CPU over
 the load (``_total``) and what a twin redis-server with no client burns in the same seconds
@@ -202,8 +203,8 @@ KEYS = ("redis_cmds_per_text_frame", "redis_cmds_per_turn", "redis_cpu_ms_per_tu
         "redis_cpu_ms_per_turn_total", "redis_cpu_ms_per_turn_over_bare",
         "redis_bare_cpu_ms_per_turn", "redis_stack_idle_ms_per_turn",
         "redis_reads_per_turn", "redis_writes_per_turn", "redis_connections_per_turn",
-        "redis_cmd_usec_per_turn", "redis_cpu_ms_per_300_words", "edge_cpu_ms_per_turn",
-        "worker_cpu_ms_per_turn", "loadgen_cpu_ms_per_turn",
+        "redis_cmd_usec_per_turn", "redis_script_usec_per_turn", "redis_cpu_ms_per_300_words",
+        "edge_cpu_ms_per_turn", "worker_cpu_ms_per_turn", "loadgen_cpu_ms_per_turn",
         "turns_per_s", "ack_p50_ms", "ack_p99_ms", "turn_p50_ms", "turn_p99_ms",
         "turn_p50_over_stream", "text_frames_per_turn", "reply_words_per_turn")
 
@@ -249,7 +250,8 @@ def _line(f: dict[str, Any]) -> str:
             f"| redis reads/turn "
             f"{f.get('redis_reads_per_turn')} writes {f.get('redis_writes_per_turn')} "
             f"conns {f.get('redis_connections_per_turn')} "
-            f"cmd-µs {f['redis_cmd_usec_per_turn']} | log {f['log']['ratio_to_reply']}x reply | "
+            f"cmd-µs {f['redis_cmd_usec_per_turn']} (scripts apart "
+            f"{f.get('redis_script_usec_per_turn')}) | log {f['log']['ratio_to_reply']}x reply | "
             f"ack p99 {f['ack_p99_ms']} turn p50 {f['turn_p50_over_stream']}x stream "
             f"| machine idle {f['machine_idle_share']}")
 

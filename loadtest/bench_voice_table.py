@@ -3,8 +3,7 @@
 Reads ``loadtest/results/<name>.json`` files written by ``loadtest.bench_voice --record`` and
 prints, as Markdown, each run's stages (p50 / p95 ms) at one call (the latency phase) and at
 each capacity level, then, over every run of the files, the median of each stage's p50 and of
-its p95 by level, and their growth over one call (``transcript→asked`` is the difference of
-two stages' figures, not a stage's own percentile)::
+its p95 by level, and their growth over one call::
 
     python -m loadtest.bench_voice_table loadtest/results/voice-latency-v4calls4.json
     python -m loadtest.bench_voice_table --by-tree loadtest/results/voice-latency-*.json
@@ -12,6 +11,12 @@ two stages' figures, not a stage's own percentile)::
 The stages are the voice worker's logged moments (:data:`loadtest.voice_stages.PATH`),
 livekit-agents' own timings (``tts_node_ttfb``: the clause handed to the TTS → its first
 synthesised frame) and each utterance's decoding (its engine's wall time).
+
+``transcript→asked`` is a percentile of its own per answer (``transcript->asked``) in records
+written since session 20. Older records hold no per-answer stamps, only each stage's n, p50 and
+p95: there it is the difference of two stages' percentiles (VAD's end → asked less VAD's end →
+transcript), marked ``*`` in the table, which is not the percentile of the difference (the p95s
+of two stages need not come from the same answer).
 """
 
 from __future__ import annotations
@@ -27,22 +32,31 @@ STAGES = (
     ("caller→VAD", "path", "caller_end->speech_end"),
     ("VAD→transcript", "path", "speech_end->transcript"),
     ("decoding", "decodes", "decode"),
-    ("transcript→asked", "", ""),
+    ("transcript→asked", "path", "transcript->asked"),
     ("asked→text", "path", "asked->first_text"),
     ("text→frame", "path", "first_text->first_frame"),
     ("tts ttfb", "stages", "tts_node_ttfb"),
     ("frame→heard", "path", "first_frame->caller_hears"),
     ("VAD→frame", "stages", "e2e_latency"),
 )
+DIFFERENCED = "transcript->asked"
+"""The stage older records do not hold: figured from two others (see the module's doc)."""
 
 
 def _q(level: dict[str, Any], group: str, key: str, q: str) -> float | None:
-    if not group:  # transcript -> asked: the two stages' difference
-        a, t = (_q(level, "path", k, q) for k in ("speech_end->asked", "speech_end->transcript"))
-        return None if a is None or t is None else a - t
     got = (level.get(group) or {}).get(key) or {}
     v = got.get(q)
-    return float(v) if isinstance(v, int | float) else None
+    if isinstance(v, int | float):
+        return float(v)
+    if key == DIFFERENCED:  # a record before session 20: the two stages' difference
+        a, t = (_q(level, "path", k, q) for k in ("speech_end->asked", "speech_end->transcript"))
+        return None if a is None or t is None else a - t
+    return None
+
+
+def _differenced(level: dict[str, Any], key: str) -> bool:
+    """Whether ``key``'s figure is the difference of two stages' (no percentile of its own)."""
+    return key == DIFFERENCED and key not in (level.get("path") or {})
 
 
 def levels(run: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -60,7 +74,8 @@ def levels(run: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any
 
 def _cell(level: dict[str, Any], group: str, key: str) -> str:
     p50, p95 = _q(level, group, key, "p50_ms"), _q(level, group, key, "p95_ms")
-    return "-" if p50 is None else f"{p50:.0f} / {p95:.0f}"
+    mark = "*" if _differenced(level, key) else ""
+    return "-" if p50 is None else f"{p50:.0f} / {p95:.0f}{mark}"
 
 
 def table(files: list[Path], by_tree: bool) -> str:
@@ -82,7 +97,9 @@ def table(files: list[Path], by_tree: bool) -> str:
                     for name, g, k in STAGES:
                         if (v := _q(lv, g, k, q)) is not None:
                             group.setdefault(name, []).append(v)
-    lines += ["", "Median over the runs of each stage's p50 and p95 (ms), and + over one call:",
+    lines += ["", "\\* the difference of two stages' percentiles (a record without per-answer "
+              "``transcript->asked``), not a percentile of its own.",
+              "", "Median over the runs of each stage's p50 and p95 (ms), and + over one call:",
               "", "| of | tree | level | runs | answer | " + " | ".join(s[0] for s in STAGES)
               + " |", "|" + "---|" * (5 + len(STAGES))]
     for (q, tree, label), got in sorted(medians.items()):

@@ -27,7 +27,9 @@ turn's events as a client would (``turn_start``, the first reply text, the end).
   left out; ``worker_us_per_token_streaming``).
 
 Both modes also give the worker's peak resident memory (``worker_peak_rss_mib``, VmHWM at the
-end of the run; since session 15, when the worker's garbage collector was tuned).
+end of the run; since session 15, when the worker's garbage collector was tuned) and, since
+session 20, the machine's idle share over the measured span (``machine_idle_share``, /proc/stat
+as bench_turnpath's: on a shared machine, how far to trust the CPU figures).
 
     python -m loadtest.bench_worker --tree /work/wt/before --tree . --record
 
@@ -53,6 +55,7 @@ from typing import Any
 import orjson
 
 from loadtest.attack.edgeproc import tree_commit
+from loadtest.proc_stats import idle_share, machine_ticks
 from loadtest.record import record
 from loadtest.worker_inflight import run_inflight, stream_summary
 from loadtest.worker_stack import ROOT, Stack, Tally, deliveries, open_sessions, submit
@@ -73,7 +76,7 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(a.idle)
         idle_rate = (stack.worker_cpu() - idle0) / (time.monotonic() - t0)
         redis0 = await _redis_spent(bus)
-        cpu0, start = stack.worker_cpu(), time.monotonic()
+        cpu0, start, ticks0 = stack.worker_cpu(), time.monotonic(), machine_ticks()
         for t in range(a.turns):
             await asyncio.gather(*(submit(bus, tally, s, t) for s in sessions))
         total = a.sessions * a.turns
@@ -84,7 +87,7 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.wait_for(tally.an_end.wait(), 1)
         wall = max(t for t, _ in tally.ended.values()) - start if tally.ended else 0.0
         cpu = stack.worker_cpu() - cpu0 - idle_rate * wall
-        peak = stack.worker_peak_mib()
+        peak, busy = stack.worker_peak_mib(), idle_share(ticks0, machine_ticks())
         redis_out, redis_cpu = (b - a_ for a_, b in zip(redis0, await _redis_spent(bus),
                                                         strict=True))
     finally:
@@ -98,7 +101,8 @@ async def run_cpu(stack: Stack, a: argparse.Namespace) -> dict[str, Any]:
             "worker_idle_cores": round(idle_rate, 4), "worker_peak_rss_mib": peak,
             "history_items_mean": a.turns - 1,
             "redis_out_kib_per_turn": round(redis_out / 1024 / max(1, done), 2),
-            "redis_cpu_ms_per_turn": round(redis_cpu * 1000 / max(1, done), 3)}
+            "redis_cpu_ms_per_turn": round(redis_cpu * 1000 / max(1, done), 3),
+            "machine_idle_share": busy}
 
 
 async def _redis_spent(bus: Bus) -> tuple[float, float]:

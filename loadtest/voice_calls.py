@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from livekit import rtc
 
-from loadtest.bench_core import pct
+from loadtest.proc_stats import pct
 from sessions.bus import Bus
 from voice.caller import Caller
 from voice.routes import open_call

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from livekit import rtc
 
-from loadtest.bench_core import pct
+from loadtest.proc_stats import pct
 from loadtest.voice_calls import Bench, Call, jitter_summary, mic_queue_summary, summary
 from loadtest.voice_proc import Sampler, idle_jiffies
 from loadtest.voice_stages import (

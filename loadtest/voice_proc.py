@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_core import rss_kib
+from loadtest.proc_stats import rss_kib
 
 CLK = os.sysconf("SC_CLK_TCK")
 VOICE_THREADS = 16  # the voice worker's threads by name: all of a silent call's (about 12)

@@ -1,11 +1,12 @@
 """Where a voice turn's time goes: the voice worker's turn-timing log lines, summarised.
 
-The worker logs livekit-agents' own measurements of every turn (``voice/worker.py``,
-``_log_timings``): for the caller's turn ``transcription_delay`` (end of speech -> final
-transcript) and ``end_of_turn_delay`` (end of speech -> turn committed); for the agent's
-``llm_node_ttft`` (turn committed -> first text from the bus), ``tts_node_ttfb`` (first text
--> first synthesized audio) and ``e2e_latency`` (end of speech -> first audio frame handed to
-the room). What remains of the caller-measured figure is the room (Opus, WebRTC, jitter buffer).
+The worker logs livekit-agents' own measurements of every turn (``voice/bus_llm.py``
+``log_timings``, hooked in ``voice/job.py``): for the caller's turn ``transcription_delay``
+(end of speech -> final transcript) and ``end_of_turn_delay`` (end of speech -> turn
+committed); for the agent's ``llm_node_ttft`` (turn committed -> first text from the bus),
+``tts_node_ttfb`` (first text -> first synthesized audio) and ``e2e_latency`` (end of speech ->
+first audio frame handed to the room). What remains of the caller-measured figure is the room
+(Opus, WebRTC, jitter buffer).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_core import pct
+from loadtest.proc_stats import pct
 
 LINE = re.compile(r"(?:user|assistant) turn timings \(ms\): (\{[^}\n]*\})")
 RECOGNISER = re.compile(r"recogniser stream closed: (\{[^}\n]*\})")
@@ -58,7 +59,7 @@ def recogniser_counts(log: Path, start: int = 0) -> dict[str, int]:
 
 
 def turn_ends(log: Path, start: int = 0) -> dict[str, int]:
-    """The finished-sentence rule's answers (``voice/worker.py`` logs them when a call ends:
+    """The finished-sentence rule's answers (``voice/job.py`` logs them when a call ends:
     ``finished``, ``unfinished``). Empty for a tree that does not log them."""
     return summed(log, TURN_ENDS, start)
 
@@ -86,10 +87,13 @@ PATH = (("caller_end", "speech_end", "caller's end of speech -> the VAD's (uplin
         ("speech_end", "transcript", "-> final transcript"),
         ("speech_end", "turn_end", "-> end of turn"),
         ("speech_end", "asked", "-> turn submitted to the bus"),
+        ("transcript", "asked", "of which final transcript -> turn submitted"),
         ("asked", "first_text", "-> its first text back"),
         ("first_text", "first_frame", "-> first audio frame handed to the room (TTS)"),
         ("first_frame", "caller_hears", "-> first loud frame at the caller (downlink)"))
-"""The stages of one answer, from the caller's end of speech to the caller hearing it."""
+"""The stages of one answer, from the caller's end of speech to the caller hearing it (with
+``transcript->asked``, part of ``speech_end->asked``, as a stage of its own per answer: records
+before session 20 have only the two from the VAD's end)."""
 
 
 def moments(log: Path, start: int = 0) -> dict[str, list[dict[str, float]]]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_core import cpu_s, pct
+from loadtest.proc_stats import cpu_s, idle_share, machine_ticks, pct
 from loadtest.worker_stack import Stack, Tally, deliveries, open_sessions, submit
 from sessions.bus import Bus, connect
 
@@ -51,6 +51,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
         await open_sessions(bus, sessions)
         start, stub0 = time.monotonic(), cpu_s(stack.stub.pid) if stack.stub else 0.0
         redis0, bench0 = cpu_s(stack.redis_pid()), time.process_time()
+        ticks0 = machine_ticks()
         sampler = asyncio.create_task(_sample(stack, tally, stop_sampling, samples))
         until = start + a.seconds
         loops = [asyncio.create_task(_closed_loop(bus, tally, s, until)) for s in sessions]
@@ -72,6 +73,7 @@ async def run_inflight(stack: Stack, a: argparse.Namespace, streams: int) -> dic
     out["stub_cores"] = round((cpu_s(stack.stub.pid) - stub0) / wall, 3)
     out["redis_cores"] = round((cpu_s(stack.redis_pid()) - redis0) / wall, 3)
     out["bench_cores"] = round((time.process_time() - bench0) / wall, 3)
+    out["machine_idle_share"] = idle_share(ticks0, machine_ticks())
     out["worker_peak_rss_mib"] = stack.worker_peak_mib()
     return out
 

@@ -17,7 +17,7 @@ import orjson
 
 from agentia import supervise
 from launch.redis_server import RedisServer
-from loadtest.bench_core import cpu_s
+from loadtest.proc_stats import cpu_s
 from sessions.bus import Bus
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""A call's guards (voice/worker.py's entrypoint): the caller hanging up, the caller never
+"""A call's guards (voice/job.py's entrypoint): the caller hanging up, the caller never
 joining (the call ends, the room is deleted), and the job's voice worker dying mid-call (the
 call is ended in the session log at once)."""
 

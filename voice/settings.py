@@ -18,7 +18,7 @@ COMPUTE_TYPES = ("auto", "int8", "int8_float32", "float32", "float32_encoder")
 KEY_VARS = {"openai": "OPENAI_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
 """The providers' own variables for their keys (what their plugins and SDKs read)."""
 TURN_DETECTION = ("sentence", "vad", "model")
-"""``AGENTIA_VOICE_TURN_DETECTION``: what ends the caller's turn (voice/worker.py)."""
+"""``AGENTIA_VOICE_TURN_DETECTION``: what ends the caller's turn (voice/job.py)."""
 
 
 @dataclass(slots=True)
@@ -164,7 +164,7 @@ class VoiceSettings(Common):
     is one VAD inference, whose window is then complete when its frame arrives, so the end of
     speech is seen no later than with shorter frames, at 1.6x fewer frames (each wakes
     several tasks of the call's event loop) than 20 ms. A phone caller's frames are rounded up to a
-    multiple of 10 ms (its gain control's block: voice/worker.py)."""
+    multiple of 10 ms (its gain control's block: voice/job.py)."""
     voice_preemptive: bool = True
     """Send the turn to the agent as soon as its final transcript is ready, before the turn's
     end is confirmed (``voice_min_silence_s``), and synthesise its reply; the audio is held

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from loadtest.bench_core import cpu_s, rss_kib, slab_kib
+from loadtest.proc_stats import cpu_s, rss_kib, slab_kib
 
 
 class Edges(Protocol):

@@ -10,9 +10,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from loadtest.bench_core import cpu_s, rss_kib
 from loadtest.peer import clientproc
 from loadtest.peer.servers import Running
+from loadtest.proc_stats import cpu_s, rss_kib
 
 
 class Clients:

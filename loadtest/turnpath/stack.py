@@ -15,7 +15,7 @@ import redis
 
 from agentia.supervise import start, stop_all
 from launch.redis_server import RedisServer
-from loadtest.bench_core import NO_USER_LIMITS, cpu_s
+from loadtest.proc_stats import NO_USER_LIMITS, cpu_s, idle_share, machine_ticks
 from loadtest.turnpath.clients import ENDS
 
 IO_STATS = ("total_reads_processed", "total_writes_processed", "total_net_input_bytes",
@@ -111,21 +111,11 @@ def redis_cpu_s(r: redis.Redis) -> float:
 
 def delta(p0: dict[str, Any], p1: dict[str, Any]) -> dict[str, Any]:
     cmds = {k: v - p0["cmds"].get(k, 0) for k, v in p1["cmds"].items()}
-    (busy0, idle0), (busy1, idle1) = p0["machine"], p1["machine"]
-    ticks = busy1 - busy0 + idle1 - idle0
     return {"cpu": {k: v - p0["cpu"][k] for k, v in p1["cpu"].items()},
             "cmds": {k: v for k, v in cmds.items() if v}, "t": p1["t"] - p0["t"],
             "usec": {k: d for k, v in p1["usec"].items() if (d := v - p0["usec"].get(k, 0))},
             "io": {k: v - p0.get("io", {}).get(k, 0) for k, v in p1.get("io", {}).items()},
-            "machine_idle_share": round((idle1 - idle0) / ticks, 4) if ticks else None}
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, idle) clock ticks of the whole machine so far (/proc/stat; idle includes
-    iowait): a shared machine's idle share tells how much its figures can be trusted."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, idle
+            "machine_idle_share": idle_share(p0["machine"], p1["machine"])}
 
 
 def log_figures(r: redis.Redis, sessions: list[str], prefix: str = "agentia") -> dict[str, Any]:

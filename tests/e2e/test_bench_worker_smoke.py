@@ -33,6 +33,7 @@ def test_bench_worker_records_both_modes(tmp_path: Path) -> None:
     for r in cpu:
         assert r["replies"] == 8 and r["unfinished"] == 0, r
         assert r["worker_cpu_ms_per_turn"] > 0 and r["tracebacks"] == 0, r
+        assert 0 <= r["machine_idle_share"] <= 1, r  # how busy the machine was
         # what the worker ran under is in the record, a secret's value is not
         env = r["worker_env"]
         assert env["AGENTIA_MODEL_READ_MS"] == "7" and env["AGENTIA_DEMO_WORD_DELAY"] == "0", env
@@ -45,6 +46,7 @@ def test_bench_worker_records_both_modes(tmp_path: Path) -> None:
         assert r["replies"] >= r["streams"] and r["turn_errors"] == 0, r
         assert 0 < r["first_text_ms_p50"] <= r["first_text_ms_p99"], r
         assert r["worker_cores_steady"] > 0 and r["tracebacks"] == 0, r
+        assert 0 <= r["machine_idle_share"] <= 1, r
 
 
 def test_bench_worker_refuses_more_turns_than_a_session_may_queue() -> None:

@@ -22,7 +22,7 @@ def test_a_callers_rule_dispatches_the_agent_into_the_session_as_the_caller() ->
     assert rule.rule.dispatch_rule_individual.room_prefix == "agentia-call"
     [agent] = rule.room_config.agents
     assert agent.agent_name == "agentia-voice-x"
-    # what the voice worker reads (voice/worker.py): the session, and the caller as its user
+    # what the voice worker reads (voice/job.py): the session, and the caller as its user
     assert parse_job_metadata(agent.metadata) == ("phone-1", "sip_+15550123")
     assert orjson.loads(agent.metadata)["user"] == caller_identity("+15550123")
 

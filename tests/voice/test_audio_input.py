@@ -1,4 +1,4 @@
-"""How a call takes its caller's audio (voice/worker.py ``audio_input``): a web caller's
+"""How a call takes its caller's audio (voice/job.py ``audio_input``): a web caller's
 microphone has its own gain control, a phone line does not; WebRTC's gain control takes
 whole 10 ms blocks only (another length panics in its native code and aborts the process)."""
 

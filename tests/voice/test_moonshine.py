@@ -20,7 +20,7 @@ from loadtest.bench_wer import candidate, speak, utterances, wer
 from tests.conftest import Cluster
 from tests.voice.conftest import voice_call
 from tests.voice.livekit_server import LiveKitServer
-from voice import worker
+from voice import speech_setup, worker
 from voice.caller import speech_48k
 from voice.moonshine_model import (
     BOS,
@@ -216,7 +216,7 @@ def test_the_worker_checks_the_pinned_files_at_start(tmp_path: Path,
     copy = tmp_path / "base-en"
     shutil.copytree(package_dir(), copy)
     (copy / "tokenizer.bin").write_bytes(b"\x01a")
-    monkeypatch.setattr(worker, "package_dir", lambda: copy)
+    monkeypatch.setattr(speech_setup, "package_dir", lambda: copy)  # what check_speech reads
     with pytest.raises(SpeechError, match=r"tokenizer\.bin has sha256"):
         worker.check_speech(s)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from livekit.agents.voice.transcription.filters import filter_markdown
 
-from voice import worker
+from voice import job
 from voice.plain_text import TTS_TEXT_TRANSFORMS, plain_at_once
 from voice.settings import VoiceSettings
 
@@ -79,8 +79,8 @@ async def test_the_opening_clause_is_not_held_for_the_next_piece() -> None:
 
 async def test_the_worker_gives_the_call_these_transforms(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    monkeypatch.setattr(worker, "_speech", lambda _proc, _bridge: (None, None, None))
+    monkeypatch.setattr(job, "_speech", lambda _proc, _bridge: (None, None, None))
     proc = SimpleNamespace(userdata={"settings": VoiceSettings()})
-    session = worker._session(proc, SimpleNamespace(), None)  # type: ignore[arg-type]
+    session = job._session(proc, SimpleNamespace(), None)  # type: ignore[arg-type]
     assert session.options.tts_text_transforms == TTS_TEXT_TRANSFORMS
     assert [plain_at_once, "filter_emoji"] == TTS_TEXT_TRANSFORMS
