@@ -23,6 +23,10 @@ class Running:
 
     turn: int = 0
     task: asyncio.Task[Any] | None = None
+    """The session's task while it runs the turn's agent (``_produce``, in that task since
+    session 20: no task of its own), else None: what a cancel or a lost lock interrupts."""
+    interrupted: bool = False
+    """:meth:`interrupt` cancelled ``task`` (the session's task takes that cancel back)."""
     cancelled_by_user: bool = False
     lost: bool = False
     log: TurnLog | None = None
@@ -35,6 +39,13 @@ class Running:
     ended: Ended | None = None
     """The turn's ending (``end_turn``): whether it freed the session lock (no turn was
     pending after it), acked the inbound entry, and the turn pending after it."""
+
+    def interrupt(self) -> None:
+        """Stop the turn's agent (a user's cancel, a lost lock): cancel the session's task
+        while it runs it, once however many ask (it takes back exactly one cancel)."""
+        if self.task is not None and not self.interrupted:
+            self.interrupted = True
+            self.task.cancel()
 
 
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:
@@ -66,8 +77,7 @@ def on_cancel(running: dict[str, Running], data: str) -> None:
             run.decided.set()
         return
     run.cancelled_by_user = True
-    if run.task:
-        run.task.cancel()
+    run.interrupt()
     if run.decided is not None:  # a waiting turn also looks at the flag when woken
         run.decided.set()
 

@@ -93,9 +93,9 @@ class LeaseKeeping:
                 log.warning("lost the lock of session %s; stopping its turn", sid)
                 self._unkeep(kept)
                 run = self.running.get(sid)
-                if run and run.task:
+                if run and (run.task is not None or run.interrupted):
                     run.lost = True
-                    run.task.cancel()
+                    run.interrupt()
                 return
             # with the entries held for the session (sessions/held_entries.py)
             await asyncio.gather(claim.keep(), *(c.keep() for c in self.held.of(sid)))
