@@ -147,7 +147,8 @@ def monitor(r: redis.Redis, seconds: float, gap_us: float,
             reqs[(cur_client, _label(cur, shas))] += 1
             labels[cur_client][_label(cur, shas)] += 1
 
-    with r.monitor() as m:
+    watch: Any = r.monitor  # redis-py's Monitor is untyped
+    with watch() as m:
         until = time.time() + seconds
         for cmd in m.listen():
             t = float(cmd["time"])
