@@ -10,6 +10,7 @@ agent's place in its configuration), then the name; the first is the default age
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -22,6 +23,9 @@ from sessions.redis_core import RedisCore, down
 class RedisAgentDirectory(RedisCore):
     _agents_read: tuple[float, list[dict[str, Any]]] = (0.0, [])
     """(when read, monotonic; the live entries in order, without ``until``)."""
+    _agents_reading: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
+    """The read of the registry in flight (when sent, monotonic; its task): callers that
+    find the copy stale while it is on its way wait for it instead of sending their own."""
 
     @down
     async def publish_agents(self, infos: list[dict[str, Any]]) -> None:
@@ -43,9 +47,25 @@ class RedisAgentDirectory(RedisCore):
         """The live registry in order (``name``, ``description``, ``tools``, ``order``), read
         at most ``AGENTS_FRESH_S`` ago (``fresh``: ``AGENTS_RECHECK_S`` ago)."""
         at, cached = self._agents_read
-        age = time.monotonic() - at
-        if age < (K.AGENTS_RECHECK_S if fresh else K.AGENTS_FRESH_S):
+        now_m = time.monotonic()
+        if now_m - at < (K.AGENTS_RECHECK_S if fresh else K.AGENTS_FRESH_S):
             return cached
+        reading = self._agents_reading
+        if reading is not None and now_m - reading[0] < K.AGENTS_RECHECK_S:
+            # a read sent moments ago (by a SUBMIT beside this one): its answer is as fresh
+            # as one of our own would be, and costs no round trip (issue 13, session 20)
+            return await asyncio.shield(reading[1])
+        task = asyncio.ensure_future(self._read_agents())
+        task.add_done_callback(_retrieved)  # its callers may all be gone (cancelled)
+        self._agents_reading = (now_m, task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._agents_reading is not None and self._agents_reading[1] is task:
+                self._agents_reading = None
+
+    async def _read_agents(self) -> list[dict[str, Any]]:
+        """One read of the registry (:meth:`agents`), kept as the copy."""
         raw = await self.redis.hgetall(self.keys.agents())
         now = time.time()
         live = [orjson.loads(v) for v in raw.values()]
@@ -77,3 +97,9 @@ def _until(raw: bytes) -> float:
         return float(orjson.loads(raw).get("until", 0))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return 0.0
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a shared read's outcome as seen (each waiting caller gets it raised)."""
+    if not task.cancelled():
+        task.exception()

@@ -65,7 +65,11 @@ class RedisNodeDelivery(RedisCore):
 
     @down
     async def heartbeat_node(self, node: str) -> bool:
-        """Mark ``node`` alive; False when Redis forgot it (restarted without our state)."""
+        """Mark ``node`` alive; False when Redis forgot it (restarted without our state).
+        This client then knows ``node`` alive as of now, as an ``EXISTS`` of its heartbeat
+        key would have told it (:meth:`_live_nodes`): the node's own appends (an edge's
+        ``SUBMIT``) keep their fan-out in the script without that check's round trip
+        (issue 13, session 20)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(k.node_alive(node), b"1", ex=K.NODE_TTL, get=True)
@@ -73,6 +77,9 @@ class RedisNodeDelivery(RedisCore):
             pipe.zremrangebyscore(k.nodes_alive(), "-inf", time.time() - K.FORGET_AFTER)
             pipe.expire(k.delivery(node), K.DELIVERY_TTL)
             prev = (await pipe.execute())[0]
+        if len(self._node_checked) > 10_000:
+            self._node_checked.clear()
+        self._node_checked[node.encode()] = (time.monotonic(), True)
         return prev is not None
 
     def reads_ahead(self, node: str) -> bool:

@@ -3,6 +3,7 @@ SUBMIT), against a real Redis with a unique prefix per test."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -80,3 +81,30 @@ async def test_a_turn_goes_to_its_sessions_agents_shard(bus: Bus) -> None:
     await bus.submit("t", "c2", "again", user="ann")
     assert (await bus.session_meta("t"))["agent"] == "demo"
     assert await bus.shard_lag(shard, "demo") == 1
+
+
+async def test_submits_side_by_side_share_one_read_of_the_registry(bus: Bus) -> None:
+    """Issue 13, session 20: an edge's copy of the registry went stale every
+    ``AGENTS_FRESH_S`` and every SUBMIT that found it so, while the first one's read was on
+    its way (the 40 sessions of a bench submitting together), sent an ``HGETALL`` of its
+    own: now they wait for that one read."""
+    await bus.publish_agents([_info("demo", 0)])
+    bus._agents_read = (0.0, [])
+    hgetall = bus.redis.hgetall
+    reads: list[str] = []
+
+    async def counted(key: str) -> dict[bytes, bytes]:
+        reads.append(key)
+        return await hgetall(key)
+
+    bus.redis.hgetall = counted  # type: ignore[method-assign]
+    try:
+        got = await asyncio.gather(*(bus.default_agent() for _ in range(20)))
+        assert (got, len(reads)) == (["demo"] * 20, 1)
+        await bus.agents()  # the copy is fresh now: no read
+        assert len(reads) == 1
+        bus._agents_read = (0.0, [])
+        await bus.agents(fresh=True)  # stale again: a read of its own, as before
+        assert len(reads) == 2
+    finally:
+        bus.redis.hgetall = hgetall  # type: ignore[method-assign]

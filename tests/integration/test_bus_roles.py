@@ -524,6 +524,7 @@ async def test_an_appends_fan_out_rides_in_its_script(bus: Bus) -> None:
     fan-out of its own after the script, as before, and not twice."""
     for node in ("n10", "n11"):
         await bus.heartbeat_node(node)
+    bus._node_checked.clear()  # those were the edges' heartbeats: this client checked none
     await bus.open_session("f1", "ann", "n10")
     sub = await bus.submit("f1", "c1", "hi", user="ann")  # the worker's view: n10, alive
     await bus.append("f1", E.turn_start(sub.offset, 1))

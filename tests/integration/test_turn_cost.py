@@ -5,6 +5,7 @@ eleven turns less those of one, over ten, so the worker's start and polling canc
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -211,6 +212,46 @@ async def test_a_submit_is_its_script_alone(bus: Bus) -> None:
     rows = await bus.read_delivery("n1", b"0-0", 10)
     assert [d.offset for d in rows][-1] == sub.offset
     assert await bus.redis.zscore(bus.user_keys.live("alice"), "s") > 1
+
+
+async def test_a_nodes_own_submit_stays_one_script_past_the_liveness_checks_age(
+        bus: Bus) -> None:
+    """Issue 13, session 20: an edge's SUBMIT kept its fan-out in the script only while its
+    check of the session's node (its own) was under ``NODE_CHECK_S`` old; past that (a
+    session's next turn ~6 s later at 40 sessions) it went out apart: an ``EXISTS`` of the
+    node's heartbeat key, then the fan-out, queue entry and live score in a pipeline, three
+    round trips (~0.7 Redis reads a turn of the 40-session bench). The node's heartbeat,
+    every ``HEARTBEAT_S``, now counts as that check: the heartbeat key was just written."""
+    await bus.heartbeat_node("n1")
+    await bus.open_session("s", "alice", "n1")
+    await bus.submit("s", "m0", "hi", user="alice")
+    bus._node_checked[b"n1"] = (time.monotonic() - 2 * K.NODE_CHECK_S, True)  # checked long ago
+    await bus.heartbeat_node("n1")  # the edge's heartbeat comes meanwhile
+    calls: list[str] = []
+    pipelines: list[int] = []
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(str(args[0]))
+        return await command(*args, **kw)
+
+    def piped(*args: Any, **kw: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command, bus.redis.pipeline = counted, piped
+    try:
+        sub = await bus.submit("s", "m1", "hello", user="alice")
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline
+    assert (calls, len(pipelines)) == (["EVALSHA"], 0)
+    rows = await bus.read_delivery("n1", b"0-0", 10)
+    assert [d.offset for d in rows][-1] == sub.offset
+    # a node that stopped heartbeating is checked again, as before: its key gone, no copy
+    await bus.redis.delete(bus.keys.node_alive("n1"))
+    bus._node_checked[b"n1"] = (time.monotonic() - 2 * K.NODE_CHECK_S, True)
+    late = await bus.submit("s", "m2", "again", user="alice")
+    assert late.offset not in [d.offset for d in await bus.read_delivery("n1", b"0-0", 10)]
 
 
 async def test_a_lock_the_worker_left_behind_is_freed_with_no_turn_pending(

@@ -16,7 +16,7 @@ from agentia.codes import BusUnavailable
 from launch.redis_server import RedisClusterServer, RedisServer
 from loadtest.bench_failover_loss import lost_after_failover
 from sessions.bus import Bus, connect
-from sessions.keys import key_slot, shard_for, shard_tag
+from sessions.keys import DEFAULT_AGENT, GROUP, key_slot, shard_for, shard_tag
 from sessions.memory import RedisMemory
 from sessions.runtime import ModelConfig, model_provider
 from sessions.worker import Worker, WorkerConfig
@@ -254,3 +254,16 @@ async def test_shard_lags_and_the_reclaim_of_every_shard_go_one_slot_at_a_time(b
     await asyncio.sleep(0.01)
     taken = await bus.reclaim_all(shards, "w2", 1, 10)
     assert [c.session for c in taken] == ["x0"] and taken[0].reclaimed
+
+
+async def test_the_shard_upkeep_on_the_cluster(bus: Bus) -> None:
+    """Issue 13, session 20: on a Cluster the upkeep reads and trims one shard at a time
+    (each its own slot); pending entries stay, an agent with no shards yet is left alone."""
+    await bus.ensure_groups()
+    stream = bus.keys.inbound(0, DEFAULT_AGENT)
+    ids = [await bus.redis.xadd(stream, {"s": f"u{i}", "o": 1}) for i in range(3)]
+    claims = await bus.claim([0], "w1", 10, 0)
+    await bus.ack_all([c for c in claims if c.id == ids[0]])
+    await bus.maintain((DEFAULT_AGENT, "ghost"))
+    pending = await bus.redis.xpending(stream, GROUP)
+    assert pending["pending"] == 2 and pending["min"] == ids[1]
