@@ -189,24 +189,8 @@ async def test_a_submit_is_its_script_alone(bus: Bus) -> None:
     await bus.open_session("s", "alice", "n1")
     await bus.submit("s", "m0", "hi", user="alice")  # the node's liveness is checked once
     await bus.redis.zadd(bus.user_keys.live("alice"), {"s": 1})
-    calls: list[str] = []
-    pipelines: list[int] = []
-    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
-
-    async def counted(*args: Any, **kw: Any) -> Any:
-        calls.append(str(args[0]))
-        return await command(*args, **kw)
-
-    def piped(*args: Any, **kw: Any) -> Any:
-        pipelines.append(1)
-        return pipeline(*args, **kw)
-
-    bus.redis.execute_command, bus.redis.pipeline = counted, piped
-    try:
-        sub = await bus.submit("s", "m1", "hello", user="alice")
-    finally:
-        bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-    assert (calls, len(pipelines)) == (["EVALSHA"], 0)
+    sub, calls, pipelines = await _submit_counted(bus)
+    assert (calls, pipelines) == (["EVALSHA"], 0)
     inbound = bus.keys.inbound(shard_for("s", bus.shards), DEFAULT_AGENT)
     assert [int(f[b"o"]) for _, f in await bus.redis.xrange(inbound)][-1] == sub.offset
     rows = await bus.read_delivery("n1", b"0-0", 10)
@@ -227,24 +211,8 @@ async def test_a_nodes_own_submit_stays_one_script_past_the_liveness_checks_age(
     await bus.submit("s", "m0", "hi", user="alice")
     bus._node_checked[b"n1"] = (time.monotonic() - 2 * K.NODE_CHECK_S, True)  # checked long ago
     await bus.heartbeat_node("n1")  # the edge's heartbeat comes meanwhile
-    calls: list[str] = []
-    pipelines: list[int] = []
-    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
-
-    async def counted(*args: Any, **kw: Any) -> Any:
-        calls.append(str(args[0]))
-        return await command(*args, **kw)
-
-    def piped(*args: Any, **kw: Any) -> Any:
-        pipelines.append(1)
-        return pipeline(*args, **kw)
-
-    bus.redis.execute_command, bus.redis.pipeline = counted, piped
-    try:
-        sub = await bus.submit("s", "m1", "hello", user="alice")
-    finally:
-        bus.redis.execute_command, bus.redis.pipeline = command, pipeline
-    assert (calls, len(pipelines)) == (["EVALSHA"], 0)
+    sub, calls, pipelines = await _submit_counted(bus)
+    assert (calls, pipelines) == (["EVALSHA"], 0)
     rows = await bus.read_delivery("n1", b"0-0", 10)
     assert [d.offset for d in rows][-1] == sub.offset
     # a node that stopped heartbeating is checked again, as before: its key gone, no copy
@@ -389,3 +357,26 @@ async def _opened_with_worker(bus: Bus) -> Worker:
     await bus.open_session("s", "alice", "n1")
     return Worker(bus, fast, model_provider(ModelConfig(demo_word_delay=0)),
                   WorkerConfig(block_ms=20, coalesce_ms=1000))
+
+
+async def _submit_counted(bus: Bus) -> tuple[Any, list[str], int]:
+    """A SUBMIT of "m1" in session "s", with the commands it sent alone and the pipelines it
+    opened."""
+    calls: list[str] = []
+    pipelines: list[int] = []
+    command, pipeline = bus.redis.execute_command, bus.redis.pipeline
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(str(args[0]))
+        return await command(*args, **kw)
+
+    def piped(*args: Any, **kw: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **kw)
+
+    bus.redis.execute_command, bus.redis.pipeline = counted, piped
+    try:
+        sub = await bus.submit("s", "m1", "hello", user="alice")
+    finally:
+        bus.redis.execute_command, bus.redis.pipeline = command, pipeline
+    return sub, calls, len(pipelines)
