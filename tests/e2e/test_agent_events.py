@@ -177,7 +177,9 @@ async def test_a_private_tools_arguments_and_output_stay_in_the_worker(
         assert call["private"] is True and result["private"] is True
         assert "arguments" not in call and "output" not in result
         assert call["name"] == result["name"] == "calculate"
-        raw = str([f for f in c.frames if f["type"] not in ("user", "chunk", "reply")])
+        # the call's id is random hex, which can hold "1234" (CI, session 20): left out
+        raw = str([{k: v for k, v in f.items() if k != "call_id"} for f in c.frames
+                   if f["type"] not in ("user", "chunk", "reply")])
         assert "1234" not in raw and "6170" not in raw
         assert "6170" in reply["text"]  # the model still got the output
         await c.close()
