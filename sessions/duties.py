@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,31 @@ class Running:
         if self.task is not None and not self.interrupted:
             self.interrupted = True
             self.task.cancel()
+
+    async def run_here(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run the turn's agent (``work``) in the session's own task, which a cancel or a
+        lost lock interrupts while (and only while) it runs (``task``): a task of its own was
+        created, stepped and awaited by every turn (issue 13, session 20). The interruption's
+        cancel is taken back here (``uncancel``), whether ``work`` let it out or not
+        (``ModelPump.stop`` swallows one that lands in it): the session's task goes on to end
+        the turn. Nothing awaits between setting and clearing ``task`` and entering and
+        leaving ``work``, so a cancel can only land in it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        try:
+            await work
+        finally:
+            self.task = None
+            if self.interrupted:
+                task.uncancel()
+
+
+def still_cancelled() -> bool:
+    """Whether the current task was cancelled by more than a turn's interruption (the worker
+    stopping: ``_drain``), which :meth:`Running.run_here` took back already."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def cancel_loop(bus: WorkerBus, running: dict[str, Running]) -> None:

@@ -39,12 +39,12 @@ from sessions import turn_spans as TS
 from sessions.bus import LockLost, Turn, is_down
 from sessions.coalescer import ChunkFlusher, Coalescer
 from sessions.duties import Running as _Running
-from sessions.duties import beat, cancel_loop
+from sessions.duties import beat, cancel_loop, still_cancelled
 from sessions.entry_acks import EntryAcks
 from sessions.held_entries import HeldEntries
 from sessions.lease_keeping import LeaseKeeping
 from sessions.memory import Memory, RedisMemory
-from sessions.roles import Claimed, Ended, Inbound, PauseRecord, WorkerBus
+from sessions.roles import Claimed, Ended, Inbound, WorkerBus
 from sessions.shard_reads import ShardReads
 from sessions.turn_end import TurnEnding
 from sessions.turn_log import TurnEnded, TurnLog, ending, started
@@ -57,13 +57,6 @@ OUTAGE_BACKOFF_S = 0.5
 """A session that meets a Redis outage is retried after 0.5, 1, 2, 4 s (a Cluster failover
 takes a few seconds), then left pending for another worker to reclaim after the lease."""
 _OUTAGES = Throttle(10.0)
-
-
-def _still_cancelled() -> bool:
-    """Whether the current task was cancelled by more than a turn's interruption (the worker
-    stopping: ``_drain``), which was taken back already."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _outage(msg: str, sid: str) -> None:
@@ -351,13 +344,13 @@ class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
         if started_.memory is not None and record is None and isinstance(memory, RedisMemory):
             memory.preload(started_.memory)  # the agent's first read, made by START
         try:
-            await self._produce_here(turn, co, run, memory, record)
+            await run.run_here(self._produce(turn, co, run, memory, record))
         except TurnEnded as end:
             await self.bus.rollback_memory(turn.session, turn.offset)
             await self._finish(turn, tl.ending(end.event), claim=claim, co=co)
             M.TURNS.labels("ended").inc()
         except asyncio.CancelledError:
-            if not run.interrupted or _still_cancelled():  # not (only) the turn's: stopping
+            if not run.interrupted or still_cancelled():  # not (only) the turn's: stopping
                 raise
             if run.lost:
                 raise LockLost(turn.session) from None
@@ -391,25 +384,6 @@ class Worker(ShardReads, TurnEnding, TurnProducing, LeaseKeeping):
                 M.TURN_TIME.observe(max(0.0, time.time() - turn.ts))
                 if co.first_at:
                     M.FIRST_DELTA.observe(max(0.0, co.first_at - turn.ts))
-
-    async def _produce_here(self, turn: Turn, co: Coalescer, run: _Running, memory: Memory,
-                            record: PauseRecord | None) -> None:
-        """``_produce`` in the session's own task, which a cancel or a lost lock interrupts
-        while (and only while) it runs (``run.task``): a task of its own was created, stepped
-        and awaited by every turn (issue 13, session 20). The interruption's cancel is taken
-        back here (``uncancel``), whether ``_produce`` let it out or not (``ModelPump.stop``
-        swallows one that lands in it): the session's task goes on to end the turn, as it went
-        on after the turn's own task was cancelled. Nothing awaits between setting and clearing
-        ``run.task`` and entering and leaving ``_produce``, so a cancel can only land in it."""
-        task = asyncio.current_task()
-        assert task is not None
-        run.task = task
-        try:
-            await self._produce(turn, co, run, memory, record)
-        finally:
-            run.task = None
-            if run.interrupted:
-                task.uncancel()
 
     def agent_for(self, turn: Turn) -> tuple[Agent[Any], frozenset[str]]:
         """The agent that runs ``turn`` (its session's; the first one for a turn of the
